@@ -1,13 +1,11 @@
 export type ErrorCode =
   | 'validation_failed'
-  | 'weak_password'
   | 'username_taken'
   | 'email_taken'
   | 'invalid_request'
   | 'invalid_grant'
   | 'unsupported_grant_type'
   | 'missing_token'
-  | 'malformed_token_request'
   | 'invalid_token'
   | 'not_found'
   | 'method_not_allowed'

@@ -1,0 +1,161 @@
+import { randomUUID } from 'node:crypto';
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import Fastify, { type FastifyBaseLogger, type FastifyInstance, LogController } from 'fastify';
+import { sql } from 'kysely';
+import pino, { type DestinationStream } from 'pino';
+import type { Config } from './config.ts';
+import type { DbHandle } from './db/connect.ts';
+import { createConversationsRepository } from './db/conversations.ts';
+import { createSigningKeysRepository } from './db/signing-keys.ts';
+import { createUsersRepository } from './db/users.ts';
+import { AppError } from './errors.ts';
+import { errorHandler, sendError } from './http/error-handler.ts';
+import { registerOpenApi } from './http/openapi.ts';
+import { conversationRoutes } from './http/routes/conversation.ts';
+import { healthRoutes } from './http/routes/health.ts';
+import { jwksRoutes } from './http/routes/jwks.ts';
+import { registerRoutes } from './http/routes/register.ts';
+import { tokenRoutes } from './http/routes/token.ts';
+import { createAccessTokens } from './security/access-tokens.ts';
+import type { Clock } from './security/clock.ts';
+import { createPasswordPolicy } from './security/password-policy.ts';
+import type { PasswordHasher } from './security/passwords.ts';
+import { createAccountsService } from './services/accounts.ts';
+import { createConversationsService } from './services/conversations.ts';
+import { loadKeyRing } from './services/keys.ts';
+import { createSessionsService } from './services/sessions.ts';
+
+export interface AppDependencies {
+  db: DbHandle;
+  clock: Clock;
+  passwords: PasswordHasher;
+  /** Where logs go; stdout when omitted. */
+  logStream?: DestinationStream;
+}
+
+// Kept word for word from the seed, whose clients may compare it.
+export const WELCOME_MESSAGE = 'This is a secure conversation';
+
+export const LOG_REDACTIONS = [
+  'req.headers.authorization',
+  'req.headers.cookie',
+  'password',
+  'new_password',
+  'current_password',
+  'refresh_token',
+  'access_token',
+  '*.password',
+  '*.refresh_token',
+  '*.access_token',
+];
+
+/** Builds the HTTP application over the given database, clock and hasher; never listens. */
+export async function buildApp(config: Config, deps: AppDependencies): Promise<FastifyInstance> {
+  const logger = pino(
+    {
+      level: config.logLevel,
+      redact: { paths: LOG_REDACTIONS, censor: '[redacted]' },
+      timestamp: pino.stdTimeFunctions.isoTime,
+    },
+    deps.logStream ?? pino.destination({ sync: false }),
+  );
+  const app = Fastify({
+    loggerInstance: logger as FastifyBaseLogger,
+    // One line per request from the onResponse hook below instead of Fastify's two.
+    logController: new LogController({ disableRequestLogging: true }),
+    genReqId: () => randomUUID(),
+    requestIdHeader: false,
+    trustProxy: config.trustProxy,
+    bodyLimit: config.bodyLimitBytes,
+    // Auth headers and a JWT fit well inside this; anything larger is refused with 431 before routing.
+    http: { maxHeaderSize: 16384 },
+    ajv: { customOptions: { coerceTypes: false, allErrors: true, removeAdditional: false } },
+  }).withTypeProvider<TypeBoxTypeProvider>();
+
+  const db = deps.db.db;
+  const accounts = createAccountsService({
+    users: createUsersRepository(db),
+    hasher: deps.passwords,
+    policy: createPasswordPolicy(config.passwords),
+    clock: deps.clock,
+    maxPasswordLength: config.passwords.maxLength,
+    welcomeMessage: WELCOME_MESSAGE,
+    onRehashFailed: (error) => app.log.warn({ err: error }, 'password rehash failed'),
+  });
+  const keys = await loadKeyRing({
+    algorithm: config.jwt.algorithm,
+    secret: config.jwt.secret,
+    signingKeys: createSigningKeysRepository(db),
+    clock: deps.clock,
+  });
+  const accessTokens = createAccessTokens({
+    keys,
+    issuer: config.jwt.issuer,
+    audience: config.jwt.audience,
+    ttlSeconds: config.jwt.accessTokenTtlSeconds,
+    clock: deps.clock,
+  });
+  const sessions = createSessionsService({ accessTokens, accounts });
+  const conversations = createConversationsService({ conversations: createConversationsRepository(db) });
+
+  app.setErrorHandler(errorHandler);
+  app.addHook('onRequest', async (request, reply) => {
+    reply.headers({
+      'x-request-id': request.id,
+      'x-content-type-options': 'nosniff',
+      'referrer-policy': 'no-referrer',
+      'cache-control': 'no-store',
+    });
+  });
+  app.addHook('onResponse', async (request, reply) => {
+    request.log.info(
+      {
+        method: request.method,
+        path: request.url.split('?')[0],
+        status: reply.statusCode,
+        ms: Math.round(reply.elapsedTime * 10) / 10,
+        ip: request.ip,
+      },
+      'request',
+    );
+  });
+  registerMethodNotAllowed(app);
+
+  if (config.docsEnabled) await registerOpenApi(app);
+  await app.register(healthRoutes, {
+    isDatabaseReachable: async () => {
+      try {
+        await sql`select 1`.execute(db);
+        return true;
+      } catch {
+        return false;
+      }
+    },
+  });
+  await app.register(jwksRoutes, { publicJwks: () => keys.publicJwks() });
+  await app.register(registerRoutes, { accounts });
+  await app.register(tokenRoutes, { accounts, sessions });
+  await app.register(conversationRoutes, { sessions, conversations });
+  return app;
+}
+
+/** Answers 405 with Allow for a path that exists under other methods, 404 otherwise. */
+function registerMethodNotAllowed(app: FastifyInstance): void {
+  const routes: { pattern: RegExp; method: string }[] = [];
+  app.addHook('onRoute', (route) => {
+    const source = route.url
+      .split('/')
+      .map((part) => (part.startsWith(':') ? '[^/]+' : part === '*' ? '.*' : part.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')))
+      .join('/');
+    for (const method of [route.method].flat()) routes.push({ pattern: new RegExp(`^${source}$`), method });
+  });
+  app.setNotFoundHandler(async (request, reply) => {
+    const path = request.url.split('?')[0] ?? '';
+    const allowed = [...new Set(routes.filter((route) => route.pattern.test(path)).map((route) => route.method))];
+    if (allowed.length > 0) {
+      reply.header('allow', allowed.join(', '));
+      return sendError(new AppError('method_not_allowed', 'Method Not Allowed'), request, reply);
+    }
+    return sendError(new AppError('not_found', 'Not Found'), request, reply);
+  });
+}

@@ -1,0 +1,174 @@
+import Type, { type Static } from 'typebox';
+import Value from 'typebox/value';
+
+const bool = (fallback: 'true' | 'false') =>
+  Type.Union([Type.Literal('true'), Type.Literal('false'), Type.Literal('1'), Type.Literal('0')], { default: fallback });
+
+const EnvSchema = Type.Object({
+  HOST: Type.String({ default: '0.0.0.0', minLength: 1 }),
+  PORT: Type.Integer({ default: 8000, minimum: 0, maximum: 65535 }),
+  DATABASE_URL: Type.String({ default: 'sqlite:./data/gatehouse.db', minLength: 1 }),
+  JWT_ALGORITHM: Type.Union([Type.Literal('EdDSA'), Type.Literal('HS256')], { default: 'EdDSA' }),
+  JWT_SECRET: Type.Optional(Type.String()),
+  JWT_ISSUER: Type.String({ default: 'http://localhost:8000', minLength: 1 }),
+  JWT_AUDIENCE: Type.String({ default: 'gatehouse', minLength: 1 }),
+  ACCESS_TOKEN_TTL_SECONDS: Type.Integer({ default: 900, minimum: 30, maximum: 3600 }),
+  PASSWORD_MIN_LENGTH: Type.Integer({ default: 8, minimum: 8, maximum: 128 }),
+  ARGON2_MEMORY_KIB: Type.Integer({ default: 19456, minimum: 8, maximum: 4194304 }),
+  ARGON2_TIME_COST: Type.Integer({ default: 2, minimum: 1, maximum: 20 }),
+  ARGON2_PARALLELISM: Type.Integer({ default: 1, minimum: 1, maximum: 16 }),
+  BODY_LIMIT_BYTES: Type.Integer({ default: 16384, minimum: 1024, maximum: 1048576 }),
+  LOG_LEVEL: Type.Union(
+    ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((level) => Type.Literal(level)),
+    { default: 'info' },
+  ),
+  DOCS_ENABLED: bool('true'),
+  TRUST_PROXY: bool('false'),
+});
+
+type Env = Static<typeof EnvSchema>;
+
+export type DatabaseConfig = { kind: 'sqlite'; path: string } | { kind: 'postgres'; url: string };
+
+export interface Config {
+  readonly host: string;
+  readonly port: number;
+  readonly database: DatabaseConfig;
+  readonly jwt: {
+    readonly algorithm: 'EdDSA' | 'HS256';
+    readonly secret: string | undefined;
+    readonly issuer: string;
+    readonly audience: string;
+    readonly accessTokenTtlSeconds: number;
+  };
+  readonly passwords: {
+    readonly minLength: number;
+    readonly maxLength: number;
+    readonly argon2: { readonly memoryKib: number; readonly timeCost: number; readonly parallelism: number };
+  };
+  readonly bodyLimitBytes: number;
+  readonly logLevel: string;
+  readonly docsEnabled: boolean;
+  readonly trustProxy: boolean;
+}
+
+export class ConfigError extends Error {
+  readonly problems: string[];
+  constructor(problems: string[]) {
+    super(`invalid configuration: ${problems.join('; ')}`);
+    this.name = 'ConfigError';
+    this.problems = problems;
+  }
+}
+
+// Secrets copied from tutorials and docs: a token signed with any of them can be forged by anyone.
+const PUBLISHED_SECRETS = new Set([
+  '09d25e094faa6ca2556c818166b7a9563b93f7099f6f0f4caa6cf63b88e8d3e7',
+  'your-256-bit-secret',
+  'your-secret-key',
+  'changethis',
+  'changeme',
+  'secret',
+  'supersecret',
+  'super-secret-jwt-token-with-at-least-32-characters-long',
+  'a-string-secret-at-least-256-bits-long',
+  'gatehouse-example-secret-change-me-please-0123456789',
+]);
+
+const MAX_PASSWORD_LENGTH = 1024;
+
+/** Parses an environment-like record into a frozen Config, or throws ConfigError listing every problem. */
+export function loadConfig(env: Record<string, string | undefined>): Config {
+  const raw: Record<string, string> = {};
+  for (const key of Object.keys(EnvSchema.properties)) {
+    const value = env[key];
+    if (value !== undefined && value !== '') raw[key] = value.trim();
+  }
+  const converted = Value.Convert(EnvSchema, Value.Default(EnvSchema, raw));
+  const problems: string[] = [];
+  const seen = new Set<string>();
+  for (const error of Value.Errors(EnvSchema, converted)) {
+    const name = error.instancePath.replace(/^\//, '');
+    if (!name || seen.has(name)) continue;
+    seen.add(name);
+    problems.push(`${name}=${JSON.stringify(raw[name] ?? '')} ${describeProblem(name, error.message)}`);
+  }
+  if (problems.length > 0) throw new ConfigError(problems);
+  const values = converted as Env;
+
+  const database = parseDatabaseUrl(values.DATABASE_URL, problems);
+  const secret = values.JWT_SECRET;
+  if (values.JWT_ALGORITHM === 'HS256') {
+    if (secret === undefined) {
+      problems.push('JWT_SECRET is required when JWT_ALGORITHM=HS256 (at least 32 random bytes)');
+    } else if (PUBLISHED_SECRETS.has(secret) || PUBLISHED_SECRETS.has(secret.toLowerCase())) {
+      problems.push('JWT_SECRET is a published example secret: generate one with `openssl rand -base64 48`');
+    } else if (Buffer.byteLength(secret, 'utf8') < 32) {
+      problems.push('JWT_SECRET must be at least 32 bytes (RFC 7518 §3.2): generate one with `openssl rand -base64 48`');
+    } else if (new Set(secret).size < 10) {
+      problems.push('JWT_SECRET has too few distinct characters to be random: generate one with `openssl rand -base64 48`');
+    }
+  }
+  if (problems.length > 0 || database === undefined) throw new ConfigError(problems);
+
+  return deepFreeze({
+    host: values.HOST,
+    port: values.PORT,
+    database,
+    jwt: {
+      algorithm: values.JWT_ALGORITHM,
+      secret: values.JWT_ALGORITHM === 'HS256' ? secret : undefined,
+      issuer: values.JWT_ISSUER,
+      audience: values.JWT_AUDIENCE,
+      accessTokenTtlSeconds: values.ACCESS_TOKEN_TTL_SECONDS,
+    },
+    passwords: {
+      minLength: values.PASSWORD_MIN_LENGTH,
+      maxLength: MAX_PASSWORD_LENGTH,
+      argon2: {
+        memoryKib: values.ARGON2_MEMORY_KIB,
+        timeCost: values.ARGON2_TIME_COST,
+        parallelism: values.ARGON2_PARALLELISM,
+      },
+    },
+    bodyLimitBytes: values.BODY_LIMIT_BYTES,
+    logLevel: values.LOG_LEVEL,
+    docsEnabled: isTrue(values.DOCS_ENABLED),
+    trustProxy: isTrue(values.TRUST_PROXY),
+  });
+}
+
+function describeProblem(name: string, message: string): string {
+  const schema = (EnvSchema.properties as unknown as Record<string, { anyOf?: { const: string }[] }>)[name];
+  if (schema?.anyOf) return `must be one of ${schema.anyOf.map((option) => option.const).join(', ')}`;
+  return message;
+}
+
+function isTrue(value: string): boolean {
+  return value === 'true' || value === '1';
+}
+
+function parseDatabaseUrl(url: string, problems: string[]): DatabaseConfig | undefined {
+  if (url.startsWith('postgres://') || url.startsWith('postgresql://')) {
+    try {
+      const parsed = new URL(url);
+      if (!parsed.hostname && !parsed.searchParams.get('host')) throw new Error('no host');
+      return { kind: 'postgres', url };
+    } catch {
+      problems.push('DATABASE_URL is not a parsable PostgreSQL URL (postgres://user:password@host:port/database)');
+      return undefined;
+    }
+  }
+  const sqlitePath = url.match(/^sqlite:(?:\/\/)?(.+)$/)?.[1];
+  if (sqlitePath) return { kind: 'sqlite', path: sqlitePath };
+  problems.push('DATABASE_URL must start with sqlite: (sqlite:./data/gatehouse.db) or postgres://');
+  return undefined;
+}
+
+function deepFreeze<T>(value: T): T {
+  if (value && typeof value === 'object') {
+    for (const inner of Object.values(value)) deepFreeze(inner);
+    Object.freeze(value);
+  }
+  return value;
+}

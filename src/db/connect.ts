@@ -1,0 +1,80 @@
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { DatabaseSync, type StatementSync } from 'node:sqlite';
+import { Kysely, PostgresDialect, SqliteDialect, type SqliteDatabase, type SqliteStatement } from 'kysely';
+import pg from 'pg';
+import type { Database, Dialect } from './schema.ts';
+
+export interface DbHandle {
+  db: Kysely<Database>;
+  dialect: Dialect;
+  close(): Promise<void>;
+}
+
+export type DbTarget =
+  | { kind: 'sqlite'; path: string }
+  | { kind: 'postgres'; url: string; schema?: string; maxConnections?: number };
+
+const INT8_OID = 20;
+
+/** Opens the configured database: an embedded SQLite file through node:sqlite, or a PostgreSQL pool. */
+export function createDb(target: DbTarget): DbHandle {
+  if (target.kind === 'postgres') {
+    const pool = new pg.Pool({
+      connectionString: target.url,
+      max: target.maxConnections ?? 10,
+      // Timestamps are epoch milliseconds in int8 columns; they fit a double exactly.
+      types: {
+        getTypeParser: ((oid: number, format?: 'text' | 'binary') =>
+          oid === INT8_OID ? Number : pg.types.getTypeParser(oid, format)) as typeof pg.types.getTypeParser,
+      },
+      ...(target.schema ? { options: `-c search_path=${target.schema}` } : {}),
+    });
+    // An idle client that loses its server emits 'error'; without a listener that would crash the process.
+    pool.on('error', () => {});
+    const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
+    return { db, dialect: 'postgres', close: () => db.destroy() };
+  }
+  const database = openSqlite(target.path);
+  const db = new Kysely<Database>({ dialect: new SqliteDialect({ database }) });
+  return { db, dialect: 'sqlite', close: () => db.destroy() };
+}
+
+function openSqlite(path: string): SqliteDatabase {
+  if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
+  const sqlite = new DatabaseSync(path);
+  sqlite.exec('PRAGMA journal_mode = WAL');
+  sqlite.exec('PRAGMA synchronous = NORMAL');
+  sqlite.exec('PRAGMA foreign_keys = ON');
+  // Several processes (WORKERS, `npm run migrate` beside a server) may share the file.
+  sqlite.exec('PRAGMA busy_timeout = 5000');
+  return adaptNodeSqlite(sqlite);
+}
+
+/** Presents node:sqlite's DatabaseSync as the better-sqlite3-shaped object Kysely's SqliteDialect expects. */
+function adaptNodeSqlite(sqlite: DatabaseSync): SqliteDatabase {
+  const statements = new Map<string, SqliteStatement>();
+  return {
+    close: () => sqlite.close(),
+    prepare(sql: string): SqliteStatement {
+      const cached = statements.get(sql);
+      if (cached) return cached;
+      const adapted = adaptStatement(sqlite.prepare(sql));
+      if (statements.size >= 500) statements.clear();
+      statements.set(sql, adapted);
+      return adapted;
+    },
+  };
+}
+
+type SqliteValue = null | number | bigint | string | Uint8Array;
+
+function adaptStatement(statement: StatementSync): SqliteStatement {
+  const reader = statement.columns().length > 0;
+  return {
+    reader,
+    all: (parameters) => statement.all(...(parameters as SqliteValue[])),
+    run: (parameters) => statement.run(...(parameters as SqliteValue[])),
+    iterate: (parameters) => statement.iterate(...(parameters as SqliteValue[])),
+  };
+}

@@ -1,0 +1,19 @@
+import { type Kysely, type Migration, type MigrationProvider, Migrator } from 'kysely';
+import { AppError } from '../errors.ts';
+import * as createCoreTables from './migrations/2026_11_25_2100_create_core_tables.ts';
+
+// An explicit list rather than a folder scan: the order is reviewed, and nothing depends on the cwd.
+const migrations: Record<string, Migration> = {
+  '2026_11_25_2100_create_core_tables': createCoreTables,
+};
+
+const provider: MigrationProvider = { getMigrations: async () => migrations };
+
+/** Applies every pending migration; returns the names applied, or throws when one fails. */
+// biome-ignore lint/suspicious/noExplicitAny: the migrator works on any schema.
+export async function migrateToLatest(db: Kysely<any>): Promise<string[]> {
+  const migrator = new Migrator({ db, provider });
+  const { error, results } = await migrator.migrateToLatest();
+  if (error) throw new AppError('internal', 'database migration failed', { cause: error });
+  return (results ?? []).filter((result) => result.status === 'Success').map((result) => result.migrationName);
+}

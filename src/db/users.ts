@@ -1,0 +1,115 @@
+import { AppError } from '../errors.ts';
+import type { Db, Level, UserRow } from './schema.ts';
+import { violatedUniqueConstraint } from './unique-violation.ts';
+
+export interface User {
+  id: number;
+  username: string;
+  email: string;
+  age: number;
+  level: Level;
+  createdAt: Date;
+}
+
+export interface NewUser {
+  username: string;
+  usernameCanonical: string;
+  email: string;
+  emailCanonical: string;
+  passwordHash: string;
+  age: number;
+  level: Level;
+}
+
+export interface Credentials {
+  user: User;
+  passwordHash: string;
+}
+
+export interface UsersRepository {
+  insertUserWithConversation(user: NewUser, welcomeMessage: string, now: Date): Promise<User>;
+  findUserById(id: number): Promise<User | undefined>;
+  findCredentialsByUsername(usernameCanonical: string): Promise<Credentials | undefined>;
+  updatePasswordHash(id: number, passwordHash: string, now: Date): Promise<void>;
+}
+
+const userColumns = ['id', 'username', 'email', 'age', 'level', 'created_at_ms'] as const;
+
+export function createUsersRepository(db: Db): UsersRepository {
+  return {
+    async insertUserWithConversation(user, welcomeMessage, now) {
+      const nowMs = now.getTime();
+      try {
+        return await db.transaction().execute(async (trx) => {
+          const row = await trx
+            .insertInto('users')
+            .values({
+              username: user.username,
+              username_canonical: user.usernameCanonical,
+              email: user.email,
+              email_canonical: user.emailCanonical,
+              password_hash: user.passwordHash,
+              age: user.age,
+              level: user.level,
+              created_at_ms: nowMs,
+              updated_at_ms: nowMs,
+            })
+            .returning(userColumns)
+            .executeTakeFirstOrThrow();
+          const conversation = await trx
+            .insertInto('conversations')
+            .values({ user_id: row.id, created_at_ms: nowMs })
+            .returning('id')
+            .executeTakeFirstOrThrow();
+          await trx
+            .insertInto('messages')
+            .values({ conversation_id: conversation.id, author: 'system', body: welcomeMessage, created_at_ms: nowMs })
+            .execute();
+          return toUser(row);
+        });
+      } catch (error) {
+        const constraint = violatedUniqueConstraint(error);
+        if (constraint?.includes('username')) {
+          throw new AppError('username_taken', 'Username already registered', { cause: error });
+        }
+        if (constraint?.includes('email')) {
+          throw new AppError('email_taken', 'Email already registered', { cause: error });
+        }
+        throw error;
+      }
+    },
+
+    async findUserById(id) {
+      const row = await db.selectFrom('users').select(userColumns).where('id', '=', id).executeTakeFirst();
+      return row ? toUser(row) : undefined;
+    },
+
+    async findCredentialsByUsername(usernameCanonical) {
+      const row = await db
+        .selectFrom('users')
+        .select([...userColumns, 'password_hash'])
+        .where('username_canonical', '=', usernameCanonical)
+        .executeTakeFirst();
+      return row ? { user: toUser(row), passwordHash: row.password_hash } : undefined;
+    },
+
+    async updatePasswordHash(id, passwordHash, now) {
+      await db
+        .updateTable('users')
+        .set({ password_hash: passwordHash, updated_at_ms: now.getTime() })
+        .where('id', '=', id)
+        .execute();
+    },
+  };
+}
+
+function toUser(row: Pick<UserRow, (typeof userColumns)[number]>): User {
+  return {
+    id: Number(row.id),
+    username: row.username,
+    email: row.email,
+    age: Number(row.age),
+    level: row.level,
+    createdAt: new Date(Number(row.created_at_ms)),
+  };
+}

@@ -1,0 +1,161 @@
+import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
+import { AppError, type ErrorCode, type FieldProblem } from '../errors.ts';
+
+export type ErrorStyle = 'fastapi' | 'oauth' | 'resource';
+
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    /** How errors are written: FastAPI `detail` (default), RFC 6749 §5.2 (`oauth`), RFC 6750 §3 (`resource`). */
+    errorStyle?: ErrorStyle;
+  }
+}
+
+interface Rendered {
+  status: number;
+  body: Record<string, unknown>;
+  headers?: Record<string, string>;
+}
+
+const oauthError = (error: string, description: string): Rendered => ({
+  status: 400,
+  // `detail` keeps FastAPI-era clients that read it working; error_description stays within RFC 6749's charset.
+  body: { error, error_description: description, detail: description },
+});
+
+// The one table from error code to HTTP response.
+const responses: Record<ErrorCode, (error: AppError, style: ErrorStyle) => Rendered> = {
+  validation_failed: (error, style) =>
+    style === 'oauth'
+      ? oauthError('invalid_request', 'The request is missing a parameter or has a malformed one')
+      : { status: 422, body: { detail: error.details ?? [] } },
+  username_taken: (error) => ({ status: 409, body: { detail: error.message, code: 'username_taken' } }),
+  email_taken: (error) => ({ status: 409, body: { detail: error.message, code: 'email_taken' } }),
+  invalid_request: (error) => oauthError('invalid_request', error.message),
+  invalid_grant: (error) => oauthError('invalid_grant', error.message),
+  unsupported_grant_type: (error) => oauthError('unsupported_grant_type', error.message),
+  // RFC 6750 §3: no error attribute when the request carried no token at all.
+  missing_token: () => ({ status: 401, body: { detail: 'Not authenticated' }, headers: { 'www-authenticate': 'Bearer' } }),
+  invalid_token: () => ({
+    status: 401,
+    body: { detail: 'Could not validate credentials' },
+    headers: { 'www-authenticate': 'Bearer error="invalid_token"' },
+  }),
+  not_found: () => ({ status: 404, body: { detail: 'Not Found' } }),
+  method_not_allowed: () => ({ status: 405, body: { detail: 'Method Not Allowed' } }),
+  payload_too_large: (_error, style) =>
+    style === 'oauth'
+      ? { ...oauthError('invalid_request', 'The request body is too large'), status: 413 }
+      : { status: 413, body: { detail: 'Request body is too large' } },
+  unsupported_media_type: (error, style) =>
+    style === 'oauth'
+      ? oauthError('invalid_request', 'The request body must be application/x-www-form-urlencoded or JSON')
+      : { status: 415, body: { detail: error.message } },
+  service_unavailable: (error) => ({ status: 503, body: { detail: error.message } }),
+  internal: () => ({ status: 500, body: { detail: 'Internal Server Error' } }),
+};
+
+/** Fastify's own errors (body parsing, schema validation) as AppErrors; anything unrecognised is internal. */
+export function toAppError(error: FastifyError | Error): AppError {
+  if (error instanceof AppError) return error;
+  const fastifyError = error as FastifyError;
+  if (fastifyError.validation) {
+    return new AppError('validation_failed', 'Invalid request', {
+      details: fastifyError.validation.map((problem) => toFieldProblem(problem, fastifyError.validationContext)),
+    });
+  }
+  switch (fastifyError.code) {
+    case 'FST_ERR_CTP_BODY_TOO_LARGE':
+      return new AppError('payload_too_large', 'Request body is too large', { cause: error });
+    case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
+      return new AppError('unsupported_media_type', 'Unsupported Media Type', { cause: error });
+    case 'FST_ERR_CTP_EMPTY_JSON_BODY':
+      return new AppError('validation_failed', 'Empty body', {
+        details: [{ loc: ['body'], msg: 'Field required', type: 'missing' }],
+        cause: error,
+      });
+  }
+  const status = fastifyError.statusCode;
+  if (status !== undefined && status >= 400 && status < 500) {
+    // Malformed JSON, forbidden __proto__ keys, bad Content-Length and similar client mistakes.
+    return new AppError('validation_failed', 'Malformed body', {
+      details: [{ loc: ['body', 0], msg: 'JSON decode error', type: 'json_invalid' }],
+      cause: error,
+    });
+  }
+  return new AppError('internal', 'Internal Server Error', { cause: error });
+}
+
+export function sendError(error: AppError, request: FastifyRequest, reply: FastifyReply): FastifyReply {
+  const style = request.routeOptions.config?.errorStyle ?? 'fastapi';
+  const rendered = responses[error.code](error, style);
+  if (rendered.status >= 500) {
+    request.log.error({ err: error.cause ?? error }, 'request failed');
+    rendered.body.request_id = request.id;
+  } else if (error.cause) {
+    request.log.debug({ err: error.cause, code: error.code }, 'request refused');
+  }
+  if (style === 'oauth') reply.header('pragma', 'no-cache');
+  return reply
+    .code(rendered.status)
+    .headers(rendered.headers ?? {})
+    .type('application/json; charset=utf-8')
+    .send(rendered.body);
+}
+
+export function errorHandler(error: FastifyError, request: FastifyRequest, reply: FastifyReply) {
+  return sendError(toAppError(error), request, reply);
+}
+
+interface AjvProblem {
+  keyword: string;
+  instancePath: string;
+  params: Record<string, unknown>;
+  message?: string;
+}
+
+function toFieldProblem(problem: AjvProblem, context: string | undefined): FieldProblem {
+  const loc: (string | number)[] = [context ?? 'body'];
+  for (const part of problem.instancePath.split('/').slice(1)) {
+    const key = part.replace(/~1/g, '/').replace(/~0/g, '~');
+    loc.push(/^\d+$/.test(key) ? Number(key) : key);
+  }
+  const { keyword, params } = problem;
+  switch (keyword) {
+    case 'required':
+      return { loc: [...loc, String(params.missingProperty)], msg: 'Field required', type: 'missing' };
+    case 'type':
+      return loc.length === 1
+        ? {
+            loc,
+            msg: 'Input should be a valid dictionary or object to extract fields from',
+            type: 'model_attributes_type',
+          }
+        : {
+            loc,
+            msg: `Input should be a valid ${params.type === 'integer' ? 'integer' : params.type}`,
+            type: `${params.type === 'integer' ? 'int' : params.type}_type`,
+          };
+    case 'minimum':
+      return { loc, msg: `Input should be greater than or equal to ${params.limit}`, type: 'greater_than_equal' };
+    case 'maximum':
+      return { loc, msg: `Input should be less than or equal to ${params.limit}`, type: 'less_than_equal' };
+    case 'minLength':
+      return { loc, msg: `String should have at least ${params.limit} characters`, type: 'string_too_short' };
+    case 'maxLength':
+      return { loc, msg: `String should have at most ${params.limit} characters`, type: 'string_too_long' };
+    case 'enum':
+      return {
+        loc,
+        msg: `Input should be ${(params.allowedValues as unknown[]).map((value) => `'${value}'`).join(', ')}`,
+        type: 'enum',
+      };
+    case 'format':
+      return {
+        loc,
+        msg: params.format === 'email' ? 'value is not a valid email address' : `Input should be a valid ${params.format}`,
+        type: 'value_error',
+      };
+    default:
+      return { loc, msg: problem.message ?? 'Invalid value', type: keyword };
+  }
+}

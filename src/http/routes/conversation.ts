@@ -1,0 +1,29 @@
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import type { ConversationsService } from '../../services/conversations.ts';
+import type { SessionsService } from '../../services/sessions.ts';
+import { requireBearerToken } from '../authenticate.ts';
+import { ConversationResponse, DetailResponse } from '../schemas.ts';
+
+export const conversationRoutes: FastifyPluginAsyncTypebox<{
+  sessions: SessionsService;
+  conversations: ConversationsService;
+}> = async (app, { sessions, conversations }) => {
+  requireBearerToken(app, sessions);
+
+  app.get(
+    '/conversation',
+    {
+      config: { errorStyle: 'resource' },
+      schema: {
+        summary: "Read the current user's conversation",
+        tags: ['conversation'],
+        security: [{ OAuth2PasswordBearer: [] }],
+        response: { 200: ConversationResponse, 401: DetailResponse },
+      },
+    },
+    async (request) => {
+      const user = request.user!;
+      return { conversation: await conversations.readConversation(user.id), current_user: user.username };
+    },
+  );
+};

@@ -1,0 +1,29 @@
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import Type from 'typebox';
+import { AppError } from '../../errors.ts';
+
+export const healthRoutes: FastifyPluginAsyncTypebox<{ isDatabaseReachable: () => Promise<boolean> }> = async (
+  app,
+  { isDatabaseReachable },
+) => {
+  const Status = Type.Object({ status: Type.String() });
+  app.get(
+    '/healthz',
+    { schema: { summary: 'Liveness: the process answers', tags: ['operations'], response: { 200: Status } } },
+    async () => ({ status: 'ok' }),
+  );
+  app.get(
+    '/readyz',
+    {
+      schema: {
+        summary: 'Readiness: the database answers',
+        tags: ['operations'],
+        response: { 200: Status, 503: Type.Object({ detail: Type.String() }) },
+      },
+    },
+    async () => {
+      if (!(await isDatabaseReachable())) throw new AppError('service_unavailable', 'Database unreachable');
+      return { status: 'ready' };
+    },
+  );
+};

@@ -1,0 +1,80 @@
+import Type, { type Static } from 'typebox';
+
+export const Level = Type.Enum(['beginner', 'intermediate', 'advanced'], {
+  description: 'A proficiency, never a privilege.',
+});
+
+export const RegisterBody = Type.Object({
+  username: Type.String({
+    maxLength: 64,
+    description: "3 to 32 letters, digits, '.', '_' or '-' after NFKC; unique case-insensitively.",
+    examples: ['alice'],
+  }),
+  email: Type.String({ format: 'email', maxLength: 254, examples: ['alice@example.com'] }),
+  password: Type.String({
+    format: 'password',
+    maxLength: 4096,
+    description: 'PASSWORD_MIN_LENGTH (8) to 1024 characters, no control characters, not a common password.',
+  }),
+  age: Type.Integer({ minimum: 0, maximum: 150, description: 'A digit string such as "42" is accepted too.' }),
+  level: Level,
+});
+export type RegisterBody = Static<typeof RegisterBody>;
+
+export const UserResponse = Type.Object({
+  id: Type.Integer(),
+  username: Type.String(),
+  email: Type.String(),
+  age: Type.Integer(),
+  level: Level,
+});
+export type UserResponse = Static<typeof UserResponse>;
+
+const optionalString = (description: string) => Type.Optional(Type.String({ description }));
+
+export const TokenRequestBody = Type.Object({
+  grant_type: optionalString('password (the default when omitted)'),
+  username: optionalString('The username, in any letter case'),
+  password: Type.Optional(Type.String({ format: 'password' })),
+  scope: optionalString('Ignored: tokens carry the scope "conversation"'),
+  client_id: optionalString('Ignored'),
+  client_secret: Type.Optional(Type.String({ format: 'password', description: 'Ignored' })),
+});
+export type TokenRequestBody = Static<typeof TokenRequestBody>;
+
+export const TokenResponse = Type.Object({
+  access_token: Type.String(),
+  token_type: Type.Literal('bearer'),
+  expires_in: Type.Integer({ description: 'Seconds until the access token expires' }),
+  scope: Type.String(),
+});
+
+export const OAuthErrorResponse = Type.Object({
+  error: Type.Enum(['invalid_request', 'invalid_grant', 'unsupported_grant_type']),
+  error_description: Type.String(),
+  detail: Type.String({ description: "FastAPI's field, kept for seed clients" }),
+});
+
+export const ConversationResponse = Type.Object({
+  conversation: Type.String(),
+  current_user: Type.String(),
+});
+
+export const DetailResponse = Type.Object({ detail: Type.String() });
+
+export const ConflictResponse = Type.Object({
+  detail: Type.String(),
+  code: Type.Enum(['username_taken', 'email_taken']),
+});
+
+export const ValidationErrorResponse = Type.Object({
+  detail: Type.Array(
+    Type.Object({
+      loc: Type.Array(Type.Union([Type.String(), Type.Integer()])),
+      msg: Type.String(),
+      type: Type.String(),
+    }),
+  ),
+});
+
+export const Jwks = Type.Object({ keys: Type.Array(Type.Record(Type.String(), Type.String())) });

@@ -1,0 +1,49 @@
+import { existsSync } from 'node:fs';
+import closeWithGrace from 'close-with-grace';
+import { buildApp } from './app.ts';
+import { type Config, ConfigError, loadConfig } from './config.ts';
+import { createDb } from './db/connect.ts';
+import { migrateToLatest } from './db/migrate.ts';
+import { systemClock } from './security/clock.ts';
+import { createPasswordHasher } from './security/passwords.ts';
+
+function readConfig(): Config {
+  if (existsSync('.env')) process.loadEnvFile('.env');
+  try {
+    return loadConfig(process.env);
+  } catch (error) {
+    if (error instanceof ConfigError) {
+      for (const problem of error.problems) console.error(`gatehouse: configuration error: ${problem}`);
+      process.exit(1);
+    }
+    throw error;
+  }
+}
+
+const config = readConfig();
+const handle = createDb(config.database);
+try {
+  await migrateToLatest(handle.db);
+} catch (error) {
+  console.error(`gatehouse: cannot prepare the database: ${(error as Error).cause ?? error}`);
+  await handle.close().catch(() => {});
+  process.exit(1);
+}
+const app = await buildApp(config, {
+  db: handle,
+  clock: systemClock,
+  passwords: createPasswordHasher(config.passwords.argon2),
+});
+
+closeWithGrace({ delay: 10_000 }, async ({ signal, err }) => {
+  if (err) app.log.error({ err }, 'shutting down after an error');
+  else app.log.info({ signal }, 'shutting down: draining requests');
+  await app.close();
+  await handle.close();
+});
+
+await app.listen({ host: config.host, port: config.port });
+app.log.info(
+  { database: config.database.kind, algorithm: config.jwt.algorithm },
+  `Gatehouse listening on http://${config.host}:${config.port} (docs at /docs)`,
+);

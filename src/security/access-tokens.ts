@@ -1,0 +1,115 @@
+import { randomUUID } from 'node:crypto';
+import { jwtVerify, SignJWT } from 'jose';
+import { AppError } from '../errors.ts';
+import type { Clock } from './clock.ts';
+import type { SigningKey } from './signing-keys.ts';
+
+export interface KeyRing {
+  current(): SigningKey;
+  find(kid: string): SigningKey | undefined;
+}
+
+export interface AccessTokenSubject {
+  userId: number;
+  username: string;
+  scope: string;
+}
+
+export interface IssuedAccessToken {
+  token: string;
+  expiresInSeconds: number;
+  jti: string;
+}
+
+export interface VerifiedAccessToken {
+  userId: number;
+  jti: string;
+  scope: string;
+  expiresAt: Date;
+}
+
+export interface AccessTokenOptions {
+  keys: KeyRing;
+  issuer: string;
+  audience: string;
+  ttlSeconds: number;
+  clock: Clock;
+}
+
+// RFC 9068 §2.1: access tokens are explicitly typed so that no other JWT can stand in for one.
+const ACCESS_TOKEN_TYPE = 'at+jwt';
+const CLOCK_TOLERANCE_SECONDS = 5;
+const MAX_TOKEN_LENGTH = 4096;
+const COMPACT_JWS = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/;
+const USER_ID = /^[1-9][0-9]{0,14}$/;
+
+export interface AccessTokens {
+  /** Returns a signed RFC 9068 access token for the subject. */
+  issue(subject: AccessTokenSubject): Promise<IssuedAccessToken>;
+  /** Returns the verified claims, or throws AppError('invalid_token') whatever the reason. */
+  verify(token: string): Promise<VerifiedAccessToken>;
+}
+
+/** Builds the issuer and verifier of access tokens, pinned to one algorithm, issuer, audience and type. */
+export function createAccessTokens(options: AccessTokenOptions): AccessTokens {
+  const { keys, issuer, audience, ttlSeconds, clock } = options;
+
+  return {
+    async issue(subject) {
+      const key = keys.current();
+      const issuedAt = Math.floor(clock.now().getTime() / 1000);
+      const jti = randomUUID();
+      const token = await new SignJWT({ preferred_username: subject.username, scope: subject.scope })
+        .setProtectedHeader({ alg: key.algorithm, typ: ACCESS_TOKEN_TYPE, kid: key.kid })
+        .setIssuer(issuer)
+        .setAudience(audience)
+        .setSubject(String(subject.userId))
+        .setIssuedAt(issuedAt)
+        .setExpirationTime(issuedAt + ttlSeconds)
+        .setJti(jti)
+        .sign(key.signingKey);
+      return { token, expiresInSeconds: ttlSeconds, jti };
+    },
+
+    async verify(token) {
+      if (token.length > MAX_TOKEN_LENGTH || !COMPACT_JWS.test(token)) throw invalidToken();
+      const algorithm = keys.current().algorithm;
+      try {
+        const { payload } = await jwtVerify(
+          token,
+          (header) => {
+            const key = typeof header.kid === 'string' ? keys.find(header.kid) : undefined;
+            if (!key || key.algorithm !== header.alg) throw invalidToken();
+            return key.verificationKey;
+          },
+          {
+            algorithms: [algorithm],
+            issuer,
+            audience,
+            typ: ACCESS_TOKEN_TYPE,
+            currentDate: clock.now(),
+            clockTolerance: CLOCK_TOLERANCE_SECONDS,
+            maxTokenAge: ttlSeconds,
+            requiredClaims: ['sub', 'exp', 'iat', 'jti'],
+          },
+        );
+        if (typeof payload.sub !== 'string' || !USER_ID.test(payload.sub) || typeof payload.jti !== 'string') {
+          throw invalidToken();
+        }
+        return {
+          userId: Number(payload.sub),
+          jti: payload.jti,
+          scope: typeof payload.scope === 'string' ? payload.scope : '',
+          expiresAt: new Date((payload.exp as number) * 1000),
+        };
+      } catch (error) {
+        // Whatever jose or WebCrypto objects to, the client learns only that the token is invalid.
+        throw error instanceof AppError ? error : invalidToken(error);
+      }
+    },
+  };
+}
+
+function invalidToken(cause?: unknown): AppError {
+  return new AppError('invalid_token', 'Could not validate credentials', { cause });
+}

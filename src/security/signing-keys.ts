@@ -1,0 +1,45 @@
+import { createHash, randomUUID } from 'node:crypto';
+import { type CryptoKey, exportJWK, generateKeyPair, importJWK, type JWK } from 'jose';
+
+export type SigningAlgorithm = 'EdDSA' | 'HS256';
+
+export interface SigningKey {
+  kid: string;
+  algorithm: SigningAlgorithm;
+  signingKey: CryptoKey | Uint8Array;
+  verificationKey: CryptoKey | Uint8Array;
+  /** Public JWK for the JWKS document; undefined for symmetric keys, which are never published. */
+  publicJwk: JWK | undefined;
+}
+
+export interface StoredKeyPair {
+  kid: string;
+  publicJwk: JWK;
+  privateJwk: JWK;
+}
+
+/** Returns a fresh Ed25519 key pair as JWKs, ready to store. */
+export async function generateEd25519KeyPair(): Promise<StoredKeyPair> {
+  const { publicKey, privateKey } = await generateKeyPair('EdDSA', { crv: 'Ed25519', extractable: true });
+  const kid = randomUUID();
+  return { kid, publicJwk: await exportJWK(publicKey), privateJwk: await exportJWK(privateKey) };
+}
+
+/** Turns a stored Ed25519 pair into a key usable for signing and verification. */
+export async function importEd25519KeyPair(stored: StoredKeyPair): Promise<SigningKey> {
+  const publicJwk: JWK = { kty: stored.publicJwk.kty, crv: stored.publicJwk.crv, x: stored.publicJwk.x };
+  return {
+    kid: stored.kid,
+    algorithm: 'EdDSA',
+    signingKey: (await importJWK(stored.privateJwk, 'EdDSA')) as CryptoKey,
+    verificationKey: (await importJWK(publicJwk, 'EdDSA')) as CryptoKey,
+    publicJwk: { ...publicJwk, kid: stored.kid, alg: 'EdDSA', use: 'sig' },
+  };
+}
+
+/** Wraps the configured HS256 secret; its kid is derived from the secret so every instance agrees on it. */
+export function hmacSigningKey(secret: string): SigningKey {
+  const bytes = new TextEncoder().encode(secret);
+  const kid = `hs256-${createHash('sha256').update(bytes).digest('base64url').slice(0, 16)}`;
+  return { kid, algorithm: 'HS256', signingKey: bytes, verificationKey: bytes, publicJwk: undefined };
+}
