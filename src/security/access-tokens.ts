@@ -93,7 +93,13 @@ export function createAccessTokens(options: AccessTokenOptions): AccessTokens {
             requiredClaims: ['sub', 'exp', 'iat', 'jti'],
           },
         );
-        if (typeof payload.sub !== 'string' || !USER_ID.test(payload.sub) || typeof payload.jti !== 'string') {
+        const lifetimeSeconds = (payload.exp as number) - (payload.iat as number);
+        if (
+          typeof payload.sub !== 'string' ||
+          !USER_ID.test(payload.sub) ||
+          typeof payload.jti !== 'string' ||
+          !(lifetimeSeconds > 0 && lifetimeSeconds <= ttlSeconds)
+        ) {
           throw invalidToken();
         }
         return {

@@ -1,0 +1,225 @@
+import { createLocalJWKSet, jwtVerify } from 'jose';
+import pg from 'pg';
+import { afterAll, describe, expect, it, vi } from 'vitest';
+import {
+  expectJsonContentType,
+  expectLogsFreeOf,
+  getWithToken,
+  type Json,
+  login,
+  registerUser,
+  request,
+} from './support/client.ts';
+import { createDatabase, DIALECTS, PG_ADMIN_URL, type RunningServer, startServer, useServer } from './support/server.ts';
+
+vi.setConfig({ testTimeout: 30_000, hookTimeout: 60_000 });
+
+describe.each(DIALECTS)('service endpoints (%s)', (dialect) => {
+  const ctx = useServer(dialect);
+
+  describe('health', () => {
+    it('GET /healthz answers 200 JSON', async () => {
+      const r = await request(ctx.url('/healthz'));
+      expect(r.status).toBe(200);
+      expectJsonContentType(r);
+    });
+
+    it('GET /readyz answers 200 JSON while the database is reachable', async () => {
+      const r = await request(ctx.url('/readyz'));
+      expect(r.status).toBe(200);
+      expectJsonContentType(r);
+    });
+
+    it('health replies carry nosniff and no X-Powered-By', async () => {
+      const r = await request(ctx.url('/healthz'));
+      expect(r.headers.get('x-content-type-options')).toBe('nosniff');
+      expect(r.headers.get('x-powered-by')).toBeNull();
+    });
+  });
+
+  describe('JWKS', () => {
+    it('publishes Ed25519 public keys only, with unique kids, alg and use (checklist 55)', async () => {
+      const r = await request(ctx.url('/.well-known/jwks.json'));
+      expect(r.status).toBe(200);
+      expect(r.headers.get('content-type') ?? '').toMatch(/^application\/(jwk-set\+)?json/);
+      const keys = r.json.keys as Json[];
+      expect(Array.isArray(keys)).toBe(true);
+      expect(keys.length).toBeGreaterThan(0);
+      for (const k of keys) {
+        expect(k.kty).toBe('OKP');
+        expect(k.crv).toBe('Ed25519');
+        expect(typeof k.x).toBe('string');
+        expect(typeof k.kid).toBe('string');
+        for (const priv of ['d', 'p', 'q', 'dp', 'dq', 'qi', 'k']) expect(k).not.toHaveProperty(priv);
+      }
+      expect(new Set(keys.map((k) => k.kid)).size).toBe(keys.length);
+      for (const k of keys) {
+        expect(k.alg).toBe('EdDSA');
+        expect(k.use).toBe('sig');
+      }
+    });
+
+    it('is cacheable for a bounded time (Cache-Control max-age)', async () => {
+      const r = await request(ctx.url('/.well-known/jwks.json'));
+      expect(r.headers.get('cache-control') ?? '').toMatch(/max-age=\d+/);
+    });
+
+    it('shares the signing key with a second instance on the same database (and across restarts)', async () => {
+      const u = await registerUser(ctx);
+      const t = await login(ctx, u.username, u.password);
+      const second = await startServer({ databaseUrl: ctx.db.url });
+      try {
+        const jwksA = (await request(ctx.url('/.well-known/jwks.json'))).json;
+        const jwksB = (await request(second.url('/.well-known/jwks.json'))).json;
+        expect((jwksB.keys as Json[]).map((k) => k.kid).sort()).toEqual((jwksA.keys as Json[]).map((k) => k.kid).sort());
+        const r = await getWithToken(second.url('/conversation'), t);
+        expect(r.status, r.text).toBe(200);
+        expect(r.json.current_user).toBe(u.username);
+        // a token from B verifies with A's published keys
+        const tb = (await request(second.url('/token'), {
+          method: 'POST',
+          headers: { 'content-type': 'application/x-www-form-urlencoded' },
+          body: new URLSearchParams({ username: u.username, password: u.password }).toString(),
+        })).json.access_token as string;
+        ctx.track(tb);
+        await jwtVerify(tb, createLocalJWKSet(jwksA), { algorithms: ['EdDSA'], typ: 'at+jwt' });
+        expect((await getWithToken(ctx.url('/conversation'), tb)).status).toBe(200);
+      } finally {
+        const exit = await second.stop();
+        expect(exit.code).toBe(0);
+      }
+    });
+  });
+
+  describe('OpenAPI and docs', () => {
+    it('serves /openapi.json with the three paths and an OAuth2 password flow with tokenUrl /token', async () => {
+      const r = await request(ctx.url('/openapi.json'));
+      expect(r.status).toBe(200);
+      expectJsonContentType(r);
+      const doc = r.json as Json;
+      expect(String(doc.openapi ?? doc.swagger)).toMatch(/^3\./);
+      const paths = Object.keys(doc.paths ?? {});
+      expect(paths.some((p) => p === '/register/' || p === '/register')).toBe(true);
+      expect(paths).toContain('/token');
+      expect(paths).toContain('/conversation');
+      const schemes = Object.values(doc.components?.securitySchemes ?? {}) as Json[];
+      const oauth = schemes.find((s) => s.type === 'oauth2' && s.flows?.password);
+      expect(oauth, JSON.stringify(doc.components?.securitySchemes)).toBeDefined();
+      expect(oauth?.flows.password.tokenUrl).toMatch(/^(https?:\/\/[^/]+)?\/token$/);
+      const convGet = doc.paths['/conversation']?.get as Json | undefined;
+      expect(convGet).toBeDefined();
+      const security = (convGet?.security ?? doc.security ?? []) as Json[];
+      expect(security.length).toBeGreaterThan(0);
+      expect(JSON.stringify(doc)).not.toMatch(/hashed_password|password_hash/);
+    });
+
+    it('documents the token request body as form-urlencoded', async () => {
+      const doc = (await request(ctx.url('/openapi.json'))).json as Json;
+      const content = doc.paths['/token']?.post?.requestBody?.content ?? {};
+      expect(Object.keys(content)).toContain('application/x-www-form-urlencoded');
+    });
+
+    it('serves Swagger UI HTML at /docs', async () => {
+      const r = await fetch(ctx.url('/docs'), { redirect: 'follow' });
+      const text = await r.text();
+      expect(r.status).toBe(200);
+      expect(r.headers.get('content-type') ?? '').toMatch(/^text\/html/);
+      expect(text.toLowerCase()).toContain('swagger');
+    });
+
+    it('sends nosniff and a Content-Security-Policy with the docs HTML (checklist 90)', async () => {
+      const r = await fetch(ctx.url('/docs'), { redirect: 'follow' });
+      await r.text();
+      expect(r.headers.get('x-content-type-options')).toBe('nosniff');
+      expect(r.headers.get('content-security-policy')).toBeTruthy();
+    });
+  });
+
+  describe('HTTP hygiene', () => {
+    it('answers unknown paths with a JSON 404 {detail}', async () => {
+      const r = await request(ctx.url('/no-such-path'));
+      expect(r.status).toBe(404);
+      expectJsonContentType(r);
+      expect(typeof r.json.detail).toBe('string');
+      expect(r.headers.get('x-content-type-options')).toBe('nosniff');
+    });
+
+    it.each([
+      ['PUT', '/register/'],
+      ['GET', '/register/'],
+      ['DELETE', '/register'],
+      ['GET', '/token'],
+      ['DELETE', '/token'],
+      ['DELETE', '/conversation'],
+    ])('answers 405 with an Allow header for %s %s (checklist 5)', async (method, p) => {
+      const r = await request(ctx.url(p), { method });
+      expect(r.status).toBe(405);
+      expect(r.headers.get('allow')).toBeTruthy();
+      expectJsonContentType(r);
+    });
+
+    it('sends no X-Powered-By and no version in Server (checklist 11)', async () => {
+      for (const p of ['/healthz', '/token', '/conversation', '/register/', '/nope']) {
+        const r = await request(ctx.url(p));
+        expect(r.headers.get('x-powered-by')).toBeNull();
+        expect(r.headers.get('server') ?? '').not.toMatch(/\d/);
+      }
+    });
+  });
+
+  it('writes pino JSON log lines with request ids', () => {
+    const lines = ctx.server
+      .output()
+      .split('\n')
+      .filter((l) => l.startsWith('{'));
+    expect(lines.length).toBeGreaterThan(0);
+    const parsed = lines.flatMap((l) => {
+      try {
+        return [JSON.parse(l) as Json];
+      } catch {
+        return [];
+      }
+    });
+    expect(parsed.some((o) => o.reqId !== undefined || o.req_id !== undefined || o.requestId !== undefined)).toBe(true);
+    expect(ctx.server.output()).not.toMatch(/authorization"\s*:\s*"Bearer ey/i);
+  });
+
+  it('never writes the passwords or tokens it saw to the logs', () => {
+    expectLogsFreeOf(ctx);
+  });
+});
+
+describe('GET /readyz when PostgreSQL goes away', () => {
+  let server: RunningServer | undefined;
+  afterAll(async () => {
+    await server?.stop();
+  });
+
+  it('answers 503 on /readyz (and 200 on /healthz) after the database is dropped', async () => {
+    const db = await createDatabase('postgres');
+    server = await startServer({ databaseUrl: db.url });
+    expect((await request(server.url('/readyz'))).status).toBe(200);
+    const admin = new pg.Client(PG_ADMIN_URL);
+    await admin.connect();
+    try {
+      await admin.query(`DROP DATABASE ${db.pgName} WITH (FORCE)`);
+    } finally {
+      await admin.end();
+    }
+    const t0 = performance.now();
+    const ready = await request(server.url('/readyz'));
+    expect(ready.status).toBe(503);
+    expectJsonContentType(ready);
+    expect(ready.text).not.toMatch(/postgres:\/\/|\n\s+at /);
+    expect(performance.now() - t0).toBeLessThan(10_000);
+    expect((await request(server.url('/healthz'))).status).toBe(200);
+    // requests needing the database fail cleanly, never hang
+    const reg = await request(server.url('/register/'), {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ username: 'gone1', email: 'gone1@example.com', password: 'Pw-gone-db-1', age: 3, level: 'beginner' }),
+    });
+    expect(reg.status).toBeGreaterThanOrEqual(500);
+    expect(reg.text).not.toMatch(/\n\s+at |postgres:\/\/|database ".*" does not exist/);
+  });
+});

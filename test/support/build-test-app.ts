@@ -1,0 +1,87 @@
+import { Writable } from 'node:stream';
+import type { FastifyInstance } from 'fastify';
+import { buildApp } from '../../src/app.ts';
+import { type Config, loadConfig } from '../../src/config.ts';
+import type { Dialect } from '../../src/db/schema.ts';
+import { createPasswordHasher, type PasswordHasher } from '../../src/security/passwords.ts';
+import { createTestClock, type TestClock } from './clock.ts';
+import { createTestDatabase, type TestDatabase } from './dialects.ts';
+
+// The production algorithm at its minimum cost: the hasher's own tests use the real parameters.
+export const FAST_ARGON2 = { memoryKib: 64, timeCost: 1, parallelism: 1 };
+
+export interface TestApp {
+  app: FastifyInstance;
+  config: Config;
+  clock: TestClock;
+  database: TestDatabase;
+  passwords: PasswordHasher;
+  /** Everything the app logged, one JSON line each. */
+  logs: string[];
+  close(): Promise<void>;
+}
+
+export interface TestAppOptions {
+  env?: Record<string, string>;
+  passwords?: PasswordHasher;
+  database?: TestDatabase;
+}
+
+export async function buildTestApp(dialect: Dialect, options: TestAppOptions = {}): Promise<TestApp> {
+  const config = loadConfig({
+    DATABASE_URL: 'sqlite::memory:',
+    LOG_LEVEL: 'debug',
+    ARGON2_MEMORY_KIB: String(FAST_ARGON2.memoryKib),
+    ARGON2_TIME_COST: String(FAST_ARGON2.timeCost),
+    ...options.env,
+  });
+  const database = options.database ?? (await createTestDatabase(dialect));
+  const clock = createTestClock();
+  const passwords = options.passwords ?? createPasswordHasher(config.passwords.argon2);
+  const logs: string[] = [];
+  const logStream = new Writable({
+    write(chunk, _encoding, done) {
+      logs.push(...String(chunk).split('\n').filter(Boolean));
+      done();
+    },
+  });
+  const app = await buildApp(config, { db: database, clock, passwords, logStream });
+  await app.ready();
+  return {
+    app,
+    config,
+    clock,
+    database,
+    passwords,
+    logs,
+    async close() {
+      await app.close();
+      if (!options.database) await database.destroy();
+    },
+  };
+}
+
+export const STRONG_PASSWORD = 'correct horse battery staple';
+
+export function registration(overrides: Record<string, unknown> = {}) {
+  return {
+    username: 'alice',
+    email: 'alice@example.com',
+    password: STRONG_PASSWORD,
+    age: 30,
+    level: 'beginner',
+    ...overrides,
+  };
+}
+
+export async function registerUser(app: FastifyInstance, overrides: Record<string, unknown> = {}) {
+  const response = await app.inject({ method: 'POST', url: '/register/', payload: registration(overrides) });
+  if (response.statusCode !== 200) throw new Error(`registration failed: ${response.statusCode} ${response.body}`);
+  return response.json() as { id: number; username: string; email: string; age: number; level: string };
+}
+
+export async function loginToken(app: FastifyInstance, username = 'alice', password = STRONG_PASSWORD) {
+  const response = await app.inject({ method: 'POST', url: '/token', payload: { username, password } });
+  if (response.statusCode !== 200) throw new Error(`login failed: ${response.statusCode} ${response.body}`);
+  return (response.json() as { access_token: string }).access_token;
+}

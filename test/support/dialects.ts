@@ -1,0 +1,45 @@
+import { randomBytes } from 'node:crypto';
+import pg from 'pg';
+import { inject } from 'vitest';
+import { createDb, type DbHandle } from '../../src/db/connect.ts';
+import { migrateToLatest } from '../../src/db/migrate.ts';
+import type { Dialect } from '../../src/db/schema.ts';
+
+export interface TestDatabase extends DbHandle {
+  /** Closes the connection and drops everything the test created. */
+  destroy(): Promise<void>;
+}
+
+/** The dialects every database and HTTP suite runs on: SQLite always, PostgreSQL when reachable. */
+export const dialects: Dialect[] = inject('postgresUrl') ? ['sqlite', 'postgres'] : ['sqlite'];
+
+/** Opens a fresh, migrated database: SQLite in memory, or a new PostgreSQL schema. */
+export async function createTestDatabase(dialect: Dialect): Promise<TestDatabase> {
+  if (dialect === 'sqlite') {
+    const handle = createDb({ kind: 'sqlite', path: ':memory:' });
+    await migrateToLatest(handle.db);
+    return { ...handle, destroy: handle.close };
+  }
+  const url = inject('postgresUrl');
+  const schema = `test_${randomBytes(6).toString('hex')}`;
+  await withAdminClient(url, (client) => client.query(`create schema ${schema}`));
+  const handle = createDb({ kind: 'postgres', url, schema, maxConnections: 20 });
+  await migrateToLatest(handle.db);
+  return {
+    ...handle,
+    async destroy() {
+      await handle.close();
+      await withAdminClient(url, (client) => client.query(`drop schema ${schema} cascade`));
+    },
+  };
+}
+
+async function withAdminClient(url: string, run: (client: pg.Client) => Promise<unknown>): Promise<void> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    await run(client);
+  } finally {
+    await client.end();
+  }
+}

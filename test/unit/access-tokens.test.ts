@@ -1,0 +1,101 @@
+import { createPrivateKey } from 'node:crypto';
+import { describe, expect, it } from 'vitest';
+import { AppError } from '../../src/errors.ts';
+import { createAccessTokens, type KeyRing } from '../../src/security/access-tokens.ts';
+import {
+  generateEd25519KeyPair,
+  hmacSigningKey,
+  importEd25519KeyPair,
+  type SigningKey,
+} from '../../src/security/signing-keys.ts';
+import { createTestClock } from '../support/clock.ts';
+import { decodeToken, ed25519Sign, forgedTokens, hmacSign } from '../support/forge-token.ts';
+
+const ringOf = (key: SigningKey): KeyRing => ({ current: () => key, find: (kid) => (kid === key.kid ? key : undefined) });
+const SECRET = 'q3W9zL0vB7nX2cR5tY8uI1oP4aS6dF0gH3jK7lZ9xC2vB5nM';
+
+async function setups() {
+  const stored = await generateEd25519KeyPair();
+  const edKey = await importEd25519KeyPair(stored);
+  const edPrivate = createPrivateKey({ key: stored.privateJwk as never, format: 'jwk' });
+  return [
+    {
+      name: 'EdDSA',
+      ring: ringOf(edKey),
+      publicJwk: edKey.publicJwk as Record<string, unknown>,
+      signLegit: (h: Record<string, unknown>, p: Record<string, unknown>) => ed25519Sign(h, p, edPrivate),
+      hmacSecret: undefined,
+    },
+    {
+      name: 'HS256',
+      ring: ringOf(hmacSigningKey(SECRET)),
+      publicJwk: undefined,
+      signLegit: (h: Record<string, unknown>, p: Record<string, unknown>) => hmacSign(h, p, SECRET),
+      hmacSecret: SECRET,
+    },
+  ];
+}
+
+const options = { issuer: 'https://gatehouse.test', audience: 'gatehouse', ttlSeconds: 900 };
+
+describe.each(await setups())('access tokens ($name)', (setup) => {
+  const clock = createTestClock();
+  const tokens = createAccessTokens({ ...options, keys: setup.ring, clock });
+
+  it('issues an RFC 9068 token: typ at+jwt, kid, iss, aud, sub, iat, exp, jti, scope', async () => {
+    const issued = await tokens.issue({ userId: 7, username: 'Alice', scope: 'conversation' });
+    const { header, payload } = decodeToken(issued.token);
+    expect(header).toEqual({ alg: setup.name, typ: 'at+jwt', kid: setup.ring.current().kid });
+    expect(payload).toMatchObject({
+      iss: options.issuer,
+      aud: options.audience,
+      sub: '7',
+      preferred_username: 'Alice',
+      scope: 'conversation',
+    });
+    expect((payload.exp as number) - (payload.iat as number)).toBe(900);
+    expect(issued.expiresInSeconds).toBe(900);
+    expect(payload.jti).toBe(issued.jti);
+  });
+
+  it('gives every token its own jti', async () => {
+    const a = await tokens.issue({ userId: 7, username: 'Alice', scope: 'conversation' });
+    const b = await tokens.issue({ userId: 7, username: 'Alice', scope: 'conversation' });
+    expect(a.jti).not.toBe(b.jti);
+  });
+
+  it('verifies its own token', async () => {
+    const issued = await tokens.issue({ userId: 7, username: 'Alice', scope: 'conversation' });
+    await expect(tokens.verify(issued.token)).resolves.toMatchObject({ userId: 7, jti: issued.jti });
+  });
+
+  it('refuses a token once it has expired, by the injected clock', async () => {
+    const local = createTestClock();
+    const localTokens = createAccessTokens({ ...options, keys: setup.ring, clock: local });
+    const issued = await localTokens.issue({ userId: 7, username: 'Alice', scope: 'conversation' });
+    local.advanceSeconds(899);
+    await expect(localTokens.verify(issued.token)).resolves.toBeDefined();
+    local.advanceSeconds(10);
+    await expect(localTokens.verify(issued.token)).rejects.toMatchObject({ code: 'invalid_token' });
+  });
+
+  it('refuses a token from another issuer configuration signed with the same key', async () => {
+    const elsewhere = createAccessTokens({ ...options, issuer: 'https://staging.test', keys: setup.ring, clock });
+    const issued = await elsewhere.issue({ userId: 7, username: 'Alice', scope: 'conversation' });
+    await expect(tokens.verify(issued.token)).rejects.toMatchObject({ code: 'invalid_token' });
+  });
+
+  it('refuses every token of the forged corpus with invalid_token', async () => {
+    const valid = (await tokens.issue({ userId: 7, username: 'Alice', scope: 'conversation' })).token;
+    const other = (await tokens.issue({ userId: 8, username: 'Bob', scope: 'conversation' })).token;
+    const corpus = forgedTokens({ valid, other, ...setup }).filter(([name]) => name !== 'sub of nobody');
+    expect(corpus.length).toBeGreaterThan(40);
+    for (const [name, token] of corpus) {
+      const outcome = await tokens.verify(token).then(
+        () => 'accepted',
+        (error: unknown) => (error instanceof AppError ? error.code : `threw ${error}`),
+      );
+      expect(outcome, name).toBe('invalid_token');
+    }
+  });
+});

@@ -1,0 +1,89 @@
+import { describe, expect, it } from 'vitest';
+import { ConfigError, loadConfig } from '../../src/config.ts';
+
+const problemsOf = (env: Record<string, string>) => {
+  try {
+    loadConfig(env);
+  } catch (error) {
+    if (error instanceof ConfigError) return error.problems;
+    throw error;
+  }
+  return [];
+};
+
+describe('loadConfig', () => {
+  it('gives a first run safe defaults: SQLite under ./data, EdDSA, 15-minute tokens, OWASP argon2id', () => {
+    const config = loadConfig({});
+    expect(config.port).toBe(8000);
+    expect(config.host).toBe('0.0.0.0');
+    expect(config.database).toEqual({ kind: 'sqlite', path: './data/gatehouse.db' });
+    expect(config.jwt.algorithm).toBe('EdDSA');
+    expect(config.jwt.accessTokenTtlSeconds).toBe(900);
+    expect(config.passwords.argon2).toEqual({ memoryKib: 19456, timeCost: 2, parallelism: 1 });
+    expect(config.passwords.minLength).toBe(8);
+    expect(config.bodyLimitBytes).toBe(16384);
+  });
+
+  it('returns a frozen object', () => {
+    const config = loadConfig({});
+    expect(Object.isFrozen(config)).toBe(true);
+    expect(Object.isFrozen(config.jwt)).toBe(true);
+  });
+
+  it('switches to PostgreSQL when DATABASE_URL says postgres', () => {
+    expect(loadConfig({ DATABASE_URL: 'postgres://u:p@db:5432/gh' }).database).toEqual({
+      kind: 'postgres',
+      url: 'postgres://u:p@db:5432/gh',
+    });
+  });
+
+  it('refuses a PostgreSQL URL that cannot be parsed, without echoing it', () => {
+    const problems = problemsOf({ DATABASE_URL: 'postgres://user:s3cret@:::bad' });
+    expect(problems.join()).toMatch(/DATABASE_URL/);
+    expect(problems.join()).not.toMatch(/s3cret/);
+  });
+
+  it('refuses an unknown JWT_ALGORITHM and names the allowed ones', () => {
+    expect(problemsOf({ JWT_ALGORITHM: 'none' }).join()).toMatch(/JWT_ALGORITHM.*EdDSA, HS256/);
+    expect(problemsOf({ JWT_ALGORITHM: 'RS256' })).toHaveLength(1);
+  });
+
+  it('refuses HS256 without a secret', () => {
+    expect(problemsOf({ JWT_ALGORITHM: 'HS256' }).join()).toMatch(/JWT_SECRET is required/);
+  });
+
+  it('refuses an HS256 secret shorter than 32 bytes', () => {
+    expect(problemsOf({ JWT_ALGORITHM: 'HS256', JWT_SECRET: 'Kq8#vL2!xR9@mN4$pT7&' }).join()).toMatch(
+      /JWT_SECRET must be at least 32 bytes/,
+    );
+  });
+
+  it('refuses the FastAPI tutorial secret', () => {
+    const problems = problemsOf({
+      JWT_ALGORITHM: 'HS256',
+      JWT_SECRET: '09d25e094faa6ca2556c818166b7a9563b93f7099f6f0f4caa6cf63b88e8d3e7',
+    });
+    expect(problems.join()).toMatch(/published example/);
+  });
+
+  it('refuses a long secret that is plainly not random', () => {
+    expect(problemsOf({ JWT_ALGORITHM: 'HS256', JWT_SECRET: 'a'.repeat(64) }).join()).toMatch(/distinct/);
+  });
+
+  it('accepts a random 48-byte secret', () => {
+    const config = loadConfig({ JWT_ALGORITHM: 'HS256', JWT_SECRET: 'q3W9zL0vB7nX2cR5tY8uI1oP4aS6dF0gH3jK7lZ9xC2vB5nM' });
+    expect(config.jwt.secret).toHaveLength(48);
+  });
+
+  it('reports every problem at once', () => {
+    const problems = problemsOf({ PORT: 'eighty', ACCESS_TOKEN_TTL_SECONDS: '99999', LOG_LEVEL: 'loud' });
+    expect(problems).toHaveLength(3);
+    expect(problems.join('\n')).toMatch(/PORT/);
+    expect(problems.join('\n')).toMatch(/ACCESS_TOKEN_TTL_SECONDS/);
+    expect(problems.join('\n')).toMatch(/LOG_LEVEL/);
+  });
+
+  it('refuses a minimum password length below 8', () => {
+    expect(problemsOf({ PASSWORD_MIN_LENGTH: '6' }).join()).toMatch(/PASSWORD_MIN_LENGTH/);
+  });
+});
