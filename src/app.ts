@@ -145,13 +145,17 @@ function registerMethodNotAllowed(app: FastifyInstance): void {
   app.addHook('onRoute', (route) => {
     const source = route.url
       .split('/')
-      .map((part) => (part.startsWith(':') ? '[^/]+' : part === '*' ? '.*' : part.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')))
+      .map((part) =>
+        part.startsWith(':') ? '[^/]+' : part === '*' ? '.*' : part.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'),
+      )
       .join('/');
     for (const method of [route.method].flat()) routes.push({ pattern: new RegExp(`^${source}$`), method });
   });
   app.setNotFoundHandler(async (request, reply) => {
     const path = request.url.split('?')[0] ?? '';
-    const allowed = [...new Set(routes.filter((route) => route.pattern.test(path)).map((route) => route.method))];
+    const allowed = [
+      ...new Set(routes.filter((route) => route.pattern.test(path)).map((route) => route.method)),
+    ];
     if (allowed.length > 0) {
       reply.header('allow', allowed.join(', '));
       return sendError(new AppError('method_not_allowed', 'Method Not Allowed'), request, reply);

@@ -2,7 +2,9 @@ import Type, { type Static } from 'typebox';
 import Value from 'typebox/value';
 
 const bool = (fallback: 'true' | 'false') =>
-  Type.Union([Type.Literal('true'), Type.Literal('false'), Type.Literal('1'), Type.Literal('0')], { default: fallback });
+  Type.Union([Type.Literal('true'), Type.Literal('false'), Type.Literal('1'), Type.Literal('0')], {
+    default: fallback,
+  });
 
 const EnvSchema = Type.Object({
   HOST: Type.String({ default: '0.0.0.0', minLength: 1 }),
@@ -104,9 +106,13 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     } else if (PUBLISHED_SECRETS.has(secret) || PUBLISHED_SECRETS.has(secret.toLowerCase())) {
       problems.push('JWT_SECRET is a published example secret: generate one with `openssl rand -base64 48`');
     } else if (Buffer.byteLength(secret, 'utf8') < 32) {
-      problems.push('JWT_SECRET must be at least 32 bytes (RFC 7518 §3.2): generate one with `openssl rand -base64 48`');
+      problems.push(
+        'JWT_SECRET must be at least 32 bytes (RFC 7518 §3.2): generate one with `openssl rand -base64 48`',
+      );
     } else if (new Set(secret).size < 10) {
-      problems.push('JWT_SECRET has too few distinct characters to be random: generate one with `openssl rand -base64 48`');
+      problems.push(
+        'JWT_SECRET has too few distinct characters to be random: generate one with `openssl rand -base64 48`',
+      );
     }
   }
   if (problems.length > 0 || database === undefined) throw new ConfigError(problems);
@@ -155,7 +161,9 @@ function parseDatabaseUrl(url: string, problems: string[]): DatabaseConfig | und
       if (!parsed.hostname && !parsed.searchParams.get('host')) throw new Error('no host');
       return { kind: 'postgres', url };
     } catch {
-      problems.push('DATABASE_URL is not a parsable PostgreSQL URL (postgres://user:password@host:port/database)');
+      problems.push(
+        'DATABASE_URL is not a parsable PostgreSQL URL (postgres://user:password@host:port/database)',
+      );
       return undefined;
     }
   }

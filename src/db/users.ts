@@ -63,7 +63,12 @@ export function createUsersRepository(db: Db): UsersRepository {
             .executeTakeFirstOrThrow();
           await trx
             .insertInto('messages')
-            .values({ conversation_id: conversation.id, author: 'system', body: welcomeMessage, created_at_ms: nowMs })
+            .values({
+              conversation_id: conversation.id,
+              author: 'system',
+              body: welcomeMessage,
+              created_at_ms: nowMs,
+            })
             .execute();
           return toUser(row);
         });

@@ -34,7 +34,11 @@ const responses: Record<ErrorCode, (error: AppError, style: ErrorStyle) => Rende
   invalid_grant: (error) => oauthError('invalid_grant', error.message),
   unsupported_grant_type: (error) => oauthError('unsupported_grant_type', error.message),
   // RFC 6750 §3: no error attribute when the request carried no token at all.
-  missing_token: () => ({ status: 401, body: { detail: 'Not authenticated' }, headers: { 'www-authenticate': 'Bearer' } }),
+  missing_token: () => ({
+    status: 401,
+    body: { detail: 'Not authenticated' },
+    headers: { 'www-authenticate': 'Bearer' },
+  }),
   invalid_token: () => ({
     status: 401,
     body: { detail: 'Could not validate credentials' },
@@ -60,7 +64,9 @@ export function toAppError(error: FastifyError | Error): AppError {
   const fastifyError = error as FastifyError;
   if (fastifyError.validation) {
     return new AppError('validation_failed', 'Invalid request', {
-      details: fastifyError.validation.map((problem) => toFieldProblem(problem, fastifyError.validationContext)),
+      details: fastifyError.validation.map((problem) =>
+        toFieldProblem(problem, fastifyError.validationContext),
+      ),
     });
   }
   switch (fastifyError.code) {
@@ -136,7 +142,11 @@ function toFieldProblem(problem: AjvProblem, context: string | undefined): Field
             type: `${params.type === 'integer' ? 'int' : params.type}_type`,
           };
     case 'minimum':
-      return { loc, msg: `Input should be greater than or equal to ${params.limit}`, type: 'greater_than_equal' };
+      return {
+        loc,
+        msg: `Input should be greater than or equal to ${params.limit}`,
+        type: 'greater_than_equal',
+      };
     case 'maximum':
       return { loc, msg: `Input should be less than or equal to ${params.limit}`, type: 'less_than_equal' };
     case 'minLength':
@@ -152,7 +162,10 @@ function toFieldProblem(problem: AjvProblem, context: string | undefined): Field
     case 'format':
       return {
         loc,
-        msg: params.format === 'email' ? 'value is not a valid email address' : `Input should be a valid ${params.format}`,
+        msg:
+          params.format === 'email'
+            ? 'value is not a valid email address'
+            : `Input should be a valid ${params.format}`,
         type: 'value_error',
       };
     default:

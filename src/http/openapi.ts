@@ -10,7 +10,8 @@ export async function registerOpenApi(app: FastifyInstance): Promise<void> {
       info: {
         title: 'Gatehouse',
         version: '0.1.0',
-        description: 'Register users, exchange a password for a JWT access token, read the protected conversation.',
+        description:
+          'Register users, exchange a password for a JWT access token, read the protected conversation.',
       },
       components: {
         securitySchemes: {

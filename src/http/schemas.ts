@@ -16,7 +16,11 @@ export const RegisterBody = Type.Object({
     maxLength: 4096,
     description: 'PASSWORD_MIN_LENGTH (8) to 1024 characters, no control characters, not a common password.',
   }),
-  age: Type.Integer({ minimum: 0, maximum: 150, description: 'A digit string such as "42" is accepted too.' }),
+  age: Type.Integer({
+    minimum: 0,
+    maximum: 150,
+    description: 'A digit string such as "42" is accepted too.',
+  }),
   level: Level,
 });
 export type RegisterBody = Static<typeof RegisterBody>;

@@ -113,9 +113,17 @@ function describePasswordProblem(problem: PasswordProblem): FieldProblem {
   const loc = ['body', 'password'];
   switch (problem.type) {
     case 'too_short':
-      return { loc, msg: `Password must have at least ${problem.minLength} characters`, type: 'string_too_short' };
+      return {
+        loc,
+        msg: `Password must have at least ${problem.minLength} characters`,
+        type: 'string_too_short',
+      };
     case 'too_long':
-      return { loc, msg: `Password must have at most ${problem.maxLength} characters`, type: 'string_too_long' };
+      return {
+        loc,
+        msg: `Password must have at most ${problem.maxLength} characters`,
+        type: 'string_too_long',
+      };
     case 'control_character':
       return { loc, msg: 'Password must not contain control characters', type: 'password_control_character' };
     case 'too_common':

@@ -6,7 +6,9 @@ export interface ConversationsService {
   readConversation(userId: number): Promise<string>;
 }
 
-export function createConversationsService(deps: { conversations: ConversationsRepository }): ConversationsService {
+export function createConversationsService(deps: {
+  conversations: ConversationsRepository;
+}): ConversationsService {
   return {
     async readConversation(userId) {
       const messages = await deps.conversations.findMessagesByUserId(userId);

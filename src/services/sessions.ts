@@ -19,11 +19,18 @@ export interface SessionsService {
 
 export const DEFAULT_SCOPE = 'conversation';
 
-export function createSessionsService(deps: { accessTokens: AccessTokens; accounts: AccountsService }): SessionsService {
+export function createSessionsService(deps: {
+  accessTokens: AccessTokens;
+  accounts: AccountsService;
+}): SessionsService {
   const { accessTokens, accounts } = deps;
   return {
     async issueTokens(user) {
-      const issued = await accessTokens.issue({ userId: user.id, username: user.username, scope: DEFAULT_SCOPE });
+      const issued = await accessTokens.issue({
+        userId: user.id,
+        username: user.username,
+        scope: DEFAULT_SCOPE,
+      });
       return {
         accessToken: issued.token,
         tokenType: 'bearer',

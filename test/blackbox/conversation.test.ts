@@ -2,8 +2,8 @@ import { createPublicKey, generateKeyPairSync, type KeyObject, sign } from 'node
 import http from 'node:http';
 import { beforeAll, describe, expect, it, vi } from 'vitest';
 import {
-  b64url,
   BARE_BEARER_CHALLENGE,
+  b64url,
   expectInvalidToken,
   expectJsonContentType,
   expectLogsFreeOf,
@@ -103,7 +103,9 @@ describe.each(DIALECTS)('GET /conversation (%s, EdDSA)', (dialect) => {
       ['JWT', () => aliceToken],
       ['Digest', () => aliceToken],
     ])('does not accept the %s scheme', async (scheme, value) => {
-      const r = await request(ctx.url('/conversation'), { headers: { authorization: `${scheme} ${value()}` } });
+      const r = await request(ctx.url('/conversation'), {
+        headers: { authorization: `${scheme} ${value()}` },
+      });
       expect(r.status).toBe(401);
       expect(r.headers.get('www-authenticate') ?? '').toMatch(/^Bearer\b/);
       expect(r.json).not.toHaveProperty('conversation');
@@ -122,18 +124,20 @@ describe.each(DIALECTS)('GET /conversation (%s, EdDSA)', (dialect) => {
     });
 
     it('does not accept the token in a cookie', async () => {
-      const r = await request(ctx.url('/conversation'), { headers: { cookie: `access_token=${aliceToken}` } });
+      const r = await request(ctx.url('/conversation'), {
+        headers: { cookie: `access_token=${aliceToken}` },
+      });
       expect(r.status).toBe(401);
     });
 
     it.each([
-      ['an empty Bearer', 'Bearer'],
-      ['Bearer with a space only', 'Bearer '],
-      ['two tokens', 'Bearer a b'],
-      ['a token with a space inside', `Bearer ${aliceToken.slice(0, 20)} ${aliceToken.slice(20)}`],
-      ['a non-b64token character', 'Bearer abc{def}.ghi.jkl'],
+      ['an empty Bearer', () => 'Bearer'],
+      ['Bearer with a space only', () => 'Bearer '],
+      ['two tokens', () => 'Bearer a b'],
+      ['a token with a space inside', () => `Bearer ${aliceToken.slice(0, 20)} ${aliceToken.slice(20)}`],
+      ['a non-b64token character', () => 'Bearer abc{def}.ghi.jkl'],
     ])('answers 401 (or 400 invalid_request) for %s, never 200', async (_n, value) => {
-      const r = await request(ctx.url('/conversation'), { headers: { authorization: value } });
+      const r = await request(ctx.url('/conversation'), { headers: { authorization: value() } });
       expect([400, 401], r.text).toContain(r.status);
       expect(r.headers.get('www-authenticate') ?? '').toMatch(/^Bearer\b/);
       if (r.status === 400) expect(r.headers.get('www-authenticate')).toMatch(/error="invalid_request"/);
@@ -142,22 +146,32 @@ describe.each(DIALECTS)('GET /conversation (%s, EdDSA)', (dialect) => {
     it('answers 401/400 for two Authorization headers (RFC 6750 §2)', async () => {
       const r = await rawHttp(
         ctx.server.port,
-        rawHead('GET', '/conversation', [`Authorization: Bearer ${aliceToken}`, `Authorization: Bearer ${bobToken}`]),
+        rawHead('GET', '/conversation', [
+          `Authorization: Bearer ${aliceToken}`,
+          `Authorization: Bearer ${bobToken}`,
+        ]),
       );
       expect([400, 401]).toContain(r.status);
       expect(r.body).not.toContain('conversation"');
     });
 
     it('answers 401 invalid_token for garbage', async () => {
-      for (const t of ['garbage', 'a.b.c', '...', 'eyJhbGciOiJIUzI1NiJ9', 'eyJ.eyJ.eyJ', aliceToken.toUpperCase()]) {
+      for (const t of [
+        'garbage',
+        'a.b.c',
+        '...',
+        'eyJhbGciOiJIUzI1NiJ9',
+        'eyJ.eyJ.eyJ',
+        aliceToken.toUpperCase(),
+      ]) {
         expectInvalidToken(await conv(t), t.slice(0, 20));
       }
     });
   });
 
-  describe('forged tokens (RFC 8725, checklist G)', () => {
-    const parts = () => aliceToken.split('.') as [string, string, string];
+  const parts = () => aliceToken.split('.') as [string, string, string];
 
+  describe('forged tokens (RFC 8725, checklist G)', () => {
     it('rejects alg none with empty and original signature, in case variants', async () => {
       const [, p, s] = parts();
       const { header } = splitToken(aliceToken);
@@ -275,7 +289,11 @@ describe.each(DIALECTS)('GET /conversation (%s, EdDSA)', (dialect) => {
           const t = edSign({ ...header, ...extra }, payload, privateKey);
           expectInvalidToken(await conv(t), JSON.stringify(extra));
         }
-        const withIss = edSign({ ...header, kid: 'evil' }, { ...payload, iss: `http://127.0.0.1:${port}` }, privateKey);
+        const withIss = edSign(
+          { ...header, kid: 'evil' },
+          { ...payload, iss: `http://127.0.0.1:${port}` },
+          privateKey,
+        );
         expectInvalidToken(await conv(withIss), 'attacker iss');
         await sleep(300);
         expect(hits).toBe(0);
@@ -292,7 +310,7 @@ describe.each(DIALECTS)('GET /conversation (%s, EdDSA)', (dialect) => {
         '/proc/self/environ',
         "' OR '1'='1",
         "x'; DROP TABLE users; --",
-        '${jndi:ldap://127.0.0.1/a}',
+        `\${jndi:ldap://127.0.0.1/a}`,
         'k'.repeat(10_000),
         123,
         {},
@@ -301,7 +319,10 @@ describe.each(DIALECTS)('GET /conversation (%s, EdDSA)', (dialect) => {
         '',
       ]) {
         const t0 = performance.now();
-        expectInvalidToken(await conv(edSign({ ...header, kid }, payload, privateKey)), `kid ${String(kid).slice(0, 20)}`);
+        expectInvalidToken(
+          await conv(edSign({ ...header, kid }, payload, privateKey)),
+          `kid ${String(kid).slice(0, 20)}`,
+        );
         const [h, p, s] = parts();
         const reheadered = `${b64url(JSON.stringify({ ...header, kid }))}.${p}.${s}`;
         expect(h).toBeDefined();
@@ -322,17 +343,25 @@ describe.each(DIALECTS)('GET /conversation (%s, EdDSA)', (dialect) => {
 
     it('rejects JWE-shaped, JSON-serialised, nested and malformed-segment tokens', async () => {
       const [h, p, s] = parts();
-      const jweHeader = b64url(JSON.stringify({ alg: 'dir', enc: 'A256GCM', kid: splitToken(aliceToken).header.kid }));
+      const jweHeader = b64url(
+        JSON.stringify({ alg: 'dir', enc: 'A256GCM', kid: splitToken(aliceToken).header.kid }),
+      );
       const cases: [string, string][] = [
         ['5-part JWE', `${jweHeader}.${b64url('x')}.${b64url('iv')}.${b64url('ct')}.${b64url('tag')}`],
-        ['5-part PBES2', `${b64url(JSON.stringify({ alg: 'PBES2-HS256+A128KW', enc: 'A128GCM', p2c: 2_000_000_000, p2s: 'AAAA' }))}.a.b.c.d`],
+        [
+          '5-part PBES2',
+          `${b64url(JSON.stringify({ alg: 'PBES2-HS256+A128KW', enc: 'A128GCM', p2c: 2_000_000_000, p2s: 'AAAA' }))}.a.b.c.d`,
+        ],
         ['4 parts', `${h}.${p}.${s}.${s}`],
         ['JWS JSON serialisation', b64url(JSON.stringify({ payload: p, protected: h, signature: s }))],
         ['nested JWT as payload', `${h}.${b64url(aliceToken)}.${s}`],
         ['header not JSON', `${b64url('not json')}.${p}.${s}`],
         ['header a JSON array', `${b64url('[]')}.${p}.${s}`],
         ['payload not JSON', `${h}.${b64url('not json')}.${s}`],
-        ['invalid UTF-8 payload', `${h}.${Buffer.from([0x7b, 0x22, 0xff, 0xfe, 0x22, 0x7d]).toString('base64url')}.${s}`],
+        [
+          'invalid UTF-8 payload',
+          `${h}.${Buffer.from([0x7b, 0x22, 0xff, 0xfe, 0x22, 0x7d]).toString('base64url')}.${s}`,
+        ],
       ];
       for (const [name, t] of cases) expectInvalidToken(await conv(t), name);
     });
@@ -342,7 +371,10 @@ describe.each(DIALECTS)('GET /conversation (%s, EdDSA)', (dialect) => {
       const t0 = performance.now();
       let status: number | undefined;
       try {
-        const r = await rawHttp(ctx.server.port, rawHead('GET', '/conversation', [`Authorization: Bearer ${big}`]));
+        const r = await rawHttp(
+          ctx.server.port,
+          rawHead('GET', '/conversation', [`Authorization: Bearer ${big}`]),
+        );
         status = r.status;
       } catch (e) {
         expect(String(e)).toMatch(/ECONNRESET|EPIPE|socket hang up|closed/i);
@@ -367,14 +399,24 @@ describe.each(DIALECTS)('GET /conversation (%s, EdDSA)', (dialect) => {
   });
 
   describe('methods and hygiene', () => {
-    it.each(['POST', 'PUT', 'DELETE', 'PATCH'])('answers 405 with Allow for %s /conversation', async (method) => {
-      const r = await request(ctx.url('/conversation'), { method, headers: { authorization: `Bearer ${aliceToken}` } });
-      expect(r.status).toBe(405);
-      expect(r.headers.get('allow') ?? '').toMatch(/GET/);
-    });
+    it.each(['POST', 'PUT', 'DELETE', 'PATCH'])(
+      'answers 405 with Allow for %s /conversation',
+      async (method) => {
+        const r = await request(ctx.url('/conversation'), {
+          method,
+          headers: { authorization: `Bearer ${aliceToken}` },
+        });
+        expect(r.status).toBe(405);
+        expect(r.headers.get('allow') ?? '').toMatch(/GET/);
+      },
+    );
 
     it('sends X-Content-Type-Options: nosniff and no X-Powered-By on 200 and 401', async () => {
-      for (const r of [await conv(aliceToken), await conv('garbage'), await request(ctx.url('/conversation'))]) {
+      for (const r of [
+        await conv(aliceToken),
+        await conv('garbage'),
+        await request(ctx.url('/conversation')),
+      ]) {
         expect(r.headers.get('x-content-type-options')).toBe('nosniff');
         expect(r.headers.get('x-powered-by')).toBeNull();
       }

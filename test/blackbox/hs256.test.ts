@@ -187,13 +187,28 @@ describe.each(DIALECTS)('HS256 tokens and forged claims (%s)', (dialect) => {
     });
 
     it('rejects an unknown, missing or injected kid (verification pins kid)', async () => {
-      for (const kid of ['unknown-kid', undefined, '../../../../dev/null', "' OR '1'='1", 123, {}, 'k'.repeat(10_000)]) {
+      for (const kid of [
+        'unknown-kid',
+        undefined,
+        '../../../../dev/null',
+        "' OR '1'='1",
+        123,
+        {},
+        'k'.repeat(10_000),
+      ]) {
         await expectRefused(forge({ kid }), `kid ${String(kid).slice(0, 20)}`);
       }
     });
 
     it('rejects embedded jwk / jku headers', async () => {
-      await expectRefused(forge({ jwk: { kty: 'oct', k: b64url('attacker-secret-attacker-secret!') } }, {}, { key: 'attacker-secret-attacker-secret!' }), 'jwk oct');
+      await expectRefused(
+        forge(
+          { jwk: { kty: 'oct', k: b64url('attacker-secret-attacker-secret!') } },
+          {},
+          { key: 'attacker-secret-attacker-secret!' },
+        ),
+        'jwk oct',
+      );
       await expectRefused(forge({ jku: 'http://127.0.0.1:1/jwks.json' }, {}, { key: 'x' }), 'jku');
     });
 
@@ -211,14 +226,26 @@ describe.each(DIALECTS)('HS256 tokens and forged claims (%s)', (dialect) => {
     });
 
     it('rejects a sub of the wrong type or shape', async () => {
-      for (const sub of [alice.id, [String(alice.id)], { id: alice.id }, null, '', ` ${alice.id}`, `${alice.id}abc`, "1' OR '1'='1", undefined]) {
+      for (const sub of [
+        alice.id,
+        [String(alice.id)],
+        { id: alice.id },
+        null,
+        '',
+        ` ${alice.id}`,
+        `${alice.id}abc`,
+        "1' OR '1'='1",
+        undefined,
+      ]) {
         await expectRefused(forge({}, { sub }), `sub ${JSON.stringify(sub)}`);
       }
     });
 
     it('rejects a signed payload that is not valid UTF-8 JSON', async () => {
       const h = b64url(JSON.stringify(header));
-      const p = Buffer.from([0x7b, 0x22, 0x73, 0x75, 0x62, 0x22, 0x3a, 0x22, 0xff, 0xfe, 0x22, 0x7d]).toString('base64url');
+      const p = Buffer.from([
+        0x7b, 0x22, 0x73, 0x75, 0x62, 0x22, 0x3a, 0x22, 0xff, 0xfe, 0x22, 0x7d,
+      ]).toString('base64url');
       const { createHmac } = await import('node:crypto');
       const s = createHmac('sha256', SECRET).update(`${h}.${p}`).digest('base64url');
       await expectRefused(`${h}.${p}.${s}`, 'invalid UTF-8');

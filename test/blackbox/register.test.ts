@@ -257,7 +257,10 @@ describe.each(DIALECTS)('POST /register (%s)', (dialect) => {
 
     it('counts code points, not bytes or UTF-16 units (7 emoji refused, 8 accepted)', async () => {
       const emoji = ['🦊', '🌵', '🛶', '🧭', '🪁', '🥨', '🦑', '🎻'];
-      expect422(await postJson(ctx.url('/register/'), body({ password: emoji.slice(0, 7).join('') })), 'password');
+      expect422(
+        await postJson(ctx.url('/register/'), body({ password: emoji.slice(0, 7).join('') })),
+        'password',
+      );
       const b = body({ password: emoji.join('') });
       const r = await postJson(ctx.url('/register/'), b);
       expect(r.status, r.text).toBe(200);
@@ -327,18 +330,24 @@ describe.each(DIALECTS)('POST /register (%s)', (dialect) => {
       expect(r.text).not.toContain(pw.slice(0, 20));
     });
 
-    it.each(['password', '12345678', 'iloveyou', 'sunshine', 'qwertyuiop', 'password1', 'football', '123456789'])(
-      'refuses the common password %j with 422 saying why',
-      async (pw) => {
-        const r = await postJson(ctx.url('/register/'), body({ password: pw }));
-        expect422(r, 'password');
-        const msg = (r.json.detail as { loc: string[]; msg: string }[])
-          .filter((d) => d.loc.join('.') === 'body.password')
-          .map((d) => d.msg)
-          .join(' ');
-        expect(msg).toMatch(/common|guess|breach|known|weak|popular|frequent/i);
-      },
-    );
+    it.each([
+      'password',
+      '12345678',
+      'iloveyou',
+      'sunshine',
+      'qwertyuiop',
+      'password1',
+      'football',
+      '123456789',
+    ])('refuses the common password %j with 422 saying why', async (pw) => {
+      const r = await postJson(ctx.url('/register/'), body({ password: pw }));
+      expect422(r, 'password');
+      const msg = (r.json.detail as { loc: string[]; msg: string }[])
+        .filter((d) => d.loc.join('.') === 'body.password')
+        .map((d) => d.msg)
+        .join(' ');
+      expect(msg).toMatch(/common|guess|breach|known|weak|popular|frequent/i);
+    });
 
     it('refuses a 2 MiB password quickly (413, no hashing of megabytes)', async () => {
       const t0 = performance.now();
@@ -374,7 +383,7 @@ describe.each(DIALECTS)('POST /register (%s)', (dialect) => {
       ['-1', -1],
       ['151', 151],
       ['1e30', 1e30],
-      ['2^63', 9223372036854775808],
+      ['2^63', 2 ** 63],
       ['"forty"', 'forty'],
       ['"42.5"', '42.5'],
       ['"-1"', '-1'],
@@ -393,9 +402,12 @@ describe.each(DIALECTS)('POST /register (%s)', (dialect) => {
   });
 
   describe('level and missing fields', () => {
-    it.each(['expert', 'admin', '', 'BEGINNER ', 'superuser'])('refuses level %j with 422 at body.level', async (level) => {
-      expect422(await postJson(ctx.url('/register/'), body({ level })), 'level');
-    });
+    it.each(['expert', 'admin', '', 'BEGINNER ', 'superuser'])(
+      'refuses level %j with 422 at body.level',
+      async (level) => {
+        expect422(await postJson(ctx.url('/register/'), body({ level })), 'level');
+      },
+    );
 
     it.each(['username', 'email', 'password', 'age', 'level'])(
       'refuses a body without %s with 422 at body.<field>',
@@ -458,7 +470,12 @@ describe.each(DIALECTS)('POST /register (%s)', (dialect) => {
 
     it('20 parallel registrations of one username in different cases: one 200', async () => {
       const username = uniqueName('Case');
-      const variants = [username, username.toLowerCase(), username.toUpperCase(), toFullwidth(username.toLowerCase())];
+      const variants = [
+        username,
+        username.toLowerCase(),
+        username.toUpperCase(),
+        toFullwidth(username.toLowerCase()),
+      ];
       const results = await Promise.all(
         Array.from({ length: 20 }, (_, i) =>
           postJson(
@@ -481,7 +498,10 @@ describe.each(DIALECTS)('POST /register (%s)', (dialect) => {
       ['JSON number', '42'],
       ['JSON null', 'null'],
       ['empty body', ''],
-      ['lone surrogate', '{"username":"\\ud800abc","email":"x@example.com","password":"Pw-lone-surr-1","age":3,"level":"beginner"}'],
+      [
+        'lone surrogate',
+        '{"username":"\\ud800abc","email":"x@example.com","password":"Pw-lone-surr-1","age":3,"level":"beginner"}',
+      ],
     ])('answers 422 for %s sent as application/json', async (_n, raw) => {
       const r = await request(ctx.url('/register/'), {
         method: 'POST',
@@ -496,16 +516,27 @@ describe.each(DIALECTS)('POST /register (%s)', (dialect) => {
     it.each([
       ['text/plain', 'username=a'],
       ['application/xml', '<a/>'],
-      ['application/x-www-form-urlencoded', 'username=abc&email=a%40b.co&password=Pw-form-123&age=3&level=beginner'],
+      [
+        'application/x-www-form-urlencoded',
+        'username=abc&email=a%40b.co&password=Pw-form-123&age=3&level=beginner',
+      ],
     ])('answers 422 or 415 for content type %s', async (ct, raw) => {
-      const r = await request(ctx.url('/register/'), { method: 'POST', headers: { 'content-type': ct }, body: raw });
+      const r = await request(ctx.url('/register/'), {
+        method: 'POST',
+        headers: { 'content-type': ct },
+        body: raw,
+      });
       expect([415, 422], r.text).toContain(r.status);
       expectJsonContentType(r);
     });
 
     it('answers 422 or 415 for a body without a content type', async () => {
       const raw = JSON.stringify(body());
-      const r = await rawHttp(ctx.server.port, rawHead('POST', '/register/', [], Buffer.byteLength(raw)), raw);
+      const r = await rawHttp(
+        ctx.server.port,
+        rawHead('POST', '/register/', [], Buffer.byteLength(raw)),
+        raw,
+      );
       expect([415, 422]).toContain(r.status);
     });
 

@@ -10,7 +10,14 @@ import {
   registerUser,
   request,
 } from './support/client.ts';
-import { createDatabase, DIALECTS, PG_ADMIN_URL, type RunningServer, startServer, useServer } from './support/server.ts';
+import {
+  createDatabase,
+  DIALECTS,
+  PG_ADMIN_URL,
+  type RunningServer,
+  startServer,
+  useServer,
+} from './support/server.ts';
 
 vi.setConfig({ testTimeout: 30_000, hookTimeout: 60_000 });
 
@@ -71,16 +78,20 @@ describe.each(DIALECTS)('service endpoints (%s)', (dialect) => {
       try {
         const jwksA = (await request(ctx.url('/.well-known/jwks.json'))).json;
         const jwksB = (await request(second.url('/.well-known/jwks.json'))).json;
-        expect((jwksB.keys as Json[]).map((k) => k.kid).sort()).toEqual((jwksA.keys as Json[]).map((k) => k.kid).sort());
+        expect((jwksB.keys as Json[]).map((k) => k.kid).sort()).toEqual(
+          (jwksA.keys as Json[]).map((k) => k.kid).sort(),
+        );
         const r = await getWithToken(second.url('/conversation'), t);
         expect(r.status, r.text).toBe(200);
         expect(r.json.current_user).toBe(u.username);
         // a token from B verifies with A's published keys
-        const tb = (await request(second.url('/token'), {
-          method: 'POST',
-          headers: { 'content-type': 'application/x-www-form-urlencoded' },
-          body: new URLSearchParams({ username: u.username, password: u.password }).toString(),
-        })).json.access_token as string;
+        const tb = (
+          await request(second.url('/token'), {
+            method: 'POST',
+            headers: { 'content-type': 'application/x-www-form-urlencoded' },
+            body: new URLSearchParams({ username: u.username, password: u.password }).toString(),
+          })
+        ).json.access_token as string;
         ctx.track(tb);
         await jwtVerify(tb, createLocalJWKSet(jwksA), { algorithms: ['EdDSA'], typ: 'at+jwt' });
         expect((await getWithToken(ctx.url('/conversation'), tb)).status).toBe(200);
@@ -180,7 +191,9 @@ describe.each(DIALECTS)('service endpoints (%s)', (dialect) => {
         return [];
       }
     });
-    expect(parsed.some((o) => o.reqId !== undefined || o.req_id !== undefined || o.requestId !== undefined)).toBe(true);
+    expect(
+      parsed.some((o) => o.reqId !== undefined || o.req_id !== undefined || o.requestId !== undefined),
+    ).toBe(true);
     expect(ctx.server.output()).not.toMatch(/authorization"\s*:\s*"Bearer ey/i);
   });
 
@@ -217,7 +230,13 @@ describe('GET /readyz when PostgreSQL goes away', () => {
     const reg = await request(server.url('/register/'), {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ username: 'gone1', email: 'gone1@example.com', password: 'Pw-gone-db-1', age: 3, level: 'beginner' }),
+      body: JSON.stringify({
+        username: 'gone1',
+        email: 'gone1@example.com',
+        password: 'Pw-gone-db-1',
+        age: 3,
+        level: 'beginner',
+      }),
     });
     expect(reg.status).toBeGreaterThanOrEqual(500);
     expect(reg.text).not.toMatch(/\n\s+at |postgres:\/\/|database ".*" does not exist/);

@@ -9,9 +9,9 @@ import {
   nowSeconds,
   postForm,
   postJson,
+  type Reply,
   rawHead,
   rawHttp,
-  type Reply,
   registerUser,
   request,
   splitToken,
@@ -235,7 +235,10 @@ describe.each(DIALECTS)('POST /token (%s)', (dialect) => {
     it('answers the same for a JSON body', async () => {
       const u = await registerUser(ctx);
       const wrong = await postJson(ctx.url('/token'), { username: u.username, password: strongPassword() });
-      const unknown = await postJson(ctx.url('/token'), { username: uniqueName('nobody'), password: 'whatever1' });
+      const unknown = await postJson(ctx.url('/token'), {
+        username: uniqueName('nobody'),
+        password: 'whatever1',
+      });
       for (const r of [wrong, unknown]) {
         expectOAuthError(r, 'invalid_grant');
         expect(r.json.detail).toBe('Incorrect username or password');
@@ -253,7 +256,11 @@ describe.each(DIALECTS)('POST /token (%s)', (dialect) => {
       'answers 400 unsupported_grant_type for grant_type=%s',
       async (grant) => {
         const u = await registerUser(ctx);
-        const r = await postForm(ctx.url('/token'), { grant_type: grant, username: u.username, password: u.password });
+        const r = await postForm(ctx.url('/token'), {
+          grant_type: grant,
+          username: u.username,
+          password: u.password,
+        });
         expectOAuthError(r, 'unsupported_grant_type');
         expect(r.json).not.toHaveProperty('access_token');
       },
@@ -378,7 +385,10 @@ describe.each(DIALECTS)('POST /token (%s)', (dialect) => {
       const u = await registerUser(ctx);
       const rs = await Promise.all(
         Array.from({ length: 20 }, (_, i) =>
-          postForm(ctx.url('/token'), { username: u.username, password: i % 4 === 0 ? 'Wrong-pass-1' : u.password }),
+          postForm(ctx.url('/token'), {
+            username: u.username,
+            password: i % 4 === 0 ? 'Wrong-pass-1' : u.password,
+          }),
         ),
       );
       for (const [i, r] of rs.entries()) {

@@ -76,7 +76,8 @@ export function registration(overrides: Record<string, unknown> = {}) {
 
 export async function registerUser(app: FastifyInstance, overrides: Record<string, unknown> = {}) {
   const response = await app.inject({ method: 'POST', url: '/register/', payload: registration(overrides) });
-  if (response.statusCode !== 200) throw new Error(`registration failed: ${response.statusCode} ${response.body}`);
+  if (response.statusCode !== 200)
+    throw new Error(`registration failed: ${response.statusCode} ${response.body}`);
   return response.json() as { id: number; username: string; email: string; age: number; level: string };
 }
 

@@ -55,12 +55,21 @@ export function forgedTokens(options: ForgeOptions): [string, string][] {
   flipped[0] = (flipped[0] ?? 0) ^ 1;
   cases.push(['one signature bit flipped', `${h}.${p}.${flipped.toString('base64url')}`]);
   cases.push(['padding appended to the signature', `${h}.${p}.${signature}=`]);
-  cases.push(['payload of another user under this signature', `${h}.${options.other.split('.')[1]}.${signature}`]);
+  cases.push([
+    'payload of another user under this signature',
+    `${h}.${options.other.split('.')[1]}.${signature}`,
+  ]);
   cases.push(['sub changed in place', `${h}.${encode({ ...payload, sub: other.payload.sub })}.${signature}`]);
-  cases.push(['exp extended in place', `${h}.${encode({ ...payload, exp: nowSeconds + 86400 * 365 })}.${signature}`]);
+  cases.push([
+    'exp extended in place',
+    `${h}.${encode({ ...payload, exp: nowSeconds + 86400 * 365 })}.${signature}`,
+  ]);
   cases.push(['two segments', `${h}.${p}`]);
   cases.push(['four segments', `${h}.${p}.${signature}.${signature}`]);
-  cases.push(['five segments shaped like a JWE', `${encode({ alg: 'dir', enc: 'A256GCM' })}.${p}.${p}.${p}.${p}`]);
+  cases.push([
+    'five segments shaped like a JWE',
+    `${encode({ alg: 'dir', enc: 'A256GCM' })}.${p}.${p}.${p}.${p}`,
+  ]);
   cases.push(['JWS JSON serialisation', JSON.stringify({ payload: p, protected: h, signature })]);
   cases.push(['whitespace inside the token', `${h}. ${p}.${signature}`]);
   cases.push(['garbage', 'not-a-token']);
@@ -98,25 +107,43 @@ export function forgedTokens(options: ForgeOptions): [string, string][] {
   ]);
   cases.push([
     'jku header pointing elsewhere, signed by the attacker',
-    ed25519Sign({ ...header, kid: 'attacker', jku: 'http://127.0.0.1:9/jwks.json' }, payload, attacker.privateKey),
+    ed25519Sign(
+      { ...header, kid: 'attacker', jku: 'http://127.0.0.1:9/jwks.json' },
+      payload,
+      attacker.privateKey,
+    ),
   ]);
   cases.push(['attacker key under the real kid', ed25519Sign(header, payload, attacker.privateKey)]);
 
   if (options.hmacSecret) {
-    cases.push(['re-signed with HS384', hmacSign({ ...header, alg: 'HS384' }, payload, options.hmacSecret, 'sha384')]);
-    cases.push(['re-signed with HS512', hmacSign({ ...header, alg: 'HS512' }, payload, options.hmacSecret, 'sha512')]);
+    cases.push([
+      're-signed with HS384',
+      hmacSign({ ...header, alg: 'HS384' }, payload, options.hmacSecret, 'sha384'),
+    ]);
+    cases.push([
+      're-signed with HS512',
+      hmacSign({ ...header, alg: 'HS512' }, payload, options.hmacSecret, 'sha512'),
+    ]);
   }
 
   const legit = options.signLegit;
   if (legit) {
-    const without = (key: string) => Object.fromEntries(Object.entries(payload).filter(([name]) => name !== key));
-    const withoutHeader = (key: string) => Object.fromEntries(Object.entries(header).filter(([name]) => name !== key));
-    cases.push(['expired an hour ago', legit(header, { ...payload, iat: nowSeconds - 7200, exp: nowSeconds - 3600 })]);
+    const without = (key: string) =>
+      Object.fromEntries(Object.entries(payload).filter(([name]) => name !== key));
+    const withoutHeader = (key: string) =>
+      Object.fromEntries(Object.entries(header).filter(([name]) => name !== key));
+    cases.push([
+      'expired an hour ago',
+      legit(header, { ...payload, iat: nowSeconds - 7200, exp: nowSeconds - 3600 }),
+    ]);
     cases.push(['no exp claim', legit(header, without('exp'))]);
     cases.push(['exp as a string', legit(header, { ...payload, exp: String(nowSeconds + 600) })]);
     cases.push(['exp as a boolean', legit(header, { ...payload, exp: true })]);
     cases.push(['nbf in the future', legit(header, { ...payload, nbf: nowSeconds + 3600 })]);
-    cases.push(['iat in the future', legit(header, { ...payload, iat: nowSeconds + 3600, exp: nowSeconds + 4000 })]);
+    cases.push([
+      'iat in the future',
+      legit(header, { ...payload, iat: nowSeconds + 3600, exp: nowSeconds + 4000 }),
+    ]);
     cases.push(['wrong issuer', legit(header, { ...payload, iss: 'https://evil.example' })]);
     cases.push(['no issuer', legit(header, without('iss'))]);
     cases.push(['wrong audience', legit(header, { ...payload, aud: 'another-api' })]);
@@ -126,7 +153,13 @@ export function forgedTokens(options: ForgeOptions): [string, string][] {
     cases.push(['typ rt+jwt', legit({ ...header, typ: 'rt+jwt' }, payload)]);
     cases.push(['no typ', legit(withoutHeader('typ'), payload)]);
     cases.push(['no kid', legit(withoutHeader('kid'), payload)]);
-    for (const kid of ['../../../../dev/null', "' OR '1'='1", '${jndi:ldap://127.0.0.1/a}', 'k'.repeat(2000), 123]) {
+    for (const kid of [
+      '../../../../dev/null',
+      "' OR '1'='1",
+      '${jndi:ldap://127.0.0.1/a}',
+      'k'.repeat(2000),
+      123,
+    ]) {
       cases.push([`kid ${String(kid).slice(0, 24)}`, legit({ ...header, kid }, payload)]);
     }
     cases.push(['crit with an unknown extension', legit({ ...header, crit: ['foo'], foo: 1 }, payload)]);

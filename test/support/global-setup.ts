@@ -20,7 +20,9 @@ export default async function setup(project: TestProject): Promise<void> {
     project.provide('postgresUrl', url);
   } catch (error) {
     if (explicit || process.env.CI) {
-      throw new Error(`PostgreSQL at ${url} is required (CI or TEST_DATABASE_URL set) but unreachable: ${error}`);
+      throw new Error(
+        `PostgreSQL at ${url} is required (CI or TEST_DATABASE_URL set) but unreachable: ${error}`,
+      );
     }
     console.warn(
       `\n*** PostgreSQL is unreachable at ${url}: the database and HTTP suites run on SQLite ONLY.\n` +

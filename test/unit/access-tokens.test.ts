@@ -11,7 +11,10 @@ import {
 import { createTestClock } from '../support/clock.ts';
 import { decodeToken, ed25519Sign, forgedTokens, hmacSign } from '../support/forge-token.ts';
 
-const ringOf = (key: SigningKey): KeyRing => ({ current: () => key, find: (kid) => (kid === key.kid ? key : undefined) });
+const ringOf = (key: SigningKey): KeyRing => ({
+  current: () => key,
+  find: (kid) => (kid === key.kid ? key : undefined),
+});
 const SECRET = 'q3W9zL0vB7nX2cR5tY8uI1oP4aS6dF0gH3jK7lZ9xC2vB5nM';
 
 async function setups() {
@@ -80,7 +83,12 @@ describe.each(await setups())('access tokens ($name)', (setup) => {
   });
 
   it('refuses a token from another issuer configuration signed with the same key', async () => {
-    const elsewhere = createAccessTokens({ ...options, issuer: 'https://staging.test', keys: setup.ring, clock });
+    const elsewhere = createAccessTokens({
+      ...options,
+      issuer: 'https://staging.test',
+      keys: setup.ring,
+      clock,
+    });
     const issued = await elsewhere.issue({ userId: 7, username: 'Alice', scope: 'conversation' });
     await expect(tokens.verify(issued.token)).rejects.toMatchObject({ code: 'invalid_token' });
   });

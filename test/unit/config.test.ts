@@ -71,7 +71,10 @@ describe('loadConfig', () => {
   });
 
   it('accepts a random 48-byte secret', () => {
-    const config = loadConfig({ JWT_ALGORITHM: 'HS256', JWT_SECRET: 'q3W9zL0vB7nX2cR5tY8uI1oP4aS6dF0gH3jK7lZ9xC2vB5nM' });
+    const config = loadConfig({
+      JWT_ALGORITHM: 'HS256',
+      JWT_SECRET: 'q3W9zL0vB7nX2cR5tY8uI1oP4aS6dF0gH3jK7lZ9xC2vB5nM',
+    });
     expect(config.jwt.secret).toHaveLength(48);
   });
 

@@ -12,14 +12,15 @@ describe('password policy', () => {
 
   it('counts code points, not UTF-16 units or bytes', () => {
     expect(policy.check('🔑🗝🔐🛡⚔🏰🐉🦄', inputs)).toBeUndefined();
-    expect(createPasswordPolicy({ minLength: 15, maxLength: 1024 }).check('🔑🗝🔐🛡⚔🏰🐉🦄', inputs)?.type).toBe(
-      'too_short',
-    );
+    expect(
+      createPasswordPolicy({ minLength: 15, maxLength: 1024 }).check('🔑🗝🔐🛡⚔🏰🐉🦄', inputs)?.type,
+    ).toBe('too_short');
   });
 
   it('accepts 64, 128 and 1024 characters and refuses 1025', () => {
     const random = (n: number) => Array.from({ length: n }, (_, i) => 'q7Z!kd2#Lm9$'[i % 12]).join('');
-    for (const length of [64, 128, 1024]) expect(policy.check(`${random(length - 4)}Xy5%`, inputs)).toBeUndefined();
+    for (const length of [64, 128, 1024])
+      expect(policy.check(`${random(length - 4)}Xy5%`, inputs)).toBeUndefined();
     expect(policy.check('x'.repeat(1025), inputs)).toEqual({ type: 'too_long', maxLength: 1024 });
   });
 

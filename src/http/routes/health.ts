@@ -2,10 +2,9 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import Type from 'typebox';
 import { AppError } from '../../errors.ts';
 
-export const healthRoutes: FastifyPluginAsyncTypebox<{ isDatabaseReachable: () => Promise<boolean> }> = async (
-  app,
-  { isDatabaseReachable },
-) => {
+export const healthRoutes: FastifyPluginAsyncTypebox<{
+  isDatabaseReachable: () => Promise<boolean>;
+}> = async (app, { isDatabaseReachable }) => {
   const Status = Type.Object({ status: Type.String() });
   app.get(
     '/healthz',

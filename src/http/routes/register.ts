@@ -4,7 +4,10 @@ import { ConflictResponse, RegisterBody, UserResponse, ValidationErrorResponse }
 
 const DIGITS = /^-?\d+$/;
 
-export const registerRoutes: FastifyPluginAsyncTypebox<{ accounts: AccountsService }> = async (app, { accounts }) => {
+export const registerRoutes: FastifyPluginAsyncTypebox<{ accounts: AccountsService }> = async (
+  app,
+  { accounts },
+) => {
   for (const url of ['/register/', '/register']) {
     app.post(
       url,
@@ -19,7 +22,12 @@ export const registerRoutes: FastifyPluginAsyncTypebox<{ accounts: AccountsServi
         // FastAPI (pydantic lax mode) takes "42" for an integer, and seed clients send it; nothing else is coerced.
         preValidation: async (request) => {
           const body = request.body as Record<string, unknown> | null;
-          if (body && typeof body === 'object' && typeof body.age === 'string' && DIGITS.test(body.age.trim())) {
+          if (
+            body &&
+            typeof body === 'object' &&
+            typeof body.age === 'string' &&
+            DIGITS.test(body.age.trim())
+          ) {
             body.age = Number(body.age.trim());
           }
         },

@@ -7,10 +7,10 @@ import { OAuthErrorResponse, TokenRequestBody, TokenResponse } from '../schemas.
 
 const CREDENTIAL_PARAMETERS = ['username', 'password', 'refresh_token', 'client_secret', 'access_token'];
 
-export const tokenRoutes: FastifyPluginAsyncTypebox<{ accounts: AccountsService; sessions: SessionsService }> = async (
-  app,
-  { accounts, sessions },
-) => {
+export const tokenRoutes: FastifyPluginAsyncTypebox<{
+  accounts: AccountsService;
+  sessions: SessionsService;
+}> = async (app, { accounts, sessions }) => {
   await app.register(formbody);
 
   app.post(

@@ -24,11 +24,19 @@ export async function toReply(r: Response): Promise<Reply> {
 }
 
 export async function request(url: string, init: RequestInit = {}): Promise<Reply> {
-  const r = await fetch(url, { redirect: 'manual', ...init, signal: init.signal ?? AbortSignal.timeout(20_000) });
+  const r = await fetch(url, {
+    redirect: 'manual',
+    ...init,
+    signal: init.signal ?? AbortSignal.timeout(20_000),
+  });
   return await toReply(r);
 }
 
-export async function postJson(url: string, body: unknown, headers: Record<string, string> = {}): Promise<Reply> {
+export async function postJson(
+  url: string,
+  body: unknown,
+  headers: Record<string, string> = {},
+): Promise<Reply> {
   return await request(url, {
     method: 'POST',
     headers: { 'content-type': 'application/json', ...headers },
@@ -74,7 +82,13 @@ export function strongPassword(): string {
 
 export async function registerUser(
   ctx: ServerContext,
-  overrides: Partial<{ username: string; email: string; password: string; age: number | string; level: string }> = {},
+  overrides: Partial<{
+    username: string;
+    email: string;
+    password: string;
+    age: number | string;
+    level: string;
+  }> = {},
 ): Promise<RegisteredUser> {
   const username = overrides.username ?? uniqueName();
   const body = {
@@ -147,7 +161,9 @@ export async function rawHttp(
         reject(e);
       }
     });
-    sock.write(Buffer.concat([Buffer.from(head, 'latin1'), typeof body === 'string' ? Buffer.from(body) : body]));
+    sock.write(
+      Buffer.concat([Buffer.from(head, 'latin1'), typeof body === 'string' ? Buffer.from(body) : body]),
+    );
   });
 }
 
@@ -289,5 +305,8 @@ export function median(xs: number[]): number {
 export function expectLogsFreeOf(ctx: ServerContext): void {
   const logs = ctx.server.output();
   const leaked = [...ctx.secrets].filter((s) => s.length >= 12 && logs.includes(s));
-  expect(leaked.map((s) => `${s.slice(0, 12)}… (${s.length} chars)`), 'secrets found in server logs').toEqual([]);
+  expect(
+    leaked.map((s) => `${s.slice(0, 12)}… (${s.length} chars)`),
+    'secrets found in server logs',
+  ).toEqual([]);
 }

@@ -131,7 +131,11 @@ export async function startServer(opts: StartOptions): Promise<RunningServer> {
     if (v === undefined) delete env[k];
     else env[k] = v;
   }
-  const proc = spawn(process.execPath, ['src/main.ts'], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const proc = spawn(process.execPath, ['src/main.ts'], {
+    cwd: ROOT,
+    env,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let out = '';
   proc.stdout?.on('data', (d: Buffer) => {
     out += d.toString('utf8');
@@ -198,7 +202,11 @@ export async function runUntilExit(
     if (v === undefined) delete full[k];
     else full[k] = v;
   }
-  const proc = spawn(process.execPath, ['src/main.ts'], { cwd: ROOT, env: full, stdio: ['ignore', 'pipe', 'pipe'] });
+  const proc = spawn(process.execPath, ['src/main.ts'], {
+    cwd: ROOT,
+    env: full,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let out = '';
   proc.stdout?.on('data', (d: Buffer) => {
     out += d.toString('utf8');

@@ -1,0 +1,140 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createConversationsRepository } from '../../src/db/conversations.ts';
+import { createSigningKeysRepository } from '../../src/db/signing-keys.ts';
+import { createUsersRepository, type NewUser } from '../../src/db/users.ts';
+import { createTestDatabase, dialects, type TestDatabase } from '../support/dialects.ts';
+
+const newUser = (name: string, overrides: Partial<NewUser> = {}): NewUser => ({
+  username: name,
+  usernameCanonical: name.toLowerCase(),
+  email: `${name}@example.com`,
+  emailCanonical: `${name.toLowerCase()}@example.com`,
+  passwordHash: '$argon2id$v=19$m=64,t=1,p=1$c2FsdHNhbHRzYWx0$aGFzaA',
+  age: 30,
+  level: 'beginner',
+  ...overrides,
+});
+
+describe.each(dialects)('repositories on %s', (dialect) => {
+  let database: TestDatabase;
+  const now = new Date('2026-11-25T12:00:00.123Z');
+
+  beforeAll(async () => {
+    database = await createTestDatabase(dialect);
+  });
+  afterAll(async () => {
+    await database.destroy();
+  });
+
+  it('inserts a user with an integer id and reads it back without a password hash', async () => {
+    const users = createUsersRepository(database.db);
+    const user = await users.insertUserWithConversation(newUser('Carol'), 'hello', now);
+    expect(Number.isInteger(user.id)).toBe(true);
+    expect(user).toEqual({
+      id: user.id,
+      username: 'Carol',
+      email: 'Carol@example.com',
+      age: 30,
+      level: 'beginner',
+      createdAt: now,
+    });
+    expect(await users.findUserById(user.id)).toEqual(user);
+    expect(await users.findUserById(999_999)).toBeUndefined();
+  });
+
+  it('creates the conversation with its welcome message in the same transaction', async () => {
+    const users = createUsersRepository(database.db);
+    const user = await users.insertUserWithConversation(newUser('Dave'), 'welcome, Dave', now);
+    const messages = await createConversationsRepository(database.db).findMessagesByUserId(user.id);
+    expect(messages).toEqual([{ author: 'system', body: 'welcome, Dave', createdAt: now }]);
+  });
+
+  it('maps a duplicate canonical username to username_taken and leaves no half-written rows', async () => {
+    const users = createUsersRepository(database.db);
+    await users.insertUserWithConversation(newUser('Erin'), 'hi', now);
+    const before = await database.db
+      .selectFrom('conversations')
+      .select((eb) => eb.fn.countAll().as('n'))
+      .executeTakeFirst();
+    await expect(
+      users.insertUserWithConversation(
+        newUser('ERIN', { email: 'other@example.com', emailCanonical: 'other@example.com' }),
+        'hi',
+        now,
+      ),
+    ).rejects.toMatchObject({ code: 'username_taken' });
+    const after = await database.db
+      .selectFrom('conversations')
+      .select((eb) => eb.fn.countAll().as('n'))
+      .executeTakeFirst();
+    expect(Number(after?.n)).toBe(Number(before?.n));
+  });
+
+  it('maps a duplicate canonical email to email_taken', async () => {
+    const users = createUsersRepository(database.db);
+    await users.insertUserWithConversation(newUser('Frank'), 'hi', now);
+    await expect(
+      users.insertUserWithConversation(
+        newUser('Frank2', { email: 'FRANK@example.com', emailCanonical: 'frank@example.com' }),
+        'hi',
+        now,
+      ),
+    ).rejects.toMatchObject({ code: 'email_taken' });
+  });
+
+  it('lets exactly one of 20 parallel inserts of one username win', async () => {
+    const users = createUsersRepository(database.db);
+    const outcomes = await Promise.allSettled(
+      Array.from({ length: 20 }, (_, i) =>
+        users.insertUserWithConversation(
+          newUser('Grace', { email: `grace${i}@example.com`, emailCanonical: `grace${i}@example.com` }),
+          'hi',
+          now,
+        ),
+      ),
+    );
+    expect(outcomes.filter((outcome) => outcome.status === 'fulfilled')).toHaveLength(1);
+    for (const outcome of outcomes) {
+      if (outcome.status === 'rejected') expect(outcome.reason).toMatchObject({ code: 'username_taken' });
+    }
+    const rows = await database.db
+      .selectFrom('users')
+      .select('id')
+      .where('username_canonical', '=', 'grace')
+      .execute();
+    expect(rows).toHaveLength(1);
+  });
+
+  it('returns the password hash only through findCredentialsByUsername, and updates it', async () => {
+    const users = createUsersRepository(database.db);
+    const user = await users.insertUserWithConversation(newUser('Heidi'), 'hi', now);
+    const credentials = await users.findCredentialsByUsername('heidi');
+    expect(credentials?.user).toEqual(user);
+    expect(credentials?.passwordHash).toMatch(/^\$argon2id\$/);
+    await users.updatePasswordHash(user.id, '$argon2id$new', new Date(now.getTime() + 1000));
+    expect((await users.findCredentialsByUsername('heidi'))?.passwordHash).toBe('$argon2id$new');
+    expect(await users.findCredentialsByUsername('nobody')).toBeUndefined();
+  });
+
+  it('deletes conversations and messages with their user', async () => {
+    const users = createUsersRepository(database.db);
+    const user = await users.insertUserWithConversation(newUser('Ivan'), 'hi', now);
+    await database.db.deleteFrom('users').where('id', '=', user.id).execute();
+    expect(await createConversationsRepository(database.db).findMessagesByUserId(user.id)).toBeUndefined();
+  });
+
+  it('stores signing keys and lists the active ones newest first', async () => {
+    const keys = createSigningKeysRepository(database.db);
+    await keys.insertSigningKey(
+      { kid: 'k1', algorithm: 'EdDSA', publicJwk: { x: '1' }, privateJwk: { d: '1' } },
+      now,
+    );
+    await keys.insertSigningKey(
+      { kid: 'k2', algorithm: 'EdDSA', publicJwk: { x: '2' }, privateJwk: { d: '2' } },
+      new Date(now.getTime() + 1000),
+    );
+    const active = await keys.findActiveSigningKeys('EdDSA');
+    expect(active.map((key) => key.kid)).toEqual(['k2', 'k1']);
+    expect(active[0]?.privateJwk).toEqual({ d: '2' });
+  });
+});

@@ -1,0 +1,233 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { buildTestApp, registration, type TestApp } from '../support/build-test-app.ts';
+import { dialects } from '../support/dialects.ts';
+
+describe.each(dialects)('POST /register/ on %s', (dialect) => {
+  let t: TestApp;
+  beforeAll(async () => {
+    t = await buildTestApp(dialect);
+  });
+  afterAll(async () => {
+    await t.close();
+  });
+
+  const register = (payload: unknown, url = '/register/') => t.app.inject({ method: 'POST', url, payload: payload as object });
+
+  it('answers 200 with exactly id, username, email, age and level, id an integer', async () => {
+    const response = await register(registration({ username: 'reg_alice', email: 'reg_alice@example.com' }));
+    expect(response.statusCode).toBe(200);
+    const body = response.json();
+    expect(Object.keys(body).sort()).toEqual(['age', 'email', 'id', 'level', 'username']);
+    expect(Number.isInteger(body.id)).toBe(true);
+    expect(body).toMatchObject({ username: 'reg_alice', email: 'reg_alice@example.com', age: 30, level: 'beginner' });
+    expect(response.headers['content-type']).toMatch(/^application\/json/);
+    expect(response.headers['cache-control']).toBe('no-store');
+  });
+
+  it('also answers on /register without the trailing slash', async () => {
+    const response = await register(registration({ username: 'noslash', email: 'noslash@example.com' }), '/register');
+    expect(response.statusCode).toBe(200);
+  });
+
+  it('stores an argon2id hash and never the password', async () => {
+    await register(registration({ username: 'hashcheck', email: 'hashcheck@example.com' }));
+    const row = await t.database.db
+      .selectFrom('users')
+      .select('password_hash')
+      .where('username_canonical', '=', 'hashcheck')
+      .executeTakeFirstOrThrow();
+    expect(row.password_hash).toMatch(/^\$argon2id\$v=19\$/);
+    expect(row.password_hash).not.toContain('correct horse');
+  });
+
+  it('takes a digit-string age as an integer, as FastAPI does', async () => {
+    const response = await register(registration({ username: 'agestr', email: 'agestr@example.com', age: '42' }));
+    expect(response.statusCode).toBe(200);
+    expect(response.json().age).toBe(42);
+  });
+
+  it.each([
+    ['42.5', 42.5],
+    ['true', true],
+    ['-1', -1],
+    ['151', 151],
+    ['10^30', 1e30],
+    ['"forty"', 'forty'],
+    ['"-1"', '-1'],
+    ['null', null],
+    ['2^63', 9223372036854775808],
+  ])('answers 422 at body.age for age %s', async (_label, age) => {
+    const response = await register(registration({ username: 'badage', email: 'badage@example.com', age }));
+    expect(response.statusCode).toBe(422);
+    expect(response.json().detail.map((problem: { loc: unknown }) => problem.loc)).toContainEqual(['body', 'age']);
+  });
+
+  it('answers 422 in FastAPI shape listing every missing field', async () => {
+    const response = await register({});
+    expect(response.statusCode).toBe(422);
+    const detail = response.json().detail as { loc: string[]; msg: string; type: string }[];
+    expect(detail.map((problem) => problem.loc[1]).sort()).toEqual(['age', 'email', 'level', 'password', 'username']);
+    for (const problem of detail) {
+      expect(problem).toEqual({ loc: ['body', problem.loc[1]], msg: 'Field required', type: 'missing' });
+    }
+  });
+
+  it.each([
+    ['a level outside the enum', { level: 'admin' }, 'level'],
+    ['a level as a privilege', { level: 'superuser' }, 'level'],
+    ['a malformed email', { email: 'not-an-email' }, 'email'],
+    ['an email over 254 characters', { email: `${'a'.repeat(250)}@example.com` }, 'email'],
+    ['a 2-character username', { username: 'ab' }, 'username'],
+    ['a 33-character username', { username: 'a'.repeat(33) }, 'username'],
+    ['a username with a space inside', { username: 'al ice' }, 'username'],
+    ['a username with a right-to-left override', { username: 'alice\u202egnp' }, 'username'],
+    ['a username with a zero-width space', { username: 'ali\u200bce' }, 'username'],
+    ['a username with a NUL byte', { username: 'ali\u0000ce' }, 'username'],
+    ['a username with a lone surrogate', { username: 'ali\ud800ce' }, 'username'],
+    ['a username that is a number', { username: 12345 }, 'username'],
+    ['a 7-character password', { password: 'xQ7#kd2' }, 'password'],
+    ['a 1025-character password', { password: 'xQ7#kd2!'.repeat(128) + 'Z' }, 'password'],
+    ['a password with a control character', { password: 'correct horse\u0007battery' }, 'password'],
+    ['a common password', { password: 'password123456789' }, 'password'],
+    ['the username as the password', { username: 'pwuser', password: 'pwuser' }, 'password'],
+  ])('answers 422 at body.%s for %s', async (_label, overrides, field) => {
+    const response = await register(registration({ username: 'v_user', email: 'v_user@example.com', ...overrides }));
+    expect(response.statusCode).toBe(422);
+    const detail = response.json().detail as { loc: string[]; msg: string }[];
+    expect(detail.map((problem) => problem.loc)).toContainEqual(['body', field]);
+    for (const problem of detail) expect(typeof problem.msg).toBe('string');
+  });
+
+  it('says why a common password is refused', async () => {
+    const response = await register(registration({ username: 'why', email: 'why@example.com', password: 'qwertyuiopasdfgh' }));
+    expect(response.json().detail[0].msg).toMatch(/too easy to guess/);
+  });
+
+  it('accepts a 64-character passphrase and a Unicode one', async () => {
+    for (const [name, password] of [
+      ['longpw', 'the quick brown fox jumps over the lazy dog and keeps on running'],
+      ['unipw', 'пароль-ütf8-密码-🔑'],
+    ]) {
+      const response = await register(registration({ username: name, email: `${name}@example.com`, password }));
+      expect(response.statusCode).toBe(200);
+    }
+  });
+
+  it('answers 409 username_taken for the same name in another case or width', async () => {
+    await register(registration({ username: 'Mallory', email: 'mallory@example.com' }));
+    for (const username of ['mallory', 'MALLORY', 'ｍａｌｌｏｒｙ', ' Mallory ']) {
+      const response = await register(registration({ username, email: `${Math.random()}@example.com` }));
+      expect(response.statusCode, username).toBe(409);
+      expect(response.json()).toEqual({ detail: 'Username already registered', code: 'username_taken' });
+    }
+  });
+
+  it('answers 409 email_taken for the same email in another case', async () => {
+    await register(registration({ username: 'trent', email: 'Trent@Example.com' }));
+    const response = await register(registration({ username: 'trent2', email: 'TRENT@example.COM' }));
+    expect(response.statusCode).toBe(409);
+    expect(response.json()).toEqual({ detail: 'Email already registered', code: 'email_taken' });
+  });
+
+  it('keeps the name as registered, NFKC-normalised', async () => {
+    const response = await register(registration({ username: 'Ｐｅｇｇｙ', email: 'peggy@example.com' }));
+    expect(response.statusCode).toBe(200);
+    expect(response.json().username).toBe('Peggy');
+  });
+
+  it('gives exactly one 200 and nineteen 409 for 20 parallel registrations of one name', async () => {
+    const responses = await Promise.all(
+      Array.from({ length: 20 }, (_, i) =>
+        register(registration({ username: 'racer', email: `racer${i}@example.com` })),
+      ),
+    );
+    const statuses = responses.map((response) => response.statusCode).sort();
+    expect(statuses).toEqual([200, ...Array(19).fill(409)]);
+    const rows = await t.database.db.selectFrom('users').select('id').where('username_canonical', '=', 'racer').execute();
+    expect(rows).toHaveLength(1);
+  });
+
+  it('gives exactly one 200 for 20 parallel registrations of one email', async () => {
+    const responses = await Promise.all(
+      Array.from({ length: 20 }, (_, i) => register(registration({ username: `mailracer${i}`, email: 'race@example.com' }))),
+    );
+    expect(responses.filter((response) => response.statusCode === 200)).toHaveLength(1);
+    expect(responses.filter((response) => response.statusCode === 409)).toHaveLength(19);
+  });
+
+  it('ignores unknown fields, including id, role and __proto__, and stores none of them', async () => {
+    const response = await t.app.inject({
+      method: 'POST',
+      url: '/register/',
+      headers: { 'content-type': 'application/json' },
+      payload: JSON.stringify({
+        ...registration({ username: 'massassign', email: 'massassign@example.com' }),
+        id: 1,
+        role: 'admin',
+        is_superuser: true,
+        hashed_password: 'x',
+        password_hash: 'x',
+        created_at: 0,
+      }),
+    });
+    expect(response.statusCode).toBe(200);
+    const body = response.json();
+    expect(body.id).not.toBe(1);
+    expect(body).not.toHaveProperty('role');
+    const row = await t.database.db
+      .selectFrom('users')
+      .selectAll()
+      .where('username_canonical', '=', 'massassign')
+      .executeTakeFirstOrThrow();
+    expect(row.password_hash).toMatch(/^\$argon2id/);
+  });
+
+  it('refuses a __proto__ key with 422 and creates nothing', async () => {
+    const response = await t.app.inject({
+      method: 'POST',
+      url: '/register/',
+      headers: { 'content-type': 'application/json' },
+      payload: `{"username":"proto","email":"proto@example.com","password":"correct horse battery staple","age":1,"level":"beginner","__proto__":{"isAdmin":true}}`,
+    });
+    expect(response.statusCode).toBe(422);
+    const rows = await t.database.db.selectFrom('users').select('id').where('username_canonical', '=', 'proto').execute();
+    expect(rows).toHaveLength(0);
+  });
+
+  it.each([
+    ['malformed JSON', 'application/json', '{"username": '],
+    ['a JSON array', 'application/json', '[1,2,3]'],
+    ['a JSON string', 'application/json', '"hello"'],
+    ['JSON null', 'application/json', 'null'],
+    ['an empty JSON body', 'application/json', ''],
+    ['plain text', 'text/plain', 'username=alice'],
+  ])('answers 422 for %s', async (_label, contentType, payload) => {
+    const response = await t.app.inject({
+      method: 'POST',
+      url: '/register/',
+      headers: { 'content-type': contentType },
+      payload,
+    });
+    expect(response.statusCode).toBe(422);
+    expect(Array.isArray(response.json().detail)).toBe(true);
+  });
+
+  it('answers 415 for a content type it does not read', async () => {
+    const response = await t.app.inject({
+      method: 'POST',
+      url: '/register/',
+      headers: { 'content-type': 'application/xml' },
+      payload: '<user/>',
+    });
+    expect(response.statusCode).toBe(415);
+    expect(response.json()).toHaveProperty('detail');
+  });
+
+  it('answers 413 for a body over 16 KiB', async () => {
+    const response = await register(
+      registration({ username: 'big', email: 'big@example.com', padding: 'x'.repeat(17 * 1024) }),
+    );
+    expect(response.statusCode).toBe(413);
+    expect(response.json()).toEqual({ detail: 'Request body is too large' });
+  });
+});

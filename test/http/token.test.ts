@@ -1,0 +1,247 @@
+import bcrypt from 'bcryptjs';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createPasswordHasher, type PasswordHasher } from '../../src/security/passwords.ts';
+import { buildTestApp, FAST_ARGON2, registerUser, STRONG_PASSWORD, type TestApp } from '../support/build-test-app.ts';
+import { dialects } from '../support/dialects.ts';
+import { decodeToken } from '../support/forge-token.ts';
+
+const form = (fields: Record<string, string>) => new URLSearchParams(fields).toString();
+const FORM = { 'content-type': 'application/x-www-form-urlencoded' };
+const INVALID_GRANT = {
+  error: 'invalid_grant',
+  error_description: 'Incorrect username or password',
+  detail: 'Incorrect username or password',
+};
+
+describe.each(dialects)('POST /token on %s', (dialect) => {
+  let t: TestApp;
+  let dummyCalls = 0;
+  beforeAll(async () => {
+    const real = createPasswordHasher(FAST_ARGON2);
+    const counting: PasswordHasher = {
+      ...real,
+      verifyDummy: async (password) => {
+        dummyCalls += 1;
+        await real.verifyDummy(password);
+      },
+    };
+    t = await buildTestApp(dialect, { passwords: counting });
+    await registerUser(t.app, { username: 'Alice', email: 'alice@example.com' });
+  });
+  afterAll(async () => {
+    await t.close();
+  });
+
+  const token = (payload: string | object, headers: Record<string, string> = FORM, url = '/token') =>
+    t.app.inject({ method: 'POST', url, headers, payload });
+
+  it('issues a bearer token for the form body OAuth2 clients and Swagger UI send', async () => {
+    const response = await token(
+      form({ grant_type: 'password', username: 'Alice', password: STRONG_PASSWORD, scope: '', client_id: '', client_secret: '' }),
+    );
+    expect(response.statusCode).toBe(200);
+    const body = response.json();
+    expect(body.token_type).toBe('bearer');
+    expect(typeof body.access_token).toBe('string');
+    const { payload } = decodeToken(body.access_token);
+    expect(body.expires_in).toBe((payload.exp as number) - (payload.iat as number));
+    expect(body.expires_in).toBe(900);
+    expect(response.headers['cache-control']).toBe('no-store');
+    expect(response.headers.pragma).toBe('no-cache');
+  });
+
+  it('issues a token for a JSON body, and without grant_type', async () => {
+    const response = await token({ username: 'Alice', password: STRONG_PASSWORD }, {});
+    expect(response.statusCode).toBe(200);
+    expect(response.json().token_type).toBe('bearer');
+  });
+
+  it('logs in with the username in any case or width', async () => {
+    for (const username of ['alice', 'ALICE', 'ａｌｉｃｅ', ' alice ']) {
+      const response = await token(form({ username, password: STRONG_PASSWORD }));
+      expect(response.statusCode, username).toBe(200);
+      expect(decodeToken(response.json().access_token).payload.preferred_username).toBe('Alice');
+    }
+  });
+
+  it('gives each login a new token with its own jti', async () => {
+    const a = (await token(form({ username: 'alice', password: STRONG_PASSWORD }))).json().access_token;
+    const b = (await token(form({ username: 'alice', password: STRONG_PASSWORD }))).json().access_token;
+    expect(decodeToken(a).payload.jti).not.toBe(decodeToken(b).payload.jti);
+  });
+
+  it('answers a wrong password and an unknown user identically with 400 invalid_grant', async () => {
+    const wrong = await token(form({ username: 'alice', password: 'wrong password here' }));
+    const unknown = await token(form({ username: 'nobody', password: 'wrong password here' }));
+    for (const response of [wrong, unknown]) {
+      expect(response.statusCode).toBe(400);
+      expect(response.json()).toEqual(INVALID_GRANT);
+      expect(response.headers['cache-control']).toBe('no-store');
+      expect(response.headers.pragma).toBe('no-cache');
+      expect(response.headers['www-authenticate']).toBeUndefined();
+    }
+    const strip = (headers: Record<string, unknown>) => {
+      const { date, 'x-request-id': _id, ...rest } = headers;
+      return rest;
+    };
+    expect(strip(wrong.headers)).toEqual(strip(unknown.headers));
+    expect(wrong.body).toBe(unknown.body);
+  });
+
+  it('verifies against a dummy hash for an unknown user, so both take one hash time', async () => {
+    const before = dummyCalls;
+    await token(form({ username: 'ghost', password: 'whatever it is' }));
+    expect(dummyCalls).toBe(before + 1);
+    await token(form({ username: 'alice', password: 'whatever it is' }));
+    expect(dummyCalls).toBe(before + 1);
+  });
+
+  it.each([
+    ['no username', { password: STRONG_PASSWORD }],
+    ['no password', { username: 'alice' }],
+    ['an empty username', { username: '', password: STRONG_PASSWORD }],
+    ['a whitespace-only username', { username: '   ', password: STRONG_PASSWORD }],
+    ['an empty password', { username: 'alice', password: '' }],
+    ['nothing at all', {}],
+  ])('answers 400 invalid_request for %s', async (_label, fields) => {
+    const response = await token(form(fields as Record<string, string>));
+    expect(response.statusCode).toBe(400);
+    expect(response.json().error).toBe('invalid_request');
+    expect(response.headers['cache-control']).toBe('no-store');
+  });
+
+  it('answers 400 invalid_request when a parameter is repeated', async () => {
+    const response = await token(`username=alice&username=bob&password=${encodeURIComponent(STRONG_PASSWORD)}`);
+    expect(response.statusCode).toBe(400);
+    expect(response.json().error).toBe('invalid_request');
+  });
+
+  it('never takes credentials from the query string', async () => {
+    const query = `?username=alice&password=${encodeURIComponent(STRONG_PASSWORD)}`;
+    const empty = await token('', FORM, `/token${query}`);
+    expect(empty.statusCode).toBe(400);
+    expect(empty.json().error).toBe('invalid_request');
+    const both = await token(form({ username: 'alice', password: STRONG_PASSWORD }), FORM, `/token${query}`);
+    expect(both.statusCode).toBe(400);
+    expect(both.json()).not.toHaveProperty('access_token');
+  });
+
+  it.each(['client_credentials', 'authorization_code', 'foo', 'PASSWORD'])(
+    'answers 400 unsupported_grant_type for grant_type=%s',
+    async (grantType) => {
+      const response = await token(form({ grant_type: grantType, username: 'alice', password: STRONG_PASSWORD }));
+      expect(response.statusCode).toBe(400);
+      expect(response.json().error).toBe('unsupported_grant_type');
+    },
+  );
+
+  it.each(['text', 'invalid/@@##', 'text/[html]', 'application/xml', ''])(
+    'answers 400 invalid_request for Content-Type %j',
+    async (contentType) => {
+      const response = await token('username=alice&password=x', { 'content-type': contentType });
+      expect(response.statusCode).toBe(400);
+      expect(response.json().error).toBe('invalid_request');
+    },
+  );
+
+  it.each([
+    ['malformed JSON', '{"username":'],
+    ['a JSON array', '[1]'],
+    ['a number for the password', '{"username":"alice","password":12345678}'],
+  ])('answers 400 invalid_request for %s', async (_label, payload) => {
+    const response = await token(payload, { 'content-type': 'application/json' });
+    expect(response.statusCode).toBe(400);
+    expect(response.json().error).toBe('invalid_request');
+  });
+
+  it('ignores unknown parameters', async () => {
+    const response = await token(form({ username: 'alice', password: STRONG_PASSWORD, foo: 'bar', client_id: 'x' }));
+    expect(response.statusCode).toBe(200);
+  });
+
+  it('answers 413 before hashing a 2 MiB password', async () => {
+    const response = await token(form({ username: 'alice', password: 'x'.repeat(2 * 1024 * 1024) }));
+    expect(response.statusCode).toBe(413);
+    expect(response.json().error).toBe('invalid_request');
+  });
+
+  it('answers 405 with Allow for GET /token', async () => {
+    const response = await t.app.inject({ method: 'GET', url: '/token' });
+    expect(response.statusCode).toBe(405);
+    expect(response.headers.allow).toBe('POST');
+  });
+
+  it('logs logins without passwords or tokens', async () => {
+    const response = await token(form({ username: 'alice', password: STRONG_PASSWORD }));
+    const accessToken = response.json().access_token as string;
+    await token(form({ username: 'alice', password: 'a wrong one for the log' }));
+    const logs = t.logs.join('\n');
+    expect(logs).toMatch(/"event":"login_succeeded"/);
+    expect(logs).toMatch(/"event":"login_failed","username":"alice"/);
+    expect(logs).not.toContain(STRONG_PASSWORD);
+    expect(logs).not.toContain('a wrong one for the log');
+    expect(logs).not.toContain(accessToken.split('.')[2]);
+  });
+});
+
+describe.each(dialects)('password upgrades at login on %s', (dialect) => {
+  let t: TestApp;
+  beforeAll(async () => {
+    t = await buildTestApp(dialect);
+  });
+  afterAll(async () => {
+    await t.close();
+  });
+
+  const storedHash = async (canonical: string) =>
+    (
+      await t.database.db
+        .selectFrom('users')
+        .select('password_hash')
+        .where('username_canonical', '=', canonical)
+        .executeTakeFirstOrThrow()
+    ).password_hash;
+
+  it('logs in a user imported with a passlib bcrypt hash and upgrades it to argon2id', async () => {
+    await registerUser(t.app, { username: 'seeduser', email: 'seed@example.com' });
+    const bcryptHash = bcrypt.hashSync('seed-password', 4);
+    await t.database.db
+      .updateTable('users')
+      .set({ password_hash: bcryptHash })
+      .where('username_canonical', '=', 'seeduser')
+      .execute();
+    const wrong = await t.app.inject({ method: 'POST', url: '/token', payload: { username: 'seeduser', password: 'nope' } });
+    expect(wrong.statusCode).toBe(400);
+    expect(await storedHash('seeduser')).toBe(bcryptHash);
+    const right = await t.app.inject({
+      method: 'POST',
+      url: '/token',
+      payload: { username: 'seeduser', password: 'seed-password' },
+    });
+    expect(right.statusCode).toBe(200);
+    expect(await storedHash('seeduser')).toMatch(/^\$argon2id\$v=19\$m=64,t=1,p=1\$/);
+    const again = await t.app.inject({
+      method: 'POST',
+      url: '/token',
+      payload: { username: 'seeduser', password: 'seed-password' },
+    });
+    expect(again.statusCode).toBe(200);
+  });
+
+  it('rehashes an argon2id hash with outdated parameters at the next login', async () => {
+    await registerUser(t.app, { username: 'olduser', email: 'old@example.com' });
+    const outdated = await createPasswordHasher({ memoryKib: 32, timeCost: 1, parallelism: 1 }).hash(STRONG_PASSWORD);
+    await t.database.db
+      .updateTable('users')
+      .set({ password_hash: outdated })
+      .where('username_canonical', '=', 'olduser')
+      .execute();
+    const response = await t.app.inject({
+      method: 'POST',
+      url: '/token',
+      payload: { username: 'olduser', password: STRONG_PASSWORD },
+    });
+    expect(response.statusCode).toBe(200);
+    expect(await storedHash('olduser')).toMatch(/^\$argon2id\$v=19\$m=64,t=1,p=1\$/);
+  });
+});
