@@ -6,6 +6,7 @@ export type ErrorCode =
   | 'invalid_grant'
   | 'unsupported_grant_type'
   | 'missing_token'
+  | 'malformed_authorization'
   | 'invalid_token'
   | 'not_found'
   | 'method_not_allowed'

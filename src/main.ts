@@ -23,7 +23,7 @@ function readConfig(): Config {
 const config = readConfig();
 const handle = createDb(config.database);
 try {
-  await migrateToLatest(handle.db);
+  await migrateToLatest(handle);
 } catch (error) {
   console.error(`gatehouse: cannot prepare the database: ${(error as Error).cause ?? error}`);
   await handle.close().catch(() => {});
@@ -38,7 +38,10 @@ const app = await buildApp(config, {
 closeWithGrace({ delay: 10_000 }, async ({ signal, err }) => {
   if (err) app.log.error({ err }, 'shutting down after an error');
   else app.log.info({ signal }, 'shutting down: draining requests');
-  await app.close();
+  const closing = app.close();
+  // Keep-alive sockets whose request finished after close() began would otherwise hold the process open.
+  const sweep = setInterval(() => app.server.closeIdleConnections(), 50);
+  await closing.finally(() => clearInterval(sweep));
   await handle.close();
 });
 

@@ -8,7 +8,7 @@ try {
   const config = loadConfig(process.env);
   const handle = createDb(config.database);
   try {
-    const applied = await migrateToLatest(handle.db);
+    const applied = await migrateToLatest(handle);
     console.log(applied.length > 0 ? `applied: ${applied.join(', ')}` : 'database is up to date');
   } finally {
     await handle.close();

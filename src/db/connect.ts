@@ -1,13 +1,15 @@
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { DatabaseSync, type StatementSync } from 'node:sqlite';
-import { Kysely, PostgresDialect, SqliteDialect, type SqliteDatabase, type SqliteStatement } from 'kysely';
+import { Kysely, PostgresDialect, type SqliteDatabase, SqliteDialect, type SqliteStatement } from 'kysely';
 import pg from 'pg';
 import type { Database, Dialect } from './schema.ts';
 
 export interface DbHandle {
   db: Kysely<Database>;
   dialect: Dialect;
+  /** The PostgreSQL schema that holds the tables; undefined on SQLite. */
+  schema: string | undefined;
   close(): Promise<void>;
 }
 
@@ -33,11 +35,11 @@ export function createDb(target: DbTarget): DbHandle {
     // An idle client that loses its server emits 'error'; without a listener that would crash the process.
     pool.on('error', () => {});
     const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
-    return { db, dialect: 'postgres', close: () => db.destroy() };
+    return { db, dialect: 'postgres', schema: target.schema ?? 'public', close: () => db.destroy() };
   }
   const database = openSqlite(target.path);
   const db = new Kysely<Database>({ dialect: new SqliteDialect({ database }) });
-  return { db, dialect: 'sqlite', close: () => db.destroy() };
+  return { db, dialect: 'sqlite', schema: undefined, close: () => db.destroy() };
 }
 
 function openSqlite(path: string): SqliteDatabase {

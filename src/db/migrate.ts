@@ -10,9 +10,17 @@ const migrations: Record<string, Migration> = {
 const provider: MigrationProvider = { getMigrations: async () => migrations };
 
 /** Applies every pending migration; returns the names applied, or throws when one fails. */
-// biome-ignore lint/suspicious/noExplicitAny: the migrator works on any schema.
-export async function migrateToLatest(db: Kysely<any>): Promise<string[]> {
-  const migrator = new Migrator({ db, provider });
+export async function migrateToLatest(handle: {
+  // biome-ignore lint/suspicious/noExplicitAny: the migrator works on any schema.
+  db: Kysely<any>;
+  schema: string | undefined;
+}): Promise<string[]> {
+  // Named explicitly: otherwise Kysely takes a kysely_migration table in any other schema for its own.
+  const migrator = new Migrator({
+    db: handle.db,
+    provider,
+    ...(handle.schema ? { migrationTableSchema: handle.schema } : {}),
+  });
   const { error, results } = await migrator.migrateToLatest();
   if (error) throw new AppError('internal', 'database migration failed', { cause: error });
   return (results ?? [])

@@ -9,17 +9,30 @@ declare module 'fastify' {
   }
 }
 
-// RFC 6750 §2.1: the scheme is case-insensitive; the credentials are one b64token.
-const BEARER = /^bearer(?: +(\S*))?\s*$/i;
-
 /** Adds the Bearer check to every route of the scope it is called in (and only that scope). */
 export function requireBearerToken(scope: FastifyInstance, sessions: SessionsService): void {
   scope.decorateRequest('user', undefined);
   scope.addHook('onRequest', async (request) => {
-    const header = request.headers.authorization;
-    const match = header === undefined ? null : BEARER.exec(header);
-    // No header, another scheme (Basic, Token) or an empty Bearer: the request carries no bearer token.
-    if (!match?.[1]) throw new AppError('missing_token', 'Not authenticated');
-    request.user = await sessions.authenticate(match[1]);
+    // Node keeps only the first of repeated Authorization headers; a request that sends two is ambiguous.
+    if (countAuthorizationHeaders(request.raw.rawHeaders) > 1) {
+      throw new AppError('malformed_authorization', 'Malformed Authorization header');
+    }
+    const header = request.headers.authorization?.trim() ?? '';
+    const separator = header.indexOf(' ');
+    const scheme = separator === -1 ? header : header.slice(0, separator);
+    const token = separator === -1 ? '' : header.slice(separator + 1).trim();
+    // RFC 9110 §11.1: the scheme is case-insensitive. No header, another scheme (Basic, Token) or an empty
+    // Bearer: the request carries no bearer token at all.
+    if (scheme.toLowerCase() !== 'bearer' || token === '')
+      throw new AppError('missing_token', 'Not authenticated');
+    request.user = await sessions.authenticate(token);
   });
+}
+
+function countAuthorizationHeaders(rawHeaders: string[]): number {
+  let count = 0;
+  for (let i = 0; i < rawHeaders.length; i += 2) {
+    if (rawHeaders[i]?.toLowerCase() === 'authorization') count += 1;
+  }
+  return count;
 }

@@ -39,6 +39,12 @@ const responses: Record<ErrorCode, (error: AppError, style: ErrorStyle) => Rende
     body: { detail: 'Not authenticated' },
     headers: { 'www-authenticate': 'Bearer' },
   }),
+  // RFC 6750 §3.1: a malformed request (here, two Authorization headers) is invalid_request, 400.
+  malformed_authorization: () => ({
+    status: 400,
+    body: { detail: 'Malformed Authorization header' },
+    headers: { 'www-authenticate': 'Bearer error="invalid_request"' },
+  }),
   invalid_token: () => ({
     status: 401,
     body: { detail: 'Could not validate credentials' },

@@ -31,6 +31,11 @@ describe('configuration is validated at start', () => {
     ['JWT_SECRET', 'a 31-byte JWT_SECRET', { JWT_ALGORITHM: 'HS256', JWT_SECRET: shortSecret }],
     ['JWT_SECRET', 'the FastAPI tutorial secret', { JWT_ALGORITHM: 'HS256', JWT_SECRET: TUTORIAL_SECRET }],
     ['JWT_SECRET', 'HS256 without a secret', { JWT_ALGORITHM: 'HS256', JWT_SECRET: undefined }],
+    [
+      'JWT_SECRET',
+      'the jwt.io example secret',
+      { JWT_ALGORITHM: 'HS256', JWT_SECRET: 'a-string-secret-at-least-256-bits-long' },
+    ],
     ['JWT_ALGORITHM', 'an unknown algorithm', { JWT_ALGORITHM: 'RS999' }],
     ['JWT_ALGORITHM', 'alg none', { JWT_ALGORITHM: 'none' }],
     [
@@ -38,7 +43,9 @@ describe('configuration is validated at start', () => {
       'an unparsable postgres URL',
       { DATABASE_URL: 'postgres://postgres@127.0.0.1:notaport/db' },
     ],
+    ['DATABASE_URL', 'an unsupported database scheme', { DATABASE_URL: 'mysql://root@127.0.0.1/db' }],
     ['PORT', 'a non-numeric port', { PORT: 'eighty' }],
+    ['ACCESS_TOKEN_TTL_SECONDS', 'a non-numeric TTL', { ACCESS_TOKEN_TTL_SECONDS: 'soon' }],
     ['ACCESS_TOKEN_TTL_SECONDS', 'a negative TTL', { ACCESS_TOKEN_TTL_SECONDS: '-5' }],
     ['PASSWORD_MIN_LENGTH', 'a non-numeric minimum', { PASSWORD_MIN_LENGTH: 'eight' }],
     ['BODY_LIMIT_BYTES', 'a non-numeric body limit', { BODY_LIMIT_BYTES: 'lots' }],

@@ -225,6 +225,21 @@ describe.each(DIALECTS)('HS256 tokens and forged claims (%s)', (dialect) => {
       await expectRefused(forge({}, { sub: '-1' }), 'sub -1');
     });
 
+    it('rejects subs that overflow or confuse the id column type (no 5xx)', async () => {
+      for (const sub of [
+        '9223372036854775808',
+        '99999999999999999999999999',
+        '1e3',
+        '0x10',
+        '1.0',
+        '+1',
+        'abc\u0000',
+        '\ud800',
+      ]) {
+        await expectRefused(forge({}, { sub }), `sub ${JSON.stringify(sub)}`);
+      }
+    });
+
     it('rejects a sub of the wrong type or shape', async () => {
       for (const sub of [
         alice.id,

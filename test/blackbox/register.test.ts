@@ -201,6 +201,15 @@ describe.each(DIALECTS)('POST /register (%s)', (dialect) => {
       await login(ctx, ascii, b.password as string);
     });
 
+    it('NFKC-normalises compatibility ligatures: "ﬁ" + rest is the same account as "fi" + rest', async () => {
+      const rest = `nn${randomId(4)}`;
+      const first = await postJson(ctx.url('/register/'), body({ username: `fi${rest}` }));
+      expect(first.status, first.text).toBe(200);
+      const r = await postJson(ctx.url('/register/'), body({ username: `\ufb01${rest}` }));
+      expect(r.status, r.text).toBe(409);
+      expect(r.json.code).toBe('username_taken');
+    });
+
     it('accepts non-ASCII letters (Unicode letters are letters)', async () => {
       const u = `jürgen${uniqueName('').replace(/_/g, '').slice(0, 10)}`;
       const r = await postJson(ctx.url('/register/'), body({ username: u }));
@@ -243,6 +252,8 @@ describe.each(DIALECTS)('POST /register (%s)', (dialect) => {
       'a@@example.com',
       '',
       'a@example.com\n',
+      'a\u0000b@example.com',
+      'ab@exa\u0000mple.com',
     ])('refuses the malformed address %j with 422 at body.email', async (email) => {
       expect422(await postJson(ctx.url('/register/'), body({ email })), 'email');
     });
@@ -324,7 +335,7 @@ describe.each(DIALECTS)('POST /register (%s)', (dialect) => {
       ['DEL', '\u007f'],
       ['C1 NEL', '\u0085'],
     ])('refuses a password containing the control character %s (422)', async (_n, c) => {
-      const pw = `${strongPassword()}${c}tail`;
+      const pw = ctx.track(`${strongPassword()}${c}tail`);
       const r = await postJson(ctx.url('/register/'), body({ password: pw }));
       expect422(r, 'password');
       expect(r.text).not.toContain(pw.slice(0, 20));
@@ -563,6 +574,18 @@ describe.each(DIALECTS)('POST /register (%s)', (dialect) => {
         chunk,
       );
       expect(r.status).toBe(413);
+    });
+
+    it('answers 422 for deeply nested JSON within the size limit (no stack overflow)', async () => {
+      for (const [open, close] of [
+        ['[', ']'],
+        ['{"a":', '}'],
+      ]) {
+        const depth = Math.floor(15_000 / (open as string).length / 1.2);
+        const raw = `{"username":${(open as string).repeat(depth)}1${(close as string).repeat(depth)}}`;
+        const r = await postJson(ctx.url('/register/'), raw);
+        expect([413, 422], r.text.slice(0, 200)).toContain(r.status);
+      }
     });
 
     it('keeps answering after malformed input', async () => {

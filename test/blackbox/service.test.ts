@@ -178,6 +178,39 @@ describe.each(DIALECTS)('service endpoints (%s)', (dialect) => {
     });
   });
 
+  it('logs successful and failed logins as structured events with a request id (checklist 87)', async () => {
+    const u = await registerUser(ctx);
+    await login(ctx, u.username, u.password);
+    const bad = await request(ctx.url('/token'), {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ username: u.username, password: 'Wrong-password-987' }).toString(),
+    });
+    expect(bad.status).toBe(400);
+    await new Promise((r) => setTimeout(r, 200));
+    const events = ctx.server
+      .output()
+      .split('\n')
+      .flatMap((l) => {
+        try {
+          return [JSON.parse(l) as Json];
+        } catch {
+          return [];
+        }
+      })
+      .filter(
+        (o) => o.reqId !== undefined && (o.event !== undefined || /login|token|grant/i.test(String(o.msg))),
+      );
+    const text = events.map((e) => JSON.stringify(e));
+    expect(
+      text.some((t) => /fail|invalid_grant|denied|rejected|incorrect/i.test(t)),
+      text.join('\n'),
+    ).toBe(true);
+    expect(text.some((t) => /login|token_issued|issued|succeed|success/i.test(t) && !/fail/i.test(t))).toBe(
+      true,
+    );
+  });
+
   it('writes pino JSON log lines with request ids', () => {
     const lines = ctx.server
       .output()

@@ -374,6 +374,46 @@ describe.each(DIALECTS)('POST /token (%s)', (dialect) => {
       }
     });
 
+    it('answers 400 (never 5xx) for NUL bytes and lone surrogates in credentials', async () => {
+      const u = await registerUser(ctx);
+      const cases: Record<string, string>[] = [
+        { username: 'abc\u0000def', password: 'Whatever-123' },
+        { username: `${u.username}\u0000`, password: u.password },
+        { username: u.username, password: `${u.password}\u0000` },
+        { username: u.username, password: 'a\u0000b\u0000c\u0000d' },
+      ];
+      for (const fields of cases) {
+        const f = await postForm(ctx.url('/token'), fields);
+        expect(f.status, `form ${JSON.stringify(fields)}: ${f.text}`).toBe(400);
+        const j = await postJson(ctx.url('/token'), fields);
+        expect(j.status, `json ${JSON.stringify(fields)}: ${j.text}`).toBe(400);
+      }
+      const raw = '{"username":"\\ud800abc","password":"\\udfffxyz12345"}';
+      const r = await postJson(ctx.url('/token'), raw);
+      expect(r.status, r.text).toBe(400);
+    });
+
+    it('does not grant a scope just because the client asked for it (RFC 6749 §3.3, §5.1)', async () => {
+      const u = await registerUser(ctx);
+      const r = await postForm(ctx.url('/token'), {
+        grant_type: 'password',
+        username: u.username,
+        password: u.password,
+        scope: 'admin superuser',
+      });
+      expect([200, 400]).toContain(r.status);
+      if (r.status === 400) {
+        expect(r.json.error).toBe('invalid_scope');
+        return;
+      }
+      ctx.track(r.json.access_token);
+      const granted = String(splitToken(r.json.access_token).payload.scope ?? '');
+      expect(granted.split(' ')).not.toContain('admin');
+      expect(granted.split(' ')).not.toContain('superuser');
+      // §5.1: scope is REQUIRED in the response when it differs from the requested one
+      if (granted !== 'admin superuser') expect(r.json.scope).toBe(granted);
+    });
+
     it('failure bodies never contain the submitted password', async () => {
       const u = await registerUser(ctx);
       const pw = ctx.track(strongPassword());

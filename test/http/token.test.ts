@@ -1,7 +1,13 @@
 import bcrypt from 'bcryptjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createPasswordHasher, type PasswordHasher } from '../../src/security/passwords.ts';
-import { buildTestApp, FAST_ARGON2, registerUser, STRONG_PASSWORD, type TestApp } from '../support/build-test-app.ts';
+import {
+  buildTestApp,
+  FAST_ARGON2,
+  registerUser,
+  STRONG_PASSWORD,
+  type TestApp,
+} from '../support/build-test-app.ts';
 import { dialects } from '../support/dialects.ts';
 import { decodeToken } from '../support/forge-token.ts';
 
@@ -37,7 +43,14 @@ describe.each(dialects)('POST /token on %s', (dialect) => {
 
   it('issues a bearer token for the form body OAuth2 clients and Swagger UI send', async () => {
     const response = await token(
-      form({ grant_type: 'password', username: 'Alice', password: STRONG_PASSWORD, scope: '', client_id: '', client_secret: '' }),
+      form({
+        grant_type: 'password',
+        username: 'Alice',
+        password: STRONG_PASSWORD,
+        scope: '',
+        client_id: '',
+        client_secret: '',
+      }),
     );
     expect(response.statusCode).toBe(200);
     const body = response.json();
@@ -111,7 +124,9 @@ describe.each(dialects)('POST /token on %s', (dialect) => {
   });
 
   it('answers 400 invalid_request when a parameter is repeated', async () => {
-    const response = await token(`username=alice&username=bob&password=${encodeURIComponent(STRONG_PASSWORD)}`);
+    const response = await token(
+      `username=alice&username=bob&password=${encodeURIComponent(STRONG_PASSWORD)}`,
+    );
     expect(response.statusCode).toBe(400);
     expect(response.json().error).toBe('invalid_request');
   });
@@ -129,7 +144,9 @@ describe.each(dialects)('POST /token on %s', (dialect) => {
   it.each(['client_credentials', 'authorization_code', 'foo', 'PASSWORD'])(
     'answers 400 unsupported_grant_type for grant_type=%s',
     async (grantType) => {
-      const response = await token(form({ grant_type: grantType, username: 'alice', password: STRONG_PASSWORD }));
+      const response = await token(
+        form({ grant_type: grantType, username: 'alice', password: STRONG_PASSWORD }),
+      );
       expect(response.statusCode).toBe(400);
       expect(response.json().error).toBe('unsupported_grant_type');
     },
@@ -155,7 +172,9 @@ describe.each(dialects)('POST /token on %s', (dialect) => {
   });
 
   it('ignores unknown parameters', async () => {
-    const response = await token(form({ username: 'alice', password: STRONG_PASSWORD, foo: 'bar', client_id: 'x' }));
+    const response = await token(
+      form({ username: 'alice', password: STRONG_PASSWORD, foo: 'bar', client_id: 'x' }),
+    );
     expect(response.statusCode).toBe(200);
   });
 
@@ -210,7 +229,11 @@ describe.each(dialects)('password upgrades at login on %s', (dialect) => {
       .set({ password_hash: bcryptHash })
       .where('username_canonical', '=', 'seeduser')
       .execute();
-    const wrong = await t.app.inject({ method: 'POST', url: '/token', payload: { username: 'seeduser', password: 'nope' } });
+    const wrong = await t.app.inject({
+      method: 'POST',
+      url: '/token',
+      payload: { username: 'seeduser', password: 'nope' },
+    });
     expect(wrong.statusCode).toBe(400);
     expect(await storedHash('seeduser')).toBe(bcryptHash);
     const right = await t.app.inject({
@@ -230,7 +253,9 @@ describe.each(dialects)('password upgrades at login on %s', (dialect) => {
 
   it('rehashes an argon2id hash with outdated parameters at the next login', async () => {
     await registerUser(t.app, { username: 'olduser', email: 'old@example.com' });
-    const outdated = await createPasswordHasher({ memoryKib: 32, timeCost: 1, parallelism: 1 }).hash(STRONG_PASSWORD);
+    const outdated = await createPasswordHasher({ memoryKib: 32, timeCost: 1, parallelism: 1 }).hash(
+      STRONG_PASSWORD,
+    );
     await t.database.db
       .updateTable('users')
       .set({ password_hash: outdated })

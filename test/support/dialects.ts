@@ -17,14 +17,14 @@ export const dialects: Dialect[] = inject('postgresUrl') ? ['sqlite', 'postgres'
 export async function createTestDatabase(dialect: Dialect): Promise<TestDatabase> {
   if (dialect === 'sqlite') {
     const handle = createDb({ kind: 'sqlite', path: ':memory:' });
-    await migrateToLatest(handle.db);
+    await migrateToLatest(handle);
     return { ...handle, destroy: handle.close };
   }
   const url = inject('postgresUrl');
   const schema = `test_${randomBytes(6).toString('hex')}`;
   await withAdminClient(url, (client) => client.query(`create schema ${schema}`));
   const handle = createDb({ kind: 'postgres', url, schema, maxConnections: 20 });
-  await migrateToLatest(handle.db);
+  await migrateToLatest(handle);
   return {
     ...handle,
     async destroy() {

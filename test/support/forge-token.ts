@@ -156,7 +156,7 @@ export function forgedTokens(options: ForgeOptions): [string, string][] {
     for (const kid of [
       '../../../../dev/null',
       "' OR '1'='1",
-      '${jndi:ldap://127.0.0.1/a}',
+      '$' + '{jndi:ldap://127.0.0.1/a}',
       'k'.repeat(2000),
       123,
     ]) {

@@ -1,0 +1,91 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { buildTestApp, type TestApp } from '../support/build-test-app.ts';
+import { dialects } from '../support/dialects.ts';
+
+describe.each(dialects)('operations and documentation on %s', (dialect) => {
+  let t: TestApp;
+  beforeAll(async () => {
+    t = await buildTestApp(dialect);
+  });
+  afterAll(async () => {
+    await t.close();
+  });
+
+  it('answers /healthz and /readyz', async () => {
+    expect((await t.app.inject({ method: 'GET', url: '/healthz' })).json()).toEqual({ status: 'ok' });
+    const ready = await t.app.inject({ method: 'GET', url: '/readyz' });
+    expect(ready.statusCode).toBe(200);
+    expect(ready.json()).toEqual({ status: 'ready' });
+  });
+
+  it('serves an OpenAPI document with the three seed paths and an OAuth2 password flow at /token', async () => {
+    const response = await t.app.inject({ method: 'GET', url: '/openapi.json' });
+    expect(response.statusCode).toBe(200);
+    const document = response.json();
+    expect(document.openapi).toMatch(/^3\./);
+    expect(Object.keys(document.paths)).toEqual(
+      expect.arrayContaining(['/register/', '/token', '/conversation']),
+    );
+    expect(document.components.securitySchemes.OAuth2PasswordBearer.flows.password.tokenUrl).toBe('/token');
+    expect(document.paths['/conversation'].get.security).toEqual([{ OAuth2PasswordBearer: [] }]);
+    expect(Object.keys(document.paths['/token'].post.requestBody.content)).toEqual(
+      expect.arrayContaining(['application/x-www-form-urlencoded', 'application/json']),
+    );
+  });
+
+  it('serves Swagger UI at /docs with a content security policy', async () => {
+    const response = await t.app.inject({ method: 'GET', url: '/docs/' });
+    expect(response.statusCode).toBe(200);
+    expect(response.headers['content-type']).toMatch(/text\/html/);
+    expect(response.headers['content-security-policy']).toBeDefined();
+  });
+
+  it('publishes only public key members in the JWKS, with a cache lifetime', async () => {
+    const response = await t.app.inject({ method: 'GET', url: '/.well-known/jwks.json' });
+    const { keys } = response.json();
+    expect(keys).toHaveLength(1);
+    expect(keys[0]).toMatchObject({ kty: 'OKP', crv: 'Ed25519', alg: 'EdDSA', use: 'sig' });
+    expect(Object.keys(keys[0]).sort()).toEqual(['alg', 'crv', 'kid', 'kty', 'use', 'x']);
+    expect(response.headers['cache-control']).toMatch(/max-age=\d+/);
+  });
+
+  it('sends nosniff, a request id and no version banner on every response', async () => {
+    for (const url of ['/healthz', '/conversation', '/nowhere']) {
+      const response = await t.app.inject({ method: 'GET', url });
+      expect(response.headers['x-content-type-options']).toBe('nosniff');
+      expect(response.headers['x-request-id']).toMatch(/^[0-9a-f-]{36}$/);
+      expect(response.headers['x-powered-by']).toBeUndefined();
+      expect(response.headers.server).toBeUndefined();
+    }
+  });
+
+  it('answers 404 in FastAPI shape for an unknown path', async () => {
+    const response = await t.app.inject({ method: 'GET', url: '/nowhere' });
+    expect(response.statusCode).toBe(404);
+    expect(response.json()).toEqual({ detail: 'Not Found' });
+  });
+
+  it('answers 405 with Allow for PUT /register/', async () => {
+    const response = await t.app.inject({ method: 'PUT', url: '/register/' });
+    expect(response.statusCode).toBe(405);
+    expect(response.headers.allow).toBe('POST');
+  });
+
+  it('reports not ready with 503 once the database is gone', async () => {
+    const local = await buildTestApp(dialect);
+    await local.database.close();
+    const response = await local.app.inject({ method: 'GET', url: '/readyz' });
+    expect(response.statusCode).toBe(503);
+    expect(response.json()).toEqual({ detail: 'Database unreachable' });
+    await local.app.close();
+  });
+});
+
+describe.each(dialects)('documentation switched off on %s', (dialect) => {
+  it('serves neither /docs nor /openapi.json with DOCS_ENABLED=false', async () => {
+    const t = await buildTestApp(dialect, { env: { DOCS_ENABLED: 'false' } });
+    expect((await t.app.inject({ method: 'GET', url: '/docs/' })).statusCode).toBe(404);
+    expect((await t.app.inject({ method: 'GET', url: '/openapi.json' })).statusCode).toBe(404);
+    await t.close();
+  });
+});
