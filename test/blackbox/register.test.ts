@@ -210,6 +210,17 @@ describe.each(DIALECTS)('POST /register (%s)', (dialect) => {
       expect(r.json.code).toBe('username_taken');
     });
 
+    it('folds case beyond ASCII: Jürgen… and JÜRGEN… are one account', async () => {
+      const rest = randomId(4);
+      const first = await postJson(ctx.url('/register/'), body({ username: `Jürgen${rest}` }));
+      expect(first.status, first.text).toBe(200);
+      const r = await postJson(ctx.url('/register/'), body({ username: `JÜRGEN${rest.toUpperCase()}` }));
+      expect(r.status, r.text).toBe(409);
+      expect(r.json.code).toBe('username_taken');
+      const again = await postJson(ctx.url('/register/'), body({ username: `jürgen${rest}` }));
+      expect(again.status, again.text).toBe(409);
+    });
+
     it('accepts non-ASCII letters (Unicode letters are letters)', async () => {
       const u = `jürgen${uniqueName('').replace(/_/g, '').slice(0, 10)}`;
       const r = await postJson(ctx.url('/register/'), body({ username: u }));

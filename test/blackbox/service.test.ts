@@ -102,6 +102,32 @@ describe.each(DIALECTS)('service endpoints (%s)', (dialect) => {
     });
   });
 
+  it('refuses a token from an instance with another issuer/audience on the same key (RFC 8725 §3.8, §3.9)', async () => {
+    const u = await registerUser(ctx);
+    const mine = await login(ctx, u.username, u.password);
+    const other = await startServer({
+      databaseUrl: ctx.db.url,
+      env: { JWT_ISSUER: 'https://other.example', JWT_AUDIENCE: 'other-api' },
+    });
+    try {
+      const tr = await request(other.url('/token'), {
+        method: 'POST',
+        headers: { 'content-type': 'application/x-www-form-urlencoded' },
+        body: new URLSearchParams({ username: u.username, password: u.password }).toString(),
+      });
+      expect(tr.status).toBe(200);
+      const theirs = ctx.track(tr.json.access_token as string);
+      const a = await getWithToken(other.url('/conversation'), mine);
+      expect(a.status).toBe(401);
+      expect(a.headers.get('www-authenticate')).toMatch(/error="invalid_token"/);
+      const b = await getWithToken(ctx.url('/conversation'), theirs);
+      expect(b.status).toBe(401);
+      expect(b.headers.get('www-authenticate')).toMatch(/error="invalid_token"/);
+    } finally {
+      await other.stop();
+    }
+  });
+
   describe('OpenAPI and docs', () => {
     it('serves /openapi.json with the three paths and an OAuth2 password flow with tokenUrl /token', async () => {
       const r = await request(ctx.url('/openapi.json'));

@@ -113,6 +113,23 @@ describe.each(DIALECTS)('POST /token (%s)', (dialect) => {
       }
     });
 
+    it('logs in with a non-ASCII username in another case', async () => {
+      const name = `Ådne${uniqueName('').replace(/_/g, '')}`;
+      const u = await registerUser(ctx, { username: name });
+      const t = await login(ctx, name.toUpperCase(), u.password);
+      expect(splitToken(t).payload.preferred_username).toBe(name);
+    });
+
+    it('answers an over-long or huge username with 400 quickly', async () => {
+      for (const username of ['x'.repeat(33), 'y'.repeat(10_000)]) {
+        const t0 = performance.now();
+        const r = await postForm(ctx.url('/token'), { username, password: 'Whatever-123' });
+        expect(r.status).toBe(400);
+        expect(['invalid_grant', 'invalid_request']).toContain(r.json.error);
+        expect(performance.now() - t0).toBeLessThan(2000);
+      }
+    });
+
     it('logs in with the fullwidth (NFKC-equivalent) form of the username', async () => {
       const name = `fw${uniqueName('').replace(/_/g, '')}`;
       const u = await registerUser(ctx, { username: name });

@@ -304,6 +304,8 @@ export function median(xs: number[]): number {
 /** Asserts the captured logs contain none of the tracked secrets. */
 export function expectLogsFreeOf(ctx: ServerContext): void {
   const logs = ctx.server.output();
+  expect(ctx.secrets.size, 'the suite tracked no secrets: the check would be vacuous').toBeGreaterThan(0);
+  expect(logs.length, 'no log output captured').toBeGreaterThan(0);
   const leaked = [...ctx.secrets].filter((s) => s.length >= 12 && logs.includes(s));
   expect(
     leaked.map((s) => `${s.slice(0, 12)}… (${s.length} chars)`),
