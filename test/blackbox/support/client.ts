@@ -93,7 +93,8 @@ export async function registerUser(
   const username = overrides.username ?? uniqueName();
   const body = {
     username,
-    email: overrides.email ?? `${username.toLowerCase()}@example.com`,
+    email:
+      overrides.email ?? `${username.toLowerCase().replace(/[^a-z0-9._-]/g, 'x')}-${randomId(3)}@example.com`,
     password: ctx.track(overrides.password ?? strongPassword()),
     age: overrides.age ?? 30,
     level: overrides.level ?? 'beginner',

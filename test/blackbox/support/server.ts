@@ -159,6 +159,11 @@ export async function startServer(opts: StartOptions): Promise<RunningServer> {
     output: () => out,
     exited,
     async stop() {
+      if (hasExited) {
+        console.error(
+          `server on port ${port} had already exited (code ${proc.exitCode}); last output:\n${out.slice(-6000)}`,
+        );
+      }
       if (!hasExited) proc.kill('SIGTERM');
       const timer = setTimeout(() => {
         if (!hasExited) proc.kill('SIGKILL');
