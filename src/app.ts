@@ -1,4 +1,4 @@
-import { randomUUID } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, LogController } from 'fastify';
 import { sql } from 'kysely';
@@ -6,11 +6,15 @@ import pino, { type DestinationStream } from 'pino';
 import type { Config } from './config.ts';
 import type { DbHandle } from './db/connect.ts';
 import { createConversationsRepository } from './db/conversations.ts';
+import { createServerSecretsRepository } from './db/server-secrets.ts';
+import { createSessionsRepository } from './db/sessions.ts';
 import { createSigningKeysRepository } from './db/signing-keys.ts';
 import { createUsersRepository } from './db/users.ts';
 import { AppError } from './errors.ts';
+import { requireBearerToken } from './http/authenticate.ts';
 import { errorHandler, sendError } from './http/error-handler.ts';
 import { registerOpenApi } from './http/openapi.ts';
+import { accountRoutes } from './http/routes/account.ts';
 import { conversationRoutes } from './http/routes/conversation.ts';
 import { healthRoutes } from './http/routes/health.ts';
 import { jwksRoutes } from './http/routes/jwks.ts';
@@ -32,6 +36,8 @@ export interface AppDependencies {
   /** Where logs go; stdout when omitted. */
   logStream?: DestinationStream;
 }
+
+const KEY_RELOAD_INTERVAL_SECONDS = 30;
 
 // Kept word for word from the seed, whose clients may compare it.
 export const WELCOME_MESSAGE = 'This is a secure conversation';
@@ -73,8 +79,11 @@ export async function buildApp(config: Config, deps: AppDependencies): Promise<F
   }).withTypeProvider<TypeBoxTypeProvider>();
 
   const db = deps.db.db;
+  const users = createUsersRepository(db);
+  const sessionsRepository = createSessionsRepository(db);
   const accounts = createAccountsService({
-    users: createUsersRepository(db),
+    users,
+    sessions: sessionsRepository,
     hasher: deps.passwords,
     policy: createPasswordPolicy(config.passwords),
     clock: deps.clock,
@@ -87,7 +96,14 @@ export async function buildApp(config: Config, deps: AppDependencies): Promise<F
     secret: config.jwt.secret,
     signingKeys: createSigningKeysRepository(db),
     clock: deps.clock,
+    // A superseded key verifies while tokens it signed can live, and while other instances still sign with it.
+    retireAfterSeconds: config.jwt.accessTokenTtlSeconds + 2 * KEY_RELOAD_INTERVAL_SECONDS + 60,
   });
+  const keyReload = setInterval(() => {
+    keys.reload().catch((error) => app.log.warn({ err: error }, 'signing key reload failed'));
+  }, KEY_RELOAD_INTERVAL_SECONDS * 1000);
+  keyReload.unref();
+  app.addHook('onClose', async () => clearInterval(keyReload));
   const accessTokens = createAccessTokens({
     keys,
     issuer: config.jwt.issuer,
@@ -95,7 +111,21 @@ export async function buildApp(config: Config, deps: AppDependencies): Promise<F
     ttlSeconds: config.jwt.accessTokenTtlSeconds,
     clock: deps.clock,
   });
-  const sessions = createSessionsService({ accessTokens, accounts });
+  const derivationKey = await createServerSecretsRepository(db).findOrInsertServerSecret(
+    'refresh_token_derivation',
+    randomBytes(32).toString('base64url'),
+    deps.clock.now(),
+  );
+  const sessions = createSessionsService({
+    accessTokens,
+    sessions: sessionsRepository,
+    users,
+    clock: deps.clock,
+    refreshDerivationKey: Buffer.from(derivationKey, 'base64url'),
+    idleTtlSeconds: config.sessions.idleTtlSeconds,
+    maxLifetimeSeconds: config.sessions.maxLifetimeSeconds,
+    reuseGraceSeconds: config.sessions.reuseGraceSeconds,
+  });
   const conversations = createConversationsService({ conversations: createConversationsRepository(db) });
 
   app.setErrorHandler(errorHandler);
@@ -135,7 +165,11 @@ export async function buildApp(config: Config, deps: AppDependencies): Promise<F
   await app.register(jwksRoutes, { publicJwks: () => keys.publicJwks() });
   await app.register(registerRoutes, { accounts });
   await app.register(tokenRoutes, { accounts, sessions });
-  await app.register(conversationRoutes, { sessions, conversations });
+  await app.register(async (protectedScope) => {
+    requireBearerToken(protectedScope, sessions);
+    await protectedScope.register(conversationRoutes, { conversations });
+    await protectedScope.register(accountRoutes, { accounts, sessions });
+  });
   return app;
 }
 

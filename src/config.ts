@@ -15,6 +15,9 @@ const EnvSchema = Type.Object({
   JWT_ISSUER: Type.String({ default: 'http://localhost:8000', minLength: 1 }),
   JWT_AUDIENCE: Type.String({ default: 'gatehouse', minLength: 1 }),
   ACCESS_TOKEN_TTL_SECONDS: Type.Integer({ default: 900, minimum: 30, maximum: 3600 }),
+  REFRESH_TOKEN_IDLE_TTL_SECONDS: Type.Integer({ default: 604800, minimum: 60, maximum: 31536000 }),
+  SESSION_MAX_LIFETIME_SECONDS: Type.Integer({ default: 2592000, minimum: 60, maximum: 31536000 }),
+  REFRESH_TOKEN_REUSE_GRACE_SECONDS: Type.Integer({ default: 10, minimum: 0, maximum: 300 }),
   PASSWORD_MIN_LENGTH: Type.Integer({ default: 8, minimum: 8, maximum: 128 }),
   ARGON2_MEMORY_KIB: Type.Integer({ default: 19456, minimum: 8, maximum: 4194304 }),
   ARGON2_TIME_COST: Type.Integer({ default: 2, minimum: 1, maximum: 20 }),
@@ -42,6 +45,11 @@ export interface Config {
     readonly issuer: string;
     readonly audience: string;
     readonly accessTokenTtlSeconds: number;
+  };
+  readonly sessions: {
+    readonly idleTtlSeconds: number;
+    readonly maxLifetimeSeconds: number;
+    readonly reuseGraceSeconds: number;
   };
   readonly passwords: {
     readonly minLength: number;
@@ -115,6 +123,9 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
       );
     }
   }
+  if (values.REFRESH_TOKEN_IDLE_TTL_SECONDS > values.SESSION_MAX_LIFETIME_SECONDS) {
+    problems.push('REFRESH_TOKEN_IDLE_TTL_SECONDS must not exceed SESSION_MAX_LIFETIME_SECONDS');
+  }
   if (problems.length > 0 || database === undefined) throw new ConfigError(problems);
 
   return deepFreeze({
@@ -127,6 +138,11 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
       issuer: values.JWT_ISSUER,
       audience: values.JWT_AUDIENCE,
       accessTokenTtlSeconds: values.ACCESS_TOKEN_TTL_SECONDS,
+    },
+    sessions: {
+      idleTtlSeconds: values.REFRESH_TOKEN_IDLE_TTL_SECONDS,
+      maxLifetimeSeconds: values.SESSION_MAX_LIFETIME_SECONDS,
+      reuseGraceSeconds: values.REFRESH_TOKEN_REUSE_GRACE_SECONDS,
     },
     passwords: {
       minLength: values.PASSWORD_MIN_LENGTH,

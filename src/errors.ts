@@ -2,6 +2,7 @@ export type ErrorCode =
   | 'validation_failed'
   | 'username_taken'
   | 'email_taken'
+  | 'invalid_password'
   | 'invalid_request'
   | 'invalid_grant'
   | 'unsupported_grant_type'

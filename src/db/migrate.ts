@@ -1,10 +1,12 @@
 import { type Kysely, type Migration, type MigrationProvider, Migrator } from 'kysely';
 import { AppError } from '../errors.ts';
 import * as createCoreTables from './migrations/2026_11_25_2100_create_core_tables.ts';
+import * as createSessions from './migrations/2026_11_25_2200_create_sessions.ts';
 
 // An explicit list rather than a folder scan: the order is reviewed, and nothing depends on the cwd.
 const migrations: Record<string, Migration> = {
   '2026_11_25_2100_create_core_tables': createCoreTables,
+  '2026_11_25_2200_create_sessions': createSessions,
 };
 
 const provider: MigrationProvider = { getMigrations: async () => migrations };

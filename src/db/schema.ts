@@ -39,11 +39,42 @@ export interface SigningKeysTable {
   retired_at_ms: number | null;
 }
 
+export interface SessionsTable {
+  id: string;
+  user_id: number;
+  created_at_ms: number;
+  last_used_at_ms: number;
+  // Absolute end of the session, fixed at login; the idle limit is counted from last_used_at_ms.
+  expires_at_ms: number;
+  revoked_at_ms: number | null;
+  revoked_reason: string | null;
+  user_agent: string | null;
+  ip_address: string | null;
+}
+
+export interface RefreshTokensTable {
+  id: string;
+  session_id: string;
+  secret_hash: string;
+  parent_id: string | null;
+  created_at_ms: number;
+  used_at_ms: number | null;
+}
+
+export interface ServerSecretsTable {
+  name: string;
+  value: string;
+  created_at_ms: number;
+}
+
 export interface Database {
   users: UsersTable;
   conversations: ConversationsTable;
   messages: MessagesTable;
   signing_keys: SigningKeysTable;
+  sessions: SessionsTable;
+  refresh_tokens: RefreshTokensTable;
+  server_secrets: ServerSecretsTable;
 }
 
 export type Db = Kysely<Database>;

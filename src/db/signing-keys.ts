@@ -1,4 +1,4 @@
-import type { Db } from './schema.ts';
+import type { Db, SigningKeyRow } from './schema.ts';
 
 export interface StoredSigningKey {
   kid: string;
@@ -6,11 +6,14 @@ export interface StoredSigningKey {
   publicJwk: Record<string, unknown>;
   privateJwk: Record<string, unknown>;
   createdAt: Date;
+  retiredAt: Date | undefined;
 }
 
 export interface SigningKeysRepository {
   findActiveSigningKeys(algorithm: string): Promise<StoredSigningKey[]>;
-  insertSigningKey(key: Omit<StoredSigningKey, 'createdAt'>, now: Date): Promise<void>;
+  findAllSigningKeys(): Promise<StoredSigningKey[]>;
+  insertSigningKey(key: Omit<StoredSigningKey, 'createdAt' | 'retiredAt'>, now: Date): Promise<void>;
+  retireSigningKey(kid: string, now: Date): Promise<boolean>;
 }
 
 export function createSigningKeysRepository(db: Db): SigningKeysRepository {
@@ -24,13 +27,12 @@ export function createSigningKeysRepository(db: Db): SigningKeysRepository {
         .orderBy('created_at_ms', 'desc')
         .orderBy('kid')
         .execute();
-      return rows.map((row) => ({
-        kid: row.kid,
-        algorithm: row.algorithm,
-        publicJwk: JSON.parse(row.public_jwk),
-        privateJwk: JSON.parse(row.private_jwk),
-        createdAt: new Date(Number(row.created_at_ms)),
-      }));
+      return rows.map(toStoredKey);
+    },
+
+    async findAllSigningKeys() {
+      const rows = await db.selectFrom('signing_keys').selectAll().orderBy('created_at_ms', 'desc').execute();
+      return rows.map(toStoredKey);
     },
 
     async insertSigningKey(key, now) {
@@ -46,5 +48,26 @@ export function createSigningKeysRepository(db: Db): SigningKeysRepository {
         })
         .execute();
     },
+
+    async retireSigningKey(kid, now) {
+      const result = await db
+        .updateTable('signing_keys')
+        .set({ retired_at_ms: now.getTime() })
+        .where('kid', '=', kid)
+        .where('retired_at_ms', 'is', null)
+        .executeTakeFirst();
+      return Number(result.numUpdatedRows) === 1;
+    },
+  };
+}
+
+function toStoredKey(row: SigningKeyRow): StoredSigningKey {
+  return {
+    kid: row.kid,
+    algorithm: row.algorithm,
+    publicJwk: JSON.parse(row.public_jwk),
+    privateJwk: JSON.parse(row.private_jwk),
+    createdAt: new Date(Number(row.created_at_ms)),
+    retiredAt: row.retired_at_ms === null ? undefined : new Date(Number(row.retired_at_ms)),
   };
 }

@@ -21,6 +21,12 @@ export interface NewUser {
   level: Level;
 }
 
+export interface ProfileChanges {
+  email?: { display: string; canonical: string };
+  age?: number;
+  level?: Level;
+}
+
 export interface Credentials {
   user: User;
   passwordHash: string;
@@ -30,10 +36,13 @@ export interface UsersRepository {
   insertUserWithConversation(user: NewUser, welcomeMessage: string, now: Date): Promise<User>;
   findUserById(id: number): Promise<User | undefined>;
   findCredentialsByUsername(usernameCanonical: string): Promise<Credentials | undefined>;
+  findCredentialsById(id: number): Promise<Credentials | undefined>;
   updatePasswordHash(id: number, passwordHash: string, now: Date): Promise<void>;
+  updateUserProfile(id: number, changes: ProfileChanges, now: Date): Promise<User | undefined>;
+  deleteUser(id: number): Promise<boolean>;
 }
 
-const userColumns = ['id', 'username', 'email', 'age', 'level', 'created_at_ms'] as const;
+export const userColumns = ['id', 'username', 'email', 'age', 'level', 'created_at_ms'] as const;
 
 export function createUsersRepository(db: Db): UsersRepository {
   return {
@@ -89,6 +98,15 @@ export function createUsersRepository(db: Db): UsersRepository {
       return row ? toUser(row) : undefined;
     },
 
+    async findCredentialsById(id) {
+      const row = await db
+        .selectFrom('users')
+        .select([...userColumns, 'password_hash'])
+        .where('id', '=', id)
+        .executeTakeFirst();
+      return row ? { user: toUser(row), passwordHash: row.password_hash } : undefined;
+    },
+
     async findCredentialsByUsername(usernameCanonical) {
       const row = await db
         .selectFrom('users')
@@ -105,10 +123,40 @@ export function createUsersRepository(db: Db): UsersRepository {
         .where('id', '=', id)
         .execute();
     },
+
+    async updateUserProfile(id, changes, now) {
+      try {
+        const row = await db
+          .updateTable('users')
+          .set({
+            ...(changes.email
+              ? { email: changes.email.display, email_canonical: changes.email.canonical }
+              : {}),
+            ...(changes.age !== undefined ? { age: changes.age } : {}),
+            ...(changes.level !== undefined ? { level: changes.level } : {}),
+            updated_at_ms: now.getTime(),
+          })
+          .where('id', '=', id)
+          .returning(userColumns)
+          .executeTakeFirst();
+        return row ? toUser(row) : undefined;
+      } catch (error) {
+        if (violatedUniqueConstraint(error)?.includes('email')) {
+          throw new AppError('email_taken', 'Email already registered', { cause: error });
+        }
+        throw error;
+      }
+    },
+
+    async deleteUser(id) {
+      // Sessions, refresh tokens, the conversation and its messages go with the user (ON DELETE CASCADE).
+      const result = await db.deleteFrom('users').where('id', '=', id).executeTakeFirst();
+      return Number(result.numDeletedRows) === 1;
+    },
   };
 }
 
-function toUser(row: Pick<UserRow, (typeof userColumns)[number]>): User {
+export function toUser(row: Pick<UserRow, (typeof userColumns)[number]>): User {
   return {
     id: Number(row.id),
     username: row.username,

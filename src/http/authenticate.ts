@@ -1,17 +1,17 @@
 import type { FastifyInstance } from 'fastify';
-import type { User } from '../db/users.ts';
 import { AppError } from '../errors.ts';
-import type { SessionsService } from '../services/sessions.ts';
+import type { Authenticated, SessionsService } from '../services/sessions.ts';
 
 declare module 'fastify' {
   interface FastifyRequest {
-    user: User | undefined;
+    /** Set by the Bearer hook in protected scopes: the caller and the session their token belongs to. */
+    auth: Authenticated | undefined;
   }
 }
 
 /** Adds the Bearer check to every route of the scope it is called in (and only that scope). */
 export function requireBearerToken(scope: FastifyInstance, sessions: SessionsService): void {
-  scope.decorateRequest('user', undefined);
+  scope.decorateRequest('auth', undefined);
   scope.addHook('onRequest', async (request) => {
     // Node keeps only the first of repeated Authorization headers; a request that sends two is ambiguous.
     if (countAuthorizationHeaders(request.raw.rawHeaders) > 1) {
@@ -25,7 +25,7 @@ export function requireBearerToken(scope: FastifyInstance, sessions: SessionsSer
     // Bearer: the request carries no bearer token at all.
     if (scheme.toLowerCase() !== 'bearer' || token === '')
       throw new AppError('missing_token', 'Not authenticated');
-    request.user = await sessions.authenticate(token);
+    request.auth = await sessions.authenticate(token);
   });
 }
 

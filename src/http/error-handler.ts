@@ -30,6 +30,7 @@ const responses: Record<ErrorCode, (error: AppError, style: ErrorStyle) => Rende
       : { status: 422, body: { detail: error.details ?? [] } },
   username_taken: (error) => ({ status: 409, body: { detail: error.message, code: 'username_taken' } }),
   email_taken: (error) => ({ status: 409, body: { detail: error.message, code: 'email_taken' } }),
+  invalid_password: (error) => ({ status: 400, body: { detail: error.message, code: 'invalid_password' } }),
   invalid_request: (error) => oauthError('invalid_request', error.message),
   invalid_grant: (error) => oauthError('invalid_grant', error.message),
   unsupported_grant_type: (error) => oauthError('unsupported_grant_type', error.message),

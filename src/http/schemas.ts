@@ -1,4 +1,6 @@
+import type { FastifyRequest } from 'fastify';
 import Type, { type Static } from 'typebox';
+import type { User } from '../db/users.ts';
 
 export const Level = Type.Enum(['beginner', 'intermediate', 'advanced'], {
   description: 'A proficiency, never a privilege.',
@@ -40,6 +42,7 @@ export const TokenRequestBody = Type.Object({
   grant_type: optionalString('password (the default when omitted)'),
   username: optionalString('The username, in any letter case'),
   password: Type.Optional(Type.String({ format: 'password' })),
+  refresh_token: optionalString('For grant_type=refresh_token'),
   scope: optionalString('Ignored: tokens carry the scope "conversation"'),
   client_id: optionalString('Ignored'),
   client_secret: Type.Optional(Type.String({ format: 'password', description: 'Ignored' })),
@@ -50,8 +53,15 @@ export const TokenResponse = Type.Object({
   access_token: Type.String(),
   token_type: Type.Literal('bearer'),
   expires_in: Type.Integer({ description: 'Seconds until the access token expires' }),
+  refresh_token: Type.String({ description: 'Single use: each refresh returns the next one' }),
   scope: Type.String(),
 });
+
+export const RevokeRequestBody = Type.Object({
+  token: optionalString('The refresh token (or access token) to revoke'),
+  token_type_hint: optionalString('refresh_token or access_token; optional'),
+});
+export type RevokeRequestBody = Static<typeof RevokeRequestBody>;
 
 export const OAuthErrorResponse = Type.Object({
   error: Type.Enum(['invalid_request', 'invalid_grant', 'unsupported_grant_type']),
@@ -65,6 +75,36 @@ export const ConversationResponse = Type.Object({
 });
 
 export const DetailResponse = Type.Object({ detail: Type.String() });
+
+export const ProfileUpdateBody = Type.Object({
+  email: Type.Optional(Type.String({ format: 'email', maxLength: 254 })),
+  age: Type.Optional(Type.Integer({ minimum: 0, maximum: 150 })),
+  level: Type.Optional(Level),
+});
+export type ProfileUpdateBody = Static<typeof ProfileUpdateBody>;
+
+export const PasswordChangeBody = Type.Object({
+  current_password: Type.String({ format: 'password', maxLength: 4096 }),
+  new_password: Type.String({ format: 'password', maxLength: 4096 }),
+});
+export type PasswordChangeBody = Static<typeof PasswordChangeBody>;
+
+export const AccountDeletionBody = Type.Object({
+  password: Type.String({ format: 'password', maxLength: 4096 }),
+});
+export type AccountDeletionBody = Static<typeof AccountDeletionBody>;
+
+export const SessionResponse = Type.Object({
+  id: Type.String(),
+  created_at: Type.String({ format: 'date-time' }),
+  last_used_at: Type.String({ format: 'date-time' }),
+  expires_at: Type.String({ format: 'date-time' }),
+  user_agent: Type.Union([Type.String(), Type.Null()]),
+  ip_address: Type.Union([Type.String(), Type.Null()]),
+  current: Type.Boolean({ description: 'Whether this is the session of the token making the request' }),
+});
+
+export const SessionListResponse = Type.Object({ sessions: Type.Array(SessionResponse) });
 
 export const ConflictResponse = Type.Object({
   detail: Type.String(),
@@ -82,3 +122,21 @@ export const ValidationErrorResponse = Type.Object({
 });
 
 export const Jwks = Type.Object({ keys: Type.Array(Type.Record(Type.String(), Type.String())) });
+
+export const toUserResponse = (user: User): UserResponse => ({
+  id: user.id,
+  username: user.username,
+  email: user.email,
+  age: user.age,
+  level: user.level,
+});
+
+const DIGITS = /^-?\d+$/;
+
+/** preValidation hook: FastAPI (pydantic lax mode) takes "42" for an integer age; nothing else is coerced. */
+export async function acceptDigitStringAge(request: FastifyRequest): Promise<void> {
+  const body = request.body as Record<string, unknown> | null;
+  if (body && typeof body === 'object' && typeof body.age === 'string' && DIGITS.test(body.age.trim())) {
+    body.age = Number(body.age.trim());
+  }
+}

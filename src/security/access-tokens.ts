@@ -6,12 +6,14 @@ import type { SigningKey } from './signing-keys.ts';
 
 export interface KeyRing {
   current(): SigningKey;
-  find(kid: string): SigningKey | undefined;
+  /** May look the key up afresh (rotation on another instance); undefined for an unknown or retired kid. */
+  find(kid: string): SigningKey | undefined | Promise<SigningKey | undefined>;
 }
 
 export interface AccessTokenSubject {
   userId: number;
   username: string;
+  sessionId: string;
   scope: string;
 }
 
@@ -23,6 +25,7 @@ export interface IssuedAccessToken {
 
 export interface VerifiedAccessToken {
   userId: number;
+  sessionId: string;
   jti: string;
   scope: string;
   expiresAt: Date;
@@ -42,6 +45,7 @@ const CLOCK_TOLERANCE_SECONDS = 5;
 const MAX_TOKEN_LENGTH = 4096;
 const COMPACT_JWS = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/;
 const USER_ID = /^[1-9][0-9]{0,14}$/;
+const SESSION_ID = /^[A-Za-z0-9_-]{1,64}$/;
 
 export interface AccessTokens {
   /** Returns a signed RFC 9068 access token for the subject. */
@@ -59,7 +63,11 @@ export function createAccessTokens(options: AccessTokenOptions): AccessTokens {
       const key = keys.current();
       const issuedAt = Math.floor(clock.now().getTime() / 1000);
       const jti = randomUUID();
-      const token = await new SignJWT({ preferred_username: subject.username, scope: subject.scope })
+      const token = await new SignJWT({
+        preferred_username: subject.username,
+        sid: subject.sessionId,
+        scope: subject.scope,
+      })
         .setProtectedHeader({ alg: key.algorithm, typ: ACCESS_TOKEN_TYPE, kid: key.kid })
         .setIssuer(issuer)
         .setAudience(audience)
@@ -77,8 +85,11 @@ export function createAccessTokens(options: AccessTokenOptions): AccessTokens {
       try {
         const { payload } = await jwtVerify(
           token,
-          (header) => {
-            const key = typeof header.kid === 'string' ? keys.find(header.kid) : undefined;
+          async (header) => {
+            const key =
+              typeof header.kid === 'string' && header.kid.length <= 64
+                ? await keys.find(header.kid)
+                : undefined;
             if (!key || key.algorithm !== header.alg) throw invalidToken();
             return key.verificationKey;
           },
@@ -90,7 +101,7 @@ export function createAccessTokens(options: AccessTokenOptions): AccessTokens {
             currentDate: clock.now(),
             clockTolerance: CLOCK_TOLERANCE_SECONDS,
             maxTokenAge: ttlSeconds,
-            requiredClaims: ['sub', 'exp', 'iat', 'jti'],
+            requiredClaims: ['sub', 'exp', 'iat', 'jti', 'sid'],
           },
         );
         const lifetimeSeconds = (payload.exp as number) - (payload.iat as number);
@@ -98,12 +109,15 @@ export function createAccessTokens(options: AccessTokenOptions): AccessTokens {
           typeof payload.sub !== 'string' ||
           !USER_ID.test(payload.sub) ||
           typeof payload.jti !== 'string' ||
+          typeof payload.sid !== 'string' ||
+          !SESSION_ID.test(payload.sid) ||
           !(lifetimeSeconds > 0 && lifetimeSeconds <= ttlSeconds)
         ) {
           throw invalidToken();
         }
         return {
           userId: Number(payload.sub),
+          sessionId: payload.sid as string,
           jti: payload.jti,
           scope: typeof payload.scope === 'string' ? payload.scope : '',
           expiresAt: new Date((payload.exp as number) * 1000),

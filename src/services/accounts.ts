@@ -1,4 +1,5 @@
 import type { Level } from '../db/schema.ts';
+import type { SessionsRepository } from '../db/sessions.ts';
 import type { User, UsersRepository } from '../db/users.ts';
 import { AppError, type FieldProblem } from '../errors.ts';
 import type { Clock } from '../security/clock.ts';
@@ -20,10 +21,29 @@ export interface AccountsService {
   verifyCredentials(username: string, password: string): Promise<User | undefined>;
   /** Returns the user with this id, or undefined when there is none (any more). */
   findUser(id: number): Promise<User | undefined>;
+  /** Changes email, age or level; throws email_taken or not_found. */
+  updateProfile(userId: number, changes: ProfileUpdate): Promise<User>;
+  /** Replaces the password after checking the current one, and ends every session but `keepSessionId`. */
+  changePassword(userId: number, change: PasswordChange): Promise<void>;
+  /** Deletes the user with their conversation and sessions after checking the password. */
+  deleteAccount(userId: number, password: string): Promise<void>;
+}
+
+export interface ProfileUpdate {
+  email?: string;
+  age?: number;
+  level?: Level;
+}
+
+export interface PasswordChange {
+  currentPassword: string;
+  newPassword: string;
+  keepSessionId: string;
 }
 
 export interface AccountsDependencies {
   users: UsersRepository;
+  sessions: SessionsRepository;
   hasher: PasswordHasher;
   policy: PasswordPolicy;
   clock: Clock;
@@ -106,7 +126,60 @@ export function createAccountsService(deps: AccountsDependencies): AccountsServi
     },
 
     findUser: (id) => users.findUserById(id),
+
+    async updateProfile(userId, changes) {
+      const email = changes.email?.trim();
+      const user = await users.updateUserProfile(
+        userId,
+        {
+          ...(email !== undefined ? { email: { display: email, canonical: email.toLowerCase() } } : {}),
+          ...(changes.age !== undefined ? { age: changes.age } : {}),
+          ...(changes.level !== undefined ? { level: changes.level } : {}),
+        },
+        clock.now(),
+      );
+      if (!user) throw new AppError('not_found', 'User not found');
+      return user;
+    },
+
+    async changePassword(userId, change) {
+      const credentials = await checkPassword(userId, change.currentPassword);
+      const problems: FieldProblem[] = [];
+      if (change.newPassword === change.currentPassword) {
+        problems.push({
+          loc: ['body', 'new_password'],
+          msg: 'The new password must differ from the current one',
+          type: 'password_unchanged',
+        });
+      } else {
+        const problem = policy.check(change.newPassword, [
+          credentials.user.username,
+          credentials.user.email,
+          ...credentials.user.email.split('@'),
+        ]);
+        if (problem) problems.push({ ...describePasswordProblem(problem), loc: ['body', 'new_password'] });
+      }
+      if (problems.length > 0)
+        throw new AppError('validation_failed', 'Invalid password', { details: problems });
+      const now = clock.now();
+      await users.updatePasswordHash(userId, await hasher.hash(change.newPassword), now);
+      await deps.sessions.revokeSessionsOfUser(userId, 'password_changed', now, change.keepSessionId);
+    },
+
+    async deleteAccount(userId, password) {
+      await checkPassword(userId, password);
+      await users.deleteUser(userId);
+    },
   };
+
+  async function checkPassword(userId: number, password: string) {
+    const credentials = await users.findCredentialsById(userId);
+    if (!credentials) throw new AppError('not_found', 'User not found');
+    if (!(await hasher.verify(credentials.passwordHash, password))) {
+      throw new AppError('invalid_password', 'Incorrect password');
+    }
+    return credentials;
+  }
 }
 
 function describePasswordProblem(problem: PasswordProblem): FieldProblem {

@@ -1,4 +1,4 @@
-import type { SigningKeysRepository } from '../db/signing-keys.ts';
+import type { SigningKeysRepository, StoredSigningKey } from '../db/signing-keys.ts';
 import type { KeyRing } from '../security/access-tokens.ts';
 import type { Clock } from '../security/clock.ts';
 import {
@@ -12,37 +12,78 @@ import {
 export interface LoadedKeyRing extends KeyRing {
   /** Public keys for GET /.well-known/jwks.json. */
   publicJwks(): Record<string, unknown>[];
+  /** Re-reads the keys from the database, picking up a rotation made elsewhere. */
+  reload(): Promise<void>;
 }
 
-/** Returns the key ring: the HS256 secret, or the database's Ed25519 keys, creating the first one if needed. */
-export async function loadKeyRing(options: {
+export interface KeyRingOptions {
   algorithm: 'EdDSA' | 'HS256';
   secret: string | undefined;
   signingKeys: SigningKeysRepository;
   clock: Clock;
-}): Promise<LoadedKeyRing> {
-  if (options.algorithm === 'HS256') {
-    if (!options.secret) throw new Error('HS256 needs a secret');
-    return ringOf([hmacSigningKey(options.secret)]);
-  }
-  let stored = await options.signingKeys.findActiveSigningKeys('EdDSA');
-  if (stored.length === 0) {
-    const generated = await generateEd25519KeyPair();
-    await options.signingKeys.insertSigningKey({ ...generated, algorithm: 'EdDSA' }, options.clock.now());
-    // Another instance may have created one at the same moment: every active key verifies, the newest signs.
-    stored = await options.signingKeys.findActiveSigningKeys('EdDSA');
-  }
-  const keys = await Promise.all(stored.map((key) => importEd25519KeyPair(key as unknown as StoredKeyPair)));
-  return ringOf(keys);
+  /** How long a superseded key keeps verifying: the longest a token it signed can live, plus margins. */
+  retireAfterSeconds: number;
+  /** Least time between two reloads triggered by an unknown kid, so forged kids cannot hammer the database. */
+  minReloadIntervalSeconds?: number;
 }
 
-function ringOf(keys: SigningKey[]): LoadedKeyRing {
-  const current = keys[0];
-  if (!current) throw new Error('no signing key');
-  const byKid = new Map(keys.map((key) => [key.kid, key]));
-  return {
-    current: () => current,
-    find: (kid) => byKid.get(kid),
-    publicJwks: () => keys.flatMap((key) => (key.publicJwk ? [key.publicJwk] : [])),
+/** Returns the key ring: the HS256 secret, or the database's Ed25519 keys, creating the first one if needed. */
+export async function loadKeyRing(options: KeyRingOptions): Promise<LoadedKeyRing> {
+  if (options.algorithm === 'HS256') {
+    if (!options.secret) throw new Error('HS256 needs a secret');
+    const key = hmacSigningKey(options.secret);
+    return {
+      current: () => key,
+      find: (kid) => (kid === key.kid ? key : undefined),
+      publicJwks: () => [],
+      reload: async () => {},
+    };
+  }
+
+  let keys: SigningKey[] = [];
+  let byKid = new Map<string, SigningKey>();
+  let lastReloadMs = 0;
+  const minReloadMs = (options.minReloadIntervalSeconds ?? 5) * 1000;
+
+  const reload = async () => {
+    lastReloadMs = Date.now();
+    let stored = await activeKeys(options);
+    if (stored.length === 0) {
+      const generated = await generateEd25519KeyPair();
+      await options.signingKeys.insertSigningKey({ ...generated, algorithm: 'EdDSA' }, options.clock.now());
+      // Another instance may have created one at the same moment: every active key verifies, the newest signs.
+      stored = await activeKeys(options);
+    }
+    keys = await Promise.all(stored.map((key) => importEd25519KeyPair(key as unknown as StoredKeyPair)));
+    byKid = new Map(keys.map((key) => [key.kid, key]));
   };
+  await reload();
+
+  return {
+    current: () => keys[0] as SigningKey,
+    async find(kid) {
+      const known = byKid.get(kid);
+      if (known || Date.now() - lastReloadMs < minReloadMs) return known;
+      await reload();
+      return byKid.get(kid);
+    },
+    publicJwks: () => keys.flatMap((key) => (key.publicJwk ? [key.publicJwk] : [])),
+    reload,
+  };
+}
+
+/** Returns the keys that still verify, newest first, retiring those superseded for longer than tokens live. */
+async function activeKeys(options: KeyRingOptions): Promise<StoredSigningKey[]> {
+  const now = options.clock.now();
+  const stored = await options.signingKeys.findActiveSigningKeys('EdDSA');
+  const active: StoredSigningKey[] = [];
+  for (const [index, key] of stored.entries()) {
+    const supersededAt = index === 0 ? undefined : stored[index - 1]?.createdAt;
+    if (supersededAt && now.getTime() - supersededAt.getTime() > options.retireAfterSeconds * 1000) {
+      await options.signingKeys.retireSigningKey(key.kid, now);
+    } else {
+      active.push(key);
+    }
+  }
+  return active;
 }

@@ -1,49 +1,218 @@
-import type { User } from '../db/users.ts';
+import { randomBytes } from 'node:crypto';
+import type { Session, SessionsRepository } from '../db/sessions.ts';
+import type { User, UsersRepository } from '../db/users.ts';
 import { AppError } from '../errors.ts';
 import type { AccessTokens } from '../security/access-tokens.ts';
-import type { AccountsService } from './accounts.ts';
+import type { Clock } from '../security/clock.ts';
+import {
+  deriveSuccessor,
+  formatRefreshToken,
+  generateRefreshToken,
+  hashRefreshSecret,
+  parseRefreshToken,
+  type RefreshToken,
+  refreshSecretMatches,
+} from '../security/refresh-tokens.ts';
 
 export interface TokenGrant {
   accessToken: string;
   tokenType: 'bearer';
   expiresInSeconds: number;
+  refreshToken: string;
   scope: string;
 }
 
+export interface RequestContext {
+  userAgent: string | undefined;
+  ipAddress: string | undefined;
+  /** Writes a security event to the audit log, with the request's id. */
+  audit(event: string, fields: Record<string, unknown>): void;
+}
+
+export interface Authenticated {
+  user: User;
+  sessionId: string;
+}
+
 export interface SessionsService {
-  /** Returns a new access token for a user who has just proved who they are. */
-  issueTokens(user: User): Promise<TokenGrant>;
-  /** Returns the user a bearer token speaks for; throws invalid_token when it speaks for no one. */
-  authenticate(token: string): Promise<User>;
+  /** Opens a session for a user who has just proved who they are; returns its first tokens. */
+  startSession(user: User, context: RequestContext): Promise<TokenGrant>;
+  /** Spends a refresh token for new tokens; throws invalid_grant, revoking the family on reuse. */
+  rotateRefreshToken(presented: string, context: RequestContext): Promise<TokenGrant>;
+  /** Returns who a bearer token speaks for; throws invalid_token for a bad token or an ended session. */
+  authenticate(accessToken: string): Promise<Authenticated>;
+  /** Ends one session; its refresh and access tokens stop working at once. */
+  revokeSession(sessionId: string, reason: string): Promise<void>;
+  /** Ends the session of a refresh or access token (RFC 7009); does nothing for a token it does not know. */
+  revokeToken(presented: string, context: RequestContext): Promise<void>;
+  /** Ends every session of the user, except one if named; returns how many ended. */
+  revokeUserSessions(userId: number, reason: string, exceptSessionId?: string): Promise<number>;
+  /** Returns the user's live sessions, newest first. */
+  listSessions(userId: number): Promise<Session[]>;
+  /** Ends one of the user's own live sessions; throws not_found for any other id. */
+  endUserSession(userId: number, sessionId: string): Promise<void>;
+}
+
+export interface SessionsDependencies {
+  accessTokens: AccessTokens;
+  sessions: SessionsRepository;
+  users: UsersRepository;
+  clock: Clock;
+  refreshDerivationKey: Buffer;
+  idleTtlSeconds: number;
+  maxLifetimeSeconds: number;
+  reuseGraceSeconds: number;
 }
 
 export const DEFAULT_SCOPE = 'conversation';
+// A retry inside the grace window follows the chain to the live head; a longer chain is not a retry.
+const MAX_CHAIN_STEPS = 20;
 
-export function createSessionsService(deps: {
-  accessTokens: AccessTokens;
-  accounts: AccountsService;
-}): SessionsService {
-  const { accessTokens, accounts } = deps;
+export function createSessionsService(deps: SessionsDependencies): SessionsService {
+  const { accessTokens, sessions, users, clock } = deps;
+  const invalidGrant = () =>
+    new AppError('invalid_grant', 'The refresh token is invalid, expired or revoked');
+  const idleSince = (now: Date) => new Date(now.getTime() - deps.idleTtlSeconds * 1000);
+
+  const grantFor = async (user: User, sessionId: string, refreshToken: RefreshToken): Promise<TokenGrant> => {
+    const issued = await accessTokens.issue({
+      userId: user.id,
+      username: user.username,
+      sessionId,
+      scope: DEFAULT_SCOPE,
+    });
+    return {
+      accessToken: issued.token,
+      tokenType: 'bearer',
+      expiresInSeconds: issued.expiresInSeconds,
+      refreshToken: formatRefreshToken(refreshToken),
+      scope: DEFAULT_SCOPE,
+    };
+  };
+
+  const isLive = (session: Session, now: Date) =>
+    session.revokedAt === undefined &&
+    session.expiresAt.getTime() > now.getTime() &&
+    session.lastUsedAt.getTime() > idleSince(now).getTime();
+
   return {
-    async issueTokens(user) {
-      const issued = await accessTokens.issue({
-        userId: user.id,
-        username: user.username,
-        scope: DEFAULT_SCOPE,
-      });
-      return {
-        accessToken: issued.token,
-        tokenType: 'bearer',
-        expiresInSeconds: issued.expiresInSeconds,
-        scope: DEFAULT_SCOPE,
-      };
+    async startSession(user, context) {
+      const now = clock.now();
+      const sessionId = randomBytes(16).toString('base64url');
+      const refreshToken = generateRefreshToken();
+      await sessions.insertSession(
+        {
+          id: sessionId,
+          userId: user.id,
+          expiresAt: new Date(now.getTime() + deps.maxLifetimeSeconds * 1000),
+          userAgent: context.userAgent,
+          ipAddress: context.ipAddress,
+        },
+        { id: refreshToken.id, secretHash: hashRefreshSecret(refreshToken.secret) },
+        now,
+      );
+      context.audit('session_started', { userId: user.id, sessionId });
+      return grantFor(user, sessionId, refreshToken);
     },
 
-    async authenticate(token) {
-      const verified = await accessTokens.verify(token);
-      const user = await accounts.findUser(verified.userId);
+    async rotateRefreshToken(presented, context) {
+      const token = parseRefreshToken(presented);
+      if (!token) throw invalidGrant();
+      let stored = await sessions.findRefreshToken(token.id);
+      if (!stored || !refreshSecretMatches(token.secret, stored.secretHash)) throw invalidGrant();
+      const now = clock.now();
+      const session = stored.session;
+      if (!isLive(session, now)) throw invalidGrant();
+      const user = await users.findUserById(session.userId);
+      if (!user) throw invalidGrant();
+
+      if (stored.usedAt === undefined) {
+        const successor = deriveSuccessor(token, deps.refreshDerivationKey);
+        const won = await sessions.markRefreshTokenUsed(
+          token.id,
+          { id: successor.id, secretHash: hashRefreshSecret(successor.secret) },
+          session.id,
+          now,
+        );
+        if (won) return grantFor(user, session.id, successor);
+        stored = await sessions.findRefreshToken(token.id);
+        if (!stored?.usedAt) throw invalidGrant();
+      }
+
+      const spentForMs = now.getTime() - stored.usedAt.getTime();
+      if (spentForMs > deps.reuseGraceSeconds * 1000) {
+        // RFC 9700 §4.14.2: a spent refresh token presented again means it leaked; end the whole family.
+        await sessions.revokeSession(session.id, 'refresh_token_reuse', now);
+        context.audit('refresh_token_reuse_detected', { userId: user.id, sessionId: session.id, spentForMs });
+        throw invalidGrant();
+      }
+      // A retry (lost response, two tabs): answer with the family's live head, never a second branch.
+      let current = token;
+      for (let step = 0; step < MAX_CHAIN_STEPS; step += 1) {
+        const next = deriveSuccessor(current, deps.refreshDerivationKey);
+        const nextStored = await sessions.findRefreshToken(next.id);
+        if (!nextStored) break;
+        if (nextStored.usedAt === undefined) {
+          context.audit('refresh_token_retry', { userId: user.id, sessionId: session.id });
+          return grantFor(user, session.id, next);
+        }
+        current = next;
+      }
+      throw invalidGrant();
+    },
+
+    async authenticate(accessToken) {
+      const verified = await accessTokens.verify(accessToken);
+      const now = clock.now();
+      const user = await sessions.findUserOfLiveSession(
+        verified.sessionId,
+        verified.userId,
+        now,
+        idleSince(now),
+      );
       if (!user) throw new AppError('invalid_token', 'Could not validate credentials');
-      return user;
+      return { user, sessionId: verified.sessionId };
+    },
+
+    async revokeSession(sessionId, reason) {
+      await sessions.revokeSession(sessionId, reason, clock.now());
+    },
+
+    async revokeToken(presented, context) {
+      const refresh = parseRefreshToken(presented);
+      if (refresh) {
+        const stored = await sessions.findRefreshToken(refresh.id);
+        if (stored && refreshSecretMatches(refresh.secret, stored.secretHash)) {
+          await sessions.revokeSession(stored.session.id, 'revoked', clock.now());
+          context.audit('session_revoked', { userId: stored.session.userId, sessionId: stored.session.id });
+        }
+        return;
+      }
+      const verified = await accessTokens.verify(presented).catch(() => undefined);
+      if (verified) {
+        await sessions.revokeSession(verified.sessionId, 'revoked', clock.now());
+        context.audit('session_revoked', { userId: verified.userId, sessionId: verified.sessionId });
+      }
+    },
+
+    revokeUserSessions: (userId, reason, exceptSessionId) =>
+      sessions.revokeSessionsOfUser(userId, reason, clock.now(), exceptSessionId),
+
+    async listSessions(userId) {
+      const now = clock.now();
+      return sessions.findLiveSessions(userId, now, idleSince(now));
+    },
+
+    async endUserSession(userId, sessionId) {
+      const now = clock.now();
+      const ended = await sessions.revokeSessionOfUser(
+        userId,
+        sessionId,
+        'ended_by_user',
+        now,
+        idleSince(now),
+      );
+      if (!ended) throw new AppError('not_found', 'Session not found');
     },
   };
 }

@@ -123,6 +123,24 @@ describe.each(DIALECTS)('GET /conversation (%s, EdDSA)', (dialect) => {
       expect(r.headers.get('www-authenticate')).toMatch(BARE_BEARER_CHALLENGE);
     });
 
+    it.each([
+      '/conversation/',
+      '/Conversation',
+      '/CONVERSATION',
+      '//conversation',
+      '/./conversation',
+      '/conversation;x',
+      '/conversation%2F',
+      '/%63onversation',
+      '/conversation?',
+      '/conversation#x',
+    ])('never answers 200 without a token on the path variant %s', async (p) => {
+      const r = await rawHttp(ctx.server.port, rawHead('GET', p, []));
+      expect(r.status).not.toBe(200);
+      expect(r.status).toBeLessThan(500);
+      expect(r.body).not.toContain('current_user');
+    });
+
     it('does not accept the token in a cookie', async () => {
       const r = await request(ctx.url('/conversation'), {
         headers: { cookie: `access_token=${aliceToken}` },

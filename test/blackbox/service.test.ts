@@ -237,6 +237,68 @@ describe.each(DIALECTS)('service endpoints (%s)', (dialect) => {
     );
   });
 
+  it('starts three instances at once on a fresh database: all ready, one shared signing key', async () => {
+    const db = await createDatabase(dialect);
+    const servers: RunningServer[] = [];
+    try {
+      const started = await Promise.allSettled([0, 1, 2].map(() => startServer({ databaseUrl: db.url })));
+      for (const s of started) if (s.status === 'fulfilled') servers.push(s.value);
+      expect(
+        started.map((s) => (s.status === 'fulfilled' ? 'ready' : String(s.reason).slice(0, 600))),
+      ).toEqual(['ready', 'ready', 'ready']);
+      const kids = await Promise.all(
+        servers.map(async (s) =>
+          ((await request(s.url('/.well-known/jwks.json'))).json.keys as Json[]).map((k) => k.kid).sort(),
+        ),
+      );
+      expect(kids[1]).toEqual(kids[0]);
+      expect(kids[2]).toEqual(kids[0]);
+      const [a, b] = servers as [RunningServer, RunningServer];
+      const body = {
+        username: 'triplet',
+        email: 'triplet@example.com',
+        password: ctx.track(`Pw-${Date.now()}-tri`),
+        age: 9,
+        level: 'beginner',
+      };
+      const reg = await request(a.url('/register/'), {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify(body),
+      });
+      expect(reg.status).toBe(200);
+      const tok = await request(b.url('/token'), {
+        method: 'POST',
+        headers: { 'content-type': 'application/x-www-form-urlencoded' },
+        body: new URLSearchParams({ username: body.username, password: body.password }).toString(),
+      });
+      expect(tok.status).toBe(200);
+      const t = ctx.track(tok.json.access_token as string);
+      for (const s of servers) expect((await getWithToken(s.url('/conversation'), t)).status).toBe(200);
+    } finally {
+      for (const s of servers) await s.stop();
+      await db.drop();
+    }
+  });
+
+  it('never logs Authorization header values, even for refused tokens', async () => {
+    await getWithToken(ctx.url('/conversation'), 'refused-token-value-for-the-log-check');
+    await new Promise((r) => setTimeout(r, 100));
+    const out = ctx.server.output();
+    expect(out).not.toContain('refused-token-value-for-the-log-check');
+    expect(out).not.toMatch(/"authorization"\s*:\s*"(?!\[Redacted\])[^"]+"/i);
+  });
+
+  it('documents the register response as exactly the five public fields', async () => {
+    const doc = (await request(ctx.url('/openapi.json'))).json as Json;
+    const op = (doc.paths['/register/'] ?? doc.paths['/register'])?.post as Json;
+    const schema = op?.responses?.['200']?.content?.['application/json']?.schema as Json;
+    const resolve = (sc: Json): Json =>
+      sc?.$ref ? resolve(doc.components.schemas[String(sc.$ref).split('/').pop() as string]) : sc;
+    const props = Object.keys(resolve(schema)?.properties ?? {}).sort();
+    expect(props).toEqual(['age', 'email', 'id', 'level', 'username']);
+  });
+
   it('writes pino JSON log lines with request ids', () => {
     const lines = ctx.server
       .output()

@@ -92,6 +92,34 @@ describe.each(DIALECTS)('POST /token (%s)', (dialect) => {
       ctx.track(r.json.access_token);
     });
 
+    it('ignores HTTP Basic client authentication as requests-oauthlib and Authlib send it (checklist 41)', async () => {
+      const u = await registerUser(ctx);
+      for (const client of ['gatehouse:', 'swagger-ui:', 'client:secret']) {
+        const r = await postForm(
+          ctx.url('/token'),
+          { grant_type: 'password', username: u.username, password: u.password },
+          { authorization: `Basic ${Buffer.from(client).toString('base64')}` },
+        );
+        expectTokenSuccess(r);
+        ctx.track(r.json.access_token);
+      }
+    });
+
+    it('decodes form passwords with spaces, +, &, =, % and non-ASCII correctly', async () => {
+      for (const pw of [
+        `correct horse battery ${uniqueName('s')}`,
+        `a+b&c=d%25e;${uniqueName('p')}`,
+        `пароль ü 密码 ${uniqueName('u')}`,
+      ]) {
+        const u = await registerUser(ctx, { password: pw });
+        expectTokenSuccess(await postForm(ctx.url('/token'), { username: u.username, password: pw }));
+        const pct = `username=${encodeURIComponent(u.username)}&password=${encodeURIComponent(pw)}`;
+        const r = await postForm(ctx.url('/token'), pct);
+        expectTokenSuccess(r);
+        ctx.track(r.json.access_token);
+      }
+    });
+
     it('sends Pragma: no-cache with the token (RFC 6749 §5.1)', async () => {
       const u = await registerUser(ctx);
       const r = await postForm(ctx.url('/token'), { username: u.username, password: u.password });

@@ -46,7 +46,12 @@ describe.each(await setups())('access tokens ($name)', (setup) => {
   const tokens = createAccessTokens({ ...options, keys: setup.ring, clock });
 
   it('issues an RFC 9068 token: typ at+jwt, kid, iss, aud, sub, iat, exp, jti, scope', async () => {
-    const issued = await tokens.issue({ userId: 7, username: 'Alice', scope: 'conversation' });
+    const issued = await tokens.issue({
+      userId: 7,
+      username: 'Alice',
+      sessionId: 's1',
+      scope: 'conversation',
+    });
     const { header, payload } = decodeToken(issued.token);
     expect(header).toEqual({ alg: setup.name, typ: 'at+jwt', kid: setup.ring.current().kid });
     expect(payload).toMatchObject({
@@ -62,20 +67,30 @@ describe.each(await setups())('access tokens ($name)', (setup) => {
   });
 
   it('gives every token its own jti', async () => {
-    const a = await tokens.issue({ userId: 7, username: 'Alice', scope: 'conversation' });
-    const b = await tokens.issue({ userId: 7, username: 'Alice', scope: 'conversation' });
+    const a = await tokens.issue({ userId: 7, username: 'Alice', sessionId: 's1', scope: 'conversation' });
+    const b = await tokens.issue({ userId: 7, username: 'Alice', sessionId: 's1', scope: 'conversation' });
     expect(a.jti).not.toBe(b.jti);
   });
 
   it('verifies its own token', async () => {
-    const issued = await tokens.issue({ userId: 7, username: 'Alice', scope: 'conversation' });
+    const issued = await tokens.issue({
+      userId: 7,
+      username: 'Alice',
+      sessionId: 's1',
+      scope: 'conversation',
+    });
     await expect(tokens.verify(issued.token)).resolves.toMatchObject({ userId: 7, jti: issued.jti });
   });
 
   it('refuses a token once it has expired, by the injected clock', async () => {
     const local = createTestClock();
     const localTokens = createAccessTokens({ ...options, keys: setup.ring, clock: local });
-    const issued = await localTokens.issue({ userId: 7, username: 'Alice', scope: 'conversation' });
+    const issued = await localTokens.issue({
+      userId: 7,
+      username: 'Alice',
+      sessionId: 's1',
+      scope: 'conversation',
+    });
     local.advanceSeconds(899);
     await expect(localTokens.verify(issued.token)).resolves.toBeDefined();
     local.advanceSeconds(10);
@@ -89,13 +104,21 @@ describe.each(await setups())('access tokens ($name)', (setup) => {
       keys: setup.ring,
       clock,
     });
-    const issued = await elsewhere.issue({ userId: 7, username: 'Alice', scope: 'conversation' });
+    const issued = await elsewhere.issue({
+      userId: 7,
+      username: 'Alice',
+      sessionId: 's1',
+      scope: 'conversation',
+    });
     await expect(tokens.verify(issued.token)).rejects.toMatchObject({ code: 'invalid_token' });
   });
 
   it('refuses every token of the forged corpus with invalid_token', async () => {
-    const valid = (await tokens.issue({ userId: 7, username: 'Alice', scope: 'conversation' })).token;
-    const other = (await tokens.issue({ userId: 8, username: 'Bob', scope: 'conversation' })).token;
+    const valid = (
+      await tokens.issue({ userId: 7, username: 'Alice', sessionId: 's1', scope: 'conversation' })
+    ).token;
+    const other = (await tokens.issue({ userId: 8, username: 'Bob', sessionId: 's1', scope: 'conversation' }))
+      .token;
     const corpus = forgedTokens({ valid, other, ...setup }).filter(([name]) => name !== 'sub of nobody');
     expect(corpus.length).toBeGreaterThan(40);
     for (const [name, token] of corpus) {

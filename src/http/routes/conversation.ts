@@ -1,15 +1,11 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import type { ConversationsService } from '../../services/conversations.ts';
-import type { SessionsService } from '../../services/sessions.ts';
-import { requireBearerToken } from '../authenticate.ts';
 import { ConversationResponse, DetailResponse } from '../schemas.ts';
 
-export const conversationRoutes: FastifyPluginAsyncTypebox<{
-  sessions: SessionsService;
-  conversations: ConversationsService;
-}> = async (app, { sessions, conversations }) => {
-  requireBearerToken(app, sessions);
-
+export const conversationRoutes: FastifyPluginAsyncTypebox<{ conversations: ConversationsService }> = async (
+  app,
+  { conversations },
+) => {
   app.get(
     '/conversation',
     {
@@ -22,7 +18,7 @@ export const conversationRoutes: FastifyPluginAsyncTypebox<{
       },
     },
     async (request) => {
-      const user = request.user!;
+      const { user } = request.auth!;
       return { conversation: await conversations.readConversation(user.id), current_user: user.username };
     },
   );

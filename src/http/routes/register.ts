@@ -1,8 +1,13 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import type { AccountsService } from '../../services/accounts.ts';
-import { ConflictResponse, RegisterBody, UserResponse, ValidationErrorResponse } from '../schemas.ts';
-
-const DIGITS = /^-?\d+$/;
+import {
+  acceptDigitStringAge,
+  ConflictResponse,
+  RegisterBody,
+  toUserResponse,
+  UserResponse,
+  ValidationErrorResponse,
+} from '../schemas.ts';
 
 export const registerRoutes: FastifyPluginAsyncTypebox<{ accounts: AccountsService }> = async (
   app,
@@ -19,24 +24,13 @@ export const registerRoutes: FastifyPluginAsyncTypebox<{ accounts: AccountsServi
           body: RegisterBody,
           response: { 200: UserResponse, 409: ConflictResponse, 422: ValidationErrorResponse },
         },
-        // FastAPI (pydantic lax mode) takes "42" for an integer, and seed clients send it; nothing else is coerced.
-        preValidation: async (request) => {
-          const body = request.body as Record<string, unknown> | null;
-          if (
-            body &&
-            typeof body === 'object' &&
-            typeof body.age === 'string' &&
-            DIGITS.test(body.age.trim())
-          ) {
-            body.age = Number(body.age.trim());
-          }
-        },
+        preValidation: acceptDigitStringAge,
       },
       async (request) => {
         const { username, email, password, age, level } = request.body;
         const user = await accounts.registerUser({ username, email, password, age, level });
         request.log.info({ event: 'user_registered', userId: user.id }, 'user registered');
-        return { id: user.id, username: user.username, email: user.email, age: user.age, level: user.level };
+        return toUserResponse(user);
       },
     );
   }

@@ -1,11 +1,26 @@
 import formbody from '@fastify/formbody';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import Type from 'typebox';
 import { AppError } from '../../errors.ts';
 import type { AccountsService } from '../../services/accounts.ts';
-import type { SessionsService } from '../../services/sessions.ts';
-import { OAuthErrorResponse, TokenRequestBody, TokenResponse } from '../schemas.ts';
+import type { SessionsService, TokenGrant } from '../../services/sessions.ts';
+import { requestContext } from '../request-context.ts';
+import { OAuthErrorResponse, RevokeRequestBody, TokenRequestBody, TokenResponse } from '../schemas.ts';
 
-const CREDENTIAL_PARAMETERS = ['username', 'password', 'refresh_token', 'client_secret', 'access_token'];
+const CREDENTIAL_PARAMETERS = [
+  'username',
+  'password',
+  'refresh_token',
+  'client_secret',
+  'access_token',
+  'token',
+];
+const FORM_OR_JSON = (schema: typeof TokenRequestBody | typeof RevokeRequestBody) => ({
+  content: {
+    'application/x-www-form-urlencoded': { schema },
+    'application/json': { schema },
+  },
+});
 
 export const tokenRoutes: FastifyPluginAsyncTypebox<{
   accounts: AccountsService;
@@ -13,56 +28,87 @@ export const tokenRoutes: FastifyPluginAsyncTypebox<{
 }> = async (app, { accounts, sessions }) => {
   await app.register(formbody);
 
+  // RFC 6749 §3.2 and ASVS 14.2.1: credentials never travel in the URL.
+  app.addHook('onRequest', async (request, reply) => {
+    reply.header('cache-control', 'no-store').header('pragma', 'no-cache');
+    const query = request.query as Record<string, unknown>;
+    if (CREDENTIAL_PARAMETERS.some((name) => name in query)) {
+      throw new AppError('invalid_request', 'Credentials must be sent in the request body, not the URL');
+    }
+  });
+
   app.post(
     '/token',
     {
       config: { errorStyle: 'oauth' },
       schema: {
-        summary: 'Exchange a username and password for an access token (OAuth 2.0 password grant)',
+        summary: 'Get tokens: password grant (log in) or refresh_token grant (stay logged in)',
         description:
-          'Accepts application/x-www-form-urlencoded (RFC 6749 §4.3.2, as OAuth2 clients and Swagger UI send it) ' +
-          'or JSON. grant_type may be omitted (FastAPI compatibility) or be "password".',
+          'Accepts application/x-www-form-urlencoded (RFC 6749, as OAuth2 clients and Swagger UI send it) or JSON. ' +
+          'grant_type may be omitted (FastAPI compatibility: password) or be "password" or "refresh_token". ' +
+          'Every refresh rotates the refresh token; a spent one presented again after the grace window ends the session.',
         tags: ['tokens'],
-        body: {
-          content: {
-            'application/x-www-form-urlencoded': { schema: TokenRequestBody },
-            'application/json': { schema: TokenRequestBody },
-          },
-        },
+        body: FORM_OR_JSON(TokenRequestBody),
         response: { 200: TokenResponse, 400: OAuthErrorResponse },
       },
     },
-    async (request, reply) => {
-      reply.header('cache-control', 'no-store').header('pragma', 'no-cache');
-      // RFC 6749 §3.2 and ASVS 14.2.1: credentials never travel in the URL.
-      const query = request.query as Record<string, unknown>;
-      if (CREDENTIAL_PARAMETERS.some((name) => name in query)) {
-        throw new AppError('invalid_request', 'Credentials must be sent in the request body, not the URL');
-      }
+    async (request) => {
       const body: TokenRequestBody = request.body ?? {};
+      const context = requestContext(request);
       // RFC 6749 §3.2: a parameter sent without a value is treated as omitted.
       const grantType = body.grant_type || 'password';
-      if (grantType !== 'password') {
-        throw new AppError('unsupported_grant_type', 'Only the password grant is supported');
+      let grant: TokenGrant;
+      if (grantType === 'password') {
+        const username = body.username?.trim();
+        const password = body.password;
+        if (!username || !password) {
+          throw new AppError('invalid_request', 'The username and password parameters are required');
+        }
+        const user = await accounts.verifyCredentials(username, password);
+        if (!user) {
+          context.audit('login_failed', { username: username.slice(0, 64) });
+          throw new AppError('invalid_grant', 'Incorrect username or password');
+        }
+        context.audit('login_succeeded', { userId: user.id });
+        grant = await sessions.startSession(user, context);
+      } else if (grantType === 'refresh_token') {
+        if (!body.refresh_token)
+          throw new AppError('invalid_request', 'The refresh_token parameter is required');
+        grant = await sessions.rotateRefreshToken(body.refresh_token, context);
+      } else {
+        throw new AppError(
+          'unsupported_grant_type',
+          'Only the password and refresh_token grants are supported',
+        );
       }
-      const username = body.username?.trim();
-      const password = body.password;
-      if (!username || !password) {
-        throw new AppError('invalid_request', 'The username and password parameters are required');
-      }
-      const user = await accounts.verifyCredentials(username, password);
-      if (!user) {
-        request.log.info({ event: 'login_failed', username: username.slice(0, 64) }, 'login failed');
-        throw new AppError('invalid_grant', 'Incorrect username or password');
-      }
-      request.log.info({ event: 'login_succeeded', userId: user.id }, 'login succeeded');
-      const grant = await sessions.issueTokens(user);
       return {
         access_token: grant.accessToken,
         token_type: grant.tokenType,
         expires_in: grant.expiresInSeconds,
+        refresh_token: grant.refreshToken,
         scope: grant.scope,
       };
+    },
+  );
+
+  app.post(
+    '/revoke',
+    {
+      config: { errorStyle: 'oauth' },
+      schema: {
+        summary: 'Revoke a refresh token or an access token (RFC 7009): its whole session ends',
+        description: 'Answers 200 whether or not the token was known, as RFC 7009 §2.2 requires.',
+        tags: ['tokens'],
+        body: FORM_OR_JSON(RevokeRequestBody),
+        response: { 200: Type.Object({}), 400: OAuthErrorResponse },
+      },
+    },
+    async (request, reply) => {
+      const body: RevokeRequestBody = request.body ?? {};
+      if (!body.token) throw new AppError('invalid_request', 'The token parameter is required');
+      await sessions.revokeToken(body.token, requestContext(request));
+      // RFC 7009 §2.2: the body is ignored by clients; an empty object keeps every response JSON.
+      return reply.code(200).send({});
     },
   );
 };

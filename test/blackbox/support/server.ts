@@ -159,7 +159,7 @@ export async function startServer(opts: StartOptions): Promise<RunningServer> {
     output: () => out,
     exited,
     async stop() {
-      if (hasExited) {
+      if (hasExited && proc.exitCode !== 0) {
         console.error(
           `server on port ${port} had already exited (code ${proc.exitCode}); last output:\n${out.slice(-6000)}`,
         );

@@ -1,0 +1,250 @@
+import type { Db } from './schema.ts';
+import { toUser, type User, userColumns } from './users.ts';
+
+export interface Session {
+  id: string;
+  userId: number;
+  createdAt: Date;
+  lastUsedAt: Date;
+  expiresAt: Date;
+  revokedAt: Date | undefined;
+  userAgent: string | undefined;
+  ipAddress: string | undefined;
+}
+
+export interface NewSession {
+  id: string;
+  userId: number;
+  expiresAt: Date;
+  userAgent: string | undefined;
+  ipAddress: string | undefined;
+}
+
+export interface NewRefreshToken {
+  id: string;
+  secretHash: string;
+}
+
+export interface StoredRefreshToken {
+  id: string;
+  secretHash: string;
+  usedAt: Date | undefined;
+  session: Session;
+}
+
+export interface SessionsRepository {
+  insertSession(session: NewSession, firstToken: NewRefreshToken, now: Date): Promise<void>;
+  findRefreshToken(id: string): Promise<StoredRefreshToken | undefined>;
+  /** Spends the parent and adds its successor atomically; false when another request spent it first. */
+  markRefreshTokenUsed(
+    parentId: string,
+    successor: NewRefreshToken,
+    sessionId: string,
+    now: Date,
+  ): Promise<boolean>;
+  findUserOfLiveSession(
+    sessionId: string,
+    userId: number,
+    now: Date,
+    idleSince: Date,
+  ): Promise<User | undefined>;
+  findLiveSessions(userId: number, now: Date, idleSince: Date): Promise<Session[]>;
+  revokeSession(sessionId: string, reason: string, now: Date): Promise<boolean>;
+  revokeSessionOfUser(
+    userId: number,
+    sessionId: string,
+    reason: string,
+    now: Date,
+    idleSince: Date,
+  ): Promise<boolean>;
+  revokeSessionsOfUser(userId: number, reason: string, now: Date, exceptSessionId?: string): Promise<number>;
+  countLiveRefreshTokens(sessionId: string): Promise<number>;
+}
+
+const sessionColumns = [
+  'sessions.id',
+  'sessions.user_id',
+  'sessions.created_at_ms',
+  'sessions.last_used_at_ms',
+  'sessions.expires_at_ms',
+  'sessions.revoked_at_ms',
+  'sessions.user_agent',
+  'sessions.ip_address',
+] as const;
+
+interface SessionRow {
+  id: string;
+  user_id: number;
+  created_at_ms: number;
+  last_used_at_ms: number;
+  expires_at_ms: number;
+  revoked_at_ms: number | null;
+  user_agent: string | null;
+  ip_address: string | null;
+}
+
+export function createSessionsRepository(db: Db): SessionsRepository {
+  return {
+    async insertSession(session, firstToken, now) {
+      const nowMs = now.getTime();
+      await db.transaction().execute(async (trx) => {
+        await trx
+          .insertInto('sessions')
+          .values({
+            id: session.id,
+            user_id: session.userId,
+            created_at_ms: nowMs,
+            last_used_at_ms: nowMs,
+            expires_at_ms: session.expiresAt.getTime(),
+            revoked_at_ms: null,
+            revoked_reason: null,
+            user_agent: session.userAgent ?? null,
+            ip_address: session.ipAddress ?? null,
+          })
+          .execute();
+        await trx
+          .insertInto('refresh_tokens')
+          .values({
+            id: firstToken.id,
+            session_id: session.id,
+            secret_hash: firstToken.secretHash,
+            parent_id: null,
+            created_at_ms: nowMs,
+            used_at_ms: null,
+          })
+          .execute();
+      });
+    },
+
+    async findRefreshToken(id) {
+      const row = await db
+        .selectFrom('refresh_tokens')
+        .innerJoin('sessions', 'sessions.id', 'refresh_tokens.session_id')
+        .select([...sessionColumns, 'refresh_tokens.secret_hash', 'refresh_tokens.used_at_ms'])
+        .where('refresh_tokens.id', '=', id)
+        .executeTakeFirst();
+      if (!row) return undefined;
+      return {
+        id,
+        secretHash: row.secret_hash,
+        usedAt: row.used_at_ms === null ? undefined : new Date(Number(row.used_at_ms)),
+        session: toSession(row),
+      };
+    },
+
+    async markRefreshTokenUsed(parentId, successor, sessionId, now) {
+      const nowMs = now.getTime();
+      return db.transaction().execute(async (trx) => {
+        // The conditional update is the lock: of many concurrent refreshes, exactly one changes the row.
+        const spent = await trx
+          .updateTable('refresh_tokens')
+          .set({ used_at_ms: nowMs })
+          .where('id', '=', parentId)
+          .where('used_at_ms', 'is', null)
+          .executeTakeFirst();
+        if (Number(spent.numUpdatedRows) !== 1) return false;
+        await trx
+          .insertInto('refresh_tokens')
+          .values({
+            id: successor.id,
+            session_id: sessionId,
+            secret_hash: successor.secretHash,
+            parent_id: parentId,
+            created_at_ms: nowMs,
+            used_at_ms: null,
+          })
+          .execute();
+        await trx
+          .updateTable('sessions')
+          .set({ last_used_at_ms: nowMs })
+          .where('id', '=', sessionId)
+          .execute();
+        return true;
+      });
+    },
+
+    async findUserOfLiveSession(sessionId, userId, now, idleSince) {
+      const row = await db
+        .selectFrom('sessions')
+        .innerJoin('users', 'users.id', 'sessions.user_id')
+        .select(userColumns.map((column) => `users.${column}` as const))
+        .where('sessions.id', '=', sessionId)
+        .where('sessions.user_id', '=', userId)
+        .where('sessions.revoked_at_ms', 'is', null)
+        .where('sessions.expires_at_ms', '>', now.getTime())
+        .where('sessions.last_used_at_ms', '>', idleSince.getTime())
+        .executeTakeFirst();
+      return row ? toUser(row) : undefined;
+    },
+
+    async findLiveSessions(userId, now, idleSince) {
+      const rows = await db
+        .selectFrom('sessions')
+        .select(sessionColumns)
+        .where('user_id', '=', userId)
+        .where('revoked_at_ms', 'is', null)
+        .where('expires_at_ms', '>', now.getTime())
+        .where('last_used_at_ms', '>', idleSince.getTime())
+        .orderBy('created_at_ms', 'desc')
+        .execute();
+      return rows.map(toSession);
+    },
+
+    async revokeSession(sessionId, reason, now) {
+      const result = await db
+        .updateTable('sessions')
+        .set({ revoked_at_ms: now.getTime(), revoked_reason: reason })
+        .where('id', '=', sessionId)
+        .where('revoked_at_ms', 'is', null)
+        .executeTakeFirst();
+      return Number(result.numUpdatedRows) === 1;
+    },
+
+    async revokeSessionOfUser(userId, sessionId, reason, now, idleSince) {
+      const result = await db
+        .updateTable('sessions')
+        .set({ revoked_at_ms: now.getTime(), revoked_reason: reason })
+        .where('id', '=', sessionId)
+        .where('user_id', '=', userId)
+        .where('revoked_at_ms', 'is', null)
+        .where('expires_at_ms', '>', now.getTime())
+        .where('last_used_at_ms', '>', idleSince.getTime())
+        .executeTakeFirst();
+      return Number(result.numUpdatedRows) === 1;
+    },
+
+    async revokeSessionsOfUser(userId, reason, now, exceptSessionId) {
+      let query = db
+        .updateTable('sessions')
+        .set({ revoked_at_ms: now.getTime(), revoked_reason: reason })
+        .where('user_id', '=', userId)
+        .where('revoked_at_ms', 'is', null);
+      if (exceptSessionId) query = query.where('id', '!=', exceptSessionId);
+      const result = await query.executeTakeFirst();
+      return Number(result.numUpdatedRows);
+    },
+
+    async countLiveRefreshTokens(sessionId) {
+      const row = await db
+        .selectFrom('refresh_tokens')
+        .select((eb) => eb.fn.countAll().as('count'))
+        .where('session_id', '=', sessionId)
+        .where('used_at_ms', 'is', null)
+        .executeTakeFirstOrThrow();
+      return Number(row.count);
+    },
+  };
+}
+
+function toSession(row: SessionRow): Session {
+  return {
+    id: row.id,
+    userId: Number(row.user_id),
+    createdAt: new Date(Number(row.created_at_ms)),
+    lastUsedAt: new Date(Number(row.last_used_at_ms)),
+    expiresAt: new Date(Number(row.expires_at_ms)),
+    revokedAt: row.revoked_at_ms === null ? undefined : new Date(Number(row.revoked_at_ms)),
+    userAgent: row.user_agent ?? undefined,
+    ipAddress: row.ip_address ?? undefined,
+  };
+}

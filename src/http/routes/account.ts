@@ -1,0 +1,194 @@
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import Type from 'typebox';
+import type { Session } from '../../db/sessions.ts';
+import type { AccountsService } from '../../services/accounts.ts';
+import type { SessionsService } from '../../services/sessions.ts';
+import { requestContext } from '../request-context.ts';
+import {
+  AccountDeletionBody,
+  acceptDigitStringAge,
+  ConflictResponse,
+  DetailResponse,
+  PasswordChangeBody,
+  ProfileUpdateBody,
+  SessionListResponse,
+  toUserResponse,
+  UserResponse,
+  ValidationErrorResponse,
+} from '../schemas.ts';
+
+const secured = { security: [{ OAuth2PasswordBearer: [] }] };
+const config = { errorStyle: 'resource' as const };
+
+const toSessionResponse = (session: Session, currentSessionId: string) => ({
+  id: session.id,
+  created_at: session.createdAt.toISOString(),
+  last_used_at: session.lastUsedAt.toISOString(),
+  expires_at: session.expiresAt.toISOString(),
+  user_agent: session.userAgent ?? null,
+  ip_address: session.ipAddress ?? null,
+  current: session.id === currentSessionId,
+});
+
+export const accountRoutes: FastifyPluginAsyncTypebox<{
+  accounts: AccountsService;
+  sessions: SessionsService;
+}> = async (app, { accounts, sessions }) => {
+  app.post(
+    '/logout',
+    {
+      config,
+      schema: {
+        summary: 'End the current session',
+        tags: ['sessions'],
+        ...secured,
+        response: { 204: Type.Null() },
+      },
+    },
+    async (request, reply) => {
+      const { user, sessionId } = request.auth!;
+      await sessions.revokeSession(sessionId, 'logout');
+      requestContext(request).audit('logout', { userId: user.id, sessionId });
+      return reply.code(204).send(null);
+    },
+  );
+
+  app.post(
+    '/logout/all',
+    {
+      config,
+      schema: {
+        summary: 'End every session of the user',
+        tags: ['sessions'],
+        ...secured,
+        response: { 204: Type.Null() },
+      },
+    },
+    async (request, reply) => {
+      const { user } = request.auth!;
+      const ended = await sessions.revokeUserSessions(user.id, 'logout_all');
+      requestContext(request).audit('logout_all', { userId: user.id, ended });
+      return reply.code(204).send(null);
+    },
+  );
+
+  app.get(
+    '/users/me',
+    {
+      config,
+      schema: {
+        summary: 'Read your account',
+        tags: ['account'],
+        ...secured,
+        response: { 200: UserResponse },
+      },
+    },
+    async (request) => toUserResponse(request.auth!.user),
+  );
+
+  app.patch(
+    '/users/me',
+    {
+      config,
+      schema: {
+        summary: 'Change your email, age or level',
+        tags: ['account'],
+        ...secured,
+        body: ProfileUpdateBody,
+        response: { 200: UserResponse, 409: ConflictResponse, 422: ValidationErrorResponse },
+      },
+      preValidation: acceptDigitStringAge,
+    },
+    async (request) => {
+      const { email, age, level } = request.body;
+      const user = await accounts.updateProfile(request.auth!.user.id, {
+        ...(email !== undefined ? { email } : {}),
+        ...(age !== undefined ? { age } : {}),
+        ...(level !== undefined ? { level } : {}),
+      });
+      return toUserResponse(user);
+    },
+  );
+
+  app.post(
+    '/users/me/password',
+    {
+      config,
+      schema: {
+        summary: 'Change your password; every other session ends',
+        tags: ['account'],
+        ...secured,
+        body: PasswordChangeBody,
+        response: { 204: Type.Null(), 422: ValidationErrorResponse },
+      },
+    },
+    async (request, reply) => {
+      const { user, sessionId } = request.auth!;
+      await accounts.changePassword(user.id, {
+        currentPassword: request.body.current_password,
+        newPassword: request.body.new_password,
+        keepSessionId: sessionId,
+      });
+      requestContext(request).audit('password_changed', { userId: user.id });
+      return reply.code(204).send(null);
+    },
+  );
+
+  app.delete(
+    '/users/me',
+    {
+      config,
+      schema: {
+        summary: 'Delete your account, conversation and sessions',
+        tags: ['account'],
+        ...secured,
+        body: AccountDeletionBody,
+        response: { 204: Type.Null() },
+      },
+    },
+    async (request, reply) => {
+      const { user } = request.auth!;
+      await accounts.deleteAccount(user.id, request.body.password);
+      requestContext(request).audit('user_deleted', { userId: user.id });
+      return reply.code(204).send(null);
+    },
+  );
+
+  app.get(
+    '/users/me/sessions',
+    {
+      config,
+      schema: {
+        summary: 'List your live sessions',
+        tags: ['sessions'],
+        ...secured,
+        response: { 200: SessionListResponse },
+      },
+    },
+    async (request) => {
+      const { user, sessionId } = request.auth!;
+      const live = await sessions.listSessions(user.id);
+      return { sessions: live.map((session) => toSessionResponse(session, sessionId)) };
+    },
+  );
+
+  app.delete(
+    '/users/me/sessions/:id',
+    {
+      config,
+      schema: {
+        summary: 'End one of your sessions',
+        tags: ['sessions'],
+        ...secured,
+        params: Type.Object({ id: Type.String({ maxLength: 64 }) }),
+        response: { 204: Type.Null(), 404: DetailResponse },
+      },
+    },
+    async (request, reply) => {
+      const { user } = request.auth!;
+      await sessions.endUserSession(user.id, request.params.id);
+      requestContext(request).audit('session_ended', { userId: user.id, sessionId: request.params.id });
+      return reply.code(204).send(null);
+    },
+  );
+};
