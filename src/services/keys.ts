@@ -87,3 +87,31 @@ async function activeKeys(options: KeyRingOptions): Promise<StoredSigningKey[]> 
   }
   return active;
 }
+
+/** Adds a new Ed25519 key; it signs everywhere from the next key reload (at most 30 s), older keys keep verifying. */
+export async function rotateSigningKey(signingKeys: SigningKeysRepository, clock: Clock): Promise<string> {
+  const generated = await generateEd25519KeyPair();
+  await signingKeys.insertSigningKey({ ...generated, algorithm: 'EdDSA' }, clock.now());
+  return generated.kid;
+}
+
+export interface SigningKeyState {
+  kid: string;
+  algorithm: string;
+  createdAt: Date;
+  state: 'signing' | 'verifying' | 'retired';
+  retiredAt: Date | undefined;
+}
+
+/** Returns every stored key, newest first, with what it is used for now. */
+export async function listSigningKeys(signingKeys: SigningKeysRepository): Promise<SigningKeyState[]> {
+  const stored = await signingKeys.findAllSigningKeys();
+  const signingKid = stored.find((key) => key.retiredAt === undefined)?.kid;
+  return stored.map((key) => ({
+    kid: key.kid,
+    algorithm: key.algorithm,
+    createdAt: key.createdAt,
+    state: key.retiredAt ? 'retired' : key.kid === signingKid ? 'signing' : 'verifying',
+    retiredAt: key.retiredAt,
+  }));
+}

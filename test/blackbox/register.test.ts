@@ -103,6 +103,17 @@ describe.each(DIALECTS)('POST /register (%s)', (dialect) => {
       await login(ctx, b.username, b.password);
     });
 
+    it('ignores fields named like Object.prototype members', async () => {
+      const b = body();
+      const raw = JSON.stringify(b).replace(
+        /}$/,
+        ',"hasOwnProperty":"x","toString":"y","valueOf":1,"isPrototypeOf":null}',
+      );
+      const r = await postJson(ctx.url('/register/'), raw);
+      expect(r.status, r.text).toBe(200);
+      expect(Object.keys(r.json).sort()).toEqual(['age', 'email', 'id', 'level', 'username']);
+    });
+
     it('survives __proto__ / constructor.prototype pollution attempts', async () => {
       const b = body();
       const raw = JSON.stringify(b).replace(

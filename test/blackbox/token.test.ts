@@ -120,6 +120,27 @@ describe.each(DIALECTS)('POST /token (%s)', (dialect) => {
       }
     });
 
+    it('ignores parameters named like Object.prototype members (form and JSON)', async () => {
+      const u = await registerUser(ctx);
+      const enc = encodeURIComponent;
+      const raw = `__proto__=1&constructor=2&toString=3&hasOwnProperty=4&valueOf=5&username=${enc(u.username)}&password=${enc(u.password)}`;
+      const f = await postForm(ctx.url('/token'), raw);
+      expectTokenSuccess(f);
+      ctx.track(f.json.access_token);
+      const j = await postJson(
+        ctx.url('/token'),
+        `{"__proto__":{"username":"x"},"constructor":1,"hasOwnProperty":"x","toString":"y","username":${JSON.stringify(u.username)},"password":${JSON.stringify(u.password)}}`,
+      );
+      expectTokenSuccess(j);
+      ctx.track(j.json.access_token);
+      const onlyProto = await postJson(
+        ctx.url('/token'),
+        `{"__proto__":{"username":${JSON.stringify(u.username)},"password":${JSON.stringify(u.password)}}}`,
+      );
+      expect(onlyProto.status).toBe(400);
+      expect(onlyProto.json).not.toHaveProperty('access_token');
+    });
+
     it('sends Pragma: no-cache with the token (RFC 6749 §5.1)', async () => {
       const u = await registerUser(ctx);
       const r = await postForm(ctx.url('/token'), { username: u.username, password: u.password });
