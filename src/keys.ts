@@ -13,7 +13,9 @@ const [command, kid] = process.argv.slice(2);
 try {
   const config = loadConfig(process.env);
   if (config.jwt.algorithm !== 'EdDSA') {
-    throw new Error('JWT_ALGORITHM=HS256 signs with JWT_SECRET: rotate it by changing the secret, not with keys');
+    throw new Error(
+      'JWT_ALGORITHM=HS256 signs with JWT_SECRET: rotate it by changing the secret, not with keys',
+    );
   }
   const handle = createDb(config.database);
   try {
@@ -22,18 +24,26 @@ try {
     if (command === 'list') {
       for (const key of await listSigningKeys(signingKeys)) {
         const retired = key.retiredAt ? ` retired ${key.retiredAt.toISOString()}` : '';
-        console.log(`${key.kid}  ${key.algorithm}  ${key.state.padEnd(9)}  created ${key.createdAt.toISOString()}${retired}`);
+        console.log(
+          `${key.kid}  ${key.algorithm}  ${key.state.padEnd(9)}  created ${key.createdAt.toISOString()}${retired}`,
+        );
       }
     } else if (command === 'rotate') {
       const newKid = await rotateSigningKey(signingKeys, systemClock);
-      console.log(`new signing key ${newKid}: running instances sign with it within 30 s; older keys keep verifying`);
-      console.log('until the tokens they signed have expired, then retire on their own (or: npm run keys -- retire <kid>)');
+      console.log(
+        `new signing key ${newKid}: running instances sign with it within 30 s; older keys keep verifying`,
+      );
+      console.log(
+        'until the tokens they signed have expired, then retire on their own (or: npm run keys -- retire <kid>)',
+      );
     } else if (command === 'retire' && kid) {
       const keys = await listSigningKeys(signingKeys);
       const target = keys.find((key) => key.kid === kid);
       if (!target) throw new Error(`no key ${kid}`);
-      if (target.state === 'signing') throw new Error(`${kid} is the signing key: rotate first, then retire it`);
-      if (!(await signingKeys.retireSigningKey(kid, systemClock.now()))) throw new Error(`${kid} is already retired`);
+      if (target.state === 'signing')
+        throw new Error(`${kid} is the signing key: rotate first, then retire it`);
+      if (!(await signingKeys.retireSigningKey(kid, systemClock.now())))
+        throw new Error(`${kid} is already retired`);
       console.log(`retired ${kid}: tokens it signed are refused from the next key reload (at most 30 s)`);
     } else {
       console.error(USAGE);

@@ -42,11 +42,10 @@ export async function loadKeyRing(options: KeyRingOptions): Promise<LoadedKeyRin
 
   let keys: SigningKey[] = [];
   let byKid = new Map<string, SigningKey>();
-  let lastReloadMs = 0;
+  let lastLookupReloadMs = 0;
   const minReloadMs = (options.minReloadIntervalSeconds ?? 5) * 1000;
 
   const reload = async () => {
-    lastReloadMs = Date.now();
     let stored = await activeKeys(options);
     if (stored.length === 0) {
       const generated = await generateEd25519KeyPair();
@@ -63,7 +62,8 @@ export async function loadKeyRing(options: KeyRingOptions): Promise<LoadedKeyRin
     current: () => keys[0] as SigningKey,
     async find(kid) {
       const known = byKid.get(kid);
-      if (known || Date.now() - lastReloadMs < minReloadMs) return known;
+      if (known || Date.now() - lastLookupReloadMs < minReloadMs) return known;
+      lastLookupReloadMs = Date.now();
       await reload();
       return byKid.get(kid);
     },

@@ -38,14 +38,31 @@ describe.each(dialects)('sessions and refresh tokens on %s', (dialect) => {
       ...(asForm
         ? {
             headers: { 'content-type': 'application/x-www-form-urlencoded' },
-            payload: new URLSearchParams({ grant_type: 'refresh_token', refresh_token: refreshToken }).toString(),
+            payload: new URLSearchParams({
+              grant_type: 'refresh_token',
+              refresh_token: refreshToken,
+            }).toString(),
           }
         : { payload: { grant_type: 'refresh_token', refresh_token: refreshToken } }),
     });
   const conversation = (accessToken: string) =>
-    t.app.inject({ method: 'GET', url: '/conversation', headers: { authorization: `Bearer ${accessToken}` } });
-  const call = (method: 'GET' | 'POST' | 'PATCH' | 'DELETE', url: string, accessToken: string, payload?: object) =>
-    t.app.inject({ method, url, headers: { authorization: `Bearer ${accessToken}` }, ...(payload ? { payload } : {}) });
+    t.app.inject({
+      method: 'GET',
+      url: '/conversation',
+      headers: { authorization: `Bearer ${accessToken}` },
+    });
+  const call = (
+    method: 'GET' | 'POST' | 'PATCH' | 'DELETE',
+    url: string,
+    accessToken: string,
+    payload?: object,
+  ) =>
+    t.app.inject({
+      method,
+      url,
+      headers: { authorization: `Bearer ${accessToken}` },
+      ...(payload ? { payload } : {}),
+    });
   const sessionIdOf = (accessToken: string) => decodeToken(accessToken).payload.sid as string;
   const liveHeads = async (sessionId: string) =>
     (
@@ -73,7 +90,11 @@ describe.each(dialects)('sessions and refresh tokens on %s', (dialect) => {
   it('puts the session id in the access token as sid', async () => {
     const tokens = await login();
     const sid = sessionIdOf(tokens.access_token);
-    const session = await t.database.db.selectFrom('sessions').selectAll().where('id', '=', sid).executeTakeFirst();
+    const session = await t.database.db
+      .selectFrom('sessions')
+      .selectAll()
+      .where('id', '=', sid)
+      .executeTakeFirst();
     expect(session?.user_agent).toBe('test-agent/1.0');
   });
 
@@ -235,7 +256,11 @@ describe.each(dialects)('sessions and refresh tokens on %s', (dialect) => {
 
   it('revokes the session of an access token given to /revoke', async () => {
     const tokens = await login();
-    const response = await t.app.inject({ method: 'POST', url: '/revoke', payload: { token: tokens.access_token } });
+    const response = await t.app.inject({
+      method: 'POST',
+      url: '/revoke',
+      payload: { token: tokens.access_token },
+    });
     expect(response.statusCode).toBe(200);
     expect((await conversation(tokens.access_token)).statusCode).toBe(401);
   });
@@ -263,14 +288,26 @@ describe.each(dialects)('sessions and refresh tokens on %s', (dialect) => {
     const phone = await login('alice', 'phone/2.0');
     const laptop = await login('alice', 'laptop/3.0');
     const bob = await login('bob');
-    const forBob = await call('DELETE', `/users/me/sessions/${sessionIdOf(phone.access_token)}`, bob.access_token);
+    const forBob = await call(
+      'DELETE',
+      `/users/me/sessions/${sessionIdOf(phone.access_token)}`,
+      bob.access_token,
+    );
     expect(forBob.statusCode).toBe(404);
     expect((await conversation(phone.access_token)).statusCode).toBe(200);
-    const mine = await call('DELETE', `/users/me/sessions/${sessionIdOf(phone.access_token)}`, laptop.access_token);
+    const mine = await call(
+      'DELETE',
+      `/users/me/sessions/${sessionIdOf(phone.access_token)}`,
+      laptop.access_token,
+    );
     expect(mine.statusCode).toBe(204);
     expect((await conversation(phone.access_token)).statusCode).toBe(401);
     expect((await conversation(laptop.access_token)).statusCode).toBe(200);
-    const again = await call('DELETE', `/users/me/sessions/${sessionIdOf(phone.access_token)}`, laptop.access_token);
+    const again = await call(
+      'DELETE',
+      `/users/me/sessions/${sessionIdOf(phone.access_token)}`,
+      laptop.access_token,
+    );
     expect(again.statusCode).toBe(404);
   });
 });
@@ -288,9 +325,20 @@ describe.each(dialects)('account self-service on %s', (dialect) => {
     const response = await t.app.inject({ method: 'POST', url: '/token', payload: { username, password } });
     return response;
   };
-  const tokensFor = async (username: string, password = STRONG_PASSWORD) => (await login(username, password)).json() as Tokens;
-  const call = (method: 'GET' | 'POST' | 'PATCH' | 'DELETE', url: string, accessToken: string, payload?: object) =>
-    t.app.inject({ method, url, headers: { authorization: `Bearer ${accessToken}` }, ...(payload ? { payload } : {}) });
+  const tokensFor = async (username: string, password = STRONG_PASSWORD) =>
+    (await login(username, password)).json() as Tokens;
+  const call = (
+    method: 'GET' | 'POST' | 'PATCH' | 'DELETE',
+    url: string,
+    accessToken: string,
+    payload?: object,
+  ) =>
+    t.app.inject({
+      method,
+      url,
+      headers: { authorization: `Bearer ${accessToken}` },
+      ...(payload ? { payload } : {}),
+    });
 
   it('reads the public fields of the caller at GET /users/me', async () => {
     const user = await registerUser(t.app, { username: 'Carol', email: 'carol@example.com' });
@@ -313,7 +361,12 @@ describe.each(dialects)('account self-service on %s', (dialect) => {
       id: 999,
     });
     expect(changed.statusCode).toBe(200);
-    expect(changed.json()).toMatchObject({ username: 'dave', email: 'Dave@New.example.com', age: 44, level: 'advanced' });
+    expect(changed.json()).toMatchObject({
+      username: 'dave',
+      email: 'Dave@New.example.com',
+      age: 44,
+      level: 'advanced',
+    });
     expect(changed.json().id).not.toBe(999);
     const taken = await call('PATCH', '/users/me', tokens.access_token, { email: 'ERIN@example.com' });
     expect(taken.statusCode).toBe(409);
@@ -370,8 +423,12 @@ describe.each(dialects)('account self-service on %s', (dialect) => {
     expect((await login('grace')).statusCode).toBe(400);
     const db = t.database.db;
     expect(await db.selectFrom('users').select('id').where('id', '=', user.id).execute()).toHaveLength(0);
-    expect(await db.selectFrom('sessions').select('id').where('user_id', '=', user.id).execute()).toHaveLength(0);
-    expect(await db.selectFrom('conversations').select('id').where('user_id', '=', user.id).execute()).toHaveLength(0);
+    expect(
+      await db.selectFrom('sessions').select('id').where('user_id', '=', user.id).execute(),
+    ).toHaveLength(0);
+    expect(
+      await db.selectFrom('conversations').select('id').where('user_id', '=', user.id).execute(),
+    ).toHaveLength(0);
     const orphans = await db
       .selectFrom('messages')
       .leftJoin('conversations', 'conversations.id', 'messages.conversation_id')

@@ -25,6 +25,7 @@ export interface TestAppOptions {
   env?: Record<string, string>;
   passwords?: PasswordHasher;
   database?: TestDatabase;
+  clock?: TestClock;
 }
 
 export async function buildTestApp(dialect: Dialect, options: TestAppOptions = {}): Promise<TestApp> {
@@ -36,7 +37,7 @@ export async function buildTestApp(dialect: Dialect, options: TestAppOptions = {
     ...options.env,
   });
   const database = options.database ?? (await createTestDatabase(dialect));
-  const clock = createTestClock();
+  const clock = options.clock ?? createTestClock();
   const passwords = options.passwords ?? createPasswordHasher(config.passwords.argon2);
   const logs: string[] = [];
   const logStream = new Writable({
