@@ -1,18 +1,18 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, LogController } from 'fastify';
-import { sql } from 'kysely';
 import pino, { type DestinationStream } from 'pino';
 import type { Config } from './config.ts';
 import type { DbHandle } from './db/connect.ts';
 import { createConversationsRepository } from './db/conversations.ts';
+import { pingDatabase } from './db/health.ts';
 import { createServerSecretsRepository } from './db/server-secrets.ts';
 import { createSessionsRepository } from './db/sessions.ts';
 import { createSigningKeysRepository } from './db/signing-keys.ts';
 import { createUsersRepository } from './db/users.ts';
-import { AppError } from './errors.ts';
 import { requireBearerToken } from './http/authenticate.ts';
-import { errorHandler, sendError } from './http/error-handler.ts';
+import { errorHandler } from './http/error-handler.ts';
+import { registerMethodNotAllowed, registerResponseHooks } from './http/hooks.ts';
 import { registerOpenApi } from './http/openapi.ts';
 import { accountRoutes } from './http/routes/account.ts';
 import { conversationRoutes } from './http/routes/conversation.ts';
@@ -78,6 +78,10 @@ export async function buildApp(config: Config, deps: AppDependencies): Promise<F
     ajv: { customOptions: { coerceTypes: false, allErrors: true, removeAdditional: false } },
   }).withTypeProvider<TypeBoxTypeProvider>();
 
+  const { argon2 } = config.passwords;
+  if (argon2.memoryKib < 19456 || argon2.timeCost < 2) {
+    app.log.warn({ argon2 }, 'argon2id parameters are below the OWASP minimum (19456 KiB, t=2, p=1)');
+  }
   const db = deps.db.db;
   const users = createUsersRepository(db);
   const sessionsRepository = createSessionsRepository(db);
@@ -129,38 +133,19 @@ export async function buildApp(config: Config, deps: AppDependencies): Promise<F
   const conversations = createConversationsService({ conversations: createConversationsRepository(db) });
 
   app.setErrorHandler(errorHandler);
-  app.addHook('onRequest', async (request, reply) => {
-    reply.headers({
-      'x-request-id': request.id,
-      'x-content-type-options': 'nosniff',
-      'referrer-policy': 'no-referrer',
-      'cache-control': 'no-store',
-    });
-  });
-  app.addHook('onResponse', async (request, reply) => {
-    request.log.info(
-      {
-        method: request.method,
-        path: request.url.split('?')[0],
-        status: reply.statusCode,
-        ms: Math.round(reply.elapsedTime * 10) / 10,
-        ip: request.ip,
-      },
-      'request',
-    );
-  });
+  registerResponseHooks(app);
   registerMethodNotAllowed(app);
 
   if (config.docsEnabled) await registerOpenApi(app);
   await app.register(healthRoutes, {
-    isDatabaseReachable: async () => {
-      try {
-        await sql`select 1`.execute(db);
-        return true;
-      } catch {
-        return false;
-      }
-    },
+    isDatabaseReachable: () =>
+      pingDatabase(db).then(
+        () => true,
+        (error) => {
+          app.log.warn({ err: error }, 'database unreachable');
+          return false;
+        },
+      ),
   });
   await app.register(jwksRoutes, { publicJwks: () => keys.publicJwks() });
   await app.register(registerRoutes, { accounts });
@@ -171,29 +156,4 @@ export async function buildApp(config: Config, deps: AppDependencies): Promise<F
     await protectedScope.register(accountRoutes, { accounts, sessions });
   });
   return app;
-}
-
-/** Answers 405 with Allow for a path that exists under other methods, 404 otherwise. */
-function registerMethodNotAllowed(app: FastifyInstance): void {
-  const routes: { pattern: RegExp; method: string }[] = [];
-  app.addHook('onRoute', (route) => {
-    const source = route.url
-      .split('/')
-      .map((part) =>
-        part.startsWith(':') ? '[^/]+' : part === '*' ? '.*' : part.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'),
-      )
-      .join('/');
-    for (const method of [route.method].flat()) routes.push({ pattern: new RegExp(`^${source}$`), method });
-  });
-  app.setNotFoundHandler(async (request, reply) => {
-    const path = request.url.split('?')[0] ?? '';
-    const allowed = [
-      ...new Set(routes.filter((route) => route.pattern.test(path)).map((route) => route.method)),
-    ];
-    if (allowed.length > 0) {
-      reply.header('allow', allowed.join(', '));
-      return sendError(new AppError('method_not_allowed', 'Method Not Allowed'), request, reply);
-    }
-    return sendError(new AppError('not_found', 'Not Found'), request, reply);
-  });
 }

@@ -1,7 +1,7 @@
 import Type, { type Static } from 'typebox';
 import Value from 'typebox/value';
 
-const bool = (fallback: 'true' | 'false') =>
+const booleanFlag = (fallback: 'true' | 'false') =>
   Type.Union([Type.Literal('true'), Type.Literal('false'), Type.Literal('1'), Type.Literal('0')], {
     default: fallback,
   });
@@ -27,8 +27,8 @@ const EnvSchema = Type.Object({
     ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((level) => Type.Literal(level)),
     { default: 'info' },
   ),
-  DOCS_ENABLED: bool('true'),
-  TRUST_PROXY: bool('false'),
+  DOCS_ENABLED: booleanFlag('true'),
+  TRUST_PROXY: booleanFlag('false'),
 });
 
 type Env = Static<typeof EnvSchema>;

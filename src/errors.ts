@@ -34,5 +34,3 @@ export class AppError extends Error {
     this.details = options.details;
   }
 }
-
-export const isAppError = (value: unknown): value is AppError => value instanceof AppError;

@@ -25,6 +25,9 @@ export function createDb(target: DbTarget): DbHandle {
     const pool = new pg.Pool({
       connectionString: target.url,
       max: target.maxConnections ?? 10,
+      // A database that stops answering must turn into 503s and failed readiness, not requests that hang.
+      connectionTimeoutMillis: 5000,
+      query_timeout: 10_000,
       // Timestamps are epoch milliseconds in int8 columns; they fit a double exactly.
       types: {
         getTypeParser: ((oid: number, format?: 'text' | 'binary') =>
@@ -48,7 +51,7 @@ function openSqlite(path: string): SqliteDatabase {
   sqlite.exec('PRAGMA journal_mode = WAL');
   sqlite.exec('PRAGMA synchronous = NORMAL');
   sqlite.exec('PRAGMA foreign_keys = ON');
-  // Several processes (WORKERS, `npm run migrate` beside a server) may share the file.
+  // Several processes (a migration beside a running server, several servers) may share the file.
   sqlite.exec('PRAGMA busy_timeout = 5000');
   return adaptNodeSqlite(sqlite);
 }

@@ -22,10 +22,12 @@ export function requireBearerToken(scope: FastifyInstance, sessions: SessionsSer
     const scheme = separator === -1 ? header : header.slice(0, separator);
     const token = separator === -1 ? '' : header.slice(separator + 1).trim();
     // RFC 9110 §11.1: the scheme is case-insensitive. No header, another scheme (Basic, Token) or an empty
-    // Bearer: the request carries no bearer token at all.
+    // Bearer: the request carries no bearer token at all (401, bare challenge). Anything else after Bearer,
+    // spaces included, is a token that fails verification (401 invalid_token); only a repeated header is a
+    // malformed request (400 invalid_request).
     if (scheme.toLowerCase() !== 'bearer' || token === '')
       throw new AppError('missing_token', 'Not authenticated');
-    request.auth = await sessions.authenticate(token);
+    request.auth = await sessions.authenticateBearerToken(token);
   });
 }
 

@@ -1,11 +1,11 @@
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
 import { AppError, type ErrorCode, type FieldProblem } from '../errors.ts';
 
-export type ErrorStyle = 'fastapi' | 'oauth' | 'resource';
+export type ErrorStyle = 'fastapi' | 'oauth';
 
 declare module 'fastify' {
   interface FastifyContextConfig {
-    /** How errors are written: FastAPI `detail` (default), RFC 6749 §5.2 (`oauth`), RFC 6750 §3 (`resource`). */
+    /** How errors are written: FastAPI `detail` (default) or RFC 6749 §5.2 (`oauth`). */
     errorStyle?: ErrorStyle;
   }
 }
@@ -105,7 +105,12 @@ export function sendError(error: AppError, request: FastifyRequest, reply: Fasti
     request.log.error({ err: error.cause ?? error }, 'request failed');
     rendered.body.request_id = request.id;
   } else if (error.cause) {
-    request.log.debug({ err: error.cause, code: error.code }, 'request refused');
+    // Only the cause's code: parser messages quote the body, which may hold a password.
+    const causeCode = (error.cause as { code?: unknown }).code;
+    request.log.debug(
+      { code: error.code, cause: typeof causeCode === 'string' ? causeCode : undefined },
+      'request refused',
+    );
   }
   if (style === 'oauth') reply.header('pragma', 'no-cache');
   return reply

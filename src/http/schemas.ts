@@ -1,6 +1,6 @@
 import type { FastifyRequest } from 'fastify';
 import Type, { type Static } from 'typebox';
-import type { User } from '../db/users.ts';
+import type { User } from '../services/accounts.ts';
 
 export const Level = Type.Enum(['beginner', 'intermediate', 'advanced'], {
   description: 'A proficiency, never a privilege.',
@@ -120,8 +120,6 @@ export const ValidationErrorResponse = Type.Object({
     }),
   ),
 });
-
-export const Jwks = Type.Object({ keys: Type.Array(Type.Record(Type.String(), Type.String())) });
 
 export const toUserResponse = (user: User): UserResponse => ({
   id: user.id,

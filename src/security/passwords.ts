@@ -13,8 +13,8 @@ export interface PasswordHasher {
   hash(password: string): Promise<string>;
   /** Returns whether the password matches the stored argon2id or bcrypt hash; false for unknown formats. */
   verify(storedHash: string, password: string): Promise<boolean>;
-  /** Returns whether the stored hash should be replaced by one with the current algorithm and parameters. */
-  needsRehash(storedHash: string): boolean;
+  /** Returns whether the stored hash should be replaced, now that `password` is known to match it. */
+  needsRehash(storedHash: string, password: string): boolean;
   /** Spends the same time as a real verification, for callers that have no user to verify against. */
   verifyDummy(password: string): Promise<void>;
 }
@@ -32,12 +32,14 @@ export function createPasswordHasher(
     parallelism: parameters.parallelism,
   };
   const expectedPrefix = `$argon2id$v=19$m=${parameters.memoryKib},t=${parameters.timeCost},p=${parameters.parallelism}$`;
-  // Hashes run on libuv's threadpool; leaving threads free keeps token verification and file I/O responsive
-  // while logins are flooded.
-  const limit = createLimiter(options.maxConcurrent ?? Math.max(1, availableParallelism()));
-  let dummyHash: Promise<string> | undefined;
+  // Hashes run on libuv's threadpool (4 threads unless UV_THREADPOOL_SIZE says otherwise), where WebCrypto
+  // token checks and file I/O run too: at most one hash per core, and always one thread left for the rest.
+  const limit = createLimiter(options.maxConcurrent ?? Math.max(1, Math.min(availableParallelism(), 3)));
 
   const hashPassword = (password: string) => limit(() => hash(password.normalize('NFKC'), argonOptions));
+  // Made at once, so that the first unknown-user login after a start costs no more than any other.
+  const dummyHash = hashPassword('gatehouse-dummy-password-for-timing');
+  dummyHash.catch(() => {});
 
   const verifyPassword = async (storedHash: string, password: string): Promise<boolean> => {
     if (storedHash.startsWith('$argon2')) {
@@ -53,9 +55,13 @@ export function createPasswordHasher(
   return {
     hash: hashPassword,
     verify: verifyPassword,
-    needsRehash: (storedHash) => !storedHash.startsWith(expectedPrefix),
+    needsRehash: (storedHash, password) => {
+      if (storedHash.startsWith('$argon2')) return !storedHash.startsWith(expectedPrefix);
+      // bcrypt matched only the first 72 bytes: a longer password may be just a prefix of the real one, and
+      // hashing it would lock the user out of their full password. Keep bcrypt for those.
+      return Buffer.byteLength(password, 'utf8') < 72;
+    },
     async verifyDummy(password) {
-      dummyHash ??= hashPassword('gatehouse-dummy-password-for-timing');
       await verifyPassword(await dummyHash, password);
     },
   };
@@ -65,13 +71,15 @@ function createLimiter(max: number) {
   let active = 0;
   const waiting: (() => void)[] = [];
   return async <T>(task: () => Promise<T>): Promise<T> => {
-    if (active >= max) await new Promise<void>((resolve) => waiting.push(resolve));
-    active += 1;
+    if (active < max) active += 1;
+    // The finishing task hands its slot straight to the waiter, so a newcomer cannot slip in between.
+    else await new Promise<void>((resolve) => waiting.push(resolve));
     try {
       return await task();
     } finally {
-      active -= 1;
-      waiting.shift()?.();
+      const next = waiting.shift();
+      if (next) next();
+      else active -= 1;
     }
   };
 }

@@ -26,12 +26,17 @@ export async function generateEd25519KeyPair(): Promise<StoredKeyPair> {
 }
 
 /** Turns a stored Ed25519 pair into a key usable for signing and verification. */
-export async function importEd25519KeyPair(stored: StoredKeyPair): Promise<SigningKey> {
-  const publicJwk: JWK = { kty: stored.publicJwk.kty, crv: stored.publicJwk.crv, x: stored.publicJwk.x };
+export async function importEd25519KeyPair(stored: {
+  kid: string;
+  publicJwk: Record<string, unknown>;
+  privateJwk: Record<string, unknown>;
+}): Promise<SigningKey> {
+  const { kty, crv, x } = stored.publicJwk as JWK;
+  const publicJwk: JWK = { kty, crv, x };
   return {
     kid: stored.kid,
     algorithm: 'EdDSA',
-    signingKey: (await importJWK(stored.privateJwk, 'EdDSA')) as CryptoKey,
+    signingKey: (await importJWK(stored.privateJwk as JWK, 'EdDSA')) as CryptoKey,
     verificationKey: (await importJWK(publicJwk, 'EdDSA')) as CryptoKey,
     publicJwk: { ...publicJwk, kid: stored.kid, alg: 'EdDSA', use: 'sig' },
   };

@@ -1,6 +1,9 @@
 import type { Level } from '../db/schema.ts';
 import type { SessionsRepository } from '../db/sessions.ts';
 import type { User, UsersRepository } from '../db/users.ts';
+
+export type { User };
+
 import { AppError, type FieldProblem } from '../errors.ts';
 import type { Clock } from '../security/clock.ts';
 import type { PasswordPolicy, PasswordProblem } from '../security/password-policy.ts';
@@ -62,6 +65,7 @@ export function normaliseUsername(raw: string): { display: string; canonical: st
   return { display, canonical: display.toUpperCase().toLowerCase().normalize('NFKC') };
 }
 
+/** Builds the account rules: registration, credential checks, profile, password and deletion. */
 export function createAccountsService(deps: AccountsDependencies): AccountsService {
   const { users, hasher, policy, clock } = deps;
 
@@ -114,7 +118,7 @@ export function createAccountsService(deps: AccountsDependencies): AccountsServi
         return undefined;
       }
       if (!(await hasher.verify(credentials.passwordHash, password))) return undefined;
-      if (hasher.needsRehash(credentials.passwordHash)) {
+      if (hasher.needsRehash(credentials.passwordHash, password)) {
         try {
           await users.updatePasswordHash(credentials.user.id, await hasher.hash(password), clock.now());
         } catch (error) {

@@ -6,6 +6,7 @@ export interface ConversationsService {
   readConversation(userId: number): Promise<string>;
 }
 
+/** Builds read access to each user's own conversation. */
 export function createConversationsService(deps: {
   conversations: ConversationsRepository;
 }): ConversationsService {

@@ -1,4 +1,5 @@
 import type { SigningKeysRepository, StoredSigningKey } from '../db/signing-keys.ts';
+import { AppError } from '../errors.ts';
 import type { KeyRing } from '../security/access-tokens.ts';
 import type { Clock } from '../security/clock.ts';
 import {
@@ -6,7 +7,6 @@ import {
   hmacSigningKey,
   importEd25519KeyPair,
   type SigningKey,
-  type StoredKeyPair,
 } from '../security/signing-keys.ts';
 
 export interface LoadedKeyRing extends KeyRing {
@@ -30,7 +30,7 @@ export interface KeyRingOptions {
 /** Returns the key ring: the HS256 secret, or the database's Ed25519 keys, creating the first one if needed. */
 export async function loadKeyRing(options: KeyRingOptions): Promise<LoadedKeyRing> {
   if (options.algorithm === 'HS256') {
-    if (!options.secret) throw new Error('HS256 needs a secret');
+    if (!options.secret) throw new AppError('internal', 'HS256 needs a secret');
     const key = hmacSigningKey(options.secret);
     return {
       current: () => key,
@@ -53,7 +53,7 @@ export async function loadKeyRing(options: KeyRingOptions): Promise<LoadedKeyRin
       // Another instance may have created one at the same moment: every active key verifies, the newest signs.
       stored = await activeKeys(options);
     }
-    keys = await Promise.all(stored.map((key) => importEd25519KeyPair(key as unknown as StoredKeyPair)));
+    keys = await Promise.all(stored.map(importEd25519KeyPair));
     byKid = new Map(keys.map((key) => [key.kid, key]));
   };
   await reload();

@@ -1,5 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import type { Session, SessionsRepository } from '../db/sessions.ts';
+
+export type { Session };
+
 import type { User, UsersRepository } from '../db/users.ts';
 import { AppError } from '../errors.ts';
 import type { AccessTokens } from '../security/access-tokens.ts';
@@ -40,7 +43,7 @@ export interface SessionsService {
   /** Spends a refresh token for new tokens; throws invalid_grant, revoking the family on reuse. */
   rotateRefreshToken(presented: string, context: RequestContext): Promise<TokenGrant>;
   /** Returns who a bearer token speaks for; throws invalid_token for a bad token or an ended session. */
-  authenticate(accessToken: string): Promise<Authenticated>;
+  authenticateBearerToken(accessToken: string): Promise<Authenticated>;
   /** Ends one session; its refresh and access tokens stop working at once. */
   revokeSession(sessionId: string, reason: string): Promise<void>;
   /** Ends the session of a refresh or access token (RFC 7009); does nothing for a token it does not know. */
@@ -68,6 +71,7 @@ export const DEFAULT_SCOPE = 'conversation';
 // A retry inside the grace window follows the chain to the live head; a longer chain is not a retry.
 const MAX_CHAIN_STEPS = 20;
 
+/** Builds the session rules: login sessions, refresh rotation with reuse detection, revocation. */
 export function createSessionsService(deps: SessionsDependencies): SessionsService {
   const { accessTokens, sessions, users, clock } = deps;
   const invalidGrant = () =>
@@ -161,7 +165,7 @@ export function createSessionsService(deps: SessionsDependencies): SessionsServi
       throw invalidGrant();
     },
 
-    async authenticate(accessToken) {
+    async authenticateBearerToken(accessToken) {
       const verified = await accessTokens.verify(accessToken);
       const now = clock.now();
       const user = await sessions.findUserOfLiveSession(

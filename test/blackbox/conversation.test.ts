@@ -1,4 +1,4 @@
-import { createPublicKey, generateKeyPairSync, type KeyObject, sign } from 'node:crypto';
+import { createPublicKey, generateKeyPairSync, type KeyObject, randomBytes, sign } from 'node:crypto';
 import http from 'node:http';
 import { beforeAll, describe, expect, it, vi } from 'vitest';
 import {
@@ -287,6 +287,8 @@ describe.each(DIALECTS)('GET /conversation (%s, EdDSA)', (dialect) => {
         await conv(edSign({ alg: 'EdDSA', typ: 'at+jwt', kid: 'attacker' }, payload, privateKey)),
         'attacker kid',
       );
+      const fakeCert = randomBytes(300).toString('base64');
+      expectInvalidToken(await conv(edSign({ ...header, x5c: [fakeCert] }, payload, privateKey)), 'x5c');
     });
 
     it('never fetches jku / x5u URLs named in the token (no outbound request)', async () => {

@@ -269,6 +269,19 @@ describe.each(DIALECTS)('HS256 tokens and forged claims (%s)', (dialect) => {
       await expectRefused(`${h}.${p2}.${s2}`, 'payload array');
     });
 
+    it('handles duplicate claim names consistently (RFC 7519 §4: reject or last wins)', async () => {
+      const h = b64url(JSON.stringify(header));
+      const pObj: Json = { ...payload, jti: randomUUID() };
+      const { sub: _sub, ...rest } = pObj;
+      const text = `{"sub":${JSON.stringify(String(bob.id))},${JSON.stringify(rest).slice(1, -1)},"sub":${JSON.stringify(String(alice.id))}}`;
+      const p = b64url(text);
+      const { createHmac } = await import('node:crypto');
+      const sig = createHmac('sha256', SECRET).update(`${h}.${p}`).digest('base64url');
+      const r = await conv(`${h}.${p}.${sig}`);
+      expect([200, 401]).toContain(r.status);
+      if (r.status === 200) expect(r.json.current_user).toBe(alice.username);
+    });
+
     it('names the user from sub, never from preferred_username', async () => {
       const t = forge({}, { sub: String(bob.id), preferred_username: alice.username });
       const r = await conv(t);

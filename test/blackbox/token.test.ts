@@ -324,7 +324,20 @@ describe.each(DIALECTS)('POST /token (%s)', (dialect) => {
       expect(r.headers.get('pragma')).toBe('no-cache');
     });
 
-    it.each(['client_credentials', 'authorization_code', 'refresh_token', 'implicit', 'foo', 'PASSWORD'])(
+    it('does not issue a token for grant_type=refresh_token carrying only a username and password', async () => {
+      const u = await registerUser(ctx);
+      const r = await postForm(ctx.url('/token'), {
+        grant_type: 'refresh_token',
+        username: u.username,
+        password: u.password,
+      });
+      expect(r.status, r.text).toBe(400);
+      expectNoStore(r);
+      expect(['invalid_request', 'invalid_grant', 'unsupported_grant_type']).toContain(r.json.error);
+      expect(r.json).not.toHaveProperty('access_token');
+    });
+
+    it.each(['client_credentials', 'authorization_code', 'implicit', 'foo', 'PASSWORD'])(
       'answers 400 unsupported_grant_type for grant_type=%s',
       async (grant) => {
         const u = await registerUser(ctx);
@@ -386,6 +399,33 @@ describe.each(DIALECTS)('POST /token (%s)', (dialect) => {
         const r = await postForm(ctx.url('/token'), raw);
         expectOAuthError(r, 'invalid_request');
       }
+    });
+
+    it('answers 400 invalid_request for credentials in both the query and the body (checklist 14)', async () => {
+      const u = await registerUser(ctx);
+      const q = new URLSearchParams({ password: u.password }).toString();
+      const r = await postForm(ctx.url(`/token?${q}`), { username: u.username, password: u.password });
+      expectOAuthError(r, 'invalid_request');
+    });
+
+    it('never logs a password sent in the query string', async () => {
+      const pw = ctx.track(strongPassword());
+      await postForm(ctx.url(`/token?password=${encodeURIComponent(pw)}&username=someone`), {});
+      await request(ctx.url(`/conversation?access_token=${encodeURIComponent(pw)}`));
+      await new Promise((r) => setTimeout(r, 100));
+      expect(ctx.server.output()).not.toContain(pw);
+    });
+
+    it('grants the same scope whatever the level (level is a proficiency, never a privilege)', async () => {
+      const scopes = new Set<string>();
+      for (const level of ['beginner', 'intermediate', 'advanced']) {
+        const u = await registerUser(ctx, { level });
+        const t = await login(ctx, u.username, u.password);
+        const { payload } = splitToken(t);
+        scopes.add(String(payload.scope));
+        expect(JSON.stringify(payload)).not.toMatch(/beginner|intermediate|advanced|admin|role/);
+      }
+      expect(scopes.size).toBe(1);
     });
 
     it('never takes credentials from the query string (checklist 6)', async () => {

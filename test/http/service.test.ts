@@ -78,6 +78,7 @@ describe.each(dialects)('operations and documentation on %s', (dialect) => {
     expect(response.statusCode).toBe(503);
     expect(response.json()).toEqual({ detail: 'Database unreachable' });
     await local.app.close();
+    await local.database.destroy().catch(() => {});
   });
 });
 

@@ -28,7 +28,7 @@ export async function createTestDatabase(dialect: Dialect): Promise<TestDatabase
   return {
     ...handle,
     async destroy() {
-      await handle.close();
+      await handle.close().catch(() => {});
       await withAdminClient(url, (client) => client.query(`drop schema ${schema} cascade`));
     },
   };

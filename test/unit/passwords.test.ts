@@ -13,7 +13,7 @@ describe('password hasher', () => {
     expect(first).toMatch(/^\$argon2id\$v=19\$m=19456,t=2,p=1\$[A-Za-z0-9+/]{22}\$/);
     expect(first).not.toBe(second);
     expect(await hasher.verify(first, 'correct horse battery staple')).toBe(true);
-    expect(hasher.needsRehash(first)).toBe(false);
+    expect(hasher.needsRehash(first, 'correct horse battery staple')).toBe(false);
   });
 
   it('verifies the entire password: no truncation at 72 bytes', async () => {
@@ -42,7 +42,7 @@ describe('password hasher', () => {
   it('asks for a rehash when the parameters were raised', async () => {
     const weak = await createPasswordHasher(FAST_ARGON2).hash('correct horse battery staple');
     const hasher = createPasswordHasher(OWASP_ARGON2);
-    expect(hasher.needsRehash(weak)).toBe(true);
+    expect(hasher.needsRehash(weak, 'correct horse battery staple')).toBe(true);
     expect(await hasher.verify(weak, 'correct horse battery staple')).toBe(true);
   });
 
@@ -54,8 +54,18 @@ describe('password hasher', () => {
       expect(stored.startsWith(`$${prefix}$`)).toBe(true);
       expect(await hasher.verify(stored, 'seed-user-password')).toBe(true);
       expect(await hasher.verify(stored, 'seed-user-passwore')).toBe(false);
-      expect(hasher.needsRehash(stored)).toBe(true);
+      expect(hasher.needsRehash(stored, 'seed-user-password')).toBe(true);
     }
+  });
+
+  it('keeps a bcrypt hash when the matching password reaches 72 bytes, since it may be a mere prefix', async () => {
+    const hasher = createPasswordHasher(FAST_ARGON2);
+    const full = `${'p'.repeat(72)}-the-rest-that-bcrypt-ignores`;
+    const stored = bcrypt.hashSync(full, 4);
+    const prefix = full.slice(0, 72);
+    expect(await hasher.verify(stored, prefix)).toBe(true);
+    expect(hasher.needsRehash(stored, prefix)).toBe(false);
+    expect(hasher.needsRehash(stored, full)).toBe(false);
   });
 
   it('answers false, never throws, for a corrupt or unknown hash', async () => {

@@ -1,8 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import Type from 'typebox';
-import type { Session } from '../../db/sessions.ts';
 import type { AccountsService } from '../../services/accounts.ts';
-import type { SessionsService } from '../../services/sessions.ts';
+import type { Session, SessionsService } from '../../services/sessions.ts';
 import { requestContext } from '../request-context.ts';
 import {
   AccountDeletionBody,
@@ -18,7 +17,6 @@ import {
 } from '../schemas.ts';
 
 const secured = { security: [{ OAuth2PasswordBearer: [] }] };
-const config = { errorStyle: 'resource' as const };
 
 const toSessionResponse = (session: Session, currentSessionId: string) => ({
   id: session.id,
@@ -37,7 +35,6 @@ export const accountRoutes: FastifyPluginAsyncTypebox<{
   app.post(
     '/logout',
     {
-      config,
       schema: {
         summary: 'End the current session',
         tags: ['sessions'],
@@ -56,7 +53,6 @@ export const accountRoutes: FastifyPluginAsyncTypebox<{
   app.post(
     '/logout/all',
     {
-      config,
       schema: {
         summary: 'End every session of the user',
         tags: ['sessions'],
@@ -75,7 +71,6 @@ export const accountRoutes: FastifyPluginAsyncTypebox<{
   app.get(
     '/users/me',
     {
-      config,
       schema: {
         summary: 'Read your account',
         tags: ['account'],
@@ -89,7 +84,6 @@ export const accountRoutes: FastifyPluginAsyncTypebox<{
   app.patch(
     '/users/me',
     {
-      config,
       schema: {
         summary: 'Change your email, age or level',
         tags: ['account'],
@@ -113,7 +107,6 @@ export const accountRoutes: FastifyPluginAsyncTypebox<{
   app.post(
     '/users/me/password',
     {
-      config,
       schema: {
         summary: 'Change your password; every other session ends',
         tags: ['account'],
@@ -137,7 +130,6 @@ export const accountRoutes: FastifyPluginAsyncTypebox<{
   app.delete(
     '/users/me',
     {
-      config,
       schema: {
         summary: 'Delete your account, conversation and sessions',
         tags: ['account'],
@@ -157,7 +149,6 @@ export const accountRoutes: FastifyPluginAsyncTypebox<{
   app.get(
     '/users/me/sessions',
     {
-      config,
       schema: {
         summary: 'List your live sessions',
         tags: ['sessions'],
@@ -175,7 +166,6 @@ export const accountRoutes: FastifyPluginAsyncTypebox<{
   app.delete(
     '/users/me/sessions/:id',
     {
-      config,
       schema: {
         summary: 'End one of your sessions',
         tags: ['sessions'],

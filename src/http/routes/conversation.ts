@@ -9,7 +9,6 @@ export const conversationRoutes: FastifyPluginAsyncTypebox<{ conversations: Conv
   app.get(
     '/conversation',
     {
-      config: { errorStyle: 'resource' },
       schema: {
         summary: "Read the current user's conversation",
         tags: ['conversation'],
