@@ -1,3 +1,4 @@
+import { availableParallelism } from 'node:os';
 import Type, { type Static } from 'typebox';
 import Value from 'typebox/value';
 
@@ -29,6 +30,7 @@ const EnvSchema = Type.Object({
   ),
   DOCS_ENABLED: booleanFlag('true'),
   TRUST_PROXY: booleanFlag('false'),
+  WORKERS: Type.String({ default: '1', pattern: '^(auto|[1-9][0-9]?)$' }),
 });
 
 type Env = Static<typeof EnvSchema>;
@@ -60,6 +62,8 @@ export interface Config {
   readonly logLevel: string;
   readonly docsEnabled: boolean;
   readonly trustProxy: boolean;
+  /** Processes serving the port (node:cluster); `auto` became the number of cores. */
+  readonly workers: number;
 }
 
 export class ConfigError extends Error {
@@ -157,12 +161,14 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     logLevel: values.LOG_LEVEL,
     docsEnabled: isTrue(values.DOCS_ENABLED),
     trustProxy: isTrue(values.TRUST_PROXY),
+    workers: values.WORKERS === 'auto' ? availableParallelism() : Number(values.WORKERS),
   });
 }
 
 function describeProblem(name: string, message: string): string {
   const schema = (EnvSchema.properties as unknown as Record<string, { anyOf?: { const: string }[] }>)[name];
   if (schema?.anyOf) return `must be one of ${schema.anyOf.map((option) => option.const).join(', ')}`;
+  if (name === 'WORKERS') return 'must be a number of processes from 1 to 99, or auto';
   return message;
 }
 

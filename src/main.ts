@@ -1,13 +1,17 @@
+import cluster from 'node:cluster';
 import { existsSync } from 'node:fs';
 import closeWithGrace from 'close-with-grace';
 import { buildApp } from './app.ts';
 import { runKeysCommand } from './commands/keys.ts';
 import { runMigrateCommand } from './commands/migrate.ts';
+import { runSeedUsersCommand } from './commands/seed-users.ts';
 import { type Config, ConfigError, loadConfig } from './config.ts';
-import { createDb } from './db/connect.ts';
+import { createDb, type DbHandle } from './db/connect.ts';
 import { migrateToLatest } from './db/migrate.ts';
+import { createSigningKeysRepository } from './db/signing-keys.ts';
 import { systemClock } from './security/clock.ts';
 import { createPasswordHasher } from './security/passwords.ts';
+import { loadKeyRing } from './services/keys.ts';
 
 function readConfig(): Config {
   if (existsSync('.env')) process.loadEnvFile('.env');
@@ -22,15 +26,20 @@ function readConfig(): Config {
   }
 }
 
-async function serve(config: Config): Promise<void> {
+async function prepareDatabase(config: Config): Promise<DbHandle> {
   const handle = createDb(config.database);
   try {
     await migrateToLatest(handle);
+    return handle;
   } catch (error) {
     console.error(`gatehouse: cannot prepare the database: ${(error as Error).cause ?? error}`);
     await handle.close().catch(() => {});
     process.exit(1);
   }
+}
+
+async function serve(config: Config): Promise<void> {
+  const handle = await prepareDatabase(config);
   const app = await buildApp(config, {
     db: handle,
     clock: systemClock,
@@ -49,22 +58,56 @@ async function serve(config: Config): Promise<void> {
 
   await app.listen({ host: config.host, port: config.port });
   app.log.info(
-    { database: config.database.kind, algorithm: config.jwt.algorithm },
+    { database: config.database.kind, algorithm: config.jwt.algorithm, pid: process.pid },
     `Gatehouse listening on http://${config.host}:${config.port} (docs at /docs)`,
   );
+}
+
+/** The cluster's primary: migrates and creates the first key once, then keeps `workers` servers running. */
+async function superviseWorkers(config: Config): Promise<void> {
+  const handle = await prepareDatabase(config);
+  await loadKeyRing({
+    algorithm: config.jwt.algorithm,
+    secret: config.jwt.secret,
+    signingKeys: createSigningKeysRepository(handle.db),
+    clock: systemClock,
+    retireAfterSeconds: Number.MAX_SAFE_INTEGER,
+  });
+  await handle.close();
+
+  let stopping = false;
+  for (let i = 0; i < config.workers; i += 1) cluster.fork();
+  cluster.on('exit', (worker, code, signal) => {
+    if (stopping) {
+      if (Object.keys(cluster.workers ?? {}).length === 0) process.exit(0);
+      return;
+    }
+    console.error(`gatehouse: worker ${worker.process.pid} exited (${signal ?? code}); starting another`);
+    cluster.fork();
+  });
+  const stop = () => {
+    stopping = true;
+    for (const worker of Object.values(cluster.workers ?? {})) worker?.process.kill('SIGTERM');
+    if (Object.keys(cluster.workers ?? {}).length === 0) process.exit(0);
+  };
+  process.on('SIGTERM', stop);
+  process.on('SIGINT', stop);
 }
 
 const [command = 'serve', ...args] = process.argv.slice(2);
 const config = readConfig();
 if (command === 'serve') {
-  await serve(config);
+  if (config.workers > 1 && cluster.isPrimary) await superviseWorkers(config);
+  else await serve(config);
 } else {
   const print = (line: string) => console.log(line);
   try {
     if (command === 'migrate') process.exitCode = await runMigrateCommand(config, print);
     else if (command === 'keys') process.exitCode = await runKeysCommand(config, args, print);
-    else {
-      console.error('usage: node src/main.ts [serve | migrate | keys list|rotate|retire <kid>]');
+    else if (command === 'seed-users') {
+      process.exitCode = await runSeedUsersCommand(config, args, print, (line) => process.stderr.write(line));
+    } else {
+      console.error('usage: node src/main.ts [serve | migrate | keys list|rotate|retire <kid> | seed-users --count N]');
       process.exitCode = 2;
     }
   } catch (error) {

@@ -1,4 +1,4 @@
-import type { Generated, Kysely, Selectable } from 'kysely';
+import type { Generated, Insertable, Kysely, Selectable } from 'kysely';
 
 export type Level = 'beginner' | 'intermediate' | 'advanced';
 
@@ -79,5 +79,6 @@ export interface Database {
 
 export type Db = Kysely<Database>;
 export type UserRow = Selectable<UsersTable>;
+export type NewUserRow = Insertable<UsersTable>;
 export type SigningKeyRow = Selectable<SigningKeysTable>;
 export type Dialect = 'sqlite' | 'postgres';

@@ -232,6 +232,14 @@ describe.each(DIALECTS)('POST /register (%s)', (dialect) => {
       expect(again.status, again.text).toBe(409);
     });
 
+    it('treats a decomposed username (e + U+0301) as its composed NFKC form', async () => {
+      const rest = randomId(4);
+      const first = await postJson(ctx.url('/register/'), body({ username: `café${rest}` }));
+      expect(first.status, first.text).toBe(200);
+      const r = await postJson(ctx.url('/register/'), body({ username: `cafe\u0301${rest}` }));
+      expect(r.status, r.text).toBe(409);
+    });
+
     it('accepts non-ASCII letters (Unicode letters are letters)', async () => {
       const u = `jürgen${uniqueName('').replace(/_/g, '').slice(0, 10)}`;
       const r = await postJson(ctx.url('/register/'), body({ username: u }));
@@ -254,6 +262,13 @@ describe.each(DIALECTS)('POST /register (%s)', (dialect) => {
       expect(Object.keys(r.json).sort()).toEqual(['code', 'detail']);
     });
 
+    it('refuses a local part over 64 characters (RFC 5321 §4.5.3.1.1, as FastAPI EmailStr does)', async () => {
+      expect422(
+        await postJson(ctx.url('/register/'), body({ email: `${'l'.repeat(65)}@example.com` })),
+        'email',
+      );
+    });
+
     it('accepts a 254-character address and refuses 255', async () => {
       const local = `${uniqueName('e').replace(/_/g, '')}${'a'.repeat(64)}`.slice(0, 64);
       const domain = `${'b'.repeat(63)}.${'c'.repeat(63)}.${'d'.repeat(57)}.com`;
@@ -274,6 +289,10 @@ describe.each(DIALECTS)('POST /register (%s)', (dialect) => {
       'a@@example.com',
       '',
       'a@example.com\n',
+      'a@example',
+      'a@example.com.',
+      'a@-example.com',
+      'a..b@example.com',
       'a\u0000b@example.com',
       'ab@exa\u0000mple.com',
     ])('refuses the malformed address %j with 422 at body.email', async (email) => {
@@ -340,6 +359,14 @@ describe.each(DIALECTS)('POST /register (%s)', (dialect) => {
       const b = body({ password: pw });
       expect((await postJson(ctx.url('/register/'), b)).status).toBe(200);
       await login(ctx, b.username, pw);
+    });
+
+    it('logs in with the NFD form of an NFC password (NFKC/NFKD before hashing, checklist 26)', async () => {
+      const pw = ctx.track(`Pässwörd-Ünïcødé-${randomId(4)}`.normalize('NFC'));
+      const b = body({ password: pw });
+      expect((await postJson(ctx.url('/register/'), b)).status).toBe(200);
+      await login(ctx, b.username as string, pw.normalize('NFD'));
+      await login(ctx, b.username as string, pw);
     });
 
     it('has no composition rules: lower-case letters and spaces are fine (checklist 27)', async () => {

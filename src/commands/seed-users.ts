@@ -1,0 +1,66 @@
+import { WELCOME_MESSAGE } from '../app.ts';
+import type { Config } from '../config.ts';
+import { createBulkUsersRepository } from '../db/bulk-users.ts';
+import { createDb } from '../db/connect.ts';
+import { migrateToLatest } from '../db/migrate.ts';
+import type { NewUserRow } from '../db/schema.ts';
+import { createPasswordHasher } from '../security/passwords.ts';
+
+export const SEEDED_PASSWORD = 'seeded user password 0001';
+const BATCH = 2000;
+
+/**
+ * `npm run seed-users -- --count N`: fills the database with N users (seed-<n>, password SEEDED_PASSWORD) for
+ * load tests, sharing one precomputed hash; returns the process exit code.
+ */
+export async function runSeedUsersCommand(
+  config: Config,
+  args: string[],
+  print: (line: string) => void,
+  progress: (line: string) => void,
+): Promise<number> {
+  const countIndex = args.indexOf('--count');
+  const count = countIndex >= 0 ? Number(args[countIndex + 1]) : Number.NaN;
+  if (!Number.isInteger(count) || count < 1 || count > 100_000_000) {
+    print('usage: npm run seed-users -- --count N');
+    return 2;
+  }
+  const handle = createDb(config.database);
+  try {
+    await migrateToLatest(handle);
+    const bulk = createBulkUsersRepository(handle.db);
+    const passwordHash = await createPasswordHasher(config.passwords.argon2).hash(SEEDED_PASSWORD);
+    const offset = await bulk.countUsers();
+    const started = performance.now();
+    for (let done = 0; done < count; done += BATCH) {
+      const now = new Date();
+      const rows: NewUserRow[] = [];
+      for (let i = done; i < Math.min(count, done + BATCH); i += 1) {
+        const name = `seed-${(offset + i).toString(36)}`;
+        rows.push({
+          username: name,
+          username_canonical: name,
+          email: `${name}@seed.example`,
+          email_canonical: `${name}@seed.example`,
+          password_hash: passwordHash,
+          age: 20 + (i % 60),
+          level: 'beginner',
+          created_at_ms: now.getTime(),
+          updated_at_ms: now.getTime(),
+        });
+      }
+      await bulk.insertUsersWithConversations(rows, WELCOME_MESSAGE, now);
+      const finished = Math.min(count, done + BATCH);
+      const share = finished / count;
+      const bar = '#'.repeat(Math.round(share * 30)).padEnd(30, '.');
+      const elapsed = (performance.now() - started) / 1000;
+      progress(`\r[${bar}] ${(share * 100).toFixed(0).padStart(3)}% ${finished}/${count} users, ${elapsed.toFixed(1)} s`);
+    }
+    progress('\n');
+    const seconds = (performance.now() - started) / 1000;
+    print(`seeded ${count} users in ${seconds.toFixed(1)} s (${Math.round(count / seconds)} users/s); password: ${SEEDED_PASSWORD}`);
+    return 0;
+  } finally {
+    await handle.close();
+  }
+}

@@ -1,0 +1,45 @@
+import type { Db, NewUserRow } from './schema.ts';
+
+export interface BulkUsersRepository {
+  /** Inserts users with their conversations and welcome messages, set-wise; returns how many users. */
+  insertUsersWithConversations(users: NewUserRow[], welcomeMessage: string, now: Date): Promise<number>;
+  countUsers(): Promise<number>;
+}
+
+export function createBulkUsersRepository(db: Db): BulkUsersRepository {
+  return {
+    async insertUsersWithConversations(users, welcomeMessage, now) {
+      if (users.length === 0) return 0;
+      const nowMs = now.getTime();
+      return db.transaction().execute(async (trx) => {
+        const inserted = await trx.insertInto('users').values(users).returning('id').execute();
+        const ids = inserted.map((row) => Number(row.id));
+        const conversations = await trx
+          .insertInto('conversations')
+          .values(ids.map((id) => ({ user_id: id, created_at_ms: nowMs })))
+          .returning('id')
+          .execute();
+        await trx
+          .insertInto('messages')
+          .values(
+            conversations.map((row) => ({
+              conversation_id: Number(row.id),
+              author: 'system' as const,
+              body: welcomeMessage,
+              created_at_ms: nowMs,
+            })),
+          )
+          .execute();
+        return ids.length;
+      });
+    },
+
+    async countUsers() {
+      const row = await db
+        .selectFrom('users')
+        .select((eb) => eb.fn.countAll().as('count'))
+        .executeTakeFirstOrThrow();
+      return Number(row.count);
+    },
+  };
+}
