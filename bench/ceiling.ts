@@ -20,10 +20,16 @@ const server = createServer(async (request, response) => {
       conversation: 'This is a secure conversation',
       current_user: payload.preferred_username,
     });
-    response.writeHead(200, { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store' });
+    response.writeHead(200, {
+      'content-type': 'application/json; charset=utf-8',
+      'cache-control': 'no-store',
+    });
     response.end(body);
   } catch {
-    response.writeHead(401, { 'content-type': 'application/json', 'www-authenticate': 'Bearer error="invalid_token"' });
+    response.writeHead(401, {
+      'content-type': 'application/json',
+      'www-authenticate': 'Bearer error="invalid_token"',
+    });
     response.end('{"detail":"Could not validate credentials"}');
   }
 });

@@ -4,7 +4,15 @@
 // FastAPI seed when its Debian packages are installed. Prints a Markdown table and writes bench/results/.
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { createServer } from 'node:net';
 import { availableParallelism, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -147,7 +155,11 @@ async function load(options: LoadOptions) {
     duration: options.duration ?? seconds,
     headers: options.headers,
     ...(options.setupBody
-      ? { requests: [{ setupRequest: (request: autocannon.Request) => ({ ...request, body: options.setupBody?.() }) }] }
+      ? {
+          requests: [
+            { setupRequest: (request: autocannon.Request) => ({ ...request, body: options.setupBody?.() }) },
+          ],
+        }
       : options.body
         ? { body: options.body }
         : {}),
@@ -195,7 +207,13 @@ async function registerAndLogin(base: string, username: string) {
   const registered = await fetch(`${base}/register/`, {
     method: 'POST',
     headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ username, email: `${username}@example.com`, password, age: 30, level: 'beginner' }),
+    body: JSON.stringify({
+      username,
+      email: `${username}@example.com`,
+      password,
+      age: 30,
+      level: 'beginner',
+    }),
   });
   if (registered.status !== 200) throw new Error(`register: ${registered.status} ${await registered.text()}`);
   const token = await fetch(`${base}/token`, {
@@ -221,7 +239,13 @@ const uniqueName = () => `b${randomBytes(6).toString('hex')}`;
 const tokenForm = new URLSearchParams({ grant_type: 'password', username: 'benchuser', password }).toString();
 const formHeaders = { 'content-type': 'application/x-www-form-urlencoded' };
 const registerBody = () =>
-  JSON.stringify({ username: uniqueName(), email: `${uniqueName()}@example.com`, password, age: 30, level: 'beginner' });
+  JSON.stringify({
+    username: uniqueName(),
+    email: `${uniqueName()}@example.com`,
+    password,
+    age: 30,
+    level: 'beginner',
+  });
 
 async function benchCeiling() {
   const { publicKey, privateKey } = await generateKeyPair('EdDSA', { crv: 'Ed25519', extractable: true });
@@ -254,7 +278,9 @@ async function benchCeiling() {
 }
 
 async function benchArgon2() {
-  const output = execFileSync(process.execPath, ['bench/argon2-rate.ts', String(seconds)], { cwd: root }).toString();
+  const output = execFileSync(process.execPath, ['bench/argon2-rate.ts', String(seconds)], {
+    cwd: root,
+  }).toString();
   const rate = JSON.parse(output) as { verifiesPerSecond: number; workers: number };
   log(`argon2id raw: ${rate.verifiesPerSecond.toFixed(1)} verifies/s on ${rate.workers} cores`);
   return rate;
@@ -289,9 +315,13 @@ function seedAvailable(): string | undefined {
   const runSh = resolve(root, '../shared/reference-fastapi/run.sh');
   if (!existsSync(runSh)) return undefined;
   try {
-    execFileSync('/usr/bin/python3', ['-c', 'import fastapi, uvicorn, jose, passlib, sqlalchemy, multipart'], {
-      stdio: 'ignore',
-    });
+    execFileSync(
+      '/usr/bin/python3',
+      ['-c', 'import fastapi, uvicorn, jose, passlib, sqlalchemy, multipart'],
+      {
+        stdio: 'ignore',
+      },
+    );
     return runSh;
   } catch {
     return undefined;
@@ -299,7 +329,9 @@ function seedAvailable(): string | undefined {
 }
 
 async function main() {
-  log(`${quick ? 'quick' : 'full'} run, ${seconds} s per measurement, ${connections} connections, ${availableParallelism()} cores`);
+  log(
+    `${quick ? 'quick' : 'full'} run, ${seconds} s per measurement, ${connections} connections, ${availableParallelism()} cores`,
+  );
   const ceiling = await benchCeiling();
 
   const sqliteUrl = `sqlite:${join(work, 'gatehouse.db')}`;
@@ -314,11 +346,13 @@ async function main() {
 
   const argon2 = await benchArgon2();
   extra.argon2 = argon2;
-  const tokenRow = await measure(
-    'Gatehouse POST /token, SQLite',
-    sqlite.pid,
-    { url: `${sqlite.base}/token`, method: 'POST', headers: formHeaders, body: tokenForm, connections: 8 },
-  );
+  const tokenRow = await measure('Gatehouse POST /token, SQLite', sqlite.pid, {
+    url: `${sqlite.base}/token`,
+    method: 'POST',
+    headers: formHeaders,
+    body: tokenForm,
+    connections: 8,
+  });
   const registerRow = await measure('Gatehouse POST /register/, SQLite', sqlite.pid, {
     url: `${sqlite.base}/register/`,
     method: 'POST',
@@ -330,7 +364,13 @@ async function main() {
   // Logins must not slow everyone else down: p99 of /conversation at rest, then while /token is flooded.
   const atRest = await load({ url: `${sqlite.base}/conversation`, headers: auth, connections: 8 });
   const [, flooded] = await Promise.all([
-    load({ url: `${sqlite.base}/token`, method: 'POST', headers: formHeaders, body: tokenForm, connections: 16 }),
+    load({
+      url: `${sqlite.base}/token`,
+      method: 'POST',
+      headers: formHeaders,
+      body: tokenForm,
+      connections: 16,
+    }),
     load({ url: `${sqlite.base}/conversation`, headers: auth, connections: 8 }),
   ]);
   extra.flood = {
@@ -403,7 +443,9 @@ async function main() {
     });
     await stop(seed.child);
   } else {
-    log('FastAPI seed skipped: ../shared/reference-fastapi or its Debian packages are missing (see its README)');
+    log(
+      'FastAPI seed skipped: ../shared/reference-fastapi or its Debian packages are missing (see its README)',
+    );
   }
 
   const ratio = (a: number | undefined, b: number | undefined) => (a && b ? a / b : undefined);
@@ -429,7 +471,8 @@ async function main() {
     ),
     `| raw argon2id verify, ${argon2.workers} cores | ${fmt(argon2.verifiesPerSecond, 1)} | | | | | |`,
   ];
-  const show = (value: number | undefined, digits = 2) => (value === undefined ? 'n/a' : `${value.toFixed(digits)}×`);
+  const show = (value: number | undefined, digits = 2) =>
+    value === undefined ? 'n/a' : `${value.toFixed(digits)}×`;
   const summary = [
     '',
     `- /conversation SQLite vs ceiling: ${show(targets.sqliteVsCeilingRps)} req/s (target ≥ 0.8×), CPU/req ${show(targets.sqliteVsCeilingCpu)} (target ≤ 1.25×)`,
@@ -447,7 +490,17 @@ async function main() {
   writeFileSync(
     file,
     `${JSON.stringify(
-      { date: new Date().toISOString(), quick, seconds, connections, cores: availableParallelism(), extraUsers, rows, extra, targets },
+      {
+        date: new Date().toISOString(),
+        quick,
+        seconds,
+        connections,
+        cores: availableParallelism(),
+        extraUsers,
+        rows,
+        extra,
+        targets,
+      },
       null,
       2,
     )}\n`,

@@ -1,3 +1,4 @@
+import './runtime-check.ts';
 import cluster from 'node:cluster';
 import { existsSync } from 'node:fs';
 import closeWithGrace from 'close-with-grace';
@@ -107,7 +108,9 @@ if (command === 'serve') {
     else if (command === 'seed-users') {
       process.exitCode = await runSeedUsersCommand(config, args, print, (line) => process.stderr.write(line));
     } else {
-      console.error('usage: node src/main.ts [serve | migrate | keys list|rotate|retire <kid> | seed-users --count N]');
+      console.error(
+        'usage: node src/main.ts [serve | migrate | keys list|rotate|retire <kid> | seed-users --count N]',
+      );
       process.exitCode = 2;
     }
   } catch (error) {

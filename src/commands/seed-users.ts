@@ -54,11 +54,15 @@ export async function runSeedUsersCommand(
       const share = finished / count;
       const bar = '#'.repeat(Math.round(share * 30)).padEnd(30, '.');
       const elapsed = (performance.now() - started) / 1000;
-      progress(`\r[${bar}] ${(share * 100).toFixed(0).padStart(3)}% ${finished}/${count} users, ${elapsed.toFixed(1)} s`);
+      progress(
+        `\r[${bar}] ${(share * 100).toFixed(0).padStart(3)}% ${finished}/${count} users, ${elapsed.toFixed(1)} s`,
+      );
     }
     progress('\n');
     const seconds = (performance.now() - started) / 1000;
-    print(`seeded ${count} users in ${seconds.toFixed(1)} s (${Math.round(count / seconds)} users/s); password: ${SEEDED_PASSWORD}`);
+    print(
+      `seeded ${count} users in ${seconds.toFixed(1)} s (${Math.round(count / seconds)} users/s); password: ${SEEDED_PASSWORD}`,
+    );
     return 0;
   } finally {
     await handle.close();

@@ -1,3 +1,4 @@
+import { prepareQuery } from './prepared.ts';
 import type { Db } from './schema.ts';
 
 export interface ConversationMessage {
@@ -11,15 +12,18 @@ export interface ConversationsRepository {
 }
 
 export function createConversationsRepository(db: Db): ConversationsRepository {
+  const messagesOfUser = prepareQuery(
+    db
+      .selectFrom('conversations')
+      .leftJoin('messages', 'messages.conversation_id', 'conversations.id')
+      .select(['messages.author', 'messages.body', 'messages.created_at_ms'])
+      .where('conversations.user_id', '=', -1)
+      .orderBy('messages.id'),
+    [-1],
+  );
   return {
     async findMessagesByUserId(userId) {
-      const rows = await db
-        .selectFrom('conversations')
-        .leftJoin('messages', 'messages.conversation_id', 'conversations.id')
-        .select(['messages.author', 'messages.body', 'messages.created_at_ms'])
-        .where('conversations.user_id', '=', userId)
-        .orderBy('messages.id')
-        .execute();
+      const { rows } = await db.executeQuery(messagesOfUser(userId));
       if (rows.length === 0) return undefined;
       return rows.flatMap((row) =>
         row.author && row.body !== null

@@ -1,3 +1,4 @@
+import { prepareQuery } from './prepared.ts';
 import type { Db } from './schema.ts';
 import { toUser, type User, userColumns } from './users.ts';
 
@@ -84,6 +85,20 @@ interface SessionRow {
 }
 
 export function createSessionsRepository(db: Db): SessionsRepository {
+  // Every authenticated request runs this one: prepared once, bound per request.
+  const userOfLiveSession = prepareQuery(
+    db
+      .selectFrom('sessions')
+      .innerJoin('users', 'users.id', 'sessions.user_id')
+      .select(userColumns.map((column) => `users.${column}` as const))
+      .where('sessions.id', '=', '\u0000session')
+      .where('sessions.user_id', '=', -1)
+      .where('sessions.revoked_at_ms', 'is', null)
+      .where('sessions.expires_at_ms', '>', -2)
+      .where('sessions.last_used_at_ms', '>', -3),
+    ['\u0000session', -1, -2, -3],
+  );
+
   return {
     async insertSession(session, firstToken, now) {
       const nowMs = now.getTime();
@@ -164,17 +179,10 @@ export function createSessionsRepository(db: Db): SessionsRepository {
     },
 
     async findUserOfLiveSession(sessionId, userId, now, idleSince) {
-      const row = await db
-        .selectFrom('sessions')
-        .innerJoin('users', 'users.id', 'sessions.user_id')
-        .select(userColumns.map((column) => `users.${column}` as const))
-        .where('sessions.id', '=', sessionId)
-        .where('sessions.user_id', '=', userId)
-        .where('sessions.revoked_at_ms', 'is', null)
-        .where('sessions.expires_at_ms', '>', now.getTime())
-        .where('sessions.last_used_at_ms', '>', idleSince.getTime())
-        .executeTakeFirst();
-      return row ? toUser(row) : undefined;
+      const { rows } = await db.executeQuery(
+        userOfLiveSession(sessionId, userId, now.getTime(), idleSince.getTime()),
+      );
+      return rows[0] ? toUser(rows[0]) : undefined;
     },
 
     async findLiveSessions(userId, now, idleSince) {

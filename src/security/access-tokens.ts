@@ -8,6 +8,8 @@ export interface KeyRing {
   current(): SigningKey;
   /** May look the key up afresh (rotation on another instance); undefined for an unknown or retired kid. */
   find(kid: string): SigningKey | undefined | Promise<SigningKey | undefined>;
+  /** Whether the kid is among the keys loaded now, without any lookup. */
+  has(kid: string): boolean;
 }
 
 export interface AccessTokenSubject {
@@ -45,6 +47,8 @@ const CLOCK_TOLERANCE_SECONDS = 5;
 const MAX_TOKEN_LENGTH = 4096;
 const COMPACT_JWS = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/;
 const USER_ID = /^[1-9][0-9]{0,14}$/;
+// Verified tokens kept by their exact string, so a client's repeated requests skip the signature check.
+const VERIFIED_CACHE_ENTRIES = 10_000;
 const SESSION_ID = /^[A-Za-z0-9_-]{1,64}$/;
 
 export interface AccessTokens {
@@ -57,6 +61,28 @@ export interface AccessTokens {
 /** Builds the issuer and verifier of access tokens, pinned to one algorithm, issuer, audience and type. */
 export function createAccessTokens(options: AccessTokenOptions): AccessTokens {
   const { keys, issuer, audience, ttlSeconds, clock } = options;
+  const verifiedCache = new Map<string, { verified: VerifiedAccessToken; kid: string }>();
+
+  const fromCache = (token: string): VerifiedAccessToken | undefined => {
+    const hit = verifiedCache.get(token);
+    if (!hit) return undefined;
+    // Never past exp, never after its key left the ring (retired, or a rotation's grace ran out).
+    const expired =
+      hit.verified.expiresAt.getTime() + CLOCK_TOLERANCE_SECONDS * 1000 <= clock.now().getTime();
+    if (expired || !keys.has(hit.kid)) {
+      verifiedCache.delete(token);
+      return undefined;
+    }
+    return hit.verified;
+  };
+
+  const remember = (token: string, verified: VerifiedAccessToken, kid: string) => {
+    if (verifiedCache.size >= VERIFIED_CACHE_ENTRIES) {
+      const oldest = verifiedCache.keys().next().value;
+      if (oldest !== undefined) verifiedCache.delete(oldest);
+    }
+    verifiedCache.set(token, { verified, kid });
+  };
 
   return {
     async issue(subject) {
@@ -80,10 +106,12 @@ export function createAccessTokens(options: AccessTokenOptions): AccessTokens {
     },
 
     async verify(token) {
+      const cached = fromCache(token);
+      if (cached) return cached;
       if (token.length > MAX_TOKEN_LENGTH || !COMPACT_JWS.test(token)) throw invalidToken();
       const algorithm = keys.current().algorithm;
       try {
-        const { payload } = await jwtVerify(
+        const { payload, protectedHeader } = await jwtVerify(
           token,
           async (header) => {
             const key =
@@ -115,13 +143,15 @@ export function createAccessTokens(options: AccessTokenOptions): AccessTokens {
         ) {
           throw invalidToken();
         }
-        return {
+        const verified = {
           userId: Number(payload.sub),
           sessionId: payload.sid as string,
           jti: payload.jti,
           scope: typeof payload.scope === 'string' ? payload.scope : '',
           expiresAt: new Date((payload.exp as number) * 1000),
         };
+        remember(token, verified, protectedHeader.kid as string);
+        return verified;
       } catch (error) {
         // Whatever jose or WebCrypto objects to, the client learns only that the token is invalid.
         throw error instanceof AppError ? error : invalidToken(error);

@@ -57,6 +57,14 @@ export interface AccountsDependencies {
 
 const USERNAME = /^[\p{L}\p{Nd}._-]{3,32}$/u;
 
+// RFC 5321 §4.5.3.1.1, which FastAPI's EmailStr enforces too; the schema's email format checks the rest.
+const hasValidLocalPart = (email: string) => email.lastIndexOf('@') <= 64;
+const EMAIL_LOCAL_PART_PROBLEM: FieldProblem = {
+  loc: ['body', 'email'],
+  msg: 'value is not a valid email address: the part before @ is longer than 64 characters',
+  type: 'value_error',
+};
+
 /** Returns the display form (trimmed, NFKC) and the canonical form (case-folded) of a username. */
 export function normaliseUsername(raw: string): { display: string; canonical: string } | undefined {
   const display = raw.trim().normalize('NFKC');
@@ -81,6 +89,7 @@ export function createAccountsService(deps: AccountsDependencies): AccountsServi
         });
       }
       const email = registration.email.trim();
+      if (!hasValidLocalPart(email)) problems.push(EMAIL_LOCAL_PART_PROBLEM);
       const passwordProblem = policy.check(registration.password, [
         registration.username,
         email,
@@ -133,6 +142,9 @@ export function createAccountsService(deps: AccountsDependencies): AccountsServi
 
     async updateProfile(userId, changes) {
       const email = changes.email?.trim();
+      if (email !== undefined && !hasValidLocalPart(email)) {
+        throw new AppError('validation_failed', 'Invalid email', { details: [EMAIL_LOCAL_PART_PROBLEM] });
+      }
       const user = await users.updateUserProfile(
         userId,
         {

@@ -35,6 +35,7 @@ export async function loadKeyRing(options: KeyRingOptions): Promise<LoadedKeyRin
     return {
       current: () => key,
       find: (kid) => (kid === key.kid ? key : undefined),
+      has: (kid) => kid === key.kid,
       publicJwks: () => [],
       reload: async () => {},
     };
@@ -67,6 +68,7 @@ export async function loadKeyRing(options: KeyRingOptions): Promise<LoadedKeyRin
       await reload();
       return byKid.get(kid);
     },
+    has: (kid) => byKid.has(kid),
     publicJwks: () => keys.flatMap((key) => (key.publicJwk ? [key.publicJwk] : [])),
     reload,
   };

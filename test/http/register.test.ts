@@ -97,6 +97,7 @@ describe.each(dialects)('POST /register/ on %s', (dialect) => {
     ['a level as a privilege', { level: 'superuser' }, 'level'],
     ['a malformed email', { email: 'not-an-email' }, 'email'],
     ['an email over 254 characters', { email: `${'a'.repeat(250)}@example.com` }, 'email'],
+    ['an email whose local part is over 64 characters', { email: `${'l'.repeat(65)}@example.com` }, 'email'],
     ['a 2-character username', { username: 'ab' }, 'username'],
     ['a 33-character username', { username: 'a'.repeat(33) }, 'username'],
     ['a username with a space inside', { username: 'al ice' }, 'username'],

@@ -11,9 +11,10 @@ import {
 import { createTestClock } from '../support/clock.ts';
 import { decodeToken, ed25519Sign, forgedTokens, hmacSign } from '../support/forge-token.ts';
 
-const ringOf = (key: SigningKey): KeyRing => ({
+const ringOf = (key: SigningKey, active = { value: true }): KeyRing => ({
   current: () => key,
-  find: (kid) => (kid === key.kid ? key : undefined),
+  find: (kid) => (kid === key.kid && active.value ? key : undefined),
+  has: (kid) => kid === key.kid && active.value,
 });
 const SECRET = 'q3W9zL0vB7nX2cR5tY8uI1oP4aS6dF0gH3jK7lZ9xC2vB5nM';
 
@@ -92,9 +93,26 @@ describe.each(await setups())('access tokens ($name)', (setup) => {
       scope: 'conversation',
     });
     local.advanceSeconds(899);
+    // Verified twice: the second answer comes from the cache, which must expire the token all the same.
+    await expect(localTokens.verify(issued.token)).resolves.toBeDefined();
     await expect(localTokens.verify(issued.token)).resolves.toBeDefined();
     local.advanceSeconds(10);
     await expect(localTokens.verify(issued.token)).rejects.toMatchObject({ code: 'invalid_token' });
+  });
+
+  it('refuses a cached token once its key has left the ring', async () => {
+    const active = { value: true };
+    const local = createAccessTokens({ ...options, keys: ringOf(setup.ring.current(), active), clock });
+    const issued = await local.issue({
+      userId: 7,
+      username: 'Alice',
+      sessionId: 's1',
+      scope: 'conversation',
+    });
+    await expect(local.verify(issued.token)).resolves.toBeDefined();
+    await expect(local.verify(issued.token)).resolves.toBeDefined();
+    active.value = false;
+    await expect(local.verify(issued.token)).rejects.toMatchObject({ code: 'invalid_token' });
   });
 
   it('refuses a token from another issuer configuration signed with the same key', async () => {
