@@ -3,6 +3,7 @@ import { dirname } from 'node:path';
 import { DatabaseSync, type StatementSync } from 'node:sqlite';
 import { Kysely, PostgresDialect, type SqliteDatabase, SqliteDialect, type SqliteStatement } from 'kysely';
 import pg from 'pg';
+import { preparedStatementNames } from './prepared.ts';
 import type { Database, Dialect } from './schema.ts';
 
 export interface DbHandle {
@@ -37,7 +38,9 @@ export function createDb(target: DbTarget): DbHandle {
     });
     // An idle client that loses its server emits 'error'; without a listener that would crash the process.
     pool.on('error', () => {});
-    const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
+    const db = new Kysely<Database>({
+      dialect: new PostgresDialect({ pool: namingPreparedStatements(pool) }),
+    });
     return { db, dialect: 'postgres', schema: target.schema ?? 'public', close: () => db.destroy() };
   }
   const database = openSqlite(target.path);
@@ -45,14 +48,37 @@ export function createDb(target: DbTarget): DbHandle {
   return { db, dialect: 'sqlite', schema: undefined, close: () => db.destroy() };
 }
 
+/**
+ * Gives the hot queries (prepareQuery) a statement name, so each connection parses and plans them once rather
+ * than on every request. Other SQL, whose text varies, stays unnamed.
+ */
+function namingPreparedStatements(pool: pg.Pool): pg.Pool {
+  const wrapped = new WeakSet<pg.PoolClient>();
+  const connect = pool.connect.bind(pool) as () => Promise<pg.PoolClient>;
+  pool.connect = (async () => {
+    const client = await connect();
+    if (!wrapped.has(client)) {
+      const query = client.query.bind(client) as (...args: unknown[]) => unknown;
+      client.query = ((text: unknown, values?: unknown) => {
+        const name = typeof text === 'string' ? preparedStatementNames.get(text) : undefined;
+        return name ? query({ name, text, values }) : query(text, values);
+      }) as typeof client.query;
+      wrapped.add(client);
+    }
+    return client;
+  }) as typeof pool.connect;
+  return pool;
+}
+
 function openSqlite(path: string): SqliteDatabase {
   if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
   const sqlite = new DatabaseSync(path);
+  // First: several processes (instances starting together, a migration beside a server) may share the file,
+  // and switching to WAL below itself needs the lock.
+  sqlite.exec('PRAGMA busy_timeout = 5000');
   sqlite.exec('PRAGMA journal_mode = WAL');
   sqlite.exec('PRAGMA synchronous = NORMAL');
   sqlite.exec('PRAGMA foreign_keys = ON');
-  // Several processes (a migration beside a running server, several servers) may share the file.
-  sqlite.exec('PRAGMA busy_timeout = 5000');
   return adaptNodeSqlite(sqlite);
 }
 

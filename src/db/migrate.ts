@@ -23,9 +23,18 @@ export async function migrateToLatest(handle: {
     provider,
     ...(handle.schema ? { migrationTableSchema: handle.schema } : {}),
   });
-  const { error, results } = await migrator.migrateToLatest();
-  if (error) throw new AppError('internal', 'database migration failed', { cause: error });
-  return (results ?? [])
-    .filter((result) => result.status === 'Success')
-    .map((result) => result.migrationName);
+  // Kysely locks migrations on PostgreSQL but not across SQLite processes: when instances start together on a
+  // fresh file, the loser's transaction rolls back, and a retry finds the migrations applied.
+  for (let attempt = 1; ; attempt += 1) {
+    const { error, results } = await migrator.migrateToLatest();
+    if (!error) {
+      return (results ?? [])
+        .filter((result) => result.status === 'Success')
+        .map((result) => result.migrationName);
+    }
+    if (attempt >= 5 || handle.schema !== undefined) {
+      throw new AppError('internal', 'database migration failed', { cause: error });
+    }
+    await new Promise((resolve) => setTimeout(resolve, 100 * attempt));
+  }
 }

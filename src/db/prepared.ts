@@ -1,4 +1,8 @@
+import { createHash } from 'node:crypto';
 import { type Compilable, CompiledQuery } from 'kysely';
+
+/** SQL texts of prepared queries, by the statement name PostgreSQL connections prepare them under. */
+export const preparedStatementNames = new Map<string, string>();
 
 /**
  * Compiles a query once, with sentinel values where the parameters go, and returns a binder that reuses its SQL
@@ -16,5 +20,9 @@ export function prepareQuery<Row, Params extends unknown[]>(
   ) {
     throw new Error(`prepared query parameters out of order: ${compiled.sql}`);
   }
+  preparedStatementNames.set(
+    compiled.sql,
+    `gh_${createHash('sha256').update(compiled.sql).digest('hex').slice(0, 16)}`,
+  );
   return (...params) => CompiledQuery.raw(compiled.sql, params) as CompiledQuery<Row>;
 }

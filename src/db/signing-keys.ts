@@ -13,6 +13,8 @@ export interface SigningKeysRepository {
   findActiveSigningKeys(algorithm: string): Promise<StoredSigningKey[]>;
   findAllSigningKeys(): Promise<StoredSigningKey[]>;
   insertSigningKey(key: Omit<StoredSigningKey, 'createdAt' | 'retiredAt'>, now: Date): Promise<void>;
+  /** Stores the key only if no active key of its algorithm exists, serialised across instances. */
+  insertFirstSigningKey(key: Omit<StoredSigningKey, 'createdAt' | 'retiredAt'>, now: Date): Promise<void>;
   retireSigningKey(kid: string, now: Date): Promise<boolean>;
 }
 
@@ -47,6 +49,40 @@ export function createSigningKeysRepository(db: Db): SigningKeysRepository {
           retired_at_ms: null,
         })
         .execute();
+    },
+
+    async insertFirstSigningKey(key, now) {
+      await db.transaction().execute(async (trx) => {
+        // A write first: it takes SQLite's write lock at once, and on PostgreSQL a concurrent insert of the same
+        // row waits for this transaction. Instances starting together therefore create one key between them.
+        await trx
+          .insertInto('server_secrets')
+          .values({
+            name: `first_signing_key_${key.algorithm}`,
+            value: key.kid,
+            created_at_ms: now.getTime(),
+          })
+          .onConflict((conflict) => conflict.column('name').doNothing())
+          .execute();
+        const existing = await trx
+          .selectFrom('signing_keys')
+          .select('kid')
+          .where('algorithm', '=', key.algorithm)
+          .where('retired_at_ms', 'is', null)
+          .executeTakeFirst();
+        if (existing) return;
+        await trx
+          .insertInto('signing_keys')
+          .values({
+            kid: key.kid,
+            algorithm: key.algorithm,
+            public_jwk: JSON.stringify(key.publicJwk),
+            private_jwk: JSON.stringify(key.privateJwk),
+            created_at_ms: now.getTime(),
+            retired_at_ms: null,
+          })
+          .execute();
+      });
     },
 
     async retireSigningKey(kid, now) {

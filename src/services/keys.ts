@@ -50,8 +50,10 @@ export async function loadKeyRing(options: KeyRingOptions): Promise<LoadedKeyRin
     let stored = await activeKeys(options);
     if (stored.length === 0) {
       const generated = await generateEd25519KeyPair();
-      await options.signingKeys.insertSigningKey({ ...generated, algorithm: 'EdDSA' }, options.clock.now());
-      // Another instance may have created one at the same moment: every active key verifies, the newest signs.
+      await options.signingKeys.insertFirstSigningKey(
+        { ...generated, algorithm: 'EdDSA' },
+        options.clock.now(),
+      );
       stored = await activeKeys(options);
     }
     keys = await Promise.all(stored.map(importEd25519KeyPair));
