@@ -189,7 +189,8 @@ async function measure(name: string, pid: number, options: LoadOptions, note?: s
 
 async function startGatehouse(databaseUrl: string, env: Record<string, string> = {}) {
   const port = await freePort();
-  const server = start(process.execPath, ['src/main.ts'], {
+  // Exactly what the README runs, so the flags and the compile cache of `npm start` are measured too.
+  const server = start('npm', ['start', '--silent'], {
     PORT: String(port),
     HOST: '127.0.0.1',
     DATABASE_URL: databaseUrl,

@@ -36,7 +36,7 @@ function deprioritiseThreadpool(): void {
   try {
     for (const tid of readdirSync('/proc/self/task')) {
       if (readFileSync(`/proc/self/task/${tid}/comm`, 'utf8').trim() === 'libuv-worker')
-        setPriority(Number(tid), 10);
+        setPriority(Number(tid), 19);
     }
   } catch {
     // Elsewhere the threads keep the default priority.

@@ -1,3 +1,5 @@
+import { availableParallelism } from 'node:os';
+
 // Imported first by main.ts. npm puts the pinned `node` devDependency (Node 24) first on PATH for every script;
 // this stops a run outside npm, or a stale install, from going on with another Node.
 const major = Number(process.versions.node.split('.')[0]);
@@ -7,3 +9,7 @@ if (major !== 24) {
   );
   process.exit(1);
 }
+
+// Read by libuv when its threadpool first starts, which is after this line: room for one password hash per core
+// plus one queued, and two threads that hashing never takes (token signing, file I/O).
+process.env.UV_THREADPOOL_SIZE ??= String(Math.max(4, availableParallelism() + 3));

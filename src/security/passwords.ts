@@ -32,9 +32,9 @@ export function createPasswordHasher(
     parallelism: parameters.parallelism,
   };
   const expectedPrefix = `$argon2id$v=19$m=${parameters.memoryKib},t=${parameters.timeCost},p=${parameters.parallelism}$`;
-  // Hashes run on libuv's threadpool (4 threads unless UV_THREADPOOL_SIZE says otherwise), where WebCrypto
-  // token checks and file I/O run too: at most one hash per core, and always one thread left for the rest.
-  const limit = createLimiter(options.maxConcurrent ?? Math.max(1, Math.min(availableParallelism(), 3)));
+  // Hashes run on libuv's threadpool, where WebCrypto and file I/O run too: one hash per core keeps the cores
+  // busy, one more queued hides the hand-over gap, and main.ts sizes the pool so threads remain for the rest.
+  const limit = createLimiter(options.maxConcurrent ?? availableParallelism() + 1);
 
   const hashPassword = (password: string) => limit(() => hash(password.normalize('NFKC'), argonOptions));
   // Made at once, so that the first unknown-user login after a start costs no more than any other.
