@@ -11,6 +11,7 @@ import {
   readdirSync,
   readFileSync,
   rmSync,
+  statSync,
   writeFileSync,
 } from 'node:fs';
 import { createServer } from 'node:net';
@@ -248,6 +249,35 @@ const registerBody = () =>
     level: 'beginner',
   });
 
+async function benchLargeDatabase(databaseUrl: string, label: string) {
+  const server = await startGatehouse(databaseUrl);
+  const token = await registerAndLogin(server.base, 'benchuser');
+  const users = extraUsers.toLocaleString('en-US');
+  await measure(`Gatehouse GET /conversation, ${label}, ${users} users`, server.pid, {
+    url: `${server.base}/conversation`,
+    headers: { authorization: `Bearer ${token}` },
+  });
+  await measure(`Gatehouse POST /token, ${label}, ${users} users`, server.pid, {
+    url: `${server.base}/token`,
+    method: 'POST',
+    headers: formHeaders,
+    body: tokenForm,
+    connections: 8,
+  });
+  await stop(server.child);
+}
+
+async function postgresBytesPerUser(url: string, users: number): Promise<number> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    const result = await client.query('select pg_database_size(current_database())::float8 as size');
+    return Number(result.rows[0].size) / users;
+  } finally {
+    await client.end();
+  }
+}
+
 async function benchCeiling() {
   const { publicKey, privateKey } = await generateKeyPair('EdDSA', { crv: 'Ed25519', extractable: true });
   const jwk = { ...(await exportJWK(publicKey)), kid: 'ceiling', alg: 'EdDSA' };
@@ -336,7 +366,7 @@ async function main() {
   const ceiling = await benchCeiling();
 
   const sqliteUrl = `sqlite:${join(work, 'gatehouse.db')}`;
-  seedUsers(sqliteUrl, extraUsers);
+  seedUsers(sqliteUrl, 1000);
   const sqlite = await startGatehouse(sqliteUrl);
   const sqliteToken = await registerAndLogin(sqlite.base, 'benchuser');
   const auth = { authorization: `Bearer ${sqliteToken}` };
@@ -391,11 +421,24 @@ async function main() {
   });
   await stop(clustered.child);
 
+  // Issue 4's revocation check: its extra CPU per request against the whole request's CPU.
+  const revocation = JSON.parse(
+    execFileSync(process.execPath, ['bench/revocation-check.ts', sqliteUrl, quick ? '5000' : '20000'], {
+      cwd: root,
+    }).toString(),
+  ) as { userLookupCpuUs: number; userAndSessionCpuUs: number };
+  extra.revocationCheck = {
+    ...revocation,
+    extraCpuUsPerRequest: revocation.userAndSessionCpuUs - revocation.userLookupCpuUs,
+    shareOfConversationCpu:
+      (revocation.userAndSessionCpuUs - revocation.userLookupCpuUs) / (sqliteRow.cpuMsPerRequest * 1000),
+  };
+
   let postgresRow: Row | undefined;
   const postgres = await createPostgresDatabase();
   if (postgres) {
     try {
-      seedUsers(postgres.url, extraUsers);
+      seedUsers(postgres.url, 1000);
       const server = await startGatehouse(postgres.url);
       const token = await registerAndLogin(server.base, 'benchuser');
       postgresRow = await measure('Gatehouse GET /conversation, PostgreSQL', server.pid, {
@@ -413,6 +456,24 @@ async function main() {
     } finally {
       await postgres.drop();
     }
+  }
+
+  // The same two paths with a large user table: the indexes, not the table size, must decide their cost.
+  if (extraUsers > 0) {
+    const bigSqlite = `sqlite:${join(work, 'gatehouse-large.db')}`;
+    seedUsers(bigSqlite, extraUsers);
+    await benchLargeDatabase(bigSqlite, 'SQLite');
+    const bigPostgres = await createPostgresDatabase();
+    if (bigPostgres) {
+      try {
+        seedUsers(bigPostgres.url, extraUsers);
+        await benchLargeDatabase(bigPostgres.url, 'PostgreSQL');
+        extra.postgresBytesPerUser = await postgresBytesPerUser(bigPostgres.url, extraUsers);
+      } finally {
+        await bigPostgres.drop();
+      }
+    }
+    extra.sqliteBytesPerUser = statSync(join(work, 'gatehouse-large.db')).size / extraUsers;
   }
 
   let seedConversation: Row | undefined;
@@ -480,6 +541,7 @@ async function main() {
     `- /conversation PostgreSQL vs ceiling: ${show(targets.postgresVsCeilingRps)} (target ≥ 0.6×)`,
     `- /conversation vs FastAPI seed: SQLite ${show(targets.sqliteVsSeedRps, 1)}, PostgreSQL ${show(targets.postgresVsSeedRps, 1)} (target ≥ 10×)`,
     `- /token vs raw argon2id: ${show(targets.tokenVsArgon2)} (target ≥ 0.9×); vs seed ${show(targets.tokenVsSeed, 1)} (target ≥ 30×)`,
+    `- revocation check (session joined into the user lookup, SQLite): ${(extra.revocationCheck as { extraCpuUsPerRequest: number }).extraCpuUsPerRequest.toFixed(1)} µs CPU per request = ${((extra.revocationCheck as { shareOfConversationCpu: number }).shareOfConversationCpu * 100).toFixed(1)}% of /conversation's CPU (target ≤ 10%)`,
     `- /conversation p99 while /token is flooded: ${(extra.flood as { p99FloodedMs: number }).p99FloodedMs} ms vs ${(extra.flood as { p99AtRestMs: number }).p99AtRestMs} ms at rest = ${show(targets.floodP99Ratio)} (target ≤ 3×)`,
   ];
   const table = [...lines, ...summary].join('\n');

@@ -32,6 +32,7 @@ export async function runSeedUsersCommand(
     const passwordHash = await createPasswordHasher(config.passwords.argon2).hash(SEEDED_PASSWORD);
     const offset = await bulk.countUsers();
     const started = performance.now();
+    let shownAt = 0;
     for (let done = 0; done < count; done += BATCH) {
       const now = new Date();
       const rows: NewUserRow[] = [];
@@ -51,6 +52,8 @@ export async function runSeedUsersCommand(
       }
       await bulk.insertUsersWithConversations(rows, WELCOME_MESSAGE, now);
       const finished = Math.min(count, done + BATCH);
+      if (finished < count && performance.now() - shownAt < 250) continue;
+      shownAt = performance.now();
       const share = finished / count;
       const bar = '#'.repeat(Math.round(share * 30)).padEnd(30, '.');
       const elapsed = (performance.now() - started) / 1000;
