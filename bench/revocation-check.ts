@@ -41,6 +41,7 @@ await sessions.insertSession(
     ipAddress: undefined,
   },
   { id: `rt-${suffix}`, secretHash: 'x' },
+  'x',
   now,
 );
 const idleSince = new Date(now.getTime() - 86400_000);

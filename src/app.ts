@@ -87,7 +87,6 @@ export async function buildApp(config: Config, deps: AppDependencies): Promise<F
   const sessionsRepository = createSessionsRepository(db);
   const accounts = createAccountsService({
     users,
-    sessions: sessionsRepository,
     hasher: deps.passwords,
     policy: createPasswordPolicy(config.passwords),
     clock: deps.clock,

@@ -65,15 +65,33 @@ async function serve(config: Config): Promise<void> {
   // The hasher has started its first hash, so the threadpool's threads exist now.
   deprioritiseThreadpool();
 
-  closeWithGrace({ delay: 10_000 }, async ({ signal, err }) => {
-    if (err) app.log.error({ err }, 'shutting down after an error');
-    else app.log.info({ signal }, 'shutting down: draining requests');
-    const closing = app.close();
-    // Keep-alive sockets whose request finished after close() began would otherwise hold the process open.
-    const sweep = setInterval(() => app.server.closeIdleConnections(), 50);
-    await closing.finally(() => clearInterval(sweep));
-    await handle.close();
-  });
+  const inCluster = cluster.isWorker;
+  let shuttingDown = false;
+  // A worker may get its stop twice (the primary's message and the signal a terminal or systemd sends to the whole
+  // group); close-with-grace would take the second as "exit now", so workers handle signals themselves.
+  const closer = closeWithGrace(
+    { delay: 10_000, ...(inCluster ? { skip: ['SIGTERM', 'SIGINT'] } : {}) },
+    async ({ signal, err }) => {
+      shuttingDown = true;
+      if (err) app.log.error({ err }, 'shutting down after an error');
+      else app.log.info({ signal }, 'shutting down: draining requests');
+      const closing = app.close();
+      // Keep-alive sockets whose request finished after close() began would otherwise hold the process open.
+      const sweep = setInterval(() => app.server.closeIdleConnections(), 50);
+      await closing.finally(() => clearInterval(sweep));
+      await handle.close();
+    },
+  );
+  if (inCluster) {
+    const shutdown = () => {
+      if (!shuttingDown) void closer.close();
+    };
+    process.on('SIGTERM', shutdown);
+    process.on('SIGINT', shutdown);
+    process.on('message', (message) => {
+      if (message === 'shutdown') shutdown();
+    });
+  }
 
   await app.listen({ host: config.host, port: config.port });
   app.log.info(
@@ -95,19 +113,31 @@ async function superviseWorkers(config: Config): Promise<void> {
   await handle.close();
 
   let stopping = false;
+  let exitCode = 0;
+  const recentCrashes: number[] = [];
   for (let i = 0; i < config.workers; i += 1) cluster.fork();
   cluster.on('exit', (worker, code, signal) => {
+    if (code !== 0) exitCode = 1;
     if (stopping) {
-      if (Object.keys(cluster.workers ?? {}).length === 0) process.exit(0);
+      if (Object.keys(cluster.workers ?? {}).length === 0) process.exit(exitCode);
       return;
     }
+    const now = Date.now();
+    recentCrashes.push(now);
+    while ((recentCrashes[0] ?? now) < now - 60_000) recentCrashes.shift();
+    if (recentCrashes.length > 5 * config.workers) {
+      console.error('gatehouse: workers keep exiting (more than 5 each in a minute); stopping');
+      process.exit(1);
+    }
     console.error(`gatehouse: worker ${worker.process.pid} exited (${signal ?? code}); starting another`);
-    cluster.fork();
+    setTimeout(() => cluster.fork(), Math.min(5000, 200 * recentCrashes.length));
   });
   const stop = () => {
+    if (stopping) return;
     stopping = true;
-    for (const worker of Object.values(cluster.workers ?? {})) worker?.process.kill('SIGTERM');
-    if (Object.keys(cluster.workers ?? {}).length === 0) process.exit(0);
+    // A message, not a signal: each worker drains its requests and exits on its own.
+    for (const worker of Object.values(cluster.workers ?? {})) worker?.send('shutdown');
+    if (Object.keys(cluster.workers ?? {}).length === 0) process.exit(exitCode);
   };
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);

@@ -34,15 +34,28 @@ export interface StoredRefreshToken {
 }
 
 export interface SessionsRepository {
-  insertSession(session: NewSession, firstToken: NewRefreshToken, now: Date): Promise<void>;
+  /**
+   * Opens the session only while the user's password hash is still the one the login verified; false when it
+   * changed (or the user went) in the meantime.
+   */
+  insertSession(
+    session: NewSession,
+    firstToken: NewRefreshToken,
+    verifiedHash: string,
+    now: Date,
+  ): Promise<boolean>;
   findRefreshToken(id: string): Promise<StoredRefreshToken | undefined>;
-  /** Spends the parent and adds its successor atomically; false when another request spent it first. */
+  /**
+   * Spends the parent and adds its successor atomically, if the session is still live: 'rotated', or
+   * 'already_used' when another request spent it first, or 'session_ended'.
+   */
   markRefreshTokenUsed(
     parentId: string,
     successor: NewRefreshToken,
     sessionId: string,
     now: Date,
-  ): Promise<boolean>;
+    idleSince: Date,
+  ): Promise<'rotated' | 'already_used' | 'session_ended'>;
   findUserOfLiveSession(
     sessionId: string,
     userId: number,
@@ -100,9 +113,18 @@ export function createSessionsRepository(db: Db): SessionsRepository {
   );
 
   return {
-    async insertSession(session, firstToken, now) {
+    async insertSession(session, firstToken, verifiedHash, now) {
       const nowMs = now.getTime();
-      await db.transaction().execute(async (trx) => {
+      return db.transaction().execute(async (trx) => {
+        // A write that locks the user's row: a password change (or deletion) committed first makes it match
+        // nothing, one still running makes it wait; either way no session outlives the credentials it used.
+        const unchanged = await trx
+          .updateTable('users')
+          .set((eb) => ({ password_hash: eb.ref('password_hash') }))
+          .where('id', '=', session.userId)
+          .where('password_hash', '=', verifiedHash)
+          .executeTakeFirst();
+        if (Number(unchanged.numUpdatedRows) !== 1) return false;
         await trx
           .insertInto('sessions')
           .values({
@@ -128,6 +150,7 @@ export function createSessionsRepository(db: Db): SessionsRepository {
             used_at_ms: null,
           })
           .execute();
+        return true;
       });
     },
 
@@ -147,9 +170,20 @@ export function createSessionsRepository(db: Db): SessionsRepository {
       };
     },
 
-    async markRefreshTokenUsed(parentId, successor, sessionId, now) {
+    async markRefreshTokenUsed(parentId, successor, sessionId, now, idleSince) {
       const nowMs = now.getTime();
       return db.transaction().execute(async (trx) => {
+        // Liveness is decided inside the transaction on the locked session row: a logout that commits first
+        // makes this refresh fail instead of answering with tokens that are already dead.
+        const live = await trx
+          .updateTable('sessions')
+          .set({ last_used_at_ms: nowMs })
+          .where('id', '=', sessionId)
+          .where('revoked_at_ms', 'is', null)
+          .where('expires_at_ms', '>', nowMs)
+          .where('last_used_at_ms', '>', idleSince.getTime())
+          .executeTakeFirst();
+        if (Number(live.numUpdatedRows) !== 1) return 'session_ended';
         // The conditional update is the lock: of many concurrent refreshes, exactly one changes the row.
         const spent = await trx
           .updateTable('refresh_tokens')
@@ -157,7 +191,7 @@ export function createSessionsRepository(db: Db): SessionsRepository {
           .where('id', '=', parentId)
           .where('used_at_ms', 'is', null)
           .executeTakeFirst();
-        if (Number(spent.numUpdatedRows) !== 1) return false;
+        if (Number(spent.numUpdatedRows) !== 1) return 'already_used';
         await trx
           .insertInto('refresh_tokens')
           .values({
@@ -169,12 +203,7 @@ export function createSessionsRepository(db: Db): SessionsRepository {
             used_at_ms: null,
           })
           .execute();
-        await trx
-          .updateTable('sessions')
-          .set({ last_used_at_ms: nowMs })
-          .where('id', '=', sessionId)
-          .execute();
-        return true;
+        return 'rotated';
       });
     },
 

@@ -37,7 +37,16 @@ export interface UsersRepository {
   findUserById(id: number): Promise<User | undefined>;
   findCredentialsByUsername(usernameCanonical: string): Promise<Credentials | undefined>;
   findCredentialsById(id: number): Promise<Credentials | undefined>;
-  updatePasswordHash(id: number, passwordHash: string, now: Date): Promise<void>;
+  /** Replaces the hash only if it is still `expectedHash` (a concurrent change wins otherwise); true if replaced. */
+  replacePasswordHash(id: number, expectedHash: string, passwordHash: string, now: Date): Promise<boolean>;
+  /** As replacePasswordHash, and in the same transaction ends every session of the user but `keepSessionId`. */
+  replacePasswordHashEndingOtherSessions(
+    id: number,
+    expectedHash: string,
+    passwordHash: string,
+    keepSessionId: string,
+    now: Date,
+  ): Promise<boolean>;
   updateUserProfile(id: number, changes: ProfileChanges, now: Date): Promise<User | undefined>;
   deleteUser(id: number): Promise<boolean>;
 }
@@ -116,12 +125,34 @@ export function createUsersRepository(db: Db): UsersRepository {
       return row ? { user: toUser(row), passwordHash: row.password_hash } : undefined;
     },
 
-    async updatePasswordHash(id, passwordHash, now) {
-      await db
+    async replacePasswordHash(id, expectedHash, passwordHash, now) {
+      const result = await db
         .updateTable('users')
         .set({ password_hash: passwordHash, updated_at_ms: now.getTime() })
         .where('id', '=', id)
-        .execute();
+        .where('password_hash', '=', expectedHash)
+        .executeTakeFirst();
+      return Number(result.numUpdatedRows) === 1;
+    },
+
+    async replacePasswordHashEndingOtherSessions(id, expectedHash, passwordHash, keepSessionId, now) {
+      return db.transaction().execute(async (trx) => {
+        const replaced = await trx
+          .updateTable('users')
+          .set({ password_hash: passwordHash, updated_at_ms: now.getTime() })
+          .where('id', '=', id)
+          .where('password_hash', '=', expectedHash)
+          .executeTakeFirst();
+        if (Number(replaced.numUpdatedRows) !== 1) return false;
+        await trx
+          .updateTable('sessions')
+          .set({ revoked_at_ms: now.getTime(), revoked_reason: 'password_changed' })
+          .where('user_id', '=', id)
+          .where('id', '!=', keepSessionId)
+          .where('revoked_at_ms', 'is', null)
+          .execute();
+        return true;
+      });
     },
 
     async updateUserProfile(id, changes, now) {

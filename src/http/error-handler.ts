@@ -87,6 +87,20 @@ export function toAppError(error: FastifyError | Error): AppError {
         cause: error,
       });
   }
+  // PostgreSQL data exceptions (class 22: a NUL byte in text, a value out of range) come from client input that
+  // slipped past validation; they are the client's mistake, never a 500.
+  if (
+    typeof fastifyError.code === 'string' &&
+    /^22[0-9A-Z]{3}$/.test(fastifyError.code) &&
+    'severity' in error
+  ) {
+    return new AppError('validation_failed', 'Invalid value', {
+      details: [
+        { loc: ['body'], msg: 'Input contains a value the database cannot store', type: 'value_error' },
+      ],
+      cause: error,
+    });
+  }
   const status = fastifyError.statusCode;
   if (status !== undefined && status >= 400 && status < 500) {
     // Malformed JSON, forbidden __proto__ keys, bad Content-Length and similar client mistakes.

@@ -1,5 +1,4 @@
 import type { Level } from '../db/schema.ts';
-import type { SessionsRepository } from '../db/sessions.ts';
 import type { User, UsersRepository } from '../db/users.ts';
 
 export type { User };
@@ -21,7 +20,7 @@ export interface AccountsService {
   /** Creates the user and their conversation; throws validation_failed, username_taken or email_taken. */
   registerUser(registration: Registration): Promise<User>;
   /** Returns the user whose credentials these are, or undefined, in the same time either way. */
-  verifyCredentials(username: string, password: string): Promise<User | undefined>;
+  verifyCredentials(username: string, password: string): Promise<VerifiedLogin | undefined>;
   /** Returns the user with this id, or undefined when there is none (any more). */
   findUser(id: number): Promise<User | undefined>;
   /** Changes email, age or level; throws email_taken or not_found. */
@@ -30,6 +29,12 @@ export interface AccountsService {
   changePassword(userId: number, change: PasswordChange): Promise<void>;
   /** Deletes the user with their conversation and sessions after checking the password. */
   deleteAccount(userId: number, password: string): Promise<void>;
+}
+
+export interface VerifiedLogin {
+  user: User;
+  /** The hash the password matched: a session opens only while it is still the user's hash. */
+  verifiedHash: string;
 }
 
 export interface ProfileUpdate {
@@ -46,7 +51,6 @@ export interface PasswordChange {
 
 export interface AccountsDependencies {
   users: UsersRepository;
-  sessions: SessionsRepository;
   hasher: PasswordHasher;
   policy: PasswordPolicy;
   clock: Clock;
@@ -127,15 +131,21 @@ export function createAccountsService(deps: AccountsDependencies): AccountsServi
         return undefined;
       }
       if (!(await hasher.verify(credentials.passwordHash, password))) return undefined;
+      let verifiedHash = credentials.passwordHash;
       if (hasher.needsRehash(credentials.passwordHash, password)) {
         try {
-          await users.updatePasswordHash(credentials.user.id, await hasher.hash(password), clock.now());
+          const upgraded = await hasher.hash(password);
+          // Only over the hash just verified: a password changed meanwhile must not be undone.
+          if (!(await users.replacePasswordHash(credentials.user.id, verifiedHash, upgraded, clock.now()))) {
+            return undefined;
+          }
+          verifiedHash = upgraded;
         } catch (error) {
           // The login itself succeeded; the upgrade is retried at the next one.
           deps.onRehashFailed?.(error);
         }
       }
-      return credentials.user;
+      return { user: credentials.user, verifiedHash };
     },
 
     findUser: (id) => users.findUserById(id),
@@ -177,9 +187,15 @@ export function createAccountsService(deps: AccountsDependencies): AccountsServi
       }
       if (problems.length > 0)
         throw new AppError('validation_failed', 'Invalid password', { details: problems });
-      const now = clock.now();
-      await users.updatePasswordHash(userId, await hasher.hash(change.newPassword), now);
-      await deps.sessions.revokeSessionsOfUser(userId, 'password_changed', now, change.keepSessionId);
+      const replaced = await users.replacePasswordHashEndingOtherSessions(
+        userId,
+        credentials.passwordHash,
+        await hasher.hash(change.newPassword),
+        change.keepSessionId,
+        clock.now(),
+      );
+      // Another change committed since the current password was checked: this one proved the old password.
+      if (!replaced) throw new AppError('invalid_password', 'Incorrect password');
     },
 
     async deleteAccount(userId, password) {

@@ -42,11 +42,13 @@ export async function loadKeyRing(options: KeyRingOptions): Promise<LoadedKeyRin
   }
 
   let keys: SigningKey[] = [];
+  let signing: SigningKey | undefined;
   let byKid = new Map<string, SigningKey>();
   let lastLookupReloadMs = 0;
+  let reloading: Promise<void> | undefined;
   const minReloadMs = (options.minReloadIntervalSeconds ?? 5) * 1000;
 
-  const reload = async () => {
+  const load = async () => {
     let stored = await activeKeys(options);
     if (stored.length === 0) {
       const generated = await generateEd25519KeyPair();
@@ -58,15 +60,27 @@ export async function loadKeyRing(options: KeyRingOptions): Promise<LoadedKeyRin
     }
     keys = await Promise.all(stored.map(importEd25519KeyPair));
     byKid = new Map(keys.map((key) => [key.kid, key]));
+    const signingKid = chooseSigningKey(stored, options.clock.now())?.kid;
+    signing = keys.find((key) => key.kid === signingKid);
+  };
+  // Concurrent callers share one reload rather than each querying the database.
+  const reload = () => {
+    reloading ??= load().finally(() => {
+      reloading = undefined;
+    });
+    return reloading;
   };
   await reload();
 
   return {
-    current: () => keys[0] as SigningKey,
+    current: () => signing as SigningKey,
     async find(kid) {
       const known = byKid.get(kid);
-      if (known || Date.now() - lastLookupReloadMs < minReloadMs) return known;
-      lastLookupReloadMs = Date.now();
+      if (known) return known;
+      if (!reloading) {
+        if (Date.now() - lastLookupReloadMs < minReloadMs) return undefined;
+        lastLookupReloadMs = Date.now();
+      }
       await reload();
       return byKid.get(kid);
     },
@@ -76,14 +90,30 @@ export async function loadKeyRing(options: KeyRingOptions): Promise<LoadedKeyRin
   };
 }
 
+/**
+ * A new key is published (JWKS, every instance's ring at its next reload) for this long before it signs, so no
+ * instance or outside verifier ever meets a token from a key it has not loaded yet.
+ */
+export const KEY_PUBLISH_DELAY_SECONDS = 60;
+
+/** Returns the key that signs now: the newest one published long enough, or the only (oldest) one at first start. */
+function chooseSigningKey<Key extends { createdAt: Date }>(newestFirst: Key[], now: Date): Key | undefined {
+  const publishedBefore = now.getTime() - KEY_PUBLISH_DELAY_SECONDS * 1000;
+  return newestFirst.find((key) => key.createdAt.getTime() <= publishedBefore) ?? newestFirst.at(-1);
+}
+
 /** Returns the keys that still verify, newest first, retiring those superseded for longer than tokens live. */
 async function activeKeys(options: KeyRingOptions): Promise<StoredSigningKey[]> {
   const now = options.clock.now();
   const stored = await options.signingKeys.findActiveSigningKeys('EdDSA');
   const active: StoredSigningKey[] = [];
   for (const [index, key] of stored.entries()) {
-    const supersededAt = index === 0 ? undefined : stored[index - 1]?.createdAt;
-    if (supersededAt && now.getTime() - supersededAt.getTime() > options.retireAfterSeconds * 1000) {
+    const successor = index === 0 ? undefined : stored[index - 1];
+    // The successor took over signing once published; tokens this key signed until then live on from there.
+    const supersededAtMs = successor
+      ? successor.createdAt.getTime() + KEY_PUBLISH_DELAY_SECONDS * 1000
+      : undefined;
+    if (supersededAtMs !== undefined && now.getTime() - supersededAtMs > options.retireAfterSeconds * 1000) {
       await options.signingKeys.retireSigningKey(key.kid, now);
     } else {
       active.push(key);
@@ -92,7 +122,7 @@ async function activeKeys(options: KeyRingOptions): Promise<StoredSigningKey[]> 
   return active;
 }
 
-/** Adds a new Ed25519 key; it signs everywhere from the next key reload (at most 30 s), older keys keep verifying. */
+/** Adds a new Ed25519 key: published at once, signing after KEY_PUBLISH_DELAY_SECONDS; older keys keep verifying. */
 export async function rotateSigningKey(signingKeys: SigningKeysRepository, clock: Clock): Promise<string> {
   const generated = await generateEd25519KeyPair();
   await signingKeys.insertSigningKey({ ...generated, algorithm: 'EdDSA' }, clock.now());
@@ -103,19 +133,32 @@ export interface SigningKeyState {
   kid: string;
   algorithm: string;
   createdAt: Date;
-  state: 'signing' | 'verifying' | 'retired';
+  state: 'signing' | 'verifying' | 'published' | 'retired';
   retiredAt: Date | undefined;
 }
 
 /** Returns every stored key, newest first, with what it is used for now. */
-export async function listSigningKeys(signingKeys: SigningKeysRepository): Promise<SigningKeyState[]> {
+export async function listSigningKeys(
+  signingKeys: SigningKeysRepository,
+  clock: Clock,
+): Promise<SigningKeyState[]> {
   const stored = await signingKeys.findAllSigningKeys();
-  const signingKid = stored.find((key) => key.retiredAt === undefined)?.kid;
+  const signingKid = chooseSigningKey(
+    stored.filter((key) => key.retiredAt === undefined),
+    clock.now(),
+  )?.kid;
+  const signingCreatedAt = stored.find((key) => key.kid === signingKid)?.createdAt.getTime() ?? 0;
   return stored.map((key) => ({
     kid: key.kid,
     algorithm: key.algorithm,
     createdAt: key.createdAt,
-    state: key.retiredAt ? 'retired' : key.kid === signingKid ? 'signing' : 'verifying',
+    state: key.retiredAt
+      ? 'retired'
+      : key.kid === signingKid
+        ? 'signing'
+        : key.createdAt.getTime() > signingCreatedAt
+          ? 'published'
+          : 'verifying',
     retiredAt: key.retiredAt,
   }));
 }

@@ -16,6 +16,7 @@ import {
   type RefreshToken,
   refreshSecretMatches,
 } from '../security/refresh-tokens.ts';
+import type { VerifiedLogin } from './accounts.ts';
 
 export interface TokenGrant {
   accessToken: string;
@@ -38,8 +39,8 @@ export interface Authenticated {
 }
 
 export interface SessionsService {
-  /** Opens a session for a user who has just proved who they are; returns its first tokens. */
-  startSession(user: User, context: RequestContext): Promise<TokenGrant>;
+  /** Opens a session for a user who has just proved who they are; throws invalid_grant if the password changed. */
+  startSession(login: VerifiedLogin, context: RequestContext): Promise<TokenGrant>;
   /** Spends a refresh token for new tokens; throws invalid_grant, revoking the family on reuse. */
   rotateRefreshToken(presented: string, context: RequestContext): Promise<TokenGrant>;
   /** Returns who a bearer token speaks for; throws invalid_token for a bad token or an ended session. */
@@ -100,11 +101,11 @@ export function createSessionsService(deps: SessionsDependencies): SessionsServi
     session.lastUsedAt.getTime() > idleSince(now).getTime();
 
   return {
-    async startSession(user, context) {
+    async startSession({ user, verifiedHash }, context) {
       const now = clock.now();
       const sessionId = randomBytes(16).toString('base64url');
       const refreshToken = generateRefreshToken();
-      await sessions.insertSession(
+      const opened = await sessions.insertSession(
         {
           id: sessionId,
           userId: user.id,
@@ -113,8 +114,10 @@ export function createSessionsService(deps: SessionsDependencies): SessionsServi
           ipAddress: context.ipAddress,
         },
         { id: refreshToken.id, secretHash: hashRefreshSecret(refreshToken.secret) },
+        verifiedHash,
         now,
       );
+      if (!opened) throw new AppError('invalid_grant', 'Incorrect username or password');
       context.audit('session_started', { userId: user.id, sessionId });
       return grantFor(user, sessionId, refreshToken);
     },
@@ -132,13 +135,15 @@ export function createSessionsService(deps: SessionsDependencies): SessionsServi
 
       if (stored.usedAt === undefined) {
         const successor = deriveSuccessor(token, deps.refreshDerivationKey);
-        const won = await sessions.markRefreshTokenUsed(
+        const outcome = await sessions.markRefreshTokenUsed(
           token.id,
           { id: successor.id, secretHash: hashRefreshSecret(successor.secret) },
           session.id,
           now,
+          idleSince(now),
         );
-        if (won) return grantFor(user, session.id, successor);
+        if (outcome === 'rotated') return grantFor(user, session.id, successor);
+        if (outcome === 'session_ended') throw invalidGrant();
         stored = await sessions.findRefreshToken(token.id);
         if (!stored?.usedAt) throw invalidGrant();
       }

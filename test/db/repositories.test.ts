@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createConversationsRepository } from '../../src/db/conversations.ts';
+import { createSessionsRepository } from '../../src/db/sessions.ts';
 import { createSigningKeysRepository } from '../../src/db/signing-keys.ts';
 import { createUsersRepository, type NewUser } from '../../src/db/users.ts';
 import { createTestDatabase, dialects, type TestDatabase } from '../support/dialects.ts';
@@ -111,9 +112,43 @@ describe.each(dialects)('repositories on %s', (dialect) => {
     const credentials = await users.findCredentialsByUsername('heidi');
     expect(credentials?.user).toEqual(user);
     expect(credentials?.passwordHash).toMatch(/^\$argon2id\$/);
-    await users.updatePasswordHash(user.id, '$argon2id$new', new Date(now.getTime() + 1000));
+    const later = new Date(now.getTime() + 1000);
+    expect(await users.replacePasswordHash(user.id, 'not-the-current-hash', '$argon2id$other', later)).toBe(
+      false,
+    );
+    expect(
+      await users.replacePasswordHash(user.id, credentials?.passwordHash ?? '', '$argon2id$new', later),
+    ).toBe(true);
     expect((await users.findCredentialsByUsername('heidi'))?.passwordHash).toBe('$argon2id$new');
     expect(await users.findCredentialsByUsername('nobody')).toBeUndefined();
+  });
+
+  it('opens a session only while the verified hash is current, and a password change ends the others', async () => {
+    const users = createUsersRepository(database.db);
+    const sessions = createSessionsRepository(database.db);
+    const user = await users.insertUserWithConversation(newUser('Judy'), 'hi', now);
+    const hash = newUser('Judy').passwordHash;
+    const expiresAt = new Date(now.getTime() + 3600_000);
+    const open = (id: string, verifiedHash: string) =>
+      sessions.insertSession(
+        { id, userId: user.id, expiresAt, userAgent: undefined, ipAddress: undefined },
+        { id: `${id}-rt`, secretHash: 'h' },
+        verifiedHash,
+        now,
+      );
+    expect(await open('judy-1', hash)).toBe(true);
+    expect(await open('judy-2', hash)).toBe(true);
+    expect(
+      await users.replacePasswordHashEndingOtherSessions(user.id, 'stale', '$argon2id$x', 'judy-1', now),
+    ).toBe(false);
+    expect(
+      await users.replacePasswordHashEndingOtherSessions(user.id, hash, '$argon2id$new', 'judy-1', now),
+    ).toBe(true);
+    const live = await sessions.findLiveSessions(user.id, now, new Date(now.getTime() - 1000));
+    expect(live.map((session) => session.id)).toEqual(['judy-1']);
+    expect(await open('judy-3', hash)).toBe(false);
+    expect(await open('judy-4', '$argon2id$new')).toBe(true);
+    expect(await open('nobody', 'whatever')).toBe(false);
   });
 
   it('deletes conversations and messages with their user', async () => {

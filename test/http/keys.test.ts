@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createSigningKeysRepository } from '../../src/db/signing-keys.ts';
-import { listSigningKeys, rotateSigningKey } from '../../src/services/keys.ts';
+import { KEY_PUBLISH_DELAY_SECONDS, listSigningKeys, rotateSigningKey } from '../../src/services/keys.ts';
 import { buildTestApp, loginToken, registerUser, type TestApp } from '../support/build-test-app.ts';
 import { createTestClock } from '../support/clock.ts';
 import { createTestDatabase, dialects, type TestDatabase } from '../support/dialects.ts';
@@ -32,30 +32,47 @@ describe.each(dialects)('signing key rotation on %s', (dialect) => {
     const oldKid = decodeToken(oldToken).header.kid as string;
 
     const signingKeys = createSigningKeysRepository(database.db);
-    const newKid = await rotateSigningKey(
-      signingKeys,
-      createTestClock(new Date(first.clock.now().getTime() + 60_000)),
-    );
+    const rotatedAtMs = first.clock.now().getTime() + 60_000;
+    const newKid = await rotateSigningKey(signingKeys, createTestClock(new Date(rotatedAtMs)));
     expect(newKid).not.toBe(oldKid);
 
-    // Another instance (or this one after its reload) signs with the newest key.
-    const second = await start();
+    // Published first: an instance starting right after the rotation lists the new key but still signs with the old.
+    const early = await buildTestApp(dialect, {
+      database,
+      clock: createTestClock(new Date(rotatedAtMs + 1000)),
+    });
+    apps.push(early);
+    expect(decodeToken(await loginToken(early.app)).header.kid).toBe(oldKid);
+    const published = (await early.app.inject({ method: 'GET', url: '/.well-known/jwks.json' })).json();
+    expect(published.keys.map((key: { kid: string }) => key.kid)).toContain(newKid);
+    expect((await listSigningKeys(signingKeys, early.clock)).find((key) => key.kid === newKid)?.state).toBe(
+      'published',
+    );
+
+    // Once published long enough, instances (this one after its reload, or a new one) sign with the new key.
+    const second = await buildTestApp(dialect, {
+      database,
+      clock: createTestClock(new Date(rotatedAtMs + (KEY_PUBLISH_DELAY_SECONDS + 1) * 1000)),
+    });
+    apps.push(second);
     const newToken = await loginToken(second.app);
     expect(decodeToken(newToken).header.kid).toBe(newKid);
     expect((await read(second, oldToken)).statusCode).toBe(200);
     expect((await read(second, newToken)).statusCode).toBe(200);
     // The first instance has not reloaded yet: it looks an unknown kid up in the database.
+    first.clock.advanceSeconds(KEY_PUBLISH_DELAY_SECONDS + 61);
     expect((await read(first, newToken)).statusCode).toBe(200);
 
     const jwks = (await second.app.inject({ method: 'GET', url: '/.well-known/jwks.json' })).json();
     expect(jwks.keys.map((key: { kid: string }) => key.kid).sort()).toEqual([oldKid, newKid].sort());
 
-    const states = await listSigningKeys(signingKeys);
+    const states = await listSigningKeys(signingKeys, second.clock);
     expect(states.find((key) => key.kid === newKid)?.state).toBe('signing');
     expect(states.find((key) => key.kid === oldKid)?.state).toBe('verifying');
 
     expect(await signingKeys.retireSigningKey(oldKid, second.clock.now())).toBe(true);
-    const third = await start();
+    const third = await buildTestApp(dialect, { database, clock: second.clock });
+    apps.push(third);
     expect((await read(third, oldToken)).statusCode).toBe(401);
     expect((await read(third, newToken)).statusCode).toBe(200);
     const after = (await third.app.inject({ method: 'GET', url: '/.well-known/jwks.json' })).json();
@@ -87,21 +104,24 @@ describe.each(dialects)('signing key rotation on %s', (dialect) => {
   it('retires a superseded key on its own once every token it signed has expired', async () => {
     const signingKeys = createSigningKeysRepository(database.db);
     const current = await start();
-    const supersededKid = (await listSigningKeys(signingKeys)).find((key) => key.state === 'signing')
-      ?.kid as string;
+    const supersededKid = (await listSigningKeys(signingKeys, current.clock)).find(
+      (key) => key.state === 'signing',
+    )?.kid as string;
     const rotatedAt = current.clock.now().getTime() + 3600_000;
     await rotateSigningKey(signingKeys, createTestClock(new Date(rotatedAt)));
 
-    const soon = createTestClock(new Date(rotatedAt + 900 * 1000));
+    // It signed until the new key was published long enough; its tokens live on for their lifetime after that.
+    const handedOver = rotatedAt + KEY_PUBLISH_DELAY_SECONDS * 1000;
+    const soon = createTestClock(new Date(handedOver + 900 * 1000));
     apps.push(await buildTestApp(dialect, { database, clock: soon }));
-    expect((await listSigningKeys(signingKeys)).find((key) => key.kid === supersededKid)?.state).toBe(
+    expect((await listSigningKeys(signingKeys, soon)).find((key) => key.kid === supersededKid)?.state).toBe(
       'verifying',
     );
 
     // Token lifetime, two reload intervals for instances still signing with it, and a minute of margin.
-    const later = createTestClock(new Date(rotatedAt + (900 + 2 * 30 + 60 + 1) * 1000));
+    const later = createTestClock(new Date(handedOver + (900 + 2 * 30 + 60 + 1) * 1000));
     apps.push(await buildTestApp(dialect, { database, clock: later }));
-    expect((await listSigningKeys(signingKeys)).find((key) => key.kid === supersededKid)?.state).toBe(
+    expect((await listSigningKeys(signingKeys, later)).find((key) => key.kid === supersededKid)?.state).toBe(
       'retired',
     );
   });

@@ -169,6 +169,50 @@ describe.each(dialects)('sessions and refresh tokens on %s', (dialect) => {
     expect((await refresh(tokens.refresh_token)).statusCode).toBe(400);
   });
 
+  it('refuses the access token of an idle session too, not only its refresh token', async () => {
+    const local = await buildTestApp(dialect, { env: { REFRESH_TOKEN_IDLE_TTL_SECONDS: '300' } });
+    try {
+      await registerUser(local.app, { username: 'idler', email: 'idler@example.com' });
+      const response = await local.app.inject({
+        method: 'POST',
+        url: '/token',
+        payload: { username: 'idler', password: STRONG_PASSWORD },
+      });
+      const accessToken = response.json().access_token as string;
+      local.clock.advanceSeconds(301);
+      const read = await local.app.inject({
+        method: 'GET',
+        url: '/conversation',
+        headers: { authorization: `Bearer ${accessToken}` },
+      });
+      expect(read.statusCode).toBe(401);
+    } finally {
+      await local.close();
+    }
+  });
+
+  it('refuses a spent refresh token given to /revoke after its grace window without reviving anything', async () => {
+    const first = await login();
+    const second = (await refresh(first.refresh_token)).json() as Tokens;
+    t.clock.advanceSeconds(11);
+    const revoke = await t.app.inject({
+      method: 'POST',
+      url: '/revoke',
+      payload: { token: first.refresh_token },
+    });
+    expect(revoke.statusCode).toBe(200);
+    expect((await refresh(second.refresh_token)).statusCode).toBe(400);
+  });
+
+  it('answers 4xx, never 5xx, for malformed session ids', async () => {
+    const tokens = await login();
+    for (const id of ['a%00b', 'x'.repeat(65), '%E2%80%AE', 'a.b']) {
+      const response = await call('DELETE', `/users/me/sessions/${id}`, tokens.access_token);
+      expect(response.statusCode, id).toBeGreaterThanOrEqual(400);
+      expect(response.statusCode, id).toBeLessThan(500);
+    }
+  });
+
   it('ends a session 30 days after login even when it is used every day', async () => {
     let tokens = await login();
     for (let day = 0; day < 29; day += 1) {
@@ -409,6 +453,56 @@ describe.each(dialects)('account self-service on %s', (dialect) => {
     expect((await call('GET', '/conversation', here.access_token)).statusCode).toBe(200);
     expect((await login('frank')).statusCode).toBe(400);
     expect((await login('frank', 'a brand new passphrase here')).statusCode).toBe(200);
+    const refreshOf = (refreshToken: string) =>
+      t.app.inject({
+        method: 'POST',
+        url: '/token',
+        payload: { grant_type: 'refresh_token', refresh_token: refreshToken },
+      });
+    expect((await refreshOf(elsewhere.refresh_token)).statusCode).toBe(400);
+    expect((await refreshOf(here.refresh_token)).statusCode).toBe(200);
+  });
+
+  it('leaves no session opened with the old password alive once a password change commits', async () => {
+    await registerUser(t.app, { username: 'racer2', email: 'racer2@example.com' });
+    const owner = await tokensFor('racer2');
+    const logins = Array.from({ length: 8 }, () => login('racer2'));
+    const change = call('POST', '/users/me/password', owner.access_token, {
+      current_password: STRONG_PASSWORD,
+      new_password: 'a brand new passphrase here',
+    });
+    const [changed, ...outcomes] = await Promise.all([change, ...logins]);
+    expect(changed.statusCode).toBe(204);
+    for (const outcome of outcomes) expect([200, 400]).toContain(outcome.statusCode);
+    const user = await t.database.db
+      .selectFrom('users')
+      .select('id')
+      .where('username_canonical', '=', 'racer2')
+      .executeTakeFirstOrThrow();
+    const live = await t.database.db
+      .selectFrom('sessions')
+      .select('id')
+      .where('user_id', '=', user.id)
+      .where('revoked_at_ms', 'is', null)
+      .execute();
+    expect(live.map((row) => row.id)).toEqual([decodeToken(owner.access_token).payload.sid]);
+  });
+
+  it('lets only one of two concurrent password changes win', async () => {
+    await registerUser(t.app, { username: 'twochanges', email: 'twochanges@example.com' });
+    const a = await tokensFor('twochanges');
+    const b = await tokensFor('twochanges');
+    const responses = await Promise.all([
+      call('POST', '/users/me/password', a.access_token, {
+        current_password: STRONG_PASSWORD,
+        new_password: 'first new passphrase wins',
+      }),
+      call('POST', '/users/me/password', b.access_token, {
+        current_password: STRONG_PASSWORD,
+        new_password: 'second new passphrase loses',
+      }),
+    ]);
+    expect(responses.map((response) => response.statusCode).sort()).toEqual([204, 400]);
   });
 
   it('deletes the account with its conversation and sessions, after checking the password', async () => {
@@ -421,6 +515,12 @@ describe.each(dialects)('account self-service on %s', (dialect) => {
     expect(deleted.statusCode).toBe(204);
     expect((await call('GET', '/conversation', tokens.access_token)).statusCode).toBe(401);
     expect((await login('grace')).statusCode).toBe(400);
+    const afterDeletion = await t.app.inject({
+      method: 'POST',
+      url: '/token',
+      payload: { grant_type: 'refresh_token', refresh_token: tokens.refresh_token },
+    });
+    expect(afterDeletion.statusCode).toBe(400);
     const db = t.database.db;
     expect(await db.selectFrom('users').select('id').where('id', '=', user.id).execute()).toHaveLength(0);
     expect(

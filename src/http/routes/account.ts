@@ -170,7 +170,7 @@ export const accountRoutes: FastifyPluginAsyncTypebox<{
         summary: 'End one of your sessions',
         tags: ['sessions'],
         ...secured,
-        params: Type.Object({ id: Type.String({ maxLength: 64 }) }),
+        params: Type.Object({ id: Type.String({ pattern: '^[A-Za-z0-9_-]{1,64}$' }) }),
         response: { 204: Type.Null(), 404: DetailResponse },
       },
     },

@@ -64,13 +64,13 @@ export const tokenRoutes: FastifyPluginAsyncTypebox<{
         if (!username || !password) {
           throw new AppError('invalid_request', 'The username and password parameters are required');
         }
-        const user = await accounts.verifyCredentials(username, password);
-        if (!user) {
+        const login = await accounts.verifyCredentials(username, password);
+        if (!login) {
           context.audit('login_failed', { username: username.slice(0, 64) });
           throw new AppError('invalid_grant', 'Incorrect username or password');
         }
-        context.audit('login_succeeded', { userId: user.id });
-        grant = await sessions.startSession(user, context);
+        context.audit('login_succeeded', { userId: login.user.id });
+        grant = await sessions.startSession(login, context);
       } else if (grantType === 'refresh_token') {
         if (!body.refresh_token)
           throw new AppError('invalid_request', 'The refresh_token parameter is required');
