@@ -130,17 +130,25 @@ function cpuMs(pid: number): number {
   return (ticks * 1000) / ticksPerSecond;
 }
 
-function postgresCpuMs(): number {
-  let total = 0;
+/** CPU milliseconds of each PostgreSQL server process, by pid. */
+function postgresCpuMs(): Map<number, number> {
+  const byPid = new Map<number, number>();
   for (const entry of readdirSync('/proc')) {
     if (!/^\d+$/.test(entry)) continue;
     try {
       const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
       if (!stat.includes('(postgres)')) continue;
       const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      total += ((Number(fields[11]) + Number(fields[12])) * 1000) / 100;
+      byPid.set(Number(entry), ((Number(fields[11]) + Number(fields[12])) * 1000) / 100);
     } catch {}
   }
+  return byPid;
+}
+
+/** CPU spent between two readings by the processes alive at the second (a backend that ended is not counted). */
+function cpuBetween(before: Map<number, number>, after: Map<number, number>): number {
+  let total = 0;
+  for (const [pid, cpu] of after) total += cpu - (before.get(pid) ?? 0);
   return total;
 }
 
@@ -222,10 +230,10 @@ async function probeLatency(url: string, headers: Record<string, string>, client
 async function measure(name: string, pid: number, options: LoadOptions, usesPostgres = false): Promise<Row> {
   await load({ ...options, duration: 1 });
   const cpuBefore = cpuMs(pid);
-  const databaseBefore = usesPostgres ? postgresCpuMs() : 0;
+  const databaseBefore = usesPostgres ? postgresCpuMs() : new Map<number, number>();
   const result = await load(options);
   const cpuAfter = cpuMs(pid);
-  const databaseAfter = usesPostgres ? postgresCpuMs() : 0;
+  const databaseAfter = usesPostgres ? postgresCpuMs() : new Map<number, number>();
   const total = result.requests.total || 1;
   const row: Row = {
     name,
@@ -235,7 +243,7 @@ async function measure(name: string, pid: number, options: LoadOptions, usesPost
     errors: result.errors + result.timeouts + result.non2xx,
     rssMb: rssMbPerProcess(pid),
     cpuMsPerRequest: (cpuAfter - cpuBefore) / total,
-    ...(usesPostgres ? { databaseCpuMsPerRequest: (databaseAfter - databaseBefore) / total } : {}),
+    ...(usesPostgres ? { databaseCpuMsPerRequest: cpuBetween(databaseBefore, databaseAfter) / total } : {}),
   };
   rows.push(row);
   log(`${name}: ${row.requestsPerSecond.toFixed(0)} req/s, p99 ${row.p99Ms} ms, errors ${row.errors}`);

@@ -1,4 +1,4 @@
-import { randomBytes, randomUUID } from 'node:crypto';
+import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, LogController } from 'fastify';
 import pino, { type DestinationStream } from 'pino';
@@ -114,11 +114,16 @@ export async function buildApp(config: Config, deps: AppDependencies): Promise<F
     ttlSeconds: config.jwt.accessTokenTtlSeconds,
     clock: deps.clock,
   });
-  const derivationKey = await createServerSecretsRepository(db).findOrInsertServerSecret(
-    'refresh_token_derivation',
-    randomBytes(32).toString('base64url'),
-    deps.clock.now(),
-  );
+  // From configuration when given, so that a copy of the database alone cannot derive live refresh tokens.
+  const derivationKey = config.sessions.refreshTokenSecret
+    ? createHash('sha256')
+        .update(`gatehouse refresh tokens:${config.sessions.refreshTokenSecret}`)
+        .digest('base64url')
+    : await createServerSecretsRepository(db).findOrInsertServerSecret(
+        'refresh_token_derivation',
+        randomBytes(32).toString('base64url'),
+        deps.clock.now(),
+      );
   const sessions = createSessionsService({
     accessTokens,
     sessions: sessionsRepository,
@@ -129,6 +134,14 @@ export async function buildApp(config: Config, deps: AppDependencies): Promise<F
     maxLifetimeSeconds: config.sessions.maxLifetimeSeconds,
     reuseGraceSeconds: config.sessions.reuseGraceSeconds,
   });
+  const pruneSessions = setInterval(() => {
+    sessions
+      .pruneEndedSessions()
+      .then((pruned) => pruned > 0 && app.log.info({ pruned }, 'pruned ended sessions'))
+      .catch((error) => app.log.warn({ err: error }, 'pruning sessions failed'));
+  }, 3600_000);
+  pruneSessions.unref();
+  app.addHook('onClose', async () => clearInterval(pruneSessions));
   const conversations = createConversationsService({ conversations: createConversationsRepository(db) });
 
   app.setErrorHandler(errorHandler);

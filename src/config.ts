@@ -18,6 +18,7 @@ const EnvSchema = Type.Object({
   ACCESS_TOKEN_TTL_SECONDS: Type.Integer({ default: 900, minimum: 30, maximum: 3600 }),
   REFRESH_TOKEN_IDLE_TTL_SECONDS: Type.Integer({ default: 604800, minimum: 60, maximum: 31536000 }),
   SESSION_MAX_LIFETIME_SECONDS: Type.Integer({ default: 2592000, minimum: 60, maximum: 31536000 }),
+  REFRESH_TOKEN_SECRET: Type.Optional(Type.String()),
   REFRESH_TOKEN_REUSE_GRACE_SECONDS: Type.Integer({ default: 10, minimum: 0, maximum: 300 }),
   PASSWORD_MIN_LENGTH: Type.Integer({ default: 8, minimum: 8, maximum: 128 }),
   ARGON2_MEMORY_KIB: Type.Integer({ default: 19456, minimum: 8, maximum: 4194304 }),
@@ -52,6 +53,8 @@ export interface Config {
     readonly idleTtlSeconds: number;
     readonly maxLifetimeSeconds: number;
     readonly reuseGraceSeconds: number;
+    /** Key that derives successor refresh tokens; undefined: a random one kept in the database. */
+    readonly refreshTokenSecret: string | undefined;
   };
   readonly passwords: {
     readonly minLength: number;
@@ -127,6 +130,15 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
       );
     }
   }
+  const refreshSecret = values.REFRESH_TOKEN_SECRET;
+  if (
+    refreshSecret !== undefined &&
+    (Buffer.byteLength(refreshSecret) < 32 || new Set(refreshSecret).size < 10)
+  ) {
+    problems.push(
+      'REFRESH_TOKEN_SECRET must be at least 32 random bytes: generate one with `openssl rand -base64 48`',
+    );
+  }
   if (values.REFRESH_TOKEN_IDLE_TTL_SECONDS > values.SESSION_MAX_LIFETIME_SECONDS) {
     problems.push('REFRESH_TOKEN_IDLE_TTL_SECONDS must not exceed SESSION_MAX_LIFETIME_SECONDS');
   }
@@ -147,6 +159,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
       idleTtlSeconds: values.REFRESH_TOKEN_IDLE_TTL_SECONDS,
       maxLifetimeSeconds: values.SESSION_MAX_LIFETIME_SECONDS,
       reuseGraceSeconds: values.REFRESH_TOKEN_REUSE_GRACE_SECONDS,
+      refreshTokenSecret: values.REFRESH_TOKEN_SECRET,
     },
     passwords: {
       minLength: values.PASSWORD_MIN_LENGTH,

@@ -72,7 +72,8 @@ export interface SessionsRepository {
     idleSince: Date,
   ): Promise<boolean>;
   revokeSessionsOfUser(userId: number, reason: string, now: Date, exceptSessionId?: string): Promise<number>;
-  countLiveRefreshTokens(sessionId: string): Promise<number>;
+  /** Deletes sessions revoked or expired before `endedBefore`, or idle since before it; returns how many. */
+  deleteSessionsEndedBefore(endedBefore: Date, idleSince: Date): Promise<number>;
 }
 
 const sessionColumns = [
@@ -261,14 +262,20 @@ export function createSessionsRepository(db: Db): SessionsRepository {
       return Number(result.numUpdatedRows);
     },
 
-    async countLiveRefreshTokens(sessionId) {
-      const row = await db
-        .selectFrom('refresh_tokens')
-        .select((eb) => eb.fn.countAll().as('count'))
-        .where('session_id', '=', sessionId)
-        .where('used_at_ms', 'is', null)
-        .executeTakeFirstOrThrow();
-      return Number(row.count);
+    async deleteSessionsEndedBefore(endedBefore, idleSince) {
+      const cutoff = endedBefore.getTime();
+      const idleCutoff = Math.min(cutoff, idleSince.getTime() - 86400_000);
+      const result = await db
+        .deleteFrom('sessions')
+        .where((eb) =>
+          eb.or([
+            eb('revoked_at_ms', '<', cutoff),
+            eb('expires_at_ms', '<', cutoff),
+            eb('last_used_at_ms', '<', idleCutoff),
+          ]),
+        )
+        .executeTakeFirst();
+      return Number(result.numDeletedRows);
     },
   };
 }

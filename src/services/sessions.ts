@@ -55,6 +55,8 @@ export interface SessionsService {
   listSessions(userId: number): Promise<Session[]>;
   /** Ends one of the user's own live sessions; throws not_found for any other id. */
   endUserSession(userId: number, sessionId: string): Promise<void>;
+  /** Deletes sessions (and their refresh tokens) that ended more than a day ago; returns how many. */
+  pruneEndedSessions(): Promise<number>;
 }
 
 export interface SessionsDependencies {
@@ -210,6 +212,12 @@ export function createSessionsService(deps: SessionsDependencies): SessionsServi
     async listSessions(userId) {
       const now = clock.now();
       return sessions.findLiveSessions(userId, now, idleSince(now));
+    },
+
+    pruneEndedSessions() {
+      const now = clock.now();
+      // A day of keeping: a reuse of a token from a just-ended family is still recognised and logged.
+      return sessions.deleteSessionsEndedBefore(new Date(now.getTime() - 86400_000), idleSince(now));
     },
 
     async endUserSession(userId, sessionId) {

@@ -151,6 +151,39 @@ describe.each(dialects)('repositories on %s', (dialect) => {
     expect(await open('nobody', 'whatever')).toBe(false);
   });
 
+  it('prunes sessions that ended before the cutoff, with their refresh tokens, and keeps live ones', async () => {
+    const users = createUsersRepository(database.db);
+    const sessions = createSessionsRepository(database.db);
+    const user = await users.insertUserWithConversation(newUser('Ken'), 'hi', now);
+    const hash = newUser('Ken').passwordHash;
+    const open = (id: string, expiresAt: Date) =>
+      sessions.insertSession(
+        { id, userId: user.id, expiresAt, userAgent: undefined, ipAddress: undefined },
+        { id: `${id}-rt`, secretHash: 'h' },
+        hash,
+        now,
+      );
+    const later = (seconds: number) => new Date(now.getTime() + seconds * 1000);
+    await open('ken-live', later(86400 * 30));
+    await open('ken-revoked', later(86400 * 30));
+    await open('ken-expired', later(60));
+    await sessions.revokeSession('ken-revoked', 'logout', now);
+    const pruned = await sessions.deleteSessionsEndedBefore(later(3600), new Date(now.getTime() - 86400_000));
+    expect(pruned).toBeGreaterThanOrEqual(2);
+    const left = await database.db
+      .selectFrom('sessions')
+      .select('id')
+      .where('user_id', '=', user.id)
+      .execute();
+    expect(left.map((row) => row.id)).toEqual(['ken-live']);
+    const tokens = await database.db
+      .selectFrom('refresh_tokens')
+      .select('id')
+      .where('id', 'like', 'ken-%')
+      .execute();
+    expect(tokens.map((row) => row.id)).toEqual(['ken-live-rt']);
+  });
+
   it('deletes conversations and messages with their user', async () => {
     const users = createUsersRepository(database.db);
     const user = await users.insertUserWithConversation(newUser('Ivan'), 'hi', now);

@@ -86,6 +86,12 @@ describe('loadConfig', () => {
     expect(problems.join('\n')).toMatch(/LOG_LEVEL/);
   });
 
+  it('refuses a short REFRESH_TOKEN_SECRET and accepts a random one', () => {
+    expect(problemsOf({ REFRESH_TOKEN_SECRET: 'too-short' }).join()).toMatch(/REFRESH_TOKEN_SECRET/);
+    const config = loadConfig({ REFRESH_TOKEN_SECRET: 'q3W9zL0vB7nX2cR5tY8uI1oP4aS6dF0gH3jK7lZ9xC2vB5nM' });
+    expect(config.sessions.refreshTokenSecret).toHaveLength(48);
+  });
+
   it('refuses a minimum password length below 8', () => {
     expect(problemsOf({ PASSWORD_MIN_LENGTH: '6' }).join()).toMatch(/PASSWORD_MIN_LENGTH/);
   });
