@@ -1,5 +1,6 @@
+import type { Selectable } from 'kysely';
 import { prepareQuery } from './prepared.ts';
-import type { Db } from './schema.ts';
+import type { Db, SessionsTable } from './schema.ts';
 import { toUser, type User, userColumns } from './users.ts';
 
 export interface Session {
@@ -87,16 +88,7 @@ const sessionColumns = [
   'sessions.ip_address',
 ] as const;
 
-interface SessionRow {
-  id: string;
-  user_id: number;
-  created_at_ms: number;
-  last_used_at_ms: number;
-  expires_at_ms: number;
-  revoked_at_ms: number | null;
-  user_agent: string | null;
-  ip_address: string | null;
-}
+type SessionRow = Omit<Selectable<SessionsTable>, 'revoked_reason'>;
 
 export function createSessionsRepository(db: Db): SessionsRepository {
   // Every authenticated request runs this one: prepared once, bound per request.

@@ -38,17 +38,7 @@ export function createSigningKeysRepository(db: Db): SigningKeysRepository {
     },
 
     async insertSigningKey(key, now) {
-      await db
-        .insertInto('signing_keys')
-        .values({
-          kid: key.kid,
-          algorithm: key.algorithm,
-          public_jwk: JSON.stringify(key.publicJwk),
-          private_jwk: JSON.stringify(key.privateJwk),
-          created_at_ms: now.getTime(),
-          retired_at_ms: null,
-        })
-        .execute();
+      await db.insertInto('signing_keys').values(toSigningKeyRow(key, now)).execute();
     },
 
     async insertFirstSigningKey(key, now) {
@@ -71,17 +61,7 @@ export function createSigningKeysRepository(db: Db): SigningKeysRepository {
           .where('retired_at_ms', 'is', null)
           .executeTakeFirst();
         if (existing) return;
-        await trx
-          .insertInto('signing_keys')
-          .values({
-            kid: key.kid,
-            algorithm: key.algorithm,
-            public_jwk: JSON.stringify(key.publicJwk),
-            private_jwk: JSON.stringify(key.privateJwk),
-            created_at_ms: now.getTime(),
-            retired_at_ms: null,
-          })
-          .execute();
+        await trx.insertInto('signing_keys').values(toSigningKeyRow(key, now)).execute();
       });
     },
 
@@ -94,6 +74,17 @@ export function createSigningKeysRepository(db: Db): SigningKeysRepository {
         .executeTakeFirst();
       return Number(result.numUpdatedRows) === 1;
     },
+  };
+}
+
+function toSigningKeyRow(key: Omit<StoredSigningKey, 'createdAt' | 'retiredAt'>, now: Date): SigningKeyRow {
+  return {
+    kid: key.kid,
+    algorithm: key.algorithm,
+    public_jwk: JSON.stringify(key.publicJwk),
+    private_jwk: JSON.stringify(key.privateJwk),
+    created_at_ms: now.getTime(),
+    retired_at_ms: null,
   };
 }
 

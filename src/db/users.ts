@@ -125,25 +125,12 @@ export function createUsersRepository(db: Db): UsersRepository {
       return row ? { user: toUser(row), passwordHash: row.password_hash } : undefined;
     },
 
-    async replacePasswordHash(id, expectedHash, passwordHash, now) {
-      const result = await db
-        .updateTable('users')
-        .set({ password_hash: passwordHash, updated_at_ms: now.getTime() })
-        .where('id', '=', id)
-        .where('password_hash', '=', expectedHash)
-        .executeTakeFirst();
-      return Number(result.numUpdatedRows) === 1;
-    },
+    replacePasswordHash: (id, expectedHash, passwordHash, now) =>
+      compareAndSwapHash(db, id, expectedHash, passwordHash, now),
 
     async replacePasswordHashEndingOtherSessions(id, expectedHash, passwordHash, keepSessionId, now) {
       return db.transaction().execute(async (trx) => {
-        const replaced = await trx
-          .updateTable('users')
-          .set({ password_hash: passwordHash, updated_at_ms: now.getTime() })
-          .where('id', '=', id)
-          .where('password_hash', '=', expectedHash)
-          .executeTakeFirst();
-        if (Number(replaced.numUpdatedRows) !== 1) return false;
+        if (!(await compareAndSwapHash(trx, id, expectedHash, passwordHash, now))) return false;
         await trx
           .updateTable('sessions')
           .set({ revoked_at_ms: now.getTime(), revoked_reason: 'password_changed' })
@@ -185,6 +172,16 @@ export function createUsersRepository(db: Db): UsersRepository {
       return Number(result.numDeletedRows) === 1;
     },
   };
+}
+
+async function compareAndSwapHash(db: Db, id: number, expectedHash: string, passwordHash: string, now: Date) {
+  const result = await db
+    .updateTable('users')
+    .set({ password_hash: passwordHash, updated_at_ms: now.getTime() })
+    .where('id', '=', id)
+    .where('password_hash', '=', expectedHash)
+    .executeTakeFirst();
+  return Number(result.numUpdatedRows) === 1;
 }
 
 export function toUser(row: Pick<UserRow, (typeof userColumns)[number]>): User {
