@@ -26,6 +26,9 @@ export async function registerOpenApi(app: FastifyInstance): Promise<void> {
   await app.register(swaggerUi, {
     routePrefix: '/docs',
     staticCSP: true,
+    // Swagger UI sets element styles at run time; inline styles (never scripts) are allowed for it alone.
+    transformStaticCSP: (header: string) =>
+      header.replace("style-src 'self' https:", "style-src 'self' https: 'unsafe-inline'"),
     uiConfig: { persistAuthorization: false },
   });
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
