@@ -23,7 +23,7 @@ export async function runKeysCommand(
     await migrateToLatest(handle);
     const signingKeys = createSigningKeysRepository(handle.db);
     if (command === 'list') {
-      for (const key of await listSigningKeys(signingKeys, systemClock)) {
+      for (const key of await listSigningKeys(signingKeys)) {
         const retired = key.retiredAt ? `  retired ${key.retiredAt.toISOString()}` : '';
         print(
           `${key.kid}  ${key.algorithm}  ${key.state.padEnd(9)}  created ${key.createdAt.toISOString()}${retired}`,
@@ -33,12 +33,14 @@ export async function runKeysCommand(
     }
     if (command === 'rotate') {
       const newKid = await rotateSigningKey(signingKeys, systemClock);
-      print(`new key ${newKid}: published now (JWKS, every instance within 30 s), signing in 60 s.`);
+      print(
+        `new signing key ${newKid}: every instance signs with it from its next login on (within a second).`,
+      );
       print('Older keys keep verifying until the tokens they signed have expired, then retire on their own.');
       return 0;
     }
     if (command === 'retire' && kid) {
-      const target = (await listSigningKeys(signingKeys, systemClock)).find((key) => key.kid === kid);
+      const target = (await listSigningKeys(signingKeys)).find((key) => key.kid === kid);
       if (!target) return fail(print, `no key ${kid}`);
       if (target.state === 'signing')
         return fail(print, `${kid} is the signing key: rotate first, then retire it`);

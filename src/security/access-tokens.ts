@@ -5,7 +5,10 @@ import type { Clock } from './clock.ts';
 import type { SigningKey } from './signing-keys.ts';
 
 export interface KeyRing {
-  current(): SigningKey;
+  /** The one algorithm every key of the ring uses, pinned at verification. */
+  algorithm: SigningKey['algorithm'];
+  /** The key to sign with now (after a rotation, the new one). */
+  signingKey(): Promise<SigningKey>;
   /** May look the key up afresh (rotation on another instance); undefined for an unknown or retired kid. */
   find(kid: string): SigningKey | undefined | Promise<SigningKey | undefined>;
   /** Whether the kid is among the keys loaded now, without any lookup. */
@@ -43,7 +46,8 @@ export interface AccessTokenOptions {
 
 // RFC 9068 §2.1: access tokens are explicitly typed so that no other JWT can stand in for one.
 const ACCESS_TOKEN_TYPE = 'at+jwt';
-const CLOCK_TOLERANCE_SECONDS = 5;
+// Instances of one deployment share NTP time; a second absorbs their skew without stretching short lifetimes.
+const CLOCK_TOLERANCE_SECONDS = 1;
 const MAX_TOKEN_LENGTH = 4096;
 const COMPACT_JWS = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/;
 const USER_ID = /^[1-9][0-9]{0,14}$/;
@@ -86,7 +90,7 @@ export function createAccessTokens(options: AccessTokenOptions): AccessTokens {
 
   return {
     async issue(subject) {
-      const key = keys.current();
+      const key = await keys.signingKey();
       const issuedAt = Math.floor(clock.now().getTime() / 1000);
       const jti = randomUUID();
       const token = await new SignJWT({
@@ -109,7 +113,7 @@ export function createAccessTokens(options: AccessTokenOptions): AccessTokens {
       const cached = fromCache(token);
       if (cached) return cached;
       if (token.length > MAX_TOKEN_LENGTH || !COMPACT_JWS.test(token)) throw invalidToken();
-      const algorithm = keys.current().algorithm;
+      const algorithm = keys.algorithm;
       try {
         const { payload, protectedHeader } = await jwtVerify(
           token,

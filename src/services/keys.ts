@@ -23,9 +23,13 @@ export interface KeyRingOptions {
   clock: Clock;
   /** How long a superseded key keeps verifying: the longest a token it signed can live, plus margins. */
   retireAfterSeconds: number;
-  /** Least time between two reloads triggered by an unknown kid, so forged kids cannot hammer the database. */
-  minReloadIntervalSeconds?: number;
 }
+
+// Before signing, keys older than this are re-read: a rotation signs everywhere within a second of the command.
+const SIGNING_FRESHNESS_MS = 1000;
+// A kid that was not found is not looked up again for this long, so forged kids cannot hammer the database.
+const MISSED_KID_MEMORY_MS = 5000;
+const MIN_LOOKUP_RELOAD_GAP_MS = 100;
 
 /** Returns the key ring: the HS256 secret, or the database's Ed25519 keys, creating the first one if needed. */
 export async function loadKeyRing(options: KeyRingOptions): Promise<LoadedKeyRing> {
@@ -33,7 +37,8 @@ export async function loadKeyRing(options: KeyRingOptions): Promise<LoadedKeyRin
     if (!options.secret) throw new AppError('internal', 'HS256 needs a secret');
     const key = hmacSigningKey(options.secret);
     return {
-      current: () => key,
+      algorithm: 'HS256',
+      signingKey: async () => key,
       find: (kid) => (kid === key.kid ? key : undefined),
       has: (kid) => kid === key.kid,
       publicJwks: () => [],
@@ -42,11 +47,11 @@ export async function loadKeyRing(options: KeyRingOptions): Promise<LoadedKeyRin
   }
 
   let keys: SigningKey[] = [];
-  let signing: SigningKey | undefined;
   let byKid = new Map<string, SigningKey>();
+  let loadedAtMs = 0;
   let lastLookupReloadMs = 0;
   let reloading: Promise<void> | undefined;
-  const minReloadMs = (options.minReloadIntervalSeconds ?? 5) * 1000;
+  const missedKids = new Map<string, number>();
 
   const load = async () => {
     let stored = await activeKeys(options);
@@ -60,8 +65,7 @@ export async function loadKeyRing(options: KeyRingOptions): Promise<LoadedKeyRin
     }
     keys = await Promise.all(stored.map(importEd25519KeyPair));
     byKid = new Map(keys.map((key) => [key.kid, key]));
-    const signingKid = chooseSigningKey(stored, options.clock.now())?.kid;
-    signing = keys.find((key) => key.kid === signingKid);
+    loadedAtMs = options.clock.now().getTime();
   };
   // Concurrent callers share one reload rather than each querying the database.
   const reload = () => {
@@ -73,33 +77,30 @@ export async function loadKeyRing(options: KeyRingOptions): Promise<LoadedKeyRin
   await reload();
 
   return {
-    current: () => signing as SigningKey,
+    algorithm: 'EdDSA',
+    async signingKey() {
+      if (options.clock.now().getTime() - loadedAtMs > SIGNING_FRESHNESS_MS) await reload();
+      return keys[0] as SigningKey;
+    },
     async find(kid) {
       const known = byKid.get(kid);
       if (known) return known;
-      if (!reloading) {
-        if (Date.now() - lastLookupReloadMs < minReloadMs) return undefined;
-        lastLookupReloadMs = Date.now();
-      }
+      const now = Date.now();
+      if (now - (missedKids.get(kid) ?? 0) < MISSED_KID_MEMORY_MS) return undefined;
+      if (!reloading && now - lastLookupReloadMs < MIN_LOOKUP_RELOAD_GAP_MS) return undefined;
+      lastLookupReloadMs = now;
       await reload();
-      return byKid.get(kid);
+      const found = byKid.get(kid);
+      if (!found) {
+        if (missedKids.size >= 1000) missedKids.clear();
+        missedKids.set(kid, Date.now());
+      }
+      return found;
     },
     has: (kid) => byKid.has(kid),
     publicJwks: () => keys.flatMap((key) => (key.publicJwk ? [key.publicJwk] : [])),
     reload,
   };
-}
-
-/**
- * A new key is published (JWKS, every instance's ring at its next reload) for this long before it signs, so no
- * instance or outside verifier ever meets a token from a key it has not loaded yet.
- */
-export const KEY_PUBLISH_DELAY_SECONDS = 60;
-
-/** Returns the key that signs now: the newest one published long enough, or the only (oldest) one at first start. */
-function chooseSigningKey<Key extends { createdAt: Date }>(newestFirst: Key[], now: Date): Key | undefined {
-  const publishedBefore = now.getTime() - KEY_PUBLISH_DELAY_SECONDS * 1000;
-  return newestFirst.find((key) => key.createdAt.getTime() <= publishedBefore) ?? newestFirst.at(-1);
 }
 
 /** Returns the keys that still verify, newest first, retiring those superseded for longer than tokens live. */
@@ -108,11 +109,8 @@ async function activeKeys(options: KeyRingOptions): Promise<StoredSigningKey[]> 
   const stored = await options.signingKeys.findActiveSigningKeys('EdDSA');
   const active: StoredSigningKey[] = [];
   for (const [index, key] of stored.entries()) {
-    const successor = index === 0 ? undefined : stored[index - 1];
-    // The successor took over signing once published; tokens this key signed until then live on from there.
-    const supersededAtMs = successor
-      ? successor.createdAt.getTime() + KEY_PUBLISH_DELAY_SECONDS * 1000
-      : undefined;
+    // Superseded when its successor was created: instances sign with the newest key within a second of that.
+    const supersededAtMs = index === 0 ? undefined : stored[index - 1]?.createdAt.getTime();
     if (supersededAtMs !== undefined && now.getTime() - supersededAtMs > options.retireAfterSeconds * 1000) {
       await options.signingKeys.retireSigningKey(key.kid, now);
     } else {
@@ -122,7 +120,7 @@ async function activeKeys(options: KeyRingOptions): Promise<StoredSigningKey[]> 
   return active;
 }
 
-/** Adds a new Ed25519 key: published at once, signing after KEY_PUBLISH_DELAY_SECONDS; older keys keep verifying. */
+/** Adds a new Ed25519 key; every instance signs with it from its next login on, older keys keep verifying. */
 export async function rotateSigningKey(signingKeys: SigningKeysRepository, clock: Clock): Promise<string> {
   const generated = await generateEd25519KeyPair();
   await signingKeys.insertSigningKey({ ...generated, algorithm: 'EdDSA' }, clock.now());
@@ -133,32 +131,19 @@ export interface SigningKeyState {
   kid: string;
   algorithm: string;
   createdAt: Date;
-  state: 'signing' | 'verifying' | 'published' | 'retired';
+  state: 'signing' | 'verifying' | 'retired';
   retiredAt: Date | undefined;
 }
 
 /** Returns every stored key, newest first, with what it is used for now. */
-export async function listSigningKeys(
-  signingKeys: SigningKeysRepository,
-  clock: Clock,
-): Promise<SigningKeyState[]> {
+export async function listSigningKeys(signingKeys: SigningKeysRepository): Promise<SigningKeyState[]> {
   const stored = await signingKeys.findAllSigningKeys();
-  const signingKid = chooseSigningKey(
-    stored.filter((key) => key.retiredAt === undefined),
-    clock.now(),
-  )?.kid;
-  const signingCreatedAt = stored.find((key) => key.kid === signingKid)?.createdAt.getTime() ?? 0;
+  const signingKid = stored.find((key) => key.retiredAt === undefined)?.kid;
   return stored.map((key) => ({
     kid: key.kid,
     algorithm: key.algorithm,
     createdAt: key.createdAt,
-    state: key.retiredAt
-      ? 'retired'
-      : key.kid === signingKid
-        ? 'signing'
-        : key.createdAt.getTime() > signingCreatedAt
-          ? 'published'
-          : 'verifying',
+    state: key.retiredAt ? 'retired' : key.kid === signingKid ? 'signing' : 'verifying',
     retiredAt: key.retiredAt,
   }));
 }

@@ -12,7 +12,8 @@ import { createTestClock } from '../support/clock.ts';
 import { decodeToken, ed25519Sign, forgedTokens, hmacSign } from '../support/forge-token.ts';
 
 const ringOf = (key: SigningKey, active = { value: true }): KeyRing => ({
-  current: () => key,
+  algorithm: key.algorithm,
+  signingKey: async () => key,
   find: (kid) => (kid === key.kid && active.value ? key : undefined),
   has: (kid) => kid === key.kid && active.value,
 });
@@ -54,7 +55,7 @@ describe.each(await setups())('access tokens ($name)', (setup) => {
       scope: 'conversation',
     });
     const { header, payload } = decodeToken(issued.token);
-    expect(header).toEqual({ alg: setup.name, typ: 'at+jwt', kid: setup.ring.current().kid });
+    expect(header).toEqual({ alg: setup.name, typ: 'at+jwt', kid: (await setup.ring.signingKey()).kid });
     expect(payload).toMatchObject({
       iss: options.issuer,
       aud: options.audience,
@@ -102,7 +103,11 @@ describe.each(await setups())('access tokens ($name)', (setup) => {
 
   it('refuses a cached token once its key has left the ring', async () => {
     const active = { value: true };
-    const local = createAccessTokens({ ...options, keys: ringOf(setup.ring.current(), active), clock });
+    const local = createAccessTokens({
+      ...options,
+      keys: ringOf(await setup.ring.signingKey(), active),
+      clock,
+    });
     const issued = await local.issue({
       userId: 7,
       username: 'Alice',
