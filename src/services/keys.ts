@@ -10,8 +10,8 @@ import {
 } from '../security/signing-keys.ts';
 
 export interface LoadedKeyRing extends KeyRing {
-  /** Public keys for GET /.well-known/jwks.json. */
-  publicJwks(): Record<string, unknown>[];
+  /** Public keys for GET /.well-known/jwks.json, re-read when over a second old like the signing key. */
+  publicJwks(): Promise<Record<string, unknown>[]>;
   /** Re-reads the keys from the database, picking up a rotation made elsewhere. */
   reload(): Promise<void>;
 }
@@ -25,7 +25,7 @@ export interface KeyRingOptions {
   retireAfterSeconds: number;
 }
 
-// Before signing, keys older than this are re-read: a rotation signs everywhere within a second of the command.
+// Before signing or publishing, keys older than this are re-read: a rotation reaches every instance within a second.
 const SIGNING_FRESHNESS_MS = 1000;
 // A kid that was not found is not looked up again for this long, so forged kids cannot hammer the database.
 const MISSED_KID_MEMORY_MS = 5000;
@@ -41,7 +41,7 @@ export async function loadKeyRing(options: KeyRingOptions): Promise<LoadedKeyRin
       signingKey: async () => key,
       find: (kid) => (kid === key.kid ? key : undefined),
       has: (kid) => kid === key.kid,
-      publicJwks: () => [],
+      publicJwks: async () => [],
       reload: async () => {},
     };
   }
@@ -74,12 +74,15 @@ export async function loadKeyRing(options: KeyRingOptions): Promise<LoadedKeyRin
     });
     return reloading;
   };
+  const reloadIfStale = async () => {
+    if (options.clock.now().getTime() - loadedAtMs > SIGNING_FRESHNESS_MS) await reload();
+  };
   await reload();
 
   return {
     algorithm: 'EdDSA',
     async signingKey() {
-      if (options.clock.now().getTime() - loadedAtMs > SIGNING_FRESHNESS_MS) await reload();
+      await reloadIfStale();
       return keys[0] as SigningKey;
     },
     async find(kid) {
@@ -98,7 +101,11 @@ export async function loadKeyRing(options: KeyRingOptions): Promise<LoadedKeyRin
       return found;
     },
     has: (kid) => byKid.has(kid),
-    publicJwks: () => keys.flatMap((key) => (key.publicJwk ? [key.publicJwk] : [])),
+    // Whoever fetches the JWKS from any instance must find every key that any instance signs with.
+    async publicJwks() {
+      await reloadIfStale();
+      return keys.flatMap((key) => (key.publicJwk ? [key.publicJwk] : []));
+    },
     reload,
   };
 }

@@ -11,13 +11,19 @@ import {
   expectOAuthError,
   getWithToken,
   postForm,
-  type Reply,
   type RegisteredUser,
+  type Reply,
   registerUser,
   request,
   splitToken,
 } from './support/client.ts';
-import { DIALECTS, type RunningServer, type ServerContext, startServer, useServer } from './support/server.ts';
+import {
+  DIALECTS,
+  type RunningServer,
+  type ServerContext,
+  startServer,
+  useServer,
+} from './support/server.ts';
 
 vi.setConfig({ testTimeout: 30_000, hookTimeout: 60_000 });
 
@@ -78,7 +84,10 @@ async function expectOk(on: Base, access: string, username: string, what: string
 async function expectRefused(on: Base, access: string, what: string) {
   expectInvalidToken(await getWithToken(on.url('/conversation'), access), `${what} (/conversation)`);
   expectInvalidToken(await getWithToken(on.url('/users/me'), access), `${what} (/users/me)`);
-  expectInvalidToken(await getWithToken(on.url('/users/me/sessions'), access), `${what} (/users/me/sessions)`);
+  expectInvalidToken(
+    await getWithToken(on.url('/users/me/sessions'), access),
+    `${what} (/users/me/sessions)`,
+  );
 }
 
 async function expectRefreshDead(on: Base, refresh: string, what: string) {
@@ -239,7 +248,9 @@ describe.each(DIALECTS)('sessions: logout and session management (%s)', (dialect
       expect(after.created_at).toBe(before.created_at);
       expect(Date.parse(after.last_used_at)).toBeGreaterThan(Date.parse(before.last_used_at));
       // default absolute lifetime 30 days
-      expect(Date.parse(after.expires_at) - Date.parse(after.created_at)).toBeLessThanOrEqual(30 * 86400_000 + 2000);
+      expect(Date.parse(after.expires_at) - Date.parse(after.created_at)).toBeLessThanOrEqual(
+        30 * 86400_000 + 2000,
+      );
     });
   });
 

@@ -11,8 +11,8 @@ import {
   getWithToken,
   postForm,
   postJson,
-  type Reply,
   type RegisteredUser,
+  type Reply,
   registerUser,
   request,
   sleep,
@@ -54,7 +54,9 @@ async function loginGrant(ctx: ServerContext, u: RegisteredUser, headers: Record
 
 async function refreshRaw(ctx: ServerContext, token: string, mode: 'form' | 'json' = 'form'): Promise<Reply> {
   const fields = { grant_type: 'refresh_token', refresh_token: token };
-  return mode === 'form' ? await postForm(ctx.url('/token'), fields) : await postJson(ctx.url('/token'), fields);
+  return mode === 'form'
+    ? await postForm(ctx.url('/token'), fields)
+    : await postJson(ctx.url('/token'), fields);
 }
 
 async function refresh(ctx: ServerContext, token: string, mode: 'form' | 'json' = 'form'): Promise<Grant> {
@@ -229,7 +231,10 @@ describe.each(DIALECTS)('sessions: refresh tokens (%s)', (dialect) => {
         Array.from({ length: 20 }, (_, i) => refreshRaw(ctx, g1.refresh, i % 2 ? 'json' : 'form')),
       );
       const statuses = replies.map((r) => r.status);
-      expect(statuses.filter((s) => s >= 500), JSON.stringify(statuses)).toEqual([]);
+      expect(
+        statuses.filter((s) => s >= 500),
+        JSON.stringify(statuses),
+      ).toEqual([]);
       expect(
         replies.filter((r) => r.status !== 200).map((r) => `${r.status} ${r.text}`),
         'every racer is inside the grace window: each gets the successor',
