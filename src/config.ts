@@ -32,6 +32,9 @@ const EnvSchema = Type.Object({
   DOCS_ENABLED: booleanFlag('true'),
   TRUST_PROXY: booleanFlag('false'),
   WORKERS: Type.String({ default: '1', pattern: '^(auto|[1-9][0-9]?)$' }),
+  HASH_THREAD_PRIORITY: Type.Union([Type.Literal('low'), Type.Literal('idle'), Type.Literal('normal')], {
+    default: 'low',
+  }),
 });
 
 type Env = Static<typeof EnvSchema>;
@@ -67,6 +70,8 @@ export interface Config {
   readonly trustProxy: boolean;
   /** Processes serving the port (node:cluster); `auto` became the number of cores. */
   readonly workers: number;
+  /** Scheduling of libuv's threadpool, where passwords are hashed: nice 19, SCHED_IDLE, or unchanged. */
+  readonly hashThreadPriority: 'low' | 'idle' | 'normal';
 }
 
 export class ConfigError extends Error {
@@ -175,6 +180,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     docsEnabled: isTrue(values.DOCS_ENABLED),
     trustProxy: isTrue(values.TRUST_PROXY),
     workers: values.WORKERS === 'auto' ? availableParallelism() : Number(values.WORKERS),
+    hashThreadPriority: values.HASH_THREAD_PRIORITY,
   });
 }
 

@@ -1,4 +1,5 @@
 import './runtime-check.ts';
+import { execFileSync } from 'node:child_process';
 import cluster from 'node:cluster';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { setPriority } from 'node:os';
@@ -29,17 +30,20 @@ function readConfig(): Config {
 }
 
 /**
- * Password hashes saturate libuv's threadpool by design; at a lower priority its threads take only the CPU the
- * event loop leaves, so a flood of logins does not stretch the latency of every other request. Linux only.
+ * Password hashes saturate libuv's threadpool by design. At nice 19 (`low`) its threads take the CPU the event
+ * loop leaves; as SCHED_IDLE (`idle`) they run only when no other thread wants a core, which keeps read latency
+ * flattest under a login flood but lets a saturated machine starve logins. Linux only.
  */
-function deprioritiseThreadpool(): void {
+function deprioritiseThreadpool(priority: Config['hashThreadPriority']): void {
+  if (priority === 'normal') return;
   try {
     for (const tid of readdirSync('/proc/self/task')) {
-      if (readFileSync(`/proc/self/task/${tid}/comm`, 'utf8').trim() === 'libuv-worker')
-        setPriority(Number(tid), 19);
+      if (readFileSync(`/proc/self/task/${tid}/comm`, 'utf8').trim() !== 'libuv-worker') continue;
+      setPriority(Number(tid), 19);
+      if (priority === 'idle') execFileSync('chrt', ['--idle', '--pid', '0', tid], { stdio: 'ignore' });
     }
   } catch {
-    // Elsewhere the threads keep the default priority.
+    // Elsewhere (or without chrt) the threads keep what they could get.
   }
 }
 
@@ -63,7 +67,7 @@ async function serve(config: Config): Promise<void> {
     passwords: createPasswordHasher(config.passwords.argon2),
   });
   // The hasher has started its first hash, so the threadpool's threads exist now.
-  deprioritiseThreadpool();
+  deprioritiseThreadpool(config.hashThreadPriority);
 
   const inCluster = cluster.isWorker;
   let shuttingDown = false;
