@@ -227,6 +227,28 @@ async function probeLatency(url: string, headers: Record<string, string>, client
   return { p50Ms: at(0.5), p99Ms: at(0.99), errors, requests: samples.length };
 }
 
+/**
+ * p99 of /conversation at rest and while 16 connections flood /token, timed per request in microseconds
+ * (autocannon rounds to whole milliseconds, too coarse for a sub-millisecond path).
+ */
+async function measureFlood(base: string, auth: Record<string, string>, label: string) {
+  const atRest = await probeLatency(`${base}/conversation`, auth);
+  const [tokens, flooded] = await Promise.all([
+    load({ url: `${base}/token`, method: 'POST', headers: formHeaders, body: tokenForm, connections: 16 }),
+    probeLatency(`${base}/conversation`, auth),
+  ]);
+  log(`flood, ${label}: p99 ${atRest.p99Ms.toFixed(2)} ms at rest, ${flooded.p99Ms.toFixed(2)} ms flooded`);
+  return {
+    p50AtRestMs: atRest.p50Ms,
+    p99AtRestMs: atRest.p99Ms,
+    p50FloodedMs: flooded.p50Ms,
+    p99FloodedMs: flooded.p99Ms,
+    ratio: flooded.p99Ms / atRest.p99Ms,
+    conversationErrors: atRest.errors + flooded.errors,
+    tokenRequestsPerSecondDuringFlood: tokens.requests.average,
+  };
+}
+
 async function measure(name: string, pid: number, options: LoadOptions, usesPostgres = false): Promise<Row> {
   await load({ ...options, duration: 1 });
   const cpuBefore = cpuMs(pid);
@@ -456,55 +478,14 @@ async function main() {
     connections: 8,
   });
 
-  // Logins must not slow everyone else down: p99 of /conversation at rest, then while /token is flooded, timed
-  // per request in microseconds (autocannon rounds to whole milliseconds, too coarse for a sub-millisecond path).
-  const atRest = await probeLatency(`${sqlite.base}/conversation`, auth);
-  const [, flooded] = await Promise.all([
-    load({
-      url: `${sqlite.base}/token`,
-      method: 'POST',
-      headers: formHeaders,
-      body: tokenForm,
-      connections: 16,
-    }),
-    probeLatency(`${sqlite.base}/conversation`, auth),
-  ]);
-  extra.flood = {
-    p50AtRestMs: atRest.p50Ms,
-    p99AtRestMs: atRest.p99Ms,
-    p50FloodedMs: flooded.p50Ms,
-    p99FloodedMs: flooded.p99Ms,
-    ratio: flooded.p99Ms / atRest.p99Ms,
-    conversationErrors: atRest.errors + flooded.errors,
-  };
-  log(
-    `flood: p99 ${atRest.p99Ms.toFixed(2)} ms at rest, ${flooded.p99Ms.toFixed(2)} ms while /token is flooded`,
-  );
+  // Logins must not slow everyone else down: p99 of /conversation at rest, then while /token is flooded.
+  extra.flood = await measureFlood(sqlite.base, auth, 'HASH_THREAD_PRIORITY=low');
   await stop(sqlite.child);
 
-  // The same with the hashing threads as SCHED_IDLE (HASH_THREAD_PRIORITY=idle), and /token's rate under it.
+  // The same with the hashing threads as SCHED_IDLE.
   const idle = await startGatehouse(sqliteUrl, { HASH_THREAD_PRIORITY: 'idle' });
   const idleAuth = { authorization: `Bearer ${await registerAndLogin(idle.base, uniqueName())}` };
-  const idleRest = await probeLatency(`${idle.base}/conversation`, idleAuth);
-  const [idleTokens, idleFlooded] = await Promise.all([
-    load({
-      url: `${idle.base}/token`,
-      method: 'POST',
-      headers: formHeaders,
-      body: tokenForm,
-      connections: 16,
-    }),
-    probeLatency(`${idle.base}/conversation`, idleAuth),
-  ]);
-  extra.floodIdle = {
-    p99AtRestMs: idleRest.p99Ms,
-    p99FloodedMs: idleFlooded.p99Ms,
-    ratio: idleFlooded.p99Ms / idleRest.p99Ms,
-    tokenRequestsPerSecondDuringFlood: idleTokens.requests.average,
-  };
-  log(
-    `flood, HASH_THREAD_PRIORITY=idle: p99 ${idleRest.p99Ms.toFixed(2)} ms at rest, ${idleFlooded.p99Ms.toFixed(2)} ms flooded`,
-  );
+  extra.floodIdle = await measureFlood(idle.base, idleAuth, 'HASH_THREAD_PRIORITY=idle');
   await stop(idle.child);
 
   const clustered = await startGatehouse(sqliteUrl, { WORKERS: '2' });

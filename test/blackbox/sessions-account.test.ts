@@ -17,41 +17,16 @@ import {
   type Reply,
   registerUser,
   request,
-  splitToken,
   strongPassword,
   uniqueName,
 } from './support/client.ts';
+import { loginGrant, refreshRaw, toGrant } from './support/grants.ts';
 import { DIALECTS, randomId, type ServerContext, useServer } from './support/server.ts';
 
 vi.setConfig({ testTimeout: 30_000, hookTimeout: 60_000 });
 
-interface Grant {
-  access: string;
-  refresh: string;
-  sid: string;
-}
-
-function toGrant(ctx: ServerContext, r: Reply, what: string): Grant {
-  expect(r.status, `${what}: ${r.text}`).toBe(200);
-  ctx.track(r.json.access_token);
-  ctx.track(r.json.refresh_token);
-  return {
-    access: r.json.access_token,
-    refresh: r.json.refresh_token,
-    sid: splitToken(r.json.access_token).payload.sid,
-  };
-}
-
 async function loginRaw(ctx: ServerContext, username: string, password: string): Promise<Reply> {
   return await postForm(ctx.url('/token'), { grant_type: 'password', username, password });
-}
-
-async function loginGrant(ctx: ServerContext, u: RegisteredUser): Promise<Grant> {
-  return toGrant(ctx, await loginRaw(ctx, u.username, u.password), `login ${u.username}`);
-}
-
-async function refreshRaw(ctx: ServerContext, token: string): Promise<Reply> {
-  return await postForm(ctx.url('/token'), { grant_type: 'refresh_token', refresh_token: token });
 }
 
 async function send(

@@ -18,6 +18,7 @@ import {
   sleep,
   splitToken,
 } from './support/client.ts';
+import type { Base } from './support/grants.ts';
 import {
   DIALECTS,
   ROOT,
@@ -28,8 +29,6 @@ import {
 } from './support/server.ts';
 
 vi.setConfig({ testTimeout: 30_000, hookTimeout: 60_000 });
-
-type Base = { url(p: string): string };
 
 async function keysCommand(databaseUrl: string, args: string[]): Promise<{ code: number; out: string }> {
   return await new Promise((resolve) => {

@@ -11,58 +11,14 @@ import {
   expectOAuthError,
   getWithToken,
   postForm,
-  type RegisteredUser,
   type Reply,
   registerUser,
   request,
-  splitToken,
 } from './support/client.ts';
-import {
-  DIALECTS,
-  type RunningServer,
-  type ServerContext,
-  startServer,
-  useServer,
-} from './support/server.ts';
+import { type Base, loginGrant, refreshRaw, toGrant } from './support/grants.ts';
+import { DIALECTS, type RunningServer, startServer, useServer } from './support/server.ts';
 
 vi.setConfig({ testTimeout: 30_000, hookTimeout: 60_000 });
-
-interface Grant {
-  access: string;
-  refresh: string;
-  sid: string;
-}
-
-type Base = { url(p: string): string };
-
-function toGrant(ctx: ServerContext, r: Reply, what: string): Grant {
-  expect(r.status, `${what}: ${r.text}`).toBe(200);
-  ctx.track(r.json.access_token);
-  ctx.track(r.json.refresh_token);
-  return {
-    access: r.json.access_token,
-    refresh: r.json.refresh_token,
-    sid: splitToken(r.json.access_token).payload.sid,
-  };
-}
-
-async function loginGrant(
-  ctx: ServerContext,
-  u: RegisteredUser,
-  headers: Record<string, string> = {},
-  on: Base = ctx,
-): Promise<Grant> {
-  const r = await postForm(
-    on.url('/token'),
-    { grant_type: 'password', username: u.username, password: u.password },
-    headers,
-  );
-  return toGrant(ctx, r, `login ${u.username}`);
-}
-
-async function refreshRaw(on: Base, token: string): Promise<Reply> {
-  return await postForm(on.url('/token'), { grant_type: 'refresh_token', refresh_token: token });
-}
 
 async function post(on: Base, path: string, access?: string): Promise<Reply> {
   return await request(on.url(path), {
