@@ -10,7 +10,7 @@ import { createServerSecretsRepository } from './db/server-secrets.ts';
 import { createSessionsRepository } from './db/sessions.ts';
 import { createSigningKeysRepository } from './db/signing-keys.ts';
 import { createUsersRepository } from './db/users.ts';
-import { requireBearerToken } from './http/authenticate.ts';
+import { requireBearerClaim, requireBearerToken } from './http/authenticate.ts';
 import { errorHandler } from './http/error-handler.ts';
 import { registerMethodNotAllowed, registerResponseHooks } from './http/hooks.ts';
 import { registerOpenApi } from './http/openapi.ts';
@@ -162,9 +162,12 @@ export async function buildApp(config: Config, deps: AppDependencies): Promise<F
   await app.register(jwksRoutes, { publicJwks: () => keys.publicJwks() });
   await app.register(registerRoutes, { accounts });
   await app.register(tokenRoutes, { accounts, sessions });
+  await app.register(async (conversationScope) => {
+    requireBearerClaim(conversationScope, sessions);
+    await conversationScope.register(conversationRoutes, { conversations });
+  });
   await app.register(async (protectedScope) => {
     requireBearerToken(protectedScope, sessions);
-    await protectedScope.register(conversationRoutes, { conversations });
     await protectedScope.register(accountRoutes, { accounts, sessions });
   });
   return app;

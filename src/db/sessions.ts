@@ -1,6 +1,6 @@
-import type { Selectable } from 'kysely';
+import type { Expression, ExpressionBuilder, Selectable, SqlBool } from 'kysely';
 import { prepareQuery } from './prepared.ts';
-import type { Db, SessionsTable } from './schema.ts';
+import type { Database, Db, SessionsTable } from './schema.ts';
 import { toUser, type User, userColumns } from './users.ts';
 
 export interface Session {
@@ -90,6 +90,24 @@ const sessionColumns = [
 
 type SessionRow = Omit<Selectable<SessionsTable>, 'revoked_reason'>;
 
+/**
+ * The rule every authenticated read applies: the session is the user's, not revoked, not past its absolute
+ * expiry and used since the idle cut-off. Takes [sessionId, userId, nowMs, idleSinceMs], in that order.
+ */
+export function isLiveSession([sessionId, userId, nowMs, idleSinceMs]: [string, number, number, number]) {
+  return (eb: ExpressionBuilder<Database, 'sessions'>): Expression<SqlBool> =>
+    eb.and([
+      eb('sessions.id', '=', sessionId),
+      eb('sessions.user_id', '=', userId),
+      eb('sessions.revoked_at_ms', 'is', null),
+      eb('sessions.expires_at_ms', '>', nowMs),
+      eb('sessions.last_used_at_ms', '>', idleSinceMs),
+    ]);
+}
+
+/** Placeholders for isLiveSession in prepared queries, bound per request to the same four values. */
+export const LIVE_SESSION_SENTINELS: [string, number, number, number] = ['\u0000session', -1, -2, -3];
+
 export function createSessionsRepository(db: Db): SessionsRepository {
   // Every authenticated request runs this one: prepared once, bound per request.
   const userOfLiveSession = prepareQuery(
@@ -97,12 +115,8 @@ export function createSessionsRepository(db: Db): SessionsRepository {
       .selectFrom('sessions')
       .innerJoin('users', 'users.id', 'sessions.user_id')
       .select(userColumns.map((column) => `users.${column}` as const))
-      .where('sessions.id', '=', '\u0000session')
-      .where('sessions.user_id', '=', -1)
-      .where('sessions.revoked_at_ms', 'is', null)
-      .where('sessions.expires_at_ms', '>', -2)
-      .where('sessions.last_used_at_ms', '>', -3),
-    ['\u0000session', -1, -2, -3],
+      .where(isLiveSession(LIVE_SESSION_SENTINELS)),
+    LIVE_SESSION_SENTINELS,
   );
 
   return {

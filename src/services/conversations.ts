@@ -1,9 +1,13 @@
 import type { ConversationsRepository } from '../db/conversations.ts';
 import { AppError } from '../errors.ts';
+import type { SessionClaim } from './sessions.ts';
 
 export interface ConversationsService {
-  /** Returns the user's conversation as text, one message a line; throws not_found if they have none. */
-  readConversation(userId: number): Promise<string>;
+  /**
+   * Returns the conversation of the user behind a verified token, one message a line, checking the session in
+   * the same read: throws invalid_token when it is not live, not_found when the user has no conversation.
+   */
+  readConversationOfSession(claim: SessionClaim): Promise<{ username: string; conversation: string }>;
 }
 
 /** Builds read access to each user's own conversation. */
@@ -11,10 +15,14 @@ export function createConversationsService(deps: {
   conversations: ConversationsRepository;
 }): ConversationsService {
   return {
-    async readConversation(userId) {
-      const messages = await deps.conversations.findMessagesByUserId(userId);
-      if (!messages) throw new AppError('not_found', 'Conversation not found');
-      return messages.map((message) => message.body).join('\n');
+    async readConversationOfSession({ sessionId, userId, now, idleSince }) {
+      const found = await deps.conversations.findConversationOfLiveSession(sessionId, userId, now, idleSince);
+      if (!found) throw new AppError('invalid_token', 'Could not validate credentials');
+      if (!found.messages) throw new AppError('not_found', 'Conversation not found');
+      return {
+        username: found.username,
+        conversation: found.messages.map((message) => message.body).join('\n'),
+      };
     },
   };
 }

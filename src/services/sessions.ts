@@ -38,6 +38,14 @@ export interface Authenticated {
   sessionId: string;
 }
 
+/** What a verified access token claims: the session to check, and the instant and idle cut-off to check it at. */
+export interface SessionClaim {
+  sessionId: string;
+  userId: number;
+  now: Date;
+  idleSince: Date;
+}
+
 export interface SessionsService {
   /** Opens a session for a user who has just proved who they are; throws invalid_grant if the password changed. */
   startSession(login: VerifiedLogin, context: RequestContext): Promise<TokenGrant>;
@@ -45,6 +53,11 @@ export interface SessionsService {
   rotateRefreshToken(presented: string, context: RequestContext): Promise<TokenGrant>;
   /** Returns who a bearer token speaks for; throws invalid_token for a bad token or an ended session. */
   authenticateBearerToken(accessToken: string): Promise<Authenticated>;
+  /**
+   * Verifies a bearer token without reading the database; throws invalid_token. The caller must then check the
+   * claimed session in its own query (isLiveSession) and answer invalid_token when it is not live.
+   */
+  verifyBearerToken(accessToken: string): Promise<SessionClaim>;
   /** Ends one session; its refresh and access tokens stop working at once. */
   revokeSession(sessionId: string, reason: string): Promise<void>;
   /** Ends the session of a refresh or access token (RFC 7009); does nothing for a token it does not know. */
@@ -80,6 +93,12 @@ export function createSessionsService(deps: SessionsDependencies): SessionsServi
   const invalidGrant = () =>
     new AppError('invalid_grant', 'The refresh token is invalid, expired or revoked');
   const idleSince = (now: Date) => new Date(now.getTime() - deps.idleTtlSeconds * 1000);
+
+  const verifyBearerToken = async (accessToken: string): Promise<SessionClaim> => {
+    const verified = await accessTokens.verify(accessToken);
+    const now = clock.now();
+    return { sessionId: verified.sessionId, userId: verified.userId, now, idleSince: idleSince(now) };
+  };
 
   const grantFor = async (user: User, sessionId: string, refreshToken: RefreshToken): Promise<TokenGrant> => {
     const issued = await accessTokens.issue({
@@ -172,17 +191,18 @@ export function createSessionsService(deps: SessionsDependencies): SessionsServi
       throw invalidGrant();
     },
 
+    verifyBearerToken,
+
     async authenticateBearerToken(accessToken) {
-      const verified = await accessTokens.verify(accessToken);
-      const now = clock.now();
+      const claim = await verifyBearerToken(accessToken);
       const user = await sessions.findUserOfLiveSession(
-        verified.sessionId,
-        verified.userId,
-        now,
-        idleSince(now),
+        claim.sessionId,
+        claim.userId,
+        claim.now,
+        claim.idleSince,
       );
       if (!user) throw new AppError('invalid_token', 'Could not validate credentials');
-      return { user, sessionId: verified.sessionId };
+      return { user, sessionId: claim.sessionId };
     },
 
     async revokeSession(sessionId, reason) {

@@ -46,8 +46,13 @@ describe.each(dialects)('repositories on %s', (dialect) => {
   it('creates the conversation with its welcome message in the same transaction', async () => {
     const users = createUsersRepository(database.db);
     const user = await users.insertUserWithConversation(newUser('Dave'), 'welcome, Dave', now);
-    const messages = await createConversationsRepository(database.db).findMessagesByUserId(user.id);
-    expect(messages).toEqual([{ author: 'system', body: 'welcome, Dave', createdAt: now }]);
+    const messages = await database.db
+      .selectFrom('messages')
+      .innerJoin('conversations', 'conversations.id', 'messages.conversation_id')
+      .select(['messages.author', 'messages.body', 'messages.created_at_ms'])
+      .where('conversations.user_id', '=', user.id)
+      .execute();
+    expect(messages).toEqual([{ author: 'system', body: 'welcome, Dave', created_at_ms: now.getTime() }]);
   });
 
   it('maps a duplicate canonical username to username_taken and leaves no half-written rows', async () => {
@@ -184,11 +189,72 @@ describe.each(dialects)('repositories on %s', (dialect) => {
     expect(tokens.map((row) => row.id)).toEqual(['ken-live-rt']);
   });
 
+  it('reads a conversation only through a live session of its user', async () => {
+    const users = createUsersRepository(database.db);
+    const sessions = createSessionsRepository(database.db);
+    const conversations = createConversationsRepository(database.db);
+    const user = await users.insertUserWithConversation(newUser('Liam'), 'welcome, Liam', now);
+    const other = await users.insertUserWithConversation(newUser('Mia'), 'welcome, Mia', now);
+    const later = (seconds: number) => new Date(now.getTime() + seconds * 1000);
+    const open = (id: string, expiresAt: Date) =>
+      sessions.insertSession(
+        { id, userId: user.id, expiresAt, userAgent: undefined, ipAddress: undefined },
+        { id: `${id}-rt`, secretHash: 'h' },
+        newUser('Liam').passwordHash,
+        now,
+      );
+    await open('liam-live', later(3600));
+    await open('liam-revoked', later(3600));
+    await open('liam-short', later(60));
+    await sessions.revokeSession('liam-revoked', 'logout', now);
+    const read = (sessionId: string, userId: number, at: Date, idleSince: Date) =>
+      conversations.findConversationOfLiveSession(sessionId, userId, at, idleSince);
+    const dayAgo = new Date(now.getTime() - 86400_000);
+
+    expect(await read('liam-live', user.id, now, dayAgo)).toEqual({
+      username: 'Liam',
+      messages: [{ author: 'system', body: 'welcome, Liam', createdAt: now }],
+    });
+    expect(await read('liam-revoked', user.id, now, dayAgo)).toBeUndefined();
+    expect(await read('liam-live', other.id, now, dayAgo)).toBeUndefined();
+    expect(await read('nobody', user.id, now, dayAgo)).toBeUndefined();
+    // Idle: last used at `now`, which is not after an idle cut-off of `now`.
+    expect(await read('liam-live', user.id, now, now)).toBeUndefined();
+    expect(await read('liam-short', user.id, later(120), dayAgo)).toBeUndefined();
+    expect(await read('liam-live', user.id, later(120), dayAgo)).toBeDefined();
+
+    // Stored out of order: the read orders by message id, not by where the rows happen to lie.
+    const { id: conversationId } = await database.db
+      .selectFrom('conversations')
+      .select('id')
+      .where('user_id', '=', user.id)
+      .executeTakeFirstOrThrow();
+    const message = (id: number, body: string) => ({
+      id,
+      conversation_id: conversationId,
+      author: 'user' as const,
+      body,
+      created_at_ms: now.getTime(),
+    });
+    await database.db.insertInto('messages').values(message(900_002, 'second')).execute();
+    await database.db.insertInto('messages').values(message(900_001, 'first')).execute();
+    const ordered = await read('liam-live', user.id, now, dayAgo);
+    expect(ordered?.messages?.map((m) => m.body)).toEqual(['welcome, Liam', 'first', 'second']);
+
+    await database.db.deleteFrom('conversations').where('user_id', '=', user.id).execute();
+    expect(await read('liam-live', user.id, now, dayAgo)).toEqual({ username: 'Liam', messages: undefined });
+  });
+
   it('deletes conversations and messages with their user', async () => {
     const users = createUsersRepository(database.db);
     const user = await users.insertUserWithConversation(newUser('Ivan'), 'hi', now);
     await database.db.deleteFrom('users').where('id', '=', user.id).execute();
-    expect(await createConversationsRepository(database.db).findMessagesByUserId(user.id)).toBeUndefined();
+    const left = await database.db
+      .selectFrom('conversations')
+      .select('id')
+      .where('user_id', '=', user.id)
+      .execute();
+    expect(left).toEqual([]);
   });
 
   it('stores signing keys and lists the active ones newest first', async () => {

@@ -17,8 +17,8 @@ export const conversationRoutes: FastifyPluginAsyncTypebox<{ conversations: Conv
       },
     },
     async (request) => {
-      const { user } = request.auth!;
-      return { conversation: await conversations.readConversation(user.id), current_user: user.username };
+      const { username, conversation } = await conversations.readConversationOfSession(request.claim!);
+      return { conversation, current_user: username };
     },
   );
 };
