@@ -3,6 +3,9 @@ import { AppError } from '../errors.ts';
 import { sendError } from './error-handler.ts';
 
 /** Headers every response carries, and a log line per request (no query string: it may hold a token). */
+// Bodies up to this size are read to their end after an early answer, so that the client receives it.
+const DRAIN_LIMIT_BYTES = 8 * 1024 * 1024;
+
 export function registerResponseHooks(app: FastifyInstance): void {
   app.addHook('onRequest', async (request, reply) => {
     reply.headers({
@@ -11,6 +14,15 @@ export function registerResponseHooks(app: FastifyInstance): void {
       'referrer-policy': 'no-referrer',
       'cache-control': 'no-store',
     });
+  });
+  app.addHook('onSend', async (request, reply) => {
+    // Fastify answers a body it will not read (too large) with `Connection: close`. Closing while the client is
+    // still sending makes the client's kernel see a reset, and the client an error (EPIPE) instead of the 413.
+    // Up to a bound, keep the connection: Node then reads and discards the rest of the body once the answer is
+    // sent. A larger or unannounced remainder still closes the connection.
+    if (reply.getHeader('connection') !== 'close' || request.raw.complete) return;
+    const declared = Number(request.headers['content-length']);
+    if (declared > 0 && declared <= DRAIN_LIMIT_BYTES) reply.removeHeader('connection');
   });
   app.addHook('onResponse', async (request, reply) => {
     // Successful requests are logged at debug: on the hot path a log line per request costs more than the work.

@@ -416,6 +416,14 @@ describe.each(DIALECTS)('POST /register (%s)', (dialect) => {
       expect(performance.now() - t0).toBeLessThan(3000);
     });
 
+    it('delivers the 413 to every one of 20 clients that send a 2 MiB body, without a reset', async () => {
+      const big = JSON.stringify(body({ password: 'x'.repeat(2 * 1024 * 1024) }));
+      for (let i = 0; i < 20; i += 1) {
+        const r = await postJson(ctx.url('/register/'), big);
+        expect(r.status).toBe(413);
+      }
+    });
+
     it('never echoes the password in a 422 for another field', async () => {
       const b = body({ age: 'forty' });
       const r = await postJson(ctx.url('/register/'), b);
