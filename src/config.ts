@@ -32,8 +32,8 @@ const EnvSchema = Type.Object({
   DOCS_ENABLED: booleanFlag('true'),
   TRUST_PROXY: booleanFlag('false'),
   WORKERS: Type.String({ default: '1', pattern: '^(auto|[1-9][0-9]?)$' }),
-  HASH_THREAD_PRIORITY: Type.Union([Type.Literal('low'), Type.Literal('idle'), Type.Literal('normal')], {
-    default: 'low',
+  HASH_THREAD_PRIORITY: Type.Union([Type.Literal('idle'), Type.Literal('low'), Type.Literal('normal')], {
+    default: 'idle',
   }),
 });
 

@@ -30,21 +30,34 @@ function readConfig(): Config {
 }
 
 /**
- * Password hashes saturate libuv's threadpool by design. At nice 19 (`low`) its threads take the CPU the event
- * loop leaves; as SCHED_IDLE (`idle`) they run only when no other thread wants a core, which keeps read latency
- * flattest under a login flood but lets a saturated machine starve logins. Linux only.
+ * Password hashes saturate libuv's threadpool by design, and every thread they take is a core the event loop may
+ * want. As SCHED_IDLE (`idle`, the default) the pool's threads run only on cores no other thread wants, and give a
+ * core back at once when the event loop wakes: reads keep their latency under a login flood (issue 5 measures it).
+ * At nice 19 (`low`) they get a 15/1024 share against the event loop instead of 3/1024, but the scheduler lets them
+ * finish their slice before the event loop runs, which is the latency `idle` avoids. Either way, logins get the
+ * cores the event loop does not use: all but one of them when the machine runs nothing else. Linux only; returns
+ * what it could not do.
  */
-function deprioritiseThreadpool(priority: Config['hashThreadPriority']): void {
-  if (priority === 'normal') return;
+function deprioritiseThreadpool(priority: Config['hashThreadPriority']): string | undefined {
+  if (priority === 'normal') return undefined;
+  let threads: string[];
   try {
-    for (const tid of readdirSync('/proc/self/task')) {
-      if (readFileSync(`/proc/self/task/${tid}/comm`, 'utf8').trim() !== 'libuv-worker') continue;
+    threads = readdirSync('/proc/self/task').filter(
+      (tid) => readFileSync(`/proc/self/task/${tid}/comm`, 'utf8').trim() === 'libuv-worker',
+    );
+  } catch {
+    return 'no /proc/self/task: hashing threads keep their priority';
+  }
+  let failure: string | undefined;
+  for (const tid of threads) {
+    try {
       setPriority(Number(tid), 19);
       if (priority === 'idle') execFileSync('chrt', ['--idle', '--pid', '0', tid], { stdio: 'ignore' });
+    } catch (error) {
+      failure ??= `hashing thread ${tid}: ${(error as Error).message}; the others were still lowered`;
     }
-  } catch {
-    // Elsewhere (or without chrt) the threads keep what they could get.
   }
+  return failure;
 }
 
 async function prepareDatabase(config: Config): Promise<DbHandle> {
@@ -67,7 +80,9 @@ async function serve(config: Config): Promise<void> {
     passwords: createPasswordHasher(config.passwords.argon2),
   });
   // The hasher has started its first hash, so the threadpool's threads exist now.
-  deprioritiseThreadpool(config.hashThreadPriority);
+  const notLowered = deprioritiseThreadpool(config.hashThreadPriority);
+  if (notLowered)
+    app.log.warn(`HASH_THREAD_PRIORITY=${config.hashThreadPriority} not fully applied: ${notLowered}`);
 
   const inCluster = cluster.isWorker;
   let shuttingDown = false;

@@ -1,3 +1,4 @@
+import { readdirSync, readFileSync } from 'node:fs';
 import { createLocalJWKSet, jwtVerify } from 'jose';
 import pg from 'pg';
 import { afterAll, describe, expect, it, vi } from 'vitest';
@@ -362,4 +363,38 @@ describe('GET /readyz when PostgreSQL goes away', () => {
     expect(reg.status).toBeGreaterThanOrEqual(500);
     expect(reg.text).not.toMatch(/\n\s+at |postgres:\/\/|database ".*" does not exist/);
   });
+});
+
+describe('hashing threads (issue 5: logins must not slow reads down)', () => {
+  const SCHED_IDLE = 5;
+  const SCHED_OTHER = 0;
+  /** Scheduling policy and nice value of each libuv threadpool thread of a process, from /proc. */
+  const hashingThreads = (pid: number) =>
+    readdirSync(`/proc/${pid}/task`)
+      .filter((tid) => readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').trim() === 'libuv-worker')
+      .map((tid) => {
+        const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+        const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+        return { nice: Number(fields[16]), policy: Number(fields[38]) };
+      });
+
+  it.each([
+    [undefined, SCHED_IDLE, 19],
+    ['low', SCHED_OTHER, 19],
+    ['normal', SCHED_OTHER, 0],
+  ] as const)(
+    'HASH_THREAD_PRIORITY=%s runs them with policy %i at nice %i',
+    async (setting, policy, nice) => {
+      const db = await createDatabase('sqlite');
+      const server = await startServer({ databaseUrl: db.url, env: { HASH_THREAD_PRIORITY: setting } });
+      try {
+        const threads = hashingThreads(server.proc.pid as number);
+        expect(threads.length).toBeGreaterThanOrEqual(4);
+        expect(threads).toEqual(threads.map(() => ({ nice, policy })));
+      } finally {
+        await server.stop();
+        await db.drop();
+      }
+    },
+  );
 });

@@ -22,6 +22,8 @@ describe('loadConfig', () => {
     expect(config.passwords.argon2).toEqual({ memoryKib: 19456, timeCost: 2, parallelism: 1 });
     expect(config.passwords.minLength).toBe(8);
     expect(config.bodyLimitBytes).toBe(16384);
+    // Logins must not slow reads down: hashing threads run only on otherwise idle cores (issue 5's flood p99).
+    expect(config.hashThreadPriority).toBe('idle');
   });
 
   it('returns a frozen object', () => {
