@@ -163,6 +163,13 @@ async function superviseWorkers(config: Config): Promise<void> {
 }
 
 const [command = 'serve', ...args] = process.argv.slice(2);
+if (command === 'version') {
+  // Also run by `npm ci` (prepare) with the compile cache on: every module is then already compiled at the first
+  // `npm start`, which spares it Node's TypeScript stripper (about 18 MB of resident memory) and its start-up time.
+  const { version } = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8'));
+  console.log(`gatehouse ${version} (Node.js ${process.version})`);
+  process.exit(0);
+}
 const config = readConfig();
 if (command === 'serve') {
   if (config.workers > 1 && cluster.isPrimary) await superviseWorkers(config);
@@ -176,7 +183,7 @@ if (command === 'serve') {
       process.exitCode = await runSeedUsersCommand(config, args, print, (line) => process.stderr.write(line));
     } else {
       console.error(
-        'usage: node src/main.ts [serve | migrate | keys list|rotate|retire <kid> | seed-users --count N]',
+        'usage: node src/main.ts [serve | migrate | keys list|rotate|retire <kid> | seed-users --count N | version]',
       );
       process.exitCode = 2;
     }
