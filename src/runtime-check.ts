@@ -11,5 +11,5 @@ if (major !== 24) {
 }
 
 // Read by libuv when its threadpool first starts, which is after this line: room for one password hash per core
-// plus one queued, and two threads that hashing never takes (token signing, file I/O).
-process.env.UV_THREADPOOL_SIZE ??= String(Math.max(4, availableParallelism() + 3));
+// and two threads that hashing never takes (token signing, file I/O).
+process.env.UV_THREADPOOL_SIZE ??= String(Math.max(4, availableParallelism() + 2));
