@@ -13,6 +13,7 @@ const workers = availableParallelism();
 let done = 0;
 const deadline = performance.now() + seconds * 1000;
 const start = performance.now();
+const cpuBefore = process.cpuUsage();
 await Promise.all(
   Array.from({ length: workers }, async () => {
     while (performance.now() < deadline) {
@@ -22,4 +23,13 @@ await Promise.all(
   }),
 );
 const elapsed = (performance.now() - start) / 1000;
-console.log(JSON.stringify({ verifiesPerSecond: done / elapsed, workers, verifies: done, seconds: elapsed }));
+const cpu = process.cpuUsage(cpuBefore);
+console.log(
+  JSON.stringify({
+    verifiesPerSecond: done / elapsed,
+    cpuMsPerVerify: (cpu.user + cpu.system) / 1000 / done,
+    workers,
+    verifies: done,
+    seconds: elapsed,
+  }),
+);

@@ -45,6 +45,11 @@ interface Row {
   cpuMsPerRequest: number;
   /** CPU of the PostgreSQL server processes per request, for the rows that use it. */
   databaseCpuMsPerRequest?: number;
+  /**
+   * The server process's CPU per request by thread: `main` (the event loop), `libuv-worker` (the threadpool: password
+   * hashes, WebCrypto), and V8's and Node's helper threads (garbage collection, compilation) under their own names.
+   */
+  cpuMsPerRequestByThread?: Record<string, number>;
   note?: string;
 }
 
@@ -152,6 +157,27 @@ function cpuBetween(before: Map<number, number>, after: Map<number, number>): nu
   return total;
 }
 
+/**
+ * CPU milliseconds of every thread of the process and its descendants, summed by thread name; each process's first
+ * thread counts as `main` (npm's, idle while the server works, included).
+ */
+function threadCpuMs(pid: number): Map<string, number> {
+  const byName = new Map<string, number>();
+  for (const member of processTree(pid)) {
+    try {
+      for (const tid of readdirSync(`/proc/${member}/task`)) {
+        const stat = readFileSync(`/proc/${member}/task/${tid}/stat`, 'utf8');
+        const name =
+          Number(tid) === member ? 'main' : stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
+        const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+        const ms = ((Number(fields[11]) + Number(fields[12])) * 1000) / 100;
+        byName.set(name, (byName.get(name) ?? 0) + ms);
+      }
+    } catch {}
+  }
+  return byName;
+}
+
 function rssMbPerProcess(pid: number): number {
   let largest = 0;
   for (const member of processTree(pid)) {
@@ -252,9 +278,11 @@ async function measureFlood(base: string, auth: Record<string, string>, label: s
 async function measure(name: string, pid: number, options: LoadOptions, usesPostgres = false): Promise<Row> {
   await load({ ...options, duration: 1 });
   const cpuBefore = cpuMs(pid);
+  const threadsBefore = threadCpuMs(pid);
   const databaseBefore = usesPostgres ? postgresCpuMs() : new Map<number, number>();
   const result = await load(options);
   const cpuAfter = cpuMs(pid);
+  const threadsAfter = threadCpuMs(pid);
   const databaseAfter = usesPostgres ? postgresCpuMs() : new Map<number, number>();
   const total = result.requests.total || 1;
   const row: Row = {
@@ -266,6 +294,11 @@ async function measure(name: string, pid: number, options: LoadOptions, usesPost
     rssMb: rssMbPerProcess(pid),
     cpuMsPerRequest: (cpuAfter - cpuBefore) / total,
     ...(usesPostgres ? { databaseCpuMsPerRequest: cpuBetween(databaseBefore, databaseAfter) / total } : {}),
+    cpuMsPerRequestByThread: Object.fromEntries(
+      [...threadsAfter]
+        .map(([name, ms]) => [name, (ms - (threadsBefore.get(name) ?? 0)) / total] as const)
+        .filter(([, ms]) => ms > 0),
+    ),
   };
   rows.push(row);
   log(`${name}: ${row.requestsPerSecond.toFixed(0)} req/s, p99 ${row.p99Ms} ms, errors ${row.errors}`);
@@ -398,7 +431,7 @@ async function benchArgon2() {
   const output = execFileSync(process.execPath, ['bench/argon2-rate.ts', String(seconds)], {
     cwd: root,
   }).toString();
-  const rate = JSON.parse(output) as { verifiesPerSecond: number; workers: number };
+  const rate = JSON.parse(output) as { verifiesPerSecond: number; cpuMsPerVerify: number; workers: number };
   log(`argon2id raw: ${rate.verifiesPerSecond.toFixed(1)} verifies/s on ${rate.workers} cores`);
   return rate;
 }
@@ -542,6 +575,7 @@ async function main() {
   const argon2 = {
     workers: argon2Before.workers,
     verifiesPerSecond: (argon2Before.verifiesPerSecond + argon2After.verifiesPerSecond) / 2,
+    cpuMsPerVerify: (argon2Before.cpuMsPerVerify + argon2After.cpuMsPerVerify) / 2,
     before: argon2Before.verifiesPerSecond,
     after: argon2After.verifiesPerSecond,
   };
@@ -639,6 +673,15 @@ async function main() {
     `- /conversation p99 while /token is flooded: ${(extra.flood as { p99FloodedMs: number }).p99FloodedMs.toFixed(2)} ms vs ${(extra.flood as { p99AtRestMs: number }).p99AtRestMs.toFixed(2)} ms at rest = ${show(targets.floodP99Ratio)} (target ≤ 3×)`,
     `- the same with HASH_THREAD_PRIORITY=low (nice 19 instead of SCHED_IDLE): ${(extra.floodLow as { p99FloodedMs: number }).p99FloodedMs.toFixed(2)} ms vs ${(extra.floodLow as { p99AtRestMs: number }).p99AtRestMs.toFixed(2)} ms at rest = ${show(targets.floodP99RatioLow)}`,
   ];
+  const byThread = (row: Row | undefined) =>
+    Object.entries(row?.cpuMsPerRequestByThread ?? {})
+      .sort(([, a], [, b]) => b - a)
+      .map(([name, ms]) => `${name} ${ms.toFixed(3)}`)
+      .join(', ');
+  summary.push(
+    `- /token CPU ms per login by thread: ${byThread(tokenRow)}; raw argon2id: ${argon2.cpuMsPerVerify.toFixed(3)} ms CPU per verify`,
+    `- /conversation CPU ms per request by thread: SQLite ${byThread(sqliteRow)}; PostgreSQL ${byThread(postgresRow)} (+ ${postgresRow?.databaseCpuMsPerRequest?.toFixed(3) ?? 'n/a'} in PostgreSQL); ceiling ${byThread(ceiling)}`,
+  );
   const table = [...lines, ...summary].join('\n');
   console.log(table);
 
