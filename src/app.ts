@@ -40,6 +40,8 @@ export interface AppDependencies {
 const KEY_RELOAD_INTERVAL_SECONDS = 30;
 
 // Kept word for word from the seed, whose clients may compare it.
+const REQUEST_TIMEOUT_MS = 30_000;
+
 export const WELCOME_MESSAGE = 'This is a secure conversation';
 
 export const LOG_REDACTIONS = [
@@ -75,6 +77,9 @@ export async function buildApp(config: Config, deps: AppDependencies): Promise<F
     bodyLimit: config.bodyLimitBytes,
     // Auth headers and a JWT fit well inside this; anything larger is refused with 431 before routing.
     http: { maxHeaderSize: 16384 },
+    // A request (headers and body) must arrive within this, or Node answers 408 and closes: a client that drips
+    // its body cannot hold a connection, and a slot of the database pool behind it, indefinitely.
+    requestTimeout: REQUEST_TIMEOUT_MS,
     ajv: { customOptions: { coerceTypes: false, allErrors: true, removeAdditional: false } },
   }).withTypeProvider<TypeBoxTypeProvider>();
 

@@ -2,10 +2,10 @@ import type { FastifyInstance } from 'fastify';
 import { AppError } from '../errors.ts';
 import { sendError } from './error-handler.ts';
 
-/** Headers every response carries, and a log line per request (no query string: it may hold a token). */
 // Bodies up to this size are read to their end after an early answer, so that the client receives it.
 const DRAIN_LIMIT_BYTES = 8 * 1024 * 1024;
 
+/** Headers every response carries, and a log line per request (no query string: it may hold a token). */
 export function registerResponseHooks(app: FastifyInstance): void {
   app.addHook('onRequest', async (request, reply) => {
     reply.headers({
@@ -16,13 +16,14 @@ export function registerResponseHooks(app: FastifyInstance): void {
     });
   });
   app.addHook('onSend', async (request, reply) => {
-    // Fastify answers a body it will not read (too large) with `Connection: close`. Closing while the client is
-    // still sending makes the client's kernel see a reset, and the client an error (EPIPE) instead of the 413.
-    // Up to a bound, keep the connection: Node then reads and discards the rest of the body once the answer is
-    // sent. A larger or unannounced remainder still closes the connection.
-    if (reply.getHeader('connection') !== 'close' || request.raw.complete) return;
+    // An answer sent before the body was read (413, or a 401 from a hook): closing while the client is still
+    // sending makes the client's kernel see a reset, and the client an error (EPIPE) instead of the answer. Up to a
+    // bound, keep the connection: Node then reads and discards the rest of the body once the answer is sent (within
+    // the server's request timeout). A larger or unannounced remainder closes the connection.
+    if (request.raw.complete) return;
     const declared = Number(request.headers['content-length']);
     if (declared > 0 && declared <= DRAIN_LIMIT_BYTES) reply.removeHeader('connection');
+    else reply.header('connection', 'close');
   });
   app.addHook('onResponse', async (request, reply) => {
     // Successful requests are logged at debug: on the hot path a log line per request costs more than the work.

@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import net from 'node:net';
 import { describe, expect, it, vi } from 'vitest';
 import {
   expect422,
@@ -422,6 +423,38 @@ describe.each(DIALECTS)('POST /register (%s)', (dialect) => {
         const r = await postJson(ctx.url('/register/'), big);
         expect(r.status).toBe(413);
       }
+    });
+
+    it('after a 413, reads the rest of a declared body and keeps the connection; a huge one is closed', async () => {
+      const port = Number(new URL(ctx.url('/')).port);
+      const exchange = (declared: number, sent: number, then: string) =>
+        new Promise<string>((resolve, reject) => {
+          const socket = net.connect(port, '127.0.0.1');
+          let received = '';
+          socket.on('data', (chunk) => {
+            received += chunk.toString('latin1');
+            if (received.includes('\r\n\r\n') && !received.includes('HTTP/1.1 413')) return;
+            if (/HTTP\/1\.1 413[\s\S]*\r\n\r\n[\s\S]*HTTP\/1\.1 200/.test(received)) socket.end();
+          });
+          socket.on('close', () => resolve(received));
+          socket.on('error', (error) => (received ? resolve(received) : reject(error)));
+          socket.write(
+            `POST /register/ HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${declared}\r\n\r\n`,
+          );
+          socket.write(Buffer.alloc(sent, 0x61), () => socket.write(then));
+          setTimeout(() => socket.destroy(), 5000);
+        });
+      const drained = await exchange(
+        2 * 1024 * 1024,
+        2 * 1024 * 1024,
+        'GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n',
+      );
+      expect(drained).toMatch(/^HTTP\/1\.1 413/);
+      expect(drained.split('\r\n\r\n')[0]).not.toMatch(/connection: close/i);
+      expect(drained).toMatch(/HTTP\/1\.1 200[\s\S]*"status":"ok"/);
+      const closed = await exchange(100 * 1024 * 1024, 64 * 1024, '');
+      expect(closed).toMatch(/^HTTP\/1\.1 413/);
+      expect(closed.split('\r\n\r\n')[0]).toMatch(/connection: close/i);
     });
 
     it('never echoes the password in a 422 for another field', async () => {

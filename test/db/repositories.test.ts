@@ -248,13 +248,24 @@ describe.each(dialects)('repositories on %s', (dialect) => {
   it('deletes conversations and messages with their user', async () => {
     const users = createUsersRepository(database.db);
     const user = await users.insertUserWithConversation(newUser('Ivan'), 'hi', now);
+    const { id: conversationId } = await database.db
+      .selectFrom('conversations')
+      .select('id')
+      .where('user_id', '=', user.id)
+      .executeTakeFirstOrThrow();
     await database.db.deleteFrom('users').where('id', '=', user.id).execute();
-    const left = await database.db
+    const conversationsLeft = await database.db
       .selectFrom('conversations')
       .select('id')
       .where('user_id', '=', user.id)
       .execute();
-    expect(left).toEqual([]);
+    const messagesLeft = await database.db
+      .selectFrom('messages')
+      .select('id')
+      .where('conversation_id', '=', conversationId)
+      .execute();
+    expect(conversationsLeft).toEqual([]);
+    expect(messagesLeft).toEqual([]);
   });
 
   it('stores signing keys and lists the active ones newest first', async () => {

@@ -11,6 +11,10 @@ describe.each(dialects)('operations and documentation on %s', (dialect) => {
     await t.close();
   });
 
+  it('gives a request 30 s to arrive in full (then Node answers 408 and closes)', () => {
+    expect(t.app.server.requestTimeout).toBe(30_000);
+  });
+
   it('answers /healthz and /readyz', async () => {
     expect((await t.app.inject({ method: 'GET', url: '/healthz' })).json()).toEqual({ status: 'ok' });
     const ready = await t.app.inject({ method: 'GET', url: '/readyz' });
