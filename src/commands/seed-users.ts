@@ -30,28 +30,31 @@ export async function runSeedUsersCommand(
     await migrateToLatest(handle);
     const bulk = createBulkUsersRepository(handle.db);
     const passwordHash = await createPasswordHasher(config.passwords.argon2).hash(SEEDED_PASSWORD);
-    const offset = await bulk.countUsers();
+    // Names continue from the number of users; a name already taken (a registration, an earlier or concurrent run)
+    // is skipped and the next one tried, until `count` users were added.
+    let next = await bulk.countUsers();
     const started = performance.now();
     let shownAt = 0;
-    for (let done = 0; done < count; done += BATCH) {
+    let finished = 0;
+    while (finished < count) {
       const now = new Date();
       const rows: NewUserRow[] = [];
-      for (let i = done; i < Math.min(count, done + BATCH); i += 1) {
-        const name = `seed-${(offset + i).toString(36)}`;
+      const size = Math.min(BATCH, count - finished);
+      for (let i = 0; i < size; i += 1, next += 1) {
+        const name = `seed-${next.toString(36)}`;
         rows.push({
           username: name,
           username_canonical: name,
           email: `${name}@seed.example`,
           email_canonical: `${name}@seed.example`,
           password_hash: passwordHash,
-          age: 20 + (i % 60),
+          age: 20 + (next % 60),
           level: 'beginner',
           created_at_ms: now.getTime(),
           updated_at_ms: now.getTime(),
         });
       }
-      await bulk.insertUsersWithConversations(rows, WELCOME_MESSAGE, now);
-      const finished = Math.min(count, done + BATCH);
+      finished += await bulk.insertUsersWithConversations(rows, WELCOME_MESSAGE, now);
       if (finished < count && performance.now() - shownAt < 250) continue;
       shownAt = performance.now();
       const share = finished / count;

@@ -1,7 +1,10 @@
 import type { Db, NewUserRow } from './schema.ts';
 
 export interface BulkUsersRepository {
-  /** Inserts users with their conversations and welcome messages, set-wise; returns how many users. */
+  /**
+   * Inserts users with their conversations and welcome messages, set-wise, skipping any whose username or email is
+   * taken (by a registration, an earlier or a concurrent run); returns how many were inserted.
+   */
   insertUsersWithConversations(users: NewUserRow[], welcomeMessage: string, now: Date): Promise<number>;
   countUsers(): Promise<number>;
 }
@@ -12,8 +15,14 @@ export function createBulkUsersRepository(db: Db): BulkUsersRepository {
       if (users.length === 0) return 0;
       const nowMs = now.getTime();
       return db.transaction().execute(async (trx) => {
-        const inserted = await trx.insertInto('users').values(users).returning('id').execute();
+        const inserted = await trx
+          .insertInto('users')
+          .values(users)
+          .onConflict((conflict) => conflict.doNothing())
+          .returning('id')
+          .execute();
         const ids = inserted.map((row) => Number(row.id));
+        if (ids.length === 0) return 0;
         const conversations = await trx
           .insertInto('conversations')
           .values(ids.map((id) => ({ user_id: id, created_at_ms: nowMs })))
