@@ -73,6 +73,19 @@ async function prepareDatabase(config: Config): Promise<DbHandle> {
 }
 
 async function serve(config: Config): Promise<void> {
+  const inCluster = cluster.isWorker;
+  // A worker is stopped by a SIGTERM from the primary (or from a terminal, to the whole group), which may come while
+  // it is still starting: remember it, and stop once it listens.
+  let stopRequested = false;
+  let stopNow: (() => void) | undefined;
+  if (inCluster) {
+    const requestStop = () => {
+      stopRequested = true;
+      stopNow?.();
+    };
+    process.on('SIGTERM', requestStop);
+    process.on('SIGINT', requestStop);
+  }
   const handle = await prepareDatabase(config);
   const app = await buildApp(config, {
     db: handle,
@@ -84,10 +97,9 @@ async function serve(config: Config): Promise<void> {
   if (notLowered)
     app.log.warn(`HASH_THREAD_PRIORITY=${config.hashThreadPriority} not fully applied: ${notLowered}`);
 
-  const inCluster = cluster.isWorker;
   let shuttingDown = false;
-  // A worker may get its stop twice (the primary's message and the signal a terminal or systemd sends to the whole
-  // group); close-with-grace would take the second as "exit now", so workers handle signals themselves.
+  // A worker may get its stop twice (the primary's and the one a terminal or systemd sends to the whole group);
+  // close-with-grace would take the second as "exit now", so workers handle signals themselves.
   const closer = closeWithGrace(
     { delay: 10_000, ...(inCluster ? { skip: ['SIGTERM', 'SIGINT'] } : {}) },
     async ({ signal, err }) => {
@@ -101,26 +113,39 @@ async function serve(config: Config): Promise<void> {
       await handle.close();
     },
   );
-  if (inCluster) {
-    const shutdown = () => {
-      if (!shuttingDown) void closer.close();
-    };
-    process.on('SIGTERM', shutdown);
-    process.on('SIGINT', shutdown);
-    process.on('message', (message) => {
-      if (message === 'shutdown') shutdown();
-    });
-  }
-
   await app.listen({ host: config.host, port: config.port });
   app.log.info(
     { database: config.database.kind, algorithm: config.jwt.algorithm, pid: process.pid },
     `Gatehouse listening on http://${config.host}:${config.port} (docs at /docs)`,
   );
+  if (inCluster) {
+    stopNow = () => {
+      if (!shuttingDown) void closer.close();
+    };
+    if (stopRequested) stopNow();
+  }
 }
 
 /** The cluster's primary: migrates and creates the first key once, then keeps `workers` servers running. */
 async function superviseWorkers(config: Config): Promise<void> {
+  let stopping = false;
+  let failedWhileStopping = false;
+  const restarts = new Set<NodeJS.Timeout>();
+  const liveWorkers = () => Object.values(cluster.workers ?? {}).filter((worker) => worker !== undefined);
+  // Installed first: a stop that arrives while the database is being prepared or workers are starting is honoured.
+  const stop = () => {
+    if (stopping) return;
+    stopping = true;
+    for (const timer of restarts) clearTimeout(timer);
+    restarts.clear();
+    // Each worker drains its requests and exits on its own; one still starting exits at once (its handler is not
+    // installed yet, or it sees the stop as soon as it is).
+    for (const worker of liveWorkers()) worker.process.kill('SIGTERM');
+    if (liveWorkers().length === 0) process.exit(0);
+  };
+  process.on('SIGTERM', stop);
+  process.on('SIGINT', stop);
+
   const handle = await prepareDatabase(config);
   await loadKeyRing({
     algorithm: config.jwt.algorithm,
@@ -130,15 +155,16 @@ async function superviseWorkers(config: Config): Promise<void> {
     retireAfterSeconds: Number.MAX_SAFE_INTEGER,
   });
   await handle.close();
+  if (stopping) process.exit(0);
 
-  let stopping = false;
-  let exitCode = 0;
+  // Round-robin (node:cluster's default): the primary accepts and passes each connection to the next worker, which
+  // spreads load evenly. Its known limit: a connection passed to a worker in the instant it dies is not answered.
   const recentCrashes: number[] = [];
   for (let i = 0; i < config.workers; i += 1) cluster.fork();
   cluster.on('exit', (worker, code, signal) => {
-    if (code !== 0) exitCode = 1;
     if (stopping) {
-      if (Object.keys(cluster.workers ?? {}).length === 0) process.exit(exitCode);
+      if (code !== 0 && signal !== 'SIGTERM') failedWhileStopping = true;
+      if (liveWorkers().length === 0) process.exit(failedWhileStopping ? 1 : 0);
       return;
     }
     const now = Date.now();
@@ -149,17 +175,15 @@ async function superviseWorkers(config: Config): Promise<void> {
       process.exit(1);
     }
     console.error(`gatehouse: worker ${worker.process.pid} exited (${signal ?? code}); starting another`);
-    setTimeout(() => cluster.fork(), Math.min(5000, 200 * recentCrashes.length));
+    const timer = setTimeout(
+      () => {
+        restarts.delete(timer);
+        if (!stopping) cluster.fork();
+      },
+      Math.min(5000, 200 * recentCrashes.length),
+    );
+    restarts.add(timer);
   });
-  const stop = () => {
-    if (stopping) return;
-    stopping = true;
-    // A message, not a signal: each worker drains its requests and exits on its own.
-    for (const worker of Object.values(cluster.workers ?? {})) worker?.send('shutdown');
-    if (Object.keys(cluster.workers ?? {}).length === 0) process.exit(exitCode);
-  };
-  process.on('SIGTERM', stop);
-  process.on('SIGINT', stop);
 }
 
 const [command = 'serve', ...args] = process.argv.slice(2);
