@@ -5,7 +5,6 @@
  * a duplicate registration raced through the cluster gives exactly one 200, a killed worker is replaced while the
  * port keeps answering, SIGTERM drains and stops every worker with exit 0, and bad WORKERS values are refused.
  */
-import { spawn } from 'node:child_process';
 import { readdirSync, readFileSync, rmSync } from 'node:fs';
 import http from 'node:http';
 import os, { availableParallelism } from 'node:os';
@@ -15,12 +14,10 @@ import { sleep, strongPassword, uniqueName } from './support/client.ts';
 import {
   createDatabase,
   DIALECTS,
-  FAST_ARGON2,
-  getFreePort,
-  ROOT,
   type RunningServer,
   randomId,
   runUntilExit,
+  spawnServer,
   startServer,
   type TestDatabase,
 } from './support/server.ts';
@@ -671,31 +668,8 @@ describe('WORKERS=2: SIGTERM at awkward moments (sqlite)', () => {
   });
 
   it('stops every worker and exits 0 when SIGTERM comes while the workers are still starting', async () => {
-    const port = await getFreePort();
-    const proc = spawn(process.execPath, ['src/main.ts'], {
-      cwd: ROOT,
-      env: {
-        PATH: process.env.PATH ?? '',
-        HOME: process.env.HOME ?? '',
-        HOST: '127.0.0.1',
-        PORT: String(port),
-        DATABASE_URL: db.url,
-        WORKERS: '2',
-        LOG_LEVEL: 'info',
-        ...FAST_ARGON2,
-      },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let out = '';
-    proc.stdout?.on('data', (d: Buffer) => {
-      out += d.toString('utf8');
-    });
-    proc.stderr?.on('data', (d: Buffer) => {
-      out += d.toString('utf8');
-    });
-    const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
-      proc.on('exit', (code, signal) => resolve({ code, signal }));
-    });
+    const server = await spawnServer({ databaseUrl: db.url, env: { WORKERS: '2' } });
+    const { proc, exited } = server;
     const primary = proc.pid ?? -1;
     let kids: number[] = [];
     try {
@@ -706,7 +680,7 @@ describe('WORKERS=2: SIGTERM at awkward moments (sqlite)', () => {
       proc.kill('SIGTERM');
       const exit = await Promise.race([exited, sleep(6000).then(() => 'still running 6 s after SIGTERM')]);
       const alive = kids.filter((p) => isAlive(p));
-      expect(exit, out.slice(-3000)).toEqual({ code: 0, signal: null });
+      expect(exit, server.output().slice(-3000)).toEqual({ code: 0, signal: null });
       await waitUntil('the workers to be gone', () => kids.every((p) => !isAlive(p)), 3000).catch(() => {});
       expect(
         alive.filter((p) => isAlive(p)),

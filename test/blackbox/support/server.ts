@@ -118,6 +118,33 @@ export interface StartOptions {
 }
 
 export async function startServer(opts: StartOptions): Promise<RunningServer> {
+  const server = await spawnServer(opts);
+  const deadline = Date.now() + (opts.readyTimeoutMs ?? 30_000);
+  let exited = false;
+  void server.exited.then(() => {
+    exited = true;
+  });
+  while (Date.now() < deadline) {
+    if (exited) {
+      throw new Error(
+        `server exited before ready (code ${server.proc.exitCode}):\n${server.output().slice(-4000)}`,
+      );
+    }
+    try {
+      const r = await fetch(`${server.baseUrl}/healthz`, { signal: AbortSignal.timeout(1000) });
+      await r.arrayBuffer();
+      if (r.status === 200) return server;
+    } catch {
+      // not listening yet
+    }
+    await new Promise((r) => setTimeout(r, 75));
+  }
+  server.proc.kill('SIGKILL');
+  throw new Error(`server not ready within timeout:\n${server.output().slice(-4000)}`);
+}
+
+/** Spawns the server like startServer, without waiting for it to listen. */
+export async function spawnServer(opts: StartOptions): Promise<RunningServer> {
   const port = await getFreePort();
   const env: Record<string, string> = {
     ...baseEnv(),
@@ -173,22 +200,7 @@ export async function startServer(opts: StartOptions): Promise<RunningServer> {
       return r;
     },
   };
-  const deadline = Date.now() + (opts.readyTimeoutMs ?? 30_000);
-  while (Date.now() < deadline) {
-    if (hasExited) {
-      throw new Error(`server exited before ready (code ${proc.exitCode}):\n${out.slice(-4000)}`);
-    }
-    try {
-      const r = await fetch(`${baseUrl}/healthz`, { signal: AbortSignal.timeout(1000) });
-      await r.arrayBuffer();
-      if (r.status === 200) return server;
-    } catch {
-      // not listening yet
-    }
-    await new Promise((r) => setTimeout(r, 75));
-  }
-  proc.kill('SIGKILL');
-  throw new Error(`server not ready within timeout:\n${out.slice(-4000)}`);
+  return server;
 }
 
 /** Runs the server with the given environment and expects it to exit by itself (bad configuration). */
