@@ -138,8 +138,8 @@ async function superviseWorkers(config: Config): Promise<void> {
     stopping = true;
     for (const timer of restarts) clearTimeout(timer);
     restarts.clear();
-    // Each worker drains its requests and exits on its own; one still starting exits at once (its handler is not
-    // installed yet, or it sees the stop as soon as it is).
+    // Each worker drains its requests and exits on its own; one still starting stops as soon as it listens, or
+    // dies of the signal at once if it has not reached its handler yet.
     for (const worker of liveWorkers()) worker.process.kill('SIGTERM');
     if (liveWorkers().length === 0) process.exit(0);
   };
