@@ -90,8 +90,14 @@ export async function createDatabase(dialect: Dialect): Promise<TestDatabase> {
   };
 }
 
+/**
+ * The key-encryption key the servers of this test file share: required with PostgreSQL, and a server restarted on
+ * the same database must be given the same one.
+ */
+export const GATEHOUSE_SECRET = randomBytes(32).toString('base64url');
+
 function baseEnv(): Record<string, string> {
-  const env: Record<string, string> = {};
+  const env: Record<string, string> = { GATEHOUSE_SECRET };
   for (const k of ['PATH', 'HOME', 'TMPDIR', 'LANG', 'TZ']) {
     const v = process.env[k];
     if (v !== undefined) env[k] = v;
