@@ -1,4 +1,4 @@
-import { createHash, randomBytes, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, LogController } from 'fastify';
 import pino, { type DestinationStream } from 'pino';
@@ -6,7 +6,6 @@ import type { Config } from './config.ts';
 import type { DbHandle } from './db/connect.ts';
 import { createConversationsRepository } from './db/conversations.ts';
 import { pingDatabase } from './db/health.ts';
-import { createServerSecretsRepository } from './db/server-secrets.ts';
 import { createSessionsRepository } from './db/sessions.ts';
 import { createSigningKeysRepository } from './db/signing-keys.ts';
 import { createUsersRepository } from './db/users.ts';
@@ -24,6 +23,7 @@ import { createAccessTokens } from './security/access-tokens.ts';
 import type { Clock } from './security/clock.ts';
 import { createPasswordPolicy } from './security/password-policy.ts';
 import type { PasswordHasher } from './security/passwords.ts';
+import { createSecretBox, deriveRefreshTokenKey } from './security/secret-box.ts';
 import { createAccountsService } from './services/accounts.ts';
 import { createConversationsService } from './services/conversations.ts';
 import { loadKeyRing } from './services/keys.ts';
@@ -99,10 +99,18 @@ export async function buildApp(config: Config, deps: AppDependencies): Promise<F
     welcomeMessage: WELCOME_MESSAGE,
     onRehashFailed: (error) => app.log.warn({ err: error }, 'password rehash failed'),
   });
+  const [currentSecret] = config.secrets;
+  if (currentSecret === undefined) throw new Error('buildApp needs config.secrets (GATEHOUSE_SECRET)');
   const keys = await loadKeyRing({
     algorithm: config.jwt.algorithm,
     secret: config.jwt.secret,
     signingKeys: createSigningKeysRepository(db),
+    box: createSecretBox(config.secrets),
+    onUnreadableKey: (kid, error) =>
+      app.log.warn(
+        { kid, err: error },
+        'signing key added elsewhere cannot be decrypted with this GATEHOUSE_SECRET',
+      ),
     clock: deps.clock,
     // A superseded key verifies while tokens it signed can live, and while other instances still sign with it.
     retireAfterSeconds: config.jwt.accessTokenTtlSeconds + 2 * KEY_RELOAD_INTERVAL_SECONDS + 60,
@@ -119,22 +127,13 @@ export async function buildApp(config: Config, deps: AppDependencies): Promise<F
     ttlSeconds: config.jwt.accessTokenTtlSeconds,
     clock: deps.clock,
   });
-  // From configuration when given, so that a copy of the database alone cannot derive live refresh tokens.
-  const derivationKey = config.sessions.refreshTokenSecret
-    ? createHash('sha256')
-        .update(`gatehouse refresh tokens:${config.sessions.refreshTokenSecret}`)
-        .digest('base64url')
-    : await createServerSecretsRepository(db).findOrInsertServerSecret(
-        'refresh_token_derivation',
-        randomBytes(32).toString('base64url'),
-        deps.clock.now(),
-      );
   const sessions = createSessionsService({
     accessTokens,
     sessions: sessionsRepository,
     users,
     clock: deps.clock,
-    refreshDerivationKey: Buffer.from(derivationKey, 'base64url'),
+    // From GATEHOUSE_SECRET, never from the database: a copy of the database alone cannot derive live refresh tokens.
+    refreshDerivationKey: deriveRefreshTokenKey(currentSecret),
     idleTtlSeconds: config.sessions.idleTtlSeconds,
     maxLifetimeSeconds: config.sessions.maxLifetimeSeconds,
     reuseGraceSeconds: config.sessions.reuseGraceSeconds,

@@ -18,7 +18,7 @@ const EnvSchema = Type.Object({
   ACCESS_TOKEN_TTL_SECONDS: Type.Integer({ default: 900, minimum: 1, maximum: 3600 }),
   REFRESH_TOKEN_IDLE_TTL_SECONDS: Type.Integer({ default: 604800, minimum: 1, maximum: 31536000 }),
   SESSION_MAX_LIFETIME_SECONDS: Type.Integer({ default: 2592000, minimum: 1, maximum: 31536000 }),
-  REFRESH_TOKEN_SECRET: Type.Optional(Type.String()),
+  GATEHOUSE_SECRET: Type.Optional(Type.String()),
   REFRESH_TOKEN_REUSE_GRACE_SECONDS: Type.Integer({ default: 10, minimum: 0, maximum: 300 }),
   PASSWORD_MIN_LENGTH: Type.Integer({ default: 8, minimum: 8, maximum: 128 }),
   ARGON2_MEMORY_KIB: Type.Integer({ default: 19456, minimum: 8, maximum: 4194304 }),
@@ -56,14 +56,17 @@ export interface Config {
     readonly idleTtlSeconds: number;
     readonly maxLifetimeSeconds: number;
     readonly reuseGraceSeconds: number;
-    /** Key that derives successor refresh tokens; undefined: a random one kept in the database. */
-    readonly refreshTokenSecret: string | undefined;
   };
   readonly passwords: {
     readonly minLength: number;
     readonly maxLength: number;
     readonly argon2: { readonly memoryKib: number; readonly timeCost: number; readonly parallelism: number };
   };
+  /**
+   * GATEHOUSE_SECRET as a list, current first: it seals private keys at rest and derives the refresh-token key. Empty
+   * when unset on SQLite, where main.ts keeps one in `secret.key` beside the database file.
+   */
+  readonly secrets: readonly string[];
   readonly bodyLimitBytes: number;
   readonly logLevel: string;
   readonly docsEnabled: boolean;
@@ -98,6 +101,11 @@ const PUBLISHED_SECRETS = new Set([
 ]);
 
 const MAX_PASSWORD_LENGTH = 1024;
+
+const MIN_SECRET_BYTES = 32;
+const BASE64URL = /^[A-Za-z0-9_-]+$/;
+const MAKE_SECRET =
+  "Make one with `node -e \"console.log(require('crypto').randomBytes(32).toString('base64url'))\"` (or `npm run gatehouse -- secret generate`)";
 
 /** Parses an environment-like record into a frozen Config, or throws ConfigError listing every problem. */
 export function loadConfig(env: Record<string, string | undefined>): Config {
@@ -135,13 +143,10 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
       );
     }
   }
-  const refreshSecret = values.REFRESH_TOKEN_SECRET;
-  if (
-    refreshSecret !== undefined &&
-    (Buffer.byteLength(refreshSecret) < 32 || new Set(refreshSecret).size < 10)
-  ) {
+  const secrets = parseSecretList(values.GATEHOUSE_SECRET, problems);
+  if (secrets.length === 0 && database?.kind === 'postgres') {
     problems.push(
-      'REFRESH_TOKEN_SECRET must be at least 32 random bytes: generate one with `openssl rand -base64 48`',
+      `GATEHOUSE_SECRET is required with a PostgreSQL DATABASE_URL: every instance must share it. ${MAKE_SECRET}`,
     );
   }
   if (values.REFRESH_TOKEN_IDLE_TTL_SECONDS > values.SESSION_MAX_LIFETIME_SECONDS) {
@@ -164,7 +169,6 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
       idleTtlSeconds: values.REFRESH_TOKEN_IDLE_TTL_SECONDS,
       maxLifetimeSeconds: values.SESSION_MAX_LIFETIME_SECONDS,
       reuseGraceSeconds: values.REFRESH_TOKEN_REUSE_GRACE_SECONDS,
-      refreshTokenSecret: values.REFRESH_TOKEN_SECRET,
     },
     passwords: {
       minLength: values.PASSWORD_MIN_LENGTH,
@@ -175,6 +179,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
         parallelism: values.ARGON2_PARALLELISM,
       },
     },
+    secrets,
     bodyLimitBytes: values.BODY_LIMIT_BYTES,
     logLevel: values.LOG_LEVEL,
     docsEnabled: isTrue(values.DOCS_ENABLED),
@@ -182,6 +187,26 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     workers: values.WORKERS === 'auto' ? availableParallelism() : Number(values.WORKERS),
     hashThreadPriority: values.HASH_THREAD_PRIORITY,
   });
+}
+
+/** Splits GATEHOUSE_SECRET (current first, then older ones that still decrypt); never echoes a value. */
+export function parseSecretList(value: string | undefined, problems: string[]): string[] {
+  if (value === undefined) return [];
+  const secrets = value.split(',').map((part) => part.trim());
+  for (const [index, secret] of secrets.entries()) {
+    const which = secrets.length > 1 ? `GATEHOUSE_SECRET entry ${index + 1}` : 'GATEHOUSE_SECRET';
+    const bytes = BASE64URL.test(secret) ? Buffer.from(secret, 'base64url') : undefined;
+    if (!bytes) {
+      problems.push(`${which} must be base64url (letters, digits, - and _ only). ${MAKE_SECRET}`);
+    } else if (bytes.length < MIN_SECRET_BYTES) {
+      problems.push(`${which} must decode to at least ${MIN_SECRET_BYTES} random bytes. ${MAKE_SECRET}`);
+    } else if (new Set(bytes).size < 16) {
+      // 32 random bytes have about 30 distinct values; fewer than 16 means a pattern, not randomness.
+      problems.push(`${which} is not random (too few distinct bytes). ${MAKE_SECRET}`);
+    }
+  }
+  if (new Set(secrets).size !== secrets.length) problems.push('GATEHOUSE_SECRET lists the same secret twice');
+  return secrets;
 }
 
 function describeProblem(name: string, message: string): string {
@@ -220,4 +245,9 @@ function deepFreeze<T>(value: T): T {
     Object.freeze(value);
   }
   return value;
+}
+
+/** Returns the config with the secrets main.ts resolved (from `secret.key` when GATEHOUSE_SECRET is unset). */
+export function withSecrets(config: Config, secrets: readonly string[]): Config {
+  return deepFreeze({ ...config, secrets: [...secrets] });
 }

@@ -7,13 +7,16 @@ import closeWithGrace from 'close-with-grace';
 import { buildApp } from './app.ts';
 import { runKeysCommand } from './commands/keys.ts';
 import { runMigrateCommand } from './commands/migrate.ts';
+import { openDatabase } from './commands/open-database.ts';
+import { runSecretCommand, type SecretSource } from './commands/secret.ts';
 import { runSeedUsersCommand } from './commands/seed-users.ts';
-import { type Config, ConfigError, loadConfig } from './config.ts';
-import { createDb, type DbHandle } from './db/connect.ts';
-import { migrateToLatest } from './db/migrate.ts';
+import { type Config, ConfigError, loadConfig, parseSecretList, withSecrets } from './config.ts';
+import type { DbHandle } from './db/connect.ts';
+import { readOrCreateSecretFile, secretFilePath } from './db/data-directory.ts';
 import { createSigningKeysRepository } from './db/signing-keys.ts';
 import { systemClock } from './security/clock.ts';
 import { createPasswordHasher } from './security/passwords.ts';
+import { createSecretBox, generateSecret } from './security/secret-box.ts';
 import { loadKeyRing } from './services/keys.ts';
 
 function readConfig(): Config {
@@ -27,6 +30,46 @@ function readConfig(): Config {
     }
     throw error;
   }
+}
+
+const warn = (line: string) => console.warn(`gatehouse: warning: ${line}`);
+
+/**
+ * Without GATEHOUSE_SECRET (allowed on SQLite only), the key-encryption secret lives in `secret.key` beside the
+ * database, made on first start, so that `npm start` needs no set-up. A worker reads the file its primary made.
+ */
+function resolveSecrets(config: Config): { config: Config; source: SecretSource } {
+  if (process.env.REFRESH_TOKEN_SECRET) {
+    warn('REFRESH_TOKEN_SECRET is no longer read: the refresh-token key is derived from GATEHOUSE_SECRET');
+  }
+  if (config.secrets.length > 0 || config.database.kind !== 'sqlite') {
+    return { config, source: { kind: 'environment' } };
+  }
+  if (config.database.path === ':memory:') {
+    // Nothing outlives the process, so neither need the secret.
+    return { config: withSecrets(config, [generateSecret()]), source: { kind: 'environment' } };
+  }
+  const path = secretFilePath(config.database.path);
+  let file: { content: string; created: boolean };
+  try {
+    file = readOrCreateSecretFile(path, generateSecret());
+  } catch (error) {
+    console.error(`gatehouse: cannot read or create ${path}: ${(error as Error).message}`);
+    process.exit(1);
+  }
+  const problems: string[] = [];
+  const secrets = parseSecretList(file.content, problems);
+  if (problems.length > 0) {
+    for (const problem of problems)
+      console.error(`gatehouse: ${path}: ${problem.replace(/GATEHOUSE_SECRET/g, 'the secret')}`);
+    process.exit(1);
+  }
+  if (file.created && cluster.isPrimary) {
+    console.warn(
+      `gatehouse: made the key-encryption secret ${path} (0600): keep it apart from database backups, and set GATEHOUSE_SECRET instead when running several machines`,
+    );
+  }
+  return { config: withSecrets(config, secrets), source: { kind: 'file', path } };
 }
 
 /**
@@ -61,15 +104,18 @@ function deprioritiseThreadpool(priority: Config['hashThreadPriority']): string 
 }
 
 async function prepareDatabase(config: Config): Promise<DbHandle> {
-  const handle = createDb(config.database);
   try {
-    await migrateToLatest(handle);
-    return handle;
+    // Workers find the database prepared by their primary; only the primary reports what it mended.
+    return await openDatabase(config, cluster.isPrimary ? warn : () => {});
   } catch (error) {
     console.error(`gatehouse: cannot prepare the database: ${(error as Error).cause ?? error}`);
-    await handle.close().catch(() => {});
     process.exit(1);
   }
+}
+
+function refuseToStart(error: unknown): never {
+  console.error(`gatehouse: cannot start: ${(error as Error).message}`);
+  process.exit(1);
 }
 
 async function serve(config: Config): Promise<void> {
@@ -91,7 +137,7 @@ async function serve(config: Config): Promise<void> {
     db: handle,
     clock: systemClock,
     passwords: createPasswordHasher(config.passwords.argon2),
-  });
+  }).catch(refuseToStart);
   // The hasher has started its first hash, so the threadpool's threads exist now.
   const notLowered = deprioritiseThreadpool(config.hashThreadPriority);
   if (notLowered)
@@ -151,9 +197,10 @@ async function superviseWorkers(config: Config): Promise<void> {
     algorithm: config.jwt.algorithm,
     secret: config.jwt.secret,
     signingKeys: createSigningKeysRepository(handle.db),
+    box: createSecretBox(config.secrets),
     clock: systemClock,
     retireAfterSeconds: Number.MAX_SAFE_INTEGER,
-  });
+  }).catch(refuseToStart);
   await handle.close();
   if (stopping) process.exit(0);
 
@@ -194,7 +241,11 @@ if (command === 'version') {
   console.log(`gatehouse ${version} (Node.js ${process.version})`);
   process.exit(0);
 }
-const config = readConfig();
+if (command === 'secret' && args[0] === 'generate') {
+  console.log(generateSecret());
+  process.exit(0);
+}
+const { config, source: secretSource } = resolveSecrets(readConfig());
 if (command === 'serve') {
   if (config.workers > 1 && cluster.isPrimary) await superviseWorkers(config);
   else await serve(config);
@@ -203,11 +254,13 @@ if (command === 'serve') {
   try {
     if (command === 'migrate') process.exitCode = await runMigrateCommand(config, print);
     else if (command === 'keys') process.exitCode = await runKeysCommand(config, args, print);
+    else if (command === 'secret')
+      process.exitCode = await runSecretCommand(config, secretSource, args, print);
     else if (command === 'seed-users') {
       process.exitCode = await runSeedUsersCommand(config, args, print, (line) => process.stderr.write(line));
     } else {
       console.error(
-        'usage: node src/main.ts [serve | migrate | keys list|rotate|retire <kid> | seed-users --count N | version]',
+        'usage: node src/main.ts [serve | migrate | keys list|rotate|retire <kid> | secret generate|rotate | seed-users --count N | version]',
       );
       process.exitCode = 2;
     }

@@ -1,9 +1,9 @@
 import type { Config } from '../config.ts';
-import { createDb } from '../db/connect.ts';
-import { migrateToLatest } from '../db/migrate.ts';
 import { createSigningKeysRepository } from '../db/signing-keys.ts';
 import { systemClock } from '../security/clock.ts';
+import { createSecretBox } from '../security/secret-box.ts';
 import { listSigningKeys, rotateSigningKey } from '../services/keys.ts';
+import { openDatabase } from './open-database.ts';
 
 const USAGE = 'usage: npm run keys -- list | rotate | retire <kid>';
 
@@ -18,9 +18,8 @@ export async function runKeysCommand(
     print('JWT_ALGORITHM=HS256 signs with JWT_SECRET: rotate it by changing the secret, not with keys');
     return 1;
   }
-  const handle = createDb(config.database);
+  const handle = await openDatabase(config, print);
   try {
-    await migrateToLatest(handle);
     const signingKeys = createSigningKeysRepository(handle.db);
     if (command === 'list') {
       for (const key of await listSigningKeys(signingKeys)) {
@@ -32,7 +31,7 @@ export async function runKeysCommand(
       return 0;
     }
     if (command === 'rotate') {
-      const newKid = await rotateSigningKey(signingKeys, systemClock);
+      const newKid = await rotateSigningKey(signingKeys, systemClock, createSecretBox(config.secrets));
       print(
         `new signing key ${newKid}: every instance signs with it from its next login on (within a second).`,
       );

@@ -1,8 +1,7 @@
-import { mkdirSync } from 'node:fs';
-import { dirname } from 'node:path';
 import { DatabaseSync, type StatementSync } from 'node:sqlite';
 import { Kysely, PostgresDialect, type SqliteDatabase, SqliteDialect, type SqliteStatement } from 'kysely';
 import pg from 'pg';
+import { preparePrivateDatabaseFiles } from './data-directory.ts';
 import { preparedStatementNames } from './prepared.ts';
 import type { Database, Dialect } from './schema.ts';
 
@@ -11,6 +10,8 @@ export interface DbHandle {
   dialect: Dialect;
   /** The PostgreSQL schema that holds the tables; undefined on SQLite. */
   schema: string | undefined;
+  /** What opening found and mended, for the caller to log (a database directory readable by others). */
+  warnings: string[];
   close(): Promise<void>;
 }
 
@@ -41,11 +42,18 @@ export function createDb(target: DbTarget): DbHandle {
     const db = new Kysely<Database>({
       dialect: new PostgresDialect({ pool: namingPreparedStatements(pool) }),
     });
-    return { db, dialect: 'postgres', schema: target.schema ?? 'public', close: () => db.destroy() };
+    return {
+      db,
+      dialect: 'postgres',
+      schema: target.schema ?? 'public',
+      warnings: [],
+      close: () => db.destroy(),
+    };
   }
+  const warnings = target.path === ':memory:' ? [] : preparePrivateDatabaseFiles(target.path);
   const database = openSqlite(target.path);
   const db = new Kysely<Database>({ dialect: new SqliteDialect({ database }) });
-  return { db, dialect: 'sqlite', schema: undefined, close: () => db.destroy() };
+  return { db, dialect: 'sqlite', schema: undefined, warnings, close: () => db.destroy() };
 }
 
 /**
@@ -71,7 +79,6 @@ function namingPreparedStatements(pool: pg.Pool): pg.Pool {
 }
 
 function openSqlite(path: string): SqliteDatabase {
-  if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
   const sqlite = new DatabaseSync(path);
   // First: several processes (instances starting together, a migration beside a server) may share the file,
   // and switching to WAL below itself needs the lock.

@@ -4,7 +4,8 @@ export interface StoredSigningKey {
   kid: string;
   algorithm: string;
   publicJwk: Record<string, unknown>;
-  privateJwk: Record<string, unknown>;
+  /** The private JWK sealed by the service (rows from before encryption hold it as plain JSON). */
+  sealedPrivateJwk: string;
   createdAt: Date;
   retiredAt: Date | undefined;
 }
@@ -16,6 +17,8 @@ export interface SigningKeysRepository {
   /** Stores the key only if no active key of its algorithm exists, serialised across instances. */
   insertFirstSigningKey(key: Omit<StoredSigningKey, 'createdAt' | 'retiredAt'>, now: Date): Promise<void>;
   retireSigningKey(kid: string, now: Date): Promise<boolean>;
+  /** Replaces the stored private key only if it is still `expected`; true if replaced. */
+  replaceSealedPrivateJwk(kid: string, expected: string, sealed: string): Promise<boolean>;
 }
 
 export function createSigningKeysRepository(db: Db): SigningKeysRepository {
@@ -65,6 +68,16 @@ export function createSigningKeysRepository(db: Db): SigningKeysRepository {
       });
     },
 
+    async replaceSealedPrivateJwk(kid, expected, sealed) {
+      const result = await db
+        .updateTable('signing_keys')
+        .set({ private_jwk: sealed })
+        .where('kid', '=', kid)
+        .where('private_jwk', '=', expected)
+        .executeTakeFirst();
+      return Number(result.numUpdatedRows) === 1;
+    },
+
     async retireSigningKey(kid, now) {
       const result = await db
         .updateTable('signing_keys')
@@ -82,7 +95,7 @@ function toSigningKeyRow(key: Omit<StoredSigningKey, 'createdAt' | 'retiredAt'>,
     kid: key.kid,
     algorithm: key.algorithm,
     public_jwk: JSON.stringify(key.publicJwk),
-    private_jwk: JSON.stringify(key.privateJwk),
+    private_jwk: key.sealedPrivateJwk,
     created_at_ms: now.getTime(),
     retired_at_ms: null,
   };
@@ -93,7 +106,7 @@ function toStoredKey(row: SigningKeyRow): StoredSigningKey {
     kid: row.kid,
     algorithm: row.algorithm,
     publicJwk: JSON.parse(row.public_jwk),
-    privateJwk: JSON.parse(row.private_jwk),
+    sealedPrivateJwk: row.private_jwk,
     createdAt: new Date(Number(row.created_at_ms)),
     retiredAt: row.retired_at_ms === null ? undefined : new Date(Number(row.retired_at_ms)),
   };

@@ -2,6 +2,7 @@ import type { SigningKeysRepository, StoredSigningKey } from '../db/signing-keys
 import { AppError } from '../errors.ts';
 import type { KeyRing } from '../security/access-tokens.ts';
 import type { Clock } from '../security/clock.ts';
+import { isSealed, type SecretBox, sealedKeyId } from '../security/secret-box.ts';
 import {
   generateEd25519KeyPair,
   hmacSigningKey,
@@ -23,6 +24,10 @@ export interface KeyRingOptions {
   clock: Clock;
   /** How long a superseded key keeps verifying: the longest a token it signed can live, plus margins. */
   retireAfterSeconds: number;
+  /** Seals private keys at rest and opens them. */
+  box: SecretBox;
+  /** Told of a key added elsewhere that this instance cannot open (its GATEHOUSE_SECRET lacks the key's secret). */
+  onUnreadableKey?: (kid: string, error: unknown) => void;
 }
 
 // Before signing or publishing, keys older than this are re-read: a rotation reaches every instance within a second.
@@ -56,14 +61,32 @@ export async function loadKeyRing(options: KeyRingOptions): Promise<LoadedKeyRin
   const load = async () => {
     let stored = await activeKeys(options);
     if (stored.length === 0) {
-      const generated = await generateEd25519KeyPair();
       await options.signingKeys.insertFirstSigningKey(
-        { ...generated, algorithm: 'EdDSA' },
+        await generateSealedKeyPair(options.box),
         options.clock.now(),
       );
       stored = await activeKeys(options);
     }
-    keys = await Promise.all(stored.map(importEd25519KeyPair));
+    const opened: SigningKey[] = [];
+    for (const row of stored) {
+      // A key is opened once: a reload costs a query, not a decryption, and a key opened before a later change of
+      // the instance's secrets keeps working until restart.
+      const known = byKid.get(row.kid);
+      if (known) {
+        opened.push(known);
+        continue;
+      }
+      try {
+        opened.push(await openSigningKey(row, options.box));
+      } catch (error) {
+        // At start every active key must open: a wrong GATEHOUSE_SECRET must stop the instance, not make it sign
+        // with a key of its own. Later, a key another instance added under a secret this one lacks is skipped.
+        if (loadedAtMs === 0) throw unreadableKeyError(row, error);
+        options.onUnreadableKey?.(row.kid, error);
+      }
+    }
+    if (opened.length === 0) throw unreadableKeyError(stored[0] as StoredSigningKey, undefined);
+    keys = opened;
     byKid = new Map(keys.map((key) => [key.kid, key]));
     loadedAtMs = options.clock.now().getTime();
   };
@@ -128,10 +151,82 @@ async function activeKeys(options: KeyRingOptions): Promise<StoredSigningKey[]> 
 }
 
 /** Adds a new Ed25519 key; every instance signs with it from its next login on, older keys keep verifying. */
-export async function rotateSigningKey(signingKeys: SigningKeysRepository, clock: Clock): Promise<string> {
-  const generated = await generateEd25519KeyPair();
-  await signingKeys.insertSigningKey({ ...generated, algorithm: 'EdDSA' }, clock.now());
+export async function rotateSigningKey(
+  signingKeys: SigningKeysRepository,
+  clock: Clock,
+  box: SecretBox,
+): Promise<string> {
+  const generated = await generateSealedKeyPair(box);
+  await signingKeys.insertSigningKey(generated, clock.now());
   return generated.kid;
+}
+
+export interface SealingReport {
+  /** Keys sealed (or re-sealed) with the current secret by this call. */
+  sealed: string[];
+  /** Keys that no configured secret opens: left as they are. */
+  unreadable: string[];
+}
+
+/**
+ * Seals the private keys still stored in plain text (written before encryption) with the current secret; with
+ * `reseal`, also those sealed with an older secret of the list, so that it can then be dropped. Safe to run while
+ * instances serve: each row is replaced only if unchanged since it was read.
+ */
+export async function sealSigningKeys(
+  signingKeys: SigningKeysRepository,
+  box: SecretBox,
+  options: { reseal: boolean },
+): Promise<SealingReport> {
+  const report: SealingReport = { sealed: [], unreadable: [] };
+  for (const key of await signingKeys.findAllSigningKeys()) {
+    const stored = key.sealedPrivateJwk;
+    if (isSealed(stored) && (!options.reseal || sealedKeyId(stored) === box.sealingKeyId)) continue;
+    let plaintext: string;
+    try {
+      plaintext = isSealed(stored) ? box.open(stored, sealingContext(key.kid)) : stored;
+    } catch {
+      report.unreadable.push(key.kid);
+      continue;
+    }
+    const sealed = box.seal(plaintext, sealingContext(key.kid));
+    if (await signingKeys.replaceSealedPrivateJwk(key.kid, stored, sealed)) report.sealed.push(key.kid);
+  }
+  return report;
+}
+
+// Binds each ciphertext to its row: a sealed key copied onto another kid does not open.
+const sealingContext = (kid: string) => `signing_keys.private_jwk:${kid}`;
+
+async function generateSealedKeyPair(box: SecretBox) {
+  const generated = await generateEd25519KeyPair();
+  return {
+    kid: generated.kid,
+    algorithm: 'EdDSA',
+    publicJwk: generated.publicJwk as Record<string, unknown>,
+    sealedPrivateJwk: box.seal(JSON.stringify(generated.privateJwk), sealingContext(generated.kid)),
+  };
+}
+
+async function openSigningKey(stored: StoredSigningKey, box: SecretBox): Promise<SigningKey> {
+  // Plain JSON only until sealSigningKeys has run at start (the migration from unencrypted rows).
+  const privateJwk = isSealed(stored.sealedPrivateJwk)
+    ? box.open(stored.sealedPrivateJwk, sealingContext(stored.kid))
+    : stored.sealedPrivateJwk;
+  return importEd25519KeyPair({
+    kid: stored.kid,
+    publicJwk: stored.publicJwk,
+    privateJwk: JSON.parse(privateJwk),
+  });
+}
+
+function unreadableKeyError(stored: StoredSigningKey, cause: unknown): AppError {
+  return new AppError(
+    'internal',
+    `signing key ${stored.kid} cannot be decrypted: ${cause instanceof Error ? cause.message : 'no key opens'}. ` +
+      'Start with the GATEHOUSE_SECRET it was sealed with (during a rotation, the list "new,old").',
+    { cause },
+  );
 }
 
 export interface SigningKeyState {

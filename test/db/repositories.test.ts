@@ -271,15 +271,27 @@ describe.each(dialects)('repositories on %s', (dialect) => {
   it('stores signing keys and lists the active ones newest first', async () => {
     const keys = createSigningKeysRepository(database.db);
     await keys.insertSigningKey(
-      { kid: 'k1', algorithm: 'EdDSA', publicJwk: { x: '1' }, privateJwk: { d: '1' } },
+      { kid: 'k1', algorithm: 'EdDSA', publicJwk: { x: '1' }, sealedPrivateJwk: 'gh1:sealed-1' },
       now,
     );
     await keys.insertSigningKey(
-      { kid: 'k2', algorithm: 'EdDSA', publicJwk: { x: '2' }, privateJwk: { d: '2' } },
+      { kid: 'k2', algorithm: 'EdDSA', publicJwk: { x: '2' }, sealedPrivateJwk: 'gh1:sealed-2' },
       new Date(now.getTime() + 1000),
     );
     const active = await keys.findActiveSigningKeys('EdDSA');
     expect(active.map((key) => key.kid)).toEqual(['k2', 'k1']);
-    expect(active[0]?.privateJwk).toEqual({ d: '2' });
+    expect(active[0]?.sealedPrivateJwk).toBe('gh1:sealed-2');
+  });
+
+  it('replaces a stored private key only while it is still the one expected', async () => {
+    const keys = createSigningKeysRepository(database.db);
+    await keys.insertSigningKey(
+      { kid: 'k3', algorithm: 'EdDSA', publicJwk: { x: '3' }, sealedPrivateJwk: 'old' },
+      now,
+    );
+    expect(await keys.replaceSealedPrivateJwk('k3', 'stale', 'new')).toBe(false);
+    expect(await keys.replaceSealedPrivateJwk('k3', 'old', 'new')).toBe(true);
+    const [stored] = (await keys.findAllSigningKeys()).filter((key) => key.kid === 'k3');
+    expect(stored?.sealedPrivateJwk).toBe('new');
   });
 });

@@ -1,6 +1,13 @@
 import { createPrivateKey } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { buildTestApp, loginToken, registerUser, type TestApp } from '../support/build-test-app.ts';
+import { createSecretBox } from '../../src/security/secret-box.ts';
+import {
+  buildTestApp,
+  loginToken,
+  registerUser,
+  TEST_SECRET,
+  type TestApp,
+} from '../support/build-test-app.ts';
 import { dialects } from '../support/dialects.ts';
 import { decodeToken, ed25519Sign, forgedTokens, hmacSign } from '../support/forge-token.ts';
 
@@ -117,7 +124,11 @@ describe.each(dialects)('GET /conversation on %s', (dialect) => {
 
   it('refuses the whole forged-token corpus with 401 invalid_token', async () => {
     const key = await t.database.db.selectFrom('signing_keys').selectAll().executeTakeFirstOrThrow();
-    const privateKey = createPrivateKey({ key: JSON.parse(key.private_jwk), format: 'jwk' });
+    const privateJwk = createSecretBox([TEST_SECRET]).open(
+      key.private_jwk,
+      `signing_keys.private_jwk:${key.kid}`,
+    );
+    const privateKey = createPrivateKey({ key: JSON.parse(privateJwk), format: 'jwk' });
     const jwks = (await t.app.inject({ method: 'GET', url: '/.well-known/jwks.json' })).json();
     const corpus = forgedTokens({
       valid: alice,

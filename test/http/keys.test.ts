@@ -1,10 +1,19 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createSigningKeysRepository } from '../../src/db/signing-keys.ts';
+import { createSecretBox } from '../../src/security/secret-box.ts';
 import { listSigningKeys, rotateSigningKey } from '../../src/services/keys.ts';
-import { buildTestApp, loginToken, registerUser, type TestApp } from '../support/build-test-app.ts';
+import {
+  buildTestApp,
+  loginToken,
+  registerUser,
+  TEST_SECRET,
+  type TestApp,
+} from '../support/build-test-app.ts';
 import { createTestClock } from '../support/clock.ts';
 import { createTestDatabase, dialects, type TestDatabase } from '../support/dialects.ts';
 import { decodeToken } from '../support/forge-token.ts';
+
+const testBox = createSecretBox([TEST_SECRET]);
 
 describe.each(dialects)('signing key rotation on %s', (dialect) => {
   let database: TestDatabase;
@@ -35,6 +44,7 @@ describe.each(dialects)('signing key rotation on %s', (dialect) => {
     const newKid = await rotateSigningKey(
       signingKeys,
       createTestClock(new Date(first.clock.now().getTime() + 60_000)),
+      testBox,
     );
     expect(newKid).not.toBe(oldKid);
 
@@ -94,7 +104,7 @@ describe.each(dialects)('signing key rotation on %s', (dialect) => {
     const supersededKid = (await listSigningKeys(signingKeys)).find((key) => key.state === 'signing')
       ?.kid as string;
     const rotatedAt = current.clock.now().getTime() + 3600_000;
-    await rotateSigningKey(signingKeys, createTestClock(new Date(rotatedAt)));
+    await rotateSigningKey(signingKeys, createTestClock(new Date(rotatedAt)), testBox);
 
     // It signed until its successor was created; its tokens live on for their lifetime after that.
     const handedOver = rotatedAt;
@@ -123,6 +133,7 @@ describe.each(dialects)('signing key lookups on %s', (dialect) => {
       await rotateSigningKey(
         createSigningKeysRepository(database.db),
         createTestClock(new Date(a.clock.now().getTime() + 1000)),
+        testBox,
       );
       a.clock.advanceSeconds(2);
       const fromNewKey = await loginToken(a.app, 'lookup');

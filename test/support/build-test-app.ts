@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { Writable } from 'node:stream';
 import type { FastifyInstance } from 'fastify';
 import { buildApp } from '../../src/app.ts';
@@ -9,6 +10,9 @@ import { createTestDatabase, type TestDatabase } from './dialects.ts';
 
 // The production algorithm at its minimum cost: the hasher's own tests use the real parameters.
 export const FAST_ARGON2 = { memoryKib: 64, timeCost: 1, parallelism: 1 };
+
+/** The GATEHOUSE_SECRET of every app this test file builds, so that apps sharing a database open its keys. */
+export const TEST_SECRET = randomBytes(32).toString('base64url');
 
 export interface TestApp {
   app: FastifyInstance;
@@ -31,6 +35,7 @@ export interface TestAppOptions {
 export async function buildTestApp(dialect: Dialect, options: TestAppOptions = {}): Promise<TestApp> {
   const config = loadConfig({
     DATABASE_URL: 'sqlite::memory:',
+    GATEHOUSE_SECRET: TEST_SECRET,
     LOG_LEVEL: 'debug',
     ARGON2_MEMORY_KIB: String(FAST_ARGON2.memoryKib),
     ARGON2_TIME_COST: String(FAST_ARGON2.timeCost),

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig } from '../../src/config.ts';
 
@@ -33,7 +34,11 @@ describe('loadConfig', () => {
   });
 
   it('switches to PostgreSQL when DATABASE_URL says postgres', () => {
-    expect(loadConfig({ DATABASE_URL: 'postgres://u:p@db:5432/gh' }).database).toEqual({
+    const env = {
+      DATABASE_URL: 'postgres://u:p@db:5432/gh',
+      GATEHOUSE_SECRET: randomBytes(32).toString('base64url'),
+    };
+    expect(loadConfig(env).database).toEqual({
       kind: 'postgres',
       url: 'postgres://u:p@db:5432/gh',
     });
@@ -88,10 +93,35 @@ describe('loadConfig', () => {
     expect(problems.join('\n')).toMatch(/LOG_LEVEL/);
   });
 
-  it('refuses a short REFRESH_TOKEN_SECRET and accepts a random one', () => {
-    expect(problemsOf({ REFRESH_TOKEN_SECRET: 'too-short' }).join()).toMatch(/REFRESH_TOKEN_SECRET/);
-    const config = loadConfig({ REFRESH_TOKEN_SECRET: 'q3W9zL0vB7nX2cR5tY8uI1oP4aS6dF0gH3jK7lZ9xC2vB5nM' });
-    expect(config.sessions.refreshTokenSecret).toHaveLength(48);
+  it('refuses to start on PostgreSQL without GATEHOUSE_SECRET, and says how to make one', () => {
+    const problems = problemsOf({ DATABASE_URL: 'postgres://u@db:5432/gh' }).join();
+    expect(problems).toMatch(/GATEHOUSE_SECRET is required/);
+    expect(problems).toMatch(/randomBytes\(32\)\.toString\('base64url'\)/);
+  });
+
+  it('leaves GATEHOUSE_SECRET optional on SQLite, where main.ts keeps one beside the database', () => {
+    expect(loadConfig({}).secrets).toEqual([]);
+  });
+
+  it('takes GATEHOUSE_SECRET as a list, the current secret first', () => {
+    const [a, b] = [randomBytes(32).toString('base64url'), randomBytes(48).toString('base64url')];
+    expect(loadConfig({ GATEHOUSE_SECRET: `${a}, ${b}` }).secrets).toEqual([a, b]);
+  });
+
+  it('refuses a GATEHOUSE_SECRET that is short, not base64url, patterned or repeated, without echoing it', () => {
+    const random = randomBytes(32).toString('base64url');
+    const cases = {
+      short: randomBytes(31).toString('base64url'),
+      passphrase: 'correct horse battery staple and more words here',
+      standardBase64: `${randomBytes(33).toString('base64')}+/`,
+      patterned: 'A'.repeat(43),
+      repeated: `${random},${random}`,
+    };
+    for (const [name, secret] of Object.entries(cases)) {
+      const problems = problemsOf({ GATEHOUSE_SECRET: secret }).join();
+      expect(problems, name).toMatch(/GATEHOUSE_SECRET/);
+      for (const part of secret.split(',')) expect(problems, name).not.toContain(part);
+    }
   });
 
   it('refuses a minimum password length below 8', () => {

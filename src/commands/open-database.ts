@@ -1,0 +1,28 @@
+import type { Config } from '../config.ts';
+import { createDb, type DbHandle } from '../db/connect.ts';
+import { migrateToLatest } from '../db/migrate.ts';
+import { createSigningKeysRepository } from '../db/signing-keys.ts';
+import { createSecretBox } from '../security/secret-box.ts';
+import { sealSigningKeys } from '../services/keys.ts';
+
+/**
+ * Opens the configured database and brings it up to date: migrations, then the private keys still stored in plain
+ * text (from before encryption at rest) sealed with GATEHOUSE_SECRET. Whatever it mended is passed to `warn`.
+ */
+export async function openDatabase(config: Config, warn: (line: string) => void): Promise<DbHandle> {
+  const handle = createDb(config.database);
+  try {
+    for (const warning of handle.warnings) warn(warning);
+    await migrateToLatest(handle);
+    const { sealed } = await sealSigningKeys(
+      createSigningKeysRepository(handle.db),
+      createSecretBox(config.secrets),
+      { reseal: false },
+    );
+    if (sealed.length > 0) warn(`sealed ${sealed.length} private signing key(s) stored in plain text`);
+    return handle;
+  } catch (error) {
+    await handle.close().catch(() => {});
+    throw error;
+  }
+}

@@ -1,0 +1,69 @@
+import { type Config, withSecrets } from '../config.ts';
+import { replaceSecretFile } from '../db/data-directory.ts';
+import { createSigningKeysRepository } from '../db/signing-keys.ts';
+import { createSecretBox, generateSecret } from '../security/secret-box.ts';
+import { sealSigningKeys } from '../services/keys.ts';
+import { openDatabase } from './open-database.ts';
+
+const USAGE = 'usage: npm run gatehouse -- secret generate | rotate';
+
+/** Where main.ts found the secrets: GATEHOUSE_SECRET, or the file it keeps beside a SQLite database. */
+export type SecretSource = { kind: 'environment' } | { kind: 'file'; path: string };
+
+/**
+ * `npm run gatehouse -- secret generate|rotate`. `rotate` re-seals every private key with the first secret of
+ * GATEHOUSE_SECRET ("new,old"), after which the old one can be dropped; on the embedded default without
+ * GATEHOUSE_SECRET it also makes the new secret and replaces `secret.key`. Returns the process exit code.
+ */
+export async function runSecretCommand(
+  config: Config,
+  source: SecretSource,
+  args: string[],
+  print: (line: string) => void,
+): Promise<number> {
+  const [command] = args;
+  if (command === 'generate') {
+    print(generateSecret());
+    return 0;
+  }
+  if (command !== 'rotate') {
+    print(USAGE);
+    return 2;
+  }
+  let secrets = config.secrets;
+  if (source.kind === 'file') {
+    // The new secret joins the file first, so that the file always holds a secret that opens every row, whenever
+    // this command is stopped.
+    secrets = [generateSecret(), ...config.secrets];
+    replaceSecretFile(source.path, secrets.join(','));
+  } else if (secrets.length < 2) {
+    print('GATEHOUSE_SECRET holds one secret: rotating means running every instance with "new,old" first.');
+    print(
+      'Make a new secret with `npm run gatehouse -- secret generate`, set GATEHOUSE_SECRET="<new>,<old>"',
+    );
+    print('on every instance and restart them, then run this command again with that list.');
+    return 1;
+  }
+  const rotated = withSecrets(config, secrets);
+  const handle = await openDatabase(rotated, print);
+  try {
+    const box = createSecretBox(secrets);
+    const report = await sealSigningKeys(createSigningKeysRepository(handle.db), box, { reseal: true });
+    print(`re-sealed ${report.sealed.length} private key(s) with secret ${box.sealingKeyId}`);
+    if (report.unreadable.length > 0) {
+      print(`no configured secret opens key(s) ${report.unreadable.join(', ')}: they were left as they are`);
+      return 1;
+    }
+    if (source.kind === 'file') {
+      replaceSecretFile(source.path, secrets[0] as string);
+      print(`${source.path} now holds only the new secret; restart the server to use it.`);
+    } else {
+      print(
+        'Every key is sealed with the first secret: remove the others from GATEHOUSE_SECRET and restart.',
+      );
+    }
+    return 0;
+  } finally {
+    await handle.close();
+  }
+}
