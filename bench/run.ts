@@ -31,6 +31,8 @@ const extraUsers = usersIndex >= 0 ? Number(args[usersIndex + 1]) : 0;
 const seconds = quick ? 2 : 10;
 const connections = 32;
 const pgAdminUrl = process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
+// Required with PostgreSQL; one for the whole run, so that seed-users and the servers open the same keys.
+const gatehouseSecret = process.env.GATEHOUSE_SECRET ?? randomBytes(32).toString('base64url');
 const password = 'correct horse battery staple';
 const work = mkdtempSync(join(tmpdir(), 'gatehouse-bench-'));
 const children: ChildProcess[] = [];
@@ -73,7 +75,7 @@ async function freePort(): Promise<number> {
 function start(command: string, commandArgs: string[], env: Record<string, string>, cwd = root) {
   const child = spawn(command, commandArgs, {
     cwd,
-    env: { ...process.env, ...env },
+    env: { ...process.env, GATEHOUSE_SECRET: gatehouseSecret, ...env },
     stdio: ['ignore', 'ignore', 'pipe'],
   });
   let stderr = '';
@@ -349,7 +351,7 @@ function seedUsers(databaseUrl: string, count: number) {
   log(`seeding ${count} users`);
   execFileSync(process.execPath, ['src/main.ts', 'seed-users', '--count', String(count)], {
     cwd: root,
-    env: { ...process.env, DATABASE_URL: databaseUrl },
+    env: { ...process.env, GATEHOUSE_SECRET: gatehouseSecret, DATABASE_URL: databaseUrl },
     stdio: ['ignore', 'ignore', 'pipe'],
   });
 }

@@ -12,6 +12,7 @@ import {
   createDatabase,
   DIALECTS,
   FAST_ARGON2,
+  GATEHOUSE_SECRET,
   ROOT,
   type RunningServer,
   startServer,
@@ -38,7 +39,13 @@ async function seedUsers(
 ): Promise<SeedRun> {
   const proc = spawn(process.execPath, ['src/main.ts', 'seed-users', ...args], {
     cwd: ROOT,
-    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', DATABASE_URL: databaseUrl, ...env },
+    env: {
+      PATH: process.env.PATH ?? '',
+      HOME: process.env.HOME ?? '',
+      DATABASE_URL: databaseUrl,
+      GATEHOUSE_SECRET,
+      ...env,
+    },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let stdout = '';

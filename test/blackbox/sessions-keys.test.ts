@@ -21,6 +21,7 @@ import {
 import type { Base } from './support/grants.ts';
 import {
   DIALECTS,
+  GATEHOUSE_SECRET,
   ROOT,
   type RunningServer,
   type ServerContext,
@@ -41,6 +42,7 @@ async function keysCommand(databaseUrl: string, args: string[]): Promise<{ code:
           PATH: process.env.PATH ?? '',
           HOME: process.env.HOME ?? '',
           DATABASE_URL: databaseUrl,
+          GATEHOUSE_SECRET,
           LOG_LEVEL: 'warn',
         },
         timeout: 30_000,

@@ -1,0 +1,193 @@
+/**
+ * Issue 9 §1 from outside: file permissions of the embedded database, the key-encryption secret made on first start
+ * beside it, the refusal to start on PostgreSQL without GATEHOUSE_SECRET, and `secret rotate` through the CLI.
+ */
+import { execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { chmodSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { DatabaseSync } from 'node:sqlite';
+import { afterAll, describe, expect, it, vi } from 'vitest';
+import { getWithToken, login, registerUser } from './support/client.ts';
+import { createDatabase, ROOT, type RunningServer, runUntilExit, startServer } from './support/server.ts';
+
+vi.setConfig({ testTimeout: 60_000, hookTimeout: 60_000 });
+
+const directories: string[] = [];
+afterAll(() => {
+  for (const directory of directories) rmSync(directory, { recursive: true, force: true });
+});
+
+function freshDataDirectory(): { root: string; data: string; databaseUrl: string } {
+  const root = mkdtempSync(path.join(os.tmpdir(), 'gh_secrets_'));
+  directories.push(root);
+  const data = path.join(root, 'data');
+  return { root, data, databaseUrl: `sqlite:${path.join(data, 'gatehouse.db')}` };
+}
+
+const mode = (file: string) => statSync(file).mode & 0o777;
+const context = (server: RunningServer) => ({
+  url: (p: string) => server.url(p),
+  track: (s: string) => s,
+});
+
+function cli(env: Record<string, string>, args: string[]): Promise<{ code: number; out: string }> {
+  return new Promise((resolve) => {
+    execFile(
+      process.execPath,
+      ['src/main.ts', ...args],
+      {
+        cwd: ROOT,
+        env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', ...env },
+        timeout: 30_000,
+      },
+      (error, stdout, stderr) =>
+        resolve({
+          code: error ? (typeof error.code === 'number' ? error.code : 1) : 0,
+          out: `${stdout}${stderr}`,
+        }),
+    );
+  });
+}
+
+describe('the embedded database without GATEHOUSE_SECRET', () => {
+  it('creates data/ 0700, the database 0600 and a secret.key 0600 that a restart reuses', async () => {
+    const { data, databaseUrl } = freshDataDirectory();
+    const env = { GATEHOUSE_SECRET: undefined };
+    const first = await startServer({ databaseUrl, env });
+    const ctx = context(first);
+    const user = await registerUser(ctx as never);
+    const token = await login(ctx as never, user.username, user.password);
+    await first.stop();
+    expect(mode(data)).toBe(0o700);
+    expect(mode(path.join(data, 'gatehouse.db'))).toBe(0o600);
+    const secretFile = path.join(data, 'secret.key');
+    expect(mode(secretFile)).toBe(0o600);
+    const secret = readFileSync(secretFile, 'utf8').trim();
+    expect(Buffer.from(secret, 'base64url').length).toBeGreaterThanOrEqual(32);
+    expect(first.output()).toContain('secret.key');
+    expect(first.output()).not.toContain(secret);
+
+    const database = new DatabaseSync(path.join(data, 'gatehouse.db'), { readOnly: true });
+    const rows = database.prepare('select private_jwk from signing_keys').all() as { private_jwk: string }[];
+    database.close();
+    expect(rows.length).toBeGreaterThan(0);
+    for (const row of rows) expect(row.private_jwk).not.toMatch(/"d"/);
+
+    const second = await startServer({ databaseUrl, env });
+    try {
+      expect(readFileSync(secretFile, 'utf8').trim()).toBe(secret);
+      expect((await getWithToken(second.url('/conversation'), token)).status).toBe(200);
+    } finally {
+      await second.stop();
+    }
+  });
+
+  it('tightens an existing database directory and files that others can read, with a warning', async () => {
+    const { data, databaseUrl } = freshDataDirectory();
+    const first = await startServer({ databaseUrl, env: { GATEHOUSE_SECRET: undefined } });
+    await first.stop();
+    chmodSync(data, 0o755);
+    chmodSync(path.join(data, 'gatehouse.db'), 0o644);
+    chmodSync(path.join(data, 'secret.key'), 0o644);
+    const second = await startServer({ databaseUrl, env: { GATEHOUSE_SECRET: undefined } });
+    await second.stop();
+    expect(mode(data)).toBe(0o700);
+    expect(mode(path.join(data, 'gatehouse.db'))).toBe(0o600);
+    expect(mode(path.join(data, 'secret.key'))).toBe(0o600);
+    expect(second.output()).toMatch(/warning: .*data was readable by other users/);
+  });
+
+  it('leaves a shared directory as it is, and warns', async () => {
+    const { root } = freshDataDirectory();
+    chmodSync(root, 0o755);
+    writeFileSync(path.join(root, 'someone-elses-file'), 'x');
+    const server = await startServer({ databaseUrl: `sqlite:${path.join(root, 'gatehouse.db')}` });
+    await server.stop();
+    expect(mode(root)).toBe(0o755);
+    expect(mode(path.join(root, 'gatehouse.db'))).toBe(0o600);
+    expect(server.output()).toMatch(/readable by other users .* left as it is/);
+  });
+
+  it('rotates the secret with `secret rotate`: a new secret.key, every key re-sealed, old tokens still valid', async () => {
+    const { data, databaseUrl } = freshDataDirectory();
+    const env = { GATEHOUSE_SECRET: undefined };
+    const first = await startServer({ databaseUrl, env });
+    const ctx = context(first);
+    const user = await registerUser(ctx as never);
+    const token = await login(ctx as never, user.username, user.password);
+    await first.stop();
+    const secretFile = path.join(data, 'secret.key');
+    const before = readFileSync(secretFile, 'utf8').trim();
+
+    const rotated = await cli({ DATABASE_URL: databaseUrl }, ['secret', 'rotate']);
+    expect(rotated.code, rotated.out).toBe(0);
+    const after = readFileSync(secretFile, 'utf8').trim();
+    expect(after).not.toBe(before);
+    expect(after).not.toContain(',');
+    expect(mode(secretFile)).toBe(0o600);
+
+    const second = await startServer({ databaseUrl, env });
+    try {
+      expect((await getWithToken(second.url('/conversation'), token)).status).toBe(200);
+    } finally {
+      await second.stop();
+    }
+  });
+});
+
+describe('PostgreSQL and GATEHOUSE_SECRET', () => {
+  it('refuses to start without GATEHOUSE_SECRET and shows how to make one', async () => {
+    const database = await createDatabase('postgres');
+    try {
+      const result = await runUntilExit({ DATABASE_URL: database.url, GATEHOUSE_SECRET: undefined });
+      expect(result.timedOut).toBe(false);
+      expect(result.code).toBe(1);
+      expect(result.output).toMatch(/GATEHOUSE_SECRET is required/);
+      expect(result.output).toMatch(/randomBytes\(32\)\.toString\('base64url'\)|secret generate/);
+    } finally {
+      await database.drop();
+    }
+  });
+
+  it('rotates GATEHOUSE_SECRET with "new,old" and `secret rotate`, then serves with the new one alone', async () => {
+    const database = await createDatabase('postgres');
+    const oldSecret = randomBytes(32).toString('base64url');
+    const generated = await cli({}, ['secret', 'generate']);
+    const newSecret = generated.out.trim();
+    expect(Buffer.from(newSecret, 'base64url').length).toBe(32);
+    try {
+      const first = await startServer({ databaseUrl: database.url, env: { GATEHOUSE_SECRET: oldSecret } });
+      const ctx = context(first);
+      const user = await registerUser(ctx as never);
+      const token = await login(ctx as never, user.username, user.password);
+      await first.stop();
+
+      const alone = await cli({ DATABASE_URL: database.url, GATEHOUSE_SECRET: newSecret }, [
+        'secret',
+        'rotate',
+      ]);
+      expect(alone.code).toBe(1);
+      const rotated = await cli(
+        { DATABASE_URL: database.url, GATEHOUSE_SECRET: `${newSecret},${oldSecret}` },
+        ['secret', 'rotate'],
+      );
+      expect(rotated.code, rotated.out).toBe(0);
+      expect(rotated.out).not.toContain(newSecret);
+
+      const refused = await runUntilExit({ DATABASE_URL: database.url, GATEHOUSE_SECRET: oldSecret });
+      expect(refused.code).toBe(1);
+      expect(refused.output).toMatch(/cannot be decrypted/);
+
+      const second = await startServer({ databaseUrl: database.url, env: { GATEHOUSE_SECRET: newSecret } });
+      try {
+        expect((await getWithToken(second.url('/conversation'), token)).status).toBe(200);
+      } finally {
+        await second.stop();
+      }
+    } finally {
+      await database.drop();
+    }
+  });
+});
