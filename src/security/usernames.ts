@@ -14,13 +14,17 @@ const SCRIPT_CODES =
   Sogo Sora Soyo Sund Sunu Sylo Syrc Tagb Takr Tale Talu Taml Tang Tavt Tayo Telu Tfng Tglg Thaa Thai Tibt Tirh Tnsa
   Todr Tols Toto Tutg Ugar Vaii Vith Wara Wcho Xpeo Xsux Yezi Yiii Zanb`.split(/\s+/);
 
-const SCRIPTS = SCRIPT_CODES.flatMap((code) => {
-  try {
-    return [{ code, pattern: new RegExp(`\\p{Script_Extensions=${code}}`, 'u') }];
-  } catch {
-    return [];
-  }
-});
+// Compiled on the first non-ASCII name: some 170 property classes take a few hundred milliseconds, which every
+// process start (and the seed command) would otherwise pay.
+let scripts: { code: string; pattern: RegExp }[] | undefined;
+const loadScripts = () =>
+  (scripts ??= SCRIPT_CODES.flatMap((code) => {
+    try {
+      return [{ code, pattern: new RegExp(`\\p{Script_Extensions=${code}}`, 'u') }];
+    } catch {
+      return [];
+    }
+  }));
 
 // Script_Extensions Common or Inherited only (ASCII digits, . _ -, most combining marks): such a character fits
 // any script. Arabic-Indic digits are not among them: their extensions name Arabic, Thaana and Yezidi.
@@ -37,6 +41,8 @@ const ALLOWED_COMBINATIONS = [
 /** Returns why a trimmed, NFKC username may not be registered (it mixes scripts or digit systems, or has neither letter nor digit), or undefined. */
 export function findUsernameProblem(display: string): UsernameProblem | undefined {
   if (!/[\p{L}\p{Nd}]/u.test(display)) return 'no_letter_or_digit';
+  if (/^[\0-\x7f]*$/.test(display)) return undefined;
+  const SCRIPTS = loadScripts();
   const scriptSets: string[][] = [];
   for (const character of display) {
     if (!ANY_SCRIPT.test(character)) {
