@@ -22,6 +22,7 @@ const user = await users.insertUserWithConversation(
   {
     username: `rc${suffix}`,
     usernameCanonical: `rc${suffix}`,
+    usernameSkeleton: `rc${suffix}`,
     email: `rc${suffix}@example.com`,
     emailCanonical: `rc${suffix}@example.com`,
     passwordHash: 'x',

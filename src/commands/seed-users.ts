@@ -5,6 +5,7 @@ import { createDb } from '../db/connect.ts';
 import { migrateToLatest } from '../db/migrate.ts';
 import type { NewUserRow } from '../db/schema.ts';
 import { createPasswordHasher } from '../security/passwords.ts';
+import { usernameSkeleton } from '../security/usernames.ts';
 
 export const SEEDED_PASSWORD = 'seeded user password 0001';
 const BATCH = 2000;
@@ -45,6 +46,7 @@ export async function runSeedUsersCommand(
         rows.push({
           username: name,
           username_canonical: name,
+          username_skeleton: usernameSkeleton(name),
           email: `${name}@seed.example`,
           email_canonical: `${name}@seed.example`,
           password_hash: passwordHash,

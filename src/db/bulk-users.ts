@@ -2,8 +2,8 @@ import type { Db, NewUserRow } from './schema.ts';
 
 export interface BulkUsersRepository {
   /**
-   * Inserts users with their conversations and welcome messages, set-wise, skipping any whose username or email is
-   * taken (by a registration, an earlier or a concurrent run); returns how many were inserted.
+   * Inserts users with their conversations and welcome messages, set-wise, skipping any whose username (or a lookalike
+   * of it) or email is taken (by a registration, an earlier or a concurrent run); returns how many were inserted.
    */
   insertUsersWithConversations(users: NewUserRow[], welcomeMessage: string, now: Date): Promise<number>;
   countUsers(): Promise<number>;

@@ -2,12 +2,14 @@ import { type Kysely, type Migration, type MigrationProvider, Migrator } from 'k
 import { AppError } from '../errors.ts';
 import * as createCoreTables from './migrations/2026_11_25_2100_create_core_tables.ts';
 import * as createSessions from './migrations/2026_11_25_2200_create_sessions.ts';
+import * as addUsernameSkeleton from './migrations/2026_11_27_1000_add_username_skeleton.ts';
 import * as forgetStoredRefreshKey from './migrations/2026_11_30_0900_forget_stored_refresh_key.ts';
 
 // An explicit list rather than a folder scan: the order is reviewed, and nothing depends on the cwd.
 const migrations: Record<string, Migration> = {
   '2026_11_25_2100_create_core_tables': createCoreTables,
   '2026_11_25_2200_create_sessions': createSessions,
+  '2026_11_27_1000_add_username_skeleton': addUsernameSkeleton,
   '2026_11_30_0900_forget_stored_refresh_key': forgetStoredRefreshKey,
 };
 

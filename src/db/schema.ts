@@ -7,6 +7,9 @@ export interface UsersTable {
   username: string;
   // NFKC + case fold: the unique index on it makes `Alice` and `alice` one account.
   username_canonical: string;
+  // UTS #39 skeleton of the canonical form: its unique index makes lookalikes (Cyrillic `аlice`) one account.
+  // Uniqueness only: logins look up username_canonical.
+  username_skeleton: string;
   email: string;
   email_canonical: string;
   password_hash: string;

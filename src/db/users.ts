@@ -14,6 +14,7 @@ export interface User {
 export interface NewUser {
   username: string;
   usernameCanonical: string;
+  usernameSkeleton: string;
   email: string;
   emailCanonical: string;
   passwordHash: string;
@@ -64,6 +65,7 @@ export function createUsersRepository(db: Db): UsersRepository {
             .values({
               username: user.username,
               username_canonical: user.usernameCanonical,
+              username_skeleton: user.usernameSkeleton,
               email: user.email,
               email_canonical: user.emailCanonical,
               password_hash: user.passwordHash,
@@ -92,7 +94,12 @@ export function createUsersRepository(db: Db): UsersRepository {
         });
       } catch (error) {
         const constraint = violatedUniqueConstraint(error);
-        if (constraint?.includes('username')) {
+        // A row can break the username and the email index at once, and which one is reported differs (SQLite
+        // names the email, PostgreSQL the username): the username comes first, as in the FastAPI seed.
+        if (
+          constraint?.includes('username') ||
+          (constraint?.includes('email') && (await isUsernameTaken(db, user)))
+        ) {
           throw new AppError('username_taken', 'Username already registered', { cause: error });
         }
         if (constraint?.includes('email')) {
@@ -117,6 +124,8 @@ export function createUsersRepository(db: Db): UsersRepository {
     },
 
     async findCredentialsByUsername(usernameCanonical) {
+      // By the canonical form, never the skeleton: the skeleton only keeps lookalikes from registering, and
+      // rows that shared one before it was unique keep theirs suffixed, so it names no one to log in as.
       const row = await db
         .selectFrom('users')
         .select([...userColumns, 'password_hash'])
@@ -172,6 +181,20 @@ export function createUsersRepository(db: Db): UsersRepository {
       return Number(result.numDeletedRows) === 1;
     },
   };
+}
+
+async function isUsernameTaken(db: Db, user: NewUser): Promise<boolean> {
+  const row = await db
+    .selectFrom('users')
+    .select('id')
+    .where((eb) =>
+      eb.or([
+        eb('username_canonical', '=', user.usernameCanonical),
+        eb('username_skeleton', '=', user.usernameSkeleton),
+      ]),
+    )
+    .executeTakeFirst();
+  return row !== undefined;
 }
 
 async function compareAndSwapHash(db: Db, id: number, expectedHash: string, passwordHash: string, now: Date) {

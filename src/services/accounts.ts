@@ -7,6 +7,7 @@ import { AppError, type FieldProblem } from '../errors.ts';
 import type { Clock } from '../security/clock.ts';
 import type { PasswordPolicy, PasswordProblem } from '../security/password-policy.ts';
 import type { PasswordHasher } from '../security/passwords.ts';
+import { findUsernameProblem, type UsernameProblem, usernameSkeleton } from '../security/usernames.ts';
 
 export interface Registration {
   username: string;
@@ -91,6 +92,9 @@ export function createAccountsService(deps: AccountsDependencies): AccountsServi
           msg: "Username must be 3 to 32 letters, digits, '.', '_' or '-'",
           type: 'string_pattern_mismatch',
         });
+      } else {
+        const usernameProblem = findUsernameProblem(username.display);
+        if (usernameProblem) problems.push(describeUsernameProblem(usernameProblem));
       }
       const email = registration.email.trim();
       if (!hasValidLocalPart(email)) problems.push(EMAIL_LOCAL_PART_PROBLEM);
@@ -109,6 +113,7 @@ export function createAccountsService(deps: AccountsDependencies): AccountsServi
         {
           username: username.display,
           usernameCanonical: username.canonical,
+          usernameSkeleton: usernameSkeleton(username.canonical),
           email,
           emailCanonical: email.toLowerCase(),
           passwordHash,
@@ -211,6 +216,26 @@ export function createAccountsService(deps: AccountsDependencies): AccountsServi
       throw new AppError('invalid_password', 'Incorrect password');
     }
     return credentials;
+  }
+}
+
+function describeUsernameProblem(problem: UsernameProblem): FieldProblem {
+  const loc = ['body', 'username'];
+  switch (problem) {
+    case 'mixed_scripts':
+      return {
+        loc,
+        msg: 'Username must not mix scripts, such as Latin and Cyrillic',
+        type: 'username_mixed_scripts',
+      };
+    case 'mixed_digit_systems':
+      return { loc, msg: 'Username must use one kind of digits', type: 'username_mixed_digit_systems' };
+    case 'no_letter_or_digit':
+      return {
+        loc,
+        msg: 'Username must contain a letter or a digit',
+        type: 'username_without_letter_or_digit',
+      };
   }
 }
 

@@ -8,6 +8,7 @@ import { createTestDatabase, dialects, type TestDatabase } from '../support/dial
 const newUser = (name: string, overrides: Partial<NewUser> = {}): NewUser => ({
   username: name,
   usernameCanonical: name.toLowerCase(),
+  usernameSkeleton: name.toLowerCase(),
   email: `${name}@example.com`,
   emailCanonical: `${name.toLowerCase()}@example.com`,
   passwordHash: '$argon2id$v=19$m=64,t=1,p=1$c2FsdHNhbHRzYWx0$aGFzaA',
