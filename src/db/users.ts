@@ -48,8 +48,15 @@ export interface UsersRepository {
     keepSessionId: string,
     now: Date,
   ): Promise<boolean>;
-  updateUserProfile(id: number, changes: ProfileChanges, now: Date): Promise<User | undefined>;
-  deleteUser(id: number): Promise<boolean>;
+  /** Updates the user; with `expectedHash`, only while that is still their hash (undefined otherwise). */
+  updateUserProfile(
+    id: number,
+    changes: ProfileChanges,
+    now: Date,
+    expectedHash?: string,
+  ): Promise<User | undefined>;
+  /** Deletes the user only if `expectedHash` is still their hash; true if deleted. */
+  deleteUser(id: number, expectedHash: string): Promise<boolean>;
 }
 
 export const userColumns = ['id', 'username', 'email', 'age', 'level', 'created_at_ms'] as const;
@@ -151,7 +158,7 @@ export function createUsersRepository(db: Db): UsersRepository {
       });
     },
 
-    async updateUserProfile(id, changes, now) {
+    async updateUserProfile(id, changes, now, expectedHash) {
       try {
         const row = await db
           .updateTable('users')
@@ -164,6 +171,7 @@ export function createUsersRepository(db: Db): UsersRepository {
             updated_at_ms: now.getTime(),
           })
           .where('id', '=', id)
+          .$if(expectedHash !== undefined, (query) => query.where('password_hash', '=', expectedHash!))
           .returning(userColumns)
           .executeTakeFirst();
         return row ? toUser(row) : undefined;
@@ -175,9 +183,13 @@ export function createUsersRepository(db: Db): UsersRepository {
       }
     },
 
-    async deleteUser(id) {
+    async deleteUser(id, expectedHash) {
       // Sessions, refresh tokens, the conversation and its messages go with the user (ON DELETE CASCADE).
-      const result = await db.deleteFrom('users').where('id', '=', id).executeTakeFirst();
+      const result = await db
+        .deleteFrom('users')
+        .where('id', '=', id)
+        .where('password_hash', '=', expectedHash)
+        .executeTakeFirst();
       return Number(result.numDeletedRows) === 1;
     },
   };

@@ -78,6 +78,9 @@ export const DetailResponse = Type.Object({ detail: Type.String() });
 
 export const ProfileUpdateBody = Type.Object({
   email: Type.Optional(Type.String({ format: 'email', maxLength: 254 })),
+  current_password: Type.Optional(
+    Type.String({ format: 'password', maxLength: 4096, description: 'Required when the email changes' }),
+  ),
   age: Type.Optional(Type.Integer({ minimum: 0, maximum: 150 })),
   level: Type.Optional(Level),
 });

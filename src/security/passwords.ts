@@ -1,6 +1,7 @@
 import { availableParallelism } from 'node:os';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { type Algorithm, hash, verify } from '@node-rs/argon2';
-import bcrypt from 'bcryptjs';
+import { verify as verifyBcrypt } from '@node-rs/bcrypt';
 
 export interface Argon2Parameters {
   memoryKib: number;
@@ -11,18 +12,33 @@ export interface Argon2Parameters {
 export interface PasswordHasher {
   /** Returns an argon2id PHC string for the password. */
   hash(password: string): Promise<string>;
-  /** Returns whether the password matches the stored argon2id or bcrypt hash; false for unknown formats. */
+  /**
+   * Returns whether the password matches the stored argon2id or bcrypt hash; false for unknown formats.
+   * A false answer comes no earlier than the failure floor, whatever the kind of hash.
+   */
   verify(storedHash: string, password: string): Promise<boolean>;
   /** Returns whether the stored hash should be replaced, now that `password` is known to match it. */
   needsRehash(storedHash: string, password: string): boolean;
-  /** Spends the same time as a real verification, for callers that have no user to verify against. */
+  /** Fails like a real verification, floor included, for callers that have no user to verify against. */
   verifyDummy(password: string): Promise<void>;
+  /** Returns the current failure floor in milliseconds: the slowest kind of verification, estimated from runs. */
+  failureFloorMs(): number;
 }
+
+export interface PasswordHasherOptions {
+  maxConcurrent?: number;
+  /** The bcrypt cost of imported hashes: failures wait as long as one of those would take. passlib's default. */
+  importedBcryptCost?: number;
+}
+
+const BCRYPT = /^\$2[aby]\$(\d\d)\$/;
+// A constant hash (of "gatehouse-calibration") whose verification times bcrypt on this machine at start-up.
+const BCRYPT_CALIBRATION_COST = 8;
 
 /** Builds an argon2id hasher that also verifies bcrypt hashes imported from passlib. */
 export function createPasswordHasher(
   parameters: Argon2Parameters,
-  options: { maxConcurrent?: number } = {},
+  options: PasswordHasherOptions = {},
 ): PasswordHasher {
   const argonOptions = {
     // Algorithm.Argon2id: a const enum, which type stripping cannot inline.
@@ -34,22 +50,79 @@ export function createPasswordHasher(
   const expectedPrefix = `$argon2id$v=19$m=${parameters.memoryKib},t=${parameters.timeCost},p=${parameters.parallelism}$`;
   // Hashes run on libuv's threadpool, where WebCrypto and file I/O run too: one hash per core keeps the cores
   // busy, and main.ts sizes the pool so threads remain for the rest. A third hash in flight on two cores gave no
-  // more logins per second (measured, interleaved runs) and held 19 MiB more memory.
+  // more logins per second (measured, interleaved runs) and held 19 MiB more memory. bcrypt shares the limit:
+  // it is the same kind of work on the same threads.
   const limit = createLimiter(options.maxConcurrent ?? availableParallelism());
 
-  const hashPassword = (password: string) => limit(() => hash(password.normalize('NFKC'), argonOptions));
-  // Made at once, so that the first unknown-user login after a start costs no more than any other.
+  // Wrong passwords must take as long for an argon2 account as for a bcrypt one (~250 ms at cost 12 against
+  // ~20 ms) and an unknown user, or the timing tells them apart. Every failure therefore resolves no earlier
+  // than the slowest kind's estimated duration, waited on a timer: no CPU, no threadpool slot. The estimates
+  // follow the machine's actual speed and load rather than a constant that is wrong on the next host.
+  const argon2Duration = createDurationEstimate();
+  // Per 2^cost rounds, since each bcrypt cost doubles the work: one estimate serves every cost.
+  const bcryptRoundDuration = createDurationEstimate();
+  let slowestBcryptCost = options.importedBcryptCost ?? 12;
+  const failureFloorMs = () =>
+    Math.max(argon2Duration.upperBoundMs(), bcryptRoundDuration.upperBoundMs() * 2 ** slowestBcryptCost);
+
+  const timed = async <T>(estimate: DurationEstimate, scale: number, task: () => Promise<T>) =>
+    limit(async () => {
+      const started = performance.now();
+      try {
+        return await task();
+      } finally {
+        estimate.add((performance.now() - started) / scale);
+      }
+    });
+
+  const hashPassword = (password: string) =>
+    timed(argon2Duration, 1, () => hash(password.normalize('NFKC'), argonOptions));
+  // Made at once, so that the first unknown-user login after a start costs no more than any other; its time
+  // seeds the argon2 estimate, as the calibration below seeds bcrypt's.
   const dummyHash = hashPassword('gatehouse-dummy-password-for-timing');
   dummyHash.catch(() => {});
+  // The fastest of a few runs: start-up is noisy (other threads, a cold cache), and noise only adds time. The
+  // deviation starts at a quarter of the mean, so the first floor is twice bcrypt's bare cost; real bcrypt
+  // verifications then move it.
+  const calibration = (async () => {
+    let fastestMs = Number.POSITIVE_INFINITY;
+    for (let run = 0; run < 4; run += 1) {
+      const started = performance.now();
+      await limit(() => verifyBcrypt('gatehouse-calibration', BCRYPT_CALIBRATION_HASH));
+      fastestMs = Math.min(fastestMs, performance.now() - started);
+    }
+    const perRoundMs = fastestMs / 2 ** BCRYPT_CALIBRATION_COST;
+    bcryptRoundDuration.seed(perRoundMs, perRoundMs / 4);
+  })();
+  calibration.catch(() => {});
+
+  const matches = (storedHash: string, password: string): Promise<boolean> => {
+    if (storedHash.startsWith('$argon2')) {
+      return timed(argon2Duration, 1, () => verify(storedHash, password.normalize('NFKC'))).catch(
+        () => false,
+      );
+    }
+    const bcrypt = BCRYPT.exec(storedHash);
+    if (bcrypt) {
+      const cost = Number(bcrypt[1]);
+      // A cost above the expected one raises the floor from now on; the first such failure shows, once.
+      if (cost <= 31) slowestBcryptCost = Math.max(slowestBcryptCost, cost);
+      // passlib hashed the raw password: no normalisation here, or imported users could not log in.
+      // Below the calibration cost a run is mostly fixed overhead, which would inflate the per-round estimate.
+      const task = () => verifyBcrypt(password, storedHash);
+      const run = cost >= BCRYPT_CALIBRATION_COST ? timed(bcryptRoundDuration, 2 ** cost, task) : limit(task);
+      return run.catch(() => false);
+    }
+    return Promise.resolve(false);
+  };
 
   const verifyPassword = async (storedHash: string, password: string): Promise<boolean> => {
-    if (storedHash.startsWith('$argon2')) {
-      return limit(() => verify(storedHash, password.normalize('NFKC'))).catch(() => false);
-    }
-    if (/^\$2[aby]\$\d\d\$/.test(storedHash)) {
-      // passlib hashed the raw password: no normalisation here, or imported users could not log in.
-      return bcrypt.compare(password, storedHash).catch(() => false);
-    }
+    const started = performance.now();
+    if (await matches(storedHash, password)) return true;
+    await calibration.catch(() => {});
+    // From the start of the call, queueing included: the queue is shared, so it says nothing about the hash.
+    const remainingMs = started + failureFloorMs() - performance.now();
+    if (remainingMs > 0) await sleep(remainingMs);
     return false;
   };
 
@@ -65,6 +138,41 @@ export function createPasswordHasher(
     async verifyDummy(password) {
       await verifyPassword(await dummyHash, password);
     },
+    failureFloorMs,
+  };
+}
+
+const BCRYPT_CALIBRATION_HASH = '$2b$08$VBOHwM8Dmgd3fSO53Dyoyu4Bt/9MRBjqA3MXzLXr1nI1tnW0lQv9C';
+
+interface DurationEstimate {
+  add(sampleMs: number): void;
+  seed(meanMs: number, deviationMs: number): void;
+  upperBoundMs(): number;
+}
+
+/**
+ * RFC 6298's retransmission-timeout estimator: a smoothed mean plus four smoothed deviations bounds a noisy
+ * duration from above, follows a slower machine within a few samples, and is not thrown by one outlier.
+ */
+function createDurationEstimate(): DurationEstimate {
+  let meanMs: number | undefined;
+  let deviationMs = 0;
+  return {
+    add(sampleMs) {
+      if (meanMs === undefined) {
+        meanMs = sampleMs;
+        deviationMs = sampleMs / 2;
+        return;
+      }
+      deviationMs = 0.75 * deviationMs + 0.25 * Math.abs(meanMs - sampleMs);
+      meanMs = 0.875 * meanMs + 0.125 * sampleMs;
+    },
+    seed(mean, deviation) {
+      if (meanMs !== undefined) return;
+      meanMs = mean;
+      deviationMs = deviation;
+    },
+    upperBoundMs: () => (meanMs === undefined ? 0 : meanMs + 4 * deviationMs),
   };
 }
 

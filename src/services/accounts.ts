@@ -24,7 +24,7 @@ export interface AccountsService {
   verifyCredentials(username: string, password: string): Promise<VerifiedLogin | undefined>;
   /** Returns the user with this id, or undefined when there is none (any more). */
   findUser(id: number): Promise<User | undefined>;
-  /** Changes email, age or level; throws email_taken or not_found. */
+  /** Changes email, age or level (the email only with the current password); throws email_taken, not_found or invalid_password. */
   updateProfile(userId: number, changes: ProfileUpdate): Promise<User>;
   /** Replaces the password after checking the current one, and ends every session but `keepSessionId`. */
   changePassword(userId: number, change: PasswordChange): Promise<void>;
@@ -40,6 +40,8 @@ export interface VerifiedLogin {
 
 export interface ProfileUpdate {
   email?: string;
+  /** Required with an email change: the email is where password resets would go. */
+  currentPassword?: string;
   age?: number;
   level?: Level;
 }
@@ -98,17 +100,21 @@ export function createAccountsService(deps: AccountsDependencies): AccountsServi
       }
       const email = registration.email.trim();
       if (!hasValidLocalPart(email)) problems.push(EMAIL_LOCAL_PART_PROBLEM);
-      const passwordProblem = policy.check(registration.password, [
-        registration.username,
-        email,
-        ...email.split('@'),
-      ]);
-      if (passwordProblem) problems.push(describePasswordProblem(passwordProblem));
+      const password = normalisePassword(registration.password);
+      const shapeProblem = policy.checkShape(password);
+      if (shapeProblem) problems.push(describePasswordProblem(shapeProblem));
+      // zxcvbn, the dear check, runs only for a registration that is otherwise acceptable.
       if (!username || problems.length > 0) {
         throw new AppError('validation_failed', 'Invalid registration', { details: problems });
       }
+      const guessable = await policy.check(password, [registration.username, email, ...email.split('@')]);
+      if (guessable) {
+        throw new AppError('validation_failed', 'Invalid registration', {
+          details: [describePasswordProblem(guessable)],
+        });
+      }
 
-      const passwordHash = await hasher.hash(registration.password);
+      const passwordHash = await hasher.hash(password);
       return users.insertUserWithConversation(
         {
           username: username.display,
@@ -160,6 +166,21 @@ export function createAccountsService(deps: AccountsDependencies): AccountsServi
       if (email !== undefined && !hasValidLocalPart(email)) {
         throw new AppError('validation_failed', 'Invalid email', { details: [EMAIL_LOCAL_PART_PROBLEM] });
       }
+      let expectedHash: string | undefined;
+      if (email !== undefined) {
+        if (changes.currentPassword === undefined) {
+          throw new AppError('validation_failed', 'Invalid profile change', {
+            details: [
+              {
+                loc: ['body', 'current_password'],
+                msg: 'The current password is required to change the email',
+                type: 'missing',
+              },
+            ],
+          });
+        }
+        expectedHash = (await checkPassword(userId, changes.currentPassword)).passwordHash;
+      }
       const user = await users.updateUserProfile(
         userId,
         {
@@ -168,22 +189,26 @@ export function createAccountsService(deps: AccountsDependencies): AccountsServi
           ...(changes.level !== undefined ? { level: changes.level } : {}),
         },
         clock.now(),
+        expectedHash,
       );
+      // With an email change, a miss means the password changed since it was checked: the proof is stale.
+      if (!user && expectedHash !== undefined) throw new AppError('invalid_password', 'Incorrect password');
       if (!user) throw new AppError('not_found', 'User not found');
       return user;
     },
 
     async changePassword(userId, change) {
       const credentials = await checkPassword(userId, change.currentPassword);
+      const newPassword = normalisePassword(change.newPassword);
       const problems: FieldProblem[] = [];
-      if (change.newPassword === change.currentPassword) {
+      if (newPassword === normalisePassword(change.currentPassword)) {
         problems.push({
           loc: ['body', 'new_password'],
           msg: 'The new password must differ from the current one',
           type: 'password_unchanged',
         });
       } else {
-        const problem = policy.check(change.newPassword, [
+        const problem = await policy.check(newPassword, [
           credentials.user.username,
           credentials.user.email,
           ...credentials.user.email.split('@'),
@@ -195,7 +220,7 @@ export function createAccountsService(deps: AccountsDependencies): AccountsServi
       const replaced = await users.replacePasswordHashEndingOtherSessions(
         userId,
         credentials.passwordHash,
-        await hasher.hash(change.newPassword),
+        await hasher.hash(newPassword),
         change.keepSessionId,
         clock.now(),
       );
@@ -204,8 +229,11 @@ export function createAccountsService(deps: AccountsDependencies): AccountsServi
     },
 
     async deleteAccount(userId, password) {
-      await checkPassword(userId, password);
-      await users.deleteUser(userId);
+      const credentials = await checkPassword(userId, password);
+      // Only while the hash just verified is still the user's: a password changed meanwhile voids this proof.
+      if (!(await users.deleteUser(userId, credentials.passwordHash))) {
+        throw new AppError('invalid_password', 'Incorrect password');
+      }
     },
   };
 
@@ -237,6 +265,14 @@ function describeUsernameProblem(problem: UsernameProblem): FieldProblem {
         type: 'username_without_letter_or_digit',
       };
   }
+}
+
+/**
+ * Returns the one form of a new password that the policy checks and the hash covers. Existing argon2id hashes were
+ * made over NFKC too; bcrypt hashes imported from passlib were not, so verification receives the raw password.
+ */
+export function normalisePassword(raw: string): string {
+  return raw.normalize('NFKC');
 }
 
 function describePasswordProblem(problem: PasswordProblem): FieldProblem {

@@ -143,6 +143,29 @@ describe.each(dialects)('POST /register/ on %s', (dialect) => {
     }
   });
 
+  it('checks the NFKC form of the password, the one it hashes: fullwidth password1234 is common', async () => {
+    const response = await register(
+      registration({ username: 'widepw', email: 'widepw@example.com', password: 'ｐａｓｓｗｏｒｄ１２３４' }),
+    );
+    expect(response.statusCode).toBe(422);
+    expect(response.json().detail[0]).toMatchObject({
+      loc: ['body', 'password'],
+      type: 'password_too_common',
+    });
+  });
+
+  it('counts the length of the NFKC form: 8 combining-mark code points are 4 characters', async () => {
+    const response = await register(
+      registration({
+        username: 'marks',
+        email: 'marks@example.com',
+        password: 'e\u0301a\u0300o\u0302u\u0308',
+      }),
+    );
+    expect(response.statusCode).toBe(422);
+    expect(response.json().detail[0]).toMatchObject({ loc: ['body', 'password'], type: 'string_too_short' });
+  });
+
   it('answers 409 username_taken for the same name in another case or width', async () => {
     await register(registration({ username: 'Mallory', email: 'mallory@example.com' }));
     for (const username of ['mallory', 'MALLORY', 'ｍａｌｌｏｒｙ', ' Mallory ']) {

@@ -399,6 +399,7 @@ describe.each(dialects)('account self-service on %s', (dialect) => {
     const tokens = await tokensFor('dave');
     const changed = await call('PATCH', '/users/me', tokens.access_token, {
       email: 'Dave@New.example.com',
+      current_password: STRONG_PASSWORD,
       age: '44',
       level: 'advanced',
       username: 'mallory',
@@ -412,7 +413,10 @@ describe.each(dialects)('account self-service on %s', (dialect) => {
       level: 'advanced',
     });
     expect(changed.json().id).not.toBe(999);
-    const taken = await call('PATCH', '/users/me', tokens.access_token, { email: 'ERIN@example.com' });
+    const taken = await call('PATCH', '/users/me', tokens.access_token, {
+      email: 'ERIN@example.com',
+      current_password: STRONG_PASSWORD,
+    });
     expect(taken.statusCode).toBe(409);
     expect(taken.json()).toEqual({ detail: 'Email already registered', code: 'email_taken' });
     for (const bad of [{ age: 151 }, { age: 4.5 }, { level: 'admin' }, { email: 'nope' }]) {
@@ -503,6 +507,39 @@ describe.each(dialects)('account self-service on %s', (dialect) => {
       }),
     ]);
     expect(responses.map((response) => response.statusCode).sort()).toEqual([204, 400]);
+  });
+
+  it('changes the email only with the current password, and age or level without it', async () => {
+    await registerUser(t.app, { username: 'emailpw', email: 'emailpw@example.com' });
+    const tokens = await tokensFor('emailpw');
+    const missing = await call('PATCH', '/users/me', tokens.access_token, { email: 'stolen@example.com' });
+    expect(missing.statusCode).toBe(422);
+    expect(missing.json().detail[0].loc).toEqual(['body', 'current_password']);
+    const wrong = await call('PATCH', '/users/me', tokens.access_token, {
+      email: 'stolen@example.com',
+      current_password: 'not the password',
+    });
+    expect(wrong.statusCode).toBe(400);
+    expect(wrong.json().code).toBe('invalid_password');
+    const levelOnly = await call('PATCH', '/users/me', tokens.access_token, { age: 31, level: 'advanced' });
+    expect(levelOnly.statusCode).toBe(200);
+    expect(levelOnly.json()).toMatchObject({ email: 'emailpw@example.com', age: 31, level: 'advanced' });
+  });
+
+  it('logs in with the NFKC form of a password set in fullwidth, and refuses it as new when it is the current one', async () => {
+    await registerUser(t.app, { username: 'nfkc', email: 'nfkc@example.com' });
+    const tokens = await tokensFor('nfkc');
+    const same = await call('POST', '/users/me/password', tokens.access_token, {
+      current_password: STRONG_PASSWORD,
+      new_password: STRONG_PASSWORD.replace('c', 'ｃ'),
+    });
+    expect(same.statusCode).toBe(422);
+    expect(same.json().detail[0].type).toBe('password_unchanged');
+    const weak = await call('POST', '/users/me/password', tokens.access_token, {
+      current_password: STRONG_PASSWORD,
+      new_password: 'ｐａｓｓｗｏｒｄ１２３４',
+    });
+    expect(weak.statusCode).toBe(422);
   });
 
   it('deletes the account with its conversation and sessions, after checking the password', async () => {

@@ -1,4 +1,4 @@
-import bcrypt from 'bcryptjs';
+import { hashSync as bcryptHashSync } from '@node-rs/bcrypt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createPasswordHasher, type PasswordHasher } from '../../src/security/passwords.ts';
 import {
@@ -229,7 +229,7 @@ describe.each(dialects)('password upgrades at login on %s', (dialect) => {
 
   it('logs in a user imported with a passlib bcrypt hash and upgrades it to argon2id', async () => {
     await registerUser(t.app, { username: 'seeduser', email: 'seed@example.com' });
-    const bcryptHash = bcrypt.hashSync('seed-password', 4);
+    const bcryptHash = bcryptHashSync('seed-password', 4);
     await t.database.db
       .updateTable('users')
       .set({ password_hash: bcryptHash })

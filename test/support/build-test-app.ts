@@ -43,7 +43,9 @@ export async function buildTestApp(dialect: Dialect, options: TestAppOptions = {
   });
   const database = options.database ?? (await createTestDatabase(dialect));
   const clock = options.clock ?? createTestClock();
-  const passwords = options.passwords ?? createPasswordHasher(config.passwords.argon2);
+  // Imported bcrypt hashes in these tests are made at cost 4, so failures need not wait for cost 12.
+  const passwords =
+    options.passwords ?? createPasswordHasher(config.passwords.argon2, { importedBcryptCost: 4 });
   const logs: string[] = [];
   const logStream = new Writable({
     write(chunk, _encoding, done) {

@@ -1,9 +1,11 @@
-import bcrypt from 'bcryptjs';
+import { hashSync as bcryptHashSync } from '@node-rs/bcrypt';
 import { describe, expect, it } from 'vitest';
 import { createPasswordHasher } from '../../src/security/passwords.ts';
 import { FAST_ARGON2 } from '../support/build-test-app.ts';
 
 const OWASP_ARGON2 = { memoryKib: 19456, timeCost: 2, parallelism: 1 };
+// The bcrypt hashes below are made at cost 4: failures need not wait as long as cost 12 would take.
+const CHEAP_FLOOR = { importedBcryptCost: 4 };
 
 describe('password hasher', () => {
   it('stores argon2id with the OWASP parameters and a unique 16-byte salt', async () => {
@@ -17,7 +19,7 @@ describe('password hasher', () => {
   });
 
   it('verifies the entire password: no truncation at 72 bytes', async () => {
-    const hasher = createPasswordHasher(FAST_ARGON2);
+    const hasher = createPasswordHasher(FAST_ARGON2, CHEAP_FLOOR);
     const password = `${'x'.repeat(72)}-and-then-some-more-bytes`;
     const stored = await hasher.hash(password);
     expect(await hasher.verify(stored, password.slice(0, 72))).toBe(false);
@@ -25,7 +27,7 @@ describe('password hasher', () => {
   });
 
   it('treats case, trailing space and NUL as significant', async () => {
-    const hasher = createPasswordHasher(FAST_ARGON2);
+    const hasher = createPasswordHasher(FAST_ARGON2, CHEAP_FLOOR);
     const stored = await hasher.hash('Pa ss word here');
     for (const other of ['pa ss word here', 'Pa ss word here ', 'Pa ss\u0000word here']) {
       expect(await hasher.verify(stored, other)).toBe(false);
@@ -33,7 +35,7 @@ describe('password hasher', () => {
   });
 
   it('accepts the NFC and the NFD spelling of one Unicode password', async () => {
-    const hasher = createPasswordHasher(FAST_ARGON2);
+    const hasher = createPasswordHasher(FAST_ARGON2, CHEAP_FLOOR);
     const nfc = 'pässwörd-ütf8-密码-🔑'.normalize('NFC');
     const stored = await hasher.hash(nfc);
     expect(await hasher.verify(stored, nfc.normalize('NFD'))).toBe(true);
@@ -47,10 +49,10 @@ describe('password hasher', () => {
   });
 
   it('verifies passlib bcrypt hashes ($2b$ and $2a$) and asks for their upgrade', async () => {
-    const hasher = createPasswordHasher(FAST_ARGON2);
+    const hasher = createPasswordHasher(FAST_ARGON2, CHEAP_FLOOR);
     for (const prefix of ['2a', '2b'] as const) {
       // $2a$ and $2b$ differ only for passwords over 255 bytes; passlib has written both.
-      const stored = bcrypt.hashSync('seed-user-password', 4).replace(/^\$2b\$/, `$${prefix}$`);
+      const stored = bcryptHashSync('seed-user-password', 4).replace(/^\$2b\$/, `$${prefix}$`);
       expect(stored.startsWith(`$${prefix}$`)).toBe(true);
       expect(await hasher.verify(stored, 'seed-user-password')).toBe(true);
       expect(await hasher.verify(stored, 'seed-user-passwore')).toBe(false);
@@ -59,9 +61,9 @@ describe('password hasher', () => {
   });
 
   it('keeps a bcrypt hash when the matching password reaches 72 bytes, since it may be a mere prefix', async () => {
-    const hasher = createPasswordHasher(FAST_ARGON2);
+    const hasher = createPasswordHasher(FAST_ARGON2, CHEAP_FLOOR);
     const full = `${'p'.repeat(72)}-the-rest-that-bcrypt-ignores`;
-    const stored = bcrypt.hashSync(full, 4);
+    const stored = bcryptHashSync(full, 4);
     const prefix = full.slice(0, 72);
     expect(await hasher.verify(stored, prefix)).toBe(true);
     expect(hasher.needsRehash(stored, prefix)).toBe(false);
@@ -69,9 +71,53 @@ describe('password hasher', () => {
   });
 
   it('answers false, never throws, for a corrupt or unknown hash', async () => {
-    const hasher = createPasswordHasher(FAST_ARGON2);
+    const hasher = createPasswordHasher(FAST_ARGON2, CHEAP_FLOOR);
     for (const stored of ['', 'plain', '$argon2id$v=19$m=1$broken', '$2b$04$short', '$pbkdf2-sha256$x']) {
       expect(await hasher.verify(stored, 'whatever')).toBe(false);
     }
+  });
+});
+
+describe('password hasher timing', () => {
+  const median = async (runs: number, run: () => Promise<unknown>) => {
+    const durations: number[] = [];
+    for (let i = 0; i < runs; i += 1) {
+      const started = performance.now();
+      await run();
+      durations.push(performance.now() - started);
+    }
+    return durations.sort((a, b) => a - b)[Math.floor(runs / 2)]!;
+  };
+
+  it('answers a wrong password as slowly for argon2, bcrypt cost 12 and no user at all', async () => {
+    const hasher = createPasswordHasher(FAST_ARGON2);
+    const argon2 = await hasher.hash('the right password');
+    const bcrypt = bcryptHashSync('the right password', 12);
+    // Interleaved, so that a noisy neighbour slows all three alike.
+    const durations = { argon2: [] as number[], bcrypt: [] as number[], unknown: [] as number[] };
+    for (let round = 0; round < 3; round += 1) {
+      durations.argon2.push(await median(1, () => hasher.verify(argon2, 'a wrong password')));
+      durations.bcrypt.push(await median(1, () => hasher.verify(bcrypt, 'a wrong password')));
+      durations.unknown.push(await median(1, () => hasher.verifyDummy('a wrong password')));
+    }
+    const medians = Object.values(durations).map((list) => list.sort((a, b) => a - b)[1]!);
+    // Before: ~400 ms for bcrypt against ~1 ms for the others.
+    expect(Math.max(...medians) / Math.min(...medians)).toBeLessThan(1.5);
+  }, 120_000);
+
+  it('pads only failures: a right argon2 password answers well before a wrong one', async () => {
+    const hasher = createPasswordHasher(FAST_ARGON2);
+    const argon2 = await hasher.hash('the right password');
+    const right = await median(5, () => hasher.verify(argon2, 'the right password'));
+    const wrong = await median(5, () => hasher.verify(argon2, 'a wrong password'));
+    expect(right).toBeLessThan(wrong / 4);
+  }, 60_000);
+
+  it('raises the floor for a bcrypt hash dearer than the expected cost', async () => {
+    const hasher = createPasswordHasher(FAST_ARGON2, { importedBcryptCost: 4 });
+    await hasher.verifyDummy('warm up');
+    const before = hasher.failureFloorMs();
+    await hasher.verify(bcryptHashSync('the right password', 10), 'a wrong password');
+    expect(hasher.failureFloorMs()).toBeGreaterThan(before * 4);
   });
 });

@@ -85,7 +85,7 @@ export const accountRoutes: FastifyPluginAsyncTypebox<{
     '/users/me',
     {
       schema: {
-        summary: 'Change your email, age or level',
+        summary: 'Change your email (with current_password), age or level',
         tags: ['account'],
         ...secured,
         body: ProfileUpdateBody,
@@ -94,9 +94,10 @@ export const accountRoutes: FastifyPluginAsyncTypebox<{
       preValidation: acceptDigitStringAge,
     },
     async (request) => {
-      const { email, age, level } = request.body;
+      const { email, current_password: currentPassword, age, level } = request.body;
       const user = await accounts.updateProfile(request.auth!.user.id, {
         ...(email !== undefined ? { email } : {}),
+        ...(currentPassword !== undefined ? { currentPassword } : {}),
         ...(age !== undefined ? { age } : {}),
         ...(level !== undefined ? { level } : {}),
       });
