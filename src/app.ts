@@ -12,7 +12,7 @@ import { createSigningKeysRepository } from './db/signing-keys.ts';
 import { createUsersRepository } from './db/users.ts';
 import { requireBearerClaim, requireBearerToken } from './http/authenticate.ts';
 import { errorHandler } from './http/error-handler.ts';
-import { registerMethodNotAllowed, registerResponseHooks } from './http/hooks.ts';
+import { answerFrameworkError, registerMethodNotAllowed, registerResponseHooks } from './http/hooks.ts';
 import { registerOpenApi } from './http/openapi.ts';
 import { accountRoutes } from './http/routes/account.ts';
 import { conversationRoutes } from './http/routes/conversation.ts';
@@ -80,6 +80,7 @@ export async function buildApp(config: Config, deps: AppDependencies): Promise<F
     // A request (headers and body) must arrive within this, or Node answers 408 and closes: a client that drips
     // its body cannot hold a connection, and a slot of the database pool behind it, indefinitely.
     requestTimeout: REQUEST_TIMEOUT_MS,
+    frameworkErrors: answerFrameworkError,
     ajv: { customOptions: { coerceTypes: false, allErrors: true, removeAdditional: false } },
   }).withTypeProvider<TypeBoxTypeProvider>();
 

@@ -1,3 +1,5 @@
+import { get, type IncomingHttpHeaders } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildTestApp, type TestApp } from '../support/build-test-app.ts';
 import { dialects } from '../support/dialects.ts';
@@ -92,5 +94,68 @@ describe.each(dialects)('documentation switched off on %s', (dialect) => {
     expect((await t.app.inject({ method: 'GET', url: '/docs/' })).statusCode).toBe(404);
     expect((await t.app.inject({ method: 'GET', url: '/openapi.json' })).statusCode).toBe(404);
     await t.close();
+  });
+});
+
+const STANDARD_HEADERS = {
+  'x-request-id': expect.stringMatching(/^[0-9a-f-]{36}$/),
+  'x-content-type-options': 'nosniff',
+  'referrer-policy': 'no-referrer',
+  'cache-control': 'no-store',
+};
+
+/** node:http sends the path as given, where fetch and inject would resolve `..` and `%2e%2e` first. */
+function rawGet(
+  port: number,
+  path: string,
+): Promise<{ status: number; headers: IncomingHttpHeaders; body: string }> {
+  return new Promise((resolve, reject) => {
+    get({ host: '127.0.0.1', port, path }, (response) => {
+      let body = '';
+      response.setEncoding('utf8');
+      response.on('data', (chunk) => {
+        body += chunk;
+      });
+      response.on('end', () =>
+        resolve({ status: response.statusCode ?? 0, headers: response.headers, body }),
+      );
+    }).on('error', reject);
+  });
+}
+
+describe.each(dialects)('errors at the edges on %s', (dialect) => {
+  let t: TestApp;
+  let port: number;
+  beforeAll(async () => {
+    t = await buildTestApp(dialect);
+    await t.app.listen({ port: 0, host: '127.0.0.1' });
+    port = (t.app.server.address() as AddressInfo).port;
+  });
+  afterAll(async () => {
+    await t.close();
+  });
+
+  it('answers a path with a broken percent escape as an unknown path, with the standard headers', async () => {
+    const response = await rawGet(port, '/%zz');
+    expect(response.status).toBe(404);
+    expect(response.headers).toMatchObject(STANDARD_HEADERS);
+    expect(JSON.parse(response.body)).toEqual({ detail: 'Not Found' });
+  });
+
+  it('answers 404 for a documentation asset path that climbs out of its directory', async () => {
+    for (const path of ['/docs/static/../../../package.json', '/docs/static/%2e%2e/%2e%2e/package.json']) {
+      const response = await rawGet(port, path);
+      expect(response.status).toBe(404);
+      expect(response.headers).toMatchObject(STANDARD_HEADERS);
+      expect(JSON.parse(response.body)).toEqual({ detail: 'Not Found' });
+    }
+  });
+
+  it('answers 404 for a documentation asset that does not exist', async () => {
+    const response = await rawGet(port, '/docs/static/missing.js');
+    expect(response.status).toBe(404);
+    expect(response.headers).toMatchObject(STANDARD_HEADERS);
+    expect(response.headers.allow).toBeUndefined();
+    expect(JSON.parse(response.body)).toEqual({ detail: 'Not Found' });
   });
 });
