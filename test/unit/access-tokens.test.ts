@@ -1,4 +1,4 @@
-import { createPrivateKey } from 'node:crypto';
+import { createHash, createHmac, createPrivateKey } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { AppError } from '../../src/errors.ts';
 import { createAccessTokens, type KeyRing } from '../../src/security/access-tokens.ts';
@@ -151,5 +151,25 @@ describe.each(await setups())('access tokens ($name)', (setup) => {
       );
       expect(outcome, name).toBe('invalid_token');
     }
+  });
+});
+
+describe('HS256 key id', () => {
+  it('is stable for one secret and differs between secrets', () => {
+    expect(hmacSigningKey(SECRET).kid).toBe(hmacSigningKey(SECRET).kid);
+    expect(hmacSigningKey(SECRET).kid).not.toBe(hmacSigningKey(`${SECRET}x`).kid);
+  });
+
+  it('is an HMAC keyed by the secret, not a plain hash of the secret that fingerprints it', () => {
+    const kid = hmacSigningKey(SECRET).kid;
+    for (const encoding of ['hex', 'base64url', 'base64'] as const) {
+      const digest = createHash('sha256').update(SECRET).digest(encoding);
+      expect(kid).not.toContain(digest.slice(0, 8));
+    }
+    const expected = createHmac('sha256', SECRET)
+      .update('gatehouse hs256 kid')
+      .digest('base64url')
+      .slice(0, 16);
+    expect(kid).toBe(`hs256-${expected}`);
   });
 });
