@@ -9,7 +9,13 @@ import {
   type SigningKey,
 } from '../../src/security/signing-keys.ts';
 import { createTestClock } from '../support/clock.ts';
-import { decodeToken, ed25519Sign, forgedTokens, hmacSign } from '../support/forge-token.ts';
+import {
+  decodeToken,
+  ed25519Sign,
+  forgedTokens,
+  hmacSign,
+  nonCanonicalSignatureVariants,
+} from '../support/forge-token.ts';
 
 const ringOf = (key: SigningKey, active = { value: true }): KeyRing => ({
   algorithm: key.algorithm,
@@ -99,6 +105,23 @@ describe.each(await setups())('access tokens ($name)', (setup) => {
     await expect(localTokens.verify(issued.token)).resolves.toBeDefined();
     local.advanceSeconds(10);
     await expect(localTokens.verify(issued.token)).rejects.toMatchObject({ code: 'invalid_token' });
+  });
+
+  it('refuses a signature written in non-canonical base64url, even while the canonical token is cached', async () => {
+    const issued = await tokens.issue({
+      userId: 7,
+      username: 'Alice',
+      sessionId: 's1',
+      scope: 'conversation',
+    });
+    await expect(tokens.verify(issued.token)).resolves.toBeDefined();
+    const variants = nonCanonicalSignatureVariants(issued.token);
+    expect(variants.length).toBeGreaterThan(0);
+    for (const variant of variants) {
+      await expect(tokens.verify(variant), variant.slice(-3)).rejects.toMatchObject({
+        code: 'invalid_token',
+      });
+    }
   });
 
   it('refuses a cached token once its key has left the ring', async () => {
