@@ -1,5 +1,6 @@
 import { get, type IncomingHttpHeaders } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { connect } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildTestApp, type TestApp } from '../support/build-test-app.ts';
 import { dialects } from '../support/dialects.ts';
@@ -13,8 +14,9 @@ describe.each(dialects)('operations and documentation on %s', (dialect) => {
     await t.close();
   });
 
-  it('gives a request 30 s to arrive in full (then Node answers 408 and closes)', () => {
+  it('gives a request 30 s to arrive in full, headers included (then Node answers 408 and closes)', () => {
     expect(t.app.server.requestTimeout).toBe(30_000);
+    expect(t.app.server.headersTimeout).toBe(30_000);
   });
 
   it('answers /healthz and /readyz', async () => {
@@ -157,5 +159,59 @@ describe.each(dialects)('errors at the edges on %s', (dialect) => {
     expect(response.headers).toMatchObject(STANDARD_HEADERS);
     expect(response.headers.allow).toBeUndefined();
     expect(JSON.parse(response.body)).toEqual({ detail: 'Not Found' });
+  });
+});
+
+/** Sends `head` at once and then `dripped` a byte at a time; resolves with how long the server let the connection live. */
+function drip(port: number, head: string, dripped: string, giveUpMs: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const started = performance.now();
+    const socket = connect(port, '127.0.0.1', () => socket.write(head));
+    let sent = 0;
+    const timer = setInterval(() => {
+      if (performance.now() - started > giveUpMs) {
+        clearInterval(timer);
+        socket.destroy();
+        reject(new Error(`connection still open after ${giveUpMs} ms`));
+      } else if (sent < dripped.length) {
+        socket.write(dripped.charAt(sent++));
+      }
+    }, 50);
+    socket.on('error', () => {});
+    socket.on('close', () => {
+      clearInterval(timer);
+      resolve(performance.now() - started);
+    });
+  });
+}
+
+describe.each(dialects)('request time limits on %s', (dialect) => {
+  const LIMIT_MS = 1000;
+  let t: TestApp;
+  let port: number;
+  beforeAll(async () => {
+    t = await buildTestApp(dialect, { requestTimeoutMs: LIMIT_MS });
+    await t.app.listen({ port: 0, host: '127.0.0.1' });
+    port = (t.app.server.address() as AddressInfo).port;
+  });
+  afterAll(async () => {
+    await t.close();
+  });
+
+  it('gives headers and the whole request the same limit', () => {
+    expect(t.app.server.requestTimeout).toBe(LIMIT_MS);
+    expect(t.app.server.headersTimeout).toBe(LIMIT_MS);
+  });
+
+  // Node checks these limits on a timer (every 30 s by default); the bound leaves room for a loaded machine only.
+  it('cuts off a client that drips its headers soon after the limit', async () => {
+    const request = `GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Slow: ${'a'.repeat(200)}\r\n\r\n`;
+    expect(await drip(port, '', request, 10_000)).toBeLessThan(LIMIT_MS + 4000);
+  });
+
+  it('cuts off a client that drips its body soon after the limit', async () => {
+    const body = JSON.stringify({ username: 'alice', password: 'x'.repeat(200) });
+    const head = `POST /token HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n`;
+    expect(await drip(port, head, body, 10_000)).toBeLessThan(LIMIT_MS + 4000);
   });
 });
