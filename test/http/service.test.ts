@@ -48,6 +48,18 @@ describe.each(dialects)('operations and documentation on %s', (dialect) => {
     expect(response.headers['content-security-policy']).toBeDefined();
   });
 
+  it('serves /docs over plain HTTP: no upgrade-insecure-requests, and no image from a third-party validator', async () => {
+    const response = await t.app.inject({ method: 'GET', url: '/docs/' });
+    const policy = String(response.headers['content-security-policy']);
+    expect(policy).not.toMatch(/upgrade-insecure-requests/);
+    const imgSrc = policy.split(';').find((directive) => directive.trim().startsWith('img-src'));
+    expect(imgSrc?.trim().split(/\s+/).sort()).toEqual(["'self'", 'data:', 'img-src']);
+    const initializer = await t.app.inject({ method: 'GET', url: '/docs/static/swagger-initializer.js' });
+    expect(initializer.statusCode).toBe(200);
+    expect(initializer.body).toMatch(/validatorUrl: null/);
+    expect(initializer.body).not.toMatch(/validator\.swagger\.io/);
+  });
+
   it('publishes only public key members in the JWKS, with a cache lifetime', async () => {
     const response = await t.app.inject({ method: 'GET', url: '/.well-known/jwks.json' });
     const { keys } = response.json();
