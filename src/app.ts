@@ -11,7 +11,7 @@ import { createSigningKeysRepository } from './db/signing-keys.ts';
 import { createUsersRepository } from './db/users.ts';
 import { requireBearerClaim, requireBearerToken } from './http/authenticate.ts';
 import { errorHandler } from './http/error-handler.ts';
-import { registerMethodNotAllowed, registerResponseHooks } from './http/hooks.ts';
+import { answerFrameworkError, registerMethodNotAllowed, registerResponseHooks } from './http/hooks.ts';
 import { registerOpenApi } from './http/openapi.ts';
 import { accountRoutes } from './http/routes/account.ts';
 import { conversationRoutes } from './http/routes/conversation.ts';
@@ -37,6 +37,11 @@ export interface AppDependencies {
   logStream?: DestinationStream;
 }
 
+export interface AppOptions {
+  /** How long a request (headers and body) may take to arrive; tests shorten it. */
+  requestTimeoutMs?: number;
+}
+
 const KEY_RELOAD_INTERVAL_SECONDS = 30;
 
 // Kept word for word from the seed, whose clients may compare it.
@@ -58,7 +63,12 @@ export const LOG_REDACTIONS = [
 ];
 
 /** Builds the HTTP application over the given database, clock and hasher; never listens. */
-export async function buildApp(config: Config, deps: AppDependencies): Promise<FastifyInstance> {
+export async function buildApp(
+  config: Config,
+  deps: AppDependencies,
+  options: AppOptions = {},
+): Promise<FastifyInstance> {
+  const requestTimeoutMs = options.requestTimeoutMs ?? REQUEST_TIMEOUT_MS;
   const logger = pino(
     {
       level: config.logLevel,
@@ -75,11 +85,19 @@ export async function buildApp(config: Config, deps: AppDependencies): Promise<F
     requestIdHeader: false,
     trustProxy: config.trustProxy,
     bodyLimit: config.bodyLimitBytes,
-    // Auth headers and a JWT fit well inside this; anything larger is refused with 431 before routing.
-    http: { maxHeaderSize: 16384 },
-    // A request (headers and body) must arrive within this, or Node answers 408 and closes: a client that drips
-    // its body cannot hold a connection, and a slot of the database pool behind it, indefinitely.
-    requestTimeout: REQUEST_TIMEOUT_MS,
+    http: {
+      // Auth headers and a JWT fit well inside this; anything larger is refused with 431 before routing.
+      maxHeaderSize: 16384,
+      // A request (headers and body) must arrive within this, or Node answers 408 and closes: a client that drips
+      // its headers or body cannot hold a connection, and a slot of the database pool behind it, indefinitely.
+      // Node's own header limit (60 s) would otherwise outlast the request limit, and its check of both runs every
+      // 30 s by default, which let a dripping client live for up to 85 s.
+      requestTimeout: requestTimeoutMs,
+      headersTimeout: requestTimeoutMs,
+      connectionsCheckingInterval: Math.min(1000, requestTimeoutMs),
+    },
+    requestTimeout: requestTimeoutMs,
+    frameworkErrors: answerFrameworkError,
     ajv: { customOptions: { coerceTypes: false, allErrors: true, removeAdditional: false } },
   }).withTypeProvider<TypeBoxTypeProvider>();
 

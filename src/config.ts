@@ -107,6 +107,17 @@ const BASE64URL = /^[A-Za-z0-9_-]+$/;
 const MAKE_SECRET =
   "Make one with `node -e \"console.log(require('crypto').randomBytes(32).toString('base64url'))\"` (or `npm run gatehouse -- secret generate`)";
 
+// The HMAC key stays the string's UTF-8 bytes, as the FastAPI seed and other verifiers sharing the secret use it;
+// only its strength is judged on the decoded bytes, so that a 32-character passphrase no longer passes as 32 bytes.
+function encodedSecretBytes(secret: string): number {
+  if (/^(?:[0-9a-fA-F]{2})+$/.test(secret)) return secret.length / 2;
+  const unpadded = secret.replace(/={1,2}$/, '');
+  if (/^[A-Za-z0-9+/]+$/.test(unpadded) || /^[A-Za-z0-9_-]+$/.test(unpadded)) {
+    return Math.floor((unpadded.length * 3) / 4);
+  }
+  return 0;
+}
+
 /** Parses an environment-like record into a frozen Config, or throws ConfigError listing every problem. */
 export function loadConfig(env: Record<string, string | undefined>): Config {
   const raw: Record<string, string> = {};
@@ -133,9 +144,10 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
       problems.push('JWT_SECRET is required when JWT_ALGORITHM=HS256 (at least 32 random bytes)');
     } else if (PUBLISHED_SECRETS.has(secret) || PUBLISHED_SECRETS.has(secret.toLowerCase())) {
       problems.push('JWT_SECRET is a published example secret: generate one with `openssl rand -base64 48`');
-    } else if (Buffer.byteLength(secret, 'utf8') < 32) {
+    } else if (encodedSecretBytes(secret) < 32) {
       problems.push(
-        'JWT_SECRET must be at least 32 bytes (RFC 7518 §3.2): generate one with `openssl rand -base64 48`',
+        'JWT_SECRET must be at least 32 bytes (RFC 7518 §3.2) of random data written as base64, base64url or hex, ' +
+          'never a passphrase: generate one with `openssl rand -base64 48`',
       );
     } else if (new Set(secret).size < 10) {
       problems.push(

@@ -10,9 +10,12 @@ import { usernameSkeleton } from '../security/usernames.ts';
 export const SEEDED_PASSWORD = 'seeded user password 0001';
 const BATCH = 2000;
 
+const SEED_EMAIL_DOMAIN = 'seed.example';
+
 /**
- * `npm run seed-users -- --count N`: fills the database with N users (seed-<n>, password SEEDED_PASSWORD) for
- * load tests, sharing one precomputed hash; returns the process exit code.
+ * `npm run seed-users -- --count N [--allow-real-users]`: fills the database with N users (seed-<n>, password
+ * SEEDED_PASSWORD) for load tests, sharing one precomputed hash; refuses a database that holds users it did not
+ * create unless told otherwise; returns the process exit code.
  */
 export async function runSeedUsersCommand(
   config: Config,
@@ -23,13 +26,24 @@ export async function runSeedUsersCommand(
   const countIndex = args.indexOf('--count');
   const count = countIndex >= 0 ? Number(args[countIndex + 1]) : Number.NaN;
   if (!Number.isInteger(count) || count < 1 || count > 100_000_000) {
-    print('usage: npm run seed-users -- --count N');
+    print('usage: npm run seed-users -- --count N [--allow-real-users]');
     return 2;
   }
   const handle = createDb(config.database);
   try {
     await migrateToLatest(handle);
     const bulk = createBulkUsersRepository(handle.db);
+    // Seeded users share a published password; the benchmark logs in as them, so the password stays, and a
+    // database with real users (production, by mistake) is refused instead of being given such accounts.
+    const realUsers = await bulk.countUsersOutsideEmailDomain(SEED_EMAIL_DOMAIN);
+    if (realUsers > 0 && !args.includes('--allow-real-users')) {
+      print(
+        `refusing to seed: the database holds ${realUsers} user(s) that seed-users did not create, and seeded ` +
+          `users all share the published password "${SEEDED_PASSWORD}". Seed a benchmark database, or pass ` +
+          '--allow-real-users to add them anyway.',
+      );
+      return 1;
+    }
     const passwordHash = await createPasswordHasher(config.passwords.argon2).hash(SEEDED_PASSWORD);
     // Names continue from the number of users; a name already taken (a registration, an earlier or concurrent run)
     // is skipped and the next one tried, until `count` users were added.
@@ -47,8 +61,8 @@ export async function runSeedUsersCommand(
           username: name,
           username_canonical: name,
           username_skeleton: usernameSkeleton(name),
-          email: `${name}@seed.example`,
-          email_canonical: `${name}@seed.example`,
+          email: `${name}@${SEED_EMAIL_DOMAIN}`,
+          email_canonical: `${name}@${SEED_EMAIL_DOMAIN}`,
           password_hash: passwordHash,
           age: 20 + (next % 60),
           level: 'beginner',

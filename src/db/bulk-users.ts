@@ -7,6 +7,8 @@ export interface BulkUsersRepository {
    */
   insertUsersWithConversations(users: NewUserRow[], welcomeMessage: string, now: Date): Promise<number>;
   countUsers(): Promise<number>;
+  /** Counts users whose email is outside the given domain: those the seeding did not create. */
+  countUsersOutsideEmailDomain(domain: string): Promise<number>;
 }
 
 export function createBulkUsersRepository(db: Db): BulkUsersRepository {
@@ -47,6 +49,15 @@ export function createBulkUsersRepository(db: Db): BulkUsersRepository {
       const row = await db
         .selectFrom('users')
         .select((eb) => eb.fn.countAll().as('count'))
+        .executeTakeFirstOrThrow();
+      return Number(row.count);
+    },
+
+    async countUsersOutsideEmailDomain(domain) {
+      const row = await db
+        .selectFrom('users')
+        .select((eb) => eb.fn.countAll().as('count'))
+        .where('email_canonical', 'not like', `%@${domain}`)
         .executeTakeFirstOrThrow();
       return Number(row.count);
     },

@@ -81,6 +81,12 @@ export function toAppError(error: FastifyError | Error): AppError {
       return new AppError('payload_too_large', 'Request body is too large', { cause: error });
     case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
       return new AppError('unsupported_media_type', 'Unsupported Media Type', { cause: error });
+    // Starlette, under the FastAPI seed, leaves a broken escape undecoded and answers 404: no route can match it.
+    case 'FST_ERR_BAD_URL':
+    case 'FST_ERR_MAX_PARAM_LENGTH':
+    // The documentation asset server refusing a path that climbs out of its directory.
+    case 'FST_STATIC_FORBIDDEN_PATH':
+      return new AppError('not_found', 'Not Found', { cause: error });
     case 'FST_ERR_CTP_EMPTY_JSON_BODY':
       return new AppError('validation_failed', 'Empty body', {
         details: [{ loc: ['body'], msg: 'Field required', type: 'missing' }],
@@ -102,6 +108,10 @@ export function toAppError(error: FastifyError | Error): AppError {
     });
   }
   const status = fastifyError.statusCode;
+  // The documentation asset server's other refusals (a NUL byte in the path) come from http-errors, which sets `expose`.
+  if ('expose' in error && status !== undefined && status >= 400 && status < 500) {
+    return new AppError('not_found', 'Not Found', { cause: error });
+  }
   if (status !== undefined && status >= 400 && status < 500) {
     // Malformed JSON, forbidden __proto__ keys, bad Content-Length and similar client mistakes.
     return new AppError('validation_failed', 'Malformed body', {

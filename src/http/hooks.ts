@@ -1,20 +1,23 @@
-import type { FastifyInstance } from 'fastify';
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { AppError } from '../errors.ts';
-import { sendError } from './error-handler.ts';
+import { sendError, toAppError } from './error-handler.ts';
 
 // Bodies up to this size are read to their end after an early answer, so that the client receives it.
 const DRAIN_LIMIT_BYTES = 8 * 1024 * 1024;
 
+/** Sets the headers every response carries. */
+export function setStandardHeaders(request: FastifyRequest, reply: FastifyReply): void {
+  reply.headers({
+    'x-request-id': request.id,
+    'x-content-type-options': 'nosniff',
+    'referrer-policy': 'no-referrer',
+    'cache-control': 'no-store',
+  });
+}
+
 /** Headers every response carries, and a log line per request (no query string: it may hold a token). */
 export function registerResponseHooks(app: FastifyInstance): void {
-  app.addHook('onRequest', async (request, reply) => {
-    reply.headers({
-      'x-request-id': request.id,
-      'x-content-type-options': 'nosniff',
-      'referrer-policy': 'no-referrer',
-      'cache-control': 'no-store',
-    });
-  });
+  app.addHook('onRequest', async (request, reply) => setStandardHeaders(request, reply));
   app.addHook('onSend', async (request, reply) => {
     // An answer sent before the body was read (413, or a 401 from a hook): closing while the client is still
     // sending makes the client's kernel see a reset, and the client an error (EPIPE) instead of the answer. Up to a
@@ -59,10 +62,22 @@ export function registerMethodNotAllowed(app: FastifyInstance): void {
     const allowed = [
       ...new Set(routes.filter((route) => route.pattern.test(path)).map((route) => route.method)),
     ];
-    if (allowed.length > 0) {
+    // A wildcard route (the documentation assets) that declines a path under its own method: a missing file.
+    if (allowed.length > 0 && !allowed.includes(request.method)) {
       reply.header('allow', allowed.join(', '));
       return sendError(new AppError('method_not_allowed', 'Method Not Allowed'), request, reply);
     }
     return sendError(new AppError('not_found', 'Not Found'), request, reply);
   });
+}
+
+/** Fastify's `frameworkErrors`: errors raised before routing (an undecodable path) go through the one error table. */
+export function answerFrameworkError(
+  error: FastifyError,
+  request: FastifyRequest,
+  reply: FastifyReply,
+): void {
+  // No onRequest hook has run for these requests.
+  setStandardHeaders(request, reply);
+  sendError(toAppError(error), request, reply);
 }

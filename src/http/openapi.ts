@@ -25,10 +25,23 @@ export async function registerOpenApi(app: FastifyInstance): Promise<void> {
   });
   await app.register(swaggerUi, {
     routePrefix: '/docs',
-    staticCSP: true,
-    // Swagger UI sets element styles at run time; inline styles (never scripts) are allowed for it alone.
-    transformStaticCSP: (header: string) =>
-      header.replace("style-src 'self' https:", "style-src 'self' https: 'unsafe-inline'"),
+    // The plugin's default policy adds upgrade-insecure-requests, which blanks the page on plain HTTP off localhost,
+    // and allows images from validator.swagger.io, which would learn where the document lives. Every asset is
+    // served from here.
+    staticCSP: {
+      'default-src': ["'self'"],
+      'base-uri': ["'self'"],
+      'font-src': ["'self'", 'data:'],
+      'frame-ancestors': ["'self'"],
+      'img-src': ["'self'", 'data:'],
+      'object-src': ["'none'"],
+      'script-src': ["'self'"],
+      'script-src-attr': ["'none'"],
+      // Swagger UI sets element styles at run time; inline styles (never scripts) are allowed for it alone.
+      'style-src': ["'self'", "'unsafe-inline'"],
+    },
+    // Written into the page as Swagger UI's `validatorUrl: null`: no badge fetched from validator.swagger.io.
+    validatorUrl: false,
     uiConfig: { persistAuthorization: false },
   });
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());

@@ -112,7 +112,9 @@ export function createAccessTokens(options: AccessTokenOptions): AccessTokens {
     async verify(token) {
       const cached = fromCache(token);
       if (cached) return cached;
-      if (token.length > MAX_TOKEN_LENGTH || !COMPACT_JWS.test(token)) throw invalidToken();
+      if (token.length > MAX_TOKEN_LENGTH || !COMPACT_JWS.test(token) || !hasCanonicalSignature(token)) {
+        throw invalidToken();
+      }
       const algorithm = keys.algorithm;
       try {
         const { payload, protectedHeader } = await jwtVerify(
@@ -166,4 +168,11 @@ export function createAccessTokens(options: AccessTokenOptions): AccessTokens {
 
 function invalidToken(cause?: unknown): AppError {
   return new AppError('invalid_token', 'Could not validate credentials', { cause });
+}
+
+// base64url leaves spare low bits in a signature's last character, so several strings decode to one signature: each
+// would verify, and each would be a distinct, valid token (and cache key) minted without the key.
+function hasCanonicalSignature(token: string): boolean {
+  const signature = token.slice(token.lastIndexOf('.') + 1);
+  return Buffer.from(signature, 'base64url').toString('base64url') === signature;
 }

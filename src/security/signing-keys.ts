@@ -1,4 +1,4 @@
-import { createHash, randomUUID } from 'node:crypto';
+import { createHmac, randomUUID } from 'node:crypto';
 import { type CryptoKey, exportJWK, generateKeyPair, importJWK, type JWK } from 'jose';
 
 export type SigningAlgorithm = 'EdDSA' | 'HS256';
@@ -45,6 +45,8 @@ export async function importEd25519KeyPair(stored: {
 /** Wraps the configured HS256 secret; its kid is derived from the secret so every instance agrees on it. */
 export function hmacSigningKey(secret: string): SigningKey {
   const bytes = new TextEncoder().encode(secret);
-  const kid = `hs256-${createHash('sha256').update(bytes).digest('base64url').slice(0, 16)}`;
+  // Keyed and domain-separated: a plain hash prefix would match any other digest of the same secret, linking
+  // systems that share it and giving a guessed secret something public to be checked against.
+  const kid = `hs256-${createHmac('sha256', bytes).update('gatehouse hs256 kid').digest('base64url').slice(0, 16)}`;
   return { kid, algorithm: 'HS256', signingKey: bytes, verificationKey: bytes, publicJwk: undefined };
 }

@@ -67,7 +67,7 @@ describe('configuration is validated at start', () => {
   it('starts with a random 32-byte JWT_SECRET', async () => {
     const server = await startServer({
       databaseUrl: await sqliteUrl(),
-      env: { JWT_ALGORITHM: 'HS256', JWT_SECRET: randomBytes(24).toString('base64url') },
+      env: { JWT_ALGORITHM: 'HS256', JWT_SECRET: randomBytes(32).toString('base64url') },
     });
     const exit = await server.stop();
     expect(exit.code).toBe(0);

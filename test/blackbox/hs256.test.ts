@@ -19,7 +19,7 @@ import { DIALECTS, useServer } from './support/server.ts';
 
 vi.setConfig({ testTimeout: 30_000, hookTimeout: 60_000 });
 
-const SECRET = `hs-${randomBytes(30).toString('base64url')}`;
+const SECRET = randomBytes(32).toString('base64url');
 const ISSUER = 'https://gatehouse.test';
 const AUDIENCE = 'gatehouse-api-test';
 const TTL = 120;

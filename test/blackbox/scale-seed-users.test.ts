@@ -193,7 +193,8 @@ describe.each(DIALECTS)('seed-users (%s)', (dialect) => {
         return ok;
       };
       expect(await seededIn()).toBe(10); // seed-<4990> .. seed-<4999>
-      const r = await seedUsers(mainDb.url, ['--count', '100'], {
+      // the database holds a registered user (registeredConversation above)
+      const r = await seedUsers(mainDb.url, ['--count', '100', '--allow-real-users'], {
         WORKERS: '2',
         RATE_LIMITS: 'off',
         ...FAST_ARGON2,
@@ -209,8 +210,8 @@ describe.each(DIALECTS)('seed-users (%s)', (dialect) => {
     it('two runs at the same time (1500 users each) both succeed', async () => {
       if (!main) throw new Error('server not started');
       const [a, b] = await Promise.all([
-        seedUsers(mainDb.url, ['--count', '1500'], { ...FAST_ARGON2 }),
-        seedUsers(mainDb.url, ['--count', '1500'], { ...FAST_ARGON2 }),
+        seedUsers(mainDb.url, ['--count', '1500', '--allow-real-users'], { ...FAST_ARGON2 }),
+        seedUsers(mainDb.url, ['--count', '1500', '--allow-real-users'], { ...FAST_ARGON2 }),
       ]);
       expect(a?.code, `first concurrent run: ${a && describeRun(a)}`).toBe(0);
       expect(b?.code, `second concurrent run: ${b && describeRun(b)}`).toBe(0);
@@ -281,7 +282,11 @@ describe.each(DIALECTS)('seed-users (%s)', (dialect) => {
         expect([200, 409], `register ${username}: ${reg.text}`).toContain(reg.status);
       }
       const before = await countSeeded(edge, 200);
-      const r = await seedUsers(edgeDb.url, ['--count', '3'], { ...FAST_ARGON2 });
+      const refused = await seedUsers(edgeDb.url, ['--count', '3'], { ...FAST_ARGON2 });
+      expect(refused.code, `a run without --allow-real-users: ${describeRun(refused)}`).not.toBe(0);
+      expect(refused.stdout).toMatch(/--allow-real-users/);
+      expect(await countSeeded(edge, 200)).toBe(before);
+      const r = await seedUsers(edgeDb.url, ['--count', '3', '--allow-real-users'], { ...FAST_ARGON2 });
       expect(r.code, `a run after seed-like registrations: ${describeRun(r)}`).toBe(0);
       expect(await countSeeded(edge, 200)).toBe(before + 3);
     });

@@ -9,7 +9,13 @@ import {
   type TestApp,
 } from '../support/build-test-app.ts';
 import { dialects } from '../support/dialects.ts';
-import { decodeToken, ed25519Sign, forgedTokens, hmacSign } from '../support/forge-token.ts';
+import {
+  decodeToken,
+  ed25519Sign,
+  forgedTokens,
+  hmacSign,
+  nonCanonicalSignatureVariants,
+} from '../support/forge-token.ts';
 
 const SECRET = 'q3W9zL0vB7nX2cR5tY8uI1oP4aS6dF0gH3jK7lZ9xC2vB5nM';
 
@@ -103,6 +109,15 @@ describe.each(dialects)('GET /conversation on %s', (dialect) => {
     }
   });
 
+  it('answers 401 invalid_token for a signature in non-canonical base64url', async () => {
+    expect((await read({ authorization: `Bearer ${alice}` })).statusCode).toBe(200);
+    for (const variant of nonCanonicalSignatureVariants(alice)) {
+      const response = await read({ authorization: `Bearer ${variant}` });
+      expect(response.statusCode).toBe(401);
+      expect(response.headers['www-authenticate']).toBe('Bearer error="invalid_token"');
+    }
+  });
+
   it('answers 401 invalid_token once the token has expired', async () => {
     const token = await loginToken(t.app, 'alice');
     // 900 s of lifetime plus the 5 s of tolerance for clock skew between instances.
@@ -191,6 +206,20 @@ describe.each(dialects)('GET /conversation with HS256 on %s', (dialect) => {
         headers: { authorization: `Bearer ${token}` },
       });
       expect(response.statusCode, name).toBe(401);
+    }
+  });
+
+  it('answers 401 invalid_token for an HS256 signature in non-canonical base64url', async () => {
+    const token = await loginToken(t.app, 'alice');
+    const read = (bearer: string) =>
+      t.app.inject({ method: 'GET', url: '/conversation', headers: { authorization: `Bearer ${bearer}` } });
+    expect((await read(token)).statusCode).toBe(200);
+    const variants = nonCanonicalSignatureVariants(token);
+    expect(variants).toHaveLength(3);
+    for (const variant of variants) {
+      const response = await read(variant);
+      expect(response.statusCode).toBe(401);
+      expect(response.headers['www-authenticate']).toBe('Bearer error="invalid_token"');
     }
   });
 

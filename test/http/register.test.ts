@@ -14,6 +14,17 @@ describe.each(dialects)('POST /register/ on %s', (dialect) => {
   const register = (payload: unknown, url = '/register/') =>
     t.app.inject({ method: 'POST', url, payload: payload as object });
 
+  it('logs user_registered with the user id and the client address', async () => {
+    const response = await register(
+      registration({ username: 'reg_logged', email: 'reg_logged@example.com' }),
+    );
+    expect(response.statusCode).toBe(200);
+    const logged = t.logs
+      .map((line) => JSON.parse(line) as Record<string, unknown>)
+      .find((line) => line.event === 'user_registered' && line.userId === response.json().id);
+    expect(logged).toMatchObject({ ip: '127.0.0.1', reqId: expect.any(String) });
+  });
+
   it('answers 200 with exactly id, username, email, age and level, id an integer', async () => {
     const response = await register(registration({ username: 'reg_alice', email: 'reg_alice@example.com' }));
     expect(response.statusCode).toBe(200);

@@ -1,3 +1,6 @@
+import { get, type IncomingHttpHeaders } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { connect } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildTestApp, type TestApp } from '../support/build-test-app.ts';
 import { dialects } from '../support/dialects.ts';
@@ -11,8 +14,9 @@ describe.each(dialects)('operations and documentation on %s', (dialect) => {
     await t.close();
   });
 
-  it('gives a request 30 s to arrive in full (then Node answers 408 and closes)', () => {
+  it('gives a request 30 s to arrive in full, headers included (then Node answers 408 and closes)', () => {
     expect(t.app.server.requestTimeout).toBe(30_000);
+    expect(t.app.server.headersTimeout).toBe(30_000);
   });
 
   it('answers /healthz and /readyz', async () => {
@@ -42,6 +46,18 @@ describe.each(dialects)('operations and documentation on %s', (dialect) => {
     expect(response.statusCode).toBe(200);
     expect(response.headers['content-type']).toMatch(/text\/html/);
     expect(response.headers['content-security-policy']).toBeDefined();
+  });
+
+  it('serves /docs over plain HTTP: no upgrade-insecure-requests, and no image from a third-party validator', async () => {
+    const response = await t.app.inject({ method: 'GET', url: '/docs/' });
+    const policy = String(response.headers['content-security-policy']);
+    expect(policy).not.toMatch(/upgrade-insecure-requests/);
+    const imgSrc = policy.split(';').find((directive) => directive.trim().startsWith('img-src'));
+    expect(imgSrc?.trim().split(/\s+/).sort()).toEqual(["'self'", 'data:', 'img-src']);
+    const initializer = await t.app.inject({ method: 'GET', url: '/docs/static/swagger-initializer.js' });
+    expect(initializer.statusCode).toBe(200);
+    expect(initializer.body).toMatch(/validatorUrl: null/);
+    expect(initializer.body).not.toMatch(/validator\.swagger\.io/);
   });
 
   it('publishes only public key members in the JWKS, with a cache lifetime', async () => {
@@ -92,5 +108,122 @@ describe.each(dialects)('documentation switched off on %s', (dialect) => {
     expect((await t.app.inject({ method: 'GET', url: '/docs/' })).statusCode).toBe(404);
     expect((await t.app.inject({ method: 'GET', url: '/openapi.json' })).statusCode).toBe(404);
     await t.close();
+  });
+});
+
+const STANDARD_HEADERS = {
+  'x-request-id': expect.stringMatching(/^[0-9a-f-]{36}$/),
+  'x-content-type-options': 'nosniff',
+  'referrer-policy': 'no-referrer',
+  'cache-control': 'no-store',
+};
+
+/** node:http sends the path as given, where fetch and inject would resolve `..` and `%2e%2e` first. */
+function rawGet(
+  port: number,
+  path: string,
+): Promise<{ status: number; headers: IncomingHttpHeaders; body: string }> {
+  return new Promise((resolve, reject) => {
+    get({ host: '127.0.0.1', port, path }, (response) => {
+      let body = '';
+      response.setEncoding('utf8');
+      response.on('data', (chunk) => {
+        body += chunk;
+      });
+      response.on('end', () =>
+        resolve({ status: response.statusCode ?? 0, headers: response.headers, body }),
+      );
+    }).on('error', reject);
+  });
+}
+
+describe.each(dialects)('errors at the edges on %s', (dialect) => {
+  let t: TestApp;
+  let port: number;
+  beforeAll(async () => {
+    t = await buildTestApp(dialect);
+    await t.app.listen({ port: 0, host: '127.0.0.1' });
+    port = (t.app.server.address() as AddressInfo).port;
+  });
+  afterAll(async () => {
+    await t.close();
+  });
+
+  it('answers a path with a broken percent escape as an unknown path, with the standard headers', async () => {
+    const response = await rawGet(port, '/%zz');
+    expect(response.status).toBe(404);
+    expect(response.headers).toMatchObject(STANDARD_HEADERS);
+    expect(JSON.parse(response.body)).toEqual({ detail: 'Not Found' });
+  });
+
+  it('answers 404 for a documentation asset path that climbs out of its directory', async () => {
+    for (const path of ['/docs/static/../../../package.json', '/docs/static/%2e%2e/%2e%2e/package.json']) {
+      const response = await rawGet(port, path);
+      expect(response.status).toBe(404);
+      expect(response.headers).toMatchObject(STANDARD_HEADERS);
+      expect(JSON.parse(response.body)).toEqual({ detail: 'Not Found' });
+    }
+  });
+
+  it('answers 404 for a documentation asset that does not exist', async () => {
+    const response = await rawGet(port, '/docs/static/missing.js');
+    expect(response.status).toBe(404);
+    expect(response.headers).toMatchObject(STANDARD_HEADERS);
+    expect(response.headers.allow).toBeUndefined();
+    expect(JSON.parse(response.body)).toEqual({ detail: 'Not Found' });
+  });
+});
+
+/** Sends `head` at once and then `dripped` a byte at a time; resolves with how long the server let the connection live. */
+function drip(port: number, head: string, dripped: string, giveUpMs: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const started = performance.now();
+    const socket = connect(port, '127.0.0.1', () => socket.write(head));
+    let sent = 0;
+    const timer = setInterval(() => {
+      if (performance.now() - started > giveUpMs) {
+        clearInterval(timer);
+        socket.destroy();
+        reject(new Error(`connection still open after ${giveUpMs} ms`));
+      } else if (sent < dripped.length) {
+        socket.write(dripped.charAt(sent++));
+      }
+    }, 50);
+    socket.on('error', () => {});
+    socket.on('close', () => {
+      clearInterval(timer);
+      resolve(performance.now() - started);
+    });
+  });
+}
+
+describe.each(dialects)('request time limits on %s', (dialect) => {
+  const LIMIT_MS = 1000;
+  let t: TestApp;
+  let port: number;
+  beforeAll(async () => {
+    t = await buildTestApp(dialect, { requestTimeoutMs: LIMIT_MS });
+    await t.app.listen({ port: 0, host: '127.0.0.1' });
+    port = (t.app.server.address() as AddressInfo).port;
+  });
+  afterAll(async () => {
+    await t.close();
+  });
+
+  it('gives headers and the whole request the same limit', () => {
+    expect(t.app.server.requestTimeout).toBe(LIMIT_MS);
+    expect(t.app.server.headersTimeout).toBe(LIMIT_MS);
+  });
+
+  // Node checks these limits on a timer (every 30 s by default); the bound leaves room for a loaded machine only.
+  it('cuts off a client that drips its headers soon after the limit', async () => {
+    const request = `GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Slow: ${'a'.repeat(200)}\r\n\r\n`;
+    expect(await drip(port, '', request, 10_000)).toBeLessThan(LIMIT_MS + 4000);
+  });
+
+  it('cuts off a client that drips its body soon after the limit', async () => {
+    const body = JSON.stringify({ username: 'alice', password: 'x'.repeat(200) });
+    const head = `POST /token HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n`;
+    expect(await drip(port, head, body, 10_000)).toBeLessThan(LIMIT_MS + 4000);
   });
 });

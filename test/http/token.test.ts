@@ -11,6 +11,8 @@ import {
 import { dialects } from '../support/dialects.ts';
 import { decodeToken } from '../support/forge-token.ts';
 
+const events = (logs: string[], event: string) =>
+  logs.map((line) => JSON.parse(line) as Record<string, unknown>).filter((line) => line.event === event);
 const form = (fields: Record<string, string>) => new URLSearchParams(fields).toString();
 const FORM = { 'content-type': 'application/x-www-form-urlencoded' };
 const INVALID_GRANT = {
@@ -206,6 +208,25 @@ describe.each(dialects)('POST /token on %s', (dialect) => {
     expect(logs).not.toContain('a wrong one for the log');
     expect(logs).not.toContain(accessToken.split('.')[2]);
     expect(logs).not.toContain(refreshToken.split('.')[1]);
+  });
+
+  it("logs a failed login's username only when it is a valid username, never a password typed into it", async () => {
+    const typedPassword = 'Tr0ub4dor&3 horse';
+    await token(form({ username: typedPassword, password: 'whatever it was' }));
+    const failures = events(t.logs, 'login_failed');
+    expect(failures.at(-1)).not.toHaveProperty('username');
+    expect(t.logs.join('\n')).not.toContain(typedPassword);
+  });
+
+  it('logs login_succeeded once the session exists, after session_started', async () => {
+    const before = t.logs.length;
+    expect((await token(form({ username: 'alice', password: STRONG_PASSWORD }))).statusCode).toBe(200);
+    const lines = t.logs.slice(before).map((line) => JSON.parse(line) as Record<string, unknown>);
+    const started = lines.findIndex((line) => line.event === 'session_started');
+    const succeeded = lines.findIndex((line) => line.event === 'login_succeeded');
+    expect(started).toBeGreaterThanOrEqual(0);
+    expect(succeeded).toBeGreaterThan(started);
+    expect(lines[succeeded]).toMatchObject({ userId: expect.any(Number), ip: expect.any(String) });
   });
 });
 

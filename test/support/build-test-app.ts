@@ -30,6 +30,8 @@ export interface TestAppOptions {
   passwords?: PasswordHasher;
   database?: TestDatabase;
   clock?: TestClock;
+  /** Shortens the request time limit, for tests that let a client run out of it. */
+  requestTimeoutMs?: number;
 }
 
 export async function buildTestApp(dialect: Dialect, options: TestAppOptions = {}): Promise<TestApp> {
@@ -53,7 +55,11 @@ export async function buildTestApp(dialect: Dialect, options: TestAppOptions = {
       done();
     },
   });
-  const app = await buildApp(config, { db: database, clock, passwords, logStream });
+  const app = await buildApp(
+    config,
+    { db: database, clock, passwords, logStream },
+    { requestTimeoutMs: options.requestTimeoutMs },
+  );
   await app.ready();
   return {
     app,

@@ -172,3 +172,15 @@ export function forgedTokens(options: ForgeOptions): [string, string][] {
   }
   return cases;
 }
+
+/** The token with its signature's last character swapped for each other one that decodes to the same bytes. */
+export function nonCanonicalSignatureVariants(token: string): string[] {
+  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
+  const body = token.slice(0, -1);
+  const signature = token.slice(token.lastIndexOf('.') + 1);
+  const bytes = Buffer.from(signature, 'base64url');
+  return [...alphabet]
+    .filter((last) => last !== token.at(-1))
+    .filter((last) => Buffer.from(signature.slice(0, -1) + last, 'base64url').equals(bytes))
+    .map((last) => body + last);
+}

@@ -1,4 +1,4 @@
-import { createPrivateKey } from 'node:crypto';
+import { createHash, createHmac, createPrivateKey } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { AppError } from '../../src/errors.ts';
 import { createAccessTokens, type KeyRing } from '../../src/security/access-tokens.ts';
@@ -9,7 +9,13 @@ import {
   type SigningKey,
 } from '../../src/security/signing-keys.ts';
 import { createTestClock } from '../support/clock.ts';
-import { decodeToken, ed25519Sign, forgedTokens, hmacSign } from '../support/forge-token.ts';
+import {
+  decodeToken,
+  ed25519Sign,
+  forgedTokens,
+  hmacSign,
+  nonCanonicalSignatureVariants,
+} from '../support/forge-token.ts';
 
 const ringOf = (key: SigningKey, active = { value: true }): KeyRing => ({
   algorithm: key.algorithm,
@@ -101,6 +107,23 @@ describe.each(await setups())('access tokens ($name)', (setup) => {
     await expect(localTokens.verify(issued.token)).rejects.toMatchObject({ code: 'invalid_token' });
   });
 
+  it('refuses a signature written in non-canonical base64url, even while the canonical token is cached', async () => {
+    const issued = await tokens.issue({
+      userId: 7,
+      username: 'Alice',
+      sessionId: 's1',
+      scope: 'conversation',
+    });
+    await expect(tokens.verify(issued.token)).resolves.toBeDefined();
+    const variants = nonCanonicalSignatureVariants(issued.token);
+    expect(variants.length).toBeGreaterThan(0);
+    for (const variant of variants) {
+      await expect(tokens.verify(variant), variant.slice(-3)).rejects.toMatchObject({
+        code: 'invalid_token',
+      });
+    }
+  });
+
   it('refuses a cached token once its key has left the ring', async () => {
     const active = { value: true };
     const local = createAccessTokens({
@@ -151,5 +174,25 @@ describe.each(await setups())('access tokens ($name)', (setup) => {
       );
       expect(outcome, name).toBe('invalid_token');
     }
+  });
+});
+
+describe('HS256 key id', () => {
+  it('is stable for one secret and differs between secrets', () => {
+    expect(hmacSigningKey(SECRET).kid).toBe(hmacSigningKey(SECRET).kid);
+    expect(hmacSigningKey(SECRET).kid).not.toBe(hmacSigningKey(`${SECRET}x`).kid);
+  });
+
+  it('is an HMAC keyed by the secret, not a plain hash of the secret that fingerprints it', () => {
+    const kid = hmacSigningKey(SECRET).kid;
+    for (const encoding of ['hex', 'base64url', 'base64'] as const) {
+      const digest = createHash('sha256').update(SECRET).digest(encoding);
+      expect(kid).not.toContain(digest.slice(0, 8));
+    }
+    const expected = createHmac('sha256', SECRET)
+      .update('gatehouse hs256 kid')
+      .digest('base64url')
+      .slice(0, 16);
+    expect(kid).toBe(`hs256-${expected}`);
   });
 });

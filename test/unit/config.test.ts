@@ -65,6 +65,31 @@ describe('loadConfig', () => {
     );
   });
 
+  it('refuses an HS256 secret that is a passphrase rather than 32 encoded random bytes', () => {
+    for (const secret of [
+      'abcdefghijklmnopqrstuvwxyz012345',
+      'correct horse battery staple, twice over',
+      'Kq8#vL2!xR9@mN4$pT7&Kq8#vL2!xR9@mN4$pT7&',
+    ]) {
+      expect(problemsOf({ JWT_ALGORITHM: 'HS256', JWT_SECRET: secret }).join(), secret).toMatch(
+        /JWT_SECRET must be at least 32 bytes/,
+      );
+    }
+  });
+
+  it('refuses hex that decodes to fewer than 32 bytes even when base64 would read it as more', () => {
+    expect(
+      problemsOf({ JWT_ALGORITHM: 'HS256', JWT_SECRET: randomBytes(24).toString('hex') }).join(),
+    ).toMatch(/JWT_SECRET must be at least 32 bytes/);
+  });
+
+  it('accepts 32 random bytes in base64, base64url or hex', () => {
+    const bytes = randomBytes(32);
+    for (const secret of [bytes.toString('base64'), bytes.toString('base64url'), bytes.toString('hex')]) {
+      expect(loadConfig({ JWT_ALGORITHM: 'HS256', JWT_SECRET: secret }).jwt.secret).toBe(secret);
+    }
+  });
+
   it('refuses the FastAPI tutorial secret', () => {
     const problems = problemsOf({
       JWT_ALGORITHM: 'HS256',

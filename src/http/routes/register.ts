@@ -1,5 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import type { AccountsService } from '../../services/accounts.ts';
+import { requestContext } from '../request-context.ts';
 import {
   acceptDigitStringAge,
   ConflictResponse,
@@ -29,7 +30,7 @@ export const registerRoutes: FastifyPluginAsyncTypebox<{ accounts: AccountsServi
       async (request) => {
         const { username, email, password, age, level } = request.body;
         const user = await accounts.registerUser({ username, email, password, age, level });
-        request.log.info({ event: 'user_registered', userId: user.id }, 'user registered');
+        requestContext(request).audit('user_registered', { userId: user.id });
         return toUserResponse(user);
       },
     );

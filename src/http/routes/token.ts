@@ -2,7 +2,7 @@ import formbody from '@fastify/formbody';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import Type from 'typebox';
 import { AppError } from '../../errors.ts';
-import type { AccountsService } from '../../services/accounts.ts';
+import { type AccountsService, normaliseUsername } from '../../services/accounts.ts';
 import type { SessionsService, TokenGrant } from '../../services/sessions.ts';
 import { requestContext } from '../request-context.ts';
 import { OAuthErrorResponse, RevokeRequestBody, TokenRequestBody, TokenResponse } from '../schemas.ts';
@@ -66,11 +66,13 @@ export const tokenRoutes: FastifyPluginAsyncTypebox<{
         }
         const login = await accounts.verifyCredentials(username, password);
         if (!login) {
-          context.audit('login_failed', { username: username.slice(0, 64) });
+          // People type their password into the username field; only a name that could be one is logged.
+          const attempted = normaliseUsername(username);
+          context.audit('login_failed', attempted ? { username: attempted.display } : {});
           throw new AppError('invalid_grant', 'Incorrect username or password');
         }
-        context.audit('login_succeeded', { userId: login.user.id });
         grant = await sessions.startSession(login, context);
+        context.audit('login_succeeded', { userId: login.user.id });
       } else if (grantType === 'refresh_token') {
         if (!body.refresh_token)
           throw new AppError('invalid_request', 'The refresh_token parameter is required');
