@@ -46,7 +46,12 @@ describe.each(dialects)('seed-users on %s', (dialect) => {
 
   beforeAll(async () => {
     target = await createSeedDatabase(dialect);
-    const config = loadConfig({ DATABASE_URL: target.url, ARGON2_MEMORY_KIB: '64', ARGON2_TIME_COST: '1' });
+    const config = loadConfig({
+      DATABASE_URL: target.url,
+      GATEHOUSE_SECRET: randomBytes(32).toString('base64url'),
+      ARGON2_MEMORY_KIB: '64',
+      ARGON2_TIME_COST: '1',
+    });
     handle = createDb(config.database);
     await migrateToLatest(handle);
     // A whole-Cyrillic lookalike of seed-2 registered before the run.
@@ -67,7 +72,7 @@ describe.each(dialects)('seed-users on %s', (dialect) => {
     );
     const code = await runSeedUsersCommand(
       config,
-      ['--count', '3'],
+      ['--count', '3', '--allow-real-users'],
       () => {},
       () => {},
     );
