@@ -18,9 +18,9 @@ import {
   postForm,
   postJson,
   type RawReply,
+  type RegisteredUser,
   rawHead,
   rawHttp,
-  type RegisteredUser,
   registerUser,
   request,
   splitToken,
@@ -45,7 +45,7 @@ const STANDARD = ['x-content-type-options', 'referrer-policy', 'cache-control'] 
 
 describe('framework errors go through the one error table, with the standard headers (sqlite)', () => {
   const ctx = useServer('sqlite');
-  let normal: Record<string, string> = {};
+  const normal: Record<string, string> = {};
   beforeAll(async () => {
     const r = await request(ctx.url(`/no-such-route-${uniqueName()}`));
     expect(r.status).toBe(404);
@@ -59,14 +59,17 @@ describe('framework errors go through the one error table, with the standard hea
   };
   const raw = (method: string, p: string) => rawHttp(ctx.server.port, rawHead(method, p, []));
 
-  it.each(['/%zz', '/users/%zz', '/register/%E0%A4%A'])('GET %s: a FastAPI-shaped error, no FST_ERR code', async (p) => {
-    const r = await raw('GET', p);
-    expect(r.status, r.body).toBeGreaterThanOrEqual(400);
-    expect(r.status, r.body).toBeLessThan(500);
-    expect(r.body).not.toMatch(/FST_ERR|statusCode/);
-    expect(JSON.parse(r.body)).toHaveProperty('detail');
-    expectStandard(r, p);
-  });
+  it.each(['/%zz', '/users/%zz', '/register/%E0%A4%A'])(
+    'GET %s: a FastAPI-shaped error, no FST_ERR code',
+    async (p) => {
+      const r = await raw('GET', p);
+      expect(r.status, r.body).toBeGreaterThanOrEqual(400);
+      expect(r.status, r.body).toBeLessThan(500);
+      expect(r.body).not.toMatch(/FST_ERR|statusCode/);
+      expect(JSON.parse(r.body)).toHaveProperty('detail');
+      expectStandard(r, p);
+    },
+  );
 
   it('GET /docs/static/../../../package.json is a 404 with the standard headers, not a 422 JSON decode error', async () => {
     const r = await raw('GET', '/docs/static/../../../package.json');
@@ -76,13 +79,16 @@ describe('framework errors go through the one error table, with the standard hea
     expectStandard(r, 'dot-dot path');
   });
 
-  it.each(['GET', 'HEAD'])('%s of a missing static file under /docs is a 404 (not 405) with the standard headers', async (method) => {
-    const r = await raw(method, `/docs/static/no-such-file-${uniqueName()}.js`);
-    expect(r.status, r.body).toBe(404);
-    expect(header(r, 'allow')).toBeUndefined();
-    for (const h of STANDARD) expect(header(r, h), h).toBe(normal[h]);
-    expect(header(r, 'x-request-id')).toBeTruthy();
-  });
+  it.each(['GET', 'HEAD'])(
+    '%s of a missing static file under /docs is a 404 (not 405) with the standard headers',
+    async (method) => {
+      const r = await raw(method, `/docs/static/no-such-file-${uniqueName()}.js`);
+      expect(r.status, r.body).toBe(404);
+      expect(header(r, 'allow')).toBeUndefined();
+      for (const h of STANDARD) expect(header(r, h), h).toBe(normal[h]);
+      expect(header(r, 'x-request-id')).toBeTruthy();
+    },
+  );
 
   it('/docs has no upgrade-insecure-requests and no third-party validator image', async () => {
     for (const p of ['/docs', '/docs/static/index.html', '/docs/static/swagger-initializer.js']) {
@@ -128,10 +134,12 @@ describe('HS256 secrets are decoded bytes, and the kid does not fingerprint the 
     const db = await createDatabase('sqlite');
     dbs.push(db);
     const results = await Promise.all(
-      ['abcdefghijklmnopqrstuvwxyz012345', 'a long passphrase with spaces is not random bytes'].map(async (s) => ({
-        s,
-        r: await runUntilExit({ DATABASE_URL: db.url, JWT_ALGORITHM: 'HS256', JWT_SECRET: s }, 10_000),
-      })),
+      ['abcdefghijklmnopqrstuvwxyz012345', 'a long passphrase with spaces is not random bytes'].map(
+        async (s) => ({
+          s,
+          r: await runUntilExit({ DATABASE_URL: db.url, JWT_ALGORITHM: 'HS256', JWT_SECRET: s }, 10_000),
+        }),
+      ),
     );
     for (const { s, r } of results) {
       expect.soft(r.timedOut, `${s}: the server started`).toBe(false);
@@ -145,28 +153,41 @@ describe('HS256 secrets are decoded bytes, and the kid does not fingerprint the 
     ['base64url', bytes.toString('base64url')],
     ['base64', randomBytes(33).toString('base64')],
     ['hex', bytes.toString('hex')],
-  ])('accepts 32 random bytes in %s; the kid is no prefix of sha256(secret); non-canonical signatures are refused', async (_enc, secret) => {
-    const db = await createDatabase('sqlite');
-    dbs.push(db);
-    const server = await startServer({ databaseUrl: db.url, env: { JWT_ALGORITHM: 'HS256', JWT_SECRET: secret } });
-    try {
-      const ctx: ServerContext = { server, db, secrets: new Set(), track: (x) => x, url: (p) => server.url(p) };
-      const u = await registerUser(ctx);
-      const token = await login(ctx, u.username, u.password);
-      const kid = String(splitToken(token).header.kid ?? '');
-      const digests = [Buffer.from(secret, 'utf8')];
-      for (const enc of ['base64url', 'base64', 'hex'] as const) digests.push(Buffer.from(secret, enc));
-      for (const input of digests) {
-        const d = createHash('sha256').update(input).digest();
-        for (const form of [d.toString('hex'), d.toString('base64'), d.toString('base64url')]) {
-          if (kid.length > 0) expect(form.startsWith(kid), `kid ${kid} is a prefix of sha256(secret)`).toBe(false);
+  ])(
+    'accepts 32 random bytes in %s; the kid is no prefix of sha256(secret); non-canonical signatures are refused',
+    async (_enc, secret) => {
+      const db = await createDatabase('sqlite');
+      dbs.push(db);
+      const server = await startServer({
+        databaseUrl: db.url,
+        env: { JWT_ALGORITHM: 'HS256', JWT_SECRET: secret },
+      });
+      try {
+        const ctx: ServerContext = {
+          server,
+          db,
+          secrets: new Set(),
+          track: (x) => x,
+          url: (p) => server.url(p),
+        };
+        const u = await registerUser(ctx);
+        const token = await login(ctx, u.username, u.password);
+        const kid = String(splitToken(token).header.kid ?? '');
+        const digests = [Buffer.from(secret, 'utf8')];
+        for (const enc of ['base64url', 'base64', 'hex'] as const) digests.push(Buffer.from(secret, enc));
+        for (const input of digests) {
+          const d = createHash('sha256').update(input).digest();
+          for (const form of [d.toString('hex'), d.toString('base64'), d.toString('base64url')]) {
+            if (kid.length > 0)
+              expect(form.startsWith(kid), `kid ${kid} is a prefix of sha256(secret)`).toBe(false);
+          }
         }
+        await expectNonCanonicalRefused(server, token);
+      } finally {
+        await server.stop();
       }
-      await expectNonCanonicalRefused(server, token);
-    } finally {
-      await server.stop();
-    }
-  });
+    },
+  );
 });
 
 /** Rewrites the signature's last character to others that decode to the same bytes; each must be refused. */
@@ -181,7 +202,10 @@ async function expectNonCanonicalRefused(server: RunningServer, token: string): 
     .filter((s) => s !== sig && Buffer.from(s, 'base64url').equals(bytes));
   expect(variants.length, 'no non-canonical spelling exists: the check would be vacuous').toBeGreaterThan(0);
   for (const v of variants.slice(0, 4)) {
-    expectInvalidToken(await getWithToken(server.url('/conversation'), `${h}.${p}.${v}`), `signature …${v.slice(-3)}`);
+    expectInvalidToken(
+      await getWithToken(server.url('/conversation'), `${h}.${p}.${v}`),
+      `signature …${v.slice(-3)}`,
+    );
   }
 }
 
@@ -196,7 +220,9 @@ describe('EdDSA access tokens with a non-canonical base64url signature are refus
 
 describe('request time limits: a dripping client is cut off by 30 s (sqlite)', () => {
   const ctx = useServer('sqlite');
-  it('drips of headers and of a body are both closed within 30 s (+ margin)', { timeout: 60_000 }, async () => {
+  it('drips of headers and of a body are both closed within 30 s (+ margin)', {
+    timeout: 60_000,
+  }, async () => {
     const drip = (initial: string, byte: string) =>
       new Promise<number>((resolve) => {
         const t0 = Date.now();
@@ -248,7 +274,10 @@ describe('logs (sqlite)', () => {
     await new Promise((r) => setTimeout(r, 200));
     expect(ctx.server.output()).not.toContain(typedPassword);
     const failed = lines().filter((l) => l.event === 'login_failed');
-    expect(failed.some((l) => l.username === valid), 'a valid attempted username is still logged').toBe(true);
+    expect(
+      failed.some((l) => l.username === valid),
+      'a valid attempted username is still logged',
+    ).toBe(true);
   });
 
   it('user_registered carries the client IP; login_succeeded comes after the session exists', async () => {
@@ -287,7 +316,9 @@ async function setPasswordHash(db: TestDatabase, ids: number[], hash: string): P
 }
 
 describe.each(DIALECTS)('DELETE /users/me cannot race a password change (%s)', (dialect) => {
-  it('never answers 204 to both a password change and a deletion that verified the old password', { timeout: 90_000 }, async () => {
+  it('never answers 204 to both a password change and a deletion that verified the old password', {
+    timeout: 90_000,
+  }, async () => {
     const db = await createDatabase(dialect);
     let server = await startServer({ databaseUrl: db.url });
     try {
@@ -300,7 +331,11 @@ describe.each(DIALECTS)('DELETE /users/me cannot race a password change (%s)', (
       }
       await server.stop();
       // a slow (bcrypt, cost 12) hash widens the window between verifying the password and writing
-      await setPasswordHash(db, users.map((x) => x.u.id), bcrypt.hashSync(oldPassword, 12));
+      await setPasswordHash(
+        db,
+        users.map((x) => x.u.id),
+        bcrypt.hashSync(oldPassword, 12),
+      );
       server = await startServer({ databaseUrl: db.url });
       ctx = { server, db, secrets: new Set(), track: (x) => x, url: (p) => server.url(p) };
       const both: string[] = [];
@@ -323,7 +358,9 @@ describe.each(DIALECTS)('DELETE /users/me cannot race a password change (%s)', (
           if (c.status === 204 && d.status === 204) both.push(`${u.username} (delay ${delays[i]} ms)`);
         }),
       );
-      expect(both, 'a deletion verified against the old hash committed after the password change').toEqual([]);
+      expect(both, 'a deletion verified against the old hash committed after the password change').toEqual(
+        [],
+      );
     } finally {
       await server.stop();
       await db.drop();
@@ -332,16 +369,30 @@ describe.each(DIALECTS)('DELETE /users/me cannot race a password change (%s)', (
 });
 
 describe.each(DIALECTS)('seed-users on a database with real users (%s)', (dialect) => {
-  it('refuses (non-zero, saying so) or gives each seeded user a random password', { timeout: 90_000 }, async () => {
+  it('refuses (non-zero, saying so) or gives each seeded user a random password', {
+    timeout: 90_000,
+  }, async () => {
     const db = await createDatabase(dialect);
     let server = await startServer({ databaseUrl: db.url });
     try {
-      const ctx: ServerContext = { server, db, secrets: new Set(), track: (x) => x, url: (p) => server.url(p) };
+      const ctx: ServerContext = {
+        server,
+        db,
+        secrets: new Set(),
+        track: (x) => x,
+        url: (p) => server.url(p),
+      };
       await registerUser(ctx);
       await server.stop();
       const proc = spawn(process.execPath, ['src/main.ts', 'seed-users', '--count', '12'], {
         cwd: ROOT,
-        env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', DATABASE_URL: db.url, GATEHOUSE_SECRET: process.env.GATEHOUSE_SECRET ?? (await import('./support/server.ts')).GATEHOUSE_SECRET },
+        env: {
+          PATH: process.env.PATH ?? '',
+          HOME: process.env.HOME ?? '',
+          DATABASE_URL: db.url,
+          GATEHOUSE_SECRET:
+            process.env.GATEHOUSE_SECRET ?? (await import('./support/server.ts')).GATEHOUSE_SECRET,
+        },
         stdio: ['ignore', 'pipe', 'pipe'],
       });
       let out = '';
@@ -357,7 +408,10 @@ describe.each(DIALECTS)('seed-users on a database with real users (%s)', (dialec
       server = await startServer({ databaseUrl: db.url });
       const known = await Promise.all(
         Array.from({ length: 12 }, (_, n) =>
-          postForm(server.url('/token'), { username: `seed-${n.toString(36)}`, password: 'seeded user password 0001' }),
+          postForm(server.url('/token'), {
+            username: `seed-${n.toString(36)}`,
+            password: 'seeded user password 0001',
+          }),
         ),
       );
       const loggedIn = known.filter((r) => r.status === 200).length;
@@ -365,7 +419,10 @@ describe.each(DIALECTS)('seed-users on a database with real users (%s)', (dialec
         expect(out.trim().length, 'a refusal must say why').toBeGreaterThan(0);
         expect(out, 'the refusal should be about existing users').toMatch(/user/i);
       }
-      expect(loggedIn, `seeded users log in with the shared published password (exit ${code}):\n${out.slice(-600)}`).toBe(0);
+      expect(
+        loggedIn,
+        `seeded users log in with the shared published password (exit ${code}):\n${out.slice(-600)}`,
+      ).toBe(0);
     } finally {
       await server.stop();
       await db.drop();

@@ -108,11 +108,17 @@ describe('zxcvbn cannot stall the event loop (sqlite)', () => {
     const digits = '0123456789'.repeat(13).slice(0, 128);
     const first = await reg(digits);
     expect422(first, 'password');
-    const { rest, loaded, statuses } = await loopLatency(ctx.server, 3, 2500, async () => (await reg(digits)).status);
-    expect([...statuses.keys()], 'every answer is a 422').toEqual([422]);
-    expect(loaded, `healthz p50 ${loaded.toFixed(1)} ms under load vs ${rest.toFixed(1)} ms at rest`).toBeLessThanOrEqual(
-      bound(rest),
+    const { rest, loaded, statuses } = await loopLatency(
+      ctx.server,
+      3,
+      2500,
+      async () => (await reg(digits)).status,
     );
+    expect([...statuses.keys()], 'every answer is a 422').toEqual([422]);
+    expect(
+      loaded,
+      `healthz p50 ${loaded.toFixed(1)} ms under load vs ${rest.toFixed(1)} ms at rest`,
+    ).toBeLessThanOrEqual(bound(rest));
   });
 
   it('1024-character passwords with an invalid other field are answered without running zxcvbn (no stall)', async () => {
@@ -126,18 +132,25 @@ describe('zxcvbn cannot stall the event loop (sqlite)', () => {
       async () => (await reg(long, { email: 'not-an-email' })).status,
     );
     expect([...statuses.keys()]).toEqual([422]);
-    expect(loaded, `healthz p50 ${loaded.toFixed(1)} ms under load vs ${rest.toFixed(1)} ms at rest`).toBeLessThanOrEqual(
-      bound(rest),
-    );
+    expect(
+      loaded,
+      `healthz p50 ${loaded.toFixed(1)} ms under load vs ${rest.toFixed(1)} ms at rest`,
+    ).toBeLessThanOrEqual(bound(rest));
   });
 
   it('1024-character weak passwords with valid fields: the cost zxcvbn may take is capped (no stall)', async () => {
     const long = '01234567'.repeat(128);
-    const { rest, loaded, statuses } = await loopLatency(ctx.server, 3, 2500, async () => (await reg(long)).status);
-    expect([...statuses.keys()]).toEqual([422]);
-    expect(loaded, `healthz p50 ${loaded.toFixed(1)} ms under load vs ${rest.toFixed(1)} ms at rest`).toBeLessThanOrEqual(
-      bound(rest),
+    const { rest, loaded, statuses } = await loopLatency(
+      ctx.server,
+      3,
+      2500,
+      async () => (await reg(long)).status,
     );
+    expect([...statuses.keys()]).toEqual([422]);
+    expect(
+      loaded,
+      `healthz p50 ${loaded.toFixed(1)} ms under load vs ${rest.toFixed(1)} ms at rest`,
+    ).toBeLessThanOrEqual(bound(rest));
   });
 });
 
@@ -176,13 +189,18 @@ describe.each(DIALECTS)('bcrypt accounts (imported $2b$12$ hashes, realistic arg
       async () => (await tryLogin(bUser.username, `wrong ${strongPassword()}`)).status,
     );
     expect([...statuses.keys()], 'wrong passwords answer 400').toEqual([400]);
-    expect(loaded, `healthz p50 ${loaded.toFixed(1)} ms under load vs ${rest.toFixed(1)} ms at rest`).toBeLessThanOrEqual(
-      bound(rest),
-    );
+    expect(
+      loaded,
+      `healthz p50 ${loaded.toFixed(1)} ms under load vs ${rest.toFixed(1)} ms at rest`,
+    ).toBeLessThanOrEqual(bound(rest));
   });
 
   it('a wrong password takes about as long for a bcrypt account as for an argon2 account or an unknown user', async () => {
-    const samples: Record<'bcrypt' | 'argon2' | 'unknown', number[]> = { bcrypt: [], argon2: [], unknown: [] };
+    const samples: Record<'bcrypt' | 'argon2' | 'unknown', number[]> = {
+      bcrypt: [],
+      argon2: [],
+      unknown: [],
+    };
     const unknown = uniqueName('ghost');
     for (let i = 0; i < 7; i++) {
       for (const [k, name] of [
@@ -198,7 +216,11 @@ describe.each(DIALECTS)('bcrypt accounts (imported $2b$12$ hashes, realistic arg
         if (i > 0) samples[k].push(dt); // the first round warms up
       }
     }
-    const m = { bcrypt: median(samples.bcrypt), argon2: median(samples.argon2), unknown: median(samples.unknown) };
+    const m = {
+      bcrypt: median(samples.bcrypt),
+      argon2: median(samples.argon2),
+      unknown: median(samples.unknown),
+    };
     const lo = Math.min(m.bcrypt, m.argon2, m.unknown);
     const hi = Math.max(m.bcrypt, m.argon2, m.unknown);
     expect(

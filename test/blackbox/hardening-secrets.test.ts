@@ -5,9 +5,9 @@
  */
 import { createPrivateKey, type KeyObject, randomBytes, randomUUID, sign } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
-import { DatabaseSync } from 'node:sqlite';
 import os from 'node:os';
 import path from 'node:path';
+import { DatabaseSync } from 'node:sqlite';
 import pg from 'pg';
 import { afterAll, describe, expect, it, vi } from 'vitest';
 import {
@@ -20,11 +20,17 @@ import {
   request,
   splitToken,
 } from './support/client.ts';
-import { LEGACY_KID, LEGACY_PRIVATE_D, LEGACY_REFRESH_KEY, LEGACY_USER, writeLegacySqlite } from './support/legacy-v0-sqlite.ts';
+import {
+  LEGACY_KID,
+  LEGACY_PRIVATE_D,
+  LEGACY_REFRESH_KEY,
+  LEGACY_USER,
+  writeLegacySqlite,
+} from './support/legacy-v0-sqlite.ts';
 import {
   createDatabase,
-  type Dialect,
   DIALECTS,
+  type Dialect,
   GATEHOUSE_SECRET,
   type RunningServer,
   runUntilExit,
@@ -52,7 +58,10 @@ function ctxOf(server: RunningServer, db: TestDatabase): ServerContext {
 
 type Row = Record<string, unknown>;
 
-async function readRows(db: { dialect: Dialect; url: string; sqlitePath?: string }, table: string): Promise<Row[]> {
+async function readRows(
+  db: { dialect: Dialect; url: string; sqlitePath?: string },
+  table: string,
+): Promise<Row[]> {
   if (db.dialect === 'sqlite') {
     const file = db.sqlitePath ?? db.url.replace(/^sqlite:/, '');
     const d = new DatabaseSync(file, { readOnly: true });
@@ -191,7 +200,12 @@ describe('embedded SQLite default: file modes and a generated data/secret.key', 
     dirs.push(tmp);
     const dataDir = path.join(tmp, 'data');
     const file = path.join(dataDir, 'gatehouse.db');
-    const db: TestDatabase = { dialect: 'sqlite', url: `sqlite:${file}`, sqlitePath: file, drop: async () => {} };
+    const db: TestDatabase = {
+      dialect: 'sqlite',
+      url: `sqlite:${file}`,
+      sqlitePath: file,
+      drop: async () => {},
+    };
     let server = await startServer({ databaseUrl: db.url, env: { GATEHOUSE_SECRET: undefined } });
     let access = '';
     let refresh = '';
@@ -201,7 +215,8 @@ describe('embedded SQLite default: file modes and a generated data/secret.key', 
       refresh = s.refresh;
       expect(octal(mode(dataDir)), 'data/ mode').toBe('0700');
       for (const suffix of ['', '-wal', '-shm', '-journal']) {
-        if (existsSync(file + suffix)) expect(octal(mode(file + suffix)), `gatehouse.db${suffix} mode`).toBe('0600');
+        if (existsSync(file + suffix))
+          expect(octal(mode(file + suffix)), `gatehouse.db${suffix} mode`).toBe('0600');
       }
       const keyFile = path.join(dataDir, 'secret.key');
       expect(existsSync(keyFile), 'data/secret.key was not generated beside the database').toBe(true);
@@ -236,12 +251,11 @@ describe('embedded SQLite default: file modes and a generated data/secret.key', 
     try {
       expect(octal(mode(dataDir)), 'an existing 0755 data/ must be tightened').toBe('0700');
       const out = server.output();
-      const warned = out
-        .split('\n')
-        .some((l) => /"level":\s*40/.test(l) || /\bwarn/i.test(l));
+      const warned = out.split('\n').some((l) => /"level":\s*40/.test(l) || /\bwarn/i.test(l));
       expect(warned, `no warning about tightening data/ in the output:\n${out.slice(-2000)}`).toBe(true);
       for (const suffix of ['', '-wal', '-shm']) {
-        if (existsSync(file + suffix)) expect(octal(mode(file + suffix)), `gatehouse.db${suffix}`).toBe('0600');
+        if (existsSync(file + suffix))
+          expect(octal(mode(file + suffix)), `gatehouse.db${suffix}`).toBe('0600');
       }
     } finally {
       await server.stop();
@@ -259,9 +273,10 @@ describe('GATEHOUSE_SECRET is validated at start', () => {
     const db = await createDatabase('postgres');
     dbs.push(db);
     const r = await runUntilExit({ DATABASE_URL: db.url, GATEHOUSE_SECRET: undefined }, 10_000);
-    expect(r.timedOut, `the server kept running without GATEHOUSE_SECRET on PostgreSQL:\n${r.output.slice(-1500)}`).toBe(
-      false,
-    );
+    expect(
+      r.timedOut,
+      `the server kept running without GATEHOUSE_SECRET on PostgreSQL:\n${r.output.slice(-1500)}`,
+    ).toBe(false);
     expect(r.code, r.output).not.toBe(0);
     expect(r.code, r.output).not.toBeNull();
     expect(r.output).toContain('GATEHOUSE_SECRET');
@@ -352,7 +367,9 @@ describe.each(DIALECTS)('signing keys and server secrets encrypted at rest (%s)'
     }
     const keysBefore = (await readRows(db, 'signing_keys')).map((r) => String(r.kid)).sort();
     const r = await runUntilExit({ DATABASE_URL: db.url, GATEHOUSE_SECRET: newSecret() }, 10_000);
-    expect(r.timedOut, `started with a secret that cannot decrypt the keys:\n${r.output.slice(-1500)}`).toBe(false);
+    expect(r.timedOut, `started with a secret that cannot decrypt the keys:\n${r.output.slice(-1500)}`).toBe(
+      false,
+    );
     expect(r.code, r.output).not.toBe(0);
     expect(r.output).toContain('GATEHOUSE_SECRET');
     const keysAfter = (await readRows(db, 'signing_keys')).map((r2) => String(r2.kid)).sort();
@@ -396,18 +413,27 @@ describe('a database written before the fix (plaintext rows) is encrypted in pla
     dirs.push(tmp);
     const file = path.join(tmp, 'gatehouse.db');
     writeLegacySqlite(file);
-    const db: TestDatabase = { dialect: 'sqlite', url: `sqlite:${file}`, sqlitePath: file, drop: async () => {} };
+    const db: TestDatabase = {
+      dialect: 'sqlite',
+      url: `sqlite:${file}`,
+      sqlitePath: file,
+      drop: async () => {},
+    };
     const server = await startServer({ databaseUrl: db.url });
     try {
       const jwks = await request(server.url('/.well-known/jwks.json'));
       expect(jwks.status).toBe(200);
-      expect((jwks.json.keys as { kid: string }[]).map((k) => k.kid), 'the legacy key must still verify').toContain(
-        LEGACY_KID,
-      );
+      expect(
+        (jwks.json.keys as { kid: string }[]).map((k) => k.kid),
+        'the legacy key must still verify',
+      ).toContain(LEGACY_KID);
       const t = await login(ctxOf(server, db), LEGACY_USER.username, LEGACY_USER.password);
       const rows = await readRows(db, 'signing_keys');
       const all = stringsOf(rows, ['public_jwk']);
-      expect(all.some((v) => v.includes(LEGACY_PRIVATE_D)), 'the legacy private key is still in clear').toBe(false);
+      expect(
+        all.some((v) => v.includes(LEGACY_PRIVATE_D)),
+        'the legacy private key is still in clear',
+      ).toBe(false);
       for (const v of all) expect(v).not.toMatch(/"d"\s*:/);
       let secrets: Row[] = [];
       try {

@@ -4,9 +4,9 @@
  * username_taken), also for rows that existed before the fix (migration).
  */
 import { mkdtempSync, rmSync } from 'node:fs';
-import { DatabaseSync } from 'node:sqlite';
 import os from 'node:os';
 import path from 'node:path';
+import { DatabaseSync } from 'node:sqlite';
 import { afterAll, describe, expect, it, vi } from 'vitest';
 import { expect422, postJson, type Reply, strongPassword } from './support/client.ts';
 import { LEGACY_USER, writeLegacySqlite } from './support/legacy-v0-sqlite.ts';
@@ -90,14 +90,19 @@ describe.each(DIALECTS)('confusable usernames (%s)', (dialect) => {
     expectRefusedLookalike(await reg(`d${arabic}`), 'd + Arabic-Indic digits');
   });
 
-  it.each(['...', '---', '___', '._-', '-.-.'])('refuses %s: a name without a letter or digit (422)', async (name) => {
-    expect422(await reg(name), 'username');
-  });
+  it.each(['...', '---', '___', '._-', '-.-.'])(
+    'refuses %s: a name without a letter or digit (422)',
+    async (name) => {
+      expect422(await reg(name), 'username');
+    },
+  );
 
   it('still accepts distinct names in one script (controls: Latin, Cyrillic, Greek)', async () => {
     await ok(`bob${tail()}`);
     await ok(`иван${randomId(2).replace(/[0-9]/g, '')}жд${'бвгд'[Math.floor(Math.random() * 4)]}`);
-    await ok(`ζήτα${'λμνξ'[Math.floor(Math.random() * 4)]}${'φψω'[Math.floor(Math.random() * 3)]}${Math.floor(Math.random() * 1000)}`);
+    await ok(
+      `ζήτα${'λμνξ'[Math.floor(Math.random() * 4)]}${'φψω'[Math.floor(Math.random() * 3)]}${Math.floor(Math.random() * 1000)}`,
+    );
   });
 
   it('holds under concurrency: a Latin name and its whole-script Cyrillic twin registered at once give one account', async () => {
@@ -126,8 +131,9 @@ describe('existing rows get the skeleton by migration (sqlite, database written 
     const w = latinWord(12);
     const d = new DatabaseSync(file);
     try {
-      const hash = (d.prepare('select password_hash from users where id = 1').get() as { password_hash: string })
-        .password_hash;
+      const hash = (
+        d.prepare('select password_hash from users where id = 1').get() as { password_hash: string }
+      ).password_hash;
       const now = Date.now();
       d.prepare(
         `insert into users (username, username_canonical, email, email_canonical, password_hash, age, level, created_at_ms, updated_at_ms)
@@ -149,7 +155,10 @@ describe('existing rows get the skeleton by migration (sqlite, database written 
       });
       expectTaken(r, `Cyrillic twin of the pre-existing ${w}`);
       // the legacy user still logs in (control)
-      const l = await postJson(server.url('/token'), { username: LEGACY_USER.username, password: LEGACY_USER.password });
+      const l = await postJson(server.url('/token'), {
+        username: LEGACY_USER.username,
+        password: LEGACY_USER.password,
+      });
       expect(l.status, l.text).toBe(200);
     } finally {
       await server.stop();
