@@ -7,7 +7,7 @@ import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import net from 'node:net';
 import { DatabaseSync } from 'node:sqlite';
-import bcrypt from 'bcryptjs';
+import { hashSync as bcryptHash } from '@node-rs/bcrypt';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import {
@@ -334,7 +334,7 @@ describe.each(DIALECTS)('DELETE /users/me cannot race a password change (%s)', (
       await setPasswordHash(
         db,
         users.map((x) => x.u.id),
-        bcrypt.hashSync(oldPassword, 12),
+        bcryptHash(oldPassword, 12),
       );
       server = await startServer({ databaseUrl: db.url });
       ctx = { server, db, secrets: new Set(), track: (x) => x, url: (p) => server.url(p) };

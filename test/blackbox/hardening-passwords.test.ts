@@ -5,7 +5,7 @@
  */
 import { performance } from 'node:perf_hooks';
 import { DatabaseSync } from 'node:sqlite';
-import bcrypt from 'bcryptjs';
+import { hashSync as bcryptHash } from '@node-rs/bcrypt';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import {
@@ -169,7 +169,7 @@ describe.each(DIALECTS)('bcrypt accounts (imported $2b$12$ hashes, realistic arg
     bUser = await registerUser(ctx);
     aUser = await registerUser(ctx);
     await server.stop();
-    await setPasswordHash(db, bUser.id, bcrypt.hashSync(bcryptPassword, 12));
+    await setPasswordHash(db, bUser.id, bcryptHash(bcryptPassword, 12));
     server = await startServer({ databaseUrl: db.url, fastArgon2: false });
     ctx = { server, db, secrets: new Set(), track: (s) => s, url: (p) => server.url(p) };
   }, 90_000);
