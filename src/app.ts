@@ -117,6 +117,7 @@ export async function buildApp(
     welcomeMessage: WELCOME_MESSAGE,
     onRehashFailed: (error) => app.log.warn({ err: error }, 'password rehash failed'),
   });
+  await accounts.equaliseFailureTiming();
   const [currentSecret] = config.secrets;
   if (currentSecret === undefined) throw new Error('buildApp needs config.secrets (GATEHOUSE_SECRET)');
   const keys = await loadKeyRing({

@@ -37,6 +37,8 @@ export interface UsersRepository {
   insertUserWithConversation(user: NewUser, welcomeMessage: string, now: Date): Promise<User>;
   findUserById(id: number): Promise<User | undefined>;
   findCredentialsByUsername(usernameCanonical: string): Promise<Credentials | undefined>;
+  /** Whether any user still has a bcrypt hash (imported, not yet upgraded at a login). */
+  hasBcryptPasswordHashes(): Promise<boolean>;
   findCredentialsById(id: number): Promise<Credentials | undefined>;
   /** Replaces the hash only if it is still `expectedHash` (a concurrent change wins otherwise); true if replaced. */
   replacePasswordHash(id: number, expectedHash: string, passwordHash: string, now: Date): Promise<boolean>;
@@ -48,12 +50,15 @@ export interface UsersRepository {
     keepSessionId: string,
     now: Date,
   ): Promise<boolean>;
-  /** Updates the user; with `expectedHash`, only while that is still their hash (undefined otherwise). */
+  /**
+   * Updates the user only while `guard` holds (the session is not revoked, the hash is still `expectedHash`), in the
+   * same statement; undefined when it does not, or there is no such user.
+   */
   updateUserProfile(
     id: number,
     changes: ProfileChanges,
     now: Date,
-    expectedHash?: string,
+    guard: { liveSessionId: string; expectedHash?: string },
   ): Promise<User | undefined>;
   /** Deletes the user only if `expectedHash` is still their hash; true if deleted. */
   deleteUser(id: number, expectedHash: string): Promise<boolean>;
@@ -130,6 +135,16 @@ export function createUsersRepository(db: Db): UsersRepository {
       return row ? { user: toUser(row), passwordHash: row.password_hash } : undefined;
     },
 
+    async hasBcryptPasswordHashes() {
+      const row = await db
+        .selectFrom('users')
+        .select('id')
+        .where('password_hash', 'like', '$2%')
+        .limit(1)
+        .executeTakeFirst();
+      return row !== undefined;
+    },
+
     async findCredentialsByUsername(usernameCanonical) {
       // By the canonical form, never the skeleton: the skeleton only keeps lookalikes from registering, and
       // rows that shared one before it was unique keep theirs suffixed, so it names no one to log in as.
@@ -158,7 +173,8 @@ export function createUsersRepository(db: Db): UsersRepository {
       });
     },
 
-    async updateUserProfile(id, changes, now, expectedHash) {
+    async updateUserProfile(id, changes, now, guard) {
+      const { liveSessionId, expectedHash } = guard;
       try {
         const row = await db
           .updateTable('users')
@@ -171,6 +187,17 @@ export function createUsersRepository(db: Db): UsersRepository {
             updated_at_ms: now.getTime(),
           })
           .where('id', '=', id)
+          // A password change revokes the other sessions in the transaction that swaps the hash.
+          .where((eb) =>
+            eb.exists(
+              eb
+                .selectFrom('sessions')
+                .select('sessions.id')
+                .where('sessions.id', '=', liveSessionId)
+                .where('sessions.user_id', '=', id)
+                .where('sessions.revoked_at_ms', 'is', null),
+            ),
+          )
           .$if(expectedHash !== undefined, (query) => query.where('password_hash', '=', expectedHash!))
           .returning(userColumns)
           .executeTakeFirst();

@@ -79,7 +79,12 @@ export const DetailResponse = Type.Object({ detail: Type.String() });
 export const ProfileUpdateBody = Type.Object({
   email: Type.Optional(Type.String({ format: 'email', maxLength: 254 })),
   current_password: Type.Optional(
-    Type.String({ format: 'password', maxLength: 4096, description: 'Required when the email changes' }),
+    Type.String({
+      format: 'password',
+      maxLength: 4096,
+      description:
+        'Optional: when given, checked, and the change applies only while it is still the password',
+    }),
   ),
   age: Type.Optional(Type.Integer({ minimum: 0, maximum: 150 })),
   level: Type.Optional(Level),

@@ -23,6 +23,8 @@ export interface PasswordHasher {
   verifyDummy(password: string): Promise<void>;
   /** Returns the current failure floor in milliseconds: the slowest kind of verification, estimated from runs. */
   failureFloorMs(): number;
+  /** Makes every failure wait for the floor from now on: bcrypt hashes exist, so their slowness must not show. */
+  activateFailureFloor(): void;
 }
 
 export interface PasswordHasherOptions {
@@ -34,6 +36,7 @@ export interface PasswordHasherOptions {
 const BCRYPT = /^\$2[aby]\$(\d\d)\$/;
 // A constant hash (of "gatehouse-calibration") whose verification times bcrypt on this machine at start-up.
 const BCRYPT_CALIBRATION_COST = 8;
+const MAX_FLOOR_BCRYPT_COST = 14;
 
 /** Builds an argon2id hasher that also verifies bcrypt hashes imported from passlib. */
 export function createPasswordHasher(
@@ -62,6 +65,10 @@ export function createPasswordHasher(
   // Per 2^cost rounds, since each bcrypt cost doubles the work: one estimate serves every cost.
   const bcryptRoundDuration = createDurationEstimate();
   let slowestBcryptCost = options.importedBcryptCost ?? 12;
+  // Without bcrypt hashes every failure is one argon2 verification already (a real or the dummy hash), so there is
+  // nothing to hide and failures are not slowed: the caller activates the floor when its users include bcrypt
+  // hashes, and the first bcrypt hash met activates it too.
+  let floorActive = false;
   const failureFloorMs = () =>
     Math.max(argon2Duration.upperBoundMs(), bcryptRoundDuration.upperBoundMs() * 2 ** slowestBcryptCost);
 
@@ -105,8 +112,10 @@ export function createPasswordHasher(
     const bcrypt = BCRYPT.exec(storedHash);
     if (bcrypt) {
       const cost = Number(bcrypt[1]);
-      // A cost above the expected one raises the floor from now on; the first such failure shows, once.
-      if (cost <= 31) slowestBcryptCost = Math.max(slowestBcryptCost, cost);
+      floorActive = true;
+      // A cost above the expected one raises the floor from now on; the first such failure shows, once. Capped, so
+      // that one absurd imported cost cannot slow every failed login to minutes.
+      if (cost <= MAX_FLOOR_BCRYPT_COST) slowestBcryptCost = Math.max(slowestBcryptCost, cost);
       // passlib hashed the raw password: no normalisation here, or imported users could not log in.
       // Below the calibration cost a run is mostly fixed overhead, which would inflate the per-round estimate.
       const task = () => verifyBcrypt(password, storedHash);
@@ -119,6 +128,7 @@ export function createPasswordHasher(
   const verifyPassword = async (storedHash: string, password: string): Promise<boolean> => {
     const started = performance.now();
     if (await matches(storedHash, password)) return true;
+    if (!floorActive) return false;
     await calibration.catch(() => {});
     // From the start of the call, queueing included: the queue is shared, so it says nothing about the hash.
     const remainingMs = started + failureFloorMs() - performance.now();
@@ -139,6 +149,9 @@ export function createPasswordHasher(
       await verifyPassword(await dummyHash, password);
     },
     failureFloorMs,
+    activateFailureFloor: () => {
+      floorActive = true;
+    },
   };
 }
 

@@ -24,12 +24,17 @@ export interface AccountsService {
   verifyCredentials(username: string, password: string): Promise<VerifiedLogin | undefined>;
   /** Returns the user with this id, or undefined when there is none (any more). */
   findUser(id: number): Promise<User | undefined>;
-  /** Changes email, age or level (the email only with the current password); throws email_taken, not_found or invalid_password. */
+  /**
+   * Changes email, age or level, only while the session asking is live and, when a current password is given, while
+   * it is still the user's; throws email_taken, not_found, invalid_password or invalid_token.
+   */
   updateProfile(userId: number, changes: ProfileUpdate): Promise<User>;
   /** Replaces the password after checking the current one, and ends every session but `keepSessionId`. */
   changePassword(userId: number, change: PasswordChange): Promise<void>;
   /** Deletes the user with their conversation and sessions after checking the password. */
   deleteAccount(userId: number, password: string): Promise<void>;
+  /** Makes failed logins as slow as a bcrypt verification when imported bcrypt hashes exist; run once at start. */
+  equaliseFailureTiming(): Promise<void>;
 }
 
 export interface VerifiedLogin {
@@ -39,8 +44,10 @@ export interface VerifiedLogin {
 }
 
 export interface ProfileUpdate {
+  /** The session asking: a password change that ended it must not be overtaken by this change. */
+  sessionId: string;
   email?: string;
-  /** Required with an email change: the email is where password resets would go. */
+  /** Checked when given (and then the change applies only while it is still the password). */
   currentPassword?: string;
   age?: number;
   level?: Level;
@@ -161,26 +168,20 @@ export function createAccountsService(deps: AccountsDependencies): AccountsServi
 
     findUser: (id) => users.findUserById(id),
 
+    async equaliseFailureTiming() {
+      if (await users.hasBcryptPasswordHashes()) hasher.activateFailureFloor();
+    },
+
     async updateProfile(userId, changes) {
       const email = changes.email?.trim();
       if (email !== undefined && !hasValidLocalPart(email)) {
         throw new AppError('validation_failed', 'Invalid email', { details: [EMAIL_LOCAL_PART_PROBLEM] });
       }
-      let expectedHash: string | undefined;
-      if (email !== undefined) {
-        if (changes.currentPassword === undefined) {
-          throw new AppError('validation_failed', 'Invalid profile change', {
-            details: [
-              {
-                loc: ['body', 'current_password'],
-                msg: 'The current password is required to change the email',
-                type: 'missing',
-              },
-            ],
-          });
-        }
-        expectedHash = (await checkPassword(userId, changes.currentPassword)).passwordHash;
-      }
+      // Seed clients change their email without a password; a password given is checked.
+      const expectedHash =
+        changes.currentPassword === undefined
+          ? undefined
+          : (await checkPassword(userId, changes.currentPassword)).passwordHash;
       const user = await users.updateUserProfile(
         userId,
         {
@@ -189,10 +190,14 @@ export function createAccountsService(deps: AccountsDependencies): AccountsServi
           ...(changes.level !== undefined ? { level: changes.level } : {}),
         },
         clock.now(),
-        expectedHash,
+        { liveSessionId: changes.sessionId, ...(expectedHash !== undefined ? { expectedHash } : {}) },
       );
-      // With an email change, a miss means the password changed since it was checked: the proof is stale.
-      if (!user && expectedHash !== undefined) throw new AppError('invalid_password', 'Incorrect password');
+      if (!user && (await users.findUserById(userId))) {
+        // A password change committed since the request was authenticated: it ended this session, or it made the
+        // password given here stale. Either way the change must not land after it.
+        if (expectedHash !== undefined) throw new AppError('invalid_password', 'Incorrect password');
+        throw new AppError('invalid_token', 'Could not validate credentials');
+      }
       if (!user) throw new AppError('not_found', 'User not found');
       return user;
     },

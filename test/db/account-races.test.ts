@@ -54,7 +54,23 @@ describe.each(dialects)('account changes racing a password change on %s', (diale
       maxPasswordLength: 1024,
       welcomeMessage: 'welcome',
     });
-    return { accounts, users, user };
+    const sessionId = `s-${username}`;
+    const nowMs = clock.now().getTime();
+    await database.db
+      .insertInto('sessions')
+      .values({
+        id: sessionId,
+        user_id: user.id,
+        created_at_ms: nowMs,
+        last_used_at_ms: nowMs,
+        expires_at_ms: nowMs + 3600_000,
+        revoked_at_ms: null,
+        revoked_reason: null,
+        user_agent: null,
+        ip_address: null,
+      })
+      .execute();
+    return { accounts, users, user, sessionId };
   }
 
   it('refuses a deletion whose password check a password change overtook, deleting nothing', async () => {
@@ -66,10 +82,33 @@ describe.each(dialects)('account changes racing a password change on %s', (diale
   });
 
   it('refuses an email change whose password check a password change overtook, changing nothing', async () => {
-    const { accounts, users, user } = await accountsWithPasswordChangedAfterCheck('emailrace');
+    const { accounts, users, user, sessionId } = await accountsWithPasswordChangedAfterCheck('emailrace');
     await expect(
-      accounts.updateProfile(user.id, { email: 'attacker@example.com', currentPassword: STRONG_PASSWORD }),
+      accounts.updateProfile(user.id, {
+        sessionId,
+        email: 'attacker@example.com',
+        currentPassword: STRONG_PASSWORD,
+      }),
     ).rejects.toMatchObject({ code: 'invalid_password' });
     expect(await users.findUserById(user.id)).toEqual(user);
+  });
+
+  it('refuses an email change from a session that a password change ended after the request was authenticated', async () => {
+    const { accounts, users, user, sessionId } = await accountsWithPasswordChangedAfterCheck('sessionrace');
+    await database.db
+      .updateTable('sessions')
+      .set({ revoked_at_ms: Date.now(), revoked_reason: 'password_changed' })
+      .where('id', '=', sessionId)
+      .execute();
+    await expect(
+      accounts.updateProfile(user.id, { sessionId, email: 'attacker@example.com' }),
+    ).rejects.toMatchObject({ code: 'invalid_token' });
+    expect(await users.findUserById(user.id)).toEqual(user);
+  });
+
+  it('changes the email without a password from a live session, as seed clients do', async () => {
+    const { accounts, user, sessionId } = await accountsWithPasswordChangedAfterCheck('liveemail');
+    const changed = await accounts.updateProfile(user.id, { sessionId, email: 'new-address@example.com' });
+    expect(changed.email).toBe('new-address@example.com');
   });
 });

@@ -91,6 +91,7 @@ describe('password hasher timing', () => {
 
   it('answers a wrong password as slowly for argon2, bcrypt cost 12 and no user at all', async () => {
     const hasher = createPasswordHasher(FAST_ARGON2);
+    hasher.activateFailureFloor();
     const argon2 = await hasher.hash('the right password');
     const bcrypt = bcryptHashSync('the right password', 12);
     // Interleaved, so that a noisy neighbour slows all three alike.
@@ -107,10 +108,22 @@ describe('password hasher timing', () => {
 
   it('pads only failures: a right argon2 password answers well before a wrong one', async () => {
     const hasher = createPasswordHasher(FAST_ARGON2);
+    hasher.activateFailureFloor();
     const argon2 = await hasher.hash('the right password');
     const right = await median(5, () => hasher.verify(argon2, 'the right password'));
     const wrong = await median(5, () => hasher.verify(argon2, 'a wrong password'));
     expect(right).toBeLessThan(wrong / 4);
+  }, 60_000);
+
+  it('does not slow failures while no bcrypt hash was met or announced, and does once one is met', async () => {
+    const hasher = createPasswordHasher(FAST_ARGON2);
+    const argon2 = await hasher.hash('the right password');
+    await hasher.verifyDummy('warm up');
+    const unpadded = await median(5, () => hasher.verify(argon2, 'a wrong password'));
+    expect(unpadded).toBeLessThan(hasher.failureFloorMs() / 4);
+    await hasher.verify(bcryptHashSync('the right password', 12), 'a wrong password');
+    const padded = await median(3, () => hasher.verify(argon2, 'a wrong password'));
+    expect(padded).toBeGreaterThan(hasher.failureFloorMs() / 2);
   }, 60_000);
 
   it('raises the floor for a bcrypt hash dearer than the expected cost', async () => {

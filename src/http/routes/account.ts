@@ -96,6 +96,7 @@ export const accountRoutes: FastifyPluginAsyncTypebox<{
     async (request) => {
       const { email, current_password: currentPassword, age, level } = request.body;
       const user = await accounts.updateProfile(request.auth!.user.id, {
+        sessionId: request.auth!.sessionId,
         ...(email !== undefined ? { email } : {}),
         ...(currentPassword !== undefined ? { currentPassword } : {}),
         ...(age !== undefined ? { age } : {}),
