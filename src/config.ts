@@ -1,6 +1,7 @@
 import { availableParallelism } from 'node:os';
 import Type, { type Static } from 'typebox';
 import Value from 'typebox/value';
+import { MIN_SECRET_BYTES } from './security/secret-box.ts';
 
 const booleanFlag = (fallback: 'true' | 'false') =>
   Type.Union([Type.Literal('true'), Type.Literal('false'), Type.Literal('1'), Type.Literal('0')], {
@@ -102,7 +103,6 @@ const PUBLISHED_SECRETS = new Set([
 
 const MAX_PASSWORD_LENGTH = 1024;
 
-const MIN_SECRET_BYTES = 32;
 const BASE64URL = /^[A-Za-z0-9_-]+$/;
 const MAKE_SECRET =
   "Make one with `node -e \"console.log(require('crypto').randomBytes(32).toString('base64url'))\"` (or `npm run gatehouse -- secret generate`)";
@@ -112,10 +112,11 @@ const MAKE_SECRET =
 function encodedSecretBytes(secret: string): number {
   if (/^(?:[0-9a-fA-F]{2})+$/.test(secret)) return secret.length / 2;
   const unpadded = secret.replace(/={1,2}$/, '');
-  if (/^[A-Za-z0-9+/]+$/.test(unpadded) || /^[A-Za-z0-9_-]+$/.test(unpadded)) {
-    return Math.floor((unpadded.length * 3) / 4);
-  }
-  return 0;
+  const base64 = /^[A-Za-z0-9+/]+$/.test(unpadded) || /^[A-Za-z0-9_-]+$/.test(unpadded);
+  // Random base64 of 32+ bytes mixes cases and has about 30 distinct characters (a miss is below one in 10^9);
+  // a long passphrase of letters and digits usually does not.
+  if (!base64 || !/[a-z]/.test(unpadded) || !/[A-Z]/.test(unpadded) || new Set(unpadded).size < 20) return 0;
+  return Math.floor((unpadded.length * 3) / 4);
 }
 
 /** Parses an environment-like record into a frozen Config, or throws ConfigError listing every problem. */

@@ -12,7 +12,7 @@ import { runSecretCommand, type SecretSource } from './commands/secret.ts';
 import { runSeedUsersCommand } from './commands/seed-users.ts';
 import { type Config, ConfigError, loadConfig, parseSecretList, withSecrets } from './config.ts';
 import type { DbHandle } from './db/connect.ts';
-import { readOrCreateSecretFile, secretFilePath } from './db/data-directory.ts';
+import { readOrCreateSecretFile, type SecretFile, secretFilePath } from './db/data-directory.ts';
 import { createSigningKeysRepository } from './db/signing-keys.ts';
 import { systemClock } from './security/clock.ts';
 import { createPasswordHasher } from './security/passwords.ts';
@@ -50,7 +50,7 @@ function resolveSecrets(config: Config): { config: Config; source: SecretSource 
     return { config: withSecrets(config, [generateSecret()]), source: { kind: 'environment' } };
   }
   const path = secretFilePath(config.database.path);
-  let file: { content: string; created: boolean };
+  let file: SecretFile;
   try {
     file = readOrCreateSecretFile(path, generateSecret());
   } catch (error) {
@@ -63,6 +63,11 @@ function resolveSecrets(config: Config): { config: Config; source: SecretSource 
     for (const problem of problems)
       console.error(`gatehouse: ${path}: ${problem.replace(/GATEHOUSE_SECRET/g, 'the secret')}`);
     process.exit(1);
+  }
+  if (file.exposedMode && cluster.isPrimary) {
+    warn(
+      `${path} was readable by other users (mode ${file.exposedMode}); it is now 0600, but if anyone may have read it, rotate it: npm run gatehouse -- secret rotate`,
+    );
   }
   if (file.created && cluster.isPrimary) {
     console.warn(
@@ -106,7 +111,7 @@ function deprioritiseThreadpool(priority: Config['hashThreadPriority']): string 
 async function prepareDatabase(config: Config): Promise<DbHandle> {
   try {
     // Workers find the database prepared by their primary; only the primary reports what it mended.
-    return await openDatabase(config, cluster.isPrimary ? warn : () => {});
+    return (await openDatabase(config, cluster.isPrimary ? warn : () => {})).handle;
   } catch (error) {
     console.error(`gatehouse: cannot prepare the database: ${(error as Error).cause ?? error}`);
     process.exit(1);
@@ -207,7 +212,10 @@ async function superviseWorkers(config: Config): Promise<void> {
   // Round-robin (node:cluster's default): the primary accepts and passes each connection to the next worker, which
   // spreads load evenly. Its known limit: a connection passed to a worker in the instant it dies is not answered.
   const recentCrashes: number[] = [];
-  for (let i = 0; i < config.workers; i += 1) cluster.fork();
+  // Workers take the primary's secrets, even from secret.key: a worker replaced after a `secret rotate` must still
+  // derive the same refresh-token key as its siblings.
+  const workerEnv = { GATEHOUSE_SECRET: config.secrets.join(',') };
+  for (let i = 0; i < config.workers; i += 1) cluster.fork(workerEnv);
   cluster.on('exit', (worker, code, signal) => {
     if (stopping) {
       if (code !== 0 && signal !== 'SIGTERM') failedWhileStopping = true;
@@ -225,7 +233,7 @@ async function superviseWorkers(config: Config): Promise<void> {
     const timer = setTimeout(
       () => {
         restarts.delete(timer);
-        if (!stopping) cluster.fork();
+        if (!stopping) cluster.fork(workerEnv);
       },
       Math.min(5000, 200 * recentCrashes.length),
     );

@@ -18,7 +18,7 @@ export async function runKeysCommand(
     print('JWT_ALGORITHM=HS256 signs with JWT_SECRET: rotate it by changing the secret, not with keys');
     return 1;
   }
-  const handle = await openDatabase(config, print);
+  const { handle } = await openDatabase(config, print);
   try {
     const signingKeys = createSigningKeysRepository(handle.db);
     if (command === 'list') {

@@ -1,8 +1,8 @@
 import { type Config, withSecrets } from '../config.ts';
-import { replaceSecretFile } from '../db/data-directory.ts';
+import { lockSecretFile, readOrCreateSecretFile, replaceSecretFile } from '../db/data-directory.ts';
 import { createSigningKeysRepository } from '../db/signing-keys.ts';
 import { createSecretBox, generateSecret } from '../security/secret-box.ts';
-import { sealSigningKeys } from '../services/keys.ts';
+import { findKeysNotSealedWith, sealSigningKeys } from '../services/keys.ts';
 import { openDatabase } from './open-database.ts';
 
 const USAGE = 'usage: npm run gatehouse -- secret generate | rotate';
@@ -22,19 +22,31 @@ export async function runSecretCommand(
   print: (line: string) => void,
 ): Promise<number> {
   const [command] = args;
-  if (command === 'generate') {
-    print(generateSecret());
-    return 0;
-  }
+  // `secret generate` needs no configuration: main.ts answers it before reading any.
   if (command !== 'rotate') {
     print(USAGE);
     return 2;
   }
+  const release = source.kind === 'file' ? lockSecretFile(source.path) : () => {};
+  try {
+    return await rotateSecret(config, source, print);
+  } finally {
+    release();
+  }
+}
+
+async function rotateSecret(
+  config: Config,
+  source: SecretSource,
+  print: (line: string) => void,
+): Promise<number> {
   let secrets = config.secrets;
   if (source.kind === 'file') {
     // The new secret joins the file first, so that the file always holds a secret that opens every row, whenever
     // this command is stopped.
-    secrets = [generateSecret(), ...config.secrets];
+    // Read again under the lock: a rotation that finished since this process started changed the file.
+    const current = readOrCreateSecretFile(source.path, generateSecret()).content.split(',');
+    secrets = [generateSecret(), ...current.map((secret) => secret.trim())];
     replaceSecretFile(source.path, secrets.join(','));
   } else if (secrets.length < 2) {
     print('GATEHOUSE_SECRET holds one secret: rotating means running every instance with "new,old" first.');
@@ -44,14 +56,18 @@ export async function runSecretCommand(
     print('on every instance and restart them, then run this command again with that list.');
     return 1;
   }
-  const rotated = withSecrets(config, secrets);
-  const handle = await openDatabase(rotated, print);
+  const { handle } = await openDatabase(withSecrets(config, secrets), print);
   try {
     const box = createSecretBox(secrets);
-    const report = await sealSigningKeys(createSigningKeysRepository(handle.db), box, { reseal: true });
+    const signingKeys = createSigningKeysRepository(handle.db);
+    const report = await sealSigningKeys(signingKeys, box, { reseal: true, now: new Date() });
     print(`re-sealed ${report.sealed.length} private key(s) with secret ${box.sealingKeyId}`);
-    if (report.unreadable.length > 0) {
-      print(`no configured secret opens key(s) ${report.unreadable.join(', ')}: they were left as they are`);
+    // Checked afresh, so that a key another process added meanwhile (a `keys rotate`) is not lost with the old secret.
+    const left = await findKeysNotSealedWith(signingKeys, box);
+    if (left.length > 0) {
+      print(
+        `key(s) ${left.join(', ')} are not sealed with the new secret: keep the old one and run this again`,
+      );
       return 1;
     }
     if (source.kind === 'file') {

@@ -17,9 +17,14 @@ export interface SigningKeysRepository {
   /** Stores the key only if no active key of its algorithm exists, serialised across instances. */
   insertFirstSigningKey(key: Omit<StoredSigningKey, 'createdAt' | 'retiredAt'>, now: Date): Promise<void>;
   retireSigningKey(kid: string, now: Date): Promise<boolean>;
+  /** Records that the keys stored in plain text before encryption were sealed: none may appear after that. */
+  markPlaintextKeysSealed(now: Date): Promise<void>;
+  werePlaintextKeysSealed(): Promise<boolean>;
   /** Replaces the stored private key only if it is still `expected`; true if replaced. */
   replaceSealedPrivateJwk(kid: string, expected: string, sealed: string): Promise<boolean>;
 }
+
+const PLAINTEXT_KEYS_SEALED = 'plaintext_signing_keys_sealed';
 
 export function createSigningKeysRepository(db: Db): SigningKeysRepository {
   return {
@@ -66,6 +71,23 @@ export function createSigningKeysRepository(db: Db): SigningKeysRepository {
         if (existing) return;
         await trx.insertInto('signing_keys').values(toSigningKeyRow(key, now)).execute();
       });
+    },
+
+    async markPlaintextKeysSealed(now) {
+      await db
+        .insertInto('server_secrets')
+        .values({ name: PLAINTEXT_KEYS_SEALED, value: 'true', created_at_ms: now.getTime() })
+        .onConflict((conflict) => conflict.column('name').doNothing())
+        .execute();
+    },
+
+    async werePlaintextKeysSealed() {
+      const row = await db
+        .selectFrom('server_secrets')
+        .select('name')
+        .where('name', '=', PLAINTEXT_KEYS_SEALED)
+        .executeTakeFirst();
+      return row !== undefined;
     },
 
     async replaceSealedPrivateJwk(kid, expected, sealed) {

@@ -166,33 +166,63 @@ export interface SealingReport {
   sealed: string[];
   /** Keys that no configured secret opens: left as they are. */
   unreadable: string[];
+  /** Keys in plain text written after the one-time sealing: not Gatehouse's, left as they are and never used. */
+  planted: string[];
 }
 
+const SEALING_ATTEMPTS = 3;
+
 /**
- * Seals the private keys still stored in plain text (written before encryption) with the current secret; with
- * `reseal`, also those sealed with an older secret of the list, so that it can then be dropped. Safe to run while
- * instances serve: each row is replaced only if unchanged since it was read.
+ * Seals the private keys stored in plain text by versions before encryption (once: plain text appearing later was
+ * written by someone else and is reported, never sealed or used); with `reseal`, also those sealed with an older
+ * secret of the list, so that it can then be dropped. Safe while instances serve: each row is replaced only if
+ * unchanged since it was read, and a row changed meanwhile is read again.
  */
 export async function sealSigningKeys(
   signingKeys: SigningKeysRepository,
   box: SecretBox,
-  options: { reseal: boolean },
+  options: { reseal: boolean; now: Date },
 ): Promise<SealingReport> {
-  const report: SealingReport = { sealed: [], unreadable: [] };
-  for (const key of await signingKeys.findAllSigningKeys()) {
-    const stored = key.sealedPrivateJwk;
-    if (isSealed(stored) && (!options.reseal || sealedKeyId(stored) === box.sealingKeyId)) continue;
-    let plaintext: string;
-    try {
-      plaintext = isSealed(stored) ? box.open(stored, sealingContext(key.kid)) : stored;
-    } catch {
-      report.unreadable.push(key.kid);
-      continue;
+  const report: SealingReport = { sealed: [], unreadable: [], planted: [] };
+  const plaintextAllowed = !(await signingKeys.werePlaintextKeysSealed());
+  for (let attempt = 1; attempt <= SEALING_ATTEMPTS; attempt += 1) {
+    report.unreadable = [];
+    report.planted = [];
+    let missed = false;
+    for (const key of await signingKeys.findAllSigningKeys()) {
+      const stored = key.sealedPrivateJwk;
+      if (isSealed(stored) && (!options.reseal || sealedKeyId(stored) === box.sealingKeyId)) continue;
+      if (!isSealed(stored) && !plaintextAllowed) {
+        report.planted.push(key.kid);
+        continue;
+      }
+      let plaintext: string;
+      try {
+        plaintext = isSealed(stored) ? box.open(stored, sealingContext(key.kid)) : stored;
+      } catch {
+        report.unreadable.push(key.kid);
+        continue;
+      }
+      const sealed = box.seal(plaintext, sealingContext(key.kid));
+      if (await signingKeys.replaceSealedPrivateJwk(key.kid, stored, sealed)) report.sealed.push(key.kid);
+      else missed = true;
     }
-    const sealed = box.seal(plaintext, sealingContext(key.kid));
-    if (await signingKeys.replaceSealedPrivateJwk(key.kid, stored, sealed)) report.sealed.push(key.kid);
+    if (!missed) break;
   }
+  if (plaintextAllowed) await signingKeys.markPlaintextKeysSealed(options.now);
   return report;
+}
+
+/** Returns the kids of the keys that do not open with the first secret alone (before dropping the others). */
+export async function findKeysNotSealedWith(
+  signingKeys: SigningKeysRepository,
+  box: SecretBox,
+): Promise<string[]> {
+  const notSealed: string[] = [];
+  for (const key of await signingKeys.findAllSigningKeys()) {
+    if (sealedKeyId(key.sealedPrivateJwk) !== box.sealingKeyId) notSealed.push(key.kid);
+  }
+  return notSealed;
 }
 
 // Binds each ciphertext to its row: a sealed key copied onto another kid does not open.
@@ -209,15 +239,15 @@ async function generateSealedKeyPair(box: SecretBox) {
 }
 
 async function openSigningKey(stored: StoredSigningKey, box: SecretBox): Promise<SigningKey> {
-  // Plain JSON only until sealSigningKeys has run at start (the migration from unencrypted rows).
-  const privateJwk = isSealed(stored.sealedPrivateJwk)
-    ? box.open(stored.sealedPrivateJwk, sealingContext(stored.kid))
-    : stored.sealedPrivateJwk;
-  return importEd25519KeyPair({
-    kid: stored.kid,
-    publicJwk: stored.publicJwk,
-    privateJwk: JSON.parse(privateJwk),
-  });
+  // Keys from before encryption were sealed at start (sealSigningKeys); one in plain text now was not written here.
+  if (!isSealed(stored.sealedPrivateJwk))
+    throw new Error('it is stored in plain text, which Gatehouse never writes');
+  const privateJwk = JSON.parse(box.open(stored.sealedPrivateJwk, sealingContext(stored.kid)));
+  // The public half is taken from the sealed private JWK: the public_jwk column is not sealed, and someone who can
+  // write to the database must not be able to swap in a public key of their own.
+  if (privateJwk.x !== stored.publicJwk.x)
+    throw new Error('its public key does not match its sealed private key');
+  return importEd25519KeyPair({ kid: stored.kid, publicJwk: privateJwk, privateJwk });
 }
 
 function unreadableKeyError(stored: StoredSigningKey, cause: unknown): AppError {

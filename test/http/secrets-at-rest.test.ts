@@ -70,24 +70,53 @@ describe.each(dialects)('secrets at rest on %s', (dialect) => {
       },
       new Date('2026-11-25T11:00:00Z'),
     );
-    const before = await start();
-    await registerUser(before.app);
-    const token = await loginToken(before.app);
-    expect(decodeToken(token).header.kid).toBe(legacy.kid);
-
     const report = await sealSigningKeys(
       createSigningKeysRepository(database.db),
       createSecretBox([TEST_SECRET]),
-      { reseal: false },
+      { reseal: false, now: new Date() },
     );
-    expect(report).toEqual({ sealed: [legacy.kid], unreadable: [] });
+    expect(report).toEqual({ sealed: [legacy.kid], unreadable: [], planted: [] });
     const [row] = await storedKeys();
     expect(isSealed(row?.private_jwk ?? '')).toBe(true);
     expect(row?.private_jwk).not.toContain(String(legacy.privateJwk.d));
 
     const after = await start();
-    expect((await read(after, token)).statusCode).toBe(200);
+    await registerUser(after.app);
     expect(decodeToken(await loginToken(after.app)).header.kid).toBe(legacy.kid);
+  });
+
+  it('never seals or uses a key planted in plain text after the one-time sealing', async () => {
+    const signingKeys = createSigningKeysRepository(database.db);
+    const box = createSecretBox([TEST_SECRET]);
+    await sealSigningKeys(signingKeys, box, { reseal: false, now: new Date() });
+    await start();
+    const planted = await generateEd25519KeyPair();
+    await signingKeys.insertSigningKey(
+      {
+        kid: planted.kid,
+        algorithm: 'EdDSA',
+        publicJwk: planted.publicJwk as Record<string, unknown>,
+        sealedPrivateJwk: JSON.stringify(planted.privateJwk),
+      },
+      new Date('2026-11-25T12:00:01Z'),
+    );
+    expect(await sealSigningKeys(signingKeys, box, { reseal: false, now: new Date() })).toEqual({
+      sealed: [],
+      unreadable: [],
+      planted: [planted.kid],
+    });
+    await expect(start()).rejects.toThrow(/plain text/);
+  });
+
+  it('refuses a stored key whose public half was swapped for another', async () => {
+    const t = await start();
+    await registerUser(t.app);
+    const other = await generateEd25519KeyPair();
+    await database.db
+      .updateTable('signing_keys')
+      .set({ public_jwk: JSON.stringify(other.publicJwk) })
+      .execute();
+    await expect(start()).rejects.toThrow(/public key does not match/);
   });
 
   it('rotates GATEHOUSE_SECRET: "new,old" opens both, re-sealing moves every key to new, then new alone serves', async () => {
@@ -100,7 +129,7 @@ describe.each(dialects)('secrets at rest on %s', (dialect) => {
     const report = await sealSigningKeys(
       createSigningKeysRepository(database.db),
       createSecretBox([newSecret, TEST_SECRET]),
-      { reseal: true },
+      { reseal: true, now: new Date() },
     );
     expect(report.sealed).toHaveLength(1);
     for (const row of await storedKeys()) expect(row.private_jwk.split(':')[1]).toBe(secretKeyId(newSecret));

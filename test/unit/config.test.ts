@@ -70,10 +70,21 @@ describe('loadConfig', () => {
       'abcdefghijklmnopqrstuvwxyz012345',
       'correct horse battery staple, twice over',
       'Kq8#vL2!xR9@mN4$pT7&Kq8#vL2!xR9@mN4$pT7&',
+      'thisismyverylongjwtsigningpassphraseforproduction2026',
+      'MyApplicationSecretKeyMyApplicationSecretKey',
     ]) {
       expect(problemsOf({ JWT_ALGORITHM: 'HS256', JWT_SECRET: secret }).join(), secret).toMatch(
         /JWT_SECRET must be at least 32 bytes/,
       );
+    }
+  });
+
+  it('accepts random secrets of 32 bytes in every encoding, whatever their characters happen to be', () => {
+    for (let i = 0; i < 200; i += 1) {
+      const bytes = randomBytes(32);
+      for (const encoding of ['base64', 'base64url', 'hex'] as const) {
+        expect(problemsOf({ JWT_ALGORITHM: 'HS256', JWT_SECRET: bytes.toString(encoding) })).toEqual([]);
+      }
     }
   });
 
