@@ -108,10 +108,12 @@ export async function buildApp(
   const db = deps.db.db;
   const users = createUsersRepository(db);
   const sessionsRepository = createSessionsRepository(db);
+  const passwordPolicy = createPasswordPolicy(config.passwords);
+  app.addHook('onClose', () => passwordPolicy.close());
   const accounts = createAccountsService({
     users,
     hasher: deps.passwords,
-    policy: createPasswordPolicy(config.passwords),
+    policy: passwordPolicy,
     clock: deps.clock,
     maxPasswordLength: config.passwords.maxLength,
     welcomeMessage: WELCOME_MESSAGE,

@@ -84,8 +84,6 @@ export function toAppError(error: FastifyError | Error): AppError {
     // Starlette, under the FastAPI seed, leaves a broken escape undecoded and answers 404: no route can match it.
     case 'FST_ERR_BAD_URL':
     case 'FST_ERR_MAX_PARAM_LENGTH':
-    // The documentation asset server refusing a path that climbs out of its directory.
-    case 'FST_STATIC_FORBIDDEN_PATH':
       return new AppError('not_found', 'Not Found', { cause: error });
     case 'FST_ERR_CTP_EMPTY_JSON_BODY':
       return new AppError('validation_failed', 'Empty body', {
@@ -108,10 +106,6 @@ export function toAppError(error: FastifyError | Error): AppError {
     });
   }
   const status = fastifyError.statusCode;
-  // The documentation asset server's other refusals (a NUL byte in the path) come from http-errors, which sets `expose`.
-  if ('expose' in error && status !== undefined && status >= 400 && status < 500) {
-    return new AppError('not_found', 'Not Found', { cause: error });
-  }
   if (status !== undefined && status >= 400 && status < 500) {
     // Malformed JSON, forbidden __proto__ keys, bad Content-Length and similar client mistakes.
     return new AppError('validation_failed', 'Malformed body', {
@@ -146,6 +140,24 @@ export function sendError(error: AppError, request: FastifyRequest, reply: Fasti
 
 export function errorHandler(error: FastifyError, request: FastifyRequest, reply: FastifyReply) {
   return sendError(toAppError(error), request, reply);
+}
+
+// @fastify/send reports through http-errors classes, which carry no `code`: a path it cannot decode or that holds a NUL
+// byte (400), a dotfile or a climbing path (403), a failed precondition (412), an unsatisfiable range (416).
+const DOCUMENTATION_ASSET_REFUSALS = new Set([
+  'BadRequestError',
+  'ForbiddenError',
+  'PreconditionFailedError',
+  'RangeNotSatisfiableError',
+]);
+
+/** The error handler of the documentation scope: the asset server's refusals answer as an unknown path, 404. */
+export function documentationErrorHandler(error: FastifyError, request: FastifyRequest, reply: FastifyReply) {
+  const isRefusal =
+    error.code === 'FST_STATIC_FORBIDDEN_PATH' ||
+    (DOCUMENTATION_ASSET_REFUSALS.has(error.name) && (error.statusCode ?? 500) < 500);
+  if (isRefusal) return sendError(new AppError('not_found', 'Not Found', { cause: error }), request, reply);
+  return errorHandler(error, request, reply);
 }
 
 interface AjvProblem {

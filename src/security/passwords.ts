@@ -33,6 +33,14 @@ export interface PasswordHasherOptions {
   importedBcryptCost?: number;
 }
 
+/**
+ * Returns the one form of a password that the policy checks and argon2id hashes cover (NFKC); bcrypt hashes imported
+ * from passlib were made over the raw password, so bcrypt verification does not use it.
+ */
+export function normalisePassword(raw: string): string {
+  return raw.normalize('NFKC');
+}
+
 const BCRYPT = /^\$2[aby]\$(\d\d)\$/;
 // A constant hash (of "gatehouse-calibration") whose verification times bcrypt on this machine at start-up.
 const BCRYPT_CALIBRATION_COST = 8;
@@ -83,7 +91,7 @@ export function createPasswordHasher(
     });
 
   const hashPassword = (password: string) =>
-    timed(argon2Duration, 1, () => hash(password.normalize('NFKC'), argonOptions));
+    timed(argon2Duration, 1, () => hash(normalisePassword(password), argonOptions));
   // Made at once, so that the first unknown-user login after a start costs no more than any other; its time
   // seeds the argon2 estimate, as the calibration below seeds bcrypt's.
   const dummyHash = hashPassword('gatehouse-dummy-password-for-timing');
@@ -105,7 +113,7 @@ export function createPasswordHasher(
 
   const matches = (storedHash: string, password: string): Promise<boolean> => {
     if (storedHash.startsWith('$argon2')) {
-      return timed(argon2Duration, 1, () => verify(storedHash, password.normalize('NFKC'))).catch(
+      return timed(argon2Duration, 1, () => verify(storedHash, normalisePassword(password))).catch(
         () => false,
       );
     }

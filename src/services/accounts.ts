@@ -6,7 +6,7 @@ export type { User };
 import { AppError, type FieldProblem } from '../errors.ts';
 import type { Clock } from '../security/clock.ts';
 import type { PasswordPolicy, PasswordProblem } from '../security/password-policy.ts';
-import type { PasswordHasher } from '../security/passwords.ts';
+import { normalisePassword, type PasswordHasher } from '../security/passwords.ts';
 import { findUsernameProblem, type UsernameProblem, usernameSkeleton } from '../security/usernames.ts';
 
 export interface Registration {
@@ -270,14 +270,6 @@ function describeUsernameProblem(problem: UsernameProblem): FieldProblem {
         type: 'username_without_letter_or_digit',
       };
   }
-}
-
-/**
- * Returns the one form of a new password that the policy checks and the hash covers. Existing argon2id hashes were
- * made over NFKC too; bcrypt hashes imported from passlib were not, so verification receives the raw password.
- */
-export function normalisePassword(raw: string): string {
-  return raw.normalize('NFKC');
 }
 
 function describePasswordProblem(problem: PasswordProblem): FieldProblem {

@@ -10,10 +10,12 @@ import { createTestDatabase, dialects, type TestDatabase } from '../support/dial
 describe.each(dialects)('account changes racing a password change on %s', (dialect) => {
   let database: TestDatabase;
   const hasher = createPasswordHasher(FAST_ARGON2, { importedBcryptCost: 4 });
+  const policy = createPasswordPolicy({ minLength: 8, maxLength: 1024 });
   beforeAll(async () => {
     database = await createTestDatabase(dialect);
   });
   afterAll(async () => {
+    await policy.close();
     await database.destroy();
   });
 
@@ -49,7 +51,7 @@ describe.each(dialects)('account changes racing a password change on %s', (diale
     const accounts = createAccountsService({
       users: racing,
       hasher,
-      policy: createPasswordPolicy({ minLength: 8, maxLength: 1024 }),
+      policy,
       clock,
       maxPasswordLength: 1024,
       welcomeMessage: 'welcome',

@@ -1,3 +1,4 @@
+import type { Worker } from 'node:worker_threads';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildTestApp, registration, type TestApp } from '../support/build-test-app.ts';
 import { dialects } from '../support/dialects.ts';
@@ -339,5 +340,29 @@ describe.each(dialects)('POST /register/ on %s', (dialect) => {
     );
     expect(response.statusCode).toBe(413);
     expect(response.json()).toEqual({ detail: 'Request body is too large' });
+  });
+});
+
+describe.each(dialects)('the password strength worker on %s', (dialect) => {
+  it('ends with the app: closing it ends the worker the first registration started', async () => {
+    const exits: Promise<unknown>[] = [];
+    const track = (worker: Worker) => exits.push(new Promise((resolve) => worker.once('exit', resolve)));
+    process.on('worker', track);
+    try {
+      const t = await buildTestApp(dialect);
+      const response = await t.app.inject({ method: 'POST', url: '/register/', payload: registration() });
+      expect(response.statusCode).toBe(200);
+      expect(exits.length).toBeGreaterThan(0);
+      await t.close();
+      // terminate() settles after the exit event, so each exit promise has resolved once close() has.
+      let allExited = false;
+      void Promise.all(exits).then(() => {
+        allExited = true;
+      });
+      await new Promise((resolve) => setImmediate(resolve));
+      expect(allExited).toBe(true);
+    } finally {
+      process.off('worker', track);
+    }
   });
 });

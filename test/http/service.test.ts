@@ -165,6 +165,15 @@ describe.each(dialects)('errors at the edges on %s', (dialect) => {
     }
   });
 
+  it('answers 404 for a documentation asset path that holds a NUL byte or names a dotfile', async () => {
+    for (const path of ['/docs/static/index%00.html', '/docs/static/.env']) {
+      const response = await rawGet(port, path);
+      expect(response.status).toBe(404);
+      expect(response.headers).toMatchObject(STANDARD_HEADERS);
+      expect(JSON.parse(response.body)).toEqual({ detail: 'Not Found' });
+    }
+  });
+
   it('answers 404 for a documentation asset that does not exist', async () => {
     const response = await rawGet(port, '/docs/static/missing.js');
     expect(response.status).toBe(404);

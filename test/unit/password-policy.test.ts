@@ -1,8 +1,26 @@
-import { describe, expect, it } from 'vitest';
+import type { Worker } from 'node:worker_threads';
+import { afterAll, describe, expect, it } from 'vitest';
 import { createPasswordPolicy } from '../../src/security/password-policy.ts';
 
 const policy = createPasswordPolicy({ minLength: 8, maxLength: 1024 });
 const inputs = ['alice', 'alice@example.com'];
+const stuckWorkerUrl = new URL('../support/stuck-strength-worker.ts', import.meta.url);
+const unavailable = { code: 'service_unavailable' };
+
+/** Resolves with the next worker thread the process starts, and whether it has exited since. */
+function nextWorker(): Promise<{ worker: Worker; hasExited: () => boolean }> {
+  return new Promise((resolve) => {
+    process.once('worker', (worker: Worker) => {
+      let exited = false;
+      worker.once('exit', () => {
+        exited = true;
+      });
+      resolve({ worker, hasExited: () => exited });
+    });
+  });
+}
+
+afterAll(() => policy.close());
 
 describe('password policy', async () => {
   it('refuses a password one character below the minimum and accepts one at it', async () => {
@@ -50,5 +68,71 @@ describe('password policy', async () => {
       type: 'too_common',
       reason: 'it contains the username or email',
     });
+  });
+});
+
+describe('password strength worker', () => {
+  it('answers service_unavailable for the one estimate the worker fails on, and answers the others', async () => {
+    const local = createPasswordPolicy({ minLength: 8, maxLength: 1024 });
+    // zxcvbn throws on a null user input (it calls toString on each); the types never let one through.
+    const results = await Promise.allSettled([
+      local.check('correct horse battery staple', inputs),
+      local.check('correct horse battery staple', [null as unknown as string]),
+      local.check('password123456789', inputs),
+    ]);
+    expect(results[0]).toEqual({ status: 'fulfilled', value: undefined });
+    expect(results[1]).toMatchObject({ status: 'rejected', reason: unavailable });
+    expect(results[2]).toMatchObject({ status: 'fulfilled', value: { type: 'too_common' } });
+    await local.close();
+  });
+
+  it('answers service_unavailable at once when 64 estimates are already waiting', async () => {
+    const local = createPasswordPolicy(
+      { minLength: 8, maxLength: 1024 },
+      { workerUrl: stuckWorkerUrl, estimateTimeoutMs: 600_000 },
+    );
+    let settled = 0;
+    const waiting = Array.from({ length: 64 }, (_, i) =>
+      local.check(`stuck password ${i}`, inputs).finally(() => {
+        settled += 1;
+      }),
+    );
+    await expect(local.check('correct horse battery staple', inputs)).rejects.toMatchObject(unavailable);
+    expect(settled).toBe(0);
+    const outcomes = Promise.allSettled(waiting);
+    await local.close();
+    for (const outcome of await outcomes)
+      expect(outcome).toMatchObject({ status: 'rejected', reason: unavailable });
+  });
+
+  it('ends its worker on close, failing waiting estimates with service_unavailable', async () => {
+    const local = createPasswordPolicy(
+      { minLength: 8, maxLength: 1024 },
+      { workerUrl: stuckWorkerUrl, estimateTimeoutMs: 600_000 },
+    );
+    const started = nextWorker();
+    const refused = expect(local.check('stuck password', inputs)).rejects.toMatchObject(unavailable);
+    const { hasExited } = await started;
+    await local.close();
+    expect(hasExited()).toBe(true);
+    await refused;
+    expect(await local.check('correct horse battery staple', inputs)).toBeUndefined();
+    await local.close();
+  });
+
+  it('answers service_unavailable when an estimate outlasts its limit, and replaces the stuck worker', async () => {
+    const local = createPasswordPolicy(
+      { minLength: 8, maxLength: 1024 },
+      { workerUrl: stuckWorkerUrl, estimateTimeoutMs: 2000 },
+    );
+    const started = nextWorker();
+    const stuck = local.check('stuck password', inputs);
+    const { hasExited } = await started;
+    await expect(stuck).rejects.toMatchObject(unavailable);
+    const replacement = nextWorker();
+    expect(await local.check('correct horse battery staple', inputs)).toBeUndefined();
+    await replacement;
+    expect(hasExited()).toBe(true);
+    await local.close();
   });
 });
