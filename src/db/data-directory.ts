@@ -52,22 +52,26 @@ export function preparePrivateDatabaseFiles(databasePath: string): string[] {
       );
     }
   }
-  refuseSymlink(databasePath);
+  statUnlinked(databasePath);
   // Created before SQLite opens it: SQLite gives its -wal and -shm files the database file's permissions.
   closeSync(openSync(databasePath, constants.O_CREAT | constants.O_WRONLY | constants.O_NOFOLLOW, 0o600));
   for (const suffix of SQLITE_SUFFIXES) tightenFile(databasePath + suffix, warnings);
   return warnings;
 }
 
-// In a directory others can write to, a planted link would make this process create, open or chmod another file.
-function refuseSymlink(path: string): void {
+/**
+ * Returns the entry's own status, or undefined when it does not exist. Throws for a symbolic link: in a directory
+ * others can write to, a planted link would make this process create, open or chmod another file.
+ */
+function statUnlinked(path: string): Stats | undefined {
   let stats: Stats;
   try {
     stats = lstatSync(path);
   } catch {
-    return;
+    return undefined;
   }
   if (stats.isSymbolicLink()) throw new Error(`${path} is a symbolic link: refusing to use it`);
+  return stats;
 }
 
 function tryChmod(path: string, mode: number): boolean {
@@ -80,14 +84,8 @@ function tryChmod(path: string, mode: number): boolean {
 }
 
 function tightenFile(path: string, warnings: string[]): void {
-  let stats: Stats;
-  try {
-    stats = lstatSync(path);
-  } catch {
-    return;
-  }
-  if (stats.isSymbolicLink()) throw new Error(`${path} is a symbolic link: refusing to use it`);
-  if (!openToOthers(stats)) return;
+  const stats = statUnlinked(path);
+  if (!stats || !openToOthers(stats)) return;
   if (tryChmod(path, 0o600)) {
     warnings.push(`${path} was readable by other users (mode ${octal(stats)}); it is now 0600`);
   } else {
@@ -133,8 +131,8 @@ export function readOrCreateSecretFile(path: string, candidate: string): SecretF
 }
 
 function readSecretFile(path: string): { content: string; exposedMode?: string } {
-  const stats = lstatSync(path);
-  if (stats.isSymbolicLink()) throw new Error(`${path} is a symbolic link: refusing to use it`);
+  const stats = statUnlinked(path);
+  if (!stats) throw Object.assign(new Error(`${path} does not exist`), { code: 'ENOENT' });
   const content = readFileSync(path, 'utf8').trim();
   if (!openToOthers(stats)) return { content };
   tryChmod(path, 0o600);

@@ -32,6 +32,16 @@ const context = (server: RunningServer) => ({
   track: (s: string) => s,
 });
 
+/** Starts a server, registers a user and logs in; returns the access token and the stopped server. */
+async function tokenFromAStoppedServer(databaseUrl: string, env: Record<string, string | undefined>) {
+  const server = await startServer({ databaseUrl, env });
+  const ctx = context(server);
+  const user = await registerUser(ctx as never);
+  const token = await login(ctx as never, user.username, user.password);
+  await server.stop();
+  return { token, server };
+}
+
 function cli(env: Record<string, string>, args: string[]): Promise<{ code: number; out: string }> {
   return new Promise((resolve) => {
     execFile(
@@ -55,11 +65,7 @@ describe('the embedded database without GATEHOUSE_SECRET', () => {
   it('creates data/ 0700, the database 0600 and a secret.key 0600 that a restart reuses', async () => {
     const { data, databaseUrl } = freshDataDirectory();
     const env = { GATEHOUSE_SECRET: undefined };
-    const first = await startServer({ databaseUrl, env });
-    const ctx = context(first);
-    const user = await registerUser(ctx as never);
-    const token = await login(ctx as never, user.username, user.password);
-    await first.stop();
+    const { token, server: first } = await tokenFromAStoppedServer(databaseUrl, env);
     expect(mode(data)).toBe(0o700);
     expect(mode(path.join(data, 'gatehouse.db'))).toBe(0o600);
     const secretFile = path.join(data, 'secret.key');
@@ -113,11 +119,7 @@ describe('the embedded database without GATEHOUSE_SECRET', () => {
   it('rotates the secret with `secret rotate`: a new secret.key, every key re-sealed, old tokens still valid', async () => {
     const { data, databaseUrl } = freshDataDirectory();
     const env = { GATEHOUSE_SECRET: undefined };
-    const first = await startServer({ databaseUrl, env });
-    const ctx = context(first);
-    const user = await registerUser(ctx as never);
-    const token = await login(ctx as never, user.username, user.password);
-    await first.stop();
+    const { token } = await tokenFromAStoppedServer(databaseUrl, env);
     const secretFile = path.join(data, 'secret.key');
     const before = readFileSync(secretFile, 'utf8').trim();
 
@@ -158,11 +160,7 @@ describe('PostgreSQL and GATEHOUSE_SECRET', () => {
     const newSecret = generated.out.trim();
     expect(Buffer.from(newSecret, 'base64url').length).toBe(32);
     try {
-      const first = await startServer({ databaseUrl: database.url, env: { GATEHOUSE_SECRET: oldSecret } });
-      const ctx = context(first);
-      const user = await registerUser(ctx as never);
-      const token = await login(ctx as never, user.username, user.password);
-      await first.stop();
+      const { token } = await tokenFromAStoppedServer(database.url, { GATEHOUSE_SECRET: oldSecret });
 
       const alone = await cli({ DATABASE_URL: database.url, GATEHOUSE_SECRET: newSecret }, [
         'secret',
