@@ -93,23 +93,32 @@ const SMALL_CAPITALS: Record<string, string> = {
 };
 
 /**
- * Returns the confusable skeleton of a canonical (case-folded) username: two names that look alike have the same
- * skeleton. UTS #39 §4 (NFD, map through confusables.txt, NFD) with three supplements: decimal digits of any
- * system become ASCII digits, small capitals their ASCII letters, and a dot above after i or j is dropped (as it
- * is drawn). ASCII is left as it is: `l`/`1`, `rn`/`m` and `0`/`o` have always been different accounts here,
+ * Returns the confusable skeleton of a username as it is displayed (trimmed, NFKC, in the case its owner chose):
+ * two names that look alike have the same skeleton. UTS #39 §4 (NFD, map through confusables.txt, NFD) on the
+ * displayed glyphs, so that capitals meet capitals (`ΒΟΒ` and `bob`, since names are case-insensitive), then case-
+ * folded; with three supplements: decimal digits of any system become ASCII digits, small capitals their ASCII
+ * letters, and a dot above after i or j is dropped (as it is drawn). ASCII is left as it is: `l`/`1`, `rn`/`m` and `0`/`o` have always been different accounts here,
  * and the seed command's names (`seed-<n in base 36>`) rely on it.
  */
-export function usernameSkeleton(canonical: string): string {
-  return canonical
+export function usernameSkeleton(display: string): string {
+  return display
     .normalize('NFD')
     .replace(/[^\0-\x7f]/gu, (character) =>
       isDecimalDigit(character)
         ? String(character.codePointAt(0)! - digitZero(character))
-        : unhomoglyph(character).replace(/./gu, (mapped) => SMALL_CAPITALS[mapped] ?? mapped),
+        : prototypeOf(character),
     )
+    .toUpperCase()
     .toLowerCase()
     .replace(/([ij])\u0307/g, '$1')
     .normalize('NFD');
+}
+
+// confusables.txt draws every I-shaped letter as its prototype `l`; a capital one (Greek Ι, Cyrillic І) reads as
+// the capital I, which is `i` once case-folded, so `ΜΙΚΕ` meets `mike`.
+function prototypeOf(character: string): string {
+  const mapped = unhomoglyph(character).replace(/./gu, (prototype) => SMALL_CAPITALS[prototype] ?? prototype);
+  return mapped === 'l' && character !== character.toLowerCase() ? 'I' : mapped;
 }
 
 const isDecimalDigit = (character: string) => /^\p{Nd}$/u.test(character);

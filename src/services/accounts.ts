@@ -126,7 +126,7 @@ export function createAccountsService(deps: AccountsDependencies): AccountsServi
         {
           username: username.display,
           usernameCanonical: username.canonical,
-          usernameSkeleton: usernameSkeleton(username.canonical),
+          usernameSkeleton: usernameSkeleton(username.display),
           email,
           emailCanonical: email.toLowerCase(),
           passwordHash,

@@ -21,6 +21,9 @@ describe.each(dialects)('POST /register/ with lookalike usernames on %s', (diale
     ['a name with a small capital', 'alice', 'ᴀlice'],
     ['a name with a capital I with a dot', 'alice', 'alİce'],
     ['a name with a dotless i', 'alice', 'alıce'],
+    ['a whole-Greek name in capitals', 'mike', 'ΜΙΚΕ'],
+    ['a Latin name registered after its whole-Greek capital lookalike', 'ΤΟΜ', 'tom'],
+    ['a name with Latin capital betas', 'bobby', 'ꞴOꞴꞴY'],
     ['an Arabic name with Arabic-Indic digits beside one with ASCII digits', 'علي12', 'علي١٢'],
   ])('answers 409 username_taken for %s', async (_label, original, lookalike) => {
     await register(original);

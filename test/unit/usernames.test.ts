@@ -5,10 +5,10 @@ import { normaliseUsername } from '../../src/services/accounts.ts';
 const skeletonOf = (raw: string) => {
   const username = normaliseUsername(raw);
   if (!username) throw new Error(`not a username: ${raw}`);
-  return usernameSkeleton(username.canonical);
+  return usernameSkeleton(username.display);
 };
 
-describe('username skeleton (UTS #39 §4, on the case-folded form)', () => {
+describe('username skeleton (UTS #39 §4, on the displayed form, then case-folded)', () => {
   it.each([
     ['a whole-Cyrillic lookalike', 'рореуе', 'popeye'],
     ['a whole-Cyrillic lookalike in capitals', 'ВОВ', 'bob'],
@@ -20,6 +20,14 @@ describe('username skeleton (UTS #39 §4, on the case-folded form)', () => {
     ['Arabic-Indic digits', 'user٠١٢', 'user012'],
     ['extended Arabic-Indic digits', 'user۰۱۲', 'user012'],
     ['Devanagari digits', 'user०१२', 'user012'],
+    ['a whole-Greek capital lookalike', 'ΜΙΚΕ', 'mike'],
+    ['another whole-Greek capital lookalike', 'ΒΟΒ', 'bob'],
+    ['Greek capitals Zeta, Epsilon, Nu', 'ΖΕΝ', 'zen'],
+    ['Greek capitals Mu, Alpha, Chi', 'ΜΑΧ', 'max'],
+    ['Greek capitals Tau, Omicron, Mu', 'ΤΟΜ', 'tom'],
+    ['Cyrillic capitals with a Ukrainian I', 'МІКЕ', 'mike'],
+    ['a Latin capital J with crossed tail', 'ꞲOE', 'joe'],
+    ['Latin capital betas', 'ꞴOꞴꞴY', 'bobby'],
   ])('gives %s the skeleton of its ASCII original', (_label, lookalike, original) => {
     expect(skeletonOf(lookalike)).toBe(skeletonOf(original));
   });

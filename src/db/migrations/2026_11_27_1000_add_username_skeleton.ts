@@ -21,9 +21,9 @@ async function addUsernameSkeletons(db: AnyDb): Promise<void> {
   // still collides with it; the newer one's skeleton gets ` #<id>`, which no skeleton contains (usernames have no
   // spaces), and both accounts keep logging in, by username_canonical.
   for (let afterId = 0; ; ) {
-    const rows: { id: number; username_canonical: string }[] = await db
+    const rows: { id: number; username: string }[] = await db
       .selectFrom('users')
-      .select(['id', 'username_canonical'])
+      .select(['id', 'username'])
       .where('id', '>', afterId)
       .orderBy('id')
       .limit(BATCH)
@@ -31,7 +31,7 @@ async function addUsernameSkeletons(db: AnyDb): Promise<void> {
     if (rows.length === 0) break;
     const skeletons = rows.map((row) => ({
       id: Number(row.id),
-      skeleton: skeletonOf(row.username_canonical),
+      skeleton: skeletonOf(row.username),
     }));
     const taken = new Set<string>(
       (
@@ -105,17 +105,25 @@ const SMALL_CAPITALS: Record<string, string> = {
   ᴢ: 'z',
 };
 
-function skeletonOf(canonical: string): string {
-  return canonical
+function skeletonOf(display: string): string {
+  return display
     .normalize('NFD')
     .replace(/[^\0-\x7f]/gu, (character) =>
       isDecimalDigit(character)
         ? String(character.codePointAt(0)! - digitZero(character))
-        : unhomoglyph(character).replace(/./gu, (mapped) => SMALL_CAPITALS[mapped] ?? mapped),
+        : prototypeOf(character),
     )
+    .toUpperCase()
     .toLowerCase()
     .replace(/([ij])\u0307/g, '$1')
     .normalize('NFD');
+}
+
+// confusables.txt draws every I-shaped letter as its prototype `l`; a capital one (Greek Ι, Cyrillic І) reads as
+// the capital I, which is `i` once case-folded, so `ΜΙΚΕ` meets `mike`.
+function prototypeOf(character: string): string {
+  const mapped = unhomoglyph(character).replace(/./gu, (prototype) => SMALL_CAPITALS[prototype] ?? prototype);
+  return mapped === 'l' && character !== character.toLowerCase() ? 'I' : mapped;
 }
 
 const isDecimalDigit = (character: string) => /^\p{Nd}$/u.test(character);
