@@ -91,6 +91,11 @@ export function toAppError(error: FastifyError | Error): AppError {
         cause: error,
       });
   }
+  if (isDatabaseUnavailable(error)) {
+    return new AppError('service_unavailable', 'The database is unavailable; try again shortly', {
+      cause: error,
+    });
+  }
   // PostgreSQL data exceptions (class 22: a NUL byte in text, a value out of range) come from client input that
   // slipped past validation; they are the client's mistake, never a 500.
   if (
@@ -116,10 +121,38 @@ export function toAppError(error: FastifyError | Error): AppError {
   return new AppError('internal', 'Internal Server Error', { cause: error });
 }
 
+// A database that does not answer in time, refuses connections, or is locked by another process is an outage the
+// client may retry, not a bug: 503. (pg's own timeouts carry no code, only these messages.)
+const UNAVAILABLE_CODES = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  '57P01',
+  '57P03',
+  '53300',
+  '57014',
+  'ERR_SQLITE_ERROR',
+]);
+function isDatabaseUnavailable(error: Error): boolean {
+  const code = (error as { code?: unknown }).code;
+  const message = error.message;
+  if (code === 'ERR_SQLITE_ERROR') return /database is locked|database is busy/.test(message);
+  return (
+    (typeof code === 'string' && UNAVAILABLE_CODES.has(code)) ||
+    message === 'Query read timeout' ||
+    message.startsWith('timeout exceeded when trying to connect') ||
+    message.startsWith('Connection terminated')
+  );
+}
+
 export function sendError(error: AppError, request: FastifyRequest, reply: FastifyReply): FastifyReply {
   const style = request.routeOptions.config?.errorStyle ?? 'fastapi';
   const rendered = responses[error.code](error, style);
-  if (rendered.status >= 500) {
+  if (rendered.status === 503) {
+    // Expected under overload or an outage, and possibly many a second: one line, no stack.
+    const reason = error.cause instanceof Error ? error.cause.message : undefined;
+    request.log.warn({ code: error.code, reason }, 'request refused: unavailable');
+    rendered.body.request_id = request.id;
+  } else if (rendered.status >= 500) {
     request.log.error({ err: error.cause ?? error }, 'request failed');
     rendered.body.request_id = request.id;
   } else if (error.cause) {

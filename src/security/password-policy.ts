@@ -58,7 +58,8 @@ export function createPasswordPolicy(
 // A full queue of worst-case (64-character) passwords is about three seconds of zxcvbn: the last of them is still
 // answered within the time limit below, and a client further back would wait longer than it is worth.
 const MAX_PENDING_ESTIMATES = 64;
-// More than a full queue takes: a worker that has not answered by then is stuck, not busy.
+// Counted from when the worker takes the estimate, not from when it was queued: a worker that has not answered
+// one estimate by then is stuck on it, not busy (the worst capped estimate takes well under 100 ms).
 const DEFAULT_ESTIMATE_TIMEOUT_MS = 5000;
 
 interface StrengthEstimate {
@@ -66,7 +67,9 @@ interface StrengthEstimate {
   warning: string | null;
 }
 
-interface Waiter {
+interface Job {
+  id: number;
+  request: StrengthRequest;
   resolve: (estimate: StrengthEstimate) => void;
   reject: (error: AppError) => void;
 }
@@ -79,69 +82,82 @@ const unavailable = (cause: unknown) =>
 /**
  * zxcvbn in a worker thread: even capped, one estimate is tens of milliseconds of CPU, which on the event loop
  * delayed every other request (three clients posting 128-digit passwords took /healthz from 3 to 680 ms).
- * One worker, started at the first estimate and left out of the process's reasons to stay alive.
+ * One worker, started at the first estimate and left out of the process's reasons to stay alive. Estimates wait
+ * here and go to the worker one at a time, so that a stuck estimate fails alone and a full queue answers 503 at once.
  */
 function createStrengthEstimator(options: StrengthEstimatorOptions) {
   const workerUrl = options.workerUrl ?? new URL('./password-strength-worker.ts', import.meta.url);
   const timeoutMs = options.estimateTimeoutMs ?? DEFAULT_ESTIMATE_TIMEOUT_MS;
+  const queue: Job[] = [];
   let nextId = 0;
+  let worker: Worker | undefined;
+  let inFlight: { job: Job; timer: NodeJS.Timeout } | undefined;
 
+  const settle = (outcome: (job: Job) => void) => {
+    if (!inFlight) return;
+    clearTimeout(inFlight.timer);
+    const { job } = inFlight;
+    inFlight = undefined;
+    outcome(job);
+  };
+  const dropWorker = (error: AppError) => {
+    const dropped = worker;
+    worker = undefined;
+    settle((job) => job.reject(error));
+    void dropped?.terminate();
+  };
   const start = () => {
     const thread = new Worker(workerUrl);
     thread.unref();
-    // Per worker: the exit of one that was replaced must not fail the estimates its successor is running.
-    const pending = new Map<number, Waiter>();
-    const stop = (error: AppError) => {
-      if (current === running) current = undefined;
-      for (const waiter of pending.values()) waiter.reject(error);
-      pending.clear();
-      return thread.terminate().then(() => {});
-    };
-    const running = { thread, pending, stop };
     thread.on('message', (answer: StrengthAnswer) => {
-      const waiter = pending.get(answer.id);
-      pending.delete(answer.id);
-      if (!waiter) return;
-      if ('failedWith' in answer) waiter.reject(unavailable(new Error(`zxcvbn threw ${answer.failedWith}`)));
-      else waiter.resolve(answer);
+      if (thread !== worker || answer.id !== inFlight?.job.id) return;
+      settle((job) =>
+        'failedWith' in answer
+          ? job.reject(unavailable(new Error(`zxcvbn threw ${answer.failedWith}`)))
+          : job.resolve(answer),
+      );
+      pump();
     });
-    thread.on('error', (error) => void stop(unavailable(error)));
-    thread.on(
-      'exit',
-      (code) => void stop(unavailable(new Error(`strength worker exited with code ${code}`))),
-    );
-    return running;
+    const fail = (error: unknown) => {
+      if (thread !== worker) return;
+      dropWorker(unavailable(error));
+      pump();
+    };
+    thread.on('error', fail);
+    thread.on('exit', (code) => fail(new Error(`strength worker exited with code ${code}`)));
+    return thread;
   };
-  let current: ReturnType<typeof start> | undefined;
+  const pump = () => {
+    if (inFlight) return;
+    const job = queue.shift();
+    if (!job) return;
+    worker ??= start();
+    const timer = setTimeout(() => {
+      dropWorker(unavailable(new Error(`no strength estimate within ${timeoutMs} ms`)));
+      pump();
+    }, timeoutMs);
+    timer.unref();
+    inFlight = { job, timer };
+    worker.postMessage(job.request);
+  };
 
   return {
     estimate: (password: string, userInputs: string[]) =>
       new Promise<StrengthEstimate>((resolve, reject) => {
-        current ??= start();
-        const running = current;
-        if (running.pending.size >= MAX_PENDING_ESTIMATES) {
+        if (queue.length + (inFlight ? 1 : 0) >= MAX_PENDING_ESTIMATES) {
           throw unavailable(new Error(`${MAX_PENDING_ESTIMATES} strength estimates already waiting`));
         }
         const id = nextId++;
-        running.thread.postMessage({ id, password, userInputs } satisfies StrengthRequest);
-        // One estimate that overstays means the worker is stuck on it, and every one queued behind it with it.
-        const timer = setTimeout(
-          () => void running.stop(unavailable(new Error(`no strength estimate within ${timeoutMs} ms`))),
-          timeoutMs,
-        );
-        timer.unref();
-        running.pending.set(id, {
-          resolve: (estimate) => {
-            clearTimeout(timer);
-            resolve(estimate);
-          },
-          reject: (error) => {
-            clearTimeout(timer);
-            reject(error);
-          },
-        });
+        queue.push({ id, request: { id, password, userInputs }, resolve, reject });
+        pump();
       }),
-    close: () => current?.stop(unavailable(new Error('password policy closed'))) ?? Promise.resolve(),
+    close: async () => {
+      const closed = unavailable(new Error('password policy closed'));
+      for (const job of queue.splice(0)) job.reject(closed);
+      const closing = worker;
+      dropWorker(closed);
+      await closing?.terminate();
+    },
   };
 }
 
