@@ -59,25 +59,25 @@ export async function loadKeyRing(options: KeyRingOptions): Promise<LoadedKeyRin
   const missedKids = new Map<string, number>();
 
   const load = async () => {
-    let stored = await activeKeys(options);
+    let stored = await options.signingKeys.findActiveSigningKeys('EdDSA');
     if (stored.length === 0) {
       await options.signingKeys.insertFirstSigningKey(
         await generateSealedKeyPair(options.box),
         options.clock.now(),
       );
-      stored = await activeKeys(options);
+      stored = await options.signingKeys.findActiveSigningKeys('EdDSA');
     }
-    const opened: SigningKey[] = [];
+    const opened = new Map<string, SigningKey>();
     for (const row of stored) {
       // A key is opened once: a reload costs a query, not a decryption, and a key opened before a later change of
       // the instance's secrets keeps working until restart.
       const known = byKid.get(row.kid);
       if (known) {
-        opened.push(known);
+        opened.set(row.kid, known);
         continue;
       }
       try {
-        opened.push(await openSigningKey(row, options.box));
+        opened.set(row.kid, await openSigningKey(row, options.box));
       } catch (error) {
         // At start every active key must open: a wrong GATEHOUSE_SECRET must stop the instance, not make it sign
         // with a key of its own. Later, a key another instance added under a secret this one lacks is skipped.
@@ -85,8 +85,9 @@ export async function loadKeyRing(options: KeyRingOptions): Promise<LoadedKeyRin
         options.onUnreadableKey?.(row.kid, error);
       }
     }
-    if (opened.length === 0) throw unreadableKeyError(stored[0] as StoredSigningKey, undefined);
-    keys = opened;
+    const kept = await retireSupersededKeys(stored, opened, options);
+    if (kept.length === 0) throw unreadableKeyError(stored[0] as StoredSigningKey, undefined);
+    keys = kept;
     byKid = new Map(keys.map((key) => [key.kid, key]));
     loadedAtMs = options.clock.now().getTime();
   };
@@ -133,21 +134,31 @@ export async function loadKeyRing(options: KeyRingOptions): Promise<LoadedKeyRin
   };
 }
 
-/** Returns the keys that still verify, newest first, retiring those superseded for longer than tokens live. */
-async function activeKeys(options: KeyRingOptions): Promise<StoredSigningKey[]> {
+/**
+ * Returns the opened keys that still verify, newest first, retiring those superseded for longer than tokens live. A
+ * key is superseded when a newer key this instance can open was created (instances sign with the newest within a
+ * second of that); one it cannot open does not supersede anything here, so the instance keeps signing with the
+ * newest key it has rather than retiring it and being left with none.
+ */
+async function retireSupersededKeys(
+  stored: StoredSigningKey[],
+  opened: Map<string, SigningKey>,
+  options: KeyRingOptions,
+): Promise<SigningKey[]> {
   const now = options.clock.now();
-  const stored = await options.signingKeys.findActiveSigningKeys('EdDSA');
-  const active: StoredSigningKey[] = [];
-  for (const [index, key] of stored.entries()) {
-    // Superseded when its successor was created: instances sign with the newest key within a second of that.
-    const supersededAtMs = index === 0 ? undefined : stored[index - 1]?.createdAt.getTime();
+  const kept: SigningKey[] = [];
+  let supersededAtMs: number | undefined;
+  for (const row of stored) {
+    const key = opened.get(row.kid);
+    if (!key) continue;
     if (supersededAtMs !== undefined && now.getTime() - supersededAtMs > options.retireAfterSeconds * 1000) {
-      await options.signingKeys.retireSigningKey(key.kid, now);
+      await options.signingKeys.retireSigningKey(row.kid, now);
     } else {
-      active.push(key);
+      kept.push(key);
     }
+    supersededAtMs = row.createdAt.getTime();
   }
-  return active;
+  return kept;
 }
 
 /** Adds a new Ed25519 key; every instance signs with it from its next login on, older keys keep verifying. */
@@ -251,6 +262,14 @@ async function openSigningKey(stored: StoredSigningKey, box: SecretBox): Promise
 }
 
 function unreadableKeyError(stored: StoredSigningKey, cause: unknown): AppError {
+  if (!isSealed(stored.sealedPrivateJwk)) {
+    return new AppError(
+      'internal',
+      `signing key ${stored.kid} is stored in plain text, which Gatehouse never writes: someone wrote it to the ` +
+        `database; supersede and retire it (npm run keys -- rotate, then npm run keys -- retire ${stored.kid}) and find out who could write there`,
+      { cause },
+    );
+  }
   return new AppError(
     'internal',
     `signing key ${stored.kid} cannot be decrypted: ${cause instanceof Error ? cause.message : 'no key opens'}. ` +

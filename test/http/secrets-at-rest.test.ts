@@ -153,5 +153,11 @@ describe.each(dialects)('secrets at rest on %s', (dialect) => {
     expect(decodeToken(token).header.kid).toBe(before);
     expect((await read(t, token)).statusCode).toBe(200);
     expect(t.logs.some((line) => line.includes('cannot be decrypted with this GATEHOUSE_SECRET'))).toBe(true);
+    // Long after every token of the old key would have expired, it still signs: a key this instance cannot open
+    // supersedes nothing here, so it is not retired from under the instance.
+    t.clock.advanceSeconds(3 * 3600);
+    const later = await loginToken(t.app);
+    expect(decodeToken(later).header.kid).toBe(before);
+    expect((await read(t, later)).statusCode).toBe(200);
   });
 });
