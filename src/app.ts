@@ -11,7 +11,12 @@ import { createSigningKeysRepository } from './db/signing-keys.ts';
 import { createUsersRepository } from './db/users.ts';
 import { requireBearerClaim, requireBearerToken } from './http/authenticate.ts';
 import { errorHandler } from './http/error-handler.ts';
-import { answerFrameworkError, registerMethodNotAllowed, registerResponseHooks } from './http/hooks.ts';
+import {
+  answerClientError,
+  answerFrameworkError,
+  registerMethodNotAllowed,
+  registerResponseHooks,
+} from './http/hooks.ts';
 import { registerOpenApi } from './http/openapi.ts';
 import { accountRoutes } from './http/routes/account.ts';
 import { conversationRoutes } from './http/routes/conversation.ts';
@@ -98,6 +103,7 @@ export async function buildApp(
     },
     requestTimeout: requestTimeoutMs,
     frameworkErrors: answerFrameworkError,
+    clientErrorHandler: answerClientError,
     ajv: { customOptions: { coerceTypes: false, allErrors: true, removeAdditional: false } },
   }).withTypeProvider<TypeBoxTypeProvider>();
 

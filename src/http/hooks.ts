@@ -1,3 +1,6 @@
+import { randomUUID } from 'node:crypto';
+import { STATUS_CODES } from 'node:http';
+import type { Duplex } from 'node:stream';
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { AppError } from '../errors.ts';
 import { sendError, toAppError } from './error-handler.ts';
@@ -7,12 +10,45 @@ const DRAIN_LIMIT_BYTES = 8 * 1024 * 1024;
 
 /** Sets the headers every response carries. */
 export function setStandardHeaders(request: FastifyRequest, reply: FastifyReply): void {
-  reply.headers({
-    'x-request-id': request.id,
-    'x-content-type-options': 'nosniff',
-    'referrer-policy': 'no-referrer',
-    'cache-control': 'no-store',
-  });
+  reply.headers({ 'x-request-id': request.id, ...STANDARD_HEADERS });
+}
+
+const STANDARD_HEADERS = {
+  'x-content-type-options': 'nosniff',
+  'referrer-policy': 'no-referrer',
+  'cache-control': 'no-store',
+};
+
+const CLIENT_ERRORS: Record<string, [number, string]> = {
+  HPE_HEADER_OVERFLOW: [431, 'Request header fields too large'],
+  ERR_HTTP_REQUEST_TIMEOUT: [408, 'Request timeout'],
+  ERR_HTTP_REQUEST_TIMEOUT_HEADERS: [408, 'Request timeout'],
+};
+
+/**
+ * Answers what Node's HTTP parser refuses before any route runs (malformed request line or chunking, headers too
+ * large, a request that did not arrive in time) in the error table's shape, with the standard headers, and closes.
+ */
+export function answerClientError(error: Error & { code?: string }, socket: Duplex): void {
+  if (!socket.writable || error.code === 'ECONNRESET') {
+    socket.destroy();
+    return;
+  }
+  const [status, detail] = CLIENT_ERRORS[error.code ?? ''] ?? [400, 'Bad request'];
+  const body = JSON.stringify({ detail });
+  const headers = {
+    'content-type': 'application/json; charset=utf-8',
+    'content-length': String(Buffer.byteLength(body)),
+    'x-request-id': randomUUID(),
+    ...STANDARD_HEADERS,
+    connection: 'close',
+  };
+  const head = Object.entries(headers)
+    .map(([name, value]) => `${name}: ${value}`)
+    .join('\r\n');
+  // As Node and Fastify do: write, then destroy, so that a client still sending cannot hold the connection open.
+  socket.write(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\n${head}\r\n\r\n${body}`);
+  socket.destroy();
 }
 
 /** Headers every response carries, and a log line per request (no query string: it may hold a token). */
