@@ -6,9 +6,7 @@
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import net from 'node:net';
-import { DatabaseSync } from 'node:sqlite';
 import { hashSync as bcryptHash } from '@node-rs/bcrypt';
-import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import {
   expectInvalidToken,
@@ -34,6 +32,7 @@ import {
   type RunningServer,
   runUntilExit,
   type ServerContext,
+  setPasswordHash,
   startServer,
   type TestDatabase,
   useServer,
@@ -296,25 +295,6 @@ describe('logs (sqlite)', () => {
     expect(iSucc, 'login_succeeded must be logged after session_started').toBeGreaterThan(iSess);
   });
 });
-
-async function setPasswordHash(db: TestDatabase, ids: number[], hash: string): Promise<void> {
-  if (db.dialect === 'sqlite') {
-    const d = new DatabaseSync(db.sqlitePath ?? '');
-    try {
-      for (const id of ids) d.prepare('update users set password_hash = ? where id = ?').run(hash, id);
-    } finally {
-      d.close();
-    }
-    return;
-  }
-  const c = new pg.Client(db.url);
-  await c.connect();
-  try {
-    for (const id of ids) await c.query('update users set password_hash = $1 where id = $2', [hash, id]);
-  } finally {
-    await c.end();
-  }
-}
 
 describe.each(DIALECTS)('DELETE /users/me cannot race a password change (%s)', (dialect) => {
   it('never answers 204 to both a password change and a deletion that verified the old password', {

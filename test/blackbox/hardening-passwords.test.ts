@@ -4,9 +4,7 @@
  * and the password policy runs on the one NFKC-normalised string that is hashed.
  */
 import { performance } from 'node:perf_hooks';
-import { DatabaseSync } from 'node:sqlite';
 import { hashSync as bcryptHash } from '@node-rs/bcrypt';
-import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import {
   expect422,
@@ -24,6 +22,7 @@ import {
   DIALECTS,
   type RunningServer,
   type ServerContext,
+  setPasswordHash,
   startServer,
   type TestDatabase,
   useServer,
@@ -73,25 +72,6 @@ async function loopLatency(
 }
 
 const bound = (rest: number) => 5 * rest + 50;
-
-async function setPasswordHash(db: TestDatabase, userId: number, hash: string): Promise<void> {
-  if (db.dialect === 'sqlite') {
-    const d = new DatabaseSync(db.sqlitePath ?? '');
-    try {
-      d.prepare('update users set password_hash = ? where id = ?').run(hash, userId);
-    } finally {
-      d.close();
-    }
-    return;
-  }
-  const c = new pg.Client(db.url);
-  await c.connect();
-  try {
-    await c.query('update users set password_hash = $1 where id = $2', [hash, userId]);
-  } finally {
-    await c.end();
-  }
-}
 
 describe('zxcvbn cannot stall the event loop (sqlite)', () => {
   const ctx = useServer('sqlite');
@@ -169,7 +149,7 @@ describe.each(DIALECTS)('bcrypt accounts (imported $2b$12$ hashes, realistic arg
     bUser = await registerUser(ctx);
     aUser = await registerUser(ctx);
     await server.stop();
-    await setPasswordHash(db, bUser.id, bcryptHash(bcryptPassword, 12));
+    await setPasswordHash(db, [bUser.id], bcryptHash(bcryptPassword, 12));
     server = await startServer({ databaseUrl: db.url, fastArgon2: false });
     ctx = { server, db, secrets: new Set(), track: (s) => s, url: (p) => server.url(p) };
   }, 90_000);

@@ -8,6 +8,7 @@ import { rmSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { DatabaseSync } from 'node:sqlite';
 import pg from 'pg';
 import { afterAll, beforeAll } from 'vitest';
 
@@ -297,4 +298,24 @@ export function useServer(dialect: Dialect, env: Record<string, string | undefin
     }
   }, 30_000);
   return ctx;
+}
+
+/** Writes `hash` as the password hash of the given users, straight into the database (an import, say). */
+export async function setPasswordHash(db: TestDatabase, ids: number[], hash: string): Promise<void> {
+  if (db.dialect === 'sqlite') {
+    const d = new DatabaseSync(db.sqlitePath ?? '');
+    try {
+      for (const id of ids) d.prepare('update users set password_hash = ? where id = ?').run(hash, id);
+    } finally {
+      d.close();
+    }
+    return;
+  }
+  const c = new pg.Client(db.url);
+  await c.connect();
+  try {
+    for (const id of ids) await c.query('update users set password_hash = $1 where id = $2', [hash, id]);
+  } finally {
+    await c.end();
+  }
 }
