@@ -18,7 +18,7 @@ import {
 import { basename, dirname, join } from 'node:path';
 
 const SQLITE_SUFFIXES = ['', '-wal', '-shm', '-journal'];
-export const SECRET_FILE_NAME = 'secret.key';
+const SECRET_FILE_NAME = 'secret.key';
 const STICKY_BIT = 0o1000;
 
 const openToOthers = (stats: Stats) => (stats.mode & 0o077) !== 0;
