@@ -10,20 +10,20 @@ declare module 'fastify' {
   }
 }
 
-interface Rendered {
+export interface RenderedError {
   status: number;
   body: Record<string, unknown>;
   headers?: Record<string, string>;
 }
 
-const oauthError = (error: string, description: string): Rendered => ({
+const oauthError = (error: string, description: string): RenderedError => ({
   status: 400,
   // `detail` keeps FastAPI-era clients that read it working; error_description stays within RFC 6749's charset.
   body: { error, error_description: description, detail: description },
 });
 
 // The one table from error code to HTTP response.
-const responses: Record<ErrorCode, (error: AppError, style: ErrorStyle) => Rendered> = {
+const responses: Record<ErrorCode, (error: AppError, style: ErrorStyle) => RenderedError> = {
   validation_failed: (error, style) =>
     style === 'oauth'
       ? oauthError('invalid_request', 'The request is missing a parameter or has a malformed one')
@@ -144,9 +144,14 @@ function isDatabaseUnavailable(error: Error): boolean {
   );
 }
 
+/** Returns the status, body and headers the error table gives this error in this style. */
+export function renderError(error: AppError, style: ErrorStyle): RenderedError {
+  return responses[error.code](error, style);
+}
+
 export function sendError(error: AppError, request: FastifyRequest, reply: FastifyReply): FastifyReply {
   const style = request.routeOptions.config?.errorStyle ?? 'fastapi';
-  const rendered = responses[error.code](error, style);
+  const rendered = renderError(error, style);
   if (rendered.status === 503) {
     // Expected under overload or an outage, and possibly many a second: one line, no stack.
     const reason = error.cause instanceof Error ? error.cause.message : undefined;
