@@ -6,10 +6,11 @@ import type { Config } from './config.ts';
 import type { DbHandle } from './db/connect.ts';
 import { createConversationsRepository } from './db/conversations.ts';
 import { pingDatabase } from './db/health.ts';
+import { createRefreshTokensRepository } from './db/refresh-tokens.ts';
 import { createSessionsRepository } from './db/sessions.ts';
 import { createSigningKeysRepository } from './db/signing-keys.ts';
 import { createUsersRepository } from './db/users.ts';
-import { requireBearerClaim, requireBearerToken } from './http/authenticate.ts';
+import { requireLiveSession, requireVerifiedAccessToken } from './http/authenticate.ts';
 import { errorHandler } from './http/error-handler.ts';
 import {
   answerClientError,
@@ -31,7 +32,8 @@ import type { PasswordHasher } from './security/passwords.ts';
 import { createSecretBox, deriveRefreshTokenKey } from './security/secret-box.ts';
 import { createAccountsService } from './services/accounts.ts';
 import { createConversationsService } from './services/conversations.ts';
-import { loadKeyRing } from './services/keys.ts';
+import { type LoadedKeyRing, loadKeyRing } from './services/keys.ts';
+import { createLoginService } from './services/login.ts';
 import { createSessionsService } from './services/sessions.ts';
 
 export interface AppDependencies {
@@ -49,10 +51,7 @@ export interface AppOptions {
 
 const KEY_RELOAD_INTERVAL_SECONDS = 30;
 
-// Kept word for word from the seed, whose clients may compare it.
 const REQUEST_TIMEOUT_MS = 30_000;
-
-export const WELCOME_MESSAGE = 'This is a secure conversation';
 
 export const LOG_REDACTIONS = [
   'req.headers.authorization',
@@ -113,7 +112,6 @@ export async function buildApp(
   }
   const db = deps.db.db;
   const users = createUsersRepository(db);
-  const sessionsRepository = createSessionsRepository(db);
   const passwordPolicy = createPasswordPolicy(config.passwords);
   app.addHook('onClose', () => passwordPolicy.close());
   const accounts = createAccountsService({
@@ -122,26 +120,17 @@ export async function buildApp(
     policy: passwordPolicy,
     clock: deps.clock,
     maxPasswordLength: config.passwords.maxLength,
-    welcomeMessage: WELCOME_MESSAGE,
     onRehashFailed: (error) => app.log.warn({ err: error }, 'password rehash failed'),
   });
   await accounts.equaliseFailureTiming();
   const [currentSecret] = config.secrets;
   if (currentSecret === undefined) throw new Error('buildApp needs config.secrets (GATEHOUSE_SECRET)');
-  const keys = await loadKeyRing({
-    algorithm: config.jwt.algorithm,
-    secret: config.jwt.secret,
-    signingKeys: createSigningKeysRepository(db),
-    box: createSecretBox(config.secrets),
-    onUnreadableKey: (kid, error) =>
-      app.log.warn(
-        { kid, err: error },
-        'signing key added elsewhere cannot be decrypted with this GATEHOUSE_SECRET',
-      ),
-    clock: deps.clock,
-    // A superseded key verifies while tokens it signed can live, and while other instances still sign with it.
-    retireAfterSeconds: config.jwt.accessTokenTtlSeconds + 2 * KEY_RELOAD_INTERVAL_SECONDS + 60,
-  });
+  const keys = await loadConfiguredKeyRing(config, deps.db, deps.clock, (kid, error) =>
+    app.log.warn(
+      { kid, err: error },
+      'signing key added elsewhere cannot be decrypted with this GATEHOUSE_SECRET',
+    ),
+  );
   const keyReload = setInterval(() => {
     keys.reload().catch((error) => app.log.warn({ err: error }, 'signing key reload failed'));
   }, KEY_RELOAD_INTERVAL_SECONDS * 1000);
@@ -154,14 +143,16 @@ export async function buildApp(
     ttlSeconds: config.jwt.accessTokenTtlSeconds,
     clock: deps.clock,
   });
+  const sessionPolicy = { idleTtlSeconds: config.sessions.idleTtlSeconds };
   const sessions = createSessionsService({
     accessTokens,
-    sessions: sessionsRepository,
+    sessions: createSessionsRepository(db),
+    refreshTokens: createRefreshTokensRepository(db),
     users,
     clock: deps.clock,
     // From GATEHOUSE_SECRET, never from the database: a copy of the database alone cannot derive live refresh tokens.
     refreshDerivationKey: deriveRefreshTokenKey(currentSecret),
-    idleTtlSeconds: config.sessions.idleTtlSeconds,
+    policy: sessionPolicy,
     maxLifetimeSeconds: config.sessions.maxLifetimeSeconds,
     reuseGraceSeconds: config.sessions.reuseGraceSeconds,
   });
@@ -173,7 +164,12 @@ export async function buildApp(
   }, 3600_000);
   pruneSessions.unref();
   app.addHook('onClose', async () => clearInterval(pruneSessions));
-  const conversations = createConversationsService({ conversations: createConversationsRepository(db) });
+  const login = createLoginService({ accounts, sessions });
+  const conversations = createConversationsService({
+    conversations: createConversationsRepository(db),
+    clock: deps.clock,
+    policy: sessionPolicy,
+  });
 
   app.setErrorHandler(errorHandler);
   registerResponseHooks(app);
@@ -192,14 +188,36 @@ export async function buildApp(
   });
   await app.register(jwksRoutes, { publicJwks: () => keys.publicJwks() });
   await app.register(registerRoutes, { accounts });
-  await app.register(tokenRoutes, { accounts, sessions });
+  await app.register(tokenRoutes, { login, sessions });
   await app.register(async (conversationScope) => {
-    requireBearerClaim(conversationScope, sessions);
+    requireVerifiedAccessToken(conversationScope, sessions);
     await conversationScope.register(conversationRoutes, { conversations });
   });
   await app.register(async (protectedScope) => {
-    requireBearerToken(protectedScope, sessions);
+    requireLiveSession(protectedScope, sessions);
     await protectedScope.register(accountRoutes, { accounts, sessions });
   });
   return app;
+}
+
+/**
+ * Opens the signing-key ring this configuration describes, creating the first key if there is none: the one wiring
+ * of it, for the server and for the cluster's primary, which makes that first key before its workers start.
+ */
+export function loadConfiguredKeyRing(
+  config: Config,
+  handle: DbHandle,
+  clock: Clock,
+  onUnreadableKey?: (kid: string, error: unknown) => void,
+): Promise<LoadedKeyRing> {
+  return loadKeyRing({
+    algorithm: config.jwt.algorithm,
+    secret: config.jwt.secret,
+    signingKeys: createSigningKeysRepository(handle.db),
+    box: createSecretBox(config.secrets),
+    ...(onUnreadableKey ? { onUnreadableKey } : {}),
+    clock,
+    // A superseded key verifies while tokens it signed can live, and while other instances still sign with it.
+    retireAfterSeconds: config.jwt.accessTokenTtlSeconds + 2 * KEY_RELOAD_INTERVAL_SECONDS + 60,
+  });
 }

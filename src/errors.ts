@@ -6,6 +6,8 @@ export type ErrorCode =
   | 'invalid_request'
   | 'invalid_grant'
   | 'unsupported_grant_type'
+  | 'temporarily_unavailable'
+  | 'mfa_required'
   | 'missing_token'
   | 'malformed_authorization'
   | 'invalid_token'
@@ -13,6 +15,7 @@ export type ErrorCode =
   | 'method_not_allowed'
   | 'payload_too_large'
   | 'unsupported_media_type'
+  | 'unstorable_value'
   | 'service_unavailable'
   | 'internal';
 
@@ -23,14 +26,27 @@ export interface FieldProblem {
   type: string;
 }
 
+export interface AppErrorOptions {
+  details?: FieldProblem[];
+  cause?: unknown;
+  /** When the client may try again (throttling, overload). */
+  retryAfterSeconds?: number;
+  /** The token that continues a login waiting for its second factor. */
+  mfaToken?: string;
+}
+
 export class AppError extends Error {
   readonly code: ErrorCode;
   readonly details: FieldProblem[] | undefined;
+  readonly retryAfterSeconds: number | undefined;
+  readonly mfaToken: string | undefined;
 
-  constructor(code: ErrorCode, message: string, options: { details?: FieldProblem[]; cause?: unknown } = {}) {
+  constructor(code: ErrorCode, message: string, options: AppErrorOptions = {}) {
     super(message, { cause: options.cause });
     this.name = 'AppError';
     this.code = code;
     this.details = options.details;
+    this.retryAfterSeconds = options.retryAfterSeconds;
+    this.mfaToken = options.mfaToken;
   }
 }

@@ -4,7 +4,7 @@ import cluster from 'node:cluster';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { setPriority } from 'node:os';
 import closeWithGrace from 'close-with-grace';
-import { buildApp } from './app.ts';
+import { buildApp, loadConfiguredKeyRing } from './app.ts';
 import { runKeysCommand } from './commands/keys.ts';
 import { runMigrateCommand } from './commands/migrate.ts';
 import { openDatabase } from './commands/open-database.ts';
@@ -13,11 +13,9 @@ import { runSeedUsersCommand } from './commands/seed-users.ts';
 import { type Config, ConfigError, loadConfig, parseSecretList, withSecrets } from './config.ts';
 import type { DbHandle } from './db/connect.ts';
 import { readOrCreateSecretFile, type SecretFile, secretFilePath } from './db/data-directory.ts';
-import { createSigningKeysRepository } from './db/signing-keys.ts';
 import { systemClock } from './security/clock.ts';
 import { createPasswordHasher } from './security/passwords.ts';
-import { createSecretBox, generateSecret } from './security/secret-box.ts';
-import { loadKeyRing } from './services/keys.ts';
+import { generateSecret } from './security/secret-box.ts';
 
 function readConfig(): Config {
   if (existsSync('.env')) process.loadEnvFile('.env');
@@ -119,7 +117,9 @@ async function prepareDatabase(config: Config): Promise<DbHandle> {
 }
 
 function refuseToStart(error: unknown): never {
-  console.error(`gatehouse: cannot start: ${(error as Error).message}`);
+  const { message, cause } = error as Error;
+  // A translated database error says what the client may be told; the operator needs the driver's reason too.
+  console.error(`gatehouse: cannot start: ${message}${cause instanceof Error ? ` (${cause.message})` : ''}`);
   process.exit(1);
 }
 
@@ -198,14 +198,7 @@ async function superviseWorkers(config: Config): Promise<void> {
   process.on('SIGINT', stop);
 
   const handle = await prepareDatabase(config);
-  await loadKeyRing({
-    algorithm: config.jwt.algorithm,
-    secret: config.jwt.secret,
-    signingKeys: createSigningKeysRepository(handle.db),
-    box: createSecretBox(config.secrets),
-    clock: systemClock,
-    retireAfterSeconds: Number.MAX_SAFE_INTEGER,
-  }).catch(refuseToStart);
+  await loadConfiguredKeyRing(config, handle, systemClock).catch(refuseToStart);
   await handle.close();
   if (stopping) process.exit(0);
 

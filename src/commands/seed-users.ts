@@ -1,4 +1,3 @@
-import { WELCOME_MESSAGE } from '../app.ts';
 import type { Config } from '../config.ts';
 import { createBulkUsersRepository } from '../db/bulk-users.ts';
 import { createDb } from '../db/connect.ts';
@@ -6,6 +5,7 @@ import { migrateToLatest } from '../db/migrate.ts';
 import type { NewUserRow } from '../db/schema.ts';
 import { createPasswordHasher } from '../security/passwords.ts';
 import { usernameSkeleton } from '../security/usernames.ts';
+import { WELCOME_MESSAGE } from '../services/accounts.ts';
 
 export const SEEDED_PASSWORD = 'seeded user password 0001';
 const BATCH = 2000;

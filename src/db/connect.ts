@@ -2,6 +2,7 @@ import { DatabaseSync, type StatementSync } from 'node:sqlite';
 import { Kysely, PostgresDialect, type SqliteDatabase, SqliteDialect, type SqliteStatement } from 'kysely';
 import pg from 'pg';
 import { preparePrivateDatabaseFiles } from './data-directory.ts';
+import { translatingDatabaseErrors } from './database-errors.ts';
 import { preparedStatementNames } from './prepared.ts';
 import type { Database, Dialect } from './schema.ts';
 
@@ -40,7 +41,7 @@ export function createDb(target: DbTarget): DbHandle {
     // An idle client that loses its server emits 'error'; without a listener that would crash the process.
     pool.on('error', () => {});
     const db = new Kysely<Database>({
-      dialect: new PostgresDialect({ pool: namingPreparedStatements(pool) }),
+      dialect: translatingDatabaseErrors(new PostgresDialect({ pool: namingPreparedStatements(pool) })),
     });
     return {
       db,
@@ -52,7 +53,7 @@ export function createDb(target: DbTarget): DbHandle {
   }
   const warnings = target.path === ':memory:' ? [] : preparePrivateDatabaseFiles(target.path);
   const database = openSqlite(target.path);
-  const db = new Kysely<Database>({ dialect: new SqliteDialect({ database }) });
+  const db = new Kysely<Database>({ dialect: translatingDatabaseErrors(new SqliteDialect({ database })) });
   return { db, dialect: 'sqlite', schema: undefined, warnings, close: () => db.destroy() };
 }
 

@@ -1,6 +1,5 @@
 import type { Generated, Insertable, Kysely, Selectable } from 'kysely';
-
-export type Level = 'beginner' | 'intermediate' | 'advanced';
+import type { Level } from '../domain/user.ts';
 
 export interface UsersTable {
   id: Generated<number>;

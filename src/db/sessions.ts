@@ -1,18 +1,9 @@
-import type { Expression, ExpressionBuilder, Selectable, SqlBool } from 'kysely';
+import type { Selectable } from 'kysely';
+import type { Session } from '../domain/session.ts';
+import type { User } from '../domain/user.ts';
 import { prepareQuery } from './prepared.ts';
-import type { Database, Db, SessionsTable } from './schema.ts';
-import { toUser, type User, userColumns } from './users.ts';
-
-export interface Session {
-  id: string;
-  userId: number;
-  createdAt: Date;
-  lastUsedAt: Date;
-  expiresAt: Date;
-  revokedAt: Date | undefined;
-  userAgent: string | undefined;
-  ipAddress: string | undefined;
-}
+import type { Db, SessionsTable } from './schema.ts';
+import { toUser } from './users.ts';
 
 export interface NewSession {
   id: string;
@@ -27,17 +18,22 @@ export interface NewRefreshToken {
   secretHash: string;
 }
 
-export interface StoredRefreshToken {
-  id: string;
-  secretHash: string;
-  usedAt: Date | undefined;
+export interface SessionWithUser {
   session: Session;
+  user: User;
+}
+
+/** Cut-offs for deleting ended sessions: each ended by revocation, by expiry or by disuse before its own instant. */
+export interface EndedSessionCutoffs {
+  revokedBefore: Date;
+  expiredBefore: Date;
+  lastUsedBefore: Date;
 }
 
 export interface SessionsRepository {
   /**
-   * Opens the session only while the user's password hash is still the one the login verified; false when it
-   * changed (or the user went) in the meantime.
+   * Opens the session with its first refresh token, only while the user's password hash is still the one the login
+   * verified; false when it changed (or the user went) in the meantime.
    */
   insertSession(
     session: NewSession,
@@ -45,39 +41,25 @@ export interface SessionsRepository {
     verifiedHash: string,
     now: Date,
   ): Promise<boolean>;
-  findRefreshToken(id: string): Promise<StoredRefreshToken | undefined>;
-  /**
-   * Spends the parent and adds its successor atomically, if the session is still live: 'rotated', or
-   * 'already_used' when another request spent it first, or 'session_ended'.
-   */
-  markRefreshTokenUsed(
-    parentId: string,
-    successor: NewRefreshToken,
-    sessionId: string,
-    now: Date,
-    idleSince: Date,
-  ): Promise<'rotated' | 'already_used' | 'session_ended'>;
-  findUserOfLiveSession(
-    sessionId: string,
-    userId: number,
-    now: Date,
-    idleSince: Date,
-  ): Promise<User | undefined>;
-  findLiveSessions(userId: number, now: Date, idleSince: Date): Promise<Session[]>;
+  findSession(sessionId: string): Promise<Session | undefined>;
+  /** The session with its user, in one round trip: the read behind every authenticated request. */
+  findSessionWithUser(sessionId: string): Promise<SessionWithUser | undefined>;
+  /** Every stored session of the user, ended ones included until they are deleted, newest first. */
+  findSessionsOfUser(userId: number): Promise<Session[]>;
+  /** Marks the session revoked unless it already is; true if this call revoked it. */
   revokeSession(sessionId: string, reason: string, now: Date): Promise<boolean>;
-  revokeSessionOfUser(
+  /** Marks every unrevoked session of the user revoked, except one if named; returns how many. */
+  revokeEverySessionOfUser(
     userId: number,
-    sessionId: string,
     reason: string,
     now: Date,
-    idleSince: Date,
-  ): Promise<boolean>;
-  revokeSessionsOfUser(userId: number, reason: string, now: Date, exceptSessionId?: string): Promise<number>;
-  /** Deletes sessions revoked or expired before `endedBefore`, or idle since before it; returns how many. */
-  deleteSessionsEndedBefore(endedBefore: Date, idleSince: Date): Promise<number>;
+    exceptSessionId?: string,
+  ): Promise<number>;
+  /** Deletes (with their refresh tokens) sessions that ended before the cut-offs; returns how many. */
+  deleteEndedSessions(cutoffs: EndedSessionCutoffs): Promise<number>;
 }
 
-const sessionColumns = [
+export const sessionColumns = [
   'sessions.id',
   'sessions.user_id',
   'sessions.created_at_ms',
@@ -88,35 +70,27 @@ const sessionColumns = [
   'sessions.ip_address',
 ] as const;
 
-type SessionRow = Omit<Selectable<SessionsTable>, 'revoked_reason'>;
+export type SessionRow = Omit<Selectable<SessionsTable>, 'revoked_reason'>;
 
-/**
- * The rule every authenticated read applies: the session is the user's, not revoked, not past its absolute
- * expiry and used since the idle cut-off. Takes [sessionId, userId, nowMs, idleSinceMs], in that order.
- */
-export function isLiveSession([sessionId, userId, nowMs, idleSinceMs]: [string, number, number, number]) {
-  return (eb: ExpressionBuilder<Database, 'sessions'>): Expression<SqlBool> =>
-    eb.and([
-      eb('sessions.id', '=', sessionId),
-      eb('sessions.user_id', '=', userId),
-      eb('sessions.revoked_at_ms', 'is', null),
-      eb('sessions.expires_at_ms', '>', nowMs),
-      eb('sessions.last_used_at_ms', '>', idleSinceMs),
-    ]);
-}
-
-/** Placeholders for isLiveSession in prepared queries, bound per request to the same four values. */
-export const LIVE_SESSION_SENTINELS: [string, number, number, number] = ['\u0000session', -1, -2, -3];
+/** Placeholder for the session id in prepared queries, bound per request. */
+export const SESSION_ID_SENTINEL: [string] = ['\u0000session'];
 
 export function createSessionsRepository(db: Db): SessionsRepository {
   // Every authenticated request runs this one: prepared once, bound per request.
-  const userOfLiveSession = prepareQuery(
+  const sessionWithUser = prepareQuery(
     db
       .selectFrom('sessions')
       .innerJoin('users', 'users.id', 'sessions.user_id')
-      .select(userColumns.map((column) => `users.${column}` as const))
-      .where(isLiveSession(LIVE_SESSION_SENTINELS)),
-    LIVE_SESSION_SENTINELS,
+      .select([
+        ...sessionColumns,
+        'users.username',
+        'users.email',
+        'users.age',
+        'users.level',
+        'users.created_at_ms as user_created_at_ms',
+      ])
+      .where('sessions.id', '=', SESSION_ID_SENTINEL[0]),
+    SESSION_ID_SENTINEL,
   );
 
   return {
@@ -161,74 +135,30 @@ export function createSessionsRepository(db: Db): SessionsRepository {
       });
     },
 
-    async findRefreshToken(id) {
+    async findSession(sessionId) {
       const row = await db
-        .selectFrom('refresh_tokens')
-        .innerJoin('sessions', 'sessions.id', 'refresh_tokens.session_id')
-        .select([...sessionColumns, 'refresh_tokens.secret_hash', 'refresh_tokens.used_at_ms'])
-        .where('refresh_tokens.id', '=', id)
+        .selectFrom('sessions')
+        .select(sessionColumns)
+        .where('id', '=', sessionId)
         .executeTakeFirst();
+      return row ? toSession(row) : undefined;
+    },
+
+    async findSessionWithUser(sessionId) {
+      const { rows } = await db.executeQuery(sessionWithUser(sessionId));
+      const row = rows[0];
       if (!row) return undefined;
       return {
-        id,
-        secretHash: row.secret_hash,
-        usedAt: row.used_at_ms === null ? undefined : new Date(Number(row.used_at_ms)),
         session: toSession(row),
+        user: toUser({ ...row, id: row.user_id, created_at_ms: row.user_created_at_ms }),
       };
     },
 
-    async markRefreshTokenUsed(parentId, successor, sessionId, now, idleSince) {
-      const nowMs = now.getTime();
-      return db.transaction().execute(async (trx) => {
-        // Liveness is decided inside the transaction on the locked session row: a logout that commits first
-        // makes this refresh fail instead of answering with tokens that are already dead.
-        const live = await trx
-          .updateTable('sessions')
-          .set({ last_used_at_ms: nowMs })
-          .where('id', '=', sessionId)
-          .where('revoked_at_ms', 'is', null)
-          .where('expires_at_ms', '>', nowMs)
-          .where('last_used_at_ms', '>', idleSince.getTime())
-          .executeTakeFirst();
-        if (Number(live.numUpdatedRows) !== 1) return 'session_ended';
-        // The conditional update is the lock: of many concurrent refreshes, exactly one changes the row.
-        const spent = await trx
-          .updateTable('refresh_tokens')
-          .set({ used_at_ms: nowMs })
-          .where('id', '=', parentId)
-          .where('used_at_ms', 'is', null)
-          .executeTakeFirst();
-        if (Number(spent.numUpdatedRows) !== 1) return 'already_used';
-        await trx
-          .insertInto('refresh_tokens')
-          .values({
-            id: successor.id,
-            session_id: sessionId,
-            secret_hash: successor.secretHash,
-            parent_id: parentId,
-            created_at_ms: nowMs,
-            used_at_ms: null,
-          })
-          .execute();
-        return 'rotated';
-      });
-    },
-
-    async findUserOfLiveSession(sessionId, userId, now, idleSince) {
-      const { rows } = await db.executeQuery(
-        userOfLiveSession(sessionId, userId, now.getTime(), idleSince.getTime()),
-      );
-      return rows[0] ? toUser(rows[0]) : undefined;
-    },
-
-    async findLiveSessions(userId, now, idleSince) {
+    async findSessionsOfUser(userId) {
       const rows = await db
         .selectFrom('sessions')
         .select(sessionColumns)
         .where('user_id', '=', userId)
-        .where('revoked_at_ms', 'is', null)
-        .where('expires_at_ms', '>', now.getTime())
-        .where('last_used_at_ms', '>', idleSince.getTime())
         .orderBy('created_at_ms', 'desc')
         .execute();
       return rows.map(toSession);
@@ -244,20 +174,7 @@ export function createSessionsRepository(db: Db): SessionsRepository {
       return Number(result.numUpdatedRows) === 1;
     },
 
-    async revokeSessionOfUser(userId, sessionId, reason, now, idleSince) {
-      const result = await db
-        .updateTable('sessions')
-        .set({ revoked_at_ms: now.getTime(), revoked_reason: reason })
-        .where('id', '=', sessionId)
-        .where('user_id', '=', userId)
-        .where('revoked_at_ms', 'is', null)
-        .where('expires_at_ms', '>', now.getTime())
-        .where('last_used_at_ms', '>', idleSince.getTime())
-        .executeTakeFirst();
-      return Number(result.numUpdatedRows) === 1;
-    },
-
-    async revokeSessionsOfUser(userId, reason, now, exceptSessionId) {
+    async revokeEverySessionOfUser(userId, reason, now, exceptSessionId) {
       let query = db
         .updateTable('sessions')
         .set({ revoked_at_ms: now.getTime(), revoked_reason: reason })
@@ -268,16 +185,14 @@ export function createSessionsRepository(db: Db): SessionsRepository {
       return Number(result.numUpdatedRows);
     },
 
-    async deleteSessionsEndedBefore(endedBefore, idleSince) {
-      const cutoff = endedBefore.getTime();
-      const idleCutoff = Math.min(cutoff, idleSince.getTime() - 86400_000);
+    async deleteEndedSessions({ revokedBefore, expiredBefore, lastUsedBefore }) {
       const result = await db
         .deleteFrom('sessions')
         .where((eb) =>
           eb.or([
-            eb('revoked_at_ms', '<', cutoff),
-            eb('expires_at_ms', '<', cutoff),
-            eb('last_used_at_ms', '<', idleCutoff),
+            eb('revoked_at_ms', '<', revokedBefore.getTime()),
+            eb('expires_at_ms', '<', expiredBefore.getTime()),
+            eb('last_used_at_ms', '<', lastUsedBefore.getTime()),
           ]),
         )
         .executeTakeFirst();
@@ -286,7 +201,7 @@ export function createSessionsRepository(db: Db): SessionsRepository {
   };
 }
 
-function toSession(row: SessionRow): Session {
+export function toSession(row: SessionRow): Session {
   return {
     id: row.id,
     userId: Number(row.user_id),

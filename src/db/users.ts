@@ -1,15 +1,7 @@
+import type { Level, User } from '../domain/user.ts';
 import { AppError } from '../errors.ts';
-import type { Db, Level, UserRow } from './schema.ts';
+import type { Db, UserRow } from './schema.ts';
 import { violatedUniqueConstraint } from './unique-violation.ts';
-
-export interface User {
-  id: number;
-  username: string;
-  email: string;
-  age: number;
-  level: Level;
-  createdAt: Date;
-}
 
 export interface NewUser {
   username: string;

@@ -1,18 +1,22 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { AppError } from '../errors.ts';
-import type { Authenticated, SessionClaim, SessionsService } from '../services/sessions.ts';
+import type { SessionClaim } from '../services/session-state.ts';
+import type { Authenticated, SessionsService } from '../services/sessions.ts';
 
 declare module 'fastify' {
   interface FastifyRequest {
-    /** Set by requireBearerToken in its scopes: the caller and the session their token belongs to. */
+    /** Set by requireLiveSession in its scopes: the caller and the live session their token belongs to. */
     auth: Authenticated | undefined;
-    /** Set by requireBearerClaim in its scopes: the verified token's session, not yet checked against the database. */
+    /** Set by requireVerifiedAccessToken in its scopes: the session a valid token claims, not yet read. */
     claim: SessionClaim | undefined;
   }
 }
 
-/** Adds the Bearer check, session included, to every route of the scope it is called in (and only that scope). */
-export function requireBearerToken(scope: FastifyInstance, sessions: SessionsService): void {
+/**
+ * Adds the Bearer check to every route of the scope it is called in (and only that scope), reading the session and
+ * its user from the database.
+ */
+export function requireLiveSession(scope: FastifyInstance, sessions: SessionsService): void {
   scope.decorateRequest('auth', undefined);
   scope.addHook('onRequest', async (request) => {
     request.auth = await sessions.authenticateBearerToken(bearerTokenOf(request));
@@ -20,13 +24,13 @@ export function requireBearerToken(scope: FastifyInstance, sessions: SessionsSer
 }
 
 /**
- * Adds the Bearer check without the session lookup: for routes whose own read checks the session in the same query
- * (isLiveSession), so that the request costs one database round trip instead of two.
+ * Adds the Bearer check without reading the database: for routes whose service reads the claimed session together
+ * with its own data and judges it there, so that the request costs one round trip instead of two.
  */
-export function requireBearerClaim(scope: FastifyInstance, sessions: SessionsService): void {
+export function requireVerifiedAccessToken(scope: FastifyInstance, sessions: SessionsService): void {
   scope.decorateRequest('claim', undefined);
   scope.addHook('onRequest', async (request) => {
-    request.claim = await sessions.verifyBearerToken(bearerTokenOf(request));
+    request.claim = await sessions.verifyAccessToken(bearerTokenOf(request));
   });
 }
 

@@ -34,6 +34,17 @@ const responses: Record<ErrorCode, (error: AppError, style: ErrorStyle) => Rende
   invalid_request: (error) => oauthError('invalid_request', error.message),
   invalid_grant: (error) => oauthError('invalid_grant', error.message),
   unsupported_grant_type: (error) => oauthError('unsupported_grant_type', error.message),
+  // RFC 6585 §4 with RFC 6749 §4.1.2.1's code: the same answer for a known and an unknown username.
+  temporarily_unavailable: (error) => ({
+    ...oauthError('temporarily_unavailable', 'Too many attempts; retry later.'),
+    status: 429,
+    headers: { 'retry-after': String(Math.max(1, Math.ceil(error.retryAfterSeconds ?? 1))) },
+  }),
+  // Auth0's shape for a login that needs its second factor: the password matched, no tokens yet.
+  mfa_required: (error) => {
+    const rendered = oauthError('mfa_required', 'A second factor is required');
+    return { status: 403, body: { ...rendered.body, mfa_token: error.mfaToken } };
+  },
   // RFC 6750 §3: no error attribute when the request carried no token at all.
   missing_token: () => ({
     status: 401,
@@ -61,6 +72,10 @@ const responses: Record<ErrorCode, (error: AppError, style: ErrorStyle) => Rende
     style === 'oauth'
       ? oauthError('invalid_request', 'The request body must be application/x-www-form-urlencoded or JSON')
       : { status: 415, body: { detail: error.message } },
+  unstorable_value: (error, style) =>
+    style === 'oauth'
+      ? oauthError('invalid_request', 'The request is missing a parameter or has a malformed one')
+      : { status: 422, body: { detail: [{ loc: ['body'], msg: error.message, type: 'value_error' }] } },
   service_unavailable: (error) => ({ status: 503, body: { detail: error.message } }),
   internal: () => ({ status: 500, body: { detail: 'Internal Server Error' } }),
 };
@@ -91,25 +106,6 @@ export function toAppError(error: FastifyError | Error): AppError {
         cause: error,
       });
   }
-  if (isDatabaseUnavailable(error)) {
-    return new AppError('service_unavailable', 'The database is unavailable; try again shortly', {
-      cause: error,
-    });
-  }
-  // PostgreSQL data exceptions (class 22: a NUL byte in text, a value out of range) come from client input that
-  // slipped past validation; they are the client's mistake, never a 500.
-  if (
-    typeof fastifyError.code === 'string' &&
-    /^22[0-9A-Z]{3}$/.test(fastifyError.code) &&
-    'severity' in error
-  ) {
-    return new AppError('validation_failed', 'Invalid value', {
-      details: [
-        { loc: ['body'], msg: 'Input contains a value the database cannot store', type: 'value_error' },
-      ],
-      cause: error,
-    });
-  }
   const status = fastifyError.statusCode;
   if (status !== undefined && status >= 400 && status < 500) {
     // Malformed JSON, forbidden __proto__ keys, bad Content-Length and similar client mistakes.
@@ -119,29 +115,6 @@ export function toAppError(error: FastifyError | Error): AppError {
     });
   }
   return new AppError('internal', 'Internal Server Error', { cause: error });
-}
-
-// A database that does not answer in time, refuses connections, or is locked by another process is an outage the
-// client may retry, not a bug: 503. (pg's own timeouts carry no code, only these messages.)
-const UNAVAILABLE_CODES = new Set([
-  'ECONNREFUSED',
-  'ECONNRESET',
-  '57P01',
-  '57P03',
-  '53300',
-  '57014',
-  'ERR_SQLITE_ERROR',
-]);
-function isDatabaseUnavailable(error: Error): boolean {
-  const code = (error as { code?: unknown }).code;
-  const message = error.message;
-  if (code === 'ERR_SQLITE_ERROR') return /database is locked|database is busy/.test(message);
-  return (
-    (typeof code === 'string' && UNAVAILABLE_CODES.has(code)) ||
-    message === 'Query read timeout' ||
-    message.startsWith('timeout exceeded when trying to connect') ||
-    message.startsWith('Connection terminated')
-  );
 }
 
 /** Returns the status, body and headers the error table gives this error in this style. */

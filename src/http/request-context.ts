@@ -1,5 +1,5 @@
 import type { FastifyRequest } from 'fastify';
-import type { RequestContext } from '../services/sessions.ts';
+import type { RequestContext } from '../services/request-context.ts';
 
 /** The parts of a request that sessions record, and an audit log bound to its request id. */
 export function requestContext(request: FastifyRequest): RequestContext {

@@ -1,8 +1,8 @@
 import type { FastifyRequest } from 'fastify';
 import Type, { type Static } from 'typebox';
-import type { User } from '../services/accounts.ts';
+import { LEVELS, type User } from '../domain/user.ts';
 
-export const Level = Type.Enum(['beginner', 'intermediate', 'advanced'], {
+const LevelSchema = Type.Enum([...LEVELS], {
   description: 'A proficiency, never a privilege.',
 });
 
@@ -23,7 +23,7 @@ export const RegisterBody = Type.Object({
     maximum: 150,
     description: 'A digit string such as "42" is accepted too.',
   }),
-  level: Level,
+  level: LevelSchema,
 });
 export type RegisterBody = Static<typeof RegisterBody>;
 
@@ -32,7 +32,7 @@ export const UserResponse = Type.Object({
   username: Type.String(),
   email: Type.String(),
   age: Type.Integer(),
-  level: Level,
+  level: LevelSchema,
 });
 export type UserResponse = Static<typeof UserResponse>;
 
@@ -56,6 +56,7 @@ export const TokenResponse = Type.Object({
   refresh_token: Type.String({ description: 'Single use: each refresh returns the next one' }),
   scope: Type.String(),
 });
+export type TokenResponse = Static<typeof TokenResponse>;
 
 export const RevokeRequestBody = Type.Object({
   token: optionalString('The refresh token (or access token) to revoke'),
@@ -87,7 +88,7 @@ export const ProfileUpdateBody = Type.Object({
     }),
   ),
   age: Type.Optional(Type.Integer({ minimum: 0, maximum: 150 })),
-  level: Type.Optional(Level),
+  level: Type.Optional(LevelSchema),
 });
 export type ProfileUpdateBody = Static<typeof ProfileUpdateBody>;
 

@@ -1,7 +1,5 @@
-import type { Level } from '../db/schema.ts';
-import type { User, UsersRepository } from '../db/users.ts';
-
-export type { User };
+import type { UsersRepository } from '../db/users.ts';
+import type { Level, User } from '../domain/user.ts';
 
 import { AppError, type FieldProblem } from '../errors.ts';
 import type { Clock } from '../security/clock.ts';
@@ -65,9 +63,11 @@ export interface AccountsDependencies {
   policy: PasswordPolicy;
   clock: Clock;
   maxPasswordLength: number;
-  welcomeMessage: string;
   onRehashFailed?: (error: unknown) => void;
 }
+
+// Kept word for word from the seed, whose clients may compare it: the first message of every new conversation.
+export const WELCOME_MESSAGE = 'This is a secure conversation';
 
 const USERNAME = /^[\p{L}\p{Nd}._-]{3,32}$/u;
 
@@ -133,7 +133,7 @@ export function createAccountsService(deps: AccountsDependencies): AccountsServi
           age: registration.age,
           level: registration.level,
         },
-        deps.welcomeMessage,
+        WELCOME_MESSAGE,
         clock.now(),
       );
     },

@@ -112,7 +112,7 @@ export async function loadKeyRing(options: KeyRingOptions): Promise<LoadedKeyRin
     async find(kid) {
       const known = byKid.get(kid);
       if (known) return known;
-      const now = Date.now();
+      const now = options.clock.now().getTime();
       if (now - (missedKids.get(kid) ?? 0) < MISSED_KID_MEMORY_MS) return undefined;
       if (!reloading && now - lastLookupReloadMs < MIN_LOOKUP_RELOAD_GAP_MS) return undefined;
       lastLookupReloadMs = now;
@@ -120,7 +120,7 @@ export async function loadKeyRing(options: KeyRingOptions): Promise<LoadedKeyRin
       const found = byKid.get(kid);
       if (!found) {
         if (missedKids.size >= 1000) missedKids.clear();
-        missedKids.set(kid, Date.now());
+        missedKids.set(kid, options.clock.now().getTime());
       }
       return found;
     },

@@ -1,9 +1,9 @@
 import { randomBytes } from 'node:crypto';
-import type { Session, SessionsRepository } from '../db/sessions.ts';
-
-export type { Session };
-
-import type { User, UsersRepository } from '../db/users.ts';
+import type { RefreshTokensRepository } from '../db/refresh-tokens.ts';
+import type { SessionsRepository } from '../db/sessions.ts';
+import type { UsersRepository } from '../db/users.ts';
+import type { Session } from '../domain/session.ts';
+import type { User } from '../domain/user.ts';
 import { AppError } from '../errors.ts';
 import type { AccessTokens } from '../security/access-tokens.ts';
 import type { Clock } from '../security/clock.ts';
@@ -16,7 +16,13 @@ import {
   type RefreshToken,
   refreshSecretMatches,
 } from '../security/refresh-tokens.ts';
-import type { VerifiedLogin } from './accounts.ts';
+import type { RequestContext } from './request-context.ts';
+import {
+  isClaimedSessionLive,
+  type SessionClaim,
+  type SessionPolicy,
+  sessionState,
+} from './session-state.ts';
 
 export interface TokenGrant {
   accessToken: string;
@@ -26,44 +32,29 @@ export interface TokenGrant {
   scope: string;
 }
 
-export interface RequestContext {
-  userAgent: string | undefined;
-  ipAddress: string | undefined;
-  /** Writes a security event to the audit log, with the request's id. */
-  audit(event: string, fields: Record<string, unknown>): void;
-}
-
 export interface Authenticated {
   user: User;
   sessionId: string;
 }
 
-/** What a verified access token claims: the session to check, and the instant and idle cut-off to check it at. */
-export interface SessionClaim {
-  sessionId: string;
-  userId: number;
-  now: Date;
-  idleSince: Date;
-}
-
 export interface SessionsService {
-  /** Opens a session for a user who has just proved who they are; throws invalid_grant if the password changed. */
-  startSession(login: VerifiedLogin, context: RequestContext): Promise<TokenGrant>;
+  /**
+   * Opens a session for a user whose password just matched `verifiedHash`; undefined when that hash is no longer
+   * theirs (changed or deleted meanwhile), so that no session outlives the credentials it used.
+   */
+  startSession(user: User, verifiedHash: string, context: RequestContext): Promise<TokenGrant | undefined>;
   /** Spends a refresh token for new tokens; throws invalid_grant, revoking the family on reuse. */
   rotateRefreshToken(presented: string, context: RequestContext): Promise<TokenGrant>;
-  /** Returns who a bearer token speaks for; throws invalid_token for a bad token or an ended session. */
+  /** Returns the session an access token claims, verified but not yet checked against the database; throws invalid_token. */
+  verifyAccessToken(accessToken: string): Promise<SessionClaim>;
+  /** Returns who a bearer token speaks for, its session checked; throws invalid_token for a bad token or an ended session. */
   authenticateBearerToken(accessToken: string): Promise<Authenticated>;
-  /**
-   * Verifies a bearer token without reading the database; throws invalid_token. The caller must then check the
-   * claimed session in its own query (isLiveSession) and answer invalid_token when it is not live.
-   */
-  verifyBearerToken(accessToken: string): Promise<SessionClaim>;
   /** Ends one session; its refresh and access tokens stop working at once. */
   revokeSession(sessionId: string, reason: string): Promise<void>;
   /** Ends the session of a refresh or access token (RFC 7009); does nothing for a token it does not know. */
   revokeToken(presented: string, context: RequestContext): Promise<void>;
   /** Ends every session of the user, except one if named; returns how many ended. */
-  revokeUserSessions(userId: number, reason: string, exceptSessionId?: string): Promise<number>;
+  revokeEverySession(userId: number, reason: string, exceptSessionId?: string): Promise<number>;
   /** Returns the user's live sessions, newest first. */
   listSessions(userId: number): Promise<Session[]>;
   /** Ends one of the user's own live sessions; throws not_found for any other id. */
@@ -75,10 +66,11 @@ export interface SessionsService {
 export interface SessionsDependencies {
   accessTokens: AccessTokens;
   sessions: SessionsRepository;
+  refreshTokens: RefreshTokensRepository;
   users: UsersRepository;
   clock: Clock;
   refreshDerivationKey: Buffer;
-  idleTtlSeconds: number;
+  policy: SessionPolicy;
   maxLifetimeSeconds: number;
   reuseGraceSeconds: number;
 }
@@ -86,19 +78,15 @@ export interface SessionsDependencies {
 export const DEFAULT_SCOPE = 'conversation';
 // A retry inside the grace window follows the chain to the live head; a longer chain is not a retry.
 const MAX_CHAIN_STEPS = 20;
+// A day of keeping: a reuse of a token from a just-ended family is still recognised and logged.
+const ENDED_SESSION_RETENTION_MS = 86400_000;
 
 /** Builds the session rules: login sessions, refresh rotation with reuse detection, revocation. */
 export function createSessionsService(deps: SessionsDependencies): SessionsService {
-  const { accessTokens, sessions, users, clock } = deps;
+  const { accessTokens, sessions, refreshTokens, users, clock, policy } = deps;
   const invalidGrant = () =>
     new AppError('invalid_grant', 'The refresh token is invalid, expired or revoked');
-  const idleSince = (now: Date) => new Date(now.getTime() - deps.idleTtlSeconds * 1000);
-
-  const verifyBearerToken = async (accessToken: string): Promise<SessionClaim> => {
-    const verified = await accessTokens.verify(accessToken);
-    const now = clock.now();
-    return { sessionId: verified.sessionId, userId: verified.userId, now, idleSince: idleSince(now) };
-  };
+  const isLive = (session: Session, now: Date) => sessionState(session, now, policy) === 'live';
 
   const grantFor = async (user: User, sessionId: string, refreshToken: RefreshToken): Promise<TokenGrant> => {
     const issued = await accessTokens.issue({
@@ -116,13 +104,13 @@ export function createSessionsService(deps: SessionsDependencies): SessionsServi
     };
   };
 
-  const isLive = (session: Session, now: Date) =>
-    session.revokedAt === undefined &&
-    session.expiresAt.getTime() > now.getTime() &&
-    session.lastUsedAt.getTime() > idleSince(now).getTime();
+  const verifyAccessToken = async (accessToken: string): Promise<SessionClaim> => {
+    const { sessionId, userId } = await accessTokens.verify(accessToken);
+    return { sessionId, userId };
+  };
 
   return {
-    async startSession({ user, verifiedHash }, context) {
+    async startSession(user, verifiedHash, context) {
       const now = clock.now();
       const sessionId = randomBytes(16).toString('base64url');
       const refreshToken = generateRefreshToken();
@@ -138,7 +126,7 @@ export function createSessionsService(deps: SessionsDependencies): SessionsServi
         verifiedHash,
         now,
       );
-      if (!opened) throw new AppError('invalid_grant', 'Incorrect username or password');
+      if (!opened) return undefined;
       context.audit('session_started', { userId: user.id, sessionId });
       return grantFor(user, sessionId, refreshToken);
     },
@@ -146,7 +134,7 @@ export function createSessionsService(deps: SessionsDependencies): SessionsServi
     async rotateRefreshToken(presented, context) {
       const token = parseRefreshToken(presented);
       if (!token) throw invalidGrant();
-      let stored = await sessions.findRefreshToken(token.id);
+      let stored = await refreshTokens.findRefreshToken(token.id);
       if (!stored || !refreshSecretMatches(token.secret, stored.secretHash)) throw invalidGrant();
       const now = clock.now();
       const session = stored.session;
@@ -156,16 +144,16 @@ export function createSessionsService(deps: SessionsDependencies): SessionsServi
 
       if (stored.usedAt === undefined) {
         const successor = deriveSuccessor(token, deps.refreshDerivationKey);
-        const outcome = await sessions.markRefreshTokenUsed(
+        const outcome = await refreshTokens.markRefreshTokenUsed(
           token.id,
           { id: successor.id, secretHash: hashRefreshSecret(successor.secret) },
           session.id,
           now,
-          idleSince(now),
+          (locked) => isLive(locked, now),
         );
         if (outcome === 'rotated') return grantFor(user, session.id, successor);
         if (outcome === 'session_ended') throw invalidGrant();
-        stored = await sessions.findRefreshToken(token.id);
+        stored = await refreshTokens.findRefreshToken(token.id);
         if (!stored?.usedAt) throw invalidGrant();
       }
 
@@ -180,7 +168,7 @@ export function createSessionsService(deps: SessionsDependencies): SessionsServi
       let current = token;
       for (let step = 0; step < MAX_CHAIN_STEPS; step += 1) {
         const next = deriveSuccessor(current, deps.refreshDerivationKey);
-        const nextStored = await sessions.findRefreshToken(next.id);
+        const nextStored = await refreshTokens.findRefreshToken(next.id);
         if (!nextStored) break;
         if (nextStored.usedAt === undefined) {
           context.audit('refresh_token_retry', { userId: user.id, sessionId: session.id });
@@ -191,18 +179,15 @@ export function createSessionsService(deps: SessionsDependencies): SessionsServi
       throw invalidGrant();
     },
 
-    verifyBearerToken,
+    verifyAccessToken,
 
     async authenticateBearerToken(accessToken) {
-      const claim = await verifyBearerToken(accessToken);
-      const user = await sessions.findUserOfLiveSession(
-        claim.sessionId,
-        claim.userId,
-        claim.now,
-        claim.idleSince,
-      );
-      if (!user) throw new AppError('invalid_token', 'Could not validate credentials');
-      return { user, sessionId: claim.sessionId };
+      const claim = await verifyAccessToken(accessToken);
+      const found = await sessions.findSessionWithUser(claim.sessionId);
+      if (!found || !isClaimedSessionLive(claim, found.session, clock.now(), policy)) {
+        throw new AppError('invalid_token', 'Could not validate credentials');
+      }
+      return { user: found.user, sessionId: claim.sessionId };
     },
 
     async revokeSession(sessionId, reason) {
@@ -212,7 +197,7 @@ export function createSessionsService(deps: SessionsDependencies): SessionsServi
     async revokeToken(presented, context) {
       const refresh = parseRefreshToken(presented);
       if (refresh) {
-        const stored = await sessions.findRefreshToken(refresh.id);
+        const stored = await refreshTokens.findRefreshToken(refresh.id);
         if (stored && refreshSecretMatches(refresh.secret, stored.secretHash)) {
           await sessions.revokeSession(stored.session.id, 'revoked', clock.now());
           context.audit('session_revoked', { userId: stored.session.userId, sessionId: stored.session.id });
@@ -226,30 +211,30 @@ export function createSessionsService(deps: SessionsDependencies): SessionsServi
       }
     },
 
-    revokeUserSessions: (userId, reason, exceptSessionId) =>
-      sessions.revokeSessionsOfUser(userId, reason, clock.now(), exceptSessionId),
+    revokeEverySession: (userId, reason, exceptSessionId) =>
+      sessions.revokeEverySessionOfUser(userId, reason, clock.now(), exceptSessionId),
 
     async listSessions(userId) {
       const now = clock.now();
-      return sessions.findLiveSessions(userId, now, idleSince(now));
-    },
-
-    pruneEndedSessions() {
-      const now = clock.now();
-      // A day of keeping: a reuse of a token from a just-ended family is still recognised and logged.
-      return sessions.deleteSessionsEndedBefore(new Date(now.getTime() - 86400_000), idleSince(now));
+      return (await sessions.findSessionsOfUser(userId)).filter((session) => isLive(session, now));
     },
 
     async endUserSession(userId, sessionId) {
       const now = clock.now();
-      const ended = await sessions.revokeSessionOfUser(
-        userId,
-        sessionId,
-        'ended_by_user',
-        now,
-        idleSince(now),
-      );
+      const session = await sessions.findSession(sessionId);
+      const ended =
+        isClaimedSessionLive({ sessionId, userId }, session, now, policy) &&
+        (await sessions.revokeSession(sessionId, 'ended_by_user', now));
       if (!ended) throw new AppError('not_found', 'Session not found');
+    },
+
+    pruneEndedSessions() {
+      const endedBefore = clock.now().getTime() - ENDED_SESSION_RETENTION_MS;
+      return sessions.deleteEndedSessions({
+        revokedBefore: new Date(endedBefore),
+        expiredBefore: new Date(endedBefore),
+        lastUsedBefore: new Date(endedBefore - policy.idleTtlSeconds * 1000),
+      });
     },
   };
 }

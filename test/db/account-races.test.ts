@@ -54,7 +54,6 @@ describe.each(dialects)('account changes racing a password change on %s', (diale
       policy,
       clock,
       maxPasswordLength: 1024,
-      welcomeMessage: 'welcome',
     });
     const sessionId = `s-${username}`;
     const nowMs = clock.now().getTime();

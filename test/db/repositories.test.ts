@@ -3,6 +3,7 @@ import { createConversationsRepository } from '../../src/db/conversations.ts';
 import { createSessionsRepository } from '../../src/db/sessions.ts';
 import { createSigningKeysRepository } from '../../src/db/signing-keys.ts';
 import { createUsersRepository, type NewUser } from '../../src/db/users.ts';
+import { createConversationsService } from '../../src/services/conversations.ts';
 import { createTestDatabase, dialects, type TestDatabase } from '../support/dialects.ts';
 
 const newUser = (name: string, overrides: Partial<NewUser> = {}): NewUser => ({
@@ -150,8 +151,10 @@ describe.each(dialects)('repositories on %s', (dialect) => {
     expect(
       await users.replacePasswordHashEndingOtherSessions(user.id, hash, '$argon2id$new', 'judy-1', now),
     ).toBe(true);
-    const live = await sessions.findLiveSessions(user.id, now, new Date(now.getTime() - 1000));
-    expect(live.map((session) => session.id)).toEqual(['judy-1']);
+    const unrevoked = (await sessions.findSessionsOfUser(user.id)).filter(
+      (session) => session.revokedAt === undefined,
+    );
+    expect(unrevoked.map((session) => session.id)).toEqual(['judy-1']);
     expect(await open('judy-3', hash)).toBe(false);
     expect(await open('judy-4', '$argon2id$new')).toBe(true);
     expect(await open('nobody', 'whatever')).toBe(false);
@@ -174,7 +177,11 @@ describe.each(dialects)('repositories on %s', (dialect) => {
     await open('ken-revoked', later(86400 * 30));
     await open('ken-expired', later(60));
     await sessions.revokeSession('ken-revoked', 'logout', now);
-    const pruned = await sessions.deleteSessionsEndedBefore(later(3600), new Date(now.getTime() - 86400_000));
+    const pruned = await sessions.deleteEndedSessions({
+      revokedBefore: later(3600),
+      expiredBefore: later(3600),
+      lastUsedBefore: new Date(now.getTime() - 86400_000),
+    });
     expect(pruned).toBeGreaterThanOrEqual(2);
     const left = await database.db
       .selectFrom('sessions')
@@ -193,7 +200,7 @@ describe.each(dialects)('repositories on %s', (dialect) => {
   it('reads a conversation only through a live session of its user', async () => {
     const users = createUsersRepository(database.db);
     const sessions = createSessionsRepository(database.db);
-    const conversations = createConversationsRepository(database.db);
+    const repository = createConversationsRepository(database.db);
     const user = await users.insertUserWithConversation(newUser('Liam'), 'welcome, Liam', now);
     const other = await users.insertUserWithConversation(newUser('Mia'), 'welcome, Mia', now);
     const later = (seconds: number) => new Date(now.getTime() + seconds * 1000);
@@ -208,21 +215,32 @@ describe.each(dialects)('repositories on %s', (dialect) => {
     await open('liam-revoked', later(3600));
     await open('liam-short', later(60));
     await sessions.revokeSession('liam-revoked', 'logout', now);
-    const read = (sessionId: string, userId: number, at: Date, idleSince: Date) =>
-      conversations.findConversationOfLiveSession(sessionId, userId, at, idleSince);
-    const dayAgo = new Date(now.getTime() - 86400_000);
+    const read = (sessionId: string, userId: number, at: Date, idleTtlSeconds = 86400) =>
+      createConversationsService({
+        conversations: repository,
+        clock: { now: () => at },
+        policy: { idleTtlSeconds },
+      })
+        .readConversationOfSession({ sessionId, userId })
+        .then(
+          (found) => found.conversation,
+          (error) => error.code,
+        );
 
-    expect(await read('liam-live', user.id, now, dayAgo)).toEqual({
-      username: 'Liam',
-      messages: [{ author: 'system', body: 'welcome, Liam', createdAt: now }],
-    });
-    expect(await read('liam-revoked', user.id, now, dayAgo)).toBeUndefined();
-    expect(await read('liam-live', other.id, now, dayAgo)).toBeUndefined();
-    expect(await read('nobody', user.id, now, dayAgo)).toBeUndefined();
-    // Idle: last used at `now`, which is not after an idle cut-off of `now`.
-    expect(await read('liam-live', user.id, now, now)).toBeUndefined();
-    expect(await read('liam-short', user.id, later(120), dayAgo)).toBeUndefined();
-    expect(await read('liam-live', user.id, later(120), dayAgo)).toBeDefined();
+    expect(await read('liam-live', user.id, now)).toBe('welcome, Liam');
+    expect(await read('liam-revoked', user.id, now)).toBe('invalid_token');
+    expect(await read('liam-live', other.id, now)).toBe('invalid_token');
+    expect(await read('nobody', user.id, now)).toBe('invalid_token');
+    // Idle: last used at `now`, and an idle window of nothing has already closed at `now`.
+    expect(await read('liam-live', user.id, now, 0)).toBe('invalid_token');
+    expect(await read('liam-short', user.id, later(120))).toBe('invalid_token');
+    expect(await read('liam-live', user.id, later(120))).toBe('welcome, Liam');
+
+    // The repository only reads: it hands over the session as stored, revoked or not, for the rule to judge.
+    const revoked = await repository.findConversationOfSession('liam-revoked');
+    expect(revoked?.session).toMatchObject({ id: 'liam-revoked', userId: user.id, revokedAt: now });
+    expect(revoked?.username).toBe('Liam');
+    expect(await repository.findConversationOfSession('nobody')).toBeUndefined();
 
     // Stored out of order: the read orders by message id, not by where the rows happen to lie.
     const { id: conversationId } = await database.db
@@ -239,11 +257,19 @@ describe.each(dialects)('repositories on %s', (dialect) => {
     });
     await database.db.insertInto('messages').values(message(900_002, 'second')).execute();
     await database.db.insertInto('messages').values(message(900_001, 'first')).execute();
-    const ordered = await read('liam-live', user.id, now, dayAgo);
-    expect(ordered?.messages?.map((m) => m.body)).toEqual(['welcome, Liam', 'first', 'second']);
+    const ordered = await repository.findConversationOfSession('liam-live');
+    expect(ordered?.messages).toEqual([
+      { author: 'system', body: 'welcome, Liam', createdAt: now },
+      { author: 'user', body: 'first', createdAt: now },
+      { author: 'user', body: 'second', createdAt: now },
+    ]);
 
     await database.db.deleteFrom('conversations').where('user_id', '=', user.id).execute();
-    expect(await read('liam-live', user.id, now, dayAgo)).toEqual({ username: 'Liam', messages: undefined });
+    expect(await repository.findConversationOfSession('liam-live')).toMatchObject({
+      username: 'Liam',
+      messages: undefined,
+    });
+    expect(await read('liam-live', user.id, now)).toBe('not_found');
   });
 
   it('deletes conversations and messages with their user', async () => {

@@ -15,21 +15,4 @@ describe('error mapping', () => {
   it('maps an http-errors 5xx to internal', () => {
     expect(toAppError(httpError(500, 'InternalServerError')).code).toBe('internal');
   });
-
-  it('maps a database that does not answer, refuses connections or is locked to service_unavailable', () => {
-    const outages = [
-      new Error('Query read timeout'),
-      new Error('timeout exceeded when trying to connect'),
-      new Error('Connection terminated unexpectedly'),
-      Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:5432'), { code: 'ECONNREFUSED' }),
-      Object.assign(new Error('canceling statement due to statement timeout'), { code: '57014' }),
-      Object.assign(new Error('database is locked'), { code: 'ERR_SQLITE_ERROR', errcode: 5 }),
-    ];
-    for (const outage of outages) expect(toAppError(outage).code, outage.message).toBe('service_unavailable');
-  });
-
-  it('keeps other SQLite errors internal', () => {
-    const error = Object.assign(new Error('no such table: users'), { code: 'ERR_SQLITE_ERROR', errcode: 1 });
-    expect(toAppError(error).code).toBe('internal');
-  });
 });

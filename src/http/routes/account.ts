@@ -1,7 +1,8 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import Type from 'typebox';
+import type { Session } from '../../domain/session.ts';
 import type { AccountsService } from '../../services/accounts.ts';
-import type { Session, SessionsService } from '../../services/sessions.ts';
+import type { SessionsService } from '../../services/sessions.ts';
 import { requestContext } from '../request-context.ts';
 import {
   AccountDeletionBody,
@@ -62,7 +63,7 @@ export const accountRoutes: FastifyPluginAsyncTypebox<{
     },
     async (request, reply) => {
       const { user } = request.auth!;
-      const ended = await sessions.revokeUserSessions(user.id, 'logout_all');
+      const ended = await sessions.revokeEverySession(user.id, 'logout_all');
       requestContext(request).audit('logout_all', { userId: user.id, ended });
       return reply.code(204).send(null);
     },

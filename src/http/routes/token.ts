@@ -2,7 +2,7 @@ import formbody from '@fastify/formbody';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import Type from 'typebox';
 import { AppError } from '../../errors.ts';
-import { type AccountsService, normaliseUsername } from '../../services/accounts.ts';
+import type { LoginService, PasswordGrantResult } from '../../services/login.ts';
 import type { SessionsService, TokenGrant } from '../../services/sessions.ts';
 import { requestContext } from '../request-context.ts';
 import { OAuthErrorResponse, RevokeRequestBody, TokenRequestBody, TokenResponse } from '../schemas.ts';
@@ -22,10 +22,33 @@ const FORM_OR_JSON = (schema: typeof TokenRequestBody | typeof RevokeRequestBody
   },
 });
 
+const toTokenResponse = (grant: TokenGrant): TokenResponse => ({
+  access_token: grant.accessToken,
+  token_type: grant.tokenType,
+  expires_in: grant.expiresInSeconds,
+  refresh_token: grant.refreshToken,
+  scope: grant.scope,
+});
+
+function answerPasswordGrant(result: PasswordGrantResult): TokenResponse {
+  switch (result.outcome) {
+    case 'granted':
+      return toTokenResponse(result.tokens);
+    case 'refused':
+      throw new AppError('invalid_grant', 'Incorrect username or password');
+    case 'locked':
+      throw new AppError('temporarily_unavailable', 'Too many attempts; retry later.', {
+        retryAfterSeconds: result.retryAfterSeconds,
+      });
+    case 'second_factor_required':
+      throw new AppError('mfa_required', 'A second factor is required', { mfaToken: result.mfaToken });
+  }
+}
+
 export const tokenRoutes: FastifyPluginAsyncTypebox<{
-  accounts: AccountsService;
+  login: LoginService;
   sessions: SessionsService;
-}> = async (app, { accounts, sessions }) => {
+}> = async (app, { login, sessions }) => {
   await app.register(formbody);
 
   // RFC 6749 §3.2 and ASVS 14.2.1: credentials never travel in the URL.
@@ -57,39 +80,23 @@ export const tokenRoutes: FastifyPluginAsyncTypebox<{
       const context = requestContext(request);
       // RFC 6749 §3.2: a parameter sent without a value is treated as omitted.
       const grantType = body.grant_type || 'password';
-      let grant: TokenGrant;
       if (grantType === 'password') {
         const username = body.username?.trim();
         const password = body.password;
         if (!username || !password) {
           throw new AppError('invalid_request', 'The username and password parameters are required');
         }
-        const login = await accounts.verifyCredentials(username, password);
-        if (!login) {
-          // People type their password into the username field; only a name that could be one is logged.
-          const attempted = normaliseUsername(username);
-          context.audit('login_failed', attempted ? { username: attempted.display } : {});
-          throw new AppError('invalid_grant', 'Incorrect username or password');
-        }
-        grant = await sessions.startSession(login, context);
-        context.audit('login_succeeded', { userId: login.user.id });
-      } else if (grantType === 'refresh_token') {
+        return answerPasswordGrant(await login.passwordGrant({ username, password }, context));
+      }
+      if (grantType === 'refresh_token') {
         if (!body.refresh_token)
           throw new AppError('invalid_request', 'The refresh_token parameter is required');
-        grant = await sessions.rotateRefreshToken(body.refresh_token, context);
-      } else {
-        throw new AppError(
-          'unsupported_grant_type',
-          'Only the password and refresh_token grants are supported',
-        );
+        return toTokenResponse(await login.refreshTokenGrant(body.refresh_token, context));
       }
-      return {
-        access_token: grant.accessToken,
-        token_type: grant.tokenType,
-        expires_in: grant.expiresInSeconds,
-        refresh_token: grant.refreshToken,
-        scope: grant.scope,
-      };
+      throw new AppError(
+        'unsupported_grant_type',
+        'Only the password and refresh_token grants are supported',
+      );
     },
   );
 

@@ -1,0 +1,88 @@
+import type { Session } from '../domain/session.ts';
+import type { Db } from './schema.ts';
+import { type NewRefreshToken, sessionColumns, toSession } from './sessions.ts';
+
+export interface StoredRefreshToken {
+  id: string;
+  secretHash: string;
+  usedAt: Date | undefined;
+  session: Session;
+}
+
+export type RotationOutcome = 'rotated' | 'already_used' | 'session_ended';
+
+export interface RefreshTokensRepository {
+  findRefreshToken(id: string): Promise<StoredRefreshToken | undefined>;
+  /**
+   * Spends the parent and adds its successor atomically, while `isLive` holds for the session as it stands with its
+   * row locked: 'rotated', or 'already_used' when another request spent the parent first, or 'session_ended'.
+   */
+  markRefreshTokenUsed(
+    parentId: string,
+    successor: NewRefreshToken,
+    sessionId: string,
+    now: Date,
+    isLive: (session: Session) => boolean,
+  ): Promise<RotationOutcome>;
+}
+
+export function createRefreshTokensRepository(db: Db): RefreshTokensRepository {
+  return {
+    async findRefreshToken(id) {
+      const row = await db
+        .selectFrom('refresh_tokens')
+        .innerJoin('sessions', 'sessions.id', 'refresh_tokens.session_id')
+        .select([...sessionColumns, 'refresh_tokens.secret_hash', 'refresh_tokens.used_at_ms'])
+        .where('refresh_tokens.id', '=', id)
+        .executeTakeFirst();
+      if (!row) return undefined;
+      return {
+        id,
+        secretHash: row.secret_hash,
+        usedAt: row.used_at_ms === null ? undefined : new Date(Number(row.used_at_ms)),
+        session: toSession(row),
+      };
+    },
+
+    async markRefreshTokenUsed(parentId, successor, sessionId, now, isLive) {
+      const nowMs = now.getTime();
+      return db.transaction().execute(async (trx) => {
+        // A write first, that changes nothing, to lock the session row (and, on SQLite, take the write lock before
+        // any read): a logout that commits first is seen here and makes this refresh fail instead of answering with
+        // tokens that are already dead; one that comes later waits for this transaction.
+        const locked = await trx
+          .updateTable('sessions')
+          .set((eb) => ({ last_used_at_ms: eb.ref('last_used_at_ms') }))
+          .where('id', '=', sessionId)
+          .returning(sessionColumns)
+          .executeTakeFirst();
+        if (!locked || !isLive(toSession(locked))) return 'session_ended';
+        await trx
+          .updateTable('sessions')
+          .set({ last_used_at_ms: nowMs })
+          .where('id', '=', sessionId)
+          .execute();
+        // The conditional update is the lock: of many concurrent refreshes, exactly one changes the row.
+        const spent = await trx
+          .updateTable('refresh_tokens')
+          .set({ used_at_ms: nowMs })
+          .where('id', '=', parentId)
+          .where('used_at_ms', 'is', null)
+          .executeTakeFirst();
+        if (Number(spent.numUpdatedRows) !== 1) return 'already_used';
+        await trx
+          .insertInto('refresh_tokens')
+          .values({
+            id: successor.id,
+            session_id: sessionId,
+            secret_hash: successor.secretHash,
+            parent_id: parentId,
+            created_at_ms: nowMs,
+            used_at_ms: null,
+          })
+          .execute();
+        return 'rotated';
+      });
+    },
+  };
+}

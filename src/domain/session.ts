@@ -1,0 +1,12 @@
+/** A login: its refresh tokens form one family, and every access token it issues names it. */
+export interface Session {
+  id: string;
+  userId: number;
+  createdAt: Date;
+  lastUsedAt: Date;
+  /** The absolute end, fixed at login; the idle limit is counted from lastUsedAt. */
+  expiresAt: Date;
+  revokedAt: Date | undefined;
+  userAgent: string | undefined;
+  ipAddress: string | undefined;
+}

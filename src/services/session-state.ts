@@ -1,0 +1,46 @@
+import type { Session } from '../domain/session.ts';
+
+export type SessionState = 'live' | 'revoked' | 'expired' | 'idle';
+
+export interface SessionPolicy {
+  /** A session not used for this long has ended, though its absolute expiry is still ahead. */
+  idleTtlSeconds: number;
+}
+
+/** What an access token claims: the session it was issued for and that session's user. */
+export interface SessionClaim {
+  sessionId: string;
+  userId: number;
+}
+
+/**
+ * Returns whether the session is live at `now`, or why not: the one rule every path that honours a session applies.
+ * Revocation wins over the clocks, and the absolute expiry over the idle window; each limit is exclusive, so a session
+ * is already over at the exact instant it expires or goes idle.
+ */
+export function sessionState(
+  session: Pick<Session, 'revokedAt' | 'expiresAt' | 'lastUsedAt'>,
+  now: Date,
+  policy: SessionPolicy,
+): SessionState {
+  if (session.revokedAt !== undefined) return 'revoked';
+  const nowMs = now.getTime();
+  if (nowMs >= session.expiresAt.getTime()) return 'expired';
+  if (nowMs >= session.lastUsedAt.getTime() + policy.idleTtlSeconds * 1000) return 'idle';
+  return 'live';
+}
+
+/** Returns true when the session a token claims exists, is the claimed user's and is live at `now`. */
+export function isClaimedSessionLive(
+  claim: SessionClaim,
+  session: Session | undefined,
+  now: Date,
+  policy: SessionPolicy,
+): session is Session {
+  return (
+    session !== undefined &&
+    session.id === claim.sessionId &&
+    session.userId === claim.userId &&
+    sessionState(session, now, policy) === 'live'
+  );
+}
