@@ -12,19 +12,19 @@ import { createSigningKeysRepository } from './db/signing-keys.ts';
 import { createUsersRepository } from './db/users.ts';
 import { requireLiveSession, requireVerifiedAccessToken } from './http/authenticate.ts';
 import { errorHandler } from './http/error-handler.ts';
-import {
-  answerClientError,
-  answerFrameworkError,
-  registerMethodNotAllowed,
-  registerResponseHooks,
-} from './http/hooks.ts';
 import { registerOpenApi } from './http/openapi.ts';
+import { registerResponseHooks } from './http/response-hooks.ts';
 import { accountRoutes } from './http/routes/account.ts';
 import { conversationRoutes } from './http/routes/conversation.ts';
 import { healthRoutes } from './http/routes/health.ts';
 import { jwksRoutes } from './http/routes/jwks.ts';
 import { registerRoutes } from './http/routes/register.ts';
 import { tokenRoutes } from './http/routes/token.ts';
+import {
+  answerClientError,
+  answerFrameworkError,
+  registerMethodNotAllowed,
+} from './http/unrouted-requests.ts';
 import { createAccessTokens } from './security/access-tokens.ts';
 import type { Clock } from './security/clock.ts';
 import { createPasswordPolicy } from './security/password-policy.ts';

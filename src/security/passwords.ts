@@ -60,7 +60,7 @@ export function createPasswordHasher(
   };
   const expectedPrefix = `$argon2id$v=19$m=${parameters.memoryKib},t=${parameters.timeCost},p=${parameters.parallelism}$`;
   // Hashes run on libuv's threadpool, where WebCrypto and file I/O run too: one hash per core keeps the cores
-  // busy, and main.ts sizes the pool so threads remain for the rest. A third hash in flight on two cores gave no
+  // busy, and runtime-check.ts sizes the pool so threads remain for the rest. A third hash in flight on two cores gave no
   // more logins per second (measured, interleaved runs) and held 19 MiB more memory. bcrypt shares the limit:
   // it is the same kind of work on the same threads.
   const limit = createLimiter(options.maxConcurrent ?? availableParallelism());

@@ -1,0 +1,45 @@
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+
+// Bodies up to this size are read to their end after an early answer, so that the client receives it.
+const DRAIN_LIMIT_BYTES = 8 * 1024 * 1024;
+
+export const STANDARD_HEADERS = {
+  'x-content-type-options': 'nosniff',
+  'referrer-policy': 'no-referrer',
+  'cache-control': 'no-store',
+};
+
+/** Sets the headers every response carries. */
+export function setStandardHeaders(request: FastifyRequest, reply: FastifyReply): void {
+  reply.headers({ 'x-request-id': request.id, ...STANDARD_HEADERS });
+}
+
+/** Headers every response carries, and a log line per request (no query string: it may hold a token). */
+export function registerResponseHooks(app: FastifyInstance): void {
+  app.addHook('onRequest', async (request, reply) => setStandardHeaders(request, reply));
+  app.addHook('onSend', async (request, reply) => {
+    // An answer sent before the body was read (413, or a 401 from a hook): closing while the client is still
+    // sending makes the client's kernel see a reset, and the client an error (EPIPE) instead of the answer. Up to a
+    // bound, keep the connection: Node then reads and discards the rest of the body once the answer is sent (within
+    // the server's request timeout). A larger or unannounced remainder closes the connection.
+    if (request.raw.complete) return;
+    const declared = Number(request.headers['content-length']);
+    if (declared > 0 && declared <= DRAIN_LIMIT_BYTES) reply.removeHeader('connection');
+    else reply.header('connection', 'close');
+  });
+  app.addHook('onResponse', async (request, reply) => {
+    // Successful requests are logged at debug: on the hot path a log line per request costs more than the work.
+    const level = reply.statusCode >= 400 ? 'info' : 'debug';
+    if (!(request.log as unknown as { isLevelEnabled(level: string): boolean }).isLevelEnabled(level)) return;
+    request.log[level](
+      {
+        method: request.method,
+        path: request.url.split('?')[0],
+        status: reply.statusCode,
+        ms: Math.round(reply.elapsedTime * 10) / 10,
+        ip: request.ip,
+      },
+      'request',
+    );
+  });
+}
