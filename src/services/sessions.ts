@@ -104,6 +104,19 @@ export function createSessionsService(deps: SessionsDependencies): SessionsServi
     };
   };
 
+  /** Follows a spent token's chain of successors to the first one not yet spent, if the chain is short enough. */
+  const findUnspentSuccessor = async (spent: RefreshToken): Promise<RefreshToken | undefined> => {
+    let current = spent;
+    for (let step = 0; step < MAX_CHAIN_STEPS; step += 1) {
+      const next = deriveSuccessor(current, deps.refreshDerivationKey);
+      const stored = await refreshTokens.findRefreshToken(next.id);
+      if (!stored) return undefined;
+      if (stored.usedAt === undefined) return next;
+      current = next;
+    }
+    return undefined;
+  };
+
   const verifyAccessToken = async (accessToken: string): Promise<SessionClaim> => {
     const { sessionId, userId } = await accessTokens.verify(accessToken);
     return { sessionId, userId };
@@ -165,18 +178,10 @@ export function createSessionsService(deps: SessionsDependencies): SessionsServi
         throw invalidGrant();
       }
       // A retry (lost response, two tabs): answer with the family's live head, never a second branch.
-      let current = token;
-      for (let step = 0; step < MAX_CHAIN_STEPS; step += 1) {
-        const next = deriveSuccessor(current, deps.refreshDerivationKey);
-        const nextStored = await refreshTokens.findRefreshToken(next.id);
-        if (!nextStored) break;
-        if (nextStored.usedAt === undefined) {
-          context.audit('refresh_token_retry', { userId: user.id, sessionId: session.id });
-          return grantFor(user, session.id, next);
-        }
-        current = next;
-      }
-      throw invalidGrant();
+      const head = await findUnspentSuccessor(token);
+      if (!head) throw invalidGrant();
+      context.audit('refresh_token_retry', { userId: user.id, sessionId: session.id });
+      return grantFor(user, session.id, head);
     },
 
     verifyAccessToken,
