@@ -1,9 +1,10 @@
 import { type ChildProcess, execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { type Bench, log } from './context.ts';
-import { freePort, start, waitFor } from './processes.ts';
+import { measure } from './load.ts';
+import { freePort, start, stop, waitFor } from './processes.ts';
 
-export const password = 'correct horse battery staple';
+const password = 'correct horse battery staple';
 export const uniqueName = () => `b${randomBytes(6).toString('hex')}`;
 export const tokenForm = new URLSearchParams({
   grant_type: 'password',
@@ -11,14 +12,9 @@ export const tokenForm = new URLSearchParams({
   password,
 }).toString();
 export const formHeaders = { 'content-type': 'application/x-www-form-urlencoded' };
-export const registerBody = () =>
-  JSON.stringify({
-    username: uniqueName(),
-    email: `${uniqueName()}@example.com`,
-    password,
-    age: 30,
-    level: 'beginner',
-  });
+const registration = (username: string, email = `${username}@example.com`) =>
+  JSON.stringify({ username, email, password, age: 30, level: 'beginner' });
+export const registerBody = () => registration(uniqueName(), `${uniqueName()}@example.com`);
 
 export interface RunningGatehouse {
   base: string;
@@ -51,13 +47,7 @@ export async function registerAndLogin(base: string, username: string) {
   const registered = await fetch(`${base}/register/`, {
     method: 'POST',
     headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({
-      username,
-      email: `${username}@example.com`,
-      password,
-      age: 30,
-      level: 'beginner',
-    }),
+    body: registration(username),
   });
   if (registered.status !== 200) throw new Error(`register: ${registered.status} ${await registered.text()}`);
   const token = await fetch(`${base}/token`, {
@@ -77,4 +67,27 @@ export function seedUsers(bench: Bench, databaseUrl: string, count: number) {
     env: { ...process.env, GATEHOUSE_SECRET: bench.secret, DATABASE_URL: databaseUrl },
     stdio: ['ignore', 'ignore', 'pipe'],
   });
+}
+
+/** GET /conversation and POST /token on one server started for them, the rows named `…, ${label}`. */
+export async function measureConversationAndToken(bench: Bench, databaseUrl: string, label: string) {
+  const server = await startGatehouse(bench, databaseUrl);
+  const token = await registerAndLogin(server.base, 'benchuser');
+  const usesPostgres = databaseUrl.startsWith('postgres');
+  const conversation = await measure(
+    bench,
+    `Gatehouse GET /conversation, ${label}`,
+    server.pid,
+    { url: `${server.base}/conversation`, headers: { authorization: `Bearer ${token}` } },
+    usesPostgres,
+  );
+  await measure(
+    bench,
+    `Gatehouse POST /token, ${label}`,
+    server.pid,
+    { url: `${server.base}/token`, method: 'POST', headers: formHeaders, body: tokenForm, connections: 8 },
+    usesPostgres,
+  );
+  await stop(server.child);
+  return conversation;
 }

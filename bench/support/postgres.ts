@@ -1,8 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { type Bench, log } from './context.ts';
+import { seedUsers } from './gatehouse.ts';
 
-export async function createPostgresDatabase(
+async function createPostgresDatabase(
   bench: Bench,
 ): Promise<{ url: string; drop: () => Promise<void> } | undefined> {
   const name = `gh_bench_${randomBytes(4).toString('hex')}`;
@@ -37,5 +38,21 @@ export async function postgresBytesPerUser(url: string, users: number): Promise<
     return Number(result.rows[0].size) / users;
   } finally {
     await client.end();
+  }
+}
+
+/** A database of its own with `users` users, dropped after `use`; undefined, without `use`, when PostgreSQL is down. */
+export async function withSeededPostgresDatabase<T>(
+  bench: Bench,
+  users: number,
+  use: (url: string) => Promise<T>,
+): Promise<T | undefined> {
+  const database = await createPostgresDatabase(bench);
+  if (!database) return undefined;
+  try {
+    seedUsers(bench, database.url, users);
+    return await use(database.url);
+  } finally {
+    await database.drop();
   }
 }
