@@ -1,0 +1,75 @@
+import { type Bench, log } from '../support/context.ts';
+import {
+  formHeaders,
+  registerAndLogin,
+  startGatehouse,
+  tokenForm,
+  uniqueName,
+} from '../support/gatehouse.ts';
+import { load, probeLatency } from '../support/load.ts';
+import { stop } from '../support/processes.ts';
+import type { SqliteGatehouse } from './conversation.ts';
+
+export interface Flood {
+  p50AtRestMs: number;
+  p99AtRestMs: number;
+  p50FloodedMs: number;
+  p99FloodedMs: number;
+  ratio: number;
+  conversationErrors: number;
+  tokenRequestsPerSecondDuringFlood: number;
+}
+
+/**
+ * p99 of /conversation at rest and while 16 connections flood /token, timed per request in microseconds
+ * (autocannon rounds to whole milliseconds, too coarse for a sub-millisecond path).
+ */
+async function measureFlood(
+  bench: Bench,
+  base: string,
+  auth: Record<string, string>,
+  label: string,
+): Promise<Flood> {
+  const atRest = await probeLatency(bench, `${base}/conversation`, auth);
+  const [tokens, flooded] = await Promise.all([
+    load(bench, {
+      url: `${base}/token`,
+      method: 'POST',
+      headers: formHeaders,
+      body: tokenForm,
+      connections: 16,
+    }),
+    probeLatency(bench, `${base}/conversation`, auth),
+  ]);
+  log(`flood, ${label}: p99 ${atRest.p99Ms.toFixed(2)} ms at rest, ${flooded.p99Ms.toFixed(2)} ms flooded`);
+  return {
+    p50AtRestMs: atRest.p50Ms,
+    p99AtRestMs: atRest.p99Ms,
+    p50FloodedMs: flooded.p50Ms,
+    p99FloodedMs: flooded.p99Ms,
+    ratio: flooded.p99Ms / atRest.p99Ms,
+    conversationErrors: atRest.errors + flooded.errors,
+    tokenRequestsPerSecondDuringFlood: tokens.requests.average,
+  };
+}
+
+/** The last use of the SQLite server of the /conversation row: it is stopped before the second server starts. */
+export async function floodRows(bench: Bench, sqlite: SqliteGatehouse): Promise<{ idle: Flood; low: Flood }> {
+  // Logins must not slow everyone else down: p99 of /conversation at rest, then while /token is flooded.
+  const idle = await measureFlood(
+    bench,
+    sqlite.server.base,
+    sqlite.auth,
+    'default HASH_THREAD_PRIORITY=idle',
+  );
+  bench.extra.flood = idle;
+  await stop(sqlite.server.child);
+
+  // The same with the hashing threads at nice 19 instead of SCHED_IDLE, for comparison.
+  const server = await startGatehouse(bench, sqlite.url, { HASH_THREAD_PRIORITY: 'low' });
+  const auth = { authorization: `Bearer ${await registerAndLogin(server.base, uniqueName())}` };
+  const low = await measureFlood(bench, server.base, auth, 'HASH_THREAD_PRIORITY=low');
+  bench.extra.floodLow = low;
+  await stop(server.child);
+  return { idle, low };
+}

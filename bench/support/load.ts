@@ -1,0 +1,104 @@
+import { Agent, request as httpRequest } from 'node:http';
+import autocannon from 'autocannon';
+import { type Bench, log, type Row } from './context.ts';
+import { cpuBetween, cpuMs, postgresCpuMs, rssMbPerProcess, threadCpuMs } from './proc-stats.ts';
+
+export interface LoadOptions {
+  url: string;
+  method?: 'GET' | 'POST';
+  headers?: Record<string, string>;
+  body?: string;
+  setupBody?: () => string;
+  connections?: number;
+  duration?: number;
+}
+
+export async function load(bench: Bench, options: LoadOptions) {
+  return autocannon({
+    url: options.url,
+    method: options.method ?? 'GET',
+    connections: options.connections ?? bench.connections,
+    duration: options.duration ?? bench.seconds,
+    headers: options.headers,
+    ...(options.setupBody
+      ? {
+          requests: [
+            { setupRequest: (request: autocannon.Request) => ({ ...request, body: options.setupBody?.() }) },
+          ],
+        }
+      : options.body
+        ? { body: options.body }
+        : {}),
+  });
+}
+
+/** Four clients in a closed loop on keep-alive connections, each request timed with the high-resolution clock. */
+export async function probeLatency(bench: Bench, url: string, headers: Record<string, string>, clients = 4) {
+  const agent = new Agent({ keepAlive: true, maxSockets: clients });
+  const samples: number[] = [];
+  let errors = 0;
+  const deadline = performance.now() + bench.seconds * 1000;
+  const once = () =>
+    new Promise<void>((done) => {
+      const started = performance.now();
+      const request = httpRequest(url, { agent, headers }, (response) => {
+        response.resume();
+        response.on('end', () => {
+          if (response.statusCode === 200) samples.push(performance.now() - started);
+          else errors += 1;
+          done();
+        });
+      });
+      request.on('error', () => {
+        errors += 1;
+        done();
+      });
+      request.end();
+    });
+  await Promise.all(
+    Array.from({ length: clients }, async () => {
+      while (performance.now() < deadline) await once();
+    }),
+  );
+  agent.destroy();
+  samples.sort((a, b) => a - b);
+  const at = (share: number) =>
+    samples[Math.min(samples.length - 1, Math.floor(samples.length * share))] ?? Number.NaN;
+  return { p50Ms: at(0.5), p99Ms: at(0.99), errors, requests: samples.length };
+}
+
+export async function measure(
+  bench: Bench,
+  name: string,
+  pid: number,
+  options: LoadOptions,
+  usesPostgres = false,
+): Promise<Row> {
+  await load(bench, { ...options, duration: 1 });
+  const cpuBefore = cpuMs(pid);
+  const threadsBefore = threadCpuMs(pid);
+  const databaseBefore = usesPostgres ? postgresCpuMs() : new Map<number, number>();
+  const result = await load(bench, options);
+  const cpuAfter = cpuMs(pid);
+  const threadsAfter = threadCpuMs(pid);
+  const databaseAfter = usesPostgres ? postgresCpuMs() : new Map<number, number>();
+  const total = result.requests.total || 1;
+  const row: Row = {
+    name,
+    requestsPerSecond: result.requests.average,
+    p50Ms: result.latency.p50,
+    p99Ms: result.latency.p99,
+    errors: result.errors + result.timeouts + result.non2xx,
+    rssMb: rssMbPerProcess(pid),
+    cpuMsPerRequest: (cpuAfter - cpuBefore) / total,
+    ...(usesPostgres ? { databaseCpuMsPerRequest: cpuBetween(databaseBefore, databaseAfter) / total } : {}),
+    cpuMsPerRequestByThread: Object.fromEntries(
+      [...threadsAfter]
+        .map(([name, ms]) => [name, (ms - (threadsBefore.get(name) ?? 0)) / total] as const)
+        .filter(([, ms]) => ms > 0),
+    ),
+  };
+  bench.rows.push(row);
+  log(`${name}: ${row.requestsPerSecond.toFixed(0)} req/s, p99 ${row.p99Ms} ms, errors ${row.errors}`);
+  return row;
+}

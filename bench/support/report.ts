@@ -1,0 +1,100 @@
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
+import { join } from 'node:path';
+import type { Flood } from '../rows/flood.ts';
+import type { RevocationCheck } from '../rows/revocation.ts';
+import type { Argon2Rate } from '../rows/token.ts';
+import { type Bench, log, type Row } from './context.ts';
+
+/** The rows and figures the targets are computed from; the others are in the table and the JSON only. */
+export interface Measured {
+  ceiling: Row;
+  sqliteConversation: Row;
+  postgresConversation: Row | undefined;
+  seedConversation: Row | undefined;
+  seedToken: Row | undefined;
+  token: Row;
+  register: Row;
+  argon2: Argon2Rate;
+  flood: Flood;
+  floodLow: Flood;
+  revocation: RevocationCheck;
+}
+
+/** Prints the Markdown table and the targets, and writes them with every row and figure to bench/results/. */
+export function report(bench: Bench, measured: Measured) {
+  const { ceiling, argon2, flood, floodLow, revocation } = measured;
+  const sqliteRow = measured.sqliteConversation;
+  const postgresRow = measured.postgresConversation;
+  const tokenRow = measured.token;
+  const ratio = (a: number | undefined, b: number | undefined) => (a && b ? a / b : undefined);
+  const targets = {
+    sqliteVsCeilingRps: ratio(sqliteRow.requestsPerSecond, ceiling.requestsPerSecond),
+    sqliteVsCeilingCpu: ratio(sqliteRow.cpuMsPerRequest, ceiling.cpuMsPerRequest),
+    postgresVsCeilingRps: ratio(postgresRow?.requestsPerSecond, ceiling.requestsPerSecond),
+    sqliteVsSeedRps: ratio(sqliteRow.requestsPerSecond, measured.seedConversation?.requestsPerSecond),
+    postgresVsSeedRps: ratio(postgresRow?.requestsPerSecond, measured.seedConversation?.requestsPerSecond),
+    tokenVsArgon2: ratio(tokenRow.requestsPerSecond, argon2.verifiesPerSecond),
+    tokenVsSeed: ratio(tokenRow.requestsPerSecond, measured.seedToken?.requestsPerSecond),
+    floodP99Ratio: flood.ratio,
+    floodP99RatioLow: floodLow.ratio,
+    registerRps: measured.register.requestsPerSecond,
+  };
+
+  const fmt = (value: number, digits = 0) => value.toLocaleString('en-US', { maximumFractionDigits: digits });
+  const lines = [
+    `| what | req/s | p50 ms | p99 ms | errors | RSS MB | CPU ms/req | PostgreSQL CPU ms/req |`,
+    `|---|---:|---:|---:|---:|---:|---:|---:|`,
+    ...bench.rows.map(
+      (row) =>
+        `| ${row.name} | ${fmt(row.requestsPerSecond)} | ${row.p50Ms} | ${row.p99Ms} | ${row.errors} | ${fmt(row.rssMb)} | ${fmt(row.cpuMsPerRequest, 3)} | ${row.databaseCpuMsPerRequest === undefined ? '' : fmt(row.databaseCpuMsPerRequest, 3)} |`,
+    ),
+    `| raw argon2id verify, ${argon2.workers} cores | ${fmt(argon2.verifiesPerSecond, 1)} | | | | | | |`,
+  ];
+  const show = (value: number | undefined, digits = 2) =>
+    value === undefined ? 'n/a' : `${value.toFixed(digits)}×`;
+  const summary = [
+    '',
+    `- /conversation SQLite vs ceiling: ${show(targets.sqliteVsCeilingRps)} req/s (target ≥ 0.8×), CPU/req ${show(targets.sqliteVsCeilingCpu)} (target ≤ 1.25×)`,
+    `- /conversation PostgreSQL vs ceiling: ${show(targets.postgresVsCeilingRps)} (target ≥ 0.6×)`,
+    `- /conversation vs FastAPI seed: SQLite ${show(targets.sqliteVsSeedRps, 1)}, PostgreSQL ${show(targets.postgresVsSeedRps, 1)} (target ≥ 10×)`,
+    `- /token vs raw argon2id: ${show(targets.tokenVsArgon2)} (target ≥ 0.9×; raw ${argon2.before.toFixed(1)}/s before and ${argon2.after.toFixed(1)}/s after the /token row); vs seed ${show(targets.tokenVsSeed, 1)} (target ≥ 30×)`,
+    `- revocation check (session joined into the user lookup, SQLite): ${revocation.extraCpuUsPerRequest.toFixed(1)} µs CPU per request = ${(revocation.shareOfConversationCpu * 100).toFixed(1)}% of /conversation's CPU (target ≤ 10%)`,
+    `- /conversation p99 while /token is flooded: ${flood.p99FloodedMs.toFixed(2)} ms vs ${flood.p99AtRestMs.toFixed(2)} ms at rest = ${show(targets.floodP99Ratio)} (target ≤ 3×)`,
+    `- the same with HASH_THREAD_PRIORITY=low (nice 19 instead of SCHED_IDLE): ${floodLow.p99FloodedMs.toFixed(2)} ms vs ${floodLow.p99AtRestMs.toFixed(2)} ms at rest = ${show(targets.floodP99RatioLow)}`,
+  ];
+  const byThread = (row: Row | undefined) =>
+    Object.entries(row?.cpuMsPerRequestByThread ?? {})
+      .sort(([, a], [, b]) => b - a)
+      .map(([name, ms]) => `${name} ${ms.toFixed(3)}`)
+      .join(', ');
+  summary.push(
+    `- /token CPU ms per login by thread: ${byThread(tokenRow)}; raw argon2id: ${argon2.cpuMsPerVerify.toFixed(3)} ms CPU per verify`,
+    `- /conversation CPU ms per request by thread: SQLite ${byThread(sqliteRow)}; PostgreSQL ${byThread(postgresRow)} (+ ${postgresRow?.databaseCpuMsPerRequest?.toFixed(3) ?? 'n/a'} in PostgreSQL); ceiling ${byThread(ceiling)}`,
+  );
+  const table = [...lines, ...summary].join('\n');
+  console.log(table);
+
+  const date = new Date().toISOString().slice(0, 10);
+  mkdirSync(join(bench.root, 'bench/results'), { recursive: true });
+  const file = join(bench.root, 'bench/results', `${bench.quick ? 'quick-' : ''}${date}.json`);
+  writeFileSync(
+    file,
+    `${JSON.stringify(
+      {
+        date: new Date().toISOString(),
+        quick: bench.quick,
+        seconds: bench.seconds,
+        connections: bench.connections,
+        cores: availableParallelism(),
+        extraUsers: bench.extraUsers,
+        rows: bench.rows,
+        extra: bench.extra,
+        targets,
+      },
+      null,
+      2,
+    )}\n`,
+  );
+  log(`wrote ${file}`);
+}
