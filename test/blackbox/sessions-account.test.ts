@@ -4,6 +4,7 @@
  * (password required; afterwards every token is refused, login fails, the name is free again).
  */
 import { describe, expect, it, vi } from 'vitest';
+import { expectAccessRefused, expectConversationOk, expectRefreshDead } from './support/assertions.ts';
 import {
   BARE_BEARER_CHALLENGE,
   expect422,
@@ -44,23 +45,6 @@ async function send(
     headers,
     ...(body === undefined ? {} : { body: typeof body === 'string' ? body : JSON.stringify(body) }),
   });
-}
-
-async function expectOk(ctx: ServerContext, access: string, username: string, what: string) {
-  const r = await getWithToken(ctx.url('/conversation'), access);
-  expect(r.status, `${what}: ${r.text}`).toBe(200);
-  expect(r.json.current_user, what).toBe(username);
-}
-
-async function expectRefused(ctx: ServerContext, access: string, what: string) {
-  expectInvalidToken(await getWithToken(ctx.url('/conversation'), access), `${what} (/conversation)`);
-  expectInvalidToken(await getWithToken(ctx.url('/users/me'), access), `${what} (/users/me)`);
-}
-
-async function expectRefreshDead(ctx: ServerContext, refresh: string, what: string) {
-  const r = await refreshRaw(ctx, refresh);
-  expect(r.status, `${what}: ${r.text}`).toBe(400);
-  expect(r.json?.error, what).toBe('invalid_grant');
 }
 
 function publicFields(u: RegisteredUser) {
@@ -251,8 +235,8 @@ describe.each(DIALECTS)('sessions: account self-service (%s)', (dialect) => {
       expect(r.status, r.text).toBeLessThan(500);
       expect(r.status, r.text).not.toBe(401); // a wrong password must not look like a dead session
       expect((await loginRaw(ctx, u.username, u.password)).status).toBe(200);
-      await expectOk(ctx, g.access, u.username, 'current session');
-      await expectOk(ctx, other.access, u.username, 'other session');
+      await expectConversationOk(ctx, g.access, u.username, 'current session');
+      await expectConversationOk(ctx, other.access, u.username, 'other session');
     });
 
     it('a weak or too short new password is a 422 with the reason; missing fields are 422', async () => {
@@ -276,7 +260,7 @@ describe.each(DIALECTS)('sessions: account self-service (%s)', (dialect) => {
       const o1 = await loginGrant(ctx, u);
       const o2 = await loginGrant(ctx, u);
       const o2b = toGrant(ctx, await refreshRaw(ctx, o2.refresh), 'rotate o2');
-      await expectOk(ctx, o1.access, u.username, 'warm');
+      await expectConversationOk(ctx, o1.access, u.username, 'warm');
       const newPassword = ctx.track(strongPassword());
       const r = await send(ctx, 'POST', '/users/me/password', current.access, {
         current_password: u.password,
@@ -284,16 +268,16 @@ describe.each(DIALECTS)('sessions: account self-service (%s)', (dialect) => {
       });
       expect(r.status, r.text).toBe(204);
       // the other sessions: access and refresh tokens dead at once
-      await expectRefused(ctx, o1.access, 'other session 1');
-      await expectRefused(ctx, o2.access, 'other session 2');
-      await expectRefused(ctx, o2b.access, 'other session 2, rotated');
+      await expectAccessRefused(ctx, o1.access, 'other session 1');
+      await expectAccessRefused(ctx, o2.access, 'other session 2');
+      await expectAccessRefused(ctx, o2b.access, 'other session 2, rotated');
       await expectRefreshDead(ctx, o1.refresh, 'other session 1 refresh');
       await expectRefreshDead(ctx, o2b.refresh, 'other session 2 refresh');
       // the current session: access and refresh token alive
-      await expectOk(ctx, current.access, u.username, 'current session');
+      await expectConversationOk(ctx, current.access, u.username, 'current session');
       const next = toGrant(ctx, await refreshRaw(ctx, current.refresh), 'refresh the current session');
       expect(next.sid).toBe(current.sid);
-      await expectOk(ctx, next.access, u.username, 'current session, rotated');
+      await expectConversationOk(ctx, next.access, u.username, 'current session, rotated');
       const list = await getWithToken(ctx.url('/users/me/sessions'), next.access);
       expect(list.json.sessions.map((s: { id: string }) => s.id)).toEqual([current.sid]);
       // passwords
@@ -341,7 +325,7 @@ describe.each(DIALECTS)('sessions: account self-service (%s)', (dialect) => {
       expect(wrong.status, wrong.text).toBeGreaterThanOrEqual(400);
       expect(wrong.status, wrong.text).toBeLessThan(500);
       expect(wrong.status, wrong.text).not.toBe(401);
-      await expectOk(ctx, g.access, u.username, 'after refused deletions');
+      await expectConversationOk(ctx, g.access, u.username, 'after refused deletions');
       expect((await loginRaw(ctx, u.username, u.password)).status).toBe(200);
     });
 
@@ -350,7 +334,7 @@ describe.each(DIALECTS)('sessions: account self-service (%s)', (dialect) => {
       const g1 = await loginGrant(ctx, u);
       const g2 = await loginGrant(ctx, u);
       const g2b = toGrant(ctx, await refreshRaw(ctx, g2.refresh), 'rotate');
-      await expectOk(ctx, g2.access, u.username, 'warm');
+      await expectConversationOk(ctx, g2.access, u.username, 'warm');
       const r = await send(ctx, 'DELETE', '/users/me', g1.access, { password: u.password });
       expect(r.status, r.text).toBe(204);
       for (const [what, a] of [
@@ -358,7 +342,7 @@ describe.each(DIALECTS)('sessions: account self-service (%s)', (dialect) => {
         ['other session', g2.access],
         ['other session rotated', g2b.access],
       ] as const) {
-        await expectRefused(ctx, a, what);
+        await expectAccessRefused(ctx, a, what);
       }
       await expectRefreshDead(ctx, g1.refresh, 'deleting session refresh');
       await expectRefreshDead(ctx, g2b.refresh, 'other session refresh');
@@ -377,10 +361,10 @@ describe.each(DIALECTS)('sessions: account self-service (%s)', (dialect) => {
       });
       expect(again.username).toBe(u.username.toLowerCase());
       const fresh = await loginGrant(ctx, again);
-      await expectOk(ctx, fresh.access, again.username, 'the new account');
+      await expectConversationOk(ctx, fresh.access, again.username, 'the new account');
       // the old tokens stay dead even though a user of that name exists again (and maybe with the same id)
       for (const a of [g1.access, g2.access, g2b.access])
-        await expectRefused(ctx, a, 'old token after re-registration');
+        await expectAccessRefused(ctx, a, 'old token after re-registration');
       await expectRefreshDead(ctx, g2b.refresh, 'old refresh after re-registration');
       // the new account starts with its own sessions only
       const list = await getWithToken(ctx.url('/users/me/sessions'), fresh.access);
@@ -398,7 +382,7 @@ describe.each(DIALECTS)('sessions: account self-service (%s)', (dialect) => {
         await send(ctx, 'DELETE', '/users/me', g.refresh, { password: u.password }),
         'refresh',
       );
-      await expectOk(ctx, g.access, u.username, 'still there');
+      await expectConversationOk(ctx, g.access, u.username, 'still there');
     });
 
     it('deleting one user leaves another untouched', async () => {
@@ -407,7 +391,7 @@ describe.each(DIALECTS)('sessions: account self-service (%s)', (dialect) => {
       const ga = await loginGrant(ctx, a);
       const gb = await loginGrant(ctx, b);
       expect((await send(ctx, 'DELETE', '/users/me', ga.access, { password: a.password })).status).toBe(204);
-      await expectOk(ctx, gb.access, b.username, 'other user');
+      await expectConversationOk(ctx, gb.access, b.username, 'other user');
       expect((await getWithToken(ctx.url('/users/me'), gb.access)).json).toEqual(publicFields(b));
       toGrant(ctx, await refreshRaw(ctx, gb.refresh), 'other user refresh');
     });

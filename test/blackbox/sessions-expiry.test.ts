@@ -4,6 +4,7 @@
  * short-lived access tokens renewed by refresh. An ended session refuses its still-unexpired access tokens.
  */
 import { describe, expect, it, vi } from 'vitest';
+import { expectConversationOk, expectInvalidGrant } from './support/assertions.ts';
 import {
   expectInvalidToken,
   getWithToken,
@@ -13,20 +14,9 @@ import {
   splitToken,
 } from './support/client.ts';
 import { loginGrant, refreshRaw, toGrant } from './support/grants.ts';
-import { DIALECTS, type ServerContext, useServer } from './support/server.ts';
+import { DIALECTS, useServer } from './support/server.ts';
 
 vi.setConfig({ testTimeout: 30_000, hookTimeout: 60_000 });
-
-async function expectOk(ctx: ServerContext, access: string, username: string, what: string) {
-  const r = await getWithToken(ctx.url('/conversation'), access);
-  expect(r.status, `${what}: ${r.text}`).toBe(200);
-  expect(r.json.current_user, what).toBe(username);
-}
-
-function expectInvalidGrant(r: Reply, what: string) {
-  expect(r.status, `${what}: ${r.text}`).toBe(400);
-  expect(r.json?.error, what).toBe('invalid_grant');
-}
 
 describe.concurrent.each(DIALECTS)('sessions: lifetimes (%s)', (dialect) => {
   describe('idle lifetime (REFRESH_TOKEN_IDLE_TTL_SECONDS=2)', () => {
@@ -48,7 +38,7 @@ describe.concurrent.each(DIALECTS)('sessions: lifetimes (%s)', (dialect) => {
         head = toGrant(ctx, await refreshRaw(ctx, head.refresh), `refresh ${i} inside the idle lifetime`);
         keepHead = toGrant(ctx, await refreshRaw(ctx, keepHead.refresh), `keep refresh ${i}`);
       }
-      await expectOk(ctx, head.access, u.username, 'active session');
+      await expectConversationOk(ctx, head.access, u.username, 'active session');
       // now idle: 2 s + 1 s of tolerance + margin
       for (let i = 0; i < 2; i++) {
         await sleep(1700);
@@ -72,7 +62,7 @@ describe.concurrent.each(DIALECTS)('sessions: lifetimes (%s)', (dialect) => {
       const list = await getWithToken(ctx.url('/users/me/sessions'), keepHead.access);
       expect(list.status, list.text).toBe(200);
       expect(list.json.sessions.map((s: { id: string }) => s.id)).toEqual([keep.sid]);
-      await expectOk(ctx, keepHead.access, u.username, 'busy session');
+      await expectConversationOk(ctx, keepHead.access, u.username, 'busy session');
     });
 
     it('an access-token-only client (no refresh) is still cut off when the session idles out', async () => {
@@ -135,7 +125,7 @@ describe.concurrent.each(DIALECTS)('sessions: lifetimes (%s)', (dialect) => {
       // a new login opens a new session
       const fresh = await loginGrant(ctx, u);
       expect(fresh.sid).not.toBe(g.sid);
-      await expectOk(ctx, fresh.access, u.username, 'new session');
+      await expectConversationOk(ctx, fresh.access, u.username, 'new session');
     });
 
     it('expires_at in the session list is at most the absolute lifetime after creation', async () => {
@@ -156,12 +146,12 @@ describe.concurrent.each(DIALECTS)('sessions: lifetimes (%s)', (dialect) => {
       const g = await loginGrant(ctx, u);
       const { payload } = splitToken(g.access);
       expect(payload.exp - payload.iat).toBe(1);
-      await expectOk(ctx, g.access, u.username, 'fresh access token');
+      await expectConversationOk(ctx, g.access, u.username, 'fresh access token');
       await sleep(3200); // 1 s lifetime + 1 s tolerance + margin
       expectInvalidToken(await getWithToken(ctx.url('/conversation'), g.access), 'expired access token');
       const n = toGrant(ctx, await refreshRaw(ctx, g.refresh), 'refresh after the access token expired');
       expect(n.sid).toBe(g.sid);
-      await expectOk(ctx, n.access, u.username, 'renewed access token');
+      await expectConversationOk(ctx, n.access, u.username, 'renewed access token');
     });
   });
 });

@@ -7,6 +7,7 @@ import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { createLocalJWKSet, generateKeyPair, jwtVerify, SignJWT } from 'jose';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { expectConversationOk } from './support/assertions.ts';
 import {
   b64url,
   expectInvalidToken,
@@ -76,12 +77,6 @@ async function kids(on: Base): Promise<string[]> {
   return (await jwks(on)).keys.map((k) => k.kid as string).sort();
 }
 
-async function expectOk(on: Base, access: string, username: string, what: string) {
-  const r = await getWithToken(on.url('/conversation'), access);
-  expect(r.status, `${what}: ${r.text}`).toBe(200);
-  expect(r.json.current_user, what).toBe(username);
-}
-
 function kidOf(token: string): string {
   return splitToken(token).header.kid as string;
 }
@@ -114,8 +109,8 @@ describe.each(DIALECTS)('sessions: signing keys (%s)', (dialect) => {
     expect(oldKid).toBeTruthy();
     expect(await kids(ctx)).toContain(oldKid);
     // both instances have verified the old token (warm caches)
-    await expectOk(ctx, oldToken, user.username, 'old token on A before rotation');
-    await expectOk(B, oldToken, user.username, 'old token on B before rotation');
+    await expectConversationOk(ctx, oldToken, user.username, 'old token on A before rotation');
+    await expectConversationOk(B, oldToken, user.username, 'old token on B before rotation');
     expect(await kids(B)).toContain(oldKid);
 
     const rot = await keysCommand(ctx.db.url, ['rotate']);
@@ -138,9 +133,9 @@ describe.each(DIALECTS)('sessions: signing keys (%s)', (dialect) => {
       ['A', ctx],
       ['B', B],
     ] as const) {
-      await expectOk(on, oldToken, user.username, `old-key token on ${what}`);
-      await expectOk(on, newToken, user.username, `new-key token on ${what}`);
-      await expectOk(on, onB.access, user.username, `new-key token from B on ${what}`);
+      await expectConversationOk(on, oldToken, user.username, `old-key token on ${what}`);
+      await expectConversationOk(on, newToken, user.username, `new-key token on ${what}`);
+      await expectConversationOk(on, onB.access, user.username, `new-key token from B on ${what}`);
     }
     // a relying party using the JWKS verifies both (RFC 9068 resource server)
     const set = createLocalJWKSet(await jwks(ctx));
@@ -181,8 +176,8 @@ describe.each(DIALECTS)('sessions: signing keys (%s)', (dialect) => {
     expect(unknown.code, unknown.out).not.toBe(0);
     const bad = await keysCommand(ctx.db.url, ['frobnicate']);
     expect(bad.code, bad.out).not.toBe(0);
-    await expectOk(ctx, newToken, user.username, 'new-key token');
-    await expectOk(ctx, oldToken, user.username, 'old-key token');
+    await expectConversationOk(ctx, newToken, user.username, 'new-key token');
+    await expectConversationOk(ctx, oldToken, user.username, 'old-key token');
   });
 
   describe('retired and unknown kids', () => {
@@ -202,7 +197,7 @@ describe.each(DIALECTS)('sessions: signing keys (%s)', (dialect) => {
         await getWithToken(C.url('/users/me'), oldToken),
         'token of a retired key (/users/me)',
       );
-      await expectOk(C, newToken, user.username, 'token of the signing key');
+      await expectConversationOk(C, newToken, user.username, 'token of the signing key');
       const k = await kids(C);
       expect(k).toContain(newKid);
       expect(k).not.toContain(oldKid);
@@ -236,7 +231,7 @@ describe.each(DIALECTS)('sessions: signing keys (%s)', (dialect) => {
           expectInvalidToken(await getWithToken(on.url('/conversation'), t), what);
         expectInvalidToken(await getWithToken(on.url('/conversation'), swapped), 'swapped kid');
         // the real token still works after the unknown-kid look-ups
-        await expectOk(on, newToken, user.username, 'real token after forged kids');
+        await expectConversationOk(on, newToken, user.username, 'real token after forged kids');
       }
     });
 

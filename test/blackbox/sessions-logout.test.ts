@@ -4,6 +4,7 @@
  * on one instance is refused at once by another instance sharing the database.
  */
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { expectAccessRefused, expectConversationOk, expectRefreshDead } from './support/assertions.ts';
 import {
   BARE_BEARER_CHALLENGE,
   expectInvalidToken,
@@ -29,27 +30,6 @@ async function post(on: Base, path: string, access?: string): Promise<Reply> {
 
 async function del(on: Base, path: string, access: string): Promise<Reply> {
   return await request(on.url(path), { method: 'DELETE', headers: { authorization: `Bearer ${access}` } });
-}
-
-async function expectOk(on: Base, access: string, username: string, what: string) {
-  const r = await getWithToken(on.url('/conversation'), access);
-  expect(r.status, `${what}: ${r.text}`).toBe(200);
-  expect(r.json.current_user, what).toBe(username);
-}
-
-async function expectRefused(on: Base, access: string, what: string) {
-  expectInvalidToken(await getWithToken(on.url('/conversation'), access), `${what} (/conversation)`);
-  expectInvalidToken(await getWithToken(on.url('/users/me'), access), `${what} (/users/me)`);
-  expectInvalidToken(
-    await getWithToken(on.url('/users/me/sessions'), access),
-    `${what} (/users/me/sessions)`,
-  );
-}
-
-async function expectRefreshDead(on: Base, refresh: string, what: string) {
-  const r = await refreshRaw(on, refresh);
-  expect(r.status, `${what}: ${r.text}`).toBe(400);
-  expect(r.json?.error, what).toBe('invalid_grant');
 }
 
 interface SessionView {
@@ -79,17 +59,17 @@ describe.each(DIALECTS)('sessions: logout and session management (%s)', (dialect
       const s1 = await loginGrant(ctx, u);
       const s1b = toGrant(ctx, await refreshRaw(ctx, s1.refresh), 'refresh s1');
       const s2 = await loginGrant(ctx, u);
-      await expectOk(ctx, s1.access, u.username, 'before logout'); // warm any verification cache
-      await expectOk(ctx, s1b.access, u.username, 'before logout');
+      await expectConversationOk(ctx, s1.access, u.username, 'before logout'); // warm any verification cache
+      await expectConversationOk(ctx, s1b.access, u.username, 'before logout');
       const r = await post(ctx, '/logout', s1b.access);
       expect(r.status, r.text).toBe(204);
       expect(r.text).toBe('');
-      await expectRefused(ctx, s1b.access, 'the token that logged out');
-      await expectRefused(ctx, s1.access, 'an older access token of the same session');
+      await expectAccessRefused(ctx, s1b.access, 'the token that logged out');
+      await expectAccessRefused(ctx, s1.access, 'an older access token of the same session');
       await expectRefreshDead(ctx, s1b.refresh, 'live refresh token of the session');
       await expectRefreshDead(ctx, s1.refresh, 'spent refresh token of the session');
       // the other session is untouched
-      await expectOk(ctx, s2.access, u.username, 'other session');
+      await expectConversationOk(ctx, s2.access, u.username, 'other session');
       const s2b = toGrant(ctx, await refreshRaw(ctx, s2.refresh), 'refresh other session');
       expect(s2b.sid).toBe(s2.sid);
       // logging out again with the dead token: 401
@@ -110,7 +90,7 @@ describe.each(DIALECTS)('sessions: logout and session management (%s)', (dialect
       });
       expect(basic.status, basic.text).toBe(401);
       // nothing of the above ended the session
-      await expectOk(ctx, s.access, u.username, 'after refused logouts');
+      await expectConversationOk(ctx, s.access, u.username, 'after refused logouts');
       toGrant(ctx, await refreshRaw(ctx, s.refresh), 'refresh after refused logouts');
     });
   });
@@ -122,17 +102,17 @@ describe.each(DIALECTS)('sessions: logout and session management (%s)', (dialect
       const sessions = [await loginGrant(ctx, u), await loginGrant(ctx, u), await loginGrant(ctx, u)];
       const rotated = toGrant(ctx, await refreshRaw(ctx, sessions[2]!.refresh), 'rotate third');
       const o = await loginGrant(ctx, other);
-      for (const s of sessions) await expectOk(ctx, s.access, u.username, 'before logout/all');
+      for (const s of sessions) await expectConversationOk(ctx, s.access, u.username, 'before logout/all');
       const r = await post(ctx, '/logout/all', sessions[1]!.access);
       expect(r.status, r.text).toBe(204);
       for (const [i, s] of sessions.entries()) {
-        await expectRefused(ctx, s.access, `session ${i} access token`);
+        await expectAccessRefused(ctx, s.access, `session ${i} access token`);
       }
-      await expectRefused(ctx, rotated.access, 'rotated access token');
+      await expectAccessRefused(ctx, rotated.access, 'rotated access token');
       await expectRefreshDead(ctx, sessions[0]!.refresh, 'session 0 refresh');
       await expectRefreshDead(ctx, sessions[1]!.refresh, 'session 1 refresh');
       await expectRefreshDead(ctx, rotated.refresh, 'session 2 live refresh');
-      await expectOk(ctx, o.access, other.username, 'another user');
+      await expectConversationOk(ctx, o.access, other.username, 'another user');
       toGrant(ctx, await refreshRaw(ctx, o.refresh), 'another user refresh');
       // the user can sign in again, and sees only the new session
       const fresh = await loginGrant(ctx, u);
@@ -146,7 +126,7 @@ describe.each(DIALECTS)('sessions: logout and session management (%s)', (dialect
       const none = await post(ctx, '/logout/all');
       expect(none.status, none.text).toBe(401);
       expectInvalidToken(await post(ctx, '/logout/all', s.refresh), 'refresh token as Bearer');
-      await expectOk(ctx, s.access, u.username, 'after refused logout/all');
+      await expectConversationOk(ctx, s.access, u.username, 'after refused logout/all');
     });
   });
 
@@ -191,7 +171,7 @@ describe.each(DIALECTS)('sessions: logout and session management (%s)', (dialect
       expect((await post(ctx, '/logout', a2.access)).status).toBe(204);
       expect((await listSessions(ctx, a1.access)).map((s) => s.id)).toEqual([a1.sid]);
       expect((await postForm(ctx.url('/revoke'), { token: b.refresh })).status).toBe(200);
-      await expectRefused(ctx, b.access, 'revoked session of v');
+      await expectAccessRefused(ctx, b.access, 'revoked session of v');
     });
 
     it('last_used_at moves on refresh; expires_at is within the configured absolute lifetime', async () => {
@@ -215,12 +195,12 @@ describe.each(DIALECTS)('sessions: logout and session management (%s)', (dialect
       const u = await registerUser(ctx);
       const keep = await loginGrant(ctx, u);
       const end = await loginGrant(ctx, u);
-      await expectOk(ctx, end.access, u.username, 'before');
+      await expectConversationOk(ctx, end.access, u.username, 'before');
       const r = await del(ctx, `/users/me/sessions/${encodeURIComponent(end.sid)}`, keep.access);
       expect(r.status, r.text).toBe(204);
-      await expectRefused(ctx, end.access, 'ended session');
+      await expectAccessRefused(ctx, end.access, 'ended session');
       await expectRefreshDead(ctx, end.refresh, 'ended session refresh');
-      await expectOk(ctx, keep.access, u.username, 'the caller’s session');
+      await expectConversationOk(ctx, keep.access, u.username, 'the caller’s session');
       expect((await listSessions(ctx, keep.access)).map((s) => s.id)).toEqual([keep.sid]);
       const again = await del(ctx, `/users/me/sessions/${encodeURIComponent(end.sid)}`, keep.access);
       expect(again.status, again.text).toBe(404);
@@ -231,7 +211,7 @@ describe.each(DIALECTS)('sessions: logout and session management (%s)', (dialect
       const s = await loginGrant(ctx, u);
       const r = await del(ctx, `/users/me/sessions/${encodeURIComponent(s.sid)}`, s.access);
       expect(r.status, r.text).toBe(204);
-      await expectRefused(ctx, s.access, 'self-ended session');
+      await expectAccessRefused(ctx, s.access, 'self-ended session');
       await expectRefreshDead(ctx, s.refresh, 'self-ended session refresh');
     });
 
@@ -243,7 +223,7 @@ describe.each(DIALECTS)('sessions: logout and session management (%s)', (dialect
       const r = await del(ctx, `/users/me/sessions/${encodeURIComponent(theirs.sid)}`, mine.access);
       expect(r.status, r.text).toBe(404);
       expect(typeof r.json?.detail).toBe('string');
-      await expectOk(ctx, theirs.access, v.username, 'victim session');
+      await expectConversationOk(ctx, theirs.access, v.username, 'victim session');
       toGrant(ctx, await refreshRaw(ctx, theirs.refresh), 'victim refresh');
       // the 404 is the same as for an id that does not exist at all
       const none = await del(ctx, `/users/me/sessions/${'A'.repeat(22)}`, mine.access);
@@ -270,7 +250,7 @@ describe.each(DIALECTS)('sessions: logout and session management (%s)', (dialect
         expect(r.status, `${id.slice(0, 40)}: ${r.text}`).toBeGreaterThanOrEqual(400);
         expect(r.status, `${id.slice(0, 40)}: ${r.text}`).toBeLessThan(500);
       }
-      await expectOk(ctx, s.access, u.username, 'after odd deletions');
+      await expectConversationOk(ctx, s.access, u.username, 'after odd deletions');
     });
 
     it('requires an access token', async () => {
@@ -279,7 +259,7 @@ describe.each(DIALECTS)('sessions: logout and session management (%s)', (dialect
       const r = await request(ctx.url(`/users/me/sessions/${s.sid}`), { method: 'DELETE' });
       expect(r.status, r.text).toBe(401);
       expectInvalidToken(await del(ctx, `/users/me/sessions/${s.sid}`, s.refresh), 'refresh token as Bearer');
-      await expectOk(ctx, s.access, u.username, 'after unauthenticated deletes');
+      await expectConversationOk(ctx, s.access, u.username, 'after unauthenticated deletes');
     });
   });
 
@@ -298,24 +278,24 @@ describe.each(DIALECTS)('sessions: logout and session management (%s)', (dialect
       const s = await loginGrant(ctx, u);
       const s2 = await loginGrant(ctx, u, {}, b); // a session opened on the second instance
       for (let i = 0; i < 3; i++) {
-        await expectOk(b, s.access, u.username, 'B accepts A’s token');
-        await expectOk(ctx, s2.access, u.username, 'A accepts B’s token');
+        await expectConversationOk(b, s.access, u.username, 'B accepts A’s token');
+        await expectConversationOk(ctx, s2.access, u.username, 'A accepts B’s token');
       }
       expect((await post(ctx, '/logout', s.access)).status).toBe(204);
-      await expectRefused(b, s.access, 'B right after a logout on A');
+      await expectAccessRefused(b, s.access, 'B right after a logout on A');
       await expectRefreshDead(b, s.refresh, 'refresh on B after logout on A');
-      await expectOk(b, s2.access, u.username, 'other session still fine on B');
+      await expectConversationOk(b, s2.access, u.username, 'other session still fine on B');
     });
 
     it('logout/all on B is refused at once on A', async () => {
       const u = await registerUser(ctx);
       const s1 = await loginGrant(ctx, u);
       const s2 = await loginGrant(ctx, u, {}, b);
-      await expectOk(ctx, s1.access, u.username, 'A warm');
-      await expectOk(ctx, s2.access, u.username, 'A warm');
+      await expectConversationOk(ctx, s1.access, u.username, 'A warm');
+      await expectConversationOk(ctx, s2.access, u.username, 'A warm');
       expect((await post(b, '/logout/all', s2.access)).status).toBe(204);
-      await expectRefused(ctx, s1.access, 'A after logout/all on B');
-      await expectRefused(ctx, s2.access, 'A after logout/all on B');
+      await expectAccessRefused(ctx, s1.access, 'A after logout/all on B');
+      await expectAccessRefused(ctx, s2.access, 'A after logout/all on B');
       await expectRefreshDead(ctx, s1.refresh, 'A refresh after logout/all on B');
     });
 
@@ -324,13 +304,13 @@ describe.each(DIALECTS)('sessions: logout and session management (%s)', (dialect
       const x = await loginGrant(ctx, u);
       const y = await loginGrant(ctx, u);
       const z = await loginGrant(ctx, u);
-      for (const s of [x, y, z]) await expectOk(b, s.access, u.username, 'B warm');
+      for (const s of [x, y, z]) await expectConversationOk(b, s.access, u.username, 'B warm');
       expect((await postForm(ctx.url('/revoke'), { token: x.refresh })).status).toBe(200);
-      await expectRefused(b, x.access, 'B after /revoke on A');
+      await expectAccessRefused(b, x.access, 'B after /revoke on A');
       expect((await del(b, `/users/me/sessions/${y.sid}`, z.access)).status).toBe(204);
-      await expectRefused(ctx, y.access, 'A after DELETE session on B');
-      await expectOk(ctx, z.access, u.username, 'the remaining session on A');
-      await expectOk(b, z.access, u.username, 'the remaining session on B');
+      await expectAccessRefused(ctx, y.access, 'A after DELETE session on B');
+      await expectConversationOk(ctx, z.access, u.username, 'the remaining session on A');
+      await expectConversationOk(b, z.access, u.username, 'the remaining session on B');
     });
 
     it('a refresh rotated on one instance continues on the other; a retry there gets the same successor', async () => {
@@ -341,7 +321,7 @@ describe.each(DIALECTS)('sessions: logout and session management (%s)', (dialect
       expect(retry.status, retry.text).toBe(200);
       expect(retry.json.refresh_token).toBe(n1.refresh);
       const n2 = toGrant(ctx, await refreshRaw(b, n1.refresh), 'rotate on B');
-      await expectOk(ctx, n2.access, u.username, 'A accepts B’s rotated token');
+      await expectConversationOk(ctx, n2.access, u.username, 'A accepts B’s rotated token');
       expectOAuthError(await refreshRaw(b, 'not.a-token'), 'invalid_grant');
     });
   });

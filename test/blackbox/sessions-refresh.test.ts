@@ -4,6 +4,7 @@
  * access tokens end), 20 parallel refreshes of one token, `sid` in access tokens, and POST /revoke (RFC 7009).
  */
 import { describe, expect, it, vi } from 'vitest';
+import { expectAccessRefused, expectConversationOk } from './support/assertions.ts';
 import {
   expectInvalidToken,
   expectNoStore,
@@ -61,17 +62,6 @@ async function refreshRaw(ctx: ServerContext, token: string, mode: 'form' | 'jso
 
 async function refresh(ctx: ServerContext, token: string, mode: 'form' | 'json' = 'form'): Promise<Grant> {
   return toGrant(ctx, await refreshRaw(ctx, token, mode), `refresh (${mode})`);
-}
-
-async function expectConversationOk(ctx: ServerContext, access: string, username: string, what: string) {
-  const r = await getWithToken(ctx.url('/conversation'), access);
-  expect(r.status, `${what}: ${r.text}`).toBe(200);
-  expect(r.json.current_user, what).toBe(username);
-}
-
-async function expectRefused(ctx: ServerContext, access: string, what: string) {
-  expectInvalidToken(await getWithToken(ctx.url('/conversation'), access), `${what} (/conversation)`);
-  expectInvalidToken(await getWithToken(ctx.url('/users/me'), access), `${what} (/users/me)`);
 }
 
 describe.each(DIALECTS)('sessions: refresh tokens (%s)', (dialect) => {
@@ -263,7 +253,7 @@ describe.each(DIALECTS)('sessions: refresh tokens (%s)', (dialect) => {
       await sleep(GRACE_SECONDS * 1000 + 1500);
       expectOAuthError(await refreshRaw(ctx, g1.refresh), 'invalid_grant');
       expectOAuthError(await refreshRaw(ctx, next.refresh), 'invalid_grant');
-      await expectRefused(ctx, next.access, 'head access token after reuse of the raced token');
+      await expectAccessRefused(ctx, next.access, 'head access token after reuse of the raced token');
       await expectConversationOk(ctx, other.access, u.username, 'unrelated session');
     });
   });
@@ -286,8 +276,8 @@ describe.each(DIALECTS)('sessions: refresh tokens (%s)', (dialect) => {
         // the live head of the family is dead now …
         expectOAuthError(await refreshRaw(ctx, g2.refresh, mode), 'invalid_grant');
         // … and so are the session's access tokens, at once (they have 15 minutes left)
-        await expectRefused(ctx, g1.access, 'first access token of the stolen family');
-        await expectRefused(ctx, g2.access, 'latest access token of the stolen family');
+        await expectAccessRefused(ctx, g1.access, 'first access token of the stolen family');
+        await expectAccessRefused(ctx, g2.access, 'latest access token of the stolen family');
         // presenting the stolen token again does not resurrect anything
         expectOAuthError(await refreshRaw(ctx, g1.refresh, mode), 'invalid_grant');
         // the other session of the user is not part of the family
@@ -315,7 +305,7 @@ describe.each(DIALECTS)('sessions: refresh tokens (%s)', (dialect) => {
       // attacker presents g2 (spent long ago)
       expectOAuthError(await refreshRaw(ctx, g2.refresh), 'invalid_grant');
       expectOAuthError(await refreshRaw(ctx, g3.refresh), 'invalid_grant');
-      await expectRefused(ctx, g3.access, 'victim access token after the theft was detected');
+      await expectAccessRefused(ctx, g3.access, 'victim access token after the theft was detected');
     });
   });
 
@@ -328,8 +318,8 @@ describe.each(DIALECTS)('sessions: refresh tokens (%s)', (dialect) => {
       const r = await postForm(ctx.url('/revoke'), { token: g2.refresh });
       expect(r.status, r.text).toBe(200);
       expectOAuthError(await refreshRaw(ctx, g2.refresh), 'invalid_grant');
-      await expectRefused(ctx, g2.access, 'access token of the revoked session');
-      await expectRefused(ctx, g1.access, 'older access token of the revoked session');
+      await expectAccessRefused(ctx, g2.access, 'access token of the revoked session');
+      await expectAccessRefused(ctx, g1.access, 'older access token of the revoked session');
       await expectConversationOk(ctx, other.access, u.username, 'other session of the user');
       // revoking again: still 200
       expect((await postForm(ctx.url('/revoke'), { token: g2.refresh })).status).toBe(200);
@@ -341,7 +331,7 @@ describe.each(DIALECTS)('sessions: refresh tokens (%s)', (dialect) => {
       const r = await postForm(ctx.url('/revoke'), { token: g.refresh, token_type_hint: 'access_token' });
       expect(r.status, r.text).toBe(200);
       expectOAuthError(await refreshRaw(ctx, g.refresh), 'invalid_grant');
-      await expectRefused(ctx, g.access, 'access token after revoking with a wrong hint');
+      await expectAccessRefused(ctx, g.access, 'access token after revoking with a wrong hint');
     });
 
     it('revokes with token_type_hint=refresh_token and with a JSON body too', async () => {
@@ -354,8 +344,8 @@ describe.each(DIALECTS)('sessions: refresh tokens (%s)', (dialect) => {
       expect((await postJson(ctx.url('/revoke'), { token: b.refresh })).status).toBe(200);
       expectOAuthError(await refreshRaw(ctx, a.refresh), 'invalid_grant');
       expectOAuthError(await refreshRaw(ctx, b.refresh), 'invalid_grant');
-      await expectRefused(ctx, a.access, 'session a');
-      await expectRefused(ctx, b.access, 'session b');
+      await expectAccessRefused(ctx, a.access, 'session a');
+      await expectAccessRefused(ctx, b.access, 'session b');
     });
 
     it('revoking an access token ends its session (README: refresh or access token)', async () => {
@@ -363,7 +353,7 @@ describe.each(DIALECTS)('sessions: refresh tokens (%s)', (dialect) => {
       const g = await loginGrant(ctx, u);
       const r = await postForm(ctx.url('/revoke'), { token: g.access, token_type_hint: 'access_token' });
       expect(r.status, r.text).toBe(200);
-      await expectRefused(ctx, g.access, 'revoked access token');
+      await expectAccessRefused(ctx, g.access, 'revoked access token');
       expectOAuthError(await refreshRaw(ctx, g.refresh), 'invalid_grant');
     });
 
