@@ -27,9 +27,15 @@ export function parseRefreshToken(value: string): RefreshToken | undefined {
   const parts = value.split('.');
   if (parts.length !== 2) return undefined;
   const [id = '', secret = ''] = parts;
-  if (id.length !== 22 || secret.length !== 43 || !PART.test(id) || !PART.test(secret)) return undefined;
+  if (id.length !== 22 || secret.length !== 43 || !isCanonicalPart(id) || !isCanonicalPart(secret)) {
+    return undefined;
+  }
   return { id, secret };
 }
+
+// One token, one spelling: a last character whose padding bits are set decodes to the same bytes, so it is refused.
+const isCanonicalPart = (part: string) =>
+  PART.test(part) && Buffer.from(part, 'base64url').toString('base64url') === part;
 
 /** Returns the hash stored in place of the secret; SHA-256 suffices for 256 random bits. */
 export function hashRefreshSecret(secret: string): string {

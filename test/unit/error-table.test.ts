@@ -6,6 +6,7 @@ const STYLES: ErrorStyle[] = ['fastapi', 'oauth'];
 
 /** What the code that raises an error says; the table passes it through for some codes only. */
 const MESSAGE = 'Said by the raiser 7f3a';
+const MFA_TOKEN = 'mfa-token-3c9';
 const DETAILS: FieldProblem[] = [
   { loc: ['body', 'age'], msg: 'Input should be less than or equal to 150', type: 'less_than_equal' },
   { loc: ['body', 'tags', 0], msg: 'Input should be a valid string', type: 'string_type' },
@@ -42,6 +43,15 @@ const TABLE: Record<ErrorCode, Record<ErrorStyle, Expected>> = {
   invalid_request: both(oauth('invalid_request', MESSAGE)),
   invalid_grant: both(oauth('invalid_grant', MESSAGE)),
   unsupported_grant_type: both(oauth('unsupported_grant_type', MESSAGE)),
+  temporarily_unavailable: both({
+    ...oauth('temporarily_unavailable', 'Too many attempts; retry later.', 429),
+    headers: { 'retry-after': '3' },
+  }),
+  mfa_required: both({
+    status: 403,
+    body: { ...oauth('mfa_required', 'A second factor is required').body, mfa_token: MFA_TOKEN },
+    headers: {},
+  }),
   missing_token: both(detail(401, 'Not authenticated', { 'www-authenticate': 'Bearer' })),
   malformed_authorization: both(
     detail(400, 'Malformed Authorization header', { 'www-authenticate': 'Bearer error="invalid_request"' }),
@@ -59,6 +69,14 @@ const TABLE: Record<ErrorCode, Record<ErrorStyle, Expected>> = {
     fastapi: detail(415, MESSAGE),
     oauth: oauth('invalid_request', 'The request body must be application/x-www-form-urlencoded or JSON'),
   },
+  unstorable_value: {
+    fastapi: {
+      status: 422,
+      body: { detail: [{ loc: ['body'], msg: MESSAGE, type: 'value_error' }] },
+      headers: {},
+    },
+    oauth: oauth('invalid_request', 'The request is missing a parameter or has a malformed one'),
+  },
   service_unavailable: both(detail(503, MESSAGE)),
   internal: both(detail(500, 'Internal Server Error')),
 };
@@ -66,11 +84,13 @@ const TABLE: Record<ErrorCode, Record<ErrorStyle, Expected>> = {
 const CODES = Object.keys(TABLE) as ErrorCode[];
 const CASES = CODES.flatMap((code) => STYLES.map((style) => [code, style] as const));
 
-/** An error as it is raised: the message, validation details for validation_failed, and a cause. */
+/** An error as it is raised: the message, a cause, and what its code carries (details, retry delay, MFA token). */
 function raise(code: ErrorCode, cause: unknown = new Error('low-level failure')): AppError {
   return new AppError(code, MESSAGE, {
     cause,
     ...(code === 'validation_failed' ? { details: DETAILS } : {}),
+    ...(code === 'temporarily_unavailable' ? { retryAfterSeconds: 2.5 } : {}),
+    ...(code === 'mfa_required' ? { mfaToken: MFA_TOKEN } : {}),
   });
 }
 
@@ -96,6 +116,8 @@ const OAUTH_ERRORS = [
   'unauthorized_client',
   'unsupported_grant_type',
   'invalid_scope',
+  'temporarily_unavailable', // RFC 6749 §4.1.2.1
+  'mfa_required', // Auth0's, for a login waiting for its second factor
 ];
 
 describe('the error table', () => {
