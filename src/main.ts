@@ -116,10 +116,21 @@ async function prepareDatabase(config: Config): Promise<DbHandle> {
   }
 }
 
+/**
+ * The whole chain of causes, outermost first: a translated database error says what a client may be told, and the
+ * operator needs the driver's own reason (connect ECONNREFUSED 127.0.0.1:5432) behind it.
+ */
+function describeFailure(error: unknown): string {
+  const messages: string[] = [];
+  for (let current = error; current !== undefined && messages.length < 5; ) {
+    messages.push(current instanceof Error ? current.message : String(current));
+    current = current instanceof Error ? current.cause : undefined;
+  }
+  return messages.join(': ');
+}
+
 function refuseToStart(error: unknown): never {
-  const { message, cause } = error as Error;
-  // A translated database error says what the client may be told; the operator needs the driver's reason too.
-  console.error(`gatehouse: cannot start: ${message}${cause instanceof Error ? ` (${cause.message})` : ''}`);
+  console.error(`gatehouse: cannot start: ${describeFailure(error)}`);
   process.exit(1);
 }
 
@@ -266,7 +277,7 @@ if (command === 'serve') {
       process.exitCode = 2;
     }
   } catch (error) {
-    console.error(`gatehouse ${command}: ${(error as Error).cause ?? (error as Error).message}`);
+    console.error(`gatehouse ${command}: ${describeFailure(error)}`);
     process.exitCode = 1;
   }
 }

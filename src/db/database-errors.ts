@@ -57,16 +57,21 @@ export function translatingDatabaseErrors(dialect: Dialect): Dialect {
 function translateDriverErrors(driver: Driver): Driver {
   const translated = new WeakSet<DatabaseConnection>();
   const acquireConnection = driver.acquireConnection.bind(driver);
-  const rethrow = (error: unknown): never => {
-    throw translateDatabaseError(error);
-  };
   // Patched in place, not wrapped: the drivers release and run transactions on the very object they handed out.
   driver.acquireConnection = async () => {
-    const connection = await acquireConnection().catch(rethrow);
+    const connection = await acquireConnection().catch((error: unknown) => {
+      throw translateDatabaseError(error);
+    });
     if (!translated.has(connection)) {
       const executeQuery = connection.executeQuery.bind(connection);
-      connection.executeQuery = <R>(query: CompiledQuery): Promise<QueryResult<R>> =>
-        executeQuery<R>(query).catch(rethrow);
+      // Async, so that the SQLite driver's synchronous throws are translated too, not only rejections.
+      connection.executeQuery = async <R>(query: CompiledQuery): Promise<QueryResult<R>> => {
+        try {
+          return await executeQuery<R>(query);
+        } catch (error) {
+          throw translateDatabaseError(error);
+        }
+      };
       translated.add(connection);
     }
     return connection;

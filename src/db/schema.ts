@@ -83,4 +83,6 @@ export type Db = Kysely<Database>;
 export type UserRow = Selectable<UsersTable>;
 export type NewUserRow = Insertable<UsersTable>;
 export type SigningKeyRow = Selectable<SigningKeysTable>;
+/** A session as the domain reads it: why it was revoked stays in the database, for operators. */
+export type SessionRow = Omit<Selectable<SessionsTable>, 'revoked_reason'>;
 export type Dialect = 'sqlite' | 'postgres';

@@ -1,8 +1,7 @@
-import type { Selectable } from 'kysely';
 import type { Session } from '../domain/session.ts';
 import type { User } from '../domain/user.ts';
 import { prepareQuery } from './prepared.ts';
-import type { Db, SessionsTable } from './schema.ts';
+import type { Db, SessionRow } from './schema.ts';
 import { toUser } from './users.ts';
 
 export interface NewSession {
@@ -69,8 +68,6 @@ export const sessionColumns = [
   'sessions.user_agent',
   'sessions.ip_address',
 ] as const;
-
-export type SessionRow = Omit<Selectable<SessionsTable>, 'revoked_reason'>;
 
 /** Placeholder for the session id in prepared queries, bound per request. */
 export const SESSION_ID_SENTINEL: [string] = ['\u0000session'];

@@ -34,7 +34,8 @@ const responses: Record<ErrorCode, (error: AppError, style: ErrorStyle) => Rende
   invalid_request: (error) => oauthError('invalid_request', error.message),
   invalid_grant: (error) => oauthError('invalid_grant', error.message),
   unsupported_grant_type: (error) => oauthError('unsupported_grant_type', error.message),
-  // RFC 6585 §4 with RFC 6749 §4.1.2.1's code: the same answer for a known and an unknown username.
+  // RFC 6585 §4. RFC 6749 §5.2 has no throttling code; its authorization endpoint's temporarily_unavailable
+  // (§4.1.2.1) is borrowed, as peers do. The same answer for a known and an unknown username.
   temporarily_unavailable: (error) => ({
     ...oauthError('temporarily_unavailable', 'Too many attempts; retry later.'),
     status: 429,
