@@ -38,9 +38,10 @@ export function parseTrustedProxies(value: string | undefined, problems: string[
     return [];
   }
   if (/^[0-9]+$/.test(value)) {
+    const reading = value === '1' ? 'as true (as it was read before) or as a hop count' : 'as a hop count';
     problems.push(
-      `TRUST_PROXY=${value} is a hop count, which is refused: a count cannot tell your proxy from a client that ` +
-        `sends X-Forwarded-For itself; ${INSTEAD}`,
+      `TRUST_PROXY=${value} is refused: read ${reading}, it cannot tell your proxy from a client that sends ` +
+        `X-Forwarded-For itself; ${INSTEAD}`,
     );
     return [];
   }
