@@ -119,30 +119,29 @@ describe.each(dialects)('the client address on %s', (dialect) => {
     }
   });
 
-  it('writes the same address in the audit line of a registration', async () => {
+  /** Sends a request through a trusted proxy at 10.0.0.5 for the client 203.0.113.7, and answers its log lines. */
+  const proxiedLogLines = async (
+    request: { method: 'GET' | 'POST'; url: string; payload?: object },
+    status: number,
+  ) => {
     const app = await start({ TRUST_PROXY: '10.0.0.0/8' });
     const response = await app.app.inject({
-      method: 'POST',
-      url: '/register/',
+      ...request,
       remoteAddress: '10.0.0.5',
       headers: { 'x-forwarded-for': 'spoofed, 203.0.113.7' },
-      payload: registration({ username: 'bob', email: 'bob@example.com' }),
     });
-    expect(response.statusCode).toBe(200);
-    const lines = logLines(app, String(response.headers['x-request-id']));
+    expect(response.statusCode).toBe(status);
+    return logLines(app, String(response.headers['x-request-id']));
+  };
+
+  it('writes the same address in the audit line of a registration', async () => {
+    const payload = registration({ username: 'bob', email: 'bob@example.com' });
+    const lines = await proxiedLogLines({ method: 'POST', url: '/register/', payload }, 200);
     expect(lines.find((entry) => entry.event === 'user_registered')?.ip).toBe('203.0.113.7');
   });
 
   it('logs the client address of a request to an unknown path', async () => {
-    const app = await start({ TRUST_PROXY: '10.0.0.0/8' });
-    const response = await app.app.inject({
-      method: 'GET',
-      url: '/no-such-path',
-      remoteAddress: '10.0.0.5',
-      headers: { 'x-forwarded-for': 'spoofed, 203.0.113.7' },
-    });
-    expect(response.statusCode).toBe(404);
-    const lines = logLines(app, String(response.headers['x-request-id']));
+    const lines = await proxiedLogLines({ method: 'GET', url: '/no-such-path' }, 404);
     expect(lines.find((entry) => entry.msg === 'request')?.ip).toBe('203.0.113.7');
   });
 });

@@ -122,11 +122,17 @@ describe('loadConfig', () => {
   });
 
   it('reports every problem at once', () => {
-    const problems = problemsOf({ PORT: 'eighty', ACCESS_TOKEN_TTL_SECONDS: '99999', LOG_LEVEL: 'loud' });
-    expect(problems).toHaveLength(3);
-    expect(problems.join('\n')).toMatch(/PORT/);
-    expect(problems.join('\n')).toMatch(/ACCESS_TOKEN_TTL_SECONDS/);
-    expect(problems.join('\n')).toMatch(/LOG_LEVEL/);
+    const problems = problemsOf({
+      PORT: 'eighty',
+      ACCESS_TOKEN_TTL_SECONDS: '99999',
+      LOG_LEVEL: 'loud',
+      TRUST_PROXY: 'true',
+      CLIENT_IP_HEADER: 'bad header',
+    });
+    expect(problems).toHaveLength(5);
+    for (const name of ['PORT', 'ACCESS_TOKEN_TTL_SECONDS', 'LOG_LEVEL', 'TRUST_PROXY', 'CLIENT_IP_HEADER']) {
+      expect(problems.join('\n')).toMatch(new RegExp(`^${name}`, 'm'));
+    }
   });
 
   it('refuses to start on PostgreSQL without GATEHOUSE_SECRET, and says how to make one', () => {
@@ -177,14 +183,6 @@ describe('loadConfig', () => {
       expect(problems, value).toHaveLength(1);
       expect(problems[0], value).toMatch(new RegExp(`^TRUST_PROXY=${value} .*TRUST_PROXY=loopback`));
     }
-  });
-
-  it('reports a bad TRUST_PROXY together with the other problems', () => {
-    const problems = problemsOf({ TRUST_PROXY: 'true', CLIENT_IP_HEADER: 'bad header', PORT: 'eighty' });
-    expect(problems).toHaveLength(3);
-    expect(problems.join('\n')).toMatch(/TRUST_PROXY/);
-    expect(problems.join('\n')).toMatch(/CLIENT_IP_HEADER/);
-    expect(problems.join('\n')).toMatch(/PORT/);
   });
 
   it('takes CLIENT_IP_HEADER as a lower-case header name, behind a trusted proxy', () => {
