@@ -7,8 +7,8 @@ export type ResolveClientIp = (peer: string | undefined, headers: IncomingHttpHe
 /**
  * Makes `request.ip` the resolved client address for every reader (request log, audit lines, sessions, rate limits):
  * before anything else runs, X-Forwarded-For is replaced by that one address, or removed when it is the peer's own.
- * Fastify, told to trust the same proxies, then answers it. Its own walk cannot: it would answer a CLIENT_IP_HEADER
- * never, and an entry that is no address as it stands.
+ * Fastify, told to trust the same proxies, then answers it. Its own walk alone would never read CLIENT_IP_HEADER, and
+ * would answer an X-Forwarded-For entry that is no address as it stands.
  */
 export function registerClientIp(app: FastifyInstance, resolve: ResolveClientIp): void {
   app.addHook('onRequest', async (request) => {

@@ -74,7 +74,7 @@ function parseRange(entry: string): string | { problem: string } {
     return { problem: `trusts every address, as TRUST_PROXY=true would; ${INSTEAD}` };
   }
   const width = isIP(address) === 4 ? 32 : 128;
-  // An IPv4-mapped range (::ffff:10.0.0.0/104) is kept as the IPv4 range it maps, as addresses are compared.
+  // An IPv4-mapped range (::ffff:10.0.0.0/104) is kept as the IPv4 range it maps: addresses are compared as IPv4.
   const mapped = isIP(text) === 6 && width === 32;
   const prefix = prefixText === undefined ? width : Number(prefixText) - (mapped ? 96 : 0);
   if (prefix < 1 || prefix > width) {
