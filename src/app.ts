@@ -11,6 +11,7 @@ import { createSessionsRepository } from './db/sessions.ts';
 import { createSigningKeysRepository } from './db/signing-keys.ts';
 import { createUsersRepository } from './db/users.ts';
 import { requireLiveSession, requireVerifiedAccessToken } from './http/authenticate.ts';
+import { registerClientIp } from './http/client-ip.ts';
 import { errorHandler } from './http/error-handler.ts';
 import { registerOpenApi } from './http/openapi.ts';
 import { registerResponseHooks } from './http/response-hooks.ts';
@@ -26,6 +27,7 @@ import {
   registerMethodNotAllowed,
 } from './http/unrouted-requests.ts';
 import { createAccessTokens } from './security/access-tokens.ts';
+import { createClientIpResolver } from './security/client-ip.ts';
 import type { Clock } from './security/clock.ts';
 import { createPasswordPolicy } from './security/password-policy.ts';
 import type { PasswordHasher } from './security/passwords.ts';
@@ -73,6 +75,8 @@ export async function buildApp(
   options: AppOptions = {},
 ): Promise<FastifyInstance> {
   const requestTimeoutMs = options.requestTimeoutMs ?? REQUEST_TIMEOUT_MS;
+  const clientIp = createClientIpResolver(config.clientIp);
+  const behindProxies = config.clientIp.trustedProxies.length > 0;
   const logger = pino(
     {
       level: config.logLevel,
@@ -87,7 +91,8 @@ export async function buildApp(
     logController: new LogController({ disableRequestLogging: true }),
     genReqId: () => randomUUID(),
     requestIdHeader: false,
-    trustProxy: config.trustProxy,
+    // Never `true` or a hop count: both let a client write its own address (config.ts refuses them).
+    trustProxy: behindProxies ? (address: string) => clientIp.isTrusted(address) : false,
     bodyLimit: config.bodyLimitBytes,
     http: {
       // Auth headers and a JWT fit well inside this; anything larger is refused with 431 before routing.
@@ -105,6 +110,8 @@ export async function buildApp(
     clientErrorHandler: answerClientError,
     ajv: { customOptions: { coerceTypes: false, allErrors: true, removeAdditional: false } },
   }).withTypeProvider<TypeBoxTypeProvider>();
+  // First of all hooks, so that every later reader of request.ip sees the client.
+  if (behindProxies) registerClientIp(app, clientIp.resolve);
 
   const { argon2 } = config.passwords;
   if (argon2.memoryKib < 19456 || argon2.timeCost < 2) {

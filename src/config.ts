@@ -1,6 +1,7 @@
 import { availableParallelism } from 'node:os';
 import Type, { type Static } from 'typebox';
 import Value from 'typebox/value';
+import { type ClientIpRules, parseTrustedProxies } from './security/client-ip.ts';
 import { MIN_SECRET_BYTES } from './security/secret-box.ts';
 
 const booleanFlag = (fallback: 'true' | 'false') =>
@@ -31,7 +32,8 @@ const EnvSchema = Type.Object({
     { default: 'info' },
   ),
   DOCS_ENABLED: booleanFlag('true'),
-  TRUST_PROXY: booleanFlag('false'),
+  TRUST_PROXY: Type.Optional(Type.String()),
+  CLIENT_IP_HEADER: Type.Optional(Type.String()),
   WORKERS: Type.String({ default: '1', pattern: '^(auto|[1-9][0-9]?)$' }),
   HASH_THREAD_PRIORITY: Type.Union([Type.Literal('idle'), Type.Literal('low'), Type.Literal('normal')], {
     default: 'idle',
@@ -71,7 +73,8 @@ export interface Config {
   readonly bodyLimitBytes: number;
   readonly logLevel: string;
   readonly docsEnabled: boolean;
-  readonly trustProxy: boolean;
+  /** Which peers may say who the client is (TRUST_PROXY), and in which header besides X-Forwarded-For. */
+  readonly clientIp: ClientIpRules;
   /** Processes serving the port (node:cluster); `auto` became the number of cores. */
   readonly workers: number;
   /** Scheduling of libuv's threadpool, where passwords are hashed: nice 19, SCHED_IDLE, or unchanged. */
@@ -135,6 +138,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     seen.add(name);
     problems.push(`${name}=${JSON.stringify(raw[name] ?? '')} ${describeProblem(name, error.message)}`);
   }
+  const clientIp = parseClientIpRules(raw.TRUST_PROXY, raw.CLIENT_IP_HEADER, problems);
   if (problems.length > 0) throw new ConfigError(problems);
   const values = converted as Env;
 
@@ -196,7 +200,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     bodyLimitBytes: values.BODY_LIMIT_BYTES,
     logLevel: values.LOG_LEVEL,
     docsEnabled: isTrue(values.DOCS_ENABLED),
-    trustProxy: isTrue(values.TRUST_PROXY),
+    clientIp,
     workers: values.WORKERS === 'auto' ? availableParallelism() : Number(values.WORKERS),
     hashThreadPriority: values.HASH_THREAD_PRIORITY,
   });
@@ -220,6 +224,34 @@ export function parseSecretList(value: string | undefined, problems: string[]): 
   }
   if (new Set(secrets).size !== secrets.length) problems.push('GATEHOUSE_SECRET lists the same secret twice');
   return secrets;
+}
+
+// RFC 9110 §5.1: a field name is a token.
+const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+
+function parseClientIpRules(
+  trustProxy: string | undefined,
+  header: string | undefined,
+  problems: string[],
+): ClientIpRules {
+  const known = problems.length;
+  const trustedProxies = parseTrustedProxies(trustProxy, problems);
+  const trustProxyRefused = problems.length > known;
+  if (header === undefined) return { trustedProxies, clientIpHeader: undefined };
+  const name = header.toLowerCase();
+  if (!HEADER_NAME.test(header)) {
+    problems.push(`CLIENT_IP_HEADER=${JSON.stringify(header.slice(0, 60))} is not a header name`);
+  } else if (name === 'x-forwarded-for') {
+    problems.push(
+      'CLIENT_IP_HEADER=X-Forwarded-For is read through TRUST_PROXY already: leave CLIENT_IP_HEADER unset',
+    );
+  } else if (trustedProxies.length === 0 && !trustProxyRefused) {
+    problems.push(
+      `CLIENT_IP_HEADER is honoured only from the proxies TRUST_PROXY lists, and TRUST_PROXY is unset: set it to ` +
+        `the addresses of the proxies that write ${name} (TRUST_PROXY=loopback for one on this machine)`,
+    );
+  }
+  return { trustedProxies, clientIpHeader: name };
 }
 
 function describeProblem(name: string, message: string): string {

@@ -122,11 +122,17 @@ describe('loadConfig', () => {
   });
 
   it('reports every problem at once', () => {
-    const problems = problemsOf({ PORT: 'eighty', ACCESS_TOKEN_TTL_SECONDS: '99999', LOG_LEVEL: 'loud' });
-    expect(problems).toHaveLength(3);
-    expect(problems.join('\n')).toMatch(/PORT/);
-    expect(problems.join('\n')).toMatch(/ACCESS_TOKEN_TTL_SECONDS/);
-    expect(problems.join('\n')).toMatch(/LOG_LEVEL/);
+    const problems = problemsOf({
+      PORT: 'eighty',
+      ACCESS_TOKEN_TTL_SECONDS: '99999',
+      LOG_LEVEL: 'loud',
+      TRUST_PROXY: 'true',
+      CLIENT_IP_HEADER: 'bad header',
+    });
+    expect(problems).toHaveLength(5);
+    for (const name of ['PORT', 'ACCESS_TOKEN_TTL_SECONDS', 'LOG_LEVEL', 'TRUST_PROXY', 'CLIENT_IP_HEADER']) {
+      expect(problems.join('\n')).toMatch(new RegExp(`^${name}`, 'm'));
+    }
   });
 
   it('refuses to start on PostgreSQL without GATEHOUSE_SECRET, and says how to make one', () => {
@@ -157,6 +163,52 @@ describe('loadConfig', () => {
       const problems = problemsOf({ GATEHOUSE_SECRET: secret }).join();
       expect(problems, name).toMatch(/GATEHOUSE_SECRET/);
       for (const part of secret.split(',')) expect(problems, name).not.toContain(part);
+    }
+  });
+
+  it('trusts no proxy by default', () => {
+    expect(loadConfig({}).clientIp).toEqual({ trustedProxies: [], clientIpHeader: undefined });
+    expect(loadConfig({ TRUST_PROXY: 'false' }).clientIp.trustedProxies).toEqual([]);
+  });
+
+  it('takes TRUST_PROXY as a list of addresses, ranges and names', () => {
+    expect(
+      loadConfig({ TRUST_PROXY: 'loopback, 10.0.0.0/8, 2001:db8::/32' }).clientIp.trustedProxies,
+    ).toEqual(['127.0.0.0/8', '::1/128', '10.0.0.0/8', '2001:db8::/32']);
+  });
+
+  it('refuses TRUST_PROXY=true and hop counts, saying what to write instead', () => {
+    for (const value of ['true', '1', '2']) {
+      const problems = problemsOf({ TRUST_PROXY: value });
+      expect(problems, value).toHaveLength(1);
+      expect(problems[0], value).toMatch(new RegExp(`^TRUST_PROXY=${value} .*TRUST_PROXY=loopback`));
+    }
+  });
+
+  it('takes CLIENT_IP_HEADER as a lower-case header name, behind a trusted proxy', () => {
+    expect(loadConfig({ TRUST_PROXY: 'loopback', CLIENT_IP_HEADER: 'CF-Connecting-IP' }).clientIp).toEqual({
+      trustedProxies: ['127.0.0.0/8', '::1/128'],
+      clientIpHeader: 'cf-connecting-ip',
+    });
+  });
+
+  it('refuses CLIENT_IP_HEADER without TRUST_PROXY: anyone could write the header', () => {
+    const envs: Record<string, string>[] = [
+      { CLIENT_IP_HEADER: 'x-real-ip' },
+      { CLIENT_IP_HEADER: 'x-real-ip', TRUST_PROXY: 'false' },
+    ];
+    for (const env of envs) {
+      const problems = problemsOf(env);
+      expect(problems).toHaveLength(1);
+      expect(problems[0]).toMatch(/CLIENT_IP_HEADER.*TRUST_PROXY/);
+    }
+  });
+
+  it('refuses a CLIENT_IP_HEADER that is no header name, or is X-Forwarded-For', () => {
+    for (const name of ['x real ip', 'x-real-ip:', 'cf-connecting-ip,x-real-ip', 'é', 'X-Forwarded-For']) {
+      const problems = problemsOf({ CLIENT_IP_HEADER: name, TRUST_PROXY: 'loopback' });
+      expect(problems, name).toHaveLength(1);
+      expect(problems[0], name).toMatch(/^CLIENT_IP_HEADER/);
     }
   });
 

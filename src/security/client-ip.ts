@@ -1,0 +1,145 @@
+import { BlockList, isIP, SocketAddress } from 'node:net';
+
+// proxy-addr's names, so that TRUST_PROXY reads as Express and Fastify users know it.
+const NAMED_RANGES: Record<string, readonly string[]> = {
+  loopback: ['127.0.0.0/8', '::1/128'],
+  linklocal: ['169.254.0.0/16', 'fe80::/10'],
+  uniquelocal: ['10.0.0.0/8', '172.16.0.0/12', '192.168.0.0/16', 'fc00::/7'],
+};
+
+const INSTEAD =
+  'list the addresses of your proxies instead: TRUST_PROXY=loopback for a proxy on this machine, or their ' +
+  'addresses and ranges, e.g. TRUST_PROXY=10.0.0.5,192.168.0.0/16';
+const ACCEPTED = `an IP address, a CIDR range (10.0.0.0/8, fd00::/8) or one of ${Object.keys(NAMED_RANGES).join(', ')}`;
+
+const PREFIX = /^(0|[1-9][0-9]{0,2})$/;
+const IPV4_MAPPED = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/;
+
+/** The one spelling of an IP address (IPv4-mapped IPv6 as IPv4, IPv6 compressed lower-case, no zone), or undefined. */
+export function canonicalIp(text: string): string | undefined {
+  const family = isIP(text);
+  if (family === 4) return text;
+  if (family !== 6) return undefined;
+  const { address } = new SocketAddress({ address: text, family: 'ipv6' });
+  return IPV4_MAPPED.exec(address)?.[1] ?? address;
+}
+
+/**
+ * Parses TRUST_PROXY into canonical CIDRs (`127.0.0.0/8`, `::1/128`), empty when nothing is trusted; pushes one
+ * problem per refused entry. `true` and hop counts are refused: with them the client writes its own address.
+ */
+export function parseTrustedProxies(value: string | undefined, problems: string[]): string[] {
+  if (value === undefined || value === '' || /^(false|0)$/i.test(value)) return [];
+  if (/^(true|yes|on)$/i.test(value)) {
+    problems.push(
+      `TRUST_PROXY=${value} is refused: it trusts every peer, so the client address would be the left-most ` +
+        `X-Forwarded-For entry, which any client writes itself; ${INSTEAD}`,
+    );
+    return [];
+  }
+  if (/^[0-9]+$/.test(value)) {
+    const reading = value === '1' ? 'as true (as it was read before) or as a hop count' : 'as a hop count';
+    problems.push(
+      `TRUST_PROXY=${value} is refused: read ${reading}, it cannot tell your proxy from a client that sends ` +
+        `X-Forwarded-For itself; ${INSTEAD}`,
+    );
+    return [];
+  }
+  const ranges: string[] = [];
+  const entries = value.split(',').map((entry) => entry.trim());
+  if (entries.some((entry) => entry === '')) {
+    problems.push('TRUST_PROXY has an empty entry (two commas in a row, or one at either end)');
+  }
+  for (const entry of entries.filter((entry) => entry !== '')) {
+    const named = NAMED_RANGES[entry.toLowerCase()];
+    if (named) {
+      ranges.push(...named);
+      continue;
+    }
+    const range = parseRange(entry);
+    if (typeof range === 'string') ranges.push(range);
+    else problems.push(`TRUST_PROXY entry ${JSON.stringify(entry.slice(0, 60))} ${range.problem}`);
+  }
+  return ranges;
+}
+
+function parseRange(entry: string): string | { problem: string } {
+  const [text = '', prefixText, ...rest] = entry.split('/');
+  // Zones name an interface of this machine: a proxy is named by its address alone.
+  const address = text.includes('%') ? undefined : canonicalIp(text);
+  if (address === undefined || rest.length > 0 || (prefixText !== undefined && !PREFIX.test(prefixText))) {
+    return { problem: `is not ${ACCEPTED}` };
+  }
+  if (prefixText !== undefined && Number(prefixText) === 0) {
+    return { problem: `trusts every address, as TRUST_PROXY=true would; ${INSTEAD}` };
+  }
+  const width = isIP(address) === 4 ? 32 : 128;
+  // An IPv4-mapped range (::ffff:10.0.0.0/104) is kept as the IPv4 range it maps: addresses are compared as IPv4.
+  const mapped = isIP(text) === 6 && width === 32;
+  const prefix = prefixText === undefined ? width : Number(prefixText) - (mapped ? 96 : 0);
+  if (prefix < 1 || prefix > width) {
+    return { problem: `has a prefix outside ${mapped ? '97 to 128' : `1 to ${width}`}` };
+  }
+  return `${address}/${prefix}`;
+}
+
+export interface ClientIpRules {
+  readonly trustedProxies: readonly string[];
+  /** A header holding the client's one address, honoured from trusted peers only (`cf-connecting-ip`). */
+  readonly clientIpHeader: string | undefined;
+}
+
+export interface ClientIpResolver {
+  isTrusted(address: string | undefined): boolean;
+  resolve(
+    peer: string | undefined,
+    headers: Record<string, string | string[] | undefined>,
+  ): string | undefined;
+}
+
+/**
+ * Builds the resolver of a request's client address: the socket peer unless it is a trusted proxy; then the client IP
+ * header, else the right-most untrusted X-Forwarded-For entry (the left part is whatever the client wrote).
+ */
+export function createClientIpResolver(rules: ClientIpRules): ClientIpResolver {
+  const trusted = new BlockList();
+  for (const range of rules.trustedProxies) {
+    const [network = '', prefix] = range.split('/');
+    trusted.addSubnet(network, Number(prefix), isIP(network) === 4 ? 'ipv4' : 'ipv6');
+  }
+  const isTrusted = (address: string | undefined) => {
+    const ip = address === undefined ? undefined : canonicalIp(address);
+    return ip !== undefined && trusted.check(ip, isIP(ip) === 4 ? 'ipv4' : 'ipv6');
+  };
+  const header = rules.clientIpHeader;
+  return {
+    isTrusted,
+    resolve(peer, headers) {
+      if (peer === undefined || !isTrusted(peer)) return peer;
+      const stated = header === undefined ? undefined : headers[header];
+      const fromHeader = typeof stated === 'string' ? canonicalIp(stated.trim()) : undefined;
+      if (fromHeader !== undefined) return fromHeader;
+      const forwarded = headers['x-forwarded-for'];
+      if (typeof forwarded !== 'string') return peer;
+      let nearest = peer;
+      const hops = forwarded.split(',');
+      for (let index = hops.length - 1; index >= 0; index -= 1) {
+        const hop = forwardedAddress(hops[index]?.trim() ?? '');
+        // An entry that is no address was written by the nearest hop: answering that hop, never the entry, keeps
+        // made-up values out of logs and sessions, and out of the throttle's keys.
+        if (hop === undefined) return nearest;
+        if (!isTrusted(hop)) return hop;
+        nearest = hop;
+      }
+      return nearest;
+    },
+  };
+}
+
+// Some balancers (Azure's) append the peer's port: `203.0.113.7:4711`, `[2001:db8::1]:443`.
+function forwardedAddress(entry: string): string | undefined {
+  const bracketed = /^\[([^\]]+)\](?::\d{1,5})?$/.exec(entry);
+  if (bracketed) return isIP(bracketed[1] ?? '') === 6 ? canonicalIp(bracketed[1] ?? '') : undefined;
+  const withPort = /^(\d+\.\d+\.\d+\.\d+):\d{1,5}$/.exec(entry);
+  return canonicalIp(withPort?.[1] ?? entry);
+}
