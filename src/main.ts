@@ -170,7 +170,8 @@ async function serve(config: Config): Promise<void> {
     ? createMetricsRegistry(cluster.worker ? { worker: String(cluster.worker.id) } : {})
     : undefined;
   // Before the app is built, so that the primary's scrapes find this worker answering as soon as it can.
-  if (metricsRegistry && inCluster && config.metrics.port !== undefined) shareMetricsWithPrimary(metricsRegistry);
+  if (metricsRegistry && inCluster && config.metrics.port !== undefined)
+    shareMetricsWithPrimary(metricsRegistry);
   const app = await buildApp(config, {
     db: handle,
     clock: systemClock,
