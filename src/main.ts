@@ -198,7 +198,6 @@ async function serve(config: Config): Promise<void> {
       else app.log.info({ signal }, 'shutting down: draining requests');
       const closing = app.close();
       metricsServer?.close();
-      metricsServer?.closeIdleConnections();
       // Keep-alive sockets whose request finished after close() began would otherwise hold the process open.
       const sweep = setInterval(() => {
         app.server.closeIdleConnections();
