@@ -191,6 +191,8 @@ describe('loadConfig', () => {
   it('refuses a METRICS_PORT out of range or equal to PORT', () => {
     expect(problemsOf({ METRICS_PORT: '0' }).join()).toMatch(/METRICS_PORT/);
     expect(problemsOf({ METRICS_PORT: '70000' }).join()).toMatch(/METRICS_PORT/);
-    expect(problemsOf({ PORT: '9000', METRICS_PORT: '9000' }).join()).toMatch(/METRICS_PORT must differ from PORT/);
+    expect(problemsOf({ PORT: '9000', METRICS_PORT: '9000' }).join()).toMatch(
+      /METRICS_PORT must differ from PORT/,
+    );
   });
 });
