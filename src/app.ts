@@ -13,7 +13,9 @@ import { createUsersRepository } from './db/users.ts';
 import { requireLiveSession, requireVerifiedAccessToken } from './http/authenticate.ts';
 import { registerClientIp } from './http/client-ip.ts';
 import { errorHandler } from './http/error-handler.ts';
+import { createMetricsRegistry, instrumentApp, type MetricsRegistry } from './http/metrics.ts';
 import { registerOpenApi } from './http/openapi.ts';
+import { registerAuditSinks } from './http/request-context.ts';
 import { registerResponseHooks } from './http/response-hooks.ts';
 import { accountRoutes } from './http/routes/account.ts';
 import { conversationRoutes } from './http/routes/conversation.ts';
@@ -36,6 +38,7 @@ import { createAccountsService } from './services/accounts.ts';
 import { createConversationsService } from './services/conversations.ts';
 import { type LoadedKeyRing, loadKeyRing } from './services/keys.ts';
 import { createLoginService } from './services/login.ts';
+import type { AuditSink } from './services/request-context.ts';
 import { createSessionsService } from './services/sessions.ts';
 
 export interface AppDependencies {
@@ -44,6 +47,11 @@ export interface AppDependencies {
   passwords: PasswordHasher;
   /** Where logs go; stdout when omitted. */
   logStream?: DestinationStream;
+  /**
+   * Where metrics are kept when METRICS_TOKEN or METRICS_PORT is set: main.ts passes the one its METRICS_PORT
+   * listener reads; without it the app makes its own.
+   */
+  metricsRegistry?: MetricsRegistry;
 }
 
 export interface AppOptions {
@@ -181,6 +189,21 @@ export async function buildApp(
   app.setErrorHandler(errorHandler);
   registerResponseHooks(app);
   registerMethodNotAllowed(app);
+  const auditSinks: AuditSink[] = [];
+  const { token: metricsToken, port: metricsPort } = config.metrics;
+  if (metricsToken !== undefined || metricsPort !== undefined) {
+    // PasswordHasher.load() comes with the hash queue's bound; a hasher without it reports no hash gauges.
+    const { load } = deps.passwords as { load?: () => { inFlight: number; queued: number } };
+    auditSinks.push(
+      instrumentApp(app, {
+        registry: deps.metricsRegistry ?? createMetricsRegistry(),
+        token: metricsToken,
+        ...(load ? { hashLoad: () => load.call(deps.passwords) } : {}),
+        ...(deps.db.poolStats ? { pool: deps.db.poolStats } : {}),
+      }),
+    );
+  }
+  registerAuditSinks(app, auditSinks);
 
   if (config.docsEnabled) await registerOpenApi(app);
   await app.register(healthRoutes, {

@@ -38,6 +38,9 @@ const EnvSchema = Type.Object({
   HASH_THREAD_PRIORITY: Type.Union([Type.Literal('idle'), Type.Literal('low'), Type.Literal('normal')], {
     default: 'idle',
   }),
+  METRICS_TOKEN: Type.Optional(Type.String()),
+  METRICS_PORT: Type.Optional(Type.Integer({ minimum: 1, maximum: 65535 })),
+  METRICS_HOST: Type.String({ default: '127.0.0.1', minLength: 1 }),
 });
 
 type Env = Static<typeof EnvSchema>;
@@ -79,6 +82,12 @@ export interface Config {
   readonly workers: number;
   /** Scheduling of libuv's threadpool, where passwords are hashed: nice 19, SCHED_IDLE, or unchanged. */
   readonly hashThreadPriority: 'low' | 'idle' | 'normal';
+  /** Prometheus metrics: `GET /metrics` with this Bearer token, and/or a listener of their own; off when neither. */
+  readonly metrics: {
+    readonly token: string | undefined;
+    readonly port: number | undefined;
+    readonly host: string;
+  };
 }
 
 export class ConfigError extends Error {
@@ -169,6 +178,10 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
   if (values.REFRESH_TOKEN_IDLE_TTL_SECONDS > values.SESSION_MAX_LIFETIME_SECONDS) {
     problems.push('REFRESH_TOKEN_IDLE_TTL_SECONDS must not exceed SESSION_MAX_LIFETIME_SECONDS');
   }
+  checkMetricsToken(values.METRICS_TOKEN, problems);
+  if (values.METRICS_PORT !== undefined && values.METRICS_PORT === values.PORT) {
+    problems.push('METRICS_PORT must differ from PORT: the metrics listener has no authentication');
+  }
   if (problems.length > 0 || database === undefined) throw new ConfigError(problems);
 
   return deepFreeze({
@@ -203,7 +216,22 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     clientIp,
     workers: values.WORKERS === 'auto' ? availableParallelism() : Number(values.WORKERS),
     hashThreadPriority: values.HASH_THREAD_PRIORITY,
+    metrics: { token: values.METRICS_TOKEN, port: values.METRICS_PORT, host: values.METRICS_HOST },
   });
+}
+
+// RFC 6750 §2.1's b64token: what an Authorization: Bearer credential may hold.
+const BEARER_TOKEN = /^[A-Za-z0-9\-._~+/]+=*$/;
+
+// Checked here rather than in the schema, whose messages would quote the value.
+function checkMetricsToken(token: string | undefined, problems: string[]): void {
+  if (token === undefined) return;
+  const make = 'make one with `npm run gatehouse -- secret generate`';
+  if (!BEARER_TOKEN.test(token)) {
+    problems.push(`METRICS_TOKEN must be a Bearer token (letters, digits and -._~+/ only): ${make}`);
+  } else if (token.length < 32 || new Set(token).size < 16) {
+    problems.push(`METRICS_TOKEN must be at least 32 random characters: ${make}`);
+  }
 }
 
 /** Splits GATEHOUSE_SECRET (current first, then older ones that still decrypt); never echoes a value. */

@@ -2,6 +2,7 @@ import './runtime-check.ts';
 import { execFileSync } from 'node:child_process';
 import cluster from 'node:cluster';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import type { Server } from 'node:http';
 import { setPriority } from 'node:os';
 import closeWithGrace from 'close-with-grace';
 import { buildApp, loadConfiguredKeyRing } from './app.ts';
@@ -13,6 +14,14 @@ import { runSeedUsersCommand } from './commands/seed-users.ts';
 import { type Config, ConfigError, loadConfig, parseSecretList, withSecrets } from './config.ts';
 import type { DbHandle } from './db/connect.ts';
 import { readOrCreateSecretFile, type SecretFile, secretFilePath } from './db/data-directory.ts';
+import {
+  createMetricsRegistry,
+  listenForScrapes,
+  type ScrapeSource,
+  scrapeRegistry,
+  scrapeWorkers,
+  shareMetricsWithPrimary,
+} from './http/metrics.ts';
 import { systemClock } from './security/clock.ts';
 import { createPasswordHasher } from './security/passwords.ts';
 import { generateSecret } from './security/secret-box.ts';
@@ -129,6 +138,23 @@ function describeFailure(error: unknown): string {
   return messages.join(': ');
 }
 
+/**
+ * The METRICS_PORT listener, when configured: in a cluster only the primary listens, and asks every worker at each
+ * scrape; otherwise the one server process does.
+ */
+async function listenForMetrics(config: Config, source: ScrapeSource): Promise<Server | undefined> {
+  const { port, host } = config.metrics;
+  if (port === undefined) return undefined;
+  try {
+    return await listenForScrapes(source, host, port);
+  } catch (error) {
+    console.error(
+      `gatehouse: cannot listen on METRICS_HOST=${host} METRICS_PORT=${port}: ${(error as Error).message}`,
+    );
+    process.exit(1);
+  }
+}
+
 function refuseToStart(error: unknown): never {
   console.error(`gatehouse: cannot start: ${describeFailure(error)}`);
   process.exit(1);
@@ -149,11 +175,24 @@ async function serve(config: Config): Promise<void> {
     process.on('SIGINT', requestStop);
   }
   const handle = await prepareDatabase(config);
+  const metricsWanted = config.metrics.token !== undefined || config.metrics.port !== undefined;
+  // Each worker counts its own requests; the label keeps their series apart wherever they are scraped together.
+  const metricsRegistry = metricsWanted
+    ? createMetricsRegistry(cluster.worker ? { worker: String(cluster.worker.id) } : {})
+    : undefined;
+  // Before the app is built, so that the primary's scrapes find this worker answering as soon as it can.
+  if (metricsRegistry && inCluster && config.metrics.port !== undefined)
+    shareMetricsWithPrimary(metricsRegistry);
   const app = await buildApp(config, {
     db: handle,
     clock: systemClock,
     passwords: createPasswordHasher(config.passwords.argon2),
+    ...(metricsRegistry ? { metricsRegistry } : {}),
   }).catch(refuseToStart);
+  const metricsServer =
+    metricsRegistry && !inCluster
+      ? await listenForMetrics(config, scrapeRegistry(metricsRegistry))
+      : undefined;
   // The hasher has started its first hash, so the threadpool's threads exist now.
   const notLowered = deprioritiseThreadpool(config.hashThreadPriority);
   if (notLowered)
@@ -169,8 +208,12 @@ async function serve(config: Config): Promise<void> {
       if (err) app.log.error({ err }, 'shutting down after an error');
       else app.log.info({ signal }, 'shutting down: draining requests');
       const closing = app.close();
+      metricsServer?.close();
       // Keep-alive sockets whose request finished after close() began would otherwise hold the process open.
-      const sweep = setInterval(() => app.server.closeIdleConnections(), 50);
+      const sweep = setInterval(() => {
+        app.server.closeIdleConnections();
+        metricsServer?.closeIdleConnections();
+      }, 50);
       await closing.finally(() => clearInterval(sweep));
       await handle.close();
     },
@@ -212,6 +255,7 @@ async function superviseWorkers(config: Config): Promise<void> {
   await loadConfiguredKeyRing(config, handle, systemClock).catch(refuseToStart);
   await handle.close();
   if (stopping) process.exit(0);
+  if (config.metrics.port !== undefined) await listenForMetrics(config, scrapeWorkers());
 
   // Round-robin (node:cluster's default): the primary accepts and passes each connection to the next worker, which
   // spreads load evenly. Its known limit: a connection passed to a worker in the instant it dies is not answered.

@@ -13,7 +13,16 @@ export interface DbHandle {
   schema: string | undefined;
   /** What opening found and mended, for the caller to log (a database directory readable by others). */
   warnings: string[];
+  /** The PostgreSQL pool's connections and waiting queries, for metrics; absent on SQLite, which has no pool. */
+  poolStats?(): PoolStats;
   close(): Promise<void>;
+}
+
+export interface PoolStats {
+  total: number;
+  idle: number;
+  waiting: number;
+  max: number;
 }
 
 export type DbTarget =
@@ -48,6 +57,12 @@ export function createDb(target: DbTarget): DbHandle {
       dialect: 'postgres',
       schema: target.schema ?? 'public',
       warnings: [],
+      poolStats: () => ({
+        total: pool.totalCount,
+        idle: pool.idleCount,
+        waiting: pool.waitingCount,
+        max: pool.options.max,
+      }),
       close: () => db.destroy(),
     };
   }

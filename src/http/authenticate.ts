@@ -34,7 +34,8 @@ export function requireVerifiedAccessToken(scope: FastifyInstance, sessions: Ses
   });
 }
 
-function bearerTokenOf(request: FastifyRequest): string {
+/** The request's Bearer token; throws missing_token when there is none, malformed_authorization for two headers. */
+export function bearerTokenOf(request: FastifyRequest): string {
   // Node keeps only the first of repeated Authorization headers; a request that sends two is ambiguous.
   if (countAuthorizationHeaders(request.raw.rawHeaders) > 1) {
     throw new AppError('malformed_authorization', 'Malformed Authorization header');

@@ -2,6 +2,19 @@
 export interface RequestContext {
   userAgent: string | undefined;
   ipAddress: string | undefined;
-  /** Writes a security event to the audit log, with the request's id. */
+  /** Writes a security event to the audit log, with the request's id, and hands it to every audit sink. */
   audit(event: string, fields: Record<string, unknown>): void;
 }
+
+/** The request a security event came from, as an audit sink receives it. */
+export interface AuditOrigin {
+  requestId: string;
+  userAgent: string | undefined;
+  ipAddress: string | undefined;
+}
+
+/**
+ * A consumer of the security events use cases report (metrics, a stored audit trail). Called synchronously inside
+ * the request: it must not throw, and one that stores must do so without making the request wait.
+ */
+export type AuditSink = (event: string, fields: Record<string, unknown>, origin: AuditOrigin) => void;

@@ -215,4 +215,36 @@ describe('loadConfig', () => {
   it('refuses a minimum password length below 8', () => {
     expect(problemsOf({ PASSWORD_MIN_LENGTH: '6' }).join()).toMatch(/PASSWORD_MIN_LENGTH/);
   });
+
+  it('leaves metrics off unless METRICS_TOKEN or METRICS_PORT is set, and binds METRICS_PORT to loopback', () => {
+    expect(loadConfig({}).metrics).toEqual({ token: undefined, port: undefined, host: '127.0.0.1' });
+  });
+
+  it('takes a METRICS_TOKEN of at least 32 characters and a METRICS_PORT with its METRICS_HOST', () => {
+    const token = randomBytes(32).toString('base64url');
+    const config = loadConfig({ METRICS_TOKEN: token, METRICS_PORT: '9464', METRICS_HOST: '0.0.0.0' });
+    expect(config.metrics).toEqual({ token, port: 9464, host: '0.0.0.0' });
+  });
+
+  it('refuses a METRICS_TOKEN that is short, patterned or not a Bearer token, without echoing it', () => {
+    const cases = {
+      short: randomBytes(23).toString('base64url'),
+      patterned: 'ab'.repeat(20),
+      spaces: `${randomBytes(16).toString('hex')} ${randomBytes(16).toString('hex')}`,
+      quoted: `"${randomBytes(32).toString('base64url')}"`,
+    };
+    for (const [name, token] of Object.entries(cases)) {
+      const problems = problemsOf({ METRICS_TOKEN: token }).join();
+      expect(problems, name).toMatch(/METRICS_TOKEN/);
+      expect(problems, name).not.toContain(token.trim());
+    }
+  });
+
+  it('refuses a METRICS_PORT out of range or equal to PORT', () => {
+    expect(problemsOf({ METRICS_PORT: '0' }).join()).toMatch(/METRICS_PORT/);
+    expect(problemsOf({ METRICS_PORT: '70000' }).join()).toMatch(/METRICS_PORT/);
+    expect(problemsOf({ PORT: '9000', METRICS_PORT: '9000' }).join()).toMatch(
+      /METRICS_PORT must differ from PORT/,
+    );
+  });
 });
