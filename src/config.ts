@@ -36,6 +36,7 @@ const EnvSchema = Type.Object({
   HASH_THREAD_PRIORITY: Type.Union([Type.Literal('idle'), Type.Literal('low'), Type.Literal('normal')], {
     default: 'idle',
   }),
+  AUDIT_RETENTION_DAYS: Type.Integer({ default: 90, minimum: 1, maximum: 3650 }),
 });
 
 type Env = Static<typeof EnvSchema>;
@@ -76,6 +77,8 @@ export interface Config {
   readonly workers: number;
   /** Scheduling of libuv's threadpool, where passwords are hashed: nice 19, SCHED_IDLE, or unchanged. */
   readonly hashThreadPriority: 'low' | 'idle' | 'normal';
+  /** How long security events stay in the audit_events table before pruning deletes them. */
+  readonly auditRetentionDays: number;
 }
 
 export class ConfigError extends Error {
@@ -199,6 +202,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     trustProxy: isTrue(values.TRUST_PROXY),
     workers: values.WORKERS === 'auto' ? availableParallelism() : Number(values.WORKERS),
     hashThreadPriority: values.HASH_THREAD_PRIORITY,
+    auditRetentionDays: values.AUDIT_RETENTION_DAYS,
   });
 }
 

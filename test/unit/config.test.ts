@@ -163,4 +163,15 @@ describe('loadConfig', () => {
   it('refuses a minimum password length below 8', () => {
     expect(problemsOf({ PASSWORD_MIN_LENGTH: '6' }).join()).toMatch(/PASSWORD_MIN_LENGTH/);
   });
+
+  it('keeps audit events 90 days unless AUDIT_RETENTION_DAYS says otherwise', () => {
+    expect(loadConfig({}).auditRetentionDays).toBe(90);
+    expect(loadConfig({ AUDIT_RETENTION_DAYS: '30' }).auditRetentionDays).toBe(30);
+  });
+
+  it('refuses an AUDIT_RETENTION_DAYS outside 1 to 3650 days', () => {
+    for (const value of ['0', '-1', '3651', 'forever']) {
+      expect(problemsOf({ AUDIT_RETENTION_DAYS: value }).join(), value).toMatch(/AUDIT_RETENTION_DAYS/);
+    }
+  });
 });
