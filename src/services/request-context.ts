@@ -2,6 +2,6 @@
 export interface RequestContext {
   userAgent: string | undefined;
   ipAddress: string | undefined;
-  /** Writes a security event to the audit log, with the request's id. */
+  /** Records a security event in the log and the audit trail, with the request's id; never waits, never throws. */
   audit(event: string, fields: Record<string, unknown>): void;
 }
