@@ -28,9 +28,7 @@ describe.each(dialects)('audit events repository on %s', (dialect) => {
   beforeAll(async () => {
     database = await createTestDatabase(dialect);
   });
-  afterAll(async () => {
-    await database.destroy();
-  });
+  afterAll(() => database.destroy());
 
   it('stores every column and reads the detail back as the object it was', async () => {
     const audit = createAuditEventsRepository(database.db);
