@@ -3,6 +3,7 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, LogController } from 'fastify';
 import pino, { type DestinationStream } from 'pino';
 import type { Config } from './config.ts';
+import { createAuditEventsRepository } from './db/audit-events.ts';
 import type { DbHandle } from './db/connect.ts';
 import { createConversationsRepository } from './db/conversations.ts';
 import { pingDatabase } from './db/health.ts';
@@ -15,9 +16,10 @@ import { registerClientIp } from './http/client-ip.ts';
 import { errorHandler } from './http/error-handler.ts';
 import { createMetricsRegistry, instrumentApp, type MetricsRegistry } from './http/metrics.ts';
 import { registerOpenApi } from './http/openapi.ts';
-import { registerAuditSinks } from './http/request-context.ts';
+import { provideAuditTrail, registerAuditSinks } from './http/request-context.ts';
 import { registerResponseHooks } from './http/response-hooks.ts';
 import { accountRoutes } from './http/routes/account.ts';
+import { activityRoutes } from './http/routes/activity.ts';
 import { conversationRoutes } from './http/routes/conversation.ts';
 import { healthRoutes } from './http/routes/health.ts';
 import { jwksRoutes } from './http/routes/jwks.ts';
@@ -35,6 +37,7 @@ import { createPasswordPolicy } from './security/password-policy.ts';
 import type { PasswordHasher } from './security/passwords.ts';
 import { createSecretBox, deriveRefreshTokenKey } from './security/secret-box.ts';
 import { createAccountsService } from './services/accounts.ts';
+import { createAuditTrail } from './services/audit.ts';
 import { createConversationsService } from './services/conversations.ts';
 import { type LoadedKeyRing, loadKeyRing } from './services/keys.ts';
 import { createLoginService } from './services/login.ts';
@@ -62,6 +65,10 @@ export interface AppOptions {
 const KEY_RELOAD_INTERVAL_SECONDS = 30;
 
 const REQUEST_TIMEOUT_MS = 30_000;
+
+// Soon after start as well as hourly: instances restarted more often than hourly must still prune.
+const FIRST_AUDIT_PRUNE_DELAY_MS = 60_000;
+const AUDIT_PRUNE_INTERVAL_MS = 3600_000;
 
 export const LOG_REDACTIONS = [
   'req.headers.authorization',
@@ -126,6 +133,29 @@ export async function buildApp(
     app.log.warn({ argon2 }, 'argon2id parameters are below the OWASP minimum (19456 KiB, t=2, p=1)');
   }
   const db = deps.db.db;
+  const auditTrail = createAuditTrail({
+    auditEvents: createAuditEventsRepository(db),
+    clock: deps.clock,
+    retentionDays: config.auditRetentionDays,
+    // Each event also went to the log when it was recorded: the log keeps what the table lost.
+    onEventsNotStored: (count, error) => app.log.warn({ count, err: error }, 'audit events not stored'),
+  });
+  provideAuditTrail(app, auditTrail);
+  app.addHook('onClose', () => auditTrail.flush());
+  const pruneAuditEvents = () => {
+    auditTrail
+      .pruneExpiredEvents()
+      .then((pruned) => pruned > 0 && app.log.info({ pruned }, 'pruned audit events'))
+      .catch((error) => app.log.warn({ err: error }, 'pruning audit events failed'));
+  };
+  const firstAuditPrune = setTimeout(pruneAuditEvents, FIRST_AUDIT_PRUNE_DELAY_MS);
+  firstAuditPrune.unref();
+  const auditPrune = setInterval(pruneAuditEvents, AUDIT_PRUNE_INTERVAL_MS);
+  auditPrune.unref();
+  app.addHook('onClose', async () => {
+    clearTimeout(firstAuditPrune);
+    clearInterval(auditPrune);
+  });
   const users = createUsersRepository(db);
   const passwordPolicy = createPasswordPolicy(config.passwords);
   app.addHook('onClose', () => passwordPolicy.close());
@@ -189,7 +219,16 @@ export async function buildApp(
   app.setErrorHandler(errorHandler);
   registerResponseHooks(app);
   registerMethodNotAllowed(app);
-  const auditSinks: AuditSink[] = [];
+  const auditSinks: AuditSink[] = [
+    (event, fields, origin) =>
+      auditTrail.record({
+        event,
+        fields,
+        ipAddress: origin.ipAddress,
+        userAgent: origin.userAgent,
+        requestId: origin.requestId,
+      }),
+  ];
   const { token: metricsToken, port: metricsPort } = config.metrics;
   if (metricsToken !== undefined || metricsPort !== undefined) {
     // PasswordHasher.load() comes with the hash queue's bound; a hasher without it reports no hash gauges.
@@ -226,6 +265,7 @@ export async function buildApp(
   await app.register(async (protectedScope) => {
     requireLiveSession(protectedScope, sessions);
     await protectedScope.register(accountRoutes, { accounts, sessions });
+    await protectedScope.register(activityRoutes, { auditTrail });
   });
   return app;
 }

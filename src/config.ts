@@ -41,6 +41,7 @@ const EnvSchema = Type.Object({
   METRICS_TOKEN: Type.Optional(Type.String()),
   METRICS_PORT: Type.Optional(Type.Integer({ minimum: 1, maximum: 65535 })),
   METRICS_HOST: Type.String({ default: '127.0.0.1', minLength: 1 }),
+  AUDIT_RETENTION_DAYS: Type.Integer({ default: 90, minimum: 1, maximum: 3650 }),
 });
 
 type Env = Static<typeof EnvSchema>;
@@ -88,6 +89,8 @@ export interface Config {
     readonly port: number | undefined;
     readonly host: string;
   };
+  /** How long security events stay in the audit_events table before pruning deletes them. */
+  readonly auditRetentionDays: number;
 }
 
 export class ConfigError extends Error {
@@ -217,6 +220,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     workers: values.WORKERS === 'auto' ? availableParallelism() : Number(values.WORKERS),
     hashThreadPriority: values.HASH_THREAD_PRIORITY,
     metrics: { token: values.METRICS_TOKEN, port: values.METRICS_PORT, host: values.METRICS_HOST },
+    auditRetentionDays: values.AUDIT_RETENTION_DAYS,
   });
 }
 

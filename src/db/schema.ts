@@ -69,6 +69,19 @@ export interface ServerSecretsTable {
   created_at_ms: number;
 }
 
+export interface AuditEventsTable {
+  id: Generated<number>;
+  event: string;
+  // Not a foreign key: see the migration.
+  user_id: number | null;
+  ip: string | null;
+  user_agent: string | null;
+  request_id: string | null;
+  created_at_ms: number;
+  // JSON of an allow-listed object (services/audit.ts), a few hundred bytes at most.
+  detail: string | null;
+}
+
 export interface Database {
   users: UsersTable;
   conversations: ConversationsTable;
@@ -77,6 +90,7 @@ export interface Database {
   sessions: SessionsTable;
   refresh_tokens: RefreshTokensTable;
   server_secrets: ServerSecretsTable;
+  audit_events: AuditEventsTable;
 }
 
 export type Db = Kysely<Database>;

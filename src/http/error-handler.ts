@@ -180,7 +180,8 @@ interface AjvProblem {
 }
 
 function toFieldProblem(problem: AjvProblem, context: string | undefined): FieldProblem {
-  const loc: (string | number)[] = [context ?? 'body'];
+  // FastAPI names the query string `query`, Fastify `querystring`.
+  const loc: (string | number)[] = [context === 'querystring' ? 'query' : (context ?? 'body')];
   for (const part of problem.instancePath.split('/').slice(1)) {
     const key = part.replace(/~1/g, '/').replace(/~0/g, '~');
     loc.push(/^\d+$/.test(key) ? Number(key) : key);

@@ -1,11 +1,19 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { AuditTrail } from '../services/audit.ts';
 import type { AuditSink, RequestContext } from '../services/request-context.ts';
 
 declare module 'fastify' {
   interface FastifyInstance {
     /** Where security events go besides the log; set once, on the root instance, by registerAuditSinks. */
     auditSinks: readonly AuditSink[];
+    /** The stored audit trail, for what must wait on it (closing, a test reading what was just recorded). */
+    auditTrail: AuditTrail;
   }
+}
+
+/** Makes the app's stored audit trail reachable from the instance. */
+export function provideAuditTrail(app: FastifyInstance, auditTrail: AuditTrail): void {
+  app.decorate('auditTrail', auditTrail);
 }
 
 /** Sends every security event reported in this app's requests to the given sinks, in order, after the log. */

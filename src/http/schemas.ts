@@ -115,6 +115,31 @@ export const SessionResponse = Type.Object({
 
 export const SessionListResponse = Type.Object({ sessions: Type.Array(SessionResponse) });
 
+export const ActivityQuery = Type.Object({
+  limit: Type.Optional(
+    Type.Integer({ minimum: 1, maximum: 100, default: 20, description: 'Events per page' }),
+  ),
+  before: Type.Optional(
+    Type.String({ maxLength: 64, description: 'The `next` cursor of the previous page, as it was given' }),
+  ),
+});
+export type ActivityQuery = Static<typeof ActivityQuery>;
+
+export const ActivityEventResponse = Type.Object({
+  event: Type.String({ examples: ['login_failed'] }),
+  at: Type.String({ format: 'date-time' }),
+  ip: Type.Union([Type.String(), Type.Null()]),
+  user_agent: Type.Union([Type.String(), Type.Null()]),
+  detail: Type.Record(Type.String(), Type.Union([Type.String(), Type.Number(), Type.Boolean()]), {
+    description: 'A few allow-listed facts (reason, sessionId, ...); never a password or a token',
+  }),
+});
+
+export const ActivityResponse = Type.Object({
+  events: Type.Array(ActivityEventResponse, { description: 'Newest first' }),
+  next: Type.Union([Type.String(), Type.Null()], { description: 'Cursor of the next (older) page, or null' }),
+});
+
 export const ConflictResponse = Type.Object({
   detail: Type.String(),
   code: Type.Enum(['username_taken', 'email_taken']),
@@ -140,10 +165,17 @@ export const toUserResponse = (user: User): UserResponse => ({
 
 const DIGITS = /^-?\d+$/;
 
+const acceptDigitString =
+  (part: 'body' | 'query', field: string) =>
+  async (request: FastifyRequest): Promise<void> => {
+    const values = request[part] as Record<string, unknown> | null;
+    const value = values && typeof values === 'object' ? values[field] : undefined;
+    if (values && typeof value === 'string' && DIGITS.test(value.trim()))
+      values[field] = Number(value.trim());
+  };
+
 /** preValidation hook: FastAPI (pydantic lax mode) takes "42" for an integer age; nothing else is coerced. */
-export async function acceptDigitStringAge(request: FastifyRequest): Promise<void> {
-  const body = request.body as Record<string, unknown> | null;
-  if (body && typeof body === 'object' && typeof body.age === 'string' && DIGITS.test(body.age.trim())) {
-    body.age = Number(body.age.trim());
-  }
-}
+export const acceptDigitStringAge = acceptDigitString('body', 'age');
+
+/** preValidation hook: a query string is text, so `?limit=20` is read as the integer it spells, and only that. */
+export const acceptDigitStringLimit = acceptDigitString('query', 'limit');

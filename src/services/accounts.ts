@@ -6,6 +6,7 @@ import type { Clock } from '../security/clock.ts';
 import type { PasswordPolicy, PasswordProblem } from '../security/password-policy.ts';
 import { normalisePassword, type PasswordHasher } from '../security/passwords.ts';
 import { findUsernameProblem, type UsernameProblem, usernameSkeleton } from '../security/usernames.ts';
+import type { RequestContext } from './request-context.ts';
 
 export interface Registration {
   username: string;
@@ -18,15 +19,15 @@ export interface Registration {
 export interface AccountsService {
   /** Creates the user and their conversation; throws validation_failed, username_taken or email_taken. */
   registerUser(registration: Registration): Promise<User>;
-  /** Returns the user whose credentials these are, or undefined, in the same time either way. */
-  verifyCredentials(username: string, password: string): Promise<VerifiedLogin | undefined>;
+  /** Returns the user whose credentials these are, or why not, in the same time either way. */
+  verifyCredentials(username: string, password: string): Promise<VerifiedLogin | RefusedLogin>;
   /** Returns the user with this id, or undefined when there is none (any more). */
   findUser(id: number): Promise<User | undefined>;
   /**
    * Changes email, age or level, only while the session asking is live and, when a current password is given, while
    * it is still the user's; throws email_taken, not_found, invalid_password or invalid_token.
    */
-  updateProfile(userId: number, changes: ProfileUpdate): Promise<User>;
+  updateProfile(userId: number, changes: ProfileUpdate, context: RequestContext): Promise<User>;
   /** Replaces the password after checking the current one, and ends every session but `keepSessionId`. */
   changePassword(userId: number, change: PasswordChange): Promise<void>;
   /** Deletes the user with their conversation and sessions after checking the password. */
@@ -39,6 +40,13 @@ export interface VerifiedLogin {
   user: User;
   /** The hash the password matched: a session opens only while it is still the user's hash. */
   verifiedHash: string;
+}
+
+/** Credentials that did not verify: for the audit trail only, never for the answer, which must not tell them apart. */
+export interface RefusedLogin {
+  refused: 'unknown_user' | 'wrong_password';
+  /** The account the username named, when it names one. */
+  userId: number | undefined;
 }
 
 export interface ProfileUpdate {
@@ -146,16 +154,17 @@ export function createAccountsService(deps: AccountsDependencies): AccountsServi
           : undefined;
       if (!credentials) {
         await hasher.verifyDummy(password.slice(0, deps.maxPasswordLength * 2));
-        return undefined;
+        return { refused: 'unknown_user', userId: undefined };
       }
-      if (!(await hasher.verify(credentials.passwordHash, password))) return undefined;
+      const wrongPassword: RefusedLogin = { refused: 'wrong_password', userId: credentials.user.id };
+      if (!(await hasher.verify(credentials.passwordHash, password))) return wrongPassword;
       let verifiedHash = credentials.passwordHash;
       if (hasher.needsRehash(credentials.passwordHash, password)) {
         try {
           const upgraded = await hasher.hash(password);
           // Only over the hash just verified: a password changed meanwhile must not be undone.
           if (!(await users.replacePasswordHash(credentials.user.id, verifiedHash, upgraded, clock.now()))) {
-            return undefined;
+            return wrongPassword;
           }
           verifiedHash = upgraded;
         } catch (error) {
@@ -172,16 +181,19 @@ export function createAccountsService(deps: AccountsDependencies): AccountsServi
       if (await users.hasBcryptPasswordHashes()) hasher.activateFailureFloor();
     },
 
-    async updateProfile(userId, changes) {
+    async updateProfile(userId, changes, context) {
       const email = changes.email?.trim();
       if (email !== undefined && !hasValidLocalPart(email)) {
         throw new AppError('validation_failed', 'Invalid email', { details: [EMAIL_LOCAL_PART_PROBLEM] });
       }
       // Seed clients change their email without a password; a password given is checked.
-      const expectedHash =
+      const credentials =
         changes.currentPassword === undefined
           ? undefined
-          : (await checkPassword(userId, changes.currentPassword)).passwordHash;
+          : await checkPassword(userId, changes.currentPassword);
+      const expectedHash = credentials?.passwordHash;
+      const previous =
+        email === undefined ? undefined : (credentials?.user ?? (await users.findUserById(userId)));
       const user = await users.updateUserProfile(
         userId,
         {
@@ -199,6 +211,10 @@ export function createAccountsService(deps: AccountsDependencies): AccountsServi
         throw new AppError('invalid_token', 'Could not validate credentials');
       }
       if (!user) throw new AppError('not_found', 'User not found');
+      // Clients that send the whole profile each time resend the same address: only a new one is an event.
+      if (email !== undefined && email.toLowerCase() !== previous?.email.toLowerCase()) {
+        context.audit('email_changed', { userId });
+      }
       return user;
     },
 

@@ -38,11 +38,16 @@ export function createLoginService(deps: {
     async passwordGrant({ username, password }, context) {
       const login = await accounts.verifyCredentials(username, password);
       // A password changed between the check and the session: the login proved a password that is no longer theirs.
-      const tokens = login && (await sessions.startSession(login.user, login.verifiedHash, context));
-      if (!login || !tokens) {
+      const tokens =
+        'refused' in login ? undefined : await sessions.startSession(login.user, login.verifiedHash, context);
+      if ('refused' in login || !tokens) {
         // People type their password into the username field; only a name that could be one is logged.
         const attempted = normaliseUsername(username);
-        context.audit('login_failed', attempted ? { username: attempted.display } : {});
+        context.audit('login_failed', {
+          ...(attempted ? { username: attempted.display } : {}),
+          reason: 'refused' in login ? login.refused : 'wrong_password',
+          userId: 'refused' in login ? login.userId : login.user.id,
+        });
         return { outcome: 'refused' };
       }
       context.audit('login_succeeded', { userId: login.user.id });

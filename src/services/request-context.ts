@@ -2,7 +2,7 @@
 export interface RequestContext {
   userAgent: string | undefined;
   ipAddress: string | undefined;
-  /** Writes a security event to the audit log, with the request's id, and hands it to every audit sink. */
+  /** Records a security event in the log and hands it to every audit sink (the audit trail, metrics); never throws. */
   audit(event: string, fields: Record<string, unknown>): void;
 }
 

@@ -164,7 +164,11 @@ export function createSessionsService(deps: SessionsDependencies): SessionsServi
           now,
           (locked) => isLive(locked, now),
         );
-        if (outcome === 'rotated') return grantFor(user, session.id, successor);
+        if (outcome === 'rotated') {
+          const grant = await grantFor(user, session.id, successor);
+          context.audit('refreshed', { userId: user.id, sessionId: session.id });
+          return grant;
+        }
         if (outcome === 'session_ended') throw invalidGrant();
         stored = await refreshTokens.findRefreshToken(token.id);
         if (!stored?.usedAt) throw invalidGrant();

@@ -3,12 +3,19 @@ import { createUsersRepository, type UsersRepository } from '../../src/db/users.
 import { createPasswordPolicy } from '../../src/security/password-policy.ts';
 import { createPasswordHasher } from '../../src/security/passwords.ts';
 import { createAccountsService } from '../../src/services/accounts.ts';
+import type { RequestContext } from '../../src/services/request-context.ts';
 import { FAST_ARGON2, STRONG_PASSWORD } from '../support/build-test-app.ts';
 import { createTestClock } from '../support/clock.ts';
 import { createTestDatabase, dialects, type TestDatabase } from '../support/dialects.ts';
 
 describe.each(dialects)('account changes racing a password change on %s', (dialect) => {
   let database: TestDatabase;
+  const audited: string[] = [];
+  const context: RequestContext = {
+    userAgent: undefined,
+    ipAddress: undefined,
+    audit: (event) => audited.push(event),
+  };
   const hasher = createPasswordHasher(FAST_ARGON2, { importedBcryptCost: 4 });
   const policy = createPasswordPolicy({ minLength: 8, maxLength: 1024 });
   beforeAll(async () => {
@@ -85,13 +92,14 @@ describe.each(dialects)('account changes racing a password change on %s', (diale
   it('refuses an email change whose password check a password change overtook, changing nothing', async () => {
     const { accounts, users, user, sessionId } = await accountsWithPasswordChangedAfterCheck('emailrace');
     await expect(
-      accounts.updateProfile(user.id, {
-        sessionId,
-        email: 'attacker@example.com',
-        currentPassword: STRONG_PASSWORD,
-      }),
+      accounts.updateProfile(
+        user.id,
+        { sessionId, email: 'attacker@example.com', currentPassword: STRONG_PASSWORD },
+        context,
+      ),
     ).rejects.toMatchObject({ code: 'invalid_password' });
     expect(await users.findUserById(user.id)).toEqual(user);
+    expect(audited).not.toContain('email_changed');
   });
 
   it('refuses an email change from a session that a password change ended after the request was authenticated', async () => {
@@ -102,14 +110,20 @@ describe.each(dialects)('account changes racing a password change on %s', (diale
       .where('id', '=', sessionId)
       .execute();
     await expect(
-      accounts.updateProfile(user.id, { sessionId, email: 'attacker@example.com' }),
+      accounts.updateProfile(user.id, { sessionId, email: 'attacker@example.com' }, context),
     ).rejects.toMatchObject({ code: 'invalid_token' });
     expect(await users.findUserById(user.id)).toEqual(user);
   });
 
   it('changes the email without a password from a live session, as seed clients do', async () => {
     const { accounts, user, sessionId } = await accountsWithPasswordChangedAfterCheck('liveemail');
-    const changed = await accounts.updateProfile(user.id, { sessionId, email: 'new-address@example.com' });
+    audited.length = 0;
+    const changed = await accounts.updateProfile(
+      user.id,
+      { sessionId, email: 'new-address@example.com' },
+      context,
+    );
     expect(changed.email).toBe('new-address@example.com');
+    expect(audited).toEqual(['email_changed']);
   });
 });

@@ -247,4 +247,15 @@ describe('loadConfig', () => {
       /METRICS_PORT must differ from PORT/,
     );
   });
+
+  it('keeps audit events 90 days unless AUDIT_RETENTION_DAYS says otherwise', () => {
+    expect(loadConfig({}).auditRetentionDays).toBe(90);
+    expect(loadConfig({ AUDIT_RETENTION_DAYS: '30' }).auditRetentionDays).toBe(30);
+  });
+
+  it('refuses an AUDIT_RETENTION_DAYS outside 1 to 3650 days', () => {
+    for (const value of ['0', '-1', '3651', 'forever']) {
+      expect(problemsOf({ AUDIT_RETENTION_DAYS: value }).join(), value).toMatch(/AUDIT_RETENTION_DAYS/);
+    }
+  });
 });

@@ -96,13 +96,17 @@ export const accountRoutes: FastifyPluginAsyncTypebox<{
     },
     async (request) => {
       const { email, current_password: currentPassword, age, level } = request.body;
-      const user = await accounts.updateProfile(request.auth!.user.id, {
-        sessionId: request.auth!.sessionId,
-        ...(email !== undefined ? { email } : {}),
-        ...(currentPassword !== undefined ? { currentPassword } : {}),
-        ...(age !== undefined ? { age } : {}),
-        ...(level !== undefined ? { level } : {}),
-      });
+      const user = await accounts.updateProfile(
+        request.auth!.user.id,
+        {
+          sessionId: request.auth!.sessionId,
+          ...(email !== undefined ? { email } : {}),
+          ...(currentPassword !== undefined ? { currentPassword } : {}),
+          ...(age !== undefined ? { age } : {}),
+          ...(level !== undefined ? { level } : {}),
+        },
+        requestContext(request),
+      );
       return toUserResponse(user);
     },
   );
@@ -144,7 +148,8 @@ export const accountRoutes: FastifyPluginAsyncTypebox<{
     async (request, reply) => {
       const { user } = request.auth!;
       await accounts.deleteAccount(user.id, request.body.password);
-      requestContext(request).audit('user_deleted', { userId: user.id });
+      // The name stays with the events that outlive the account, for whoever investigates what happened to it.
+      requestContext(request).audit('user_deleted', { userId: user.id, username: user.username });
       return reply.code(204).send(null);
     },
   );
