@@ -47,8 +47,11 @@ export function createDb(target: DbTarget): DbHandle {
       },
       ...(target.schema ? { options: `-c search_path=${target.schema}` } : {}),
     });
-    // An idle client that loses its server emits 'error'; without a listener that would crash the process.
+    // A client that loses its server emits 'error'; without a listener that would crash the process. The pool
+    // listens only while a client is idle and removes its listener while a request holds it, so each client gets
+    // one of its own too: the request then fails with the query's own error, and the pool drops the client.
     pool.on('error', () => {});
+    pool.on('connect', (client) => client.on('error', () => {}));
     const db = new Kysely<Database>({
       dialect: translatingDatabaseErrors(new PostgresDialect({ pool: namingPreparedStatements(pool) })),
     });

@@ -3,17 +3,31 @@ import { AppError } from '../errors.ts';
 
 // A database that does not answer in time, refuses connections, or is locked by another process is an outage the
 // client may retry, not a bug. (pg's own timeouts carry no code, only these messages.)
-const UNAVAILABLE_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', '57P01', '57P03', '53300', '57014']);
+// SQLSTATE classes 08 (connection exception) and 57P (operator intervention: shutdown, restart), 53300 (too many
+// connections), 57014 (statement timeout), 55000 (database not accepting connections), 3D000 (database gone).
+const UNAVAILABLE_CODES = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ETIMEDOUT',
+  'EPIPE',
+  '53300',
+  '57014',
+  '55000',
+  '3D000',
+]);
+const UNAVAILABLE_CODE_CLASSES = /^(08|57P)/;
 
 function isDatabaseUnavailable(error: Error): boolean {
   const code = (error as { code?: unknown }).code;
   const message = error.message;
   if (code === 'ERR_SQLITE_ERROR') return /database is locked|database is busy/.test(message);
   return (
-    (typeof code === 'string' && UNAVAILABLE_CODES.has(code)) ||
+    (typeof code === 'string' && (UNAVAILABLE_CODES.has(code) || UNAVAILABLE_CODE_CLASSES.test(code))) ||
     message === 'Query read timeout' ||
     message.startsWith('timeout exceeded when trying to connect') ||
-    message.startsWith('Connection terminated')
+    message.startsWith('Connection terminated') ||
+    // pg, on a client whose connection broke earlier (a rollback after the failed query, say).
+    message.includes('is not queryable')
   );
 }
 

@@ -14,15 +14,15 @@ export type RotationOutcome = 'rotated' | 'already_used' | 'session_ended';
 export interface RefreshTokensRepository {
   findRefreshToken(id: string): Promise<StoredRefreshToken | undefined>;
   /**
-   * Spends the parent and adds its successor atomically, while `isLive` holds for the session as it stands with its
-   * row locked: 'rotated', or 'already_used' when another request spent the parent first, or 'session_ended'.
+   * Spends the parent and adds its successor atomically, once `judgeLocked` has found the session live as it stands
+   * with its row locked (it returns the instant of that judgement, which the writes record): 'rotated', or
+   * 'already_used' when another request spent the parent first, or 'session_ended'.
    */
   markRefreshTokenUsed(
     parentId: string,
     successor: NewRefreshToken,
     sessionId: string,
-    now: Date,
-    isLive: (session: Session) => boolean,
+    judgeLocked: (session: Session) => Date | undefined,
   ): Promise<RotationOutcome>;
 }
 
@@ -44,8 +44,7 @@ export function createRefreshTokensRepository(db: Db): RefreshTokensRepository {
       };
     },
 
-    async markRefreshTokenUsed(parentId, successor, sessionId, now, isLive) {
-      const nowMs = now.getTime();
+    async markRefreshTokenUsed(parentId, successor, sessionId, judgeLocked) {
       return db.transaction().execute(async (trx) => {
         // A write first, that changes nothing, to lock the session row (and, on SQLite, take the write lock before
         // any read): a logout that commits first is seen here and makes this refresh fail instead of answering with
@@ -56,7 +55,11 @@ export function createRefreshTokensRepository(db: Db): RefreshTokensRepository {
           .where('id', '=', sessionId)
           .returning(sessionColumns)
           .executeTakeFirst();
-        if (!locked || !isLive(toSession(locked))) return 'session_ended';
+        // Judged now, not when the request began: a refresh that waited on the lock past the idle cut-off must not
+        // bring back a session that every other path already refuses.
+        const judgedAt = locked && judgeLocked(toSession(locked));
+        if (!judgedAt) return 'session_ended';
+        const nowMs = judgedAt.getTime();
         await trx
           .updateTable('sessions')
           .set({ last_used_at_ms: nowMs })

@@ -161,8 +161,10 @@ export function createSessionsService(deps: SessionsDependencies): SessionsServi
           token.id,
           { id: successor.id, secretHash: hashRefreshSecret(successor.secret) },
           session.id,
-          now,
-          (locked) => isLive(locked, now),
+          (locked) => {
+            const judgedAt = clock.now();
+            return isLive(locked, judgedAt) ? judgedAt : undefined;
+          },
         );
         if (outcome === 'rotated') {
           const grant = await grantFor(user, session.id, successor);

@@ -3,7 +3,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { sql } from 'kysely';
-import { afterAll, describe, expect, it } from 'vitest';
+import pg from 'pg';
+import { afterAll, describe, expect, inject, it } from 'vitest';
 import { createDb } from '../../src/db/connect.ts';
 import { migrateToLatest } from '../../src/db/migrate.ts';
 import { AppError } from '../../src/errors.ts';
@@ -57,4 +58,38 @@ describe('driver errors as they come out of the database handle', () => {
       await handle.close();
     }
   });
+
+  it.runIf(inject('postgresUrl'))(
+    'answers service_unavailable, and keeps the process alive, when PostgreSQL drops a connection in use',
+    async () => {
+      const url = inject('postgresUrl');
+      const handle = createDb({ kind: 'postgres', url });
+      const admin = new pg.Client({ connectionString: url });
+      await admin.connect();
+      const uncaught: unknown[] = [];
+      const onUncaught = (error: unknown) => uncaught.push(error);
+      process.on('uncaughtException', onUncaught);
+      try {
+        // Ended between two statements of a transaction: the client is held by the request but idle, so the
+        // pool's own listener is gone and the error arrives as an event, not as a query's rejection.
+        const outcome = await handle.db
+          .transaction()
+          .execute(async (trx) => {
+            const { rows } = await sql<{ pid: number }>`select pg_backend_pid() as pid`.execute(trx);
+            await admin.query('select pg_terminate_backend($1)', [rows[0]?.pid]);
+            await new Promise((resolve) => setTimeout(resolve, 200));
+            await sql`select 1`.execute(trx);
+          })
+          .catch(codeOf);
+        expect(outcome).toBe('service_unavailable');
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        expect(uncaught).toEqual([]);
+        await expect(sql`select 1 as one`.execute(handle.db)).resolves.toMatchObject({ rows: [{ one: 1 }] });
+      } finally {
+        process.off('uncaughtException', onUncaught);
+        await admin.end();
+        await handle.close();
+      }
+    },
+  );
 });

@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildTestApp, registerUser, STRONG_PASSWORD, type TestApp } from '../support/build-test-app.ts';
+import { createTestClock } from '../support/clock.ts';
 import { dialects } from '../support/dialects.ts';
 import { decodeToken } from '../support/forge-token.ts';
 
@@ -186,6 +187,49 @@ describe.each(dialects)('sessions and refresh tokens on %s', (dialect) => {
         headers: { authorization: `Bearer ${accessToken}` },
       });
       expect(read.statusCode).toBe(401);
+    } finally {
+      await local.close();
+    }
+  });
+
+  it('judges a refresh at the instant it holds the session, so one that waited past the idle cut-off revives nothing', async () => {
+    const base = createTestClock();
+    // Each entry advances the clock right after one reading: the refresh starts before the cut-off, and by the
+    // time it holds the session row (the next reading) the session has gone idle.
+    const stepsAfterReading: number[] = [];
+    const clock = {
+      now: () => {
+        const at = base.now();
+        base.advanceSeconds(stepsAfterReading.shift() ?? 0);
+        return at;
+      },
+      advanceSeconds: (seconds: number) => base.advanceSeconds(seconds),
+    };
+    const local = await buildTestApp(dialect, { clock, env: { REFRESH_TOKEN_IDLE_TTL_SECONDS: '300' } });
+    try {
+      await registerUser(local.app, { username: 'waiter', email: 'waiter@example.com' });
+      const tokens = (
+        await local.app.inject({
+          method: 'POST',
+          url: '/token',
+          payload: { username: 'waiter', password: STRONG_PASSWORD },
+        })
+      ).json();
+      base.advanceSeconds(299);
+      stepsAfterReading.push(2);
+      const refreshed = await local.app.inject({
+        method: 'POST',
+        url: '/token',
+        payload: { grant_type: 'refresh_token', refresh_token: tokens.refresh_token },
+      });
+      expect(refreshed.statusCode).toBe(400);
+      expect(refreshed.json().error).toBe('invalid_grant');
+      const me = await local.app.inject({
+        method: 'GET',
+        url: '/users/me',
+        headers: { authorization: `Bearer ${tokens.access_token}` },
+      });
+      expect(me.statusCode).toBe(401);
     } finally {
       await local.close();
     }

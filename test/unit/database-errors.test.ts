@@ -13,6 +13,11 @@ describe('database error translation', () => {
       Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:5432'), { code: 'ECONNREFUSED' }),
       Object.assign(new Error('canceling statement due to statement timeout'), { code: '57014' }),
       Object.assign(new Error('database is locked'), { code: 'ERR_SQLITE_ERROR', errcode: 5 }),
+      Object.assign(new Error('terminating connection due to administrator command'), { code: '57P01' }),
+      Object.assign(new Error('database "x" is not currently accepting connections'), { code: '55000' }),
+      Object.assign(new Error('database "x" does not exist'), { code: '3D000' }),
+      Object.assign(new Error('connection failure'), { code: '08006' }),
+      new Error('Client has encountered a connection error and is not queryable'),
     ];
     for (const outage of outages) {
       const translated = translateDatabaseError(outage);
