@@ -8,6 +8,7 @@ import { availableParallelism } from 'node:os';
 import { ceilingRow } from './rows/ceiling.ts';
 import { conversationRows } from './rows/conversation.ts';
 import { floodRows } from './rows/flood.ts';
+import { refreshRow } from './rows/refresh.ts';
 import { revocationCheck } from './rows/revocation.ts';
 import { scaleRows } from './rows/scale.ts';
 import { seedRows } from './rows/seed.ts';
@@ -29,6 +30,7 @@ try {
   const seed = await seedRows(bench);
   const { sqlite } = conversation;
   const token = await tokenRows(bench, sqlite.server);
+  const refresh = await refreshRow(bench, sqlite.server);
   const flood = await floodRows(bench, sqlite);
   await workersRow(bench, sqlite.url);
   const revocation = revocationCheck(bench, sqlite.url, conversation.sqliteRow);
@@ -41,6 +43,7 @@ try {
     seedToken: seed.token,
     token: token.token,
     register: token.register,
+    refresh,
     argon2: token.argon2,
     flood: flood.idle,
     floodLow: flood.low,

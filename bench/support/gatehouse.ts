@@ -44,6 +44,11 @@ export async function startGatehouse(
 }
 
 export async function registerAndLogin(base: string, username: string) {
+  return (await registerForTokens(base, username)).accessToken;
+}
+
+/** Registers a user and logs in: the access token and the refresh token of the new session. */
+export async function registerForTokens(base: string, username: string) {
   const registered = await fetch(`${base}/register/`, {
     method: 'POST',
     headers: { 'content-type': 'application/json' },
@@ -56,7 +61,8 @@ export async function registerAndLogin(base: string, username: string) {
     body: new URLSearchParams({ username, password }).toString(),
   });
   if (token.status !== 200) throw new Error(`token: ${token.status} ${await token.text()}`);
-  return ((await token.json()) as { access_token: string }).access_token;
+  const tokens = (await token.json()) as { access_token: string; refresh_token: string };
+  return { accessToken: tokens.access_token, refreshToken: tokens.refresh_token };
 }
 
 export function seedUsers(bench: Bench, databaseUrl: string, count: number) {

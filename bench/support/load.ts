@@ -9,6 +9,8 @@ export interface LoadOptions {
   headers?: Record<string, string>;
   body?: string;
   setupBody?: () => string;
+  /** autocannon's request sequence, for requests that depend on earlier answers (a refresh token's successor). */
+  requests?: autocannon.Request[];
   connections?: number;
   duration?: number;
 }
@@ -20,15 +22,19 @@ export async function load(bench: Bench, options: LoadOptions) {
     connections: options.connections ?? bench.connections,
     duration: options.duration ?? bench.seconds,
     headers: options.headers,
-    ...(options.setupBody
-      ? {
-          requests: [
-            { setupRequest: (request: autocannon.Request) => ({ ...request, body: options.setupBody?.() }) },
-          ],
-        }
-      : options.body
-        ? { body: options.body }
-        : {}),
+    ...(options.requests
+      ? { requests: options.requests }
+      : options.setupBody
+        ? {
+            requests: [
+              {
+                setupRequest: (request: autocannon.Request) => ({ ...request, body: options.setupBody?.() }),
+              },
+            ],
+          }
+        : options.body
+          ? { body: options.body }
+          : {}),
   });
 }
 
