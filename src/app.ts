@@ -20,6 +20,7 @@ import { healthRoutes } from './http/routes/health.ts';
 import { jwksRoutes } from './http/routes/jwks.ts';
 import { registerRoutes } from './http/routes/register.ts';
 import { tokenRoutes } from './http/routes/token.ts';
+import { registerSecurityHeaders } from './http/security-headers.ts';
 import {
   answerClientError,
   answerFrameworkError,
@@ -172,6 +173,8 @@ export async function buildApp(
   });
 
   app.setErrorHandler(errorHandler);
+  // First of the onRequest hooks, so that an answer any later hook sends carries the headers too.
+  await registerSecurityHeaders(app);
   registerResponseHooks(app);
   registerMethodNotAllowed(app);
 

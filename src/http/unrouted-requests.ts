@@ -5,6 +5,7 @@ import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from
 import { AppError } from '../errors.ts';
 import { sendError, toAppError } from './error-handler.ts';
 import { STANDARD_HEADERS, setStandardHeaders } from './response-hooks.ts';
+import { SECURITY_HEADERS } from './security-headers.ts';
 
 // Requests that no route answers: what Node's parser refuses, what Fastify refuses before routing, and paths that
 // match no route (or not under this method). Each is answered in the error table's shape with the standard headers.
@@ -30,6 +31,7 @@ export function answerClientError(error: Error & { code?: string }, socket: Dupl
     'content-type': 'application/json; charset=utf-8',
     'content-length': String(Buffer.byteLength(body)),
     'x-request-id': randomUUID(),
+    ...SECURITY_HEADERS,
     ...STANDARD_HEADERS,
     connection: 'close',
   };
@@ -73,7 +75,8 @@ export function answerFrameworkError(
   request: FastifyRequest,
   reply: FastifyReply,
 ): void {
-  // No onRequest hook has run for these requests.
+  // No onRequest hook has run for these requests, @fastify/helmet's included.
+  reply.headers(SECURITY_HEADERS);
   setStandardHeaders(request, reply);
   sendError(toAppError(error), request, reply);
 }

@@ -170,8 +170,9 @@ describe('loadConfig', () => {
 
   it('takes CORS_ORIGINS as a comma list of exact origins', () => {
     expect(
-      loadConfig({ CORS_ORIGINS: 'https://app.example.com, https://admin.example.com:8443,http://localhost:3000' })
-        .corsOrigins,
+      loadConfig({
+        CORS_ORIGINS: 'https://app.example.com, https://admin.example.com:8443,http://localhost:3000',
+      }).corsOrigins,
     ).toEqual(['https://app.example.com', 'https://admin.example.com:8443', 'http://localhost:3000']);
   });
 
@@ -195,7 +196,9 @@ describe('loadConfig', () => {
   });
 
   it('refuses a CORS origin that a browser would spell differently, and shows the spelling to use', () => {
-    expect(problemsOf({ CORS_ORIGINS: 'https://App.Example.com' }).join()).toMatch(/https:\/\/app\.example\.com/);
+    expect(problemsOf({ CORS_ORIGINS: 'https://App.Example.com' }).join()).toMatch(
+      /https:\/\/app\.example\.com/,
+    );
     expect(problemsOf({ CORS_ORIGINS: 'https://app.example.com/' }).join()).toMatch(
       /write it as https:\/\/app\.example\.com\b/,
     );
@@ -231,7 +234,9 @@ describe('loadConfig', () => {
   });
 
   it('refuses an unknown BREACHED_PASSWORD_CHECK, an HIBP_API_URL that is not an http(s) URL, and a timeout out of range', () => {
-    expect(problemsOf({ BREACHED_PASSWORD_CHECK: 'on' }).join()).toMatch(/BREACHED_PASSWORD_CHECK.*off, hibp/);
+    expect(problemsOf({ BREACHED_PASSWORD_CHECK: 'on' }).join()).toMatch(
+      /BREACHED_PASSWORD_CHECK.*off, hibp/,
+    );
     for (const url of ['api.pwnedpasswords.com', 'ftp://example.com', 'https://example.com/?q=1']) {
       expect(problemsOf({ BREACHED_PASSWORD_CHECK: 'hibp', HIBP_API_URL: url }).join(), url).toMatch(
         /HIBP_API_URL/,
