@@ -11,6 +11,7 @@ import { createSessionsRepository } from './db/sessions.ts';
 import { createSigningKeysRepository } from './db/signing-keys.ts';
 import { createUsersRepository } from './db/users.ts';
 import { requireLiveSession, requireVerifiedAccessToken } from './http/authenticate.ts';
+import { registerCors } from './http/cors.ts';
 import { errorHandler } from './http/error-handler.ts';
 import { registerOpenApi } from './http/openapi.ts';
 import { registerResponseHooks } from './http/response-hooks.ts';
@@ -177,6 +178,7 @@ export async function buildApp(
   await registerSecurityHeaders(app);
   registerResponseHooks(app);
   registerMethodNotAllowed(app);
+  if (config.corsOrigins.length > 0) await registerCors(app, config.corsOrigins);
 
   if (config.docsEnabled) await registerOpenApi(app);
   await app.register(healthRoutes, {

@@ -53,7 +53,10 @@ export function registerMethodNotAllowed(app: FastifyInstance): void {
         part.startsWith(':') ? '[^/]+' : part === '*' ? '.*' : part.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'),
       )
       .join('/');
-    for (const method of [route.method].flat()) routes.push({ pattern: new RegExp(`^${source}$`), method });
+    for (const method of [route.method].flat()) {
+      // The CORS preflight route answers OPTIONS on every path; it is no method of any resource.
+      if (method !== 'OPTIONS') routes.push({ pattern: new RegExp(`^${source}$`), method });
+    }
   });
   app.setNotFoundHandler(async (request, reply) => {
     const path = request.url.split('?')[0] ?? '';
