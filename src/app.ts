@@ -28,6 +28,7 @@ import {
   registerMethodNotAllowed,
 } from './http/unrouted-requests.ts';
 import { createAccessTokens } from './security/access-tokens.ts';
+import { createBreachedPasswordsCheck } from './security/breached-passwords.ts';
 import type { Clock } from './security/clock.ts';
 import { createPasswordPolicy } from './security/password-policy.ts';
 import type { PasswordHasher } from './security/passwords.ts';
@@ -114,7 +115,18 @@ export async function buildApp(
   }
   const db = deps.db.db;
   const users = createUsersRepository(db);
-  const passwordPolicy = createPasswordPolicy(config.passwords);
+  const { breachCheck } = config.passwords;
+  const passwordPolicy = createPasswordPolicy({
+    minLength: config.passwords.minLength,
+    maxLength: config.passwords.maxLength,
+    breachedPasswords:
+      breachCheck &&
+      createBreachedPasswordsCheck({
+        ...breachCheck,
+        onUnavailable: (reason) =>
+          app.log.warn({ reason }, 'breached-password check unavailable: password accepted without it'),
+      }),
+  });
   app.addHook('onClose', () => passwordPolicy.close());
   const accounts = createAccountsService({
     users,
