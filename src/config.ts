@@ -265,13 +265,17 @@ function parseCorsOrigins(value: string | undefined, problems: string[]): string
       url.pathname === '/' &&
       !url.hostname.includes('*');
     if (!isOrigin) {
-      problems.push(`${entry} is not an origin: a scheme, a host and an optional port, as https://app.example.com`);
+      problems.push(
+        `${entry} is not an origin: a scheme, a host and an optional port, as https://app.example.com`,
+      );
     } else if (url.protocol === 'http:' && !LOOPBACK_HOSTS.has(url.hostname)) {
       problems.push(
         `${entry} must use https: a page served over plain HTTP can be rewritten on the way (http is accepted for localhost, 127.0.0.1 and [::1])`,
       );
     } else if (url.origin !== origin) {
-      problems.push(`${entry} would never match, as browsers send it as ${url.origin}: write it as ${url.origin}`);
+      problems.push(
+        `${entry} would never match, as browsers send it as ${url.origin}: write it as ${url.origin}`,
+      );
     }
   }
   return origins;
