@@ -1,7 +1,8 @@
-import { type AddressInfo, connect } from 'node:net';
+import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildTestApp, loginToken, registerUser, type TestApp } from '../support/build-test-app.ts';
 import { dialects } from '../support/dialects.ts';
+import { PARSER_REFUSALS, parseRawAnswer, rawExchange } from '../support/raw-exchange.ts';
 
 const API_POLICY = "default-src 'none';frame-ancestors 'none'";
 
@@ -40,30 +41,9 @@ function directivesOf(policy: string): Map<string, string[]> {
   );
 }
 
-/** Writes `request` as it is and resolves with the status and headers of what the server sent before closing. */
-function rawExchange(
-  port: number,
-  request: string,
-): Promise<{ status: number; headers: Record<string, string> }> {
-  return new Promise((resolve, reject) => {
-    const socket = connect(port, '127.0.0.1', () => socket.write(request));
-    let received = '';
-    socket.setTimeout(5000, () => socket.destroy(new Error('no close within 5 s')));
-    socket.on('data', (chunk) => {
-      received += chunk.toString('latin1');
-    });
-    socket.on('error', reject);
-    socket.on('close', () => {
-      const [statusLine = '', ...lines] = (received.split('\r\n\r\n')[0] ?? '').split('\r\n');
-      const headers = Object.fromEntries(
-        lines.map((line) => [
-          line.slice(0, line.indexOf(':')).toLowerCase(),
-          line.slice(line.indexOf(':') + 1).trim(),
-        ]),
-      );
-      resolve({ status: Number(statusLine.split(' ')[1]), headers });
-    });
-  });
+async function exchange(port: number, request: string) {
+  const { statusLine, headers } = parseRawAnswer(await rawExchange(port, request));
+  return { status: Number(statusLine.split(' ')[1]), headers };
 }
 
 describe.each(dialects)('security headers on %s', (dialect) => {
@@ -121,20 +101,15 @@ describe.each(dialects)('security headers on %s', (dialect) => {
   });
 
   it('sends the same headers on errors raised before routing (an undecodable path)', async () => {
-    const response = await rawExchange(port, 'GET /%zz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+    const response = await exchange(port, 'GET /%zz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
     expect(response.status).toBe(404);
     expectSecurityHeaders(response.headers, API_POLICY, '/%zz');
     expect(response.headers['cache-control']).toBe('no-store');
   });
 
   it('sends the same headers when the HTTP parser refuses the request and the answer is written by hand', async () => {
-    const cases: [string, number][] = [
-      ['NOT A REQUEST\r\n\r\n', 400],
-      ['POST /token HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n', 400],
-      [`GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`, 431],
-    ];
-    for (const [request, status] of cases) {
-      const response = await rawExchange(port, request);
+    for (const [request, status] of PARSER_REFUSALS) {
+      const response = await exchange(port, request);
       expect(response.status, request.slice(0, 20)).toBe(status);
       expectSecurityHeaders(response.headers, API_POLICY, request.slice(0, 20));
       expect(response.headers['cache-control']).toBe('no-store');
