@@ -250,7 +250,7 @@ function parseCorsOrigins(value: string | undefined, problems: string[]): string
       // With every origin allowed, any web page could make its visitors' browsers try passwords at /token and read
       // the answers: a guessing campaign spread over as many addresses as the page has visitors.
       problems.push(
-        'CORS_ORIGINS must not be *: any web page could then use its visitors’ browsers against /token and read the answers; list the origins of your own front ends',
+        "CORS_ORIGINS must not be *: any web page could then use its visitors' browsers against /token and read the answers; list the origins of your own front ends",
       );
       continue;
     }

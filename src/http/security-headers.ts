@@ -46,6 +46,7 @@ async function recordSecurityHeaders(): Promise<Readonly<Record<string, string>>
   });
   await probe.inject({ method: 'GET', url: '/' });
   await probe.close();
+  if (!recorded['content-security-policy']) throw new Error('@fastify/helmet set no content-security-policy');
   return Object.freeze(recorded);
 }
 
