@@ -13,6 +13,7 @@ import { createSigningKeysRepository } from './db/signing-keys.ts';
 import { createUsersRepository } from './db/users.ts';
 import { requireLiveSession, requireVerifiedAccessToken } from './http/authenticate.ts';
 import { registerClientIp } from './http/client-ip.ts';
+import { registerCors } from './http/cors.ts';
 import { errorHandler } from './http/error-handler.ts';
 import { createMetricsRegistry, instrumentApp, type MetricsRegistry } from './http/metrics.ts';
 import { registerOpenApi } from './http/openapi.ts';
@@ -25,12 +26,14 @@ import { healthRoutes } from './http/routes/health.ts';
 import { jwksRoutes } from './http/routes/jwks.ts';
 import { registerRoutes } from './http/routes/register.ts';
 import { tokenRoutes } from './http/routes/token.ts';
+import { registerSecurityHeaders } from './http/security-headers.ts';
 import {
   answerClientError,
   answerFrameworkError,
   registerMethodNotAllowed,
 } from './http/unrouted-requests.ts';
 import { createAccessTokens } from './security/access-tokens.ts';
+import { createBreachedPasswordsCheck } from './security/breached-passwords.ts';
 import { createClientIpResolver } from './security/client-ip.ts';
 import type { Clock } from './security/clock.ts';
 import { createPasswordPolicy } from './security/password-policy.ts';
@@ -157,7 +160,18 @@ export async function buildApp(
     clearInterval(auditPrune);
   });
   const users = createUsersRepository(db);
-  const passwordPolicy = createPasswordPolicy(config.passwords);
+  const { breachCheck } = config.passwords;
+  const passwordPolicy = createPasswordPolicy({
+    minLength: config.passwords.minLength,
+    maxLength: config.passwords.maxLength,
+    breachedPasswords:
+      breachCheck &&
+      createBreachedPasswordsCheck({
+        ...breachCheck,
+        onUnavailable: (reason) =>
+          app.log.warn({ reason }, 'breached-password check unavailable: password accepted without it'),
+      }),
+  });
   app.addHook('onClose', () => passwordPolicy.close());
   const accounts = createAccountsService({
     users,
@@ -217,6 +231,8 @@ export async function buildApp(
   });
 
   app.setErrorHandler(errorHandler);
+  // First of the onRequest hooks, so that an answer any later hook sends carries the headers too.
+  await registerSecurityHeaders(app);
   registerResponseHooks(app);
   registerMethodNotAllowed(app);
   const auditSinks: AuditSink[] = [
@@ -243,6 +259,7 @@ export async function buildApp(
     );
   }
   registerAuditSinks(app, auditSinks);
+  if (config.corsOrigins.length > 0) await registerCors(app, config.corsOrigins);
 
   if (config.docsEnabled) await registerOpenApi(app);
   await app.register(healthRoutes, {

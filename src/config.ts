@@ -42,6 +42,10 @@ const EnvSchema = Type.Object({
   METRICS_PORT: Type.Optional(Type.Integer({ minimum: 1, maximum: 65535 })),
   METRICS_HOST: Type.String({ default: '127.0.0.1', minLength: 1 }),
   AUDIT_RETENTION_DAYS: Type.Integer({ default: 90, minimum: 1, maximum: 3650 }),
+  CORS_ORIGINS: Type.Optional(Type.String()),
+  BREACHED_PASSWORD_CHECK: Type.Union([Type.Literal('off'), Type.Literal('hibp')], { default: 'off' }),
+  HIBP_API_URL: Type.String({ default: 'https://api.pwnedpasswords.com', minLength: 1 }),
+  HIBP_TIMEOUT_MS: Type.Integer({ default: 2000, minimum: 100, maximum: 10000 }),
 });
 
 type Env = Static<typeof EnvSchema>;
@@ -68,6 +72,8 @@ export interface Config {
     readonly minLength: number;
     readonly maxLength: number;
     readonly argon2: { readonly memoryKib: number; readonly timeCost: number; readonly parallelism: number };
+    /** The Have I Been Pwned range API new passwords are checked against; undefined when the check is off. */
+    readonly breachCheck: { readonly apiUrl: string; readonly timeoutMs: number } | undefined;
   };
   /**
    * GATEHOUSE_SECRET as a list, current first: it seals private keys at rest and derives the refresh-token key. Empty
@@ -91,6 +97,8 @@ export interface Config {
   };
   /** How long security events stay in the audit_events table before pruning deletes them. */
   readonly auditRetentionDays: number;
+  /** Origins whose pages may read responses (CORS), exactly as browsers send them; empty means CORS is off. */
+  readonly corsOrigins: readonly string[];
 }
 
 export class ConfigError extends Error {
@@ -185,6 +193,9 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
   if (values.METRICS_PORT !== undefined && values.METRICS_PORT === values.PORT) {
     problems.push('METRICS_PORT must differ from PORT: the metrics listener has no authentication');
   }
+  const corsOrigins = parseCorsOrigins(values.CORS_ORIGINS, problems);
+  const hibpApiUrl =
+    values.BREACHED_PASSWORD_CHECK === 'hibp' ? parseHibpApiUrl(values.HIBP_API_URL, problems) : undefined;
   if (problems.length > 0 || database === undefined) throw new ConfigError(problems);
 
   return deepFreeze({
@@ -211,6 +222,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
         timeCost: values.ARGON2_TIME_COST,
         parallelism: values.ARGON2_PARALLELISM,
       },
+      breachCheck: hibpApiUrl ? { apiUrl: hibpApiUrl, timeoutMs: values.HIBP_TIMEOUT_MS } : undefined,
     },
     secrets,
     bodyLimitBytes: values.BODY_LIMIT_BYTES,
@@ -221,6 +233,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     hashThreadPriority: values.HASH_THREAD_PRIORITY,
     metrics: { token: values.METRICS_TOKEN, port: values.METRICS_PORT, host: values.METRICS_HOST },
     auditRetentionDays: values.AUDIT_RETENTION_DAYS,
+    corsOrigins,
   });
 }
 
@@ -284,6 +297,69 @@ function parseClientIpRules(
     );
   }
   return { trustedProxies, clientIpHeader: name };
+}
+
+const LOOPBACK_HOSTS = new Set(['localhost', '127.0.0.1', '[::1]']);
+
+/**
+ * Browsers compare the Origin header with the allowed list byte for byte, so an entry must be written as they send
+ * it: scheme, lower-case host, and a port only when it is not the scheme's default.
+ */
+function parseCorsOrigins(value: string | undefined, problems: string[]): string[] {
+  if (value === undefined) return [];
+  const origins = [...new Set(value.split(',').map((part) => part.trim()))].filter((part) => part !== '');
+  for (const origin of origins) {
+    const entry = `CORS_ORIGINS entry ${JSON.stringify(origin)}`;
+    if (origin === '*') {
+      // With every origin allowed, any web page could make its visitors' browsers try passwords at /token and read
+      // the answers: a guessing campaign spread over as many addresses as the page has visitors.
+      problems.push(
+        "CORS_ORIGINS must not be *: any web page could then use its visitors' browsers against /token and read the answers; list the origins of your own front ends",
+      );
+      continue;
+    }
+    const url = URL.parse(origin);
+    const isOrigin =
+      url !== null &&
+      (url.protocol === 'https:' || url.protocol === 'http:') &&
+      !url.username &&
+      !url.password &&
+      !url.search &&
+      !url.hash &&
+      url.pathname === '/' &&
+      !url.hostname.includes('*');
+    if (!isOrigin) {
+      problems.push(
+        `${entry} is not an origin: a scheme, a host and an optional port, as https://app.example.com`,
+      );
+    } else if (url.protocol === 'http:' && !LOOPBACK_HOSTS.has(url.hostname)) {
+      problems.push(
+        `${entry} must use https: a page served over plain HTTP can be rewritten on the way (http is accepted for localhost, 127.0.0.1 and [::1])`,
+      );
+    } else if (url.origin !== origin) {
+      problems.push(
+        `${entry} would never match, as browsers send it as ${url.origin}: write it as ${url.origin}`,
+      );
+    }
+  }
+  return origins;
+}
+
+function parseHibpApiUrl(value: string, problems: string[]): string {
+  const url = URL.parse(value);
+  if (
+    url === null ||
+    (url.protocol !== 'https:' && url.protocol !== 'http:') ||
+    url.search ||
+    url.hash ||
+    url.username ||
+    url.password
+  ) {
+    problems.push(
+      `HIBP_API_URL=${JSON.stringify(value)} must be an http(s) URL without query or credentials, as https://api.pwnedpasswords.com`,
+    );
+  }
+  return value.replace(/\/+$/, '');
 }
 
 function describeProblem(name: string, message: string): string {

@@ -1,5 +1,6 @@
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
 import { AppError, type ErrorCode, type FieldProblem } from '../errors.ts';
+import { SECURITY_HEADERS } from './security-headers.ts';
 
 export type ErrorStyle = 'fastapi' | 'oauth';
 
@@ -143,6 +144,8 @@ export function sendError(error: AppError, request: FastifyRequest, reply: Fasti
     );
   }
   if (style === 'oauth') reply.header('pragma', 'no-cache');
+  // An error is JSON wherever it happens, under /docs too: it gets the API's policy, not the page's.
+  reply.header('content-security-policy', SECURITY_HEADERS['content-security-policy']);
   return reply
     .code(rendered.status)
     .headers(rendered.headers ?? {})

@@ -2,6 +2,24 @@ import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import type { FastifyInstance } from 'fastify';
 import { documentationErrorHandler } from './error-handler.ts';
+import { useContentSecurityPolicy } from './security-headers.ts';
+
+// Every asset is served from here. Swagger UI's own suggested policy adds upgrade-insecure-requests, which blanks the
+// page on plain HTTP off localhost, and allows images from validator.swagger.io, which would learn where the
+// document lives: neither is here.
+const DOCUMENTATION_POLICY = {
+  'default-src': ["'self'"],
+  'base-uri': ["'self'"],
+  'font-src': ["'self'", 'data:'],
+  'form-action': ["'self'"],
+  'frame-ancestors': ["'none'"],
+  'img-src': ["'self'", 'data:'],
+  'object-src': ["'none'"],
+  'script-src': ["'self'"],
+  'script-src-attr': ["'none'"],
+  // Swagger UI sets element styles at run time; inline styles (never scripts) are allowed for it alone.
+  'style-src': ["'self'", "'unsafe-inline'"],
+};
 
 /** Registers the OpenAPI document (generated from route schemas) and Swagger UI at /docs. */
 export async function registerOpenApi(app: FastifyInstance): Promise<void> {
@@ -27,23 +45,9 @@ export async function registerOpenApi(app: FastifyInstance): Promise<void> {
   // Its own scope, so that only the asset server's refusals are read as a missing page, not another plugin's 4xx.
   await app.register(async (documentation) => {
     documentation.setErrorHandler(documentationErrorHandler);
+    useContentSecurityPolicy(documentation, DOCUMENTATION_POLICY);
     await documentation.register(swaggerUi, {
       routePrefix: '/docs',
-      // The plugin's default policy adds upgrade-insecure-requests, which blanks the page on plain HTTP off localhost,
-      // and allows images from validator.swagger.io, which would learn where the document lives. Every asset is
-      // served from here.
-      staticCSP: {
-        'default-src': ["'self'"],
-        'base-uri': ["'self'"],
-        'font-src': ["'self'", 'data:'],
-        'frame-ancestors': ["'self'"],
-        'img-src': ["'self'", 'data:'],
-        'object-src': ["'none'"],
-        'script-src': ["'self'"],
-        'script-src-attr': ["'none'"],
-        // Swagger UI sets element styles at run time; inline styles (never scripts) are allowed for it alone.
-        'style-src': ["'self'", "'unsafe-inline'"],
-      },
       // Written into the page as Swagger UI's `validatorUrl: null`: no badge fetched from validator.swagger.io.
       validatorUrl: false,
       uiConfig: { persistAuthorization: false },

@@ -3,13 +3,10 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 // Bodies up to this size are read to their end after an early answer, so that the client receives it.
 const DRAIN_LIMIT_BYTES = 8 * 1024 * 1024;
 
-export const STANDARD_HEADERS = {
-  'x-content-type-options': 'nosniff',
-  'referrer-policy': 'no-referrer',
-  'cache-control': 'no-store',
-};
+// Beside the security headers of http/security-headers.ts: nothing here is for a cache to keep.
+export const STANDARD_HEADERS = { 'cache-control': 'no-store' };
 
-/** Sets the headers every response carries. */
+/** Sets the request id and the cache rule every response carries. */
 export function setStandardHeaders(request: FastifyRequest, reply: FastifyReply): void {
   reply.headers({ 'x-request-id': request.id, ...STANDARD_HEADERS });
 }

@@ -5,6 +5,7 @@ import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from
 import { AppError } from '../errors.ts';
 import { sendError, toAppError } from './error-handler.ts';
 import { STANDARD_HEADERS, setStandardHeaders } from './response-hooks.ts';
+import { SECURITY_HEADERS } from './security-headers.ts';
 
 // Requests that no route answers: what Node's parser refuses, what Fastify refuses before routing, and paths that
 // match no route (or not under this method). Each is answered in the error table's shape with the standard headers.
@@ -30,6 +31,7 @@ export function answerClientError(error: Error & { code?: string }, socket: Dupl
     'content-type': 'application/json; charset=utf-8',
     'content-length': String(Buffer.byteLength(body)),
     'x-request-id': randomUUID(),
+    ...SECURITY_HEADERS,
     ...STANDARD_HEADERS,
     connection: 'close',
   };
@@ -51,7 +53,10 @@ export function registerMethodNotAllowed(app: FastifyInstance): void {
         part.startsWith(':') ? '[^/]+' : part === '*' ? '.*' : part.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'),
       )
       .join('/');
-    for (const method of [route.method].flat()) routes.push({ pattern: new RegExp(`^${source}$`), method });
+    for (const method of [route.method].flat()) {
+      // The CORS preflight route answers OPTIONS on every path; it is no method of any resource.
+      if (method !== 'OPTIONS') routes.push({ pattern: new RegExp(`^${source}$`), method });
+    }
   });
   app.setNotFoundHandler(async (request, reply) => {
     const path = request.url.split('?')[0] ?? '';
@@ -73,7 +78,8 @@ export function answerFrameworkError(
   request: FastifyRequest,
   reply: FastifyReply,
 ): void {
-  // No onRequest hook has run for these requests.
+  // No onRequest hook has run for these requests, @fastify/helmet's included.
+  reply.headers(SECURITY_HEADERS);
   setStandardHeaders(request, reply);
   sendError(toAppError(error), request, reply);
 }

@@ -1,15 +1,20 @@
 import { Worker } from 'node:worker_threads';
 import { AppError } from '../errors.ts';
+import type { BreachedPasswords } from './breached-passwords.ts';
 import type { StrengthAnswer, StrengthRequest } from './password-strength-worker.ts';
 
 export type PasswordProblem =
   | { type: 'too_short'; minLength: number }
   | { type: 'too_long'; maxLength: number }
   | { type: 'control_character' }
-  | { type: 'too_common'; reason: string };
+  | { type: 'too_common'; reason: string }
+  | { type: 'breached' };
 
 export interface PasswordPolicy {
-  /** Returns the first rule the password breaks, or undefined; throws service_unavailable when zxcvbn cannot answer. */
+  /**
+   * Returns the first rule the password breaks, or undefined; throws service_unavailable when zxcvbn cannot answer
+   * (a breach corpus that cannot answer is skipped instead).
+   */
   check(password: string, userInputs: string[]): Promise<PasswordProblem | undefined>;
   /** Returns the first length or character rule the password breaks: the cheap rules, without zxcvbn. */
   checkShape(password: string): PasswordProblem | undefined;
@@ -26,9 +31,19 @@ export interface StrengthEstimatorOptions {
 // zxcvbn score 0–1 means fewer than 10^6 guesses: on or next to a common-password list.
 const MINIMUM_SCORE = 2;
 
-/** Builds the NIST 800-63B policy: length in code points, no composition rules, a common-password check. */
+export interface PasswordRules {
+  minLength: number;
+  maxLength: number;
+  /** Checked last, for a password every other rule accepts: it is the only rule that leaves the process. */
+  breachedPasswords?: BreachedPasswords | undefined;
+}
+
+/**
+ * Builds the NIST 800-63B policy: length in code points, no composition rules, a common-password check, and
+ * optionally a breached-password check.
+ */
 export function createPasswordPolicy(
-  limits: { minLength: number; maxLength: number },
+  limits: PasswordRules,
   estimatorOptions: StrengthEstimatorOptions = {},
 ): PasswordPolicy {
   const estimator = createStrengthEstimator(estimatorOptions);
@@ -49,6 +64,7 @@ export function createPasswordPolicy(
         const warning = estimate.warning;
         return { type: 'too_common', reason: warning ? describeWarning(warning) : 'it is too easy to guess' };
       }
+      if (await limits.breachedPasswords?.isBreached(password)) return { type: 'breached' };
       return undefined;
     },
     close: () => estimator.close(),

@@ -307,5 +307,11 @@ function describePasswordProblem(problem: PasswordProblem): FieldProblem {
       return { loc, msg: 'Password must not contain control characters', type: 'password_control_character' };
     case 'too_common':
       return { loc, msg: `Password is too easy to guess: ${problem.reason}`, type: 'password_too_common' };
+    case 'breached':
+      return {
+        loc,
+        msg: 'Password appears in a known data breach (Have I Been Pwned): choose one nobody has published',
+        type: 'password_breached',
+      };
   }
 }

@@ -3,6 +3,7 @@ import { type AddressInfo, connect } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildTestApp, type TestApp } from '../support/build-test-app.ts';
 import { dialects } from '../support/dialects.ts';
+import { PARSER_REFUSALS, parseRawAnswer, rawExchange } from '../support/raw-exchange.ts';
 
 describe.each(dialects)('operations and documentation on %s', (dialect) => {
   let t: TestApp;
@@ -174,24 +175,9 @@ describe.each(dialects)('errors at the edges on %s', (dialect) => {
   });
 
   it('answers what the HTTP parser refuses in the error shape, with the standard headers, and closes', async () => {
-    const cases: [string, number][] = [
-      ['NOT A REQUEST\r\n\r\n', 400],
-      ['POST /token HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n', 400],
-      [`GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`, 431],
-    ];
-    for (const [request, status] of cases) {
-      const raw = await rawExchange(port, request);
-      const [head = '', body = ''] = raw.split('\r\n\r\n');
-      expect(head.split('\r\n')[0], request.slice(0, 30)).toBe(`HTTP/1.1 ${status} ${STATUS_CODES[status]}`);
-      const headers = Object.fromEntries(
-        head
-          .split('\r\n')
-          .slice(1)
-          .map((line) => [
-            line.slice(0, line.indexOf(':')).toLowerCase(),
-            line.slice(line.indexOf(':') + 1).trim(),
-          ]),
-      );
+    for (const [request, status] of PARSER_REFUSALS) {
+      const { statusLine, headers, body } = parseRawAnswer(await rawExchange(port, request));
+      expect(statusLine, request.slice(0, 30)).toBe(`HTTP/1.1 ${status} ${STATUS_CODES[status]}`);
       expect(headers).toMatchObject({ ...STANDARD_HEADERS, connection: 'close' });
       expect(typeof JSON.parse(body).detail).toBe('string');
     }
@@ -205,20 +191,6 @@ describe.each(dialects)('errors at the edges on %s', (dialect) => {
     expect(JSON.parse(response.body)).toEqual({ detail: 'Not Found' });
   });
 });
-
-/** Writes `request` as it is and resolves with everything the server sent until it closed. */
-function rawExchange(port: number, request: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const socket = connect(port, '127.0.0.1', () => socket.write(request));
-    let received = '';
-    socket.setTimeout(5000, () => socket.destroy(new Error('no close within 5 s')));
-    socket.on('data', (chunk) => {
-      received += chunk.toString('latin1');
-    });
-    socket.on('error', reject);
-    socket.on('close', () => resolve(received));
-  });
-}
 
 /** Sends `head` at once and then `dripped` a byte at a time; resolves with how long the server let the connection live. */
 function drip(port: number, head: string, dripped: string, giveUpMs: number): Promise<number> {

@@ -258,4 +258,86 @@ describe('loadConfig', () => {
       expect(problemsOf({ AUDIT_RETENTION_DAYS: value }).join(), value).toMatch(/AUDIT_RETENTION_DAYS/);
     }
   });
+
+  it('leaves CORS off by default: no origin may read responses from a browser', () => {
+    expect(loadConfig({}).corsOrigins).toEqual([]);
+  });
+
+  it('takes CORS_ORIGINS as a comma list of exact origins', () => {
+    expect(
+      loadConfig({
+        CORS_ORIGINS: 'https://app.example.com, https://admin.example.com:8443,http://localhost:3000',
+      }).corsOrigins,
+    ).toEqual(['https://app.example.com', 'https://admin.example.com:8443', 'http://localhost:3000']);
+  });
+
+  it('refuses * in CORS_ORIGINS and says why', () => {
+    expect(problemsOf({ CORS_ORIGINS: '*' }).join()).toMatch(/CORS_ORIGINS.*\*.*list the origins/);
+    expect(problemsOf({ CORS_ORIGINS: 'https://app.example.com,*' }).join()).toMatch(/CORS_ORIGINS/);
+  });
+
+  it('refuses a CORS origin with a path, query, credentials, wildcard or another scheme', () => {
+    for (const origin of [
+      'https://app.example.com/app',
+      'https://app.example.com/?x=1',
+      'https://user@app.example.com',
+      'https://*.example.com',
+      'ftp://app.example.com',
+      'app.example.com',
+      'null',
+    ]) {
+      expect(problemsOf({ CORS_ORIGINS: origin }).join(), origin).toMatch(/CORS_ORIGINS/);
+    }
+  });
+
+  it('refuses a CORS origin that a browser would spell differently, and shows the spelling to use', () => {
+    expect(problemsOf({ CORS_ORIGINS: 'https://App.Example.com' }).join()).toMatch(
+      /https:\/\/app\.example\.com/,
+    );
+    expect(problemsOf({ CORS_ORIGINS: 'https://app.example.com/' }).join()).toMatch(
+      /write it as https:\/\/app\.example\.com\b/,
+    );
+    expect(problemsOf({ CORS_ORIGINS: 'https://app.example.com:443' }).join()).toMatch(
+      /write it as https:\/\/app\.example\.com\b/,
+    );
+  });
+
+  it('refuses a plain-HTTP CORS origin other than loopback', () => {
+    expect(problemsOf({ CORS_ORIGINS: 'http://app.example.com' }).join()).toMatch(/CORS_ORIGINS.*https/);
+    for (const origin of ['http://localhost:5173', 'http://127.0.0.1:3000', 'http://[::1]:8080']) {
+      expect(loadConfig({ CORS_ORIGINS: origin }).corsOrigins, origin).toEqual([origin]);
+    }
+  });
+
+  it('leaves the breached-password check off by default, so that a first run needs no network', () => {
+    expect(loadConfig({}).passwords.breachCheck).toBeUndefined();
+    expect(loadConfig({ HIBP_API_URL: 'http://127.0.0.1:9' }).passwords.breachCheck).toBeUndefined();
+  });
+
+  it('turns on the Have I Been Pwned range check with BREACHED_PASSWORD_CHECK=hibp', () => {
+    expect(loadConfig({ BREACHED_PASSWORD_CHECK: 'hibp' }).passwords.breachCheck).toEqual({
+      apiUrl: 'https://api.pwnedpasswords.com',
+      timeoutMs: 2000,
+    });
+    expect(
+      loadConfig({
+        BREACHED_PASSWORD_CHECK: 'hibp',
+        HIBP_API_URL: 'http://127.0.0.1:8080/pwned/',
+        HIBP_TIMEOUT_MS: '500',
+      }).passwords.breachCheck,
+    ).toEqual({ apiUrl: 'http://127.0.0.1:8080/pwned', timeoutMs: 500 });
+  });
+
+  it('refuses an unknown BREACHED_PASSWORD_CHECK, an HIBP_API_URL that is not an http(s) URL, and a timeout out of range', () => {
+    expect(problemsOf({ BREACHED_PASSWORD_CHECK: 'on' }).join()).toMatch(
+      /BREACHED_PASSWORD_CHECK.*off, hibp/,
+    );
+    for (const url of ['api.pwnedpasswords.com', 'ftp://example.com', 'https://example.com/?q=1']) {
+      expect(problemsOf({ BREACHED_PASSWORD_CHECK: 'hibp', HIBP_API_URL: url }).join(), url).toMatch(
+        /HIBP_API_URL/,
+      );
+    }
+    expect(problemsOf({ HIBP_TIMEOUT_MS: '50' }).join()).toMatch(/HIBP_TIMEOUT_MS/);
+    expect(problemsOf({ HIBP_TIMEOUT_MS: '60000' }).join()).toMatch(/HIBP_TIMEOUT_MS/);
+  });
 });

@@ -135,4 +135,24 @@ describe('password strength worker', () => {
     expect(hasExited()).toBe(true);
     await local.close();
   });
+
+  it('asks the breach corpus last, only about a password every local rule accepts, and refuses what it lists', async () => {
+    const asked: string[] = [];
+    const local = createPasswordPolicy({
+      minLength: 8,
+      maxLength: 1024,
+      breachedPasswords: {
+        isBreached: async (password) => {
+          asked.push(password);
+          return password === 'correct horse battery staple';
+        },
+      },
+    });
+    expect(await local.check('correct horse battery staple', inputs)).toEqual({ type: 'breached' });
+    expect(await local.check('violet tractor moonlight sandwich', inputs)).toBeUndefined();
+    expect((await local.check('short', inputs))?.type).toBe('too_short');
+    expect((await local.check('password123456789', inputs))?.type).toBe('too_common');
+    expect(asked).toEqual(['correct horse battery staple', 'violet tractor moonlight sandwich']);
+    await local.close();
+  });
 });

@@ -1,0 +1,39 @@
+import { connect } from 'node:net';
+
+/** Requests Node's HTTP parser refuses before any route runs, with the status Gatehouse answers them with. */
+export const PARSER_REFUSALS: readonly [request: string, status: number][] = [
+  ['NOT A REQUEST\r\n\r\n', 400],
+  ['POST /token HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n', 400],
+  [`GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`, 431],
+];
+
+/** Writes `request` as it is and resolves with everything the server sent until it closed. */
+export function rawExchange(port: number, request: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = connect(port, '127.0.0.1', () => socket.write(request));
+    let received = '';
+    socket.setTimeout(5000, () => socket.destroy(new Error('no close within 5 s')));
+    socket.on('data', (chunk) => {
+      received += chunk.toString('latin1');
+    });
+    socket.on('error', reject);
+    socket.on('close', () => resolve(received));
+  });
+}
+
+/** The status line, the headers (lower-case names) and the body of a raw HTTP/1.1 answer. */
+export function parseRawAnswer(raw: string): {
+  statusLine: string;
+  headers: Record<string, string>;
+  body: string;
+} {
+  const [head = '', body = ''] = raw.split('\r\n\r\n');
+  const [statusLine = '', ...lines] = head.split('\r\n');
+  const headers = Object.fromEntries(
+    lines.map((line) => [
+      line.slice(0, line.indexOf(':')).toLowerCase(),
+      line.slice(line.indexOf(':') + 1).trim(),
+    ]),
+  );
+  return { statusLine, headers, body };
+}
