@@ -3,6 +3,9 @@ import Type, { type Static } from 'typebox';
 import Value from 'typebox/value';
 import { MIN_SECRET_BYTES } from './security/secret-box.ts';
 
+// libuv's threadpool has at most 1024 threads, and runtime-check.ts adds 4 to this for everything but hashing.
+const MAX_HASH_CONCURRENCY = 1020;
+
 const booleanFlag = (fallback: 'true' | 'false') =>
   Type.Union([Type.Literal('true'), Type.Literal('false'), Type.Literal('1'), Type.Literal('0')], {
     default: fallback,
@@ -36,6 +39,10 @@ const EnvSchema = Type.Object({
   HASH_THREAD_PRIORITY: Type.Union([Type.Literal('idle'), Type.Literal('low'), Type.Literal('normal')], {
     default: 'idle',
   }),
+  // runtime-check.ts reads HASH_CONCURRENCY too, before this schema runs: keep their bounds the same.
+  HASH_CONCURRENCY: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_HASH_CONCURRENCY })),
+  HASH_QUEUE_MAX: Type.Optional(Type.Integer({ minimum: 0, maximum: 100_000 })),
+  HASH_QUEUE_TIMEOUT_MS: Type.Integer({ default: 1000, minimum: 1, maximum: 60_000 }),
 });
 
 type Env = Static<typeof EnvSchema>;
@@ -76,6 +83,12 @@ export interface Config {
   readonly workers: number;
   /** Scheduling of libuv's threadpool, where passwords are hashed: nice 19, SCHED_IDLE, or unchanged. */
   readonly hashThreadPriority: 'low' | 'idle' | 'normal';
+  /** Load shedding of password hashing: slots, then a bounded, timed FIFO queue; past it a 503. */
+  readonly hashing: {
+    readonly concurrency: number;
+    readonly queueMax: number;
+    readonly queueTimeoutMs: number;
+  };
 }
 
 export class ConfigError extends Error {
@@ -167,6 +180,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
   }
   if (problems.length > 0 || database === undefined) throw new ConfigError(problems);
 
+  const hashConcurrency = values.HASH_CONCURRENCY ?? availableParallelism();
   return deepFreeze({
     host: values.HOST,
     port: values.PORT,
@@ -199,6 +213,11 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     trustProxy: isTrue(values.TRUST_PROXY),
     workers: values.WORKERS === 'auto' ? availableParallelism() : Number(values.WORKERS),
     hashThreadPriority: values.HASH_THREAD_PRIORITY,
+    hashing: {
+      concurrency: hashConcurrency,
+      queueMax: values.HASH_QUEUE_MAX ?? 16 * hashConcurrency,
+      queueTimeoutMs: values.HASH_QUEUE_TIMEOUT_MS,
+    },
   });
 }
 
