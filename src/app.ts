@@ -12,6 +12,7 @@ import { createSigningKeysRepository } from './db/signing-keys.ts';
 import { createUsersRepository } from './db/users.ts';
 import { requireLiveSession, requireVerifiedAccessToken } from './http/authenticate.ts';
 import { errorHandler } from './http/error-handler.ts';
+import { PRESSURE_LIMITS, type PressureLimits, registerLoadShedding } from './http/load-shedding.ts';
 import { registerOpenApi } from './http/openapi.ts';
 import { registerResponseHooks } from './http/response-hooks.ts';
 import { accountRoutes } from './http/routes/account.ts';
@@ -47,6 +48,8 @@ export interface AppDependencies {
 export interface AppOptions {
   /** How long a request (headers and body) may take to arrive; tests shorten it. */
   requestTimeoutMs?: number;
+  /** When the event loop counts as overloaded; tests lower the limits to provoke it. */
+  pressure?: Partial<PressureLimits>;
 }
 
 const KEY_RELOAD_INTERVAL_SECONDS = 30;
@@ -174,6 +177,7 @@ export async function buildApp(
   app.setErrorHandler(errorHandler);
   registerResponseHooks(app);
   registerMethodNotAllowed(app);
+  await registerLoadShedding(app, { ...PRESSURE_LIMITS, ...options.pressure });
 
   if (config.docsEnabled) await registerOpenApi(app);
   await app.register(healthRoutes, {

@@ -141,7 +141,7 @@ async function serve(config: Config): Promise<void> {
   const app = await buildApp(config, {
     db: handle,
     clock: systemClock,
-    passwords: createPasswordHasher(config.passwords.argon2),
+    passwords: createPasswordHasher(config.passwords.argon2, config.hashing),
   }).catch(refuseToStart);
   // The hasher has started its first hash, so the threadpool's threads exist now.
   const notLowered = deprioritiseThreadpool(config.hashThreadPriority);

@@ -8,12 +8,16 @@ export const healthRoutes: FastifyPluginAsyncTypebox<{
   const Status = Type.Object({ status: Type.String() });
   app.get(
     '/healthz',
-    { schema: { summary: 'Liveness: the process answers', tags: ['operations'], response: { 200: Status } } },
+    {
+      config: { neverShed: true },
+      schema: { summary: 'Liveness: the process answers', tags: ['operations'], response: { 200: Status } },
+    },
     async () => ({ status: 'ok' }),
   );
   app.get(
     '/readyz',
     {
+      config: { neverShed: true },
       schema: {
         summary: 'Readiness: the database answers',
         tags: ['operations'],
