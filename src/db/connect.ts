@@ -59,7 +59,7 @@ export function createDb(target: DbTarget): DbHandle {
 
 /**
  * Gives the hot queries (prepareQuery) a statement name, so each connection parses and plans them once rather
- * than on every request. Other SQL, whose text varies, stays unnamed.
+ * than on every request. Other SQL, whose text varies, stays unnamed. Also listens for errors on every client.
  */
 function namingPreparedStatements(pool: pg.Pool): pg.Pool {
   const wrapped = new WeakSet<pg.PoolClient>();
@@ -67,6 +67,10 @@ function namingPreparedStatements(pool: pg.Pool): pg.Pool {
   pool.connect = (async () => {
     const client = await connect();
     if (!wrapped.has(client)) {
+      // A client whose connection breaks while checked out (PostgreSQL stopped, say) fails its queries, which report
+      // the outage, and also emits 'error', which pg-pool listens for only while the client is idle: unheard, that
+      // event crashed the process. The pool drops the client on release, since it is no longer queryable.
+      client.on('error', () => {});
       const query = client.query.bind(client) as (...args: unknown[]) => unknown;
       client.query = ((text: unknown, values?: unknown) => {
         const name = typeof text === 'string' ? preparedStatementNames.get(text) : undefined;

@@ -221,16 +221,19 @@ describe('the event-loop guard (@fastify/under-pressure)', () => {
   });
 
   it('sheds while the event loop is blocked, and serves again by itself once it keeps up', async () => {
-    const test = await app('sqlite', { pressure: { maxEventLoopDelayMs: 50, sampleIntervalMs: 200 } });
-    await sleep(250);
-    const blockedUntil = performance.now() + 500;
+    const test = await app('sqlite', { pressure: { maxEventLoopDelayMs: 50, sampleIntervalMs: 100 } });
+    // The guard starts counting two intervals after the app is ready.
+    await sleep(300);
+    // The delay is a mean over the samples of an interval (one every 10 ms): a stall ten intervals long lifts the
+    // mean of the interval that records it above 90 ms, whatever else that interval held.
+    const blockedUntil = performance.now() + 1000;
     while (performance.now() < blockedUntil) {
       // a synchronous stall, as a runaway computation would cause
     }
     // The guard reads the delay monitor at its next sample, which may come before or after the monitor's own
-    // record of the stall: look for the 503 over two intervals.
+    // record of the stall: look for the 503 over several intervals.
     let during = await test.app.inject({ method: 'GET', url: '/conversation' });
-    for (let attempt = 0; attempt < 20 && during.statusCode !== 503; attempt += 1) {
+    for (let attempt = 0; attempt < 40 && during.statusCode !== 503; attempt += 1) {
       await sleep(20);
       during = await test.app.inject({ method: 'GET', url: '/conversation' });
     }
