@@ -11,6 +11,7 @@ import { createSessionsRepository } from './db/sessions.ts';
 import { createSigningKeysRepository } from './db/signing-keys.ts';
 import { createUsersRepository } from './db/users.ts';
 import { requireLiveSession, requireVerifiedAccessToken } from './http/authenticate.ts';
+import { registerDraining } from './http/draining.ts';
 import { errorHandler } from './http/error-handler.ts';
 import { PRESSURE_LIMITS, type PressureLimits, registerLoadShedding } from './http/load-shedding.ts';
 import { registerOpenApi } from './http/openapi.ts';
@@ -104,6 +105,9 @@ export async function buildApp(
       connectionsCheckingInterval: Math.min(1000, requestTimeoutMs),
     },
     requestTimeout: requestTimeoutMs,
+    // During a stop, a request on a kept-alive connection is served (and the connection closed after it), not refused
+    // with Fastify's own 503 body.
+    return503OnClosing: false,
     frameworkErrors: answerFrameworkError,
     clientErrorHandler: answerClientError,
     ajv: { customOptions: { coerceTypes: false, allErrors: true, removeAdditional: false } },
@@ -178,6 +182,7 @@ export async function buildApp(
   registerResponseHooks(app);
   registerMethodNotAllowed(app);
   await registerLoadShedding(app, { ...PRESSURE_LIMITS, ...options.pressure });
+  const isDraining = registerDraining(app);
 
   if (config.docsEnabled) await registerOpenApi(app);
   await app.register(healthRoutes, {
@@ -189,6 +194,7 @@ export async function buildApp(
           return false;
         },
       ),
+    isDraining,
   });
   await app.register(jwksRoutes, { publicJwks: () => keys.publicJwks() });
   await app.register(registerRoutes, { accounts });

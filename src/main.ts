@@ -3,6 +3,7 @@ import { execFileSync } from 'node:child_process';
 import cluster from 'node:cluster';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { setPriority } from 'node:os';
+import { setTimeout as sleep } from 'node:timers/promises';
 import closeWithGrace from 'close-with-grace';
 import { buildApp, loadConfiguredKeyRing } from './app.ts';
 import { runKeysCommand } from './commands/keys.ts';
@@ -123,6 +124,9 @@ function refuseToStart(error: unknown): never {
   process.exit(1);
 }
 
+/** How long a stopping server keeps listening, answering with `Connection: close`, before it closes its sockets. */
+const DRAIN_DELAY_MS = 1000;
+
 async function serve(config: Config): Promise<void> {
   const inCluster = cluster.isWorker;
   // A worker is stopped by a SIGTERM from the primary (or from a terminal, to the whole group), which may come while
@@ -156,7 +160,13 @@ async function serve(config: Config): Promise<void> {
     async ({ signal, err }) => {
       shuttingDown = true;
       if (err) app.log.error({ err }, 'shutting down after an error');
-      else app.log.info({ signal }, 'shutting down: draining requests');
+      else {
+        app.log.info({ signal }, 'shutting down: draining requests');
+        // Still listening: a client that was sending on an idle keep-alive connection, or that a load balancer sends
+        // here before it notices /readyz, is answered (and told to close) instead of meeting a reset.
+        app.startDraining();
+        await sleep(DRAIN_DELAY_MS);
+      }
       const closing = app.close();
       // Keep-alive sockets whose request finished after close() began would otherwise hold the process open.
       const sweep = setInterval(() => app.server.closeIdleConnections(), 50);

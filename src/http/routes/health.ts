@@ -4,7 +4,8 @@ import { AppError } from '../../errors.ts';
 
 export const healthRoutes: FastifyPluginAsyncTypebox<{
   isDatabaseReachable: () => Promise<boolean>;
-}> = async (app, { isDatabaseReachable }) => {
+  isDraining: () => boolean;
+}> = async (app, { isDatabaseReachable, isDraining }) => {
   const Status = Type.Object({ status: Type.String() });
   app.get(
     '/healthz',
@@ -25,6 +26,8 @@ export const healthRoutes: FastifyPluginAsyncTypebox<{
       },
     },
     async () => {
+      // A load balancer that still routes here during a graceful stop learns to stop.
+      if (isDraining()) throw new AppError('service_unavailable', 'Shutting down');
       if (!(await isDatabaseReachable())) throw new AppError('service_unavailable', 'Database unreachable');
       return { status: 'ready' };
     },
