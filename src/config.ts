@@ -43,6 +43,7 @@ const EnvSchema = Type.Object({
   HASH_CONCURRENCY: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_HASH_CONCURRENCY })),
   HASH_QUEUE_MAX: Type.Optional(Type.Integer({ minimum: 0, maximum: 100_000 })),
   HASH_QUEUE_TIMEOUT_MS: Type.Integer({ default: 1000, minimum: 1, maximum: 60_000 }),
+  SHUTDOWN_DRAIN_MS: Type.Integer({ default: 1000, minimum: 0, maximum: 60_000 }),
 });
 
 type Env = Static<typeof EnvSchema>;
@@ -89,6 +90,8 @@ export interface Config {
     readonly queueMax: number;
     readonly queueTimeoutMs: number;
   };
+  /** How long a stopping server keeps listening (readiness failed, connections closed after each answer). */
+  readonly shutdownDrainMs: number;
 }
 
 export class ConfigError extends Error {
@@ -218,6 +221,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
       queueMax: values.HASH_QUEUE_MAX ?? 16 * hashConcurrency,
       queueTimeoutMs: values.HASH_QUEUE_TIMEOUT_MS,
     },
+    shutdownDrainMs: values.SHUTDOWN_DRAIN_MS,
   });
 }
 

@@ -124,9 +124,6 @@ function refuseToStart(error: unknown): never {
   process.exit(1);
 }
 
-/** How long a stopping server keeps listening, answering with `Connection: close`, before it closes its sockets. */
-const DRAIN_DELAY_MS = 1000;
-
 async function serve(config: Config): Promise<void> {
   const inCluster = cluster.isWorker;
   // A worker is stopped by a SIGTERM from the primary (or from a terminal, to the whole group), which may come while
@@ -156,7 +153,8 @@ async function serve(config: Config): Promise<void> {
   // A worker may get its stop twice (the primary's and the one a terminal or systemd sends to the whole group);
   // close-with-grace would take the second as "exit now", so workers handle signals themselves.
   const closer = closeWithGrace(
-    { delay: 10_000, ...(inCluster ? { skip: ['SIGTERM', 'SIGINT'] } : {}) },
+    // The drain, then up to 10 s for the requests still running; past that the process exits 1.
+    { delay: config.shutdownDrainMs + 10_000, ...(inCluster ? { skip: ['SIGTERM', 'SIGINT'] } : {}) },
     async ({ signal, err }) => {
       shuttingDown = true;
       if (err) app.log.error({ err }, 'shutting down after an error');
@@ -165,7 +163,7 @@ async function serve(config: Config): Promise<void> {
         // Still listening: a client that was sending on an idle keep-alive connection, or that a load balancer sends
         // here before it notices /readyz, is answered (and told to close) instead of meeting a reset.
         app.startDraining();
-        await sleep(DRAIN_DELAY_MS);
+        await sleep(config.shutdownDrainMs);
       }
       const closing = app.close();
       // Keep-alive sockets whose request finished after close() began would otherwise hold the process open.

@@ -6,7 +6,7 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { postForm, postJson, strongPassword, uniqueName } from './support/client.ts';
+import { postForm, registerFresh } from './support/client.ts';
 import { createDatabase, type RunningServer, startServer, type TestDatabase } from './support/server.ts';
 
 const threadpoolThreads = (pid: number) =>
@@ -52,14 +52,7 @@ describe('a flood of concurrent password logins', () => {
   }, 30_000);
 
   it('answers 500 at once with only 200, 400, 429 or 503 + Retry-After, and logs in as before afterwards', async () => {
-    const user = { username: uniqueName('flood'), password: strongPassword() };
-    const registered = await postJson(server.url('/register/'), {
-      ...user,
-      email: `${user.username}@example.com`,
-      age: 30,
-      level: 'beginner',
-    });
-    expect(registered.status, registered.text).toBe(200);
+    const user = await registerFresh(server, 'flood');
 
     const replies = await Promise.all(
       Array.from({ length: 500 }, (_, i) =>

@@ -7,7 +7,7 @@
 import http from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { postForm, postJson, strongPassword, uniqueName } from './support/client.ts';
+import { postForm, registerFresh } from './support/client.ts';
 import {
   createDatabase,
   DIALECTS,
@@ -99,15 +99,12 @@ describe.each(DIALECTS)('SIGTERM under load (%s)', (dialect) => {
   }, 30_000);
 
   it('answers every request it accepted, completely, then exits 0', async () => {
-    server = await startServer({ databaseUrl: db.url, fastArgon2: false });
-    const user = { username: uniqueName('drain'), password: strongPassword() };
-    const registered = await postJson(server.url('/register/'), {
-      ...user,
-      email: `${user.username}@example.com`,
-      age: 30,
-      level: 'beginner',
+    server = await startServer({
+      databaseUrl: db.url,
+      fastArgon2: false,
+      env: { SHUTDOWN_DRAIN_MS: undefined },
     });
-    expect(registered.status, registered.text).toBe(200);
+    const user = await registerFresh(server, 'drain');
     const login = await postForm(server.url('/token'), user);
     expect(login.status, login.text).toBe(200);
     const access = login.json.access_token as string;

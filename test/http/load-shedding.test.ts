@@ -76,43 +76,39 @@ async function until(what: string, condition: () => boolean, timeoutMs = 5000): 
 }
 
 describe.each(dialects)('the hash queue bound on %s', (dialect) => {
-  it('answers a login 503 with Retry-After 1 and the OAuth body when HASH_QUEUE_MAX is reached, without hashing or opening a session', async () => {
-    const test = await app(dialect, { env: { HASH_CONCURRENCY: '1', HASH_QUEUE_MAX: '0' } });
-    await registerUser(test.app);
-    const holding = (await holdTheSlot(test)).released;
-    const response = await login(test);
-    // Still the slot holder's: the login neither waited for the slot nor took it.
-    expect(test.passwords.load()).toEqual({ inFlight: 1, queued: 0 });
-    expect(response.statusCode).toBe(503);
-    expect(response.headers['retry-after']).toBe('1');
-    expect(response.headers['cache-control']).toBe('no-store');
-    expect(response.headers['x-request-id']).toBe(response.json().request_id);
-    expect(response.json()).toMatchObject({
-      error: 'temporarily_unavailable',
-      error_description: OVERLOADED,
-      detail: OVERLOADED,
-    });
-    expect(await countRows(test, 'sessions')).toBe(0);
-    expect(refusals(test)).toEqual([
-      expect.objectContaining({ code: 'overloaded', reason: expect.stringMatching(/hash queue full/) }),
-    ]);
-    await holding;
-    expect((await login(test)).statusCode).toBe(200);
-  });
-
-  it('answers a login 503 once it has waited HASH_QUEUE_TIMEOUT_MS for a slot', async () => {
-    const test = await app(dialect, { env: { HASH_CONCURRENCY: '1', HASH_QUEUE_TIMEOUT_MS: '50' } });
-    await registerUser(test.app);
-    const holding = (await holdTheSlot(test)).released;
-    const response = await login(test);
-    expect(test.passwords.load()).toEqual({ inFlight: 1, queued: 0 });
-    expect(response.statusCode).toBe(503);
-    expect(response.headers['retry-after']).toBe('1');
-    expect(response.json().error).toBe('temporarily_unavailable');
-    expect(refusals(test)).toEqual([expect.objectContaining({ reason: 'waited 50 ms for a hash slot' })]);
-    expect(await countRows(test, 'sessions')).toBe(0);
-    await holding;
-  });
+  it.each([
+    ['HASH_QUEUE_MAX is reached', { HASH_QUEUE_MAX: '0' }, /^hash queue full/],
+    [
+      'it has waited HASH_QUEUE_TIMEOUT_MS for a slot',
+      { HASH_QUEUE_TIMEOUT_MS: '50' },
+      /^waited 50 ms for a hash slot$/,
+    ],
+  ])(
+    'answers a login 503 with Retry-After 1 and the OAuth body once %s, without hashing or opening a session',
+    async (_, limits, reason) => {
+      const test = await app(dialect, { env: { HASH_CONCURRENCY: '1', ...limits } });
+      await registerUser(test.app);
+      const holding = (await holdTheSlot(test)).released;
+      const response = await login(test);
+      // Still the slot holder's: the login did not take the slot, and left the queue.
+      expect(test.passwords.load()).toEqual({ inFlight: 1, queued: 0 });
+      expect(response.statusCode).toBe(503);
+      expect(response.headers['retry-after']).toBe('1');
+      expect(response.headers['cache-control']).toBe('no-store');
+      expect(response.headers['x-request-id']).toBe(response.json().request_id);
+      expect(response.json()).toMatchObject({
+        error: 'temporarily_unavailable',
+        error_description: OVERLOADED,
+        detail: OVERLOADED,
+      });
+      expect(await countRows(test, 'sessions')).toBe(0);
+      expect(refusals(test)).toEqual([
+        expect.objectContaining({ code: 'overloaded', reason: expect.stringMatching(reason) }),
+      ]);
+      await holding;
+      expect((await login(test)).statusCode).toBe(200);
+    },
+  );
 
   it('answers a registration 503 in the FastAPI shape when its hash is shed, and stores no user', async () => {
     const test = await app(dialect, { env: { HASH_CONCURRENCY: '1', HASH_QUEUE_MAX: '0' } });

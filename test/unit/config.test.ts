@@ -184,6 +184,13 @@ describe('loadConfig', () => {
     ).toEqual({ concurrency: 3, queueMax: 0, queueTimeoutMs: 250 });
   });
 
+  it('keeps listening for a second on SIGTERM by default, and takes SHUTDOWN_DRAIN_MS from 0 to 60000', () => {
+    expect(loadConfig({}).shutdownDrainMs).toBe(1000);
+    expect(loadConfig({ SHUTDOWN_DRAIN_MS: '0' }).shutdownDrainMs).toBe(0);
+    expect(loadConfig({ SHUTDOWN_DRAIN_MS: '15000' }).shutdownDrainMs).toBe(15000);
+    expect(problemsOf({ SHUTDOWN_DRAIN_MS: '60001' }).join()).toMatch(/^SHUTDOWN_DRAIN_MS=/);
+  });
+
   it('refuses hash limits that are not whole numbers in range, naming each setting', () => {
     const problems = problemsOf({
       HASH_CONCURRENCY: '0',
