@@ -14,7 +14,9 @@ import { createUsersRepository } from './db/users.ts';
 import { requireLiveSession, requireVerifiedAccessToken } from './http/authenticate.ts';
 import { registerClientIp } from './http/client-ip.ts';
 import { registerCors } from './http/cors.ts';
+import { registerDraining } from './http/draining.ts';
 import { errorHandler } from './http/error-handler.ts';
+import { PRESSURE_LIMITS, type PressureLimits, registerLoadShedding } from './http/load-shedding.ts';
 import { createMetricsRegistry, instrumentApp, type MetricsRegistry } from './http/metrics.ts';
 import { registerOpenApi } from './http/openapi.ts';
 import { provideAuditTrail, registerAuditSinks } from './http/request-context.ts';
@@ -63,6 +65,8 @@ export interface AppDependencies {
 export interface AppOptions {
   /** How long a request (headers and body) may take to arrive; tests shorten it. */
   requestTimeoutMs?: number;
+  /** When the event loop counts as overloaded; tests lower the limits to provoke it. */
+  pressure?: Partial<PressureLimits>;
 }
 
 const KEY_RELOAD_INTERVAL_SECONDS = 30;
@@ -124,6 +128,9 @@ export async function buildApp(
       connectionsCheckingInterval: Math.min(1000, requestTimeoutMs),
     },
     requestTimeout: requestTimeoutMs,
+    // During a stop, a request on a kept-alive connection is served (and the connection closed after it), not refused
+    // with Fastify's own 503 body.
+    return503OnClosing: false,
     frameworkErrors: answerFrameworkError,
     clientErrorHandler: answerClientError,
     ajv: { customOptions: { coerceTypes: false, allErrors: true, removeAdditional: false } },
@@ -260,6 +267,8 @@ export async function buildApp(
   }
   registerAuditSinks(app, auditSinks);
   if (config.corsOrigins.length > 0) await registerCors(app, config.corsOrigins);
+  await registerLoadShedding(app, { ...PRESSURE_LIMITS, ...options.pressure });
+  const isDraining = registerDraining(app);
 
   if (config.docsEnabled) await registerOpenApi(app);
   await app.register(healthRoutes, {
@@ -271,6 +280,7 @@ export async function buildApp(
           return false;
         },
       ),
+    isDraining,
   });
   await app.register(jwksRoutes, { publicJwks: () => keys.publicJwks() });
   await app.register(registerRoutes, { accounts });

@@ -4,6 +4,9 @@ import Value from 'typebox/value';
 import { type ClientIpRules, parseTrustedProxies } from './security/client-ip.ts';
 import { MIN_SECRET_BYTES } from './security/secret-box.ts';
 
+// libuv's threadpool has at most 1024 threads, and runtime-check.ts adds 4 to this for everything but hashing.
+const MAX_HASH_CONCURRENCY = 1020;
+
 const booleanFlag = (fallback: 'true' | 'false') =>
   Type.Union([Type.Literal('true'), Type.Literal('false'), Type.Literal('1'), Type.Literal('0')], {
     default: fallback,
@@ -46,6 +49,11 @@ const EnvSchema = Type.Object({
   BREACHED_PASSWORD_CHECK: Type.Union([Type.Literal('off'), Type.Literal('hibp')], { default: 'off' }),
   HIBP_API_URL: Type.String({ default: 'https://api.pwnedpasswords.com', minLength: 1 }),
   HIBP_TIMEOUT_MS: Type.Integer({ default: 2000, minimum: 100, maximum: 10000 }),
+  // runtime-check.ts reads HASH_CONCURRENCY too, before this schema runs: keep their bounds the same.
+  HASH_CONCURRENCY: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_HASH_CONCURRENCY })),
+  HASH_QUEUE_MAX: Type.Optional(Type.Integer({ minimum: 0, maximum: 100_000 })),
+  HASH_QUEUE_TIMEOUT_MS: Type.Integer({ default: 1000, minimum: 1, maximum: 60_000 }),
+  SHUTDOWN_DRAIN_MS: Type.Integer({ default: 1000, minimum: 0, maximum: 60_000 }),
 });
 
 type Env = Static<typeof EnvSchema>;
@@ -99,6 +107,14 @@ export interface Config {
   readonly auditRetentionDays: number;
   /** Origins whose pages may read responses (CORS), exactly as browsers send them; empty means CORS is off. */
   readonly corsOrigins: readonly string[];
+  /** Load shedding of password hashing: slots, then a bounded, timed FIFO queue; past it a 503. */
+  readonly hashing: {
+    readonly concurrency: number;
+    readonly queueMax: number;
+    readonly queueTimeoutMs: number;
+  };
+  /** How long a stopping server keeps listening (readiness failed, connections closed after each answer). */
+  readonly shutdownDrainMs: number;
 }
 
 export class ConfigError extends Error {
@@ -198,6 +214,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     values.BREACHED_PASSWORD_CHECK === 'hibp' ? parseHibpApiUrl(values.HIBP_API_URL, problems) : undefined;
   if (problems.length > 0 || database === undefined) throw new ConfigError(problems);
 
+  const hashConcurrency = values.HASH_CONCURRENCY ?? availableParallelism();
   return deepFreeze({
     host: values.HOST,
     port: values.PORT,
@@ -234,6 +251,12 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     metrics: { token: values.METRICS_TOKEN, port: values.METRICS_PORT, host: values.METRICS_HOST },
     auditRetentionDays: values.AUDIT_RETENTION_DAYS,
     corsOrigins,
+    hashing: {
+      concurrency: hashConcurrency,
+      queueMax: values.HASH_QUEUE_MAX ?? 16 * hashConcurrency,
+      queueTimeoutMs: values.HASH_QUEUE_TIMEOUT_MS,
+    },
+    shutdownDrainMs: values.SHUTDOWN_DRAIN_MS,
   });
 }
 

@@ -17,6 +17,7 @@ export type ErrorCode =
   | 'unsupported_media_type'
   | 'unstorable_value'
   | 'service_unavailable'
+  | 'overloaded'
   | 'internal';
 
 /** One entry a field that failed validation: FastAPI's `loc`, `msg`, `type`. */

@@ -4,6 +4,7 @@ import cluster from 'node:cluster';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import type { Server } from 'node:http';
 import { setPriority } from 'node:os';
+import { setTimeout as sleep } from 'node:timers/promises';
 import closeWithGrace from 'close-with-grace';
 import { buildApp, loadConfiguredKeyRing } from './app.ts';
 import { runKeysCommand } from './commands/keys.ts';
@@ -186,7 +187,7 @@ async function serve(config: Config): Promise<void> {
   const app = await buildApp(config, {
     db: handle,
     clock: systemClock,
-    passwords: createPasswordHasher(config.passwords.argon2),
+    passwords: createPasswordHasher(config.passwords.argon2, config.hashing),
     ...(metricsRegistry ? { metricsRegistry } : {}),
   }).catch(refuseToStart);
   const metricsServer =
@@ -202,11 +203,18 @@ async function serve(config: Config): Promise<void> {
   // A worker may get its stop twice (the primary's and the one a terminal or systemd sends to the whole group);
   // close-with-grace would take the second as "exit now", so workers handle signals themselves.
   const closer = closeWithGrace(
-    { delay: 10_000, ...(inCluster ? { skip: ['SIGTERM', 'SIGINT'] } : {}) },
+    // The drain, then up to 10 s for the requests still running; past that the process exits 1.
+    { delay: config.shutdownDrainMs + 10_000, ...(inCluster ? { skip: ['SIGTERM', 'SIGINT'] } : {}) },
     async ({ signal, err }) => {
       shuttingDown = true;
       if (err) app.log.error({ err }, 'shutting down after an error');
-      else app.log.info({ signal }, 'shutting down: draining requests');
+      else {
+        app.log.info({ signal }, 'shutting down: draining requests');
+        // Still listening: a client that was sending on an idle keep-alive connection, or that a load balancer sends
+        // here before it notices /readyz, is answered (and told to close) instead of meeting a reset.
+        app.startDraining();
+        await sleep(config.shutdownDrainMs);
+      }
       const closing = app.close();
       metricsServer?.close();
       // Keep-alive sockets whose request finished after close() began would otherwise hold the process open.

@@ -47,11 +47,9 @@ export function createDb(target: DbTarget): DbHandle {
       },
       ...(target.schema ? { options: `-c search_path=${target.schema}` } : {}),
     });
-    // A client that loses its server emits 'error'; without a listener that would crash the process. The pool
-    // listens only while a client is idle and removes its listener while a request holds it, so each client gets
-    // one of its own too: the request then fails with the query's own error, and the pool drops the client.
+    // An idle client that loses its server emits 'error'; without a listener that would crash the process (for a
+    // client a request holds, see namingPreparedStatements).
     pool.on('error', () => {});
-    pool.on('connect', (client) => client.on('error', () => {}));
     const db = new Kysely<Database>({
       dialect: translatingDatabaseErrors(new PostgresDialect({ pool: namingPreparedStatements(pool) })),
     });
@@ -70,14 +68,19 @@ export function createDb(target: DbTarget): DbHandle {
     };
   }
   const warnings = target.path === ':memory:' ? [] : preparePrivateDatabaseFiles(target.path);
-  const database = openSqlite(target.path);
-  const db = new Kysely<Database>({ dialect: translatingDatabaseErrors(new SqliteDialect({ database })) });
+  const sqlite = openSqlite(target.path);
+  const db = new Kysely<Database>({
+    dialect: translatingDatabaseErrors(new SqliteDialect({ database: adaptNodeSqlite(sqlite) }), {
+      isInTransaction: () => sqlite.isTransaction,
+      budgetMs: SQLITE_LOCK_WAIT_MS,
+    }),
+  });
   return { db, dialect: 'sqlite', schema: undefined, warnings, close: () => db.destroy() };
 }
 
 /**
  * Gives the hot queries (prepareQuery) a statement name, so each connection parses and plans them once rather
- * than on every request. Other SQL, whose text varies, stays unnamed.
+ * than on every request. Other SQL, whose text varies, stays unnamed. Also listens for errors on every client.
  */
 function namingPreparedStatements(pool: pg.Pool): pg.Pool {
   const wrapped = new WeakSet<pg.PoolClient>();
@@ -85,6 +88,10 @@ function namingPreparedStatements(pool: pg.Pool): pg.Pool {
   pool.connect = (async () => {
     const client = await connect();
     if (!wrapped.has(client)) {
+      // A client whose connection breaks while checked out (PostgreSQL stopped, say) fails its queries, which report
+      // the outage, and also emits 'error', which pg-pool listens for only while the client is idle: unheard, that
+      // event crashed the process. The pool drops the client on release, since it is no longer queryable.
+      client.on('error', () => {});
       const query = client.query.bind(client) as (...args: unknown[]) => unknown;
       client.query = ((text: unknown, values?: unknown) => {
         const name = typeof text === 'string' ? preparedStatementNames.get(text) : undefined;
@@ -97,15 +104,21 @@ function namingPreparedStatements(pool: pg.Pool): pg.Pool {
   return pool;
 }
 
-function openSqlite(path: string): SqliteDatabase {
+// How long a statement may wait for another process's lock before the request answers 503.
+const SQLITE_LOCK_WAIT_MS = 5000;
+
+function openSqlite(path: string): DatabaseSync {
   const sqlite = new DatabaseSync(path);
   // First: several processes (instances starting together, a migration beside a server) may share the file,
-  // and switching to WAL below itself needs the lock.
-  sqlite.exec('PRAGMA busy_timeout = 5000');
+  // and switching to WAL below itself needs the lock. Nothing serves requests yet, so waiting in the call is fine.
+  sqlite.exec(`PRAGMA busy_timeout = ${SQLITE_LOCK_WAIT_MS}`);
   sqlite.exec('PRAGMA journal_mode = WAL');
   sqlite.exec('PRAGMA synchronous = NORMAL');
   sqlite.exec('PRAGMA foreign_keys = ON');
-  return adaptNodeSqlite(sqlite);
+  // From now on a lock wait must not hold the event loop: a locked statement fails at once, and
+  // translatingDatabaseErrors tries it again after a timer.
+  sqlite.exec('PRAGMA busy_timeout = 0');
+  return sqlite;
 }
 
 /** Presents node:sqlite's DatabaseSync as the better-sqlite3-shaped object Kysely's SqliteDialect expects. */
@@ -113,7 +126,11 @@ function adaptNodeSqlite(sqlite: DatabaseSync): SqliteDatabase {
   const statements = new Map<string, SqliteStatement>();
   return {
     close: () => sqlite.close(),
-    prepare(sql: string): SqliteStatement {
+    prepare(query: string): SqliteStatement {
+      // Kysely opens transactions with a deferred `begin`, which takes the write lock only at the first write: then
+      // a lock conflict fails mid-transaction, where it may not be retried. `begin immediate` takes the lock first,
+      // or fails having done nothing, and can be tried again. Every transaction here writes.
+      const sql = query === 'begin' ? 'begin immediate' : query;
       const cached = statements.get(sql);
       if (cached) return cached;
       const adapted = adaptStatement(sqlite.prepare(sql));

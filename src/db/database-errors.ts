@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { CompiledQuery, DatabaseConnection, Dialect, Driver, QueryResult } from 'kysely';
 import { AppError } from '../errors.ts';
 
@@ -17,10 +18,18 @@ const UNAVAILABLE_CODES = new Set([
 ]);
 const UNAVAILABLE_CODE_CLASSES = /^(08|57P)/;
 
+function isSqliteLocked(error: unknown): boolean {
+  return (
+    error instanceof Error &&
+    (error as { code?: unknown }).code === 'ERR_SQLITE_ERROR' &&
+    /database is locked|database is busy/.test(error.message)
+  );
+}
+
 function isDatabaseUnavailable(error: Error): boolean {
   const code = (error as { code?: unknown }).code;
   const message = error.message;
-  if (code === 'ERR_SQLITE_ERROR') return /database is locked|database is busy/.test(message);
+  if (code === 'ERR_SQLITE_ERROR') return isSqliteLocked(error);
   return (
     (typeof code === 'string' && (UNAVAILABLE_CODES.has(code) || UNAVAILABLE_CODE_CLASSES.test(code))) ||
     message === 'Query read timeout' ||
@@ -54,21 +63,29 @@ export function translateDatabaseError(error: unknown): unknown {
   return error;
 }
 
+/** How a SQLite connection waits for another process's write lock: off the event loop, within a budget. */
+export interface SqliteLockWaits {
+  /** Whether the connection is inside a transaction, where a statement that failed may not simply run again. */
+  isInTransaction(): boolean;
+  budgetMs: number;
+}
+
 /**
  * Wraps a Kysely dialect so that every query, transaction statement and connection attempt throws translated
  * errors: what is above db/ never meets a driver's error codes. Unique violations pass through untouched, for the
- * repository that knows which index means what.
+ * repository that knows which index means what. With `lockWaits` (SQLite), a statement refused because another
+ * process holds the lock is tried again after a timer, until the budget is spent, and only then is an outage.
  */
-export function translatingDatabaseErrors(dialect: Dialect): Dialect {
+export function translatingDatabaseErrors(dialect: Dialect, lockWaits?: SqliteLockWaits): Dialect {
   return {
-    createDriver: () => translateDriverErrors(dialect.createDriver()),
+    createDriver: () => translateDriverErrors(dialect.createDriver(), lockWaits),
     createQueryCompiler: () => dialect.createQueryCompiler(),
     createAdapter: () => dialect.createAdapter(),
     createIntrospector: (db) => dialect.createIntrospector(db),
   };
 }
 
-function translateDriverErrors(driver: Driver): Driver {
+function translateDriverErrors(driver: Driver, lockWaits: SqliteLockWaits | undefined): Driver {
   const translated = new WeakSet<DatabaseConnection>();
   const acquireConnection = driver.acquireConnection.bind(driver);
   // Patched in place, not wrapped: the drivers release and run transactions on the very object they handed out.
@@ -78,10 +95,14 @@ function translateDriverErrors(driver: Driver): Driver {
     });
     if (!translated.has(connection)) {
       const executeQuery = connection.executeQuery.bind(connection);
-      // Async, so that the SQLite driver's synchronous throws are translated too, not only rejections.
+      const execute = lockWaits
+        ? <R>(query: CompiledQuery) => executeWaitingForLocks<R>(() => executeQuery<R>(query), lockWaits)
+        : <R>(query: CompiledQuery) => executeQuery<R>(query);
+      // Async: Kysely's SQLite connection throws synchronously, which a bare .catch() would let through untranslated
+      // (a locked database then answered 500 instead of 503).
       connection.executeQuery = async <R>(query: CompiledQuery): Promise<QueryResult<R>> => {
         try {
-          return await executeQuery<R>(query);
+          return await execute<R>(query);
         } catch (error) {
           throw translateDatabaseError(error);
         }
@@ -91,4 +112,26 @@ function translateDriverErrors(driver: Driver): Driver {
     return connection;
   };
   return driver;
+}
+
+/**
+ * node:sqlite's busy timeout waits inside the call, holding the event loop (measured: a lock held 1.5 s by another
+ * process stalled every request of this one for 1.5 s). With the busy timeout at zero, a locked statement fails at
+ * once and is tried again here after a timer. Again only when the failed statement changed nothing: outside a
+ * transaction, which includes the `begin immediate` that opens one (connect.ts); inside one, the whole transaction
+ * fails and rolls back, as before.
+ */
+async function executeWaitingForLocks<R>(
+  execute: () => Promise<QueryResult<R>>,
+  lockWaits: SqliteLockWaits,
+): Promise<QueryResult<R>> {
+  const giveUpAt = performance.now() + lockWaits.budgetMs;
+  for (let attempt = 0; ; attempt += 1) {
+    try {
+      return await execute();
+    } catch (error) {
+      if (!isSqliteLocked(error) || lockWaits.isInTransaction() || performance.now() >= giveUpAt) throw error;
+      await sleep(Math.min(2 ** attempt, 20));
+    }
+  }
 }

@@ -23,6 +23,10 @@ const oauthError = (error: string, description: string): RenderedError => ({
   body: { error, error_description: description, detail: description },
 });
 
+const OVERLOADED = 'The server is busy; retry in a second.';
+// About how long a PostgreSQL restart or fail-over takes; the pool reconnects by itself once it is back.
+const DATABASE_RETRY_AFTER_SECONDS = 5;
+
 // The one table from error code to HTTP response.
 const responses: Record<ErrorCode, (error: AppError, style: ErrorStyle) => RenderedError> = {
   validation_failed: (error, style) =>
@@ -78,7 +82,22 @@ const responses: Record<ErrorCode, (error: AppError, style: ErrorStyle) => Rende
     style === 'oauth'
       ? oauthError('invalid_request', 'The request is missing a parameter or has a malformed one')
       : { status: 422, body: { detail: [{ loc: ['body'], msg: error.message, type: 'value_error' }] } },
-  service_unavailable: (error) => ({ status: 503, body: { detail: error.message } }),
+  // An outage (the database): the raiser's advice, in the token endpoint's shape there (RFC 6749 §4.1.2.1's code).
+  service_unavailable: (error, style) => ({
+    ...(style === 'oauth'
+      ? oauthError('temporarily_unavailable', error.message)
+      : { body: { detail: error.message } }),
+    status: 503,
+    headers: { 'retry-after': String(DATABASE_RETRY_AFTER_SECONDS) },
+  }),
+  // Load shed before any work (a full hash queue, a stalled event loop): nothing was checked, so a retry is safe.
+  overloaded: (error, style) => ({
+    ...(style === 'oauth'
+      ? oauthError('temporarily_unavailable', OVERLOADED)
+      : { body: { detail: OVERLOADED } }),
+    status: 503,
+    headers: { 'retry-after': String(Math.max(1, Math.ceil(error.retryAfterSeconds ?? 1))) },
+  }),
   internal: () => ({ status: 500, body: { detail: 'Internal Server Error' } }),
 };
 

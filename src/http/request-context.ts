@@ -1,4 +1,4 @@
-import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { AuditTrail } from '../services/audit.ts';
 import type { AuditSink, RequestContext } from '../services/request-context.ts';
 
@@ -21,8 +21,11 @@ export function registerAuditSinks(app: FastifyInstance, sinks: readonly AuditSi
   app.decorate('auditSinks', sinks);
 }
 
-/** The parts of a request that sessions record, and an audit log bound to its request id. */
-export function requestContext(request: FastifyRequest): RequestContext {
+/**
+ * The parts of a request that sessions record, and an audit log bound to its request id; with the reply, also a
+ * signal of the client leaving.
+ */
+export function requestContext(request: FastifyRequest, reply?: FastifyReply): RequestContext {
   const userAgent = request.headers['user-agent'];
   const origin = {
     userAgent: typeof userAgent === 'string' ? userAgent.slice(0, 256) : undefined,
@@ -30,6 +33,7 @@ export function requestContext(request: FastifyRequest): RequestContext {
   };
   return {
     ...origin,
+    ...(reply ? { signal: clientGone(reply) } : {}),
     audit: (event, fields) => {
       request.log.info({ event, ip: request.ip, ...fields }, event);
       for (const sink of request.server.auditSinks ?? []) {
@@ -42,4 +46,16 @@ export function requestContext(request: FastifyRequest): RequestContext {
       }
     },
   };
+}
+
+/**
+ * Aborts when the connection closes before the response was sent. Not `request.signal`: Node closes the request
+ * stream as soon as its body has been read, so that signal says nothing about the client once the handler runs.
+ */
+export function clientGone(reply: FastifyReply): AbortSignal {
+  const controller = new AbortController();
+  reply.raw.once('close', () => {
+    if (!reply.raw.writableFinished) controller.abort();
+  });
+  return controller.signal;
 }

@@ -2,6 +2,7 @@ import { availableParallelism } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { type Algorithm, hash, verify } from '@node-rs/argon2';
 import { verify as verifyBcrypt } from '@node-rs/bcrypt';
+import { AppError } from '../errors.ts';
 
 export interface Argon2Parameters {
   memoryKib: number;
@@ -10,25 +11,42 @@ export interface Argon2Parameters {
 }
 
 export interface PasswordHasher {
-  /** Returns an argon2id PHC string for the password. */
-  hash(password: string): Promise<string>;
+  /** Returns an argon2id PHC string for the password; throws `overloaded` when shed (see HashOptions). */
+  hash(password: string, options?: HashOptions): Promise<string>;
   /**
    * Returns whether the password matches the stored argon2id or bcrypt hash; false for unknown formats.
-   * A false answer comes no earlier than the failure floor, whatever the kind of hash.
+   * A false answer comes no earlier than the failure floor, whatever the kind of hash. Throws `overloaded` when shed.
    */
-  verify(storedHash: string, password: string): Promise<boolean>;
+  verify(storedHash: string, password: string, options?: HashOptions): Promise<boolean>;
   /** Returns whether the stored hash should be replaced, now that `password` is known to match it. */
   needsRehash(storedHash: string, password: string): boolean;
   /** Fails like a real verification, floor included, for callers that have no user to verify against. */
-  verifyDummy(password: string): Promise<void>;
+  verifyDummy(password: string, options?: HashOptions): Promise<void>;
   /** Returns the current failure floor in milliseconds: the slowest kind of verification, estimated from runs. */
   failureFloorMs(): number;
   /** Makes every failure wait for the floor from now on: bcrypt hashes exist, so their slowness must not show. */
   activateFailureFloor(): void;
+  /** Returns the hashes running now and those waiting for a slot. */
+  load(): HashLoad;
+}
+
+export interface HashLoad {
+  inFlight: number;
+  queued: number;
+}
+
+export interface HashOptions {
+  /** Aborted when the client has gone: a hash still waiting for its slot is dropped; a running one finishes. */
+  signal?: AbortSignal;
 }
 
 export interface PasswordHasherOptions {
-  maxConcurrent?: number;
+  /** Hashes running at once (HASH_CONCURRENCY); one per core by default. */
+  concurrency?: number;
+  /** Hashes that may wait for a slot (HASH_QUEUE_MAX); past it a hash is shed. Unbounded by default. */
+  queueMax?: number;
+  /** How long a hash may wait for a slot (HASH_QUEUE_TIMEOUT_MS) before it is shed. Unbounded by default. */
+  queueTimeoutMs?: number;
   /** The bcrypt cost of imported hashes: failures wait as long as one of those would take. passlib's default. */
   importedBcryptCost?: number;
 }
@@ -63,7 +81,11 @@ export function createPasswordHasher(
   // busy, and runtime-check.ts sizes the pool so threads remain for the rest. A third hash in flight on two cores gave no
   // more logins per second (measured, interleaved runs) and held 19 MiB more memory. bcrypt shares the limit:
   // it is the same kind of work on the same threads.
-  const limit = createLimiter(options.maxConcurrent ?? availableParallelism());
+  const slots = createHashSlots({
+    concurrency: options.concurrency ?? availableParallelism(),
+    queueMax: options.queueMax ?? Number.POSITIVE_INFINITY,
+    queueTimeoutMs: options.queueTimeoutMs ?? Number.POSITIVE_INFINITY,
+  });
 
   // Wrong passwords must take as long for an argon2 account as for a bcrypt one (~250 ms at cost 12 against
   // ~20 ms) and an unknown user, or the timing tells them apart. Every failure therefore resolves no earlier
@@ -80,18 +102,24 @@ export function createPasswordHasher(
   const failureFloorMs = () =>
     Math.max(argon2Duration.upperBoundMs(), bcryptRoundDuration.upperBoundMs() * 2 ** slowestBcryptCost);
 
-  const timed = async <T>(estimate: DurationEstimate, scale: number, task: () => Promise<T>) =>
-    limit(async () => {
+  // `admission` undefined: the hasher's own start-up work, which waits for a slot however long the queue.
+  const timed = async <T>(
+    estimate: DurationEstimate,
+    scale: number,
+    task: () => Promise<T>,
+    admission?: HashOptions,
+  ) =>
+    slots.run(async () => {
       const started = performance.now();
       try {
         return await task();
       } finally {
         estimate.add((performance.now() - started) / scale);
       }
-    });
+    }, admission);
 
-  const hashPassword = (password: string) =>
-    timed(argon2Duration, 1, () => hash(normalisePassword(password), argonOptions));
+  const hashPassword = (password: string, admission?: HashOptions) =>
+    timed(argon2Duration, 1, () => hash(normalisePassword(password), argonOptions), admission);
   // Made at once, so that the first unknown-user login after a start costs no more than any other; its time
   // seeds the argon2 estimate, as the calibration below seeds bcrypt's.
   const dummyHash = hashPassword('gatehouse-dummy-password-for-timing');
@@ -103,7 +131,7 @@ export function createPasswordHasher(
     let fastestMs = Number.POSITIVE_INFINITY;
     for (let run = 0; run < 4; run += 1) {
       const started = performance.now();
-      await limit(() => verifyBcrypt('gatehouse-calibration', BCRYPT_CALIBRATION_HASH));
+      await slots.run(() => verifyBcrypt('gatehouse-calibration', BCRYPT_CALIBRATION_HASH));
       fastestMs = Math.min(fastestMs, performance.now() - started);
     }
     const perRoundMs = fastestMs / 2 ** BCRYPT_CALIBRATION_COST;
@@ -111,11 +139,11 @@ export function createPasswordHasher(
   })();
   calibration.catch(() => {});
 
-  const matches = (storedHash: string, password: string): Promise<boolean> => {
+  // A hash that cannot be parsed is a mismatch; a shed one is an error the caller must see, never a mismatch.
+  const matches = (storedHash: string, password: string, admission: HashOptions): Promise<boolean> => {
     if (storedHash.startsWith('$argon2')) {
-      return timed(argon2Duration, 1, () => verify(storedHash, normalisePassword(password))).catch(
-        () => false,
-      );
+      const task = () => verify(storedHash, normalisePassword(password)).catch(() => false);
+      return timed(argon2Duration, 1, task, admission);
     }
     const bcrypt = BCRYPT.exec(storedHash);
     if (bcrypt) {
@@ -126,16 +154,21 @@ export function createPasswordHasher(
       if (cost <= MAX_FLOOR_BCRYPT_COST) slowestBcryptCost = Math.max(slowestBcryptCost, cost);
       // passlib hashed the raw password: no normalisation here, or imported users could not log in.
       // Below the calibration cost a run is mostly fixed overhead, which would inflate the per-round estimate.
-      const task = () => verifyBcrypt(password, storedHash);
-      const run = cost >= BCRYPT_CALIBRATION_COST ? timed(bcryptRoundDuration, 2 ** cost, task) : limit(task);
-      return run.catch(() => false);
+      const task = () => verifyBcrypt(password, storedHash).catch(() => false);
+      return cost >= BCRYPT_CALIBRATION_COST
+        ? timed(bcryptRoundDuration, 2 ** cost, task, admission)
+        : slots.run(task, admission);
     }
     return Promise.resolve(false);
   };
 
-  const verifyPassword = async (storedHash: string, password: string): Promise<boolean> => {
+  const verifyPassword = async (
+    storedHash: string,
+    password: string,
+    admission: HashOptions = {},
+  ): Promise<boolean> => {
     const started = performance.now();
-    if (await matches(storedHash, password)) return true;
+    if (await matches(storedHash, password, admission)) return true;
     if (!floorActive) return false;
     await calibration.catch(() => {});
     // From the start of the call, queueing included: the queue is shared, so it says nothing about the hash.
@@ -145,7 +178,7 @@ export function createPasswordHasher(
   };
 
   return {
-    hash: hashPassword,
+    hash: (password, admission = {}) => hashPassword(password, admission),
     verify: verifyPassword,
     needsRehash: (storedHash, password) => {
       if (storedHash.startsWith('$argon2')) return !storedHash.startsWith(expectedPrefix);
@@ -153,13 +186,14 @@ export function createPasswordHasher(
       // hashing it would lock the user out of their full password. Keep bcrypt for those.
       return Buffer.byteLength(password, 'utf8') < 72;
     },
-    async verifyDummy(password) {
-      await verifyPassword(await dummyHash, password);
+    async verifyDummy(password, admission) {
+      await verifyPassword(await dummyHash, password, admission);
     },
     failureFloorMs,
     activateFailureFloor: () => {
       floorActive = true;
     },
+    load: slots.load,
   };
 }
 
@@ -197,19 +231,88 @@ function createDurationEstimate(): DurationEstimate {
   };
 }
 
-function createLimiter(max: number) {
-  let active = 0;
-  const waiting: (() => void)[] = [];
-  return async <T>(task: () => Promise<T>): Promise<T> => {
-    if (active < max) active += 1;
-    // The finishing task hands its slot straight to the waiter, so a newcomer cannot slip in between.
-    else await new Promise<void>((resolve) => waiting.push(resolve));
-    try {
-      return await task();
-    } finally {
-      const next = waiting.shift();
-      if (next) next();
-      else active -= 1;
-    }
+interface HashLimits {
+  concurrency: number;
+  queueMax: number;
+  queueTimeoutMs: number;
+}
+
+interface Waiter {
+  start(): void;
+}
+
+/**
+ * At most `concurrency` tasks run; the rest wait in FIFO order. A task with an admission (a request's) is shed when
+ * the queue is full, when it has waited `queueTimeoutMs`, or when its signal aborts while it waits: argon2 work that
+ * would finish after the client gave up, or after its retry, only delays the hashes behind it. Shedding throws
+ * `overloaded` without running the task; a task that started always runs to its end.
+ */
+function createHashSlots(limits: HashLimits) {
+  let inFlight = 0;
+  // A Set keeps insertion order, and a waiter that leaves early (timeout, abort) is deleted in O(1).
+  const queue = new Set<Waiter>();
+
+  const release = () => {
+    const [next] = queue;
+    // The finishing task hands its slot straight to the first waiter, so a newcomer cannot slip in between.
+    if (next) {
+      queue.delete(next);
+      next.start();
+    } else inFlight -= 1;
   };
+
+  const waitForSlot = (admission: HashOptions | undefined) =>
+    new Promise<void>((resolve, reject) => {
+      const signal = admission?.signal;
+      if (admission && queue.size >= limits.queueMax) {
+        reject(shed(`hash queue full (${queue.size} waiting for ${limits.concurrency} slots)`));
+        return;
+      }
+      let timer: NodeJS.Timeout | undefined;
+      const leave = (reason: string) => {
+        queue.delete(waiter);
+        cleanUp();
+        reject(shed(reason));
+      };
+      const onAbort = () => leave('client closed the connection while its hash was queued');
+      const cleanUp = () => {
+        clearTimeout(timer);
+        signal?.removeEventListener('abort', onAbort);
+      };
+      const waiter: Waiter = {
+        start() {
+          cleanUp();
+          resolve();
+        },
+      };
+      queue.add(waiter);
+      if (admission && Number.isFinite(limits.queueTimeoutMs)) {
+        timer = setTimeout(
+          () => leave(`waited ${limits.queueTimeoutMs} ms for a hash slot`),
+          limits.queueTimeoutMs,
+        );
+      }
+      signal?.addEventListener('abort', onAbort, { once: true });
+    });
+
+  return {
+    async run<T>(task: () => Promise<T>, admission?: HashOptions): Promise<T> {
+      if (admission?.signal?.aborted) throw shed('client closed the connection before its hash started');
+      if (inFlight < limits.concurrency) inFlight += 1;
+      else await waitForSlot(admission);
+      try {
+        return await task();
+      } finally {
+        release();
+      }
+    },
+    load: (): HashLoad => ({ inFlight, queued: queue.size }),
+  };
+}
+
+function shed(reason: string): AppError {
+  return new AppError('overloaded', 'The server is busy; retry in a second.', {
+    cause: new Error(reason),
+    retryAfterSeconds: 1,
+  });
 }

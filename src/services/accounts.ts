@@ -4,7 +4,7 @@ import type { Level, User } from '../domain/user.ts';
 import { AppError, type FieldProblem } from '../errors.ts';
 import type { Clock } from '../security/clock.ts';
 import type { PasswordPolicy, PasswordProblem } from '../security/password-policy.ts';
-import { normalisePassword, type PasswordHasher } from '../security/passwords.ts';
+import { type HashOptions, normalisePassword, type PasswordHasher } from '../security/passwords.ts';
 import { findUsernameProblem, type UsernameProblem, usernameSkeleton } from '../security/usernames.ts';
 import type { RequestContext } from './request-context.ts';
 
@@ -17,10 +17,20 @@ export interface Registration {
 }
 
 export interface AccountsService {
-  /** Creates the user and their conversation; throws validation_failed, username_taken or email_taken. */
-  registerUser(registration: Registration): Promise<User>;
-  /** Returns the user whose credentials these are, or why not, in the same time either way. */
-  verifyCredentials(username: string, password: string): Promise<VerifiedLogin | RefusedLogin>;
+  /**
+   * Creates the user and their conversation; throws validation_failed, username_taken, email_taken, or overloaded
+   * when the hash is shed.
+   */
+  registerUser(registration: Registration, hashing?: HashOptions): Promise<User>;
+  /**
+   * Returns the user whose credentials these are, or why not, in the same time either way; throws overloaded when the
+   * verification is shed (nothing was checked).
+   */
+  verifyCredentials(
+    username: string,
+    password: string,
+    hashing?: HashOptions,
+  ): Promise<VerifiedLogin | RefusedLogin>;
   /** Returns the user with this id, or undefined when there is none (any more). */
   findUser(id: number): Promise<User | undefined>;
   /**
@@ -100,7 +110,7 @@ export function createAccountsService(deps: AccountsDependencies): AccountsServi
   const { users, hasher, policy, clock } = deps;
 
   return {
-    async registerUser(registration) {
+    async registerUser(registration, hashing) {
       const problems: FieldProblem[] = [];
       const username = normaliseUsername(registration.username);
       if (!username) {
@@ -129,7 +139,7 @@ export function createAccountsService(deps: AccountsDependencies): AccountsServi
         });
       }
 
-      const passwordHash = await hasher.hash(password);
+      const passwordHash = await hasher.hash(password, hashing);
       return users.insertUserWithConversation(
         {
           username: username.display,
@@ -146,18 +156,18 @@ export function createAccountsService(deps: AccountsDependencies): AccountsServi
       );
     },
 
-    async verifyCredentials(rawUsername, password) {
+    async verifyCredentials(rawUsername, password, hashing) {
       const username = normaliseUsername(rawUsername);
       const credentials =
         username && password.length <= deps.maxPasswordLength * 2
           ? await users.findCredentialsByUsername(username.canonical)
           : undefined;
       if (!credentials) {
-        await hasher.verifyDummy(password.slice(0, deps.maxPasswordLength * 2));
+        await hasher.verifyDummy(password.slice(0, deps.maxPasswordLength * 2), hashing);
         return { refused: 'unknown_user', userId: undefined };
       }
       const wrongPassword: RefusedLogin = { refused: 'wrong_password', userId: credentials.user.id };
-      if (!(await hasher.verify(credentials.passwordHash, password))) return wrongPassword;
+      if (!(await hasher.verify(credentials.passwordHash, password, hashing))) return wrongPassword;
       let verifiedHash = credentials.passwordHash;
       if (hasher.needsRehash(credentials.passwordHash, password)) {
         try {

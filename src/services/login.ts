@@ -36,7 +36,11 @@ export function createLoginService(deps: {
   const { accounts, sessions } = deps;
   return {
     async passwordGrant({ username, password }, context) {
-      const login = await accounts.verifyCredentials(username, password);
+      const login = await accounts.verifyCredentials(
+        username,
+        password,
+        context.signal ? { signal: context.signal } : {},
+      );
       // A password changed between the check and the session: the login proved a password that is no longer theirs.
       const tokens =
         'refused' in login ? undefined : await sessions.startSession(login.user, login.verifiedHash, context);

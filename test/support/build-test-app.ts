@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { Writable } from 'node:stream';
 import type { FastifyInstance } from 'fastify';
-import { buildApp } from '../../src/app.ts';
+import { type AppOptions, buildApp } from '../../src/app.ts';
 import { type Config, loadConfig } from '../../src/config.ts';
 import type { Dialect } from '../../src/db/schema.ts';
 import { createPasswordHasher, type PasswordHasher } from '../../src/security/passwords.ts';
@@ -32,6 +32,8 @@ export interface TestAppOptions {
   clock?: TestClock;
   /** Shortens the request time limit, for tests that let a client run out of it. */
   requestTimeoutMs?: number;
+  /** Lowers the event-loop limits of the outer load-shedding guard. */
+  pressure?: AppOptions['pressure'];
 }
 
 export async function buildTestApp(dialect: Dialect, options: TestAppOptions = {}): Promise<TestApp> {
@@ -41,13 +43,18 @@ export async function buildTestApp(dialect: Dialect, options: TestAppOptions = {
     LOG_LEVEL: 'debug',
     ARGON2_MEMORY_KIB: String(FAST_ARGON2.memoryKib),
     ARGON2_TIME_COST: String(FAST_ARGON2.timeCost),
+    // Test hashes take well under a millisecond: the production queue bounds would only shed the races the suites
+    // stage on purpose. The shedding suite sets its own limits.
+    HASH_QUEUE_MAX: '100000',
+    HASH_QUEUE_TIMEOUT_MS: '60000',
     ...options.env,
   });
   const database = options.database ?? (await createTestDatabase(dialect));
   const clock = options.clock ?? createTestClock();
   // Imported bcrypt hashes in these tests are made at cost 4, so failures need not wait for cost 12.
   const passwords =
-    options.passwords ?? createPasswordHasher(config.passwords.argon2, { importedBcryptCost: 4 });
+    options.passwords ??
+    createPasswordHasher(config.passwords.argon2, { ...config.hashing, importedBcryptCost: 4 });
   const logs: string[] = [];
   const logStream = new Writable({
     write(chunk, _encoding, done) {
@@ -58,7 +65,7 @@ export async function buildTestApp(dialect: Dialect, options: TestAppOptions = {
   const app = await buildApp(
     config,
     { db: database, clock, passwords, logStream },
-    { requestTimeoutMs: options.requestTimeoutMs },
+    { requestTimeoutMs: options.requestTimeoutMs, pressure: options.pressure },
   );
   await app.ready();
   return {

@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { availableParallelism } from 'node:os';
 import { describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig } from '../../src/config.ts';
 
@@ -339,5 +340,44 @@ describe('loadConfig', () => {
     }
     expect(problemsOf({ HIBP_TIMEOUT_MS: '50' }).join()).toMatch(/HIBP_TIMEOUT_MS/);
     expect(problemsOf({ HIBP_TIMEOUT_MS: '60000' }).join()).toMatch(/HIBP_TIMEOUT_MS/);
+  });
+
+  it('bounds password hashing by default: one slot per core, 16 waiting per slot, 1 s of waiting', () => {
+    expect(loadConfig({}).hashing).toEqual({
+      concurrency: availableParallelism(),
+      queueMax: 16 * availableParallelism(),
+      queueTimeoutMs: 1000,
+    });
+  });
+
+  it('sizes the default hash queue from HASH_CONCURRENCY, and takes an explicit HASH_QUEUE_MAX as is', () => {
+    expect(loadConfig({ HASH_CONCURRENCY: '3' }).hashing).toEqual({
+      concurrency: 3,
+      queueMax: 48,
+      queueTimeoutMs: 1000,
+    });
+    expect(
+      loadConfig({ HASH_CONCURRENCY: '3', HASH_QUEUE_MAX: '0', HASH_QUEUE_TIMEOUT_MS: '250' }).hashing,
+    ).toEqual({ concurrency: 3, queueMax: 0, queueTimeoutMs: 250 });
+  });
+
+  it('keeps listening for a second on SIGTERM by default, and takes SHUTDOWN_DRAIN_MS from 0 to 60000', () => {
+    expect(loadConfig({}).shutdownDrainMs).toBe(1000);
+    expect(loadConfig({ SHUTDOWN_DRAIN_MS: '0' }).shutdownDrainMs).toBe(0);
+    expect(loadConfig({ SHUTDOWN_DRAIN_MS: '15000' }).shutdownDrainMs).toBe(15000);
+    expect(problemsOf({ SHUTDOWN_DRAIN_MS: '60001' }).join()).toMatch(/^SHUTDOWN_DRAIN_MS=/);
+  });
+
+  it('refuses hash limits that are not whole numbers in range, naming each setting', () => {
+    const problems = problemsOf({
+      HASH_CONCURRENCY: '0',
+      HASH_QUEUE_MAX: '-1',
+      HASH_QUEUE_TIMEOUT_MS: 'soon',
+    });
+    expect(problems).toHaveLength(3);
+    for (const name of ['HASH_CONCURRENCY', 'HASH_QUEUE_MAX', 'HASH_QUEUE_TIMEOUT_MS']) {
+      expect(problems.join('\n')).toMatch(new RegExp(`^${name}=`, 'm'));
+    }
+    expect(problemsOf({ HASH_CONCURRENCY: '1021' }).join()).toMatch(/HASH_CONCURRENCY/);
   });
 });

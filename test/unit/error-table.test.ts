@@ -77,7 +77,17 @@ const TABLE: Record<ErrorCode, Record<ErrorStyle, Expected>> = {
     },
     oauth: oauth('invalid_request', 'The request is missing a parameter or has a malformed one'),
   },
-  service_unavailable: both(detail(503, MESSAGE)),
+  service_unavailable: {
+    fastapi: detail(503, MESSAGE, { 'retry-after': '5' }),
+    oauth: { ...oauth('temporarily_unavailable', MESSAGE, 503), headers: { 'retry-after': '5' } },
+  },
+  overloaded: {
+    fastapi: detail(503, 'The server is busy; retry in a second.', { 'retry-after': '1' }),
+    oauth: {
+      ...oauth('temporarily_unavailable', 'The server is busy; retry in a second.', 503),
+      headers: { 'retry-after': '1' },
+    },
+  },
   internal: both(detail(500, 'Internal Server Error')),
 };
 
@@ -90,6 +100,7 @@ function raise(code: ErrorCode, cause: unknown = new Error('low-level failure'))
     cause,
     ...(code === 'validation_failed' ? { details: DETAILS } : {}),
     ...(code === 'temporarily_unavailable' ? { retryAfterSeconds: 2.5 } : {}),
+    ...(code === 'overloaded' ? { retryAfterSeconds: 0.2 } : {}),
     ...(code === 'mfa_required' ? { mfaToken: MFA_TOKEN } : {}),
   });
 }
@@ -234,6 +245,26 @@ describe('server errors', () => {
       for (const trace of traces) expect(text).not.toContain(trace);
     },
   );
+
+  it.each(STYLES)(
+    "answer shed load 503 with Retry-After of at least one second and their own words, not the raiser's (%s style)",
+    (style) => {
+      const rendered = render('overloaded', style, cause);
+      expect(rendered.status).toBe(503);
+      expect(headersOf(rendered)['retry-after']).toBe('1');
+      const text = JSON.stringify(rendered);
+      expect(text).not.toContain(MESSAGE);
+      for (const trace of traces) expect(text).not.toContain(trace);
+    },
+  );
+
+  it('send Retry-After with every 503, as whole seconds', () => {
+    for (const [code, style] of CASES) {
+      const rendered = render(code, style);
+      if (rendered.status === 503)
+        expect(headersOf(rendered)['retry-after'], `${code} (${style})`).toMatch(/^[1-9]\d*$/);
+    }
+  });
 
   it('never put the cause into any response, whatever the code and style', () => {
     for (const [code, style] of CASES) {

@@ -1,6 +1,7 @@
 import { hashSync as bcryptHashSync } from '@node-rs/bcrypt';
-import { describe, expect, it } from 'vitest';
-import { createPasswordHasher } from '../../src/security/passwords.ts';
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { AppError } from '../../src/errors.ts';
+import { createPasswordHasher, type PasswordHasher } from '../../src/security/passwords.ts';
 import { FAST_ARGON2 } from '../support/build-test-app.ts';
 
 const OWASP_ARGON2 = { memoryKib: 19456, timeCost: 2, parallelism: 1 };
@@ -132,5 +133,103 @@ describe('password hasher timing', () => {
     const before = hasher.failureFloorMs();
     await hasher.verify(bcryptHashSync('the right password', 10), 'a wrong password');
     expect(hasher.failureFloorMs()).toBeGreaterThan(before * 4);
+  });
+});
+
+describe('password hasher load shedding', () => {
+  /** One slot; what waits behind the hash in it is what the test looks at. */
+  const oneSlot = async (limits: { queueMax?: number; queueTimeoutMs?: number } = {}) => {
+    const hasher = createPasswordHasher(FAST_ARGON2, { ...CHEAP_FLOOR, concurrency: 1, ...limits });
+    // The hasher's own start-up work (dummy hash, bcrypt calibration) finishes first, so the slot starts free. Its
+    // steps follow each other within one turn of the event loop, so a timer never sees a gap between two of them.
+    await waitUntilIdle(hasher);
+    return hasher;
+  };
+  const waitUntilIdle = async (hasher: PasswordHasher) => {
+    while (hasher.load().inFlight + hasher.load().queued > 0) await new Promise((r) => setTimeout(r, 5));
+  };
+  const overloaded = (error: unknown) => error instanceof AppError && error.code === 'overloaded';
+
+  afterEach(() => {
+    vi.useRealTimers();
+  });
+
+  it('reports the hashes in flight and those queued', async () => {
+    const hasher = await oneSlot();
+    expect(hasher.load()).toEqual({ inFlight: 0, queued: 0 });
+    const running = [hasher.hash('first password'), hasher.hash('second password'), hasher.hash('third one')];
+    expect(hasher.load()).toEqual({ inFlight: 1, queued: 2 });
+    await Promise.all(running);
+    expect(hasher.load()).toEqual({ inFlight: 0, queued: 0 });
+  });
+
+  it('sheds a hash past HASH_QUEUE_MAX at once, without running it, and keeps the queued ones', async () => {
+    const hasher = await oneSlot({ queueMax: 2 });
+    const admitted = [
+      hasher.hash('one password'),
+      hasher.hash('two password'),
+      hasher.hash('three password'),
+    ];
+    const shed = hasher.hash('four password').then(
+      () => 'hashed',
+      (error: unknown) => (overloaded(error) ? hasher.load() : error),
+    );
+    // Refused while the first hash still holds the only slot: it neither waited nor ran.
+    expect(await shed).toEqual({ inFlight: 1, queued: 2 });
+    for (const stored of await Promise.all(admitted)) expect(stored).toMatch(/^\$argon2id\$/);
+  });
+
+  it('sheds a verification too: it throws overloaded, never answers a mismatch', async () => {
+    const hasher = await oneSlot({ queueMax: 0 });
+    const stored = await hasher.hash('the right password');
+    const running = hasher.hash('holds the slot');
+    await expect(hasher.verify(stored, 'the right password')).rejects.toSatisfy(overloaded);
+    await expect(hasher.verifyDummy('any password')).rejects.toSatisfy(overloaded);
+    await running;
+    expect(await hasher.verify(stored, 'the right password')).toBe(true);
+  });
+
+  it('sheds a hash that waited HASH_QUEUE_TIMEOUT_MS for a slot, and frees its place', async () => {
+    const hasher = await oneSlot({ queueTimeoutMs: 1000 });
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+    const running = hasher.hash('holds the slot');
+    const waiting = hasher.hash('waits too long').catch((error: unknown) => error);
+    vi.advanceTimersByTime(999);
+    expect(hasher.load()).toEqual({ inFlight: 1, queued: 1 });
+    vi.advanceTimersByTime(1);
+    expect(overloaded(await waiting)).toBe(true);
+    expect(hasher.load()).toEqual({ inFlight: 1, queued: 0 });
+    vi.useRealTimers();
+    expect(await running).toMatch(/^\$argon2id\$/);
+  });
+
+  it('drops a queued hash whose client left, and never starts it', async () => {
+    const hasher = await oneSlot();
+    const client = new AbortController();
+    const running = hasher.hash('holds the slot');
+    const waiting = hasher.hash('client leaves', { signal: client.signal }).catch((error: unknown) => error);
+    const behind = hasher.hash('queued behind it');
+    expect(hasher.load()).toEqual({ inFlight: 1, queued: 2 });
+    client.abort();
+    expect(overloaded(await waiting)).toBe(true);
+    // Its place went to nobody: the slot still holds the first hash, and only the one behind waits.
+    expect(hasher.load()).toEqual({ inFlight: 1, queued: 1 });
+    await Promise.all([running, behind]);
+    expect(hasher.load()).toEqual({ inFlight: 0, queued: 0 });
+  });
+
+  it('never starts a hash for a client that has already left, even with a slot free', async () => {
+    const hasher = await oneSlot();
+    await expect(hasher.hash('too late', { signal: AbortSignal.abort() })).rejects.toSatisfy(overloaded);
+    expect(hasher.load()).toEqual({ inFlight: 0, queued: 0 });
+  });
+
+  it('lets a hash that has started finish when its client leaves', async () => {
+    const hasher = await oneSlot();
+    const client = new AbortController();
+    const running = hasher.hash('already running', { signal: client.signal });
+    client.abort();
+    const stored = await running;
+    expect(await hasher.verify(stored, 'already running')).toBe(true);
   });
 });

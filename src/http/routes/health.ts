@@ -4,16 +4,21 @@ import { AppError } from '../../errors.ts';
 
 export const healthRoutes: FastifyPluginAsyncTypebox<{
   isDatabaseReachable: () => Promise<boolean>;
-}> = async (app, { isDatabaseReachable }) => {
+  isDraining: () => boolean;
+}> = async (app, { isDatabaseReachable, isDraining }) => {
   const Status = Type.Object({ status: Type.String() });
   app.get(
     '/healthz',
-    { schema: { summary: 'Liveness: the process answers', tags: ['operations'], response: { 200: Status } } },
+    {
+      config: { neverShed: true },
+      schema: { summary: 'Liveness: the process answers', tags: ['operations'], response: { 200: Status } },
+    },
     async () => ({ status: 'ok' }),
   );
   app.get(
     '/readyz',
     {
+      config: { neverShed: true },
       schema: {
         summary: 'Readiness: the database answers',
         tags: ['operations'],
@@ -21,6 +26,8 @@ export const healthRoutes: FastifyPluginAsyncTypebox<{
       },
     },
     async () => {
+      // A load balancer that still routes here during a graceful stop learns to stop.
+      if (isDraining()) throw new AppError('service_unavailable', 'Shutting down');
       if (!(await isDatabaseReachable())) throw new AppError('service_unavailable', 'Database unreachable');
       return { status: 'ready' };
     },

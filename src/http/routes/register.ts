@@ -1,6 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import type { AccountsService } from '../../services/accounts.ts';
-import { requestContext } from '../request-context.ts';
+import { clientGone, requestContext } from '../request-context.ts';
 import {
   acceptDigitStringAge,
   ConflictResponse,
@@ -27,9 +27,12 @@ export const registerRoutes: FastifyPluginAsyncTypebox<{ accounts: AccountsServi
         },
         preValidation: acceptDigitStringAge,
       },
-      async (request) => {
+      async (request, reply) => {
         const { username, email, password, age, level } = request.body;
-        const user = await accounts.registerUser({ username, email, password, age, level });
+        const user = await accounts.registerUser(
+          { username, email, password, age, level },
+          { signal: clientGone(reply) },
+        );
         requestContext(request).audit('user_registered', { userId: user.id });
         return toUserResponse(user);
       },

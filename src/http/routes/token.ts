@@ -75,9 +75,9 @@ export const tokenRoutes: FastifyPluginAsyncTypebox<{
         response: { 200: TokenResponse, 400: OAuthErrorResponse },
       },
     },
-    async (request) => {
+    async (request, reply) => {
       const body: TokenRequestBody = request.body ?? {};
-      const context = requestContext(request);
+      const context = requestContext(request, reply);
       // RFC 6749 §3.2: a parameter sent without a value is treated as omitted.
       const grantType = body.grant_type || 'password';
       if (grantType === 'password') {

@@ -104,6 +104,22 @@ export async function registerUser(
   return { ...r.json, password: body.password } as RegisteredUser;
 }
 
+/** Registers a fresh user on any running server (a second instance, say) and returns their credentials. */
+export async function registerFresh(
+  on: { url(p: string): string },
+  prefix = 'u',
+): Promise<{ username: string; password: string }> {
+  const user = { username: uniqueName(prefix), password: strongPassword() };
+  const r = await postJson(on.url('/register/'), {
+    ...user,
+    email: `${user.username}@example.com`,
+    age: 30,
+    level: 'beginner',
+  });
+  expect(r.status, `register ${user.username}: ${r.text}`).toBe(200);
+  return user;
+}
+
 export async function login(ctx: ServerContext, username: string, password: string): Promise<string> {
   const r = await postForm(ctx.url('/token'), { grant_type: 'password', username, password });
   expect(r.status, `login ${username}: ${r.text}`).toBe(200);

@@ -159,6 +159,8 @@ export async function spawnServer(opts: StartOptions): Promise<RunningServer> {
     PORT: String(port),
     DATABASE_URL: opts.databaseUrl,
     LOG_LEVEL: 'info',
+    // Stopped servers exit at once; shutdown-under-load.test.ts exercises the drain.
+    SHUTDOWN_DRAIN_MS: '0',
     ...(opts.fastArgon2 === false ? {} : FAST_ARGON2),
   };
   for (const [k, v] of Object.entries(opts.env ?? {})) {

@@ -1,0 +1,23 @@
+import type { FastifyInstance } from 'fastify';
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    /**
+     * Begins a graceful stop while still listening: /readyz answers 503, and every answer closes its connection, so
+     * that keep-alive clients move on without a request of theirs meeting a closing socket.
+     */
+    startDraining(): void;
+  }
+}
+
+/** Adds `startDraining` to the app; returns whether it was called. */
+export function registerDraining(app: FastifyInstance): () => boolean {
+  let draining = false;
+  app.decorate('startDraining', () => {
+    draining = true;
+  });
+  app.addHook('onRequest', async (_request, reply) => {
+    if (draining) reply.header('connection', 'close');
+  });
+  return () => draining;
+}

@@ -1,0 +1,59 @@
+import underPressure from '@fastify/under-pressure';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { AppError } from '../errors.ts';
+
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    /** Answered even under pressure: health checks must tell a busy instance from a dead one. */
+    neverShed?: boolean;
+  }
+}
+
+export interface PressureLimits {
+  /** Mean event-loop delay, in milliseconds, over a sample interval. */
+  maxEventLoopDelayMs: number;
+  /** Share of a sample interval the event loop was busy. */
+  maxEventLoopUtilization: number;
+  /** Under about 5 samples of the delay monitor (10 ms each) per interval, an empty one reads as infinite delay. */
+  sampleIntervalMs: number;
+}
+
+/**
+ * The outer guard: hashing is bounded by its own queue (security/passwords.ts), which @fastify/under-pressure cannot
+ * see; this one catches what the queue does not, an event loop that no longer keeps up.
+ */
+export const PRESSURE_LIMITS: PressureLimits = {
+  maxEventLoopDelayMs: 1000,
+  maxEventLoopUtilization: 0.98,
+  sampleIntervalMs: 1000,
+};
+
+/**
+ * Answers 503 + Retry-After through the error table (our body, our headers) while the event loop is overloaded; routes
+ * marked `neverShed` still answer. Register after the hooks that set the standard headers.
+ */
+export async function registerLoadShedding(app: FastifyInstance, limits: PressureLimits): Promise<void> {
+  // Start-up (schema compilation, migrations, the first hashes) blocks the loop, and the first samples would read it
+  // as overload: measured, the first second after every start was shed. Pressure counts from the second full
+  // interval after the app is ready.
+  let measuring = false;
+  app.addHook('onReady', async () => {
+    setTimeout(() => {
+      measuring = true;
+    }, 2 * limits.sampleIntervalMs).unref();
+  });
+  await app.register(underPressure, {
+    maxEventLoopDelay: limits.maxEventLoopDelayMs,
+    maxEventLoopUtilization: limits.maxEventLoopUtilization,
+    // The default, `cumulative`, averages since start: after a quiet day a saturated loop would take hours to count.
+    eventLoopUtilizationMode: 'interval',
+    sampleInterval: limits.sampleIntervalMs,
+    pressureHandler: async (request: FastifyRequest, _reply, type, value) => {
+      if (!measuring || request.routeOptions.config?.neverShed) return;
+      throw new AppError('overloaded', 'The server is busy; retry in a second.', {
+        cause: new Error(`${type} ${typeof value === 'number' ? value.toFixed(2) : value} over its limit`),
+        retryAfterSeconds: 1,
+      });
+    },
+  });
+}

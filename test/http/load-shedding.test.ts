@@ -1,0 +1,258 @@
+import type { AddressInfo } from 'node:net';
+import net from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { hash } from '@node-rs/argon2';
+import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import type { Dialect } from '../../src/db/schema.ts';
+import { PRESSURE_LIMITS } from '../../src/http/load-shedding.ts';
+import {
+  buildTestApp,
+  registerUser,
+  registration,
+  STRONG_PASSWORD,
+  type TestApp,
+  type TestAppOptions,
+} from '../support/build-test-app.ts';
+import { dialects } from '../support/dialects.ts';
+
+const OVERLOADED = 'The server is busy; retry in a second.';
+const JSON_HEADERS = { 'content-type': 'application/json' };
+
+/** A stored hash whose verification holds a slot for hundreds of milliseconds (64 MiB, t=20). */
+let slowHash: string;
+beforeAll(async () => {
+  slowHash = await hash('slot holder', { memoryCost: 65536, timeCost: 20, parallelism: 1 });
+});
+
+let t: TestApp | undefined;
+afterEach(async () => {
+  await t?.close();
+  t = undefined;
+});
+
+async function app(dialect: Dialect, options: TestAppOptions): Promise<TestApp> {
+  t = await buildTestApp(dialect, options);
+  return t;
+}
+
+/**
+ * Takes the only hash slot with a slow verification, as a concurrent login would, once the hasher's own start-up work
+ * (its dummy hash and bcrypt calibration) is done.
+ */
+async function holdTheSlot(test: TestApp): Promise<{ released: Promise<boolean> }> {
+  await until(
+    'the hasher to be idle',
+    () => test.passwords.load().inFlight + test.passwords.load().queued === 0,
+  );
+  const released = test.passwords.verify(slowHash, 'not the slot holder');
+  expect(test.passwords.load().inFlight).toBe(1);
+  return { released };
+}
+
+const login = (test: TestApp, password = STRONG_PASSWORD) =>
+  test.app.inject({ method: 'POST', url: '/token', payload: { username: 'alice', password } });
+
+const countRows = async (test: TestApp, table: 'sessions' | 'users') =>
+  Number(
+    (
+      await test.database.db
+        .selectFrom(table)
+        .select((eb) => eb.fn.countAll().as('n'))
+        .executeTakeFirstOrThrow()
+    ).n,
+  );
+
+const refusals = (test: TestApp) =>
+  test.logs
+    .map((line) => JSON.parse(line) as Record<string, unknown>)
+    .filter((line) => line.msg === 'request refused: unavailable');
+
+async function until(what: string, condition: () => boolean, timeoutMs = 5000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(2);
+  }
+}
+
+describe.each(dialects)('the hash queue bound on %s', (dialect) => {
+  it.each([
+    ['HASH_QUEUE_MAX is reached', { HASH_QUEUE_MAX: '0' }, /^hash queue full/],
+    [
+      'it has waited HASH_QUEUE_TIMEOUT_MS for a slot',
+      { HASH_QUEUE_TIMEOUT_MS: '50' },
+      /^waited 50 ms for a hash slot$/,
+    ],
+  ])(
+    'answers a login 503 with Retry-After 1 and the OAuth body once %s, without hashing or opening a session',
+    async (_, limits, reason) => {
+      const test = await app(dialect, { env: { HASH_CONCURRENCY: '1', ...limits } });
+      await registerUser(test.app);
+      const holding = (await holdTheSlot(test)).released;
+      const response = await login(test);
+      // Still the slot holder's: the login did not take the slot, and left the queue.
+      expect(test.passwords.load()).toEqual({ inFlight: 1, queued: 0 });
+      expect(response.statusCode).toBe(503);
+      expect(response.headers['retry-after']).toBe('1');
+      expect(response.headers['cache-control']).toBe('no-store');
+      expect(response.headers['x-request-id']).toBe(response.json().request_id);
+      expect(response.json()).toMatchObject({
+        error: 'temporarily_unavailable',
+        error_description: OVERLOADED,
+        detail: OVERLOADED,
+      });
+      expect(await countRows(test, 'sessions')).toBe(0);
+      expect(refusals(test)).toEqual([
+        expect.objectContaining({ code: 'overloaded', reason: expect.stringMatching(reason) }),
+      ]);
+      await holding;
+      expect((await login(test)).statusCode).toBe(200);
+    },
+  );
+
+  it('answers a registration 503 in the FastAPI shape when its hash is shed, and stores no user', async () => {
+    const test = await app(dialect, { env: { HASH_CONCURRENCY: '1', HASH_QUEUE_MAX: '0' } });
+    const holding = (await holdTheSlot(test)).released;
+    const response = await test.app.inject({ method: 'POST', url: '/register/', payload: registration() });
+    expect(response.statusCode).toBe(503);
+    expect(response.headers['retry-after']).toBe('1');
+    expect(response.json()).toEqual({ detail: OVERLOADED, request_id: response.headers['x-request-id'] });
+    expect(await countRows(test, 'users')).toBe(0);
+    await holding;
+    expect(
+      (await test.app.inject({ method: 'POST', url: '/register/', payload: registration() })).statusCode,
+    ).toBe(200);
+  });
+
+  it('answers refreshes and GET /conversation while password logins wait for the only hash slot', async () => {
+    const test = await app(dialect, { env: { HASH_CONCURRENCY: '1' } });
+    await registerUser(test.app);
+    const tokens = (await login(test)).json() as { access_token: string; refresh_token: string };
+    const holding = (await holdTheSlot(test)).released;
+    const queued = [login(test), login(test), login(test)];
+    await until('three logins queued', () => test.passwords.load().queued === 3);
+    const refresh = await test.app.inject({
+      method: 'POST',
+      url: '/token',
+      payload: { grant_type: 'refresh_token', refresh_token: tokens.refresh_token },
+    });
+    const conversation = await test.app.inject({
+      method: 'GET',
+      url: '/conversation',
+      headers: { authorization: `Bearer ${tokens.access_token}` },
+    });
+    // Answered while the slot was still taken and the logins still waited: neither queued behind them.
+    expect(test.passwords.load()).toEqual({ inFlight: 1, queued: 3 });
+    expect(refresh.statusCode).toBe(200);
+    expect(conversation.statusCode).toBe(200);
+    await holding;
+    expect((await Promise.all(queued)).map((response) => response.statusCode)).toEqual([200, 200, 200]);
+  });
+});
+
+describe('a client that leaves while its login is queued', () => {
+  it('loses its place and is never hashed', async () => {
+    const test = await app('sqlite', { env: { HASH_CONCURRENCY: '1' } });
+    await registerUser(test.app);
+    await test.app.listen({ host: '127.0.0.1', port: 0 });
+    const { port } = test.app.server.address() as AddressInfo;
+    const holding = (await holdTheSlot(test)).released;
+    const body = JSON.stringify({ username: 'alice', password: STRONG_PASSWORD });
+    const socket = net.connect(port, '127.0.0.1');
+    socket.on('error', () => {});
+    socket.write(
+      `POST /token HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`,
+    );
+    await until('the login to queue', () => test.passwords.load().queued === 1);
+    socket.destroy();
+    await until('the login to leave the queue', () => test.passwords.load().queued === 0);
+    // The slot is still the holder's: the abandoned login did not take it on leaving.
+    expect(test.passwords.load().inFlight).toBe(1);
+    await holding;
+    await until('the hasher to be idle', () => test.passwords.load().inFlight === 0);
+    expect(refusals(test)).toEqual([
+      expect.objectContaining({ reason: 'client closed the connection while its hash was queued' }),
+    ]);
+    expect(await countRows(test, 'sessions')).toBe(0);
+  });
+});
+
+describe('the event-loop guard (@fastify/under-pressure)', () => {
+  it('guards at 1 s of mean event-loop delay and 98% event-loop utilisation', () => {
+    expect(PRESSURE_LIMITS).toMatchObject({ maxEventLoopDelayMs: 1000, maxEventLoopUtilization: 0.98 });
+  });
+
+  it('answers 503 with Retry-After through the error table while under pressure, and keeps the health checks', async () => {
+    // Any work at all is over this utilisation: the guard trips at its first sample.
+    const test = await app('sqlite', { pressure: { maxEventLoopUtilization: 1e-9, sampleIntervalMs: 100 } });
+    await sleep(250);
+    const token = await login(test);
+    expect(token.statusCode).toBe(503);
+    expect(token.headers['retry-after']).toBe('1');
+    expect(token.headers['cache-control']).toBe('no-store');
+    expect(token.headers.pragma).toBe('no-cache');
+    expect(token.json()).toMatchObject({ error: 'temporarily_unavailable', detail: OVERLOADED });
+    for (const request of [
+      { method: 'GET', url: '/conversation' },
+      { method: 'POST', url: '/register/', payload: registration(), headers: JSON_HEADERS },
+    ] as const) {
+      const response = await test.app.inject(request);
+      expect(response.statusCode, request.url).toBe(503);
+      expect(response.headers['retry-after'], request.url).toBe('1');
+      expect(response.headers['x-content-type-options'], request.url).toBe('nosniff');
+      expect(response.headers['x-request-id'], request.url).toBeDefined();
+      expect(response.json(), request.url).toEqual({
+        detail: OVERLOADED,
+        request_id: response.headers['x-request-id'],
+      });
+    }
+    expect(await countRows(test, 'users')).toBe(0);
+    for (const url of ['/healthz', '/readyz']) {
+      expect((await test.app.inject({ method: 'GET', url })).statusCode, url).toBe(200);
+    }
+    expect(refusals(test)[0]).toMatchObject({
+      code: 'overloaded',
+      reason: expect.stringMatching(/^eventLoopUtilization/),
+    });
+  });
+
+  it('sheds while the event loop is blocked, and serves again by itself once it keeps up', async () => {
+    const test = await app('sqlite', { pressure: { maxEventLoopDelayMs: 50, sampleIntervalMs: 100 } });
+    // The guard starts counting two intervals after the app is ready.
+    await sleep(300);
+    // The delay is a mean over the samples of an interval (one every 10 ms): a stall ten intervals long lifts the
+    // mean of the interval that records it above 90 ms, whatever else that interval held.
+    const blockedUntil = performance.now() + 1000;
+    while (performance.now() < blockedUntil) {
+      // a synchronous stall, as a runaway computation would cause
+    }
+    // The guard reads the delay monitor at its next sample, which may come before or after the monitor's own
+    // record of the stall: look for the 503 over several intervals.
+    let during = await test.app.inject({ method: 'GET', url: '/conversation' });
+    for (let attempt = 0; attempt < 40 && during.statusCode !== 503; attempt += 1) {
+      await sleep(20);
+      during = await test.app.inject({ method: 'GET', url: '/conversation' });
+    }
+    expect(during.statusCode).toBe(503);
+    expect(during.headers['retry-after']).toBe('1');
+    expect((await test.app.inject({ method: 'GET', url: '/healthz' })).statusCode).toBe(200);
+    // In the stalled interval the loop was both late and busy throughout: either limit may be the one read first.
+    expect(refusals(test)[0]?.reason).toMatch(/^eventLoop(Delay|Utilization) /);
+    let after = during;
+    for (let attempt = 0; attempt < 50 && after.statusCode === 503; attempt += 1) {
+      await sleep(100);
+      after = await test.app.inject({ method: 'GET', url: '/conversation' });
+    }
+    // No token: the request got past the guard to the Bearer check.
+    expect(after.statusCode).toBe(401);
+  });
+
+  it('lets requests through at the production limits', async () => {
+    const test = await app('sqlite', { pressure: { sampleIntervalMs: 100 } });
+    // Past the intervals that held the app's own start-up work, which keeps the loop busy throughout.
+    await sleep(400);
+    expect(
+      (await test.app.inject({ method: 'POST', url: '/register/', payload: registration() })).statusCode,
+    ).toBe(200);
+  });
+});
