@@ -69,6 +69,13 @@ export interface ServerSecretsTable {
   created_at_ms: number;
 }
 
+export interface KnownIpsTable {
+  user_id: number;
+  // An IPv4 address or an IPv6 prefix (`2001:db8:1:2::/64`): the key login throttling counts a client by.
+  ip: string;
+  last_success_at_ms: number;
+}
+
 export interface Database {
   users: UsersTable;
   conversations: ConversationsTable;
@@ -77,6 +84,7 @@ export interface Database {
   sessions: SessionsTable;
   refresh_tokens: RefreshTokensTable;
   server_secrets: ServerSecretsTable;
+  known_ips: KnownIpsTable;
 }
 
 export type Db = Kysely<Database>;

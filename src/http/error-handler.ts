@@ -22,6 +22,8 @@ const oauthError = (error: string, description: string): RenderedError => ({
   body: { error, error_description: description, detail: description },
 });
 
+const TOO_MANY_ATTEMPTS = 'Too many attempts; retry later.';
+
 // The one table from error code to HTTP response.
 const responses: Record<ErrorCode, (error: AppError, style: ErrorStyle) => RenderedError> = {
   validation_failed: (error, style) =>
@@ -35,10 +37,15 @@ const responses: Record<ErrorCode, (error: AppError, style: ErrorStyle) => Rende
   invalid_grant: (error) => oauthError('invalid_grant', error.message),
   unsupported_grant_type: (error) => oauthError('unsupported_grant_type', error.message),
   // RFC 6585 §4 with RFC 6749 §4.1.2.1's code: the same answer for a known and an unknown username.
-  temporarily_unavailable: (error) => ({
-    ...oauthError('temporarily_unavailable', 'Too many attempts; retry later.'),
+  temporarily_unavailable: (error, style) => ({
+    ...(style === 'oauth'
+      ? oauthError('temporarily_unavailable', TOO_MANY_ATTEMPTS)
+      : { body: { detail: TOO_MANY_ATTEMPTS } }),
     status: 429,
-    headers: { 'retry-after': String(Math.max(1, Math.ceil(error.retryAfterSeconds ?? 1))) },
+    headers: {
+      'retry-after': String(Math.max(1, Math.ceil(error.retryAfterSeconds ?? 1))),
+      'cache-control': 'no-store',
+    },
   }),
   // Auth0's shape for a login that needs its second factor: the password matched, no tokens yet.
   mfa_required: (error) => {

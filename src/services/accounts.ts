@@ -18,8 +18,8 @@ export interface Registration {
 export interface AccountsService {
   /** Creates the user and their conversation; throws validation_failed, username_taken or email_taken. */
   registerUser(registration: Registration): Promise<User>;
-  /** Returns the user whose credentials these are, or undefined, in the same time either way. */
-  verifyCredentials(username: string, password: string): Promise<VerifiedLogin | undefined>;
+  /** Returns the user whose credentials these are, or why not, in the same time either way. */
+  verifyCredentials(username: string, password: string): Promise<CredentialCheck>;
   /** Returns the user with this id, or undefined when there is none (any more). */
   findUser(id: number): Promise<User | undefined>;
   /**
@@ -36,10 +36,17 @@ export interface AccountsService {
 }
 
 export interface VerifiedLogin {
+  outcome: 'verified';
   user: User;
   /** The hash the password matched: a session opens only while it is still the user's hash. */
   verifiedHash: string;
 }
+
+/** A credential check; the failures are told apart for the audit log only, never in the answer. */
+export type CredentialCheck =
+  | VerifiedLogin
+  | { outcome: 'unknown_user' }
+  | { outcome: 'wrong_password'; userId: number };
 
 export interface ProfileUpdate {
   /** The session asking: a password change that ended it must not be overtaken by this change. */
@@ -64,6 +71,8 @@ export interface AccountsDependencies {
   clock: Clock;
   maxPasswordLength: number;
   onRehashFailed?: (error: unknown) => void;
+  /** Runs after a password change commits: login throttling forgets the account's failures. */
+  onPasswordChanged?: (username: string) => Promise<void>;
 }
 
 // Kept word for word from the seed, whose clients may compare it: the first message of every new conversation.
@@ -85,6 +94,14 @@ export function normaliseUsername(raw: string): { display: string; canonical: st
   if (!USERNAME.test(display)) return undefined;
   // Upper then lower case folds ß/SS and ﬁ/fi like Unicode full case folding does.
   return { display, canonical: display.toUpperCase().toLowerCase().normalize('NFKC') };
+}
+
+/**
+ * Returns what login throttling counts a submitted username as: its canonical form, or, for a string that cannot be
+ * a username (a password typed into the field), the string case-folded, so that it is counted all the same.
+ */
+export function loginIdentifier(raw: string): string {
+  return normaliseUsername(raw)?.canonical ?? raw.trim().normalize('NFKC').toUpperCase().toLowerCase();
 }
 
 /** Builds the account rules: registration, credential checks, profile, password and deletion. */
@@ -146,16 +163,17 @@ export function createAccountsService(deps: AccountsDependencies): AccountsServi
           : undefined;
       if (!credentials) {
         await hasher.verifyDummy(password.slice(0, deps.maxPasswordLength * 2));
-        return undefined;
+        return { outcome: 'unknown_user' };
       }
-      if (!(await hasher.verify(credentials.passwordHash, password))) return undefined;
+      const wrongPassword = { outcome: 'wrong_password', userId: credentials.user.id } as const;
+      if (!(await hasher.verify(credentials.passwordHash, password))) return wrongPassword;
       let verifiedHash = credentials.passwordHash;
       if (hasher.needsRehash(credentials.passwordHash, password)) {
         try {
           const upgraded = await hasher.hash(password);
           // Only over the hash just verified: a password changed meanwhile must not be undone.
           if (!(await users.replacePasswordHash(credentials.user.id, verifiedHash, upgraded, clock.now()))) {
-            return undefined;
+            return wrongPassword;
           }
           verifiedHash = upgraded;
         } catch (error) {
@@ -163,7 +181,7 @@ export function createAccountsService(deps: AccountsDependencies): AccountsServi
           deps.onRehashFailed?.(error);
         }
       }
-      return { user: credentials.user, verifiedHash };
+      return { outcome: 'verified', user: credentials.user, verifiedHash };
     },
 
     findUser: (id) => users.findUserById(id),
@@ -231,6 +249,7 @@ export function createAccountsService(deps: AccountsDependencies): AccountsServi
       );
       // Another change committed since the current password was checked: this one proved the old password.
       if (!replaced) throw new AppError('invalid_password', 'Incorrect password');
+      await deps.onPasswordChanged?.(credentials.user.username);
     },
 
     async deleteAccount(userId, password) {
