@@ -74,6 +74,15 @@ const HARD_CAP_WINDOW_SECONDS = 30 * 86400;
 const IP_MINUTE_BLOCK_SECONDS = 600;
 const IP_DAY_BLOCK_SECONDS = 86400;
 
+/** A counter that reserved a login attempt, and how it locks when that attempt goes past its limit. */
+interface Reserved {
+  rule: ThrottleRule;
+  counter: Counter;
+  key: string;
+  limit: number;
+  lock?: { locks: Counter; baseSeconds: number };
+}
+
 const secondsOf = (ms: number) => Math.max(1, Math.ceil(ms / 1000));
 
 // Keys carry a digest of the username: what someone typed into the field (a password, at times) stays out of Redis.
@@ -110,20 +119,18 @@ export function createThrottle(counters: CounterStore, policy: ThrottlePolicy): 
     limit: policy.accountHardCap,
     windowSeconds: HARD_CAP_WINDOW_SECONDS,
   });
-  const ipFailures = [
-    counters.counter({
-      name: 'r4-minute',
-      limit: policy.ipFailuresPerMinute,
-      windowSeconds: 60,
-      blockSeconds: IP_MINUTE_BLOCK_SECONDS,
-    }),
-    counters.counter({
-      name: 'r4-day',
-      limit: policy.ipFailuresPerDay,
-      windowSeconds: 86400,
-      blockSeconds: IP_DAY_BLOCK_SECONDS,
-    }),
-  ];
+  const ipPerMinute = counters.counter({
+    name: 'r4-minute',
+    limit: policy.ipFailuresPerMinute,
+    windowSeconds: 60,
+    blockSeconds: IP_MINUTE_BLOCK_SECONDS,
+  });
+  const ipPerDay = counters.counter({
+    name: 'r4-day',
+    limit: policy.ipFailuresPerDay,
+    windowSeconds: 86400,
+    blockSeconds: IP_DAY_BLOCK_SECONDS,
+  });
   const windows = (name: string, rates: readonly RateWindow[]) =>
     rates.map((rate, index) => ({
       limit: rate.limit,
@@ -158,23 +165,18 @@ export function createThrottle(counters: CounterStore, policy: ThrottlePolicy): 
   };
 
   /**
-   * A key past its free failures is locked: the attempt that first goes past locks it for base·2^(n−1) seconds (n =
-   * its locks within the failure window, at most LOGIN_BACKOFF_MAX_S); when that lock ends, the key starts afresh.
+   * How long an attempt must wait, or undefined when the counter admits it. A key with a lock policy is locked by
+   * the attempt that first goes past its free failures, for base·2^(n−1) seconds (n = its locks within the failure
+   * window, at most LOGIN_BACKOFF_MAX_S); when the lock ends, the key starts afresh.
    */
-  const lockWait = async (
-    reading: CounterReading,
-    limit: number,
-    failures: Counter,
-    locks: Counter,
-    key: string,
-    baseSeconds: number,
-  ): Promise<number | undefined> => {
-    if (reading.count <= limit) return undefined;
-    if (reading.count > limit + 1) return Math.min(secondsOf(reading.msBeforeReset), backoffMaxSeconds);
-    const n = (await locks.hit(key)).count;
-    const seconds = Math.min(baseSeconds * 2 ** (n - 1), backoffMaxSeconds);
+  const waitOf = async (entry: Reserved, reading: CounterReading): Promise<number | undefined> => {
+    if (reading.count <= entry.limit) return undefined;
+    if (!entry.lock) return secondsOf(reading.msBeforeReset);
+    if (reading.count > entry.limit + 1) return Math.min(secondsOf(reading.msBeforeReset), backoffMaxSeconds);
+    const n = (await entry.lock.locks.hit(entry.key)).count;
+    const seconds = Math.min(entry.lock.baseSeconds * 2 ** (n - 1), backoffMaxSeconds);
     // The first lock is the counter's own block, set as it went past the limit.
-    if (n > 1) await failures.block(key, seconds);
+    if (n > 1) await entry.counter.block(entry.key, seconds);
     return seconds;
   };
 
@@ -191,49 +193,45 @@ export function createThrottle(counters: CounterStore, policy: ThrottlePolicy): 
 
     async reserveLoginAttempt(attempt) {
       const { account, pair } = keysOf(attempt);
-      const [pairReading, minuteReading, dayReading, accountReading, capReading] = await Promise.all([
-        perClientFailures.hit(pair),
-        ...ipFailures.map((counter) => counter.hit(attempt.ip)),
-        ...(attempt.trusted ? [] : [untrustedFailures.hit(account), hardCap.hit(account)]),
-      ]);
-
-      const refusals: Refusal[] = [];
-      const pairWait = await lockWait(
-        pairReading as CounterReading,
-        freeFailures,
-        perClientFailures,
-        perClientLocks,
-        pair,
-        policy.backoffBaseSeconds,
-      );
-      if (pairWait !== undefined) refusals.push({ rule: 'R1', retryAfterSeconds: pairWait });
-      const ipLimits: [CounterReading | undefined, number][] = [
-        [minuteReading, policy.ipFailuresPerMinute],
-        [dayReading, policy.ipFailuresPerDay],
+      const reserved: Reserved[] = [
+        {
+          rule: 'R1',
+          counter: perClientFailures,
+          key: pair,
+          limit: freeFailures,
+          lock: { locks: perClientLocks, baseSeconds: policy.backoffBaseSeconds },
+        },
+        { rule: 'R4', counter: ipPerMinute, key: attempt.ip, limit: policy.ipFailuresPerMinute },
+        { rule: 'R4', counter: ipPerDay, key: attempt.ip, limit: policy.ipFailuresPerDay },
       ];
-      for (const [reading, limit] of ipLimits) {
-        if (reading && reading.count > limit) {
-          refusals.push({ rule: 'R4', retryAfterSeconds: secondsOf(reading.msBeforeReset) });
-        }
-      }
-      if (accountReading) {
-        const accountWait = await lockWait(
-          accountReading,
-          accountUntrustedFailures,
-          untrustedFailures,
-          untrustedLocks,
-          account,
-          policy.accountBackoffBaseSeconds,
+      if (!attempt.trusted) {
+        reserved.push(
+          {
+            rule: 'R2',
+            counter: untrustedFailures,
+            key: account,
+            limit: accountUntrustedFailures,
+            lock: { locks: untrustedLocks, baseSeconds: policy.accountBackoffBaseSeconds },
+          },
+          { rule: 'R3', counter: hardCap, key: account, limit: policy.accountHardCap },
         );
-        if (accountWait !== undefined) refusals.push({ rule: 'R2', retryAfterSeconds: accountWait });
       }
-      const pastCap = capReading !== undefined && capReading.count > policy.accountHardCap;
-      if (capReading && pastCap) {
-        refusals.push({ rule: 'R3', retryAfterSeconds: secondsOf(capReading.msBeforeReset) });
-      }
+      const readings = await Promise.all(reserved.map(({ counter, key }) => counter.hit(key)));
+      const waits = await Promise.all(
+        reserved.map((entry, index) => waitOf(entry, readings[index] as CounterReading)),
+      );
+      const refusals = reserved.flatMap((entry, index) => {
+        const retryAfterSeconds = waits[index];
+        return retryAfterSeconds === undefined ? [] : [{ rule: entry.rule, retryAfterSeconds }];
+      });
       if (refusals.length === 0) return undefined;
-      // R3 counts verified failures only, so that hammering a locked account cannot reach the cap in minutes.
-      if (capReading && !pastCap) await hardCap.refund(account);
+      // A refused attempt is no failure: each counter that admitted it gives its place back, so that hammering a
+      // locked account neither spends the address's budget nor brings the account nearer its cap.
+      await Promise.all(
+        reserved.flatMap((entry, index) =>
+          waits[index] === undefined ? [entry.counter.refund(entry.key)] : [],
+        ),
+      );
       return refusals.reduce((longest, refusal) =>
         refusal.retryAfterSeconds > longest.retryAfterSeconds ? refusal : longest,
       );
@@ -247,7 +245,8 @@ export function createThrottle(counters: CounterStore, policy: ThrottlePolicy): 
         untrustedFailures.reset(account),
         untrustedLocks.reset(account),
         hardCap.reset(account),
-        ...ipFailures.map((counter) => counter.refund(attempt.ip)),
+        ipPerMinute.refund(attempt.ip),
+        ipPerDay.refund(attempt.ip),
       ]);
     },
 
