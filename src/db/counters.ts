@@ -64,7 +64,7 @@ export function createCounterStore(options: CounterStoreOptions = {}): CounterSt
   if (cluster.isWorker) return clusterStore(notify);
   return {
     kind: 'memory',
-    counter: (spec) => wrap(new RateLimiterMemory(limiterOptions(spec, '')), undefined, IN_PROCESS),
+    counter: (spec) => wrap(new RateLimiterMemory(inProcessOptions(spec)), undefined, IN_PROCESS),
     close: async () => {},
   };
 }
@@ -74,11 +74,21 @@ export function startClusterCounters(): void {
   new RateLimiterClusterMaster();
 }
 
+// In-process counters expire by a Node timer, which cannot wait longer than 2^31−1 ms (24.8 days): a longer window
+// would fire at once and forget the key. Redis keeps the configured window.
+const MAX_IN_PROCESS_SECONDS = 24 * 86400;
+
 const limiterOptions = (spec: CounterSpec, prefix: string) => ({
   keyPrefix: `${prefix}${spec.name}`,
   points: spec.limit,
   duration: spec.windowSeconds,
   blockDuration: spec.blockSeconds ?? 0,
+});
+
+const inProcessOptions = (spec: CounterSpec) => ({
+  ...limiterOptions(spec, ''),
+  duration: Math.min(spec.windowSeconds, MAX_IN_PROCESS_SECONDS),
+  blockDuration: Math.min(spec.blockSeconds ?? 0, MAX_IN_PROCESS_SECONDS),
 });
 
 function redisStore(
@@ -107,7 +117,7 @@ function redisStore(
   return {
     kind: 'redis',
     counter(spec) {
-      const insurance = new RateLimiterMemory(limiterOptions(spec, ''));
+      const insurance = new RateLimiterMemory(inProcessOptions(spec));
       const limiter = new RateLimiterRedis({
         ...limiterOptions(spec, keyPrefix),
         storeClient: client,
@@ -138,8 +148,8 @@ function clusterStore(notify: NonNullable<CounterStoreOptions['onStoreStateChang
   return {
     kind: 'cluster',
     counter(spec) {
-      const limiter = new RateLimiterCluster({ ...limiterOptions(spec, ''), timeoutMs: CLUSTER_TIMEOUT_MS });
-      return wrap(limiter, new RateLimiterMemory(limiterOptions(spec, '')), health);
+      const limiter = new RateLimiterCluster({ ...inProcessOptions(spec), timeoutMs: CLUSTER_TIMEOUT_MS });
+      return wrap(limiter, new RateLimiterMemory(inProcessOptions(spec)), health);
     },
     close: async () => {},
   };
