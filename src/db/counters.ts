@@ -106,10 +106,14 @@ function redisStore(
     retryStrategy: (attempt) => Math.min(attempt * 200, 2000),
   });
   let reachable = true;
-  client.on('error', (error) => {
-    if (reachable) notify('unreachable', error);
+  let closing = false;
+  const lost = (error?: unknown) => {
+    if (reachable && !closing) notify('unreachable', error);
     reachable = false;
-  });
+  };
+  // Without an 'error' listener ioredis would print every failed reconnection; one line per outage is enough.
+  client.on('error', lost);
+  client.on('close', () => lost(new Error('connection to Redis closed')));
   client.on('ready', () => {
     if (!reachable) notify('reachable');
     reachable = true;
@@ -127,6 +131,7 @@ function redisStore(
       return wrap(limiter, insurance, IN_PROCESS);
     },
     async close() {
+      closing = true;
       if (client.status === 'ready') await client.quit().catch(() => client.disconnect());
       else client.disconnect();
     },
