@@ -90,30 +90,27 @@ const digest = (text: string) => createHash('sha256').update(text).digest('base6
 
 /** Builds the throttling rules over the given counters. */
 export function createThrottle(counters: CounterStore, policy: ThrottlePolicy): Throttle {
-  const { freeFailures, accountUntrustedFailures, backoffMaxSeconds } = policy;
-  const firstLock = (base: number) => Math.min(base, backoffMaxSeconds);
-  const perClientFailures = counters.counter({
-    name: 'r1',
-    limit: freeFailures,
-    windowSeconds: policy.failureTtlSeconds,
-    blockSeconds: firstLock(policy.backoffBaseSeconds),
+  const { backoffMaxSeconds } = policy;
+  /** A failure count that locks as it goes past `limit` (see waitOf), with the count of its locks beside it. */
+  const locking = (name: string, limit: number, baseSeconds: number) => ({
+    limit,
+    counter: counters.counter({
+      name,
+      limit,
+      windowSeconds: policy.failureTtlSeconds,
+      blockSeconds: Math.min(baseSeconds, backoffMaxSeconds),
+    }),
+    lock: {
+      baseSeconds,
+      locks: counters.counter({
+        name: `${name}-locks`,
+        limit: LOCKS_LIMIT,
+        windowSeconds: policy.failureTtlSeconds,
+      }),
+    },
   });
-  const perClientLocks = counters.counter({
-    name: 'r1-locks',
-    limit: LOCKS_LIMIT,
-    windowSeconds: policy.failureTtlSeconds,
-  });
-  const untrustedFailures = counters.counter({
-    name: 'r2',
-    limit: accountUntrustedFailures,
-    windowSeconds: policy.failureTtlSeconds,
-    blockSeconds: firstLock(policy.accountBackoffBaseSeconds),
-  });
-  const untrustedLocks = counters.counter({
-    name: 'r2-locks',
-    limit: LOCKS_LIMIT,
-    windowSeconds: policy.failureTtlSeconds,
-  });
+  const perClient = locking('r1', policy.freeFailures, policy.backoffBaseSeconds);
+  const untrusted = locking('r2', policy.accountUntrustedFailures, policy.accountBackoffBaseSeconds);
   const hardCap = counters.counter({
     name: 'r3',
     limit: policy.accountHardCap,
@@ -180,6 +177,14 @@ export function createThrottle(counters: CounterStore, policy: ThrottlePolicy): 
     return seconds;
   };
 
+  const forgetAccount = async (account: string) => {
+    await Promise.all([
+      untrusted.counter.reset(account),
+      untrusted.lock.locks.reset(account),
+      hardCap.reset(account),
+    ]);
+  };
+
   const keysOf = (attempt: LoginAttempt) => {
     const account = digest(loginIdentifier(attempt.username));
     const client = attempt.deviceId === undefined ? `ip:${attempt.ip}` : `device:${attempt.deviceId}`;
@@ -194,25 +199,13 @@ export function createThrottle(counters: CounterStore, policy: ThrottlePolicy): 
     async reserveLoginAttempt(attempt) {
       const { account, pair } = keysOf(attempt);
       const reserved: Reserved[] = [
-        {
-          rule: 'R1',
-          counter: perClientFailures,
-          key: pair,
-          limit: freeFailures,
-          lock: { locks: perClientLocks, baseSeconds: policy.backoffBaseSeconds },
-        },
+        { rule: 'R1', ...perClient, key: pair },
         { rule: 'R4', counter: ipPerMinute, key: attempt.ip, limit: policy.ipFailuresPerMinute },
         { rule: 'R4', counter: ipPerDay, key: attempt.ip, limit: policy.ipFailuresPerDay },
       ];
       if (!attempt.trusted) {
         reserved.push(
-          {
-            rule: 'R2',
-            counter: untrustedFailures,
-            key: account,
-            limit: accountUntrustedFailures,
-            lock: { locks: untrustedLocks, baseSeconds: policy.accountBackoffBaseSeconds },
-          },
+          { rule: 'R2', ...untrusted, key: account },
           { rule: 'R3', counter: hardCap, key: account, limit: policy.accountHardCap },
         );
       }
@@ -240,24 +233,15 @@ export function createThrottle(counters: CounterStore, policy: ThrottlePolicy): 
     async recordLoginSuccess(attempt) {
       const { account, pair } = keysOf(attempt);
       await Promise.all([
-        perClientFailures.reset(pair),
-        perClientLocks.reset(pair),
-        untrustedFailures.reset(account),
-        untrustedLocks.reset(account),
-        hardCap.reset(account),
+        perClient.counter.reset(pair),
+        perClient.lock.locks.reset(pair),
+        forgetAccount(account),
         ipPerMinute.refund(attempt.ip),
         ipPerDay.refund(attempt.ip),
       ]);
     },
 
-    async forgetAccountFailures(username) {
-      const account = digest(loginIdentifier(username));
-      await Promise.all([
-        untrustedFailures.reset(account),
-        untrustedLocks.reset(account),
-        hardCap.reset(account),
-      ]);
-    },
+    forgetAccountFailures: (username) => forgetAccount(digest(loginIdentifier(username))),
 
     admitRegistration: (context) =>
       refuseRequest('R6', registrations, clientIpKey(context.ipAddress, policy.ipv6SubnetBits), context),

@@ -1,18 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createKnownIpsRepository } from '../../src/db/known-ips.ts';
-import { createUsersRepository, type NewUser } from '../../src/db/users.ts';
+import { createUsersRepository } from '../../src/db/users.ts';
 import { createTestDatabase, dialects, type TestDatabase } from '../support/dialects.ts';
-
-const newUser = (name: string): NewUser => ({
-  username: name,
-  usernameCanonical: name.toLowerCase(),
-  usernameSkeleton: name.toLowerCase(),
-  email: `${name}@example.com`,
-  emailCanonical: `${name.toLowerCase()}@example.com`,
-  passwordHash: '$argon2id$v=19$m=64,t=1,p=1$c2FsdHNhbHRzYWx0$aGFzaA',
-  age: 30,
-  level: 'beginner',
-});
+import { newUser } from '../support/new-user.ts';
 
 const DAY_MS = 86400_000;
 const at = (day: number) => new Date(Date.UTC(2026, 11, 1) + day * DAY_MS);

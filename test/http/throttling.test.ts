@@ -49,16 +49,17 @@ const events = (t: TestApp, event: string) =>
 describe.each(dialects)('login throttling over HTTP on %s', (dialect) => {
   let t: TestApp;
   let hasher: ReturnType<typeof countingHasher>;
+  const register = (username: string, from: string) =>
+    t.app.inject({
+      method: 'POST',
+      url: '/register/',
+      remoteAddress: from,
+      payload: registration({ username, email: `${username}@example.com` }),
+    });
   const start = async (env: Record<string, string> = {}) => {
     hasher = countingHasher();
     t = await buildTestApp(dialect, { env: { RATE_LIMITS: 'on', ...env }, passwords: hasher });
-    const response = await t.app.inject({
-      method: 'POST',
-      url: '/register/',
-      remoteAddress: '192.0.2.250',
-      payload: registration({ username: 'alice', email: 'alice@example.com' }),
-    });
-    expect(response.statusCode).toBe(200);
+    expect((await register('alice', '192.0.2.250')).statusCode).toBe(200);
   };
   beforeEach(() => {
     vi.useFakeTimers({ toFake: ['Date'] });
@@ -304,13 +305,7 @@ describe.each(dialects)('login throttling over HTTP on %s', (dialect) => {
 
   it("refuses a device token issued to another user: bob's token does not trust bob's device for alice", async () => {
     await start();
-    const bobRegistered = await t.app.inject({
-      method: 'POST',
-      url: '/register/',
-      remoteAddress: '192.0.2.251',
-      payload: registration({ username: 'bob', email: 'bob@example.com' }),
-    });
-    expect(bobRegistered.statusCode).toBe(200);
+    expect((await register('bob', '192.0.2.251')).statusCode).toBe(200);
     const bob = await token('203.0.113.95', { username: 'bob', password: STRONG_PASSWORD });
     const bobDevice = bob.json().device_token as string;
     // Ten failures for alice from ten addresses lock her account for untrusted clients.
@@ -382,22 +377,16 @@ describe.each(dialects)('login throttling over HTTP on %s', (dialect) => {
 
   it('refuses the 4th registration from one address within 10 s with a FastAPI-shaped 429 (test 12)', async () => {
     await start();
-    const register = (n: number, from = '203.0.113.140') =>
-      t.app.inject({
-        method: 'POST',
-        url: '/register/',
-        remoteAddress: from,
-        payload: registration({ username: `newcomer${n}`, email: `newcomer${n}@example.com` }),
-      });
-    for (let n = 1; n <= 3; n += 1) expect((await register(n)).statusCode).toBe(200);
-    const refused = await register(4);
+    const newcomer = (n: number, from = '203.0.113.140') => register(`newcomer${n}`, from);
+    for (let n = 1; n <= 3; n += 1) expect((await newcomer(n)).statusCode).toBe(200);
+    const refused = await newcomer(4);
     expect(refused.statusCode).toBe(429);
     expect(refused.json()).toEqual({ detail: 'Too many attempts; retry later.' });
     expect(refused.headers['retry-after']).toBe('10');
     expect(refused.headers['cache-control']).toBe('no-store');
-    expect((await register(5, '203.0.113.141')).statusCode).toBe(200);
+    expect((await newcomer(5, '203.0.113.141')).statusCode).toBe(200);
     advanceSeconds(10);
-    expect((await register(6)).statusCode).toBe(200);
+    expect((await newcomer(6)).statusCode).toBe(200);
     expect(events(t, 'request_throttled')).toEqual([
       expect.objectContaining({ rule: 'R6', retryAfterSeconds: 10, ip: '203.0.113.140' }),
     ]);
@@ -408,14 +397,6 @@ describe.each(dialects)('login throttling over HTTP on %s', (dialect) => {
     await failTimes('203.0.113.150', 20);
     const response = await loginOk('203.0.113.150');
     expect(response).not.toHaveProperty('device_token');
-    for (let n = 0; n < 5; n += 1) {
-      const registered = await t.app.inject({
-        method: 'POST',
-        url: '/register/',
-        remoteAddress: '203.0.113.150',
-        payload: registration({ username: `free${n}`, email: `free${n}@example.com` }),
-      });
-      expect(registered.statusCode).toBe(200);
-    }
+    for (let n = 0; n < 5; n += 1) expect((await register(`free${n}`, '203.0.113.150')).statusCode).toBe(200);
   });
 });
