@@ -156,7 +156,7 @@ export function createThrottle(counters: CounterStore, policy: ThrottlePolicy): 
     const refusal = await admit(rule, limited, key);
     if (!refusal) return;
     context.audit('request_throttled', { rule, retryAfterSeconds: refusal.retryAfterSeconds });
-    throw new AppError('temporarily_unavailable', 'Too many attempts; retry later.', {
+    throw new AppError('temporarily_unavailable', `${rule}: too many requests`, {
       retryAfterSeconds: refusal.retryAfterSeconds,
     });
   };

@@ -39,7 +39,7 @@ function answerPasswordGrant(result: PasswordGrantResult): TokenResponse {
     case 'refused':
       throw new AppError('invalid_grant', 'Incorrect username or password');
     case 'locked':
-      throw new AppError('temporarily_unavailable', 'Too many attempts; retry later.', {
+      throw new AppError('temporarily_unavailable', 'Login throttled', {
         retryAfterSeconds: result.retryAfterSeconds,
       });
     case 'second_factor_required':
