@@ -6,7 +6,9 @@ import type { Config } from './config.ts';
 import { createAuditEventsRepository } from './db/audit-events.ts';
 import type { DbHandle } from './db/connect.ts';
 import { createConversationsRepository } from './db/conversations.ts';
+import { createCounterStore } from './db/counters.ts';
 import { pingDatabase } from './db/health.ts';
+import { createKnownIpsRepository } from './db/known-ips.ts';
 import { createRefreshTokensRepository } from './db/refresh-tokens.ts';
 import { createSessionsRepository } from './db/sessions.ts';
 import { createSigningKeysRepository } from './db/signing-keys.ts';
@@ -38,16 +40,19 @@ import { createAccessTokens } from './security/access-tokens.ts';
 import { createBreachedPasswordsCheck } from './security/breached-passwords.ts';
 import { createClientIpResolver } from './security/client-ip.ts';
 import type { Clock } from './security/clock.ts';
+import { createDeviceTokens } from './security/device-tokens.ts';
 import { createPasswordPolicy } from './security/password-policy.ts';
 import type { PasswordHasher } from './security/passwords.ts';
-import { createSecretBox, deriveRefreshTokenKey } from './security/secret-box.ts';
+import { createSecretBox, deriveDeviceTokenKey, deriveRefreshTokenKey } from './security/secret-box.ts';
 import { createAccountsService } from './services/accounts.ts';
 import { createAuditTrail } from './services/audit.ts';
 import { createConversationsService } from './services/conversations.ts';
 import { type LoadedKeyRing, loadKeyRing } from './services/keys.ts';
-import { createLoginService } from './services/login.ts';
+import { createKnownClients } from './services/known-clients.ts';
+import { createLoginService, type LoginThrottling } from './services/login.ts';
 import type { AuditSink } from './services/request-context.ts';
 import { createSessionsService } from './services/sessions.ts';
+import { createThrottle } from './services/throttle.ts';
 
 export interface AppDependencies {
   db: DbHandle;
@@ -85,9 +90,11 @@ export const LOG_REDACTIONS = [
   'current_password',
   'refresh_token',
   'access_token',
+  'device_token',
   '*.password',
   '*.refresh_token',
   '*.access_token',
+  '*.device_token',
 ];
 
 /** Builds the HTTP application over the given database, clock and hasher; never listens. */
@@ -180,6 +187,9 @@ export async function buildApp(
       }),
   });
   app.addHook('onClose', () => passwordPolicy.close());
+  const [currentSecret] = config.secrets;
+  if (currentSecret === undefined) throw new Error('buildApp needs config.secrets (GATEHOUSE_SECRET)');
+  const throttling = buildThrottling(app, config, deps);
   const accounts = createAccountsService({
     users,
     hasher: deps.passwords,
@@ -187,10 +197,11 @@ export async function buildApp(
     clock: deps.clock,
     maxPasswordLength: config.passwords.maxLength,
     onRehashFailed: (error) => app.log.warn({ err: error }, 'password rehash failed'),
+    ...(throttling
+      ? { onPasswordChanged: (username: string) => throttling.throttle.forgetAccountFailures(username) }
+      : {}),
   });
   await accounts.equaliseFailureTiming();
-  const [currentSecret] = config.secrets;
-  if (currentSecret === undefined) throw new Error('buildApp needs config.secrets (GATEHOUSE_SECRET)');
   const keys = await loadConfiguredKeyRing(config, deps.db, deps.clock, (kid, error) =>
     app.log.warn(
       { kid, err: error },
@@ -230,7 +241,7 @@ export async function buildApp(
   }, 3600_000);
   pruneSessions.unref();
   app.addHook('onClose', async () => clearInterval(pruneSessions));
-  const login = createLoginService({ accounts, sessions });
+  const login = createLoginService({ accounts, sessions, throttling });
   const conversations = createConversationsService({
     conversations: createConversationsRepository(db),
     clock: deps.clock,
@@ -283,7 +294,7 @@ export async function buildApp(
     isDraining,
   });
   await app.register(jwksRoutes, { publicJwks: () => keys.publicJwks() });
-  await app.register(registerRoutes, { accounts });
+  await app.register(registerRoutes, { accounts, throttle: throttling?.throttle });
   await app.register(tokenRoutes, { login, sessions });
   await app.register(async (conversationScope) => {
     requireVerifiedAccessToken(conversationScope, sessions);
@@ -295,6 +306,38 @@ export async function buildApp(
     await protectedScope.register(activityRoutes, { auditTrail });
   });
   return app;
+}
+
+/** Login throttling (THROTTLING.md) over counters in memory, the cluster's primary or Redis; undefined when off. */
+function buildThrottling(
+  app: FastifyInstance,
+  config: Config,
+  deps: AppDependencies,
+): LoginThrottling | undefined {
+  if (!config.throttling.enabled) return undefined;
+  const counters = createCounterStore({
+    redis: config.redis,
+    onStoreStateChange: (state, error) =>
+      state === 'unreachable'
+        ? app.log.warn(
+            { err: error },
+            'rate-limit store unreachable: counting in this process until it is back',
+          )
+        : app.log.info('rate-limit store reachable again'),
+  });
+  app.addHook('onClose', () => counters.close());
+  const rememberSeconds = config.throttling.deviceTokenTtlDays * 86400;
+  return {
+    throttle: createThrottle(counters, config.throttling),
+    knownClients: createKnownClients({
+      knownIps: createKnownIpsRepository(deps.db.db),
+      // Signed with the current secret, accepted under the older ones of a rotation.
+      deviceTokens: createDeviceTokens(config.secrets.map(deriveDeviceTokenKey), rememberSeconds),
+      clock: deps.clock,
+      knownIpsPerUser: config.throttling.knownIpsPerUser,
+      rememberSeconds,
+    }),
+  };
 }
 
 /**

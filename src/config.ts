@@ -54,6 +54,25 @@ const EnvSchema = Type.Object({
   HASH_QUEUE_MAX: Type.Optional(Type.Integer({ minimum: 0, maximum: 100_000 })),
   HASH_QUEUE_TIMEOUT_MS: Type.Integer({ default: 1000, minimum: 1, maximum: 60_000 }),
   SHUTDOWN_DRAIN_MS: Type.Integer({ default: 1000, minimum: 0, maximum: 60_000 }),
+  RATE_LIMITS: Type.Union([Type.Literal('on'), Type.Literal('off')], { default: 'on' }),
+  REDIS_URL: Type.Optional(Type.String()),
+  REDIS_KEY_PREFIX: Type.String({ default: 'gatehouse:', pattern: '^[A-Za-z0-9:_.-]{1,64}$' }),
+  IPV6_SUBNET: Type.Integer({ default: 64, minimum: 1, maximum: 128 }),
+  LOGIN_FREE_FAILS: Type.Integer({ default: 5, minimum: 1, maximum: 1000 }),
+  LOGIN_BACKOFF_BASE_S: Type.Integer({ default: 30, minimum: 1, maximum: 86400 }),
+  LOGIN_BACKOFF_MAX_S: Type.Integer({ default: 3600, minimum: 1, maximum: 604800 }),
+  LOGIN_FAIL_TTL_S: Type.Integer({ default: 86400, minimum: 1, maximum: 2592000 }),
+  ACCOUNT_UNTRUSTED_FAILS: Type.Integer({ default: 10, minimum: 1, maximum: 1000 }),
+  ACCOUNT_BACKOFF_BASE_S: Type.Integer({ default: 900, minimum: 1, maximum: 86400 }),
+  ACCOUNT_HARD_CAP: Type.Integer({ default: 100, minimum: 1, maximum: 100 }),
+  IP_FAILS_PER_MIN: Type.Integer({ default: 10, minimum: 1, maximum: 100000 }),
+  IP_FAILS_PER_DAY: Type.Integer({ default: 100, minimum: 1, maximum: 10000000 }),
+  TOKEN_PASSWORD_PER_IP: Type.String({ default: '150/300s,30/60s' }),
+  REGISTER_PER_IP: Type.String({ default: '3/10s,20/3600s' }),
+  REFRESH_PER_FAMILY: Type.String({ default: '10/60s' }),
+  REFRESH_PER_IP: Type.String({ default: '150/300s' }),
+  DEVICE_TOKEN_TTL_DAYS: Type.Integer({ default: 90, minimum: 1, maximum: 400 }),
+  KNOWN_IPS_PER_USER: Type.Integer({ default: 10, minimum: 0, maximum: 100 }),
 });
 
 type Env = Static<typeof EnvSchema>;
@@ -115,6 +134,36 @@ export interface Config {
   };
   /** How long a stopping server keeps listening (readiness failed, connections closed after each answer). */
   readonly shutdownDrainMs: number;
+  /** Where counters shared by instances live; undefined keeps them in this process (or its cluster's primary). */
+  readonly redis: { readonly url: string; readonly keyPrefix: string } | undefined;
+  readonly throttling: ThrottlingConfig;
+}
+
+/** At most `limit` events per `windowSeconds`, counted from the first event of the window. */
+export interface RateWindow {
+  readonly limit: number;
+  readonly windowSeconds: number;
+}
+
+/** THROTTLING.md §2's rules R1–R7 and the known-client set; `enabled: false` (RATE_LIMITS=off) turns all off. */
+export interface ThrottlingConfig {
+  readonly enabled: boolean;
+  readonly ipv6SubnetBits: number;
+  readonly freeFailures: number;
+  readonly backoffBaseSeconds: number;
+  readonly backoffMaxSeconds: number;
+  readonly failureTtlSeconds: number;
+  readonly accountUntrustedFailures: number;
+  readonly accountBackoffBaseSeconds: number;
+  readonly accountHardCap: number;
+  readonly ipFailuresPerMinute: number;
+  readonly ipFailuresPerDay: number;
+  readonly passwordGrantPerIp: readonly RateWindow[];
+  readonly registrationPerIp: readonly RateWindow[];
+  readonly refreshPerFamily: readonly RateWindow[];
+  readonly refreshPerIp: readonly RateWindow[];
+  readonly deviceTokenTtlDays: number;
+  readonly knownIpsPerUser: number;
 }
 
 export class ConfigError extends Error {
@@ -212,6 +261,16 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
   const corsOrigins = parseCorsOrigins(values.CORS_ORIGINS, problems);
   const hibpApiUrl =
     values.BREACHED_PASSWORD_CHECK === 'hibp' ? parseHibpApiUrl(values.HIBP_API_URL, problems) : undefined;
+  const redisUrl = parseRedisUrl(values.REDIS_URL, problems);
+  const rateWindows = (name: RateSetting) => parseRateWindows(name, values[name], problems);
+  const passwordGrantPerIp = rateWindows('TOKEN_PASSWORD_PER_IP');
+  const registrationPerIp = rateWindows('REGISTER_PER_IP');
+  const refreshPerFamily = rateWindows('REFRESH_PER_FAMILY');
+  const refreshPerIp = rateWindows('REFRESH_PER_IP');
+  for (const base of ['LOGIN_BACKOFF_BASE_S', 'ACCOUNT_BACKOFF_BASE_S'] as const) {
+    if (values[base] > values.LOGIN_BACKOFF_MAX_S)
+      problems.push(`${base} must not exceed LOGIN_BACKOFF_MAX_S`);
+  }
   if (problems.length > 0 || database === undefined) throw new ConfigError(problems);
 
   const hashConcurrency = values.HASH_CONCURRENCY ?? availableParallelism();
@@ -257,6 +316,26 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
       queueTimeoutMs: values.HASH_QUEUE_TIMEOUT_MS,
     },
     shutdownDrainMs: values.SHUTDOWN_DRAIN_MS,
+    redis: redisUrl === undefined ? undefined : { url: redisUrl, keyPrefix: values.REDIS_KEY_PREFIX },
+    throttling: {
+      enabled: values.RATE_LIMITS === 'on',
+      ipv6SubnetBits: values.IPV6_SUBNET,
+      freeFailures: values.LOGIN_FREE_FAILS,
+      backoffBaseSeconds: values.LOGIN_BACKOFF_BASE_S,
+      backoffMaxSeconds: values.LOGIN_BACKOFF_MAX_S,
+      failureTtlSeconds: values.LOGIN_FAIL_TTL_S,
+      accountUntrustedFailures: values.ACCOUNT_UNTRUSTED_FAILS,
+      accountBackoffBaseSeconds: values.ACCOUNT_BACKOFF_BASE_S,
+      accountHardCap: values.ACCOUNT_HARD_CAP,
+      ipFailuresPerMinute: values.IP_FAILS_PER_MIN,
+      ipFailuresPerDay: values.IP_FAILS_PER_DAY,
+      passwordGrantPerIp,
+      registrationPerIp,
+      refreshPerFamily,
+      refreshPerIp,
+      deviceTokenTtlDays: values.DEVICE_TOKEN_TTL_DAYS,
+      knownIpsPerUser: values.KNOWN_IPS_PER_USER,
+    },
   });
 }
 
@@ -272,6 +351,38 @@ function checkMetricsToken(token: string | undefined, problems: string[]): void 
   } else if (token.length < 32 || new Set(token).size < 16) {
     problems.push(`METRICS_TOKEN must be at least 32 random characters: ${make}`);
   }
+}
+
+type RateSetting = 'TOKEN_PASSWORD_PER_IP' | 'REGISTER_PER_IP' | 'REFRESH_PER_FAMILY' | 'REFRESH_PER_IP';
+
+const RATE_WINDOW = /^([1-9][0-9]{0,6})\/([1-9][0-9]{0,7})s$/;
+
+/** Parses `150/300s` or a comma list such as `3/10s,20/3600s` (every window must hold). */
+function parseRateWindows(name: RateSetting, value: string, problems: string[]): RateWindow[] {
+  const windows: RateWindow[] = [];
+  for (const part of value.split(',')) {
+    const match = RATE_WINDOW.exec(part.trim());
+    if (!match) {
+      problems.push(
+        `${name}=${JSON.stringify(value)} must be a count per window in seconds, or a comma list of them (150/300s,30/60s)`,
+      );
+      return [];
+    }
+    windows.push({ limit: Number(match[1]), windowSeconds: Number(match[2]) });
+  }
+  return windows;
+}
+
+function parseRedisUrl(url: string | undefined, problems: string[]): string | undefined {
+  if (url === undefined) return undefined;
+  try {
+    const parsed = new URL(url);
+    if ((parsed.protocol === 'redis:' || parsed.protocol === 'rediss:') && parsed.hostname) return url;
+  } catch {
+    // reported below, without the URL: it may carry a password
+  }
+  problems.push('REDIS_URL must be a redis:// or rediss:// URL with a host (redis://127.0.0.1:6379)');
+  return undefined;
 }
 
 /** Splits GATEHOUSE_SECRET (current first, then older ones that still decrypt); never echoes a value. */

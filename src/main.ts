@@ -14,6 +14,7 @@ import { runSecretCommand, type SecretSource } from './commands/secret.ts';
 import { runSeedUsersCommand } from './commands/seed-users.ts';
 import { type Config, ConfigError, loadConfig, parseSecretList, withSecrets } from './config.ts';
 import type { DbHandle } from './db/connect.ts';
+import { startClusterCounters } from './db/counters.ts';
 import { readOrCreateSecretFile, type SecretFile, secretFilePath } from './db/data-directory.ts';
 import {
   createMetricsRegistry,
@@ -271,6 +272,9 @@ async function superviseWorkers(config: Config): Promise<void> {
   // Workers take the primary's secrets, even from secret.key: a worker replaced after a `secret rotate` must still
   // derive the same refresh-token key as its siblings.
   const workerEnv = { GATEHOUSE_SECRET: config.secrets.join(',') };
+  // Without Redis the workers count in this process, over IPC, so that a client cannot multiply its limits by the
+  // number of workers its connections land on.
+  if (config.throttling.enabled && !config.redis) startClusterCounters();
   for (let i = 0; i < config.workers; i += 1) cluster.fork(workerEnv);
   cluster.on('exit', (worker, code, signal) => {
     if (stopping) {

@@ -5,6 +5,7 @@ import * as createSessions from './migrations/2026_11_25_2200_create_sessions.ts
 import * as addUsernameSkeleton from './migrations/2026_11_27_1000_add_username_skeleton.ts';
 import * as forgetStoredRefreshKey from './migrations/2026_11_30_0900_forget_stored_refresh_key.ts';
 import * as createAuditEvents from './migrations/2026_12_01_0900_create_audit_events.ts';
+import * as createKnownIps from './migrations/2026_12_01_1000_create_known_ips.ts';
 
 // An explicit list rather than a folder scan: the order is reviewed, and nothing depends on the cwd.
 const migrations: Record<string, Migration> = {
@@ -13,6 +14,7 @@ const migrations: Record<string, Migration> = {
   '2026_11_27_1000_add_username_skeleton': addUsernameSkeleton,
   '2026_11_30_0900_forget_stored_refresh_key': forgetStoredRefreshKey,
   '2026_12_01_0900_create_audit_events': createAuditEvents,
+  '2026_12_01_1000_create_known_ips': createKnownIps,
 };
 
 const provider: MigrationProvider = { getMigrations: async () => migrations };

@@ -82,6 +82,13 @@ export interface AuditEventsTable {
   detail: string | null;
 }
 
+export interface KnownIpsTable {
+  user_id: number;
+  // An IPv4 address or an IPv6 prefix (`2001:db8:1:2::/64`): the key login throttling counts a client by.
+  ip: string;
+  last_success_at_ms: number;
+}
+
 export interface Database {
   users: UsersTable;
   conversations: ConversationsTable;
@@ -91,6 +98,7 @@ export interface Database {
   refresh_tokens: RefreshTokensTable;
   server_secrets: ServerSecretsTable;
   audit_events: AuditEventsTable;
+  known_ips: KnownIpsTable;
 }
 
 export type Db = Kysely<Database>;

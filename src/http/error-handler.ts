@@ -26,6 +26,7 @@ const oauthError = (error: string, description: string): RenderedError => ({
 const OVERLOADED = 'The server is busy; retry in a second.';
 // About how long a PostgreSQL restart or fail-over takes; the pool reconnects by itself once it is back.
 const DATABASE_RETRY_AFTER_SECONDS = 5;
+const TOO_MANY_ATTEMPTS = 'Too many attempts; retry later.';
 
 // The one table from error code to HTTP response.
 const responses: Record<ErrorCode, (error: AppError, style: ErrorStyle) => RenderedError> = {
@@ -41,10 +42,15 @@ const responses: Record<ErrorCode, (error: AppError, style: ErrorStyle) => Rende
   unsupported_grant_type: (error) => oauthError('unsupported_grant_type', error.message),
   // RFC 6585 §4. RFC 6749 §5.2 has no throttling code; its authorization endpoint's temporarily_unavailable
   // (§4.1.2.1) is borrowed, as peers do. The same answer for a known and an unknown username.
-  temporarily_unavailable: (error) => ({
-    ...oauthError('temporarily_unavailable', 'Too many attempts; retry later.'),
+  temporarily_unavailable: (error, style) => ({
+    ...(style === 'oauth'
+      ? oauthError('temporarily_unavailable', TOO_MANY_ATTEMPTS)
+      : { body: { detail: TOO_MANY_ATTEMPTS } }),
     status: 429,
-    headers: { 'retry-after': String(Math.max(1, Math.ceil(error.retryAfterSeconds ?? 1))) },
+    headers: {
+      'retry-after': String(Math.max(1, Math.ceil(error.retryAfterSeconds ?? 1))),
+      'cache-control': 'no-store',
+    },
   }),
   // Auth0's shape for a login that needs its second factor: the password matched, no tokens yet.
   mfa_required: (error) => {

@@ -46,6 +46,13 @@ export const TokenRequestBody = Type.Object({
   scope: optionalString('Ignored: tokens carry the scope "conversation"'),
   client_id: optionalString('Ignored'),
   client_secret: Type.Optional(Type.String({ format: 'password', description: 'Ignored' })),
+  device_token: Type.Optional(
+    Type.String({
+      maxLength: 256,
+      description:
+        'For grant_type=password: the device_token of an earlier login of this client. Failed logins of other clients do not lock it out.',
+    }),
+  ),
 });
 export type TokenRequestBody = Static<typeof TokenRequestBody>;
 
@@ -55,6 +62,12 @@ export const TokenResponse = Type.Object({
   expires_in: Type.Integer({ description: 'Seconds until the access token expires' }),
   refresh_token: Type.String({ description: 'Single use: each refresh returns the next one' }),
   scope: Type.String(),
+  device_token: Type.Optional(
+    Type.String({
+      description:
+        'After a password login (with throttling on): keep it and send it with the next password logins of this client, for its failures to be counted apart from other clients. Valid DEVICE_TOKEN_TTL_DAYS.',
+    }),
+  ),
 });
 export type TokenResponse = Static<typeof TokenResponse>;
 
@@ -65,7 +78,7 @@ export const RevokeRequestBody = Type.Object({
 export type RevokeRequestBody = Static<typeof RevokeRequestBody>;
 
 export const OAuthErrorResponse = Type.Object({
-  error: Type.Enum(['invalid_request', 'invalid_grant', 'unsupported_grant_type']),
+  error: Type.Enum(['invalid_request', 'invalid_grant', 'unsupported_grant_type', 'temporarily_unavailable']),
   error_description: Type.String(),
   detail: Type.String({ description: "FastAPI's field, kept for seed clients" }),
 });

@@ -65,6 +65,11 @@ export function deriveRefreshTokenKey(secret: string): Buffer {
   return derive(secret, 'refresh-token derivation v1');
 }
 
+/** Returns the key that signs device tokens (throttling's known clients), from one secret. */
+export function deriveDeviceTokenKey(secret: string): Buffer {
+  return derive(secret, 'device token v1');
+}
+
 /** Builds a box that seals with the first secret and opens with any of them. */
 export function createSecretBox(secrets: readonly string[]): SecretBox {
   if (secrets.length === 0) throw new Error('a SecretBox needs at least one secret');

@@ -26,11 +26,7 @@ export interface AccountsService {
    * Returns the user whose credentials these are, or why not, in the same time either way; throws overloaded when the
    * verification is shed (nothing was checked).
    */
-  verifyCredentials(
-    username: string,
-    password: string,
-    hashing?: HashOptions,
-  ): Promise<VerifiedLogin | RefusedLogin>;
+  verifyCredentials(username: string, password: string, hashing?: HashOptions): Promise<CredentialCheck>;
   /** Returns the user with this id, or undefined when there is none (any more). */
   findUser(id: number): Promise<User | undefined>;
   /**
@@ -47,17 +43,17 @@ export interface AccountsService {
 }
 
 export interface VerifiedLogin {
+  outcome: 'verified';
   user: User;
   /** The hash the password matched: a session opens only while it is still the user's hash. */
   verifiedHash: string;
 }
 
-/** Credentials that did not verify: for the audit trail only, never for the answer, which must not tell them apart. */
-export interface RefusedLogin {
-  refused: 'unknown_user' | 'wrong_password';
-  /** The account the username named, when it names one. */
-  userId: number | undefined;
-}
+/** A credential check; the failures are told apart for the audit log only, never in the answer. */
+export type CredentialCheck =
+  | VerifiedLogin
+  | { outcome: 'unknown_user' }
+  | { outcome: 'wrong_password'; userId: number };
 
 export interface ProfileUpdate {
   /** The session asking: a password change that ended it must not be overtaken by this change. */
@@ -82,6 +78,8 @@ export interface AccountsDependencies {
   clock: Clock;
   maxPasswordLength: number;
   onRehashFailed?: (error: unknown) => void;
+  /** Runs after a password change commits: login throttling forgets the account's failures. */
+  onPasswordChanged?: (username: string) => Promise<void>;
 }
 
 // Kept word for word from the seed, whose clients may compare it: the first message of every new conversation.
@@ -103,6 +101,14 @@ export function normaliseUsername(raw: string): { display: string; canonical: st
   if (!USERNAME.test(display)) return undefined;
   // Upper then lower case folds ß/SS and ﬁ/fi like Unicode full case folding does.
   return { display, canonical: display.toUpperCase().toLowerCase().normalize('NFKC') };
+}
+
+/**
+ * Returns what login throttling counts a submitted username as: its canonical form, or, for a string that cannot be
+ * a username (a password typed into the field), the string case-folded, so that it is counted all the same.
+ */
+export function loginIdentifier(raw: string): string {
+  return normaliseUsername(raw)?.canonical ?? raw.trim().normalize('NFKC').toUpperCase().toLowerCase();
 }
 
 /** Builds the account rules: registration, credential checks, profile, password and deletion. */
@@ -164,9 +170,9 @@ export function createAccountsService(deps: AccountsDependencies): AccountsServi
           : undefined;
       if (!credentials) {
         await hasher.verifyDummy(password.slice(0, deps.maxPasswordLength * 2), hashing);
-        return { refused: 'unknown_user', userId: undefined };
+        return { outcome: 'unknown_user' };
       }
-      const wrongPassword: RefusedLogin = { refused: 'wrong_password', userId: credentials.user.id };
+      const wrongPassword = { outcome: 'wrong_password', userId: credentials.user.id } as const;
       if (!(await hasher.verify(credentials.passwordHash, password, hashing))) return wrongPassword;
       let verifiedHash = credentials.passwordHash;
       if (hasher.needsRehash(credentials.passwordHash, password)) {
@@ -182,7 +188,7 @@ export function createAccountsService(deps: AccountsDependencies): AccountsServi
           deps.onRehashFailed?.(error);
         }
       }
-      return { user: credentials.user, verifiedHash };
+      return { outcome: 'verified', user: credentials.user, verifiedHash };
     },
 
     findUser: (id) => users.findUserById(id),
@@ -257,6 +263,7 @@ export function createAccountsService(deps: AccountsDependencies): AccountsServi
       );
       // Another change committed since the current password was checked: this one proved the old password.
       if (!replaced) throw new AppError('invalid_password', 'Incorrect password');
+      await deps.onPasswordChanged?.(credentials.user.username);
     },
 
     async deleteAccount(userId, password) {

@@ -1,11 +1,15 @@
-import type { AccountsService } from './accounts.ts';
+import type { AccountsService, CredentialCheck } from './accounts.ts';
 import { normaliseUsername } from './accounts.ts';
+import type { ClientIdentity, KnownClients } from './known-clients.ts';
 import type { RequestContext } from './request-context.ts';
 import type { SessionsService, TokenGrant } from './sessions.ts';
+import type { LoginAttempt, Throttle } from './throttle.ts';
 
 export interface PasswordCredentials {
   username: string;
   password: string;
+  /** The device token an earlier login of this client received, if it kept it. */
+  deviceToken?: string | undefined;
 }
 
 /**
@@ -13,7 +17,8 @@ export interface PasswordCredentials {
  * (`second_factor_required`) decide inside the use case, and each outcome is answered in one place.
  */
 export type PasswordGrantResult =
-  | { outcome: 'granted'; tokens: TokenGrant }
+  /** `deviceToken` marks this client as known to the account at its next logins (when throttling is on). */
+  | { outcome: 'granted'; tokens: TokenGrant; deviceToken: string | undefined }
   /** Wrong username or password, told apart from nothing else: the answer must not say which. */
   | { outcome: 'refused' }
   /** Too many failures: nothing was verified, and the answer is the same for known and unknown usernames. */
@@ -24,40 +29,107 @@ export type PasswordGrantResult =
 export interface LoginService {
   /** The resource owner password grant (RFC 6749 §4.3): checks the credentials and opens a session. */
   passwordGrant(credentials: PasswordCredentials, context: RequestContext): Promise<PasswordGrantResult>;
-  /** The refresh token grant (RFC 6749 §6): rotates the token; throws invalid_grant. */
+  /** The refresh token grant (RFC 6749 §6): rotates the token; throws invalid_grant or temporarily_unavailable. */
   refreshTokenGrant(refreshToken: string, context: RequestContext): Promise<TokenGrant>;
 }
 
-/** Builds the login use cases, one per grant of the token endpoint. */
+export interface LoginThrottling {
+  throttle: Throttle;
+  knownClients: KnownClients;
+}
+
+/** Builds the login use cases, one per grant of the token endpoint; without `throttling` nothing is limited. */
 export function createLoginService(deps: {
   accounts: AccountsService;
   sessions: SessionsService;
+  throttling?: LoginThrottling | undefined;
 }): LoginService {
-  const { accounts, sessions } = deps;
+  const { accounts, sessions, throttling } = deps;
+
+  /** THROTTLING.md §8's order: the request cap (R5), then the failure counters reserved before any hash. */
+  const throttleLogin = async (
+    { throttle, knownClients }: LoginThrottling,
+    credentials: PasswordCredentials,
+    context: RequestContext,
+  ) => {
+    const ip = throttle.clientKey(context.ipAddress);
+    const rateRefusal = await throttle.admitPasswordGrant(ip);
+    if (rateRefusal) return { refusal: rateRefusal, identity: undefined, attempt: undefined };
+    const canonical = normaliseUsername(credentials.username)?.canonical;
+    const identity = await knownClients.identify(canonical, ip, credentials.deviceToken);
+    const attempt: LoginAttempt = {
+      username: credentials.username,
+      ip,
+      deviceId: identity.deviceId,
+      trusted: identity.trusted,
+    };
+    return { refusal: await throttle.reserveLoginAttempt(attempt), identity, attempt };
+  };
+
+  const rememberClient = async (
+    { throttle, knownClients }: LoginThrottling,
+    attempt: LoginAttempt,
+    identity: ClientIdentity,
+    userId: number,
+  ) => {
+    await throttle.recordLoginSuccess(attempt);
+    return knownClients.remember(userId, attempt.ip, identity);
+  };
+
   return {
-    async passwordGrant({ username, password }, context) {
-      const login = await accounts.verifyCredentials(
-        username,
-        password,
+    async passwordGrant(credentials, context) {
+      // People type their password into the username field; only a name that could be one is logged.
+      const attempted = normaliseUsername(credentials.username);
+      const logged = attempted ? { username: attempted.display } : {};
+      const throttled = throttling && (await throttleLogin(throttling, credentials, context));
+      if (throttled?.refusal) {
+        const { rule, retryAfterSeconds } = throttled.refusal;
+        const userId = throttled.identity?.userId;
+        context.audit('login_throttled', { rule, ...logged, retryAfterSeconds });
+        context.audit('login_failed', { ...logged, reason: 'locked', ...(userId ? { userId } : {}) });
+        return { outcome: 'locked', retryAfterSeconds };
+      }
+
+      const check = await accounts.verifyCredentials(
+        credentials.username,
+        credentials.password,
         context.signal ? { signal: context.signal } : {},
       );
       // A password changed between the check and the session: the login proved a password that is no longer theirs.
       const tokens =
-        'refused' in login ? undefined : await sessions.startSession(login.user, login.verifiedHash, context);
-      if ('refused' in login || !tokens) {
-        // People type their password into the username field; only a name that could be one is logged.
-        const attempted = normaliseUsername(username);
-        context.audit('login_failed', {
-          ...(attempted ? { username: attempted.display } : {}),
-          reason: 'refused' in login ? login.refused : 'wrong_password',
-          userId: 'refused' in login ? login.userId : login.user.id,
-        });
+        check.outcome === 'verified' &&
+        (await sessions.startSession(check.user, check.verifiedHash, context));
+      if (check.outcome !== 'verified' || !tokens) {
+        context.audit('login_failed', { ...logged, ...failureOf(check) });
         return { outcome: 'refused' };
       }
-      context.audit('login_succeeded', { userId: login.user.id });
-      return { outcome: 'granted', tokens };
+      const deviceToken =
+        throttling && throttled?.attempt && throttled.identity
+          ? await rememberClient(throttling, throttled.attempt, throttled.identity, check.user.id)
+          : undefined;
+      context.audit('login_succeeded', { userId: check.user.id });
+      return { outcome: 'granted', tokens, deviceToken };
     },
 
-    refreshTokenGrant: (refreshToken, context) => sessions.rotateRefreshToken(refreshToken, context),
+    async refreshTokenGrant(refreshToken, context) {
+      if (!throttling) return sessions.rotateRefreshToken(refreshToken, context);
+      const { throttle } = throttling;
+      await throttle.admitRefresh(context);
+      // The family is known only once the token is looked up; the session names it.
+      return sessions.rotateRefreshToken(refreshToken, context, (sessionId) =>
+        throttle.admitRefreshOfSession(sessionId, context),
+      );
+    },
   };
+}
+
+function failureOf(check: CredentialCheck) {
+  switch (check.outcome) {
+    case 'unknown_user':
+      return { reason: 'unknown_user' };
+    case 'wrong_password':
+      return { reason: 'wrong_password', userId: check.userId };
+    case 'verified':
+      return { reason: 'wrong_password', userId: check.user.id };
+  }
 }

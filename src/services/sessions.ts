@@ -43,8 +43,15 @@ export interface SessionsService {
    * theirs (changed or deleted meanwhile), so that no session outlives the credentials it used.
    */
   startSession(user: User, verifiedHash: string, context: RequestContext): Promise<TokenGrant | undefined>;
-  /** Spends a refresh token for new tokens; throws invalid_grant, revoking the family on reuse. */
-  rotateRefreshToken(presented: string, context: RequestContext): Promise<TokenGrant>;
+  /**
+   * Spends a refresh token for new tokens; throws invalid_grant, revoking the family on reuse. `admit` runs once the
+   * token is known to be genuine, with its session's id, and may throw to refuse the refresh (throttling).
+   */
+  rotateRefreshToken(
+    presented: string,
+    context: RequestContext,
+    admit?: (sessionId: string) => Promise<void>,
+  ): Promise<TokenGrant>;
   /** Returns the session an access token claims, verified but not yet checked against the database; throws invalid_token. */
   verifyAccessToken(accessToken: string): Promise<SessionClaim>;
   /** Returns who a bearer token speaks for, its session checked; throws invalid_token for a bad token or an ended session. */
@@ -144,11 +151,12 @@ export function createSessionsService(deps: SessionsDependencies): SessionsServi
       return grantFor(user, sessionId, refreshToken);
     },
 
-    async rotateRefreshToken(presented, context) {
+    async rotateRefreshToken(presented, context, admit) {
       const token = parseRefreshToken(presented);
       if (!token) throw invalidGrant();
       let stored = await refreshTokens.findRefreshToken(token.id);
       if (!stored || !refreshSecretMatches(token.secret, stored.secretHash)) throw invalidGrant();
+      await admit?.(stored.session.id);
       const now = clock.now();
       const session = stored.session;
       if (!isLive(session, now)) throw invalidGrant();

@@ -2,21 +2,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createConversationsRepository } from '../../src/db/conversations.ts';
 import { createSessionsRepository } from '../../src/db/sessions.ts';
 import { createSigningKeysRepository } from '../../src/db/signing-keys.ts';
-import { createUsersRepository, type NewUser } from '../../src/db/users.ts';
+import { createUsersRepository } from '../../src/db/users.ts';
 import { createConversationsService } from '../../src/services/conversations.ts';
 import { createTestDatabase, dialects, type TestDatabase } from '../support/dialects.ts';
-
-const newUser = (name: string, overrides: Partial<NewUser> = {}): NewUser => ({
-  username: name,
-  usernameCanonical: name.toLowerCase(),
-  usernameSkeleton: name.toLowerCase(),
-  email: `${name}@example.com`,
-  emailCanonical: `${name.toLowerCase()}@example.com`,
-  passwordHash: '$argon2id$v=19$m=64,t=1,p=1$c2FsdHNhbHRzYWx0$aGFzaA',
-  age: 30,
-  level: 'beginner',
-  ...overrides,
-});
+import { newUser } from '../support/new-user.ts';
 
 describe.each(dialects)('repositories on %s', (dialect) => {
   let database: TestDatabase;

@@ -381,3 +381,107 @@ describe('loadConfig', () => {
     expect(problemsOf({ HASH_CONCURRENCY: '1021' }).join()).toMatch(/HASH_CONCURRENCY/);
   });
 });
+
+describe('loadConfig: login throttling', () => {
+  it("throttles by default with THROTTLING.md's numbers, counting in this process", () => {
+    const config = loadConfig({});
+    expect(config.redis).toBeUndefined();
+    expect(config.throttling).toEqual({
+      enabled: true,
+      ipv6SubnetBits: 64,
+      freeFailures: 5,
+      backoffBaseSeconds: 30,
+      backoffMaxSeconds: 3600,
+      failureTtlSeconds: 86400,
+      accountUntrustedFailures: 10,
+      accountBackoffBaseSeconds: 900,
+      accountHardCap: 100,
+      ipFailuresPerMinute: 10,
+      ipFailuresPerDay: 100,
+      passwordGrantPerIp: [
+        { limit: 150, windowSeconds: 300 },
+        { limit: 30, windowSeconds: 60 },
+      ],
+      registrationPerIp: [
+        { limit: 3, windowSeconds: 10 },
+        { limit: 20, windowSeconds: 3600 },
+      ],
+      refreshPerFamily: [{ limit: 10, windowSeconds: 60 }],
+      refreshPerIp: [{ limit: 150, windowSeconds: 300 }],
+      deviceTokenTtlDays: 90,
+      knownIpsPerUser: 10,
+    });
+  });
+
+  it('turns throttling off with RATE_LIMITS=off and refuses other words', () => {
+    expect(loadConfig({ RATE_LIMITS: 'off' }).throttling.enabled).toBe(false);
+    expect(loadConfig({ RATE_LIMITS: 'on' }).throttling.enabled).toBe(true);
+    expect(problemsOf({ RATE_LIMITS: 'false' }).join()).toMatch(/RATE_LIMITS.*must be one of on, off/);
+  });
+
+  it('takes the counters to Redis with REDIS_URL, under a key prefix', () => {
+    expect(loadConfig({ REDIS_URL: 'redis://:pw@cache:6379/2' }).redis).toEqual({
+      url: 'redis://:pw@cache:6379/2',
+      keyPrefix: 'gatehouse:',
+    });
+    expect(loadConfig({ REDIS_URL: 'rediss://cache', REDIS_KEY_PREFIX: 'gh-eu:' }).redis?.keyPrefix).toBe(
+      'gh-eu:',
+    );
+  });
+
+  it('refuses a REDIS_URL that is not a redis URL without echoing it, and a key prefix with spaces', () => {
+    const problems = problemsOf({ REDIS_URL: 'http://user:hunter2@cache:6379' }).join();
+    expect(problems).toMatch(/REDIS_URL must be a redis:\/\//);
+    expect(problems).not.toContain('hunter2');
+    expect(problemsOf({ REDIS_URL: 'redis://' }).join()).toMatch(/REDIS_URL/);
+    expect(problemsOf({ REDIS_KEY_PREFIX: 'a b' }).join()).toMatch(/REDIS_KEY_PREFIX/);
+  });
+
+  it('reads request caps as counts per window, several separated by commas', () => {
+    const config = loadConfig({
+      TOKEN_PASSWORD_PER_IP: '1000/60s',
+      REGISTER_PER_IP: '5/10s, 50/86400s',
+      REFRESH_PER_FAMILY: '20/60s',
+      REFRESH_PER_IP: '600/300s',
+    });
+    expect(config.throttling.passwordGrantPerIp).toEqual([{ limit: 1000, windowSeconds: 60 }]);
+    expect(config.throttling.registrationPerIp).toEqual([
+      { limit: 5, windowSeconds: 10 },
+      { limit: 50, windowSeconds: 86400 },
+    ]);
+    expect(config.throttling.refreshPerFamily).toEqual([{ limit: 20, windowSeconds: 60 }]);
+    expect(config.throttling.refreshPerIp).toEqual([{ limit: 600, windowSeconds: 300 }]);
+  });
+
+  it('refuses malformed request caps, every one of them at once', () => {
+    const problems = problemsOf({
+      TOKEN_PASSWORD_PER_IP: '150 per 5 minutes',
+      REGISTER_PER_IP: '3/10',
+      REFRESH_PER_FAMILY: '0/60s',
+      REFRESH_PER_IP: '150/300s,',
+    });
+    expect(problems).toHaveLength(4);
+    for (const name of ['TOKEN_PASSWORD_PER_IP', 'REGISTER_PER_IP', 'REFRESH_PER_FAMILY', 'REFRESH_PER_IP']) {
+      expect(problems.join('\n')).toMatch(new RegExp(`^${name}=.*count per window`, 'm'));
+    }
+  });
+
+  it('refuses a back-off base above its maximum, a hard cap above NIST 800-63B’s 100, and an IPv6 prefix over 128', () => {
+    expect(problemsOf({ LOGIN_BACKOFF_BASE_S: '7200' }).join()).toMatch(
+      /LOGIN_BACKOFF_BASE_S must not exceed LOGIN_BACKOFF_MAX_S/,
+    );
+    expect(problemsOf({ ACCOUNT_BACKOFF_BASE_S: '900', LOGIN_BACKOFF_MAX_S: '600' }).join()).toMatch(
+      /ACCOUNT_BACKOFF_BASE_S must not exceed LOGIN_BACKOFF_MAX_S/,
+    );
+    expect(problemsOf({ ACCOUNT_HARD_CAP: '101' }).join()).toMatch(/ACCOUNT_HARD_CAP/);
+    expect(problemsOf({ IPV6_SUBNET: '129' }).join()).toMatch(/IPV6_SUBNET/);
+    expect(problemsOf({ LOGIN_FREE_FAILS: '0' }).join()).toMatch(/LOGIN_FREE_FAILS/);
+  });
+
+  it('reads the known-client settings', () => {
+    const config = loadConfig({ DEVICE_TOKEN_TTL_DAYS: '30', KNOWN_IPS_PER_USER: '0', IPV6_SUBNET: '56' });
+    expect(config.throttling.deviceTokenTtlDays).toBe(30);
+    expect(config.throttling.knownIpsPerUser).toBe(0);
+    expect(config.throttling.ipv6SubnetBits).toBe(56);
+  });
+});

@@ -43,10 +43,17 @@ const TABLE: Record<ErrorCode, Record<ErrorStyle, Expected>> = {
   invalid_request: both(oauth('invalid_request', MESSAGE)),
   invalid_grant: both(oauth('invalid_grant', MESSAGE)),
   unsupported_grant_type: both(oauth('unsupported_grant_type', MESSAGE)),
-  temporarily_unavailable: both({
-    ...oauth('temporarily_unavailable', 'Too many attempts; retry later.', 429),
-    headers: { 'retry-after': '3' },
-  }),
+  // Throttling: /token speaks RFC 6749, /register/ FastAPI; neither answer may be cached.
+  temporarily_unavailable: {
+    fastapi: detail(429, 'Too many attempts; retry later.', {
+      'retry-after': '3',
+      'cache-control': 'no-store',
+    }),
+    oauth: {
+      ...oauth('temporarily_unavailable', 'Too many attempts; retry later.', 429),
+      headers: { 'retry-after': '3', 'cache-control': 'no-store' },
+    },
+  },
   mfa_required: both({
     status: 403,
     body: { ...oauth('mfa_required', 'A second factor is required').body, mfa_token: MFA_TOKEN },

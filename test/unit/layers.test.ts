@@ -67,11 +67,11 @@ describe('layers', () => {
     expect(upward).toEqual([]);
   });
 
-  it('keeps Fastify and the database drivers out of the rules', () => {
+  it('keeps Fastify, the database drivers and the rate-limit stores out of the rules', () => {
     const leaks: string[] = [];
     for (const path of files.filter((file) => FRAMEWORK_FREE.has(layerOf(file)))) {
       for (const specifier of importsOf(path)) {
-        if (/^(fastify|@fastify\/|kysely|pg$|node:sqlite)/.test(specifier)) {
+        if (/^(fastify|@fastify\/|kysely|pg$|node:sqlite|ioredis|rate-limiter-flexible)/.test(specifier)) {
           leaks.push(`${relative(src, path)} → ${specifier}`);
         }
       }

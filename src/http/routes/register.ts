@@ -1,19 +1,25 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import type { AccountsService } from '../../services/accounts.ts';
+import type { Throttle } from '../../services/throttle.ts';
 import { clientGone, requestContext } from '../request-context.ts';
 import {
   acceptDigitStringAge,
   ConflictResponse,
+  DetailResponse,
   RegisterBody,
   toUserResponse,
   UserResponse,
   ValidationErrorResponse,
 } from '../schemas.ts';
 
-export const registerRoutes: FastifyPluginAsyncTypebox<{ accounts: AccountsService }> = async (
-  app,
-  { accounts },
-) => {
+export const registerRoutes: FastifyPluginAsyncTypebox<{
+  accounts: AccountsService;
+  throttle?: Throttle | undefined;
+}> = async (app, { accounts, throttle }) => {
+  if (throttle) {
+    // Before the body is even read: every attempt counts (R6), and a refused one costs no parsing or hashing.
+    app.addHook('onRequest', (request) => throttle.admitRegistration(requestContext(request)));
+  }
   for (const url of ['/register/', '/register']) {
     app.post(
       url,
@@ -23,7 +29,12 @@ export const registerRoutes: FastifyPluginAsyncTypebox<{ accounts: AccountsServi
           tags: ['accounts'],
           hide: url === '/register',
           body: RegisterBody,
-          response: { 200: UserResponse, 409: ConflictResponse, 422: ValidationErrorResponse },
+          response: {
+            200: UserResponse,
+            409: ConflictResponse,
+            422: ValidationErrorResponse,
+            429: DetailResponse,
+          },
         },
         preValidation: acceptDigitStringAge,
       },

@@ -14,6 +14,7 @@ const CREDENTIAL_PARAMETERS = [
   'client_secret',
   'access_token',
   'token',
+  'device_token',
 ];
 const FORM_OR_JSON = (schema: typeof TokenRequestBody | typeof RevokeRequestBody) => ({
   content: {
@@ -22,22 +23,23 @@ const FORM_OR_JSON = (schema: typeof TokenRequestBody | typeof RevokeRequestBody
   },
 });
 
-const toTokenResponse = (grant: TokenGrant): TokenResponse => ({
+const toTokenResponse = (grant: TokenGrant, deviceToken?: string): TokenResponse => ({
   access_token: grant.accessToken,
   token_type: grant.tokenType,
   expires_in: grant.expiresInSeconds,
   refresh_token: grant.refreshToken,
   scope: grant.scope,
+  ...(deviceToken === undefined ? {} : { device_token: deviceToken }),
 });
 
 function answerPasswordGrant(result: PasswordGrantResult): TokenResponse {
   switch (result.outcome) {
     case 'granted':
-      return toTokenResponse(result.tokens);
+      return toTokenResponse(result.tokens, result.deviceToken);
     case 'refused':
       throw new AppError('invalid_grant', 'Incorrect username or password');
     case 'locked':
-      throw new AppError('temporarily_unavailable', 'Too many attempts; retry later.', {
+      throw new AppError('temporarily_unavailable', 'Login throttled', {
         retryAfterSeconds: result.retryAfterSeconds,
       });
     case 'second_factor_required':
@@ -72,7 +74,7 @@ export const tokenRoutes: FastifyPluginAsyncTypebox<{
           'Every refresh rotates the refresh token; a spent one presented again after the grace window ends the session.',
         tags: ['tokens'],
         body: FORM_OR_JSON(TokenRequestBody),
-        response: { 200: TokenResponse, 400: OAuthErrorResponse },
+        response: { 200: TokenResponse, 400: OAuthErrorResponse, 429: OAuthErrorResponse },
       },
     },
     async (request, reply) => {
@@ -86,7 +88,8 @@ export const tokenRoutes: FastifyPluginAsyncTypebox<{
         if (!username || !password) {
           throw new AppError('invalid_request', 'The username and password parameters are required');
         }
-        return answerPasswordGrant(await login.passwordGrant({ username, password }, context));
+        const deviceToken = body.device_token || undefined;
+        return answerPasswordGrant(await login.passwordGrant({ username, password, deviceToken }, context));
       }
       if (grantType === 'refresh_token') {
         if (!body.refresh_token)

@@ -81,7 +81,7 @@ export function strongPassword(): string {
 }
 
 export async function registerUser(
-  ctx: ServerContext,
+  ctx: Pick<ServerContext, 'url' | 'track'>,
   overrides: Partial<{
     username: string;
     email: string;

@@ -1,0 +1,255 @@
+import { createHash } from 'node:crypto';
+import type { Counter, CounterReading, CounterStore } from '../db/counters.ts';
+import { AppError } from '../errors.ts';
+import { clientIpKey } from '../security/client-ip.ts';
+import { loginIdentifier } from './accounts.ts';
+import type { RequestContext } from './request-context.ts';
+
+/** THROTTLING.md §2: R1–R4 count failed logins, R5–R7 cap requests per client address, R7 also per session. */
+export type ThrottleRule = 'R1' | 'R2' | 'R3' | 'R4' | 'R5' | 'R6' | 'R7';
+
+export interface Refusal {
+  rule: ThrottleRule;
+  retryAfterSeconds: number;
+}
+
+export interface RateWindow {
+  limit: number;
+  windowSeconds: number;
+}
+
+export interface ThrottlePolicy {
+  ipv6SubnetBits: number;
+  freeFailures: number;
+  backoffBaseSeconds: number;
+  backoffMaxSeconds: number;
+  failureTtlSeconds: number;
+  accountUntrustedFailures: number;
+  accountBackoffBaseSeconds: number;
+  accountHardCap: number;
+  ipFailuresPerMinute: number;
+  ipFailuresPerDay: number;
+  passwordGrantPerIp: readonly RateWindow[];
+  registrationPerIp: readonly RateWindow[];
+  refreshPerFamily: readonly RateWindow[];
+  refreshPerIp: readonly RateWindow[];
+}
+
+/** One password login as throttling sees it, before its password is checked. */
+export interface LoginAttempt {
+  /** The submitted username as loginIdentifier reads it, whether or not such an account exists. */
+  username: string;
+  /** The client's address key (clientKey). */
+  ip: string;
+  /** The device id of a valid device token for this account; the client is then counted by it, not its address. */
+  deviceId: string | undefined;
+  /** A device token or an address this account logged in from: the per-account rules R2 and R3 never refuse it. */
+  trusted: boolean;
+}
+
+export interface Throttle {
+  /** Returns the key a request's address is counted by (IPv6 masked to the configured prefix). */
+  clientKey(address: string | undefined): string;
+  /** R5: returns why the password grant must wait, counting the request either way. */
+  admitPasswordGrant(ip: string): Promise<Refusal | undefined>;
+  /**
+   * R1–R4: reserves the attempt as a failure before its password is checked, so that concurrent attempts each take a
+   * place; returns a refusal (nothing may be verified) when a rule is past its limit.
+   */
+  reserveLoginAttempt(attempt: LoginAttempt): Promise<Refusal | undefined>;
+  /** After a correct password: forgets the account's failures (R1 for this client, R2, R3) and gives R4 its place back. */
+  recordLoginSuccess(attempt: LoginAttempt): Promise<void>;
+  /** After a password change: forgets the failures counted against the account (R2, R3). */
+  forgetAccountFailures(username: string): Promise<void>;
+  /** R6: throws temporarily_unavailable when this address registers too often. */
+  admitRegistration(context: RequestContext): Promise<void>;
+  /** R7: throws temporarily_unavailable when this address refreshes too often. */
+  admitRefresh(context: RequestContext): Promise<void>;
+  /** R7: throws temporarily_unavailable when this session (one refresh-token family) refreshes too often. */
+  admitRefreshOfSession(sessionId: string, context: RequestContext): Promise<void>;
+}
+
+const LOCKS_LIMIT = 1_000_000_000;
+const HARD_CAP_WINDOW_SECONDS = 30 * 86400;
+const IP_MINUTE_BLOCK_SECONDS = 600;
+const IP_DAY_BLOCK_SECONDS = 86400;
+
+/** A counter that reserved a login attempt, and how it locks when that attempt goes past its limit. */
+interface Reserved {
+  rule: ThrottleRule;
+  counter: Counter;
+  key: string;
+  limit: number;
+  lock?: { locks: Counter; baseSeconds: number };
+}
+
+const secondsOf = (ms: number) => Math.max(1, Math.ceil(ms / 1000));
+
+// Keys carry a digest of the username: what someone typed into the field (a password, at times) stays out of Redis.
+const digest = (text: string) => createHash('sha256').update(text).digest('base64url').slice(0, 24);
+
+/** Builds the throttling rules over the given counters. */
+export function createThrottle(counters: CounterStore, policy: ThrottlePolicy): Throttle {
+  const { backoffMaxSeconds } = policy;
+  /** A failure count that locks as it goes past `limit` (see waitOf), with the count of its locks beside it. */
+  const locking = (name: string, limit: number, baseSeconds: number) => ({
+    limit,
+    counter: counters.counter({
+      name,
+      limit,
+      windowSeconds: policy.failureTtlSeconds,
+      blockSeconds: Math.min(baseSeconds, backoffMaxSeconds),
+    }),
+    lock: {
+      baseSeconds,
+      locks: counters.counter({
+        name: `${name}-locks`,
+        limit: LOCKS_LIMIT,
+        windowSeconds: policy.failureTtlSeconds,
+      }),
+    },
+  });
+  const perClient = locking('r1', policy.freeFailures, policy.backoffBaseSeconds);
+  const untrusted = locking('r2', policy.accountUntrustedFailures, policy.accountBackoffBaseSeconds);
+  const hardCap = counters.counter({
+    name: 'r3',
+    limit: policy.accountHardCap,
+    windowSeconds: HARD_CAP_WINDOW_SECONDS,
+  });
+  const ipPerMinute = counters.counter({
+    name: 'r4-minute',
+    limit: policy.ipFailuresPerMinute,
+    windowSeconds: 60,
+    blockSeconds: IP_MINUTE_BLOCK_SECONDS,
+  });
+  const ipPerDay = counters.counter({
+    name: 'r4-day',
+    limit: policy.ipFailuresPerDay,
+    windowSeconds: 86400,
+    blockSeconds: IP_DAY_BLOCK_SECONDS,
+  });
+  const windows = (name: string, rates: readonly RateWindow[]) =>
+    rates.map((rate, index) => ({
+      limit: rate.limit,
+      counter: counters.counter({ name: `${name}-${index}`, ...rate }),
+    }));
+  const passwordGrants = windows('r5', policy.passwordGrantPerIp);
+  const registrations = windows('r6', policy.registrationPerIp);
+  const refreshesPerIp = windows('r7-ip', policy.refreshPerIp);
+  const refreshesPerSession = windows('r7-session', policy.refreshPerFamily);
+
+  /** Every window counts the request; the longest wait of those past their limit is the answer. */
+  const admit = async (rule: ThrottleRule, limited: ReturnType<typeof windows>, key: string) => {
+    const readings = await Promise.all(limited.map(({ counter }) => counter.hit(key)));
+    const waits = readings
+      .filter((reading, index) => reading.count > (limited[index]?.limit ?? 0))
+      .map((reading) => secondsOf(reading.msBeforeReset));
+    return waits.length > 0 ? { rule, retryAfterSeconds: Math.max(...waits) } : undefined;
+  };
+
+  const refuseRequest = async (
+    rule: ThrottleRule,
+    limited: ReturnType<typeof windows>,
+    key: string,
+    context: RequestContext,
+  ) => {
+    const refusal = await admit(rule, limited, key);
+    if (!refusal) return;
+    context.audit('request_throttled', { rule, retryAfterSeconds: refusal.retryAfterSeconds });
+    throw new AppError('temporarily_unavailable', `${rule}: too many requests`, {
+      retryAfterSeconds: refusal.retryAfterSeconds,
+    });
+  };
+
+  /**
+   * How long an attempt must wait, or undefined when the counter admits it. A key with a lock policy is locked by
+   * the attempt that first goes past its free failures, for base·2^(n−1) seconds (n = its locks within the failure
+   * window, at most LOGIN_BACKOFF_MAX_S); when the lock ends, the key starts afresh.
+   */
+  const waitOf = async (entry: Reserved, reading: CounterReading): Promise<number | undefined> => {
+    if (reading.count <= entry.limit) return undefined;
+    if (!entry.lock) return secondsOf(reading.msBeforeReset);
+    if (reading.count > entry.limit + 1) return Math.min(secondsOf(reading.msBeforeReset), backoffMaxSeconds);
+    const n = (await entry.lock.locks.hit(entry.key)).count;
+    const seconds = Math.min(entry.lock.baseSeconds * 2 ** (n - 1), backoffMaxSeconds);
+    // The first lock is the counter's own block, set as it went past the limit.
+    if (n > 1) await entry.counter.block(entry.key, seconds);
+    return seconds;
+  };
+
+  const forgetAccount = async (account: string) => {
+    await Promise.all([
+      untrusted.counter.reset(account),
+      untrusted.lock.locks.reset(account),
+      hardCap.reset(account),
+    ]);
+  };
+
+  const keysOf = (attempt: LoginAttempt) => {
+    const account = digest(loginIdentifier(attempt.username));
+    const client = attempt.deviceId === undefined ? `ip:${attempt.ip}` : `device:${attempt.deviceId}`;
+    return { account, pair: `${account}|${client}` };
+  };
+
+  return {
+    clientKey: (address) => clientIpKey(address, policy.ipv6SubnetBits),
+
+    admitPasswordGrant: (ip) => admit('R5', passwordGrants, ip),
+
+    async reserveLoginAttempt(attempt) {
+      const { account, pair } = keysOf(attempt);
+      const reserved: Reserved[] = [
+        { rule: 'R1', ...perClient, key: pair },
+        { rule: 'R4', counter: ipPerMinute, key: attempt.ip, limit: policy.ipFailuresPerMinute },
+        { rule: 'R4', counter: ipPerDay, key: attempt.ip, limit: policy.ipFailuresPerDay },
+      ];
+      if (!attempt.trusted) {
+        reserved.push(
+          { rule: 'R2', ...untrusted, key: account },
+          { rule: 'R3', counter: hardCap, key: account, limit: policy.accountHardCap },
+        );
+      }
+      const readings = await Promise.all(reserved.map(({ counter, key }) => counter.hit(key)));
+      const waits = await Promise.all(
+        reserved.map((entry, index) => waitOf(entry, readings[index] as CounterReading)),
+      );
+      const refusals = reserved.flatMap((entry, index) => {
+        const retryAfterSeconds = waits[index];
+        return retryAfterSeconds === undefined ? [] : [{ rule: entry.rule, retryAfterSeconds }];
+      });
+      if (refusals.length === 0) return undefined;
+      // A refused attempt is no failure: each counter that admitted it gives its place back, so that hammering a
+      // locked account neither spends the address's budget nor brings the account nearer its cap.
+      await Promise.all(
+        reserved.flatMap((entry, index) =>
+          waits[index] === undefined ? [entry.counter.refund(entry.key)] : [],
+        ),
+      );
+      return refusals.reduce((longest, refusal) =>
+        refusal.retryAfterSeconds > longest.retryAfterSeconds ? refusal : longest,
+      );
+    },
+
+    async recordLoginSuccess(attempt) {
+      const { account, pair } = keysOf(attempt);
+      await Promise.all([
+        perClient.counter.reset(pair),
+        perClient.lock.locks.reset(pair),
+        forgetAccount(account),
+        ipPerMinute.refund(attempt.ip),
+        ipPerDay.refund(attempt.ip),
+      ]);
+    },
+
+    forgetAccountFailures: (username) => forgetAccount(digest(loginIdentifier(username))),
+
+    admitRegistration: (context) =>
+      refuseRequest('R6', registrations, clientIpKey(context.ipAddress, policy.ipv6SubnetBits), context),
+
+    admitRefresh: (context) =>
+      refuseRequest('R7', refreshesPerIp, clientIpKey(context.ipAddress, policy.ipv6SubnetBits), context),
+
+    admitRefreshOfSession: (sessionId, context) =>
+      refuseRequest('R7', refreshesPerSession, sessionId, context),
+  };
+}

@@ -1,0 +1,165 @@
+import { randomBytes } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { LightMyRequestResponse } from 'fastify';
+import { Redis } from 'ioredis';
+import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
+import { buildTestApp, registration, STRONG_PASSWORD, type TestApp } from '../support/build-test-app.ts';
+import { createTestDatabase, type TestDatabase } from '../support/dialects.ts';
+import { type OwnRedis, startOwnRedis } from '../support/redis-server.ts';
+
+const redisUrl = inject('redisUrl');
+
+const login = (t: TestApp, from: string, password: string): Promise<LightMyRequestResponse> =>
+  t.app.inject({
+    method: 'POST',
+    url: '/token',
+    remoteAddress: from,
+    payload: { username: 'alice', password },
+  });
+
+const register = (t: TestApp, name: string, from: string) =>
+  t.app.inject({
+    method: 'POST',
+    url: '/register/',
+    remoteAddress: from,
+    payload: registration({ username: name, email: `${name}@example.com` }),
+  });
+
+const statusesOf = (responses: LightMyRequestResponse[]) => responses.map((response) => response.statusCode);
+
+describe.skipIf(!redisUrl)('throttling counters in Redis', () => {
+  let database: TestDatabase;
+  const apps: TestApp[] = [];
+  beforeAll(async () => {
+    database = await createTestDatabase('sqlite');
+  });
+  const sharedPrefixes: string[] = [];
+  afterEach(async () => {
+    for (const app of apps.splice(0)) await app.close();
+    // The shared Redis outlives the test: its keys go with it (R3's would otherwise stay a month).
+    for (const keyPrefix of sharedPrefixes.splice(0)) await keysUnder(redisUrl, keyPrefix, true);
+  });
+  afterAll(async () => {
+    await database.destroy();
+  });
+
+  /** The keys stored under a prefix, read with a client of the test's own. */
+  const keysUnder = async (url: string, keyPrefix: string, remove = false) => {
+    const client = new Redis(url);
+    try {
+      const keys = await client.keys(`${keyPrefix}*`);
+      if (remove && keys.length > 0) await client.del(...keys);
+      return keys;
+    } finally {
+      client.disconnect();
+    }
+  };
+
+  /** An instance on the shared database, counting in the given Redis under the given prefix. */
+  const instance = async (url: string, keyPrefix: string) => {
+    const app = await buildTestApp('sqlite', {
+      database,
+      env: { RATE_LIMITS: 'on', REDIS_URL: url, REDIS_KEY_PREFIX: keyPrefix },
+    });
+    apps.push(app);
+    return app;
+  };
+  const prefix = () => `gh-test-${randomBytes(6).toString('hex')}:`;
+  const sharedPrefix = () => {
+    const keyPrefix = prefix();
+    sharedPrefixes.push(keyPrefix);
+    return keyPrefix;
+  };
+
+  it('shares its counts between two instances: failures on either add up, and so do registrations', async () => {
+    const keyPrefix = sharedPrefix();
+    const [a, b] = [await instance(redisUrl, keyPrefix), await instance(redisUrl, keyPrefix)] as [
+      TestApp,
+      TestApp,
+    ];
+    expect((await register(a, 'alice', '192.0.2.1')).statusCode).toBe(200);
+    expect((await register(b, 'bob', '192.0.2.1')).statusCode).toBe(200);
+    expect((await register(a, 'carol', '192.0.2.1')).statusCode).toBe(200);
+    expect((await register(b, 'dave', '192.0.2.1')).statusCode).toBe(429);
+
+    const answers = [];
+    for (let i = 0; i < 6; i += 1)
+      answers.push(await login(i % 2 === 0 ? a : b, '203.0.113.1', `wrong ${i}`));
+    expect(statusesOf(answers)).toEqual([400, 400, 400, 400, 400, 429]);
+    expect((await login(a, '203.0.113.1', STRONG_PASSWORD)).statusCode).toBe(429);
+    expect((await login(b, '203.0.113.2', STRONG_PASSWORD)).statusCode).toBe(200);
+
+    // Another prefix is another deployment: nothing is shared with it.
+    const other = await instance(redisUrl, sharedPrefix());
+    expect((await login(other, '203.0.113.1', STRONG_PASSWORD)).statusCode).toBe(200);
+    expect(await keysUnder(redisUrl, `${keyPrefix}r1:`)).not.toEqual([]);
+  });
+
+  describe('when Redis goes away', () => {
+    let redis: OwnRedis & { stop(): Promise<void> };
+    beforeAll(async () => {
+      redis = await startOwnRedis();
+    });
+    afterAll(async () => {
+      await redis?.stop();
+    });
+
+    it('keeps limiting in the process, answers no 5xx, and counts in Redis again once it is back', async () => {
+      const keyPrefix = prefix();
+      const t = await instance(redis.url, keyPrefix);
+      expect((await register(t, 'erin', '192.0.2.9')).statusCode).toBe(200);
+      const erin = (from: string, password: string) =>
+        t.app.inject({
+          method: 'POST',
+          url: '/token',
+          remoteAddress: from,
+          payload: { username: 'erin', password },
+        });
+
+      expect(
+        statusesOf([await erin('203.0.113.5', 'wrong 1'), await erin('203.0.113.5', 'wrong 2')]),
+      ).toEqual([400, 400]);
+      await redis.kill();
+      const during = [];
+      for (let i = 0; i < 7; i += 1) during.push(await erin('203.0.113.6', `wrong ${i}`));
+      expect(statusesOf(during)).toEqual([400, 400, 400, 400, 400, 429, 429]);
+      expect(during[5]?.headers['retry-after']).toBe('30');
+      expect(statusesOf([await erin('203.0.113.6', STRONG_PASSWORD)])).toEqual([429]);
+      expect(statusesOf([await erin('203.0.113.7', STRONG_PASSWORD)])).toEqual([200]);
+      const registrations = [];
+      for (let i = 0; i < 4; i += 1) registrations.push(await register(t, `frank${i}`, '192.0.2.10'));
+      expect(statusesOf(registrations)).toEqual([200, 200, 200, 429]);
+      expect(t.logs.join('\n')).toMatch(/rate-limit store unreachable/);
+
+      await redis.restart();
+      for (let waited = 0; !t.logs.join('\n').includes('rate-limit store reachable again'); waited += 50) {
+        if (waited > 10_000) throw new Error('the app did not reconnect to Redis');
+        await sleep(50);
+      }
+      expect(await keysUnder(redis.url, keyPrefix)).toEqual([]);
+      const after = [];
+      for (let i = 0; i < 6; i += 1) after.push(await erin('203.0.113.8', `wrong ${i}`));
+      expect(statusesOf(after)).toEqual([400, 400, 400, 400, 400, 429]);
+      expect(await keysUnder(redis.url, `${keyPrefix}r1:`)).not.toEqual([]);
+    });
+
+    it('limits from the start when Redis cannot be reached at all', async () => {
+      await redis.kill();
+      const t = await instance(redis.url, prefix());
+      expect((await register(t, 'grace', '192.0.2.11')).statusCode).toBe(200);
+      const answers = [];
+      for (let i = 0; i < 6; i += 1) {
+        answers.push(
+          await t.app.inject({
+            method: 'POST',
+            url: '/token',
+            remoteAddress: '203.0.113.9',
+            payload: { username: 'grace', password: `wrong ${i}` },
+          }),
+        );
+      }
+      expect(statusesOf(answers)).toEqual([400, 400, 400, 400, 400, 429]);
+      await redis.restart();
+    });
+  });
+});

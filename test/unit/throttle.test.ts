@@ -1,0 +1,280 @@
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { loadConfig } from '../../src/config.ts';
+import { createCounterStore } from '../../src/db/counters.ts';
+import { AppError } from '../../src/errors.ts';
+import type { RequestContext } from '../../src/services/request-context.ts';
+import { createThrottle, type LoginAttempt, type Throttle } from '../../src/services/throttle.ts';
+
+// rate-limiter-flexible reads Date.now(): faking Date alone moves its windows without sleeping.
+const advanceSeconds = (seconds: number) => vi.setSystemTime(Date.now() + seconds * 1000);
+
+const DEFAULTS = loadConfig({}).throttling;
+
+function contextFrom(ipAddress: string, audits: { event: string; fields: Record<string, unknown> }[] = []) {
+  const context: RequestContext = {
+    userAgent: undefined,
+    ipAddress,
+    audit: (event, fields) => audits.push({ event, fields }),
+  };
+  return context;
+}
+
+describe('login throttling rules (in-process counters, fake clock)', () => {
+  let throttle: Throttle;
+  const build = (overrides: Partial<typeof DEFAULTS> = {}) => {
+    throttle = createThrottle(createCounterStore(), { ...DEFAULTS, ...overrides });
+  };
+  beforeEach(() => {
+    vi.useFakeTimers({ toFake: ['Date'], now: new Date('2026-12-01T12:00:00Z') });
+    build();
+  });
+  afterEach(() => {
+    vi.useRealTimers();
+  });
+
+  const attempt = (overrides: Partial<LoginAttempt> = {}): LoginAttempt => ({
+    username: 'alice',
+    ip: '203.0.113.1',
+    deviceId: undefined,
+    trusted: false,
+    ...overrides,
+  });
+  /** Reserves `count` attempts one after the other, each failing; returns the refusals. */
+  const fail = async (count: number, overrides: Partial<LoginAttempt> = {}) => {
+    const refusals = [];
+    for (let i = 0; i < count; i += 1) refusals.push(await throttle.reserveLoginAttempt(attempt(overrides)));
+    return refusals;
+  };
+
+  describe('R1: failures per username and client', () => {
+    // A trusted client, and R4 out of the way: R1 alone decides here.
+    beforeEach(() => build({ ipFailuresPerMinute: 100_000, ipFailuresPerDay: 100_000 }));
+    const fail = async (count: number, overrides: Partial<LoginAttempt> = {}) => {
+      const refusals = [];
+      for (let i = 0; i < count; i += 1) {
+        refusals.push(await throttle.reserveLoginAttempt(attempt({ trusted: true, ...overrides })));
+      }
+      return refusals;
+    };
+    const next = (overrides: Partial<LoginAttempt> = {}) =>
+      throttle.reserveLoginAttempt(attempt({ trusted: true, ...overrides }));
+
+    it('verifies 5 failures, then locks for 30 s, then 5 more and 60 s, doubling up to an hour', async () => {
+      expect(await fail(5)).toEqual([undefined, undefined, undefined, undefined, undefined]);
+      expect(await next()).toEqual({ rule: 'R1', retryAfterSeconds: 30 });
+      advanceSeconds(29);
+      expect(await next()).toMatchObject({ rule: 'R1' });
+      advanceSeconds(1);
+      expect(await fail(5)).toEqual([undefined, undefined, undefined, undefined, undefined]);
+      expect(await next()).toEqual({ rule: 'R1', retryAfterSeconds: 60 });
+      const locks = [];
+      for (let lock = 3; lock <= 9; lock += 1) {
+        advanceSeconds(3600);
+        await fail(5);
+        locks.push((await next())?.retryAfterSeconds);
+      }
+      expect(locks).toEqual([120, 240, 480, 960, 1920, 3600, 3600]);
+    });
+
+    it('starts the back-off afresh a failure window (24 h) after the first lock', async () => {
+      await fail(6);
+      advanceSeconds(30);
+      await fail(6);
+      advanceSeconds(86400);
+      await fail(5);
+      expect(await next()).toEqual({ rule: 'R1', retryAfterSeconds: 30 });
+    });
+
+    it('reserves before verifying: of 50 concurrent attempts exactly 5 may verify', async () => {
+      const results = await Promise.all(Array.from({ length: 50 }, () => next()));
+      expect(results.filter((result) => result === undefined)).toHaveLength(5);
+      expect(results.filter((result) => result?.rule === 'R1')).toHaveLength(45);
+    });
+
+    it('forgets the failures and the locks of the pair after a success', async () => {
+      await fail(6);
+      advanceSeconds(30);
+      await fail(4);
+      await throttle.recordLoginSuccess(attempt());
+      expect(await fail(5)).toEqual([undefined, undefined, undefined, undefined, undefined]);
+      expect(await next()).toEqual({ rule: 'R1', retryAfterSeconds: 30 });
+    });
+
+    it('locks only the failing client: another address or a device token of the same user goes on', async () => {
+      await fail(6);
+      expect(await next({ ip: '203.0.113.2' })).toBeUndefined();
+      expect(await next({ deviceId: 'device-1' })).toBeUndefined();
+    });
+
+    it('counts a username in all its spellings as one, and an unknown one like any other', async () => {
+      await fail(2, { username: 'Alice' });
+      await fail(3, { username: ' ALICE ' });
+      expect(await next()).toMatchObject({ rule: 'R1' });
+      await fail(5, { username: 'nobody-here' });
+      expect(await next({ username: 'nobody-here' })).toMatchObject({
+        rule: 'R1',
+        retryAfterSeconds: 30,
+      });
+    });
+  });
+
+  describe('R2 and R3: failures per account from untrusted clients', () => {
+    /** One failure from each of `count` untrusted addresses (so that R1 and R4 never refuse). */
+    const spread = async (count: number, from = 0) => {
+      const refusals = [];
+      for (let i = from; i < from + count; i += 1) {
+        refusals.push(await throttle.reserveLoginAttempt(attempt({ ip: `198.51.100.${i % 250}` })));
+      }
+      return refusals;
+    };
+
+    it('locks untrusted clients out of the account after 10 failures, for 15 min, then 30, at most an hour', async () => {
+      expect((await spread(10)).every((refusal) => refusal === undefined)).toBe(true);
+      expect(await throttle.reserveLoginAttempt(attempt({ ip: '192.0.2.1' }))).toEqual({
+        rule: 'R2',
+        retryAfterSeconds: 900,
+      });
+      expect(await throttle.reserveLoginAttempt(attempt({ ip: '192.0.2.2', trusted: true }))).toBeUndefined();
+      advanceSeconds(900);
+      await spread(10, 20);
+      expect(await throttle.reserveLoginAttempt(attempt({ ip: '192.0.2.3' }))).toEqual({
+        rule: 'R2',
+        retryAfterSeconds: 1800,
+      });
+      advanceSeconds(1800);
+      await spread(10, 40);
+      expect(await throttle.reserveLoginAttempt(attempt({ ip: '192.0.2.4' }))).toEqual({
+        rule: 'R2',
+        retryAfterSeconds: 3600,
+      });
+    });
+
+    it('refuses untrusted clients for good after 100 verified failures, until a success or a password change', async () => {
+      let verified = 0;
+      for (let round = 0; verified < 100 && round < 20; round += 1) {
+        const refusals = await spread(10, round * 10);
+        verified += refusals.filter((refusal) => refusal === undefined).length;
+        advanceSeconds(3600);
+      }
+      expect(verified).toBe(100);
+      advanceSeconds(86400);
+      expect(await throttle.reserveLoginAttempt(attempt({ ip: '192.0.2.9' }))).toMatchObject({ rule: 'R3' });
+      expect(await throttle.reserveLoginAttempt(attempt({ ip: '192.0.2.9', trusted: true }))).toBeUndefined();
+      await throttle.forgetAccountFailures('ALICE');
+      expect(await throttle.reserveLoginAttempt(attempt({ ip: '192.0.2.10' }))).toBeUndefined();
+    });
+
+    it('does not count attempts that a lock refused towards the cap of 100', async () => {
+      await fail(5);
+      for (let i = 0; i < 300; i += 1) await throttle.reserveLoginAttempt(attempt());
+      advanceSeconds(3600);
+      // Only the 5 verified failures count: 95 more verified ones reach the cap, not 1.
+      for (let round = 0; round < 10; round += 1) {
+        await spread(10, round * 10);
+        advanceSeconds(3600);
+      }
+      const afterNinetyFive = await throttle.reserveLoginAttempt(attempt({ ip: '192.0.2.77' }));
+      expect(afterNinetyFive?.rule).not.toBe('R3');
+    });
+
+    it('forgets the account failures after a success of any client', async () => {
+      await spread(10);
+      expect(await throttle.reserveLoginAttempt(attempt({ ip: '192.0.2.1' }))).toMatchObject({ rule: 'R2' });
+      await throttle.recordLoginSuccess(attempt({ ip: '192.0.2.2', trusted: true }));
+      expect(await throttle.reserveLoginAttempt(attempt({ ip: '192.0.2.1' }))).toBeUndefined();
+    });
+  });
+
+  describe('R4: failures per address across accounts', () => {
+    it('refuses the 11th failure in a minute from one address, whatever the username, for 10 minutes', async () => {
+      for (let i = 0; i < 10; i += 1) {
+        expect(await throttle.reserveLoginAttempt(attempt({ username: `user${i}` }))).toBeUndefined();
+      }
+      expect(await throttle.reserveLoginAttempt(attempt({ username: 'user10' }))).toEqual({
+        rule: 'R4',
+        retryAfterSeconds: 600,
+      });
+      expect(
+        await throttle.reserveLoginAttempt(attempt({ username: 'user10', ip: '203.0.113.9' })),
+      ).toBeUndefined();
+      advanceSeconds(600);
+      expect(await throttle.reserveLoginAttempt(attempt({ username: 'user11' }))).toBeUndefined();
+    });
+
+    it('refuses the 101st failure in a day for a day', async () => {
+      for (let i = 0; i < 100; i += 1) {
+        if (i % 10 === 0) advanceSeconds(601);
+        expect(await throttle.reserveLoginAttempt(attempt({ username: `user${i}` }))).toBeUndefined();
+      }
+      advanceSeconds(601);
+      expect(await throttle.reserveLoginAttempt(attempt({ username: 'user100' }))).toEqual({
+        rule: 'R4',
+        retryAfterSeconds: 86400,
+      });
+    });
+
+    it('gives a success its place back', async () => {
+      for (let i = 0; i < 9; i += 1) await throttle.reserveLoginAttempt(attempt({ username: `user${i}` }));
+      await throttle.reserveLoginAttempt(attempt({ username: 'bob', trusted: true }));
+      await throttle.recordLoginSuccess(attempt({ username: 'bob', trusted: true }));
+      expect(await throttle.reserveLoginAttempt(attempt({ username: 'user9' }))).toBeUndefined();
+    });
+  });
+
+  describe('request caps', () => {
+    it('R5: allows bursts of 30 password grants a minute per address, and 150 in 5 minutes', async () => {
+      const admitted = async (count: number) => {
+        let n = 0;
+        for (let i = 0; i < count; i += 1) if (!(await throttle.admitPasswordGrant('203.0.113.1'))) n += 1;
+        return n;
+      };
+      expect(await admitted(31)).toBe(30);
+      expect(await throttle.admitPasswordGrant('203.0.113.2')).toBeUndefined();
+      advanceSeconds(60);
+      expect(await admitted(30)).toBe(30);
+      advanceSeconds(60);
+      expect(await admitted(30)).toBe(30);
+      advanceSeconds(60);
+      // 30 + 1 refused + 30 + 30 = 91 counted of 150, so 30 now and then the five-minute window refuses.
+      expect(await admitted(30)).toBe(30);
+      advanceSeconds(60);
+      expect(await admitted(30)).toBe(29);
+      expect(await throttle.admitPasswordGrant('203.0.113.1')).toMatchObject({ rule: 'R5' });
+    });
+
+    it('R6: refuses the 4th registration from one address within 10 s, and the 21st within an hour', async () => {
+      const audits: { event: string; fields: Record<string, unknown> }[] = [];
+      const context = contextFrom('203.0.113.1', audits);
+      for (let i = 0; i < 3; i += 1) await throttle.admitRegistration(context);
+      const refused = await throttle.admitRegistration(context).catch((error: unknown) => error);
+      expect(refused).toBeInstanceOf(AppError);
+      expect(refused).toMatchObject({ code: 'temporarily_unavailable', retryAfterSeconds: 10 });
+      expect(audits).toEqual([{ event: 'request_throttled', fields: { rule: 'R6', retryAfterSeconds: 10 } }]);
+      await throttle.admitRegistration(contextFrom('203.0.113.2'));
+
+      build();
+      for (let i = 0; i < 20; i += 1) {
+        if (i % 3 === 0) advanceSeconds(10);
+        await throttle.admitRegistration(context);
+      }
+      advanceSeconds(10);
+      await expect(throttle.admitRegistration(context)).rejects.toMatchObject({
+        code: 'temporarily_unavailable',
+        retryAfterSeconds: 3600 - 70,
+      });
+    });
+
+    it('R7: refuses the 11th refresh of one session within a minute, and counts addresses apart', async () => {
+      const context = contextFrom('203.0.113.1');
+      for (let i = 0; i < 10; i += 1) await throttle.admitRefreshOfSession('session-1', context);
+      await expect(throttle.admitRefreshOfSession('session-1', context)).rejects.toMatchObject({
+        code: 'temporarily_unavailable',
+        retryAfterSeconds: 60,
+      });
+      await throttle.admitRefreshOfSession('session-2', context);
+      for (let i = 0; i < 150; i += 1) await throttle.admitRefresh(context);
+      await expect(throttle.admitRefresh(context)).rejects.toMatchObject({ code: 'temporarily_unavailable' });
+      expect(await throttle.admitPasswordGrant('203.0.113.1')).toBeUndefined();
+    });
+  });
+});
