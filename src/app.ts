@@ -224,7 +224,7 @@ export async function buildApp(
   const sessions = createSessionsService({
     accessTokens,
     sessions: createSessionsRepository(db),
-    refreshTokens: createRefreshTokensRepository(db),
+    refreshTokens: createRefreshTokensRepository(db, deps.db.dialect),
     users,
     clock: deps.clock,
     // From GATEHOUSE_SECRET, never from the database: a copy of the database alone cannot derive live refresh tokens.

@@ -1,5 +1,5 @@
 import type { Session } from '../domain/session.ts';
-import type { Db } from './schema.ts';
+import type { Db, Dialect } from './schema.ts';
 import { type NewRefreshToken, sessionColumns, toSession } from './sessions.ts';
 
 export interface StoredRefreshToken {
@@ -26,7 +26,7 @@ export interface RefreshTokensRepository {
   ): Promise<RotationOutcome>;
 }
 
-export function createRefreshTokensRepository(db: Db): RefreshTokensRepository {
+export function createRefreshTokensRepository(db: Db, dialect: Dialect): RefreshTokensRepository {
   return {
     async findRefreshToken(id) {
       const row = await db
@@ -46,14 +46,16 @@ export function createRefreshTokensRepository(db: Db): RefreshTokensRepository {
 
     async markRefreshTokenUsed(parentId, successor, sessionId, judgeLocked) {
       return db.transaction().execute(async (trx) => {
-        // A write first, that changes nothing, to lock the session row (and, on SQLite, take the write lock before
-        // any read): a logout that commits first is seen here and makes this refresh fail instead of answering with
-        // tokens that are already dead; one that comes later waits for this transaction.
+        // The session row is read locked: a logout that commits first is seen here and makes this refresh fail
+        // instead of answering with tokens that are already dead; one that comes later waits for this transaction.
+        // PostgreSQL: FOR NO KEY UPDATE (an update that changes nothing would do too, but then the next update of the
+        // row re-checks its foreign key, locking the user's row after the session's: an account deletion, which
+        // locks them the other way round, deadlocked with it). SQLite: the transaction began with the write lock.
         const locked = await trx
-          .updateTable('sessions')
-          .set((eb) => ({ last_used_at_ms: eb.ref('last_used_at_ms') }))
+          .selectFrom('sessions')
+          .select(sessionColumns)
           .where('id', '=', sessionId)
-          .returning(sessionColumns)
+          .$if(dialect === 'postgres', (query) => query.forNoKeyUpdate())
           .executeTakeFirst();
         // Judged now, not when the request began: a refresh that waited on the lock past the idle cut-off must not
         // bring back a session that every other path already refuses.
