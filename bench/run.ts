@@ -29,7 +29,7 @@ try {
   const conversation = await conversationRows(bench);
   const seed = await seedRows(bench);
   const { sqlite } = conversation;
-  const token = await tokenRows(bench, sqlite.server);
+  const token = await tokenRows(bench, sqlite.server, sqlite.url);
   const refresh = await refreshRow(bench, sqlite.server);
   const flood = await floodRows(bench, sqlite);
   await workersRow(bench, sqlite.url);
@@ -42,10 +42,12 @@ try {
     seedConversation: seed.conversation,
     seedToken: seed.token,
     token: token.token,
+    tokenThrottled: token.tokenThrottled,
     register: token.register,
     refresh,
     argon2: token.argon2,
     flood: flood.idle,
+    floodOverflow: flood.overflow,
     floodLow: flood.low,
     revocation,
   });

@@ -18,6 +18,9 @@ export interface Flood {
   ratio: number;
   conversationErrors: number;
   tokenRequestsPerSecondDuringFlood: number;
+  /** Flooding connections, and the share of their answers that were 503 (shed by the hash queue's bound). */
+  floodConnections: number;
+  tokenShedShare: number;
 }
 
 /**
@@ -29,6 +32,7 @@ async function measureFlood(
   base: string,
   auth: Record<string, string>,
   label: string,
+  connections = 16,
 ): Promise<Flood> {
   const atRest = await probeLatency(bench, `${base}/conversation`, auth);
   const [tokens, flooded] = await Promise.all([
@@ -37,11 +41,18 @@ async function measureFlood(
       method: 'POST',
       headers: formHeaders,
       body: tokenForm,
-      connections: 16,
+      connections,
     }),
     probeLatency(bench, `${base}/conversation`, auth),
   ]);
-  log(`flood, ${label}: p99 ${atRest.p99Ms.toFixed(2)} ms at rest, ${flooded.p99Ms.toFixed(2)} ms flooded`);
+  const statusCounts =
+    (tokens as { statusCodeStats?: Record<string, { count: number }> }).statusCodeStats ?? {};
+  const answered = Object.values(statusCounts).reduce((sum, { count }) => sum + count, 0);
+  const tokenShedShare = answered ? (statusCounts['503']?.count ?? 0) / answered : 0;
+  log(
+    `flood, ${label}: p99 ${atRest.p99Ms.toFixed(2)} ms at rest, ${flooded.p99Ms.toFixed(2)} ms flooded, ` +
+      `${(tokenShedShare * 100).toFixed(0)}% of /token shed`,
+  );
   return {
     p50AtRestMs: atRest.p50Ms,
     p99AtRestMs: atRest.p99Ms,
@@ -50,11 +61,16 @@ async function measureFlood(
     ratio: flooded.p99Ms / atRest.p99Ms,
     conversationErrors: atRest.errors + flooded.errors,
     tokenRequestsPerSecondDuringFlood: tokens.requests.average,
+    floodConnections: connections,
+    tokenShedShare,
   };
 }
 
 /** The last use of the SQLite server of the /conversation row: it is stopped before the second server starts. */
-export async function floodRows(bench: Bench, sqlite: SqliteGatehouse): Promise<{ idle: Flood; low: Flood }> {
+export async function floodRows(
+  bench: Bench,
+  sqlite: SqliteGatehouse,
+): Promise<{ idle: Flood; overflow: Flood; low: Flood }> {
   // Logins must not slow everyone else down: p99 of /conversation at rest, then while /token is flooded.
   const idle = await measureFlood(
     bench,
@@ -63,6 +79,15 @@ export async function floodRows(bench: Bench, sqlite: SqliteGatehouse): Promise<
     'default HASH_THREAD_PRIORITY=idle',
   );
   bench.extra.flood = idle;
+  // Far more logins than the hash queue holds (one slot and 16 places per core): the excess is answered 503 at once.
+  const overflow = await measureFlood(
+    bench,
+    sqlite.server.base,
+    sqlite.auth,
+    'flooded beyond the hash queue',
+    256,
+  );
+  bench.extra.floodOverflow = overflow;
   await stop(sqlite.server.child);
 
   // The same with the hashing threads at nice 19 instead of SCHED_IDLE, for comparison.
@@ -71,5 +96,5 @@ export async function floodRows(bench: Bench, sqlite: SqliteGatehouse): Promise<
   const low = await measureFlood(bench, server.base, auth, 'HASH_THREAD_PRIORITY=low');
   bench.extra.floodLow = low;
   await stop(server.child);
-  return { idle, low };
+  return { idle, overflow, low };
 }

@@ -1,7 +1,14 @@
 import { execFileSync } from 'node:child_process';
 import { type Bench, log, type Row } from '../support/context.ts';
-import { formHeaders, type RunningGatehouse, registerBody, tokenForm } from '../support/gatehouse.ts';
+import {
+  formHeaders,
+  type RunningGatehouse,
+  registerBody,
+  startGatehouse,
+  tokenForm,
+} from '../support/gatehouse.ts';
 import { measure } from '../support/load.ts';
+import { stop } from '../support/processes.ts';
 
 export interface Argon2Rate {
   workers: number;
@@ -24,7 +31,8 @@ function rawArgon2(bench: Bench) {
 export async function tokenRows(
   bench: Bench,
   sqlite: RunningGatehouse,
-): Promise<{ token: Row; register: Row; argon2: Argon2Rate }> {
+  databaseUrl: string,
+): Promise<{ token: Row; tokenThrottled: Row; register: Row; argon2: Argon2Rate }> {
   // The raw rate right before and right after /token, averaged: this machine's speed drifts by 10-20% within
   // minutes, and the target is a ratio of the two.
   const argon2Before = rawArgon2(bench);
@@ -44,6 +52,21 @@ export async function tokenRows(
     after: argon2After.verifiesPerSecond,
   };
   bench.extra.argon2 = argon2;
+  // The same logins with throttling on (the bench's servers run with RATE_LIMITS=off): the counters reserved and
+  // cleared around every success are the cost. Per-address caps are lifted, since every request comes from here.
+  const throttled = await startGatehouse(bench, databaseUrl, {
+    RATE_LIMITS: 'on',
+    TOKEN_PASSWORD_PER_IP: '9999999/60s',
+    REGISTER_PER_IP: '9999999/60s',
+  });
+  const tokenThrottled = await measure(bench, 'Gatehouse POST /token, SQLite, throttling on', throttled.pid, {
+    url: `${throttled.base}/token`,
+    method: 'POST',
+    headers: formHeaders,
+    body: tokenForm,
+    connections: 8,
+  });
+  await stop(throttled.child);
   const register = await measure(bench, 'Gatehouse POST /register/, SQLite', sqlite.pid, {
     url: `${sqlite.base}/register/`,
     method: 'POST',
@@ -51,5 +74,5 @@ export async function tokenRows(
     setupBody: registerBody,
     connections: 8,
   });
-  return { token, register, argon2 };
+  return { token, tokenThrottled, register, argon2 };
 }
