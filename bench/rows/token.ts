@@ -36,13 +36,15 @@ export async function tokenRows(
   // The raw rate right before and right after /token, averaged: this machine's speed drifts by 10-20% within
   // minutes, and the target is a ratio of the two.
   const argon2Before = rawArgon2(bench);
-  const token = await measure(bench, 'Gatehouse POST /token, SQLite', sqlite.pid, {
-    url: `${sqlite.base}/token`,
-    method: 'POST',
-    headers: formHeaders,
-    body: tokenForm,
-    connections: 8,
-  });
+  const logins = (name: string, server: RunningGatehouse) =>
+    measure(bench, name, server.pid, {
+      url: `${server.base}/token`,
+      method: 'POST',
+      headers: formHeaders,
+      body: tokenForm,
+      connections: 8,
+    });
+  const token = await logins('Gatehouse POST /token, SQLite', sqlite);
   const argon2After = rawArgon2(bench);
   const argon2 = {
     workers: argon2Before.workers,
@@ -59,13 +61,7 @@ export async function tokenRows(
     TOKEN_PASSWORD_PER_IP: '9999999/60s',
     REGISTER_PER_IP: '9999999/60s',
   });
-  const tokenThrottled = await measure(bench, 'Gatehouse POST /token, SQLite, throttling on', throttled.pid, {
-    url: `${throttled.base}/token`,
-    method: 'POST',
-    headers: formHeaders,
-    body: tokenForm,
-    connections: 8,
-  });
+  const tokenThrottled = await logins('Gatehouse POST /token, SQLite, throttling on', throttled);
   await stop(throttled.child);
   const register = await measure(bench, 'Gatehouse POST /register/, SQLite', sqlite.pid, {
     url: `${sqlite.base}/register/`,
