@@ -178,8 +178,8 @@ describe('a client that leaves while its login is queued', () => {
 });
 
 describe('the event-loop guard (@fastify/under-pressure)', () => {
-  it('guards at 1 s of mean event-loop delay and 98% event-loop utilisation', () => {
-    expect(PRESSURE_LIMITS).toMatchObject({ maxEventLoopDelayMs: 1000, maxEventLoopUtilization: 0.98 });
+  it('guards at 1 s of mean event-loop delay, not at utilisation: a saturated loop that keeps up is not shed', () => {
+    expect(PRESSURE_LIMITS).toMatchObject({ maxEventLoopDelayMs: 1000, maxEventLoopUtilization: 0 });
   });
 
   it('answers 503 with Retry-After through the error table while under pressure, and keeps the health checks', async () => {
