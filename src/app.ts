@@ -44,15 +44,15 @@ import { createDeviceTokens } from './security/device-tokens.ts';
 import { createPasswordPolicy } from './security/password-policy.ts';
 import type { PasswordHasher } from './security/passwords.ts';
 import { createSecretBox, deriveDeviceTokenKey, deriveRefreshTokenKey } from './security/secret-box.ts';
-import { createAccountsService } from './services/accounts.ts';
+import { createAccountsService, type PasswordCheckThrottle } from './services/accounts.ts';
 import { createAuditTrail } from './services/audit.ts';
 import { createConversationsService } from './services/conversations.ts';
 import { type LoadedKeyRing, loadKeyRing } from './services/keys.ts';
 import { createKnownClients } from './services/known-clients.ts';
 import { createLoginService, type LoginThrottling } from './services/login.ts';
-import type { AuditSink } from './services/request-context.ts';
+import type { AuditSink, RequestContext } from './services/request-context.ts';
 import { createSessionsService } from './services/sessions.ts';
-import { createThrottle } from './services/throttle.ts';
+import { createThrottle, type Throttle } from './services/throttle.ts';
 
 export interface AppDependencies {
   db: DbHandle;
@@ -198,7 +198,10 @@ export async function buildApp(
     maxPasswordLength: config.passwords.maxLength,
     onRehashFailed: (error) => app.log.warn({ err: error }, 'password rehash failed'),
     ...(throttling
-      ? { onPasswordChanged: (username: string) => throttling.throttle.forgetAccountFailures(username) }
+      ? {
+          onPasswordChanged: (username: string) => throttling.throttle.forgetAccountFailures(username),
+          passwordChecks: passwordChecksOf(throttling.throttle),
+        }
       : {}),
   });
   await accounts.equaliseFailureTiming();
@@ -360,4 +363,22 @@ export function loadConfiguredKeyRing(
     // A superseded key verifies while tokens it signed can live, and while other instances still sign with it.
     retireAfterSeconds: config.jwt.accessTokenTtlSeconds + 2 * KEY_RELOAD_INTERVAL_SECONDS + 60,
   });
+}
+
+/**
+ * The account endpoints' password checks, throttled as logins of the account from the caller's address. The caller
+ * holds a live session, so it counts as trusted: R1 and R4 bound it, and the account's own user is never locked out.
+ */
+function passwordChecksOf(throttle: Throttle): PasswordCheckThrottle {
+  const attemptOf = (username: string, context: RequestContext) => ({
+    username,
+    ip: throttle.clientKey(context.ipAddress),
+    deviceId: undefined,
+    trusted: true,
+  });
+  return {
+    reserve: async (username, context) =>
+      (await throttle.reserveLoginAttempt(attemptOf(username, context)))?.retryAfterSeconds,
+    succeeded: (username, context) => throttle.recordLoginSuccess(attemptOf(username, context)),
+  };
 }

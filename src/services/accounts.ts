@@ -35,9 +35,9 @@ export interface AccountsService {
    */
   updateProfile(userId: number, changes: ProfileUpdate, context: RequestContext): Promise<User>;
   /** Replaces the password after checking the current one, and ends every session but `keepSessionId`. */
-  changePassword(userId: number, change: PasswordChange): Promise<void>;
+  changePassword(userId: number, change: PasswordChange, context: RequestContext): Promise<void>;
   /** Deletes the user with their conversation and sessions after checking the password. */
-  deleteAccount(userId: number, password: string): Promise<void>;
+  deleteAccount(userId: number, password: string, context: RequestContext): Promise<void>;
   /** Makes failed logins as slow as a bcrypt verification when imported bcrypt hashes exist; run once at start. */
   equaliseFailureTiming(): Promise<void>;
 }
@@ -54,6 +54,13 @@ export type CredentialCheck =
   | VerifiedLogin
   | { outcome: 'unknown_user' }
   | { outcome: 'wrong_password'; userId: number };
+
+export interface PasswordCheckThrottle {
+  /** Reserves the check's place before the hash; the wait when it is refused. */
+  reserve(username: string, context: RequestContext): Promise<number | undefined>;
+  /** The password matched: the failures counted against the account from this caller are forgotten. */
+  succeeded(username: string, context: RequestContext): Promise<void>;
+}
 
 export interface ProfileUpdate {
   /** The session asking: a password change that ended it must not be overtaken by this change. */
@@ -80,6 +87,8 @@ export interface AccountsDependencies {
   onRehashFailed?: (error: unknown) => void;
   /** Runs after a password change commits: login throttling forgets the account's failures. */
   onPasswordChanged?: (username: string) => Promise<void>;
+  /** Throttling of the account endpoints' password checks, counted like logins of the account from the caller. */
+  passwordChecks?: PasswordCheckThrottle;
 }
 
 // Kept word for word from the seed, whose clients may compare it: the first message of every new conversation.
@@ -206,7 +215,7 @@ export function createAccountsService(deps: AccountsDependencies): AccountsServi
       const credentials =
         changes.currentPassword === undefined
           ? undefined
-          : await checkPassword(userId, changes.currentPassword);
+          : await checkPassword(userId, changes.currentPassword, context);
       const expectedHash = credentials?.passwordHash;
       const previous =
         email === undefined ? undefined : (credentials?.user ?? (await users.findUserById(userId)));
@@ -234,8 +243,8 @@ export function createAccountsService(deps: AccountsDependencies): AccountsServi
       return user;
     },
 
-    async changePassword(userId, change) {
-      const credentials = await checkPassword(userId, change.currentPassword);
+    async changePassword(userId, change, context) {
+      const credentials = await checkPassword(userId, change.currentPassword, context);
       const newPassword = normalisePassword(change.newPassword);
       const problems: FieldProblem[] = [];
       if (newPassword === normalisePassword(change.currentPassword)) {
@@ -266,8 +275,8 @@ export function createAccountsService(deps: AccountsDependencies): AccountsServi
       await deps.onPasswordChanged?.(credentials.user.username);
     },
 
-    async deleteAccount(userId, password) {
-      const credentials = await checkPassword(userId, password);
+    async deleteAccount(userId, password, context) {
+      const credentials = await checkPassword(userId, password, context);
       // Only while the hash just verified is still the user's: a password changed meanwhile voids this proof.
       if (!(await users.deleteUser(userId, credentials.passwordHash))) {
         throw new AppError('invalid_password', 'Incorrect password');
@@ -275,12 +284,21 @@ export function createAccountsService(deps: AccountsDependencies): AccountsServi
     },
   };
 
-  async function checkPassword(userId: number, password: string) {
+  // A stolen access token must not become a password oracle: these checks count like logins of the account.
+  async function checkPassword(userId: number, password: string, context: RequestContext) {
     const credentials = await users.findCredentialsById(userId);
     if (!credentials) throw new AppError('not_found', 'User not found');
+    const { username } = credentials.user;
+    const retryAfterSeconds = await deps.passwordChecks?.reserve(username, context);
+    if (retryAfterSeconds !== undefined) {
+      context.audit('password_check_throttled', { userId, retryAfterSeconds });
+      throw new AppError('temporarily_unavailable', 'Too many attempts; retry later.', { retryAfterSeconds });
+    }
     if (!(await hasher.verify(credentials.passwordHash, password))) {
+      context.audit('password_check_failed', { userId });
       throw new AppError('invalid_password', 'Incorrect password');
     }
+    await deps.passwordChecks?.succeeded(username, context);
     return credentials;
   }
 }

@@ -90,11 +90,18 @@ export function createLoginService(deps: {
         return { outcome: 'locked', retryAfterSeconds };
       }
 
-      const check = await accounts.verifyCredentials(
-        credentials.username,
-        credentials.password,
-        context.signal ? { signal: context.signal } : {},
-      );
+      const check = await accounts
+        .verifyCredentials(
+          credentials.username,
+          credentials.password,
+          context.signal ? { signal: context.signal } : {},
+        )
+        .catch(async (error: unknown) => {
+          // Shed (or the client left) before its hash ran: nothing was verified, so nothing may count as a failure.
+          if (throttling && throttled?.attempt)
+            await throttling.throttle.releaseLoginAttempt(throttled.attempt);
+          throw error;
+        });
       // A password changed between the check and the session: the login proved a password that is no longer theirs.
       const tokens =
         check.outcome === 'verified' &&

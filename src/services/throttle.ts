@@ -59,6 +59,8 @@ export interface Throttle {
   reserveLoginAttempt(attempt: LoginAttempt): Promise<Refusal | undefined>;
   /** After a correct password: forgets the account's failures (R1 for this client, R2, R3) and gives R4 its place back. */
   recordLoginSuccess(attempt: LoginAttempt): Promise<void>;
+  /** Gives back the places an admitted attempt reserved, when it was never verified (its hash was shed). */
+  releaseLoginAttempt(attempt: LoginAttempt): Promise<void>;
   /** After a password change: forgets the failures counted against the account (R2, R3). */
   forgetAccountFailures(username: string): Promise<void>;
   /** R6: throws temporarily_unavailable when this address registers too often. */
@@ -239,6 +241,22 @@ export function createThrottle(counters: CounterStore, policy: ThrottlePolicy): 
         ipPerMinute.refund(attempt.ip),
         ipPerDay.refund(attempt.ip),
       ]);
+    },
+
+    async releaseLoginAttempt(attempt) {
+      const { account, pair } = keysOf(attempt);
+      const places: [Pick<Reserved, 'counter'>['counter'], string][] = [
+        [perClient.counter, pair],
+        [ipPerMinute, attempt.ip],
+        [ipPerDay, attempt.ip],
+        ...(attempt.trusted
+          ? []
+          : ([
+              [untrusted.counter, account],
+              [hardCap, account],
+            ] as [Pick<Reserved, 'counter'>['counter'], string][])),
+      ];
+      await Promise.all(places.map(([counter, key]) => counter.refund(key)));
     },
 
     forgetAccountFailures: (username) => forgetAccount(digest(loginIdentifier(username))),

@@ -1,5 +1,6 @@
 import type { LightMyRequestResponse } from 'fastify';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { AppError } from '../../src/errors.ts';
 import { createPasswordHasher, type PasswordHasher } from '../../src/security/passwords.ts';
 import {
   buildTestApp,
@@ -26,20 +27,34 @@ const INVALID_GRANT = {
 const NEW_PASSWORD = 'a brand new passphrase for alice';
 
 /** The production hasher at its minimum cost, counting every verification (real or dummy). */
-function countingHasher(): PasswordHasher & { verifications(): number } {
+function countingHasher(): PasswordHasher & { verifications(): number; shedNext(count: number): void } {
   const real = createPasswordHasher(FAST_ARGON2);
   let verifications = 0;
+  let toShed = 0;
+  // As the bounded hash queue does when it is full: the verification never runs.
+  const shed = () => {
+    if (toShed === 0) return false;
+    toShed -= 1;
+    return true;
+  };
+  const overloaded = () =>
+    Promise.reject(new AppError('overloaded', 'The server is busy; retry in a second.'));
   return {
     ...real,
     verify: (storedHash, password) => {
+      if (shed()) return overloaded();
       verifications += 1;
       return real.verify(storedHash, password);
     },
     verifyDummy: (password) => {
+      if (shed()) return overloaded();
       verifications += 1;
       return real.verifyDummy(password);
     },
     verifications: () => verifications,
+    shedNext: (count) => {
+      toShed = count;
+    },
   };
 }
 
@@ -129,6 +144,46 @@ describe.each(dialects)('login throttling over HTTP on %s', (dialect) => {
     // Both the failures and the count of locks are gone: 5 free failures again, then 30 s.
     await failTimes('203.0.113.10', 5);
     expectThrottled(await login('203.0.113.10', 'after the success'), 30);
+  });
+
+  it('counts no failure for attempts whose hash was shed: the right password still logs in after a flood', async () => {
+    await start();
+    hasher.shedNext(8);
+    for (let i = 0; i < 8; i += 1) {
+      expect((await login('203.0.113.40', STRONG_PASSWORD)).statusCode).toBe(503);
+    }
+    await loginOk('203.0.113.40');
+    // And the five free failures are all still there.
+    await failTimes('203.0.113.40', 5);
+    expectThrottled(await login('203.0.113.40', 'sixth wrong'));
+  });
+
+  it('throttles and audits the password checks of the account endpoints like logins of the account', async () => {
+    await start();
+    const { access_token: accessToken } = await loginOk('203.0.113.50');
+    const check = (currentPassword: string) =>
+      t.app.inject({
+        method: 'POST',
+        url: '/users/me/password',
+        remoteAddress: '198.51.100.50',
+        headers: { authorization: `Bearer ${accessToken}` },
+        payload: { current_password: currentPassword, new_password: 'a brand new passphrase here' },
+      });
+    for (let i = 0; i < 5; i += 1) {
+      const response = await check(`guess ${i}`);
+      expect(response.statusCode, response.body).toBe(400);
+      expect(response.json().code).toBe('invalid_password');
+    }
+    const hashed = hasher.verifications();
+    const refused = await check(STRONG_PASSWORD);
+    expect(refused.statusCode, refused.body).toBe(429);
+    expect(Number(refused.headers['retry-after'])).toBeGreaterThanOrEqual(1);
+    expect(refused.json()).toEqual({ detail: 'Too many attempts; retry later.' });
+    expect(hasher.verifications()).toBe(hashed);
+    expect(events(t, 'password_check_failed')).toHaveLength(5);
+    expect(events(t, 'password_check_throttled')).toHaveLength(1);
+    // The same user logging in from elsewhere is not locked out by it.
+    await loginOk('203.0.113.51');
   });
 
   it('answers the correct password during a lock exactly like a wrong one, with no token and no hash (test 2)', async () => {

@@ -124,11 +124,15 @@ export const accountRoutes: FastifyPluginAsyncTypebox<{
     },
     async (request, reply) => {
       const { user, sessionId } = request.auth!;
-      await accounts.changePassword(user.id, {
-        currentPassword: request.body.current_password,
-        newPassword: request.body.new_password,
-        keepSessionId: sessionId,
-      });
+      await accounts.changePassword(
+        user.id,
+        {
+          currentPassword: request.body.current_password,
+          newPassword: request.body.new_password,
+          keepSessionId: sessionId,
+        },
+        requestContext(request),
+      );
       requestContext(request).audit('password_changed', { userId: user.id });
       return reply.code(204).send(null);
     },
@@ -147,7 +151,7 @@ export const accountRoutes: FastifyPluginAsyncTypebox<{
     },
     async (request, reply) => {
       const { user } = request.auth!;
-      await accounts.deleteAccount(user.id, request.body.password);
+      await accounts.deleteAccount(user.id, request.body.password, requestContext(request));
       // The name stays with the events that outlive the account, for whoever investigates what happened to it.
       requestContext(request).audit('user_deleted', { userId: user.id, username: user.username });
       return reply.code(204).send(null);
