@@ -4,6 +4,8 @@ import type { Db } from './schema.ts';
 /** Who a login names, before its password is checked: the account, and whether it knows the client's address. */
 export interface LoginSubject {
   userId: number;
+  /** The user's trust generation, which their device tokens must carry. */
+  trustGeneration: number;
   /** The last success from this address since the cut-off; undefined when there was none. */
   ipLastSuccessAt: Date | undefined;
 }
@@ -29,13 +31,14 @@ export function createKnownIpsRepository(db: Db): KnownIpsRepository {
             .on('known_ips.ip', '=', ip)
             .on('known_ips.last_success_at_ms', '>=', since.getTime()),
         )
-        .select(['users.id', 'known_ips.last_success_at_ms'])
+        .select(['users.id', 'users.trust_generation', 'known_ips.last_success_at_ms'])
         .where('users.username_canonical', '=', usernameCanonical)
         .executeTakeFirst();
       if (!row) return undefined;
       const lastMs = row.last_success_at_ms;
       return {
         userId: Number(row.id),
+        trustGeneration: Number(row.trust_generation),
         ipLastSuccessAt: lastMs === null ? undefined : new Date(Number(lastMs)),
       };
     },

@@ -16,6 +16,8 @@ export interface UsersTable {
   level: Level;
   created_at_ms: number;
   updated_at_ms: number;
+  // Raised when the user's trusted clients must be forgotten; bound into their device tokens.
+  trust_generation: Generated<number>;
 }
 
 export interface ConversationsTable {

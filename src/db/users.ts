@@ -34,7 +34,10 @@ export interface UsersRepository {
   findCredentialsById(id: number): Promise<Credentials | undefined>;
   /** Replaces the hash only if it is still `expectedHash` (a concurrent change wins otherwise); true if replaced. */
   replacePasswordHash(id: number, expectedHash: string, passwordHash: string, now: Date): Promise<boolean>;
-  /** As replacePasswordHash, and in the same transaction ends every session of the user but `keepSessionId`. */
+  /**
+   * As replacePasswordHash, and in the same transaction ends every session of the user but `keepSessionId` and forgets
+   * their trusted clients (forgetTrustedClients).
+   */
   replacePasswordHashEndingOtherSessions(
     id: number,
     expectedHash: string,
@@ -52,6 +55,8 @@ export interface UsersRepository {
     now: Date,
     guard: { liveSessionId: string; expectedHash?: string },
   ): Promise<User | undefined>;
+  /** Forgets the user's trusted clients: raises their trust generation (voiding device tokens) and known addresses. */
+  forgetTrustedClients(id: number): Promise<void>;
   /** Deletes the user only if `expectedHash` is still their hash; true if deleted. */
   deleteUser(id: number, expectedHash: string): Promise<boolean>;
 }
@@ -161,9 +166,12 @@ export function createUsersRepository(db: Db): UsersRepository {
           .where('id', '!=', keepSessionId)
           .where('revoked_at_ms', 'is', null)
           .execute();
+        await forgetTrustedClients(trx, id);
         return true;
       });
     },
+
+    forgetTrustedClients: (id) => db.transaction().execute((trx) => forgetTrustedClients(trx, id)),
 
     async updateUserProfile(id, changes, now, guard) {
       const { liveSessionId, expectedHash } = guard;
@@ -226,6 +234,15 @@ async function isUsernameTaken(db: Db, user: NewUser): Promise<boolean> {
     )
     .executeTakeFirst();
   return row !== undefined;
+}
+
+async function forgetTrustedClients(db: Db, id: number): Promise<void> {
+  await db
+    .updateTable('users')
+    .set((eb) => ({ trust_generation: eb('trust_generation', '+', 1) }))
+    .where('id', '=', id)
+    .execute();
+  await db.deleteFrom('known_ips').where('user_id', '=', id).execute();
 }
 
 async function compareAndSwapHash(db: Db, id: number, expectedHash: string, passwordHash: string, now: Date) {

@@ -6,6 +6,8 @@ import type { DeviceTokens } from '../security/device-tokens.ts';
 export interface ClientIdentity {
   /** The account the username names, if there is one. */
   userId: number | undefined;
+  /** The account's trust generation, which a device token for it carries. */
+  trustGeneration: number;
   /** The device id of a valid device token issued for that account. */
   deviceId: string | undefined;
   /** When the account last logged in from this client's address, within the remembered time. */
@@ -40,6 +42,7 @@ const REFRESH_KNOWN_IP_AFTER_MS = 3600_000;
 
 const UNKNOWN: ClientIdentity = {
   userId: undefined,
+  trustGeneration: 0,
   deviceId: undefined,
   ipLastSuccessAt: undefined,
   trusted: false,
@@ -56,10 +59,13 @@ export function createKnownClients(deps: KnownClientsDependencies): KnownClients
       const now = clock.now();
       const subject = await knownIps.findLoginSubject(usernameCanonical, ip, since(now));
       if (!subject) return UNKNOWN;
-      const deviceId = deviceToken ? deviceTokens.verify(deviceToken, subject.userId, now) : undefined;
+      const deviceId = deviceToken
+        ? deviceTokens.verify(deviceToken, subject.userId, subject.trustGeneration, now)
+        : undefined;
       const ipLastSuccessAt = deps.knownIpsPerUser > 0 ? subject.ipLastSuccessAt : undefined;
       return {
         userId: subject.userId,
+        trustGeneration: subject.trustGeneration,
         deviceId,
         ipLastSuccessAt,
         trusted: deviceId !== undefined || ipLastSuccessAt !== undefined,
@@ -73,7 +79,7 @@ export function createKnownClients(deps: KnownClientsDependencies): KnownClients
       if (deps.knownIpsPerUser > 0 && now.getTime() - lastMs > REFRESH_KNOWN_IP_AFTER_MS) {
         await knownIps.recordKnownIp(userId, ip, now, deps.knownIpsPerUser, since(now));
       }
-      return deviceTokens.issue(userId, known.deviceId, now);
+      return deviceTokens.issue(userId, known.trustGeneration, known.deviceId, now);
     },
   };
 }

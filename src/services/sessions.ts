@@ -60,7 +60,7 @@ export interface SessionsService {
   revokeSession(sessionId: string, reason: string): Promise<void>;
   /** Ends the session of a refresh or access token (RFC 7009); does nothing for a token it does not know. */
   revokeToken(presented: string, context: RequestContext): Promise<void>;
-  /** Ends every session of the user, except one if named; returns how many ended. */
+  /** Ends every session of the user, except one if named, and forgets their trusted clients; returns how many ended. */
   revokeEverySession(userId: number, reason: string, exceptSessionId?: string): Promise<number>;
   /** Returns the user's live sessions, newest first. */
   listSessions(userId: number): Promise<Session[]>;
@@ -230,8 +230,12 @@ export function createSessionsService(deps: SessionsDependencies): SessionsServi
       }
     },
 
-    revokeEverySession: (userId, reason, exceptSessionId) =>
-      sessions.revokeEverySessionOfUser(userId, reason, clock.now(), exceptSessionId),
+    async revokeEverySession(userId, reason, exceptSessionId) {
+      const ended = await sessions.revokeEverySessionOfUser(userId, reason, clock.now(), exceptSessionId);
+      // Signing out everywhere also ends the trust that earlier logins earned their devices and addresses.
+      await users.forgetTrustedClients(userId);
+      return ended;
+    },
 
     async listSessions(userId) {
       const now = clock.now();

@@ -34,6 +34,7 @@ describe.each(dialects)('known IPs on %s', (dialect) => {
     const user = await addUser('Erin');
     expect(await repository.findLoginSubject('erin', '203.0.113.1', LONG_AGO)).toEqual({
       userId: user.id,
+      trustGeneration: 0,
       ipLastSuccessAt: undefined,
     });
     expect(await repository.findLoginSubject('nobody', '203.0.113.1', LONG_AGO)).toBeUndefined();
@@ -46,11 +47,13 @@ describe.each(dialects)('known IPs on %s', (dialect) => {
     await repository.recordKnownIp(user.id, '2001:db8:1:2::/64', at(3), 10, LONG_AGO);
     expect(await repository.findLoginSubject('frank', '2001:db8:1:2::/64', LONG_AGO)).toEqual({
       userId: user.id,
+      trustGeneration: 0,
       ipLastSuccessAt: at(3),
     });
     expect(await storedIps(user.id)).toEqual(['2001:db8:1:2::/64']);
     expect(await repository.findLoginSubject('frank', '2001:db8:1:2::/64', at(4))).toEqual({
       userId: user.id,
+      trustGeneration: 0,
       ipLastSuccessAt: undefined,
     });
     expect(await repository.findLoginSubject('frank', '203.0.113.1', LONG_AGO)).toMatchObject({
@@ -82,5 +85,23 @@ describe.each(dialects)('known IPs on %s', (dialect) => {
     await repository.recordKnownIp(user.id, '192.0.2.1', at(1), 10, LONG_AGO);
     await database.db.deleteFrom('users').where('id', '=', user.id).execute();
     expect(await storedIps(user.id)).toEqual([]);
+  });
+
+  it('forgets the known addresses of a user and raises their trust generation, touching no one else', async () => {
+    const repository = createKnownIpsRepository(database.db);
+    const users = createUsersRepository(database.db);
+    const user = await addUser('Quentin');
+    const other = await addUser('Rupert');
+    await repository.recordKnownIp(user.id, '192.0.2.10', at(1), 10, LONG_AGO);
+    await repository.recordKnownIp(other.id, '192.0.2.11', at(1), 10, LONG_AGO);
+    await users.forgetTrustedClients(user.id);
+    expect(await storedIps(user.id)).toEqual([]);
+    expect(await repository.findLoginSubject('quentin', '192.0.2.10', LONG_AGO)).toEqual({
+      userId: user.id,
+      trustGeneration: 1,
+      ipLastSuccessAt: undefined,
+    });
+    expect(await storedIps(other.id)).toEqual(['192.0.2.11']);
+    expect((await repository.findLoginSubject('rupert', '192.0.2.11', LONG_AGO))?.trustGeneration).toBe(0);
   });
 });

@@ -236,6 +236,52 @@ describe.each(dialects)('login throttling over HTTP on %s', (dialect) => {
     expect(events(t, 'login_throttled').filter((line) => line.rule === 'R1')).toHaveLength(45);
   });
 
+  it('forgets trusted devices and addresses after a password change and after signing out everywhere', async () => {
+    await start({ IP_FAILS_PER_MIN: '1000', IP_FAILS_PER_DAY: '100000' });
+    /** Ten untrusted failures from fresh addresses: the account is locked for untrusted clients (R2). */
+    const lockAccount = async (round: number) => {
+      for (let i = 0; i < 10; i += 1) {
+        expect((await login(`192.0.${round}.${i + 1}`, `guess ${round}-${i}`)).statusCode).toBe(400);
+      }
+      expectThrottled(await login(`192.0.${round}.99`, STRONG_PASSWORD));
+    };
+    const stolen = await loginOk('198.51.100.9');
+    const bearer = { authorization: `Bearer ${stolen.access_token}` };
+
+    // Trusted before: the device token and the address both get in while the account is locked.
+    await lockAccount(10);
+    await loginOk('192.0.2.150', STRONG_PASSWORD, { device_token: stolen.device_token });
+    await lockAccount(11);
+    await loginOk('198.51.100.9');
+
+    const changed = await t.app.inject({
+      method: 'POST',
+      url: '/users/me/password',
+      remoteAddress: '198.51.100.9',
+      headers: bearer,
+      payload: { current_password: STRONG_PASSWORD, new_password: 'a brand new passphrase here' },
+    });
+    expect(changed.statusCode, changed.body).toBe(204);
+    const fresh = await loginOk('203.0.113.77', 'a brand new passphrase here');
+    await lockAccount(12);
+    const newPassword = 'a brand new passphrase here';
+    expectThrottled(await login('192.0.2.151', newPassword, { device_token: stolen.device_token }));
+    expectThrottled(await login('198.51.100.9', newPassword));
+    // The device that logged in after the change keeps its trust.
+    await loginOk('192.0.2.152', newPassword, { device_token: fresh.device_token });
+
+    const everywhere = await t.app.inject({
+      method: 'POST',
+      url: '/logout/all',
+      remoteAddress: '203.0.113.77',
+      headers: { authorization: `Bearer ${fresh.access_token}` },
+    });
+    expect(everywhere.statusCode).toBe(204);
+    await lockAccount(13);
+    expectThrottled(await login('192.0.2.153', newPassword, { device_token: fresh.device_token }));
+    expectThrottled(await login('203.0.113.77', newPassword));
+  });
+
   it('lets the victim in from a known device or address while an attacker is locked out, and after a password change (test 5)', async () => {
     await start();
     const phone = await loginOk('198.51.100.7');

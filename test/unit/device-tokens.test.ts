@@ -12,27 +12,27 @@ describe('device tokens', () => {
   const tokens = createDeviceTokens([key], 90 * DAY_SECONDS);
 
   it('names the same device for the user it was issued to until it expires', () => {
-    const token = tokens.issue(7, undefined, now);
-    const deviceId = tokens.verify(token, 7, now);
+    const token = tokens.issue(7, 0, undefined, now);
+    const deviceId = tokens.verify(token, 7, 0, now);
     expect(deviceId).toMatch(/^[A-Za-z0-9_-]{22}$/);
-    expect(tokens.verify(token, 7, later(89))).toBe(deviceId);
-    expect(tokens.verify(token, 7, later(90))).toBeUndefined();
+    expect(tokens.verify(token, 7, 0, later(89))).toBe(deviceId);
+    expect(tokens.verify(token, 7, 0, later(90))).toBeUndefined();
   });
 
   it('is worth nothing for another user', () => {
-    expect(tokens.verify(tokens.issue(7, undefined, now), 8, now)).toBeUndefined();
+    expect(tokens.verify(tokens.issue(7, 0, undefined, now), 8, 0, now)).toBeUndefined();
   });
 
   it('keeps the device id when renewed', () => {
-    const first = tokens.issue(7, undefined, now);
-    const deviceId = tokens.verify(first, 7, now);
-    const renewed = tokens.issue(7, deviceId, later(30));
+    const first = tokens.issue(7, 0, undefined, now);
+    const deviceId = tokens.verify(first, 7, 0, now);
+    const renewed = tokens.issue(7, 0, deviceId, later(30));
     expect(renewed).not.toBe(first);
-    expect(tokens.verify(renewed, 7, later(100))).toBe(deviceId);
+    expect(tokens.verify(renewed, 7, 0, later(100))).toBe(deviceId);
   });
 
   it('refuses a token whose device, expiry or signature was changed', () => {
-    const token = tokens.issue(7, undefined, now);
+    const token = tokens.issue(7, 0, undefined, now);
     const [deviceId = '', expiry = '', mac = ''] = token.split('.');
     const otherDevice = randomBytes(16).toString('base64url');
     const flip = (text: string) => (text[0] === 'A' ? 'B' : 'A') + text.slice(1);
@@ -44,16 +44,24 @@ describe('device tokens', () => {
       `${token}.x`,
       '',
     ]) {
-      expect(tokens.verify(forged, 7, now), forged).toBeUndefined();
+      expect(tokens.verify(forged, 7, 0, now), forged).toBeUndefined();
     }
   });
 
   it('refuses a token signed under a secret not configured, and accepts one of a secret being rotated out', () => {
     const old = deriveDeviceTokenKey(generateSecret());
-    const fromOld = createDeviceTokens([old], 90 * DAY_SECONDS).issue(7, undefined, now);
-    expect(tokens.verify(fromOld, 7, now)).toBeUndefined();
+    const fromOld = createDeviceTokens([old], 90 * DAY_SECONDS).issue(7, 0, undefined, now);
+    expect(tokens.verify(fromOld, 7, 0, now)).toBeUndefined();
     const rotating = createDeviceTokens([key, old], 90 * DAY_SECONDS);
-    expect(rotating.verify(fromOld, 7, now)).toBeDefined();
-    expect(tokens.verify(rotating.issue(7, undefined, now), 7, now)).toBeDefined();
+    expect(rotating.verify(fromOld, 7, 0, now)).toBeDefined();
+    expect(tokens.verify(rotating.issue(7, 0, undefined, now), 7, 0, now)).toBeDefined();
+  });
+
+  it('refuses a token issued before the trust generation of its user was raised (password change, signing out everywhere)', () => {
+    const tokens = createDeviceTokens([randomBytes(32)], 90 * DAY_SECONDS);
+    const token = tokens.issue(7, 0, undefined, now);
+    expect(tokens.verify(token, 7, 0, now)).toBeDefined();
+    expect(tokens.verify(token, 7, 1, now)).toBeUndefined();
+    expect(tokens.verify(tokens.issue(7, 1, undefined, now), 7, 1, now)).toBeDefined();
   });
 });
