@@ -452,7 +452,9 @@ describe.each(DIALECTS)('POST /register (%s)', (dialect) => {
       expect(drained).toMatch(/^HTTP\/1\.1 413/);
       expect(drained.split('\r\n\r\n')[0]).not.toMatch(/connection: close/i);
       expect(drained).toMatch(/HTTP\/1\.1 200[\s\S]*"status":"ok"/);
-      const closed = await exchange(100 * 1024 * 1024, 64 * 1024, '');
+      // Nothing of the huge body is sent: a server that closes with unread bytes in its receive buffer makes its
+      // kernel answer with a reset, which may reach this client before the 413 does.
+      const closed = await exchange(100 * 1024 * 1024, 0, '');
       expect(closed).toMatch(/^HTTP\/1\.1 413/);
       expect(closed.split('\r\n\r\n')[0]).toMatch(/connection: close/i);
     });
