@@ -7,6 +7,7 @@ import * as forgetStoredRefreshKey from './migrations/2026_11_30_0900_forget_sto
 import * as createAuditEvents from './migrations/2026_12_01_0900_create_audit_events.ts';
 import * as createKnownIps from './migrations/2026_12_01_1000_create_known_ips.ts';
 import * as addTrustGeneration from './migrations/2026_12_03_1900_add_trust_generation.ts';
+import * as addRolesAndDisabled from './migrations/2026_12_04_1000_add_roles_and_disabled.ts';
 
 // An explicit list rather than a folder scan: the order is reviewed, and nothing depends on the cwd.
 const migrations: Record<string, Migration> = {
@@ -17,6 +18,7 @@ const migrations: Record<string, Migration> = {
   '2026_12_01_0900_create_audit_events': createAuditEvents,
   '2026_12_01_1000_create_known_ips': createKnownIps,
   '2026_12_03_1900_add_trust_generation': addTrustGeneration,
+  '2026_12_04_1000_add_roles_and_disabled': addRolesAndDisabled,
 };
 
 const provider: MigrationProvider = { getMigrations: async () => migrations };

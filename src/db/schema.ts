@@ -18,6 +18,10 @@ export interface UsersTable {
   updated_at_ms: number;
   // Raised when the user's trusted clients must be forgotten; bound into their device tokens.
   trust_generation: Generated<number>;
+  // Space-separated role names (domain/user.ts ROLES); empty for most users.
+  roles: Generated<string>;
+  // Set while the account is disabled: it cannot log in and its tokens stop working.
+  disabled_at_ms: number | null;
 }
 
 export interface ConversationsTable {

@@ -85,6 +85,8 @@ export function createSessionsRepository(db: Db): SessionsRepository {
         'users.age',
         'users.level',
         'users.created_at_ms as user_created_at_ms',
+        'users.roles',
+        'users.disabled_at_ms',
       ])
       .where('sessions.id', '=', SESSION_ID_SENTINEL[0]),
     SESSION_ID_SENTINEL,
@@ -155,6 +157,8 @@ export function createSessionsRepository(db: Db): SessionsRepository {
           age: row.age,
           level: row.level,
           created_at_ms: row.user_created_at_ms,
+          roles: row.roles,
+          disabled_at_ms: row.disabled_at_ms,
         }),
       };
     },

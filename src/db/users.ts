@@ -1,4 +1,4 @@
-import type { Level, User } from '../domain/user.ts';
+import { type Level, ROLES, type Role, type User } from '../domain/user.ts';
 import { AppError } from '../errors.ts';
 import type { Db, UserRow } from './schema.ts';
 import { violatedUniqueConstraint } from './unique-violation.ts';
@@ -61,7 +61,16 @@ export interface UsersRepository {
   deleteUser(id: number, expectedHash: string): Promise<boolean>;
 }
 
-export const userColumns = ['id', 'username', 'email', 'age', 'level', 'created_at_ms'] as const;
+export const userColumns = [
+  'id',
+  'username',
+  'email',
+  'age',
+  'level',
+  'created_at_ms',
+  'roles',
+  'disabled_at_ms',
+] as const;
 
 export function createUsersRepository(db: Db): UsersRepository {
   return {
@@ -263,5 +272,12 @@ export function toUser(row: Pick<UserRow, (typeof userColumns)[number]>): User {
     age: Number(row.age),
     level: row.level,
     createdAt: new Date(Number(row.created_at_ms)),
+    roles: parseRoles(row.roles),
+    disabledAt: row.disabled_at_ms === null ? null : new Date(Number(row.disabled_at_ms)),
   };
+}
+
+// Names this version does not know (a newer version's, or hand-edited) grant nothing.
+function parseRoles(column: string): Role[] {
+  return column.split(' ').filter((name): name is Role => (ROLES as readonly string[]).includes(name));
 }

@@ -29,6 +29,8 @@ describe.each(dialects)('repositories on %s', (dialect) => {
       age: 30,
       level: 'beginner',
       createdAt: now,
+      roles: [],
+      disabledAt: null,
     });
     expect(await users.findUserById(user.id)).toEqual(user);
     expect(await users.findUserById(999_999)).toBeUndefined();
