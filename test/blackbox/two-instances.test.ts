@@ -60,6 +60,16 @@ function logLines(server: RunningServer): LogLine[] {
     .map((line) => JSON.parse(line) as LogLine);
 }
 
+/** The server's log lines that match, once there is one: pino writes asynchronously, a little after the answer. */
+async function waitForLog(server: RunningServer, match: (line: LogLine) => boolean): Promise<LogLine[]> {
+  for (let tries = 0; tries < 50; tries += 1) {
+    const found = logLines(server).filter(match);
+    if (found.length > 0) return found;
+    await sleep(100);
+  }
+  return [];
+}
+
 /** What a server wrote that is not a pino line: the `gatehouse: ...` messages of main.ts (warnings, refusals). */
 function plainLines(server: RunningServer): string[] {
   return server
@@ -179,6 +189,13 @@ describe('two instances on one PostgreSQL and one Redis, started together on an 
     );
     expect(rows.map((row) => row.name)).toEqual(MIGRATIONS);
     expect(rows.every((row) => Number(row.times) === 1)).toBe(true);
+    for (const server of [a, b] as RunningServer[]) {
+      // Logged after the migrations line, if any: from here on, each log holds all it wrote while starting.
+      const listening = await waitForLog(server, (line) =>
+        String(line.msg).startsWith('Gatehouse listening'),
+      );
+      expect(listening, `start of :${server.port}`).toHaveLength(1);
+    }
     // Kysely's advisory lock serialises them: whichever migrated applied every migration, the other found none to do.
     const applied = [a, b].map((server) =>
       logLines(server as RunningServer)
@@ -255,8 +272,8 @@ describe('two instances on one PostgreSQL and one Redis, started together on an 
       await expectRefreshDead(on, rotated.refresh, `the successor on ${what} after the reuse`);
       await expectAccessRefused(on, rotated.access, `the session’s access token on ${what} after the reuse`);
     }
-    await sleep(100);
-    const detected = logLines(b as RunningServer).filter(
+    const detected = await waitForLog(
+      b as RunningServer,
       (line) => line.event === 'refresh_token_reuse_detected' && line.sessionId === first.sid,
     );
     expect(detected, 'B logged the reuse').toHaveLength(1);
