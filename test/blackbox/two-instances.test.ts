@@ -161,10 +161,14 @@ describe('two instances on one PostgreSQL and one Redis, started together on an 
       REFRESH_TOKEN_REUSE_GRACE_SECONDS: '0',
     };
     // Started together: both find the database empty, and both would migrate it and create its first key.
-    [a, b] = await Promise.all([
+    const started = await Promise.allSettled([
       startServer({ databaseUrl: db.url, env }),
       startServer({ databaseUrl: db.url, env }),
     ]);
+    // Kept even when the other failed, so that afterAll stops it.
+    [a, b] = started.map((start) => (start.status === 'fulfilled' ? start.value : undefined));
+    const failed = started.find((start) => start.status === 'rejected');
+    if (failed) throw failed.reason;
   }, 60_000);
 
   afterAll(async () => {
