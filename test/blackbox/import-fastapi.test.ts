@@ -302,7 +302,7 @@ describe.skipIf(missing && !process.env.CI)(
           password: 'not her password',
         });
         expect(wrong.status).toBe(400);
-      expect(wrong.json.error).toBe('invalid_grant');
+        expect(wrong.json.error).toBe('invalid_grant');
       });
 
       it("refuses the old app's tokens: users log in again", async () => {
