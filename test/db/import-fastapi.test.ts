@@ -5,12 +5,16 @@ import { hashSync as bcryptHashSync } from '@node-rs/bcrypt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runImportFastapiCommand } from '../../src/commands/import-fastapi.ts';
 import type { DbHandle } from '../../src/db/connect.ts';
+import { openFastapiSeedDatabase } from '../../src/db/fastapi-seed.ts';
+import { createImportedUsersRepository, type ImportedUsersRepository } from '../../src/db/imported-users.ts';
 import { migrateToLatest } from '../../src/db/migrate.ts';
 import { createUsersRepository, type NewUser } from '../../src/db/users.ts';
+import { systemClock } from '../../src/security/clock.ts';
 import { usernameSkeleton } from '../../src/security/usernames.ts';
 import { WELCOME_MESSAGE } from '../../src/services/accounts.ts';
+import { importFastapiUsers } from '../../src/services/fastapi-import.ts';
 import { type CommandDatabase, createCommandDatabase } from '../support/command-database.ts';
-import { dialects } from '../support/dialects.ts';
+import { createTestDatabase, dialects } from '../support/dialects.ts';
 import { type SeedRow, writeFastapiSeedDatabase } from '../support/fastapi-seed.ts';
 
 const HASH = bcryptHashSync('imported password', 4);
@@ -52,6 +56,7 @@ const EDGE_ROWS: SeedRow[] = [
   row(25, 'rose', { age: 150, level: 'intermediate' }),
   row(26, 'sam', { age: 0 }),
   row(1000, 'tom'),
+  row(1001, 'том', { email: 'tom-cyrillic@example.com' }),
   row(2_147_483_648, 'quinn'),
 ];
 
@@ -75,6 +80,7 @@ const EXPECTED_SKIPS: Record<number, string> = {
   19: 'lookalike_username',
   20: 'invalid_username',
   21: 'invalid_username',
+  1001: 'duplicate_username',
 };
 
 interface Summary {
@@ -238,9 +244,9 @@ describe.each(dialects)('gatehouse import fastapi on %s', (dialect) => {
   it('prints a readable summary without --json', async () => {
     const { code, out } = await run(database, [source]);
     expect(code, out).toBe(0);
-    expect(out).toMatch(/imported 0 of 27 users/);
+    expect(out).toMatch(/imported 0 of 28 users/);
     expect(out).toMatch(/already present: 8/);
-    expect(out).toMatch(/skipped: 19/);
+    expect(out).toMatch(/skipped: 20/);
     expect(out).toContain('source id 3 "a b!": invalid_username');
     expect(out).toContain('source id 18 "ivy": email_taken');
   });
@@ -311,5 +317,67 @@ describe.each(dialects)('gatehouse import fastapi on %s: usage, unreadable files
     expect(JSON.parse(piped.out)).toMatchObject({ read: 1200, imported: 0, already_present: 1200 });
     expect(piped.progress).not.toContain('\r');
     expect(piped.progress.trimEnd().split('\n').at(-1)).toMatch(/1200\/1200 rows \(100%\)/);
+  });
+});
+
+describe.each(dialects)('importing the FastAPI seed on %s while others write', (dialect) => {
+  it('judges a row again when its id or name was taken between the check and the insert', async () => {
+    const database = await createTestDatabase(dialect);
+    const directory = mkdtempSync(join(tmpdir(), 'gh-import-'));
+    const file = join(directory, 'app.db');
+    writeFastapiSeedDatabase(file, [row(5, 'uma'), row(6, 'victor'), row(7, 'wendy')]);
+    const seed = openFastapiSeedDatabase(file);
+    try {
+      const importedUsers = createImportedUsersRepository(database.db, database.dialect);
+      let raced = false;
+      const racing: ImportedUsersRepository = {
+        ...importedUsers,
+        async insertImportedUsers(users, welcomeMessage, now) {
+          if (!raced) {
+            raced = true;
+            // Committed after the import looked: another import takes id 5, a registration the name Victor.
+            const xavier = gatehouseUser('xavier', 'xavier@example.com');
+            await importedUsers.insertImportedUsers(
+              [
+                {
+                  id: 5,
+                  username: xavier.username,
+                  username_canonical: xavier.usernameCanonical,
+                  username_skeleton: xavier.usernameSkeleton,
+                  email: xavier.email,
+                  email_canonical: xavier.emailCanonical,
+                  password_hash: xavier.passwordHash,
+                  age: xavier.age,
+                  level: xavier.level,
+                  created_at_ms: now.getTime(),
+                  updated_at_ms: now.getTime(),
+                },
+              ],
+              welcomeMessage,
+              now,
+            );
+            await createUsersRepository(database.db).insertUserWithConversation(
+              gatehouseUser('Victor', 'victor@gatehouse.example'),
+              welcomeMessage,
+              now,
+            );
+          }
+          return importedUsers.insertImportedUsers(users, welcomeMessage, now);
+        },
+      };
+      const summary = await importFastapiUsers(seed, { importedUsers: racing, clock: systemClock });
+      expect(summary.imported).toBe(2);
+      expect(summary.skipped.map((skip) => [Number(skip.sourceId), skip.code])).toEqual([
+        [6, 'username_taken'],
+      ]);
+      expect(summary.renumbered.map((user) => [Number(user.sourceId), user.username])).toEqual([[5, 'uma']]);
+      expect(summary.renumbered[0]?.reason).toMatch(/id 5 belongs to Gatehouse user "xavier"/);
+      const wendy = await createUsersRepository(database.db).findCredentialsByUsername('wendy');
+      expect(wendy?.user.id).toBe(7);
+    } finally {
+      seed.close();
+      await database.destroy();
+      rmSync(directory, { recursive: true, force: true });
+    }
   });
 });
