@@ -7,6 +7,7 @@ import { setPriority } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import closeWithGrace from 'close-with-grace';
 import { buildApp, loadConfiguredKeyRing } from './app.ts';
+import { runImportFastapiCommand } from './commands/import-fastapi.ts';
 import { runKeysCommand } from './commands/keys.ts';
 import { runMigrateCommand } from './commands/migrate.ts';
 import { type OpenedDatabase, openDatabase } from './commands/open-database.ts';
@@ -323,6 +324,8 @@ if (command === 'serve') {
   const print = (line: string) => console.log(line);
   try {
     if (command === 'migrate') process.exitCode = await runMigrateCommand(config, print);
+    else if (command === 'import' && args[0] === 'fastapi')
+      process.exitCode = await runImportFastapiCommand(config, args.slice(1), print);
     else if (command === 'keys') process.exitCode = await runKeysCommand(config, args, print);
     else if (command === 'secret')
       process.exitCode = await runSecretCommand(config, secretSource, args, print);
