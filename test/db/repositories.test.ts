@@ -7,6 +7,8 @@ import { createConversationsService } from '../../src/services/conversations.ts'
 import { createTestDatabase, dialects, type TestDatabase } from '../support/dialects.ts';
 import { newUser } from '../support/new-user.ts';
 
+const DEFAULT_SESSION_SCOPE = 'conversation:read conversation:write';
+
 describe.each(dialects)('repositories on %s', (dialect) => {
   let database: TestDatabase;
   const now = new Date('2026-11-25T12:00:00.123Z');
@@ -129,7 +131,14 @@ describe.each(dialects)('repositories on %s', (dialect) => {
     const expiresAt = new Date(now.getTime() + 3600_000);
     const open = (id: string, verifiedHash: string) =>
       sessions.insertSession(
-        { id, userId: user.id, expiresAt, userAgent: undefined, ipAddress: undefined },
+        {
+          id,
+          userId: user.id,
+          expiresAt,
+          userAgent: undefined,
+          ipAddress: undefined,
+          scope: DEFAULT_SESSION_SCOPE,
+        },
         { id: `${id}-rt`, secretHash: 'h' },
         verifiedHash,
         now,
@@ -158,7 +167,14 @@ describe.each(dialects)('repositories on %s', (dialect) => {
     const hash = newUser('Ken').passwordHash;
     const open = (id: string, expiresAt: Date) =>
       sessions.insertSession(
-        { id, userId: user.id, expiresAt, userAgent: undefined, ipAddress: undefined },
+        {
+          id,
+          userId: user.id,
+          expiresAt,
+          userAgent: undefined,
+          ipAddress: undefined,
+          scope: DEFAULT_SESSION_SCOPE,
+        },
         { id: `${id}-rt`, secretHash: 'h' },
         hash,
         now,
@@ -197,7 +213,14 @@ describe.each(dialects)('repositories on %s', (dialect) => {
     const later = (seconds: number) => new Date(now.getTime() + seconds * 1000);
     const open = (id: string, expiresAt: Date) =>
       sessions.insertSession(
-        { id, userId: user.id, expiresAt, userAgent: undefined, ipAddress: undefined },
+        {
+          id,
+          userId: user.id,
+          expiresAt,
+          userAgent: undefined,
+          ipAddress: undefined,
+          scope: DEFAULT_SESSION_SCOPE,
+        },
         { id: `${id}-rt`, secretHash: 'h' },
         newUser('Liam').passwordHash,
         now,
@@ -212,7 +235,7 @@ describe.each(dialects)('repositories on %s', (dialect) => {
         clock: { now: () => at },
         policy: { idleTtlSeconds },
       })
-        .readConversationOfSession({ sessionId, userId })
+        .readConversationOfSession({ sessionId, userId, scopes: new Set(['conversation:read']) })
         .then(
           (found) => found.conversation,
           (error) => error.code,
