@@ -64,7 +64,12 @@ export function createAccountControls(deps: {
     async revokeRole(userId, role) {
       const user = await existing(userId);
       if (!user.roles.includes(role)) return user;
-      return found(await users.setUserRoles(userId, user.roles.filter((held) => held !== role)));
+      return found(
+        await users.setUserRoles(
+          userId,
+          user.roles.filter((held) => held !== role),
+        ),
+      );
     },
   };
 }
