@@ -5,6 +5,7 @@ import { normaliseUsername } from './accounts.ts';
 import type { ClientIdentity, KnownClients } from './known-clients.ts';
 import type { RequestContext } from './request-context.ts';
 import { grantScopes, parseRequestedScope, scopesPermittedTo } from './scopes.ts';
+import { isAccountUsable } from './session-state.ts';
 import type { SessionsService, TokenGrant } from './sessions.ts';
 import type { LoginAttempt, Throttle } from './throttle.ts';
 
@@ -135,7 +136,7 @@ export function createLoginService(deps: {
           throw error;
         });
       // ASVS 6.3.8: the account's state is told only once its password matched, and the attempt stays counted.
-      if (check.outcome === 'verified' && check.user.disabledAt !== null) {
+      if (check.outcome === 'verified' && !isAccountUsable(check.user)) {
         context.audit('login_failed', { ...logged, reason: 'account_disabled', userId: check.user.id });
         return { outcome: 'disabled' };
       }

@@ -3,6 +3,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import Type from 'typebox';
 import { AppError } from '../../errors.ts';
 import type { LoginService, PasswordGrantResult } from '../../services/login.ts';
+import { ACCOUNT_DISABLED } from '../../services/session-state.ts';
 import type { SessionsService, TokenGrant } from '../../services/sessions.ts';
 import { requestContext } from '../request-context.ts';
 import { OAuthErrorResponse, RevokeRequestBody, TokenRequestBody, TokenResponse } from '../schemas.ts';
@@ -39,7 +40,7 @@ function answerPasswordGrant(result: PasswordGrantResult): TokenResponse {
     case 'refused':
       throw new AppError('invalid_grant', 'Incorrect username or password');
     case 'disabled':
-      throw new AppError('invalid_grant', 'Account disabled');
+      throw new AppError('invalid_grant', ACCOUNT_DISABLED);
     case 'locked':
       throw new AppError('temporarily_unavailable', 'Login throttled', {
         retryAfterSeconds: result.retryAfterSeconds,
