@@ -198,6 +198,8 @@ export async function buildApp(
     clock: deps.clock,
     maxPasswordLength: config.passwords.maxLength,
     onRehashFailed: (error) => app.log.warn({ err: error }, 'password rehash failed'),
+    onUnverifiableHash: (userId, problem) =>
+      app.log.warn({ userId, problem }, 'stored password hash refused: nobody can log in to this account'),
     ...(throttling
       ? {
           onPasswordChanged: (username: string) => throttling.throttle.forgetAccountFailures(username),

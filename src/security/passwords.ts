@@ -14,7 +14,8 @@ export interface PasswordHasher {
   /** Returns an argon2id PHC string for the password; throws `overloaded` when shed (see HashOptions). */
   hash(password: string, options?: HashOptions): Promise<string>;
   /**
-   * Returns whether the password matches the stored argon2id or bcrypt hash; false for unknown formats.
+   * Returns whether the password matches the stored argon2id or bcrypt hash; false, without trying, for a hash
+   * findStoredHashProblem refuses.
    * A false answer comes no earlier than the failure floor, whatever the kind of hash. Throws `overloaded` when shed.
    */
   verify(storedHash: string, password: string, options?: HashOptions): Promise<boolean>;
@@ -59,10 +60,35 @@ export function normalisePassword(raw: string): string {
   return raw.normalize('NFKC');
 }
 
-const BCRYPT = /^\$2[aby]\$(\d\d)\$/;
+// passlib's bcrypt: $2b$ (or the older $2a$/$2y$), a two-digit cost, 22 characters of salt and 31 of hash.
+const BCRYPT_HASH = /^\$2[aby]\$(\d\d)\$[./A-Za-z0-9]{53}$/;
+// bcrypt's own minimum, and a maximum that takes about a second on one core (passlib writes 12): each step doubles
+// the work, so an imported cost of 31 would hold a hash thread for hours at every login to its name.
+const MIN_BCRYPT_COST = 4;
+const MAX_BCRYPT_COST = 14;
 // A constant hash (of "gatehouse-calibration") whose verification times bcrypt on this machine at start-up.
 const BCRYPT_CALIBRATION_COST = 8;
-const MAX_FLOOR_BCRYPT_COST = 14;
+
+/** Returns why Gatehouse does not verify this stored hash as bcrypt (not bcrypt's shape, a cost outside 4 to 14), or undefined. */
+export function findBcryptHashProblem(storedHash: string): string | undefined {
+  const bcrypt = BCRYPT_HASH.exec(storedHash);
+  if (!bcrypt) return 'not a bcrypt hash';
+  const cost = Number(bcrypt[1]);
+  if (cost < MIN_BCRYPT_COST || cost > MAX_BCRYPT_COST) {
+    return `bcrypt cost ${cost} is outside ${MIN_BCRYPT_COST} to ${MAX_BCRYPT_COST}: verifying it would take from nothing to hours`;
+  }
+  return undefined;
+}
+
+/**
+ * Returns why verification refuses this stored hash without trying it (not argon2id or bcrypt, a malformed bcrypt
+ * hash, a bcrypt cost outside 4 to 14), or undefined; nobody can log in to an account whose hash it refuses.
+ */
+export function findStoredHashProblem(storedHash: string): string | undefined {
+  if (storedHash.startsWith('$argon2')) return undefined;
+  if (storedHash.startsWith('$2')) return findBcryptHashProblem(storedHash);
+  return 'neither an argon2 nor a bcrypt hash';
+}
 
 /** Builds an argon2id hasher that also verifies bcrypt hashes imported from passlib. */
 export function createPasswordHasher(
@@ -145,13 +171,12 @@ export function createPasswordHasher(
       const task = () => verify(storedHash, normalisePassword(password)).catch(() => false);
       return timed(argon2Duration, 1, task, admission);
     }
-    const bcrypt = BCRYPT.exec(storedHash);
-    if (bcrypt) {
-      const cost = Number(bcrypt[1]);
+    if (storedHash.startsWith('$2')) {
       floorActive = true;
-      // A cost above the expected one raises the floor from now on; the first such failure shows, once. Capped, so
-      // that one absurd imported cost cannot slow every failed login to minutes.
-      if (cost <= MAX_FLOOR_BCRYPT_COST) slowestBcryptCost = Math.max(slowestBcryptCost, cost);
+      if (findBcryptHashProblem(storedHash)) return Promise.resolve(false);
+      const cost = Number(storedHash.slice(4, 6));
+      // A cost above the expected one raises the floor from now on; the first such failure shows, once.
+      slowestBcryptCost = Math.max(slowestBcryptCost, cost);
       // passlib hashed the raw password: no normalisation here, or imported users could not log in.
       // Below the calibration cost a run is mostly fixed overhead, which would inflate the per-round estimate.
       const task = () => verifyBcrypt(password, storedHash).catch(() => false);

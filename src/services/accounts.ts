@@ -1,10 +1,15 @@
-import type { UsersRepository } from '../db/users.ts';
+import type { Credentials, UsersRepository } from '../db/users.ts';
 import type { Level, User } from '../domain/user.ts';
 
 import { AppError, type FieldProblem } from '../errors.ts';
 import type { Clock } from '../security/clock.ts';
 import type { PasswordPolicy, PasswordProblem } from '../security/password-policy.ts';
-import { type HashOptions, normalisePassword, type PasswordHasher } from '../security/passwords.ts';
+import {
+  findStoredHashProblem,
+  type HashOptions,
+  normalisePassword,
+  type PasswordHasher,
+} from '../security/passwords.ts';
 import { findUsernameProblem, type UsernameProblem, usernameSkeleton } from '../security/usernames.ts';
 import type { RequestContext } from './request-context.ts';
 
@@ -85,6 +90,8 @@ export interface AccountsDependencies {
   clock: Clock;
   maxPasswordLength: number;
   onRehashFailed?: (error: unknown) => void;
+  /** A password check met a stored hash that verification refuses (findStoredHashProblem): nobody can log in to it. */
+  onUnverifiableHash?: (userId: number, problem: string) => void;
   /** Runs after a password change commits: login throttling forgets the account's failures. */
   onPasswordChanged?: (username: string) => Promise<void>;
   /** Throttling of the account endpoints' password checks, counted like logins of the account from the caller. */
@@ -182,7 +189,7 @@ export function createAccountsService(deps: AccountsDependencies): AccountsServi
         return { outcome: 'unknown_user' };
       }
       const wrongPassword = { outcome: 'wrong_password', userId: credentials.user.id } as const;
-      if (!(await hasher.verify(credentials.passwordHash, password, hashing))) return wrongPassword;
+      if (!(await verifyPassword(credentials, password, hashing))) return wrongPassword;
       let verifiedHash = credentials.passwordHash;
       if (hasher.needsRehash(credentials.passwordHash, password)) {
         try {
@@ -284,6 +291,17 @@ export function createAccountsService(deps: AccountsDependencies): AccountsServi
     },
   };
 
+  async function verifyPassword(
+    credentials: Credentials,
+    password: string,
+    hashing?: HashOptions,
+  ) {
+    if (await hasher.verify(credentials.passwordHash, password, hashing)) return true;
+    const problem = findStoredHashProblem(credentials.passwordHash);
+    if (problem) deps.onUnverifiableHash?.(credentials.user.id, problem);
+    return false;
+  }
+
   // A stolen access token must not become a password oracle: these checks count like logins of the account.
   async function checkPassword(userId: number, password: string, context: RequestContext) {
     const credentials = await users.findCredentialsById(userId);
@@ -294,7 +312,7 @@ export function createAccountsService(deps: AccountsDependencies): AccountsServi
       context.audit('password_check_throttled', { userId, retryAfterSeconds });
       throw new AppError('temporarily_unavailable', 'Too many attempts; retry later.', { retryAfterSeconds });
     }
-    if (!(await hasher.verify(credentials.passwordHash, password))) {
+    if (!(await verifyPassword(credentials, password))) {
       context.audit('password_check_failed', { userId });
       throw new AppError('invalid_password', 'Incorrect password');
     }

@@ -278,6 +278,29 @@ describe.each(dialects)('password upgrades at login on %s', (dialect) => {
     expect(again.statusCode).toBe(200);
   });
 
+  it('refuses a stored bcrypt hash dearer than cost 14 without running it, and warns of the account', async () => {
+    const user = await registerUser(t.app, { username: 'dearuser', email: 'dear@example.com' });
+    // Verifying cost 15 takes seconds, cost 31 hours of a hash thread: neither may run at a login.
+    const dear = bcryptHashSync('seed-password', 4).replace(/^\$2b\$04\$/, '$2b$15$');
+    await t.database.db
+      .updateTable('users')
+      .set({ password_hash: dear })
+      .where('username_canonical', '=', 'dearuser')
+      .execute();
+    const response = await t.app.inject({
+      method: 'POST',
+      url: '/token',
+      payload: { username: 'dearuser', password: 'seed-password' },
+    });
+    expect(response.statusCode).toBe(400);
+    expect(response.json()).toEqual(INVALID_GRANT);
+    expect(await storedHash('dearuser')).toBe(dear);
+    const warnings = t.logs
+      .map((line) => JSON.parse(line) as Record<string, unknown>)
+      .filter((line) => line.level === 40 && line.userId === user.id);
+    expect(warnings).toEqual([expect.objectContaining({ problem: expect.stringMatching(/cost 15/) })]);
+  });
+
   it('rehashes an argon2id hash with outdated parameters at the next login', async () => {
     await registerUser(t.app, { username: 'olduser', email: 'old@example.com' });
     const outdated = await createPasswordHasher({ memoryKib: 32, timeCost: 1, parallelism: 1 }).hash(

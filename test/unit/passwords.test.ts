@@ -1,7 +1,11 @@
 import { hashSync as bcryptHashSync } from '@node-rs/bcrypt';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { AppError } from '../../src/errors.ts';
-import { createPasswordHasher, type PasswordHasher } from '../../src/security/passwords.ts';
+import {
+  createPasswordHasher,
+  findBcryptHashProblem,
+  type PasswordHasher,
+} from '../../src/security/passwords.ts';
 import { FAST_ARGON2 } from '../support/build-test-app.ts';
 
 const OWASP_ARGON2 = { memoryKib: 19456, timeCost: 2, parallelism: 1 };
@@ -76,6 +80,37 @@ describe('password hasher', () => {
     for (const stored of ['', 'plain', '$argon2id$v=19$m=1$broken', '$2b$04$short', '$pbkdf2-sha256$x']) {
       expect(await hasher.verify(stored, 'whatever')).toBe(false);
     }
+  });
+});
+
+describe('bcrypt hashes Gatehouse verifies', () => {
+  const withCost = (cost: string) => bcryptHashSync('the password', 4).replace(/^\$2b\$04\$/, `$2b$${cost}$`);
+
+  it('accepts the bcrypt shape at costs 4 to 14 only, saying why not', () => {
+    for (const cost of ['04', '10', '12', '14'])
+      expect(findBcryptHashProblem(withCost(cost)), cost).toBeUndefined();
+    for (const cost of ['00', '03', '15', '31', '99']) {
+      expect(findBcryptHashProblem(withCost(cost)), cost).toMatch(
+        new RegExp(`cost ${Number(cost)}\\b.*4 to 14`),
+      );
+    }
+    for (const hash of [
+      '',
+      'plain',
+      '$2b$04$short',
+      '$argon2id$v=19$m=64,t=1,p=1$c2FsdA$aGFzaA',
+      '$2x$04$abc',
+    ]) {
+      expect(findBcryptHashProblem(hash), hash).toMatch(/not a bcrypt hash/);
+    }
+  });
+
+  it('answers false at once for a stored hash of cost 31, which would run for hours', {
+    timeout: 10_000,
+  }, async () => {
+    const hasher = createPasswordHasher(FAST_ARGON2, CHEAP_FLOOR);
+    expect(await hasher.verify(withCost('31'), 'the password')).toBe(false);
+    expect(await hasher.verify(withCost('04'), 'the password')).toBe(true);
   });
 });
 
