@@ -291,11 +291,7 @@ export function createAccountsService(deps: AccountsDependencies): AccountsServi
     },
   };
 
-  async function verifyPassword(
-    credentials: Credentials,
-    password: string,
-    hashing?: HashOptions,
-  ) {
+  async function verifyPassword(credentials: Credentials, password: string, hashing?: HashOptions) {
     if (await hasher.verify(credentials.passwordHash, password, hashing)) return true;
     const problem = findStoredHashProblem(credentials.passwordHash);
     if (problem) deps.onUnverifiableHash?.(credentials.user.id, problem);

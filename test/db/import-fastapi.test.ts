@@ -2,8 +2,9 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { hashSync as bcryptHashSync } from '@node-rs/bcrypt';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { runImportFastapiCommand } from '../../src/commands/import-fastapi.ts';
+import { createAuditEventsRepository } from '../../src/db/audit-events.ts';
 import type { DbHandle } from '../../src/db/connect.ts';
 import { openFastapiSeedDatabase } from '../../src/db/fastapi-seed.ts';
 import { createImportedUsersRepository, type ImportedUsersRepository } from '../../src/db/imported-users.ts';
@@ -14,7 +15,7 @@ import { usernameSkeleton } from '../../src/security/usernames.ts';
 import { WELCOME_MESSAGE } from '../../src/services/accounts.ts';
 import { importFastapiUsers } from '../../src/services/fastapi-import.ts';
 import { type CommandDatabase, createCommandDatabase } from '../support/command-database.ts';
-import { createTestDatabase, dialects } from '../support/dialects.ts';
+import { createTestDatabase, dialects, type TestDatabase } from '../support/dialects.ts';
 import { type SeedRow, writeFastapiSeedDatabase } from '../support/fastapi-seed.ts';
 
 const HASH = bcryptHashSync('imported password', 4);
@@ -379,5 +380,101 @@ describe.each(dialects)('importing the FastAPI seed on %s while others write', (
       await database.destroy();
       rmSync(directory, { recursive: true, force: true });
     }
+  });
+});
+
+const AUDITED = {
+  event: 'login_failed',
+  ipAddress: '192.0.2.1',
+  userAgent: undefined,
+  requestId: undefined,
+  createdAt: new Date(),
+  detail: {},
+};
+
+describe.each(dialects)('ids and hashes the import refuses on %s', (dialect) => {
+  let database: TestDatabase;
+  let directory: string;
+  beforeEach(async () => {
+    database = await createTestDatabase(dialect);
+    directory = mkdtempSync(join(tmpdir(), 'gh-import-'));
+  });
+  afterEach(async () => {
+    await database?.destroy();
+    if (directory) rmSync(directory, { recursive: true, force: true });
+  });
+
+  const importRows = async (rows: SeedRow[]) => {
+    const file = join(directory, `${crypto.randomUUID()}.db`);
+    writeFastapiSeedDatabase(file, rows);
+    const seed = openFastapiSeedDatabase(file);
+    try {
+      return await importFastapiUsers(seed, {
+        importedUsers: createImportedUsersRepository(database.db, database.dialect),
+        clock: systemClock,
+      });
+    } finally {
+      seed.close();
+    }
+  };
+  const idOf = async (username: string) =>
+    (await createUsersRepository(database.db).findCredentialsByUsername(username))?.user.id;
+
+  it('keeps every id of the file on a fresh Gatehouse database', async () => {
+    const summary = await importRows([row(1, 'ann'), row(2, 'ben'), row(7, 'cat'), row(500, 'dan')]);
+    expect(summary.imported).toBe(4);
+    expect(summary.renumbered).toEqual([]);
+    expect([await idOf('ann'), await idOf('ben'), await idOf('cat'), await idOf('dan')]).toEqual([
+      1, 2, 7, 500,
+    ]);
+  });
+
+  it("never gives a deleted user's id to an imported user, who would see the deleted user's audit events", async () => {
+    const users = createUsersRepository(database.db);
+    const zed = await users.insertUserWithConversation(
+      gatehouseUser('zed', 'zed@gatehouse.example'),
+      WELCOME_MESSAGE,
+      new Date(),
+    );
+    expect(zed.id).toBe(1);
+    const audit = createAuditEventsRepository(database.db);
+    await audit.insertAuditEvents([{ ...AUDITED, userId: zed.id }]);
+    expect(await users.deleteUser(zed.id, 'unused')).toBe(true);
+
+    const summary = await importRows([row(1, 'newcomer'), row(2, 'second')]);
+    expect(summary.imported).toBe(2);
+    const newcomer = await idOf('newcomer');
+    expect(newcomer).not.toBe(1);
+    expect(summary.renumbered).toEqual([
+      { sourceId: 1n, id: newcomer, username: 'newcomer', reason: expect.stringMatching(/id 1 .*used/) },
+    ]);
+    expect(await audit.findAuditEventsOfUser(newcomer ?? 0, { limit: 10, beforeId: undefined })).toEqual([]);
+    // Past every id Gatehouse gave out: kept.
+    expect(await idOf('second')).toBe(2);
+  });
+
+  it('never takes an id that audit events name, even one no user row ever held', async () => {
+    await createAuditEventsRepository(database.db).insertAuditEvents([{ ...AUDITED, userId: 7 }]);
+    const summary = await importRows([row(7, 'gus'), row(8, 'hal')]);
+    expect(summary.renumbered.map((user) => [user.username, user.id === 7])).toEqual([['gus', false]]);
+    expect(await idOf('hal')).toBe(8);
+  });
+
+  it('refuses bcrypt costs outside 4 to 14: a dear hash would hold a hash thread for hours at every login', async () => {
+    const withCost = (cost: string) => HASH.replace(/^\$2b\$04\$/, `$2b$${cost}$`);
+    const summary = await importRows([
+      row(1, 'cheap', { hashed_password: withCost('03') }),
+      row(2, 'low', { hashed_password: withCost('04') }),
+      row(3, 'high', { hashed_password: withCost('14') }),
+      row(4, 'dear', { hashed_password: withCost('15') }),
+      row(5, 'absurd', { hashed_password: withCost('31') }),
+    ]);
+    expect(summary.imported).toBe(2);
+    expect(summary.skipped.map((skip) => [skip.username, skip.code])).toEqual([
+      ['cheap', 'invalid_password_hash'],
+      ['dear', 'invalid_password_hash'],
+      ['absurd', 'invalid_password_hash'],
+    ]);
+    expect(summary.skipped[2]?.reason).toMatch(/cost 31/);
   });
 });
