@@ -1,9 +1,10 @@
 import { sql } from 'kysely';
 import { insertWelcomedConversations } from './bulk-users.ts';
-import type { Db, Dialect, NewUserRow } from './schema.ts';
+import type { Db, Dialect } from './schema.ts';
+import type { NewUser } from './users.ts';
 
 /** A user an import brings in: with the id it had before, or none for a new one. */
-export type ImportedUserRow = NewUserRow & { id?: number };
+export type ImportedUser = NewUser & { id?: number };
 
 /** A Gatehouse user that shares an id, a name, a lookalike of a name or an email with users being imported. */
 export interface ClashingUser {
@@ -29,15 +30,16 @@ export interface ImportedUsersRepository {
    * since it was checked); returns the ids and canonical names of those inserted.
    */
   insertImportedUsers(
-    users: ImportedUserRow[],
+    users: ImportedUser[],
     welcomeMessage: string,
     now: Date,
   ): Promise<{ id: number; usernameCanonical: string }[]>;
   /**
-   * Moves the id sequence of users to `id` when it is below: new users then get ids past it, and none of them takes
-   * an id that an import is about to insert explicitly. Never moves it back.
+   * Returns the highest user id ever used: given out by the id sequence, held by a user, or named by an audit event
+   * (0 when none); and in the same step moves the id sequence past it and past `id`, so that no new user takes an id
+   * up to `id` that an import is about to insert explicitly, nor an id once used. Never moves it back.
    */
-  moveUserIdsPast(id: number): Promise<void>;
+  reserveUserIdsThrough(id: number): Promise<number>;
 }
 
 export function createImportedUsersRepository(db: Db, dialect: Dialect): ImportedUsersRepository {
@@ -80,7 +82,21 @@ export function createImportedUsersRepository(db: Db, dialect: Dialect): Importe
           if (group.length === 0) continue;
           const rows = await trx
             .insertInto('users')
-            .values(group)
+            .values(
+              group.map((user) => ({
+                ...(user.id === undefined ? {} : { id: user.id }),
+                username: user.username,
+                username_canonical: user.usernameCanonical,
+                username_skeleton: user.usernameSkeleton,
+                email: user.email,
+                email_canonical: user.emailCanonical,
+                password_hash: user.passwordHash,
+                age: user.age,
+                level: user.level,
+                created_at_ms: now.getTime(),
+                updated_at_ms: now.getTime(),
+              })),
+            )
             .onConflict((conflict) => conflict.doNothing())
             .returning(['id', 'username_canonical'])
             .execute();
@@ -97,23 +113,44 @@ export function createImportedUsersRepository(db: Db, dialect: Dialect): Importe
       });
     },
 
-    async moveUserIdsPast(id) {
+    async reserveUserIdsThrough(id) {
+      // Ids named by audit events count as used: the events outlive their user, and whoever held the id next would
+      // see them as theirs.
       if (dialect === 'postgres') {
-        // The identity column's sequence; setval takes effect at once, outside any transaction.
-        await sql`select setval(s.seq, ${id})
-          from (select pg_get_serial_sequence('users', 'id')::regclass as seq) s
-          where ${id} > coalesce(pg_sequence_last_value(s.seq), 0)`.execute(db);
-        return;
+        return db.transaction().execute(async (trx) => {
+          // Registrations wait for this step: none gets an id between the reading and the moving of the sequence.
+          await sql`lock table users in share row exclusive mode`.execute(trx);
+          const sequence = sql`pg_get_serial_sequence('users', 'id')::regclass`;
+          const { rows } = await sql<{ used: string; given: string }>`select greatest(
+              coalesce(pg_sequence_last_value(${sequence}), 0),
+              coalesce((select max(id) from users), 0),
+              coalesce((select max(user_id) from audit_events), 0)) as used,
+            coalesce(pg_sequence_last_value(${sequence}), 0) as given`.execute(trx);
+          const usedId = Number(rows[0]?.used ?? 0);
+          const target = Math.max(id, usedId);
+          // setval takes effect at once, whatever becomes of the transaction.
+          if (target > Number(rows[0]?.given ?? 0))
+            await sql`select setval(${sequence}, ${target})`.execute(trx);
+          return usedId;
+        });
       }
-      // AUTOINCREMENT gives a new row one more than the larger of sqlite_sequence's value and the largest id.
-      await db.transaction().execute(async (trx) => {
-        const moved =
-          await sql`update sqlite_sequence set seq = ${id} where name = 'users' and seq < ${id}`.execute(trx);
-        if (Number(moved.numAffectedRows ?? 0) > 0) return;
+      // AUTOINCREMENT gives a new row one more than the larger of sqlite_sequence's value and the largest id. The
+      // transaction writes first, so that it holds SQLite's write lock before it reads.
+      return db.transaction().execute(async (trx) => {
         await sql`insert into sqlite_sequence (name, seq)
-          select 'users', ${id} where not exists (select 1 from sqlite_sequence where name = 'users')`.execute(
+          select 'users', 0 where not exists (select 1 from sqlite_sequence where name = 'users')`.execute(
           trx,
         );
+        const { rows } = await sql<{ used: number }>`select max(
+            (select seq from sqlite_sequence where name = 'users'),
+            coalesce((select max(id) from users), 0),
+            coalesce((select max(user_id) from audit_events), 0)) as used`.execute(trx);
+        const usedId = Number(rows[0]?.used ?? 0);
+        const target = Math.max(id, usedId);
+        await sql`update sqlite_sequence set seq = ${target} where name = 'users' and seq < ${target}`.execute(
+          trx,
+        );
+        return usedId;
       });
     },
   };

@@ -1,6 +1,7 @@
 import type { FastifyRequest } from 'fastify';
 import Type, { type Static } from 'typebox';
 import { LEVELS, type User } from '../domain/user.ts';
+import { MAX_AGE, MAX_EMAIL_LENGTH } from '../services/accounts.ts';
 
 const LevelSchema = Type.Enum([...LEVELS], {
   description: 'A proficiency, never a privilege.',
@@ -12,7 +13,7 @@ export const RegisterBody = Type.Object({
     description: "3 to 32 letters, digits, '.', '_' or '-' after NFKC; unique case-insensitively.",
     examples: ['alice'],
   }),
-  email: Type.String({ format: 'email', maxLength: 254, examples: ['alice@example.com'] }),
+  email: Type.String({ format: 'email', maxLength: MAX_EMAIL_LENGTH, examples: ['alice@example.com'] }),
   password: Type.String({
     format: 'password',
     maxLength: 4096,
@@ -20,7 +21,7 @@ export const RegisterBody = Type.Object({
   }),
   age: Type.Integer({
     minimum: 0,
-    maximum: 150,
+    maximum: MAX_AGE,
     description: 'A digit string such as "42" is accepted too.',
   }),
   level: LevelSchema,
@@ -149,7 +150,7 @@ export const ForbiddenResponse = Type.Object({
 });
 
 export const ProfileUpdateBody = Type.Object({
-  email: Type.Optional(Type.String({ format: 'email', maxLength: 254 })),
+  email: Type.Optional(Type.String({ format: 'email', maxLength: MAX_EMAIL_LENGTH })),
   current_password: Type.Optional(
     Type.String({
       format: 'password',
@@ -158,7 +159,7 @@ export const ProfileUpdateBody = Type.Object({
         'Optional: when given, checked, and the change applies only while it is still the password',
     }),
   ),
-  age: Type.Optional(Type.Integer({ minimum: 0, maximum: 150 })),
+  age: Type.Optional(Type.Integer({ minimum: 0, maximum: MAX_AGE })),
   level: Type.Optional(LevelSchema),
 });
 export type ProfileUpdateBody = Static<typeof ProfileUpdateBody>;

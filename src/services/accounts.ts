@@ -1,5 +1,5 @@
-import type { Credentials, UsersRepository } from '../db/users.ts';
-import type { Level, User } from '../domain/user.ts';
+import type { Credentials, NewUser, UsersRepository } from '../db/users.ts';
+import { LEVELS, type Level, type User } from '../domain/user.ts';
 
 import { AppError, type FieldProblem } from '../errors.ts';
 import type { Clock } from '../security/clock.ts';
@@ -103,13 +103,93 @@ export const WELCOME_MESSAGE = 'This is a secure conversation';
 
 const USERNAME = /^[\p{L}\p{Nd}._-]{3,32}$/u;
 
-// RFC 5321 §4.5.3.1.1, which FastAPI's EmailStr enforces too; the schema's email format checks the rest.
-const hasValidLocalPart = (email: string) => email.lastIndexOf('@') <= 64;
-const EMAIL_LOCAL_PART_PROBLEM: FieldProblem = {
-  loc: ['body', 'email'],
-  msg: 'value is not a valid email address: the part before @ is longer than 64 characters',
-  type: 'value_error',
-};
+/** The oldest age an account may give. */
+export const MAX_AGE = 150;
+/** RFC 5321's limit on a whole address. */
+export const MAX_EMAIL_LENGTH = 254;
+// ajv-formats' full `email` format. Fastify's validator takes it from here (app.ts), so that the schemas' format:
+// 'email' and the import of the FastAPI seed judge an address alike.
+const EMAIL_ADDRESS =
+  /^[a-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[a-z0-9!#$%&'*+/=?^_`{|}~-]+)*@(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?\.)+[a-z0-9](?:[a-z0-9-]*[a-z0-9])?$/i;
+
+/** Whether the text is an email address, as the schemas' `email` format reads one. */
+export const isEmailAddress = (email: string) => EMAIL_ADDRESS.test(email);
+
+/** The fields of a new account (registration's, or an imported user's) that its rules judge. */
+export interface AccountFields {
+  username: string;
+  email: string;
+  age: number;
+  level: string;
+}
+
+/** A new account's fields as stored: every form of the name and of the email. */
+export type CheckedAccountFields = Omit<NewUser, 'passwordHash'>;
+
+/**
+ * Checks a new account's fields: the username's shape and scripts, the email (shape, length, local part), the age and
+ * the level; returns them in their stored forms, or every problem as registration's 422 lists it. The HTTP schema
+ * checks the email's shape, the age and the level of a registration first, with these same limits.
+ */
+export function checkAccountFields(
+  fields: AccountFields,
+): { account: CheckedAccountFields } | { problems: FieldProblem[] } {
+  const problems: FieldProblem[] = [];
+  const username = normaliseUsername(fields.username);
+  if (!username) {
+    problems.push({
+      loc: ['body', 'username'],
+      msg: "Username must be 3 to 32 letters, digits, '.', '_' or '-'",
+      type: 'string_pattern_mismatch',
+    });
+  } else {
+    const usernameProblem = findUsernameProblem(username.display);
+    if (usernameProblem) problems.push(describeUsernameProblem(usernameProblem));
+  }
+  const email = fields.email.trim();
+  const emailProblem = findEmailProblem(email);
+  if (emailProblem) problems.push(emailProblem);
+  if (!Number.isInteger(fields.age) || fields.age < 0 || fields.age > MAX_AGE) {
+    problems.push({
+      loc: ['body', 'age'],
+      msg: `Age must be a whole number from 0 to ${MAX_AGE}`,
+      type: 'age_out_of_range',
+    });
+  }
+  const level = LEVELS.find((known) => known === fields.level);
+  if (level === undefined) {
+    problems.push({ loc: ['body', 'level'], msg: `Level must be one of ${LEVELS.join(', ')}`, type: 'enum' });
+  }
+  if (!username || level === undefined || problems.length > 0) return { problems };
+  return {
+    account: {
+      username: username.display,
+      usernameCanonical: username.canonical,
+      usernameSkeleton: usernameSkeleton(username.display),
+      email,
+      emailCanonical: email.toLowerCase(),
+      age: fields.age,
+      level,
+    },
+  };
+}
+
+function findEmailProblem(email: string): FieldProblem | undefined {
+  const loc = ['body', 'email'];
+  if (email.length > MAX_EMAIL_LENGTH) {
+    return { loc, msg: `String should have at most ${MAX_EMAIL_LENGTH} characters`, type: 'string_too_long' };
+  }
+  if (!isEmailAddress(email)) return { loc, msg: 'value is not a valid email address', type: 'value_error' };
+  // RFC 5321 §4.5.3.1.1, which FastAPI's EmailStr enforces too.
+  if (email.lastIndexOf('@') > 64) {
+    return {
+      loc,
+      msg: 'value is not a valid email address: the part before @ is longer than 64 characters',
+      type: 'value_error',
+    };
+  }
+  return undefined;
+}
 
 /** Returns the display form (trimmed, NFKC) and the canonical form (case-folded) of a username. */
 export function normaliseUsername(raw: string): { display: string; canonical: string } | undefined {
@@ -133,28 +213,21 @@ export function createAccountsService(deps: AccountsDependencies): AccountsServi
 
   return {
     async registerUser(registration, hashing) {
-      const problems: FieldProblem[] = [];
-      const username = normaliseUsername(registration.username);
-      if (!username) {
-        problems.push({
-          loc: ['body', 'username'],
-          msg: "Username must be 3 to 32 letters, digits, '.', '_' or '-'",
-          type: 'string_pattern_mismatch',
-        });
-      } else {
-        const usernameProblem = findUsernameProblem(username.display);
-        if (usernameProblem) problems.push(describeUsernameProblem(usernameProblem));
-      }
-      const email = registration.email.trim();
-      if (!hasValidLocalPart(email)) problems.push(EMAIL_LOCAL_PART_PROBLEM);
+      const checked = checkAccountFields(registration);
+      const problems = 'problems' in checked ? checked.problems : [];
       const password = normalisePassword(registration.password);
       const shapeProblem = policy.checkShape(password);
       if (shapeProblem) problems.push(describePasswordProblem(shapeProblem));
       // zxcvbn, the dear check, runs only for a registration that is otherwise acceptable.
-      if (!username || problems.length > 0) {
+      if (!('account' in checked) || problems.length > 0) {
         throw new AppError('validation_failed', 'Invalid registration', { details: problems });
       }
-      const guessable = await policy.check(password, [registration.username, email, ...email.split('@')]);
+      const { account } = checked;
+      const guessable = await policy.check(password, [
+        registration.username,
+        account.email,
+        ...account.email.split('@'),
+      ]);
       if (guessable) {
         throw new AppError('validation_failed', 'Invalid registration', {
           details: [describePasswordProblem(guessable)],
@@ -162,20 +235,7 @@ export function createAccountsService(deps: AccountsDependencies): AccountsServi
       }
 
       const passwordHash = await hasher.hash(password, hashing);
-      return users.insertUserWithConversation(
-        {
-          username: username.display,
-          usernameCanonical: username.canonical,
-          usernameSkeleton: usernameSkeleton(username.display),
-          email,
-          emailCanonical: email.toLowerCase(),
-          passwordHash,
-          age: registration.age,
-          level: registration.level,
-        },
-        WELCOME_MESSAGE,
-        clock.now(),
-      );
+      return users.insertUserWithConversation({ ...account, passwordHash }, WELCOME_MESSAGE, clock.now());
     },
 
     async verifyCredentials(rawUsername, password, hashing) {
@@ -215,9 +275,8 @@ export function createAccountsService(deps: AccountsDependencies): AccountsServi
 
     async updateProfile(userId, changes, context) {
       const email = changes.email?.trim();
-      if (email !== undefined && !hasValidLocalPart(email)) {
-        throw new AppError('validation_failed', 'Invalid email', { details: [EMAIL_LOCAL_PART_PROBLEM] });
-      }
+      const emailProblem = email === undefined ? undefined : findEmailProblem(email);
+      if (emailProblem) throw new AppError('validation_failed', 'Invalid email', { details: [emailProblem] });
       // Seed clients change their email without a password; a password given is checked.
       const credentials =
         changes.currentPassword === undefined

@@ -1,9 +1,9 @@
 import type { FastapiSeedUser, SeedValue } from '../db/fastapi-seed.ts';
-import type { ImportedUserRow, ImportedUsersRepository } from '../db/imported-users.ts';
-import { LEVELS, type Level } from '../domain/user.ts';
+import type { ImportedUser, ImportedUsersRepository } from '../db/imported-users.ts';
+import type { NewUser } from '../db/users.ts';
 import type { Clock } from '../security/clock.ts';
-import { findUsernameProblem, usernameSkeleton } from '../security/usernames.ts';
-import { normaliseUsername, WELCOME_MESSAGE } from './accounts.ts';
+import { findBcryptHashProblem } from '../security/passwords.ts';
+import { checkAccountFields, WELCOME_MESSAGE } from './accounts.ts';
 
 /** Why a row of the seed was not imported. */
 export type SkipCode =
@@ -61,24 +61,27 @@ export interface FastapiImportDependencies {
 
 // Ids are PostgreSQL integers (and JavaScript numbers): an id past this gets a new one.
 const MAX_USER_ID = 2_147_483_647;
-const MAX_AGE = 150;
 const BATCH = 500;
 // A row that lost a race with a registration is judged again against what is there now; more than this many
 // losses in a row means something keeps changing the users, and the row is left for a later run.
 const ATTEMPTS = 3;
 
-// passlib's bcrypt: $2b$ (or the older $2a$/$2y$), a two-digit cost, 22 characters of salt and 31 of hash.
-const BCRYPT_HASH = /^\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}$/;
-// ajv-formats' full `email` format, which POST /register/ checks: the import lets in no address registration refuses.
-const EMAIL =
-  /^[a-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[a-z0-9!#$%&'*+/=?^_`{|}~-]+)*@(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?\.)+[a-z0-9](?:[a-z0-9-]*[a-z0-9])?$/i;
+// What registration's rules judge, each with the seed's column that holds it and the code of its refusal.
+const FIELD_SKIPS = {
+  username: 'invalid_username',
+  email: 'invalid_email',
+  age: 'invalid_age',
+  level: 'invalid_level',
+} as const satisfies Record<string, SkipCode>;
 
 interface Candidate {
   sourceId: bigint;
+  /** The seed's id when it fits Gatehouse's ids, kept or not: the user an earlier run imported may hold it. */
+  seedId: number | undefined;
   /** The seed's id when Gatehouse can keep it, or why not. */
   keepId: number | undefined;
   idProblem: string | undefined;
-  row: ImportedUserRow;
+  user: NewUser;
   attempts: number;
 }
 
@@ -110,9 +113,9 @@ export async function importFastapiUsers(
   const seenEmails = new Map<string, bigint>();
 
   // Before any insert: a user created from now on (a renumbered import, a registration meanwhile) gets an id past
-  // every id of the file, and takes none that a later row is about to keep.
-  const maxId = source.maxIdUpTo(MAX_USER_ID);
-  if (maxId !== undefined && maxId > 0) await importedUsers.moveUserIdsPast(maxId);
+  // every id of the file, and takes none that a later row is about to keep. An id Gatehouse ever used is never kept:
+  // the audit events of a deleted user outlive them, and would show as the newcomer's.
+  const usedThrough = await importedUsers.reserveUserIdsThrough(source.maxIdUpTo(MAX_USER_ID) ?? 0);
 
   const skip = (seed: FastapiSeedUser, code: SkipCode, reason: string): Checked => ({
     skip: {
@@ -123,40 +126,36 @@ export async function importFastapiUsers(
     },
   });
 
-  const check = (seed: FastapiSeedUser, now: Date): Checked => {
-    const username = typeof seed.username === 'string' ? normaliseUsername(seed.username) : undefined;
-    if (!username) {
-      return skip(seed, 'invalid_username', "the username must be 3 to 32 letters, digits, '.', '_' or '-'");
+  const check = (seed: FastapiSeedUser): Checked => {
+    const text = (value: SeedValue) => (typeof value === 'string' ? value : '');
+    const fields = checkAccountFields({
+      username: text(seed.username),
+      email: text(seed.email),
+      age: typeof seed.age === 'bigint' || typeof seed.age === 'number' ? Number(seed.age) : Number.NaN,
+      level: text(seed.level),
+    });
+    if ('problems' in fields) {
+      const [problem] = fields.problems;
+      const field = problem?.loc[1] as keyof typeof FIELD_SKIPS;
+      return skip(seed, FIELD_SKIPS[field], `${problem?.msg} (the seed has ${show(seed[field])})`);
     }
-    const usernameProblem = findUsernameProblem(username.display);
-    if (usernameProblem) return skip(seed, 'invalid_username', USERNAME_PROBLEMS[usernameProblem]);
-    const email = typeof seed.email === 'string' ? seed.email.trim() : undefined;
-    const emailProblem = findEmailProblem(email);
-    if (emailProblem || email === undefined) return skip(seed, 'invalid_email', emailProblem ?? 'no email');
-    if (typeof seed.hashedPassword !== 'string' || !BCRYPT_HASH.test(seed.hashedPassword)) {
+    const hashProblem =
+      typeof seed.hashedPassword === 'string'
+        ? findBcryptHashProblem(seed.hashedPassword)
+        : 'not a bcrypt hash';
+    if (hashProblem || typeof seed.hashedPassword !== 'string') {
       return skip(
         seed,
         'invalid_password_hash',
-        'the password hash is not a bcrypt hash: nobody could log in',
+        `the password hash is refused (${hashProblem}): nobody could log in`,
       );
     }
-    if (typeof seed.age !== 'bigint' || seed.age < 0n || seed.age > BigInt(MAX_AGE)) {
-      return skip(
-        seed,
-        'invalid_age',
-        `the age ${show(seed.age)} is not a whole number from 0 to ${MAX_AGE}`,
-      );
-    }
-    if (typeof seed.level !== 'string' || !(LEVELS as readonly string[]).includes(seed.level)) {
-      return skip(seed, 'invalid_level', `the level ${show(seed.level)} is not one of ${LEVELS.join(', ')}`);
-    }
-    const skeleton = usernameSkeleton(username.display);
-    const emailCanonical = email.toLowerCase();
-    const sameName = seenNames.get(username.canonical);
+    const { account } = fields;
+    const sameName = seenNames.get(account.usernameCanonical);
     if (sameName !== undefined) {
       return skip(seed, 'duplicate_username', `the same username as source id ${sameName}, imported instead`);
     }
-    const lookalike = seenSkeletons.get(skeleton);
+    const lookalike = seenSkeletons.get(account.usernameSkeleton);
     if (lookalike) {
       return skip(
         seed,
@@ -164,64 +163,61 @@ export async function importFastapiUsers(
         `looks like "${lookalike.username}" (source id ${lookalike.sourceId}), imported instead`,
       );
     }
-    const sameEmail = seenEmails.get(emailCanonical);
+    const sameEmail = seenEmails.get(account.emailCanonical);
     if (sameEmail !== undefined) {
       return skip(seed, 'duplicate_email', `the same email as source id ${sameEmail}, imported instead`);
     }
-    const fits = seed.id >= 1n && seed.id <= BigInt(MAX_USER_ID);
+    const seedId = seed.id >= 1n && seed.id <= BigInt(MAX_USER_ID) ? Number(seed.id) : undefined;
+    const keepId = seedId !== undefined && seedId > usedThrough ? seedId : undefined;
     return {
       candidate: {
         sourceId: seed.id,
-        keepId: fits ? Number(seed.id) : undefined,
-        idProblem: fits ? undefined : `id ${seed.id} is outside Gatehouse's ids (1 to ${MAX_USER_ID})`,
+        seedId,
+        keepId,
+        idProblem:
+          seedId === undefined
+            ? `id ${seed.id} is outside Gatehouse's ids (1 to ${MAX_USER_ID})`
+            : keepId === undefined
+              ? `id ${seedId} was used in Gatehouse before (ids up to ${usedThrough} were), and ids are never reused`
+              : undefined,
         attempts: 0,
-        row: {
-          username: username.display,
-          username_canonical: username.canonical,
-          username_skeleton: skeleton,
-          email,
-          email_canonical: emailCanonical,
-          password_hash: seed.hashedPassword,
-          age: Number(seed.age),
-          level: seed.level as Level,
-          created_at_ms: now.getTime(),
-          updated_at_ms: now.getTime(),
-        },
+        user: { ...account, passwordHash: seed.hashedPassword },
       },
     };
   };
 
   const remember = (candidate: Candidate) => {
-    seenNames.set(candidate.row.username_canonical, candidate.sourceId);
-    seenSkeletons.set(candidate.row.username_skeleton, {
+    seenNames.set(candidate.user.usernameCanonical, candidate.sourceId);
+    seenSkeletons.set(candidate.user.usernameSkeleton, {
       sourceId: candidate.sourceId,
-      username: candidate.row.username,
+      username: candidate.user.username,
     });
-    seenEmails.set(candidate.row.email_canonical, candidate.sourceId);
+    seenEmails.set(candidate.user.emailCanonical, candidate.sourceId);
   };
 
   /** Judges the candidates against Gatehouse's users, inserts those that may come in, and returns those that lost a race. */
   const place = async (candidates: Candidate[], now: Date): Promise<Candidate[]> => {
     const clashing = await importedUsers.findClashingUsers({
-      ids: candidates.flatMap((candidate) => (candidate.keepId === undefined ? [] : [candidate.keepId])),
-      usernameCanonicals: candidates.map((candidate) => candidate.row.username_canonical),
-      usernameSkeletons: candidates.map((candidate) => candidate.row.username_skeleton),
-      emailCanonicals: candidates.map((candidate) => candidate.row.email_canonical),
+      // The ids too that cannot be kept: the user holding one is named in the report.
+      ids: candidates.flatMap((candidate) => (candidate.seedId === undefined ? [] : [candidate.seedId])),
+      usernameCanonicals: candidates.map((candidate) => candidate.user.usernameCanonical),
+      usernameSkeletons: candidates.map((candidate) => candidate.user.usernameSkeleton),
+      emailCanonicals: candidates.map((candidate) => candidate.user.emailCanonical),
     });
     const byId = new Map(clashing.map((user) => [user.id, user]));
     const byName = new Map(clashing.map((user) => [user.usernameCanonical, user]));
     const bySkeleton = new Map(clashing.map((user) => [user.usernameSkeleton, user]));
     const byEmail = new Map(clashing.map((user) => [user.emailCanonical, user]));
-    const toInsert: ImportedUserRow[] = [];
+    const toInsert: ImportedUser[] = [];
     const waiting = new Map<string, Candidate>();
     for (const candidate of candidates) {
-      const { row } = candidate;
-      const named = byName.get(row.username_canonical);
+      const { user } = candidate;
+      const named = byName.get(user.usernameCanonical);
       const skipped = (code: SkipCode, reason: string) =>
-        summary.skipped.push({ sourceId: candidate.sourceId, username: row.username, code, reason });
+        summary.skipped.push({ sourceId: candidate.sourceId, username: user.username, code, reason });
       if (named) {
         // The import's earlier run (the id kept, or the email it brought, if the user changed it since).
-        if (named.id === candidate.keepId || named.emailCanonical === row.email_canonical) {
+        if (named.id === candidate.seedId || named.emailCanonical === user.emailCanonical) {
           summary.alreadyPresent.push({
             sourceId: candidate.sourceId,
             id: named.id,
@@ -231,12 +227,12 @@ export async function importFastapiUsers(
         } else skipped('username_taken', `the username belongs to Gatehouse user ${named.id}`);
         continue;
       }
-      const lookalike = bySkeleton.get(row.username_skeleton);
+      const lookalike = bySkeleton.get(user.usernameSkeleton);
       if (lookalike) {
         skipped('lookalike_username', `looks like "${lookalike.username}", Gatehouse user ${lookalike.id}`);
         continue;
       }
-      const emailOwner = byEmail.get(row.email_canonical);
+      const emailOwner = byEmail.get(user.emailCanonical);
       if (emailOwner) {
         skipped(
           'email_taken',
@@ -244,12 +240,13 @@ export async function importFastapiUsers(
         );
         continue;
       }
-      if (candidate.keepId !== undefined && byId.has(candidate.keepId)) {
-        candidate.idProblem = `id ${candidate.keepId} belongs to Gatehouse user "${byId.get(candidate.keepId)?.username}"`;
+      const holder = candidate.seedId === undefined ? undefined : byId.get(candidate.seedId);
+      if (holder) {
+        candidate.idProblem = `id ${holder.id} belongs to Gatehouse user "${holder.username}"`;
         candidate.keepId = undefined;
       }
-      toInsert.push(candidate.keepId === undefined ? row : { ...row, id: candidate.keepId });
-      waiting.set(row.username_canonical, candidate);
+      toInsert.push(candidate.keepId === undefined ? user : { ...user, id: candidate.keepId });
+      waiting.set(user.usernameCanonical, candidate);
     }
     for (const inserted of await importedUsers.insertImportedUsers(toInsert, WELCOME_MESSAGE, now)) {
       const candidate = waiting.get(inserted.usernameCanonical);
@@ -261,7 +258,7 @@ export async function importFastapiUsers(
         summary.renumbered.push({
           sourceId: candidate.sourceId,
           id: inserted.id,
-          username: candidate.row.username,
+          username: candidate.user.username,
           reason: candidate.idProblem ?? 'a new id',
         });
       }
@@ -280,7 +277,7 @@ export async function importFastapiUsers(
         else {
           summary.skipped.push({
             sourceId: candidate.sourceId,
-            username: candidate.row.username,
+            username: candidate.user.username,
             code: 'concurrent_change',
             reason: 'its id, username or email kept being taken while importing: run the import again',
           });
@@ -293,10 +290,10 @@ export async function importFastapiUsers(
   // The in-file duplicate checks see the rows already placed: a row that repeats a name, lookalike or email of a
   // row still waiting in the batch waits for that row to be placed first.
   const batchKeys = new Set<string>();
-  const keysOf = ({ row }: Candidate) => [
-    `name:${row.username_canonical}`,
-    `skeleton:${row.username_skeleton}`,
-    `email:${row.email_canonical}`,
+  const keysOf = ({ user }: Candidate) => [
+    `name:${user.usernameCanonical}`,
+    `skeleton:${user.usernameSkeleton}`,
+    `email:${user.emailCanonical}`,
   ];
   const flushBatch = async () => {
     await flush(batch);
@@ -305,10 +302,10 @@ export async function importFastapiUsers(
   };
   for (const seed of source.users()) {
     summary.read += 1;
-    let checked = check(seed, clock.now());
+    let checked = check(seed);
     if ('candidate' in checked && keysOf(checked.candidate).some((key) => batchKeys.has(key))) {
       await flushBatch();
-      checked = check(seed, clock.now());
+      checked = check(seed);
     }
     if ('skip' in checked) summary.skipped.push(checked.skip);
     else {
@@ -324,20 +321,6 @@ export async function importFastapiUsers(
   deps.onProgress?.(summary.read, source.count);
   summary.skipped.sort((a, b) => (a.sourceId < b.sourceId ? -1 : a.sourceId > b.sourceId ? 1 : 0));
   return summary;
-}
-
-const USERNAME_PROBLEMS = {
-  mixed_scripts: 'the username mixes scripts (as lookalike names do)',
-  mixed_digit_systems: 'the username mixes digits of different systems',
-  no_letter_or_digit: 'the username has neither a letter nor a digit',
-} as const;
-
-function findEmailProblem(email: string | undefined): string | undefined {
-  if (email === undefined || email === '') return 'no email';
-  if (email.length > 254 || !EMAIL.test(email)) return `"${email}" is not a valid email address`;
-  // RFC 5321's limit, which registration enforces too.
-  if (email.lastIndexOf('@') > 64) return 'the part of the email before @ is longer than 64 characters';
-  return undefined;
 }
 
 function show(value: SeedValue): string {

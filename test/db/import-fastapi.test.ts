@@ -337,23 +337,8 @@ describe.each(dialects)('importing the FastAPI seed on %s while others write', (
           if (!raced) {
             raced = true;
             // Committed after the import looked: another import takes id 5, a registration the name Victor.
-            const xavier = gatehouseUser('xavier', 'xavier@example.com');
             await importedUsers.insertImportedUsers(
-              [
-                {
-                  id: 5,
-                  username: xavier.username,
-                  username_canonical: xavier.usernameCanonical,
-                  username_skeleton: xavier.usernameSkeleton,
-                  email: xavier.email,
-                  email_canonical: xavier.emailCanonical,
-                  password_hash: xavier.passwordHash,
-                  age: xavier.age,
-                  level: xavier.level,
-                  created_at_ms: now.getTime(),
-                  updated_at_ms: now.getTime(),
-                },
-              ],
+              [{ ...gatehouseUser('xavier', 'xavier@example.com'), id: 5 }],
               welcomeMessage,
               now,
             );
