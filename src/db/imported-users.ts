@@ -1,7 +1,7 @@
 import { sql } from 'kysely';
 import { insertWelcomedConversations } from './bulk-users.ts';
 import type { Db, Dialect } from './schema.ts';
-import type { NewUser } from './users.ts';
+import { type NewUser, toNewUserRow } from './users.ts';
 
 /** A user an import brings in: with the id it had before, or none for a new one. */
 export type ImportedUser = NewUser & { id?: number };
@@ -83,18 +83,9 @@ export function createImportedUsersRepository(db: Db, dialect: Dialect): Importe
           const rows = await trx
             .insertInto('users')
             .values(
-              group.map((user) => ({
-                ...(user.id === undefined ? {} : { id: user.id }),
-                username: user.username,
-                username_canonical: user.usernameCanonical,
-                username_skeleton: user.usernameSkeleton,
-                email: user.email,
-                email_canonical: user.emailCanonical,
-                password_hash: user.passwordHash,
-                age: user.age,
-                level: user.level,
-                created_at_ms: now.getTime(),
-                updated_at_ms: now.getTime(),
+              group.map(({ id, ...user }) => ({
+                ...toNewUserRow(user, now),
+                ...(id === undefined ? {} : { id }),
               })),
             )
             .onConflict((conflict) => conflict.doNothing())

@@ -1,6 +1,6 @@
 import { type Level, ROLES, type Role, type User } from '../domain/user.ts';
 import { AppError } from '../errors.ts';
-import type { Db, UserRow } from './schema.ts';
+import type { Db, NewUserRow, UserRow } from './schema.ts';
 import { violatedUniqueConstraint } from './unique-violation.ts';
 
 export interface NewUser {
@@ -76,6 +76,22 @@ export const userColumns = [
   'disabled_at_ms',
 ] as const;
 
+/** The row of a new user, created now. */
+export function toNewUserRow(user: NewUser, now: Date): NewUserRow {
+  return {
+    username: user.username,
+    username_canonical: user.usernameCanonical,
+    username_skeleton: user.usernameSkeleton,
+    email: user.email,
+    email_canonical: user.emailCanonical,
+    password_hash: user.passwordHash,
+    age: user.age,
+    level: user.level,
+    created_at_ms: now.getTime(),
+    updated_at_ms: now.getTime(),
+  };
+}
+
 export function createUsersRepository(db: Db): UsersRepository {
   return {
     async insertUserWithConversation(user, welcomeMessage, now) {
@@ -84,18 +100,7 @@ export function createUsersRepository(db: Db): UsersRepository {
         return await db.transaction().execute(async (trx) => {
           const row = await trx
             .insertInto('users')
-            .values({
-              username: user.username,
-              username_canonical: user.usernameCanonical,
-              username_skeleton: user.usernameSkeleton,
-              email: user.email,
-              email_canonical: user.emailCanonical,
-              password_hash: user.passwordHash,
-              age: user.age,
-              level: user.level,
-              created_at_ms: nowMs,
-              updated_at_ms: nowMs,
-            })
+            .values(toNewUserRow(user, now))
             .returning(userColumns)
             .executeTakeFirstOrThrow();
           const conversation = await trx

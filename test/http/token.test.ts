@@ -248,33 +248,26 @@ describe.each(dialects)('password upgrades at login on %s', (dialect) => {
         .executeTakeFirstOrThrow()
     ).password_hash;
 
+  const storeHash = (canonical: string, passwordHash: string) =>
+    t.database.db
+      .updateTable('users')
+      .set({ password_hash: passwordHash })
+      .where('username_canonical', '=', canonical)
+      .execute();
+  const logIn = (username: string, password: string) =>
+    t.app.inject({ method: 'POST', url: '/token', payload: { username, password } });
+
   it('logs in a user imported with a passlib bcrypt hash and upgrades it to argon2id', async () => {
     await registerUser(t.app, { username: 'seeduser', email: 'seed@example.com' });
     const bcryptHash = bcryptHashSync('seed-password', 4);
-    await t.database.db
-      .updateTable('users')
-      .set({ password_hash: bcryptHash })
-      .where('username_canonical', '=', 'seeduser')
-      .execute();
-    const wrong = await t.app.inject({
-      method: 'POST',
-      url: '/token',
-      payload: { username: 'seeduser', password: 'nope' },
-    });
+    await storeHash('seeduser', bcryptHash);
+    const wrong = await logIn('seeduser', 'nope');
     expect(wrong.statusCode).toBe(400);
     expect(await storedHash('seeduser')).toBe(bcryptHash);
-    const right = await t.app.inject({
-      method: 'POST',
-      url: '/token',
-      payload: { username: 'seeduser', password: 'seed-password' },
-    });
+    const right = await logIn('seeduser', 'seed-password');
     expect(right.statusCode).toBe(200);
     expect(await storedHash('seeduser')).toMatch(/^\$argon2id\$v=19\$m=64,t=1,p=1\$/);
-    const again = await t.app.inject({
-      method: 'POST',
-      url: '/token',
-      payload: { username: 'seeduser', password: 'seed-password' },
-    });
+    const again = await logIn('seeduser', 'seed-password');
     expect(again.statusCode).toBe(200);
   });
 
@@ -282,16 +275,8 @@ describe.each(dialects)('password upgrades at login on %s', (dialect) => {
     const user = await registerUser(t.app, { username: 'dearuser', email: 'dear@example.com' });
     // Verifying cost 15 takes seconds, cost 31 hours of a hash thread: neither may run at a login.
     const dear = bcryptHashSync('seed-password', 4).replace(/^\$2b\$04\$/, '$2b$15$');
-    await t.database.db
-      .updateTable('users')
-      .set({ password_hash: dear })
-      .where('username_canonical', '=', 'dearuser')
-      .execute();
-    const response = await t.app.inject({
-      method: 'POST',
-      url: '/token',
-      payload: { username: 'dearuser', password: 'seed-password' },
-    });
+    await storeHash('dearuser', dear);
+    const response = await logIn('dearuser', 'seed-password');
     expect(response.statusCode).toBe(400);
     expect(response.json()).toEqual(INVALID_GRANT);
     expect(await storedHash('dearuser')).toBe(dear);
