@@ -139,11 +139,9 @@ export async function importFastapiUsers(
       const field = problem?.loc[1] as keyof typeof FIELD_SKIPS;
       return skip(seed, FIELD_SKIPS[field], `${problem?.msg} (the seed has ${show(seed[field])})`);
     }
-    const hashProblem =
-      typeof seed.hashedPassword === 'string'
-        ? findBcryptHashProblem(seed.hashedPassword)
-        : 'not a bcrypt hash';
-    if (hashProblem || typeof seed.hashedPassword !== 'string') {
+    const passwordHash = typeof seed.hashedPassword === 'string' ? seed.hashedPassword : '';
+    const hashProblem = findBcryptHashProblem(passwordHash);
+    if (hashProblem) {
       return skip(
         seed,
         'invalid_password_hash',
@@ -181,7 +179,7 @@ export async function importFastapiUsers(
               ? `id ${seedId} was used in Gatehouse before (ids up to ${usedThrough} were), and ids are never reused`
               : undefined,
         attempts: 0,
-        user: { ...account, passwordHash: seed.hashedPassword },
+        user: { ...account, passwordHash },
       },
     };
   };
