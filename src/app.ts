@@ -34,6 +34,8 @@ import { registerSecurityHeaders } from './http/security-headers.ts';
 import {
   answerClientError,
   answerFrameworkError,
+  answerUnmetExpectation,
+  registerHostRequirement,
   registerMethodNotAllowed,
 } from './http/unrouted-requests.ts';
 import { createAccessTokens } from './security/access-tokens.ts';
@@ -124,6 +126,8 @@ export async function buildApp(
     trustProxy: behindProxies ? (address: string) => clientIp.isTrusted(address) : false,
     bodyLimit: config.bodyLimitBytes,
     http: {
+      // Refused by registerHostRequirement instead, in the error table's shape.
+      requireHostHeader: false,
       // Auth headers and a JWT fit well inside this; anything larger is refused with 431 before routing.
       maxHeaderSize: 16384,
       // A request (headers and body) must arrive within this, or Node answers 408 and closes: a client that drips
@@ -255,7 +259,9 @@ export async function buildApp(
   // First of the onRequest hooks, so that an answer any later hook sends carries the headers too.
   await registerSecurityHeaders(app);
   registerResponseHooks(app);
+  registerHostRequirement(app);
   registerMethodNotAllowed(app);
+  app.server.on('checkExpectation', answerUnmetExpectation);
   const auditSinks: AuditSink[] = [
     (event, fields, origin) =>
       auditTrail.record({

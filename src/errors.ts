@@ -3,6 +3,7 @@ export type ErrorCode =
   | 'username_taken'
   | 'email_taken'
   | 'invalid_password'
+  | 'missing_host'
   | 'invalid_request'
   | 'invalid_grant'
   | 'unsupported_grant_type'

@@ -37,6 +37,10 @@ const responses: Record<ErrorCode, (error: AppError, style: ErrorStyle) => Rende
   username_taken: (error) => ({ status: 409, body: { detail: error.message, code: 'username_taken' } }),
   email_taken: (error) => ({ status: 409, body: { detail: error.message, code: 'email_taken' } }),
   invalid_password: (error) => ({ status: 400, body: { detail: error.message, code: 'invalid_password' } }),
+  missing_host: (error, style) =>
+    style === 'oauth'
+      ? oauthError('invalid_request', error.message)
+      : { status: 400, body: { detail: error.message } },
   invalid_request: (error) => oauthError('invalid_request', error.message),
   invalid_grant: (error) => oauthError('invalid_grant', error.message),
   unsupported_grant_type: (error) => oauthError('unsupported_grant_type', error.message),

@@ -183,6 +183,17 @@ describe.each(dialects)('errors at the edges on %s', (dialect) => {
     }
   });
 
+  it('still serves an HTTP/1.0 request without Host, and a body sent after Expect: 100-continue', async () => {
+    const old = parseRawAnswer(await rawExchange(port, 'GET /healthz HTTP/1.0\r\n\r\n'));
+    expect(old.statusLine).toMatch(/^HTTP\/1\.1 200 /);
+    const body = JSON.stringify({ username: 'a' });
+    const continued = await rawExchange(
+      port,
+      `POST /register/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\nExpect: 100-continue\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`,
+    );
+    expect(continued).toMatch(/^HTTP\/1\.1 100 Continue\r\n\r\nHTTP\/1\.1 422 /);
+  });
+
   it('answers 404 for a documentation asset that does not exist', async () => {
     const response = await rawGet(port, '/docs/static/missing.js');
     expect(response.status).toBe(404);
