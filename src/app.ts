@@ -29,7 +29,7 @@ import { conversationRoutes } from './http/routes/conversation.ts';
 import { healthRoutes } from './http/routes/health.ts';
 import { jwksRoutes } from './http/routes/jwks.ts';
 import { registerRoutes } from './http/routes/register.ts';
-import { tokenRoutes } from './http/routes/token.ts';
+import { registerTokenEndpointHeaders, tokenRoutes } from './http/routes/token.ts';
 import { registerSecurityHeaders } from './http/security-headers.ts';
 import {
   answerClientError,
@@ -259,6 +259,7 @@ export async function buildApp(
   // First of the onRequest hooks, so that an answer any later hook sends carries the headers too.
   await registerSecurityHeaders(app);
   registerResponseHooks(app);
+  registerTokenEndpointHeaders(app);
   registerHostRequirement(app);
   registerMethodNotAllowed(app);
   app.server.on('checkExpectation', answerUnmetExpectation);

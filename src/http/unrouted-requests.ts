@@ -56,6 +56,8 @@ function earlyAnswer(detail: string): { body: string; headers: Record<string, st
       'x-request-id': randomUUID(),
       ...SECURITY_HEADERS,
       ...STANDARD_HEADERS,
+      // RFC 6749 §5.1 asks it of the token endpoint's answers, and the path of a refused request is not always known.
+      pragma: 'no-cache',
       connection: 'close',
     },
   };

@@ -179,6 +179,8 @@ describe.each(dialects)('errors at the edges on %s', (dialect) => {
       const { statusLine, headers, body } = parseRawAnswer(await rawExchange(port, request));
       expect(statusLine, request.slice(0, 30)).toBe(`HTTP/1.1 ${status} ${STATUS_CODES[status]}`);
       expect(headers).toMatchObject({ ...STANDARD_HEADERS, connection: 'close' });
+      // RFC 6749 §5.1, on whatever answers on the token endpoint.
+      if (request.startsWith('POST /token ')) expect(headers.pragma, request.slice(0, 30)).toBe('no-cache');
       expect(typeof JSON.parse(body).detail).toBe('string');
     }
   });
