@@ -248,7 +248,7 @@ export async function buildApp(
   }, 3600_000);
   pruneSessions.unref();
   app.addHook('onClose', async () => clearInterval(pruneSessions));
-  const login = createLoginService({ accounts, sessions, throttling });
+  const login = createLoginService({ accounts, sessions, throttling, hashQueue: deps.passwords });
   const conversations = createConversationsService({
     conversations: createConversationsRepository(db),
     clock: deps.clock,

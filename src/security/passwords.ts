@@ -28,6 +28,8 @@ export interface PasswordHasher {
   activateFailureFloor(): void;
   /** Returns the hashes running now and those waiting for a slot. */
   load(): HashLoad;
+  /** Throws `overloaded`, as a shed hash does, when a hash asked for now would be shed at once for a full queue. */
+  refuseWhenFull(): void;
 }
 
 export interface HashLoad {
@@ -194,6 +196,7 @@ export function createPasswordHasher(
       floorActive = true;
     },
     load: slots.load,
+    refuseWhenFull: slots.refuseWhenFull,
   };
 }
 
@@ -252,6 +255,8 @@ function createHashSlots(limits: HashLimits) {
   // A Set keeps insertion order, and a waiter that leaves early (timeout, abort) is deleted in O(1).
   const queue = new Set<Waiter>();
 
+  const queueFull = () => shed(`hash queue full (${queue.size} waiting for ${limits.concurrency} slots)`);
+
   const release = () => {
     const [next] = queue;
     // The finishing task hands its slot straight to the first waiter, so a newcomer cannot slip in between.
@@ -265,7 +270,7 @@ function createHashSlots(limits: HashLimits) {
     new Promise<void>((resolve, reject) => {
       const signal = admission?.signal;
       if (admission && queue.size >= limits.queueMax) {
-        reject(shed(`hash queue full (${queue.size} waiting for ${limits.concurrency} slots)`));
+        reject(queueFull());
         return;
       }
       let timer: NodeJS.Timeout | undefined;
@@ -307,6 +312,9 @@ function createHashSlots(limits: HashLimits) {
       }
     },
     load: (): HashLoad => ({ inFlight, queued: queue.size }),
+    refuseWhenFull() {
+      if (inFlight >= limits.concurrency && queue.size >= limits.queueMax) throw queueFull();
+    },
   };
 }
 
