@@ -4,7 +4,6 @@ import {
   type RateLimiterAbstract,
   RateLimiterCluster,
   RateLimiterClusterMaster,
-  RateLimiterMemory,
   RateLimiterRedis,
   RateLimiterRes,
 } from 'rate-limiter-flexible';
@@ -40,6 +39,8 @@ export interface CounterStore {
   /** Where the counts live: this process, the cluster's primary, or Redis. */
   readonly kind: 'memory' | 'cluster' | 'redis';
   counter(spec: CounterSpec): Counter;
+  /** Returns how many keys this process holds (its own counts, or the insurance of a shared store). */
+  heldKeys(): number;
   close(): Promise<void>;
 }
 
@@ -60,12 +61,14 @@ const CLUSTER_TIMEOUT_MS = 2000;
  */
 export function createCounterStore(options: CounterStoreOptions = {}): CounterStore {
   const notify = options.onStoreStateChange ?? (() => {});
-  if (options.redis) return redisStore(options.redis.url, options.redis.keyPrefix, notify);
-  if (cluster.isWorker) return clusterStore(notify);
+  const local = createLocalCounts();
+  if (options.redis) return redisStore(options.redis.url, options.redis.keyPrefix, local, notify);
+  if (cluster.isWorker) return clusterStore(local, notify);
   return {
     kind: 'memory',
-    counter: (spec) => wrap(new RateLimiterMemory(inProcessOptions(spec)), undefined, IN_PROCESS),
-    close: async () => {},
+    counter: (spec) => asCounter(local.counter(spec)),
+    heldKeys: local.size,
+    close: async () => local.close(),
   };
 }
 
@@ -74,9 +77,113 @@ export function startClusterCounters(): void {
   new RateLimiterClusterMaster();
 }
 
-// In-process counters expire by a Node timer, which cannot wait longer than 2^31−1 ms (24.8 days): a longer window
-// would fire at once and forget the key. Redis keeps the configured window.
-const MAX_IN_PROCESS_SECONDS = 24 * 86400;
+// The cluster's primary counts with rate-limiter-flexible's memory limiter, whose keys expire by a Node timer, which
+// cannot wait longer than 2^31−1 ms (24.8 days): a longer window would fire at once and forget the key.
+const MAX_CLUSTER_SECONDS = 24 * 86400;
+
+/** A fixed window's count in this process. */
+interface LocalCounter {
+  hit(key: string): CounterReading;
+  refund(key: string): void;
+  block(key: string, seconds: number): void;
+  reset(key: string): void;
+}
+
+interface LocalCounts {
+  counter(spec: CounterSpec): LocalCounter;
+  /** Keys held, those whose window has ended dropped first. */
+  size(): number;
+  close(): void;
+}
+
+interface Entry {
+  count: number;
+  endsAtMs: number;
+}
+
+// Expired keys nobody asks about again (a sprayed username, an address seen once) are dropped by a sweep that visits
+// at most this many keys a second: memory follows the attempts of the last window, and no tick holds the loop long.
+const SWEEP_INTERVAL_MS = 1000;
+const SWEEP_BATCH = 10_000;
+
+/**
+ * Counts in this process: one map for every counter, a key dropped when its window ends (met again, or swept) and
+ * when refunds bring it to nothing. No timer per key, so a window may be longer than Node's timers allow.
+ */
+function createLocalCounts(): LocalCounts {
+  const entries = new Map<string, Entry>();
+  const live = (key: string, now: number): Entry | undefined => {
+    const entry = entries.get(key);
+    if (entry && entry.endsAtMs <= now) {
+      entries.delete(key);
+      return undefined;
+    }
+    return entry;
+  };
+  const sweep = (batch: number) => {
+    const now = Date.now();
+    let visited = 0;
+    for (const [key, entry] of entries) {
+      if (entry.endsAtMs <= now) entries.delete(key);
+      visited += 1;
+      if (visited >= batch) return;
+    }
+  };
+  // A fresh iteration each tick starts at the oldest keys, which are the first to expire.
+  const sweeper = setInterval(() => sweep(SWEEP_BATCH), SWEEP_INTERVAL_MS);
+  sweeper.unref();
+  return {
+    counter(spec) {
+      const windowMs = spec.windowSeconds * 1000;
+      const blockMs = (spec.blockSeconds ?? 0) * 1000;
+      return {
+        hit(key) {
+          const now = Date.now();
+          const name = `${spec.name}:${key}`;
+          let entry = live(name, now);
+          if (entry) entry.count += 1;
+          else {
+            entry = { count: 1, endsAtMs: now + windowMs };
+            entries.set(name, entry);
+          }
+          // Blocked from the hit that first goes past the limit.
+          if (blockMs > 0 && entry.count === spec.limit + 1) entry.endsAtMs = now + blockMs;
+          return { count: entry.count, msBeforeReset: entry.endsAtMs - now };
+        },
+        refund(key) {
+          const name = `${spec.name}:${key}`;
+          // A window that has ended took its count with it: nothing to give back, and nothing to carry below zero
+          // into the next one.
+          const entry = live(name, Date.now());
+          if (!entry) return;
+          entry.count -= 1;
+          if (entry.count <= 0) entries.delete(name);
+        },
+        block(key, seconds) {
+          entries.set(`${spec.name}:${key}`, {
+            count: spec.limit + 1,
+            endsAtMs: Date.now() + seconds * 1000,
+          });
+        },
+        reset(key) {
+          entries.delete(`${spec.name}:${key}`);
+        },
+      };
+    },
+    size() {
+      sweep(Number.POSITIVE_INFINITY);
+      return entries.size;
+    },
+    close: () => clearInterval(sweeper),
+  };
+}
+
+const asCounter = (local: LocalCounter): Counter => ({
+  hit: async (key) => local.hit(key),
+  refund: async (key) => local.refund(key),
+  block: async (key, seconds) => local.block(key, seconds),
+  reset: async (key) => local.reset(key),
+});
 
 const limiterOptions = (spec: CounterSpec, prefix: string) => ({
   keyPrefix: `${prefix}${spec.name}`,
@@ -85,15 +192,16 @@ const limiterOptions = (spec: CounterSpec, prefix: string) => ({
   blockDuration: spec.blockSeconds ?? 0,
 });
 
-const inProcessOptions = (spec: CounterSpec) => ({
+const clusterOptions = (spec: CounterSpec) => ({
   ...limiterOptions(spec, ''),
-  duration: Math.min(spec.windowSeconds, MAX_IN_PROCESS_SECONDS),
-  blockDuration: Math.min(spec.blockSeconds ?? 0, MAX_IN_PROCESS_SECONDS),
+  duration: Math.min(spec.windowSeconds, MAX_CLUSTER_SECONDS),
+  blockDuration: Math.min(spec.blockSeconds ?? 0, MAX_CLUSTER_SECONDS),
 });
 
 function redisStore(
   url: string,
   keyPrefix: string,
+  local: LocalCounts,
   notify: NonNullable<CounterStoreOptions['onStoreStateChange']>,
 ): CounterStore {
   const client = new Redis(url, {
@@ -121,24 +229,27 @@ function redisStore(
   return {
     kind: 'redis',
     counter(spec) {
-      const insurance = new RateLimiterMemory(inProcessOptions(spec));
       const limiter = new RateLimiterRedis({
         ...limiterOptions(spec, keyPrefix),
         storeClient: client,
         rejectIfRedisNotReady: true,
-        insuranceLimiter: insurance,
       });
-      return wrap(limiter, insurance, IN_PROCESS);
+      return wrap(limiter, local.counter(spec), IN_PROCESS);
     },
+    heldKeys: local.size,
     async close() {
       closing = true;
+      local.close();
       if (client.status === 'ready') await client.quit().catch(() => client.disconnect());
       else client.disconnect();
     },
   };
 }
 
-function clusterStore(notify: NonNullable<CounterStoreOptions['onStoreStateChange']>): CounterStore {
+function clusterStore(
+  local: LocalCounts,
+  notify: NonNullable<CounterStoreOptions['onStoreStateChange']>,
+): CounterStore {
   let reachable = true;
   const health: StoreHealth = {
     failed(error) {
@@ -153,10 +264,11 @@ function clusterStore(notify: NonNullable<CounterStoreOptions['onStoreStateChang
   return {
     kind: 'cluster',
     counter(spec) {
-      const limiter = new RateLimiterCluster({ ...inProcessOptions(spec), timeoutMs: CLUSTER_TIMEOUT_MS });
-      return wrap(limiter, new RateLimiterMemory(inProcessOptions(spec)), health);
+      const limiter = new RateLimiterCluster({ ...clusterOptions(spec), timeoutMs: CLUSTER_TIMEOUT_MS });
+      return wrap(limiter, local.counter(spec), health);
     },
-    close: async () => {},
+    heldKeys: local.size,
+    close: async () => local.close(),
   };
 }
 
@@ -167,15 +279,14 @@ interface StoreHealth {
 
 const IN_PROCESS: StoreHealth = { failed: () => {}, answered: () => {} };
 
-/** The library signals "over the limit" by rejecting with its result; anything else is the store failing. */
-function wrap(
-  limiter: RateLimiterAbstract,
-  fallback: RateLimiterMemory | undefined,
-  health: StoreHealth,
-): Counter {
-  const run = async <T>(operation: (target: RateLimiterAbstract) => Promise<T>): Promise<T> => {
+/**
+ * The library signals "over the limit" by rejecting with its result; anything else is the store failing, and the
+ * count is taken in this process instead.
+ */
+function wrap(limiter: RateLimiterAbstract, fallback: LocalCounter, health: StoreHealth): Counter {
+  const run = async <T>(remote: () => Promise<T>, locally: () => T): Promise<T> => {
     try {
-      const result = await operation(limiter);
+      const result = await remote();
       health.answered();
       return result;
     } catch (error) {
@@ -183,27 +294,42 @@ function wrap(
         health.answered();
         throw error;
       }
-      if (!fallback) throw error;
       health.failed(error);
-      return operation(fallback);
+      return locally();
     }
   };
   return {
-    async hit(key) {
-      const result = await run((target) => target.consume(key)).catch((error: unknown) => {
-        if (error instanceof RateLimiterRes) return error;
-        throw error;
-      });
-      return { count: result.consumedPoints, msBeforeReset: Math.max(0, result.msBeforeNext) };
-    },
-    async refund(key) {
-      await run((target) => target.reward(key));
-    },
-    async block(key, seconds) {
-      await run((target) => target.block(key, seconds));
-    },
-    async reset(key) {
-      await run((target) => target.delete(key));
-    },
+    hit: (key) =>
+      run(
+        async () => {
+          const result = await limiter.consume(key).catch((error: unknown) => {
+            if (error instanceof RateLimiterRes) return error;
+            throw error;
+          });
+          return { count: result.consumedPoints, msBeforeReset: Math.max(0, result.msBeforeNext) };
+        },
+        () => fallback.hit(key),
+      ),
+    refund: (key) =>
+      run(
+        async () => {
+          await limiter.reward(key);
+        },
+        () => fallback.refund(key),
+      ),
+    block: (key, seconds) =>
+      run(
+        async () => {
+          await limiter.block(key, seconds);
+        },
+        () => fallback.block(key, seconds),
+      ),
+    reset: (key) =>
+      run(
+        async () => {
+          await limiter.delete(key);
+        },
+        () => fallback.reset(key),
+      ),
   };
 }
