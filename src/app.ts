@@ -335,6 +335,8 @@ function buildThrottling(
           )
         : app.log.info('rate-limit store reachable again'),
   });
+  // The first requests count where every instance counts, not in this process because Redis was still connecting.
+  app.addHook('onReady', () => counters.ready());
   app.addHook('onClose', () => counters.close());
   const rememberSeconds = config.throttling.deviceTokenTtlDays * 86400;
   return {

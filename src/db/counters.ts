@@ -4,7 +4,6 @@ import {
   type RateLimiterAbstract,
   RateLimiterCluster,
   RateLimiterClusterMaster,
-  RateLimiterRedis,
   RateLimiterRes,
 } from 'rate-limiter-flexible';
 
@@ -41,6 +40,8 @@ export interface CounterStore {
   counter(spec: CounterSpec): Counter;
   /** Returns how many keys this process holds (its own counts, or the insurance of a shared store). */
   heldKeys(): number;
+  /** Resolves once a shared store is connected or known to be unreachable (at most its connection timeout). */
+  ready(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -50,8 +51,11 @@ export interface CounterStoreOptions {
   onStoreStateChange?: (state: 'unreachable' | 'reachable', error?: unknown) => void;
 }
 
-// A Redis that hangs must not hold logins: past this a command fails over to the in-process count.
-const REDIS_COMMAND_TIMEOUT_MS = 500;
+// A Redis that hangs must not hold logins: past this a command fails over to the in-process count, and Redis is not
+// asked again until it answers a PING.
+const REDIS_COMMAND_TIMEOUT_MS = 250;
+const REDIS_PROBE_INTERVAL_MS = 1000;
+const REDIS_CONNECT_TIMEOUT_MS = 2000;
 const CLUSTER_TIMEOUT_MS = 2000;
 
 /**
@@ -68,6 +72,7 @@ export function createCounterStore(options: CounterStoreOptions = {}): CounterSt
     kind: 'memory',
     counter: (spec) => asCounter(local.counter(spec)),
     heldKeys: local.size,
+    ready: async () => {},
     close: async () => local.close(),
   };
 }
@@ -185,18 +190,37 @@ const asCounter = (local: LocalCounter): Counter => ({
   reset: async (key) => local.reset(key),
 });
 
-const limiterOptions = (spec: CounterSpec, prefix: string) => ({
-  keyPrefix: `${prefix}${spec.name}`,
-  points: spec.limit,
-  duration: spec.windowSeconds,
-  blockDuration: spec.blockSeconds ?? 0,
-});
-
 const clusterOptions = (spec: CounterSpec) => ({
-  ...limiterOptions(spec, ''),
+  keyPrefix: spec.name,
+  points: spec.limit,
   duration: Math.min(spec.windowSeconds, MAX_CLUSTER_SECONDS),
   blockDuration: Math.min(spec.blockSeconds ?? 0, MAX_CLUSTER_SECONDS),
 });
+
+// Atomic per key. A hit opens the window at the first event and blocks at the first past the limit; a refund never
+// creates a key (a window that ended took its count with it) and deletes one it brings to nothing.
+const HIT_SCRIPT = `
+local count = redis.call('incr', KEYS[1])
+local ttl = redis.call('pttl', KEYS[1])
+if count == 1 or ttl < 0 then
+  redis.call('pexpire', KEYS[1], ARGV[1])
+  ttl = tonumber(ARGV[1])
+end
+if tonumber(ARGV[3]) > 0 and count == tonumber(ARGV[2]) + 1 then
+  redis.call('pexpire', KEYS[1], ARGV[3])
+  ttl = tonumber(ARGV[3])
+end
+return {count, ttl}`;
+const REFUND_SCRIPT = `
+if redis.call('exists', KEYS[1]) == 0 then return 0 end
+local count = redis.call('decr', KEYS[1])
+if count <= 0 then redis.call('del', KEYS[1]) end
+return count`;
+
+interface CounterCommands {
+  gatehouseHit(key: string, windowMs: number, limit: number, blockMs: number): Promise<[number, number]>;
+  gatehouseRefund(key: string): Promise<number>;
+}
 
 function redisStore(
   url: string,
@@ -205,40 +229,80 @@ function redisStore(
   notify: NonNullable<CounterStoreOptions['onStoreStateChange']>,
 ): CounterStore {
   const client = new Redis(url, {
-    // A command issued while disconnected fails at once (and the insurance counts) instead of queueing.
+    // A command issued while disconnected fails at once (and the process counts) instead of queueing.
     enableOfflineQueue: false,
     autoResendUnfulfilledCommands: false,
     maxRetriesPerRequest: 0,
     commandTimeout: REDIS_COMMAND_TIMEOUT_MS,
-    connectTimeout: 2000,
+    connectTimeout: REDIS_CONNECT_TIMEOUT_MS,
     retryStrategy: (attempt) => Math.min(attempt * 200, 2000),
   });
-  let reachable = true;
+  client.defineCommand('gatehouseHit', { numberOfKeys: 1, lua: HIT_SCRIPT });
+  client.defineCommand('gatehouseRefund', { numberOfKeys: 1, lua: REFUND_SCRIPT });
+  const commands = client as unknown as CounterCommands;
   let closing = false;
-  const lost = (error?: unknown) => {
-    if (reachable && !closing) notify('unreachable', error);
-    reachable = false;
+  let probe: NodeJS.Timeout | undefined;
+  const recovered = () => {
+    if (probe === undefined) return;
+    clearInterval(probe);
+    probe = undefined;
+    notify('reachable');
+  };
+  const health: StoreHealth = {
+    // Nothing is sent while the connection is not ready (it would fail at once) or after a command went unanswered:
+    // a Redis that accepts and never answers would otherwise cost every request the command timeout, several times
+    // over. A PING each interval tells when it answers again; a new connection says so by becoming ready.
+    isAvailable: () => probe === undefined && client.status === 'ready',
+    failed(error) {
+      if (probe !== undefined || closing) return;
+      notify('unreachable', error);
+      probe = setInterval(() => client.ping().then(recovered, () => {}), REDIS_PROBE_INTERVAL_MS);
+      probe.unref();
+    },
+    answered() {},
   };
   // Without an 'error' listener ioredis would print every failed reconnection; one line per outage is enough.
-  client.on('error', lost);
-  client.on('close', () => lost(new Error('connection to Redis closed')));
-  client.on('ready', () => {
-    if (!reachable) notify('reachable');
-    reachable = true;
-  });
+  client.on('error', (error) => health.failed(error));
+  client.on('close', () => health.failed(new Error('connection to Redis closed')));
+  client.on('ready', recovered);
   return {
     kind: 'redis',
     counter(spec) {
-      const limiter = new RateLimiterRedis({
-        ...limiterOptions(spec, keyPrefix),
-        storeClient: client,
-        rejectIfRedisNotReady: true,
-      });
-      return wrap(limiter, local.counter(spec), IN_PROCESS);
+      const key = (name: string) => `${keyPrefix}${spec.name}:${name}`;
+      const windowMs = spec.windowSeconds * 1000;
+      const blockMs = (spec.blockSeconds ?? 0) * 1000;
+      const remote: Counter = {
+        async hit(name) {
+          const [count, ttl] = await commands.gatehouseHit(key(name), windowMs, spec.limit, blockMs);
+          return { count, msBeforeReset: Math.max(0, ttl) };
+        },
+        async refund(name) {
+          await commands.gatehouseRefund(key(name));
+        },
+        async block(name, seconds) {
+          await client.set(key(name), spec.limit + 1, 'PX', seconds * 1000);
+        },
+        async reset(name) {
+          await client.del(key(name));
+        },
+      };
+      return insure(remote, local.counter(spec), health);
     },
     heldKeys: local.size,
+    ready: () =>
+      new Promise<void>((resolve) => {
+        if (client.status === 'ready' || probe !== undefined) return resolve();
+        const settled = () => {
+          clearTimeout(timer);
+          client.off('ready', settled).off('error', settled);
+          resolve();
+        };
+        const timer = setTimeout(settled, REDIS_CONNECT_TIMEOUT_MS);
+        client.once('ready', settled).once('error', settled);
+      }),
     async close() {
       closing = true;
+      clearInterval(probe);
       local.close();
       if (client.status === 'ready') await client.quit().catch(() => client.disconnect());
       else client.disconnect();
@@ -252,6 +316,7 @@ function clusterStore(
 ): CounterStore {
   let reachable = true;
   const health: StoreHealth = {
+    isAvailable: () => true,
     failed(error) {
       if (reachable) notify('unreachable', error);
       reachable = false;
@@ -265,71 +330,80 @@ function clusterStore(
     kind: 'cluster',
     counter(spec) {
       const limiter = new RateLimiterCluster({ ...clusterOptions(spec), timeoutMs: CLUSTER_TIMEOUT_MS });
-      return wrap(limiter, local.counter(spec), health);
+      return insure(fromLimiter(limiter), local.counter(spec), health);
     },
     heldKeys: local.size,
+    ready: async () => {},
     close: async () => local.close(),
   };
 }
 
 interface StoreHealth {
+  /** Whether the shared store is worth asking now. */
+  isAvailable(): boolean;
   failed(error: unknown): void;
   answered(): void;
 }
 
-const IN_PROCESS: StoreHealth = { failed: () => {}, answered: () => {} };
-
-/**
- * The library signals "over the limit" by rejecting with its result; anything else is the store failing, and the
- * count is taken in this process instead.
- */
-function wrap(limiter: RateLimiterAbstract, fallback: LocalCounter, health: StoreHealth): Counter {
-  const run = async <T>(remote: () => Promise<T>, locally: () => T): Promise<T> => {
-    try {
-      const result = await remote();
-      health.answered();
-      return result;
-    } catch (error) {
-      if (error instanceof RateLimiterRes) {
+/** Counts in the shared store while it answers, in this process when it fails or is known to be down. */
+function insure(remote: Counter, fallback: LocalCounter, health: StoreHealth): Counter {
+  const run = async <T>(shared: () => Promise<T>, locally: () => T): Promise<T> => {
+    if (health.isAvailable()) {
+      try {
+        const result = await shared();
         health.answered();
-        throw error;
+        return result;
+      } catch (error) {
+        health.failed(error);
       }
-      health.failed(error);
-      return locally();
     }
+    return locally();
   };
   return {
     hit: (key) =>
       run(
-        async () => {
-          const result = await limiter.consume(key).catch((error: unknown) => {
-            if (error instanceof RateLimiterRes) return error;
-            throw error;
-          });
-          return { count: result.consumedPoints, msBeforeReset: Math.max(0, result.msBeforeNext) };
-        },
+        () => remote.hit(key),
         () => fallback.hit(key),
       ),
     refund: (key) =>
       run(
-        async () => {
-          await limiter.reward(key);
-        },
+        () => remote.refund(key),
         () => fallback.refund(key),
       ),
     block: (key, seconds) =>
       run(
-        async () => {
-          await limiter.block(key, seconds);
-        },
+        () => remote.block(key, seconds),
         () => fallback.block(key, seconds),
       ),
     reset: (key) =>
       run(
-        async () => {
-          await limiter.delete(key);
-        },
+        () => remote.reset(key),
         () => fallback.reset(key),
       ),
+  };
+}
+
+/** A rate-limiter-flexible limiter as a Counter; it signals "over the limit" by rejecting with its result. */
+function fromLimiter(limiter: RateLimiterAbstract): Counter {
+  return {
+    async hit(key) {
+      const result = await limiter.consume(key).catch((error: unknown) => {
+        if (error instanceof RateLimiterRes) return error;
+        throw error;
+      });
+      return { count: result.consumedPoints, msBeforeReset: Math.max(0, result.msBeforeNext) };
+    },
+    async refund(key) {
+      const result = await limiter.reward(key);
+      // The limiter neither deletes a key refunded to nothing nor refuses to refund one whose window ended (it starts
+      // a window below zero): delete both. A hit between the two calls may be lost, one count at worst.
+      if (result.consumedPoints <= 0) await limiter.delete(key);
+    },
+    async block(key, seconds) {
+      await limiter.block(key, seconds);
+    },
+    async reset(key) {
+      await limiter.delete(key);
+    },
   };
 }
