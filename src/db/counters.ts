@@ -89,6 +89,8 @@ const MAX_CLUSTER_SECONDS = 24 * 86400;
 /** A fixed window's count in this process. */
 interface LocalCounter {
   hit(key: string): CounterReading;
+  /** Takes the count a shared store gave, so that it is known here if that store stops answering. */
+  copy(key: string, reading: CounterReading): void;
   refund(key: string): void;
   block(key: string, seconds: number): void;
   reset(key: string): void;
@@ -154,6 +156,12 @@ function createLocalCounts(): LocalCounts {
           // Blocked from the hit that first goes past the limit.
           if (blockMs > 0 && entry.count === spec.limit + 1) entry.endsAtMs = now + blockMs;
           return { count: entry.count, msBeforeReset: entry.endsAtMs - now };
+        },
+        copy(key, reading) {
+          entries.set(`${spec.name}:${key}`, {
+            count: reading.count,
+            endsAtMs: Date.now() + reading.msBeforeReset,
+          });
         },
         refund(key) {
           const name = `${spec.name}:${key}`;
@@ -345,13 +353,22 @@ interface StoreHealth {
   answered(): void;
 }
 
-/** Counts in the shared store while it answers, in this process when it fails or is known to be down. */
+/**
+ * Counts in the shared store while it answers, in this process when it fails or is known to be down. What the shared
+ * store answers is copied here as well: when it stops answering, this process goes on from the counts and locks it
+ * saw (those that other instances alone saw are lost), not from nothing.
+ */
 function insure(remote: Counter, fallback: LocalCounter, health: StoreHealth): Counter {
-  const run = async <T>(shared: () => Promise<T>, locally: () => T): Promise<T> => {
+  const run = async <T>(
+    shared: () => Promise<T>,
+    locally: () => T,
+    copy: (result: T) => void,
+  ): Promise<T> => {
     if (health.isAvailable()) {
       try {
         const result = await shared();
         health.answered();
+        copy(result);
         return result;
       } catch (error) {
         health.failed(error);
@@ -364,22 +381,20 @@ function insure(remote: Counter, fallback: LocalCounter, health: StoreHealth): C
       run(
         () => remote.hit(key),
         () => fallback.hit(key),
+        (reading) => fallback.copy(key, reading),
       ),
-    refund: (key) =>
-      run(
-        () => remote.refund(key),
-        () => fallback.refund(key),
-      ),
-    block: (key, seconds) =>
-      run(
-        () => remote.block(key, seconds),
-        () => fallback.block(key, seconds),
-      ),
-    reset: (key) =>
-      run(
-        () => remote.reset(key),
-        () => fallback.reset(key),
-      ),
+    refund: (key) => {
+      const locally = () => fallback.refund(key);
+      return run(() => remote.refund(key), locally, locally);
+    },
+    block: (key, seconds) => {
+      const locally = () => fallback.block(key, seconds);
+      return run(() => remote.block(key, seconds), locally, locally);
+    },
+    reset: (key) => {
+      const locally = () => fallback.reset(key);
+      return run(() => remote.reset(key), locally, locally);
+    },
   };
 }
 

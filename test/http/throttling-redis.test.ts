@@ -146,6 +146,29 @@ describe.skipIf(!redisUrl)('throttling counters in Redis', () => {
       }
     });
 
+    it('keeps refusing a client that Redis had locked once Redis stops answering', async () => {
+      const proxy = await startStallingProxy(redisUrl);
+      try {
+        const t = await instance(proxy.url, sharedPrefix());
+        expect((await register(t, 'judy', '192.0.2.14')).statusCode).toBe(200);
+        expect(await wrongLogins(t, 'judy', '203.0.113.14', 6)).toEqual([400, 400, 400, 400, 400, 429]);
+        proxy.stall();
+        const judy = (from: string) =>
+          t.app.inject({
+            method: 'POST',
+            url: '/token',
+            remoteAddress: from,
+            payload: { username: 'judy', password: STRONG_PASSWORD },
+          });
+        expect((await judy('203.0.113.14')).statusCode).toBe(429);
+        expect((await judy('203.0.113.15')).statusCode).toBe(200);
+        expect(unreachableWarnings(t)).toBe(1);
+      } finally {
+        proxy.resume();
+        await proxy.close();
+      }
+    });
+
     it('stops asking a Redis that stopped answering, warns once, and counts in Redis again when it answers', async () => {
       const proxy = await startStallingProxy(redisUrl);
       try {
