@@ -21,6 +21,16 @@ export type ErrorCode =
   | 'overloaded'
   | 'internal';
 
+/** Why a request was answered 503, for the metrics: what was unavailable, or what was full. */
+export type UnavailableReason =
+  | 'overloaded'
+  | 'hash_queue_full'
+  | 'hash_queue_timeout'
+  | 'client_gone'
+  | 'database_unavailable'
+  | 'shutting_down'
+  | 'password_check_unavailable';
+
 /** One entry a field that failed validation: FastAPI's `loc`, `msg`, `type`. */
 export interface FieldProblem {
   loc: (string | number)[];
@@ -35,6 +45,8 @@ export interface AppErrorOptions {
   retryAfterSeconds?: number;
   /** The token that continues a login waiting for its second factor. */
   mfaToken?: string;
+  /** Why the service is unavailable (service_unavailable, overloaded). */
+  unavailableReason?: UnavailableReason;
 }
 
 export class AppError extends Error {
@@ -42,6 +54,7 @@ export class AppError extends Error {
   readonly details: FieldProblem[] | undefined;
   readonly retryAfterSeconds: number | undefined;
   readonly mfaToken: string | undefined;
+  readonly unavailableReason: UnavailableReason | undefined;
 
   constructor(code: ErrorCode, message: string, options: AppErrorOptions = {}) {
     super(message, { cause: options.cause });
@@ -50,5 +63,6 @@ export class AppError extends Error {
     this.details = options.details;
     this.retryAfterSeconds = options.retryAfterSeconds;
     this.mfaToken = options.mfaToken;
+    this.unavailableReason = options.unavailableReason;
   }
 }

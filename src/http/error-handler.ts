@@ -1,5 +1,5 @@
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
-import { AppError, type ErrorCode, type FieldProblem } from '../errors.ts';
+import { AppError, type ErrorCode, type FieldProblem, type UnavailableReason } from '../errors.ts';
 import { SECURITY_HEADERS } from './security-headers.ts';
 
 export type ErrorStyle = 'fastapi' | 'oauth';
@@ -153,10 +153,18 @@ export function renderError(error: AppError, style: ErrorStyle): RenderedError {
   return responses[error.code](error, style);
 }
 
+const unavailableReasons = new WeakMap<FastifyRequest, UnavailableReason>();
+
+/** Returns why this request was answered 503, when it was and the raiser said why. */
+export function unavailableReasonOf(request: FastifyRequest): UnavailableReason | undefined {
+  return unavailableReasons.get(request);
+}
+
 export function sendError(error: AppError, request: FastifyRequest, reply: FastifyReply): FastifyReply {
   const style = request.routeOptions.config?.errorStyle ?? 'fastapi';
   const rendered = renderError(error, style);
   if (rendered.status === 503) {
+    if (error.unavailableReason) unavailableReasons.set(request, error.unavailableReason);
     // Expected under overload or an outage, and possibly many a second: one line, no stack.
     const reason = error.cause instanceof Error ? error.cause.message : undefined;
     request.log.warn({ code: error.code, reason }, 'request refused: unavailable');

@@ -56,6 +56,7 @@ export async function registerLoadShedding(app: FastifyInstance, limits: Pressur
       throw new AppError('overloaded', 'The server is busy; retry in a second.', {
         cause: new Error(`${type} ${typeof value === 'number' ? value.toFixed(2) : value} over its limit`),
         retryAfterSeconds: 1,
+        unavailableReason: 'overloaded',
       });
     },
   });

@@ -2,7 +2,7 @@ import { availableParallelism } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { type Algorithm, hash, verify } from '@node-rs/argon2';
 import { verify as verifyBcrypt } from '@node-rs/bcrypt';
-import { AppError } from '../errors.ts';
+import { AppError, type UnavailableReason } from '../errors.ts';
 
 export interface Argon2Parameters {
   memoryKib: number;
@@ -255,7 +255,8 @@ function createHashSlots(limits: HashLimits) {
   // A Set keeps insertion order, and a waiter that leaves early (timeout, abort) is deleted in O(1).
   const queue = new Set<Waiter>();
 
-  const queueFull = () => shed(`hash queue full (${queue.size} waiting for ${limits.concurrency} slots)`);
+  const queueFull = () =>
+    shed('hash_queue_full', `hash queue full (${queue.size} waiting for ${limits.concurrency} slots)`);
 
   const release = () => {
     const [next] = queue;
@@ -274,12 +275,12 @@ function createHashSlots(limits: HashLimits) {
         return;
       }
       let timer: NodeJS.Timeout | undefined;
-      const leave = (reason: string) => {
+      const leave = (kind: UnavailableReason, reason: string) => {
         queue.delete(waiter);
         cleanUp();
-        reject(shed(reason));
+        reject(shed(kind, reason));
       };
-      const onAbort = () => leave('client closed the connection while its hash was queued');
+      const onAbort = () => leave('client_gone', 'client closed the connection while its hash was queued');
       const cleanUp = () => {
         clearTimeout(timer);
         signal?.removeEventListener('abort', onAbort);
@@ -293,7 +294,7 @@ function createHashSlots(limits: HashLimits) {
       queue.add(waiter);
       if (admission && Number.isFinite(limits.queueTimeoutMs)) {
         timer = setTimeout(
-          () => leave(`waited ${limits.queueTimeoutMs} ms for a hash slot`),
+          () => leave('hash_queue_timeout', `waited ${limits.queueTimeoutMs} ms for a hash slot`),
           limits.queueTimeoutMs,
         );
       }
@@ -302,7 +303,8 @@ function createHashSlots(limits: HashLimits) {
 
   return {
     async run<T>(task: () => Promise<T>, admission?: HashOptions): Promise<T> {
-      if (admission?.signal?.aborted) throw shed('client closed the connection before its hash started');
+      if (admission?.signal?.aborted)
+        throw shed('client_gone', 'client closed the connection before its hash started');
       if (inFlight < limits.concurrency) inFlight += 1;
       else await waitForSlot(admission);
       try {
@@ -318,9 +320,10 @@ function createHashSlots(limits: HashLimits) {
   };
 }
 
-function shed(reason: string): AppError {
+function shed(kind: UnavailableReason, reason: string): AppError {
   return new AppError('overloaded', 'The server is busy; retry in a second.', {
     cause: new Error(reason),
     retryAfterSeconds: 1,
+    unavailableReason: kind,
   });
 }
