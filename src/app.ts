@@ -187,7 +187,12 @@ export async function buildApp(
       createBreachedPasswordsCheck({
         ...breachCheck,
         onUnavailable: (reason) =>
-          app.log.warn({ reason }, 'breached-password check unavailable: password accepted without it'),
+          app.log.warn(
+            { reason },
+            breachCheck.failure === 'open'
+              ? 'breached-password check unavailable: password accepted without it'
+              : 'breached-password check unavailable: request refused (BREACHED_PASSWORD_CHECK_FAILURE=closed)',
+          ),
       }),
   });
   app.addHook('onClose', () => passwordPolicy.close());

@@ -47,6 +47,9 @@ const EnvSchema = Type.Object({
   AUDIT_RETENTION_DAYS: Type.Integer({ default: 90, minimum: 1, maximum: 3650 }),
   CORS_ORIGINS: Type.Optional(Type.String()),
   BREACHED_PASSWORD_CHECK: Type.Union([Type.Literal('off'), Type.Literal('hibp')], { default: 'off' }),
+  BREACHED_PASSWORD_CHECK_FAILURE: Type.Union([Type.Literal('open'), Type.Literal('closed')], {
+    default: 'open',
+  }),
   HIBP_API_URL: Type.String({ default: 'https://api.pwnedpasswords.com', minLength: 1 }),
   HIBP_TIMEOUT_MS: Type.Integer({ default: 2000, minimum: 100, maximum: 10000 }),
   // runtime-check.ts reads HASH_CONCURRENCY too, before this schema runs: keep their bounds the same.
@@ -99,8 +102,13 @@ export interface Config {
     readonly minLength: number;
     readonly maxLength: number;
     readonly argon2: { readonly memoryKib: number; readonly timeCost: number; readonly parallelism: number };
-    /** The Have I Been Pwned range API new passwords are checked against; undefined when the check is off. */
-    readonly breachCheck: { readonly apiUrl: string; readonly timeoutMs: number } | undefined;
+    /**
+     * The Have I Been Pwned range API new passwords are checked against, and what happens when it cannot answer (the
+     * password is accepted, or refused with 503); undefined when the check is off.
+     */
+    readonly breachCheck:
+      | { readonly apiUrl: string; readonly timeoutMs: number; readonly failure: 'open' | 'closed' }
+      | undefined;
   };
   /**
    * GATEHOUSE_SECRET as a list, current first: it seals private keys at rest and derives the refresh-token key. Empty
@@ -298,7 +306,13 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
         timeCost: values.ARGON2_TIME_COST,
         parallelism: values.ARGON2_PARALLELISM,
       },
-      breachCheck: hibpApiUrl ? { apiUrl: hibpApiUrl, timeoutMs: values.HIBP_TIMEOUT_MS } : undefined,
+      breachCheck: hibpApiUrl
+        ? {
+            apiUrl: hibpApiUrl,
+            timeoutMs: values.HIBP_TIMEOUT_MS,
+            failure: values.BREACHED_PASSWORD_CHECK_FAILURE,
+          }
+        : undefined,
     },
     secrets,
     bodyLimitBytes: values.BODY_LIMIT_BYTES,

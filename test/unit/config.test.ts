@@ -319,14 +319,22 @@ describe('loadConfig', () => {
     expect(loadConfig({ BREACHED_PASSWORD_CHECK: 'hibp' }).passwords.breachCheck).toEqual({
       apiUrl: 'https://api.pwnedpasswords.com',
       timeoutMs: 2000,
+      failure: 'open',
     });
     expect(
       loadConfig({
         BREACHED_PASSWORD_CHECK: 'hibp',
         HIBP_API_URL: 'http://127.0.0.1:8080/pwned/',
         HIBP_TIMEOUT_MS: '500',
+        BREACHED_PASSWORD_CHECK_FAILURE: 'closed',
       }).passwords.breachCheck,
-    ).toEqual({ apiUrl: 'http://127.0.0.1:8080/pwned', timeoutMs: 500 });
+    ).toEqual({ apiUrl: 'http://127.0.0.1:8080/pwned', timeoutMs: 500, failure: 'closed' });
+  });
+
+  it('refuses a BREACHED_PASSWORD_CHECK_FAILURE other than open or closed', () => {
+    expect(
+      problemsOf({ BREACHED_PASSWORD_CHECK: 'hibp', BREACHED_PASSWORD_CHECK_FAILURE: 'shut' }).join(),
+    ).toMatch(/BREACHED_PASSWORD_CHECK_FAILURE.*open, closed/);
   });
 
   it('refuses an unknown BREACHED_PASSWORD_CHECK, an HIBP_API_URL that is not an http(s) URL, and a timeout out of range', () => {
