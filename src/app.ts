@@ -18,7 +18,12 @@ import { registerClientIp } from './http/client-ip.ts';
 import { registerCors } from './http/cors.ts';
 import { registerDraining } from './http/draining.ts';
 import { errorHandler } from './http/error-handler.ts';
-import { PRESSURE_LIMITS, type PressureLimits, registerLoadShedding } from './http/load-shedding.ts';
+import {
+  heapGuardBytes,
+  PRESSURE_LIMITS,
+  type PressureLimits,
+  registerLoadShedding,
+} from './http/load-shedding.ts';
 import { createMetricsRegistry, instrumentApp, type MetricsRegistry } from './http/metrics.ts';
 import { registerOpenApi } from './http/openapi.ts';
 import { provideAuditTrail, registerAuditSinks } from './http/request-context.ts';
@@ -293,7 +298,11 @@ export async function buildApp(
   }
   registerAuditSinks(app, auditSinks);
   if (config.corsOrigins.length > 0) await registerCors(app, config.corsOrigins);
-  await registerLoadShedding(app, { ...PRESSURE_LIMITS, ...options.pressure });
+  await registerLoadShedding(app, {
+    ...PRESSURE_LIMITS,
+    maxHeapUsedBytes: heapGuardBytes(config.maxHeapUsedBytes),
+    ...options.pressure,
+  });
   const isDraining = registerDraining(app);
 
   if (config.docsEnabled) await registerOpenApi(app);

@@ -56,6 +56,7 @@ const EnvSchema = Type.Object({
   HASH_CONCURRENCY: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_HASH_CONCURRENCY })),
   HASH_QUEUE_MAX: Type.Optional(Type.Integer({ minimum: 0, maximum: 100_000 })),
   HASH_QUEUE_TIMEOUT_MS: Type.Integer({ default: 1000, minimum: 1, maximum: 60_000 }),
+  MAX_HEAP_USED_MB: Type.String({ default: 'auto', pattern: '^(auto|off|[1-9][0-9]{0,6})$' }),
   SHUTDOWN_DRAIN_MS: Type.Integer({ default: 1000, minimum: 0, maximum: 60_000 }),
   RATE_LIMITS: Type.Union([Type.Literal('on'), Type.Literal('off')], { default: 'on' }),
   REDIS_URL: Type.Optional(Type.String()),
@@ -142,6 +143,8 @@ export interface Config {
   };
   /** How long a stopping server keeps listening (readiness failed, connections closed after each answer). */
   readonly shutdownDrainMs: number;
+  /** Past this much used heap requests are shed (503); `auto`: 90% of V8's heap limit; undefined: never. */
+  readonly maxHeapUsedBytes: number | 'auto' | undefined;
   /** Where counters shared by instances live; undefined keeps them in this process (or its cluster's primary). */
   readonly redis: { readonly url: string; readonly keyPrefix: string } | undefined;
   readonly throttling: ThrottlingConfig;
@@ -330,6 +333,12 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
       queueTimeoutMs: values.HASH_QUEUE_TIMEOUT_MS,
     },
     shutdownDrainMs: values.SHUTDOWN_DRAIN_MS,
+    maxHeapUsedBytes:
+      values.MAX_HEAP_USED_MB === 'off'
+        ? undefined
+        : values.MAX_HEAP_USED_MB === 'auto'
+          ? 'auto'
+          : Number(values.MAX_HEAP_USED_MB) * 1024 * 1024,
     redis: redisUrl === undefined ? undefined : { url: redisUrl, keyPrefix: values.REDIS_KEY_PREFIX },
     throttling: {
       enabled: values.RATE_LIMITS === 'on',

@@ -1,10 +1,11 @@
 import type { AddressInfo } from 'node:net';
 import net from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { getHeapStatistics } from 'node:v8';
 import { hash } from '@node-rs/argon2';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { Dialect } from '../../src/db/schema.ts';
-import { PRESSURE_LIMITS } from '../../src/http/load-shedding.ts';
+import { heapGuardBytes, PRESSURE_LIMITS } from '../../src/http/load-shedding.ts';
 import {
   buildTestApp,
   registerUser,
@@ -280,6 +281,25 @@ describe('the event-loop guard (@fastify/under-pressure)', () => {
     }
     // No token: the request got past the guard to the Bearer check.
     expect(after.statusCode).toBe(401);
+  });
+
+  it('guards the heap at 90% of its limit by default, and sheds past MAX_HEAP_USED_MB while health checks answer', async () => {
+    expect(heapGuardBytes('auto')).toBe(Math.floor(getHeapStatistics().heap_size_limit * 0.9));
+    expect(heapGuardBytes(undefined)).toBeUndefined();
+    // Any heap at all is over one megabyte: the guard trips at its first sample.
+    const test = await app('sqlite', { env: { MAX_HEAP_USED_MB: '1' }, pressure: { sampleIntervalMs: 100 } });
+    await sleep(350);
+    const response = await test.app.inject({ method: 'POST', url: '/register/', payload: registration() });
+    expect(response.statusCode).toBe(503);
+    expect(response.headers['retry-after']).toBe('1');
+    expect(response.json()).toEqual({ detail: OVERLOADED, request_id: response.headers['x-request-id'] });
+    for (const url of ['/healthz', '/readyz']) {
+      expect((await test.app.inject({ method: 'GET', url })).statusCode, url).toBe(200);
+    }
+    expect(refusals(test)[0]).toMatchObject({
+      code: 'overloaded',
+      reason: expect.stringMatching(/^heapUsedBytes /),
+    });
   });
 
   it('lets requests through at the production limits', async () => {

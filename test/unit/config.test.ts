@@ -369,6 +369,15 @@ describe('loadConfig', () => {
     ).toEqual({ concurrency: 3, queueMax: 0, queueTimeoutMs: 250 });
   });
 
+  it('sheds at 90% of the heap limit by default (MAX_HEAP_USED_MB=auto), at a given size, or never (off)', () => {
+    expect(loadConfig({}).maxHeapUsedBytes).toBe('auto');
+    expect(loadConfig({ MAX_HEAP_USED_MB: '1536' }).maxHeapUsedBytes).toBe(1536 * 1024 * 1024);
+    expect(loadConfig({ MAX_HEAP_USED_MB: 'off' }).maxHeapUsedBytes).toBeUndefined();
+    for (const value of ['0', '-5', '1.5', 'lots', '99999999']) {
+      expect(problemsOf({ MAX_HEAP_USED_MB: value }).join(), value).toMatch(/MAX_HEAP_USED_MB/);
+    }
+  });
+
   it('keeps listening for a second on SIGTERM by default, and takes SHUTDOWN_DRAIN_MS from 0 to 60000', () => {
     expect(loadConfig({}).shutdownDrainMs).toBe(1000);
     expect(loadConfig({ SHUTDOWN_DRAIN_MS: '0' }).shutdownDrainMs).toBe(0);
