@@ -31,6 +31,7 @@ import { jwksRoutes } from './http/routes/jwks.ts';
 import { registerRoutes } from './http/routes/register.ts';
 import { tokenRoutes } from './http/routes/token.ts';
 import { registerSecurityHeaders } from './http/security-headers.ts';
+import { createWebClientCookies, refuseCrossSiteWebClients } from './http/web-client.ts';
 import {
   answerClientError,
   answerFrameworkError,
@@ -282,6 +283,7 @@ export async function buildApp(
   registerAuditSinks(app, auditSinks);
   if (config.corsOrigins.length > 0) await registerCors(app, config.corsOrigins);
   await registerLoadShedding(app, { ...PRESSURE_LIMITS, ...options.pressure });
+  refuseCrossSiteWebClients(app);
   const isDraining = registerDraining(app);
 
   if (config.docsEnabled) await registerOpenApi(app);
@@ -298,15 +300,23 @@ export async function buildApp(
   });
   await app.register(jwksRoutes, { publicJwks: () => keys.publicJwks() });
   await app.register(registerRoutes, { accounts, throttle: throttling?.throttle });
-  await app.register(tokenRoutes, { login, sessions });
   await app.register(async (conversationScope) => {
     requireVerifiedAccessToken(conversationScope, sessions);
     await conversationScope.register(conversationRoutes, { conversations });
   });
-  await app.register(async (protectedScope) => {
-    requireLiveSession(protectedScope, sessions);
-    await protectedScope.register(accountRoutes, { accounts, sessions });
-    await protectedScope.register(activityRoutes, { auditTrail });
+  const cookies = createWebClientCookies({
+    refreshMaxAgeSeconds: config.sessions.idleTtlSeconds,
+    deviceMaxAgeSeconds: config.throttling.deviceTokenTtlDays * 86400,
+  });
+  // The routes that read or write the web client's cookies; no other route parses a Cookie header.
+  await app.register(async (cookieScope) => {
+    await cookies.register(cookieScope);
+    await cookieScope.register(tokenRoutes, { login, sessions, cookies });
+    await cookieScope.register(async (protectedScope) => {
+      requireLiveSession(protectedScope, sessions);
+      await protectedScope.register(accountRoutes, { accounts, sessions, cookies });
+      await protectedScope.register(activityRoutes, { auditTrail });
+    });
   });
   return app;
 }

@@ -10,6 +10,7 @@ export type ErrorCode =
   | 'mfa_required'
   | 'missing_token'
   | 'malformed_authorization'
+  | 'cross_site_request'
   | 'invalid_token'
   | 'not_found'
   | 'method_not_allowed'
