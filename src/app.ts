@@ -13,6 +13,7 @@ import { createRefreshTokensRepository } from './db/refresh-tokens.ts';
 import { createSessionsRepository } from './db/sessions.ts';
 import { createSigningKeysRepository } from './db/signing-keys.ts';
 import { createUsersRepository } from './db/users.ts';
+import { registerAccountPage } from './http/account-page.ts';
 import { requireLiveSession, requireVerifiedAccessToken } from './http/authenticate.ts';
 import { registerClientIp } from './http/client-ip.ts';
 import { registerCors } from './http/cors.ts';
@@ -73,6 +74,8 @@ export interface AppOptions {
   requestTimeoutMs?: number;
   /** When the event loop counts as overloaded; tests lower the limits to provoke it. */
   pressure?: Partial<PressureLimits>;
+  /** Where the account page's build is; dist/web when omitted. */
+  accountPageDirectory?: string;
 }
 
 const KEY_RELOAD_INTERVAL_SECONDS = 30;
@@ -287,6 +290,7 @@ export async function buildApp(
   const isDraining = registerDraining(app);
 
   if (config.docsEnabled) await registerOpenApi(app);
+  await registerAccountPage(app, options.accountPageDirectory);
   await app.register(healthRoutes, {
     isDatabaseReachable: () =>
       pingDatabase(db).then(
