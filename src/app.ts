@@ -32,12 +32,12 @@ import { jwksRoutes } from './http/routes/jwks.ts';
 import { registerRoutes } from './http/routes/register.ts';
 import { tokenRoutes } from './http/routes/token.ts';
 import { registerSecurityHeaders } from './http/security-headers.ts';
-import { createWebClientCookies, refuseCrossSiteWebClients } from './http/web-client.ts';
 import {
   answerClientError,
   answerFrameworkError,
   registerMethodNotAllowed,
 } from './http/unrouted-requests.ts';
+import { createWebClientCookies, refuseCrossSiteWebClients } from './http/web-client.ts';
 import { createAccessTokens } from './security/access-tokens.ts';
 import { createBreachedPasswordsCheck } from './security/breached-passwords.ts';
 import { createClientIpResolver } from './security/client-ip.ts';

@@ -66,7 +66,13 @@ function isLoopbackHost(hostname: string): boolean {
 export function createWebClientCookies(policy: WebClientPolicy): WebClientCookies {
   const read = (request: FastifyRequest, name: string) =>
     request.cookies[cookieFlavourOf(request).prefix + name] || undefined;
-  const write = (request: FastifyRequest, reply: FastifyReply, name: string, value: string, maxAge: number) => {
+  const write = (
+    request: FastifyRequest,
+    reply: FastifyReply,
+    name: string,
+    value: string,
+    maxAge: number,
+  ) => {
     const { prefix, secure } = cookieFlavourOf(request);
     reply.setCookie(prefix + name, value, { path: '/', httpOnly: true, secure, sameSite: 'strict', maxAge });
   };

@@ -67,7 +67,13 @@ describe('the account page at /', () => {
   });
 
   it('leaves every other path to the API: 404 in JSON under the API policy, no-store', async () => {
-    for (const url of ['/assets/missing.js', '/nope', '/package.json', '/assets/..%2f..%2fpackage.json', '/%2e%2e/package.json']) {
+    for (const url of [
+      '/assets/missing.js',
+      '/nope',
+      '/package.json',
+      '/assets/..%2f..%2fpackage.json',
+      '/%2e%2e/package.json',
+    ]) {
       const response = await t.app.inject({ method: 'GET', url });
       expect(response.statusCode, url).toBe(404);
       expect(response.json(), url).toEqual({ detail: 'Not Found' });

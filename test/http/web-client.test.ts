@@ -159,7 +159,8 @@ describe.each(dialects)('the web client (cookie mode) on %s', (dialect) => {
     it('neither Origin nor Sec-Fetch-Site', () => refused({ 'x-gatehouse-client': 'web' }));
     it('the cookie without the header (a cross-site form post)', () =>
       refused({ origin: 'https://evil.example', 'content-type': 'application/x-www-form-urlencoded' }));
-    it('the cookie without the header, even from the same origin', () => refused({ origin: 'http://localhost' }));
+    it('the cookie without the header, even from the same origin', () =>
+      refused({ origin: 'http://localhost' }));
 
     it('a sign-out (Bearer and header) from another origin: the session stays live', async () => {
       const { accessToken, refresh } = await signIn(await newUser());
@@ -181,7 +182,10 @@ describe.each(dialects)('the web client (cookie mode) on %s', (dialect) => {
 
     it('a web sign-in from another origin sets no cookie and opens no session', async () => {
       const username = await newUser();
-      const response = await webLogin(username, { 'x-gatehouse-client': 'web', origin: 'https://evil.example' });
+      const response = await webLogin(username, {
+        'x-gatehouse-client': 'web',
+        origin: 'https://evil.example',
+      });
       expect(response.statusCode).toBe(403);
       expect(response.headers['set-cookie']).toBeUndefined();
       const accessToken = await loginToken(t.app, username);
@@ -285,7 +289,10 @@ describe('the cookie names and flags follow the scheme and host', () => {
     });
 
   it('over plain HTTP on another host: gatehouse_refresh without Secure (browsers refuse Secure there)', async () => {
-    const response = await login({ host: 'gatehouse.internal:3000', origin: 'http://gatehouse.internal:3000' });
+    const response = await login({
+      host: 'gatehouse.internal:3000',
+      origin: 'http://gatehouse.internal:3000',
+    });
     expect(response.statusCode).toBe(200);
     expect(cookieNamed(response.headers, REFRESH)).toBeUndefined();
     const cookie = cookieNamed(response.headers, 'gatehouse_refresh');

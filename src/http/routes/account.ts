@@ -4,7 +4,6 @@ import type { Session } from '../../domain/session.ts';
 import type { AccountsService } from '../../services/accounts.ts';
 import type { SessionsService } from '../../services/sessions.ts';
 import { requestContext } from '../request-context.ts';
-import { isWebClient, type WebClientCookies } from '../web-client.ts';
 import {
   AccountDeletionBody,
   acceptDigitStringAge,
@@ -17,6 +16,7 @@ import {
   UserResponse,
   ValidationErrorResponse,
 } from '../schemas.ts';
+import { isWebClient, type WebClientCookies } from '../web-client.ts';
 
 const secured = { security: [{ OAuth2PasswordBearer: [] }] };
 

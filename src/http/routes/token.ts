@@ -70,11 +70,7 @@ export const tokenRoutes: FastifyPluginAsyncTypebox<{
 }> = async (app, { login, sessions, cookies }) => {
   await app.register(formbody);
 
-  const refreshFromCookie = async (
-    request: FastifyRequest,
-    reply: FastifyReply,
-    context: RequestContext,
-  ) => {
+  const refreshFromCookie = async (request: FastifyRequest, reply: FastifyReply, context: RequestContext) => {
     const refreshToken = cookies.refreshTokenOf(request);
     if (!refreshToken) throw new AppError('invalid_request', 'No session cookie: sign in');
     try {
@@ -82,7 +78,8 @@ export const tokenRoutes: FastifyPluginAsyncTypebox<{
       return answerInCookies(toTokenResponse(grant), cookies, request, reply);
     } catch (error) {
       // A cookie that can never refresh again is dropped, so that the page stops offering it.
-      if (error instanceof AppError && error.code === 'invalid_grant') cookies.forgetRefreshToken(request, reply);
+      if (error instanceof AppError && error.code === 'invalid_grant')
+        cookies.forgetRefreshToken(request, reply);
       throw error;
     }
   };
@@ -135,7 +132,8 @@ export const tokenRoutes: FastifyPluginAsyncTypebox<{
         if (web) return refreshFromCookie(request, reply, context);
         if (!body.refresh_token) {
           // The cookie came without the page's header: a cross-site form, or a script that is not the page.
-          if (cookies.carriesRefreshCookie(request)) throw new AppError('cross_site_request', 'Cookie without header');
+          if (cookies.carriesRefreshCookie(request))
+            throw new AppError('cross_site_request', 'Cookie without header');
           throw new AppError('invalid_request', 'The refresh_token parameter is required');
         }
         return toTokenResponse(await login.refreshTokenGrant(body.refresh_token, context));
