@@ -107,11 +107,15 @@ async function loadSessions(): Promise<void> {
   const list = byId('session-list');
   list.replaceChildren(
     ...sessions.map((session) => {
-      const device = session.user_agent ?? 'Unknown device';
+      const device = describeDevice(session.user_agent);
       const item = el(
         'li',
         { className: 'session' },
-        el('p', { className: 'session-device', text: device }),
+        el('p', {
+          className: 'session-device',
+          text: device,
+          attributes: session.user_agent ? { title: session.user_agent } : {},
+        }),
         el(
           'p',
           { className: 'meta' },
@@ -147,6 +151,32 @@ async function loadSessions(): Promise<void> {
   );
 }
 
+const BROWSERS: [RegExp, string][] = [
+  [/Edg\//, 'Edge'],
+  [/OPR\//, 'Opera'],
+  [/Firefox\//, 'Firefox'],
+  [/HeadlessChrome\//, 'Headless Chrome'],
+  [/Chrom(e|ium)\//, 'Chrome'],
+  [/Safari\//, 'Safari'],
+];
+const SYSTEMS: [RegExp, string][] = [
+  [/Android/, 'Android'],
+  [/iPhone|iPad/, 'iOS'],
+  [/Windows/, 'Windows'],
+  [/Mac OS X|Macintosh/, 'macOS'],
+  [/CrOS/, 'ChromeOS'],
+  [/Linux/, 'Linux'],
+];
+
+/** "Firefox on Linux" for a browser's user agent; anything else (curl, an SDK) as it introduced itself. */
+function describeDevice(userAgent: string | null): string {
+  if (!userAgent) return 'Unknown device';
+  const browser = BROWSERS.find(([pattern]) => pattern.test(userAgent))?.[1];
+  const system = SYSTEMS.find(([pattern]) => pattern.test(userAgent))?.[1];
+  if (browser && system) return `${browser} on ${system}`;
+  return userAgent.length > 60 ? `${userAgent.slice(0, 57)}…` : userAgent;
+}
+
 function describeEvent(event: ActivityEvent): string {
   const label = EVENT_LABELS[event.event] ?? event.event.replaceAll('_', ' ');
   const reason = event.detail.reason;
@@ -168,7 +198,13 @@ async function loadActivity(fromStart: boolean): Promise<void> {
         'li',
         { className: 'activity' },
         el('p', { className: 'activity-event', text: describeEvent(event) }),
-        el('p', { className: 'meta' }, when(event.at), event.ip ? ` · ${event.ip}` : ''),
+        el(
+          'p',
+          { className: 'meta' },
+          when(event.at),
+          event.ip ? ` · ${event.ip}` : '',
+          event.user_agent ? ` · ${describeDevice(event.user_agent)}` : '',
+        ),
       ),
     );
   }
