@@ -163,7 +163,8 @@ export interface ActivityEvent {
 }
 
 export interface Message {
-  id: string | number;
+  id: number;
+  author: 'system' | 'user';
   text: string;
   created_at: string;
 }

@@ -79,7 +79,7 @@ async function loadConversation(): Promise<void> {
 async function loadMessages(fromStart: boolean): Promise<void> {
   const query = new URLSearchParams({ limit: String(MESSAGES_PAGE) });
   if (!fromStart && messagesNext) query.set('before', messagesNext);
-  let page: { messages?: Message[]; items?: Message[]; next?: string | null };
+  let page: { messages: Message[]; next: string | null };
   try {
     page = await call('GET', `/conversation/messages?${query}`);
   } catch (error) {
@@ -92,12 +92,18 @@ async function loadMessages(fromStart: boolean): Promise<void> {
   byId('messages').hidden = false;
   const list = byId('message-list');
   if (fromStart) list.replaceChildren();
-  for (const message of page.messages ?? page.items ?? []) {
+  for (const message of page.messages) {
+    const author = message.author === 'system' ? 'Gatehouse · ' : 'You · ';
     list.append(
-      el('li', { className: 'message' }, el('p', { text: message.text }), when(message.created_at)),
+      el(
+        'li',
+        { className: 'message' },
+        el('p', { className: 'message-text', text: message.text }),
+        el('p', { className: 'meta' }, author, when(message.created_at)),
+      ),
     );
   }
-  messagesNext = page.next ?? null;
+  messagesNext = page.next;
   byId('messages-more').hidden = messagesNext === null;
   byId('messages-empty').hidden = list.childElementCount > 0;
 }

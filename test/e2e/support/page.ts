@@ -91,7 +91,8 @@ export function focusedId(page: Page): Promise<string> {
   return page.evaluate('document.activeElement ? document.activeElement.id : ""') as Promise<string>;
 }
 
-/** The text of a section's list items, in order. */
+/** The texts of a list's items (`#list`) or of the elements a selector names inside them, in order. */
 export async function listTexts(page: Page, selector: string): Promise<string[]> {
-  return (await page.locator(`${selector} > li`).allTextContents()).map((text) => text.trim());
+  const target = selector.includes(' ') ? selector : `${selector} > li`;
+  return (await page.locator(target).allTextContents()).map((text) => text.trim());
 }
