@@ -110,8 +110,10 @@ export function refresh(): Promise<boolean> {
       accessToken = undefined;
       await takeToken(await send('POST', '/token', { grant_type: 'refresh_token' }));
       return true;
-    } catch {
-      forget();
+    } catch (error) {
+      // Refused (no cookie, or a session that ended): forget it. A network failure or a 429/503 says nothing of
+      // the session, which the next reload tries again.
+      if (error instanceof ApiError && error.status === 400) forget();
       return false;
     } finally {
       refreshing = undefined;

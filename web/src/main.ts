@@ -50,6 +50,7 @@ function showSignedOut(message?: string): void {
   byId('who').hidden = true;
   byId('signed-out').hidden = false;
   for (const list of ['session-list', 'activity-list', 'message-list']) byId(list).replaceChildren();
+  for (const form of byId('signed-in').querySelectorAll('form')) form.reset();
   byId('conversation-text').textContent = '';
   if (message) announce(message);
   document.title = 'Sign in · Gatehouse';
