@@ -97,15 +97,20 @@ export function createWebClientCookies(policy: WebClientPolicy): WebClientCookie
   };
 }
 
+// Browsers send no Origin on a same-origin GET, and no Sec-Fetch-Site over plain HTTP off loopback; no safe request
+// reads a cookie or changes anything.
+const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
+
 /**
- * The web client's CSRF rule, on every route: a request that says it is the account page must come from the page's
- * own origin. Sec-Fetch-Site, which a page cannot set, decides when the browser sent it; otherwise the Origin must
- * be this server's (scheme, host and port, as TRUST_PROXY lets the proxy say them). SameSite=Strict already keeps
- * the cookies off cross-site requests; this also covers same-site siblings and browsers without SameSite.
+ * The web client's CSRF rule, on every route: a request that says it is the account page and may change something
+ * must come from the page's own origin. Sec-Fetch-Site, which a page cannot set, decides when the browser sent it;
+ * otherwise the Origin must be this server's (scheme, host and port, as TRUST_PROXY lets the proxy say them).
+ * SameSite=Strict already keeps the cookies off cross-site requests; this also covers same-site siblings (another
+ * port or subdomain) and browsers without SameSite.
  */
 export function refuseCrossSiteWebClients(app: FastifyInstance): void {
   app.addHook('onRequest', async (request) => {
-    if (isWebClient(request) && !isSameOrigin(request)) {
+    if (isWebClient(request) && !SAFE_METHODS.has(request.method) && !isSameOrigin(request)) {
       throw new AppError('cross_site_request', 'Cross-site request refused');
     }
   });

@@ -423,6 +423,36 @@ describe.skipIf(skipWithoutChromium('the account page suite')).each(DIALECTS)(
       expect(refused.status).toBe(403);
     });
 
+    it.runIf(dialect === 'sqlite')(
+      'works over plain HTTP on a host that is not loopback, with unprefixed cookies that are not Secure',
+      async () => {
+        // gatehouse.test is 127.0.0.1 to this browser alone: an insecure context, where Secure cookies are refused
+        // and no Sec-Fetch-Site is sent, as on a LAN address in development.
+        const lan = await launchChromium([`--host-resolver-rules=MAP gatehouse.test 127.0.0.1`]);
+        try {
+          const base = ctx.url('').replace('127.0.0.1', 'gatehouse.test');
+          await inPage(lan, base, `${dialect}-plain-http`, async ({ page, context }) => {
+            const user = await registerUser(ctx);
+            await page.goto('/');
+            expect(await page.evaluate('window.isSecureContext')).toBe(false);
+            await signInWithForm(page, user.username, user.password);
+            await expectSignedIn(page, user.username);
+            const names = (await context.cookies()).map((cookie) => `${cookie.name} secure=${cookie.secure}`);
+            expect(names).toContain('gatehouse_refresh secure=false');
+            expect(names.some((name) => name.startsWith('__Host-'))).toBe(false);
+            expect(await page.evaluate('document.cookie')).not.toContain('gatehouse');
+            await page.reload();
+            await expectSignedIn(page, user.username);
+            await page.getByRole('button', { name: 'Sign out', exact: true }).click();
+            await expectSignedOut(page);
+            expect((await context.cookies()).map((cookie) => cookie.name)).not.toContain('gatehouse_refresh');
+          });
+        } finally {
+          await lan.close();
+        }
+      },
+    );
+
     it.runIf(dialect === 'sqlite' && process.env.UPDATE_SCREENSHOT === '1')(
       'takes the README’s screenshot',
       () =>

@@ -133,6 +133,16 @@ describe.each(dialects)('the web client (cookie mode) on %s', (dialect) => {
     expect(cookieNamed(response.headers, REFRESH)?.attributes.get('max-age')).toBe('0');
   });
 
+  it('lets a GET with the header through without Origin (browsers send none on a same-origin GET)', async () => {
+    const { accessToken } = await signIn(await newUser());
+    const response = await t.app.inject({
+      method: 'GET',
+      url: '/users/me',
+      headers: { authorization: `Bearer ${accessToken}`, 'x-gatehouse-client': 'web' },
+    });
+    expect(response.statusCode).toBe(200);
+  });
+
   describe('refuses cross-site requests with 403 and changes nothing', () => {
     const refused = async (headers: Record<string, string>) => {
       const { refresh } = await signIn(await newUser());

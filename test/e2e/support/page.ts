@@ -13,8 +13,13 @@ export const SCREENSHOTS = path.join(ROOT, 'test-results');
 export const DESKTOP = { width: 1280, height: 900 };
 export const PHONE = { width: 375, height: 740 };
 
-export function launchChromium(): Promise<Browser> {
-  return chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_FLAGS });
+/** Launches Chromium; `extraArgs` such as a host-resolver rule that gives 127.0.0.1 another name. */
+export function launchChromium(extraArgs: string[] = []): Promise<Browser> {
+  return chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: [...CHROMIUM_FLAGS, ...extraArgs],
+  });
 }
 
 // Playwright adds this before any script of the page runs (through the DevTools protocol, which no policy blocks).
