@@ -89,7 +89,9 @@ describe.skipIf(skipWithoutChromium('the account page suite')).each(DIALECTS)(
         await page.getByRole('button', { name: 'Create account' }).click();
         await expectSignedIn(page, username);
         expect(await page.locator('#current-email').textContent()).toBe(`${username}@example.com`);
-        expect(await page.locator('#conversation-text').textContent()).toBe('This is a secure conversation');
+        await expect
+          .poll(() => page.locator('#conversation-text').textContent())
+          .toBe('This is a secure conversation');
         expect(await focusedId(page)).toBe('account-title');
 
         // The refresh token is in an HttpOnly cookie: the browser holds it, script cannot read it.
@@ -122,7 +124,9 @@ describe.skipIf(skipWithoutChromium('the account page suite')).each(DIALECTS)(
 
         await page.reload();
         await expectSignedIn(page, username);
-        expect(await page.locator('#conversation-text').textContent()).toBe('This is a secure conversation');
+        await expect
+          .poll(() => page.locator('#conversation-text').textContent())
+          .toBe('This is a secure conversation');
         // The reload rotated the refresh token in the cookie.
         expect((await refreshCookie(context))?.value).not.toBe(cookie?.value);
       }));
