@@ -6,12 +6,14 @@ export type ErrorCode =
   | 'invalid_request'
   | 'invalid_grant'
   | 'unsupported_grant_type'
+  | 'invalid_scope'
   | 'temporarily_unavailable'
   | 'mfa_required'
   | 'missing_token'
   | 'malformed_authorization'
   | 'cross_site_request'
   | 'invalid_token'
+  | 'insufficient_scope'
   | 'not_found'
   | 'method_not_allowed'
   | 'payload_too_large'
@@ -35,6 +37,8 @@ export interface AppErrorOptions {
   retryAfterSeconds?: number;
   /** The token that continues a login waiting for its second factor. */
   mfaToken?: string;
+  /** The scope a route needs and the token lacks (insufficient_scope). */
+  requiredScope?: string;
 }
 
 export class AppError extends Error {
@@ -42,6 +46,7 @@ export class AppError extends Error {
   readonly details: FieldProblem[] | undefined;
   readonly retryAfterSeconds: number | undefined;
   readonly mfaToken: string | undefined;
+  readonly requiredScope: string | undefined;
 
   constructor(code: ErrorCode, message: string, options: AppErrorOptions = {}) {
     super(message, { cause: options.cause });
@@ -50,5 +55,6 @@ export class AppError extends Error {
     this.details = options.details;
     this.retryAfterSeconds = options.retryAfterSeconds;
     this.mfaToken = options.mfaToken;
+    this.requiredScope = options.requiredScope;
   }
 }

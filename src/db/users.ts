@@ -59,6 +59,10 @@ export interface UsersRepository {
   forgetTrustedClients(id: number): Promise<void>;
   /** Deletes the user only if `expectedHash` is still their hash; true if deleted. */
   deleteUser(id: number, expectedHash: string): Promise<boolean>;
+  /** Disables the account since `disabledAt`, or enables it with null; the user as now stored, undefined if none. */
+  setUserDisabled(id: number, disabledAt: Date | null): Promise<User | undefined>;
+  /** Replaces the user's roles; the user as now stored, undefined if none. */
+  setUserRoles(id: number, roles: readonly Role[]): Promise<User | undefined>;
 }
 
 export const userColumns = [
@@ -219,6 +223,26 @@ export function createUsersRepository(db: Db): UsersRepository {
       }
     },
 
+    async setUserDisabled(id, disabledAt) {
+      const row = await db
+        .updateTable('users')
+        .set({ disabled_at_ms: disabledAt === null ? null : disabledAt.getTime() })
+        .where('id', '=', id)
+        .returning(userColumns)
+        .executeTakeFirst();
+      return row ? toUser(row) : undefined;
+    },
+
+    async setUserRoles(id, roles) {
+      const row = await db
+        .updateTable('users')
+        .set({ roles: formatRoles(roles) })
+        .where('id', '=', id)
+        .returning(userColumns)
+        .executeTakeFirst();
+      return row ? toUser(row) : undefined;
+    },
+
     async deleteUser(id, expectedHash) {
       // Sessions, refresh tokens, the conversation and its messages go with the user (ON DELETE CASCADE).
       const result = await db
@@ -280,4 +304,8 @@ export function toUser(row: Pick<UserRow, (typeof userColumns)[number]>): User {
 // Names this version does not know (a newer version's, or hand-edited) grant nothing.
 function parseRoles(column: string): Role[] {
   return column.split(' ').filter((name): name is Role => (ROLES as readonly string[]).includes(name));
+}
+
+function formatRoles(roles: readonly Role[]): string {
+  return ROLES.filter((role) => roles.includes(role)).join(' ');
 }

@@ -5,6 +5,7 @@ import Type from 'typebox';
 import { AppError } from '../../errors.ts';
 import type { LoginService, PasswordGrantResult } from '../../services/login.ts';
 import type { RequestContext } from '../../services/request-context.ts';
+import { ACCOUNT_DISABLED } from '../../services/session-state.ts';
 import type { SessionsService, TokenGrant } from '../../services/sessions.ts';
 import { requestContext } from '../request-context.ts';
 import { OAuthErrorResponse, RevokeRequestBody, TokenRequestBody, TokenResponse } from '../schemas.ts';
@@ -41,6 +42,8 @@ function answerPasswordGrant(result: PasswordGrantResult): TokenResponse {
       return toTokenResponse(result.tokens, result.deviceToken);
     case 'refused':
       throw new AppError('invalid_grant', 'Incorrect username or password');
+    case 'disabled':
+      throw new AppError('invalid_grant', ACCOUNT_DISABLED);
     case 'locked':
       throw new AppError('temporarily_unavailable', 'Login throttled', {
         retryAfterSeconds: result.retryAfterSeconds,
@@ -70,11 +73,16 @@ export const tokenRoutes: FastifyPluginAsyncTypebox<{
 }> = async (app, { login, sessions, cookies }) => {
   await app.register(formbody);
 
-  const refreshFromCookie = async (request: FastifyRequest, reply: FastifyReply, context: RequestContext) => {
+  const refreshFromCookie = async (
+    request: FastifyRequest,
+    reply: FastifyReply,
+    context: RequestContext,
+    scope: string | undefined,
+  ) => {
     const refreshToken = cookies.refreshTokenOf(request);
     if (!refreshToken) throw new AppError('invalid_request', 'No session cookie: sign in');
     try {
-      const grant = await login.refreshTokenGrant(refreshToken, context);
+      const grant = await login.refreshTokenGrant(refreshToken, context, scope);
       return answerInCookies(toTokenResponse(grant), cookies, request, reply);
     } catch (error) {
       // A cookie that can never refresh again is dropped, so that the page stops offering it.
@@ -102,7 +110,9 @@ export const tokenRoutes: FastifyPluginAsyncTypebox<{
         description:
           'Accepts application/x-www-form-urlencoded (RFC 6749, as OAuth2 clients and Swagger UI send it) or JSON. ' +
           'grant_type may be omitted (FastAPI compatibility: password) or be "password" or "refresh_token". ' +
-          'Every refresh rotates the refresh token; a spent one presented again after the grace window ends the session.',
+          'Every refresh rotates the refresh token; a spent one presented again after the grace window ends the session. ' +
+          '`scope` (space-separated) narrows the token: conversation:read, conversation:write (both by default), and ' +
+          "admin for users with the admin role, only when asked for. A refresh may narrow the login's scope, never widen it.",
         tags: ['tokens'],
         body: FORM_OR_JSON(TokenRequestBody),
         response: { 200: TokenResponse, 400: OAuthErrorResponse, 429: OAuthErrorResponse },
@@ -122,21 +132,26 @@ export const tokenRoutes: FastifyPluginAsyncTypebox<{
         }
         if (!web) {
           const deviceToken = body.device_token || undefined;
-          return answerPasswordGrant(await login.passwordGrant({ username, password, deviceToken }, context));
+          return answerPasswordGrant(
+            await login.passwordGrant({ username, password, deviceToken, scope: body.scope }, context),
+          );
         }
         const deviceToken = cookies.deviceTokenOf(request);
-        const result = await login.passwordGrant({ username, password, deviceToken }, context);
+        const result = await login.passwordGrant(
+          { username, password, deviceToken, scope: body.scope },
+          context,
+        );
         return answerInCookies(answerPasswordGrant(result), cookies, request, reply);
       }
       if (grantType === 'refresh_token') {
-        if (web) return refreshFromCookie(request, reply, context);
+        if (web) return refreshFromCookie(request, reply, context, body.scope);
         if (!body.refresh_token) {
           // The cookie came without the page's header: a cross-site form, or a script that is not the page.
           if (cookies.carriesRefreshCookie(request))
             throw new AppError('cross_site_request', 'Cookie without header');
           throw new AppError('invalid_request', 'The refresh_token parameter is required');
         }
-        return toTokenResponse(await login.refreshTokenGrant(body.refresh_token, context));
+        return toTokenResponse(await login.refreshTokenGrant(body.refresh_token, context, body.scope));
       }
       throw new AppError(
         'unsupported_grant_type',
