@@ -48,11 +48,6 @@ function refusals(output: string): string[] {
     .map((line) => `${line.method} ${line.path} ${line.status}`);
 }
 
-/** Whether the server has the conversation's messages (POST/GET /conversation/messages). */
-async function hasMessages(url: (path: string) => string, accessToken: string): Promise<boolean> {
-  return (await getWithToken(url('/conversation/messages'), accessToken)).status !== 404;
-}
-
 describe.skipIf(skipWithoutChromium('the account page suite')).each(DIALECTS)(
   'the account page in Chromium (%s)',
   (dialect) => {
@@ -89,10 +84,10 @@ describe.skipIf(skipWithoutChromium('the account page suite')).each(DIALECTS)(
         await page.getByRole('button', { name: 'Create account' }).click();
         await expectSignedIn(page, username);
         expect(await page.locator('#current-email').textContent()).toBe(`${username}@example.com`);
-        await expect
-          .poll(() => page.locator('#conversation-text').textContent())
-          .toBe('This is a secure conversation');
         expect(await focusedId(page)).toBe('account-title');
+        // A new conversation holds the welcome message.
+        const messages = () => listTexts(page, '#message-list .message-text');
+        await expect.poll(messages).toEqual(['This is a secure conversation']);
 
         // The refresh token is in an HttpOnly cookie: the browser holds it, script cannot read it.
         const cookie = await refreshCookie(context);
@@ -105,28 +100,29 @@ describe.skipIf(skipWithoutChromium('the account page suite')).each(DIALECTS)(
         )) as string;
         expect(stored).not.toContain(cookie?.value);
 
-        const accessToken = await login(ctx, username, password);
-        if (await hasMessages(ctx.url, accessToken)) {
-          await page.locator('#messages').waitFor({ state: 'visible' });
-          const messages = () => listTexts(page, '#message-list .message-text');
-          // A new conversation holds the welcome message.
-          await expect.poll(async () => (await messages()).length).toBe(1);
-          await page.getByLabel('New message').fill('  Hello from the account page  ');
-          await page.getByRole('button', { name: 'Add message' }).click();
-          await expect.poll(async () => (await messages()).length).toBe(2);
-          await page.getByLabel('New message').fill('A second one');
-          await page.getByRole('button', { name: 'Add message' }).click();
-          await expect
-            .poll(async () => (await messages()).slice(0, 2))
-            .toEqual(['A second one', 'Hello from the account page']);
-          expect(await page.getByLabel('New message').inputValue()).toBe('');
-        }
+        await page.getByLabel('New message').fill('  Hello from the account page  ');
+        await page.getByRole('button', { name: 'Add message' }).click();
+        await expect.poll(async () => (await messages()).length).toBe(2);
+        expect(await page.getByLabel('New message').inputValue()).toBe('');
+        await page.getByLabel('New message').fill('A second one');
+        await page.getByRole('button', { name: 'Add message' }).click();
+        await expect
+          .poll(messages)
+          .toEqual(['A second one', 'Hello from the account page', 'This is a secure conversation']);
+
+        // The API's refusal of a message, shown and focused.
+        await page.getByLabel('New message').fill('bad \u0007 bell');
+        await page.getByRole('button', { name: 'Add message' }).click();
+        await page.locator('#message-form-error').waitFor({ state: 'visible' });
+        expect(await focusedId(page)).toBe('message-form-error');
+        expect(await page.locator('#message-text').getAttribute('aria-invalid')).toBe('true');
+        expect(await messages()).toHaveLength(3);
 
         await page.reload();
         await expectSignedIn(page, username);
         await expect
-          .poll(() => page.locator('#conversation-text').textContent())
-          .toBe('This is a secure conversation');
+          .poll(messages)
+          .toEqual(['A second one', 'Hello from the account page', 'This is a secure conversation']);
         // The reload rotated the refresh token in the cookie.
         expect((await refreshCookie(context))?.value).not.toBe(cookie?.value);
       }));

@@ -1,6 +1,5 @@
 import {
   type ActivityEvent,
-  ApiError,
   call,
   forget,
   type Message,
@@ -51,7 +50,6 @@ function showSignedOut(message?: string): void {
   byId('signed-out').hidden = false;
   for (const list of ['session-list', 'activity-list', 'message-list']) byId(list).replaceChildren();
   for (const form of byId('signed-in').querySelectorAll('form')) form.reset();
-  byId('conversation-text').textContent = '';
   if (message) announce(message);
   document.title = 'Sign in · Gatehouse';
 }
@@ -67,30 +65,17 @@ async function showSignedIn(focus = false): Promise<void> {
   byId('signed-in').hidden = false;
   document.title = `${user.username} · Gatehouse`;
   if (focus) byId('account-title').focus();
-  await Promise.all([loadConversation(), loadSessions(), loadActivity(true)]);
+  await Promise.all([loadMessages(true), loadSessions(), loadActivity(true)]);
 }
 
-async function loadConversation(): Promise<void> {
-  const conversation = await call<{ conversation: string }>('GET', '/conversation');
-  byId('conversation-text').textContent = conversation.conversation;
-  await loadMessages(true);
-}
-
-/** The messages of the conversation, newest first; the part stays hidden on a server without them. */
+/** The conversation: its messages, newest first, a page at a time. */
 async function loadMessages(fromStart: boolean): Promise<void> {
   const query = new URLSearchParams({ limit: String(MESSAGES_PAGE) });
   if (!fromStart && messagesNext) query.set('before', messagesNext);
-  let page: { messages: Message[]; next: string | null };
-  try {
-    page = await call('GET', `/conversation/messages?${query}`);
-  } catch (error) {
-    if (error instanceof ApiError && (error.status === 404 || error.status === 405)) {
-      byId('messages').hidden = true;
-      return;
-    }
-    throw error;
-  }
-  byId('messages').hidden = false;
+  const page = await call<{ messages: Message[]; next: string | null }>(
+    'GET',
+    `/conversation/messages?${query}`,
+  );
   const list = byId('message-list');
   if (fromStart) list.replaceChildren();
   for (const message of page.messages) {
