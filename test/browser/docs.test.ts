@@ -61,7 +61,8 @@ describe.skipIf(skipWithoutChromium('the browser test of /docs')).each(DIALECTS)
         await expect.poll(() => dialog.locator('button.authorize', { hasText: 'Logout' }).count()).toBe(1);
         await dialog.locator('button.close-modal').click();
 
-        const operation = page.locator('.opblock-get', { hasText: '/conversation' });
+        // By its id: /conversation/messages is an operation of the same tag.
+        const operation = page.locator('#operations-conversation-get_conversation');
         await operation.locator('.opblock-summary').click();
         await operation.locator('button.try-out__btn').click();
         await operation.locator('button.execute').click();
