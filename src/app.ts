@@ -13,6 +13,7 @@ import { createRefreshTokensRepository } from './db/refresh-tokens.ts';
 import { createSessionsRepository } from './db/sessions.ts';
 import { createSigningKeysRepository } from './db/signing-keys.ts';
 import { createUsersRepository } from './db/users.ts';
+import { registerAccountPage } from './http/account-page.ts';
 import { requireLiveSession, requireVerifiedAccessToken } from './http/authenticate.ts';
 import { registerClientIp } from './http/client-ip.ts';
 import { registerCors } from './http/cors.ts';
@@ -44,6 +45,7 @@ import {
   registerHostRequirement,
   registerMethodNotAllowed,
 } from './http/unrouted-requests.ts';
+import { createWebClientCookies, refuseCrossSiteWebClients } from './http/web-client.ts';
 import { createAccessTokens } from './security/access-tokens.ts';
 import { createBreachedPasswordsCheck } from './security/breached-passwords.ts';
 import { createClientIpResolver } from './security/client-ip.ts';
@@ -80,6 +82,8 @@ export interface AppOptions {
   requestTimeoutMs?: number;
   /** When the event loop counts as overloaded; tests lower the limits to provoke it. */
   pressure?: Partial<PressureLimits>;
+  /** Where the account page's build is; dist/web when omitted. */
+  accountPageDirectory?: string;
 }
 
 const KEY_RELOAD_INTERVAL_SECONDS = 30;
@@ -304,9 +308,11 @@ export async function buildApp(
     maxHeapUsedBytes: heapGuardBytes(config.maxHeapUsedBytes),
     ...options.pressure,
   });
+  refuseCrossSiteWebClients(app);
   const isDraining = registerDraining(app);
 
   if (config.docsEnabled) await registerOpenApi(app);
+  await registerAccountPage(app, options.accountPageDirectory);
   await app.register(healthRoutes, {
     isDatabaseReachable: () =>
       pingDatabase(db).then(
@@ -320,16 +326,24 @@ export async function buildApp(
   });
   await app.register(jwksRoutes, { publicJwks: () => keys.publicJwks() });
   await app.register(registerRoutes, { accounts, throttle: throttling?.throttle });
-  await app.register(tokenRoutes, { login, sessions });
   await app.register(async (conversationScope) => {
     requireVerifiedAccessToken(conversationScope, sessions);
     await conversationScope.register(conversationRoutes, { conversations });
   });
-  await app.register(async (protectedScope) => {
-    requireLiveSession(protectedScope, sessions);
-    await protectedScope.register(messageRoutes, { conversations });
-    await protectedScope.register(accountRoutes, { accounts, sessions });
-    await protectedScope.register(activityRoutes, { auditTrail });
+  const cookies = createWebClientCookies({
+    refreshMaxAgeSeconds: config.sessions.idleTtlSeconds,
+    deviceMaxAgeSeconds: config.throttling.deviceTokenTtlDays * 86400,
+  });
+  // The routes that read or write the web client's cookies; no other route parses a Cookie header.
+  await app.register(async (cookieScope) => {
+    await cookies.register(cookieScope);
+    await cookieScope.register(tokenRoutes, { login, sessions, cookies });
+    await cookieScope.register(async (protectedScope) => {
+      requireLiveSession(protectedScope, sessions);
+      await protectedScope.register(messageRoutes, { conversations });
+      await protectedScope.register(accountRoutes, { accounts, sessions, cookies });
+      await protectedScope.register(activityRoutes, { auditTrail });
+    });
   });
   return app;
 }

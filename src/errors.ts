@@ -12,6 +12,7 @@ export type ErrorCode =
   | 'mfa_required'
   | 'missing_token'
   | 'malformed_authorization'
+  | 'cross_site_request'
   | 'invalid_token'
   | 'insufficient_scope'
   | 'not_found'

@@ -27,6 +27,7 @@ const OVERLOADED = 'The server is busy; retry in a second.';
 // About how long a PostgreSQL restart or fail-over takes; the pool reconnects by itself once it is back.
 const DATABASE_RETRY_AFTER_SECONDS = 5;
 const TOO_MANY_ATTEMPTS = 'Too many attempts; retry later.';
+const CROSS_SITE = 'Cross-site request refused';
 
 // The one table from error code to HTTP response.
 const responses: Record<ErrorCode, (error: AppError, style: ErrorStyle) => RenderedError> = {
@@ -74,6 +75,11 @@ const responses: Record<ErrorCode, (error: AppError, style: ErrorStyle) => Rende
     body: { detail: 'Malformed Authorization header' },
     headers: { 'www-authenticate': 'Bearer error="invalid_request"' },
   }),
+  // The web client's CSRF rule (http/web-client.ts): refused before anything was read or changed.
+  cross_site_request: (_error, style) =>
+    style === 'oauth'
+      ? { ...oauthError('invalid_request', CROSS_SITE), status: 403 }
+      : { status: 403, body: { detail: CROSS_SITE } },
   invalid_token: () => ({
     status: 401,
     body: { detail: 'Could not validate credentials' },

@@ -63,7 +63,12 @@ export const TokenResponse = Type.Object({
   access_token: Type.String(),
   token_type: Type.Literal('bearer'),
   expires_in: Type.Integer({ description: 'Seconds until the access token expires' }),
-  refresh_token: Type.String({ description: 'Single use: each refresh returns the next one' }),
+  refresh_token: Type.Optional(
+    Type.String({
+      description:
+        'Single use: each refresh returns the next one. Absent for the web client (X-Gatehouse-Client: web), which keeps it in an HttpOnly cookie',
+    }),
+  ),
   scope: Type.String({
     description: 'The scope granted, space-separated',
     examples: ['conversation:read conversation:write'],
@@ -71,7 +76,7 @@ export const TokenResponse = Type.Object({
   device_token: Type.Optional(
     Type.String({
       description:
-        'After a password login (with throttling on): keep it and send it with the next password logins of this client, for its failures to be counted apart from other clients. Valid DEVICE_TOKEN_TTL_DAYS.',
+        'After a password login (with throttling on): keep it and send it with the next password logins of this client, for its failures to be counted apart from other clients. Valid DEVICE_TOKEN_TTL_DAYS. The web client gets it in an HttpOnly cookie instead.',
     }),
   ),
 });

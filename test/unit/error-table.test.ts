@@ -66,6 +66,10 @@ const TABLE: Record<ErrorCode, Record<ErrorStyle, Expected>> = {
   malformed_authorization: both(
     detail(400, 'Malformed Authorization header', { 'www-authenticate': 'Bearer error="invalid_request"' }),
   ),
+  cross_site_request: {
+    fastapi: detail(403, 'Cross-site request refused'),
+    oauth: oauth('invalid_request', 'Cross-site request refused', 403),
+  },
   invalid_token: both(
     detail(401, 'Could not validate credentials', { 'www-authenticate': 'Bearer error="invalid_token"' }),
   ),
