@@ -17,6 +17,8 @@ import { createThrottle } from '../services/throttle.ts';
 import { openDatabase } from './open-database.ts';
 import type { CommandIo } from './output.ts';
 
+const REDIS_CONNECT_TIMEOUT_MS = 3000;
+
 export interface OperatorSession {
   operators: OperatorService;
   context: OperatorContext;
@@ -46,9 +48,10 @@ export async function withOperatorService<T>(
           },
         })
       : undefined;
+  if (counters && !(await counters.reachable(REDIS_CONNECT_TIMEOUT_MS))) failed = true;
   const accountFailures: AccountFailures = !config.throttling.enabled
     ? { kind: 'off' }
-    : counters
+    : counters && !failed
       ? { kind: 'reachable', throttle: createThrottle(counters, config.throttling) }
       : { kind: 'unreachable' };
   const auditTrail = createAuditTrail({

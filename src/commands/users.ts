@@ -191,15 +191,15 @@ export function unlockUserCommand(input: CommandInput): Promise<number> {
     { counters: true, missing: noUser(input) },
     async ({ operators, context, countersFailed }) => {
       const { user, outcome } = await operators.unlockUser(byName(input), context);
+      if (countersFailed()) {
+        input.io.warn('gatehouse: Redis did not answer: nothing was cleared; try again');
+        return EXIT_REFUSED;
+      }
       if (outcome === 'counters_unreachable') {
         input.io.warn(
           'gatehouse: the throttling counters live in each server process (no REDIS_URL), out of reach of this ' +
             `command: use the admin API (POST /admin/users/${user.id}/unlock), or restart the server`,
         );
-        return EXIT_REFUSED;
-      }
-      if (countersFailed()) {
-        input.io.warn('gatehouse: Redis did not answer: nothing was cleared; try again');
         return EXIT_REFUSED;
       }
       return report(

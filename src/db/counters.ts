@@ -40,6 +40,11 @@ export interface CounterStore {
   /** Where the counts live: this process, the cluster's primary, or Redis. */
   readonly kind: 'memory' | 'cluster' | 'redis';
   counter(spec: CounterSpec): Counter;
+  /**
+   * Resolves true once the store answers (at once in memory), false when a shared store did not within the time: a
+   * short-lived process (a command) must wait for it, since a counter used before then counts in this process alone.
+   */
+  reachable(timeoutMs: number): Promise<boolean>;
   close(): Promise<void>;
 }
 
@@ -65,6 +70,7 @@ export function createCounterStore(options: CounterStoreOptions = {}): CounterSt
   return {
     kind: 'memory',
     counter: (spec) => wrap(new RateLimiterMemory(inProcessOptions(spec)), undefined, IN_PROCESS),
+    reachable: async () => true,
     close: async () => {},
   };
 }
@@ -130,6 +136,19 @@ function redisStore(
       });
       return wrap(limiter, insurance, IN_PROCESS);
     },
+    reachable(timeoutMs) {
+      if (client.status === 'ready') return Promise.resolve(true);
+      return new Promise((resolve) => {
+        const done = (answer: boolean) => {
+          clearTimeout(timer);
+          client.off('ready', ready);
+          resolve(answer);
+        };
+        const ready = () => done(true);
+        const timer = setTimeout(() => done(false), timeoutMs);
+        client.once('ready', ready);
+      });
+    },
     async close() {
       closing = true;
       if (client.status === 'ready') await client.quit().catch(() => client.disconnect());
@@ -156,6 +175,7 @@ function clusterStore(notify: NonNullable<CounterStoreOptions['onStoreStateChang
       const limiter = new RateLimiterCluster({ ...inProcessOptions(spec), timeoutMs: CLUSTER_TIMEOUT_MS });
       return wrap(limiter, new RateLimiterMemory(inProcessOptions(spec)), health);
     },
+    reachable: async () => reachable,
     close: async () => {},
   };
 }
