@@ -25,6 +25,7 @@ import { provideAuditTrail, registerAuditSinks } from './http/request-context.ts
 import { registerResponseHooks } from './http/response-hooks.ts';
 import { accountRoutes } from './http/routes/account.ts';
 import { activityRoutes } from './http/routes/activity.ts';
+import { adminRoutes } from './http/routes/admin.ts';
 import { conversationRoutes } from './http/routes/conversation.ts';
 import { healthRoutes } from './http/routes/health.ts';
 import { jwksRoutes } from './http/routes/jwks.ts';
@@ -50,6 +51,7 @@ import { createConversationsService } from './services/conversations.ts';
 import { type LoadedKeyRing, loadKeyRing } from './services/keys.ts';
 import { createKnownClients } from './services/known-clients.ts';
 import { createLoginService, type LoginThrottling } from './services/login.ts';
+import { createOperatorService } from './services/operators.ts';
 import type { AuditSink, RequestContext } from './services/request-context.ts';
 import { createSessionsService } from './services/sessions.ts';
 import { createThrottle, type Throttle } from './services/throttle.ts';
@@ -251,6 +253,17 @@ export async function buildApp(
     policy: sessionPolicy,
   });
 
+  const operators = createOperatorService({
+    users,
+    sessions: createSessionsRepository(db),
+    signingKeys: createSigningKeysRepository(db),
+    box: createSecretBox(config.secrets),
+    auditTrail,
+    accountFailures: throttling ? { kind: 'reachable', throttle: throttling.throttle } : { kind: 'off' },
+    clock: deps.clock,
+    policy: sessionPolicy,
+  });
+
   app.setErrorHandler(errorHandler);
   // First of the onRequest hooks, so that an answer any later hook sends carries the headers too.
   await registerSecurityHeaders(app);
@@ -307,6 +320,7 @@ export async function buildApp(
     requireLiveSession(protectedScope, sessions);
     await protectedScope.register(accountRoutes, { accounts, sessions });
     await protectedScope.register(activityRoutes, { auditTrail });
+    await protectedScope.register(adminRoutes, { operators });
   });
   return app;
 }

@@ -11,6 +11,7 @@ export type ErrorCode =
   | 'missing_token'
   | 'malformed_authorization'
   | 'invalid_token'
+  | 'insufficient_scope'
   | 'not_found'
   | 'method_not_allowed'
   | 'payload_too_large'
@@ -34,6 +35,8 @@ export interface AppErrorOptions {
   retryAfterSeconds?: number;
   /** The token that continues a login waiting for its second factor. */
   mfaToken?: string;
+  /** The scope a valid token lacked (insufficient_scope). */
+  requiredScope?: string;
 }
 
 export class AppError extends Error {
@@ -41,6 +44,7 @@ export class AppError extends Error {
   readonly details: FieldProblem[] | undefined;
   readonly retryAfterSeconds: number | undefined;
   readonly mfaToken: string | undefined;
+  readonly requiredScope: string | undefined;
 
   constructor(code: ErrorCode, message: string, options: AppErrorOptions = {}) {
     super(message, { cause: options.cause });
@@ -49,5 +53,6 @@ export class AppError extends Error {
     this.details = options.details;
     this.retryAfterSeconds = options.retryAfterSeconds;
     this.mfaToken = options.mfaToken;
+    this.requiredScope = options.requiredScope;
   }
 }

@@ -74,6 +74,14 @@ const responses: Record<ErrorCode, (error: AppError, style: ErrorStyle) => Rende
     body: { detail: 'Could not validate credentials' },
     headers: { 'www-authenticate': 'Bearer error="invalid_token"' },
   }),
+  // RFC 6750 §3.1: a valid token that does not allow this request; FastAPI's security scopes answer this body.
+  insufficient_scope: (error) => ({
+    status: 403,
+    body: { detail: 'Not enough permissions' },
+    headers: {
+      'www-authenticate': `Bearer error="insufficient_scope"${error.requiredScope ? `, scope="${error.requiredScope}"` : ''}`,
+    },
+  }),
   not_found: () => ({ status: 404, body: { detail: 'Not Found' } }),
   method_not_allowed: () => ({ status: 405, body: { detail: 'Method Not Allowed' } }),
   payload_too_large: (_error, style) =>

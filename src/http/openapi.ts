@@ -36,7 +36,15 @@ export async function registerOpenApi(app: FastifyInstance): Promise<void> {
         securitySchemes: {
           OAuth2PasswordBearer: {
             type: 'oauth2',
-            flows: { password: { tokenUrl: '/token', scopes: { conversation: 'Read your conversation' } } },
+            flows: {
+              password: {
+                tokenUrl: '/token',
+                scopes: {
+                  conversation: 'Read your conversation',
+                  admin: 'Operate on accounts (for users with the admin role; never granted by default)',
+                },
+              },
+            },
           },
         },
       },

@@ -35,6 +35,8 @@ export interface TokenGrant {
 export interface Authenticated {
   user: User;
   sessionId: string;
+  /** The scopes the access token was issued with. */
+  scopes: string[];
 }
 
 export interface SessionsService {
@@ -201,12 +203,13 @@ export function createSessionsService(deps: SessionsDependencies): SessionsServi
     verifyAccessToken,
 
     async authenticateBearerToken(accessToken) {
-      const claim = await verifyAccessToken(accessToken);
+      const { sessionId, userId, scope } = await accessTokens.verify(accessToken);
+      const claim = { sessionId, userId };
       const found = await sessions.findSessionWithUser(claim.sessionId);
       if (!found || !isClaimedSessionLive(claim, found.session, clock.now(), policy)) {
         throw new AppError('invalid_token', 'Could not validate credentials');
       }
-      return { user: found.user, sessionId: claim.sessionId };
+      return { user: found.user, sessionId: claim.sessionId, scopes: scope.split(' ').filter(Boolean) };
     },
 
     async revokeSession(sessionId, reason) {

@@ -66,6 +66,10 @@ const TABLE: Record<ErrorCode, Record<ErrorStyle, Expected>> = {
   invalid_token: both(
     detail(401, 'Could not validate credentials', { 'www-authenticate': 'Bearer error="invalid_token"' }),
   ),
+  // The table's own rendering, without a requiredScope: the admin routes name theirs (test/http/admin.test.ts).
+  insufficient_scope: both(
+    detail(403, 'Not enough permissions', { 'www-authenticate': 'Bearer error="insufficient_scope"' }),
+  ),
   not_found: both(detail(404, 'Not Found')),
   method_not_allowed: both(detail(405, 'Method Not Allowed')),
   payload_too_large: {
@@ -177,7 +181,12 @@ describe('the Bearer challenge (RFC 6750 §3)', () => {
   );
 
   it('sends a Bearer challenge with every 401, and only with the three answers about the Authorization header', () => {
-    const challenged = new Set<ErrorCode>(['missing_token', 'invalid_token', 'malformed_authorization']);
+    const challenged = new Set<ErrorCode>([
+      'missing_token',
+      'invalid_token',
+      'malformed_authorization',
+      'insufficient_scope',
+    ]);
     for (const [code, style] of CASES) {
       const rendered = render(code, style);
       const challenge = headersOf(rendered)['www-authenticate'];
