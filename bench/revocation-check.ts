@@ -41,6 +41,7 @@ await sessions.insertSession(
     expiresAt: new Date(now.getTime() + 86400_000),
     userAgent: undefined,
     ipAddress: undefined,
+    scope: 'conversation:read conversation:write',
   },
   { id: `rt-${suffix}`, secretHash: 'x' },
   'x',

@@ -29,6 +29,7 @@ import { adminRoutes } from './http/routes/admin.ts';
 import { conversationRoutes } from './http/routes/conversation.ts';
 import { healthRoutes } from './http/routes/health.ts';
 import { jwksRoutes } from './http/routes/jwks.ts';
+import { messageRoutes } from './http/routes/messages.ts';
 import { registerRoutes } from './http/routes/register.ts';
 import { tokenRoutes } from './http/routes/token.ts';
 import { registerSecurityHeaders } from './http/security-headers.ts';
@@ -318,6 +319,7 @@ export async function buildApp(
   });
   await app.register(async (protectedScope) => {
     requireLiveSession(protectedScope, sessions);
+    await protectedScope.register(messageRoutes, { conversations });
     await protectedScope.register(accountRoutes, { accounts, sessions });
     await protectedScope.register(activityRoutes, { auditTrail });
     await protectedScope.register(adminRoutes, { operators });

@@ -6,6 +6,7 @@ export type ErrorCode =
   | 'invalid_request'
   | 'invalid_grant'
   | 'unsupported_grant_type'
+  | 'invalid_scope'
   | 'temporarily_unavailable'
   | 'mfa_required'
   | 'missing_token'
@@ -35,7 +36,7 @@ export interface AppErrorOptions {
   retryAfterSeconds?: number;
   /** The token that continues a login waiting for its second factor. */
   mfaToken?: string;
-  /** The scope a valid token lacked (insufficient_scope). */
+  /** The scope a route needs and the token lacks (insufficient_scope). */
   requiredScope?: string;
 }
 

@@ -9,11 +9,10 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import closeWithGrace from 'close-with-grace';
 import { buildApp, loadConfiguredKeyRing } from './app.ts';
 import { resolveCommandLine, runCommand } from './commands/cli.ts';
-import { openDatabase } from './commands/open-database.ts';
+import { type OpenedDatabase, openDatabase } from './commands/open-database.ts';
 import type { CommandIo } from './commands/output.ts';
 import type { SecretSource } from './commands/secret.ts';
 import { type Config, ConfigError, loadConfig, parseSecretList, withSecrets } from './config.ts';
-import type { DbHandle } from './db/connect.ts';
 import { startClusterCounters } from './db/counters.ts';
 import { readOrCreateSecretFile, type SecretFile, secretFilePath } from './db/data-directory.ts';
 import {
@@ -117,10 +116,10 @@ function deprioritiseThreadpool(priority: Config['hashThreadPriority']): string 
   return failure;
 }
 
-async function prepareDatabase(config: Config): Promise<DbHandle> {
+async function prepareDatabase(config: Config): Promise<OpenedDatabase> {
   try {
     // Workers find the database prepared by their primary; only the primary reports what it mended.
-    return (await openDatabase(config, cluster.isPrimary ? warn : () => {})).handle;
+    return await openDatabase(config, cluster.isPrimary ? warn : () => {});
   } catch (error) {
     console.error(`gatehouse: cannot prepare the database: ${(error as Error).cause ?? error}`);
     process.exit(1);
@@ -196,7 +195,7 @@ async function serve(config: Config): Promise<void> {
     process.on('SIGTERM', requestStop);
     process.on('SIGINT', requestStop);
   }
-  const handle = await prepareDatabase(config);
+  const { handle, applied } = await prepareDatabase(config);
   const metricsWanted = config.metrics.token !== undefined || config.metrics.port !== undefined;
   // Each worker counts its own requests; the label keeps their series apart wherever they are scraped together.
   const metricsRegistry = metricsWanted
@@ -211,6 +210,9 @@ async function serve(config: Config): Promise<void> {
     passwords: createPasswordHasher(config.passwords.argon2, config.hashing),
     ...(metricsRegistry ? { metricsRegistry } : {}),
   }).catch(refuseToStart);
+  // Instances started together on one PostgreSQL database take turns under Kysely's advisory lock: the first applies
+  // what is pending, the others find nothing left, and this line says which one did it.
+  if (applied.length > 0) app.log.info({ migrations: applied }, 'applied database migrations');
   const metricsServer =
     metricsRegistry && !inCluster
       ? await listenForMetrics(config, scrapeRegistry(metricsRegistry))
@@ -280,7 +282,7 @@ async function superviseWorkers(config: Config): Promise<void> {
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);
 
-  const handle = await prepareDatabase(config);
+  const { handle } = await prepareDatabase(config);
   await loadConfiguredKeyRing(config, handle, systemClock).catch(refuseToStart);
   await handle.close();
   if (stopping) process.exit(0);

@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { type ParseArgsOptionsConfig, parseArgs } from 'node:util';
 import type { Config } from '../config.ts';
 import { generateSecret } from '../security/secret-box.ts';
+import { runImportFastapiCommand } from './import-fastapi.ts';
 import { listKeysCommand, retireKeyCommand, rotateKeyCommand } from './keys.ts';
 import { runMigrateCommand } from './migrate.ts';
 import type { CommandIo } from './output.ts';
@@ -64,7 +65,7 @@ export type Resolution =
 const JSON_OPTION: ParseArgsOptionsConfig = { json: { type: 'boolean' } };
 const JSON_HELP = { json: 'print JSON instead of a table' };
 
-// Every command, in the order help lists them. `import fastapi` and later commands join this list.
+// Every command, in the order help lists them.
 export const COMMANDS: readonly CommandSpec[] = [
   {
     name: 'serve',
@@ -232,6 +233,17 @@ export const COMMANDS: readonly CommandSpec[] = [
     usage: '',
     examples: ['DATABASE_URL=postgres://gatehouse@db/gatehouse gatehouse migrate'],
     run: (i) => runMigrateCommand(i.config, i.io.print),
+  },
+  {
+    name: 'import fastapi',
+    summary: "import the FastAPI seed's users from its SQLite database (again: only what is new)",
+    usage: 'PATH [--json]',
+    options: JSON_OPTION,
+    optionHelp: { json: 'print the summary as JSON' },
+    positionals: [1, 1],
+    examples: ['gatehouse import fastapi ./app.db', 'gatehouse import fastapi /srv/fastapi/app.db --json'],
+    // Its progress goes to the process's stderr, as a bar only when a person watches (import-fastapi.ts decides).
+    run: (i, _environment, rawArgs) => runImportFastapiCommand(i.config, [...rawArgs], i.io.print),
   },
   {
     name: 'seed-users',

@@ -24,23 +24,7 @@ export function createBulkUsersRepository(db: Db): BulkUsersRepository {
           .returning('id')
           .execute();
         const ids = inserted.map((row) => Number(row.id));
-        if (ids.length === 0) return 0;
-        const conversations = await trx
-          .insertInto('conversations')
-          .values(ids.map((id) => ({ user_id: id, created_at_ms: nowMs })))
-          .returning('id')
-          .execute();
-        await trx
-          .insertInto('messages')
-          .values(
-            conversations.map((row) => ({
-              conversation_id: Number(row.id),
-              author: 'system' as const,
-              body: welcomeMessage,
-              created_at_ms: nowMs,
-            })),
-          )
-          .execute();
+        await insertWelcomedConversations(trx, ids, welcomeMessage, nowMs);
         return ids.length;
       });
     },
@@ -62,4 +46,30 @@ export function createBulkUsersRepository(db: Db): BulkUsersRepository {
       return Number(row.count);
     },
   };
+}
+
+/** Gives each of these new users their conversation, opened by the welcome message, as a registration does. */
+export async function insertWelcomedConversations(
+  trx: Db,
+  userIds: number[],
+  welcomeMessage: string,
+  nowMs: number,
+): Promise<void> {
+  if (userIds.length === 0) return;
+  const conversations = await trx
+    .insertInto('conversations')
+    .values(userIds.map((id) => ({ user_id: id, created_at_ms: nowMs })))
+    .returning('id')
+    .execute();
+  await trx
+    .insertInto('messages')
+    .values(
+      conversations.map((row) => ({
+        conversation_id: Number(row.id),
+        author: 'system' as const,
+        body: welcomeMessage,
+        created_at_ms: nowMs,
+      })),
+    )
+    .execute();
 }

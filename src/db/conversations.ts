@@ -4,6 +4,7 @@ import type { Db } from './schema.ts';
 import { SESSION_ID_SENTINEL, sessionColumns, toSession } from './sessions.ts';
 
 export interface ConversationMessage {
+  id: number;
   author: 'system' | 'user';
   body: string;
   createdAt: Date;
@@ -13,17 +14,34 @@ export interface ConversationOfSession {
   /** The session as stored, for the caller to judge: this read does not decide whether it is live. */
   session: Session;
   username: string;
+  /** Since when the session's user is disabled, or null: for the caller to judge as well. */
+  accountDisabledAt: Date | null;
   /** Oldest first; undefined when the user has no conversation at all. */
   messages: ConversationMessage[] | undefined;
 }
 
 export interface ConversationsRepository {
   /**
-   * Reads a session with its user's name and conversation: one round trip for the busiest authenticated read.
-   * Undefined when there is no such session.
+   * Reads a session with its user's name, account state and conversation: one round trip for the busiest
+   * authenticated read. Undefined when there is no such session.
    */
   findConversationOfSession(sessionId: string): Promise<ConversationOfSession | undefined>;
+  /**
+   * Appends a message to the user's conversation, creating the conversation if the user has none (imported users);
+   * undefined when there is no such user.
+   */
+  insertMessageOfUser(
+    userId: number,
+    message: { author: 'user'; body: string; createdAt: Date },
+  ): Promise<ConversationMessage | undefined>;
+  /** The user's messages with an id below `beforeId` (all when undefined), newest first, at most `limit`. */
+  findMessagesOfUser(
+    userId: number,
+    page: { limit: number; beforeId: number | undefined },
+  ): Promise<ConversationMessage[]>;
 }
+
+const messageColumns = ['messages.id', 'messages.author', 'messages.body', 'messages.created_at_ms'] as const;
 
 export function createConversationsRepository(db: Db): ConversationsRepository {
   const conversationOfSession = prepareQuery(
@@ -35,6 +53,7 @@ export function createConversationsRepository(db: Db): ConversationsRepository {
       .select([
         ...sessionColumns,
         'users.username',
+        'users.disabled_at_ms',
         'conversations.id as conversation_id',
         'messages.id as message_id',
         'messages.author',
@@ -47,12 +66,37 @@ export function createConversationsRepository(db: Db): ConversationsRepository {
       .where('sessions.id', '=', SESSION_ID_SENTINEL[0]),
     SESSION_ID_SENTINEL,
   );
+
+  // One statement when the conversation exists, as it does for every user who registered here.
+  const appendToExisting = (userId: number, body: string, createdAtMs: number) =>
+    db
+      .insertInto('messages')
+      .columns(['conversation_id', 'author', 'body', 'created_at_ms'])
+      .expression((eb) =>
+        eb
+          .selectFrom('conversations')
+          .select((inner) => [
+            'conversations.id',
+            inner.val('user' as const).as('author'),
+            inner.val(body).as('body'),
+            // Typed, or PostgreSQL reads a parameter in a select list as text.
+            inner.cast<number>(inner.val(createdAtMs), 'bigint').as('created_at_ms'),
+          ])
+          .where('conversations.user_id', '=', userId),
+      )
+      .returning(['id', 'author', 'body', 'created_at_ms'])
+      .executeTakeFirst();
+
   return {
     async findConversationOfSession(sessionId) {
       const { rows } = await db.executeQuery(conversationOfSession(sessionId));
       const first = rows[0];
       if (!first) return undefined;
-      const found = { session: toSession(first), username: first.username };
+      const found = {
+        session: toSession(first),
+        username: first.username,
+        accountDisabledAt: first.disabled_at_ms === null ? null : new Date(Number(first.disabled_at_ms)),
+      };
       if (first.conversation_id === null) return { ...found, messages: undefined };
       return {
         ...found,
@@ -63,6 +107,7 @@ export function createConversationsRepository(db: Db): ConversationsRepository {
             row.author && row.body !== null
               ? [
                   {
+                    id: Number(row.message_id),
                     author: row.author,
                     body: row.body,
                     createdAt: new Date(Number(row.message_created_at_ms)),
@@ -72,5 +117,50 @@ export function createConversationsRepository(db: Db): ConversationsRepository {
           ),
       };
     },
+
+    async insertMessageOfUser(userId, message) {
+      const createdAtMs = message.createdAt.getTime();
+      let row = await appendToExisting(userId, message.body, createdAtMs);
+      if (!row) {
+        // Users imported from the FastAPI seed have no conversation until their first message. The unique index
+        // on conversations.user_id settles concurrent first messages: one conversation, all messages in it.
+        const user = await db.selectFrom('users').select('id').where('id', '=', userId).executeTakeFirst();
+        if (!user) return undefined;
+        await db
+          .insertInto('conversations')
+          .values({ user_id: userId, created_at_ms: createdAtMs })
+          .onConflict((conflict) => conflict.column('user_id').doNothing())
+          .execute();
+        row = await appendToExisting(userId, message.body, createdAtMs);
+      }
+      return row && toMessage(row);
+    },
+
+    async findMessagesOfUser(userId, { limit, beforeId }) {
+      const rows = await db
+        .selectFrom('messages')
+        .innerJoin('conversations', 'conversations.id', 'messages.conversation_id')
+        .select(messageColumns)
+        .where('conversations.user_id', '=', userId)
+        .$if(beforeId !== undefined, (query) => query.where('messages.id', '<', beforeId!))
+        .orderBy('messages.id', 'desc')
+        .limit(limit)
+        .execute();
+      return rows.map(toMessage);
+    },
+  };
+}
+
+function toMessage(row: {
+  id: number;
+  author: 'system' | 'user';
+  body: string;
+  created_at_ms: number;
+}): ConversationMessage {
+  return {
+    id: Number(row.id),
+    author: row.author,
+    body: row.body,
+    createdAt: new Date(Number(row.created_at_ms)),
   };
 }

@@ -8,6 +8,7 @@ import * as createAuditEvents from './migrations/2026_12_01_0900_create_audit_ev
 import * as createKnownIps from './migrations/2026_12_01_1000_create_known_ips.ts';
 import * as addTrustGeneration from './migrations/2026_12_03_1900_add_trust_generation.ts';
 import * as addRolesAndDisabled from './migrations/2026_12_04_1000_add_roles_and_disabled.ts';
+import * as addSessionScope from './migrations/2026_12_05_0900_add_session_scope.ts';
 
 // An explicit list rather than a folder scan: the order is reviewed, and nothing depends on the cwd.
 const migrations: Record<string, Migration> = {
@@ -19,6 +20,7 @@ const migrations: Record<string, Migration> = {
   '2026_12_01_1000_create_known_ips': createKnownIps,
   '2026_12_03_1900_add_trust_generation': addTrustGeneration,
   '2026_12_04_1000_add_roles_and_disabled': addRolesAndDisabled,
+  '2026_12_05_0900_add_session_scope': addSessionScope,
 };
 
 const provider: MigrationProvider = { getMigrations: async () => migrations };

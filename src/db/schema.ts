@@ -58,6 +58,8 @@ export interface SessionsTable {
   revoked_reason: string | null;
   user_agent: string | null;
   ip_address: string | null;
+  // The scope the login granted, space-separated: its refreshes may narrow it, never widen it.
+  scope: Generated<string>;
 }
 
 export interface RefreshTokensTable {

@@ -10,6 +10,7 @@ export interface NewSession {
   expiresAt: Date;
   userAgent: string | undefined;
   ipAddress: string | undefined;
+  scope: string;
 }
 
 export interface NewRefreshToken {
@@ -67,6 +68,7 @@ export const sessionColumns = [
   'sessions.revoked_at_ms',
   'sessions.user_agent',
   'sessions.ip_address',
+  'sessions.scope',
 ] as const;
 
 /** Placeholder for the session id in prepared queries, bound per request. */
@@ -117,6 +119,7 @@ export function createSessionsRepository(db: Db): SessionsRepository {
             revoked_reason: null,
             user_agent: session.userAgent ?? null,
             ip_address: session.ipAddress ?? null,
+            scope: session.scope,
           })
           .execute();
         await trx
@@ -220,5 +223,6 @@ export function toSession(row: SessionRow): Session {
     revokedAt: row.revoked_at_ms === null ? undefined : new Date(Number(row.revoked_at_ms)),
     userAgent: row.user_agent ?? undefined,
     ipAddress: row.ip_address ?? undefined,
+    scope: row.scope,
   };
 }

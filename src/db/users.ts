@@ -40,10 +40,6 @@ export interface UsersRepository {
   findUserByUsername(usernameCanonical: string): Promise<User | undefined>;
   /** Users in id order, at most `limit`, after `afterId` and matching `search` when given. */
   searchUsers(query: UserSearch): Promise<User[]>;
-  /** Sets or clears the time the account was disabled; true if the user exists. */
-  setUserDisabled(id: number, disabledAt: Date | null): Promise<boolean>;
-  /** Replaces the user's roles; true if the user exists. */
-  setUserRoles(id: number, roles: Role[]): Promise<boolean>;
   findCredentialsByUsername(usernameCanonical: string): Promise<Credentials | undefined>;
   /** Whether any user still has a bcrypt hash (imported, not yet upgraded at a login). */
   hasBcryptPasswordHashes(): Promise<boolean>;
@@ -75,6 +71,10 @@ export interface UsersRepository {
   forgetTrustedClients(id: number): Promise<void>;
   /** Deletes the user only if `expectedHash` is still their hash; true if deleted. */
   deleteUser(id: number, expectedHash: string): Promise<boolean>;
+  /** Disables the account since `disabledAt`, or enables it with null; the user as now stored, undefined if none. */
+  setUserDisabled(id: number, disabledAt: Date | null): Promise<User | undefined>;
+  /** Replaces the user's roles; the user as now stored, undefined if none. */
+  setUserRoles(id: number, roles: readonly Role[]): Promise<User | undefined>;
 }
 
 export const userColumns = [
@@ -174,24 +174,6 @@ export function createUsersRepository(db: Db): UsersRepository {
       return rows.map(toUser);
     },
 
-    async setUserDisabled(id, disabledAt) {
-      const result = await db
-        .updateTable('users')
-        .set({ disabled_at_ms: disabledAt === null ? null : disabledAt.getTime() })
-        .where('id', '=', id)
-        .executeTakeFirst();
-      return Number(result.numUpdatedRows) === 1;
-    },
-
-    async setUserRoles(id, roles) {
-      const result = await db
-        .updateTable('users')
-        .set({ roles: [...new Set(roles)].sort().join(' ') })
-        .where('id', '=', id)
-        .executeTakeFirst();
-      return Number(result.numUpdatedRows) === 1;
-    },
-
     async findCredentialsById(id) {
       const row = await db
         .selectFrom('users')
@@ -279,6 +261,26 @@ export function createUsersRepository(db: Db): UsersRepository {
       }
     },
 
+    async setUserDisabled(id, disabledAt) {
+      const row = await db
+        .updateTable('users')
+        .set({ disabled_at_ms: disabledAt === null ? null : disabledAt.getTime() })
+        .where('id', '=', id)
+        .returning(userColumns)
+        .executeTakeFirst();
+      return row ? toUser(row) : undefined;
+    },
+
+    async setUserRoles(id, roles) {
+      const row = await db
+        .updateTable('users')
+        .set({ roles: formatRoles(roles) })
+        .where('id', '=', id)
+        .returning(userColumns)
+        .executeTakeFirst();
+      return row ? toUser(row) : undefined;
+    },
+
     async deleteUser(id, expectedHash) {
       // Sessions, refresh tokens, the conversation and its messages go with the user (ON DELETE CASCADE).
       const result = await db
@@ -340,4 +342,8 @@ export function toUser(row: Pick<UserRow, (typeof userColumns)[number]>): User {
 // Names this version does not know (a newer version's, or hand-edited) grant nothing.
 function parseRoles(column: string): Role[] {
   return column.split(' ').filter((name): name is Role => (ROLES as readonly string[]).includes(name));
+}
+
+function formatRoles(roles: readonly Role[]): string {
+  return ROLES.filter((role) => roles.includes(role)).join(' ');
 }

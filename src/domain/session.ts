@@ -9,4 +9,6 @@ export interface Session {
   revokedAt: Date | undefined;
   userAgent: string | undefined;
   ipAddress: string | undefined;
+  /** The scope the login granted (space-separated): the most any of its refreshes may grant. */
+  scope: string;
 }

@@ -40,6 +40,7 @@ const responses: Record<ErrorCode, (error: AppError, style: ErrorStyle) => Rende
   invalid_request: (error) => oauthError('invalid_request', error.message),
   invalid_grant: (error) => oauthError('invalid_grant', error.message),
   unsupported_grant_type: (error) => oauthError('unsupported_grant_type', error.message),
+  invalid_scope: (error) => oauthError('invalid_scope', error.message),
   // RFC 6585 §4. RFC 6749 §5.2 has no throttling code; its authorization endpoint's temporarily_unavailable
   // (§4.1.2.1) is borrowed, as peers do. The same answer for a known and an unknown username.
   temporarily_unavailable: (error, style) => ({
@@ -74,12 +75,12 @@ const responses: Record<ErrorCode, (error: AppError, style: ErrorStyle) => Rende
     body: { detail: 'Could not validate credentials' },
     headers: { 'www-authenticate': 'Bearer error="invalid_token"' },
   }),
-  // RFC 6750 §3.1: a valid token that does not allow this request; FastAPI's security scopes answer this body.
+  // RFC 6750 §3.1: only for a valid token, naming the scope the route needs; FastAPI's security-scopes wording.
   insufficient_scope: (error) => ({
     status: 403,
     body: { detail: 'Not enough permissions' },
     headers: {
-      'www-authenticate': `Bearer error="insufficient_scope"${error.requiredScope ? `, scope="${error.requiredScope}"` : ''}`,
+      'www-authenticate': `Bearer error="insufficient_scope", scope="${error.requiredScope ?? ''}"`,
     },
   }),
   not_found: () => ({ status: 404, body: { detail: 'Not Found' } }),

@@ -30,7 +30,8 @@ export async function registerOpenApi(app: FastifyInstance): Promise<void> {
         title: 'Gatehouse',
         version: '0.1.0',
         description:
-          'Register users, exchange a password for a JWT access token, read the protected conversation.',
+          'Register users, exchange a password for a JWT access token, read and add to the protected conversation. ' +
+          'Routes name the scope they need; the account routes (/users/me, /logout) take any valid token of the user.',
       },
       components: {
         securitySchemes: {
@@ -39,9 +40,11 @@ export async function registerOpenApi(app: FastifyInstance): Promise<void> {
             flows: {
               password: {
                 tokenUrl: '/token',
+                // Ticking none asks for the default: both conversation scopes.
                 scopes: {
-                  conversation: 'Read your conversation',
-                  admin: 'Operate on accounts (for users with the admin role; never granted by default)',
+                  'conversation:read': 'Read your conversation',
+                  'conversation:write': 'Add messages to your conversation',
+                  admin: 'Operate the service (users with the admin role only; never granted by default)',
                 },
               },
             },

@@ -43,7 +43,10 @@ export const TokenRequestBody = Type.Object({
   username: optionalString('The username, in any letter case'),
   password: Type.Optional(Type.String({ format: 'password' })),
   refresh_token: optionalString('For grant_type=refresh_token'),
-  scope: optionalString('Ignored: tokens carry the scope "conversation"'),
+  scope: optionalString(
+    'Space-separated: conversation:read, conversation:write, admin. Omitted or empty: conversation:read conversation:write. ' +
+      'A refresh grant may ask for less than its login was granted, never more. "conversation" means both conversation scopes.',
+  ),
   client_id: optionalString('Ignored'),
   client_secret: Type.Optional(Type.String({ format: 'password', description: 'Ignored' })),
   device_token: Type.Optional(
@@ -61,7 +64,10 @@ export const TokenResponse = Type.Object({
   token_type: Type.Literal('bearer'),
   expires_in: Type.Integer({ description: 'Seconds until the access token expires' }),
   refresh_token: Type.String({ description: 'Single use: each refresh returns the next one' }),
-  scope: Type.String(),
+  scope: Type.String({
+    description: 'The scope granted, space-separated',
+    examples: ['conversation:read conversation:write'],
+  }),
   device_token: Type.Optional(
     Type.String({
       description:
@@ -78,7 +84,13 @@ export const RevokeRequestBody = Type.Object({
 export type RevokeRequestBody = Static<typeof RevokeRequestBody>;
 
 export const OAuthErrorResponse = Type.Object({
-  error: Type.Enum(['invalid_request', 'invalid_grant', 'unsupported_grant_type', 'temporarily_unavailable']),
+  error: Type.Enum([
+    'invalid_request',
+    'invalid_grant',
+    'invalid_scope',
+    'unsupported_grant_type',
+    'temporarily_unavailable',
+  ]),
   error_description: Type.String(),
   detail: Type.String({ description: "FastAPI's field, kept for seed clients" }),
 });
@@ -89,6 +101,52 @@ export const ConversationResponse = Type.Object({
 });
 
 export const DetailResponse = Type.Object({ detail: Type.String() });
+
+export const MessageBody = Type.Object({
+  text: Type.String({
+    // The service counts the limit after trimming; this only bounds what is read.
+    maxLength: 16000,
+    description:
+      '1 to 4000 characters once trimmed; newlines and tabs allowed (CRLF is stored as LF), other control characters ' +
+      'and bidirectional overrides refused.',
+    examples: ['Hello from the API'],
+  }),
+});
+export type MessageBody = Static<typeof MessageBody>;
+
+export const MessageResponse = Type.Object({
+  id: Type.Integer(),
+  author: Type.Enum(['system', 'user'], {
+    description: 'system: the welcome message; user: written by the user',
+  }),
+  text: Type.String(),
+  created_at: Type.String({ format: 'date-time' }),
+});
+
+export const MessagesQuery = Type.Object({
+  limit: Type.Optional(
+    Type.Integer({ minimum: 1, maximum: 100, default: 20, description: 'Messages per page' }),
+  ),
+  before: Type.Optional(
+    Type.String({
+      minLength: 1,
+      maxLength: 64,
+      description: 'The `next` cursor of the previous page, as it was given',
+    }),
+  ),
+});
+export type MessagesQuery = Static<typeof MessagesQuery>;
+
+export const MessagesResponse = Type.Object({
+  messages: Type.Array(MessageResponse, { description: 'Newest first' }),
+  next: Type.Union([Type.String(), Type.Null()], { description: 'Cursor of the next (older) page, or null' }),
+});
+
+export const ForbiddenResponse = Type.Object({
+  detail: Type.String({
+    description: 'Not enough permissions: the token lacks the scope in WWW-Authenticate',
+  }),
+});
 
 export const ProfileUpdateBody = Type.Object({
   email: Type.Optional(Type.String({ format: 'email', maxLength: 254 })),

@@ -1,7 +1,10 @@
+import type { Scope } from '../domain/scope.ts';
+import type { User } from '../domain/user.ts';
 import type { AccountsService, CredentialCheck } from './accounts.ts';
 import { normaliseUsername } from './accounts.ts';
 import type { ClientIdentity, KnownClients } from './known-clients.ts';
 import type { RequestContext } from './request-context.ts';
+import { grantScopes, parseRequestedScope, scopesPermittedTo } from './scopes.ts';
 import type { SessionsService, TokenGrant } from './sessions.ts';
 import type { LoginAttempt, Throttle } from './throttle.ts';
 
@@ -10,6 +13,8 @@ export interface PasswordCredentials {
   password: string;
   /** The device token an earlier login of this client received, if it kept it. */
   deviceToken?: string | undefined;
+  /** The `scope` parameter as sent (RFC 6749 §3.3); the default scope when omitted or empty. */
+  scope?: string | undefined;
 }
 
 /**
@@ -21,16 +26,24 @@ export type PasswordGrantResult =
   | { outcome: 'granted'; tokens: TokenGrant; deviceToken: string | undefined }
   /** Wrong username or password, told apart from nothing else: the answer must not say which. */
   | { outcome: 'refused' }
+  /** The password matched a disabled account: said only now, and counted by throttling as a failure. */
+  | { outcome: 'disabled' }
   /** Too many failures: nothing was verified, and the answer is the same for known and unknown usernames. */
   | { outcome: 'locked'; retryAfterSeconds: number }
   /** The password matched an account with a second factor: the login continues with that factor. */
   | { outcome: 'second_factor_required'; mfaToken: string };
 
 export interface LoginService {
-  /** The resource owner password grant (RFC 6749 §4.3): checks the credentials and opens a session. */
+  /**
+   * The resource owner password grant (RFC 6749 §4.3): checks the credentials and opens a session; throws
+   * invalid_scope for a scope that is unknown (before any check) or beyond the account's (once the password matched).
+   */
   passwordGrant(credentials: PasswordCredentials, context: RequestContext): Promise<PasswordGrantResult>;
-  /** The refresh token grant (RFC 6749 §6): rotates the token; throws invalid_grant or temporarily_unavailable. */
-  refreshTokenGrant(refreshToken: string, context: RequestContext): Promise<TokenGrant>;
+  /**
+   * The refresh token grant (RFC 6749 §6): rotates the token, narrowing the scope to `scope` when given; throws
+   * invalid_grant, invalid_scope or temporarily_unavailable.
+   */
+  refreshTokenGrant(refreshToken: string, context: RequestContext, scope?: string): Promise<TokenGrant>;
 }
 
 export interface LoginThrottling {
@@ -76,8 +89,27 @@ export function createLoginService(deps: {
     return knownClients.remember(userId, attempt.ip, identity);
   };
 
+  /** The scopes a login whose password matched may have; throws invalid_scope when it asked for more. */
+  const grantScopesOfLogin = async (
+    user: User,
+    requested: ReadonlySet<Scope> | undefined,
+    context: RequestContext,
+    attempt: LoginAttempt | undefined,
+  ) => {
+    try {
+      return grantScopes(requested, scopesPermittedTo(user));
+    } catch (error) {
+      // The password was right: the account's own user asked for too much, which is no guess to count.
+      if (throttling && attempt) await throttling.throttle.recordLoginSuccess(attempt);
+      context.audit('login_failed', { userId: user.id, reason: 'invalid_scope' });
+      throw error;
+    }
+  };
+
   return {
     async passwordGrant(credentials, context) {
+      // An unknown scope is refused before anything else: the answer says nothing about the account.
+      const requestedScopes = parseRequestedScope(credentials.scope);
       // People type their password into the username field; only a name that could be one is logged.
       const attempted = normaliseUsername(credentials.username);
       const logged = attempted ? { username: attempted.display } : {};
@@ -102,10 +134,20 @@ export function createLoginService(deps: {
             await throttling.throttle.releaseLoginAttempt(throttled.attempt);
           throw error;
         });
+      // ASVS 6.3.8: the account's state is told only once its password matched, and the attempt stays counted.
+      if (check.outcome === 'verified' && check.user.disabledAt !== null) {
+        context.audit('login_failed', { ...logged, reason: 'account_disabled', userId: check.user.id });
+        return { outcome: 'disabled' };
+      }
+      const scopes =
+        check.outcome === 'verified'
+          ? await grantScopesOfLogin(check.user, requestedScopes, context, throttled?.attempt)
+          : undefined;
       // A password changed between the check and the session: the login proved a password that is no longer theirs.
       const tokens =
         check.outcome === 'verified' &&
-        (await sessions.startSession(check.user, check.verifiedHash, context));
+        scopes !== undefined &&
+        (await sessions.startSession(check.user, check.verifiedHash, context, scopes));
       if (check.outcome !== 'verified' || !tokens) {
         context.audit('login_failed', { ...logged, ...failureOf(check) });
         return { outcome: 'refused' };
@@ -118,14 +160,16 @@ export function createLoginService(deps: {
       return { outcome: 'granted', tokens, deviceToken };
     },
 
-    async refreshTokenGrant(refreshToken, context) {
-      if (!throttling) return sessions.rotateRefreshToken(refreshToken, context);
+    async refreshTokenGrant(refreshToken, context, scope) {
+      const requestedScopes = parseRequestedScope(scope);
+      if (!throttling) return sessions.rotateRefreshToken(refreshToken, context, { requestedScopes });
       const { throttle } = throttling;
       await throttle.admitRefresh(context);
       // The family is known only once the token is looked up; the session names it.
-      return sessions.rotateRefreshToken(refreshToken, context, (sessionId) =>
-        throttle.admitRefreshOfSession(sessionId, context),
-      );
+      return sessions.rotateRefreshToken(refreshToken, context, {
+        requestedScopes,
+        admit: (sessionId) => throttle.admitRefreshOfSession(sessionId, context),
+      });
     },
   };
 }

@@ -6,15 +6,13 @@ import type { Role, User } from '../domain/user.ts';
 import { AppError } from '../errors.ts';
 import type { Clock } from '../security/clock.ts';
 import type { SecretBox } from '../security/secret-box.ts';
+import { type AccountChange, createAccountControls } from './account-controls.ts';
 import { normaliseUsername } from './accounts.ts';
 import { type ActivityPage, type AuditTrail, decodeActivityCursor, encodeActivityCursor } from './audit.ts';
 import { listSigningKeys, rotateSigningKey, type SigningKeyState } from './keys.ts';
 import type { RequestContext } from './request-context.ts';
 import { type SessionPolicy, sessionState } from './session-state.ts';
 import type { Throttle } from './throttle.ts';
-
-/** The scope an access token must carry, besides its user's `admin` role, for the admin API. */
-export const ADMIN_SCOPE = 'admin';
 
 /** Who acts: an operator at the command line (with their OS account's name), or an admin over the API. */
 export type Actor = { kind: 'cli'; osUser: string } | { kind: 'admin'; userId: number };
@@ -41,11 +39,8 @@ export interface UserDetails {
   lastLoginAt: Date | undefined;
 }
 
-export interface Change {
-  user: User;
-  /** False when the account already was as asked (the action was a no-op, and is not audited). */
-  changed: boolean;
-}
+/** What a change did; one that changed nothing (`changed: false`) is not audited. */
+export type Change = AccountChange;
 
 /**
  * Where the throttling counters are, as this process sees them: not kept (throttling off), here (this process counts
@@ -61,8 +56,6 @@ export type UnlockOutcome = 'cleared' | 'throttling_off' | 'counters_unreachable
 export type KeyRetirement = 'retired' | 'not_found' | 'signing' | 'already_retired';
 
 export interface OperatorService {
-  /** Whether a caller may use the admin API: their account has the `admin` role and their token the `admin` scope. */
-  mayAdminister(user: User, scopes: readonly string[]): boolean;
   /** Returns a page of users in id order, matching `search` (a substring of username or email) when given. */
   listUsers(query: { search?: string; limit: number; cursor?: string }): Promise<UserPage>;
   /** Returns the account with its live session count; throws not_found. */
@@ -125,6 +118,8 @@ const notFound = () => new AppError('not_found', 'No such user');
 /** Builds the rules operators act by, shared by the gatehouse command and the admin API. */
 export function createOperatorService(deps: OperatorDependencies): OperatorService {
   const { users, sessions, clock, policy } = deps;
+  // Disabling, enabling and roles are the account controls' rules; this names the account and audits.
+  const controls = createAccountControls({ users, sessions, clock });
 
   const findUser = async (ref: UserReference): Promise<User> => {
     let user: User | undefined;
@@ -133,13 +128,6 @@ export function createOperatorService(deps: OperatorDependencies): OperatorServi
       const name = normaliseUsername(ref.username);
       user = name ? await users.findUserByUsername(name.canonical) : undefined;
     }
-    if (!user) throw notFound();
-    return user;
-  };
-
-  /** Reads the user again after a change; one deleted meanwhile is not found. */
-  const reread = async (id: number): Promise<User> => {
-    const user = await users.findUserById(id);
     if (!user) throw notFound();
     return user;
   };
@@ -164,17 +152,12 @@ export function createOperatorService(deps: OperatorDependencies): OperatorServi
     context: OperatorContext,
   ): Promise<Change> => {
     const user = await findUser(ref);
-    const has = user.roles.includes(role);
-    if (has === grant) return { user, changed: false };
-    const roles = grant ? [...user.roles, role] : user.roles.filter((name) => name !== role);
-    if (!(await users.setUserRoles(user.id, roles))) throw notFound();
-    audit(context, grant ? 'role_granted' : 'role_revoked', user, { role });
-    return { user: await reread(user.id), changed: true };
+    const change = grant ? await controls.grantRole(user.id, role) : await controls.revokeRole(user.id, role);
+    if (change.changed) audit(context, grant ? 'role_granted' : 'role_revoked', user, { role });
+    return change;
   };
 
   return {
-    mayAdminister: (user, scopes) => user.roles.includes('admin') && scopes.includes(ADMIN_SCOPE),
-
     async listUsers({ search, limit, cursor }) {
       const afterId = cursor === undefined ? undefined : decodeActivityCursor(cursor);
       if (cursor !== undefined && afterId === undefined) {
@@ -207,21 +190,16 @@ export function createOperatorService(deps: OperatorDependencies): OperatorServi
 
     async disableUser(ref, context) {
       const user = await findUser(ref);
-      const now = clock.now();
-      const changed = user.disabledAt === null;
-      if (changed && !(await users.setUserDisabled(user.id, now))) throw notFound();
-      // Also when it already was disabled: a session opened by a login racing the first disabling ends here.
-      const endedSessions = await sessions.revokeEverySessionOfUser(user.id, 'disabled', now);
-      if (changed) audit(context, 'user_disabled', user, { ended: endedSessions });
-      return { user: await reread(user.id), changed, endedSessions };
+      const change = await controls.disableUser(user.id);
+      if (change.changed) audit(context, 'user_disabled', user, { ended: change.endedSessions });
+      return change;
     },
 
     async enableUser(ref, context) {
       const user = await findUser(ref);
-      if (user.disabledAt === null) return { user, changed: false };
-      if (!(await users.setUserDisabled(user.id, null))) throw notFound();
-      audit(context, 'user_enabled', user);
-      return { user: await reread(user.id), changed: true };
+      const change = await controls.enableUser(user.id);
+      if (change.changed) audit(context, 'user_enabled', user);
+      return change;
     },
 
     async unlockUser(ref, context) {

@@ -1,3 +1,4 @@
+import type { Scope } from '../domain/scope.ts';
 import type { Session } from '../domain/session.ts';
 
 export type SessionState = 'live' | 'revoked' | 'expired' | 'idle';
@@ -7,10 +8,11 @@ export interface SessionPolicy {
   idleTtlSeconds: number;
 }
 
-/** What an access token claims: the session it was issued for and that session's user. */
+/** What an access token claims: the session it was issued for, that session's user, and what it may be used for. */
 export interface SessionClaim {
   sessionId: string;
   userId: number;
+  scopes: ReadonlySet<Scope>;
 }
 
 /**
@@ -32,7 +34,7 @@ export function sessionState(
 
 /** Returns true when the session a token claims exists, is the claimed user's and is live at `now`. */
 export function isClaimedSessionLive(
-  claim: SessionClaim,
+  claim: Pick<SessionClaim, 'sessionId' | 'userId'>,
   session: Session | undefined,
   now: Date,
   policy: SessionPolicy,
@@ -42,5 +44,22 @@ export function isClaimedSessionLive(
     session.id === claim.sessionId &&
     session.userId === claim.userId &&
     sessionState(session, now, policy) === 'live'
+  );
+}
+
+/**
+ * Returns true when a token's claim may be honoured: its session is live (isClaimedSessionLive) and its user's account
+ * is not disabled. Every path that serves a Bearer request applies it, with the account read in the same round trip.
+ */
+export function isClaimHonoured(
+  claim: SessionClaim,
+  found: { session: Session; accountDisabledAt: Date | null } | undefined,
+  now: Date,
+  policy: SessionPolicy,
+): boolean {
+  return (
+    found !== undefined &&
+    found.accountDisabledAt === null &&
+    isClaimedSessionLive(claim, found.session, now, policy)
   );
 }

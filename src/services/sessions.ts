@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import type { RefreshTokensRepository } from '../db/refresh-tokens.ts';
 import type { SessionsRepository } from '../db/sessions.ts';
 import type { UsersRepository } from '../db/users.ts';
+import type { Scope } from '../domain/scope.ts';
 import type { Session } from '../domain/session.ts';
 import type { User } from '../domain/user.ts';
 import { AppError } from '../errors.ts';
@@ -17,8 +18,10 @@ import {
   refreshSecretMatches,
 } from '../security/refresh-tokens.ts';
 import type { RequestContext } from './request-context.ts';
+import { effectiveScopes, formatScope, grantScopes, scopesOfToken } from './scopes.ts';
 import {
   isClaimedSessionLive,
+  isClaimHonoured,
   type SessionClaim,
   type SessionPolicy,
   sessionState,
@@ -35,28 +38,43 @@ export interface TokenGrant {
 export interface Authenticated {
   user: User;
   sessionId: string;
-  /** The scopes the access token was issued with. */
-  scopes: string[];
+  /** What the token may be used for: its scope, less what the user may no longer hold (a revoked role). */
+  scopes: ReadonlySet<Scope>;
+}
+
+export interface RefreshOptions {
+  /** The scope the client asked for; the session's own grant when omitted. */
+  requestedScopes?: ReadonlySet<Scope> | undefined;
+  /** Runs once the token is known to be genuine, with its session's id, and may throw to refuse (throttling). */
+  admit?: (sessionId: string) => Promise<void>;
 }
 
 export interface SessionsService {
   /**
-   * Opens a session for a user whose password just matched `verifiedHash`; undefined when that hash is no longer
-   * theirs (changed or deleted meanwhile), so that no session outlives the credentials it used.
+   * Opens a session granting `scopes` for a user whose password just matched `verifiedHash`; undefined when that hash
+   * is no longer theirs (changed or deleted meanwhile), so that no session outlives the credentials it used.
    */
-  startSession(user: User, verifiedHash: string, context: RequestContext): Promise<TokenGrant | undefined>;
+  startSession(
+    user: User,
+    verifiedHash: string,
+    context: RequestContext,
+    scopes: ReadonlySet<Scope>,
+  ): Promise<TokenGrant | undefined>;
   /**
-   * Spends a refresh token for new tokens; throws invalid_grant, revoking the family on reuse. `admit` runs once the
-   * token is known to be genuine, with its session's id, and may throw to refuse the refresh (throttling).
+   * Spends a refresh token for new tokens, granting at most what the login granted (RFC 6749 §6); throws
+   * invalid_grant (revoking the family on reuse, or for a disabled account) or invalid_scope.
    */
   rotateRefreshToken(
     presented: string,
     context: RequestContext,
-    admit?: (sessionId: string) => Promise<void>,
+    options?: RefreshOptions,
   ): Promise<TokenGrant>;
   /** Returns the session an access token claims, verified but not yet checked against the database; throws invalid_token. */
   verifyAccessToken(accessToken: string): Promise<SessionClaim>;
-  /** Returns who a bearer token speaks for, its session checked; throws invalid_token for a bad token or an ended session. */
+  /**
+   * Returns who a bearer token speaks for and what it may do, its session and account checked; throws invalid_token
+   * for a bad token, an ended session or a disabled account.
+   */
   authenticateBearerToken(accessToken: string): Promise<Authenticated>;
   /** Ends one session; its refresh and access tokens stop working at once. */
   revokeSession(sessionId: string, reason: string): Promise<void>;
@@ -84,7 +102,6 @@ export interface SessionsDependencies {
   reuseGraceSeconds: number;
 }
 
-export const DEFAULT_SCOPE = 'conversation';
 // A retry inside the grace window follows the chain to the live head; a longer chain is not a retry.
 const MAX_CHAIN_STEPS = 20;
 // A day of keeping: a reuse of a token from a just-ended family is still recognised and logged.
@@ -97,19 +114,20 @@ export function createSessionsService(deps: SessionsDependencies): SessionsServi
     new AppError('invalid_grant', 'The refresh token is invalid, expired or revoked');
   const isLive = (session: Session, now: Date) => sessionState(session, now, policy) === 'live';
 
-  const grantFor = async (user: User, sessionId: string, refreshToken: RefreshToken): Promise<TokenGrant> => {
-    const issued = await accessTokens.issue({
-      userId: user.id,
-      username: user.username,
-      sessionId,
-      scope: DEFAULT_SCOPE,
-    });
+  const grantFor = async (
+    user: User,
+    sessionId: string,
+    refreshToken: RefreshToken,
+    scopes: ReadonlySet<Scope>,
+  ): Promise<TokenGrant> => {
+    const scope = formatScope(scopes);
+    const issued = await accessTokens.issue({ userId: user.id, username: user.username, sessionId, scope });
     return {
       accessToken: issued.token,
       tokenType: 'bearer',
       expiresInSeconds: issued.expiresInSeconds,
       refreshToken: formatRefreshToken(refreshToken),
-      scope: DEFAULT_SCOPE,
+      scope,
     };
   };
 
@@ -127,12 +145,12 @@ export function createSessionsService(deps: SessionsDependencies): SessionsServi
   };
 
   const verifyAccessToken = async (accessToken: string): Promise<SessionClaim> => {
-    const { sessionId, userId } = await accessTokens.verify(accessToken);
-    return { sessionId, userId };
+    const { sessionId, userId, scope } = await accessTokens.verify(accessToken);
+    return { sessionId, userId, scopes: scopesOfToken(scope) };
   };
 
   return {
-    async startSession(user, verifiedHash, context) {
+    async startSession(user, verifiedHash, context, scopes) {
       const now = clock.now();
       const sessionId = randomBytes(16).toString('base64url');
       const refreshToken = generateRefreshToken();
@@ -143,6 +161,7 @@ export function createSessionsService(deps: SessionsDependencies): SessionsServi
           expiresAt: new Date(now.getTime() + deps.maxLifetimeSeconds * 1000),
           userAgent: context.userAgent,
           ipAddress: context.ipAddress,
+          scope: formatScope(scopes),
         },
         { id: refreshToken.id, secretHash: hashRefreshSecret(refreshToken.secret) },
         verifiedHash,
@@ -150,10 +169,10 @@ export function createSessionsService(deps: SessionsDependencies): SessionsServi
       );
       if (!opened) return undefined;
       context.audit('session_started', { userId: user.id, sessionId });
-      return grantFor(user, sessionId, refreshToken);
+      return grantFor(user, sessionId, refreshToken, scopes);
     },
 
-    async rotateRefreshToken(presented, context, admit) {
+    async rotateRefreshToken(presented, context, { requestedScopes, admit } = {}) {
       const token = parseRefreshToken(presented);
       if (!token) throw invalidGrant();
       let stored = await refreshTokens.findRefreshToken(token.id);
@@ -164,6 +183,10 @@ export function createSessionsService(deps: SessionsDependencies): SessionsServi
       if (!isLive(session, now)) throw invalidGrant();
       const user = await users.findUserById(session.userId);
       if (!user) throw invalidGrant();
+      if (user.disabledAt !== null) throw new AppError('invalid_grant', 'Account disabled');
+      // Judged before the token is spent: a refused scope leaves the refresh token usable.
+      const allowed = effectiveScopes(scopesOfToken(session.scope), user);
+      const scopes = grantScopes(requestedScopes, allowed, allowed);
 
       if (stored.usedAt === undefined) {
         const successor = deriveSuccessor(token, deps.refreshDerivationKey);
@@ -177,7 +200,7 @@ export function createSessionsService(deps: SessionsDependencies): SessionsServi
           },
         );
         if (outcome === 'rotated') {
-          const grant = await grantFor(user, session.id, successor);
+          const grant = await grantFor(user, session.id, successor, scopes);
           context.audit('refreshed', { userId: user.id, sessionId: session.id });
           return grant;
         }
@@ -197,19 +220,23 @@ export function createSessionsService(deps: SessionsDependencies): SessionsServi
       const head = await findUnspentSuccessor(token);
       if (!head) throw invalidGrant();
       context.audit('refresh_token_retry', { userId: user.id, sessionId: session.id });
-      return grantFor(user, session.id, head);
+      return grantFor(user, session.id, head, scopes);
     },
 
     verifyAccessToken,
 
     async authenticateBearerToken(accessToken) {
-      const { sessionId, userId, scope } = await accessTokens.verify(accessToken);
-      const claim = { sessionId, userId };
+      const claim = await verifyAccessToken(accessToken);
       const found = await sessions.findSessionWithUser(claim.sessionId);
-      if (!found || !isClaimedSessionLive(claim, found.session, clock.now(), policy)) {
+      const account = found && { session: found.session, accountDisabledAt: found.user.disabledAt };
+      if (!found || !isClaimHonoured(claim, account, clock.now(), policy)) {
         throw new AppError('invalid_token', 'Could not validate credentials');
       }
-      return { user: found.user, sessionId: claim.sessionId, scopes: scope.split(' ').filter(Boolean) };
+      return {
+        user: found.user,
+        sessionId: claim.sessionId,
+        scopes: effectiveScopes(claim.scopes, found.user),
+      };
     },
 
     async revokeSession(sessionId, reason) {

@@ -130,9 +130,12 @@ describe.each(DIALECTS)('property: random bodies never give a 5xx (%s)', (dialec
           expect(r.status, `${JSON.stringify(fields)} -> ${r.text}`).toBeLessThan(500);
           expect([200, 400]).toContain(r.status);
           expect(r.headers.get('cache-control') ?? '').toMatch(/no-store/);
+          // invalid_scope: a scope this service does not know (RFC 6749 §5.2).
           if (r.status === 200) ctx.track(r.json.access_token);
           else
-            expect(['invalid_request', 'invalid_grant', 'unsupported_grant_type']).toContain(r.json?.error);
+            expect(['invalid_request', 'invalid_grant', 'invalid_scope', 'unsupported_grant_type']).toContain(
+              r.json?.error,
+            );
         },
       ),
       { numRuns: 150 },

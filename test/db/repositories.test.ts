@@ -7,6 +7,8 @@ import { createConversationsService } from '../../src/services/conversations.ts'
 import { createTestDatabase, dialects, type TestDatabase } from '../support/dialects.ts';
 import { newUser } from '../support/new-user.ts';
 
+const DEFAULT_SESSION_SCOPE = 'conversation:read conversation:write';
+
 describe.each(dialects)('repositories on %s', (dialect) => {
   let database: TestDatabase;
   const now = new Date('2026-11-25T12:00:00.123Z');
@@ -129,7 +131,14 @@ describe.each(dialects)('repositories on %s', (dialect) => {
     const expiresAt = new Date(now.getTime() + 3600_000);
     const open = (id: string, verifiedHash: string) =>
       sessions.insertSession(
-        { id, userId: user.id, expiresAt, userAgent: undefined, ipAddress: undefined },
+        {
+          id,
+          userId: user.id,
+          expiresAt,
+          userAgent: undefined,
+          ipAddress: undefined,
+          scope: DEFAULT_SESSION_SCOPE,
+        },
         { id: `${id}-rt`, secretHash: 'h' },
         verifiedHash,
         now,
@@ -158,7 +167,14 @@ describe.each(dialects)('repositories on %s', (dialect) => {
     const hash = newUser('Ken').passwordHash;
     const open = (id: string, expiresAt: Date) =>
       sessions.insertSession(
-        { id, userId: user.id, expiresAt, userAgent: undefined, ipAddress: undefined },
+        {
+          id,
+          userId: user.id,
+          expiresAt,
+          userAgent: undefined,
+          ipAddress: undefined,
+          scope: DEFAULT_SESSION_SCOPE,
+        },
         { id: `${id}-rt`, secretHash: 'h' },
         hash,
         now,
@@ -197,7 +213,14 @@ describe.each(dialects)('repositories on %s', (dialect) => {
     const later = (seconds: number) => new Date(now.getTime() + seconds * 1000);
     const open = (id: string, expiresAt: Date) =>
       sessions.insertSession(
-        { id, userId: user.id, expiresAt, userAgent: undefined, ipAddress: undefined },
+        {
+          id,
+          userId: user.id,
+          expiresAt,
+          userAgent: undefined,
+          ipAddress: undefined,
+          scope: DEFAULT_SESSION_SCOPE,
+        },
         { id: `${id}-rt`, secretHash: 'h' },
         newUser('Liam').passwordHash,
         now,
@@ -212,7 +235,7 @@ describe.each(dialects)('repositories on %s', (dialect) => {
         clock: { now: () => at },
         policy: { idleTtlSeconds },
       })
-        .readConversationOfSession({ sessionId, userId })
+        .readConversationOfSession({ sessionId, userId, scopes: new Set(['conversation:read']) })
         .then(
           (found) => found.conversation,
           (error) => error.code,
@@ -250,9 +273,9 @@ describe.each(dialects)('repositories on %s', (dialect) => {
     await database.db.insertInto('messages').values(message(900_001, 'first')).execute();
     const ordered = await repository.findConversationOfSession('liam-live');
     expect(ordered?.messages).toEqual([
-      { author: 'system', body: 'welcome, Liam', createdAt: now },
-      { author: 'user', body: 'first', createdAt: now },
-      { author: 'user', body: 'second', createdAt: now },
+      { id: expect.any(Number), author: 'system', body: 'welcome, Liam', createdAt: now },
+      { id: 900_001, author: 'user', body: 'first', createdAt: now },
+      { id: 900_002, author: 'user', body: 'second', createdAt: now },
     ]);
 
     await database.db.deleteFrom('conversations').where('user_id', '=', user.id).execute();
@@ -261,6 +284,99 @@ describe.each(dialects)('repositories on %s', (dialect) => {
       messages: undefined,
     });
     expect(await read('liam-live', user.id, now)).toBe('not_found');
+  });
+
+  it('appends messages to the user’s conversation and pages them newest first', async () => {
+    const users = createUsersRepository(database.db);
+    const repository = createConversationsRepository(database.db);
+    const user = await users.insertUserWithConversation(newUser('Nora'), 'welcome, Nora', now);
+    const other = await users.insertUserWithConversation(newUser('Otto'), 'welcome, Otto', now);
+    const later = new Date(now.getTime() + 1000);
+    const first = await repository.insertMessageOfUser(user.id, {
+      author: 'user',
+      body: 'one',
+      createdAt: later,
+    });
+    const second = await repository.insertMessageOfUser(user.id, {
+      author: 'user',
+      body: 'two',
+      createdAt: later,
+    });
+    await repository.insertMessageOfUser(other.id, { author: 'user', body: 'otto', createdAt: later });
+    expect(first).toEqual({ id: expect.any(Number), author: 'user', body: 'one', createdAt: later });
+    expect(second!.id).toBeGreaterThan(first!.id);
+    const page = await repository.findMessagesOfUser(user.id, { limit: 2, beforeId: undefined });
+    expect(page.map((message) => message.body)).toEqual(['two', 'one']);
+    const older = await repository.findMessagesOfUser(user.id, { limit: 10, beforeId: first!.id });
+    expect(older).toEqual([
+      { id: expect.any(Number), author: 'system', body: 'welcome, Nora', createdAt: now },
+    ]);
+    // An id of another user's message positions the page and no more: only the caller's messages come back.
+    const otto = await repository.findMessagesOfUser(other.id, { limit: 10, beforeId: undefined });
+    const past = await repository.findMessagesOfUser(user.id, { limit: 10, beforeId: otto[0]!.id + 1 });
+    expect(past.map((message) => message.body)).toEqual(['two', 'one', 'welcome, Nora']);
+    expect(
+      await repository.insertMessageOfUser(999_999, { author: 'user', body: 'x', createdAt: now }),
+    ).toBeUndefined();
+
+    await database.db.deleteFrom('conversations').where('user_id', '=', other.id).execute();
+    expect(await repository.findMessagesOfUser(other.id, { limit: 10, beforeId: undefined })).toEqual([]);
+    await repository.insertMessageOfUser(other.id, { author: 'user', body: 'again', createdAt: now });
+    expect(
+      (await repository.findMessagesOfUser(other.id, { limit: 10, beforeId: undefined })).map((m) => m.body),
+    ).toEqual(['again']);
+  });
+
+  it('disables and enables a user, sets their roles, and reads both with the session', async () => {
+    const users = createUsersRepository(database.db);
+    const sessions = createSessionsRepository(database.db);
+    const conversations = createConversationsRepository(database.db);
+    const user = await users.insertUserWithConversation(newUser('Pia'), 'welcome', now);
+    await sessions.insertSession(
+      {
+        id: 'pia-1',
+        userId: user.id,
+        expiresAt: new Date(now.getTime() + 3600_000),
+        userAgent: undefined,
+        ipAddress: undefined,
+        scope: 'conversation:read admin',
+      },
+      { id: 'pia-1-rt', secretHash: 'h' },
+      newUser('Pia').passwordHash,
+      now,
+    );
+    expect((await users.setUserDisabled(user.id, now))?.disabledAt).toEqual(now);
+    expect((await sessions.findSessionWithUser('pia-1'))?.user.disabledAt).toEqual(now);
+    expect((await conversations.findConversationOfSession('pia-1'))?.accountDisabledAt).toEqual(now);
+    expect((await users.setUserDisabled(user.id, null))?.disabledAt).toBeNull();
+    expect((await conversations.findConversationOfSession('pia-1'))?.accountDisabledAt).toBeNull();
+    expect((await users.setUserRoles(user.id, ['admin', 'admin']))?.roles).toEqual(['admin']);
+    expect((await sessions.findSessionWithUser('pia-1'))?.user.roles).toEqual(['admin']);
+    expect((await users.setUserRoles(user.id, []))?.roles).toEqual([]);
+    expect(await users.setUserDisabled(999_999, now)).toBeUndefined();
+    expect(await users.setUserRoles(999_999, [])).toBeUndefined();
+    expect((await sessions.findSession('pia-1'))?.scope).toBe('conversation:read admin');
+  });
+
+  it('reads a session stored before scopes were kept as granting both conversation scopes', async () => {
+    const users = createUsersRepository(database.db);
+    const sessions = createSessionsRepository(database.db);
+    const user = await users.insertUserWithConversation(newUser('Quinn'), 'welcome', now);
+    await database.db
+      .insertInto('sessions')
+      .values({
+        id: 'quinn-old',
+        user_id: user.id,
+        created_at_ms: now.getTime(),
+        last_used_at_ms: now.getTime(),
+        expires_at_ms: now.getTime() + 3600_000,
+        revoked_at_ms: null,
+        revoked_reason: null,
+        user_agent: null,
+        ip_address: null,
+      })
+      .execute();
+    expect((await sessions.findSession('quinn-old'))?.scope).toBe(DEFAULT_SESSION_SCOPE);
   });
 
   it('deletes conversations and messages with their user', async () => {

@@ -1,4 +1,3 @@
-import { randomBytes, randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   buildTestApp,
@@ -9,17 +8,32 @@ import {
   type TestApp,
 } from '../support/build-test-app.ts';
 import { dialects } from '../support/dialects.ts';
-import { decodeToken, hmacSign } from '../support/forge-token.ts';
+import { decodeToken } from '../support/forge-token.ts';
 
-// HS256 only so that this file can sign a token with the `admin` scope for a real session: see adminToken.
-const JWT_SECRET = randomBytes(48).toString('base64url');
+const DISABLED = {
+  error: 'invalid_grant',
+  error_description: 'Account disabled',
+  detail: 'Account disabled',
+};
+
+/** Logs in asking for `scope`; the raw answer, since some tests expect a refusal. */
+const loginWithScope = (t: TestApp, username: string, scope: string) =>
+  t.app.inject({ method: 'POST', url: '/token', payload: { username, password: STRONG_PASSWORD, scope } });
+
+/** An access token with the admin scope, asked of /token as any client would; the user must hold the role. */
+const adminScopedToken = async (t: TestApp, username: string) => {
+  const response = await loginWithScope(t, username, 'admin');
+  if (response.statusCode !== 200)
+    throw new Error(`admin login failed: ${response.statusCode} ${response.body}`);
+  return (response.json() as { access_token: string }).access_token;
+};
 
 describe.each(dialects)('admin API on %s', (dialect) => {
   let t: TestApp;
   let count = 0;
 
   beforeAll(async () => {
-    t = await buildTestApp(dialect, { env: { JWT_ALGORITHM: 'HS256', JWT_SECRET } });
+    t = await buildTestApp(dialect);
   });
   afterAll(async () => {
     await t.close();
@@ -33,18 +47,10 @@ describe.each(dialects)('admin API on %s', (dialect) => {
   const setRoles = (id: number, roles: string) =>
     t.database.db.updateTable('users').set({ roles }).where('id', '=', id).execute();
 
-  /**
-   * A token of a real session, re-issued with the given scope. TODO(issue 12): once the scopes work is on main, ask
-   * /token for `scope=admin` instead, and add a test that a user without the role is refused that scope.
-   */
-  const tokenWithScope = async (username: string, scope: string) => {
-    const { header, payload } = decodeToken(await loginToken(t.app, username));
-    return hmacSign(header, { ...payload, scope, jti: randomUUID() }, JWT_SECRET);
-  };
   const newAdmin = async () => {
     const user = await fresh('admin');
     await setRoles(user.id, 'admin');
-    return { user, token: await tokenWithScope(user.username, 'admin') };
+    return { user, token: await adminScopedToken(t, user.username) };
   };
   const call = (method: 'GET' | 'POST' | 'PUT' | 'DELETE', url: string, token?: string) =>
     t.app.inject({
@@ -86,17 +92,24 @@ describe.each(dialects)('admin API on %s', (dialect) => {
     }
   });
 
-  it('answers 403 insufficient_scope to a user without the admin role, even with an admin-scoped token', async () => {
+  it('refuses the admin scope at /token to a user without the admin role (400 invalid_scope)', async () => {
+    const user = await fresh();
+    for (const scope of ['admin', 'admin conversation:read']) {
+      const response = await loginWithScope(t, user.username, scope);
+      expect(response.statusCode).toBe(400);
+      expect(response.json()).toMatchObject({ error: 'invalid_scope' });
+      expect(response.json()).not.toHaveProperty('access_token');
+    }
+  });
+
+  it('answers 403 insufficient_scope with the admin scope named to a user without the admin role', async () => {
     const user = await fresh();
     const plain = await loginToken(t.app, user.username);
-    const scoped = await tokenWithScope(user.username, 'admin');
-    for (const token of [plain, scoped]) {
-      for (const [method, url] of ROUTES) {
-        const response = await call(method, url, token);
-        expect(response.statusCode, `${method} ${url}`).toBe(403);
-        expect(response.json()).toEqual({ detail: 'Not enough permissions' });
-        expect(response.headers['www-authenticate']).toBe('Bearer error="insufficient_scope", scope="admin"');
-      }
+    for (const [method, url] of ROUTES) {
+      const response = await call(method, url, plain);
+      expect(response.statusCode, `${method} ${url}`).toBe(403);
+      expect(response.json()).toEqual({ detail: 'Not enough permissions' });
+      expect(response.headers['www-authenticate']).toBe('Bearer error="insufficient_scope", scope="admin"');
     }
     // Nothing was done on its behalf.
     expect((await t.database.db.selectFrom('users').select('id').where('id', '=', 1).execute()).length).toBe(
@@ -167,6 +180,10 @@ describe.each(dialects)('admin API on %s', (dialect) => {
     expect(disabled.statusCode).toBe(200);
     expect(disabled.json().disabled_at).toEqual(expect.any(String));
     expect((await call('GET', '/users/me', userToken)).statusCode).toBe(401);
+    expect((await call('GET', '/conversation', userToken)).statusCode).toBe(401);
+    const refused = await loginWithScope(t, user.username, 'conversation:read');
+    expect(refused.statusCode).toBe(400);
+    expect(refused.json()).toEqual(DISABLED);
     const enabled = await call('POST', `/admin/users/${user.id}/enable`, token);
     expect(enabled.json().disabled_at).toBeNull();
     await loginToken(t.app, user.username);
@@ -266,7 +283,7 @@ describe.each(dialects)('admin unlock with throttling on (%s)', (dialect) => {
   let t: TestApp;
   beforeAll(async () => {
     t = await buildTestApp(dialect, {
-      env: { JWT_ALGORITHM: 'HS256', JWT_SECRET, RATE_LIMITS: 'on', ACCOUNT_UNTRUSTED_FAILS: '2' },
+      env: { RATE_LIMITS: 'on', ACCOUNT_UNTRUSTED_FAILS: '2' },
     });
   });
   afterAll(async () => {
@@ -279,9 +296,7 @@ describe.each(dialects)('admin unlock with throttling on (%s)', (dialect) => {
       registration({ username: 'boss', email: 'boss@example.com' }),
     );
     await t.database.db.updateTable('users').set({ roles: 'admin' }).where('id', '=', adminUser.id).execute();
-    const { header, payload } = decodeToken(await loginToken(t.app, 'boss'));
-    // TODO(issue 12): ask /token for scope=admin once the scopes work is on main.
-    const token = hmacSign(header, { ...payload, scope: 'admin', jti: randomUUID() }, JWT_SECRET);
+    const token = await adminScopedToken(t, 'boss');
     const victim = await registerUser(
       t.app,
       registration({ username: 'victim', email: 'victim@example.com' }),

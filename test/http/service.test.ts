@@ -35,7 +35,19 @@ describe.each(dialects)('operations and documentation on %s', (dialect) => {
       expect.arrayContaining(['/register/', '/token', '/conversation']),
     );
     expect(document.components.securitySchemes.OAuth2PasswordBearer.flows.password.tokenUrl).toBe('/token');
-    expect(document.paths['/conversation'].get.security).toEqual([{ OAuth2PasswordBearer: [] }]);
+    expect(document.paths['/conversation'].get.security).toEqual([
+      { OAuth2PasswordBearer: ['conversation:read'] },
+    ]);
+    expect(document.paths['/conversation/messages'].get.security).toEqual([
+      { OAuth2PasswordBearer: ['conversation:read'] },
+    ]);
+    expect(document.paths['/conversation/messages'].post.security).toEqual([
+      { OAuth2PasswordBearer: ['conversation:write'] },
+    ]);
+    expect(document.paths['/users/me'].get.security).toEqual([{ OAuth2PasswordBearer: [] }]);
+    expect(
+      Object.keys(document.components.securitySchemes.OAuth2PasswordBearer.flows.password.scopes),
+    ).toEqual(['conversation:read', 'conversation:write', 'admin']);
     expect(Object.keys(document.paths['/token'].post.requestBody.content)).toEqual(
       expect.arrayContaining(['application/x-www-form-urlencoded', 'application/json']),
     );

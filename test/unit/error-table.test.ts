@@ -7,6 +7,7 @@ const STYLES: ErrorStyle[] = ['fastapi', 'oauth'];
 /** What the code that raises an error says; the table passes it through for some codes only. */
 const MESSAGE = 'Said by the raiser 7f3a';
 const MFA_TOKEN = 'mfa-token-3c9';
+const REQUIRED_SCOPE = 'conversation:write';
 const DETAILS: FieldProblem[] = [
   { loc: ['body', 'age'], msg: 'Input should be less than or equal to 150', type: 'less_than_equal' },
   { loc: ['body', 'tags', 0], msg: 'Input should be a valid string', type: 'string_type' },
@@ -43,6 +44,7 @@ const TABLE: Record<ErrorCode, Record<ErrorStyle, Expected>> = {
   invalid_request: both(oauth('invalid_request', MESSAGE)),
   invalid_grant: both(oauth('invalid_grant', MESSAGE)),
   unsupported_grant_type: both(oauth('unsupported_grant_type', MESSAGE)),
+  invalid_scope: both(oauth('invalid_scope', MESSAGE)),
   // Throttling: /token speaks RFC 6749, /register/ FastAPI; neither answer may be cached.
   temporarily_unavailable: {
     fastapi: detail(429, 'Too many attempts; retry later.', {
@@ -66,9 +68,11 @@ const TABLE: Record<ErrorCode, Record<ErrorStyle, Expected>> = {
   invalid_token: both(
     detail(401, 'Could not validate credentials', { 'www-authenticate': 'Bearer error="invalid_token"' }),
   ),
-  // The table's own rendering, without a requiredScope: the admin routes name theirs (test/http/admin.test.ts).
+  // RFC 6750 §3.1: a valid token without the scope the route needs; the body is FastAPI's security-scopes answer.
   insufficient_scope: both(
-    detail(403, 'Not enough permissions', { 'www-authenticate': 'Bearer error="insufficient_scope"' }),
+    detail(403, 'Not enough permissions', {
+      'www-authenticate': `Bearer error="insufficient_scope", scope="${REQUIRED_SCOPE}"`,
+    }),
   ),
   not_found: both(detail(404, 'Not Found')),
   method_not_allowed: both(detail(405, 'Method Not Allowed')),
@@ -113,6 +117,7 @@ function raise(code: ErrorCode, cause: unknown = new Error('low-level failure'))
     ...(code === 'temporarily_unavailable' ? { retryAfterSeconds: 2.5 } : {}),
     ...(code === 'overloaded' ? { retryAfterSeconds: 0.2 } : {}),
     ...(code === 'mfa_required' ? { mfaToken: MFA_TOKEN } : {}),
+    ...(code === 'insufficient_scope' ? { requiredScope: REQUIRED_SCOPE } : {}),
   });
 }
 
@@ -180,7 +185,17 @@ describe('the Bearer challenge (RFC 6750 §3)', () => {
     },
   );
 
-  it('sends a Bearer challenge with every 401, and only with the three answers about the Authorization header', () => {
+  it.each(STYLES)(
+    'answers a token without the needed scope 403 with error="insufficient_scope" and the scope (%s style)',
+    (style) => {
+      const rendered = render('insufficient_scope', style);
+      expect(rendered.status).toBe(403);
+      expect(headersOf(rendered)['www-authenticate']).toMatch(bearerWithError('insufficient_scope'));
+      expect(headersOf(rendered)['www-authenticate']).toContain(`scope="${REQUIRED_SCOPE}"`);
+    },
+  );
+
+  it('sends a Bearer challenge with every 401, and only with the four answers about the Authorization header', () => {
     const challenged = new Set<ErrorCode>([
       'missing_token',
       'invalid_token',

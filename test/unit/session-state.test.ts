@@ -16,6 +16,7 @@ function session(overrides: Partial<Session> = {}): Session {
     revokedAt: undefined,
     userAgent: undefined,
     ipAddress: undefined,
+    scope: 'conversation:read conversation:write',
     ...overrides,
   };
 }

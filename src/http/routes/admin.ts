@@ -4,8 +4,8 @@ import Type from 'typebox';
 import type { AuditEvent } from '../../domain/audit-event.ts';
 import type { Session } from '../../domain/session.ts';
 import { ROLES } from '../../domain/user.ts';
-import { AppError } from '../../errors.ts';
-import { ADMIN_SCOPE, type OperatorContext, type OperatorService } from '../../services/operators.ts';
+import type { OperatorContext, OperatorService } from '../../services/operators.ts';
+import { requireScope } from '../authenticate.ts';
 import { requestContext } from '../request-context.ts';
 import {
   ActivityQuery,
@@ -29,8 +29,8 @@ const DEFAULT_EVENT_PAGE_SIZE = 20;
 
 const admin = {
   tags: ['admin'],
-  // The OpenAPI document names the scope these routes need; the role is checked as well.
-  security: [{ OAuth2PasswordBearer: [ADMIN_SCOPE] }],
+  // The OpenAPI document names the scope these routes need; only users with the admin role are granted it.
+  security: [{ OAuth2PasswordBearer: ['admin'] }],
 };
 const refusals = { 403: DetailResponse, 404: DetailResponse, 422: ValidationErrorResponse };
 
@@ -65,15 +65,8 @@ export const adminRoutes: FastifyPluginAsyncTypebox<{ operators: OperatorService
   app,
   { operators },
 ) => {
-  // TODO(issue 12): replace with requireScope('admin') from http/authenticate.ts once the scopes work is on main;
-  // the role check stays in operators.mayAdminister.
-  const requireAdmin = async (request: FastifyRequest) => {
-    const { user, scopes } = request.auth!;
-    if (!operators.mayAdminister(user, scopes)) {
-      throw new AppError('insufficient_scope', 'Not enough permissions', { requiredScope: ADMIN_SCOPE });
-    }
-  };
-  app.addHook('onRequest', requireAdmin);
+  // Under requireLiveSession the token's scopes have already lost `admin` if the user no longer holds the role.
+  app.addHook('onRequest', requireScope('admin'));
 
   const contextOf = (request: FastifyRequest): OperatorContext => ({
     actor: { kind: 'admin', userId: request.auth!.user.id },

@@ -1,6 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import type { ConversationsService } from '../../services/conversations.ts';
-import { ConversationResponse, DetailResponse } from '../schemas.ts';
+import { requireScope } from '../authenticate.ts';
+import { ConversationResponse, DetailResponse, ForbiddenResponse } from '../schemas.ts';
 
 export const conversationRoutes: FastifyPluginAsyncTypebox<{ conversations: ConversationsService }> = async (
   app,
@@ -11,10 +12,12 @@ export const conversationRoutes: FastifyPluginAsyncTypebox<{ conversations: Conv
     {
       schema: {
         summary: "Read the current user's conversation",
+        description: "The seed's shape: every message of the conversation, oldest first, one a line.",
         tags: ['conversation'],
-        security: [{ OAuth2PasswordBearer: [] }],
-        response: { 200: ConversationResponse, 401: DetailResponse },
+        security: [{ OAuth2PasswordBearer: ['conversation:read'] }],
+        response: { 200: ConversationResponse, 401: DetailResponse, 403: ForbiddenResponse },
       },
+      onRequest: requireScope('conversation:read'),
     },
     async (request) => {
       const { username, conversation } = await conversations.readConversationOfSession(request.claim!);

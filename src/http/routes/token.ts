@@ -38,6 +38,8 @@ function answerPasswordGrant(result: PasswordGrantResult): TokenResponse {
       return toTokenResponse(result.tokens, result.deviceToken);
     case 'refused':
       throw new AppError('invalid_grant', 'Incorrect username or password');
+    case 'disabled':
+      throw new AppError('invalid_grant', 'Account disabled');
     case 'locked':
       throw new AppError('temporarily_unavailable', 'Login throttled', {
         retryAfterSeconds: result.retryAfterSeconds,
@@ -71,7 +73,9 @@ export const tokenRoutes: FastifyPluginAsyncTypebox<{
         description:
           'Accepts application/x-www-form-urlencoded (RFC 6749, as OAuth2 clients and Swagger UI send it) or JSON. ' +
           'grant_type may be omitted (FastAPI compatibility: password) or be "password" or "refresh_token". ' +
-          'Every refresh rotates the refresh token; a spent one presented again after the grace window ends the session.',
+          'Every refresh rotates the refresh token; a spent one presented again after the grace window ends the session. ' +
+          '`scope` (space-separated) narrows the token: conversation:read, conversation:write (both by default), and ' +
+          "admin for users with the admin role, only when asked for. A refresh may narrow the login's scope, never widen it.",
         tags: ['tokens'],
         body: FORM_OR_JSON(TokenRequestBody),
         response: { 200: TokenResponse, 400: OAuthErrorResponse, 429: OAuthErrorResponse },
@@ -89,12 +93,14 @@ export const tokenRoutes: FastifyPluginAsyncTypebox<{
           throw new AppError('invalid_request', 'The username and password parameters are required');
         }
         const deviceToken = body.device_token || undefined;
-        return answerPasswordGrant(await login.passwordGrant({ username, password, deviceToken }, context));
+        return answerPasswordGrant(
+          await login.passwordGrant({ username, password, deviceToken, scope: body.scope }, context),
+        );
       }
       if (grantType === 'refresh_token') {
         if (!body.refresh_token)
           throw new AppError('invalid_request', 'The refresh_token parameter is required');
-        return toTokenResponse(await login.refreshTokenGrant(body.refresh_token, context));
+        return toTokenResponse(await login.refreshTokenGrant(body.refresh_token, context, body.scope));
       }
       throw new AppError(
         'unsupported_grant_type',

@@ -1,0 +1,92 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createSessionsRepository } from '../../src/db/sessions.ts';
+import { createUsersRepository } from '../../src/db/users.ts';
+import { createAccountControls } from '../../src/services/account-controls.ts';
+import { createTestClock } from '../support/clock.ts';
+import { createTestDatabase, dialects, type TestDatabase } from '../support/dialects.ts';
+import { newUser } from '../support/new-user.ts';
+
+describe.each(dialects)('account controls on %s', (dialect) => {
+  let database: TestDatabase;
+  const clock = createTestClock();
+  beforeAll(async () => {
+    database = await createTestDatabase(dialect);
+  });
+  afterAll(async () => {
+    await database.destroy();
+  });
+
+  const setUp = async (name: string) => {
+    const users = createUsersRepository(database.db);
+    const sessions = createSessionsRepository(database.db);
+    const user = await users.insertUserWithConversation(newUser(name), 'welcome', clock.now());
+    for (const id of [`${name}-1`, `${name}-2`]) {
+      await sessions.insertSession(
+        {
+          id,
+          userId: user.id,
+          expiresAt: new Date(clock.now().getTime() + 3600_000),
+          userAgent: undefined,
+          ipAddress: undefined,
+          scope: 'conversation:read conversation:write',
+        },
+        { id: `${id}-rt`, secretHash: 'h' },
+        newUser(name).passwordHash,
+        clock.now(),
+      );
+    }
+    return { user, users, sessions, controls: createAccountControls({ users, sessions, clock }) };
+  };
+
+  it('disables an account since now and ends every session of it, so that enabling it revives none', async () => {
+    const { user, users, sessions, controls } = await setUp('Greta');
+    const disabled = await controls.disableUser(user.id);
+    expect(disabled).toMatchObject({ changed: true, endedSessions: 2, user: { disabledAt: clock.now() } });
+    expect((await users.findUserById(user.id))?.disabledAt).toEqual(clock.now());
+    const stored = await sessions.findSessionsOfUser(user.id);
+    expect(stored.map((session) => session.revokedAt)).toEqual([clock.now(), clock.now()]);
+    const enabled = await controls.enableUser(user.id);
+    expect(enabled).toMatchObject({ changed: true, user: { disabledAt: null } });
+    expect((await sessions.findSessionsOfUser(user.id)).every((session) => session.revokedAt)).toBe(true);
+    expect(await controls.enableUser(user.id)).toMatchObject({ changed: false, user: { disabledAt: null } });
+  });
+
+  it('keeps the time an account was first disabled when it is disabled again', async () => {
+    const { user, controls } = await setUp('Hanna');
+    const first = await controls.disableUser(user.id);
+    clock.advanceSeconds(60);
+    const again = await controls.disableUser(user.id);
+    expect(again).toMatchObject({ changed: false, endedSessions: 0 });
+    expect(again.user.disabledAt).toEqual(first.user.disabledAt);
+  });
+
+  it('grants and revokes the admin role, idempotently', async () => {
+    const { user, users, controls } = await setUp('Ida');
+    expect(await controls.grantRole(user.id, 'admin')).toMatchObject({
+      changed: true,
+      user: { roles: ['admin'] },
+    });
+    expect(await controls.grantRole(user.id, 'admin')).toMatchObject({
+      changed: false,
+      user: { roles: ['admin'] },
+    });
+    expect((await users.findUserById(user.id))?.roles).toEqual(['admin']);
+    expect(await controls.revokeRole(user.id, 'admin')).toMatchObject({ changed: true, user: { roles: [] } });
+    expect(await controls.revokeRole(user.id, 'admin')).toMatchObject({
+      changed: false,
+      user: { roles: [] },
+    });
+  });
+
+  it('throws not_found for a user who does not exist', async () => {
+    const { controls } = await setUp('Jon');
+    for (const run of [
+      () => controls.disableUser(999_999),
+      () => controls.enableUser(999_999),
+      () => controls.grantRole(999_999, 'admin'),
+      () => controls.revokeRole(999_999, 'admin'),
+    ]) {
+      await expect(run()).rejects.toMatchObject({ code: 'not_found' });
+    }
+  });
+});

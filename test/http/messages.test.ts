@@ -1,0 +1,213 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { buildTestApp, loginToken, registerUser, type TestApp } from '../support/build-test-app.ts';
+import { dialects } from '../support/dialects.ts';
+
+describe.each(dialects)('conversation messages on %s', (dialect) => {
+  let t: TestApp;
+  let alice: string;
+  let bob: string;
+  beforeAll(async () => {
+    t = await buildTestApp(dialect);
+    await registerUser(t.app, { username: 'Alice', email: 'alice@example.com' });
+    await registerUser(t.app, { username: 'Bob', email: 'bob@example.com' });
+    alice = await loginToken(t.app, 'alice');
+    bob = await loginToken(t.app, 'bob');
+  });
+  afterAll(async () => {
+    await t.close();
+  });
+
+  const post = (token: string, payload: unknown) =>
+    t.app.inject({
+      method: 'POST',
+      url: '/conversation/messages',
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+      payload: JSON.stringify(payload),
+    });
+  const list = (token: string, query = '') =>
+    t.app.inject({
+      method: 'GET',
+      url: `/conversation/messages${query}`,
+      headers: { authorization: `Bearer ${token}` },
+    });
+  const conversation = (token: string) =>
+    t.app.inject({ method: 'GET', url: '/conversation', headers: { authorization: `Bearer ${token}` } });
+
+  it('appends a message to the caller’s conversation and answers 201 with it', async () => {
+    const response = await post(alice, { text: '  hello, world  ' });
+    expect(response.statusCode).toBe(201);
+    const message = response.json();
+    expect(message).toEqual({
+      id: expect.any(Number),
+      author: 'user',
+      text: 'hello, world',
+      created_at: t.clock.now().toISOString(),
+    });
+    expect(response.headers['cache-control']).toBe('no-store');
+  });
+
+  it('keeps GET /conversation in the seed’s shape, with the user’s messages after the welcome, one a line', async () => {
+    const carol = await registerUser(t.app, { username: 'Carol', email: 'carol@example.com' });
+    const token = await loginToken(t.app, 'carol');
+    await post(token, { text: 'first' });
+    await post(token, { text: 'second' });
+    const response = await conversation(token);
+    expect(response.statusCode).toBe(200);
+    expect(response.json()).toEqual({
+      conversation: 'This is a secure conversation\nfirst\nsecond',
+      current_user: carol.username,
+    });
+  });
+
+  it('pages newest first with an opaque cursor until the oldest, the welcome message', async () => {
+    await registerUser(t.app, { username: 'Dave', email: 'dave@example.com' });
+    const token = await loginToken(t.app, 'dave');
+    for (let i = 1; i <= 5; i += 1) {
+      expect((await post(token, { text: `message ${i}` })).statusCode).toBe(201);
+    }
+    const first = await list(token, '?limit=2');
+    expect(first.statusCode).toBe(200);
+    expect(first.json().messages.map((m: { text: string }) => m.text)).toEqual(['message 5', 'message 4']);
+    expect(typeof first.json().next).toBe('string');
+    const second = await list(token, `?limit=2&before=${encodeURIComponent(first.json().next)}`);
+    expect(second.json().messages.map((m: { text: string }) => m.text)).toEqual(['message 3', 'message 2']);
+    const last = await list(token, `?limit=2&before=${encodeURIComponent(second.json().next)}`);
+    expect(last.json().messages).toEqual([
+      { id: expect.any(Number), author: 'user', text: 'message 1', created_at: expect.any(String) },
+      {
+        id: expect.any(Number),
+        author: 'system',
+        text: 'This is a secure conversation',
+        created_at: expect.any(String),
+      },
+    ]);
+    expect(last.json().next).toBeNull();
+    const all = await list(token);
+    expect(all.json().messages).toHaveLength(6);
+    expect(all.json().next).toBeNull();
+  });
+
+  it('answers 422 for a limit outside 1 to 100 and accepts a digit string', async () => {
+    for (const query of ['?limit=0', '?limit=101', '?limit=abc', '?limit=-1', '?limit=1.5']) {
+      const response = await list(alice, query);
+      expect(response.statusCode, query).toBe(422);
+      expect(response.json().detail[0].loc).toEqual(['query', 'limit']);
+    }
+    expect((await list(alice, '?limit=100')).statusCode).toBe(200);
+  });
+
+  // Not signed: a cursor that decodes to another position only pages elsewhere through the caller's own messages.
+  it('answers 422, never 5xx, for a cursor it did not make', async () => {
+    const valid = (await list(alice, '?limit=1')).json().next as string;
+    for (const cursor of [
+      'garbage',
+      `${valid}.`,
+      `${valid}=`,
+      Buffer.from('m0').toString('base64url'),
+      Buffer.from('m012').toString('base64url'),
+      Buffer.from('42').toString('base64url'),
+      '',
+      'AAAA',
+      Buffer.from('m:-1').toString('base64url'),
+      Buffer.from('m:99999999999999999999').toString('base64url'),
+      '%00',
+      'x'.repeat(200),
+    ]) {
+      const response = await list(alice, `?before=${encodeURIComponent(cursor)}`);
+      expect(response.statusCode, cursor).toBe(422);
+      expect(response.json().detail[0].loc).toEqual(['query', 'before']);
+    }
+  });
+
+  it.each([
+    ['an empty text', ''],
+    ['only whitespace', ' \n\t '],
+    ['4001 characters', 'x'.repeat(4001)],
+    ['a NUL', 'a\u0000b'],
+    ['an escape sequence', 'a\u001b[31mb'],
+    ['a DEL', 'a\u007fb'],
+    ['a C1 control', 'a\u0085b'],
+    ['a carriage return', 'a\rb'],
+    ['a lone surrogate', 'a\ud800b'],
+    ['a bidirectional override', 'a\u202eb'],
+  ])('answers 422 FastAPI-shaped for %s', async (_name, text) => {
+    const response = await post(alice, { text });
+    expect(response.statusCode).toBe(422);
+    const [problem] = response.json().detail;
+    expect(problem.loc).toEqual(['body', 'text']);
+    expect(typeof problem.msg).toBe('string');
+    expect(typeof problem.type).toBe('string');
+  });
+
+  it('accepts 4000 characters (counted as characters, not UTF-16 units), newlines and tabs', async () => {
+    expect((await post(alice, { text: 'x'.repeat(4000) })).statusCode).toBe(201);
+    expect((await post(alice, { text: '😀'.repeat(4000) })).statusCode).toBe(201);
+    const response = await post(alice, { text: 'line one\n\tline two' });
+    expect(response.statusCode).toBe(201);
+    expect(response.json().text).toBe('line one\n\tline two');
+    const windows = await post(alice, { text: 'line one\r\nline two' });
+    expect(windows.json().text).toBe('line one\nline two');
+    const rtl = await post(alice, { text: 'שלום\u200f 👩\u200d💻' });
+    expect(rtl.statusCode).toBe(201);
+  });
+
+  it.each([
+    ['no text', {}],
+    ['a number', { text: 42 }],
+    ['null', { text: null }],
+    ['an array body', ['hello']],
+  ])('answers 422 for %s', async (_name, body) => {
+    expect((await post(alice, body)).statusCode).toBe(422);
+  });
+
+  it('writes nothing for a refused message', async () => {
+    const before = (await list(bob)).json().messages.length;
+    await post(bob, { text: '' });
+    await post(bob, { text: 'a\u0000' });
+    expect((await list(bob)).json().messages).toHaveLength(before);
+  });
+
+  it('appends only to the caller’s own conversation', async () => {
+    const before = (await list(bob)).json().messages;
+    await post(alice, { text: 'for alice only' });
+    expect((await list(bob)).json().messages).toEqual(before);
+    expect(JSON.stringify((await list(bob)).json())).not.toContain('for alice only');
+  });
+
+  it('creates the conversation of a user who has none at the first message', async () => {
+    await registerUser(t.app, { username: 'Erin', email: 'erin@example.com' });
+    const token = await loginToken(t.app, 'erin');
+    const user = await t.database.db
+      .selectFrom('users')
+      .select('id')
+      .where('username_canonical', '=', 'erin')
+      .executeTakeFirstOrThrow();
+    await t.database.db.deleteFrom('conversations').where('user_id', '=', user.id).execute();
+    expect((await conversation(token)).statusCode).toBe(404);
+    expect((await list(token)).json()).toEqual({ messages: [], next: null });
+    expect((await post(token, { text: 'hello again' })).statusCode).toBe(201);
+    expect((await conversation(token)).json().conversation).toBe('hello again');
+  });
+
+  it('stores concurrent messages of one user in one conversation, all of them', async () => {
+    await registerUser(t.app, { username: 'Finn', email: 'finn@example.com' });
+    const token = await loginToken(t.app, 'finn');
+    const user = await t.database.db
+      .selectFrom('users')
+      .select('id')
+      .where('username_canonical', '=', 'finn')
+      .executeTakeFirstOrThrow();
+    await t.database.db.deleteFrom('conversations').where('user_id', '=', user.id).execute();
+    const responses = await Promise.all(
+      Array.from({ length: 10 }, (_, i) => post(token, { text: `parallel ${i}` })),
+    );
+    expect(responses.map((r) => r.statusCode)).toEqual(Array(10).fill(201));
+    const conversations = await t.database.db
+      .selectFrom('conversations')
+      .select('id')
+      .where('user_id', '=', user.id)
+      .execute();
+    expect(conversations).toHaveLength(1);
+    expect((await list(token)).json().messages).toHaveLength(10);
+  });
+});
