@@ -1,9 +1,8 @@
 import type { Config } from '../config.ts';
-import type { AuditEvent } from '../domain/audit-event.ts';
-import type { Session } from '../domain/session.ts';
 import { ROLES, type Role, type User } from '../domain/user.ts';
 import { AppError } from '../errors.ts';
 import { MAX_USER_PAGE_SIZE, type UserReference } from '../services/operators.ts';
+import { accountRecord, auditEventRecord, sessionRecord } from '../services/records.ts';
 import { type OperatorSession, withOperatorService } from './operator-session.ts';
 import { type CommandIo, printFields, printJson, printTable } from './output.ts';
 
@@ -21,34 +20,6 @@ export const EXIT_REFUSED = 1;
 export const EXIT_USAGE = 2;
 
 const DEFAULT_PAGE_SIZE = 50;
-
-const userJson = (user: User) => ({
-  id: user.id,
-  username: user.username,
-  email: user.email,
-  age: user.age,
-  level: user.level,
-  roles: user.roles,
-  disabled_at: user.disabledAt?.toISOString() ?? null,
-  created_at: user.createdAt.toISOString(),
-});
-
-const sessionJson = (session: Session) => ({
-  id: session.id,
-  created_at: session.createdAt.toISOString(),
-  last_used_at: session.lastUsedAt.toISOString(),
-  expires_at: session.expiresAt.toISOString(),
-  user_agent: session.userAgent ?? null,
-  ip_address: session.ipAddress ?? null,
-});
-
-const eventJson = (event: AuditEvent) => ({
-  event: event.event,
-  at: event.createdAt.toISOString(),
-  ip: event.ipAddress ?? null,
-  user_agent: event.userAgent ?? null,
-  detail: event.detail,
-});
 
 const status = (user: User) => (user.disabledAt ? 'disabled' : 'active');
 const rolesText = (user: User) => (user.roles.length > 0 ? user.roles.join(',') : '-');
@@ -105,7 +76,7 @@ export async function listUsersCommand(input: CommandInput): Promise<number> {
       ...(cursor !== undefined ? { cursor } : {}),
     });
     if (input.options.json) {
-      printJson(input.io, { users: page.users.map(userJson), next: page.next ?? null });
+      printJson(input.io, { users: page.users.map(accountRecord), next: page.next ?? null });
       return EXIT_OK;
     }
     printTable(
@@ -131,7 +102,7 @@ export function showUserCommand(input: CommandInput): Promise<number> {
     const { user, liveSessions, lastLoginAt } = await operators.showUser(byName(input), context);
     if (input.options.json) {
       printJson(input.io, {
-        ...userJson(user),
+        ...accountRecord(user),
         live_sessions: liveSessions,
         last_login_at: lastLoginAt?.toISOString() ?? null,
       });
@@ -155,7 +126,7 @@ export function showUserCommand(input: CommandInput): Promise<number> {
 
 /** Prints the outcome of a change: the user as JSON, or a sentence. */
 function report(input: CommandInput, user: User, extra: Record<string, unknown>, sentence: string): number {
-  if (input.options.json) printJson(input.io, { ...userJson(user), ...extra });
+  if (input.options.json) printJson(input.io, { ...accountRecord(user), ...extra });
   else input.io.print(sentence);
   return EXIT_OK;
 }
@@ -272,7 +243,7 @@ export async function userEventsCommand(input: CommandInput): Promise<number> {
       context,
     );
     if (input.options.json) {
-      printJson(input.io, { events: page.events.map(eventJson), next: page.next ?? null });
+      printJson(input.io, { events: page.events.map(auditEventRecord), next: page.next ?? null });
       return EXIT_OK;
     }
     printTable(
@@ -302,7 +273,7 @@ export function listSessionsCommand(input: CommandInput): Promise<number> {
     async ({ operators, context }) => {
       const { sessions } = await operators.listSessions(sessionUser(input), context);
       if (input.options.json) {
-        printJson(input.io, { sessions: sessions.map(sessionJson) });
+        printJson(input.io, { sessions: sessions.map(sessionRecord) });
         return EXIT_OK;
       }
       printTable(

@@ -1,6 +1,7 @@
 import type { FastifyRequest } from 'fastify';
 import Type, { type Static } from 'typebox';
 import { LEVELS, ROLES, type User } from '../domain/user.ts';
+import { accountRecord } from '../services/records.ts';
 
 const LevelSchema = Type.Enum([...LEVELS], {
   description: 'A proficiency, never a privilege.',
@@ -307,13 +308,4 @@ export const UnlockResponse = Type.Object({
 
 export const EndedSessionsResponse = Type.Object({ ended: Type.Integer() });
 
-export const toAdminUserResponse = (user: User): AdminUserResponse => ({
-  id: user.id,
-  username: user.username,
-  email: user.email,
-  age: user.age,
-  level: user.level,
-  roles: user.roles,
-  disabled_at: user.disabledAt?.toISOString() ?? null,
-  created_at: user.createdAt.toISOString(),
-});
+export const toAdminUserResponse = (user: User): AdminUserResponse => accountRecord(user);

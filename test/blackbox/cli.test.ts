@@ -77,6 +77,11 @@ describe('gatehouse --help', () => {
       expect(refused.stderr).toMatch(/^gatehouse/);
       expect(refused.stdout).toBe('');
     }
+    const importHelp = await bin(['import', 'fastapi', '--help']);
+    expect(importHelp.code).toBe(0);
+    expect(importHelp.stdout).toMatch(/^usage: gatehouse import fastapi PATH \[--json\]/);
+    expect((await bin(['import', 'fastapi'])).code).toBe(2);
+    expect((await bin(['--help'])).stdout).toMatch(/^ {2}import fastapi /m);
     const unknownOption = await bin(['users', 'list', '--colour']);
     expect(unknownOption.code).toBe(2);
     expect(unknownOption.stderr).toContain('--colour');
@@ -159,6 +164,14 @@ describe.each(DIALECTS)('gatehouse operator commands (%s)', (dialect) => {
     expect(disabled.code, disabled.stderr).toBe(0);
     expect(disabled.stdout).toContain('1 session(s) ended');
     expect((await getWithToken(ctx.url('/users/me'), token)).status).toBe(401);
+    expect((await getWithToken(ctx.url('/conversation'), token)).status).toBe(401);
+    const refused = await postForm(ctx.url('/token'), { username: user.username, password: user.password });
+    expect(refused.status).toBe(400);
+    expect(refused.json).toEqual({
+      error: 'invalid_grant',
+      error_description: 'Account disabled',
+      detail: 'Account disabled',
+    });
     expect((await json(['users', 'show', user.username])).disabled_at).toEqual(expect.any(String));
 
     const enabled = await gatehouse(['users', 'enable', user.username]);
@@ -167,11 +180,19 @@ describe.each(DIALECTS)('gatehouse operator commands (%s)', (dialect) => {
     await login(ctx, user.username, user.password);
   });
 
-  it('grants and revokes the admin role, and refuses an unknown role with exit 2', async () => {
+  it('grants and revokes the admin role (and with it the admin scope), and refuses an unknown role with exit 2', async () => {
     const user = await fresh('roled');
+    const askAdmin = () =>
+      postForm(ctx.url('/token'), { username: user.username, password: user.password, scope: 'admin' });
+    expect((await askAdmin()).json).toMatchObject({ error: 'invalid_scope' });
     expect((await json(['users', 'grant-role', user.username, 'admin'])).roles).toEqual(['admin']);
     expect((await json(['users', 'show', user.username])).roles).toEqual(['admin']);
+    const granted = await askAdmin();
+    expect(granted.json.scope).toBe('admin');
+    const adminToken = granted.json.access_token as string;
+    expect((await getWithToken(ctx.url('/admin/users'), adminToken)).status).toBe(200);
     expect((await json(['users', 'revoke-role', user.username, 'admin'])).roles).toEqual([]);
+    expect((await getWithToken(ctx.url('/admin/users'), adminToken)).status).toBe(403);
     const unknown = await gatehouse(['users', 'grant-role', user.username, 'root']);
     expect(unknown.code).toBe(2);
     expect(unknown.stderr).toContain('unknown role');

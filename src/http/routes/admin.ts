@@ -1,10 +1,9 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import type { FastifyRequest } from 'fastify';
 import Type from 'typebox';
-import type { AuditEvent } from '../../domain/audit-event.ts';
-import type { Session } from '../../domain/session.ts';
 import { ROLES } from '../../domain/user.ts';
 import type { OperatorContext, OperatorService } from '../../services/operators.ts';
+import { auditEventRecord, sessionRecord } from '../../services/records.ts';
 import { requireScope } from '../authenticate.ts';
 import { requestContext } from '../request-context.ts';
 import {
@@ -33,23 +32,6 @@ const admin = {
   security: [{ OAuth2PasswordBearer: ['admin'] }],
 };
 const refusals = { 403: DetailResponse, 404: DetailResponse, 422: ValidationErrorResponse };
-
-const toSessionResponse = (session: Session) => ({
-  id: session.id,
-  created_at: session.createdAt.toISOString(),
-  last_used_at: session.lastUsedAt.toISOString(),
-  expires_at: session.expiresAt.toISOString(),
-  user_agent: session.userAgent ?? null,
-  ip_address: session.ipAddress ?? null,
-});
-
-const toEventResponse = (event: AuditEvent) => ({
-  event: event.event,
-  at: event.createdAt.toISOString(),
-  ip: event.ipAddress ?? null,
-  user_agent: event.userAgent ?? null,
-  detail: event.detail,
-});
 
 const RoleParams = Type.Object({ ...AdminUserParams.properties, role: Type.Enum([...ROLES]) });
 const SessionParams = Type.Object({
@@ -222,7 +204,7 @@ export const adminRoutes: FastifyPluginAsyncTypebox<{ operators: OperatorService
     },
     async (request) => {
       const { sessions } = await operators.listSessions(target(request.params), contextOf(request));
-      return { sessions: sessions.map(toSessionResponse) };
+      return { sessions: sessions.map(sessionRecord) };
     },
   );
 
@@ -276,7 +258,7 @@ export const adminRoutes: FastifyPluginAsyncTypebox<{ operators: OperatorService
         { limit: request.query.limit ?? DEFAULT_EVENT_PAGE_SIZE, before: request.query.before },
         contextOf(request),
       );
-      return { events: page.events.map(toEventResponse), next: page.next ?? null };
+      return { events: page.events.map(auditEventRecord), next: page.next ?? null };
     },
   );
 };
