@@ -50,25 +50,4 @@ describe.each(dialects)('the repositories operators use, on %s', (dialect) => {
     expect(await names('\\')).toEqual([]);
     expect(await names('zzz')).toEqual([]);
   });
-
-  it('sets and clears the disabled time, and says whether the user exists', async () => {
-    const users = createUsersRepository(database.db);
-    const id = ids.bob as number;
-    expect(await users.setUserDisabled(id, now)).toBe(true);
-    expect((await users.findUserById(id))?.disabledAt).toEqual(now);
-    expect(await users.setUserDisabled(id, null)).toBe(true);
-    expect((await users.findUserById(id))?.disabledAt).toBeNull();
-    expect(await users.setUserDisabled(999_999, now)).toBe(false);
-  });
-
-  it('replaces roles, and says whether the user exists', async () => {
-    const users = createUsersRepository(database.db);
-    const id = ids.Eve as number;
-    expect(await users.setUserRoles(id, ['admin', 'admin'])).toBe(true);
-    expect((await users.findUserById(id))?.roles).toEqual(['admin']);
-    expect((await users.findUserByUsername('eve'))?.roles).toEqual(['admin']);
-    expect(await users.setUserRoles(id, [])).toBe(true);
-    expect((await users.findUserById(id))?.roles).toEqual([]);
-    expect(await users.setUserRoles(999_999, ['admin'])).toBe(false);
-  });
 });
