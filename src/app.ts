@@ -18,7 +18,12 @@ import { registerClientIp } from './http/client-ip.ts';
 import { registerCors } from './http/cors.ts';
 import { registerDraining } from './http/draining.ts';
 import { errorHandler } from './http/error-handler.ts';
-import { PRESSURE_LIMITS, type PressureLimits, registerLoadShedding } from './http/load-shedding.ts';
+import {
+  heapGuardBytes,
+  PRESSURE_LIMITS,
+  type PressureLimits,
+  registerLoadShedding,
+} from './http/load-shedding.ts';
 import { createMetricsRegistry, instrumentApp, type MetricsRegistry } from './http/metrics.ts';
 import { registerOpenApi } from './http/openapi.ts';
 import { provideAuditTrail, registerAuditSinks } from './http/request-context.ts';
@@ -31,11 +36,13 @@ import { healthRoutes } from './http/routes/health.ts';
 import { jwksRoutes } from './http/routes/jwks.ts';
 import { messageRoutes } from './http/routes/messages.ts';
 import { registerRoutes } from './http/routes/register.ts';
-import { tokenRoutes } from './http/routes/token.ts';
+import { registerTokenEndpointHeaders, tokenRoutes } from './http/routes/token.ts';
 import { registerSecurityHeaders } from './http/security-headers.ts';
 import {
   answerClientError,
   answerFrameworkError,
+  answerUnmetExpectation,
+  registerHostRequirement,
   registerMethodNotAllowed,
 } from './http/unrouted-requests.ts';
 import { createAccessTokens } from './security/access-tokens.ts';
@@ -127,6 +134,8 @@ export async function buildApp(
     trustProxy: behindProxies ? (address: string) => clientIp.isTrusted(address) : false,
     bodyLimit: config.bodyLimitBytes,
     http: {
+      // Refused by registerHostRequirement instead, in the error table's shape.
+      requireHostHeader: false,
       // Auth headers and a JWT fit well inside this; anything larger is refused with 431 before routing.
       maxHeaderSize: 16384,
       // A request (headers and body) must arrive within this, or Node answers 408 and closes: a client that drips
@@ -186,7 +195,12 @@ export async function buildApp(
       createBreachedPasswordsCheck({
         ...breachCheck,
         onUnavailable: (reason) =>
-          app.log.warn({ reason }, 'breached-password check unavailable: password accepted without it'),
+          app.log.warn(
+            { reason },
+            breachCheck.failure === 'open'
+              ? 'breached-password check unavailable: password accepted without it'
+              : 'breached-password check unavailable: request refused (BREACHED_PASSWORD_CHECK_FAILURE=closed)',
+          ),
       }),
   });
   app.addHook('onClose', () => passwordPolicy.close());
@@ -247,7 +261,7 @@ export async function buildApp(
   }, 3600_000);
   pruneSessions.unref();
   app.addHook('onClose', async () => clearInterval(pruneSessions));
-  const login = createLoginService({ accounts, sessions, throttling });
+  const login = createLoginService({ accounts, sessions, throttling, hashQueue: deps.passwords });
   const conversations = createConversationsService({
     conversations: createConversationsRepository(db),
     clock: deps.clock,
@@ -269,7 +283,10 @@ export async function buildApp(
   // First of the onRequest hooks, so that an answer any later hook sends carries the headers too.
   await registerSecurityHeaders(app);
   registerResponseHooks(app);
+  registerTokenEndpointHeaders(app);
+  registerHostRequirement(app);
   registerMethodNotAllowed(app);
+  app.server.on('checkExpectation', answerUnmetExpectation);
   const auditSinks: AuditSink[] = [
     (event, fields, origin) =>
       auditTrail.record({
@@ -295,7 +312,11 @@ export async function buildApp(
   }
   registerAuditSinks(app, auditSinks);
   if (config.corsOrigins.length > 0) await registerCors(app, config.corsOrigins);
-  await registerLoadShedding(app, { ...PRESSURE_LIMITS, ...options.pressure });
+  await registerLoadShedding(app, {
+    ...PRESSURE_LIMITS,
+    maxHeapUsedBytes: heapGuardBytes(config.maxHeapUsedBytes),
+    ...options.pressure,
+  });
   const isDraining = registerDraining(app);
 
   if (config.docsEnabled) await registerOpenApi(app);
@@ -343,6 +364,12 @@ function buildThrottling(
             'rate-limit store unreachable: counting in this process until it is back',
           )
         : app.log.info('rate-limit store reachable again'),
+  });
+  // The first requests count where every instance counts, not in this process because Redis was still connecting. A
+  // Redis that does not answer is not a reason to refuse to start (the process counts until it does); and Fastify
+  // takes a value an onReady hook resolves with for an error, so the answer is dropped.
+  app.addHook('onReady', async () => {
+    await counters.ready();
   });
   app.addHook('onClose', () => counters.close());
   const rememberSeconds = config.throttling.deviceTokenTtlDays * 86400;

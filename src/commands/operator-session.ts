@@ -17,8 +17,6 @@ import { createThrottle } from '../services/throttle.ts';
 import { openDatabase } from './open-database.ts';
 import type { CommandIo } from './output.ts';
 
-const REDIS_CONNECT_TIMEOUT_MS = 3000;
-
 export interface OperatorSession {
   operators: OperatorService;
   context: OperatorContext;
@@ -48,7 +46,7 @@ export async function withOperatorService<T>(
           },
         })
       : undefined;
-  if (counters && !(await counters.reachable(REDIS_CONNECT_TIMEOUT_MS))) failed = true;
+  if (counters && !(await counters.ready())) failed = true;
   const accountFailures: AccountFailures = !config.throttling.enabled
     ? { kind: 'off' }
     : counters && !failed

@@ -34,7 +34,9 @@ const FORBIDDEN_CHARACTER = /(?![\t\n])[\p{Cc}\u202A-\u202E\u2066-\u2069]/u;
 const LONE_SURROGATE = /\p{Cs}/u;
 
 const CURSOR_SHAPE = /^[A-Za-z0-9_-]{1,24}$/;
-const CURSOR_TEXT = /^m[1-9][0-9]{0,15}$/;
+const CURSOR_TEXT = /^m[1-9][0-9]{0,9}$/;
+// messages.id is a 4-byte integer on PostgreSQL: a larger id names no message, on either database.
+const MAX_MESSAGE_ID = 2_147_483_647;
 
 /** Returns the opaque cursor that pages past the message with this id. */
 export function encodeMessageCursor(id: number): string {
@@ -47,7 +49,7 @@ export function decodeMessageCursor(cursor: string): number | undefined {
   const text = Buffer.from(cursor, 'base64url').toString('latin1');
   if (!CURSOR_TEXT.test(text)) return undefined;
   const id = Number(text.slice(1));
-  return Number.isSafeInteger(id) && encodeMessageCursor(id) === cursor ? id : undefined;
+  return id <= MAX_MESSAGE_ID && encodeMessageCursor(id) === cursor ? id : undefined;
 }
 
 /** Returns the text as it is stored (CRLF as LF, trimmed), or the problem that refuses it. */

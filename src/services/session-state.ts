@@ -47,6 +47,14 @@ export function isClaimedSessionLive(
   );
 }
 
+/** The one answer a disabled account gets once its credentials proved genuine (a password, a refresh token). */
+export const ACCOUNT_DISABLED = 'Account disabled';
+
+/** Returns true while the account may log in, refresh and use its tokens: an operator has not disabled it. */
+export function isAccountUsable(account: { disabledAt: Date | null }): boolean {
+  return account.disabledAt === null;
+}
+
 /**
  * Returns true when a token's claim may be honoured: its session is live (isClaimedSessionLive) and its user's account
  * is not disabled. Every path that serves a Bearer request applies it, with the account read in the same round trip.
@@ -59,7 +67,7 @@ export function isClaimHonoured(
 ): boolean {
   return (
     found !== undefined &&
-    found.accountDisabledAt === null &&
+    isAccountUsable({ disabledAt: found.accountDisabledAt }) &&
     isClaimedSessionLive(claim, found.session, now, policy)
   );
 }

@@ -20,6 +20,8 @@ import {
 import type { RequestContext } from './request-context.ts';
 import { effectiveScopes, formatScope, grantScopes, scopesOfToken } from './scopes.ts';
 import {
+  ACCOUNT_DISABLED,
+  isAccountUsable,
   isClaimedSessionLive,
   isClaimHonoured,
   type SessionClaim,
@@ -183,12 +185,13 @@ export function createSessionsService(deps: SessionsDependencies): SessionsServi
       if (!isLive(session, now)) throw invalidGrant();
       const user = await users.findUserById(session.userId);
       if (!user) throw invalidGrant();
-      if (user.disabledAt !== null) throw new AppError('invalid_grant', 'Account disabled');
-      // Judged before the token is spent: a refused scope leaves the refresh token usable.
+      if (!isAccountUsable(user)) throw new AppError('invalid_grant', ACCOUNT_DISABLED);
       const allowed = effectiveScopes(scopesOfToken(session.scope), user);
-      const scopes = grantScopes(requestedScopes, allowed, allowed);
+      const judgeScopes = () => grantScopes(requestedScopes, allowed, allowed);
 
       if (stored.usedAt === undefined) {
+        // Judged before the token is spent: a refused scope leaves the refresh token usable.
+        const scopes = judgeScopes();
         const successor = deriveSuccessor(token, deps.refreshDerivationKey);
         const outcome = await refreshTokens.markRefreshTokenUsed(
           token.id,
@@ -216,6 +219,8 @@ export function createSessionsService(deps: SessionsDependencies): SessionsServi
         context.audit('refresh_token_reuse_detected', { userId: user.id, sessionId: session.id, spentForMs });
         throw invalidGrant();
       }
+      // Only now, after the reuse check: a replay must end the family whatever scope it asks for.
+      const scopes = judgeScopes();
       // A retry (lost response, two tabs): answer with the family's live head, never a second branch.
       const head = await findUnspentSuccessor(token);
       if (!head) throw invalidGrant();

@@ -1,8 +1,10 @@
 import formbody from '@fastify/formbody';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import type { FastifyInstance } from 'fastify';
 import Type from 'typebox';
 import { AppError } from '../../errors.ts';
 import type { LoginService, PasswordGrantResult } from '../../services/login.ts';
+import { ACCOUNT_DISABLED } from '../../services/session-state.ts';
 import type { SessionsService, TokenGrant } from '../../services/sessions.ts';
 import { requestContext } from '../request-context.ts';
 import { OAuthErrorResponse, RevokeRequestBody, TokenRequestBody, TokenResponse } from '../schemas.ts';
@@ -39,7 +41,7 @@ function answerPasswordGrant(result: PasswordGrantResult): TokenResponse {
     case 'refused':
       throw new AppError('invalid_grant', 'Incorrect username or password');
     case 'disabled':
-      throw new AppError('invalid_grant', 'Account disabled');
+      throw new AppError('invalid_grant', ACCOUNT_DISABLED);
     case 'locked':
       throw new AppError('temporarily_unavailable', 'Login throttled', {
         retryAfterSeconds: result.retryAfterSeconds,
@@ -49,6 +51,23 @@ function answerPasswordGrant(result: PasswordGrantResult): TokenResponse {
   }
 }
 
+const TOKEN_PATH = '/token';
+const REVOKE_PATH = '/revoke';
+const TOKEN_ENDPOINT_PATHS = new Set([TOKEN_PATH, REVOKE_PATH]);
+
+/**
+ * RFC 6749 §5.1: answers of the token endpoint carry `Cache-Control: no-store` and `Pragma: no-cache`, all of them:
+ * a wrong method's 405 and a CORS preflight too, which no hook of the routes' own scope reaches. Registered at the
+ * root, before the CORS plugin answers preflights.
+ */
+export function registerTokenEndpointHeaders(app: FastifyInstance): void {
+  app.addHook('onRequest', async (request, reply) => {
+    if (TOKEN_ENDPOINT_PATHS.has(request.url.split('?')[0] ?? '')) {
+      reply.header('cache-control', 'no-store').header('pragma', 'no-cache');
+    }
+  });
+}
+
 export const tokenRoutes: FastifyPluginAsyncTypebox<{
   login: LoginService;
   sessions: SessionsService;
@@ -56,8 +75,7 @@ export const tokenRoutes: FastifyPluginAsyncTypebox<{
   await app.register(formbody);
 
   // RFC 6749 §3.2 and ASVS 14.2.1: credentials never travel in the URL.
-  app.addHook('onRequest', async (request, reply) => {
-    reply.header('cache-control', 'no-store').header('pragma', 'no-cache');
+  app.addHook('onRequest', async (request) => {
     const query = request.query as Record<string, unknown>;
     if (CREDENTIAL_PARAMETERS.some((name) => name in query)) {
       throw new AppError('invalid_request', 'Credentials must be sent in the request body, not the URL');
@@ -65,7 +83,7 @@ export const tokenRoutes: FastifyPluginAsyncTypebox<{
   });
 
   app.post(
-    '/token',
+    TOKEN_PATH,
     {
       config: { errorStyle: 'oauth' },
       schema: {
@@ -110,7 +128,7 @@ export const tokenRoutes: FastifyPluginAsyncTypebox<{
   );
 
   app.post(
-    '/revoke',
+    REVOKE_PATH,
     {
       config: { errorStyle: 'oauth' },
       schema: {
