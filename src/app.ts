@@ -31,6 +31,7 @@ import { provideAuditTrail, registerAuditSinks } from './http/request-context.ts
 import { registerResponseHooks } from './http/response-hooks.ts';
 import { accountRoutes } from './http/routes/account.ts';
 import { activityRoutes } from './http/routes/activity.ts';
+import { adminRoutes } from './http/routes/admin.ts';
 import { conversationRoutes } from './http/routes/conversation.ts';
 import { healthRoutes } from './http/routes/health.ts';
 import { jwksRoutes } from './http/routes/jwks.ts';
@@ -60,6 +61,7 @@ import { createConversationsService } from './services/conversations.ts';
 import { type LoadedKeyRing, loadKeyRing } from './services/keys.ts';
 import { createKnownClients } from './services/known-clients.ts';
 import { createLoginService, type LoginThrottling } from './services/login.ts';
+import { createOperatorService } from './services/operators.ts';
 import type { AuditSink, RequestContext } from './services/request-context.ts';
 import { createSessionsService } from './services/sessions.ts';
 import { createThrottle, type Throttle } from './services/throttle.ts';
@@ -270,6 +272,17 @@ export async function buildApp(
     policy: sessionPolicy,
   });
 
+  const operators = createOperatorService({
+    users,
+    sessions: createSessionsRepository(db),
+    signingKeys: createSigningKeysRepository(db),
+    box: createSecretBox(config.secrets),
+    auditTrail,
+    accountFailures: throttling ? { kind: 'reachable', throttle: throttling.throttle } : { kind: 'off' },
+    clock: deps.clock,
+    policy: sessionPolicy,
+  });
+
   app.setErrorHandler(errorHandler);
   // First of the onRequest hooks, so that an answer any later hook sends carries the headers too.
   await registerSecurityHeaders(app);
@@ -343,6 +356,7 @@ export async function buildApp(
       await protectedScope.register(messageRoutes, { conversations });
       await protectedScope.register(accountRoutes, { accounts, sessions, cookies });
       await protectedScope.register(activityRoutes, { auditTrail });
+      await protectedScope.register(adminRoutes, { operators });
     });
   });
   return app;
@@ -365,8 +379,12 @@ function buildThrottling(
           )
         : app.log.info('rate-limit store reachable again'),
   });
-  // The first requests count where every instance counts, not in this process because Redis was still connecting.
-  app.addHook('onReady', () => counters.ready());
+  // The first requests count where every instance counts, not in this process because Redis was still connecting. A
+  // Redis that does not answer is not a reason to refuse to start (the process counts until it does); and Fastify
+  // takes a value an onReady hook resolves with for an error, so the answer is dropped.
+  app.addHook('onReady', async () => {
+    await counters.ready();
+  });
   app.addHook('onClose', () => counters.close());
   const rememberSeconds = config.throttling.deviceTokenTtlDays * 86400;
   return {

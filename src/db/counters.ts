@@ -40,8 +40,12 @@ export interface CounterStore {
   counter(spec: CounterSpec): Counter;
   /** Returns how many keys this process holds (its own counts, or the insurance of a shared store). */
   heldKeys(): number;
-  /** Resolves once a shared store is connected or known to be unreachable (at most its connection timeout). */
-  ready(): Promise<void>;
+  /**
+   * Resolves once a shared store is connected or known to be unreachable (at most its connection timeout): true when
+   * it answers (at once in memory). A short-lived process (a command) must wait for it, since a counter used before
+   * then counts in this process alone.
+   */
+  ready(): Promise<boolean>;
   close(): Promise<void>;
 }
 
@@ -72,7 +76,7 @@ export function createCounterStore(options: CounterStoreOptions = {}): CounterSt
     kind: 'memory',
     counter: (spec) => asCounter(local.counter(spec)),
     heldKeys: local.size,
-    ready: async () => {},
+    ready: async () => true,
     close: async () => local.close(),
   };
 }
@@ -298,12 +302,13 @@ function redisStore(
     },
     heldKeys: local.size,
     ready: () =>
-      new Promise<void>((resolve) => {
-        if (client.status === 'ready' || probe !== undefined) return resolve();
+      new Promise<boolean>((resolve) => {
+        const answers = () => client.status === 'ready' && probe === undefined;
+        if (client.status === 'ready' || probe !== undefined) return resolve(answers());
         const settled = () => {
           clearTimeout(timer);
           client.off('ready', settled).off('error', settled);
-          resolve();
+          resolve(answers());
         };
         const timer = setTimeout(settled, REDIS_CONNECT_TIMEOUT_MS);
         client.once('ready', settled).once('error', settled);
@@ -341,7 +346,7 @@ function clusterStore(
       return insure(fromLimiter(limiter), local.counter(spec), health);
     },
     heldKeys: local.size,
-    ready: async () => {},
+    ready: async () => reachable,
     close: async () => local.close(),
   };
 }

@@ -2,6 +2,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import Type from 'typebox';
 import type { Session } from '../../domain/session.ts';
 import type { AccountsService } from '../../services/accounts.ts';
+import { sessionRecord } from '../../services/records.ts';
 import type { SessionsService } from '../../services/sessions.ts';
 import { requestContext } from '../request-context.ts';
 import {
@@ -21,12 +22,7 @@ import { isWebClient, type WebClientCookies } from '../web-client.ts';
 const secured = { security: [{ OAuth2PasswordBearer: [] }] };
 
 const toSessionResponse = (session: Session, currentSessionId: string) => ({
-  id: session.id,
-  created_at: session.createdAt.toISOString(),
-  last_used_at: session.lastUsedAt.toISOString(),
-  expires_at: session.expiresAt.toISOString(),
-  user_agent: session.userAgent ?? null,
-  ip_address: session.ipAddress ?? null,
+  ...sessionRecord(session),
   current: session.id === currentSessionId,
 });
 
