@@ -64,8 +64,23 @@ function isLoopbackHost(hostname: string): boolean {
 
 /** Builds the cookie handling of the web client; nothing outside http/ sees a cookie. */
 export function createWebClientCookies(policy: WebClientPolicy): WebClientCookies {
+  let warnedOfUntrustedProxy = false;
+  const flavourOf = (request: FastifyRequest) => {
+    const flavour = cookieFlavourOf(request);
+    // A TLS proxy that TRUST_PROXY does not name: its HTTPS is taken for plain HTTP, and the cookies lose their
+    // prefix and Secure, which a sibling host could then plant. The header cannot be believed, only reported.
+    if (!flavour.secure && !warnedOfUntrustedProxy && request.headers['x-forwarded-proto'] !== undefined) {
+      warnedOfUntrustedProxy = true;
+      request.log.warn(
+        { peer: request.socket.remoteAddress },
+        'X-Forwarded-Proto came from a peer TRUST_PROXY does not list: the account page cookies are set without ' +
+          'Secure and the __Host- prefix. Behind a TLS proxy, list it in TRUST_PROXY',
+      );
+    }
+    return flavour;
+  };
   const read = (request: FastifyRequest, name: string) =>
-    request.cookies[cookieFlavourOf(request).prefix + name] || undefined;
+    request.cookies[flavourOf(request).prefix + name] || undefined;
   const write = (
     request: FastifyRequest,
     reply: FastifyReply,
@@ -73,11 +88,11 @@ export function createWebClientCookies(policy: WebClientPolicy): WebClientCookie
     value: string,
     maxAge: number,
   ) => {
-    const { prefix, secure } = cookieFlavourOf(request);
+    const { prefix, secure } = flavourOf(request);
     reply.setCookie(prefix + name, value, { path: '/', httpOnly: true, secure, sameSite: 'strict', maxAge });
   };
   const clear = (request: FastifyRequest, reply: FastifyReply, name: string) => {
-    const { prefix, secure } = cookieFlavourOf(request);
+    const { prefix, secure } = flavourOf(request);
     reply.clearCookie(prefix + name, { path: '/', httpOnly: true, secure, sameSite: 'strict' });
   };
   return {

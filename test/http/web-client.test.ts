@@ -324,6 +324,16 @@ describe('the cookie names and flags follow the scheme and host', () => {
     expect(refreshed.statusCode).toBe(200);
   });
 
+  it('warns once when an untrusted peer says X-Forwarded-Proto: the proxy is missing from TRUST_PROXY', async () => {
+    const untrusted = () =>
+      login({ host: 'auth.example', 'x-forwarded-proto': 'https', origin: 'http://auth.example' });
+    expect((await untrusted()).statusCode).toBe(200);
+    expect((await untrusted()).statusCode).toBe(200);
+    const warnings = t.logs.filter((line) => line.includes('X-Forwarded-Proto came from a peer TRUST_PROXY'));
+    expect(warnings).toHaveLength(1);
+    expect(JSON.parse(warnings[0] as string).level).toBe(40);
+  });
+
   it('over HTTPS (a trusted proxy says so): the __Host- cookie, Secure', async () => {
     const response = await login(
       { host: 'auth.example', 'x-forwarded-proto': 'https', origin: 'https://auth.example' },
