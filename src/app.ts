@@ -13,30 +13,40 @@ import { createRefreshTokensRepository } from './db/refresh-tokens.ts';
 import { createSessionsRepository } from './db/sessions.ts';
 import { createSigningKeysRepository } from './db/signing-keys.ts';
 import { createUsersRepository } from './db/users.ts';
+import { registerAccountPage } from './http/account-page.ts';
 import { requireLiveSession, requireVerifiedAccessToken } from './http/authenticate.ts';
 import { registerClientIp } from './http/client-ip.ts';
 import { registerCors } from './http/cors.ts';
 import { registerDraining } from './http/draining.ts';
 import { errorHandler } from './http/error-handler.ts';
-import { PRESSURE_LIMITS, type PressureLimits, registerLoadShedding } from './http/load-shedding.ts';
+import {
+  heapGuardBytes,
+  PRESSURE_LIMITS,
+  type PressureLimits,
+  registerLoadShedding,
+} from './http/load-shedding.ts';
 import { createMetricsRegistry, instrumentApp, type MetricsRegistry } from './http/metrics.ts';
 import { registerOpenApi } from './http/openapi.ts';
 import { provideAuditTrail, registerAuditSinks } from './http/request-context.ts';
 import { registerResponseHooks } from './http/response-hooks.ts';
 import { accountRoutes } from './http/routes/account.ts';
 import { activityRoutes } from './http/routes/activity.ts';
+import { adminRoutes } from './http/routes/admin.ts';
 import { conversationRoutes } from './http/routes/conversation.ts';
 import { healthRoutes } from './http/routes/health.ts';
 import { jwksRoutes } from './http/routes/jwks.ts';
 import { messageRoutes } from './http/routes/messages.ts';
 import { registerRoutes } from './http/routes/register.ts';
-import { tokenRoutes } from './http/routes/token.ts';
+import { registerTokenEndpointHeaders, tokenRoutes } from './http/routes/token.ts';
 import { registerSecurityHeaders } from './http/security-headers.ts';
 import {
   answerClientError,
   answerFrameworkError,
+  answerUnmetExpectation,
+  registerHostRequirement,
   registerMethodNotAllowed,
 } from './http/unrouted-requests.ts';
+import { createWebClientCookies, refuseCrossSiteWebClients } from './http/web-client.ts';
 import { createAccessTokens } from './security/access-tokens.ts';
 import { createBreachedPasswordsCheck } from './security/breached-passwords.ts';
 import { createClientIpResolver } from './security/client-ip.ts';
@@ -51,6 +61,7 @@ import { createConversationsService } from './services/conversations.ts';
 import { type LoadedKeyRing, loadKeyRing } from './services/keys.ts';
 import { createKnownClients } from './services/known-clients.ts';
 import { createLoginService, type LoginThrottling } from './services/login.ts';
+import { createOperatorService } from './services/operators.ts';
 import type { AuditSink, RequestContext } from './services/request-context.ts';
 import { createSessionsService } from './services/sessions.ts';
 import { createThrottle, type Throttle } from './services/throttle.ts';
@@ -73,6 +84,8 @@ export interface AppOptions {
   requestTimeoutMs?: number;
   /** When the event loop counts as overloaded; tests lower the limits to provoke it. */
   pressure?: Partial<PressureLimits>;
+  /** Where the account page's build is; dist/web when omitted. */
+  accountPageDirectory?: string;
 }
 
 const KEY_RELOAD_INTERVAL_SECONDS = 30;
@@ -125,6 +138,8 @@ export async function buildApp(
     trustProxy: behindProxies ? (address: string) => clientIp.isTrusted(address) : false,
     bodyLimit: config.bodyLimitBytes,
     http: {
+      // Refused by registerHostRequirement instead, in the error table's shape.
+      requireHostHeader: false,
       // Auth headers and a JWT fit well inside this; anything larger is refused with 431 before routing.
       maxHeaderSize: 16384,
       // A request (headers and body) must arrive within this, or Node answers 408 and closes: a client that drips
@@ -188,7 +203,12 @@ export async function buildApp(
       createBreachedPasswordsCheck({
         ...breachCheck,
         onUnavailable: (reason) =>
-          app.log.warn({ reason }, 'breached-password check unavailable: password accepted without it'),
+          app.log.warn(
+            { reason },
+            breachCheck.failure === 'open'
+              ? 'breached-password check unavailable: password accepted without it'
+              : 'breached-password check unavailable: request refused (BREACHED_PASSWORD_CHECK_FAILURE=closed)',
+          ),
       }),
   });
   app.addHook('onClose', () => passwordPolicy.close());
@@ -251,9 +271,20 @@ export async function buildApp(
   }, 3600_000);
   pruneSessions.unref();
   app.addHook('onClose', async () => clearInterval(pruneSessions));
-  const login = createLoginService({ accounts, sessions, throttling });
+  const login = createLoginService({ accounts, sessions, throttling, hashQueue: deps.passwords });
   const conversations = createConversationsService({
     conversations: createConversationsRepository(db),
+    clock: deps.clock,
+    policy: sessionPolicy,
+  });
+
+  const operators = createOperatorService({
+    users,
+    sessions: createSessionsRepository(db),
+    signingKeys: createSigningKeysRepository(db),
+    box: createSecretBox(config.secrets),
+    auditTrail,
+    accountFailures: throttling ? { kind: 'reachable', throttle: throttling.throttle } : { kind: 'off' },
     clock: deps.clock,
     policy: sessionPolicy,
   });
@@ -262,7 +293,10 @@ export async function buildApp(
   // First of the onRequest hooks, so that an answer any later hook sends carries the headers too.
   await registerSecurityHeaders(app);
   registerResponseHooks(app);
+  registerTokenEndpointHeaders(app);
+  registerHostRequirement(app);
   registerMethodNotAllowed(app);
+  app.server.on('checkExpectation', answerUnmetExpectation);
   const auditSinks: AuditSink[] = [
     (event, fields, origin) =>
       auditTrail.record({
@@ -288,10 +322,16 @@ export async function buildApp(
   }
   registerAuditSinks(app, auditSinks);
   if (config.corsOrigins.length > 0) await registerCors(app, config.corsOrigins);
-  await registerLoadShedding(app, { ...PRESSURE_LIMITS, ...options.pressure });
+  await registerLoadShedding(app, {
+    ...PRESSURE_LIMITS,
+    maxHeapUsedBytes: heapGuardBytes(config.maxHeapUsedBytes),
+    ...options.pressure,
+  });
+  refuseCrossSiteWebClients(app);
   const isDraining = registerDraining(app);
 
   if (config.docsEnabled) await registerOpenApi(app);
+  await registerAccountPage(app, options.accountPageDirectory);
   await app.register(healthRoutes, {
     isDatabaseReachable: () =>
       pingDatabase(db).then(
@@ -305,16 +345,25 @@ export async function buildApp(
   });
   await app.register(jwksRoutes, { publicJwks: () => keys.publicJwks() });
   await app.register(registerRoutes, { accounts, throttle: throttling?.throttle });
-  await app.register(tokenRoutes, { login, sessions });
   await app.register(async (conversationScope) => {
     requireVerifiedAccessToken(conversationScope, sessions);
     await conversationScope.register(conversationRoutes, { conversations });
   });
-  await app.register(async (protectedScope) => {
-    requireLiveSession(protectedScope, sessions);
-    await protectedScope.register(messageRoutes, { conversations });
-    await protectedScope.register(accountRoutes, { accounts, sessions });
-    await protectedScope.register(activityRoutes, { auditTrail });
+  const cookies = createWebClientCookies({
+    refreshMaxAgeSeconds: config.sessions.idleTtlSeconds,
+    deviceMaxAgeSeconds: config.throttling.deviceTokenTtlDays * 86400,
+  });
+  // The routes that read or write the web client's cookies; no other route parses a Cookie header.
+  await app.register(async (cookieScope) => {
+    await cookies.register(cookieScope);
+    await cookieScope.register(tokenRoutes, { login, sessions, cookies });
+    await cookieScope.register(async (protectedScope) => {
+      requireLiveSession(protectedScope, sessions);
+      await protectedScope.register(messageRoutes, { conversations });
+      await protectedScope.register(accountRoutes, { accounts, sessions, cookies });
+      await protectedScope.register(activityRoutes, { auditTrail });
+      await protectedScope.register(adminRoutes, { operators });
+    });
   });
   return app;
 }
@@ -335,6 +384,12 @@ function buildThrottling(
             'rate-limit store unreachable: counting in this process until it is back',
           )
         : app.log.info('rate-limit store reachable again'),
+  });
+  // The first requests count where every instance counts, not in this process because Redis was still connecting. A
+  // Redis that does not answer is not a reason to refuse to start (the process counts until it does); and Fastify
+  // takes a value an onReady hook resolves with for an error, so the answer is dropped.
+  app.addHook('onReady', async () => {
+    await counters.ready();
   });
   app.addHook('onClose', () => counters.close());
   const rememberSeconds = config.throttling.deviceTokenTtlDays * 86400;

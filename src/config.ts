@@ -47,12 +47,16 @@ const EnvSchema = Type.Object({
   AUDIT_RETENTION_DAYS: Type.Integer({ default: 90, minimum: 1, maximum: 3650 }),
   CORS_ORIGINS: Type.Optional(Type.String()),
   BREACHED_PASSWORD_CHECK: Type.Union([Type.Literal('off'), Type.Literal('hibp')], { default: 'off' }),
+  BREACHED_PASSWORD_CHECK_FAILURE: Type.Union([Type.Literal('open'), Type.Literal('closed')], {
+    default: 'open',
+  }),
   HIBP_API_URL: Type.String({ default: 'https://api.pwnedpasswords.com', minLength: 1 }),
   HIBP_TIMEOUT_MS: Type.Integer({ default: 2000, minimum: 100, maximum: 10000 }),
   // runtime-check.ts reads HASH_CONCURRENCY too, before this schema runs: keep their bounds the same.
   HASH_CONCURRENCY: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_HASH_CONCURRENCY })),
   HASH_QUEUE_MAX: Type.Optional(Type.Integer({ minimum: 0, maximum: 100_000 })),
   HASH_QUEUE_TIMEOUT_MS: Type.Integer({ default: 1000, minimum: 1, maximum: 60_000 }),
+  MAX_HEAP_USED_MB: Type.String({ default: 'auto', pattern: '^(auto|off|[1-9][0-9]{0,6})$' }),
   SHUTDOWN_DRAIN_MS: Type.Integer({ default: 1000, minimum: 0, maximum: 60_000 }),
   RATE_LIMITS: Type.Union([Type.Literal('on'), Type.Literal('off')], { default: 'on' }),
   REDIS_URL: Type.Optional(Type.String()),
@@ -99,8 +103,13 @@ export interface Config {
     readonly minLength: number;
     readonly maxLength: number;
     readonly argon2: { readonly memoryKib: number; readonly timeCost: number; readonly parallelism: number };
-    /** The Have I Been Pwned range API new passwords are checked against; undefined when the check is off. */
-    readonly breachCheck: { readonly apiUrl: string; readonly timeoutMs: number } | undefined;
+    /**
+     * The Have I Been Pwned range API new passwords are checked against, and what happens when it cannot answer (the
+     * password is accepted, or refused with 503); undefined when the check is off.
+     */
+    readonly breachCheck:
+      | { readonly apiUrl: string; readonly timeoutMs: number; readonly failure: 'open' | 'closed' }
+      | undefined;
   };
   /**
    * GATEHOUSE_SECRET as a list, current first: it seals private keys at rest and derives the refresh-token key. Empty
@@ -134,6 +143,8 @@ export interface Config {
   };
   /** How long a stopping server keeps listening (readiness failed, connections closed after each answer). */
   readonly shutdownDrainMs: number;
+  /** Past this much used heap requests are shed (503); `auto`: 90% of V8's heap limit; undefined: never. */
+  readonly maxHeapUsedBytes: number | 'auto' | undefined;
   /** Where counters shared by instances live; undefined keeps them in this process (or its cluster's primary). */
   readonly redis: { readonly url: string; readonly keyPrefix: string } | undefined;
   readonly throttling: ThrottlingConfig;
@@ -298,7 +309,13 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
         timeCost: values.ARGON2_TIME_COST,
         parallelism: values.ARGON2_PARALLELISM,
       },
-      breachCheck: hibpApiUrl ? { apiUrl: hibpApiUrl, timeoutMs: values.HIBP_TIMEOUT_MS } : undefined,
+      breachCheck: hibpApiUrl
+        ? {
+            apiUrl: hibpApiUrl,
+            timeoutMs: values.HIBP_TIMEOUT_MS,
+            failure: values.BREACHED_PASSWORD_CHECK_FAILURE,
+          }
+        : undefined,
     },
     secrets,
     bodyLimitBytes: values.BODY_LIMIT_BYTES,
@@ -316,6 +333,12 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
       queueTimeoutMs: values.HASH_QUEUE_TIMEOUT_MS,
     },
     shutdownDrainMs: values.SHUTDOWN_DRAIN_MS,
+    maxHeapUsedBytes:
+      values.MAX_HEAP_USED_MB === 'off'
+        ? undefined
+        : values.MAX_HEAP_USED_MB === 'auto'
+          ? 'auto'
+          : Number(values.MAX_HEAP_USED_MB) * 1024 * 1024,
     redis: redisUrl === undefined ? undefined : { url: redisUrl, keyPrefix: values.REDIS_KEY_PREFIX },
     throttling: {
       enabled: values.RATE_LIMITS === 'on',

@@ -3,6 +3,7 @@ export type ErrorCode =
   | 'username_taken'
   | 'email_taken'
   | 'invalid_password'
+  | 'missing_host'
   | 'invalid_request'
   | 'invalid_grant'
   | 'unsupported_grant_type'
@@ -11,6 +12,7 @@ export type ErrorCode =
   | 'mfa_required'
   | 'missing_token'
   | 'malformed_authorization'
+  | 'cross_site_request'
   | 'invalid_token'
   | 'insufficient_scope'
   | 'not_found'
@@ -21,6 +23,16 @@ export type ErrorCode =
   | 'service_unavailable'
   | 'overloaded'
   | 'internal';
+
+/** Why a request was answered 503, for the metrics: what was unavailable, or what was full. */
+export type UnavailableReason =
+  | 'overloaded'
+  | 'hash_queue_full'
+  | 'hash_queue_timeout'
+  | 'client_gone'
+  | 'database_unavailable'
+  | 'shutting_down'
+  | 'password_check_unavailable';
 
 /** One entry a field that failed validation: FastAPI's `loc`, `msg`, `type`. */
 export interface FieldProblem {
@@ -38,6 +50,8 @@ export interface AppErrorOptions {
   mfaToken?: string;
   /** The scope a route needs and the token lacks (insufficient_scope). */
   requiredScope?: string;
+  /** Why the service is unavailable (service_unavailable, overloaded). */
+  unavailableReason?: UnavailableReason;
 }
 
 export class AppError extends Error {
@@ -46,6 +60,7 @@ export class AppError extends Error {
   readonly retryAfterSeconds: number | undefined;
   readonly mfaToken: string | undefined;
   readonly requiredScope: string | undefined;
+  readonly unavailableReason: UnavailableReason | undefined;
 
   constructor(code: ErrorCode, message: string, options: AppErrorOptions = {}) {
     super(message, { cause: options.cause });
@@ -55,5 +70,6 @@ export class AppError extends Error {
     this.retryAfterSeconds = options.retryAfterSeconds;
     this.mfaToken = options.mfaToken;
     this.requiredScope = options.requiredScope;
+    this.unavailableReason = options.unavailableReason;
   }
 }

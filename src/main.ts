@@ -3,16 +3,15 @@ import { execFileSync } from 'node:child_process';
 import cluster from 'node:cluster';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import type { Server } from 'node:http';
-import { setPriority } from 'node:os';
+import { setPriority, userInfo } from 'node:os';
+import { createInterface } from 'node:readline/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import closeWithGrace from 'close-with-grace';
 import { buildApp, loadConfiguredKeyRing } from './app.ts';
-import { runImportFastapiCommand } from './commands/import-fastapi.ts';
-import { runKeysCommand } from './commands/keys.ts';
-import { runMigrateCommand } from './commands/migrate.ts';
+import { resolveCommandLine, runCommand } from './commands/cli.ts';
 import { type OpenedDatabase, openDatabase } from './commands/open-database.ts';
-import { runSecretCommand, type SecretSource } from './commands/secret.ts';
-import { runSeedUsersCommand } from './commands/seed-users.ts';
+import type { CommandIo } from './commands/output.ts';
+import type { SecretSource } from './commands/secret.ts';
 import { type Config, ConfigError, loadConfig, parseSecretList, withSecrets } from './config.ts';
 import { startClusterCounters } from './db/counters.ts';
 import { readOrCreateSecretFile, type SecretFile, secretFilePath } from './db/data-directory.ts';
@@ -162,6 +161,26 @@ function refuseToStart(error: unknown): never {
   process.exit(1);
 }
 
+/** Asks on the terminal; false without asking when stdin is not one (a script must say --yes). */
+async function confirmOnTerminal(question: string): Promise<boolean> {
+  if (!process.stdin.isTTY) return false;
+  const prompt = createInterface({ input: process.stdin, output: process.stderr });
+  try {
+    return /^y(es)?$/i.test((await prompt.question(question)).trim());
+  } finally {
+    prompt.close();
+  }
+}
+
+/** The OS account running a command, named as the actor of what it changes in the audit trail. */
+function operatingSystemUser(): string {
+  try {
+    return userInfo().username;
+  } catch {
+    return process.env.USER ?? process.env.LOGNAME ?? 'unknown';
+  }
+}
+
 async function serve(config: Config): Promise<void> {
   const inCluster = cluster.isWorker;
   // A worker is stopped by a SIGTERM from the primary (or from a terminal, to the whole group), which may come while
@@ -304,41 +323,39 @@ async function superviseWorkers(config: Config): Promise<void> {
   });
 }
 
-const [command = 'serve', ...args] = process.argv.slice(2);
-if (command === 'version') {
-  // Also run by `npm ci` (prepare) with the compile cache on: every module is then already compiled at the first
-  // `npm start`, which spares it Node's TypeScript stripper (about 18 MB of resident memory) and its start-up time.
-  const { version } = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8'));
-  console.log(`gatehouse ${version} (Node.js ${process.version})`);
+const resolution = resolveCommandLine(process.argv.slice(2));
+if (resolution.kind === 'help') {
+  console.log(resolution.text);
   process.exit(0);
 }
-if (command === 'secret' && args[0] === 'generate') {
-  console.log(generateSecret());
-  process.exit(0);
+if (resolution.kind === 'usage') {
+  console.error(resolution.message);
+  console.error(resolution.help);
+  process.exit(2);
 }
-const { config, source: secretSource } = resolveSecrets(readConfig());
-if (command === 'serve') {
+if (resolution.kind === 'serve') {
+  const { config } = resolveSecrets(readConfig());
   if (config.workers > 1 && cluster.isPrimary) await superviseWorkers(config);
   else await serve(config);
 } else {
-  const print = (line: string) => console.log(line);
+  const io: CommandIo = {
+    print: (line) => console.log(line),
+    warn: (line) => console.error(line),
+    progress: (text) => process.stderr.write(text),
+    isTerminal: process.stdout.isTTY === true,
+    confirm: (question) => confirmOnTerminal(question),
+    osUser: operatingSystemUser(),
+  };
   try {
-    if (command === 'migrate') process.exitCode = await runMigrateCommand(config, print);
-    else if (command === 'import' && args[0] === 'fastapi')
-      process.exitCode = await runImportFastapiCommand(config, args.slice(1), print);
-    else if (command === 'keys') process.exitCode = await runKeysCommand(config, args, print);
-    else if (command === 'secret')
-      process.exitCode = await runSecretCommand(config, secretSource, args, print);
-    else if (command === 'seed-users') {
-      process.exitCode = await runSeedUsersCommand(config, args, print, (line) => process.stderr.write(line));
-    } else {
-      console.error(
-        'usage: node src/main.ts [serve | migrate | keys list|rotate|retire <kid> | secret generate|rotate | seed-users --count N | version]',
-      );
-      process.exitCode = 2;
-    }
+    // Also run by `npm ci` (prepare) as `version` with the compile cache on: every module is then already compiled at
+    // the first `npm start`, which spares it Node's TypeScript stripper (about 18 MB of resident memory) and its
+    // start-up time.
+    process.exitCode = await runCommand(resolution, io, () => {
+      const { config, source } = resolveSecrets(readConfig());
+      return { config, secretSource: source };
+    });
   } catch (error) {
-    console.error(`gatehouse ${command}: ${describeFailure(error)}`);
+    console.error(`gatehouse ${resolution.command.name}: ${describeFailure(error)}`);
     process.exitCode = 1;
   }
 }

@@ -1,62 +1,83 @@
-import type { Config } from '../config.ts';
-import { createSigningKeysRepository } from '../db/signing-keys.ts';
-import { systemClock } from '../security/clock.ts';
-import { createSecretBox } from '../security/secret-box.ts';
-import { listSigningKeys, rotateSigningKey } from '../services/keys.ts';
-import { openDatabase } from './open-database.ts';
+import { withOperatorService } from './operator-session.ts';
+import { printJson, printTable } from './output.ts';
+import { type CommandInput, EXIT_OK, EXIT_REFUSED } from './users.ts';
 
-const USAGE = 'usage: npm run keys -- list | rotate | retire <kid>';
+const refuseWithHs256 = (input: CommandInput): number | undefined => {
+  if (input.config.jwt.algorithm === 'EdDSA') return undefined;
+  input.io.warn('JWT_ALGORITHM=HS256 signs with JWT_SECRET: rotate it by changing the secret, not with keys');
+  return EXIT_REFUSED;
+};
 
-/** `npm run keys -- list|rotate|retire <kid>`: manages signing keys; returns the process exit code. */
-export async function runKeysCommand(
-  config: Config,
-  args: string[],
-  print: (line: string) => void,
-): Promise<number> {
-  const [command, kid] = args;
-  if (config.jwt.algorithm !== 'EdDSA') {
-    print('JWT_ALGORITHM=HS256 signs with JWT_SECRET: rotate it by changing the secret, not with keys');
-    return 1;
-  }
-  const { handle } = await openDatabase(config, print);
-  try {
-    const signingKeys = createSigningKeysRepository(handle.db);
-    if (command === 'list') {
-      for (const key of await listSigningKeys(signingKeys)) {
-        const retired = key.retiredAt ? `  retired ${key.retiredAt.toISOString()}` : '';
-        print(
-          `${key.kid}  ${key.algorithm}  ${key.state.padEnd(9)}  created ${key.createdAt.toISOString()}${retired}`,
-        );
-      }
-      return 0;
+/** `gatehouse keys list`: every signing key, newest first, with its state. */
+export async function listKeysCommand(input: CommandInput): Promise<number> {
+  const refused = refuseWithHs256(input);
+  if (refused !== undefined) return refused;
+  return withOperatorService(input.config, input.io, { counters: false }, async ({ operators }) => {
+    const keys = await operators.listSigningKeys();
+    if (input.options.json) {
+      printJson(input.io, {
+        keys: keys.map((key) => ({
+          kid: key.kid,
+          algorithm: key.algorithm,
+          state: key.state,
+          created_at: key.createdAt.toISOString(),
+          retired_at: key.retiredAt?.toISOString() ?? null,
+        })),
+      });
+      return EXIT_OK;
     }
-    if (command === 'rotate') {
-      const newKid = await rotateSigningKey(signingKeys, systemClock, createSecretBox(config.secrets));
-      print(
-        `new signing key ${newKid}: every instance signs with it from its next login on (within a second).`,
-      );
-      print('Older keys keep verifying until the tokens they signed have expired, then retire on their own.');
-      return 0;
-    }
-    if (command === 'retire' && kid) {
-      const target = (await listSigningKeys(signingKeys)).find((key) => key.kid === kid);
-      if (!target) return fail(print, `no key ${kid}`);
-      if (target.state === 'signing')
-        return fail(print, `${kid} is the signing key: rotate first, then retire it`);
-      if (!(await signingKeys.retireSigningKey(kid, systemClock.now())))
-        return fail(print, `${kid} is already retired`);
-      print(
-        `retired ${kid}: tokens it signed are refused from each instance's next key reload (within 30 s)`,
-      );
-      return 0;
-    }
-    return fail(print, USAGE);
-  } finally {
-    await handle.close();
-  }
+    printTable(
+      input.io,
+      ['kid', 'algorithm', 'state', 'created', 'retired'],
+      keys.map((key) => [key.kid, key.algorithm, key.state, key.createdAt, key.retiredAt]),
+      'no signing keys yet: the first server start makes one',
+    );
+    return EXIT_OK;
+  });
 }
 
-function fail(print: (line: string) => void, message: string): number {
-  print(message);
-  return 1;
+/** `gatehouse keys rotate`: a new signing key. */
+export async function rotateKeyCommand(input: CommandInput): Promise<number> {
+  const refused = refuseWithHs256(input);
+  if (refused !== undefined) return refused;
+  return withOperatorService(input.config, input.io, { counters: false }, async ({ operators, context }) => {
+    const kid = await operators.rotateSigningKey(context);
+    if (input.options.json) {
+      printJson(input.io, { kid });
+      return EXIT_OK;
+    }
+    input.io.print(
+      `new signing key ${kid}: every instance signs with it from its next login on (within a second).`,
+    );
+    input.io.print(
+      'Older keys keep verifying until the tokens they signed have expired, then retire on their own.',
+    );
+    return EXIT_OK;
+  });
+}
+
+/** `gatehouse keys retire KID`: refuses a key's tokens now (a leaked key). */
+export async function retireKeyCommand(input: CommandInput): Promise<number> {
+  const refused = refuseWithHs256(input);
+  if (refused !== undefined) return refused;
+  const kid = input.positionals[0] ?? '';
+  return withOperatorService(input.config, input.io, { counters: false }, async ({ operators, context }) => {
+    const outcome = await operators.retireSigningKey(kid, context);
+    if (outcome === 'retired') {
+      if (input.options.json) printJson(input.io, { kid, retired: true });
+      else
+        input.io.print(
+          `retired ${kid}: tokens it signed are refused from each instance's next key reload (within 30 s)`,
+        );
+      return EXIT_OK;
+    }
+    input.io.warn(
+      outcome === 'not_found'
+        ? `gatehouse: no key ${kid}`
+        : outcome === 'signing'
+          ? `gatehouse: ${kid} is the signing key: rotate first, then retire it`
+          : `gatehouse: ${kid} is already retired`,
+    );
+    return EXIT_REFUSED;
+  });
 }

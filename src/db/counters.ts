@@ -4,8 +4,6 @@ import {
   type RateLimiterAbstract,
   RateLimiterCluster,
   RateLimiterClusterMaster,
-  RateLimiterMemory,
-  RateLimiterRedis,
   RateLimiterRes,
 } from 'rate-limiter-flexible';
 
@@ -40,6 +38,14 @@ export interface CounterStore {
   /** Where the counts live: this process, the cluster's primary, or Redis. */
   readonly kind: 'memory' | 'cluster' | 'redis';
   counter(spec: CounterSpec): Counter;
+  /** Returns how many keys this process holds (its own counts, or the insurance of a shared store). */
+  heldKeys(): number;
+  /**
+   * Resolves once a shared store is connected or known to be unreachable (at most its connection timeout): true when
+   * it answers (at once in memory). A short-lived process (a command) must wait for it, since a counter used before
+   * then counts in this process alone.
+   */
+  ready(): Promise<boolean>;
   close(): Promise<void>;
 }
 
@@ -49,8 +55,11 @@ export interface CounterStoreOptions {
   onStoreStateChange?: (state: 'unreachable' | 'reachable', error?: unknown) => void;
 }
 
-// A Redis that hangs must not hold logins: past this a command fails over to the in-process count.
-const REDIS_COMMAND_TIMEOUT_MS = 500;
+// A Redis that hangs must not hold logins: past this a command fails over to the in-process count, and Redis is not
+// asked again until it answers a PING.
+const REDIS_COMMAND_TIMEOUT_MS = 250;
+const REDIS_PROBE_INTERVAL_MS = 1000;
+const REDIS_CONNECT_TIMEOUT_MS = 2000;
 const CLUSTER_TIMEOUT_MS = 2000;
 
 /**
@@ -60,12 +69,15 @@ const CLUSTER_TIMEOUT_MS = 2000;
  */
 export function createCounterStore(options: CounterStoreOptions = {}): CounterStore {
   const notify = options.onStoreStateChange ?? (() => {});
-  if (options.redis) return redisStore(options.redis.url, options.redis.keyPrefix, notify);
-  if (cluster.isWorker) return clusterStore(notify);
+  const local = createLocalCounts();
+  if (options.redis) return redisStore(options.redis.url, options.redis.keyPrefix, local, notify);
+  if (cluster.isWorker) return clusterStore(local, notify);
   return {
     kind: 'memory',
-    counter: (spec) => wrap(new RateLimiterMemory(inProcessOptions(spec)), undefined, IN_PROCESS),
-    close: async () => {},
+    counter: (spec) => asCounter(local.counter(spec)),
+    heldKeys: local.size,
+    ready: async () => true,
+    close: async () => local.close(),
   };
 }
 
@@ -74,73 +86,250 @@ export function startClusterCounters(): void {
   new RateLimiterClusterMaster();
 }
 
-// In-process counters expire by a Node timer, which cannot wait longer than 2^31−1 ms (24.8 days): a longer window
-// would fire at once and forget the key. Redis keeps the configured window.
-const MAX_IN_PROCESS_SECONDS = 24 * 86400;
+// The cluster's primary counts with rate-limiter-flexible's memory limiter, whose keys expire by a Node timer, which
+// cannot wait longer than 2^31−1 ms (24.8 days): a longer window would fire at once and forget the key.
+const MAX_CLUSTER_SECONDS = 24 * 86400;
 
-const limiterOptions = (spec: CounterSpec, prefix: string) => ({
-  keyPrefix: `${prefix}${spec.name}`,
+/** A fixed window's count in this process. */
+interface LocalCounter {
+  hit(key: string): CounterReading;
+  /** Takes the count a shared store gave, so that it is known here if that store stops answering. */
+  copy(key: string, reading: CounterReading): void;
+  refund(key: string): void;
+  block(key: string, seconds: number): void;
+  reset(key: string): void;
+}
+
+interface LocalCounts {
+  counter(spec: CounterSpec): LocalCounter;
+  /** Keys held, those whose window has ended dropped first. */
+  size(): number;
+  close(): void;
+}
+
+interface Entry {
+  count: number;
+  endsAtMs: number;
+}
+
+// Expired keys nobody asks about again (a sprayed username, an address seen once) are dropped by a sweep that visits
+// at most this many keys a second: memory follows the attempts of the last window, and no tick holds the loop long.
+const SWEEP_INTERVAL_MS = 1000;
+const SWEEP_BATCH = 10_000;
+
+/**
+ * Counts in this process: one map for every counter, a key dropped when its window ends (met again, or swept) and
+ * when refunds bring it to nothing. No timer per key, so a window may be longer than Node's timers allow.
+ */
+function createLocalCounts(): LocalCounts {
+  const entries = new Map<string, Entry>();
+  const live = (key: string, now: number): Entry | undefined => {
+    const entry = entries.get(key);
+    if (entry && entry.endsAtMs <= now) {
+      entries.delete(key);
+      return undefined;
+    }
+    return entry;
+  };
+  const sweep = (batch: number) => {
+    const now = Date.now();
+    let visited = 0;
+    for (const [key, entry] of entries) {
+      if (entry.endsAtMs <= now) entries.delete(key);
+      visited += 1;
+      if (visited >= batch) return;
+    }
+  };
+  // A fresh iteration each tick starts at the oldest keys, which are the first to expire.
+  const sweeper = setInterval(() => sweep(SWEEP_BATCH), SWEEP_INTERVAL_MS);
+  sweeper.unref();
+  return {
+    counter(spec) {
+      const windowMs = spec.windowSeconds * 1000;
+      const blockMs = (spec.blockSeconds ?? 0) * 1000;
+      return {
+        hit(key) {
+          const now = Date.now();
+          const name = `${spec.name}:${key}`;
+          let entry = live(name, now);
+          if (entry) entry.count += 1;
+          else {
+            entry = { count: 1, endsAtMs: now + windowMs };
+            entries.set(name, entry);
+          }
+          // Blocked from the hit that first goes past the limit.
+          if (blockMs > 0 && entry.count === spec.limit + 1) entry.endsAtMs = now + blockMs;
+          return { count: entry.count, msBeforeReset: entry.endsAtMs - now };
+        },
+        copy(key, reading) {
+          entries.set(`${spec.name}:${key}`, {
+            count: reading.count,
+            endsAtMs: Date.now() + reading.msBeforeReset,
+          });
+        },
+        refund(key) {
+          const name = `${spec.name}:${key}`;
+          // A window that has ended took its count with it: nothing to give back, and nothing to carry below zero
+          // into the next one.
+          const entry = live(name, Date.now());
+          if (!entry) return;
+          entry.count -= 1;
+          if (entry.count <= 0) entries.delete(name);
+        },
+        block(key, seconds) {
+          entries.set(`${spec.name}:${key}`, {
+            count: spec.limit + 1,
+            endsAtMs: Date.now() + seconds * 1000,
+          });
+        },
+        reset(key) {
+          entries.delete(`${spec.name}:${key}`);
+        },
+      };
+    },
+    size() {
+      sweep(Number.POSITIVE_INFINITY);
+      return entries.size;
+    },
+    close: () => clearInterval(sweeper),
+  };
+}
+
+const asCounter = (local: LocalCounter): Counter => ({
+  hit: async (key) => local.hit(key),
+  refund: async (key) => local.refund(key),
+  block: async (key, seconds) => local.block(key, seconds),
+  reset: async (key) => local.reset(key),
+});
+
+const clusterOptions = (spec: CounterSpec) => ({
+  keyPrefix: spec.name,
   points: spec.limit,
-  duration: spec.windowSeconds,
-  blockDuration: spec.blockSeconds ?? 0,
+  duration: Math.min(spec.windowSeconds, MAX_CLUSTER_SECONDS),
+  blockDuration: Math.min(spec.blockSeconds ?? 0, MAX_CLUSTER_SECONDS),
 });
 
-const inProcessOptions = (spec: CounterSpec) => ({
-  ...limiterOptions(spec, ''),
-  duration: Math.min(spec.windowSeconds, MAX_IN_PROCESS_SECONDS),
-  blockDuration: Math.min(spec.blockSeconds ?? 0, MAX_IN_PROCESS_SECONDS),
-});
+// Atomic per key. A hit opens the window at the first event and blocks at the first past the limit; a refund never
+// creates a key (a window that ended took its count with it) and deletes one it brings to nothing.
+const HIT_SCRIPT = `
+local count = redis.call('incr', KEYS[1])
+local ttl = redis.call('pttl', KEYS[1])
+if count == 1 or ttl < 0 then
+  redis.call('pexpire', KEYS[1], ARGV[1])
+  ttl = tonumber(ARGV[1])
+end
+if tonumber(ARGV[3]) > 0 and count == tonumber(ARGV[2]) + 1 then
+  redis.call('pexpire', KEYS[1], ARGV[3])
+  ttl = tonumber(ARGV[3])
+end
+return {count, ttl}`;
+const REFUND_SCRIPT = `
+if redis.call('exists', KEYS[1]) == 0 then return 0 end
+local count = redis.call('decr', KEYS[1])
+if count <= 0 then redis.call('del', KEYS[1]) end
+return count`;
+
+interface CounterCommands {
+  gatehouseHit(key: string, windowMs: number, limit: number, blockMs: number): Promise<[number, number]>;
+  gatehouseRefund(key: string): Promise<number>;
+}
 
 function redisStore(
   url: string,
   keyPrefix: string,
+  local: LocalCounts,
   notify: NonNullable<CounterStoreOptions['onStoreStateChange']>,
 ): CounterStore {
   const client = new Redis(url, {
-    // A command issued while disconnected fails at once (and the insurance counts) instead of queueing.
+    // A command issued while disconnected fails at once (and the process counts) instead of queueing.
     enableOfflineQueue: false,
     autoResendUnfulfilledCommands: false,
     maxRetriesPerRequest: 0,
     commandTimeout: REDIS_COMMAND_TIMEOUT_MS,
-    connectTimeout: 2000,
+    connectTimeout: REDIS_CONNECT_TIMEOUT_MS,
     retryStrategy: (attempt) => Math.min(attempt * 200, 2000),
   });
-  let reachable = true;
+  client.defineCommand('gatehouseHit', { numberOfKeys: 1, lua: HIT_SCRIPT });
+  client.defineCommand('gatehouseRefund', { numberOfKeys: 1, lua: REFUND_SCRIPT });
+  const commands = client as unknown as CounterCommands;
   let closing = false;
-  const lost = (error?: unknown) => {
-    if (reachable && !closing) notify('unreachable', error);
-    reachable = false;
+  let probe: NodeJS.Timeout | undefined;
+  const recovered = () => {
+    if (probe === undefined) return;
+    clearInterval(probe);
+    probe = undefined;
+    notify('reachable');
+  };
+  const health: StoreHealth = {
+    // Nothing is sent while the connection is not ready (it would fail at once) or after a command went unanswered:
+    // a Redis that accepts and never answers would otherwise cost every request the command timeout, several times
+    // over. A PING each interval tells when it answers again; a new connection says so by becoming ready.
+    isAvailable: () => probe === undefined && client.status === 'ready',
+    failed(error) {
+      if (probe !== undefined || closing) return;
+      notify('unreachable', error);
+      probe = setInterval(() => client.ping().then(recovered, () => {}), REDIS_PROBE_INTERVAL_MS);
+      probe.unref();
+    },
+    answered() {},
   };
   // Without an 'error' listener ioredis would print every failed reconnection; one line per outage is enough.
-  client.on('error', lost);
-  client.on('close', () => lost(new Error('connection to Redis closed')));
-  client.on('ready', () => {
-    if (!reachable) notify('reachable');
-    reachable = true;
-  });
+  client.on('error', (error) => health.failed(error));
+  client.on('close', () => health.failed(new Error('connection to Redis closed')));
+  client.on('ready', recovered);
   return {
     kind: 'redis',
     counter(spec) {
-      const insurance = new RateLimiterMemory(inProcessOptions(spec));
-      const limiter = new RateLimiterRedis({
-        ...limiterOptions(spec, keyPrefix),
-        storeClient: client,
-        rejectIfRedisNotReady: true,
-        insuranceLimiter: insurance,
-      });
-      return wrap(limiter, insurance, IN_PROCESS);
+      const key = (name: string) => `${keyPrefix}${spec.name}:${name}`;
+      const windowMs = spec.windowSeconds * 1000;
+      const blockMs = (spec.blockSeconds ?? 0) * 1000;
+      const remote: Counter = {
+        async hit(name) {
+          const [count, ttl] = await commands.gatehouseHit(key(name), windowMs, spec.limit, blockMs);
+          return { count, msBeforeReset: Math.max(0, ttl) };
+        },
+        async refund(name) {
+          await commands.gatehouseRefund(key(name));
+        },
+        async block(name, seconds) {
+          await client.set(key(name), spec.limit + 1, 'PX', seconds * 1000);
+        },
+        async reset(name) {
+          await client.del(key(name));
+        },
+      };
+      return insure(remote, local.counter(spec), health);
     },
+    heldKeys: local.size,
+    ready: () =>
+      new Promise<boolean>((resolve) => {
+        const answers = () => client.status === 'ready' && probe === undefined;
+        if (client.status === 'ready' || probe !== undefined) return resolve(answers());
+        const settled = () => {
+          clearTimeout(timer);
+          client.off('ready', settled).off('error', settled);
+          resolve(answers());
+        };
+        const timer = setTimeout(settled, REDIS_CONNECT_TIMEOUT_MS);
+        client.once('ready', settled).once('error', settled);
+      }),
     async close() {
       closing = true;
+      clearInterval(probe);
+      local.close();
       if (client.status === 'ready') await client.quit().catch(() => client.disconnect());
       else client.disconnect();
     },
   };
 }
 
-function clusterStore(notify: NonNullable<CounterStoreOptions['onStoreStateChange']>): CounterStore {
+function clusterStore(
+  local: LocalCounts,
+  notify: NonNullable<CounterStoreOptions['onStoreStateChange']>,
+): CounterStore {
   let reachable = true;
   const health: StoreHealth = {
+    isAvailable: () => true,
     failed(error) {
       if (reachable) notify('unreachable', error);
       reachable = false;
@@ -153,57 +342,88 @@ function clusterStore(notify: NonNullable<CounterStoreOptions['onStoreStateChang
   return {
     kind: 'cluster',
     counter(spec) {
-      const limiter = new RateLimiterCluster({ ...inProcessOptions(spec), timeoutMs: CLUSTER_TIMEOUT_MS });
-      return wrap(limiter, new RateLimiterMemory(inProcessOptions(spec)), health);
+      const limiter = new RateLimiterCluster({ ...clusterOptions(spec), timeoutMs: CLUSTER_TIMEOUT_MS });
+      return insure(fromLimiter(limiter), local.counter(spec), health);
     },
-    close: async () => {},
+    heldKeys: local.size,
+    ready: async () => reachable,
+    close: async () => local.close(),
   };
 }
 
 interface StoreHealth {
+  /** Whether the shared store is worth asking now. */
+  isAvailable(): boolean;
   failed(error: unknown): void;
   answered(): void;
 }
 
-const IN_PROCESS: StoreHealth = { failed: () => {}, answered: () => {} };
-
-/** The library signals "over the limit" by rejecting with its result; anything else is the store failing. */
-function wrap(
-  limiter: RateLimiterAbstract,
-  fallback: RateLimiterMemory | undefined,
-  health: StoreHealth,
-): Counter {
-  const run = async <T>(operation: (target: RateLimiterAbstract) => Promise<T>): Promise<T> => {
-    try {
-      const result = await operation(limiter);
-      health.answered();
-      return result;
-    } catch (error) {
-      if (error instanceof RateLimiterRes) {
+/**
+ * Counts in the shared store while it answers, in this process when it fails or is known to be down. What the shared
+ * store answers is copied here as well: when it stops answering, this process goes on from the counts and locks it
+ * saw (those that other instances alone saw are lost), not from nothing.
+ */
+function insure(remote: Counter, fallback: LocalCounter, health: StoreHealth): Counter {
+  const run = async <T>(
+    shared: () => Promise<T>,
+    locally: () => T,
+    copy: (result: T) => void,
+  ): Promise<T> => {
+    if (health.isAvailable()) {
+      try {
+        const result = await shared();
         health.answered();
-        throw error;
+        copy(result);
+        return result;
+      } catch (error) {
+        health.failed(error);
       }
-      if (!fallback) throw error;
-      health.failed(error);
-      return operation(fallback);
     }
+    return locally();
   };
   return {
+    hit: (key) =>
+      run(
+        () => remote.hit(key),
+        () => fallback.hit(key),
+        (reading) => fallback.copy(key, reading),
+      ),
+    refund: (key) => {
+      const locally = () => fallback.refund(key);
+      return run(() => remote.refund(key), locally, locally);
+    },
+    block: (key, seconds) => {
+      const locally = () => fallback.block(key, seconds);
+      return run(() => remote.block(key, seconds), locally, locally);
+    },
+    reset: (key) => {
+      const locally = () => fallback.reset(key);
+      return run(() => remote.reset(key), locally, locally);
+    },
+  };
+}
+
+/** A rate-limiter-flexible limiter as a Counter; it signals "over the limit" by rejecting with its result. */
+function fromLimiter(limiter: RateLimiterAbstract): Counter {
+  return {
     async hit(key) {
-      const result = await run((target) => target.consume(key)).catch((error: unknown) => {
+      const result = await limiter.consume(key).catch((error: unknown) => {
         if (error instanceof RateLimiterRes) return error;
         throw error;
       });
       return { count: result.consumedPoints, msBeforeReset: Math.max(0, result.msBeforeNext) };
     },
     async refund(key) {
-      await run((target) => target.reward(key));
+      const result = await limiter.reward(key);
+      // The limiter neither deletes a key refunded to nothing nor refuses to refund one whose window ended (it starts
+      // a window below zero): delete both. A hit between the two calls may be lost, one count at worst.
+      if (result.consumedPoints <= 0) await limiter.delete(key);
     },
     async block(key, seconds) {
-      await run((target) => target.block(key, seconds));
+      await limiter.block(key, seconds);
     },
     async reset(key) {
-      await run((target) => target.delete(key));
+      await limiter.delete(key);
     },
   };
 }

@@ -53,6 +53,7 @@ export function translateDatabaseError(error: unknown): unknown {
   if (isDatabaseUnavailable(error)) {
     return new AppError('service_unavailable', 'The database is unavailable; try again shortly', {
       cause: error,
+      unavailableReason: 'database_unavailable',
     });
   }
   if (isUnstorableValue(error)) {

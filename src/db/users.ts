@@ -1,3 +1,4 @@
+import { sql } from 'kysely';
 import { type Level, ROLES, type Role, type User } from '../domain/user.ts';
 import { AppError } from '../errors.ts';
 import type { Db, NewUserRow, UserRow } from './schema.ts';
@@ -20,6 +21,14 @@ export interface ProfileChanges {
   level?: Level;
 }
 
+export interface UserSearch {
+  /** Matched, as a substring, against the canonical username and email; the caller case-folds it. */
+  search: string | undefined;
+  limit: number;
+  /** Only users with a greater id: the page after the one that ended there. */
+  afterId: number | undefined;
+}
+
 export interface Credentials {
   user: User;
   passwordHash: string;
@@ -28,6 +37,9 @@ export interface Credentials {
 export interface UsersRepository {
   insertUserWithConversation(user: NewUser, welcomeMessage: string, now: Date): Promise<User>;
   findUserById(id: number): Promise<User | undefined>;
+  findUserByUsername(usernameCanonical: string): Promise<User | undefined>;
+  /** Users in id order, at most `limit`, after `afterId` and matching `search` when given. */
+  searchUsers(query: UserSearch): Promise<User[]>;
   findCredentialsByUsername(usernameCanonical: string): Promise<Credentials | undefined>;
   /** Whether any user still has a bcrypt hash (imported, not yet upgraded at a login). */
   hasBcryptPasswordHashes(): Promise<boolean>;
@@ -139,6 +151,32 @@ export function createUsersRepository(db: Db): UsersRepository {
     async findUserById(id) {
       const row = await db.selectFrom('users').select(userColumns).where('id', '=', id).executeTakeFirst();
       return row ? toUser(row) : undefined;
+    },
+
+    async findUserByUsername(usernameCanonical) {
+      const row = await db
+        .selectFrom('users')
+        .select(userColumns)
+        .where('username_canonical', '=', usernameCanonical)
+        .executeTakeFirst();
+      return row ? toUser(row) : undefined;
+    },
+
+    async searchUsers({ search, limit, afterId }) {
+      let query = db.selectFrom('users').select(userColumns);
+      if (afterId !== undefined) query = query.where('id', '>', afterId);
+      if (search) {
+        // Explicit ESCAPE: SQLite has no default escape character, and a searched % or _ is meant literally.
+        const pattern = `%${search.replace(/[\\%_]/g, (character) => `\\${character}`)}%`;
+        query = query.where((eb) =>
+          eb.or([
+            sql<boolean>`${eb.ref('username_canonical')} like ${pattern} escape '\\'`,
+            sql<boolean>`${eb.ref('email_canonical')} like ${pattern} escape '\\'`,
+          ]),
+        );
+      }
+      const rows = await query.orderBy('id').limit(limit).execute();
+      return rows.map(toUser);
     },
 
     async findCredentialsById(id) {

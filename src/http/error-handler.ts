@@ -1,5 +1,5 @@
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
-import { AppError, type ErrorCode, type FieldProblem } from '../errors.ts';
+import { AppError, type ErrorCode, type FieldProblem, type UnavailableReason } from '../errors.ts';
 import { SECURITY_HEADERS } from './security-headers.ts';
 
 export type ErrorStyle = 'fastapi' | 'oauth';
@@ -27,6 +27,7 @@ const OVERLOADED = 'The server is busy; retry in a second.';
 // About how long a PostgreSQL restart or fail-over takes; the pool reconnects by itself once it is back.
 const DATABASE_RETRY_AFTER_SECONDS = 5;
 const TOO_MANY_ATTEMPTS = 'Too many attempts; retry later.';
+const CROSS_SITE = 'Cross-site request refused';
 
 // The one table from error code to HTTP response.
 const responses: Record<ErrorCode, (error: AppError, style: ErrorStyle) => RenderedError> = {
@@ -37,6 +38,10 @@ const responses: Record<ErrorCode, (error: AppError, style: ErrorStyle) => Rende
   username_taken: (error) => ({ status: 409, body: { detail: error.message, code: 'username_taken' } }),
   email_taken: (error) => ({ status: 409, body: { detail: error.message, code: 'email_taken' } }),
   invalid_password: (error) => ({ status: 400, body: { detail: error.message, code: 'invalid_password' } }),
+  missing_host: (error, style) =>
+    style === 'oauth'
+      ? oauthError('invalid_request', error.message)
+      : { status: 400, body: { detail: error.message } },
   invalid_request: (error) => oauthError('invalid_request', error.message),
   invalid_grant: (error) => oauthError('invalid_grant', error.message),
   unsupported_grant_type: (error) => oauthError('unsupported_grant_type', error.message),
@@ -70,6 +75,11 @@ const responses: Record<ErrorCode, (error: AppError, style: ErrorStyle) => Rende
     body: { detail: 'Malformed Authorization header' },
     headers: { 'www-authenticate': 'Bearer error="invalid_request"' },
   }),
+  // The web client's CSRF rule (http/web-client.ts): refused before anything was read or changed.
+  cross_site_request: (_error, style) =>
+    style === 'oauth'
+      ? { ...oauthError('invalid_request', CROSS_SITE), status: 403 }
+      : { status: 403, body: { detail: CROSS_SITE } },
   invalid_token: () => ({
     status: 401,
     body: { detail: 'Could not validate credentials' },
@@ -158,10 +168,18 @@ export function renderError(error: AppError, style: ErrorStyle): RenderedError {
   return responses[error.code](error, style);
 }
 
+const unavailableReasons = new WeakMap<FastifyRequest, UnavailableReason>();
+
+/** Returns why this request was answered 503, when it was and the raiser said why. */
+export function unavailableReasonOf(request: FastifyRequest): UnavailableReason | undefined {
+  return unavailableReasons.get(request);
+}
+
 export function sendError(error: AppError, request: FastifyRequest, reply: FastifyReply): FastifyReply {
   const style = request.routeOptions.config?.errorStyle ?? 'fastapi';
   const rendered = renderError(error, style);
   if (rendered.status === 503) {
+    if (error.unavailableReason) unavailableReasons.set(request, error.unavailableReason);
     // Expected under overload or an outage, and possibly many a second: one line, no stack.
     const reason = error.cause instanceof Error ? error.cause.message : undefined;
     request.log.warn({ code: error.code, reason }, 'request refused: unavailable');

@@ -1,3 +1,4 @@
+import { getHeapStatistics } from 'node:v8';
 import underPressure from '@fastify/under-pressure';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { AppError } from '../errors.ts';
@@ -16,11 +17,24 @@ export interface PressureLimits {
   maxEventLoopUtilization: number;
   /** Under about 5 samples of the delay monitor (10 ms each) per interval, an empty one reads as infinite delay. */
   sampleIntervalMs: number;
+  /** Used V8 heap past which requests are shed; undefined turns this check off. */
+  maxHeapUsedBytes?: number | undefined;
+}
+
+// Near V8's limit every allocation runs the collector and the process is about to die of heap exhaustion: shedding
+// there lets the requests in flight finish and their garbage go instead.
+const HEAP_GUARD_SHARE = 0.9;
+
+/** Returns MAX_HEAP_USED_MB's limit in bytes: `auto` is 90% of this process's heap limit (--max-old-space-size). */
+export function heapGuardBytes(setting: number | 'auto' | undefined): number | undefined {
+  if (setting !== 'auto') return setting;
+  return Math.floor(getHeapStatistics().heap_size_limit * HEAP_GUARD_SHARE);
 }
 
 /**
  * The outer guard: hashing is bounded by its own queue (security/passwords.ts), which @fastify/under-pressure cannot
- * see; this one catches what the queue does not, an event loop that no longer keeps up.
+ * see; this one catches what the queue does not, an event loop that no longer keeps up (and, set by MAX_HEAP_USED_MB,
+ * a heap near its limit).
  */
 export const PRESSURE_LIMITS: PressureLimits = {
   maxEventLoopDelayMs: 1000,
@@ -48,6 +62,8 @@ export async function registerLoadShedding(app: FastifyInstance, limits: Pressur
   await app.register(underPressure, {
     maxEventLoopDelay: limits.maxEventLoopDelayMs,
     maxEventLoopUtilization: limits.maxEventLoopUtilization,
+    // 0 is under-pressure's "off".
+    maxHeapUsedBytes: limits.maxHeapUsedBytes ?? 0,
     // The default, `cumulative`, averages since start: after a quiet day a saturated loop would take hours to count.
     eventLoopUtilizationMode: 'interval',
     sampleInterval: limits.sampleIntervalMs,
@@ -56,6 +72,7 @@ export async function registerLoadShedding(app: FastifyInstance, limits: Pressur
       throw new AppError('overloaded', 'The server is busy; retry in a second.', {
         cause: new Error(`${type} ${typeof value === 'number' ? value.toFixed(2) : value} over its limit`),
         retryAfterSeconds: 1,
+        unavailableReason: 'overloaded',
       });
     },
   });

@@ -5,6 +5,7 @@ import { AggregatorRegistry, Counter, collectDefaultMetrics, Gauge, Histogram, R
 import { AppError } from '../errors.ts';
 import type { AuditSink } from '../services/request-context.ts';
 import { bearerTokenOf } from './authenticate.ts';
+import { unavailableReasonOf } from './error-handler.ts';
 import { STANDARD_HEADERS } from './response-hooks.ts';
 
 export type MetricsRegistry = Registry;
@@ -63,8 +64,8 @@ export function instrumentApp(app: FastifyInstance, options: MetricsOptions): Au
   });
   const unavailable = new Counter({
     name: 'gatehouse_http_unavailable_total',
-    help: 'Requests answered 503: shed under load, hash queue full, or database unavailable; by route pattern',
-    labelNames: ['route'],
+    help: 'Requests answered 503, by route pattern and reason (overloaded, hash_queue_full, hash_queue_timeout, client_gone, database_unavailable, shutting_down, password_check_unavailable, unspecified)',
+    labelNames: ['route', 'reason'],
     registers,
   });
   app.addHook('onResponse', (request, reply, done) => {
@@ -73,7 +74,7 @@ export function instrumentApp(app: FastifyInstance, options: MetricsOptions): Au
     if (route !== METRICS_PATH) {
       const status = reply.statusCode;
       durations.observe({ method: request.method, route, status_code: status }, reply.elapsedTime / 1000);
-      if (status === 503) unavailable.inc({ route });
+      if (status === 503) unavailable.inc({ route, reason: unavailableReasonOf(request) ?? 'unspecified' });
     }
     done();
   });

@@ -1,7 +1,8 @@
 import type { FastifyRequest } from 'fastify';
 import Type, { type Static } from 'typebox';
-import { LEVELS, type User } from '../domain/user.ts';
+import { LEVELS, ROLES, type User } from '../domain/user.ts';
 import { MAX_AGE, MAX_EMAIL_LENGTH } from '../services/accounts.ts';
+import { accountRecord } from '../services/records.ts';
 
 const LevelSchema = Type.Enum([...LEVELS], {
   description: 'A proficiency, never a privilege.',
@@ -64,7 +65,12 @@ export const TokenResponse = Type.Object({
   access_token: Type.String(),
   token_type: Type.Literal('bearer'),
   expires_in: Type.Integer({ description: 'Seconds until the access token expires' }),
-  refresh_token: Type.String({ description: 'Single use: each refresh returns the next one' }),
+  refresh_token: Type.Optional(
+    Type.String({
+      description:
+        'Single use: each refresh returns the next one. Absent for the web client (X-Gatehouse-Client: web), which keeps it in an HttpOnly cookie',
+    }),
+  ),
   scope: Type.String({
     description: 'The scope granted, space-separated',
     examples: ['conversation:read conversation:write'],
@@ -72,7 +78,7 @@ export const TokenResponse = Type.Object({
   device_token: Type.Optional(
     Type.String({
       description:
-        'After a password login (with throttling on): keep it and send it with the next password logins of this client, for its failures to be counted apart from other clients. Valid DEVICE_TOKEN_TTL_DAYS.',
+        'After a password login (with throttling on): keep it and send it with the next password logins of this client, for its failures to be counted apart from other clients. Valid DEVICE_TOKEN_TTL_DAYS. The web client gets it in an HttpOnly cookie instead.',
     }),
   ),
 });
@@ -251,3 +257,61 @@ export const acceptDigitStringAge = acceptDigitString('body', 'age');
 
 /** preValidation hook: a query string is text, so `?limit=20` is read as the integer it spells, and only that. */
 export const acceptDigitStringLimit = acceptDigitString('query', 'limit');
+
+export const AdminUserResponse = Type.Object({
+  id: Type.Integer(),
+  username: Type.String(),
+  email: Type.String(),
+  age: Type.Integer(),
+  level: LevelSchema,
+  roles: Type.Array(Type.Enum([...ROLES])),
+  disabled_at: Type.Union([Type.String({ format: 'date-time' }), Type.Null()], {
+    description: 'Since when the account cannot log in; null while it can',
+  }),
+  created_at: Type.String({ format: 'date-time' }),
+});
+export type AdminUserResponse = Static<typeof AdminUserResponse>;
+
+export const AdminUserDetailsResponse = Type.Object({
+  ...AdminUserResponse.properties,
+  live_sessions: Type.Integer(),
+  last_login_at: Type.Union([Type.String({ format: 'date-time' }), Type.Null()], {
+    description: 'When the newest stored session began (ended sessions are kept a day)',
+  }),
+});
+
+export const AdminUserPageResponse = Type.Object({
+  users: Type.Array(AdminUserResponse, { description: 'In id order' }),
+  next: Type.Union([Type.String(), Type.Null()], { description: 'Cursor of the next page, or null' }),
+});
+
+export const AdminUserListQuery = Type.Object({
+  search: Type.Optional(
+    Type.String({ maxLength: 254, description: 'A part of the username or email, in any letter case' }),
+  ),
+  limit: Type.Optional(
+    Type.Integer({ minimum: 1, maximum: 100, default: 50, description: 'Users per page' }),
+  ),
+  cursor: Type.Optional(
+    Type.String({ maxLength: 64, description: 'The `next` cursor of the previous page, as it was given' }),
+  ),
+});
+export type AdminUserListQuery = Static<typeof AdminUserListQuery>;
+
+export const AdminUserParams = Type.Object({
+  id: Type.String({ pattern: '^[1-9][0-9]{0,14}$', description: 'The user id' }),
+});
+
+export const AdminSessionListResponse = Type.Object({
+  sessions: Type.Array(Type.Omit(SessionResponse, ['current']), {
+    description: 'Live sessions, newest first',
+  }),
+});
+
+export const UnlockResponse = Type.Object({
+  unlocked: Type.Boolean({ description: 'False when login throttling is off (nothing is counted)' }),
+});
+
+export const EndedSessionsResponse = Type.Object({ ended: Type.Integer() });
+
+export const toAdminUserResponse = (user: User): AdminUserResponse => accountRecord(user);

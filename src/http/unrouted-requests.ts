@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { STATUS_CODES } from 'node:http';
+import { type IncomingMessage, type ServerResponse, STATUS_CODES } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { AppError } from '../errors.ts';
@@ -26,21 +26,53 @@ export function answerClientError(error: Error & { code?: string }, socket: Dupl
     return;
   }
   const [status, detail] = CLIENT_ERRORS[error.code ?? ''] ?? [400, 'Bad request'];
-  const body = JSON.stringify({ detail });
-  const headers = {
-    'content-type': 'application/json; charset=utf-8',
-    'content-length': String(Buffer.byteLength(body)),
-    'x-request-id': randomUUID(),
-    ...SECURITY_HEADERS,
-    ...STANDARD_HEADERS,
-    connection: 'close',
-  };
+  const { body, headers } = earlyAnswer(detail);
   const head = Object.entries(headers)
     .map(([name, value]) => `${name}: ${value}`)
     .join('\r\n');
   // As Node and Fastify do: write, then destroy, so that a client still sending cannot hold the connection open.
   socket.write(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\n${head}\r\n\r\n${body}`);
   socket.destroy();
+}
+
+/**
+ * Node's `checkExpectation`: an Expect other than 100-continue, which Node would refuse with a bare 417 (RFC 9110
+ * §10.1.1), is refused in the error table's shape, with the standard headers, and the connection closed, since the
+ * client may be sending a body it meant to hold back.
+ */
+export function answerUnmetExpectation(_request: IncomingMessage, response: ServerResponse): void {
+  const { body, headers } = earlyAnswer('Expectation failed: only 100-continue is supported');
+  response.writeHead(417, headers);
+  response.end(body);
+}
+
+function earlyAnswer(detail: string): { body: string; headers: Record<string, string> } {
+  const body = JSON.stringify({ detail });
+  return {
+    body,
+    headers: {
+      'content-type': 'application/json; charset=utf-8',
+      'content-length': String(Buffer.byteLength(body)),
+      'x-request-id': randomUUID(),
+      ...SECURITY_HEADERS,
+      ...STANDARD_HEADERS,
+      // RFC 6749 §5.1 asks it of the token endpoint's answers, and the path of a refused request is not always known.
+      pragma: 'no-cache',
+      connection: 'close',
+    },
+  };
+}
+
+/**
+ * RFC 9112 §3.2: an HTTP/1.1 request without Host is refused with 400. Node's own check (off in app.ts) would answer
+ * it bare; here it goes through the error table. One of the first onRequest hooks: nothing else runs for it.
+ */
+export function registerHostRequirement(app: FastifyInstance): void {
+  app.addHook('onRequest', async (request, reply) => {
+    if (request.raw.httpVersion !== '1.1' || request.raw.headers.host !== undefined) return;
+    reply.header('connection', 'close');
+    throw new AppError('missing_host', 'A Host header is required');
+  });
 }
 
 /** Answers 405 with Allow for a path that exists under other methods, 404 otherwise. */

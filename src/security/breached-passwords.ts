@@ -1,7 +1,11 @@
 import { createHash } from 'node:crypto';
+import { AppError } from '../errors.ts';
 
 export interface BreachedPasswords {
-  /** Resolves whether the password appears in a breach corpus; false, after reporting why, when that is unknown. */
+  /**
+   * Resolves whether the password appears in a breach corpus. When that is unknown it reports why, then resolves false
+   * (failing open) or throws service_unavailable (failing closed).
+   */
   isBreached(password: string): Promise<boolean>;
 }
 
@@ -10,7 +14,12 @@ export interface RangeApiOptions {
   apiUrl: string;
   /** For the whole answer, body included. */
   timeoutMs: number;
-  /** Told why the range API could not be asked: the password is then accepted without the check. */
+  /**
+   * When the range API cannot answer: `open` accepts the password without the check, `closed` refuses the request
+   * with service_unavailable (503) instead.
+   */
+  failure: 'open' | 'closed';
+  /** Told why the range API could not be asked. */
   onUnavailable(reason: string): void;
 }
 
@@ -22,8 +31,9 @@ class RangeUnavailable extends Error {}
 
 /**
  * Builds the k-anonymity check of Have I Been Pwned's range API: only the first five hex digits of the password's
- * SHA-1 leave the process, with Add-Padding so that the answer's size says nothing of the prefix either. It fails
- * open: a slow or broken service must not stop registrations, and the common-password check still runs.
+ * SHA-1 leave the process, with Add-Padding so that the answer's size says nothing of the prefix either. By default it
+ * fails open: a slow or broken service must not stop registrations, and the common-password check still runs. Failing
+ * closed throws service_unavailable, for deployments that would rather refuse a password than accept it unchecked.
  */
 export function createBreachedPasswordsCheck(options: RangeApiOptions): BreachedPasswords {
   return {
@@ -38,6 +48,13 @@ export function createBreachedPasswordsCheck(options: RangeApiOptions): Breached
         // Never the prefix: beside a user id in a log it would narrow an offline search of that user's hash
         // a millionfold. Only the kind of failure.
         options.onUnavailable(describeFailure(error, options.timeoutMs));
+        if (options.failure === 'closed') {
+          throw new AppError(
+            'service_unavailable',
+            'The breached-password check is unavailable; try again shortly',
+            { unavailableReason: 'password_check_unavailable' },
+          );
+        }
         return false;
       }
       const suffix = digest.slice(5);

@@ -93,6 +93,7 @@ interface Job {
 const unavailable = (cause: unknown) =>
   new AppError('service_unavailable', 'The password strength check is unavailable; try again shortly', {
     cause,
+    unavailableReason: 'password_check_unavailable',
   });
 
 /**

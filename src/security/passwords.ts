@@ -2,7 +2,7 @@ import { availableParallelism } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { type Algorithm, hash, verify } from '@node-rs/argon2';
 import { verify as verifyBcrypt } from '@node-rs/bcrypt';
-import { AppError } from '../errors.ts';
+import { AppError, type UnavailableReason } from '../errors.ts';
 
 export interface Argon2Parameters {
   memoryKib: number;
@@ -29,6 +29,8 @@ export interface PasswordHasher {
   activateFailureFloor(): void;
   /** Returns the hashes running now and those waiting for a slot. */
   load(): HashLoad;
+  /** Throws `overloaded`, as a shed hash does, when a hash asked for now would be shed at once for a full queue. */
+  refuseWhenFull(): void;
 }
 
 export interface HashLoad {
@@ -219,6 +221,7 @@ export function createPasswordHasher(
       floorActive = true;
     },
     load: slots.load,
+    refuseWhenFull: slots.refuseWhenFull,
   };
 }
 
@@ -277,6 +280,9 @@ function createHashSlots(limits: HashLimits) {
   // A Set keeps insertion order, and a waiter that leaves early (timeout, abort) is deleted in O(1).
   const queue = new Set<Waiter>();
 
+  const queueFull = () =>
+    shed('hash_queue_full', `hash queue full (${queue.size} waiting for ${limits.concurrency} slots)`);
+
   const release = () => {
     const [next] = queue;
     // The finishing task hands its slot straight to the first waiter, so a newcomer cannot slip in between.
@@ -290,16 +296,16 @@ function createHashSlots(limits: HashLimits) {
     new Promise<void>((resolve, reject) => {
       const signal = admission?.signal;
       if (admission && queue.size >= limits.queueMax) {
-        reject(shed(`hash queue full (${queue.size} waiting for ${limits.concurrency} slots)`));
+        reject(queueFull());
         return;
       }
       let timer: NodeJS.Timeout | undefined;
-      const leave = (reason: string) => {
+      const leave = (kind: UnavailableReason, reason: string) => {
         queue.delete(waiter);
         cleanUp();
-        reject(shed(reason));
+        reject(shed(kind, reason));
       };
-      const onAbort = () => leave('client closed the connection while its hash was queued');
+      const onAbort = () => leave('client_gone', 'client closed the connection while its hash was queued');
       const cleanUp = () => {
         clearTimeout(timer);
         signal?.removeEventListener('abort', onAbort);
@@ -313,7 +319,7 @@ function createHashSlots(limits: HashLimits) {
       queue.add(waiter);
       if (admission && Number.isFinite(limits.queueTimeoutMs)) {
         timer = setTimeout(
-          () => leave(`waited ${limits.queueTimeoutMs} ms for a hash slot`),
+          () => leave('hash_queue_timeout', `waited ${limits.queueTimeoutMs} ms for a hash slot`),
           limits.queueTimeoutMs,
         );
       }
@@ -322,7 +328,8 @@ function createHashSlots(limits: HashLimits) {
 
   return {
     async run<T>(task: () => Promise<T>, admission?: HashOptions): Promise<T> {
-      if (admission?.signal?.aborted) throw shed('client closed the connection before its hash started');
+      if (admission?.signal?.aborted)
+        throw shed('client_gone', 'client closed the connection before its hash started');
       if (inFlight < limits.concurrency) inFlight += 1;
       else await waitForSlot(admission);
       try {
@@ -332,12 +339,16 @@ function createHashSlots(limits: HashLimits) {
       }
     },
     load: (): HashLoad => ({ inFlight, queued: queue.size }),
+    refuseWhenFull() {
+      if (inFlight >= limits.concurrency && queue.size >= limits.queueMax) throw queueFull();
+    },
   };
 }
 
-function shed(reason: string): AppError {
+function shed(kind: UnavailableReason, reason: string): AppError {
   return new AppError('overloaded', 'The server is busy; retry in a second.', {
     cause: new Error(reason),
     retryAfterSeconds: 1,
+    unavailableReason: kind,
   });
 }

@@ -48,6 +48,12 @@ const DETAIL_FIELDS: Readonly<Record<string, 'text' | 'number'>> = {
   retryAfterSeconds: 'number',
   ended: 'number',
   spentForMs: 'number',
+  // Operators' actions (services/operators.ts): who acted, and on what.
+  actor: 'text',
+  actorUserId: 'number',
+  role: 'text',
+  view: 'text',
+  kid: 'text',
 };
 
 export const MAX_DETAIL_TEXT_LENGTH = 64;

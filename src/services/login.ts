@@ -1,5 +1,6 @@
 import type { Scope } from '../domain/scope.ts';
 import type { User } from '../domain/user.ts';
+import type { PasswordHasher } from '../security/passwords.ts';
 import type { AccountsService, CredentialCheck } from './accounts.ts';
 import { normaliseUsername } from './accounts.ts';
 import type { ClientIdentity, KnownClients } from './known-clients.ts';
@@ -57,8 +58,10 @@ export function createLoginService(deps: {
   accounts: AccountsService;
   sessions: SessionsService;
   throttling?: LoginThrottling | undefined;
+  /** The hash queue, asked before anything else whether a password grant's hash could still be admitted. */
+  hashQueue?: Pick<PasswordHasher, 'refuseWhenFull'>;
 }): LoginService {
-  const { accounts, sessions, throttling } = deps;
+  const { accounts, sessions, throttling, hashQueue } = deps;
 
   /** THROTTLING.md §8's order: the request cap (R5), then the failure counters reserved before any hash. */
   const throttleLogin = async (
@@ -111,6 +114,10 @@ export function createLoginService(deps: {
     async passwordGrant(credentials, context) {
       // An unknown scope is refused before anything else: the answer says nothing about the account.
       const requestedScopes = parseRequestedScope(credentials.scope);
+      // Under a flood, a grant whose hash would be shed anyway is refused before the counter store and the database
+      // see it: as a shed hash, it is no attempt, so no rule counts it. Not earlier than here: the grant type is in
+      // the body, and a refresh grant, which never hashes, must be served throughout.
+      hashQueue?.refuseWhenFull();
       // People type their password into the username field; only a name that could be one is logged.
       const attempted = normaliseUsername(credentials.username);
       const logged = attempted ? { username: attempted.display } : {};

@@ -41,29 +41,41 @@ describe.each(dialects)('account controls on %s', (dialect) => {
   it('disables an account since now and ends every session of it, so that enabling it revives none', async () => {
     const { user, users, sessions, controls } = await setUp('Greta');
     const disabled = await controls.disableUser(user.id);
-    expect(disabled.disabledAt).toEqual(clock.now());
+    expect(disabled).toMatchObject({ changed: true, endedSessions: 2, user: { disabledAt: clock.now() } });
     expect((await users.findUserById(user.id))?.disabledAt).toEqual(clock.now());
     const stored = await sessions.findSessionsOfUser(user.id);
     expect(stored.map((session) => session.revokedAt)).toEqual([clock.now(), clock.now()]);
     const enabled = await controls.enableUser(user.id);
-    expect(enabled.disabledAt).toBeNull();
+    expect(enabled).toMatchObject({ changed: true, user: { disabledAt: null } });
     expect((await sessions.findSessionsOfUser(user.id)).every((session) => session.revokedAt)).toBe(true);
+    expect(await controls.enableUser(user.id)).toMatchObject({ changed: false, user: { disabledAt: null } });
   });
 
   it('keeps the time an account was first disabled when it is disabled again', async () => {
     const { user, controls } = await setUp('Hanna');
     const first = await controls.disableUser(user.id);
     clock.advanceSeconds(60);
-    expect((await controls.disableUser(user.id)).disabledAt).toEqual(first.disabledAt);
+    const again = await controls.disableUser(user.id);
+    expect(again).toMatchObject({ changed: false, endedSessions: 0 });
+    expect(again.user.disabledAt).toEqual(first.user.disabledAt);
   });
 
   it('grants and revokes the admin role, idempotently', async () => {
     const { user, users, controls } = await setUp('Ida');
-    expect((await controls.grantRole(user.id, 'admin')).roles).toEqual(['admin']);
-    expect((await controls.grantRole(user.id, 'admin')).roles).toEqual(['admin']);
+    expect(await controls.grantRole(user.id, 'admin')).toMatchObject({
+      changed: true,
+      user: { roles: ['admin'] },
+    });
+    expect(await controls.grantRole(user.id, 'admin')).toMatchObject({
+      changed: false,
+      user: { roles: ['admin'] },
+    });
     expect((await users.findUserById(user.id))?.roles).toEqual(['admin']);
-    expect((await controls.revokeRole(user.id, 'admin')).roles).toEqual([]);
-    expect((await controls.revokeRole(user.id, 'admin')).roles).toEqual([]);
+    expect(await controls.revokeRole(user.id, 'admin')).toMatchObject({ changed: true, user: { roles: [] } });
+    expect(await controls.revokeRole(user.id, 'admin')).toMatchObject({
+      changed: false,
+      user: { roles: [] },
+    });
   });
 
   it('throws not_found for a user who does not exist', async () => {

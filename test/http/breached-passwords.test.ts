@@ -203,6 +203,68 @@ describe.each(dialects)('breached-password check against a range API on %s', (di
   );
 });
 
+describe.each(dialects)('breached-password check that fails closed on %s', (dialect) => {
+  let range: RangeServer;
+  let t: TestApp;
+  beforeAll(async () => {
+    range = await startRangeServer();
+  });
+  afterAll(async () => {
+    await range.close();
+  });
+  afterEach(async () => {
+    await t?.close();
+  });
+  const build = async () => {
+    t = await buildTestApp(dialect, {
+      env: {
+        BREACHED_PASSWORD_CHECK: 'hibp',
+        BREACHED_PASSWORD_CHECK_FAILURE: 'closed',
+        HIBP_API_URL: range.url,
+        HIBP_TIMEOUT_MS: '300',
+      },
+    });
+  };
+  const register = () => t.app.inject({ method: 'POST', url: '/register/', payload: registration() });
+
+  it('answers a registration 503 with Retry-After and stores no user while the range API is down', async () => {
+    await build();
+    range.answer((_prefix, response) => {
+      response.statusCode = 500;
+      response.end();
+    });
+    const response = await register();
+    expect(response.statusCode).toBe(503);
+    expect(Number(response.headers['retry-after'])).toBeGreaterThanOrEqual(1);
+    expect(response.json()).toMatchObject({ detail: expect.stringMatching(/breached-password check/) });
+    range.list([]);
+    expect((await register()).statusCode).toBe(200);
+  });
+
+  it('answers a password change 503 while the range API is down, and keeps the old password', async () => {
+    await build();
+    range.list([]);
+    expect((await register()).statusCode).toBe(200);
+    const token = await loginToken(t.app);
+    range.answer((_prefix, response) => response.socket?.destroy());
+    const response = await t.app.inject({
+      method: 'POST',
+      url: '/users/me/password',
+      headers: { authorization: `Bearer ${token}` },
+      payload: { current_password: STRONG_PASSWORD, new_password: OTHER_STRONG_PASSWORD },
+    });
+    expect(response.statusCode).toBe(503);
+    expect(response.headers['retry-after']).toBeDefined();
+    expect(await loginToken(t.app)).toBeTruthy();
+  });
+
+  it('still refuses a listed password with 422, and accepts an unlisted one', async () => {
+    await build();
+    range.list([[STRONG_PASSWORD, 5]]);
+    expect((await register()).statusCode).toBe(422);
+  });
+});
+
 describe.each(dialects)('breached-password check switched off (the default) on %s', (dialect) => {
   it('never calls the range API, even when HIBP_API_URL is set', async () => {
     const range = await startRangeServer();

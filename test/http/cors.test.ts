@@ -38,6 +38,9 @@ describe.each(dialects)('CORS switched off (the default) on %s', (dialect) => {
     expect(response.statusCode).toBe(405);
     expect(corsHeadersOf(response.headers)).toEqual([]);
     expect(response.json()).toEqual({ detail: 'Method Not Allowed' });
+    // RFC 6749 §5.1: whatever answers on the token endpoint.
+    expect(response.headers['cache-control']).toBe('no-store');
+    expect(response.headers.pragma).toBe('no-cache');
   });
 });
 
@@ -95,12 +98,16 @@ describe.each(dialects)('CORS for listed origins on %s', (dialect) => {
     );
     expect(Number(response.headers['access-control-max-age'])).toBeGreaterThan(0);
     expect(response.headers['x-content-type-options']).toBe('nosniff');
+    // RFC 6749 §5.1: whatever answers on the token endpoint.
+    expect(response.headers['cache-control']).toBe('no-store');
+    expect(response.headers.pragma).toBe('no-cache');
   });
 
   it('answers a preflight from an origin that is not listed without any CORS header', async () => {
     const response = await t.app.inject(preflight(OTHER));
     expect(response.statusCode).toBe(405);
     expect(corsHeadersOf(response.headers)).toEqual([]);
+    expect(response.headers.pragma).toBe('no-cache');
   });
 
   it('answers a plain OPTIONS request (no preflight headers) as before: 405 with Allow, in the error shape', async () => {

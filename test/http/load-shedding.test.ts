@@ -1,10 +1,11 @@
 import type { AddressInfo } from 'node:net';
 import net from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { getHeapStatistics } from 'node:v8';
 import { hash } from '@node-rs/argon2';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { Dialect } from '../../src/db/schema.ts';
-import { PRESSURE_LIMITS } from '../../src/http/load-shedding.ts';
+import { heapGuardBytes, PRESSURE_LIMITS } from '../../src/http/load-shedding.ts';
 import {
   buildTestApp,
   registerUser,
@@ -150,6 +151,41 @@ describe.each(dialects)('the hash queue bound on %s', (dialect) => {
   });
 });
 
+describe.each(dialects)('a /token flood beyond the hash queue on %s', (dialect) => {
+  it('refuses password grants at once, before throttling counts them, and keeps serving refresh grants', async () => {
+    // R5 allows two password grants per address: had the refused grants been counted, the last login would be a 429.
+    const env = {
+      HASH_CONCURRENCY: '1',
+      HASH_QUEUE_MAX: '0',
+      RATE_LIMITS: 'on',
+      TOKEN_PASSWORD_PER_IP: '2/300s',
+    };
+    const test = await app(dialect, { env });
+    await until('the hasher to be idle', () => test.passwords.load().inFlight === 0);
+    await registerUser(test.app);
+    const tokens = (await login(test)).json() as { refresh_token: string };
+    const holding = (await holdTheSlot(test)).released;
+    for (let attempt = 0; attempt < 5; attempt += 1) {
+      const response = await login(test, 'a wrong password, never checked');
+      expect(response.statusCode).toBe(503);
+      expect(response.headers['retry-after']).toBe('1');
+      expect(response.headers.pragma).toBe('no-cache');
+      expect(response.json()).toMatchObject({ error: 'temporarily_unavailable', detail: OVERLOADED });
+    }
+    const refresh = await test.app.inject({
+      method: 'POST',
+      url: '/token',
+      payload: { grant_type: 'refresh_token', refresh_token: tokens.refresh_token },
+    });
+    expect(refresh.statusCode).toBe(200);
+    expect(test.passwords.load()).toEqual({ inFlight: 1, queued: 0 });
+    expect(refusals(test)).toHaveLength(5);
+    expect(refusals(test).every((line) => /^hash queue full/.test(String(line.reason)))).toBe(true);
+    await holding;
+    expect((await login(test)).statusCode).toBe(200);
+  });
+});
+
 describe('a client that leaves while its login is queued', () => {
   it('loses its place and is never hashed', async () => {
     const test = await app('sqlite', { env: { HASH_CONCURRENCY: '1' } });
@@ -245,6 +281,25 @@ describe('the event-loop guard (@fastify/under-pressure)', () => {
     }
     // No token: the request got past the guard to the Bearer check.
     expect(after.statusCode).toBe(401);
+  });
+
+  it('guards the heap at 90% of its limit by default, and sheds past MAX_HEAP_USED_MB while health checks answer', async () => {
+    expect(heapGuardBytes('auto')).toBe(Math.floor(getHeapStatistics().heap_size_limit * 0.9));
+    expect(heapGuardBytes(undefined)).toBeUndefined();
+    // Any heap at all is over one megabyte: the guard trips at its first sample.
+    const test = await app('sqlite', { env: { MAX_HEAP_USED_MB: '1' }, pressure: { sampleIntervalMs: 100 } });
+    await sleep(350);
+    const response = await test.app.inject({ method: 'POST', url: '/register/', payload: registration() });
+    expect(response.statusCode).toBe(503);
+    expect(response.headers['retry-after']).toBe('1');
+    expect(response.json()).toEqual({ detail: OVERLOADED, request_id: response.headers['x-request-id'] });
+    for (const url of ['/healthz', '/readyz']) {
+      expect((await test.app.inject({ method: 'GET', url })).statusCode, url).toBe(200);
+    }
+    expect(refusals(test)[0]).toMatchObject({
+      code: 'overloaded',
+      reason: expect.stringMatching(/^heapUsedBytes /),
+    });
   });
 
   it('lets requests through at the production limits', async () => {

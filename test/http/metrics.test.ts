@@ -1,4 +1,6 @@
 import { randomBytes, randomUUID } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { hash } from '@node-rs/argon2';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createPasswordHasher } from '../../src/security/passwords.ts';
 import {
@@ -104,18 +106,54 @@ describe.each(dialects)('Prometheus metrics on %s', (dialect) => {
     expect(buckets).toEqual(expect.arrayContaining(['0.001', '0.01', '0.1', '1', '10', '+Inf']));
   });
 
-  it('counts a 503 answer by route', async () => {
+  it('counts a 503 answer by route and reason: the database unavailable, shutting down', async () => {
     const database = await createTestDatabase(dialect);
     const outage = await buildTestApp(dialect, { env: { METRICS_TOKEN }, database });
     try {
       await database.close();
       expect((await outage.app.inject({ method: 'GET', url: '/readyz' })).statusCode).toBe(503);
+      outage.app.startDraining();
+      expect((await outage.app.inject({ method: 'GET', url: '/readyz' })).statusCode).toBe(503);
       const samples = await scrape(outage);
-      expect(total(samples, 'gatehouse_http_unavailable_total', { route: '/readyz' })).toBe(1);
-      expect(total(samples, REQUESTS, { route: '/readyz', status_code: '503' })).toBe(1);
+      const unavailable = (labels: Record<string, string>) =>
+        total(samples, 'gatehouse_http_unavailable_total', labels);
+      expect(unavailable({ route: '/readyz' })).toBe(2);
+      expect(unavailable({ route: '/readyz', reason: 'shutting_down' })).toBe(1);
+      expect(unavailable({ route: '/readyz', reason: 'database_unavailable' })).toBe(1);
+      expect(total(samples, REQUESTS, { route: '/readyz', status_code: '503' })).toBe(2);
     } finally {
       await outage.close();
       await database.destroy().catch(() => {});
+    }
+  });
+
+  it("counts the hash queue's 503s by their reason: queue full, or waited too long", async () => {
+    // A verification that holds the only slot for hundreds of milliseconds.
+    const slowHash = await hash('slot holder', { memoryCost: 65536, timeCost: 20, parallelism: 1 });
+    for (const [limits, reason] of [
+      [{ HASH_QUEUE_MAX: '0' }, 'hash_queue_full'],
+      [{ HASH_QUEUE_TIMEOUT_MS: '20' }, 'hash_queue_timeout'],
+    ] as const) {
+      const busy = await buildTestApp(dialect, { env: { METRICS_TOKEN, HASH_CONCURRENCY: '1', ...limits } });
+      try {
+        const idle = () => busy.passwords.load().inFlight + busy.passwords.load().queued === 0;
+        while (!idle()) await sleep(2);
+        await registerUser(busy.app, { username: 'dora', email: 'dora@example.com' });
+        const holding = busy.passwords.verify(slowHash, 'not the slot holder');
+        const login = await busy.app.inject({
+          method: 'POST',
+          url: '/token',
+          payload: { username: 'dora', password: STRONG_PASSWORD },
+        });
+        expect(login.statusCode, reason).toBe(503);
+        await holding;
+        const samples = await scrape(busy);
+        expect(total(samples, 'gatehouse_http_unavailable_total', { route: '/token', reason }), reason).toBe(
+          1,
+        );
+      } finally {
+        await busy.close();
+      }
     }
   });
 

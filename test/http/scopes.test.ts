@@ -172,17 +172,20 @@ describe.each(dialects)('scopes on %s', (dialect) => {
   it.each([
     ['a scope it may not have', 'admin'],
     ['a scope it may have', 'conversation:read'],
-  ])('ends the family when a spent refresh token is replayed asking for %s, as any replay', async (_what, scope) => {
-    // An unknown scope name is refused before the token is looked up, whatever the token: that answer tells nothing.
-    const first = (await login('alice')).json();
-    const second = (await refresh(first.refresh_token)).json();
-    t.clock.advanceSeconds(11);
-    const replay = await refresh(first.refresh_token, scope);
-    expect(replay.statusCode).toBe(400);
-    expect(replay.json().error).toBe('invalid_grant');
-    expect((await refresh(second.refresh_token)).json().error).toBe('invalid_grant');
-    expect((await readConversation(second.access_token)).statusCode).toBe(401);
-  });
+  ])(
+    'ends the family when a spent refresh token is replayed asking for %s, as any replay',
+    async (_what, scope) => {
+      // An unknown scope name is refused before the token is looked up, whatever the token: that answer tells nothing.
+      const first = (await login('alice')).json();
+      const second = (await refresh(first.refresh_token)).json();
+      t.clock.advanceSeconds(11);
+      const replay = await refresh(first.refresh_token, scope);
+      expect(replay.statusCode).toBe(400);
+      expect(replay.json().error).toBe('invalid_grant');
+      expect((await refresh(second.refresh_token)).json().error).toBe('invalid_grant');
+      expect((await readConversation(second.access_token)).statusCode).toBe(401);
+    },
+  );
 
   it('refuses a refresh asking for admin when the session was not granted it, even for an admin', async () => {
     const plain = (await login('root-ann')).json();

@@ -191,8 +191,21 @@ describe.each(dialects)('errors at the edges on %s', (dialect) => {
       const { statusLine, headers, body } = parseRawAnswer(await rawExchange(port, request));
       expect(statusLine, request.slice(0, 30)).toBe(`HTTP/1.1 ${status} ${STATUS_CODES[status]}`);
       expect(headers).toMatchObject({ ...STANDARD_HEADERS, connection: 'close' });
+      // RFC 6749 §5.1, on whatever answers on the token endpoint.
+      if (request.startsWith('POST /token ')) expect(headers.pragma, request.slice(0, 30)).toBe('no-cache');
       expect(typeof JSON.parse(body).detail).toBe('string');
     }
+  });
+
+  it('still serves an HTTP/1.0 request without Host, and a body sent after Expect: 100-continue', async () => {
+    const old = parseRawAnswer(await rawExchange(port, 'GET /healthz HTTP/1.0\r\n\r\n'));
+    expect(old.statusLine).toMatch(/^HTTP\/1\.1 200 /);
+    const body = JSON.stringify({ username: 'a' });
+    const continued = await rawExchange(
+      port,
+      `POST /register/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\nExpect: 100-continue\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`,
+    );
+    expect(continued).toMatch(/^HTTP\/1\.1 100 Continue\r\n\r\nHTTP\/1\.1 422 /);
   });
 
   it('answers 404 for a documentation asset that does not exist', async () => {

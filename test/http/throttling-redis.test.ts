@@ -3,9 +3,11 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { LightMyRequestResponse } from 'fastify';
 import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
+import { createCounterStore } from '../../src/db/counters.ts';
 import { buildTestApp, registration, STRONG_PASSWORD, type TestApp } from '../support/build-test-app.ts';
 import { createTestDatabase, type TestDatabase } from '../support/dialects.ts';
 import { type OwnRedis, startOwnRedis } from '../support/redis-server.ts';
+import { startSilentServer, startStallingProxy } from '../support/stalling-proxy.ts';
 
 const redisUrl = inject('redisUrl');
 
@@ -93,6 +95,104 @@ describe.skipIf(!redisUrl)('throttling counters in Redis', () => {
     const other = await instance(redisUrl, sharedPrefix());
     expect((await login(other, '203.0.113.1', STRONG_PASSWORD)).statusCode).toBe(200);
     expect(await keysUnder(redisUrl, `${keyPrefix}r1:`)).not.toEqual([]);
+  });
+
+  const unreachableWarnings = (t: TestApp) =>
+    t.logs.filter((line) => line.includes('rate-limit store unreachable')).length;
+  const wrongLogins = async (t: TestApp, username: string, from: string, count: number) => {
+    const answers = [];
+    for (let i = 0; i < count; i += 1) {
+      answers.push(
+        await t.app.inject({
+          method: 'POST',
+          url: '/token',
+          remoteAddress: from,
+          payload: { username, password: `wrong ${i}` },
+        }),
+      );
+    }
+    return statusesOf(answers);
+  };
+
+  it('gives nothing back for a key whose window ended, and deletes a key refunded to nothing (R4 overshoot)', async () => {
+    const keyPrefix = sharedPrefix();
+    const store = createCounterStore({ redis: { url: redisUrl, keyPrefix } });
+    try {
+      await store.ready();
+      const counter = store.counter({ name: 'c', limit: 3, windowSeconds: 60 });
+      // A key Redis no longer holds is a key whose window ended.
+      await counter.refund('ended');
+      await counter.hit('refunded');
+      await counter.refund('refunded');
+      expect(await keysUnder(redisUrl, keyPrefix)).toEqual([]);
+      const counts = [];
+      for (let i = 0; i < 4; i += 1) counts.push((await counter.hit('ended')).count);
+      expect(counts).toEqual([1, 2, 3, 4]);
+    } finally {
+      await store.close();
+    }
+  });
+
+  describe('when Redis hangs', () => {
+    it('limits in the process when Redis accepts connections and never answers, and warns once', async () => {
+      const silent = await startSilentServer();
+      try {
+        const t = await instance(silent.url, prefix());
+        expect((await register(t, 'heidi', '192.0.2.12')).statusCode).toBe(200);
+        expect(await wrongLogins(t, 'heidi', '203.0.113.10', 7)).toEqual([400, 400, 400, 400, 400, 429, 429]);
+        expect(unreachableWarnings(t)).toBe(1);
+      } finally {
+        await silent.close();
+      }
+    });
+
+    it('keeps refusing a client that Redis had locked once Redis stops answering', async () => {
+      const proxy = await startStallingProxy(redisUrl);
+      try {
+        const t = await instance(proxy.url, sharedPrefix());
+        expect((await register(t, 'judy', '192.0.2.14')).statusCode).toBe(200);
+        expect(await wrongLogins(t, 'judy', '203.0.113.14', 6)).toEqual([400, 400, 400, 400, 400, 429]);
+        proxy.stall();
+        const judy = (from: string) =>
+          t.app.inject({
+            method: 'POST',
+            url: '/token',
+            remoteAddress: from,
+            payload: { username: 'judy', password: STRONG_PASSWORD },
+          });
+        expect((await judy('203.0.113.14')).statusCode).toBe(429);
+        expect((await judy('203.0.113.15')).statusCode).toBe(200);
+        expect(unreachableWarnings(t)).toBe(1);
+      } finally {
+        proxy.resume();
+        await proxy.close();
+      }
+    });
+
+    it('stops asking a Redis that stopped answering, warns once, and counts in Redis again when it answers', async () => {
+      const proxy = await startStallingProxy(redisUrl);
+      try {
+        const keyPrefix = sharedPrefix();
+        const t = await instance(proxy.url, keyPrefix);
+        expect((await register(t, 'ivan', '192.0.2.13')).statusCode).toBe(200);
+        expect(await wrongLogins(t, 'ivan', '203.0.113.11', 1)).toEqual([400]);
+        expect(await keysUnder(redisUrl, `${keyPrefix}r1:`)).toHaveLength(1);
+        proxy.stall();
+        expect(await wrongLogins(t, 'ivan', '203.0.113.12', 7)).toEqual([400, 400, 400, 400, 400, 429, 429]);
+        expect(unreachableWarnings(t)).toBe(1);
+        expect(t.logs.join('\n')).not.toMatch(/rate-limit store reachable again/);
+        proxy.resume();
+        for (let waited = 0; !t.logs.join('\n').includes('rate-limit store reachable again'); waited += 50) {
+          if (waited > 10_000) throw new Error('the app did not notice Redis answering again');
+          await sleep(50);
+        }
+        await wrongLogins(t, 'ivan', '203.0.113.13', 1);
+        expect(await keysUnder(redisUrl, `${keyPrefix}r1:`)).toHaveLength(2);
+        expect(unreachableWarnings(t)).toBe(1);
+      } finally {
+        await proxy.close();
+      }
+    });
   });
 
   describe('when Redis goes away', () => {

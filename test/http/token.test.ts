@@ -65,6 +65,16 @@ describe.each(dialects)('POST /token on %s', (dialect) => {
     expect(response.headers.pragma).toBe('no-cache');
   });
 
+  it('answers a wrong method on /token with 405 and, as every /token answer, no-store and Pragma: no-cache', async () => {
+    for (const method of ['GET', 'PUT', 'DELETE'] as const) {
+      const response = await t.app.inject({ method, url: '/token' });
+      expect(response.statusCode, method).toBe(405);
+      expect(response.headers.allow, method).toBe('POST');
+      expect(response.headers['cache-control'], method).toBe('no-store');
+      expect(response.headers.pragma, method).toBe('no-cache');
+    }
+  });
+
   it('issues a token for a JSON body, and without grant_type', async () => {
     const response = await token({ username: 'Alice', password: STRONG_PASSWORD }, {});
     expect(response.statusCode).toBe(200);

@@ -34,6 +34,8 @@ export interface TestAppOptions {
   requestTimeoutMs?: number;
   /** Lowers the event-loop limits of the outer load-shedding guard. */
   pressure?: AppOptions['pressure'];
+  /** Serves the account page from here instead of dist/web. */
+  accountPageDirectory?: string;
 }
 
 export async function buildTestApp(dialect: Dialect, options: TestAppOptions = {}): Promise<TestApp> {
@@ -68,7 +70,11 @@ export async function buildTestApp(dialect: Dialect, options: TestAppOptions = {
   const app = await buildApp(
     config,
     { db: database, clock, passwords, logStream },
-    { requestTimeoutMs: options.requestTimeoutMs, pressure: options.pressure },
+    {
+      requestTimeoutMs: options.requestTimeoutMs,
+      pressure: options.pressure,
+      accountPageDirectory: options.accountPageDirectory,
+    },
   );
   await app.ready();
   return {

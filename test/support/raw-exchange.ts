@@ -1,10 +1,16 @@
 import { connect } from 'node:net';
 
-/** Requests Node's HTTP parser refuses before any route runs, with the status Gatehouse answers them with. */
+/**
+ * Requests Node's HTTP server refuses before any route runs (its parser, its Host and Expect checks), with the status
+ * Gatehouse answers them with.
+ */
 export const PARSER_REFUSALS: readonly [request: string, status: number][] = [
   ['NOT A REQUEST\r\n\r\n', 400],
   ['POST /token HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n', 400],
   [`GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`, 431],
+  // RFC 9112 §3.2: an HTTP/1.1 request without Host is refused with 400.
+  ['GET /healthz HTTP/1.1\r\n\r\n', 400],
+  ['POST /token HTTP/1.1\r\nHost: x\r\nExpect: 200-ok\r\nContent-Length: 0\r\n\r\n', 417],
 ];
 
 /** Writes `request` as it is and resolves with everything the server sent until it closed. */

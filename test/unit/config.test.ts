@@ -319,14 +319,22 @@ describe('loadConfig', () => {
     expect(loadConfig({ BREACHED_PASSWORD_CHECK: 'hibp' }).passwords.breachCheck).toEqual({
       apiUrl: 'https://api.pwnedpasswords.com',
       timeoutMs: 2000,
+      failure: 'open',
     });
     expect(
       loadConfig({
         BREACHED_PASSWORD_CHECK: 'hibp',
         HIBP_API_URL: 'http://127.0.0.1:8080/pwned/',
         HIBP_TIMEOUT_MS: '500',
+        BREACHED_PASSWORD_CHECK_FAILURE: 'closed',
       }).passwords.breachCheck,
-    ).toEqual({ apiUrl: 'http://127.0.0.1:8080/pwned', timeoutMs: 500 });
+    ).toEqual({ apiUrl: 'http://127.0.0.1:8080/pwned', timeoutMs: 500, failure: 'closed' });
+  });
+
+  it('refuses a BREACHED_PASSWORD_CHECK_FAILURE other than open or closed', () => {
+    expect(
+      problemsOf({ BREACHED_PASSWORD_CHECK: 'hibp', BREACHED_PASSWORD_CHECK_FAILURE: 'shut' }).join(),
+    ).toMatch(/BREACHED_PASSWORD_CHECK_FAILURE.*open, closed/);
   });
 
   it('refuses an unknown BREACHED_PASSWORD_CHECK, an HIBP_API_URL that is not an http(s) URL, and a timeout out of range', () => {
@@ -359,6 +367,15 @@ describe('loadConfig', () => {
     expect(
       loadConfig({ HASH_CONCURRENCY: '3', HASH_QUEUE_MAX: '0', HASH_QUEUE_TIMEOUT_MS: '250' }).hashing,
     ).toEqual({ concurrency: 3, queueMax: 0, queueTimeoutMs: 250 });
+  });
+
+  it('sheds at 90% of the heap limit by default (MAX_HEAP_USED_MB=auto), at a given size, or never (off)', () => {
+    expect(loadConfig({}).maxHeapUsedBytes).toBe('auto');
+    expect(loadConfig({ MAX_HEAP_USED_MB: '1536' }).maxHeapUsedBytes).toBe(1536 * 1024 * 1024);
+    expect(loadConfig({ MAX_HEAP_USED_MB: 'off' }).maxHeapUsedBytes).toBeUndefined();
+    for (const value of ['0', '-5', '1.5', 'lots', '99999999']) {
+      expect(problemsOf({ MAX_HEAP_USED_MB: value }).join(), value).toMatch(/MAX_HEAP_USED_MB/);
+    }
   });
 
   it('keeps listening for a second on SIGTERM by default, and takes SHUTDOWN_DRAIN_MS from 0 to 60000', () => {

@@ -41,6 +41,7 @@ const TABLE: Record<ErrorCode, Record<ErrorStyle, Expected>> = {
   username_taken: both({ status: 409, body: { detail: MESSAGE, code: 'username_taken' }, headers: {} }),
   email_taken: both({ status: 409, body: { detail: MESSAGE, code: 'email_taken' }, headers: {} }),
   invalid_password: both({ status: 400, body: { detail: MESSAGE, code: 'invalid_password' }, headers: {} }),
+  missing_host: { fastapi: detail(400, MESSAGE), oauth: oauth('invalid_request', MESSAGE) },
   invalid_request: both(oauth('invalid_request', MESSAGE)),
   invalid_grant: both(oauth('invalid_grant', MESSAGE)),
   unsupported_grant_type: both(oauth('unsupported_grant_type', MESSAGE)),
@@ -65,6 +66,10 @@ const TABLE: Record<ErrorCode, Record<ErrorStyle, Expected>> = {
   malformed_authorization: both(
     detail(400, 'Malformed Authorization header', { 'www-authenticate': 'Bearer error="invalid_request"' }),
   ),
+  cross_site_request: {
+    fastapi: detail(403, 'Cross-site request refused'),
+    oauth: oauth('invalid_request', 'Cross-site request refused', 403),
+  },
   invalid_token: both(
     detail(401, 'Could not validate credentials', { 'www-authenticate': 'Bearer error="invalid_token"' }),
   ),

@@ -32,6 +32,27 @@ describe('login throttling rules (in-process counters, fake clock)', () => {
     vi.useRealTimers();
   });
 
+  it('holds no keys once the windows of many distinct attempts have passed, nor for attempts given back', async () => {
+    const store = createCounterStore();
+    throttle = createThrottle(store, DEFAULTS);
+    const distinct = (i: number) => attempt({ username: `sprayed-${i}`, ip: `198.51.${i >> 8}.${i & 255}` });
+    for (let i = 0; i < 500; i += 1) {
+      expect(await throttle.admitPasswordGrant(distinct(i).ip)).toBeUndefined();
+      expect(await throttle.reserveLoginAttempt(distinct(i))).toBeUndefined();
+    }
+    expect(store.heldKeys()).toBeGreaterThan(0);
+    // R3's window, the longest, is 30 days.
+    advanceSeconds(30 * 86400 + 1);
+    expect(store.heldKeys()).toBe(0);
+    for (let i = 0; i < 500; i += 1) {
+      expect(await throttle.reserveLoginAttempt(distinct(i))).toBeUndefined();
+      // Shed before its hash: every place it took is given back.
+      await throttle.releaseLoginAttempt(distinct(i));
+    }
+    expect(store.heldKeys()).toBe(0);
+    await store.close();
+  });
+
   const attempt = (overrides: Partial<LoginAttempt> = {}): LoginAttempt => ({
     username: 'alice',
     ip: '203.0.113.1',

@@ -2,6 +2,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import Type from 'typebox';
 import type { Session } from '../../domain/session.ts';
 import type { AccountsService } from '../../services/accounts.ts';
+import { sessionRecord } from '../../services/records.ts';
 import type { SessionsService } from '../../services/sessions.ts';
 import { requestContext } from '../request-context.ts';
 import {
@@ -16,23 +17,20 @@ import {
   UserResponse,
   ValidationErrorResponse,
 } from '../schemas.ts';
+import { isWebClient, type WebClientCookies } from '../web-client.ts';
 
 const secured = { security: [{ OAuth2PasswordBearer: [] }] };
 
 const toSessionResponse = (session: Session, currentSessionId: string) => ({
-  id: session.id,
-  created_at: session.createdAt.toISOString(),
-  last_used_at: session.lastUsedAt.toISOString(),
-  expires_at: session.expiresAt.toISOString(),
-  user_agent: session.userAgent ?? null,
-  ip_address: session.ipAddress ?? null,
+  ...sessionRecord(session),
   current: session.id === currentSessionId,
 });
 
 export const accountRoutes: FastifyPluginAsyncTypebox<{
   accounts: AccountsService;
   sessions: SessionsService;
-}> = async (app, { accounts, sessions }) => {
+  cookies: WebClientCookies;
+}> = async (app, { accounts, sessions, cookies }) => {
   app.post(
     '/logout',
     {
@@ -47,6 +45,8 @@ export const accountRoutes: FastifyPluginAsyncTypebox<{
       const { user, sessionId } = request.auth!;
       await sessions.revokeSession(sessionId, 'logout');
       requestContext(request).audit('logout', { userId: user.id, sessionId });
+      // The device cookie stays: the browser remains a known client of the account at its next sign-in.
+      if (isWebClient(request)) cookies.forgetRefreshToken(request, reply);
       return reply.code(204).send(null);
     },
   );
@@ -65,6 +65,7 @@ export const accountRoutes: FastifyPluginAsyncTypebox<{
       const { user } = request.auth!;
       const ended = await sessions.revokeEverySession(user.id, 'logout_all');
       requestContext(request).audit('logout_all', { userId: user.id, ended });
+      if (isWebClient(request)) cookies.forgetRefreshToken(request, reply);
       return reply.code(204).send(null);
     },
   );
@@ -154,6 +155,10 @@ export const accountRoutes: FastifyPluginAsyncTypebox<{
       await accounts.deleteAccount(user.id, request.body.password, requestContext(request));
       // The name stays with the events that outlive the account, for whoever investigates what happened to it.
       requestContext(request).audit('user_deleted', { userId: user.id, username: user.username });
+      if (isWebClient(request)) {
+        cookies.forgetRefreshToken(request, reply);
+        cookies.forgetDeviceToken(request, reply);
+      }
       return reply.code(204).send(null);
     },
   );

@@ -1,6 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
-import type { AuditEvent } from '../../domain/audit-event.ts';
 import type { AuditTrail } from '../../services/audit.ts';
+import { auditEventRecord } from '../../services/records.ts';
 import {
   ActivityQuery,
   ActivityResponse,
@@ -9,14 +9,6 @@ import {
 } from '../schemas.ts';
 
 const DEFAULT_PAGE_SIZE = 20;
-
-const toActivityEventResponse = (event: AuditEvent) => ({
-  event: event.event,
-  at: event.createdAt.toISOString(),
-  ip: event.ipAddress ?? null,
-  user_agent: event.userAgent ?? null,
-  detail: event.detail,
-});
 
 export const activityRoutes: FastifyPluginAsyncTypebox<{ auditTrail: AuditTrail }> = async (
   app,
@@ -42,7 +34,7 @@ export const activityRoutes: FastifyPluginAsyncTypebox<{ auditTrail: AuditTrail 
         limit: request.query.limit ?? DEFAULT_PAGE_SIZE,
         before: request.query.before,
       });
-      return { events: page.events.map(toActivityEventResponse), next: page.next ?? null };
+      return { events: page.events.map(auditEventRecord), next: page.next ?? null };
     },
   );
 };

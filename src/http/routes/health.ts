@@ -27,8 +27,14 @@ export const healthRoutes: FastifyPluginAsyncTypebox<{
     },
     async () => {
       // A load balancer that still routes here during a graceful stop learns to stop.
-      if (isDraining()) throw new AppError('service_unavailable', 'Shutting down');
-      if (!(await isDatabaseReachable())) throw new AppError('service_unavailable', 'Database unreachable');
+      if (isDraining()) {
+        throw new AppError('service_unavailable', 'Shutting down', { unavailableReason: 'shutting_down' });
+      }
+      if (!(await isDatabaseReachable())) {
+        throw new AppError('service_unavailable', 'Database unreachable', {
+          unavailableReason: 'database_unavailable',
+        });
+      }
       return { status: 'ready' };
     },
   );

@@ -1,12 +1,15 @@
 import formbody from '@fastify/formbody';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import Type from 'typebox';
 import { AppError } from '../../errors.ts';
 import type { LoginService, PasswordGrantResult } from '../../services/login.ts';
+import type { RequestContext } from '../../services/request-context.ts';
 import { ACCOUNT_DISABLED } from '../../services/session-state.ts';
 import type { SessionsService, TokenGrant } from '../../services/sessions.ts';
 import { requestContext } from '../request-context.ts';
 import { OAuthErrorResponse, RevokeRequestBody, TokenRequestBody, TokenResponse } from '../schemas.ts';
+import { isWebClient, type WebClientCookies } from '../web-client.ts';
 
 const CREDENTIAL_PARAMETERS = [
   'username',
@@ -50,15 +53,64 @@ function answerPasswordGrant(result: PasswordGrantResult): TokenResponse {
   }
 }
 
+const TOKEN_PATH = '/token';
+const REVOKE_PATH = '/revoke';
+const TOKEN_ENDPOINT_PATHS = new Set([TOKEN_PATH, REVOKE_PATH]);
+
+/**
+ * RFC 6749 §5.1: answers of the token endpoint carry `Cache-Control: no-store` and `Pragma: no-cache`, all of them:
+ * a wrong method's 405 and a CORS preflight too, which no hook of the routes' own scope reaches. Registered at the
+ * root, before the CORS plugin answers preflights.
+ */
+export function registerTokenEndpointHeaders(app: FastifyInstance): void {
+  app.addHook('onRequest', async (request, reply) => {
+    if (TOKEN_ENDPOINT_PATHS.has(request.url.split('?')[0] ?? '')) {
+      reply.header('cache-control', 'no-store').header('pragma', 'no-cache');
+    }
+  });
+}
+
+/** The web client's answer: the refresh and device tokens go into cookies, never into what script can read. */
+function answerInCookies(
+  response: TokenResponse,
+  cookies: WebClientCookies,
+  request: FastifyRequest,
+  reply: FastifyReply,
+): TokenResponse {
+  const { refresh_token: refreshToken, device_token: deviceToken, ...readable } = response;
+  if (refreshToken !== undefined) cookies.keepRefreshToken(request, reply, refreshToken);
+  if (deviceToken !== undefined) cookies.keepDeviceToken(request, reply, deviceToken);
+  return readable;
+}
+
 export const tokenRoutes: FastifyPluginAsyncTypebox<{
   login: LoginService;
   sessions: SessionsService;
-}> = async (app, { login, sessions }) => {
+  cookies: WebClientCookies;
+}> = async (app, { login, sessions, cookies }) => {
   await app.register(formbody);
 
+  const refreshFromCookie = async (
+    request: FastifyRequest,
+    reply: FastifyReply,
+    context: RequestContext,
+    scope: string | undefined,
+  ) => {
+    const refreshToken = cookies.refreshTokenOf(request);
+    if (!refreshToken) throw new AppError('invalid_request', 'No session cookie: sign in');
+    try {
+      const grant = await login.refreshTokenGrant(refreshToken, context, scope);
+      return answerInCookies(toTokenResponse(grant), cookies, request, reply);
+    } catch (error) {
+      // A cookie that can never refresh again is dropped, so that the page stops offering it.
+      if (error instanceof AppError && error.code === 'invalid_grant')
+        cookies.forgetRefreshToken(request, reply);
+      throw error;
+    }
+  };
+
   // RFC 6749 §3.2 and ASVS 14.2.1: credentials never travel in the URL.
-  app.addHook('onRequest', async (request, reply) => {
-    reply.header('cache-control', 'no-store').header('pragma', 'no-cache');
+  app.addHook('onRequest', async (request) => {
     const query = request.query as Record<string, unknown>;
     if (CREDENTIAL_PARAMETERS.some((name) => name in query)) {
       throw new AppError('invalid_request', 'Credentials must be sent in the request body, not the URL');
@@ -66,7 +118,7 @@ export const tokenRoutes: FastifyPluginAsyncTypebox<{
   });
 
   app.post(
-    '/token',
+    TOKEN_PATH,
     {
       config: { errorStyle: 'oauth' },
       schema: {
@@ -87,20 +139,34 @@ export const tokenRoutes: FastifyPluginAsyncTypebox<{
       const context = requestContext(request, reply);
       // RFC 6749 §3.2: a parameter sent without a value is treated as omitted.
       const grantType = body.grant_type || 'password';
+      const web = isWebClient(request);
       if (grantType === 'password') {
         const username = body.username?.trim();
         const password = body.password;
         if (!username || !password) {
           throw new AppError('invalid_request', 'The username and password parameters are required');
         }
-        const deviceToken = body.device_token || undefined;
-        return answerPasswordGrant(
-          await login.passwordGrant({ username, password, deviceToken, scope: body.scope }, context),
+        if (!web) {
+          const deviceToken = body.device_token || undefined;
+          return answerPasswordGrant(
+            await login.passwordGrant({ username, password, deviceToken, scope: body.scope }, context),
+          );
+        }
+        const deviceToken = cookies.deviceTokenOf(request);
+        const result = await login.passwordGrant(
+          { username, password, deviceToken, scope: body.scope },
+          context,
         );
+        return answerInCookies(answerPasswordGrant(result), cookies, request, reply);
       }
       if (grantType === 'refresh_token') {
-        if (!body.refresh_token)
+        if (web) return refreshFromCookie(request, reply, context, body.scope);
+        if (!body.refresh_token) {
+          // The cookie came without the page's header: a cross-site form, or a script that is not the page.
+          if (cookies.carriesRefreshCookie(request))
+            throw new AppError('cross_site_request', 'Cookie without header');
           throw new AppError('invalid_request', 'The refresh_token parameter is required');
+        }
         return toTokenResponse(await login.refreshTokenGrant(body.refresh_token, context, body.scope));
       }
       throw new AppError(
@@ -111,7 +177,7 @@ export const tokenRoutes: FastifyPluginAsyncTypebox<{
   );
 
   app.post(
-    '/revoke',
+    REVOKE_PATH,
     {
       config: { errorStyle: 'oauth' },
       schema: {

@@ -1,0 +1,35 @@
+import type { AuditEvent } from '../domain/audit-event.ts';
+import type { Session } from '../domain/session.ts';
+import type { User } from '../domain/user.ts';
+
+// The JSON records of accounts, sessions and audit events: what the API answers and what the gatehouse command prints
+// with --json, in one shape, so that a script may read either.
+
+/** An account as operators see it: the admin API's answers and `gatehouse users … --json`. */
+export const accountRecord = (user: User) => ({
+  id: user.id,
+  username: user.username,
+  email: user.email,
+  age: user.age,
+  level: user.level,
+  roles: user.roles,
+  disabled_at: user.disabledAt?.toISOString() ?? null,
+  created_at: user.createdAt.toISOString(),
+});
+
+export const sessionRecord = (session: Session) => ({
+  id: session.id,
+  created_at: session.createdAt.toISOString(),
+  last_used_at: session.lastUsedAt.toISOString(),
+  expires_at: session.expiresAt.toISOString(),
+  user_agent: session.userAgent ?? null,
+  ip_address: session.ipAddress ?? null,
+});
+
+export const auditEventRecord = (event: AuditEvent) => ({
+  event: event.event,
+  at: event.createdAt.toISOString(),
+  ip: event.ipAddress ?? null,
+  user_agent: event.userAgent ?? null,
+  detail: event.detail,
+});

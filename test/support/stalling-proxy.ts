@@ -1,0 +1,77 @@
+import net from 'node:net';
+
+/** A TCP server on a free port that accepts connections and never answers, as a hung Redis does. */
+export async function startSilentServer(): Promise<{ url: string; close(): Promise<void> }> {
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((socket) => {
+    sockets.add(socket);
+    socket.on('error', () => {});
+    socket.on('close', () => sockets.delete(socket));
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as net.AddressInfo;
+  return {
+    url: `redis://127.0.0.1:${port}`,
+    close: () =>
+      new Promise((resolve) => {
+        for (const socket of sockets) socket.destroy();
+        server.close(() => resolve());
+      }),
+  };
+}
+
+/**
+ * A TCP proxy to `target` that can stall: while stalled, what either side sends is held (as a stopped process's
+ * kernel would hold it), and delivered in order once it resumes.
+ */
+export async function startStallingProxy(target: string): Promise<{
+  url: string;
+  stall(): void;
+  resume(): void;
+  close(): Promise<void>;
+}> {
+  const { hostname, port: targetPort } = new URL(target);
+  let stalled = false;
+  const flushes = new Set<() => void>();
+  const sockets = new Set<net.Socket>();
+  const forward = (from: net.Socket, to: net.Socket) => {
+    const held: Buffer[] = [];
+    from.on('data', (chunk: Buffer) => {
+      if (stalled) held.push(chunk);
+      else to.write(chunk);
+    });
+    flushes.add(() => {
+      for (const chunk of held.splice(0)) to.write(chunk);
+    });
+  };
+  const server = net.createServer((client) => {
+    const upstream = net.connect(Number(targetPort), hostname);
+    for (const socket of [client, upstream]) {
+      sockets.add(socket);
+      socket.on('error', () => {});
+      socket.on('close', () => {
+        client.destroy();
+        upstream.destroy();
+      });
+    }
+    forward(client, upstream);
+    forward(upstream, client);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as net.AddressInfo;
+  return {
+    url: `redis://127.0.0.1:${port}`,
+    stall() {
+      stalled = true;
+    },
+    resume() {
+      stalled = false;
+      for (const flush of flushes) flush();
+    },
+    close: () =>
+      new Promise((resolve) => {
+        for (const socket of sockets) socket.destroy();
+        server.close(() => resolve());
+      }),
+  };
+}

@@ -1,0 +1,343 @@
+import {
+  type ActivityEvent,
+  call,
+  forget,
+  type Message,
+  resume,
+  type Session,
+  signIn,
+  type User,
+  whenSessionLost,
+} from './api.ts';
+import { announce, byId, el, FormProblem, handleForm, text } from './forms.ts';
+
+const ACTIVITY_PAGE = 10;
+const MESSAGES_PAGE = 20;
+
+const EVENT_LABELS: Record<string, string> = {
+  user_registered: 'Account created',
+  login_succeeded: 'Signed in',
+  login_failed: 'Failed sign-in',
+  login_throttled: 'Sign-in attempts throttled',
+  session_started: 'Session started',
+  refreshed: 'Session renewed',
+  refresh_token_retry: 'Session renewed (retry)',
+  refresh_token_reuse_detected: 'A reused token ended a session',
+  session_revoked: 'Session ended',
+  session_ended: 'Session ended',
+  logout: 'Signed out',
+  logout_all: 'Signed out everywhere',
+  password_changed: 'Password changed',
+  password_check_failed: 'Wrong current password',
+  password_check_throttled: 'Password checks throttled',
+  email_changed: 'Email changed',
+};
+
+let user: User | undefined;
+let activityNext: string | null = null;
+let messagesNext: string | null = null;
+
+const when = (iso: string) => {
+  const at = new Date(iso);
+  return el('time', { text: at.toLocaleString(), attributes: { datetime: at.toISOString() } });
+};
+
+function showSignedOut(message?: string): void {
+  user = undefined;
+  byId('loading').hidden = true;
+  byId('signed-in').hidden = true;
+  byId('who').hidden = true;
+  byId('signed-out').hidden = false;
+  for (const list of ['session-list', 'activity-list', 'message-list']) byId(list).replaceChildren();
+  for (const form of byId('signed-in').querySelectorAll('form')) form.reset();
+  if (message) announce(message);
+  document.title = 'Sign in · Gatehouse';
+}
+
+/** Shows the account; `focus` moves the focus to its heading as soon as it is on screen (after a sign-in). */
+async function showSignedIn(focus = false): Promise<void> {
+  user = await call<User>('GET', '/users/me');
+  byId('who-name').textContent = user.username;
+  byId('current-email').textContent = user.email;
+  byId('loading').hidden = true;
+  byId('signed-out').hidden = true;
+  byId('who').hidden = false;
+  byId('signed-in').hidden = false;
+  document.title = `${user.username} · Gatehouse`;
+  if (focus) byId('account-title').focus();
+  await Promise.all([loadMessages(true), loadSessions(), loadActivity(true)]);
+}
+
+/** The conversation: its messages, newest first, a page at a time. */
+async function loadMessages(fromStart: boolean): Promise<void> {
+  const query = new URLSearchParams({ limit: String(MESSAGES_PAGE) });
+  if (!fromStart && messagesNext) query.set('before', messagesNext);
+  const page = await call<{ messages: Message[]; next: string | null }>(
+    'GET',
+    `/conversation/messages?${query}`,
+  );
+  const list = byId('message-list');
+  if (fromStart) list.replaceChildren();
+  for (const message of page.messages) {
+    const author = message.author === 'system' ? 'Gatehouse · ' : 'You · ';
+    list.append(
+      el(
+        'li',
+        { className: 'message' },
+        el('p', { className: 'message-text', text: message.text }),
+        el('p', { className: 'meta' }, author, when(message.created_at)),
+      ),
+    );
+  }
+  messagesNext = page.next;
+  byId('messages-more').hidden = messagesNext === null;
+  byId('messages-empty').hidden = list.childElementCount > 0;
+}
+
+async function loadSessions(): Promise<void> {
+  const { sessions } = await call<{ sessions: Session[] }>('GET', '/users/me/sessions');
+  const list = byId('session-list');
+  list.replaceChildren(
+    ...sessions.map((session) => {
+      const device = describeDevice(session.user_agent);
+      const item = el(
+        'li',
+        { className: 'session' },
+        el('p', {
+          className: 'session-device',
+          text: device,
+          attributes: session.user_agent ? { title: session.user_agent } : {},
+        }),
+        el(
+          'p',
+          { className: 'meta' },
+          `${session.ip_address ?? 'unknown address'} · last used `,
+          when(session.last_used_at),
+        ),
+      );
+      if (session.current) {
+        item.append(el('p', { className: 'badge', text: 'This browser' }));
+      } else {
+        const end = el('button', {
+          className: 'secondary',
+          text: 'End session',
+          attributes: {
+            type: 'button',
+            'aria-label': `End session: ${device}, last used ${session.last_used_at}`,
+          },
+        });
+        end.addEventListener('click', () => {
+          end.disabled = true;
+          call('DELETE', `/users/me/sessions/${encodeURIComponent(session.id)}`)
+            .then(async () => {
+              await loadSessions();
+              announce('Session ended.');
+              byId('sessions-title').focus();
+            })
+            .catch(reportFailure);
+        });
+        item.append(end);
+      }
+      return item;
+    }),
+  );
+}
+
+const BROWSERS: [RegExp, string][] = [
+  [/Edg\//, 'Edge'],
+  [/OPR\//, 'Opera'],
+  [/Firefox\//, 'Firefox'],
+  [/HeadlessChrome\//, 'Headless Chrome'],
+  [/Chrom(e|ium)\//, 'Chrome'],
+  [/Safari\//, 'Safari'],
+];
+const SYSTEMS: [RegExp, string][] = [
+  [/Android/, 'Android'],
+  [/iPhone|iPad/, 'iOS'],
+  [/Windows/, 'Windows'],
+  [/Mac OS X|Macintosh/, 'macOS'],
+  [/CrOS/, 'ChromeOS'],
+  [/Linux/, 'Linux'],
+];
+
+/** "Firefox on Linux" for a browser's user agent; anything else (curl, an SDK) as it introduced itself. */
+function describeDevice(userAgent: string | null): string {
+  if (!userAgent) return 'Unknown device';
+  const browser = BROWSERS.find(([pattern]) => pattern.test(userAgent))?.[1];
+  const system = SYSTEMS.find(([pattern]) => pattern.test(userAgent))?.[1];
+  if (browser && system) return `${browser} on ${system}`;
+  return userAgent.length > 60 ? `${userAgent.slice(0, 57)}…` : userAgent;
+}
+
+function describeEvent(event: ActivityEvent): string {
+  const label = EVENT_LABELS[event.event] ?? event.event.replaceAll('_', ' ');
+  const reason = event.detail.reason;
+  return typeof reason === 'string' ? `${label} (${reason.replaceAll('_', ' ')})` : label;
+}
+
+async function loadActivity(fromStart: boolean): Promise<void> {
+  const query = new URLSearchParams({ limit: String(ACTIVITY_PAGE) });
+  if (!fromStart && activityNext) query.set('before', activityNext);
+  const page = await call<{ events: ActivityEvent[]; next: string | null }>(
+    'GET',
+    `/users/me/activity?${query}`,
+  );
+  const list = byId('activity-list');
+  if (fromStart) list.replaceChildren();
+  for (const event of page.events) {
+    list.append(
+      el(
+        'li',
+        { className: 'activity' },
+        el('p', { className: 'activity-event', text: describeEvent(event) }),
+        el(
+          'p',
+          { className: 'meta' },
+          when(event.at),
+          event.ip ? ` · ${event.ip}` : '',
+          event.user_agent ? ` · ${describeDevice(event.user_agent)}` : '',
+        ),
+      ),
+    );
+  }
+  activityNext = page.next;
+  byId('activity-more').hidden = activityNext === null;
+}
+
+/** A failure outside a form (a button in a list): said in the status region. */
+function reportFailure(error: unknown): void {
+  announce(error instanceof Error ? error.message : 'The request failed.');
+}
+
+async function endSession(path: '/logout' | '/logout/all', message: string): Promise<void> {
+  await call('POST', path);
+  forget();
+  showSignedOut(message);
+  byId('signin-username').focus();
+}
+
+function wireSignedOut(): void {
+  handleForm(byId<HTMLFormElement>('signin-form'), async (fields) => {
+    const username = text(fields, 'username').trim();
+    const password = text(fields, 'password');
+    const missing = new Map<string, string>();
+    if (!username) missing.set('username', 'Enter your username.');
+    if (!password) missing.set('password', 'Enter your password.');
+    if (missing.size > 0) throw new FormProblem('Enter your username and password.', missing);
+    await signIn(username, password);
+    byId<HTMLFormElement>('signin-form').reset();
+    await showSignedIn(true);
+    announce(`Signed in as ${user?.username}.`);
+  });
+
+  handleForm(byId<HTMLFormElement>('signup-form'), async (fields) => {
+    const username = text(fields, 'username').trim();
+    const password = text(fields, 'password');
+    const age = text(fields, 'age').trim();
+    await call('POST', '/register/', {
+      username,
+      email: text(fields, 'email').trim(),
+      password,
+      age: /^\d+$/.test(age) ? Number(age) : age,
+      level: text(fields, 'level'),
+    });
+    await signIn(username, password);
+    byId<HTMLFormElement>('signup-form').reset();
+    await showSignedIn(true);
+    announce(`Account created. Signed in as ${user?.username}.`);
+  });
+}
+
+function wireSignedIn(): void {
+  byId('signout').addEventListener('click', () => {
+    endSession('/logout', 'Signed out.').catch(reportFailure);
+  });
+  byId('signout-all').addEventListener('click', () => {
+    endSession('/logout/all', 'Signed out on every device.').catch(reportFailure);
+  });
+  byId('activity-more').addEventListener('click', () => {
+    loadActivity(false).catch(reportFailure);
+  });
+  byId('messages-more').addEventListener('click', () => {
+    loadMessages(false).catch(reportFailure);
+  });
+  byId('activity-reload').addEventListener('click', () => {
+    loadActivity(true)
+      .then(() => announce('Activity reloaded.'))
+      .catch(reportFailure);
+  });
+
+  const messageForm = byId<HTMLFormElement>('message-form');
+  handleForm(messageForm, async (fields) => {
+    const message = text(fields, 'text').trim();
+    if (!message) {
+      throw new FormProblem('Write a message first.', new Map([['text', 'Write a message first.']]));
+    }
+    await call('POST', '/conversation/messages', { text: message });
+    messageForm.reset();
+    await loadMessages(true);
+    announce('Message added.');
+  });
+
+  const emailForm = byId<HTMLFormElement>('email-form');
+  handleForm(emailForm, async (fields) => {
+    user = await call<User>('PATCH', '/users/me', {
+      email: text(fields, 'email').trim(),
+      current_password: text(fields, 'current_password'),
+    });
+    byId('current-email').textContent = user.email;
+    emailForm.reset();
+    announce(`Email changed to ${user.email}.`);
+    await loadActivity(true);
+  });
+
+  const passwordForm = byId<HTMLFormElement>('password-form');
+  handleForm(passwordForm, async (fields) => {
+    const newPassword = text(fields, 'new_password');
+    if (newPassword !== text(fields, 'confirm_password')) {
+      throw new FormProblem(
+        'The new passwords do not match.',
+        new Map([['confirm_password', 'Type the same new password twice.']]),
+      );
+    }
+    await call('POST', '/users/me/password', {
+      current_password: text(fields, 'current_password'),
+      new_password: newPassword,
+    });
+    passwordForm.reset();
+    announce('Password changed. Your other sessions have ended.');
+    await Promise.all([loadSessions(), loadActivity(true)]);
+  });
+
+  const deleteForm = byId<HTMLFormElement>('delete-form');
+  handleForm(deleteForm, async (fields) => {
+    if (fields.get('confirm') !== 'yes') {
+      throw new FormProblem(
+        'Tick the box to confirm that the account and its data go for good.',
+        new Map([['confirm', 'Tick the box to confirm.']]),
+      );
+    }
+    await call('DELETE', '/users/me', { password: text(fields, 'password') });
+    deleteForm.reset();
+    forget();
+    showSignedOut('Your account has been deleted.');
+    byId('signup-username').focus();
+  });
+}
+
+async function start(): Promise<void> {
+  wireSignedOut();
+  wireSignedIn();
+  whenSessionLost(() => showSignedOut('Your session has ended. Sign in again.'));
+  try {
+    if (await resume()) {
+      await showSignedIn();
+      return;
+    }
+  } catch (error) {
+    reportFailure(error);
+  }
+  showSignedOut();
+}
+
+void start();
