@@ -359,7 +359,7 @@ export async function buildApp(
     await cookieScope.register(tokenRoutes, { login, sessions, cookies });
     await cookieScope.register(async (protectedScope) => {
       requireLiveSession(protectedScope, sessions);
-      await protectedScope.register(messageRoutes, { conversations });
+      await protectedScope.register(messageRoutes, { conversations, throttle: throttling?.throttle });
       await protectedScope.register(accountRoutes, { accounts, sessions, cookies });
       await protectedScope.register(activityRoutes, { auditTrail });
       await protectedScope.register(adminRoutes, { operators });

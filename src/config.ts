@@ -75,6 +75,7 @@ const EnvSchema = Type.Object({
   REGISTER_PER_IP: Type.String({ default: '3/10s,20/3600s' }),
   REFRESH_PER_FAMILY: Type.String({ default: '10/60s' }),
   REFRESH_PER_IP: Type.String({ default: '150/300s' }),
+  MESSAGE_RATE_PER_MINUTE: Type.Integer({ default: 30, minimum: 1, maximum: 10_000 }),
   DEVICE_TOKEN_TTL_DAYS: Type.Integer({ default: 90, minimum: 1, maximum: 400 }),
   KNOWN_IPS_PER_USER: Type.Integer({ default: 10, minimum: 0, maximum: 100 }),
 });
@@ -156,7 +157,7 @@ export interface RateWindow {
   readonly windowSeconds: number;
 }
 
-/** THROTTLING.md §2's rules R1–R7 and the known-client set; `enabled: false` (RATE_LIMITS=off) turns all off. */
+/** THROTTLING.md §2's rules R1–R7, the posting rate R8 and the known-client set; `enabled: false` (RATE_LIMITS=off) turns all off. */
 export interface ThrottlingConfig {
   readonly enabled: boolean;
   readonly ipv6SubnetBits: number;
@@ -173,6 +174,8 @@ export interface ThrottlingConfig {
   readonly registrationPerIp: readonly RateWindow[];
   readonly refreshPerFamily: readonly RateWindow[];
   readonly refreshPerIp: readonly RateWindow[];
+  /** R8: messages a user may post a minute. */
+  readonly messagesPerMinute: number;
   readonly deviceTokenTtlDays: number;
   readonly knownIpsPerUser: number;
 }
@@ -356,6 +359,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
       registrationPerIp,
       refreshPerFamily,
       refreshPerIp,
+      messagesPerMinute: values.MESSAGE_RATE_PER_MINUTE,
       deviceTokenTtlDays: values.DEVICE_TOKEN_TTL_DAYS,
       knownIpsPerUser: values.KNOWN_IPS_PER_USER,
     },

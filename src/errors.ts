@@ -2,6 +2,7 @@ export type ErrorCode =
   | 'validation_failed'
   | 'username_taken'
   | 'email_taken'
+  | 'conversation_full'
   | 'invalid_password'
   | 'missing_host'
   | 'invalid_request'

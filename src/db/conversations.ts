@@ -1,3 +1,4 @@
+import { sql } from 'kysely';
 import type { Session } from '../domain/session.ts';
 import { prepareQuery } from './prepared.ts';
 import type { Db } from './schema.ts';
@@ -16,7 +17,7 @@ export interface ConversationOfSession {
   username: string;
   /** Since when the session's user is disabled, or null: for the caller to judge as well. */
   accountDisabledAt: Date | null;
-  /** Oldest first; undefined when the user has no conversation at all. */
+  /** The newest NEWEST_MESSAGES_OF_SESSION, oldest first; undefined when the user has no conversation at all. */
   messages: ConversationMessage[] | undefined;
 }
 
@@ -27,19 +28,23 @@ export interface ConversationsRepository {
    */
   findConversationOfSession(sessionId: string): Promise<ConversationOfSession | undefined>;
   /**
-   * Appends a message to the user's conversation, creating the conversation if the user has none (imported users);
-   * undefined when there is no such user.
+   * Appends a message to the user's conversation, creating the conversation if the user has none (imported users),
+   * unless it already holds `maxMessages` ('full'); undefined when there is no such user.
    */
   insertMessageOfUser(
     userId: number,
     message: { author: 'user'; body: string; createdAt: Date },
-  ): Promise<ConversationMessage | undefined>;
+    maxMessages: number,
+  ): Promise<ConversationMessage | 'full' | undefined>;
   /** The user's messages with an id below `beforeId` (all when undefined), newest first, at most `limit`. */
   findMessagesOfUser(
     userId: number,
     page: { limit: number; beforeId: number | undefined },
   ): Promise<ConversationMessage[]>;
 }
+
+/** How many messages, the newest, the session's read joins: the whole history pages through findMessagesOfUser. */
+export const NEWEST_MESSAGES_OF_SESSION = 50;
 
 const messageColumns = ['messages.id', 'messages.author', 'messages.body', 'messages.created_at_ms'] as const;
 
@@ -49,7 +54,27 @@ export function createConversationsRepository(db: Db): ConversationsRepository {
       .selectFrom('sessions')
       .innerJoin('users', 'users.id', 'sessions.user_id')
       .leftJoin('conversations', 'conversations.user_id', 'sessions.user_id')
-      .leftJoin('messages', 'messages.conversation_id', 'conversations.id')
+      // The newest messages only: their oldest id is read from the (conversation_id, id) index, walking back
+      // NEWEST_MESSAGES_OF_SESSION entries; with fewer, every message. Literals, not parameters: the prepared query
+      // takes the session id alone.
+      .leftJoin('messages', (join) =>
+        join.onRef('messages.conversation_id', '=', 'conversations.id').on((eb) =>
+          eb(
+            'messages.id',
+            '>=',
+            eb.fn.coalesce(
+              eb
+                .selectFrom('messages as newest')
+                .select('newest.id')
+                .whereRef('newest.conversation_id', '=', 'conversations.id')
+                .orderBy('newest.id', 'desc')
+                .limit(sql.lit(1))
+                .offset(sql.lit(NEWEST_MESSAGES_OF_SESSION - 1)),
+              sql.lit(0),
+            ),
+          ),
+        ),
+      )
       .select([
         ...sessionColumns,
         'users.username',
@@ -67,8 +92,11 @@ export function createConversationsRepository(db: Db): ConversationsRepository {
     SESSION_ID_SENTINEL,
   );
 
-  // One statement when the conversation exists, as it does for every user who registered here.
-  const appendToExisting = (userId: number, body: string, createdAtMs: number) =>
+  // One statement when the conversation exists, as it does for every user who registered here. The cap is checked in
+  // that statement, by walking the (conversation_id, id) index to the maxMessages-th entry: on SQLite writes are
+  // serial and it holds exactly; on PostgreSQL each of a user's concurrent posts sees the rows committed when it
+  // began, so a conversation can go past it by at most the posts of that user in flight at that instant.
+  const appendToExisting = (userId: number, body: string, createdAtMs: number, maxMessages: number) =>
     db
       .insertInto('messages')
       .columns(['conversation_id', 'author', 'body', 'created_at_ms'])
@@ -82,10 +110,26 @@ export function createConversationsRepository(db: Db): ConversationsRepository {
             // Typed, or PostgreSQL reads a parameter in a select list as text.
             inner.cast<number>(inner.val(createdAtMs), 'bigint').as('created_at_ms'),
           ])
-          .where('conversations.user_id', '=', userId),
+          .where('conversations.user_id', '=', userId)
+          .where((eb) =>
+            eb.not(
+              eb.exists(
+                eb
+                  .selectFrom('messages as stored')
+                  .select('stored.id')
+                  .whereRef('stored.conversation_id', '=', 'conversations.id')
+                  .orderBy('stored.id')
+                  .limit(1)
+                  .offset(maxMessages - 1),
+              ),
+            ),
+          ),
       )
       .returning(['id', 'author', 'body', 'created_at_ms'])
       .executeTakeFirst();
+
+  const conversationOf = (userId: number) =>
+    db.selectFrom('conversations').select('id').where('user_id', '=', userId).executeTakeFirst();
 
   return {
     async findConversationOfSession(sessionId) {
@@ -118,22 +162,27 @@ export function createConversationsRepository(db: Db): ConversationsRepository {
       };
     },
 
-    async insertMessageOfUser(userId, message) {
+    async insertMessageOfUser(userId, message, maxMessages) {
       const createdAtMs = message.createdAt.getTime();
-      let row = await appendToExisting(userId, message.body, createdAtMs);
+      let row = await appendToExisting(userId, message.body, createdAtMs, maxMessages);
       if (!row) {
-        // Users imported from the FastAPI seed have no conversation until their first message. The unique index
-        // on conversations.user_id settles concurrent first messages: one conversation, all messages in it.
-        const user = await db.selectFrom('users').select('id').where('id', '=', userId).executeTakeFirst();
-        if (!user) return undefined;
-        await db
-          .insertInto('conversations')
-          .values({ user_id: userId, created_at_ms: createdAtMs })
-          .onConflict((conflict) => conflict.column('user_id').doNothing())
-          .execute();
-        row = await appendToExisting(userId, message.body, createdAtMs);
+        if (!(await conversationOf(userId))) {
+          // Users imported from the FastAPI seed have no conversation until their first message. The unique index
+          // on conversations.user_id settles concurrent first messages: one conversation, all messages in it.
+          const user = await db.selectFrom('users').select('id').where('id', '=', userId).executeTakeFirst();
+          if (!user) return undefined;
+          await db
+            .insertInto('conversations')
+            .values({ user_id: userId, created_at_ms: createdAtMs })
+            .onConflict((conflict) => conflict.column('user_id').doNothing())
+            .execute();
+        }
+        // Again, since a concurrent first message may have made the conversation after the first attempt: failing
+        // now, with a conversation there, it is full.
+        row = await appendToExisting(userId, message.body, createdAtMs, maxMessages);
+        if (!row) return 'full';
       }
-      return row && toMessage(row);
+      return toMessage(row);
     },
 
     async findMessagesOfUser(userId, { limit, beforeId }) {

@@ -37,6 +37,7 @@ const responses: Record<ErrorCode, (error: AppError, style: ErrorStyle) => Rende
       : { status: 422, body: { detail: error.details ?? [] } },
   username_taken: (error) => ({ status: 409, body: { detail: error.message, code: 'username_taken' } }),
   email_taken: (error) => ({ status: 409, body: { detail: error.message, code: 'email_taken' } }),
+  conversation_full: (error) => ({ status: 409, body: { detail: error.message, code: 'conversation_full' } }),
   invalid_password: (error) => ({ status: 400, body: { detail: error.message, code: 'invalid_password' } }),
   missing_host: (error, style) =>
     style === 'oauth'

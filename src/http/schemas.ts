@@ -223,6 +223,11 @@ export const ConflictResponse = Type.Object({
   code: Type.Enum(['username_taken', 'email_taken']),
 });
 
+export const ConversationFullResponse = Type.Object({
+  detail: Type.String(),
+  code: Type.Enum(['conversation_full']),
+});
+
 export const ValidationErrorResponse = Type.Object({
   detail: Type.Array(
     Type.Object({

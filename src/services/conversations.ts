@@ -14,18 +14,24 @@ export interface MessagePage {
 
 export interface ConversationsService {
   /**
-   * Returns the conversation of the user behind a verified access token, one message a line, reading the claimed
+   * Returns the newest messages (NEWEST_MESSAGES_OF_SESSION) of the conversation of the user behind a verified
+   * access token, oldest first, one a line, reading the claimed
    * session and account in the same round trip: throws invalid_token when the session is not live or the account is
    * disabled, not_found when there is no conversation.
    */
   readConversationOfSession(claim: SessionClaim): Promise<{ username: string; conversation: string }>;
-  /** Appends a message by the user to their own conversation; throws validation_failed for an unacceptable text. */
+  /**
+   * Appends a message by the user to their own conversation; throws validation_failed for an unacceptable text,
+   * conversation_full when it holds MAX_CONVERSATION_MESSAGES.
+   */
   postMessage(userId: number, text: string): Promise<ConversationMessage>;
   /** Returns a page of the user's own messages, newest first; throws validation_failed for a malformed cursor. */
   listMessages(userId: number, page: { limit: number; before: string | undefined }): Promise<MessagePage>;
 }
 
 export const MAX_MESSAGE_CHARACTERS = 4000;
+// With 4000 characters each, up to 160 MB of text a user: the bound on what one account can make the database keep.
+export const MAX_CONVERSATION_MESSAGES = 10_000;
 
 // C0 and C1 controls but tab and line feed, and the bidirectional embeddings, overrides and isolates that make text
 // read differently from how it is stored (Trojan Source, CVE-2021-42574). Marks (U+200E, U+200F) and joiners stay.
@@ -97,11 +103,17 @@ export function createConversationsService(deps: {
       if ('problem' in checked) {
         throw new AppError('validation_failed', 'Invalid message', { details: [checked.problem] });
       }
-      const message = await conversations.insertMessageOfUser(userId, {
-        author: 'user',
-        body: checked.text,
-        createdAt: clock.now(),
-      });
+      const message = await conversations.insertMessageOfUser(
+        userId,
+        { author: 'user', body: checked.text, createdAt: clock.now() },
+        MAX_CONVERSATION_MESSAGES,
+      );
+      if (message === 'full') {
+        throw new AppError(
+          'conversation_full',
+          `The conversation holds its maximum of ${MAX_CONVERSATION_MESSAGES} messages`,
+        );
+      }
       if (!message) throw new AppError('not_found', 'User not found');
       return message;
     },

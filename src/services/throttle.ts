@@ -5,8 +5,11 @@ import { clientIpKey } from '../security/client-ip.ts';
 import { loginIdentifier } from './accounts.ts';
 import type { RequestContext } from './request-context.ts';
 
-/** THROTTLING.md §2: R1–R4 count failed logins, R5–R7 cap requests per client address, R7 also per session. */
-export type ThrottleRule = 'R1' | 'R2' | 'R3' | 'R4' | 'R5' | 'R6' | 'R7';
+/**
+ * THROTTLING.md §2: R1–R4 count failed logins, R5–R7 cap requests per client address, R7 also per session; R8 caps
+ * the messages a user posts.
+ */
+export type ThrottleRule = 'R1' | 'R2' | 'R3' | 'R4' | 'R5' | 'R6' | 'R7' | 'R8';
 
 export interface Refusal {
   rule: ThrottleRule;
@@ -33,6 +36,7 @@ export interface ThrottlePolicy {
   registrationPerIp: readonly RateWindow[];
   refreshPerFamily: readonly RateWindow[];
   refreshPerIp: readonly RateWindow[];
+  messagesPerMinute: number;
 }
 
 /** One password login as throttling sees it, before its password is checked. */
@@ -69,6 +73,8 @@ export interface Throttle {
   admitRefresh(context: RequestContext): Promise<void>;
   /** R7: throws temporarily_unavailable when this session (one refresh-token family) refreshes too often. */
   admitRefreshOfSession(sessionId: string, context: RequestContext): Promise<void>;
+  /** R8: throws temporarily_unavailable when this user posts messages too often, from whichever session. */
+  admitMessage(userId: number, context: RequestContext): Promise<void>;
 }
 
 const LOCKS_LIMIT = 1_000_000_000;
@@ -139,6 +145,7 @@ export function createThrottle(counters: CounterStore, policy: ThrottlePolicy): 
   const registrations = windows('r6', policy.registrationPerIp);
   const refreshesPerIp = windows('r7-ip', policy.refreshPerIp);
   const refreshesPerSession = windows('r7-session', policy.refreshPerFamily);
+  const messagesPerUser = windows('r8', [{ limit: policy.messagesPerMinute, windowSeconds: 60 }]);
 
   /** Every window counts the request; the longest wait of those past their limit is the answer. */
   const admit = async (rule: ThrottleRule, limited: ReturnType<typeof windows>, key: string) => {
@@ -269,5 +276,7 @@ export function createThrottle(counters: CounterStore, policy: ThrottlePolicy): 
 
     admitRefreshOfSession: (sessionId, context) =>
       refuseRequest('R7', refreshesPerSession, sessionId, context),
+
+    admitMessage: (userId, context) => refuseRequest('R8', messagesPerUser, String(userId), context),
   };
 }

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createConversationsRepository } from '../../src/db/conversations.ts';
+import { type ConversationMessage, createConversationsRepository } from '../../src/db/conversations.ts';
 import { createSessionsRepository } from '../../src/db/sessions.ts';
 import { createSigningKeysRepository } from '../../src/db/signing-keys.ts';
 import { createUsersRepository } from '../../src/db/users.ts';
@@ -292,22 +292,16 @@ describe.each(dialects)('repositories on %s', (dialect) => {
     const user = await users.insertUserWithConversation(newUser('Nora'), 'welcome, Nora', now);
     const other = await users.insertUserWithConversation(newUser('Otto'), 'welcome, Otto', now);
     const later = new Date(now.getTime() + 1000);
-    const first = await repository.insertMessageOfUser(user.id, {
-      author: 'user',
-      body: 'one',
-      createdAt: later,
-    });
-    const second = await repository.insertMessageOfUser(user.id, {
-      author: 'user',
-      body: 'two',
-      createdAt: later,
-    });
-    await repository.insertMessageOfUser(other.id, { author: 'user', body: 'otto', createdAt: later });
+    const insert = (userId: number, body: string, createdAt: Date, maxMessages = 100) =>
+      repository.insertMessageOfUser(userId, { author: 'user', body, createdAt }, maxMessages);
+    const first = (await insert(user.id, 'one', later)) as ConversationMessage;
+    const second = (await insert(user.id, 'two', later)) as ConversationMessage;
+    await insert(other.id, 'otto', later);
     expect(first).toEqual({ id: expect.any(Number), author: 'user', body: 'one', createdAt: later });
-    expect(second!.id).toBeGreaterThan(first!.id);
+    expect(second.id).toBeGreaterThan(first.id);
     const page = await repository.findMessagesOfUser(user.id, { limit: 2, beforeId: undefined });
     expect(page.map((message) => message.body)).toEqual(['two', 'one']);
-    const older = await repository.findMessagesOfUser(user.id, { limit: 10, beforeId: first!.id });
+    const older = await repository.findMessagesOfUser(user.id, { limit: 10, beforeId: first.id });
     expect(older).toEqual([
       { id: expect.any(Number), author: 'system', body: 'welcome, Nora', createdAt: now },
     ]);
@@ -315,13 +309,16 @@ describe.each(dialects)('repositories on %s', (dialect) => {
     const otto = await repository.findMessagesOfUser(other.id, { limit: 10, beforeId: undefined });
     const past = await repository.findMessagesOfUser(user.id, { limit: 10, beforeId: otto[0]!.id + 1 });
     expect(past.map((message) => message.body)).toEqual(['two', 'one', 'welcome, Nora']);
-    expect(
-      await repository.insertMessageOfUser(999_999, { author: 'user', body: 'x', createdAt: now }),
-    ).toBeUndefined();
+    expect(await insert(999_999, 'x', now)).toBeUndefined();
+    // The welcome, one and two: a conversation of three is full at three, and keeps its three.
+    expect(await insert(user.id, 'three', later, 3)).toBe('full');
+    expect(await repository.findMessagesOfUser(user.id, { limit: 10, beforeId: undefined })).toHaveLength(3);
+    expect(await insert(user.id, 'three', later, 4)).toMatchObject({ body: 'three' });
 
     await database.db.deleteFrom('conversations').where('user_id', '=', other.id).execute();
     expect(await repository.findMessagesOfUser(other.id, { limit: 10, beforeId: undefined })).toEqual([]);
-    await repository.insertMessageOfUser(other.id, { author: 'user', body: 'again', createdAt: now });
+    await insert(other.id, 'again', now);
+    expect(await insert(other.id, 'once more', now, 1)).toBe('full');
     expect(
       (await repository.findMessagesOfUser(other.id, { limit: 10, beforeId: undefined })).map((m) => m.body),
     ).toEqual(['again']);

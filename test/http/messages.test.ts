@@ -214,3 +214,162 @@ describe.each(dialects)('conversation messages on %s', (dialect) => {
     expect((await list(token)).json().messages).toHaveLength(10);
   });
 });
+
+describe.each(dialects)('conversation size on %s', (dialect) => {
+  let t: TestApp;
+  beforeAll(async () => {
+    t = await buildTestApp(dialect);
+  });
+  afterAll(async () => {
+    await t.close();
+  });
+
+  const post = (token: string, text: string) =>
+    t.app.inject({
+      method: 'POST',
+      url: '/conversation/messages',
+      headers: { authorization: `Bearer ${token}` },
+      payload: { text },
+    });
+  const conversationIdOf = async (username: string) =>
+    (
+      await t.database.db
+        .selectFrom('conversations')
+        .innerJoin('users', 'users.id', 'conversations.user_id')
+        .select('conversations.id')
+        .where('users.username_canonical', '=', username)
+        .executeTakeFirstOrThrow()
+    ).id;
+  const countOf = async (conversationId: number) =>
+    Number(
+      (
+        await t.database.db
+          .selectFrom('messages')
+          .select((eb) => eb.fn.countAll().as('n'))
+          .where('conversation_id', '=', conversationId)
+          .executeTakeFirstOrThrow()
+      ).n,
+    );
+  const fill = async (conversationId: number, count: number) => {
+    for (let start = 0; start < count; start += 500) {
+      const rows = Array.from({ length: Math.min(500, count - start) }, (_, i) => ({
+        conversation_id: conversationId,
+        author: 'user' as const,
+        body: `filler ${start + i + 1}`,
+        created_at_ms: t.clock.now().getTime(),
+      }));
+      await t.database.db.insertInto('messages').values(rows).execute();
+    }
+  };
+
+  it('joins only the newest 50 messages into GET /conversation, oldest of them first', async () => {
+    await registerUser(t.app, { username: 'Gina', email: 'gina@example.com' });
+    const token = await loginToken(t.app, 'gina');
+    for (let i = 1; i <= 55; i += 1) expect((await post(token, `message ${i}`)).statusCode).toBe(201);
+    const response = await t.app.inject({
+      method: 'GET',
+      url: '/conversation',
+      headers: { authorization: `Bearer ${token}` },
+    });
+    expect(response.statusCode).toBe(200);
+    expect(response.json()).toEqual({
+      conversation: Array.from({ length: 50 }, (_, i) => `message ${i + 6}`).join('\n'),
+      current_user: 'Gina',
+    });
+    // The whole history still pages through GET /conversation/messages.
+    const oldest = await t.app.inject({
+      method: 'GET',
+      url: '/conversation/messages?limit=100',
+      headers: { authorization: `Bearer ${token}` },
+    });
+    expect(oldest.json().messages).toHaveLength(56);
+  });
+
+  it('answers 409 conversation_full past 10,000 stored messages, and stores nothing more', async () => {
+    await registerUser(t.app, { username: 'Hank', email: 'hank@example.com' });
+    const token = await loginToken(t.app, 'hank');
+    const conversationId = await conversationIdOf('hank');
+    // The welcome message and these make 9,999.
+    await fill(conversationId, 9_998);
+    expect((await post(token, 'the last one')).statusCode).toBe(201);
+    const refused = await post(token, 'one too many');
+    expect(refused.statusCode).toBe(409);
+    expect(refused.json()).toEqual({
+      detail: 'The conversation holds its maximum of 10000 messages',
+      code: 'conversation_full',
+    });
+    expect(await countOf(conversationId)).toBe(10_000);
+    const read = await t.app.inject({
+      method: 'GET',
+      url: '/conversation',
+      headers: { authorization: `Bearer ${token}` },
+    });
+    expect(read.json().conversation.split('\n').at(-1)).toBe('the last one');
+  });
+
+  it('refuses parallel posts to a conversation one short of full but the first few', async () => {
+    await registerUser(t.app, { username: 'Iris', email: 'iris@example.com' });
+    const token = await loginToken(t.app, 'iris');
+    const conversationId = await conversationIdOf('iris');
+    await fill(conversationId, 9_998);
+    const statuses = (await Promise.all(Array.from({ length: 10 }, (_, i) => post(token, `race ${i}`)))).map(
+      (response) => response.statusCode,
+    );
+    expect(statuses.every((status) => status === 201 || status === 409)).toBe(true);
+    expect(statuses.filter((status) => status === 201).length).toBeGreaterThanOrEqual(1);
+    expect(await countOf(conversationId)).toBe(9_999 + statuses.filter((status) => status === 201).length);
+    expect(await countOf(conversationId)).toBeLessThanOrEqual(10_000 + 9);
+  });
+});
+
+describe.each(dialects)('posting rate on %s', (dialect) => {
+  let t: TestApp;
+  beforeAll(async () => {
+    t = await buildTestApp(dialect, {
+      env: { RATE_LIMITS: 'on', MESSAGE_RATE_PER_MINUTE: '3', REGISTER_PER_IP: '100/10s' },
+    });
+  });
+  afterAll(async () => {
+    await t.close();
+  });
+
+  const post = (token: string, text: string) =>
+    t.app.inject({
+      method: 'POST',
+      url: '/conversation/messages',
+      headers: { authorization: `Bearer ${token}` },
+      payload: { text },
+    });
+
+  it('answers 429 with Retry-After past MESSAGE_RATE_PER_MINUTE posts of one user, and stores nothing', async () => {
+    await registerUser(t.app, { username: 'Jack', email: 'jack@example.com' });
+    await registerUser(t.app, { username: 'Kate', email: 'kate@example.com' });
+    const jack = await loginToken(t.app, 'jack');
+    const kate = await loginToken(t.app, 'kate');
+    for (let i = 1; i <= 3; i += 1) expect((await post(jack, `message ${i}`)).statusCode).toBe(201);
+    const refused = await post(jack, 'message 4');
+    expect(refused.statusCode).toBe(429);
+    expect(refused.json()).toEqual({ detail: 'Too many attempts; retry later.' });
+    const retryAfter = Number(refused.headers['retry-after']);
+    expect(retryAfter).toBeGreaterThanOrEqual(1);
+    expect(retryAfter).toBeLessThanOrEqual(60);
+    expect(refused.headers['cache-control']).toBe('no-store');
+    // Another user is not held back by Jack's posts; nor is reading.
+    expect((await post(kate, 'hello')).statusCode).toBe(201);
+    const page = await t.app.inject({
+      method: 'GET',
+      url: '/conversation/messages',
+      headers: { authorization: `Bearer ${jack}` },
+    });
+    expect(page.statusCode).toBe(200);
+    expect(page.json().messages.map((m: { text: string }) => m.text)).not.toContain('message 4');
+  });
+
+  it('counts per user, not per token: a second session of the same user shares the limit', async () => {
+    await registerUser(t.app, { username: 'Liam', email: 'liam@example.com' });
+    const first = await loginToken(t.app, 'liam');
+    const second = await loginToken(t.app, 'liam');
+    for (let i = 1; i <= 3; i += 1) expect((await post(first, `message ${i}`)).statusCode).toBe(201);
+    expect((await post(second, 'message 4')).statusCode).toBe(429);
+  });
+});

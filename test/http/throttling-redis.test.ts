@@ -73,6 +73,48 @@ describe.skipIf(!redisUrl)('throttling counters in Redis', () => {
     return keyPrefix;
   };
 
+  it('shares the posting rate (R8) between two instances: a user’s messages on either add up', async () => {
+    const keyPrefix = sharedPrefix();
+    const a = await buildTestApp('sqlite', {
+      database,
+      env: {
+        RATE_LIMITS: 'on',
+        REDIS_URL: redisUrl,
+        REDIS_KEY_PREFIX: keyPrefix,
+        MESSAGE_RATE_PER_MINUTE: '2',
+      },
+    });
+    apps.push(a);
+    const b = await buildTestApp('sqlite', {
+      database,
+      env: {
+        RATE_LIMITS: 'on',
+        REDIS_URL: redisUrl,
+        REDIS_KEY_PREFIX: keyPrefix,
+        MESSAGE_RATE_PER_MINUTE: '2',
+      },
+    });
+    apps.push(b);
+    expect((await register(a, 'mona', '192.0.2.50')).statusCode).toBe(200);
+    const token = (
+      await a.app.inject({
+        method: 'POST',
+        url: '/token',
+        remoteAddress: '192.0.2.50',
+        payload: { username: 'mona', password: STRONG_PASSWORD },
+      })
+    ).json().access_token as string;
+    const post = (t: TestApp) =>
+      t.app.inject({
+        method: 'POST',
+        url: '/conversation/messages',
+        headers: { authorization: `Bearer ${token}` },
+        payload: { text: 'hello' },
+      });
+    expect(statusesOf([await post(a), await post(b), await post(a)])).toEqual([201, 201, 429]);
+    expect((await post(b)).statusCode).toBe(429);
+  });
+
   it('shares its counts between two instances: failures on either add up, and so do registrations', async () => {
     const keyPrefix = sharedPrefix();
     const [a, b] = [await instance(redisUrl, keyPrefix), await instance(redisUrl, keyPrefix)] as [

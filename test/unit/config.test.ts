@@ -425,6 +425,7 @@ describe('loadConfig: login throttling', () => {
       ],
       refreshPerFamily: [{ limit: 10, windowSeconds: 60 }],
       refreshPerIp: [{ limit: 150, windowSeconds: 300 }],
+      messagesPerMinute: 30,
       deviceTokenTtlDays: 90,
       knownIpsPerUser: 10,
     });
@@ -493,6 +494,13 @@ describe('loadConfig: login throttling', () => {
     expect(problemsOf({ ACCOUNT_HARD_CAP: '101' }).join()).toMatch(/ACCOUNT_HARD_CAP/);
     expect(problemsOf({ IPV6_SUBNET: '129' }).join()).toMatch(/IPV6_SUBNET/);
     expect(problemsOf({ LOGIN_FREE_FAILS: '0' }).join()).toMatch(/LOGIN_FREE_FAILS/);
+  });
+
+  it('reads MESSAGE_RATE_PER_MINUTE, 1 to 10000 messages a minute per user', () => {
+    expect(loadConfig({ MESSAGE_RATE_PER_MINUTE: '5' }).throttling.messagesPerMinute).toBe(5);
+    expect(problemsOf({ MESSAGE_RATE_PER_MINUTE: '0' }).join()).toMatch(/MESSAGE_RATE_PER_MINUTE/);
+    expect(problemsOf({ MESSAGE_RATE_PER_MINUTE: '10001' }).join()).toMatch(/MESSAGE_RATE_PER_MINUTE/);
+    expect(problemsOf({ MESSAGE_RATE_PER_MINUTE: 'lots' }).join()).toMatch(/MESSAGE_RATE_PER_MINUTE/);
   });
 
   it('reads the known-client settings', () => {

@@ -40,6 +40,7 @@ const TABLE: Record<ErrorCode, Record<ErrorStyle, Expected>> = {
   },
   username_taken: both({ status: 409, body: { detail: MESSAGE, code: 'username_taken' }, headers: {} }),
   email_taken: both({ status: 409, body: { detail: MESSAGE, code: 'email_taken' }, headers: {} }),
+  conversation_full: both({ status: 409, body: { detail: MESSAGE, code: 'conversation_full' }, headers: {} }),
   invalid_password: both({ status: 400, body: { detail: MESSAGE, code: 'invalid_password' }, headers: {} }),
   missing_host: { fastapi: detail(400, MESSAGE), oauth: oauth('invalid_request', MESSAGE) },
   invalid_request: both(oauth('invalid_request', MESSAGE)),

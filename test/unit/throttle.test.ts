@@ -297,5 +297,16 @@ describe('login throttling rules (in-process counters, fake clock)', () => {
       await expect(throttle.admitRefresh(context)).rejects.toMatchObject({ code: 'temporarily_unavailable' });
       expect(await throttle.admitPasswordGrant('203.0.113.1')).toBeUndefined();
     });
+
+    it('R8: refuses the 31st message of one user within a minute, whatever the address, and counts users apart', async () => {
+      for (let i = 0; i < 30; i += 1) {
+        await throttle.admitMessage(7, contextFrom(`203.0.113.${(i % 3) + 1}`));
+      }
+      await expect(throttle.admitMessage(7, contextFrom('198.51.100.9'))).rejects.toMatchObject({
+        code: 'temporarily_unavailable',
+        retryAfterSeconds: 60,
+      });
+      await throttle.admitMessage(8, contextFrom('203.0.113.1'));
+    });
   });
 });

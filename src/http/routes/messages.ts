@@ -1,8 +1,15 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
-import type { ConversationMessage, ConversationsService } from '../../services/conversations.ts';
+import {
+  type ConversationMessage,
+  type ConversationsService,
+  MAX_CONVERSATION_MESSAGES,
+} from '../../services/conversations.ts';
+import type { Throttle } from '../../services/throttle.ts';
 import { requireScope } from '../authenticate.ts';
+import { requestContext } from '../request-context.ts';
 import {
   acceptDigitStringLimit,
+  ConversationFullResponse,
   DetailResponse,
   ForbiddenResponse,
   MessageBody,
@@ -22,15 +29,16 @@ const toMessageResponse = (message: ConversationMessage) => ({
 });
 
 /** The conversation's messages; registered inside a requireLiveSession scope. */
-export const messageRoutes: FastifyPluginAsyncTypebox<{ conversations: ConversationsService }> = async (
-  app,
-  { conversations },
-) => {
+export const messageRoutes: FastifyPluginAsyncTypebox<{
+  conversations: ConversationsService;
+  throttle?: Throttle | undefined;
+}> = async (app, { conversations, throttle }) => {
   app.post(
     '/conversation/messages',
     {
       schema: {
         summary: 'Add a message to your conversation',
+        description: `At most ${MAX_CONVERSATION_MESSAGES} messages a conversation, and a rate per user a minute (429 past it).`,
         tags: ['conversation'],
         security: [{ OAuth2PasswordBearer: ['conversation:write'] }],
         body: MessageBody,
@@ -38,12 +46,16 @@ export const messageRoutes: FastifyPluginAsyncTypebox<{ conversations: Conversat
           201: MessageResponse,
           401: DetailResponse,
           403: ForbiddenResponse,
+          409: ConversationFullResponse,
           422: ValidationErrorResponse,
+          429: DetailResponse,
         },
       },
       onRequest: requireScope('conversation:write'),
     },
     async (request, reply) => {
+      // Every post counts (R8), refused or not: a flood of invalid texts costs the same checks.
+      await throttle?.admitMessage(request.auth!.user.id, requestContext(request));
       const message = await conversations.postMessage(request.auth!.user.id, request.body.text);
       return reply.code(201).send(toMessageResponse(message));
     },
