@@ -7,7 +7,7 @@ import { measure } from '../support/load.ts';
 import { freePort, start, stop, waitFor } from '../support/processes.ts';
 
 function seedAvailable(root: string): string | undefined {
-  const runSh = resolve(root, '../shared/reference-fastapi/run.sh');
+  const runSh = resolve(root, 'test/fixtures/reference-fastapi/run.sh');
   if (!existsSync(runSh)) return undefined;
   try {
     execFileSync(
@@ -28,7 +28,7 @@ export async function seedRows(bench: Bench): Promise<{ conversation?: Row; toke
   const seedScript = seedAvailable(bench.root);
   if (!seedScript) {
     log(
-      'FastAPI seed skipped: ../shared/reference-fastapi or its Debian packages are missing (see its README)',
+      'FastAPI seed skipped: its Debian packages are missing (see test/fixtures/reference-fastapi/README.md)',
     );
     return {};
   }

@@ -1,5 +1,5 @@
 /**
- * Issue 12, the migration from the FastAPI seed, end to end: the reference FastAPI app (../shared/reference-fastapi,
+ * Issue 12, the migration from the FastAPI seed, end to end: the reference FastAPI app (test/fixtures/reference-fastapi,
  * run by Debian's python3) registers users over HTTP and writes its SQLite database; `node src/main.ts import fastapi`
  * imports that file into a fresh Gatehouse database on SQLite and on PostgreSQL; a Gatehouse server on it then logs
  * the imported users in with their old passwords (their bcrypt hash becomes argon2id), refuses the old app's tokens,
@@ -29,7 +29,8 @@ import {
 vi.setConfig({ testTimeout: 60_000, hookTimeout: 120_000 });
 
 const PYTHON = process.env.PYTHON ?? '/usr/bin/python3';
-const REFERENCE_APP = path.resolve(ROOT, '..', 'shared', 'reference-fastapi');
+// A copy of ../shared/reference-fastapi kept in the repository, so that a clone anywhere runs this test.
+const REFERENCE_APP = path.resolve(ROOT, 'test', 'fixtures', 'reference-fastapi');
 // The modules the reference app imports, as its README's apt-get line installs them.
 const PYTHON_MODULES = 'fastapi, uvicorn, jose, passlib, bcrypt, sqlalchemy, multipart, email_validator';
 
