@@ -1,4 +1,4 @@
-import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Scope } from '../domain/scope.ts';
 import { AppError } from '../errors.ts';
 import type { SessionClaim } from '../services/session-state.ts';
@@ -42,13 +42,18 @@ export function requireVerifiedAccessToken(scope: FastifyInstance, sessions: Ses
  * Under requireLiveSession the scopes are the token's less what the user may no longer hold; under
  * requireVerifiedAccessToken they are the token's as signed, so routes that need `admin` belong under the former.
  */
-export function requireScope(scope: Scope): (request: FastifyRequest) => Promise<void> {
-  return async (request) => {
+export function requireScope(
+  scope: Scope,
+): (request: FastifyRequest, reply: FastifyReply, done: (error?: Error) => void) => void {
+  // A callback hook, not an async one: it runs on every request of its routes, and an async hook costs each a promise.
+  return (request, _reply, done) => {
     const granted = request.auth?.scopes ?? request.claim?.scopes;
-    if (granted === undefined)
-      throw new AppError('internal', `requireScope('${scope}') without a Bearer hook`);
-    if (!granted.has(scope)) {
-      throw new AppError('insufficient_scope', 'Not enough permissions', { requiredScope: scope });
+    if (granted === undefined) {
+      done(new AppError('internal', `requireScope('${scope}') without a Bearer hook`));
+    } else if (!granted.has(scope)) {
+      done(new AppError('insufficient_scope', 'Not enough permissions', { requiredScope: scope }));
+    } else {
+      done();
     }
   };
 }

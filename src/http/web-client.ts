@@ -124,10 +124,13 @@ const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
  * port or subdomain) and browsers without SameSite.
  */
 export function refuseCrossSiteWebClients(app: FastifyInstance): void {
-  app.addHook('onRequest', async (request) => {
+  // A callback hook, not an async one: it runs on every request, and an async hook costs each a promise.
+  app.addHook('onRequest', (request, _reply, done) => {
     if (isWebClient(request) && !SAFE_METHODS.has(request.method) && !isSameOrigin(request)) {
-      throw new AppError('cross_site_request', 'Cross-site request refused');
+      done(new AppError('cross_site_request', 'Cross-site request refused'));
+      return;
     }
+    done();
   });
 }
 

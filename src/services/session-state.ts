@@ -10,9 +10,10 @@ export interface SessionPolicy {
 
 /** What an access token claims: the session it was issued for, that session's user, and what it may be used for. */
 export interface SessionClaim {
-  sessionId: string;
-  userId: number;
-  scopes: ReadonlySet<Scope>;
+  // Read-only: one claim serves every request that presents the same token (SessionsService.verifyAccessToken).
+  readonly sessionId: string;
+  readonly userId: number;
+  readonly scopes: ReadonlySet<Scope>;
 }
 
 /**

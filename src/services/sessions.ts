@@ -6,7 +6,7 @@ import type { Scope } from '../domain/scope.ts';
 import type { Session } from '../domain/session.ts';
 import type { User } from '../domain/user.ts';
 import { AppError } from '../errors.ts';
-import type { AccessTokens } from '../security/access-tokens.ts';
+import type { AccessTokens, VerifiedAccessToken } from '../security/access-tokens.ts';
 import type { Clock } from '../security/clock.ts';
 import {
   deriveSuccessor,
@@ -146,9 +146,21 @@ export function createSessionsService(deps: SessionsDependencies): SessionsServi
     return undefined;
   };
 
+  // A client sends its token with every request and accessTokens.verify answers a known token with the object it
+  // verified first: the claim, its scope parsed, is made once per token instead of once per request.
+  const claims = new WeakMap<VerifiedAccessToken, SessionClaim>();
   const verifyAccessToken = async (accessToken: string): Promise<SessionClaim> => {
-    const { sessionId, userId, scope } = await accessTokens.verify(accessToken);
-    return { sessionId, userId, scopes: scopesOfToken(scope) };
+    const verified = await accessTokens.verify(accessToken);
+    let claim = claims.get(verified);
+    if (!claim) {
+      claim = {
+        sessionId: verified.sessionId,
+        userId: verified.userId,
+        scopes: scopesOfToken(verified.scope),
+      };
+      claims.set(verified, claim);
+    }
+    return claim;
   };
 
   return {
