@@ -1,9 +1,10 @@
 import { defineConfig } from 'vitest/config';
 
-// npm run test:e2e: the account page in Chromium against spawned servers, after a fresh build of the page.
+// npm run test:e2e: the account page in Chromium against spawned servers, after a fresh build of the page, and the
+// /docs browser test (which npm test also runs), so that this one command drives every page a browser sees.
 export default defineConfig({
   test: {
-    include: ['test/e2e/**/*.test.ts'],
+    include: ['test/e2e/**/*.test.ts', 'test/browser/**/*.test.ts'],
     globalSetup: ['test/e2e/support/build-page.ts'],
     testTimeout: 60_000,
     hookTimeout: 60_000,
