@@ -222,9 +222,11 @@ export async function spawnServer(opts: StartOptions): Promise<RunningServer> {
         );
       }
       if (!hasExited) proc.kill('SIGTERM');
+      // Past the server's own 10 s bound for requests still running, with room for a cluster's workers to exit on a
+      // loaded machine: a kill here reads as a failed shutdown (code null).
       const timer = setTimeout(() => {
         if (!hasExited) proc.kill('SIGKILL');
-      }, 10_000);
+      }, 20_000);
       const r = await exited;
       clearTimeout(timer);
       return r;
