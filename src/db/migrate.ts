@@ -9,6 +9,7 @@ import * as createKnownIps from './migrations/2026_12_01_1000_create_known_ips.t
 import * as addTrustGeneration from './migrations/2026_12_03_1900_add_trust_generation.ts';
 import * as addRolesAndDisabled from './migrations/2026_12_04_1000_add_roles_and_disabled.ts';
 import * as addSessionScope from './migrations/2026_12_05_0900_add_session_scope.ts';
+import * as addEmailFlows from './migrations/2026_12_06_0900_add_email_flows.ts';
 
 // An explicit list rather than a folder scan: the order is reviewed, and nothing depends on the cwd.
 const migrations: Record<string, Migration> = {
@@ -21,6 +22,7 @@ const migrations: Record<string, Migration> = {
   '2026_12_03_1900_add_trust_generation': addTrustGeneration,
   '2026_12_04_1000_add_roles_and_disabled': addRolesAndDisabled,
   '2026_12_05_0900_add_session_scope': addSessionScope,
+  '2026_12_06_0900_add_email_flows': addEmailFlows,
 };
 
 const provider: MigrationProvider = { getMigrations: async () => migrations };

@@ -22,6 +22,10 @@ export interface UsersTable {
   roles: Generated<string>;
   // Set while the account is disabled: it cannot log in and its tokens stop working.
   disabled_at_ms: number | null;
+  // When the user proved they read mail at `email`; null until then, and again after an email change.
+  email_verified_at_ms: number | null;
+  // An address the user asked to change to, kept here until a link mailed to it is used.
+  pending_email: string | null;
 }
 
 export interface ConversationsTable {
@@ -97,6 +101,37 @@ export interface KnownIpsTable {
   last_success_at_ms: number;
 }
 
+export interface OneTimeTokensTable {
+  id: Generated<number>;
+  user_id: number;
+  // What the token may do: 'verify_email' or 'reset_password'.
+  purpose: string;
+  // The address the token was mailed to: it proves that address and no other.
+  email: string;
+  // base64url SHA-256 of the token; the token itself is never stored.
+  token_hash: string;
+  created_at_ms: number;
+  expires_at_ms: number;
+  consumed_at_ms: number | null;
+}
+
+export interface EmailOutboxTable {
+  id: Generated<number>;
+  user_id: number | null;
+  recipient: string;
+  template: string;
+  // Sealed JSON of the template's values (links hold tokens); null once the mail is sent.
+  payload: string | null;
+  created_at_ms: number;
+  // Not before this time: the next attempt, pushed back after each failure.
+  send_after_ms: number;
+  attempts: Generated<number>;
+  last_error: string | null;
+  // A sender's lease: no other instance takes the mail before this time.
+  claimed_until_ms: number | null;
+  sent_at_ms: number | null;
+}
+
 export interface Database {
   users: UsersTable;
   conversations: ConversationsTable;
@@ -107,6 +142,8 @@ export interface Database {
   server_secrets: ServerSecretsTable;
   audit_events: AuditEventsTable;
   known_ips: KnownIpsTable;
+  one_time_tokens: OneTimeTokensTable;
+  email_outbox: EmailOutboxTable;
 }
 
 export type Db = Kysely<Database>;
