@@ -18,7 +18,7 @@ import { requireLiveSession, requireVerifiedAccessToken } from './http/authentic
 import { registerClientIp } from './http/client-ip.ts';
 import { registerCors } from './http/cors.ts';
 import { registerDraining } from './http/draining.ts';
-import { errorHandler } from './http/error-handler.ts';
+import { pacedErrorHandler } from './http/error-handler.ts';
 import {
   heapGuardBytes,
   PRESSURE_LIMITS,
@@ -27,6 +27,7 @@ import {
 } from './http/load-shedding.ts';
 import { createMetricsRegistry, instrumentApp, type MetricsRegistry } from './http/metrics.ts';
 import { registerOpenApi } from './http/openapi.ts';
+import { createRefusalPacer, releaseHeldRefusalsOnClose } from './http/refusal-pacing.ts';
 import { provideAuditTrail, registerAuditSinks } from './http/request-context.ts';
 import { registerResponseHooks } from './http/response-hooks.ts';
 import { accountRoutes } from './http/routes/account.ts';
@@ -289,7 +290,9 @@ export async function buildApp(
     policy: sessionPolicy,
   });
 
-  app.setErrorHandler(errorHandler);
+  const refusalPacer = createRefusalPacer(config.refusalPacing);
+  releaseHeldRefusalsOnClose(app, refusalPacer);
+  app.setErrorHandler(pacedErrorHandler(refusalPacer));
   // First of the onRequest hooks, so that an answer any later hook sends carries the headers too.
   await registerSecurityHeaders(app);
   registerResponseHooks(app);

@@ -58,6 +58,8 @@ const EnvSchema = Type.Object({
   HASH_QUEUE_TIMEOUT_MS: Type.Integer({ default: 1000, minimum: 1, maximum: 60_000 }),
   MAX_HEAP_USED_MB: Type.String({ default: 'auto', pattern: '^(auto|off|[1-9][0-9]{0,6})$' }),
   SHUTDOWN_DRAIN_MS: Type.Integer({ default: 1000, minimum: 0, maximum: 60_000 }),
+  REFUSAL_DELAY_MS: Type.Integer({ default: 1000, minimum: 0, maximum: 10_000 }),
+  UNDELAYED_REFUSALS_PER_SECOND: Type.Integer({ default: 50, minimum: 0, maximum: 1_000_000 }),
   RATE_LIMITS: Type.Union([Type.Literal('on'), Type.Literal('off')], { default: 'on' }),
   REDIS_URL: Type.Optional(Type.String()),
   REDIS_KEY_PREFIX: Type.String({ default: 'gatehouse:', pattern: '^[A-Za-z0-9:_.-]{1,64}$' }),
@@ -144,6 +146,12 @@ export interface Config {
   };
   /** How long a stopping server keeps listening (readiness failed, connections closed after each answer). */
   readonly shutdownDrainMs: number;
+  /** Refusals (429, and 503 of a full hash queue or a stalled loop) past a budget a second are held before they are sent. */
+  readonly refusalPacing: {
+    readonly undelayedPerSecond: number;
+    readonly delayMs: number;
+    readonly maxHeld: number;
+  };
   /** Past this much used heap requests are shed (503); `auto`: 90% of V8's heap limit; undefined: never. */
   readonly maxHeapUsedBytes: number | 'auto' | undefined;
   /** Where counters shared by instances live; undefined keeps them in this process (or its cluster's primary). */
@@ -336,6 +344,11 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
       queueTimeoutMs: values.HASH_QUEUE_TIMEOUT_MS,
     },
     shutdownDrainMs: values.SHUTDOWN_DRAIN_MS,
+    refusalPacing: {
+      undelayedPerSecond: values.UNDELAYED_REFUSALS_PER_SECOND,
+      delayMs: values.REFUSAL_DELAY_MS,
+      maxHeld: 10_000,
+    },
     maxHeapUsedBytes:
       values.MAX_HEAP_USED_MB === 'off'
         ? undefined

@@ -385,6 +385,14 @@ describe('loadConfig', () => {
     expect(problemsOf({ SHUTDOWN_DRAIN_MS: '60001' }).join()).toMatch(/^SHUTDOWN_DRAIN_MS=/);
   });
 
+  it('holds refusals past 50 a second for a second by default; REFUSAL_DELAY_MS=0 turns it off', () => {
+    expect(loadConfig({}).refusalPacing).toEqual({ undelayedPerSecond: 50, delayMs: 1000, maxHeld: 10_000 });
+    expect(loadConfig({ REFUSAL_DELAY_MS: '0' }).refusalPacing.delayMs).toBe(0);
+    expect(loadConfig({ UNDELAYED_REFUSALS_PER_SECOND: '0' }).refusalPacing.undelayedPerSecond).toBe(0);
+    expect(problemsOf({ REFUSAL_DELAY_MS: '10001' }).join()).toMatch(/^REFUSAL_DELAY_MS=/);
+    expect(problemsOf({ UNDELAYED_REFUSALS_PER_SECOND: '-1' }).join()).toMatch(/^UNDELAYED_REFUSALS_PER_SECOND=/);
+  });
+
   it('refuses hash limits that are not whole numbers in range, naming each setting', () => {
     const problems = problemsOf({
       HASH_CONCURRENCY: '0',
