@@ -85,7 +85,7 @@ export async function floodRows(
     sqlite.server.base,
     sqlite.auth,
     'flooded beyond the hash queue',
-    256,
+    500,
   );
   bench.extra.floodOverflow = overflow;
   await stop(sqlite.server.child);
