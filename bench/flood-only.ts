@@ -17,7 +17,7 @@ try {
     log(
       `${name}: ${flood.floodConnections} connections, p99 ${flood.p99AtRestMs.toFixed(2)} ms at rest, ` +
         `${flood.p99FloodedMs.toFixed(2)} ms flooded = ${flood.ratio.toFixed(2)}×, ` +
-        `${flood.tokenRequestsPerSecondDuringFlood.toFixed(0)} /token req/s, ${(flood.tokenShedShare * 100).toFixed(0)}% shed`,
+        `${flood.tokenRequestsPerSecondDuringFlood.toFixed(0)} /token req/s, ${(flood.tokenShedShare * 100).toFixed(0)}% shed, statuses ${JSON.stringify(flood.tokenStatusCounts)}`,
     );
   }
 } finally {
