@@ -94,6 +94,8 @@ export interface EmailOutboxRepository {
     nowMs: number,
     options?: { permanent?: boolean },
   ): Promise<FailureOutcome>;
+  /** Gives back claimed mails unsent (a sender stopping), due again at once for every sender. */
+  releaseMails(mails: readonly ClaimedMail[]): Promise<void>;
   /** Mails newest first; `next` is the `beforeId` of the following page, undefined on the last one. */
   listMails(page: { limit: number; beforeId?: number }): Promise<{ mails: OutboxMail[]; next?: number }>;
   findMailById(id: number): Promise<OutboxMail | undefined>;
@@ -192,6 +194,17 @@ export function createEmailOutboxRepository(db: Db, dialect: Dialect): EmailOutb
         .where('claimed_until_ms', '=', mail.leaseUntilMs)
         .execute();
       return { givenUp, nextAttemptAtMs };
+    },
+
+    async releaseMails(mails) {
+      for (const mail of mails) {
+        await db
+          .updateTable('email_outbox')
+          .set({ claimed_until_ms: null })
+          .where('id', '=', mail.id)
+          .where('claimed_until_ms', '=', mail.leaseUntilMs)
+          .execute();
+      }
     },
 
     async listMails({ limit, beforeId }) {

@@ -79,3 +79,12 @@ export function createMailRenderer(box: SecretBox): MailRenderer {
     },
   };
 }
+
+/** What a use case that sends mail needs: the composer, where links point, and a nudge for the sender. */
+export interface MailDelivery {
+  composer: MailComposer;
+  /** PUBLIC_URL (or http://localhost:PORT) without a trailing slash: links are built from it, never from a request. */
+  publicUrl: string;
+  /** Call once the transaction that queued a mail has committed: the sender looks now instead of at its next poll. */
+  mailQueued(): void;
+}

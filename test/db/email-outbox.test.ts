@@ -167,6 +167,21 @@ describe.each(dialects)('email outbox on %s', (dialect) => {
     expect(Number(stored.claimed_until_ms)).toBe(current!.leaseUntilMs);
   });
 
+  it('releases claimed mails unsent: due again at once, unless another sender holds them by now', async () => {
+    await queue('released@example.com');
+    await queue('taken-over@example.com', T0 + 1);
+    const claimed = await outbox.claimDueMails(T0, 10, LEASE_MS);
+    const [, takenOver] = await outbox.claimDueMails(T0 + LEASE_MS, 10, LEASE_MS);
+    expect(takenOver?.recipient).toBe('taken-over@example.com');
+    await outbox.releaseMails(claimed);
+    const again = await outbox.claimDueMails(T0 + LEASE_MS + 1, 10, LEASE_MS);
+    expect(again).toEqual([]);
+    await outbox.releaseMails([takenOver!]);
+    expect(
+      (await outbox.claimDueMails(T0 + LEASE_MS + 2, 10, LEASE_MS)).map((mail) => mail.recipient),
+    ).toEqual(['taken-over@example.com']);
+  });
+
   it('lists mails newest first, a page at a time, and finds one by id', async () => {
     for (let i = 0; i < 5; i += 1) await queue(`l${i}@example.com`, T0 + i);
     const first = await outbox.listMails({ limit: 2 });
