@@ -80,6 +80,10 @@ const EnvSchema = Type.Object({
   MESSAGE_RATE_PER_MINUTE: Type.Integer({ default: 30, minimum: 1, maximum: 10_000 }),
   DEVICE_TOKEN_TTL_DAYS: Type.Integer({ default: 90, minimum: 1, maximum: 400 }),
   KNOWN_IPS_PER_USER: Type.Integer({ default: 10, minimum: 0, maximum: 100 }),
+  // Checked by parseSmtpUrl rather than the schema, whose messages would quote the password.
+  SMTP_URL: Type.Optional(Type.String()),
+  MAIL_FROM: Type.String({ default: 'Gatehouse <no-reply@localhost>', minLength: 1 }),
+  PUBLIC_URL: Type.Optional(Type.String()),
 });
 
 type Env = Static<typeof EnvSchema>;
@@ -157,6 +161,17 @@ export interface Config {
   /** Where counters shared by instances live; undefined keeps them in this process (or its cluster's primary). */
   readonly redis: { readonly url: string; readonly keyPrefix: string } | undefined;
   readonly throttling: ThrottlingConfig;
+  readonly mail: MailConfig;
+}
+
+/** Where mail goes and what links in it point to. */
+export interface MailConfig {
+  /** The SMTP server the outbox's sender delivers to; undefined keeps mails in the outbox (`gatehouse mail list`). */
+  readonly smtpUrl: string | undefined;
+  /** The From header of every mail. */
+  readonly from: string;
+  /** The origin (and path prefix) of links in mails, without a trailing slash; never taken from a request. */
+  readonly publicUrl: string;
 }
 
 /** At most `limit` events per `windowSeconds`, counted from the first event of the window. */
@@ -293,6 +308,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     if (values[base] > values.LOGIN_BACKOFF_MAX_S)
       problems.push(`${base} must not exceed LOGIN_BACKOFF_MAX_S`);
   }
+  const mail = parseMailSettings(values, problems);
   if (problems.length > 0 || database === undefined) throw new ConfigError(problems);
 
   const hashConcurrency = values.HASH_CONCURRENCY ?? availableParallelism();
@@ -376,7 +392,59 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
       deviceTokenTtlDays: values.DEVICE_TOKEN_TTL_DAYS,
       knownIpsPerUser: values.KNOWN_IPS_PER_USER,
     },
+    mail,
   });
+}
+
+// One address, bare or after a display name: a comma or a line break would add recipients or headers.
+const MAIL_FROM = /^(?:(?:"[^"\r\n]*"|[^"<>,\r\n]*)\s*<[^\s<>@,"]+@[^\s<>@,"]+>|[^\s<>@,"]+@[^\s<>@,"]+)$/;
+
+function parseMailSettings(values: Env, problems: string[]): MailConfig {
+  const smtpUrl = parseSmtpUrl(values.SMTP_URL, problems);
+  if (!MAIL_FROM.test(values.MAIL_FROM)) {
+    problems.push(
+      `MAIL_FROM=${JSON.stringify(values.MAIL_FROM.slice(0, 100))} must be one address, bare or with a name: Gatehouse <no-reply@example.com>`,
+    );
+  }
+  let publicUrl = `http://localhost:${values.PORT}`;
+  if (values.PUBLIC_URL !== undefined) {
+    const url = URL.parse(values.PUBLIC_URL);
+    if (
+      url === null ||
+      (url.protocol !== 'https:' && url.protocol !== 'http:') ||
+      url.search ||
+      url.hash ||
+      values.PUBLIC_URL.includes('?') ||
+      values.PUBLIC_URL.includes('#') ||
+      url.username ||
+      url.password
+    ) {
+      problems.push(
+        `PUBLIC_URL=${JSON.stringify(values.PUBLIC_URL.slice(0, 200))} must be an absolute http(s) URL without query, fragment or credentials, as https://id.example.com`,
+      );
+    } else {
+      publicUrl = `${url.origin}${url.pathname}`.replace(/\/+$/, '');
+    }
+  } else if (values.SMTP_URL !== undefined) {
+    // A link built from the request's Host header would let anyone who asks for a reset mail point its link at their
+    // own site (OWASP Forgot Password cheat sheet).
+    problems.push(
+      'PUBLIC_URL is required when SMTP_URL is set: the address users reach Gatehouse at (https://id.example.com), from which links in mails are built',
+    );
+  }
+  return { smtpUrl, from: values.MAIL_FROM, publicUrl };
+}
+
+function parseSmtpUrl(url: string | undefined, problems: string[]): string | undefined {
+  if (url === undefined) return undefined;
+  const parsed = URL.parse(url);
+  if (parsed !== null && (parsed.protocol === 'smtp:' || parsed.protocol === 'smtps:') && parsed.hostname)
+    return url;
+  // Without the URL: it may carry a password.
+  problems.push(
+    'SMTP_URL must be an smtp:// or smtps:// URL with a host (smtp://user:password@smtp.example.com:587; smtps:// for TLS from the start)',
+  );
+  return undefined;
 }
 
 // RFC 6750 §2.1's b64token: what an Authorization: Bearer credential may hold.

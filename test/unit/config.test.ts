@@ -518,3 +518,75 @@ describe('loadConfig: login throttling', () => {
     expect(config.throttling.ipv6SubnetBits).toBe(56);
   });
 });
+
+describe('loadConfig: mail', () => {
+  it('keeps mails in the outbox by default, from no-reply@localhost, with links to this server', () => {
+    expect(loadConfig({}).mail).toEqual({
+      smtpUrl: undefined,
+      from: 'Gatehouse <no-reply@localhost>',
+      publicUrl: 'http://localhost:8000',
+    });
+    expect(loadConfig({ PORT: '9100' }).mail.publicUrl).toBe('http://localhost:9100');
+  });
+
+  it('reads SMTP_URL (smtp or smtps, with credentials), MAIL_FROM and PUBLIC_URL', () => {
+    const config = loadConfig({
+      SMTP_URL: 'smtps://mailer:p%40ss@smtp.example.com:465',
+      MAIL_FROM: '"Example, Inc." <accounts@example.com>',
+      PUBLIC_URL: 'https://id.example.com/auth/',
+    });
+    expect(config.mail).toEqual({
+      smtpUrl: 'smtps://mailer:p%40ss@smtp.example.com:465',
+      from: '"Example, Inc." <accounts@example.com>',
+      publicUrl: 'https://id.example.com/auth',
+    });
+    expect(
+      loadConfig({ SMTP_URL: 'smtp://127.0.0.1:2525', PUBLIC_URL: 'http://localhost:8000' }).mail.smtpUrl,
+    ).toBe('smtp://127.0.0.1:2525');
+    expect(loadConfig({ MAIL_FROM: 'accounts@example.com' }).mail.from).toBe('accounts@example.com');
+  });
+
+  it('refuses SMTP_URL without PUBLIC_URL: links must never come from a request', () => {
+    const problems = problemsOf({ SMTP_URL: 'smtp://mailer:hunter2@smtp.example.com' });
+    expect(problems.join()).toMatch(/PUBLIC_URL is required when SMTP_URL is set/);
+    expect(problems.join()).not.toContain('hunter2');
+  });
+
+  it('refuses an SMTP_URL that is not smtp:// or smtps://, without echoing it', () => {
+    for (const url of [
+      'http://mailer:hunter2@smtp.example.com',
+      'smtp://',
+      'mailer:hunter2@smtp',
+      'direct:?',
+    ]) {
+      const problems = problemsOf({ SMTP_URL: url, PUBLIC_URL: 'https://id.example.com' });
+      expect(problems.join(), url).toMatch(/^SMTP_URL must be an smtp:\/\/ or smtps:\/\/ URL/);
+      expect(problems.join()).not.toContain('hunter2');
+    }
+  });
+
+  it('refuses a PUBLIC_URL that is not an absolute http(s) URL without query, fragment or credentials', () => {
+    for (const url of [
+      'id.example.com',
+      '/account',
+      'ftp://id.example.com',
+      'https://id.example.com/?next=1',
+      'https://id.example.com/#top',
+      'https://user:pw@id.example.com',
+    ]) {
+      expect(problemsOf({ PUBLIC_URL: url }).join(), url).toMatch(/^PUBLIC_URL=/);
+    }
+  });
+
+  it('refuses a MAIL_FROM that is not one address, and header injection', () => {
+    for (const from of [
+      'Gatehouse',
+      'a@b.c, c@d.e',
+      'Gatehouse <a@b.c',
+      'a@b.c\r\nBcc: victim@example.com',
+      '<>',
+    ]) {
+      expect(problemsOf({ MAIL_FROM: from }).join(), from).toMatch(/^MAIL_FROM=/);
+    }
+  });
+});
