@@ -390,7 +390,9 @@ describe('loadConfig', () => {
     expect(loadConfig({ REFUSAL_DELAY_MS: '0' }).refusalPacing.delayMs).toBe(0);
     expect(loadConfig({ UNDELAYED_REFUSALS_PER_SECOND: '0' }).refusalPacing.undelayedPerSecond).toBe(0);
     expect(problemsOf({ REFUSAL_DELAY_MS: '10001' }).join()).toMatch(/^REFUSAL_DELAY_MS=/);
-    expect(problemsOf({ UNDELAYED_REFUSALS_PER_SECOND: '-1' }).join()).toMatch(/^UNDELAYED_REFUSALS_PER_SECOND=/);
+    expect(problemsOf({ UNDELAYED_REFUSALS_PER_SECOND: '-1' }).join()).toMatch(
+      /^UNDELAYED_REFUSALS_PER_SECOND=/,
+    );
   });
 
   it('refuses hash limits that are not whole numbers in range, naming each setting', () => {

@@ -72,7 +72,11 @@ describe('layers', () => {
     const leaks: string[] = [];
     for (const path of files.filter((file) => FRAMEWORK_FREE.has(layerOf(file)))) {
       for (const specifier of importsOf(path)) {
-        if (/^(fastify|@fastify\/|kysely|pg$|node:sqlite|ioredis|rate-limiter-flexible|nodemailer)/.test(specifier)) {
+        if (
+          /^(fastify|@fastify\/|kysely|pg$|node:sqlite|ioredis|rate-limiter-flexible|nodemailer)/.test(
+            specifier,
+          )
+        ) {
           leaks.push(`${relative(src, path)} → ${specifier}`);
         }
       }
