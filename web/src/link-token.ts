@@ -6,7 +6,12 @@ import { ApiError } from './api.ts';
  * server, so this script is its only reader, and the POST that uses it is its only way out.
  */
 export function takeLinkToken(): string | undefined {
-  const token = new URLSearchParams(location.hash.slice(1)).get('token')?.trim();
+  const tokenOf = () => new URLSearchParams(location.hash.slice(1)).get('token')?.trim();
+  // A second link pasted into this tab changes only the fragment, which loads nothing: start again with its token.
+  window.addEventListener('hashchange', () => {
+    if (tokenOf() !== undefined) location.reload();
+  });
+  const token = tokenOf();
   if (location.hash !== '' || location.href.endsWith('#')) {
     history.replaceState(null, '', `${location.pathname}${location.search}`);
   }
