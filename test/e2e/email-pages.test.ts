@@ -135,7 +135,7 @@ describe.skipIf(skipWithoutChromium('the email pages suite')).each(DIALECTS)(
       return linkIn(mail, `${publicUrl}/account/reset-password#token=`);
     };
 
-    it('resets a forgotten password from the mail’s link, signs out nothing but itself, and signs in with the new one', () =>
+    it('resets a forgotten password from the mail’s link, ends every session, and signs in with the new one', () =>
       run('reset', async ({ page }) => {
         const user = await registerUser(api);
         const before = await accessTokenOf(user);
