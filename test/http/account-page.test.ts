@@ -28,6 +28,13 @@ describe('the account page at /', () => {
     );
     writeFileSync(path.join(directory, 'assets', 'index-abc123.js'), 'console.log("page")');
     writeFileSync(path.join(directory, 'assets', 'index-def456.css'), 'body{}');
+    mkdirSync(path.join(directory, 'account'));
+    for (const name of ['verify-email', 'reset-password']) {
+      writeFileSync(
+        path.join(directory, 'account', `${name}.html`),
+        `<!doctype html><title>${name} · Gatehouse</title><script type="module" src="/assets/${name}-abc123.js"></script>`,
+      );
+    }
     t = await buildTestApp('sqlite', { accountPageDirectory: directory });
   });
   afterAll(async () => {
@@ -54,6 +61,50 @@ describe('the account page at /', () => {
     expect(response.headers['x-frame-options']).toBe('DENY');
     expect(response.headers['referrer-policy']).toBe('no-referrer');
     expect(response.headers['cache-control']).toBe('no-cache');
+  });
+
+  for (const name of ['verify-email', 'reset-password']) {
+    it(`serves /account/${name} under the page policy, revalidated, never framed and never sending a referrer`, async () => {
+      const response = await t.app.inject({ method: 'GET', url: `/account/${name}` });
+      expect(response.statusCode).toBe(200);
+      expect(response.headers['content-type']).toMatch(/^text\/html/);
+      expect(response.body).toContain(`<title>${name} · Gatehouse</title>`);
+      const policy = directivesOf(String(response.headers['content-security-policy']));
+      expect(policy.get('default-src')).toEqual(["'none'"]);
+      expect(policy.get('script-src')).toEqual(["'self'"]);
+      expect(policy.get('style-src')).toEqual(["'self'"]);
+      expect(policy.get('connect-src')).toEqual(["'self'"]);
+      expect(policy.get('frame-ancestors')).toEqual(["'none'"]);
+      expect(policy.get('form-action')).toEqual(["'self'"]);
+      expect(policy.get('require-trusted-types-for')).toEqual(["'script'"]);
+      expect(response.headers['x-frame-options']).toBe('DENY');
+      expect(response.headers['x-content-type-options']).toBe('nosniff');
+      // The page's own URL held a token until its script removed it: no request may carry it as a Referer.
+      expect(response.headers['referrer-policy']).toBe('no-referrer');
+      expect(response.headers['cache-control']).toBe('no-cache');
+    });
+
+    it(`answers HEAD /account/${name} like GET, without a body`, async () => {
+      const response = await t.app.inject({ method: 'HEAD', url: `/account/${name}` });
+      expect(response.statusCode).toBe(200);
+      expect(response.headers['content-type']).toMatch(/^text\/html/);
+      expect(response.headers['cache-control']).toBe('no-cache');
+      expect(response.body).toBe('');
+    });
+
+    it(`serves /account/${name} only at that path: the built file's own name is the API's 404`, async () => {
+      for (const url of [`/account/${name}.html`, `/account/${name}/`, `/${name}`, `/account/`]) {
+        const response = await t.app.inject({ method: 'GET', url });
+        expect(response.statusCode, url).toBe(404);
+        expect(response.headers['content-security-policy'], url).toBe(API_POLICY);
+      }
+    });
+  }
+
+  it('ignores a query string on the pages, which carry their token in the fragment', async () => {
+    const response = await t.app.inject({ method: 'GET', url: '/account/reset-password?utm_source=mail' });
+    expect(response.statusCode).toBe(200);
+    expect(response.body).toContain('<title>reset-password · Gatehouse</title>');
   });
 
   it('serves the hashed assets for a year, immutable, under the page policy', async () => {
@@ -113,5 +164,13 @@ describe('the account page before it is built', () => {
     expect(response.body).toContain('npm run build:web');
     expect(t.logs.some((line) => line.includes('the account page is not built'))).toBe(true);
     expect((await t.app.inject({ method: 'GET', url: '/healthz' })).statusCode).toBe(200);
+  });
+
+  it('answers the email pages with how to build them too', async () => {
+    for (const url of ['/account/verify-email', '/account/reset-password']) {
+      const response = await t.app.inject({ method: 'GET', url });
+      expect(response.statusCode, url).toBe(503);
+      expect(response.body, url).toContain('npm run build:web');
+    }
   });
 });

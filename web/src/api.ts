@@ -142,6 +142,10 @@ export interface User {
   id: number;
   username: string;
   email: string;
+  /** Absent from servers older than issue 13: the page then says nothing about verification. */
+  email_verified?: boolean;
+  /** The new address of a change that waits for its link to be opened. */
+  pending_email?: string | null;
   age: number;
   level: string;
 }

@@ -9,6 +9,7 @@ import {
   type User,
   whenSessionLost,
 } from './api.ts';
+import { wireForgotForm } from './forgot.ts';
 import { announce, byId, el, FormProblem, handleForm, text } from './forms.ts';
 
 const ACTIVITY_PAGE = 10;
@@ -58,7 +59,7 @@ function showSignedOut(message?: string): void {
 async function showSignedIn(focus = false): Promise<void> {
   user = await call<User>('GET', '/users/me');
   byId('who-name').textContent = user.username;
-  byId('current-email').textContent = user.email;
+  showEmail(user);
   byId('loading').hidden = true;
   byId('signed-out').hidden = true;
   byId('who').hidden = false;
@@ -66,6 +67,19 @@ async function showSignedIn(focus = false): Promise<void> {
   document.title = `${user.username} · Gatehouse`;
   if (focus) byId('account-title').focus();
   await Promise.all([loadMessages(true), loadSessions(), loadActivity(true)]);
+}
+
+/** The address, whether it is verified, and the new one that waits for its link, if any. */
+function showEmail(shown: User): void {
+  byId('current-email').textContent = shown.email;
+  const state = byId('email-state');
+  // A server from before issue 13 says nothing of verification; neither does the page then.
+  state.hidden = shown.email_verified === undefined;
+  state.textContent = shown.email_verified ? 'Verified' : 'Not verified';
+  byId('email-unverified').hidden = shown.email_verified !== false;
+  const pending = shown.pending_email ?? null;
+  byId('pending-email').textContent = pending ?? '';
+  byId('email-pending').hidden = pending === null;
 }
 
 /** The conversation: its messages, newest first, a page at a time. */
@@ -217,6 +231,15 @@ async function endSession(path: '/logout' | '/logout/all', message: string): Pro
 }
 
 function wireSignedOut(): void {
+  const forgotToggle = byId<HTMLButtonElement>('forgot-toggle');
+  forgotToggle.addEventListener('click', () => {
+    const opening = forgotToggle.getAttribute('aria-expanded') !== 'true';
+    forgotToggle.setAttribute('aria-expanded', String(opening));
+    byId('forgot').hidden = !opening;
+    if (opening) byId('forgot-email').focus();
+  });
+  wireForgotForm();
+
   handleForm(byId<HTMLFormElement>('signin-form'), async (fields) => {
     const username = text(fields, 'username').trim();
     const password = text(fields, 'password');
@@ -267,6 +290,19 @@ function wireSignedIn(): void {
       .catch(reportFailure);
   });
 
+  const sendVerification = byId<HTMLButtonElement>('send-verification');
+  sendVerification.addEventListener('click', () => {
+    sendVerification.disabled = true;
+    call('POST', '/users/me/email/verification')
+      .then(() =>
+        announce(`A verification mail is on its way to ${user?.email}. Its link works for 24 hours.`),
+      )
+      .catch(reportFailure)
+      .finally(() => {
+        sendVerification.disabled = false;
+      });
+  });
+
   const messageForm = byId<HTMLFormElement>('message-form');
   handleForm(messageForm, async (fields) => {
     const message = text(fields, 'text').trim();
@@ -285,9 +321,13 @@ function wireSignedIn(): void {
       email: text(fields, 'email').trim(),
       current_password: text(fields, 'current_password'),
     });
-    byId('current-email').textContent = user.email;
+    showEmail(user);
     emailForm.reset();
-    announce(`Email changed to ${user.email}.`);
+    announce(
+      user.pending_email
+        ? `A link is on its way to ${user.pending_email}. Your address changes when you open it.`
+        : `Email changed to ${user.email}.`,
+    );
     await loadActivity(true);
   });
 

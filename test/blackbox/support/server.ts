@@ -143,6 +143,8 @@ export interface StartOptions {
   /** Set to false to leave the ARGON2_* variables unset (production defaults). */
   fastArgon2?: boolean;
   readyTimeoutMs?: number;
+  /** The port to listen on (from getFreePort), for a setting that must name it before start (PUBLIC_URL); a free one by default. */
+  port?: number;
 }
 
 export async function startServer(opts: StartOptions): Promise<RunningServer> {
@@ -173,7 +175,7 @@ export async function startServer(opts: StartOptions): Promise<RunningServer> {
 
 /** Spawns the server like startServer, without waiting for it to listen. */
 export async function spawnServer(opts: StartOptions): Promise<RunningServer> {
-  const port = await getFreePort();
+  const port = opts.port ?? (await getFreePort());
   const env: Record<string, string> = {
     ...baseEnv(),
     HOST: '127.0.0.1',
