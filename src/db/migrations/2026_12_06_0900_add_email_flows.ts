@@ -27,7 +27,9 @@ export async function up(db: AnyDb): Promise<void> {
     consumed_at_ms bigint
   )`.execute(db);
   await sql`create unique index one_time_tokens_token_hash_key on one_time_tokens (token_hash)`.execute(db);
-  await sql`create index one_time_tokens_user_id_purpose_idx on one_time_tokens (user_id, purpose)`.execute(db);
+  await sql`create index one_time_tokens_user_id_purpose_idx on one_time_tokens (user_id, purpose)`.execute(
+    db,
+  );
   await sql`create table email_outbox (
     id ${id},
     user_id integer references users (id) on delete set null,
@@ -41,7 +43,9 @@ export async function up(db: AnyDb): Promise<void> {
     claimed_until_ms bigint,
     sent_at_ms bigint
   )`.execute(db);
-  await sql`create index email_outbox_due_idx on email_outbox (send_after_ms) where sent_at_ms is null`.execute(db);
+  await sql`create index email_outbox_due_idx on email_outbox (send_after_ms) where sent_at_ms is null`.execute(
+    db,
+  );
 }
 
 export async function down(db: AnyDb): Promise<void> {
