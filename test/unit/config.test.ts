@@ -426,6 +426,12 @@ describe('loadConfig: login throttling', () => {
       refreshPerFamily: [{ limit: 10, windowSeconds: 60 }],
       refreshPerIp: [{ limit: 150, windowSeconds: 300 }],
       messagesPerMinute: 30,
+      mailPerAddress: [
+        { limit: 1, windowSeconds: 60 },
+        { limit: 5, windowSeconds: 3600 },
+      ],
+      mailRequestPerIp: [{ limit: 30, windowSeconds: 3600 }],
+      emailTokenPerIp: [{ limit: 10, windowSeconds: 300 }],
       deviceTokenTtlDays: 90,
       knownIpsPerUser: 10,
     });
@@ -508,5 +514,45 @@ describe('loadConfig: login throttling', () => {
     expect(config.throttling.deviceTokenTtlDays).toBe(30);
     expect(config.throttling.knownIpsPerUser).toBe(0);
     expect(config.throttling.ipv6SubnetBits).toBe(56);
+  });
+});
+
+describe('loadConfig: email verification and password reset', () => {
+  it('does not require a verified email by default, so that register then /token keeps working', () => {
+    expect(loadConfig({}).requireVerifiedEmail).toBe(false);
+    expect(loadConfig({ REQUIRE_VERIFIED_EMAIL: 'true' }).requireVerifiedEmail).toBe(true);
+    expect(problemsOf({ REQUIRE_VERIFIED_EMAIL: 'yes' }).join()).toMatch(/REQUIRE_VERIFIED_EMAIL/);
+  });
+
+  it('takes PUBLIC_URL without its trailing slash, and leaves it unset by default', () => {
+    expect(loadConfig({}).publicUrl).toBeUndefined();
+    expect(loadConfig({ PUBLIC_URL: 'https://auth.example.com/' }).publicUrl).toBe(
+      'https://auth.example.com',
+    );
+    expect(loadConfig({ PUBLIC_URL: 'https://example.com/auth' }).publicUrl).toBe('https://example.com/auth');
+  });
+
+  it('refuses a PUBLIC_URL that is not an http(s) URL, or has a query, fragment or credentials', () => {
+    for (const bad of [
+      'auth.example.com',
+      'ftp://example.com',
+      'https://example.com/?a=1',
+      'https://u:p@example.com',
+      'https://example.com/#x',
+    ]) {
+      expect(problemsOf({ PUBLIC_URL: bad }).join(), bad).toMatch(/PUBLIC_URL/);
+    }
+  });
+
+  it('takes the mail limits as rate windows', () => {
+    const config = loadConfig({
+      MAIL_PER_ADDRESS: '2/30s',
+      MAIL_REQUEST_PER_IP: '100/3600s',
+      EMAIL_TOKEN_PER_IP: '20/60s',
+    });
+    expect(config.throttling.mailPerAddress).toEqual([{ limit: 2, windowSeconds: 30 }]);
+    expect(config.throttling.mailRequestPerIp).toEqual([{ limit: 100, windowSeconds: 3600 }]);
+    expect(config.throttling.emailTokenPerIp).toEqual([{ limit: 20, windowSeconds: 60 }]);
+    expect(problemsOf({ MAIL_PER_ADDRESS: 'often' }).join()).toMatch(/MAIL_PER_ADDRESS/);
   });
 });
