@@ -7,8 +7,10 @@ import { createAuditEventsRepository } from './db/audit-events.ts';
 import type { DbHandle } from './db/connect.ts';
 import { createConversationsRepository } from './db/conversations.ts';
 import { createCounterStore } from './db/counters.ts';
+import { createEmailFlowsRepository } from './db/email-flows.ts';
 import { pingDatabase } from './db/health.ts';
 import { createKnownIpsRepository } from './db/known-ips.ts';
+import { createOneTimeTokensRepository } from './db/one-time-tokens.ts';
 import { createRefreshTokensRepository } from './db/refresh-tokens.ts';
 import { createSessionsRepository } from './db/sessions.ts';
 import { createSigningKeysRepository } from './db/signing-keys.ts';
@@ -33,6 +35,7 @@ import { accountRoutes } from './http/routes/account.ts';
 import { activityRoutes } from './http/routes/activity.ts';
 import { adminRoutes } from './http/routes/admin.ts';
 import { conversationRoutes } from './http/routes/conversation.ts';
+import { accountEmailRoutes, emailRoutes, provideBackgroundWork } from './http/routes/email.ts';
 import { healthRoutes } from './http/routes/health.ts';
 import { jwksRoutes } from './http/routes/jwks.ts';
 import { messageRoutes } from './http/routes/messages.ts';
@@ -57,10 +60,13 @@ import type { PasswordHasher } from './security/passwords.ts';
 import { createSecretBox, deriveDeviceTokenKey, deriveRefreshTokenKey } from './security/secret-box.ts';
 import { createAccountsService, isEmailAddress, type PasswordCheckThrottle } from './services/accounts.ts';
 import { createAuditTrail } from './services/audit.ts';
+import { createBackgroundWork } from './services/background-work.ts';
 import { createConversationsService } from './services/conversations.ts';
+import { createEmailChangeMailer, createEmailFlowsService } from './services/email-flows.ts';
 import { type LoadedKeyRing, loadKeyRing } from './services/keys.ts';
 import { createKnownClients } from './services/known-clients.ts';
 import { createLoginService, type LoginThrottling } from './services/login.ts';
+import { createMailComposer } from './services/mail.ts';
 import { createOperatorService } from './services/operators.ts';
 import type { AuditSink, RequestContext } from './services/request-context.ts';
 import { createSessionsService } from './services/sessions.ts';
@@ -178,6 +184,11 @@ export async function buildApp(
     onEventsNotStored: (count, error) => app.log.warn({ count, err: error }, 'audit events not stored'),
   });
   provideAuditTrail(app, auditTrail);
+  // Before the audit trail's flush: the work may still record events.
+  const backgroundWork = createBackgroundWork((task, error) =>
+    app.log.error({ err: error, task }, 'background work failed'),
+  );
+  provideBackgroundWork(app, backgroundWork);
   app.addHook('onClose', () => auditTrail.flush());
   const pruneAuditEvents = () => {
     auditTrail
@@ -215,6 +226,13 @@ export async function buildApp(
   const [currentSecret] = config.secrets;
   if (currentSecret === undefined) throw new Error('buildApp needs config.secrets (GATEHOUSE_SECRET)');
   const throttling = buildThrottling(app, config, deps);
+  const emailLinks = {
+    mail: createMailComposer(createSecretBox(config.secrets)),
+    clock: deps.clock,
+    // Never the request's Host: a forged Host would otherwise send users a link to another site, with their token.
+    publicUrl: config.publicUrl ?? `http://localhost:${config.port}`,
+    throttle: throttling?.throttle,
+  };
   const accounts = createAccountsService({
     users,
     hasher: deps.passwords,
@@ -224,6 +242,7 @@ export async function buildApp(
     onRehashFailed: (error) => app.log.warn({ err: error }, 'password rehash failed'),
     onUnverifiableHash: (userId, problem) =>
       app.log.warn({ userId, problem }, 'stored password hash refused: nobody can log in to this account'),
+    emailChanges: createEmailChangeMailer(emailLinks),
     ...(throttling
       ? {
           onPasswordChanged: (username: string) => throttling.throttle.forgetAccountFailures(username),
@@ -271,7 +290,25 @@ export async function buildApp(
   }, 3600_000);
   pruneSessions.unref();
   app.addHook('onClose', async () => clearInterval(pruneSessions));
-  const login = createLoginService({ accounts, sessions, throttling, hashQueue: deps.passwords });
+  const login = createLoginService({
+    accounts,
+    sessions,
+    throttling,
+    hashQueue: deps.passwords,
+    requireVerifiedEmail: config.requireVerifiedEmail,
+  });
+  const emailFlows = createEmailFlowsService({
+    ...emailLinks,
+    users,
+    tokens: createOneTimeTokensRepository(db),
+    flows: createEmailFlowsRepository(db),
+    hasher: deps.passwords,
+    policy: passwordPolicy,
+    background: backgroundWork,
+    ...(throttling
+      ? { onPasswordReset: (username: string) => throttling.throttle.forgetAccountFailures(username) }
+      : {}),
+  });
   const conversations = createConversationsService({
     conversations: createConversationsRepository(db),
     clock: deps.clock,
@@ -345,6 +382,7 @@ export async function buildApp(
   });
   await app.register(jwksRoutes, { publicJwks: () => keys.publicJwks() });
   await app.register(registerRoutes, { accounts, throttle: throttling?.throttle });
+  await app.register(emailRoutes, { emailFlows });
   await app.register(async (conversationScope) => {
     requireVerifiedAccessToken(conversationScope, sessions);
     await conversationScope.register(conversationRoutes, { conversations });
@@ -361,6 +399,7 @@ export async function buildApp(
       requireLiveSession(protectedScope, sessions);
       await protectedScope.register(messageRoutes, { conversations, throttle: throttling?.throttle });
       await protectedScope.register(accountRoutes, { accounts, sessions, cookies });
+      await protectedScope.register(accountEmailRoutes, { emailFlows });
       await protectedScope.register(activityRoutes, { auditTrail });
       await protectedScope.register(adminRoutes, { operators });
     });
