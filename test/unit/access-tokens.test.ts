@@ -77,8 +77,20 @@ describe.each(await setups())('access tokens ($name)', (setup) => {
   });
 
   it('gives every token its own jti', async () => {
-    const a = await tokens.issue({ userId: 7, username: 'Alice', sessionId: 's1', scope: 'conversation', emailVerified: false });
-    const b = await tokens.issue({ userId: 7, username: 'Alice', sessionId: 's1', scope: 'conversation', emailVerified: false });
+    const a = await tokens.issue({
+      userId: 7,
+      username: 'Alice',
+      sessionId: 's1',
+      scope: 'conversation',
+      emailVerified: false,
+    });
+    const b = await tokens.issue({
+      userId: 7,
+      username: 'Alice',
+      sessionId: 's1',
+      scope: 'conversation',
+      emailVerified: false,
+    });
     expect(a.jti).not.toBe(b.jti);
   });
 
@@ -168,10 +180,23 @@ describe.each(await setups())('access tokens ($name)', (setup) => {
 
   it('refuses every token of the forged corpus with invalid_token', async () => {
     const valid = (
-      await tokens.issue({ userId: 7, username: 'Alice', sessionId: 's1', scope: 'conversation', emailVerified: false })
+      await tokens.issue({
+        userId: 7,
+        username: 'Alice',
+        sessionId: 's1',
+        scope: 'conversation',
+        emailVerified: false,
+      })
     ).token;
-    const other = (await tokens.issue({ userId: 8, username: 'Bob', sessionId: 's1', scope: 'conversation', emailVerified: false }))
-      .token;
+    const other = (
+      await tokens.issue({
+        userId: 8,
+        username: 'Bob',
+        sessionId: 's1',
+        scope: 'conversation',
+        emailVerified: false,
+      })
+    ).token;
     const corpus = forgedTokens({ valid, other, ...setup }).filter(([name]) => name !== 'sub of nobody');
     expect(corpus.length).toBeGreaterThan(40);
     for (const [name, token] of corpus) {
