@@ -111,10 +111,13 @@ export const LOG_REDACTIONS = [
   'refresh_token',
   'access_token',
   'device_token',
+  // A mailed link's token (email verification, password reset).
+  'token',
   '*.password',
   '*.refresh_token',
   '*.access_token',
   '*.device_token',
+  '*.token',
 ];
 
 /** Builds the HTTP application over the given database, clock and hasher; never listens. */

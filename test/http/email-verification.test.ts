@@ -112,6 +112,7 @@ describe.each(dialects)('email verification on %s', (dialect) => {
     );
     const stored = JSON.stringify(await eventsOf(user.id));
     expect(stored).not.toContain(token);
+    expect(t.logs.join('\n')).not.toContain(token);
   });
 
   it('mails nothing to an address that is verified already, and still answers 202 {}', async () => {

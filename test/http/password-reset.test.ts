@@ -117,6 +117,7 @@ describe.each(dialects)('password reset on %s', (dialect) => {
     const resetEvent = events.find((row) => row.event === 'password_reset');
     expect(JSON.parse(resetEvent?.detail ?? '{}')).toEqual({ ended: 2 });
     expect(JSON.stringify(events)).not.toContain(resetToken);
+    expect(t.logs.join('\n')).not.toContain(resetToken);
   });
 
   it('answers 400 invalid_token to a reused, unknown or malformed token', async () => {
