@@ -187,12 +187,13 @@ export async function buildApp(
     onEventsNotStored: (count, error) => app.log.warn({ count, err: error }, 'audit events not stored'),
   });
   provideAuditTrail(app, auditTrail);
-  // Before the audit trail's flush: the work may still record events.
+  app.addHook('onClose', () => auditTrail.flush());
+  // After the flush's hook, so that it runs before it (Fastify runs onClose hooks last-added first): the work may
+  // still record events.
   const backgroundWork = createBackgroundWork((task, error) =>
     app.log.error({ err: error, task }, 'background work failed'),
   );
   provideBackgroundWork(app, backgroundWork);
-  app.addHook('onClose', () => auditTrail.flush());
   const pruneAuditEvents = () => {
     auditTrail
       .pruneExpiredEvents()

@@ -306,3 +306,31 @@ describe.each(dialects)('email limits on %s (RATE_LIMITS=off)', (dialect) => {
     }
   });
 });
+
+describe.each(dialects)('closing the app on %s', (dialect) => {
+  it('waits for the work a forgotten password left running, and stores its mail and audit event', async () => {
+    const t = await buildTestApp(dialect);
+    const database = t.database;
+    try {
+      const user = await registerUser(t.app, { username: 'closer', email: 'closer@example.com' });
+      const response = await t.app.inject({
+        method: 'POST',
+        url: '/password/forgot',
+        payload: { email: user.email },
+      });
+      expect(response.statusCode).toBe(202);
+      await t.app.close();
+      expect((await outboxMails(database, user.email)).map((mail) => mail.template)).toEqual([
+        'password_reset',
+      ]);
+      const events = await database.db
+        .selectFrom('audit_events')
+        .select('event')
+        .where('user_id', '=', user.id)
+        .execute();
+      expect(events.map((row) => row.event)).toContain('password_reset_requested');
+    } finally {
+      await database.destroy();
+    }
+  });
+});
