@@ -8,6 +8,7 @@ import type { DbHandle } from './db/connect.ts';
 import { createConversationsRepository } from './db/conversations.ts';
 import { createCounterStore } from './db/counters.ts';
 import { createEmailFlowsRepository } from './db/email-flows.ts';
+import { createEmailOutboxRepository } from './db/email-outbox.ts';
 import { pingDatabase } from './db/health.ts';
 import { createKnownIpsRepository } from './db/known-ips.ts';
 import { createOneTimeTokensRepository } from './db/one-time-tokens.ts';
@@ -20,15 +21,21 @@ import { requireLiveSession, requireVerifiedAccessToken } from './http/authentic
 import { registerClientIp } from './http/client-ip.ts';
 import { registerCors } from './http/cors.ts';
 import { registerDraining } from './http/draining.ts';
-import { errorHandler } from './http/error-handler.ts';
+import { pacedErrorHandler } from './http/error-handler.ts';
 import {
   heapGuardBytes,
   PRESSURE_LIMITS,
   type PressureLimits,
   registerLoadShedding,
 } from './http/load-shedding.ts';
-import { createMetricsRegistry, instrumentApp, type MetricsRegistry } from './http/metrics.ts';
+import {
+  countMailDeliveries,
+  createMetricsRegistry,
+  instrumentApp,
+  type MetricsRegistry,
+} from './http/metrics.ts';
 import { registerOpenApi } from './http/openapi.ts';
+import { createRefusalPacer, releaseHeldRefusalsOnClose } from './http/refusal-pacing.ts';
 import { provideAuditTrail, registerAuditSinks } from './http/request-context.ts';
 import { registerResponseHooks } from './http/response-hooks.ts';
 import { accountRoutes } from './http/routes/account.ts';
@@ -50,6 +57,7 @@ import {
   registerMethodNotAllowed,
 } from './http/unrouted-requests.ts';
 import { createWebClientCookies, refuseCrossSiteWebClients } from './http/web-client.ts';
+import { createSmtpTransport } from './outbound/smtp.ts';
 import { createAccessTokens } from './security/access-tokens.ts';
 import { createBreachedPasswordsCheck } from './security/breached-passwords.ts';
 import { createClientIpResolver } from './security/client-ip.ts';
@@ -66,7 +74,8 @@ import { createEmailChangeMailer, createEmailFlowsService } from './services/ema
 import { type LoadedKeyRing, loadKeyRing } from './services/keys.ts';
 import { createKnownClients } from './services/known-clients.ts';
 import { createLoginService, type LoginThrottling } from './services/login.ts';
-import { createMailComposer } from './services/mail.ts';
+import { createMailComposer, createMailRenderer, type MailDelivery } from './services/mail.ts';
+import { createMailSender } from './services/mail-sender.ts';
 import { createOperatorService } from './services/operators.ts';
 import type { AuditSink, RequestContext } from './services/request-context.ts';
 import { createSessionsService } from './services/sessions.ts';
@@ -229,12 +238,20 @@ export async function buildApp(
   app.addHook('onClose', () => passwordPolicy.close());
   const [currentSecret] = config.secrets;
   if (currentSecret === undefined) throw new Error('buildApp needs config.secrets (GATEHOUSE_SECRET)');
+  const { token: metricsToken, port: metricsPort } = config.metrics;
+  const metricsRegistry =
+    metricsToken !== undefined || metricsPort !== undefined
+      ? (deps.metricsRegistry ?? createMetricsRegistry())
+      : undefined;
+  // For the flows that mail (issue 13): they queue in their own transactions and call mail.mailQueued() after.
+  const mail = startMailDelivery(app, config, deps, metricsRegistry);
   const throttling = buildThrottling(app, config, deps);
   const emailLinks = {
-    mail: createMailComposer(createSecretBox(config.secrets)),
+    mail: mail.composer,
+    // PUBLIC_URL, never the request's Host: a forged Host would otherwise send users a link to another site.
+    publicUrl: mail.publicUrl,
+    mailQueued: mail.mailQueued,
     clock: deps.clock,
-    // Never the request's Host: a forged Host would otherwise send users a link to another site, with their token.
-    publicUrl: config.publicUrl ?? `http://localhost:${config.port}`,
     throttle: throttling?.throttle,
   };
   const accounts = createAccountsService({
@@ -330,7 +347,9 @@ export async function buildApp(
     policy: sessionPolicy,
   });
 
-  app.setErrorHandler(errorHandler);
+  const refusalPacer = createRefusalPacer(config.refusalPacing);
+  releaseHeldRefusalsOnClose(app, refusalPacer);
+  app.setErrorHandler(pacedErrorHandler(refusalPacer));
   // First of the onRequest hooks, so that an answer any later hook sends carries the headers too.
   await registerSecurityHeaders(app);
   registerResponseHooks(app);
@@ -348,14 +367,13 @@ export async function buildApp(
         requestId: origin.requestId,
       }),
   ];
-  const { token: metricsToken, port: metricsPort } = config.metrics;
-  if (metricsToken !== undefined || metricsPort !== undefined) {
+  if (metricsRegistry) {
     // PasswordHasher.load() comes with the hash queue's bound; a hasher without it reports no hash gauges.
     const { load } = deps.passwords as { load?: () => { inFlight: number; queued: number } };
     auditSinks.push(
       instrumentApp(app, {
-        registry: deps.metricsRegistry ?? createMetricsRegistry(),
-        token: metricsToken,
+        registry: metricsRegistry,
+        token: config.metrics.token,
         ...(load ? { hashLoad: () => load.call(deps.passwords) } : {}),
         ...(deps.db.poolStats ? { pool: deps.db.poolStats } : {}),
       }),
@@ -409,6 +427,48 @@ export async function buildApp(
     });
   });
   return app;
+}
+
+/**
+ * The outbox's sender, when SMTP_URL is set: it starts with the app and stops when the app closes. Several instances
+ * (or workers) may each run one; the outbox's lease keeps them from sending a mail twice.
+ */
+function startMailDelivery(
+  app: FastifyInstance,
+  config: Config,
+  deps: AppDependencies,
+  metricsRegistry: MetricsRegistry | undefined,
+): MailDelivery {
+  const box = createSecretBox(config.secrets);
+  const delivery = { composer: createMailComposer(box), publicUrl: config.mail.publicUrl };
+  const { smtpUrl } = config.mail;
+  if (smtpUrl === undefined) return { ...delivery, mailQueued: () => {} };
+  const counters = metricsRegistry ? countMailDeliveries(metricsRegistry) : undefined;
+  const sender = createMailSender({
+    outbox: createEmailOutboxRepository(deps.db.db, deps.db.dialect),
+    renderer: createMailRenderer(box),
+    transport: createSmtpTransport(smtpUrl),
+    from: config.mail.from,
+    clock: deps.clock,
+    events: {
+      sent: (mail) => {
+        counters?.sent(mail.template);
+        app.log.debug(mail, 'mail sent');
+      },
+      failed: (mail, reason, retryAtMs) => {
+        counters?.failed(mail.template, retryAtMs === undefined);
+        app.log.warn(
+          { ...mail, reason, retryAt: retryAtMs === undefined ? null : new Date(retryAtMs).toISOString() },
+          retryAtMs === undefined ? 'mail not sent: given up' : 'mail not sent: will retry',
+        );
+      },
+      outboxUnavailable: (error) => app.log.warn({ err: error }, 'mail outbox unreachable: sending paused'),
+      outboxAvailable: () => app.log.info('mail outbox reachable again'),
+    },
+  });
+  app.addHook('onReady', async () => sender.start());
+  app.addHook('onClose', () => sender.stop());
+  return { ...delivery, mailQueued: () => sender.wake() };
 }
 
 /** Login throttling (THROTTLING.md) over counters in memory, the cluster's primary or Redis; undefined when off. */

@@ -58,6 +58,8 @@ const EnvSchema = Type.Object({
   HASH_QUEUE_TIMEOUT_MS: Type.Integer({ default: 1000, minimum: 1, maximum: 60_000 }),
   MAX_HEAP_USED_MB: Type.String({ default: 'auto', pattern: '^(auto|off|[1-9][0-9]{0,6})$' }),
   SHUTDOWN_DRAIN_MS: Type.Integer({ default: 1000, minimum: 0, maximum: 60_000 }),
+  REFUSAL_DELAY_MS: Type.Integer({ default: 1000, minimum: 0, maximum: 10_000 }),
+  UNDELAYED_REFUSALS_PER_SECOND: Type.Integer({ default: 50, minimum: 0, maximum: 1_000_000 }),
   RATE_LIMITS: Type.Union([Type.Literal('on'), Type.Literal('off')], { default: 'on' }),
   REDIS_URL: Type.Optional(Type.String()),
   REDIS_KEY_PREFIX: Type.String({ default: 'gatehouse:', pattern: '^[A-Za-z0-9:_.-]{1,64}$' }),
@@ -79,10 +81,13 @@ const EnvSchema = Type.Object({
   MAIL_REQUEST_PER_IP: Type.String({ default: '30/3600s' }),
   EMAIL_TOKEN_PER_IP: Type.String({ default: '10/300s' }),
   REQUIRE_VERIFIED_EMAIL: booleanFlag('false'),
-  PUBLIC_URL: Type.Optional(Type.String()),
   MESSAGE_RATE_PER_MINUTE: Type.Integer({ default: 30, minimum: 1, maximum: 10_000 }),
   DEVICE_TOKEN_TTL_DAYS: Type.Integer({ default: 90, minimum: 1, maximum: 400 }),
   KNOWN_IPS_PER_USER: Type.Integer({ default: 10, minimum: 0, maximum: 100 }),
+  // Checked by parseSmtpUrl rather than the schema, whose messages would quote the password.
+  SMTP_URL: Type.Optional(Type.String()),
+  MAIL_FROM: Type.String({ default: 'Gatehouse <no-reply@localhost>', minLength: 1 }),
+  PUBLIC_URL: Type.Optional(Type.String()),
 });
 
 type Env = Static<typeof EnvSchema>;
@@ -149,6 +154,12 @@ export interface Config {
   };
   /** How long a stopping server keeps listening (readiness failed, connections closed after each answer). */
   readonly shutdownDrainMs: number;
+  /** Refusals (429, and 503 of a full hash queue or a stalled loop) past a budget a second are held before they are sent. */
+  readonly refusalPacing: {
+    readonly undelayedPerSecond: number;
+    readonly delayMs: number;
+    readonly maxHeld: number;
+  };
   /** Past this much used heap requests are shed (503); `auto`: 90% of V8's heap limit; undefined: never. */
   readonly maxHeapUsedBytes: number | 'auto' | undefined;
   /** Where counters shared by instances live; undefined keeps them in this process (or its cluster's primary). */
@@ -156,8 +167,17 @@ export interface Config {
   readonly throttling: ThrottlingConfig;
   /** Whether the password grant refuses an account whose email was never verified (after its password matched). */
   readonly requireVerifiedEmail: boolean;
-  /** Where users reach this service (PUBLIC_URL, no trailing slash): mailed links start with it, never with Host. */
-  readonly publicUrl: string | undefined;
+  readonly mail: MailConfig;
+}
+
+/** Where mail goes and what links in it point to. */
+export interface MailConfig {
+  /** The SMTP server the outbox's sender delivers to; undefined keeps mails in the outbox (`gatehouse mail list`). */
+  readonly smtpUrl: string | undefined;
+  /** The From header of every mail. */
+  readonly from: string;
+  /** The origin (and path prefix) of links in mails, without a trailing slash; never taken from a request. */
+  readonly publicUrl: string;
 }
 
 /** At most `limit` events per `windowSeconds`, counted from the first event of the window. */
@@ -299,11 +319,11 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
   const mailPerAddress = rateWindows('MAIL_PER_ADDRESS');
   const mailRequestPerIp = rateWindows('MAIL_REQUEST_PER_IP');
   const emailTokenPerIp = rateWindows('EMAIL_TOKEN_PER_IP');
-  const publicUrl = values.PUBLIC_URL === undefined ? undefined : parsePublicUrl(values.PUBLIC_URL, problems);
   for (const base of ['LOGIN_BACKOFF_BASE_S', 'ACCOUNT_BACKOFF_BASE_S'] as const) {
     if (values[base] > values.LOGIN_BACKOFF_MAX_S)
       problems.push(`${base} must not exceed LOGIN_BACKOFF_MAX_S`);
   }
+  const mail = parseMailSettings(values, problems);
   if (problems.length > 0 || database === undefined) throw new ConfigError(problems);
 
   const hashConcurrency = values.HASH_CONCURRENCY ?? availableParallelism();
@@ -355,6 +375,11 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
       queueTimeoutMs: values.HASH_QUEUE_TIMEOUT_MS,
     },
     shutdownDrainMs: values.SHUTDOWN_DRAIN_MS,
+    refusalPacing: {
+      undelayedPerSecond: values.UNDELAYED_REFUSALS_PER_SECOND,
+      delayMs: values.REFUSAL_DELAY_MS,
+      maxHeld: 10_000,
+    },
     maxHeapUsedBytes:
       values.MAX_HEAP_USED_MB === 'off'
         ? undefined
@@ -386,8 +411,59 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
       knownIpsPerUser: values.KNOWN_IPS_PER_USER,
     },
     requireVerifiedEmail: isTrue(values.REQUIRE_VERIFIED_EMAIL),
-    publicUrl,
+    mail,
   });
+}
+
+// One address, bare or after a display name: a comma or a line break would add recipients or headers.
+const MAIL_FROM = /^(?:(?:"[^"\r\n]*"|[^"<>,\r\n]*)\s*<[^\s<>@,"]+@[^\s<>@,"]+>|[^\s<>@,"]+@[^\s<>@,"]+)$/;
+
+function parseMailSettings(values: Env, problems: string[]): MailConfig {
+  const smtpUrl = parseSmtpUrl(values.SMTP_URL, problems);
+  if (!MAIL_FROM.test(values.MAIL_FROM)) {
+    problems.push(
+      `MAIL_FROM=${JSON.stringify(values.MAIL_FROM.slice(0, 100))} must be one address, bare or with a name: Gatehouse <no-reply@example.com>`,
+    );
+  }
+  let publicUrl = `http://localhost:${values.PORT}`;
+  if (values.PUBLIC_URL !== undefined) {
+    const url = URL.parse(values.PUBLIC_URL);
+    if (
+      url === null ||
+      (url.protocol !== 'https:' && url.protocol !== 'http:') ||
+      url.search ||
+      url.hash ||
+      values.PUBLIC_URL.includes('?') ||
+      values.PUBLIC_URL.includes('#') ||
+      url.username ||
+      url.password
+    ) {
+      problems.push(
+        `PUBLIC_URL=${JSON.stringify(values.PUBLIC_URL.slice(0, 200))} must be an absolute http(s) URL without query, fragment or credentials, as https://id.example.com`,
+      );
+    } else {
+      publicUrl = `${url.origin}${url.pathname}`.replace(/\/+$/, '');
+    }
+  } else if (values.SMTP_URL !== undefined) {
+    // A link built from the request's Host header would let anyone who asks for a reset mail point its link at their
+    // own site (OWASP Forgot Password cheat sheet).
+    problems.push(
+      'PUBLIC_URL is required when SMTP_URL is set: the address users reach Gatehouse at (https://id.example.com), from which links in mails are built',
+    );
+  }
+  return { smtpUrl, from: values.MAIL_FROM, publicUrl };
+}
+
+function parseSmtpUrl(url: string | undefined, problems: string[]): string | undefined {
+  if (url === undefined) return undefined;
+  const parsed = URL.parse(url);
+  if (parsed !== null && (parsed.protocol === 'smtp:' || parsed.protocol === 'smtps:') && parsed.hostname)
+    return url;
+  // Without the URL: it may carry a password.
+  problems.push(
+    'SMTP_URL must be an smtp:// or smtps:// URL with a host (smtp://user:password@smtp.example.com:587; smtps:// for TLS from the start)',
+  );
+  return undefined;
 }
 
 // RFC 6750 §2.1's b64token: what an Authorization: Bearer credential may hold.
@@ -535,25 +611,6 @@ function parseCorsOrigins(value: string | undefined, problems: string[]): string
     }
   }
   return origins;
-}
-
-// Mailed links start with this: a query or fragment would end up in the middle of every link.
-function parsePublicUrl(value: string, problems: string[]): string | undefined {
-  const url = URL.parse(value);
-  if (
-    url === null ||
-    (url.protocol !== 'https:' && url.protocol !== 'http:') ||
-    url.search ||
-    url.hash ||
-    url.username ||
-    url.password
-  ) {
-    problems.push(
-      `PUBLIC_URL=${JSON.stringify(value)} must be the http(s) URL users reach this service at, without query, fragment or credentials, as https://auth.example.com`,
-    );
-    return undefined;
-  }
-  return value.replace(/\/+$/, '');
 }
 
 function parseHibpApiUrl(value: string, problems: string[]): string {

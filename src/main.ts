@@ -254,6 +254,12 @@ async function serve(config: Config): Promise<void> {
     { database: config.database.kind, algorithm: config.jwt.algorithm, pid: process.pid },
     `Gatehouse listening on http://${config.host}:${config.port} (docs at /docs)`,
   );
+  // Once per start: a cluster's later workers (and replacements of the first) stay quiet.
+  if (config.mail.smtpUrl === undefined && (cluster.worker?.id ?? 1) === 1) {
+    app.log.info(
+      'SMTP_URL is not set: mails stay in the outbox; read them with `npm run gatehouse -- mail list` and `mail show ID`',
+    );
+  }
   if (inCluster) {
     stopNow = () => {
       if (!shuttingDown) void closer.close();

@@ -21,6 +21,8 @@ export interface Flood {
   /** Flooding connections, and the share of their answers that were 503 (shed by the hash queue's bound). */
   floodConnections: number;
   tokenShedShare: number;
+  /** /token's answers during the flood, by status: only 200, 400, 429 and 503 are expected. */
+  tokenStatusCounts: Record<string, number>;
 }
 
 /**
@@ -63,6 +65,9 @@ async function measureFlood(
     tokenRequestsPerSecondDuringFlood: tokens.requests.average,
     floodConnections: connections,
     tokenShedShare,
+    tokenStatusCounts: Object.fromEntries(
+      Object.entries(statusCounts).map(([status, { count }]) => [status, count]),
+    ),
   };
 }
 
@@ -85,7 +90,7 @@ export async function floodRows(
     sqlite.server.base,
     sqlite.auth,
     'flooded beyond the hash queue',
-    256,
+    500,
   );
   bench.extra.floodOverflow = overflow;
   await stop(sqlite.server.child);

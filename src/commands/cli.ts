@@ -4,6 +4,7 @@ import type { Config } from '../config.ts';
 import { generateSecret } from '../security/secret-box.ts';
 import { runImportFastapiCommand } from './import-fastapi.ts';
 import { listKeysCommand, retireKeyCommand, rotateKeyCommand } from './keys.ts';
+import { listMailsCommand, showMailCommand } from './mail.ts';
 import { runMigrateCommand } from './migrate.ts';
 import type { CommandIo } from './output.ts';
 import { runSecretCommand, type SecretSource } from './secret.ts';
@@ -226,6 +227,29 @@ export const COMMANDS: readonly CommandSpec[] = [
     positionals: [1, 1],
     examples: ['gatehouse keys retire 0c6f2a1e'],
     run: retireKeyCommand,
+  },
+  {
+    name: 'mail list',
+    summary: 'the mail outbox, newest first: recipient, template, status (queued, sent, failed), attempts',
+    usage: '[--limit N] [--before ID] [--json]',
+    options: { limit: { type: 'string' }, before: { type: 'string' }, ...JSON_OPTION },
+    optionHelp: {
+      limit: 'mails per page, 1 to 100 (default 20)',
+      before: 'the next page, as the previous one said',
+      ...JSON_HELP,
+    },
+    examples: ['gatehouse mail list', 'gatehouse mail list --limit 5 --json'],
+    run: listMailsCommand,
+  },
+  {
+    name: 'mail show',
+    summary: "a mail's headers and text, its link included (for development without SMTP_URL)",
+    usage: 'ID [--json]',
+    options: JSON_OPTION,
+    optionHelp: JSON_HELP,
+    positionals: [1, 1],
+    examples: ['gatehouse mail show 12'],
+    run: showMailCommand,
   },
   {
     name: 'migrate',

@@ -1,5 +1,6 @@
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
 import { AppError, type ErrorCode, type FieldProblem, type UnavailableReason } from '../errors.ts';
+import type { RefusalPacer } from './refusal-pacing.ts';
 import { SECURITY_HEADERS } from './security-headers.ts';
 
 export type ErrorStyle = 'fastapi' | 'oauth';
@@ -210,6 +211,22 @@ export function sendError(error: AppError, request: FastifyRequest, reply: Fasti
 
 export function errorHandler(error: FastifyError, request: FastifyRequest, reply: FastifyReply) {
   return sendError(toAppError(error), request, reply);
+}
+
+// A 503 of a full hash queue or a stalled loop refused at once; one of a queue timeout has already waited.
+const isPacedRefusal = (error: AppError): boolean =>
+  error.code === 'temporarily_unavailable' ||
+  error.unavailableReason === 'hash_queue_full' ||
+  error.unavailableReason === 'overloaded';
+
+/** The app's error handler: refusals past the pacer's budget are held before they are sent (http/refusal-pacing.ts). */
+export function pacedErrorHandler(pacer: RefusalPacer) {
+  return (error: FastifyError, request: FastifyRequest, reply: FastifyReply) => {
+    const appError = toAppError(error);
+    const delayMs = isPacedRefusal(appError) ? pacer.delayFor() : 0;
+    if (delayMs === 0) return sendError(appError, request, reply);
+    return pacer.hold(delayMs).then(() => sendError(appError, request, reply));
+  };
 }
 
 // @fastify/send reports through http-errors classes, which carry no `code`: a path it cannot decode or that holds a NUL

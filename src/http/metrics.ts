@@ -171,6 +171,27 @@ export function countSecurityEvents(registry: MetricsRegistry): AuditSink {
   };
 }
 
+/** What the outbox's sender counts: mails sent, attempts failed, mails given up on, by template. */
+export interface MailDeliveryCounters {
+  sent(template: string): void;
+  failed(template: string, givenUp: boolean): void;
+}
+
+export function countMailDeliveries(registry: MetricsRegistry): MailDeliveryCounters {
+  const mails = new Counter({
+    name: 'gatehouse_mail_deliveries_total',
+    help: 'Outbox mail deliveries by outcome (sent, failed: an attempt that will be retried, given_up) and template',
+    labelNames: ['outcome', 'template'],
+    registers: [registry],
+  });
+  for (const outcome of ['sent', 'failed', 'given_up']) mails.inc({ outcome, template: 'verify_email' }, 0);
+  return {
+    sent: (template) => mails.inc({ outcome: 'sent', template: labelOf(template, 'other') }),
+    failed: (template, givenUp) =>
+      mails.inc({ outcome: givenUp ? 'given_up' : 'failed', template: labelOf(template, 'other') }),
+  };
+}
+
 const digest = (value: string) => createHash('sha256').update(value).digest();
 
 function serveMetrics(app: FastifyInstance, registry: MetricsRegistry, token: string): void {

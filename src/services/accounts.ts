@@ -324,7 +324,10 @@ export function createAccountsService(deps: AccountsDependencies): AccountsServi
         throw new AppError('invalid_token', 'Could not validate credentials');
       }
       if (!user) throw new AppError('not_found', 'User not found');
-      if (newEmail !== undefined) context.audit('email_change_requested', { userId });
+      if (newEmail !== undefined) {
+        deps.emailChanges.queued();
+        context.audit('email_change_requested', { userId });
+      }
       return user;
     },
 

@@ -29,6 +29,8 @@ export interface IssuedToken {
 export interface EmailChangeMailer {
   /** Returns the token and mails of a change to `newEmail`; throws temporarily_unavailable past R9 for that address. */
   prepare(user: User, newEmail: string, context: RequestContext): Promise<IssuedToken>;
+  /** Tells the sender that the change's mails are in the outbox, once its transaction committed. */
+  queued(): void;
 }
 
 export interface EmailFlowsService {
@@ -58,6 +60,8 @@ export interface EmailLinkDependencies {
   clock: Clock;
   /** Where users reach this service, no trailing slash: links start with it, never with the request's Host. */
   publicUrl: string;
+  /** Called once a transaction that queued mail committed: the sender looks now instead of at its next poll. */
+  mailQueued?: () => void;
   throttle?: Throttle | undefined;
 }
 
@@ -128,6 +132,7 @@ export function createEmailChangeMailer(deps: EmailLinkDependencies): EmailChang
         ],
       };
     },
+    queued: () => deps.mailQueued?.(),
   };
 }
 
@@ -144,6 +149,7 @@ export function createEmailFlowsService(deps: EmailFlowsDependencies): EmailFlow
       values: { username: user.username, link },
     });
     await flows.issueTokenWithMails(token, [verifyMail], clock.now());
+    deps.mailQueued?.();
   };
 
   // Checked before anything is looked up: the limits, and so the answer, are the same for every address.
@@ -192,7 +198,10 @@ export function createEmailFlowsService(deps: EmailFlowsDependencies): EmailFlow
       );
       if (result.outcome !== 'verified') throw invalidToken();
       const { user, endedSessions, previousEmail } = result;
-      if (previousEmail !== undefined) context.audit('email_changed', { userId: user.id });
+      if (previousEmail !== undefined) {
+        deps.mailQueued?.();
+        context.audit('email_changed', { userId: user.id });
+      }
       context.audit('email_verified', { userId: user.id, ended: endedSessions });
       return user;
     },
@@ -210,6 +219,7 @@ export function createEmailFlowsService(deps: EmailFlowsDependencies): EmailFlow
           values: { username: user.username, link },
         });
         await flows.issueTokenWithMails(token, [resetMail], clock.now());
+        deps.mailQueued?.();
         context.audit('password_reset_requested', { userId: user.id });
       });
     },
@@ -242,6 +252,7 @@ export function createEmailFlowsService(deps: EmailFlowsDependencies): EmailFlow
       ]);
       // Spent by a parallel reset between the look-up and here, or mailed to an address the account no longer has.
       if (!reset) throw invalidToken();
+      deps.mailQueued?.();
       await deps.onPasswordReset?.(reset.user.username);
       context.audit('password_reset', { userId: reset.user.id, ended: reset.endedSessions });
     },

@@ -1,5 +1,6 @@
 import type { QueuedMail } from '../db/email-outbox.ts';
 import type { SecretBox } from '../security/secret-box.ts';
+import { type RenderedMail, renderMailTemplate } from './mail-templates.ts';
 
 /** Every mail Gatehouse sends. */
 export type MailTemplate =
@@ -41,4 +42,49 @@ export function createMailComposer(box: SecretBox): MailComposer {
       sealedPayload: box.seal(JSON.stringify(values), outboxSealContext(template, to)),
     }),
   };
+}
+
+export const MAIL_TEMPLATES: readonly MailTemplate[] = [
+  'verify_email',
+  'password_reset',
+  'password_changed',
+  'email_change_requested',
+  'email_changed',
+];
+
+export const isMailTemplate = (value: string): value is MailTemplate =>
+  (MAIL_TEMPLATES as readonly string[]).includes(value);
+
+/** An outbox mail as it is stored: whom to, which template, the sealed values. */
+export interface StoredMail {
+  recipient: string;
+  template: string;
+  sealedPayload: string;
+}
+
+/** Opens an outbox mail's sealed values and renders its template. */
+export interface MailRenderer {
+  /** Returns the subject and bodies; throws when the payload does not open here or names no template. */
+  render(mail: StoredMail): RenderedMail;
+}
+
+export function createMailRenderer(box: SecretBox): MailRenderer {
+  return {
+    render: ({ recipient, template, sealedPayload }) => {
+      if (!isMailTemplate(template)) throw new Error(`no mail template named ${JSON.stringify(template)}`);
+      const values = JSON.parse(
+        box.open(sealedPayload, outboxSealContext(template, recipient)),
+      ) as MailValues;
+      return renderMailTemplate(template, values);
+    },
+  };
+}
+
+/** What a use case that sends mail needs: the composer, where links point, and a nudge for the sender. */
+export interface MailDelivery {
+  composer: MailComposer;
+  /** PUBLIC_URL (or http://localhost:PORT) without a trailing slash: links are built from it, never from a request. */
+  publicUrl: string;
+  /** Call once the transaction that queued a mail has committed: the sender looks now instead of at its next poll. */
+  mailQueued(): void;
 }

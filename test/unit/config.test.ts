@@ -385,6 +385,16 @@ describe('loadConfig', () => {
     expect(problemsOf({ SHUTDOWN_DRAIN_MS: '60001' }).join()).toMatch(/^SHUTDOWN_DRAIN_MS=/);
   });
 
+  it('holds refusals past 50 a second for a second by default; REFUSAL_DELAY_MS=0 turns it off', () => {
+    expect(loadConfig({}).refusalPacing).toEqual({ undelayedPerSecond: 50, delayMs: 1000, maxHeld: 10_000 });
+    expect(loadConfig({ REFUSAL_DELAY_MS: '0' }).refusalPacing.delayMs).toBe(0);
+    expect(loadConfig({ UNDELAYED_REFUSALS_PER_SECOND: '0' }).refusalPacing.undelayedPerSecond).toBe(0);
+    expect(problemsOf({ REFUSAL_DELAY_MS: '10001' }).join()).toMatch(/^REFUSAL_DELAY_MS=/);
+    expect(problemsOf({ UNDELAYED_REFUSALS_PER_SECOND: '-1' }).join()).toMatch(
+      /^UNDELAYED_REFUSALS_PER_SECOND=/,
+    );
+  });
+
   it('refuses hash limits that are not whole numbers in range, naming each setting', () => {
     const problems = problemsOf({
       HASH_CONCURRENCY: '0',
@@ -524,26 +534,6 @@ describe('loadConfig: email verification and password reset', () => {
     expect(problemsOf({ REQUIRE_VERIFIED_EMAIL: 'yes' }).join()).toMatch(/REQUIRE_VERIFIED_EMAIL/);
   });
 
-  it('takes PUBLIC_URL without its trailing slash, and leaves it unset by default', () => {
-    expect(loadConfig({}).publicUrl).toBeUndefined();
-    expect(loadConfig({ PUBLIC_URL: 'https://auth.example.com/' }).publicUrl).toBe(
-      'https://auth.example.com',
-    );
-    expect(loadConfig({ PUBLIC_URL: 'https://example.com/auth' }).publicUrl).toBe('https://example.com/auth');
-  });
-
-  it('refuses a PUBLIC_URL that is not an http(s) URL, or has a query, fragment or credentials', () => {
-    for (const bad of [
-      'auth.example.com',
-      'ftp://example.com',
-      'https://example.com/?a=1',
-      'https://u:p@example.com',
-      'https://example.com/#x',
-    ]) {
-      expect(problemsOf({ PUBLIC_URL: bad }).join(), bad).toMatch(/PUBLIC_URL/);
-    }
-  });
-
   it('takes the mail limits as rate windows', () => {
     const config = loadConfig({
       MAIL_PER_ADDRESS: '2/30s',
@@ -554,5 +544,77 @@ describe('loadConfig: email verification and password reset', () => {
     expect(config.throttling.mailRequestPerIp).toEqual([{ limit: 100, windowSeconds: 3600 }]);
     expect(config.throttling.emailTokenPerIp).toEqual([{ limit: 20, windowSeconds: 60 }]);
     expect(problemsOf({ MAIL_PER_ADDRESS: 'often' }).join()).toMatch(/MAIL_PER_ADDRESS/);
+  });
+});
+
+describe('loadConfig: mail', () => {
+  it('keeps mails in the outbox by default, from no-reply@localhost, with links to this server', () => {
+    expect(loadConfig({}).mail).toEqual({
+      smtpUrl: undefined,
+      from: 'Gatehouse <no-reply@localhost>',
+      publicUrl: 'http://localhost:8000',
+    });
+    expect(loadConfig({ PORT: '9100' }).mail.publicUrl).toBe('http://localhost:9100');
+  });
+
+  it('reads SMTP_URL (smtp or smtps, with credentials), MAIL_FROM and PUBLIC_URL', () => {
+    const config = loadConfig({
+      SMTP_URL: 'smtps://mailer:p%40ss@smtp.example.com:465',
+      MAIL_FROM: '"Example, Inc." <accounts@example.com>',
+      PUBLIC_URL: 'https://id.example.com/auth/',
+    });
+    expect(config.mail).toEqual({
+      smtpUrl: 'smtps://mailer:p%40ss@smtp.example.com:465',
+      from: '"Example, Inc." <accounts@example.com>',
+      publicUrl: 'https://id.example.com/auth',
+    });
+    expect(
+      loadConfig({ SMTP_URL: 'smtp://127.0.0.1:2525', PUBLIC_URL: 'http://localhost:8000' }).mail.smtpUrl,
+    ).toBe('smtp://127.0.0.1:2525');
+    expect(loadConfig({ MAIL_FROM: 'accounts@example.com' }).mail.from).toBe('accounts@example.com');
+  });
+
+  it('refuses SMTP_URL without PUBLIC_URL: links must never come from a request', () => {
+    const problems = problemsOf({ SMTP_URL: 'smtp://mailer:hunter2@smtp.example.com' });
+    expect(problems.join()).toMatch(/PUBLIC_URL is required when SMTP_URL is set/);
+    expect(problems.join()).not.toContain('hunter2');
+  });
+
+  it('refuses an SMTP_URL that is not smtp:// or smtps://, without echoing it', () => {
+    for (const url of [
+      'http://mailer:hunter2@smtp.example.com',
+      'smtp://',
+      'mailer:hunter2@smtp',
+      'direct:?',
+    ]) {
+      const problems = problemsOf({ SMTP_URL: url, PUBLIC_URL: 'https://id.example.com' });
+      expect(problems.join(), url).toMatch(/^SMTP_URL must be an smtp:\/\/ or smtps:\/\/ URL/);
+      expect(problems.join()).not.toContain('hunter2');
+    }
+  });
+
+  it('refuses a PUBLIC_URL that is not an absolute http(s) URL without query, fragment or credentials', () => {
+    for (const url of [
+      'id.example.com',
+      '/account',
+      'ftp://id.example.com',
+      'https://id.example.com/?next=1',
+      'https://id.example.com/#top',
+      'https://user:pw@id.example.com',
+    ]) {
+      expect(problemsOf({ PUBLIC_URL: url }).join(), url).toMatch(/^PUBLIC_URL=/);
+    }
+  });
+
+  it('refuses a MAIL_FROM that is not one address, and header injection', () => {
+    for (const from of [
+      'Gatehouse',
+      'a@b.c, c@d.e',
+      'Gatehouse <a@b.c',
+      'a@b.c\r\nBcc: victim@example.com',
+      '<>',
+    ]) {
+      expect(problemsOf({ MAIL_FROM: from }).join(), from).toMatch(/^MAIL_FROM=/);
+    }
   });
 });

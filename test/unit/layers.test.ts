@@ -20,12 +20,13 @@ const ALLOWED: Record<string, string[]> = {
     'errors.ts',
   ],
   commands: ['app.ts', 'config.ts', 'db', 'security', 'services', 'domain', 'errors.ts'],
-  'app.ts': ['config.ts', 'db', 'http', 'security', 'services', 'domain', 'errors.ts'],
+  'app.ts': ['config.ts', 'db', 'outbound', 'http', 'security', 'services', 'domain', 'errors.ts'],
   'config.ts': ['security', 'errors.ts'],
   http: ['services', 'domain', 'errors.ts'],
   services: ['security', 'db', 'domain', 'errors.ts'],
   security: ['domain', 'errors.ts'],
   db: ['domain', 'errors.ts'],
+  outbound: ['domain', 'errors.ts'],
   domain: [],
   'errors.ts': [],
   'runtime-check.ts': [],
@@ -71,7 +72,11 @@ describe('layers', () => {
     const leaks: string[] = [];
     for (const path of files.filter((file) => FRAMEWORK_FREE.has(layerOf(file)))) {
       for (const specifier of importsOf(path)) {
-        if (/^(fastify|@fastify\/|kysely|pg$|node:sqlite|ioredis|rate-limiter-flexible)/.test(specifier)) {
+        if (
+          /^(fastify|@fastify\/|kysely|pg$|node:sqlite|ioredis|rate-limiter-flexible|nodemailer)/.test(
+            specifier,
+          )
+        ) {
           leaks.push(`${relative(src, path)} → ${specifier}`);
         }
       }

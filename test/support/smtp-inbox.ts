@@ -1,0 +1,141 @@
+import type { AddressInfo } from 'node:net';
+import { type ParsedMail, simpleParser } from 'mailparser';
+import { SMTPServer } from 'smtp-server';
+
+/** A mail the inbox received: the envelope as the client gave it, and the message as mailparser reads it. */
+export interface ReceivedMail {
+  envelopeFrom: string;
+  envelopeTo: string[];
+  from: string;
+  to: string[];
+  subject: string;
+  text: string;
+  html: string;
+  parsed: ParsedMail;
+}
+
+export interface SmtpInbox {
+  readonly port: number;
+  /** smtp://127.0.0.1:PORT, for SMTP_URL. */
+  readonly url: string;
+  /** The first mail to `to` (any mail without it) not taken yet; waits for one up to `timeoutMs`. */
+  next(options?: { to?: string; timeoutMs?: number }): Promise<ReceivedMail>;
+  /** Every mail received, taken or not. */
+  all(): ReceivedMail[];
+  /** Refuses the next `count` recipients with a temporary error (451), as a busy server does. */
+  failNext(count?: number): void;
+  /** Stops listening, closing open connections; mails received stay readable. */
+  stop(): Promise<void>;
+  /** Listens again on the same port, after stop(). */
+  restart(): Promise<void>;
+}
+
+const addressesOf = (field: ParsedMail['to'] | ParsedMail['from']): string[] =>
+  (Array.isArray(field) ? field : field ? [field] : []).flatMap((group) =>
+    group.value.map((entry) => entry.address ?? ''),
+  );
+
+/**
+ * A real SMTP server in the test process, on 127.0.0.1 (port 0 picks one): no TLS, any or no authentication,
+ * every mail parsed with mailparser's simpleParser.
+ */
+export async function startSmtpInbox(options: { port?: number } = {}): Promise<SmtpInbox> {
+  const received: ReceivedMail[] = [];
+  const taken = new Set<ReceivedMail>();
+  const waiters = new Set<() => void>();
+  let failures = 0;
+  const makeServer = () =>
+    new SMTPServer({
+      authOptional: true,
+      disabledCommands: ['STARTTLS'],
+      logger: false,
+      closeTimeout: 500,
+      onAuth: (_auth, _session, callback) => callback(null, { user: 'test' }),
+      onRcptTo: (_address, _session, callback) => {
+        if (failures > 0) {
+          failures -= 1;
+          const error = Object.assign(new Error('Try again later'), { responseCode: 451 });
+          callback(error);
+          return;
+        }
+        callback();
+      },
+      onData: (stream, session, callback) => {
+        simpleParser(stream).then(
+          (parsed) => {
+            received.push({
+              envelopeFrom: session.envelope.mailFrom ? session.envelope.mailFrom.address : '',
+              envelopeTo: session.envelope.rcptTo.map((recipient) => recipient.address),
+              from: addressesOf(parsed.from)[0] ?? '',
+              to: addressesOf(parsed.to),
+              subject: parsed.subject ?? '',
+              text: parsed.text ?? '',
+              html: typeof parsed.html === 'string' ? parsed.html : '',
+              parsed,
+            });
+            for (const wake of waiters) wake();
+            callback();
+          },
+          (error) => callback(error),
+        );
+      },
+    });
+  let server = makeServer();
+  const listen = (port: number) =>
+    new Promise<number>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(port, '127.0.0.1', () => {
+        server.off('error', reject);
+        resolve((server.server.address() as AddressInfo).port);
+      });
+    });
+  const port = await listen(options.port ?? 0);
+  let listening = true;
+
+  const findFree = (to: string | undefined) =>
+    received.find(
+      (mail) =>
+        !taken.has(mail) && (to === undefined || mail.envelopeTo.includes(to) || mail.to.includes(to)),
+    );
+
+  return {
+    port,
+    url: `smtp://127.0.0.1:${port}`,
+    async next({ to, timeoutMs = 10_000 } = {}) {
+      const deadline = Date.now() + timeoutMs;
+      for (;;) {
+        const mail = findFree(to);
+        if (mail) {
+          taken.add(mail);
+          return mail;
+        }
+        const left = deadline - Date.now();
+        if (left <= 0) throw new Error(`no mail${to ? ` to ${to}` : ''} within ${timeoutMs} ms`);
+        await new Promise<void>((resolve) => {
+          const wake = () => {
+            clearTimeout(timer);
+            waiters.delete(wake);
+            resolve();
+          };
+          const timer = setTimeout(wake, left);
+          waiters.add(wake);
+        });
+      }
+    },
+    all: () => [...received],
+    failNext(count = 1) {
+      failures += count;
+    },
+    async stop() {
+      if (!listening) return;
+      listening = false;
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+    async restart() {
+      if (listening) return;
+      server = makeServer();
+      await listen(port);
+      listening = true;
+    },
+  };
+}
