@@ -7,9 +7,11 @@ import { createAuditEventsRepository } from './db/audit-events.ts';
 import type { DbHandle } from './db/connect.ts';
 import { createConversationsRepository } from './db/conversations.ts';
 import { createCounterStore } from './db/counters.ts';
+import { createEmailFlowsRepository } from './db/email-flows.ts';
 import { createEmailOutboxRepository } from './db/email-outbox.ts';
 import { pingDatabase } from './db/health.ts';
 import { createKnownIpsRepository } from './db/known-ips.ts';
+import { createOneTimeTokensRepository } from './db/one-time-tokens.ts';
 import { createRefreshTokensRepository } from './db/refresh-tokens.ts';
 import { createSessionsRepository } from './db/sessions.ts';
 import { createSigningKeysRepository } from './db/signing-keys.ts';
@@ -40,6 +42,7 @@ import { accountRoutes } from './http/routes/account.ts';
 import { activityRoutes } from './http/routes/activity.ts';
 import { adminRoutes } from './http/routes/admin.ts';
 import { conversationRoutes } from './http/routes/conversation.ts';
+import { accountEmailRoutes, emailRoutes, provideBackgroundWork } from './http/routes/email.ts';
 import { healthRoutes } from './http/routes/health.ts';
 import { jwksRoutes } from './http/routes/jwks.ts';
 import { messageRoutes } from './http/routes/messages.ts';
@@ -65,7 +68,9 @@ import type { PasswordHasher } from './security/passwords.ts';
 import { createSecretBox, deriveDeviceTokenKey, deriveRefreshTokenKey } from './security/secret-box.ts';
 import { createAccountsService, isEmailAddress, type PasswordCheckThrottle } from './services/accounts.ts';
 import { createAuditTrail } from './services/audit.ts';
+import { createBackgroundWork } from './services/background-work.ts';
 import { createConversationsService } from './services/conversations.ts';
+import { createEmailChangeMailer, createEmailFlowsService } from './services/email-flows.ts';
 import { type LoadedKeyRing, loadKeyRing } from './services/keys.ts';
 import { createKnownClients } from './services/known-clients.ts';
 import { createLoginService, type LoginThrottling } from './services/login.ts';
@@ -115,10 +120,13 @@ export const LOG_REDACTIONS = [
   'refresh_token',
   'access_token',
   'device_token',
+  // A mailed link's token (email verification, password reset).
+  'token',
   '*.password',
   '*.refresh_token',
   '*.access_token',
   '*.device_token',
+  '*.token',
 ];
 
 /** Builds the HTTP application over the given database, clock and hasher; never listens. */
@@ -189,6 +197,12 @@ export async function buildApp(
   });
   provideAuditTrail(app, auditTrail);
   app.addHook('onClose', () => auditTrail.flush());
+  // After the flush's hook, so that it runs before it (Fastify runs onClose hooks last-added first): the work may
+  // still record events.
+  const backgroundWork = createBackgroundWork((task, error) =>
+    app.log.error({ err: error, task }, 'background work failed'),
+  );
+  provideBackgroundWork(app, backgroundWork);
   const pruneAuditEvents = () => {
     auditTrail
       .pruneExpiredEvents()
@@ -232,6 +246,14 @@ export async function buildApp(
   // For the flows that mail (issue 13): they queue in their own transactions and call mail.mailQueued() after.
   const mail = startMailDelivery(app, config, deps, metricsRegistry);
   const throttling = buildThrottling(app, config, deps);
+  const emailLinks = {
+    mail: mail.composer,
+    // PUBLIC_URL, never the request's Host: a forged Host would otherwise send users a link to another site.
+    publicUrl: mail.publicUrl,
+    mailQueued: mail.mailQueued,
+    clock: deps.clock,
+    throttle: throttling?.throttle,
+  };
   const accounts = createAccountsService({
     users,
     hasher: deps.passwords,
@@ -241,6 +263,7 @@ export async function buildApp(
     onRehashFailed: (error) => app.log.warn({ err: error }, 'password rehash failed'),
     onUnverifiableHash: (userId, problem) =>
       app.log.warn({ userId, problem }, 'stored password hash refused: nobody can log in to this account'),
+    emailChanges: createEmailChangeMailer(emailLinks),
     ...(throttling
       ? {
           onPasswordChanged: (username: string) => throttling.throttle.forgetAccountFailures(username),
@@ -288,7 +311,25 @@ export async function buildApp(
   }, 3600_000);
   pruneSessions.unref();
   app.addHook('onClose', async () => clearInterval(pruneSessions));
-  const login = createLoginService({ accounts, sessions, throttling, hashQueue: deps.passwords });
+  const login = createLoginService({
+    accounts,
+    sessions,
+    throttling,
+    hashQueue: deps.passwords,
+    requireVerifiedEmail: config.requireVerifiedEmail,
+  });
+  const emailFlows = createEmailFlowsService({
+    ...emailLinks,
+    users,
+    tokens: createOneTimeTokensRepository(db),
+    flows: createEmailFlowsRepository(db),
+    hasher: deps.passwords,
+    policy: passwordPolicy,
+    background: backgroundWork,
+    ...(throttling
+      ? { onPasswordReset: (username: string) => throttling.throttle.forgetAccountFailures(username) }
+      : {}),
+  });
   const conversations = createConversationsService({
     conversations: createConversationsRepository(db),
     clock: deps.clock,
@@ -363,6 +404,7 @@ export async function buildApp(
   });
   await app.register(jwksRoutes, { publicJwks: () => keys.publicJwks() });
   await app.register(registerRoutes, { accounts, throttle: throttling?.throttle });
+  await app.register(emailRoutes, { emailFlows });
   await app.register(async (conversationScope) => {
     requireVerifiedAccessToken(conversationScope, sessions);
     await conversationScope.register(conversationRoutes, { conversations });
@@ -379,6 +421,7 @@ export async function buildApp(
       requireLiveSession(protectedScope, sessions);
       await protectedScope.register(messageRoutes, { conversations, throttle: throttling?.throttle });
       await protectedScope.register(accountRoutes, { accounts, sessions, cookies });
+      await protectedScope.register(accountEmailRoutes, { emailFlows });
       await protectedScope.register(activityRoutes, { auditTrail });
       await protectedScope.register(adminRoutes, { operators });
     });

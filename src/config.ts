@@ -77,6 +77,10 @@ const EnvSchema = Type.Object({
   REGISTER_PER_IP: Type.String({ default: '3/10s,20/3600s' }),
   REFRESH_PER_FAMILY: Type.String({ default: '10/60s' }),
   REFRESH_PER_IP: Type.String({ default: '150/300s' }),
+  MAIL_PER_ADDRESS: Type.String({ default: '1/60s,5/3600s' }),
+  MAIL_REQUEST_PER_IP: Type.String({ default: '30/3600s' }),
+  EMAIL_TOKEN_PER_IP: Type.String({ default: '10/300s' }),
+  REQUIRE_VERIFIED_EMAIL: booleanFlag('false'),
   MESSAGE_RATE_PER_MINUTE: Type.Integer({ default: 30, minimum: 1, maximum: 10_000 }),
   DEVICE_TOKEN_TTL_DAYS: Type.Integer({ default: 90, minimum: 1, maximum: 400 }),
   KNOWN_IPS_PER_USER: Type.Integer({ default: 10, minimum: 0, maximum: 100 }),
@@ -161,6 +165,8 @@ export interface Config {
   /** Where counters shared by instances live; undefined keeps them in this process (or its cluster's primary). */
   readonly redis: { readonly url: string; readonly keyPrefix: string } | undefined;
   readonly throttling: ThrottlingConfig;
+  /** Whether the password grant refuses an account whose email was never verified (after its password matched). */
+  readonly requireVerifiedEmail: boolean;
   readonly mail: MailConfig;
 }
 
@@ -199,6 +205,12 @@ export interface ThrottlingConfig {
   readonly refreshPerIp: readonly RateWindow[];
   /** R8: messages a user may post a minute. */
   readonly messagesPerMinute: number;
+  /** R9: mails asked for one address (forgot, resend, verification, email change), whether or not it has an account. */
+  readonly mailPerAddress: readonly RateWindow[];
+  /** R10: password-forgotten and verification-resend requests per client address. */
+  readonly mailRequestPerIp: readonly RateWindow[];
+  /** R11: tokens submitted (email verification, password reset) per client address. */
+  readonly emailTokenPerIp: readonly RateWindow[];
   readonly deviceTokenTtlDays: number;
   readonly knownIpsPerUser: number;
 }
@@ -304,6 +316,9 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
   const registrationPerIp = rateWindows('REGISTER_PER_IP');
   const refreshPerFamily = rateWindows('REFRESH_PER_FAMILY');
   const refreshPerIp = rateWindows('REFRESH_PER_IP');
+  const mailPerAddress = rateWindows('MAIL_PER_ADDRESS');
+  const mailRequestPerIp = rateWindows('MAIL_REQUEST_PER_IP');
+  const emailTokenPerIp = rateWindows('EMAIL_TOKEN_PER_IP');
   for (const base of ['LOGIN_BACKOFF_BASE_S', 'ACCOUNT_BACKOFF_BASE_S'] as const) {
     if (values[base] > values.LOGIN_BACKOFF_MAX_S)
       problems.push(`${base} must not exceed LOGIN_BACKOFF_MAX_S`);
@@ -389,9 +404,13 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
       refreshPerFamily,
       refreshPerIp,
       messagesPerMinute: values.MESSAGE_RATE_PER_MINUTE,
+      mailPerAddress,
+      mailRequestPerIp,
+      emailTokenPerIp,
       deviceTokenTtlDays: values.DEVICE_TOKEN_TTL_DAYS,
       knownIpsPerUser: values.KNOWN_IPS_PER_USER,
     },
+    requireVerifiedEmail: isTrue(values.REQUIRE_VERIFIED_EMAIL),
     mail,
   });
 }
@@ -461,7 +480,14 @@ function checkMetricsToken(token: string | undefined, problems: string[]): void 
   }
 }
 
-type RateSetting = 'TOKEN_PASSWORD_PER_IP' | 'REGISTER_PER_IP' | 'REFRESH_PER_FAMILY' | 'REFRESH_PER_IP';
+type RateSetting =
+  | 'TOKEN_PASSWORD_PER_IP'
+  | 'REGISTER_PER_IP'
+  | 'REFRESH_PER_FAMILY'
+  | 'REFRESH_PER_IP'
+  | 'MAIL_PER_ADDRESS'
+  | 'MAIL_REQUEST_PER_IP'
+  | 'EMAIL_TOKEN_PER_IP';
 
 const RATE_WINDOW = /^([1-9][0-9]{0,6})\/([1-9][0-9]{0,7})s$/;
 

@@ -15,6 +15,7 @@ export type ErrorCode =
   | 'malformed_authorization'
   | 'cross_site_request'
   | 'invalid_token'
+  | 'invalid_one_time_token'
   | 'insufficient_scope'
   | 'not_found'
   | 'method_not_allowed'

@@ -89,6 +89,8 @@ export function createSessionsRepository(db: Db): SessionsRepository {
         'users.created_at_ms as user_created_at_ms',
         'users.roles',
         'users.disabled_at_ms',
+        'users.email_verified_at_ms',
+        'users.pending_email',
       ])
       .where('sessions.id', '=', SESSION_ID_SENTINEL[0]),
     SESSION_ID_SENTINEL,
@@ -162,6 +164,8 @@ export function createSessionsRepository(db: Db): SessionsRepository {
           created_at_ms: row.user_created_at_ms,
           roles: row.roles,
           disabled_at_ms: row.disabled_at_ms,
+          email_verified_at_ms: row.email_verified_at_ms,
+          pending_email: row.pending_email,
         }),
       };
     },

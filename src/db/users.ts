@@ -1,6 +1,8 @@
 import { sql } from 'kysely';
 import { type Level, ROLES, type Role, type User } from '../domain/user.ts';
 import { AppError } from '../errors.ts';
+import { type QueuedMail, queueMail } from './email-outbox.ts';
+import { insertOneTimeToken, type NewOneTimeToken } from './one-time-tokens.ts';
 import type { Db, NewUserRow, UserRow } from './schema.ts';
 import { violatedUniqueConstraint } from './unique-violation.ts';
 
@@ -16,7 +18,10 @@ export interface NewUser {
 }
 
 export interface ProfileChanges {
+  /** The same address in another letter case: it replaces the display form at once. */
   email?: { display: string; canonical: string };
+  /** A new address, kept apart until a link mailed to it is used. */
+  pendingEmail?: string;
   age?: number;
   level?: Level;
 }
@@ -38,6 +43,7 @@ export interface UsersRepository {
   insertUserWithConversation(user: NewUser, welcomeMessage: string, now: Date): Promise<User>;
   findUserById(id: number): Promise<User | undefined>;
   findUserByUsername(usernameCanonical: string): Promise<User | undefined>;
+  findUserByEmail(emailCanonical: string): Promise<User | undefined>;
   /** Users in id order, at most `limit`, after `afterId` and matching `search` when given. */
   searchUsers(query: UserSearch): Promise<User[]>;
   findCredentialsByUsername(usernameCanonical: string): Promise<Credentials | undefined>;
@@ -59,13 +65,15 @@ export interface UsersRepository {
   ): Promise<boolean>;
   /**
    * Updates the user only while `guard` holds (the session is not revoked, the hash is still `expectedHash`), in the
-   * same statement; undefined when it does not, or there is no such user.
+   * same statement; undefined when it does not, or there is no such user. With `issued`, its token is stored and its
+   * mails queued in the same transaction, and only if the update landed.
    */
   updateUserProfile(
     id: number,
     changes: ProfileChanges,
     now: Date,
     guard: { liveSessionId: string; expectedHash?: string },
+    issued?: { token: NewOneTimeToken; mails: readonly QueuedMail[] },
   ): Promise<User | undefined>;
   /** Forgets the user's trusted clients: raises their trust generation (voiding device tokens) and known addresses. */
   forgetTrustedClients(id: number): Promise<void>;
@@ -86,6 +94,8 @@ export const userColumns = [
   'created_at_ms',
   'roles',
   'disabled_at_ms',
+  'email_verified_at_ms',
+  'pending_email',
 ] as const;
 
 /** The row of a new user, created now. */
@@ -162,6 +172,15 @@ export function createUsersRepository(db: Db): UsersRepository {
       return row ? toUser(row) : undefined;
     },
 
+    async findUserByEmail(emailCanonical) {
+      const row = await db
+        .selectFrom('users')
+        .select(userColumns)
+        .where('email_canonical', '=', emailCanonical)
+        .executeTakeFirst();
+      return row ? toUser(row) : undefined;
+    },
+
     async searchUsers({ search, limit, afterId }) {
       let query = db.selectFrom('users').select(userColumns);
       if (afterId !== undefined) query = query.where('id', '>', afterId);
@@ -229,15 +248,16 @@ export function createUsersRepository(db: Db): UsersRepository {
 
     forgetTrustedClients: (id) => db.transaction().execute((trx) => forgetTrustedClients(trx, id)),
 
-    async updateUserProfile(id, changes, now, guard) {
+    async updateUserProfile(id, changes, now, guard, issued) {
       const { liveSessionId, expectedHash } = guard;
-      try {
-        const row = await db
+      const update = (executor: Db) =>
+        executor
           .updateTable('users')
           .set({
             ...(changes.email
               ? { email: changes.email.display, email_canonical: changes.email.canonical }
               : {}),
+            ...(changes.pendingEmail !== undefined ? { pending_email: changes.pendingEmail } : {}),
             ...(changes.age !== undefined ? { age: changes.age } : {}),
             ...(changes.level !== undefined ? { level: changes.level } : {}),
             updated_at_ms: now.getTime(),
@@ -257,6 +277,16 @@ export function createUsersRepository(db: Db): UsersRepository {
           .$if(expectedHash !== undefined, (query) => query.where('password_hash', '=', expectedHash!))
           .returning(userColumns)
           .executeTakeFirst();
+      try {
+        const row = issued
+          ? await db.transaction().execute(async (trx) => {
+              const updated = await update(trx);
+              if (!updated) return undefined;
+              await insertOneTimeToken(trx, issued.token, now);
+              for (const mail of issued.mails) await queueMail(trx, mail, now.getTime());
+              return updated;
+            })
+          : await update(db);
         return row ? toUser(row) : undefined;
       } catch (error) {
         if (violatedUniqueConstraint(error)?.includes('email')) {
@@ -312,7 +342,8 @@ async function isUsernameTaken(db: Db, user: NewUser): Promise<boolean> {
   return row !== undefined;
 }
 
-async function forgetTrustedClients(db: Db, id: number): Promise<void> {
+/** Raises the user's trust generation (voiding device tokens) and forgets their known addresses, in `db`'s transaction. */
+export async function forgetTrustedClients(db: Db, id: number): Promise<void> {
   await db
     .updateTable('users')
     .set((eb) => ({ trust_generation: eb('trust_generation', '+', 1) }))
@@ -341,6 +372,8 @@ export function toUser(row: Pick<UserRow, (typeof userColumns)[number]>): User {
     createdAt: new Date(Number(row.created_at_ms)),
     roles: parseRoles(row.roles),
     disabledAt: row.disabled_at_ms === null ? null : new Date(Number(row.disabled_at_ms)),
+    emailVerifiedAt: row.email_verified_at_ms === null ? null : new Date(Number(row.email_verified_at_ms)),
+    pendingEmail: row.pending_email,
   };
 }
 

@@ -18,4 +18,8 @@ export interface User {
   roles: Role[];
   /** Since when the account is disabled, or null while it may log in. */
   disabledAt: Date | null;
+  /** When a link mailed to `email` was used; null until then. */
+  emailVerifiedAt: Date | null;
+  /** The address the user asked to change to, until a link mailed to it is used. */
+  pendingEmail: string | null;
 }

@@ -87,6 +87,8 @@ const responses: Record<ErrorCode, (error: AppError, style: ErrorStyle) => Rende
     body: { detail: 'Could not validate credentials' },
     headers: { 'www-authenticate': 'Bearer error="invalid_token"' },
   }),
+  // A mailed link's token (email verification, password reset): bad, spent, expired or stale, told apart from nothing.
+  invalid_one_time_token: (error) => oauthError('invalid_token', error.message),
   // RFC 6750 §3.1: only for a valid token, naming the scope the route needs; FastAPI's security-scopes wording.
   insufficient_scope: (error) => ({
     status: 403,

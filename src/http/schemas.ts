@@ -246,6 +246,62 @@ export const toUserResponse = (user: User): UserResponse => ({
   level: user.level,
 });
 
+/** The caller's own account: the registration shape, and the state of its email. */
+export const OwnUserResponse = Type.Object({
+  ...UserResponse.properties,
+  email_verified: Type.Boolean({ description: 'Whether a link mailed to `email` was used' }),
+  pending_email: Type.Union([Type.String(), Type.Null()], {
+    description:
+      'The address asked for by PATCH /users/me, until the link mailed to it is used; null when none',
+  }),
+});
+export type OwnUserResponse = Static<typeof OwnUserResponse>;
+
+export const toOwnUserResponse = (user: User): OwnUserResponse => ({
+  ...toUserResponse(user),
+  email_verified: user.emailVerifiedAt !== null,
+  pending_email: user.pendingEmail,
+});
+
+const MailedToken = Type.String({
+  maxLength: 256,
+  description: "The token from the link's fragment (#token=...), as it was mailed",
+});
+
+export const EmailVerificationBody = Type.Object({ token: MailedToken });
+export type EmailVerificationBody = Static<typeof EmailVerificationBody>;
+
+export const EmailVerifiedResponse = Type.Object({
+  email: Type.String({ description: 'The address now verified (a pending address has become the email)' }),
+  email_verified: Type.Literal(true),
+});
+
+export const EmailAddressBody = Type.Object({
+  email: Type.String({ format: 'email', maxLength: MAX_EMAIL_LENGTH, examples: ['alice@example.com'] }),
+});
+export type EmailAddressBody = Static<typeof EmailAddressBody>;
+
+export const PasswordResetBody = Type.Object({
+  token: MailedToken,
+  new_password: Type.String({
+    format: 'password',
+    maxLength: 4096,
+    description: "Registration's rules: PASSWORD_MIN_LENGTH (8) to 1024 characters, not a common password.",
+  }),
+});
+export type PasswordResetBody = Static<typeof PasswordResetBody>;
+
+export const AcceptedResponse = Type.Object(
+  {},
+  { description: 'Accepted: whether a mail goes out is not said (the same answer for every address)' },
+);
+
+export const InvalidOneTimeTokenResponse = Type.Object({
+  error: Type.Literal('invalid_token'),
+  error_description: Type.String(),
+  detail: Type.String(),
+});
+
 const DIGITS = /^-?\d+$/;
 
 const acceptDigitString =

@@ -20,6 +20,8 @@ export interface AccessTokenSubject {
   username: string;
   sessionId: string;
   scope: string;
+  /** Whether the user proved their email address; a claim for resource servers, judged again at each refresh. */
+  emailVerified: boolean;
 }
 
 export interface IssuedAccessToken {
@@ -97,6 +99,7 @@ export function createAccessTokens(options: AccessTokenOptions): AccessTokens {
         preferred_username: subject.username,
         sid: subject.sessionId,
         scope: subject.scope,
+        email_verified: subject.emailVerified,
       })
         .setProtectedHeader({ alg: key.algorithm, typ: ACCESS_TOKEN_TYPE, kid: key.kid })
         .setIssuer(issuer)

@@ -11,6 +11,7 @@ import {
   type PasswordHasher,
 } from '../security/passwords.ts';
 import { findUsernameProblem, type UsernameProblem, usernameSkeleton } from '../security/usernames.ts';
+import type { EmailChangeMailer } from './email-flows.ts';
 import type { RequestContext } from './request-context.ts';
 
 export interface Registration {
@@ -35,8 +36,9 @@ export interface AccountsService {
   /** Returns the user with this id, or undefined when there is none (any more). */
   findUser(id: number): Promise<User | undefined>;
   /**
-   * Changes email, age or level, only while the session asking is live and, when a current password is given, while
-   * it is still the user's; throws email_taken, not_found, invalid_password or invalid_token.
+   * Changes age or level, and asks for an email change (kept as the pending address, mailed a verification link, the
+   * old address told), only while the session asking is live and, when a current password is given, while it is
+   * still the user's; throws email_taken, not_found, invalid_password, invalid_token or temporarily_unavailable.
    */
   updateProfile(userId: number, changes: ProfileUpdate, context: RequestContext): Promise<User>;
   /** Replaces the password after checking the current one, and ends every session but `keepSessionId`. */
@@ -96,6 +98,8 @@ export interface AccountsDependencies {
   onPasswordChanged?: (username: string) => Promise<void>;
   /** Throttling of the account endpoints' password checks, counted like logins of the account from the caller. */
   passwordChecks?: PasswordCheckThrottle;
+  /** The link and the notice an email change mails. */
+  emailChanges: EmailChangeMailer;
 }
 
 // Kept word for word from the seed, whose clients may compare it: the first message of every new conversation.
@@ -285,15 +289,33 @@ export function createAccountsService(deps: AccountsDependencies): AccountsServi
       const expectedHash = credentials?.passwordHash;
       const previous =
         email === undefined ? undefined : (credentials?.user ?? (await users.findUserById(userId)));
+      if (email !== undefined && !previous) throw new AppError('not_found', 'User not found');
+      // Clients that send the whole profile each time resend the same address: only a new one is a change to prove.
+      const newEmail =
+        email !== undefined && previous && email.toLowerCase() !== previous.email.toLowerCase()
+          ? email
+          : undefined;
+      if (newEmail !== undefined && (await users.findUserByEmail(newEmail.toLowerCase()))) {
+        throw new AppError('email_taken', 'Email already registered');
+      }
+      const issued =
+        newEmail !== undefined && previous
+          ? await deps.emailChanges.prepare(previous, newEmail, context)
+          : undefined;
       const user = await users.updateUserProfile(
         userId,
         {
-          ...(email !== undefined ? { email: { display: email, canonical: email.toLowerCase() } } : {}),
+          // The same address in another letter case: no new mailbox to prove.
+          ...(email !== undefined && newEmail === undefined
+            ? { email: { display: email, canonical: email.toLowerCase() } }
+            : {}),
+          ...(newEmail !== undefined ? { pendingEmail: newEmail } : {}),
           ...(changes.age !== undefined ? { age: changes.age } : {}),
           ...(changes.level !== undefined ? { level: changes.level } : {}),
         },
         clock.now(),
         { liveSessionId: changes.sessionId, ...(expectedHash !== undefined ? { expectedHash } : {}) },
+        issued,
       );
       if (!user && (await users.findUserById(userId))) {
         // A password change committed since the request was authenticated: it ended this session, or it made the
@@ -302,9 +324,9 @@ export function createAccountsService(deps: AccountsDependencies): AccountsServi
         throw new AppError('invalid_token', 'Could not validate credentials');
       }
       if (!user) throw new AppError('not_found', 'User not found');
-      // Clients that send the whole profile each time resend the same address: only a new one is an event.
-      if (email !== undefined && email.toLowerCase() !== previous?.email.toLowerCase()) {
-        context.audit('email_changed', { userId });
+      if (newEmail !== undefined) {
+        deps.emailChanges.queued();
+        context.audit('email_change_requested', { userId });
       }
       return user;
     },
@@ -396,7 +418,8 @@ function describeUsernameProblem(problem: UsernameProblem): FieldProblem {
   }
 }
 
-function describePasswordProblem(problem: PasswordProblem): FieldProblem {
+/** Returns a password problem as the field problem registration's 422 lists. */
+export function describePasswordProblem(problem: PasswordProblem): FieldProblem {
   const loc = ['body', 'password'];
   switch (problem.type) {
     case 'too_short':

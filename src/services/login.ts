@@ -30,6 +30,8 @@ export type PasswordGrantResult =
   | { outcome: 'refused' }
   /** The password matched a disabled account: said only now, and counted by throttling as a failure. */
   | { outcome: 'disabled' }
+  /** The password matched an account whose email is unverified while REQUIRE_VERIFIED_EMAIL is on: said only now. */
+  | { outcome: 'email_not_verified' }
   /** Too many failures: nothing was verified, and the answer is the same for known and unknown usernames. */
   | { outcome: 'locked'; retryAfterSeconds: number }
   /** The password matched an account with a second factor: the login continues with that factor. */
@@ -60,6 +62,8 @@ export function createLoginService(deps: {
   throttling?: LoginThrottling | undefined;
   /** The hash queue, asked before anything else whether a password grant's hash could still be admitted. */
   hashQueue?: Pick<PasswordHasher, 'refuseWhenFull'>;
+  /** REQUIRE_VERIFIED_EMAIL: an account whose email is unverified gets no session. */
+  requireVerifiedEmail?: boolean;
 }): LoginService {
   const { accounts, sessions, throttling, hashQueue } = deps;
 
@@ -146,6 +150,12 @@ export function createLoginService(deps: {
       if (check.outcome === 'verified' && !isAccountUsable(check.user)) {
         context.audit('login_failed', { ...logged, reason: 'account_disabled', userId: check.user.id });
         return { outcome: 'disabled' };
+      }
+      if (check.outcome === 'verified' && deps.requireVerifiedEmail && check.user.emailVerifiedAt === null) {
+        // The password was right: its owner is no guesser, so the failures it reserved are forgotten.
+        if (throttling && throttled?.attempt) await throttling.throttle.recordLoginSuccess(throttled.attempt);
+        context.audit('login_failed', { ...logged, reason: 'email_not_verified', userId: check.user.id });
+        return { outcome: 'email_not_verified' };
       }
       const scopes =
         check.outcome === 'verified'

@@ -123,7 +123,13 @@ export function createSessionsService(deps: SessionsDependencies): SessionsServi
     scopes: ReadonlySet<Scope>,
   ): Promise<TokenGrant> => {
     const scope = formatScope(scopes);
-    const issued = await accessTokens.issue({ userId: user.id, username: user.username, sessionId, scope });
+    const issued = await accessTokens.issue({
+      userId: user.id,
+      username: user.username,
+      sessionId,
+      scope,
+      emailVerified: user.emailVerifiedAt !== null,
+    });
     return {
       accessToken: issued.token,
       tokenType: 'bearer',

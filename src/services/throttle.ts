@@ -7,9 +7,10 @@ import type { RequestContext } from './request-context.ts';
 
 /**
  * THROTTLING.md §2: R1–R4 count failed logins, R5–R7 cap requests per client address, R7 also per session; R8 caps
- * the messages a user posts.
+ * the messages a user posts. R9 caps the mails asked for one address, R10 the mail requests and R11 the token
+ * submissions of one client address.
  */
-export type ThrottleRule = 'R1' | 'R2' | 'R3' | 'R4' | 'R5' | 'R6' | 'R7' | 'R8';
+export type ThrottleRule = 'R1' | 'R2' | 'R3' | 'R4' | 'R5' | 'R6' | 'R7' | 'R8' | 'R9' | 'R10' | 'R11';
 
 export interface Refusal {
   rule: ThrottleRule;
@@ -37,6 +38,9 @@ export interface ThrottlePolicy {
   refreshPerFamily: readonly RateWindow[];
   refreshPerIp: readonly RateWindow[];
   messagesPerMinute: number;
+  mailPerAddress: readonly RateWindow[];
+  mailRequestPerIp: readonly RateWindow[];
+  emailTokenPerIp: readonly RateWindow[];
 }
 
 /** One password login as throttling sees it, before its password is checked. */
@@ -75,6 +79,15 @@ export interface Throttle {
   admitRefreshOfSession(sessionId: string, context: RequestContext): Promise<void>;
   /** R8: throws temporarily_unavailable when this user posts messages too often, from whichever session. */
   admitMessage(userId: number, context: RequestContext): Promise<void>;
+  /**
+   * R9: throws temporarily_unavailable when a mail was asked for this address too often. Keyed by the address alone,
+   * whether or not an account has it: a refusal reserved for real accounts would tell which addresses are.
+   */
+  admitMailTo(address: string, context: RequestContext): Promise<void>;
+  /** R10: throws temporarily_unavailable when this client address asks for password or verification mails too often. */
+  admitMailRequest(context: RequestContext): Promise<void>;
+  /** R11: throws temporarily_unavailable when this client address submits mailed tokens too often. */
+  admitTokenSubmission(context: RequestContext): Promise<void>;
 }
 
 const LOCKS_LIMIT = 1_000_000_000;
@@ -146,6 +159,9 @@ export function createThrottle(counters: CounterStore, policy: ThrottlePolicy): 
   const refreshesPerIp = windows('r7-ip', policy.refreshPerIp);
   const refreshesPerSession = windows('r7-session', policy.refreshPerFamily);
   const messagesPerUser = windows('r8', [{ limit: policy.messagesPerMinute, windowSeconds: 60 }]);
+  const mailsPerAddress = windows('r9', policy.mailPerAddress);
+  const mailRequestsPerIp = windows('r10', policy.mailRequestPerIp);
+  const tokenSubmissionsPerIp = windows('r11', policy.emailTokenPerIp);
 
   /** Every window counts the request; the longest wait of those past their limit is the answer. */
   const admit = async (rule: ThrottleRule, limited: ReturnType<typeof windows>, key: string) => {
@@ -278,5 +294,20 @@ export function createThrottle(counters: CounterStore, policy: ThrottlePolicy): 
       refuseRequest('R7', refreshesPerSession, sessionId, context),
 
     admitMessage: (userId, context) => refuseRequest('R8', messagesPerUser, String(userId), context),
+
+    // A digest, as for usernames: the store holds no address.
+    admitMailTo: (address, context) =>
+      refuseRequest('R9', mailsPerAddress, digest(address.trim().toLowerCase()), context),
+
+    admitMailRequest: (context) =>
+      refuseRequest('R10', mailRequestsPerIp, clientIpKey(context.ipAddress, policy.ipv6SubnetBits), context),
+
+    admitTokenSubmission: (context) =>
+      refuseRequest(
+        'R11',
+        tokenSubmissionsPerIp,
+        clientIpKey(context.ipAddress, policy.ipv6SubnetBits),
+        context,
+      ),
   };
 }

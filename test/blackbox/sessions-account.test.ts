@@ -47,15 +47,24 @@ async function send(
   });
 }
 
+// Registration's fields (the seed's), and the state of the email (issue 13).
 function publicFields(u: RegisteredUser) {
-  return { id: u.id, username: u.username, email: u.email, age: u.age, level: u.level };
+  return {
+    id: u.id,
+    username: u.username,
+    email: u.email,
+    age: u.age,
+    level: u.level,
+    email_verified: false,
+    pending_email: null,
+  };
 }
 
 describe.each(DIALECTS)('sessions: account self-service (%s)', (dialect) => {
   const ctx = useServer(dialect);
 
   describe('GET /users/me', () => {
-    it('returns exactly the public fields of the seed', async () => {
+    it('returns exactly the public fields of the seed, and the state of the email', async () => {
       const u = await registerUser(ctx, { age: 41, level: 'advanced' });
       const g = await loginGrant(ctx, u);
       const r = await getWithToken(ctx.url('/users/me'), g.access);
@@ -63,7 +72,15 @@ describe.each(DIALECTS)('sessions: account self-service (%s)', (dialect) => {
       expectJsonContentType(r);
       expectNoStore(r);
       expect(r.json).toEqual(publicFields(u));
-      expect(Object.keys(r.json).sort()).toEqual(['age', 'email', 'id', 'level', 'username']);
+      expect(Object.keys(r.json).sort()).toEqual([
+        'age',
+        'email',
+        'email_verified',
+        'id',
+        'level',
+        'pending_email',
+        'username',
+      ]);
       expect(r.text).not.toMatch(/password|hash|argon/i);
     });
 
@@ -78,13 +95,14 @@ describe.each(DIALECTS)('sessions: account self-service (%s)', (dialect) => {
   });
 
   describe('PATCH /users/me', () => {
-    it('changes email, age and level; the change is visible in GET and to later logins', async () => {
+    it('changes age and level and asks for the new email; the change is visible in GET and to later logins', async () => {
       const u = await registerUser(ctx);
       const g = await loginGrant(ctx, u);
       const email = `new-${randomId(4)}@Example.org`;
       const r = await send(ctx, 'PATCH', '/users/me', g.access, { email, age: 55, level: 'intermediate' });
       expect(r.status, r.text).toBe(200);
-      expect(r.json).toEqual({ id: u.id, username: u.username, email, age: 55, level: 'intermediate' });
+      // The email itself changes once the link mailed to the new address is used.
+      expect(r.json).toEqual({ ...publicFields(u), pending_email: email, age: 55, level: 'intermediate' });
       const again = await getWithToken(ctx.url('/users/me'), g.access);
       expect(again.json).toEqual(r.json);
       const g2 = await loginGrant(ctx, u);
@@ -185,24 +203,28 @@ describe.each(DIALECTS)('sessions: account self-service (%s)', (dialect) => {
       expect(own.status, `own email recased: ${own.text}`).toBe(200);
     });
 
-    it('frees the old email and claims the new one (registration sees both)', async () => {
+    it('keeps the old email until the new one is verified: registration still sees the old one taken, the new one free', async () => {
       const a = await registerUser(ctx);
       const g = await loginGrant(ctx, a);
       const newEmail = `moved-${randomId(4)}@example.com`;
-      expect((await send(ctx, 'PATCH', '/users/me', g.access, { email: newEmail })).status).toBe(200);
-      const taken = await postJson(ctx.url('/register/'), {
+      const patched = await send(ctx, 'PATCH', '/users/me', g.access, { email: newEmail });
+      expect(patched.status, patched.text).toBe(200);
+      expect(patched.json.email).toBe(a.email);
+      expect(patched.json.pending_email).toBe(newEmail);
+      const old = await postJson(ctx.url('/register/'), {
         username: uniqueName('r'),
-        email: newEmail.toUpperCase(),
+        email: a.email.toUpperCase(),
         password: strongPassword(),
         age: 20,
         level: 'beginner',
       });
-      expect(taken.status, taken.text).toBe(409);
-      expect(taken.json.code).toBe('email_taken');
-      await registerUser(ctx, { email: a.email });
+      expect(old.status, old.text).toBe(409);
+      expect(old.json.code).toBe('email_taken');
+      // A pending address is no claim: whoever proves it first gets it (409 at verification for the other).
+      await registerUser(ctx, { email: newEmail });
     });
 
-    it('two users racing for one new email: one 200, one 409, no 5xx (the unique index decides)', async () => {
+    it('users racing to ask for one new email: one mail per address a minute (R9), 429 for the rest, no 5xx', async () => {
       const users = await Promise.all(Array.from({ length: 6 }, () => registerUser(ctx)));
       const grants = await Promise.all(users.map((u) => loginGrant(ctx, u)));
       const email = `race-${randomId(5)}@example.com`;
@@ -212,8 +234,13 @@ describe.each(DIALECTS)('sessions: account self-service (%s)', (dialect) => {
         ),
       );
       const statuses = replies.map((r) => r.status).sort();
-      expect(statuses, replies.map((r) => r.text).join('\n')).toEqual([200, 409, 409, 409, 409, 409]);
-      for (const r of replies.filter((x) => x.status === 409)) expect(r.json.code).toBe('email_taken');
+      // A pending address is no claim, so no 409 here: verification decides who gets it (409 email_taken there).
+      expect(statuses, replies.map((r) => r.text).join('\n')).toEqual([200, 429, 429, 429, 429, 429]);
+      for (const [i, r] of replies.entries()) {
+        if (r.status === 200)
+          expect(r.json).toMatchObject({ email: users[i]?.email, pending_email: r.json.pending_email });
+        else expect(Number(r.headers.get('retry-after'))).toBeGreaterThanOrEqual(60);
+      }
     });
 
     it('requires an access token', async () => {

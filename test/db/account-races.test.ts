@@ -2,9 +2,12 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createUsersRepository, type UsersRepository } from '../../src/db/users.ts';
 import { createPasswordPolicy } from '../../src/security/password-policy.ts';
 import { createPasswordHasher } from '../../src/security/passwords.ts';
+import { createSecretBox } from '../../src/security/secret-box.ts';
 import { createAccountsService } from '../../src/services/accounts.ts';
+import { createEmailChangeMailer } from '../../src/services/email-flows.ts';
+import { createMailComposer } from '../../src/services/mail.ts';
 import type { RequestContext } from '../../src/services/request-context.ts';
-import { FAST_ARGON2, STRONG_PASSWORD } from '../support/build-test-app.ts';
+import { FAST_ARGON2, STRONG_PASSWORD, TEST_SECRET } from '../support/build-test-app.ts';
 import { createTestClock } from '../support/clock.ts';
 import { createTestDatabase, dialects, type TestDatabase } from '../support/dialects.ts';
 
@@ -61,6 +64,11 @@ describe.each(dialects)('account changes racing a password change on %s', (diale
       policy,
       clock,
       maxPasswordLength: 1024,
+      emailChanges: createEmailChangeMailer({
+        mail: createMailComposer(createSecretBox([TEST_SECRET])),
+        clock,
+        publicUrl: 'http://localhost:8000',
+      }),
     });
     const sessionId = `s-${username}`;
     const nowMs = clock.now().getTime();
@@ -99,7 +107,8 @@ describe.each(dialects)('account changes racing a password change on %s', (diale
       ),
     ).rejects.toMatchObject({ code: 'invalid_password' });
     expect(await users.findUserById(user.id)).toEqual(user);
-    expect(audited).not.toContain('email_changed');
+    expect(audited).not.toContain('email_change_requested');
+    expect(await mailsTo('attacker@example.com')).toBe(0);
   });
 
   it('refuses an email change from a session that a password change ended after the request was authenticated', async () => {
@@ -115,7 +124,7 @@ describe.each(dialects)('account changes racing a password change on %s', (diale
     expect(await users.findUserById(user.id)).toEqual(user);
   });
 
-  it('changes the email without a password from a live session, as seed clients do', async () => {
+  it('asks for an email change without a password from a live session, as seed clients do', async () => {
     const { accounts, user, sessionId } = await accountsWithPasswordChangedAfterCheck('liveemail');
     audited.length = 0;
     const changed = await accounts.updateProfile(
@@ -123,7 +132,13 @@ describe.each(dialects)('account changes racing a password change on %s', (diale
       { sessionId, email: 'new-address@example.com' },
       context,
     );
-    expect(changed.email).toBe('new-address@example.com');
-    expect(audited).toEqual(['email_changed']);
+    expect(changed.email).toBe(user.email);
+    expect(changed.pendingEmail).toBe('new-address@example.com');
+    expect(audited).toEqual(['email_change_requested']);
+    expect(await mailsTo('new-address@example.com')).toBe(1);
   });
+
+  const mailsTo = async (recipient: string) =>
+    (await database.db.selectFrom('email_outbox').select('id').where('recipient', '=', recipient).execute())
+      .length;
 });

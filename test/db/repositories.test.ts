@@ -33,6 +33,8 @@ describe.each(dialects)('repositories on %s', (dialect) => {
       createdAt: now,
       roles: [],
       disabledAt: null,
+      emailVerifiedAt: null,
+      pendingEmail: null,
     });
     expect(await users.findUserById(user.id)).toEqual(user);
     expect(await users.findUserById(999_999)).toBeUndefined();

@@ -150,6 +150,12 @@ describe.each(dialects)('isolation between users on %s', (dialect) => {
       status: [400],
     },
     'GET /users/me/sessions': { call: (b) => send('GET', '/users/me/sessions', b), status: [200] },
+    // Bob's own address gets the link, whatever id of Alice's the body names.
+    'POST /users/me/email/verification': {
+      call: (b, a) =>
+        send('POST', '/users/me/email/verification', b, { id: a.id, email: 'alice-iso@example.com' }),
+      status: [202],
+    },
     'DELETE /users/me/sessions/{id}': {
       call: async (b, a) => {
         const answers = await Promise.all(

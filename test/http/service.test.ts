@@ -53,6 +53,31 @@ describe.each(dialects)('operations and documentation on %s', (dialect) => {
     );
   });
 
+  it('documents the email verification and password reset routes with a summary, tags and their answers', async () => {
+    const document = (await t.app.inject({ method: 'GET', url: '/openapi.json' })).json();
+    const routes: [string, string, string[]][] = [
+      ['/users/me/email/verification', '202', ['429']],
+      ['/email/verify', '200', ['400', '409', '422', '429']],
+      ['/email/verification/resend', '202', ['422', '429']],
+      ['/password/forgot', '202', ['422', '429']],
+      ['/password/reset', '204', ['400', '422', '429']],
+    ];
+    for (const [path, success, refusals] of routes) {
+      const operation = document.paths[path]?.post;
+      expect(operation?.summary, path).toBeTruthy();
+      expect(operation?.tags?.length, path).toBeGreaterThan(0);
+      expect(Object.keys(operation?.responses ?? {}), path).toEqual(
+        expect.arrayContaining([success, ...refusals]),
+      );
+    }
+    expect(document.paths['/users/me/email/verification'].post.security).toEqual([
+      { OAuth2PasswordBearer: [] },
+    ]);
+    expect(document.paths['/password/forgot'].post.security).toBeUndefined();
+    const me = document.paths['/users/me'].get.responses['200'].content['application/json'].schema;
+    expect(Object.keys(me.properties)).toEqual(expect.arrayContaining(['email_verified', 'pending_email']));
+  });
+
   it('serves Swagger UI at /docs with a content security policy', async () => {
     const response = await t.app.inject({ method: 'GET', url: '/docs/' });
     expect(response.statusCode).toBe(200);

@@ -53,12 +53,13 @@ describe.each(await setups())('access tokens ($name)', (setup) => {
   const clock = createTestClock();
   const tokens = createAccessTokens({ ...options, keys: setup.ring, clock });
 
-  it('issues an RFC 9068 token: typ at+jwt, kid, iss, aud, sub, iat, exp, jti, scope', async () => {
+  it('issues an RFC 9068 token: typ at+jwt, kid, iss, aud, sub, iat, exp, jti, scope, email_verified', async () => {
     const issued = await tokens.issue({
       userId: 7,
       username: 'Alice',
       sessionId: 's1',
       scope: 'conversation',
+      emailVerified: false,
     });
     const { header, payload } = decodeToken(issued.token);
     expect(header).toEqual({ alg: setup.name, typ: 'at+jwt', kid: (await setup.ring.signingKey()).kid });
@@ -68,6 +69,7 @@ describe.each(await setups())('access tokens ($name)', (setup) => {
       sub: '7',
       preferred_username: 'Alice',
       scope: 'conversation',
+      email_verified: false,
     });
     expect((payload.exp as number) - (payload.iat as number)).toBe(900);
     expect(issued.expiresInSeconds).toBe(900);
@@ -75,8 +77,20 @@ describe.each(await setups())('access tokens ($name)', (setup) => {
   });
 
   it('gives every token its own jti', async () => {
-    const a = await tokens.issue({ userId: 7, username: 'Alice', sessionId: 's1', scope: 'conversation' });
-    const b = await tokens.issue({ userId: 7, username: 'Alice', sessionId: 's1', scope: 'conversation' });
+    const a = await tokens.issue({
+      userId: 7,
+      username: 'Alice',
+      sessionId: 's1',
+      scope: 'conversation',
+      emailVerified: false,
+    });
+    const b = await tokens.issue({
+      userId: 7,
+      username: 'Alice',
+      sessionId: 's1',
+      scope: 'conversation',
+      emailVerified: false,
+    });
     expect(a.jti).not.toBe(b.jti);
   });
 
@@ -86,6 +100,7 @@ describe.each(await setups())('access tokens ($name)', (setup) => {
       username: 'Alice',
       sessionId: 's1',
       scope: 'conversation',
+      emailVerified: false,
     });
     await expect(tokens.verify(issued.token)).resolves.toMatchObject({ userId: 7, jti: issued.jti });
   });
@@ -98,6 +113,7 @@ describe.each(await setups())('access tokens ($name)', (setup) => {
       username: 'Alice',
       sessionId: 's1',
       scope: 'conversation',
+      emailVerified: false,
     });
     local.advanceSeconds(899);
     // Verified twice: the second answer comes from the cache, which must expire the token all the same.
@@ -113,6 +129,7 @@ describe.each(await setups())('access tokens ($name)', (setup) => {
       username: 'Alice',
       sessionId: 's1',
       scope: 'conversation',
+      emailVerified: false,
     });
     await expect(tokens.verify(issued.token)).resolves.toBeDefined();
     const variants = nonCanonicalSignatureVariants(issued.token);
@@ -136,6 +153,7 @@ describe.each(await setups())('access tokens ($name)', (setup) => {
       username: 'Alice',
       sessionId: 's1',
       scope: 'conversation',
+      emailVerified: false,
     });
     await expect(local.verify(issued.token)).resolves.toBeDefined();
     await expect(local.verify(issued.token)).resolves.toBeDefined();
@@ -155,16 +173,30 @@ describe.each(await setups())('access tokens ($name)', (setup) => {
       username: 'Alice',
       sessionId: 's1',
       scope: 'conversation',
+      emailVerified: false,
     });
     await expect(tokens.verify(issued.token)).rejects.toMatchObject({ code: 'invalid_token' });
   });
 
   it('refuses every token of the forged corpus with invalid_token', async () => {
     const valid = (
-      await tokens.issue({ userId: 7, username: 'Alice', sessionId: 's1', scope: 'conversation' })
+      await tokens.issue({
+        userId: 7,
+        username: 'Alice',
+        sessionId: 's1',
+        scope: 'conversation',
+        emailVerified: false,
+      })
     ).token;
-    const other = (await tokens.issue({ userId: 8, username: 'Bob', sessionId: 's1', scope: 'conversation' }))
-      .token;
+    const other = (
+      await tokens.issue({
+        userId: 8,
+        username: 'Bob',
+        sessionId: 's1',
+        scope: 'conversation',
+        emailVerified: false,
+      })
+    ).token;
     const corpus = forgedTokens({ valid, other, ...setup }).filter(([name]) => name !== 'sub of nobody');
     expect(corpus.length).toBeGreaterThan(40);
     for (const [name, token] of corpus) {

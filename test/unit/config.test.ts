@@ -436,6 +436,12 @@ describe('loadConfig: login throttling', () => {
       refreshPerFamily: [{ limit: 10, windowSeconds: 60 }],
       refreshPerIp: [{ limit: 150, windowSeconds: 300 }],
       messagesPerMinute: 30,
+      mailPerAddress: [
+        { limit: 1, windowSeconds: 60 },
+        { limit: 5, windowSeconds: 3600 },
+      ],
+      mailRequestPerIp: [{ limit: 30, windowSeconds: 3600 }],
+      emailTokenPerIp: [{ limit: 10, windowSeconds: 300 }],
       deviceTokenTtlDays: 90,
       knownIpsPerUser: 10,
     });
@@ -518,6 +524,26 @@ describe('loadConfig: login throttling', () => {
     expect(config.throttling.deviceTokenTtlDays).toBe(30);
     expect(config.throttling.knownIpsPerUser).toBe(0);
     expect(config.throttling.ipv6SubnetBits).toBe(56);
+  });
+});
+
+describe('loadConfig: email verification and password reset', () => {
+  it('does not require a verified email by default, so that register then /token keeps working', () => {
+    expect(loadConfig({}).requireVerifiedEmail).toBe(false);
+    expect(loadConfig({ REQUIRE_VERIFIED_EMAIL: 'true' }).requireVerifiedEmail).toBe(true);
+    expect(problemsOf({ REQUIRE_VERIFIED_EMAIL: 'yes' }).join()).toMatch(/REQUIRE_VERIFIED_EMAIL/);
+  });
+
+  it('takes the mail limits as rate windows', () => {
+    const config = loadConfig({
+      MAIL_PER_ADDRESS: '2/30s',
+      MAIL_REQUEST_PER_IP: '100/3600s',
+      EMAIL_TOKEN_PER_IP: '20/60s',
+    });
+    expect(config.throttling.mailPerAddress).toEqual([{ limit: 2, windowSeconds: 30 }]);
+    expect(config.throttling.mailRequestPerIp).toEqual([{ limit: 100, windowSeconds: 3600 }]);
+    expect(config.throttling.emailTokenPerIp).toEqual([{ limit: 20, windowSeconds: 60 }]);
+    expect(problemsOf({ MAIL_PER_ADDRESS: 'often' }).join()).toMatch(/MAIL_PER_ADDRESS/);
   });
 });
 

@@ -74,6 +74,8 @@ const TABLE: Record<ErrorCode, Record<ErrorStyle, Expected>> = {
   invalid_token: both(
     detail(401, 'Could not validate credentials', { 'www-authenticate': 'Bearer error="invalid_token"' }),
   ),
+  // A mailed link's token: 400 in both styles, never a Bearer challenge (no Authorization header was involved).
+  invalid_one_time_token: both(oauth('invalid_token', MESSAGE)),
   // RFC 6750 §3.1: a valid token without the scope the route needs; the body is FastAPI's security-scopes answer.
   insufficient_scope: both(
     detail(403, 'Not enough permissions', {
@@ -151,6 +153,7 @@ const OAUTH_ERRORS = [
   'invalid_scope',
   'temporarily_unavailable', // RFC 6749 §4.1.2.1
   'mfa_required', // Auth0's, for a login waiting for its second factor
+  'invalid_token', // RFC 6750 §3.1's code, for a mailed link's token (email verification, password reset)
 ];
 
 describe('the error table', () => {

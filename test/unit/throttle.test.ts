@@ -308,5 +308,45 @@ describe('login throttling rules (in-process counters, fake clock)', () => {
       });
       await throttle.admitMessage(8, contextFrom('203.0.113.1'));
     });
+
+    it('R9: one mail per address a minute and five an hour, the address case-folded, whoever asks', async () => {
+      const audits: { event: string; fields: Record<string, unknown> }[] = [];
+      await throttle.admitMailTo('Someone@Example.com ', contextFrom('203.0.113.1', audits));
+      const refused = await throttle
+        .admitMailTo('someone@example.COM', contextFrom('198.51.100.7', audits))
+        .catch((error: unknown) => error);
+      expect(refused).toMatchObject({ code: 'temporarily_unavailable', retryAfterSeconds: 60 });
+      expect(audits).toEqual([{ event: 'request_throttled', fields: { rule: 'R9', retryAfterSeconds: 60 } }]);
+      await throttle.admitMailTo('other@example.com', contextFrom('203.0.113.1'));
+      // The refused request counted too: three more fill the hour's five.
+      for (let i = 0; i < 3; i += 1) {
+        advanceSeconds(61);
+        await throttle.admitMailTo('someone@example.com', contextFrom('203.0.113.1'));
+      }
+      advanceSeconds(61);
+      await expect(
+        throttle.admitMailTo('someone@example.com', contextFrom('203.0.113.1')),
+      ).rejects.toMatchObject({
+        code: 'temporarily_unavailable',
+      });
+    });
+
+    it('R10: refuses the 31st mail request of one address within an hour', async () => {
+      for (let i = 0; i < 30; i += 1) await throttle.admitMailRequest(contextFrom('203.0.113.1'));
+      await expect(throttle.admitMailRequest(contextFrom('203.0.113.1'))).rejects.toMatchObject({
+        code: 'temporarily_unavailable',
+        retryAfterSeconds: 3600,
+      });
+      await throttle.admitMailRequest(contextFrom('203.0.113.2'));
+    });
+
+    it('R11: refuses the 11th token submission of one address within 5 minutes', async () => {
+      for (let i = 0; i < 10; i += 1) await throttle.admitTokenSubmission(contextFrom('203.0.113.1'));
+      await expect(throttle.admitTokenSubmission(contextFrom('203.0.113.1'))).rejects.toMatchObject({
+        code: 'temporarily_unavailable',
+        retryAfterSeconds: 300,
+      });
+      await throttle.admitTokenSubmission(contextFrom('203.0.113.2'));
+    });
   });
 });

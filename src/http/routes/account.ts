@@ -10,11 +10,11 @@ import {
   acceptDigitStringAge,
   ConflictResponse,
   DetailResponse,
+  OwnUserResponse,
   PasswordChangeBody,
   ProfileUpdateBody,
   SessionListResponse,
-  toUserResponse,
-  UserResponse,
+  toOwnUserResponse,
   ValidationErrorResponse,
 } from '../schemas.ts';
 import { isWebClient, type WebClientCookies } from '../web-client.ts';
@@ -77,21 +77,27 @@ export const accountRoutes: FastifyPluginAsyncTypebox<{
         summary: 'Read your account',
         tags: ['account'],
         ...secured,
-        response: { 200: UserResponse },
+        response: { 200: OwnUserResponse },
       },
     },
-    async (request) => toUserResponse(request.auth!.user),
+    async (request) => toOwnUserResponse(request.auth!.user),
   );
 
   app.patch(
     '/users/me',
     {
       schema: {
-        summary: 'Change your email (with current_password), age or level',
+        summary:
+          'Change your age or level, or your email: a new address stays pending_email until the link mailed to it is used',
         tags: ['account'],
         ...secured,
         body: ProfileUpdateBody,
-        response: { 200: UserResponse, 409: ConflictResponse, 422: ValidationErrorResponse },
+        response: {
+          200: OwnUserResponse,
+          409: ConflictResponse,
+          422: ValidationErrorResponse,
+          429: DetailResponse,
+        },
       },
       preValidation: acceptDigitStringAge,
     },
@@ -108,7 +114,7 @@ export const accountRoutes: FastifyPluginAsyncTypebox<{
         },
         requestContext(request),
       );
-      return toUserResponse(user);
+      return toOwnUserResponse(user);
     },
   );
 

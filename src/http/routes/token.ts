@@ -44,6 +44,8 @@ function answerPasswordGrant(result: PasswordGrantResult): TokenResponse {
       throw new AppError('invalid_grant', 'Incorrect username or password');
     case 'disabled':
       throw new AppError('invalid_grant', ACCOUNT_DISABLED);
+    case 'email_not_verified':
+      throw new AppError('invalid_grant', 'Email not verified');
     case 'locked':
       throw new AppError('temporarily_unavailable', 'Login throttled', {
         retryAfterSeconds: result.retryAfterSeconds,

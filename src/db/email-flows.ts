@@ -1,0 +1,162 @@
+import type { User } from '../domain/user.ts';
+import { AppError } from '../errors.ts';
+import { type QueuedMail, queueMail } from './email-outbox.ts';
+import {
+  consumeOneTimeToken,
+  type Executor,
+  insertOneTimeToken,
+  type NewOneTimeToken,
+} from './one-time-tokens.ts';
+import type { Db } from './schema.ts';
+import { violatedUniqueConstraint } from './unique-violation.ts';
+import { forgetTrustedClients, toUser, userColumns } from './users.ts';
+
+/** A verification that went through: the account as now stored, and the address it replaced, if it replaced one. */
+export interface EmailVerified {
+  outcome: 'verified';
+  user: User;
+  /** The former address when the verified one was the pending address; undefined when the email itself was proved. */
+  previousEmail: string | undefined;
+  endedSessions: number;
+}
+
+export type EmailVerification = EmailVerified | { outcome: 'invalid_token' };
+
+export interface PasswordReset {
+  user: User;
+  endedSessions: number;
+}
+
+export interface EmailFlowsRepository {
+  /** Stores a one-time token (voiding the user's older ones of its purpose) and queues its mails, in one transaction. */
+  issueTokenWithMails(token: NewOneTimeToken, mails: readonly QueuedMail[], now: Date): Promise<void>;
+  /**
+   * Spends a verify_email token and, in the same transaction, marks its address verified (making a pending address
+   * the email), ends every session of the user and queues `mailsOf(result)`. invalid_token when the token is bad,
+   * spent, expired or mailed to an address that is neither the email nor the pending one; throws email_taken when
+   * another account took the pending address meanwhile (and the token stays unspent).
+   */
+  verifyEmail(
+    tokenHash: string,
+    now: Date,
+    mailsOf: (verified: EmailVerified) => readonly QueuedMail[],
+  ): Promise<EmailVerification>;
+  /**
+   * Spends a reset_password token and, in the same transaction, sets the hash, marks the email verified, ends every
+   * session and queues `mailsOf(user)`; undefined when the token is bad, spent, expired, or was mailed to an address
+   * that is no longer the email.
+   */
+  resetPassword(
+    tokenHash: string,
+    passwordHash: string,
+    now: Date,
+    mailsOf: (user: User) => readonly QueuedMail[],
+  ): Promise<PasswordReset | undefined>;
+}
+
+const sameAddress = (a: string, b: string) => a.toLowerCase() === b.toLowerCase();
+
+async function endEverySession(
+  trx: Executor,
+  userId: number,
+  reason: string,
+  nowMs: number,
+): Promise<number> {
+  const result = await trx
+    .updateTable('sessions')
+    .set({ revoked_at_ms: nowMs, revoked_reason: reason })
+    .where('user_id', '=', userId)
+    .where('revoked_at_ms', 'is', null)
+    .executeTakeFirst();
+  await forgetTrustedClients(trx, userId);
+  return Number(result.numUpdatedRows);
+}
+
+async function queueAll(trx: Executor, mails: readonly QueuedMail[], nowMs: number): Promise<void> {
+  for (const mail of mails) await queueMail(trx, mail, nowMs);
+}
+
+export function createEmailFlowsRepository(db: Db): EmailFlowsRepository {
+  return {
+    issueTokenWithMails: (token, mails, now) =>
+      db.transaction().execute(async (trx) => {
+        await insertOneTimeToken(trx, token, now);
+        await queueAll(trx, mails, now.getTime());
+      }),
+
+    async verifyEmail(tokenHash, now, mailsOf) {
+      const nowMs = now.getTime();
+      try {
+        return await db.transaction().execute(async (trx): Promise<EmailVerification> => {
+          const owner = await consumeOneTimeToken(trx, tokenHash, 'verify_email', now);
+          if (!owner) return { outcome: 'invalid_token' };
+          const current = await trx
+            .selectFrom('users')
+            .select(['email', 'pending_email'])
+            .where('id', '=', owner.userId)
+            .executeTakeFirst();
+          const provesEmail = current !== undefined && sameAddress(owner.email, current.email);
+          const provesPending =
+            current?.pending_email != null && sameAddress(owner.email, current.pending_email);
+          // Spent all the same: a link for an address the account no longer has must not come back to life.
+          if (!current || !(provesEmail || provesPending)) return { outcome: 'invalid_token' };
+          const row = await trx
+            .updateTable('users')
+            .set(
+              provesEmail
+                ? { email_verified_at_ms: nowMs }
+                : {
+                    email: current.pending_email as string,
+                    email_canonical: (current.pending_email as string).toLowerCase(),
+                    pending_email: null,
+                    email_verified_at_ms: nowMs,
+                    updated_at_ms: nowMs,
+                  },
+            )
+            .where('id', '=', owner.userId)
+            .returning(userColumns)
+            .executeTakeFirstOrThrow();
+          // Pre-account hijacking: whoever registered this address before its owner proved it loses every session.
+          const endedSessions = await endEverySession(trx, owner.userId, 'email_verified', nowMs);
+          const verified: EmailVerified = {
+            outcome: 'verified',
+            user: toUser(row),
+            previousEmail: provesEmail ? undefined : current.email,
+            endedSessions,
+          };
+          await queueAll(trx, mailsOf(verified), nowMs);
+          return verified;
+        });
+      } catch (error) {
+        if (violatedUniqueConstraint(error)?.includes('email')) {
+          throw new AppError('email_taken', 'Email already registered', { cause: error });
+        }
+        throw error;
+      }
+    },
+
+    resetPassword: (tokenHash, passwordHash, now, mailsOf) =>
+      db.transaction().execute(async (trx) => {
+        const nowMs = now.getTime();
+        const owner = await consumeOneTimeToken(trx, tokenHash, 'reset_password', now);
+        if (!owner) return undefined;
+        const row = await trx
+          .updateTable('users')
+          .set((eb) => ({
+            password_hash: passwordHash,
+            // The reset proved the address: reading the mail was the only way in.
+            email_verified_at_ms: eb.fn.coalesce('email_verified_at_ms', eb.val(nowMs)),
+            updated_at_ms: nowMs,
+          }))
+          .where('id', '=', owner.userId)
+          .where('email_canonical', '=', owner.email.toLowerCase())
+          .returning(userColumns)
+          .executeTakeFirst();
+        if (!row) return undefined;
+        const endedSessions = await endEverySession(trx, owner.userId, 'password_reset', nowMs);
+        const user = toUser(row);
+        await queueAll(trx, mailsOf(user), nowMs);
+        return { user, endedSessions };
+      }),
+  };
+}

@@ -1,0 +1,106 @@
+import type { Kysely, Transaction } from 'kysely';
+import type { Database, Db } from './schema.ts';
+
+/** What may run a repository statement: the database, or a transaction the statement joins. */
+export type Executor = Kysely<Database> | Transaction<Database>;
+
+export interface NewOneTimeToken {
+  userId: number;
+  purpose: string;
+  /** The address the token is mailed to: it proves that address and no other. */
+  email: string;
+  tokenHash: string;
+  expiresAt: Date;
+}
+
+/** Whose token it was, and the address it was mailed to. */
+export interface OneTimeTokenOwner {
+  userId: number;
+  email: string;
+}
+
+export interface OneTimeTokensRepository {
+  /** Stores the token, voiding the user's older unconsumed tokens of its purpose. */
+  issueOneTimeToken(token: NewOneTimeToken, now: Date): Promise<void>;
+  /** Spends the token if it is unconsumed and unexpired; its owner, or undefined. One caller wins a race. */
+  consumeOneTimeToken(tokenHash: string, purpose: string, now: Date): Promise<OneTimeTokenOwner | undefined>;
+  /** The owner of a token that could be spent now, without spending it. */
+  findLiveOneTimeToken(tokenHash: string, purpose: string, now: Date): Promise<OneTimeTokenOwner | undefined>;
+}
+
+/** Stores a token inside the caller's transaction; the user's older tokens of the purpose stop working. */
+export async function insertOneTimeToken(
+  executor: Executor,
+  token: NewOneTimeToken,
+  now: Date,
+): Promise<void> {
+  const nowMs = now.getTime();
+  await executor
+    .updateTable('one_time_tokens')
+    .set({ consumed_at_ms: nowMs })
+    .where('user_id', '=', token.userId)
+    .where('purpose', '=', token.purpose)
+    .where('consumed_at_ms', 'is', null)
+    .execute();
+  // Expired rows open nothing; dropping them here keeps a few rows per user without a pruning job.
+  await executor
+    .deleteFrom('one_time_tokens')
+    .where('user_id', '=', token.userId)
+    .where('expires_at_ms', '<=', nowMs)
+    .execute();
+  await executor
+    .insertInto('one_time_tokens')
+    .values({
+      user_id: token.userId,
+      purpose: token.purpose,
+      email: token.email,
+      token_hash: token.tokenHash,
+      created_at_ms: nowMs,
+      expires_at_ms: token.expiresAt.getTime(),
+      consumed_at_ms: null,
+    })
+    .execute();
+}
+
+/**
+ * Spends a token in one statement: of parallel callers presenting it, the database lets exactly one match the
+ * unconsumed row. Inside the caller's transaction, so that a refused change leaves the token unspent.
+ */
+export async function consumeOneTimeToken(
+  executor: Executor,
+  tokenHash: string,
+  purpose: string,
+  now: Date,
+): Promise<OneTimeTokenOwner | undefined> {
+  const nowMs = now.getTime();
+  const row = await executor
+    .updateTable('one_time_tokens')
+    .set({ consumed_at_ms: nowMs })
+    .where('token_hash', '=', tokenHash)
+    .where('purpose', '=', purpose)
+    .where('consumed_at_ms', 'is', null)
+    .where('expires_at_ms', '>', nowMs)
+    .returning(['user_id', 'email'])
+    .executeTakeFirst();
+  return row ? { userId: Number(row.user_id), email: row.email } : undefined;
+}
+
+export function createOneTimeTokensRepository(db: Db): OneTimeTokensRepository {
+  return {
+    issueOneTimeToken: (token, now) => db.transaction().execute((trx) => insertOneTimeToken(trx, token, now)),
+
+    consumeOneTimeToken: (tokenHash, purpose, now) => consumeOneTimeToken(db, tokenHash, purpose, now),
+
+    async findLiveOneTimeToken(tokenHash, purpose, now) {
+      const row = await db
+        .selectFrom('one_time_tokens')
+        .select(['user_id', 'email'])
+        .where('token_hash', '=', tokenHash)
+        .where('purpose', '=', purpose)
+        .where('consumed_at_ms', 'is', null)
+        .where('expires_at_ms', '>', now.getTime())
+        .executeTakeFirst();
+      return row ? { userId: Number(row.user_id), email: row.email } : undefined;
+    },
+  };
+}

@@ -1,0 +1,137 @@
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import type { FastifyInstance } from 'fastify';
+import Type from 'typebox';
+import type { BackgroundWork } from '../../services/background-work.ts';
+import type { EmailFlowsService } from '../../services/email-flows.ts';
+import { requestContext } from '../request-context.ts';
+import {
+  AcceptedResponse,
+  ConflictResponse,
+  DetailResponse,
+  EmailAddressBody,
+  EmailVerificationBody,
+  EmailVerifiedResponse,
+  InvalidOneTimeTokenResponse,
+  PasswordResetBody,
+  ValidationErrorResponse,
+} from '../schemas.ts';
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** The work requests leave running after their answer (a forgotten password's mail); closing waits for it. */
+    backgroundWork: BackgroundWork;
+  }
+}
+
+/** Makes the app's background work reachable from the instance, for closing and for tests. */
+export function provideBackgroundWork(app: FastifyInstance, work: BackgroundWork): void {
+  app.decorate('backgroundWork', work);
+  app.addHook('onClose', () => work.settled());
+}
+
+const secured = { security: [{ OAuth2PasswordBearer: [] }] };
+
+/** The public routes of email verification and password reset: each answers without saying who has an account. */
+export const emailRoutes: FastifyPluginAsyncTypebox<{ emailFlows: EmailFlowsService }> = async (
+  app,
+  { emailFlows },
+) => {
+  app.post(
+    '/email/verify',
+    {
+      schema: {
+        summary:
+          'Verify an email address with the token of a mailed link; ends every session, signs nobody in',
+        tags: ['email'],
+        body: EmailVerificationBody,
+        response: {
+          200: EmailVerifiedResponse,
+          400: InvalidOneTimeTokenResponse,
+          409: ConflictResponse,
+          422: ValidationErrorResponse,
+          429: DetailResponse,
+        },
+      },
+    },
+    async (request) => {
+      const user = await emailFlows.verifyEmail(request.body.token, requestContext(request));
+      return { email: user.email, email_verified: true as const };
+    },
+  );
+
+  app.post(
+    '/email/verification/resend',
+    {
+      schema: {
+        summary:
+          'Mail a new verification link to an unverified account with this address (202 for any address)',
+        tags: ['email'],
+        body: EmailAddressBody,
+        response: { 202: AcceptedResponse, 422: ValidationErrorResponse, 429: DetailResponse },
+      },
+    },
+    async (request, reply) => {
+      await emailFlows.resendVerification(request.body.email, requestContext(request));
+      return reply.code(202).send({});
+    },
+  );
+
+  app.post(
+    '/password/forgot',
+    {
+      schema: {
+        summary: 'Mail a password reset link to the account with this address (202 for any address)',
+        tags: ['password reset'],
+        body: EmailAddressBody,
+        response: { 202: AcceptedResponse, 422: ValidationErrorResponse, 429: DetailResponse },
+      },
+    },
+    async (request, reply) => {
+      await emailFlows.forgotPassword(request.body.email, requestContext(request));
+      return reply.code(202).send({});
+    },
+  );
+
+  app.post(
+    '/password/reset',
+    {
+      schema: {
+        summary: 'Set a new password with the token of a mailed link; ends every session, signs nobody in',
+        tags: ['password reset'],
+        body: PasswordResetBody,
+        response: {
+          204: Type.Null(),
+          400: InvalidOneTimeTokenResponse,
+          422: ValidationErrorResponse,
+          429: DetailResponse,
+        },
+      },
+    },
+    async (request, reply) => {
+      await emailFlows.resetPassword(request.body.token, request.body.new_password, requestContext(request));
+      return reply.code(204).send(null);
+    },
+  );
+};
+
+/** The routes of email verification that act for the signed-in user; registered behind requireLiveSession. */
+export const accountEmailRoutes: FastifyPluginAsyncTypebox<{ emailFlows: EmailFlowsService }> = async (
+  app,
+  { emailFlows },
+) => {
+  app.post(
+    '/users/me/email/verification',
+    {
+      schema: {
+        summary: 'Mail a verification link to your address (nothing is mailed when it is verified already)',
+        tags: ['email'],
+        ...secured,
+        response: { 202: AcceptedResponse, 429: DetailResponse },
+      },
+    },
+    async (request, reply) => {
+      await emailFlows.requestVerification(request.auth!.user, requestContext(request));
+      return reply.code(202).send({});
+    },
+  );
+};

@@ -1,0 +1,260 @@
+import type { EmailFlowsRepository } from '../db/email-flows.ts';
+import type { QueuedMail } from '../db/email-outbox.ts';
+import type { NewOneTimeToken, OneTimeTokensRepository } from '../db/one-time-tokens.ts';
+import type { UsersRepository } from '../db/users.ts';
+import type { User } from '../domain/user.ts';
+import { AppError } from '../errors.ts';
+import type { Clock } from '../security/clock.ts';
+import {
+  generateOneTimeToken,
+  hashOneTimeToken,
+  ONE_TIME_TOKEN_TTL_SECONDS,
+  type OneTimeTokenPurpose,
+} from '../security/one-time-tokens.ts';
+import type { PasswordPolicy } from '../security/password-policy.ts';
+import { normalisePassword, type PasswordHasher } from '../security/passwords.ts';
+import { describePasswordProblem } from './accounts.ts';
+import type { BackgroundWork } from './background-work.ts';
+import type { MailComposer } from './mail.ts';
+import type { RequestContext } from './request-context.ts';
+import type { Throttle } from './throttle.ts';
+
+/** A token ready to store, the mails that carry it, and nothing stored yet. */
+export interface IssuedToken {
+  token: NewOneTimeToken;
+  mails: QueuedMail[];
+}
+
+/** What an email change needs besides the profile update: the link to the new address and the old address's notice. */
+export interface EmailChangeMailer {
+  /** Returns the token and mails of a change to `newEmail`; throws temporarily_unavailable past R9 for that address. */
+  prepare(user: User, newEmail: string, context: RequestContext): Promise<IssuedToken>;
+  /** Tells the sender that the change's mails are in the outbox, once its transaction committed. */
+  queued(): void;
+}
+
+export interface EmailFlowsService {
+  /** Mails a verification link to the user's address unless it is verified already; throws temporarily_unavailable. */
+  requestVerification(user: User, context: RequestContext): Promise<void>;
+  /**
+   * Mails a verification link to an unverified account with this address, after the request is answered; throws
+   * temporarily_unavailable only, and the same for every address.
+   */
+  resendVerification(email: string, context: RequestContext): Promise<void>;
+  /**
+   * Spends a verification token: marks its address verified (a pending one becomes the email) and ends every session
+   * of the user; returns the user. Throws invalid_one_time_token, email_taken or temporarily_unavailable.
+   */
+  verifyEmail(token: string, context: RequestContext): Promise<User>;
+  /** Mails a reset link to the account with this address, after the request is answered; throws as resend does. */
+  forgotPassword(email: string, context: RequestContext): Promise<void>;
+  /**
+   * Spends a reset token: sets the new password, marks the email verified and ends every session; throws
+   * invalid_one_time_token, validation_failed or temporarily_unavailable.
+   */
+  resetPassword(token: string, newPassword: string, context: RequestContext): Promise<void>;
+}
+
+export interface EmailLinkDependencies {
+  mail: MailComposer;
+  clock: Clock;
+  /** Where users reach this service, no trailing slash: links start with it, never with the request's Host. */
+  publicUrl: string;
+  /** Called once a transaction that queued mail committed: the sender looks now instead of at its next poll. */
+  mailQueued?: () => void;
+  throttle?: Throttle | undefined;
+}
+
+export interface EmailFlowsDependencies extends EmailLinkDependencies {
+  users: UsersRepository;
+  tokens: OneTimeTokensRepository;
+  flows: EmailFlowsRepository;
+  hasher: PasswordHasher;
+  policy: PasswordPolicy;
+  background: BackgroundWork;
+  /** Runs after a reset commits: login throttling forgets the account's failures. */
+  onPasswordReset?: (username: string) => Promise<void>;
+}
+
+const PAGES: Readonly<Record<OneTimeTokenPurpose, string>> = {
+  verify_email: '/account/verify-email',
+  reset_password: '/account/reset-password',
+};
+
+const invalidToken = () =>
+  new AppError('invalid_one_time_token', 'The link is invalid, expired or already used');
+
+/**
+ * Returns a new token of the purpose for the user and the address, with its link. The token rides in the fragment,
+ * which browsers never send: it stays out of server logs, proxies and Referer headers.
+ */
+function issueToken(
+  deps: EmailLinkDependencies,
+  user: User,
+  email: string,
+  purpose: OneTimeTokenPurpose,
+): { token: NewOneTimeToken; link: string } {
+  const { token, tokenHash } = generateOneTimeToken();
+  const now = deps.clock.now();
+  return {
+    token: {
+      userId: user.id,
+      purpose,
+      email,
+      tokenHash,
+      expiresAt: new Date(now.getTime() + ONE_TIME_TOKEN_TTL_SECONDS[purpose] * 1000),
+    },
+    link: `${deps.publicUrl}${PAGES[purpose]}#token=${token}`,
+  };
+}
+
+/** Builds what an email change mails: a verify_email link to the new address, a notice to the old one. */
+export function createEmailChangeMailer(deps: EmailLinkDependencies): EmailChangeMailer {
+  return {
+    async prepare(user, newEmail, context) {
+      await deps.throttle?.admitMailTo(newEmail, context);
+      const { token, link } = issueToken(deps, user, newEmail, 'verify_email');
+      return {
+        token,
+        mails: [
+          deps.mail.compose({
+            userId: user.id,
+            to: newEmail,
+            template: 'verify_email',
+            values: { username: user.username, link },
+          }),
+          deps.mail.compose({
+            userId: user.id,
+            to: user.email,
+            template: 'email_change_requested',
+            values: { username: user.username, newEmail },
+          }),
+        ],
+      };
+    },
+    queued: () => deps.mailQueued?.(),
+  };
+}
+
+/** Builds the email verification and password reset use cases. */
+export function createEmailFlowsService(deps: EmailFlowsDependencies): EmailFlowsService {
+  const { users, tokens, flows, mail, clock, throttle, background } = deps;
+
+  const mailVerificationLink = async (user: User) => {
+    const { token, link } = issueToken(deps, user, user.email, 'verify_email');
+    const verifyMail = mail.compose({
+      userId: user.id,
+      to: user.email,
+      template: 'verify_email',
+      values: { username: user.username, link },
+    });
+    await flows.issueTokenWithMails(token, [verifyMail], clock.now());
+    deps.mailQueued?.();
+  };
+
+  // Checked before anything is looked up: the limits, and so the answer, are the same for every address.
+  const admitMailRequest = async (email: string, context: RequestContext) => {
+    await throttle?.admitMailRequest(context);
+    await throttle?.admitMailTo(email, context);
+  };
+
+  const redeemable = (token: string) => {
+    const tokenHash = hashOneTimeToken(token);
+    if (tokenHash === undefined) throw invalidToken();
+    return tokenHash;
+  };
+
+  return {
+    async requestVerification(user, context) {
+      await throttle?.admitMailTo(user.email, context);
+      if (user.emailVerifiedAt !== null) return;
+      await mailVerificationLink(user);
+      context.audit('email_verification_requested', { userId: user.id });
+    },
+
+    async resendVerification(email, context) {
+      await admitMailRequest(email, context);
+      background.run('email verification resend', async () => {
+        const user = await users.findUserByEmail(email.trim().toLowerCase());
+        if (!user || user.emailVerifiedAt !== null) return;
+        await mailVerificationLink(user);
+        context.audit('email_verification_requested', { userId: user.id });
+      });
+    },
+
+    async verifyEmail(token, context) {
+      await throttle?.admitTokenSubmission(context);
+      const result = await flows.verifyEmail(redeemable(token), clock.now(), (verified) =>
+        verified.previousEmail === undefined
+          ? []
+          : [
+              mail.compose({
+                userId: verified.user.id,
+                to: verified.previousEmail,
+                template: 'email_changed',
+                values: { username: verified.user.username, newEmail: verified.user.email },
+              }),
+            ],
+      );
+      if (result.outcome !== 'verified') throw invalidToken();
+      const { user, endedSessions, previousEmail } = result;
+      if (previousEmail !== undefined) {
+        deps.mailQueued?.();
+        context.audit('email_changed', { userId: user.id });
+      }
+      context.audit('email_verified', { userId: user.id, ended: endedSessions });
+      return user;
+    },
+
+    async forgotPassword(email, context) {
+      await admitMailRequest(email, context);
+      background.run('password reset request', async () => {
+        const user = await users.findUserByEmail(email.trim().toLowerCase());
+        if (!user) return;
+        const { token, link } = issueToken(deps, user, user.email, 'reset_password');
+        const resetMail = mail.compose({
+          userId: user.id,
+          to: user.email,
+          template: 'password_reset',
+          values: { username: user.username, link },
+        });
+        await flows.issueTokenWithMails(token, [resetMail], clock.now());
+        deps.mailQueued?.();
+        context.audit('password_reset_requested', { userId: user.id });
+      });
+    },
+
+    async resetPassword(token, newPassword, context) {
+      await throttle?.admitTokenSubmission(context);
+      const tokenHash = redeemable(token);
+      const owner = await tokens.findLiveOneTimeToken(tokenHash, 'reset_password', clock.now());
+      const user = owner && (await users.findUserById(owner.userId));
+      if (!user) throw invalidToken();
+      const password = normalisePassword(newPassword);
+      const problem = await deps.policy.check(password, [
+        user.username,
+        user.email,
+        ...user.email.split('@'),
+      ]);
+      if (problem) {
+        throw new AppError('validation_failed', 'Invalid password', {
+          details: [{ ...describePasswordProblem(problem), loc: ['body', 'new_password'] }],
+        });
+      }
+      const passwordHash = await deps.hasher.hash(password);
+      const reset = await flows.resetPassword(tokenHash, passwordHash, clock.now(), (changed) => [
+        mail.compose({
+          userId: changed.id,
+          to: changed.email,
+          template: 'password_changed',
+          values: { username: changed.username },
+        }),
+      ]);
+      // Spent by a parallel reset between the look-up and here, or mailed to an address the account no longer has.
+      if (!reset) throw invalidToken();
+      deps.mailQueued?.();
+      await deps.onPasswordReset?.(reset.user.username);
+      context.audit('password_reset', { userId: reset.user.id, ended: reset.endedSessions });
+    },
+  };
+}

@@ -1,0 +1,166 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { buildTestApp, registerUser, STRONG_PASSWORD, type TestApp } from '../support/build-test-app.ts';
+import { dialects } from '../support/dialects.ts';
+import { mailedToken, outboxMails } from '../support/outbox.ts';
+
+describe.each(dialects)('email change on %s', (dialect) => {
+  let t: TestApp;
+  beforeAll(async () => {
+    t = await buildTestApp(dialect);
+  });
+  afterAll(async () => {
+    await t.close();
+  });
+
+  let counter = 0;
+  const freshUser = () => {
+    counter += 1;
+    const username = `mover${counter}`;
+    return registerUser(t.app, { username, email: `${username}@old.example.com` });
+  };
+  const login = async (username: string) => {
+    const response = await t.app.inject({
+      method: 'POST',
+      url: '/token',
+      payload: { username, password: STRONG_PASSWORD },
+    });
+    expect(response.statusCode).toBe(200);
+    return (response.json() as { access_token: string }).access_token;
+  };
+  const call = (method: 'GET' | 'PATCH' | 'POST', url: string, accessToken: string, payload?: object) =>
+    t.app.inject({
+      method,
+      url,
+      headers: { authorization: `Bearer ${accessToken}` },
+      ...(payload ? { payload } : {}),
+    });
+  const verify = (token: string) =>
+    t.app.inject({ method: 'POST', url: '/email/verify', payload: { token } });
+  const events = async (userId: number) => {
+    await t.app.auditTrail.flush();
+    return (
+      await t.database.db
+        .selectFrom('audit_events')
+        .select('event')
+        .where('user_id', '=', userId)
+        .orderBy('id')
+        .execute()
+    ).map((row) => row.event);
+  };
+
+  it('keeps the email and sets pending_email, mails a link to the new address and a notice to the old one', async () => {
+    const user = await freshUser();
+    const accessToken = await login(user.username);
+    const response = await call('PATCH', '/users/me', accessToken, {
+      email: 'Mover@New.example.com',
+      current_password: STRONG_PASSWORD,
+    });
+    expect(response.statusCode).toBe(200);
+    expect(response.json()).toEqual({
+      ...user,
+      email_verified: false,
+      pending_email: 'Mover@New.example.com',
+    });
+    expect((await call('GET', '/users/me', accessToken)).json().pending_email).toBe('Mover@New.example.com');
+    const toNew = await outboxMails(t.database, 'Mover@New.example.com');
+    expect(toNew.map((mail) => mail.template)).toEqual(['verify_email']);
+    const toOld = await outboxMails(t.database, user.email);
+    expect(toOld.map((mail) => [mail.template, mail.values])).toEqual([
+      ['email_change_requested', { username: user.username, newEmail: 'Mover@New.example.com' }],
+    ]);
+    expect(await events(user.id)).toContain('email_change_requested');
+    expect(await events(user.id)).not.toContain('email_changed');
+  });
+
+  it('makes the pending address the email once its link is used, and tells the old address', async () => {
+    const user = await freshUser();
+    const accessToken = await login(user.username);
+    await call('PATCH', '/users/me', accessToken, { email: `${user.username}@new.example.com` });
+    const token = await mailedToken(t.database, `${user.username}@new.example.com`, 'verify_email');
+    const verified = await verify(token);
+    expect(verified.statusCode).toBe(200);
+    expect(verified.json()).toEqual({ email: `${user.username}@new.example.com`, email_verified: true });
+    // Every session ends, the one that asked for the change too.
+    expect((await call('GET', '/users/me', accessToken)).statusCode).toBe(401);
+    const me = (await call('GET', '/users/me', await login(user.username))).json();
+    expect(me).toMatchObject({
+      email: `${user.username}@new.example.com`,
+      email_verified: true,
+      pending_email: null,
+    });
+    const toOld = await outboxMails(t.database, user.email);
+    expect(toOld.map((mail) => [mail.template, mail.values.newEmail])).toEqual([
+      ['email_change_requested', `${user.username}@new.example.com`],
+      ['email_changed', `${user.username}@new.example.com`],
+    ]);
+    expect(await events(user.id)).toEqual(expect.arrayContaining(['email_changed', 'email_verified']));
+  });
+
+  it('voids a verification link mailed to the old address before the change', async () => {
+    const user = await freshUser();
+    const accessToken = await login(user.username);
+    expect((await call('POST', '/users/me/email/verification', accessToken)).statusCode).toBe(202);
+    const oldLink = await mailedToken(t.database, user.email, 'verify_email');
+    await call('PATCH', '/users/me', accessToken, { email: `${user.username}@elsewhere.example.com` });
+    expect((await verify(oldLink)).statusCode).toBe(400);
+    expect((await call('GET', '/users/me', accessToken)).json()).toMatchObject({
+      email: user.email,
+      email_verified: false,
+    });
+  });
+
+  it('answers 409 email_taken for an address another account has, and changes nothing', async () => {
+    const user = await freshUser();
+    const other = await freshUser();
+    const accessToken = await login(user.username);
+    const taken = await call('PATCH', '/users/me', accessToken, {
+      email: other.email.toUpperCase(),
+      age: 55,
+    });
+    expect(taken.statusCode).toBe(409);
+    expect(taken.json()).toEqual({ detail: 'Email already registered', code: 'email_taken' });
+    expect((await call('GET', '/users/me', accessToken)).json()).toMatchObject({
+      age: 30,
+      pending_email: null,
+    });
+    expect(await outboxMails(t.database, other.email.toUpperCase())).toEqual([]);
+  });
+
+  it('answers 409 email_taken at verification when another account took the pending address meanwhile', async () => {
+    const user = await freshUser();
+    const accessToken = await login(user.username);
+    const address = `${user.username}@contested.example.com`;
+    await call('PATCH', '/users/me', accessToken, { email: address });
+    const token = await mailedToken(t.database, address, 'verify_email');
+    await registerUser(t.app, { username: `${user.username}-rival`, email: address });
+    const refused = await verify(token);
+    expect(refused.statusCode).toBe(409);
+    expect(refused.json().code).toBe('email_taken');
+    expect((await call('GET', '/users/me', accessToken)).json()).toMatchObject({
+      email: user.email,
+      pending_email: address,
+    });
+  });
+
+  it('changes only the letter case of the same address at once, mailing nothing', async () => {
+    const user = await freshUser();
+    const accessToken = await login(user.username);
+    const response = await call('PATCH', '/users/me', accessToken, { email: user.email.toUpperCase() });
+    expect(response.statusCode).toBe(200);
+    expect(response.json()).toMatchObject({ email: user.email.toUpperCase(), pending_email: null });
+    expect(await outboxMails(t.database, user.email.toUpperCase())).toEqual([]);
+    expect(await outboxMails(t.database, user.email)).toEqual([]);
+  });
+
+  it('still refuses a wrong current_password, changing nothing and mailing nothing', async () => {
+    const user = await freshUser();
+    const accessToken = await login(user.username);
+    const refused = await call('PATCH', '/users/me', accessToken, {
+      email: `${user.username}@wrong.example.com`,
+      current_password: 'not the password at all',
+    });
+    expect(refused.statusCode).toBe(400);
+    expect(refused.json().code).toBe('invalid_password');
+    expect(await outboxMails(t.database, `${user.username}@wrong.example.com`)).toEqual([]);
+  });
+});
