@@ -14,6 +14,7 @@ import {
   type Reply,
   rawHttp,
   registerUser,
+  request,
   strongPassword,
   uniqueName,
 } from './support/client.ts';
@@ -245,6 +246,21 @@ describe.each(DIALECTS)('issue 13, password reset (%s)', (dialect) => {
     await expectAccessRefused(ctx, held.access, "the attacker's access token");
     await expectRefreshDead(ctx, held.refresh, "the attacker's refresh token");
     expectInvalidGrant(await login(ctx, attacker.username, attacker.password), "the attacker's password");
+  });
+
+  it('a reset link dies with its account: after DELETE /users/me it is 400 invalid_token and creates nothing', async () => {
+    const a = await newAccount(ctx);
+    expect202Empty(await forgot(ctx, a.u.email), 'forgot');
+    const link = await resetLink(ctx, a.u.email);
+    const del = await request(ctx.url('/users/me'), {
+      method: 'DELETE',
+      headers: { authorization: `Bearer ${a.grant.access}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ password: a.u.password }),
+    });
+    expect(del.status, `delete the account: ${seen(del)}`).toBe(204);
+    const np = ctx.track(strongPassword());
+    expectInvalidTokenBody(await resetPassword(ctx, link.token, np), 'the link of a deleted account');
+    expectInvalidGrant(await login(ctx, a.u.username, np), 'no account came back');
   });
 
   it('no mailed token, password or JWT appears in the server log', () => {

@@ -343,6 +343,8 @@ describe.each(DIALECTS)(
         const p = await patchMe(ctx, a.grant.access, { email, current_password: a.u.password });
         expect([200, 202], `PATCH to ${email}: ${seen(p)}`).toContain(p.status);
       }
+      const me = await getMe(ctx, a.grant.access);
+      expect(me.json?.email, `both changes are pending: ${seen(me)}`).toBe(a.u.email);
       const l1 = await verifyLink(ctx, first);
       const l2 = await verifyLink(ctx, second);
       expectInvalidTokenBody(await verifyEmail(ctx, l1.token), 'the link to the abandoned address');
