@@ -199,8 +199,9 @@ export async function buildApp(
   app.addHook('onClose', () => auditTrail.flush());
   // After the flush's hook, so that it runs before it (Fastify runs onClose hooks last-added first): the work may
   // still record events.
-  const backgroundWork = createBackgroundWork((task, error) =>
-    app.log.error({ err: error, task }, 'background work failed'),
+  const backgroundWork = createBackgroundWork(
+    (task, error) => app.log.error({ err: error, task }, 'background work failed'),
+    () => 50 + Math.random() * 200,
   );
   provideBackgroundWork(app, backgroundWork);
   const pruneAuditEvents = () => {

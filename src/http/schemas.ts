@@ -263,8 +263,9 @@ export const toOwnUserResponse = (user: User): OwnUserResponse => ({
   pending_email: user.pendingEmail,
 });
 
+// Long enough for anything pasted by mistake (an access token, a whole link) to be answered invalid_token, not 422.
 const MailedToken = Type.String({
-  maxLength: 256,
+  maxLength: 4096,
   description: "The token from the link's fragment (#token=...), as it was mailed",
 });
 

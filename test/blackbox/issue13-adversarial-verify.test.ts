@@ -322,6 +322,9 @@ describe.each(DIALECTS)(
 
       const v = await verifyEmail(ctx, newLink.token);
       expect(v.status, `the new address's link: ${seen(v)}`).toBe(200);
+      // The old address is told that the change happened (a notice, no link), and then nothing more.
+      const changed = await ctx.sink.next({ to: oldEmail, timeoutMs: 30_000 });
+      expect(changed.text, 'the change notice to the old address').not.toMatch(/#token=/);
       const g = await loginGrant(ctx, a.u);
       const after = await getMe(ctx, g.access);
       expect(after.json?.email, `after verifying: ${seen(after)}`).toBe(newEmail);

@@ -44,4 +44,34 @@ describe('background work', () => {
     await work.settled();
     expect(finished).toBe(2);
   });
+
+  it('waits the given delay before a task, so that its cost falls on later requests, not on the next one', async () => {
+    const work = createBackgroundWork(
+      () => {},
+      () => 40,
+    );
+    let ran = false;
+    work.run('task', async () => {
+      ran = true;
+    });
+    await new Promise((resolve) => setTimeout(resolve, 15));
+    expect(ran).toBe(false);
+    await new Promise((resolve) => setTimeout(resolve, 60));
+    expect(ran).toBe(true);
+  });
+
+  it('runs delayed tasks at once when asked to settle, so that closing the app never waits for a delay', async () => {
+    const work = createBackgroundWork(
+      () => {},
+      () => 60_000,
+    );
+    let ran = false;
+    work.run('task', async () => {
+      ran = true;
+    });
+    const started = performance.now();
+    await work.settled();
+    expect(ran).toBe(true);
+    expect(performance.now() - started).toBeLessThan(5_000);
+  });
 });
