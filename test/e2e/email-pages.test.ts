@@ -212,7 +212,7 @@ describe.skipIf(skipWithoutChromium('the email pages suite')).each(DIALECTS)(
         await page.getByRole('link', { name: 'Sign in with the new password' }).click();
         await expectSignedOut(page);
         // Under no-referrer, no request of these pages (the link to / included) said where it came from.
-        expect(seen.filter((request) => request.referer !== undefined)).toEqual([]);
+        expect(seen.filter((request) => request.referer)).toEqual([]);
         await signInWithForm(page, user.username, newPassword);
         await expectSignedIn(page, user.username);
 

@@ -32,6 +32,11 @@ const EVENT_LABELS: Record<string, string> = {
   password_check_failed: 'Wrong current password',
   password_check_throttled: 'Password checks throttled',
   email_changed: 'Email changed',
+  email_change_requested: 'Email change requested',
+  email_verification_requested: 'Verification mail requested',
+  email_verified: 'Email verified',
+  password_reset_requested: 'Password reset requested',
+  password_reset: 'Password reset',
 };
 
 let user: User | undefined;
