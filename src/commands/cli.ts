@@ -406,7 +406,12 @@ export function resolveCommandLine(argv: readonly string[]): Resolution {
   }
   let parsed: ReturnType<typeof parseArgs>;
   try {
-    parsed = parseArgs({ args: rest, options: command.options ?? {}, allowPositionals: true, strict: true });
+    parsed = parseArgs({
+      args: bindDashedValues(rest, command.options ?? {}),
+      options: command.options ?? {},
+      allowPositionals: true,
+      strict: true,
+    });
   } catch (error) {
     return usage(command, (error as Error).message);
   }
@@ -424,6 +429,36 @@ export function resolveCommandLine(argv: readonly string[]): Resolution {
     positionals: parsed.positionals,
     rawArgs: rest,
   };
+}
+
+/**
+ * Joins `--name -value` into `--name=-value` for a string option when `-value` is not an option itself: parseArgs
+ * calls such a value ambiguous, and session ids (base64url) start with a dash one time in 64.
+ */
+function bindDashedValues(args: readonly string[], options: ParseArgsOptionsConfig): string[] {
+  const known = new Set(
+    Object.entries(options).flatMap(([name, option]) => [
+      `--${name}`,
+      ...(option.short ? [`-${option.short}`] : []),
+    ]),
+  );
+  const bound: string[] = [];
+  for (let i = 0; i < args.length; i += 1) {
+    const arg = args[i] as string;
+    const next = args[i + 1];
+    const option = arg.startsWith('--') ? options[arg.slice(2)] : undefined;
+    if (option?.type === 'string' && next?.startsWith('-') && next !== '--' && !known.has(next)) {
+      bound.push(`${arg}=${next}`);
+      i += 1;
+    } else {
+      bound.push(arg);
+    }
+    if (arg === '--') {
+      bound.push(...args.slice(i + 1));
+      break;
+    }
+  }
+  return bound;
 }
 
 function usage(command: CommandSpec, problem: string): Resolution {
