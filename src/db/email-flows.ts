@@ -6,6 +6,7 @@ import {
   type Executor,
   insertOneTimeToken,
   type NewOneTimeToken,
+  spendTokensOfUser,
 } from './one-time-tokens.ts';
 import type { Db } from './schema.ts';
 import { violatedUniqueConstraint } from './unique-violation.ts';
@@ -146,6 +147,7 @@ export function createEmailFlowsRepository(db: Db): EmailFlowsRepository {
             password_hash: passwordHash,
             // The reset proved the address: reading the mail was the only way in.
             email_verified_at_ms: eb.fn.coalesce('email_verified_at_ms', eb.val(nowMs)),
+            pending_email: null,
             updated_at_ms: nowMs,
           }))
           .where('id', '=', owner.userId)
@@ -153,6 +155,8 @@ export function createEmailFlowsRepository(db: Db): EmailFlowsRepository {
           .returning(userColumns)
           .executeTakeFirst();
         if (!row) return undefined;
+        // As cancelEmailChange does: a change asked for with the credentials this reset replaces must not complete.
+        await spendTokensOfUser(trx, owner.userId, nowMs);
         const endedSessions = await endEverySession(trx, owner.userId, 'password_reset', nowMs);
         const user = toUser(row);
         await queueAll(trx, mailsOf(user), nowMs);

@@ -62,6 +62,16 @@ export async function insertOneTimeToken(
     .execute();
 }
 
+/** Spends every unconsumed token of the user inside the caller's transaction: no link mailed before works any more. */
+export async function spendTokensOfUser(executor: Executor, userId: number, nowMs: number): Promise<void> {
+  await executor
+    .updateTable('one_time_tokens')
+    .set({ consumed_at_ms: nowMs })
+    .where('user_id', '=', userId)
+    .where('consumed_at_ms', 'is', null)
+    .execute();
+}
+
 /**
  * Spends a token in one statement: of parallel callers presenting it, the database lets exactly one match the
  * unconsumed row. Inside the caller's transaction, so that a refused change leaves the token unspent.

@@ -2,7 +2,7 @@ import { sql } from 'kysely';
 import { type Level, ROLES, type Role, type User } from '../domain/user.ts';
 import { AppError } from '../errors.ts';
 import { type QueuedMail, queueMail } from './email-outbox.ts';
-import { insertOneTimeToken, type NewOneTimeToken } from './one-time-tokens.ts';
+import { insertOneTimeToken, type NewOneTimeToken, spendTokensOfUser } from './one-time-tokens.ts';
 import type { Db, NewUserRow, UserRow } from './schema.ts';
 import { violatedUniqueConstraint } from './unique-violation.ts';
 
@@ -53,8 +53,8 @@ export interface UsersRepository {
   /** Replaces the hash only if it is still `expectedHash` (a concurrent change wins otherwise); true if replaced. */
   replacePasswordHash(id: number, expectedHash: string, passwordHash: string, now: Date): Promise<boolean>;
   /**
-   * As replacePasswordHash, and in the same transaction ends every session of the user but `keepSessionId` and forgets
-   * their trusted clients (forgetTrustedClients).
+   * As replacePasswordHash, and in the same transaction ends every session of the user but `keepSessionId`, forgets
+   * their trusted clients (forgetTrustedClients) and cancels a pending email change (cancelEmailChange).
    */
   replacePasswordHashEndingOtherSessions(
     id: number,
@@ -242,6 +242,7 @@ export function createUsersRepository(db: Db): UsersRepository {
           .where('revoked_at_ms', 'is', null)
           .execute();
         await forgetTrustedClients(trx, id);
+        await cancelEmailChange(trx, id, now.getTime());
         return true;
       });
     },
@@ -340,6 +341,15 @@ async function isUsernameTaken(db: Db, user: NewUser): Promise<boolean> {
     )
     .executeTakeFirst();
   return row !== undefined;
+}
+
+/**
+ * Drops the pending address and spends every mailed link of the user, in `db`'s transaction: after a password reset or
+ * change, an email change asked for with the old credentials (perhaps by whoever stole them) must not complete.
+ */
+export async function cancelEmailChange(db: Db, id: number, nowMs: number): Promise<void> {
+  await db.updateTable('users').set({ pending_email: null }).where('id', '=', id).execute();
+  await spendTokensOfUser(db, id, nowMs);
 }
 
 /** Raises the user's trust generation (voiding device tokens) and forgets their known addresses, in `db`'s transaction. */

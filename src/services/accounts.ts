@@ -38,7 +38,8 @@ export interface AccountsService {
   /**
    * Changes age or level, and asks for an email change (kept as the pending address, mailed a verification link, the
    * old address told), only while the session asking is live and, when a current password is given, while it is
-   * still the user's; throws email_taken, not_found, invalid_password, invalid_token or temporarily_unavailable.
+   * still the user's (a new address needs it); throws validation_failed, email_taken, not_found, invalid_password,
+   * invalid_token or temporarily_unavailable.
    */
   updateProfile(userId: number, changes: ProfileUpdate, context: RequestContext): Promise<User>;
   /** Replaces the password after checking the current one, and ends every session but `keepSessionId`. */
@@ -281,7 +282,7 @@ export function createAccountsService(deps: AccountsDependencies): AccountsServi
       const email = changes.email?.trim();
       const emailProblem = email === undefined ? undefined : findEmailProblem(email);
       if (emailProblem) throw new AppError('validation_failed', 'Invalid email', { details: [emailProblem] });
-      // Seed clients change their email without a password; a password given is checked.
+      // A password given is checked (age and level need none; a new address does, below).
       const credentials =
         changes.currentPassword === undefined
           ? undefined
@@ -295,6 +296,18 @@ export function createAccountsService(deps: AccountsDependencies): AccountsServi
         email !== undefined && previous && email.toLowerCase() !== previous.email.toLowerCase()
           ? email
           : undefined;
+      // A stolen access token alone must not move the account to another mailbox, from which a reset would take it.
+      if (newEmail !== undefined && changes.currentPassword === undefined) {
+        throw new AppError('validation_failed', 'Invalid profile', {
+          details: [
+            {
+              loc: ['body', 'current_password'],
+              msg: 'current_password is required to change the email to a new address',
+              type: 'missing',
+            },
+          ],
+        });
+      }
       if (newEmail !== undefined && (await users.findUserByEmail(newEmail.toLowerCase()))) {
         throw new AppError('email_taken', 'Email already registered');
       }

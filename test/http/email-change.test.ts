@@ -36,6 +36,17 @@ describe.each(dialects)('email change on %s', (dialect) => {
     });
   const verify = (token: string) =>
     t.app.inject({ method: 'POST', url: '/email/verify', payload: { token } });
+  const changeEmail = (accessToken: string, email: string) =>
+    call('PATCH', '/users/me', accessToken, { email, current_password: STRONG_PASSWORD });
+  const unspentTokens = async (userId: number) =>
+    (
+      await t.database.db
+        .selectFrom('one_time_tokens')
+        .select(['purpose', 'email'])
+        .where('user_id', '=', userId)
+        .where('consumed_at_ms', 'is', null)
+        .execute()
+    ).map((row) => `${row.purpose}:${row.email}`);
   const events = async (userId: number) => {
     await t.app.auditTrail.flush();
     return (
@@ -75,7 +86,7 @@ describe.each(dialects)('email change on %s', (dialect) => {
   it('makes the pending address the email once its link is used, and tells the old address', async () => {
     const user = await freshUser();
     const accessToken = await login(user.username);
-    await call('PATCH', '/users/me', accessToken, { email: `${user.username}@new.example.com` });
+    await changeEmail(accessToken, `${user.username}@new.example.com`);
     const token = await mailedToken(t.database, `${user.username}@new.example.com`, 'verify_email');
     const verified = await verify(token);
     expect(verified.statusCode).toBe(200);
@@ -101,7 +112,7 @@ describe.each(dialects)('email change on %s', (dialect) => {
     const accessToken = await login(user.username);
     expect((await call('POST', '/users/me/email/verification', accessToken)).statusCode).toBe(202);
     const oldLink = await mailedToken(t.database, user.email, 'verify_email');
-    await call('PATCH', '/users/me', accessToken, { email: `${user.username}@elsewhere.example.com` });
+    await changeEmail(accessToken, `${user.username}@elsewhere.example.com`);
     expect((await verify(oldLink)).statusCode).toBe(400);
     expect((await call('GET', '/users/me', accessToken)).json()).toMatchObject({
       email: user.email,
@@ -115,6 +126,7 @@ describe.each(dialects)('email change on %s', (dialect) => {
     const accessToken = await login(user.username);
     const taken = await call('PATCH', '/users/me', accessToken, {
       email: other.email.toUpperCase(),
+      current_password: STRONG_PASSWORD,
       age: 55,
     });
     expect(taken.statusCode).toBe(409);
@@ -130,7 +142,7 @@ describe.each(dialects)('email change on %s', (dialect) => {
     const user = await freshUser();
     const accessToken = await login(user.username);
     const address = `${user.username}@contested.example.com`;
-    await call('PATCH', '/users/me', accessToken, { email: address });
+    await changeEmail(accessToken, address);
     const token = await mailedToken(t.database, address, 'verify_email');
     await registerUser(t.app, { username: `${user.username}-rival`, email: address });
     const refused = await verify(token);
@@ -162,5 +174,75 @@ describe.each(dialects)('email change on %s', (dialect) => {
     expect(refused.statusCode).toBe(400);
     expect(refused.json().code).toBe('invalid_password');
     expect(await outboxMails(t.database, `${user.username}@wrong.example.com`)).toEqual([]);
+  });
+
+  it('refuses a change to a new address without current_password with 422, changing and mailing nothing', async () => {
+    const user = await freshUser();
+    const accessToken = await login(user.username);
+    const refused = await call('PATCH', '/users/me', accessToken, {
+      email: `${user.username}@nopassword.example.com`,
+      age: 44,
+    });
+    expect(refused.statusCode).toBe(422);
+    expect(refused.json().detail).toEqual([
+      expect.objectContaining({
+        loc: ['body', 'current_password'],
+        msg: 'current_password is required to change the email to a new address',
+      }),
+    ]);
+    expect((await call('GET', '/users/me', accessToken)).json()).toMatchObject({
+      age: 30,
+      pending_email: null,
+    });
+    expect(await outboxMails(t.database, `${user.username}@nopassword.example.com`)).toEqual([]);
+    // Age and level need no password.
+    expect((await call('PATCH', '/users/me', accessToken, { age: 44 })).statusCode).toBe(200);
+  });
+
+  it('cancels a pending change when the owner resets the password: the link mailed to the new address is refused', async () => {
+    const user = await freshUser();
+    const stolen = await login(user.username);
+    const attackerAddress = `attacker-of-${user.username}@evil.example.com`;
+    expect((await changeEmail(stolen, attackerAddress)).statusCode).toBe(200);
+    const attackerLink = await mailedToken(t.database, attackerAddress, 'verify_email');
+    expect(
+      (await t.app.inject({ method: 'POST', url: '/password/forgot', payload: { email: user.email } }))
+        .statusCode,
+    ).toBe(202);
+    await t.app.backgroundWork.settled();
+    const resetToken = await mailedToken(t.database, user.email, 'password_reset');
+    const reset = await t.app.inject({
+      method: 'POST',
+      url: '/password/reset',
+      payload: { token: resetToken, new_password: 'the owner takes it back now' },
+    });
+    expect(reset.statusCode).toBe(204);
+    expect(await unspentTokens(user.id)).toEqual([]);
+    expect((await verify(attackerLink)).statusCode).toBe(400);
+    const row = await t.database.db
+      .selectFrom('users')
+      .select(['email', 'pending_email'])
+      .where('id', '=', user.id)
+      .executeTakeFirstOrThrow();
+    expect(row).toEqual({ email: user.email, pending_email: null });
+  });
+
+  it('cancels a pending change when the password is changed: the link mailed to the new address is refused', async () => {
+    const user = await freshUser();
+    const accessToken = await login(user.username);
+    const address = `${user.username}@abandoned.example.com`;
+    expect((await changeEmail(accessToken, address)).statusCode).toBe(200);
+    const link = await mailedToken(t.database, address, 'verify_email');
+    const changed = await call('POST', '/users/me/password', accessToken, {
+      current_password: STRONG_PASSWORD,
+      new_password: 'another fine passphrase',
+    });
+    expect(changed.statusCode).toBe(204);
+    expect(await unspentTokens(user.id)).toEqual([]);
+    expect((await call('GET', '/users/me', accessToken)).json()).toMatchObject({
+      email: user.email,
+      pending_email: null,
+    });
+    expect((await verify(link)).statusCode).toBe(400);
   });
 });
