@@ -1,4 +1,4 @@
-import type { Kysely, Transaction } from 'kysely';
+import { type Kysely, sql, type Transaction } from 'kysely';
 import type { Database, Db } from './schema.ts';
 
 /** What may run a repository statement: the database, or a transaction the statement joins. */
@@ -20,7 +20,7 @@ export interface OneTimeTokenOwner {
 }
 
 export interface OneTimeTokensRepository {
-  /** Stores the token, voiding the user's older unconsumed tokens of its purpose. */
+  /** Stores the token, voiding the user's older unconsumed tokens of its purpose and address. */
   issueOneTimeToken(token: NewOneTimeToken, now: Date): Promise<void>;
   /** Spends the token if it is unconsumed and unexpired; its owner, or undefined. One caller wins a race. */
   consumeOneTimeToken(tokenHash: string, purpose: string, now: Date): Promise<OneTimeTokenOwner | undefined>;
@@ -28,7 +28,11 @@ export interface OneTimeTokensRepository {
   findLiveOneTimeToken(tokenHash: string, purpose: string, now: Date): Promise<OneTimeTokenOwner | undefined>;
 }
 
-/** Stores a token inside the caller's transaction; the user's older tokens of the purpose stop working. */
+/**
+ * Stores a token inside the caller's transaction; the user's older tokens of the purpose for the same address stop
+ * working. Those for another address stay: a link for the current address and one for a pending address live side by
+ * side, and the verification decides which address still counts.
+ */
 export async function insertOneTimeToken(
   executor: Executor,
   token: NewOneTimeToken,
@@ -40,6 +44,7 @@ export async function insertOneTimeToken(
     .set({ consumed_at_ms: nowMs })
     .where('user_id', '=', token.userId)
     .where('purpose', '=', token.purpose)
+    .where(lowerEmail, '=', token.email.toLowerCase())
     .where('consumed_at_ms', 'is', null)
     .execute();
   // Expired rows open nothing; dropping them here keeps a few rows per user without a pruning job.
@@ -62,13 +67,27 @@ export async function insertOneTimeToken(
     .execute();
 }
 
-/** Spends every unconsumed token of the user inside the caller's transaction: no link mailed before works any more. */
-export async function spendTokensOfUser(executor: Executor, userId: number, nowMs: number): Promise<void> {
+// Addresses are ASCII (the schemas' email format): lower() folds them alike on both databases.
+const lowerEmail = sql<string>`lower(email)`;
+
+/**
+ * Spends every unconsumed token of the user inside the caller's transaction: no link mailed before works any more.
+ * With `except`, only those of its purpose mailed to another address than `emailCanonical`.
+ */
+export async function spendTokensOfUser(
+  executor: Executor,
+  userId: number,
+  nowMs: number,
+  except?: { purpose: string; emailCanonical: string },
+): Promise<void> {
   await executor
     .updateTable('one_time_tokens')
     .set({ consumed_at_ms: nowMs })
     .where('user_id', '=', userId)
     .where('consumed_at_ms', 'is', null)
+    .$if(except !== undefined, (query) =>
+      query.where('purpose', '=', except!.purpose).where(lowerEmail, '<>', except!.emailCanonical),
+    )
     .execute();
 }
 

@@ -20,8 +20,8 @@ export interface NewUser {
 export interface ProfileChanges {
   /** The same address in another letter case: it replaces the display form at once. */
   email?: { display: string; canonical: string };
-  /** A new address, kept apart until a link mailed to it is used. */
-  pendingEmail?: string;
+  /** A new address, kept apart until a link mailed to it is used; null abandons a pending one and spends its links. */
+  pendingEmail?: string | null;
   age?: number;
   level?: Level;
 }
@@ -279,15 +279,25 @@ export function createUsersRepository(db: Db): UsersRepository {
           .returning(userColumns)
           .executeTakeFirst();
       try {
-        const row = issued
-          ? await db.transaction().execute(async (trx) => {
-              const updated = await update(trx);
-              if (!updated) return undefined;
-              await insertOneTimeToken(trx, issued.token, now);
-              for (const mail of issued.mails) await queueMail(trx, mail, now.getTime());
-              return updated;
-            })
-          : await update(db);
+        const abandons = changes.pendingEmail === null;
+        const row =
+          issued || abandons
+            ? await db.transaction().execute(async (trx) => {
+                const updated = await update(trx);
+                if (!updated) return undefined;
+                if (abandons) {
+                  await spendTokensOfUser(trx, id, now.getTime(), {
+                    purpose: 'verify_email',
+                    emailCanonical: updated.email.toLowerCase(),
+                  });
+                }
+                if (issued) {
+                  await insertOneTimeToken(trx, issued.token, now);
+                  for (const mail of issued.mails) await queueMail(trx, mail, now.getTime());
+                }
+                return updated;
+              })
+            : await update(db);
         return row ? toUser(row) : undefined;
       } catch (error) {
         if (violatedUniqueConstraint(error)?.includes('email')) {

@@ -323,6 +323,10 @@ export function createAccountsService(deps: AccountsDependencies): AccountsServi
             ? { email: { display: email, canonical: email.toLowerCase() } }
             : {}),
           ...(newEmail !== undefined ? { pendingEmail: newEmail } : {}),
+          // The current address again while another waits: the user changed their mind, and that link must die.
+          ...(email !== undefined && newEmail === undefined && previous?.pendingEmail != null
+            ? { pendingEmail: null }
+            : {}),
           ...(changes.age !== undefined ? { age: changes.age } : {}),
           ...(changes.level !== undefined ? { level: changes.level } : {}),
         },

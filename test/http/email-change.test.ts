@@ -107,16 +107,60 @@ describe.each(dialects)('email change on %s', (dialect) => {
     expect(await events(user.id)).toEqual(expect.arrayContaining(['email_changed', 'email_verified']));
   });
 
-  it('voids a verification link mailed to the old address before the change', async () => {
+  it('keeps a link for the current address working while a change is pending, and kills it once the change is made', async () => {
     const user = await freshUser();
     const accessToken = await login(user.username);
     expect((await call('POST', '/users/me/email/verification', accessToken)).statusCode).toBe(202);
     const oldLink = await mailedToken(t.database, user.email, 'verify_email');
-    await changeEmail(accessToken, `${user.username}@elsewhere.example.com`);
+    const address = `${user.username}@elsewhere.example.com`;
+    expect((await changeEmail(accessToken, address)).statusCode).toBe(200);
+    const newLink = await mailedToken(t.database, address, 'verify_email');
+    expect(await unspentTokens(user.id)).toEqual(
+      expect.arrayContaining([`verify_email:${user.email}`, `verify_email:${address}`]),
+    );
+    expect((await verify(newLink)).statusCode).toBe(200);
+    // The account left the old address: its link proves nothing any more.
     expect((await verify(oldLink)).statusCode).toBe(400);
+    expect((await call('GET', '/users/me', await login(user.username))).json()).toMatchObject({
+      email: address,
+      email_verified: true,
+    });
+  });
+
+  it('does not void the email-change link when a link for the current address is asked for, nor the reverse', async () => {
+    const user = await freshUser();
+    const accessToken = await login(user.username);
+    const address = `${user.username}@both.example.com`;
+    expect((await changeEmail(accessToken, address)).statusCode).toBe(200);
+    const changeLink = await mailedToken(t.database, address, 'verify_email');
+    expect((await call('POST', '/users/me/email/verification', accessToken)).statusCode).toBe(202);
+    const currentLink = await mailedToken(t.database, user.email, 'verify_email');
+    // A second link for the same address does void the first.
+    expect((await call('POST', '/users/me/email/verification', accessToken)).statusCode).toBe(202);
+    const newerCurrentLink = await mailedToken(t.database, user.email, 'verify_email');
+    expect((await verify(currentLink)).statusCode).toBe(400);
+    expect((await verify(newerCurrentLink)).statusCode).toBe(200);
+    expect((await verify(changeLink)).statusCode).toBe(200);
+    expect((await call('GET', '/users/me', await login(user.username))).json()).toMatchObject({
+      email: address,
+      pending_email: null,
+    });
+  });
+
+  it('cancels a pending change when the current address is sent again: the abandoned address link is refused', async () => {
+    const user = await freshUser();
+    const accessToken = await login(user.username);
+    const address = `${user.username}@changed-mind.example.com`;
+    expect((await changeEmail(accessToken, address)).statusCode).toBe(200);
+    const link = await mailedToken(t.database, address, 'verify_email');
+    const back = await call('PATCH', '/users/me', accessToken, { email: user.email.toUpperCase(), age: 31 });
+    expect(back.statusCode).toBe(200);
+    expect(back.json()).toMatchObject({ email: user.email.toUpperCase(), pending_email: null, age: 31 });
+    expect(await unspentTokens(user.id)).not.toContain(`verify_email:${address}`);
+    expect((await verify(link)).statusCode).toBe(400);
     expect((await call('GET', '/users/me', accessToken)).json()).toMatchObject({
-      email: user.email,
-      email_verified: false,
+      email: user.email.toUpperCase(),
+      pending_email: null,
     });
   });
 
