@@ -27,7 +27,7 @@ export interface IssuedToken {
 
 /** What an email change needs besides the profile update: the link to the new address and the old address's notice. */
 export interface EmailChangeMailer {
-  /** Returns the token and mails of a change to `newEmail`; throws temporarily_unavailable past R9 for that address. */
+  /** Returns the token and mails of a change to `newEmail`; throws temporarily_unavailable past R10, R12 or R9. */
   prepare(user: User, newEmail: string, context: RequestContext): Promise<IssuedToken>;
   /** Tells the sender that the change's mails are in the outbox, once its transaction committed. */
   queued(): void;
@@ -112,6 +112,9 @@ function issueToken(
 export function createEmailChangeMailer(deps: EmailLinkDependencies): EmailChangeMailer {
   return {
     async prepare(user, newEmail, context) {
+      // A stolen session must not make the service mail one address after another, from one client or many.
+      await deps.throttle?.admitMailRequest(context);
+      await deps.throttle?.admitEmailChange(user.id, context);
       await deps.throttle?.admitMailTo(newEmail, context);
       const { token, link } = issueToken(deps, user, newEmail, 'verify_email');
       return {

@@ -8,9 +8,21 @@ import type { RequestContext } from './request-context.ts';
 /**
  * THROTTLING.md §2: R1–R4 count failed logins, R5–R7 cap requests per client address, R7 also per session; R8 caps
  * the messages a user posts. R9 caps the mails asked for one address, R10 the mail requests and R11 the token
- * submissions of one client address.
+ * submissions of one client address, R12 the email changes of one user.
  */
-export type ThrottleRule = 'R1' | 'R2' | 'R3' | 'R4' | 'R5' | 'R6' | 'R7' | 'R8' | 'R9' | 'R10' | 'R11';
+export type ThrottleRule =
+  | 'R1'
+  | 'R2'
+  | 'R3'
+  | 'R4'
+  | 'R5'
+  | 'R6'
+  | 'R7'
+  | 'R8'
+  | 'R9'
+  | 'R10'
+  | 'R11'
+  | 'R12';
 
 export interface Refusal {
   rule: ThrottleRule;
@@ -41,6 +53,7 @@ export interface ThrottlePolicy {
   mailPerAddress: readonly RateWindow[];
   mailRequestPerIp: readonly RateWindow[];
   emailTokenPerIp: readonly RateWindow[];
+  emailChangePerUser: readonly RateWindow[];
 }
 
 /** One password login as throttling sees it, before its password is checked. */
@@ -84,10 +97,15 @@ export interface Throttle {
    * whether or not an account has it: a refusal reserved for real accounts would tell which addresses are.
    */
   admitMailTo(address: string, context: RequestContext): Promise<void>;
-  /** R10: throws temporarily_unavailable when this client address asks for password or verification mails too often. */
+  /**
+   * R10: throws temporarily_unavailable when this client address asks for password, verification or email-change
+   * mails too often.
+   */
   admitMailRequest(context: RequestContext): Promise<void>;
   /** R11: throws temporarily_unavailable when this client address submits mailed tokens too often. */
   admitTokenSubmission(context: RequestContext): Promise<void>;
+  /** R12: throws temporarily_unavailable when this user asks for email changes too often, from whichever address. */
+  admitEmailChange(userId: number, context: RequestContext): Promise<void>;
 }
 
 const LOCKS_LIMIT = 1_000_000_000;
@@ -162,6 +180,7 @@ export function createThrottle(counters: CounterStore, policy: ThrottlePolicy): 
   const mailsPerAddress = windows('r9', policy.mailPerAddress);
   const mailRequestsPerIp = windows('r10', policy.mailRequestPerIp);
   const tokenSubmissionsPerIp = windows('r11', policy.emailTokenPerIp);
+  const emailChangesPerUser = windows('r12', policy.emailChangePerUser);
 
   /** Every window counts the request; the longest wait of those past their limit is the answer. */
   const admit = async (rule: ThrottleRule, limited: ReturnType<typeof windows>, key: string) => {
@@ -309,5 +328,7 @@ export function createThrottle(counters: CounterStore, policy: ThrottlePolicy): 
         clientIpKey(context.ipAddress, policy.ipv6SubnetBits),
         context,
       ),
+
+    admitEmailChange: (userId, context) => refuseRequest('R12', emailChangesPerUser, String(userId), context),
   };
 }

@@ -290,3 +290,76 @@ describe.each(dialects)('email change on %s', (dialect) => {
     expect((await verify(link)).statusCode).toBe(400);
   });
 });
+
+describe.each(dialects)('email change limits on %s (RATE_LIMITS=on)', (dialect) => {
+  let t: TestApp;
+  beforeAll(async () => {
+    t = await buildTestApp(dialect, {
+      env: { RATE_LIMITS: 'on', REGISTER_PER_IP: '1000/10s', MAIL_REQUEST_PER_IP: '3/3600s' },
+    });
+  });
+  afterAll(async () => {
+    await t.close();
+  });
+  const login = async (username: string, ip: string) => {
+    const response = await t.app.inject({
+      method: 'POST',
+      url: '/token',
+      payload: { username, password: STRONG_PASSWORD },
+      remoteAddress: ip,
+    });
+    expect(response.statusCode).toBe(200);
+    return (response.json() as { access_token: string }).access_token;
+  };
+  const changeEmail = (accessToken: string, email: string, ip: string) =>
+    t.app.inject({
+      method: 'PATCH',
+      url: '/users/me',
+      headers: { authorization: `Bearer ${accessToken}` },
+      payload: { email, current_password: STRONG_PASSWORD },
+      remoteAddress: ip,
+    });
+
+  it('allows 5 email changes per user an hour, from any address, then 429 with Retry-After', async () => {
+    const user = await registerUser(t.app, { username: 'restless', email: 'restless@example.com' });
+    const accessToken = await login(user.username, '198.51.100.50');
+    for (let i = 0; i < 5; i += 1) {
+      const changed = await changeEmail(accessToken, `restless${i}@example.com`, `198.51.100.${60 + i}`);
+      expect(changed.statusCode).toBe(200);
+    }
+    const refused = await changeEmail(accessToken, 'restless-last@example.com', '198.51.100.70');
+    expect(refused.statusCode).toBe(429);
+    expect(Number(refused.headers['retry-after'])).toBeGreaterThan(3000);
+    expect(refused.json()).toEqual({ detail: 'Too many attempts; retry later.' });
+    expect(await outboxMails(t.database, 'restless-last@example.com')).toEqual([]);
+    const me = await t.app.inject({
+      method: 'GET',
+      url: '/users/me',
+      headers: { authorization: `Bearer ${accessToken}` },
+    });
+    expect(me.json().pending_email).toBe('restless4@example.com');
+  });
+
+  it('counts email changes among the mail requests of a client address (R10)', async () => {
+    const ip = '203.0.113.77';
+    const first = await registerUser(t.app, { username: 'sprayer1', email: 'sprayer1@example.com' });
+    const second = await registerUser(t.app, { username: 'sprayer2', email: 'sprayer2@example.com' });
+    const firstToken = await login(first.username, ip);
+    const secondToken = await login(second.username, ip);
+    expect((await changeEmail(firstToken, 'sprayed1@example.com', ip)).statusCode).toBe(200);
+    expect((await changeEmail(secondToken, 'sprayed2@example.com', ip)).statusCode).toBe(200);
+    expect(
+      (
+        await t.app.inject({
+          method: 'POST',
+          url: '/password/forgot',
+          payload: { email: 'x@example.com' },
+          remoteAddress: ip,
+        })
+      ).statusCode,
+    ).toBe(202);
+    const refused = await changeEmail(secondToken, 'sprayed3@example.com', ip);
+    expect(refused.statusCode).toBe(429);
+    expect(await outboxMails(t.database, 'sprayed3@example.com')).toEqual([]);
+  });
+});

@@ -442,6 +442,7 @@ describe('loadConfig: login throttling', () => {
       ],
       mailRequestPerIp: [{ limit: 30, windowSeconds: 3600 }],
       emailTokenPerIp: [{ limit: 10, windowSeconds: 300 }],
+      emailChangePerUser: [{ limit: 5, windowSeconds: 3600 }],
       deviceTokenTtlDays: 90,
       knownIpsPerUser: 10,
     });
@@ -539,7 +540,9 @@ describe('loadConfig: email verification and password reset', () => {
       MAIL_PER_ADDRESS: '2/30s',
       MAIL_REQUEST_PER_IP: '100/3600s',
       EMAIL_TOKEN_PER_IP: '20/60s',
+      EMAIL_CHANGE_PER_USER: '3/600s',
     });
+    expect(config.throttling.emailChangePerUser).toEqual([{ limit: 3, windowSeconds: 600 }]);
     expect(config.throttling.mailPerAddress).toEqual([{ limit: 2, windowSeconds: 30 }]);
     expect(config.throttling.mailRequestPerIp).toEqual([{ limit: 100, windowSeconds: 3600 }]);
     expect(config.throttling.emailTokenPerIp).toEqual([{ limit: 20, windowSeconds: 60 }]);
