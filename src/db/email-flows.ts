@@ -4,13 +4,14 @@ import { type QueuedMail, queueMail } from './email-outbox.ts';
 import {
   consumeOneTimeToken,
   type Executor,
+  findOneTimeTokenUser,
   insertOneTimeToken,
   type NewOneTimeToken,
   spendTokensOfUser,
 } from './one-time-tokens.ts';
 import type { Db } from './schema.ts';
 import { violatedUniqueConstraint } from './unique-violation.ts';
-import { forgetTrustedClients, toUser, userColumns } from './users.ts';
+import { forgetTrustedClients, lockUserRow, toUser, userColumns } from './users.ts';
 
 /** A verification that went through: the account as now stored, and the address it replaced, if it replaced one. */
 export interface EmailVerified {
@@ -73,6 +74,14 @@ async function endEverySession(
   return Number(result.numUpdatedRows);
 }
 
+/** Spends the token after locking its user's row (lockUserRow: the order every such transaction takes). */
+async function consumeLockingUser(trx: Executor, tokenHash: string, purpose: string, now: Date) {
+  const userId = await findOneTimeTokenUser(trx, tokenHash, purpose);
+  if (userId === undefined) return undefined;
+  await lockUserRow(trx, userId);
+  return consumeOneTimeToken(trx, tokenHash, purpose, now);
+}
+
 async function queueAll(trx: Executor, mails: readonly QueuedMail[], nowMs: number): Promise<void> {
   for (const mail of mails) await queueMail(trx, mail, nowMs);
 }
@@ -89,7 +98,7 @@ export function createEmailFlowsRepository(db: Db): EmailFlowsRepository {
       const nowMs = now.getTime();
       try {
         return await db.transaction().execute(async (trx): Promise<EmailVerification> => {
-          const owner = await consumeOneTimeToken(trx, tokenHash, 'verify_email', now);
+          const owner = await consumeLockingUser(trx, tokenHash, 'verify_email', now);
           if (!owner) return { outcome: 'invalid_token' };
           const current = await trx
             .selectFrom('users')
@@ -139,7 +148,7 @@ export function createEmailFlowsRepository(db: Db): EmailFlowsRepository {
     resetPassword: (tokenHash, passwordHash, now, mailsOf) =>
       db.transaction().execute(async (trx) => {
         const nowMs = now.getTime();
-        const owner = await consumeOneTimeToken(trx, tokenHash, 'reset_password', now);
+        const owner = await consumeLockingUser(trx, tokenHash, 'reset_password', now);
         if (!owner) return undefined;
         const row = await trx
           .updateTable('users')

@@ -91,6 +91,21 @@ export async function spendTokensOfUser(
     .execute();
 }
 
+/** The user a token of the purpose was issued to, whatever its state: whose row to lock before spending it. */
+export async function findOneTimeTokenUser(
+  executor: Executor,
+  tokenHash: string,
+  purpose: string,
+): Promise<number | undefined> {
+  const row = await executor
+    .selectFrom('one_time_tokens')
+    .select('user_id')
+    .where('token_hash', '=', tokenHash)
+    .where('purpose', '=', purpose)
+    .executeTakeFirst();
+  return row ? Number(row.user_id) : undefined;
+}
+
 /**
  * Spends a token in one statement: of parallel callers presenting it, the database lets exactly one match the
  * unconsumed row. Inside the caller's transaction, so that a refused change leaves the token unspent.

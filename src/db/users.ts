@@ -354,6 +354,19 @@ async function isUsernameTaken(db: Db, user: NewUser): Promise<boolean> {
 }
 
 /**
+ * Locks the user's row for the rest of `db`'s transaction (a write that changes nothing: PostgreSQL's row lock, SQLite's
+ * single writer). Transactions that touch a user's row and their one-time tokens take the row first, so that a profile
+ * change and a verification never wait for each other in opposite orders.
+ */
+export async function lockUserRow(db: Db, id: number): Promise<void> {
+  await db
+    .updateTable('users')
+    .set((eb) => ({ id: eb.ref('id') }))
+    .where('id', '=', id)
+    .execute();
+}
+
+/**
  * Drops the pending address and spends every mailed link of the user, in `db`'s transaction: after a password reset or
  * change, an email change asked for with the old credentials (perhaps by whoever stole them) must not complete.
  */

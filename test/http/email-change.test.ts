@@ -220,6 +220,25 @@ describe.each(dialects)('email change on %s', (dialect) => {
     expect(await outboxMails(t.database, `${user.username}@wrong.example.com`)).toEqual([]);
   });
 
+  it('answers no 5xx when a verification and a new request for the same address race (lock order)', async () => {
+    const statuses: number[] = [];
+    await Promise.all(
+      Array.from({ length: 8 }, async () => {
+        const user = await freshUser();
+        const accessToken = await login(user.username);
+        const address = `${user.username}@race.example.com`;
+        for (let round = 0; round < 3; round += 1) {
+          expect((await changeEmail(accessToken, address)).statusCode).toBe(200);
+          const link = await mailedToken(t.database, address, 'verify_email');
+          const [verified, changed] = await Promise.all([verify(link), changeEmail(accessToken, address)]);
+          statuses.push(verified.statusCode, changed.statusCode);
+          if (verified.statusCode === 200) break;
+        }
+      }),
+    );
+    expect(statuses.filter((status) => status >= 500)).toEqual([]);
+  });
+
   it('refuses a change to a new address without current_password with 422, changing and mailing nothing', async () => {
     const user = await freshUser();
     const accessToken = await login(user.username);
