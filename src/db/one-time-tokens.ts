@@ -24,6 +24,8 @@ export interface OneTimeTokensRepository {
   issueOneTimeToken(token: NewOneTimeToken, now: Date): Promise<void>;
   /** Spends the token if it is unconsumed and unexpired; its owner, or undefined. One caller wins a race. */
   consumeOneTimeToken(tokenHash: string, purpose: string, now: Date): Promise<OneTimeTokenOwner | undefined>;
+  /** The user a token of the purpose was issued to, whether or not it could still be spent. */
+  findOneTimeTokenUser(tokenHash: string, purpose: string): Promise<number | undefined>;
   /** The owner of a token that could be spent now, without spending it. */
   findLiveOneTimeToken(tokenHash: string, purpose: string, now: Date): Promise<OneTimeTokenOwner | undefined>;
 }
@@ -134,6 +136,8 @@ export function createOneTimeTokensRepository(db: Db): OneTimeTokensRepository {
     issueOneTimeToken: (token, now) => db.transaction().execute((trx) => insertOneTimeToken(trx, token, now)),
 
     consumeOneTimeToken: (tokenHash, purpose, now) => consumeOneTimeToken(db, tokenHash, purpose, now),
+
+    findOneTimeTokenUser: (tokenHash, purpose) => findOneTimeTokenUser(db, tokenHash, purpose),
 
     async findLiveOneTimeToken(tokenHash, purpose, now) {
       const row = await db

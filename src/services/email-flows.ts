@@ -161,9 +161,22 @@ export function createEmailFlowsService(deps: EmailFlowsDependencies): EmailFlow
     await throttle?.admitMailTo(email, context);
   };
 
-  const redeemable = (token: string) => {
+  // Refusals are audited: a run of them against one account is someone holding old links or guessing. The user is
+  // named only when the token was issued to them (spent, expired or stale), never the token itself.
+  const refused = async (
+    purpose: OneTimeTokenPurpose,
+    tokenHash: string | undefined,
+    context: RequestContext,
+  ) => {
+    const userId =
+      tokenHash === undefined ? undefined : await tokens.findOneTimeTokenUser(tokenHash, purpose);
+    context.audit('one_time_token_refused', { purpose, ...(userId !== undefined ? { userId } : {}) });
+    return invalidToken();
+  };
+
+  const redeemable = async (token: string, purpose: OneTimeTokenPurpose, context: RequestContext) => {
     const tokenHash = hashOneTimeToken(token);
-    if (tokenHash === undefined) throw invalidToken();
+    if (tokenHash === undefined) throw await refused(purpose, undefined, context);
     return tokenHash;
   };
 
@@ -187,7 +200,8 @@ export function createEmailFlowsService(deps: EmailFlowsDependencies): EmailFlow
 
     async verifyEmail(token, context) {
       await throttle?.admitTokenSubmission(context);
-      const result = await flows.verifyEmail(redeemable(token), clock.now(), (verified) =>
+      const tokenHash = await redeemable(token, 'verify_email', context);
+      const result = await flows.verifyEmail(tokenHash, clock.now(), (verified) =>
         verified.previousEmail === undefined
           ? []
           : [
@@ -199,7 +213,7 @@ export function createEmailFlowsService(deps: EmailFlowsDependencies): EmailFlow
               }),
             ],
       );
-      if (result.outcome !== 'verified') throw invalidToken();
+      if (result.outcome !== 'verified') throw await refused('verify_email', tokenHash, context);
       const { user, endedSessions, previousEmail } = result;
       if (previousEmail !== undefined) {
         deps.mailQueued?.();
@@ -229,10 +243,10 @@ export function createEmailFlowsService(deps: EmailFlowsDependencies): EmailFlow
 
     async resetPassword(token, newPassword, context) {
       await throttle?.admitTokenSubmission(context);
-      const tokenHash = redeemable(token);
+      const tokenHash = await redeemable(token, 'reset_password', context);
       const owner = await tokens.findLiveOneTimeToken(tokenHash, 'reset_password', clock.now());
       const user = owner && (await users.findUserById(owner.userId));
-      if (!user) throw invalidToken();
+      if (!user) throw await refused('reset_password', tokenHash, context);
       const password = normalisePassword(newPassword);
       const problem = await deps.policy.check(password, [
         user.username,
@@ -254,7 +268,7 @@ export function createEmailFlowsService(deps: EmailFlowsDependencies): EmailFlow
         }),
       ]);
       // Spent by a parallel reset between the look-up and here, or mailed to an address the account no longer has.
-      if (!reset) throw invalidToken();
+      if (!reset) throw await refused('reset_password', tokenHash, context);
       deps.mailQueued?.();
       await deps.onPasswordReset?.(reset.user.username);
       context.audit('password_reset', { userId: reset.user.id, ended: reset.endedSessions });
