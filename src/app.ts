@@ -330,6 +330,8 @@ export async function buildApp(
     ...(throttling
       ? { onPasswordReset: (username: string) => throttling.throttle.forgetAccountFailures(username) }
       : {}),
+    onAftermathFailed: (error) =>
+      app.log.warn({ err: error }, 'password reset done, but its login-throttling counters were not cleared'),
   });
   const conversations = createConversationsService({
     conversations: createConversationsRepository(db),

@@ -74,6 +74,8 @@ export interface EmailFlowsDependencies extends EmailLinkDependencies {
   background: BackgroundWork;
   /** Runs after a reset commits: login throttling forgets the account's failures. */
   onPasswordReset?: (username: string) => Promise<void>;
+  /** onPasswordReset failed (the counter store): the reset stands, so the failure is reported rather than answered. */
+  onAftermathFailed?: (error: unknown) => void;
 }
 
 const PAGES: Readonly<Record<OneTimeTokenPurpose, string>> = {
@@ -270,8 +272,13 @@ export function createEmailFlowsService(deps: EmailFlowsDependencies): EmailFlow
       // Spent by a parallel reset between the look-up and here, or mailed to an address the account no longer has.
       if (!reset) throw await refused('reset_password', tokenHash, context);
       deps.mailQueued?.();
-      await deps.onPasswordReset?.(reset.user.username);
       context.audit('password_reset', { userId: reset.user.id, ended: reset.endedSessions });
+      // The reset is committed: a counter store that fails now must not turn it into a 5xx the user would retry.
+      try {
+        await deps.onPasswordReset?.(reset.user.username);
+      } catch (error) {
+        deps.onAftermathFailed?.(error);
+      }
     },
   };
 }
