@@ -79,7 +79,7 @@ import { createMailSender } from './services/mail-sender.ts';
 import { createOperatorService } from './services/operators.ts';
 import type { AuditSink, RequestContext } from './services/request-context.ts';
 import { createSessionsService } from './services/sessions.ts';
-import { createThrottle, type Throttle } from './services/throttle.ts';
+import { createThrottle, type Throttle, throttleKeysOf } from './services/throttle.ts';
 
 export interface AppDependencies {
   db: DbHandle;
@@ -500,7 +500,7 @@ function buildThrottling(
   app.addHook('onClose', () => counters.close());
   const rememberSeconds = config.throttling.deviceTokenTtlDays * 86400;
   return {
-    throttle: createThrottle(counters, config.throttling),
+    throttle: createThrottle(counters, config.throttling, throttleKeysOf(config.secrets)),
     knownClients: createKnownClients({
       knownIps: createKnownIpsRepository(deps.db.db),
       // Signed with the current secret, accepted under the older ones of a rotation.

@@ -1,7 +1,8 @@
-import { createHash } from 'node:crypto';
+import { createHash, createHmac } from 'node:crypto';
 import type { Counter, CounterReading, CounterStore } from '../db/counters.ts';
 import { AppError } from '../errors.ts';
 import { clientIpKey } from '../security/client-ip.ts';
+import { deriveMailAddressKey } from '../security/secret-box.ts';
 import { loginIdentifier } from './accounts.ts';
 import type { RequestContext } from './request-context.ts';
 
@@ -127,9 +128,24 @@ const secondsOf = (ms: number) => Math.max(1, Math.ceil(ms / 1000));
 // Keys carry a digest of the username: what someone typed into the field (a password, at times) stays out of Redis.
 const digest = (text: string) => createHash('sha256').update(text).digest('base64url').slice(0, 24);
 
+/** The keys throttling derives from GATEHOUSE_SECRET. */
+export interface ThrottleKeys {
+  /** Names an email address in the counters (deriveMailAddressKey). */
+  mailAddressKey: Buffer;
+}
+
+/** Returns the throttling keys of the current GATEHOUSE_SECRET (the first of a rotation's list). */
+export function throttleKeysOf(secrets: readonly string[]): ThrottleKeys {
+  const [current] = secrets;
+  if (current === undefined) throw new Error('throttling needs GATEHOUSE_SECRET');
+  return { mailAddressKey: deriveMailAddressKey(current) };
+}
+
 /** Builds the throttling rules over the given counters. */
-export function createThrottle(counters: CounterStore, policy: ThrottlePolicy): Throttle {
+export function createThrottle(counters: CounterStore, policy: ThrottlePolicy, keys: ThrottleKeys): Throttle {
   const { backoffMaxSeconds } = policy;
+  const addressKey = (canonical: string) =>
+    createHmac('sha256', keys.mailAddressKey).update(canonical).digest('base64url').slice(0, 24);
   /** A failure count that locks as it goes past `limit` (see waitOf), with the count of its locks beside it. */
   const locking = (name: string, limit: number, baseSeconds: number) => ({
     limit,
@@ -314,9 +330,9 @@ export function createThrottle(counters: CounterStore, policy: ThrottlePolicy): 
 
     admitMessage: (userId, context) => refuseRequest('R8', messagesPerUser, String(userId), context),
 
-    // A digest, as for usernames: the store holds no address.
+    // Keyed, unlike a username's digest: addresses are few enough to guess, and the store must hold none.
     admitMailTo: (address, context) =>
-      refuseRequest('R9', mailsPerAddress, digest(address.trim().toLowerCase()), context),
+      refuseRequest('R9', mailsPerAddress, addressKey(address.trim().toLowerCase()), context),
 
     admitMailRequest: (context) =>
       refuseRequest('R10', mailRequestsPerIp, clientIpKey(context.ipAddress, policy.ipv6SubnetBits), context),
