@@ -145,13 +145,14 @@ export function createEmailChangeMailer(deps: EmailLinkDependencies): EmailChang
 export function createEmailFlowsService(deps: EmailFlowsDependencies): EmailFlowsService {
   const { users, tokens, flows, mail, clock, throttle, background } = deps;
 
+  // Only ever for an address never verified (the callers check): the mail tells its owner how to take the account.
   const mailVerificationLink = async (user: User) => {
     const { token, link } = issueToken(deps, user, user.email, 'verify_email');
     const verifyMail = mail.compose({
       userId: user.id,
       to: user.email,
       template: 'verify_email',
-      values: { username: user.username, link },
+      values: { username: user.username, link, signInUrl: `${deps.publicUrl}/` },
     });
     await flows.issueTokenWithMails(token, [verifyMail], clock.now());
     deps.mailQueued?.();
