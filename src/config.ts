@@ -181,6 +181,25 @@ export interface MailConfig {
   readonly publicUrl: string;
 }
 
+/**
+ * Returns the start-up warning for mailed links that travel in clear text (PUBLIC_URL on http:// to a host other than
+ * this machine, with SMTP_URL set), or undefined. Not a refusal: tests and intranets run on http. But a reset link
+ * read on the wire is an account taken over.
+ */
+export function cleartextLinkWarning(mail: MailConfig): string | undefined {
+  if (mail.smtpUrl === undefined) return undefined;
+  const url = new URL(mail.publicUrl);
+  if (url.protocol !== 'http:') return undefined;
+  const host = url.hostname.replace(/^\[|\]$/g, '');
+  const loopback =
+    host === 'localhost' ||
+    host.endsWith('.localhost') ||
+    host === '::1' ||
+    /^127(?:\.\d{1,3}){3}$/.test(host);
+  if (loopback) return undefined;
+  return `PUBLIC_URL=${mail.publicUrl} is http: the verification and reset links mailed will travel in clear text; use https`;
+}
+
 /** At most `limit` events per `windowSeconds`, counted from the first event of the window. */
 export interface RateWindow {
   readonly limit: number;

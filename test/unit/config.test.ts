@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { availableParallelism } from 'node:os';
 import { describe, expect, it } from 'vitest';
-import { ConfigError, loadConfig } from '../../src/config.ts';
+import { ConfigError, cleartextLinkWarning, loadConfig } from '../../src/config.ts';
 
 const problemsOf = (env: Record<string, string>) => {
   try {
@@ -619,5 +619,29 @@ describe('loadConfig: mail', () => {
     ]) {
       expect(problemsOf({ MAIL_FROM: from }).join(), from).toMatch(/^MAIL_FROM=/);
     }
+  });
+});
+
+describe('cleartextLinkWarning', () => {
+  const mailOf = (env: Record<string, string>) => loadConfig(env).mail;
+  it('warns, without refusing, when mailed links would travel over http to a host that is not this machine', () => {
+    const mail = mailOf({ SMTP_URL: 'smtp://mail.example.com', PUBLIC_URL: 'http://id.intranet.example' });
+    expect(cleartextLinkWarning(mail)).toMatch(/PUBLIC_URL=http:\/\/id\.intranet\.example.*clear text/);
+  });
+
+  it.each([
+    ['https://id.example.com'],
+    ['http://localhost:8000'],
+    ['http://127.0.0.1:8000'],
+    ['http://[::1]:8000'],
+    ['http://app.localhost'],
+  ])('stays quiet for %s', (publicUrl) => {
+    expect(cleartextLinkWarning(mailOf({ SMTP_URL: 'smtp://mail.example.com', PUBLIC_URL: publicUrl }))).toBe(
+      undefined,
+    );
+  });
+
+  it('stays quiet without SMTP_URL: nothing is mailed', () => {
+    expect(cleartextLinkWarning(mailOf({ PUBLIC_URL: 'http://id.intranet.example' }))).toBe(undefined);
   });
 });
