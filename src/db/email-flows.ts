@@ -5,11 +5,12 @@ import {
   consumeOneTimeToken,
   type Executor,
   findOneTimeTokenUser,
-  insertOneTimeToken,
+  insertTokenWithMails,
   type NewOneTimeToken,
   spendTokensOfUser,
 } from './one-time-tokens.ts';
 import type { Db } from './schema.ts';
+import { revokeSessionsOfUser } from './sessions.ts';
 import { violatedUniqueConstraint } from './unique-violation.ts';
 import { forgetTrustedClients, lockUserRow, toUser, userColumns } from './users.ts';
 
@@ -64,14 +65,9 @@ async function endEverySession(
   reason: string,
   nowMs: number,
 ): Promise<number> {
-  const result = await trx
-    .updateTable('sessions')
-    .set({ revoked_at_ms: nowMs, revoked_reason: reason })
-    .where('user_id', '=', userId)
-    .where('revoked_at_ms', 'is', null)
-    .executeTakeFirst();
+  const ended = await revokeSessionsOfUser(trx, userId, nowMs, reason);
   await forgetTrustedClients(trx, userId);
-  return Number(result.numUpdatedRows);
+  return ended;
 }
 
 /** Spends the token after locking its user's row (lockUserRow: the order every such transaction takes). */
@@ -90,8 +86,7 @@ export function createEmailFlowsRepository(db: Db): EmailFlowsRepository {
   return {
     issueTokenWithMails: (token, mails, now) =>
       db.transaction().execute(async (trx) => {
-        await insertOneTimeToken(trx, token, now);
-        await queueAll(trx, mails, now.getTime());
+        await insertTokenWithMails(trx, token, mails, now);
       }),
 
     async verifyEmail(tokenHash, now, mailsOf) {

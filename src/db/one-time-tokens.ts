@@ -1,4 +1,5 @@
 import { type Kysely, sql, type Transaction } from 'kysely';
+import { type QueuedMail, queueMail } from './email-outbox.ts';
 import type { Database, Db } from './schema.ts';
 
 /** What may run a repository statement: the database, or a transaction the statement joins. */
@@ -20,10 +21,6 @@ export interface OneTimeTokenOwner {
 }
 
 export interface OneTimeTokensRepository {
-  /** Stores the token, voiding the user's older unconsumed tokens of its purpose and address. */
-  issueOneTimeToken(token: NewOneTimeToken, now: Date): Promise<void>;
-  /** Spends the token if it is unconsumed and unexpired; its owner, or undefined. One caller wins a race. */
-  consumeOneTimeToken(tokenHash: string, purpose: string, now: Date): Promise<OneTimeTokenOwner | undefined>;
   /** The user a token of the purpose was issued to, whether or not it could still be spent. */
   findOneTimeTokenUser(tokenHash: string, purpose: string): Promise<number | undefined>;
   /** The owner of a token that could be spent now, without spending it. */
@@ -108,6 +105,17 @@ export async function findOneTimeTokenUser(
   return row ? Number(row.user_id) : undefined;
 }
 
+/** Stores a token (insertOneTimeToken) and queues the mails that carry it, in the caller's transaction. */
+export async function insertTokenWithMails(
+  executor: Executor,
+  token: NewOneTimeToken,
+  mails: readonly QueuedMail[],
+  now: Date,
+): Promise<void> {
+  await insertOneTimeToken(executor, token, now);
+  for (const mail of mails) await queueMail(executor, mail, now.getTime());
+}
+
 /**
  * Spends a token in one statement: of parallel callers presenting it, the database lets exactly one match the
  * unconsumed row. Inside the caller's transaction, so that a refused change leaves the token unspent.
@@ -133,10 +141,6 @@ export async function consumeOneTimeToken(
 
 export function createOneTimeTokensRepository(db: Db): OneTimeTokensRepository {
   return {
-    issueOneTimeToken: (token, now) => db.transaction().execute((trx) => insertOneTimeToken(trx, token, now)),
-
-    consumeOneTimeToken: (tokenHash, purpose, now) => consumeOneTimeToken(db, tokenHash, purpose, now),
-
     findOneTimeTokenUser: (tokenHash, purpose) => findOneTimeTokenUser(db, tokenHash, purpose),
 
     async findLiveOneTimeToken(tokenHash, purpose, now) {

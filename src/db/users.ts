@@ -1,9 +1,10 @@
 import { sql } from 'kysely';
 import { type Level, ROLES, type Role, type User } from '../domain/user.ts';
 import { AppError } from '../errors.ts';
-import { type QueuedMail, queueMail } from './email-outbox.ts';
-import { insertOneTimeToken, type NewOneTimeToken, spendTokensOfUser } from './one-time-tokens.ts';
+import type { QueuedMail } from './email-outbox.ts';
+import { insertTokenWithMails, type NewOneTimeToken, spendTokensOfUser } from './one-time-tokens.ts';
 import type { Db, NewUserRow, UserRow } from './schema.ts';
+import { revokeSessionsOfUser } from './sessions.ts';
 import { violatedUniqueConstraint } from './unique-violation.ts';
 
 export interface NewUser {
@@ -234,13 +235,7 @@ export function createUsersRepository(db: Db): UsersRepository {
     async replacePasswordHashEndingOtherSessions(id, expectedHash, passwordHash, keepSessionId, now) {
       return db.transaction().execute(async (trx) => {
         if (!(await compareAndSwapHash(trx, id, expectedHash, passwordHash, now))) return false;
-        await trx
-          .updateTable('sessions')
-          .set({ revoked_at_ms: now.getTime(), revoked_reason: 'password_changed' })
-          .where('user_id', '=', id)
-          .where('id', '!=', keepSessionId)
-          .where('revoked_at_ms', 'is', null)
-          .execute();
+        await revokeSessionsOfUser(trx, id, now.getTime(), 'password_changed', keepSessionId);
         await forgetTrustedClients(trx, id);
         await cancelEmailChange(trx, id, now.getTime());
         return true;
@@ -291,10 +286,7 @@ export function createUsersRepository(db: Db): UsersRepository {
                     emailCanonical: updated.email.toLowerCase(),
                   });
                 }
-                if (issued) {
-                  await insertOneTimeToken(trx, issued.token, now);
-                  for (const mail of issued.mails) await queueMail(trx, mail, now.getTime());
-                }
+                if (issued) await insertTokenWithMails(trx, issued.token, issued.mails, now);
                 return updated;
               })
             : await update(db);

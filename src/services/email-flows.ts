@@ -13,7 +13,7 @@ import {
 } from '../security/one-time-tokens.ts';
 import type { PasswordPolicy } from '../security/password-policy.ts';
 import { normalisePassword, type PasswordHasher } from '../security/passwords.ts';
-import { describePasswordProblem } from './accounts.ts';
+import { canonicalEmail, checkNewPassword, describePasswordProblem } from './accounts.ts';
 import type { BackgroundWork } from './background-work.ts';
 import type { MailComposer } from './mail.ts';
 import type { RequestContext } from './request-context.ts';
@@ -194,7 +194,7 @@ export function createEmailFlowsService(deps: EmailFlowsDependencies): EmailFlow
     async resendVerification(email, context) {
       await admitMailRequest(email, context);
       background.run('email verification resend', async () => {
-        const user = await users.findUserByEmail(email.trim().toLowerCase());
+        const user = await users.findUserByEmail(canonicalEmail(email));
         if (!user || user.emailVerifiedAt !== null) return;
         await mailVerificationLink(user);
         context.audit('email_verification_requested', { userId: user.id });
@@ -229,7 +229,7 @@ export function createEmailFlowsService(deps: EmailFlowsDependencies): EmailFlow
     async forgotPassword(email, context) {
       await admitMailRequest(email, context);
       background.run('password reset request', async () => {
-        const user = await users.findUserByEmail(email.trim().toLowerCase());
+        const user = await users.findUserByEmail(canonicalEmail(email));
         if (!user) return;
         const { token, link } = issueToken(deps, user, user.email, 'reset_password');
         const resetMail = mail.compose({
@@ -251,11 +251,7 @@ export function createEmailFlowsService(deps: EmailFlowsDependencies): EmailFlow
       const user = owner && (await users.findUserById(owner.userId));
       if (!user) throw await refused('reset_password', tokenHash, context);
       const password = normalisePassword(newPassword);
-      const problem = await deps.policy.check(password, [
-        user.username,
-        user.email,
-        ...user.email.split('@'),
-      ]);
+      const problem = await checkNewPassword(deps.policy, user, password);
       if (problem) {
         throw new AppError('validation_failed', 'Invalid password', {
           details: [{ ...describePasswordProblem(problem), loc: ['body', 'new_password'] }],

@@ -3,7 +3,7 @@ import type { Counter, CounterReading, CounterStore } from '../db/counters.ts';
 import { AppError } from '../errors.ts';
 import { clientIpKey } from '../security/client-ip.ts';
 import { deriveMailAddressKey } from '../security/secret-box.ts';
-import { loginIdentifier } from './accounts.ts';
+import { canonicalEmail, loginIdentifier } from './accounts.ts';
 import type { RequestContext } from './request-context.ts';
 
 /**
@@ -332,7 +332,7 @@ export function createThrottle(counters: CounterStore, policy: ThrottlePolicy, k
 
     // Keyed, unlike a username's digest: addresses are few enough to guess, and the store must hold none.
     admitMailTo: (address, context) =>
-      refuseRequest('R9', mailsPerAddress, addressKey(address.trim().toLowerCase()), context),
+      refuseRequest('R9', mailsPerAddress, addressKey(canonicalEmail(address)), context),
 
     admitMailRequest: (context) =>
       refuseRequest('R10', mailRequestsPerIp, clientIpKey(context.ipAddress, policy.ipv6SubnetBits), context),
