@@ -18,6 +18,7 @@ import { createSigningKeysRepository } from './db/signing-keys.ts';
 import { createUsersRepository } from './db/users.ts';
 import { registerAccountPage } from './http/account-page.ts';
 import { requireLiveSession, requireVerifiedAccessToken } from './http/authenticate.ts';
+import { provideBackgroundWork } from './http/background-work.ts';
 import { registerClientIp } from './http/client-ip.ts';
 import { registerCors } from './http/cors.ts';
 import { registerDraining } from './http/draining.ts';
@@ -42,7 +43,7 @@ import { accountRoutes } from './http/routes/account.ts';
 import { activityRoutes } from './http/routes/activity.ts';
 import { adminRoutes } from './http/routes/admin.ts';
 import { conversationRoutes } from './http/routes/conversation.ts';
-import { accountEmailRoutes, emailRoutes, provideBackgroundWork } from './http/routes/email.ts';
+import { accountEmailRoutes, emailRoutes } from './http/routes/email.ts';
 import { healthRoutes } from './http/routes/health.ts';
 import { jwksRoutes } from './http/routes/jwks.ts';
 import { messageRoutes } from './http/routes/messages.ts';
@@ -79,7 +80,7 @@ import { createMailSender } from './services/mail-sender.ts';
 import { createOperatorService } from './services/operators.ts';
 import type { AuditSink, RequestContext } from './services/request-context.ts';
 import { createSessionsService } from './services/sessions.ts';
-import { createThrottle, type Throttle } from './services/throttle.ts';
+import { createThrottle, type Throttle, throttleKeysOf } from './services/throttle.ts';
 
 export interface AppDependencies {
   db: DbHandle;
@@ -330,6 +331,8 @@ export async function buildApp(
     ...(throttling
       ? { onPasswordReset: (username: string) => throttling.throttle.forgetAccountFailures(username) }
       : {}),
+    onAftermathFailed: (error) =>
+      app.log.warn({ err: error }, 'password reset done, but its login-throttling counters were not cleared'),
   });
   const conversations = createConversationsService({
     conversations: createConversationsRepository(db),
@@ -498,7 +501,7 @@ function buildThrottling(
   app.addHook('onClose', () => counters.close());
   const rememberSeconds = config.throttling.deviceTokenTtlDays * 86400;
   return {
-    throttle: createThrottle(counters, config.throttling),
+    throttle: createThrottle(counters, config.throttling, throttleKeysOf(config.secrets)),
     knownClients: createKnownClients({
       knownIps: createKnownIpsRepository(deps.db.db),
       // Signed with the current secret, accepted under the older ones of a rotation.

@@ -80,6 +80,7 @@ const EnvSchema = Type.Object({
   MAIL_PER_ADDRESS: Type.String({ default: '1/60s,5/3600s' }),
   MAIL_REQUEST_PER_IP: Type.String({ default: '30/3600s' }),
   EMAIL_TOKEN_PER_IP: Type.String({ default: '10/300s' }),
+  EMAIL_CHANGE_PER_USER: Type.String({ default: '5/3600s' }),
   REQUIRE_VERIFIED_EMAIL: booleanFlag('false'),
   MESSAGE_RATE_PER_MINUTE: Type.Integer({ default: 30, minimum: 1, maximum: 10_000 }),
   DEVICE_TOKEN_TTL_DAYS: Type.Integer({ default: 90, minimum: 1, maximum: 400 }),
@@ -180,6 +181,25 @@ export interface MailConfig {
   readonly publicUrl: string;
 }
 
+/**
+ * Returns the start-up warning for mailed links that travel in clear text (PUBLIC_URL on http:// to a host other than
+ * this machine, with SMTP_URL set), or undefined. Not a refusal: tests and intranets run on http. But a reset link
+ * read on the wire is an account taken over.
+ */
+export function cleartextLinkWarning(mail: MailConfig): string | undefined {
+  if (mail.smtpUrl === undefined) return undefined;
+  const url = new URL(mail.publicUrl);
+  if (url.protocol !== 'http:') return undefined;
+  const host = url.hostname.replace(/^\[|\]$/g, '');
+  const loopback =
+    host === 'localhost' ||
+    host.endsWith('.localhost') ||
+    host === '::1' ||
+    /^127(?:\.\d{1,3}){3}$/.test(host);
+  if (loopback) return undefined;
+  return `PUBLIC_URL=${mail.publicUrl} is http: the verification and reset links mailed will travel in clear text; use https`;
+}
+
 /** At most `limit` events per `windowSeconds`, counted from the first event of the window. */
 export interface RateWindow {
   readonly limit: number;
@@ -207,10 +227,12 @@ export interface ThrottlingConfig {
   readonly messagesPerMinute: number;
   /** R9: mails asked for one address (forgot, resend, verification, email change), whether or not it has an account. */
   readonly mailPerAddress: readonly RateWindow[];
-  /** R10: password-forgotten and verification-resend requests per client address. */
+  /** R10: password-forgotten, verification-resend and email-change requests per client address. */
   readonly mailRequestPerIp: readonly RateWindow[];
   /** R11: tokens submitted (email verification, password reset) per client address. */
   readonly emailTokenPerIp: readonly RateWindow[];
+  /** R12: email changes one user asks for, from whichever address. */
+  readonly emailChangePerUser: readonly RateWindow[];
   readonly deviceTokenTtlDays: number;
   readonly knownIpsPerUser: number;
 }
@@ -319,6 +341,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
   const mailPerAddress = rateWindows('MAIL_PER_ADDRESS');
   const mailRequestPerIp = rateWindows('MAIL_REQUEST_PER_IP');
   const emailTokenPerIp = rateWindows('EMAIL_TOKEN_PER_IP');
+  const emailChangePerUser = rateWindows('EMAIL_CHANGE_PER_USER');
   for (const base of ['LOGIN_BACKOFF_BASE_S', 'ACCOUNT_BACKOFF_BASE_S'] as const) {
     if (values[base] > values.LOGIN_BACKOFF_MAX_S)
       problems.push(`${base} must not exceed LOGIN_BACKOFF_MAX_S`);
@@ -407,6 +430,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
       mailPerAddress,
       mailRequestPerIp,
       emailTokenPerIp,
+      emailChangePerUser,
       deviceTokenTtlDays: values.DEVICE_TOKEN_TTL_DAYS,
       knownIpsPerUser: values.KNOWN_IPS_PER_USER,
     },
@@ -487,7 +511,8 @@ type RateSetting =
   | 'REFRESH_PER_IP'
   | 'MAIL_PER_ADDRESS'
   | 'MAIL_REQUEST_PER_IP'
-  | 'EMAIL_TOKEN_PER_IP';
+  | 'EMAIL_TOKEN_PER_IP'
+  | 'EMAIL_CHANGE_PER_USER';
 
 const RATE_WINDOW = /^([1-9][0-9]{0,6})\/([1-9][0-9]{0,7})s$/;
 

@@ -12,7 +12,14 @@ import { resolveCommandLine, runCommand } from './commands/cli.ts';
 import { type OpenedDatabase, openDatabase } from './commands/open-database.ts';
 import type { CommandIo } from './commands/output.ts';
 import type { SecretSource } from './commands/secret.ts';
-import { type Config, ConfigError, loadConfig, parseSecretList, withSecrets } from './config.ts';
+import {
+  type Config,
+  ConfigError,
+  cleartextLinkWarning,
+  loadConfig,
+  parseSecretList,
+  withSecrets,
+} from './config.ts';
 import { startClusterCounters } from './db/counters.ts';
 import { readOrCreateSecretFile, type SecretFile, secretFilePath } from './db/data-directory.ts';
 import {
@@ -255,10 +262,14 @@ async function serve(config: Config): Promise<void> {
     `Gatehouse listening on http://${config.host}:${config.port} (docs at /docs)`,
   );
   // Once per start: a cluster's later workers (and replacements of the first) stay quiet.
-  if (config.mail.smtpUrl === undefined && (cluster.worker?.id ?? 1) === 1) {
-    app.log.info(
-      'SMTP_URL is not set: mails stay in the outbox; read them with `npm run gatehouse -- mail list` and `mail show ID`',
-    );
+  if ((cluster.worker?.id ?? 1) === 1) {
+    if (config.mail.smtpUrl === undefined) {
+      app.log.info(
+        'SMTP_URL is not set: mails stay in the outbox; read them with `npm run gatehouse -- mail list` and `mail show ID`',
+      );
+    }
+    const cleartext = cleartextLinkWarning(config.mail);
+    if (cleartext !== undefined) app.log.warn(cleartext);
   }
   if (inCluster) {
     stopNow = () => {

@@ -13,7 +13,7 @@ import {
   type OperatorContext,
   type OperatorService,
 } from '../services/operators.ts';
-import { createThrottle } from '../services/throttle.ts';
+import { createThrottle, throttleKeysOf } from '../services/throttle.ts';
 import { openDatabase } from './open-database.ts';
 import type { CommandIo } from './output.ts';
 
@@ -50,7 +50,10 @@ export async function withOperatorService<T>(
   const accountFailures: AccountFailures = !config.throttling.enabled
     ? { kind: 'off' }
     : counters && !failed
-      ? { kind: 'reachable', throttle: createThrottle(counters, config.throttling) }
+      ? {
+          kind: 'reachable',
+          throttle: createThrottle(counters, config.throttling, throttleKeysOf(config.secrets)),
+        }
       : { kind: 'unreachable' };
   const auditTrail = createAuditTrail({
     auditEvents: createAuditEventsRepository(handle.db),

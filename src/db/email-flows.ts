@@ -4,12 +4,15 @@ import { type QueuedMail, queueMail } from './email-outbox.ts';
 import {
   consumeOneTimeToken,
   type Executor,
-  insertOneTimeToken,
+  findOneTimeTokenUser,
+  insertTokenWithMails,
   type NewOneTimeToken,
+  spendTokensOfUser,
 } from './one-time-tokens.ts';
 import type { Db } from './schema.ts';
+import { revokeSessionsOfUser } from './sessions.ts';
 import { violatedUniqueConstraint } from './unique-violation.ts';
-import { forgetTrustedClients, toUser, userColumns } from './users.ts';
+import { forgetTrustedClients, lockUserRow, toUser, userColumns } from './users.ts';
 
 /** A verification that went through: the account as now stored, and the address it replaced, if it replaced one. */
 export interface EmailVerified {
@@ -62,14 +65,17 @@ async function endEverySession(
   reason: string,
   nowMs: number,
 ): Promise<number> {
-  const result = await trx
-    .updateTable('sessions')
-    .set({ revoked_at_ms: nowMs, revoked_reason: reason })
-    .where('user_id', '=', userId)
-    .where('revoked_at_ms', 'is', null)
-    .executeTakeFirst();
+  const ended = await revokeSessionsOfUser(trx, userId, nowMs, reason);
   await forgetTrustedClients(trx, userId);
-  return Number(result.numUpdatedRows);
+  return ended;
+}
+
+/** Spends the token after locking its user's row (lockUserRow: the order every such transaction takes). */
+async function consumeLockingUser(trx: Executor, tokenHash: string, purpose: string, now: Date) {
+  const userId = await findOneTimeTokenUser(trx, tokenHash, purpose);
+  if (userId === undefined) return undefined;
+  await lockUserRow(trx, userId);
+  return consumeOneTimeToken(trx, tokenHash, purpose, now);
 }
 
 async function queueAll(trx: Executor, mails: readonly QueuedMail[], nowMs: number): Promise<void> {
@@ -80,15 +86,14 @@ export function createEmailFlowsRepository(db: Db): EmailFlowsRepository {
   return {
     issueTokenWithMails: (token, mails, now) =>
       db.transaction().execute(async (trx) => {
-        await insertOneTimeToken(trx, token, now);
-        await queueAll(trx, mails, now.getTime());
+        await insertTokenWithMails(trx, token, mails, now);
       }),
 
     async verifyEmail(tokenHash, now, mailsOf) {
       const nowMs = now.getTime();
       try {
         return await db.transaction().execute(async (trx): Promise<EmailVerification> => {
-          const owner = await consumeOneTimeToken(trx, tokenHash, 'verify_email', now);
+          const owner = await consumeLockingUser(trx, tokenHash, 'verify_email', now);
           if (!owner) return { outcome: 'invalid_token' };
           const current = await trx
             .selectFrom('users')
@@ -138,7 +143,7 @@ export function createEmailFlowsRepository(db: Db): EmailFlowsRepository {
     resetPassword: (tokenHash, passwordHash, now, mailsOf) =>
       db.transaction().execute(async (trx) => {
         const nowMs = now.getTime();
-        const owner = await consumeOneTimeToken(trx, tokenHash, 'reset_password', now);
+        const owner = await consumeLockingUser(trx, tokenHash, 'reset_password', now);
         if (!owner) return undefined;
         const row = await trx
           .updateTable('users')
@@ -146,6 +151,7 @@ export function createEmailFlowsRepository(db: Db): EmailFlowsRepository {
             password_hash: passwordHash,
             // The reset proved the address: reading the mail was the only way in.
             email_verified_at_ms: eb.fn.coalesce('email_verified_at_ms', eb.val(nowMs)),
+            pending_email: null,
             updated_at_ms: nowMs,
           }))
           .where('id', '=', owner.userId)
@@ -153,6 +159,8 @@ export function createEmailFlowsRepository(db: Db): EmailFlowsRepository {
           .returning(userColumns)
           .executeTakeFirst();
         if (!row) return undefined;
+        // As cancelEmailChange does: a change asked for with the credentials this reset replaces must not complete.
+        await spendTokensOfUser(trx, owner.userId, nowMs);
         const endedSessions = await endEverySession(trx, owner.userId, 'password_reset', nowMs);
         const user = toUser(row);
         await queueAll(trx, mailsOf(user), nowMs);

@@ -37,7 +37,8 @@ export async function queueMail(
 /** When a failed mail is tried again, and when the outbox stops trying (the row is kept, as `failed`). */
 export const MAIL_RETRY = { firstRetryDelayMs: 5000, maxRetryDelayMs: 3600_000, maxAttempts: 10 } as const;
 
-// Long enough to outlast every SMTP timeout of one send (connection, greeting, socket: about 10 s each).
+// Enough for the error's code, the server's status and its message, short enough that a chatty server cannot fill the
+// table through it.
 const MAX_ERROR_LENGTH = 500;
 
 /** Returns how long to wait after the `failures`-th failed attempt: 5 s, doubling, at most an hour. */
@@ -80,7 +81,10 @@ export interface FailureOutcome {
 }
 
 export interface EmailOutboxRepository {
-  /** Takes up to `limit` due mails, oldest first, leased to the caller until `nowMs + leaseMs`. */
+  /**
+   * Takes up to `limit` due mails, oldest first, leased to the caller until `nowMs + leaseMs`: long enough to outlast
+   * every SMTP timeout of one send (outbound/smtp.ts caps each).
+   */
   claimDueMails(nowMs: number, limit: number, leaseMs: number): Promise<ClaimedMail[]>;
   /** Records the mail as sent and wipes its payload: a sent link is not kept. */
   markMailSent(mail: ClaimedMail, nowMs: number): Promise<void>;

@@ -1,4 +1,5 @@
-import type { Kysely, Transaction } from 'kysely';
+import { type Kysely, sql, type Transaction } from 'kysely';
+import { type QueuedMail, queueMail } from './email-outbox.ts';
 import type { Database, Db } from './schema.ts';
 
 /** What may run a repository statement: the database, or a transaction the statement joins. */
@@ -20,15 +21,17 @@ export interface OneTimeTokenOwner {
 }
 
 export interface OneTimeTokensRepository {
-  /** Stores the token, voiding the user's older unconsumed tokens of its purpose. */
-  issueOneTimeToken(token: NewOneTimeToken, now: Date): Promise<void>;
-  /** Spends the token if it is unconsumed and unexpired; its owner, or undefined. One caller wins a race. */
-  consumeOneTimeToken(tokenHash: string, purpose: string, now: Date): Promise<OneTimeTokenOwner | undefined>;
+  /** The user a token of the purpose was issued to, whether or not it could still be spent. */
+  findOneTimeTokenUser(tokenHash: string, purpose: string): Promise<number | undefined>;
   /** The owner of a token that could be spent now, without spending it. */
   findLiveOneTimeToken(tokenHash: string, purpose: string, now: Date): Promise<OneTimeTokenOwner | undefined>;
 }
 
-/** Stores a token inside the caller's transaction; the user's older tokens of the purpose stop working. */
+/**
+ * Stores a token inside the caller's transaction; the user's older tokens of the purpose for the same address stop
+ * working. Those for another address stay: a link for the current address and one for a pending address live side by
+ * side, and the verification decides which address still counts.
+ */
 export async function insertOneTimeToken(
   executor: Executor,
   token: NewOneTimeToken,
@@ -40,6 +43,7 @@ export async function insertOneTimeToken(
     .set({ consumed_at_ms: nowMs })
     .where('user_id', '=', token.userId)
     .where('purpose', '=', token.purpose)
+    .where(lowerEmail, '=', token.email.toLowerCase())
     .where('consumed_at_ms', 'is', null)
     .execute();
   // Expired rows open nothing; dropping them here keeps a few rows per user without a pruning job.
@@ -60,6 +64,56 @@ export async function insertOneTimeToken(
       consumed_at_ms: null,
     })
     .execute();
+}
+
+// Addresses are ASCII (the schemas' email format): lower() folds them alike on both databases.
+const lowerEmail = sql<string>`lower(email)`;
+
+/**
+ * Spends every unconsumed token of the user inside the caller's transaction: no link mailed before works any more.
+ * With `except`, only those of its purpose mailed to another address than `emailCanonical`.
+ */
+export async function spendTokensOfUser(
+  executor: Executor,
+  userId: number,
+  nowMs: number,
+  except?: { purpose: string; emailCanonical: string },
+): Promise<void> {
+  await executor
+    .updateTable('one_time_tokens')
+    .set({ consumed_at_ms: nowMs })
+    .where('user_id', '=', userId)
+    .where('consumed_at_ms', 'is', null)
+    .$if(except !== undefined, (query) =>
+      query.where('purpose', '=', except!.purpose).where(lowerEmail, '<>', except!.emailCanonical),
+    )
+    .execute();
+}
+
+/** The user a token of the purpose was issued to, whatever its state: whose row to lock before spending it. */
+export async function findOneTimeTokenUser(
+  executor: Executor,
+  tokenHash: string,
+  purpose: string,
+): Promise<number | undefined> {
+  const row = await executor
+    .selectFrom('one_time_tokens')
+    .select('user_id')
+    .where('token_hash', '=', tokenHash)
+    .where('purpose', '=', purpose)
+    .executeTakeFirst();
+  return row ? Number(row.user_id) : undefined;
+}
+
+/** Stores a token (insertOneTimeToken) and queues the mails that carry it, in the caller's transaction. */
+export async function insertTokenWithMails(
+  executor: Executor,
+  token: NewOneTimeToken,
+  mails: readonly QueuedMail[],
+  now: Date,
+): Promise<void> {
+  await insertOneTimeToken(executor, token, now);
+  for (const mail of mails) await queueMail(executor, mail, now.getTime());
 }
 
 /**
@@ -87,9 +141,7 @@ export async function consumeOneTimeToken(
 
 export function createOneTimeTokensRepository(db: Db): OneTimeTokensRepository {
   return {
-    issueOneTimeToken: (token, now) => db.transaction().execute((trx) => insertOneTimeToken(trx, token, now)),
-
-    consumeOneTimeToken: (tokenHash, purpose, now) => consumeOneTimeToken(db, tokenHash, purpose, now),
+    findOneTimeTokenUser: (tokenHash, purpose) => findOneTimeTokenUser(db, tokenHash, purpose),
 
     async findLiveOneTimeToken(tokenHash, purpose, now) {
       const row = await db

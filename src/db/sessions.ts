@@ -1,5 +1,6 @@
 import type { Session } from '../domain/session.ts';
 import type { User } from '../domain/user.ts';
+import type { Executor } from './one-time-tokens.ts';
 import { prepareQuery } from './prepared.ts';
 import type { Db, SessionRow } from './schema.ts';
 import { toUser } from './users.ts';
@@ -190,16 +191,8 @@ export function createSessionsRepository(db: Db): SessionsRepository {
       return Number(result.numUpdatedRows) === 1;
     },
 
-    async revokeEverySessionOfUser(userId, reason, now, exceptSessionId) {
-      let query = db
-        .updateTable('sessions')
-        .set({ revoked_at_ms: now.getTime(), revoked_reason: reason })
-        .where('user_id', '=', userId)
-        .where('revoked_at_ms', 'is', null);
-      if (exceptSessionId) query = query.where('id', '!=', exceptSessionId);
-      const result = await query.executeTakeFirst();
-      return Number(result.numUpdatedRows);
-    },
+    revokeEverySessionOfUser: (userId, reason, now, exceptSessionId) =>
+      revokeSessionsOfUser(db, userId, now.getTime(), reason, exceptSessionId),
 
     async deleteEndedSessions({ revokedBefore, expiredBefore, lastUsedBefore }) {
       const result = await db
@@ -215,6 +208,27 @@ export function createSessionsRepository(db: Db): SessionsRepository {
       return Number(result.numDeletedRows);
     },
   };
+}
+
+/**
+ * Marks every unrevoked session of the user revoked, but `exceptSessionId` if given, in the executor's transaction when
+ * it is one; returns how many.
+ */
+export async function revokeSessionsOfUser(
+  executor: Executor,
+  userId: number,
+  nowMs: number,
+  reason: string,
+  exceptSessionId?: string,
+): Promise<number> {
+  const result = await executor
+    .updateTable('sessions')
+    .set({ revoked_at_ms: nowMs, revoked_reason: reason })
+    .where('user_id', '=', userId)
+    .where('revoked_at_ms', 'is', null)
+    .$if(exceptSessionId !== undefined, (query) => query.where('id', '!=', exceptSessionId!))
+    .executeTakeFirst();
+  return Number(result.numUpdatedRows);
 }
 
 export function toSession(row: SessionRow): Session {

@@ -1,9 +1,10 @@
 import { sql } from 'kysely';
 import { type Level, ROLES, type Role, type User } from '../domain/user.ts';
 import { AppError } from '../errors.ts';
-import { type QueuedMail, queueMail } from './email-outbox.ts';
-import { insertOneTimeToken, type NewOneTimeToken } from './one-time-tokens.ts';
+import type { QueuedMail } from './email-outbox.ts';
+import { insertTokenWithMails, type NewOneTimeToken, spendTokensOfUser } from './one-time-tokens.ts';
 import type { Db, NewUserRow, UserRow } from './schema.ts';
+import { revokeSessionsOfUser } from './sessions.ts';
 import { violatedUniqueConstraint } from './unique-violation.ts';
 
 export interface NewUser {
@@ -20,8 +21,8 @@ export interface NewUser {
 export interface ProfileChanges {
   /** The same address in another letter case: it replaces the display form at once. */
   email?: { display: string; canonical: string };
-  /** A new address, kept apart until a link mailed to it is used. */
-  pendingEmail?: string;
+  /** A new address, kept apart until a link mailed to it is used; null abandons a pending one and spends its links. */
+  pendingEmail?: string | null;
   age?: number;
   level?: Level;
 }
@@ -53,8 +54,8 @@ export interface UsersRepository {
   /** Replaces the hash only if it is still `expectedHash` (a concurrent change wins otherwise); true if replaced. */
   replacePasswordHash(id: number, expectedHash: string, passwordHash: string, now: Date): Promise<boolean>;
   /**
-   * As replacePasswordHash, and in the same transaction ends every session of the user but `keepSessionId` and forgets
-   * their trusted clients (forgetTrustedClients).
+   * As replacePasswordHash, and in the same transaction ends every session of the user but `keepSessionId`, forgets
+   * their trusted clients (forgetTrustedClients) and cancels a pending email change (cancelEmailChange).
    */
   replacePasswordHashEndingOtherSessions(
     id: number,
@@ -234,14 +235,9 @@ export function createUsersRepository(db: Db): UsersRepository {
     async replacePasswordHashEndingOtherSessions(id, expectedHash, passwordHash, keepSessionId, now) {
       return db.transaction().execute(async (trx) => {
         if (!(await compareAndSwapHash(trx, id, expectedHash, passwordHash, now))) return false;
-        await trx
-          .updateTable('sessions')
-          .set({ revoked_at_ms: now.getTime(), revoked_reason: 'password_changed' })
-          .where('user_id', '=', id)
-          .where('id', '!=', keepSessionId)
-          .where('revoked_at_ms', 'is', null)
-          .execute();
+        await revokeSessionsOfUser(trx, id, now.getTime(), 'password_changed', keepSessionId);
         await forgetTrustedClients(trx, id);
+        await cancelEmailChange(trx, id, now.getTime());
         return true;
       });
     },
@@ -278,15 +274,22 @@ export function createUsersRepository(db: Db): UsersRepository {
           .returning(userColumns)
           .executeTakeFirst();
       try {
-        const row = issued
-          ? await db.transaction().execute(async (trx) => {
-              const updated = await update(trx);
-              if (!updated) return undefined;
-              await insertOneTimeToken(trx, issued.token, now);
-              for (const mail of issued.mails) await queueMail(trx, mail, now.getTime());
-              return updated;
-            })
-          : await update(db);
+        const abandons = changes.pendingEmail === null;
+        const row =
+          issued || abandons
+            ? await db.transaction().execute(async (trx) => {
+                const updated = await update(trx);
+                if (!updated) return undefined;
+                if (abandons) {
+                  await spendTokensOfUser(trx, id, now.getTime(), {
+                    purpose: 'verify_email',
+                    emailCanonical: updated.email.toLowerCase(),
+                  });
+                }
+                if (issued) await insertTokenWithMails(trx, issued.token, issued.mails, now);
+                return updated;
+              })
+            : await update(db);
         return row ? toUser(row) : undefined;
       } catch (error) {
         if (violatedUniqueConstraint(error)?.includes('email')) {
@@ -340,6 +343,28 @@ async function isUsernameTaken(db: Db, user: NewUser): Promise<boolean> {
     )
     .executeTakeFirst();
   return row !== undefined;
+}
+
+/**
+ * Locks the user's row for the rest of `db`'s transaction (a write that changes nothing: PostgreSQL's row lock, SQLite's
+ * single writer). Transactions that touch a user's row and their one-time tokens take the row first, so that a profile
+ * change and a verification never wait for each other in opposite orders.
+ */
+export async function lockUserRow(db: Db, id: number): Promise<void> {
+  await db
+    .updateTable('users')
+    .set((eb) => ({ id: eb.ref('id') }))
+    .where('id', '=', id)
+    .execute();
+}
+
+/**
+ * Drops the pending address and spends every mailed link of the user, in `db`'s transaction: after a password reset or
+ * change, an email change asked for with the old credentials (perhaps by whoever stole them) must not complete.
+ */
+export async function cancelEmailChange(db: Db, id: number, nowMs: number): Promise<void> {
+  await db.updateTable('users').set({ pending_email: null }).where('id', '=', id).execute();
+  await spendTokensOfUser(db, id, nowMs);
 }
 
 /** Raises the user's trust generation (voiding device tokens) and forgets their known addresses, in `db`'s transaction. */

@@ -162,7 +162,7 @@ export const ProfileUpdateBody = Type.Object({
       format: 'password',
       maxLength: 4096,
       description:
-        'Optional: when given, checked, and the change applies only while it is still the password',
+        'Required to change the email to a new address; optional otherwise. When given, checked, and the change applies only while it is still the password',
     }),
   ),
   age: Type.Optional(Type.Integer({ minimum: 0, maximum: MAX_AGE })),

@@ -24,15 +24,41 @@ export class SmtpSendError extends Error {
 }
 
 // Nodemailer waits two minutes to connect and ten for a quiet socket by default: a dead server would hold a send (and
-// a stopping process) that long. The URL's own query (?socketTimeout=…) still wins.
-const TIMEOUTS = { connectionTimeout: 10_000, greetingTimeout: 10_000, socketTimeout: 10_000 };
+// a stopping process) that long.
+const TIMEOUTS = {
+  connectionTimeout: 10_000,
+  greetingTimeout: 10_000,
+  socketTimeout: 10_000,
+  dnsTimeout: 10_000,
+};
+
+/**
+ * The longest any one timeout may be, even when the URL's query asks for more: with every phase at its longest, a send
+ * still ends well within the outbox lease (services/mail-sender.ts), so no other sender takes the mail while it runs.
+ */
+export const MAX_SMTP_TIMEOUT_MS = 25_000;
+
+/** Nodemailer's options for SMTP_URL: the URL, with its query's timeouts taken out, shortened to the cap, and set. */
+export function smtpTransportOptions(smtpUrl: string): { url: string } & typeof TIMEOUTS {
+  const url = new URL(smtpUrl);
+  const timeouts = { ...TIMEOUTS };
+  for (const name of Object.keys(TIMEOUTS) as (keyof typeof TIMEOUTS)[]) {
+    const asked = Number(url.searchParams.get(name));
+    if (url.searchParams.has(name) && Number.isFinite(asked) && asked > 0) timeouts[name] = asked;
+    timeouts[name] = Math.min(timeouts[name], MAX_SMTP_TIMEOUT_MS);
+    url.searchParams.delete(name);
+  }
+  // The URL as given when it held no timeout: URL serialisation would otherwise add a trailing slash.
+  const unchanged = url.search === new URL(smtpUrl).search;
+  return { url: unchanged ? smtpUrl : url.toString(), ...timeouts };
+}
 
 /**
  * Sends through the server SMTP_URL names: smtps:// is TLS from the start, smtp:// upgrades with STARTTLS when the
  * server offers it (`?requireTLS=true` insists), and credentials come from the URL.
  */
 export function createSmtpTransport(smtpUrl: string): SmtpTransport {
-  const transport = nodemailer.createTransport({ url: smtpUrl, ...TIMEOUTS });
+  const transport = nodemailer.createTransport(smtpTransportOptions(smtpUrl));
   const secrets = secretsOf(smtpUrl);
   return {
     async send(mail) {

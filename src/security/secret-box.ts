@@ -70,6 +70,15 @@ export function deriveDeviceTokenKey(secret: string): Buffer {
   return derive(secret, 'device token v1');
 }
 
+/**
+ * Returns the key under which throttling names an email address (R9), from the first (current) secret: a copy of the
+ * counter store (Redis) then tells nothing of which addresses were asked about, where a bare digest of a guessed
+ * address would match.
+ */
+export function deriveMailAddressKey(secret: string): Buffer {
+  return derive(secret, 'mail address key v1');
+}
+
 /** Builds a box that seals with the first secret and opens with any of them. */
 export function createSecretBox(secrets: readonly string[]): SecretBox {
   if (secrets.length === 0) throw new Error('a SecretBox needs at least one secret');

@@ -38,7 +38,8 @@ export interface AccountsService {
   /**
    * Changes age or level, and asks for an email change (kept as the pending address, mailed a verification link, the
    * old address told), only while the session asking is live and, when a current password is given, while it is
-   * still the user's; throws email_taken, not_found, invalid_password, invalid_token or temporarily_unavailable.
+   * still the user's (a new address needs it); throws validation_failed, email_taken, not_found, invalid_password,
+   * invalid_token or temporarily_unavailable.
    */
   updateProfile(userId: number, changes: ProfileUpdate, context: RequestContext): Promise<User>;
   /** Replaces the password after checking the current one, and ends every session but `keepSessionId`. */
@@ -116,6 +117,24 @@ export const MAX_EMAIL_LENGTH = 254;
 const EMAIL_ADDRESS =
   /^[a-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[a-z0-9!#$%&'*+/=?^_`{|}~-]+)*@(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?\.)+[a-z0-9](?:[a-z0-9-]*[a-z0-9])?$/i;
 
+/**
+ * The form an email address is compared, looked up and counted in: trimmed and case-folded (addresses are ASCII here,
+ * and no provider tells letter cases apart). Every comparison of addresses goes through it.
+ */
+export const canonicalEmail = (email: string): string => email.trim().toLowerCase();
+
+/**
+ * Judges a new password (registration, change, reset) by the policy, with the account's username and email, and the
+ * address's parts, as the guesses an attacker would try first; the problem, or undefined when it is acceptable.
+ */
+export function checkNewPassword(
+  policy: PasswordPolicy,
+  account: { username: string; email: string },
+  password: string,
+): Promise<PasswordProblem | undefined> {
+  return policy.check(password, [account.username, account.email, ...account.email.split('@')]);
+}
+
 /** Whether the text is an email address, as the schemas' `email` format reads one. */
 export const isEmailAddress = (email: string) => EMAIL_ADDRESS.test(email);
 
@@ -171,7 +190,7 @@ export function checkAccountFields(
       usernameCanonical: username.canonical,
       usernameSkeleton: usernameSkeleton(username.display),
       email,
-      emailCanonical: email.toLowerCase(),
+      emailCanonical: canonicalEmail(email),
       age: fields.age,
       level,
     },
@@ -227,11 +246,11 @@ export function createAccountsService(deps: AccountsDependencies): AccountsServi
         throw new AppError('validation_failed', 'Invalid registration', { details: problems });
       }
       const { account } = checked;
-      const guessable = await policy.check(password, [
-        registration.username,
-        account.email,
-        ...account.email.split('@'),
-      ]);
+      const guessable = await checkNewPassword(
+        policy,
+        { username: registration.username, email: account.email },
+        password,
+      );
       if (guessable) {
         throw new AppError('validation_failed', 'Invalid registration', {
           details: [describePasswordProblem(guessable)],
@@ -281,7 +300,7 @@ export function createAccountsService(deps: AccountsDependencies): AccountsServi
       const email = changes.email?.trim();
       const emailProblem = email === undefined ? undefined : findEmailProblem(email);
       if (emailProblem) throw new AppError('validation_failed', 'Invalid email', { details: [emailProblem] });
-      // Seed clients change their email without a password; a password given is checked.
+      // A password given is checked (age and level need none; a new address does, below).
       const credentials =
         changes.currentPassword === undefined
           ? undefined
@@ -292,10 +311,22 @@ export function createAccountsService(deps: AccountsDependencies): AccountsServi
       if (email !== undefined && !previous) throw new AppError('not_found', 'User not found');
       // Clients that send the whole profile each time resend the same address: only a new one is a change to prove.
       const newEmail =
-        email !== undefined && previous && email.toLowerCase() !== previous.email.toLowerCase()
+        email !== undefined && previous && canonicalEmail(email) !== canonicalEmail(previous.email)
           ? email
           : undefined;
-      if (newEmail !== undefined && (await users.findUserByEmail(newEmail.toLowerCase()))) {
+      // A stolen access token alone must not move the account to another mailbox, from which a reset would take it.
+      if (newEmail !== undefined && changes.currentPassword === undefined) {
+        throw new AppError('validation_failed', 'Invalid profile', {
+          details: [
+            {
+              loc: ['body', 'current_password'],
+              msg: 'current_password is required to change the email to a new address',
+              type: 'missing',
+            },
+          ],
+        });
+      }
+      if (newEmail !== undefined && (await users.findUserByEmail(canonicalEmail(newEmail)))) {
         throw new AppError('email_taken', 'Email already registered');
       }
       const issued =
@@ -307,9 +338,13 @@ export function createAccountsService(deps: AccountsDependencies): AccountsServi
         {
           // The same address in another letter case: no new mailbox to prove.
           ...(email !== undefined && newEmail === undefined
-            ? { email: { display: email, canonical: email.toLowerCase() } }
+            ? { email: { display: email, canonical: canonicalEmail(email) } }
             : {}),
           ...(newEmail !== undefined ? { pendingEmail: newEmail } : {}),
+          // The current address again while another waits: the user changed their mind, and that link must die.
+          ...(email !== undefined && newEmail === undefined && previous?.pendingEmail != null
+            ? { pendingEmail: null }
+            : {}),
           ...(changes.age !== undefined ? { age: changes.age } : {}),
           ...(changes.level !== undefined ? { level: changes.level } : {}),
         },
@@ -342,11 +377,7 @@ export function createAccountsService(deps: AccountsDependencies): AccountsServi
           type: 'password_unchanged',
         });
       } else {
-        const problem = await policy.check(newPassword, [
-          credentials.user.username,
-          credentials.user.email,
-          ...credentials.user.email.split('@'),
-        ]);
+        const problem = await checkNewPassword(policy, credentials.user, newPassword);
         if (problem) problems.push({ ...describePasswordProblem(problem), loc: ['body', 'new_password'] });
       }
       if (problems.length > 0)

@@ -48,6 +48,8 @@ const DETAIL_FIELDS: Readonly<Record<string, 'text' | 'number'>> = {
   retryAfterSeconds: 'number',
   ended: 'number',
   spentForMs: 'number',
+  // A mailed token's purpose (verify_email, reset_password), never the token.
+  purpose: 'text',
   // Operators' actions (services/operators.ts): who acted, and on what.
   actor: 'text',
   actorUserId: 'number',

@@ -13,7 +13,7 @@ import {
 } from '../security/one-time-tokens.ts';
 import type { PasswordPolicy } from '../security/password-policy.ts';
 import { normalisePassword, type PasswordHasher } from '../security/passwords.ts';
-import { describePasswordProblem } from './accounts.ts';
+import { canonicalEmail, checkNewPassword, describePasswordProblem } from './accounts.ts';
 import type { BackgroundWork } from './background-work.ts';
 import type { MailComposer } from './mail.ts';
 import type { RequestContext } from './request-context.ts';
@@ -27,7 +27,7 @@ export interface IssuedToken {
 
 /** What an email change needs besides the profile update: the link to the new address and the old address's notice. */
 export interface EmailChangeMailer {
-  /** Returns the token and mails of a change to `newEmail`; throws temporarily_unavailable past R9 for that address. */
+  /** Returns the token and mails of a change to `newEmail`; throws temporarily_unavailable past R10, R12 or R9. */
   prepare(user: User, newEmail: string, context: RequestContext): Promise<IssuedToken>;
   /** Tells the sender that the change's mails are in the outbox, once its transaction committed. */
   queued(): void;
@@ -74,6 +74,8 @@ export interface EmailFlowsDependencies extends EmailLinkDependencies {
   background: BackgroundWork;
   /** Runs after a reset commits: login throttling forgets the account's failures. */
   onPasswordReset?: (username: string) => Promise<void>;
+  /** onPasswordReset failed (the counter store): the reset stands, so the failure is reported rather than answered. */
+  onAftermathFailed?: (error: unknown) => void;
 }
 
 const PAGES: Readonly<Record<OneTimeTokenPurpose, string>> = {
@@ -112,6 +114,9 @@ function issueToken(
 export function createEmailChangeMailer(deps: EmailLinkDependencies): EmailChangeMailer {
   return {
     async prepare(user, newEmail, context) {
+      // A stolen session must not make the service mail one address after another, from one client or many.
+      await deps.throttle?.admitMailRequest(context);
+      await deps.throttle?.admitEmailChange(user.id, context);
       await deps.throttle?.admitMailTo(newEmail, context);
       const { token, link } = issueToken(deps, user, newEmail, 'verify_email');
       return {
@@ -140,13 +145,14 @@ export function createEmailChangeMailer(deps: EmailLinkDependencies): EmailChang
 export function createEmailFlowsService(deps: EmailFlowsDependencies): EmailFlowsService {
   const { users, tokens, flows, mail, clock, throttle, background } = deps;
 
+  // Only ever for an address never verified (the callers check): the mail tells its owner how to take the account.
   const mailVerificationLink = async (user: User) => {
     const { token, link } = issueToken(deps, user, user.email, 'verify_email');
     const verifyMail = mail.compose({
       userId: user.id,
       to: user.email,
       template: 'verify_email',
-      values: { username: user.username, link },
+      values: { username: user.username, link, signInUrl: `${deps.publicUrl}/` },
     });
     await flows.issueTokenWithMails(token, [verifyMail], clock.now());
     deps.mailQueued?.();
@@ -158,9 +164,22 @@ export function createEmailFlowsService(deps: EmailFlowsDependencies): EmailFlow
     await throttle?.admitMailTo(email, context);
   };
 
-  const redeemable = (token: string) => {
+  // Refusals are audited: a run of them against one account is someone holding old links or guessing. The user is
+  // named only when the token was issued to them (spent, expired or stale), never the token itself.
+  const refused = async (
+    purpose: OneTimeTokenPurpose,
+    tokenHash: string | undefined,
+    context: RequestContext,
+  ) => {
+    const userId =
+      tokenHash === undefined ? undefined : await tokens.findOneTimeTokenUser(tokenHash, purpose);
+    context.audit('one_time_token_refused', { purpose, ...(userId !== undefined ? { userId } : {}) });
+    return invalidToken();
+  };
+
+  const redeemable = async (token: string, purpose: OneTimeTokenPurpose, context: RequestContext) => {
     const tokenHash = hashOneTimeToken(token);
-    if (tokenHash === undefined) throw invalidToken();
+    if (tokenHash === undefined) throw await refused(purpose, undefined, context);
     return tokenHash;
   };
 
@@ -175,7 +194,7 @@ export function createEmailFlowsService(deps: EmailFlowsDependencies): EmailFlow
     async resendVerification(email, context) {
       await admitMailRequest(email, context);
       background.run('email verification resend', async () => {
-        const user = await users.findUserByEmail(email.trim().toLowerCase());
+        const user = await users.findUserByEmail(canonicalEmail(email));
         if (!user || user.emailVerifiedAt !== null) return;
         await mailVerificationLink(user);
         context.audit('email_verification_requested', { userId: user.id });
@@ -184,7 +203,8 @@ export function createEmailFlowsService(deps: EmailFlowsDependencies): EmailFlow
 
     async verifyEmail(token, context) {
       await throttle?.admitTokenSubmission(context);
-      const result = await flows.verifyEmail(redeemable(token), clock.now(), (verified) =>
+      const tokenHash = await redeemable(token, 'verify_email', context);
+      const result = await flows.verifyEmail(tokenHash, clock.now(), (verified) =>
         verified.previousEmail === undefined
           ? []
           : [
@@ -196,7 +216,7 @@ export function createEmailFlowsService(deps: EmailFlowsDependencies): EmailFlow
               }),
             ],
       );
-      if (result.outcome !== 'verified') throw invalidToken();
+      if (result.outcome !== 'verified') throw await refused('verify_email', tokenHash, context);
       const { user, endedSessions, previousEmail } = result;
       if (previousEmail !== undefined) {
         deps.mailQueued?.();
@@ -209,7 +229,7 @@ export function createEmailFlowsService(deps: EmailFlowsDependencies): EmailFlow
     async forgotPassword(email, context) {
       await admitMailRequest(email, context);
       background.run('password reset request', async () => {
-        const user = await users.findUserByEmail(email.trim().toLowerCase());
+        const user = await users.findUserByEmail(canonicalEmail(email));
         if (!user) return;
         const { token, link } = issueToken(deps, user, user.email, 'reset_password');
         const resetMail = mail.compose({
@@ -226,16 +246,12 @@ export function createEmailFlowsService(deps: EmailFlowsDependencies): EmailFlow
 
     async resetPassword(token, newPassword, context) {
       await throttle?.admitTokenSubmission(context);
-      const tokenHash = redeemable(token);
+      const tokenHash = await redeemable(token, 'reset_password', context);
       const owner = await tokens.findLiveOneTimeToken(tokenHash, 'reset_password', clock.now());
       const user = owner && (await users.findUserById(owner.userId));
-      if (!user) throw invalidToken();
+      if (!user) throw await refused('reset_password', tokenHash, context);
       const password = normalisePassword(newPassword);
-      const problem = await deps.policy.check(password, [
-        user.username,
-        user.email,
-        ...user.email.split('@'),
-      ]);
+      const problem = await checkNewPassword(deps.policy, user, password);
       if (problem) {
         throw new AppError('validation_failed', 'Invalid password', {
           details: [{ ...describePasswordProblem(problem), loc: ['body', 'new_password'] }],
@@ -251,10 +267,15 @@ export function createEmailFlowsService(deps: EmailFlowsDependencies): EmailFlow
         }),
       ]);
       // Spent by a parallel reset between the look-up and here, or mailed to an address the account no longer has.
-      if (!reset) throw invalidToken();
+      if (!reset) throw await refused('reset_password', tokenHash, context);
       deps.mailQueued?.();
-      await deps.onPasswordReset?.(reset.user.username);
       context.audit('password_reset', { userId: reset.user.id, ended: reset.endedSessions });
+      // The reset is committed: a counter store that fails now must not turn it into a 5xx the user would retry.
+      try {
+        await deps.onPasswordReset?.(reset.user.username);
+      } catch (error) {
+        deps.onAftermathFailed?.(error);
+      }
     },
   };
 }

@@ -48,7 +48,8 @@ export interface MailSender {
 
 const POLL_INTERVAL_MS = 1000;
 const BATCH_SIZE = 10;
-const LEASE_MS = 120_000;
+/** How long a claimed mail stays one sender's: longer than a send can take with every SMTP timeout at its cap. */
+export const MAIL_LEASE_MS = 120_000;
 const STOP_WAIT_MS = 5000;
 
 /** Builds the loop that sends the outbox's due mails; it never keeps the process alive by itself. */
@@ -56,7 +57,7 @@ export function createMailSender(options: MailSenderOptions): MailSender {
   const { outbox, renderer, transport, from, clock, events } = options;
   const pollIntervalMs = options.pollIntervalMs ?? POLL_INTERVAL_MS;
   const batchSize = options.batchSize ?? BATCH_SIZE;
-  const leaseMs = options.leaseMs ?? LEASE_MS;
+  const leaseMs = options.leaseMs ?? MAIL_LEASE_MS;
   let started = false;
   let stopping = false;
   let timer: NodeJS.Timeout | undefined;

@@ -30,7 +30,16 @@ const TEMPLATES: Record<MailTemplate, (values: MailValues) => TemplateText> = {
       ['Hello ', { value: values.username }, ','],
       ['To confirm that this address belongs to your Gatehouse account, open this link within 24 hours:'],
       [{ link: required(values, 'link', 'verify_email') }],
-      ['If you did not ask for this, ignore this mail: nothing changes unless the link is opened.'],
+      ...(values.signInUrl
+        ? [
+            // Pre-account hijacking: the link ends the sessions of whoever registered the address, but not their
+            // knowledge of the password. Only a reset, which this mailbox alone can do, takes the account back.
+            [
+              'If you did not create this account, do not open the link: someone registered it with your address. Take it over instead with "Forgot your password?" at',
+            ],
+            [{ link: values.signInUrl }],
+          ]
+        : [['If you did not ask for this, ignore this mail: nothing changes unless the link is opened.']]),
     ],
   }),
   password_reset: (values) => ({

@@ -15,6 +15,11 @@ export interface MailValues {
   username: string;
   link?: string;
   newEmail?: string;
+  /**
+   * The sign-in page, in a verification mail to an address never verified: whoever registered it may not be its owner,
+   * and the owner takes the account over with "Forgot your password?" there rather than by opening the link.
+   */
+  signInUrl?: string;
 }
 
 export interface MailToCompose {

@@ -1,16 +1,29 @@
-import { createHash } from 'node:crypto';
+import { createHash, createHmac } from 'node:crypto';
 import type { Counter, CounterReading, CounterStore } from '../db/counters.ts';
 import { AppError } from '../errors.ts';
 import { clientIpKey } from '../security/client-ip.ts';
-import { loginIdentifier } from './accounts.ts';
+import { deriveMailAddressKey } from '../security/secret-box.ts';
+import { canonicalEmail, loginIdentifier } from './accounts.ts';
 import type { RequestContext } from './request-context.ts';
 
 /**
  * THROTTLING.md §2: R1–R4 count failed logins, R5–R7 cap requests per client address, R7 also per session; R8 caps
  * the messages a user posts. R9 caps the mails asked for one address, R10 the mail requests and R11 the token
- * submissions of one client address.
+ * submissions of one client address, R12 the email changes of one user.
  */
-export type ThrottleRule = 'R1' | 'R2' | 'R3' | 'R4' | 'R5' | 'R6' | 'R7' | 'R8' | 'R9' | 'R10' | 'R11';
+export type ThrottleRule =
+  | 'R1'
+  | 'R2'
+  | 'R3'
+  | 'R4'
+  | 'R5'
+  | 'R6'
+  | 'R7'
+  | 'R8'
+  | 'R9'
+  | 'R10'
+  | 'R11'
+  | 'R12';
 
 export interface Refusal {
   rule: ThrottleRule;
@@ -41,6 +54,7 @@ export interface ThrottlePolicy {
   mailPerAddress: readonly RateWindow[];
   mailRequestPerIp: readonly RateWindow[];
   emailTokenPerIp: readonly RateWindow[];
+  emailChangePerUser: readonly RateWindow[];
 }
 
 /** One password login as throttling sees it, before its password is checked. */
@@ -84,10 +98,15 @@ export interface Throttle {
    * whether or not an account has it: a refusal reserved for real accounts would tell which addresses are.
    */
   admitMailTo(address: string, context: RequestContext): Promise<void>;
-  /** R10: throws temporarily_unavailable when this client address asks for password or verification mails too often. */
+  /**
+   * R10: throws temporarily_unavailable when this client address asks for password, verification or email-change
+   * mails too often.
+   */
   admitMailRequest(context: RequestContext): Promise<void>;
   /** R11: throws temporarily_unavailable when this client address submits mailed tokens too often. */
   admitTokenSubmission(context: RequestContext): Promise<void>;
+  /** R12: throws temporarily_unavailable when this user asks for email changes too often, from whichever address. */
+  admitEmailChange(userId: number, context: RequestContext): Promise<void>;
 }
 
 const LOCKS_LIMIT = 1_000_000_000;
@@ -109,9 +128,24 @@ const secondsOf = (ms: number) => Math.max(1, Math.ceil(ms / 1000));
 // Keys carry a digest of the username: what someone typed into the field (a password, at times) stays out of Redis.
 const digest = (text: string) => createHash('sha256').update(text).digest('base64url').slice(0, 24);
 
+/** The keys throttling derives from GATEHOUSE_SECRET. */
+export interface ThrottleKeys {
+  /** Names an email address in the counters (deriveMailAddressKey). */
+  mailAddressKey: Buffer;
+}
+
+/** Returns the throttling keys of the current GATEHOUSE_SECRET (the first of a rotation's list). */
+export function throttleKeysOf(secrets: readonly string[]): ThrottleKeys {
+  const [current] = secrets;
+  if (current === undefined) throw new Error('throttling needs GATEHOUSE_SECRET');
+  return { mailAddressKey: deriveMailAddressKey(current) };
+}
+
 /** Builds the throttling rules over the given counters. */
-export function createThrottle(counters: CounterStore, policy: ThrottlePolicy): Throttle {
+export function createThrottle(counters: CounterStore, policy: ThrottlePolicy, keys: ThrottleKeys): Throttle {
   const { backoffMaxSeconds } = policy;
+  const addressKey = (canonical: string) =>
+    createHmac('sha256', keys.mailAddressKey).update(canonical).digest('base64url').slice(0, 24);
   /** A failure count that locks as it goes past `limit` (see waitOf), with the count of its locks beside it. */
   const locking = (name: string, limit: number, baseSeconds: number) => ({
     limit,
@@ -162,6 +196,7 @@ export function createThrottle(counters: CounterStore, policy: ThrottlePolicy): 
   const mailsPerAddress = windows('r9', policy.mailPerAddress);
   const mailRequestsPerIp = windows('r10', policy.mailRequestPerIp);
   const tokenSubmissionsPerIp = windows('r11', policy.emailTokenPerIp);
+  const emailChangesPerUser = windows('r12', policy.emailChangePerUser);
 
   /** Every window counts the request; the longest wait of those past their limit is the answer. */
   const admit = async (rule: ThrottleRule, limited: ReturnType<typeof windows>, key: string) => {
@@ -295,9 +330,9 @@ export function createThrottle(counters: CounterStore, policy: ThrottlePolicy): 
 
     admitMessage: (userId, context) => refuseRequest('R8', messagesPerUser, String(userId), context),
 
-    // A digest, as for usernames: the store holds no address.
+    // Keyed, unlike a username's digest: addresses are few enough to guess, and the store must hold none.
     admitMailTo: (address, context) =>
-      refuseRequest('R9', mailsPerAddress, digest(address.trim().toLowerCase()), context),
+      refuseRequest('R9', mailsPerAddress, addressKey(canonicalEmail(address)), context),
 
     admitMailRequest: (context) =>
       refuseRequest('R10', mailRequestsPerIp, clientIpKey(context.ipAddress, policy.ipv6SubnetBits), context),
@@ -309,5 +344,7 @@ export function createThrottle(counters: CounterStore, policy: ThrottlePolicy): 
         clientIpKey(context.ipAddress, policy.ipv6SubnetBits),
         context,
       ),
+
+    admitEmailChange: (userId, context) => refuseRequest('R12', emailChangesPerUser, String(userId), context),
   };
 }

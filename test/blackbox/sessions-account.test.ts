@@ -99,7 +99,12 @@ describe.each(DIALECTS)('sessions: account self-service (%s)', (dialect) => {
       const u = await registerUser(ctx);
       const g = await loginGrant(ctx, u);
       const email = `new-${randomId(4)}@Example.org`;
-      const r = await send(ctx, 'PATCH', '/users/me', g.access, { email, age: 55, level: 'intermediate' });
+      const r = await send(ctx, 'PATCH', '/users/me', g.access, {
+        email,
+        current_password: u.password,
+        age: 55,
+        level: 'intermediate',
+      });
       expect(r.status, r.text).toBe(200);
       // The email itself changes once the link mailed to the new address is used.
       expect(r.json).toEqual({ ...publicFields(u), pending_email: email, age: 55, level: 'intermediate' });
@@ -192,7 +197,10 @@ describe.each(DIALECTS)('sessions: account self-service (%s)', (dialect) => {
       const a = await registerUser(ctx);
       const b = await registerUser(ctx);
       const gb = await loginGrant(ctx, b);
-      const r = await send(ctx, 'PATCH', '/users/me', gb.access, { email: a.email.toUpperCase() });
+      const r = await send(ctx, 'PATCH', '/users/me', gb.access, {
+        email: a.email.toUpperCase(),
+        current_password: b.password,
+      });
       expect(r.status, r.text).toBe(409);
       expectJsonContentType(r);
       expect(r.json.code).toBe('email_taken');
@@ -207,7 +215,10 @@ describe.each(DIALECTS)('sessions: account self-service (%s)', (dialect) => {
       const a = await registerUser(ctx);
       const g = await loginGrant(ctx, a);
       const newEmail = `moved-${randomId(4)}@example.com`;
-      const patched = await send(ctx, 'PATCH', '/users/me', g.access, { email: newEmail });
+      const patched = await send(ctx, 'PATCH', '/users/me', g.access, {
+        email: newEmail,
+        current_password: a.password,
+      });
       expect(patched.status, patched.text).toBe(200);
       expect(patched.json.email).toBe(a.email);
       expect(patched.json.pending_email).toBe(newEmail);
@@ -230,7 +241,10 @@ describe.each(DIALECTS)('sessions: account self-service (%s)', (dialect) => {
       const email = `race-${randomId(5)}@example.com`;
       const replies = await Promise.all(
         grants.map((g, i) =>
-          send(ctx, 'PATCH', '/users/me', g.access, { email: i % 2 ? email.toUpperCase() : email }),
+          send(ctx, 'PATCH', '/users/me', g.access, {
+            email: i % 2 ? email.toUpperCase() : email,
+            current_password: users[i]?.password,
+          }),
         ),
       );
       const statuses = replies.map((r) => r.status).sort();

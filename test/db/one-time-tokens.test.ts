@@ -1,6 +1,11 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createEmailFlowsRepository } from '../../src/db/email-flows.ts';
-import { createOneTimeTokensRepository, type NewOneTimeToken } from '../../src/db/one-time-tokens.ts';
+import {
+  consumeOneTimeToken,
+  createOneTimeTokensRepository,
+  insertOneTimeToken,
+  type NewOneTimeToken,
+} from '../../src/db/one-time-tokens.ts';
 import { createSessionsRepository } from '../../src/db/sessions.ts';
 import { createUsersRepository } from '../../src/db/users.ts';
 import { generateOneTimeToken } from '../../src/security/one-time-tokens.ts';
@@ -33,10 +38,9 @@ describe.each(dialects)('one-time tokens on %s', (dialect) => {
   };
 
   it('stores only the hash, and spends a token exactly once', async () => {
-    const tokens = createOneTimeTokensRepository(database.db);
     const user = await userNamed('once');
     const issued = tokenFor(user.id, 'once@example.com');
-    await tokens.issueOneTimeToken(issued.row, clock.now());
+    await insertOneTimeToken(database.db, issued.row, clock.now());
     const stored = await database.db
       .selectFrom('one_time_tokens')
       .selectAll()
@@ -45,21 +49,22 @@ describe.each(dialects)('one-time tokens on %s', (dialect) => {
     expect(stored).toHaveLength(1);
     expect(stored[0]?.token_hash).toBe(issued.tokenHash);
     expect(JSON.stringify(stored)).not.toContain(issued.secret);
-    expect(await tokens.consumeOneTimeToken(issued.tokenHash, 'verify_email', clock.now())).toEqual({
+    expect(await consumeOneTimeToken(database.db, issued.tokenHash, 'verify_email', clock.now())).toEqual({
       userId: user.id,
       email: 'once@example.com',
     });
-    expect(await tokens.consumeOneTimeToken(issued.tokenHash, 'verify_email', clock.now())).toBeUndefined();
+    expect(
+      await consumeOneTimeToken(database.db, issued.tokenHash, 'verify_email', clock.now()),
+    ).toBeUndefined();
   });
 
   it('lets exactly one of 10 parallel consumes of one token win', async () => {
-    const tokens = createOneTimeTokensRepository(database.db);
     const user = await userNamed('racer');
     const issued = tokenFor(user.id, 'racer@example.com');
-    await tokens.issueOneTimeToken(issued.row, clock.now());
+    await insertOneTimeToken(database.db, issued.row, clock.now());
     const results = await Promise.all(
       Array.from({ length: 10 }, () =>
-        tokens.consumeOneTimeToken(issued.tokenHash, 'verify_email', clock.now()),
+        consumeOneTimeToken(database.db, issued.tokenHash, 'verify_email', clock.now()),
       ),
     );
     expect(results.filter((result) => result !== undefined)).toHaveLength(1);
@@ -69,37 +74,49 @@ describe.each(dialects)('one-time tokens on %s', (dialect) => {
     const tokens = createOneTimeTokensRepository(database.db);
     const user = await userNamed('purpose');
     const issued = tokenFor(user.id, 'purpose@example.com', 'reset_password');
-    await tokens.issueOneTimeToken(issued.row, clock.now());
-    expect(await tokens.consumeOneTimeToken(issued.tokenHash, 'verify_email', clock.now())).toBeUndefined();
+    await insertOneTimeToken(database.db, issued.row, clock.now());
+    expect(
+      await consumeOneTimeToken(database.db, issued.tokenHash, 'verify_email', clock.now()),
+    ).toBeUndefined();
     expect(await tokens.findLiveOneTimeToken(issued.tokenHash, 'reset_password', clock.now())).toBeDefined();
-    expect(await tokens.consumeOneTimeToken(issued.tokenHash, 'reset_password', clock.now())).toBeDefined();
+    expect(
+      await consumeOneTimeToken(database.db, issued.tokenHash, 'reset_password', clock.now()),
+    ).toBeDefined();
   });
 
   it('is valid one second before its expiry and refused at it', async () => {
     const tokens = createOneTimeTokensRepository(database.db);
     const user = await userNamed('expiry');
     const early = tokenFor(user.id, 'expiry@example.com', 'reset_password', 60);
-    await tokens.issueOneTimeToken(early.row, clock.now());
+    await insertOneTimeToken(database.db, early.row, clock.now());
     const at = (offsetSeconds: number) => new Date(early.row.expiresAt.getTime() + offsetSeconds * 1000);
     expect(await tokens.findLiveOneTimeToken(early.tokenHash, 'reset_password', at(-1))).toBeDefined();
-    expect(await tokens.consumeOneTimeToken(early.tokenHash, 'reset_password', at(0))).toBeUndefined();
-    expect(await tokens.consumeOneTimeToken(early.tokenHash, 'reset_password', at(-1))).toBeDefined();
+    expect(await consumeOneTimeToken(database.db, early.tokenHash, 'reset_password', at(0))).toBeUndefined();
+    expect(await consumeOneTimeToken(database.db, early.tokenHash, 'reset_password', at(-1))).toBeDefined();
   });
 
   it("voids the user's older tokens of the same purpose, and no one else's", async () => {
-    const tokens = createOneTimeTokensRepository(database.db);
     const user = await userNamed('voider');
     const other = await userNamed('bystander');
     const older = tokenFor(user.id, 'voider@example.com');
     const reset = tokenFor(user.id, 'voider@example.com', 'reset_password');
     const others = tokenFor(other.id, 'bystander@example.com');
-    for (const issued of [older, reset, others]) await tokens.issueOneTimeToken(issued.row, clock.now());
+    for (const issued of [older, reset, others])
+      await insertOneTimeToken(database.db, issued.row, clock.now());
     const newer = tokenFor(user.id, 'voider@example.com');
-    await tokens.issueOneTimeToken(newer.row, clock.now());
-    expect(await tokens.consumeOneTimeToken(older.tokenHash, 'verify_email', clock.now())).toBeUndefined();
-    expect(await tokens.consumeOneTimeToken(newer.tokenHash, 'verify_email', clock.now())).toBeDefined();
-    expect(await tokens.consumeOneTimeToken(reset.tokenHash, 'reset_password', clock.now())).toBeDefined();
-    expect(await tokens.consumeOneTimeToken(others.tokenHash, 'verify_email', clock.now())).toBeDefined();
+    await insertOneTimeToken(database.db, newer.row, clock.now());
+    expect(
+      await consumeOneTimeToken(database.db, older.tokenHash, 'verify_email', clock.now()),
+    ).toBeUndefined();
+    expect(
+      await consumeOneTimeToken(database.db, newer.tokenHash, 'verify_email', clock.now()),
+    ).toBeDefined();
+    expect(
+      await consumeOneTimeToken(database.db, reset.tokenHash, 'reset_password', clock.now()),
+    ).toBeDefined();
+    expect(
+      await consumeOneTimeToken(database.db, others.tokenHash, 'verify_email', clock.now()),
+    ).toBeDefined();
   });
 
   describe('email flows', () => {

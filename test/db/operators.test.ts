@@ -8,7 +8,7 @@ import { createSigningKeysRepository } from '../../src/db/signing-keys.ts';
 import { createUsersRepository } from '../../src/db/users.ts';
 import type { User } from '../../src/domain/user.ts';
 import { AppError } from '../../src/errors.ts';
-import { createSecretBox } from '../../src/security/secret-box.ts';
+import { createSecretBox, deriveMailAddressKey, generateSecret } from '../../src/security/secret-box.ts';
 import { type AuditTrail, createAuditTrail } from '../../src/services/audit.ts';
 import {
   type AccountFailures,
@@ -101,10 +101,14 @@ describe.each(dialects)('the operator service on %s', (dialect) => {
         throw error;
       },
     });
-    throttle = createThrottle(counters, {
-      ...loadConfig({ DATABASE_URL: 'sqlite::memory:' }).throttling,
-      accountUntrustedFailures: 2,
-    });
+    throttle = createThrottle(
+      counters,
+      {
+        ...loadConfig({ DATABASE_URL: 'sqlite::memory:' }).throttling,
+        accountUntrustedFailures: 2,
+      },
+      { mailAddressKey: deriveMailAddressKey(generateSecret()) },
+    );
   });
   afterAll(async () => {
     await auditTrail.flush();

@@ -36,6 +36,17 @@ describe.each(dialects)('email change on %s', (dialect) => {
     });
   const verify = (token: string) =>
     t.app.inject({ method: 'POST', url: '/email/verify', payload: { token } });
+  const changeEmail = (accessToken: string, email: string) =>
+    call('PATCH', '/users/me', accessToken, { email, current_password: STRONG_PASSWORD });
+  const unspentTokens = async (userId: number) =>
+    (
+      await t.database.db
+        .selectFrom('one_time_tokens')
+        .select(['purpose', 'email'])
+        .where('user_id', '=', userId)
+        .where('consumed_at_ms', 'is', null)
+        .execute()
+    ).map((row) => `${row.purpose}:${row.email}`);
   const events = async (userId: number) => {
     await t.app.auditTrail.flush();
     return (
@@ -75,7 +86,7 @@ describe.each(dialects)('email change on %s', (dialect) => {
   it('makes the pending address the email once its link is used, and tells the old address', async () => {
     const user = await freshUser();
     const accessToken = await login(user.username);
-    await call('PATCH', '/users/me', accessToken, { email: `${user.username}@new.example.com` });
+    await changeEmail(accessToken, `${user.username}@new.example.com`);
     const token = await mailedToken(t.database, `${user.username}@new.example.com`, 'verify_email');
     const verified = await verify(token);
     expect(verified.statusCode).toBe(200);
@@ -96,16 +107,60 @@ describe.each(dialects)('email change on %s', (dialect) => {
     expect(await events(user.id)).toEqual(expect.arrayContaining(['email_changed', 'email_verified']));
   });
 
-  it('voids a verification link mailed to the old address before the change', async () => {
+  it('keeps a link for the current address working while a change is pending, and kills it once the change is made', async () => {
     const user = await freshUser();
     const accessToken = await login(user.username);
     expect((await call('POST', '/users/me/email/verification', accessToken)).statusCode).toBe(202);
     const oldLink = await mailedToken(t.database, user.email, 'verify_email');
-    await call('PATCH', '/users/me', accessToken, { email: `${user.username}@elsewhere.example.com` });
+    const address = `${user.username}@elsewhere.example.com`;
+    expect((await changeEmail(accessToken, address)).statusCode).toBe(200);
+    const newLink = await mailedToken(t.database, address, 'verify_email');
+    expect(await unspentTokens(user.id)).toEqual(
+      expect.arrayContaining([`verify_email:${user.email}`, `verify_email:${address}`]),
+    );
+    expect((await verify(newLink)).statusCode).toBe(200);
+    // The account left the old address: its link proves nothing any more.
     expect((await verify(oldLink)).statusCode).toBe(400);
+    expect((await call('GET', '/users/me', await login(user.username))).json()).toMatchObject({
+      email: address,
+      email_verified: true,
+    });
+  });
+
+  it('does not void the email-change link when a link for the current address is asked for, nor the reverse', async () => {
+    const user = await freshUser();
+    const accessToken = await login(user.username);
+    const address = `${user.username}@both.example.com`;
+    expect((await changeEmail(accessToken, address)).statusCode).toBe(200);
+    const changeLink = await mailedToken(t.database, address, 'verify_email');
+    expect((await call('POST', '/users/me/email/verification', accessToken)).statusCode).toBe(202);
+    const currentLink = await mailedToken(t.database, user.email, 'verify_email');
+    // A second link for the same address does void the first.
+    expect((await call('POST', '/users/me/email/verification', accessToken)).statusCode).toBe(202);
+    const newerCurrentLink = await mailedToken(t.database, user.email, 'verify_email');
+    expect((await verify(currentLink)).statusCode).toBe(400);
+    expect((await verify(newerCurrentLink)).statusCode).toBe(200);
+    expect((await verify(changeLink)).statusCode).toBe(200);
+    expect((await call('GET', '/users/me', await login(user.username))).json()).toMatchObject({
+      email: address,
+      pending_email: null,
+    });
+  });
+
+  it('cancels a pending change when the current address is sent again: the abandoned address link is refused', async () => {
+    const user = await freshUser();
+    const accessToken = await login(user.username);
+    const address = `${user.username}@changed-mind.example.com`;
+    expect((await changeEmail(accessToken, address)).statusCode).toBe(200);
+    const link = await mailedToken(t.database, address, 'verify_email');
+    const back = await call('PATCH', '/users/me', accessToken, { email: user.email.toUpperCase(), age: 31 });
+    expect(back.statusCode).toBe(200);
+    expect(back.json()).toMatchObject({ email: user.email.toUpperCase(), pending_email: null, age: 31 });
+    expect(await unspentTokens(user.id)).not.toContain(`verify_email:${address}`);
+    expect((await verify(link)).statusCode).toBe(400);
     expect((await call('GET', '/users/me', accessToken)).json()).toMatchObject({
-      email: user.email,
-      email_verified: false,
+      email: user.email.toUpperCase(),
+      pending_email: null,
     });
   });
 
@@ -115,6 +170,7 @@ describe.each(dialects)('email change on %s', (dialect) => {
     const accessToken = await login(user.username);
     const taken = await call('PATCH', '/users/me', accessToken, {
       email: other.email.toUpperCase(),
+      current_password: STRONG_PASSWORD,
       age: 55,
     });
     expect(taken.statusCode).toBe(409);
@@ -130,7 +186,7 @@ describe.each(dialects)('email change on %s', (dialect) => {
     const user = await freshUser();
     const accessToken = await login(user.username);
     const address = `${user.username}@contested.example.com`;
-    await call('PATCH', '/users/me', accessToken, { email: address });
+    await changeEmail(accessToken, address);
     const token = await mailedToken(t.database, address, 'verify_email');
     await registerUser(t.app, { username: `${user.username}-rival`, email: address });
     const refused = await verify(token);
@@ -162,5 +218,167 @@ describe.each(dialects)('email change on %s', (dialect) => {
     expect(refused.statusCode).toBe(400);
     expect(refused.json().code).toBe('invalid_password');
     expect(await outboxMails(t.database, `${user.username}@wrong.example.com`)).toEqual([]);
+  });
+
+  it('answers no 5xx when a verification and a new request for the same address race (lock order)', async () => {
+    const statuses: number[] = [];
+    await Promise.all(
+      Array.from({ length: 8 }, async () => {
+        const user = await freshUser();
+        const accessToken = await login(user.username);
+        const address = `${user.username}@race.example.com`;
+        for (let round = 0; round < 3; round += 1) {
+          expect((await changeEmail(accessToken, address)).statusCode).toBe(200);
+          const link = await mailedToken(t.database, address, 'verify_email');
+          const [verified, changed] = await Promise.all([verify(link), changeEmail(accessToken, address)]);
+          statuses.push(verified.statusCode, changed.statusCode);
+          if (verified.statusCode === 200) break;
+        }
+      }),
+    );
+    expect(statuses.filter((status) => status >= 500)).toEqual([]);
+  });
+
+  it('refuses a change to a new address without current_password with 422, changing and mailing nothing', async () => {
+    const user = await freshUser();
+    const accessToken = await login(user.username);
+    const refused = await call('PATCH', '/users/me', accessToken, {
+      email: `${user.username}@nopassword.example.com`,
+      age: 44,
+    });
+    expect(refused.statusCode).toBe(422);
+    expect(refused.json().detail).toEqual([
+      expect.objectContaining({
+        loc: ['body', 'current_password'],
+        msg: 'current_password is required to change the email to a new address',
+      }),
+    ]);
+    expect((await call('GET', '/users/me', accessToken)).json()).toMatchObject({
+      age: 30,
+      pending_email: null,
+    });
+    expect(await outboxMails(t.database, `${user.username}@nopassword.example.com`)).toEqual([]);
+    // Age and level need no password.
+    expect((await call('PATCH', '/users/me', accessToken, { age: 44 })).statusCode).toBe(200);
+  });
+
+  it('cancels a pending change when the owner resets the password: the link mailed to the new address is refused', async () => {
+    const user = await freshUser();
+    const stolen = await login(user.username);
+    const attackerAddress = `attacker-of-${user.username}@evil.example.com`;
+    expect((await changeEmail(stolen, attackerAddress)).statusCode).toBe(200);
+    const attackerLink = await mailedToken(t.database, attackerAddress, 'verify_email');
+    expect(
+      (await t.app.inject({ method: 'POST', url: '/password/forgot', payload: { email: user.email } }))
+        .statusCode,
+    ).toBe(202);
+    await t.app.backgroundWork.settled();
+    const resetToken = await mailedToken(t.database, user.email, 'password_reset');
+    const reset = await t.app.inject({
+      method: 'POST',
+      url: '/password/reset',
+      payload: { token: resetToken, new_password: 'the owner takes it back now' },
+    });
+    expect(reset.statusCode).toBe(204);
+    expect(await unspentTokens(user.id)).toEqual([]);
+    expect((await verify(attackerLink)).statusCode).toBe(400);
+    const row = await t.database.db
+      .selectFrom('users')
+      .select(['email', 'pending_email'])
+      .where('id', '=', user.id)
+      .executeTakeFirstOrThrow();
+    expect(row).toEqual({ email: user.email, pending_email: null });
+  });
+
+  it('cancels a pending change when the password is changed: the link mailed to the new address is refused', async () => {
+    const user = await freshUser();
+    const accessToken = await login(user.username);
+    const address = `${user.username}@abandoned.example.com`;
+    expect((await changeEmail(accessToken, address)).statusCode).toBe(200);
+    const link = await mailedToken(t.database, address, 'verify_email');
+    const changed = await call('POST', '/users/me/password', accessToken, {
+      current_password: STRONG_PASSWORD,
+      new_password: 'another fine passphrase',
+    });
+    expect(changed.statusCode).toBe(204);
+    expect(await unspentTokens(user.id)).toEqual([]);
+    expect((await call('GET', '/users/me', accessToken)).json()).toMatchObject({
+      email: user.email,
+      pending_email: null,
+    });
+    expect((await verify(link)).statusCode).toBe(400);
+  });
+});
+
+describe.each(dialects)('email change limits on %s (RATE_LIMITS=on)', (dialect) => {
+  let t: TestApp;
+  beforeAll(async () => {
+    t = await buildTestApp(dialect, {
+      env: { RATE_LIMITS: 'on', REGISTER_PER_IP: '1000/10s', MAIL_REQUEST_PER_IP: '3/3600s' },
+    });
+  });
+  afterAll(async () => {
+    await t.close();
+  });
+  const login = async (username: string, ip: string) => {
+    const response = await t.app.inject({
+      method: 'POST',
+      url: '/token',
+      payload: { username, password: STRONG_PASSWORD },
+      remoteAddress: ip,
+    });
+    expect(response.statusCode).toBe(200);
+    return (response.json() as { access_token: string }).access_token;
+  };
+  const changeEmail = (accessToken: string, email: string, ip: string) =>
+    t.app.inject({
+      method: 'PATCH',
+      url: '/users/me',
+      headers: { authorization: `Bearer ${accessToken}` },
+      payload: { email, current_password: STRONG_PASSWORD },
+      remoteAddress: ip,
+    });
+
+  it('allows 5 email changes per user an hour, from any address, then 429 with Retry-After', async () => {
+    const user = await registerUser(t.app, { username: 'restless', email: 'restless@example.com' });
+    const accessToken = await login(user.username, '198.51.100.50');
+    for (let i = 0; i < 5; i += 1) {
+      const changed = await changeEmail(accessToken, `restless${i}@example.com`, `198.51.100.${60 + i}`);
+      expect(changed.statusCode).toBe(200);
+    }
+    const refused = await changeEmail(accessToken, 'restless-last@example.com', '198.51.100.70');
+    expect(refused.statusCode).toBe(429);
+    expect(Number(refused.headers['retry-after'])).toBeGreaterThan(3000);
+    expect(refused.json()).toEqual({ detail: 'Too many attempts; retry later.' });
+    expect(await outboxMails(t.database, 'restless-last@example.com')).toEqual([]);
+    const me = await t.app.inject({
+      method: 'GET',
+      url: '/users/me',
+      headers: { authorization: `Bearer ${accessToken}` },
+    });
+    expect(me.json().pending_email).toBe('restless4@example.com');
+  });
+
+  it('counts email changes among the mail requests of a client address (R10)', async () => {
+    const ip = '203.0.113.77';
+    const first = await registerUser(t.app, { username: 'sprayer1', email: 'sprayer1@example.com' });
+    const second = await registerUser(t.app, { username: 'sprayer2', email: 'sprayer2@example.com' });
+    const firstToken = await login(first.username, ip);
+    const secondToken = await login(second.username, ip);
+    expect((await changeEmail(firstToken, 'sprayed1@example.com', ip)).statusCode).toBe(200);
+    expect((await changeEmail(secondToken, 'sprayed2@example.com', ip)).statusCode).toBe(200);
+    expect(
+      (
+        await t.app.inject({
+          method: 'POST',
+          url: '/password/forgot',
+          payload: { email: 'x@example.com' },
+          remoteAddress: ip,
+        })
+      ).statusCode,
+    ).toBe(202);
+    const refused = await changeEmail(secondToken, 'sprayed3@example.com', ip);
+    expect(refused.statusCode).toBe(429);
+    expect(await outboxMails(t.database, 'sprayed3@example.com')).toEqual([]);
   });
 });

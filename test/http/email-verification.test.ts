@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { renderMailTemplate } from '../../src/services/mail-templates.ts';
 import { buildTestApp, registerUser, STRONG_PASSWORD, type TestApp } from '../support/build-test-app.ts';
 import { dialects } from '../support/dialects.ts';
 import { decodeToken } from '../support/forge-token.ts';
@@ -93,6 +94,26 @@ describe.each(dialects)('email verification on %s', (dialect) => {
       .where('recipient', '=', user.email)
       .execute();
     expect(JSON.stringify(stored)).not.toContain(mails[0]?.values.link?.split('#token=')[1]);
+  });
+
+  it('tells the holder of a never-verified address how to take the account over instead of clicking', async () => {
+    const user = await freshUser();
+    const tokens = await login(user.username);
+    expect((await requestLink(tokens.access_token)).statusCode).toBe(202);
+    const [mail] = await outboxMails(t.database, user.email);
+    expect(mail?.values).toMatchObject({ signInUrl: `${PUBLIC_URL}/` });
+    const rendered = renderMailTemplate('verify_email', mail!.values);
+    for (const body of [rendered.text, rendered.html]) {
+      expect(body).toContain('If you did not create this account, do not open the link');
+      expect(body).toContain('Forgot your password?');
+      expect(body).toContain(`${PUBLIC_URL}/`);
+    }
+    // A verification mailed for an email change is no sign-up: the plain wording stays.
+    const change = renderMailTemplate('verify_email', {
+      username: 'x',
+      link: `${PUBLIC_URL}/account/verify-email#token=t`,
+    });
+    expect(change.text).not.toContain('did not create this account');
   });
 
   it('verifies with the token: 200 with the address, email_verified at GET /users/me and in later tokens', async () => {

@@ -192,6 +192,39 @@ describe.each(dialects)('password reset on %s', (dialect) => {
     expect((await reset(resetToken)).statusCode).toBe(400);
     await login(user.username);
   });
+
+  it('audits a refused token with its purpose, never the token, and the user only when the token was theirs', async () => {
+    const user = await freshUser();
+    const resetToken = await linkFor(user.email);
+    expect((await reset(resetToken)).statusCode).toBe(204);
+    const bogus = 'C'.repeat(43);
+    expect((await reset(resetToken, 'yet another fine passphrase')).statusCode).toBe(400);
+    expect((await reset(bogus)).statusCode).toBe(400);
+    expect(
+      (await t.app.inject({ method: 'POST', url: '/email/verify', payload: { token: bogus } })).statusCode,
+    ).toBe(400);
+    await t.app.auditTrail.flush();
+    const rows = await t.database.db
+      .selectFrom('audit_events')
+      .selectAll()
+      .where('event', '=', 'one_time_token_refused')
+      .orderBy('id', 'desc')
+      .limit(3)
+      .execute();
+    expect(
+      rows
+        .reverse()
+        .map((row) => [row.user_id === null ? null : Number(row.user_id), JSON.parse(row.detail ?? '{}')]),
+    ).toEqual([
+      [user.id, { purpose: 'reset_password' }],
+      [null, { purpose: 'reset_password' }],
+      [null, { purpose: 'verify_email' }],
+    ]);
+    for (const row of rows) {
+      expect(JSON.stringify(row)).not.toContain(resetToken);
+      expect(JSON.stringify(row)).not.toContain(bogus);
+    }
+  });
 });
 
 describe.each(dialects)('email limits on %s (RATE_LIMITS=on)', (dialect) => {

@@ -9,7 +9,7 @@ export interface OutboxMail {
   recipient: string;
   template: string;
   /** The sealed values, opened as the sender would. */
-  values: { username: string; link?: string; newEmail?: string };
+  values: { username: string; link?: string; newEmail?: string; signInUrl?: string };
 }
 
 const box = createSecretBox([TEST_SECRET]);

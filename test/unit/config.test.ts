@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { availableParallelism } from 'node:os';
 import { describe, expect, it } from 'vitest';
-import { ConfigError, loadConfig } from '../../src/config.ts';
+import { ConfigError, cleartextLinkWarning, loadConfig } from '../../src/config.ts';
 
 const problemsOf = (env: Record<string, string>) => {
   try {
@@ -442,6 +442,7 @@ describe('loadConfig: login throttling', () => {
       ],
       mailRequestPerIp: [{ limit: 30, windowSeconds: 3600 }],
       emailTokenPerIp: [{ limit: 10, windowSeconds: 300 }],
+      emailChangePerUser: [{ limit: 5, windowSeconds: 3600 }],
       deviceTokenTtlDays: 90,
       knownIpsPerUser: 10,
     });
@@ -539,7 +540,9 @@ describe('loadConfig: email verification and password reset', () => {
       MAIL_PER_ADDRESS: '2/30s',
       MAIL_REQUEST_PER_IP: '100/3600s',
       EMAIL_TOKEN_PER_IP: '20/60s',
+      EMAIL_CHANGE_PER_USER: '3/600s',
     });
+    expect(config.throttling.emailChangePerUser).toEqual([{ limit: 3, windowSeconds: 600 }]);
     expect(config.throttling.mailPerAddress).toEqual([{ limit: 2, windowSeconds: 30 }]);
     expect(config.throttling.mailRequestPerIp).toEqual([{ limit: 100, windowSeconds: 3600 }]);
     expect(config.throttling.emailTokenPerIp).toEqual([{ limit: 20, windowSeconds: 60 }]);
@@ -616,5 +619,29 @@ describe('loadConfig: mail', () => {
     ]) {
       expect(problemsOf({ MAIL_FROM: from }).join(), from).toMatch(/^MAIL_FROM=/);
     }
+  });
+});
+
+describe('cleartextLinkWarning', () => {
+  const mailOf = (env: Record<string, string>) => loadConfig(env).mail;
+  it('warns, without refusing, when mailed links would travel over http to a host that is not this machine', () => {
+    const mail = mailOf({ SMTP_URL: 'smtp://mail.example.com', PUBLIC_URL: 'http://id.intranet.example' });
+    expect(cleartextLinkWarning(mail)).toMatch(/PUBLIC_URL=http:\/\/id\.intranet\.example.*clear text/);
+  });
+
+  it.each([
+    ['https://id.example.com'],
+    ['http://localhost:8000'],
+    ['http://127.0.0.1:8000'],
+    ['http://[::1]:8000'],
+    ['http://app.localhost'],
+  ])('stays quiet for %s', (publicUrl) => {
+    expect(cleartextLinkWarning(mailOf({ SMTP_URL: 'smtp://mail.example.com', PUBLIC_URL: publicUrl }))).toBe(
+      undefined,
+    );
+  });
+
+  it('stays quiet without SMTP_URL: nothing is mailed', () => {
+    expect(cleartextLinkWarning(mailOf({ PUBLIC_URL: 'http://id.intranet.example' }))).toBe(undefined);
   });
 });

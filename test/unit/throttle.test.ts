@@ -1,7 +1,9 @@
+import { createHash, createHmac } from 'node:crypto';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { loadConfig } from '../../src/config.ts';
-import { createCounterStore } from '../../src/db/counters.ts';
+import { type CounterStore, createCounterStore } from '../../src/db/counters.ts';
 import { AppError } from '../../src/errors.ts';
+import { deriveMailAddressKey, generateSecret } from '../../src/security/secret-box.ts';
 import type { RequestContext } from '../../src/services/request-context.ts';
 import { createThrottle, type LoginAttempt, type Throttle } from '../../src/services/throttle.ts';
 
@@ -9,6 +11,8 @@ import { createThrottle, type LoginAttempt, type Throttle } from '../../src/serv
 const advanceSeconds = (seconds: number) => vi.setSystemTime(Date.now() + seconds * 1000);
 
 const DEFAULTS = loadConfig({}).throttling;
+const SECRET = generateSecret();
+const KEYS = { mailAddressKey: deriveMailAddressKey(SECRET) };
 
 function contextFrom(ipAddress: string, audits: { event: string; fields: Record<string, unknown> }[] = []) {
   const context: RequestContext = {
@@ -22,7 +26,7 @@ function contextFrom(ipAddress: string, audits: { event: string; fields: Record<
 describe('login throttling rules (in-process counters, fake clock)', () => {
   let throttle: Throttle;
   const build = (overrides: Partial<typeof DEFAULTS> = {}) => {
-    throttle = createThrottle(createCounterStore(), { ...DEFAULTS, ...overrides });
+    throttle = createThrottle(createCounterStore(), { ...DEFAULTS, ...overrides }, KEYS);
   };
   beforeEach(() => {
     vi.useFakeTimers({ toFake: ['Date'], now: new Date('2026-12-01T12:00:00Z') });
@@ -34,7 +38,7 @@ describe('login throttling rules (in-process counters, fake clock)', () => {
 
   it('holds no keys once the windows of many distinct attempts have passed, nor for attempts given back', async () => {
     const store = createCounterStore();
-    throttle = createThrottle(store, DEFAULTS);
+    throttle = createThrottle(store, DEFAULTS, KEYS);
     const distinct = (i: number) => attempt({ username: `sprayed-${i}`, ip: `198.51.${i >> 8}.${i & 255}` });
     for (let i = 0; i < 500; i += 1) {
       expect(await throttle.admitPasswordGrant(distinct(i).ip)).toBeUndefined();
@@ -307,6 +311,35 @@ describe('login throttling rules (in-process counters, fake clock)', () => {
         retryAfterSeconds: 60,
       });
       await throttle.admitMessage(8, contextFrom('203.0.113.1'));
+    });
+
+    it('R9: keys an address by an HMAC under a key derived from GATEHOUSE_SECRET, never by a bare digest', async () => {
+      const store = createCounterStore();
+      const keys: string[] = [];
+      const recording: CounterStore = {
+        ...store,
+        counter: (spec) => {
+          const counter = store.counter(spec);
+          return {
+            ...counter,
+            hit: (key) => {
+              keys.push(key);
+              return counter.hit(key);
+            },
+          };
+        },
+      };
+      throttle = createThrottle(recording, DEFAULTS, KEYS);
+      await throttle.admitMailTo(' Victim@Example.com', contextFrom('203.0.113.1'));
+      const expected = createHmac('sha256', deriveMailAddressKey(SECRET))
+        .update('victim@example.com')
+        .digest('base64url')
+        .slice(0, 24);
+      expect(new Set(keys)).toEqual(new Set([expected]));
+      const bare = createHash('sha256').update('victim@example.com').digest('base64url').slice(0, 24);
+      expect(keys.join()).not.toContain(bare);
+      expect(keys.join()).not.toContain('victim');
+      await store.close();
     });
 
     it('R9: one mail per address a minute and five an hour, the address case-folded, whoever asks', async () => {

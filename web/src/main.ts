@@ -37,6 +37,7 @@ const EVENT_LABELS: Record<string, string> = {
   email_verified: 'Email verified',
   password_reset_requested: 'Password reset requested',
   password_reset: 'Password reset',
+  one_time_token_refused: 'Mailed link refused (used, expired or replaced)',
 };
 
 let user: User | undefined;

@@ -1,7 +1,5 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
-import type { FastifyInstance } from 'fastify';
 import Type from 'typebox';
-import type { BackgroundWork } from '../../services/background-work.ts';
 import type { EmailFlowsService } from '../../services/email-flows.ts';
 import { requestContext } from '../request-context.ts';
 import {
@@ -15,19 +13,6 @@ import {
   PasswordResetBody,
   ValidationErrorResponse,
 } from '../schemas.ts';
-
-declare module 'fastify' {
-  interface FastifyInstance {
-    /** The work requests leave running after their answer (a forgotten password's mail); closing waits for it. */
-    backgroundWork: BackgroundWork;
-  }
-}
-
-/** Makes the app's background work reachable from the instance, for closing and for tests. */
-export function provideBackgroundWork(app: FastifyInstance, work: BackgroundWork): void {
-  app.decorate('backgroundWork', work);
-  app.addHook('onClose', () => work.settled());
-}
 
 const secured = { security: [{ OAuth2PasswordBearer: [] }] };
 
