@@ -72,6 +72,7 @@ export interface ClaimedMail {
   sealedPayload: string;
   /** Failed attempts before this one. */
   attempts: number;
+  createdAtMs: number;
   leaseUntilMs: number;
 }
 
@@ -156,7 +157,7 @@ export function createEmailOutboxRepository(db: Db, dialect: Dialect): EmailOutb
         .updateTable('email_outbox')
         .set({ claimed_until_ms: leaseUntilMs })
         .where((eb) => eb.and([eb('id', 'in', eb.selectFrom('due').select('due.id')), isDue(eb)]))
-        .returning(['id', 'recipient', 'template', 'payload', 'attempts', 'send_after_ms'])
+        .returning(['id', 'recipient', 'template', 'payload', 'attempts', 'send_after_ms', 'created_at_ms'])
         .execute();
       return rows
         .filter((row) => row.payload !== null)
@@ -167,6 +168,7 @@ export function createEmailOutboxRepository(db: Db, dialect: Dialect): EmailOutb
           template: row.template,
           sealedPayload: row.payload as string,
           attempts: Number(row.attempts),
+          createdAtMs: Number(row.created_at_ms),
           leaseUntilMs,
         }));
     },

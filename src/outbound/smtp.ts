@@ -7,6 +7,7 @@ export interface OutgoingMail {
   subject: string;
   text: string;
   html: string;
+  messageId: string;
 }
 
 export interface SmtpTransport {

@@ -4,8 +4,25 @@ import type { MailRenderer } from './mail.ts';
 
 /** What the sender hands to an SMTP server (outbound/smtp.ts in production). */
 export interface MailTransport {
-  send(mail: { from: string; to: string; subject: string; text: string; html: string }): Promise<void>;
+  send(mail: {
+    from: string;
+    to: string;
+    subject: string;
+    text: string;
+    html: string;
+    messageId: string;
+  }): Promise<void>;
   close(): void;
+}
+
+/**
+ * One Message-ID per outbox row, the same on every attempt: when a server accepted a mail but the answer was lost (a
+ * timeout at the end of DATA), the retry is a copy that receivers can recognise and drop. The creation time keeps ids
+ * apart across a database that was reset and counts its rows from 1 again.
+ */
+export function messageIdOf(mail: Pick<ClaimedMail, 'id' | 'createdAtMs'>, from: string): string {
+  const domain = /@([^\s>]+)>?\s*$/.exec(from)?.[1] ?? 'gatehouse.invalid';
+  return `<outbox.${mail.id}.${mail.createdAtMs.toString(36)}@${domain}>`;
 }
 
 /** A mail the sender reports on: never its payload, link or recipient. */
@@ -104,7 +121,7 @@ export function createMailSender(options: MailSenderOptions): MailSender {
       return;
     }
     try {
-      await transport.send({ from, to: mail.recipient, ...rendered });
+      await transport.send({ from, to: mail.recipient, ...rendered, messageId: messageIdOf(mail, from) });
     } catch (error) {
       const reason = (error as Error).message;
       const outcome = await outboxCall(() => outbox.markMailFailed(mail, reason, nowMs()));

@@ -86,6 +86,10 @@ describe.each(dialects)('mail delivery on %s', (dialect: Dialect) => {
     }, 'the mail to be marked sent');
     expect(sent.payload).toBeNull();
     expect(sent.attempts).toBe(0);
+    // One Message-ID per outbox row, the same on every attempt, so that a receiver can drop a repeated delivery.
+    expect(received.parsed.messageId).toBe(
+      `<outbox.${mail.id}.${Number(sent.created_at_ms).toString(36)}@id.example.com>`,
+    );
     // Several polls later, still one mail.
     await sleep(2500);
     expect(inbox.all().filter((each) => each.envelopeTo.includes(mail.to))).toHaveLength(1);
