@@ -268,7 +268,13 @@ export async function buildApp(
     emailChanges: createEmailChangeMailer(emailLinks),
     ...(throttling
       ? {
-          onPasswordChanged: (username: string) => throttling.throttle.forgetAccountFailures(username),
+          // The change has committed: a counter store that fails now is reported, not answered as a 5xx.
+          onPasswordChanged: (username: string) =>
+            throttling.throttle
+              .forgetAccountFailures(username)
+              .catch((error) =>
+                app.log.warn({ err: error }, 'clearing login failures after a password change failed'),
+              ),
           passwordChecks: passwordChecksOf(throttling.throttle),
         }
       : {}),
