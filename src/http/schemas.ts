@@ -170,6 +170,12 @@ export const ProfileUpdateBody = Type.Object({
 });
 export type ProfileUpdateBody = Static<typeof ProfileUpdateBody>;
 
+export const EmailChangeBody = Type.Object({
+  new_email: Type.String({ format: 'email', maxLength: MAX_EMAIL_LENGTH, examples: ['alice@example.net'] }),
+  password: Type.String({ format: 'password', maxLength: 4096, description: 'Your current password' }),
+});
+export type EmailChangeBody = Static<typeof EmailChangeBody>;
+
 export const PasswordChangeBody = Type.Object({
   current_password: Type.String({ format: 'password', maxLength: 4096 }),
   new_password: Type.String({ format: 'password', maxLength: 4096 }),

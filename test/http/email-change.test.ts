@@ -59,6 +59,37 @@ describe.each(dialects)('email change on %s', (dialect) => {
     ).map((row) => row.event);
   };
 
+  it('takes the same change at POST /users/me/email {new_email, password}, the dedicated route', async () => {
+    const user = await freshUser();
+    const accessToken = await login(user.username);
+    const missing = await call('POST', '/users/me/email', accessToken, { new_email: 'x@new.example.com' });
+    expect(missing.statusCode).toBe(422);
+    const wrong = await call('POST', '/users/me/email', accessToken, {
+      new_email: 'x@new.example.com',
+      password: 'not the password at all',
+    });
+    expect(wrong.statusCode).toBe(400);
+    expect(wrong.json()).toEqual({ detail: 'Incorrect password' });
+    const response = await call('POST', '/users/me/email', accessToken, {
+      new_email: `${user.username}@route.example.com`,
+      password: STRONG_PASSWORD,
+    });
+    expect(response.statusCode).toBe(200);
+    expect(response.json()).toMatchObject({
+      email: user.email,
+      pending_email: `${user.username}@route.example.com`,
+      email_verified: false,
+    });
+    await t.app.backgroundWork.settled();
+    const mails = await outboxMails(t.database);
+    expect(mails.map((mail) => `${mail.template}:${mail.recipient}`)).toEqual(
+      expect.arrayContaining([
+        `verify_email:${user.username}@route.example.com`,
+        `email_change_requested:${user.email}`,
+      ]),
+    );
+  });
+
   it('keeps the email and sets pending_email, mails a link to the new address and a notice to the old one', async () => {
     const user = await freshUser();
     const accessToken = await login(user.username);

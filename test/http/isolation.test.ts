@@ -150,6 +150,12 @@ describe.each(dialects)('isolation between users on %s', (dialect) => {
       status: [400],
     },
     'GET /users/me/sessions': { call: (b) => send('GET', '/users/me/sessions', b), status: [200] },
+    // Only Bob's own account can change: Alice's password proves nothing for Bob's session.
+    'POST /users/me/email': {
+      call: (b) =>
+        send('POST', '/users/me/email', b, { new_email: 'bob-moves@example.com', password: ALICE_PASSWORD }),
+      status: [400],
+    },
     // Bob's own address gets the link, whatever id of Alice's the body names.
     'POST /users/me/email/verification': {
       call: (b, a) =>

@@ -10,6 +10,7 @@ import {
   acceptDigitStringAge,
   ConflictResponse,
   DetailResponse,
+  EmailChangeBody,
   OwnUserResponse,
   PasswordChangeBody,
   ProfileUpdateBody,
@@ -111,6 +112,39 @@ export const accountRoutes: FastifyPluginAsyncTypebox<{
           ...(currentPassword !== undefined ? { currentPassword } : {}),
           ...(age !== undefined ? { age } : {}),
           ...(level !== undefined ? { level } : {}),
+        },
+        requestContext(request),
+      );
+      return toOwnUserResponse(user);
+    },
+  );
+
+  // The same change as PATCH /users/me {email, current_password}, under the name peers give it (a dedicated route
+  // whose password is not optional).
+  app.post(
+    '/users/me/email',
+    {
+      schema: {
+        summary: 'Change your email: the new address stays pending_email until the link mailed to it is used',
+        tags: ['account'],
+        ...secured,
+        body: EmailChangeBody,
+        response: {
+          200: OwnUserResponse,
+          400: DetailResponse,
+          409: ConflictResponse,
+          422: ValidationErrorResponse,
+          429: DetailResponse,
+        },
+      },
+    },
+    async (request) => {
+      const user = await accounts.updateProfile(
+        request.auth!.user.id,
+        {
+          sessionId: request.auth!.sessionId,
+          email: request.body.new_email,
+          currentPassword: request.body.password,
         },
         requestContext(request),
       );
