@@ -4,7 +4,8 @@ import { createDb } from '../src/db/connect.ts';
 import { migrateToLatest } from '../src/db/migrate.ts';
 import { prepareQuery } from '../src/db/prepared.ts';
 import { createSessionsRepository } from '../src/db/sessions.ts';
-import { createUsersRepository, userColumns } from '../src/db/users.ts';
+import { userColumns } from '../src/db/user-rows.ts';
+import { createUsersRepository } from '../src/db/users.ts';
 import { isClaimedSessionLive } from '../src/services/session-state.ts';
 
 const databaseUrl = process.argv[2] ?? 'sqlite::memory:';

@@ -12,7 +12,8 @@ import {
 import type { Db } from './schema.ts';
 import { revokeSessionsOfUser } from './sessions.ts';
 import { violatedUniqueConstraint } from './unique-violation.ts';
-import { forgetTrustedClients, lockUserRow, toUser, userColumns } from './users.ts';
+import { toUser, userColumns } from './user-rows.ts';
+import { forgetTrustedClients, lockUserRow } from './users.ts';
 
 /** A verification that went through: the account as now stored, and the address it replaced, if it replaced one. */
 export interface EmailVerified {

@@ -3,7 +3,7 @@ import type { User } from '../domain/user.ts';
 import type { Executor } from './one-time-tokens.ts';
 import { prepareQuery } from './prepared.ts';
 import type { Db, SessionRow } from './schema.ts';
-import { toUser } from './users.ts';
+import { toUser } from './user-rows.ts';
 
 export interface NewSession {
   id: string;

@@ -3,9 +3,10 @@ import { type Level, ROLES, type Role, type User } from '../domain/user.ts';
 import { AppError } from '../errors.ts';
 import type { QueuedMail } from './email-outbox.ts';
 import { insertTokenWithMails, type NewOneTimeToken, spendTokensOfUser } from './one-time-tokens.ts';
-import type { Db, NewUserRow, UserRow } from './schema.ts';
+import type { Db, NewUserRow } from './schema.ts';
 import { revokeSessionsOfUser } from './sessions.ts';
 import { violatedUniqueConstraint } from './unique-violation.ts';
+import { toUser, userColumns } from './user-rows.ts';
 
 export interface NewUser {
   username: string;
@@ -85,19 +86,6 @@ export interface UsersRepository {
   /** Replaces the user's roles; the user as now stored, undefined if none. */
   setUserRoles(id: number, roles: readonly Role[]): Promise<User | undefined>;
 }
-
-export const userColumns = [
-  'id',
-  'username',
-  'email',
-  'age',
-  'level',
-  'created_at_ms',
-  'roles',
-  'disabled_at_ms',
-  'email_verified_at_ms',
-  'pending_email',
-] as const;
 
 /** The row of a new user, created now. */
 export function toNewUserRow(user: NewUser, now: Date): NewUserRow {
@@ -385,26 +373,6 @@ async function compareAndSwapHash(db: Db, id: number, expectedHash: string, pass
     .where('password_hash', '=', expectedHash)
     .executeTakeFirst();
   return Number(result.numUpdatedRows) === 1;
-}
-
-export function toUser(row: Pick<UserRow, (typeof userColumns)[number]>): User {
-  return {
-    id: Number(row.id),
-    username: row.username,
-    email: row.email,
-    age: Number(row.age),
-    level: row.level,
-    createdAt: new Date(Number(row.created_at_ms)),
-    roles: parseRoles(row.roles),
-    disabledAt: row.disabled_at_ms === null ? null : new Date(Number(row.disabled_at_ms)),
-    emailVerifiedAt: row.email_verified_at_ms === null ? null : new Date(Number(row.email_verified_at_ms)),
-    pendingEmail: row.pending_email,
-  };
-}
-
-// Names this version does not know (a newer version's, or hand-edited) grant nothing.
-function parseRoles(column: string): Role[] {
-  return column.split(' ').filter((name): name is Role => (ROLES as readonly string[]).includes(name));
 }
 
 function formatRoles(roles: readonly Role[]): string {
