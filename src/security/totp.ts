@@ -30,16 +30,17 @@ export async function matchTotpStep(
   digits: 6 | 8 = TOTP_DIGITS,
 ): Promise<number | undefined> {
   if (!new RegExp(`^[0-9]{${digits}}$`).test(code)) return undefined;
+  const epoch = Math.floor(now.getTime() / 1000);
   const result = await verify({
     secret,
     token: code,
-    epoch: Math.floor(now.getTime() / 1000),
+    epoch,
     epochTolerance: TOLERANCE_SECONDS,
     algorithm: 'sha1',
     digits,
     period: TOTP_PERIOD_SECONDS,
   });
-  return result.valid ? Math.floor(result.epoch / TOTP_PERIOD_SECONDS) : undefined;
+  return result.valid ? Math.floor(epoch / TOTP_PERIOD_SECONDS) + result.delta : undefined;
 }
 
 // Crockford's base32: no I, L, O or U, so that a code read aloud or retyped is unambiguous.
