@@ -11,6 +11,8 @@ export type ErrorCode =
   | 'invalid_scope'
   | 'temporarily_unavailable'
   | 'mfa_required'
+  | 'mfa_already_enrolled'
+  | 'invalid_second_factor'
   | 'missing_token'
   | 'malformed_authorization'
   | 'cross_site_request'

@@ -64,6 +64,8 @@ export interface SessionsTable {
   ip_address: string | null;
   // The scope the login granted, space-separated: its refreshes may narrow it, never widen it.
   scope: Generated<string>;
+  // RFC 8176 methods of the login, space-separated (`pwd`, or `pwd otp mfa`): its refreshes carry them on.
+  amr: Generated<string>;
 }
 
 export interface RefreshTokensTable {
@@ -132,6 +134,45 @@ export interface EmailOutboxTable {
   sent_at_ms: number | null;
 }
 
+export interface MfaFactorsTable {
+  // Random, not generated: the sealed secret is bound to it before the row exists.
+  id: string;
+  user_id: number;
+  type: 'totp';
+  // Pending until a code confirms it; only an active factor gates a login.
+  status: 'pending' | 'active';
+  // SecretBox-sealed base32 secret, bound to the factor id and user.
+  secret_sealed: string;
+  // The last RFC 6238 time step accepted: a code of this step or an earlier one is refused.
+  last_used_step: number | null;
+  created_at_ms: number;
+  confirmed_at_ms: number | null;
+}
+
+export interface RecoveryCodesTable {
+  id: Generated<number>;
+  user_id: number;
+  // base64url SHA-256 of the normalised code.
+  code_hash: string;
+  created_at_ms: number;
+  used_at_ms: number | null;
+}
+
+export interface MfaChallengesTable {
+  id: Generated<number>;
+  // base64url SHA-256 of the mfa_token; the token itself is never stored.
+  token_hash: string;
+  user_id: number;
+  // The scope the password leg granted.
+  scope: string;
+  // SHA-256 of the password hash the password leg matched.
+  password_digest: string;
+  created_at_ms: number;
+  expires_at_ms: number;
+  attempts: Generated<number>;
+  consumed_at_ms: number | null;
+}
+
 export interface Database {
   users: UsersTable;
   conversations: ConversationsTable;
@@ -144,6 +185,9 @@ export interface Database {
   known_ips: KnownIpsTable;
   one_time_tokens: OneTimeTokensTable;
   email_outbox: EmailOutboxTable;
+  mfa_factors: MfaFactorsTable;
+  recovery_codes: RecoveryCodesTable;
+  mfa_challenges: MfaChallengesTable;
 }
 
 export type Db = Kysely<Database>;

@@ -12,6 +12,8 @@ export interface NewSession {
   userAgent: string | undefined;
   ipAddress: string | undefined;
   scope: string;
+  /** RFC 8176 authentication methods, space-separated; `pwd` when omitted. */
+  amr?: string | undefined;
 }
 
 export interface NewRefreshToken {
@@ -70,6 +72,7 @@ export const sessionColumns = [
   'sessions.user_agent',
   'sessions.ip_address',
   'sessions.scope',
+  'sessions.amr',
 ] as const;
 
 /** Placeholder for the session id in prepared queries, bound per request. */
@@ -123,6 +126,7 @@ export function createSessionsRepository(db: Db): SessionsRepository {
             user_agent: session.userAgent ?? null,
             ip_address: session.ipAddress ?? null,
             scope: session.scope,
+            amr: session.amr ?? 'pwd',
           })
           .execute();
         await trx
@@ -242,5 +246,6 @@ export function toSession(row: SessionRow): Session {
     userAgent: row.user_agent ?? undefined,
     ipAddress: row.ip_address ?? undefined,
     scope: row.scope,
+    amr: row.amr,
   };
 }

@@ -11,4 +11,6 @@ export interface Session {
   ipAddress: string | undefined;
   /** The scope the login granted (space-separated): the most any of its refreshes may grant. */
   scope: string;
+  /** How the login authenticated (RFC 8176 values, space-separated): every refresh of it says the same. */
+  amr: string;
 }

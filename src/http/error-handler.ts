@@ -65,6 +65,15 @@ const responses: Record<ErrorCode, (error: AppError, style: ErrorStyle) => Rende
     const rendered = oauthError('mfa_required', 'A second factor is required');
     return { status: 403, body: { ...rendered.body, mfa_token: error.mfaToken } };
   },
+  mfa_already_enrolled: (error) => ({
+    status: 409,
+    body: { detail: error.message, code: 'mfa_already_enrolled' },
+  }),
+  // A wrong, replayed or locked-out code on an account route: one answer for all three.
+  invalid_second_factor: (error) => ({
+    status: 400,
+    body: { detail: error.message, code: 'invalid_second_factor' },
+  }),
   // RFC 6750 §3: no error attribute when the request carried no token at all.
   missing_token: () => ({
     status: 401,

@@ -48,6 +48,11 @@ export interface AccountsService {
   deleteAccount(userId: number, password: string, context: RequestContext): Promise<void>;
   /** Makes failed logins as slow as a bcrypt verification when imported bcrypt hashes exist; run once at start. */
   equaliseFailureTiming(): Promise<void>;
+  /**
+   * Checks the user's password as a recent authentication, counted like a login; returns the user and the hash it
+   * matched; throws invalid_password, temporarily_unavailable or not_found.
+   */
+  confirmPassword(userId: number, password: string, context: RequestContext): Promise<VerifiedLogin>;
 }
 
 export interface VerifiedLogin {
@@ -392,6 +397,11 @@ export function createAccountsService(deps: AccountsDependencies): AccountsServi
       // Another change committed since the current password was checked: this one proved the old password.
       if (!replaced) throw new AppError('invalid_password', 'Incorrect password');
       await deps.onPasswordChanged?.(credentials.user.username);
+    },
+
+    async confirmPassword(userId, password, context) {
+      const credentials = await checkPassword(userId, password, context);
+      return { outcome: 'verified', user: credentials.user, verifiedHash: credentials.passwordHash };
     },
 
     async deleteAccount(userId, password, context) {

@@ -17,7 +17,7 @@ interface TemplateText {
   paragraphs: readonly Paragraph[];
 }
 
-const required = (values: MailValues, name: 'link' | 'newEmail', template: MailTemplate): string => {
+const required = (values: MailValues, name: 'link' | 'newEmail' | 'what', template: MailTemplate): string => {
   const value = values[name];
   if (value === undefined || value === '') throw new Error(`the ${template} mail needs a ${name}`);
   return value;
@@ -59,6 +59,20 @@ const TEMPLATES: Record<MailTemplate, (values: MailValues) => TemplateText> = {
       ['Hello ', { value: values.username }, ','],
       [
         'The password of your Gatehouse account was changed, and every device signed in to it was signed out.',
+      ],
+      [
+        'If this was not you, reset your password now with "Forgot your password?" on the sign-in page, and tell your administrator.',
+      ],
+    ],
+  }),
+  mfa_changed: (values) => ({
+    subject: 'The second factor of your Gatehouse account changed',
+    paragraphs: [
+      ['Hello ', { value: values.username }, ','],
+      [
+        'The second factor of your Gatehouse account changed: ',
+        { value: required(values, 'what', 'mfa_changed') },
+        '.',
       ],
       [
         'If this was not you, reset your password now with "Forgot your password?" on the sign-in page, and tell your administrator.',

@@ -8,7 +8,8 @@ export type MailTemplate =
   | 'password_reset'
   | 'password_changed'
   | 'email_change_requested'
-  | 'email_changed';
+  | 'email_changed'
+  | 'mfa_changed';
 
 /** What a template fills in. A link carries a token: it is sealed in the outbox and never logged. */
 export interface MailValues {
@@ -20,6 +21,8 @@ export interface MailValues {
    * and the owner takes the account over with "Forgot your password?" there rather than by opening the link.
    */
   signInUrl?: string;
+  /** What changed about the account's second factors, in words (mfa_changed). */
+  what?: string;
 }
 
 export interface MailToCompose {
@@ -55,6 +58,7 @@ export const MAIL_TEMPLATES: readonly MailTemplate[] = [
   'password_changed',
   'email_change_requested',
   'email_changed',
+  'mfa_changed',
 ];
 
 export const isMailTemplate = (value: string): value is MailTemplate =>

@@ -23,7 +23,8 @@ export type ThrottleRule =
   | 'R9'
   | 'R10'
   | 'R11'
-  | 'R12';
+  | 'R12'
+  | 'R13';
 
 export interface Refusal {
   rule: ThrottleRule;
@@ -107,9 +108,18 @@ export interface Throttle {
   admitTokenSubmission(context: RequestContext): Promise<void>;
   /** R12: throws temporarily_unavailable when this user asks for email changes too often, from whichever address. */
   admitEmailChange(userId: number, context: RequestContext): Promise<void>;
+  /**
+   * R13: reserves a second-factor attempt of the user as a failure before its code is checked; false when the user is
+   * locked out (10 failures lock for 15 minutes), and then nothing may be checked.
+   */
+  reserveSecondFactorAttempt(userId: number): Promise<boolean>;
+  /** The code was right: the user's second-factor failures are forgotten. */
+  recordSecondFactorSuccess(userId: number): Promise<void>;
 }
 
 const LOCKS_LIMIT = 1_000_000_000;
+const SECOND_FACTOR_FAILURES = 10;
+const SECOND_FACTOR_LOCK_SECONDS = 900;
 const HARD_CAP_WINDOW_SECONDS = 30 * 86400;
 const IP_MINUTE_BLOCK_SECONDS = 600;
 const IP_DAY_BLOCK_SECONDS = 86400;
@@ -197,6 +207,13 @@ export function createThrottle(counters: CounterStore, policy: ThrottlePolicy, k
   const mailRequestsPerIp = windows('r10', policy.mailRequestPerIp);
   const tokenSubmissionsPerIp = windows('r11', policy.emailTokenPerIp);
   const emailChangesPerUser = windows('r12', policy.emailChangePerUser);
+  // AUTH-FLOWS §7.3: 10 consecutive failures lock the user's second factor for 15 minutes (NIST allows up to 100).
+  const secondFactorFailures = counters.counter({
+    name: 'r13',
+    limit: SECOND_FACTOR_FAILURES,
+    windowSeconds: SECOND_FACTOR_LOCK_SECONDS,
+    blockSeconds: SECOND_FACTOR_LOCK_SECONDS,
+  });
 
   /** Every window counts the request; the longest wait of those past their limit is the answer. */
   const admit = async (rule: ThrottleRule, limited: ReturnType<typeof windows>, key: string) => {
@@ -346,5 +363,8 @@ export function createThrottle(counters: CounterStore, policy: ThrottlePolicy, k
       ),
 
     admitEmailChange: (userId, context) => refuseRequest('R12', emailChangesPerUser, String(userId), context),
+    reserveSecondFactorAttempt: async (userId) =>
+      (await secondFactorFailures.hit(String(userId))).count <= SECOND_FACTOR_FAILURES,
+    recordSecondFactorSuccess: (userId) => secondFactorFailures.reset(String(userId)),
   };
 }

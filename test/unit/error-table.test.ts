@@ -42,6 +42,16 @@ const TABLE: Record<ErrorCode, Record<ErrorStyle, Expected>> = {
   email_taken: both({ status: 409, body: { detail: MESSAGE, code: 'email_taken' }, headers: {} }),
   conversation_full: both({ status: 409, body: { detail: MESSAGE, code: 'conversation_full' }, headers: {} }),
   invalid_password: both({ status: 400, body: { detail: MESSAGE, code: 'invalid_password' }, headers: {} }),
+  mfa_already_enrolled: both({
+    status: 409,
+    body: { detail: MESSAGE, code: 'mfa_already_enrolled' },
+    headers: {},
+  }),
+  invalid_second_factor: both({
+    status: 400,
+    body: { detail: MESSAGE, code: 'invalid_second_factor' },
+    headers: {},
+  }),
   missing_host: { fastapi: detail(400, MESSAGE), oauth: oauth('invalid_request', MESSAGE) },
   invalid_request: both(oauth('invalid_request', MESSAGE)),
   invalid_grant: both(oauth('invalid_grant', MESSAGE)),

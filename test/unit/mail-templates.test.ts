@@ -19,6 +19,7 @@ describe('mail templates', () => {
         username: 'alice',
         link: LINK,
         newEmail: 'new@example.com',
+        what: 'an authenticator app was added',
       });
       expect(mail.subject.length, template).toBeGreaterThan(5);
       expect(mail.subject).not.toContain('token');
@@ -103,7 +104,7 @@ describe('mail renderer', () => {
     expect(() => createMailRenderer(createSecretBox([generateSecret()])).render(queued)).toThrow();
   });
 
-  it('knows the five templates of issue 13', () => {
+  it('knows the five templates of issue 13 and the second-factor notice of issue 14', () => {
     const names: MailTemplate[] = [...MAIL_TEMPLATES];
     expect(names).toEqual([
       'verify_email',
@@ -111,6 +112,7 @@ describe('mail renderer', () => {
       'password_changed',
       'email_change_requested',
       'email_changed',
+      'mfa_changed',
     ]);
   });
 });

@@ -17,6 +17,7 @@ function session(overrides: Partial<Session> = {}): Session {
     userAgent: undefined,
     ipAddress: undefined,
     scope: 'conversation:read conversation:write',
+    amr: 'pwd',
     ...overrides,
   };
 }

@@ -1,0 +1,278 @@
+import { type QueuedMail, queueMail } from './email-outbox.ts';
+import type { Executor } from './one-time-tokens.ts';
+import type { Db } from './schema.ts';
+import { violatedUniqueConstraint } from './unique-violation.ts';
+
+export interface TotpFactor {
+  id: string;
+  userId: number;
+  status: 'pending' | 'active';
+  secretSealed: string;
+  lastUsedStep: number | undefined;
+  createdAt: Date;
+  confirmedAt: Date | undefined;
+}
+
+export interface NewMfaChallenge {
+  tokenHash: string;
+  userId: number;
+  scope: string;
+  passwordDigest: string;
+  expiresAt: Date;
+}
+
+/** A challenge an attempt was counted against: whose it is and what its password leg granted. */
+export interface MfaChallengeAttempt {
+  userId: number;
+  scope: string;
+  passwordDigest: string;
+}
+
+export interface MfaRepository {
+  findTotpFactor(userId: number): Promise<TotpFactor | undefined>;
+  /** True when the user has an active factor of any type. */
+  hasActiveFactor(userId: number): Promise<boolean>;
+  /**
+   * Stores a pending TOTP factor in place of a pending one; false (nothing stored) when an active one exists or another
+   * enrolment stored its factor first.
+   */
+  insertPendingTotp(factor: Omit<TotpFactor, 'status' | 'lastUsedStep' | 'confirmedAt'>): Promise<boolean>;
+  /**
+   * Activates a pending factor with the step its confirming code matched, replaces the user's recovery codes and
+   * queues the mails, in one transaction; false when the factor is no longer pending or the step is spent.
+   */
+  activateTotp(
+    factorId: string,
+    userId: number,
+    step: number,
+    recoveryCodeHashes: readonly string[],
+    mails: readonly QueuedMail[],
+    now: Date,
+  ): Promise<boolean>;
+  /** Claims a step of an active factor: true for exactly one caller per step, and never for an earlier step. */
+  claimTotpStep(factorId: string, step: number): Promise<boolean>;
+  /** Spends an unused recovery code of the user: true for exactly one caller. */
+  claimRecoveryCode(userId: number, codeHash: string, now: Date): Promise<boolean>;
+  countRecoveryCodesLeft(userId: number): Promise<number>;
+  /** Replaces every recovery code of the user and queues the mails, in one transaction. */
+  replaceRecoveryCodes(
+    userId: number,
+    codeHashes: readonly string[],
+    mails: readonly QueuedMail[],
+    now: Date,
+  ): Promise<void>;
+  /** Deletes every factor, recovery code and challenge of the user and queues the mails; true when a factor went. */
+  deleteSecondFactors(userId: number, mails: readonly QueuedMail[], now: Date): Promise<boolean>;
+  insertMfaChallenge(challenge: NewMfaChallenge, now: Date): Promise<void>;
+  /**
+   * Counts an attempt against a challenge that is unspent, unexpired and below `maxAttempts`, in one statement;
+   * undefined when there is no such challenge. Counting before the code is checked lets parallel attempts each take a
+   * place.
+   */
+  countMfaChallengeAttempt(
+    tokenHash: string,
+    maxAttempts: number,
+    now: Date,
+  ): Promise<MfaChallengeAttempt | undefined>;
+  /** Spends a challenge: true for exactly one caller. */
+  consumeMfaChallenge(tokenHash: string, now: Date): Promise<boolean>;
+}
+
+async function insertRecoveryCodes(
+  executor: Executor,
+  userId: number,
+  codeHashes: readonly string[],
+  nowMs: number,
+) {
+  await executor.deleteFrom('recovery_codes').where('user_id', '=', userId).execute();
+  if (codeHashes.length === 0) return;
+  await executor
+    .insertInto('recovery_codes')
+    .values(
+      codeHashes.map((code_hash) => ({ user_id: userId, code_hash, created_at_ms: nowMs, used_at_ms: null })),
+    )
+    .execute();
+}
+
+async function queueMails(executor: Executor, mails: readonly QueuedMail[], nowMs: number) {
+  for (const mail of mails) await queueMail(executor, mail, nowMs);
+}
+
+export function createMfaRepository(db: Db): MfaRepository {
+  return {
+    async findTotpFactor(userId) {
+      const row = await db
+        .selectFrom('mfa_factors')
+        .selectAll()
+        .where('user_id', '=', userId)
+        .where('type', '=', 'totp')
+        .executeTakeFirst();
+      if (!row) return undefined;
+      return {
+        id: row.id,
+        userId: Number(row.user_id),
+        status: row.status,
+        secretSealed: row.secret_sealed,
+        lastUsedStep: row.last_used_step === null ? undefined : Number(row.last_used_step),
+        createdAt: new Date(Number(row.created_at_ms)),
+        confirmedAt: row.confirmed_at_ms === null ? undefined : new Date(Number(row.confirmed_at_ms)),
+      };
+    },
+
+    async hasActiveFactor(userId) {
+      const row = await db
+        .selectFrom('mfa_factors')
+        .select('id')
+        .where('user_id', '=', userId)
+        .where('status', '=', 'active')
+        .executeTakeFirst();
+      return row !== undefined;
+    },
+
+    async insertPendingTotp(factor) {
+      try {
+        return await db.transaction().execute(async (trx) => {
+          await trx
+            .deleteFrom('mfa_factors')
+            .where('user_id', '=', factor.userId)
+            .where('type', '=', 'totp')
+            .where('status', '=', 'pending')
+            .execute();
+          // The unique index on (user_id, type) refuses the insert while an active factor exists.
+          await trx
+            .insertInto('mfa_factors')
+            .values({
+              id: factor.id,
+              user_id: factor.userId,
+              type: 'totp',
+              status: 'pending',
+              secret_sealed: factor.secretSealed,
+              last_used_step: null,
+              created_at_ms: factor.createdAt.getTime(),
+              confirmed_at_ms: null,
+            })
+            .execute();
+          return true;
+        });
+      } catch (error) {
+        if (violatedUniqueConstraint(error)) return false;
+        throw error;
+      }
+    },
+
+    async activateTotp(factorId, userId, step, recoveryCodeHashes, mails, now) {
+      const nowMs = now.getTime();
+      return db.transaction().execute(async (trx) => {
+        const activated = await trx
+          .updateTable('mfa_factors')
+          .set({ status: 'active', last_used_step: step, confirmed_at_ms: nowMs })
+          .where('id', '=', factorId)
+          .where('user_id', '=', userId)
+          .where('status', '=', 'pending')
+          .executeTakeFirst();
+        if (Number(activated.numUpdatedRows) !== 1) return false;
+        await insertRecoveryCodes(trx, userId, recoveryCodeHashes, nowMs);
+        await queueMails(trx, mails, nowMs);
+        return true;
+      });
+    },
+
+    async claimTotpStep(factorId, step) {
+      // RFC 6238 §5.2: one statement decides, so that parallel submissions of one code have a single winner.
+      const claimed = await db
+        .updateTable('mfa_factors')
+        .set({ last_used_step: step })
+        .where('id', '=', factorId)
+        .where('status', '=', 'active')
+        .where((eb) => eb.or([eb('last_used_step', 'is', null), eb('last_used_step', '<', step)]))
+        .executeTakeFirst();
+      return Number(claimed.numUpdatedRows) === 1;
+    },
+
+    async claimRecoveryCode(userId, codeHash, now) {
+      const claimed = await db
+        .updateTable('recovery_codes')
+        .set({ used_at_ms: now.getTime() })
+        .where('user_id', '=', userId)
+        .where('code_hash', '=', codeHash)
+        .where('used_at_ms', 'is', null)
+        .executeTakeFirst();
+      return Number(claimed.numUpdatedRows) === 1;
+    },
+
+    async countRecoveryCodesLeft(userId) {
+      const row = await db
+        .selectFrom('recovery_codes')
+        .select((eb) => eb.fn.countAll<number | string>().as('left'))
+        .where('user_id', '=', userId)
+        .where('used_at_ms', 'is', null)
+        .executeTakeFirstOrThrow();
+      return Number(row.left);
+    },
+
+    async replaceRecoveryCodes(userId, codeHashes, mails, now) {
+      const nowMs = now.getTime();
+      await db.transaction().execute(async (trx) => {
+        await insertRecoveryCodes(trx, userId, codeHashes, nowMs);
+        await queueMails(trx, mails, nowMs);
+      });
+    },
+
+    async deleteSecondFactors(userId, mails, now) {
+      const nowMs = now.getTime();
+      return db.transaction().execute(async (trx) => {
+        const deleted = await trx.deleteFrom('mfa_factors').where('user_id', '=', userId).executeTakeFirst();
+        await trx.deleteFrom('recovery_codes').where('user_id', '=', userId).execute();
+        await trx.deleteFrom('mfa_challenges').where('user_id', '=', userId).execute();
+        if (Number(deleted.numDeletedRows) === 0) return false;
+        await queueMails(trx, mails, nowMs);
+        return true;
+      });
+    },
+
+    async insertMfaChallenge(challenge, now) {
+      const nowMs = now.getTime();
+      // Spent and expired challenges open nothing; dropping them here keeps a few rows per user without a pruning job.
+      await db
+        .deleteFrom('mfa_challenges')
+        .where('user_id', '=', challenge.userId)
+        .where('expires_at_ms', '<=', nowMs)
+        .execute();
+      await db
+        .insertInto('mfa_challenges')
+        .values({
+          token_hash: challenge.tokenHash,
+          user_id: challenge.userId,
+          scope: challenge.scope,
+          password_digest: challenge.passwordDigest,
+          created_at_ms: nowMs,
+          expires_at_ms: challenge.expiresAt.getTime(),
+          consumed_at_ms: null,
+        })
+        .execute();
+    },
+
+    async countMfaChallengeAttempt(tokenHash, maxAttempts, now) {
+      const row = await db
+        .updateTable('mfa_challenges')
+        .set((eb) => ({ attempts: eb('attempts', '+', 1) }))
+        .where('token_hash', '=', tokenHash)
+        .where('consumed_at_ms', 'is', null)
+        .where('expires_at_ms', '>', now.getTime())
+        .where('attempts', '<', maxAttempts)
+        .returning(['user_id', 'scope', 'password_digest'])
+        .executeTakeFirst();
+      return row && { userId: Number(row.user_id), scope: row.scope, passwordDigest: row.password_digest };
+    },
+
+    async consumeMfaChallenge(tokenHash, now) {
+      const consumed = await db
+        .updateTable('mfa_challenges')
+        .set({ consumed_at_ms: now.getTime() })
+        .where('token_hash', '=', tokenHash)
+        .where('consumed_at_ms', 'is', null)
+        .executeTakeFirst();
+      return Number(consumed.numUpdatedRows) === 1;
+    },
+  };
+}

@@ -1,0 +1,291 @@
+import { createHash, randomBytes } from 'node:crypto';
+import type { MfaRepository } from '../db/mfa.ts';
+import type { UsersRepository } from '../db/users.ts';
+import type { User } from '../domain/user.ts';
+import { AppError } from '../errors.ts';
+import type { Clock } from '../security/clock.ts';
+import { generateOneTimeToken, hashOneTimeToken } from '../security/one-time-tokens.ts';
+import type { SecretBox } from '../security/secret-box.ts';
+import {
+  generateRecoveryCode,
+  generateTotpSecret,
+  hashRecoveryCode,
+  matchTotpStep,
+  totpUri,
+} from '../security/totp.ts';
+import type { AccountsService } from './accounts.ts';
+import type { MailDelivery } from './mail.ts';
+import type { RequestContext } from './request-context.ts';
+import type { Throttle } from './throttle.ts';
+
+/** A second factor as a request presents it: a TOTP code or a recovery code. */
+export interface SecondFactorProof {
+  otp?: string | undefined;
+  recoveryCode?: string | undefined;
+}
+
+export interface TotpEnrolment {
+  factorId: string;
+  secret: string;
+  otpauthUri: string;
+}
+
+export interface MfaStatus {
+  totp: { status: 'pending' | 'active'; createdAt: Date } | null;
+  recoveryCodesLeft: number;
+}
+
+/** A login whose second leg passed: who, the hash its password leg matched, what it asked for, how it proved it. */
+export interface SecondFactorLogin {
+  user: User;
+  verifiedHash: string;
+  scope: string;
+  /** RFC 8176: `otp` for a TOTP code; a recovery code is a one-time code too, so `otp` as well, with `mfa`. */
+  amr: string;
+  method: 'otp' | 'recovery_code';
+}
+
+export interface MfaService {
+  /** Starts (or restarts) a TOTP enrolment after the password; throws mfa_already_enrolled or invalid_password. */
+  enrolTotp(userId: number, password: string, context: RequestContext): Promise<TotpEnrolment>;
+  /** Activates the pending factor with a current code; returns the 10 recovery codes, shown once. */
+  confirmTotp(userId: number, code: string, context: RequestContext): Promise<string[]>;
+  status(userId: number): Promise<MfaStatus>;
+  /** Removes the factor and its recovery codes after the password and a second factor. */
+  removeTotp(
+    userId: number,
+    password: string,
+    proof: SecondFactorProof,
+    context: RequestContext,
+  ): Promise<void>;
+  /** Replaces the recovery codes after the password and a TOTP code; returns the new ones. */
+  regenerateRecoveryCodes(
+    userId: number,
+    password: string,
+    otp: string,
+    context: RequestContext,
+  ): Promise<string[]>;
+  hasActiveFactor(userId: number): Promise<boolean>;
+  /** Opens the second leg of a login whose password matched `verifiedHash`; returns the opaque mfa_token. */
+  startChallenge(user: User, verifiedHash: string, scope: string): Promise<string>;
+  /** Passes the second leg of a login; throws invalid_grant for any failure, told apart from nothing. */
+  redeemChallenge(
+    mfaToken: string,
+    proof: SecondFactorProof,
+    context: RequestContext,
+  ): Promise<SecondFactorLogin>;
+  /**
+   * Checks and spends a second factor of the user (a code's step or a recovery code); returns the method, or undefined
+   * for a wrong, replayed or locked-out one.
+   */
+  spendSecondFactor(
+    userId: number,
+    proof: SecondFactorProof,
+    context: RequestContext,
+  ): Promise<'otp' | 'recovery_code' | undefined>;
+}
+
+export interface MfaDependencies {
+  mfa: MfaRepository;
+  users: UsersRepository;
+  accounts: AccountsService;
+  box: SecretBox;
+  clock: Clock;
+  mail: MailDelivery;
+  issuer: string;
+  /** Counts second-factor failures per user; off with RATE_LIMITS=off. */
+  throttle?: Throttle | undefined;
+}
+
+const RECOVERY_CODE_COUNT = 10;
+const CHALLENGE_TTL_MS = 5 * 60_000;
+const CHALLENGE_ATTEMPTS = 5;
+
+const sealContext = (factorId: string, userId: number) => `mfa_factors:totp:${factorId}:${userId}`;
+const digestOf = (passwordHash: string) => createHash('sha256').update(passwordHash).digest('base64url');
+
+/** Builds the second-factor use cases: TOTP enrolment, recovery codes, and the second leg of a login. */
+export function createMfaService(deps: MfaDependencies): MfaService {
+  const { mfa, users, accounts, box, clock, mail, throttle } = deps;
+
+  const newRecoveryCodes = () => {
+    const codes = Array.from({ length: RECOVERY_CODE_COUNT }, generateRecoveryCode);
+    return { codes, hashes: codes.map((code) => hashRecoveryCode(code) as string) };
+  };
+  const notice = (user: User, what: string) =>
+    mail.composer.compose({
+      userId: user.id,
+      to: user.email,
+      template: 'mfa_changed',
+      values: { username: user.username, what },
+    });
+
+  /** The step a code matches on the user's active factor, claimed; undefined otherwise. */
+  const spendOtp = async (userId: number, code: string) => {
+    const factor = await mfa.findTotpFactor(userId);
+    if (factor?.status !== 'active') return false;
+    const secret = box.open(factor.secretSealed, sealContext(factor.id, userId));
+    const step = await matchTotpStep(secret, code, clock.now());
+    return step !== undefined && (await mfa.claimTotpStep(factor.id, step));
+  };
+
+  const spendSecondFactor: MfaService['spendSecondFactor'] = async (userId, proof, context) => {
+    // During a lock the code is not even checked: a right one is answered as a wrong one.
+    if (throttle && !(await throttle.reserveSecondFactorAttempt(userId))) {
+      context.audit('second_factor_failed', { userId, reason: 'locked' });
+      return undefined;
+    }
+    let method: 'otp' | 'recovery_code' | undefined;
+    if (proof.otp !== undefined) {
+      if (await spendOtp(userId, proof.otp)) method = 'otp';
+    } else if (proof.recoveryCode !== undefined) {
+      const hash = hashRecoveryCode(proof.recoveryCode);
+      if (
+        hash &&
+        (await mfa.hasActiveFactor(userId)) &&
+        (await mfa.claimRecoveryCode(userId, hash, clock.now()))
+      )
+        method = 'recovery_code';
+    }
+    if (!method) {
+      context.audit('second_factor_failed', { userId, reason: 'wrong_code' });
+      return undefined;
+    }
+    await throttle?.recordSecondFactorSuccess(userId);
+    context.audit('second_factor_used', { userId, reason: method });
+    return method;
+  };
+
+  const requireSecondFactor = async (userId: number, proof: SecondFactorProof, context: RequestContext) => {
+    const method = await spendSecondFactor(userId, proof, context);
+    if (!method) throw new AppError('invalid_second_factor', 'Incorrect or already used code');
+    return method;
+  };
+
+  return {
+    async enrolTotp(userId, password, context) {
+      const { user } = await accounts.confirmPassword(userId, password, context);
+      const factorId = randomBytes(16).toString('base64url');
+      const secret = generateTotpSecret();
+      const stored = await mfa.insertPendingTotp({
+        id: factorId,
+        userId,
+        secretSealed: box.seal(secret, sealContext(factorId, userId)),
+        createdAt: clock.now(),
+      });
+      if (!stored) throw new AppError('mfa_already_enrolled', 'An authenticator app is already set up');
+      context.audit('mfa_enrolment_started', { userId });
+      return { factorId, secret, otpauthUri: totpUri(secret, deps.issuer, user.username) };
+    },
+
+    async confirmTotp(userId, code, context) {
+      const factor = await mfa.findTotpFactor(userId);
+      const user = await users.findUserById(userId);
+      if (factor?.status !== 'pending' || !user)
+        throw new AppError('not_found', 'No authenticator app to confirm');
+      if (throttle && !(await throttle.reserveSecondFactorAttempt(userId)))
+        throw new AppError('invalid_second_factor', 'Incorrect or already used code');
+      const step = await matchTotpStep(
+        box.open(factor.secretSealed, sealContext(factor.id, userId)),
+        code,
+        clock.now(),
+      );
+      const { codes, hashes } = newRecoveryCodes();
+      const activated =
+        step !== undefined &&
+        (await mfa.activateTotp(
+          factor.id,
+          userId,
+          step,
+          hashes,
+          [notice(user, 'an authenticator app was added')],
+          clock.now(),
+        ));
+      if (!activated) {
+        context.audit('second_factor_failed', { userId, reason: 'wrong_code' });
+        throw new AppError('invalid_second_factor', 'Incorrect or already used code');
+      }
+      mail.mailQueued();
+      await throttle?.recordSecondFactorSuccess(userId);
+      context.audit('mfa_enabled', { userId });
+      return codes;
+    },
+
+    async status(userId) {
+      const factor = await mfa.findTotpFactor(userId);
+      return {
+        totp: factor ? { status: factor.status, createdAt: factor.createdAt } : null,
+        recoveryCodesLeft: factor?.status === 'active' ? await mfa.countRecoveryCodesLeft(userId) : 0,
+      };
+    },
+
+    async removeTotp(userId, password, proof, context) {
+      const { user } = await accounts.confirmPassword(userId, password, context);
+      await requireSecondFactor(userId, proof, context);
+      await mfa.deleteSecondFactors(
+        userId,
+        [notice(user, 'the authenticator app and recovery codes were removed')],
+        clock.now(),
+      );
+      mail.mailQueued();
+      context.audit('mfa_disabled', { userId });
+    },
+
+    async regenerateRecoveryCodes(userId, password, otp, context) {
+      const { user } = await accounts.confirmPassword(userId, password, context);
+      await requireSecondFactor(userId, { otp }, context);
+      const { codes, hashes } = newRecoveryCodes();
+      await mfa.replaceRecoveryCodes(
+        userId,
+        hashes,
+        [notice(user, 'new recovery codes were made; the old ones no longer work')],
+        clock.now(),
+      );
+      mail.mailQueued();
+      context.audit('recovery_codes_regenerated', { userId });
+      return codes;
+    },
+
+    hasActiveFactor: (userId) => mfa.hasActiveFactor(userId),
+
+    async startChallenge(user, verifiedHash, scope) {
+      const { token, tokenHash } = generateOneTimeToken();
+      const now = clock.now();
+      await mfa.insertMfaChallenge(
+        {
+          tokenHash,
+          userId: user.id,
+          scope,
+          passwordDigest: digestOf(verifiedHash),
+          expiresAt: new Date(now.getTime() + CHALLENGE_TTL_MS),
+        },
+        now,
+      );
+      return token;
+    },
+
+    async redeemChallenge(mfaToken, proof, context) {
+      const invalid = () =>
+        new AppError('invalid_grant', 'The mfa_token or the code is invalid, expired or used');
+      const tokenHash = hashOneTimeToken(mfaToken);
+      const attempt =
+        tokenHash && (await mfa.countMfaChallengeAttempt(tokenHash, CHALLENGE_ATTEMPTS, clock.now()));
+      if (!tokenHash || !attempt) throw invalid();
+      const method = await spendSecondFactor(attempt.userId, proof, context);
+      if (!method) throw invalid();
+      const credentials = await users.findCredentialsById(attempt.userId);
+      // A password changed since the first leg voids it: the login proved a password that is no longer theirs.
+      if (!credentials || digestOf(credentials.passwordHash) !== attempt.passwordDigest) throw invalid();
+      if (!(await mfa.consumeMfaChallenge(tokenHash, clock.now()))) throw invalid();
+      return {
+        user: credentials.user,
+        verifiedHash: credentials.passwordHash,
+        scope: attempt.scope,
+        amr: 'pwd otp mfa',
+        method,
+      };
+    },
+
+    spendSecondFactor,
+  };
+}
