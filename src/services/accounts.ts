@@ -1,6 +1,7 @@
+import type { QueuedMail } from '../db/email-outbox.ts';
+import type { NewOneTimeToken } from '../db/one-time-tokens.ts';
 import type { Credentials, NewUser, UsersRepository } from '../db/users.ts';
 import { LEVELS, type Level, type User } from '../domain/user.ts';
-
 import { AppError, type FieldProblem } from '../errors.ts';
 import type { Clock } from '../security/clock.ts';
 import type { PasswordPolicy, PasswordProblem } from '../security/password-policy.ts';
@@ -11,7 +12,6 @@ import {
   type PasswordHasher,
 } from '../security/passwords.ts';
 import { findUsernameProblem, type UsernameProblem, usernameSkeleton } from '../security/usernames.ts';
-import type { EmailChangeMailer } from './email-flows.ts';
 import type { RequestContext } from './request-context.ts';
 
 export interface Registration {
@@ -20,6 +20,20 @@ export interface Registration {
   password: string;
   age: number;
   level: Level;
+}
+
+/** A token ready to store, the mails that carry it, and nothing stored yet. */
+export interface IssuedToken {
+  token: NewOneTimeToken;
+  mails: QueuedMail[];
+}
+
+/** What an email change needs besides the profile update: the link to the new address and the old address's notice. */
+export interface EmailChangeMailer {
+  /** Returns the token and mails of a change to `newEmail`; throws temporarily_unavailable past R10, R12 or R9. */
+  prepare(user: User, newEmail: string, context: RequestContext): Promise<IssuedToken>;
+  /** Tells the sender that the change's mails are in the outbox, once its transaction committed. */
+  queued(): void;
 }
 
 export interface AccountsService {

@@ -1,5 +1,4 @@
 import type { EmailFlowsRepository } from '../db/email-flows.ts';
-import type { QueuedMail } from '../db/email-outbox.ts';
 import type { NewOneTimeToken, OneTimeTokensRepository } from '../db/one-time-tokens.ts';
 import type { UsersRepository } from '../db/users.ts';
 import type { User } from '../domain/user.ts';
@@ -13,25 +12,16 @@ import {
 } from '../security/one-time-tokens.ts';
 import type { PasswordPolicy } from '../security/password-policy.ts';
 import { normalisePassword, type PasswordHasher } from '../security/passwords.ts';
-import { canonicalEmail, checkNewPassword, describePasswordProblem } from './accounts.ts';
+import {
+  canonicalEmail,
+  checkNewPassword,
+  describePasswordProblem,
+  type EmailChangeMailer,
+} from './accounts.ts';
 import type { BackgroundWork } from './background-work.ts';
 import type { MailComposer } from './mail.ts';
 import type { RequestContext } from './request-context.ts';
 import type { Throttle } from './throttle.ts';
-
-/** A token ready to store, the mails that carry it, and nothing stored yet. */
-export interface IssuedToken {
-  token: NewOneTimeToken;
-  mails: QueuedMail[];
-}
-
-/** What an email change needs besides the profile update: the link to the new address and the old address's notice. */
-export interface EmailChangeMailer {
-  /** Returns the token and mails of a change to `newEmail`; throws temporarily_unavailable past R10, R12 or R9. */
-  prepare(user: User, newEmail: string, context: RequestContext): Promise<IssuedToken>;
-  /** Tells the sender that the change's mails are in the outbox, once its transaction committed. */
-  queued(): void;
-}
 
 export interface EmailFlowsService {
   /** Mails a verification link to the user's address unless it is verified already; throws temporarily_unavailable. */

@@ -1,29 +1,13 @@
 import type { QueuedMail } from '../db/email-outbox.ts';
 import type { SecretBox } from '../security/secret-box.ts';
-import { type RenderedMail, renderMailTemplate } from './mail-templates.ts';
+import {
+  type MailTemplate,
+  type MailValues,
+  type RenderedMail,
+  renderMailTemplate,
+} from './mail-templates.ts';
 
-/** Every mail Gatehouse sends. */
-export type MailTemplate =
-  | 'verify_email'
-  | 'password_reset'
-  | 'password_changed'
-  | 'email_change_requested'
-  | 'email_changed'
-  | 'mfa_changed';
-
-/** What a template fills in. A link carries a token: it is sealed in the outbox and never logged. */
-export interface MailValues {
-  username: string;
-  link?: string;
-  newEmail?: string;
-  /**
-   * The sign-in page, in a verification mail to an address never verified: whoever registered it may not be its owner,
-   * and the owner takes the account over with "Forgot your password?" there rather than by opening the link.
-   */
-  signInUrl?: string;
-  /** What changed about the account's second factors, in words (mfa_changed). */
-  what?: string;
-}
+export type { MailTemplate, MailValues } from './mail-templates.ts';
 
 export interface MailToCompose {
   userId: number | null;
