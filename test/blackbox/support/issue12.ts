@@ -306,6 +306,7 @@ export async function runCli(
   args: string[],
   via: 'npm' | 'npx' = 'npm',
   timeoutMs = 60_000,
+  extraEnv: Record<string, string> = {},
 ): Promise<CliResult> {
   const env: Record<string, string> = {
     PATH: `${path.join(ROOT, 'node_modules', '.bin')}:${process.env.PATH ?? ''}`,
@@ -318,6 +319,7 @@ export async function runCli(
     npm_config_fund: 'false',
     npm_config_audit: 'false',
     ...FAST_ARGON2,
+    ...extraEnv,
   };
   for (const k of ['HOME', 'TMPDIR', 'LANG', 'TZ']) {
     const v = process.env[k];

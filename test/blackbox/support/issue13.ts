@@ -9,9 +9,7 @@
  * It also makes the Host-header test stronger: `X-Forwarded-Host` then comes from a trusted peer, and still must not
  * make the link.
  */
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import path from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import pg from 'pg';
 import { afterAll, beforeAll, expect } from 'vitest';
@@ -26,12 +24,10 @@ import {
   uniqueName,
 } from './client.ts';
 import { type Grant, loginGrant } from './grants.ts';
+import { type CliResult, cliSeen, runCli } from './issue12.ts';
 import {
   createDatabase,
   type Dialect,
-  FAST_ARGON2,
-  GATEHOUSE_SECRET,
-  ROOT,
   type RunningServer,
   randomId,
   type ServerContext,
@@ -39,6 +35,8 @@ import {
   type TestDatabase,
 } from './server.ts';
 import { type ReceivedMail, SmtpSink } from './smtp-sink.ts';
+
+export { cliSeen };
 
 export const PUBLIC_URL = 'http://gatehouse.test';
 export const PUBLIC_ORIGIN = 'http://gatehouse.test';
@@ -383,54 +381,12 @@ export async function databaseText(db: TestDatabase): Promise<string> {
 
 // ---------- the CLI ----------
 
-export interface CliResult {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-  command: string;
-}
-
 /** `npm run --silent gatehouse -- ARGS` against a database, with the environment the server had. */
-export async function runGatehouse(
+export function runGatehouse(
   databaseUrl: string,
   args: string[],
   env: Record<string, string> = {},
   timeoutMs = 60_000,
 ): Promise<CliResult> {
-  const full: Record<string, string> = {
-    PATH: `${path.join(ROOT, 'node_modules', '.bin')}:${process.env.PATH ?? ''}`,
-    GATEHOUSE_SECRET,
-    DATABASE_URL: databaseUrl,
-    LOG_LEVEL: 'warn',
-    NO_COLOR: '1',
-    npm_config_offline: 'true',
-    npm_config_update_notifier: 'false',
-    ...FAST_ARGON2,
-    ...env,
-  };
-  for (const k of ['HOME', 'TMPDIR', 'LANG', 'TZ']) {
-    const v = process.env[k];
-    if (v !== undefined) full[k] = v;
-  }
-  const argv = ['run', '--silent', 'gatehouse', '--', ...args];
-  const proc = spawn('npm', argv, { cwd: ROOT, env: full, stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  proc.stdout.on('data', (d: Buffer) => {
-    stdout += d.toString('utf8');
-  });
-  proc.stderr.on('data', (d: Buffer) => {
-    stderr += d.toString('utf8');
-  });
-  const timer = setTimeout(() => proc.kill('SIGKILL'), timeoutMs);
-  const code = await new Promise<number | null>((resolve) => {
-    proc.on('close', (c) => resolve(c));
-    proc.on('error', () => resolve(null));
-  });
-  clearTimeout(timer);
-  return { code, stdout, stderr, command: `npm ${argv.join(' ')}` };
-}
-
-export function cliSeen(r: CliResult): string {
-  return `\`${r.command}\` exited ${r.code}\n--- stdout ---\n${r.stdout.slice(0, 2000)}\n--- stderr ---\n${r.stderr.slice(0, 1500)}`;
+  return runCli(databaseUrl, args, 'npm', timeoutMs, env);
 }
