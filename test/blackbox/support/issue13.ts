@@ -28,6 +28,7 @@ import { type CliResult, cliSeen, runCli } from './issue12.ts';
 import {
   createDatabase,
   type Dialect,
+  getFreePort,
   type RunningServer,
   randomId,
   type ServerContext,
@@ -53,7 +54,8 @@ export interface MailContext extends ServerContext {
 export interface MailServerOptions {
   /** Start an SMTP sink and point SMTP_URL at it (default true). */
   smtp?: boolean;
-  env?: Record<string, string | undefined>;
+  /** Extra environment; a function gets the port the server will listen on (for settings that name it: origins). */
+  env?: Record<string, string | undefined> | ((port: number) => Record<string, string | undefined>);
 }
 
 /** Like useServer, with a SmtpSink started first (its port goes into SMTP_URL). */
@@ -87,13 +89,15 @@ export function useMailServer(dialect: Dialect, opts: MailServerOptions = {}): M
   beforeAll(async () => {
     if (opts.smtp !== false) sink = await SmtpSink.start();
     db = await createDatabase(dialect);
+    const port = await getFreePort();
     server = await startServer({
       databaseUrl: db.url,
+      port,
       env: {
         PUBLIC_URL,
         TRUST_PROXY: 'loopback',
         ...(sink ? { SMTP_URL: sink.url } : {}),
-        ...opts.env,
+        ...(typeof opts.env === 'function' ? opts.env(port) : opts.env),
       },
     });
   }, 60_000);
