@@ -495,12 +495,14 @@ describe.each(DIALECTS)('issue 14, TOTP and recovery codes (%s)', (dialect) => {
     const noOtp = await regenerateCodes(ctx, a.grant.access, { password: a.u.password });
     expect([400, 422], seen(noOtp)).toContain(noOtp.status);
     expect(noOtp.json?.recovery_codes).toBeUndefined();
+    // a wrong password with an already claimed code: nothing new to claim whichever the server checks first
     const badPw = await regenerateCodes(ctx, a.grant.access, {
       password: strongPassword(),
-      otp: totp(a.secret, stepAt() + 1),
+      otp: totp(a.secret, a.lastStep),
     });
     expect(badPw.status, seen(badPw)).toBe(400);
-    expect(badPw.json?.code).toBe('invalid_password');
+    expect(['invalid_password', 'invalid_second_factor']).toContain(badPw.json?.code);
+    expect(badPw.json?.recovery_codes).toBeUndefined();
     const r = await regenerateCodes(ctx, a.grant.access, { password: a.u.password, otp: await freshCode(a) });
     expect(r.status, seen(r)).toBe(200);
     const codes = r.json.recovery_codes as string[];
@@ -542,7 +544,8 @@ describe.each(DIALECTS)('issue 14, TOTP and recovery codes (%s)', (dialect) => {
       body: JSON.stringify({ password: a.u.password, recovery_code: a.recoveryCodes[0] }),
     });
     expect(anon.status, seen(anon)).toBe(401);
-    const ok = await deleteTotp(ctx, g.access, { password: a.u.password, recovery_code: a.recoveryCodes[0] });
+    // another code than the refused requests carried, in case a refusal spent that one
+    const ok = await deleteTotp(ctx, g.access, { password: a.u.password, recovery_code: a.recoveryCodes[1] });
     expect(ok.status, seen(ok)).toBe(204);
     const after = await mfaStatus(ctx, g.access);
     expect(after.json, seen(after)).toMatchObject({ totp: null, recovery_codes_left: 0 });
