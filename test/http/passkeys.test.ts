@@ -3,7 +3,20 @@ import type {
   PublicKeyCredentialRequestOptionsJSON,
 } from '@simplewebauthn/server';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { buildTestApp, registerUser, STRONG_PASSWORD, type TestApp } from '../support/build-test-app.ts';
+import { createMfaRepository } from '../../src/db/mfa.ts';
+import { createPasskeysRepository } from '../../src/db/passkeys.ts';
+import { createUsersRepository } from '../../src/db/users.ts';
+import { generateOneTimeToken } from '../../src/security/one-time-tokens.ts';
+import { createSecretBox } from '../../src/security/secret-box.ts';
+import { createMailComposer } from '../../src/services/mail.ts';
+import { createPasskeysService } from '../../src/services/passkeys.ts';
+import {
+  buildTestApp,
+  registerUser,
+  STRONG_PASSWORD,
+  TEST_SECRET,
+  type TestApp,
+} from '../support/build-test-app.ts';
 import { dialects } from '../support/dialects.ts';
 import { outboxMails } from '../support/outbox.ts';
 import {
@@ -418,5 +431,185 @@ describe.each(dialects)('passkeys on %s', (dialect) => {
     const bad = await call('POST', '/mfa/webauthn/options', undefined, { mfa_token: 'x'.repeat(43) });
     expect(bad.statusCode).toBe(400);
     expect(bad.json()).toMatchObject({ error: 'invalid_grant' });
+  });
+});
+
+describe.each(dialects)('passkeys as a second factor on %s', (dialect) => {
+  let t: TestApp;
+  beforeAll(async () => {
+    t = await buildTestApp(dialect);
+  });
+  afterAll(async () => {
+    await t.close();
+  });
+
+  const context = { userAgent: undefined, ipAddress: undefined, audit: () => {} };
+  // The MFA grant (branch totp) calls this port; here it is driven directly, over the app's database.
+  const service = () =>
+    createPasskeysService({
+      passkeys: createPasskeysRepository(t.database.db),
+      users: createUsersRepository(t.database.db),
+      accounts: {} as never,
+      sessions: {} as never,
+      mfaChallenges: createMfaRepository(t.database.db),
+      clock: t.clock,
+      mail: {
+        composer: createMailComposer(createSecretBox([TEST_SECRET])),
+        publicUrl: 'http://localhost:8000',
+        mailQueued: () => {},
+      },
+      rp: t.config.webauthn,
+    });
+
+  let counter = 0;
+  const accountWithPasskey = async () => {
+    counter += 1;
+    const username = `second${counter}`;
+    const user = await registerUser(t.app, { username, email: `${username}@example.com` });
+    const login = await t.app.inject({
+      method: 'POST',
+      url: '/token',
+      payload: { username, password: STRONG_PASSWORD },
+    });
+    const headers = { authorization: `Bearer ${(login.json() as { access_token: string }).access_token}` };
+    const authenticator = createSoftAuthenticator({ origin: ORIGIN });
+    const creation = (
+      await t.app.inject({
+        method: 'POST',
+        url: '/users/me/passkeys/registration/options',
+        headers,
+        payload: { password: STRONG_PASSWORD },
+      })
+    ).json() as { challenge_id: string; options: PublicKeyCredentialCreationOptionsJSON };
+    const verified = await t.app.inject({
+      method: 'POST',
+      url: '/users/me/passkeys/registration/verify',
+      headers,
+      payload: { challenge_id: creation.challenge_id, response: authenticator.register(creation.options) },
+    });
+    expect(verified.statusCode, verified.body).toBe(201);
+    const { token, tokenHash } = generateOneTimeToken();
+    await createMfaRepository(t.database.db).insertMfaChallenge(
+      {
+        tokenHash,
+        userId: user.id,
+        scope: 'conversation:read conversation:write',
+        passwordDigest: 'digest',
+        expiresAt: new Date(t.clock.now().getTime() + 300_000),
+      },
+      t.clock.now(),
+    );
+    return { user, authenticator, mfaToken: token, tokenHash };
+  };
+  type Holder = Awaited<ReturnType<typeof accountWithPasskey>>;
+
+  const mfaOptions = async (holder: Holder) => {
+    const response = await t.app.inject({
+      method: 'POST',
+      url: '/mfa/webauthn/options',
+      payload: { mfa_token: holder.mfaToken },
+    });
+    expect(response.statusCode, response.body).toBe(200);
+    expect(response.headers['cache-control']).toBe('no-store');
+    return response.json() as { challenge_id: string; options: PublicKeyCredentialRequestOptionsJSON };
+  };
+
+  it('lists the passkeys for a live mfa_token without spending one of its attempts', async () => {
+    const holder = await accountWithPasskey();
+    const { options } = await mfaOptions(holder);
+    expect(options.allowCredentials?.map((entry) => entry.id)).toEqual([
+      holder.authenticator.credentials[0]?.id.toString('base64url'),
+    ]);
+    expect(options.userVerification).toBe('required');
+    for (let n = 0; n < 6; n += 1) await mfaOptions(holder);
+    const row = await t.database.db
+      .selectFrom('mfa_challenges')
+      .select('attempts')
+      .where('token_hash', '=', holder.tokenHash)
+      .executeTakeFirstOrThrow();
+    expect(Number(row.attempts)).toBe(0);
+  });
+
+  it('accepts an assertion of the user once, with hwk, and refuses replays, other users and UV off', async () => {
+    const holder = await accountWithPasskey();
+    const other = await accountWithPasskey();
+    const passkeys = service();
+    const first = await mfaOptions(holder);
+    const assertion = holder.authenticator.assert(first.options);
+    expect(await passkeys.verifySecondFactor(other.user.id, first.challenge_id, assertion, context)).toBe(
+      undefined,
+    );
+    const second = await mfaOptions(holder);
+    const good = holder.authenticator.assert(second.options);
+    const results = await Promise.all([
+      passkeys.verifySecondFactor(holder.user.id, second.challenge_id, good, context),
+      passkeys.verifySecondFactor(holder.user.id, second.challenge_id, good, context),
+    ]);
+    expect(results.filter((result) => result?.amr === 'hwk')).toHaveLength(1);
+    expect(await passkeys.verifySecondFactor(holder.user.id, second.challenge_id, good, context)).toBe(
+      undefined,
+    );
+    const third = await mfaOptions(holder);
+    const unverified = holder.authenticator.assert(third.options, { userVerified: false });
+    expect(await passkeys.verifySecondFactor(holder.user.id, third.challenge_id, unverified, context)).toBe(
+      undefined,
+    );
+    // Another user's passkey, on a challenge of this user.
+    const fourth = await mfaOptions(holder);
+    const foreign = other.authenticator.assert({ challenge: fourth.options.challenge, rpId: 'localhost' });
+    expect(await passkeys.verifySecondFactor(holder.user.id, fourth.challenge_id, foreign, context)).toBe(
+      undefined,
+    );
+    expect(await passkeys.countPasskeys(holder.user.id)).toBe(1);
+    expect(await passkeys.removeAllPasskeys(holder.user.id)).toBe(1);
+    expect(await passkeys.countPasskeys(holder.user.id)).toBe(0);
+  });
+});
+
+describe.each(dialects)('passkey throttling on %s', (dialect) => {
+  let t: TestApp;
+  beforeAll(async () => {
+    t = await buildTestApp(dialect, {
+      env: { RATE_LIMITS: 'on', PASSKEY_OPTIONS_PER_IP: '2/60s', TOKEN_PASSWORD_PER_IP: '2/60s' },
+    });
+  });
+  afterAll(async () => {
+    await t.close();
+  });
+
+  it('caps the public options per address (R14) and the passwordless grant as the password grant (R5)', async () => {
+    const options = () =>
+      t.app.inject({ method: 'POST', url: '/passkeys/authentication/options', remoteAddress: '203.0.113.9' });
+    const first = await options();
+    expect(first.statusCode).toBe(200);
+    expect((await options()).statusCode).toBe(200);
+    const refused = await options();
+    expect(refused.statusCode).toBe(429);
+    expect(refused.headers['retry-after']).toBeDefined();
+    expect((await options()).statusCode).toBe(429);
+    // Another address is not affected.
+    expect(
+      (
+        await t.app.inject({
+          method: 'POST',
+          url: '/passkeys/authentication/options',
+          remoteAddress: '203.0.113.10',
+        })
+      ).statusCode,
+    ).toBe(200);
+
+    const { challenge_id } = first.json() as { challenge_id: string };
+    const grant = () =>
+      t.app.inject({
+        method: 'POST',
+        url: '/token',
+        remoteAddress: '203.0.113.11',
+        payload: { grant_type: WEBAUTHN_GRANT, challenge_id, webauthn_response: '{}' },
+      });
+    expect((await grant()).statusCode).toBe(400);
+    expect((await grant()).statusCode).toBe(400);
+    const throttled = await grant();
+    expect(throttled.statusCode).toBe(429);
+    expect(throttled.json()).toMatchObject({ error: 'temporarily_unavailable' });
   });
 });
