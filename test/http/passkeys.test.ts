@@ -216,6 +216,55 @@ describe.each(dialects)('passkeys on %s', (dialect) => {
     expect(listed).toMatchObject({ name: 'Passkey 1', backed_up: true, suspect: false });
   });
 
+  it('gives the web client its refresh token in a cookie, not in the body', async () => {
+    const account = await newAccount();
+    expect((await register(account)).statusCode).toBe(201);
+    const { challenge_id, options } = await passwordlessOptions();
+    const response = await t.app.inject({
+      method: 'POST',
+      url: '/token',
+      headers: { 'x-gatehouse-client': 'web', origin: 'http://localhost' },
+      payload: {
+        grant_type: WEBAUTHN_GRANT,
+        challenge_id,
+        webauthn_response: account.authenticator.assert(options),
+      },
+    });
+    expect(response.statusCode, response.body).toBe(200);
+    expect(response.json()).not.toHaveProperty('refresh_token');
+    expect(response.json()).toHaveProperty('access_token');
+    expect(String(response.headers['set-cookie'])).toMatch(/HttpOnly/i);
+    expect(response.headers['cache-control']).toBe('no-store');
+  });
+
+  it('keeps assertions out of the logs and audits each change', async () => {
+    const account = await newAccount();
+    const passkey = (await register(account)).json() as PasskeyBody;
+    const { challenge_id, options } = await passwordlessOptions();
+    const assertion = account.authenticator.assert(options);
+    expect((await grant(challenge_id, assertion)).statusCode).toBe(200);
+    await call('PATCH', `/users/me/passkeys/${passkey.id}`, account.bearer, { name: 'Phone' });
+    await call('DELETE', `/users/me/passkeys/${passkey.id}`, account.bearer, { password: STRONG_PASSWORD });
+    const logged = t.logs.join('\n');
+    expect(logged).not.toContain(assertion.response.signature);
+    expect(logged).not.toContain(assertion.response.authenticatorData);
+    await t.app.auditTrail.flush();
+    const events = await t.database.db
+      .selectFrom('audit_events')
+      .select(['event', 'detail'])
+      .where('user_id', '=', account.user.id)
+      .where('event', 'like', 'passkey_%')
+      .orderBy('id')
+      .execute();
+    expect(events.map((row) => row.event)).toEqual([
+      'passkey_registered',
+      'passkey_login',
+      'passkey_renamed',
+      'passkey_deleted',
+    ]);
+    expect(JSON.parse(events[0]?.detail ?? '{}')).toEqual({ passkeyId: passkey.id });
+  });
+
   it('gives registration options for a discoverable, user-verified passkey under a 64-byte handle without the username', async () => {
     const account = await newAccount();
     const { options } = await registrationOptions(account);
