@@ -11,7 +11,9 @@ import { createEmailFlowsRepository } from './db/email-flows.ts';
 import { createEmailOutboxRepository } from './db/email-outbox.ts';
 import { pingDatabase } from './db/health.ts';
 import { createKnownIpsRepository } from './db/known-ips.ts';
+import { createMfaRepository } from './db/mfa.ts';
 import { createOneTimeTokensRepository } from './db/one-time-tokens.ts';
+import { createPasskeysRepository } from './db/passkeys.ts';
 import { createRefreshTokensRepository } from './db/refresh-tokens.ts';
 import { createSessionsRepository } from './db/sessions.ts';
 import { createSigningKeysRepository } from './db/signing-keys.ts';
@@ -47,6 +49,7 @@ import { accountEmailRoutes, emailRoutes } from './http/routes/email.ts';
 import { healthRoutes } from './http/routes/health.ts';
 import { jwksRoutes } from './http/routes/jwks.ts';
 import { messageRoutes } from './http/routes/messages.ts';
+import { passkeyAccountRoutes, passkeyLoginRoutes } from './http/routes/passkeys.ts';
 import { registerRoutes } from './http/routes/register.ts';
 import { registerTokenEndpointHeaders, tokenRoutes } from './http/routes/token.ts';
 import { registerSecurityHeaders } from './http/security-headers.ts';
@@ -78,6 +81,7 @@ import { createLoginService, type LoginThrottling } from './services/login.ts';
 import { createMailComposer, createMailRenderer, type MailDelivery } from './services/mail.ts';
 import { createMailSender } from './services/mail-sender.ts';
 import { createOperatorService } from './services/operators.ts';
+import { createPasskeysService } from './services/passkeys.ts';
 import type { AuditSink, RequestContext } from './services/request-context.ts';
 import { createSessionsService } from './services/sessions.ts';
 import { createThrottle, type Throttle, throttleKeysOf } from './services/throttle.ts';
@@ -121,6 +125,9 @@ export const LOG_REDACTIONS = [
   'refresh_token',
   'access_token',
   'device_token',
+  // Passkey ceremonies: not secrets, but an assertion is a login and has no business in a log.
+  'webauthn_response',
+  '*.webauthn_response',
   // A mailed link's token (email verification, password reset).
   'token',
   '*.password',
@@ -340,6 +347,18 @@ export async function buildApp(
     onAftermathFailed: (error) =>
       app.log.warn({ err: error }, 'password reset done, but its login-throttling counters were not cleared'),
   });
+  const passkeys = createPasskeysService({
+    passkeys: createPasskeysRepository(db),
+    users,
+    accounts,
+    sessions,
+    mfaChallenges: createMfaRepository(db),
+    clock: deps.clock,
+    mail,
+    rp: config.webauthn,
+    throttle: throttling?.throttle,
+    requireVerifiedEmail: config.requireVerifiedEmail,
+  });
   const conversations = createConversationsService({
     conversations: createConversationsRepository(db),
     clock: deps.clock,
@@ -415,6 +434,7 @@ export async function buildApp(
   await app.register(jwksRoutes, { publicJwks: () => keys.publicJwks() });
   await app.register(registerRoutes, { accounts, throttle: throttling?.throttle });
   await app.register(emailRoutes, { emailFlows });
+  await app.register(passkeyLoginRoutes, { passkeys });
   await app.register(async (conversationScope) => {
     requireVerifiedAccessToken(conversationScope, sessions);
     await conversationScope.register(conversationRoutes, { conversations });
@@ -426,7 +446,7 @@ export async function buildApp(
   // The routes that read or write the web client's cookies; no other route parses a Cookie header.
   await app.register(async (cookieScope) => {
     await cookies.register(cookieScope);
-    await cookieScope.register(tokenRoutes, { login, sessions, cookies });
+    await cookieScope.register(tokenRoutes, { login, sessions, cookies, passkeys });
     await cookieScope.register(async (protectedScope) => {
       requireLiveSession(protectedScope, sessions);
       await protectedScope.register(messageRoutes, { conversations, throttle: throttling?.throttle });
@@ -434,6 +454,7 @@ export async function buildApp(
       await protectedScope.register(accountEmailRoutes, { emailFlows });
       await protectedScope.register(activityRoutes, { auditTrail });
       await protectedScope.register(adminRoutes, { operators });
+      await protectedScope.register(passkeyAccountRoutes, { passkeys });
     });
   });
   return app;

@@ -13,6 +13,8 @@ export type ErrorCode =
   | 'mfa_required'
   | 'mfa_already_enrolled'
   | 'invalid_second_factor'
+  | 'passkey_limit'
+  | 'invalid_passkey'
   | 'missing_token'
   | 'malformed_authorization'
   | 'cross_site_request'

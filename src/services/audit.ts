@@ -56,6 +56,8 @@ const DETAIL_FIELDS: Readonly<Record<string, 'text' | 'number'>> = {
   role: 'text',
   view: 'text',
   kid: 'text',
+  // A passkey's record id (it names the passkey in /users/me/passkeys/{id}), never its credential id or public key.
+  passkeyId: 'text',
 };
 
 export const MAX_DETAIL_TEXT_LENGTH = 64;

@@ -61,6 +61,7 @@ export interface SessionsService {
     verifiedHash: string,
     context: RequestContext,
     scopes: ReadonlySet<Scope>,
+    options?: { amr?: string[] },
   ): Promise<TokenGrant | undefined>;
   /**
    * Spends a refresh token for new tokens, granting at most what the login granted (RFC 6749 §6); throws
@@ -170,7 +171,7 @@ export function createSessionsService(deps: SessionsDependencies): SessionsServi
   };
 
   return {
-    async startSession(user, verifiedHash, context, scopes) {
+    async startSession(user, verifiedHash, context, scopes, options = {}) {
       const now = clock.now();
       const sessionId = randomBytes(16).toString('base64url');
       const refreshToken = generateRefreshToken();
@@ -182,6 +183,7 @@ export function createSessionsService(deps: SessionsDependencies): SessionsServi
           userAgent: context.userAgent,
           ipAddress: context.ipAddress,
           scope: formatScope(scopes),
+          ...(options.amr ? { amr: options.amr.join(' ') } : {}),
         },
         { id: refreshToken.id, secretHash: hashRefreshSecret(refreshToken.secret) },
         verifiedHash,

@@ -4,6 +4,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import Type from 'typebox';
 import { AppError } from '../../errors.ts';
 import type { LoginService, PasswordGrantResult } from '../../services/login.ts';
+import type { PasskeysService } from '../../services/passkeys.ts';
 import type { RequestContext } from '../../services/request-context.ts';
 import { ACCOUNT_DISABLED } from '../../services/session-state.ts';
 import type { SessionsService, TokenGrant } from '../../services/sessions.ts';
@@ -55,6 +56,8 @@ function answerPasswordGrant(result: PasswordGrantResult): TokenResponse {
   }
 }
 
+export const WEBAUTHN_GRANT = 'urn:gatehouse:params:oauth:grant-type:webauthn';
+
 const TOKEN_PATH = '/token';
 const REVOKE_PATH = '/revoke';
 const TOKEN_ENDPOINT_PATHS = new Set([TOKEN_PATH, REVOKE_PATH]);
@@ -89,7 +92,8 @@ export const tokenRoutes: FastifyPluginAsyncTypebox<{
   login: LoginService;
   sessions: SessionsService;
   cookies: WebClientCookies;
-}> = async (app, { login, sessions, cookies }) => {
+  passkeys?: PasskeysService | undefined;
+}> = async (app, { login, sessions, cookies, passkeys }) => {
   await app.register(formbody);
 
   const refreshFromCookie = async (
@@ -170,6 +174,20 @@ export const tokenRoutes: FastifyPluginAsyncTypebox<{
           throw new AppError('invalid_request', 'The refresh_token parameter is required');
         }
         return toTokenResponse(await login.refreshTokenGrant(body.refresh_token, context, body.scope));
+      }
+      if (grantType === WEBAUTHN_GRANT && passkeys) {
+        const challengeId = body.challenge_id;
+        const response = body.webauthn_response;
+        if (!challengeId || response === undefined || response === '') {
+          throw new AppError(
+            'invalid_request',
+            'The challenge_id and webauthn_response parameters are required',
+          );
+        }
+        const grant = toTokenResponse(
+          await passkeys.passwordlessGrant(challengeId, response, body.scope, context),
+        );
+        return web ? answerInCookies(grant, cookies, request, reply) : grant;
       }
       throw new AppError(
         'unsupported_grant_type',
