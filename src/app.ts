@@ -382,6 +382,7 @@ export async function buildApp(
     sessions: createSessionsRepository(db),
     signingKeys: createSigningKeysRepository(db),
     box: createSecretBox(config.secrets),
+    secondFactors: { mfa: createMfaRepository(db), mail: mail.composer },
     auditTrail,
     accountFailures: throttling ? { kind: 'reachable', throttle: throttling.throttle } : { kind: 'off' },
     clock: deps.clock,
