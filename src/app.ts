@@ -11,6 +11,7 @@ import { createEmailFlowsRepository } from './db/email-flows.ts';
 import { createEmailOutboxRepository } from './db/email-outbox.ts';
 import { pingDatabase } from './db/health.ts';
 import { createKnownIpsRepository } from './db/known-ips.ts';
+import { createMfaRepository } from './db/mfa.ts';
 import { createOneTimeTokensRepository } from './db/one-time-tokens.ts';
 import { createRefreshTokensRepository } from './db/refresh-tokens.ts';
 import { createSessionsRepository } from './db/sessions.ts';
@@ -47,6 +48,7 @@ import { accountEmailRoutes, emailRoutes } from './http/routes/email.ts';
 import { healthRoutes } from './http/routes/health.ts';
 import { jwksRoutes } from './http/routes/jwks.ts';
 import { messageRoutes } from './http/routes/messages.ts';
+import { mfaRoutes } from './http/routes/mfa.ts';
 import { registerRoutes } from './http/routes/register.ts';
 import { registerTokenEndpointHeaders, tokenRoutes } from './http/routes/token.ts';
 import { registerSecurityHeaders } from './http/security-headers.ts';
@@ -77,6 +79,7 @@ import { createKnownClients } from './services/known-clients.ts';
 import { createLoginService, type LoginThrottling } from './services/login.ts';
 import { createMailComposer, createMailRenderer, type MailDelivery } from './services/mail.ts';
 import { createMailSender } from './services/mail-sender.ts';
+import { createMfaService, createSecondFactors } from './services/mfa.ts';
 import { createOperatorService } from './services/operators.ts';
 import type { AuditSink, RequestContext } from './services/request-context.ts';
 import { createSessionsService } from './services/sessions.ts';
@@ -123,6 +126,16 @@ export const LOG_REDACTIONS = [
   'device_token',
   // A mailed link's token (email verification, password reset).
   'token',
+  // Second factors: the login's mfa_token, codes, recovery codes, an enrolment's secret, an assertion.
+  'mfa_token',
+  'otp',
+  'recovery_code',
+  'recovery_codes',
+  'webauthn_response',
+  '*.mfa_token',
+  '*.otp',
+  '*.recovery_code',
+  '*.secret',
   '*.password',
   '*.refresh_token',
   '*.access_token',
@@ -319,12 +332,29 @@ export async function buildApp(
   }, 3600_000);
   pruneSessions.unref();
   app.addHook('onClose', async () => clearInterval(pruneSessions));
+  const mfa = createMfaService({
+    mfa: createMfaRepository(db),
+    users,
+    accounts,
+    box: createSecretBox(config.secrets),
+    clock: deps.clock,
+    mail,
+    // What authenticator apps list the account under; the passkeys' WEBAUTHN_RP_NAME defaults to the same.
+    issuer: 'Gatehouse',
+    throttle: throttling?.throttle,
+    // Passkeys as a second factor: wired with services/passkeys.ts.
+    webauthn: undefined,
+  });
+  // Passkeys count here (countPasskeys) once services/passkeys.ts is wired.
+  const countPasskeys: ((userId: number) => Promise<number>) | undefined = undefined;
   const login = createLoginService({
     accounts,
     sessions,
     throttling,
     hashQueue: deps.passwords,
     requireVerifiedEmail: config.requireVerifiedEmail,
+    secondFactors: createSecondFactors({ mfa, countPasskeys }),
+    mfa,
   });
   const emailFlows = createEmailFlowsService({
     ...emailLinks,
@@ -334,6 +364,7 @@ export async function buildApp(
     hasher: deps.passwords,
     policy: passwordPolicy,
     background: backgroundWork,
+    secondFactors: mfa,
     ...(throttling
       ? { onPasswordReset: (username: string) => throttling.throttle.forgetAccountFailures(username) }
       : {}),
@@ -351,6 +382,7 @@ export async function buildApp(
     sessions: createSessionsRepository(db),
     signingKeys: createSigningKeysRepository(db),
     box: createSecretBox(config.secrets),
+    secondFactors: { mfa: createMfaRepository(db), mail: mail.composer },
     auditTrail,
     accountFailures: throttling ? { kind: 'reachable', throttle: throttling.throttle } : { kind: 'off' },
     clock: deps.clock,
@@ -432,6 +464,7 @@ export async function buildApp(
       await protectedScope.register(messageRoutes, { conversations, throttle: throttling?.throttle });
       await protectedScope.register(accountRoutes, { accounts, sessions, cookies });
       await protectedScope.register(accountEmailRoutes, { emailFlows });
+      await protectedScope.register(mfaRoutes, { mfa, countPasskeys });
       await protectedScope.register(activityRoutes, { auditTrail });
       await protectedScope.register(adminRoutes, { operators });
     });

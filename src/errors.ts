@@ -13,6 +13,7 @@ export type ErrorCode =
   | 'mfa_required'
   | 'mfa_already_enrolled'
   | 'invalid_second_factor'
+  | 'second_factor_required'
   | 'missing_token'
   | 'malformed_authorization'
   | 'cross_site_request'
@@ -52,6 +53,8 @@ export interface AppErrorOptions {
   retryAfterSeconds?: number;
   /** The token that continues a login waiting for its second factor. */
   mfaToken?: string;
+  /** The second factors the account can continue a login with (mfa_required). */
+  mfaMethods?: readonly string[];
   /** The scope a route needs and the token lacks (insufficient_scope). */
   requiredScope?: string;
   /** Why the service is unavailable (service_unavailable, overloaded). */
@@ -63,6 +66,7 @@ export class AppError extends Error {
   readonly details: FieldProblem[] | undefined;
   readonly retryAfterSeconds: number | undefined;
   readonly mfaToken: string | undefined;
+  readonly mfaMethods: readonly string[] | undefined;
   readonly requiredScope: string | undefined;
   readonly unavailableReason: UnavailableReason | undefined;
 
@@ -73,6 +77,7 @@ export class AppError extends Error {
     this.details = options.details;
     this.retryAfterSeconds = options.retryAfterSeconds;
     this.mfaToken = options.mfaToken;
+    this.mfaMethods = options.mfaMethods;
     this.requiredScope = options.requiredScope;
     this.unavailableReason = options.unavailableReason;
   }
