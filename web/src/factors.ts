@@ -74,6 +74,7 @@ function showSetup(enrolment: TotpEnrolment): void {
   byId('totp-qr').replaceChildren(svg);
   byId('totp-secret').textContent = grouped(enrolment.secret);
   byId('totp-start-form').hidden = true;
+  byId('mfa-state').textContent = 'Being set up: it is on once the app’s first code is entered below.';
   byId('totp-setup').hidden = false;
   byId('totp-setup-title').focus();
 }
