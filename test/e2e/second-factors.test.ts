@@ -346,8 +346,15 @@ describe.skipIf(skipWithoutChromium('the second factors suite')).each(DIALECTS)(
 
         // Without a password: the passkey alone.
         await signOut(page);
+        const grant = page.waitForRequest(
+          (request) => request.url().endsWith('/token') && (request.postData() ?? '').includes('webauthn'),
+        );
         await page.getByRole('button', { name: 'Sign in with a passkey' }).click();
         await expectSignedIn(page, user.username);
+        // The same assertion again, from elsewhere: its challenge is spent.
+        const replayed = await postJson(api.url('/token'), JSON.parse((await grant).postData() ?? '{}'));
+        expect(replayed.status, replayed.text).toBe(400);
+        expect(replayed.json.error).toBe('invalid_grant');
         await expect
           .poll(() => listTexts(page, '#passkey-list .meta'))
           .toEqual([expect.stringContaining('last used')]);
@@ -432,6 +439,52 @@ describe.skipIf(skipWithoutChromium('the second factors suite')).each(DIALECTS)(
         await expect
           .poll(() => listTexts(page, '#activity-list'))
           .toContainEqual(expect.stringContaining('Passkey refused'));
+      }));
+
+    it('refuses a cloned passkey whose counter went back, and shows it blocked', () =>
+      run('passkey-clone', async ({ page, context }) => {
+        const authenticator = await addAuthenticator(context, page);
+        const { cdp, id: authenticatorId } = authenticator;
+        // An authenticator app too, to sign in and look at the passkey once it is blocked.
+        const user = await registerUser(api);
+        const { secret } = await enrolTotp(user);
+        await page.goto('/');
+        await passwordStep(page, user);
+        await page.locator('#mfa-otp').fill(totpCode(secret, 0));
+        await page.getByRole('button', { name: 'Verify' }).click();
+        await expectSignedIn(page, user.username);
+        await page.locator('#passkey-add-password').fill(user.password);
+        await page.getByRole('button', { name: 'Add a passkey' }).click();
+        await expect.poll(() => page.locator('#passkey-list > li').count()).toBe(1);
+        // The copy is taken now, before the counter moves on.
+        const [copy] = await credentialsOf(authenticator);
+        if (!copy) throw new Error('no credential in the virtual authenticator');
+        for (let uses = 0; uses < 2; uses += 1) {
+          await signOut(page);
+          await page.getByRole('button', { name: 'Sign in with a passkey' }).click();
+          await expectSignedIn(page, user.username);
+        }
+        const [used] = await credentialsOf(authenticator);
+        expect(used?.signCount).toBeGreaterThan(copy.signCount + 1);
+
+        // The clone: the same key with the old counter, in place of the original.
+        await cdp.send('WebAuthn.removeCredential', { authenticatorId, credentialId: copy.credentialId });
+        await cdp.send('WebAuthn.addCredential', { authenticatorId, credential: copy });
+        await signOut(page);
+        const refused = page.waitForResponse((response) => response.url().endsWith('/token'));
+        await page.getByRole('button', { name: 'Sign in with a passkey' }).click();
+        expect((await refused).status()).toBe(400);
+        await page.locator('#signin-form-error').waitFor({ state: 'visible' });
+        expect(await page.locator('#signed-in').isHidden()).toBe(true);
+
+        // Marked suspect: the page shows it blocked.
+        await passwordStep(page, user);
+        await page.locator('#mfa-otp').fill(totpCode(secret, 1));
+        await page.getByRole('button', { name: 'Verify' }).click();
+        await expectSignedIn(page, user.username);
+        await expect
+          .poll(() => listTexts(page, '#passkey-list .passkey-name'))
+          .toEqual([expect.stringContaining('Blocked')]);
       }));
 
     it('asks for the second factor on the reset page, keeps the link unspent until it is given', () =>
