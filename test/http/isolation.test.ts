@@ -150,6 +150,25 @@ describe.each(dialects)('isolation between users on %s', (dialect) => {
       status: [400],
     },
     'GET /users/me/sessions': { call: (b) => send('GET', '/users/me/sessions', b), status: [200] },
+    // Second factors: Bob's own, and Alice's password proves nothing for Bob's session.
+    'GET /users/me/mfa': { call: (b) => send('GET', '/users/me/mfa', b), status: [200] },
+    'POST /users/me/mfa/totp': {
+      call: (b) => send('POST', '/users/me/mfa/totp', b, { password: ALICE_PASSWORD }),
+      status: [400],
+    },
+    'POST /users/me/mfa/totp/confirm': {
+      call: (b) => send('POST', '/users/me/mfa/totp/confirm', b, { code: '123456' }),
+      status: [404],
+    },
+    'DELETE /users/me/mfa/totp': {
+      call: (b) => send('DELETE', '/users/me/mfa/totp', b, { password: ALICE_PASSWORD, otp: '123456' }),
+      status: [400],
+    },
+    'POST /users/me/mfa/recovery-codes': {
+      call: (b) =>
+        send('POST', '/users/me/mfa/recovery-codes', b, { password: ALICE_PASSWORD, otp: '123456' }),
+      status: [400],
+    },
     // Only Bob's own account can change: Alice's password proves nothing for Bob's session.
     'POST /users/me/email': {
       call: (b) =>
