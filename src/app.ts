@@ -13,6 +13,7 @@ import { pingDatabase } from './db/health.ts';
 import { createKnownIpsRepository } from './db/known-ips.ts';
 import { createMfaRepository } from './db/mfa.ts';
 import { createOneTimeTokensRepository } from './db/one-time-tokens.ts';
+import { createPasskeysRepository } from './db/passkeys.ts';
 import { createRefreshTokensRepository } from './db/refresh-tokens.ts';
 import { createSessionsRepository } from './db/sessions.ts';
 import { createSigningKeysRepository } from './db/signing-keys.ts';
@@ -49,6 +50,7 @@ import { healthRoutes } from './http/routes/health.ts';
 import { jwksRoutes } from './http/routes/jwks.ts';
 import { messageRoutes } from './http/routes/messages.ts';
 import { mfaRoutes } from './http/routes/mfa.ts';
+import { passkeyAccountRoutes, passkeyLoginRoutes } from './http/routes/passkeys.ts';
 import { registerRoutes } from './http/routes/register.ts';
 import { registerTokenEndpointHeaders, tokenRoutes } from './http/routes/token.ts';
 import { registerSecurityHeaders } from './http/security-headers.ts';
@@ -81,6 +83,7 @@ import { createMailComposer, createMailRenderer, type MailDelivery } from './ser
 import { createMailSender } from './services/mail-sender.ts';
 import { createMfaService, createSecondFactors } from './services/mfa.ts';
 import { createOperatorService } from './services/operators.ts';
+import { createPasskeysService } from './services/passkeys.ts';
 import type { AuditSink, RequestContext } from './services/request-context.ts';
 import { createSessionsService } from './services/sessions.ts';
 import { createThrottle, type Throttle, throttleKeysOf } from './services/throttle.ts';
@@ -124,6 +127,9 @@ export const LOG_REDACTIONS = [
   'refresh_token',
   'access_token',
   'device_token',
+  // Passkey ceremonies: not secrets, but an assertion is a login and has no business in a log.
+  'webauthn_response',
+  '*.webauthn_response',
   // A mailed link's token (email verification, password reset).
   'token',
   // Second factors: the login's mfa_token, codes, recovery codes, an enrolment's secret, an assertion.
@@ -131,7 +137,6 @@ export const LOG_REDACTIONS = [
   'otp',
   'recovery_code',
   'recovery_codes',
-  'webauthn_response',
   '*.mfa_token',
   '*.otp',
   '*.recovery_code',
@@ -332,6 +337,18 @@ export async function buildApp(
   }, 3600_000);
   pruneSessions.unref();
   app.addHook('onClose', async () => clearInterval(pruneSessions));
+  const passkeys = createPasskeysService({
+    passkeys: createPasskeysRepository(db),
+    users,
+    accounts,
+    sessions,
+    mfaChallenges: createMfaRepository(db),
+    clock: deps.clock,
+    mail,
+    rp: config.webauthn,
+    throttle: throttling?.throttle,
+    requireVerifiedEmail: config.requireVerifiedEmail,
+  });
   const mfa = createMfaService({
     mfa: createMfaRepository(db),
     users,
@@ -342,11 +359,10 @@ export async function buildApp(
     // What authenticator apps list the account under; the passkeys' WEBAUTHN_RP_NAME defaults to the same.
     issuer: 'Gatehouse',
     throttle: throttling?.throttle,
-    // Passkeys as a second factor: wired with services/passkeys.ts.
-    webauthn: undefined,
+    // Passkeys as a second factor.
+    webauthn: passkeys,
   });
-  // Passkeys count here (countPasskeys) once services/passkeys.ts is wired.
-  const countPasskeys: ((userId: number) => Promise<number>) | undefined = undefined;
+  const countPasskeys = (userId: number) => passkeys.countPasskeys(userId);
   const login = createLoginService({
     accounts,
     sessions,
@@ -447,6 +463,7 @@ export async function buildApp(
   await app.register(jwksRoutes, { publicJwks: () => keys.publicJwks() });
   await app.register(registerRoutes, { accounts, throttle: throttling?.throttle });
   await app.register(emailRoutes, { emailFlows });
+  await app.register(passkeyLoginRoutes, { passkeys });
   await app.register(async (conversationScope) => {
     requireVerifiedAccessToken(conversationScope, sessions);
     await conversationScope.register(conversationRoutes, { conversations });
@@ -458,7 +475,7 @@ export async function buildApp(
   // The routes that read or write the web client's cookies; no other route parses a Cookie header.
   await app.register(async (cookieScope) => {
     await cookies.register(cookieScope);
-    await cookieScope.register(tokenRoutes, { login, sessions, cookies });
+    await cookieScope.register(tokenRoutes, { login, sessions, cookies, passkeys });
     await cookieScope.register(async (protectedScope) => {
       requireLiveSession(protectedScope, sessions);
       await protectedScope.register(messageRoutes, { conversations, throttle: throttling?.throttle });
@@ -467,6 +484,7 @@ export async function buildApp(
       await protectedScope.register(mfaRoutes, { mfa, countPasskeys });
       await protectedScope.register(activityRoutes, { auditTrail });
       await protectedScope.register(adminRoutes, { operators });
+      await protectedScope.register(passkeyAccountRoutes, { passkeys });
     });
   });
   return app;

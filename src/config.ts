@@ -89,6 +89,10 @@ const EnvSchema = Type.Object({
   SMTP_URL: Type.Optional(Type.String()),
   MAIL_FROM: Type.String({ default: 'Gatehouse <no-reply@localhost>', minLength: 1 }),
   PUBLIC_URL: Type.Optional(Type.String()),
+  WEBAUTHN_RP_ID: Type.Optional(Type.String()),
+  WEBAUTHN_RP_NAME: Type.String({ default: 'Gatehouse', minLength: 1, maxLength: 64 }),
+  WEBAUTHN_ORIGINS: Type.Optional(Type.String()),
+  PASSKEY_OPTIONS_PER_IP: Type.String({ default: '30/60s,300/3600s' }),
 });
 
 type Env = Static<typeof EnvSchema>;
@@ -169,6 +173,16 @@ export interface Config {
   /** Whether the password grant refuses an account whose email was never verified (after its password matched). */
   readonly requireVerifiedEmail: boolean;
   readonly mail: MailConfig;
+  readonly webauthn: WebauthnConfig;
+}
+
+/** The WebAuthn relying party: never taken from a request's Host. */
+export interface WebauthnConfig {
+  /** The RP ID credentials are scoped to: a domain, as `example.com` or `localhost`. */
+  readonly rpId: string;
+  readonly rpName: string;
+  /** Origins whose pages may run ceremonies, exactly as clientDataJSON carries them. */
+  readonly origins: readonly string[];
 }
 
 /** Where mail goes and what links in it point to. */
@@ -233,6 +247,8 @@ export interface ThrottlingConfig {
   readonly emailTokenPerIp: readonly RateWindow[];
   /** R12: email changes one user asks for, from whichever address. */
   readonly emailChangePerUser: readonly RateWindow[];
+  /** R14: passwordless passkey options (each stores a challenge) per client address. */
+  readonly passkeyOptionsPerIp: readonly RateWindow[];
   readonly deviceTokenTtlDays: number;
   readonly knownIpsPerUser: number;
 }
@@ -342,11 +358,13 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
   const mailRequestPerIp = rateWindows('MAIL_REQUEST_PER_IP');
   const emailTokenPerIp = rateWindows('EMAIL_TOKEN_PER_IP');
   const emailChangePerUser = rateWindows('EMAIL_CHANGE_PER_USER');
+  const passkeyOptionsPerIp = rateWindows('PASSKEY_OPTIONS_PER_IP');
   for (const base of ['LOGIN_BACKOFF_BASE_S', 'ACCOUNT_BACKOFF_BASE_S'] as const) {
     if (values[base] > values.LOGIN_BACKOFF_MAX_S)
       problems.push(`${base} must not exceed LOGIN_BACKOFF_MAX_S`);
   }
   const mail = parseMailSettings(values, problems);
+  const webauthn = parseWebauthnSettings(values, problems);
   if (problems.length > 0 || database === undefined) throw new ConfigError(problems);
 
   const hashConcurrency = values.HASH_CONCURRENCY ?? availableParallelism();
@@ -431,11 +449,13 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
       mailRequestPerIp,
       emailTokenPerIp,
       emailChangePerUser,
+      passkeyOptionsPerIp,
       deviceTokenTtlDays: values.DEVICE_TOKEN_TTL_DAYS,
       knownIpsPerUser: values.KNOWN_IPS_PER_USER,
     },
     requireVerifiedEmail: isTrue(values.REQUIRE_VERIFIED_EMAIL),
     mail,
+    webauthn,
   });
 }
 
@@ -478,6 +498,95 @@ function parseMailSettings(values: Env, problems: string[]): MailConfig {
   return { smtpUrl, from: values.MAIL_FROM, publicUrl };
 }
 
+// WebAuthn L3's "valid domain": labels of letters, digits and hyphens; an IP address is never an RP ID.
+const DOMAIN_LABEL = /^(?!-)[a-z0-9-]{1,63}(?<!-)$/;
+
+function isRpId(value: string): boolean {
+  if (value.length > 253 || /^[0-9.]+$/.test(value) || value.includes(':')) return false;
+  return value.split('.').every((label) => DOMAIN_LABEL.test(label));
+}
+
+const isLocalhost = (host: string) => host === 'localhost' || host.endsWith('.localhost');
+
+/** Why an origin cannot serve ceremonies of this RP ID, or undefined when it can. */
+function originProblem(origin: string, rpId: string | undefined): string | undefined {
+  const url = URL.parse(origin);
+  if (
+    url === null ||
+    (url.protocol !== 'https:' && url.protocol !== 'http:') ||
+    url.username ||
+    url.password ||
+    url.search ||
+    url.hash ||
+    url.pathname !== '/' ||
+    url.origin !== origin
+  ) {
+    return 'must be an origin as browsers send it: scheme, lower-case host and a port only when not the default, as https://id.example.com';
+  }
+  const host = url.hostname;
+  if (url.protocol === 'http:' && !isLocalhost(host))
+    return 'must use https: WebAuthn allows http only for localhost';
+  if (rpId !== undefined && host !== rpId && !host.endsWith(`.${rpId}`)) {
+    return `is not within WEBAUTHN_RP_ID ${JSON.stringify(rpId)}: its host must be the RP ID or a subdomain of it`;
+  }
+  return undefined;
+}
+
+/**
+ * The relying party. What is set is checked here, so that a mistake stops the start rather than every ceremony:
+ * browsers refuse an IP as RP ID, and an origin outside the RP ID's domain never yields a credential the server takes.
+ * What is not set follows PUBLIC_URL (its host, its origin) when those pass the same rules, else localhost and
+ * http://localhost:PORT: a PUBLIC_URL on plain http or an IP, which served before passkeys existed, still starts.
+ */
+function parseWebauthnSettings(values: Env, problems: string[]): WebauthnConfig {
+  const publicUrl = values.PUBLIC_URL === undefined ? null : URL.parse(values.PUBLIC_URL);
+  const localDefaults = { rpId: 'localhost', origins: [`http://localhost:${values.PORT}`] };
+  if (values.WEBAUTHN_RP_ID === undefined && values.WEBAUTHN_ORIGINS === undefined) {
+    const host = publicUrl?.hostname;
+    const derived =
+      publicUrl && host && isRpId(host) && originProblem(publicUrl.origin, host) === undefined
+        ? { rpId: host, origins: [publicUrl.origin] }
+        : localDefaults;
+    return { ...derived, rpName: values.WEBAUTHN_RP_NAME };
+  }
+  let rpId: string | undefined;
+  if (values.WEBAUTHN_RP_ID !== undefined) {
+    rpId = values.WEBAUTHN_RP_ID;
+    if (!isRpId(rpId)) {
+      problems.push(
+        `WEBAUTHN_RP_ID=${JSON.stringify(rpId.slice(0, 200))} must be a lower-case domain name without scheme, port or path, as example.com or localhost; an IP address is never a valid RP ID (use http://localhost rather than 127.0.0.1 locally)`,
+      );
+      rpId = undefined;
+    }
+  } else {
+    const host = publicUrl?.hostname;
+    rpId = host && isRpId(host) ? host : 'localhost';
+  }
+  const listed =
+    values.WEBAUTHN_ORIGINS === undefined
+      ? [
+          publicUrl && rpId && originProblem(publicUrl.origin, rpId) === undefined
+            ? publicUrl.origin
+            : undefined,
+        ]
+          .filter((origin) => origin !== undefined)
+          .concat(rpId === 'localhost' ? localDefaults.origins : [])
+      : values.WEBAUTHN_ORIGINS.split(',')
+          .map((part) => part.trim())
+          .filter((part) => part !== '');
+  const origins = [...new Set(listed)];
+  if (origins.length === 0) {
+    problems.push(
+      'WEBAUTHN_ORIGINS must be set: list the origins whose pages register and use passkeys, as https://id.example.com',
+    );
+  }
+  for (const origin of origins) {
+    const problem = originProblem(origin, rpId);
+    if (problem) problems.push(`WEBAUTHN_ORIGINS entry ${JSON.stringify(origin.slice(0, 200))} ${problem}`);
+  }
+  return { rpId: rpId ?? 'localhost', rpName: values.WEBAUTHN_RP_NAME, origins };
+}
+
 function parseSmtpUrl(url: string | undefined, problems: string[]): string | undefined {
   if (url === undefined) return undefined;
   const parsed = URL.parse(url);
@@ -512,7 +621,8 @@ type RateSetting =
   | 'MAIL_PER_ADDRESS'
   | 'MAIL_REQUEST_PER_IP'
   | 'EMAIL_TOKEN_PER_IP'
-  | 'EMAIL_CHANGE_PER_USER';
+  | 'EMAIL_CHANGE_PER_USER'
+  | 'PASSKEY_OPTIONS_PER_IP';
 
 const RATE_WINDOW = /^([1-9][0-9]{0,6})\/([1-9][0-9]{0,7})s$/;
 

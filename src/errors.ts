@@ -14,6 +14,8 @@ export type ErrorCode =
   | 'mfa_already_enrolled'
   | 'invalid_second_factor'
   | 'second_factor_required'
+  | 'passkey_limit'
+  | 'invalid_passkey'
   | 'missing_token'
   | 'malformed_authorization'
   | 'cross_site_request'

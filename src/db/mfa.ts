@@ -84,6 +84,8 @@ export interface MfaRepository {
   ): Promise<MfaChallengeAttempt | undefined>;
   /** Spends a challenge: true for exactly one caller. */
   consumeMfaChallenge(tokenHash: string, now: Date): Promise<boolean>;
+  /** The user of a challenge that could still be redeemed, read without counting an attempt. */
+  findMfaChallengeUser(tokenHash: string, maxAttempts: number, now: Date): Promise<number | undefined>;
 }
 
 async function insertRecoveryCodes(
@@ -281,6 +283,18 @@ export function createMfaRepository(db: Db): MfaRepository {
         .where('consumed_at_ms', 'is', null)
         .executeTakeFirst();
       return Number(consumed.numUpdatedRows) === 1;
+    },
+
+    async findMfaChallengeUser(tokenHash, maxAttempts, now) {
+      const row = await db
+        .selectFrom('mfa_challenges')
+        .select('user_id')
+        .where('token_hash', '=', tokenHash)
+        .where('consumed_at_ms', 'is', null)
+        .where('expires_at_ms', '>', now.getTime())
+        .where('attempts', '<', maxAttempts)
+        .executeTakeFirst();
+      return row && Number(row.user_id);
     },
   };
 }

@@ -11,6 +11,7 @@ import * as addRolesAndDisabled from './migrations/2026_12_04_1000_add_roles_and
 import * as addSessionScope from './migrations/2026_12_05_0900_add_session_scope.ts';
 import * as addEmailFlows from './migrations/2026_12_06_0900_add_email_flows.ts';
 import * as addSecondFactors from './migrations/2026_12_08_0900_add_second_factors.ts';
+import * as addPasskeys from './migrations/2026_12_09_0900_add_passkeys.ts';
 
 // An explicit list rather than a folder scan: the order is reviewed, and nothing depends on the cwd.
 const migrations: Record<string, Migration> = {
@@ -25,6 +26,7 @@ const migrations: Record<string, Migration> = {
   '2026_12_05_0900_add_session_scope': addSessionScope,
   '2026_12_06_0900_add_email_flows': addEmailFlows,
   '2026_12_08_0900_add_second_factors': addSecondFactors,
+  '2026_12_09_0900_add_passkeys': addPasskeys,
 };
 
 const provider: MigrationProvider = { getMigrations: async () => migrations };

@@ -26,6 +26,8 @@ export interface UsersTable {
   email_verified_at_ms: number | null;
   // An address the user asked to change to, kept here until a link mailed to it is used.
   pending_email: string | null;
+  // The WebAuthn user handle (64 random bytes, base64url) passkeys carry; null until the first registration starts.
+  webauthn_user_handle: Generated<string | null>;
 }
 
 export interface ConversationsTable {
@@ -173,6 +175,42 @@ export interface MfaChallengesTable {
   consumed_at_ms: number | null;
 }
 
+export interface WebauthnCredentialsTable {
+  // Random, not generated: it names the passkey in URLs without telling how many exist.
+  id: string;
+  user_id: number;
+  // base64url of the authenticator's credential id; unique across users.
+  credential_id: string;
+  // base64url of the COSE public key.
+  public_key: string;
+  // The last signature counter accepted (WebAuthn L3 §6.1.1).
+  sign_count: number;
+  // Space-separated AuthenticatorTransport values the browser reported.
+  transports: string;
+  aaguid: string;
+  // 0/1 flags: BE (synced passkey), BS (backed up now), UV seen at registration, counter regression seen.
+  backup_eligible: number;
+  backup_state: number;
+  uv_initialized: number;
+  suspect: number;
+  name: string;
+  created_at_ms: number;
+  last_used_at_ms: number | null;
+}
+
+export interface WebauthnChallengesTable {
+  // Random: the challenge_id clients send back.
+  id: string;
+  purpose: 'registration' | 'passwordless' | 'second_factor';
+  // The user the ceremony is for; null for passwordless options, whose user is unknown until the assertion.
+  user_id: number | null;
+  // base64url of 32 random bytes.
+  challenge: string;
+  created_at_ms: number;
+  expires_at_ms: number;
+  consumed_at_ms: number | null;
+}
+
 export interface Database {
   users: UsersTable;
   conversations: ConversationsTable;
@@ -188,6 +226,8 @@ export interface Database {
   mfa_factors: MfaFactorsTable;
   recovery_codes: RecoveryCodesTable;
   mfa_challenges: MfaChallengesTable;
+  webauthn_credentials: WebauthnCredentialsTable;
+  webauthn_challenges: WebauthnChallengesTable;
 }
 
 export type Db = Kysely<Database>;

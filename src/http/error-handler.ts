@@ -82,6 +82,9 @@ const responses: Record<ErrorCode, (error: AppError, style: ErrorStyle) => Rende
     status: 400,
     body: { detail: error.message, code: 'second_factor_required' },
   }),
+  passkey_limit: (error) => ({ status: 409, body: { detail: error.message, code: 'passkey_limit' } }),
+  // A registration response that does not verify (wrong origin, RP ID, challenge, signature, no UV).
+  invalid_passkey: (error) => ({ status: 400, body: { detail: error.message, code: 'invalid_passkey' } }),
   // RFC 6750 §3: no error attribute when the request carried no token at all.
   missing_token: () => ({
     status: 401,

@@ -2,6 +2,7 @@ import type { FastifyRequest } from 'fastify';
 import Type, { type Static } from 'typebox';
 import { LEVELS, ROLES, type User } from '../domain/user.ts';
 import { MAX_AGE, MAX_EMAIL_LENGTH } from '../services/accounts.ts';
+import type { PasskeyRecord } from '../services/passkeys.ts';
 import { accountRecord } from '../services/records.ts';
 
 const LevelSchema = Type.Enum([...LEVELS], {
@@ -83,14 +84,14 @@ export const TokenRequestBody = Type.Object({
   ),
   challenge_id: Type.Optional(
     Type.String({
-      maxLength: 256,
-      description: 'For the MFA grant with a passkey: the challenge_id of its options',
+      maxLength: 64,
+      description: 'For the webauthn grants: the challenge_id the passkey options came with',
     }),
   ),
   webauthn_response: Type.Optional(
     Type.Union([Type.String({ maxLength: 16384 }), Type.Object({}, { additionalProperties: true })], {
       description:
-        'For the MFA grant with a passkey: the AuthenticationResponseJSON of @simplewebauthn/browser, a JSON string in form bodies, a string or an object in JSON bodies',
+        'For the webauthn grants: the AuthenticationResponseJSON of @simplewebauthn/browser, as JSON text (form bodies) or an object (JSON bodies)',
     }),
   ),
 });
@@ -525,3 +526,67 @@ export const UnlockResponse = Type.Object({
 export const EndedSessionsResponse = Type.Object({ ended: Type.Integer() });
 
 export const toAdminUserResponse = (user: User): AdminUserResponse => accountRecord(user);
+
+// Passkeys (WebAuthn).
+
+const passkeyName = Type.String({
+  minLength: 1,
+  maxLength: 64,
+  pattern: '\\S',
+  description: '1 to 64 characters once trimmed',
+});
+
+export const PasskeyPasswordBody = Type.Object({
+  password: Type.Optional(Type.String({ format: 'password', maxLength: 4096 })),
+  current_password: Type.Optional(
+    Type.String({ format: 'password', maxLength: 4096, description: 'Alias of password' }),
+  ),
+});
+export type PasskeyPasswordBody = Static<typeof PasskeyPasswordBody>;
+
+export const PasskeyRegistrationBody = Type.Object({
+  challenge_id: Type.String({ minLength: 1, maxLength: 64 }),
+  response: Type.Union([Type.String({ maxLength: 16384 }), Type.Object({}, { additionalProperties: true })], {
+    description: 'The RegistrationResponseJSON of @simplewebauthn/browser (an object, or its JSON text)',
+  }),
+  name: Type.Optional(passkeyName),
+});
+export type PasskeyRegistrationBody = Static<typeof PasskeyRegistrationBody>;
+
+export const PasskeyRenameBody = Type.Object({ name: passkeyName });
+export type PasskeyRenameBody = Static<typeof PasskeyRenameBody>;
+
+export const PasskeyIdParams = Type.Object({ id: Type.String({ pattern: '^[A-Za-z0-9_-]{1,64}$' }) });
+
+export const PasskeyResponse = Type.Object({
+  id: Type.String(),
+  name: Type.String(),
+  created_at: Type.String({ format: 'date-time' }),
+  last_used_at: Type.Union([Type.String({ format: 'date-time' }), Type.Null()]),
+  backed_up: Type.Boolean({ description: 'The authenticator says it is backed up (a synced passkey)' }),
+  suspect: Type.Boolean({
+    description: 'Its signature counter went backwards once: it may be a copy, and is refused',
+  }),
+});
+export type PasskeyResponse = Static<typeof PasskeyResponse>;
+
+export const PasskeyListResponse = Type.Object({ passkeys: Type.Array(PasskeyResponse) });
+
+export const CeremonyOptionsResponse = Type.Object({
+  challenge_id: Type.String({ description: 'Send it back with the response; valid 5 minutes, once' }),
+  options: Type.Unknown({
+    description: 'PublicKeyCredential{Creation,Request}OptionsJSON for @simplewebauthn/browser',
+  }),
+});
+
+export const MfaTokenBody = Type.Object({ mfa_token: Type.String({ minLength: 1, maxLength: 256 }) });
+export type MfaTokenBody = Static<typeof MfaTokenBody>;
+
+export const toPasskeyResponse = (passkey: PasskeyRecord): PasskeyResponse => ({
+  id: passkey.id,
+  name: passkey.name,
+  created_at: passkey.createdAt.toISOString(),
+  last_used_at: passkey.lastUsedAt?.toISOString() ?? null,
+  backed_up: passkey.backedUp,
+  suspect: passkey.suspect,
+});

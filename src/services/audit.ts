@@ -62,6 +62,8 @@ const DETAIL_FIELDS: Readonly<Record<string, 'text' | 'number'>> = {
   totp: 'text',
   recoveryCodes: 'number',
   passkeys: 'number',
+  // A passkey's record id (it names the passkey in /users/me/passkeys/{id}), never its credential id or public key.
+  passkeyId: 'text',
 };
 
 export const MAX_DETAIL_TEXT_LENGTH = 64;

@@ -9,7 +9,8 @@ import type { RequestContext } from './request-context.ts';
 /**
  * THROTTLING.md §2: R1–R4 count failed logins, R5–R7 cap requests per client address, R7 also per session; R8 caps
  * the messages a user posts. R9 caps the mails asked for one address, R10 the mail requests and R11 the token
- * submissions of one client address, R12 the email changes of one user.
+ * submissions of one client address, R12 the email changes of one user. R13 locks a user's second factor; R14 caps the
+ * passwordless passkey options (each stores a challenge) one client address asks for.
  */
 export type ThrottleRule =
   | 'R1'
@@ -24,7 +25,8 @@ export type ThrottleRule =
   | 'R10'
   | 'R11'
   | 'R12'
-  | 'R13';
+  | 'R13'
+  | 'R14';
 
 export interface Refusal {
   rule: ThrottleRule;
@@ -56,7 +58,14 @@ export interface ThrottlePolicy {
   mailRequestPerIp: readonly RateWindow[];
   emailTokenPerIp: readonly RateWindow[];
   emailChangePerUser: readonly RateWindow[];
+  /** R14; PASSKEY_OPTIONS_PER_IP's default when omitted. */
+  passkeyOptionsPerIp?: readonly RateWindow[];
 }
+
+const PASSKEY_OPTIONS_PER_IP: readonly RateWindow[] = [
+  { limit: 30, windowSeconds: 60 },
+  { limit: 300, windowSeconds: 3600 },
+];
 
 /** One password login as throttling sees it, before its password is checked. */
 export interface LoginAttempt {
@@ -115,6 +124,8 @@ export interface Throttle {
   reserveSecondFactorAttempt(userId: number): Promise<boolean>;
   /** The code was right: the user's second-factor failures are forgotten. */
   recordSecondFactorSuccess(userId: number): Promise<void>;
+  /** R14: throws temporarily_unavailable when this client address asks for passwordless passkey options too often. */
+  admitPasskeyOptions(context: RequestContext): Promise<void>;
 }
 
 const LOCKS_LIMIT = 1_000_000_000;
@@ -207,6 +218,7 @@ export function createThrottle(counters: CounterStore, policy: ThrottlePolicy, k
   const mailRequestsPerIp = windows('r10', policy.mailRequestPerIp);
   const tokenSubmissionsPerIp = windows('r11', policy.emailTokenPerIp);
   const emailChangesPerUser = windows('r12', policy.emailChangePerUser);
+  const passkeyOptionsPerIp = windows('r14', policy.passkeyOptionsPerIp ?? PASSKEY_OPTIONS_PER_IP);
   // AUTH-FLOWS §7.3: 10 consecutive failures lock the user's second factor for 15 minutes (NIST allows up to 100).
   const secondFactorFailures = counters.counter({
     name: 'r13',
@@ -366,5 +378,12 @@ export function createThrottle(counters: CounterStore, policy: ThrottlePolicy, k
     reserveSecondFactorAttempt: async (userId) =>
       (await secondFactorFailures.hit(String(userId))).count <= SECOND_FACTOR_FAILURES,
     recordSecondFactorSuccess: (userId) => secondFactorFailures.reset(String(userId)),
+    admitPasskeyOptions: (context) =>
+      refuseRequest(
+        'R14',
+        passkeyOptionsPerIp,
+        clientIpKey(context.ipAddress, policy.ipv6SubnetBits),
+        context,
+      ),
   };
 }

@@ -4,6 +4,7 @@ import { discoverBearerRoutes, type Route, routeName } from '../support/bearer-r
 import { buildTestApp, registerUser, STRONG_PASSWORD, type TestApp } from '../support/build-test-app.ts';
 import { dialects } from '../support/dialects.ts';
 import { decodeToken } from '../support/forge-token.ts';
+import { createSoftAuthenticator } from '../support/soft-authenticator.ts';
 
 const ALICE_PASSWORD = STRONG_PASSWORD;
 const BOB_PASSWORD = 'a different passphrase for bob';
@@ -17,6 +18,9 @@ interface Alice {
   sessionIds: string[];
   messageCursor: string;
   activityCursor: string;
+  passkeyId: string;
+  /** A registration challenge of Alice's, never answered. */
+  registrationChallengeId: string;
 }
 
 type Call = (bob: string, alice: Alice) => Promise<LightMyRequestResponse>;
@@ -86,12 +90,24 @@ describe.each(dialects)('isolation between users on %s', (dialect) => {
     await t.app.auditTrail.flush();
     const activity = (await send('GET', '/users/me/activity?limit=1', tokens[0]!)).json();
     expect(activity.next).toEqual(expect.any(String));
+    const authenticator = createSoftAuthenticator({ origin: 'http://localhost:8000' });
+    const passkeyOptions = () =>
+      send('POST', '/users/me/passkeys/registration/options', tokens[0]!, { password: ALICE_PASSWORD });
+    const creation = (await passkeyOptions()).json();
+    const passkey = await send('POST', '/users/me/passkeys/registration/verify', tokens[0]!, {
+      challenge_id: creation.challenge_id,
+      response: authenticator.register(creation.options),
+      name: 'Alice-iso laptop',
+    });
+    expect(passkey.statusCode).toBe(201);
     alice = {
       id: registered.id,
       accessToken: tokens[0]!,
       sessionIds: tokens.map((token) => decodeToken(token).payload.sid as string),
       messageCursor: messages.next,
       activityCursor: activity.next,
+      passkeyId: passkey.json().id,
+      registrationChallengeId: (await passkeyOptions()).json().challenge_id,
     };
     bob = await login('bob-iso', BOB_PASSWORD);
   });
@@ -107,6 +123,7 @@ describe.each(dialects)('isolation between users on %s', (dialect) => {
     ALICE_AGENT,
     ...ALICE_MESSAGES,
     ...alice.sessionIds,
+    alice.passkeyId,
   ];
 
   const expectNothingOfAlice = (response: LightMyRequestResponse, what: string) => {
@@ -195,6 +212,34 @@ describe.each(dialects)('isolation between users on %s', (dialect) => {
       call: (b, a) => send('GET', `/users/me/activity?before=${encodeURIComponent(a.activityCursor)}`, b),
       status: [200],
     },
+    'POST /users/me/passkeys/registration/options': {
+      call: (b) => send('POST', '/users/me/passkeys/registration/options', b, { password: ALICE_PASSWORD }),
+      status: [400],
+    },
+    'POST /users/me/passkeys/registration/verify': {
+      call: (b, a) => {
+        const forged = createSoftAuthenticator({ origin: 'http://localhost:8000' }).register({
+          challenge: 'AAAA',
+          rp: { id: 'localhost', name: 'Gatehouse' },
+          user: { id: 'AAAA', name: 'bob-iso', displayName: 'bob-iso' },
+          pubKeyCredParams: [],
+        });
+        return send('POST', '/users/me/passkeys/registration/verify', b, {
+          challenge_id: a.registrationChallengeId,
+          response: forged,
+        });
+      },
+      status: [400],
+    },
+    'GET /users/me/passkeys': { call: (b) => send('GET', '/users/me/passkeys', b), status: [200] },
+    'PATCH /users/me/passkeys/{id}': {
+      call: (b, a) => send('PATCH', `/users/me/passkeys/${a.passkeyId}`, b, { name: 'bob was here' }),
+      status: [404],
+    },
+    'DELETE /users/me/passkeys/{id}': {
+      call: (b, a) => send('DELETE', `/users/me/passkeys/${a.passkeyId}`, b, { password: BOB_PASSWORD }),
+      status: [404],
+    },
     'POST /logout': { call: (b) => send('POST', '/logout', b), status: [204] },
     'POST /logout/all': {
       call: async () => send('POST', '/logout/all', await login('bob-iso', BOB_PASSWORD)),
@@ -257,6 +302,8 @@ describe.each(dialects)('isolation between users on %s', (dialect) => {
       'This is a secure conversation',
     ]);
     expect((await send('GET', '/conversation', alice.accessToken)).json().current_user).toBe('Alice-iso');
+    const passkeys = (await send('GET', '/users/me/passkeys', alice.accessToken)).json().passkeys;
+    expect(passkeys).toEqual([expect.objectContaining({ id: alice.passkeyId, name: 'Alice-iso laptop' })]);
     await login('alice-iso', ALICE_PASSWORD);
   });
 

@@ -443,6 +443,10 @@ describe('loadConfig: login throttling', () => {
       mailRequestPerIp: [{ limit: 30, windowSeconds: 3600 }],
       emailTokenPerIp: [{ limit: 10, windowSeconds: 300 }],
       emailChangePerUser: [{ limit: 5, windowSeconds: 3600 }],
+      passkeyOptionsPerIp: [
+        { limit: 30, windowSeconds: 60 },
+        { limit: 300, windowSeconds: 3600 },
+      ],
       deviceTokenTtlDays: 90,
       knownIpsPerUser: 10,
     });
@@ -643,5 +647,91 @@ describe('cleartextLinkWarning', () => {
 
   it('stays quiet without SMTP_URL: nothing is mailed', () => {
     expect(cleartextLinkWarning(mailOf({ PUBLIC_URL: 'http://id.intranet.example' }))).toBe(undefined);
+  });
+});
+
+describe('WebAuthn relying party', () => {
+  const webauthnOf = (env: Record<string, string>) => loadConfig(env).webauthn;
+
+  it('defaults to localhost and http://localhost:PORT, named Gatehouse', () => {
+    expect(webauthnOf({})).toEqual({
+      rpId: 'localhost',
+      rpName: 'Gatehouse',
+      origins: ['http://localhost:8000'],
+    });
+    expect(webauthnOf({ PORT: '9100' }).origins).toEqual(['http://localhost:9100']);
+  });
+
+  it('follows an https PUBLIC_URL: its host is the RP ID, its origin the one origin', () => {
+    expect(webauthnOf({ PUBLIC_URL: 'https://id.example.com/auth/' })).toEqual({
+      rpId: 'id.example.com',
+      rpName: 'Gatehouse',
+      origins: ['https://id.example.com'],
+    });
+  });
+
+  it.each([['http://gatehouse.test'], ['http://127.0.0.1:8000'], ['https://10.0.0.5']])(
+    'keeps starting with PUBLIC_URL=%s, which passkeys cannot use: the localhost defaults apply',
+    (publicUrl) => {
+      expect(webauthnOf({ PUBLIC_URL: publicUrl })).toMatchObject({
+        rpId: 'localhost',
+        origins: ['http://localhost:8000'],
+      });
+    },
+  );
+
+  it('takes an RP ID with its subdomains as origins, and a name', () => {
+    expect(
+      webauthnOf({
+        WEBAUTHN_RP_ID: 'example.com',
+        WEBAUTHN_RP_NAME: 'Example',
+        WEBAUTHN_ORIGINS: 'https://example.com, https://id.example.com,https://app.example.com:8443',
+      }),
+    ).toEqual({
+      rpId: 'example.com',
+      rpName: 'Example',
+      origins: ['https://example.com', 'https://id.example.com', 'https://app.example.com:8443'],
+    });
+  });
+
+  it.each([
+    ['127.0.0.1'],
+    ['[::1]'],
+    ['https://example.com'],
+    ['example.com:443'],
+    ['example.com/path'],
+    ['Example.com'],
+    ['-bad.example.com'],
+  ])('refuses WEBAUTHN_RP_ID=%s: a domain is required', (rpId) => {
+    expect(problemsOf({ WEBAUTHN_RP_ID: rpId, WEBAUTHN_ORIGINS: 'https://example.com' }).join('\n')).toMatch(
+      /WEBAUTHN_RP_ID=.* must be a lower-case domain name without scheme, port or path/,
+    );
+  });
+
+  it.each([
+    ['http://id.example.com', /must use https: WebAuthn allows http only for localhost/],
+    ['https://evil.com', /is not within WEBAUTHN_RP_ID "example.com"/],
+    ['https://notexample.com', /is not within WEBAUTHN_RP_ID "example.com"/],
+    ['https://id.example.com/', /must be an origin as browsers send it/],
+    ['https://id.example.com:443', /must be an origin as browsers send it/],
+    ['id.example.com', /must be an origin as browsers send it/],
+  ])('refuses the origin %s for the RP ID example.com', (origin, message) => {
+    expect(problemsOf({ WEBAUTHN_RP_ID: 'example.com', WEBAUTHN_ORIGINS: origin }).join('\n')).toMatch(
+      message,
+    );
+  });
+
+  it('accepts http only for localhost, and needs an origin for an RP ID other than localhost', () => {
+    expect(webauthnOf({ WEBAUTHN_RP_ID: 'localhost' }).origins).toEqual(['http://localhost:8000']);
+    expect(
+      webauthnOf({
+        WEBAUTHN_RP_ID: 'localhost',
+        WEBAUTHN_ORIGINS: 'http://localhost:3000,http://app.localhost',
+      }).origins,
+    ).toEqual(['http://localhost:3000', 'http://app.localhost']);
+    expect(problemsOf({ WEBAUTHN_RP_ID: 'example.com' }).join('\n')).toMatch(/WEBAUTHN_ORIGINS must be set/);
+    expect(
+      webauthnOf({ WEBAUTHN_RP_ID: 'example.com', PUBLIC_URL: 'https://id.example.com' }).origins,
+    ).toEqual(['https://id.example.com']);
   });
 });

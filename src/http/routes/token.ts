@@ -5,6 +5,7 @@ import Type from 'typebox';
 import { AppError } from '../../errors.ts';
 import type { LoginService, PasswordGrantResult } from '../../services/login.ts';
 import type { LoginSecondFactorProof } from '../../services/mfa.ts';
+import type { PasskeysService } from '../../services/passkeys.ts';
 import type { RequestContext } from '../../services/request-context.ts';
 import { ACCOUNT_DISABLED } from '../../services/session-state.ts';
 import type { SessionsService, TokenGrant } from '../../services/sessions.ts';
@@ -83,6 +84,8 @@ function answerPasswordGrant(result: PasswordGrantResult): TokenResponse {
   }
 }
 
+export const WEBAUTHN_GRANT = 'urn:gatehouse:params:oauth:grant-type:webauthn';
+
 const TOKEN_PATH = '/token';
 const REVOKE_PATH = '/revoke';
 const TOKEN_ENDPOINT_PATHS = new Set([TOKEN_PATH, REVOKE_PATH]);
@@ -117,7 +120,8 @@ export const tokenRoutes: FastifyPluginAsyncTypebox<{
   login: LoginService;
   sessions: SessionsService;
   cookies: WebClientCookies;
-}> = async (app, { login, sessions, cookies }) => {
+  passkeys?: PasskeysService | undefined;
+}> = async (app, { login, sessions, cookies, passkeys }) => {
   await app.register(formbody);
 
   const refreshFromCookie = async (
@@ -224,6 +228,20 @@ export const tokenRoutes: FastifyPluginAsyncTypebox<{
         );
         const response = toTokenResponse(tokens, renewed);
         return web ? answerInCookies(response, cookies, request, reply) : response;
+      }
+      if (grantType === WEBAUTHN_GRANT && passkeys) {
+        const challengeId = body.challenge_id;
+        const response = body.webauthn_response;
+        if (!challengeId || response === undefined || response === '') {
+          throw new AppError(
+            'invalid_request',
+            'The challenge_id and webauthn_response parameters are required',
+          );
+        }
+        const grant = toTokenResponse(
+          await passkeys.passwordlessGrant(challengeId, response, body.scope, context),
+        );
+        return web ? answerInCookies(grant, cookies, request, reply) : grant;
       }
       throw new AppError(
         'unsupported_grant_type',

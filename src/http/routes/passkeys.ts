@@ -1,0 +1,181 @@
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import Type from 'typebox';
+import { AppError } from '../../errors.ts';
+import type { PasskeysService } from '../../services/passkeys.ts';
+import { requestContext } from '../request-context.ts';
+import {
+  CeremonyOptionsResponse,
+  MfaTokenBody,
+  PasskeyIdParams,
+  PasskeyListResponse,
+  PasskeyPasswordBody,
+  PasskeyRegistrationBody,
+  PasskeyRenameBody,
+  PasskeyResponse,
+  toPasskeyResponse,
+} from '../schemas.ts';
+
+const secured = { security: [{ OAuth2PasswordBearer: [] }] };
+
+const passwordOf = (body: PasskeyPasswordBody | undefined) => {
+  const password = body?.password ?? body?.current_password;
+  if (!password) throw new AppError('invalid_password', 'Incorrect password');
+  return password;
+};
+
+const toOptionsResponse = ({ challengeId, options }: { challengeId: string; options: unknown }) => ({
+  challenge_id: challengeId,
+  options,
+});
+
+/** The caller's passkeys: registration (after the password), list, rename, delete. Bearer-protected. */
+export const passkeyAccountRoutes: FastifyPluginAsyncTypebox<{ passkeys: PasskeysService }> = async (
+  app,
+  { passkeys },
+) => {
+  app.post(
+    '/users/me/passkeys/registration/options',
+    {
+      schema: {
+        summary: 'Start registering a passkey (needs the password)',
+        description:
+          'Answers the options for navigator.credentials.create() (startRegistration of @simplewebauthn/browser): a ' +
+          'discoverable credential with user verification, no attestation. 409 passkey_limit at 10 passkeys.',
+        tags: ['passkeys'],
+        ...secured,
+        body: PasskeyPasswordBody,
+        response: { 200: CeremonyOptionsResponse },
+      },
+    },
+    async (request) => {
+      const { user } = request.auth!;
+      const password = passwordOf(request.body);
+      return toOptionsResponse(
+        await passkeys.registrationOptions(user.id, password, requestContext(request)),
+      );
+    },
+  );
+
+  app.post(
+    '/users/me/passkeys/registration/verify',
+    {
+      schema: {
+        summary: 'Finish registering a passkey',
+        tags: ['passkeys'],
+        ...secured,
+        body: PasskeyRegistrationBody,
+        response: { 201: PasskeyResponse },
+      },
+    },
+    async (request, reply) => {
+      const { user } = request.auth!;
+      const { challenge_id: challengeId, response, name } = request.body;
+      const passkey = await passkeys.verifyRegistration(
+        user.id,
+        challengeId,
+        response,
+        name,
+        requestContext(request),
+      );
+      return reply.code(201).send(toPasskeyResponse(passkey));
+    },
+  );
+
+  app.get(
+    '/users/me/passkeys',
+    {
+      schema: {
+        summary: 'List your passkeys',
+        tags: ['passkeys'],
+        ...secured,
+        response: { 200: PasskeyListResponse },
+      },
+    },
+    async (request) => {
+      const { user } = request.auth!;
+      return { passkeys: (await passkeys.list(user.id)).map(toPasskeyResponse) };
+    },
+  );
+
+  app.patch(
+    '/users/me/passkeys/:id',
+    {
+      schema: {
+        summary: 'Rename one of your passkeys',
+        tags: ['passkeys'],
+        ...secured,
+        params: PasskeyIdParams,
+        body: PasskeyRenameBody,
+        response: { 200: PasskeyResponse },
+      },
+    },
+    async (request) => {
+      const { user } = request.auth!;
+      return toPasskeyResponse(
+        await passkeys.rename(user.id, request.params.id, request.body.name, requestContext(request)),
+      );
+    },
+  );
+
+  app.delete(
+    '/users/me/passkeys/:id',
+    {
+      schema: {
+        summary: 'Delete one of your passkeys (needs the password)',
+        tags: ['passkeys'],
+        ...secured,
+        params: PasskeyIdParams,
+        body: PasskeyPasswordBody,
+        response: { 204: Type.Null() },
+      },
+    },
+    async (request, reply) => {
+      const { user } = request.auth!;
+      await passkeys.remove(user.id, request.params.id, passwordOf(request.body), requestContext(request));
+      return reply.code(204).send(null);
+    },
+  );
+};
+
+/** The options of the public ceremonies: a passwordless login, and the passkey leg of an MFA login. */
+export const passkeyLoginRoutes: FastifyPluginAsyncTypebox<{ passkeys: PasskeysService }> = async (
+  app,
+  { passkeys },
+) => {
+  app.post(
+    '/passkeys/authentication/options',
+    {
+      schema: {
+        summary: 'Start a passwordless login with a passkey',
+        description:
+          'Answers the options for navigator.credentials.get() with an empty allowCredentials (the browser offers ' +
+          'the passkeys it has for this site) and user verification required. Then POST /token with ' +
+          'grant_type=urn:gatehouse:params:oauth:grant-type:webauthn, challenge_id and webauthn_response. ' +
+          'Throttled per client address (PASSKEY_OPTIONS_PER_IP).',
+        tags: ['passkeys'],
+        response: { 200: CeremonyOptionsResponse },
+      },
+    },
+    async (request) => toOptionsResponse(await passkeys.passwordlessOptions(requestContext(request))),
+  );
+
+  app.post(
+    '/mfa/webauthn/options',
+    {
+      config: { errorStyle: 'oauth' },
+      schema: {
+        summary: 'Start the passkey leg of a login that answered mfa_required',
+        description:
+          "Answers options listing the account's passkeys; the mfa_token keeps all its attempts. Then POST /token " +
+          'with grant_type=urn:gatehouse:params:oauth:grant-type:mfa, mfa_token, challenge_id and webauthn_response.',
+        tags: ['passkeys'],
+        body: MfaTokenBody,
+        response: { 200: CeremonyOptionsResponse },
+      },
+    },
+    async (request, reply) => {
+      reply.header('cache-control', 'no-store');
+      return toOptionsResponse(await passkeys.secondFactorOptionsForMfaToken(request.body.mfa_token));
+    },
+  );
+};

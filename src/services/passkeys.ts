@@ -1,0 +1,512 @@
+import { randomBytes } from 'node:crypto';
+import {
+  type AuthenticationResponseJSON,
+  generateAuthenticationOptions,
+  generateRegistrationOptions,
+  type PublicKeyCredentialCreationOptionsJSON,
+  type PublicKeyCredentialRequestOptionsJSON,
+  type RegistrationResponseJSON,
+  verifyAuthenticationResponse,
+  verifyRegistrationResponse,
+} from '@simplewebauthn/server';
+import type { ChallengePurpose, PasskeysRepository, StoredPasskey } from '../db/passkeys.ts';
+import type { UsersRepository } from '../db/users.ts';
+import type { User } from '../domain/user.ts';
+import { AppError } from '../errors.ts';
+import type { Clock } from '../security/clock.ts';
+import { hashOneTimeToken } from '../security/one-time-tokens.ts';
+import type { AccountsService } from './accounts.ts';
+import type { MailDelivery } from './mail.ts';
+import type { RequestContext } from './request-context.ts';
+import { grantScopes, parseRequestedScope, scopesPermittedTo } from './scopes.ts';
+import { ACCOUNT_DISABLED, isAccountUsable } from './session-state.ts';
+import type { SessionsService, TokenGrant } from './sessions.ts';
+import type { Throttle } from './throttle.ts';
+
+/** A passkey as its owner sees it. */
+export interface PasskeyRecord {
+  id: string;
+  name: string;
+  createdAt: Date;
+  lastUsedAt: Date | null;
+  /** BS: the authenticator says the credential is backed up (synced) now. */
+  backedUp: boolean;
+  /** Its counter went backwards once (a possible clone): it is refused from then on. */
+  suspect: boolean;
+}
+
+export interface CeremonyOptions<T> {
+  challengeId: string;
+  options: T;
+}
+
+/** RFC 8176: `hwk` for a key bound to one device, `swk` for a synced (backup-eligible) passkey. */
+export type PasskeyAmr = 'hwk' | 'swk';
+
+/** A passwordless login that passed: who, their current hash (sessions bind to it) and how they proved it. */
+export interface PasskeyLogin {
+  user: User;
+  verifiedHash: string;
+  amr: [PasskeyAmr, 'user', 'mfa'];
+}
+
+/** The relying party, from configuration: never from a request's Host. */
+export interface RelyingParty {
+  rpId: string;
+  rpName: string;
+  origins: readonly string[];
+}
+
+export interface PasskeysService {
+  registrationOptions(
+    userId: number,
+    password: string,
+    context: RequestContext,
+  ): Promise<CeremonyOptions<PublicKeyCredentialCreationOptionsJSON>>;
+  /** Verifies a registration response and stores the passkey; throws invalid_passkey or passkey_limit. */
+  verifyRegistration(
+    userId: number,
+    challengeId: string,
+    response: unknown,
+    name: string | undefined,
+    context: RequestContext,
+  ): Promise<PasskeyRecord>;
+  list(userId: number): Promise<PasskeyRecord[]>;
+  rename(userId: number, id: string, name: string, context: RequestContext): Promise<PasskeyRecord>;
+  /** Deletes one of the user's passkeys after the password; throws not_found for any other id. */
+  remove(userId: number, id: string, password: string, context: RequestContext): Promise<void>;
+  /** Options for a login without username: an empty allowCredentials, so nothing about accounts leaks. */
+  passwordlessOptions(
+    context: RequestContext,
+  ): Promise<CeremonyOptions<PublicKeyCredentialRequestOptionsJSON>>;
+  /** Checks a passwordless assertion; undefined for every refusal (audited with its reason). */
+  passwordlessLogin(
+    challengeId: string,
+    response: unknown,
+    context: RequestContext,
+  ): Promise<PasskeyLogin | undefined>;
+  /** The passwordless grant of /token: throttled per address, then a session; throws invalid_grant on refusal. */
+  passwordlessGrant(
+    challengeId: string,
+    response: unknown,
+    scope: string | undefined,
+    context: RequestContext,
+  ): Promise<TokenGrant>;
+  /** Options for the second leg of a login, listing the user's passkeys. */
+  secondFactorOptions(userId: number): Promise<CeremonyOptions<PublicKeyCredentialRequestOptionsJSON>>;
+  /** Second-factor options for the holder of an mfa_token, without spending one of its attempts; throws invalid_grant. */
+  secondFactorOptionsForMfaToken(
+    mfaToken: string,
+  ): Promise<CeremonyOptions<PublicKeyCredentialRequestOptionsJSON>>;
+  /** Checks a second-factor assertion of this user; undefined for every refusal. */
+  verifySecondFactor(
+    userId: number,
+    challengeId: string,
+    response: unknown,
+    context: RequestContext,
+  ): Promise<{ amr: PasskeyAmr } | undefined>;
+  countPasskeys(userId: number): Promise<number>;
+  /** Removes every passkey of the user (an operator's reset-mfa); returns how many went, mailing when any did. */
+  removeAllPasskeys(userId: number): Promise<number>;
+}
+
+/** The part of the MFA challenges store the second-factor options read. */
+export interface MfaChallengeLookup {
+  findMfaChallengeUser(tokenHash: string, maxAttempts: number, now: Date): Promise<number | undefined>;
+}
+
+export interface PasskeysDependencies {
+  passkeys: PasskeysRepository;
+  users: UsersRepository;
+  accounts: AccountsService;
+  sessions: SessionsService;
+  mfaChallenges: MfaChallengeLookup;
+  clock: Clock;
+  mail: MailDelivery;
+  rp: RelyingParty;
+  /** Per-address caps (R5 for the grant, R14 for the public options); off with RATE_LIMITS=off. */
+  throttle?: Throttle | undefined;
+  requireVerifiedEmail?: boolean;
+}
+
+export const MAX_PASSKEYS = 10;
+const CHALLENGE_TTL_MS = 5 * 60_000;
+// services/mfa.ts's attempts of an mfa_token: options are not offered for a token that could not be redeemed.
+const MFA_CHALLENGE_ATTEMPTS = 5;
+// WebAuthn L3 §5.4.3 recommends COSE algorithms in this order: Ed25519, ES256, RS256.
+const ALGORITHMS = [-8, -7, -257];
+// L3 §7.1 step 22: credential ids are at most 1023 bytes.
+const MAX_CREDENTIAL_ID_BYTES = 1023;
+
+const toRecord = (passkey: StoredPasskey): PasskeyRecord => ({
+  id: passkey.id,
+  name: passkey.name,
+  createdAt: passkey.createdAt,
+  lastUsedAt: passkey.lastUsedAt ?? null,
+  backedUp: passkey.backupState,
+  suspect: passkey.suspect,
+});
+
+const amrOf = (passkey: StoredPasskey): PasskeyAmr => (passkey.backupEligible ? 'swk' : 'hwk');
+
+/** A response as clients send it: the object, or its JSON in a form field. */
+function parseResponse<T>(response: unknown): T | undefined {
+  let value = response;
+  if (typeof value === 'string') {
+    try {
+      value = JSON.parse(value);
+    } catch {
+      return undefined;
+    }
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return undefined;
+  const shape = value as { id?: unknown; rawId?: unknown; response?: unknown };
+  if (typeof shape.id !== 'string' || typeof shape.rawId !== 'string') return undefined;
+  if (typeof shape.response !== 'object' || shape.response === null) return undefined;
+  return value as T;
+}
+
+/** Builds the passkey use cases: registration and management, passwordless login, and the second factor. */
+export function createPasskeysService(deps: PasskeysDependencies): PasskeysService {
+  const { passkeys, users, accounts, clock, mail, rp, throttle } = deps;
+
+  const notice = (user: User, what: string) =>
+    mail.composer.compose({
+      userId: user.id,
+      to: user.email,
+      template: 'mfa_changed',
+      values: { username: user.username, what },
+    });
+
+  const newChallenge = async (purpose: ChallengePurpose, userId: number | undefined) => {
+    const challenge = new Uint8Array(randomBytes(32));
+    const id = randomBytes(16).toString('base64url');
+    const now = clock.now();
+    await passkeys.insertChallenge(
+      {
+        id,
+        purpose,
+        userId,
+        challenge: Buffer.from(challenge).toString('base64url'),
+        expiresAt: new Date(now.getTime() + CHALLENGE_TTL_MS),
+      },
+      now,
+    );
+    return { id, challenge };
+  };
+
+  const requestOptions = async (
+    purpose: ChallengePurpose,
+    userId: number | undefined,
+    allowed: readonly StoredPasskey[],
+  ) => {
+    const { id, challenge } = await newChallenge(purpose, userId);
+    const options = await generateAuthenticationOptions({
+      rpID: rp.rpId,
+      challenge,
+      timeout: CHALLENGE_TTL_MS,
+      userVerification: 'required',
+      allowCredentials: allowed.map((passkey) => ({
+        id: passkey.credentialId,
+        ...(passkey.transports.length > 0 ? { transports: passkey.transports } : {}),
+      })),
+    });
+    return { challengeId: id, options };
+  };
+
+  /**
+   * Checks an assertion against a challenge of `purpose` (and of `userId` when given); returns the passkey it used,
+   * its use recorded, or undefined, the refusal audited with its reason.
+   */
+  const verifyAssertion = async (
+    purpose: ChallengePurpose,
+    userId: number | undefined,
+    challengeId: string,
+    presented: unknown,
+    context: RequestContext,
+  ): Promise<StoredPasskey | undefined> => {
+    const refuse = (reason: string, refusedUserId = userId) => {
+      context.audit('passkey_refused', { reason, ...(refusedUserId ? { userId: refusedUserId } : {}) });
+      return undefined;
+    };
+    const response = parseResponse<AuthenticationResponseJSON>(presented);
+    if (!response) return refuse('malformed_response');
+    // Spent before anything is checked: a challenge answers one assertion, right or wrong, and of two parallel
+    // submissions of one assertion only one gets this far.
+    const challenge = await passkeys.consumeChallenge(challengeId, purpose, userId, clock.now());
+    if (!challenge) return refuse('challenge_unknown_or_spent');
+    const passkey = await passkeys.findByCredentialId(response.id);
+    if (!passkey) return refuse('unknown_credential');
+    if (userId !== undefined && passkey.userId !== userId) return refuse('credential_of_another_user');
+    if (purpose === 'passwordless') {
+      // L3 §7.2 step 6: a discoverable login names its user, and that must be the credential's owner.
+      const handle = await passkeys.findUserHandle(passkey.userId);
+      if (!response.response.userHandle || response.response.userHandle !== handle)
+        return refuse('user_handle_mismatch', passkey.userId);
+    }
+    if (passkey.suspect) return refuse('suspect_credential', passkey.userId);
+    let verification: Awaited<ReturnType<typeof verifyAuthenticationResponse>>;
+    try {
+      verification = await verifyAuthenticationResponse({
+        response,
+        expectedChallenge: challenge,
+        expectedOrigin: [...rp.origins],
+        expectedRPID: rp.rpId,
+        // The library refuses any counter at or below this; the L3 rule below is applied here instead, where a
+        // regression can mark the credential.
+        credential: {
+          id: passkey.credentialId,
+          publicKey: Buffer.from(passkey.publicKey, 'base64url'),
+          counter: 0,
+        },
+        requireUserVerification: true,
+      });
+    } catch {
+      return refuse('invalid_assertion', passkey.userId);
+    }
+    const info = verification.authenticationInfo;
+    if (!verification.verified || !info.userVerified) return refuse('invalid_assertion', passkey.userId);
+    const newCount = info.newCounter;
+    // L3 §6.1.1: when either counter is non-zero, the new one must be greater; otherwise the authenticator may have
+    // been cloned. Synced passkeys report 0 throughout, which passes.
+    if ((newCount !== 0 || passkey.signCount !== 0) && newCount <= passkey.signCount) {
+      const user = await users.findUserById(passkey.userId);
+      const marked =
+        user &&
+        (await passkeys.markSuspect(
+          passkey.id,
+          [notice(user, `the passkey "${passkey.name}" was refused: it may have been copied`)],
+          clock.now(),
+        ));
+      if (marked) mail.mailQueued();
+      return refuse('counter_regression', passkey.userId);
+    }
+    const recorded = await passkeys.recordUse(
+      {
+        id: passkey.id,
+        storedCount: passkey.signCount,
+        newCount,
+        backupState: info.credentialBackedUp,
+        userVerified: info.userVerified,
+      },
+      clock.now(),
+    );
+    if (!recorded) return refuse('counter_race', passkey.userId);
+    return passkey;
+  };
+
+  const invalidGrant = () => new AppError('invalid_grant', 'The passkey could not be verified');
+
+  const passwordlessLogin: PasskeysService['passwordlessLogin'] = async (challengeId, response, context) => {
+    const passkey = await verifyAssertion('passwordless', undefined, challengeId, response, context);
+    if (!passkey) return undefined;
+    const credentials = await users.findCredentialsById(passkey.userId);
+    if (!credentials) return undefined;
+    context.audit('passkey_login', { userId: passkey.userId, reason: 'passwordless' });
+    return {
+      user: credentials.user,
+      verifiedHash: credentials.passwordHash,
+      amr: [amrOf(passkey), 'user', 'mfa'],
+    };
+  };
+
+  const secondFactorOptions: PasskeysService['secondFactorOptions'] = async (userId) => {
+    const usable = (await passkeys.listPasskeys(userId)).filter((passkey) => !passkey.suspect);
+    return requestOptions('second_factor', userId, usable);
+  };
+
+  return {
+    async registrationOptions(userId, password, context) {
+      const { user } = await accounts.confirmPassword(userId, password, context);
+      const existing = await passkeys.listPasskeys(userId);
+      if (existing.length >= MAX_PASSKEYS)
+        throw new AppError('passkey_limit', `At most ${MAX_PASSKEYS} passkeys per account`);
+      const handle = await passkeys.ensureUserHandle(userId, randomBytes(64).toString('base64url'));
+      if (!handle) throw new AppError('not_found', 'User not found');
+      const { id, challenge } = await newChallenge('registration', userId);
+      const options = await generateRegistrationOptions({
+        rpName: rp.rpName,
+        rpID: rp.rpId,
+        userName: user.username,
+        userDisplayName: user.username,
+        userID: new Uint8Array(Buffer.from(handle, 'base64url')),
+        challenge,
+        timeout: CHALLENGE_TTL_MS,
+        attestationType: 'none',
+        excludeCredentials: existing.map((passkey) => ({
+          id: passkey.credentialId,
+          ...(passkey.transports.length > 0 ? { transports: passkey.transports } : {}),
+        })),
+        authenticatorSelection: {
+          residentKey: 'required',
+          requireResidentKey: true,
+          userVerification: 'required',
+        },
+        supportedAlgorithmIDs: ALGORITHMS,
+      });
+      return { challengeId: id, options };
+    },
+
+    async verifyRegistration(userId, challengeId, presented, name, context) {
+      const refuse = (reason: string) => {
+        context.audit('passkey_refused', { userId, reason });
+        return new AppError('invalid_passkey', 'The passkey could not be registered');
+      };
+      const response = parseResponse<RegistrationResponseJSON>(presented);
+      if (!response) throw refuse('malformed_response');
+      const challenge = await passkeys.consumeChallenge(challengeId, 'registration', userId, clock.now());
+      if (!challenge) throw refuse('challenge_unknown_or_spent');
+      const user = await users.findUserById(userId);
+      if (!user) throw new AppError('not_found', 'User not found');
+      let verification: Awaited<ReturnType<typeof verifyRegistrationResponse>>;
+      try {
+        verification = await verifyRegistrationResponse({
+          response,
+          expectedChallenge: challenge,
+          expectedOrigin: [...rp.origins],
+          expectedRPID: rp.rpId,
+          requireUserVerification: true,
+          supportedAlgorithmIDs: ALGORITHMS,
+        });
+      } catch {
+        throw refuse('invalid_attestation');
+      }
+      if (!verification.verified) throw refuse('invalid_attestation');
+      const info = verification.registrationInfo;
+      const credentialId = info.credential.id;
+      if (Buffer.from(credentialId, 'base64url').length > MAX_CREDENTIAL_ID_BYTES)
+        throw refuse('credential_id_too_long');
+      const count = await passkeys.countPasskeys(userId);
+      const chosen = name?.trim() || `Passkey ${count + 1}`;
+      const passkeyId = randomBytes(16).toString('base64url');
+      const stored = await passkeys.insertPasskey(
+        {
+          id: passkeyId,
+          userId,
+          credentialId,
+          publicKey: Buffer.from(info.credential.publicKey).toString('base64url'),
+          signCount: info.credential.counter,
+          transports: (info.credential.transports ?? []).filter((transport) =>
+            /^[a-z-]{1,32}$/.test(transport),
+          ),
+          aaguid: info.aaguid,
+          backupEligible: info.credentialDeviceType === 'multiDevice',
+          backupState: info.credentialBackedUp,
+          uvInitialized: info.userVerified,
+          name: chosen,
+        },
+        MAX_PASSKEYS,
+        [notice(user, `a passkey ("${chosen}") was added`)],
+        clock.now(),
+      );
+      if (stored === 'limit')
+        throw new AppError('passkey_limit', `At most ${MAX_PASSKEYS} passkeys per account`);
+      if (stored === 'duplicate') throw refuse('credential_already_registered');
+      mail.mailQueued();
+      context.audit('passkey_registered', { userId, passkeyId });
+      const passkey = await passkeys.findPasskey(userId, passkeyId);
+      if (!passkey) throw new AppError('not_found', 'Passkey not found');
+      return toRecord(passkey);
+    },
+
+    async list(userId) {
+      return (await passkeys.listPasskeys(userId)).map(toRecord);
+    },
+
+    async rename(userId, id, name, context) {
+      const renamed = await passkeys.renamePasskey(userId, id, name.trim());
+      if (!renamed) throw new AppError('not_found', 'Passkey not found');
+      context.audit('passkey_renamed', { userId, passkeyId: id });
+      return toRecord(renamed);
+    },
+
+    async remove(userId, id, password, context) {
+      const { user } = await accounts.confirmPassword(userId, password, context);
+      const passkey = await passkeys.findPasskey(userId, id);
+      const deleted =
+        passkey &&
+        (await passkeys.deletePasskey(
+          userId,
+          id,
+          [notice(user, `the passkey "${passkey.name}" was removed`)],
+          clock.now(),
+        ));
+      if (!deleted) throw new AppError('not_found', 'Passkey not found');
+      mail.mailQueued();
+      context.audit('passkey_deleted', { userId, passkeyId: id });
+    },
+
+    async passwordlessOptions(context) {
+      await throttle?.admitPasskeyOptions(context);
+      return requestOptions('passwordless', undefined, []);
+    },
+
+    passwordlessLogin,
+
+    async passwordlessGrant(challengeId, response, scope, context) {
+      const requestedScopes = parseRequestedScope(scope);
+      if (throttle) {
+        const refusal = await throttle.admitPasswordGrant(throttle.clientKey(context.ipAddress));
+        if (refusal) {
+          context.audit('login_throttled', {
+            rule: refusal.rule,
+            retryAfterSeconds: refusal.retryAfterSeconds,
+          });
+          throw new AppError('temporarily_unavailable', 'Login throttled', {
+            retryAfterSeconds: refusal.retryAfterSeconds,
+          });
+        }
+      }
+      const login = await passwordlessLogin(challengeId, response, context);
+      if (!login) throw invalidGrant();
+      const { user } = login;
+      if (!isAccountUsable(user)) {
+        context.audit('login_failed', { userId: user.id, reason: 'account_disabled' });
+        throw new AppError('invalid_grant', ACCOUNT_DISABLED);
+      }
+      if (deps.requireVerifiedEmail && user.emailVerifiedAt === null) {
+        context.audit('login_failed', { userId: user.id, reason: 'email_not_verified' });
+        throw new AppError('invalid_grant', 'Email not verified');
+      }
+      const scopes = grantScopes(requestedScopes, scopesPermittedTo(user));
+      const tokens = await deps.sessions.startSession(user, login.verifiedHash, context, scopes, {
+        amr: login.amr,
+      });
+      if (!tokens) throw invalidGrant();
+      context.audit('login_succeeded', { userId: user.id, reason: 'passkey' });
+      return tokens;
+    },
+
+    secondFactorOptions,
+
+    async secondFactorOptionsForMfaToken(mfaToken) {
+      const tokenHash = hashOneTimeToken(mfaToken);
+      const userId =
+        tokenHash &&
+        (await deps.mfaChallenges.findMfaChallengeUser(tokenHash, MFA_CHALLENGE_ATTEMPTS, clock.now()));
+      if (!userId) throw new AppError('invalid_grant', 'The mfa_token is invalid, expired or used');
+      return secondFactorOptions(userId);
+    },
+
+    async verifySecondFactor(userId, challengeId, response, context) {
+      const passkey = await verifyAssertion('second_factor', userId, challengeId, response, context);
+      if (!passkey) return undefined;
+      context.audit('passkey_login', { userId, reason: 'second_factor' });
+      return { amr: amrOf(passkey) };
+    },
+
+    countPasskeys: (userId) => passkeys.countPasskeys(userId),
+
+    async removeAllPasskeys(userId) {
+      const user = await users.findUserById(userId);
+      if (!user) return 0;
+      const removed = await passkeys.deleteAllPasskeys(
+        userId,
+        [notice(user, 'every passkey was removed')],
+        clock.now(),
+      );
+      if (removed > 0) mail.mailQueued();
+      return removed;
+    },
+  };
+}

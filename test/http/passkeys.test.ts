@@ -1,0 +1,664 @@
+import type {
+  PublicKeyCredentialCreationOptionsJSON,
+  PublicKeyCredentialRequestOptionsJSON,
+} from '@simplewebauthn/server';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createMfaRepository } from '../../src/db/mfa.ts';
+import { createPasskeysRepository } from '../../src/db/passkeys.ts';
+import { createUsersRepository } from '../../src/db/users.ts';
+import { generateOneTimeToken } from '../../src/security/one-time-tokens.ts';
+import { createSecretBox } from '../../src/security/secret-box.ts';
+import { createMailComposer } from '../../src/services/mail.ts';
+import { createPasskeysService } from '../../src/services/passkeys.ts';
+import {
+  buildTestApp,
+  registerUser,
+  STRONG_PASSWORD,
+  TEST_SECRET,
+  type TestApp,
+} from '../support/build-test-app.ts';
+import { dialects } from '../support/dialects.ts';
+import { outboxMails } from '../support/outbox.ts';
+import {
+  type CeremonyOverrides,
+  createSoftAuthenticator,
+  type SoftAuthenticator,
+  type SoftAuthenticatorOptions,
+} from '../support/soft-authenticator.ts';
+
+const ORIGIN = 'http://localhost:8000';
+const WEBAUTHN_GRANT = 'urn:gatehouse:params:oauth:grant-type:webauthn';
+
+interface PasskeyBody {
+  id: string;
+  name: string;
+  created_at: string;
+  last_used_at: string | null;
+  backed_up: boolean;
+  suspect: boolean;
+}
+
+describe.each(dialects)('passkeys on %s', (dialect) => {
+  let t: TestApp;
+  beforeAll(async () => {
+    t = await buildTestApp(dialect);
+  });
+  afterAll(async () => {
+    await t.close();
+  });
+
+  let counter = 0;
+  /** A new account with its bearer token and a software authenticator of its own. */
+  const newAccount = async (options: Partial<SoftAuthenticatorOptions> = {}) => {
+    counter += 1;
+    const username = `keyholder${counter}`;
+    const user = await registerUser(t.app, { username, email: `${username}@example.com` });
+    const response = await t.app.inject({
+      method: 'POST',
+      url: '/token',
+      payload: { username, password: STRONG_PASSWORD },
+    });
+    const bearer = (response.json() as { access_token: string }).access_token;
+    return {
+      user,
+      bearer,
+      authenticator: createSoftAuthenticator({ origin: ORIGIN, ...options }),
+    };
+  };
+  type Account = Awaited<ReturnType<typeof newAccount>>;
+
+  const call = (
+    method: 'GET' | 'POST' | 'PATCH' | 'DELETE',
+    url: string,
+    bearer?: string,
+    payload?: unknown,
+  ) =>
+    t.app.inject({
+      method,
+      url,
+      headers: bearer ? { authorization: `Bearer ${bearer}` } : {},
+      ...(payload === undefined ? {} : { payload: payload as Record<string, unknown> }),
+    });
+
+  const registrationOptions = async (account: Account) => {
+    const response = await call('POST', '/users/me/passkeys/registration/options', account.bearer, {
+      password: STRONG_PASSWORD,
+    });
+    expect(response.statusCode, response.body).toBe(200);
+    return response.json() as { challenge_id: string; options: PublicKeyCredentialCreationOptionsJSON };
+  };
+
+  const register = async (
+    account: Account,
+    overrides: CeremonyOverrides = {},
+    name?: string,
+    authenticator: SoftAuthenticator = account.authenticator,
+  ) => {
+    const { challenge_id, options } = await registrationOptions(account);
+    return call('POST', '/users/me/passkeys/registration/verify', account.bearer, {
+      challenge_id,
+      response: authenticator.register(options, overrides),
+      ...(name === undefined ? {} : { name }),
+    });
+  };
+
+  const passwordlessOptions = async () => {
+    const response = await call('POST', '/passkeys/authentication/options');
+    expect(response.statusCode, response.body).toBe(200);
+    return response.json() as { challenge_id: string; options: PublicKeyCredentialRequestOptionsJSON };
+  };
+
+  const grant = (challengeId: string, webauthnResponse: unknown, form = false) =>
+    form
+      ? t.app.inject({
+          method: 'POST',
+          url: '/token',
+          headers: { 'content-type': 'application/x-www-form-urlencoded' },
+          payload: new URLSearchParams({
+            grant_type: WEBAUTHN_GRANT,
+            challenge_id: challengeId,
+            webauthn_response: JSON.stringify(webauthnResponse),
+          }).toString(),
+        })
+      : call('POST', '/token', undefined, {
+          grant_type: WEBAUTHN_GRANT,
+          challenge_id: challengeId,
+          webauthn_response: webauthnResponse,
+        });
+
+  const passwordless = async (authenticator: SoftAuthenticator, overrides: CeremonyOverrides = {}) => {
+    const { challenge_id, options } = await passwordlessOptions();
+    return grant(challenge_id, authenticator.assert(options, overrides));
+  };
+
+  const refusals = async (userId: number) => {
+    await t.app.auditTrail.flush();
+    const rows = await t.database.db
+      .selectFrom('audit_events')
+      .select(['event', 'detail'])
+      .where('user_id', '=', userId)
+      .where('event', '=', 'passkey_refused')
+      .orderBy('id')
+      .execute();
+    return rows.map((row) => JSON.parse(row.detail ?? '{}').reason as string);
+  };
+
+  const sessionAmrs = async (userId: number) =>
+    (
+      await t.database.db
+        .selectFrom('sessions')
+        .select('amr')
+        .where('user_id', '=', userId)
+        .orderBy('created_at_ms')
+        .execute()
+    ).map((row) => row.amr);
+
+  it('registers, lists, renames, logs in without a password, deletes, and then refuses the deleted passkey', async () => {
+    const account = await newAccount();
+    const registered = await register(account, {}, '  Laptop  ');
+    expect(registered.statusCode, registered.body).toBe(201);
+    const passkey = registered.json() as PasskeyBody;
+    expect(passkey).toMatchObject({ name: 'Laptop', last_used_at: null, backed_up: false, suspect: false });
+
+    const listed = await call('GET', '/users/me/passkeys', account.bearer);
+    expect(listed.statusCode).toBe(200);
+    expect((listed.json() as { passkeys: PasskeyBody[] }).passkeys).toEqual([passkey]);
+
+    const renamed = await call('PATCH', `/users/me/passkeys/${passkey.id}`, account.bearer, {
+      name: 'Work laptop',
+    });
+    expect(renamed.statusCode, renamed.body).toBe(200);
+    expect((renamed.json() as PasskeyBody).name).toBe('Work laptop');
+
+    const login = await passwordless(account.authenticator);
+    expect(login.statusCode, login.body).toBe(200);
+    const tokens = login.json() as { access_token: string; refresh_token: string };
+    expect((await call('GET', '/conversation', tokens.access_token)).statusCode).toBe(200);
+    expect((await sessionAmrs(account.user.id)).at(-1)).toBe('hwk user mfa');
+    const [used] = (
+      (await call('GET', '/users/me/passkeys', account.bearer)).json() as { passkeys: PasskeyBody[] }
+    ).passkeys;
+    expect(used?.last_used_at).not.toBeNull();
+
+    const refused = await call('DELETE', `/users/me/passkeys/${passkey.id}`, account.bearer, {
+      password: 'not the password',
+    });
+    expect(refused.statusCode).toBe(400);
+    const deleted = await call('DELETE', `/users/me/passkeys/${passkey.id}`, account.bearer, {
+      current_password: STRONG_PASSWORD,
+    });
+    expect(deleted.statusCode, deleted.body).toBe(204);
+    expect((await call('GET', '/users/me/passkeys', account.bearer)).json()).toEqual({ passkeys: [] });
+
+    const afterDelete = await passwordless(account.authenticator);
+    expect(afterDelete.statusCode).toBe(400);
+    expect(afterDelete.json()).toMatchObject({ error: 'invalid_grant' });
+    expect(await refusals(account.user.id)).toEqual([]);
+
+    const mails = (await outboxMails(t.database, `${account.user.username}@example.com`)).filter(
+      (mail) => mail.template === 'mfa_changed',
+    );
+    expect(mails).toHaveLength(2);
+  });
+
+  it('accepts the webauthn_response as JSON text in a form body, and marks a synced passkey swk', async () => {
+    const account = await newAccount({ backupEligible: true, algorithm: 'EdDSA', counterStep: 0 });
+    expect((await register(account)).statusCode).toBe(201);
+    const { challenge_id, options } = await passwordlessOptions();
+    const login = await grant(challenge_id, account.authenticator.assert(options), true);
+    expect(login.statusCode, login.body).toBe(200);
+    expect((await sessionAmrs(account.user.id)).at(-1)).toBe('swk user mfa');
+    // A synced passkey keeps its counter at 0: 0 after 0 is no regression.
+    expect((await passwordless(account.authenticator)).statusCode).toBe(200);
+    const [listed] = (
+      (await call('GET', '/users/me/passkeys', account.bearer)).json() as { passkeys: PasskeyBody[] }
+    ).passkeys;
+    expect(listed).toMatchObject({ name: 'Passkey 1', backed_up: true, suspect: false });
+  });
+
+  it('gives the web client its refresh token in a cookie, not in the body', async () => {
+    const account = await newAccount();
+    expect((await register(account)).statusCode).toBe(201);
+    const { challenge_id, options } = await passwordlessOptions();
+    const response = await t.app.inject({
+      method: 'POST',
+      url: '/token',
+      headers: { 'x-gatehouse-client': 'web', origin: 'http://localhost' },
+      payload: {
+        grant_type: WEBAUTHN_GRANT,
+        challenge_id,
+        webauthn_response: account.authenticator.assert(options),
+      },
+    });
+    expect(response.statusCode, response.body).toBe(200);
+    expect(response.json()).not.toHaveProperty('refresh_token');
+    expect(response.json()).toHaveProperty('access_token');
+    expect(String(response.headers['set-cookie'])).toMatch(/HttpOnly/i);
+    expect(response.headers['cache-control']).toBe('no-store');
+  });
+
+  it('keeps assertions out of the logs and audits each change', async () => {
+    const account = await newAccount();
+    const passkey = (await register(account)).json() as PasskeyBody;
+    const { challenge_id, options } = await passwordlessOptions();
+    const assertion = account.authenticator.assert(options);
+    expect((await grant(challenge_id, assertion)).statusCode).toBe(200);
+    await call('PATCH', `/users/me/passkeys/${passkey.id}`, account.bearer, { name: 'Phone' });
+    await call('DELETE', `/users/me/passkeys/${passkey.id}`, account.bearer, { password: STRONG_PASSWORD });
+    const logged = t.logs.join('\n');
+    expect(logged).not.toContain(assertion.response.signature);
+    expect(logged).not.toContain(assertion.response.authenticatorData);
+    await t.app.auditTrail.flush();
+    const events = await t.database.db
+      .selectFrom('audit_events')
+      .select(['event', 'detail'])
+      .where('user_id', '=', account.user.id)
+      .where('event', 'like', 'passkey_%')
+      .orderBy('id')
+      .execute();
+    expect(events.map((row) => row.event)).toEqual([
+      'passkey_registered',
+      'passkey_login',
+      'passkey_renamed',
+      'passkey_deleted',
+    ]);
+    expect(JSON.parse(events[0]?.detail ?? '{}')).toEqual({ passkeyId: passkey.id });
+  });
+
+  it('gives registration options for a discoverable, user-verified passkey under a 64-byte handle without the username', async () => {
+    const account = await newAccount();
+    const { options } = await registrationOptions(account);
+    expect(options.rp).toEqual({ id: 'localhost', name: 'Gatehouse' });
+    expect(options.user.name).toBe(account.user.username);
+    const handle = Buffer.from(options.user.id, 'base64url');
+    expect(handle).toHaveLength(64);
+    expect(handle.toString('latin1')).not.toContain(account.user.username);
+    expect(options.user.id).not.toContain(account.user.username);
+    expect(options.authenticatorSelection).toMatchObject({
+      residentKey: 'required',
+      userVerification: 'required',
+    });
+    expect(options.attestation).toBe('none');
+    expect(options.pubKeyCredParams.map((param) => param.alg)).toEqual([-8, -7, -257]);
+    expect(Buffer.from(options.challenge, 'base64url')).toHaveLength(32);
+    // The handle stays the same across registrations, and the existing passkeys are excluded.
+    expect((await register(account)).statusCode).toBe(201);
+    const again = await registrationOptions(account);
+    expect(again.options.user.id).toBe(options.user.id);
+    expect(again.options.excludeCredentials).toHaveLength(1);
+    const stored = await t.database.db
+      .selectFrom('users')
+      .select('webauthn_user_handle')
+      .where('id', '=', account.user.id)
+      .executeTakeFirstOrThrow();
+    expect(stored.webauthn_user_handle).toBe(options.user.id);
+  });
+
+  it('refuses registration options without the right password', async () => {
+    const account = await newAccount();
+    const wrong = await call('POST', '/users/me/passkeys/registration/options', account.bearer, {
+      password: 'wrong password here',
+    });
+    expect(wrong.statusCode).toBe(400);
+    expect(wrong.json()).toMatchObject({ code: 'invalid_password' });
+    const missing = await call('POST', '/users/me/passkeys/registration/options', account.bearer, {});
+    expect(missing.statusCode).toBe(400);
+    expect((await call('POST', '/users/me/passkeys/registration/options', undefined, {})).statusCode).toBe(
+      401,
+    );
+  });
+
+  it.each<[string, CeremonyOverrides]>([
+    ['user verification off', { userVerified: false }],
+    ['a wrong origin', { origin: 'http://localhost:9999' }],
+    ['a wrong RP ID hash', { rpId: 'evil.example' }],
+    ['another challenge', { challenge: Buffer.alloc(32, 7).toString('base64url') }],
+  ])('refuses a registration with %s', async (_, overrides) => {
+    const account = await newAccount();
+    const response = await register(account, overrides);
+    expect(response.statusCode).toBe(400);
+    expect(response.json()).toMatchObject({ code: 'invalid_passkey' });
+    expect((await call('GET', '/users/me/passkeys', account.bearer)).json()).toEqual({ passkeys: [] });
+  });
+
+  it('gives public options with an empty allowCredentials and user verification required', async () => {
+    const { challenge_id, options } = await passwordlessOptions();
+    expect(challenge_id).toMatch(/^[A-Za-z0-9_-]{20,}$/);
+    expect(options.allowCredentials).toEqual([]);
+    expect(options.userVerification).toBe('required');
+    expect(options.rpId).toBe('localhost');
+  });
+
+  it.each<[string, CeremonyOverrides, string]>([
+    ['user verification off', { userVerified: false }, 'invalid_assertion'],
+    ['a bogus signature', { bogusSignature: true }, 'invalid_assertion'],
+    ['a wrong origin', { origin: 'https://evil.example' }, 'invalid_assertion'],
+    ['a wrong RP ID hash', { rpId: 'evil.example' }, 'invalid_assertion'],
+  ])('refuses a passwordless login with %s', async (_, overrides, reason) => {
+    const account = await newAccount();
+    expect((await register(account)).statusCode).toBe(201);
+    const response = await passwordless(account.authenticator, overrides);
+    expect(response.statusCode).toBe(400);
+    expect(response.json()).toMatchObject({ error: 'invalid_grant' });
+    expect(await refusals(account.user.id)).toEqual([reason]);
+    expect(await sessionAmrs(account.user.id)).toEqual(['pwd']);
+  });
+
+  it('refuses a replayed assertion: its challenge is spent', async () => {
+    const account = await newAccount();
+    expect((await register(account)).statusCode).toBe(201);
+    const { challenge_id, options } = await passwordlessOptions();
+    const assertion = account.authenticator.assert(options);
+    expect((await grant(challenge_id, assertion)).statusCode).toBe(200);
+    const replay = await grant(challenge_id, assertion);
+    expect(replay.statusCode).toBe(400);
+    expect(replay.json()).toMatchObject({ error: 'invalid_grant' });
+  });
+
+  it('lets exactly one of 2 parallel submissions of one assertion through', async () => {
+    const account = await newAccount();
+    expect((await register(account)).statusCode).toBe(201);
+    const { challenge_id, options } = await passwordlessOptions();
+    const assertion = account.authenticator.assert(options);
+    const results = await Promise.all([grant(challenge_id, assertion), grant(challenge_id, assertion)]);
+    expect(results.map((response) => response.statusCode).sort()).toEqual([200, 400]);
+  });
+
+  it('marks a cloned credential with a lower counter suspect, mails the owner, and then refuses even a good counter', async () => {
+    const account = await newAccount();
+    expect((await register(account)).statusCode).toBe(201);
+    for (let n = 0; n < 3; n += 1) expect((await passwordless(account.authenticator)).statusCode).toBe(200);
+    // The clone signs with the same key but only knows counter 2; the original is at 3.
+    const clone = await passwordless(account.authenticator, { signCount: 2 });
+    expect(clone.statusCode).toBe(400);
+    const [listed] = (
+      (await call('GET', '/users/me/passkeys', account.bearer)).json() as { passkeys: PasskeyBody[] }
+    ).passkeys;
+    expect(listed?.suspect).toBe(true);
+    const good = await passwordless(account.authenticator, { signCount: 100 });
+    expect(good.statusCode).toBe(400);
+    expect(await refusals(account.user.id)).toEqual(['counter_regression', 'suspect_credential']);
+    const mails = (await outboxMails(t.database, `${account.user.username}@example.com`)).filter(
+      (mail) => mail.template === 'mfa_changed',
+    );
+    // Added, then refused as a possible copy.
+    expect(mails).toHaveLength(2);
+  });
+
+  it('refuses a challenge of another purpose or user, and another user’s passkey id', async () => {
+    const alice = await newAccount();
+    const bob = await newAccount();
+    expect((await register(alice)).statusCode).toBe(201);
+    const bobsPasskey = (await register(bob)).json() as PasskeyBody;
+
+    // Alice's registration challenge, answered by Bob.
+    const { challenge_id, options } = await registrationOptions(alice);
+    const stolen = await call('POST', '/users/me/passkeys/registration/verify', bob.bearer, {
+      challenge_id,
+      response: bob.authenticator.register(options),
+    });
+    expect(stolen.statusCode).toBe(400);
+
+    // A registration challenge is no login challenge.
+    const other = await registrationOptions(alice);
+    const assertion = alice.authenticator.assert({ challenge: other.options.challenge, rpId: 'localhost' });
+    expect((await grant(other.challenge_id, assertion)).statusCode).toBe(400);
+
+    expect(
+      (await call('PATCH', `/users/me/passkeys/${bobsPasskey.id}`, alice.bearer, { name: 'mine' }))
+        .statusCode,
+    ).toBe(404);
+    expect(
+      (
+        await call('DELETE', `/users/me/passkeys/${bobsPasskey.id}`, alice.bearer, {
+          password: STRONG_PASSWORD,
+        })
+      ).statusCode,
+    ).toBe(404);
+  });
+
+  it('refuses a passwordless assertion whose user handle is not the owner’s', async () => {
+    const account = await newAccount();
+    expect((await register(account)).statusCode).toBe(201);
+    const { challenge_id, options } = await passwordlessOptions();
+    const assertion = account.authenticator.assert(options);
+    assertion.response.userHandle = Buffer.alloc(64, 1).toString('base64url');
+    expect((await grant(challenge_id, assertion)).statusCode).toBe(400);
+    expect(await refusals(account.user.id)).toEqual(['user_handle_mismatch']);
+  });
+
+  it('refuses malformed grants with 400', async () => {
+    const { challenge_id } = await passwordlessOptions();
+    for (const webauthnResponse of ['not json', '[]', { id: 1 }, { id: 'a', rawId: 'a', response: null }]) {
+      const response = await grant(challenge_id, webauthnResponse);
+      expect(response.statusCode, JSON.stringify(webauthnResponse)).toBe(400);
+      expect(response.json()).toMatchObject({ error: 'invalid_grant' });
+    }
+    const missing = await call('POST', '/token', undefined, { grant_type: WEBAUTHN_GRANT, challenge_id });
+    expect(missing.statusCode).toBe(400);
+    expect(missing.json()).toMatchObject({ error: 'invalid_request' });
+  });
+
+  it('refuses the 11th passkey with 409 passkey_limit', async () => {
+    const account = await newAccount();
+    for (let n = 0; n < 10; n += 1) expect((await register(account)).statusCode).toBe(201);
+    const options = await call('POST', '/users/me/passkeys/registration/options', account.bearer, {
+      password: STRONG_PASSWORD,
+    });
+    expect(options.statusCode).toBe(409);
+    expect(options.json()).toMatchObject({ code: 'passkey_limit' });
+  });
+
+  it('refuses an 11th passkey whose options were taken before the 10th was stored', async () => {
+    const account = await newAccount();
+    for (let n = 0; n < 9; n += 1) expect((await register(account)).statusCode).toBe(201);
+    const first = await registrationOptions(account);
+    const second = await registrationOptions(account);
+    const results = await Promise.all(
+      [first, second].map(({ challenge_id, options }) =>
+        call('POST', '/users/me/passkeys/registration/verify', account.bearer, {
+          challenge_id,
+          response: account.authenticator.register(options),
+        }),
+      ),
+    );
+    expect(results.map((response) => response.statusCode).sort()).toEqual([201, 409]);
+  });
+
+  it('validates names: trimmed 1..64 characters', async () => {
+    const account = await newAccount();
+    const passkey = (await register(account)).json() as PasskeyBody;
+    expect(passkey.name).toBe('Passkey 1');
+    for (const name of ['', '   ', 'x'.repeat(65)]) {
+      expect(
+        (await call('PATCH', `/users/me/passkeys/${passkey.id}`, account.bearer, { name })).statusCode,
+      ).toBe(422);
+    }
+  });
+
+  it('gives MFA options listing the passkeys only for a live mfa_token', async () => {
+    const bad = await call('POST', '/mfa/webauthn/options', undefined, { mfa_token: 'x'.repeat(43) });
+    expect(bad.statusCode).toBe(400);
+    expect(bad.json()).toMatchObject({ error: 'invalid_grant' });
+  });
+});
+
+describe.each(dialects)('passkeys as a second factor on %s', (dialect) => {
+  let t: TestApp;
+  beforeAll(async () => {
+    t = await buildTestApp(dialect);
+  });
+  afterAll(async () => {
+    await t.close();
+  });
+
+  const context = { userAgent: undefined, ipAddress: undefined, audit: () => {} };
+  // The MFA grant (branch totp) calls this port; here it is driven directly, over the app's database.
+  const service = () =>
+    createPasskeysService({
+      passkeys: createPasskeysRepository(t.database.db),
+      users: createUsersRepository(t.database.db),
+      accounts: {} as never,
+      sessions: {} as never,
+      mfaChallenges: createMfaRepository(t.database.db),
+      clock: t.clock,
+      mail: {
+        composer: createMailComposer(createSecretBox([TEST_SECRET])),
+        publicUrl: 'http://localhost:8000',
+        mailQueued: () => {},
+      },
+      rp: t.config.webauthn,
+    });
+
+  let counter = 0;
+  const accountWithPasskey = async () => {
+    counter += 1;
+    const username = `second${counter}`;
+    const user = await registerUser(t.app, { username, email: `${username}@example.com` });
+    const login = await t.app.inject({
+      method: 'POST',
+      url: '/token',
+      payload: { username, password: STRONG_PASSWORD },
+    });
+    const headers = { authorization: `Bearer ${(login.json() as { access_token: string }).access_token}` };
+    const authenticator = createSoftAuthenticator({ origin: ORIGIN });
+    const creation = (
+      await t.app.inject({
+        method: 'POST',
+        url: '/users/me/passkeys/registration/options',
+        headers,
+        payload: { password: STRONG_PASSWORD },
+      })
+    ).json() as { challenge_id: string; options: PublicKeyCredentialCreationOptionsJSON };
+    const verified = await t.app.inject({
+      method: 'POST',
+      url: '/users/me/passkeys/registration/verify',
+      headers,
+      payload: { challenge_id: creation.challenge_id, response: authenticator.register(creation.options) },
+    });
+    expect(verified.statusCode, verified.body).toBe(201);
+    const { token, tokenHash } = generateOneTimeToken();
+    await createMfaRepository(t.database.db).insertMfaChallenge(
+      {
+        tokenHash,
+        userId: user.id,
+        scope: 'conversation:read conversation:write',
+        passwordDigest: 'digest',
+        expiresAt: new Date(t.clock.now().getTime() + 300_000),
+      },
+      t.clock.now(),
+    );
+    return { user, authenticator, mfaToken: token, tokenHash };
+  };
+  type Holder = Awaited<ReturnType<typeof accountWithPasskey>>;
+
+  const mfaOptions = async (holder: Holder) => {
+    const response = await t.app.inject({
+      method: 'POST',
+      url: '/mfa/webauthn/options',
+      payload: { mfa_token: holder.mfaToken },
+    });
+    expect(response.statusCode, response.body).toBe(200);
+    expect(response.headers['cache-control']).toBe('no-store');
+    return response.json() as { challenge_id: string; options: PublicKeyCredentialRequestOptionsJSON };
+  };
+
+  it('lists the passkeys for a live mfa_token without spending one of its attempts', async () => {
+    const holder = await accountWithPasskey();
+    const { options } = await mfaOptions(holder);
+    expect(options.allowCredentials?.map((entry) => entry.id)).toEqual([
+      holder.authenticator.credentials[0]?.id.toString('base64url'),
+    ]);
+    expect(options.userVerification).toBe('required');
+    for (let n = 0; n < 6; n += 1) await mfaOptions(holder);
+    const row = await t.database.db
+      .selectFrom('mfa_challenges')
+      .select('attempts')
+      .where('token_hash', '=', holder.tokenHash)
+      .executeTakeFirstOrThrow();
+    expect(Number(row.attempts)).toBe(0);
+  });
+
+  it('accepts an assertion of the user once, with hwk, and refuses replays, other users and UV off', async () => {
+    const holder = await accountWithPasskey();
+    const other = await accountWithPasskey();
+    const passkeys = service();
+    const first = await mfaOptions(holder);
+    const assertion = holder.authenticator.assert(first.options);
+    expect(await passkeys.verifySecondFactor(other.user.id, first.challenge_id, assertion, context)).toBe(
+      undefined,
+    );
+    const second = await mfaOptions(holder);
+    const good = holder.authenticator.assert(second.options);
+    const results = await Promise.all([
+      passkeys.verifySecondFactor(holder.user.id, second.challenge_id, good, context),
+      passkeys.verifySecondFactor(holder.user.id, second.challenge_id, good, context),
+    ]);
+    expect(results.filter((result) => result?.amr === 'hwk')).toHaveLength(1);
+    expect(await passkeys.verifySecondFactor(holder.user.id, second.challenge_id, good, context)).toBe(
+      undefined,
+    );
+    const third = await mfaOptions(holder);
+    const unverified = holder.authenticator.assert(third.options, { userVerified: false });
+    expect(await passkeys.verifySecondFactor(holder.user.id, third.challenge_id, unverified, context)).toBe(
+      undefined,
+    );
+    // Another user's passkey, on a challenge of this user.
+    const fourth = await mfaOptions(holder);
+    const foreign = other.authenticator.assert({ challenge: fourth.options.challenge, rpId: 'localhost' });
+    expect(await passkeys.verifySecondFactor(holder.user.id, fourth.challenge_id, foreign, context)).toBe(
+      undefined,
+    );
+    expect(await passkeys.countPasskeys(holder.user.id)).toBe(1);
+    expect(await passkeys.removeAllPasskeys(holder.user.id)).toBe(1);
+    expect(await passkeys.countPasskeys(holder.user.id)).toBe(0);
+  });
+});
+
+describe.each(dialects)('passkey throttling on %s', (dialect) => {
+  let t: TestApp;
+  beforeAll(async () => {
+    t = await buildTestApp(dialect, {
+      env: { RATE_LIMITS: 'on', PASSKEY_OPTIONS_PER_IP: '2/60s', TOKEN_PASSWORD_PER_IP: '2/60s' },
+    });
+  });
+  afterAll(async () => {
+    await t.close();
+  });
+
+  it('caps the public options per address (R14) and the passwordless grant as the password grant (R5)', async () => {
+    const options = () =>
+      t.app.inject({ method: 'POST', url: '/passkeys/authentication/options', remoteAddress: '203.0.113.9' });
+    const first = await options();
+    expect(first.statusCode).toBe(200);
+    expect((await options()).statusCode).toBe(200);
+    const refused = await options();
+    expect(refused.statusCode).toBe(429);
+    expect(refused.headers['retry-after']).toBeDefined();
+    expect((await options()).statusCode).toBe(429);
+    // Another address is not affected.
+    expect(
+      (
+        await t.app.inject({
+          method: 'POST',
+          url: '/passkeys/authentication/options',
+          remoteAddress: '203.0.113.10',
+        })
+      ).statusCode,
+    ).toBe(200);
+
+    const { challenge_id } = first.json() as { challenge_id: string };
+    const grant = () =>
+      t.app.inject({
+        method: 'POST',
+        url: '/token',
+        remoteAddress: '203.0.113.11',
+        payload: { grant_type: WEBAUTHN_GRANT, challenge_id, webauthn_response: '{}' },
+      });
+    expect((await grant()).statusCode).toBe(400);
+    expect((await grant()).statusCode).toBe(400);
+    const throttled = await grant();
+    expect(throttled.statusCode).toBe(429);
+    expect(throttled.json()).toMatchObject({ error: 'temporarily_unavailable' });
+  });
+});
