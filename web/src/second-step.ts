@@ -46,6 +46,8 @@ export function startSecondStep(challenge: SecondFactorRequired): void {
   const passkey = challenge.methods.includes('webauthn');
   const codes = challenge.methods.includes('otp') || challenge.methods.includes('recovery_code');
   byId('mfa-passkey').hidden = !passkey;
+  // The only way on is the main button of the step.
+  byId('mfa-passkey').classList.toggle('secondary', codes);
   byId('mfa-intro').textContent = codes
     ? passkey
       ? 'Your password was right. Now enter the code from your authenticator app, or use a passkey.'
