@@ -398,6 +398,36 @@ describe.each(dialects)('TOTP second factor on %s', (dialect) => {
     f.otp.nextWindow();
   });
 
+  it('refuses the second leg of an account disabled after its password matched', async () => {
+    const user = await f.enrolledUser();
+    const mfaToken = await f.mfaToken(user.username);
+    await t.database.db
+      .updateTable('users')
+      .set({ disabled_at_ms: t.clock.now().getTime() })
+      .where('id', '=', user.id)
+      .execute();
+    const refused = await f.mfaGrant({ mfa_token: mfaToken, otp: f.otp.at(user.secret) });
+    expect(refused.statusCode).toBe(400);
+    expect(refused.json().error).toBe('invalid_grant');
+    f.otp.nextWindow();
+  });
+
+  it('voids the mfa_token when the password changes between the legs', async () => {
+    const user = await f.enrolledUser();
+    const mfaToken = await f.mfaToken(user.username);
+    const changed = await f.inject({
+      method: 'POST',
+      url: '/users/me/password',
+      headers: bearer(user.accessToken),
+      payload: { current_password: STRONG_PASSWORD, new_password: NEW_PASSWORD },
+    });
+    expect(changed.statusCode, changed.body).toBe(204);
+    const refused = await f.mfaGrant({ mfa_token: mfaToken, otp: f.otp.at(user.secret) });
+    expect(refused.statusCode).toBe(400);
+    expect(refused.json().error).toBe('invalid_grant');
+    f.otp.nextWindow();
+  });
+
   it('gives the web client its refresh cookie after the MFA grant, as after the password grant', async () => {
     const user = await f.enrolledUser();
     const web = { 'x-gatehouse-client': 'web', origin: 'http://localhost' };
