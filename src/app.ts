@@ -398,7 +398,11 @@ export async function buildApp(
     sessions: createSessionsRepository(db),
     signingKeys: createSigningKeysRepository(db),
     box: createSecretBox(config.secrets),
-    secondFactors: { mfa: createMfaRepository(db), mail: mail.composer },
+    secondFactors: {
+      mfa: createMfaRepository(db),
+      mail: mail.composer,
+      passkeys: createPasskeysRepository(db),
+    },
     auditTrail,
     accountFailures: throttling ? { kind: 'reachable', throttle: throttling.throttle } : { kind: 'off' },
     clock: deps.clock,

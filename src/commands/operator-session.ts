@@ -2,6 +2,7 @@ import type { Config } from '../config.ts';
 import { createAuditEventsRepository } from '../db/audit-events.ts';
 import { createCounterStore } from '../db/counters.ts';
 import { createMfaRepository } from '../db/mfa.ts';
+import { createPasskeysRepository } from '../db/passkeys.ts';
 import { createSessionsRepository } from '../db/sessions.ts';
 import { createSigningKeysRepository } from '../db/signing-keys.ts';
 import { createUsersRepository } from '../db/users.ts';
@@ -69,10 +70,10 @@ export async function withOperatorService<T>(
     sessions: createSessionsRepository(handle.db),
     signingKeys: createSigningKeysRepository(handle.db),
     box: createSecretBox(config.secrets),
-    // Passkeys (removeAllPasskeys) join once services/passkeys.ts is wired.
     secondFactors: {
       mfa: createMfaRepository(handle.db),
       mail: createMailComposer(createSecretBox(config.secrets)),
+      passkeys: createPasskeysRepository(handle.db),
     },
     auditTrail,
     accountFailures,

@@ -1,4 +1,5 @@
 import type { MfaRepository } from '../db/mfa.ts';
+import type { PasskeysRepository } from '../db/passkeys.ts';
 import type { SessionsRepository } from '../db/sessions.ts';
 import type { SigningKeysRepository } from '../db/signing-keys.ts';
 import type { UsersRepository } from '../db/users.ts';
@@ -110,11 +111,11 @@ export interface SecondFactorsReset {
   passkeys: number;
 }
 
-/** What removing second factors needs: their storage, the notice mail, the passkeys when they are wired. */
+/** What removing second factors needs: their storage and the one notice mail that tells of all of it. */
 export interface OperatorSecondFactors {
   mfa: Pick<MfaRepository, 'findTotpFactor' | 'countRecoveryCodesLeft' | 'deleteSecondFactors'>;
+  passkeys?: Pick<PasskeysRepository, 'deleteAllPasskeys'> | undefined;
   mail: MailComposer;
-  removeAllPasskeys?: ((userId: number) => Promise<number>) | undefined;
 }
 
 export interface OperatorDependencies {
@@ -243,7 +244,7 @@ export function createOperatorService(deps: OperatorDependencies): OperatorServi
       if (!factors) throw new Error('second factors are not wired into the operator service');
       const factor = await factors.mfa.findTotpFactor(user.id);
       const recoveryCodes = await factors.mfa.countRecoveryCodesLeft(user.id);
-      const passkeys = (await factors.removeAllPasskeys?.(user.id)) ?? 0;
+      const passkeys = (await factors.passkeys?.deleteAllPasskeys(user.id, [], clock.now())) ?? 0;
       const notice = factors.mail.compose({
         userId: user.id,
         to: user.email,

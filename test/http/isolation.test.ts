@@ -304,7 +304,14 @@ describe.each(dialects)('isolation between users on %s', (dialect) => {
     expect((await send('GET', '/conversation', alice.accessToken)).json().current_user).toBe('Alice-iso');
     const passkeys = (await send('GET', '/users/me/passkeys', alice.accessToken)).json().passkeys;
     expect(passkeys).toEqual([expect.objectContaining({ id: alice.passkeyId, name: 'Alice-iso laptop' })]);
-    await login('alice-iso', ALICE_PASSWORD);
+    // Her password is still hers: with her passkey registered, it now leads to the second step.
+    const again = await t.app.inject({
+      method: 'POST',
+      url: '/token',
+      payload: { username: 'alice-iso', password: ALICE_PASSWORD },
+    });
+    expect(again.statusCode).toBe(403);
+    expect(again.json()).toMatchObject({ error: 'mfa_required', mfa_methods: ['webauthn'] });
   });
 
   it('pages Bob through his own messages only, whatever cursor of Alice’s he sends', async () => {

@@ -7,6 +7,7 @@ import type { InjectOptions } from 'fastify';
 import { generateSync } from 'otplib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { migrateToLatest } from '../../src/db/migrate.ts';
+import { createPasskeysRepository } from '../../src/db/passkeys.ts';
 import {
   buildTestApp,
   loginToken,
@@ -620,6 +621,26 @@ describe.each(dialects)('gatehouse users reset-mfa on %s', (dialect) => {
       const f = flows(t, 'operated');
       const user = await f.enrolledUser();
       expect((await f.passwordGrant(user.username)).statusCode).toBe(403);
+      const passkeys = createPasskeysRepository(handle.db);
+      const stored = await passkeys.insertPasskey(
+        {
+          id: 'operated-passkey',
+          userId: user.id,
+          credentialId: 'b3BlcmF0ZWQtY3JlZGVudGlhbA',
+          publicKey: 'cHVibGljLWtleQ',
+          signCount: 0,
+          transports: ['internal'],
+          aaguid: '00000000-0000-0000-0000-000000000000',
+          backupEligible: false,
+          backupState: false,
+          uvInitialized: true,
+          name: 'Laptop',
+        },
+        10,
+        [],
+        new Date(),
+      );
+      expect(stored).toBe('inserted');
       const { resetMfaCommand } = await import('../../src/commands/users.ts');
       const printed: string[] = [];
       const io = {
@@ -642,9 +663,10 @@ describe.each(dialects)('gatehouse users reset-mfa on %s', (dialect) => {
       expect(output).toMatchObject({
         id: user.id,
         username: user.username,
-        removed: { totp: true, totp_status: 'active', recovery_codes: 10, passkeys: 0 },
+        removed: { totp: true, totp_status: 'active', recovery_codes: 10, passkeys: 1 },
       });
       expect((await f.passwordGrant(user.username)).statusCode).toBe(200);
+      expect(await passkeys.countPasskeys(user.id)).toBe(0);
       const mails = (await outboxMails(t.database, user.email)).filter(
         (mail) => mail.template === 'mfa_changed',
       );
