@@ -49,6 +49,7 @@ import { accountEmailRoutes, emailRoutes } from './http/routes/email.ts';
 import { healthRoutes } from './http/routes/health.ts';
 import { jwksRoutes } from './http/routes/jwks.ts';
 import { messageRoutes } from './http/routes/messages.ts';
+import { mfaRoutes } from './http/routes/mfa.ts';
 import { passkeyAccountRoutes, passkeyLoginRoutes } from './http/routes/passkeys.ts';
 import { registerRoutes } from './http/routes/register.ts';
 import { registerTokenEndpointHeaders, tokenRoutes } from './http/routes/token.ts';
@@ -80,6 +81,7 @@ import { createKnownClients } from './services/known-clients.ts';
 import { createLoginService, type LoginThrottling } from './services/login.ts';
 import { createMailComposer, createMailRenderer, type MailDelivery } from './services/mail.ts';
 import { createMailSender } from './services/mail-sender.ts';
+import { createMfaService, createSecondFactors } from './services/mfa.ts';
 import { createOperatorService } from './services/operators.ts';
 import { createPasskeysService } from './services/passkeys.ts';
 import type { AuditSink, RequestContext } from './services/request-context.ts';
@@ -130,6 +132,15 @@ export const LOG_REDACTIONS = [
   '*.webauthn_response',
   // A mailed link's token (email verification, password reset).
   'token',
+  // Second factors: the login's mfa_token, codes, recovery codes, an enrolment's secret, an assertion.
+  'mfa_token',
+  'otp',
+  'recovery_code',
+  'recovery_codes',
+  '*.mfa_token',
+  '*.otp',
+  '*.recovery_code',
+  '*.secret',
   '*.password',
   '*.refresh_token',
   '*.access_token',
@@ -326,27 +337,6 @@ export async function buildApp(
   }, 3600_000);
   pruneSessions.unref();
   app.addHook('onClose', async () => clearInterval(pruneSessions));
-  const login = createLoginService({
-    accounts,
-    sessions,
-    throttling,
-    hashQueue: deps.passwords,
-    requireVerifiedEmail: config.requireVerifiedEmail,
-  });
-  const emailFlows = createEmailFlowsService({
-    ...emailLinks,
-    users,
-    tokens: createOneTimeTokensRepository(db),
-    flows: createEmailFlowsRepository(db),
-    hasher: deps.passwords,
-    policy: passwordPolicy,
-    background: backgroundWork,
-    ...(throttling
-      ? { onPasswordReset: (username: string) => throttling.throttle.forgetAccountFailures(username) }
-      : {}),
-    onAftermathFailed: (error) =>
-      app.log.warn({ err: error }, 'password reset done, but its login-throttling counters were not cleared'),
-  });
   const passkeys = createPasskeysService({
     passkeys: createPasskeysRepository(db),
     users,
@@ -359,6 +349,44 @@ export async function buildApp(
     throttle: throttling?.throttle,
     requireVerifiedEmail: config.requireVerifiedEmail,
   });
+  const mfa = createMfaService({
+    mfa: createMfaRepository(db),
+    users,
+    accounts,
+    box: createSecretBox(config.secrets),
+    clock: deps.clock,
+    mail,
+    // What authenticator apps list the account under; the passkeys' WEBAUTHN_RP_NAME defaults to the same.
+    issuer: 'Gatehouse',
+    throttle: throttling?.throttle,
+    // Passkeys as a second factor.
+    webauthn: passkeys,
+  });
+  const countPasskeys = (userId: number) => passkeys.countPasskeys(userId);
+  const login = createLoginService({
+    accounts,
+    sessions,
+    throttling,
+    hashQueue: deps.passwords,
+    requireVerifiedEmail: config.requireVerifiedEmail,
+    secondFactors: createSecondFactors({ mfa, countPasskeys }),
+    mfa,
+  });
+  const emailFlows = createEmailFlowsService({
+    ...emailLinks,
+    users,
+    tokens: createOneTimeTokensRepository(db),
+    flows: createEmailFlowsRepository(db),
+    hasher: deps.passwords,
+    policy: passwordPolicy,
+    background: backgroundWork,
+    secondFactors: mfa,
+    ...(throttling
+      ? { onPasswordReset: (username: string) => throttling.throttle.forgetAccountFailures(username) }
+      : {}),
+    onAftermathFailed: (error) =>
+      app.log.warn({ err: error }, 'password reset done, but its login-throttling counters were not cleared'),
+  });
   const conversations = createConversationsService({
     conversations: createConversationsRepository(db),
     clock: deps.clock,
@@ -370,6 +398,11 @@ export async function buildApp(
     sessions: createSessionsRepository(db),
     signingKeys: createSigningKeysRepository(db),
     box: createSecretBox(config.secrets),
+    secondFactors: {
+      mfa: createMfaRepository(db),
+      mail: mail.composer,
+      passkeys: createPasskeysRepository(db),
+    },
     auditTrail,
     accountFailures: throttling ? { kind: 'reachable', throttle: throttling.throttle } : { kind: 'off' },
     clock: deps.clock,
@@ -452,6 +485,7 @@ export async function buildApp(
       await protectedScope.register(messageRoutes, { conversations, throttle: throttling?.throttle });
       await protectedScope.register(accountRoutes, { accounts, sessions, cookies });
       await protectedScope.register(accountEmailRoutes, { emailFlows });
+      await protectedScope.register(mfaRoutes, { mfa, countPasskeys });
       await protectedScope.register(activityRoutes, { auditTrail });
       await protectedScope.register(adminRoutes, { operators });
       await protectedScope.register(passkeyAccountRoutes, { passkeys });

@@ -13,6 +13,7 @@ export type ErrorCode =
   | 'mfa_required'
   | 'mfa_already_enrolled'
   | 'invalid_second_factor'
+  | 'second_factor_required'
   | 'passkey_limit'
   | 'invalid_passkey'
   | 'missing_token'
@@ -54,6 +55,8 @@ export interface AppErrorOptions {
   retryAfterSeconds?: number;
   /** The token that continues a login waiting for its second factor. */
   mfaToken?: string;
+  /** The second factors the account can continue a login with (mfa_required). */
+  mfaMethods?: readonly string[];
   /** The scope a route needs and the token lacks (insufficient_scope). */
   requiredScope?: string;
   /** Why the service is unavailable (service_unavailable, overloaded). */
@@ -65,6 +68,7 @@ export class AppError extends Error {
   readonly details: FieldProblem[] | undefined;
   readonly retryAfterSeconds: number | undefined;
   readonly mfaToken: string | undefined;
+  readonly mfaMethods: readonly string[] | undefined;
   readonly requiredScope: string | undefined;
   readonly unavailableReason: UnavailableReason | undefined;
 
@@ -75,6 +79,7 @@ export class AppError extends Error {
     this.details = options.details;
     this.retryAfterSeconds = options.retryAfterSeconds;
     this.mfaToken = options.mfaToken;
+    this.mfaMethods = options.mfaMethods;
     this.requiredScope = options.requiredScope;
     this.unavailableReason = options.unavailableReason;
   }

@@ -19,6 +19,7 @@ import {
   grantRoleCommand,
   listSessionsCommand,
   listUsersCommand,
+  resetMfaCommand,
   revokeRoleCommand,
   revokeSessionsCommand,
   showUserCommand,
@@ -132,6 +133,17 @@ export const COMMANDS: readonly CommandSpec[] = [
     positionals: [1, 1],
     examples: ['REDIS_URL=redis://127.0.0.1:6379 gatehouse users unlock alice'],
     run: unlockUserCommand,
+  },
+  {
+    name: 'users reset-mfa',
+    summary:
+      'remove every second factor of an account (authenticator app, recovery codes, passkeys) when its user lost them',
+    usage: 'NAME [--json]',
+    options: JSON_OPTION,
+    optionHelp: JSON_HELP,
+    positionals: [1, 1],
+    examples: ['gatehouse users reset-mfa alice'],
+    run: resetMfaCommand,
   },
   {
     name: 'users delete',

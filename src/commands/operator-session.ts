@@ -1,12 +1,15 @@
 import type { Config } from '../config.ts';
 import { createAuditEventsRepository } from '../db/audit-events.ts';
 import { createCounterStore } from '../db/counters.ts';
+import { createMfaRepository } from '../db/mfa.ts';
+import { createPasskeysRepository } from '../db/passkeys.ts';
 import { createSessionsRepository } from '../db/sessions.ts';
 import { createSigningKeysRepository } from '../db/signing-keys.ts';
 import { createUsersRepository } from '../db/users.ts';
 import { systemClock } from '../security/clock.ts';
 import { createSecretBox } from '../security/secret-box.ts';
 import { createAuditTrail } from '../services/audit.ts';
+import { createMailComposer } from '../services/mail.ts';
 import {
   type AccountFailures,
   createOperatorService,
@@ -67,6 +70,11 @@ export async function withOperatorService<T>(
     sessions: createSessionsRepository(handle.db),
     signingKeys: createSigningKeysRepository(handle.db),
     box: createSecretBox(config.secrets),
+    secondFactors: {
+      mfa: createMfaRepository(handle.db),
+      mail: createMailComposer(createSecretBox(config.secrets)),
+      passkeys: createPasskeysRepository(handle.db),
+    },
     auditTrail,
     accountFailures,
     clock: systemClock,

@@ -185,6 +185,28 @@ export function unlockUserCommand(input: CommandInput): Promise<number> {
   );
 }
 
+export function resetMfaCommand(input: CommandInput): Promise<number> {
+  return operate(input, { missing: noUser(input) }, async ({ operators, context }) => {
+    const { user, totp, recoveryCodes, passkeys } = await operators.resetSecondFactors(
+      byName(input),
+      context,
+    );
+    const removed = [
+      ...(totp === 'none' ? [] : [`the ${totp} authenticator app`]),
+      ...(recoveryCodes > 0 ? [`${recoveryCodes} unused recovery code(s)`] : []),
+      ...(passkeys > 0 ? [`${passkeys} passkey(s)`] : []),
+    ];
+    return report(
+      input,
+      user,
+      { removed: { totp: totp !== 'none', totp_status: totp, recovery_codes: recoveryCodes, passkeys } },
+      removed.length > 0
+        ? `reset ${user.username}'s second factors: removed ${removed.join(', ')}; they were mailed; they log in with the password alone until they enrol again`
+        : `${user.username} had no second factor; nothing removed`,
+    );
+  });
+}
+
 export async function deleteUserCommand(input: CommandInput): Promise<number> {
   const name = input.positionals[0] ?? '';
   if (!input.options.yes) {

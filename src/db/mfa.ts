@@ -61,8 +61,16 @@ export interface MfaRepository {
     mails: readonly QueuedMail[],
     now: Date,
   ): Promise<void>;
-  /** Deletes every factor, recovery code and challenge of the user and queues the mails; true when a factor went. */
-  deleteSecondFactors(userId: number, mails: readonly QueuedMail[], now: Date): Promise<boolean>;
+  /**
+   * Deletes every factor, recovery code and challenge of the user and queues the mails (only when a factor went, unless
+   * `mailAnyway`); true when a factor went.
+   */
+  deleteSecondFactors(
+    userId: number,
+    mails: readonly QueuedMail[],
+    now: Date,
+    options?: { mailAnyway?: boolean },
+  ): Promise<boolean>;
   insertMfaChallenge(challenge: NewMfaChallenge, now: Date): Promise<void>;
   /**
    * Counts an attempt against a challenge that is unspent, unexpired and below `maxAttempts`, in one statement;
@@ -220,15 +228,15 @@ export function createMfaRepository(db: Db): MfaRepository {
       });
     },
 
-    async deleteSecondFactors(userId, mails, now) {
+    async deleteSecondFactors(userId, mails, now, options = {}) {
       const nowMs = now.getTime();
       return db.transaction().execute(async (trx) => {
         const deleted = await trx.deleteFrom('mfa_factors').where('user_id', '=', userId).executeTakeFirst();
         await trx.deleteFrom('recovery_codes').where('user_id', '=', userId).execute();
         await trx.deleteFrom('mfa_challenges').where('user_id', '=', userId).execute();
-        if (Number(deleted.numDeletedRows) === 0) return false;
-        await queueMails(trx, mails, nowMs);
-        return true;
+        const went = Number(deleted.numDeletedRows) > 0;
+        if (went || options.mailAnyway) await queueMails(trx, mails, nowMs);
+        return went;
       });
     },
 

@@ -63,7 +63,10 @@ const responses: Record<ErrorCode, (error: AppError, style: ErrorStyle) => Rende
   // Auth0's shape for a login that needs its second factor: the password matched, no tokens yet.
   mfa_required: (error) => {
     const rendered = oauthError('mfa_required', 'A second factor is required');
-    return { status: 403, body: { ...rendered.body, mfa_token: error.mfaToken } };
+    return {
+      status: 403,
+      body: { ...rendered.body, mfa_token: error.mfaToken, mfa_methods: error.mfaMethods ?? [] },
+    };
   },
   mfa_already_enrolled: (error) => ({
     status: 409,
@@ -73,6 +76,11 @@ const responses: Record<ErrorCode, (error: AppError, style: ErrorStyle) => Rende
   invalid_second_factor: (error) => ({
     status: 400,
     body: { detail: error.message, code: 'invalid_second_factor' },
+  }),
+  // A password reset of an account with an active authenticator app, sent without a code: the page asks for one.
+  second_factor_required: (error) => ({
+    status: 400,
+    body: { detail: error.message, code: 'second_factor_required' },
   }),
   passkey_limit: (error) => ({ status: 409, body: { detail: error.message, code: 'passkey_limit' } }),
   // A registration response that does not verify (wrong origin, RP ID, challenge, signature, no UV).

@@ -56,7 +56,30 @@ export const TokenRequestBody = Type.Object({
     Type.String({
       maxLength: 256,
       description:
-        'For grant_type=password: the device_token of an earlier login of this client. Failed logins of other clients do not lock it out.',
+        'For grant_type=password and the MFA grant: the device_token of an earlier login of this client. Failed logins of other clients do not lock it out.',
+    }),
+  ),
+  mfa_token: Type.Optional(
+    Type.String({
+      maxLength: 256,
+      format: 'password',
+      description:
+        'For grant_type=urn:gatehouse:params:oauth:grant-type:mfa: the mfa_token of the 403 mfa_required answer (5 minutes, 5 attempts, single use)',
+    }),
+  ),
+  otp: Type.Optional(
+    Type.String({
+      maxLength: 64,
+      format: 'password',
+      description: 'For the MFA grant: the 6-digit code of the authenticator app',
+    }),
+  ),
+  recovery_code: Type.Optional(
+    Type.String({
+      maxLength: 64,
+      format: 'password',
+      description:
+        'For the MFA grant: one of the recovery codes (spaces, dashes and letter case ignored); single use',
     }),
   ),
   challenge_id: Type.Optional(
@@ -114,6 +137,27 @@ export const OAuthErrorResponse = Type.Object({
   error_description: Type.String(),
   detail: Type.String({ description: "FastAPI's field, kept for seed clients" }),
 });
+
+export const MfaRequiredResponse = Type.Object(
+  {
+    error: Type.String({ examples: ['mfa_required'] }),
+    error_description: Type.String(),
+    detail: Type.String(),
+    mfa_token: Type.Optional(
+      Type.String({ description: 'Opaque; for the MFA grant within 5 minutes, 5 attempts, single use' }),
+    ),
+    mfa_methods: Type.Optional(
+      Type.Array(Type.String(), {
+        description: 'The second factors this account has: otp and recovery_code, webauthn',
+        examples: [['otp', 'recovery_code']],
+      }),
+    ),
+  },
+  {
+    description:
+      'mfa_required: the password was right and the account has a second factor. Also invalid_request for a cross-site request of the web client',
+  },
+);
 
 export const ConversationResponse = Type.Object({
   conversation: Type.String(),
@@ -199,6 +243,78 @@ export const AccountDeletionBody = Type.Object({
   password: Type.String({ format: 'password', maxLength: 4096 }),
 });
 export type AccountDeletionBody = Static<typeof AccountDeletionBody>;
+
+const RecentPassword = {
+  password: Type.Optional(
+    Type.String({
+      format: 'password',
+      maxLength: 4096,
+      description: 'Your current password (recent authentication)',
+    }),
+  ),
+  current_password: Type.Optional(
+    Type.String({ format: 'password', maxLength: 4096, description: 'Alias of password' }),
+  ),
+};
+const OtpField = Type.Optional(
+  Type.String({
+    format: 'password',
+    maxLength: 64,
+    description: 'A current 6-digit code of the authenticator app',
+  }),
+);
+const RecoveryCodeField = Type.Optional(
+  Type.String({
+    format: 'password',
+    maxLength: 64,
+    description: 'One of your recovery codes (spaces, dashes and letter case ignored)',
+  }),
+);
+
+export const MfaPasswordBody = Type.Object(RecentPassword);
+export type MfaPasswordBody = Static<typeof MfaPasswordBody>;
+
+export const MfaConfirmBody = Type.Object({
+  code: OtpField,
+  otp: Type.Optional(Type.String({ format: 'password', maxLength: 64, description: 'Alias of code' })),
+});
+export type MfaConfirmBody = Static<typeof MfaConfirmBody>;
+
+export const MfaRemoveBody = Type.Object({
+  ...RecentPassword,
+  otp: OtpField,
+  recovery_code: RecoveryCodeField,
+});
+export type MfaRemoveBody = Static<typeof MfaRemoveBody>;
+
+export const MfaRegenerateBody = Type.Object({ ...RecentPassword, otp: OtpField });
+export type MfaRegenerateBody = Static<typeof MfaRegenerateBody>;
+
+export const MfaStatusResponse = Type.Object({
+  totp: Type.Union([
+    Type.Null(),
+    Type.Object({
+      status: Type.Union([Type.Literal('pending'), Type.Literal('active')]),
+      created_at: Type.String({ format: 'date-time' }),
+    }),
+  ]),
+  recovery_codes_left: Type.Integer(),
+  passkeys: Type.Integer(),
+});
+
+export const TotpEnrolmentResponse = Type.Object({
+  factor_id: Type.String(),
+  secret: Type.String({ description: 'Base32; shown once, for typing into an authenticator app' }),
+  otpauth_uri: Type.String({ description: 'The otpauth:// URI an authenticator app reads from a QR code' }),
+});
+
+export const RecoveryCodesResponse = Type.Object({
+  recovery_codes: Type.Array(Type.String(), {
+    description: 'Shown once: each works once in place of a code; keep them offline',
+  }),
+});
+
+export const CodedErrorResponse = Type.Object({ detail: Type.String(), code: Type.String() });
 
 export const SessionResponse = Type.Object({
   id: Type.String(),
@@ -303,6 +419,20 @@ export type EmailAddressBody = Static<typeof EmailAddressBody>;
 
 export const PasswordResetBody = Type.Object({
   token: MailedToken,
+  otp: Type.Optional(
+    Type.String({
+      format: 'password',
+      maxLength: 64,
+      description: 'Required (or recovery_code) when the account has an authenticator app',
+    }),
+  ),
+  recovery_code: Type.Optional(
+    Type.String({
+      format: 'password',
+      maxLength: 64,
+      description: 'In place of otp: one of the recovery codes; it is spent',
+    }),
+  ),
   new_password: Type.String({
     format: 'password',
     maxLength: 4096,

@@ -22,6 +22,10 @@ export interface AccessTokenSubject {
   scope: string;
   /** Whether the user proved their email address; a claim for resource servers, judged again at each refresh. */
   emailVerified: boolean;
+  /** RFC 8176 methods of the login (`["pwd"]`, `["pwd","otp","mfa"]`), carried through its refreshes. */
+  amr?: readonly string[] | undefined;
+  /** When the login happened (OIDC `auth_time`): a refresh is no new authentication. */
+  authTime?: Date | undefined;
 }
 
 export interface IssuedAccessToken {
@@ -100,6 +104,8 @@ export function createAccessTokens(options: AccessTokenOptions): AccessTokens {
         sid: subject.sessionId,
         scope: subject.scope,
         email_verified: subject.emailVerified,
+        ...(subject.amr ? { amr: [...subject.amr] } : {}),
+        ...(subject.authTime ? { auth_time: Math.floor(subject.authTime.getTime() / 1000) } : {}),
       })
         .setProtectedHeader({ alg: key.algorithm, typ: ACCESS_TOKEN_TYPE, kid: key.kid })
         .setIssuer(issuer)

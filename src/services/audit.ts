@@ -56,6 +56,12 @@ const DETAIL_FIELDS: Readonly<Record<string, 'text' | 'number'>> = {
   role: 'text',
   view: 'text',
   kid: 'text',
+  // Second factors: how a login passed its second leg (otp, recovery_code, webauthn), and what an operator's reset
+  // removed (the app's state before, counts); never a code or a secret.
+  method: 'text',
+  totp: 'text',
+  recoveryCodes: 'number',
+  passkeys: 'number',
   // A passkey's record id (it names the passkey in /users/me/passkeys/{id}), never its credential id or public key.
   passkeyId: 'text',
 };

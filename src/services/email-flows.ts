@@ -20,6 +20,7 @@ import {
 } from './accounts.ts';
 import type { BackgroundWork } from './background-work.ts';
 import type { MailComposer } from './mail.ts';
+import type { MfaService, SecondFactorProof } from './mfa.ts';
 import type { RequestContext } from './request-context.ts';
 import type { Throttle } from './throttle.ts';
 
@@ -40,9 +41,15 @@ export interface EmailFlowsService {
   forgotPassword(email: string, context: RequestContext): Promise<void>;
   /**
    * Spends a reset token: sets the new password, marks the email verified and ends every session; throws
-   * invalid_one_time_token, validation_failed or temporarily_unavailable.
+   * invalid_one_time_token, validation_failed or temporarily_unavailable, and for an account with an active
+   * authenticator app second_factor_required or invalid_second_factor (the token stays unspent).
    */
-  resetPassword(token: string, newPassword: string, context: RequestContext): Promise<void>;
+  resetPassword(
+    token: string,
+    newPassword: string,
+    context: RequestContext,
+    proof?: SecondFactorProof,
+  ): Promise<void>;
 }
 
 export interface EmailLinkDependencies {
@@ -62,6 +69,8 @@ export interface EmailFlowsDependencies extends EmailLinkDependencies {
   hasher: PasswordHasher;
   policy: PasswordPolicy;
   background: BackgroundWork;
+  /** An account with an active authenticator app resets its password only with a code or a recovery code. */
+  secondFactors?: Pick<MfaService, 'hasActiveFactor' | 'spendSecondFactor'> | undefined;
   /** Runs after a reset commits: login throttling forgets the account's failures. */
   onPasswordReset?: (username: string) => Promise<void>;
   /** onPasswordReset failed (the counter store): the reset stands, so the failure is reported rather than answered. */
@@ -234,7 +243,7 @@ export function createEmailFlowsService(deps: EmailFlowsDependencies): EmailFlow
       });
     },
 
-    async resetPassword(token, newPassword, context) {
+    async resetPassword(token, newPassword, context, proof = {}) {
       await throttle?.admitTokenSubmission(context);
       const tokenHash = await redeemable(token, 'reset_password', context);
       const owner = await tokens.findLiveOneTimeToken(tokenHash, 'reset_password', clock.now());
@@ -246,6 +255,17 @@ export function createEmailFlowsService(deps: EmailFlowsDependencies): EmailFlow
         throw new AppError('validation_failed', 'Invalid password', {
           details: [{ ...describePasswordProblem(problem), loc: ['body', 'new_password'] }],
         });
+      }
+      // A mailbox alone must not take over an account its owner protected with a second factor.
+      if (deps.secondFactors && (await deps.secondFactors.hasActiveFactor(user.id))) {
+        const given = proof.otp
+          ? { otp: proof.otp }
+          : proof.recoveryCode
+            ? { recoveryCode: proof.recoveryCode }
+            : undefined;
+        if (!given) throw new AppError('second_factor_required', 'A second factor is required');
+        if (!(await deps.secondFactors.spendSecondFactor(user.id, given, context)))
+          throw new AppError('invalid_second_factor', 'Incorrect or already used code');
       }
       const passwordHash = await deps.hasher.hash(password);
       const reset = await flows.resetPassword(tokenHash, passwordHash, clock.now(), (changed) => [

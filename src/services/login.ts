@@ -1,11 +1,20 @@
 import type { Scope } from '../domain/scope.ts';
 import type { User } from '../domain/user.ts';
+import { AppError } from '../errors.ts';
 import type { PasswordHasher } from '../security/passwords.ts';
 import type { AccountsService, CredentialCheck } from './accounts.ts';
 import { normaliseUsername } from './accounts.ts';
 import type { ClientIdentity, KnownClients } from './known-clients.ts';
+import type { LoginSecondFactorProof, MfaService, SecondFactorMethod, SecondFactors } from './mfa.ts';
 import type { RequestContext } from './request-context.ts';
-import { grantScopes, parseRequestedScope, scopesPermittedTo } from './scopes.ts';
+import {
+  effectiveScopes,
+  formatScope,
+  grantScopes,
+  parseRequestedScope,
+  scopesOfToken,
+  scopesPermittedTo,
+} from './scopes.ts';
 import { isAccountUsable } from './session-state.ts';
 import type { SessionsService, TokenGrant } from './sessions.ts';
 import type { LoginAttempt, Throttle } from './throttle.ts';
@@ -35,7 +44,15 @@ export type PasswordGrantResult =
   /** Too many failures: nothing was verified, and the answer is the same for known and unknown usernames. */
   | { outcome: 'locked'; retryAfterSeconds: number }
   /** The password matched an account with a second factor: the login continues with that factor. */
-  | { outcome: 'second_factor_required'; mfaToken: string };
+  | { outcome: 'second_factor_required'; mfaToken: string; methods: SecondFactorMethod[] };
+
+/** The second leg of a login (the MFA grant): the mfa_token of the first leg and one second factor. */
+export interface MfaGrantRequest {
+  mfaToken: string;
+  proof: LoginSecondFactorProof;
+  /** The device token an earlier login of this client received, if it kept it. */
+  deviceToken?: string | undefined;
+}
 
 export interface LoginService {
   /**
@@ -48,6 +65,15 @@ export interface LoginService {
    * invalid_grant, invalid_scope or temporarily_unavailable.
    */
   refreshTokenGrant(refreshToken: string, context: RequestContext, scope?: string): Promise<TokenGrant>;
+  /**
+   * The second leg of a login whose password matched: spends the mfa_token with a second factor and opens the session;
+   * throws invalid_grant for any refusal (wrong or replayed code, spent, expired or exhausted token, lock) and
+   * temporarily_unavailable past the per-address cap.
+   */
+  mfaGrant(
+    request: MfaGrantRequest,
+    context: RequestContext,
+  ): Promise<{ tokens: TokenGrant; deviceToken: string | undefined }>;
 }
 
 export interface LoginThrottling {
@@ -64,8 +90,13 @@ export function createLoginService(deps: {
   hashQueue?: Pick<PasswordHasher, 'refuseWhenFull'>;
   /** REQUIRE_VERIFIED_EMAIL: an account whose email is unverified gets no session. */
   requireVerifiedEmail?: boolean;
+  /** Which second factors an account has; without it (and `mfa`) logins take the password alone. */
+  secondFactors?: SecondFactors | undefined;
+  mfa?: Pick<MfaService, 'startChallenge' | 'redeemChallenge'> | undefined;
 }): LoginService {
-  const { accounts, sessions, throttling, hashQueue } = deps;
+  const { accounts, sessions, throttling, hashQueue, secondFactors, mfa } = deps;
+  const invalidMfaGrant = () =>
+    new AppError('invalid_grant', 'The mfa_token or the code is invalid, expired or used');
 
   /** THROTTLING.md §8's order: the request cap (R5), then the failure counters reserved before any hash. */
   const throttleLogin = async (
@@ -161,6 +192,18 @@ export function createLoginService(deps: {
         check.outcome === 'verified'
           ? await grantScopesOfLogin(check.user, requestedScopes, context, throttled?.attempt)
           : undefined;
+      const methods =
+        check.outcome === 'verified' && scopes !== undefined && secondFactors && mfa
+          ? await secondFactors.methodsOf(check.user.id)
+          : [];
+      if (check.outcome === 'verified' && scopes !== undefined && mfa && methods.length > 0) {
+        // The password was right: its failures are forgotten as for a success, but the client earns its device token
+        // only with the second leg.
+        if (throttling && throttled?.attempt) await throttling.throttle.recordLoginSuccess(throttled.attempt);
+        const mfaToken = await mfa.startChallenge(check.user, check.verifiedHash, formatScope(scopes));
+        context.audit('login_second_factor_required', { userId: check.user.id });
+        return { outcome: 'second_factor_required', mfaToken, methods };
+      }
       // A password changed between the check and the session: the login proved a password that is no longer theirs.
       const tokens =
         check.outcome === 'verified' &&
@@ -176,6 +219,52 @@ export function createLoginService(deps: {
           : undefined;
       context.audit('login_succeeded', { userId: check.user.id });
       return { outcome: 'granted', tokens, deviceToken };
+    },
+
+    async mfaGrant(request, context) {
+      if (!mfa) throw invalidMfaGrant();
+      if (throttling) {
+        const ip = throttling.throttle.clientKey(context.ipAddress);
+        const refusal = await throttling.throttle.admitPasswordGrant(ip);
+        if (refusal) {
+          context.audit('login_throttled', {
+            rule: refusal.rule,
+            retryAfterSeconds: refusal.retryAfterSeconds,
+          });
+          throw new AppError('temporarily_unavailable', 'Login throttled', {
+            retryAfterSeconds: refusal.retryAfterSeconds,
+          });
+        }
+      }
+      const passed = await mfa.redeemChallenge(request.mfaToken, request.proof, context).catch((error) => {
+        if (error instanceof AppError && error.code === 'invalid_grant')
+          context.audit('login_failed', { reason: 'second_factor' });
+        throw error;
+      });
+      const { user } = passed;
+      // Judged again: an account disabled (or whose roles shrank) during the five minutes gets nothing more.
+      if (!isAccountUsable(user)) {
+        context.audit('login_failed', { reason: 'account_disabled', userId: user.id });
+        throw invalidMfaGrant();
+      }
+      const scopes = effectiveScopes(scopesOfToken(passed.scope), user);
+      if (scopes.size === 0) throw invalidMfaGrant();
+      const tokens = await sessions.startSession(user, passed.verifiedHash, context, scopes, {
+        amr: passed.amr,
+      });
+      if (!tokens) {
+        context.audit('login_failed', { reason: 'wrong_password', userId: user.id });
+        throw invalidMfaGrant();
+      }
+      let deviceToken: string | undefined;
+      if (throttling) {
+        const ip = throttling.throttle.clientKey(context.ipAddress);
+        const canonical = normaliseUsername(user.username)?.canonical;
+        const identity = await throttling.knownClients.identify(canonical, ip, request.deviceToken);
+        deviceToken = await throttling.knownClients.remember(user.id, ip, identity);
+      }
+      context.audit('login_succeeded', { userId: user.id, method: passed.method });
+      return { tokens, deviceToken };
     },
 
     async refreshTokenGrant(refreshToken, context, scope) {

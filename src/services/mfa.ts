@@ -24,6 +24,59 @@ export interface SecondFactorProof {
   recoveryCode?: string | undefined;
 }
 
+/** A WebAuthn assertion answering a second-factor challenge (the passkeys' options for an mfa_token). */
+export interface WebauthnProof {
+  challengeId: string;
+  /** The AuthenticationResponseJSON, as sent: a JSON string or the object. */
+  response: unknown;
+}
+
+/** The second leg of a login as the MFA grant presents it: exactly one of a code, a recovery code or an assertion. */
+export interface LoginSecondFactorProof extends SecondFactorProof {
+  webauthn?: WebauthnProof | undefined;
+}
+
+export type SecondFactorMethod = 'otp' | 'recovery_code' | 'webauthn';
+
+/**
+ * Passkeys as a second factor (services/passkeys.ts implements it): verifies an assertion of one of the user's
+ * credentials against a second_factor challenge; undefined for anything refused. `hwk` or `swk` (synced) for amr.
+ */
+export interface WebauthnSecondFactor {
+  verifySecondFactor(
+    userId: number,
+    challengeId: string,
+    response: unknown,
+    context: RequestContext,
+  ): Promise<{ amr: 'hwk' | 'swk' } | undefined>;
+}
+
+/** Which second factors an account has: it has second factors when the list is not empty. */
+export interface SecondFactors {
+  methodsOf(userId: number): Promise<SecondFactorMethod[]>;
+}
+
+/**
+ * The account's second factors: an active authenticator app (a pending one does not count) brings its recovery
+ * codes; a registered passkey brings webauthn.
+ */
+export function createSecondFactors(deps: {
+  mfa: Pick<MfaService, 'hasActiveFactor'>;
+  countPasskeys?: ((userId: number) => Promise<number>) | undefined;
+}): SecondFactors {
+  return {
+    async methodsOf(userId) {
+      const [totp, passkeys] = await Promise.all([
+        deps.mfa.hasActiveFactor(userId),
+        deps.countPasskeys ? deps.countPasskeys(userId) : Promise.resolve(0),
+      ]);
+      const methods: SecondFactorMethod[] = totp ? ['otp', 'recovery_code'] : [];
+      if (passkeys > 0) methods.push('webauthn');
+      return methods;
+    },
+  };
+}
+
 export interface TotpEnrolment {
   factorId: string;
   secret: string;
@@ -40,9 +93,12 @@ export interface SecondFactorLogin {
   user: User;
   verifiedHash: string;
   scope: string;
-  /** RFC 8176: `otp` for a TOTP code; a recovery code is a one-time code too, so `otp` as well, with `mfa`. */
-  amr: string;
-  method: 'otp' | 'recovery_code';
+  /**
+   * RFC 8176: `otp` for a TOTP code; a recovery code is a one-time code too, so `otp` as well; `hwk`/`swk` for a
+   * passkey; always after `pwd` and before `mfa`.
+   */
+  amr: string[];
+  method: SecondFactorMethod;
 }
 
 export interface MfaService {
@@ -71,7 +127,7 @@ export interface MfaService {
   /** Passes the second leg of a login; throws invalid_grant for any failure, told apart from nothing. */
   redeemChallenge(
     mfaToken: string,
-    proof: SecondFactorProof,
+    proof: LoginSecondFactorProof,
     context: RequestContext,
   ): Promise<SecondFactorLogin>;
   /**
@@ -95,6 +151,8 @@ export interface MfaDependencies {
   issuer: string;
   /** Counts second-factor failures per user; off with RATE_LIMITS=off. */
   throttle?: Throttle | undefined;
+  /** Passkeys as a second factor; without it a webauthn proof is refused. */
+  webauthn?: WebauthnSecondFactor | undefined;
 }
 
 const RECOVERY_CODE_COUNT = 10;
@@ -154,6 +212,27 @@ export function createMfaService(deps: MfaDependencies): MfaService {
     await throttle?.recordSecondFactorSuccess(userId);
     context.audit('second_factor_used', { userId, reason: method });
     return method;
+  };
+
+  /** An assertion for the user's second_factor challenge, under the same per-user lock as codes. */
+  const spendWebauthn = async (userId: number, proof: WebauthnProof, context: RequestContext) => {
+    if (throttle && !(await throttle.reserveSecondFactorAttempt(userId))) {
+      context.audit('second_factor_failed', { userId, reason: 'locked' });
+      return undefined;
+    }
+    const verified = await deps.webauthn?.verifySecondFactor(
+      userId,
+      proof.challengeId,
+      proof.response,
+      context,
+    );
+    if (!verified) {
+      context.audit('second_factor_failed', { userId, reason: 'wrong_assertion' });
+      return undefined;
+    }
+    await throttle?.recordSecondFactorSuccess(userId);
+    context.audit('second_factor_used', { userId, reason: 'webauthn' });
+    return { method: 'webauthn' as const, amr: verified.amr };
   };
 
   const requireSecondFactor = async (userId: number, proof: SecondFactorProof, context: RequestContext) => {
@@ -271,8 +350,12 @@ export function createMfaService(deps: MfaDependencies): MfaService {
       const attempt =
         tokenHash && (await mfa.countMfaChallengeAttempt(tokenHash, CHALLENGE_ATTEMPTS, clock.now()));
       if (!tokenHash || !attempt) throw invalid();
-      const method = await spendSecondFactor(attempt.userId, proof, context);
-      if (!method) throw invalid();
+      const passed = proof.webauthn
+        ? await spendWebauthn(attempt.userId, proof.webauthn, context)
+        : await spendSecondFactor(attempt.userId, proof, context).then(
+            (method) => method && { method, amr: 'otp' },
+          );
+      if (!passed) throw invalid();
       const credentials = await users.findCredentialsById(attempt.userId);
       // A password changed since the first leg voids it: the login proved a password that is no longer theirs.
       if (!credentials || digestOf(credentials.passwordHash) !== attempt.passwordDigest) throw invalid();
@@ -281,8 +364,8 @@ export function createMfaService(deps: MfaDependencies): MfaService {
         user: credentials.user,
         verifiedHash: credentials.passwordHash,
         scope: attempt.scope,
-        amr: 'pwd otp mfa',
-        method,
+        amr: ['pwd', passed.amr, 'mfa'],
+        method: passed.method,
       };
     },
 

@@ -1,3 +1,5 @@
+import type { MfaRepository } from '../db/mfa.ts';
+import type { PasskeysRepository } from '../db/passkeys.ts';
 import type { SessionsRepository } from '../db/sessions.ts';
 import type { SigningKeysRepository } from '../db/signing-keys.ts';
 import type { UsersRepository } from '../db/users.ts';
@@ -10,6 +12,7 @@ import { type AccountChange, createAccountControls } from './account-controls.ts
 import { normaliseUsername } from './accounts.ts';
 import { type ActivityPage, type AuditTrail, decodeActivityCursor, encodeActivityCursor } from './audit.ts';
 import { listSigningKeys, rotateSigningKey, type SigningKeyState } from './keys.ts';
+import type { MailComposer } from './mail.ts';
 import type { RequestContext } from './request-context.ts';
 import { type SessionPolicy, sessionState } from './session-state.ts';
 import type { Throttle } from './throttle.ts';
@@ -66,6 +69,11 @@ export interface OperatorService {
   enableUser(ref: UserReference, context: OperatorContext): Promise<Change>;
   /** Forgets the failed logins counted against the account (R2, R3); throws not_found. */
   unlockUser(ref: UserReference, context: OperatorContext): Promise<{ user: User; outcome: UnlockOutcome }>;
+  /**
+   * Removes every second factor of the account (authenticator app, recovery codes, passkeys) for a user who lost
+   * them, audits mfa_reset and mails the user; returns what went. Throws not_found.
+   */
+  resetSecondFactors(ref: UserReference, context: OperatorContext): Promise<SecondFactorsReset>;
   /** Deletes the account with its conversation and sessions; throws not_found. */
   deleteUser(ref: UserReference, context: OperatorContext): Promise<User>;
   /** Throws not_found. */
@@ -94,7 +102,25 @@ export interface OperatorService {
   retireSigningKey(kid: string, context: OperatorContext): Promise<KeyRetirement>;
 }
 
+/** What an operator's reset of second factors removed. */
+export interface SecondFactorsReset {
+  user: User;
+  /** The authenticator app's state before: none, pending or active. */
+  totp: 'none' | 'pending' | 'active';
+  recoveryCodes: number;
+  passkeys: number;
+}
+
+/** What removing second factors needs: their storage and the one notice mail that tells of all of it. */
+export interface OperatorSecondFactors {
+  mfa: Pick<MfaRepository, 'findTotpFactor' | 'countRecoveryCodesLeft' | 'deleteSecondFactors'>;
+  passkeys?: Pick<PasskeysRepository, 'deleteAllPasskeys'> | undefined;
+  mail: MailComposer;
+}
+
 export interface OperatorDependencies {
+  /** Without it, resetSecondFactors throws. */
+  secondFactors?: OperatorSecondFactors | undefined;
   users: UsersRepository;
   sessions: SessionsRepository;
   signingKeys: SigningKeysRepository;
@@ -210,6 +236,28 @@ export function createOperatorService(deps: OperatorDependencies): OperatorServi
       await failures.throttle.forgetAccountFailures(user.username);
       audit(context, 'user_unlocked', user);
       return { user, outcome: 'cleared' };
+    },
+
+    async resetSecondFactors(ref, context) {
+      const user = await findUser(ref);
+      const factors = deps.secondFactors;
+      if (!factors) throw new Error('second factors are not wired into the operator service');
+      const factor = await factors.mfa.findTotpFactor(user.id);
+      const recoveryCodes = await factors.mfa.countRecoveryCodesLeft(user.id);
+      const passkeys = (await factors.passkeys?.deleteAllPasskeys(user.id, [], clock.now())) ?? 0;
+      const notice = factors.mail.compose({
+        userId: user.id,
+        to: user.email,
+        template: 'mfa_changed',
+        values: { username: user.username, what: 'an operator removed every second factor of your account' },
+      });
+      const totp = factor?.status ?? 'none';
+      const anything = totp !== 'none' || recoveryCodes > 0 || passkeys > 0;
+      await factors.mfa.deleteSecondFactors(user.id, anything ? [notice] : [], clock.now(), {
+        mailAnyway: anything,
+      });
+      audit(context, 'mfa_reset', user, { totp, recoveryCodes, passkeys });
+      return { user, totp, recoveryCodes, passkeys };
     },
 
     async deleteUser(ref, context) {

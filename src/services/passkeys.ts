@@ -106,8 +106,6 @@ export interface PasskeysService {
     context: RequestContext,
   ): Promise<{ amr: PasskeyAmr } | undefined>;
   countPasskeys(userId: number): Promise<number>;
-  /** Removes every passkey of the user (an operator's reset-mfa); returns how many went, mailing when any did. */
-  removeAllPasskeys(userId: number): Promise<number>;
 }
 
 /** The part of the MFA challenges store the second-factor options read. */
@@ -496,17 +494,5 @@ export function createPasskeysService(deps: PasskeysDependencies): PasskeysServi
     },
 
     countPasskeys: (userId) => passkeys.countPasskeys(userId),
-
-    async removeAllPasskeys(userId) {
-      const user = await users.findUserById(userId);
-      if (!user) return 0;
-      const removed = await passkeys.deleteAllPasskeys(
-        userId,
-        [notice(user, 'every passkey was removed')],
-        clock.now(),
-      );
-      if (removed > 0) mail.mailQueued();
-      return removed;
-    },
   };
 }

@@ -51,6 +51,13 @@ export interface RefreshOptions {
   admit?: (sessionId: string) => Promise<void>;
 }
 
+export interface StartSessionOptions {
+  /** RFC 8176 methods the login used; `["pwd"]` when omitted. Stored with the session, so its refreshes say the same. */
+  amr?: readonly string[] | undefined;
+}
+
+const PASSWORD_ONLY = ['pwd'];
+
 export interface SessionsService {
   /**
    * Opens a session granting `scopes` for a user whose password just matched `verifiedHash`; undefined when that hash
@@ -61,7 +68,7 @@ export interface SessionsService {
     verifiedHash: string,
     context: RequestContext,
     scopes: ReadonlySet<Scope>,
-    options?: { amr?: string[] },
+    options?: StartSessionOptions,
   ): Promise<TokenGrant | undefined>;
   /**
    * Spends a refresh token for new tokens, granting at most what the login granted (RFC 6749 §6); throws
@@ -110,6 +117,12 @@ const MAX_CHAIN_STEPS = 20;
 // A day of keeping: a reuse of a token from a just-ended family is still recognised and logged.
 const ENDED_SESSION_RETENTION_MS = 86400_000;
 
+/** How the session's login authenticated, as its refreshes repeat it. */
+const loginOf = (session: Session) => ({
+  amr: session.amr.split(' ').filter(Boolean),
+  authTime: session.createdAt,
+});
+
 /** Builds the session rules: login sessions, refresh rotation with reuse detection, revocation. */
 export function createSessionsService(deps: SessionsDependencies): SessionsService {
   const { accessTokens, sessions, refreshTokens, users, clock, policy } = deps;
@@ -122,6 +135,7 @@ export function createSessionsService(deps: SessionsDependencies): SessionsServi
     sessionId: string,
     refreshToken: RefreshToken,
     scopes: ReadonlySet<Scope>,
+    login: { amr: readonly string[]; authTime: Date },
   ): Promise<TokenGrant> => {
     const scope = formatScope(scopes);
     const issued = await accessTokens.issue({
@@ -130,6 +144,8 @@ export function createSessionsService(deps: SessionsDependencies): SessionsServi
       sessionId,
       scope,
       emailVerified: user.emailVerifiedAt !== null,
+      amr: login.amr,
+      authTime: login.authTime,
     });
     return {
       accessToken: issued.token,
@@ -173,6 +189,7 @@ export function createSessionsService(deps: SessionsDependencies): SessionsServi
   return {
     async startSession(user, verifiedHash, context, scopes, options = {}) {
       const now = clock.now();
+      const amr = options.amr && options.amr.length > 0 ? options.amr : PASSWORD_ONLY;
       const sessionId = randomBytes(16).toString('base64url');
       const refreshToken = generateRefreshToken();
       const opened = await sessions.insertSession(
@@ -183,7 +200,7 @@ export function createSessionsService(deps: SessionsDependencies): SessionsServi
           userAgent: context.userAgent,
           ipAddress: context.ipAddress,
           scope: formatScope(scopes),
-          ...(options.amr ? { amr: options.amr.join(' ') } : {}),
+          amr: amr.join(' '),
         },
         { id: refreshToken.id, secretHash: hashRefreshSecret(refreshToken.secret) },
         verifiedHash,
@@ -191,7 +208,7 @@ export function createSessionsService(deps: SessionsDependencies): SessionsServi
       );
       if (!opened) return undefined;
       context.audit('session_started', { userId: user.id, sessionId });
-      return grantFor(user, sessionId, refreshToken, scopes);
+      return grantFor(user, sessionId, refreshToken, scopes, { amr, authTime: now });
     },
 
     async rotateRefreshToken(presented, context, { requestedScopes, admit } = {}) {
@@ -223,7 +240,7 @@ export function createSessionsService(deps: SessionsDependencies): SessionsServi
           },
         );
         if (outcome === 'rotated') {
-          const grant = await grantFor(user, session.id, successor, scopes);
+          const grant = await grantFor(user, session.id, successor, scopes, loginOf(session));
           context.audit('refreshed', { userId: user.id, sessionId: session.id });
           return grant;
         }
@@ -245,7 +262,7 @@ export function createSessionsService(deps: SessionsDependencies): SessionsServi
       const head = await findUnspentSuccessor(token);
       if (!head) throw invalidGrant();
       context.audit('refresh_token_retry', { userId: user.id, sessionId: session.id });
-      return grantFor(user, session.id, head, scopes);
+      return grantFor(user, session.id, head, scopes, loginOf(session));
     },
 
     verifyAccessToken,

@@ -43,6 +43,7 @@ describe('gatehouse --help', () => {
     for (const command of [
       'users list',
       'users unlock',
+      'users reset-mfa',
       'sessions revoke',
       'keys rotate',
       'migrate',

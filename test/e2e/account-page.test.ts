@@ -142,7 +142,7 @@ describe.skipIf(skipWithoutChromium('the account page suite')).each(DIALECTS)(
 
         await page.locator('#signin-username').fill('');
         await page.locator('#signin-password').fill('');
-        await page.getByRole('button', { name: 'Sign in' }).click();
+        await page.getByRole('button', { name: 'Sign in', exact: true }).click();
         await expect.poll(() => page.locator('#signin-username').getAttribute('aria-invalid')).toBe('true');
         expect(await page.locator('#signin-username').getAttribute('aria-describedby')).toBe(
           'signin-username-error',

@@ -167,6 +167,25 @@ describe.each(dialects)('isolation between users on %s', (dialect) => {
       status: [400],
     },
     'GET /users/me/sessions': { call: (b) => send('GET', '/users/me/sessions', b), status: [200] },
+    // Second factors: Bob's own, and Alice's password proves nothing for Bob's session.
+    'GET /users/me/mfa': { call: (b) => send('GET', '/users/me/mfa', b), status: [200] },
+    'POST /users/me/mfa/totp': {
+      call: (b) => send('POST', '/users/me/mfa/totp', b, { password: ALICE_PASSWORD }),
+      status: [400],
+    },
+    'POST /users/me/mfa/totp/confirm': {
+      call: (b) => send('POST', '/users/me/mfa/totp/confirm', b, { code: '123456' }),
+      status: [404],
+    },
+    'DELETE /users/me/mfa/totp': {
+      call: (b) => send('DELETE', '/users/me/mfa/totp', b, { password: ALICE_PASSWORD, otp: '123456' }),
+      status: [400],
+    },
+    'POST /users/me/mfa/recovery-codes': {
+      call: (b) =>
+        send('POST', '/users/me/mfa/recovery-codes', b, { password: ALICE_PASSWORD, otp: '123456' }),
+      status: [400],
+    },
     // Only Bob's own account can change: Alice's password proves nothing for Bob's session.
     'POST /users/me/email': {
       call: (b) =>
@@ -285,7 +304,14 @@ describe.each(dialects)('isolation between users on %s', (dialect) => {
     expect((await send('GET', '/conversation', alice.accessToken)).json().current_user).toBe('Alice-iso');
     const passkeys = (await send('GET', '/users/me/passkeys', alice.accessToken)).json().passkeys;
     expect(passkeys).toEqual([expect.objectContaining({ id: alice.passkeyId, name: 'Alice-iso laptop' })]);
-    await login('alice-iso', ALICE_PASSWORD);
+    // Her password is still hers: with her passkey registered, it now leads to the second step.
+    const again = await t.app.inject({
+      method: 'POST',
+      url: '/token',
+      payload: { username: 'alice-iso', password: ALICE_PASSWORD },
+    });
+    expect(again.statusCode).toBe(403);
+    expect(again.json()).toMatchObject({ error: 'mfa_required', mfa_methods: ['webauthn'] });
   });
 
   it('pages Bob through his own messages only, whatever cursor of Alice’s he sends', async () => {

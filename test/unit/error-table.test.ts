@@ -7,6 +7,7 @@ const STYLES: ErrorStyle[] = ['fastapi', 'oauth'];
 /** What the code that raises an error says; the table passes it through for some codes only. */
 const MESSAGE = 'Said by the raiser 7f3a';
 const MFA_TOKEN = 'mfa-token-3c9';
+const MFA_METHODS = ['otp', 'recovery_code'];
 const REQUIRED_SCOPE = 'conversation:write';
 const DETAILS: FieldProblem[] = [
   { loc: ['body', 'age'], msg: 'Input should be less than or equal to 150', type: 'less_than_equal' },
@@ -47,6 +48,11 @@ const TABLE: Record<ErrorCode, Record<ErrorStyle, Expected>> = {
     body: { detail: MESSAGE, code: 'mfa_already_enrolled' },
     headers: {},
   }),
+  second_factor_required: both({
+    status: 400,
+    body: { detail: MESSAGE, code: 'second_factor_required' },
+    headers: {},
+  }),
   invalid_second_factor: both({
     status: 400,
     body: { detail: MESSAGE, code: 'invalid_second_factor' },
@@ -72,7 +78,11 @@ const TABLE: Record<ErrorCode, Record<ErrorStyle, Expected>> = {
   },
   mfa_required: both({
     status: 403,
-    body: { ...oauth('mfa_required', 'A second factor is required').body, mfa_token: MFA_TOKEN },
+    body: {
+      ...oauth('mfa_required', 'A second factor is required').body,
+      mfa_token: MFA_TOKEN,
+      mfa_methods: MFA_METHODS,
+    },
     headers: {},
   }),
   missing_token: both(detail(401, 'Not authenticated', { 'www-authenticate': 'Bearer' })),
@@ -136,7 +146,7 @@ function raise(code: ErrorCode, cause: unknown = new Error('low-level failure'))
     ...(code === 'validation_failed' ? { details: DETAILS } : {}),
     ...(code === 'temporarily_unavailable' ? { retryAfterSeconds: 2.5 } : {}),
     ...(code === 'overloaded' ? { retryAfterSeconds: 0.2 } : {}),
-    ...(code === 'mfa_required' ? { mfaToken: MFA_TOKEN } : {}),
+    ...(code === 'mfa_required' ? { mfaToken: MFA_TOKEN, mfaMethods: MFA_METHODS } : {}),
     ...(code === 'insufficient_scope' ? { requiredScope: REQUIRED_SCOPE } : {}),
   });
 }

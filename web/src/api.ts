@@ -14,29 +14,64 @@ export class ApiError extends Error {
   readonly status: number;
   /** Field name → message, from a 422's `detail` list or a 409's code. */
   readonly fields: ReadonlyMap<string, string>;
+  /** The body's `code` (or OAuth `error`), for the answers the page treats on their own (a second factor asked). */
+  readonly code: string | undefined;
 
-  constructor(status: number, message: string, fields: ReadonlyMap<string, string> = new Map()) {
+  constructor(
+    status: number,
+    message: string,
+    fields: ReadonlyMap<string, string> = new Map(),
+    code?: string,
+  ) {
     super(message);
     this.name = 'ApiError';
     this.status = status;
     this.fields = fields;
+    this.code = code;
   }
 }
+
+/** The password was right and the account has a second factor: /token asks for it with a short-lived token. */
+export class SecondFactorRequired extends Error {
+  readonly mfaToken: string;
+  readonly methods: readonly MfaMethod[];
+
+  constructor(mfaToken: string, methods: readonly MfaMethod[]) {
+    super('A second factor is required');
+    this.name = 'SecondFactorRequired';
+    this.mfaToken = mfaToken;
+    this.methods = methods;
+  }
+}
+
+export type MfaMethod = 'otp' | 'recovery_code' | 'webauthn';
 
 interface FieldProblem {
   loc?: unknown[];
   msg?: string;
 }
 
-const FIELD_OF_CODE: Record<string, string> = { username_taken: 'username', email_taken: 'email' };
+const FIELD_OF_CODE: Record<string, string> = {
+  username_taken: 'username',
+  email_taken: 'email',
+  invalid_password: 'password',
+  invalid_second_factor: 'otp',
+};
 
-async function errorOf(response: Response): Promise<ApiError> {
-  let body: Record<string, unknown> = {};
+async function bodyOf(response: Response): Promise<Record<string, unknown>> {
   try {
-    body = (await response.json()) as Record<string, unknown>;
+    return (await response.json()) as Record<string, unknown>;
   } catch {
     // Not JSON (a proxy's page, say): the status line is all there is to say.
+    return {};
   }
+}
+
+async function errorOf(response: Response): Promise<ApiError> {
+  return errorFrom(response, await bodyOf(response));
+}
+
+function errorFrom(response: Response, body: Record<string, unknown>): ApiError {
   const detail = body.detail;
   if (Array.isArray(detail)) {
     const fields = new Map<string, string>();
@@ -53,10 +88,12 @@ async function errorOf(response: Response): Promise<ApiError> {
       : typeof detail === 'string'
         ? detail
         : `The server answered ${response.status} ${response.statusText}`.trim();
-  const field = typeof body.code === 'string' ? FIELD_OF_CODE[body.code] : undefined;
+  const code =
+    typeof body.code === 'string' ? body.code : typeof body.error === 'string' ? body.error : undefined;
+  const field = code ? FIELD_OF_CODE[code] : undefined;
   const retry = response.headers.get('retry-after');
   const message = response.status === 429 && retry ? `${text} (retry in ${retry} s)` : text;
-  return new ApiError(response.status, message, field ? new Map([[field, message]]) : new Map());
+  return new ApiError(response.status, message, field ? new Map([[field, message]]) : new Map(), code);
 }
 
 async function send(method: string, path: string, body?: unknown): Promise<Response> {
@@ -91,16 +128,63 @@ interface TokenAnswer {
   access_token: string;
 }
 
+const MFA_METHODS: readonly MfaMethod[] = ['otp', 'recovery_code', 'webauthn'];
+
 async function takeToken(response: Response): Promise<void> {
-  if (!response.ok) throw await errorOf(response);
+  if (!response.ok) {
+    const body = await bodyOf(response);
+    if (response.status === 403 && body.error === 'mfa_required' && typeof body.mfa_token === 'string') {
+      const listed = Array.isArray(body.mfa_methods) ? body.mfa_methods : [];
+      const methods = MFA_METHODS.filter((method) => listed.includes(method));
+      throw new SecondFactorRequired(body.mfa_token, methods);
+    }
+    throw errorFrom(response, body);
+  }
   accessToken = ((await response.json()) as TokenAnswer).access_token;
   localStorage.setItem(SESSION_HINT, '1');
 }
 
-/** The password grant in cookie mode: the refresh and device tokens arrive as HttpOnly cookies. */
-export async function signIn(username: string, password: string): Promise<void> {
+/** Asks /token for tokens with one grant (JSON body); a `SecondFactorRequired` when the account has a second factor. */
+async function grant(body: Record<string, string>): Promise<void> {
   accessToken = undefined;
-  await takeToken(await send('POST', '/token', { grant_type: 'password', username, password }));
+  await takeToken(await send('POST', '/token', body));
+}
+
+/**
+ * The password grant in cookie mode: the refresh and device tokens arrive as HttpOnly cookies. Throws
+ * `SecondFactorRequired` when the account has a second factor; its token then goes to `signInWithSecondFactor`.
+ */
+export function signIn(username: string, password: string): Promise<void> {
+  return grant({ grant_type: 'password', username, password });
+}
+
+export const MFA_GRANT = 'urn:gatehouse:params:oauth:grant-type:mfa';
+export const WEBAUTHN_GRANT = 'urn:gatehouse:params:oauth:grant-type:webauthn';
+
+export type SecondFactor =
+  | { otp: string }
+  | { recovery_code: string }
+  | { challenge_id: string; webauthn_response: string };
+
+/** The MFA grant: the token of the password step and one second factor. */
+export function signInWithSecondFactor(mfaToken: string, factor: SecondFactor): Promise<void> {
+  return grant({ grant_type: MFA_GRANT, mfa_token: mfaToken, ...factor });
+}
+
+/** The passwordless grant: a passkey's assertion (as JSON text) for the challenge the server handed out. */
+export function signInWithPasskey(challengeId: string, webauthnResponse: string): Promise<void> {
+  return grant({
+    grant_type: WEBAUTHN_GRANT,
+    challenge_id: challengeId,
+    webauthn_response: webauthnResponse,
+  });
+}
+
+/** A public endpoint (no session yet): the passkey options of the sign-in steps. */
+export async function callPublic<T>(method: string, path: string, body?: unknown): Promise<T> {
+  const response = await send(method, path, body);
+  if (!response.ok) throw await errorOf(response);
+  return (await response.json()) as T;
 }
 
 /** Exchanges the refresh cookie for a new access token (and a rotated cookie); false when there is no session. */
@@ -178,4 +262,31 @@ export interface Message {
 export interface Page<T> {
   items: T[];
   next: string | null;
+}
+
+export interface MfaStatus {
+  totp: null | { status: 'pending' | 'active'; created_at: string };
+  recovery_codes_left: number;
+  passkeys: number;
+}
+
+export interface TotpEnrolment {
+  factor_id: string | number;
+  secret: string;
+  otpauth_uri: string;
+}
+
+export interface Passkey {
+  id: string | number;
+  name: string;
+  created_at: string;
+  last_used_at: string | null;
+  backed_up: boolean;
+  suspect: boolean;
+}
+
+/** What the server hands out before a WebAuthn ceremony: the options, and the id of the challenge in them. */
+export interface Ceremony<Options> {
+  challenge_id: string;
+  options: Options;
 }

@@ -91,27 +91,45 @@ function showErrors(form: HTMLFormElement, message: string, fields: ReadonlyMap<
 export function handleForm(form: HTMLFormElement, handler: (fields: FormData) => Promise<void>): void {
   form.addEventListener('submit', (event) => {
     event.preventDefault();
-    clearErrors(form);
     const button = form.querySelector<HTMLButtonElement>('button[type="submit"]');
-    if (button) button.disabled = true;
-    form.setAttribute('aria-busy', 'true');
-    handler(new FormData(form))
-      .catch((error: unknown) => {
-        if (error instanceof ApiError || error instanceof FormProblem) {
-          showErrors(form, error.message, error.fields);
-        } else {
-          showErrors(form, 'The request failed: check your connection and try again.', new Map());
-        }
-      })
-      .finally(() => {
-        if (button) button.disabled = false;
-        form.removeAttribute('aria-busy');
-      });
+    runInForm(form, button, () => handler(new FormData(form)));
   });
+}
+
+/**
+ * Runs a button's task that belongs to a form (a passkey prompt beside a code field), the way a submission runs:
+ * its refusal in the form's error summary, the button disabled meanwhile.
+ */
+export function runInForm(
+  form: HTMLFormElement,
+  button: HTMLButtonElement | null,
+  task: () => Promise<void>,
+): void {
+  clearErrors(form);
+  if (button) button.disabled = true;
+  form.setAttribute('aria-busy', 'true');
+  task()
+    .catch((error: unknown) => {
+      if (error instanceof ApiError || error instanceof FormProblem) {
+        showErrors(form, error.message, error.fields);
+      } else {
+        showErrors(form, 'The request failed: check your connection and try again.', new Map());
+      }
+    })
+    .finally(() => {
+      if (button) button.disabled = false;
+      form.removeAttribute('aria-busy');
+    });
 }
 
 /** Reads a text field of the form. */
 export function text(fields: FormData, name: string): string {
   const value = fields.get(name);
   return typeof value === 'string' ? value : '';
+}
+
+/** A 6-digit code as `otp`, anything else as a recovery code: the fields that take either. */
+export function secondFactorOf(value: string): { otp: string } | { recovery_code: string } {
+  const compact = value.replace(/\s/g, '');
+  return /^\d{6}$/.test(compact) ? { otp: compact } : { recovery_code: value.trim() };
 }

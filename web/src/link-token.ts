@@ -18,8 +18,17 @@ export function takeLinkToken(): string | undefined {
   return token || undefined;
 }
 
+/** The refusals of a reset that ask for (another) second factor: the link is still good, and unspent. */
+export function isSecondFactorRefusal(error: unknown): error is ApiError {
+  return (
+    error instanceof ApiError &&
+    (error.code === 'second_factor_required' || error.code === 'invalid_second_factor')
+  );
+}
+
 /** Whether the API refused the link's token itself (bad, used or expired), rather than the request. */
 export function isRefusedLink(error: unknown): boolean {
+  if (isSecondFactorRefusal(error)) return false;
   return error instanceof ApiError && (error.status === 400 || error.fields.has('token'));
 }
 

@@ -4,13 +4,16 @@ import {
   forget,
   type Message,
   resume,
+  SecondFactorRequired,
   type Session,
   signIn,
   type User,
   whenSessionLost,
 } from './api.ts';
+import { clearFactors, loadFactors, wireFactors } from './factors.ts';
 import { wireForgotForm } from './forgot.ts';
 import { announce, byId, el, FormProblem, handleForm, text } from './forms.ts';
+import { leaveSecondStep, startSecondStep, wireSecondStep } from './second-step.ts';
 
 const ACTIVITY_PAGE = 10;
 const MESSAGES_PAGE = 20;
@@ -38,6 +41,18 @@ const EVENT_LABELS: Record<string, string> = {
   password_reset_requested: 'Password reset requested',
   password_reset: 'Password reset',
   one_time_token_refused: 'Mailed link refused (used, expired or replaced)',
+  mfa_enrolment_started: 'Authenticator app set-up started',
+  mfa_enabled: 'Authenticator app turned on',
+  mfa_disabled: 'Authenticator app turned off',
+  recovery_codes_regenerated: 'New recovery codes',
+  second_factor_used: 'Second factor used',
+  second_factor_failed: 'Second factor refused',
+  passkey_registered: 'Passkey added',
+  passkey_renamed: 'Passkey renamed',
+  passkey_deleted: 'Passkey deleted',
+  passkey_login: 'Signed in with a passkey',
+  passkey_refused: 'Passkey refused',
+  mfa_reset: 'Second factors removed by an operator',
 };
 
 let user: User | undefined;
@@ -57,6 +72,8 @@ function showSignedOut(message?: string): void {
   byId('signed-out').hidden = false;
   for (const list of ['session-list', 'activity-list', 'message-list']) byId(list).replaceChildren();
   for (const form of byId('signed-in').querySelectorAll('form')) form.reset();
+  clearFactors();
+  leaveSecondStep();
   if (message) announce(message);
   document.title = 'Sign in · Gatehouse';
 }
@@ -72,7 +89,13 @@ async function showSignedIn(focus = false): Promise<void> {
   byId('signed-in').hidden = false;
   document.title = `${user.username} · Gatehouse`;
   if (focus) byId('account-title').focus();
-  await Promise.all([loadMessages(true), loadSessions(), loadActivity(true)]);
+  await Promise.all([loadMessages(true), loadSessions(), loadActivity(true), loadFactors()]);
+}
+
+/** After any sign-in (password, second step, passkey): the account, focused and announced. */
+async function signedIn(): Promise<void> {
+  await showSignedIn(true);
+  announce(`Signed in as ${user?.username}.`);
 }
 
 /** The address, whether it is verified, and the new one that waits for its link, if any. */
@@ -253,11 +276,17 @@ function wireSignedOut(): void {
     if (!username) missing.set('username', 'Enter your username.');
     if (!password) missing.set('password', 'Enter your password.');
     if (missing.size > 0) throw new FormProblem('Enter your username and password.', missing);
-    await signIn(username, password);
+    try {
+      await signIn(username, password);
+    } catch (error) {
+      if (!(error instanceof SecondFactorRequired)) throw error;
+      startSecondStep(error);
+      return;
+    }
     byId<HTMLFormElement>('signin-form').reset();
-    await showSignedIn(true);
-    announce(`Signed in as ${user?.username}.`);
+    await signedIn();
   });
+  wireSecondStep(signedIn);
 
   handleForm(byId<HTMLFormElement>('signup-form'), async (fields) => {
     const username = text(fields, 'username').trim();
@@ -278,6 +307,7 @@ function wireSignedOut(): void {
 }
 
 function wireSignedIn(): void {
+  wireFactors(() => loadActivity(true));
   byId('signout').addEventListener('click', () => {
     endSession('/logout', 'Signed out.').catch(reportFailure);
   });

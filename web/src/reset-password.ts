@@ -1,7 +1,7 @@
 import { call } from './api.ts';
 import { wireForgotForm } from './forgot.ts';
-import { byId, FormProblem, handleForm, text } from './forms.ts';
-import { isRefusedLink, showView, takeLinkToken } from './link-token.ts';
+import { byId, FormProblem, handleForm, secondFactorOf, text } from './forms.ts';
+import { isRefusedLink, isSecondFactorRefusal, showView, takeLinkToken } from './link-token.ts';
 
 const VIEWS = ['reset', 'reset-done', 'reset-invalid', 'reset-incomplete'] as const;
 type View = (typeof VIEWS)[number];
@@ -31,9 +31,24 @@ function start(): void {
         new Map([['confirm_password', 'Type the same new password twice.']]),
       );
     }
+    // Asked for only when the server says the account has an authenticator app: most accounts never see the field.
+    const factor = text(fields, 'otp');
     try {
-      await call('POST', '/password/reset', { token, new_password: newPassword });
+      await call('POST', '/password/reset', {
+        token,
+        new_password: newPassword,
+        ...(factor.trim() ? secondFactorOf(factor) : {}),
+      });
     } catch (error) {
+      if (isSecondFactorRefusal(error)) {
+        const wasHidden = byId('reset-factor-field').hidden;
+        byId('reset-factor-field').hidden = false;
+        const message =
+          error.code === 'second_factor_required' || wasHidden
+            ? 'Your account has two-factor authentication: enter a code from your authenticator app, or a recovery code.'
+            : error.message;
+        throw new FormProblem(message, new Map([['otp', message]]));
+      }
       if (!isRefusedLink(error)) throw error;
       form.reset();
       show('reset-invalid', true);

@@ -4,6 +4,7 @@ import type { EmailFlowsService } from '../../services/email-flows.ts';
 import { requestContext } from '../request-context.ts';
 import {
   AcceptedResponse,
+  CodedErrorResponse,
   ConflictResponse,
   DetailResponse,
   EmailAddressBody,
@@ -82,18 +83,25 @@ export const emailRoutes: FastifyPluginAsyncTypebox<{ emailFlows: EmailFlowsServ
     {
       schema: {
         summary: 'Set a new password with the token of a mailed link; ends every session, signs nobody in',
+        description:
+          'An account with an authenticator app also needs otp or recovery_code: without one, 400 ' +
+          'second_factor_required; a wrong one, 400 invalid_second_factor. Either way the link stays usable.',
         tags: ['password reset'],
         body: PasswordResetBody,
         response: {
           204: Type.Null(),
-          400: InvalidOneTimeTokenResponse,
+          400: Type.Union([InvalidOneTimeTokenResponse, CodedErrorResponse]),
           422: ValidationErrorResponse,
           429: DetailResponse,
         },
       },
     },
     async (request, reply) => {
-      await emailFlows.resetPassword(request.body.token, request.body.new_password, requestContext(request));
+      const { token, new_password: newPassword, otp, recovery_code: recoveryCode } = request.body;
+      await emailFlows.resetPassword(token, newPassword, requestContext(request), {
+        otp: otp || undefined,
+        recoveryCode: recoveryCode || undefined,
+      });
       return reply.code(204).send(null);
     },
   );

@@ -4,12 +4,19 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import Type from 'typebox';
 import { AppError } from '../../errors.ts';
 import type { LoginService, PasswordGrantResult } from '../../services/login.ts';
+import type { LoginSecondFactorProof } from '../../services/mfa.ts';
 import type { PasskeysService } from '../../services/passkeys.ts';
 import type { RequestContext } from '../../services/request-context.ts';
 import { ACCOUNT_DISABLED } from '../../services/session-state.ts';
 import type { SessionsService, TokenGrant } from '../../services/sessions.ts';
 import { requestContext } from '../request-context.ts';
-import { OAuthErrorResponse, RevokeRequestBody, TokenRequestBody, TokenResponse } from '../schemas.ts';
+import {
+  MfaRequiredResponse,
+  OAuthErrorResponse,
+  RevokeRequestBody,
+  TokenRequestBody,
+  TokenResponse,
+} from '../schemas.ts';
 import { isWebClient, type WebClientCookies } from '../web-client.ts';
 
 const CREDENTIAL_PARAMETERS = [
@@ -20,7 +27,11 @@ const CREDENTIAL_PARAMETERS = [
   'access_token',
   'token',
   'device_token',
+  'mfa_token',
+  'otp',
+  'recovery_code',
 ];
+const MFA_GRANT = 'urn:gatehouse:params:oauth:grant-type:mfa';
 const FORM_OR_JSON = (schema: typeof TokenRequestBody | typeof RevokeRequestBody) => ({
   content: {
     'application/x-www-form-urlencoded': { schema },
@@ -37,6 +48,20 @@ const toTokenResponse = (grant: TokenGrant, deviceToken?: string): TokenResponse
   ...(deviceToken === undefined ? {} : { device_token: deviceToken }),
 });
 
+/** The one second factor an MFA grant presents; undefined when none or more than one. */
+function secondFactorOf(body: TokenRequestBody): LoginSecondFactorProof | undefined {
+  const otp = body.otp || undefined;
+  const recoveryCode = body.recovery_code || undefined;
+  const challengeId = body.challenge_id || undefined;
+  const webauthnResponse = body.webauthn_response || undefined;
+  const given = [otp, recoveryCode, challengeId ?? webauthnResponse].filter((value) => value !== undefined);
+  if (given.length !== 1) return undefined;
+  if (otp !== undefined) return { otp };
+  if (recoveryCode !== undefined) return { recoveryCode };
+  if (challengeId === undefined || webauthnResponse === undefined) return undefined;
+  return { webauthn: { challengeId, response: webauthnResponse } };
+}
+
 function answerPasswordGrant(result: PasswordGrantResult): TokenResponse {
   switch (result.outcome) {
     case 'granted':
@@ -52,7 +77,10 @@ function answerPasswordGrant(result: PasswordGrantResult): TokenResponse {
         retryAfterSeconds: result.retryAfterSeconds,
       });
     case 'second_factor_required':
-      throw new AppError('mfa_required', 'A second factor is required', { mfaToken: result.mfaToken });
+      throw new AppError('mfa_required', 'A second factor is required', {
+        mfaToken: result.mfaToken,
+        mfaMethods: result.methods,
+      });
   }
 }
 
@@ -128,16 +156,26 @@ export const tokenRoutes: FastifyPluginAsyncTypebox<{
     {
       config: { errorStyle: 'oauth' },
       schema: {
-        summary: 'Get tokens: password grant (log in) or refresh_token grant (stay logged in)',
+        summary:
+          'Get tokens: password grant (log in), the MFA grant (its second factor) or refresh_token grant (stay logged in)',
         description:
           'Accepts application/x-www-form-urlencoded (RFC 6749, as OAuth2 clients and Swagger UI send it) or JSON. ' +
           'grant_type may be omitted (FastAPI compatibility: password) or be "password" or "refresh_token". ' +
           'Every refresh rotates the refresh token; a spent one presented again after the grace window ends the session. ' +
           '`scope` (space-separated) narrows the token: conversation:read, conversation:write (both by default), and ' +
-          "admin for users with the admin role, only when asked for. A refresh may narrow the login's scope, never widen it.",
+          "admin for users with the admin role, only when asked for. A refresh may narrow the login's scope, never widen it. " +
+          'An account with a second factor answers a right password with 403 mfa_required, an mfa_token and mfa_methods ' +
+          `(otp, recovery_code, webauthn); continue with grant_type=${MFA_GRANT}, the mfa_token and exactly one of otp, ` +
+          'recovery_code, or challenge_id with webauthn_response. Any refusal of that grant is 400 invalid_grant. ' +
+          'Access tokens carry amr (RFC 8176: ["pwd"], ["pwd","otp","mfa"], ...) and auth_time, kept through refreshes.',
         tags: ['tokens'],
         body: FORM_OR_JSON(TokenRequestBody),
-        response: { 200: TokenResponse, 400: OAuthErrorResponse, 429: OAuthErrorResponse },
+        response: {
+          200: TokenResponse,
+          400: OAuthErrorResponse,
+          403: MfaRequiredResponse,
+          429: OAuthErrorResponse,
+        },
       },
     },
     async (request, reply) => {
@@ -175,6 +213,22 @@ export const tokenRoutes: FastifyPluginAsyncTypebox<{
         }
         return toTokenResponse(await login.refreshTokenGrant(body.refresh_token, context, body.scope));
       }
+      if (grantType === MFA_GRANT) {
+        const proof = secondFactorOf(body);
+        if (!body.mfa_token || !proof) {
+          throw new AppError(
+            'invalid_request',
+            'The mfa_token parameter and exactly one of otp, recovery_code or challenge_id with webauthn_response are required',
+          );
+        }
+        const deviceToken = web ? cookies.deviceTokenOf(request) : body.device_token || undefined;
+        const { tokens, deviceToken: renewed } = await login.mfaGrant(
+          { mfaToken: body.mfa_token, proof, deviceToken },
+          context,
+        );
+        const response = toTokenResponse(tokens, renewed);
+        return web ? answerInCookies(response, cookies, request, reply) : response;
+      }
       if (grantType === WEBAUTHN_GRANT && passkeys) {
         const challengeId = body.challenge_id;
         const response = body.webauthn_response;
@@ -191,7 +245,7 @@ export const tokenRoutes: FastifyPluginAsyncTypebox<{
       }
       throw new AppError(
         'unsupported_grant_type',
-        'Only the password and refresh_token grants are supported',
+        `Only the password, refresh_token and ${MFA_GRANT} grants are supported`,
       );
     },
   );

@@ -88,7 +88,7 @@ export async function expectSignedOut(page: Page): Promise<void> {
 export async function signInWithForm(page: Page, username: string, password: string): Promise<void> {
   await page.getByLabel('Username').first().fill(username);
   await page.locator('#signin-password').fill(password);
-  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.getByRole('button', { name: 'Sign in', exact: true }).click();
 }
 
 /** The id of the focused element, '' for none. */
