@@ -1,4 +1,6 @@
+import { execFile } from 'node:child_process';
 import { Agent, request as httpRequest } from 'node:http';
+import { createRequire } from 'node:module';
 import autocannon from 'autocannon';
 import { type Bench, log, type Row } from './context.ts';
 import { cpuBetween, cpuMs, postgresCpuMs, rssMbPerProcess, threadCpuMs } from './proc-stats.ts';
@@ -36,6 +38,33 @@ export async function load(bench: Bench, options: LoadOptions) {
           ? { body: options.body }
           : {}),
   });
+}
+
+/**
+ * The same load from a child process: a flood of hundreds of connections keeps autocannon's event loop busy, and a
+ * latency probe sharing that loop would time the load generator's own delays along with the server's.
+ */
+export async function loadFromChildProcess(bench: Bench, options: LoadOptions) {
+  const cli = createRequire(import.meta.url).resolve('autocannon/autocannon.js');
+  const args = [
+    cli,
+    '--json',
+    '--connections',
+    String(options.connections ?? bench.connections),
+    '--duration',
+    String(options.duration ?? bench.seconds),
+    '--method',
+    options.method ?? 'GET',
+    ...Object.entries(options.headers ?? {}).flatMap(([name, value]) => ['--headers', `${name}=${value}`]),
+    ...(options.body === undefined ? [] : ['--body', options.body]),
+    options.url,
+  ];
+  const stdout = await new Promise<string>((resolve, reject) =>
+    execFile(process.execPath, args, { maxBuffer: 64 * 1024 * 1024 }, (error, out) =>
+      error ? reject(error) : resolve(out),
+    ),
+  );
+  return JSON.parse(stdout.trim().split('\n').at(-1) ?? '{}') as autocannon.Result;
 }
 
 /** Four clients in a closed loop on keep-alive connections, each request timed with the high-resolution clock. */
