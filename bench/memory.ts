@@ -12,6 +12,7 @@ import { createBench, log } from './support/context.ts';
 import { formHeaders, registerAndLogin, seedUsers, startGatehouse, tokenForm } from './support/gatehouse.ts';
 import { load } from './support/load.ts';
 import { withSeededPostgresDatabase } from './support/postgres.ts';
+import { cpuMs } from './support/proc-stats.ts';
 import { stop } from './support/processes.ts';
 
 const args = process.argv.slice(2);
@@ -97,6 +98,8 @@ interface Line {
   what: string;
   sample: Sample;
   requestsPerSecond?: number;
+  /** The server's CPU per request, steadier than req/s on a machine shared with other work. */
+  cpuMsPerRequest?: number;
 }
 
 const bench = createBench(args);
@@ -117,6 +120,7 @@ async function measureServer(label: string, databaseUrl: string, round: number) 
     const auth = { authorization: `Bearer ${await registerAndLogin(server.base, 'benchuser')}` };
     await sleep(1000);
     lines.push({ what: `${label}: after one register and login`, sample: sample(pid, probeFile) });
+    const cpuBefore = cpuMs(pid);
     const conversation = await peakWhile(
       pid,
       probeFile,
@@ -126,6 +130,7 @@ async function measureServer(label: string, databaseUrl: string, round: number) 
       what: `${label}: peak under GET /conversation`,
       sample: conversation.peak,
       requestsPerSecond: conversation.result.requests.average,
+      cpuMsPerRequest: (cpuMs(pid) - cpuBefore) / (conversation.result.requests.total || 1),
     });
     const token = await peakWhile(
       pid,
@@ -152,7 +157,7 @@ async function measureServer(label: string, databaseUrl: string, round: number) 
 }
 
 function print() {
-  const header = ['what', 'RSS MB', 'anon MB', 'file MB', 'req/s'];
+  const header = ['what', 'RSS MB', 'anon MB', 'file MB', 'req/s', 'CPU ms/req'];
   if (probe) header.push('heap total', 'heap used', 'new space', 'external');
   const rows = lines.map((line) => {
     const cells = [
@@ -161,6 +166,7 @@ function print() {
       line.sample.anon.toFixed(0),
       line.sample.file.toFixed(0),
       line.requestsPerSecond === undefined ? '' : line.requestsPerSecond.toFixed(0),
+      line.cpuMsPerRequest === undefined ? '' : line.cpuMsPerRequest.toFixed(3),
     ];
     if (probe) {
       for (const value of [
