@@ -26,6 +26,8 @@ export interface StrengthEstimatorOptions {
   /** The worker module: tests substitute one that hangs, which no real input is known to make zxcvbn do. */
   workerUrl?: URL;
   estimateTimeoutMs?: number;
+  /** How long the worker may wait for an estimate before it is ended. */
+  idleWorkerMs?: number;
 }
 
 // zxcvbn score 0–1 means fewer than 10^6 guesses: on or next to a common-password list.
@@ -77,6 +79,10 @@ const MAX_PENDING_ESTIMATES = 64;
 // Counted from when the worker takes the estimate, not from when it was queued: a worker that has not answered
 // one estimate by then is stuck on it, not busy (the worst capped estimate takes well under 100 ms).
 const DEFAULT_ESTIMATE_TIMEOUT_MS = 5000;
+// The worker is a second V8 isolate holding zxcvbn's dictionaries: 27-35 MB of resident memory (bench/memory.ts),
+// a fifth of the server's, kept for registrations and password changes that most minutes do not see. Starting it
+// again costs 150-230 ms of one registration; a burst of them keeps it.
+const DEFAULT_IDLE_WORKER_MS = 10_000;
 
 interface StrengthEstimate {
   score: number;
@@ -99,16 +105,19 @@ const unavailable = (cause: unknown) =>
 /**
  * zxcvbn in a worker thread: even capped, one estimate is tens of milliseconds of CPU, which on the event loop
  * delayed every other request (three clients posting 128-digit passwords took /healthz from 3 to 680 ms).
- * One worker, started at the first estimate and left out of the process's reasons to stay alive. Estimates wait
- * here and go to the worker one at a time, so that a stuck estimate fails alone and a full queue answers 503 at once.
+ * One worker, started at the first estimate, ended when idle, and left out of the process's reasons to stay alive.
+ * Estimates wait here and go to the worker one at a time, so that a stuck estimate fails alone and a full queue
+ * answers 503 at once.
  */
 function createStrengthEstimator(options: StrengthEstimatorOptions) {
   const workerUrl = options.workerUrl ?? new URL('./password-strength-worker.ts', import.meta.url);
   const timeoutMs = options.estimateTimeoutMs ?? DEFAULT_ESTIMATE_TIMEOUT_MS;
+  const idleMs = options.idleWorkerMs ?? DEFAULT_IDLE_WORKER_MS;
   const queue: Job[] = [];
   let nextId = 0;
   let worker: Worker | undefined;
   let inFlight: { job: Job; timer: NodeJS.Timeout } | undefined;
+  let idleTimer: NodeJS.Timeout | undefined;
 
   const settle = (outcome: (job: Job) => void) => {
     if (!inFlight) return;
@@ -144,10 +153,24 @@ function createStrengthEstimator(options: StrengthEstimatorOptions) {
     thread.on('exit', (code) => fail(new Error(`strength worker exited with code ${code}`)));
     return thread;
   };
+  const endIdleWorker = () => {
+    idleTimer = undefined;
+    const idle = worker;
+    worker = undefined;
+    void idle?.terminate();
+  };
   const pump = () => {
     if (inFlight) return;
+    clearTimeout(idleTimer);
+    idleTimer = undefined;
     const job = queue.shift();
-    if (!job) return;
+    if (!job) {
+      if (worker) {
+        idleTimer = setTimeout(endIdleWorker, idleMs);
+        idleTimer.unref();
+      }
+      return;
+    }
     worker ??= start();
     const timer = setTimeout(() => {
       dropWorker(unavailable(new Error(`no strength estimate within ${timeoutMs} ms`)));
@@ -169,6 +192,8 @@ function createStrengthEstimator(options: StrengthEstimatorOptions) {
         pump();
       }),
     close: async () => {
+      clearTimeout(idleTimer);
+      idleTimer = undefined;
       const closed = unavailable(new Error('password policy closed'));
       for (const job of queue.splice(0)) job.reject(closed);
       const closing = worker;

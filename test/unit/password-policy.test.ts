@@ -120,6 +120,31 @@ describe('password strength worker', () => {
     await local.close();
   });
 
+  it('ends its idle worker after the idle time, and starts another for the next estimate', async () => {
+    const local = createPasswordPolicy({ minLength: 8, maxLength: 1024 }, { idleWorkerMs: 200 });
+    const started = nextWorker();
+    expect(await local.check('correct horse battery staple', inputs)).toBeUndefined();
+    const { worker, hasExited } = await started;
+    await new Promise((resolve) => worker.once('exit', resolve));
+    expect(hasExited()).toBe(true);
+    const replacement = nextWorker();
+    expect((await local.check('password123456789', inputs))?.type).toBe('too_common');
+    await replacement;
+    await local.close();
+  });
+
+  it('keeps a worker that answers again within the idle time', async () => {
+    const local = createPasswordPolicy({ minLength: 8, maxLength: 1024 }, { idleWorkerMs: 1500 });
+    const started = nextWorker();
+    await local.check('correct horse battery staple', inputs);
+    const { hasExited } = await started;
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    await local.check('another horse battery staple', inputs);
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    expect(hasExited()).toBe(false);
+    await local.close();
+  });
+
   it('answers service_unavailable when an estimate outlasts its limit, and replaces the stuck worker', async () => {
     const local = createPasswordPolicy(
       { minLength: 8, maxLength: 1024 },
