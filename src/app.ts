@@ -81,7 +81,7 @@ import { createKnownClients } from './services/known-clients.ts';
 import { createLoginService, type LoginThrottling } from './services/login.ts';
 import { createMailComposer, createMailRenderer, type MailDelivery } from './services/mail.ts';
 import { createMailSender } from './services/mail-sender.ts';
-import { createMfaService, createSecondFactors } from './services/mfa.ts';
+import { createMfaService } from './services/mfa.ts';
 import { createOperatorService } from './services/operators.ts';
 import { createPasskeysService } from './services/passkeys.ts';
 import type { AuditSink, RequestContext } from './services/request-context.ts';
@@ -337,18 +337,6 @@ export async function buildApp(
   }, 3600_000);
   pruneSessions.unref();
   app.addHook('onClose', async () => clearInterval(pruneSessions));
-  const passkeys = createPasskeysService({
-    passkeys: createPasskeysRepository(db),
-    users,
-    accounts,
-    sessions,
-    mfaChallenges: createMfaRepository(db),
-    clock: deps.clock,
-    mail,
-    rp: config.webauthn,
-    throttle: throttling?.throttle,
-    requireVerifiedEmail: config.requireVerifiedEmail,
-  });
   const mfa = createMfaService({
     mfa: createMfaRepository(db),
     users,
@@ -359,8 +347,21 @@ export async function buildApp(
     // What authenticator apps list the account under; the passkeys' WEBAUTHN_RP_NAME defaults to the same.
     issuer: 'Gatehouse',
     throttle: throttling?.throttle,
-    // Passkeys as a second factor.
-    webauthn: passkeys,
+    // Passkeys as a second factor. Late-bound: the passkeys service, built next, asks this one who may change factors.
+    webauthn: { verifySecondFactor: (...args) => passkeys.verifySecondFactor(...args) },
+    countPasskeys: (userId) => passkeys.countPasskeys(userId),
+  });
+  const passkeys = createPasskeysService({
+    passkeys: createPasskeysRepository(db),
+    users,
+    sessions,
+    factorChanges: mfa,
+    mfaChallenges: createMfaRepository(db),
+    clock: deps.clock,
+    mail,
+    rp: config.webauthn,
+    throttle: throttling?.throttle,
+    requireVerifiedEmail: config.requireVerifiedEmail,
   });
   const countPasskeys = (userId: number) => passkeys.countPasskeys(userId);
   const login = createLoginService({
@@ -369,7 +370,7 @@ export async function buildApp(
     throttling,
     hashQueue: deps.passwords,
     requireVerifiedEmail: config.requireVerifiedEmail,
-    secondFactors: createSecondFactors({ mfa, countPasskeys }),
+    secondFactors: mfa,
     mfa,
   });
   const emailFlows = createEmailFlowsService({

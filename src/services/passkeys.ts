@@ -15,8 +15,8 @@ import type { User } from '../domain/user.ts';
 import { AppError } from '../errors.ts';
 import type { Clock } from '../security/clock.ts';
 import { hashOneTimeToken } from '../security/one-time-tokens.ts';
-import type { AccountsService } from './accounts.ts';
 import type { MailDelivery } from './mail.ts';
+import type { FactorChangeCredentials, MfaService } from './mfa.ts';
 import type { RequestContext } from './request-context.ts';
 import { grantScopes, parseRequestedScope, scopesPermittedTo } from './scopes.ts';
 import { ACCOUNT_DISABLED, isAccountUsable } from './session-state.ts';
@@ -58,9 +58,10 @@ export interface RelyingParty {
 }
 
 export interface PasskeysService {
+  /** Options for a new passkey, under MfaService.authoriseFactorChange's rule; throws passkey_limit at 10. */
   registrationOptions(
     userId: number,
-    password: string,
+    credentials: FactorChangeCredentials,
     context: RequestContext,
   ): Promise<CeremonyOptions<PublicKeyCredentialCreationOptionsJSON>>;
   /** Verifies a registration response and stores the passkey; throws invalid_passkey or passkey_limit. */
@@ -73,8 +74,13 @@ export interface PasskeysService {
   ): Promise<PasskeyRecord>;
   list(userId: number): Promise<PasskeyRecord[]>;
   rename(userId: number, id: string, name: string, context: RequestContext): Promise<PasskeyRecord>;
-  /** Deletes one of the user's passkeys after the password; throws not_found for any other id. */
-  remove(userId: number, id: string, password: string, context: RequestContext): Promise<void>;
+  /** Deletes one of the user's passkeys under authoriseFactorChange's rule; throws not_found for any other id. */
+  remove(
+    userId: number,
+    id: string,
+    credentials: FactorChangeCredentials,
+    context: RequestContext,
+  ): Promise<void>;
   /** Options for a login without username: an empty allowCredentials, so nothing about accounts leaks. */
   passwordlessOptions(
     context: RequestContext,
@@ -116,9 +122,10 @@ export interface MfaChallengeLookup {
 export interface PasskeysDependencies {
   passkeys: PasskeysRepository;
   users: UsersRepository;
-  accounts: AccountsService;
   sessions: SessionsService;
   mfaChallenges: MfaChallengeLookup;
+  /** Who may change second factors: the rule lives with the other factors in services/mfa.ts. */
+  factorChanges: Pick<MfaService, 'authoriseFactorChange'>;
   clock: Clock;
   mail: MailDelivery;
   rp: RelyingParty;
@@ -166,7 +173,7 @@ function parseResponse<T>(response: unknown): T | undefined {
 
 /** Builds the passkey use cases: registration and management, passwordless login, and the second factor. */
 export function createPasskeysService(deps: PasskeysDependencies): PasskeysService {
-  const { passkeys, users, accounts, clock, mail, rp, throttle } = deps;
+  const { passkeys, users, clock, mail, rp, throttle } = deps;
 
   const notice = (user: User, what: string) =>
     mail.composer.compose({
@@ -314,8 +321,8 @@ export function createPasskeysService(deps: PasskeysDependencies): PasskeysServi
   };
 
   return {
-    async registrationOptions(userId, password, context) {
-      const { user } = await accounts.confirmPassword(userId, password, context);
+    async registrationOptions(userId, credentials, context) {
+      const user = await deps.factorChanges.authoriseFactorChange(userId, credentials, context);
       const existing = await passkeys.listPasskeys(userId);
       if (existing.length >= MAX_PASSKEYS)
         throw new AppError('passkey_limit', `At most ${MAX_PASSKEYS} passkeys per account`);
@@ -418,8 +425,8 @@ export function createPasskeysService(deps: PasskeysDependencies): PasskeysServi
       return toRecord(renamed);
     },
 
-    async remove(userId, id, password, context) {
-      const { user } = await accounts.confirmPassword(userId, password, context);
+    async remove(userId, id, credentials, context) {
+      const user = await deps.factorChanges.authoriseFactorChange(userId, credentials, context);
       const passkey = await passkeys.findPasskey(userId, id);
       const deleted =
         passkey &&

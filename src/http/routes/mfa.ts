@@ -2,6 +2,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import Type from 'typebox';
 import { AppError } from '../../errors.ts';
 import type { MfaService } from '../../services/mfa.ts';
+import { factorChangeOf } from '../factor-change.ts';
 import { requestContext } from '../request-context.ts';
 import {
   CodedErrorResponse,
@@ -67,7 +68,9 @@ export const mfaRoutes: FastifyPluginAsyncTypebox<{
       schema: {
         summary: 'Start setting up an authenticator app (pending until confirmed with a code)',
         description:
-          'Needs your password. Answers the secret and its otpauth:// URI once; starting again replaces a pending set-up. ' +
+          'Needs your password and, when the account already has a second factor (a passkey), otp or recovery_code, ' +
+          'unless this session signed in with a second factor within 10 minutes (else 400 second_factor_required). ' +
+          'Answers the secret and its otpauth:// URI once; starting again replaces a pending set-up. ' +
           '409 mfa_already_enrolled when an app is active.',
         tags: ['second factors'],
         ...secured,
@@ -82,9 +85,10 @@ export const mfaRoutes: FastifyPluginAsyncTypebox<{
       },
     },
     async (request) => {
+      const body = request.body ?? {};
       const enrolment = await mfa.enrolTotp(
         request.auth!.user.id,
-        passwordOf(request.body ?? {}),
+        factorChangeOf(request, passwordOf(body), body),
         requestContext(request),
       );
       return {

@@ -2,6 +2,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import Type from 'typebox';
 import { AppError } from '../../errors.ts';
 import type { PasskeysService } from '../../services/passkeys.ts';
+import { factorChangeOf } from '../factor-change.ts';
 import { requestContext } from '../request-context.ts';
 import {
   CeremonyOptionsResponse,
@@ -37,9 +38,11 @@ export const passkeyAccountRoutes: FastifyPluginAsyncTypebox<{ passkeys: Passkey
     '/users/me/passkeys/registration/options',
     {
       schema: {
-        summary: 'Start registering a passkey (needs the password)',
+        summary:
+          'Start registering a passkey (needs the password, and a second factor when the account has one)',
         description:
-          'Answers the options for navigator.credentials.create() (startRegistration of @simplewebauthn/browser): a ' +
+          'When the account already has a second factor: otp or recovery_code in the body, or a session that signed in ' +
+          'with a second factor within 10 minutes; else 400 second_factor_required. Answers the options for navigator.credentials.create() (startRegistration of @simplewebauthn/browser): a ' +
           'discoverable credential with user verification, no attestation. 409 passkey_limit at 10 passkeys.',
         tags: ['passkeys'],
         ...secured,
@@ -49,9 +52,9 @@ export const passkeyAccountRoutes: FastifyPluginAsyncTypebox<{ passkeys: Passkey
     },
     async (request) => {
       const { user } = request.auth!;
-      const password = passwordOf(request.body);
+      const credentials = factorChangeOf(request, passwordOf(request.body), request.body);
       return toOptionsResponse(
-        await passkeys.registrationOptions(user.id, password, requestContext(request)),
+        await passkeys.registrationOptions(user.id, credentials, requestContext(request)),
       );
     },
   );
@@ -121,7 +124,7 @@ export const passkeyAccountRoutes: FastifyPluginAsyncTypebox<{ passkeys: Passkey
     '/users/me/passkeys/:id',
     {
       schema: {
-        summary: 'Delete one of your passkeys (needs the password)',
+        summary: 'Delete one of your passkeys (needs the password and a second factor, as registration)',
         tags: ['passkeys'],
         ...secured,
         params: PasskeyIdParams,
@@ -131,7 +134,8 @@ export const passkeyAccountRoutes: FastifyPluginAsyncTypebox<{ passkeys: Passkey
     },
     async (request, reply) => {
       const { user } = request.auth!;
-      await passkeys.remove(user.id, request.params.id, passwordOf(request.body), requestContext(request));
+      const credentials = factorChangeOf(request, passwordOf(request.body), request.body);
+      await passkeys.remove(user.id, request.params.id, credentials, requestContext(request));
       return reply.code(204).send(null);
     },
   );
