@@ -347,7 +347,7 @@ export async function buildApp(
     // What authenticator apps list the account under; the passkeys' WEBAUTHN_RP_NAME defaults to the same.
     issuer: 'Gatehouse',
     throttle: throttling?.throttle,
-    // Passkeys as a second factor. Late-bound: the passkeys service, built next, asks this one who may change factors.
+    // Passkeys as a second factor. Late-bound: the passkeys service, built next, follows this one's rules.
     webauthn: { verifySecondFactor: (...args) => passkeys.verifySecondFactor(...args) },
     countPasskeys: (userId) => passkeys.countPasskeys(userId),
   });
@@ -355,8 +355,7 @@ export async function buildApp(
     passkeys: createPasskeysRepository(db),
     users,
     sessions,
-    factorChanges: mfa,
-    mfaChallenges: createMfaRepository(db),
+    mfa,
     clock: deps.clock,
     mail,
     rp: config.webauthn,

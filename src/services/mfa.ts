@@ -155,6 +155,11 @@ export interface MfaService extends SecondFactors {
   hasActiveFactor(userId: number): Promise<boolean>;
   /** Opens the second leg of a login whose password matched `verifiedHash`; returns the opaque mfa_token. */
   startChallenge(user: User, verifiedHash: string, scope: string): Promise<string>;
+  /**
+   * The user of an mfa_token that could still be redeemed, without spending one of its attempts (the passkey leg's
+   * options); throws invalid_grant otherwise.
+   */
+  userOfChallenge(mfaToken: string): Promise<number>;
   /** Passes the second leg of a login; throws invalid_grant for any failure, told apart from nothing. */
   redeemChallenge(
     mfaToken: string,
@@ -420,6 +425,14 @@ export function createMfaService(deps: MfaDependencies): MfaService {
         now,
       );
       return token;
+    },
+
+    async userOfChallenge(mfaToken) {
+      const tokenHash = hashOneTimeToken(mfaToken);
+      const userId =
+        tokenHash && (await mfa.findMfaChallengeUser(tokenHash, CHALLENGE_ATTEMPTS, clock.now()));
+      if (!userId) throw new AppError('invalid_grant', 'The mfa_token is invalid, expired or used');
+      return userId;
     },
 
     async redeemChallenge(mfaToken, proof, context) {

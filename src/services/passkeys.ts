@@ -14,7 +14,6 @@ import type { UsersRepository } from '../db/users.ts';
 import type { User } from '../domain/user.ts';
 import { AppError } from '../errors.ts';
 import type { Clock } from '../security/clock.ts';
-import { hashOneTimeToken } from '../security/one-time-tokens.ts';
 import type { MailDelivery } from './mail.ts';
 import type { FactorChangeCredentials, MfaService } from './mfa.ts';
 import type { RequestContext } from './request-context.ts';
@@ -114,18 +113,15 @@ export interface PasskeysService {
   countPasskeys(userId: number): Promise<number>;
 }
 
-/** The part of the MFA challenges store the second-factor options read. */
-export interface MfaChallengeLookup {
-  findMfaChallengeUser(tokenHash: string, maxAttempts: number, now: Date): Promise<number | undefined>;
-}
-
 export interface PasskeysDependencies {
   passkeys: PasskeysRepository;
   users: UsersRepository;
   sessions: SessionsService;
-  mfaChallenges: MfaChallengeLookup;
-  /** Who may change second factors: the rule lives with the other factors in services/mfa.ts. */
-  factorChanges: Pick<MfaService, 'authoriseFactorChange'>;
+  /**
+   * The second factors' rules this service follows: who may change factors, and whose mfa_token is presented (both
+   * live in services/mfa.ts).
+   */
+  mfa: Pick<MfaService, 'authoriseFactorChange' | 'userOfChallenge'>;
   clock: Clock;
   mail: MailDelivery;
   rp: RelyingParty;
@@ -136,8 +132,6 @@ export interface PasskeysDependencies {
 
 export const MAX_PASSKEYS = 10;
 const CHALLENGE_TTL_MS = 5 * 60_000;
-// services/mfa.ts's attempts of an mfa_token: options are not offered for a token that could not be redeemed.
-const MFA_CHALLENGE_ATTEMPTS = 5;
 // WebAuthn L3 §5.4.3 recommends COSE algorithms in this order: Ed25519, ES256, RS256.
 const ALGORITHMS = [-8, -7, -257];
 // L3 §7.1 step 22: credential ids are at most 1023 bytes.
@@ -322,7 +316,7 @@ export function createPasskeysService(deps: PasskeysDependencies): PasskeysServi
 
   return {
     async registrationOptions(userId, credentials, context) {
-      const user = await deps.factorChanges.authoriseFactorChange(userId, credentials, context);
+      const user = await deps.mfa.authoriseFactorChange(userId, credentials, context);
       const existing = await passkeys.listPasskeys(userId);
       if (existing.length >= MAX_PASSKEYS)
         throw new AppError('passkey_limit', `At most ${MAX_PASSKEYS} passkeys per account`);
@@ -426,7 +420,7 @@ export function createPasskeysService(deps: PasskeysDependencies): PasskeysServi
     },
 
     async remove(userId, id, credentials, context) {
-      const user = await deps.factorChanges.authoriseFactorChange(userId, credentials, context);
+      const user = await deps.mfa.authoriseFactorChange(userId, credentials, context);
       const passkey = await passkeys.findPasskey(userId, id);
       const deleted =
         passkey &&
@@ -485,12 +479,7 @@ export function createPasskeysService(deps: PasskeysDependencies): PasskeysServi
     secondFactorOptions,
 
     async secondFactorOptionsForMfaToken(mfaToken) {
-      const tokenHash = hashOneTimeToken(mfaToken);
-      const userId =
-        tokenHash &&
-        (await deps.mfaChallenges.findMfaChallengeUser(tokenHash, MFA_CHALLENGE_ATTEMPTS, clock.now()));
-      if (!userId) throw new AppError('invalid_grant', 'The mfa_token is invalid, expired or used');
-      return secondFactorOptions(userId);
+      return secondFactorOptions(await deps.mfa.userOfChallenge(mfaToken));
     },
 
     async verifySecondFactor(userId, challengeId, response, context) {

@@ -522,8 +522,7 @@ describe.each(dialects)('passkeys as a second factor on %s', (dialect) => {
       passkeys: createPasskeysRepository(t.database.db),
       users: createUsersRepository(t.database.db),
       sessions: {} as never,
-      factorChanges: {} as never,
-      mfaChallenges: createMfaRepository(t.database.db),
+      mfa: {} as never,
       clock: t.clock,
       mail: {
         composer: createMailComposer(createSecretBox([TEST_SECRET])),
