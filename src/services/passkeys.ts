@@ -110,6 +110,7 @@ export interface PasskeysService {
     response: unknown,
     context: RequestContext,
   ): Promise<{ amr: PasskeyAmr } | undefined>;
+  /** The user's usable passkeys: a suspect one is refused, so it is no second factor. */
   countPasskeys(userId: number): Promise<number>;
 }
 
@@ -489,6 +490,6 @@ export function createPasskeysService(deps: PasskeysDependencies): PasskeysServi
       return { amr: amrOf(passkey) };
     },
 
-    countPasskeys: (userId) => passkeys.countPasskeys(userId),
+    countPasskeys: (userId) => passkeys.countUsablePasskeys(userId),
   };
 }

@@ -148,6 +148,10 @@ describe.each(dialects)('passkeys on %s', (dialect) => {
     expect(await outboxCount()).toBe(before + 1);
     expect(await passkeys.recordUse({ ...use, storedCount: 5, newCount: 6 }, clock.now())).toBe(false);
     expect((await passkeys.findPasskey(user.id, id))?.suspect).toBe(true);
+    // A suspect passkey still counts toward the cap and the default names, not as a second factor.
+    await passkeys.insertPasskey(passkeyOf(user.id, 2), 10, [], clock.now());
+    expect(await passkeys.countPasskeys(user.id)).toBe(2);
+    expect(await passkeys.countUsablePasskeys(user.id)).toBe(1);
   });
 
   it('removes every passkey and challenge of a user, and mails only when one went', async () => {

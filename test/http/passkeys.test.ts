@@ -401,6 +401,13 @@ describe.each(dialects)('passkeys on %s', (dialect) => {
     );
     // Added, then refused as a possible copy.
     expect(mails).toHaveLength(2);
+    // A blocked passkey is no second factor: the password grant no longer offers it, the counts leave it out.
+    const afterBlock = await call('POST', '/token', undefined, {
+      username: account.user.username,
+      password: STRONG_PASSWORD,
+    });
+    expect(afterBlock.statusCode, afterBlock.body).toBe(200);
+    expect((await call('GET', '/users/me/mfa', account.bearer)).json()).toMatchObject({ passkeys: 0 });
   });
 
   it('refuses a challenge of another purpose or user, and another user’s passkey id', async () => {
