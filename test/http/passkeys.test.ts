@@ -319,8 +319,16 @@ describe.each(dialects)('passkeys on %s', (dialect) => {
     });
     expect(wrong.statusCode).toBe(400);
     expect(wrong.json()).toMatchObject({ code: 'invalid_password' });
+    // A missing password is a malformed request, FastAPI-shaped, as on /users/me/mfa/totp.
     const missing = await call('POST', '/users/me/passkeys/registration/options', account.bearer, {});
-    expect(missing.statusCode).toBe(400);
+    expect(missing.statusCode).toBe(422);
+    expect(missing.json()).toEqual({
+      detail: [{ loc: ['body', 'password'], msg: 'Field required', type: 'missing' }],
+    });
+    const missingOnDelete = await call('DELETE', '/users/me/passkeys/anything', account.bearer, {
+      current_password: '',
+    });
+    expect(missingOnDelete.statusCode).toBe(422);
     expect((await call('POST', '/users/me/passkeys/registration/options', undefined, {})).statusCode).toBe(
       401,
     );

@@ -1,8 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import Type from 'typebox';
-import { AppError } from '../../errors.ts';
 import type { PasskeysService } from '../../services/passkeys.ts';
-import { factorChangeOf } from '../factor-change.ts';
+import { factorChangeOf } from '../recent-authentication.ts';
 import { requestContext } from '../request-context.ts';
 import {
   CeremonyOptionsResponse,
@@ -17,12 +16,6 @@ import {
 } from '../schemas.ts';
 
 const secured = { security: [{ OAuth2PasswordBearer: [] }] };
-
-const passwordOf = (body: PasskeyPasswordBody | undefined) => {
-  const password = body?.password ?? body?.current_password;
-  if (!password) throw new AppError('invalid_password', 'Incorrect password');
-  return password;
-};
 
 const toOptionsResponse = ({ challengeId, options }: { challengeId: string; options: unknown }) => ({
   challenge_id: challengeId,
@@ -52,7 +45,7 @@ export const passkeyAccountRoutes: FastifyPluginAsyncTypebox<{ passkeys: Passkey
     },
     async (request) => {
       const { user } = request.auth!;
-      const credentials = factorChangeOf(request, passwordOf(request.body), request.body);
+      const credentials = factorChangeOf(request, request.body);
       return toOptionsResponse(
         await passkeys.registrationOptions(user.id, credentials, requestContext(request)),
       );
@@ -134,7 +127,7 @@ export const passkeyAccountRoutes: FastifyPluginAsyncTypebox<{ passkeys: Passkey
     },
     async (request, reply) => {
       const { user } = request.auth!;
-      const credentials = factorChangeOf(request, passwordOf(request.body), request.body);
+      const credentials = factorChangeOf(request, request.body);
       await passkeys.remove(user.id, request.params.id, credentials, requestContext(request));
       return reply.code(204).send(null);
     },
