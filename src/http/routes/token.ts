@@ -243,9 +243,10 @@ export const tokenRoutes: FastifyPluginAsyncTypebox<{
         );
         return web ? answerInCookies(grant, cookies, request, reply) : grant;
       }
+      const grants = ['password', 'refresh_token', MFA_GRANT, ...(passkeys ? [WEBAUTHN_GRANT] : [])];
       throw new AppError(
         'unsupported_grant_type',
-        `Only the password, refresh_token and ${MFA_GRANT} grants are supported`,
+        `Only the ${grants.slice(0, -1).join(', ')} and ${grants.at(-1)} grants are supported`,
       );
     },
   );
