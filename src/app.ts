@@ -337,8 +337,11 @@ export async function buildApp(
   }, 3600_000);
   pruneSessions.unref();
   app.addHook('onClose', async () => clearInterval(pruneSessions));
+  // One of each: the MFA grant, the passkey ceremonies and the operator's reset share them.
+  const mfaRepository = createMfaRepository(db);
+  const passkeysRepository = createPasskeysRepository(db);
   const mfa = createMfaService({
-    mfa: createMfaRepository(db),
+    mfa: mfaRepository,
     users,
     accounts,
     box: createSecretBox(config.secrets),
@@ -349,10 +352,10 @@ export async function buildApp(
     throttle: throttling?.throttle,
     // Passkeys as a second factor. Late-bound: the passkeys service, built next, follows this one's rules.
     webauthn: { verifySecondFactor: (...args) => passkeys.verifySecondFactor(...args) },
-    countPasskeys: (userId) => passkeys.countPasskeys(userId),
+    countPasskeys: (userId) => passkeysRepository.countUsablePasskeys(userId),
   });
   const passkeys = createPasskeysService({
-    passkeys: createPasskeysRepository(db),
+    passkeys: passkeysRepository,
     users,
     sessions,
     mfa,
@@ -399,9 +402,9 @@ export async function buildApp(
     signingKeys: createSigningKeysRepository(db),
     box: createSecretBox(config.secrets),
     secondFactors: {
-      mfa: createMfaRepository(db),
+      mfa: mfaRepository,
       mail: mail.composer,
-      passkeys: createPasskeysRepository(db),
+      passkeys: passkeysRepository,
     },
     auditTrail,
     accountFailures: throttling ? { kind: 'reachable', throttle: throttling.throttle } : { kind: 'off' },

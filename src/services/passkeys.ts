@@ -97,8 +97,6 @@ export interface PasskeysService {
     scope: string | undefined,
     context: RequestContext,
   ): Promise<TokenGrant>;
-  /** Options for the second leg of a login, listing the user's passkeys. */
-  secondFactorOptions(userId: number): Promise<CeremonyOptions<PublicKeyCredentialRequestOptionsJSON>>;
   /** Second-factor options for the holder of an mfa_token, without spending one of its attempts; throws invalid_grant. */
   secondFactorOptionsForMfaToken(
     mfaToken: string,
@@ -310,7 +308,8 @@ export function createPasskeysService(deps: PasskeysDependencies): PasskeysServi
     };
   };
 
-  const secondFactorOptions: PasskeysService['secondFactorOptions'] = async (userId) => {
+  /** Options for the second leg of a login, listing the user's usable passkeys. */
+  const secondFactorOptions = async (userId: number) => {
     const usable = (await passkeys.listPasskeys(userId)).filter((passkey) => !passkey.suspect);
     return requestOptions('second_factor', userId, usable);
   };
@@ -476,8 +475,6 @@ export function createPasskeysService(deps: PasskeysDependencies): PasskeysServi
       context.audit('login_succeeded', { userId: user.id, reason: 'passkey' });
       return tokens;
     },
-
-    secondFactorOptions,
 
     async secondFactorOptionsForMfaToken(mfaToken) {
       return secondFactorOptions(await deps.mfa.userOfChallenge(mfaToken));

@@ -170,9 +170,7 @@ export const passkeyLoginRoutes: FastifyPluginAsyncTypebox<{ passkeys: PasskeysS
         response: { 200: CeremonyOptionsResponse },
       },
     },
-    async (request, reply) => {
-      reply.header('cache-control', 'no-store');
-      return toOptionsResponse(await passkeys.secondFactorOptionsForMfaToken(request.body.mfa_token));
-    },
+    async (request) =>
+      toOptionsResponse(await passkeys.secondFactorOptionsForMfaToken(request.body.mfa_token)),
   );
 };
