@@ -357,13 +357,11 @@ export async function buildApp(
   const passkeys = createPasskeysService({
     passkeys: passkeysRepository,
     users,
-    sessions,
     mfa,
     clock: deps.clock,
     mail,
     rp: config.webauthn,
     throttle: throttling?.throttle,
-    requireVerifiedEmail: config.requireVerifiedEmail,
   });
   const countPasskeys = (userId: number) => passkeys.countPasskeys(userId);
   const login = createLoginService({
@@ -374,6 +372,7 @@ export async function buildApp(
     requireVerifiedEmail: config.requireVerifiedEmail,
     secondFactors: mfa,
     mfa,
+    passkeys,
   });
   const emailFlows = createEmailFlowsService({
     ...emailLinks,
@@ -482,7 +481,7 @@ export async function buildApp(
   // The routes that read or write the web client's cookies; no other route parses a Cookie header.
   await app.register(async (cookieScope) => {
     await cookies.register(cookieScope);
-    await cookieScope.register(tokenRoutes, { login, sessions, cookies, passkeys });
+    await cookieScope.register(tokenRoutes, { login, sessions, cookies, passwordless: true });
     await cookieScope.register(async (protectedScope) => {
       requireLiveSession(protectedScope, sessions);
       await protectedScope.register(messageRoutes, { conversations, throttle: throttling?.throttle });

@@ -17,9 +17,6 @@ import type { Clock } from '../security/clock.ts';
 import type { MailDelivery } from './mail.ts';
 import type { FactorChangeCredentials, MfaService } from './mfa.ts';
 import type { RequestContext } from './request-context.ts';
-import { grantScopes, parseRequestedScope, scopesPermittedTo } from './scopes.ts';
-import { ACCOUNT_DISABLED, isAccountUsable } from './session-state.ts';
-import type { SessionsService, TokenGrant } from './sessions.ts';
 import type { Throttle } from './throttle.ts';
 
 /** A passkey as its owner sees it. */
@@ -84,19 +81,12 @@ export interface PasskeysService {
   passwordlessOptions(
     context: RequestContext,
   ): Promise<CeremonyOptions<PublicKeyCredentialRequestOptionsJSON>>;
-  /** Checks a passwordless assertion; undefined for every refusal (audited with its reason). */
+  /** Checks a passwordless assertion; undefined for every refusal (audited with its reason). LoginService's port. */
   passwordlessLogin(
     challengeId: string,
     response: unknown,
     context: RequestContext,
   ): Promise<PasskeyLogin | undefined>;
-  /** The passwordless grant of /token: throttled per address, then a session; throws invalid_grant on refusal. */
-  passwordlessGrant(
-    challengeId: string,
-    response: unknown,
-    scope: string | undefined,
-    context: RequestContext,
-  ): Promise<TokenGrant>;
   /** Second-factor options for the holder of an mfa_token, without spending one of its attempts; throws invalid_grant. */
   secondFactorOptionsForMfaToken(
     mfaToken: string,
@@ -115,7 +105,6 @@ export interface PasskeysService {
 export interface PasskeysDependencies {
   passkeys: PasskeysRepository;
   users: UsersRepository;
-  sessions: SessionsService;
   /**
    * The second factors' rules this service follows: who may change factors, and whose mfa_token is presented (both
    * live in services/mfa.ts).
@@ -124,9 +113,8 @@ export interface PasskeysDependencies {
   clock: Clock;
   mail: MailDelivery;
   rp: RelyingParty;
-  /** Per-address caps (R5 for the grant, R14 for the public options); off with RATE_LIMITS=off. */
+  /** R14, the per-address cap of the public options; off with RATE_LIMITS=off. */
   throttle?: Throttle | undefined;
-  requireVerifiedEmail?: boolean;
 }
 
 export const MAX_PASSKEYS = 10;
@@ -293,8 +281,6 @@ export function createPasskeysService(deps: PasskeysDependencies): PasskeysServi
     return passkey;
   };
 
-  const invalidGrant = () => new AppError('invalid_grant', 'The passkey could not be verified');
-
   const passwordlessLogin: PasskeysService['passwordlessLogin'] = async (challengeId, response, context) => {
     const passkey = await verifyAssertion('passwordless', undefined, challengeId, response, context);
     if (!passkey) return undefined;
@@ -441,40 +427,6 @@ export function createPasskeysService(deps: PasskeysDependencies): PasskeysServi
     },
 
     passwordlessLogin,
-
-    async passwordlessGrant(challengeId, response, scope, context) {
-      const requestedScopes = parseRequestedScope(scope);
-      if (throttle) {
-        const refusal = await throttle.admitPasswordGrant(throttle.clientKey(context.ipAddress));
-        if (refusal) {
-          context.audit('login_throttled', {
-            rule: refusal.rule,
-            retryAfterSeconds: refusal.retryAfterSeconds,
-          });
-          throw new AppError('temporarily_unavailable', 'Login throttled', {
-            retryAfterSeconds: refusal.retryAfterSeconds,
-          });
-        }
-      }
-      const login = await passwordlessLogin(challengeId, response, context);
-      if (!login) throw invalidGrant();
-      const { user } = login;
-      if (!isAccountUsable(user)) {
-        context.audit('login_failed', { userId: user.id, reason: 'account_disabled' });
-        throw new AppError('invalid_grant', ACCOUNT_DISABLED);
-      }
-      if (deps.requireVerifiedEmail && user.emailVerifiedAt === null) {
-        context.audit('login_failed', { userId: user.id, reason: 'email_not_verified' });
-        throw new AppError('invalid_grant', 'Email not verified');
-      }
-      const scopes = grantScopes(requestedScopes, scopesPermittedTo(user));
-      const tokens = await deps.sessions.startSession(user, login.verifiedHash, context, scopes, {
-        amr: login.amr,
-      });
-      if (!tokens) throw invalidGrant();
-      context.audit('login_succeeded', { userId: user.id, reason: 'passkey' });
-      return tokens;
-    },
 
     async secondFactorOptionsForMfaToken(mfaToken) {
       return secondFactorOptions(await deps.mfa.userOfChallenge(mfaToken));

@@ -536,7 +536,6 @@ describe.each(dialects)('passkeys as a second factor on %s', (dialect) => {
     createPasskeysService({
       passkeys: createPasskeysRepository(t.database.db),
       users: createUsersRepository(t.database.db),
-      sessions: {} as never,
       mfa: {} as never,
       clock: t.clock,
       mail: {
@@ -658,6 +657,65 @@ describe.each(dialects)('passkey throttling on %s', (dialect) => {
   });
   afterAll(async () => {
     await t.close();
+  });
+
+  it('hands a passkey sign-in the device token, as the password and MFA grants, and takes it back', async () => {
+    const username = 'devicekey';
+    await registerUser(t.app, { username, email: `${username}@example.com` });
+    const login = await t.app.inject({
+      method: 'POST',
+      url: '/token',
+      remoteAddress: '203.0.113.20',
+      payload: { username, password: STRONG_PASSWORD },
+    });
+    const bearer = (login.json() as { access_token: string }).access_token;
+    const authenticator = createSoftAuthenticator({ origin: ORIGIN });
+    const creation = await t.app.inject({
+      method: 'POST',
+      url: '/users/me/passkeys/registration/options',
+      headers: { authorization: `Bearer ${bearer}` },
+      payload: { password: STRONG_PASSWORD },
+    });
+    const { challenge_id: registrationId, options: creationOptions } = creation.json() as {
+      challenge_id: string;
+      options: PublicKeyCredentialCreationOptionsJSON;
+    };
+    const registered = await t.app.inject({
+      method: 'POST',
+      url: '/users/me/passkeys/registration/verify',
+      headers: { authorization: `Bearer ${bearer}` },
+      payload: { challenge_id: registrationId, response: authenticator.register(creationOptions) },
+    });
+    expect(registered.statusCode, registered.body).toBe(201);
+    const signIn = async (deviceToken?: string) => {
+      const options = await t.app.inject({
+        method: 'POST',
+        url: '/passkeys/authentication/options',
+        remoteAddress: '203.0.113.21',
+      });
+      const { challenge_id, options: request } = options.json() as {
+        challenge_id: string;
+        options: PublicKeyCredentialRequestOptionsJSON;
+      };
+      return t.app.inject({
+        method: 'POST',
+        url: '/token',
+        remoteAddress: '203.0.113.21',
+        payload: {
+          grant_type: WEBAUTHN_GRANT,
+          challenge_id,
+          webauthn_response: authenticator.assert(request),
+          ...(deviceToken ? { device_token: deviceToken } : {}),
+        },
+      });
+    };
+    const first = await signIn();
+    expect(first.statusCode, first.body).toBe(200);
+    const deviceToken = (first.json() as { device_token?: string }).device_token;
+    expect(typeof deviceToken).toBe('string');
+    const second = await signIn(deviceToken);
+    expect(second.statusCode, second.body).toBe(200);
+    expect(typeof (second.json() as { device_token?: string }).device_token).toBe('string');
   });
 
   it('caps the public options per address (R14) and the passwordless grant as the password grant (R5)', async () => {
