@@ -81,7 +81,7 @@ import { createKnownClients } from './services/known-clients.ts';
 import { createLoginService, type LoginThrottling } from './services/login.ts';
 import { createMailComposer, createMailRenderer, type MailDelivery } from './services/mail.ts';
 import { createMailSender } from './services/mail-sender.ts';
-import { createMfaService, createSecondFactors } from './services/mfa.ts';
+import { createMfaService } from './services/mfa.ts';
 import { createOperatorService } from './services/operators.ts';
 import { createPasskeysService } from './services/passkeys.ts';
 import type { AuditSink, RequestContext } from './services/request-context.ts';
@@ -337,20 +337,11 @@ export async function buildApp(
   }, 3600_000);
   pruneSessions.unref();
   app.addHook('onClose', async () => clearInterval(pruneSessions));
-  const passkeys = createPasskeysService({
-    passkeys: createPasskeysRepository(db),
-    users,
-    accounts,
-    sessions,
-    mfaChallenges: createMfaRepository(db),
-    clock: deps.clock,
-    mail,
-    rp: config.webauthn,
-    throttle: throttling?.throttle,
-    requireVerifiedEmail: config.requireVerifiedEmail,
-  });
+  // One of each: the MFA grant, the passkey ceremonies and the operator's reset share them.
+  const mfaRepository = createMfaRepository(db);
+  const passkeysRepository = createPasskeysRepository(db);
   const mfa = createMfaService({
-    mfa: createMfaRepository(db),
+    mfa: mfaRepository,
     users,
     accounts,
     box: createSecretBox(config.secrets),
@@ -359,8 +350,18 @@ export async function buildApp(
     // What authenticator apps list the account under; the passkeys' WEBAUTHN_RP_NAME defaults to the same.
     issuer: 'Gatehouse',
     throttle: throttling?.throttle,
-    // Passkeys as a second factor.
-    webauthn: passkeys,
+    // Passkeys as a second factor. Late-bound: the passkeys service, built next, follows this one's rules.
+    webauthn: { verifySecondFactor: (...args) => passkeys.verifySecondFactor(...args) },
+    countPasskeys: (userId) => passkeysRepository.countUsablePasskeys(userId),
+  });
+  const passkeys = createPasskeysService({
+    passkeys: passkeysRepository,
+    users,
+    mfa,
+    clock: deps.clock,
+    mail,
+    rp: config.webauthn,
+    throttle: throttling?.throttle,
   });
   const countPasskeys = (userId: number) => passkeys.countPasskeys(userId);
   const login = createLoginService({
@@ -369,8 +370,9 @@ export async function buildApp(
     throttling,
     hashQueue: deps.passwords,
     requireVerifiedEmail: config.requireVerifiedEmail,
-    secondFactors: createSecondFactors({ mfa, countPasskeys }),
+    secondFactors: mfa,
     mfa,
+    passkeys,
   });
   const emailFlows = createEmailFlowsService({
     ...emailLinks,
@@ -399,9 +401,9 @@ export async function buildApp(
     signingKeys: createSigningKeysRepository(db),
     box: createSecretBox(config.secrets),
     secondFactors: {
-      mfa: createMfaRepository(db),
+      mfa: mfaRepository,
       mail: mail.composer,
-      passkeys: createPasskeysRepository(db),
+      passkeys: passkeysRepository,
     },
     auditTrail,
     accountFailures: throttling ? { kind: 'reachable', throttle: throttling.throttle } : { kind: 'off' },
@@ -479,7 +481,7 @@ export async function buildApp(
   // The routes that read or write the web client's cookies; no other route parses a Cookie header.
   await app.register(async (cookieScope) => {
     await cookies.register(cookieScope);
-    await cookieScope.register(tokenRoutes, { login, sessions, cookies, passkeys });
+    await cookieScope.register(tokenRoutes, { login, sessions, cookies, passwordless: true });
     await cookieScope.register(async (protectedScope) => {
       requireLiveSession(protectedScope, sessions);
       await protectedScope.register(messageRoutes, { conversations, throttle: throttling?.throttle });

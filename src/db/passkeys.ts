@@ -51,6 +51,8 @@ export interface PasskeysRepository {
   findUserHandle(userId: number): Promise<string | undefined>;
   listPasskeys(userId: number): Promise<StoredPasskey[]>;
   countPasskeys(userId: number): Promise<number>;
+  /** The passkeys that are not suspect: those that can still sign in. */
+  countUsablePasskeys(userId: number): Promise<number>;
   findPasskey(userId: number, id: string): Promise<StoredPasskey | undefined>;
   findByCredentialId(credentialId: string): Promise<StoredPasskey | undefined>;
   insertChallenge(challenge: NewChallenge, now: Date): Promise<void>;
@@ -152,6 +154,16 @@ export function createPasskeysRepository(db: Db): PasskeysRepository {
         .selectFrom('webauthn_credentials')
         .select((eb) => eb.fn.countAll<number | string>().as('count'))
         .where('user_id', '=', userId)
+        .executeTakeFirstOrThrow();
+      return Number(row.count);
+    },
+
+    async countUsablePasskeys(userId) {
+      const row = await db
+        .selectFrom('webauthn_credentials')
+        .select((eb) => eb.fn.countAll<number | string>().as('count'))
+        .where('user_id', '=', userId)
+        .where('suspect', '=', 0)
         .executeTakeFirstOrThrow();
       return Number(row.count);
     },

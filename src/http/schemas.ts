@@ -271,7 +271,11 @@ const RecoveryCodeField = Type.Optional(
   }),
 );
 
-export const MfaPasswordBody = Type.Object(RecentPassword);
+export const MfaPasswordBody = Type.Object({
+  ...RecentPassword,
+  otp: OtpField,
+  recovery_code: RecoveryCodeField,
+});
 export type MfaPasswordBody = Static<typeof MfaPasswordBody>;
 
 export const MfaConfirmBody = Type.Object({
@@ -537,10 +541,9 @@ const passkeyName = Type.String({
 });
 
 export const PasskeyPasswordBody = Type.Object({
-  password: Type.Optional(Type.String({ format: 'password', maxLength: 4096 })),
-  current_password: Type.Optional(
-    Type.String({ format: 'password', maxLength: 4096, description: 'Alias of password' }),
-  ),
+  ...RecentPassword,
+  otp: OtpField,
+  recovery_code: RecoveryCodeField,
 });
 export type PasskeyPasswordBody = Static<typeof PasskeyPasswordBody>;
 

@@ -6,6 +6,7 @@ import type { AccountsService, CredentialCheck } from './accounts.ts';
 import { normaliseUsername } from './accounts.ts';
 import type { ClientIdentity, KnownClients } from './known-clients.ts';
 import type { LoginSecondFactorProof, MfaService, SecondFactorMethod, SecondFactors } from './mfa.ts';
+import type { PasskeyLogin } from './passkeys.ts';
 import type { RequestContext } from './request-context.ts';
 import {
   effectiveScopes,
@@ -15,7 +16,7 @@ import {
   scopesOfToken,
   scopesPermittedTo,
 } from './scopes.ts';
-import { isAccountUsable } from './session-state.ts';
+import { ACCOUNT_DISABLED, isAccountUsable } from './session-state.ts';
 import type { SessionsService, TokenGrant } from './sessions.ts';
 import type { LoginAttempt, Throttle } from './throttle.ts';
 
@@ -54,6 +55,26 @@ export interface MfaGrantRequest {
   deviceToken?: string | undefined;
 }
 
+/** A sign-in with a passkey and no password: the passwordless ceremony's challenge and the assertion answering it. */
+export interface PasswordlessGrantRequest {
+  challengeId: string;
+  /** The AuthenticationResponseJSON, as sent: a JSON string or the object. */
+  response: unknown;
+  /** The `scope` parameter as sent; the default scope when omitted or empty. */
+  scope?: string | undefined;
+  /** The device token an earlier login of this client received, if it kept it. */
+  deviceToken?: string | undefined;
+}
+
+/** Passkeys without a password (services/passkeys.ts): checks an assertion; undefined for every refusal (audited). */
+export interface PasswordlessLogins {
+  passwordlessLogin(
+    challengeId: string,
+    response: unknown,
+    context: RequestContext,
+  ): Promise<PasskeyLogin | undefined>;
+}
+
 export interface LoginService {
   /**
    * The resource owner password grant (RFC 6749 §4.3): checks the credentials and opens a session; throws
@@ -72,6 +93,14 @@ export interface LoginService {
    */
   mfaGrant(
     request: MfaGrantRequest,
+    context: RequestContext,
+  ): Promise<{ tokens: TokenGrant; deviceToken: string | undefined }>;
+  /**
+   * The passwordless grant: a passkey assertion with user verification opens the session; throws invalid_grant for any
+   * refusal (without the passkeys port too) and temporarily_unavailable past the per-address cap.
+   */
+  passwordlessGrant(
+    request: PasswordlessGrantRequest,
     context: RequestContext,
   ): Promise<{ tokens: TokenGrant; deviceToken: string | undefined }>;
 }
@@ -93,10 +122,35 @@ export function createLoginService(deps: {
   /** Which second factors an account has; without it (and `mfa`) logins take the password alone. */
   secondFactors?: SecondFactors | undefined;
   mfa?: Pick<MfaService, 'startChallenge' | 'redeemChallenge'> | undefined;
+  /** Passkey sign-ins without a password; without it the passwordless grant is refused. */
+  passkeys?: PasswordlessLogins | undefined;
 }): LoginService {
-  const { accounts, sessions, throttling, hashQueue, secondFactors, mfa } = deps;
+  const { accounts, sessions, throttling, hashQueue, secondFactors, mfa, passkeys } = deps;
   const invalidMfaGrant = () =>
     new AppError('invalid_grant', 'The mfa_token or the code is invalid, expired or used');
+  const invalidPasskeyGrant = () => new AppError('invalid_grant', 'The passkey could not be verified');
+
+  /** R5, the password grant's per-address cap, for the grants that continue or replace it; throws when refused. */
+  const admitGrant = async (context: RequestContext) => {
+    if (!throttling) return;
+    const refusal = await throttling.throttle.admitPasswordGrant(
+      throttling.throttle.clientKey(context.ipAddress),
+    );
+    if (!refusal) return;
+    context.audit('login_throttled', { rule: refusal.rule, retryAfterSeconds: refusal.retryAfterSeconds });
+    throw new AppError('temporarily_unavailable', 'Login throttled', {
+      retryAfterSeconds: refusal.retryAfterSeconds,
+    });
+  };
+
+  /** After a login without the password grant's counters: the client becomes known to the account; its device token. */
+  const knownClientToken = async (user: User, presented: string | undefined, context: RequestContext) => {
+    if (!throttling) return undefined;
+    const ip = throttling.throttle.clientKey(context.ipAddress);
+    const canonical = normaliseUsername(user.username)?.canonical;
+    const identity = await throttling.knownClients.identify(canonical, ip, presented);
+    return throttling.knownClients.remember(user.id, ip, identity);
+  };
 
   /** THROTTLING.md §8's order: the request cap (R5), then the failure counters reserved before any hash. */
   const throttleLogin = async (
@@ -223,19 +277,7 @@ export function createLoginService(deps: {
 
     async mfaGrant(request, context) {
       if (!mfa) throw invalidMfaGrant();
-      if (throttling) {
-        const ip = throttling.throttle.clientKey(context.ipAddress);
-        const refusal = await throttling.throttle.admitPasswordGrant(ip);
-        if (refusal) {
-          context.audit('login_throttled', {
-            rule: refusal.rule,
-            retryAfterSeconds: refusal.retryAfterSeconds,
-          });
-          throw new AppError('temporarily_unavailable', 'Login throttled', {
-            retryAfterSeconds: refusal.retryAfterSeconds,
-          });
-        }
-      }
+      await admitGrant(context);
       const passed = await mfa.redeemChallenge(request.mfaToken, request.proof, context).catch((error) => {
         if (error instanceof AppError && error.code === 'invalid_grant')
           context.audit('login_failed', { reason: 'second_factor' });
@@ -256,14 +298,33 @@ export function createLoginService(deps: {
         context.audit('login_failed', { reason: 'wrong_password', userId: user.id });
         throw invalidMfaGrant();
       }
-      let deviceToken: string | undefined;
-      if (throttling) {
-        const ip = throttling.throttle.clientKey(context.ipAddress);
-        const canonical = normaliseUsername(user.username)?.canonical;
-        const identity = await throttling.knownClients.identify(canonical, ip, request.deviceToken);
-        deviceToken = await throttling.knownClients.remember(user.id, ip, identity);
-      }
+      const deviceToken = await knownClientToken(user, request.deviceToken, context);
       context.audit('login_succeeded', { userId: user.id, method: passed.method });
+      return { tokens, deviceToken };
+    },
+
+    async passwordlessGrant(request, context) {
+      if (!passkeys) throw invalidPasskeyGrant();
+      const requestedScopes = parseRequestedScope(request.scope);
+      await admitGrant(context);
+      const login = await passkeys.passwordlessLogin(request.challengeId, request.response, context);
+      if (!login) throw invalidPasskeyGrant();
+      const { user } = login;
+      if (!isAccountUsable(user)) {
+        context.audit('login_failed', { userId: user.id, reason: 'account_disabled' });
+        throw new AppError('invalid_grant', ACCOUNT_DISABLED);
+      }
+      if (deps.requireVerifiedEmail && user.emailVerifiedAt === null) {
+        context.audit('login_failed', { userId: user.id, reason: 'email_not_verified' });
+        throw new AppError('invalid_grant', 'Email not verified');
+      }
+      const scopes = grantScopes(requestedScopes, scopesPermittedTo(user));
+      const tokens = await sessions.startSession(user, login.verifiedHash, context, scopes, {
+        amr: login.amr,
+      });
+      if (!tokens) throw invalidPasskeyGrant();
+      const deviceToken = await knownClientToken(user, request.deviceToken, context);
+      context.audit('login_succeeded', { userId: user.id, reason: 'passkey' });
       return { tokens, deviceToken };
     },
 

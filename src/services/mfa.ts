@@ -16,6 +16,7 @@ import {
 import type { AccountsService } from './accounts.ts';
 import type { MailDelivery } from './mail.ts';
 import type { RequestContext } from './request-context.ts';
+import type { SessionLogin } from './sessions.ts';
 import type { Throttle } from './throttle.ts';
 
 /** A second factor as a request presents it: a TOTP code or a recovery code. */
@@ -77,6 +78,17 @@ export function createSecondFactors(deps: {
   };
 }
 
+/**
+ * What a request changing second factors presents: the password always; a code of the account when it has factors,
+ * unless the session it comes with logged in with a second factor a moment ago.
+ */
+export interface FactorChangeCredentials {
+  password: string;
+  proof: SecondFactorProof;
+  /** The caller's session's login; without it only a code in the body stands for the second factor. */
+  session?: SessionLogin | undefined;
+}
+
 export interface TotpEnrolment {
   factorId: string;
   secret: string;
@@ -101,9 +113,28 @@ export interface SecondFactorLogin {
   method: SecondFactorMethod;
 }
 
-export interface MfaService {
-  /** Starts (or restarts) a TOTP enrolment after the password; throws mfa_already_enrolled or invalid_password. */
-  enrolTotp(userId: number, password: string, context: RequestContext): Promise<TotpEnrolment>;
+export interface MfaService extends SecondFactors {
+  /**
+   * The one rule for changing second factors: the password (else invalid_password); then, when the account has
+   * second factors, a code or recovery code in `proof` (spent, counted by R13; else invalid_second_factor) or a session
+   * whose login used a second factor within the last 10 minutes; else second_factor_required. With `proofRequired`
+   * only a code in the body counts, factors or not. Returns the user.
+   */
+  authoriseFactorChange(
+    userId: number,
+    credentials: FactorChangeCredentials,
+    context: RequestContext,
+    options?: { proofRequired?: boolean },
+  ): Promise<User>;
+  /**
+   * Starts (or restarts) a TOTP enrolment under authoriseFactorChange's rule; throws mfa_already_enrolled, or what
+   * that rule throws.
+   */
+  enrolTotp(
+    userId: number,
+    credentials: FactorChangeCredentials,
+    context: RequestContext,
+  ): Promise<TotpEnrolment>;
   /** Activates the pending factor with a current code; returns the 10 recovery codes, shown once. */
   confirmTotp(userId: number, code: string, context: RequestContext): Promise<string[]>;
   status(userId: number): Promise<MfaStatus>;
@@ -124,6 +155,11 @@ export interface MfaService {
   hasActiveFactor(userId: number): Promise<boolean>;
   /** Opens the second leg of a login whose password matched `verifiedHash`; returns the opaque mfa_token. */
   startChallenge(user: User, verifiedHash: string, scope: string): Promise<string>;
+  /**
+   * The user of an mfa_token that could still be redeemed, without spending one of its attempts (the passkey leg's
+   * options); throws invalid_grant otherwise.
+   */
+  userOfChallenge(mfaToken: string): Promise<number>;
   /** Passes the second leg of a login; throws invalid_grant for any failure, told apart from nothing. */
   redeemChallenge(
     mfaToken: string,
@@ -153,11 +189,16 @@ export interface MfaDependencies {
   throttle?: Throttle | undefined;
   /** Passkeys as a second factor; without it a webauthn proof is refused. */
   webauthn?: WebauthnSecondFactor | undefined;
+  /** How many usable (not suspect) passkeys the user has; none while passkeys are not wired. */
+  countPasskeys?: ((userId: number) => Promise<number>) | undefined;
 }
 
 const RECOVERY_CODE_COUNT = 10;
 const CHALLENGE_TTL_MS = 5 * 60_000;
 const CHALLENGE_ATTEMPTS = 5;
+// How long a login with a second factor stands for one when the session then changes factors (NIST 800-63B's
+// reauthentication is about the session; 10 minutes is short enough that a stolen, older session does not qualify).
+const RECENT_MFA_MS = 10 * 60_000;
 
 const sealContext = (factorId: string, userId: number) => `mfa_factors:totp:${factorId}:${userId}`;
 const digestOf = (passwordHash: string) => createHash('sha256').update(passwordHash).digest('base64url');
@@ -165,6 +206,10 @@ const digestOf = (passwordHash: string) => createHash('sha256').update(passwordH
 /** Builds the second-factor use cases: TOTP enrolment, recovery codes, and the second leg of a login. */
 export function createMfaService(deps: MfaDependencies): MfaService {
   const { mfa, users, accounts, box, clock, mail, throttle } = deps;
+  const secondFactors = createSecondFactors({
+    mfa: { hasActiveFactor: (userId) => mfa.hasActiveFactor(userId) },
+    countPasskeys: deps.countPasskeys,
+  });
 
   const newRecoveryCodes = () => {
     const codes = Array.from({ length: RECOVERY_CODE_COUNT }, generateRecoveryCode);
@@ -235,15 +280,53 @@ export function createMfaService(deps: MfaDependencies): MfaService {
     return { method: 'webauthn' as const, amr: verified.amr };
   };
 
+  const alreadyEnrolled = () =>
+    new AppError('mfa_already_enrolled', 'An authenticator app is already set up');
+
   const requireSecondFactor = async (userId: number, proof: SecondFactorProof, context: RequestContext) => {
     const method = await spendSecondFactor(userId, proof, context);
     if (!method) throw new AppError('invalid_second_factor', 'Incorrect or already used code');
     return method;
   };
 
+  const secondFactorRequired = () => new AppError('second_factor_required', 'A second factor is required');
+
+  const authoriseFactorChange: MfaService['authoriseFactorChange'] = async (
+    userId,
+    { password, proof, session },
+    context,
+    options = {},
+  ) => {
+    const { user } = await accounts.confirmPassword(userId, password, context);
+    if (!options.proofRequired && (await secondFactors.methodsOf(userId)).length === 0) return user;
+    if (proof.otp !== undefined || proof.recoveryCode !== undefined) {
+      await requireSecondFactor(userId, proof, context);
+      return user;
+    }
+    const recentMfa =
+      !options.proofRequired &&
+      session?.amr.includes('mfa') &&
+      clock.now().getTime() - session.authTime.getTime() <= RECENT_MFA_MS;
+    if (!recentMfa) throw secondFactorRequired();
+    return user;
+  };
+
   return {
-    async enrolTotp(userId, password, context) {
-      const { user } = await accounts.confirmPassword(userId, password, context);
+    methodsOf: (userId) => secondFactors.methodsOf(userId),
+
+    authoriseFactorChange,
+
+    async enrolTotp(userId, credentials, context) {
+      const user = await authoriseFactorChange(userId, credentials, context).catch(async (error) => {
+        // An active app needs no second factor to be told it exists: the same answer as with one.
+        if (
+          error instanceof AppError &&
+          error.code === 'second_factor_required' &&
+          (await mfa.hasActiveFactor(userId))
+        )
+          throw alreadyEnrolled();
+        throw error;
+      });
       const factorId = randomBytes(16).toString('base64url');
       const secret = generateTotpSecret();
       const stored = await mfa.insertPendingTotp({
@@ -252,7 +335,7 @@ export function createMfaService(deps: MfaDependencies): MfaService {
         secretSealed: box.seal(secret, sealContext(factorId, userId)),
         createdAt: clock.now(),
       });
-      if (!stored) throw new AppError('mfa_already_enrolled', 'An authenticator app is already set up');
+      if (!stored) throw alreadyEnrolled();
       context.audit('mfa_enrolment_started', { userId });
       return { factorId, secret, otpauthUri: totpUri(secret, deps.issuer, user.username) };
     },
@@ -299,8 +382,8 @@ export function createMfaService(deps: MfaDependencies): MfaService {
     },
 
     async removeTotp(userId, password, proof, context) {
-      const { user } = await accounts.confirmPassword(userId, password, context);
-      await requireSecondFactor(userId, proof, context);
+      // Stricter than adding: a code in the body always (whoever holds the app or its codes can type one).
+      const user = await authoriseFactorChange(userId, { password, proof }, context, { proofRequired: true });
       await mfa.deleteSecondFactors(
         userId,
         [notice(user, 'the authenticator app and recovery codes were removed')],
@@ -311,8 +394,9 @@ export function createMfaService(deps: MfaDependencies): MfaService {
     },
 
     async regenerateRecoveryCodes(userId, password, otp, context) {
-      const { user } = await accounts.confirmPassword(userId, password, context);
-      await requireSecondFactor(userId, { otp }, context);
+      const user = await authoriseFactorChange(userId, { password, proof: { otp } }, context, {
+        proofRequired: true,
+      });
       const { codes, hashes } = newRecoveryCodes();
       await mfa.replaceRecoveryCodes(
         userId,
@@ -341,6 +425,14 @@ export function createMfaService(deps: MfaDependencies): MfaService {
         now,
       );
       return token;
+    },
+
+    async userOfChallenge(mfaToken) {
+      const tokenHash = hashOneTimeToken(mfaToken);
+      const userId =
+        tokenHash && (await mfa.findMfaChallengeUser(tokenHash, CHALLENGE_ATTEMPTS, clock.now()));
+      if (!userId) throw new AppError('invalid_grant', 'The mfa_token is invalid, expired or used');
+      return userId;
     },
 
     async redeemChallenge(mfaToken, proof, context) {

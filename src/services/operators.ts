@@ -114,13 +114,13 @@ export interface SecondFactorsReset {
 /** What removing second factors needs: their storage and the one notice mail that tells of all of it. */
 export interface OperatorSecondFactors {
   mfa: Pick<MfaRepository, 'findTotpFactor' | 'countRecoveryCodesLeft' | 'deleteSecondFactors'>;
-  passkeys?: Pick<PasskeysRepository, 'deleteAllPasskeys'> | undefined;
+  passkeys: Pick<PasskeysRepository, 'deleteAllPasskeys'>;
   mail: MailComposer;
 }
 
 export interface OperatorDependencies {
-  /** Without it, resetSecondFactors throws. */
-  secondFactors?: OperatorSecondFactors | undefined;
+  /** Required: an operator service that could not reset second factors would fail the one way out of a lost factor. */
+  secondFactors: OperatorSecondFactors;
   users: UsersRepository;
   sessions: SessionsRepository;
   signingKeys: SigningKeysRepository;
@@ -241,10 +241,9 @@ export function createOperatorService(deps: OperatorDependencies): OperatorServi
     async resetSecondFactors(ref, context) {
       const user = await findUser(ref);
       const factors = deps.secondFactors;
-      if (!factors) throw new Error('second factors are not wired into the operator service');
       const factor = await factors.mfa.findTotpFactor(user.id);
       const recoveryCodes = await factors.mfa.countRecoveryCodesLeft(user.id);
-      const passkeys = (await factors.passkeys?.deleteAllPasskeys(user.id, [], clock.now())) ?? 0;
+      const passkeys = await factors.passkeys.deleteAllPasskeys(user.id, [], clock.now());
       const notice = factors.mail.compose({
         userId: user.id,
         to: user.email,

@@ -14,13 +14,9 @@ import type { UsersRepository } from '../db/users.ts';
 import type { User } from '../domain/user.ts';
 import { AppError } from '../errors.ts';
 import type { Clock } from '../security/clock.ts';
-import { hashOneTimeToken } from '../security/one-time-tokens.ts';
-import type { AccountsService } from './accounts.ts';
 import type { MailDelivery } from './mail.ts';
+import type { FactorChangeCredentials, MfaService } from './mfa.ts';
 import type { RequestContext } from './request-context.ts';
-import { grantScopes, parseRequestedScope, scopesPermittedTo } from './scopes.ts';
-import { ACCOUNT_DISABLED, isAccountUsable } from './session-state.ts';
-import type { SessionsService, TokenGrant } from './sessions.ts';
 import type { Throttle } from './throttle.ts';
 
 /** A passkey as its owner sees it. */
@@ -58,9 +54,10 @@ export interface RelyingParty {
 }
 
 export interface PasskeysService {
+  /** Options for a new passkey, under MfaService.authoriseFactorChange's rule; throws passkey_limit at 10. */
   registrationOptions(
     userId: number,
-    password: string,
+    credentials: FactorChangeCredentials,
     context: RequestContext,
   ): Promise<CeremonyOptions<PublicKeyCredentialCreationOptionsJSON>>;
   /** Verifies a registration response and stores the passkey; throws invalid_passkey or passkey_limit. */
@@ -73,27 +70,23 @@ export interface PasskeysService {
   ): Promise<PasskeyRecord>;
   list(userId: number): Promise<PasskeyRecord[]>;
   rename(userId: number, id: string, name: string, context: RequestContext): Promise<PasskeyRecord>;
-  /** Deletes one of the user's passkeys after the password; throws not_found for any other id. */
-  remove(userId: number, id: string, password: string, context: RequestContext): Promise<void>;
+  /** Deletes one of the user's passkeys under authoriseFactorChange's rule; throws not_found for any other id. */
+  remove(
+    userId: number,
+    id: string,
+    credentials: FactorChangeCredentials,
+    context: RequestContext,
+  ): Promise<void>;
   /** Options for a login without username: an empty allowCredentials, so nothing about accounts leaks. */
   passwordlessOptions(
     context: RequestContext,
   ): Promise<CeremonyOptions<PublicKeyCredentialRequestOptionsJSON>>;
-  /** Checks a passwordless assertion; undefined for every refusal (audited with its reason). */
+  /** Checks a passwordless assertion; undefined for every refusal (audited with its reason). LoginService's port. */
   passwordlessLogin(
     challengeId: string,
     response: unknown,
     context: RequestContext,
   ): Promise<PasskeyLogin | undefined>;
-  /** The passwordless grant of /token: throttled per address, then a session; throws invalid_grant on refusal. */
-  passwordlessGrant(
-    challengeId: string,
-    response: unknown,
-    scope: string | undefined,
-    context: RequestContext,
-  ): Promise<TokenGrant>;
-  /** Options for the second leg of a login, listing the user's passkeys. */
-  secondFactorOptions(userId: number): Promise<CeremonyOptions<PublicKeyCredentialRequestOptionsJSON>>;
   /** Second-factor options for the holder of an mfa_token, without spending one of its attempts; throws invalid_grant. */
   secondFactorOptionsForMfaToken(
     mfaToken: string,
@@ -105,32 +98,27 @@ export interface PasskeysService {
     response: unknown,
     context: RequestContext,
   ): Promise<{ amr: PasskeyAmr } | undefined>;
+  /** The user's usable passkeys: a suspect one is refused, so it is no second factor. */
   countPasskeys(userId: number): Promise<number>;
-}
-
-/** The part of the MFA challenges store the second-factor options read. */
-export interface MfaChallengeLookup {
-  findMfaChallengeUser(tokenHash: string, maxAttempts: number, now: Date): Promise<number | undefined>;
 }
 
 export interface PasskeysDependencies {
   passkeys: PasskeysRepository;
   users: UsersRepository;
-  accounts: AccountsService;
-  sessions: SessionsService;
-  mfaChallenges: MfaChallengeLookup;
+  /**
+   * The second factors' rules this service follows: who may change factors, and whose mfa_token is presented (both
+   * live in services/mfa.ts).
+   */
+  mfa: Pick<MfaService, 'authoriseFactorChange' | 'userOfChallenge'>;
   clock: Clock;
   mail: MailDelivery;
   rp: RelyingParty;
-  /** Per-address caps (R5 for the grant, R14 for the public options); off with RATE_LIMITS=off. */
+  /** R14, the per-address cap of the public options; off with RATE_LIMITS=off. */
   throttle?: Throttle | undefined;
-  requireVerifiedEmail?: boolean;
 }
 
 export const MAX_PASSKEYS = 10;
 const CHALLENGE_TTL_MS = 5 * 60_000;
-// services/mfa.ts's attempts of an mfa_token: options are not offered for a token that could not be redeemed.
-const MFA_CHALLENGE_ATTEMPTS = 5;
 // WebAuthn L3 §5.4.3 recommends COSE algorithms in this order: Ed25519, ES256, RS256.
 const ALGORITHMS = [-8, -7, -257];
 // L3 §7.1 step 22: credential ids are at most 1023 bytes.
@@ -166,7 +154,7 @@ function parseResponse<T>(response: unknown): T | undefined {
 
 /** Builds the passkey use cases: registration and management, passwordless login, and the second factor. */
 export function createPasskeysService(deps: PasskeysDependencies): PasskeysService {
-  const { passkeys, users, accounts, clock, mail, rp, throttle } = deps;
+  const { passkeys, users, clock, mail, rp, throttle } = deps;
 
   const notice = (user: User, what: string) =>
     mail.composer.compose({
@@ -293,8 +281,6 @@ export function createPasskeysService(deps: PasskeysDependencies): PasskeysServi
     return passkey;
   };
 
-  const invalidGrant = () => new AppError('invalid_grant', 'The passkey could not be verified');
-
   const passwordlessLogin: PasskeysService['passwordlessLogin'] = async (challengeId, response, context) => {
     const passkey = await verifyAssertion('passwordless', undefined, challengeId, response, context);
     if (!passkey) return undefined;
@@ -308,14 +294,15 @@ export function createPasskeysService(deps: PasskeysDependencies): PasskeysServi
     };
   };
 
-  const secondFactorOptions: PasskeysService['secondFactorOptions'] = async (userId) => {
+  /** Options for the second leg of a login, listing the user's usable passkeys. */
+  const secondFactorOptions = async (userId: number) => {
     const usable = (await passkeys.listPasskeys(userId)).filter((passkey) => !passkey.suspect);
     return requestOptions('second_factor', userId, usable);
   };
 
   return {
-    async registrationOptions(userId, password, context) {
-      const { user } = await accounts.confirmPassword(userId, password, context);
+    async registrationOptions(userId, credentials, context) {
+      const user = await deps.mfa.authoriseFactorChange(userId, credentials, context);
       const existing = await passkeys.listPasskeys(userId);
       if (existing.length >= MAX_PASSKEYS)
         throw new AppError('passkey_limit', `At most ${MAX_PASSKEYS} passkeys per account`);
@@ -418,8 +405,8 @@ export function createPasskeysService(deps: PasskeysDependencies): PasskeysServi
       return toRecord(renamed);
     },
 
-    async remove(userId, id, password, context) {
-      const { user } = await accounts.confirmPassword(userId, password, context);
+    async remove(userId, id, credentials, context) {
+      const user = await deps.mfa.authoriseFactorChange(userId, credentials, context);
       const passkey = await passkeys.findPasskey(userId, id);
       const deleted =
         passkey &&
@@ -441,49 +428,8 @@ export function createPasskeysService(deps: PasskeysDependencies): PasskeysServi
 
     passwordlessLogin,
 
-    async passwordlessGrant(challengeId, response, scope, context) {
-      const requestedScopes = parseRequestedScope(scope);
-      if (throttle) {
-        const refusal = await throttle.admitPasswordGrant(throttle.clientKey(context.ipAddress));
-        if (refusal) {
-          context.audit('login_throttled', {
-            rule: refusal.rule,
-            retryAfterSeconds: refusal.retryAfterSeconds,
-          });
-          throw new AppError('temporarily_unavailable', 'Login throttled', {
-            retryAfterSeconds: refusal.retryAfterSeconds,
-          });
-        }
-      }
-      const login = await passwordlessLogin(challengeId, response, context);
-      if (!login) throw invalidGrant();
-      const { user } = login;
-      if (!isAccountUsable(user)) {
-        context.audit('login_failed', { userId: user.id, reason: 'account_disabled' });
-        throw new AppError('invalid_grant', ACCOUNT_DISABLED);
-      }
-      if (deps.requireVerifiedEmail && user.emailVerifiedAt === null) {
-        context.audit('login_failed', { userId: user.id, reason: 'email_not_verified' });
-        throw new AppError('invalid_grant', 'Email not verified');
-      }
-      const scopes = grantScopes(requestedScopes, scopesPermittedTo(user));
-      const tokens = await deps.sessions.startSession(user, login.verifiedHash, context, scopes, {
-        amr: login.amr,
-      });
-      if (!tokens) throw invalidGrant();
-      context.audit('login_succeeded', { userId: user.id, reason: 'passkey' });
-      return tokens;
-    },
-
-    secondFactorOptions,
-
     async secondFactorOptionsForMfaToken(mfaToken) {
-      const tokenHash = hashOneTimeToken(mfaToken);
-      const userId =
-        tokenHash &&
-        (await deps.mfaChallenges.findMfaChallengeUser(tokenHash, MFA_CHALLENGE_ATTEMPTS, clock.now()));
-      if (!userId) throw new AppError('invalid_grant', 'The mfa_token is invalid, expired or used');
-      return secondFactorOptions(userId);
+      return secondFactorOptions(await deps.mfa.userOfChallenge(mfaToken));
     },
 
     async verifySecondFactor(userId, challengeId, response, context) {
@@ -493,6 +439,6 @@ export function createPasskeysService(deps: PasskeysDependencies): PasskeysServi
       return { amr: amrOf(passkey) };
     },
 
-    countPasskeys: (userId) => passkeys.countPasskeys(userId),
+    countPasskeys: (userId) => passkeys.countUsablePasskeys(userId),
   };
 }

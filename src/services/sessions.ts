@@ -42,6 +42,14 @@ export interface Authenticated {
   sessionId: string;
   /** What the token may be used for: its scope, less what the user may no longer hold (a revoked role). */
   scopes: ReadonlySet<Scope>;
+  /** How the session's login authenticated (its amr and time): recent second-factor logins may change factors. */
+  login: SessionLogin;
+}
+
+/** RFC 8176 methods of a session's login and when it happened; refreshes keep both. */
+export interface SessionLogin {
+  amr: readonly string[];
+  authTime: Date;
 }
 
 export interface RefreshOptions {
@@ -118,7 +126,7 @@ const MAX_CHAIN_STEPS = 20;
 const ENDED_SESSION_RETENTION_MS = 86400_000;
 
 /** How the session's login authenticated, as its refreshes repeat it. */
-const loginOf = (session: Session) => ({
+const loginOf = (session: Session): SessionLogin => ({
   amr: session.amr.split(' ').filter(Boolean),
   authTime: session.createdAt,
 });
@@ -135,7 +143,7 @@ export function createSessionsService(deps: SessionsDependencies): SessionsServi
     sessionId: string,
     refreshToken: RefreshToken,
     scopes: ReadonlySet<Scope>,
-    login: { amr: readonly string[]; authTime: Date },
+    login: SessionLogin,
   ): Promise<TokenGrant> => {
     const scope = formatScope(scopes);
     const issued = await accessTokens.issue({
@@ -278,6 +286,7 @@ export function createSessionsService(deps: SessionsDependencies): SessionsServi
         user: found.user,
         sessionId: claim.sessionId,
         scopes: effectiveScopes(claim.scopes, found.user),
+        login: loginOf(found.session),
       };
     },
 

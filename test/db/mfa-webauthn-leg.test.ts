@@ -95,6 +95,21 @@ describe.each(dialects)('the MFA grant with a passkey on %s', (dialect) => {
     expect(await refusal(without.redeemChallenge(second.mfaToken, proof, context))).toBe('invalid_grant');
   });
 
+  it('names the user of a live mfa_token without spending an attempt, and refuses a spent, exhausted or expired one', async () => {
+    const mfa = serviceWith({ verifySecondFactor: async () => undefined });
+    const { user, mfaToken } = await login(mfa);
+    for (let look = 0; look < 7; look += 1) expect(await mfa.userOfChallenge(mfaToken)).toBe(user.id);
+    expect(await refusal(mfa.userOfChallenge('x'.repeat(43)))).toBe('invalid_grant');
+    expect(await refusal(mfa.userOfChallenge('not a token'))).toBe('invalid_grant');
+    const proof = { webauthn: { challengeId: 'c', response: '{}' } };
+    for (let attempt = 0; attempt < 5; attempt += 1)
+      await refusal(mfa.redeemChallenge(mfaToken, proof, context));
+    expect(await refusal(mfa.userOfChallenge(mfaToken))).toBe('invalid_grant');
+    const later = await login(mfa);
+    clock.advanceSeconds(301);
+    expect(await refusal(mfa.userOfChallenge(later.mfaToken))).toBe('invalid_grant');
+  });
+
   it('lists webauthn among the methods of an account with a passkey, and nothing for none', async () => {
     const mfa = serviceWith(undefined);
     const { user } = await login(mfa);

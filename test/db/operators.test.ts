@@ -3,6 +3,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config.ts';
 import { createAuditEventsRepository } from '../../src/db/audit-events.ts';
 import { createCounterStore } from '../../src/db/counters.ts';
+import { createMfaRepository } from '../../src/db/mfa.ts';
+import { createPasskeysRepository } from '../../src/db/passkeys.ts';
 import { createSessionsRepository } from '../../src/db/sessions.ts';
 import { createSigningKeysRepository } from '../../src/db/signing-keys.ts';
 import { createUsersRepository } from '../../src/db/users.ts';
@@ -10,6 +12,7 @@ import type { User } from '../../src/domain/user.ts';
 import { AppError } from '../../src/errors.ts';
 import { createSecretBox, deriveMailAddressKey, generateSecret } from '../../src/security/secret-box.ts';
 import { type AuditTrail, createAuditTrail } from '../../src/services/audit.ts';
+import { createMailComposer } from '../../src/services/mail.ts';
 import {
   type AccountFailures,
   createOperatorService,
@@ -43,6 +46,11 @@ describe.each(dialects)('the operator service on %s', (dialect) => {
       sessions: createSessionsRepository(database.db),
       signingKeys: createSigningKeysRepository(database.db),
       box: createSecretBox([randomBytes(32).toString('base64url')]),
+      secondFactors: {
+        mfa: createMfaRepository(database.db),
+        passkeys: createPasskeysRepository(database.db),
+        mail: createMailComposer(createSecretBox([randomBytes(32).toString('base64url')])),
+      },
       auditTrail,
       accountFailures: accountFailures ?? { kind: 'reachable', throttle },
       clock,
@@ -279,5 +287,12 @@ describe.each(dialects)('the operator service on %s', (dialect) => {
     expect(await operators.retireSigningKey('nope', cli)).toBe('not_found');
     expect(await operators.retireSigningKey(older, cli)).toBe('retired');
     expect(await operators.retireSigningKey(older, cli)).toBe('already_retired');
+  });
+
+  it('resets the second factors of a user who has none: nothing removed, audited', async () => {
+    const user = await freshUser('nofactor');
+    const reset = await service().resetSecondFactors({ username: user.username }, cli);
+    expect(reset).toMatchObject({ totp: 'none', recoveryCodes: 0, passkeys: 0 });
+    expect((await events(user.id)).map((row) => row.event)).toContain('mfa_reset');
   });
 });

@@ -384,6 +384,38 @@ describe.skipIf(skipWithoutChromium('the second factors suite')).each(DIALECTS)(
         await expectSignedIn(page, user.username);
       }));
 
+    it('asks a password-only session for a code before a passkey is added or deleted, once an app is on', () =>
+      run('factor-change', async ({ page, context }) => {
+        const authenticator = await addAuthenticator(context, page);
+        const user = await registerUser(api);
+        await page.goto('/');
+        await signInWithForm(page, user.username, user.password);
+        await expectSignedIn(page, user.username);
+        expect(await page.locator('#passkey-add-code-field').isHidden()).toBe(true);
+        // The app is turned on elsewhere: this page's session signed in with the password alone.
+        const { recoveryCodes } = await enrolTotp(user);
+
+        await page.locator('#passkey-add-password').fill(user.password);
+        await page.getByRole('button', { name: 'Add a passkey' }).click();
+        await page.locator('#passkey-add-form-error').waitFor({ state: 'visible' });
+        expect(await page.locator('#passkey-add-code-field').isVisible()).toBe(true);
+        expect(await page.locator('#passkey-add-code-error').textContent()).toContain('recovery code');
+        expect(await credentialsOf(authenticator)).toHaveLength(0);
+
+        await page.locator('#passkey-add-password').fill(user.password);
+        await page.locator('#passkey-add-code').fill(recoveryCodes[0] ?? '');
+        await page.locator('#passkey-add-name').fill('Guarded key');
+        await page.getByRole('button', { name: 'Add a passkey' }).click();
+        await expect.poll(() => listTexts(page, '#passkey-list .passkey-name')).toEqual(['Guarded key']);
+
+        await page.getByRole('button', { name: 'Delete passkey Guarded key' }).click();
+        expect(await page.locator('#passkey-0-delete-otp').isVisible()).toBe(true);
+        await page.locator('#passkey-0-delete-password').fill(user.password);
+        await page.locator('#passkey-0-delete-otp').fill(recoveryCodes[1] ?? '');
+        await page.getByRole('button', { name: 'Delete passkey', exact: true }).click();
+        await expect.poll(() => page.locator('#passkeys-empty').isVisible()).toBe(true);
+      }));
+
     it('refuses a passkey sign-in in the page when user verification fails, when the flags lie and when the signature is bogus', () =>
       run('passkey-refused', async ({ page, context }) => {
         const authenticator = await addAuthenticator(context, page);

@@ -94,6 +94,8 @@ describe.each(dialects)('isolation between users on %s', (dialect) => {
     const passkeyOptions = () =>
       send('POST', '/users/me/passkeys/registration/options', tokens[0]!, { password: ALICE_PASSWORD });
     const creation = (await passkeyOptions()).json();
+    // Taken before the passkey exists: then the password alone gives options.
+    const registrationChallengeId = (await passkeyOptions()).json().challenge_id;
     const passkey = await send('POST', '/users/me/passkeys/registration/verify', tokens[0]!, {
       challenge_id: creation.challenge_id,
       response: authenticator.register(creation.options),
@@ -107,7 +109,7 @@ describe.each(dialects)('isolation between users on %s', (dialect) => {
       messageCursor: messages.next,
       activityCursor: activity.next,
       passkeyId: passkey.json().id,
-      registrationChallengeId: (await passkeyOptions()).json().challenge_id,
+      registrationChallengeId,
     };
     bob = await login('bob-iso', BOB_PASSWORD);
   });

@@ -131,6 +131,16 @@ describe.each(dialects)('passkeys on %s', (dialect) => {
     return grant(challenge_id, authenticator.assert(options, overrides));
   };
 
+  /**
+   * Swaps the account's bearer for one of a passwordless login: once it has a passkey, changing factors needs a
+   * session that logged in with a second factor (or a code, which a passkey-only account has not).
+   */
+  const signInWithPasskey = async (account: Account) => {
+    const response = await passwordless(account.authenticator);
+    expect(response.statusCode, response.body).toBe(200);
+    account.bearer = (response.json() as { access_token: string }).access_token;
+  };
+
   const refusals = async (userId: number) => {
     await t.app.auditTrail.flush();
     const rows = await t.database.db
@@ -180,11 +190,16 @@ describe.each(dialects)('passkeys on %s', (dialect) => {
     ).passkeys;
     expect(used?.last_used_at).not.toBeNull();
 
-    const refused = await call('DELETE', `/users/me/passkeys/${passkey.id}`, account.bearer, {
+    const refused = await call('DELETE', `/users/me/passkeys/${passkey.id}`, tokens.access_token, {
       password: 'not the password',
     });
     expect(refused.statusCode).toBe(400);
-    const deleted = await call('DELETE', `/users/me/passkeys/${passkey.id}`, account.bearer, {
+    // The password-only session may not remove the passkey; the passkey's own session may.
+    const weak = await call('DELETE', `/users/me/passkeys/${passkey.id}`, account.bearer, {
+      current_password: STRONG_PASSWORD,
+    });
+    expect(weak.json()).toMatchObject({ code: 'second_factor_required' });
+    const deleted = await call('DELETE', `/users/me/passkeys/${passkey.id}`, tokens.access_token, {
       current_password: STRONG_PASSWORD,
     });
     expect(deleted.statusCode, deleted.body).toBe(204);
@@ -242,9 +257,11 @@ describe.each(dialects)('passkeys on %s', (dialect) => {
     const passkey = (await register(account)).json() as PasskeyBody;
     const { challenge_id, options } = await passwordlessOptions();
     const assertion = account.authenticator.assert(options);
-    expect((await grant(challenge_id, assertion)).statusCode).toBe(200);
-    await call('PATCH', `/users/me/passkeys/${passkey.id}`, account.bearer, { name: 'Phone' });
-    await call('DELETE', `/users/me/passkeys/${passkey.id}`, account.bearer, { password: STRONG_PASSWORD });
+    const login = await grant(challenge_id, assertion);
+    expect(login.statusCode).toBe(200);
+    const bearer = (login.json() as { access_token: string }).access_token;
+    await call('PATCH', `/users/me/passkeys/${passkey.id}`, bearer, { name: 'Phone' });
+    await call('DELETE', `/users/me/passkeys/${passkey.id}`, bearer, { password: STRONG_PASSWORD });
     const logged = t.logs.join('\n');
     expect(logged).not.toContain(assertion.response.signature);
     expect(logged).not.toContain(assertion.response.authenticatorData);
@@ -283,6 +300,7 @@ describe.each(dialects)('passkeys on %s', (dialect) => {
     expect(Buffer.from(options.challenge, 'base64url')).toHaveLength(32);
     // The handle stays the same across registrations, and the existing passkeys are excluded.
     expect((await register(account)).statusCode).toBe(201);
+    await signInWithPasskey(account);
     const again = await registrationOptions(account);
     expect(again.options.user.id).toBe(options.user.id);
     expect(again.options.excludeCredentials).toHaveLength(1);
@@ -301,8 +319,16 @@ describe.each(dialects)('passkeys on %s', (dialect) => {
     });
     expect(wrong.statusCode).toBe(400);
     expect(wrong.json()).toMatchObject({ code: 'invalid_password' });
+    // A missing password is a malformed request, FastAPI-shaped, as on /users/me/mfa/totp.
     const missing = await call('POST', '/users/me/passkeys/registration/options', account.bearer, {});
-    expect(missing.statusCode).toBe(400);
+    expect(missing.statusCode).toBe(422);
+    expect(missing.json()).toEqual({
+      detail: [{ loc: ['body', 'password'], msg: 'Field required', type: 'missing' }],
+    });
+    const missingOnDelete = await call('DELETE', '/users/me/passkeys/anything', account.bearer, {
+      current_password: '',
+    });
+    expect(missingOnDelete.statusCode).toBe(422);
     expect((await call('POST', '/users/me/passkeys/registration/options', undefined, {})).statusCode).toBe(
       401,
     );
@@ -383,6 +409,13 @@ describe.each(dialects)('passkeys on %s', (dialect) => {
     );
     // Added, then refused as a possible copy.
     expect(mails).toHaveLength(2);
+    // A blocked passkey is no second factor: the password grant no longer offers it, the counts leave it out.
+    const afterBlock = await call('POST', '/token', undefined, {
+      username: account.user.username,
+      password: STRONG_PASSWORD,
+    });
+    expect(afterBlock.statusCode, afterBlock.body).toBe(200);
+    expect((await call('GET', '/users/me/mfa', account.bearer)).json()).toMatchObject({ passkeys: 0 });
   });
 
   it('refuses a challenge of another purpose or user, and another user’s passkey id', async () => {
@@ -390,6 +423,7 @@ describe.each(dialects)('passkeys on %s', (dialect) => {
     const bob = await newAccount();
     expect((await register(alice)).statusCode).toBe(201);
     const bobsPasskey = (await register(bob)).json() as PasskeyBody;
+    await signInWithPasskey(alice);
 
     // Alice's registration challenge, answered by Bob.
     const { challenge_id, options } = await registrationOptions(alice);
@@ -441,7 +475,9 @@ describe.each(dialects)('passkeys on %s', (dialect) => {
 
   it('refuses the 11th passkey with 409 passkey_limit', async () => {
     const account = await newAccount();
-    for (let n = 0; n < 10; n += 1) expect((await register(account)).statusCode).toBe(201);
+    expect((await register(account)).statusCode).toBe(201);
+    await signInWithPasskey(account);
+    for (let n = 1; n < 10; n += 1) expect((await register(account)).statusCode).toBe(201);
     const options = await call('POST', '/users/me/passkeys/registration/options', account.bearer, {
       password: STRONG_PASSWORD,
     });
@@ -451,7 +487,9 @@ describe.each(dialects)('passkeys on %s', (dialect) => {
 
   it('refuses an 11th passkey whose options were taken before the 10th was stored', async () => {
     const account = await newAccount();
-    for (let n = 0; n < 9; n += 1) expect((await register(account)).statusCode).toBe(201);
+    expect((await register(account)).statusCode).toBe(201);
+    await signInWithPasskey(account);
+    for (let n = 1; n < 9; n += 1) expect((await register(account)).statusCode).toBe(201);
     const first = await registrationOptions(account);
     const second = await registrationOptions(account);
     const results = await Promise.all(
@@ -498,9 +536,7 @@ describe.each(dialects)('passkeys as a second factor on %s', (dialect) => {
     createPasskeysService({
       passkeys: createPasskeysRepository(t.database.db),
       users: createUsersRepository(t.database.db),
-      accounts: {} as never,
-      sessions: {} as never,
-      mfaChallenges: createMfaRepository(t.database.db),
+      mfa: {} as never,
       clock: t.clock,
       mail: {
         composer: createMailComposer(createSecretBox([TEST_SECRET])),
@@ -621,6 +657,65 @@ describe.each(dialects)('passkey throttling on %s', (dialect) => {
   });
   afterAll(async () => {
     await t.close();
+  });
+
+  it('hands a passkey sign-in the device token, as the password and MFA grants, and takes it back', async () => {
+    const username = 'devicekey';
+    await registerUser(t.app, { username, email: `${username}@example.com` });
+    const login = await t.app.inject({
+      method: 'POST',
+      url: '/token',
+      remoteAddress: '203.0.113.20',
+      payload: { username, password: STRONG_PASSWORD },
+    });
+    const bearer = (login.json() as { access_token: string }).access_token;
+    const authenticator = createSoftAuthenticator({ origin: ORIGIN });
+    const creation = await t.app.inject({
+      method: 'POST',
+      url: '/users/me/passkeys/registration/options',
+      headers: { authorization: `Bearer ${bearer}` },
+      payload: { password: STRONG_PASSWORD },
+    });
+    const { challenge_id: registrationId, options: creationOptions } = creation.json() as {
+      challenge_id: string;
+      options: PublicKeyCredentialCreationOptionsJSON;
+    };
+    const registered = await t.app.inject({
+      method: 'POST',
+      url: '/users/me/passkeys/registration/verify',
+      headers: { authorization: `Bearer ${bearer}` },
+      payload: { challenge_id: registrationId, response: authenticator.register(creationOptions) },
+    });
+    expect(registered.statusCode, registered.body).toBe(201);
+    const signIn = async (deviceToken?: string) => {
+      const options = await t.app.inject({
+        method: 'POST',
+        url: '/passkeys/authentication/options',
+        remoteAddress: '203.0.113.21',
+      });
+      const { challenge_id, options: request } = options.json() as {
+        challenge_id: string;
+        options: PublicKeyCredentialRequestOptionsJSON;
+      };
+      return t.app.inject({
+        method: 'POST',
+        url: '/token',
+        remoteAddress: '203.0.113.21',
+        payload: {
+          grant_type: WEBAUTHN_GRANT,
+          challenge_id,
+          webauthn_response: authenticator.assert(request),
+          ...(deviceToken ? { device_token: deviceToken } : {}),
+        },
+      });
+    };
+    const first = await signIn();
+    expect(first.statusCode, first.body).toBe(200);
+    const deviceToken = (first.json() as { device_token?: string }).device_token;
+    expect(typeof deviceToken).toBe('string');
+    const second = await signIn(deviceToken);
+    expect(second.statusCode, second.body).toBe(200);
+    expect(typeof (second.json() as { device_token?: string }).device_token).toBe('string');
   });
 
   it('caps the public options per address (R14) and the passwordless grant as the password grant (R5)', async () => {

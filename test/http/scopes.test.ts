@@ -242,6 +242,7 @@ describe('requireScope', () => {
           user: {} as never,
           sessionId: 's',
           scopes: scopesOf(request),
+          login: { amr: ['pwd'], authTime: new Date() },
         };
       });
       scope.get('/route-level', { onRequest: requireScope('admin') }, async () => ({ ok: true }));

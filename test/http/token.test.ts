@@ -163,6 +163,9 @@ describe.each(dialects)('POST /token on %s', (dialect) => {
       );
       expect(response.statusCode).toBe(400);
       expect(response.json().error).toBe('unsupported_grant_type');
+      // The answer names every grant there is, the second-factor and passkey ones too.
+      expect(response.json().error_description).toContain('urn:gatehouse:params:oauth:grant-type:mfa');
+      expect(response.json().error_description).toContain('urn:gatehouse:params:oauth:grant-type:webauthn');
     },
   );
 

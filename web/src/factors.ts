@@ -9,6 +9,42 @@ import { createPasskey, type PublicKeyCredentialCreationOptionsJSON } from './we
 
 let afterChange: () => Promise<void> = async () => {};
 let setupOnScreen = false;
+// An active authenticator app: changing factors then takes one of its codes (or a recovery code) in the forms.
+let totpActive = false;
+
+const CODE_LABEL = 'Authenticator code or recovery code';
+const CODE_NEEDED = 'Enter a code from your authenticator app, or a recovery code.';
+const SIGN_IN_AGAIN =
+  'This change needs a recent sign-in with your second factor: sign out, sign in again with your passkey, and try again.';
+
+/** Shows the code fields of the forms that change factors while the account has an authenticator app. */
+function showCodeFields(): void {
+  for (const field of document.querySelectorAll<HTMLElement>('[data-factor-code]'))
+    field.hidden = !totpActive;
+}
+
+/** The code a form carries, as the API takes it; nothing when its field is empty. */
+function codeOf(fields: FormData): { otp: string } | { recovery_code: string } | Record<string, never> {
+  const code = text(fields, 'otp');
+  return code.trim() ? secondFactorOf(code) : {};
+}
+
+/**
+ * Runs a change of factors; when the server asks for a second factor, shows the code field (an authenticator app)
+ * or says to sign in again with a passkey (the only factor), for the person to resubmit.
+ */
+async function withSecondFactor<T>(form: HTMLFormElement, send: () => Promise<T>): Promise<T> {
+  try {
+    return await send();
+  } catch (error) {
+    if (!(error instanceof ApiError) || error.code !== 'second_factor_required') throw error;
+    await loadMfa().catch(() => {});
+    const field = form.querySelector<HTMLElement>('[data-factor-code]');
+    if (!totpActive || !field) throw new FormProblem(SIGN_IN_AGAIN);
+    field.hidden = false;
+    throw new FormProblem(CODE_NEEDED, new Map([['otp', CODE_NEEDED]]));
+  }
+}
 
 const when = (iso: string) => {
   const at = new Date(iso);
@@ -34,6 +70,8 @@ async function loadMfa(): Promise<void> {
   }
   byId('two-factor').hidden = false;
   const active = status.totp?.status === 'active';
+  totpActive = active;
+  showCodeFields();
   const passkeys = status.passkeys > 0 ? ' Your passkeys also work as a second factor.' : '';
   byId('mfa-state').textContent = active
     ? `On: signing in asks for a code from your authenticator app. Recovery codes left: ${status.recovery_codes_left}.${passkeys}`
@@ -137,6 +175,12 @@ function passkeyItem(passkey: Passkey, index: number): HTMLLIElement {
       label: 'Password',
       attributes: { type: 'password', autocomplete: 'current-password' },
     },
+    {
+      name: 'otp',
+      label: CODE_LABEL,
+      attributes: { autocomplete: 'one-time-code', autocapitalize: 'none', spellcheck: 'false' },
+      factorCode: true,
+    },
   ]);
   deleteForm.append(
     el(
@@ -147,7 +191,9 @@ function passkeyItem(passkey: Passkey, index: number): HTMLLIElement {
     ),
   );
   handleForm(deleteForm, async (fields) => {
-    await call('DELETE', path, { password: text(fields, 'password') });
+    await withSecondFactor(deleteForm, () =>
+      call('DELETE', path, { password: text(fields, 'password'), ...codeOf(fields) }),
+    );
     await Promise.all([loadPasskeys(), loadMfa()]);
     announce(`Passkey ${passkey.name} deleted.`);
     byId('passkeys-title').focus();
@@ -183,6 +229,8 @@ interface InlineField {
   label: string;
   value?: string;
   attributes?: Record<string, string>;
+  /** The second factor's code: shown while the account has an authenticator app, or when the server asks for it. */
+  factorCode?: boolean;
 }
 
 /** A small form in a list item, in the shape handleForm expects: an error summary, labelled fields, their errors. */
@@ -202,15 +250,18 @@ function inlineForm(id: string, fields: InlineField[]): HTMLFormElement {
     if (field.value !== undefined) input.value = field.value;
     const error = el('p', { className: 'field-error', attributes: { id: `${inputId}-error` } });
     error.hidden = true;
-    form.append(
-      el(
-        'div',
-        { className: 'field' },
-        el('label', { text: field.label, attributes: { for: inputId } }),
-        input,
-        error,
-      ),
+    const wrapper = el(
+      'div',
+      { className: 'field' },
+      el('label', { text: field.label, attributes: { for: inputId } }),
+      input,
+      error,
     );
+    if (field.factorCode) {
+      wrapper.setAttribute('data-factor-code', '');
+      wrapper.hidden = !totpActive;
+    }
+    form.append(wrapper);
   }
   return form;
 }
@@ -261,9 +312,10 @@ export function wireFactors(onChange: () => Promise<void>): void {
 
   const startForm = byId<HTMLFormElement>('totp-start-form');
   handleForm(startForm, async (fields) => {
-    const enrolment = await call<TotpEnrolment>('POST', '/users/me/mfa/totp', {
-      password: text(fields, 'password'),
-    });
+    // An account whose only factor is a passkey has no code to type: a recent passkey sign-in is what it needs.
+    const enrolment = await withSecondFactor(startForm, () =>
+      call<TotpEnrolment>('POST', '/users/me/mfa/totp', { password: text(fields, 'password') }),
+    );
     startForm.reset();
     showSetup(enrolment);
   });
@@ -342,10 +394,15 @@ export function wireFactors(onChange: () => Promise<void>): void {
   const addForm = byId<HTMLFormElement>('passkey-add-form');
   handleForm(addForm, async (fields) => {
     const name = text(fields, 'name').trim();
-    const ceremony = await call<Ceremony<PublicKeyCredentialCreationOptionsJSON>>(
-      'POST',
-      '/users/me/passkeys/registration/options',
-      { password: text(fields, 'password') },
+    const ceremony = await withSecondFactor(addForm, () =>
+      call<Ceremony<PublicKeyCredentialCreationOptionsJSON>>(
+        'POST',
+        '/users/me/passkeys/registration/options',
+        {
+          password: text(fields, 'password'),
+          ...codeOf(fields),
+        },
+      ),
     );
     const response = await createPasskey(ceremony.options);
     const added = await call<Passkey>('POST', '/users/me/passkeys/registration/verify', {

@@ -1,7 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import Type from 'typebox';
-import { AppError } from '../../errors.ts';
 import type { MfaService } from '../../services/mfa.ts';
+import { factorChangeOf, missingField, passwordOf } from '../recent-authentication.ts';
 import { requestContext } from '../request-context.ts';
 import {
   CodedErrorResponse,
@@ -18,18 +18,6 @@ import {
 } from '../schemas.ts';
 
 const secured = { security: [{ OAuth2PasswordBearer: [] }] };
-
-const missing = (field: string) =>
-  new AppError('validation_failed', 'Field required', {
-    details: [{ loc: ['body', field], msg: 'Field required', type: 'missing' }],
-  });
-
-/** `password`, or its alias `current_password`: the recent authentication every change asks for. */
-const passwordOf = (body: { password?: string | undefined; current_password?: string | undefined }) => {
-  const password = body.password ?? body.current_password;
-  if (!password) throw missing('password');
-  return password;
-};
 
 /** The signed-in user's authenticator app and recovery codes; registered behind requireLiveSession. */
 export const mfaRoutes: FastifyPluginAsyncTypebox<{
@@ -67,7 +55,9 @@ export const mfaRoutes: FastifyPluginAsyncTypebox<{
       schema: {
         summary: 'Start setting up an authenticator app (pending until confirmed with a code)',
         description:
-          'Needs your password. Answers the secret and its otpauth:// URI once; starting again replaces a pending set-up. ' +
+          'Needs your password and, when the account already has a second factor (a passkey), otp or recovery_code, ' +
+          'unless this session signed in with a second factor within 10 minutes (else 400 second_factor_required). ' +
+          'Answers the secret and its otpauth:// URI once; starting again replaces a pending set-up. ' +
           '409 mfa_already_enrolled when an app is active.',
         tags: ['second factors'],
         ...secured,
@@ -84,7 +74,7 @@ export const mfaRoutes: FastifyPluginAsyncTypebox<{
     async (request) => {
       const enrolment = await mfa.enrolTotp(
         request.auth!.user.id,
-        passwordOf(request.body ?? {}),
+        factorChangeOf(request, request.body),
         requestContext(request),
       );
       return {
@@ -114,7 +104,7 @@ export const mfaRoutes: FastifyPluginAsyncTypebox<{
     },
     async (request) => {
       const code = request.body?.code ?? request.body?.otp;
-      if (!code) throw missing('code');
+      if (!code) throw missingField('code');
       const codes = await mfa.confirmTotp(request.auth!.user.id, code, requestContext(request));
       return { recovery_codes: codes };
     },
@@ -138,12 +128,9 @@ export const mfaRoutes: FastifyPluginAsyncTypebox<{
       },
     },
     async (request, reply) => {
-      const body = request.body ?? {};
-      const password = passwordOf(body);
-      const otp = body.otp || undefined;
-      const recoveryCode = otp === undefined ? body.recovery_code || undefined : undefined;
-      if (otp === undefined && recoveryCode === undefined) throw missing('otp');
-      await mfa.removeTotp(request.auth!.user.id, password, { otp, recoveryCode }, requestContext(request));
+      const { password, proof } = factorChangeOf(request, request.body);
+      if (proof.otp === undefined && proof.recoveryCode === undefined) throw missingField('otp');
+      await mfa.removeTotp(request.auth!.user.id, password, proof, requestContext(request));
       return reply.code(204).send(null);
     },
   );
@@ -168,7 +155,7 @@ export const mfaRoutes: FastifyPluginAsyncTypebox<{
     async (request) => {
       const body = request.body ?? {};
       const password = passwordOf(body);
-      if (!body.otp) throw missing('otp');
+      if (!body.otp) throw missingField('otp');
       const codes = await mfa.regenerateRecoveryCodes(
         request.auth!.user.id,
         password,

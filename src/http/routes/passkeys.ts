@@ -1,7 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import Type from 'typebox';
-import { AppError } from '../../errors.ts';
 import type { PasskeysService } from '../../services/passkeys.ts';
+import { factorChangeOf } from '../recent-authentication.ts';
 import { requestContext } from '../request-context.ts';
 import {
   CeremonyOptionsResponse,
@@ -17,12 +17,6 @@ import {
 
 const secured = { security: [{ OAuth2PasswordBearer: [] }] };
 
-const passwordOf = (body: PasskeyPasswordBody | undefined) => {
-  const password = body?.password ?? body?.current_password;
-  if (!password) throw new AppError('invalid_password', 'Incorrect password');
-  return password;
-};
-
 const toOptionsResponse = ({ challengeId, options }: { challengeId: string; options: unknown }) => ({
   challenge_id: challengeId,
   options,
@@ -37,9 +31,11 @@ export const passkeyAccountRoutes: FastifyPluginAsyncTypebox<{ passkeys: Passkey
     '/users/me/passkeys/registration/options',
     {
       schema: {
-        summary: 'Start registering a passkey (needs the password)',
+        summary:
+          'Start registering a passkey (needs the password, and a second factor when the account has one)',
         description:
-          'Answers the options for navigator.credentials.create() (startRegistration of @simplewebauthn/browser): a ' +
+          'When the account already has a second factor: otp or recovery_code in the body, or a session that signed in ' +
+          'with a second factor within 10 minutes; else 400 second_factor_required. Answers the options for navigator.credentials.create() (startRegistration of @simplewebauthn/browser): a ' +
           'discoverable credential with user verification, no attestation. 409 passkey_limit at 10 passkeys.',
         tags: ['passkeys'],
         ...secured,
@@ -49,9 +45,9 @@ export const passkeyAccountRoutes: FastifyPluginAsyncTypebox<{ passkeys: Passkey
     },
     async (request) => {
       const { user } = request.auth!;
-      const password = passwordOf(request.body);
+      const credentials = factorChangeOf(request, request.body);
       return toOptionsResponse(
-        await passkeys.registrationOptions(user.id, password, requestContext(request)),
+        await passkeys.registrationOptions(user.id, credentials, requestContext(request)),
       );
     },
   );
@@ -121,7 +117,7 @@ export const passkeyAccountRoutes: FastifyPluginAsyncTypebox<{ passkeys: Passkey
     '/users/me/passkeys/:id',
     {
       schema: {
-        summary: 'Delete one of your passkeys (needs the password)',
+        summary: 'Delete one of your passkeys (needs the password and a second factor, as registration)',
         tags: ['passkeys'],
         ...secured,
         params: PasskeyIdParams,
@@ -131,7 +127,8 @@ export const passkeyAccountRoutes: FastifyPluginAsyncTypebox<{ passkeys: Passkey
     },
     async (request, reply) => {
       const { user } = request.auth!;
-      await passkeys.remove(user.id, request.params.id, passwordOf(request.body), requestContext(request));
+      const credentials = factorChangeOf(request, request.body);
+      await passkeys.remove(user.id, request.params.id, credentials, requestContext(request));
       return reply.code(204).send(null);
     },
   );
@@ -173,9 +170,7 @@ export const passkeyLoginRoutes: FastifyPluginAsyncTypebox<{ passkeys: PasskeysS
         response: { 200: CeremonyOptionsResponse },
       },
     },
-    async (request, reply) => {
-      reply.header('cache-control', 'no-store');
-      return toOptionsResponse(await passkeys.secondFactorOptionsForMfaToken(request.body.mfa_token));
-    },
+    async (request) =>
+      toOptionsResponse(await passkeys.secondFactorOptionsForMfaToken(request.body.mfa_token)),
   );
 };

@@ -5,7 +5,6 @@ import Type from 'typebox';
 import { AppError } from '../../errors.ts';
 import type { LoginService, PasswordGrantResult } from '../../services/login.ts';
 import type { LoginSecondFactorProof } from '../../services/mfa.ts';
-import type { PasskeysService } from '../../services/passkeys.ts';
 import type { RequestContext } from '../../services/request-context.ts';
 import { ACCOUNT_DISABLED } from '../../services/session-state.ts';
 import type { SessionsService, TokenGrant } from '../../services/sessions.ts';
@@ -120,8 +119,9 @@ export const tokenRoutes: FastifyPluginAsyncTypebox<{
   login: LoginService;
   sessions: SessionsService;
   cookies: WebClientCookies;
-  passkeys?: PasskeysService | undefined;
-}> = async (app, { login, sessions, cookies, passkeys }) => {
+  /** Whether passkeys are wired: without them the passwordless grant is unsupported. */
+  passwordless?: boolean | undefined;
+}> = async (app, { login, sessions, cookies, passwordless }) => {
   await app.register(formbody);
 
   const refreshFromCookie = async (
@@ -229,7 +229,7 @@ export const tokenRoutes: FastifyPluginAsyncTypebox<{
         const response = toTokenResponse(tokens, renewed);
         return web ? answerInCookies(response, cookies, request, reply) : response;
       }
-      if (grantType === WEBAUTHN_GRANT && passkeys) {
+      if (grantType === WEBAUTHN_GRANT && passwordless) {
         const challengeId = body.challenge_id;
         const response = body.webauthn_response;
         if (!challengeId || response === undefined || response === '') {
@@ -238,14 +238,18 @@ export const tokenRoutes: FastifyPluginAsyncTypebox<{
             'The challenge_id and webauthn_response parameters are required',
           );
         }
-        const grant = toTokenResponse(
-          await passkeys.passwordlessGrant(challengeId, response, body.scope, context),
+        const deviceToken = web ? cookies.deviceTokenOf(request) : body.device_token || undefined;
+        const { tokens, deviceToken: renewed } = await login.passwordlessGrant(
+          { challengeId, response, scope: body.scope, deviceToken },
+          context,
         );
+        const grant = toTokenResponse(tokens, renewed);
         return web ? answerInCookies(grant, cookies, request, reply) : grant;
       }
+      const grants = ['password', 'refresh_token', MFA_GRANT, ...(passwordless ? [WEBAUTHN_GRANT] : [])];
       throw new AppError(
         'unsupported_grant_type',
-        `Only the password, refresh_token and ${MFA_GRANT} grants are supported`,
+        `Only the ${grants.slice(0, -1).join(', ')} and ${grants.at(-1)} grants are supported`,
       );
     },
   );

@@ -620,3 +620,14 @@ export async function passwordlessLogin(
   expect(o.status, `public options: ${seen(o)}`).toBe(200);
   return await webauthnGrant(ctx, o.json.challenge_id, a.auth.assert(a.cred, o.json.options, f), mode);
 }
+
+/**
+ * The access token of a passwordless login with the passkey: once an account has a second factor, changing factors
+ * needs, besides the password, a code or a session that logged in with one a moment ago. A passkey has no code.
+ */
+export async function passkeySession(
+  ctx: MailContext,
+  a: Pick<PasskeyAccount, 'auth' | 'cred'>,
+): Promise<string> {
+  return toGrant(ctx, await passwordlessLogin(ctx, a), 'a passkey sign-in').access;
+}
