@@ -353,6 +353,7 @@ export async function buildApp(
     // Passkeys as a second factor. Late-bound: the passkeys service, built next, follows this one's rules.
     webauthn: { verifySecondFactor: (...args) => passkeys.verifySecondFactor(...args) },
     countPasskeys: (userId) => passkeysRepository.countUsablePasskeys(userId),
+    sessions,
   });
   const passkeys = createPasskeysService({
     passkeys: passkeysRepository,

@@ -1,3 +1,4 @@
+import { sql } from 'kysely';
 import type { Session } from '../domain/session.ts';
 import type { User } from '../domain/user.ts';
 import type { Executor } from './one-time-tokens.ts';
@@ -57,6 +58,13 @@ export interface SessionsRepository {
     reason: string,
     now: Date,
     exceptSessionId?: string,
+  ): Promise<number>;
+  /** Marks revoked every unrevoked session of the user whose login used no second factor, except one; how many. */
+  revokePasswordOnlySessionsOfUser(
+    userId: number,
+    reason: string,
+    now: Date,
+    exceptSessionId: string | undefined,
   ): Promise<number>;
   /** Deletes (with their refresh tokens) sessions that ended before the cut-offs; returns how many. */
   deleteEndedSessions(cutoffs: EndedSessionCutoffs): Promise<number>;
@@ -197,6 +205,19 @@ export function createSessionsRepository(db: Db): SessionsRepository {
 
     revokeEverySessionOfUser: (userId, reason, now, exceptSessionId) =>
       revokeSessionsOfUser(db, userId, now.getTime(), reason, exceptSessionId),
+
+    async revokePasswordOnlySessionsOfUser(userId, reason, now, exceptSessionId) {
+      const result = await db
+        .updateTable('sessions')
+        .set({ revoked_at_ms: now.getTime(), revoked_reason: reason })
+        .where('user_id', '=', userId)
+        .where('revoked_at_ms', 'is', null)
+        // amr is space-separated (RFC 8176 values): `mfa` names a login that used a second factor.
+        .where(sql<boolean>`(' ' || amr || ' ') not like '% mfa %'`)
+        .$if(exceptSessionId !== undefined, (query) => query.where('id', '!=', exceptSessionId!))
+        .executeTakeFirst();
+      return Number(result.numUpdatedRows);
+    },
 
     async deleteEndedSessions({ revokedBefore, expiredBefore, lastUsedBefore }) {
       const result = await db

@@ -533,11 +533,14 @@ export const toAdminUserResponse = (user: User): AdminUserResponse => accountRec
 
 // Passkeys (WebAuthn).
 
+// Shown on the account page and quoted in the mfa_changed mail: no control characters, lone surrogates or the bidi
+// embeddings, overrides and isolates that could make a notice read other than it is.
+const NAME_CHARACTER = '[^\\p{Cc}\\p{Cs}\\u202A-\\u202E\\u2066-\\u2069]';
 const passkeyName = Type.String({
   minLength: 1,
   maxLength: 64,
-  pattern: '\\S',
-  description: '1 to 64 characters once trimmed',
+  pattern: `^(?=.*\\S)${NAME_CHARACTER}+$`,
+  description: '1 to 64 characters once trimmed; no control characters',
 });
 
 export const PasskeyPasswordBody = Type.Object({

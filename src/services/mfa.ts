@@ -16,7 +16,7 @@ import {
 import type { AccountsService } from './accounts.ts';
 import type { MailDelivery } from './mail.ts';
 import type { RequestContext } from './request-context.ts';
-import type { SessionLogin } from './sessions.ts';
+import type { SessionLogin, SessionsService } from './sessions.ts';
 import type { Throttle } from './throttle.ts';
 
 /** A second factor as a request presents it: a TOTP code or a recovery code. */
@@ -136,7 +136,16 @@ export interface MfaService extends SecondFactors {
     context: RequestContext,
   ): Promise<TotpEnrolment>;
   /** Activates the pending factor with a current code; returns the 10 recovery codes, shown once. */
-  confirmTotp(userId: number, code: string, context: RequestContext): Promise<string[]>;
+  /**
+   * Activates the pending factor with a current code; returns the 10 recovery codes, shown once. `sessionId` is the
+   * session asking, which stays signed in.
+   */
+  confirmTotp(userId: number, code: string, context: RequestContext, sessionId?: string): Promise<string[]>;
+  /**
+   * Called once a second factor was added: the user's sessions that signed in with the password alone end (all but
+   * `sessionId`), so that one opened with a stolen password does not outlive the decision to require more.
+   */
+  secondFactorAdded(userId: number, sessionId: string | undefined, context: RequestContext): Promise<void>;
   status(userId: number): Promise<MfaStatus>;
   /** Removes the factor and its recovery codes after the password and a second factor. */
   removeTotp(
@@ -189,6 +198,8 @@ export interface MfaDependencies {
   throttle?: Throttle | undefined;
   /** Passkeys as a second factor; without it a webauthn proof is refused. */
   webauthn?: WebauthnSecondFactor | undefined;
+  /** Ends the password-only sessions once a factor is added; without it they run on. */
+  sessions?: Pick<SessionsService, 'endPasswordOnlySessions'> | undefined;
   /** How many usable (not suspect) passkeys the user has; none while passkeys are not wired. */
   countPasskeys?: ((userId: number) => Promise<number>) | undefined;
 }
@@ -311,6 +322,11 @@ export function createMfaService(deps: MfaDependencies): MfaService {
     return user;
   };
 
+  const secondFactorAdded: MfaService['secondFactorAdded'] = async (userId, sessionId, context) => {
+    const ended = (await deps.sessions?.endPasswordOnlySessions(userId, sessionId)) ?? 0;
+    if (ended > 0) context.audit('password_only_sessions_ended', { userId, ended });
+  };
+
   return {
     methodsOf: (userId) => secondFactors.methodsOf(userId),
 
@@ -340,7 +356,7 @@ export function createMfaService(deps: MfaDependencies): MfaService {
       return { factorId, secret, otpauthUri: totpUri(secret, deps.issuer, user.username) };
     },
 
-    async confirmTotp(userId, code, context) {
+    async confirmTotp(userId, code, context, sessionId) {
       const factor = await mfa.findTotpFactor(userId);
       const user = await users.findUserById(userId);
       if (factor?.status !== 'pending' || !user)
@@ -370,8 +386,11 @@ export function createMfaService(deps: MfaDependencies): MfaService {
       mail.mailQueued();
       await throttle?.recordSecondFactorSuccess(userId);
       context.audit('mfa_enabled', { userId });
+      await secondFactorAdded(userId, sessionId, context);
       return codes;
     },
+
+    secondFactorAdded,
 
     async status(userId) {
       const factor = await mfa.findTotpFactor(userId);

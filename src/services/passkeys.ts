@@ -67,6 +67,8 @@ export interface PasskeysService {
     response: unknown,
     name: string | undefined,
     context: RequestContext,
+    /** The session asking, which stays signed in when the password-only ones end. */
+    sessionId?: string,
   ): Promise<PasskeyRecord>;
   list(userId: number): Promise<PasskeyRecord[]>;
   rename(userId: number, id: string, name: string, context: RequestContext): Promise<PasskeyRecord>;
@@ -90,6 +92,7 @@ export interface PasskeysService {
   /** Second-factor options for the holder of an mfa_token, without spending one of its attempts; throws invalid_grant. */
   secondFactorOptionsForMfaToken(
     mfaToken: string,
+    context: RequestContext,
   ): Promise<CeremonyOptions<PublicKeyCredentialRequestOptionsJSON>>;
   /** Checks a second-factor assertion of this user; undefined for every refusal. */
   verifySecondFactor(
@@ -109,7 +112,7 @@ export interface PasskeysDependencies {
    * The second factors' rules this service follows: who may change factors, and whose mfa_token is presented (both
    * live in services/mfa.ts).
    */
-  mfa: Pick<MfaService, 'authoriseFactorChange' | 'userOfChallenge'>;
+  mfa: Pick<MfaService, 'authoriseFactorChange' | 'userOfChallenge' | 'secondFactorAdded'>;
   clock: Clock;
   mail: MailDelivery;
   rp: RelyingParty;
@@ -332,7 +335,7 @@ export function createPasskeysService(deps: PasskeysDependencies): PasskeysServi
       return { challengeId: id, options };
     },
 
-    async verifyRegistration(userId, challengeId, presented, name, context) {
+    async verifyRegistration(userId, challengeId, presented, name, context, sessionId) {
       const refuse = (reason: string) => {
         context.audit('passkey_refused', { userId, reason });
         return new AppError('invalid_passkey', 'The passkey could not be registered');
@@ -389,6 +392,7 @@ export function createPasskeysService(deps: PasskeysDependencies): PasskeysServi
       if (stored === 'duplicate') throw refuse('credential_already_registered');
       mail.mailQueued();
       context.audit('passkey_registered', { userId, passkeyId });
+      await deps.mfa.secondFactorAdded(userId, sessionId, context);
       const passkey = await passkeys.findPasskey(userId, passkeyId);
       if (!passkey) throw new AppError('not_found', 'Passkey not found');
       return toRecord(passkey);
@@ -428,7 +432,9 @@ export function createPasskeysService(deps: PasskeysDependencies): PasskeysServi
 
     passwordlessLogin,
 
-    async secondFactorOptionsForMfaToken(mfaToken) {
+    async secondFactorOptionsForMfaToken(mfaToken, context) {
+      // Each answer stores a challenge: R14 caps them per address as for the public options.
+      await throttle?.admitPasskeyOptions(context);
       return secondFactorOptions(await deps.mfa.userOfChallenge(mfaToken));
     },
 

@@ -100,6 +100,8 @@ export interface SessionsService {
   revokeToken(presented: string, context: RequestContext): Promise<void>;
   /** Ends every session of the user, except one if named, and forgets their trusted clients; returns how many ended. */
   revokeEverySession(userId: number, reason: string, exceptSessionId?: string): Promise<number>;
+  /** Ends every session of the user whose login used no second factor, except one if named; returns how many. */
+  endPasswordOnlySessions(userId: number, exceptSessionId: string | undefined): Promise<number>;
   /** Returns the user's live sessions, newest first. */
   listSessions(userId: number): Promise<Session[]>;
   /** Ends one of the user's own live sessions; throws not_found for any other id. */
@@ -317,6 +319,9 @@ export function createSessionsService(deps: SessionsDependencies): SessionsServi
       await users.forgetTrustedClients(userId);
       return ended;
     },
+
+    endPasswordOnlySessions: (userId, exceptSessionId) =>
+      sessions.revokePasswordOnlySessionsOfUser(userId, 'second_factor_added', clock.now(), exceptSessionId),
 
     async listSessions(userId) {
       const now = clock.now();

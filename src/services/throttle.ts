@@ -124,7 +124,7 @@ export interface Throttle {
   reserveSecondFactorAttempt(userId: number): Promise<boolean>;
   /** The code was right: the user's second-factor failures are forgotten. */
   recordSecondFactorSuccess(userId: number): Promise<void>;
-  /** R14: throws temporarily_unavailable when this client address asks for passwordless passkey options too often. */
+  /** R14: throws temporarily_unavailable when this client address asks for passkey assertion options too often. */
   admitPasskeyOptions(context: RequestContext): Promise<void>;
 }
 

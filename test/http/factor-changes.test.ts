@@ -211,4 +211,34 @@ describe.each(dialects)('changing second factors on %s', (dialect) => {
         .statusCode,
     ).toBe(204);
   });
+  const conversationStatus = async (bearer: string) =>
+    (
+      await t.app.inject({
+        method: 'GET',
+        url: '/conversation',
+        headers: { authorization: `Bearer ${bearer}` },
+      })
+    ).statusCode;
+
+  it('ends the password-only sessions elsewhere once an authenticator app is on, keeping the one that set it up', async () => {
+    const user = await freshUser();
+    const elsewhere = await loginToken(t.app, user.username);
+    expect(await conversationStatus(elsewhere)).toBe(200);
+    await enrolTotp(user);
+    expect(await conversationStatus(elsewhere)).toBe(401);
+    expect(await conversationStatus(user.bearer)).toBe(200);
+  });
+
+  it('ends the password-only sessions elsewhere once a passkey is added, but not a session that used a second factor', async () => {
+    const user = await freshUser();
+    const elsewhere = await loginToken(t.app, user.username);
+    const { authenticator } = await addPasskey(user);
+    expect(await conversationStatus(elsewhere)).toBe(401);
+    expect(await conversationStatus(user.bearer)).toBe(200);
+    // A second passkey, from a session that signed in with the first: the password-only one ends now.
+    const strong = await passkeyBearer(authenticator);
+    await addPasskey(user, strong);
+    expect(await conversationStatus(strong)).toBe(200);
+    expect(await conversationStatus(user.bearer)).toBe(401);
+  });
 });

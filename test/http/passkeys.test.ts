@@ -503,15 +503,30 @@ describe.each(dialects)('passkeys on %s', (dialect) => {
     expect(results.map((response) => response.statusCode).sort()).toEqual([201, 409]);
   });
 
-  it('validates names: trimmed 1..64 characters', async () => {
+  it('validates names: trimmed 1..64 characters, no control characters, lone surrogates or bidi overrides', async () => {
     const account = await newAccount();
     const passkey = (await register(account)).json() as PasskeyBody;
     expect(passkey.name).toBe('Passkey 1');
-    for (const name of ['', '   ', 'x'.repeat(65)]) {
+    for (const name of [
+      '',
+      '   ',
+      'x'.repeat(65),
+      '\u0000a',
+      'a\u0007b',
+      '\u202e evil',
+      'x\ud800',
+      'line\nbreak',
+    ]) {
       expect(
         (await call('PATCH', `/users/me/passkeys/${passkey.id}`, account.bearer, { name })).statusCode,
+        JSON.stringify(name),
       ).toBe(422);
     }
+    const kept = await call('PATCH', `/users/me/passkeys/${passkey.id}`, account.bearer, {
+      name: 'Laptop 👩‍💻 ünï',
+    });
+    expect(kept.statusCode).toBe(200);
+    expect(kept.json()).toMatchObject({ name: 'Laptop 👩‍💻 ünï' });
   });
 
   it('gives MFA options listing the passkeys only for a live mfa_token', async () => {
@@ -752,5 +767,20 @@ describe.each(dialects)('passkey throttling on %s', (dialect) => {
     const throttled = await grant();
     expect(throttled.statusCode).toBe(429);
     expect(throttled.json()).toMatchObject({ error: 'temporarily_unavailable' });
+  });
+
+  it('caps the second-factor options per address too (R14): each answer stores a challenge', async () => {
+    const mfaOptions = () =>
+      t.app.inject({
+        method: 'POST',
+        url: '/mfa/webauthn/options',
+        remoteAddress: '203.0.113.30',
+        payload: { mfa_token: 'x'.repeat(43) },
+      });
+    expect((await mfaOptions()).statusCode).toBe(400);
+    expect((await mfaOptions()).statusCode).toBe(400);
+    const refused = await mfaOptions();
+    expect(refused.statusCode).toBe(429);
+    expect(refused.json()).toMatchObject({ error: 'temporarily_unavailable' });
   });
 });

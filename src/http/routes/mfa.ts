@@ -105,7 +105,8 @@ export const mfaRoutes: FastifyPluginAsyncTypebox<{
     async (request) => {
       const code = request.body?.code ?? request.body?.otp;
       if (!code) throw missingField('code');
-      const codes = await mfa.confirmTotp(request.auth!.user.id, code, requestContext(request));
+      const { user, sessionId } = request.auth!;
+      const codes = await mfa.confirmTotp(user.id, code, requestContext(request), sessionId);
       return { recovery_codes: codes };
     },
   );

@@ -64,7 +64,7 @@ export const passkeyAccountRoutes: FastifyPluginAsyncTypebox<{ passkeys: Passkey
       },
     },
     async (request, reply) => {
-      const { user } = request.auth!;
+      const { user, sessionId } = request.auth!;
       const { challenge_id: challengeId, response, name } = request.body;
       const passkey = await passkeys.verifyRegistration(
         user.id,
@@ -72,6 +72,7 @@ export const passkeyAccountRoutes: FastifyPluginAsyncTypebox<{ passkeys: Passkey
         response,
         name,
         requestContext(request),
+        sessionId,
       );
       return reply.code(201).send(toPasskeyResponse(passkey));
     },
@@ -170,7 +171,9 @@ export const passkeyLoginRoutes: FastifyPluginAsyncTypebox<{ passkeys: PasskeysS
         response: { 200: CeremonyOptionsResponse },
       },
     },
-    async (request) =>
-      toOptionsResponse(await passkeys.secondFactorOptionsForMfaToken(request.body.mfa_token)),
+    async (request, reply) =>
+      toOptionsResponse(
+        await passkeys.secondFactorOptionsForMfaToken(request.body.mfa_token, requestContext(request, reply)),
+      ),
   );
 };
