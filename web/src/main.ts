@@ -53,6 +53,7 @@ const EVENT_LABELS: Record<string, string> = {
   passkey_login: 'Signed in with a passkey',
   passkey_refused: 'Passkey refused',
   mfa_reset: 'Second factors removed by an operator',
+  password_only_sessions_ended: 'Sessions without a second factor ended',
 };
 
 let user: User | undefined;
