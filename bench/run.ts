@@ -1,5 +1,5 @@
 // npm run bench [-- --quick] [-- --users N]
-// Measures, in one run on this machine: the ceiling (bare node:http + jose), Gatehouse on SQLite and PostgreSQL,
+// Measures, in one run on this machine: the stack limit (bare node:http), the ceiling (node:http + jose), Gatehouse on SQLite and PostgreSQL,
 // raw argon2id, Gatehouse /token and /register, /conversation while /token is flooded, two workers, and the
 // FastAPI seed when its Debian packages are installed. Prints a Markdown table and writes bench/results/.
 // A row is a file in bench/rows/; one that needs an earlier row's server or figures takes them as arguments.
@@ -25,6 +25,7 @@ try {
   );
   // The three /conversation rows that the targets compare with the ceiling and the seed are measured next to
   // each other, since this machine's speed drifts within minutes.
+  const stackLimit = await ceilingRow(bench, { unchecked: true });
   const ceiling = await ceilingRow(bench);
   const conversation = await conversationRows(bench);
   const seed = await seedRows(bench);
@@ -36,6 +37,7 @@ try {
   const revocation = revocationCheck(bench, sqlite.url, conversation.sqliteRow);
   await scaleRows(bench);
   report(bench, {
+    stackLimit,
     ceiling,
     sqliteConversation: conversation.sqliteRow,
     postgresConversation: conversation.postgresRow,

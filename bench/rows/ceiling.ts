@@ -3,7 +3,8 @@ import type { Bench, Row } from '../support/context.ts';
 import { measure } from '../support/load.ts';
 import { freePort, start, stop, waitFor } from '../support/processes.ts';
 
-export async function ceilingRow(bench: Bench): Promise<Row> {
+/** The ceiling (node:http + jose), and with `unchecked` the stack limit (node:http answering the same JSON). */
+export async function ceilingRow(bench: Bench, { unchecked = false } = {}): Promise<Row> {
   const { publicKey, privateKey } = await generateKeyPair('EdDSA', { crv: 'Ed25519', extractable: true });
   const jwk = { ...(await exportJWK(publicKey)), kid: 'ceiling', alg: 'EdDSA' };
   const now = Math.floor(Date.now() / 1000);
@@ -22,10 +23,12 @@ export async function ceilingRow(bench: Bench): Promise<Row> {
     CEILING_PUBLIC_JWK: JSON.stringify(jwk),
     CEILING_ISSUER: 'http://localhost:8000',
     CEILING_AUDIENCE: 'gatehouse',
+    ...(unchecked ? { CEILING_CHECK: 'none' } : {}),
   });
   const url = `http://127.0.0.1:${port}/conversation`;
   await waitFor(url);
-  const row = await measure(bench, 'Ceiling: node:http + jose verify', server.child.pid as number, {
+  const name = unchecked ? 'Stack limit: node:http, same JSON, no check' : 'Ceiling: node:http + jose verify';
+  const row = await measure(bench, name, server.child.pid as number, {
     url,
     headers: { authorization: `Bearer ${token}` },
   });

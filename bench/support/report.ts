@@ -8,6 +8,7 @@ import { type Bench, log, type Row } from './context.ts';
 
 /** The rows and figures the targets are computed from; the others are in the table and the JSON only. */
 export interface Measured {
+  stackLimit: Row;
   ceiling: Row;
   sqliteConversation: Row;
   postgresConversation: Row | undefined;
@@ -32,6 +33,7 @@ export function report(bench: Bench, measured: Measured) {
   const tokenRow = measured.token;
   const ratio = (a: number | undefined, b: number | undefined) => (a && b ? a / b : undefined);
   const targets = {
+    sqliteVsStackLimitRps: ratio(sqliteRow.requestsPerSecond, measured.stackLimit.requestsPerSecond),
     sqliteVsCeilingRps: ratio(sqliteRow.requestsPerSecond, ceiling.requestsPerSecond),
     sqliteVsCeilingCpu: ratio(sqliteRow.cpuMsPerRequest, ceiling.cpuMsPerRequest),
     postgresVsCeilingRps: ratio(postgresRow?.requestsPerSecond, ceiling.requestsPerSecond),
@@ -65,6 +67,7 @@ export function report(bench: Bench, measured: Measured) {
     value === undefined ? 'n/a' : `${value.toFixed(digits)}×`;
   const summary = [
     '',
+    `- /conversation SQLite vs stack limit (bare node:http, same JSON): ${show(targets.sqliteVsStackLimitRps)} req/s (target ≥ 0.5×)`,
     `- /conversation SQLite vs ceiling: ${show(targets.sqliteVsCeilingRps)} req/s (target ≥ 0.8×), CPU/req ${show(targets.sqliteVsCeilingCpu)} (target ≤ 1.25×)`,
     `- /conversation PostgreSQL vs ceiling: ${show(targets.postgresVsCeilingRps)} (target ≥ 0.6×)`,
     `- /token with throttling on vs off: CPU per login ${show(targets.throttlingCpuOnVsOff)} (target ≤ 1.05×: the throttle costs at most 5% of a login), logins/s ${show(targets.throttlingOnVsOff)} (4 connections against 8)`,
