@@ -392,8 +392,17 @@ describe.skipIf(skipWithoutChromium('the second factors suite')).each(DIALECTS)(
         await signInWithForm(page, user.username, user.password);
         await expectSignedIn(page, user.username);
         expect(await page.locator('#passkey-add-code-field').isHidden()).toBe(true);
-        // The app is turned on elsewhere: this page's session signed in with the password alone.
-        const { recoveryCodes } = await enrolTotp(user);
+        // The app is turned on from this page, whose session signed in with the password alone: it stays signed in
+        // (password-only sessions elsewhere end), but is no proof of the new factor.
+        await page.locator('#totp-start-password').fill(user.password);
+        await page.getByRole('button', { name: 'Set up an authenticator app' }).click();
+        await page.locator('#totp-setup').waitFor({ state: 'visible' });
+        const secret = ((await page.locator('#totp-secret').textContent()) ?? '').replace(/\s/g, '');
+        await page.locator('#totp-confirm-code').fill(totpCode(secret, -1));
+        await page.getByRole('button', { name: 'Turn on' }).click();
+        await page.locator('#recovery-codes').waitFor({ state: 'visible' });
+        const recoveryCodes = await listTexts(page, '#recovery-code-list');
+        await page.getByRole('button', { name: 'I saved them' }).click();
 
         await page.locator('#passkey-add-password').fill(user.password);
         await page.getByRole('button', { name: 'Add a passkey' }).click();
