@@ -100,11 +100,18 @@ describe.each(DIALECTS)('mail without SMTP_URL, read with gatehouse mail (%s)', 
     await database?.drop();
   });
 
-  it('says once at start that mails stay in the outbox, and how to read them', () => {
-    const notes = server
-      .output()
-      .split('\n')
-      .filter((line) => line.includes('mails stay in the outbox'));
+  it('says once at start that mails stay in the outbox, and how to read them', async () => {
+    const notesNow = () =>
+      server
+        .output()
+        .split('\n')
+        .filter((line) => line.includes('mails stay in the outbox'));
+    // The line is logged once the server listens; the log's asynchronous writer may hand it over just after the
+    // server first answered.
+    for (let waited = 0; notesNow().length === 0 && waited < 5000; waited += 50) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    const notes = notesNow();
     expect(notes).toHaveLength(1);
     expect(notes[0]).toContain('gatehouse -- mail list');
   });

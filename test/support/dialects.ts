@@ -24,7 +24,7 @@ export async function createTestDatabase(dialect: Dialect): Promise<TestDatabase
   const schema = `test_${randomBytes(6).toString('hex')}`;
   await withAdminClient(url, (client) => client.query(`create schema ${schema}`));
   const handle = createDb({ kind: 'postgres', url, schema, maxConnections: 20 });
-  await migrateToLatest(handle);
+  await migrateFreshSchema(handle);
   return {
     ...handle,
     async destroy() {
@@ -32,6 +32,24 @@ export async function createTestDatabase(dialect: Dialect): Promise<TestDatabase
       await withAdminClient(url, (client) => client.query(`drop schema ${schema} cascade`));
     },
   };
+}
+
+/**
+ * Migrates a schema just created by another connection. With many test schemas in the shared database, PostgreSQL
+ * plans the migrator's catalog query in parallel, and a parallel worker now and then fails to find the new schema
+ * (3F000 "schema does not exist", where "parallel worker"): a second try finds it.
+ */
+async function migrateFreshSchema(handle: DbHandle): Promise<void> {
+  for (let attempt = 1; ; attempt += 1) {
+    try {
+      await migrateToLatest(handle);
+      return;
+    } catch (error) {
+      const cause = (error as { cause?: { code?: string; where?: string } }).cause;
+      if (attempt >= 3 || cause?.code !== '3F000' || !cause.where?.includes('parallel worker')) throw error;
+      await new Promise((resolve) => setTimeout(resolve, 200 * attempt));
+    }
+  }
 }
 
 async function withAdminClient(url: string, run: (client: pg.Client) => Promise<unknown>): Promise<void> {
