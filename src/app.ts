@@ -40,6 +40,7 @@ import {
 import { registerOpenApi } from './http/openapi.ts';
 import { createRefusalPacer, releaseHeldRefusalsOnClose } from './http/refusal-pacing.ts';
 import { provideAuditTrail, registerAuditSinks } from './http/request-context.ts';
+import { lazyRequestLogger } from './http/request-logger.ts';
 import { registerResponseHooks } from './http/response-hooks.ts';
 import { accountRoutes } from './http/routes/account.ts';
 import { activityRoutes } from './http/routes/activity.ts';
@@ -169,6 +170,7 @@ export async function buildApp(
     loggerInstance: logger as FastifyBaseLogger,
     // One line per request from the onResponse hook below instead of Fastify's two.
     logController: new LogController({ disableRequestLogging: true }),
+    childLoggerFactory: lazyRequestLogger,
     genReqId: () => randomUUID(),
     requestIdHeader: false,
     // Never `true` or a hop count: both let a client write its own address (config.ts refuses them).
@@ -416,7 +418,7 @@ export async function buildApp(
   releaseHeldRefusalsOnClose(app, refusalPacer);
   app.setErrorHandler(pacedErrorHandler(refusalPacer));
   // First of the onRequest hooks, so that an answer any later hook sends carries the headers too.
-  await registerSecurityHeaders(app);
+  registerSecurityHeaders(app);
   registerResponseHooks(app);
   registerTokenEndpointHeaders(app);
   registerHostRequirement(app);

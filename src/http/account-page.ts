@@ -54,7 +54,7 @@ export async function registerAccountPage(
 ): Promise<void> {
   await app.register(async (page) => {
     page.setErrorHandler(documentationErrorHandler);
-    useContentSecurityPolicy(page, PAGE_POLICY);
+    await useContentSecurityPolicy(page, PAGE_POLICY);
     if (!existsSync(path.join(directory, 'index.html'))) {
       app.log.warn({ directory }, 'the account page is not built: run npm run build:web');
       for (const url of ['/', ...EMAIL_PAGES.map((emailPage) => emailPage.url)]) {

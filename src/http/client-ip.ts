@@ -11,11 +11,12 @@ export type ResolveClientIp = (peer: string | undefined, headers: IncomingHttpHe
  * would answer an X-Forwarded-For entry that is no address as it stands.
  */
 export function registerClientIp(app: FastifyInstance, resolve: ResolveClientIp): void {
-  app.addHook('onRequest', async (request) => {
+  app.addHook('onRequest', (request, _reply, done) => {
     const { headers, socket } = request.raw;
     const peer = socket?.remoteAddress;
     const client = resolve(peer, headers);
     if (client === undefined || client === peer) delete headers['x-forwarded-for'];
     else headers['x-forwarded-for'] = client;
+    done();
   });
 }

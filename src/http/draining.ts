@@ -16,8 +16,9 @@ export function registerDraining(app: FastifyInstance): () => boolean {
   app.decorate('startDraining', () => {
     draining = true;
   });
-  app.addHook('onRequest', async (_request, reply) => {
+  app.addHook('onRequest', (_request, reply, done) => {
     if (draining) reply.header('connection', 'close');
+    done();
   });
   return () => draining;
 }

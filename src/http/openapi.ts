@@ -56,7 +56,7 @@ export async function registerOpenApi(app: FastifyInstance): Promise<void> {
   // Its own scope, so that only the asset server's refusals are read as a missing page, not another plugin's 4xx.
   await app.register(async (documentation) => {
     documentation.setErrorHandler(documentationErrorHandler);
-    useContentSecurityPolicy(documentation, DOCUMENTATION_POLICY);
+    await useContentSecurityPolicy(documentation, DOCUMENTATION_POLICY);
     await documentation.register(swaggerUi, {
       routePrefix: '/docs',
       // Written into the page as Swagger UI's `validatorUrl: null`: no badge fetched from validator.swagger.io.

@@ -13,21 +13,30 @@ export function setStandardHeaders(request: FastifyRequest, reply: FastifyReply)
 
 /** Headers every response carries, and a log line per request (no query string: it may hold a token). */
 export function registerResponseHooks(app: FastifyInstance): void {
-  app.addHook('onRequest', async (request, reply) => setStandardHeaders(request, reply));
-  app.addHook('onSend', async (request, reply) => {
+  // Callback hooks, not async ones: they run on every request, and an async hook costs each a promise.
+  app.addHook('onRequest', (request, reply, done) => {
+    setStandardHeaders(request, reply);
+    done();
+  });
+  app.addHook('onSend', (request, reply, payload, done) => {
     // An answer sent before the body was read (413, or a 401 from a hook): closing while the client is still
     // sending makes the client's kernel see a reset, and the client an error (EPIPE) instead of the answer. Up to a
     // bound, keep the connection: Node then reads and discards the rest of the body once the answer is sent (within
     // the server's request timeout). A larger or unannounced remainder closes the connection.
-    if (request.raw.complete) return;
-    const declared = Number(request.headers['content-length']);
-    if (declared > 0 && declared <= DRAIN_LIMIT_BYTES) reply.removeHeader('connection');
-    else reply.header('connection', 'close');
+    if (!request.raw.complete) {
+      const declared = Number(request.headers['content-length']);
+      if (declared > 0 && declared <= DRAIN_LIMIT_BYTES) reply.removeHeader('connection');
+      else reply.header('connection', 'close');
+    }
+    done(null, payload);
   });
-  app.addHook('onResponse', async (request, reply) => {
+  app.addHook('onResponse', (request, reply, done) => {
     // Successful requests are logged at debug: on the hot path a log line per request costs more than the work.
     const level = reply.statusCode >= 400 ? 'info' : 'debug';
-    if (!(request.log as unknown as { isLevelEnabled(level: string): boolean }).isLevelEnabled(level)) return;
+    if (!(request.log as unknown as { isLevelEnabled(level: string): boolean }).isLevelEnabled(level)) {
+      done();
+      return;
+    }
     request.log[level](
       {
         method: request.method,
@@ -38,5 +47,6 @@ export function registerResponseHooks(app: FastifyInstance): void {
       },
       'request',
     );
+    done();
   });
 }

@@ -68,10 +68,13 @@ function earlyAnswer(detail: string): { body: string; headers: Record<string, st
  * it bare; here it goes through the error table. One of the first onRequest hooks: nothing else runs for it.
  */
 export function registerHostRequirement(app: FastifyInstance): void {
-  app.addHook('onRequest', async (request, reply) => {
-    if (request.raw.httpVersion !== '1.1' || request.raw.headers.host !== undefined) return;
+  app.addHook('onRequest', (request, reply, done) => {
+    if (request.raw.httpVersion !== '1.1' || request.raw.headers.host !== undefined) {
+      done();
+      return;
+    }
     reply.header('connection', 'close');
-    throw new AppError('missing_host', 'A Host header is required');
+    done(new AppError('missing_host', 'A Host header is required'));
   });
 }
 

@@ -95,10 +95,11 @@ const TOKEN_ENDPOINT_PATHS = new Set([TOKEN_PATH, REVOKE_PATH]);
  * root, before the CORS plugin answers preflights.
  */
 export function registerTokenEndpointHeaders(app: FastifyInstance): void {
-  app.addHook('onRequest', async (request, reply) => {
+  app.addHook('onRequest', (request, reply, done) => {
     if (TOKEN_ENDPOINT_PATHS.has(request.url.split('?')[0] ?? '')) {
       reply.header('cache-control', 'no-store').header('pragma', 'no-cache');
     }
+    done();
   });
 }
 

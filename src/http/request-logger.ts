@@ -1,0 +1,81 @@
+import type { FastifyBaseLogger } from 'fastify';
+import type { FastifyChildLoggerFactory } from 'fastify/types/logger.js';
+
+type Bindings = Record<string, unknown>;
+type ChildOptions = { level?: string };
+type Level = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace';
+type Parent = FastifyBaseLogger & { isLevelEnabled(level: string): boolean };
+
+/**
+ * A request's logger that becomes pino's child at its first line. Fastify makes a child of the app's logger for every
+ * request, and pino's child() serialises the request id through the redaction paths at once: most requests log
+ * nothing (successes are logged at debug), so that was work for nothing on each of them.
+ */
+class RequestLogger {
+  readonly #parent: Parent;
+  readonly #bindings: Bindings;
+  readonly #options: ChildOptions;
+  #child: Parent | undefined;
+
+  constructor(parent: Parent, bindings: Bindings, options: ChildOptions) {
+    this.#parent = parent;
+    this.#bindings = bindings;
+    this.#options = options;
+  }
+
+  #logger(): Parent {
+    this.#child ??= this.#parent.child(this.#bindings, this.#options) as Parent;
+    return this.#child;
+  }
+
+  get level(): string {
+    return this.#child?.level ?? this.#options.level ?? this.#parent.level;
+  }
+
+  set level(level: string) {
+    this.#logger().level = level;
+  }
+
+  isLevelEnabled(level: string): boolean {
+    if (this.#child === undefined && this.#options.level === undefined)
+      return this.#parent.isLevelEnabled(level);
+    return this.#logger().isLevelEnabled(level);
+  }
+
+  #write(level: Level, args: unknown[]): void {
+    if (!this.isLevelEnabled(level)) return;
+    (this.#logger()[level] as (...values: unknown[]) => void)(...args);
+  }
+
+  fatal(...args: unknown[]): void {
+    this.#write('fatal', args);
+  }
+  error(...args: unknown[]): void {
+    this.#write('error', args);
+  }
+  warn(...args: unknown[]): void {
+    this.#write('warn', args);
+  }
+  info(...args: unknown[]): void {
+    this.#write('info', args);
+  }
+  debug(...args: unknown[]): void {
+    this.#write('debug', args);
+  }
+  trace(...args: unknown[]): void {
+    this.#write('trace', args);
+  }
+  silent(): void {}
+
+  child(bindings: Bindings, options?: ChildOptions): FastifyBaseLogger {
+    return this.#logger().child(bindings, options);
+  }
+
+  bindings(): Bindings {
+    return (this.#logger() as unknown as { bindings(): Bindings }).bindings();
+  }
+}
+
+/** Fastify's `childLoggerFactory`: each request's logger, made only when the request logs. */
+export const lazyRequestLogger: FastifyChildLoggerFactory = (logger, bindings, options) =>
+  new RequestLogger(logger as Parent, bindings, options as ChildOptions) as unknown as FastifyBaseLogger;
