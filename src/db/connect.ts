@@ -1,6 +1,7 @@
+import { createRequire } from 'node:module';
 import { DatabaseSync, type StatementSync } from 'node:sqlite';
 import { Kysely, PostgresDialect, type SqliteDatabase, SqliteDialect, type SqliteStatement } from 'kysely';
-import pg from 'pg';
+import type pg from 'pg';
 import { preparePrivateDatabaseFiles } from './data-directory.ts';
 import { translatingDatabaseErrors } from './database-errors.ts';
 import { preparedStatementNames } from './prepared.ts';
@@ -31,9 +32,13 @@ export type DbTarget =
 
 const INT8_OID = 20;
 
+// The PostgreSQL driver is loaded only for a PostgreSQL URL: an SQLite server never holds its code.
+const require = createRequire(import.meta.url);
+
 /** Opens the configured database: an embedded SQLite file through node:sqlite, or a PostgreSQL pool. */
 export function createDb(target: DbTarget): DbHandle {
   if (target.kind === 'postgres') {
+    const pg: typeof import('pg').default = require('pg');
     const pool = new pg.Pool({
       connectionString: target.url,
       max: target.maxConnections ?? 10,

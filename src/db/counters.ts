@@ -1,11 +1,14 @@
 import cluster from 'node:cluster';
-import { Redis } from 'ioredis';
+import { createRequire } from 'node:module';
+import type { Redis as RedisClient } from 'ioredis';
 import {
   type RateLimiterAbstract,
   RateLimiterCluster,
   RateLimiterClusterMaster,
   RateLimiterRes,
 } from 'rate-limiter-flexible';
+
+const require = createRequire(import.meta.url);
 
 /** A fixed window of `limit` events per key, and optionally how long a key that goes past it stays blocked. */
 export interface CounterSpec {
@@ -240,6 +243,8 @@ function redisStore(
   local: LocalCounts,
   notify: NonNullable<CounterStoreOptions['onStoreStateChange']>,
 ): CounterStore {
+  // Loaded only when REDIS_URL is set.
+  const { Redis }: { Redis: typeof RedisClient } = require('ioredis');
   const client = new Redis(url, {
     // A command issued while disconnected fails at once (and the process counts) instead of queueing.
     enableOfflineQueue: false,

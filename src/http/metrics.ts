@@ -1,14 +1,19 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { createServer, type Server, type ServerResponse } from 'node:http';
+import { createRequire } from 'node:module';
 import type { FastifyInstance } from 'fastify';
-import { AggregatorRegistry, Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+import type * as PromClient from 'prom-client';
 import { AppError } from '../errors.ts';
 import type { AuditSink } from '../services/request-context.ts';
 import { bearerTokenOf } from './authenticate.ts';
 import { unavailableReasonOf } from './error-handler.ts';
 import { STANDARD_HEADERS } from './response-hooks.ts';
 
-export type MetricsRegistry = Registry;
+// prom-client is loaded when metrics are turned on (METRICS_TOKEN or METRICS_PORT): 2 MB of heap otherwise unused.
+const require = createRequire(import.meta.url);
+const prom = (): typeof PromClient => require('prom-client');
+
+export type MetricsRegistry = PromClient.Registry;
 
 export const METRICS_PATH = '/metrics';
 
@@ -43,9 +48,9 @@ export interface MetricsOptions extends MetricsSources {
 
 /** A registry of this app's own (never prom-client's global one), with Node's process metrics under their usual names. */
 export function createMetricsRegistry(labels: Record<string, string> = {}): MetricsRegistry {
-  const registry = new Registry();
+  const registry = new (prom().Registry)();
   registry.setDefaultLabels(labels);
-  collectDefaultMetrics({ register: registry });
+  prom().collectDefaultMetrics({ register: registry });
   return registry;
 }
 
@@ -55,14 +60,14 @@ export function createMetricsRegistry(labels: Record<string, string> = {}): Metr
  */
 export function instrumentApp(app: FastifyInstance, options: MetricsOptions): AuditSink {
   const registers = [options.registry];
-  const durations = new Histogram({
+  const durations = new (prom().Histogram)({
     name: 'gatehouse_http_request_duration_seconds',
     help: 'Time from request to response, by route pattern (unmatched for unknown paths), method and status',
     labelNames: ['method', 'route', 'status_code'],
     buckets: DURATION_BUCKETS,
     registers,
   });
-  const unavailable = new Counter({
+  const unavailable = new (prom().Counter)({
     name: 'gatehouse_http_unavailable_total',
     help: 'Requests answered 503, by route pattern and reason (overloaded, hash_queue_full, hash_queue_timeout, client_gone, database_unavailable, shutting_down, password_check_unavailable, unspecified)',
     labelNames: ['route', 'reason'],
@@ -85,7 +90,7 @@ export function instrumentApp(app: FastifyInstance, options: MetricsOptions): Au
 
 function registerLoadGauges({ registry, hashLoad, pool }: MetricsOptions): void {
   const gauge = (name: string, help: string, read: () => number) =>
-    new Gauge({
+    new (prom().Gauge)({
       name,
       help,
       registers: [registry],
@@ -128,19 +133,19 @@ function labelOf(value: unknown, absent: string): string {
 /** The audit sink that counts security events: every event by name, logins by outcome, throttling by rule. */
 export function countSecurityEvents(registry: MetricsRegistry): AuditSink {
   const registers = [registry];
-  const events = new Counter({
+  const events = new (prom().Counter)({
     name: 'gatehouse_security_events_total',
     help: 'Security events reported by the use cases (the audit log), by event name',
     labelNames: ['event'],
     registers,
   });
-  const logins = new Counter({
+  const logins = new (prom().Counter)({
     name: 'gatehouse_logins_total',
     help: 'Password logins by outcome (succeeded, failed, throttled); reason: why it failed, or the throttling rule',
     labelNames: ['outcome', 'reason'],
     registers,
   });
-  const throttled = new Counter({
+  const throttled = new (prom().Counter)({
     name: 'gatehouse_throttled_total',
     help: 'Requests refused by throttling: kind login (the login use case) or request (a per-IP cap), by rule',
     labelNames: ['kind', 'rule'],
@@ -178,7 +183,7 @@ export interface MailDeliveryCounters {
 }
 
 export function countMailDeliveries(registry: MetricsRegistry): MailDeliveryCounters {
-  const mails = new Counter({
+  const mails = new (prom().Counter)({
     name: 'gatehouse_mail_deliveries_total',
     help: 'Outbox mail deliveries by outcome (sent, failed: an attempt that will be retried, given_up) and template',
     labelNames: ['outcome', 'template'],
@@ -230,14 +235,14 @@ export function scrapeRegistry(registry: MetricsRegistry): ScrapeSource {
  * so that the primary's METRICS_PORT listener reports every worker.
  */
 export function shareMetricsWithPrimary(registry: MetricsRegistry): void {
-  AggregatorRegistry.setRegistries([registry]);
+  prom().AggregatorRegistry.setRegistries([registry]);
   // Constructing an aggregator is what installs the worker's side of the protocol.
-  void new AggregatorRegistry();
+  void new (prom().AggregatorRegistry)();
 }
 
 /** In the cluster's primary: every worker's metrics, gathered over IPC at each scrape. */
 export function scrapeWorkers(): ScrapeSource {
-  const aggregator = new AggregatorRegistry();
+  const aggregator = new (prom().AggregatorRegistry)();
   return { contentType: aggregator.contentType, scrape: () => aggregator.clusterMetrics() };
 }
 

@@ -1,4 +1,4 @@
-import nodemailer from 'nodemailer';
+import type { Transporter } from 'nodemailer';
 
 /** A mail as an SMTP server receives it. */
 export interface OutgoingMail {
@@ -59,17 +59,28 @@ export function smtpTransportOptions(smtpUrl: string): { url: string } & typeof 
  * server offers it (`?requireTLS=true` insists), and credentials come from the URL.
  */
 export function createSmtpTransport(smtpUrl: string): SmtpTransport {
-  const transport = nodemailer.createTransport(smtpTransportOptions(smtpUrl));
+  const options = smtpTransportOptions(smtpUrl);
+  // Nodemailer is loaded at the first mail: 5 MB of heap that a server which sends none never holds.
+  let transport: Promise<Transporter> | undefined;
+  const open = () => {
+    transport ??= import('nodemailer').then(({ default: nodemailer }) => nodemailer.createTransport(options));
+    return transport;
+  };
   const secrets = secretsOf(smtpUrl);
   return {
     async send(mail) {
       try {
-        await transport.sendMail(mail);
+        await (await open()).sendMail(mail);
       } catch (error) {
         throw new SmtpSendError(describeSmtpError(error, secrets));
       }
     },
-    close: () => transport.close(),
+    close: () => {
+      transport?.then(
+        (opened) => opened.close(),
+        () => {},
+      );
+    },
   };
 }
 

@@ -1,11 +1,9 @@
 import { randomBytes } from 'node:crypto';
-import {
-  type AuthenticationResponseJSON,
-  generateAuthenticationOptions,
-  generateRegistrationOptions,
-  type PublicKeyCredentialCreationOptionsJSON,
-  type PublicKeyCredentialRequestOptionsJSON,
-  type RegistrationResponseJSON,
+import type {
+  AuthenticationResponseJSON,
+  PublicKeyCredentialCreationOptionsJSON,
+  PublicKeyCredentialRequestOptionsJSON,
+  RegistrationResponseJSON,
   verifyAuthenticationResponse,
   verifyRegistrationResponse,
 } from '@simplewebauthn/server';
@@ -18,6 +16,14 @@ import type { MailDelivery } from './mail.ts';
 import type { FactorChangeCredentials, MfaService } from './mfa.ts';
 import type { RequestContext } from './request-context.ts';
 import type { Throttle } from './throttle.ts';
+
+// Loaded at the first passkey operation: 5 MB of heap (its ASN.1, CBOR and COSE code) that a server whose users sign
+// in with passwords never holds.
+let webAuthnModule: Promise<typeof import('@simplewebauthn/server')> | undefined;
+const webAuthn = () => {
+  webAuthnModule ??= import('@simplewebauthn/server');
+  return webAuthnModule;
+};
 
 /** A passkey as its owner sees it. */
 export interface PasskeyRecord {
@@ -190,7 +196,7 @@ export function createPasskeysService(deps: PasskeysDependencies): PasskeysServi
     allowed: readonly StoredPasskey[],
   ) => {
     const { id, challenge } = await newChallenge(purpose, userId);
-    const options = await generateAuthenticationOptions({
+    const options = await (await webAuthn()).generateAuthenticationOptions({
       rpID: rp.rpId,
       challenge,
       timeout: CHALLENGE_TTL_MS,
@@ -236,7 +242,7 @@ export function createPasskeysService(deps: PasskeysDependencies): PasskeysServi
     if (passkey.suspect) return refuse('suspect_credential', passkey.userId);
     let verification: Awaited<ReturnType<typeof verifyAuthenticationResponse>>;
     try {
-      verification = await verifyAuthenticationResponse({
+      verification = await (await webAuthn()).verifyAuthenticationResponse({
         response,
         expectedChallenge: challenge,
         expectedOrigin: [...rp.origins],
@@ -312,7 +318,7 @@ export function createPasskeysService(deps: PasskeysDependencies): PasskeysServi
       const handle = await passkeys.ensureUserHandle(userId, randomBytes(64).toString('base64url'));
       if (!handle) throw new AppError('not_found', 'User not found');
       const { id, challenge } = await newChallenge('registration', userId);
-      const options = await generateRegistrationOptions({
+      const options = await (await webAuthn()).generateRegistrationOptions({
         rpName: rp.rpName,
         rpID: rp.rpId,
         userName: user.username,
@@ -348,7 +354,7 @@ export function createPasskeysService(deps: PasskeysDependencies): PasskeysServi
       if (!user) throw new AppError('not_found', 'User not found');
       let verification: Awaited<ReturnType<typeof verifyRegistrationResponse>>;
       try {
-        verification = await verifyRegistrationResponse({
+        verification = await (await webAuthn()).verifyRegistrationResponse({
           response,
           expectedChallenge: challenge,
           expectedOrigin: [...rp.origins],
