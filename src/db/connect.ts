@@ -149,11 +149,31 @@ function adaptNodeSqlite(sqlite: DatabaseSync): SqliteDatabase {
 type SqliteValue = null | number | bigint | string | Uint8Array;
 
 function adaptStatement(statement: StatementSync): SqliteStatement {
-  const reader = statement.columns().length > 0;
+  const columns = statement.columns().map((column) => column.name);
+  if (columns.length === 0 || columns.includes('__proto__')) {
+    return {
+      reader: columns.length > 0,
+      all: (parameters) => statement.all(...(parameters as SqliteValue[])),
+      run: (parameters) => statement.run(...(parameters as SqliteValue[])),
+      iterate: (parameters) => statement.iterate(...(parameters as SqliteValue[])),
+    };
+  }
+  // node:sqlite builds each row by adding its columns one by one, a new hidden class at every step; arrays turned into
+  // objects by one literal of the statement's columns make every row of a statement one shape (0.7 of 4.5 µs on GET
+  // /conversation's query, measured), and the code that reads them monomorphic.
+  statement.setReturnArrays(true);
+  const toRow = new Function(
+    'values',
+    `return { ${columns.map((name, index) => `${JSON.stringify(name)}: values[${index}]`).join(', ')} };`,
+  ) as (values: unknown[]) => unknown;
   return {
-    reader,
-    all: (parameters) => statement.all(...(parameters as SqliteValue[])),
+    reader: true,
+    all: (parameters) =>
+      (statement.all(...(parameters as SqliteValue[])) as unknown as unknown[][]).map(toRow),
     run: (parameters) => statement.run(...(parameters as SqliteValue[])),
-    iterate: (parameters) => statement.iterate(...(parameters as SqliteValue[])),
+    *iterate(parameters) {
+      for (const values of statement.iterate(...(parameters as SqliteValue[])))
+        yield toRow(values as unknown as unknown[]);
+    },
   };
 }
