@@ -1,5 +1,6 @@
-import type { Selectable } from 'kysely';
+import type { CompiledQuery, Insertable, Selectable } from 'kysely';
 import type { AuditDetail, AuditEvent } from '../domain/audit-event.ts';
+import { prepareQuery } from './prepared.ts';
 import type { AuditEventsTable, Db } from './schema.ts';
 
 export type NewAuditEvent = Omit<AuditEvent, 'id'>;
@@ -16,24 +17,33 @@ export interface AuditEventsRepository {
   deleteAuditEventsCreatedBefore(cutoff: Date, limit: number): Promise<number>;
 }
 
+// Batches up to this size reuse a statement compiled once per size: a login flood's events are drained a few at a
+// time, and each login adds two. Larger batches (a backlog) are built as they come.
+const MAX_PREPARED_BATCH = 32;
+
+type AuditEventRow = Required<Omit<Insertable<AuditEventsTable>, 'id'>>;
+
 export function createAuditEventsRepository(db: Db): AuditEventsRepository {
+  const preparedBySize = new Map<number, (...params: unknown[]) => CompiledQuery>();
+  const preparedInsert = (size: number) => {
+    let bind = preparedBySize.get(size);
+    if (!bind) {
+      const rows = Array.from({ length: size }, (_, index) => sentinelRow(index));
+      bind = prepareQuery(db.insertInto('audit_events').values(rows), rows.flatMap(rowValues));
+      preparedBySize.set(size, bind);
+    }
+    return bind;
+  };
+
   return {
     async insertAuditEvents(events) {
       if (events.length === 0) return;
-      await db
-        .insertInto('audit_events')
-        .values(
-          events.map((event) => ({
-            event: event.event,
-            user_id: event.userId ?? null,
-            ip: event.ipAddress ?? null,
-            user_agent: event.userAgent ?? null,
-            request_id: event.requestId ?? null,
-            created_at_ms: event.createdAt.getTime(),
-            detail: Object.keys(event.detail).length > 0 ? JSON.stringify(event.detail) : null,
-          })),
-        )
-        .execute();
+      const rows = events.map(toAuditEventRow);
+      if (rows.length > MAX_PREPARED_BATCH) {
+        await db.insertInto('audit_events').values(rows).execute();
+        return;
+      }
+      await db.executeQuery(preparedInsert(rows.length)(...rows.flatMap(rowValues)));
     },
 
     async findAuditEventsOfUser(userId, { limit, beforeId }) {
@@ -58,6 +68,37 @@ export function createAuditEventsRepository(db: Db): AuditEventsRepository {
       return Number(result.numDeletedRows);
     },
   };
+}
+
+function toAuditEventRow(event: NewAuditEvent): AuditEventRow {
+  return {
+    event: event.event,
+    user_id: event.userId ?? null,
+    ip: event.ipAddress ?? null,
+    user_agent: event.userAgent ?? null,
+    request_id: event.requestId ?? null,
+    created_at_ms: event.createdAt.getTime(),
+    detail: Object.keys(event.detail).length > 0 ? JSON.stringify(event.detail) : null,
+  };
+}
+
+/** A row of placeholders, distinct across a batch, so that prepareQuery can check the order of every parameter. */
+function sentinelRow(index: number): AuditEventRow {
+  const text = (column: string) => `\u0000${column}${index}`;
+  return {
+    event: text('event'),
+    user_id: -1 - 2 * index,
+    ip: text('ip'),
+    user_agent: text('user_agent'),
+    request_id: text('request_id'),
+    created_at_ms: -2 - 2 * index,
+    detail: text('detail'),
+  };
+}
+
+/** A row's values in the order of its columns in the insert: the order the statement's parameters take. */
+function rowValues(row: AuditEventRow): unknown[] {
+  return [row.event, row.user_id, row.ip, row.user_agent, row.request_id, row.created_at_ms, row.detail];
 }
 
 function toAuditEvent(row: Selectable<AuditEventsTable>): AuditEvent {

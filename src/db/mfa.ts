@@ -1,5 +1,7 @@
+import { sql } from 'kysely';
 import { type QueuedMail, queueMail } from './email-outbox.ts';
 import type { Executor } from './one-time-tokens.ts';
+import { prepareQuery, USER_ID_SENTINEL } from './prepared.ts';
 import type { Db } from './schema.ts';
 import { violatedUniqueConstraint } from './unique-violation.ts';
 
@@ -109,6 +111,16 @@ async function queueMails(executor: Executor, mails: readonly QueuedMail[], nowM
 }
 
 export function createMfaRepository(db: Db): MfaRepository {
+  // Every password login asks it: prepared once, bound per request.
+  const activeFactorOfUser = prepareQuery(
+    db
+      .selectFrom('mfa_factors')
+      .select('id')
+      .where('user_id', '=', USER_ID_SENTINEL[0])
+      .where('status', '=', sql.lit('active')),
+    USER_ID_SENTINEL,
+  );
+
   return {
     async findTotpFactor(userId) {
       const row = await db
@@ -130,13 +142,7 @@ export function createMfaRepository(db: Db): MfaRepository {
     },
 
     async hasActiveFactor(userId) {
-      const row = await db
-        .selectFrom('mfa_factors')
-        .select('id')
-        .where('user_id', '=', userId)
-        .where('status', '=', 'active')
-        .executeTakeFirst();
-      return row !== undefined;
+      return (await db.executeQuery(activeFactorOfUser(userId))).rows.length > 0;
     },
 
     async insertPendingTotp(factor) {

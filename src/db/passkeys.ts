@@ -1,6 +1,7 @@
-import type { Selectable } from 'kysely';
+import { type Selectable, sql } from 'kysely';
 import { type QueuedMail, queueMail } from './email-outbox.ts';
 import type { Executor } from './one-time-tokens.ts';
+import { prepareQuery, USER_ID_SENTINEL } from './prepared.ts';
 import type { Db, WebauthnChallengesTable, WebauthnCredentialsTable } from './schema.ts';
 import { violatedUniqueConstraint } from './unique-violation.ts';
 
@@ -116,6 +117,16 @@ async function queueMails(executor: Executor, mails: readonly QueuedMail[], nowM
 }
 
 export function createPasskeysRepository(db: Db): PasskeysRepository {
+  // Every password login asks it: prepared once, bound per request.
+  const usablePasskeysOfUser = prepareQuery(
+    db
+      .selectFrom('webauthn_credentials')
+      .select((eb) => eb.fn.countAll<number | string>().as('count'))
+      .where('user_id', '=', USER_ID_SENTINEL[0])
+      .where('suspect', '=', sql.lit(0)),
+    USER_ID_SENTINEL,
+  );
+
   const findUserHandle = async (userId: number) => {
     const row = await db
       .selectFrom('users')
@@ -159,13 +170,8 @@ export function createPasskeysRepository(db: Db): PasskeysRepository {
     },
 
     async countUsablePasskeys(userId) {
-      const row = await db
-        .selectFrom('webauthn_credentials')
-        .select((eb) => eb.fn.countAll<number | string>().as('count'))
-        .where('user_id', '=', userId)
-        .where('suspect', '=', 0)
-        .executeTakeFirstOrThrow();
-      return Number(row.count);
+      const [row] = (await db.executeQuery(usablePasskeysOfUser(userId))).rows;
+      return Number(row!.count);
     },
 
     async findPasskey(userId, id) {

@@ -1,6 +1,9 @@
 import { createHash } from 'node:crypto';
 import { type Compilable, CompiledQuery } from 'kysely';
 
+/** Placeholder for a user id in prepared queries, bound per request. */
+export const USER_ID_SENTINEL: [number] = [-0x5e471];
+
 /** SQL texts of prepared queries, by the statement name PostgreSQL connections prepare them under. */
 export const preparedStatementNames = new Map<string, string>();
 

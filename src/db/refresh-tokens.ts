@@ -1,6 +1,8 @@
+import { sql } from 'kysely';
 import type { Session } from '../domain/session.ts';
+import { prepareQuery } from './prepared.ts';
 import type { Db, Dialect } from './schema.ts';
-import { type NewRefreshToken, sessionColumns, toSession } from './sessions.ts';
+import { type NewRefreshToken, SESSION_ID_SENTINEL, sessionColumns, toSession } from './sessions.ts';
 
 export interface StoredRefreshToken {
   id: string;
@@ -26,15 +28,66 @@ export interface RefreshTokensRepository {
   ): Promise<RotationOutcome>;
 }
 
+const TOKEN_ID_SENTINEL = '\u0000token';
+const NOW_MS_SENTINEL = -1;
+// Placeholders for a successor's columns, in the order insertSuccessor binds them.
+const SUCCESSOR_SENTINELS: [string, string, string, string, number] = [
+  '\u0000successor',
+  '\u0000session',
+  '\u0000secret',
+  '\u0000parent',
+  NOW_MS_SENTINEL,
+];
+
 export function createRefreshTokensRepository(db: Db, dialect: Dialect): RefreshTokensRepository {
+  // Every refresh runs these: prepared once, bound per request.
+  const tokenWithSession = prepareQuery(
+    db
+      .selectFrom('refresh_tokens')
+      .innerJoin('sessions', 'sessions.id', 'refresh_tokens.session_id')
+      .select([...sessionColumns, 'refresh_tokens.secret_hash', 'refresh_tokens.used_at_ms'])
+      .where('refresh_tokens.id', '=', TOKEN_ID_SENTINEL),
+    [TOKEN_ID_SENTINEL],
+  );
+  // Why the lock, and why this one on PostgreSQL: in markRefreshTokenUsed.
+  const lockedSession = prepareQuery(
+    db
+      .selectFrom('sessions')
+      .select(sessionColumns)
+      .where('id', '=', SESSION_ID_SENTINEL[0])
+      .$if(dialect === 'postgres', (query) => query.forNoKeyUpdate()),
+    SESSION_ID_SENTINEL,
+  );
+  const touchSession = prepareQuery(
+    db
+      .updateTable('sessions')
+      .set({ last_used_at_ms: NOW_MS_SENTINEL })
+      .where('id', '=', SESSION_ID_SENTINEL[0]),
+    [NOW_MS_SENTINEL, SESSION_ID_SENTINEL[0]],
+  );
+  const spendToken = prepareQuery(
+    db
+      .updateTable('refresh_tokens')
+      .set({ used_at_ms: NOW_MS_SENTINEL })
+      .where('id', '=', TOKEN_ID_SENTINEL)
+      .where('used_at_ms', 'is', null),
+    [NOW_MS_SENTINEL, TOKEN_ID_SENTINEL],
+  );
+  const insertSuccessor = prepareQuery(
+    db.insertInto('refresh_tokens').values({
+      id: SUCCESSOR_SENTINELS[0],
+      session_id: SUCCESSOR_SENTINELS[1],
+      secret_hash: SUCCESSOR_SENTINELS[2],
+      parent_id: SUCCESSOR_SENTINELS[3],
+      created_at_ms: SUCCESSOR_SENTINELS[4],
+      used_at_ms: sql.lit(null),
+    }),
+    SUCCESSOR_SENTINELS,
+  );
+
   return {
     async findRefreshToken(id) {
-      const row = await db
-        .selectFrom('refresh_tokens')
-        .innerJoin('sessions', 'sessions.id', 'refresh_tokens.session_id')
-        .select([...sessionColumns, 'refresh_tokens.secret_hash', 'refresh_tokens.used_at_ms'])
-        .where('refresh_tokens.id', '=', id)
-        .executeTakeFirst();
+      const row = (await db.executeQuery(tokenWithSession(id))).rows[0];
       if (!row) return undefined;
       return {
         id,
@@ -51,41 +104,19 @@ export function createRefreshTokensRepository(db: Db, dialect: Dialect): Refresh
         // PostgreSQL: FOR NO KEY UPDATE (an update that changes nothing would do too, but then the next update of the
         // row re-checks its foreign key, locking the user's row after the session's: an account deletion, which
         // locks them the other way round, deadlocked with it). SQLite: the transaction began with the write lock.
-        const locked = await trx
-          .selectFrom('sessions')
-          .select(sessionColumns)
-          .where('id', '=', sessionId)
-          .$if(dialect === 'postgres', (query) => query.forNoKeyUpdate())
-          .executeTakeFirst();
+        const locked = (await trx.executeQuery(lockedSession(sessionId))).rows[0];
         // Judged now, not when the request began: a refresh that waited on the lock past the idle cut-off must not
         // bring back a session that every other path already refuses.
         const judgedAt = locked && judgeLocked(toSession(locked));
         if (!judgedAt) return 'session_ended';
         const nowMs = judgedAt.getTime();
-        await trx
-          .updateTable('sessions')
-          .set({ last_used_at_ms: nowMs })
-          .where('id', '=', sessionId)
-          .execute();
+        await trx.executeQuery(touchSession(nowMs, sessionId));
         // The conditional update is the lock: of many concurrent refreshes, exactly one changes the row.
-        const spent = await trx
-          .updateTable('refresh_tokens')
-          .set({ used_at_ms: nowMs })
-          .where('id', '=', parentId)
-          .where('used_at_ms', 'is', null)
-          .executeTakeFirst();
-        if (Number(spent.numUpdatedRows) !== 1) return 'already_used';
-        await trx
-          .insertInto('refresh_tokens')
-          .values({
-            id: successor.id,
-            session_id: sessionId,
-            secret_hash: successor.secretHash,
-            parent_id: parentId,
-            created_at_ms: nowMs,
-            used_at_ms: null,
-          })
-          .execute();
+        const spent = await trx.executeQuery(spendToken(nowMs, parentId));
+        if (Number(spent.numAffectedRows) !== 1) return 'already_used';
+        await trx.executeQuery(
+          insertSuccessor(successor.id, sessionId, successor.secretHash, parentId, nowMs),
+        );
         return 'rotated';
       });
     },

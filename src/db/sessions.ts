@@ -2,7 +2,7 @@ import { sql } from 'kysely';
 import type { Session } from '../domain/session.ts';
 import type { User } from '../domain/user.ts';
 import type { Executor } from './one-time-tokens.ts';
-import { prepareQuery } from './prepared.ts';
+import { prepareQuery, USER_ID_SENTINEL } from './prepared.ts';
 import type { Db, SessionRow } from './schema.ts';
 import { toUser } from './user-rows.ts';
 
@@ -86,6 +86,26 @@ export const sessionColumns = [
 /** Placeholder for the session id in prepared queries, bound per request. */
 export const SESSION_ID_SENTINEL: [string] = ['\u0000session'];
 
+// Placeholders for a new session's columns, in the order insertNewSession binds them.
+const NEW_SESSION_SENTINELS: [
+  string,
+  number,
+  number,
+  number,
+  number,
+  string | null,
+  string | null,
+  string,
+  string,
+] = ['\u0000sid', USER_ID_SENTINEL[0], -1, -2, -3, '\u0000ua', '\u0000ip', '\u0000scope', '\u0000amr'];
+const VERIFIED_HASH_SENTINEL = '\u0000hash';
+const FIRST_TOKEN_SENTINELS: [string, string, string, number] = [
+  '\u0000tid',
+  '\u0000sid',
+  '\u0000secret',
+  -1,
+];
+
 export function createSessionsRepository(db: Db): SessionsRepository {
   // Every authenticated request runs this one: prepared once, bound per request.
   const sessionWithUser = prepareQuery(
@@ -108,46 +128,65 @@ export function createSessionsRepository(db: Db): SessionsRepository {
     SESSION_ID_SENTINEL,
   );
 
+  // Every login runs these three, in insertSession's transaction: prepared once, bound per login.
+  const lockUserWithHash = prepareQuery(
+    db
+      .updateTable('users')
+      .set((eb) => ({ password_hash: eb.ref('password_hash') }))
+      .where('id', '=', USER_ID_SENTINEL[0])
+      .where('password_hash', '=', VERIFIED_HASH_SENTINEL),
+    [USER_ID_SENTINEL[0], VERIFIED_HASH_SENTINEL],
+  );
+  const insertNewSession = prepareQuery(
+    db.insertInto('sessions').values({
+      id: NEW_SESSION_SENTINELS[0],
+      user_id: NEW_SESSION_SENTINELS[1],
+      created_at_ms: NEW_SESSION_SENTINELS[2],
+      last_used_at_ms: NEW_SESSION_SENTINELS[3],
+      expires_at_ms: NEW_SESSION_SENTINELS[4],
+      revoked_at_ms: sql.lit(null),
+      revoked_reason: sql.lit(null),
+      user_agent: NEW_SESSION_SENTINELS[5],
+      ip_address: NEW_SESSION_SENTINELS[6],
+      scope: NEW_SESSION_SENTINELS[7],
+      amr: NEW_SESSION_SENTINELS[8],
+    }),
+    NEW_SESSION_SENTINELS,
+  );
+  const insertFirstToken = prepareQuery(
+    db.insertInto('refresh_tokens').values({
+      id: FIRST_TOKEN_SENTINELS[0],
+      session_id: FIRST_TOKEN_SENTINELS[1],
+      secret_hash: FIRST_TOKEN_SENTINELS[2],
+      parent_id: sql.lit(null),
+      created_at_ms: FIRST_TOKEN_SENTINELS[3],
+      used_at_ms: sql.lit(null),
+    }),
+    FIRST_TOKEN_SENTINELS,
+  );
+
   return {
     async insertSession(session, firstToken, verifiedHash, now) {
       const nowMs = now.getTime();
       return db.transaction().execute(async (trx) => {
         // A write that locks the user's row: a password change (or deletion) committed first makes it match
         // nothing, one still running makes it wait; either way no session outlives the credentials it used.
-        const unchanged = await trx
-          .updateTable('users')
-          .set((eb) => ({ password_hash: eb.ref('password_hash') }))
-          .where('id', '=', session.userId)
-          .where('password_hash', '=', verifiedHash)
-          .executeTakeFirst();
-        if (Number(unchanged.numUpdatedRows) !== 1) return false;
-        await trx
-          .insertInto('sessions')
-          .values({
-            id: session.id,
-            user_id: session.userId,
-            created_at_ms: nowMs,
-            last_used_at_ms: nowMs,
-            expires_at_ms: session.expiresAt.getTime(),
-            revoked_at_ms: null,
-            revoked_reason: null,
-            user_agent: session.userAgent ?? null,
-            ip_address: session.ipAddress ?? null,
-            scope: session.scope,
-            amr: session.amr ?? 'pwd',
-          })
-          .execute();
-        await trx
-          .insertInto('refresh_tokens')
-          .values({
-            id: firstToken.id,
-            session_id: session.id,
-            secret_hash: firstToken.secretHash,
-            parent_id: null,
-            created_at_ms: nowMs,
-            used_at_ms: null,
-          })
-          .execute();
+        const unchanged = await trx.executeQuery(lockUserWithHash(session.userId, verifiedHash));
+        if (Number(unchanged.numAffectedRows) !== 1) return false;
+        await trx.executeQuery(
+          insertNewSession(
+            session.id,
+            session.userId,
+            nowMs,
+            nowMs,
+            session.expiresAt.getTime(),
+            session.userAgent ?? null,
+            session.ipAddress ?? null,
+            session.scope,
+            session.amr ?? 'pwd',
+          ),
+        );
+        await trx.executeQuery(insertFirstToken(firstToken.id, session.id, firstToken.secretHash, nowMs));
         return true;
       });
     },

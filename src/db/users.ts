@@ -3,6 +3,7 @@ import { type Level, ROLES, type Role, type User } from '../domain/user.ts';
 import { AppError } from '../errors.ts';
 import type { QueuedMail } from './email-outbox.ts';
 import { insertTokenWithMails, type NewOneTimeToken, spendTokensOfUser } from './one-time-tokens.ts';
+import { prepareQuery, USER_ID_SENTINEL } from './prepared.ts';
 import type { Db, NewUserRow } from './schema.ts';
 import { revokeSessionsOfUser } from './sessions.ts';
 import { violatedUniqueConstraint } from './unique-violation.ts';
@@ -103,7 +104,23 @@ export function toNewUserRow(user: NewUser, now: Date): NewUserRow {
   };
 }
 
+/** Placeholder for a canonical username in prepared queries, bound per request. */
+const USERNAME_SENTINEL: [string] = ['\u0000username'];
+
 export function createUsersRepository(db: Db): UsersRepository {
+  // Every password login and every refresh runs one of these: prepared once, bound per request.
+  const userById = prepareQuery(
+    db.selectFrom('users').select(userColumns).where('id', '=', USER_ID_SENTINEL[0]),
+    USER_ID_SENTINEL,
+  );
+  const credentialsByUsername = prepareQuery(
+    db
+      .selectFrom('users')
+      .select([...userColumns, 'password_hash'])
+      .where('username_canonical', '=', USERNAME_SENTINEL[0]),
+    USERNAME_SENTINEL,
+  );
+
   return {
     async insertUserWithConversation(user, welcomeMessage, now) {
       const nowMs = now.getTime();
@@ -148,7 +165,7 @@ export function createUsersRepository(db: Db): UsersRepository {
     },
 
     async findUserById(id) {
-      const row = await db.selectFrom('users').select(userColumns).where('id', '=', id).executeTakeFirst();
+      const row = (await db.executeQuery(userById(id))).rows[0];
       return row ? toUser(row) : undefined;
     },
 
@@ -209,11 +226,7 @@ export function createUsersRepository(db: Db): UsersRepository {
     async findCredentialsByUsername(usernameCanonical) {
       // By the canonical form, never the skeleton: the skeleton only keeps lookalikes from registering, and
       // rows that shared one before it was unique keep theirs suffixed, so it names no one to log in as.
-      const row = await db
-        .selectFrom('users')
-        .select([...userColumns, 'password_hash'])
-        .where('username_canonical', '=', usernameCanonical)
-        .executeTakeFirst();
+      const row = (await db.executeQuery(credentialsByUsername(usernameCanonical))).rows[0];
       return row ? { user: toUser(row), passwordHash: row.password_hash } : undefined;
     },
 

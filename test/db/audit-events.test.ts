@@ -174,4 +174,25 @@ describe.each(dialects)('audit events repository on %s', (dialect) => {
       .executeTakeFirstOrThrow();
     return Number(row.n);
   }
+
+  // Last: its hundreds of old events would outlast the pruning test's bounded passes.
+  it('stores every event of a batch in the order given, whatever its size, the same batch size again included', async () => {
+    const audit = createAuditEventsRepository(database.db);
+    for (const size of [1, 2, 32, 33, 200, 2]) {
+      const userId = freshUserId();
+      const batch = Array.from({ length: size }, (_, i) =>
+        event({
+          userId,
+          requestId: `batch-${size}-${i}`,
+          createdAt: at(i),
+          ...(i % 2 === 0 ? { ipAddress: undefined, detail: { reason: `r${i}` } } : {}),
+        }),
+      );
+      await audit.insertAuditEvents(batch);
+      const stored = await audit.findAuditEventsOfUser(userId, { limit: 500, beforeId: undefined });
+      expect(stored.reverse().map(({ id: _id, ...rest }) => rest)).toEqual(
+        batch.map((sent) => ({ ...sent, ipAddress: sent.ipAddress ?? undefined })),
+      );
+    }
+  });
 });
