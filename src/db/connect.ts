@@ -4,7 +4,7 @@ import { Kysely, PostgresDialect, type SqliteDatabase, SqliteDialect, type Sqlit
 import type pg from 'pg';
 import { preparePrivateDatabaseFiles } from './data-directory.ts';
 import { translatingDatabaseErrors } from './database-errors.ts';
-import { preparedStatementNames } from './prepared.ts';
+import { preparedStatementNames, registerDirectReader } from './prepared.ts';
 import type { Database, Dialect } from './schema.ts';
 
 export interface DbHandle {
@@ -74,11 +74,24 @@ export function createDb(target: DbTarget): DbHandle {
   }
   const warnings = target.path === ':memory:' ? [] : preparePrivateDatabaseFiles(target.path);
   const sqlite = openSqlite(target.path);
+  const adapted = adaptNodeSqlite(sqlite);
   const db = new Kysely<Database>({
-    dialect: translatingDatabaseErrors(new SqliteDialect({ database: adaptNodeSqlite(sqlite) }), {
+    dialect: translatingDatabaseErrors(new SqliteDialect({ database: adapted }), {
       isInTransaction: () => sqlite.isTransaction,
       budgetMs: SQLITE_LOCK_WAIT_MS,
     }),
+  });
+  registerDirectReader(db, (query) => {
+    // Inside another request's open transaction a read would see its uncommitted writes: Kysely queues it instead.
+    if (sqlite.isTransaction) return undefined;
+    const statement = adapted.prepare(query.sql);
+    if (!statement.reader) return undefined;
+    try {
+      return statement.all(query.parameters) as unknown[];
+    } catch {
+      // A lock held by another process, or a real error: Kysely's path waits for the one and reports the other.
+      return undefined;
+    }
   });
   return { db, dialect: 'sqlite', schema: undefined, warnings, close: () => db.destroy() };
 }

@@ -1,6 +1,6 @@
 import { sql } from 'kysely';
 import type { Session } from '../domain/session.ts';
-import { prepareQuery } from './prepared.ts';
+import { executePrepared, prepareQuery } from './prepared.ts';
 import type { Db } from './schema.ts';
 import { SESSION_ID_SENTINEL, sessionColumns, toSession } from './sessions.ts';
 
@@ -133,7 +133,7 @@ export function createConversationsRepository(db: Db): ConversationsRepository {
 
   return {
     async findConversationOfSession(sessionId) {
-      const { rows } = await db.executeQuery(conversationOfSession(sessionId));
+      const { rows } = await executePrepared(db, conversationOfSession(sessionId));
       const first = rows[0];
       if (!first) return undefined;
       const found = {

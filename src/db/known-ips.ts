@@ -1,5 +1,5 @@
 import { sql } from 'kysely';
-import { prepareQuery, USER_ID_SENTINEL } from './prepared.ts';
+import { executePrepared, prepareQuery, USER_ID_SENTINEL } from './prepared.ts';
 import type { Db } from './schema.ts';
 
 /** Who a login names, before its password is checked: the account, and whether it knows the client's address. */
@@ -89,7 +89,7 @@ export function createKnownIpsRepository(db: Db): KnownIpsRepository {
 
   return {
     async findLoginSubject(usernameCanonical, ip, since) {
-      const row = (await db.executeQuery(loginSubject(ip, since.getTime(), usernameCanonical))).rows[0];
+      const row = (await executePrepared(db, loginSubject(ip, since.getTime(), usernameCanonical))).rows[0];
       if (!row) return undefined;
       const lastMs = row.last_success_at_ms;
       return {

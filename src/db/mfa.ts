@@ -1,7 +1,7 @@
 import { sql } from 'kysely';
 import { type QueuedMail, queueMail } from './email-outbox.ts';
 import type { Executor } from './one-time-tokens.ts';
-import { prepareQuery, USER_ID_SENTINEL } from './prepared.ts';
+import { executePrepared, prepareQuery, USER_ID_SENTINEL } from './prepared.ts';
 import type { Db } from './schema.ts';
 import { violatedUniqueConstraint } from './unique-violation.ts';
 
@@ -142,7 +142,7 @@ export function createMfaRepository(db: Db): MfaRepository {
     },
 
     async hasActiveFactor(userId) {
-      return (await db.executeQuery(activeFactorOfUser(userId))).rows.length > 0;
+      return (await executePrepared(db, activeFactorOfUser(userId))).rows.length > 0;
     },
 
     async insertPendingTotp(factor) {

@@ -1,7 +1,7 @@
 import { type Selectable, sql } from 'kysely';
 import { type QueuedMail, queueMail } from './email-outbox.ts';
 import type { Executor } from './one-time-tokens.ts';
-import { prepareQuery, USER_ID_SENTINEL } from './prepared.ts';
+import { executePrepared, prepareQuery, USER_ID_SENTINEL } from './prepared.ts';
 import type { Db, WebauthnChallengesTable, WebauthnCredentialsTable } from './schema.ts';
 import { violatedUniqueConstraint } from './unique-violation.ts';
 
@@ -170,7 +170,7 @@ export function createPasskeysRepository(db: Db): PasskeysRepository {
     },
 
     async countUsablePasskeys(userId) {
-      const [row] = (await db.executeQuery(usablePasskeysOfUser(userId))).rows;
+      const [row] = (await executePrepared(db, usablePasskeysOfUser(userId))).rows;
       return Number(row!.count);
     },
 

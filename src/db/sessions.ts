@@ -2,7 +2,7 @@ import { sql } from 'kysely';
 import type { Session } from '../domain/session.ts';
 import type { User } from '../domain/user.ts';
 import type { Executor } from './one-time-tokens.ts';
-import { prepareQuery, USER_ID_SENTINEL } from './prepared.ts';
+import { executePrepared, prepareQuery, USER_ID_SENTINEL } from './prepared.ts';
 import type { Db, SessionRow } from './schema.ts';
 import { toUser } from './user-rows.ts';
 
@@ -201,7 +201,7 @@ export function createSessionsRepository(db: Db): SessionsRepository {
     },
 
     async findSessionWithUser(sessionId) {
-      const { rows } = await db.executeQuery(sessionWithUser(sessionId));
+      const { rows } = await executePrepared(db, sessionWithUser(sessionId));
       const row = rows[0];
       if (!row) return undefined;
       return {

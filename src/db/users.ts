@@ -3,7 +3,7 @@ import { type Level, ROLES, type Role, type User } from '../domain/user.ts';
 import { AppError } from '../errors.ts';
 import type { QueuedMail } from './email-outbox.ts';
 import { insertTokenWithMails, type NewOneTimeToken, spendTokensOfUser } from './one-time-tokens.ts';
-import { prepareQuery, USER_ID_SENTINEL } from './prepared.ts';
+import { executePrepared, prepareQuery, USER_ID_SENTINEL } from './prepared.ts';
 import type { Db, NewUserRow } from './schema.ts';
 import { revokeSessionsOfUser } from './sessions.ts';
 import { violatedUniqueConstraint } from './unique-violation.ts';
@@ -165,7 +165,7 @@ export function createUsersRepository(db: Db): UsersRepository {
     },
 
     async findUserById(id) {
-      const row = (await db.executeQuery(userById(id))).rows[0];
+      const row = (await executePrepared(db, userById(id))).rows[0];
       return row ? toUser(row) : undefined;
     },
 
@@ -226,7 +226,7 @@ export function createUsersRepository(db: Db): UsersRepository {
     async findCredentialsByUsername(usernameCanonical) {
       // By the canonical form, never the skeleton: the skeleton only keeps lookalikes from registering, and
       // rows that shared one before it was unique keep theirs suffixed, so it names no one to log in as.
-      const row = (await db.executeQuery(credentialsByUsername(usernameCanonical))).rows[0];
+      const row = (await executePrepared(db, credentialsByUsername(usernameCanonical))).rows[0];
       return row ? { user: toUser(row), passwordHash: row.password_hash } : undefined;
     },
 

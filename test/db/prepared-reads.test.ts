@@ -1,0 +1,82 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { DatabaseSync } from 'node:sqlite';
+import { sql } from 'kysely';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createDb, type DbHandle } from '../../src/db/connect.ts';
+import { migrateToLatest } from '../../src/db/migrate.ts';
+import { executePrepared, prepareQuery, USER_ID_SENTINEL } from '../../src/db/prepared.ts';
+
+// Reads that skip Kysely's driver on SQLite must see exactly what Kysely's own path would: committed rows only.
+describe('prepared reads on SQLite', () => {
+  let directory: string;
+  let file: string;
+  let handle: DbHandle;
+  beforeAll(async () => {
+    directory = mkdtempSync(path.join(os.tmpdir(), 'gh_prepared_'));
+    file = path.join(directory, 'gatehouse.db');
+    handle = createDb({ kind: 'sqlite', path: file });
+    await migrateToLatest(handle);
+  });
+  afterAll(async () => {
+    await handle.close();
+    rmSync(directory, { recursive: true, force: true });
+  });
+
+  const insert = (id: number, trx = handle.db) =>
+    sql`insert into users (id, username, username_canonical, username_skeleton, email, email_canonical,
+      password_hash, age, level, created_at_ms, updated_at_ms)
+      values (${id}, ${`u${id}`}, ${`u${id}`}, ${`u${id}`}, ${`u${id}@example.com`}, ${`u${id}@example.com`},
+      'x', 30, 'beginner', 0, 0)`.execute(trx);
+  const usernameOf = () =>
+    prepareQuery(
+      handle.db.selectFrom('users').select(['id', 'username']).where('id', '=', USER_ID_SENTINEL[0]),
+      USER_ID_SENTINEL,
+    );
+
+  it('answers with the rows, as objects of the selected columns', async () => {
+    await insert(1);
+    const { rows } = await executePrepared(handle.db, usernameOf()(1));
+    expect(rows).toEqual([{ id: 1, username: 'u1' }]);
+    expect((await handle.db.executeQuery(usernameOf()(1))).rows).toEqual(rows);
+  });
+
+  it("never reads inside another request's open transaction: the read waits for its commit", async () => {
+    let release!: () => void;
+    const released = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    let inserted!: () => void;
+    const insertedInTransaction = new Promise<void>((resolve) => {
+      inserted = resolve;
+    });
+    const transaction = handle.db.transaction().execute(async (trx) => {
+      await insert(2, trx);
+      inserted();
+      await released;
+      throw new Error('rolled back');
+    });
+    await insertedInTransaction;
+    const read = executePrepared(handle.db, usernameOf()(2));
+    release();
+    await expect(transaction).rejects.toThrow('rolled back');
+    // Read during the transaction, it would have seen the row that the rollback then removed.
+    expect((await read).rows).toEqual([]);
+  });
+
+  it('sees what another process committed, and goes on when that process holds the write lock', async () => {
+    const other = new DatabaseSync(file);
+    try {
+      other.exec('BEGIN IMMEDIATE');
+      other.exec(`insert into users (id, username, username_canonical, username_skeleton, email, email_canonical,
+        password_hash, age, level, created_at_ms, updated_at_ms) values (3, 'u3', 'u3', 'u3', 'u3@example.com', 'u3@example.com',
+        'x', 30, 'beginner', 0, 0)`);
+      expect((await executePrepared(handle.db, usernameOf()(3))).rows).toEqual([]);
+      other.exec('COMMIT');
+      expect((await executePrepared(handle.db, usernameOf()(3))).rows).toEqual([{ id: 3, username: 'u3' }]);
+    } finally {
+      other.close();
+    }
+  });
+});
