@@ -84,10 +84,9 @@ export function createDb(target: DbTarget): DbHandle {
   registerDirectReader(db, (query) => {
     // Inside another request's open transaction a read would see its uncommitted writes: Kysely queues it instead.
     if (sqlite.isTransaction) return undefined;
-    const statement = adapted.prepare(query.sql);
-    if (!statement.reader) return undefined;
     try {
-      return statement.all(query.parameters) as unknown[];
+      const statement = adapted.prepare(query.sql);
+      return statement.reader ? (statement.all(query.parameters) as unknown[]) : undefined;
     } catch {
       // A lock held by another process, or a real error: Kysely's path waits for the one and reports the other.
       return undefined;
@@ -151,7 +150,7 @@ function adaptNodeSqlite(sqlite: DatabaseSync): SqliteDatabase {
       const sql = query === 'begin' ? 'begin immediate' : query;
       const cached = statements.get(sql);
       if (cached) return cached;
-      const adapted = adaptStatement(sqlite.prepare(sql));
+      const adapted = adaptStatement(sqlite.prepare(sql), sql);
       if (statements.size >= 500) statements.clear();
       statements.set(sql, adapted);
       return adapted;
@@ -161,9 +160,12 @@ function adaptNodeSqlite(sqlite: DatabaseSync): SqliteDatabase {
 
 type SqliteValue = null | number | bigint | string | Uint8Array;
 
-function adaptStatement(statement: StatementSync): SqliteStatement {
+function adaptStatement(statement: StatementSync, sql: string): SqliteStatement {
   const columns = statement.columns().map((column) => column.name);
-  if (columns.length === 0 || columns.includes('__proto__')) {
+  // With `*` the columns are the table's at the time, and a schema change (a migration beside a running server) would
+  // recompile the statement under the same text: its rows would no longer match names made once. Named columns keep
+  // their places whatever the table becomes.
+  if (columns.length === 0 || columns.includes('__proto__') || sql.includes('*')) {
     return {
       reader: columns.length > 0,
       all: (parameters) => statement.all(...(parameters as SqliteValue[])),

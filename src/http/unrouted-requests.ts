@@ -113,7 +113,7 @@ export function answerFrameworkError(
   request: FastifyRequest,
   reply: FastifyReply,
 ): void {
-  // No onRequest hook has run for these requests, @fastify/helmet's included.
+  // No onRequest hook has run for these requests, the security headers' included.
   reply.headers(SECURITY_HEADERS);
   setStandardHeaders(request, reply);
   sendError(toAppError(error), request, reply);

@@ -240,9 +240,11 @@ export function createPasskeysService(deps: PasskeysDependencies): PasskeysServi
         return refuse('user_handle_mismatch', passkey.userId);
     }
     if (passkey.suspect) return refuse('suspect_credential', passkey.userId);
+    // Outside the try: a library that failed to load is a server fault, not a refused assertion.
+    const { verifyAuthenticationResponse: verifyAssertion } = await webAuthn();
     let verification: Awaited<ReturnType<typeof verifyAuthenticationResponse>>;
     try {
-      verification = await (await webAuthn()).verifyAuthenticationResponse({
+      verification = await verifyAssertion({
         response,
         expectedChallenge: challenge,
         expectedOrigin: [...rp.origins],
@@ -352,9 +354,10 @@ export function createPasskeysService(deps: PasskeysDependencies): PasskeysServi
       if (!challenge) throw refuse('challenge_unknown_or_spent');
       const user = await users.findUserById(userId);
       if (!user) throw new AppError('not_found', 'User not found');
+      const { verifyRegistrationResponse: verifyAttestation } = await webAuthn();
       let verification: Awaited<ReturnType<typeof verifyRegistrationResponse>>;
       try {
-        verification = await (await webAuthn()).verifyRegistrationResponse({
+        verification = await verifyAttestation({
           response,
           expectedChallenge: challenge,
           expectedOrigin: [...rp.origins],

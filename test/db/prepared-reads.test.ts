@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
-import { sql } from 'kysely';
+import { CompiledQuery, sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createDb, type DbHandle } from '../../src/db/connect.ts';
 import { migrateToLatest } from '../../src/db/migrate.ts';
@@ -78,5 +78,32 @@ describe('prepared reads on SQLite', () => {
     } finally {
       other.close();
     }
+  });
+
+  it('keeps values under their names when another process rebuilds a table that a cached `select *` reads', async () => {
+    await sql`create table rebuilt (a text, b text)`.execute(handle.db);
+    await sql`insert into rebuilt values ('A', 'B')`.execute(handle.db);
+    const read = () =>
+      handle.db
+        .selectFrom('rebuilt' as never)
+        .selectAll()
+        .execute();
+    expect(await read()).toEqual([{ a: 'A', b: 'B' }]);
+    const other = new DatabaseSync(file);
+    try {
+      other.exec(`create table rebuilt2 (b text, a text); insert into rebuilt2 select b, a from rebuilt;
+        drop table rebuilt; alter table rebuilt2 rename to rebuilt;`);
+    } finally {
+      other.close();
+    }
+    expect(await read()).toEqual([{ a: 'A', b: 'B' }]);
+  });
+
+  it('reports a failing read as Kysely does, on the direct path too', async () => {
+    const query = CompiledQuery.raw('select id from no_such_table');
+    const viaKysely = await handle.db.executeQuery(query).catch((error: unknown) => error);
+    const viaDirect = await executePrepared(handle.db, query).catch((error: unknown) => error);
+    expect(viaDirect).toBeInstanceOf(Error);
+    expect(viaDirect?.constructor).toBe((viaKysely as Error).constructor);
   });
 });
