@@ -23,7 +23,9 @@ export function registerResponseHooks(app: FastifyInstance): void {
     // sending makes the client's kernel see a reset, and the client an error (EPIPE) instead of the answer. Up to a
     // bound, keep the connection: Node then reads and discards the rest of the body once the answer is sent (within
     // the server's request timeout). A larger or unannounced remainder closes the connection.
-    if (!request.raw.complete) {
+    // A request without a body is read in full with its headers, though Node marks it complete only after the handler
+    // that answered at once has run.
+    if (!request.raw.complete && hasBody(request)) {
       const declared = Number(request.headers['content-length']);
       if (declared > 0 && declared <= DRAIN_LIMIT_BYTES) reply.removeHeader('connection');
       else reply.header('connection', 'close');
@@ -49,4 +51,8 @@ export function registerResponseHooks(app: FastifyInstance): void {
     );
     done();
   });
+}
+
+function hasBody(request: FastifyRequest): boolean {
+  return request.headers['transfer-encoding'] !== undefined || Number(request.headers['content-length']) > 0;
 }
