@@ -31,7 +31,11 @@ export function registerSecurityHeaders(app: FastifyInstance): void {
 
 /** Gives every route registered in this scope (and its children) its own content security policy instead. */
 export async function useContentSecurityPolicy(scope: FastifyInstance, policy: Directives): Promise<void> {
-  const headers = await recordSecurityHeaders(policy);
+  const recorded = await recordSecurityHeaders(policy);
+  // Only what differs from the API's set, which the app's hook has already put on the reply.
+  const headers = Object.fromEntries(
+    Object.entries(recorded).filter(([name, value]) => SECURITY_HEADERS[name] !== value),
+  );
   const setHeaders = (_request: unknown, reply: FastifyReply, done: () => void) => {
     reply.headers(headers);
     done();
