@@ -19,6 +19,11 @@ export interface PasswordHasher {
    * A false answer comes no earlier than the failure floor, whatever the kind of hash. Throws `overloaded` when shed.
    */
   verify(storedHash: string, password: string, options?: HashOptions): Promise<boolean>;
+  /**
+   * Returns whether a lookup secret (a recovery code) matches an argon2id hash that `hash` made of it; false for any
+   * other kind of hash. Never waits for the failure floor. Throws `overloaded` when shed.
+   */
+  verifyLookupSecret(storedHash: string, secret: string, options?: HashOptions): Promise<boolean>;
   /** Returns whether the stored hash should be replaced, now that `password` is known to match it. */
   needsRehash(storedHash: string, password: string): boolean;
   /** Fails like a real verification, floor included, for callers that have no user to verify against. */
@@ -168,11 +173,12 @@ export function createPasswordHasher(
   calibration.catch(() => {});
 
   // A hash that cannot be parsed is a mismatch; a shed one is an error the caller must see, never a mismatch.
+  const matchesArgon2 = (storedHash: string, password: string, admission: HashOptions) => {
+    const task = () => verify(storedHash, normalisePassword(password)).catch(() => false);
+    return timed(argon2Duration, 1, task, admission);
+  };
   const matches = (storedHash: string, password: string, admission: HashOptions): Promise<boolean> => {
-    if (storedHash.startsWith('$argon2')) {
-      const task = () => verify(storedHash, normalisePassword(password)).catch(() => false);
-      return timed(argon2Duration, 1, task, admission);
-    }
+    if (storedHash.startsWith('$argon2')) return matchesArgon2(storedHash, password, admission);
     if (storedHash.startsWith('$2')) {
       floorActive = true;
       if (findBcryptHashProblem(storedHash)) return Promise.resolve(false);
@@ -207,6 +213,10 @@ export function createPasswordHasher(
   return {
     hash: (password, admission = {}) => hashPassword(password, admission),
     verify: verifyPassword,
+    // The floor hides which kind of hash a password has; lookup secrets have one kind only, and a check of a user's
+    // codes tries them one after another, so a floor on each miss would make a wrong code wait ten floors.
+    verifyLookupSecret: async (storedHash, secret, admission = {}) =>
+      storedHash.startsWith('$argon2id$') && matchesArgon2(storedHash, secret, admission),
     needsRehash: (storedHash, password) => {
       if (storedHash.startsWith('$argon2')) return !storedHash.startsWith(expectedPrefix);
       // bcrypt matched only the first 72 bytes: a longer password may be just a prefix of the real one, and

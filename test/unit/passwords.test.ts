@@ -75,6 +75,15 @@ describe('password hasher', () => {
     expect(hasher.needsRehash(stored, full)).toBe(false);
   });
 
+  it('verifies a lookup secret against argon2id hashes only', async () => {
+    const hasher = createPasswordHasher(FAST_ARGON2, CHEAP_FLOOR);
+    const secret = '0123456789ABCDEF';
+    expect(await hasher.verifyLookupSecret(await hasher.hash(secret), secret)).toBe(true);
+    for (const stored of [bcryptHashSync(secret, 4), '', 'plain', '$argon2id$v=19$m=1$broken']) {
+      expect(await hasher.verifyLookupSecret(stored, secret), stored).toBe(false);
+    }
+  });
+
   it('answers false, never throws, for a corrupt or unknown hash', async () => {
     const hasher = createPasswordHasher(FAST_ARGON2, CHEAP_FLOOR);
     for (const stored of ['', 'plain', '$argon2id$v=19$m=1$broken', '$2b$04$short', '$pbkdf2-sha256$x']) {
@@ -160,6 +169,19 @@ describe('password hasher timing', () => {
     await hasher.verify(bcryptHashSync('the right password', 12), 'a wrong password');
     const padded = await median(3, () => hasher.verify(argon2, 'a wrong password'));
     expect(padded).toBeGreaterThan(hasher.failureFloorMs() / 2);
+  }, 60_000);
+
+  it('checks a lookup secret without the failure floor: ten misses in a row take less than one floor', async () => {
+    const hasher = createPasswordHasher(FAST_ARGON2);
+    hasher.activateFailureFloor();
+    await hasher.verifyDummy('warm up');
+    const stored = await hasher.hash('0123456789ABCDEF');
+    const started = performance.now();
+    for (let row = 0; row < 10; row += 1) {
+      expect(await hasher.verifyLookupSecret(stored, 'FEDCBA9876543210')).toBe(false);
+    }
+    expect(performance.now() - started).toBeLessThan(hasher.failureFloorMs());
+    expect(await hasher.verifyLookupSecret(stored, '0123456789ABCDEF')).toBe(true);
   }, 60_000);
 
   it('raises the floor for a bcrypt hash dearer than the expected cost', async () => {
