@@ -347,6 +347,7 @@ export async function buildApp(
     users,
     accounts,
     box: createSecretBox(config.secrets),
+    hasher: deps.passwords,
     clock: deps.clock,
     mail,
     // What authenticator apps list the account under; the passkeys' WEBAUTHN_RP_NAME defaults to the same.

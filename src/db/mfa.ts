@@ -30,6 +30,12 @@ export interface MfaChallengeAttempt {
   passwordDigest: string;
 }
 
+/** A recovery code as stored: an argon2id PHC string, or the SHA-256 (base64url) of earlier versions. */
+export interface StoredRecoveryCode {
+  id: number;
+  codeHash: string;
+}
+
 export interface MfaRepository {
   findTotpFactor(userId: number): Promise<TotpFactor | undefined>;
   /** True when the user has an active factor of any type. */
@@ -53,8 +59,10 @@ export interface MfaRepository {
   ): Promise<boolean>;
   /** Claims a step of an active factor: true for exactly one caller per step, and never for an earlier step. */
   claimTotpStep(factorId: string, step: number): Promise<boolean>;
-  /** Spends an unused recovery code of the user: true for exactly one caller. */
-  claimRecoveryCode(userId: number, codeHash: string, now: Date): Promise<boolean>;
+  /** The user's unused recovery codes, oldest first, at most `limit`. */
+  unusedRecoveryCodes(userId: number, limit: number): Promise<StoredRecoveryCode[]>;
+  /** Spends an unused recovery code of the user, by its id: true for exactly one caller. */
+  claimRecoveryCodeById(userId: number, id: number, now: Date): Promise<boolean>;
   countRecoveryCodesLeft(userId: number): Promise<number>;
   /** Replaces every recovery code of the user and queues the mails, in one transaction. */
   replaceRecoveryCodes(
@@ -205,12 +213,25 @@ export function createMfaRepository(db: Db): MfaRepository {
       return Number(claimed.numUpdatedRows) === 1;
     },
 
-    async claimRecoveryCode(userId, codeHash, now) {
+    async unusedRecoveryCodes(userId, limit) {
+      const rows = await db
+        .selectFrom('recovery_codes')
+        .select(['id', 'code_hash'])
+        .where('user_id', '=', userId)
+        .where('used_at_ms', 'is', null)
+        .orderBy('id')
+        .limit(limit)
+        .execute();
+      return rows.map((row) => ({ id: Number(row.id), codeHash: row.code_hash }));
+    },
+
+    async claimRecoveryCodeById(userId, id, now) {
+      // One statement decides: of parallel uses of one code, only the first finds the row unused.
       const claimed = await db
         .updateTable('recovery_codes')
         .set({ used_at_ms: now.getTime() })
+        .where('id', '=', id)
         .where('user_id', '=', userId)
-        .where('code_hash', '=', codeHash)
         .where('used_at_ms', 'is', null)
         .executeTakeFirst();
       return Number(claimed.numUpdatedRows) === 1;

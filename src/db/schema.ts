@@ -154,7 +154,7 @@ export interface MfaFactorsTable {
 export interface RecoveryCodesTable {
   id: Generated<number>;
   user_id: number;
-  // base64url SHA-256 of the normalised code.
+  // argon2id PHC string of the normalised code; rows written before it, its base64url SHA-256.
   code_hash: string;
   created_at_ms: number;
   used_at_ms: number | null;

@@ -5,12 +5,15 @@ import type { User } from '../domain/user.ts';
 import { AppError } from '../errors.ts';
 import type { Clock } from '../security/clock.ts';
 import { generateOneTimeToken, hashOneTimeToken } from '../security/one-time-tokens.ts';
+import type { HashOptions, PasswordHasher } from '../security/passwords.ts';
 import type { SecretBox } from '../security/secret-box.ts';
 import {
   generateRecoveryCode,
   generateTotpSecret,
   hashRecoveryCode,
   matchTotpStep,
+  normaliseRecoveryCode,
+  recoveryCodeMatches,
   totpUri,
 } from '../security/totp.ts';
 import type { AccountsService } from './accounts.ts';
@@ -191,6 +194,8 @@ export interface MfaDependencies {
   users: UsersRepository;
   accounts: AccountsService;
   box: SecretBox;
+  /** The password hasher: recovery codes are stored and checked as argon2id through its bounded queue. */
+  hasher: Pick<PasswordHasher, 'hash' | 'verifyLookupSecret'>;
   clock: Clock;
   mail: MailDelivery;
   issuer: string;
@@ -212,19 +217,25 @@ const CHALLENGE_ATTEMPTS = 5;
 const RECENT_MFA_MS = 10 * 60_000;
 
 const sealContext = (factorId: string, userId: number) => `mfa_factors:totp:${factorId}:${userId}`;
+const hashingOf = (context: RequestContext): HashOptions =>
+  context.signal ? { signal: context.signal } : {};
 const digestOf = (passwordHash: string) => createHash('sha256').update(passwordHash).digest('base64url');
 
 /** Builds the second-factor use cases: TOTP enrolment, recovery codes, and the second leg of a login. */
 export function createMfaService(deps: MfaDependencies): MfaService {
-  const { mfa, users, accounts, box, clock, mail, throttle } = deps;
+  const { mfa, users, accounts, box, hasher, clock, mail, throttle } = deps;
   const secondFactors = createSecondFactors({
     mfa: { hasActiveFactor: (userId) => mfa.hasActiveFactor(userId) },
     countPasskeys: deps.countPasskeys,
   });
 
-  const newRecoveryCodes = () => {
+  const newRecoveryCodes = async (context: RequestContext) => {
     const codes = Array.from({ length: RECOVERY_CODE_COUNT }, generateRecoveryCode);
-    return { codes, hashes: codes.map((code) => hashRecoveryCode(code) as string) };
+    const hashing = hashingOf(context);
+    // One after another: ten at once would take ten places of the shared hash queue from the logins waiting in it.
+    const hashes: string[] = [];
+    for (const code of codes) hashes.push(await hashRecoveryCode(code, hasher, hashing));
+    return { codes, hashes };
   };
   const notice = (user: User, what: string) =>
     mail.composer.compose({
@@ -243,6 +254,22 @@ export function createMfaService(deps: MfaDependencies): MfaService {
     return step !== undefined && (await mfa.claimTotpStep(factor.id, step));
   };
 
+  /**
+   * Spends the unused recovery code of the user that the typed one matches: a malformed one costs no hash; each
+   * stored code is tried in turn (a user has at most 10), then the matching row is claimed in one statement.
+   */
+  const spendRecoveryCode = async (userId: number, typed: string, context: RequestContext) => {
+    const normalised = normaliseRecoveryCode(typed);
+    if (normalised === undefined || !(await mfa.hasActiveFactor(userId))) return false;
+    const hashing = hashingOf(context);
+    for (const stored of await mfa.unusedRecoveryCodes(userId, RECOVERY_CODE_COUNT)) {
+      if (await recoveryCodeMatches(stored.codeHash, normalised, hasher, hashing)) {
+        return mfa.claimRecoveryCodeById(userId, stored.id, clock.now());
+      }
+    }
+    return false;
+  };
+
   const spendSecondFactor: MfaService['spendSecondFactor'] = async (userId, proof, context) => {
     // During a lock the code is not even checked: a right one is answered as a wrong one.
     if (throttle && !(await throttle.reserveSecondFactorAttempt(userId))) {
@@ -253,13 +280,7 @@ export function createMfaService(deps: MfaDependencies): MfaService {
     if (proof.otp !== undefined) {
       if (await spendOtp(userId, proof.otp)) method = 'otp';
     } else if (proof.recoveryCode !== undefined) {
-      const hash = hashRecoveryCode(proof.recoveryCode);
-      if (
-        hash &&
-        (await mfa.hasActiveFactor(userId)) &&
-        (await mfa.claimRecoveryCode(userId, hash, clock.now()))
-      )
-        method = 'recovery_code';
+      if (await spendRecoveryCode(userId, proof.recoveryCode, context)) method = 'recovery_code';
     }
     if (!method) {
       context.audit('second_factor_failed', { userId, reason: 'wrong_code' });
@@ -368,21 +389,22 @@ export function createMfaService(deps: MfaDependencies): MfaService {
         code,
         clock.now(),
       );
-      const { codes, hashes } = newRecoveryCodes();
-      const activated =
-        step !== undefined &&
-        (await mfa.activateTotp(
-          factor.id,
-          userId,
-          step,
-          hashes,
-          [notice(user, 'an authenticator app was added')],
-          clock.now(),
-        ));
-      if (!activated) {
+      const wrongCode = () => {
         context.audit('second_factor_failed', { userId, reason: 'wrong_code' });
-        throw new AppError('invalid_second_factor', 'Incorrect or already used code');
-      }
+        return new AppError('invalid_second_factor', 'Incorrect or already used code');
+      };
+      // Only a right code pays for the ten hashes of the new recovery codes.
+      if (step === undefined) throw wrongCode();
+      const { codes, hashes } = await newRecoveryCodes(context);
+      const activated = await mfa.activateTotp(
+        factor.id,
+        userId,
+        step,
+        hashes,
+        [notice(user, 'an authenticator app was added')],
+        clock.now(),
+      );
+      if (!activated) throw wrongCode();
       mail.mailQueued();
       await throttle?.recordSecondFactorSuccess(userId);
       context.audit('mfa_enabled', { userId });
@@ -416,7 +438,7 @@ export function createMfaService(deps: MfaDependencies): MfaService {
       const user = await authoriseFactorChange(userId, { password, proof: { otp } }, context, {
         proofRequired: true,
       });
-      const { codes, hashes } = newRecoveryCodes();
+      const { codes, hashes } = await newRecoveryCodes(context);
       await mfa.replaceRecoveryCodes(
         userId,
         hashes,

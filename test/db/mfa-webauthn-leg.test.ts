@@ -8,11 +8,13 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createMfaRepository } from '../../src/db/mfa.ts';
 import { createUsersRepository } from '../../src/db/users.ts';
 import { AppError } from '../../src/errors.ts';
+import { createPasswordHasher } from '../../src/security/passwords.ts';
 import { createSecretBox } from '../../src/security/secret-box.ts';
 import type { AccountsService } from '../../src/services/accounts.ts';
 import { createMailComposer } from '../../src/services/mail.ts';
 import { createMfaService, createSecondFactors, type WebauthnSecondFactor } from '../../src/services/mfa.ts';
 import type { RequestContext } from '../../src/services/request-context.ts';
+import { FAST_ARGON2 } from '../support/build-test-app.ts';
 import { createTestClock } from '../support/clock.ts';
 import { createTestDatabase, dialects, type TestDatabase } from '../support/dialects.ts';
 import { newUser } from '../support/new-user.ts';
@@ -37,6 +39,8 @@ describe.each(dialects)('the MFA grant with a passkey on %s', (dialect) => {
       // Enrolment is not exercised here.
       accounts: {} as AccountsService,
       box,
+      // Recovery codes are not exercised here.
+      hasher: createPasswordHasher(FAST_ARGON2),
       clock,
       mail: { composer: createMailComposer(box), publicUrl: 'http://localhost', mailQueued: () => {} },
       issuer: 'Gatehouse',

@@ -53,15 +53,35 @@ describe.each(dialects)('second factors on %s', (dialect) => {
     expect(await mfa.claimTotpStep(id, 102)).toBe(true);
   });
 
-  it('spends a recovery code for exactly one of 10 parallel callers', async () => {
+  it('lists the unused recovery codes of the user, oldest first, at most as many as asked', async () => {
+    const { mfa, user } = await activeFactor('listed');
+    const other = await activeFactor('listed-other');
+    const unused = await mfa.unusedRecoveryCodes(user.id, 10);
+    expect(unused.map((code) => code.codeHash)).toEqual(['h1', 'h2']);
+    expect(await mfa.unusedRecoveryCodes(user.id, 1)).toEqual(unused.slice(0, 1));
+    const [first] = unused;
+    expect(await mfa.claimRecoveryCodeById(user.id, first?.id ?? 0, clock.now())).toBe(true);
+    expect(await mfa.unusedRecoveryCodes(user.id, 10)).toEqual(unused.slice(1));
+    expect((await mfa.unusedRecoveryCodes(other.user.id, 10)).map((code) => code.codeHash)).toEqual([
+      'h1',
+      'h2',
+    ]);
+  });
+
+  it('spends a recovery code for exactly one of 10 parallel callers, and only for its own user', async () => {
     const { mfa, user } = await activeFactor('codes');
+    const other = await activeFactor('codes-other');
     expect(await mfa.countRecoveryCodesLeft(user.id)).toBe(2);
+    const [code] = await mfa.unusedRecoveryCodes(user.id, 10);
+    const id = code?.id ?? 0;
+    expect(await mfa.claimRecoveryCodeById(other.user.id, id, clock.now())).toBe(false);
     const claims = await Promise.all(
-      Array.from({ length: 10 }, () => mfa.claimRecoveryCode(user.id, 'h1', clock.now())),
+      Array.from({ length: 10 }, () => mfa.claimRecoveryCodeById(user.id, id, clock.now())),
     );
     expect(claims.filter(Boolean)).toHaveLength(1);
     expect(await mfa.countRecoveryCodesLeft(user.id)).toBe(1);
-    expect(await mfa.claimRecoveryCode(user.id, 'nope', clock.now())).toBe(false);
+    expect(await mfa.claimRecoveryCodeById(user.id, id, clock.now())).toBe(false);
+    expect(await mfa.countRecoveryCodesLeft(other.user.id)).toBe(2);
   });
 
   it('counts at most the allowed attempts on a challenge, and spends it once', async () => {

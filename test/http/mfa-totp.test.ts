@@ -3,6 +3,7 @@
  * password grant, the MFA grant with its amr, the one-winner rules of codes and mfa_tokens, R13's lock, the password
  * reset's second factor, and the operator's reset-mfa. On both databases.
  */
+import { createHash } from 'node:crypto';
 import type { InjectOptions } from 'fastify';
 import { generateSync } from 'otplib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -318,6 +319,52 @@ describe.each(dialects)('TOTP second factor on %s', (dialect) => {
     expect(again.statusCode).toBe(400);
     expect(again.json().error).toBe('invalid_grant');
     expect((await f.status(user.accessToken)).recovery_codes_left).toBe(9);
+  });
+
+  it('stores recovery codes as argon2id PHC strings, each salted (ASVS 6.5.2), never the code itself', async () => {
+    const user = await f.enrolledUser();
+    const rows = await t.database.db
+      .selectFrom('recovery_codes')
+      .select('code_hash')
+      .where('user_id', '=', user.id)
+      .execute();
+    expect(rows).toHaveLength(10);
+    for (const { code_hash: stored } of rows) {
+      expect(stored).toMatch(/^\$argon2id\$v=19\$m=\d+,t=\d+,p=\d+\$[A-Za-z0-9+/]{22}\$[A-Za-z0-9+/]{43}$/);
+    }
+    const stored = rows.map((row) => row.code_hash).join(' ');
+    for (const code of user.recoveryCodes) expect(stored).not.toContain(code.replace(/-/g, ''));
+  });
+
+  it('still takes, once, a recovery code stored as SHA-256 by an earlier version', async () => {
+    const user = await f.enrolledUser();
+    const legacyCode = '0123-4567-89AB-CDEF';
+    const [row] = await t.database.db
+      .selectFrom('recovery_codes')
+      .select('id')
+      .where('user_id', '=', user.id)
+      .orderBy('id')
+      .execute();
+    await t.database.db
+      .updateTable('recovery_codes')
+      .set({ code_hash: createHash('sha256').update('0123456789ABCDEF').digest('base64url') })
+      .where('id', '=', row?.id ?? 0)
+      .execute();
+    const granted = await f.mfaGrant({
+      mfa_token: await f.mfaToken(user.username),
+      recovery_code: 'o123 4567 89ab cdef',
+    });
+    expect(granted.statusCode, granted.body).toBe(200);
+    const again = await f.mfaGrant({ mfa_token: await f.mfaToken(user.username), recovery_code: legacyCode });
+    expect(again.statusCode).toBe(400);
+    expect(again.json().error).toBe('invalid_grant');
+    expect((await f.status(user.accessToken)).recovery_codes_left).toBe(9);
+    // The argon2id codes beside it work as before.
+    const other = await f.mfaGrant({
+      mfa_token: await f.mfaToken(user.username),
+      recovery_code: user.recoveryCodes[9] ?? '',
+    });
+    expect(other.statusCode, other.body).toBe(200);
   });
 
   it('accepts a code one step (30 s) early or late, refuses it two steps (60 s) away', async () => {

@@ -1,11 +1,16 @@
+import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
+import { createPasswordHasher } from '../../src/security/passwords.ts';
 import {
   generateRecoveryCode,
   generateTotpSecret,
   hashRecoveryCode,
   matchTotpStep,
+  normaliseRecoveryCode,
+  recoveryCodeMatches,
   totpUri,
 } from '../../src/security/totp.ts';
+import { FAST_ARGON2 } from '../support/build-test-app.ts';
 
 const RFC_SECRET = new TextEncoder().encode('12345678901234567890');
 
@@ -58,18 +63,45 @@ describe('TOTP', () => {
 });
 
 describe('recovery codes', () => {
+  const hasher = createPasswordHasher(FAST_ARGON2);
+  const legacyDigest = (normalised: string) => createHash('sha256').update(normalised).digest('base64url');
+
   it('carry 80 bits as 16 Crockford base32 characters in groups of four', () => {
     const code = generateRecoveryCode();
     expect(code).toMatch(/^[0-9A-HJKMNP-TV-Z]{4}(-[0-9A-HJKMNP-TV-Z]{4}){3}$/);
     expect(new Set(Array.from({ length: 100 }, generateRecoveryCode)).size).toBe(100);
   });
 
-  it('hash the same however they are typed, and not at all when they cannot be one', () => {
+  it('read the same however they are typed, and not at all when they cannot be one', () => {
     const code = generateRecoveryCode();
-    const hash = hashRecoveryCode(code);
-    expect(hash).toMatch(/^[A-Za-z0-9_-]{43}$/);
-    expect(hashRecoveryCode(code.toLowerCase().replace(/-/g, ' '))).toBe(hash);
-    expect(hashRecoveryCode('0000-0000-0000-000')).toBeUndefined();
-    expect(hashRecoveryCode('UUUU-0000-0000-0000')).toBeUndefined();
+    const normalised = code.replace(/-/g, '');
+    expect(normaliseRecoveryCode(code)).toBe(normalised);
+    expect(normaliseRecoveryCode(code.toLowerCase().replace(/-/g, ' '))).toBe(normalised);
+    expect(normaliseRecoveryCode('o1il-OIIL-0000-0000')).toBe('0111011100000000');
+    for (const bad of ['0000-0000-0000-000', 'UUUU-0000-0000-0000', '0000-0000-0000-0000-0', '']) {
+      expect(normaliseRecoveryCode(bad), bad).toBeUndefined();
+    }
+  });
+
+  it('are stored as argon2id with a salt of their own (ASVS 6.5.2), matched however they are typed', async () => {
+    const code = generateRecoveryCode();
+    const stored = await hashRecoveryCode(code, hasher);
+    expect(stored).toMatch(/^\$argon2id\$v=19\$m=64,t=1,p=1\$[A-Za-z0-9+/]{22}\$/);
+    expect(await hashRecoveryCode(code, hasher)).not.toBe(stored);
+    const typed = normaliseRecoveryCode(code.toLowerCase().replace(/-/g, ' ')) ?? '';
+    expect(await recoveryCodeMatches(stored, typed, hasher)).toBe(true);
+    const other = normaliseRecoveryCode(generateRecoveryCode()) ?? '';
+    expect(await recoveryCodeMatches(stored, other, hasher)).toBe(false);
+  });
+
+  it('still match the SHA-256 digest stored by earlier versions, and nothing else', async () => {
+    const normalised = normaliseRecoveryCode(generateRecoveryCode()) ?? '';
+    const legacy = legacyDigest(normalised);
+    expect(await recoveryCodeMatches(legacy, normalised, hasher)).toBe(true);
+    const other = normaliseRecoveryCode(generateRecoveryCode()) ?? '';
+    expect(await recoveryCodeMatches(legacy, other, hasher)).toBe(false);
+    for (const stored of ['', legacy.slice(1), `${legacy}A`, '$2b$04$short']) {
+      expect(await recoveryCodeMatches(stored, normalised, hasher), stored).toBe(false);
+    }
   });
 });
