@@ -386,6 +386,7 @@ export async function buildApp(
     policy: passwordPolicy,
     background: backgroundWork,
     secondFactors: mfa,
+    passkeys,
     ...(throttling
       ? { onPasswordReset: (username: string) => throttling.throttle.forgetAccountFailures(username) }
       : {}),

@@ -176,14 +176,15 @@ export interface MfaService extends SecondFactors {
     context: RequestContext,
   ): Promise<SecondFactorLogin>;
   /**
-   * Checks and spends a second factor of the user (a code's step or a recovery code); returns the method, or undefined
-   * for a wrong, replayed or locked-out one.
+   * Checks and spends one second factor of the user (a code's step, a recovery code, or a passkey's assertion for a
+   * second_factor challenge of this user), counted by R13; returns the method, or undefined for a wrong, replayed or
+   * locked-out one. A proof with an assertion is checked as the assertion alone: the caller sees to "exactly one".
    */
   spendSecondFactor(
     userId: number,
-    proof: SecondFactorProof,
+    proof: LoginSecondFactorProof,
     context: RequestContext,
-  ): Promise<'otp' | 'recovery_code' | undefined>;
+  ): Promise<SecondFactorMethod | undefined>;
 }
 
 export interface MfaDependencies {
@@ -243,15 +244,31 @@ export function createMfaService(deps: MfaDependencies): MfaService {
     return step !== undefined && (await mfa.claimTotpStep(factor.id, step));
   };
 
-  const spendSecondFactor: MfaService['spendSecondFactor'] = async (userId, proof, context) => {
-    // During a lock the code is not even checked: a right one is answered as a wrong one.
+  /**
+   * Checks and spends one proof of the user under the per-user lock (R13), whichever its kind: a code's step, a
+   * recovery code, or an assertion of a passkey (the passkeys service's counter rule and suspect marking apply).
+   */
+  const spend = async (
+    userId: number,
+    proof: LoginSecondFactorProof,
+    context: RequestContext,
+  ): Promise<{ method: SecondFactorMethod; amr: 'otp' | 'hwk' | 'swk' } | undefined> => {
+    // During a lock the proof is not even checked: a right one is answered as a wrong one.
     if (throttle && !(await throttle.reserveSecondFactorAttempt(userId))) {
       context.audit('second_factor_failed', { userId, reason: 'locked' });
       return undefined;
     }
-    let method: 'otp' | 'recovery_code' | undefined;
-    if (proof.otp !== undefined) {
-      if (await spendOtp(userId, proof.otp)) method = 'otp';
+    let passed: { method: SecondFactorMethod; amr: 'otp' | 'hwk' | 'swk' } | undefined;
+    if (proof.webauthn !== undefined) {
+      const verified = await deps.webauthn?.verifySecondFactor(
+        userId,
+        proof.webauthn.challengeId,
+        proof.webauthn.response,
+        context,
+      );
+      if (verified) passed = { method: 'webauthn', amr: verified.amr };
+    } else if (proof.otp !== undefined) {
+      if (await spendOtp(userId, proof.otp)) passed = { method: 'otp', amr: 'otp' };
     } else if (proof.recoveryCode !== undefined) {
       const hash = hashRecoveryCode(proof.recoveryCode);
       if (
@@ -259,37 +276,22 @@ export function createMfaService(deps: MfaDependencies): MfaService {
         (await mfa.hasActiveFactor(userId)) &&
         (await mfa.claimRecoveryCode(userId, hash, clock.now()))
       )
-        method = 'recovery_code';
+        passed = { method: 'recovery_code', amr: 'otp' };
     }
-    if (!method) {
-      context.audit('second_factor_failed', { userId, reason: 'wrong_code' });
+    if (!passed) {
+      context.audit('second_factor_failed', {
+        userId,
+        reason: proof.webauthn !== undefined ? 'wrong_assertion' : 'wrong_code',
+      });
       return undefined;
     }
     await throttle?.recordSecondFactorSuccess(userId);
-    context.audit('second_factor_used', { userId, reason: method });
-    return method;
+    context.audit('second_factor_used', { userId, reason: passed.method });
+    return passed;
   };
 
-  /** An assertion for the user's second_factor challenge, under the same per-user lock as codes. */
-  const spendWebauthn = async (userId: number, proof: WebauthnProof, context: RequestContext) => {
-    if (throttle && !(await throttle.reserveSecondFactorAttempt(userId))) {
-      context.audit('second_factor_failed', { userId, reason: 'locked' });
-      return undefined;
-    }
-    const verified = await deps.webauthn?.verifySecondFactor(
-      userId,
-      proof.challengeId,
-      proof.response,
-      context,
-    );
-    if (!verified) {
-      context.audit('second_factor_failed', { userId, reason: 'wrong_assertion' });
-      return undefined;
-    }
-    await throttle?.recordSecondFactorSuccess(userId);
-    context.audit('second_factor_used', { userId, reason: 'webauthn' });
-    return { method: 'webauthn' as const, amr: verified.amr };
-  };
+  const spendSecondFactor: MfaService['spendSecondFactor'] = async (userId, proof, context) =>
+    (await spend(userId, proof, context))?.method;
 
   const alreadyEnrolled = () =>
     new AppError('mfa_already_enrolled', 'An authenticator app is already set up');
@@ -461,11 +463,7 @@ export function createMfaService(deps: MfaDependencies): MfaService {
       const attempt =
         tokenHash && (await mfa.countMfaChallengeAttempt(tokenHash, CHALLENGE_ATTEMPTS, clock.now()));
       if (!tokenHash || !attempt) throw invalid();
-      const passed = proof.webauthn
-        ? await spendWebauthn(attempt.userId, proof.webauthn, context)
-        : await spendSecondFactor(attempt.userId, proof, context).then(
-            (method) => method && { method, amr: 'otp' },
-          );
+      const passed = await spend(attempt.userId, proof, context);
       if (!passed) throw invalid();
       const credentials = await users.findCredentialsById(attempt.userId);
       // A password changed since the first leg voids it: the login proved a password that is no longer theirs.

@@ -100,6 +100,14 @@ export interface PasskeysService {
     mfaToken: string,
     context: RequestContext,
   ): Promise<CeremonyOptions<PublicKeyCredentialRequestOptionsJSON>>;
+  /**
+   * Second-factor options for a user whom another proof named (a live password reset link), listing their usable
+   * passkeys; undefined when they have none. Throttled as the public options (R14).
+   */
+  secondFactorOptionsForUser(
+    userId: number,
+    context: RequestContext,
+  ): Promise<CeremonyOptions<PublicKeyCredentialRequestOptionsJSON> | undefined>;
   /** Checks a second-factor assertion of this user; undefined for every refusal. */
   verifySecondFactor(
     userId: number,
@@ -305,11 +313,8 @@ export function createPasskeysService(deps: PasskeysDependencies): PasskeysServi
     };
   };
 
-  /** Options for the second leg of a login, listing the user's usable passkeys. */
-  const secondFactorOptions = async (userId: number) => {
-    const usable = (await passkeys.listPasskeys(userId)).filter((passkey) => !passkey.suspect);
-    return requestOptions('second_factor', userId, usable);
-  };
+  const usablePasskeys = async (userId: number) =>
+    (await passkeys.listPasskeys(userId)).filter((passkey) => !passkey.suspect);
 
   return {
     async registrationOptions(userId, credentials, context) {
@@ -444,7 +449,16 @@ export function createPasskeysService(deps: PasskeysDependencies): PasskeysServi
     async secondFactorOptionsForMfaToken(mfaToken, context) {
       // Each answer stores a challenge: R14 caps them per address as for the public options.
       await throttle?.admitPasskeyOptions(context);
-      return secondFactorOptions(await deps.mfa.userOfChallenge(mfaToken));
+      const userId = await deps.mfa.userOfChallenge(mfaToken);
+      return requestOptions('second_factor', userId, await usablePasskeys(userId));
+    },
+
+    async secondFactorOptionsForUser(userId, context) {
+      await throttle?.admitPasskeyOptions(context);
+      const usable = await usablePasskeys(userId);
+      // The same purpose as a login's second leg: the challenge is bound to the user, and whoever answers it holds
+      // one of the user's passkeys whichever route handed it out.
+      return usable.length === 0 ? undefined : requestOptions('second_factor', userId, usable);
     },
 
     async verifySecondFactor(userId, challengeId, response, context) {
