@@ -42,6 +42,7 @@ export type SecondFactorMethod = 'otp' | 'recovery_code' | 'webauthn';
 /**
  * Passkeys as a second factor (services/passkeys.ts implements it): verifies an assertion of one of the user's
  * credentials against a second_factor challenge; undefined for anything refused. `hwk` or `swk` (synced) for amr.
+ * `login` says whether the assertion signs the user in (the MFA grant) or confirms something else (a reset).
  */
 export interface WebauthnSecondFactor {
   verifySecondFactor(
@@ -49,6 +50,7 @@ export interface WebauthnSecondFactor {
     challengeId: string,
     response: unknown,
     context: RequestContext,
+    login?: boolean,
   ): Promise<{ amr: 'hwk' | 'swk' } | undefined>;
 }
 
@@ -252,6 +254,7 @@ export function createMfaService(deps: MfaDependencies): MfaService {
     userId: number,
     proof: LoginSecondFactorProof,
     context: RequestContext,
+    login: boolean,
   ): Promise<{ method: SecondFactorMethod; amr: 'otp' | 'hwk' | 'swk' } | undefined> => {
     // During a lock the proof is not even checked: a right one is answered as a wrong one.
     if (throttle && !(await throttle.reserveSecondFactorAttempt(userId))) {
@@ -265,6 +268,7 @@ export function createMfaService(deps: MfaDependencies): MfaService {
         proof.webauthn.challengeId,
         proof.webauthn.response,
         context,
+        login,
       );
       if (verified) passed = { method: 'webauthn', amr: verified.amr };
     } else if (proof.otp !== undefined) {
@@ -291,7 +295,7 @@ export function createMfaService(deps: MfaDependencies): MfaService {
   };
 
   const spendSecondFactor: MfaService['spendSecondFactor'] = async (userId, proof, context) =>
-    (await spend(userId, proof, context))?.method;
+    (await spend(userId, proof, context, false))?.method;
 
   const alreadyEnrolled = () =>
     new AppError('mfa_already_enrolled', 'An authenticator app is already set up');
@@ -463,7 +467,7 @@ export function createMfaService(deps: MfaDependencies): MfaService {
       const attempt =
         tokenHash && (await mfa.countMfaChallengeAttempt(tokenHash, CHALLENGE_ATTEMPTS, clock.now()));
       if (!tokenHash || !attempt) throw invalid();
-      const passed = await spend(attempt.userId, proof, context);
+      const passed = await spend(attempt.userId, proof, context, true);
       if (!passed) throw invalid();
       const credentials = await users.findCredentialsById(attempt.userId);
       // A password changed since the first leg voids it: the login proved a password that is no longer theirs.

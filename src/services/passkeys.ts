@@ -108,12 +108,16 @@ export interface PasskeysService {
     userId: number,
     context: RequestContext,
   ): Promise<CeremonyOptions<PublicKeyCredentialRequestOptionsJSON> | undefined>;
-  /** Checks a second-factor assertion of this user; undefined for every refusal. */
+  /**
+   * Checks a second-factor assertion of this user; undefined for every refusal. Audited passkey_login when it signs
+   * in (`login`, the default); a reset's proof is audited by its caller, so the activity never shows a sign-in there.
+   */
   verifySecondFactor(
     userId: number,
     challengeId: string,
     response: unknown,
     context: RequestContext,
+    login?: boolean,
   ): Promise<{ amr: PasskeyAmr } | undefined>;
   /** The user's usable passkeys: a suspect one is refused, so it is no second factor. */
   countPasskeys(userId: number): Promise<number>;
@@ -461,10 +465,10 @@ export function createPasskeysService(deps: PasskeysDependencies): PasskeysServi
       return usable.length === 0 ? undefined : requestOptions('second_factor', userId, usable);
     },
 
-    async verifySecondFactor(userId, challengeId, response, context) {
+    async verifySecondFactor(userId, challengeId, response, context, login = true) {
       const passkey = await verifyAssertion('second_factor', userId, challengeId, response, context);
       if (!passkey) return undefined;
-      context.audit('passkey_login', { userId, reason: 'second_factor' });
+      if (login) context.audit('passkey_login', { userId, reason: 'second_factor' });
       return { amr: amrOf(passkey) };
     },
 

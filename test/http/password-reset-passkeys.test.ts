@@ -167,12 +167,15 @@ describe.each(dialects)('password reset of a passkey account on %s', (dialect) =
     const after = await passkeyRow(holder.user.id);
     expect(Number(after.sign_count)).toBeGreaterThan(Number(before.sign_count));
     expect(after.last_used_at_ms).not.toBeNull();
-    expect(await auditOf(holder.user.id)).toEqual(
+    const events = await auditOf(holder.user.id);
+    expect(events).toEqual(
       expect.arrayContaining([
         ['second_factor_used', 'webauthn'],
         ['password_reset', undefined],
       ]),
     );
+    // The activity must not show a sign-in that never happened: the reset opened no session.
+    expect(events.filter(([event]) => event === 'passkey_login')).toEqual([]);
     // The link is spent: its options are refused as the reset refuses it.
     const spent = await f.options(token);
     expect(spent.statusCode).toBe(400);
