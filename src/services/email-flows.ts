@@ -201,7 +201,9 @@ export function createEmailFlowsService(deps: EmailFlowsDependencies): EmailFlow
     const tokenHash = await redeemable(token, 'reset_password', context);
     const owner = await tokens.findLiveOneTimeToken(tokenHash, 'reset_password', clock.now());
     const user = owner && (await users.findUserById(owner.userId));
-    if (!user) throw await refused('reset_password', tokenHash, context);
+    // A link mailed to an address the account has since left proves nothing: refused before a factor is spent on it.
+    if (!user || canonicalEmail(user.email) !== canonicalEmail(owner.email))
+      throw await refused('reset_password', tokenHash, context);
     return { user, tokenHash };
   };
 

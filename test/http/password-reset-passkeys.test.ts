@@ -212,6 +212,21 @@ describe.each(dialects)('password reset of a passkey account on %s', (dialect) =
         detail: 'The link is invalid, expired or already used',
       });
     }
+    // Mailed to an address the account has since left: dead for the options as for the reset.
+    const moved = await f.link(holder);
+    await t.database.db
+      .updateTable('users')
+      .set({ email: 'moved-away@example.com', email_canonical: 'moved-away@example.com' })
+      .where('id', '=', holder.user.id)
+      .execute();
+    expect((await f.options(moved)).json()).toEqual((await f.reset(moved)).json());
+    expect((await f.options(moved)).statusCode).toBe(400);
+    await t.database.db
+      .updateTable('users')
+      .set({ email: holder.user.email, email_canonical: holder.user.email.toLowerCase() })
+      .where('id', '=', holder.user.id)
+      .execute();
+
     const expiring = await f.link(holder);
     t.clock.advanceSeconds(3601);
     expect((await f.options(expiring)).json()).toEqual((await f.reset(expiring)).json());
