@@ -387,6 +387,7 @@ export async function buildApp(
     policy: passwordPolicy,
     background: backgroundWork,
     secondFactors: mfa,
+    passkeys,
     ...(throttling
       ? { onPasswordReset: (username: string) => throttling.throttle.forgetAccountFailures(username) }
       : {}),

@@ -16,6 +16,7 @@ export type ErrorCode =
   | 'second_factor_required'
   | 'passkey_limit'
   | 'invalid_passkey'
+  | 'no_passkey'
   | 'missing_token'
   | 'malformed_authorization'
   | 'cross_site_request'
@@ -55,7 +56,7 @@ export interface AppErrorOptions {
   retryAfterSeconds?: number;
   /** The token that continues a login waiting for its second factor. */
   mfaToken?: string;
-  /** The second factors the account can continue a login with (mfa_required). */
+  /** The second factors the account can continue with (mfa_required; second_factor_required of a reset). */
   mfaMethods?: readonly string[];
   /** The scope a route needs and the token lacks (insufficient_scope). */
   requiredScope?: string;

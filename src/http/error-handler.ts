@@ -77,14 +77,21 @@ const responses: Record<ErrorCode, (error: AppError, style: ErrorStyle) => Rende
     status: 400,
     body: { detail: error.message, code: 'invalid_second_factor' },
   }),
-  // A password reset of an account with an active authenticator app, sent without a code: the page asks for one.
+  // A factor change or a password reset of an account with second factors, sent without one: the page asks for one.
+  // A reset names the methods (its caller holds the mailed link), so that its page offers only what the account has.
   second_factor_required: (error) => ({
     status: 400,
-    body: { detail: error.message, code: 'second_factor_required' },
+    body: {
+      detail: error.message,
+      code: 'second_factor_required',
+      ...(error.mfaMethods ? { mfa_methods: error.mfaMethods } : {}),
+    },
   }),
   passkey_limit: (error) => ({ status: 409, body: { detail: error.message, code: 'passkey_limit' } }),
   // A registration response that does not verify (wrong origin, RP ID, challenge, signature, no UV).
   invalid_passkey: (error) => ({ status: 400, body: { detail: error.message, code: 'invalid_passkey' } }),
+  // Passkey options asked for an account that has no usable passkey (a reset link's account).
+  no_passkey: (error) => ({ status: 400, body: { detail: error.message, code: 'no_passkey' } }),
   // RFC 6750 §3: no error attribute when the request carried no token at all.
   missing_token: () => ({
     status: 401,

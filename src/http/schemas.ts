@@ -320,6 +320,16 @@ export const RecoveryCodesResponse = Type.Object({
 
 export const CodedErrorResponse = Type.Object({ detail: Type.String(), code: Type.String() });
 
+export const ResetRefusalResponse = Type.Object({
+  detail: Type.String(),
+  code: Type.String(),
+  mfa_methods: Type.Optional(
+    Type.Array(Type.String(), {
+      description: 'With second_factor_required: the methods the account has (otp, recovery_code, webauthn)',
+    }),
+  ),
+});
+
 export const SessionResponse = Type.Object({
   id: Type.String(),
   created_at: Type.String({ format: 'date-time' }),
@@ -427,7 +437,8 @@ export const PasswordResetBody = Type.Object({
     Type.String({
       format: 'password',
       maxLength: 64,
-      description: 'Required (or recovery_code) when the account has an authenticator app',
+      description:
+        'When the account has second factors, one of otp, recovery_code or challenge_id with webauthn_response is required',
     }),
   ),
   recovery_code: Type.Optional(
@@ -437,6 +448,18 @@ export const PasswordResetBody = Type.Object({
       description: 'In place of otp: one of the recovery codes; it is spent',
     }),
   ),
+  challenge_id: Type.Optional(
+    Type.String({
+      maxLength: 64,
+      description: 'In place of a code: the challenge_id of POST /password/reset/webauthn/options',
+    }),
+  ),
+  webauthn_response: Type.Optional(
+    Type.Union([Type.String({ maxLength: 16384 }), Type.Object({}, { additionalProperties: true })], {
+      description:
+        "With challenge_id: the passkey's AuthenticationResponseJSON (@simplewebauthn/browser), as JSON text (form bodies) or an object",
+    }),
+  ),
   new_password: Type.String({
     format: 'password',
     maxLength: 4096,
@@ -444,6 +467,9 @@ export const PasswordResetBody = Type.Object({
   }),
 });
 export type PasswordResetBody = Static<typeof PasswordResetBody>;
+
+export const PasswordResetOptionsBody = Type.Object({ token: MailedToken });
+export type PasswordResetOptionsBody = Static<typeof PasswordResetOptionsBody>;
 
 export const AcceptedResponse = Type.Object(
   {},

@@ -1,3 +1,4 @@
+import type { PublicKeyCredentialRequestOptionsJSON } from '@simplewebauthn/server';
 import type { EmailFlowsRepository } from '../db/email-flows.ts';
 import type { NewOneTimeToken, OneTimeTokensRepository } from '../db/one-time-tokens.ts';
 import type { UsersRepository } from '../db/users.ts';
@@ -20,7 +21,8 @@ import {
 } from './accounts.ts';
 import type { BackgroundWork } from './background-work.ts';
 import type { MailComposer } from './mail.ts';
-import type { MfaService, SecondFactorProof } from './mfa.ts';
+import type { LoginSecondFactorProof, MfaService } from './mfa.ts';
+import type { CeremonyOptions, PasskeysService } from './passkeys.ts';
 import type { RequestContext } from './request-context.ts';
 import type { Throttle } from './throttle.ts';
 
@@ -41,15 +43,24 @@ export interface EmailFlowsService {
   forgotPassword(email: string, context: RequestContext): Promise<void>;
   /**
    * Spends a reset token: sets the new password, marks the email verified and ends every session; throws
-   * invalid_one_time_token, validation_failed or temporarily_unavailable, and for an account with an active
-   * authenticator app second_factor_required or invalid_second_factor (the token stays unspent).
+   * invalid_one_time_token, validation_failed or temporarily_unavailable, and for an account with second factors (an
+   * active authenticator app, a usable passkey) second_factor_required (naming the methods) without a proof, or
+   * invalid_second_factor for a wrong one or for several; either way the token stays unspent.
    */
   resetPassword(
     token: string,
     newPassword: string,
     context: RequestContext,
-    proof?: SecondFactorProof,
+    proof?: LoginSecondFactorProof,
   ): Promise<void>;
+  /**
+   * Passkey options for the account of a live reset token, which stays unspent; throws as resetPassword does for a
+   * dead token, and no_passkey when the account has no usable passkey.
+   */
+  resetPasskeyOptions(
+    token: string,
+    context: RequestContext,
+  ): Promise<CeremonyOptions<PublicKeyCredentialRequestOptionsJSON>>;
 }
 
 export interface EmailLinkDependencies {
@@ -69,8 +80,10 @@ export interface EmailFlowsDependencies extends EmailLinkDependencies {
   hasher: PasswordHasher;
   policy: PasswordPolicy;
   background: BackgroundWork;
-  /** An account with an active authenticator app resets its password only with a code or a recovery code. */
-  secondFactors?: Pick<MfaService, 'hasActiveFactor' | 'spendSecondFactor'> | undefined;
+  /** An account with second factors resets its password only with one of them. */
+  secondFactors?: Pick<MfaService, 'methodsOf' | 'spendSecondFactor'> | undefined;
+  /** The passkey options of a reset; without it the options route answers no_passkey. */
+  passkeys?: Pick<PasskeysService, 'secondFactorOptionsForUser'> | undefined;
   /** Runs after a reset commits: login throttling forgets the account's failures. */
   onPasswordReset?: (username: string) => Promise<void>;
   /** onPasswordReset failed (the counter store): the reset stands, so the failure is reported rather than answered. */
@@ -182,6 +195,33 @@ export function createEmailFlowsService(deps: EmailFlowsDependencies): EmailFlow
     return tokenHash;
   };
 
+  /** The user of a live reset token, which stays unspent; refused (and audited) otherwise. */
+  const resetTokenUser = async (token: string, context: RequestContext) => {
+    await throttle?.admitTokenSubmission(context);
+    const tokenHash = await redeemable(token, 'reset_password', context);
+    const owner = await tokens.findLiveOneTimeToken(tokenHash, 'reset_password', clock.now());
+    const user = owner && (await users.findUserById(owner.userId));
+    // A link mailed to an address the account has since left proves nothing: refused before a factor is spent on it.
+    if (!user || canonicalEmail(user.email) !== canonicalEmail(owner.email))
+      throw await refused('reset_password', tokenHash, context);
+    return { user, tokenHash };
+  };
+
+  const invalidSecondFactor = () => new AppError('invalid_second_factor', 'Incorrect or already used code');
+
+  // A mailbox alone must not take over an account its owner protected with a second factor.
+  const requireSecondFactor = async (user: User, proof: LoginSecondFactorProof, context: RequestContext) => {
+    const methods = (await deps.secondFactors?.methodsOf(user.id)) ?? [];
+    if (methods.length === 0) return;
+    const given = [proof.otp, proof.recoveryCode, proof.webauthn].filter((value) => value !== undefined);
+    if (given.length === 0) {
+      throw new AppError('second_factor_required', 'A second factor is required', { mfaMethods: methods });
+    }
+    // Which of several to check would be a guess; none is checked, so none is spent or counted.
+    if (given.length > 1) throw invalidSecondFactor();
+    if (!(await deps.secondFactors?.spendSecondFactor(user.id, proof, context))) throw invalidSecondFactor();
+  };
+
   return {
     async requestVerification(user, context) {
       await throttle?.admitMailTo(user.email, context);
@@ -244,11 +284,7 @@ export function createEmailFlowsService(deps: EmailFlowsDependencies): EmailFlow
     },
 
     async resetPassword(token, newPassword, context, proof = {}) {
-      await throttle?.admitTokenSubmission(context);
-      const tokenHash = await redeemable(token, 'reset_password', context);
-      const owner = await tokens.findLiveOneTimeToken(tokenHash, 'reset_password', clock.now());
-      const user = owner && (await users.findUserById(owner.userId));
-      if (!user) throw await refused('reset_password', tokenHash, context);
+      const { user, tokenHash } = await resetTokenUser(token, context);
       const password = normalisePassword(newPassword);
       const problem = await checkNewPassword(deps.policy, user, password);
       if (problem) {
@@ -256,17 +292,7 @@ export function createEmailFlowsService(deps: EmailFlowsDependencies): EmailFlow
           details: [{ ...describePasswordProblem(problem), loc: ['body', 'new_password'] }],
         });
       }
-      // A mailbox alone must not take over an account its owner protected with a second factor.
-      if (deps.secondFactors && (await deps.secondFactors.hasActiveFactor(user.id))) {
-        const given = proof.otp
-          ? { otp: proof.otp }
-          : proof.recoveryCode
-            ? { recoveryCode: proof.recoveryCode }
-            : undefined;
-        if (!given) throw new AppError('second_factor_required', 'A second factor is required');
-        if (!(await deps.secondFactors.spendSecondFactor(user.id, given, context)))
-          throw new AppError('invalid_second_factor', 'Incorrect or already used code');
-      }
+      await requireSecondFactor(user, proof, context);
       const passwordHash = await deps.hasher.hash(password);
       const reset = await flows.resetPassword(tokenHash, passwordHash, clock.now(), (changed) => [
         mail.compose({
@@ -286,6 +312,13 @@ export function createEmailFlowsService(deps: EmailFlowsDependencies): EmailFlow
       } catch (error) {
         deps.onAftermathFailed?.(error);
       }
+    },
+
+    async resetPasskeyOptions(token, context) {
+      const { user } = await resetTokenUser(token, context);
+      const ceremony = await deps.passkeys?.secondFactorOptionsForUser(user.id, context);
+      if (!ceremony) throw new AppError('no_passkey', 'The account has no passkey');
+      return ceremony;
     },
   };
 }

@@ -45,6 +45,7 @@ export type SecondFactorMethod = 'otp' | 'recovery_code' | 'webauthn';
 /**
  * Passkeys as a second factor (services/passkeys.ts implements it): verifies an assertion of one of the user's
  * credentials against a second_factor challenge; undefined for anything refused. `hwk` or `swk` (synced) for amr.
+ * `login` says whether the assertion signs the user in (the MFA grant) or confirms something else (a reset).
  */
 export interface WebauthnSecondFactor {
   verifySecondFactor(
@@ -52,6 +53,7 @@ export interface WebauthnSecondFactor {
     challengeId: string,
     response: unknown,
     context: RequestContext,
+    login?: boolean,
   ): Promise<{ amr: 'hwk' | 'swk' } | undefined>;
 }
 
@@ -179,14 +181,15 @@ export interface MfaService extends SecondFactors {
     context: RequestContext,
   ): Promise<SecondFactorLogin>;
   /**
-   * Checks and spends a second factor of the user (a code's step or a recovery code); returns the method, or undefined
-   * for a wrong, replayed or locked-out one.
+   * Checks and spends one second factor of the user (a code's step, a recovery code, or a passkey's assertion for a
+   * second_factor challenge of this user), counted by R13; returns the method, or undefined for a wrong, replayed or
+   * locked-out one. A proof with an assertion is checked as the assertion alone: the caller sees to "exactly one".
    */
   spendSecondFactor(
     userId: number,
-    proof: SecondFactorProof,
+    proof: LoginSecondFactorProof,
     context: RequestContext,
-  ): Promise<'otp' | 'recovery_code' | undefined>;
+  ): Promise<SecondFactorMethod | undefined>;
 }
 
 export interface MfaDependencies {
@@ -270,47 +273,51 @@ export function createMfaService(deps: MfaDependencies): MfaService {
     return false;
   };
 
-  const spendSecondFactor: MfaService['spendSecondFactor'] = async (userId, proof, context) => {
-    // During a lock the code is not even checked: a right one is answered as a wrong one.
+  /**
+   * Checks and spends one proof of the user under the per-user lock (R13), whichever its kind: a code's step, a
+   * recovery code, or an assertion of a passkey (the passkeys service's counter rule and suspect marking apply).
+   */
+  const spend = async (
+    userId: number,
+    proof: LoginSecondFactorProof,
+    context: RequestContext,
+    login: boolean,
+  ): Promise<{ method: SecondFactorMethod; amr: 'otp' | 'hwk' | 'swk' } | undefined> => {
+    // During a lock the proof is not even checked: a right one is answered as a wrong one.
     if (throttle && !(await throttle.reserveSecondFactorAttempt(userId))) {
       context.audit('second_factor_failed', { userId, reason: 'locked' });
       return undefined;
     }
-    let method: 'otp' | 'recovery_code' | undefined;
-    if (proof.otp !== undefined) {
-      if (await spendOtp(userId, proof.otp)) method = 'otp';
+    let passed: { method: SecondFactorMethod; amr: 'otp' | 'hwk' | 'swk' } | undefined;
+    if (proof.webauthn !== undefined) {
+      const verified = await deps.webauthn?.verifySecondFactor(
+        userId,
+        proof.webauthn.challengeId,
+        proof.webauthn.response,
+        context,
+        login,
+      );
+      if (verified) passed = { method: 'webauthn', amr: verified.amr };
+    } else if (proof.otp !== undefined) {
+      if (await spendOtp(userId, proof.otp)) passed = { method: 'otp', amr: 'otp' };
     } else if (proof.recoveryCode !== undefined) {
-      if (await spendRecoveryCode(userId, proof.recoveryCode, context)) method = 'recovery_code';
+      if (await spendRecoveryCode(userId, proof.recoveryCode, context))
+        passed = { method: 'recovery_code', amr: 'otp' };
     }
-    if (!method) {
-      context.audit('second_factor_failed', { userId, reason: 'wrong_code' });
+    if (!passed) {
+      context.audit('second_factor_failed', {
+        userId,
+        reason: proof.webauthn !== undefined ? 'wrong_assertion' : 'wrong_code',
+      });
       return undefined;
     }
     await throttle?.recordSecondFactorSuccess(userId);
-    context.audit('second_factor_used', { userId, reason: method });
-    return method;
+    context.audit('second_factor_used', { userId, reason: passed.method });
+    return passed;
   };
 
-  /** An assertion for the user's second_factor challenge, under the same per-user lock as codes. */
-  const spendWebauthn = async (userId: number, proof: WebauthnProof, context: RequestContext) => {
-    if (throttle && !(await throttle.reserveSecondFactorAttempt(userId))) {
-      context.audit('second_factor_failed', { userId, reason: 'locked' });
-      return undefined;
-    }
-    const verified = await deps.webauthn?.verifySecondFactor(
-      userId,
-      proof.challengeId,
-      proof.response,
-      context,
-    );
-    if (!verified) {
-      context.audit('second_factor_failed', { userId, reason: 'wrong_assertion' });
-      return undefined;
-    }
-    await throttle?.recordSecondFactorSuccess(userId);
-    context.audit('second_factor_used', { userId, reason: 'webauthn' });
-    return { method: 'webauthn' as const, amr: verified.amr };
-  };
+  const spendSecondFactor: MfaService['spendSecondFactor'] = async (userId, proof, context) =>
+    (await spend(userId, proof, context, false))?.method;
 
   const alreadyEnrolled = () =>
     new AppError('mfa_already_enrolled', 'An authenticator app is already set up');
@@ -483,11 +490,7 @@ export function createMfaService(deps: MfaDependencies): MfaService {
       const attempt =
         tokenHash && (await mfa.countMfaChallengeAttempt(tokenHash, CHALLENGE_ATTEMPTS, clock.now()));
       if (!tokenHash || !attempt) throw invalid();
-      const passed = proof.webauthn
-        ? await spendWebauthn(attempt.userId, proof.webauthn, context)
-        : await spendSecondFactor(attempt.userId, proof, context).then(
-            (method) => method && { method, amr: 'otp' },
-          );
+      const passed = await spend(attempt.userId, proof, context, true);
       if (!passed) throw invalid();
       const credentials = await users.findCredentialsById(attempt.userId);
       // A password changed since the first leg voids it: the login proved a password that is no longer theirs.

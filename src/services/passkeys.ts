@@ -100,12 +100,24 @@ export interface PasskeysService {
     mfaToken: string,
     context: RequestContext,
   ): Promise<CeremonyOptions<PublicKeyCredentialRequestOptionsJSON>>;
-  /** Checks a second-factor assertion of this user; undefined for every refusal. */
+  /**
+   * Second-factor options for a user whom another proof named (a live password reset link), listing their usable
+   * passkeys; undefined when they have none. Throttled as the public options (R14).
+   */
+  secondFactorOptionsForUser(
+    userId: number,
+    context: RequestContext,
+  ): Promise<CeremonyOptions<PublicKeyCredentialRequestOptionsJSON> | undefined>;
+  /**
+   * Checks a second-factor assertion of this user; undefined for every refusal. Audited passkey_login when it signs
+   * in (`login`, the default); a reset's proof is audited by its caller, so the activity never shows a sign-in there.
+   */
   verifySecondFactor(
     userId: number,
     challengeId: string,
     response: unknown,
     context: RequestContext,
+    login?: boolean,
   ): Promise<{ amr: PasskeyAmr } | undefined>;
   /** The user's usable passkeys: a suspect one is refused, so it is no second factor. */
   countPasskeys(userId: number): Promise<number>;
@@ -305,11 +317,8 @@ export function createPasskeysService(deps: PasskeysDependencies): PasskeysServi
     };
   };
 
-  /** Options for the second leg of a login, listing the user's usable passkeys. */
-  const secondFactorOptions = async (userId: number) => {
-    const usable = (await passkeys.listPasskeys(userId)).filter((passkey) => !passkey.suspect);
-    return requestOptions('second_factor', userId, usable);
-  };
+  const usablePasskeys = async (userId: number) =>
+    (await passkeys.listPasskeys(userId)).filter((passkey) => !passkey.suspect);
 
   return {
     async registrationOptions(userId, credentials, context) {
@@ -444,13 +453,22 @@ export function createPasskeysService(deps: PasskeysDependencies): PasskeysServi
     async secondFactorOptionsForMfaToken(mfaToken, context) {
       // Each answer stores a challenge: R14 caps them per address as for the public options.
       await throttle?.admitPasskeyOptions(context);
-      return secondFactorOptions(await deps.mfa.userOfChallenge(mfaToken));
+      const userId = await deps.mfa.userOfChallenge(mfaToken);
+      return requestOptions('second_factor', userId, await usablePasskeys(userId));
     },
 
-    async verifySecondFactor(userId, challengeId, response, context) {
+    async secondFactorOptionsForUser(userId, context) {
+      await throttle?.admitPasskeyOptions(context);
+      const usable = await usablePasskeys(userId);
+      // The same purpose as a login's second leg: the challenge is bound to the user, and whoever answers it holds
+      // one of the user's passkeys whichever route handed it out.
+      return usable.length === 0 ? undefined : requestOptions('second_factor', userId, usable);
+    },
+
+    async verifySecondFactor(userId, challengeId, response, context, login = true) {
       const passkey = await verifyAssertion('second_factor', userId, challengeId, response, context);
       if (!passkey) return undefined;
-      context.audit('passkey_login', { userId, reason: 'second_factor' });
+      if (login) context.audit('passkey_login', { userId, reason: 'second_factor' });
       return { amr: amrOf(passkey) };
     },
 

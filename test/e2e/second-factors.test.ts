@@ -574,6 +574,64 @@ describe.skipIf(skipWithoutChromium('the second factors suite')).each(DIALECTS)(
         expect(next.json.error).toBe('mfa_required');
       }));
 
+    it('asks a passkey-only account for its passkey on the reset page, and resets with it', () =>
+      run('reset-passkey', async ({ page, context }) => {
+        const authenticator = await addAuthenticator(context, page);
+        const user = await registerUser(api);
+        await page.goto('/');
+        await signInWithForm(page, user.username, user.password);
+        await expectSignedIn(page, user.username);
+        await page.locator('#passkey-add-password').fill(user.password);
+        await page.getByRole('button', { name: 'Add a passkey' }).click();
+        await expect.poll(() => listTexts(page, '#passkey-list .passkey-name')).toHaveLength(1);
+        await signOut(page);
+        const [registered] = await credentialsOf(authenticator);
+
+        const asked = await postJson(api.url('/password/forgot'), { email: user.email });
+        expect(asked.status, asked.text).toBe(202);
+        const mail = await sink.waitForMail(user.email, (m) =>
+          m.text.includes('/account/reset-password#token='),
+        );
+        await page.goto(linkIn(mail, `${publicUrl}/account/reset-password#token=`));
+        await page.locator('#reset-title').waitFor({ state: 'visible' });
+        expect(await page.locator('#reset-passkey').isHidden()).toBe(true);
+        const newPassword = strongPassword();
+        await page.locator('#reset-new').fill(newPassword);
+        await page.locator('#reset-confirm').fill(newPassword);
+        const first = page.waitForResponse((response) => response.url().endsWith('/password/reset'));
+        await page.getByRole('button', { name: 'Set the new password' }).click();
+        expect((await first).status()).toBe(400);
+        // The link alone was refused: only the passkey is offered, as the main button.
+        await page.locator('#reset-passkey').waitFor({ state: 'visible' });
+        expect(await page.locator('#reset-factor-field').isHidden()).toBe(true);
+        expect(await page.locator('#reset-submit').isHidden()).toBe(true);
+        expect(await page.locator('#reset-passkey').getAttribute('class')).not.toContain('secondary');
+        expect(await focusedId(page)).toBe('reset-form-error');
+        expect(await page.locator('#reset-form-error').textContent()).toContain('passkeys');
+
+        const done = page.waitForResponse((response) => response.url().endsWith('/password/reset'));
+        await page.getByRole('button', { name: 'Use a passkey' }).click();
+        expect((await done).status()).toBe(204);
+        await page.locator('#reset-done-title').waitFor({ state: 'visible' });
+        const [used] = await credentialsOf(authenticator);
+        expect(used?.signCount).toBeGreaterThan(registered?.signCount ?? 0);
+
+        // The old password is gone; the new one still asks for the passkey.
+        const old = await postForm(api.url('/token'), {
+          grant_type: 'password',
+          username: user.username,
+          password: user.password,
+        });
+        expect(old.status).toBe(400);
+        const next = await postForm(api.url('/token'), {
+          grant_type: 'password',
+          username: user.username,
+          password: newPassword,
+        });
+        expect(next.status).toBe(403);
+        expect(next.json.mfa_methods).toEqual(['webauthn']);
+      }));
+
     it('fits a 375 px wide screen: the second step, the QR code and the passkey list', () =>
       run(
         'phone',

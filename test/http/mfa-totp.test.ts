@@ -548,7 +548,11 @@ describe.each(dialects)('TOTP second factor on %s', (dialect) => {
       });
     const missing = await reset({});
     expect(missing.statusCode).toBe(400);
-    expect(missing.json()).toEqual({ detail: 'A second factor is required', code: 'second_factor_required' });
+    expect(missing.json()).toEqual({
+      detail: 'A second factor is required',
+      code: 'second_factor_required',
+      mfa_methods: ['otp', 'recovery_code'],
+    });
     const wrong = await reset({ otp: f.otp.at(user.secret, 600) });
     expect(wrong.statusCode).toBe(400);
     expect(wrong.json().code).toBe('invalid_second_factor');

@@ -16,18 +16,22 @@ export class ApiError extends Error {
   readonly fields: ReadonlyMap<string, string>;
   /** The body's `code` (or OAuth `error`), for the answers the page treats on their own (a second factor asked). */
   readonly code: string | undefined;
+  /** The second factors the account has, when the answer names them (a reset's second_factor_required). */
+  readonly methods: readonly MfaMethod[] | undefined;
 
   constructor(
     status: number,
     message: string,
     fields: ReadonlyMap<string, string> = new Map(),
     code?: string,
+    methods?: readonly MfaMethod[],
   ) {
     super(message);
     this.name = 'ApiError';
     this.status = status;
     this.fields = fields;
     this.code = code;
+    this.methods = methods;
   }
 }
 
@@ -45,6 +49,8 @@ export class SecondFactorRequired extends Error {
 }
 
 export type MfaMethod = 'otp' | 'recovery_code' | 'webauthn';
+
+const MFA_METHODS: readonly MfaMethod[] = ['otp', 'recovery_code', 'webauthn'];
 
 interface FieldProblem {
   loc?: unknown[];
@@ -93,7 +99,15 @@ function errorFrom(response: Response, body: Record<string, unknown>): ApiError 
   const field = code ? FIELD_OF_CODE[code] : undefined;
   const retry = response.headers.get('retry-after');
   const message = response.status === 429 && retry ? `${text} (retry in ${retry} s)` : text;
-  return new ApiError(response.status, message, field ? new Map([[field, message]]) : new Map(), code);
+  const listed = body.mfa_methods;
+  const methods = Array.isArray(listed) ? MFA_METHODS.filter((method) => listed.includes(method)) : undefined;
+  return new ApiError(
+    response.status,
+    message,
+    field ? new Map([[field, message]]) : new Map(),
+    code,
+    methods,
+  );
 }
 
 async function send(method: string, path: string, body?: unknown): Promise<Response> {
@@ -127,8 +141,6 @@ export async function call<T>(method: string, path: string, body?: unknown): Pro
 interface TokenAnswer {
   access_token: string;
 }
-
-const MFA_METHODS: readonly MfaMethod[] = ['otp', 'recovery_code', 'webauthn'];
 
 async function takeToken(response: Response): Promise<void> {
   if (!response.ok) {
