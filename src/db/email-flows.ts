@@ -7,6 +7,7 @@ import {
   findOneTimeTokenUser,
   insertTokenWithMails,
   type NewOneTimeToken,
+  sameAddress,
   spendTokensOfUser,
 } from './one-time-tokens.ts';
 import type { Db } from './schema.ts';
@@ -57,8 +58,6 @@ export interface EmailFlowsRepository {
     mailsOf: (user: User) => readonly QueuedMail[],
   ): Promise<PasswordReset | undefined>;
 }
-
-const sameAddress = (a: string, b: string) => a.toLowerCase() === b.toLowerCase();
 
 async function endEverySession(
   trx: Executor,

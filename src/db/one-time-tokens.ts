@@ -14,6 +14,9 @@ export interface NewOneTimeToken {
   expiresAt: Date;
 }
 
+/** Whether a token's address is the account's: addresses compare without case, as their unique index does. */
+export const sameAddress = (a: string, b: string) => a.toLowerCase() === b.toLowerCase();
+
 /** Whose token it was, and the address it was mailed to. */
 export interface OneTimeTokenOwner {
   userId: number;
@@ -23,8 +26,12 @@ export interface OneTimeTokenOwner {
 export interface OneTimeTokensRepository {
   /** The user a token of the purpose was issued to, whether or not it could still be spent. */
   findOneTimeTokenUser(tokenHash: string, purpose: string): Promise<number | undefined>;
-  /** The owner of a token that could be spent now, without spending it. */
-  findLiveOneTimeToken(tokenHash: string, purpose: string, now: Date): Promise<OneTimeTokenOwner | undefined>;
+  /**
+   * The owner of a password reset token that could be spent now, without spending it. A live token mailed to an
+   * address the account has since left is spent instead (undefined): it proves nothing, and must not come back to
+   * life should the account return to that address.
+   */
+  findLiveResetToken(tokenHash: string, now: Date): Promise<OneTimeTokenOwner | undefined>;
 }
 
 /**
@@ -143,16 +150,22 @@ export function createOneTimeTokensRepository(db: Db): OneTimeTokensRepository {
   return {
     findOneTimeTokenUser: (tokenHash, purpose) => findOneTimeTokenUser(db, tokenHash, purpose),
 
-    async findLiveOneTimeToken(tokenHash, purpose, now) {
+    async findLiveResetToken(tokenHash, now) {
       const row = await db
         .selectFrom('one_time_tokens')
-        .select(['user_id', 'email'])
-        .where('token_hash', '=', tokenHash)
-        .where('purpose', '=', purpose)
-        .where('consumed_at_ms', 'is', null)
-        .where('expires_at_ms', '>', now.getTime())
+        .innerJoin('users', 'users.id', 'one_time_tokens.user_id')
+        .select(['one_time_tokens.user_id', 'one_time_tokens.email', 'users.email as current_email'])
+        .where('one_time_tokens.token_hash', '=', tokenHash)
+        .where('one_time_tokens.purpose', '=', 'reset_password')
+        .where('one_time_tokens.consumed_at_ms', 'is', null)
+        .where('one_time_tokens.expires_at_ms', '>', now.getTime())
         .executeTakeFirst();
-      return row ? { userId: Number(row.user_id), email: row.email } : undefined;
+      if (!row) return undefined;
+      if (!sameAddress(row.email, row.current_email)) {
+        await consumeOneTimeToken(db, tokenHash, 'reset_password', now);
+        return undefined;
+      }
+      return { userId: Number(row.user_id), email: row.email };
     },
   };
 }

@@ -199,27 +199,28 @@ export function createEmailFlowsService(deps: EmailFlowsDependencies): EmailFlow
   const resetTokenUser = async (token: string, context: RequestContext) => {
     await throttle?.admitTokenSubmission(context);
     const tokenHash = await redeemable(token, 'reset_password', context);
-    const owner = await tokens.findLiveOneTimeToken(tokenHash, 'reset_password', clock.now());
+    // A link mailed to an address the account has since left is no owner's: refused before a factor is spent on it.
+    const owner = await tokens.findLiveResetToken(tokenHash, clock.now());
     const user = owner && (await users.findUserById(owner.userId));
-    // A link mailed to an address the account has since left proves nothing: refused before a factor is spent on it.
-    if (!user || canonicalEmail(user.email) !== canonicalEmail(owner.email))
-      throw await refused('reset_password', tokenHash, context);
+    if (!user) throw await refused('reset_password', tokenHash, context);
     return { user, tokenHash };
   };
 
   const invalidSecondFactor = () => new AppError('invalid_second_factor', 'Incorrect or already used code');
 
-  // A mailbox alone must not take over an account its owner protected with a second factor.
-  const requireSecondFactor = async (user: User, proof: LoginSecondFactorProof, context: RequestContext) => {
+  /**
+   * A mailbox alone must not take over an account its owner protected with a second factor. Returns whether the
+   * proof must be spent; throws when one is missing or several are given (then none is checked, spent or counted).
+   */
+  const secondFactorNeeded = async (user: User, proof: LoginSecondFactorProof) => {
     const methods = (await deps.secondFactors?.methodsOf(user.id)) ?? [];
-    if (methods.length === 0) return;
+    if (methods.length === 0) return false;
     const given = [proof.otp, proof.recoveryCode, proof.webauthn].filter((value) => value !== undefined);
     if (given.length === 0) {
       throw new AppError('second_factor_required', 'A second factor is required', { mfaMethods: methods });
     }
-    // Which of several to check would be a guess; none is checked, so none is spent or counted.
     if (given.length > 1) throw invalidSecondFactor();
-    if (!(await deps.secondFactors?.spendSecondFactor(user.id, proof, context))) throw invalidSecondFactor();
+    return true;
   };
 
   return {
@@ -292,8 +293,11 @@ export function createEmailFlowsService(deps: EmailFlowsDependencies): EmailFlow
           details: [{ ...describePasswordProblem(problem), loc: ['body', 'new_password'] }],
         });
       }
-      await requireSecondFactor(user, proof, context);
+      const needsFactor = await secondFactorNeeded(user, proof);
+      // Hashed before the proof is spent: a hash shed under load must not cost the user a recovery code.
       const passwordHash = await deps.hasher.hash(password);
+      if (needsFactor && !(await deps.secondFactors?.spendSecondFactor(user.id, proof, context)))
+        throw invalidSecondFactor();
       const reset = await flows.resetPassword(tokenHash, passwordHash, clock.now(), (changed) => [
         mail.compose({
           userId: changed.id,

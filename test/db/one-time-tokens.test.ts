@@ -73,24 +73,38 @@ describe.each(dialects)('one-time tokens on %s', (dialect) => {
   it('refuses a token of another purpose', async () => {
     const tokens = createOneTimeTokensRepository(database.db);
     const user = await userNamed('purpose');
-    const issued = tokenFor(user.id, 'purpose@example.com', 'reset_password');
+    const issued = tokenFor(user.id, user.email, 'reset_password');
     await insertOneTimeToken(database.db, issued.row, clock.now());
     expect(
       await consumeOneTimeToken(database.db, issued.tokenHash, 'verify_email', clock.now()),
     ).toBeUndefined();
-    expect(await tokens.findLiveOneTimeToken(issued.tokenHash, 'reset_password', clock.now())).toBeDefined();
+    expect(await tokens.findLiveResetToken(issued.tokenHash, clock.now())).toBeDefined();
     expect(
       await consumeOneTimeToken(database.db, issued.tokenHash, 'reset_password', clock.now()),
     ).toBeDefined();
   });
 
+  it('spends a reset token mailed to an address the account has left, so that it cannot come back to life', async () => {
+    const tokens = createOneTimeTokensRepository(database.db);
+    const user = await userNamed('leaver');
+    const issued = tokenFor(user.id, user.email.toUpperCase(), 'reset_password');
+    await insertOneTimeToken(database.db, issued.row, clock.now());
+    expect(await tokens.findLiveResetToken(issued.tokenHash, clock.now())).toBeDefined();
+    const moved = tokenFor(user.id, 'elsewhere@example.com', 'reset_password');
+    await insertOneTimeToken(database.db, moved.row, clock.now());
+    expect(await tokens.findLiveResetToken(moved.tokenHash, clock.now())).toBeUndefined();
+    expect(
+      await consumeOneTimeToken(database.db, moved.tokenHash, 'reset_password', clock.now()),
+    ).toBeUndefined();
+  });
+
   it('is valid one second before its expiry and refused at it', async () => {
     const tokens = createOneTimeTokensRepository(database.db);
     const user = await userNamed('expiry');
-    const early = tokenFor(user.id, 'expiry@example.com', 'reset_password', 60);
+    const early = tokenFor(user.id, user.email, 'reset_password', 60);
     await insertOneTimeToken(database.db, early.row, clock.now());
     const at = (offsetSeconds: number) => new Date(early.row.expiresAt.getTime() + offsetSeconds * 1000);
-    expect(await tokens.findLiveOneTimeToken(early.tokenHash, 'reset_password', at(-1))).toBeDefined();
+    expect(await tokens.findLiveResetToken(early.tokenHash, at(-1))).toBeDefined();
     expect(await consumeOneTimeToken(database.db, early.tokenHash, 'reset_password', at(0))).toBeUndefined();
     expect(await consumeOneTimeToken(database.db, early.tokenHash, 'reset_password', at(-1))).toBeDefined();
   });

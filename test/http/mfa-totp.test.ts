@@ -9,8 +9,11 @@ import { generateSync } from 'otplib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { migrateToLatest } from '../../src/db/migrate.ts';
 import { createPasskeysRepository } from '../../src/db/passkeys.ts';
+import { AppError } from '../../src/errors.ts';
+import { createPasswordHasher, type PasswordHasher } from '../../src/security/passwords.ts';
 import {
   buildTestApp,
+  FAST_ARGON2,
   loginToken,
   registerUser,
   STRONG_PASSWORD,
@@ -742,5 +745,47 @@ describe.each(dialects)('gatehouse users reset-mfa on %s', (dialect) => {
       await handle.close();
       await target.drop();
     }
+  });
+});
+
+describe.each(dialects)('password reset of an MFA account when its hash is shed, on %s', (dialect) => {
+  let t: TestApp;
+  let f: ReturnType<typeof flows>;
+  let shedding = false;
+  beforeAll(async () => {
+    const real = createPasswordHasher(FAST_ARGON2, { importedBcryptCost: 4 });
+    const passwords: PasswordHasher = {
+      ...real,
+      hash: (password, options) =>
+        shedding
+          ? Promise.reject(new AppError('overloaded', 'The server is busy; retry in a second.'))
+          : real.hash(password, options),
+    };
+    t = await buildTestApp(dialect, { passwords });
+    f = flows(t, 'shed');
+  });
+  afterAll(async () => {
+    await t.close();
+  });
+
+  it('answers 503 without spending the recovery code, which then resets the password', async () => {
+    const user = await f.enrolledUser();
+    await f.inject({ method: 'POST', url: '/password/forgot', payload: { email: user.email } });
+    await t.app.backgroundWork.settled();
+    const resetToken = await mailedToken(t.database, user.email, 'password_reset');
+    const reset = () =>
+      f.inject({
+        method: 'POST',
+        url: '/password/reset',
+        payload: { token: resetToken, new_password: NEW_PASSWORD, recovery_code: user.recoveryCodes[0] },
+      });
+    shedding = true;
+    const shed = await reset();
+    shedding = false;
+    expect(shed.statusCode, shed.body).toBe(503);
+    expect((await f.status(user.accessToken)).recovery_codes_left).toBe(10);
+    const done = await reset();
+    expect(done.statusCode, done.body).toBe(204);
+    expect((await f.passwordGrant(user.username, NEW_PASSWORD)).statusCode).toBe(403);
   });
 });
