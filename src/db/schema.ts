@@ -201,7 +201,7 @@ export interface WebauthnCredentialsTable {
 export interface WebauthnChallengesTable {
   // Random: the challenge_id clients send back.
   id: string;
-  purpose: 'registration' | 'passwordless' | 'second_factor';
+  purpose: 'registration' | 'passwordless' | 'second_factor' | 'password_reset';
   // The user the ceremony is for; null for passwordless options, whose user is unknown until the assertion.
   user_id: number | null;
   // base64url of 32 random bytes.

@@ -83,7 +83,7 @@ export interface EmailFlowsDependencies extends EmailLinkDependencies {
   /** An account with second factors resets its password only with one of them. */
   secondFactors?: Pick<MfaService, 'methodsOf' | 'spendSecondFactor'> | undefined;
   /** The passkey options of a reset; without it the options route answers no_passkey. */
-  passkeys?: Pick<PasskeysService, 'secondFactorOptionsForUser'> | undefined;
+  passkeys?: Pick<PasskeysService, 'passwordResetOptions'> | undefined;
   /** Runs after a reset commits: login throttling forgets the account's failures. */
   onPasswordReset?: (username: string) => Promise<void>;
   /** onPasswordReset failed (the counter store): the reset stands, so the failure is reported rather than answered. */
@@ -320,7 +320,7 @@ export function createEmailFlowsService(deps: EmailFlowsDependencies): EmailFlow
 
     async resetPasskeyOptions(token, context) {
       const { user } = await resetTokenUser(token, context);
-      const ceremony = await deps.passkeys?.secondFactorOptionsForUser(user.id, context);
+      const ceremony = await deps.passkeys?.passwordResetOptions(user.id, context);
       if (!ceremony) throw new AppError('no_passkey', 'The account has no passkey');
       return ceremony;
     },

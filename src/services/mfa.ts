@@ -44,8 +44,8 @@ export type SecondFactorMethod = 'otp' | 'recovery_code' | 'webauthn';
 
 /**
  * Passkeys as a second factor (services/passkeys.ts implements it): verifies an assertion of one of the user's
- * credentials against a second_factor challenge; undefined for anything refused. `hwk` or `swk` (synced) for amr.
- * `login` says whether the assertion signs the user in (the MFA grant) or confirms something else (a reset).
+ * credentials against a challenge of the purpose: a login's second leg, or a password reset (a challenge handed out for
+ * one does not answer the other); undefined for anything refused. `hwk` or `swk` (synced) for amr.
  */
 export interface WebauthnSecondFactor {
   verifySecondFactor(
@@ -53,7 +53,7 @@ export interface WebauthnSecondFactor {
     challengeId: string,
     response: unknown,
     context: RequestContext,
-    login?: boolean,
+    purpose: 'second_factor' | 'password_reset',
   ): Promise<{ amr: 'hwk' | 'swk' } | undefined>;
 }
 
@@ -182,7 +182,7 @@ export interface MfaService extends SecondFactors {
   ): Promise<SecondFactorLogin>;
   /**
    * Checks and spends one second factor of the user (a code's step, a recovery code, or a passkey's assertion for a
-   * second_factor challenge of this user), counted by R13; returns the method, or undefined for a wrong, replayed or
+   * password_reset challenge of this user: the one route outside a login that takes a passkey), counted by R13; returns the method, or undefined for a wrong, replayed or
    * locked-out one. A proof with an assertion is checked as the assertion alone: the caller sees to "exactly one".
    */
   spendSecondFactor(
@@ -281,7 +281,7 @@ export function createMfaService(deps: MfaDependencies): MfaService {
     userId: number,
     proof: LoginSecondFactorProof,
     context: RequestContext,
-    login: boolean,
+    passkeyPurpose: 'second_factor' | 'password_reset',
   ): Promise<{ method: SecondFactorMethod; amr: 'otp' | 'hwk' | 'swk' } | undefined> => {
     // During a lock the proof is not even checked: a right one is answered as a wrong one.
     if (throttle && !(await throttle.reserveSecondFactorAttempt(userId))) {
@@ -295,7 +295,7 @@ export function createMfaService(deps: MfaDependencies): MfaService {
         proof.webauthn.challengeId,
         proof.webauthn.response,
         context,
-        login,
+        passkeyPurpose,
       );
       if (verified) passed = { method: 'webauthn', amr: verified.amr };
     } else if (proof.otp !== undefined) {
@@ -317,7 +317,7 @@ export function createMfaService(deps: MfaDependencies): MfaService {
   };
 
   const spendSecondFactor: MfaService['spendSecondFactor'] = async (userId, proof, context) =>
-    (await spend(userId, proof, context, false))?.method;
+    (await spend(userId, proof, context, 'password_reset'))?.method;
 
   const alreadyEnrolled = () =>
     new AppError('mfa_already_enrolled', 'An authenticator app is already set up');
@@ -490,7 +490,7 @@ export function createMfaService(deps: MfaDependencies): MfaService {
       const attempt =
         tokenHash && (await mfa.countMfaChallengeAttempt(tokenHash, CHALLENGE_ATTEMPTS, clock.now()));
       if (!tokenHash || !attempt) throw invalid();
-      const passed = await spend(attempt.userId, proof, context, true);
+      const passed = await spend(attempt.userId, proof, context, 'second_factor');
       if (!passed) throw invalid();
       const credentials = await users.findCredentialsById(attempt.userId);
       // A password changed since the first leg voids it: the login proved a password that is no longer theirs.

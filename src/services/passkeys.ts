@@ -45,6 +45,9 @@ export interface CeremonyOptions<T> {
 /** RFC 8176: `hwk` for a key bound to one device, `swk` for a synced (backup-eligible) passkey. */
 export type PasskeyAmr = 'hwk' | 'swk';
 
+/** What an assertion of a known user proves for: a login's second leg, or a password reset of the account. */
+export type SecondFactorPurpose = Extract<ChallengePurpose, 'second_factor' | 'password_reset'>;
+
 /** A passwordless login that passed: who, their current hash (sessions bind to it) and how they proved it. */
 export interface PasskeyLogin {
   user: User;
@@ -101,23 +104,23 @@ export interface PasskeysService {
     context: RequestContext,
   ): Promise<CeremonyOptions<PublicKeyCredentialRequestOptionsJSON>>;
   /**
-   * Second-factor options for a user whom another proof named (a live password reset link), listing their usable
-   * passkeys; undefined when they have none. Throttled as the public options (R14).
+   * Options for the holder of a live password reset link of this user, listing their usable passkeys; undefined when
+   * they have none. Throttled as the public options (R14).
    */
-  secondFactorOptionsForUser(
+  passwordResetOptions(
     userId: number,
     context: RequestContext,
   ): Promise<CeremonyOptions<PublicKeyCredentialRequestOptionsJSON> | undefined>;
   /**
-   * Checks a second-factor assertion of this user; undefined for every refusal. Audited passkey_login when it signs
-   * in (`login`, the default); a reset's proof is audited by its caller, so the activity never shows a sign-in there.
+   * Checks an assertion of this user for a challenge of the purpose (a login's second leg, or a password reset);
+   * undefined for every refusal. Only a login's is audited passkey_login: a reset signs nobody in.
    */
   verifySecondFactor(
     userId: number,
     challengeId: string,
     response: unknown,
     context: RequestContext,
-    login?: boolean,
+    purpose: SecondFactorPurpose,
   ): Promise<{ amr: PasskeyAmr } | undefined>;
   /** The user's usable passkeys: a suspect one is refused, so it is no second factor. */
   countPasskeys(userId: number): Promise<number>;
@@ -457,18 +460,16 @@ export function createPasskeysService(deps: PasskeysDependencies): PasskeysServi
       return requestOptions('second_factor', userId, await usablePasskeys(userId));
     },
 
-    async secondFactorOptionsForUser(userId, context) {
+    async passwordResetOptions(userId, context) {
       await throttle?.admitPasskeyOptions(context);
       const usable = await usablePasskeys(userId);
-      // The same purpose as a login's second leg: the challenge is bound to the user, and whoever answers it holds
-      // one of the user's passkeys whichever route handed it out.
-      return usable.length === 0 ? undefined : requestOptions('second_factor', userId, usable);
+      return usable.length === 0 ? undefined : requestOptions('password_reset', userId, usable);
     },
 
-    async verifySecondFactor(userId, challengeId, response, context, login = true) {
-      const passkey = await verifyAssertion('second_factor', userId, challengeId, response, context);
+    async verifySecondFactor(userId, challengeId, response, context, purpose) {
+      const passkey = await verifyAssertion(purpose, userId, challengeId, response, context);
       if (!passkey) return undefined;
-      if (login) context.audit('passkey_login', { userId, reason: 'second_factor' });
+      if (purpose === 'second_factor') context.audit('passkey_login', { userId, reason: 'second_factor' });
       return { amr: amrOf(passkey) };
     },
 

@@ -636,30 +636,48 @@ describe.each(dialects)('passkeys as a second factor on %s', (dialect) => {
     const passkeys = service();
     const first = await mfaOptions(holder);
     const assertion = holder.authenticator.assert(first.options);
-    expect(await passkeys.verifySecondFactor(other.user.id, first.challenge_id, assertion, context)).toBe(
-      undefined,
-    );
+    expect(
+      await passkeys.verifySecondFactor(
+        other.user.id,
+        first.challenge_id,
+        assertion,
+        context,
+        'second_factor',
+      ),
+    ).toBe(undefined);
     const second = await mfaOptions(holder);
     const good = holder.authenticator.assert(second.options);
     const results = await Promise.all([
-      passkeys.verifySecondFactor(holder.user.id, second.challenge_id, good, context),
-      passkeys.verifySecondFactor(holder.user.id, second.challenge_id, good, context),
+      passkeys.verifySecondFactor(holder.user.id, second.challenge_id, good, context, 'second_factor'),
+      passkeys.verifySecondFactor(holder.user.id, second.challenge_id, good, context, 'second_factor'),
     ]);
     expect(results.filter((result) => result?.amr === 'hwk')).toHaveLength(1);
-    expect(await passkeys.verifySecondFactor(holder.user.id, second.challenge_id, good, context)).toBe(
-      undefined,
-    );
+    expect(
+      await passkeys.verifySecondFactor(holder.user.id, second.challenge_id, good, context, 'second_factor'),
+    ).toBe(undefined);
     const third = await mfaOptions(holder);
     const unverified = holder.authenticator.assert(third.options, { userVerified: false });
-    expect(await passkeys.verifySecondFactor(holder.user.id, third.challenge_id, unverified, context)).toBe(
-      undefined,
-    );
+    expect(
+      await passkeys.verifySecondFactor(
+        holder.user.id,
+        third.challenge_id,
+        unverified,
+        context,
+        'second_factor',
+      ),
+    ).toBe(undefined);
     // Another user's passkey, on a challenge of this user.
     const fourth = await mfaOptions(holder);
     const foreign = other.authenticator.assert({ challenge: fourth.options.challenge, rpId: 'localhost' });
-    expect(await passkeys.verifySecondFactor(holder.user.id, fourth.challenge_id, foreign, context)).toBe(
-      undefined,
-    );
+    expect(
+      await passkeys.verifySecondFactor(
+        holder.user.id,
+        fourth.challenge_id,
+        foreign,
+        context,
+        'second_factor',
+      ),
+    ).toBe(undefined);
   });
 });
 

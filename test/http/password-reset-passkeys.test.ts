@@ -325,6 +325,40 @@ describe.each(dialects)('password reset of a passkey account on %s', (dialect) =
       'a passwordless challenge',
     );
 
+    // A login's second leg of the same user: its challenge answers the login, not a reset of the password.
+    const mfaToken = (await f.passwordGrant(holder.user.username, STRONG_PASSWORD)).json()
+      .mfa_token as string;
+    const secondLeg = await f.inject({
+      method: 'POST',
+      url: '/mfa/webauthn/options',
+      payload: { mfa_token: mfaToken },
+      remoteAddress: f.nextIp(),
+    });
+    expect(secondLeg.statusCode, secondLeg.body).toBe(200);
+    const legCeremony = secondLeg.json() as Options;
+    await refused(
+      {
+        challenge_id: legCeremony.challenge_id,
+        webauthn_response: holder.authenticator.assert(legCeremony.options),
+      },
+      "a login's second-leg challenge",
+    );
+    // Nor does a reset's challenge answer the login's second leg.
+    const resetCeremony = await f.liveOptions(token);
+    const crossed = await f.inject({
+      method: 'POST',
+      url: '/token',
+      payload: {
+        grant_type: 'urn:gatehouse:params:oauth:grant-type:mfa',
+        mfa_token: mfaToken,
+        challenge_id: resetCeremony.challenge_id,
+        webauthn_response: JSON.stringify(holder.authenticator.assert(resetCeremony.options)),
+      },
+      remoteAddress: f.nextIp(),
+    });
+    expect(crossed.statusCode, crossed.body).toBe(400);
+    expect(crossed.json().error).toBe('invalid_grant');
+
     // Malformed or half a proof.
     const third = await f.liveOptions(token);
     await refused({ challenge_id: third.challenge_id }, 'challenge_id alone');
