@@ -95,8 +95,10 @@ const TEMPLATES: Record<MailTemplate, (values: MailValues) => TemplateText> = {
         { value: required(values, 'what', 'mfa_changed') },
         '.',
       ],
+      // A thief with the password may have added their own factor, which a reset then asks for: the operator's
+      // reset-mfa is the way back, so the mail says so rather than promise that a reset alone will do.
       [
-        'If this was not you, reset your password now with "Forgot your password?" on the sign-in page, and tell your administrator.',
+        'If this was not you, someone has your password: reset it now with "Forgot your password?" on the sign-in page. If the reset asks for a second factor you do not have, ask your administrator to remove the account\'s second factors; they will check who you are first.',
       ],
     ],
   }),
