@@ -295,7 +295,7 @@ export function createEmailFlowsService(deps: EmailFlowsDependencies): EmailFlow
       }
       const needsFactor = await secondFactorNeeded(user, proof);
       // Hashed before the proof is spent: a hash shed under load must not cost the user a recovery code.
-      const passwordHash = await deps.hasher.hash(password);
+      const passwordHash = await deps.hasher.hash(password, context.signal ? { signal: context.signal } : {});
       if (needsFactor && !(await deps.secondFactors?.spendSecondFactor(user.id, proof, context)))
         throw invalidSecondFactor();
       const reset = await flows.resetPassword(tokenHash, passwordHash, clock.now(), (changed) => [

@@ -106,7 +106,7 @@ export const emailRoutes: FastifyPluginAsyncTypebox<{ emailFlows: EmailFlowsServ
       const { token, new_password: newPassword, otp, recovery_code: recoveryCode } = request.body;
       const challengeId = request.body.challenge_id || undefined;
       const response = request.body.webauthn_response || undefined;
-      await emailFlows.resetPassword(token, newPassword, requestContext(request), {
+      await emailFlows.resetPassword(token, newPassword, requestContext(request, reply), {
         otp: otp || undefined,
         recoveryCode: recoveryCode || undefined,
         // Half an assertion is still a proof given, and refused as a wrong one.
