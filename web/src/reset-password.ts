@@ -116,9 +116,10 @@ function start(): void {
         ceremony = await callPublic('POST', '/password/reset/webauthn/options', { token });
       } catch (error) {
         if (error instanceof ApiError && error.code === 'no_passkey') {
+          // The passkey went (deleted, or blocked) since the page offered it: the reset's answer says what is left.
           methods = methods.filter((method) => method !== 'webauthn');
-          offerSecondFactors(undefined);
-          throw new FormProblem('Your account has no passkey left: use a code instead.');
+          await reset(newPassword, {});
+          return;
         }
         if (!isRefusedLink(error)) throw error;
         form.reset();
