@@ -63,6 +63,8 @@ export interface MfaRepository {
   unusedRecoveryCodes(userId: number, limit: number): Promise<StoredRecoveryCode[]>;
   /** Spends an unused recovery code of the user, by its id: true for exactly one caller. */
   claimRecoveryCodeById(userId: number, id: number, now: Date): Promise<boolean>;
+  /** Gives back a code this caller claimed at `claimedAt` for something that then did not happen. */
+  releaseRecoveryCode(userId: number, id: number, claimedAt: Date): Promise<void>;
   countRecoveryCodesLeft(userId: number): Promise<number>;
   /** Replaces every recovery code of the user and queues the mails, in one transaction. */
   replaceRecoveryCodes(
@@ -223,6 +225,16 @@ export function createMfaRepository(db: Db): MfaRepository {
         .limit(limit)
         .execute();
       return rows.map((row) => ({ id: Number(row.id), codeHash: row.code_hash }));
+    },
+
+    async releaseRecoveryCode(userId, id, claimedAt) {
+      await db
+        .updateTable('recovery_codes')
+        .set({ used_at_ms: null })
+        .where('id', '=', id)
+        .where('user_id', '=', userId)
+        .where('used_at_ms', '=', claimedAt.getTime())
+        .execute();
     },
 
     async claimRecoveryCodeById(userId, id, now) {

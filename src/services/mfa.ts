@@ -222,6 +222,13 @@ const RECENT_MFA_MS = 10 * 60_000;
 const sealContext = (factorId: string, userId: number) => `mfa_factors:totp:${factorId}:${userId}`;
 const hashingOf = (context: RequestContext): HashOptions =>
   context.signal ? { signal: context.signal } : {};
+/** A proof checked and spent; `release` gives back a recovery code when what it was spent for did not happen. */
+interface SpentProof {
+  method: SecondFactorMethod;
+  amr: 'otp' | 'hwk' | 'swk';
+  release?: () => Promise<void>;
+}
+
 const digestOf = (passwordHash: string) => createHash('sha256').update(passwordHash).digest('base64url');
 
 /** Builds the second-factor use cases: TOTP enrolment, recovery codes, and the second leg of a login. */
@@ -263,14 +270,16 @@ export function createMfaService(deps: MfaDependencies): MfaService {
    */
   const spendRecoveryCode = async (userId: number, typed: string, context: RequestContext) => {
     const normalised = normaliseRecoveryCode(typed);
-    if (normalised === undefined || !(await mfa.hasActiveFactor(userId))) return false;
+    if (normalised === undefined || !(await mfa.hasActiveFactor(userId))) return undefined;
     const hashing = hashingOf(context);
     for (const stored of await mfa.unusedRecoveryCodes(userId, RECOVERY_CODE_COUNT)) {
       if (await recoveryCodeMatches(stored.codeHash, normalised, hasher, hashing)) {
-        return mfa.claimRecoveryCodeById(userId, stored.id, clock.now());
+        const claimedAt = clock.now();
+        if (!(await mfa.claimRecoveryCodeById(userId, stored.id, claimedAt))) return undefined;
+        return { release: () => mfa.releaseRecoveryCode(userId, stored.id, claimedAt) };
       }
     }
-    return false;
+    return undefined;
   };
 
   /**
@@ -282,13 +291,13 @@ export function createMfaService(deps: MfaDependencies): MfaService {
     proof: LoginSecondFactorProof,
     context: RequestContext,
     passkeyPurpose: 'second_factor' | 'password_reset',
-  ): Promise<{ method: SecondFactorMethod; amr: 'otp' | 'hwk' | 'swk' } | undefined> => {
+  ): Promise<SpentProof | undefined> => {
     // During a lock the proof is not even checked: a right one is answered as a wrong one.
     if (throttle && !(await throttle.reserveSecondFactorAttempt(userId))) {
       context.audit('second_factor_failed', { userId, reason: 'locked' });
       return undefined;
     }
-    let passed: { method: SecondFactorMethod; amr: 'otp' | 'hwk' | 'swk' } | undefined;
+    let passed: SpentProof | undefined;
     if (proof.webauthn !== undefined) {
       const verified = await deps.webauthn?.verifySecondFactor(
         userId,
@@ -301,8 +310,8 @@ export function createMfaService(deps: MfaDependencies): MfaService {
     } else if (proof.otp !== undefined) {
       if (await spendOtp(userId, proof.otp)) passed = { method: 'otp', amr: 'otp' };
     } else if (proof.recoveryCode !== undefined) {
-      if (await spendRecoveryCode(userId, proof.recoveryCode, context))
-        passed = { method: 'recovery_code', amr: 'otp' };
+      const claimed = await spendRecoveryCode(userId, proof.recoveryCode, context);
+      if (claimed) passed = { method: 'recovery_code', amr: 'otp', release: claimed.release };
     }
     if (!passed) {
       context.audit('second_factor_failed', {
@@ -493,9 +502,16 @@ export function createMfaService(deps: MfaDependencies): MfaService {
       const passed = await spend(attempt.userId, proof, context, 'second_factor');
       if (!passed) throw invalid();
       const credentials = await users.findCredentialsById(attempt.userId);
-      // A password changed since the first leg voids it: the login proved a password that is no longer theirs.
-      if (!credentials || digestOf(credentials.passwordHash) !== attempt.passwordDigest) throw invalid();
-      if (!(await mfa.consumeMfaChallenge(tokenHash, clock.now()))) throw invalid();
+      // A password changed since the first leg voids it: the login proved a password that is no longer theirs. And of
+      // parallel redemptions of one mfa_token one wins: a recovery code spent by another is given back.
+      if (
+        !credentials ||
+        digestOf(credentials.passwordHash) !== attempt.passwordDigest ||
+        !(await mfa.consumeMfaChallenge(tokenHash, clock.now()))
+      ) {
+        await passed.release?.();
+        throw invalid();
+      }
       return {
         user: credentials.user,
         verifiedHash: credentials.passwordHash,

@@ -84,6 +84,19 @@ describe.each(dialects)('second factors on %s', (dialect) => {
     expect(await mfa.countRecoveryCodesLeft(other.user.id)).toBe(2);
   });
 
+  it('gives back a claimed recovery code only to its claim, by its time', async () => {
+    const { mfa, user } = await activeFactor('codes-back');
+    const [code] = await mfa.unusedRecoveryCodes(user.id, 10);
+    const id = code?.id ?? 0;
+    const claimedAt = clock.now();
+    expect(await mfa.claimRecoveryCodeById(user.id, id, claimedAt)).toBe(true);
+    await mfa.releaseRecoveryCode(user.id, id, new Date(claimedAt.getTime() - 1));
+    expect(await mfa.countRecoveryCodesLeft(user.id)).toBe(1);
+    await mfa.releaseRecoveryCode(user.id, id, claimedAt);
+    expect(await mfa.countRecoveryCodesLeft(user.id)).toBe(2);
+    expect(await mfa.claimRecoveryCodeById(user.id, id, clock.now())).toBe(true);
+  });
+
   it('counts at most the allowed attempts on a challenge, and spends it once', async () => {
     const mfa = createMfaRepository(database.db);
     const user = await userNamed('challenge');

@@ -424,6 +424,25 @@ describe.each(dialects)('TOTP second factor on %s', (dialect) => {
     f.otp.nextWindow();
   });
 
+  it('gives back the recovery codes of parallel grants of one mfa_token that lost to another', async () => {
+    const user = await f.enrolledUser();
+    const mfaToken = await f.mfaToken(user.username);
+    const granted = await Promise.all(
+      user.recoveryCodes
+        .slice(0, 3)
+        .map((recoveryCode) => f.mfaGrant({ mfa_token: mfaToken, recovery_code: recoveryCode })),
+    );
+    expect(granted.map((response) => response.statusCode).sort()).toEqual([200, 400, 400]);
+    expect((await f.status(user.accessToken)).recovery_codes_left).toBe(9);
+    // The losers' codes work again; the winner's does not.
+    const winner = user.recoveryCodes[granted.findIndex((response) => response.statusCode === 200)] ?? '';
+    const loser = user.recoveryCodes[granted.findIndex((response) => response.statusCode === 400)] ?? '';
+    const again = await f.mfaGrant({ mfa_token: await f.mfaToken(user.username), recovery_code: winner });
+    expect(again.statusCode).toBe(400);
+    const back = await f.mfaGrant({ mfa_token: await f.mfaToken(user.username), recovery_code: loser });
+    expect(back.statusCode, back.body).toBe(200);
+  });
+
   it('kills an mfa_token after 5 wrong attempts, even for a right code, and after 5 minutes', async () => {
     const user = await f.enrolledUser();
     const mfaToken = await f.mfaToken(user.username);
