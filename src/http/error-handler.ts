@@ -200,6 +200,12 @@ export function renderError(error: AppError, style: ErrorStyle): RenderedError {
 }
 
 const unavailableReasons = new WeakMap<FastifyRequest, UnavailableReason>();
+const refusalsLogged = new WeakSet<FastifyRequest>();
+
+/** Whether the answer was logged as a refusal already, in one line that says all the request log line would. */
+export function refusalLogged(request: FastifyRequest): boolean {
+  return refusalsLogged.has(request);
+}
 
 /** Returns why this request was answered 503, when it was and the raiser said why. */
 export function unavailableReasonOf(request: FastifyRequest): UnavailableReason | undefined {
@@ -213,7 +219,11 @@ export function sendError(error: AppError, request: FastifyRequest, reply: Fasti
     if (error.unavailableReason) unavailableReasons.set(request, error.unavailableReason);
     // Expected under overload or an outage, and possibly many a second: one line, no stack.
     const reason = error.cause instanceof Error ? error.cause.message : undefined;
-    request.log.warn({ code: error.code, reason }, 'request refused: unavailable');
+    request.log.warn(
+      { code: error.code, reason, method: request.method, path: request.url.split('?')[0], ip: request.ip },
+      'request refused: unavailable',
+    );
+    refusalsLogged.add(request);
     rendered.body.request_id = request.id;
   } else if (rendered.status >= 500) {
     request.log.error({ err: error.cause ?? error }, 'request failed');

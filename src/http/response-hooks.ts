@@ -1,4 +1,5 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { refusalLogged } from './error-handler.ts';
 
 // Bodies up to this size are read to their end after an early answer, so that the client receives it.
 const DRAIN_LIMIT_BYTES = 8 * 1024 * 1024;
@@ -33,6 +34,11 @@ export function registerResponseHooks(app: FastifyInstance): void {
     done(null, payload);
   });
   app.addHook('onResponse', (request, reply, done) => {
+    // A refusal under overload has had its line: a flood must not cost two each.
+    if (refusalLogged(request)) {
+      done();
+      return;
+    }
     // Successful requests are logged at debug: on the hot path a log line per request costs more than the work.
     const level = reply.statusCode >= 400 ? 'info' : 'debug';
     if (!(request.log as unknown as { isLevelEnabled(level: string): boolean }).isLevelEnabled(level)) {

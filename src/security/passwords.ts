@@ -2,7 +2,7 @@ import { availableParallelism } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { type Algorithm, hash, verify } from '@node-rs/argon2';
 import { verify as verifyBcrypt } from '@node-rs/bcrypt';
-import { AppError, type UnavailableReason } from '../errors.ts';
+import { AppError, type UnavailableReason, withoutStackTrace } from '../errors.ts';
 
 export interface Argon2Parameters {
   memoryKib: number;
@@ -356,9 +356,12 @@ function createHashSlots(limits: HashLimits) {
 }
 
 function shed(kind: UnavailableReason, reason: string): AppError {
-  return new AppError('overloaded', 'The server is busy; retry in a second.', {
-    cause: new Error(reason),
-    retryAfterSeconds: 1,
-    unavailableReason: kind,
-  });
+  return withoutStackTrace(
+    () =>
+      new AppError('overloaded', 'The server is busy; retry in a second.', {
+        cause: new Error(reason),
+        retryAfterSeconds: 1,
+        unavailableReason: kind,
+      }),
+  );
 }

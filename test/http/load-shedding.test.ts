@@ -104,8 +104,17 @@ describe.each(dialects)('the hash queue bound on %s', (dialect) => {
       });
       expect(await countRows(test, 'sessions')).toBe(0);
       expect(refusals(test)).toEqual([
-        expect.objectContaining({ code: 'overloaded', reason: expect.stringMatching(reason) }),
+        expect.objectContaining({
+          code: 'overloaded',
+          reason: expect.stringMatching(reason),
+          method: 'POST',
+          path: '/token',
+          ip: '127.0.0.1',
+        }),
       ]);
+      // One line per refusal: a flood must not cost two each, so no request line repeats it.
+      const lines = test.logs.map((line) => JSON.parse(line) as Record<string, unknown>);
+      expect(lines.filter((line) => line.status === 503)).toEqual([]);
       await holding;
       expect((await login(test)).statusCode).toBe(200);
     },

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { AppError, type ErrorCode, type FieldProblem } from '../../src/errors.ts';
+import { AppError, type ErrorCode, type FieldProblem, withoutStackTrace } from '../../src/errors.ts';
 import { type ErrorStyle, type RenderedError, renderError } from '../../src/http/error-handler.ts';
 
 const STYLES: ErrorStyle[] = ['fastapi', 'oauth'];
@@ -334,5 +334,21 @@ describe('server errors', () => {
       const text = JSON.stringify(render(code, style, cause));
       for (const trace of traces) expect(text, `${code} (${style})`).not.toContain(trace);
     }
+  });
+});
+
+describe('withoutStackTrace', () => {
+  it('builds an error with no stack frames, and puts the limit back even when building throws', () => {
+    const limit = Error.stackTraceLimit;
+    const error = withoutStackTrace(() => new AppError('overloaded', MESSAGE));
+    expect(error.stack?.split('\n').filter((line) => line.trim().startsWith('at '))).toEqual([]);
+    expect(Error.stackTraceLimit).toBe(limit);
+    expect(() =>
+      withoutStackTrace(() => {
+        throw new Error('building failed');
+      }),
+    ).toThrow('building failed');
+    expect(Error.stackTraceLimit).toBe(limit);
+    expect(new Error('after').stack?.includes(' at ')).toBe(true);
   });
 });
