@@ -149,6 +149,28 @@ describe.skipIf(skipWithoutChromium('the second factors suite')).each(DIALECTS)(
       await expectSignedOut(page);
     };
 
+    /**
+     * Asks for a reset mail, opens its link and submits a new password alone, which an account with a second factor
+     * is refused (400); returns that password. `hidden` is what the page must not show before it is asked for.
+     */
+    const resetWithLinkAlone = async (page: Page, user: RegisteredUser, hidden: string) => {
+      const asked = await postJson(api.url('/password/forgot'), { email: user.email });
+      expect(asked.status, asked.text).toBe(202);
+      const mail = await sink.waitForMail(user.email, (m) =>
+        m.text.includes('/account/reset-password#token='),
+      );
+      await page.goto(linkIn(mail, `${publicUrl}/account/reset-password#token=`));
+      await page.locator('#reset-title').waitFor({ state: 'visible' });
+      expect(await page.locator(hidden).isHidden()).toBe(true);
+      const newPassword = strongPassword();
+      await page.locator('#reset-new').fill(newPassword);
+      await page.locator('#reset-confirm').fill(newPassword);
+      const first = page.waitForResponse((response) => response.url().endsWith('/password/reset'));
+      await page.getByRole('button', { name: 'Set the new password' }).click();
+      expect((await first).status()).toBe(400);
+      return newPassword;
+    };
+
     it('enrols an authenticator app on the page, then signs in with password and code, and with a recovery code', () =>
       run('totp', async ({ page }) => {
         const user = await registerUser(api);
@@ -532,22 +554,7 @@ describe.skipIf(skipWithoutChromium('the second factors suite')).each(DIALECTS)(
       run('reset', async ({ page }) => {
         const user = await registerUser(api);
         const { secret, recoveryCodes } = await enrolTotp(user);
-        const asked = await postJson(api.url('/password/forgot'), { email: user.email });
-        expect(asked.status, asked.text).toBe(202);
-        const mail = await sink.waitForMail(user.email, (m) =>
-          m.text.includes('/account/reset-password#token='),
-        );
-        const link = linkIn(mail, `${publicUrl}/account/reset-password#token=`);
-
-        await page.goto(link);
-        await page.locator('#reset-title').waitFor({ state: 'visible' });
-        expect(await page.locator('#reset-factor-field').isHidden()).toBe(true);
-        const newPassword = strongPassword();
-        await page.locator('#reset-new').fill(newPassword);
-        await page.locator('#reset-confirm').fill(newPassword);
-        const first = page.waitForResponse((response) => response.url().endsWith('/password/reset'));
-        await page.getByRole('button', { name: 'Set the new password' }).click();
-        expect((await first).status()).toBe(400);
+        const newPassword = await resetWithLinkAlone(page, user, '#reset-factor-field');
         await page.locator('#reset-factor-field').waitFor({ state: 'visible' });
         expect(await focusedId(page)).toBe('reset-form-error');
         expect(await page.locator('#reset-factor').getAttribute('aria-invalid')).toBe('true');
@@ -587,20 +594,7 @@ describe.skipIf(skipWithoutChromium('the second factors suite')).each(DIALECTS)(
         await signOut(page);
         const [registered] = await credentialsOf(authenticator);
 
-        const asked = await postJson(api.url('/password/forgot'), { email: user.email });
-        expect(asked.status, asked.text).toBe(202);
-        const mail = await sink.waitForMail(user.email, (m) =>
-          m.text.includes('/account/reset-password#token='),
-        );
-        await page.goto(linkIn(mail, `${publicUrl}/account/reset-password#token=`));
-        await page.locator('#reset-title').waitFor({ state: 'visible' });
-        expect(await page.locator('#reset-passkey').isHidden()).toBe(true);
-        const newPassword = strongPassword();
-        await page.locator('#reset-new').fill(newPassword);
-        await page.locator('#reset-confirm').fill(newPassword);
-        const first = page.waitForResponse((response) => response.url().endsWith('/password/reset'));
-        await page.getByRole('button', { name: 'Set the new password' }).click();
-        expect((await first).status()).toBe(400);
+        const newPassword = await resetWithLinkAlone(page, user, '#reset-passkey');
         // The link alone was refused: only the passkey is offered, as the main button.
         await page.locator('#reset-passkey').waitFor({ state: 'visible' });
         expect(await page.locator('#reset-factor-field').isHidden()).toBe(true);
