@@ -149,6 +149,20 @@ describe.skipIf(skipWithoutChromium('the second factors suite')).each(DIALECTS)(
       await expectSignedOut(page);
     };
 
+    /** A new account that signs in on the page, adds a passkey there and signs out: its user and authenticator. */
+    const userWithPagePasskey = async (page: Page, context: BrowserContext) => {
+      const authenticator = await addAuthenticator(context, page);
+      const user = await registerUser(api);
+      await page.goto('/');
+      await signInWithForm(page, user.username, user.password);
+      await expectSignedIn(page, user.username);
+      await page.locator('#passkey-add-password').fill(user.password);
+      await page.getByRole('button', { name: 'Add a passkey' }).click();
+      await expect.poll(() => page.locator('#passkey-list > li').count()).toBe(1);
+      await signOut(page);
+      return { user, authenticator };
+    };
+
     /**
      * Asks for a reset mail, opens its link and submits a new password alone, which an account with a second factor
      * is refused (400); returns that password. `hidden` is what the page must not show before it is asked for.
@@ -449,15 +463,7 @@ describe.skipIf(skipWithoutChromium('the second factors suite')).each(DIALECTS)(
 
     it('refuses a passkey sign-in in the page when user verification fails, when the flags lie and when the signature is bogus', () =>
       run('passkey-refused', async ({ page, context }) => {
-        const authenticator = await addAuthenticator(context, page);
-        const user = await registerUser(api);
-        await page.goto('/');
-        await signInWithForm(page, user.username, user.password);
-        await expectSignedIn(page, user.username);
-        await page.locator('#passkey-add-password').fill(user.password);
-        await page.getByRole('button', { name: 'Add a passkey' }).click();
-        await expect.poll(() => page.locator('#passkey-list > li').count()).toBe(1);
-        await signOut(page);
+        const { user, authenticator } = await userWithPagePasskey(page, context);
 
         const refused = async (what: string) => {
           await page.getByRole('button', { name: 'Sign in with a passkey' }).click();
@@ -583,15 +589,7 @@ describe.skipIf(skipWithoutChromium('the second factors suite')).each(DIALECTS)(
 
     it('asks a passkey-only account for its passkey on the reset page, and resets with it', () =>
       run('reset-passkey', async ({ page, context }) => {
-        const authenticator = await addAuthenticator(context, page);
-        const user = await registerUser(api);
-        await page.goto('/');
-        await signInWithForm(page, user.username, user.password);
-        await expectSignedIn(page, user.username);
-        await page.locator('#passkey-add-password').fill(user.password);
-        await page.getByRole('button', { name: 'Add a passkey' }).click();
-        await expect.poll(() => listTexts(page, '#passkey-list .passkey-name')).toHaveLength(1);
-        await signOut(page);
+        const { user, authenticator } = await userWithPagePasskey(page, context);
         const [registered] = await credentialsOf(authenticator);
 
         const newPassword = await resetWithLinkAlone(page, user, '#reset-passkey');
