@@ -21,7 +21,7 @@ import {
 } from './accounts.ts';
 import type { BackgroundWork } from './background-work.ts';
 import type { MailComposer } from './mail.ts';
-import type { LoginSecondFactorProof, MfaService } from './mfa.ts';
+import { invalidSecondFactor, type LoginSecondFactorProof, type MfaService } from './mfa.ts';
 import type { CeremonyOptions, PasskeysService } from './passkeys.ts';
 import type { RequestContext } from './request-context.ts';
 import type { Throttle } from './throttle.ts';
@@ -205,8 +205,6 @@ export function createEmailFlowsService(deps: EmailFlowsDependencies): EmailFlow
     if (!user) throw await refused('reset_password', tokenHash, context);
     return { user, tokenHash };
   };
-
-  const invalidSecondFactor = () => new AppError('invalid_second_factor', 'Incorrect or already used code');
 
   /**
    * A mailbox alone must not take over an account its owner protected with a second factor. Returns whether the

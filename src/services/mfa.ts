@@ -229,6 +229,10 @@ interface SpentProof {
   release?: () => Promise<void>;
 }
 
+/** The one answer to a wrong, replayed or locked-out second factor, wherever one is asked for. */
+export const invalidSecondFactor = () =>
+  new AppError('invalid_second_factor', 'Incorrect or already used code');
+
 const digestOf = (passwordHash: string) => createHash('sha256').update(passwordHash).digest('base64url');
 
 /** Builds the second-factor use cases: TOTP enrolment, recovery codes, and the second leg of a login. */
@@ -333,7 +337,7 @@ export function createMfaService(deps: MfaDependencies): MfaService {
 
   const requireSecondFactor = async (userId: number, proof: SecondFactorProof, context: RequestContext) => {
     const method = await spendSecondFactor(userId, proof, context);
-    if (!method) throw new AppError('invalid_second_factor', 'Incorrect or already used code');
+    if (!method) throw invalidSecondFactor();
     return method;
   };
 
@@ -398,8 +402,7 @@ export function createMfaService(deps: MfaDependencies): MfaService {
       const user = await users.findUserById(userId);
       if (factor?.status !== 'pending' || !user)
         throw new AppError('not_found', 'No authenticator app to confirm');
-      if (throttle && !(await throttle.reserveSecondFactorAttempt(userId)))
-        throw new AppError('invalid_second_factor', 'Incorrect or already used code');
+      if (throttle && !(await throttle.reserveSecondFactorAttempt(userId))) throw invalidSecondFactor();
       const step = await matchTotpStep(
         box.open(factor.secretSealed, sealContext(factor.id, userId)),
         code,
@@ -407,7 +410,7 @@ export function createMfaService(deps: MfaDependencies): MfaService {
       );
       const wrongCode = () => {
         context.audit('second_factor_failed', { userId, reason: 'wrong_code' });
-        return new AppError('invalid_second_factor', 'Incorrect or already used code');
+        return invalidSecondFactor();
       };
       // Only a right code pays for the ten hashes of the new recovery codes.
       if (step === undefined) throw wrongCode();
