@@ -379,7 +379,7 @@ describe.each(DIALECTS)('issue 13, forgot with RATE_LIMITS=off: voiding and timi
   });
 
   it('known and unknown addresses: forgot answers alike, and in the same time (medians of 30 within 10%)', async () => {
-    const ROUNDS = 3;
+    const ROUNDS = 5;
     const N = 30;
     const known: string[] = [];
     for (let i = 0; i < ROUNDS * N + 10; i += 1) {
@@ -394,7 +394,8 @@ describe.each(DIALECTS)('issue 13, forgot with RATE_LIMITS=off: voiding and timi
       expect202Empty(r, `forgot ${email}`);
       // Each request starts on a server done with the last one's mail work, as an attacker spacing requests sees
       // it: the sample is this answer's time, not the leftover work of whichever request happened to come before.
-      await sleep(5);
+      // 5 ms was too short for PostgreSQL's share of that work under CI's load (21% apart, the sign flipping).
+      await sleep(25);
       return ms;
     };
     for (let i = 0; i < 10; i += 1) {
