@@ -42,4 +42,31 @@ describe('refusal pacer', () => {
     await pacer.hold(pacer.delayFor());
     expect(performance.now() - started).toBeGreaterThanOrEqual(25);
   });
+
+  it('releases refusals that come due together a few at a time, so that other work runs between them', async () => {
+    const pacer = createRefusalPacer({ undelayedPerSecond: 0, delayMs: 20, maxHeld: 1000 });
+    let released = 0;
+    let releasedBeforeNextTurn: number | undefined;
+    const held = Array.from({ length: 40 }, () =>
+      pacer.hold(pacer.delayFor()).then(() => {
+        released += 1;
+        if (released === 1) setImmediate(() => (releasedBeforeNextTurn = released));
+      }),
+    );
+    await Promise.all(held);
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(released).toBe(40);
+    expect(releasedBeforeNextTurn).toBeGreaterThan(0);
+    expect(releasedBeforeNextTurn).toBeLessThan(40);
+    expect(pacer.held()).toBe(0);
+  });
+
+  it('still releases every held refusal when the app closes', async () => {
+    const pacer = createRefusalPacer({ undelayedPerSecond: 0, delayMs: 60_000, maxHeld: 1000 });
+    const held = Array.from({ length: 30 }, () => pacer.hold(pacer.delayFor()));
+    expect(pacer.held()).toBe(30);
+    pacer.releaseAll();
+    await Promise.all(held);
+    expect(pacer.held()).toBe(0);
+  });
 });
