@@ -19,6 +19,12 @@ try {
         `${flood.p99FloodedMs.toFixed(2)} ms flooded = ${flood.ratio.toFixed(2)}×, ` +
         `${flood.tokenRequestsPerSecondDuringFlood.toFixed(0)} /token req/s, ${(flood.tokenShedShare * 100).toFixed(0)}% shed, statuses ${JSON.stringify(flood.tokenStatusCounts)}`,
     );
+    if (flood.steady) {
+      log(
+        `${name}, at a steady ${flood.steady.perSecond} reads/s: p99 ${flood.steady.p99AtRestMs.toFixed(2)} ms at rest, ` +
+          `${flood.steady.p99FloodedMs.toFixed(2)} ms flooded = ${flood.steady.ratio.toFixed(2)}×`,
+      );
+    }
   }
 } finally {
   for (const child of bench.children) await stop(child);

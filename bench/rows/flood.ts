@@ -6,7 +6,7 @@ import {
   tokenForm,
   uniqueName,
 } from '../support/gatehouse.ts';
-import { loadFromChildProcess, probeLatency } from '../support/load.ts';
+import { loadFromChildProcess, probeLatency, probeLatencyAtRate } from '../support/load.ts';
 import { stop } from '../support/processes.ts';
 import type { SqliteGatehouse } from './conversation.ts';
 
@@ -23,6 +23,41 @@ export interface Flood {
   tokenShedShare: number;
   /** /token's answers during the flood, by status: only 200, 400, 429 and 503 are expected. */
   tokenStatusCounts: Record<string, number>;
+  /** The same comparison with /conversation requested at a steady rate (probeLatencyAtRate), where measured. */
+  steady?: { perSecond: number; p99AtRestMs: number; p99FloodedMs: number; ratio: number; errors: number };
+}
+
+const STEADY_READS_PER_SECOND = 1000;
+
+/** p99 of /conversation at a steady rate, at rest and while `connections` flood /token. */
+async function measureFloodAtSteadyRate(
+  bench: Bench,
+  base: string,
+  auth: Record<string, string>,
+  connections: number,
+): Promise<NonNullable<Flood['steady']>> {
+  const atRest = await probeLatencyAtRate(bench, `${base}/conversation`, auth, STEADY_READS_PER_SECOND);
+  const [, flooded] = await Promise.all([
+    loadFromChildProcess(bench, {
+      url: `${base}/token`,
+      method: 'POST',
+      headers: formHeaders,
+      body: tokenForm,
+      connections,
+    }),
+    probeLatencyAtRate(bench, `${base}/conversation`, auth, STEADY_READS_PER_SECOND),
+  ]);
+  log(
+    `flood at a steady ${STEADY_READS_PER_SECOND} reads/s, ${connections} connections: p99 ` +
+      `${atRest.p99Ms.toFixed(2)} ms at rest, ${flooded.p99Ms.toFixed(2)} ms flooded`,
+  );
+  return {
+    perSecond: STEADY_READS_PER_SECOND,
+    p99AtRestMs: atRest.p99Ms,
+    p99FloodedMs: flooded.p99Ms,
+    ratio: flooded.p99Ms / atRest.p99Ms,
+    errors: atRest.errors + flooded.errors,
+  };
 }
 
 /**
@@ -93,6 +128,7 @@ export async function floodRows(
     'flooded beyond the hash queue',
     500,
   );
+  overflow.steady = await measureFloodAtSteadyRate(bench, sqlite.server.base, sqlite.auth, 500);
   bench.extra.floodOverflow = overflow;
   await stop(sqlite.server.child);
 

@@ -102,6 +102,59 @@ export async function probeLatency(bench: Bench, url: string, headers: Record<st
   return { p50Ms: at(0.5), p99Ms: at(0.99), errors, requests: samples.length };
 }
 
+/**
+ * Requests sent at a steady rate whatever the answers do (an open loop), each timed from its sending. A closed loop
+ * like probeLatency's waits for each answer before the next request, so a stall of the server delays one request per
+ * client and the rest of the stall goes unsampled; here every request due during a stall waits it out, as real users'
+ * would, and the p99 counts them.
+ */
+export async function probeLatencyAtRate(
+  bench: Bench,
+  url: string,
+  headers: Record<string, string>,
+  perSecond = 1000,
+) {
+  const agent = new Agent({ keepAlive: true, maxSockets: 64 });
+  const samples: number[] = [];
+  let errors = 0;
+  const pending: Promise<void>[] = [];
+  const started = performance.now();
+  const periodMs = 1000 / perSecond;
+  let sent = 0;
+  const once = () =>
+    new Promise<void>((done) => {
+      const sentAt = performance.now();
+      const request = httpRequest(url, { agent, headers }, (response) => {
+        response.resume();
+        response.on('end', () => {
+          if (response.statusCode === 200) samples.push(performance.now() - sentAt);
+          else errors += 1;
+          done();
+        });
+      });
+      request.on('error', () => {
+        errors += 1;
+        done();
+      });
+      request.end();
+    });
+  while (performance.now() - started < bench.seconds * 1000) {
+    const waitMs = started + sent * periodMs - performance.now();
+    if (waitMs > 1) {
+      await new Promise((resolve) => setTimeout(resolve, waitMs - 0.5));
+      continue;
+    }
+    sent += 1;
+    pending.push(once());
+  }
+  await Promise.all(pending);
+  agent.destroy();
+  samples.sort((a, b) => a - b);
+  const at = (share: number) =>
+    samples[Math.min(samples.length - 1, Math.floor(samples.length * share))] ?? Number.NaN;
+  return { p50Ms: at(0.5), p99Ms: at(0.99), errors, requests: samples.length };
+}
+
 export async function measure(
   bench: Bench,
   name: string,
