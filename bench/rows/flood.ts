@@ -29,6 +29,16 @@ export interface Flood {
 
 const STEADY_READS_PER_SECOND = 1000;
 
+/** `connections` clients sending the password grant as fast as they are answered, from another process. */
+const floodToken = (bench: Bench, base: string, connections: number) =>
+  loadFromChildProcess(bench, {
+    url: `${base}/token`,
+    method: 'POST',
+    headers: formHeaders,
+    body: tokenForm,
+    connections,
+  });
+
 /** p99 of /conversation at a steady rate, at rest and while `connections` flood /token. */
 async function measureFloodAtSteadyRate(
   bench: Bench,
@@ -38,13 +48,7 @@ async function measureFloodAtSteadyRate(
 ): Promise<NonNullable<Flood['steady']>> {
   const atRest = await probeLatencyAtRate(bench, `${base}/conversation`, auth, STEADY_READS_PER_SECOND);
   const [, flooded] = await Promise.all([
-    loadFromChildProcess(bench, {
-      url: `${base}/token`,
-      method: 'POST',
-      headers: formHeaders,
-      body: tokenForm,
-      connections,
-    }),
+    floodToken(bench, base, connections),
     probeLatencyAtRate(bench, `${base}/conversation`, auth, STEADY_READS_PER_SECOND),
   ]);
   log(
@@ -74,13 +78,7 @@ async function measureFlood(
 ): Promise<Flood> {
   const atRest = await probeLatency(bench, `${base}/conversation`, auth);
   const [tokens, flooded] = await Promise.all([
-    loadFromChildProcess(bench, {
-      url: `${base}/token`,
-      method: 'POST',
-      headers: formHeaders,
-      body: tokenForm,
-      connections,
-    }),
+    floodToken(bench, base, connections),
     probeLatency(bench, `${base}/conversation`, auth),
   ]);
   const statusCounts =

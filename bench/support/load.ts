@@ -67,60 +67,11 @@ export async function loadFromChildProcess(bench: Bench, options: LoadOptions) {
   return JSON.parse(stdout.trim().split('\n').at(-1) ?? '{}') as autocannon.Result;
 }
 
-/** Four clients in a closed loop on keep-alive connections, each request timed with the high-resolution clock. */
-export async function probeLatency(bench: Bench, url: string, headers: Record<string, string>, clients = 4) {
-  const agent = new Agent({ keepAlive: true, maxSockets: clients });
+/** Times GET requests on one keep-alive agent: 200s as samples, anything else as errors; the p50 and p99 at the end. */
+function latencyRecorder(url: string, headers: Record<string, string>, maxSockets: number) {
+  const agent = new Agent({ keepAlive: true, maxSockets });
   const samples: number[] = [];
   let errors = 0;
-  const deadline = performance.now() + bench.seconds * 1000;
-  const once = () =>
-    new Promise<void>((done) => {
-      const started = performance.now();
-      const request = httpRequest(url, { agent, headers }, (response) => {
-        response.resume();
-        response.on('end', () => {
-          if (response.statusCode === 200) samples.push(performance.now() - started);
-          else errors += 1;
-          done();
-        });
-      });
-      request.on('error', () => {
-        errors += 1;
-        done();
-      });
-      request.end();
-    });
-  await Promise.all(
-    Array.from({ length: clients }, async () => {
-      while (performance.now() < deadline) await once();
-    }),
-  );
-  agent.destroy();
-  samples.sort((a, b) => a - b);
-  const at = (share: number) =>
-    samples[Math.min(samples.length - 1, Math.floor(samples.length * share))] ?? Number.NaN;
-  return { p50Ms: at(0.5), p99Ms: at(0.99), errors, requests: samples.length };
-}
-
-/**
- * Requests sent at a steady rate whatever the answers do (an open loop), each timed from its sending. A closed loop
- * like probeLatency's waits for each answer before the next request, so a stall of the server delays one request per
- * client and the rest of the stall goes unsampled; here every request due during a stall waits it out, as real users'
- * would, and the p99 counts them.
- */
-export async function probeLatencyAtRate(
-  bench: Bench,
-  url: string,
-  headers: Record<string, string>,
-  perSecond = 1000,
-) {
-  const agent = new Agent({ keepAlive: true, maxSockets: 64 });
-  const samples: number[] = [];
-  let errors = 0;
-  const pending: Promise<void>[] = [];
-  const started = performance.now();
-  const periodMs = 1000 / perSecond;
-  let sent = 0;
   const once = () =>
     new Promise<void>((done) => {
       const sentAt = performance.now();
@@ -138,21 +89,51 @@ export async function probeLatencyAtRate(
       });
       request.end();
     });
+  const finish = () => {
+    agent.destroy();
+    samples.sort((a, b) => a - b);
+    const at = (share: number) =>
+      samples[Math.min(samples.length - 1, Math.floor(samples.length * share))] ?? Number.NaN;
+    return { p50Ms: at(0.5), p99Ms: at(0.99), errors, requests: samples.length };
+  };
+  return { once, finish };
+}
+
+/** Four clients in a closed loop on keep-alive connections, each request timed with the high-resolution clock. */
+export async function probeLatency(bench: Bench, url: string, headers: Record<string, string>, clients = 4) {
+  const recorder = latencyRecorder(url, headers, clients);
+  const deadline = performance.now() + bench.seconds * 1000;
+  await Promise.all(
+    Array.from({ length: clients }, async () => {
+      while (performance.now() < deadline) await recorder.once();
+    }),
+  );
+  return recorder.finish();
+}
+
+/**
+ * Requests sent at a steady rate whatever the answers do (an open loop), each timed from its sending. A closed loop
+ * like probeLatency's waits for each answer before the next request, so a stall of the server delays one request per
+ * client and the rest of the stall goes unsampled; here every request due during a stall waits it out, as real users'
+ * would, and the p99 counts them.
+ */
+export async function probeLatencyAtRate(
+  bench: Bench,
+  url: string,
+  headers: Record<string, string>,
+  perSecond = 1000,
+) {
+  const recorder = latencyRecorder(url, headers, 64);
+  const pending: Promise<void>[] = [];
+  const started = performance.now();
+  const periodMs = 1000 / perSecond;
   while (performance.now() - started < bench.seconds * 1000) {
-    const waitMs = started + sent * periodMs - performance.now();
-    if (waitMs > 1) {
-      await new Promise((resolve) => setTimeout(resolve, waitMs - 0.5));
-      continue;
-    }
-    sent += 1;
-    pending.push(once());
+    const waitMs = started + pending.length * periodMs - performance.now();
+    if (waitMs > 1) await new Promise((resolve) => setTimeout(resolve, waitMs - 0.5));
+    else pending.push(recorder.once());
   }
   await Promise.all(pending);
-  agent.destroy();
-  samples.sort((a, b) => a - b);
-  const at = (share: number) =>
-    samples[Math.min(samples.length - 1, Math.floor(samples.length * share))] ?? Number.NaN;
-  return { p50Ms: at(0.5), p99Ms: at(0.99), errors, requests: samples.length };
+  return recorder.finish();
 }
 
 export async function measure(
