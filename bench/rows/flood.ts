@@ -29,15 +29,26 @@ export interface Flood {
 
 const STEADY_READS_PER_SECOND = 1000;
 
-/** `connections` clients sending the password grant as fast as they are answered, from another process. */
-const floodToken = (bench: Bench, base: string, connections: number) =>
-  loadFromChildProcess(bench, {
-    url: `${base}/token`,
-    method: 'POST',
-    headers: formHeaders,
-    body: tokenForm,
-    connections,
-  });
+/** A probe at rest, then again while `connections` clients send the password grant as fast as they are answered. */
+async function atRestThenFlooded<Probe>(
+  bench: Bench,
+  base: string,
+  connections: number,
+  probe: () => Promise<Probe>,
+) {
+  const atRest = await probe();
+  const [tokens, flooded] = await Promise.all([
+    loadFromChildProcess(bench, {
+      url: `${base}/token`,
+      method: 'POST',
+      headers: formHeaders,
+      body: tokenForm,
+      connections,
+    }),
+    probe(),
+  ]);
+  return { atRest, flooded, tokens };
+}
 
 /** p99 of /conversation at a steady rate, at rest and while `connections` flood /token. */
 async function measureFloodAtSteadyRate(
@@ -46,11 +57,9 @@ async function measureFloodAtSteadyRate(
   auth: Record<string, string>,
   connections: number,
 ): Promise<NonNullable<Flood['steady']>> {
-  const atRest = await probeLatencyAtRate(bench, `${base}/conversation`, auth, STEADY_READS_PER_SECOND);
-  const [, flooded] = await Promise.all([
-    floodToken(bench, base, connections),
+  const { atRest, flooded } = await atRestThenFlooded(bench, base, connections, () =>
     probeLatencyAtRate(bench, `${base}/conversation`, auth, STEADY_READS_PER_SECOND),
-  ]);
+  );
   log(
     `flood at a steady ${STEADY_READS_PER_SECOND} reads/s, ${connections} connections: p99 ` +
       `${atRest.p99Ms.toFixed(2)} ms at rest, ${flooded.p99Ms.toFixed(2)} ms flooded`,
@@ -76,11 +85,9 @@ async function measureFlood(
   label: string,
   connections = 16,
 ): Promise<Flood> {
-  const atRest = await probeLatency(bench, `${base}/conversation`, auth);
-  const [tokens, flooded] = await Promise.all([
-    floodToken(bench, base, connections),
+  const { atRest, flooded, tokens } = await atRestThenFlooded(bench, base, connections, () =>
     probeLatency(bench, `${base}/conversation`, auth),
-  ]);
+  );
   const statusCounts =
     (tokens as { statusCodeStats?: Record<string, { count: number }> }).statusCodeStats ?? {};
   const answered = Object.values(statusCounts).reduce((sum, { count }) => sum + count, 0);
