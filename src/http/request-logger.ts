@@ -7,7 +7,7 @@ type Level = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace';
 type Parent = FastifyBaseLogger & { isLevelEnabled(level: string): boolean };
 
 /**
- * A request's logger that becomes pino's child at its first line. Fastify makes a child of the app's logger for every
+ * A request's logger that makes no pino child unless it must. Fastify makes a child of the app's logger for every
  * request, and pino's child() serialises the request id through the redaction paths at once: most requests log
  * nothing (successes are logged at debug), so that was work for nothing on each of them.
  */
@@ -44,6 +44,17 @@ class RequestLogger {
 
   #write(level: Level, args: unknown[]): void {
     if (!this.isLevelEnabled(level)) return;
+    const [first, ...rest] = args;
+    // A line's bindings merged into its own fields give the child's line key for key, without the child: a request
+    // that logs logs one line or two (an answer 4xx, a refusal under a flood), and a child costs more than the line.
+    // An error logged first keeps pino's own handling (its serialiser, its message); a route's level needs the child.
+    if (this.#child === undefined && this.#options.level === undefined && !(first instanceof Error)) {
+      const write = this.#parent[level] as (...values: unknown[]) => void;
+      if (typeof first === 'object' && first !== null)
+        write.call(this.#parent, { ...this.#bindings, ...first }, ...rest);
+      else write.call(this.#parent, this.#bindings, ...args);
+      return;
+    }
     (this.#logger()[level] as (...values: unknown[]) => void)(...args);
   }
 

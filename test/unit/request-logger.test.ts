@@ -35,16 +35,39 @@ describe('the request logger', () => {
     expect(log.lines).toEqual([]);
   });
 
-  it('writes lines with the request id, through the redaction, from one child', () => {
+  it("writes lines with the request id, through the redaction, from the app's logger without a child", () => {
     const log = capture('info');
     const logger = make(log.logger);
     logger.info({ password: 'hunter2' }, 'first');
     logger.warn('second');
-    expect(log.children()).toBe(1);
-    expect(log.lines.map((line) => [line.reqId, line.msg, line.password])).toEqual([
-      ['r-1', 'first', '[redacted]'],
-      ['r-1', 'second', undefined],
+    logger.info({ n: 1 }, 'count %d of %s', 2, 'three');
+    expect(log.children()).toBe(0);
+    expect(log.lines.map((line) => [line.level, line.reqId, line.msg, line.password])).toEqual([
+      [30, 'r-1', 'first', '[redacted]'],
+      [40, 'r-1', 'second', undefined],
+      [30, 'r-1', 'count 2 of three', undefined],
     ]);
+    expect(log.lines[2]?.n).toBe(1);
+  });
+
+  it('writes the same line as a pino child would, key for key', () => {
+    const viaChild = capture('info');
+    viaChild.logger.child({ reqId: 'r-1' }).warn({ code: 'overloaded', ip: '::1' }, 'refused');
+    const viaRequest = capture('info');
+    make(viaRequest.logger).warn({ code: 'overloaded', ip: '::1' }, 'refused');
+    const withoutTime = (line: Record<string, unknown> | undefined) =>
+      Object.entries(line ?? {}).filter(([key]) => key !== 'time');
+    expect(withoutTime(viaRequest.lines[0])).toEqual(withoutTime(viaChild.lines[0]));
+  });
+
+  it("keeps pino's error serialisation for an error logged first", () => {
+    const log = capture('info');
+    make(log.logger).error(new Error('boom'), 'failed');
+    expect(log.lines[0]).toMatchObject({
+      reqId: 'r-1',
+      msg: 'failed',
+      err: { message: 'boom', type: 'Error' },
+    });
   });
 
   it("honours a route's own level", () => {
