@@ -21,6 +21,7 @@ import { createUsersRepository } from './db/users.ts';
 import { registerAccountPage } from './http/account-page.ts';
 import { requireLiveSession, requireVerifiedAccessToken } from './http/authenticate.ts';
 import { provideBackgroundWork } from './http/background-work.ts';
+import { registerJsonParser } from './http/body-parsers.ts';
 import { registerClientIp } from './http/client-ip.ts';
 import { registerCors } from './http/cors.ts';
 import { registerDraining } from './http/draining.ts';
@@ -59,8 +60,8 @@ import {
   answerClientError,
   answerFrameworkError,
   answerUnmetExpectation,
-  registerHostRequirement,
   registerMethodNotAllowed,
+  registerRequestFormRules,
 } from './http/unrouted-requests.ts';
 import { createWebClientCookies, refuseCrossSiteWebClients } from './http/web-client.ts';
 import { createSmtpTransport } from './outbound/smtp.ts';
@@ -177,7 +178,7 @@ export async function buildApp(
     trustProxy: behindProxies ? (address: string) => clientIp.isTrusted(address) : false,
     bodyLimit: config.bodyLimitBytes,
     http: {
-      // Refused by registerHostRequirement instead, in the error table's shape.
+      // Refused by registerRequestFormRules instead, in the error table's shape.
       requireHostHeader: false,
       // Auth headers and a JWT fit well inside this; anything larger is refused with 431 before routing.
       maxHeaderSize: 16384,
@@ -201,6 +202,7 @@ export async function buildApp(
       onCreate: (ajv) => ajv.addFormat('email', isEmailAddress),
     },
   }).withTypeProvider<TypeBoxTypeProvider>();
+  registerJsonParser(app);
   // First of all hooks, so that every later reader of request.ip sees the client.
   if (behindProxies) registerClientIp(app, clientIp.resolve);
 
@@ -423,7 +425,7 @@ export async function buildApp(
   registerSecurityHeaders(app);
   registerResponseHooks(app);
   registerTokenEndpointHeaders(app);
-  registerHostRequirement(app);
+  registerRequestFormRules(app);
   registerMethodNotAllowed(app);
   app.server.on('checkExpectation', answerUnmetExpectation);
   const auditSinks: AuditSink[] = [

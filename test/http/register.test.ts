@@ -289,6 +289,28 @@ describe.each(dialects)('POST /register/ on %s', (dialect) => {
     expect(t.logs.join('\n')).not.toContain('unique log canary phrase');
   });
 
+  it('refuses a body that is not UTF-8 with 422 json_invalid and creates nothing', async () => {
+    const payload = Buffer.concat([
+      Buffer.from('{"username":"latin1","email":"latin1@example.com","password":"correct horse b'),
+      Buffer.from([0xe4]),
+      Buffer.from('ttery staple","age":3,"level":"beginner"}'),
+    ]);
+    const response = await t.app.inject({
+      method: 'POST',
+      url: '/register/',
+      headers: { 'content-type': 'application/json; charset=iso-8859-1' },
+      payload,
+    });
+    expect(response.statusCode).toBe(422);
+    expect(response.json().detail[0]).toMatchObject({ type: 'json_invalid' });
+    const rows = await t.database.db
+      .selectFrom('users')
+      .select('id')
+      .where('username_canonical', '=', 'latin1')
+      .execute();
+    expect(rows).toHaveLength(0);
+  });
+
   it('refuses a __proto__ key with 422 and creates nothing', async () => {
     const response = await t.app.inject({
       method: 'POST',

@@ -188,6 +188,48 @@ describe.each(dialects)('POST /token on %s', (dialect) => {
     expect(response.json().error).toBe('invalid_request');
   });
 
+  // RFC 8259 §8.1: JSON between systems is UTF-8. A decoder that replaces a stray byte with U+FFFD makes every such
+  // byte the same character, so two different passwords would log in alike.
+  it.each([
+    [
+      'a JSON body',
+      'application/json',
+      (password: Buffer) =>
+        Buffer.concat([Buffer.from('{"username":"alice","password":"'), password, Buffer.from('"}')]),
+    ],
+    [
+      'a form body',
+      'application/x-www-form-urlencoded',
+      (password: Buffer) => Buffer.concat([Buffer.from('username=alice&password='), password]),
+    ],
+  ])(
+    'answers 400 invalid_request, without hashing, for %s that is not UTF-8',
+    async (_label, contentType, body) => {
+      const before = dummyCalls;
+      const password = Buffer.concat([
+        Buffer.from('correct horse b'),
+        Buffer.from([0xe4]),
+        Buffer.from('ttery staple'),
+      ]);
+      const response = await token(body(password) as unknown as string, { 'content-type': contentType });
+      expect(response.statusCode).toBe(400);
+      expect(response.json()).toMatchObject({ error: 'invalid_request' });
+      expect(response.headers['cache-control']).toBe('no-store');
+      expect(dummyCalls).toBe(before);
+    },
+  );
+
+  it('takes a form body whose UTF-8 is percent-encoded, and refuses percent-encoded bytes that are not UTF-8', async () => {
+    const accented = await token(
+      `username=alice&password=${encodeURIComponent('correct horse bättery staple')}`,
+    );
+    expect(accented.statusCode).toBe(400);
+    expect(accented.json().error).toBe('invalid_grant');
+    const stray = await token('username=alice&password=correct%20horse%20b%E4ttery%20staple');
+    expect(stray.statusCode).toBe(400);
+    expect(stray.json().error).toBe('invalid_request');
+  });
+
   it('ignores unknown parameters', async () => {
     const response = await token(
       form({ username: 'alice', password: STRONG_PASSWORD, foo: 'bar', client_id: 'x' }),

@@ -1,4 +1,3 @@
-import formbody from '@fastify/formbody';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import Type from 'typebox';
@@ -8,6 +7,7 @@ import type { LoginSecondFactorProof } from '../../services/mfa.ts';
 import type { RequestContext } from '../../services/request-context.ts';
 import { ACCOUNT_DISABLED } from '../../services/session-state.ts';
 import type { SessionsService, TokenGrant } from '../../services/sessions.ts';
+import { registerFormParser } from '../body-parsers.ts';
 import { requestContext } from '../request-context.ts';
 import {
   MfaRequiredResponse,
@@ -123,7 +123,7 @@ export const tokenRoutes: FastifyPluginAsyncTypebox<{
   /** Whether passkeys are wired: without them the passwordless grant is unsupported. */
   passwordless?: boolean | undefined;
 }> = async (app, { login, sessions, cookies, passwordless }) => {
-  await app.register(formbody);
+  registerFormParser(app);
 
   const refreshFromCookie = async (
     request: FastifyRequest,
