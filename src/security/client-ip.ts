@@ -13,6 +13,10 @@ const INSTEAD =
 const ACCEPTED = `an IP address, a CIDR range (10.0.0.0/8, fd00::/8) or one of ${Object.keys(NAMED_RANGES).join(', ')}`;
 
 const PREFIX = /^(0|[1-9][0-9]{0,2})$/;
+// 0.0.0.0/1 and 128.0.0.0/1 trust every address as 0.0.0.0/0 does. A private network is a /8 at the widest, and IPv6's
+// widest named range, uniquelocal, a /7; a cloud's published proxy ranges are far narrower.
+const WIDEST_IPV4_PREFIX = 8;
+const WIDEST_IPV6_PREFIX = 7;
 const IPV4_MAPPED = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/;
 
 /** The one spelling of an IP address (IPv4-mapped IPv6 as IPv4, IPv6 compressed lower-case, no zone), or undefined. */
@@ -79,6 +83,14 @@ function parseRange(entry: string): string | { problem: string } {
   const prefix = prefixText === undefined ? width : Number(prefixText) - (mapped ? 96 : 0);
   if (prefix < 1 || prefix > width) {
     return { problem: `has a prefix outside ${mapped ? '97 to 128' : `1 to ${width}`}` };
+  }
+  const widest = width === 32 ? WIDEST_IPV4_PREFIX : WIDEST_IPV6_PREFIX;
+  if (prefix < widest) {
+    return {
+      problem:
+        `is wider than any network of proxies (/${widest} at most for ${width === 32 ? 'IPv4' : 'IPv6'}): ` +
+        `ranges this wide together trust every address, as TRUST_PROXY=true would; ${INSTEAD}`,
+    };
   }
   return `${address}/${prefix}`;
 }

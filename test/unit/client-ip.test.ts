@@ -28,18 +28,18 @@ describe('parseTrustedProxies (TRUST_PROXY)', () => {
     expect(parse('0:0:0:0:0:0:0:1').trusted).toEqual(['::1/128']);
   });
 
-  it('takes IPv4 and IPv6 CIDRs with every prefix from 1 to the address width', () => {
-    expect(parse('10.0.0.0/8,192.168.1.0/24,203.0.113.7/32,128.0.0.0/1').trusted).toEqual([
+  it('takes IPv4 and IPv6 CIDRs with every prefix from /8 (IPv4) or /7 (IPv6) to the address width', () => {
+    expect(parse('10.0.0.0/8,192.168.1.0/24,203.0.113.7/32,128.0.0.0/9').trusted).toEqual([
       '10.0.0.0/8',
       '192.168.1.0/24',
       '203.0.113.7/32',
-      '128.0.0.0/1',
+      '128.0.0.0/9',
     ]);
-    expect(parse('2001:db8::/32,fd00::/8,2001:DB8::1/128,8000::/1').trusted).toEqual([
+    expect(parse('2001:db8::/32,fd00::/8,2001:DB8::1/128,fc00::/7').trusted).toEqual([
       '2001:db8::/32',
       'fd00::/8',
       '2001:db8::1/128',
-      '8000::/1',
+      'fc00::/7',
     ]);
   });
 
@@ -99,6 +99,32 @@ describe('parseTrustedProxies (TRUST_PROXY)', () => {
     const { problems } = parse(value);
     expect(problems).toHaveLength(1);
     expect(problems[0]).toMatch(/TRUST_PROXY.*every address/);
+  });
+
+  // Split in halves, every address is trusted as by 0.0.0.0/0: no proxy network is wider than a /8 (IPv4) or than
+  // fc00::/7, the widest of the named ranges (IPv6).
+  it.each([
+    ['0.0.0.0/1,128.0.0.0/1', 2],
+    ['64.0.0.0/2', 1],
+    ['10.0.0.0/7', 1],
+    ['::/1,8000::/1', 2],
+    ['2000::/3', 1],
+    ['fc00::/6', 1],
+    ['::ffff:0.0.0.0/97', 1],
+  ])('refuses %s, wider than any network of proxies', (value, refused) => {
+    const { problems } = parse(value);
+    expect(problems).toHaveLength(refused);
+    expect(problems[0]).toMatch(/TRUST_PROXY.*wider than/);
+  });
+
+  it.each([
+    ['10.0.0.0/8', ['10.0.0.0/8']],
+    ['fc00::/7', ['fc00::/7']],
+    ['uniquelocal', ['10.0.0.0/8', '172.16.0.0/12', '192.168.0.0/16', 'fc00::/7']],
+  ])('accepts %s, as wide as a network of proxies gets', (value, ranges) => {
+    const { problems, trusted } = parse(value);
+    expect(problems).toEqual([]);
+    expect(trusted).toEqual(ranges);
   });
 
   it.each(['10.0.0.0/33', '2001:db8::/129', '::/200'])(
