@@ -4,7 +4,7 @@ export type ErrorCode =
   | 'email_taken'
   | 'conversation_full'
   | 'invalid_password'
-  | 'missing_host'
+  | 'malformed_request'
   | 'invalid_request'
   | 'invalid_grant'
   | 'unsupported_grant_type'

@@ -40,7 +40,7 @@ const responses: Record<ErrorCode, (error: AppError, style: ErrorStyle) => Rende
   email_taken: (error) => ({ status: 409, body: { detail: error.message, code: 'email_taken' } }),
   conversation_full: (error) => ({ status: 409, body: { detail: error.message, code: 'conversation_full' } }),
   invalid_password: (error) => ({ status: 400, body: { detail: error.message, code: 'invalid_password' } }),
-  missing_host: (error, style) =>
+  malformed_request: (error, style) =>
     style === 'oauth'
       ? oauthError('invalid_request', error.message)
       : { status: 400, body: { detail: error.message } },

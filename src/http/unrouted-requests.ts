@@ -65,16 +65,23 @@ function earlyAnswer(detail: string): { body: string; headers: Record<string, st
 
 /**
  * RFC 9112 §3.2: an HTTP/1.1 request without Host is refused with 400. Node's own check (off in app.ts) would answer
- * it bare; here it goes through the error table. One of the first onRequest hooks: nothing else runs for it.
+ * it bare; here it goes through the error table. §3.2.4: the asterisk form (`GET * HTTP/1.1`) belongs to a
+ * server-wide OPTIONS only, and Fastify routed any other method's to `/`. One of the first onRequest hooks: nothing
+ * else runs for these.
  */
-export function registerHostRequirement(app: FastifyInstance): void {
+export function registerRequestFormRules(app: FastifyInstance): void {
   app.addHook('onRequest', (request, reply, done) => {
+    if (request.raw.url === '*' && request.method !== 'OPTIONS') {
+      reply.header('connection', 'close');
+      done(new AppError('malformed_request', 'Bad request: the request target * is only for OPTIONS'));
+      return;
+    }
     if (request.raw.httpVersion !== '1.1' || request.raw.headers.host !== undefined) {
       done();
       return;
     }
     reply.header('connection', 'close');
-    done(new AppError('missing_host', 'A Host header is required'));
+    done(new AppError('malformed_request', 'A Host header is required'));
   });
 }
 

@@ -222,6 +222,22 @@ describe.each(dialects)('errors at the edges on %s', (dialect) => {
     }
   });
 
+  // RFC 9112 §3.2.4: the asterisk form is for a server-wide OPTIONS only; Fastify routed `GET *` to the account page.
+  it.each(['GET', 'HEAD', 'POST', 'DELETE'])('answers %s * with 400 in the error shape', async (method) => {
+    const answer = parseRawAnswer(
+      await rawExchange(port, `${method} * HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`),
+    );
+    expect(answer.statusLine).toBe('HTTP/1.1 400 Bad Request');
+    expect(answer.headers).toMatchObject({
+      ...STANDARD_HEADERS,
+      'content-type': 'application/json; charset=utf-8',
+    });
+    if (method !== 'HEAD')
+      expect(JSON.parse(answer.body)).toEqual({
+        detail: 'Bad request: the request target * is only for OPTIONS',
+      });
+  });
+
   it('still serves an HTTP/1.0 request without Host, and a body sent after Expect: 100-continue', async () => {
     const old = parseRawAnswer(await rawExchange(port, 'GET /healthz HTTP/1.0\r\n\r\n'));
     expect(old.statusLine).toMatch(/^HTTP\/1\.1 200 /);

@@ -61,7 +61,7 @@ const TABLE: Record<ErrorCode, Record<ErrorStyle, Expected>> = {
   passkey_limit: both({ status: 409, body: { detail: MESSAGE, code: 'passkey_limit' }, headers: {} }),
   invalid_passkey: both({ status: 400, body: { detail: MESSAGE, code: 'invalid_passkey' }, headers: {} }),
   no_passkey: both({ status: 400, body: { detail: MESSAGE, code: 'no_passkey' }, headers: {} }),
-  missing_host: { fastapi: detail(400, MESSAGE), oauth: oauth('invalid_request', MESSAGE) },
+  malformed_request: { fastapi: detail(400, MESSAGE), oauth: oauth('invalid_request', MESSAGE) },
   invalid_request: both(oauth('invalid_request', MESSAGE)),
   invalid_grant: both(oauth('invalid_grant', MESSAGE)),
   unsupported_grant_type: both(oauth('unsupported_grant_type', MESSAGE)),
