@@ -3,11 +3,9 @@ import { parse as parseQueryString } from 'fast-querystring';
 import type { FastifyInstance } from 'fastify';
 
 // Read as the error table's malformed body: 422 json_invalid, or 400 invalid_request on the token endpoint.
-const notUtf8 = () =>
-  Object.assign(new Error('The request body is not UTF-8'), {
-    statusCode: 400,
-    code: 'GATEHOUSE_BODY_NOT_UTF8',
-  });
+const malformed = (message: string, code: string) =>
+  Object.assign(new Error(message), { statusCode: 400, code });
+const notUtf8 = () => malformed('The request body is not UTF-8', 'GATEHOUSE_BODY_NOT_UTF8');
 
 /**
  * JSON bodies must be UTF-8 (RFC 8259 §8.1). Fastify decodes them with a replacing decoder, which turns every stray
@@ -22,8 +20,66 @@ export function registerJsonParser(app: FastifyInstance): void {
       done(notUtf8(), undefined);
       return;
     }
-    parseJson(request, (body as Buffer).toString('utf8'), done);
+    const text = (body as Buffer).toString('utf8');
+    parseJson(request, text, (error, value) => {
+      if (error) done(error, undefined);
+      else if (repeatsAName(text))
+        done(malformed('A JSON object names a member twice', 'GATEHOUSE_JSON_DUPLICATE_NAME'), undefined);
+      else done(null, value);
+    });
   });
+}
+
+const QUOTE = 34;
+const BACKSLASH = 92;
+const OPEN_OBJECT = 123;
+const CLOSE_OBJECT = 125;
+const OPEN_ARRAY = 91;
+const CLOSE_ARRAY = 93;
+const COMMA = 44;
+
+/**
+ * Whether an object of this JSON text, which has parsed, names a member twice. JSON.parse keeps the last, where a proxy
+ * or a WAF may read the first: the two would not agree on the username (RFC 8259 §4 leaves duplicates undefined; RFC
+ * 6749 §3.2 refuses repeated parameters, as the form parser does). Names are compared decoded (`"\u0061"` is `"a"`).
+ */
+export function repeatsAName(text: string): boolean {
+  // One entry per open container: the names of an object so far, or undefined for an array.
+  const open: (Set<string> | undefined)[] = [];
+  let expectingName = false;
+  for (let index = 0; index < text.length; index += 1) {
+    const code = text.charCodeAt(index);
+    if (code === QUOTE) {
+      const start = index;
+      let escaped = false;
+      for (index += 1; text.charCodeAt(index) !== QUOTE; index += 1) {
+        if (text.charCodeAt(index) === BACKSLASH) {
+          escaped = true;
+          index += 1;
+        }
+      }
+      const names = open.at(-1);
+      if (expectingName && names !== undefined) {
+        const raw = text.slice(start + 1, index);
+        const name = escaped ? (JSON.parse(text.slice(start, index + 1)) as string) : raw;
+        if (names.has(name)) return true;
+        names.add(name);
+        expectingName = false;
+      }
+    } else if (code === OPEN_OBJECT) {
+      open.push(new Set());
+      expectingName = true;
+    } else if (code === OPEN_ARRAY) {
+      open.push(undefined);
+      expectingName = false;
+    } else if (code === CLOSE_OBJECT || code === CLOSE_ARRAY) {
+      open.pop();
+      expectingName = false;
+    } else if (code === COMMA) {
+      expectingName = open.at(-1) !== undefined;
+    }
+  }
+  return false;
 }
 
 const PERCENT_ENCODED_RUN = /(?:%[0-9A-Fa-f]{2})+/g;

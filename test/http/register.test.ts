@@ -311,6 +311,23 @@ describe.each(dialects)('POST /register/ on %s', (dialect) => {
     expect(rows).toHaveLength(0);
   });
 
+  it('refuses a body that names a field twice with 422 and creates nothing', async () => {
+    const response = await t.app.inject({
+      method: 'POST',
+      url: '/register/',
+      headers: { 'content-type': 'application/json' },
+      payload: `{"username":"dupkeya","username":"dupkeyb","email":"dupkey@example.com","password":"correct horse battery staple","age":1,"level":"beginner"}`,
+    });
+    expect(response.statusCode).toBe(422);
+    expect(response.json().detail[0]).toMatchObject({ type: 'json_invalid' });
+    const rows = await t.database.db
+      .selectFrom('users')
+      .select('id')
+      .where('username_canonical', 'in', ['dupkeya', 'dupkeyb'])
+      .execute();
+    expect(rows).toHaveLength(0);
+  });
+
   it('refuses a __proto__ key with 422 and creates nothing', async () => {
     const response = await t.app.inject({
       method: 'POST',

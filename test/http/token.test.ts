@@ -230,6 +230,31 @@ describe.each(dialects)('POST /token on %s', (dialect) => {
     expect(stray.json().error).toBe('invalid_request');
   });
 
+  // RFC 6749 §3.2 for JSON too: a proxy that reads the first "username" and a server that takes the last would not
+  // agree on who logged in.
+  it.each([
+    ['a repeated name', `{"username":"bob","username":"alice","password":"${STRONG_PASSWORD}"}`],
+    [
+      'a repeated name spelled with an escape',
+      `{"username":"bob","\\u0075sername":"alice","password":"${STRONG_PASSWORD}"}`,
+    ],
+    ['a repeated password', `{"username":"alice","password":"x","password":"${STRONG_PASSWORD}"}`],
+  ])('answers 400 invalid_request, without hashing, for a JSON body with %s', async (_label, payload) => {
+    const before = dummyCalls;
+    const response = await token(payload, { 'content-type': 'application/json' });
+    expect(response.statusCode).toBe(400);
+    expect(response.json().error).toBe('invalid_request');
+    expect(dummyCalls).toBe(before);
+  });
+
+  it('takes the same name in different objects and inside strings', async () => {
+    const response = await token(
+      `{"username":"alice","password":"${STRONG_PASSWORD}","extra":{"username":"x","list":[{"a":1},{"a":"\\"username\\":"}]}}`,
+      { 'content-type': 'application/json' },
+    );
+    expect(response.statusCode).toBe(200);
+  });
+
   it('ignores unknown parameters', async () => {
     const response = await token(
       form({ username: 'alice', password: STRONG_PASSWORD, foo: 'bar', client_id: 'x' }),
