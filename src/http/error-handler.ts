@@ -291,9 +291,11 @@ interface AjvProblem {
   message?: string;
 }
 
+const FASTAPI_LOCATIONS: Record<string, string> = { querystring: 'query', params: 'path', headers: 'header' };
+
 function toFieldProblem(problem: AjvProblem, context: string | undefined): FieldProblem {
-  // FastAPI names the query string `query`, Fastify `querystring`.
-  const loc: (string | number)[] = [context === 'querystring' ? 'query' : (context ?? 'body')];
+  // FastAPI's names for where a value came from: Fastify says querystring, params and headers.
+  const loc: (string | number)[] = [FASTAPI_LOCATIONS[context ?? 'body'] ?? context ?? 'body'];
   for (const part of problem.instancePath.split('/').slice(1)) {
     const key = part.replace(/~1/g, '/').replace(/~0/g, '~');
     loc.push(/^\d+$/.test(key) ? Number(key) : key);
@@ -332,6 +334,8 @@ function toFieldProblem(problem: AjvProblem, context: string | undefined): Field
         msg: `Input should be ${(params.allowedValues as unknown[]).map((value) => `'${value}'`).join(', ')}`,
         type: 'enum',
       };
+    case 'pattern':
+      return { loc, msg: `String should match pattern '${params.pattern}'`, type: 'string_pattern_mismatch' };
     case 'format':
       return {
         loc,

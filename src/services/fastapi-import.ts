@@ -1,6 +1,7 @@
 import type { FastapiSeedUser, SeedValue } from '../db/fastapi-seed.ts';
 import type { ImportedUser, ImportedUsersRepository } from '../db/imported-users.ts';
 import type { NewUser } from '../db/users.ts';
+import { MAX_USER_ID } from '../domain/user.ts';
 import type { Clock } from '../security/clock.ts';
 import { findBcryptHashProblem } from '../security/passwords.ts';
 import { checkAccountFields, WELCOME_MESSAGE } from './accounts.ts';
@@ -60,7 +61,6 @@ export interface FastapiImportDependencies {
 }
 
 // Ids are PostgreSQL integers (and JavaScript numbers): an id past this gets a new one.
-const MAX_USER_ID = 2_147_483_647;
 const BATCH = 500;
 // A row that lost a race with a registration is judged again against what is there now; more than this many
 // losses in a row means something keeps changing the users, and the row is left for a later run.

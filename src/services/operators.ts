@@ -4,7 +4,7 @@ import type { SessionsRepository } from '../db/sessions.ts';
 import type { SigningKeysRepository } from '../db/signing-keys.ts';
 import type { UsersRepository } from '../db/users.ts';
 import type { Session } from '../domain/session.ts';
-import type { Role, User } from '../domain/user.ts';
+import { MAX_USER_ID, type Role, type User } from '../domain/user.ts';
 import { AppError } from '../errors.ts';
 import type { Clock } from '../security/clock.ts';
 import type { SecretBox } from '../security/secret-box.ts';
@@ -149,7 +149,8 @@ export function createOperatorService(deps: OperatorDependencies): OperatorServi
 
   const findUser = async (ref: UserReference): Promise<User> => {
     let user: User | undefined;
-    if ('id' in ref) user = await users.findUserById(ref.id);
+    // An id past the column's range names nobody; the database would refuse to compare it instead.
+    if ('id' in ref) user = ref.id <= MAX_USER_ID ? await users.findUserById(ref.id) : undefined;
     else {
       const name = normaliseUsername(ref.username);
       user = name ? await users.findUserByUsername(name.canonical) : undefined;
@@ -186,13 +187,15 @@ export function createOperatorService(deps: OperatorDependencies): OperatorServi
   return {
     async listUsers({ search, limit, cursor }) {
       const afterId = cursor === undefined ? undefined : decodeActivityCursor(cursor);
-      if (cursor !== undefined && afterId === undefined) {
+      if (cursor !== undefined && (afterId === undefined || afterId > MAX_USER_ID)) {
         throw new AppError('validation_failed', 'Invalid cursor', {
           details: [{ loc: ['query', 'cursor'], msg: 'Invalid cursor', type: 'value_error' }],
         });
       }
       // Canonical columns are case-folded; so is the search, the same way usernames are.
       const folded = search?.trim().normalize('NFKC').toUpperCase().toLowerCase();
+      // No username or email holds a NUL, which PostgreSQL cannot even compare with text.
+      if (folded?.includes('\0')) return { users: [], next: undefined };
       const size = Math.min(Math.max(1, limit), MAX_USER_PAGE_SIZE);
       const found = await users.searchUsers({ search: folded || undefined, limit: size + 1, afterId });
       const page = found.slice(0, size);

@@ -166,10 +166,36 @@ describe.each(dialects)('admin API on %s', (dialect) => {
     const shown = await call('GET', `/admin/users/${user.id}`, token);
     expect(shown.statusCode).toBe(200);
     expect(shown.json()).toMatchObject({ id: user.id, live_sessions: 1, last_login_at: expect.any(String) });
-    const missing = await call('GET', '/admin/users/999999', token);
-    expect(missing.statusCode).toBe(404);
-    expect(missing.json()).toEqual({ detail: 'Not Found' });
-    expect((await call('GET', '/admin/users/abc', token)).statusCode).toBe(422);
+    // Ids past what the users table holds (PostgreSQL's integer) are as unknown as any other.
+    for (const id of ['999999', '2147483648', '999999999999999']) {
+      const missing = await call('GET', `/admin/users/${id}`, token);
+      expect(missing.statusCode, id).toBe(404);
+      expect(missing.json()).toEqual({ detail: 'Not Found' });
+      expect((await call('POST', `/admin/users/${id}/disable`, token)).statusCode, id).toBe(404);
+    }
+    const malformed = await call('GET', '/admin/users/abc', token);
+    expect(malformed.statusCode).toBe(422);
+    // FastAPI's shape for a path parameter.
+    expect(malformed.json()).toEqual({
+      detail: [
+        {
+          loc: ['path', 'id'],
+          msg: "String should match pattern '^[1-9][0-9]{0,14}$'",
+          type: 'string_pattern_mismatch',
+        },
+      ],
+    });
+  });
+
+  it('refuses a cursor past the ids of users as malformed, and finds nobody for a search with a NUL', async () => {
+    const { token } = await newAdmin();
+    const cursor = Buffer.from('2147483648', 'latin1').toString('base64url');
+    const refused = await call('GET', `/admin/users?cursor=${cursor}`, token);
+    expect(refused.statusCode).toBe(422);
+    expect(refused.json().detail[0].loc).toEqual(['query', 'cursor']);
+    const nul = await call('GET', '/admin/users?search=%00', token);
+    expect(nul.statusCode).toBe(200);
+    expect(nul.json().users).toEqual([]);
   });
 
   it('disables an account (its token stops at once), enables it, and audits both with the acting admin', async () => {
