@@ -11,7 +11,7 @@ export interface RefusalPacing {
 
 // A refused request costs the event loop 0.1-0.2 ms in all (parsing, the reply, its log line): eight make a batch of
 // about a millisecond.
-const RELEASED_PER_TURN = Number(process.env.PROTO_RELEASE ?? 8);
+const RELEASED_PER_TURN = 8;
 
 export const REFUSAL_PACING: RefusalPacing = { undelayedPerSecond: 50, delayMs: 1000, maxHeld: 10_000 };
 
