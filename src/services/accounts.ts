@@ -409,7 +409,10 @@ export function createAccountsService(deps: AccountsDependencies): AccountsServi
         clock.now(),
       );
       // Another change committed since the current password was checked: this one proved the old password.
-      if (!replaced) throw new AppError('invalid_password', 'Incorrect password');
+      if (!replaced) {
+        if (!(await users.findUserById(userId))) throw userGone();
+        throw new AppError('invalid_password', 'Incorrect password');
+      }
       await deps.onPasswordChanged?.(credentials.user.username);
     },
 
@@ -422,10 +425,17 @@ export function createAccountsService(deps: AccountsDependencies): AccountsServi
       const credentials = await checkPassword(userId, password, context);
       // Only while the hash just verified is still the user's: a password changed meanwhile voids this proof.
       if (!(await users.deleteUser(userId, credentials.passwordHash))) {
+        // Deleted meanwhile by another of its sessions: the token's user is gone, as for any request after that.
+        if (!(await users.findUserById(userId))) throw userGone();
         throw new AppError('invalid_password', 'Incorrect password');
       }
     },
   };
+
+  // The README's rule for a token whose user is gone: 401, whichever request noticed it.
+  function userGone() {
+    return new AppError('invalid_token', 'Could not validate credentials');
+  }
 
   async function verifyPassword(credentials: Credentials, password: string, hashing?: HashOptions) {
     if (await hasher.verify(credentials.passwordHash, password, hashing)) return true;
@@ -437,7 +447,7 @@ export function createAccountsService(deps: AccountsDependencies): AccountsServi
   // A stolen access token must not become a password oracle: these checks count like logins of the account.
   async function checkPassword(userId: number, password: string, context: RequestContext) {
     const credentials = await users.findCredentialsById(userId);
-    if (!credentials) throw new AppError('not_found', 'User not found');
+    if (!credentials) throw userGone();
     const { username } = credentials.user;
     const retryAfterSeconds = await deps.passwordChecks?.reserve(username, context);
     if (retryAfterSeconds !== undefined) {

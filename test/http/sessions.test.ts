@@ -591,6 +591,21 @@ describe.each(dialects)('account self-service on %s', (dialect) => {
     expect(weak.statusCode).toBe(422);
   });
 
+  it('answers the losers of parallel deletions 401, as for any token whose user is gone', async () => {
+    await registerUser(t.app, { username: 'raced', email: 'raced@example.com' });
+    const sessions = await Promise.all([tokensFor('raced'), tokensFor('raced'), tokensFor('raced')]);
+    const answers = await Promise.all(
+      sessions.map((tokens) =>
+        call('DELETE', '/users/me', tokens.access_token, { password: STRONG_PASSWORD }),
+      ),
+    );
+    expect(answers.filter((answer) => answer.statusCode === 204)).toHaveLength(1);
+    for (const answer of answers.filter((candidate) => candidate.statusCode !== 204)) {
+      expect(answer.statusCode).toBe(401);
+      expect(answer.headers['www-authenticate']).toBe('Bearer error="invalid_token"');
+    }
+  });
+
   it('deletes the account with its conversation and sessions, after checking the password', async () => {
     const user = await registerUser(t.app, { username: 'grace', email: 'grace@example.com' });
     const tokens = await tokensFor('grace');
