@@ -33,3 +33,14 @@ export const auditEventRecord = (event: AuditEvent) => ({
   user_agent: event.userAgent ?? null,
   detail: event.detail,
 });
+
+/**
+ * An event as its account's user sees it (GET /users/me/activity). An operator's action on the account is shown, but as
+ * an operator's: their address, user agent and identity (admin id, OS user of the command) are theirs, not the user's.
+ */
+export const ownActivityRecord = (event: AuditEvent) => {
+  const record = auditEventRecord(event);
+  if (event.detail.actor === undefined) return record;
+  const { actor: _actor, actorUserId: _actorUserId, ...detail } = event.detail;
+  return { ...record, ip: null, user_agent: null, detail: { ...detail, actor: 'operator' } };
+};

@@ -187,6 +187,28 @@ describe.each(dialects)('admin API on %s', (dialect) => {
     });
   });
 
+  it("shows a user an operator's actions on their account without the operator's address, agent or id", async () => {
+    const { user: acting, token } = await newAdmin();
+    const user = await fresh();
+    const userToken = await loginToken(t.app, user.username);
+    expect((await call('GET', `/admin/users/${user.id}`, token)).statusCode).toBe(200);
+    await t.app.auditTrail.flush();
+    const own = await call('GET', '/users/me/activity', userToken);
+    expect(own.statusCode).toBe(200);
+    const viewed = own.json().events.find((event: { event: string }) => event.event === 'user_viewed');
+    expect(viewed).toMatchObject({
+      ip: null,
+      user_agent: null,
+      detail: { actor: 'operator', view: 'account' },
+    });
+    expect(JSON.stringify(own.json())).not.toContain('admin-test');
+    expect(JSON.stringify(own.json())).not.toContain(`admin:${acting.id}`);
+    // Operators still see who did what.
+    const audit = await call('GET', `/admin/users/${user.id}/audit-events`, token);
+    const seen = audit.json().events.find((event: { event: string }) => event.event === 'user_viewed');
+    expect(seen).toMatchObject({ user_agent: 'admin-test', detail: { actor: `admin:${acting.id}` } });
+  });
+
   it('refuses a cursor past the ids of users as malformed, and finds nobody for a search with a NUL', async () => {
     const { token } = await newAdmin();
     const cursor = Buffer.from('2147483648', 'latin1').toString('base64url');

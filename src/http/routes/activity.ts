@@ -1,6 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import type { AuditTrail } from '../../services/audit.ts';
-import { auditEventRecord } from '../../services/records.ts';
+import { ownActivityRecord } from '../../services/records.ts';
 import {
   ActivityQuery,
   ActivityResponse,
@@ -34,7 +34,7 @@ export const activityRoutes: FastifyPluginAsyncTypebox<{ auditTrail: AuditTrail 
         limit: request.query.limit ?? DEFAULT_PAGE_SIZE,
         before: request.query.before,
       });
-      return { events: page.events.map(auditEventRecord), next: page.next ?? null };
+      return { events: page.events.map(ownActivityRecord), next: page.next ?? null };
     },
   );
 };
