@@ -89,10 +89,24 @@ function parseRange(entry: string): string | { problem: string } {
     return {
       problem:
         `is wider than any network of proxies (/${widest} at most for ${width === 32 ? 'IPv4' : 'IPv6'}): ` +
-        `ranges this wide together trust every address, as TRUST_PROXY=true would; ${INSTEAD}`,
+        `such ranges trust a large part of the internet, and two of them every address, as TRUST_PROXY=true would; ${INSTEAD}`,
+    };
+  }
+  if (width === 128 && holdsMappedIpv4(address, prefix)) {
+    return {
+      problem:
+        'holds the IPv4-mapped addresses (::ffff:0:0/96), against which IPv4 peers are matched: it trusts every ' +
+        `IPv4 client; ${INSTEAD}`,
     };
   }
   return `${address}/${prefix}`;
+}
+
+/** Whether an IPv6 range holds the IPv4-mapped block, which Node's BlockList matches IPv4 addresses against. */
+function holdsMappedIpv4(network: string, prefix: number): boolean {
+  const range = new BlockList();
+  range.addSubnet(network, prefix, 'ipv6');
+  return range.check('0.0.0.0', 'ipv4') || range.check('255.255.255.255', 'ipv4');
 }
 
 export interface ClientIpRules {

@@ -117,6 +117,32 @@ describe('parseTrustedProxies (TRUST_PROXY)', () => {
     expect(problems[0]).toMatch(/TRUST_PROXY.*wider than/);
   });
 
+  // Node's BlockList matches an IPv4 peer against the IPv4-mapped range ::ffff:0:0/96: an IPv6 range holding it
+  // trusts every IPv4 client.
+  it.each(['::/64', '::/80', '::/7', 'fe::/7', '::fffe:0:0/79'])(
+    'refuses %s, which holds every IPv4-mapped address',
+    (value) => {
+      const { problems } = parse(value);
+      expect(problems).toHaveLength(1);
+      expect(problems[0]).toMatch(/TRUST_PROXY.*IPv4-mapped/);
+    },
+  );
+
+  it.each(['::ffff:0:0/96', '0:0:0:0:0:ffff::/96'])('refuses %s, the mapped range itself', (value) => {
+    expect(parse(value).problems).toHaveLength(1);
+  });
+
+  it('still takes a mapped range written as the IPv4 range it maps, and IPv6 ranges beside the mapped ones', () => {
+    expect(parse('::ffff:10.0.0.0/104,::1,fd00::/8,64:ff9b::/96,::/96,::/81').trusted).toEqual([
+      '10.0.0.0/8',
+      '::1/128',
+      'fd00::/8',
+      '64:ff9b::/96',
+      '::/96',
+      '::/81',
+    ]);
+  });
+
   it.each([
     ['10.0.0.0/8', ['10.0.0.0/8']],
     ['fc00::/7', ['fc00::/7']],
