@@ -52,19 +52,25 @@ export interface AccountsService {
   /**
    * Changes age or level, and asks for an email change (kept as the pending address, mailed a verification link, the
    * old address told), only while the session asking is live and, when a current password is given, while it is
-   * still the user's (a new address needs it); throws validation_failed, email_taken, not_found, invalid_password,
-   * invalid_token or temporarily_unavailable.
+   * still the user's (a new address needs it); throws validation_failed, email_taken, invalid_password,
+   * invalid_token (the session ended, or the user is gone) or temporarily_unavailable.
    */
   updateProfile(userId: number, changes: ProfileUpdate, context: RequestContext): Promise<User>;
-  /** Replaces the password after checking the current one, and ends every session but `keepSessionId`. */
+  /**
+   * Replaces the password after checking the current one, and ends every session but `keepSessionId`; throws
+   * invalid_password, validation_failed, temporarily_unavailable or invalid_token (the user is gone).
+   */
   changePassword(userId: number, change: PasswordChange, context: RequestContext): Promise<void>;
-  /** Deletes the user with their conversation and sessions after checking the password. */
+  /**
+   * Deletes the user with their conversation and sessions after checking the password; throws invalid_password,
+   * temporarily_unavailable or invalid_token (the user is gone, deleted by another of its sessions, say).
+   */
   deleteAccount(userId: number, password: string, context: RequestContext): Promise<void>;
   /** Makes failed logins as slow as a bcrypt verification when imported bcrypt hashes exist; run once at start. */
   equaliseFailureTiming(): Promise<void>;
   /**
    * Checks the user's password as a recent authentication, counted like a login; returns the user and the hash it
-   * matched; throws invalid_password, temporarily_unavailable or not_found.
+   * matched; throws invalid_password, temporarily_unavailable or invalid_token (the user is gone).
    */
   confirmPassword(userId: number, password: string, context: RequestContext): Promise<VerifiedLogin>;
 }
@@ -327,7 +333,7 @@ export function createAccountsService(deps: AccountsDependencies): AccountsServi
       const expectedHash = credentials?.passwordHash;
       const previous =
         email === undefined ? undefined : (credentials?.user ?? (await users.findUserById(userId)));
-      if (email !== undefined && !previous) throw new AppError('not_found', 'User not found');
+      if (email !== undefined && !previous) throw userGone();
       // Clients that send the whole profile each time resend the same address: only a new one is a change to prove.
       const newEmail =
         email !== undefined && previous && canonicalEmail(email) !== canonicalEmail(previous.email)
@@ -377,7 +383,7 @@ export function createAccountsService(deps: AccountsDependencies): AccountsServi
         if (expectedHash !== undefined) throw new AppError('invalid_password', 'Incorrect password');
         throw new AppError('invalid_token', 'Could not validate credentials');
       }
-      if (!user) throw new AppError('not_found', 'User not found');
+      if (!user) throw userGone();
       if (newEmail !== undefined) {
         deps.emailChanges.queued();
         context.audit('email_change_requested', { userId });

@@ -114,7 +114,8 @@ export function createConversationsService(deps: {
           `The conversation holds its maximum of ${MAX_CONVERSATION_MESSAGES} messages`,
         );
       }
-      if (!message) throw new AppError('not_found', 'User not found');
+      // The user was deleted since the request was authenticated: a token whose user is gone answers 401.
+      if (!message) throw new AppError('invalid_token', 'Could not validate credentials');
       return message;
     },
 
