@@ -9,6 +9,9 @@ import { revokeSessionsOfUser } from './sessions.ts';
 import { violatedUniqueConstraint } from './unique-violation.ts';
 import { toUser, userColumns } from './user-rows.ts';
 
+/** The largest user id: ids are the users table's integer column (32 bits on PostgreSQL); none is larger. */
+export const MAX_USER_ID = 2_147_483_647;
+
 export interface NewUser {
   username: string;
   usernameCanonical: string;
@@ -165,6 +168,7 @@ export function createUsersRepository(db: Db): UsersRepository {
     },
 
     async findUserById(id) {
+      if (id > MAX_USER_ID) return undefined;
       const row = (await executePrepared(db, userById(id))).rows[0];
       return row ? toUser(row) : undefined;
     },
@@ -188,6 +192,8 @@ export function createUsersRepository(db: Db): UsersRepository {
     },
 
     async searchUsers({ search, limit, afterId }) {
+      // No stored name or address holds a NUL, which PostgreSQL's text cannot even be compared with.
+      if (search?.includes('\0') || (afterId !== undefined && afterId >= MAX_USER_ID)) return [];
       let query = db.selectFrom('users').select(userColumns);
       if (afterId !== undefined) query = query.where('id', '>', afterId);
       if (search) {
@@ -205,6 +211,7 @@ export function createUsersRepository(db: Db): UsersRepository {
     },
 
     async findCredentialsById(id) {
+      if (id > MAX_USER_ID) return undefined;
       const row = await db
         .selectFrom('users')
         .select([...userColumns, 'password_hash'])

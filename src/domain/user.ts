@@ -4,9 +4,6 @@ export type Level = (typeof LEVELS)[number];
 
 export const ROLES = ['admin'] as const;
 
-/** The largest user id: the users table's id is an integer (32 bits on PostgreSQL), so no user has a larger one. */
-export const MAX_USER_ID = 2_147_483_647;
-
 export type Role = (typeof ROLES)[number];
 
 /** A user as the rules see them: never with a password hash (only credential lookups carry one, beside it). */

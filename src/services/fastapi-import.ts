@@ -1,7 +1,6 @@
 import type { FastapiSeedUser, SeedValue } from '../db/fastapi-seed.ts';
 import type { ImportedUser, ImportedUsersRepository } from '../db/imported-users.ts';
-import type { NewUser } from '../db/users.ts';
-import { MAX_USER_ID } from '../domain/user.ts';
+import { MAX_USER_ID, type NewUser } from '../db/users.ts';
 import type { Clock } from '../security/clock.ts';
 import { findBcryptHashProblem } from '../security/passwords.ts';
 import { checkAccountFields, WELCOME_MESSAGE } from './accounts.ts';

@@ -2,9 +2,9 @@ import type { MfaRepository } from '../db/mfa.ts';
 import type { PasskeysRepository } from '../db/passkeys.ts';
 import type { SessionsRepository } from '../db/sessions.ts';
 import type { SigningKeysRepository } from '../db/signing-keys.ts';
-import type { UsersRepository } from '../db/users.ts';
+import { MAX_USER_ID, type UsersRepository } from '../db/users.ts';
 import type { Session } from '../domain/session.ts';
-import { MAX_USER_ID, type Role, type User } from '../domain/user.ts';
+import type { Role, User } from '../domain/user.ts';
 import { AppError } from '../errors.ts';
 import type { Clock } from '../security/clock.ts';
 import type { SecretBox } from '../security/secret-box.ts';
@@ -149,8 +149,7 @@ export function createOperatorService(deps: OperatorDependencies): OperatorServi
 
   const findUser = async (ref: UserReference): Promise<User> => {
     let user: User | undefined;
-    // An id past the column's range names nobody; the database would refuse to compare it instead.
-    if ('id' in ref) user = ref.id <= MAX_USER_ID ? await users.findUserById(ref.id) : undefined;
+    if ('id' in ref) user = await users.findUserById(ref.id);
     else {
       const name = normaliseUsername(ref.username);
       user = name ? await users.findUserByUsername(name.canonical) : undefined;
@@ -194,8 +193,6 @@ export function createOperatorService(deps: OperatorDependencies): OperatorServi
       }
       // Canonical columns are case-folded; so is the search, the same way usernames are.
       const folded = search?.trim().normalize('NFKC').toUpperCase().toLowerCase();
-      // No username or email holds a NUL, which PostgreSQL cannot even compare with text.
-      if (folded?.includes('\0')) return { users: [], next: undefined };
       const size = Math.min(Math.max(1, limit), MAX_USER_PAGE_SIZE);
       const found = await users.searchUsers({ search: folded || undefined, limit: size + 1, afterId });
       const page = found.slice(0, size);

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createUsersRepository } from '../../src/db/users.ts';
+import { createUsersRepository, MAX_USER_ID } from '../../src/db/users.ts';
 import { createTestDatabase, dialects, type TestDatabase } from '../support/dialects.ts';
 import { newUser } from '../support/new-user.ts';
 
@@ -26,6 +26,16 @@ describe.each(dialects)('the repositories operators use, on %s', (dialect) => {
     expect(found).not.toHaveProperty('passwordHash');
     expect(await users.findUserByUsername('Anna')).toBeUndefined();
     expect(await users.findUserByUsername('nobody')).toBeUndefined();
+  });
+
+  it('finds nobody, without an error, for ids past the id column, or a search or an id cursor it cannot hold', async () => {
+    const users = createUsersRepository(database.db);
+    for (const id of [MAX_USER_ID + 1, 999_999_999_999_999]) {
+      expect(await users.findUserById(id)).toBeUndefined();
+      expect(await users.findCredentialsById(id)).toBeUndefined();
+    }
+    expect(await users.searchUsers({ search: 'a\0', limit: 10, afterId: undefined })).toEqual([]);
+    expect(await users.searchUsers({ search: undefined, limit: 10, afterId: MAX_USER_ID + 1 })).toEqual([]);
   });
 
   it('pages through users in id order after a given id', async () => {
