@@ -61,7 +61,7 @@ import {
   answerFrameworkError,
   answerUnmetExpectation,
   registerMethodNotAllowed,
-  registerRequestFormRules,
+  registerRequestTargetRules,
 } from './http/unrouted-requests.ts';
 import { createWebClientCookies, refuseCrossSiteWebClients } from './http/web-client.ts';
 import { createSmtpTransport } from './outbound/smtp.ts';
@@ -178,7 +178,7 @@ export async function buildApp(
     trustProxy: behindProxies ? (address: string) => clientIp.isTrusted(address) : false,
     bodyLimit: config.bodyLimitBytes,
     http: {
-      // Refused by registerRequestFormRules instead, in the error table's shape.
+      // Refused by registerRequestTargetRules instead, in the error table's shape.
       requireHostHeader: false,
       // Auth headers and a JWT fit well inside this; anything larger is refused with 431 before routing.
       maxHeaderSize: 16384,
@@ -425,7 +425,7 @@ export async function buildApp(
   registerSecurityHeaders(app);
   registerResponseHooks(app);
   registerTokenEndpointHeaders(app);
-  registerRequestFormRules(app);
+  registerRequestTargetRules(app);
   registerMethodNotAllowed(app);
   app.server.on('checkExpectation', answerUnmetExpectation);
   const auditSinks: AuditSink[] = [

@@ -1,8 +1,9 @@
 import type { FastifyBaseLogger } from 'fastify';
 import type { FastifyChildLoggerFactory } from 'fastify/types/logger.js';
+import type { ChildLoggerOptions } from 'pino';
 
 type Bindings = Record<string, unknown>;
-type ChildOptions = { level?: string };
+type ChildOptions = Pick<ChildLoggerOptions, 'level' | 'serializers'>;
 type Level = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace';
 type Parent = FastifyBaseLogger & { isLevelEnabled(level: string): boolean };
 
@@ -47,8 +48,15 @@ class RequestLogger {
     const [first, ...rest] = args;
     // A line's bindings merged into its own fields give the child's line key for key, without the child: a request
     // that logs logs one line or two (an answer 4xx, a refusal under a flood), and a child costs more than the line.
-    // An error logged first keeps pino's own handling (its serialiser, its message); a route's level needs the child.
-    if (this.#child === undefined && this.#options.level === undefined && !(first instanceof Error)) {
+    // An error logged first keeps pino's own handling (its serialiser, its message); a route's level or serialisers
+    // need the child.
+    const own = this.#options;
+    if (
+      this.#child === undefined &&
+      own.level === undefined &&
+      own.serializers === undefined &&
+      !(first instanceof Error)
+    ) {
       const write = this.#parent[level] as (...values: unknown[]) => void;
       if (typeof first === 'object' && first !== null)
         write.call(this.#parent, { ...this.#bindings, ...first }, ...rest);

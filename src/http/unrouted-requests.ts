@@ -69,7 +69,7 @@ function earlyAnswer(detail: string): { body: string; headers: Record<string, st
  * server-wide OPTIONS only, and Fastify routed any other method's to `/`. One of the first onRequest hooks: nothing
  * else runs for these.
  */
-export function registerRequestFormRules(app: FastifyInstance): void {
+export function registerRequestTargetRules(app: FastifyInstance): void {
   app.addHook('onRequest', (request, reply, done) => {
     if (request.raw.url === '*' && request.method !== 'OPTIONS') {
       reply.header('connection', 'close');

@@ -78,6 +78,16 @@ describe('the request logger', () => {
     expect(log.lines.map((line) => line.msg)).toEqual(['loud']);
   });
 
+  it("honours a route's own serialisers, through a child", () => {
+    const log = capture('info');
+    make(log.logger, { serializers: { secretish: () => 'serialised' } }).info(
+      { secretish: 1 },
+      'with its own',
+    );
+    expect(log.children()).toBe(1);
+    expect(log.lines[0]).toMatchObject({ reqId: 'r-1', secretish: 'serialised' });
+  });
+
   it('gives children the request id too', () => {
     const log = capture('info');
     make(log.logger).child({ part: 'x' }).info('from a child');
