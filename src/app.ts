@@ -70,6 +70,7 @@ import { createBreachedPasswordsCheck } from './security/breached-passwords.ts';
 import { createClientIpResolver } from './security/client-ip.ts';
 import type { Clock } from './security/clock.ts';
 import { createDeviceTokens } from './security/device-tokens.ts';
+import { logRedaction } from './security/log-redaction.ts';
 import { createPasswordPolicy } from './security/password-policy.ts';
 import type { PasswordHasher } from './security/passwords.ts';
 import { createSecretBox, deriveDeviceTokenKey, deriveRefreshTokenKey } from './security/secret-box.ts';
@@ -120,36 +121,6 @@ const REQUEST_TIMEOUT_MS = 30_000;
 const FIRST_AUDIT_PRUNE_DELAY_MS = 60_000;
 const AUDIT_PRUNE_INTERVAL_MS = 3600_000;
 
-export const LOG_REDACTIONS = [
-  'req.headers.authorization',
-  'req.headers.cookie',
-  'password',
-  'new_password',
-  'current_password',
-  'refresh_token',
-  'access_token',
-  'device_token',
-  // Passkey ceremonies: not secrets, but an assertion is a login and has no business in a log.
-  'webauthn_response',
-  '*.webauthn_response',
-  // A mailed link's token (email verification, password reset).
-  'token',
-  // Second factors: the login's mfa_token, codes, recovery codes, an enrolment's secret, an assertion.
-  'mfa_token',
-  'otp',
-  'recovery_code',
-  'recovery_codes',
-  '*.mfa_token',
-  '*.otp',
-  '*.recovery_code',
-  '*.secret',
-  '*.password',
-  '*.refresh_token',
-  '*.access_token',
-  '*.device_token',
-  '*.token',
-];
-
 /** Builds the HTTP application over the given database, clock and hasher; never listens. */
 export async function buildApp(
   config: Config,
@@ -162,7 +133,7 @@ export async function buildApp(
   const logger = pino(
     {
       level: config.logLevel,
-      redact: { paths: LOG_REDACTIONS, censor: '[redacted]' },
+      ...logRedaction,
       timestamp: pino.stdTimeFunctions.isoTime,
     },
     deps.logStream ?? pino.destination({ sync: false }),
