@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
 import type { MfaRepository } from '../db/mfa.ts';
-import type { UsersRepository } from '../db/users.ts';
+import type { Credentials, UsersRepository } from '../db/users.ts';
 import type { User } from '../domain/user.ts';
 import { AppError } from '../errors.ts';
 import type { Clock } from '../security/clock.ts';
@@ -502,16 +502,17 @@ export function createMfaService(deps: MfaDependencies): MfaService {
       const attempt =
         tokenHash && (await mfa.countMfaChallengeAttempt(tokenHash, CHALLENGE_ATTEMPTS, clock.now()));
       if (!tokenHash || !attempt) throw invalid();
+      // A password changed since the first leg voids it: the login proved a password that is no longer theirs. Known
+      // before the proof is checked, so that a void token spends no code (its step, a recovery code) and logs no use.
+      const proved = (credentials: Credentials | undefined): credentials is Credentials =>
+        credentials !== undefined && digestOf(credentials.passwordHash) === attempt.passwordDigest;
+      if (!proved(await users.findCredentialsById(attempt.userId))) throw invalid();
       const passed = await spend(attempt.userId, proof, context, 'second_factor');
       if (!passed) throw invalid();
       const credentials = await users.findCredentialsById(attempt.userId);
-      // A password changed since the first leg voids it: the login proved a password that is no longer theirs. And of
-      // parallel redemptions of one mfa_token one wins: a recovery code spent by another is given back.
-      if (
-        !credentials ||
-        digestOf(credentials.passwordHash) !== attempt.passwordDigest ||
-        !(await mfa.consumeMfaChallenge(tokenHash, clock.now()))
-      ) {
+      // Again after the proof, which took time: the password may have changed meanwhile. And of parallel redemptions
+      // of one mfa_token one wins: a recovery code spent by another is given back.
+      if (!proved(credentials) || !(await mfa.consumeMfaChallenge(tokenHash, clock.now()))) {
         await passed.release?.();
         throw invalid();
       }

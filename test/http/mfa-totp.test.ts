@@ -492,9 +492,19 @@ describe.each(dialects)('TOTP second factor on %s', (dialect) => {
       payload: { current_password: STRONG_PASSWORD, new_password: NEW_PASSWORD },
     });
     expect(changed.statusCode, changed.body).toBe(204);
-    const refused = await f.mfaGrant({ mfa_token: mfaToken, otp: f.otp.at(user.secret) });
+    const code = f.otp.at(user.secret);
+    const refused = await f.mfaGrant({ mfa_token: mfaToken, otp: code });
     expect(refused.statusCode).toBe(400);
     expect(refused.json().error).toBe('invalid_grant');
+    // The void token spent nothing: the same code still completes a login under the new password.
+    const fresh = await f.inject({
+      method: 'POST',
+      url: '/token',
+      payload: { username: user.username, password: NEW_PASSWORD },
+    });
+    expect(fresh.statusCode, fresh.body).toBe(403);
+    const granted = await f.mfaGrant({ mfa_token: fresh.json().mfa_token, otp: code });
+    expect(granted.statusCode, granted.body).toBe(200);
     f.otp.nextWindow();
   });
 
