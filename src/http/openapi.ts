@@ -4,6 +4,9 @@ import type { FastifyInstance } from 'fastify';
 import { documentationErrorHandler } from './error-handler.ts';
 import { useContentSecurityPolicy } from './security-headers.ts';
 
+const DOCUMENTATION_PREFIX = '/docs';
+const DOCUMENTATION_INDEX_ALIAS = `${DOCUMENTATION_PREFIX}/static/index.html`;
+
 // Every asset is served from here. Swagger UI's own suggested policy adds upgrade-insecure-requests, which blanks the
 // page on plain HTTP off localhost, and allows images from validator.swagger.io, which would learn where the
 // document lives: neither is here.
@@ -57,8 +60,17 @@ export async function registerOpenApi(app: FastifyInstance): Promise<void> {
   await app.register(async (documentation) => {
     documentation.setErrorHandler(documentationErrorHandler);
     await useContentSecurityPolicy(documentation, DOCUMENTATION_POLICY);
+    // The plugin's own redirect is built from req.url: with a query it pointed at itself forever, and an absolute-form
+    // request target put its own host into Location. The page has one address.
+    documentation.addHook('onRequest', (request, reply, done) => {
+      if (request.routeOptions.url === DOCUMENTATION_INDEX_ALIAS) {
+        reply.redirect(`${DOCUMENTATION_PREFIX}/`);
+        return;
+      }
+      done();
+    });
     await documentation.register(swaggerUi, {
-      routePrefix: '/docs',
+      routePrefix: DOCUMENTATION_PREFIX,
       // Written into the page as Swagger UI's `validatorUrl: null`: no badge fetched from validator.swagger.io.
       validatorUrl: false,
       uiConfig: { persistAuthorization: false },

@@ -249,6 +249,18 @@ describe.each(dialects)('errors at the edges on %s', (dialect) => {
     expect(continued).toMatch(/^HTTP\/1\.1 100 Continue\r\n\r\nHTTP\/1\.1 422 /);
   });
 
+  // @fastify/swagger-ui redirected from req.url: with a query it redirected to itself forever, and an absolute-form
+  // target put the request's own host into Location.
+  it.each([
+    'GET /docs/static/index.html HTTP/1.1',
+    'GET /docs/static/index.html?x=1 HTTP/1.1',
+    'GET http://evil.example/docs/static/index.html HTTP/1.1',
+  ])('redirects %s to /docs/ on this site', async (line) => {
+    const answer = parseRawAnswer(await rawExchange(port, `${line}\r\nHost: x\r\nConnection: close\r\n\r\n`));
+    expect(answer.statusLine).toBe('HTTP/1.1 302 Found');
+    expect(answer.headers.location).toBe('/docs/');
+  });
+
   it('answers 404 for a documentation asset that does not exist', async () => {
     const response = await rawGet(port, '/docs/static/missing.js');
     expect(response.status).toBe(404);
