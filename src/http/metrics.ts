@@ -161,6 +161,8 @@ export function countSecurityEvents(registry: MetricsRegistry): AuditSink {
         logins.inc({ outcome: 'succeeded', reason: '' });
         break;
       case 'login_failed':
+        // A throttled login is audited twice (login_throttled, then login_failed as locked): one login, one outcome.
+        if (fields.reason === 'locked') break;
         logins.inc({ outcome: 'failed', reason: labelOf(fields.reason, 'unspecified') });
         break;
       case 'login_throttled': {

@@ -14,7 +14,7 @@ async function countAfter(events: [string, Record<string, unknown>][]) {
 
 describe('counting security events', () => {
   it('labels a failed login with its reason, and one without a reason as unspecified', async () => {
-    const reasons = ['wrong_password', 'unknown_user', 'locked', 'locked', undefined];
+    const reasons = ['wrong_password', 'unknown_user', 'account_disabled', 'account_disabled', undefined];
     const samples = await countAfter(
       reasons.map((reason) => ['login_failed', { username: 'alice', ...(reason ? { reason } : {}) }]),
     );
@@ -23,10 +23,20 @@ describe('counting security events', () => {
     expect([
       failed('wrong_password'),
       failed('unknown_user'),
-      failed('locked'),
+      failed('account_disabled'),
       failed('unspecified'),
     ]).toEqual([1, 1, 2, 1]);
     expect(total(samples, 'gatehouse_security_events_total', { event: 'login_failed' })).toBe(5);
+  });
+
+  it('counts a throttled login once, as throttled, though it is also audited as failed (locked)', async () => {
+    const samples = await countAfter([
+      ['login_throttled', { rule: 'R5', username: 'alice' }],
+      ['login_failed', { username: 'alice', reason: 'locked' }],
+    ]);
+    expect(total(samples, 'gatehouse_logins_total', {})).toBe(1);
+    expect(total(samples, 'gatehouse_logins_total', { outcome: 'throttled', reason: 'R5' })).toBe(1);
+    expect(total(samples, 'gatehouse_security_events_total', { event: 'login_failed' })).toBe(1);
   });
 
   it('counts throttled logins and throttled requests by rule', async () => {
