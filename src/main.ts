@@ -128,7 +128,7 @@ async function prepareDatabase(config: Config): Promise<OpenedDatabase> {
     // Workers find the database prepared by their primary; only the primary reports what it mended.
     return await openDatabase(config, cluster.isPrimary ? warn : () => {});
   } catch (error) {
-    console.error(`gatehouse: cannot prepare the database: ${(error as Error).cause ?? error}`);
+    console.error(`gatehouse: cannot prepare the database: ${describeFailure(error)}`);
     process.exit(1);
   }
 }

@@ -64,6 +64,18 @@ describe('configuration is validated at start', () => {
     },
   );
 
+  it('says why PostgreSQL cannot be reached at start, without its password', async () => {
+    const r = await runUntilExit({
+      DATABASE_URL: 'postgres://postgres:Pw0rdSecret@127.0.0.1:1/gatehouse',
+      GATEHOUSE_SECRET: randomBytes(32).toString('base64url'),
+    });
+    expect(r.timedOut, `still running:\n${r.output}`).toBe(false);
+    expect(r.code, r.output).toBe(1);
+    expect(r.output).toMatch(/cannot prepare the database: .*ECONNREFUSED 127\.0\.0\.1:1/);
+    expect(r.output).not.toContain('Pw0rdSecret');
+    expect(r.output, 'no stack trace').not.toMatch(/\n\s+at [\w.<]+ \(|node:internal/);
+  });
+
   it('starts with a random 32-byte JWT_SECRET', async () => {
     const server = await startServer({
       databaseUrl: await sqliteUrl(),
