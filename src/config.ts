@@ -303,12 +303,13 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
   }
   const converted = Value.Convert(EnvSchema, Value.Default(EnvSchema, raw));
   const problems: string[] = [];
-  const seen = new Set<string>();
-  for (const error of Value.Errors(EnvSchema, converted)) {
-    const name = error.instancePath.replace(/^\//, '');
-    if (!name || seen.has(name)) continue;
-    seen.add(name);
-    problems.push(`${name}=${JSON.stringify(raw[name] ?? '')} ${describeProblem(name, error.message)}`);
+  // Variable by variable: TypeBox lists eight errors of an object at most, and a wrong LOG_LEVEL alone makes eight.
+  const given = converted as Record<string, unknown>;
+  for (const [name, schema] of Object.entries(EnvSchema.properties)) {
+    if (given[name] === undefined) continue;
+    const [error] = Value.Errors(schema, given[name]);
+    if (error)
+      problems.push(`${name}=${JSON.stringify(raw[name] ?? '')} ${describeProblem(name, error.message)}`);
   }
   const clientIp = parseClientIpRules(raw.TRUST_PROXY, raw.CLIENT_IP_HEADER, problems);
   if (problems.length > 0) throw new ConfigError(problems);

@@ -136,6 +136,15 @@ describe('loadConfig', () => {
     }
   });
 
+  // TypeBox stops listing errors after eight, and a wrong LOG_LEVEL alone makes eight (one per level, then the union).
+  it('reports every wrong value at once, a wrong LOG_LEVEL with the others', () => {
+    const problems = problemsOf({ PORT: 'abc', LOG_LEVEL: 'bogus', WORKERS: '0', HASH_QUEUE_MAX: 'many' });
+    expect(problems).toHaveLength(4);
+    for (const name of ['PORT', 'LOG_LEVEL', 'WORKERS', 'HASH_QUEUE_MAX']) {
+      expect(problems.join('\n')).toMatch(new RegExp(`^${name}`, 'm'));
+    }
+  });
+
   it('refuses to start on PostgreSQL without GATEHOUSE_SECRET, and says how to make one', () => {
     const problems = problemsOf({ DATABASE_URL: 'postgres://u@db:5432/gh' }).join();
     expect(problems).toMatch(/GATEHOUSE_SECRET is required/);
