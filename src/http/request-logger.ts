@@ -9,8 +9,8 @@ type Parent = FastifyBaseLogger & { isLevelEnabled(level: string): boolean };
 
 /**
  * A request's logger that makes no pino child unless it must. Fastify makes a child of the app's logger for every
- * request, and pino's child() serialises the request id through the redaction paths at once: most requests log
- * nothing (successes are logged at debug), so that was work for nothing on each of them.
+ * request, and pino's child() serialises its bindings at once: most requests log nothing (successes are logged at
+ * debug), so that was work for nothing on each of them.
  */
 class RequestLogger {
   readonly #parent: Parent;
@@ -47,7 +47,7 @@ class RequestLogger {
     if (!this.isLevelEnabled(level)) return;
     const [first, ...rest] = args;
     // A line's bindings merged into its own fields give the child's line key for key, without the child: a request
-    // that logs logs one line or two (an answer 4xx, a refusal under a flood), and a child costs more than the line.
+    // that logs logs one line or two (an answer 4xx, a refusal under a flood), and a child made for them is garbage.
     // An error logged first keeps pino's own handling (its serialiser, its message); a route's level or serialisers
     // need the child.
     const own = this.#options;
