@@ -9,6 +9,9 @@ export default defineConfig({
     testTimeout: 60_000,
     hookTimeout: 60_000,
     pool: 'forks',
+    // Two files at a time (vitest's default is one fewer than the cores, one here): each waits mostly on its
+    // browser and servers.
+    maxWorkers: 2,
     reporters: ['default'],
   },
 });
