@@ -332,11 +332,20 @@ export function createLoginService(deps: {
       const requestedScopes = parseRequestedScope(scope);
       if (!throttling) return sessions.rotateRefreshToken(refreshToken, context, { requestedScopes });
       const { throttle } = throttling;
-      await throttle.admitRefresh(context);
+      const refusal = await throttle.admitRefresh(context);
+      if (refusal) {
+        return sessions.rotateRefreshToken(refreshToken, context, {
+          requestedScopes,
+          refused: () => throttle.refuse(refusal, context),
+        });
+      }
       // The family is known only once the token is looked up; the session names it.
       return sessions.rotateRefreshToken(refreshToken, context, {
         requestedScopes,
-        admit: (sessionId) => throttle.admitRefreshOfSession(sessionId, context),
+        admitRotation: async (sessionId) => {
+          const ofSession = await throttle.admitRefreshOfSession(sessionId, context);
+          return ofSession && (() => throttle.refuse(ofSession, context));
+        },
       });
     },
   };

@@ -55,8 +55,18 @@ export interface SessionLogin {
 export interface RefreshOptions {
   /** The scope the client asked for; the session's own grant when omitted. */
   requestedScopes?: ReadonlySet<Scope> | undefined;
-  /** Runs once the token is known to be genuine, with its session's id, and may throw to refuse (throttling). */
-  admit?: (sessionId: string) => Promise<void>;
+  /**
+   * Asked once the token is known to be genuine and unspent, with its session's id, before it is spent: returns the
+   * error that refuses the rotation (throttling), or undefined. Never asked for a retry inside the reuse grace
+   * window, which mints nothing new.
+   */
+  admitRotation?: (sessionId: string) => Promise<(() => AppError) | undefined>;
+  /**
+   * Set when the request was refused before its token was read: only a retry inside the reuse grace window is
+   * answered (told to wait longer than the window, its client would come back with a token spent past it, and the
+   * family would be revoked as stolen); anything else throws the error this returns.
+   */
+  refused?: (() => AppError) | undefined;
 }
 
 export interface StartSessionOptions {
@@ -221,12 +231,20 @@ export function createSessionsService(deps: SessionsDependencies): SessionsServi
       return grantFor(user, sessionId, refreshToken, scopes, { amr, authTime: now });
     },
 
-    async rotateRefreshToken(presented, context, { requestedScopes, admit } = {}) {
+    async rotateRefreshToken(presented, context, { requestedScopes, admitRotation, refused } = {}) {
       const token = parseRefreshToken(presented);
-      if (!token) throw invalidGrant();
+      if (!token) throw refused ? refused() : invalidGrant();
       let stored = await refreshTokens.findRefreshToken(token.id);
-      if (!stored || !refreshSecretMatches(token.secret, stored.secretHash)) throw invalidGrant();
-      await admit?.(stored.session.id);
+      if (!stored || !refreshSecretMatches(token.secret, stored.secretHash))
+        throw refused ? refused() : invalidGrant();
+      if (stored.usedAt === undefined) {
+        const refusal = refused ?? (await admitRotation?.(stored.session.id));
+        if (refusal) {
+          // A parallel request may have spent it meanwhile: then this one is a retry, answered below.
+          stored = refused ? stored : await refreshTokens.findRefreshToken(token.id);
+          if (!stored?.usedAt) throw refusal();
+        }
+      }
       const now = clock.now();
       const session = stored.session;
       if (!isLive(session, now)) throw invalidGrant();
@@ -260,6 +278,9 @@ export function createSessionsService(deps: SessionsDependencies): SessionsServi
       }
 
       const spentForMs = now.getTime() - stored.usedAt.getTime();
+      // A refused request does nothing but answer a retry; the next presentation of a token spent this long ago is
+      // judged as a reuse.
+      if (refused && spentForMs > deps.reuseGraceSeconds * 1000) throw refused();
       if (spentForMs > deps.reuseGraceSeconds * 1000) {
         // RFC 9700 §4.14.2: a spent refresh token presented again means it leaked; end the whole family.
         await sessions.revokeSession(session.id, 'refresh_token_reuse', now);

@@ -97,10 +97,15 @@ export interface Throttle {
   forgetAccountFailures(username: string): Promise<void>;
   /** R6: throws temporarily_unavailable when this address registers too often. */
   admitRegistration(context: RequestContext): Promise<void>;
-  /** R7: throws temporarily_unavailable when this address refreshes too often. */
-  admitRefresh(context: RequestContext): Promise<void>;
-  /** R7: throws temporarily_unavailable when this session (one refresh-token family) refreshes too often. */
-  admitRefreshOfSession(sessionId: string, context: RequestContext): Promise<void>;
+  /**
+   * R7: returns why this address refreshes too often, counting the request either way; nothing is logged until the
+   * caller turns the refusal into an answer with `refuse` (a retry inside the reuse grace window is answered anyway).
+   */
+  admitRefresh(context: RequestContext): Promise<Refusal | undefined>;
+  /** R7: the same for one session (one refresh-token family). */
+  admitRefreshOfSession(sessionId: string, context: RequestContext): Promise<Refusal | undefined>;
+  /** Logs a refusal that stands and returns the temporarily_unavailable error that answers it. */
+  refuse(refusal: Refusal, context: RequestContext): AppError;
   /** R8: throws temporarily_unavailable when this user posts messages too often, from whichever session. */
   admitMessage(userId: number, context: RequestContext): Promise<void>;
   /**
@@ -236,6 +241,13 @@ export function createThrottle(counters: CounterStore, policy: ThrottlePolicy, k
     return waits.length > 0 ? { rule, retryAfterSeconds: Math.max(...waits) } : undefined;
   };
 
+  const refuse = (refusal: Refusal, context: RequestContext) => {
+    context.audit('request_throttled', { rule: refusal.rule, retryAfterSeconds: refusal.retryAfterSeconds });
+    return new AppError('temporarily_unavailable', `${refusal.rule}: too many requests`, {
+      retryAfterSeconds: refusal.retryAfterSeconds,
+    });
+  };
+
   const refuseRequest = async (
     rule: ThrottleRule,
     limited: ReturnType<typeof windows>,
@@ -243,11 +255,7 @@ export function createThrottle(counters: CounterStore, policy: ThrottlePolicy, k
     context: RequestContext,
   ) => {
     const refusal = await admit(rule, limited, key);
-    if (!refusal) return;
-    context.audit('request_throttled', { rule, retryAfterSeconds: refusal.retryAfterSeconds });
-    throw new AppError('temporarily_unavailable', `${rule}: too many requests`, {
-      retryAfterSeconds: refusal.retryAfterSeconds,
-    });
+    if (refusal) throw refuse(refusal, context);
   };
 
   /**
@@ -352,10 +360,11 @@ export function createThrottle(counters: CounterStore, policy: ThrottlePolicy, k
       refuseRequest('R6', registrations, clientIpKey(context.ipAddress, policy.ipv6SubnetBits), context),
 
     admitRefresh: (context) =>
-      refuseRequest('R7', refreshesPerIp, clientIpKey(context.ipAddress, policy.ipv6SubnetBits), context),
+      admit('R7', refreshesPerIp, clientIpKey(context.ipAddress, policy.ipv6SubnetBits)),
 
-    admitRefreshOfSession: (sessionId, context) =>
-      refuseRequest('R7', refreshesPerSession, sessionId, context),
+    admitRefreshOfSession: (sessionId) => admit('R7', refreshesPerSession, sessionId),
+
+    refuse,
 
     admitMessage: (userId, context) => refuseRequest('R8', messagesPerUser, String(userId), context),
 

@@ -476,6 +476,62 @@ describe.each(dialects)('login throttling over HTTP on %s', (dialect) => {
     await loginOk('203.0.113.131');
   });
 
+  // A retry inside the reuse grace window mints nothing (it answers the family's live head), and a client told to
+  // wait longer than the window would present a token spent past it: the family would be revoked as stolen.
+  it('answers a retry inside the grace window past the per-session cap, with the live head, logging nothing throttled', async () => {
+    await start();
+    const first = await loginOk('203.0.113.150');
+    const refresh = (value: string) =>
+      token('203.0.113.150', { grant_type: 'refresh_token', refresh_token: value });
+    let previous = first.refresh_token;
+    let head = previous;
+    for (let i = 0; i < 10; i += 1) {
+      const response = await refresh(head);
+      expect(response.statusCode, response.body).toBe(200);
+      previous = head;
+      head = response.json().refresh_token;
+    }
+    // The tenth answer was lost: the client sends its token again.
+    const retry = await refresh(previous);
+    expect(retry.statusCode, retry.body).toBe(200);
+    expect(retry.json().refresh_token).toBe(head);
+    expectThrottled(await refresh(head), 60);
+    expect(events(t, 'request_throttled')).toHaveLength(1);
+    advanceSeconds(60);
+    expect((await refresh(head)).statusCode).toBe(200);
+  });
+
+  it('answers every one of 12 parallel refreshes of one token with one successor (none 429)', async () => {
+    await start();
+    const first = await loginOk('203.0.113.151');
+    const answers = await Promise.all(
+      Array.from({ length: 12 }, () =>
+        token('203.0.113.151', { grant_type: 'refresh_token', refresh_token: first.refresh_token }),
+      ),
+    );
+    expect(answers.map((answer) => answer.statusCode)).toEqual(Array(12).fill(200));
+    expect(new Set(answers.map((answer) => answer.json().refresh_token)).size).toBe(1);
+    expect(events(t, 'request_throttled')).toEqual([]);
+  });
+
+  it('answers a retry inside the grace window past the per-address cap; a new rotation is refused and stays usable', async () => {
+    await start({ REFRESH_PER_IP: '2/300s' });
+    const first = await loginOk('203.0.113.152');
+    const refresh = (value: string) =>
+      token('203.0.113.152', { grant_type: 'refresh_token', refresh_token: value });
+    const second = await refresh(first.refresh_token);
+    expect(second.statusCode).toBe(200);
+    const head = second.json().refresh_token;
+    expect((await refresh(first.refresh_token)).statusCode).toBe(200);
+    const retry = await refresh(first.refresh_token);
+    expect(retry.statusCode, retry.body).toBe(200);
+    expect(retry.json().refresh_token).toBe(head);
+    expectThrottled(await refresh(head), 300);
+    expectThrottled(await refresh('not a refresh token'));
+    advanceSeconds(300);
+    expect((await refresh(head)).statusCode).toBe(200);
+  });
+
   it('refuses the 4th registration from one address within 10 s with a FastAPI-shaped 429 (test 12)', async () => {
     await start();
     const newcomer = (n: number, from = '203.0.113.140') => register(`newcomer${n}`, from);

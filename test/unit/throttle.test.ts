@@ -5,7 +5,12 @@ import { type CounterStore, createCounterStore } from '../../src/db/counters.ts'
 import { AppError } from '../../src/errors.ts';
 import { deriveMailAddressKey, generateSecret } from '../../src/security/secret-box.ts';
 import type { RequestContext } from '../../src/services/request-context.ts';
-import { createThrottle, type LoginAttempt, type Throttle } from '../../src/services/throttle.ts';
+import {
+  createThrottle,
+  type LoginAttempt,
+  type Refusal,
+  type Throttle,
+} from '../../src/services/throttle.ts';
 
 // rate-limiter-flexible reads Date.now(): faking Date alone moves its windows without sleeping.
 const advanceSeconds = (seconds: number) => vi.setSystemTime(Date.now() + seconds * 1000);
@@ -291,14 +296,17 @@ describe('login throttling rules (in-process counters, fake clock)', () => {
 
     it('R7: refuses the 11th refresh of one session within a minute, and counts addresses apart', async () => {
       const context = contextFrom('203.0.113.1');
-      for (let i = 0; i < 10; i += 1) await throttle.admitRefreshOfSession('session-1', context);
-      await expect(throttle.admitRefreshOfSession('session-1', context)).rejects.toMatchObject({
+      for (let i = 0; i < 10; i += 1)
+        expect(await throttle.admitRefreshOfSession('session-1', context)).toBeUndefined();
+      const refusal = await throttle.admitRefreshOfSession('session-1', context);
+      expect(refusal).toEqual({ rule: 'R7', retryAfterSeconds: 60 });
+      expect(throttle.refuse(refusal as Refusal, context)).toMatchObject({
         code: 'temporarily_unavailable',
         retryAfterSeconds: 60,
       });
-      await throttle.admitRefreshOfSession('session-2', context);
-      for (let i = 0; i < 150; i += 1) await throttle.admitRefresh(context);
-      await expect(throttle.admitRefresh(context)).rejects.toMatchObject({ code: 'temporarily_unavailable' });
+      expect(await throttle.admitRefreshOfSession('session-2', context)).toBeUndefined();
+      for (let i = 0; i < 150; i += 1) expect(await throttle.admitRefresh(context)).toBeUndefined();
+      expect(await throttle.admitRefresh(context)).toMatchObject({ rule: 'R7' });
       expect(await throttle.admitPasswordGrant('203.0.113.1')).toBeUndefined();
     });
 
