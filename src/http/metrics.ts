@@ -79,7 +79,15 @@ export function instrumentApp(app: FastifyInstance, options: MetricsOptions): Au
     if (route !== METRICS_PATH) {
       const status = reply.statusCode;
       durations.observe({ method: request.method, route, status_code: status }, reply.elapsedTime / 1000);
-      if (status === 503) unavailable.inc({ route, reason: unavailableReasonOf(request) ?? 'unspecified' });
+      const reason = unavailableReasonOf(request) ?? 'unspecified';
+      if (status === 503 && reason !== 'client_gone') unavailable.inc({ route, reason });
+    }
+    done();
+  });
+  // A client that left while its hash waited is answered nothing, and onResponse runs only for an answer sent.
+  app.addHook('onError', (request, _reply, error, done) => {
+    if (error instanceof AppError && error.unavailableReason === 'client_gone') {
+      unavailable.inc({ route: request.routeOptions.url ?? UNMATCHED_ROUTE, reason: 'client_gone' });
     }
     done();
   });

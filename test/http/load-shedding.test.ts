@@ -196,8 +196,9 @@ describe.each(dialects)('a /token flood beyond the hash queue on %s', (dialect) 
 });
 
 describe('a client that leaves while its login is queued', () => {
-  it('loses its place and is never hashed', async () => {
-    const test = await app('sqlite', { env: { HASH_CONCURRENCY: '1' } });
+  it('loses its place, is never hashed, and is counted as client_gone', async () => {
+    const metricsToken = 'a-metrics-token-long-enough-for-the-config-0123456789';
+    const test = await app('sqlite', { env: { HASH_CONCURRENCY: '1', METRICS_TOKEN: metricsToken } });
     await registerUser(test.app);
     await test.app.listen({ host: '127.0.0.1', port: 0 });
     const { port } = test.app.server.address() as AddressInfo;
@@ -219,6 +220,13 @@ describe('a client that leaves while its login is queued', () => {
       expect.objectContaining({ reason: 'client closed the connection while its hash was queued' }),
     ]);
     expect(await countRows(test, 'sessions')).toBe(0);
+    // No answer reaches a gone client, so the count cannot wait for one.
+    const metrics = await test.app.inject({
+      method: 'GET',
+      url: '/metrics',
+      headers: { authorization: `Bearer ${metricsToken}` },
+    });
+    expect(metrics.body).toContain('gatehouse_http_unavailable_total{route="/token",reason="client_gone"} 1');
   });
 });
 
