@@ -8,6 +8,7 @@ import type { AuditSink } from '../services/request-context.ts';
 import { bearerTokenOf } from './authenticate.ts';
 import { unavailableReasonOf } from './error-handler.ts';
 import { STANDARD_HEADERS } from './response-hooks.ts';
+import { SECURITY_HEADERS } from './security-headers.ts';
 
 // prom-client is loaded when metrics are turned on (METRICS_TOKEN or METRICS_PORT): 2 MB of heap otherwise unused.
 const require = createRequire(import.meta.url);
@@ -259,6 +260,7 @@ export function scrapeWorkers(): ScrapeSource {
 function answerJson(response: ServerResponse, status: number, body: object, headers: object = {}): void {
   const text = JSON.stringify(body);
   response.writeHead(status, {
+    ...SECURITY_HEADERS,
     ...STANDARD_HEADERS,
     ...headers,
     'content-type': 'application/json; charset=utf-8',
@@ -284,6 +286,7 @@ export async function listenForScrapes(source: ScrapeSource, host: string, port:
     source.scrape().then(
       (body) => {
         response.writeHead(200, {
+          ...SECURITY_HEADERS,
           ...STANDARD_HEADERS,
           'content-type': source.contentType,
           'content-length': Buffer.byteLength(body),

@@ -1,7 +1,10 @@
 import { randomBytes, randomUUID } from 'node:crypto';
+import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { hash } from '@node-rs/argon2';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { listenForScrapes } from '../../src/http/metrics.ts';
+import { SECURITY_HEADERS } from '../../src/http/security-headers.ts';
 import { createPasswordHasher } from '../../src/security/passwords.ts';
 import {
   buildTestApp,
@@ -289,6 +292,38 @@ describe('Prometheus metrics switched off or moved', () => {
       expect(total(samples, 'gatehouse_password_hashes_queued')).toBe(5);
     } finally {
       await t.close();
+    }
+  });
+});
+
+describe('the METRICS_PORT listener', () => {
+  it('answers scrapes, unknown paths, other methods and a failed scrape with the security header set', async () => {
+    let fail = false;
+    const server = await listenForScrapes(
+      {
+        contentType: 'text/plain; version=0.0.4; charset=utf-8',
+        scrape: async () => {
+          if (fail) throw new Error('no registry');
+          return 'gatehouse_up 1\n';
+        },
+      },
+      '127.0.0.1',
+      0,
+    );
+    try {
+      const { port } = server.address() as AddressInfo;
+      const at = (path: string, method = 'GET') => fetch(`http://127.0.0.1:${port}${path}`, { method });
+      const answers = [await at('/metrics'), await at('/nope'), await at('/metrics', 'POST')];
+      fail = true;
+      answers.push(await at('/metrics'));
+      expect(answers.map((answer) => answer.status)).toEqual([200, 404, 405, 503]);
+      for (const answer of answers) {
+        for (const [name, value] of Object.entries(SECURITY_HEADERS))
+          expect(answer.headers.get(name)).toBe(value);
+        expect(answer.headers.get('cache-control')).toBe('no-store');
+      }
+    } finally {
+      server.close();
     }
   });
 });
