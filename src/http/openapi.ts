@@ -2,10 +2,11 @@ import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import type { FastifyInstance } from 'fastify';
 import { documentationErrorHandler } from './error-handler.ts';
-import { useContentSecurityPolicy } from './security-headers.ts';
+import { SECURITY_HEADERS, useContentSecurityPolicy } from './security-headers.ts';
 
 const DOCUMENTATION_PREFIX = '/docs';
 const DOCUMENTATION_INDEX_ALIAS = `${DOCUMENTATION_PREFIX}/static/index.html`;
+const DATA_TYPE = /^application\/(json|x-yaml)/;
 
 // Every asset is served from here. Swagger UI's own suggested policy adds upgrade-insecure-requests, which blanks the
 // page on plain HTTP off localhost, and allows images from validator.swagger.io, which would learn where the
@@ -68,6 +69,12 @@ export async function registerOpenApi(app: FastifyInstance): Promise<void> {
         return;
       }
       done();
+    });
+    // The OpenAPI document it also serves, as JSON and as YAML, is data, not a page: the API's headers, as
+    // /openapi.json has them.
+    documentation.addHook('onSend', (_request, reply, payload, done) => {
+      if (DATA_TYPE.test(String(reply.getHeader('content-type') ?? ''))) reply.headers(SECURITY_HEADERS);
+      done(null, payload);
     });
     await documentation.register(swaggerUi, {
       routePrefix: DOCUMENTATION_PREFIX,

@@ -137,6 +137,15 @@ describe.each(dialects)('security headers on %s', (dialect) => {
     expect(script.headers['content-type']).toMatch(/^application\/javascript/);
   });
 
+  it('gives the OpenAPI document under /docs, as JSON and as YAML, the API policy: it is data, not a page', async () => {
+    for (const url of ['/docs/json', '/docs/yaml']) {
+      const response = await t.app.inject({ method: 'GET', url });
+      expect(response.statusCode, url).toBe(200);
+      expect(response.headers['content-type'], url).toMatch(/^application\/(json|x-yaml)/);
+      expectSecurityHeaders(response.headers, API_POLICY, url);
+    }
+  });
+
   it('answers a missing documentation asset with the API policy, as any other 404', async () => {
     const response = await t.app.inject({ method: 'GET', url: '/docs/static/missing.js' });
     expect(response.statusCode).toBe(404);
