@@ -184,8 +184,13 @@ function createStrengthEstimator(options: StrengthEstimatorOptions) {
   return {
     estimate: (password: string, userInputs: string[]) =>
       new Promise<StrengthEstimate>((resolve, reject) => {
+        // Shed as the hash queue sheds: a burst, not an outage, so the client may come back in a second.
         if (queue.length + (inFlight ? 1 : 0) >= MAX_PENDING_ESTIMATES) {
-          throw unavailable(new Error(`${MAX_PENDING_ESTIMATES} strength estimates already waiting`));
+          throw new AppError('overloaded', 'The server is busy; retry in a second.', {
+            cause: new Error(`${MAX_PENDING_ESTIMATES} strength estimates already waiting`),
+            retryAfterSeconds: 1,
+            unavailableReason: 'password_check_unavailable',
+          });
         }
         const id = nextId++;
         queue.push({ id, request: { id, password, userInputs }, resolve, reject });

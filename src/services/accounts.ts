@@ -271,6 +271,9 @@ export function createAccountsService(deps: AccountsDependencies): AccountsServi
         throw new AppError('validation_failed', 'Invalid registration', { details: problems });
       }
       const { account } = checked;
+      // With the hash queue full this registration would be shed at its hash: before the strength estimate and the
+      // breach corpus are asked, not after.
+      hasher.refuseWhenFull();
       const guessable = await checkNewPassword(
         policy,
         { username: registration.username, email: account.email },

@@ -1,6 +1,8 @@
 import { createHash } from 'node:crypto';
 import { createServer, type IncomingHttpHeaders, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { hash } from '@node-rs/argon2';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import {
   buildTestApp,
@@ -95,6 +97,18 @@ describe.each(dialects)('breached-password check against a range API on %s', (di
     expect(problem.msg).toMatch(/data breach/);
     // The same username is still free.
     expect((await register({ password: OTHER_STRONG_PASSWORD })).statusCode).toBe(200);
+  });
+
+  it('asks the range API nothing for a registration that the full hash queue refuses at once', async () => {
+    await build({ HASH_CONCURRENCY: '1', HASH_QUEUE_MAX: '0' });
+    const slowHash = await hash('slot holder', { memoryCost: 65536, timeCost: 20, parallelism: 1 });
+    while (t.passwords.load().inFlight + t.passwords.load().queued > 0) await sleep(10);
+    const holding = t.passwords.verify(slowHash, 'not the slot holder');
+    const response = await register();
+    expect(response.statusCode, response.body).toBe(503);
+    expect(response.headers['retry-after']).toBe('1');
+    expect(range.requests).toEqual([]);
+    await holding;
   });
 
   it('sends only the first five hex digits of the SHA-1, upper case, and asks for padding', async () => {

@@ -88,6 +88,8 @@ describe.each(dialects)('the hash queue bound on %s', (dialect) => {
     'answers a login 503 with Retry-After 1 and the OAuth body once %s, without hashing or opening a session',
     async (_, limits, reason) => {
       const test = await app(dialect, { env: { HASH_CONCURRENCY: '1', ...limits } });
+      // With no queue, a registration is refused while the hasher's start-up work holds the slot.
+      await until('the hasher to be idle', () => test.passwords.load().inFlight === 0);
       await registerUser(test.app);
       const holding = (await holdTheSlot(test)).released;
       const response = await login(test);

@@ -86,7 +86,7 @@ describe('password strength worker', () => {
     await local.close();
   });
 
-  it('answers service_unavailable at once when 64 estimates are already waiting', async () => {
+  it('sheds at once, as the hash queue does (overloaded, Retry-After 1), when 64 estimates are already waiting', async () => {
     const local = createPasswordPolicy(
       { minLength: 8, maxLength: 1024 },
       { workerUrl: stuckWorkerUrl, estimateTimeoutMs: 600_000 },
@@ -97,7 +97,11 @@ describe('password strength worker', () => {
         settled += 1;
       }),
     );
-    await expect(local.check('correct horse battery staple', inputs)).rejects.toMatchObject(unavailable);
+    await expect(local.check('correct horse battery staple', inputs)).rejects.toMatchObject({
+      code: 'overloaded',
+      retryAfterSeconds: 1,
+      unavailableReason: 'password_check_unavailable',
+    });
     expect(settled).toBe(0);
     const outcomes = Promise.allSettled(waiting);
     await local.close();
