@@ -74,6 +74,12 @@ export function bearerTokenOf(request: FastifyRequest): string {
   // malformed request (400 invalid_request).
   if (scheme.toLowerCase() !== 'bearer' || token === '')
     throw new AppError('missing_token', 'Not authenticated');
+  // RFC 6750 §2: one method per request. A query token alone is no token here (that method is not offered); beside
+  // the header, which of the two counts is ambiguous.
+  const query = request.url.indexOf('?');
+  if (query !== -1 && new URLSearchParams(request.url.slice(query + 1)).has('access_token')) {
+    throw new AppError('malformed_authorization', 'Malformed Authorization header');
+  }
   return token;
 }
 

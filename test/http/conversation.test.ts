@@ -100,6 +100,23 @@ describe.each(dialects)('GET /conversation on %s', (dialect) => {
     expect(response.statusCode).toBe(401);
   });
 
+  // RFC 6750 §2: a client MUST NOT use more than one method to send its token; which one would count is ambiguous.
+  it('answers 400 invalid_request to a token in the header and an access_token in the query string', async () => {
+    for (const query of [
+      `access_token=${alice}`,
+      'access_token=garbage',
+      'x=1&access%5Ftoken=',
+      'access_token',
+    ]) {
+      const response = await read({ authorization: `Bearer ${alice}` }, `/conversation?${query}`);
+      expect(response.statusCode, query).toBe(400);
+      expect(response.headers['www-authenticate'], query).toBe('Bearer error="invalid_request"');
+    }
+    expect(
+      (await read({ authorization: `Bearer ${alice}` }, '/conversation?access_tokens=1')).statusCode,
+    ).toBe(200);
+  });
+
   it('answers 401 invalid_token for garbage and for two tokens', async () => {
     for (const value of ['Bearer garbage', `Bearer ${alice} ${alice}`]) {
       const response = await read({ authorization: value });
