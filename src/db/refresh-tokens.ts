@@ -11,7 +11,7 @@ export interface StoredRefreshToken {
   session: Session;
 }
 
-export type RotationOutcome = 'rotated' | 'already_used' | 'session_ended';
+export type RotationOutcome = 'rotated' | 'already_used' | 'session_ended' | 'not_confirmed';
 
 export interface RefreshTokensRepository {
   findRefreshToken(id: string): Promise<StoredRefreshToken | undefined>;
@@ -25,8 +25,16 @@ export interface RefreshTokensRepository {
     successor: NewRefreshToken,
     sessionId: string,
     judgeLocked: (session: Session) => Date | undefined,
+    /**
+     * Asked of the one request that spends the token, before its successor is written, while the session is locked:
+     * false rolls the spend back ('not_confirmed'), and the token stays as it was.
+     */
+    confirmSpend?: () => Promise<boolean>,
   ): Promise<RotationOutcome>;
 }
+
+/** Thrown inside the rotation's transaction to roll it back when its spend is not confirmed. */
+class SpendNotConfirmed extends Error {}
 
 const TOKEN_ID_SENTINEL = '\u0000token';
 const NOW_MS_SENTINEL = -1;
@@ -97,8 +105,8 @@ export function createRefreshTokensRepository(db: Db, dialect: Dialect): Refresh
       };
     },
 
-    async markRefreshTokenUsed(parentId, successor, sessionId, judgeLocked) {
-      return db.transaction().execute(async (trx) => {
+    async markRefreshTokenUsed(parentId, successor, sessionId, judgeLocked, confirmSpend) {
+      const rotation = db.transaction().execute(async (trx): Promise<RotationOutcome> => {
         // The session row is read locked: a logout that commits first is seen here and makes this refresh fail
         // instead of answering with tokens that are already dead; one that comes later waits for this transaction.
         // PostgreSQL: FOR NO KEY UPDATE (an update that changes nothing would do too, but then the next update of the
@@ -114,10 +122,15 @@ export function createRefreshTokensRepository(db: Db, dialect: Dialect): Refresh
         // The conditional update is the lock: of many concurrent refreshes, exactly one changes the row.
         const spent = await trx.executeQuery(spendToken(nowMs, parentId));
         if (Number(spent.numAffectedRows) !== 1) return 'already_used';
+        if (confirmSpend && !(await confirmSpend())) throw new SpendNotConfirmed();
         await trx.executeQuery(
           insertSuccessor(successor.id, sessionId, successor.secretHash, parentId, nowMs),
         );
         return 'rotated';
+      });
+      return rotation.catch((error: unknown) => {
+        if (error instanceof SpendNotConfirmed) return 'not_confirmed';
+        throw error;
       });
     },
   };

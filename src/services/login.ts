@@ -332,18 +332,13 @@ export function createLoginService(deps: {
       const requestedScopes = parseRequestedScope(scope);
       if (!throttling) return sessions.rotateRefreshToken(refreshToken, context, { requestedScopes });
       const { throttle } = throttling;
-      const refusal = await throttle.admitRefresh(context);
-      if (refusal) {
-        return sessions.rotateRefreshToken(refreshToken, context, {
-          requestedScopes,
-          refused: () => throttle.refuse(refusal, context),
-        });
-      }
+      // Before the token is read: past it, a flood from one address costs no database work.
+      await throttle.admitRefresh(context);
       // The family is known only once the token is looked up; the session names it.
       return sessions.rotateRefreshToken(refreshToken, context, {
         requestedScopes,
         admitRotation: async (sessionId) => {
-          const ofSession = await throttle.admitRefreshOfSession(sessionId, context);
+          const ofSession = await throttle.admitRefreshOfSession(sessionId);
           return ofSession && (() => throttle.refuse(ofSession, context));
         },
       });

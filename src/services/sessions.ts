@@ -56,17 +56,12 @@ export interface RefreshOptions {
   /** The scope the client asked for; the session's own grant when omitted. */
   requestedScopes?: ReadonlySet<Scope> | undefined;
   /**
-   * Asked once the token is known to be genuine and unspent, with its session's id, before it is spent: returns the
-   * error that refuses the rotation (throttling), or undefined. Never asked for a retry inside the reuse grace
-   * window, which mints nothing new.
+   * Asked of the one request that spends the token, with its session's id, while the session is locked: returns what
+   * refuses the rotation (throttling), and the token then stays unspent. Never asked for a retry inside the reuse
+   * grace window, which mints nothing new: told to wait longer than the window, its client would come back with a
+   * token spent past it, and the family would be revoked as stolen.
    */
   admitRotation?: (sessionId: string) => Promise<(() => AppError) | undefined>;
-  /**
-   * Set when the request was refused before its token was read: only a retry inside the reuse grace window is
-   * answered (told to wait longer than the window, its client would come back with a token spent past it, and the
-   * family would be revoked as stolen); anything else throws the error this returns.
-   */
-  refused?: (() => AppError) | undefined;
 }
 
 export interface StartSessionOptions {
@@ -231,20 +226,11 @@ export function createSessionsService(deps: SessionsDependencies): SessionsServi
       return grantFor(user, sessionId, refreshToken, scopes, { amr, authTime: now });
     },
 
-    async rotateRefreshToken(presented, context, { requestedScopes, admitRotation, refused } = {}) {
+    async rotateRefreshToken(presented, context, { requestedScopes, admitRotation } = {}) {
       const token = parseRefreshToken(presented);
-      if (!token) throw refused ? refused() : invalidGrant();
+      if (!token) throw invalidGrant();
       let stored = await refreshTokens.findRefreshToken(token.id);
-      if (!stored || !refreshSecretMatches(token.secret, stored.secretHash))
-        throw refused ? refused() : invalidGrant();
-      if (stored.usedAt === undefined) {
-        const refusal = refused ?? (await admitRotation?.(stored.session.id));
-        if (refusal) {
-          // A parallel request may have spent it meanwhile: then this one is a retry, answered below.
-          stored = refused ? stored : await refreshTokens.findRefreshToken(token.id);
-          if (!stored?.usedAt) throw refusal();
-        }
-      }
+      if (!stored || !refreshSecretMatches(token.secret, stored.secretHash)) throw invalidGrant();
       const now = clock.now();
       const session = stored.session;
       if (!isLive(session, now)) throw invalidGrant();
@@ -258,6 +244,7 @@ export function createSessionsService(deps: SessionsDependencies): SessionsServi
         // Judged before the token is spent: a refused scope leaves the refresh token usable.
         const scopes = judgeScopes();
         const successor = deriveSuccessor(token, deps.refreshDerivationKey);
+        let refusal: (() => AppError) | undefined;
         const outcome = await refreshTokens.markRefreshTokenUsed(
           token.id,
           { id: successor.id, secretHash: hashRefreshSecret(successor.secret) },
@@ -266,7 +253,13 @@ export function createSessionsService(deps: SessionsDependencies): SessionsServi
             const judgedAt = clock.now();
             return isLive(locked, judgedAt) ? judgedAt : undefined;
           },
+          admitRotation &&
+            (async () => {
+              refusal = await admitRotation(session.id);
+              return refusal === undefined;
+            }),
         );
+        if (outcome === 'not_confirmed' && refusal) throw refusal();
         if (outcome === 'rotated') {
           const grant = await grantFor(user, session.id, successor, scopes, loginOf(session));
           context.audit('refreshed', { userId: user.id, sessionId: session.id });
@@ -278,9 +271,6 @@ export function createSessionsService(deps: SessionsDependencies): SessionsServi
       }
 
       const spentForMs = now.getTime() - stored.usedAt.getTime();
-      // A refused request does nothing but answer a retry; the next presentation of a token spent this long ago is
-      // judged as a reuse.
-      if (refused && spentForMs > deps.reuseGraceSeconds * 1000) throw refused();
       if (spentForMs > deps.reuseGraceSeconds * 1000) {
         // RFC 9700 §4.14.2: a spent refresh token presented again means it leaked; end the whole family.
         await sessions.revokeSession(session.id, 'refresh_token_reuse', now);

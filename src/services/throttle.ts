@@ -97,13 +97,13 @@ export interface Throttle {
   forgetAccountFailures(username: string): Promise<void>;
   /** R6: throws temporarily_unavailable when this address registers too often. */
   admitRegistration(context: RequestContext): Promise<void>;
+  /** R7: throws temporarily_unavailable when this address refreshes too often. */
+  admitRefresh(context: RequestContext): Promise<void>;
   /**
-   * R7: returns why this address refreshes too often, counting the request either way; nothing is logged until the
-   * caller turns the refusal into an answer with `refuse` (a retry inside the reuse grace window is answered anyway).
+   * R7: returns why this session (one refresh-token family) rotates too often, counting the rotation either way;
+   * nothing is logged until the caller answers with `refuse` (the refusal rolls a rotation back).
    */
-  admitRefresh(context: RequestContext): Promise<Refusal | undefined>;
-  /** R7: the same for one session (one refresh-token family). */
-  admitRefreshOfSession(sessionId: string, context: RequestContext): Promise<Refusal | undefined>;
+  admitRefreshOfSession(sessionId: string): Promise<Refusal | undefined>;
   /** Logs a refusal that stands and returns the temporarily_unavailable error that answers it. */
   refuse(refusal: Refusal, context: RequestContext): AppError;
   /** R8: throws temporarily_unavailable when this user posts messages too often, from whichever session. */
@@ -360,7 +360,7 @@ export function createThrottle(counters: CounterStore, policy: ThrottlePolicy, k
       refuseRequest('R6', registrations, clientIpKey(context.ipAddress, policy.ipv6SubnetBits), context),
 
     admitRefresh: (context) =>
-      admit('R7', refreshesPerIp, clientIpKey(context.ipAddress, policy.ipv6SubnetBits)),
+      refuseRequest('R7', refreshesPerIp, clientIpKey(context.ipAddress, policy.ipv6SubnetBits), context),
 
     admitRefreshOfSession: (sessionId) => admit('R7', refreshesPerSession, sessionId),
 
