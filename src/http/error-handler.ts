@@ -250,11 +250,13 @@ export function errorHandler(error: FastifyError, request: FastifyRequest, reply
   return sendError(toAppError(error), request, reply);
 }
 
-// A 503 of a full hash queue or a stalled loop refused at once; one of a queue timeout has already waited.
-const isPacedRefusal = (error: AppError): boolean =>
+// A 503 of a full queue (hashes, strength estimates) or a stalled loop refused at once; one of a queue timeout has
+// already waited, and a failing breach check is an outage, not a burst.
+export const isPacedRefusal = (error: AppError): boolean =>
   error.code === 'temporarily_unavailable' ||
   error.unavailableReason === 'hash_queue_full' ||
-  error.unavailableReason === 'overloaded';
+  error.unavailableReason === 'overloaded' ||
+  (error.code === 'overloaded' && error.unavailableReason === 'password_check_unavailable');
 
 /** The app's error handler: refusals past the pacer's budget are held before they are sent (http/refusal-pacing.ts). */
 export function pacedErrorHandler(pacer: RefusalPacer) {
