@@ -295,36 +295,46 @@ export function createThrottle(counters: CounterStore, policy: ThrottlePolicy, k
 
     async reserveLoginAttempt(attempt) {
       const { account, pair } = keysOf(attempt);
-      const reserved: Reserved[] = [
-        { rule: 'R1', ...perClient, key: pair },
-        { rule: 'R4', counter: ipPerMinute, key: attempt.ip, limit: policy.ipFailuresPerMinute },
-        { rule: 'R4', counter: ipPerDay, key: attempt.ip, limit: policy.ipFailuresPerDay },
+      // In stages, each only for an attempt every earlier one admitted: the address's counters (R4) count only what
+      // the client's (R1) let through, the account's lock (R2) only what both did, and its hard cap (R3) only what R2
+      // did. Reserved all at once, the counts of a burst's attempts moved before the refused ones gave their places
+      // back (a counter that refused an attempt keeps it), and in Redis or across workers 50 parallel attempts from one
+      // address locked the account for everyone untrusted after five checked failures, and 400 from 40 addresses set
+      // the 24-day hard cap after ten. The price: a refusal reports the first refusing rule's wait, which may be
+      // shorter than a later rule's.
+      const stages: Reserved[][] = [
+        [{ rule: 'R1', ...perClient, key: pair }],
+        [
+          { rule: 'R4', counter: ipPerMinute, key: attempt.ip, limit: policy.ipFailuresPerMinute },
+          { rule: 'R4', counter: ipPerDay, key: attempt.ip, limit: policy.ipFailuresPerDay },
+        ],
       ];
       if (!attempt.trusted) {
-        reserved.push(
-          { rule: 'R2', ...untrusted, key: account },
-          { rule: 'R3', counter: hardCap, key: account, limit: policy.accountHardCap },
+        stages.push(
+          [{ rule: 'R2', ...untrusted, key: account }],
+          [{ rule: 'R3', counter: hardCap, key: account, limit: policy.accountHardCap }],
         );
       }
-      const readings = await Promise.all(reserved.map(({ counter, key }) => counter.hit(key)));
-      const waits = await Promise.all(
-        reserved.map((entry, index) => waitOf(entry, readings[index] as CounterReading)),
-      );
-      const refusals = reserved.flatMap((entry, index) => {
-        const retryAfterSeconds = waits[index];
-        return retryAfterSeconds === undefined ? [] : [{ rule: entry.rule, retryAfterSeconds }];
-      });
-      if (refusals.length === 0) return undefined;
-      // A refused attempt is no failure: each counter that admitted it gives its place back, so that hammering a
-      // locked account neither spends the address's budget nor brings the account nearer its cap.
-      await Promise.all(
-        reserved.flatMap((entry, index) =>
-          waits[index] === undefined ? [entry.counter.refund(entry.key)] : [],
-        ),
-      );
-      return refusals.reduce((longest, refusal) =>
-        refusal.retryAfterSeconds > longest.retryAfterSeconds ? refusal : longest,
-      );
+      const admitted: Reserved[] = [];
+      for (const stage of stages) {
+        const readings = await Promise.all(stage.map(({ counter, key }) => counter.hit(key)));
+        const waits = await Promise.all(
+          stage.map((entry, index) => waitOf(entry, readings[index] as CounterReading)),
+        );
+        const refusals = stage.flatMap((entry, index) => {
+          const retryAfterSeconds = waits[index];
+          return retryAfterSeconds === undefined ? [] : [{ rule: entry.rule, retryAfterSeconds }];
+        });
+        admitted.push(...stage.filter((_, index) => waits[index] === undefined));
+        if (refusals.length === 0) continue;
+        // A refused attempt is no failure: each counter that admitted it gives its place back, so that hammering a
+        // locked account neither spends the address's budget nor brings the account nearer its cap.
+        await Promise.all(admitted.map((entry) => entry.counter.refund(entry.key)));
+        return refusals.reduce((longest, refusal) =>
+          refusal.retryAfterSeconds > longest.retryAfterSeconds ? refusal : longest,
+        );
+      }
+      return undefined;
     },
 
     async recordLoginSuccess(attempt) {

@@ -156,6 +156,56 @@ describe.skipIf(!redisUrl)('throttling counters in Redis', () => {
     return statusesOf(answers);
   };
 
+  // THROTTLING.md §8 tests 4-6: only attempts every earlier rule admitted may count against the account. In Redis the
+  // counters of parallel attempts move before any is given back, so a burst from one address once reached R2's
+  // (and, spread over addresses, R3's) limit with five checked failures, locking the owner out from everywhere.
+  it('counts against the account only attempts the per-client rules admitted: a burst of 50 locks out no one else', async () => {
+    const app = await instance(redisUrl, sharedPrefix());
+    expect((await register(app, 'bursted', '192.0.2.1')).statusCode).toBe(200);
+    const attempt = (from: string, password: string) =>
+      app.app.inject({
+        method: 'POST',
+        url: '/token',
+        remoteAddress: from,
+        payload: { username: 'bursted', password },
+      });
+    const answers = await Promise.all(
+      Array.from({ length: 50 }, (_, i) => attempt('198.51.100.10', `a wrong password ${i}`)),
+    );
+    expect(statusesOf(answers).filter((status) => status === 400)).toHaveLength(5);
+    // R1's 30 s or R5's minute, never R2's quarter of an hour.
+    for (const answer of answers.filter((response) => response.statusCode === 429))
+      expect(Number(answer.headers['retry-after'])).toBeLessThanOrEqual(60);
+    const owner = await attempt('203.0.113.77', STRONG_PASSWORD);
+    expect(owner.statusCode, owner.body).toBe(200);
+  });
+
+  it('counts against the hard cap (R3) only attempts R2 admitted: 400 at once from 40 addresses stay far below it', async () => {
+    const keyPrefix = sharedPrefix();
+    const app = await instance(redisUrl, keyPrefix);
+    expect((await register(app, 'spread', '192.0.2.1')).statusCode).toBe(200);
+    const answers = await Promise.all(
+      Array.from({ length: 400 }, (_, i) =>
+        app.app.inject({
+          method: 'POST',
+          url: '/token',
+          remoteAddress: `198.51.100.${100 + (i % 40)}`,
+          payload: { username: 'spread', password: `a wrong password ${i}` },
+        }),
+      ),
+    );
+    const checked = statusesOf(answers).filter((status) => status === 400).length;
+    expect(checked).toBeLessThanOrEqual(10);
+    const client = new Redis(redisUrl);
+    try {
+      const keys = (await client.keys(`${keyPrefix}*`)).filter((key) => /r3(?!-)/.test(key));
+      expect(keys.length).toBeGreaterThan(0);
+      for (const key of keys) expect(Number(await client.get(key))).toBeLessThanOrEqual(checked + 1);
+    } finally {
+      client.disconnect();
+    }
+  });
+
   it('gives nothing back for a key whose window ended, and deletes a key refunded to nothing (R4 overshoot)', async () => {
     const keyPrefix = sharedPrefix();
     const store = createCounterStore({ redis: { url: redisUrl, keyPrefix } });
