@@ -11,12 +11,17 @@ import { startSilentServer, startStallingProxy } from '../support/stalling-proxy
 
 const redisUrl = inject('redisUrl');
 
-const login = (t: TestApp, from: string, password: string): Promise<LightMyRequestResponse> =>
+const login = (
+  t: TestApp,
+  from: string,
+  password: string,
+  username = 'alice',
+): Promise<LightMyRequestResponse> =>
   t.app.inject({
     method: 'POST',
     url: '/token',
     remoteAddress: from,
-    payload: { username: 'alice', password },
+    payload: { username, password },
   });
 
 const register = (t: TestApp, name: string, from: string) =>
@@ -162,13 +167,7 @@ describe.skipIf(!redisUrl)('throttling counters in Redis', () => {
   it('counts against the account only attempts the per-client rules admitted: a burst of 50 locks out no one else', async () => {
     const app = await instance(redisUrl, sharedPrefix());
     expect((await register(app, 'bursted', '192.0.2.1')).statusCode).toBe(200);
-    const attempt = (from: string, password: string) =>
-      app.app.inject({
-        method: 'POST',
-        url: '/token',
-        remoteAddress: from,
-        payload: { username: 'bursted', password },
-      });
+    const attempt = (from: string, password: string) => login(app, from, password, 'bursted');
     const answers = await Promise.all(
       Array.from({ length: 50 }, (_, i) => attempt('198.51.100.10', `a wrong password ${i}`)),
     );
@@ -186,12 +185,7 @@ describe.skipIf(!redisUrl)('throttling counters in Redis', () => {
     expect((await register(app, 'spread', '192.0.2.1')).statusCode).toBe(200);
     const answers = await Promise.all(
       Array.from({ length: 400 }, (_, i) =>
-        app.app.inject({
-          method: 'POST',
-          url: '/token',
-          remoteAddress: `198.51.100.${100 + (i % 40)}`,
-          payload: { username: 'spread', password: `a wrong password ${i}` },
-        }),
+        login(app, `198.51.100.${100 + (i % 40)}`, `a wrong password ${i}`, 'spread'),
       ),
     );
     const checked = statusesOf(answers).filter((status) => status === 400).length;
@@ -300,13 +294,7 @@ describe.skipIf(!redisUrl)('throttling counters in Redis', () => {
       const keyPrefix = prefix();
       const t = await instance(redis.url, keyPrefix);
       expect((await register(t, 'erin', '192.0.2.9')).statusCode).toBe(200);
-      const erin = (from: string, password: string) =>
-        t.app.inject({
-          method: 'POST',
-          url: '/token',
-          remoteAddress: from,
-          payload: { username: 'erin', password },
-        });
+      const erin = (from: string, password: string) => login(t, from, password, 'erin');
 
       expect(
         statusesOf([await erin('203.0.113.5', 'wrong 1'), await erin('203.0.113.5', 'wrong 2')]),
