@@ -300,7 +300,7 @@ export function createThrottle(counters: CounterStore, policy: ThrottlePolicy, k
       // did. Reserved all at once, the counts of a burst's attempts moved before the refused ones gave their places
       // back (a counter that refused an attempt keeps it), and in Redis or across workers 50 parallel attempts from one
       // address locked the account for everyone untrusted after five checked failures, and 400 from 40 addresses set
-      // the 24-day hard cap after ten. The price: a refusal reports the first refusing rule's wait, which may be
+      // the month-long hard cap after ten. The price: a refusal reports the first refusing rule's wait, which may be
       // shorter than a later rule's.
       const stages: Reserved[][] = [
         [{ rule: 'R1', ...perClient, key: pair }],
