@@ -17,7 +17,7 @@ const handle = createDb(
 );
 await migrateToLatest(handle);
 const users = createUsersRepository(handle.db);
-const sessions = createSessionsRepository(handle.db);
+const sessions = createSessionsRepository(handle.db, handle.dialect);
 const now = new Date();
 const suffix = Math.random().toString(36).slice(2, 8);
 const user = await users.insertUserWithConversation(

@@ -294,7 +294,7 @@ export async function buildApp(
   const sessionPolicy = { idleTtlSeconds: config.sessions.idleTtlSeconds };
   const sessions = createSessionsService({
     accessTokens,
-    sessions: createSessionsRepository(db),
+    sessions: createSessionsRepository(db, deps.db.dialect),
     refreshTokens: createRefreshTokensRepository(db, deps.db.dialect),
     users,
     clock: deps.clock,
@@ -368,14 +368,14 @@ export async function buildApp(
       app.log.warn({ err: error }, 'password reset done, but its login-throttling counters were not cleared'),
   });
   const conversations = createConversationsService({
-    conversations: createConversationsRepository(db),
+    conversations: createConversationsRepository(db, deps.db.dialect),
     clock: deps.clock,
     policy: sessionPolicy,
   });
 
   const operators = createOperatorService({
     users,
-    sessions: createSessionsRepository(db),
+    sessions: createSessionsRepository(db, deps.db.dialect),
     signingKeys: createSigningKeysRepository(db),
     box: createSecretBox(config.secrets),
     secondFactors: {

@@ -67,7 +67,7 @@ export async function withOperatorService<T>(
   });
   const operators = createOperatorService({
     users: createUsersRepository(handle.db),
-    sessions: createSessionsRepository(handle.db),
+    sessions: createSessionsRepository(handle.db, handle.dialect),
     signingKeys: createSigningKeysRepository(handle.db),
     box: createSecretBox(config.secrets),
     secondFactors: {

@@ -1,8 +1,8 @@
 import { sql } from 'kysely';
 import type { Session } from '../domain/session.ts';
-import { executePrepared, prepareQuery } from './prepared.ts';
-import type { Db } from './schema.ts';
-import { SESSION_ID_SENTINEL, sessionColumns, toSession } from './sessions.ts';
+import { batchedReads, executePrepared, prepareQuery } from './prepared.ts';
+import type { Db, Dialect } from './schema.ts';
+import { SESSION_ID_SENTINEL, SESSION_IDS_SENTINEL, sessionColumns, toSession } from './sessions.ts';
 
 export interface ConversationMessage {
   id: number;
@@ -48,8 +48,8 @@ export const NEWEST_MESSAGES_OF_SESSION = 50;
 
 const messageColumns = ['messages.id', 'messages.author', 'messages.body', 'messages.created_at_ms'] as const;
 
-export function createConversationsRepository(db: Db): ConversationsRepository {
-  const conversationOfSession = prepareQuery(
+export function createConversationsRepository(db: Db, dialect: Dialect): ConversationsRepository {
+  const conversationQuery = () =>
     db
       .selectFrom('sessions')
       .innerJoin('users', 'users.id', 'sessions.user_id')
@@ -84,13 +84,26 @@ export function createConversationsRepository(db: Db): ConversationsRepository {
         'messages.author',
         'messages.body',
         'messages.created_at_ms as message_created_at_ms',
-      ])
-      // No ORDER BY: a Sort node makes each PostgreSQL backend grow and trim its heap on every execution (brk,
-      // page faults, TLB shootdowns: 3-4x the database CPU of the whole query, measured); the rows are few and
-      // are put in order below.
-      .where('sessions.id', '=', SESSION_ID_SENTINEL[0]),
+      ]);
+  // No ORDER BY: a Sort node makes each PostgreSQL backend grow and trim its heap on every execution (brk, page
+  // faults, TLB shootdowns: 3-4x the database CPU of the whole query, measured); the rows are few and are put in
+  // order below.
+  const conversationOfSession = prepareQuery(
+    conversationQuery().where('sessions.id', '=', SESSION_ID_SENTINEL[0]),
     SESSION_ID_SENTINEL,
   );
+  const conversationsOfSessions = prepareQuery(
+    conversationQuery().where('sessions.id', '=', sql<string>`any(${SESSION_IDS_SENTINEL[0]})`),
+    SESSION_IDS_SENTINEL,
+  );
+  const rowsOfSession =
+    dialect === 'postgres'
+      ? batchedReads(
+          async (sessionIds: string[]) =>
+            (await executePrepared(db, conversationsOfSessions(sessionIds))).rows,
+          (row) => row.id,
+        )
+      : async (sessionId: string) => (await executePrepared(db, conversationOfSession(sessionId))).rows;
 
   // One statement when the conversation exists, as it does for every user who registered here. The cap is checked in
   // that statement, by walking the (conversation_id, id) index to the maxMessages-th entry: on SQLite writes are
@@ -133,7 +146,7 @@ export function createConversationsRepository(db: Db): ConversationsRepository {
 
   return {
     async findConversationOfSession(sessionId) {
-      const { rows } = await executePrepared(db, conversationOfSession(sessionId));
+      const rows = await rowsOfSession(sessionId);
       const first = rows[0];
       if (!first) return undefined;
       const found = {

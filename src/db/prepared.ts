@@ -52,3 +52,59 @@ export async function executePrepared<DB, Row>(
   const rows = directReaders.get(db as unknown as Kysely<never>)?.(query);
   return rows ? { rows: rows as Row[] } : db.executeQuery(query);
 }
+
+interface Waiter<Row> {
+  resolve: (rows: Row[]) => void;
+  reject: (error: unknown) => void;
+}
+
+/**
+ * Gathers the reads by key that requests make in one turn of the event loop into one statement (`read` with all
+ * their keys, at most `maxKeys` at a time), and gives each caller the rows of its key. On PostgreSQL a statement
+ * costs a round trip, a pooled connection and the driver's work whatever its size, so under load most of that is
+ * shared. A read never reuses an answer: its statement goes out after the request arrived, so it sees every write
+ * committed before that, and revocation stays immediate.
+ */
+export function batchedReads<Key, Row>(
+  read: (keys: Key[]) => Promise<Row[]>,
+  keyOf: (row: Row) => Key,
+  maxKeys = 100,
+): (key: Key) => Promise<Row[]> {
+  let gathering: Map<Key, Waiter<Row>[]> | undefined;
+
+  const run = async (keys: Key[], waiters: Map<Key, Waiter<Row>[]>) => {
+    try {
+      const byKey = new Map<Key, Row[]>();
+      for (const row of await read(keys)) {
+        const key = keyOf(row);
+        const rows = byKey.get(key);
+        if (rows) rows.push(row);
+        else byKey.set(key, [row]);
+      }
+      for (const key of keys)
+        for (const waiter of waiters.get(key) ?? []) waiter.resolve(byKey.get(key) ?? []);
+    } catch (error) {
+      for (const key of keys) for (const waiter of waiters.get(key) ?? []) waiter.reject(error);
+    }
+  };
+
+  const flush = (waiters: Map<Key, Waiter<Row>[]>) => {
+    gathering = undefined;
+    const keys = [...waiters.keys()];
+    for (let start = 0; start < keys.length; start += maxKeys)
+      void run(keys.slice(start, start + maxKeys), waiters);
+  };
+
+  return (key) =>
+    new Promise<Row[]>((resolve, reject) => {
+      if (!gathering) {
+        const waiters = new Map<Key, Waiter<Row>[]>();
+        gathering = waiters;
+        // After the poll phase: every request whose bytes arrived in this turn has asked by then.
+        setImmediate(flush, waiters);
+      }
+      const waiters = gathering.get(key);
+      if (waiters) waiters.push({ resolve, reject });
+      else gathering.set(key, [{ resolve, reject }]);
+    });
+}

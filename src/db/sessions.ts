@@ -2,8 +2,8 @@ import { sql } from 'kysely';
 import type { Session } from '../domain/session.ts';
 import type { User } from '../domain/user.ts';
 import type { Executor } from './one-time-tokens.ts';
-import { executePrepared, prepareQuery, USER_ID_SENTINEL } from './prepared.ts';
-import type { Db, SessionRow } from './schema.ts';
+import { batchedReads, executePrepared, prepareQuery, USER_ID_SENTINEL } from './prepared.ts';
+import type { Db, Dialect, SessionRow } from './schema.ts';
 import { toUser } from './user-rows.ts';
 
 export interface NewSession {
@@ -85,6 +85,8 @@ export const sessionColumns = [
 
 /** Placeholder for the session id in prepared queries, bound per request. */
 export const SESSION_ID_SENTINEL: [string] = ['\u0000session'];
+/** Placeholder for the array of session ids a batched read binds (PostgreSQL's `= any($1)`). */
+export const SESSION_IDS_SENTINEL: [string[]] = [['\u0000sessions']];
 
 // Placeholders for a new session's columns, in the order insertNewSession binds them.
 const NEW_SESSION_SENTINELS: [
@@ -106,9 +108,9 @@ const FIRST_TOKEN_SENTINELS: [string, string, string, number] = [
   -1,
 ];
 
-export function createSessionsRepository(db: Db): SessionsRepository {
+export function createSessionsRepository(db: Db, dialect: Dialect): SessionsRepository {
   // Every authenticated request runs this one: prepared once, bound per request.
-  const sessionWithUser = prepareQuery(
+  const sessionWithUserQuery = () =>
     db
       .selectFrom('sessions')
       .innerJoin('users', 'users.id', 'sessions.user_id')
@@ -123,10 +125,22 @@ export function createSessionsRepository(db: Db): SessionsRepository {
         'users.disabled_at_ms',
         'users.email_verified_at_ms',
         'users.pending_email',
-      ])
-      .where('sessions.id', '=', SESSION_ID_SENTINEL[0]),
+      ]);
+  const sessionWithUser = prepareQuery(
+    sessionWithUserQuery().where('sessions.id', '=', SESSION_ID_SENTINEL[0]),
     SESSION_ID_SENTINEL,
   );
+  const sessionsWithUsers = prepareQuery(
+    sessionWithUserQuery().where('sessions.id', '=', sql<string>`any(${SESSION_IDS_SENTINEL[0]})`),
+    SESSION_IDS_SENTINEL,
+  );
+  const rowsOfSession =
+    dialect === 'postgres'
+      ? batchedReads(
+          async (sessionIds: string[]) => (await executePrepared(db, sessionsWithUsers(sessionIds))).rows,
+          (row) => row.id,
+        )
+      : async (sessionId: string) => (await executePrepared(db, sessionWithUser(sessionId))).rows;
 
   // Every login runs these three, in insertSession's transaction: prepared once, bound per login.
   const lockUserWithHash = prepareQuery(
@@ -201,8 +215,7 @@ export function createSessionsRepository(db: Db): SessionsRepository {
     },
 
     async findSessionWithUser(sessionId) {
-      const { rows } = await executePrepared(db, sessionWithUser(sessionId));
-      const row = rows[0];
+      const row = (await rowsOfSession(sessionId))[0];
       if (!row) return undefined;
       return {
         session: toSession(row),

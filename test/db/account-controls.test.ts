@@ -18,7 +18,7 @@ describe.each(dialects)('account controls on %s', (dialect) => {
 
   const setUp = async (name: string) => {
     const users = createUsersRepository(database.db);
-    const sessions = createSessionsRepository(database.db);
+    const sessions = createSessionsRepository(database.db, database.dialect);
     const user = await users.insertUserWithConversation(newUser(name), 'welcome', clock.now());
     for (const id of [`${name}-1`, `${name}-2`]) {
       await sessions.insertSession(

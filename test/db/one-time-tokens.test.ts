@@ -136,7 +136,7 @@ describe.each(dialects)('one-time tokens on %s', (dialect) => {
   describe('email flows', () => {
     const startSession = async (userId: number, id: string) => {
       const hash = newUser('x').passwordHash;
-      await createSessionsRepository(database.db).insertSession(
+      await createSessionsRepository(database.db, database.dialect).insertSession(
         {
           id,
           userId,

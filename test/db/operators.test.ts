@@ -43,7 +43,7 @@ describe.each(dialects)('the operator service on %s', (dialect) => {
   const service = (accountFailures?: AccountFailures): OperatorService =>
     createOperatorService({
       users: createUsersRepository(database.db),
-      sessions: createSessionsRepository(database.db),
+      sessions: createSessionsRepository(database.db, database.dialect),
       signingKeys: createSigningKeysRepository(database.db),
       box: createSecretBox([randomBytes(32).toString('base64url')]),
       secondFactors: {
@@ -67,7 +67,7 @@ describe.each(dialects)('the operator service on %s', (dialect) => {
   };
   const openSession = async (user: User) => {
     const id = randomBytes(12).toString('base64url');
-    const opened = await createSessionsRepository(database.db).insertSession(
+    const opened = await createSessionsRepository(database.db, database.dialect).insertSession(
       {
         id,
         userId: user.id,
@@ -151,7 +151,11 @@ describe.each(dialects)('the operator service on %s', (dialect) => {
     await openSession(user);
     clock.advanceSeconds(60);
     const second = await openSession(user);
-    await createSessionsRepository(database.db).revokeSession(second, 'logout', clock.now());
+    await createSessionsRepository(database.db, database.dialect).revokeSession(
+      second,
+      'logout',
+      clock.now(),
+    );
     const details = await service().showUser({ id: user.id }, cli);
     expect(details.liveSessions).toBe(1);
     expect(details.lastLoginAt).toEqual(clock.now());
@@ -164,9 +168,9 @@ describe.each(dialects)('the operator service on %s', (dialect) => {
     const disabled = await operators.disableUser({ username: user.username }, admin(42));
     expect(disabled).toMatchObject({ changed: true, endedSessions: 1 });
     expect(disabled.user.disabledAt).toEqual(clock.now());
-    expect((await createSessionsRepository(database.db).findSession(sessionId))?.revokedAt).toEqual(
-      clock.now(),
-    );
+    expect(
+      (await createSessionsRepository(database.db, database.dialect).findSession(sessionId))?.revokedAt,
+    ).toEqual(clock.now());
     expect((await operators.disableUser({ id: user.id }, cli)).changed).toBe(false);
     const enabled = await operators.enableUser({ id: user.id }, cli);
     expect(enabled.changed).toBe(true);
@@ -210,7 +214,9 @@ describe.each(dialects)('the operator service on %s', (dialect) => {
     const sessionId = await openSession(user);
     await service().deleteUser({ username: user.username }, admin(7));
     expect(await createUsersRepository(database.db).findUserById(user.id)).toBeUndefined();
-    expect(await createSessionsRepository(database.db).findSession(sessionId)).toBeUndefined();
+    expect(
+      await createSessionsRepository(database.db, database.dialect).findSession(sessionId),
+    ).toBeUndefined();
     expect(await events(user.id)).toEqual([
       { event: 'user_deleted', detail: { username: user.username, actor: 'admin:7', actorUserId: 7 } },
     ]);

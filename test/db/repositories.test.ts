@@ -127,7 +127,7 @@ describe.each(dialects)('repositories on %s', (dialect) => {
 
   it('opens a session only while the verified hash is current, and a password change ends the others', async () => {
     const users = createUsersRepository(database.db);
-    const sessions = createSessionsRepository(database.db);
+    const sessions = createSessionsRepository(database.db, database.dialect);
     const user = await users.insertUserWithConversation(newUser('Judy'), 'hi', now);
     const hash = newUser('Judy').passwordHash;
     const expiresAt = new Date(now.getTime() + 3600_000);
@@ -164,7 +164,7 @@ describe.each(dialects)('repositories on %s', (dialect) => {
 
   it('prunes sessions that ended before the cutoff, with their refresh tokens, and keeps live ones', async () => {
     const users = createUsersRepository(database.db);
-    const sessions = createSessionsRepository(database.db);
+    const sessions = createSessionsRepository(database.db, database.dialect);
     const user = await users.insertUserWithConversation(newUser('Ken'), 'hi', now);
     const hash = newUser('Ken').passwordHash;
     const open = (id: string, expiresAt: Date) =>
@@ -208,8 +208,8 @@ describe.each(dialects)('repositories on %s', (dialect) => {
 
   it('reads a conversation only through a live session of its user', async () => {
     const users = createUsersRepository(database.db);
-    const sessions = createSessionsRepository(database.db);
-    const repository = createConversationsRepository(database.db);
+    const sessions = createSessionsRepository(database.db, database.dialect);
+    const repository = createConversationsRepository(database.db, database.dialect);
     const user = await users.insertUserWithConversation(newUser('Liam'), 'welcome, Liam', now);
     const other = await users.insertUserWithConversation(newUser('Mia'), 'welcome, Mia', now);
     const later = (seconds: number) => new Date(now.getTime() + seconds * 1000);
@@ -288,9 +288,75 @@ describe.each(dialects)('repositories on %s', (dialect) => {
     expect(await read('liam-live', user.id, now)).toBe('not_found');
   });
 
+  it('reads the conversations of many sessions at once, each with its own user, messages and state', async () => {
+    const users = createUsersRepository(database.db);
+    const sessions = createSessionsRepository(database.db, database.dialect);
+    const repository = createConversationsRepository(database.db, database.dialect);
+    const names = ['Batcha', 'Batchb', 'Batchc', 'Batchd'];
+    const created = await Promise.all(
+      names.map((name) => users.insertUserWithConversation(newUser(name), `welcome, ${name}`, now)),
+    );
+    for (const [index, user] of created.entries()) {
+      await sessions.insertSession(
+        {
+          id: `batch-${index}`,
+          userId: user.id,
+          expiresAt: new Date(now.getTime() + 3600_000),
+          userAgent: undefined,
+          ipAddress: undefined,
+          scope: DEFAULT_SESSION_SCOPE,
+        },
+        { id: `batch-${index}-rt`, secretHash: 'h' },
+        newUser(names[index] as string).passwordHash,
+        now,
+      );
+    }
+    await sessions.revokeSession('batch-2', 'logout', now);
+    await users.setUserDisabled(created[3]!.id, now);
+    // Asked in one turn of the event loop, in a mixed order, with a repeat and a session that does not exist.
+    const asked = ['batch-3', 'batch-0', 'nobody', 'batch-2', 'batch-1', 'batch-0'];
+    const found = await Promise.all(asked.map((id) => repository.findConversationOfSession(id)));
+    expect(
+      found.map(
+        (one) =>
+          one && {
+            session: one.session.id,
+            username: one.username,
+            revoked: one.session.revokedAt,
+            disabled: one.accountDisabledAt,
+          },
+      ),
+    ).toEqual([
+      { session: 'batch-3', username: 'Batchd', revoked: undefined, disabled: now },
+      { session: 'batch-0', username: 'Batcha', revoked: undefined, disabled: null },
+      undefined,
+      { session: 'batch-2', username: 'Batchc', revoked: now, disabled: null },
+      { session: 'batch-1', username: 'Batchb', revoked: undefined, disabled: null },
+      { session: 'batch-0', username: 'Batcha', revoked: undefined, disabled: null },
+    ]);
+    expect(found.map((one) => one?.messages?.map((message) => message.body))).toEqual([
+      ['welcome, Batchd'],
+      ['welcome, Batcha'],
+      undefined,
+      ['welcome, Batchc'],
+      ['welcome, Batchb'],
+      ['welcome, Batcha'],
+    ]);
+    // Two callers of one session get their own objects: neither can change what the other holds.
+    expect(found[1]).not.toBe(found[5]);
+    expect(found[1]?.messages).not.toBe(found[5]?.messages);
+
+    // A revocation committed before a read is asked is what that read sees, even right after a batch for it.
+    const before = repository.findConversationOfSession('batch-1');
+    await sessions.revokeSession('batch-1', 'logout', now);
+    const after = await repository.findConversationOfSession('batch-1');
+    expect(after?.session.revokedAt).toEqual(now);
+    expect((await before)?.session.id).toBe('batch-1');
+  });
+
   it('appends messages to the user’s conversation and pages them newest first', async () => {
     const users = createUsersRepository(database.db);
-    const repository = createConversationsRepository(database.db);
+    const repository = createConversationsRepository(database.db, database.dialect);
     const user = await users.insertUserWithConversation(newUser('Nora'), 'welcome, Nora', now);
     const other = await users.insertUserWithConversation(newUser('Otto'), 'welcome, Otto', now);
     const later = new Date(now.getTime() + 1000);
@@ -328,8 +394,8 @@ describe.each(dialects)('repositories on %s', (dialect) => {
 
   it('disables and enables a user, sets their roles, and reads both with the session', async () => {
     const users = createUsersRepository(database.db);
-    const sessions = createSessionsRepository(database.db);
-    const conversations = createConversationsRepository(database.db);
+    const sessions = createSessionsRepository(database.db, database.dialect);
+    const conversations = createConversationsRepository(database.db, database.dialect);
     const user = await users.insertUserWithConversation(newUser('Pia'), 'welcome', now);
     await sessions.insertSession(
       {
@@ -357,9 +423,56 @@ describe.each(dialects)('repositories on %s', (dialect) => {
     expect((await sessions.findSession('pia-1'))?.scope).toBe('conversation:read admin');
   });
 
+  it('reads many sessions with their users at once, each caller with its own objects', async () => {
+    const users = createUsersRepository(database.db);
+    const sessions = createSessionsRepository(database.db, database.dialect);
+    const created = await Promise.all(
+      ['Seta', 'Setb', 'Setc'].map((name) => users.insertUserWithConversation(newUser(name), 'hi', now)),
+    );
+    for (const [index, user] of created.entries()) {
+      await sessions.insertSession(
+        {
+          id: `set-${index}`,
+          userId: user.id,
+          expiresAt: new Date(now.getTime() + 3600_000),
+          userAgent: undefined,
+          ipAddress: undefined,
+          scope: DEFAULT_SESSION_SCOPE,
+        },
+        { id: `set-${index}-rt`, secretHash: 'h' },
+        newUser('Seta').passwordHash,
+        now,
+      );
+    }
+    await users.setUserRoles(created[2]!.id, ['admin']);
+    await sessions.revokeSession('set-1', 'logout', now);
+    const asked = ['set-2', 'missing', 'set-0', 'set-1', 'set-2'];
+    const found = await Promise.all(asked.map((id) => sessions.findSessionWithUser(id)));
+    expect(
+      found.map(
+        (one) =>
+          one && {
+            session: one.session.id,
+            userId: one.session.userId,
+            user: one.user.username,
+            roles: one.user.roles,
+            revoked: one.session.revokedAt,
+          },
+      ),
+    ).toEqual([
+      { session: 'set-2', userId: created[2]!.id, user: 'Setc', roles: ['admin'], revoked: undefined },
+      undefined,
+      { session: 'set-0', userId: created[0]!.id, user: 'Seta', roles: [], revoked: undefined },
+      { session: 'set-1', userId: created[1]!.id, user: 'Setb', roles: [], revoked: now },
+      { session: 'set-2', userId: created[2]!.id, user: 'Setc', roles: ['admin'], revoked: undefined },
+    ]);
+    expect(found[0]).not.toBe(found[4]);
+    expect(found[0]?.user).not.toBe(found[4]?.user);
+  });
+
   it('reads a session stored before scopes were kept as granting both conversation scopes', async () => {
     const users = createUsersRepository(database.db);
-    const sessions = createSessionsRepository(database.db);
+    const sessions = createSessionsRepository(database.db, database.dialect);
     const user = await users.insertUserWithConversation(newUser('Quinn'), 'welcome', now);
     await database.db
       .insertInto('sessions')
