@@ -2,7 +2,7 @@ import { sql } from 'kysely';
 import type { Session } from '../domain/session.ts';
 import { batchedReads, executePrepared, prepareQuery } from './prepared.ts';
 import type { Db, Dialect } from './schema.ts';
-import { SESSION_ID_SENTINEL, SESSION_IDS_SENTINEL, sessionColumns, toSession } from './sessions.ts';
+import { SESSION_IDS_SENTINEL, sessionColumns, sessionIdIn, toSession } from './sessions.ts';
 
 export interface ConversationMessage {
   id: number;
@@ -56,7 +56,7 @@ export function createConversationsRepository(db: Db, dialect: Dialect): Convers
       .leftJoin('conversations', 'conversations.user_id', 'sessions.user_id')
       // The newest messages only: their oldest id is read from the (conversation_id, id) index, walking back
       // NEWEST_MESSAGES_OF_SESSION entries; with fewer, every message. Literals, not parameters: the prepared query
-      // takes the session id alone.
+      // takes the session ids alone.
       .leftJoin('messages', (join) =>
         join.onRef('messages.conversation_id', '=', 'conversations.id').on((eb) =>
           eb(
@@ -88,22 +88,16 @@ export function createConversationsRepository(db: Db, dialect: Dialect): Convers
   // No ORDER BY: a Sort node makes each PostgreSQL backend grow and trim its heap on every execution (brk, page
   // faults, TLB shootdowns: 3-4x the database CPU of the whole query, measured); the rows are few and are put in
   // order below.
-  const conversationOfSession = prepareQuery(
-    conversationQuery().where('sessions.id', '=', SESSION_ID_SENTINEL[0]),
-    SESSION_ID_SENTINEL,
-  );
+  const sessionIds = sessionIdIn(dialect);
   const conversationsOfSessions = prepareQuery(
-    conversationQuery().where('sessions.id', '=', sql<string>`any(${SESSION_IDS_SENTINEL[0]})`),
+    conversationQuery().where(sessionIds.condition),
     SESSION_IDS_SENTINEL,
   );
-  const rowsOfSession =
-    dialect === 'postgres'
-      ? batchedReads(
-          async (sessionIds: string[]) =>
-            (await executePrepared(db, conversationsOfSessions(sessionIds))).rows,
-          (row) => row.id,
-        )
-      : async (sessionId: string) => (await executePrepared(db, conversationOfSession(sessionId))).rows;
+  // Batched on both databases: one statement for the reads of a turn of the event loop (see batchedReads).
+  const rowsOfSession = batchedReads(
+    async (ids: string[]) => (await executePrepared(db, conversationsOfSessions(sessionIds.bind(ids)))).rows,
+    (row) => row.id,
+  );
 
   // One statement when the conversation exists, as it does for every user who registered here. The cap is checked in
   // that statement, by walking the (conversation_id, id) index to the maxMessages-th entry: on SQLite writes are

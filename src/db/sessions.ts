@@ -1,4 +1,4 @@
-import { sql } from 'kysely';
+import { type RawBuilder, type SqlBool, sql } from 'kysely';
 import type { Session } from '../domain/session.ts';
 import type { User } from '../domain/user.ts';
 import type { Executor } from './one-time-tokens.ts';
@@ -85,8 +85,27 @@ export const sessionColumns = [
 
 /** Placeholder for the session id in prepared queries, bound per request. */
 export const SESSION_ID_SENTINEL: [string] = ['\u0000session'];
-/** Placeholder for the array of session ids a batched read binds (PostgreSQL's `= any($1)`). */
-export const SESSION_IDS_SENTINEL: [string[]] = [['\u0000sessions']];
+/** Placeholder for the session ids a batched read binds, in the form sessionIdIn's condition takes them. */
+export const SESSION_IDS_SENTINEL: [string[] | string] = [['\u0000sessions']];
+
+/**
+ * The condition of a batched read, `sessions.id` among a list bound as one parameter, and how to bind the list: an
+ * array for PostgreSQL's `= any($1)`, JSON text for SQLite's json_each. Both search the primary key once per id.
+ */
+export function sessionIdIn(dialect: Dialect): {
+  condition: RawBuilder<SqlBool>;
+  bind: (sessionIds: string[]) => string[] | string;
+} {
+  return dialect === 'postgres'
+    ? {
+        condition: sql<SqlBool>`${sql.ref('sessions.id')} = any(${SESSION_IDS_SENTINEL[0]})`,
+        bind: (ids) => ids,
+      }
+    : {
+        condition: sql<SqlBool>`${sql.ref('sessions.id')} in (select value from json_each(${SESSION_IDS_SENTINEL[0]}))`,
+        bind: (ids) => JSON.stringify(ids),
+      };
+}
 
 // Placeholders for a new session's columns, in the order insertNewSession binds them.
 const NEW_SESSION_SENTINELS: [
@@ -126,21 +145,16 @@ export function createSessionsRepository(db: Db, dialect: Dialect): SessionsRepo
         'users.email_verified_at_ms',
         'users.pending_email',
       ]);
-  const sessionWithUser = prepareQuery(
-    sessionWithUserQuery().where('sessions.id', '=', SESSION_ID_SENTINEL[0]),
-    SESSION_ID_SENTINEL,
-  );
+  const sessionIds = sessionIdIn(dialect);
   const sessionsWithUsers = prepareQuery(
-    sessionWithUserQuery().where('sessions.id', '=', sql<string>`any(${SESSION_IDS_SENTINEL[0]})`),
+    sessionWithUserQuery().where(sessionIds.condition),
     SESSION_IDS_SENTINEL,
   );
-  const rowsOfSession =
-    dialect === 'postgres'
-      ? batchedReads(
-          async (sessionIds: string[]) => (await executePrepared(db, sessionsWithUsers(sessionIds))).rows,
-          (row) => row.id,
-        )
-      : async (sessionId: string) => (await executePrepared(db, sessionWithUser(sessionId))).rows;
+  // Batched on both databases: one statement for the reads of a turn of the event loop (see batchedReads).
+  const rowsOfSession = batchedReads(
+    async (ids: string[]) => (await executePrepared(db, sessionsWithUsers(sessionIds.bind(ids)))).rows,
+    (row) => row.id,
+  );
 
   // Every login runs these three, in insertSession's transaction: prepared once, bound per login.
   const lockUserWithHash = prepareQuery(
