@@ -33,8 +33,8 @@ export async function tokenRows(
   sqlite: RunningGatehouse,
   databaseUrl: string,
 ): Promise<{ token: Row; tokenThrottled: Row; register: Row; argon2: Argon2Rate }> {
-  // The raw rate right before and right after /token, averaged: this machine's speed drifts by 10-20% within
-  // minutes, and the target is a ratio of the two.
+  // The raw rate right before and right after the two /token rows, averaged: this machine's speed drifts by 10-20%
+  // within minutes, and the target is a ratio of the two.
   const argon2Before = rawArgon2(bench);
   const logins = (name: string, server: RunningGatehouse, connections = 8) =>
     measure(bench, name, server.pid, {
@@ -45,15 +45,6 @@ export async function tokenRows(
       connections,
     });
   const token = await logins('Gatehouse POST /token, SQLite', sqlite);
-  const argon2After = rawArgon2(bench);
-  const argon2 = {
-    workers: argon2Before.workers,
-    verifiesPerSecond: (argon2Before.verifiesPerSecond + argon2After.verifiesPerSecond) / 2,
-    cpuMsPerVerify: (argon2Before.cpuMsPerVerify + argon2After.cpuMsPerVerify) / 2,
-    before: argon2Before.verifiesPerSecond,
-    after: argon2After.verifiesPerSecond,
-  };
-  bench.extra.argon2 = argon2;
   // The same logins with throttling on (the bench's servers run with RATE_LIMITS=off): the counters reserved and
   // cleared around every success are the cost. Per-address caps are lifted, since every request comes from here.
   const throttled = await startGatehouse(bench, databaseUrl, {
@@ -65,6 +56,15 @@ export async function tokenRows(
   // concurrent login of one user from one address is refused, whatever its password (THROTTLING.md's trade-off).
   const tokenThrottled = await logins('Gatehouse POST /token, SQLite, throttling on', throttled, 4);
   await stop(throttled.child);
+  const argon2After = rawArgon2(bench);
+  const argon2 = {
+    workers: argon2Before.workers,
+    verifiesPerSecond: (argon2Before.verifiesPerSecond + argon2After.verifiesPerSecond) / 2,
+    cpuMsPerVerify: (argon2Before.cpuMsPerVerify + argon2After.cpuMsPerVerify) / 2,
+    before: argon2Before.verifiesPerSecond,
+    after: argon2After.verifiesPerSecond,
+  };
+  bench.extra.argon2 = argon2;
   const register = await measure(bench, 'Gatehouse POST /register/, SQLite', sqlite.pid, {
     url: `${sqlite.base}/register/`,
     method: 'POST',

@@ -40,6 +40,8 @@ export function report(bench: Bench, measured: Measured) {
     sqliteVsSeedRps: ratio(sqliteRow.requestsPerSecond, measured.seedConversation?.requestsPerSecond),
     postgresVsSeedRps: ratio(postgresRow?.requestsPerSecond, measured.seedConversation?.requestsPerSecond),
     tokenVsArgon2: ratio(tokenRow.requestsPerSecond, argon2.verifiesPerSecond),
+    // Issue 15 sets the target with throttling on, as the server runs by default.
+    tokenThrottledVsArgon2: ratio(measured.tokenThrottled.requestsPerSecond, argon2.verifiesPerSecond),
     tokenVsSeed: ratio(tokenRow.requestsPerSecond, measured.seedToken?.requestsPerSecond),
     floodP99Ratio: flood.ratio,
     floodP99RatioLow: floodLow.ratio,
@@ -80,7 +82,7 @@ export function report(bench: Bench, measured: Measured) {
       : []),
     `- per core: ${fmt(targets.loginsPerSecondPerCore, 1)} password logins/s and ${fmt(targets.refreshesPerSecondPerCore)} refreshes/s (Keycloak's sizing guide: 15 and 120 per vCPU)`,
     `- /conversation vs FastAPI seed: SQLite ${show(targets.sqliteVsSeedRps, 1)}, PostgreSQL ${show(targets.postgresVsSeedRps, 1)} (target ≥ 10×)`,
-    `- /token vs raw argon2id: ${show(targets.tokenVsArgon2)} (target ≥ 0.9×; raw ${argon2.before.toFixed(1)}/s before and ${argon2.after.toFixed(1)}/s after the /token row); vs seed ${show(targets.tokenVsSeed, 1)} (target ≥ 30×)`,
+    `- /token vs raw argon2id: ${show(targets.tokenThrottledVsArgon2)} with throttling on (target ≥ 0.9×), ${show(targets.tokenVsArgon2)} with it off (raw ${argon2.before.toFixed(1)}/s before and ${argon2.after.toFixed(1)}/s after the two /token rows); vs seed ${show(targets.tokenVsSeed, 1)} (target ≥ 30×)`,
     `- revocation check (session joined into the user lookup, SQLite): ${revocation.extraCpuUsPerRequest.toFixed(1)} µs CPU per request = ${(revocation.shareOfConversationCpu * 100).toFixed(1)}% of /conversation's CPU (target ≤ 10%)`,
     `- /conversation p99 while /token is flooded: ${flood.p99FloodedMs.toFixed(2)} ms vs ${flood.p99AtRestMs.toFixed(2)} ms at rest = ${show(targets.floodP99Ratio)} (target ≤ 3×)`,
     `- the same with HASH_THREAD_PRIORITY=low (nice 19 instead of SCHED_IDLE): ${floodLow.p99FloodedMs.toFixed(2)} ms vs ${floodLow.p99AtRestMs.toFixed(2)} ms at rest = ${show(targets.floodP99RatioLow)}`,
