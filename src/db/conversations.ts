@@ -1,8 +1,8 @@
 import { sql } from 'kysely';
 import type { Session } from '../domain/session.ts';
-import { batchedReads, executePrepared, prepareQuery } from './prepared.ts';
+import { batchedReads, executePrepared, KEYS_SENTINEL, keyIn, prepareQuery } from './prepared.ts';
 import type { Db, Dialect } from './schema.ts';
-import { SESSION_IDS_SENTINEL, sessionColumns, sessionIdIn, toSession } from './sessions.ts';
+import { sessionColumns, toSession } from './sessions.ts';
 
 export interface ConversationMessage {
   id: number;
@@ -49,7 +49,8 @@ export const NEWEST_MESSAGES_OF_SESSION = 50;
 const messageColumns = ['messages.id', 'messages.author', 'messages.body', 'messages.created_at_ms'] as const;
 
 export function createConversationsRepository(db: Db, dialect: Dialect): ConversationsRepository {
-  const conversationQuery = () =>
+  const sessionIds = keyIn(dialect, 'sessions.id');
+  const conversationsOfSessions = prepareQuery(
     db
       .selectFrom('sessions')
       .innerJoin('users', 'users.id', 'sessions.user_id')
@@ -84,16 +85,15 @@ export function createConversationsRepository(db: Db, dialect: Dialect): Convers
         'messages.author',
         'messages.body',
         'messages.created_at_ms as message_created_at_ms',
-      ]);
-  // No ORDER BY: a Sort node makes each PostgreSQL backend grow and trim its heap on every execution (brk, page
-  // faults, TLB shootdowns: 3-4x the database CPU of the whole query, measured); the rows are few and are put in
-  // order below.
-  const sessionIds = sessionIdIn(dialect);
-  const conversationsOfSessions = prepareQuery(
-    conversationQuery().where(sessionIds.condition),
-    SESSION_IDS_SENTINEL,
+      ])
+      // No ORDER BY: a Sort node makes each PostgreSQL backend grow and trim its heap on every execution (brk,
+      // page faults, TLB shootdowns: 3-4x the database CPU of the whole query, measured); the rows are few and
+      // are put in order below.
+      .where(sessionIds.condition),
+    KEYS_SENTINEL,
   );
-  // Batched on both databases: one statement for the reads of a turn of the event loop (see batchedReads).
+  // The busiest authenticated read: under load most requests of a turn of the event loop share one statement (see
+  // batchedReads).
   const rowsOfSession = batchedReads(
     async (ids: string[]) => (await executePrepared(db, conversationsOfSessions(sessionIds.bind(ids)))).rows,
     (row) => row.id,
@@ -140,6 +140,8 @@ export function createConversationsRepository(db: Db, dialect: Dialect): Convers
 
   return {
     async findConversationOfSession(sessionId) {
+      // PostgreSQL refuses a NUL in text, and in a batch that error would fail the other requests' reads too.
+      if (sessionId.includes('\u0000')) return undefined;
       const rows = await rowsOfSession(sessionId);
       const first = rows[0];
       if (!first) return undefined;

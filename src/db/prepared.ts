@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
-import { type Compilable, CompiledQuery, type Kysely } from 'kysely';
+import { type Compilable, CompiledQuery, type Kysely, type RawBuilder, type SqlBool, sql } from 'kysely';
+import type { Dialect } from './schema.ts';
 
 /** Placeholder for a user id in prepared queries, bound per request. */
 export const USER_ID_SENTINEL: [number] = [-0x5e471];
@@ -53,6 +54,30 @@ export async function executePrepared<DB, Row>(
   return rows ? { rows: rows as Row[] } : db.executeQuery(query);
 }
 
+/** Placeholder for the list of keys a batched read binds, in the form keyIn's condition takes it. */
+export const KEYS_SENTINEL: [readonly (string | number)[] | string] = [['\u0000keys']];
+
+/**
+ * The condition of a batched read, `column` among a list bound as one parameter (KEYS_SENTINEL in the prepared
+ * query), and how to bind the list: an array for PostgreSQL's `= any($1)`, JSON text for SQLite's json_each, the
+ * one form in which SQLite takes a list of any length in a single parameter. Both search an index on the column once
+ * per key (EXPLAIN, on 300,000 sessions).
+ */
+export function keyIn(
+  dialect: Dialect,
+  column: string,
+): {
+  condition: RawBuilder<SqlBool>;
+  bind: (keys: readonly (string | number)[]) => readonly (string | number)[] | string;
+} {
+  return dialect === 'postgres'
+    ? { condition: sql<SqlBool>`${sql.ref(column)} = any(${KEYS_SENTINEL[0]})`, bind: (keys) => keys }
+    : {
+        condition: sql<SqlBool>`${sql.ref(column)} in (select value from json_each(${KEYS_SENTINEL[0]}))`,
+        bind: (keys) => JSON.stringify(keys),
+      };
+}
+
 interface Waiter<Row> {
   resolve: (rows: Row[]) => void;
   reject: (error: unknown) => void;
@@ -72,6 +97,8 @@ export function batchedReads<Key, Row>(
   keyOf: (row: Row) => Key,
   maxKeys = 100,
 ): (key: Key) => Promise<Row[]> {
+  if (!Number.isInteger(maxKeys) || maxKeys < 1)
+    throw new Error(`batchedReads: maxKeys must be a positive integer`);
   let gathering: Map<Key, Waiter<Row>[]> | undefined;
 
   const run = async (keys: Key[], waiters: Map<Key, Waiter<Row>[]>) => {

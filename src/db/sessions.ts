@@ -1,8 +1,15 @@
-import { type RawBuilder, type SqlBool, sql } from 'kysely';
+import { sql } from 'kysely';
 import type { Session } from '../domain/session.ts';
 import type { User } from '../domain/user.ts';
 import type { Executor } from './one-time-tokens.ts';
-import { batchedReads, executePrepared, prepareQuery, USER_ID_SENTINEL } from './prepared.ts';
+import {
+  batchedReads,
+  executePrepared,
+  KEYS_SENTINEL,
+  keyIn,
+  prepareQuery,
+  USER_ID_SENTINEL,
+} from './prepared.ts';
 import type { Db, Dialect, SessionRow } from './schema.ts';
 import { toUser } from './user-rows.ts';
 
@@ -85,27 +92,6 @@ export const sessionColumns = [
 
 /** Placeholder for the session id in prepared queries, bound per request. */
 export const SESSION_ID_SENTINEL: [string] = ['\u0000session'];
-/** Placeholder for the session ids a batched read binds, in the form sessionIdIn's condition takes them. */
-export const SESSION_IDS_SENTINEL: [string[] | string] = [['\u0000sessions']];
-
-/**
- * The condition of a batched read, `sessions.id` among a list bound as one parameter, and how to bind the list: an
- * array for PostgreSQL's `= any($1)`, JSON text for SQLite's json_each. Both search the primary key once per id.
- */
-export function sessionIdIn(dialect: Dialect): {
-  condition: RawBuilder<SqlBool>;
-  bind: (sessionIds: string[]) => string[] | string;
-} {
-  return dialect === 'postgres'
-    ? {
-        condition: sql<SqlBool>`${sql.ref('sessions.id')} = any(${SESSION_IDS_SENTINEL[0]})`,
-        bind: (ids) => ids,
-      }
-    : {
-        condition: sql<SqlBool>`${sql.ref('sessions.id')} in (select value from json_each(${SESSION_IDS_SENTINEL[0]}))`,
-        bind: (ids) => JSON.stringify(ids),
-      };
-}
 
 // Placeholders for a new session's columns, in the order insertNewSession binds them.
 const NEW_SESSION_SENTINELS: [
@@ -128,8 +114,9 @@ const FIRST_TOKEN_SENTINELS: [string, string, string, number] = [
 ];
 
 export function createSessionsRepository(db: Db, dialect: Dialect): SessionsRepository {
-  // Every authenticated request runs this one: prepared once, bound per request.
-  const sessionWithUserQuery = () =>
+  // Every authenticated request runs this one: prepared once, bound per batch of requests.
+  const sessionIds = keyIn(dialect, 'sessions.id');
+  const sessionsWithUsers = prepareQuery(
     db
       .selectFrom('sessions')
       .innerJoin('users', 'users.id', 'sessions.user_id')
@@ -144,13 +131,12 @@ export function createSessionsRepository(db: Db, dialect: Dialect): SessionsRepo
         'users.disabled_at_ms',
         'users.email_verified_at_ms',
         'users.pending_email',
-      ]);
-  const sessionIds = sessionIdIn(dialect);
-  const sessionsWithUsers = prepareQuery(
-    sessionWithUserQuery().where(sessionIds.condition),
-    SESSION_IDS_SENTINEL,
+      ])
+      .where(sessionIds.condition),
+    KEYS_SENTINEL,
   );
-  // Batched on both databases: one statement for the reads of a turn of the event loop (see batchedReads).
+  // Under load most requests of a turn of the event loop share one statement: it costs about the same for one
+  // session as for thirty (see batchedReads).
   const rowsOfSession = batchedReads(
     async (ids: string[]) => (await executePrepared(db, sessionsWithUsers(sessionIds.bind(ids)))).rows,
     (row) => row.id,
@@ -229,6 +215,8 @@ export function createSessionsRepository(db: Db, dialect: Dialect): SessionsRepo
     },
 
     async findSessionWithUser(sessionId) {
+      // PostgreSQL refuses a NUL in text, and in a batch that error would fail the other requests' reads too.
+      if (sessionId.includes('\u0000')) return undefined;
       const row = (await rowsOfSession(sessionId))[0];
       if (!row) return undefined;
       return {

@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createDb, type DbHandle } from '../../src/db/connect.ts';
 import { migrateToLatest } from '../../src/db/migrate.ts';
 import { executePrepared, prepareQuery, USER_ID_SENTINEL } from '../../src/db/prepared.ts';
+import { createSessionsRepository } from '../../src/db/sessions.ts';
 
 // Reads that skip Kysely's driver on SQLite must see exactly what Kysely's own path would: committed rows only.
 describe('prepared reads on SQLite', () => {
@@ -63,6 +64,49 @@ describe('prepared reads on SQLite', () => {
     await expect(transaction).rejects.toThrow('rolled back');
     // Read during the transaction, it would have seen the row that the rollback then removed.
     expect((await read).rows).toEqual([]);
+  });
+
+  it("never reads a batch inside another request's open transaction: the session read waits for its rollback", async () => {
+    await insert(10);
+    const sessions = createSessionsRepository(handle.db, 'sqlite');
+    await sessions.insertSession(
+      {
+        id: 'batched-in-trx',
+        userId: 10,
+        expiresAt: new Date(Date.now() + 3600_000),
+        userAgent: undefined,
+        ipAddress: undefined,
+        scope: 'conversation:read',
+      },
+      { id: 'batched-in-trx-rt', secretHash: 'h' },
+      'x',
+      new Date(),
+    );
+    let release!: () => void;
+    const released = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    let revoked!: () => void;
+    const revokedInTransaction = new Promise<void>((resolve) => {
+      revoked = resolve;
+    });
+    const transaction = handle.db.transaction().execute(async (trx) => {
+      await trx
+        .updateTable('sessions')
+        .set({ revoked_at_ms: 1 })
+        .where('id', '=', 'batched-in-trx')
+        .execute();
+      revoked();
+      await released;
+      throw new Error('rolled back');
+    });
+    await revokedInTransaction;
+    const read = sessions.findSessionWithUser('batched-in-trx');
+    // The batch goes out after this turn; the transaction is still open then.
+    await new Promise((resolve) => setImmediate(resolve));
+    release();
+    await expect(transaction).rejects.toThrow('rolled back');
+    expect((await read)?.session.revokedAt).toBeUndefined();
   });
 
   it('sees what another process committed, and goes on when that process holds the write lock', async () => {

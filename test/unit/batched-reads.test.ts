@@ -77,6 +77,18 @@ describe('batched reads', () => {
     ]);
   });
 
+  it('refuses a batch size that would never send a statement', () => {
+    for (const maxKeys of [0, -1, 1.5, Number.NaN]) {
+      expect(() =>
+        batchedReads(
+          async () => [],
+          (row: Row) => row.key,
+          maxKeys,
+        ),
+      ).toThrow(/maxKeys/);
+    }
+  });
+
   it('turns an error thrown before the statement starts into rejections, not an uncaught exception', async () => {
     const failure = new Error('cannot build the statement');
     const byKey = batchedReads(
