@@ -2,10 +2,9 @@
 // (the session joined with its user, judged live) against the plain user lookup it replaced, on the same database.
 // Both go the way requests do under load: reads of one turn of the event loop batched into one statement, here 32
 // at a time (the bench's connections), each for another user, so that a batch never folds repeated keys.
-import { sql } from 'kysely';
 import { createDb } from '../src/db/connect.ts';
 import { migrateToLatest } from '../src/db/migrate.ts';
-import { batchedReads, executePrepared, prepareQuery } from '../src/db/prepared.ts';
+import { batchedReads, executePrepared, KEYS_SENTINEL, keyIn, prepareQuery } from '../src/db/prepared.ts';
 import { createSessionsRepository } from '../src/db/sessions.ts';
 import { userColumns } from '../src/db/user-rows.ts';
 import { createUsersRepository } from '../src/db/users.ts';
@@ -71,24 +70,22 @@ async function time(run: (pair: { userId: number; sessionId: string }) => Promis
 }
 
 // The lookup without the check, prepared and batched the same way as the hot query so that only the join differs.
-const IDS: [number[] | string] = [[-1]];
+const userIds = keyIn(handle.dialect, 'users.id');
 const usersByIds = prepareQuery(
-  handle.db
-    .selectFrom('users')
-    .select(userColumns)
-    .where(
-      handle.dialect === 'postgres'
-        ? sql<boolean>`${sql.ref('users.id')} = any(${IDS[0]})`
-        : sql<boolean>`${sql.ref('users.id')} in (select value from json_each(${IDS[0]}))`,
-    ),
-  IDS,
+  handle.db.selectFrom('users').select(userColumns).where(userIds.condition),
+  KEYS_SENTINEL,
 );
 const userById = batchedReads(
-  async (ids: number[]) =>
-    (await executePrepared(handle.db, usersByIds(handle.dialect === 'postgres' ? ids : JSON.stringify(ids))))
-      .rows,
+  async (ids: number[]) => (await executePrepared(handle.db, usersByIds(userIds.bind(ids)))).rows,
   (row) => row.id,
 );
+// Both reads must find what they are timed on, or the figures would time empty answers.
+for (const { userId, sessionId } of pairs) {
+  const [user] = await userById(userId);
+  const found = await sessions.findSessionWithUser(sessionId);
+  if (user?.id !== userId || found?.user.id !== userId)
+    throw new Error(`revocation check: no rows for ${sessionId}`);
+}
 const userOnly = await time(({ userId }) => userById(userId));
 // The read and the rule the Bearer hook applies to it.
 const withSession = await time(async ({ userId, sessionId }) => {

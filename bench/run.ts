@@ -20,14 +20,10 @@ import { stop } from './support/processes.ts';
 import { report } from './support/report.ts';
 
 const bench = createBench(process.argv.slice(2));
-// As `npm ci` does (the prepare script): a source file changed since would otherwise be compiled again by the first
-// server, which then also loads TypeScript's type stripper and compiles its WebAssembly on V8's worker threads
-// (seen as 22 µs of V8Worker CPU per request in the first /conversation row, against 0.7 µs with the cache warm).
-execFileSync(process.execPath, ['src/main.ts', 'version'], {
-  cwd: bench.root,
-  env: { ...process.env, NODE_COMPILE_CACHE: 'node_modules/.cache/node-compile' },
-  stdio: 'ignore',
-});
+// As `npm ci` does (the prepare script), and through `npm start` itself, since Node keeps a cache per set of V8
+// flags: a source file changed since would otherwise be compiled again by the first server measured, which would
+// then also load TypeScript's type stripper and compile its WebAssembly on V8's worker threads during its row.
+execFileSync('npm', ['start', '--silent', '--', 'version'], { cwd: bench.root, stdio: 'ignore' });
 try {
   log(
     `${bench.quick ? 'quick' : 'full'} run, ${bench.seconds} s per measurement, ${bench.connections} connections, ${availableParallelism()} cores`,

@@ -73,7 +73,7 @@ export function report(bench: Bench, measured: Measured) {
     `- /conversation SQLite vs stack limit (bare node:http, same JSON): ${show(targets.sqliteVsStackLimitRps)} req/s (target ≥ 0.5×)`,
     `- /conversation SQLite vs ceiling: ${show(targets.sqliteVsCeilingRps)} req/s (target ≥ 0.8×), CPU/req ${show(targets.sqliteVsCeilingCpu)} (target ≤ 1.25×)`,
     `- /conversation PostgreSQL vs ceiling: ${show(targets.postgresVsCeilingRps)} (target ≥ 0.6×)`,
-    `- /token with throttling on vs off: CPU per login ${show(targets.throttlingCpuOnVsOff)} (target ≤ 1.05×: the throttle costs at most 5% of a login), logins/s ${show(targets.throttlingOnVsOff)} (4 connections against 8)`,
+    `- /token with throttling on vs off: CPU per login ${show(targets.throttlingCpuOnVsOff)} (target ≤ 1.05×: the throttle costs at most 5% of a login), logins/s ${show(targets.throttlingOnVsOff)} (4 connections each)`,
     `- /token flooded by ${measured.floodOverflow.floodConnections} connections, beyond the hash queue: ${(targets.floodOverflowShedShare * 100).toFixed(0)}% answered 503 (past 50 a second, each held a second); /conversation p99 ${measured.floodOverflow.p99FloodedMs.toFixed(2)} ms vs ${measured.floodOverflow.p99AtRestMs.toFixed(2)} ms at rest = ${show(targets.floodOverflowP99Ratio)} (target ≤ 3×)`,
     ...(measured.floodOverflow.steady
       ? [
