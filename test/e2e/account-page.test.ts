@@ -217,7 +217,7 @@ describe.skipIf(skipWithoutChromium('the account page suite')).each(DIALECTS)(
           .getByRole('button', { name: /^End session/ })
           .click();
         await expect.poll(() => sessions.count()).toBe(1);
-        expect(await page.locator('#status').textContent()).toContain('Session ended.');
+        await expect.poll(() => page.locator('#status').textContent()).toContain('Session ended.');
         const ended = await postJson(ctx.url('/token'), {
           grant_type: 'refresh_token',
           refresh_token: other.json.refresh_token,
@@ -227,7 +227,9 @@ describe.skipIf(skipWithoutChromium('the account page suite')).each(DIALECTS)(
         const third = await login(ctx, user.username, user.password);
         await page.getByRole('button', { name: 'Sign out everywhere' }).click();
         await expectSignedOut(page);
-        expect(await page.locator('#status').textContent()).toContain('Signed out on every device.');
+        await expect
+          .poll(() => page.locator('#status').textContent())
+          .toContain('Signed out on every device.');
         expect((await getWithToken(ctx.url('/users/me'), third)).status).toBe(401);
         expect(await refreshCookie(context)).toBeUndefined();
         await page.reload();
@@ -298,7 +300,9 @@ describe.skipIf(skipWithoutChromium('the account page suite')).each(DIALECTS)(
         await page.getByLabel('I understand that this deletes my account for good').check();
         await page.getByRole('button', { name: 'Delete account' }).click();
         await expectSignedOut(page);
-        expect(await page.locator('#status').textContent()).toContain('Your account has been deleted.');
+        await expect
+          .poll(() => page.locator('#status').textContent())
+          .toContain('Your account has been deleted.');
         expect((await context.cookies()).map((cookie) => cookie.name)).not.toContain(DEVICE_COOKIE);
         const gone = await postJson(ctx.url('/token'), { username: user.username, password: newPassword });
         expect(gone.status).toBe(400);

@@ -308,7 +308,9 @@ describe.skipIf(skipWithoutChromium('the email pages suite')).each(DIALECTS)(
         expect((await answer.json()).pending_email, 'PATCH /users/me: pending_email').toBe(moved);
         await expect.poll(() => page.locator('#pending-email').textContent()).toBe(moved);
         expect(await page.locator('#current-email').textContent()).toBe(user.email);
-        expect(await page.locator('#status').textContent()).toContain(`A link is on its way to ${moved}`);
+        await expect
+          .poll(() => page.locator('#status').textContent())
+          .toContain(`A link is on its way to ${moved}`);
         await sink.waitForMail(moved, (m) => m.text.includes('/account/verify-email#token='));
       }));
 

@@ -365,7 +365,9 @@ describe.skipIf(skipWithoutChromium('the second factors suite')).each(DIALECTS)(
         await page.locator('#passkey-add-name').fill('Virtual key');
         await page.getByRole('button', { name: 'Add a passkey' }).click();
         await expect.poll(() => listTexts(page, '#passkey-list .passkey-name')).toEqual(['Virtual key']);
-        expect(await page.locator('#status').textContent()).toContain('Passkey Virtual key added.');
+        await expect
+          .poll(() => page.locator('#status').textContent())
+          .toContain('Passkey Virtual key added.');
         const [credential] = await credentialsOf(authenticator);
         expect(credential?.isResidentCredential).toBe(true);
         // The user handle the authenticator keeps is random, never the username.
