@@ -44,14 +44,8 @@ describe('prepared reads on SQLite', () => {
   });
 
   it("never reads inside another request's open transaction: the read waits for its commit", async () => {
-    let release!: () => void;
-    const released = new Promise<void>((resolve) => {
-      release = resolve;
-    });
-    let inserted!: () => void;
-    const insertedInTransaction = new Promise<void>((resolve) => {
-      inserted = resolve;
-    });
+    const { promise: released, resolve: release } = Promise.withResolvers<void>();
+    const { promise: insertedInTransaction, resolve: inserted } = Promise.withResolvers<void>();
     const transaction = handle.db.transaction().execute(async (trx) => {
       await insert(2, trx);
       inserted();
@@ -82,14 +76,8 @@ describe('prepared reads on SQLite', () => {
       'x',
       new Date(),
     );
-    let release!: () => void;
-    const released = new Promise<void>((resolve) => {
-      release = resolve;
-    });
-    let revoked!: () => void;
-    const revokedInTransaction = new Promise<void>((resolve) => {
-      revoked = resolve;
-    });
+    const { promise: released, resolve: release } = Promise.withResolvers<void>();
+    const { promise: revokedInTransaction, resolve: revoked } = Promise.withResolvers<void>();
     const transaction = handle.db.transaction().execute(async (trx) => {
       await trx
         .updateTable('sessions')
