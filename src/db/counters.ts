@@ -250,13 +250,39 @@ function redisStore(
     enableOfflineQueue: false,
     autoResendUnfulfilledCommands: false,
     maxRetriesPerRequest: 0,
-    commandTimeout: REDIS_COMMAND_TIMEOUT_MS,
     connectTimeout: REDIS_CONNECT_TIMEOUT_MS,
     retryStrategy: (attempt) => Math.min(attempt * 200, 2000),
   });
   client.defineCommand('gatehouseHit', { numberOfKeys: 1, lua: HIT_SCRIPT });
   client.defineCommand('gatehouseRefund', { numberOfKeys: 1, lua: REFUND_SCRIPT });
   const commands = client as unknown as CounterCommands;
+  // Not ioredis's commandTimeout: its timer runs in the timers phase, before the poll phase reads an answer that came
+  // during a stall of the event loop, so a loop busy past the timeout took a Redis that had answered in time for one
+  // that hangs (and moved the counting into this process). Here an expired timer lets the loop read what arrived
+  // first, and only a command still unanswered then has timed out.
+  const answeredInTime = <T>(command: Promise<T>): Promise<T> =>
+    new Promise<T>((resolve, reject) => {
+      let settled = false;
+      const timer = setTimeout(
+        () =>
+          setImmediate(() => {
+            if (!settled) reject(new Error(`Redis did not answer within ${REDIS_COMMAND_TIMEOUT_MS} ms`));
+          }),
+        REDIS_COMMAND_TIMEOUT_MS,
+      );
+      command.then(
+        (value) => {
+          settled = true;
+          clearTimeout(timer);
+          resolve(value);
+        },
+        (error) => {
+          settled = true;
+          clearTimeout(timer);
+          reject(error);
+        },
+      );
+    });
   let closing = false;
   let probe: NodeJS.Timeout | undefined;
   const recovered = () => {
@@ -273,7 +299,10 @@ function redisStore(
     failed(error) {
       if (probe !== undefined || closing) return;
       notify('unreachable', error);
-      probe = setInterval(() => client.ping().then(recovered, () => {}), REDIS_PROBE_INTERVAL_MS);
+      probe = setInterval(
+        () => answeredInTime(client.ping()).then(recovered, () => {}),
+        REDIS_PROBE_INTERVAL_MS,
+      );
       probe.unref();
     },
     answered() {},
@@ -282,6 +311,22 @@ function redisStore(
   client.on('error', (error) => health.failed(error));
   client.on('close', () => health.failed(new Error('connection to Redis closed')));
   client.on('ready', recovered);
+  // A server that accepts the connection and never answers leaves the client short of 'ready' (its first command gets
+  // no answer), which no command's timeout would tell, since none is sent before it.
+  client.on('connect', () => {
+    setTimeout(
+      () =>
+        setImmediate(() => {
+          if (client.status === 'connect')
+            health.failed(
+              new Error(
+                `Redis accepted the connection but did not answer within ${REDIS_COMMAND_TIMEOUT_MS} ms`,
+              ),
+            );
+        }),
+      REDIS_COMMAND_TIMEOUT_MS,
+    ).unref();
+  });
   return {
     kind: 'redis',
     counter(spec) {
@@ -290,17 +335,19 @@ function redisStore(
       const blockMs = (spec.blockSeconds ?? 0) * 1000;
       const remote: Counter = {
         async hit(name) {
-          const [count, ttl] = await commands.gatehouseHit(key(name), windowMs, spec.limit, blockMs);
+          const [count, ttl] = await answeredInTime(
+            commands.gatehouseHit(key(name), windowMs, spec.limit, blockMs),
+          );
           return { count, msBeforeReset: Math.max(0, ttl) };
         },
         async refund(name) {
-          await commands.gatehouseRefund(key(name));
+          await answeredInTime(commands.gatehouseRefund(key(name)));
         },
         async block(name, seconds) {
-          await client.set(key(name), spec.limit + 1, 'PX', seconds * 1000);
+          await answeredInTime(client.set(key(name), spec.limit + 1, 'PX', seconds * 1000));
         },
         async reset(name) {
-          await client.del(key(name));
+          await answeredInTime(client.del(key(name)));
         },
       };
       return insure(remote, local.counter(spec), health);
@@ -322,7 +369,7 @@ function redisStore(
       closing = true;
       clearInterval(probe);
       local.close();
-      if (client.status === 'ready') await client.quit().catch(() => client.disconnect());
+      if (client.status === 'ready') await answeredInTime(client.quit()).catch(() => client.disconnect());
       else client.disconnect();
     },
   };

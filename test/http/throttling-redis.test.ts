@@ -219,6 +219,28 @@ describe.skipIf(!redisUrl)('throttling counters in Redis', () => {
     }
   });
 
+  it('keeps counting in Redis when its answer came in time but the event loop stalled past the timeout', async () => {
+    const keyPrefix = sharedPrefix();
+    const states: string[] = [];
+    const store = createCounterStore({
+      redis: { url: redisUrl, keyPrefix },
+      onStoreStateChange: (state) => states.push(state),
+    });
+    try {
+      await store.ready();
+      const counter = store.counter({ name: 'c', limit: 10, windowSeconds: 60 });
+      const hit = counter.hit('stalled');
+      // Synchronous work longer than the command timeout: the answer arrives meanwhile, and is read after the stall.
+      const until = performance.now() + 600;
+      while (performance.now() < until);
+      expect((await hit).count).toBe(1);
+      expect(states).toEqual([]);
+      expect(await keysUnder(redisUrl, keyPrefix)).toEqual([`${keyPrefix}c:stalled`]);
+    } finally {
+      await store.close();
+    }
+  });
+
   describe('when Redis hangs', () => {
     it('limits in the process when Redis accepts connections and never answers, and warns once', async () => {
       const silent = await startSilentServer();
