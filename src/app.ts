@@ -31,6 +31,7 @@ import {
   PRESSURE_LIMITS,
   type PressureLimits,
   registerLoadShedding,
+  reportOtherWork,
 } from './http/load-shedding.ts';
 import {
   countMailDeliveries,
@@ -428,6 +429,7 @@ export async function buildApp(
     maxHeapUsedBytes: heapGuardBytes(config.maxHeapUsedBytes),
     ...options.pressure,
   });
+  reportOtherWork(app, deps.passwords);
   refuseCrossSiteWebClients(app);
   const isDraining = registerDraining(app);
 

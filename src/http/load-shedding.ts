@@ -7,6 +7,8 @@ declare module 'fastify' {
   interface FastifyContextConfig {
     /** Answered even under pressure: health checks must tell a busy instance from a dead one. */
     neverShed?: boolean;
+    /** Traffic that is mostly password hashing (password grants, sign-ups): it does not make hashing leave a core. */
+    mostlyHashing?: boolean;
   }
 }
 
@@ -122,5 +124,16 @@ export async function registerLoadShedding(app: FastifyInstance, limits: Pressur
       if (!measuring || request.routeOptions.config?.neverShed) return;
       throw overloaded(`${type} ${typeof value === 'number' ? value.toFixed(2) : value} over its limit`);
     },
+  });
+}
+
+/**
+ * Tells the hasher of every request that is not mostly hashing: while such requests keep coming, a login flood leaves
+ * them a core (PasswordHasher.noteOtherWork).
+ */
+export function reportOtherWork(app: FastifyInstance, hasher: { noteOtherWork(): void }): void {
+  app.addHook('onRequest', (request, _reply, done) => {
+    if (!request.routeOptions.config?.mostlyHashing) hasher.noteOtherWork();
+    done();
   });
 }

@@ -36,6 +36,8 @@ export interface PasswordHasher {
   load(): HashLoad;
   /** Throws `overloaded`, as a shed hash does, when a hash asked for now would be shed at once for a full queue. */
   refuseWhenFull(): void;
+  /** Counts a request that is not mostly hashing: while they keep coming, hashes leave them a core (see createHashSlots). */
+  noteOtherWork(): void;
 }
 
 export interface HashLoad {
@@ -57,6 +59,8 @@ export interface PasswordHasherOptions {
   queueTimeoutMs?: number;
   /** The bcrypt cost of imported hashes: failures wait as long as one of those would take. passlib's default. */
   importedBcryptCost?: number;
+  /** Milliseconds, for the window in which other requests are counted; performance.now unless a test moves it. */
+  now?: () => number;
 }
 
 /**
@@ -114,11 +118,15 @@ export function createPasswordHasher(
   // busy, and runtime-check.ts sizes the pool so threads remain for the rest. A third hash in flight on two cores gave no
   // more logins per second (measured, interleaved runs) and held 19 MiB more memory. bcrypt shares the limit:
   // it is the same kind of work on the same threads.
-  const slots = createHashSlots({
-    concurrency: options.concurrency ?? availableParallelism(),
-    queueMax: options.queueMax ?? Number.POSITIVE_INFINITY,
-    queueTimeoutMs: options.queueTimeoutMs ?? Number.POSITIVE_INFINITY,
-  });
+  const otherWork = createRequestRate(options.now ?? (() => performance.now()));
+  const slots = createHashSlots(
+    {
+      concurrency: options.concurrency ?? availableParallelism(),
+      queueMax: options.queueMax ?? Number.POSITIVE_INFINITY,
+      queueTimeoutMs: options.queueTimeoutMs ?? Number.POSITIVE_INFINITY,
+    },
+    () => otherWork.perWindow() >= OTHER_WORK_RESERVES_A_CORE,
+  );
 
   // Wrong passwords must take as long for an argon2 account as for a bcrypt one (~250 ms at cost 12 against
   // ~20 ms) and an unknown user, or the timing tells them apart. Every failure therefore resolves no earlier
@@ -232,6 +240,37 @@ export function createPasswordHasher(
     },
     load: slots.load,
     refuseWhenFull: slots.refuseWhenFull,
+    noteOtherWork: otherWork.note,
+  };
+}
+
+// Other requests per window (a second) from which hashing leaves them a core: 50 a second is far above a load
+// balancer's health checks, which must not cost a busy two-core server half its logins.
+const OTHER_WORK_RESERVES_A_CORE = 50;
+const OTHER_WORK_WINDOW_MS = 1000;
+
+/** Counts events in fixed windows; perWindow is the larger of the current and the last window's counts. */
+function createRequestRate(now: () => number) {
+  let windowStart = now();
+  let current = 0;
+  let previous = 0;
+  const roll = () => {
+    const elapsed = now() - windowStart;
+    if (elapsed < OTHER_WORK_WINDOW_MS) return;
+    const justEnded = elapsed < 2 * OTHER_WORK_WINDOW_MS;
+    previous = justEnded ? current : 0;
+    current = 0;
+    windowStart = justEnded ? windowStart + OTHER_WORK_WINDOW_MS : now();
+  };
+  return {
+    note() {
+      roll();
+      current += 1;
+    },
+    perWindow() {
+      roll();
+      return Math.max(current, previous);
+    },
   };
 }
 
@@ -280,26 +319,36 @@ interface Waiter {
 }
 
 /**
- * At most `concurrency` tasks run; the rest wait in FIFO order. A task with an admission (a request's) is shed when
+ * At most `concurrency` tasks run, one fewer while `reserveACore` says other requests keep coming; the rest wait in
+ * FIFO order. The reserve exists because idle priority does not keep hashes off the event loop's core: on the 2-core
+ * bench host one SCHED_IDLE busy loop, with no Gatehouse code in it, raised /conversation's p99 at rest from 0.35 to
+ * 1.30 ms, and a /token flood with a hash on each core raised it to 4.9-6.5 ms against 1.4-2.5 ms with one. A task with an admission (a request's) is shed when
  * the queue is full, when it has waited `queueTimeoutMs`, or when its signal aborts while it waits: argon2 work that
  * would finish after the client gave up, or after its retry, only delays the hashes behind it. Shedding throws
  * `overloaded` without running the task; a task that started always runs to its end.
  */
-function createHashSlots(limits: HashLimits) {
+function createHashSlots(limits: HashLimits, reserveACore: () => boolean) {
   let inFlight = 0;
+  const limit = () =>
+    limits.concurrency > 1 && reserveACore() ? limits.concurrency - 1 : limits.concurrency;
   // A Set keeps insertion order, and a waiter that leaves early (timeout, abort) is deleted in O(1).
   const queue = new Set<Waiter>();
 
   const queueFull = () =>
     shed('hash_queue_full', `hash queue full (${queue.size} waiting for ${limits.concurrency} slots)`);
 
-  const release = () => {
-    const [next] = queue;
-    // The finishing task hands its slot straight to the first waiter, so a newcomer cannot slip in between.
-    if (next) {
+  // Free slots go to the waiters in order, at once: a newcomer runs only when nobody waits (see run).
+  const startWaiters = () => {
+    for (const next of queue) {
+      if (inFlight >= limit()) return;
       queue.delete(next);
+      inFlight += 1;
       next.start();
-    } else inFlight -= 1;
+    }
+  };
+  const release = () => {
+    inFlight -= 1;
+    startWaiters();
   };
 
   const waitForSlot = (admission: HashOptions | undefined) =>
@@ -340,7 +389,9 @@ function createHashSlots(limits: HashLimits) {
     async run<T>(task: () => Promise<T>, admission?: HashOptions): Promise<T> {
       if (admission?.signal?.aborted)
         throw shed('client_gone', 'client closed the connection before its hash started');
-      if (inFlight < limits.concurrency) inFlight += 1;
+      // The reserve may have lapsed since the last release, leaving a slot free behind the queue.
+      startWaiters();
+      if (queue.size === 0 && inFlight < limit()) inFlight += 1;
       else await waitForSlot(admission);
       try {
         return await task();
@@ -350,7 +401,7 @@ function createHashSlots(limits: HashLimits) {
     },
     load: (): HashLoad => ({ inFlight, queued: queue.size }),
     refuseWhenFull() {
-      if (inFlight >= limits.concurrency && queue.size >= limits.queueMax) throw queueFull();
+      if (inFlight >= limit() && queue.size >= limits.queueMax) throw queueFull();
     },
   };
 }

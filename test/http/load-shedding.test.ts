@@ -197,6 +197,40 @@ describe.each(dialects)('a /token flood beyond the hash queue on %s', (dialect) 
   });
 });
 
+describe('hashing beside other requests', () => {
+  /** The hashes that would run at once if three were asked for now. */
+  const slotsInUse = async (test: TestApp) => {
+    await until(
+      'the hasher to be idle',
+      () => test.passwords.load().inFlight + test.passwords.load().queued === 0,
+    );
+    const running = [test.passwords.hash('one'), test.passwords.hash('two'), test.passwords.hash('three')];
+    const { inFlight } = test.passwords.load();
+    await Promise.all(running);
+    return inFlight;
+  };
+
+  it('leaves a core to other requests once 50 came within a second; password grants and sign-ups do not count', async () => {
+    const test = await app('sqlite', { env: { HASH_CONCURRENCY: '2' } });
+    await registerUser(test.app);
+    for (let attempt = 0; attempt < 30; attempt += 1) {
+      expect((await login(test, `wrong password ${attempt}`)).statusCode).toBe(400);
+      const signUp = await test.app.inject({
+        method: 'POST',
+        url: '/register/',
+        payload: registration({ username: `user${attempt}`, email: `user${attempt}@example.com` }),
+      });
+      expect(signUp.statusCode).toBe(200);
+    }
+    expect(await slotsInUse(test)).toBe(2);
+
+    for (let read = 0; read < 120; read += 1) {
+      expect((await test.app.inject({ method: 'GET', url: '/healthz' })).statusCode).toBe(200);
+    }
+    expect(await slotsInUse(test)).toBe(1);
+  });
+});
+
 describe('a client that leaves while its login is queued', () => {
   it('loses its place, is never hashed, and is counted as client_gone', async () => {
     const metricsToken = 'a-metrics-token-long-enough-for-the-config-0123456789';

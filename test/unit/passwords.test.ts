@@ -290,3 +290,60 @@ describe('password hasher load shedding', () => {
     expect(await hasher.verify(stored, 'already running')).toBe(true);
   });
 });
+
+describe('password hasher beside other requests', () => {
+  // Two slots, and a clock the test moves: the reserve follows the requests of the last second or so.
+  const twoSlots = async () => {
+    const clock = { ms: 0 };
+    const hasher = createPasswordHasher(FAST_ARGON2, {
+      ...CHEAP_FLOOR,
+      concurrency: 2,
+      now: () => clock.ms,
+    });
+    while (hasher.load().inFlight + hasher.load().queued > 0) await new Promise((r) => setTimeout(r, 5));
+    return { hasher, clock };
+  };
+  const noteRequests = (hasher: PasswordHasher, count: number) => {
+    for (let request = 0; request < count; request += 1) hasher.noteOtherWork();
+  };
+
+  it('uses every slot while nothing else is requested, or only a trickle (health checks)', async () => {
+    const { hasher } = await twoSlots();
+    noteRequests(hasher, 10);
+    const running = [hasher.hash('first password'), hasher.hash('second password'), hasher.hash('third one')];
+    expect(hasher.load()).toEqual({ inFlight: 2, queued: 1 });
+    await Promise.all(running);
+  });
+
+  it('leaves a core to the other requests while they come at 50 a second or more', async () => {
+    const { hasher } = await twoSlots();
+    noteRequests(hasher, 50);
+    const running = [hasher.hash('first password'), hasher.hash('second password'), hasher.hash('third one')];
+    expect(hasher.load()).toEqual({ inFlight: 1, queued: 2 });
+    for (const stored of await Promise.all(running)) expect(stored).toMatch(/^\$argon2id\$/);
+    expect(hasher.load()).toEqual({ inFlight: 0, queued: 0 });
+  });
+
+  it('keeps the reserve through the next second, and starts the waiting hashes once the requests have stopped', async () => {
+    const { hasher, clock } = await twoSlots();
+    noteRequests(hasher, 50);
+    clock.ms = 1500;
+    const running = [hasher.hash('first password'), hasher.hash('second password'), hasher.hash('third one')];
+    expect(hasher.load()).toEqual({ inFlight: 1, queued: 2 });
+    clock.ms = 2500;
+    // The next hash asked for finds a free slot behind the queue: the first waiter takes it, in order.
+    running.push(hasher.hash('fourth password'));
+    expect(hasher.load()).toEqual({ inFlight: 2, queued: 2 });
+    await Promise.all(running);
+  });
+
+  it('never reserves the only slot', async () => {
+    const clock = { ms: 0 };
+    const hasher = createPasswordHasher(FAST_ARGON2, { ...CHEAP_FLOOR, concurrency: 1, now: () => clock.ms });
+    while (hasher.load().inFlight + hasher.load().queued > 0) await new Promise((r) => setTimeout(r, 5));
+    noteRequests(hasher, 500);
+    const running = [hasher.hash('first password'), hasher.hash('second password')];
+    expect(hasher.load()).toEqual({ inFlight: 1, queued: 1 });
+    await Promise.all(running);
+  });
+});

@@ -24,6 +24,7 @@ export const registerRoutes: FastifyPluginAsyncTypebox<{
     app.post(
       url,
       {
+        config: { mostlyHashing: true },
         schema: {
           summary: 'Register a user',
           tags: ['accounts'],
