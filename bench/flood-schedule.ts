@@ -46,7 +46,7 @@ function schedule(pid: number): Map<string, number[]> {
   return byName;
 }
 
-function describe(before: Map<string, number[]>, after: Map<string, number[]>): string {
+function threadSummary(before: Map<string, number[]>, after: Map<string, number[]>): string {
   return [...after]
     .map(([name, sums]) => [name, sums.map((value, i) => value - (before.get(name)?.[i] ?? 0))] as const)
     .filter(([, [run]]) => (run ?? 0) > 5)
@@ -66,7 +66,7 @@ try {
   let before = schedule(pid);
   const atRest = await probeLatency(bench, url, auth);
   log(
-    `at rest: p50 ${atRest.p50Ms.toFixed(2)} ms, p99 ${atRest.p99Ms.toFixed(2)} ms, ${atRest.requests} reads; ${describe(before, schedule(pid))}`,
+    `at rest: p50 ${atRest.p50Ms.toFixed(2)} ms, p99 ${atRest.p99Ms.toFixed(2)} ms, ${atRest.requests} reads; ${threadSummary(before, schedule(pid))}`,
   );
   before = schedule(pid);
   const [tokens, flooded] = await Promise.all([
@@ -84,7 +84,7 @@ try {
   ).map(([status, { count }]) => `${count} × ${status}`);
   log(
     `flooded by ${connections} connections: p50 ${flooded.p50Ms.toFixed(2)} ms, p99 ${flooded.p99Ms.toFixed(2)} ms, ` +
-      `${flooded.requests} reads, /token ${statuses.join(', ')}; ${describe(before, schedule(pid))}`,
+      `${flooded.requests} reads, /token ${statuses.join(', ')}; ${threadSummary(before, schedule(pid))}`,
   );
   log(`p99 flooded / at rest: ${(flooded.p99Ms / atRest.p99Ms).toFixed(2)}×`);
 } finally {

@@ -424,12 +424,13 @@ export async function buildApp(
   }
   registerAuditSinks(app, auditSinks);
   if (config.corsOrigins.length > 0) await registerCors(app, config.corsOrigins);
+  // Before the event-loop guard: the reads it refuses are the other work that most needs the core.
+  reportOtherWork(app, deps.passwords);
   await registerLoadShedding(app, {
     ...PRESSURE_LIMITS,
     maxHeapUsedBytes: heapGuardBytes(config.maxHeapUsedBytes),
     ...options.pressure,
   });
-  reportOtherWork(app, deps.passwords);
   refuseCrossSiteWebClients(app);
   const isDraining = registerDraining(app);
 

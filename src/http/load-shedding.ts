@@ -8,7 +8,7 @@ declare module 'fastify' {
     /** Answered even under pressure: health checks must tell a busy instance from a dead one. */
     neverShed?: boolean;
     /** Traffic that is mostly password hashing (password grants, sign-ups): it does not make hashing leave a core. */
-    mostlyHashing?: boolean;
+    isMostlyHashing?: boolean;
   }
 }
 
@@ -133,7 +133,7 @@ export async function registerLoadShedding(app: FastifyInstance, limits: Pressur
  */
 export function reportOtherWork(app: FastifyInstance, hasher: { noteOtherWork(): void }): void {
   app.addHook('onRequest', (request, _reply, done) => {
-    if (!request.routeOptions.config?.mostlyHashing) hasher.noteOtherWork();
+    if (!request.routeOptions.config?.isMostlyHashing) hasher.noteOtherWork();
     done();
   });
 }

@@ -244,8 +244,9 @@ export function createPasswordHasher(
   };
 }
 
-// Other requests per window (a second) from which hashing leaves them a core: 50 a second is far above a load
-// balancer's health checks, which must not cost a busy two-core server half its logins.
+// Other requests in one window (a clock second, the current or the last) from which hashing leaves them a core: 50 a
+// second is far above a load balancer's health checks, which must not cost a busy two-core server half its logins.
+// The reserve therefore ends one to two seconds after the other requests stop.
 const OTHER_WORK_RESERVES_A_CORE = 50;
 const OTHER_WORK_WINDOW_MS = 1000;
 
@@ -319,11 +320,11 @@ interface Waiter {
 }
 
 /**
- * At most `concurrency` tasks run, one fewer while `reserveACore` says other requests keep coming; the rest wait in
- * FIFO order. The reserve exists because idle priority does not keep hashes off the event loop's core: on the 2-core
- * bench host one SCHED_IDLE busy loop, with no Gatehouse code in it, raised /conversation's p99 at rest from 0.35 to
- * 1.30 ms, and a /token flood with a hash on each core raised it to 4.9-6.5 ms against 1.4-2.5 ms with one. A task with an admission (a request's) is shed when
- * the queue is full, when it has waited `queueTimeoutMs`, or when its signal aborts while it waits: argon2 work that
+ * At most `concurrency` tasks run, one fewer (never none) while `reserveACore` says other requests keep coming; the
+ * rest wait in FIFO order. The reserve exists because idle priority does not keep hashes off the event loop's core:
+ * on the 2-core bench host one SCHED_IDLE busy loop, with no Gatehouse code in it, raised /conversation's p99 at rest
+ * from 0.35 to 1.30 ms, and under a 500-connection /token flood the reserve took it from 6.4-7.7 to 3.6-4.2 ms.
+ * A task with an admission (a request's) is shed when the queue is full, when it has waited `queueTimeoutMs`, or when its signal aborts while it waits: argon2 work that
  * would finish after the client gave up, or after its retry, only delays the hashes behind it. Shedding throws
  * `overloaded` without running the task; a task that started always runs to its end.
  */
@@ -335,7 +336,7 @@ function createHashSlots(limits: HashLimits, reserveACore: () => boolean) {
   const queue = new Set<Waiter>();
 
   const queueFull = () =>
-    shed('hash_queue_full', `hash queue full (${queue.size} waiting for ${limits.concurrency} slots)`);
+    shed('hash_queue_full', `hash queue full (${queue.size} waiting for ${limit()} slots)`);
 
   // Free slots go to the waiters in order, at once: a newcomer runs only when nobody waits (see run).
   const startWaiters = () => {

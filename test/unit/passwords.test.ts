@@ -164,6 +164,8 @@ describe('password hasher timing', () => {
     const hasher = createPasswordHasher(FAST_ARGON2);
     const argon2 = await hasher.hash('the right password');
     await hasher.verifyDummy('warm up');
+    // Until bcrypt's calibration has run, the floor is argon2's own estimate, which a fast machine's median may pass.
+    while (hasher.load().inFlight + hasher.load().queued > 0) await new Promise((r) => setTimeout(r, 5));
     const unpadded = await median(5, () => hasher.verify(argon2, 'a wrong password'));
     expect(unpadded).toBeLessThan(hasher.failureFloorMs() / 4);
     await hasher.verify(bcryptHashSync('the right password', 12), 'a wrong password');
@@ -307,9 +309,9 @@ describe('password hasher beside other requests', () => {
     for (let request = 0; request < count; request += 1) hasher.noteOtherWork();
   };
 
-  it('uses every slot while nothing else is requested, or only a trickle (health checks)', async () => {
+  it('uses every slot while other requests come at fewer than 50 a second (health checks, a trickle)', async () => {
     const { hasher } = await twoSlots();
-    noteRequests(hasher, 10);
+    noteRequests(hasher, 49);
     const running = [hasher.hash('first password'), hasher.hash('second password'), hasher.hash('third one')];
     expect(hasher.load()).toEqual({ inFlight: 2, queued: 1 });
     await Promise.all(running);

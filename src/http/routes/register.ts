@@ -24,7 +24,7 @@ export const registerRoutes: FastifyPluginAsyncTypebox<{
     app.post(
       url,
       {
-        config: { mostlyHashing: true },
+        config: { isMostlyHashing: true },
         schema: {
           summary: 'Register a user',
           tags: ['accounts'],

@@ -155,7 +155,7 @@ export const tokenRoutes: FastifyPluginAsyncTypebox<{
   app.post(
     TOKEN_PATH,
     {
-      config: { errorStyle: 'oauth', mostlyHashing: true },
+      config: { errorStyle: 'oauth', isMostlyHashing: true },
       schema: {
         summary:
           'Get tokens: password grant (log in), the MFA grant (its second factor) or refresh_token grant (stay logged in)',
