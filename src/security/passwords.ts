@@ -36,7 +36,7 @@ export interface PasswordHasher {
   load(): HashLoad;
   /** Throws `overloaded`, as a shed hash does, when a hash asked for now would be shed at once for a full queue. */
   refuseWhenFull(): void;
-  /** Counts a request that is not mostly hashing: while they keep coming, hashes leave them a core (see createHashSlots). */
+  /** Counts a request that is not mostly hashing: while such requests keep coming, hashes leave them a core. */
   noteOtherWork(): void;
 }
 
@@ -324,9 +324,10 @@ interface Waiter {
  * rest wait in FIFO order. The reserve exists because idle priority does not keep hashes off the event loop's core:
  * on the 2-core bench host one SCHED_IDLE busy loop, with no Gatehouse code in it, raised /conversation's p99 at rest
  * from 0.35 to 1.30 ms, and under a 500-connection /token flood the reserve took it from 6.4-7.7 to 3.6-4.2 ms.
- * A task with an admission (a request's) is shed when the queue is full, when it has waited `queueTimeoutMs`, or when its signal aborts while it waits: argon2 work that
- * would finish after the client gave up, or after its retry, only delays the hashes behind it. Shedding throws
- * `overloaded` without running the task; a task that started always runs to its end.
+ * A task with an admission (a request's) is shed when the queue is full, when it has waited `queueTimeoutMs`, or when
+ * its signal aborts while it waits: argon2 work that would finish after the client gave up, or after its retry, only
+ * delays the hashes behind it. Shedding throws `overloaded` without running the task; a task that started always
+ * runs to its end.
  */
 function createHashSlots(limits: HashLimits, reserveACore: () => boolean) {
   let inFlight = 0;
