@@ -260,28 +260,15 @@ function redisStore(
   // during a stall of the event loop, so a loop busy past the timeout took a Redis that had answered in time for one
   // that hangs (and moved the counting into this process). Here an expired timer lets the loop read what arrived
   // first, and only a command still unanswered then has timed out.
+  const afterTimeoutAndIo = (then: () => void) =>
+    setTimeout(() => setImmediate(then), REDIS_COMMAND_TIMEOUT_MS);
+  // A rejection after the answer settled the promise changes nothing.
   const answeredInTime = <T>(command: Promise<T>): Promise<T> =>
     new Promise<T>((resolve, reject) => {
-      let settled = false;
-      const timer = setTimeout(
-        () =>
-          setImmediate(() => {
-            if (!settled) reject(new Error(`Redis did not answer within ${REDIS_COMMAND_TIMEOUT_MS} ms`));
-          }),
-        REDIS_COMMAND_TIMEOUT_MS,
+      const timer = afterTimeoutAndIo(() =>
+        reject(new Error(`Redis did not answer within ${REDIS_COMMAND_TIMEOUT_MS} ms`)),
       );
-      command.then(
-        (value) => {
-          settled = true;
-          clearTimeout(timer);
-          resolve(value);
-        },
-        (error) => {
-          settled = true;
-          clearTimeout(timer);
-          reject(error);
-        },
-      );
+      command.then(resolve, reject).finally(() => clearTimeout(timer));
     });
   let closing = false;
   let probe: NodeJS.Timeout | undefined;
@@ -314,18 +301,12 @@ function redisStore(
   // A server that accepts the connection and never answers leaves the client short of 'ready' (its first command gets
   // no answer), which no command's timeout would tell, since none is sent before it.
   client.on('connect', () => {
-    setTimeout(
-      () =>
-        setImmediate(() => {
-          if (client.status === 'connect')
-            health.failed(
-              new Error(
-                `Redis accepted the connection but did not answer within ${REDIS_COMMAND_TIMEOUT_MS} ms`,
-              ),
-            );
-        }),
-      REDIS_COMMAND_TIMEOUT_MS,
-    ).unref();
+    afterTimeoutAndIo(() => {
+      if (client.status !== 'connect') return;
+      health.failed(
+        new Error(`Redis accepted the connection but did not answer within ${REDIS_COMMAND_TIMEOUT_MS} ms`),
+      );
+    }).unref();
   });
   return {
     kind: 'redis',
