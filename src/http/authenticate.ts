@@ -10,6 +10,8 @@ declare module 'fastify' {
     auth: Authenticated | undefined;
     /** Set by requireVerifiedAccessToken in its scopes: the session a valid token claims, not yet read. */
     claim: SessionClaim | undefined;
+    /** In requireVerifiedAccessToken's scopes: reads the claimed session and its account; throws invalid_token. */
+    confirmClaim: (() => Promise<Authenticated>) | undefined;
   }
 }
 
@@ -30,6 +32,10 @@ export function requireLiveSession(scope: FastifyInstance, sessions: SessionsSer
  */
 export function requireVerifiedAccessToken(scope: FastifyInstance, sessions: SessionsService): void {
   scope.decorateRequest('claim', undefined);
+  // A method of the request, not a closure per request: only a refusal for scope calls it.
+  scope.decorateRequest('confirmClaim', async function (this: FastifyRequest) {
+    return sessions.authenticateBearerToken(bearerTokenOf(this));
+  });
   scope.addHook('onRequest', async (request) => {
     request.claim = await sessions.verifyAccessToken(bearerTokenOf(request));
   });
@@ -51,7 +57,14 @@ export function requireScope(
     if (granted === undefined) {
       done(new AppError('internal', `requireScope('${scope}') without a Bearer hook`));
     } else if (!granted.has(scope)) {
-      done(new AppError('insufficient_scope', 'Not enough permissions', { requiredScope: scope }));
+      const refusal = new AppError('insufficient_scope', 'Not enough permissions', { requiredScope: scope });
+      // RFC 6750 §3.1: 403 is for a valid token only. Signed scopes say nothing of whether the session still lives,
+      // so a token of an ended session or a disabled account is 401 invalid_token here as on any other route.
+      if (request.auth === undefined && request.confirmClaim !== undefined) {
+        request.confirmClaim().then(() => done(refusal), done);
+      } else {
+        done(refusal);
+      }
     } else {
       done();
     }

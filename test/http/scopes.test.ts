@@ -98,6 +98,22 @@ describe.each(dialects)('scopes on %s', (dialect) => {
     expect(invalid.headers['www-authenticate']).toBe('Bearer error="invalid_token"');
   });
 
+  // RFC 6750 §3.1: 403 only for a valid token. A token's signed scopes say nothing of whether its session still
+  // lives, so a token that lacks the scope and whose session ended is 401 invalid_token, as it would be with the scope.
+  it('answers 401 invalid_token, not 403, to a token without the scope whose session ended or account was disabled', async () => {
+    const ended = (await login('alice', 'conversation:write')).json().access_token;
+    expect((await call('POST', '/logout', ended)).statusCode).toBe(204);
+    const bob = await registerUser(t.app, { username: 'bob-scoped', email: 'bob-scoped@example.com' });
+    const disabled = (await login('bob-scoped', 'conversation:write')).json().access_token;
+    await createUsersRepository(t.database.db).setUserDisabled(bob.id, new Date());
+    for (const accessToken of [ended, disabled]) {
+      for (const response of [await readConversation(accessToken), await readMessages(accessToken)]) {
+        expect(response.statusCode).toBe(401);
+        expect(response.headers['www-authenticate']).toBe('Bearer error="invalid_token"');
+      }
+    }
+  });
+
   it('answers an unknown or malformed scope 400 invalid_scope, with a detail as the other OAuth errors', async () => {
     for (const scope of ['superuser', 'conversation:read superuser', 'CONVERSATION:READ']) {
       const response = await login('alice', scope);
