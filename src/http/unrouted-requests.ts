@@ -85,6 +85,22 @@ export function registerRequestTargetRules(app: FastifyInstance): void {
   });
 }
 
+/**
+ * The request's path as the router matched it: without the query, percent-encoded characters decoded as find-my-way
+ * decodes them, so that a rule keyed on a path also holds for `/%74oken`, which reaches the /token route.
+ */
+export function routedPath(request: FastifyRequest): string {
+  const url = request.url;
+  const end = url.search(/[?#]/);
+  const path = end === -1 ? url : url.slice(0, end);
+  if (!path.includes('%')) return path;
+  try {
+    return decodeURI(path);
+  } catch {
+    return path;
+  }
+}
+
 /** Answers 405 with Allow for a path that exists under other methods, 404 otherwise. */
 export function registerMethodNotAllowed(app: FastifyInstance): void {
   const routes: { pattern: RegExp; method: string }[] = [];
@@ -101,7 +117,7 @@ export function registerMethodNotAllowed(app: FastifyInstance): void {
     }
   });
   app.setNotFoundHandler(async (request, reply) => {
-    const path = request.url.split('?')[0] ?? '';
+    const path = routedPath(request);
     const allowed = [
       ...new Set(routes.filter((route) => route.pattern.test(path)).map((route) => route.method)),
     ];

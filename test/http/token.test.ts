@@ -75,6 +75,23 @@ describe.each(dialects)('POST /token on %s', (dialect) => {
     }
   });
 
+  // The router decodes percent-encoded letters, so /%74oken is the token endpoint: its answers keep its headers.
+  it("gives a percent-encoded path to /token the token endpoint's headers, and its 405", async () => {
+    const issued = await t.app.inject({
+      method: 'POST',
+      url: '/%74oken',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      payload: form({ username: 'Alice', password: STRONG_PASSWORD }),
+    });
+    expect(issued.statusCode).toBe(200);
+    expect(issued.headers['cache-control']).toBe('no-store');
+    expect(issued.headers.pragma).toBe('no-cache');
+    const wrongMethod = await t.app.inject({ method: 'GET', url: '/%74oken?x=1' });
+    expect(wrongMethod.statusCode).toBe(405);
+    expect(wrongMethod.headers.allow).toBe('POST');
+    expect(wrongMethod.headers.pragma).toBe('no-cache');
+  });
+
   it('issues a token for a JSON body, and without grant_type', async () => {
     const response = await token({ username: 'Alice', password: STRONG_PASSWORD }, {});
     expect(response.statusCode).toBe(200);

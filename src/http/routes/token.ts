@@ -16,6 +16,7 @@ import {
   TokenRequestBody,
   TokenResponse,
 } from '../schemas.ts';
+import { routedPath } from '../unrouted-requests.ts';
 import { isWebClient, type WebClientCookies } from '../web-client.ts';
 
 const CREDENTIAL_PARAMETERS = [
@@ -96,7 +97,7 @@ const TOKEN_ENDPOINT_PATHS = new Set([TOKEN_PATH, REVOKE_PATH]);
  */
 export function registerTokenEndpointHeaders(app: FastifyInstance): void {
   app.addHook('onRequest', (request, reply, done) => {
-    if (TOKEN_ENDPOINT_PATHS.has(request.url.split('?')[0] ?? '')) {
+    if (TOKEN_ENDPOINT_PATHS.has(routedPath(request))) {
       reply.header('cache-control', 'no-store').header('pragma', 'no-cache');
     }
     done();
