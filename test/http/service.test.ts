@@ -19,8 +19,11 @@ describe.each(dialects)('operations and documentation on %s', (dialect) => {
     expect(t.app.server.headersTimeout).toBe(30_000);
   });
 
-  it('answers /healthz and /readyz', async () => {
+  it('answers /healthz, /health and /readyz', async () => {
     expect((await t.app.inject({ method: 'GET', url: '/healthz' })).json()).toEqual({ status: 'ok' });
+    const health = await t.app.inject({ method: 'GET', url: '/health' });
+    expect(health.statusCode).toBe(200);
+    expect(health.json()).toEqual({ status: 'ok' });
     const ready = await t.app.inject({ method: 'GET', url: '/readyz' });
     expect(ready.statusCode).toBe(200);
     expect(ready.json()).toEqual({ status: 'ready' });

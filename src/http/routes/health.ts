@@ -7,14 +7,17 @@ export const healthRoutes: FastifyPluginAsyncTypebox<{
   isDraining: () => boolean;
 }> = async (app, { isDatabaseReachable, isDraining }) => {
   const Status = Type.Object({ status: Type.String() });
-  app.get(
-    '/healthz',
-    {
-      config: { neverShed: true },
-      schema: { summary: 'Liveness: the process answers', tags: ['operations'], response: { 200: Status } },
-    },
-    async () => ({ status: 'ok' }),
-  );
+  // /healthz as Kubernetes names it, and /health as GoTrue and most checklists do: the same liveness answer.
+  for (const url of ['/healthz', '/health']) {
+    app.get(
+      url,
+      {
+        config: { neverShed: true },
+        schema: { summary: 'Liveness: the process answers', tags: ['operations'], response: { 200: Status } },
+      },
+      async () => ({ status: 'ok' }),
+    );
+  }
   app.get(
     '/readyz',
     {
