@@ -354,13 +354,15 @@ export function createAccountsService(deps: AccountsDependencies): AccountsServi
           ],
         });
       }
-      if (newEmail !== undefined && (await users.findUserByEmail(canonicalEmail(newEmail)))) {
-        throw new AppError('email_taken', 'Email already registered');
-      }
+      // The change's limits first (per client address, per user and per address asked for): a 409 says the address
+      // has an account, so asking it costs the same places as a change that goes through (ASVS 6.3.8).
       const issued =
         newEmail !== undefined && previous
           ? await deps.emailChanges.prepare(previous, newEmail, context)
           : undefined;
+      if (newEmail !== undefined && (await users.findUserByEmail(canonicalEmail(newEmail)))) {
+        throw new AppError('email_taken', 'Email already registered');
+      }
       const user = await users.updateUserProfile(
         userId,
         {

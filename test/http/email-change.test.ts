@@ -390,6 +390,27 @@ describe.each(dialects)('email change limits on %s (RATE_LIMITS=on)', (dialect) 
     expect(me.json().pending_email).toBe('restless4@example.com');
   });
 
+  // ASVS 6.3.8: a 409 tells that an address has an account, so asking costs what a change costs: R12 per user here
+  // (and R10 per client address, R9 per address asked for), whether the address is taken or free.
+  it('counts an email change refused 409 for a taken address like one that goes through', async () => {
+    const user = await registerUser(t.app, { username: 'prober', email: 'prober@example.com' });
+    const taken = await Promise.all(
+      [0, 1, 2, 3, 4, 5].map((i) =>
+        registerUser(t.app, { username: `probed${i}`, email: `probed${i}@example.com` }),
+      ),
+    );
+    const accessToken = await login(user.username, '198.51.100.80');
+    for (let i = 0; i < 5; i += 1) {
+      const answer = await changeEmail(accessToken, taken[i]?.email ?? '', `198.51.100.${81 + i}`);
+      expect(answer.statusCode).toBe(409);
+    }
+    for (const email of [taken[5]?.email ?? '', 'prober-free@example.com']) {
+      const refused = await changeEmail(accessToken, email, '198.51.100.90');
+      expect(refused.statusCode).toBe(429);
+      expect(refused.json()).toEqual({ detail: 'Too many attempts; retry later.' });
+    }
+  });
+
   it('counts email changes among the mail requests of a client address (R10)', async () => {
     const ip = '203.0.113.77';
     const first = await registerUser(t.app, { username: 'sprayer1', email: 'sprayer1@example.com' });
