@@ -75,6 +75,7 @@ const EnvSchema = Type.Object({
   IP_FAILS_PER_DAY: Type.Integer({ default: 100, minimum: 1, maximum: 10000000 }),
   TOKEN_PASSWORD_PER_IP: Type.String({ default: '150/300s,30/60s' }),
   REGISTER_PER_IP: Type.String({ default: '3/10s,20/3600s' }),
+  REGISTER_CONFLICTS_PER_IDENTIFIER: Type.String({ default: '5/3600s' }),
   REFRESH_PER_FAMILY: Type.String({ default: '10/60s' }),
   REFRESH_PER_IP: Type.String({ default: '150/300s' }),
   MAIL_PER_ADDRESS: Type.String({ default: '1/60s,5/3600s' }),
@@ -235,6 +236,8 @@ export interface ThrottlingConfig {
   readonly ipFailuresPerDay: number;
   readonly passwordGrantPerIp: readonly RateWindow[];
   readonly registrationPerIp: readonly RateWindow[];
+  /** R15: sign-ups that met one taken username or email, per identifier, from whichever address. */
+  readonly registrationConflictsPerIdentifier: readonly RateWindow[];
   readonly refreshPerFamily: readonly RateWindow[];
   readonly refreshPerIp: readonly RateWindow[];
   /** R8: messages a user may post a minute. */
@@ -353,6 +356,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
   const rateWindows = (name: RateSetting) => parseRateWindows(name, values[name], problems);
   const passwordGrantPerIp = rateWindows('TOKEN_PASSWORD_PER_IP');
   const registrationPerIp = rateWindows('REGISTER_PER_IP');
+  const registrationConflictsPerIdentifier = rateWindows('REGISTER_CONFLICTS_PER_IDENTIFIER');
   const refreshPerFamily = rateWindows('REFRESH_PER_FAMILY');
   const refreshPerIp = rateWindows('REFRESH_PER_IP');
   const mailPerAddress = rateWindows('MAIL_PER_ADDRESS');
@@ -443,6 +447,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
       ipFailuresPerDay: values.IP_FAILS_PER_DAY,
       passwordGrantPerIp,
       registrationPerIp,
+      registrationConflictsPerIdentifier,
       refreshPerFamily,
       refreshPerIp,
       messagesPerMinute: values.MESSAGE_RATE_PER_MINUTE,
@@ -617,6 +622,7 @@ function checkMetricsToken(token: string | undefined, problems: string[]): void 
 type RateSetting =
   | 'TOKEN_PASSWORD_PER_IP'
   | 'REGISTER_PER_IP'
+  | 'REGISTER_CONFLICTS_PER_IDENTIFIER'
   | 'REFRESH_PER_FAMILY'
   | 'REFRESH_PER_IP'
   | 'MAIL_PER_ADDRESS'

@@ -10,7 +10,8 @@ import type { RequestContext } from './request-context.ts';
  * THROTTLING.md §2: R1–R4 count failed logins, R5–R7 cap requests per client address, R7 also per session; R8 caps
  * the messages a user posts. R9 caps the mails asked for one address, R10 the mail requests and R11 the token
  * submissions of one client address, R12 the email changes of one user. R13 locks a user's second factor; R14 caps the
- * passwordless passkey options (each stores a challenge) one client address asks for.
+ * passwordless passkey options (each stores a challenge) one client address asks for. R15 caps the sign-ups that met
+ * one taken username or email, whatever their address.
  */
 export type ThrottleRule =
   | 'R1'
@@ -26,7 +27,8 @@ export type ThrottleRule =
   | 'R11'
   | 'R12'
   | 'R13'
-  | 'R14';
+  | 'R14'
+  | 'R15';
 
 export interface Refusal {
   rule: ThrottleRule;
@@ -60,12 +62,15 @@ export interface ThrottlePolicy {
   emailChangePerUser: readonly RateWindow[];
   /** R14; PASSKEY_OPTIONS_PER_IP's default when omitted. */
   passkeyOptionsPerIp?: readonly RateWindow[];
+  /** R15; REGISTER_CONFLICTS_PER_IDENTIFIER's default when omitted. */
+  registrationConflictsPerIdentifier?: readonly RateWindow[];
 }
 
 const PASSKEY_OPTIONS_PER_IP: readonly RateWindow[] = [
   { limit: 30, windowSeconds: 60 },
   { limit: 300, windowSeconds: 3600 },
 ];
+const REGISTER_CONFLICTS_PER_IDENTIFIER: readonly RateWindow[] = [{ limit: 5, windowSeconds: 3600 }];
 
 /** One password login as throttling sees it, before its password is checked. */
 export interface LoginAttempt {
@@ -131,6 +136,15 @@ export interface Throttle {
   recordSecondFactorSuccess(userId: number): Promise<void>;
   /** R14: throws temporarily_unavailable when this client address asks for passkey assertion options too often. */
   admitPasskeyOptions(context: RequestContext): Promise<void>;
+  /**
+   * Counts a sign-up refused because its username or email has an account (R15, per identifier, from any address);
+   * throws temporarily_unavailable past the cap, so that the 409 that tells it cannot be asked for without end.
+   */
+  admitRegistrationConflict(
+    identifier: 'username' | 'email',
+    value: string,
+    context: RequestContext,
+  ): Promise<void>;
 }
 
 const LOCKS_LIMIT = 1_000_000_000;
@@ -224,6 +238,10 @@ export function createThrottle(counters: CounterStore, policy: ThrottlePolicy, k
   const tokenSubmissionsPerIp = windows('r11', policy.emailTokenPerIp);
   const emailChangesPerUser = windows('r12', policy.emailChangePerUser);
   const passkeyOptionsPerIp = windows('r14', policy.passkeyOptionsPerIp ?? PASSKEY_OPTIONS_PER_IP);
+  const registrationConflicts = windows(
+    'r15',
+    policy.registrationConflictsPerIdentifier ?? REGISTER_CONFLICTS_PER_IDENTIFIER,
+  );
   // AUTH-FLOWS §7.3: 10 consecutive failures lock the user's second factor for 15 minutes (NIST allows up to 100).
   const secondFactorFailures = counters.counter({
     name: 'r13',
@@ -402,6 +420,16 @@ export function createThrottle(counters: CounterStore, policy: ThrottlePolicy, k
         'R14',
         passkeyOptionsPerIp,
         clientIpKey(context.ipAddress, policy.ipv6SubnetBits),
+        context,
+      ),
+    // Keyed as R9's addresses: the store holds no username or address in clear.
+    admitRegistrationConflict: (identifier, value, context) =>
+      refuseRequest(
+        'R15',
+        registrationConflicts,
+        addressKey(
+          `${identifier}:${identifier === 'email' ? canonicalEmail(value) : loginIdentifier(value)}`,
+        ),
         context,
       ),
   };

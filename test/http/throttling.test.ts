@@ -549,6 +549,42 @@ describe.each(dialects)('login throttling over HTTP on %s', (dialect) => {
     ]);
   });
 
+  // Checklist 21 / ASVS 6.3.8: a 409 tells that a username or email has an account. Besides R6 per address, the
+  // sign-ups that met one taken identifier are capped per identifier (R15), from any address; free ones never are.
+  it('answers 429 past 5 sign-ups an hour that met one taken username or email, from any address (R15)', async () => {
+    await start({ REGISTER_PER_IP: '1000/10s' });
+    const signUp = (username: string, email: string, from: string) =>
+      t.app.inject({
+        method: 'POST',
+        url: '/register/',
+        remoteAddress: from,
+        payload: registration({ username, email }),
+      });
+    for (let n = 1; n <= 5; n += 1) {
+      const taken = await signUp(`prober${n}`, 'ALICE@example.com', `198.51.100.${n}`);
+      expect(taken.statusCode).toBe(409);
+      expect(taken.json().code).toBe('email_taken');
+    }
+    const refused = await signUp('prober6', 'alice@example.com', '198.51.100.6');
+    expect(refused.statusCode).toBe(429);
+    expect(refused.json()).toEqual({ detail: 'Too many attempts; retry later.' });
+    expect(Number(refused.headers['retry-after'])).toBeGreaterThan(3000);
+    expect(refused.headers['cache-control']).toBe('no-store');
+    // The username is its own identifier: the address's cap does not touch it, and its own cap is the same.
+    for (let n = 7; n <= 11; n += 1) {
+      expect((await signUp('Alice', `prober${n}@example.com`, `198.51.100.${n}`)).statusCode).toBe(409);
+    }
+    expect((await signUp('ALICE', 'prober12@example.com', '198.51.100.12')).statusCode).toBe(429);
+    // A free identifier is never refused by it, from the same addresses.
+    expect((await signUp('newcomer-free', 'free@example.com', '198.51.100.6')).statusCode).toBe(200);
+    expect(events(t, 'request_throttled')).toEqual([
+      expect.objectContaining({ rule: 'R15', ip: '198.51.100.6' }),
+      expect.objectContaining({ rule: 'R15', ip: '198.51.100.12' }),
+    ]);
+    advanceSeconds(3600);
+    expect((await signUp('prober13', 'alice@example.com', '198.51.100.13')).statusCode).toBe(409);
+  });
+
   it('limits nothing and hands out no device token with RATE_LIMITS=off', async () => {
     await start({ RATE_LIMITS: 'off' });
     await failTimes('203.0.113.150', 20);

@@ -442,6 +442,7 @@ describe('loadConfig: login throttling', () => {
         { limit: 3, windowSeconds: 10 },
         { limit: 20, windowSeconds: 3600 },
       ],
+      registrationConflictsPerIdentifier: [{ limit: 5, windowSeconds: 3600 }],
       refreshPerFamily: [{ limit: 10, windowSeconds: 60 }],
       refreshPerIp: [{ limit: 150, windowSeconds: 300 }],
       messagesPerMinute: 30,
@@ -507,9 +508,16 @@ describe('loadConfig: login throttling', () => {
       REGISTER_PER_IP: '3/10',
       REFRESH_PER_FAMILY: '0/60s',
       REFRESH_PER_IP: '150/300s,',
+      REGISTER_CONFLICTS_PER_IDENTIFIER: '5/hour',
     });
-    expect(problems).toHaveLength(4);
-    for (const name of ['TOKEN_PASSWORD_PER_IP', 'REGISTER_PER_IP', 'REFRESH_PER_FAMILY', 'REFRESH_PER_IP']) {
+    expect(problems).toHaveLength(5);
+    for (const name of [
+      'TOKEN_PASSWORD_PER_IP',
+      'REGISTER_PER_IP',
+      'REFRESH_PER_FAMILY',
+      'REFRESH_PER_IP',
+      'REGISTER_CONFLICTS_PER_IDENTIFIER',
+    ]) {
       expect(problems.join('\n')).toMatch(new RegExp(`^${name}=.*count per window`, 'm'));
     }
   });
