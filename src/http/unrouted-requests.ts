@@ -86,8 +86,9 @@ export function registerRequestTargetRules(app: FastifyInstance): void {
 }
 
 /**
- * The request's path as the router matched it: without the query, percent-encoded characters decoded as find-my-way
- * decodes them, so that a rule keyed on a path also holds for `/%74oken`, which reaches the /token route.
+ * The request's path as a rule keyed on paths must see it: without the query, and percent-encoded characters decoded
+ * once, since the router decodes them before matching (`/%74oken` reaches /token). Not the matched route's pattern:
+ * the CORS preflight route matches every path, and 404 and 405 answers match none.
  */
 export function routedPath(request: FastifyRequest): string {
   const url = request.url;

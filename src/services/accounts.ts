@@ -41,7 +41,7 @@ export interface AccountsService {
    * Creates the user and their conversation; throws validation_failed, username_taken, email_taken, or overloaded
    * when the hash is shed.
    */
-  registerUser(registration: Registration, hashing?: HashOptions): Promise<User>;
+  registerUser(registration: Registration, context: RequestContext, hashing?: HashOptions): Promise<User>;
   /**
    * Returns the user whose credentials these are, or why not, in the same time either way; throws overloaded when the
    * verification is shed (nothing was checked).
@@ -126,6 +126,15 @@ export interface AccountsDependencies {
   passwordChecks?: PasswordCheckThrottle;
   /** The link and the notice an email change mails. */
   emailChanges: EmailChangeMailer;
+  /**
+   * Counts a sign-up refused because its username (by its skeleton) or email (canonical) has an account; throws
+   * temporarily_unavailable past R15's cap for that identifier. Absent with RATE_LIMITS=off.
+   */
+  admitRegistrationConflict?: (
+    identifier: 'username' | 'email',
+    key: string,
+    context: RequestContext,
+  ) => Promise<void>;
 }
 
 // Kept word for word from the seed, whose clients may compare it: the first message of every new conversation.
@@ -260,7 +269,7 @@ export function createAccountsService(deps: AccountsDependencies): AccountsServi
   const { users, hasher, policy, clock } = deps;
 
   return {
-    async registerUser(registration, hashing) {
+    async registerUser(registration, context, hashing) {
       const checked = checkAccountFields(registration);
       const problems = 'problems' in checked ? checked.problems : [];
       const password = normalisePassword(registration.password);
@@ -286,7 +295,26 @@ export function createAccountsService(deps: AccountsDependencies): AccountsServi
       }
 
       const passwordHash = await hasher.hash(password, hashing);
-      return users.insertUserWithConversation({ ...account, passwordHash }, WELCOME_MESSAGE, clock.now());
+      try {
+        return await users.insertUserWithConversation(
+          { ...account, passwordHash },
+          WELCOME_MESSAGE,
+          clock.now(),
+        );
+      } catch (error) {
+        // A 409 tells that the name or the address has an account (ASVS 6.3.8): besides R6 per client address, the
+        // conflicts one identifier meets are capped from any address (R15). The username is counted by its skeleton,
+        // which is what makes a lookalike name taken too.
+        const code = error instanceof AppError ? error.code : undefined;
+        if (code === 'username_taken' || code === 'email_taken') {
+          await deps.admitRegistrationConflict?.(
+            code === 'email_taken' ? 'email' : 'username',
+            code === 'email_taken' ? account.emailCanonical : account.usernameSkeleton,
+            context,
+          );
+        }
+        throw error;
+      }
     },
 
     async verifyCredentials(rawUsername, password, hashing) {

@@ -570,19 +570,24 @@ describe.each(dialects)('login throttling over HTTP on %s', (dialect) => {
     expect(refused.json()).toEqual({ detail: 'Too many attempts; retry later.' });
     expect(Number(refused.headers['retry-after'])).toBeGreaterThan(3000);
     expect(refused.headers['cache-control']).toBe('no-store');
-    // The username is its own identifier: the address's cap does not touch it, and its own cap is the same.
+    // The username is its own identifier: the address's cap does not touch it, and its own cap is the same. A
+    // lookalike in another script is taken as the same name, and so counts as the same name: not five more.
+    expect((await signUp('cope', 'cope@example.com', '192.0.2.251')).statusCode).toBe(200);
     for (let n = 7; n <= 11; n += 1) {
-      expect((await signUp('Alice', `prober${n}@example.com`, `198.51.100.${n}`)).statusCode).toBe(409);
+      expect((await signUp('COPE', `prober${n}@example.com`, `198.51.100.${n}`)).statusCode).toBe(409);
     }
-    expect((await signUp('ALICE', 'prober12@example.com', '198.51.100.12')).statusCode).toBe(429);
+    expect((await signUp('cope', 'prober12@example.com', '198.51.100.12')).statusCode).toBe(429);
+    const cyrillic = '\u0441\u043e\u0440\u0435';
+    expect((await signUp(cyrillic, 'prober13@example.com', '198.51.100.13')).statusCode).toBe(429);
     // A free identifier is never refused by it, from the same addresses.
     expect((await signUp('newcomer-free', 'free@example.com', '198.51.100.6')).statusCode).toBe(200);
     expect(events(t, 'request_throttled')).toEqual([
       expect.objectContaining({ rule: 'R15', ip: '198.51.100.6' }),
       expect.objectContaining({ rule: 'R15', ip: '198.51.100.12' }),
+      expect.objectContaining({ rule: 'R15', ip: '198.51.100.13' }),
     ]);
     advanceSeconds(3600);
-    expect((await signUp('prober13', 'alice@example.com', '198.51.100.13')).statusCode).toBe(409);
+    expect((await signUp('prober14', 'alice@example.com', '198.51.100.14')).statusCode).toBe(409);
   });
 
   it('limits nothing and hands out no device token with RATE_LIMITS=off', async () => {

@@ -13,7 +13,12 @@ export const healthRoutes: FastifyPluginAsyncTypebox<{
       url,
       {
         config: { neverShed: true },
-        schema: { summary: 'Liveness: the process answers', tags: ['operations'], response: { 200: Status } },
+        schema: {
+          summary: 'Liveness: the process answers',
+          tags: ['operations'],
+          hide: url === '/health',
+          response: { 200: Status },
+        },
       },
       async () => ({ status: 'ok' }),
     );

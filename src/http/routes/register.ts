@@ -1,5 +1,4 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
-import { AppError } from '../../errors.ts';
 import type { AccountsService } from '../../services/accounts.ts';
 import type { Throttle } from '../../services/throttle.ts';
 import { clientGone, requestContext } from '../request-context.ts';
@@ -12,13 +11,6 @@ import {
   UserResponse,
   ValidationErrorResponse,
 } from '../schemas.ts';
-
-/** Which identifier a refused sign-up found taken, if that is why it was refused. */
-function takenIdentifier(error: unknown): 'username' | 'email' | undefined {
-  if (!(error instanceof AppError)) return undefined;
-  if (error.code === 'email_taken') return 'email';
-  return error.code === 'username_taken' ? 'username' : undefined;
-}
 
 export const registerRoutes: FastifyPluginAsyncTypebox<{
   accounts: AccountsService;
@@ -49,20 +41,11 @@ export const registerRoutes: FastifyPluginAsyncTypebox<{
       },
       async (request, reply) => {
         const { username, email, password, age, level } = request.body;
-        const user = await accounts
-          .registerUser({ username, email, password, age, level }, { signal: clientGone(reply) })
-          .catch(async (error: unknown) => {
-            const taken = takenIdentifier(error);
-            if (throttle && taken) {
-              await throttle.admitRegistrationConflict(
-                taken,
-                taken === 'email' ? email : username,
-                requestContext(request),
-              );
-            }
-            throw error;
-          });
-        requestContext(request).audit('user_registered', { userId: user.id });
+        const context = requestContext(request);
+        const user = await accounts.registerUser({ username, email, password, age, level }, context, {
+          signal: clientGone(reply),
+        });
+        context.audit('user_registered', { userId: user.id });
         return toUserResponse(user);
       },
     );
