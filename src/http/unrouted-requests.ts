@@ -63,11 +63,32 @@ function earlyAnswer(detail: string): { body: string; headers: Record<string, st
   };
 }
 
+// RFC 9112 §3.2 and RFC 3986 §3.2.2-3.2.3: uri-host [":" port], the host an IP literal in brackets or a reg-name
+// (unreserved, percent-encoded and sub-delims characters; an IPv4 address is one too).
+const HOST_FIELD = /^(?:\[[0-9A-Fa-f:.]+\]|(?:[A-Za-z0-9\-._~!$&'()*+,;=]|%[0-9A-Fa-f]{2})*)(?::(\d{0,5}))?$/;
+
+function isValidHostField(host: string): boolean {
+  const match = HOST_FIELD.exec(host);
+  return match !== null && (match[1] === undefined || match[1] === '' || Number(match[1]) <= 65535);
+}
+
+/** Node keeps the first of repeated Host lines; the raw headers still hold them all. */
+function hasRepeatedHost(rawHeaders: string[]): boolean {
+  let seen = false;
+  for (let i = 0; i < rawHeaders.length; i += 2) {
+    if (rawHeaders[i]?.length === 4 && rawHeaders[i]?.toLowerCase() === 'host') {
+      if (seen) return true;
+      seen = true;
+    }
+  }
+  return false;
+}
+
 /**
- * RFC 9112 §3.2: an HTTP/1.1 request without Host is refused with 400. Node's own check (off in app.ts) would answer
- * it bare; here it goes through the error table. §3.2.4: the asterisk form (`GET * HTTP/1.1`) belongs to a
- * server-wide OPTIONS only, and Fastify routed any other method's to `/`. One of the first onRequest hooks: nothing
- * else runs for these.
+ * RFC 9112 §3.2: an HTTP/1.1 request without Host, with more than one Host line or with an invalid Host is refused
+ * with 400. Node's own check (off in app.ts) would answer it bare; here it goes through the error table. §3.2.4: the
+ * asterisk form (`GET * HTTP/1.1`) belongs to a server-wide OPTIONS only, and Fastify routed any other method's to
+ * `/`. One of the first onRequest hooks: nothing else runs for these.
  */
 export function registerRequestTargetRules(app: FastifyInstance): void {
   app.addHook('onRequest', (request, reply, done) => {
@@ -76,12 +97,22 @@ export function registerRequestTargetRules(app: FastifyInstance): void {
       done(new AppError('malformed_request', 'Bad request: the request target * is only for OPTIONS'));
       return;
     }
-    if (request.raw.httpVersion !== '1.1' || request.raw.headers.host !== undefined) {
+    const host = request.raw.headers.host;
+    if (host === undefined) {
+      if (request.raw.httpVersion !== '1.1') {
+        done();
+        return;
+      }
+      reply.header('connection', 'close');
+      done(new AppError('malformed_request', 'A Host header is required'));
+      return;
+    }
+    if (isValidHostField(host) && !hasRepeatedHost(request.raw.rawHeaders)) {
       done();
       return;
     }
     reply.header('connection', 'close');
-    done(new AppError('malformed_request', 'A Host header is required'));
+    done(new AppError('malformed_request', 'Bad request: invalid or repeated Host header'));
   });
 }
 

@@ -241,6 +241,37 @@ describe.each(dialects)('errors at the edges on %s', (dialect) => {
       });
   });
 
+  // RFC 9112 §3.2: "more than one Host header field line or a Host header field with an invalid field value" is a 400.
+  it.each([
+    ['two Host lines', 'Host: x\r\nHost: y'],
+    ['a space in Host', 'Host: a b'],
+    ['a path in Host', 'Host: x/y'],
+    ['userinfo in Host', 'Host: x@y'],
+    ['an unclosed IPv6 literal', 'Host: [::1'],
+    ['a port past 65535', 'Host: x:99999'],
+  ])('answers a request with %s with 400 in the error shape', async (_case, hostLines) => {
+    const answer = parseRawAnswer(
+      await rawExchange(port, `GET /healthz HTTP/1.1\r\n${hostLines}\r\nConnection: close\r\n\r\n`),
+    );
+    expect(answer.statusLine).toBe('HTTP/1.1 400 Bad Request');
+    expect(JSON.parse(answer.body)).toEqual({ detail: 'Bad request: invalid or repeated Host header' });
+  });
+
+  it.each([
+    'Host: localhost',
+    'Host: gatehouse.example.com:8000',
+    'Host: 127.0.0.1:80',
+    'Host: [::1]:8000',
+    'Host: xn--bcher-kva.example',
+    'Host: my_host.internal',
+    'Host:',
+  ])('serves a request with %s', async (hostLine) => {
+    const answer = parseRawAnswer(
+      await rawExchange(port, `GET /healthz HTTP/1.1\r\n${hostLine}\r\nConnection: close\r\n\r\n`),
+    );
+    expect(answer.statusLine).toBe('HTTP/1.1 200 OK');
+  });
+
   it('still serves an HTTP/1.0 request without Host, and a body sent after Expect: 100-continue', async () => {
     const old = parseRawAnswer(await rawExchange(port, 'GET /healthz HTTP/1.0\r\n\r\n'));
     expect(old.statusLine).toMatch(/^HTTP\/1\.1 200 /);
