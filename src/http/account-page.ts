@@ -4,6 +4,7 @@ import fastifyStatic from '@fastify/static';
 import type { FastifyInstance } from 'fastify';
 import { documentationErrorHandler } from './error-handler.ts';
 import { useContentSecurityPolicy } from './security-headers.ts';
+import { routedPath } from './unrouted-requests.ts';
 
 /** Where `npm run build:web` (Vite) writes the page: dist/web at the project's root. */
 export const ACCOUNT_PAGE_DIRECTORY = path.resolve(import.meta.dirname, '..', '..', 'dist', 'web');
@@ -66,7 +67,7 @@ export async function registerAccountPage(
     }
     page.addHook('onSend', async (request, reply) => {
       if (reply.statusCode !== 200 && reply.statusCode !== 304) return;
-      reply.header('cache-control', request.url.startsWith('/assets/') ? IMMUTABLE : REVALIDATE);
+      reply.header('cache-control', routedPath(request).startsWith('/assets/') ? IMMUTABLE : REVALIDATE);
     });
     for (const emailPage of EMAIL_PAGES) {
       const file = path.join(directory, emailPage.file);

@@ -117,6 +117,12 @@ describe('the account page at /', () => {
     expect(style.headers['content-type']).toMatch(/^text\/css/);
   });
 
+  it('caches an asset asked for by a percent-encoded path as the same asset', async () => {
+    const script = await t.app.inject({ method: 'GET', url: '/%61ssets/index-abc123.js' });
+    expect(script.statusCode).toBe(200);
+    expect(script.headers['cache-control']).toBe('public, max-age=31536000, immutable');
+  });
+
   it('leaves every other path to the API: 404 in JSON under the API policy, no-store', async () => {
     for (const url of [
       '/assets/missing.js',
