@@ -12,6 +12,7 @@ import * as addSessionScope from './migrations/2026_12_05_0900_add_session_scope
 import * as addEmailFlows from './migrations/2026_12_06_0900_add_email_flows.ts';
 import * as addSecondFactors from './migrations/2026_12_08_0900_add_second_factors.ts';
 import * as addPasskeys from './migrations/2026_12_09_0900_add_passkeys.ts';
+import * as foldCapitalSharpS from './migrations/2026_12_10_0900_fold_capital_sharp_s.ts';
 
 // An explicit list rather than a folder scan: the order is reviewed, and nothing depends on the cwd.
 const migrations: Record<string, Migration> = {
@@ -27,6 +28,7 @@ const migrations: Record<string, Migration> = {
   '2026_12_06_0900_add_email_flows': addEmailFlows,
   '2026_12_08_0900_add_second_factors': addSecondFactors,
   '2026_12_09_0900_add_passkeys': addPasskeys,
+  '2026_12_10_0900_fold_capital_sharp_s': foldCapitalSharpS,
 };
 
 const provider: MigrationProvider = { getMigrations: async () => migrations };

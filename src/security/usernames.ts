@@ -93,6 +93,15 @@ const SMALL_CAPITALS: Record<string, string> = {
 };
 
 /**
+ * Returns the text case-folded as Unicode's full case folding does (CaseFolding.txt, statuses C and F): upper then
+ * lower case folds ß/SS and ﬁ/fi, and leaves only the capital ẞ (U+1E9E) as ß, which full folding makes "ss" too
+ * (checked against Python's casefold() for every letter up to U+2FFFF).
+ */
+export function foldCase(text: string): string {
+  return text.toUpperCase().toLowerCase().replaceAll('ß', 'ss');
+}
+
+/**
  * Returns the confusable skeleton of a username as it is displayed (trimmed, NFKC, in the case its owner chose):
  * two names that look alike have the same skeleton. UTS #39 §4 (NFD, map through confusables.txt, NFD) on the
  * displayed glyphs, so that capitals meet capitals (`ΒΟΒ` and `bob`, since names are case-insensitive), then case-
@@ -110,6 +119,7 @@ export function usernameSkeleton(display: string): string {
     )
     .toUpperCase()
     .toLowerCase()
+    .replaceAll('ß', 'ss')
     .replace(/([ij])\u0307/g, '$1')
     .normalize('NFD');
 }

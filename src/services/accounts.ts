@@ -11,7 +11,12 @@ import {
   normalisePassword,
   type PasswordHasher,
 } from '../security/passwords.ts';
-import { findUsernameProblem, type UsernameProblem, usernameSkeleton } from '../security/usernames.ts';
+import {
+  findUsernameProblem,
+  foldCase,
+  type UsernameProblem,
+  usernameSkeleton,
+} from '../security/usernames.ts';
 import type { RequestContext } from './request-context.ts';
 
 export interface Registration {
@@ -252,8 +257,7 @@ function findEmailProblem(email: string): FieldProblem | undefined {
 export function normaliseUsername(raw: string): { display: string; canonical: string } | undefined {
   const display = raw.trim().normalize('NFKC');
   if (!USERNAME.test(display)) return undefined;
-  // Upper then lower case folds ß/SS and ﬁ/fi like Unicode full case folding does.
-  return { display, canonical: display.toUpperCase().toLowerCase().normalize('NFKC') };
+  return { display, canonical: foldCase(display).normalize('NFKC') };
 }
 
 /**
@@ -261,7 +265,7 @@ export function normaliseUsername(raw: string): { display: string; canonical: st
  * a username (a password typed into the field), the string case-folded, so that it is counted all the same.
  */
 export function loginIdentifier(raw: string): string {
-  return normaliseUsername(raw)?.canonical ?? raw.trim().normalize('NFKC').toUpperCase().toLowerCase();
+  return normaliseUsername(raw)?.canonical ?? foldCase(raw.trim().normalize('NFKC'));
 }
 
 /** Builds the account rules: registration, credential checks, profile, password and deletion. */

@@ -8,6 +8,7 @@ import type { Role, User } from '../domain/user.ts';
 import { AppError } from '../errors.ts';
 import type { Clock } from '../security/clock.ts';
 import type { SecretBox } from '../security/secret-box.ts';
+import { foldCase } from '../security/usernames.ts';
 import { type AccountChange, createAccountControls } from './account-controls.ts';
 import { normaliseUsername } from './accounts.ts';
 import { type ActivityPage, type AuditTrail, decodeActivityCursor, encodeActivityCursor } from './audit.ts';
@@ -192,7 +193,7 @@ export function createOperatorService(deps: OperatorDependencies): OperatorServi
         });
       }
       // Canonical columns are case-folded; so is the search, the same way usernames are.
-      const folded = search?.trim().normalize('NFKC').toUpperCase().toLowerCase();
+      const folded = search === undefined ? undefined : foldCase(search.trim().normalize('NFKC'));
       const size = Math.min(Math.max(1, limit), MAX_USER_PAGE_SIZE);
       const found = await users.searchUsers({ search: folded || undefined, limit: size + 1, afterId });
       const page = found.slice(0, size);

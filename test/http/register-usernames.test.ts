@@ -60,6 +60,24 @@ describe.each(dialects)('POST /register/ with lookalike usernames on %s', (diale
     }
   });
 
+  // Unicode full case folding (CaseFolding.txt, status F) maps both ß and the capital ẞ (U+1E9E) to "ss"; upper then
+  // lower case turned ẞ into ß alone, so Weiẞ and weiß were two accounts.
+  it.each([
+    ['Weiẞ', 'weiß'],
+    ['daß', 'DAẞ'],
+    ['Straẞe', 'STRASSE'],
+  ])('folds the capital sharp s as the small one: %s, then %s, is username_taken', async (first, second) => {
+    expect((await register(first)).statusCode).toBe(200);
+    const response = await register(second);
+    expect(response.statusCode, second).toBe(409);
+    expect(response.json().code).toBe('username_taken');
+  });
+
+  it('logs in to a name with ẞ by any of its case forms', async () => {
+    await register('Groẞ');
+    for (const name of ['Groẞ', 'groß', 'GROSS', 'gross']) await loginToken(t.app, name);
+  });
+
   it('logs in by the name as registered, not by a lookalike of it', async () => {
     await register('hanna');
     await loginToken(t.app, 'Hanna');
