@@ -24,8 +24,8 @@ async function foldSharpS(db: AnyDb): Promise<void> {
   for (const row of rows) {
     const canonical = row.username_canonical.replaceAll('ß', 'ss');
     const skeleton = (row.username_skeleton ?? '').replaceAll('ß', 'ss');
-    // Two accounts the old folding kept apart and the new one merges (Kloẞ beside kloss): the older keeps the
-    // name; this one keeps its former forms, which no login reaches any more, for an operator to rename.
+    // Two accounts the old folding kept apart and the new one merges (Kloẞ beside kloss): the other keeps the name;
+    // this one keeps its former forms, which no login by name reaches any more (a passkey still does).
     const other = await db
       .selectFrom('users')
       .select('id')
