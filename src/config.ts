@@ -75,7 +75,7 @@ const EnvSchema = Type.Object({
   IP_FAILS_PER_DAY: Type.Integer({ default: 100, minimum: 1, maximum: 10000000 }),
   TOKEN_PASSWORD_PER_IP: Type.String({ default: '150/300s,30/60s' }),
   REGISTER_PER_IP: Type.String({ default: '3/10s,20/3600s' }),
-  REGISTER_CONFLICTS_PER_IDENTIFIER: Type.String({ default: '5/3600s' }),
+  REGISTER_CONFLICTS_PER_IDENTIFIER: Type.String({ default: '30/3600s' }),
   REFRESH_PER_FAMILY: Type.String({ default: '10/60s' }),
   REFRESH_PER_IP: Type.String({ default: '150/300s' }),
   MAIL_PER_ADDRESS: Type.String({ default: '1/60s,5/3600s' }),

@@ -70,7 +70,7 @@ const PASSKEY_OPTIONS_PER_IP: readonly RateWindow[] = [
   { limit: 30, windowSeconds: 60 },
   { limit: 300, windowSeconds: 3600 },
 ];
-const REGISTER_CONFLICTS_PER_IDENTIFIER: readonly RateWindow[] = [{ limit: 5, windowSeconds: 3600 }];
+const REGISTER_CONFLICTS_PER_IDENTIFIER: readonly RateWindow[] = [{ limit: 30, windowSeconds: 3600 }];
 
 /** One password login as throttling sees it, before its password is checked. */
 export interface LoginAttempt {

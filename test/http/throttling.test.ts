@@ -551,8 +551,8 @@ describe.each(dialects)('login throttling over HTTP on %s', (dialect) => {
 
   // Checklist 21 / ASVS 6.3.8: a 409 tells that a username or email has an account. Besides R6 per address, the
   // sign-ups that met one taken identifier are capped per identifier (R15), from any address; free ones never are.
-  it('answers 429 past 5 sign-ups an hour that met one taken username or email, from any address (R15)', async () => {
-    await start({ REGISTER_PER_IP: '1000/10s' });
+  it("answers 429 past R15's sign-ups an hour that met one taken username or email, from any address", async () => {
+    await start({ REGISTER_PER_IP: '1000/10s', REGISTER_CONFLICTS_PER_IDENTIFIER: '5/3600s' });
     const signUp = (username: string, email: string, from: string) =>
       t.app.inject({
         method: 'POST',

@@ -442,7 +442,7 @@ describe('loadConfig: login throttling', () => {
         { limit: 3, windowSeconds: 10 },
         { limit: 20, windowSeconds: 3600 },
       ],
-      registrationConflictsPerIdentifier: [{ limit: 5, windowSeconds: 3600 }],
+      registrationConflictsPerIdentifier: [{ limit: 30, windowSeconds: 3600 }],
       refreshPerFamily: [{ limit: 10, windowSeconds: 60 }],
       refreshPerIp: [{ limit: 150, windowSeconds: 300 }],
       messagesPerMinute: 30,
