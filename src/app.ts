@@ -270,7 +270,7 @@ export async function buildApp(
                 app.log.warn({ err: error }, 'clearing login failures after a password change failed'),
               ),
           passwordChecks: passwordChecksOf(throttling.throttle),
-          admitRegistrationConflict: throttling.throttle.admitRegistrationConflict,
+          admitIdentifierConflict: throttling.throttle.admitIdentifierConflict,
         }
       : {}),
   });

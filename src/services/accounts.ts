@@ -35,7 +35,9 @@ export interface IssuedToken {
 
 /** What an email change needs besides the profile update: the link to the new address and the old address's notice. */
 export interface EmailChangeMailer {
-  /** Returns the token and mails of a change to `newEmail`; throws temporarily_unavailable past R10, R12 or R9. */
+  /** Counts a change the user asks for, to a free or a taken address; throws temporarily_unavailable past R10 or R12. */
+  admit(user: User, context: RequestContext): Promise<void>;
+  /** Returns the token and mails of an admitted change to `newEmail`; throws temporarily_unavailable past R9. */
   prepare(user: User, newEmail: string, context: RequestContext): Promise<IssuedToken>;
   /** Tells the sender that the change's mails are in the outbox, once its transaction committed. */
   queued(): void;
@@ -132,10 +134,10 @@ export interface AccountsDependencies {
   /** The link and the notice an email change mails. */
   emailChanges: EmailChangeMailer;
   /**
-   * Counts a sign-up refused because its username (by its skeleton) or email (canonical) has an account; throws
-   * temporarily_unavailable past R15's cap for that identifier. Absent with RATE_LIMITS=off.
+   * Counts a sign-up or an email change refused because a username (by its skeleton) or an email (canonical) it names
+   * has an account; throws temporarily_unavailable past R15's cap for that identifier. Absent with RATE_LIMITS=off.
    */
-  admitRegistrationConflict?: (
+  admitIdentifierConflict?: (
     identifier: 'username' | 'email',
     key: string,
     context: RequestContext,
@@ -311,7 +313,7 @@ export function createAccountsService(deps: AccountsDependencies): AccountsServi
         // which is what makes a lookalike name taken too.
         const code = error instanceof AppError ? error.code : undefined;
         if (code === 'username_taken' || code === 'email_taken') {
-          await deps.admitRegistrationConflict?.(
+          await deps.admitIdentifierConflict?.(
             code === 'email_taken' ? 'email' : 'username',
             code === 'email_taken' ? account.emailCanonical : account.usernameSkeleton,
             context,
@@ -386,14 +388,18 @@ export function createAccountsService(deps: AccountsDependencies): AccountsServi
           ],
         });
       }
-      // The change's limits first (per client address, per user and per address asked for): a 409 says the address
-      // has an account, so asking it costs the same places as a change that goes through (ASVS 6.3.8).
-      const issued =
-        newEmail !== undefined && previous
-          ? await deps.emailChanges.prepare(previous, newEmail, context)
-          : undefined;
-      if (newEmail !== undefined && (await users.findUserByEmail(canonicalEmail(newEmail)))) {
-        throw new AppError('email_taken', 'Email already registered');
+      let issued: IssuedToken | undefined;
+      if (newEmail !== undefined && previous) {
+        // A 409 says the address has an account (ASVS 6.3.8): asking for a taken address costs the places a change
+        // costs per client address and per user, and a place of the address's own conflicts (R15). R9 counts mails
+        // to an address, and a taken one is mailed nothing.
+        await deps.emailChanges.admit(previous, context);
+        const canonical = canonicalEmail(newEmail);
+        if (await users.findUserByEmail(canonical)) {
+          await deps.admitIdentifierConflict?.('email', canonical, context);
+          throw new AppError('email_taken', 'Email already registered');
+        }
+        issued = await deps.emailChanges.prepare(previous, newEmail, context);
       }
       const user = await users.updateUserProfile(
         userId,

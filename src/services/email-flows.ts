@@ -125,10 +125,12 @@ function issueToken(
 /** Builds what an email change mails: a verify_email link to the new address, a notice to the old one. */
 export function createEmailChangeMailer(deps: EmailLinkDependencies): EmailChangeMailer {
   return {
-    async prepare(user, newEmail, context) {
-      // A stolen session must not make the service mail one address after another, from one client or many.
+    // A stolen session must not make the service mail one address after another, from one client or many.
+    async admit(user, context) {
       await deps.throttle?.admitMailRequest(context);
       await deps.throttle?.admitEmailChange(user.id, context);
+    },
+    async prepare(user, newEmail, context) {
       await deps.throttle?.admitMailTo(newEmail, context);
       const { token, link } = issueToken(deps, user, newEmail, 'verify_email');
       return {

@@ -10,8 +10,8 @@ import type { RequestContext } from './request-context.ts';
  * THROTTLING.md §2: R1–R4 count failed logins, R5–R7 cap requests per client address, R7 also per session; R8 caps
  * the messages a user posts. R9 caps the mails asked for one address, R10 the mail requests and R11 the token
  * submissions of one client address, R12 the email changes of one user. R13 locks a user's second factor; R14 caps the
- * passwordless passkey options (each stores a challenge) one client address asks for. R15 caps the sign-ups that met
- * one taken username or email, whatever their address.
+ * passwordless passkey options (each stores a challenge) one client address asks for. R15 caps the sign-ups and email
+ * changes that met one taken username or email, whatever their client address.
  */
 export type ThrottleRule =
   | 'R1'
@@ -137,12 +137,12 @@ export interface Throttle {
   /** R14: throws temporarily_unavailable when this client address asks for passkey assertion options too often. */
   admitPasskeyOptions(context: RequestContext): Promise<void>;
   /**
-   * Counts a sign-up refused because its username or email has an account (R15, per identifier, from any address);
-   * throws temporarily_unavailable past the cap, so that the 409 that tells it cannot be asked for without end.
+   * Counts a sign-up or an email change refused because an identifier it names has an account (R15, per identifier,
+   * from any address): `key` is the identifier as the accounts compare it. Throws temporarily_unavailable past it.
    */
-  admitRegistrationConflict(
+  admitIdentifierConflict(
     identifier: 'username' | 'email',
-    value: string,
+    key: string,
     context: RequestContext,
   ): Promise<void>;
 }
@@ -238,7 +238,7 @@ export function createThrottle(counters: CounterStore, policy: ThrottlePolicy, k
   const tokenSubmissionsPerIp = windows('r11', policy.emailTokenPerIp);
   const emailChangesPerUser = windows('r12', policy.emailChangePerUser);
   const passkeyOptionsPerIp = windows('r14', policy.passkeyOptionsPerIp ?? PASSKEY_OPTIONS_PER_IP);
-  const registrationConflicts = windows(
+  const identifierConflicts = windows(
     'r15',
     policy.registrationConflictsPerIdentifier ?? REGISTER_CONFLICTS_PER_IDENTIFIER,
   );
@@ -423,14 +423,7 @@ export function createThrottle(counters: CounterStore, policy: ThrottlePolicy, k
         context,
       ),
     // Keyed as R9's addresses: the store holds no username or address in clear.
-    admitRegistrationConflict: (identifier, value, context) =>
-      refuseRequest(
-        'R15',
-        registrationConflicts,
-        addressKey(
-          `${identifier}:${identifier === 'email' ? canonicalEmail(value) : loginIdentifier(value)}`,
-        ),
-        context,
-      ),
+    admitIdentifierConflict: (identifier, key, context) =>
+      refuseRequest('R15', identifierConflicts, addressKey(`${identifier}:${key}`), context),
   };
 }

@@ -345,7 +345,12 @@ describe.each(dialects)('email change limits on %s (RATE_LIMITS=on)', (dialect) 
   let t: TestApp;
   beforeAll(async () => {
     t = await buildTestApp(dialect, {
-      env: { RATE_LIMITS: 'on', REGISTER_PER_IP: '1000/10s', MAIL_REQUEST_PER_IP: '3/3600s' },
+      env: {
+        RATE_LIMITS: 'on',
+        REGISTER_PER_IP: '1000/10s',
+        MAIL_REQUEST_PER_IP: '3/3600s',
+        REGISTER_CONFLICTS_PER_IDENTIFIER: '2/3600s',
+      },
     });
   });
   afterAll(async () => {
@@ -409,6 +414,30 @@ describe.each(dialects)('email change limits on %s (RATE_LIMITS=on)', (dialect) 
       expect(refused.statusCode).toBe(429);
       expect(refused.json()).toEqual({ detail: 'Too many attempts; retry later.' });
     }
+  });
+
+  // R9 counts the mails asked for one address: a taken address gets none, so asking for it twice in a minute (as a
+  // client that retries, or a test of case-insensitivity) is 409 both times, not 429.
+  it('answers 409 again to a second change to the same taken address within the minute', async () => {
+    const user = await registerUser(t.app, { username: 'retrier', email: 'retrier@example.com' });
+    await registerUser(t.app, { username: 'holder', email: 'holder@example.com' });
+    const accessToken = await login(user.username, '198.51.100.95');
+    for (const email of ['holder@example.com', 'HOLDER@example.com']) {
+      expect((await changeEmail(accessToken, email, '198.51.100.95')).statusCode, email).toBe(409);
+    }
+  });
+
+  it('caps the changes that met one taken address, from any user and address (R15, as sign-ups)', async () => {
+    const taken = await registerUser(t.app, { username: 'wanted', email: 'wanted@example.com' });
+    const askers = await Promise.all(
+      [1, 2, 3].map((n) => registerUser(t.app, { username: `asker${n}`, email: `asker${n}@example.com` })),
+    );
+    const answers = [];
+    for (const [i, asker] of askers.entries()) {
+      const accessToken = await login(asker.username, `198.51.100.${110 + i}`);
+      answers.push((await changeEmail(accessToken, taken.email, `198.51.100.${110 + i}`)).statusCode);
+    }
+    expect(answers).toEqual([409, 409, 429]);
   });
 
   it('counts email changes among the mail requests of a client address (R10)', async () => {
