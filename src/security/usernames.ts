@@ -94,8 +94,9 @@ const SMALL_CAPITALS: Record<string, string> = {
 
 /**
  * Returns the text case-folded as Unicode's full case folding does (CaseFolding.txt, statuses C and F): upper then
- * lower case folds ß/SS and ﬁ/fi, and leaves only the capital ẞ (U+1E9E) as ß, which full folding makes "ss" too
- * (checked against Python's casefold() for every letter up to U+2FFFF).
+ * lower case folds ß/SS and ﬁ/fi, and leaves only the capital ẞ (U+1E9E) as ß, which full folding makes "ss" too.
+ * Against Python's str.casefold, letter by letter up to U+2FFFF, it makes the same classes but one: the dotless ı
+ * meets i, as upper case makes both I (lookalikes, which usernames keep apart nowhere anyway).
  */
 export function foldCase(text: string): string {
   return text.toUpperCase().toLowerCase().replaceAll('ß', 'ss');
@@ -110,16 +111,14 @@ export function foldCase(text: string): string {
  * and the seed command's names (`seed-<n in base 36>`) rely on it.
  */
 export function usernameSkeleton(display: string): string {
-  return display
+  const prototypes = display
     .normalize('NFD')
     .replace(/[^\0-\x7f]/gu, (character) =>
       isDecimalDigit(character)
         ? String(character.codePointAt(0)! - digitZero(character))
         : prototypeOf(character),
-    )
-    .toUpperCase()
-    .toLowerCase()
-    .replaceAll('ß', 'ss')
+    );
+  return foldCase(prototypes)
     .replace(/([ij])\u0307/g, '$1')
     .normalize('NFD');
 }
