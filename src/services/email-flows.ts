@@ -296,8 +296,10 @@ export function createEmailFlowsService(deps: EmailFlowsDependencies): EmailFlow
       const needsFactor = await secondFactorNeeded(user, proof);
       // Hashed before the proof is spent: a hash shed under load must not cost the user a recovery code.
       const passwordHash = await deps.hasher.hash(password, context.signal ? { signal: context.signal } : {});
-      if (needsFactor && !(await deps.secondFactors?.spendSecondFactor(user.id, proof, context)))
-        throw invalidSecondFactor();
+      const spent = needsFactor
+        ? await deps.secondFactors?.spendSecondFactor(user.id, proof, context)
+        : undefined;
+      if (needsFactor && !spent) throw invalidSecondFactor();
       const reset = await flows.resetPassword(tokenHash, passwordHash, clock.now(), (changed) => [
         mail.compose({
           userId: changed.id,
@@ -306,8 +308,12 @@ export function createEmailFlowsService(deps: EmailFlowsDependencies): EmailFlow
           values: { username: changed.username },
         }),
       ]);
-      // Spent by a parallel reset between the look-up and here, or mailed to an address the account no longer has.
-      if (!reset) throw await refused('reset_password', tokenHash, context);
+      // Spent by a parallel reset between the look-up and here, or mailed to an address the account no longer has: a
+      // recovery code this reset spent is given back, as a login's that loses its mfa_token is.
+      if (!reset) {
+        await spent?.release?.();
+        throw await refused('reset_password', tokenHash, context);
+      }
       deps.mailQueued?.();
       context.audit('password_reset', { userId: reset.user.id, ended: reset.endedSessions });
       // The reset is committed: a counter store that fails now must not turn it into a 5xx the user would retry.

@@ -182,14 +182,16 @@ export interface MfaService extends SecondFactors {
   ): Promise<SecondFactorLogin>;
   /**
    * Checks and spends one second factor of the user (a code's step, a recovery code, or a passkey's assertion for a
-   * password_reset challenge of this user: the one route outside a login that takes a passkey), counted by R13; returns the method, or undefined for a wrong, replayed or
-   * locked-out one. A proof with an assertion is checked as the assertion alone: the caller sees to "exactly one".
+   * password_reset challenge of this user: the one route outside a login that takes a passkey), counted by R13; returns
+   * the method, with `release` to give a recovery code back when what it was spent for did not happen, or undefined for
+   * a wrong, replayed or locked-out one. A proof with an assertion is checked as the assertion alone: the caller sees to
+   * "exactly one".
    */
   spendSecondFactor(
     userId: number,
     proof: LoginSecondFactorProof,
     context: RequestContext,
-  ): Promise<SecondFactorMethod | undefined>;
+  ): Promise<Pick<SpentProof, 'method' | 'release'> | undefined>;
 }
 
 export interface MfaDependencies {
@@ -223,7 +225,7 @@ const sealContext = (factorId: string, userId: number) => `mfa_factors:totp:${fa
 const hashingOf = (context: RequestContext): HashOptions =>
   context.signal ? { signal: context.signal } : {};
 /** A proof checked and spent; `release` gives back a recovery code when what it was spent for did not happen. */
-interface SpentProof {
+export interface SpentProof {
   method: SecondFactorMethod;
   amr: 'otp' | 'hwk' | 'swk';
   release?: () => Promise<void>;
@@ -329,16 +331,16 @@ export function createMfaService(deps: MfaDependencies): MfaService {
     return passed;
   };
 
-  const spendSecondFactor: MfaService['spendSecondFactor'] = async (userId, proof, context) =>
-    (await spend(userId, proof, context, 'password_reset'))?.method;
+  const spendSecondFactor: MfaService['spendSecondFactor'] = (userId, proof, context) =>
+    spend(userId, proof, context, 'password_reset');
 
   const alreadyEnrolled = () =>
     new AppError('mfa_already_enrolled', 'An authenticator app is already set up');
 
   const requireSecondFactor = async (userId: number, proof: SecondFactorProof, context: RequestContext) => {
-    const method = await spendSecondFactor(userId, proof, context);
-    if (!method) throw invalidSecondFactor();
-    return method;
+    const spent = await spendSecondFactor(userId, proof, context);
+    if (!spent) throw invalidSecondFactor();
+    return spent.method;
   };
 
   const secondFactorRequired = () => new AppError('second_factor_required', 'A second factor is required');

@@ -817,4 +817,34 @@ describe.each(dialects)('password reset of an MFA account when its hash is shed,
     expect(done.statusCode, done.body).toBe(204);
     expect((await f.passwordGrant(user.username, NEW_PASSWORD)).statusCode).toBe(403);
   });
+  // Found from outside: of two parallel resets with one link, the one that lost the link had spent its recovery code.
+  it('gives back the recovery code of a parallel reset that lost the link', async () => {
+    const user = await f.enrolledUser();
+    await f.inject({ method: 'POST', url: '/password/forgot', payload: { email: user.email } });
+    await t.app.backgroundWork.settled();
+    const resetToken = await mailedToken(t.database, user.email, 'password_reset');
+    const answers = await Promise.all(
+      [0, 1].map((i) =>
+        f.inject({
+          method: 'POST',
+          url: '/password/reset',
+          payload: { token: resetToken, new_password: NEW_PASSWORD, recovery_code: user.recoveryCodes[i] },
+        }),
+      ),
+    );
+    expect(answers.map((answer) => answer.statusCode).sort()).toEqual([204, 400]);
+    const loser = answers.findIndex((answer) => answer.statusCode === 400);
+    const login = await f.passwordGrant(user.username, NEW_PASSWORD);
+    const signedIn = await f.inject({
+      method: 'POST',
+      url: '/token',
+      payload: {
+        grant_type: MFA_GRANT,
+        mfa_token: login.json().mfa_token,
+        recovery_code: user.recoveryCodes[loser],
+      },
+    });
+    expect(signedIn.statusCode, signedIn.body).toBe(200);
+    expect((await f.status(signedIn.json().access_token)).recovery_codes_left).toBe(8);
+  });
 });
