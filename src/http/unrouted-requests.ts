@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { type IncomingMessage, type ServerResponse, STATUS_CODES } from 'node:http';
+import { isIPv6 } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { AppError } from '../errors.ts';
@@ -63,13 +64,19 @@ function earlyAnswer(detail: string): { body: string; headers: Record<string, st
   };
 }
 
-// RFC 9112 §3.2 and RFC 3986 §3.2.2-3.2.3: uri-host [":" port], the host an IP literal in brackets or a reg-name
-// (unreserved, percent-encoded and sub-delims characters; an IPv4 address is one too).
-const HOST_FIELD = /^(?:\[[0-9A-Fa-f:.]+\]|(?:[A-Za-z0-9\-._~!$&'()*+,;=]|%[0-9A-Fa-f]{2})*)(?::(\d{0,5}))?$/;
+// RFC 9112 §3.2 and RFC 3986 §3.2.2-3.2.3: uri-host [":" port], the host an IP literal in brackets (an IPv6 address,
+// without a zone, or an IPvFuture) or a reg-name (unreserved, percent-encoded and sub-delims characters; an IPv4
+// address is one too).
+const HOST_FIELD = /^(?:\[([^\]]*)\]|(?:[A-Za-z0-9\-._~!$&'()*+,;=]|%[0-9A-Fa-f]{2})*)(?::(\d{0,5}))?$/;
+const IP_FUTURE = /^v[0-9A-Fa-f]+\.[A-Za-z0-9\-._~!$&'()*+,;=:]+$/;
 
 function isValidHostField(host: string): boolean {
   const match = HOST_FIELD.exec(host);
-  return match !== null && (match[1] === undefined || match[1] === '' || Number(match[1]) <= 65535);
+  if (match === null) return false;
+  const [, literal, port] = match;
+  if (literal !== undefined && !IP_FUTURE.test(literal) && (literal.includes('%') || !isIPv6(literal)))
+    return false;
+  return port === undefined || port === '' || Number(port) <= 65535;
 }
 
 /** Node keeps the first of repeated Host lines; the raw headers still hold them all. */

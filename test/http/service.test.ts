@@ -249,6 +249,9 @@ describe.each(dialects)('errors at the edges on %s', (dialect) => {
     ['userinfo in Host', 'Host: x@y'],
     ['an unclosed IPv6 literal', 'Host: [::1'],
     ['a port past 65535', 'Host: x:99999'],
+    ['brackets around no IPv6 address', 'Host: [:::]'],
+    ['brackets around a number', 'Host: [1]'],
+    ['an IPv6 address with a zone', 'Host: [fe80::1%eth0]'],
   ])('answers a request with %s with 400 in the error shape', async (_case, hostLines) => {
     const answer = parseRawAnswer(
       await rawExchange(port, `GET /healthz HTTP/1.1\r\n${hostLines}\r\nConnection: close\r\n\r\n`),
@@ -262,6 +265,8 @@ describe.each(dialects)('errors at the edges on %s', (dialect) => {
     'Host: gatehouse.example.com:8000',
     'Host: 127.0.0.1:80',
     'Host: [::1]:8000',
+    'Host: [::ffff:127.0.0.1]',
+    'Host: [v1.fe]:80',
     'Host: xn--bcher-kva.example',
     'Host: my_host.internal',
     'Host:',
