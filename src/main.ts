@@ -3,6 +3,7 @@ import { execFileSync } from 'node:child_process';
 import cluster from 'node:cluster';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import type { Server } from 'node:http';
+import type { Socket } from 'node:net';
 import { setPriority, userInfo } from 'node:os';
 import { createInterface } from 'node:readline/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -123,6 +124,28 @@ function deprioritiseThreadpool(priority: Config['hashThreadPriority']): string 
   return failure;
 }
 
+/**
+ * Tracks the server's connections; returns what closes those holding no request that the server is answering. Node's
+ * closeIdleConnections leaves a connection that has not sent a whole request (a load balancer's spare connection, a
+ * client still sending its headers): none holds an accepted request, yet each would hold the exit until its request
+ * timeout, past the grace period.
+ */
+function connectionCloser(server: Server): () => void {
+  const sockets = new Set<Socket>();
+  server.on('connection', (socket: Socket) => {
+    sockets.add(socket);
+    socket.once('close', () => sockets.delete(socket));
+  });
+  return () => {
+    server.closeIdleConnections();
+    // Node sets a socket's _httpMessage to the response it is writing, from the request's arrival to the response's
+    // end; its own closeIdleConnections reads it the same way.
+    for (const socket of sockets) {
+      if (!(socket as Socket & { _httpMessage?: unknown })._httpMessage) socket.destroy();
+    }
+  };
+}
+
 async function prepareDatabase(config: Config): Promise<OpenedDatabase> {
   try {
     // Workers find the database prepared by their primary; only the primary reports what it mended.
@@ -229,6 +252,8 @@ async function serve(config: Config): Promise<void> {
   if (notLowered)
     app.log.warn(`HASH_THREAD_PRIORITY=${config.hashThreadPriority} not fully applied: ${notLowered}`);
 
+  const closeAppConnections = connectionCloser(app.server);
+  const closeMetricsConnections = metricsServer && connectionCloser(metricsServer);
   let shuttingDown = false;
   // A worker may get its stop twice (the primary's and the one a terminal or systemd sends to the whole group);
   // close-with-grace would take the second as "exit now", so workers handle signals themselves.
@@ -247,10 +272,11 @@ async function serve(config: Config): Promise<void> {
       }
       const closing = app.close();
       metricsServer?.close();
-      // Keep-alive sockets whose request finished after close() began would otherwise hold the process open.
+      // Connections that hold no request being answered would otherwise hold the process open: keep-alive sockets
+      // whose request finished after close() began, and those that have not sent a whole request yet.
       const sweep = setInterval(() => {
-        app.server.closeIdleConnections();
-        metricsServer?.closeIdleConnections();
+        closeAppConnections();
+        closeMetricsConnections?.();
       }, 50);
       await closing.finally(() => clearInterval(sweep));
       await handle.close();
