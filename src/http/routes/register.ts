@@ -20,13 +20,6 @@ export const registerRoutes: FastifyPluginAsyncTypebox<{
     // Before the body is even read: every attempt counts (R6), and a refused one costs no parsing or hashing.
     app.addHook('onRequest', (request) => throttle.admitRegistration(requestContext(request)));
   }
-  // The seed (FastAPI) reads a body that names no type as JSON, and its clients may send one so
-  // (`requests.post(url, data=json.dumps(user))`). Only here: no cookie rides on a registration, so a body a
-  // cross-site page can send without a preflight gains it nothing.
-  app.addHook('onRequest', (request, _reply, done) => {
-    if (request.headers['content-type'] === undefined) request.headers['content-type'] = 'application/json';
-    done();
-  });
   for (const url of ['/register/', '/register']) {
     app.post(
       url,
