@@ -1,6 +1,8 @@
 import { isUtf8 } from 'node:buffer';
+import { Busboy, type BusboyHeaders, type BusboyInstance } from '@fastify/busboy';
 import { parse as parseQueryString } from 'fast-querystring';
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { AppError } from '../errors.ts';
 
 // Read as the error table's malformed body: 422 json_invalid, or 400 invalid_request on the token endpoint.
 const malformed = (message: string, code: string) =>
@@ -118,4 +120,71 @@ export function registerFormParser(app: FastifyInstance): void {
       done(null, parseQueryString(text));
     },
   );
+}
+
+const MULTIPART = 'multipart/form-data';
+// More parts than any grant has parameters is no login form.
+const MAX_MULTIPART_PARTS = 32;
+
+const acceptsMultipart = (request: FastifyRequest): boolean => {
+  const body = request.routeOptions.schema?.body as { content?: Record<string, unknown> } | undefined;
+  return body?.content?.[MULTIPART] !== undefined;
+};
+
+/**
+ * multipart/form-data bodies, which FastAPI reads for Form fields as it reads urlencoded ones (`curl -F` sends them):
+ * only on a route whose body schema names the type, text fields only, each name once, all of it UTF-8. Elsewhere the
+ * type stays unsupported (415), as it was before this parser.
+ */
+export function registerMultipartParser(app: FastifyInstance): void {
+  app.addContentTypeParser(MULTIPART, { parseAs: 'buffer' }, (request, body, done) => {
+    if (!acceptsMultipart(request)) {
+      done(new AppError('unsupported_media_type', 'Unsupported Media Type'), undefined);
+      return;
+    }
+    const bytes = body as Buffer;
+    // A text field's bytes must be UTF-8, as in a form; file parts are refused below, so the whole body must be.
+    if (!isUtf8(bytes)) {
+      done(notUtf8(), undefined);
+      return;
+    }
+    const refuse = (message: string) => malformed(message, 'GATEHOUSE_MULTIPART_INVALID');
+    const fields: Record<string, string> = {};
+    let problem: Error | undefined;
+    let settled = false;
+    const settle = (error: Error | undefined) => {
+      if (settled) return;
+      settled = true;
+      // A null-prototype copy, as fast-querystring gives: a field named __proto__ stays a field.
+      if (error) done(error, undefined);
+      else done(null, Object.assign(Object.create(null), fields));
+    };
+    let parser: BusboyInstance;
+    try {
+      parser = Busboy({
+        headers: request.headers as BusboyHeaders,
+        limits: { parts: MAX_MULTIPART_PARTS, fieldNameSize: 100, fieldSize: bytes.length },
+      });
+    } catch (error) {
+      done(refuse(`The multipart body cannot be read: ${(error as Error).message}`), undefined);
+      return;
+    }
+    parser.on('field', (name, value, nameTruncated, valueTruncated) => {
+      if (nameTruncated || valueTruncated) problem ??= refuse('A multipart field is too long');
+      else if (Object.hasOwn(fields, name)) problem ??= refuse(`The parameter ${name} is given twice`);
+      else fields[name] = value;
+    });
+    parser.on('file', (_name, stream) => {
+      stream.resume();
+      problem ??= refuse('Files are not accepted here: send text fields');
+    });
+    parser.on('partsLimit', () => {
+      problem ??= refuse(`A multipart body holds at most ${MAX_MULTIPART_PARTS} parts`);
+    });
+    parser.on('error', (error: unknown) => {
+      settle(problem ?? refuse(`The multipart body cannot be read: ${(error as Error).message}`));
+    });
+    parser.on('finish', () => settle(problem));
+    parser.end(bytes);
+  });
 }

@@ -43,6 +43,110 @@ describe.each(dialects)('POST /token on %s', (dialect) => {
   const token = (payload: string | object, headers: Record<string, string> = FORM, url = '/token') =>
     t.app.inject({ method: 'POST', url, headers, payload });
 
+  /** A multipart/form-data body as curl -F or a browser FormData sends it: its bytes and its content type. */
+  const multipart = async (fields: [string, string | Blob][]) => {
+    const data = new FormData();
+    for (const [name, value] of fields) data.append(name, value);
+    const encoded = new Response(data);
+    return {
+      payload: Buffer.from(await encoded.arrayBuffer()),
+      headers: { 'content-type': encoded.headers.get('content-type') as string },
+    };
+  };
+
+  it('issues a bearer token for a multipart/form-data body, which the seed (FastAPI Form fields) accepts', async () => {
+    const { payload, headers } = await multipart([
+      ['grant_type', 'password'],
+      ['username', 'Alice'],
+      ['password', STRONG_PASSWORD],
+    ]);
+    const response = await token(payload, headers);
+    expect(response.statusCode).toBe(200);
+    expect(response.json().token_type).toBe('bearer');
+    expect(response.headers['cache-control']).toBe('no-store');
+  });
+
+  it('answers a wrong password sent as multipart as it answers a form: 400 invalid_grant', async () => {
+    const { payload, headers } = await multipart([
+      ['username', 'Alice'],
+      ['password', 'not the password at all'],
+    ]);
+    const response = await token(payload, headers);
+    expect(response.statusCode).toBe(400);
+    expect(response.json()).toEqual(INVALID_GRANT);
+  });
+
+  it.each([
+    [
+      'a file part',
+      [
+        ['username', 'Alice'],
+        ['password', new Blob([STRONG_PASSWORD])],
+      ] as [string, string | Blob][],
+    ],
+    [
+      'a repeated field',
+      [
+        ['username', 'Alice'],
+        ['password', STRONG_PASSWORD],
+        ['password', 'x'],
+      ] as [string, string | Blob][],
+    ],
+  ])('refuses a multipart body with %s: 400 invalid_request', async (_what, fields) => {
+    const { payload, headers } = await multipart(fields);
+    const response = await token(payload, headers);
+    expect(response.statusCode).toBe(400);
+    expect(response.json().error).toBe('invalid_request');
+  });
+
+  it.each([
+    [
+      'no boundary',
+      'multipart/form-data',
+      '--x\r\nContent-Disposition: form-data; name="username"\r\n\r\nAlice\r\n--x--\r\n',
+    ],
+    [
+      'a body cut short',
+      'multipart/form-data; boundary=x',
+      '--x\r\nContent-Disposition: form-data; name="username"\r\n\r\nAli',
+    ],
+    [
+      'a part without a name',
+      'multipart/form-data; boundary=x',
+      '--x\r\nContent-Disposition: form-data\r\n\r\nAlice\r\n--x--\r\n',
+    ],
+  ])(
+    'refuses a malformed multipart body (%s): 400 invalid_request, never a 5xx',
+    async (_what, type, body) => {
+      const response = await token(body, { 'content-type': type });
+      expect(response.statusCode).toBe(400);
+      expect(response.json().error).toBe('invalid_request');
+    },
+  );
+
+  it('refuses a multipart field that is not UTF-8, as a form field: 400', async () => {
+    const body = Buffer.concat([
+      Buffer.from('--x\r\nContent-Disposition: form-data; name="username"\r\n\r\nAlice\r\n--x\r\n'),
+      Buffer.from('Content-Disposition: form-data; name="password"\r\n\r\n'),
+      Buffer.from([0x70, 0xe9, 0x73]),
+      Buffer.from('\r\n--x--\r\n'),
+    ]);
+    const response = await token(body, { 'content-type': 'multipart/form-data; boundary=x' });
+    expect(response.statusCode).toBe(400);
+    expect(response.json().error).toBe('invalid_request');
+  });
+
+  it('keeps multipart off the routes that take JSON: POST /register/ answers 415 as before', async () => {
+    const { payload, headers } = await multipart([
+      ['username', 'Multi'],
+      ['email', 'multi@example.com'],
+      ['password', STRONG_PASSWORD],
+    ]);
+    const response = await t.app.inject({ method: 'POST', url: '/register/', headers, payload });
+    expect(response.statusCode).toBe(415);
+    expect(response.json()).toHaveProperty('detail');
+  });
+
   it('issues a bearer token for the form body OAuth2 clients and Swagger UI send', async () => {
     const response = await token(
       form({

@@ -7,7 +7,7 @@ import type { LoginSecondFactorProof } from '../../services/mfa.ts';
 import type { RequestContext } from '../../services/request-context.ts';
 import { ACCOUNT_DISABLED } from '../../services/session-state.ts';
 import type { SessionsService, TokenGrant } from '../../services/sessions.ts';
-import { registerFormParser } from '../body-parsers.ts';
+import { registerFormParser, registerMultipartParser } from '../body-parsers.ts';
 import { requestContext } from '../request-context.ts';
 import {
   MfaRequiredResponse,
@@ -125,6 +125,7 @@ export const tokenRoutes: FastifyPluginAsyncTypebox<{
   passwordless?: boolean | undefined;
 }> = async (app, { login, sessions, cookies, passwordless }) => {
   registerFormParser(app);
+  registerMultipartParser(app);
 
   const refreshFromCookie = async (
     request: FastifyRequest,
@@ -161,7 +162,7 @@ export const tokenRoutes: FastifyPluginAsyncTypebox<{
         summary:
           'Get tokens: password grant (log in), the MFA grant (its second factor) or refresh_token grant (stay logged in)',
         description:
-          'Accepts application/x-www-form-urlencoded (RFC 6749, as OAuth2 clients and Swagger UI send it) or JSON. ' +
+          'Accepts application/x-www-form-urlencoded (RFC 6749, as OAuth2 clients and Swagger UI send it), multipart/form-data (as FastAPI reads Form fields; curl -F) or JSON. ' +
           'grant_type may be omitted (FastAPI compatibility: password) or be "password" or "refresh_token". ' +
           'Every refresh rotates the refresh token; a spent one presented again after the grace window ends the session. ' +
           '`scope` (space-separated) narrows the token: conversation:read, conversation:write (both by default), and ' +
@@ -171,7 +172,13 @@ export const tokenRoutes: FastifyPluginAsyncTypebox<{
           'recovery_code, or challenge_id with webauthn_response. Any refusal of that grant is 400 invalid_grant. ' +
           'Access tokens carry amr (RFC 8176: ["pwd"], ["pwd","otp","mfa"], ...) and auth_time, kept through refreshes.',
         tags: ['tokens'],
-        body: FORM_OR_JSON(TokenRequestBody),
+        body: {
+          content: {
+            ...FORM_OR_JSON(TokenRequestBody).content,
+            // FastAPI reads its Form fields from multipart bodies too, so the seed's clients may send one (curl -F).
+            'multipart/form-data': { schema: TokenRequestBody },
+          },
+        },
         response: {
           200: TokenResponse,
           400: OAuthErrorResponse,
