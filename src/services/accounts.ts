@@ -1,4 +1,3 @@
-import { domainToASCII, domainToUnicode } from 'node:url';
 import type { QueuedMail } from '../db/email-outbox.ts';
 import type { NewOneTimeToken } from '../db/one-time-tokens.ts';
 import type { Credentials, NewUser, UsersRepository } from '../db/users.ts';
@@ -154,58 +153,16 @@ const USERNAME = /^[\p{L}\p{Nd}._-]{3,32}$/u;
 export const MAX_AGE = 150;
 /** RFC 5321's limit on a whole address. */
 export const MAX_EMAIL_LENGTH = 254;
-// ajv-formats' full `email` format, in its two halves, widened as FastAPI's EmailStr (email-validator) reads an
-// address: the local part may hold letters, marks and digits of any script (RFC 6531), and the domain may be an
-// internationalised one, judged by its A-label form (RFC 5891). Fastify's validator takes it from here (app.ts), so that
-// the schemas' format: 'email' and the import of the FastAPI seed judge an address alike.
-const LOCAL_PART = /^[\p{L}\p{M}\p{Nd}!#$%&'*+/=?^_`{|}~-]+(?:\.[\p{L}\p{M}\p{Nd}!#$%&'*+/=?^_`{|}~-]+)*$/u;
-const ASCII_DOMAIN = /^(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?\.)+[a-z0-9](?:[a-z0-9-]*[a-z0-9])?$/i;
-const ASCII = /^[\x20-\x7e]*$/;
-/** RFC 5321 §4.5.3.1.1, which EmailStr enforces too: in octets, so a non-ASCII local part counts its UTF-8 bytes. */
-const MAX_LOCAL_PART_BYTES = 64;
-
-/** An address's local part and domain, split at its last @; undefined without one. */
-function splitEmail(email: string): { local: string; domain: string } | undefined {
-  const at = email.lastIndexOf('@');
-  if (at <= 0) return undefined;
-  return { local: email.slice(0, at), domain: email.slice(at + 1) };
-}
+// ajv-formats' full `email` format. Fastify's validator takes it from here (app.ts), so that the schemas' format:
+// 'email' and the import of the FastAPI seed judge an address alike.
+const EMAIL_ADDRESS =
+  /^[a-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[a-z0-9!#$%&'*+/=?^_`{|}~-]+)*@(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?\.)+[a-z0-9](?:[a-z0-9-]*[a-z0-9])?$/i;
 
 /**
- * Returns the domain as DNS and SMTP servers read it, lower-case ASCII (an internationalised one as its A-label:
- * `bücher.de` is `xn--bcher-kva.de`), or undefined when it is no domain name. An ASCII domain must already be one: the
- * URL host parser would read `1.2.3.4` or `a..b` too.
+ * The form an email address is compared, looked up and counted in: trimmed and case-folded (addresses are ASCII here,
+ * and no provider tells letter cases apart). Every comparison of addresses goes through it.
  */
-export function asciiDomain(domain: string): string | undefined {
-  if (ASCII.test(domain)) return ASCII_DOMAIN.test(domain) ? domain.toLowerCase() : undefined;
-  // RFC 5891 §4.2.3.1 on the U-labels: the A-label of `-bücher` is `xn---bcher-kva`, which hides the hyphen.
-  if (domain.split('.').some((label) => label === '' || label.startsWith('-') || label.endsWith('-')))
-    return undefined;
-  const ascii = domainToASCII(domain);
-  if (ascii === '' || ascii.length > 253 || !ASCII_DOMAIN.test(ascii)) return undefined;
-  // UTS 46 maps some characters away (a zero-width space, a full-width dot): a domain must be written as it reads.
-  return domainToUnicode(ascii) === domain.toLowerCase().normalize('NFC') ? ascii : undefined;
-}
-
-/** The address to hand to the mail server: its domain as the A-label, which every SMTP server reads. */
-export function mailboxForDelivery(email: string): string {
-  const parts = splitEmail(email);
-  const domain = parts && asciiDomain(parts.domain);
-  return parts && domain ? `${parts.local}@${domain}` : email;
-}
-
-/**
- * The form an email address is compared, looked up and counted in: trimmed, case-folded (no provider tells letter
- * cases apart), the local part in NFC and the domain as its A-label, so that `josé@bücher.de` in any case or
- * spelling is one address. Every comparison of addresses goes through it.
- */
-export function canonicalEmail(email: string): string {
-  const trimmed = email.trim();
-  const parts = splitEmail(trimmed);
-  const domain = parts && asciiDomain(parts.domain);
-  if (!parts || !domain) return trimmed.toLowerCase();
-  return `${parts.local.normalize('NFC').toLowerCase()}@${domain}`;
-}
+export const canonicalEmail = (email: string): string => email.trim().toLowerCase();
 
 /**
  * Judges a new password (registration, change, reset) by the policy, with the account's username and email, and the
@@ -220,15 +177,7 @@ export function checkNewPassword(
 }
 
 /** Whether the text is an email address, as the schemas' `email` format reads one. */
-export function isEmailAddress(email: string): boolean {
-  const parts = splitEmail(email);
-  return (
-    parts !== undefined &&
-    LOCAL_PART.test(parts.local) &&
-    Buffer.byteLength(parts.local) <= MAX_LOCAL_PART_BYTES &&
-    asciiDomain(parts.domain) !== undefined
-  );
-}
+export const isEmailAddress = (email: string) => EMAIL_ADDRESS.test(email);
 
 /** The fields of a new account (registration's, or an imported user's) that its rules judge. */
 export interface AccountFields {
@@ -294,14 +243,15 @@ function findEmailProblem(email: string): FieldProblem | undefined {
   if (email.length > MAX_EMAIL_LENGTH) {
     return { loc, msg: `String should have at most ${MAX_EMAIL_LENGTH} characters`, type: 'string_too_long' };
   }
-  if (Buffer.byteLength(email.slice(0, Math.max(0, email.lastIndexOf('@')))) > MAX_LOCAL_PART_BYTES) {
+  if (!isEmailAddress(email)) return { loc, msg: 'value is not a valid email address', type: 'value_error' };
+  // RFC 5321 §4.5.3.1.1, which FastAPI's EmailStr enforces too.
+  if (email.lastIndexOf('@') > 64) {
     return {
       loc,
       msg: 'value is not a valid email address: the part before @ is longer than 64 characters',
       type: 'value_error',
     };
   }
-  if (!isEmailAddress(email)) return { loc, msg: 'value is not a valid email address', type: 'value_error' };
   return undefined;
 }
 

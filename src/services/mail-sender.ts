@@ -1,6 +1,5 @@
 import type { ClaimedMail, EmailOutboxRepository } from '../db/email-outbox.ts';
 import type { Clock } from '../security/clock.ts';
-import { mailboxForDelivery } from './accounts.ts';
 import type { MailRenderer } from './mail.ts';
 
 /** What the sender hands to an SMTP server (outbound/smtp.ts in production). */
@@ -122,12 +121,7 @@ export function createMailSender(options: MailSenderOptions): MailSender {
       return;
     }
     try {
-      await transport.send({
-        from,
-        to: mailboxForDelivery(mail.recipient),
-        ...rendered,
-        messageId: messageIdOf(mail, from),
-      });
+      await transport.send({ from, to: mail.recipient, ...rendered, messageId: messageIdOf(mail, from) });
     } catch (error) {
       const reason = (error as Error).message;
       const outcome = await outboxCall(() => outbox.markMailFailed(mail, reason, nowMs()));
