@@ -126,6 +126,26 @@ const MULTIPART = 'multipart/form-data';
 // More parts than any grant has parameters is no login form.
 const MAX_MULTIPART_PARTS = 32;
 
+const IDENTITY_TRANSFER_ENCODINGS = new Set(['7bit', '8bit', 'binary']);
+const BOUNDARY = /;\s*boundary=(?:"([^"]+)"|([^;\s]+))/i;
+const PART_CHARSET = /^content-type:[^\r\n]*;\s*charset\s*=\s*"?([^";\s\r\n]+)/im;
+
+/**
+ * Returns the charset a part's headers name when it is not UTF-8, or undefined. Busboy would decode such a part in
+ * that charset: a UTF-8 password labelled Latin-1 would be read as other characters, and fail as a wrong password.
+ */
+function partInOtherCharset(text: string, contentType: string): string | undefined {
+  const match = BOUNDARY.exec(contentType);
+  const boundary = match?.[1] ?? match?.[2];
+  if (!boundary) return undefined;
+  for (const part of text.split(`--${boundary}`)) {
+    const headersEnd = part.indexOf('\r\n\r\n');
+    const charset = PART_CHARSET.exec(headersEnd < 0 ? part : part.slice(0, headersEnd))?.[1];
+    if (charset && !/^utf-?8$/i.test(charset)) return charset;
+  }
+  return undefined;
+}
+
 const acceptsMultipart = (request: FastifyRequest): boolean => {
   const body = request.routeOptions.schema?.body as { content?: Record<string, unknown> } | undefined;
   return body?.content?.[MULTIPART] !== undefined;
@@ -149,15 +169,20 @@ export function registerMultipartParser(app: FastifyInstance): void {
       return;
     }
     const refuse = (message: string) => malformed(message, 'GATEHOUSE_MULTIPART_INVALID');
-    const fields: Record<string, string> = {};
+    const otherCharset = partInOtherCharset(bytes.toString('utf8'), request.headers['content-type'] ?? '');
+    if (otherCharset) {
+      done(refuse(`A multipart part names the charset ${otherCharset}: send UTF-8`), undefined);
+      return;
+    }
+    // Null-prototype, as fast-querystring's: a field named __proto__ is a field, as in a form.
+    const fields: Record<string, string> = Object.create(null);
     let problem: Error | undefined;
     let settled = false;
     const settle = (error: Error | undefined) => {
       if (settled) return;
       settled = true;
-      // A null-prototype copy, as fast-querystring gives: a field named __proto__ stays a field.
       if (error) done(error, undefined);
-      else done(null, Object.assign(Object.create(null), fields));
+      else done(null, fields);
     };
     let parser: BusboyInstance;
     try {
@@ -169,8 +194,13 @@ export function registerMultipartParser(app: FastifyInstance): void {
       done(refuse(`The multipart body cannot be read: ${(error as Error).message}`), undefined);
       return;
     }
-    parser.on('field', (name, value, nameTruncated, valueTruncated) => {
+    parser.on('field', (name, value, nameTruncated, valueTruncated, transferEncoding) => {
       if (nameTruncated || valueTruncated) problem ??= refuse('A multipart field is too long');
+      // RFC 7578 §4.7: senders do not encode parts; a quoted-printable or base64 field would be read undecoded.
+      else if (!IDENTITY_TRANSFER_ENCODINGS.has(transferEncoding.toLowerCase()))
+        problem ??= refuse(
+          `A multipart part has the transfer encoding ${transferEncoding}: send it as it is`,
+        );
       else if (Object.hasOwn(fields, name)) problem ??= refuse(`The parameter ${name} is given twice`);
       else fields[name] = value;
     });

@@ -132,7 +132,10 @@ const responses: Record<ErrorCode, (error: AppError, style: ErrorStyle) => Rende
       : { status: 413, body: { detail: 'Request body is too large' } },
   unsupported_media_type: (error, style) =>
     style === 'oauth'
-      ? oauthError('invalid_request', 'The request body must be application/x-www-form-urlencoded or JSON')
+      ? oauthError(
+          'invalid_request',
+          'The request body must be a form (application/x-www-form-urlencoded; multipart/form-data on /token) or JSON',
+        )
       : { status: 415, body: { detail: error.message } },
   unstorable_value: (error, style) =>
     style === 'oauth'

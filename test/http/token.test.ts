@@ -99,30 +99,54 @@ describe.each(dialects)('POST /token on %s', (dialect) => {
     expect(response.json().error).toBe('invalid_request');
   });
 
+  /** A multipart body with Alice's right credentials, its parts written out; `extra` goes into the password's part. */
+  const credentialsBody = (extraPasswordHeaders = '', tail = '--x--\r\n') =>
+    '--x\r\nContent-Disposition: form-data; name="username"\r\n\r\nAlice\r\n' +
+    `--x\r\nContent-Disposition: form-data; name="password"\r\n${extraPasswordHeaders}\r\n${STRONG_PASSWORD}\r\n${tail}`;
+
+  it('reads the credentials of a hand-written multipart body: 200', async () => {
+    const response = await token(credentialsBody(), { 'content-type': 'multipart/form-data; boundary=x' });
+    expect(response.statusCode, response.body).toBe(200);
+  });
+
   it.each([
-    [
-      'no boundary',
-      'multipart/form-data',
-      '--x\r\nContent-Disposition: form-data; name="username"\r\n\r\nAlice\r\n--x--\r\n',
-    ],
+    ['no boundary', 'multipart/form-data', credentialsBody()],
     [
       'a body cut short',
       'multipart/form-data; boundary=x',
-      '--x\r\nContent-Disposition: form-data; name="username"\r\n\r\nAli',
+      credentialsBody('', '--x\r\nContent-Disposition: form-data; name="scope"\r\n\r\nconv'),
     ],
     [
-      'a part without a name',
+      'a part in another charset',
       'multipart/form-data; boundary=x',
-      '--x\r\nContent-Disposition: form-data\r\n\r\nAlice\r\n--x--\r\n',
+      credentialsBody('Content-Type: text/plain; charset=iso-8859-1\r\n'),
+    ],
+    [
+      'a part with a transfer encoding',
+      'multipart/form-data; boundary=x',
+      credentialsBody('Content-Transfer-Encoding: quoted-printable\r\n'),
     ],
   ])(
-    'refuses a malformed multipart body (%s): 400 invalid_request, never a 5xx',
+    'refuses a malformed multipart body (%s), right credentials and all: 400 invalid_request',
     async (_what, type, body) => {
       const response = await token(body, { 'content-type': type });
-      expect(response.statusCode).toBe(400);
+      expect(response.statusCode, response.body).toBe(400);
       expect(response.json().error).toBe('invalid_request');
     },
   );
+
+  it('accepts a part that names UTF-8 as its charset', async () => {
+    const body = credentialsBody('Content-Type: text/plain; charset="UTF-8"\r\n');
+    const response = await token(body, { 'content-type': 'multipart/form-data; boundary=x' });
+    expect(response.statusCode, response.body).toBe(200);
+  });
+
+  it('answers a field named __proto__ as the form parser does', async () => {
+    const asForm = await token(`__proto__=x&username=Alice&password=${encodeURIComponent(STRONG_PASSWORD)}`);
+    const body = `--x\r\nContent-Disposition: form-data; name="__proto__"\r\n\r\nx\r\n${credentialsBody()}`;
+    const asMultipart = await token(body, { 'content-type': 'multipart/form-data; boundary=x' });
+    expect(asMultipart.statusCode).toBe(asForm.statusCode);
+  });
 
   it('refuses a multipart field that is not UTF-8, as a form field: 400', async () => {
     const body = Buffer.concat([

@@ -113,7 +113,10 @@ const TABLE: Record<ErrorCode, Record<ErrorStyle, Expected>> = {
   },
   unsupported_media_type: {
     fastapi: detail(415, MESSAGE),
-    oauth: oauth('invalid_request', 'The request body must be application/x-www-form-urlencoded or JSON'),
+    oauth: oauth(
+      'invalid_request',
+      'The request body must be a form (application/x-www-form-urlencoded; multipart/form-data on /token) or JSON',
+    ),
   },
   unstorable_value: {
     fastapi: {
