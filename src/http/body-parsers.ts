@@ -125,6 +125,8 @@ export function registerFormParser(app: FastifyInstance): void {
 const MULTIPART = 'multipart/form-data';
 // More parts than any grant has parameters is no login form.
 const MAX_MULTIPART_PARTS = 32;
+// No parameter of a grant has a longer name.
+const MAX_MULTIPART_NAME_LENGTH = 100;
 
 const IDENTITY_TRANSFER_ENCODINGS = new Set(['7bit', '8bit', 'binary']);
 const BOUNDARY = /;\s*boundary=(?:"([^"]+)"|([^;\s]+))/i;
@@ -188,14 +190,16 @@ export function registerMultipartParser(app: FastifyInstance): void {
     try {
       parser = Busboy({
         headers: request.headers as BusboyHeaders,
-        limits: { parts: MAX_MULTIPART_PARTS, fieldNameSize: 100, fieldSize: bytes.length },
+        limits: { parts: MAX_MULTIPART_PARTS, fieldSize: bytes.length },
       });
     } catch (error) {
       done(refuse(`The multipart body cannot be read: ${(error as Error).message}`), undefined);
       return;
     }
     parser.on('field', (name, value, nameTruncated, valueTruncated, transferEncoding) => {
-      if (nameTruncated || valueTruncated) problem ??= refuse('A multipart field is too long');
+      // This busboy never reports a name as truncated, so the name's limit is checked here.
+      if (nameTruncated || valueTruncated || name.length > MAX_MULTIPART_NAME_LENGTH)
+        problem ??= refuse('A multipart field is too long');
       // RFC 7578 §4.7: senders do not encode parts; a quoted-printable or base64 field would be read undecoded.
       else if (!IDENTITY_TRANSFER_ENCODINGS.has(transferEncoding.toLowerCase()))
         problem ??= refuse(
@@ -205,6 +209,8 @@ export function registerMultipartParser(app: FastifyInstance): void {
       else fields[name] = value;
     });
     parser.on('file', (_name, stream) => {
+      // A file part cut short errs on its own stream: unheard, that error would end the process.
+      stream.on('error', () => {});
       stream.resume();
       problem ??= refuse('Files are not accepted here: send text fields');
     });

@@ -135,6 +135,30 @@ describe.each(dialects)('POST /token on %s', (dialect) => {
     },
   );
 
+  it.each([
+    ['a file part', 'name="f"; filename="a"\r\n'],
+    ['an octet-stream part', 'name="username"\r\nContent-Type: application/octet-stream\r\n'],
+  ])('survives %s cut short: 400, and the app still answers', async (_what, disposition) => {
+    const body = `--x\r\nContent-Disposition: form-data; ${disposition}\r\nx`;
+    const response = await token(body, { 'content-type': 'multipart/form-data; boundary=x' });
+    expect(response.statusCode).toBe(400);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    const after = await token(credentialsBody(), { 'content-type': 'multipart/form-data; boundary=x' });
+    expect(after.statusCode).toBe(200);
+  });
+
+  it.each([
+    ['UTF-16', credentialsBody('Content-Type: text/plain; charset=utf-16le\r\n')],
+    [
+      'a field name past 100 characters',
+      `--x\r\nContent-Disposition: form-data; name="${'n'.repeat(200)}"\r\n\r\nx\r\n${credentialsBody()}`,
+    ],
+  ])('refuses %s in a multipart body: 400 invalid_request', async (_what, body) => {
+    const response = await token(body, { 'content-type': 'multipart/form-data; boundary=x' });
+    expect(response.statusCode).toBe(400);
+    expect(response.json().error).toBe('invalid_request');
+  });
+
   it('accepts a part that names UTF-8 as its charset', async () => {
     const body = credentialsBody('Content-Type: text/plain; charset="UTF-8"\r\n');
     const response = await token(body, { 'content-type': 'multipart/form-data; boundary=x' });
