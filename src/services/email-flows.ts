@@ -24,6 +24,7 @@ import type { MailComposer } from './mail.ts';
 import { invalidSecondFactor, type LoginSecondFactorProof, type MfaService } from './mfa.ts';
 import type { CeremonyOptions, PasskeysService } from './passkeys.ts';
 import type { RequestContext } from './request-context.ts';
+import { isAccountUsable } from './session-state.ts';
 import type { Throttle } from './throttle.ts';
 
 export interface EmailFlowsService {
@@ -204,7 +205,8 @@ export function createEmailFlowsService(deps: EmailFlowsDependencies): EmailFlow
     // A link mailed to an address the account has since left is no owner's: refused before a factor is spent on it.
     const owner = await tokens.findLiveResetToken(tokenHash, clock.now());
     const user = owner && (await users.findUserById(owner.userId));
-    if (!user) throw await refused('reset_password', tokenHash, context);
+    // A disabled account is shut to its user, password included, until an operator enables it again.
+    if (!user || !isAccountUsable(user)) throw await refused('reset_password', tokenHash, context);
     return { user, tokenHash };
   };
 
@@ -270,7 +272,8 @@ export function createEmailFlowsService(deps: EmailFlowsDependencies): EmailFlow
       await admitMailRequest(email, context);
       background.run('password reset request', async () => {
         const user = await users.findUserByEmail(canonicalEmail(email));
-        if (!user) return;
+        // Answered as for an unknown address: a disabled account's reset would be refused at its link anyway.
+        if (!user || !isAccountUsable(user)) return;
         const { token, link } = issueToken(deps, user, user.email, 'reset_password');
         const resetMail = mail.compose({
           userId: user.id,

@@ -3,6 +3,7 @@ import { createUsersRepository } from '../../src/db/users.ts';
 import { discoverBearerRoutes, routeName } from '../support/bearer-routes.ts';
 import { buildTestApp, registerUser, STRONG_PASSWORD, type TestApp } from '../support/build-test-app.ts';
 import { dialects } from '../support/dialects.ts';
+import { mailedToken, outboxMails } from '../support/outbox.ts';
 
 const form = (fields: Record<string, string>) => new URLSearchParams(fields).toString();
 const FORM = { 'content-type': 'application/x-www-form-urlencoded' };
@@ -98,6 +99,38 @@ describe.each(dialects)('disabled accounts on %s', (dialect) => {
       expect(response.statusCode, routeName(route)).toBe(401);
       expect(response.headers['www-authenticate'], routeName(route)).toBe('Bearer error="invalid_token"');
     }
+  });
+
+  const forgot = (email: string) =>
+    t.app.inject({ method: 'POST', url: '/password/forgot', payload: { email } });
+  const reset = (resetToken: string) =>
+    t.app.inject({
+      method: 'POST',
+      url: '/password/reset',
+      payload: { token: resetToken, new_password: 'a brand new passphrase here' },
+    });
+
+  it('answers a reset request for a disabled account 202 as for any address, and mails nothing', async () => {
+    const { user } = await newAccount('dagny');
+    await disable(user.id);
+    const before = (await outboxMails(t.database)).length;
+    const response = await forgot(user.email);
+    await t.app.backgroundWork.settled();
+    expect(response.statusCode).toBe(202);
+    expect((await outboxMails(t.database)).slice(before)).toEqual([]);
+  });
+
+  it('refuses a reset link mailed before the account was disabled: 400 invalid_token, the password unchanged', async () => {
+    const { user } = await newAccount('dalia');
+    expect((await forgot(user.email)).statusCode).toBe(202);
+    await t.app.backgroundWork.settled();
+    const link = await mailedToken(t.database, user.email, 'password_reset');
+    await disable(user.id);
+    const response = await reset(link);
+    expect(response.statusCode).toBe(400);
+    expect(response.json().error).toBe('invalid_token');
+    await enable(user.id);
+    expect((await login('dalia')).statusCode).toBe(200);
   });
 
   it('lets an enabled account log in again', async () => {
