@@ -196,15 +196,19 @@ export function registerMultipartParser(app: FastifyInstance): void {
       done(refuse(`The multipart body cannot be read: ${(error as Error).message}`), undefined);
       return;
     }
-    parser.on('field', (name, value, nameTruncated, valueTruncated, transferEncoding) => {
+    // Busboy calls these outside this function's stack: a throw in one would end the process, so none may throw.
+    parser.on('field', (name: unknown, value, nameTruncated, valueTruncated, transferEncoding: unknown) => {
+      // A part without a name (RFC 7578 §4.2 requires one) comes with none at all.
+      if (typeof name !== 'string' || name === '') problem ??= refuse('A multipart part has no field name');
       // This busboy never reports a name as truncated, so the name's limit is checked here.
-      if (nameTruncated || valueTruncated || name.length > MAX_MULTIPART_NAME_LENGTH)
+      else if (nameTruncated || valueTruncated || name.length > MAX_MULTIPART_NAME_LENGTH)
         problem ??= refuse('A multipart field is too long');
       // RFC 7578 §4.7: senders do not encode parts; a quoted-printable or base64 field would be read undecoded.
-      else if (!IDENTITY_TRANSFER_ENCODINGS.has(transferEncoding.toLowerCase()))
-        problem ??= refuse(
-          `A multipart part has the transfer encoding ${transferEncoding}: send it as it is`,
-        );
+      else if (
+        typeof transferEncoding !== 'string' ||
+        !IDENTITY_TRANSFER_ENCODINGS.has(transferEncoding.toLowerCase())
+      )
+        problem ??= refuse('A multipart part has a transfer encoding: send it as it is');
       else if (Object.hasOwn(fields, name)) problem ??= refuse(`The parameter ${name} is given twice`);
       else fields[name] = value;
     });

@@ -159,6 +159,19 @@ describe.each(dialects)('POST /token on %s', (dialect) => {
     expect(response.json().error).toBe('invalid_request');
   });
 
+  it.each([
+    ['no name', 'Content-Disposition: form-data'],
+    ['an empty name', 'Content-Disposition: form-data; name=""'],
+  ])('refuses a part with %s, and the app still answers', async (_what, disposition) => {
+    const body = `--x\r\n${disposition}\r\n\r\nx\r\n${credentialsBody()}`;
+    const response = await token(body, { 'content-type': 'multipart/form-data; boundary=x' });
+    expect(response.statusCode, response.body).toBe(400);
+    expect(response.json().error).toBe('invalid_request');
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    const after = await token(credentialsBody(), { 'content-type': 'multipart/form-data; boundary=x' });
+    expect(after.statusCode).toBe(200);
+  });
+
   it('accepts a part that names UTF-8 as its charset', async () => {
     const body = credentialsBody('Content-Type: text/plain; charset="UTF-8"\r\n');
     const response = await token(body, { 'content-type': 'multipart/form-data; boundary=x' });
