@@ -1,3 +1,4 @@
+import { canonicalEmail, sameAddress } from '../domain/email.ts';
 import type { User } from '../domain/user.ts';
 import { AppError } from '../errors.ts';
 import { type QueuedMail, queueMail } from './email-outbox.ts';
@@ -7,7 +8,6 @@ import {
   findOneTimeTokenUser,
   insertTokenWithMails,
   type NewOneTimeToken,
-  sameAddress,
   spendTokensOfUser,
 } from './one-time-tokens.ts';
 import type { Db } from './schema.ts';
@@ -112,7 +112,7 @@ export function createEmailFlowsRepository(db: Db): EmailFlowsRepository {
                 ? { email_verified_at_ms: nowMs }
                 : {
                     email: current.pending_email as string,
-                    email_canonical: (current.pending_email as string).toLowerCase(),
+                    email_canonical: canonicalEmail(current.pending_email as string),
                     pending_email: null,
                     email_verified_at_ms: nowMs,
                     updated_at_ms: nowMs,
@@ -155,7 +155,7 @@ export function createEmailFlowsRepository(db: Db): EmailFlowsRepository {
             updated_at_ms: nowMs,
           }))
           .where('id', '=', owner.userId)
-          .where('email_canonical', '=', owner.email.toLowerCase())
+          .where('email_canonical', '=', canonicalEmail(owner.email))
           .returning(userColumns)
           .executeTakeFirst();
         if (!row) return undefined;

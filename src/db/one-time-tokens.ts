@@ -1,4 +1,5 @@
-import { type Kysely, sql, type Transaction } from 'kysely';
+import { type ExpressionBuilder, type Kysely, sql, type Transaction } from 'kysely';
+import { canonicalEmail, sameAddress } from '../domain/email.ts';
 import { type QueuedMail, queueMail } from './email-outbox.ts';
 import type { Database, Db } from './schema.ts';
 
@@ -8,14 +9,11 @@ export type Executor = Kysely<Database> | Transaction<Database>;
 export interface NewOneTimeToken {
   userId: number;
   purpose: string;
-  /** The address the token is mailed to: it proves that address and no other. */
+  /** The address the token is mailed to: it proves that address and no other. Stored in its canonical form. */
   email: string;
   tokenHash: string;
   expiresAt: Date;
 }
-
-/** Whether a token's address is the account's: addresses compare without case, as their unique index does. */
-export const sameAddress = (a: string, b: string) => a.toLowerCase() === b.toLowerCase();
 
 /** Whose token it was, and the address it was mailed to. */
 export interface OneTimeTokenOwner {
@@ -50,7 +48,7 @@ export async function insertOneTimeToken(
     .set({ consumed_at_ms: nowMs })
     .where('user_id', '=', token.userId)
     .where('purpose', '=', token.purpose)
-    .where(lowerEmail, '=', token.email.toLowerCase())
+    .where((eb) => isAddress(eb, canonicalEmail(token.email)))
     .where('consumed_at_ms', 'is', null)
     .execute();
   // Expired rows open nothing; dropping them here keeps a few rows per user without a pruning job.
@@ -64,7 +62,7 @@ export async function insertOneTimeToken(
     .values({
       user_id: token.userId,
       purpose: token.purpose,
-      email: token.email,
+      email: canonicalEmail(token.email),
       token_hash: token.tokenHash,
       created_at_ms: nowMs,
       expires_at_ms: token.expiresAt.getTime(),
@@ -73,8 +71,12 @@ export async function insertOneTimeToken(
     .execute();
 }
 
-// Addresses are ASCII (the schemas' email format): lower() folds them alike on both databases.
-const lowerEmail = sql<string>`lower(email)`;
+/**
+ * Whether a token's address is this canonical one. Tokens are stored with the canonical address; those stored before
+ * (addresses were ASCII then) with the address as written, which lower() folds to its canonical form on both databases.
+ */
+const isAddress = (eb: ExpressionBuilder<Database, 'one_time_tokens'>, emailCanonical: string) =>
+  eb.or([eb('email', '=', emailCanonical), eb(sql<string>`lower(email)`, '=', emailCanonical)]);
 
 /**
  * Spends every unconsumed token of the user inside the caller's transaction: no link mailed before works any more.
@@ -92,7 +94,9 @@ export async function spendTokensOfUser(
     .where('user_id', '=', userId)
     .where('consumed_at_ms', 'is', null)
     .$if(except !== undefined, (query) =>
-      query.where('purpose', '=', except!.purpose).where(lowerEmail, '<>', except!.emailCanonical),
+      query
+        .where('purpose', '=', except!.purpose)
+        .where((eb) => eb.not(isAddress(eb, except!.emailCanonical))),
     )
     .execute();
 }

@@ -1,4 +1,5 @@
 import { sql } from 'kysely';
+import { canonicalEmail } from '../domain/email.ts';
 import { type Level, ROLES, type Role, type User } from '../domain/user.ts';
 import { AppError } from '../errors.ts';
 import type { QueuedMail } from './email-outbox.ts';
@@ -291,7 +292,7 @@ export function createUsersRepository(db: Db): UsersRepository {
                 if (abandons) {
                   await spendTokensOfUser(trx, id, now.getTime(), {
                     purpose: 'verify_email',
-                    emailCanonical: updated.email.toLowerCase(),
+                    emailCanonical: canonicalEmail(updated.email),
                   });
                 }
                 if (issued) await insertTokenWithMails(trx, issued.token, issued.mails, now);

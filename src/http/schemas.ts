@@ -1,7 +1,8 @@
 import type { FastifyRequest } from 'fastify';
 import Type, { type Static } from 'typebox';
+import { MAX_EMAIL_LENGTH } from '../domain/email.ts';
 import { LEVELS, ROLES, type User } from '../domain/user.ts';
-import { MAX_AGE, MAX_EMAIL_LENGTH } from '../services/accounts.ts';
+import { MAX_AGE } from '../services/accounts.ts';
 import type { PasskeyRecord } from '../services/passkeys.ts';
 import { accountRecord } from '../services/records.ts';
 

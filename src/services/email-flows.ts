@@ -2,6 +2,7 @@ import type { PublicKeyCredentialRequestOptionsJSON } from '@simplewebauthn/serv
 import type { EmailFlowsRepository } from '../db/email-flows.ts';
 import type { NewOneTimeToken, OneTimeTokensRepository } from '../db/one-time-tokens.ts';
 import type { UsersRepository } from '../db/users.ts';
+import { canonicalEmail } from '../domain/email.ts';
 import type { User } from '../domain/user.ts';
 import { AppError } from '../errors.ts';
 import type { Clock } from '../security/clock.ts';
@@ -13,12 +14,7 @@ import {
 } from '../security/one-time-tokens.ts';
 import type { PasswordPolicy } from '../security/password-policy.ts';
 import { normalisePassword, type PasswordHasher } from '../security/passwords.ts';
-import {
-  canonicalEmail,
-  checkNewPassword,
-  describePasswordProblem,
-  type EmailChangeMailer,
-} from './accounts.ts';
+import { checkNewPassword, describePasswordProblem, type EmailChangeMailer } from './accounts.ts';
 import type { BackgroundWork } from './background-work.ts';
 import type { MailComposer } from './mail.ts';
 import { invalidSecondFactor, type LoginSecondFactorProof, type MfaService } from './mfa.ts';

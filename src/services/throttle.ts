@@ -1,9 +1,10 @@
 import { createHash, createHmac } from 'node:crypto';
 import type { Counter, CounterReading, CounterStore } from '../db/counters.ts';
+import { canonicalEmail } from '../domain/email.ts';
 import { AppError } from '../errors.ts';
 import { clientIpKey } from '../security/client-ip.ts';
 import { deriveMailAddressKey } from '../security/secret-box.ts';
-import { canonicalEmail, loginIdentifier } from './accounts.ts';
+import { loginIdentifier } from './accounts.ts';
 import type { RequestContext } from './request-context.ts';
 
 /**

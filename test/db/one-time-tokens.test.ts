@@ -5,9 +5,10 @@ import {
   createOneTimeTokensRepository,
   insertOneTimeToken,
   type NewOneTimeToken,
+  spendTokensOfUser,
 } from '../../src/db/one-time-tokens.ts';
 import { createSessionsRepository } from '../../src/db/sessions.ts';
-import { createUsersRepository } from '../../src/db/users.ts';
+import { createUsersRepository, type NewUser } from '../../src/db/users.ts';
 import { generateOneTimeToken } from '../../src/security/one-time-tokens.ts';
 import { createTestClock } from '../support/clock.ts';
 import { createTestDatabase, dialects, type TestDatabase } from '../support/dialects.ts';
@@ -23,8 +24,12 @@ describe.each(dialects)('one-time tokens on %s', (dialect) => {
     await database.destroy();
   });
 
-  const userNamed = (name: string) =>
-    createUsersRepository(database.db).insertUserWithConversation(newUser(name), 'welcome', clock.now());
+  const userNamed = (name: string, overrides: Partial<NewUser> = {}) =>
+    createUsersRepository(database.db).insertUserWithConversation(
+      newUser(name, overrides),
+      'welcome',
+      clock.now(),
+    );
   const tokenFor = (userId: number, email: string, purpose = 'verify_email', ttlSeconds = 3600) => {
     const generated = generateOneTimeToken();
     const row: NewOneTimeToken = {
@@ -96,6 +101,73 @@ describe.each(dialects)('one-time tokens on %s', (dialect) => {
     expect(
       await consumeOneTimeToken(database.db, moved.tokenHash, 'reset_password', clock.now()),
     ).toBeUndefined();
+  });
+
+  it('stores the canonical address: one row per address whatever its spelling', async () => {
+    const user = await userNamed('spelling', {
+      email: 'José@Bücher.de',
+      emailCanonical: 'josé@xn--bcher-kva.de',
+    });
+    const first = tokenFor(user.id, 'José@Bücher.de');
+    await insertOneTimeToken(database.db, first.row, clock.now());
+    const second = tokenFor(user.id, 'JOSE\u0301@xn--bcher-kva.DE');
+    await insertOneTimeToken(database.db, second.row, clock.now());
+    const rows = await database.db
+      .selectFrom('one_time_tokens')
+      .select(['email', 'consumed_at_ms'])
+      .where('user_id', '=', user.id)
+      .orderBy('id')
+      .execute();
+    expect(rows.map((row) => [row.email, row.consumed_at_ms === null])).toEqual([
+      ['josé@xn--bcher-kva.de', false],
+      ['josé@xn--bcher-kva.de', true],
+    ]);
+    expect(
+      await consumeOneTimeToken(database.db, first.tokenHash, 'verify_email', clock.now()),
+    ).toBeUndefined();
+  });
+
+  it('still reads a token stored before addresses were canonical (as written, ASCII)', async () => {
+    const tokens = createOneTimeTokensRepository(database.db);
+    const user = await userNamed('legacy', {
+      email: 'Legacy@Example.COM',
+      emailCanonical: 'legacy@example.com',
+    });
+    const legacy = tokenFor(user.id, 'Legacy@Example.COM', 'reset_password');
+    const verify = tokenFor(user.id, 'Legacy@Example.COM');
+    for (const issued of [legacy, verify]) {
+      await database.db
+        .insertInto('one_time_tokens')
+        .values({
+          user_id: user.id,
+          purpose: issued.row.purpose,
+          email: issued.row.email,
+          token_hash: issued.tokenHash,
+          created_at_ms: clock.now().getTime(),
+          expires_at_ms: issued.row.expiresAt.getTime(),
+          consumed_at_ms: null,
+        })
+        .execute();
+    }
+    expect(await tokens.findLiveResetToken(legacy.tokenHash, clock.now())).toEqual({
+      userId: user.id,
+      email: 'Legacy@Example.COM',
+    });
+    // A link to the same address spends the older one; a link to another address leaves it.
+    await spendTokensOfUser(database.db, user.id, clock.now().getTime(), {
+      purpose: 'verify_email',
+      emailCanonical: 'legacy@example.com',
+    });
+    await insertOneTimeToken(database.db, tokenFor(user.id, 'other@example.com').row, clock.now());
+    expect(
+      await consumeOneTimeToken(database.db, verify.tokenHash, 'verify_email', clock.now()),
+    ).toBeDefined();
+    await insertOneTimeToken(
+      database.db,
+      tokenFor(user.id, 'LEGACY@example.com', 'reset_password').row,
+      clock.now(),
+    );
+    expect(await tokens.findLiveResetToken(legacy.tokenHash, clock.now())).toBeUndefined();
   });
 
   it('is valid one second before its expiry and refused at it', async () => {

@@ -46,6 +46,30 @@ describe.each(dialects)('email verification and password reset through SMTP on %
     expect(verified.json()).toEqual({ email: user.email, email_verified: true });
   });
 
+  it('mails an address on an IDN domain: the A-label for an ASCII local part, UTF-8 with SMTPUTF8 for one beyond ASCII', async () => {
+    const ask = async (username: string, email: string) => {
+      const user = await registerUser(t.app, { username, email });
+      const tokens = (await login(user.username, STRONG_PASSWORD)).json();
+      const asked = await t.app.inject({
+        method: 'POST',
+        url: '/users/me/email/verification',
+        headers: { authorization: `Bearer ${tokens.access_token}` },
+      });
+      expect(asked.statusCode).toBe(202);
+      // smtp-server reports an A-label decoded; the commands show what went over the wire.
+      const mail = await inbox.next({ to: email.toLowerCase(), timeoutMs: 10_000 });
+      const token = LINK.exec(mail.text)?.[2] ?? '';
+      const verified = await t.app.inject({ method: 'POST', url: '/email/verify', payload: { token } });
+      expect(verified.statusCode, verified.body).toBe(200);
+      expect(verified.json()).toEqual({ email, email_verified: true });
+      return inbox.commands().filter((line) => line.includes(username));
+    };
+    expect(await ask('smtp-idn', 'smtp-idn@bücher.de')).toEqual(['RCPT TO:<smtp-idn@xn--bcher-kva.de>']);
+    expect(await ask('smtp-josé', 'smtp-josé@bücher.de')).toEqual(['RCPT TO:<smtp-josé@bücher.de>']);
+    const mailFrom = inbox.commands().filter((line) => line.startsWith('MAIL FROM'));
+    expect(mailFrom.at(-1)).toMatch(/ SMTPUTF8/);
+  });
+
   it('forgot, mail, reset: old sessions 401, the new password logs in, and no mail for an unknown address', async () => {
     const user = await registerUser(t.app, { username: 'smtp-reset', email: 'smtp-reset@example.com' });
     const before = (await login(user.username, STRONG_PASSWORD)).json();

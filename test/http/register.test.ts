@@ -187,6 +187,49 @@ describe.each(dialects)('POST /register/ on %s', (dialect) => {
     }
   });
 
+  it('accepts an internationalised domain, as the seed (EmailStr) does, and keeps the address as given', async () => {
+    const response = await register(registration({ username: 'reg_idn', email: 'reg_idn@bücher.de' }));
+    expect(response.statusCode, response.body).toBe(200);
+    expect(response.json().email).toBe('reg_idn@bücher.de');
+  });
+
+  it('takes an internationalised domain and its A-label (punycode) spelling for one address: 409 email_taken', async () => {
+    await register(registration({ username: 'reg_idn2', email: 'reg_idn2@bücher.de' }));
+    for (const email of ['reg_idn2@xn--bcher-kva.de', 'REG_IDN2@BÜCHER.DE']) {
+      const response = await register(
+        registration({ username: `reg_idn2_${email.length}${email[0]}`, email }),
+      );
+      expect(response.statusCode, email).toBe(409);
+      expect(response.json().code).toBe('email_taken');
+    }
+  });
+
+  it('accepts a non-ASCII local part (RFC 6531), as the seed does, one address in any case', async () => {
+    const response = await register(registration({ username: 'reg_jose', email: 'josé.reg@example.com' }));
+    expect(response.statusCode, response.body).toBe(200);
+    const again = await register(registration({ username: 'reg_jose2', email: 'JOSÉ.reg@example.com' }));
+    expect(again.statusCode).toBe(409);
+  });
+
+  it.each([
+    'a@bü cher.de',
+    'a@-bücher.de',
+    'a@bücher',
+    'a@bücher..de',
+    'jo sé@example.com',
+    'jo\u0000sé@example.com',
+    'a@xn--.de',
+    'a@xn--zz.de',
+    `a@${'b'.repeat(64)}.com`,
+    'a@1.2.3.4',
+    'a@ｅxample.com',
+    `${'é'.repeat(33)}@example.com`,
+  ])('refuses %j: 422 value_error on email', async (email) => {
+    const response = await register(registration({ username: 'reg_badidn', email }));
+    expect(response.statusCode).toBe(422);
+    expect(response.json().detail[0].loc).toEqual(['body', 'email']);
+  });
+
   it('answers 409 email_taken for the same email in another case', async () => {
     await register(registration({ username: 'trent', email: 'Trent@Example.com' }));
     const response = await register(registration({ username: 'trent2', email: 'TRENT@example.COM' }));

@@ -22,6 +22,11 @@ export interface SmtpInbox {
   next(options?: { to?: string; timeoutMs?: number }): Promise<ReceivedMail>;
   /** Every mail received, taken or not. */
   all(): ReceivedMail[];
+  /**
+   * Every command line clients sent, as on the wire: the parsed envelope shows an A-label domain as Unicode (smtp-server
+   * decodes it), so what a client really sent is read here.
+   */
+  commands(): string[];
   /** Refuses the next `count` recipients with a temporary error (451), as a busy server does. */
   failNext(count?: number): void;
   /** Stops listening, closing open connections; mails received stay readable. */
@@ -44,11 +49,23 @@ export async function startSmtpInbox(options: { port?: number } = {}): Promise<S
   const taken = new Set<ReceivedMail>();
   const waiters = new Set<() => void>();
   let failures = 0;
+  const commands: string[] = [];
+  const ignore = () => {};
+  const logger = {
+    trace: ignore,
+    info: ignore,
+    warn: ignore,
+    error: ignore,
+    fatal: ignore,
+    debug: (_entry: unknown, message: unknown, line: unknown) => {
+      if (message === 'C:' && typeof line === 'string') commands.push(line);
+    },
+  };
   const makeServer = () =>
     new SMTPServer({
       authOptional: true,
       disabledCommands: ['STARTTLS'],
-      logger: false,
+      logger: logger as never,
       closeTimeout: 500,
       onAuth: (_auth, _session, callback) => callback(null, { user: 'test' }),
       onRcptTo: (_address, _session, callback) => {
@@ -122,6 +139,7 @@ export async function startSmtpInbox(options: { port?: number } = {}): Promise<S
         });
       }
     },
+    commands: () => [...commands],
     all: () => [...received],
     failNext(count = 1) {
       failures += count;

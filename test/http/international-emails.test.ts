@@ -1,0 +1,152 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { buildTestApp, registerUser, STRONG_PASSWORD, type TestApp } from '../support/build-test-app.ts';
+import { dialects } from '../support/dialects.ts';
+import { mailedToken, outboxMails } from '../support/outbox.ts';
+
+const NEW_PASSWORD = 'a brand new passphrase here';
+
+// Every flow that finds, compares or mails an address, with an address on an internationalised domain and a local
+// part outside ASCII: the seed's EmailStr accepts them, so its clients may hold such accounts.
+describe.each(dialects)('internationalised email addresses on %s', (dialect) => {
+  let t: TestApp;
+  beforeAll(async () => {
+    t = await buildTestApp(dialect, { env: { PUBLIC_URL: 'https://auth.example.test/' } });
+  });
+  afterAll(async () => {
+    await t.close();
+  });
+
+  let counter = 0;
+  const freshUser = (domain = 'bücher.de') => {
+    counter += 1;
+    return registerUser(t.app, { username: `idn${counter}`, email: `josé${counter}@${domain}` });
+  };
+  const login = async (username: string, password = STRONG_PASSWORD) => {
+    const response = await t.app.inject({ method: 'POST', url: '/token', payload: { username, password } });
+    expect(response.statusCode, response.body).toBe(200);
+    return (response.json() as { access_token: string }).access_token;
+  };
+  const call = (method: 'GET' | 'PATCH' | 'POST', url: string, accessToken: string, payload?: object) =>
+    t.app.inject({
+      method,
+      url,
+      headers: { authorization: `Bearer ${accessToken}` },
+      ...(payload ? { payload } : {}),
+    });
+  const post = (url: string, payload: object) => t.app.inject({ method: 'POST', url, payload });
+  const settled = () => t.app.backgroundWork.settled();
+
+  it('resets the password of an account on an IDN domain, the link asked for in another spelling', async () => {
+    const user = await freshUser();
+    const spelling = user.email.toUpperCase().replace('BÜCHER.DE', 'xn--bcher-kva.de');
+    expect((await post('/password/forgot', { email: spelling })).statusCode).toBe(202);
+    await settled();
+    const link = await mailedToken(t.database, user.email, 'password_reset');
+    const reset = await post('/password/reset', { token: link, new_password: NEW_PASSWORD });
+    expect(reset.statusCode, reset.body).toBe(204);
+    await login(user.username, NEW_PASSWORD);
+  });
+
+  it('verifies the address of an account on an IDN domain', async () => {
+    const user = await freshUser();
+    const accessToken = await login(user.username);
+    expect((await call('POST', '/users/me/email/verification', accessToken)).statusCode).toBe(202);
+    await settled();
+    const link = await mailedToken(t.database, user.email, 'verify_email');
+    const verified = await post('/email/verify', { token: link });
+    expect(verified.statusCode, verified.body).toBe(200);
+    expect(verified.json()).toEqual({ email: user.email, email_verified: true });
+  });
+
+  it('resends a verification link when asked for in the A-label spelling', async () => {
+    const user = await freshUser();
+    const spelling = user.email.replace('bücher.de', 'XN--BCHER-KVA.DE');
+    expect((await post('/email/verification/resend', { email: spelling })).statusCode).toBe(202);
+    await settled();
+    const link = await mailedToken(t.database, user.email, 'verify_email');
+    expect((await post('/email/verify', { token: link })).statusCode).toBe(200);
+  });
+
+  it('changes the email to an IDN address, stored in its canonical form: its other spellings are then taken', async () => {
+    const user = await freshUser('example.com');
+    const accessToken = await login(user.username);
+    const address = `Ünïcode${counter}@München.de`;
+    const change = await call('PATCH', '/users/me', accessToken, {
+      email: address,
+      current_password: STRONG_PASSWORD,
+    });
+    expect(change.statusCode, change.body).toBe(200);
+    expect(change.json().pending_email).toBe(address);
+    await settled();
+    const link = await mailedToken(t.database, address, 'verify_email');
+    const verified = await post('/email/verify', { token: link });
+    expect(verified.statusCode, verified.body).toBe(200);
+    expect(verified.json()).toEqual({ email: address, email_verified: true });
+    const row = await t.database.db
+      .selectFrom('users')
+      .select(['email', 'email_canonical'])
+      .where('id', '=', user.id)
+      .executeTakeFirstOrThrow();
+    expect(row).toEqual({ email: address, email_canonical: `ünïcode${counter}@xn--mnchen-3ya.de` });
+    const taken = await post('/register/', {
+      username: `idn_taker${counter}`,
+      email: `ünïcode${counter}@xn--mnchen-3ya.de`,
+      password: STRONG_PASSWORD,
+      age: 30,
+      level: 'beginner',
+    });
+    expect(taken.statusCode, taken.body).toBe(409);
+    expect(taken.json().code).toBe('email_taken');
+    // The reset flow finds the account by the new address in another spelling, and its link works.
+    expect((await post('/password/forgot', { email: `ÜNÏCODE${counter}@MÜNCHEN.DE` })).statusCode).toBe(202);
+    await settled();
+    const resetLink = await mailedToken(t.database, address, 'password_reset');
+    expect((await post('/password/reset', { token: resetLink, new_password: NEW_PASSWORD })).statusCode).toBe(
+      204,
+    );
+  });
+
+  it('abandons a pending IDN change when the current address comes back in another spelling: its link is refused', async () => {
+    const user = await freshUser();
+    const accessToken = await login(user.username);
+    const address = `wechsel${counter}@bücher.de`;
+    expect(
+      (await call('PATCH', '/users/me', accessToken, { email: address, current_password: STRONG_PASSWORD }))
+        .statusCode,
+    ).toBe(200);
+    await settled();
+    const link = await mailedToken(t.database, address, 'verify_email');
+    const back = await call('PATCH', '/users/me', accessToken, {
+      email: user.email.toUpperCase().replace('BÜCHER.DE', 'xn--bcher-kva.de'),
+    });
+    expect(back.statusCode, back.body).toBe(200);
+    expect(back.json().pending_email).toBeNull();
+    expect((await post('/email/verify', { token: link })).statusCode).toBe(400);
+  });
+
+  it('keeps a reset link for the current address working while a change to an IDN address is pending', async () => {
+    const user = await freshUser();
+    const accessToken = await login(user.username);
+    expect((await post('/password/forgot', { email: user.email })).statusCode).toBe(202);
+    await settled();
+    const resetLink = await mailedToken(t.database, user.email, 'password_reset');
+    const address = `neu${counter}@例え.テスト`;
+    expect(
+      (await call('PATCH', '/users/me', accessToken, { email: address, current_password: STRONG_PASSWORD }))
+        .statusCode,
+    ).toBe(200);
+    expect((await post('/password/reset', { token: resetLink, new_password: NEW_PASSWORD })).statusCode).toBe(
+      204,
+    );
+  });
+
+  it('mails the address as the user wrote it, and queues one mail per request whatever the spelling', async () => {
+    const user = await freshUser();
+    const before = (await outboxMails(t.database, user.email)).length;
+    await post('/password/forgot', { email: user.email.replace('é', 'e\u0301') });
+    await settled();
+    const mails = await outboxMails(t.database, user.email);
+    expect(mails.length - before).toBe(1);
+    expect(mails.at(-1)?.recipient).toBe(user.email);
+  });
+});

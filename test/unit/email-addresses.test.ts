@@ -1,0 +1,97 @@
+import { describe, expect, it } from 'vitest';
+import { canonicalEmail, isEmailAddress } from '../../src/domain/email.ts';
+
+describe('email addresses', () => {
+  it('gives one canonical form to every spelling of an internationalised address', () => {
+    const forms = [
+      'josé@bücher.de',
+      'JOSÉ@BÜCHER.DE',
+      'jose\u0301@xn--bcher-kva.de',
+      ' josé@Bücher.de ',
+      'José@XN--BCHER-KVA.DE',
+      'jose\u0301@bu\u0308cher.de',
+    ];
+    expect(new Set(forms.map(canonicalEmail))).toEqual(new Set(['josé@xn--bcher-kva.de']));
+  });
+
+  it('leaves an ASCII address as before: trimmed and lower-cased, whatever its domain', () => {
+    expect(canonicalEmail(' Alice@Example.COM ')).toBe('alice@example.com');
+    // Stored canonical forms of addresses accepted by earlier versions must not move.
+    expect(canonicalEmail(`A@${'b'.repeat(64)}.COM`)).toBe(`a@${'b'.repeat(64)}.com`);
+    expect(canonicalEmail('A@XN--ZZ.DE')).toBe('a@xn--zz.de');
+  });
+
+  it('is stable: the canonical form of a canonical form is itself', () => {
+    for (const email of [
+      'İstanbul@bücher.de',
+      'ΣΑΣ@example.com',
+      'ǅ@例え.テスト',
+      'Straẞe@straße.de',
+      'A\u0301@x.de',
+    ]) {
+      const once = canonicalEmail(email);
+      expect(canonicalEmail(once), email).toBe(once);
+      expect(once, email).toBe(once.normalize('NFC'));
+    }
+  });
+
+  it('keeps ß and ss apart, as the mail system does (straße.de and strasse.de are two domains)', () => {
+    expect(canonicalEmail('a@straße.de')).not.toBe(canonicalEmail('a@strasse.de'));
+  });
+
+  it.each([
+    ['user@bücher.de', true],
+    ['用户@例子.广告', true],
+    ['josé@example.com', true],
+    ['a@straße.de', true],
+    ['😀@example.com', true],
+    ['ʼ@example.com', true],
+    ['a\u0301@example.com', true],
+    ['a@xn--bcher-kva.de', true],
+    ['a@XN--BCHER-KVA.DE', true],
+    [`a@${'b'.repeat(63)}.com`, true],
+    ['a@bücher。de', false],
+    ['a@ｅxample.com', false],
+    ['a@b\u00adc.de', false],
+    ['a@b', false],
+    ['a@bücher', false],
+    ['a@bücher..de', false],
+    ['a@bücher-.de', false],
+    ['a@-bücher.de', false],
+    ['a@ex_ample.com', false],
+    ['a@1.2.3.4', false],
+    ['a@[1.2.3.4]', false],
+    ['a@💩.la', false],
+    ['a@xn--zz.de', false],
+    ['a@xn--.de', false],
+    ['a@xn--bcher-kva-.de', false],
+    [`a@${'b'.repeat(64)}.com`, false],
+    [`a@${'ü'.repeat(60)}.de`, false],
+    ['\u0301a@example.com', false],
+    ['a b@example.com', false],
+    ['a\u0000b@example.com', false],
+    ['a\u200b@example.com', false],
+    ['a\u200d@example.com', false],
+    ['a\u202e@example.com', false],
+    ['a\ud800@example.com', false],
+    ['a@exa\u200bmple.com', false],
+    ['a..b@example.com', false],
+    ['.a@example.com', false],
+    ['"a b"@example.com', false],
+    ['a@', false],
+    ['@example.com', false],
+    [`${'é'.repeat(32)}@example.com`, true],
+    [`${'é'.repeat(33)}@example.com`, false],
+  ])('%j is an address: %s', (email, expected) => {
+    expect(isEmailAddress(email)).toBe(expected);
+  });
+
+  it('refuses an address longer than 254 octets once its domain is written as the A-label', () => {
+    const domain = `${'例子广告用户'.repeat(3).slice(0, 16)}.${'b'.repeat(63)}.${'c'.repeat(63)}.${'d'.repeat(63)}.de`;
+    const email = `${'a'.repeat(20)}@${domain}`;
+    expect(email.length).toBeLessThanOrEqual(254);
+    expect(canonicalEmail(email).length).toBeGreaterThan(254);
+    expect(isEmailAddress(email)).toBe(false);
+    expect(isEmailAddress(`${'a'.repeat(10)}@${domain}`)).toBe(true);
+  });
+});
