@@ -1,5 +1,11 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { buildTestApp, registerUser, STRONG_PASSWORD, type TestApp } from '../support/build-test-app.ts';
+import {
+  bearerRequest,
+  buildTestApp,
+  registerUser,
+  STRONG_PASSWORD,
+  type TestApp,
+} from '../support/build-test-app.ts';
 import { dialects } from '../support/dialects.ts';
 import { mailedToken, outboxMails } from '../support/outbox.ts';
 
@@ -28,12 +34,7 @@ describe.each(dialects)('email change on %s', (dialect) => {
     return (response.json() as { access_token: string }).access_token;
   };
   const call = (method: 'GET' | 'PATCH' | 'POST', url: string, accessToken: string, payload?: object) =>
-    t.app.inject({
-      method,
-      url,
-      headers: { authorization: `Bearer ${accessToken}` },
-      ...(payload ? { payload } : {}),
-    });
+    bearerRequest(t.app, method, url, accessToken, payload);
   const verify = (token: string) =>
     t.app.inject({ method: 'POST', url: '/email/verify', payload: { token } });
   const changeEmail = (accessToken: string, email: string) =>

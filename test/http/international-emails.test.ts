@@ -1,5 +1,11 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { buildTestApp, registerUser, STRONG_PASSWORD, type TestApp } from '../support/build-test-app.ts';
+import {
+  bearerRequest,
+  buildTestApp,
+  registerUser,
+  STRONG_PASSWORD,
+  type TestApp,
+} from '../support/build-test-app.ts';
 import { dialects } from '../support/dialects.ts';
 import { mailedToken, outboxMails } from '../support/outbox.ts';
 
@@ -27,12 +33,7 @@ describe.each(dialects)('internationalised email addresses on %s', (dialect) => 
     return (response.json() as { access_token: string }).access_token;
   };
   const call = (method: 'GET' | 'PATCH' | 'POST', url: string, accessToken: string, payload?: object) =>
-    t.app.inject({
-      method,
-      url,
-      headers: { authorization: `Bearer ${accessToken}` },
-      ...(payload ? { payload } : {}),
-    });
+    bearerRequest(t.app, method, url, accessToken, payload);
   const post = (url: string, payload: object) => t.app.inject({ method: 'POST', url, payload });
   const settled = () => t.app.backgroundWork.settled();
 

@@ -2,7 +2,13 @@ import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createUsersRepository } from '../../src/db/users.ts';
 import type { Scope } from '../../src/domain/scope.ts';
-import { buildTestApp, registerUser, STRONG_PASSWORD, type TestApp } from '../support/build-test-app.ts';
+import {
+  bearerRequest,
+  buildTestApp,
+  registerUser,
+  STRONG_PASSWORD,
+  type TestApp,
+} from '../support/build-test-app.ts';
 import { dialects } from '../support/dialects.ts';
 import { decodeToken, hmacSign } from '../support/forge-token.ts';
 
@@ -36,12 +42,7 @@ describe.each(dialects)('scopes on %s', (dialect) => {
       ...(scope === undefined ? {} : { scope }),
     });
   const call = (method: 'GET' | 'POST', url: string, accessToken: string, payload?: object) =>
-    t.app.inject({
-      method,
-      url,
-      headers: { authorization: `Bearer ${accessToken}` },
-      ...(payload ? { payload } : {}),
-    });
+    bearerRequest(t.app, method, url, accessToken, payload);
   const readConversation = (accessToken: string) => call('GET', '/conversation', accessToken);
   const readMessages = (accessToken: string) => call('GET', '/conversation/messages', accessToken);
   const postMessage = (accessToken: string) =>

@@ -111,6 +111,22 @@ export async function registerUser(app: FastifyInstance, overrides: Record<strin
   return response.json() as { id: number; username: string; email: string; age: number; level: string };
 }
 
+/** A request with the access token as its Bearer credential, and a JSON body when one is given. */
+export function bearerRequest(
+  app: FastifyInstance,
+  method: 'GET' | 'PATCH' | 'POST' | 'PUT' | 'DELETE',
+  url: string,
+  accessToken: string,
+  payload?: object,
+) {
+  return app.inject({
+    method,
+    url,
+    headers: { authorization: `Bearer ${accessToken}` },
+    ...(payload ? { payload } : {}),
+  });
+}
+
 export async function loginToken(app: FastifyInstance, username = 'alice', password = STRONG_PASSWORD) {
   const response = await app.inject({ method: 'POST', url: '/token', payload: { username, password } });
   if (response.statusCode !== 200) throw new Error(`login failed: ${response.statusCode} ${response.body}`);
