@@ -121,6 +121,8 @@ export function createEmailFlowsRepository(db: Db): EmailFlowsRepository {
             .where('id', '=', owner.userId)
             .returning(userColumns)
             .executeTakeFirstOrThrow();
+          // Links mailed to the address left behind must stay dead, should the account ever come back to it.
+          if (!provesEmail) await spendTokensOfUser(trx, owner.userId, nowMs);
           // Pre-account hijacking: whoever registered this address before its owner proved it loses every session.
           const endedSessions = await endEverySession(trx, owner.userId, 'email_verified', nowMs);
           const verified: EmailVerified = {

@@ -2,7 +2,8 @@ import { domainToASCII, domainToUnicode } from 'node:url';
 
 // An address as FastAPI's EmailStr (email-validator) reads one, so that the seed's clients and its users' rows come
 // over: a dot-atom local part whose characters are ASCII atext or, beyond ASCII (RFC 6531), letters, marks, numbers,
-// punctuation and symbols, never spaces, controls or invisible format characters; and a domain name, an
+// punctuation and symbols, never spaces, controls or characters drawn as nothing (default-ignorable ones such as
+// Hangul fillers and variation selectors, and the blank braille pattern); and a domain name, an
 // internationalised one judged by its A-label (RFC 5890). Services judge new addresses with it, the schemas' `email`
 // format is it (app.ts), and the repositories compare addresses by canonicalEmail.
 
@@ -13,14 +14,20 @@ export const MAX_LOCAL_PART_OCTETS = 64;
 const MAX_DOMAIN_LENGTH = 253;
 
 const LOCAL_PART =
-  /^(?:[a-zA-Z0-9!#$%&'*+/=?^_`{|}~-]|(?![\p{C}\p{Z}])\P{ASCII})+(?:\.(?:[a-zA-Z0-9!#$%&'*+/=?^_`{|}~-]|(?![\p{C}\p{Z}])\P{ASCII})+)*$/u;
+  /^(?:[a-zA-Z0-9!#$%&'*+/=?^_`{|}~-]|(?![\p{C}\p{Z}\p{Default_Ignorable_Code_Point}\u2800])\P{ASCII})+(?:\.(?:[a-zA-Z0-9!#$%&'*+/=?^_`{|}~-]|(?![\p{C}\p{Z}\p{Default_Ignorable_Code_Point}\u2800])\P{ASCII})+)*$/u;
 // A mark first would combine with whatever a mail client prints before the address.
 const STARTS_WITH_MARK = /^\p{M}/u;
 const ASCII = /^\p{ASCII}*$/u;
 const ASCII_LABEL = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/;
 // Roughly IDNA 2008's PVALID: letters, marks and digits, hyphens inside. Symbols (💩.la) pass UTS 46 but not IDNA 2008.
 const UNICODE_LABEL = /^[\p{L}\p{N}](?:[\p{L}\p{M}\p{N}-]*[\p{L}\p{M}\p{N}])?$/u;
-const NUMERIC = /^[0-9]+$/;
+const NUMERIC = /^\p{N}+$/u;
+
+/**
+ * Unicode's full case folding, as usernames fold (security/usernames.ts): upper then lower case meets every case of a
+ * letter (final and medial sigma, long s, the micro sign) and ß/SS.
+ */
+const foldCase = (text: string): string => text.toUpperCase().toLowerCase().replaceAll('ß', 'ss');
 
 /** An address's local part and domain, split at its last @; undefined without one. */
 function splitEmail(email: string): { local: string; domain: string } | undefined {
@@ -42,13 +49,13 @@ function asciiLabel(label: string): string | undefined {
     }
     return lower;
   }
-  const folded = label.normalize('NFC').toLowerCase().normalize('NFC');
-  if (!UNICODE_LABEL.test(folded)) return undefined;
+  const composed = label.normalize('NFC');
+  if (!UNICODE_LABEL.test(composed)) return undefined;
   const encoded = domainToASCII(label);
   if (!ASCII_LABEL.test(encoded) || !encoded.startsWith('xn--')) return undefined;
   // UTS 46 maps some characters away (a soft hyphen, a zero-width space, a full-width letter): a domain must be
   // written as it reads, beyond letter case and composition.
-  return domainToUnicode(encoded) === folded ? encoded : undefined;
+  return foldCase(domainToUnicode(encoded)) === foldCase(composed) ? encoded : undefined;
 }
 
 /**
@@ -56,20 +63,25 @@ function asciiLabel(label: string): string | undefined {
  * `bücher.de` is `xn--bcher-kva.de`), or undefined when it is no host name with a dot and a non-numeric top label.
  */
 export function asciiDomain(domain: string): string | undefined {
+  if (domain.length > MAX_DOMAIN_LENGTH) return undefined;
   const labels = domain.split('.');
-  if (labels.length < 2 || NUMERIC.test(labels.at(-1) ?? '')) return undefined;
+  if (labels.length < 2) return undefined;
   const ascii: string[] = [];
   for (const label of labels) {
     const encoded = asciiLabel(label);
     if (encoded === undefined) return undefined;
     ascii.push(encoded);
   }
+  // RFC 3696 §2: a top-level domain is never all digits, in any script (`a@1.2.3.4` is no host name).
+  const top = ascii.at(-1) ?? '';
+  if (NUMERIC.test(top.startsWith('xn--') ? domainToUnicode(top) : top)) return undefined;
   const joined = ascii.join('.');
   return joined.length <= MAX_DOMAIN_LENGTH ? joined : undefined;
 }
 
 /** Whether the text is an email address: the `email` format of every schema, and what registration accepts. */
 export function isEmailAddress(email: string): boolean {
+  if (email.length > MAX_EMAIL_LENGTH) return false;
   const parts = splitEmail(email);
   if (!parts || !LOCAL_PART.test(parts.local) || STARTS_WITH_MARK.test(parts.local)) return false;
   const localOctets = Buffer.byteLength(parts.local);
@@ -83,17 +95,36 @@ export function isEmailAddress(email: string): boolean {
 }
 
 /**
- * The form an email address is compared, looked up and counted in: trimmed, case-folded (no provider tells letter
- * cases apart), the local part composed (NFC) and the domain as its A-label, so that `josé@bücher.de` in every case
- * and spelling is one address. An ASCII address is its lower-case self, as every earlier version stored it.
+ * The form an email address is compared, looked up and counted in: trimmed, the local part NFKC-normalised and
+ * case-folded (no provider tells letter cases apart, and a full-width or compatibility spelling must not hold a second
+ * account), the domain as its A-label, so that `josé@bücher.de` in every case and spelling is one address. An ASCII
+ * address is its lower-case self, as every earlier version stored it.
  */
 export function canonicalEmail(email: string): string {
   const trimmed = email.trim();
   const parts = splitEmail(trimmed);
   const domain = parts && asciiDomain(parts.domain);
   if (!parts || domain === undefined) return trimmed.toLowerCase();
-  return `${parts.local.normalize('NFC').toLowerCase().normalize('NFC')}@${domain}`;
+  return `${foldCase(parts.local.normalize('NFKC')).normalize('NFKC')}@${domain}`;
 }
+
+/**
+ * Whether the second address is the first as any mail server reads it: the local parts differ at most in ASCII letter
+ * case and the domains name one domain. Other spellings with one canonical form (a Kelvin sign for a K, full-width
+ * letters, another composition) are one account here, but the mail would go to other bytes.
+ */
+export function sameMailbox(a: string, b: string): boolean {
+  const first = splitEmail(a.trim());
+  const second = splitEmail(b.trim());
+  if (!first || !second) return false;
+  const domainOf = (text: string) => asciiDomain(text) ?? text.toLowerCase();
+  return (
+    domainOf(first.domain) === domainOf(second.domain) &&
+    asciiLowerCase(first.local) === asciiLowerCase(second.local)
+  );
+}
+
+const asciiLowerCase = (text: string) => text.replace(/[A-Z]/g, (letter) => letter.toLowerCase());
 
 /** Whether two addresses are one mailbox, as the unique index on the canonical form judges. */
 export const sameAddress = (a: string, b: string): boolean => canonicalEmail(a) === canonicalEmail(b);

@@ -1,7 +1,13 @@
 import type { QueuedMail } from '../db/email-outbox.ts';
 import type { NewOneTimeToken } from '../db/one-time-tokens.ts';
 import type { Credentials, NewUser, UsersRepository } from '../db/users.ts';
-import { canonicalEmail, isEmailAddress, MAX_EMAIL_LENGTH, MAX_LOCAL_PART_OCTETS } from '../domain/email.ts';
+import {
+  canonicalEmail,
+  isEmailAddress,
+  MAX_EMAIL_LENGTH,
+  MAX_LOCAL_PART_OCTETS,
+  sameMailbox,
+} from '../domain/email.ts';
 import { LEVELS, type Level, type User } from '../domain/user.ts';
 import { AppError, type FieldProblem } from '../errors.ts';
 import type { Clock } from '../security/clock.ts';
@@ -361,6 +367,12 @@ export function createAccountsService(deps: AccountsDependencies): AccountsServi
         email !== undefined && previous && canonicalEmail(email) !== canonicalEmail(previous.email)
           ? email
           : undefined;
+      // Another spelling of this account's address that mail servers would read as other bytes (a Kelvin sign for a K,
+      // full-width letters) keeps the address as stored: it would move the mail without a new mailbox proved.
+      const respelled =
+        email !== undefined && newEmail === undefined && previous && sameMailbox(email, previous.email)
+          ? email
+          : undefined;
       // A stolen access token alone must not move the account to another mailbox, from which a reset would take it.
       if (newEmail !== undefined && changes.currentPassword === undefined) {
         throw new AppError('validation_failed', 'Invalid profile', {
@@ -390,8 +402,8 @@ export function createAccountsService(deps: AccountsDependencies): AccountsServi
         userId,
         {
           // The same address in another letter case: no new mailbox to prove.
-          ...(email !== undefined && newEmail === undefined
-            ? { email: { display: email, canonical: canonicalEmail(email) } }
+          ...(respelled !== undefined
+            ? { email: { display: respelled, canonical: canonicalEmail(respelled) } }
             : {}),
           ...(newEmail !== undefined ? { pendingEmail: newEmail } : {}),
           // The current address again while another waits: the user changed their mind, and that link must die.

@@ -141,6 +141,61 @@ describe.each(dialects)('internationalised email addresses on %s', (dialect) => 
     );
   });
 
+  it('keeps the stored address when a token alone sends another spelling of it that is more than ASCII letter case', async () => {
+    counter += 1;
+    const user = await registerUser(t.app, {
+      username: `kelvin${counter}`,
+      email: `kate${counter}@example.com`,
+    });
+    const accessToken = await login(user.username);
+    for (const spelling of [`\u212aate${counter}@example.com`, `ＫATE${counter}@example.com`]) {
+      const response = await call('PATCH', '/users/me', accessToken, { email: spelling });
+      expect(response.statusCode, response.body).toBe(200);
+      expect(response.json().email).toBe(user.email);
+    }
+    const letterCase = await call('PATCH', '/users/me', accessToken, { email: `Kate${counter}@EXAMPLE.com` });
+    expect(letterCase.json().email).toBe(`Kate${counter}@EXAMPLE.com`);
+    const row = await t.database.db
+      .selectFrom('users')
+      .select('email')
+      .where('id', '=', user.id)
+      .executeTakeFirstOrThrow();
+    expect(row.email).toBe(`Kate${counter}@EXAMPLE.com`);
+  });
+
+  it('takes a new spelling of the domain at once: it names the same domain', async () => {
+    const user = await freshUser();
+    const accessToken = await login(user.username);
+    const spelling = user.email.replace('bücher.de', 'XN--BCHER-KVA.de');
+    const response = await call('PATCH', '/users/me', accessToken, { email: spelling });
+    expect(response.statusCode, response.body).toBe(200);
+    expect(response.json().email).toBe(spelling);
+  });
+
+  it('spends a reset link once the email changes, so that it stays dead should the account come back to that address', async () => {
+    const user = await freshUser();
+    const accessToken = await login(user.username);
+    expect((await post('/password/forgot', { email: user.email })).statusCode).toBe(202);
+    await settled();
+    const resetLink = await mailedToken(t.database, user.email, 'password_reset');
+    const moveTo = async (address: string, bearer: string) => {
+      const change = await call('PATCH', '/users/me', bearer, {
+        email: address,
+        current_password: STRONG_PASSWORD,
+      });
+      expect(change.statusCode, change.body).toBe(200);
+      await settled();
+      const link = await mailedToken(t.database, address, 'verify_email');
+      expect((await post('/email/verify', { token: link })).statusCode).toBe(200);
+    };
+    await moveTo(`away${counter}@example.com`, accessToken);
+    const back = user.email.toUpperCase().replace('BÜCHER.DE', 'xn--bcher-kva.de');
+    await moveTo(back, await login(user.username));
+    const reset = await post('/password/reset', { token: resetLink, new_password: NEW_PASSWORD });
+    expect(reset.statusCode).toBe(400);
+    expect(reset.json().error).toBe('invalid_token');
+  });
+
   it('mails the address as the user wrote it, and queues one mail per request whatever the spelling', async () => {
     const user = await freshUser();
     const before = (await outboxMails(t.database, user.email)).length;

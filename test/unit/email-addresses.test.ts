@@ -35,6 +35,24 @@ describe('email addresses', () => {
     }
   });
 
+  it.each([
+    ['final sigma', ['ΟΔΟΣ@example.com', 'οδοσ@example.com', 'οδος@example.com']],
+    ['long s', ['ſmith@example.com', 'smith@example.com', 'SMITH@example.com']],
+    ['micro sign', ['µ@example.com', 'μ@example.com', 'Μ@example.com']],
+    ['sharp s', ['straße@example.com', 'STRASSE@example.com', 'STRAẞE@example.com', 'strasse@example.com']],
+    ['full-width letters', ['ａlice@example.com', 'alice@example.com', 'ＡLICE@example.com']],
+    ['Kelvin sign', ['\u212aate@example.com', 'kate@example.com']],
+  ])(
+    'folds the case of a local part fully, so that every case of one name is one address: %s',
+    (_name, forms) => {
+      expect(new Set(forms.map(canonicalEmail)).size).toBe(1);
+    },
+  );
+
+  it('reads an upper-case Greek domain as UTS 46 does: ΟΔΟΣ.gr is οδοσ.gr', () => {
+    expect(canonicalEmail('user@ΟΔΟΣ.gr')).toBe(canonicalEmail('user@οδοσ.gr'));
+  });
+
   it('keeps ß and ss apart, as the mail system does (straße.de and strasse.de are two domains)', () => {
     expect(canonicalEmail('a@straße.de')).not.toBe(canonicalEmail('a@strasse.de'));
   });
@@ -75,6 +93,18 @@ describe('email addresses', () => {
     ['a\u202e@example.com', false],
     ['a\ud800@example.com', false],
     ['a@exa\u200bmple.com', false],
+    ['\u3164alice@example.com', false],
+    ['alice\u034f@example.com', false],
+    ['alice\u115f@example.com', false],
+    ['alice\uffa0@example.com', false],
+    ['alice\u2800@example.com', false],
+    ['alice\u17b4@example.com', false],
+    ['alice\ufe00@example.com', false],
+    ['alice\u{e0100}@example.com', false],
+    ['user@ΟΔΟΣ.gr', true],
+    ['user@οδοσ.gr', true],
+    ['a@example.०१२', false],
+    ['a@०.१', false],
     ['a..b@example.com', false],
     ['.a@example.com', false],
     ['"a b"@example.com', false],
