@@ -34,8 +34,10 @@ export interface ProfileChanges {
 }
 
 export interface UserSearch {
-  /** Matched, as a substring, against the canonical username and email; the caller case-folds it. */
+  /** Matched, as a substring, against the canonical username; the caller case-folds it. */
   search: string | undefined;
+  /** Matched, as substrings, against the canonical email (any of them; `search` alone when absent). */
+  emailSearches?: readonly string[];
   limit: number;
   /** Only users with a greater id: the page after the one that ended there. */
   afterId: number | undefined;
@@ -192,18 +194,27 @@ export function createUsersRepository(db: Db): UsersRepository {
       return row ? toUser(row) : undefined;
     },
 
-    async searchUsers({ search, limit, afterId }) {
+    async searchUsers({ search, emailSearches = search ? [search] : [], limit, afterId }) {
       // No stored name or address holds a NUL, which PostgreSQL's text cannot even be compared with.
-      if (search?.includes('\0') || (afterId !== undefined && afterId >= MAX_USER_ID)) return [];
+      const hasNul = (text: string) => text.includes('\0');
+      if (
+        (search !== undefined && hasNul(search)) ||
+        emailSearches.some(hasNul) ||
+        (afterId !== undefined && afterId >= MAX_USER_ID)
+      ) {
+        return [];
+      }
       let query = db.selectFrom('users').select(userColumns);
       if (afterId !== undefined) query = query.where('id', '>', afterId);
+      // Explicit ESCAPE: SQLite has no default escape character, and a searched % or _ is meant literally.
+      const pattern = (text: string) => `%${text.replace(/[\\%_]/g, (character) => `\\${character}`)}%`;
       if (search) {
-        // Explicit ESCAPE: SQLite has no default escape character, and a searched % or _ is meant literally.
-        const pattern = `%${search.replace(/[\\%_]/g, (character) => `\\${character}`)}%`;
         query = query.where((eb) =>
           eb.or([
-            sql<boolean>`${eb.ref('username_canonical')} like ${pattern} escape '\\'`,
-            sql<boolean>`${eb.ref('email_canonical')} like ${pattern} escape '\\'`,
+            sql<boolean>`${eb.ref('username_canonical')} like ${pattern(search)} escape '\\'`,
+            ...emailSearches.map(
+              (text) => sql<boolean>`${eb.ref('email_canonical')} like ${pattern(text)} escape '\\'`,
+            ),
           ]),
         );
       }

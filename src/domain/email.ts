@@ -1,11 +1,10 @@
 import { domainToASCII, domainToUnicode } from 'node:url';
 
-// An address as FastAPI's EmailStr (email-validator) reads one, so that the seed's clients and its users' rows come
-// over: a dot-atom local part whose characters are ASCII atext or, beyond ASCII (RFC 6531), letters, marks, numbers,
-// punctuation and symbols, never spaces, controls or characters drawn as nothing (default-ignorable ones such as
-// Hangul fillers and variation selectors, and the blank braille pattern); and a domain name, an
-// internationalised one judged by its A-label (RFC 5890). Services judge new addresses with it, the schemas' `email`
-// format is it (app.ts), and the repositories compare addresses by canonicalEmail.
+// The seed stored any string as an email (`email: str`), so its clients may hold any address a mail system delivers to,
+// international ones included (RFC 6531, IDNA). One mailbox must be one account whatever the spelling, since a second
+// account on it could be reset by the first's owner; and an address must read as it will be delivered, since a
+// character drawn as nothing would let two accounts look alike. The repositories compare by canonicalEmail, as the
+// services do, because the unique index holds only that form.
 
 /** RFC 5321 §4.5.3.1.3 on a whole address, in octets (as written, and with the domain as its A-label). */
 export const MAX_EMAIL_LENGTH = 254;
@@ -50,7 +49,8 @@ function asciiLabel(label: string): string | undefined {
     return lower;
   }
   const composed = label.normalize('NFC');
-  if (!UNICODE_LABEL.test(composed)) return undefined;
+  // A compatibility character (a ligature, a full-width or superscript letter) is mapped away by UTS 46 as well.
+  if (!UNICODE_LABEL.test(composed) || composed.normalize('NFKC') !== composed) return undefined;
   const encoded = domainToASCII(label);
   if (!ASCII_LABEL.test(encoded) || !encoded.startsWith('xn--')) return undefined;
   // UTS 46 maps some characters away (a soft hyphen, a zero-width space, a full-width letter): a domain must be
@@ -83,7 +83,10 @@ export function asciiDomain(domain: string): string | undefined {
 export function isEmailAddress(email: string): boolean {
   if (email.length > MAX_EMAIL_LENGTH) return false;
   const parts = splitEmail(email);
-  if (!parts || !LOCAL_PART.test(parts.local) || STARTS_WITH_MARK.test(parts.local)) return false;
+  if (!parts || STARTS_WITH_MARK.test(parts.local)) return false;
+  // The canonical form normalises the local part (NFKC): what it turns into must be a local part too (U+037E, the Greek
+  // question mark, becomes a semicolon).
+  if (!LOCAL_PART.test(parts.local) || !LOCAL_PART.test(parts.local.normalize('NFKC'))) return false;
   const localOctets = Buffer.byteLength(parts.local);
   if (localOctets > MAX_LOCAL_PART_OCTETS) return false;
   const domain = asciiDomain(parts.domain);
@@ -105,7 +108,7 @@ export function canonicalEmail(email: string): string {
   const parts = splitEmail(trimmed);
   const domain = parts && asciiDomain(parts.domain);
   if (!parts || domain === undefined) return trimmed.toLowerCase();
-  return `${foldCase(parts.local.normalize('NFKC')).normalize('NFKC')}@${domain}`;
+  return `${foldLocalPart(parts.local)}@${domain}`;
 }
 
 /**
@@ -128,3 +131,22 @@ const asciiLowerCase = (text: string) => text.replace(/[A-Z]/g, (letter) => lett
 
 /** Whether two addresses are one mailbox, as the unique index on the canonical form judges. */
 export const sameAddress = (a: string, b: string): boolean => canonicalEmail(a) === canonicalEmail(b);
+
+/**
+ * What a searched fragment of an address looks like inside canonical forms, for a substring search: the part before
+ * `@` folded as canonicalEmail folds it, and each whole label of a domain as its A-label (`bücher.de` is stored as
+ * `xn--bcher-kva.de`). Without an `@` the fragment may be either side, so both forms come back.
+ */
+export function emailSearchForms(fragment: string): string[] {
+  const text = fragment.trim();
+  const at = text.lastIndexOf('@');
+  if (at !== -1) return [`${foldLocalPart(text.slice(0, at))}@${labelsAsAscii(text.slice(at + 1))}`];
+  return [...new Set([foldLocalPart(text), labelsAsAscii(text)])];
+}
+
+const foldLocalPart = (local: string) => foldCase(local.normalize('NFKC')).normalize('NFKC');
+const labelsAsAscii = (domain: string) =>
+  domain
+    .split('.')
+    .map((label) => asciiLabel(label) ?? foldCase(label.normalize('NFC')))
+    .join('.');

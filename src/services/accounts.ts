@@ -234,7 +234,7 @@ function findEmailProblem(email: string): FieldProblem | undefined {
   if (email.length > MAX_EMAIL_LENGTH) {
     return { loc, msg: `String should have at most ${MAX_EMAIL_LENGTH} characters`, type: 'string_too_long' };
   }
-  // RFC 5321 §4.5.3.1.1, which FastAPI's EmailStr enforces too: named apart, as the likeliest cause.
+  // RFC 5321 §4.5.3.1.1: named apart, as the likeliest cause of a refusal.
   if (Buffer.byteLength(email.slice(0, Math.max(0, email.lastIndexOf('@')))) > MAX_LOCAL_PART_OCTETS) {
     return {
       loc,

@@ -3,6 +3,7 @@ import type { PasskeysRepository } from '../db/passkeys.ts';
 import type { SessionsRepository } from '../db/sessions.ts';
 import type { SigningKeysRepository } from '../db/signing-keys.ts';
 import { MAX_USER_ID, type UsersRepository } from '../db/users.ts';
+import { emailSearchForms } from '../domain/email.ts';
 import type { Session } from '../domain/session.ts';
 import type { Role, User } from '../domain/user.ts';
 import { AppError } from '../errors.ts';
@@ -192,10 +193,15 @@ export function createOperatorService(deps: OperatorDependencies): OperatorServi
           details: [{ loc: ['query', 'cursor'], msg: 'Invalid cursor', type: 'value_error' }],
         });
       }
-      // Canonical columns are case-folded; so is the search, the same way usernames are.
+      // Canonical columns are folded; so is the search, as each column's values are.
       const folded = search === undefined ? undefined : foldCase(search.trim().normalize('NFKC'));
       const size = Math.min(Math.max(1, limit), MAX_USER_PAGE_SIZE);
-      const found = await users.searchUsers({ search: folded || undefined, limit: size + 1, afterId });
+      const found = await users.searchUsers({
+        search: folded || undefined,
+        emailSearches: folded ? emailSearchForms(search ?? '') : [],
+        limit: size + 1,
+        afterId,
+      });
       const page = found.slice(0, size);
       const last = page.at(-1);
       return { users: page, next: found.length > size && last ? encodeActivityCursor(last.id) : undefined };

@@ -8,6 +8,7 @@ import { createPasskeysRepository } from '../../src/db/passkeys.ts';
 import { createSessionsRepository } from '../../src/db/sessions.ts';
 import { createSigningKeysRepository } from '../../src/db/signing-keys.ts';
 import { createUsersRepository } from '../../src/db/users.ts';
+import { canonicalEmail } from '../../src/domain/email.ts';
 import type { User } from '../../src/domain/user.ts';
 import { AppError } from '../../src/errors.ts';
 import { createSecretBox, deriveMailAddressKey, generateSecret } from '../../src/security/secret-box.ts';
@@ -134,6 +135,32 @@ describe.each(dialects)('the operator service on %s', (dialect) => {
     expect(second.users.map((user) => user.id)).toEqual([made[2]?.id]);
     expect(second.next).toBeUndefined();
     expect(await code(operators.listUsers({ limit: 2, cursor: 'not a cursor' }))).toBe('validation_failed');
+  });
+
+  it('finds an international address by any spelling of a whole part of it, as the list shows it', async () => {
+    const operators = service();
+    userCount += 1;
+    const email = `Straße${userCount}@Bücher.de`;
+    const user = await createUsersRepository(database.db).insertUserWithConversation(
+      newUser(`intl${userCount}`, { email, emailCanonical: canonicalEmail(email) }),
+      'hello',
+      clock.now(),
+    );
+    for (const search of [
+      email,
+      `STRASSE${userCount}@bücher.DE`,
+      `straẞe${userCount}`,
+      'bücher.de',
+      'BÜCHER',
+      `@xn--bcher-kva.de`,
+      `ｓｔｒａｓｓｅ${userCount}`,
+    ]) {
+      const found = await operators.listUsers({ search, limit: 10 });
+      expect(
+        found.users.map((row) => row.id),
+        search,
+      ).toContain(user.id);
+    }
   });
 
   it('finds a user by id or by username in any letter case, and says not_found otherwise', async () => {

@@ -110,6 +110,10 @@ describe.each(dialects)('internationalised email addresses on %s', (dialect) => 
   it('abandons a pending IDN change when the current address comes back in another spelling: its link is refused', async () => {
     const user = await freshUser();
     const accessToken = await login(user.username);
+    // A link for the current address, asked for before the change: abandoning the change must leave it working.
+    expect((await call('POST', '/users/me/email/verification', accessToken)).statusCode).toBe(202);
+    await settled();
+    const current = await mailedToken(t.database, user.email, 'verify_email');
     const address = `wechsel${counter}@bücher.de`;
     expect(
       (await call('PATCH', '/users/me', accessToken, { email: address, current_password: STRONG_PASSWORD }))
@@ -123,6 +127,7 @@ describe.each(dialects)('internationalised email addresses on %s', (dialect) => 
     expect(back.statusCode, back.body).toBe(200);
     expect(back.json().pending_email).toBeNull();
     expect((await post('/email/verify', { token: link })).statusCode).toBe(400);
+    expect((await post('/email/verify', { token: current })).statusCode).toBe(200);
   });
 
   it('keeps a reset link for the current address working while a change to an IDN address is pending', async () => {
@@ -204,5 +209,26 @@ describe.each(dialects)('internationalised email addresses on %s', (dialect) => 
     const mails = await outboxMails(t.database, user.email);
     expect(mails.length - before).toBe(1);
     expect(mails.at(-1)?.recipient).toBe(user.email);
+  });
+});
+
+describe.each(dialects)('limits on internationalised email addresses on %s (RATE_LIMITS=on)', (dialect) => {
+  let t: TestApp;
+  beforeAll(async () => {
+    t = await buildTestApp(dialect, { env: { RATE_LIMITS: 'on' } });
+  });
+  afterAll(async () => {
+    await t.close();
+  });
+
+  it('counts the mails asked for one address in all its spellings against one limit (R9)', async () => {
+    const user = await registerUser(t.app, { username: 'idn_limited', email: 'josé.limited@bücher.de' });
+    const ask = (url: string, email: string, remoteAddress: string) =>
+      t.app.inject({ method: 'POST', url, payload: { email }, remoteAddress });
+    expect((await ask('/password/forgot', user.email, '203.0.113.71')).statusCode).toBe(202);
+    for (const spelling of ['JOSE\u0301.LIMITED@XN--BCHER-KVA.DE', 'ｊｏｓé.limited@Bücher.de']) {
+      const again = await ask('/email/verification/resend', spelling, '198.51.100.71');
+      expect(again.statusCode, spelling).toBe(429);
+    }
   });
 });

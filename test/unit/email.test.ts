@@ -71,6 +71,9 @@ describe('email addresses', () => {
     ['a@bücher。de', false],
     ['a@ｅxample.com', false],
     ['a@b\u00adc.de', false],
+    ['a@ｅxämple.com', false],
+    ['a@ﬁnü.de', false],
+    ['a\u037eb@example.com', false],
     ['a@b', false],
     ['a@bücher', false],
     ['a@bücher..de', false],
@@ -117,11 +120,11 @@ describe('email addresses', () => {
   });
 
   it('refuses an address longer than 254 octets once its domain is written as the A-label', () => {
-    const domain = `${'例子广告用户'.repeat(3).slice(0, 16)}.${'b'.repeat(63)}.${'c'.repeat(63)}.${'d'.repeat(63)}.de`;
-    const email = `${'a'.repeat(20)}@${domain}`;
-    expect(email.length).toBeLessThanOrEqual(254);
+    const domain = `${`ü${'a'.repeat(40)}.`.repeat(5)}de`;
+    const email = `${'a'.repeat(10)}@${domain}`;
+    expect(Buffer.byteLength(email)).toBeLessThanOrEqual(254);
     expect(canonicalEmail(email).length).toBeGreaterThan(254);
     expect(isEmailAddress(email)).toBe(false);
-    expect(isEmailAddress(`${'a'.repeat(10)}@${domain}`)).toBe(true);
+    expect(isEmailAddress(`${'a'.repeat(6)}@${domain}`)).toBe(true);
   });
 });
