@@ -127,6 +127,22 @@ describe.skipIf(skipWithoutChromium('the account page suite')).each(DIALECTS)(
         expect((await refreshCookie(context))?.value).not.toBe(cookie?.value);
       }));
 
+    it('signs up with an international address, kept as typed (no browser check refuses or rewrites it)', () =>
+      run('sign-up-idn', async ({ page }) => {
+        const username = uniqueName('idn');
+        const email = `josé.${username}@Bücher.de`;
+        await page.goto('/');
+        await expectSignedOut(page);
+        await page.locator('#signup-username').fill(username);
+        await page.locator('#signup-email').fill(email);
+        await page.locator('#signup-password').fill(strongPassword());
+        await page.locator('#signup-age').fill('31');
+        await page.locator('#signup-level').selectOption('advanced');
+        await page.getByRole('button', { name: 'Create account' }).click();
+        await expectSignedIn(page, username);
+        expect(await page.locator('#current-email').textContent()).toBe(email);
+      }));
+
     it('shows the API’s refusals beside the fields, marks them invalid and moves focus to the message', () =>
       run('errors', async ({ page }) => {
         const taken = await registerUser(ctx);
