@@ -13,7 +13,7 @@ export const MAX_LOCAL_PART_OCTETS = 64;
 const MAX_DOMAIN_LENGTH = 253;
 
 const LOCAL_PART =
-  /^(?:[a-zA-Z0-9!#$%&'*+/=?^_`{|}~-]|(?![\p{C}\p{Z}\p{Default_Ignorable_Code_Point}\u2800])\P{ASCII})+(?:\.(?:[a-zA-Z0-9!#$%&'*+/=?^_`{|}~-]|(?![\p{C}\p{Z}\p{Default_Ignorable_Code_Point}\u2800])\P{ASCII})+)*$/u;
+  /^(?:[a-zA-Z0-9!#$%&'*+/=?^_`{|}~-]|(?![\p{C}\p{Z}\p{Default_Ignorable_Code_Point}\u2800\u{16FE4}\u{1D159}])\P{ASCII})+(?:\.(?:[a-zA-Z0-9!#$%&'*+/=?^_`{|}~-]|(?![\p{C}\p{Z}\p{Default_Ignorable_Code_Point}\u2800\u{16FE4}\u{1D159}])\P{ASCII})+)*$/u;
 // A mark first would combine with whatever a mail client prints before the address.
 const STARTS_WITH_MARK = /^\p{M}/u;
 const ASCII = /^\p{ASCII}*$/u;
@@ -21,12 +21,6 @@ const ASCII_LABEL = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/;
 // Roughly IDNA 2008's PVALID: letters, marks and digits, hyphens inside. Symbols (💩.la) pass UTS 46 but not IDNA 2008.
 const UNICODE_LABEL = /^[\p{L}\p{N}](?:[\p{L}\p{M}\p{N}-]*[\p{L}\p{M}\p{N}])?$/u;
 const NUMERIC = /^\p{N}+$/u;
-
-/**
- * Unicode's full case folding, as usernames fold (security/usernames.ts): upper then lower case meets every case of a
- * letter (final and medial sigma, long s, the micro sign) and ß/SS.
- */
-const foldCase = (text: string): string => text.toUpperCase().toLowerCase().replaceAll('ß', 'ss');
 
 /** An address's local part and domain, split at its last @; undefined without one. */
 function splitEmail(email: string): { local: string; domain: string } | undefined {
@@ -55,7 +49,11 @@ function asciiLabel(label: string): string | undefined {
   if (!ASCII_LABEL.test(encoded) || !encoded.startsWith('xn--')) return undefined;
   // UTS 46 maps some characters away (a soft hyphen, a zero-width space, a full-width letter): a domain must be
   // written as it reads, beyond letter case and composition.
-  return foldCase(domainToUnicode(encoded)) === foldCase(composed) ? encoded : undefined;
+  const decoded = domainToUnicode(encoded);
+  const lower = composed.toLowerCase();
+  // Only letter case may differ; UTS 46 reads a capital sigma as σ where JavaScript's lower case writes a final ς.
+  const sameLetters = decoded === lower || (composed.includes('Σ') && decoded === lower.replaceAll('ς', 'σ'));
+  return sameLetters ? encoded : undefined;
 }
 
 /**
@@ -84,9 +82,17 @@ export function isEmailAddress(email: string): boolean {
   if (email.length > MAX_EMAIL_LENGTH) return false;
   const parts = splitEmail(email);
   if (!parts || STARTS_WITH_MARK.test(parts.local)) return false;
-  // The canonical form normalises the local part (NFKC): what it turns into must be a local part too (U+037E, the Greek
-  // question mark, becomes a semicolon).
-  if (!LOCAL_PART.test(parts.local) || !LOCAL_PART.test(parts.local.normalize('NFKC'))) return false;
+  // Addresses are kept in NFC, which must still be a local part (U+037E, the Greek question mark, becomes a
+  // semicolon). A compatibility character (full-width, circled or mathematical letters, ligatures, the micro sign) is
+  // refused: it would be another mailbox to a mail server, yet look like, and for uniqueness be, the plain letter.
+  const composed = parts.local.normalize('NFC');
+  if (
+    !LOCAL_PART.test(parts.local) ||
+    !LOCAL_PART.test(composed) ||
+    composed.normalize('NFKC') !== composed
+  ) {
+    return false;
+  }
   const localOctets = Buffer.byteLength(parts.local);
   if (localOctets > MAX_LOCAL_PART_OCTETS) return false;
   const domain = asciiDomain(parts.domain);
@@ -98,10 +104,11 @@ export function isEmailAddress(email: string): boolean {
 }
 
 /**
- * The form an email address is compared, looked up and counted in: trimmed, the local part NFKC-normalised and
- * case-folded (no provider tells letter cases apart, and a full-width or compatibility spelling must not hold a second
- * account), the domain as its A-label, so that `josé@bücher.de` in every case and spelling is one address. An ASCII
- * address is its lower-case self, as every earlier version stored it.
+ * The form an email address is compared, looked up and counted in: trimmed, NFC, the local part in lower case and the
+ * domain as its A-label, so that `José@Bücher.de` in every case and composition is one address. Lower case, not full
+ * case folding: `ß` and `ss`, `ς` and `σ`, `ı` and `i` are different mailboxes to a mail server, and one account
+ * holding both would keep the other's owner out. An ASCII address is its lower-case self, as every earlier version
+ * stored it.
  */
 export function canonicalEmail(email: string): string {
   const trimmed = email.trim();
@@ -111,10 +118,13 @@ export function canonicalEmail(email: string): string {
   return `${foldLocalPart(parts.local)}@${domain}`;
 }
 
+/** The address as it is stored and mailed to: trimmed and composed (NFC), which a Kelvin sign leaves a K. */
+export const storedEmail = (email: string): string => email.trim().normalize('NFC');
+
 /**
  * Whether the second address is the first as any mail server reads it: the local parts differ at most in ASCII letter
- * case and the domains name one domain. Other spellings with one canonical form (a Kelvin sign for a K, full-width
- * letters, another composition) are one account here, but the mail would go to other bytes.
+ * case and the domains name one domain. Another case of a letter beyond ASCII gives one canonical form, but the mail
+ * would go to other bytes, which not every server reads alike.
  */
 export function sameMailbox(a: string, b: string): boolean {
   const first = splitEmail(a.trim());
@@ -144,9 +154,9 @@ export function emailSearchForms(fragment: string): string[] {
   return [...new Set([foldLocalPart(text), labelsAsAscii(text)])];
 }
 
-const foldLocalPart = (local: string) => foldCase(local.normalize('NFKC')).normalize('NFKC');
+const foldLocalPart = (local: string) => local.normalize('NFC').toLowerCase().normalize('NFC');
 const labelsAsAscii = (domain: string) =>
   domain
     .split('.')
-    .map((label) => asciiLabel(label) ?? foldCase(label.normalize('NFC')))
+    .map((label) => asciiLabel(label) ?? label.normalize('NFC').toLowerCase())
     .join('.');

@@ -7,6 +7,7 @@ import {
   MAX_EMAIL_LENGTH,
   MAX_LOCAL_PART_OCTETS,
   sameMailbox,
+  storedEmail,
 } from '../domain/email.ts';
 import { LEVELS, type Level, type User } from '../domain/user.ts';
 import { AppError, type FieldProblem } from '../errors.ts';
@@ -201,7 +202,7 @@ export function checkAccountFields(
     const usernameProblem = findUsernameProblem(username.display);
     if (usernameProblem) problems.push(describeUsernameProblem(usernameProblem));
   }
-  const email = fields.email.trim();
+  const email = storedEmail(fields.email);
   const emailProblem = findEmailProblem(email);
   if (emailProblem) problems.push(emailProblem);
   if (!Number.isInteger(fields.age) || fields.age < 0 || fields.age > MAX_AGE) {
@@ -350,7 +351,7 @@ export function createAccountsService(deps: AccountsDependencies): AccountsServi
     },
 
     async updateProfile(userId, changes, context) {
-      const email = changes.email?.trim();
+      const email = changes.email === undefined ? undefined : storedEmail(changes.email);
       const emailProblem = email === undefined ? undefined : findEmailProblem(email);
       if (emailProblem) throw new AppError('validation_failed', 'Invalid email', { details: [emailProblem] });
       // A password given is checked (age and level need none; a new address does, below).

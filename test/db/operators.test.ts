@@ -148,12 +148,12 @@ describe.each(dialects)('the operator service on %s', (dialect) => {
     );
     for (const search of [
       email,
-      `STRASSE${userCount}@bücher.DE`,
+      `STRAẞE${userCount}@bücher.DE`,
       `straẞe${userCount}`,
       'bücher.de',
       'BÜCHER',
       `@xn--bcher-kva.de`,
-      `ｓｔｒａｓｓｅ${userCount}`,
+      `STRAẞE${userCount}`,
     ]) {
       const found = await operators.listUsers({ search, limit: 10 });
       expect(

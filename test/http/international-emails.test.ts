@@ -146,26 +146,46 @@ describe.each(dialects)('internationalised email addresses on %s', (dialect) => 
     );
   });
 
-  it('keeps the stored address when a token alone sends another spelling of it that is more than ASCII letter case', async () => {
+  it('keeps the stored address when a token alone sends it with a letter beyond ASCII in another case', async () => {
+    const user = await freshUser();
+    const accessToken = await login(user.username);
+    const response = await call('PATCH', '/users/me', accessToken, { email: user.email.replace('é', 'É') });
+    expect(response.statusCode, response.body).toBe(200);
+    expect(response.json().email).toBe(user.email);
+    const letterCase = await call('PATCH', '/users/me', accessToken, { email: user.email.replace('j', 'J') });
+    expect(letterCase.json().email).toBe(user.email.replace('j', 'J'));
+  });
+
+  it('stores an address composed: a Kelvin sign, from a token alone, becomes the K it is, mailed as such', async () => {
     counter += 1;
     const user = await registerUser(t.app, {
       username: `kelvin${counter}`,
-      email: `kate${counter}@example.com`,
+      email: `\u212aate${counter}@example.com`,
     });
+    expect(user.email).toBe(`Kate${counter}@example.com`);
     const accessToken = await login(user.username);
-    for (const spelling of [`\u212aate${counter}@example.com`, `ＫATE${counter}@example.com`]) {
-      const response = await call('PATCH', '/users/me', accessToken, { email: spelling });
-      expect(response.statusCode, response.body).toBe(200);
-      expect(response.json().email).toBe(user.email);
+    const response = await call('PATCH', '/users/me', accessToken, { email: `kate${counter}@example.com` });
+    expect(response.json().email).toBe(`kate${counter}@example.com`);
+    const back = await call('PATCH', '/users/me', accessToken, { email: `\u212aATE${counter}@example.com` });
+    expect(back.json().email).toBe(`KATE${counter}@example.com`);
+  });
+
+  it('refuses compatibility characters before the @ (full-width, circled, mathematical letters): 422', async () => {
+    for (const email of [
+      'ｖictim@mail.example',
+      'ⓑob@mail.example',
+      '\u{1d41c}arl@mail.example',
+      'ﬁsh@mail.example',
+    ]) {
+      const response = await post('/register/', {
+        username: `compat${email.length}${counter}`,
+        email,
+        password: STRONG_PASSWORD,
+        age: 30,
+        level: 'beginner',
+      });
+      expect(response.statusCode, email).toBe(422);
     }
-    const letterCase = await call('PATCH', '/users/me', accessToken, { email: `Kate${counter}@EXAMPLE.com` });
-    expect(letterCase.json().email).toBe(`Kate${counter}@EXAMPLE.com`);
-    const row = await t.database.db
-      .selectFrom('users')
-      .select('email')
-      .where('id', '=', user.id)
-      .executeTakeFirstOrThrow();
-    expect(row.email).toBe(`Kate${counter}@EXAMPLE.com`);
   });
 
   it('takes a new spelling of the domain at once: it names the same domain', async () => {
@@ -226,7 +246,7 @@ describe.each(dialects)('limits on internationalised email addresses on %s (RATE
     const ask = (url: string, email: string, remoteAddress: string) =>
       t.app.inject({ method: 'POST', url, payload: { email }, remoteAddress });
     expect((await ask('/password/forgot', user.email, '203.0.113.71')).statusCode).toBe(202);
-    for (const spelling of ['JOSE\u0301.LIMITED@XN--BCHER-KVA.DE', 'ｊｏｓé.limited@Bücher.de']) {
+    for (const spelling of ['JOSE\u0301.LIMITED@XN--BCHER-KVA.DE', 'JOSÉ.limited@Bücher.de']) {
       const again = await ask('/email/verification/resend', spelling, '198.51.100.71');
       expect(again.statusCode, spelling).toBe(429);
     }

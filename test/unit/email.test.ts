@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { canonicalEmail, isEmailAddress } from '../../src/domain/email.ts';
+import { canonicalEmail, isEmailAddress, storedEmail } from '../../src/domain/email.ts';
 
 describe('email addresses', () => {
   it('gives one canonical form to every spelling of an internationalised address', () => {
@@ -36,18 +36,27 @@ describe('email addresses', () => {
   });
 
   it.each([
-    ['final sigma', ['ΟΔΟΣ@example.com', 'οδοσ@example.com', 'οδος@example.com']],
-    ['long s', ['ſmith@example.com', 'smith@example.com', 'SMITH@example.com']],
-    ['micro sign', ['µ@example.com', 'μ@example.com', 'Μ@example.com']],
-    ['sharp s', ['straße@example.com', 'STRASSE@example.com', 'STRAẞE@example.com', 'strasse@example.com']],
-    ['full-width letters', ['ａlice@example.com', 'alice@example.com', 'ＡLICE@example.com']],
-    ['Kelvin sign', ['\u212aate@example.com', 'kate@example.com']],
-  ])(
-    'folds the case of a local part fully, so that every case of one name is one address: %s',
-    (_name, forms) => {
-      expect(new Set(forms.map(canonicalEmail)).size).toBe(1);
-    },
-  );
+    ['final sigma', ['ΟΔΟΣ@example.com', 'οδος@example.com']],
+    ['sharp s', ['straße@example.com', 'STRAẞE@example.com']],
+    ['Kelvin sign (NFC makes it a K)', ['\u212aate@example.com', 'kate@example.com']],
+    ['dotted capital I', ['İz@example.com', 'i\u0307z@example.com']],
+  ])('lower-cases a local part, so that every case of one name is one address: %s', (_name, forms) => {
+    expect(new Set(forms.map(canonicalEmail)).size).toBe(1);
+  });
+
+  it.each([
+    ['medial and final sigma', 'οδοσ@example.com', 'οδος@example.com'],
+    ['sharp s and ss', 'straße@example.com', 'strasse@example.com'],
+    ['long s and s', 'ſmith@example.com', 'smith@example.com'],
+    ['dotless and dotted i', 'alı@example.com', 'ali@example.com'],
+  ])('keeps apart what mail servers keep apart, not folding beyond lower case: %s', (_name, a, b) => {
+    expect(canonicalEmail(a)).not.toBe(canonicalEmail(b));
+  });
+
+  it('stores an address composed (NFC): a Kelvin sign is stored as the K it is', () => {
+    expect(storedEmail(' \u212aate@example.com ')).toBe('Kate@example.com');
+    expect(storedEmail('jose\u0301@bu\u0308cher.de')).toBe('josé@bücher.de');
+  });
 
   it('reads an upper-case Greek domain as UTS 46 does: ΟΔΟΣ.gr is οδοσ.gr', () => {
     expect(canonicalEmail('user@ΟΔΟΣ.gr')).toBe(canonicalEmail('user@οδοσ.gr'));
@@ -74,6 +83,19 @@ describe('email addresses', () => {
     ['a@ｅxämple.com', false],
     ['a@ﬁnü.de', false],
     ['a\u037eb@example.com', false],
+    ['ａlice@example.com', false],
+    ['ⓑob@example.com', false],
+    ['\u{1d41c}arl@example.com', false],
+    ['ﬁsh@example.com', false],
+    ['µ@example.com', false],
+    ['a\u2024b@example.com', false],
+    ['\u3131\u314f@example.com', false],
+    ['alice\u{1d159}@example.com', false],
+    ['ali\u{16fe4}ce@example.com', false],
+    ['dom1@a\u0345b.example', false],
+    ['dom2@p\u1c82st.example', false],
+    ['alı@example.com', true],
+    ['\u212aate@example.com', true],
     ['a@b', false],
     ['a@bücher', false],
     ['a@bücher..de', false],
