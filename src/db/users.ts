@@ -36,8 +36,8 @@ export interface ProfileChanges {
 export interface UserSearch {
   /** Matched, as a substring, against the canonical username; the caller case-folds it. */
   search: string | undefined;
-  /** Matched, as substrings, against the canonical email (any of them; `search` alone when absent). */
-  emailSearches?: readonly string[];
+  /** Matched, as substrings, against the canonical email (any of them), when `search` is given. */
+  emailSearches: readonly string[];
   limit: number;
   /** Only users with a greater id: the page after the one that ended there. */
   afterId: number | undefined;
@@ -194,7 +194,7 @@ export function createUsersRepository(db: Db): UsersRepository {
       return row ? toUser(row) : undefined;
     },
 
-    async searchUsers({ search, emailSearches = search ? [search] : [], limit, afterId }) {
+    async searchUsers({ search, emailSearches, limit, afterId }) {
       // No stored name or address holds a NUL, which PostgreSQL's text cannot even be compared with.
       const hasNul = (text: string) => text.includes('\0');
       if (

@@ -12,8 +12,11 @@ export const MAX_EMAIL_LENGTH = 254;
 export const MAX_LOCAL_PART_OCTETS = 64;
 const MAX_DOMAIN_LENGTH = 253;
 
-const LOCAL_PART =
-  /^(?:[a-zA-Z0-9!#$%&'*+/=?^_`{|}~-]|(?![\p{C}\p{Z}\p{Default_Ignorable_Code_Point}\u2800\u{16FE4}\u{1D159}])\P{ASCII})+(?:\.(?:[a-zA-Z0-9!#$%&'*+/=?^_`{|}~-]|(?![\p{C}\p{Z}\p{Default_Ignorable_Code_Point}\u2800\u{16FE4}\u{1D159}])\P{ASCII})+)*$/u;
+// Beyond ASCII, anything but spaces, controls, format characters and what is drawn as nothing: default-ignorable code
+// points (Hangul fillers, variation selectors), the blank braille pattern, the Khitan filler and the null notehead.
+const NON_ASCII_ATEXT = String.raw`(?![\p{C}\p{Z}\p{Default_Ignorable_Code_Point}\u2800\u{16FE4}\u{1D159}])\P{ASCII}`;
+const ATOM = `(?:[a-zA-Z0-9!#$%&'*+/=?^_\`{|}~-]|${NON_ASCII_ATEXT})+`;
+const LOCAL_PART = new RegExp(`^${ATOM}(?:\\.${ATOM})*$`, 'u');
 // A mark first would combine with whatever a mail client prints before the address.
 const STARTS_WITH_MARK = /^\p{M}/u;
 const ASCII = /^\p{ASCII}*$/u;
@@ -60,7 +63,7 @@ function asciiLabel(label: string): string | undefined {
  * Returns the domain as DNS and SMTP servers read it, lower-case ASCII (an internationalised one as its A-label:
  * `bücher.de` is `xn--bcher-kva.de`), or undefined when it is no host name with a dot and a non-numeric top label.
  */
-export function asciiDomain(domain: string): string | undefined {
+function asciiDomain(domain: string): string | undefined {
   if (domain.length > MAX_DOMAIN_LENGTH) return undefined;
   const labels = domain.split('.');
   if (labels.length < 2) return undefined;
@@ -77,31 +80,35 @@ export function asciiDomain(domain: string): string | undefined {
   return joined.length <= MAX_DOMAIN_LENGTH ? joined : undefined;
 }
 
-/** Whether the text is an email address: the `email` format of every schema, and what registration accepts. */
-export function isEmailAddress(email: string): boolean {
-  if (email.length > MAX_EMAIL_LENGTH) return false;
+export type EmailAddressProblem = 'too_long' | 'local_part_too_long' | 'invalid';
+
+/** Why the text is no email address (the likeliest cause first), or undefined when it is one. */
+export function findEmailAddressProblem(email: string): EmailAddressProblem | undefined {
+  if (email.length > MAX_EMAIL_LENGTH) return 'too_long';
   const parts = splitEmail(email);
-  if (!parts || STARTS_WITH_MARK.test(parts.local)) return false;
+  if (!parts) return 'invalid';
+  const localOctets = Buffer.byteLength(parts.local);
+  if (localOctets > MAX_LOCAL_PART_OCTETS) return 'local_part_too_long';
   // Addresses are kept in NFC, which must still be a local part (U+037E, the Greek question mark, becomes a
   // semicolon). A compatibility character (full-width, circled or mathematical letters, ligatures, the micro sign) is
   // refused: it would be another mailbox to a mail server, yet look like, and for uniqueness be, the plain letter.
   const composed = parts.local.normalize('NFC');
   if (
-    !LOCAL_PART.test(parts.local) ||
+    STARTS_WITH_MARK.test(parts.local) ||
     !LOCAL_PART.test(composed) ||
     composed.normalize('NFKC') !== composed
   ) {
-    return false;
+    return 'invalid';
   }
-  const localOctets = Buffer.byteLength(parts.local);
-  if (localOctets > MAX_LOCAL_PART_OCTETS) return false;
   const domain = asciiDomain(parts.domain);
-  return (
-    domain !== undefined &&
-    Buffer.byteLength(email) <= MAX_EMAIL_LENGTH &&
-    localOctets + 1 + domain.length <= MAX_EMAIL_LENGTH
-  );
+  if (domain === undefined) return 'invalid';
+  const tooLong =
+    Buffer.byteLength(email) > MAX_EMAIL_LENGTH || localOctets + 1 + domain.length > MAX_EMAIL_LENGTH;
+  return tooLong ? 'too_long' : undefined;
 }
+
+/** Whether the text is an email address: the `email` format of every schema, and what registration accepts. */
+export const isEmailAddress = (email: string): boolean => findEmailAddressProblem(email) === undefined;
 
 /**
  * The form an email address is compared, looked up and counted in: trimmed, NFC, the local part in lower case and the
@@ -114,8 +121,8 @@ export function canonicalEmail(email: string): string {
   const trimmed = email.trim();
   const parts = splitEmail(trimmed);
   const domain = parts && asciiDomain(parts.domain);
-  if (!parts || domain === undefined) return trimmed.toLowerCase();
-  return `${foldLocalPart(parts.local)}@${domain}`;
+  if (!parts || domain === undefined) return trimmed.normalize('NFC').toLowerCase();
+  return `${lowerLocalPart(parts.local)}@${domain}`;
 }
 
 /** The address as it is stored and mailed to: trimmed and composed (NFC), which a Kelvin sign leaves a K. */
@@ -127,8 +134,8 @@ export const storedEmail = (email: string): string => email.trim().normalize('NF
  * would go to other bytes, which not every server reads alike.
  */
 export function sameMailbox(a: string, b: string): boolean {
-  const first = splitEmail(a.trim());
-  const second = splitEmail(b.trim());
+  const first = splitEmail(storedEmail(a));
+  const second = splitEmail(storedEmail(b));
   if (!first || !second) return false;
   const domainOf = (text: string) => asciiDomain(text) ?? text.toLowerCase();
   return (
@@ -139,22 +146,23 @@ export function sameMailbox(a: string, b: string): boolean {
 
 const asciiLowerCase = (text: string) => text.replace(/[A-Z]/g, (letter) => letter.toLowerCase());
 
-/** Whether two addresses are one mailbox, as the unique index on the canonical form judges. */
+/** Whether two addresses are one account's address: their canonical forms, which the unique index holds, are equal. */
 export const sameAddress = (a: string, b: string): boolean => canonicalEmail(a) === canonicalEmail(b);
 
 /**
  * What a searched fragment of an address looks like inside canonical forms, for a substring search: the part before
- * `@` folded as canonicalEmail folds it, and each whole label of a domain as its A-label (`bücher.de` is stored as
+ * `@` in lower case as canonicalEmail writes it, and each whole label of a domain as its A-label (`bücher.de` is stored as
  * `xn--bcher-kva.de`). Without an `@` the fragment may be either side, so both forms come back.
  */
 export function emailSearchForms(fragment: string): string[] {
   const text = fragment.trim();
   const at = text.lastIndexOf('@');
-  if (at !== -1) return [`${foldLocalPart(text.slice(0, at))}@${labelsAsAscii(text.slice(at + 1))}`];
-  return [...new Set([foldLocalPart(text), labelsAsAscii(text)])];
+  if (at !== -1) return [`${lowerLocalPart(text.slice(0, at))}@${labelsAsAscii(text.slice(at + 1))}`];
+  return [...new Set([lowerLocalPart(text), labelsAsAscii(text)])];
 }
 
-const foldLocalPart = (local: string) => local.normalize('NFC').toLowerCase().normalize('NFC');
+// Lower case can decompose (`J\u030C` lower-cases to `j\u030C`, which composes to `ǰ`): composed again after.
+const lowerLocalPart = (local: string) => local.normalize('NFC').toLowerCase().normalize('NFC');
 const labelsAsAscii = (domain: string) =>
   domain
     .split('.')

@@ -3,7 +3,7 @@ import type { NewOneTimeToken } from '../db/one-time-tokens.ts';
 import type { Credentials, NewUser, UsersRepository } from '../db/users.ts';
 import {
   canonicalEmail,
-  isEmailAddress,
+  findEmailAddressProblem,
   MAX_EMAIL_LENGTH,
   MAX_LOCAL_PART_OCTETS,
   sameMailbox,
@@ -232,19 +232,24 @@ export function checkAccountFields(
 
 function findEmailProblem(email: string): FieldProblem | undefined {
   const loc = ['body', 'email'];
-  if (email.length > MAX_EMAIL_LENGTH) {
-    return { loc, msg: `String should have at most ${MAX_EMAIL_LENGTH} characters`, type: 'string_too_long' };
+  switch (findEmailAddressProblem(email)) {
+    case undefined:
+      return undefined;
+    case 'too_long':
+      return {
+        loc,
+        msg: `String should have at most ${MAX_EMAIL_LENGTH} characters`,
+        type: 'string_too_long',
+      };
+    case 'local_part_too_long':
+      return {
+        loc,
+        msg: `value is not a valid email address: the part before @ is longer than ${MAX_LOCAL_PART_OCTETS} bytes`,
+        type: 'value_error',
+      };
+    case 'invalid':
+      return { loc, msg: 'value is not a valid email address', type: 'value_error' };
   }
-  // RFC 5321 §4.5.3.1.1: named apart, as the likeliest cause of a refusal.
-  if (Buffer.byteLength(email.slice(0, Math.max(0, email.lastIndexOf('@')))) > MAX_LOCAL_PART_OCTETS) {
-    return {
-      loc,
-      msg: 'value is not a valid email address: the part before @ is longer than 64 characters',
-      type: 'value_error',
-    };
-  }
-  if (!isEmailAddress(email)) return { loc, msg: 'value is not a valid email address', type: 'value_error' };
-  return undefined;
 }
 
 /** Returns the display form (trimmed, NFKC) and the canonical form (case-folded) of a username. */
@@ -368,8 +373,8 @@ export function createAccountsService(deps: AccountsDependencies): AccountsServi
         email !== undefined && previous && canonicalEmail(email) !== canonicalEmail(previous.email)
           ? email
           : undefined;
-      // Another spelling of this account's address that mail servers would read as other bytes (a Kelvin sign for a K,
-      // full-width letters) keeps the address as stored: it would move the mail without a new mailbox proved.
+      // The same account address with a letter beyond ASCII in another case (JOSÉ for José) keeps the address as
+      // stored: the mail would go to other bytes, which not every server reads alike, with no new mailbox proved.
       const respelled =
         email !== undefined && newEmail === undefined && previous && sameMailbox(email, previous.email)
           ? email
@@ -402,7 +407,7 @@ export function createAccountsService(deps: AccountsDependencies): AccountsServi
       const user = await users.updateUserProfile(
         userId,
         {
-          // The same address in another letter case: no new mailbox to prove.
+          // The same mailbox in another ASCII letter case or domain spelling: no new mailbox to prove.
           ...(respelled !== undefined
             ? { email: { display: respelled, canonical: canonicalEmail(respelled) } }
             : {}),

@@ -198,7 +198,7 @@ export function createOperatorService(deps: OperatorDependencies): OperatorServi
       const size = Math.min(Math.max(1, limit), MAX_USER_PAGE_SIZE);
       const found = await users.searchUsers({
         search: folded || undefined,
-        emailSearches: folded ? emailSearchForms(search ?? '') : [],
+        emailSearches: folded ? emailSearchForms((search ?? '').normalize('NFKC')) : [],
         limit: size + 1,
         afterId,
       });

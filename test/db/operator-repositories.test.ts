@@ -34,24 +34,45 @@ describe.each(dialects)('the repositories operators use, on %s', (dialect) => {
       expect(await users.findUserById(id)).toBeUndefined();
       expect(await users.findCredentialsById(id)).toBeUndefined();
     }
-    expect(await users.searchUsers({ search: 'a\0', limit: 10, afterId: undefined })).toEqual([]);
-    expect(await users.searchUsers({ search: undefined, limit: 10, afterId: MAX_USER_ID + 1 })).toEqual([]);
+    expect(
+      await users.searchUsers({ search: 'a\0', emailSearches: ['a\0'], limit: 10, afterId: undefined }),
+    ).toEqual([]);
+    expect(
+      await users.searchUsers({ search: undefined, emailSearches: [], limit: 10, afterId: MAX_USER_ID + 1 }),
+    ).toEqual([]);
   });
 
   it('pages through users in id order after a given id', async () => {
     const users = createUsersRepository(database.db);
-    const first = await users.searchUsers({ search: undefined, limit: 2, afterId: undefined });
+    const first = await users.searchUsers({
+      search: undefined,
+      emailSearches: [],
+      limit: 2,
+      afterId: undefined,
+    });
     expect(first.map((user) => user.username)).toEqual(['Anna', 'bob']);
-    const second = await users.searchUsers({ search: undefined, limit: 2, afterId: first.at(-1)?.id });
+    const second = await users.searchUsers({
+      search: undefined,
+      emailSearches: [],
+      limit: 2,
+      afterId: first.at(-1)?.id,
+    });
     expect(second.map((user) => user.username)).toEqual(['carl_x', 'dora%']);
-    const last = await users.searchUsers({ search: undefined, limit: 2, afterId: second.at(-1)?.id });
+    const last = await users.searchUsers({
+      search: undefined,
+      emailSearches: [],
+      limit: 2,
+      afterId: second.at(-1)?.id,
+    });
     expect(last.map((user) => user.username)).toEqual(['Eve']);
   });
 
   it('searches usernames and emails by substring, taking % and _ literally', async () => {
     const users = createUsersRepository(database.db);
     const names = async (search: string) =>
-      (await users.searchUsers({ search, limit: 10, afterId: undefined })).map((user) => user.username);
+      (await users.searchUsers({ search, emailSearches: [search], limit: 10, afterId: undefined })).map(
+        (user) => user.username,
+      );
     expect(await names('nn')).toEqual(['Anna']);
     expect(await names('eve@example')).toEqual(['Eve']);
     expect(await names('_')).toEqual(['carl_x']);

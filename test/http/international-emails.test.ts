@@ -12,7 +12,7 @@ import { mailedToken, outboxMails } from '../support/outbox.ts';
 const NEW_PASSWORD = 'a brand new passphrase here';
 
 // Every flow that finds, compares or mails an address, with an address on an internationalised domain and a local
-// part outside ASCII: the seed's EmailStr accepts them, so its clients may hold such accounts.
+// part outside ASCII: the seed stores any string as an email, so its clients may hold such accounts.
 describe.each(dialects)('internationalised email addresses on %s', (dialect) => {
   let t: TestApp;
   beforeAll(async () => {
@@ -68,7 +68,7 @@ describe.each(dialects)('internationalised email addresses on %s', (dialect) => 
     expect((await post('/email/verify', { token: link })).statusCode).toBe(200);
   });
 
-  it('changes the email to an IDN address, stored in its canonical form: its other spellings are then taken', async () => {
+  it('changes the email to an IDN address, its canonical form stored beside it: its other spellings are then taken', async () => {
     const user = await freshUser('example.com');
     const accessToken = await login(user.username);
     const address = `Ünïcode${counter}@München.de`;
@@ -156,7 +156,7 @@ describe.each(dialects)('internationalised email addresses on %s', (dialect) => 
     expect(letterCase.json().email).toBe(user.email.replace('j', 'J'));
   });
 
-  it('stores an address composed: a Kelvin sign, from a token alone, becomes the K it is, mailed as such', async () => {
+  it('stores an address composed: a Kelvin sign, from a token alone, becomes the K it is', async () => {
     counter += 1;
     const user = await registerUser(t.app, {
       username: `kelvin${counter}`,

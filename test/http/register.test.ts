@@ -187,7 +187,7 @@ describe.each(dialects)('POST /register/ on %s', (dialect) => {
     }
   });
 
-  it('accepts an internationalised domain, as the seed (EmailStr) does, and keeps the address as given', async () => {
+  it('accepts an internationalised domain (the seed takes any string) and keeps the address as given', async () => {
     const response = await register(registration({ username: 'reg_idn', email: 'reg_idn@bücher.de' }));
     expect(response.statusCode, response.body).toBe(200);
     expect(response.json().email).toBe('reg_idn@bücher.de');
@@ -204,7 +204,7 @@ describe.each(dialects)('POST /register/ on %s', (dialect) => {
     }
   });
 
-  it('accepts a non-ASCII local part (RFC 6531), as the seed does, one address in any case', async () => {
+  it('accepts a non-ASCII local part (RFC 6531), one address in any case', async () => {
     const response = await register(registration({ username: 'reg_jose', email: 'josé.reg@example.com' }));
     expect(response.statusCode, response.body).toBe(200);
     const again = await register(registration({ username: 'reg_jose2', email: 'JOSÉ.reg@example.com' }));
