@@ -52,11 +52,10 @@ function asciiLabel(label: string): string | undefined {
   if (!ASCII_LABEL.test(encoded) || !encoded.startsWith('xn--')) return undefined;
   // UTS 46 maps some characters away (a soft hyphen, a zero-width space, a full-width letter): a domain must be
   // written as it reads, beyond letter case and composition.
-  const decoded = domainToUnicode(encoded);
-  const lower = composed.toLowerCase();
-  // Only letter case may differ; UTS 46 reads a capital sigma as σ where JavaScript's lower case writes a final ς.
-  const sameLetters = decoded === lower || (composed.includes('Σ') && decoded === lower.replaceAll('ς', 'σ'));
-  return sameLetters ? encoded : undefined;
+  // Only letter case may differ. UTS 46 folds case, which is not always lower case: Cherokee folds to its capitals,
+  // and a capital sigma is σ where JavaScript's lower case writes a final ς.
+  const letters = (text: string) => text.toLowerCase().replaceAll('ς', 'σ');
+  return letters(domainToUnicode(encoded)) === letters(composed) ? encoded : undefined;
 }
 
 /**
@@ -111,11 +110,11 @@ export function findEmailAddressProblem(email: string): EmailAddressProblem | un
 export const isEmailAddress = (email: string): boolean => findEmailAddressProblem(email) === undefined;
 
 /**
- * The form an email address is compared, looked up and counted in: trimmed, NFC, the local part in lower case and the
- * domain as its A-label, so that `José@Bücher.de` in every case and composition is one address. Lower case, not full
- * case folding: `ß` and `ss`, `ς` and `σ`, `ı` and `i` are different mailboxes to a mail server, and one account
- * holding both would keep the other's owner out. An ASCII address is its lower-case self, as every earlier version
- * stored it.
+ * The form an email address is compared, looked up and counted in: trimmed, NFC, the ASCII letters of the local part in
+ * lower case and the domain as its A-label, so that `José@Bücher.de`, `JOSé@xn--bcher-kva.de` and their decomposed
+ * spellings are one address. Letters beyond ASCII keep their case: mail servers differ on it (`JOSÉ` and `josé`,
+ * Georgian capitals, Cherokee), and one account holding both spellings would let whoever registered first keep the
+ * other's owner out, every reset mailed to the first. An ASCII address is its lower-case self, as ever.
  */
 export function canonicalEmail(email: string): string {
   const trimmed = email.trim();
@@ -128,30 +127,12 @@ export function canonicalEmail(email: string): string {
 /** The address as it is stored and mailed to: trimmed and composed (NFC), which a Kelvin sign leaves a K. */
 export const storedEmail = (email: string): string => email.trim().normalize('NFC');
 
-/**
- * Whether the second address is the first as any mail server reads it: the local parts differ at most in ASCII letter
- * case and the domains name one domain. Another case of a letter beyond ASCII gives one canonical form, but the mail
- * would go to other bytes, which not every server reads alike.
- */
-export function sameMailbox(a: string, b: string): boolean {
-  const first = splitEmail(storedEmail(a));
-  const second = splitEmail(storedEmail(b));
-  if (!first || !second) return false;
-  const domainOf = (text: string) => asciiDomain(text) ?? text.toLowerCase();
-  return (
-    domainOf(first.domain) === domainOf(second.domain) &&
-    asciiLowerCase(first.local) === asciiLowerCase(second.local)
-  );
-}
-
-const asciiLowerCase = (text: string) => text.replace(/[A-Z]/g, (letter) => letter.toLowerCase());
-
 /** Whether two addresses are one account's address: their canonical forms, which the unique index holds, are equal. */
 export const sameAddress = (a: string, b: string): boolean => canonicalEmail(a) === canonicalEmail(b);
 
 /**
  * What a searched fragment of an address looks like inside canonical forms, for a substring search: the part before
- * `@` in lower case as canonicalEmail writes it, and each whole label of a domain as its A-label (`bücher.de` is stored as
+ * `@` with its ASCII letters in lower case as canonicalEmail writes it, and each whole label of a domain as its A-label (`bücher.de` is stored as
  * `xn--bcher-kva.de`). Without an `@` the fragment may be either side, so both forms come back.
  */
 export function emailSearchForms(fragment: string): string[] {
@@ -161,8 +142,12 @@ export function emailSearchForms(fragment: string): string[] {
   return [...new Set([lowerLocalPart(text), labelsAsAscii(text)])];
 }
 
-// Lower case can decompose (`J\u030C` lower-cases to `j\u030C`, which composes to `ǰ`): composed again after.
-const lowerLocalPart = (local: string) => local.normalize('NFC').toLowerCase().normalize('NFC');
+// Lower case can compose (`J\u030C` has no composed form, `j\u030C` is `ǰ`): composed again after.
+const lowerLocalPart = (local: string) =>
+  local
+    .normalize('NFC')
+    .replace(/[A-Z]/g, (letter) => letter.toLowerCase())
+    .normalize('NFC');
 const labelsAsAscii = (domain: string) =>
   domain
     .split('.')

@@ -6,7 +6,6 @@ import {
   findEmailAddressProblem,
   MAX_EMAIL_LENGTH,
   MAX_LOCAL_PART_OCTETS,
-  sameMailbox,
   storedEmail,
 } from '../domain/email.ts';
 import { LEVELS, type Level, type User } from '../domain/user.ts';
@@ -373,12 +372,6 @@ export function createAccountsService(deps: AccountsDependencies): AccountsServi
         email !== undefined && previous && canonicalEmail(email) !== canonicalEmail(previous.email)
           ? email
           : undefined;
-      // The same account address with a letter beyond ASCII in another case (JOSÉ for José) keeps the address as
-      // stored: the mail would go to other bytes, which not every server reads alike, with no new mailbox proved.
-      const respelled =
-        email !== undefined && newEmail === undefined && previous && sameMailbox(email, previous.email)
-          ? email
-          : undefined;
       // A stolen access token alone must not move the account to another mailbox, from which a reset would take it.
       if (newEmail !== undefined && changes.currentPassword === undefined) {
         throw new AppError('validation_failed', 'Invalid profile', {
@@ -407,9 +400,10 @@ export function createAccountsService(deps: AccountsDependencies): AccountsServi
       const user = await users.updateUserProfile(
         userId,
         {
-          // The same mailbox in another ASCII letter case or domain spelling: no new mailbox to prove.
-          ...(respelled !== undefined
-            ? { email: { display: respelled, canonical: canonicalEmail(respelled) } }
+          // The same address with its ASCII letters in another case or its domain in another spelling: no new mailbox
+          // to prove.
+          ...(email !== undefined && newEmail === undefined
+            ? { email: { display: email, canonical: canonicalEmail(email) } }
             : {}),
           ...(newEmail !== undefined ? { pendingEmail: newEmail } : {}),
           // The current address again while another waits: the user changed their mind, and that link must die.

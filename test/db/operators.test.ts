@@ -148,12 +148,12 @@ describe.each(dialects)('the operator service on %s', (dialect) => {
     );
     for (const search of [
       email,
-      `STRAẞE${userCount}@bücher.DE`,
-      `straẞe${userCount}`,
+      `STRAße${userCount}@bücher.DE`,
+      `STRAße${userCount}@`,
       'bücher.de',
       'BÜCHER',
       `@xn--bcher-kva.de`,
-      `STRAẞE${userCount}`,
+      `STRAße${userCount}`,
     ]) {
       const found = await operators.listUsers({ search, limit: 10 });
       expect(

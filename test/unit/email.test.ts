@@ -10,11 +10,11 @@ describe('email addresses', () => {
   it('gives one canonical form to every spelling of an internationalised address', () => {
     const forms = [
       'josé@bücher.de',
-      'JOSÉ@BÜCHER.DE',
+      'JOSé@BÜCHER.DE',
       'jose\u0301@xn--bcher-kva.de',
       ' josé@Bücher.de ',
       'José@XN--BCHER-KVA.DE',
-      'jose\u0301@bu\u0308cher.de',
+      'JOSe\u0301@bu\u0308cher.de',
     ];
     expect(new Set(forms.map(canonicalEmail))).toEqual(new Set(['josé@xn--bcher-kva.de']));
   });
@@ -42,19 +42,16 @@ describe('email addresses', () => {
   });
 
   it.each([
-    ['final sigma', ['ΟΔΟΣ@example.com', 'οδος@example.com']],
-    ['sharp s', ['straße@example.com', 'STRAẞE@example.com']],
-    ['dotted capital I', ['İz@example.com', 'i\u0307z@example.com']],
-  ])('lower-cases a local part, so that every case of one name is one address: %s', (_name, forms) => {
-    expect(new Set(forms.map(canonicalEmail)).size).toBe(1);
-  });
-
-  it.each([
+    ['capital and small é', 'JOSÉ@example.com', 'josé@example.com'],
+    ['final sigma', 'ΟΔΟΣ@example.com', 'οδος@example.com'],
     ['medial and final sigma', 'οδοσ@example.com', 'οδος@example.com'],
+    ['capital and small sharp s', 'STRAẞE@example.com', 'straße@example.com'],
     ['sharp s and ss', 'straße@example.com', 'strasse@example.com'],
     ['long s and s', 'ſmith@example.com', 'smith@example.com'],
     ['dotless and dotted i', 'alı@example.com', 'ali@example.com'],
-  ])('keeps apart what mail servers keep apart, not folding beyond lower case: %s', (_name, a, b) => {
+    ['Georgian capitals (Mtavruli) and letters', 'ᲒᲘᲝᲠᲒᲘ@example.com', 'გიორგი@example.com'],
+    ['Cherokee capitals and small letters', 'ᏣᎳᎩ@example.com', 'ꮳꮃꭹ@example.com'],
+  ])('keeps apart letter cases beyond ASCII, which mail servers read differently: %s', (_name, a, b) => {
     expect(canonicalEmail(a)).not.toBe(canonicalEmail(b));
   });
 
@@ -63,8 +60,10 @@ describe('email addresses', () => {
     expect(storedEmail('jose\u0301@bu\u0308cher.de')).toBe('josé@bücher.de');
   });
 
-  it('reads an upper-case Greek domain as UTS 46 does: ΟΔΟΣ.gr is οδοσ.gr', () => {
+  it('reads a domain as UTS 46 does, whatever the case: ΟΔΟΣ.gr is οδοσ.gr, Cherokee folds to its capitals', () => {
     expect(canonicalEmail('user@ΟΔΟΣ.gr')).toBe(canonicalEmail('user@οδοσ.gr'));
+    expect(canonicalEmail('wilma@ᏣᎳᎩ.com')).toBe('wilma@xn--f9dt7l.com');
+    expect(canonicalEmail('wilma@ꮳꮃꭹ.com')).toBe('wilma@xn--f9dt7l.com');
   });
 
   it('composes again after lower case: J with a caron lower-cases to j and a combining caron, which is ǰ', () => {
@@ -137,6 +136,8 @@ describe('email addresses', () => {
     ['alice\ufe00@example.com', false],
     ['alice\u{e0100}@example.com', false],
     ['user@ΟΔΟΣ.gr', true],
+    ['wilma@ᏣᎳᎩ.com', true],
+    ['wilma@ꮳꮃꭹ.com', true],
     ['user@οδοσ.gr', true],
     ['a@example.०१२', false],
     ['a@०.१', false],
