@@ -1,10 +1,11 @@
 import { domainToASCII, domainToUnicode } from 'node:url';
 
 // The seed stored any string as an email (`email: str`), so its clients may hold any address a mail system delivers to,
-// international ones included (RFC 6531, IDNA). One mailbox must be one account whatever the spelling, since a second
-// account on it could be reset by the first's owner; and an address must read as it will be delivered, since a
-// character drawn as nothing would let two accounts look alike. The repositories compare by canonicalEmail, as the
-// services do, because the unique index holds only that form.
+// international ones included (RFC 6531, IDNA). What every mail server reads as one mailbox must be one account, since
+// a second account on it could be reset by the first's owner; what some server reads as two mailboxes must stay two,
+// since the first registered would otherwise keep the other's owner out. An address must also read as it will be
+// delivered: a character drawn as nothing would let two accounts look alike. The repositories compare by
+// canonicalEmail, as the services do, because the unique index holds only that form.
 
 /** RFC 5321 §4.5.3.1.3 on a whole address, in octets (as written, and with the domain as its A-label). */
 export const MAX_EMAIL_LENGTH = 254;
@@ -132,7 +133,7 @@ export const sameAddress = (a: string, b: string): boolean => canonicalEmail(a) 
 
 /**
  * What a searched fragment of an address looks like inside canonical forms, for a substring search: the part before
- * `@` with its ASCII letters in lower case as canonicalEmail writes it, and each whole label of a domain as its A-label (`bücher.de` is stored as
+ * `@` as canonicalEmail writes it, and each whole label of a domain as its A-label (`bücher.de` is stored as
  * `xn--bcher-kva.de`). Without an `@` the fragment may be either side, so both forms come back.
  */
 export function emailSearchForms(fragment: string): string[] {
