@@ -399,8 +399,7 @@ export async function buildApp(
   registerSecurityHeaders(app);
   registerResponseHooks(app);
   registerTokenEndpointHeaders(app);
-  registerRequestTargetRules(app);
-  registerMethodNotAllowed(app);
+  registerRequestTargetRules(app, registerMethodNotAllowed(app));
   app.server.on('checkExpectation', answerUnmetExpectation);
   const auditSinks: AuditSink[] = [
     (event, fields, origin) =>

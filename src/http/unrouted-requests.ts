@@ -97,7 +97,11 @@ function hasRepeatedHost(rawHeaders: string[]): boolean {
  * asterisk form (`GET * HTTP/1.1`) belongs to a server-wide OPTIONS only, and Fastify routed any other method's to
  * `/`. One of the first onRequest hooks: nothing else runs for these.
  */
-export function registerRequestTargetRules(app: FastifyInstance): void {
+export function registerRequestTargetRules(app: FastifyInstance, unrouted: UnroutedAnswer): void {
+  // No route takes QUERY, and Fastify refuses one without a Content-Type (RFC 10008) before any handler runs, as a
+  // body error: it gets what any method no route takes gets.
+  const queryError = (request: FastifyRequest, reply: FastifyReply) =>
+    request.method === 'QUERY' ? unrouted(request, reply) : undefined;
   app.addHook('onRequest', (request, reply, done) => {
     if (request.raw.url === '*' && request.method !== 'OPTIONS') {
       reply.header('connection', 'close');
@@ -107,7 +111,7 @@ export function registerRequestTargetRules(app: FastifyInstance): void {
     const host = request.raw.headers.host;
     if (host === undefined) {
       if (request.raw.httpVersion !== '1.1') {
-        done();
+        done(queryError(request, reply));
         return;
       }
       reply.header('connection', 'close');
@@ -115,7 +119,7 @@ export function registerRequestTargetRules(app: FastifyInstance): void {
       return;
     }
     if (isValidHostField(host) && !hasRepeatedHost(request.raw.rawHeaders)) {
-      done();
+      done(queryError(request, reply));
       return;
     }
     reply.header('connection', 'close');
@@ -140,8 +144,11 @@ export function routedPath(request: FastifyRequest): string {
   }
 }
 
-/** Answers 405 with Allow for a path that exists under other methods, 404 otherwise. */
-export function registerMethodNotAllowed(app: FastifyInstance): void {
+/** The error for a request no route takes (405 with Allow set on the reply, or 404). */
+export type UnroutedAnswer = (request: FastifyRequest, reply: FastifyReply) => AppError;
+
+/** Answers 405 with Allow for a path that exists under other methods, 404 otherwise; returns that answer. */
+export function registerMethodNotAllowed(app: FastifyInstance): UnroutedAnswer {
   const routes: { pattern: RegExp; method: string }[] = [];
   app.addHook('onRoute', (route) => {
     const source = route.url
@@ -155,7 +162,7 @@ export function registerMethodNotAllowed(app: FastifyInstance): void {
       if (method !== 'OPTIONS') routes.push({ pattern: new RegExp(`^${source}$`), method });
     }
   });
-  app.setNotFoundHandler(async (request, reply) => {
+  const unrouted: UnroutedAnswer = (request, reply) => {
     const path = routedPath(request);
     const allowed = [
       ...new Set(routes.filter((route) => route.pattern.test(path)).map((route) => route.method)),
@@ -163,10 +170,12 @@ export function registerMethodNotAllowed(app: FastifyInstance): void {
     // A wildcard route (the documentation assets) that declines a path under its own method: a missing file.
     if (allowed.length > 0 && !allowed.includes(request.method)) {
       reply.header('allow', allowed.join(', '));
-      return sendError(new AppError('method_not_allowed', 'Method Not Allowed'), request, reply);
+      return new AppError('method_not_allowed', 'Method Not Allowed');
     }
-    return sendError(new AppError('not_found', 'Not Found'), request, reply);
-  });
+    return new AppError('not_found', 'Not Found');
+  };
+  app.setNotFoundHandler(async (request, reply) => sendError(unrouted(request, reply), request, reply));
+  return unrouted;
 }
 
 /** Fastify's `frameworkErrors`: errors raised before routing (an undecodable path) go through the one error table. */

@@ -131,6 +131,22 @@ describe.each(dialects)('operations and documentation on %s', (dialect) => {
     expect(response.headers.allow).toBe('POST');
   });
 
+  it('answers QUERY, which no route takes, as any method no route takes: 405 with Allow, or 404', async () => {
+    for (const headers of [{}, { 'content-type': 'application/json' }]) {
+      const known = await t.app.inject({
+        method: 'QUERY' as 'GET',
+        url: '/conversation',
+        headers,
+        payload: '',
+      });
+      expect(known.statusCode, JSON.stringify(headers)).toBe(405);
+      expect(known.headers.allow).toBe('GET, HEAD');
+      expect(known.json()).toEqual({ detail: 'Method Not Allowed' });
+      const unknown = await t.app.inject({ method: 'QUERY' as 'GET', url: '/nowhere', headers, payload: '' });
+      expect(unknown.statusCode, JSON.stringify(headers)).toBe(404);
+    }
+  });
+
   it('reports not ready with 503 once the database is gone', async () => {
     const local = await buildTestApp(dialect);
     await local.database.close();
