@@ -1,6 +1,10 @@
 import unhomoglyph from 'unhomoglyph';
 
-export type UsernameProblem = 'mixed_scripts' | 'mixed_digit_systems' | 'no_letter_or_digit';
+export type UsernameProblem =
+  | 'mixed_scripts'
+  | 'mixed_digit_systems'
+  | 'no_letter_or_digit'
+  | 'invisible_characters';
 
 // ISO 15924 codes of every Unicode script (17.0); one the running ICU does not know is dropped, and a letter
 // of no known script is refused as mixed rather than waved through.
@@ -38,9 +42,15 @@ const ALLOWED_COMBINATIONS = [
   ['Latn', 'Hani', 'Hang'],
 ];
 
-/** Returns why a trimmed, NFKC username may not be registered (it mixes scripts or digit systems, or has neither letter nor digit), or undefined. */
+/**
+ * Returns why a trimmed, NFKC username may not be registered (it holds a letter drawn as nothing, mixes scripts or
+ * digit systems, or has neither letter nor digit), or undefined.
+ */
 export function findUsernameProblem(display: string): UsernameProblem | undefined {
   if (!/[\p{L}\p{Nd}]/u.test(display)) return 'no_letter_or_digit';
+  // The Hangul fillers are letters (Lo) yet default-ignorable: `victim7` with one is drawn as `victim7`. UTS #39 drops
+  // such characters from a skeleton; refusing them keeps the stored skeletons of names registered before valid.
+  if (/\p{Default_Ignorable_Code_Point}/u.test(display)) return 'invisible_characters';
   if (/^[\0-\x7f]*$/.test(display)) return undefined;
   const SCRIPTS = loadScripts();
   const scriptSets: string[][] = [];

@@ -526,6 +526,12 @@ function describeUsernameProblem(problem: UsernameProblem): FieldProblem {
         msg: 'Username must contain a letter or a digit',
         type: 'username_without_letter_or_digit',
       };
+    case 'invisible_characters':
+      return {
+        loc,
+        msg: 'Username must not hold characters drawn as nothing, such as Hangul fillers',
+        type: 'username_invisible_characters',
+      };
   }
 }
 

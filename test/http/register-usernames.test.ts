@@ -38,6 +38,12 @@ describe.each(dialects)('POST /register/ with lookalike usernames on %s', (diale
     ['two digit systems', 'علي1١', 'username_mixed_digit_systems'],
     ['dots only', '...', 'username_without_letter_or_digit'],
     ['hyphens only', '---', 'username_without_letter_or_digit'],
+    // Hangul fillers are letters drawn as nothing (Default_Ignorable_Code_Point): victim7 with one looked like victim7.
+    ['a Hangul choseong filler', 'victim7\u115f', 'username_invisible_characters'],
+    ['a Hangul jungseong filler', 'vic\u1160tim7', 'username_invisible_characters'],
+    ['a Hangul filler', 'victim7\u3164', 'username_invisible_characters'],
+    ['a half-width Hangul filler', '\uffa0victim7', 'username_invisible_characters'],
+    ['a Hangul filler among Hangul', '한\u3164글', 'username_invisible_characters'],
   ])('answers 422 at body.username for %s', async (_label, username, type) => {
     const response = await register(username);
     expect(response.statusCode).toBe(422);

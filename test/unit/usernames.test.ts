@@ -93,6 +93,13 @@ describe('username rules (UTS #39 §5.2, highly restrictive)', () => {
     expect(findUsernameProblem('user1२')).toBe('mixed_scripts');
   });
 
+  it.each(['victim7\u115f', 'vic\u1160tim7', 'victim7\u3164', '\uffa0victim7', '한\u3164글'])(
+    'refuses %j, which holds a letter drawn as nothing',
+    (name) => {
+      expect(findUsernameProblem(name)).toBe('invisible_characters');
+    },
+  );
+
   it.each(['...', '---', '___', '._-', '-.-'])('refuses %s, which has no letter or digit', (name) => {
     expect(findUsernameProblem(name)).toBe('no_letter_or_digit');
   });
