@@ -127,13 +127,19 @@ export function registerRequestTargetRules(app: FastifyInstance, unrouted: Unrou
   });
 }
 
+// RFC 9112 §3.2.2's absolute form, whose scheme and authority the router drops before matching.
+const ABSOLUTE_FORM = /^https?:\/\/[^/?#]+/i;
+
 /**
- * The request's path as a rule keyed on paths must see it: without the query, and percent-encoded characters decoded
- * once, since the router decodes them before matching (`/%74oken` reaches /token). Not the matched route's pattern:
- * the CORS preflight route matches every path, and 404 and 405 answers match none.
+ * The request's path as a rule keyed on paths must see it: without the scheme and authority of an absolute-form target
+ * (`POST http://host/token` reaches /token), without the query, and percent-encoded characters decoded once, since the
+ * router decodes them before matching (`/%74oken` reaches /token). Not the matched route's pattern: the CORS
+ * preflight route matches every path, and 404 and 405 answers match none.
  */
 export function routedPath(request: FastifyRequest): string {
-  const url = request.url;
+  const target = request.url;
+  const authority = target.startsWith('/') ? undefined : ABSOLUTE_FORM.exec(target);
+  const url = authority ? `/${target.slice(authority[0].length).replace(/^\//, '')}` : target;
   const end = url.search(/[?#]/);
   const path = end === -1 ? url : url.slice(0, end);
   if (!path.includes('%')) return path;

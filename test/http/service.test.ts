@@ -1,7 +1,7 @@
 import { get, type IncomingHttpHeaders, STATUS_CODES } from 'node:http';
 import { type AddressInfo, connect } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { buildTestApp, type TestApp } from '../support/build-test-app.ts';
+import { buildTestApp, registerUser, STRONG_PASSWORD, type TestApp } from '../support/build-test-app.ts';
 import { dialects } from '../support/dialects.ts';
 import { PARSER_REFUSALS, parseRawAnswer, rawExchange } from '../support/raw-exchange.ts';
 
@@ -314,6 +314,39 @@ describe.each(dialects)('errors at the edges on %s', (dialect) => {
     const answer = parseRawAnswer(await rawExchange(port, `${line}\r\nHost: x\r\nConnection: close\r\n\r\n`));
     expect(answer.statusLine).toBe('HTTP/1.1 302 Found');
     expect(answer.headers.location).toBe('/docs/');
+  });
+
+  // RFC 9112 §3.2.2: a server MUST accept the absolute form. The router strips its scheme and authority; the rules
+  // keyed on paths read the raw target, so tokens went out without Pragma: no-cache (RFC 6749 §5.1).
+  it('answers an absolute-form target as its path: tokens with no-store and no-cache, 405 with Allow', async () => {
+    await registerUser(t.app, { username: 'absolute', email: 'absolute@example.com' });
+    const form = `username=absolute&password=${encodeURIComponent(STRONG_PASSWORD)}`;
+    const token = parseRawAnswer(
+      await rawExchange(
+        port,
+        `POST http://localhost/token HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: ${form.length}\r\n\r\n${form}`,
+      ),
+    );
+    expect(token.statusLine).toBe('HTTP/1.1 200 OK');
+    expect(JSON.parse(token.body).access_token).toEqual(expect.any(String));
+    expect(token.headers).toMatchObject({ 'cache-control': 'no-store', pragma: 'no-cache' });
+    const revokeForm = 'token=unknown';
+    const revoke = parseRawAnswer(
+      await rawExchange(
+        port,
+        `POST HTTP://LOCALHOST:80/revoke?x=1 HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: ${revokeForm.length}\r\n\r\n${revokeForm}`,
+      ),
+    );
+    expect(revoke.statusLine).toBe('HTTP/1.1 200 OK');
+    expect(revoke.headers).toMatchObject({ 'cache-control': 'no-store', pragma: 'no-cache' });
+    const wrongMethod = parseRawAnswer(
+      await rawExchange(
+        port,
+        'DELETE http://localhost/token HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n',
+      ),
+    );
+    expect(wrongMethod.statusLine).toBe('HTTP/1.1 405 Method Not Allowed');
+    expect(wrongMethod.headers).toMatchObject({ allow: 'POST', pragma: 'no-cache' });
   });
 
   it('answers 404 for a documentation asset that does not exist', async () => {
