@@ -22,7 +22,7 @@ import { isEmailAddress } from './domain/email.ts';
 import { registerAccountPage } from './http/account-page.ts';
 import { requireLiveSession, requireVerifiedAccessToken } from './http/authenticate.ts';
 import { provideBackgroundWork } from './http/background-work.ts';
-import { registerJsonParser } from './http/body-parsers.ts';
+import { registerBodilessRoutesParser, registerJsonParser } from './http/body-parsers.ts';
 import { registerClientIp } from './http/client-ip.ts';
 import { registerCors } from './http/cors.ts';
 import { registerDraining } from './http/draining.ts';
@@ -176,6 +176,7 @@ export async function buildApp(
     },
   }).withTypeProvider<TypeBoxTypeProvider>();
   registerJsonParser(app);
+  registerBodilessRoutesParser(app);
   // First of all hooks, so that every later reader of request.ip sees the client.
   if (behindProxies) registerClientIp(app, clientIp.resolve);
 

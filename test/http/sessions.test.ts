@@ -302,6 +302,41 @@ describe.each(dialects)('sessions and refresh tokens on %s', (dialect) => {
     }
   });
 
+  // Found from outside: `curl -d ''` and jQuery's $.post send an empty form; only JSON was read as no body, so a form,
+  // multipart or octet-stream sign-out met 415 and left the caller signed in.
+  it.each([
+    ['an empty form', 'application/x-www-form-urlencoded', ''],
+    ['a form', 'application/x-www-form-urlencoded', 'a=1'],
+    ['an empty multipart body', 'multipart/form-data; boundary=x', ''],
+    ['an octet stream', 'application/octet-stream', 'abc'],
+    ['XML', 'application/xml', '<logout/>'],
+  ])('logs out and out everywhere with %s, which it does not read', async (_label, contentType, payload) => {
+    for (const url of ['/logout', '/logout/all']) {
+      const tokens = await login();
+      const response = await t.app.inject({
+        method: 'POST',
+        url,
+        headers: { authorization: `Bearer ${tokens.access_token}`, 'content-type': contentType },
+        payload,
+      });
+      expect(response.statusCode, `${url}: ${response.body}`).toBe(204);
+      expect((await conversation(tokens.access_token)).statusCode).toBe(401);
+    }
+  });
+
+  it('still answers 415 for a type it does not read on a route that takes a body', async () => {
+    const tokens = await login();
+    const response = await t.app.inject({
+      method: 'POST',
+      url: '/users/me/password',
+      headers: { authorization: `Bearer ${tokens.access_token}`, 'content-type': 'application/octet-stream' },
+      payload: 'abc',
+    });
+    expect(response.statusCode).toBe(415);
+    expect(response.json()).toEqual({ detail: 'Unsupported Media Type' });
+    expect((await conversation(tokens.access_token)).statusCode).toBe(200);
+  });
+
   it('logs out: the access token is refused at once, and the refresh token too', async () => {
     const tokens = await login();
     expect((await conversation(tokens.access_token)).statusCode).toBe(200);
