@@ -1,4 +1,5 @@
 import { isUtf8 } from 'node:buffer';
+import { createRequire } from 'node:module';
 import { Busboy, type BusboyHeaders, type BusboyInstance } from '@fastify/busboy';
 import { parse as parseQueryString } from 'fast-querystring';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
@@ -141,21 +142,34 @@ const MAX_MULTIPART_PARTS = 32;
 const MAX_MULTIPART_NAME_LENGTH = 100;
 
 const IDENTITY_TRANSFER_ENCODINGS = new Set(['7bit', '8bit', 'binary']);
-const BOUNDARY = /;\s*boundary=(?:"([^"]+)"|([^;\s]+))/i;
-const PART_CHARSET = /^content-type:[^\r\n]*;\s*charset\s*=\s*"?([^";\s\r\n]+)/im;
+// Busboy's own reading of header parameters (quoted strings, RFC 2231 forms): the check below must see the boundary
+// and the charsets that busboy goes by, not what a regular expression finds inside a quoted parameter.
+const parseParams = createRequire(import.meta.url)('@fastify/busboy/lib/utils/parseParams.js') as (
+  value: string,
+) => (string | [name: string, value: string])[];
+
+const parametersOf = (value: string): [string, string][] =>
+  parseParams(value).filter((entry): entry is [string, string] => Array.isArray(entry));
 
 /**
  * Returns the charset a part's headers name when it is not UTF-8, or undefined. Busboy would decode such a part in
  * that charset: a UTF-8 password labelled Latin-1 would be read as other characters, and fail as a wrong password.
+ * Every charset of every Content-Type line is checked (busboy goes by the first), folded lines joined as busboy joins
+ * them.
  */
 function partInOtherCharset(text: string, contentType: string): string | undefined {
-  const match = BOUNDARY.exec(contentType);
-  const boundary = match?.[1] ?? match?.[2];
+  const boundary = parametersOf(contentType).find(([name]) => name.toLowerCase() === 'boundary')?.[1];
   if (!boundary) return undefined;
   for (const part of text.split(`--${boundary}`)) {
     const headersEnd = part.indexOf('\r\n\r\n');
-    const charset = PART_CHARSET.exec(headersEnd < 0 ? part : part.slice(0, headersEnd))?.[1];
-    if (charset && !/^utf-?8$/i.test(charset)) return charset;
+    const headers = (headersEnd < 0 ? part : part.slice(0, headersEnd)).replace(/\r\n(?=[ \t])/g, '');
+    for (const line of headers.split('\r\n')) {
+      const colon = line.indexOf(':');
+      if (colon <= 0 || line.slice(0, colon).toLowerCase() !== 'content-type') continue;
+      for (const [name, value] of parametersOf(line.slice(colon + 1))) {
+        if (name.toLowerCase() === 'charset' && !/^utf-?8$/i.test(value)) return value;
+      }
+    }
   }
   return undefined;
 }

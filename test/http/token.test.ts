@@ -172,6 +172,36 @@ describe.each(dialects)('POST /token on %s', (dialect) => {
     expect(after.statusCode).toBe(200);
   });
 
+  // Found from outside: the charset check found the boundary and the part's charset with regular expressions that
+  // matched inside quoted parameters, while busboy reads parameters properly and decoded the part in that charset.
+  it.each([
+    [
+      'a boundary hidden in a quoted parameter',
+      'multipart/form-data; x="; boundary=QQQ"; boundary=x',
+      credentialsBody('Content-Type: text/plain; charset=utf-16le\r\n'),
+    ],
+    [
+      'a UTF-8 charset hidden in a quoted parameter after the real one',
+      'multipart/form-data; boundary=x',
+      credentialsBody('Content-Type: text/plain; charset=utf-16le; x="; charset=utf-8"\r\n'),
+    ],
+    [
+      'a charset in RFC 2231 form',
+      'multipart/form-data; boundary=x',
+      credentialsBody("Content-Type: text/plain; charset*=utf-8''utf-16le\r\n"),
+    ],
+    [
+      'a charset on a folded header line',
+      'multipart/form-data; boundary=x',
+      credentialsBody('Content-Type: text/plain;\r\n charset=utf-16le\r\n'),
+    ],
+  ])('refuses %s naming another charset: 400 invalid_request', async (_what, type, body) => {
+    const response = await token(body, { 'content-type': type });
+    expect(response.statusCode, response.body).toBe(400);
+    // Not invalid_grant: the right password decoded in that charset, and counted as a failure.
+    expect(response.json().error).toBe('invalid_request');
+  });
+
   it('accepts a part that names UTF-8 as its charset', async () => {
     const body = credentialsBody('Content-Type: text/plain; charset="UTF-8"\r\n');
     const response = await token(body, { 'content-type': 'multipart/form-data; boundary=x' });
