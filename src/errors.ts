@@ -21,6 +21,7 @@ export type ErrorCode =
   | 'malformed_authorization'
   | 'cross_site_request'
   | 'invalid_token'
+  | 'account_gone'
   | 'invalid_one_time_token'
   | 'insufficient_scope'
   | 'not_found'

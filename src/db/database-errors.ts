@@ -47,13 +47,35 @@ function isUnstorableValue(error: Error): boolean {
   return typeof code === 'string' && /^22[0-9A-Z]{3}$/.test(code) && 'severity' in error;
 }
 
-/** Returns the project's own error for a driver error it recognises (outage, unstorable value), else the error as is. */
+// Every foreign key leads to a user row (cascading on delete): a write that breaks one is a write for an account deleted
+// since its request read it, between a password check and an insert, say. PostgreSQL's 23503; SQLite's extended code
+// SQLITE_CONSTRAINT_FOREIGNKEY (787).
+function isForeignKeyViolation(error: Error): boolean {
+  const code = (error as { code?: unknown }).code;
+  if (code === 'ERR_SQLITE_ERROR') {
+    return (
+      (error as { errcode?: unknown }).errcode === 787 ||
+      error.message.includes('FOREIGN KEY constraint failed')
+    );
+  }
+  return code === '23503' && 'severity' in error;
+}
+
+/**
+ * Returns the project's own error for a driver error it recognises (outage, unstorable value, a write for an account
+ * gone meanwhile), else the error as is.
+ */
 export function translateDatabaseError(error: unknown): unknown {
   if (!(error instanceof Error) || error instanceof AppError) return error;
   if (isDatabaseUnavailable(error)) {
     return new AppError('service_unavailable', 'The database is unavailable; try again shortly', {
       cause: error,
       unavailableReason: 'database_unavailable',
+    });
+  }
+  if (isForeignKeyViolation(error)) {
+    return new AppError('account_gone', 'The account this request acts for no longer exists', {
+      cause: error,
     });
   }
   if (isUnstorableValue(error)) {

@@ -114,6 +114,16 @@ const responses: Record<ErrorCode, (error: AppError, style: ErrorStyle) => Rende
     body: { detail: 'Could not validate credentials' },
     headers: { 'www-authenticate': 'Bearer error="invalid_token"' },
   }),
+  // A write for an account deleted since its request was authenticated: a token of a deleted account, as above; on
+  // the token endpoint, the grant of one.
+  account_gone: (_error, style) =>
+    style === 'oauth'
+      ? oauthError('invalid_grant', 'The account no longer exists')
+      : {
+          status: 401,
+          body: { detail: 'Could not validate credentials' },
+          headers: { 'www-authenticate': 'Bearer error="invalid_token"' },
+        },
   // A mailed link's token (email verification, password reset): bad, spent, expired or stale, told apart from nothing.
   invalid_one_time_token: (error) => oauthError('invalid_token', error.message),
   // RFC 6750 §3.1: only for a valid token, naming the scope the route needs; FastAPI's security-scopes wording.

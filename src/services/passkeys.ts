@@ -330,7 +330,8 @@ export function createPasskeysService(deps: PasskeysDependencies): PasskeysServi
       if (existing.length >= MAX_PASSKEYS)
         throw new AppError('passkey_limit', `At most ${MAX_PASSKEYS} passkeys per account`);
       const handle = await passkeys.ensureUserHandle(userId, randomBytes(64).toString('base64url'));
-      if (!handle) throw new AppError('not_found', 'User not found');
+      // The account was deleted since this request was authenticated: as for any token of a deleted account.
+      if (!handle) throw new AppError('invalid_token', 'Could not validate credentials');
       const { id, challenge } = await newChallenge('registration', userId);
       const options = await (await webAuthn()).generateRegistrationOptions({
         rpName: rp.rpName,
@@ -365,7 +366,7 @@ export function createPasskeysService(deps: PasskeysDependencies): PasskeysServi
       const challenge = await passkeys.consumeChallenge(challengeId, 'registration', userId, clock.now());
       if (!challenge) throw refuse('challenge_unknown_or_spent');
       const user = await users.findUserById(userId);
-      if (!user) throw new AppError('not_found', 'User not found');
+      if (!user) throw new AppError('invalid_token', 'Could not validate credentials');
       const { verifyRegistrationResponse: verifyAttestation } = await webAuthn();
       let verification: Awaited<ReturnType<typeof verifyRegistrationResponse>>;
       try {

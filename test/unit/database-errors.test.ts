@@ -34,6 +34,21 @@ describe('database error translation', () => {
     expect(codeOf(translateDatabaseError(nul))).toBe('unstorable_value');
   });
 
+  it('turns a broken foreign key (a write for an account deleted meanwhile) into account_gone', () => {
+    const broken = [
+      Object.assign(new Error('insert or update on table "mfa_factors" violates foreign key constraint'), {
+        code: '23503',
+        severity: 'ERROR',
+      }),
+      Object.assign(new Error('FOREIGN KEY constraint failed'), { code: 'ERR_SQLITE_ERROR', errcode: 787 }),
+    ];
+    for (const error of broken) {
+      const translated = translateDatabaseError(error);
+      expect(codeOf(translated), error.message).toBe('account_gone');
+      expect((translated as AppError).cause).toBe(error);
+    }
+  });
+
   it('leaves other errors as they are, unique violations included, for the repository to read', () => {
     const others = [
       Object.assign(new Error('no such table: users'), { code: 'ERR_SQLITE_ERROR', errcode: 1 }),
@@ -46,8 +61,9 @@ describe('database error translation', () => {
         code: 'ERR_SQLITE_ERROR',
         errcode: 2067,
       }),
-      // A class-22-looking code without PostgreSQL's severity is not PostgreSQL's.
+      // A class-22-looking code without PostgreSQL's severity is not PostgreSQL's, nor is a 23503-looking one.
       Object.assign(new Error('something'), { code: '22001' }),
+      Object.assign(new Error('something'), { code: '23503' }),
     ];
     for (const other of others) expect(translateDatabaseError(other)).toBe(other);
   });

@@ -97,6 +97,13 @@ const TABLE: Record<ErrorCode, Record<ErrorStyle, Expected>> = {
   invalid_token: both(
     detail(401, 'Could not validate credentials', { 'www-authenticate': 'Bearer error="invalid_token"' }),
   ),
+  // A write for an account deleted meanwhile: as a token of a deleted account; on the token endpoint, a bad grant.
+  account_gone: {
+    fastapi: detail(401, 'Could not validate credentials', {
+      'www-authenticate': 'Bearer error="invalid_token"',
+    }),
+    oauth: oauth('invalid_grant', 'The account no longer exists'),
+  },
   // A mailed link's token: 400 in both styles, never a Bearer challenge (no Authorization header was involved).
   invalid_one_time_token: both(oauth('invalid_token', MESSAGE)),
   // RFC 6750 §3.1: a valid token without the scope the route needs; the body is FastAPI's security-scopes answer.
@@ -242,6 +249,8 @@ describe('the Bearer challenge (RFC 6750 §3)', () => {
       const challenge = headersOf(rendered)['www-authenticate'];
       if (rendered.status === 401) expect(challenge, `${code} (${style})`).toMatch(/^Bearer\b/);
       if (challenged.has(code)) expect(challenge, `${code} (${style})`).toMatch(/^Bearer\b/);
+      // The bearer token's account is gone: challenged as an invalid token, except as the token endpoint's grant.
+      else if (code === 'account_gone' && style === 'fastapi') expect(challenge).toMatch(/^Bearer\b/);
       else expect(challenge, `${code} (${style})`).toBeUndefined();
     }
   });
