@@ -279,18 +279,19 @@ export function createThrottle(counters: CounterStore, policy: ThrottlePolicy, k
 
   /**
    * How long an attempt must wait, or undefined when the counter admits it. A key with a lock policy is locked by
-   * the attempt that first goes past its free failures, for base·2^(n−1) seconds (n = its locks within the failure
-   * window, at most LOGIN_BACKOFF_MAX_S); when the lock ends, the key starts afresh.
+   * the attempt that fills its free failures, from then, for base·2^(n−1) seconds (n = its locks within the failure
+   * window, at most LOGIN_BACKOFF_MAX_S); when the lock ends, the key starts afresh. That attempt is still verified:
+   * a success forgets the lock with the failures, a failure has locked the key from its own time. Locked by the next
+   * attempt instead, a key stayed full for the whole failure window (24 h), and whoever came back to it, an hour
+   * later and with the right password, waited a lock more.
    */
   const waitOf = async (entry: Reserved, reading: CounterReading): Promise<number | undefined> => {
-    if (reading.count <= entry.limit) return undefined;
-    if (!entry.lock) return secondsOf(reading.msBeforeReset);
-    if (reading.count > entry.limit + 1) return Math.min(secondsOf(reading.msBeforeReset), backoffMaxSeconds);
+    if (!entry.lock) return reading.count <= entry.limit ? undefined : secondsOf(reading.msBeforeReset);
+    if (reading.count < entry.limit) return undefined;
+    if (reading.count > entry.limit) return Math.min(secondsOf(reading.msBeforeReset), backoffMaxSeconds);
     const n = (await entry.lock.locks.hit(entry.key)).count;
-    const seconds = Math.min(entry.lock.baseSeconds * 2 ** (n - 1), backoffMaxSeconds);
-    // The first lock is the counter's own block, set as it went past the limit.
-    if (n > 1) await entry.counter.block(entry.key, seconds);
-    return seconds;
+    await entry.counter.block(entry.key, Math.min(entry.lock.baseSeconds * 2 ** (n - 1), backoffMaxSeconds));
+    return undefined;
   };
 
   const forgetAccount = async (account: string) => {

@@ -144,6 +144,34 @@ describe.skipIf(!redisUrl)('throttling counters in Redis', () => {
     expect(await keysUnder(redisUrl, `${keyPrefix}r1:`)).not.toEqual([]);
   });
 
+  // Found from outside: the lock started at the next attempt, whenever it came, so a key stayed full for a day and
+  // whoever came back to it waited a lock more, right password and all. It now runs from the failure that fills it.
+  it('locks R1 and R2 from the failure that fills them: a client back after the lock logs in', async () => {
+    const keyPrefix = sharedPrefix();
+    const app = await buildTestApp('sqlite', {
+      database,
+      env: {
+        RATE_LIMITS: 'on',
+        REDIS_URL: redisUrl,
+        REDIS_KEY_PREFIX: keyPrefix,
+        LOGIN_BACKOFF_BASE_S: '1',
+        ACCOUNT_BACKOFF_BASE_S: '1',
+      },
+    });
+    apps.push(app);
+    expect((await register(app, 'comeback', '192.0.2.30')).statusCode).toBe(200);
+    const wrong = (from: string) => login(app, from, 'not the password', 'comeback');
+    expect(statusesOf(await Promise.all([1, 2, 3, 4, 5].map(() => wrong('203.0.113.30'))))).toEqual([
+      400, 400, 400, 400, 400,
+    ]);
+    for (const from of ['203.0.113.31', '203.0.113.32', '203.0.113.33', '203.0.113.34', '203.0.113.35']) {
+      expect((await wrong(from)).statusCode).toBe(400);
+    }
+    expect((await login(app, '203.0.113.36', STRONG_PASSWORD, 'comeback')).statusCode).toBe(429);
+    await sleep(1300);
+    expect((await login(app, '203.0.113.30', STRONG_PASSWORD, 'comeback')).statusCode).toBe(200);
+  });
+
   const unreachableWarnings = (t: TestApp) =>
     t.logs.filter((line) => line.includes('rate-limit store unreachable')).length;
   const wrongLogins = async (t: TestApp, username: string, from: string, count: number) => {

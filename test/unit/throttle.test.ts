@@ -106,6 +106,23 @@ describe('login throttling rules (in-process counters, fake clock)', () => {
       expect(locks).toEqual([120, 240, 480, 960, 1920, 3600, 3600]);
     });
 
+    // Found from outside: the lock started at the next attempt, whenever it came, not at the failure that filled the
+    // count, so a user who mistyped 5 times and came back an hour later waited 30 s more, right password and all.
+    it('locks from the failure that fills the count: a client back after the lock is verified', async () => {
+      await fail(5);
+      advanceSeconds(31);
+      expect(await next()).toBeUndefined();
+      expect(await fail(4)).toEqual([undefined, undefined, undefined, undefined]);
+      expect(await next()).toEqual({ rule: 'R1', retryAfterSeconds: 60 });
+    });
+
+    it('leaves no lock when the attempt that fills the count succeeds', async () => {
+      await fail(4);
+      expect(await next()).toBeUndefined();
+      await throttle.recordLoginSuccess(attempt({ trusted: true }));
+      expect(await fail(5)).toEqual([undefined, undefined, undefined, undefined, undefined]);
+    });
+
     it('starts the back-off afresh a failure window (24 h) after the first lock', async () => {
       await fail(6);
       advanceSeconds(30);
@@ -195,16 +212,22 @@ describe('login throttling rules (in-process counters, fake clock)', () => {
     });
 
     it('does not count attempts that a lock refused towards the cap of 100', async () => {
+      // R2 out of the way, so that R3 alone refuses at the end.
+      build({ accountUntrustedFailures: 1000 });
       await fail(5);
-      for (let i = 0; i < 300; i += 1) await throttle.reserveLoginAttempt(attempt());
-      advanceSeconds(3600);
-      // Only the 5 verified failures count: 95 more verified ones reach the cap, not 1.
-      for (let round = 0; round < 10; round += 1) {
-        await spread(10, round * 10);
-        advanceSeconds(3600);
+      for (let i = 0; i < 300; i += 1) {
+        expect((await throttle.reserveLoginAttempt(attempt()))?.rule).toBe('R1');
       }
-      const afterNinetyFive = await throttle.reserveLoginAttempt(attempt({ ip: '192.0.2.77' }));
-      expect(afterNinetyFive?.rule).not.toBe('R3');
+      // Only the 5 verified failures count: 95 more verified ones reach the cap, not 1.
+      expect((await spread(95)).every((refusal) => refusal === undefined)).toBe(true);
+      expect(await throttle.reserveLoginAttempt(attempt({ ip: '192.0.2.77' }))).toMatchObject({ rule: 'R3' });
+    });
+
+    it('locks untrusted clients from the 10th failure: one back 15 min later is verified', async () => {
+      await spread(10);
+      advanceSeconds(901);
+      expect(await throttle.reserveLoginAttempt(attempt({ ip: '192.0.2.50' }))).toBeUndefined();
+      expect(await throttle.reserveLoginAttempt(attempt({ ip: '192.0.2.51' }))).toBeUndefined();
     });
 
     it('forgets the account failures after a success of any client', async () => {
