@@ -30,7 +30,10 @@ export interface CounterReading {
 /** Atomic counters: concurrent hits on one key each see a different count. */
 export interface Counter {
   hit(key: string): Promise<CounterReading>;
-  /** Takes one event back (a reserved attempt that never happened). */
+  /**
+   * Takes one event back (a reserved attempt that never happened), unless the key is past its limit: a count held
+   * there is a lock (see block), which only its time or a reset ends.
+   */
   refund(key: string): Promise<void>;
   /** Blocks the key for this long from now, whatever its count. */
   block(key: string, seconds: number): Promise<void>;
@@ -175,7 +178,7 @@ function createLocalCounts(): LocalCounts {
           // A window that has ended took its count with it: nothing to give back, and nothing to carry below zero
           // into the next one.
           const entry = live(name, Date.now());
-          if (!entry) return;
+          if (!entry || entry.count > spec.limit) return;
           entry.count -= 1;
           if (entry.count <= 0) entries.delete(name);
         },
@@ -227,14 +230,16 @@ if tonumber(ARGV[3]) > 0 and count == tonumber(ARGV[2]) + 1 then
 end
 return {count, ttl}`;
 const REFUND_SCRIPT = `
-if redis.call('exists', KEYS[1]) == 0 then return 0 end
+local held = tonumber(redis.call('get', KEYS[1]))
+if held == nil then return 0 end
+if held > tonumber(ARGV[1]) then return held end
 local count = redis.call('decr', KEYS[1])
 if count <= 0 then redis.call('del', KEYS[1]) end
 return count`;
 
 interface CounterCommands {
   gatehouseHit(key: string, windowMs: number, limit: number, blockMs: number): Promise<[number, number]>;
-  gatehouseRefund(key: string): Promise<number>;
+  gatehouseRefund(key: string, limit: number): Promise<number>;
 }
 
 function redisStore(
@@ -322,7 +327,7 @@ function redisStore(
           return { count, msBeforeReset: Math.max(0, ttl) };
         },
         async refund(name) {
-          await answeredInTime(commands.gatehouseRefund(key(name)));
+          await answeredInTime(commands.gatehouseRefund(key(name), spec.limit));
         },
         async block(name, seconds) {
           await answeredInTime(client.set(key(name), spec.limit + 1, 'PX', seconds * 1000));
@@ -376,7 +381,7 @@ function clusterStore(
     kind: 'cluster',
     counter(spec) {
       const limiter = new RateLimiterCluster({ ...clusterOptions(spec), timeoutMs: CLUSTER_TIMEOUT_MS });
-      return insure(fromLimiter(limiter), local.counter(spec), health);
+      return insure(fromLimiter(limiter, spec.limit), local.counter(spec), health);
     },
     heldKeys: local.size,
     ready: async () => reachable,
@@ -437,7 +442,7 @@ function insure(remote: Counter, fallback: LocalCounter, health: StoreHealth): C
 }
 
 /** A rate-limiter-flexible limiter as a Counter; it signals "over the limit" by rejecting with its result. */
-function fromLimiter(limiter: RateLimiterAbstract): Counter {
+function fromLimiter(limiter: RateLimiterAbstract, limit: number): Counter {
   return {
     async hit(key) {
       const result = await limiter.consume(key).catch((error: unknown) => {
@@ -447,6 +452,9 @@ function fromLimiter(limiter: RateLimiterAbstract): Counter {
       return { count: result.consumedPoints, msBeforeReset: Math.max(0, result.msBeforeNext) };
     },
     async refund(key) {
+      // Read, then given back: a hit between the two may make the refund lower a lock by one, at worst.
+      const held = await limiter.get(key);
+      if (held !== null && held.consumedPoints > limit) return;
       const result = await limiter.reward(key);
       // The limiter neither deletes a key refunded to nothing nor refuses to refund one whose window ended (it starts
       // a window below zero): delete both. A hit between the two calls may be lost, one count at worst.

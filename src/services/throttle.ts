@@ -277,21 +277,24 @@ export function createThrottle(counters: CounterStore, policy: ThrottlePolicy, k
     if (refusal) throw refuse(refusal, context);
   };
 
+  /** How long an attempt must wait, or undefined when the counter admits it (see startLock for the locking ones). */
+  const waitOf = (entry: Reserved, reading: CounterReading): number | undefined => {
+    if (reading.count <= entry.limit) return undefined;
+    const seconds = secondsOf(reading.msBeforeReset);
+    return entry.lock ? Math.min(seconds, backoffMaxSeconds) : seconds;
+  };
+
   /**
-   * How long an attempt must wait, or undefined when the counter admits it. A key with a lock policy is locked by
-   * the attempt that fills its free failures, from then, for base·2^(n−1) seconds (n = its locks within the failure
-   * window, at most LOGIN_BACKOFF_MAX_S); when the lock ends, the key starts afresh. That attempt is still verified:
-   * a success forgets the lock with the failures, a failure has locked the key from its own time. Locked by the next
-   * attempt instead, a key stayed full for the whole failure window (24 h), and whoever came back to it, an hour
-   * later and with the right password, waited a lock more.
+   * Locks a key from the admitted attempt that fills its free failures, for base·2^(n−1) seconds (n = its locks within
+   * the failure window, at most LOGIN_BACKOFF_MAX_S); when the lock ends, the key starts afresh. That attempt is still
+   * verified: a success forgets the lock with the failures, a failure has locked the key from its own time. Locked by
+   * the next attempt instead, a key stayed full for the whole failure window (24 h), and whoever came back to it, an
+   * hour later and with the right password, waited a lock more. A lock is the count held past the limit, which no
+   * refund lowers: an attempt given back (shed, abandoned while queued) cannot shorten it.
    */
-  const waitOf = async (entry: Reserved, reading: CounterReading): Promise<number | undefined> => {
-    if (!entry.lock) return reading.count <= entry.limit ? undefined : secondsOf(reading.msBeforeReset);
-    if (reading.count < entry.limit) return undefined;
-    if (reading.count > entry.limit) return Math.min(secondsOf(reading.msBeforeReset), backoffMaxSeconds);
+  const startLock = async (entry: Reserved & { lock: NonNullable<Reserved['lock']> }) => {
     const n = (await entry.lock.locks.hit(entry.key)).count;
     await entry.counter.block(entry.key, Math.min(entry.lock.baseSeconds * 2 ** (n - 1), backoffMaxSeconds));
-    return undefined;
   };
 
   const forgetAccount = async (account: string) => {
@@ -336,11 +339,14 @@ export function createThrottle(counters: CounterStore, policy: ThrottlePolicy, k
         );
       }
       const admitted: Reserved[] = [];
+      const filled: (Reserved & { lock: NonNullable<Reserved['lock']> })[] = [];
       for (const stage of stages) {
         const readings = await Promise.all(stage.map(({ counter, key }) => counter.hit(key)));
-        const waits = await Promise.all(
-          stage.map((entry, index) => waitOf(entry, readings[index] as CounterReading)),
-        );
+        const waits = stage.map((entry, index) => waitOf(entry, readings[index] as CounterReading));
+        stage.forEach((entry, index) => {
+          if (entry.lock && readings[index]?.count === entry.limit)
+            filled.push({ ...entry, lock: entry.lock });
+        });
         const refusals = stage.flatMap((entry, index) => {
           const retryAfterSeconds = waits[index];
           return retryAfterSeconds === undefined ? [] : [{ rule: entry.rule, retryAfterSeconds }];
@@ -354,6 +360,8 @@ export function createThrottle(counters: CounterStore, policy: ThrottlePolicy, k
           refusal.retryAfterSeconds > longest.retryAfterSeconds ? refusal : longest,
         );
       }
+      // Only an attempt every rule admitted is verified, so only it may start a lock.
+      await Promise.all(filled.map(startLock));
       return undefined;
     },
 

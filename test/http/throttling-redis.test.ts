@@ -247,6 +247,25 @@ describe.skipIf(!redisUrl)('throttling counters in Redis', () => {
     }
   });
 
+  it('gives nothing back for a key held past its limit: a lock ends with its time or a reset, not a refund', async () => {
+    const keyPrefix = sharedPrefix();
+    const store = createCounterStore({ redis: { url: redisUrl, keyPrefix } });
+    try {
+      await store.ready();
+      const counter = store.counter({ name: 'c', limit: 3, windowSeconds: 60 });
+      await counter.block('locked', 60);
+      await counter.refund('locked');
+      await counter.refund('locked');
+      const reading = await counter.hit('locked');
+      expect(reading.count).toBe(5);
+      expect(reading.msBeforeReset).toBeGreaterThan(55_000);
+      await counter.reset('locked');
+      expect((await counter.hit('locked')).count).toBe(1);
+    } finally {
+      await store.close();
+    }
+  });
+
   it('keeps counting in Redis when its answer came in time but the event loop stalled past the timeout', async () => {
     const keyPrefix = sharedPrefix();
     const states: string[] = [];

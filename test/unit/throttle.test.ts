@@ -123,6 +123,39 @@ describe('login throttling rules (in-process counters, fake clock)', () => {
       expect(await fail(5)).toEqual([undefined, undefined, undefined, undefined, undefined]);
     });
 
+    // Found in review: the lock was set as the count held past the limit, and a refund lowered it, so a client that
+    // abandoned each filling attempt (or whose earlier attempts were shed) had its lock cut to the base, or lifted.
+    it('keeps the lock when the attempt that filled the count is given back (shed, or abandoned while queued)', async () => {
+      await fail(5);
+      advanceSeconds(30);
+      await fail(4);
+      expect(await next()).toBeUndefined();
+      await throttle.releaseLoginAttempt(attempt({ trusted: true }));
+      expect(await next()).toEqual({ rule: 'R1', retryAfterSeconds: 60 });
+    });
+
+    it('keeps the lock when earlier attempts in flight are given back after it started', async () => {
+      expect(await fail(5)).toEqual([undefined, undefined, undefined, undefined, undefined]);
+      await throttle.releaseLoginAttempt(attempt({ trusted: true }));
+      await throttle.releaseLoginAttempt(attempt({ trusted: true }));
+      expect(await next()).toEqual({ rule: 'R1', retryAfterSeconds: 30 });
+      advanceSeconds(30);
+      expect(await fail(5)).toEqual([undefined, undefined, undefined, undefined, undefined]);
+      expect(await next()).toEqual({ rule: 'R1', retryAfterSeconds: 60 });
+    });
+
+    it('starts no lock for a filling attempt that a later rule refused', async () => {
+      build({ ipFailuresPerMinute: 100_000, ipFailuresPerDay: 100_000, accountUntrustedFailures: 4 });
+      const untrusted = () => throttle.reserveLoginAttempt(attempt());
+      for (let i = 0; i < 4; i += 1) expect(await untrusted()).toBeUndefined();
+      // The 5th fills R1's count, but R2 (locked by the 4th) refuses it: R1 gives its place back and starts no lock.
+      expect(await untrusted()).toMatchObject({ rule: 'R2' });
+      advanceSeconds(900);
+      expect(await untrusted()).toBeUndefined();
+      // So R1's first lock is still its first: 30 s, not 60.
+      expect(await untrusted()).toEqual({ rule: 'R1', retryAfterSeconds: 30 });
+    });
+
     it('starts the back-off afresh a failure window (24 h) after the first lock', async () => {
       await fail(6);
       advanceSeconds(30);
