@@ -20,8 +20,9 @@ export function registerJsonParser(app: FastifyInstance): void {
   app.removeContentTypeParser('application/json');
   app.addContentTypeParser('application/json', { parseAs: 'buffer' }, (request, body, done) => {
     // A route that takes no body (a sign-out) reads none, whatever type a client library names: an empty one was a
-    // 422 that left the caller signed in.
-    if ((body as Buffer).length === 0 && request.routeOptions.schema?.body === undefined) {
+    // 422 that left the caller signed in, and so was one the client library filled. A path no route takes answers
+    // 404 or 405, not a body error.
+    if (request.is404 || request.routeOptions.schema?.body === undefined) {
       done(null, undefined);
       return;
     }
@@ -41,12 +42,13 @@ export function registerJsonParser(app: FastifyInstance): void {
 
 /**
  * Any other type: a route that takes no body (a sign-out) reads none, as with JSON above (`curl -d ''` and jQuery's
- * `$.post` name a form, which met 415 and left the caller signed in); a route that takes one answers 415 as before.
- * The body is still read under the size limit, so an endless one is refused as for every route.
+ * `$.post` name a form, which met 415 and left the caller signed in), and a path no route takes answers 404 or 405 as
+ * without this parser; a route that takes a body answers 415 as before. Nothing is read here: what the client still
+ * sends after the answer is drained or the connection closed (registerResponseHooks), as after any early answer.
  */
 export function registerBodilessRoutesParser(app: FastifyInstance): void {
-  app.addContentTypeParser('*', { parseAs: 'buffer' }, (request, _body, done) => {
-    if (request.routeOptions.schema?.body === undefined) done(null, undefined);
+  app.addContentTypeParser('*', (request, _payload, done) => {
+    if (request.is404 || request.routeOptions.schema?.body === undefined) done(null, undefined);
     else done(new AppError('unsupported_media_type', 'Unsupported Media Type'), undefined);
   });
 }

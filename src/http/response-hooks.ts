@@ -7,6 +7,17 @@ const DRAIN_LIMIT_BYTES = 8 * 1024 * 1024;
 // Beside the security headers of http/security-headers.ts: nothing here is for a cache to keep.
 export const STANDARD_HEADERS = { 'cache-control': 'no-store' };
 
+// Sockets whose request was answered before its body arrived, while Node reads and discards the rest.
+const answeredBeforeTheirBody = new WeakSet<object>();
+
+/**
+ * Whether this connection's request has had its answer while its body is still being drained: a client that stalls
+ * then runs into the request timeout, which must close the connection without a second answer (RFC 9112 §9.3).
+ */
+export function wasAnsweredBeforeItsBody(socket: object): boolean {
+  return answeredBeforeTheirBody.has(socket);
+}
+
 /** Sets the request id and the cache rule every response carries. */
 export function setStandardHeaders(request: FastifyRequest, reply: FastifyReply): void {
   reply.headers({ 'x-request-id': request.id, ...STANDARD_HEADERS });
@@ -28,8 +39,12 @@ export function registerResponseHooks(app: FastifyInstance): void {
     // that answered at once has run.
     if (!request.raw.complete && hasBody(request)) {
       const declared = Number(request.headers['content-length']);
-      if (declared > 0 && declared <= DRAIN_LIMIT_BYTES) reply.removeHeader('connection');
-      else reply.header('connection', 'close');
+      if (declared > 0 && declared <= DRAIN_LIMIT_BYTES) {
+        reply.removeHeader('connection');
+        const { socket } = request.raw;
+        answeredBeforeTheirBody.add(socket);
+        request.raw.once('end', () => answeredBeforeTheirBody.delete(socket));
+      } else reply.header('connection', 'close');
     }
     done(null, payload);
   });

@@ -5,7 +5,7 @@ import type { Duplex } from 'node:stream';
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { AppError } from '../errors.ts';
 import { sendError, toAppError } from './error-handler.ts';
-import { STANDARD_HEADERS, setStandardHeaders } from './response-hooks.ts';
+import { STANDARD_HEADERS, setStandardHeaders, wasAnsweredBeforeItsBody } from './response-hooks.ts';
 import { SECURITY_HEADERS } from './security-headers.ts';
 
 // Requests that no route answers: what Node's parser refuses, what Fastify refuses before routing, and paths that
@@ -22,7 +22,7 @@ const CLIENT_ERRORS: Record<string, [number, string]> = {
  * large, a request that did not arrive in time) in the error table's shape, with the standard headers, and closes.
  */
 export function answerClientError(error: Error & { code?: string }, socket: Duplex): void {
-  if (!socket.writable || error.code === 'ECONNRESET') {
+  if (!socket.writable || error.code === 'ECONNRESET' || wasAnsweredBeforeItsBody(socket)) {
     socket.destroy();
     return;
   }
