@@ -19,6 +19,7 @@ import { createSessionsRepository } from './db/sessions.ts';
 import { createSigningKeysRepository } from './db/signing-keys.ts';
 import { createUsersRepository } from './db/users.ts';
 import { isEmailAddress } from './domain/email.ts';
+import { AppError } from './errors.ts';
 import { registerAccountPage } from './http/account-page.ts';
 import { requireLiveSession, requireVerifiedAccessToken } from './http/authenticate.ts';
 import { provideBackgroundWork } from './http/background-work.ts';
@@ -197,7 +198,11 @@ export async function buildApp(
   // After the flush's hook, so that it runs before it (Fastify runs onClose hooks last-added first): the work may
   // still record events.
   const backgroundWork = createBackgroundWork(
-    (task, error) => app.log.error({ err: error, task }, 'background work failed'),
+    (task, error) =>
+      // An account deleted between the answer and its work (a mail for it, say): there is nothing left to do.
+      error instanceof AppError && error.code === 'account_gone'
+        ? app.log.info({ task }, 'background work found its account gone')
+        : app.log.error({ err: error, task }, 'background work failed'),
     () => 50 + Math.random() * 200,
   );
   provideBackgroundWork(app, backgroundWork);

@@ -47,9 +47,10 @@ function isUnstorableValue(error: Error): boolean {
   return typeof code === 'string' && /^22[0-9A-Z]{3}$/.test(code) && 'severity' in error;
 }
 
-// Every foreign key leads to a user row (cascading on delete): a write that breaks one is a write for an account deleted
-// since its request read it, between a password check and an insert, say. PostgreSQL's 23503; SQLite's extended code
-// SQLITE_CONSTRAINT_FOREIGNKEY (787).
+// Every foreign key leads to a user row (cascading on delete), but refresh_tokens' to its session, which goes with its
+// user or once ended: a write that breaks one is a write for an account (or session) deleted since its request read
+// it, between a password check and an insert, say. PostgreSQL's 23503; SQLite's extended code
+// SQLITE_CONSTRAINT_FOREIGNKEY (787). Logged at warn with the constraint (a write naming a row that never was is a bug).
 function isForeignKeyViolation(error: Error): boolean {
   const code = (error as { code?: unknown }).code;
   if (code === 'ERR_SQLITE_ERROR') {

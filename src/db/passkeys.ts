@@ -35,7 +35,7 @@ export interface NewChallenge {
 }
 
 /** What registering a passkey came to: stored, refused at the per-user cap, or a credential id already registered. */
-export type PasskeyInsertion = 'inserted' | 'limit' | 'duplicate';
+export type PasskeyInsertion = 'inserted' | 'limit' | 'duplicate' | 'user_gone';
 
 /** A counter-checked use of a passkey: the counter it was read with, and what the assertion reported. */
 export interface PasskeyUse {
@@ -237,7 +237,8 @@ export function createPasskeysRepository(db: Db): PasskeysRepository {
             .set((eb) => ({ webauthn_user_handle: eb.ref('webauthn_user_handle') }))
             .where('id', '=', passkey.userId)
             .executeTakeFirst();
-          if (Number(held.numUpdatedRows) !== 1) return 'limit';
+          // The account was deleted since the request read it.
+          if (Number(held.numUpdatedRows) !== 1) return 'user_gone';
           const { count } = await trx
             .selectFrom('webauthn_credentials')
             .select((eb) => eb.fn.countAll<number | string>().as('count'))

@@ -241,6 +241,13 @@ export function sendError(error: AppError, request: FastifyRequest, reply: Fasti
   } else if (rendered.status >= 500) {
     request.log.error({ err: error.cause ?? error }, 'request failed');
     rendered.body.request_id = request.id;
+  } else if (error.code === 'account_gone') {
+    // A race with a deletion, or a write naming a row that never was (a bug): the constraint tells which.
+    const { constraint } = (error.cause ?? {}) as { constraint?: unknown };
+    request.log.warn(
+      { code: error.code, constraint: typeof constraint === 'string' ? constraint : undefined },
+      'request refused: its account is gone',
+    );
   } else if (error.cause) {
     // Only the cause's code: parser messages quote the body, which may hold a password.
     const causeCode = (error.cause as { code?: unknown }).code;

@@ -411,6 +411,7 @@ export function createPasskeysService(deps: PasskeysDependencies): PasskeysServi
       );
       if (stored === 'limit')
         throw new AppError('passkey_limit', `At most ${MAX_PASSKEYS} passkeys per account`);
+      if (stored === 'user_gone') throw new AppError('invalid_token', 'Could not validate credentials');
       if (stored === 'duplicate') throw refuse('credential_already_registered');
       mail.mailQueued();
       context.audit('passkey_registered', { userId, passkeyId });

@@ -107,6 +107,22 @@ describe.each(dialects)('passkeys on %s', (dialect) => {
     expect(await outboxCount()).toBe(before + 10);
   });
 
+  // Found from outside: a registration whose account was deleted meanwhile answered 409 passkey_limit.
+  it('tells a user deleted meanwhile from a full account, and writes nothing', async () => {
+    const passkeys = createPasskeysRepository(database.db);
+    const user = await userNamed('gone-meanwhile');
+    await database.db.deleteFrom('users').where('id', '=', user.id).execute();
+    expect(await passkeys.insertPasskey(passkeyOf(user.id, 1), 10, [mail(user.id)], clock.now())).toBe(
+      'user_gone',
+    );
+    const rows = await database.db
+      .selectFrom('webauthn_credentials')
+      .select('id')
+      .where('user_id', '=', user.id)
+      .execute();
+    expect(rows).toEqual([]);
+  });
+
   it('lists, renames and deletes only the owner’s passkeys', async () => {
     const passkeys = createPasskeysRepository(database.db);
     const owner = await userNamed('owner');

