@@ -157,15 +157,22 @@ export type UnroutedAnswer = (request: FastifyRequest, reply: FastifyReply) => A
 export function registerMethodNotAllowed(app: FastifyInstance): UnroutedAnswer {
   const routes: { pattern: RegExp; method: string }[] = [];
   app.addHook('onRoute', (route) => {
-    const source = route.url
-      .split('/')
-      .map((part) =>
-        part.startsWith(':') ? '[^/]+' : part === '*' ? '.*' : part.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'),
-      )
-      .join('/');
-    for (const method of [route.method].flat()) {
-      // The CORS preflight route answers OPTIONS on every path; it is no method of any resource.
-      if (method !== 'OPTIONS') routes.push({ pattern: new RegExp(`^${source}$`), method });
+    // A plugin's `/` route is served at its prefix with and without the slash, but announced here by the first alone
+    // (`/docs/` answered 405 with Allow: HEAD, its HEAD route being announced apart).
+    const prefix = (route as { prefix?: string }).prefix;
+    const routePath = (route as { routePath?: string }).routePath;
+    const urls = prefix && (routePath === '' || routePath === '/') ? [prefix, `${prefix}/`] : [route.url];
+    for (const url of urls) {
+      const source = url
+        .split('/')
+        .map((part) =>
+          part.startsWith(':') ? '[^/]+' : part === '*' ? '.*' : part.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'),
+        )
+        .join('/');
+      for (const method of [route.method].flat()) {
+        // The CORS preflight route answers OPTIONS on every path; it is no method of any resource.
+        if (method !== 'OPTIONS') routes.push({ pattern: new RegExp(`^${source}$`), method });
+      }
     }
   });
   const unrouted: UnroutedAnswer = (request, reply) => {

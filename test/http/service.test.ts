@@ -131,6 +131,13 @@ describe.each(dialects)('operations and documentation on %s', (dialect) => {
     expect(response.headers.allow).toBe('POST');
   });
 
+  // Found from outside: /docs/ answered 405 with Allow: HEAD alone, though GET serves it (RFC 9110 §15.5.6).
+  it.each(['/docs', '/docs/'])('answers POST %s with 405 and Allow: GET, HEAD', async (url) => {
+    const response = await t.app.inject({ method: 'POST', url });
+    expect(response.statusCode).toBe(405);
+    expect(response.headers.allow).toBe('GET, HEAD');
+  });
+
   it('answers QUERY, which no route takes, as any method no route takes: 405 with Allow, or 404', async () => {
     for (const headers of [{}, { 'content-type': 'application/json' }]) {
       const known = await t.app.inject({
