@@ -61,6 +61,7 @@ import { registerTokenEndpointHeaders, tokenRoutes } from './http/routes/token.t
 import { registerSecurityHeaders } from './http/security-headers.ts';
 import {
   answerClientError,
+  answerConnect,
   answerFrameworkError,
   answerUnmetExpectation,
   registerMethodNotAllowed,
@@ -407,6 +408,7 @@ export async function buildApp(
   registerTokenEndpointHeaders(app);
   registerRequestTargetRules(app, registerMethodNotAllowed(app));
   app.server.on('checkExpectation', answerUnmetExpectation);
+  app.server.on('connect', answerConnect);
   const auditSinks: AuditSink[] = [
     (event, fields, origin) =>
       auditTrail.record({

@@ -47,6 +47,23 @@ export function answerUnmetExpectation(_request: IncomingMessage, response: Serv
   response.end(body);
 }
 
+/**
+ * Node's `connect` event: a CONNECT request (RFC 9110 §9.3.6) asks for a tunnel, which only a proxy opens. Without a
+ * listener Node closed the connection with no answer at all; it gets a 400 in the error table's shape, and closes.
+ */
+export function answerConnect(_request: IncomingMessage, socket: Duplex): void {
+  if (!socket.writable) {
+    socket.destroy();
+    return;
+  }
+  const { body, headers } = earlyAnswer('Bad request: CONNECT is for proxies, and this is not one');
+  const head = Object.entries(headers)
+    .map(([name, value]) => `${name}: ${value}`)
+    .join('\r\n');
+  socket.end(`HTTP/1.1 400 Bad Request\r\n${head}\r\n\r\n${body}`);
+  socket.on('error', () => {});
+}
+
 function earlyAnswer(detail: string): { body: string; headers: Record<string, string> } {
   const body = JSON.stringify({ detail });
   return {

@@ -264,6 +264,18 @@ describe.each(dialects)('errors at the edges on %s', (dialect) => {
       });
   });
 
+  // Found from outside: Node closes a CONNECT without a word when nothing listens for it.
+  it('answers CONNECT, which only a proxy serves, with 400 in the error shape, and closes', async () => {
+    const answer = parseRawAnswer(
+      await rawExchange(port, 'CONNECT localhost:443 HTTP/1.1\r\nHost: localhost:443\r\n\r\n'),
+    );
+    expect(answer.statusLine).toBe('HTTP/1.1 400 Bad Request');
+    expect(answer.headers).toMatchObject({ ...STANDARD_HEADERS, connection: 'close' });
+    expect(JSON.parse(answer.body)).toEqual({
+      detail: 'Bad request: CONNECT is for proxies, and this is not one',
+    });
+  });
+
   // RFC 9112 §3.2: "more than one Host header field line or a Host header field with an invalid field value" is a 400.
   it.each([
     ['two Host lines', 'Host: x\r\nHost: y'],
