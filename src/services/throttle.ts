@@ -422,8 +422,13 @@ export function createThrottle(counters: CounterStore, policy: ThrottlePolicy, k
       ),
 
     admitEmailChange: (userId, context) => refuseRequest('R12', emailChangesPerUser, String(userId), context),
-    reserveSecondFactorAttempt: async (userId) =>
-      (await secondFactorFailures.hit(String(userId))).count <= SECOND_FACTOR_FAILURES,
+    async reserveSecondFactorAttempt(userId) {
+      const key = String(userId);
+      const { count } = await secondFactorFailures.hit(key);
+      // The 10th failure locks from its own time, as R1 and R2 do: the count's window opened at the first failure.
+      if (count === SECOND_FACTOR_FAILURES) await secondFactorFailures.block(key, SECOND_FACTOR_LOCK_SECONDS);
+      return count <= SECOND_FACTOR_FAILURES;
+    },
     recordSecondFactorSuccess: (userId) => secondFactorFailures.reset(String(userId)),
     admitPasskeyOptions: (context) =>
       refuseRequest(

@@ -307,6 +307,28 @@ describe('login throttling rules (in-process counters, fake clock)', () => {
     });
   });
 
+  // Found in review: the count's window opened at the first failure, so ten failures spread over 14 minutes locked
+  // the factor for one more minute, and a probe past the window's end locked it 15 minutes from then.
+  describe('R13: second-factor failures per user', () => {
+    it('locks for 15 minutes from the 10th failure, then gives 10 more', async () => {
+      expect(await throttle.reserveSecondFactorAttempt(7)).toBe(true);
+      advanceSeconds(14 * 60);
+      for (let i = 0; i < 9; i += 1) expect(await throttle.reserveSecondFactorAttempt(7)).toBe(true);
+      advanceSeconds(2 * 60);
+      expect(await throttle.reserveSecondFactorAttempt(7)).toBe(false);
+      expect(await throttle.reserveSecondFactorAttempt(8)).toBe(true);
+      advanceSeconds(13 * 60);
+      for (let i = 0; i < 10; i += 1) expect(await throttle.reserveSecondFactorAttempt(7)).toBe(true);
+      expect(await throttle.reserveSecondFactorAttempt(7)).toBe(false);
+    });
+
+    it('forgets the failures after a right code', async () => {
+      for (let i = 0; i < 9; i += 1) await throttle.reserveSecondFactorAttempt(7);
+      await throttle.recordSecondFactorSuccess(7);
+      for (let i = 0; i < 10; i += 1) expect(await throttle.reserveSecondFactorAttempt(7)).toBe(true);
+    });
+  });
+
   describe('request caps', () => {
     it('R5: allows bursts of 30 password grants a minute per address, and 150 in 5 minutes', async () => {
       const admitted = async (count: number) => {
