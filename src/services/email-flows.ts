@@ -325,7 +325,11 @@ export function createEmailFlowsService(deps: EmailFlowsDependencies): EmailFlow
 
     async resetPasskeyOptions(token, context) {
       const { user } = await resetTokenUser(token, context);
-      const ceremony = await deps.passkeys?.passwordResetOptions(user.id, context);
+      // An account deleted since its link was read: the link is as dead as the account, and no bearer token was sent.
+      const ceremony = await deps.passkeys?.passwordResetOptions(user.id, context).catch((error: unknown) => {
+        if (error instanceof AppError && error.code === 'account_gone') throw invalidToken();
+        throw error;
+      });
       if (!ceremony) throw new AppError('no_passkey', 'The account has no passkey');
       return ceremony;
     },
