@@ -1,6 +1,6 @@
 import './runtime-check.ts';
 import { execFileSync } from 'node:child_process';
-import cluster from 'node:cluster';
+import cluster, { type Worker } from 'node:cluster';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import type { Server } from 'node:http';
 import type { Socket } from 'node:net';
@@ -310,7 +310,13 @@ async function superviseWorkers(config: Config): Promise<void> {
   let stopping = false;
   let failedWhileStopping = false;
   const restarts = new Set<NodeJS.Timeout>();
-  const liveWorkers = () => Object.values(cluster.workers ?? {}).filter((worker) => worker !== undefined);
+  // Not dead, rather than listed: node:cluster keeps a worker that exited before its IPC channel closed in
+  // cluster.workers until the disconnect, so the last worker's 'exit' could find itself still listed, and the primary
+  // then waited for nothing (a stop that hung until killed, seen under load).
+  const liveWorkers = () =>
+    Object.values(cluster.workers ?? {}).filter(
+      (worker): worker is Worker => worker !== undefined && !worker.isDead(),
+    );
   // Installed first: a stop that arrives while the database is being prepared or workers are starting is honoured.
   const stop = () => {
     if (stopping) return;
