@@ -30,7 +30,10 @@ import {
 
 // What is measured is the event loop, not the queue bound: on a busy machine, six bcrypt checks queued behind one hash
 // slot can wait past the default 1 s and be shed (503), which is the bound working, not a failure here.
-const QUEUE_PATIENCE = { HASH_QUEUE_TIMEOUT_MS: '30000' };
+// Hashes wait their turn rather than be shed, and run at normal priority: at the default (SCHED_IDLE) a hash gets a
+// core only when nothing else wants one, and in CI the other suites running beside this server always do, so a run
+// of 21 logins once took past a minute.
+const QUEUE_PATIENCE = { HASH_QUEUE_TIMEOUT_MS: '30000', HASH_THREAD_PRIORITY: 'normal' };
 
 vi.setConfig({ testTimeout: 60_000, hookTimeout: 90_000 });
 
@@ -211,7 +214,9 @@ describe.each(DIALECTS)('bcrypt accounts (imported $2b$12$ hashes, realistic arg
       hi,
       `wrong-password medians: bcrypt ${m.bcrypt.toFixed(0)} ms, argon2 ${m.argon2.toFixed(0)} ms, unknown ${m.unknown.toFixed(0)} ms`,
     ).toBeLessThanOrEqual(2 * lo + 30);
-  });
+    // 21 logins in a row, each waiting the bcrypt-cost failure floor: the assertion is a ratio of medians, and only the
+    // time it may take on a loaded host grows.
+  }, 180_000);
 
   it('the right password still logs in a bcrypt account (control)', async () => {
     const r = await tryLogin(bUser.username, bcryptPassword);
