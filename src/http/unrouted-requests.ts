@@ -27,12 +27,8 @@ export function answerClientError(error: Error & { code?: string }, socket: Dupl
     return;
   }
   const [status, detail] = CLIENT_ERRORS[error.code ?? ''] ?? [400, 'Bad request'];
-  const { body, headers } = earlyAnswer(detail);
-  const head = Object.entries(headers)
-    .map(([name, value]) => `${name}: ${value}`)
-    .join('\r\n');
   // As Node and Fastify do: write, then destroy, so that a client still sending cannot hold the connection open.
-  socket.write(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\n${head}\r\n\r\n${body}`);
+  socket.write(rawAnswer(status, detail));
   socket.destroy();
 }
 
@@ -56,12 +52,17 @@ export function answerConnect(_request: IncomingMessage, socket: Duplex): void {
     socket.destroy();
     return;
   }
-  const { body, headers } = earlyAnswer('Bad request: CONNECT is for proxies, and this is not one');
+  socket.end(rawAnswer(400, 'Bad request: CONNECT is for proxies, and this is not one'));
+  socket.on('error', () => {});
+}
+
+/** An early answer written straight to a socket that no ServerResponse holds. */
+function rawAnswer(status: number, detail: string): string {
+  const { body, headers } = earlyAnswer(detail);
   const head = Object.entries(headers)
     .map(([name, value]) => `${name}: ${value}`)
     .join('\r\n');
-  socket.end(`HTTP/1.1 400 Bad Request\r\n${head}\r\n\r\n${body}`);
-  socket.on('error', () => {});
+  return `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\n${head}\r\n\r\n${body}`;
 }
 
 function earlyAnswer(detail: string): { body: string; headers: Record<string, string> } {
