@@ -184,6 +184,10 @@ export async function spawnServer(opts: StartOptions): Promise<RunningServer> {
     LOG_LEVEL: 'info',
     // Stopped servers exit at once; shutdown-under-load.test.ts exercises the drain.
     SHUTDOWN_DRAIN_MS: '0',
+    // At the default (SCHED_IDLE) a hash runs only on a core nothing else wants, and beside the other suites'
+    // servers no core is ever free: a CI run saw a login wait seconds, past a 2 s session lifetime and the hash
+    // queue's 1 s. The suites that are about the priority set it themselves.
+    HASH_THREAD_PRIORITY: 'normal',
     ...(opts.fastArgon2 === false ? {} : FAST_ARGON2),
   };
   for (const [k, v] of Object.entries(opts.env ?? {})) {
