@@ -4,12 +4,16 @@
 // command with that pinned Node when `npm ci` installed it; src/runtime-check.ts explains what to do when it did not.
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
+import module from 'node:module';
 import { fileURLToPath } from 'node:url';
 
 const main = fileURLToPath(new URL('../src/main.ts', import.meta.url));
 const pinned = fileURLToPath(new URL('../node_modules/node/bin/node', import.meta.url));
 
 if (Number(process.versions.node.split('.')[0]) === 24) {
+  // The same cache as npm start's (Node keeps one per set of V8 flags): a command then starts without compiling every
+  // module again, and without loading Node's TypeScript stripper. An unwritable directory only leaves it off.
+  module.enableCompileCache(fileURLToPath(new URL('../node_modules/.cache/node-compile', import.meta.url)));
   await import(main);
 } else if (existsSync(pinned)) {
   const run = spawnSync(pinned, [main, ...process.argv.slice(2)], { stdio: 'inherit' });

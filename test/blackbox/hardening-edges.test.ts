@@ -26,6 +26,7 @@ import {
   uniqueName,
 } from './support/client.ts';
 import {
+  COMPILE_CACHE,
   createDatabase,
   DIALECTS,
   ROOT,
@@ -370,6 +371,7 @@ describe.each(DIALECTS)('seed-users on a database with real users (%s)', (dialec
         env: {
           PATH: process.env.PATH ?? '',
           HOME: process.env.HOME ?? '',
+          ...COMPILE_CACHE,
           DATABASE_URL: db.url,
           GATEHOUSE_SECRET:
             process.env.GATEHOUSE_SECRET ?? (await import('./support/server.ts')).GATEHOUSE_SECRET,

@@ -15,6 +15,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { getWithToken, postForm, postJson, request } from './support/client.ts';
 import {
+  COMPILE_CACHE,
   createDatabase,
   DIALECTS,
   FAST_ARGON2,
@@ -179,7 +180,13 @@ async function stop(proc: ChildProcess): Promise<void> {
 async function importFastapi(databaseUrl: string, source: string): Promise<ImportSummary> {
   const proc = spawn(process.execPath, ['src/main.ts', 'import', 'fastapi', source, '--json'], {
     cwd: ROOT,
-    env: { PATH: process.env.PATH ?? '', DATABASE_URL: databaseUrl, GATEHOUSE_SECRET, ...FAST_ARGON2 },
+    env: {
+      PATH: process.env.PATH ?? '',
+      DATABASE_URL: databaseUrl,
+      GATEHOUSE_SECRET,
+      ...COMPILE_CACHE,
+      ...FAST_ARGON2,
+    },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let stdout = '';

@@ -9,6 +9,7 @@ import { spawn } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { getWithToken, postForm, request, strongPassword, uniqueName } from './support/client.ts';
 import {
+  COMPILE_CACHE,
   createDatabase,
   DIALECTS,
   FAST_ARGON2,
@@ -42,6 +43,7 @@ async function seedUsers(
     env: {
       PATH: process.env.PATH ?? '',
       HOME: process.env.HOME ?? '',
+      ...COMPILE_CACHE,
       DATABASE_URL: databaseUrl,
       GATEHOUSE_SECRET,
       ...env,

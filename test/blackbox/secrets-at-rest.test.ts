@@ -10,7 +10,14 @@ import path from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { afterAll, describe, expect, it, vi } from 'vitest';
 import { getWithToken, login, registerUser } from './support/client.ts';
-import { createDatabase, ROOT, type RunningServer, runUntilExit, startServer } from './support/server.ts';
+import {
+  COMPILE_CACHE,
+  createDatabase,
+  ROOT,
+  type RunningServer,
+  runUntilExit,
+  startServer,
+} from './support/server.ts';
 
 vi.setConfig({ testTimeout: 60_000, hookTimeout: 60_000 });
 
@@ -49,7 +56,7 @@ function cli(env: Record<string, string>, args: string[]): Promise<{ code: numbe
       ['src/main.ts', ...args],
       {
         cwd: ROOT,
-        env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', ...env },
+        env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', ...COMPILE_CACHE, ...env },
         timeout: 30_000,
       },
       (error, stdout, stderr) =>

@@ -21,6 +21,7 @@ import {
 } from './support/client.ts';
 import type { Base } from './support/grants.ts';
 import {
+  COMPILE_CACHE,
   DIALECTS,
   GATEHOUSE_SECRET,
   ROOT,
@@ -42,6 +43,7 @@ async function keysCommand(databaseUrl: string, args: string[]): Promise<{ code:
         env: {
           PATH: process.env.PATH ?? '',
           HOME: process.env.HOME ?? '',
+          ...COMPILE_CACHE,
           DATABASE_URL: databaseUrl,
           GATEHOUSE_SECRET,
           LOG_LEVEL: 'warn',

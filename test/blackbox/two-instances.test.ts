@@ -27,6 +27,7 @@ import {
 } from './support/client.ts';
 import { type Base, loginGrant, refreshRaw, toGrant } from './support/grants.ts';
 import {
+  COMPILE_CACHE,
   createDatabase,
   GATEHOUSE_SECRET,
   ROOT,
@@ -94,6 +95,7 @@ async function keysCommand(databaseUrl: string, args: string[]): Promise<{ code:
         env: {
           PATH: process.env.PATH ?? '',
           HOME: process.env.HOME ?? '',
+          ...COMPILE_CACHE,
           DATABASE_URL: databaseUrl,
           GATEHOUSE_SECRET,
         },

@@ -98,6 +98,14 @@ export async function createDatabase(dialect: Dialect): Promise<TestDatabase> {
 export const GATEHOUSE_SECRET = randomBytes(32).toString('base64url');
 
 /**
+ * Node's compile cache for every server and command the suites start, as npm start has it: without it each of the
+ * hundreds of starts compiles every module again (1.45 s against 0.85 s to `version` on a slow 2-core host).
+ */
+export const COMPILE_CACHE = {
+  NODE_COMPILE_CACHE: path.join(ROOT, 'node_modules', '.cache', 'node-compile'),
+};
+
+/**
  * Every black-box client is 127.0.0.1, so the per-address limits would refuse the suites' own set-up and their timing
  * and load tests: servers throttle (the code runs, device tokens are handed out) with limits no suite reaches. A suite
  * that tests throttling passes PRODUCTION_LIMITS (or its own numbers) in its env.
@@ -119,7 +127,7 @@ export const PRODUCTION_LIMITS: Record<string, undefined> = Object.fromEntries(
 );
 
 function baseEnv(): Record<string, string> {
-  const env: Record<string, string> = { GATEHOUSE_SECRET, ...LOOSE_LIMITS };
+  const env: Record<string, string> = { GATEHOUSE_SECRET, ...COMPILE_CACHE, ...LOOSE_LIMITS };
   for (const k of ['PATH', 'HOME', 'TMPDIR', 'LANG', 'TZ']) {
     const v = process.env[k];
     if (v !== undefined) env[k] = v;
@@ -276,7 +284,8 @@ export async function runUntilExit(
   }, timeoutMs);
   const { code, signal } = await new Promise<{ code: number | null; signal: NodeJS.Signals | null }>(
     (resolve) => {
-      proc.on('exit', (c, s) => resolve({ code: c, signal: s }));
+      // 'close', not 'exit': at exit the last of the output may still be in the pipes (a CI run read none of it)
+      proc.on('close', (c, s) => resolve({ code: c, signal: s }));
     },
   );
   clearTimeout(timer);
