@@ -8,6 +8,7 @@ import { requestContext } from '../request-context.ts';
 import {
   AccountDeletionBody,
   acceptDigitStringAge,
+  CodedErrorResponse,
   ConflictResponse,
   DetailResponse,
   EmailChangeBody,
@@ -131,7 +132,7 @@ export const accountRoutes: FastifyPluginAsyncTypebox<{
         body: EmailChangeBody,
         response: {
           200: OwnUserResponse,
-          400: DetailResponse,
+          400: CodedErrorResponse,
           409: ConflictResponse,
           422: ValidationErrorResponse,
           429: DetailResponse,
