@@ -97,9 +97,11 @@ export function createEmailFlowsRepository(db: Db): EmailFlowsRepository {
           if (!owner) return { outcome: 'invalid_token' };
           const current = await trx
             .selectFrom('users')
-            .select(['email', 'pending_email'])
+            .select(['email', 'pending_email', 'disabled_at_ms'])
             .where('id', '=', owner.userId)
             .executeTakeFirst();
+          // Shut to its user until enabled, as a reset link is: rolled back, so that the link is not spent meanwhile.
+          if (current?.disabled_at_ms != null) throw new DisabledAccount();
           const provesEmail = current !== undefined && sameAddress(owner.email, current.email);
           const provesPending =
             current?.pending_email != null && sameAddress(owner.email, current.pending_email);
@@ -135,6 +137,7 @@ export function createEmailFlowsRepository(db: Db): EmailFlowsRepository {
           return verified;
         });
       } catch (error) {
+        if (error instanceof DisabledAccount) return { outcome: 'invalid_token' };
         if (violatedUniqueConstraint(error)?.includes('email')) {
           throw new AppError('email_taken', 'Email already registered', { cause: error });
         }
@@ -170,3 +173,6 @@ export function createEmailFlowsRepository(db: Db): EmailFlowsRepository {
       }),
   };
 }
+
+/** Rolls back the transaction of a link whose account is disabled. */
+class DisabledAccount extends Error {}

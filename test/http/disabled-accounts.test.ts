@@ -133,6 +133,30 @@ describe.each(dialects)('disabled accounts on %s', (dialect) => {
     expect((await login('dalia')).statusCode).toBe(200);
   });
 
+  // Found from outside: an operator who disables a compromised account must not be raced by the email change its
+  // thief had already asked for, which would then receive the account's next reset link.
+  it('refuses an email-change link mailed before the account was disabled, changing nothing; it works once enabled', async () => {
+    const { user, tokens } = await newAccount('dorian');
+    const changed = await t.app.inject({
+      method: 'POST',
+      url: '/users/me/email',
+      headers: { authorization: `Bearer ${tokens.access_token}` },
+      payload: { new_email: 'dorian@thief.example.com', password: STRONG_PASSWORD },
+    });
+    expect(changed.statusCode, changed.body).toBe(200);
+    const link = await mailedToken(t.database, 'dorian@thief.example.com', 'verify_email');
+    await disable(user.id);
+    const verify = () => t.app.inject({ method: 'POST', url: '/email/verify', payload: { token: link } });
+    const refused = await verify();
+    expect(refused.statusCode).toBe(400);
+    expect(refused.json().error).toBe('invalid_token');
+    const stored = await createUsersRepository(t.database.db).findUserById(user.id);
+    expect(stored?.email).toBe(user.email);
+    expect(stored?.pendingEmail).toBe('dorian@thief.example.com');
+    await enable(user.id);
+    expect((await verify()).statusCode).toBe(200);
+  });
+
   it('lets an enabled account log in again', async () => {
     const { user } = await newAccount('dario');
     await disable(user.id);
