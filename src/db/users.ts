@@ -2,7 +2,7 @@ import { sql } from 'kysely';
 import { canonicalEmail } from '../domain/email.ts';
 import { type Level, ROLES, type Role, type User } from '../domain/user.ts';
 import { AppError } from '../errors.ts';
-import type { QueuedMail } from './email-outbox.ts';
+import { type QueuedMail, queueMail } from './email-outbox.ts';
 import { insertTokenWithMails, type NewOneTimeToken, spendTokensOfUser } from './one-time-tokens.ts';
 import { executePrepared, prepareQuery, USER_ID_SENTINEL } from './prepared.ts';
 import type { Db, NewUserRow } from './schema.ts';
@@ -71,6 +71,7 @@ export interface UsersRepository {
     passwordHash: string,
     keepSessionId: string,
     now: Date,
+    mails?: readonly QueuedMail[],
   ): Promise<boolean>;
   /**
    * Updates the user only while `guard` holds (the session is not revoked, the hash is still `expectedHash`), in the
@@ -252,12 +253,20 @@ export function createUsersRepository(db: Db): UsersRepository {
     replacePasswordHash: (id, expectedHash, passwordHash, now) =>
       compareAndSwapHash(db, id, expectedHash, passwordHash, now),
 
-    async replacePasswordHashEndingOtherSessions(id, expectedHash, passwordHash, keepSessionId, now) {
+    async replacePasswordHashEndingOtherSessions(
+      id,
+      expectedHash,
+      passwordHash,
+      keepSessionId,
+      now,
+      mails = [],
+    ) {
       return db.transaction().execute(async (trx) => {
         if (!(await compareAndSwapHash(trx, id, expectedHash, passwordHash, now))) return false;
         await revokeSessionsOfUser(trx, id, now.getTime(), 'password_changed', keepSessionId);
         await forgetTrustedClients(trx, id);
         await cancelEmailChange(trx, id, now.getTime());
+        for (const mail of mails) await queueMail(trx, mail, now.getTime());
         return true;
       });
     },

@@ -46,6 +46,8 @@ export interface EmailChangeMailer {
   admit(user: User, context: RequestContext): Promise<void>;
   /** Returns the token and mails of an admitted change to `newEmail`; throws temporarily_unavailable past R9. */
   prepare(user: User, newEmail: string, context: RequestContext): Promise<IssuedToken>;
+  /** The notice a password change mails to the account's address (ASVS 6.3.7), queued with the change. */
+  passwordChangedNotice(user: User): QueuedMail;
   /** Tells the sender that the change's mails are in the outbox, once its transaction committed. */
   queued(): void;
 }
@@ -453,12 +455,14 @@ export function createAccountsService(deps: AccountsDependencies): AccountsServi
         await hasher.hash(newPassword),
         change.keepSessionId,
         clock.now(),
+        [deps.emailChanges.passwordChangedNotice(credentials.user)],
       );
       // Another change committed since the current password was checked: this one proved the old password.
       if (!replaced) {
         if (!(await users.findUserById(userId))) throw userGone();
         throw new AppError('invalid_password', 'Incorrect password');
       }
+      deps.emailChanges.queued();
       await deps.onPasswordChanged?.(credentials.user.username);
     },
 

@@ -148,6 +148,13 @@ export function createEmailChangeMailer(deps: EmailLinkDependencies): EmailChang
         ],
       };
     },
+    passwordChangedNotice: (user) =>
+      deps.mail.compose({
+        userId: user.id,
+        to: user.email,
+        template: 'password_changed',
+        values: { username: user.username },
+      }),
     queued: () => deps.mailQueued?.(),
   };
 }

@@ -79,7 +79,7 @@ const TEMPLATES: Record<MailTemplate, (values: MailValues) => TemplateText> = {
     paragraphs: [
       ['Hello ', { value: values.username }, ','],
       [
-        'The password of your Gatehouse account was changed, and every device signed in to it was signed out.',
+        'The password of your Gatehouse account was changed, and the other devices signed in to it were signed out.',
       ],
       [
         'If this was not you, reset your password now with "Forgot your password?" on the sign-in page, and tell your administrator.',

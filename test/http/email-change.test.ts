@@ -323,6 +323,27 @@ describe.each(dialects)('email change on %s', (dialect) => {
     expect(row).toEqual({ email: user.email, pending_email: null });
   });
 
+  // Found from outside: a reset mailed this notice and a password change mailed nothing (AUTH-FLOWS §5, ASVS 6.3.7).
+  it('mails a password_changed notice to the account address when the password is changed, and none when refused', async () => {
+    const user = await freshUser();
+    const accessToken = await login(user.username);
+    const before = (await outboxMails(t.database, user.email)).length;
+    const mailedSince = async () =>
+      (await outboxMails(t.database, user.email)).slice(before).map((m) => [m.template, m.values.username]);
+    const refused = await call('POST', '/users/me/password', accessToken, {
+      current_password: 'not the password at all',
+      new_password: 'another fine passphrase',
+    });
+    expect(refused.statusCode).toBe(400);
+    expect(await mailedSince()).toEqual([]);
+    const changed = await call('POST', '/users/me/password', accessToken, {
+      current_password: STRONG_PASSWORD,
+      new_password: 'another fine passphrase',
+    });
+    expect(changed.statusCode).toBe(204);
+    expect(await mailedSince()).toEqual([['password_changed', user.username]]);
+  });
+
   it('cancels a pending change when the password is changed: the link mailed to the new address is refused', async () => {
     const user = await freshUser();
     const accessToken = await login(user.username);
