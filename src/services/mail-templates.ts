@@ -59,6 +59,10 @@ const TEMPLATES: Record<MailTemplate, (values: MailValues) => TemplateText> = {
               'If you did not create this account, do not open the link: someone registered it with your address. Take it over instead with "Forgot your password?" at',
             ],
             [{ link: values.signInUrl }],
+            // Whoever registered it may have added a second factor, which a reset then asks for (issue 14's rule).
+            [
+              'If the reset asks for a second factor you never set up, whoever registered the account added it: ask the administrator of this service to remove it, then reset again.',
+            ],
           ]
         : [['If you did not ask for this, ignore this mail: nothing changes unless the link is opened.']]),
     ],

@@ -105,6 +105,7 @@ describe.each(dialects)('email verification on %s', (dialect) => {
     const rendered = renderMailTemplate('verify_email', mail!.values);
     for (const body of [rendered.text, rendered.html]) {
       expect(body).toContain('If you did not create this account, do not open the link');
+      expect(body).toContain('If the reset asks for a second factor you never set up');
       expect(body).toContain('Forgot your password?');
       expect(body).toContain(`${PUBLIC_URL}/`);
     }
