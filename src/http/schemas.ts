@@ -560,13 +560,16 @@ export const toAdminUserResponse = (user: User): AdminUserResponse => accountRec
 
 // Passkeys (WebAuthn).
 
-// Shown on the account page and quoted in the mfa_changed mail: no control characters, lone surrogates or the bidi
-// embeddings, overrides and isolates that could make a notice read other than it is.
-const NAME_CHARACTER = '[^\\p{Cc}\\p{Cs}\\u202A-\\u202E\\u2066-\\u2069]';
+// Shown on the account page and quoted in the mfa_changed mail: no control characters, lone surrogates, line or
+// paragraph separators, or the bidi embeddings, overrides and isolates that could make a notice read other than it
+// is; and at least one character that is drawn (not a space, a mark alone or a default-ignorable such as U+2060 or a
+// Hangul filler), as usernames are held to.
+const NAME_CHARACTER = '[^\\p{Cc}\\p{Cs}\\p{Zl}\\p{Zp}\\u202A-\\u202E\\u2066-\\u2069]';
+const DRAWN_CHARACTER = '[^\\s\\p{M}\\p{Default_Ignorable_Code_Point}]';
 const passkeyName = Type.String({
   minLength: 1,
   maxLength: 64,
-  pattern: `^(?=.*\\S)${NAME_CHARACTER}+$`,
+  pattern: `^(?=.*${DRAWN_CHARACTER})${NAME_CHARACTER}+$`,
   description: '1 to 64 characters once trimmed; no control characters',
 });
 
