@@ -319,7 +319,9 @@ export const RecoveryCodesResponse = Type.Object({
   }),
 });
 
-export const CodedErrorResponse = Type.Object({ detail: Type.String(), code: Type.String() });
+// `code` when the error table gives one: a route's 400 may also be a malformed request or Authorization header, which
+// has none, and a required property missing from an answer would make the serializer answer 500 instead.
+export const CodedErrorResponse = Type.Object({ detail: Type.String(), code: Type.Optional(Type.String()) });
 
 export const ResetRefusalResponse = Type.Object({
   detail: Type.String(),
@@ -562,15 +564,17 @@ export const toAdminUserResponse = (user: User): AdminUserResponse => accountRec
 
 // Shown on the account page and quoted in the mfa_changed mail: no control characters, lone surrogates, line or
 // paragraph separators, or the bidi embeddings, overrides and isolates that could make a notice read other than it
-// is; and at least one character that is drawn (not a space, a mark alone or a default-ignorable such as U+2060 or a
-// Hangul filler), as usernames are held to.
+// is; and at least one character that is drawn: not a space, a mark, a format, private-use or unassigned character,
+// or one drawn as nothing (as email addresses are held to: domain/email.ts).
 const NAME_CHARACTER = '[^\\p{Cc}\\p{Cs}\\p{Zl}\\p{Zp}\\u202A-\\u202E\\u2066-\\u2069]';
-const DRAWN_CHARACTER = '[^\\s\\p{M}\\p{Default_Ignorable_Code_Point}]';
+const DRAWN_CHARACTER =
+  '[^\\s\\p{M}\\p{C}\\p{Z}\\p{Default_Ignorable_Code_Point}\\u2800\\u{16FE4}\\u{1D159}]';
 const passkeyName = Type.String({
   minLength: 1,
   maxLength: 64,
   pattern: `^(?=.*${DRAWN_CHARACTER})${NAME_CHARACTER}+$`,
-  description: '1 to 64 characters once trimmed; no control characters',
+  description:
+    '1 to 64 characters once trimmed, at least one of them visible; no control characters, line separators or bidi overrides',
 });
 
 export const PasskeyPasswordBody = Type.Object({

@@ -526,6 +526,10 @@ describe.each(dialects)('passkeys on %s', (dialect) => {
       ' \u200b \u2060 ',
       'a\u2028SECURITY NOTICE',
       'a\u2029b',
+      '\u2800',
+      '\ufff9',
+      '\u{1d159}',
+      '\u{f0000}',
     ]) {
       expect(
         (await call('PATCH', `/users/me/passkeys/${passkey.id}`, account.bearer, { name })).statusCode,
