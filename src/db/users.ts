@@ -63,7 +63,8 @@ export interface UsersRepository {
   replacePasswordHash(id: number, expectedHash: string, passwordHash: string, now: Date): Promise<boolean>;
   /**
    * As replacePasswordHash, and in the same transaction ends every session of the user but `keepSessionId`, forgets
-   * their trusted clients (forgetTrustedClients) and cancels a pending email change (cancelEmailChange).
+   * their trusted clients (forgetTrustedClients), cancels a pending email change (cancelEmailChange) and queues
+   * `mailsOf(the user as stored then)`.
    */
   replacePasswordHashEndingOtherSessions(
     id: number,
@@ -71,7 +72,7 @@ export interface UsersRepository {
     passwordHash: string,
     keepSessionId: string,
     now: Date,
-    mails?: readonly QueuedMail[],
+    mailsOf?: (user: User) => readonly QueuedMail[],
   ): Promise<boolean>;
   /**
    * Updates the user only while `guard` holds (the session is not revoked, the hash is still `expectedHash`), in the
@@ -90,6 +91,7 @@ export interface UsersRepository {
   /** Deletes the user only if `expectedHash` is still their hash; true if deleted. */
   deleteUser(id: number, expectedHash: string): Promise<boolean>;
   /** Disables the account since `disabledAt`, or enables it with null; the user as now stored, undefined if none. */
+  /** Disabling also cancels a pending email change (its link then dies, as it would for an abandoned address). */
   setUserDisabled(id: number, disabledAt: Date | null): Promise<User | undefined>;
   /** Replaces the user's roles; the user as now stored, undefined if none. */
   setUserRoles(id: number, roles: readonly Role[]): Promise<User | undefined>;
@@ -259,14 +261,22 @@ export function createUsersRepository(db: Db): UsersRepository {
       passwordHash,
       keepSessionId,
       now,
-      mails = [],
+      mailsOf,
     ) {
       return db.transaction().execute(async (trx) => {
         if (!(await compareAndSwapHash(trx, id, expectedHash, passwordHash, now))) return false;
         await revokeSessionsOfUser(trx, id, now.getTime(), 'password_changed', keepSessionId);
         await forgetTrustedClients(trx, id);
         await cancelEmailChange(trx, id, now.getTime());
-        for (const mail of mails) await queueMail(trx, mail, now.getTime());
+        if (mailsOf) {
+          // The row as this transaction holds it: an address verified since the request read the user gets the mail.
+          const row = await trx
+            .selectFrom('users')
+            .select(userColumns)
+            .where('id', '=', id)
+            .executeTakeFirstOrThrow();
+          for (const mail of mailsOf(toUser(row))) await queueMail(trx, mail, now.getTime());
+        }
         return true;
       });
     },
@@ -331,7 +341,13 @@ export function createUsersRepository(db: Db): UsersRepository {
     async setUserDisabled(id, disabledAt) {
       const row = await db
         .updateTable('users')
-        .set({ disabled_at_ms: disabledAt === null ? null : disabledAt.getTime() })
+        // Disabling also cancels a pending email change, whose link would otherwise complete it once enabled again:
+        // an operator who freezes an account must not be raced by a change its thief already asked for.
+        .set(
+          disabledAt === null
+            ? { disabled_at_ms: null }
+            : { disabled_at_ms: disabledAt.getTime(), pending_email: null },
+        )
         .where('id', '=', id)
         .returning(userColumns)
         .executeTakeFirst();

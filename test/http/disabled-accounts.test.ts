@@ -135,7 +135,7 @@ describe.each(dialects)('disabled accounts on %s', (dialect) => {
 
   // Found from outside: an operator who disables a compromised account must not be raced by the email change its
   // thief had already asked for, which would then receive the account's next reset link.
-  it('refuses an email-change link mailed before the account was disabled, changing nothing; it works once enabled', async () => {
+  it('refuses an email-change link mailed before the account was disabled, and cancels the change: enabled, still refused', async () => {
     const { user, tokens } = await newAccount('dorian');
     const changed = await t.app.inject({
       method: 'POST',
@@ -152,7 +152,27 @@ describe.each(dialects)('disabled accounts on %s', (dialect) => {
     expect(refused.json().error).toBe('invalid_token');
     const stored = await createUsersRepository(t.database.db).findUserById(user.id);
     expect(stored?.email).toBe(user.email);
-    expect(stored?.pendingEmail).toBe('dorian@thief.example.com');
+    expect(stored?.pendingEmail).toBeNull();
+    await enable(user.id);
+    expect((await verify()).statusCode).toBe(400);
+    expect((await createUsersRepository(t.database.db).findUserById(user.id))?.email).toBe(user.email);
+  });
+
+  it('refuses a verification link for the own address while the account is disabled, without spending it', async () => {
+    const { user, tokens } = await newAccount('dorothea');
+    const asked = await t.app.inject({
+      method: 'POST',
+      url: '/users/me/email/verification',
+      headers: { authorization: `Bearer ${tokens.access_token}` },
+    });
+    expect(asked.statusCode, asked.body).toBe(202);
+    const link = await mailedToken(t.database, user.email, 'verify_email');
+    await disable(user.id);
+    const verify = () => t.app.inject({ method: 'POST', url: '/email/verify', payload: { token: link } });
+    const refused = await verify();
+    expect(refused.statusCode).toBe(400);
+    expect(refused.json().error).toBe('invalid_token');
+    expect((await createUsersRepository(t.database.db).findUserById(user.id))?.emailVerifiedAt).toBeNull();
     await enable(user.id);
     expect((await verify()).statusCode).toBe(200);
   });
