@@ -455,7 +455,7 @@ export function createAccountsService(deps: AccountsDependencies): AccountsServi
         await hasher.hash(newPassword),
         change.keepSessionId,
         clock.now(),
-        [deps.emailChanges.passwordChangedNotice(credentials.user)],
+        (changed) => [deps.emailChanges.passwordChangedNotice(changed)],
       );
       // Another change committed since the current password was checked: this one proved the old password.
       if (!replaced) {

@@ -83,7 +83,7 @@ const TEMPLATES: Record<MailTemplate, (values: MailValues) => TemplateText> = {
     paragraphs: [
       ['Hello ', { value: values.username }, ','],
       [
-        'The password of your Gatehouse account was changed, and the other devices signed in to it were signed out.',
+        'The password of your Gatehouse account was changed, and every device signed in with the old password was signed out, but for the one that changed it, if any.',
       ],
       [
         'If this was not you, reset your password now with "Forgot your password?" on the sign-in page, and tell your administrator.',
