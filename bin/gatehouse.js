@@ -10,13 +10,18 @@ import { fileURLToPath } from 'node:url';
 const main = fileURLToPath(new URL('../src/main.ts', import.meta.url));
 const pinned = fileURLToPath(new URL('../node_modules/node/bin/node', import.meta.url));
 
+// The same cache as npm start's (Node keeps one per set of V8 flags): a command then starts without compiling every
+// module again, and without loading Node's TypeScript stripper. An unwritable directory only leaves it off.
+const compileCache = fileURLToPath(new URL('../node_modules/.cache/node-compile', import.meta.url));
+
 if (Number(process.versions.node.split('.')[0]) === 24) {
-  // The same cache as npm start's (Node keeps one per set of V8 flags): a command then starts without compiling every
-  // module again, and without loading Node's TypeScript stripper. An unwritable directory only leaves it off.
-  module.enableCompileCache(fileURLToPath(new URL('../node_modules/.cache/node-compile', import.meta.url)));
+  module.enableCompileCache(compileCache);
   await import(main);
 } else if (existsSync(pinned)) {
-  const run = spawnSync(pinned, [main, ...process.argv.slice(2)], { stdio: 'inherit' });
+  const run = spawnSync(pinned, [main, ...process.argv.slice(2)], {
+    stdio: 'inherit',
+    env: { NODE_COMPILE_CACHE: compileCache, ...process.env },
+  });
   if (run.signal) process.kill(process.pid, run.signal);
   process.exit(run.status ?? 1);
 } else {
