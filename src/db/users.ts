@@ -90,8 +90,10 @@ export interface UsersRepository {
   forgetTrustedClients(id: number): Promise<void>;
   /** Deletes the user only if `expectedHash` is still their hash; true if deleted. */
   deleteUser(id: number, expectedHash: string): Promise<boolean>;
-  /** Disables the account since `disabledAt`, or enables it with null; the user as now stored, undefined if none. */
-  /** Disabling also cancels a pending email change (its link then dies, as it would for an abandoned address). */
+  /**
+   * Disables the account since `disabledAt`, or enables it with null; the user as now stored, undefined if none.
+   * Disabling also cancels a pending email change (its link then dies, as it would for an abandoned address).
+   */
   setUserDisabled(id: number, disabledAt: Date | null): Promise<User | undefined>;
   /** Replaces the user's roles; the user as now stored, undefined if none. */
   setUserRoles(id: number, roles: readonly Role[]): Promise<User | undefined>;

@@ -13,9 +13,15 @@ export const MAX_EMAIL_LENGTH = 254;
 export const MAX_LOCAL_PART_OCTETS = 64;
 const MAX_DOMAIN_LENGTH = 253;
 
-// Beyond ASCII, anything but spaces, controls, format characters and what is drawn as nothing: default-ignorable code
-// points (Hangul fillers, variation selectors), the blank braille pattern, the Khitan filler and the null notehead.
-const NON_ASCII_ATEXT = String.raw`(?![\p{C}\p{Z}\p{Default_Ignorable_Code_Point}\u2800\u{16FE4}\u{1D159}])\P{ASCII}`;
+/**
+ * Characters not drawn, for a regular expression's class (`u` flag): spaces, controls, format, private-use and
+ * unassigned characters, and what is drawn as nothing: default-ignorable code points (Hangul fillers, variation
+ * selectors), the blank braille pattern, the Khitan filler and the null notehead.
+ */
+export const UNDRAWN_CHARACTERS = String.raw`\p{C}\p{Z}\p{Default_Ignorable_Code_Point}\u2800\u{16FE4}\u{1D159}`;
+
+// Beyond ASCII, anything drawn.
+const NON_ASCII_ATEXT = `(?![${UNDRAWN_CHARACTERS}])\\P{ASCII}`;
 const ATOM = `(?:[a-zA-Z0-9!#$%&'*+/=?^_\`{|}~-]|${NON_ASCII_ATEXT})+`;
 const LOCAL_PART = new RegExp(`^${ATOM}(?:\\.${ATOM})*$`, 'u');
 // A mark first would combine with whatever a mail client prints before the address.

@@ -1,6 +1,6 @@
 import type { FastifyRequest } from 'fastify';
 import Type, { type Static } from 'typebox';
-import { MAX_EMAIL_LENGTH } from '../domain/email.ts';
+import { MAX_EMAIL_LENGTH, UNDRAWN_CHARACTERS } from '../domain/email.ts';
 import { LEVELS, ROLES, type User } from '../domain/user.ts';
 import { MAX_AGE } from '../services/accounts.ts';
 import type { PasskeyRecord } from '../services/passkeys.ts';
@@ -567,8 +567,7 @@ export const toAdminUserResponse = (user: User): AdminUserResponse => accountRec
 // is; and at least one character that is drawn: not a space, a mark, a format, private-use or unassigned character,
 // or one drawn as nothing (as email addresses are held to: domain/email.ts).
 const NAME_CHARACTER = '[^\\p{Cc}\\p{Cs}\\p{Zl}\\p{Zp}\\u202A-\\u202E\\u2066-\\u2069]';
-const DRAWN_CHARACTER =
-  '[^\\s\\p{M}\\p{C}\\p{Z}\\p{Default_Ignorable_Code_Point}\\u2800\\u{16FE4}\\u{1D159}]';
+const DRAWN_CHARACTER = `[^\\s\\p{M}${UNDRAWN_CHARACTERS}]`;
 const passkeyName = Type.String({
   minLength: 1,
   maxLength: 64,

@@ -119,6 +119,16 @@ function issueToken(
   };
 }
 
+/** The notice a reset or a change of the password mails to the account's address (ASVS 6.3.7). */
+function passwordChangedNotice(mail: MailComposer, user: User) {
+  return mail.compose({
+    userId: user.id,
+    to: user.email,
+    template: 'password_changed',
+    values: { username: user.username },
+  });
+}
+
 /** Builds what an email change mails: a verify_email link to the new address, a notice to the old one. */
 export function createEmailChangeMailer(deps: EmailLinkDependencies): EmailChangeMailer {
   return {
@@ -148,13 +158,7 @@ export function createEmailChangeMailer(deps: EmailLinkDependencies): EmailChang
         ],
       };
     },
-    passwordChangedNotice: (user) =>
-      deps.mail.compose({
-        userId: user.id,
-        to: user.email,
-        template: 'password_changed',
-        values: { username: user.username },
-      }),
+    passwordChangedNotice: (user) => passwordChangedNotice(deps.mail, user),
     queued: () => deps.mailQueued?.(),
   };
 }
@@ -307,12 +311,7 @@ export function createEmailFlowsService(deps: EmailFlowsDependencies): EmailFlow
         : undefined;
       if (needsFactor && !spent) throw invalidSecondFactor();
       const reset = await flows.resetPassword(tokenHash, passwordHash, clock.now(), (changed) => [
-        mail.compose({
-          userId: changed.id,
-          to: changed.email,
-          template: 'password_changed',
-          values: { username: changed.username },
-        }),
+        passwordChangedNotice(mail, changed),
       ]);
       // Spent by a parallel reset between the look-up and here, or mailed to an address the account no longer has: a
       // recovery code this reset spent is given back, as a login's that loses its mfa_token is.
