@@ -1,4 +1,4 @@
-import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createHmac, type KeyObject, randomBytes, timingSafeEqual } from 'node:crypto';
 
 /**
  * A device token marks a client that has logged in to an account before (OWASP's device cookie): failures it makes
@@ -17,10 +17,10 @@ const DEVICE_ID_BYTES = 16;
 const TOKEN = /^([A-Za-z0-9_-]{22})\.([1-9][0-9]{0,11})\.([A-Za-z0-9_-]{43})$/;
 
 /** Builds device tokens signed with the first key and accepted under any of them (a secret being rotated). */
-export function createDeviceTokens(keys: readonly Buffer[], ttlSeconds: number): DeviceTokens {
+export function createDeviceTokens(keys: readonly KeyObject[], ttlSeconds: number): DeviceTokens {
   const [signingKey] = keys;
   if (!signingKey) throw new Error('device tokens need a key');
-  const mac = (key: Buffer, userId: number, generation: number, deviceId: string, expiresAt: string) =>
+  const mac = (key: KeyObject, userId: number, generation: number, deviceId: string, expiresAt: string) =>
     createHmac('sha256', key)
       .update(`device-token\0${userId}\0${generation}\0${deviceId}\0${expiresAt}`)
       .digest();

@@ -1,4 +1,4 @@
-import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createHash, createHmac, type KeyObject, randomBytes, timingSafeEqual } from 'node:crypto';
 
 export interface RefreshToken {
   id: string;
@@ -54,7 +54,7 @@ export function refreshSecretMatches(secret: string, storedHash: string): boolea
  * drawn at random so that a retry inside the grace window can be given the very same successor although only
  * hashes are stored; without the key, a stolen parent reveals nothing about its successor.
  */
-export function deriveSuccessor(parent: RefreshToken, derivationKey: Buffer): RefreshToken {
+export function deriveSuccessor(parent: RefreshToken, derivationKey: KeyObject): RefreshToken {
   const derive = (label: string, bytes: number) =>
     createHmac('sha256', derivationKey)
       .update(`${label}:${parent.secret}`)

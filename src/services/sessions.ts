@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { type KeyObject, randomBytes } from 'node:crypto';
 import type { RefreshTokensRepository } from '../db/refresh-tokens.ts';
 import type { SessionsRepository } from '../db/sessions.ts';
 import type { UsersRepository } from '../db/users.ts';
@@ -121,7 +121,7 @@ export interface SessionsDependencies {
   refreshTokens: RefreshTokensRepository;
   users: UsersRepository;
   clock: Clock;
-  refreshDerivationKey: Buffer;
+  refreshDerivationKey: KeyObject;
   policy: SessionPolicy;
   maxLifetimeSeconds: number;
   reuseGraceSeconds: number;

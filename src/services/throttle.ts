@@ -1,4 +1,4 @@
-import { createHash, createHmac } from 'node:crypto';
+import { createHash, createHmac, type KeyObject } from 'node:crypto';
 import type { Counter, CounterReading, CounterStore } from '../db/counters.ts';
 import { canonicalEmail } from '../domain/email.ts';
 import { AppError } from '../errors.ts';
@@ -172,7 +172,7 @@ const digest = (text: string) => createHash('sha256').update(text).digest('base6
 /** The keys throttling derives from GATEHOUSE_SECRET. */
 export interface ThrottleKeys {
   /** Names an email address in the counters (deriveMailAddressKey). */
-  mailAddressKey: Buffer;
+  mailAddressKey: KeyObject;
 }
 
 /** Returns the throttling keys of the current GATEHOUSE_SECRET (the first of a rotation's list). */

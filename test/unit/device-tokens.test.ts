@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { createSecretKey, randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { createDeviceTokens } from '../../src/security/device-tokens.ts';
 import { deriveDeviceTokenKey, generateSecret } from '../../src/security/secret-box.ts';
@@ -58,7 +58,7 @@ describe('device tokens', () => {
   });
 
   it('refuses a token issued before the trust generation of its user was raised (password change, signing out everywhere)', () => {
-    const tokens = createDeviceTokens([randomBytes(32)], 90 * DAY_SECONDS);
+    const tokens = createDeviceTokens([createSecretKey(randomBytes(32))], 90 * DAY_SECONDS);
     const token = tokens.issue(7, 0, undefined, now);
     expect(tokens.verify(token, 7, 0, now)).toBeDefined();
     expect(tokens.verify(token, 7, 1, now)).toBeUndefined();

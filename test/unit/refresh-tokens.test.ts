@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { createSecretKey, randomBytes } from 'node:crypto';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import type { RefreshToken } from '../../src/security/refresh-tokens.ts';
@@ -258,14 +258,18 @@ describe('stored secret hash', () => {
 });
 
 describe('successor derivation', () => {
-  const KEY = randomBytes(32);
-  const OTHER_KEY = randomBytes(32);
-  const anyKey = fc.uint8Array({ minLength: 32, maxLength: 32 }).map((bytes) => Buffer.from(bytes));
+  const KEY = createSecretKey(randomBytes(32));
+  const OTHER_KEY = createSecretKey(randomBytes(32));
+  const anyKey = fc
+    .uint8Array({ minLength: 32, maxLength: 32 })
+    .map((bytes) => createSecretKey(Buffer.from(bytes)));
 
   it('gives the same successor for the same parent and key (a retry gets the very same token)', () => {
     fc.assert(
       fc.property(anyToken, anyKey, (parent, key) => {
-        expect(deriveSuccessor({ ...parent }, Buffer.from(key))).toEqual(deriveSuccessor(parent, key));
+        expect(deriveSuccessor({ ...parent }, createSecretKey(key.export()))).toEqual(
+          deriveSuccessor(parent, key),
+        );
       }),
     );
   });
