@@ -60,8 +60,8 @@ function derive(secret: string, purpose: string): Buffer {
   return Buffer.from(hkdfSync('sha256', Buffer.from(secret, 'base64url'), HKDF_SALT, purpose, 32));
 }
 
-// Node 24 turns a key given as bytes into a key object on every createHmac or createCipheriv: 43 against 7.5 µs per
-// HMAC-SHA256 here (bench/key-objects.ts). Keys used per request are made key objects once.
+// Node 24 turns a key given as bytes into a key object inside every createHmac or createCipheriv, several times the
+// cost of the HMAC itself (bench/key-objects.ts): keys used per request are made key objects once.
 const keyObjectOf = (secret: string, purpose: string): KeyObject => createSecretKey(derive(secret, purpose));
 
 /** Returns a key id that names the secret without revealing anything that would help guess it. */

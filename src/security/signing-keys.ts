@@ -42,6 +42,22 @@ export async function importEd25519KeyPair(stored: {
   };
 }
 
+/**
+ * The HS256 key as the key ring holds it: imported once, since jose imports a key given as bytes again at every
+ * signature and verification.
+ */
+export async function importHmacSigningKey(secret: string): Promise<SigningKey> {
+  const key = hmacSigningKey(secret);
+  const imported = await crypto.subtle.importKey(
+    'raw',
+    key.signingKey as Uint8Array<ArrayBuffer>,
+    { name: 'HMAC', hash: 'SHA-256' },
+    false,
+    ['sign', 'verify'],
+  );
+  return { ...key, signingKey: imported, verificationKey: imported };
+}
+
 /** Wraps the configured HS256 secret; its kid is derived from the secret so every instance agrees on it. */
 export function hmacSigningKey(secret: string): SigningKey {
   const bytes = new TextEncoder().encode(secret);

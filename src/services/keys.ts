@@ -5,8 +5,8 @@ import type { Clock } from '../security/clock.ts';
 import { isSealed, type SecretBox, sealedKeyId } from '../security/secret-box.ts';
 import {
   generateEd25519KeyPair,
-  hmacSigningKey,
   importEd25519KeyPair,
+  importHmacSigningKey,
   type SigningKey,
 } from '../security/signing-keys.ts';
 
@@ -40,7 +40,7 @@ const MIN_LOOKUP_RELOAD_GAP_MS = 100;
 export async function loadKeyRing(options: KeyRingOptions): Promise<LoadedKeyRing> {
   if (options.algorithm === 'HS256') {
     if (!options.secret) throw new AppError('internal', 'HS256 needs a secret');
-    const key = hmacSigningKey(options.secret);
+    const key = await importHmacSigningKey(options.secret);
     return {
       algorithm: 'HS256',
       signingKey: async () => key,
