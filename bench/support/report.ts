@@ -99,9 +99,10 @@ export function report(bench: Bench, measured: Measured) {
   const table = [...lines, ...summary].join('\n');
   console.log(table);
 
-  const date = new Date().toISOString().slice(0, 10);
+  // Date and minute (UTC): a second run of the day must not overwrite the first.
+  const stamp = new Date().toISOString().slice(0, 16).replace('T', '-').replace(':', '');
   mkdirSync(join(bench.root, 'bench/results'), { recursive: true });
-  const file = join(bench.root, 'bench/results', `${bench.quick ? 'quick-' : ''}${date}.json`);
+  const file = join(bench.root, 'bench/results', `${bench.quick ? 'quick-' : ''}${stamp}.json`);
   writeFileSync(
     file,
     `${JSON.stringify(
