@@ -12,6 +12,9 @@ export default defineConfig({
     // Two files at a time (vitest's default is one fewer than the cores, one here): each waits mostly on its
     // browser and servers.
     maxWorkers: 2,
+    // A page's answer to a click waits for a real server's hash and a real browser: in CI, beside the other file's
+    // browser and the lint and typecheck, adding a passkey took more than vitest's default second to show.
+    expect: { poll: { timeout: 10_000 } },
     reporters: ['default'],
   },
 });
