@@ -26,6 +26,7 @@ export type ErrorCode =
   | 'insufficient_scope'
   | 'not_found'
   | 'method_not_allowed'
+  | 'not_implemented'
   | 'payload_too_large'
   | 'unsupported_media_type'
   | 'unstorable_value'

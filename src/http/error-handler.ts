@@ -136,6 +136,7 @@ const responses: Record<ErrorCode, (error: AppError, style: ErrorStyle) => Rende
   }),
   not_found: () => ({ status: 404, body: { detail: 'Not Found' } }),
   method_not_allowed: () => ({ status: 405, body: { detail: 'Method Not Allowed' } }),
+  not_implemented: (error) => ({ status: 501, body: { detail: error.message } }),
   payload_too_large: (_error, style) =>
     style === 'oauth'
       ? { ...oauthError('invalid_request', 'The request body is too large'), status: 413 }

@@ -113,7 +113,8 @@ function hasRepeatedHost(rawHeaders: string[]): boolean {
  * RFC 9112 §3.2: an HTTP/1.1 request without Host, with more than one Host line or with an invalid Host is refused
  * with 400. Node's own check (off in app.ts) would answer it bare; here it goes through the error table. §3.2.4: the
  * asterisk form (`GET * HTTP/1.1`) belongs to a server-wide OPTIONS only, and Fastify routed any other method's to
- * `/`. One of the first onRequest hooks: nothing else runs for these.
+ * `/`. §6.1: a transfer coding other than chunked is answered 501. One of the first onRequest hooks: nothing else runs
+ * for these.
  */
 export function registerRequestTargetRules(app: FastifyInstance, unrouted: UnroutedAnswer): void {
   // No route takes QUERY, and Fastify refuses one without a Content-Type (RFC 10008) before any handler runs, as a
@@ -124,6 +125,17 @@ export function registerRequestTargetRules(app: FastifyInstance, unrouted: Unrou
     if (request.raw.url === '*' && request.method !== 'OPTIONS') {
       reply.header('connection', 'close');
       done(new AppError('malformed_request', 'Bad request: the request target * is only for OPTIONS'));
+      return;
+    }
+    const codings = request.raw.headers['transfer-encoding'];
+    if (codings !== undefined && !isChunkedAlone(codings)) {
+      reply.header('connection', 'close');
+      done(
+        new AppError(
+          'not_implemented',
+          'Not implemented: chunked is the only transfer coding this server reads',
+        ),
+      );
       return;
     }
     const host = request.raw.headers.host;
@@ -144,6 +156,12 @@ export function registerRequestTargetRules(app: FastifyInstance, unrouted: Unrou
     done(new AppError('malformed_request', 'Bad request: invalid or repeated Host header'));
   });
 }
+
+/**
+ * RFC 9112 §6.1: a transfer coding the server does not understand SHOULD be answered 501. Node's parser refuses a
+ * chunked that is not the last coding, but reads `gzip, chunked` as chunked and would hand on a body still gzipped.
+ */
+const isChunkedAlone = (codings: string) => codings.trim().toLowerCase() === 'chunked';
 
 // RFC 9112 §3.2.2's absolute form, whose scheme and authority the router drops before matching.
 const ABSOLUTE_FORM = /^https?:\/\/[^/?#]+/i;

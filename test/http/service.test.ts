@@ -276,6 +276,35 @@ describe.each(dialects)('errors at the edges on %s', (dialect) => {
     });
   });
 
+  // RFC 9112 §6.1: a server that receives a transfer coding it does not understand SHOULD answer 501. Node's parser
+  // reads `gzip, chunked` as chunked and hands on a body still gzipped; the FastAPI seed's server (h11) answers 501.
+  it.each(['gzip, chunked', 'identity, chunked', 'x-custom,chunked', 'gzip, Chunked'])(
+    'answers Transfer-Encoding: %s with 501 in the error shape, and closes',
+    async (codings) => {
+      const answer = parseRawAnswer(
+        await rawExchange(
+          port,
+          `POST /register/ HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: ${codings}\r\n\r\n2\r\n{}\r\n0\r\n\r\n`,
+        ),
+      );
+      expect(answer.statusLine).toBe('HTTP/1.1 501 Not Implemented');
+      expect(answer.headers).toMatchObject({ ...STANDARD_HEADERS, connection: 'close' });
+      expect(JSON.parse(answer.body)).toMatchObject({
+        detail: 'Not implemented: chunked is the only transfer coding this server reads',
+      });
+    },
+  );
+
+  it('reads a chunked body whatever the case of its coding', async () => {
+    const answer = parseRawAnswer(
+      await rawExchange(
+        port,
+        'POST /register/ HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: Chunked\r\nConnection: close\r\n\r\n2\r\n{}\r\n0\r\n\r\n',
+      ),
+    );
+    expect(answer.statusLine).toBe('HTTP/1.1 422 Unprocessable Entity');
+  });
+
   // RFC 9112 §3.2: "more than one Host header field line or a Host header field with an invalid field value" is a 400.
   it.each([
     ['two Host lines', 'Host: x\r\nHost: y'],
