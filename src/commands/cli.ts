@@ -126,7 +126,8 @@ export const COMMANDS: readonly CommandSpec[] = [
   },
   {
     name: 'users unlock',
-    summary: 'forget the failed logins counted against an account (needs REDIS_URL; else use the admin API)',
+    summary:
+      'forget the failed logins and second-factor failures counted against an account (needs REDIS_URL; else use the admin API)',
     usage: 'NAME [--json]',
     options: JSON_OPTION,
     optionHelp: JSON_HELP,

@@ -178,7 +178,7 @@ export function unlockUserCommand(input: CommandInput): Promise<number> {
         user,
         { unlocked: outcome === 'cleared' },
         outcome === 'cleared'
-          ? `unlocked ${user.username}: the failed logins counted against the account are forgotten`
+          ? `unlocked ${user.username}: the failed logins and second-factor failures counted against the account are forgotten`
           : `login throttling is off (RATE_LIMITS=off): ${user.username} has nothing to unlock`,
       );
     },
@@ -186,25 +186,41 @@ export function unlockUserCommand(input: CommandInput): Promise<number> {
 }
 
 export function resetMfaCommand(input: CommandInput): Promise<number> {
-  return operate(input, { missing: noUser(input) }, async ({ operators, context }) => {
-    const { user, totp, recoveryCodes, passkeys } = await operators.resetSecondFactors(
-      byName(input),
-      context,
-    );
-    const removed = [
-      ...(totp === 'none' ? [] : [`the ${totp} authenticator app`]),
-      ...(recoveryCodes > 0 ? [`${recoveryCodes} unused recovery code(s)`] : []),
-      ...(passkeys > 0 ? [`${passkeys} passkey(s)`] : []),
-    ];
-    return report(
-      input,
-      user,
-      { removed: { totp: totp !== 'none', totp_status: totp, recovery_codes: recoveryCodes, passkeys } },
-      removed.length > 0
-        ? `reset ${user.username}'s second factors: removed ${removed.join(', ')}; they were mailed; they log in with the password alone until they enrol again`
-        : `${user.username} had no second factor; nothing removed`,
-    );
-  });
+  return operate(
+    input,
+    { counters: true, missing: noUser(input) },
+    async ({ operators, context, countersFailed }) => {
+      const { user, totp, recoveryCodes, passkeys, lock } = await operators.resetSecondFactors(
+        byName(input),
+        context,
+      );
+      const removed = [
+        ...(totp === 'none' ? [] : [`the ${totp} authenticator app`]),
+        ...(recoveryCodes > 0 ? [`${recoveryCodes} unused recovery code(s)`] : []),
+        ...(passkeys > 0 ? [`${passkeys} passkey(s)`] : []),
+      ];
+      // The factors are gone either way; only a lock their guessers left (R13: 15 minutes, or 30 days past 100
+      // failures) may outlive them, where this command cannot reach the counters.
+      const lockCleared = lock === 'cleared' && !countersFailed();
+      const lockNote =
+        lock === 'throttling_off' || lockCleared
+          ? ''
+          : input.config.redis
+            ? '; Redis did not answer, so a second-factor lock they may have stands: `gatehouse users unlock` clears it'
+            : `; a second-factor lock they may have lives in the server process (no REDIS_URL): POST /admin/users/${user.id}/unlock clears it`;
+      return report(
+        input,
+        user,
+        {
+          removed: { totp: totp !== 'none', totp_status: totp, recovery_codes: recoveryCodes, passkeys },
+          second_factor_lock_cleared: lockCleared,
+        },
+        (removed.length > 0
+          ? `reset ${user.username}'s second factors: removed ${removed.join(', ')}; they were mailed; they log in with the password alone until they enrol again`
+          : `${user.username} had no second factor; nothing removed`) + lockNote,
+      );
+    },
+  );
 }
 
 export async function deleteUserCommand(input: CommandInput): Promise<number> {

@@ -299,7 +299,8 @@ export function createMfaService(deps: MfaDependencies): MfaService {
     passkeyPurpose: 'second_factor' | 'password_reset',
   ): Promise<SpentProof | undefined> => {
     // During a lock the proof is not even checked: a right one is answered as a wrong one.
-    if (throttle && !(await throttle.reserveSecondFactorAttempt(userId))) {
+    const kind = proof.otp !== undefined ? 'code' : 'unguessable';
+    if (throttle && !(await throttle.reserveSecondFactorAttempt(userId, kind))) {
       context.audit('second_factor_failed', { userId, reason: 'locked' });
       return undefined;
     }
@@ -404,7 +405,8 @@ export function createMfaService(deps: MfaDependencies): MfaService {
       const user = await users.findUserById(userId);
       if (factor?.status !== 'pending' || !user)
         throw new AppError('not_found', 'No authenticator app to confirm');
-      if (throttle && !(await throttle.reserveSecondFactorAttempt(userId))) throw invalidSecondFactor();
+      if (throttle && !(await throttle.reserveSecondFactorAttempt(userId, 'code')))
+        throw invalidSecondFactor();
       const step = await matchTotpStep(
         box.open(factor.secretSealed, sealContext(factor.id, userId)),
         code,

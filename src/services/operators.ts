@@ -69,7 +69,7 @@ export interface OperatorService {
   disableUser(ref: UserReference, context: OperatorContext): Promise<Change & { endedSessions: number }>;
   /** Lets a disabled account log in again; throws not_found. */
   enableUser(ref: UserReference, context: OperatorContext): Promise<Change>;
-  /** Forgets the failed logins counted against the account (R2, R3); throws not_found. */
+  /** Forgets the failed logins counted against the account (R2, R3) and its second-factor failures (R13); throws not_found. */
   unlockUser(ref: UserReference, context: OperatorContext): Promise<{ user: User; outcome: UnlockOutcome }>;
   /**
    * Removes every second factor of the account (authenticator app, recovery codes, passkeys) for a user who lost
@@ -111,6 +111,8 @@ export interface SecondFactorsReset {
   totp: 'none' | 'pending' | 'active';
   recoveryCodes: number;
   passkeys: number;
+  /** Whether the second-factor lock and cap (R13) were forgotten too; out of a command's reach without Redis. */
+  lock: UnlockOutcome;
 }
 
 /** What removing second factors needs: their storage and the one notice mail that tells of all of it. */
@@ -241,6 +243,7 @@ export function createOperatorService(deps: OperatorDependencies): OperatorServi
       if (failures.kind === 'off') return { user, outcome: 'throttling_off' };
       if (failures.kind === 'unreachable') return { user, outcome: 'counters_unreachable' };
       await failures.throttle.forgetAccountFailures(user.username);
+      await failures.throttle.forgetSecondFactorFailures(user.id);
       audit(context, 'user_unlocked', user);
       return { user, outcome: 'cleared' };
     },
@@ -263,7 +266,16 @@ export function createOperatorService(deps: OperatorDependencies): OperatorServi
         mailAnyway: anything,
       });
       audit(context, 'mfa_reset', user, { totp, recoveryCodes, passkeys });
-      return { user, totp, recoveryCodes, passkeys };
+      // A factor enrolled afresh must not meet the lock, or the cap of 100, that the old one's guessers left.
+      const failures = deps.accountFailures;
+      if (failures.kind === 'reachable') await failures.throttle.forgetSecondFactorFailures(user.id);
+      const lock =
+        failures.kind === 'reachable'
+          ? 'cleared'
+          : failures.kind === 'off'
+            ? 'throttling_off'
+            : 'counters_unreachable';
+      return { user, totp, recoveryCodes, passkeys, lock };
     },
 
     async deleteUser(ref, context) {

@@ -129,12 +129,15 @@ export interface Throttle {
   /** R12: throws temporarily_unavailable when this user asks for email changes too often, from whichever address. */
   admitEmailChange(userId: number, context: RequestContext): Promise<void>;
   /**
-   * R13: reserves a second-factor attempt of the user as a failure before its code is checked; false when the user is
-   * locked out (10 failures lock for 15 minutes), and then nothing may be checked.
+   * R13: reserves a second-factor attempt of the user as a failure before its proof is checked; false when nothing may
+   * be checked: the user is locked out (10 failures lock for 15 minutes), or the proof is a `code` (6 digits, or any
+   * other that can be guessed) and the user's consecutive failures passed the cap (100 in 30 days).
    */
-  reserveSecondFactorAttempt(userId: number): Promise<boolean>;
-  /** The code was right: the user's second-factor failures are forgotten. */
+  reserveSecondFactorAttempt(userId: number, proof: SecondFactorProofKind): Promise<boolean>;
+  /** The proof was right: the user's second-factor failures (lock and cap) are forgotten. */
   recordSecondFactorSuccess(userId: number): Promise<void>;
+  /** An operator's unlock or reset of the second factors: the user's second-factor failures are forgotten. */
+  forgetSecondFactorFailures(userId: number): Promise<void>;
   /** R14: throws temporarily_unavailable when this client address asks for passkey assertion options too often. */
   admitPasskeyOptions(context: RequestContext): Promise<void>;
   /**
@@ -151,9 +154,16 @@ export interface Throttle {
 const LOCKS_LIMIT = 1_000_000_000;
 const SECOND_FACTOR_FAILURES = 10;
 const SECOND_FACTOR_LOCK_SECONDS = 900;
+const SECOND_FACTOR_CAP = 100;
 const HARD_CAP_WINDOW_SECONDS = 30 * 86400;
 const IP_MINUTE_BLOCK_SECONDS = 600;
 const IP_DAY_BLOCK_SECONDS = 86400;
+
+/**
+ * What R13's cap asks of a second-factor proof: a `code` (a 6-digit one) can be guessed, and is refused past the cap;
+ * an `unguessable` one (an 80-bit recovery code, a passkey's assertion) cannot, and stays the owner's way back in.
+ */
+export type SecondFactorProofKind = 'code' | 'unguessable';
 
 /** A counter that reserved a login attempt, and how it locks when that attempt goes past its limit. */
 interface Reserved {
@@ -250,6 +260,17 @@ export function createThrottle(counters: CounterStore, policy: ThrottlePolicy, k
     windowSeconds: SECOND_FACTOR_LOCK_SECONDS,
     blockSeconds: SECOND_FACTOR_LOCK_SECONDS,
   });
+  // NIST SP 800-63B §3.2.2: at most 100 consecutive failures. The lock alone let 960 codes a day be tried by someone
+  // who has the password; the cap counts only the attempts the lock let through, so from a month's first failure.
+  const secondFactorCap = counters.counter({
+    name: 'r13-cap',
+    limit: SECOND_FACTOR_CAP,
+    windowSeconds: HARD_CAP_WINDOW_SECONDS,
+  });
+  const forgetSecondFactor = async (userId: number) => {
+    const key = String(userId);
+    await Promise.all([secondFactorFailures.reset(key), secondFactorCap.reset(key)]);
+  };
 
   /** Every window counts the request; the longest wait of those past their limit is the answer. */
   const admit = async (rule: ThrottleRule, limited: ReturnType<typeof windows>, key: string) => {
@@ -422,14 +443,21 @@ export function createThrottle(counters: CounterStore, policy: ThrottlePolicy, k
       ),
 
     admitEmailChange: (userId, context) => refuseRequest('R12', emailChangesPerUser, String(userId), context),
-    async reserveSecondFactorAttempt(userId) {
+    async reserveSecondFactorAttempt(userId, proof) {
       const key = String(userId);
       const { count } = await secondFactorFailures.hit(key);
+      if (count > SECOND_FACTOR_FAILURES) return false;
+      if ((await secondFactorCap.hit(key)).count > SECOND_FACTOR_CAP && proof === 'code') {
+        // Refused unchecked, it is no failure for the lock: codes past the cap cannot lock the owner's recovery out.
+        await secondFactorFailures.refund(key);
+        return false;
+      }
       // The 10th failure locks from its own time, as R1 and R2 do: the count's window opened at the first failure.
       if (count === SECOND_FACTOR_FAILURES) await secondFactorFailures.block(key, SECOND_FACTOR_LOCK_SECONDS);
-      return count <= SECOND_FACTOR_FAILURES;
+      return true;
     },
-    recordSecondFactorSuccess: (userId) => secondFactorFailures.reset(String(userId)),
+    recordSecondFactorSuccess: forgetSecondFactor,
+    forgetSecondFactorFailures: forgetSecondFactor,
     admitPasskeyOptions: (context) =>
       refuseRequest(
         'R14',

@@ -273,6 +273,22 @@ describe.each(DIALECTS)('gatehouse operator commands (%s)', (dialect) => {
     expect(result.stderr).toContain(`/admin/users/${user.id}/unlock`);
   });
 
+  it.runIf(redisUrl)(
+    'reset-mfa clears the second-factor lock where the counts are shared (Redis)',
+    async () => {
+      const user = await fresh('mfalock');
+      const reset = await json(['users', 'reset-mfa', user.username]);
+      expect(reset).toMatchObject({ username: user.username, second_factor_lock_cleared: true });
+    },
+  );
+
+  it('reset-mfa says where the second-factor lock is cleared when it cannot reach it (no REDIS_URL)', async () => {
+    const user = await fresh('mfamemory');
+    const result = await gatehouse(['users', 'reset-mfa', user.username], { redis: false });
+    expect(result.code, result.stderr).toBe(0);
+    expect(result.stdout).toContain(`/admin/users/${user.id}/unlock`);
+  });
+
   it('lists, rotates and retires signing keys as before', async () => {
     const before = await json(['keys', 'list']);
     expect(before.keys.filter((key: { state: string }) => key.state === 'signing')).toHaveLength(1);

@@ -618,7 +618,9 @@ describe.each(dialects)('TOTP second-factor lock (RATE_LIMITS=on) on %s', (diale
   let t: TestApp;
   let f: ReturnType<typeof flows>;
   beforeAll(async () => {
-    t = await buildTestApp(dialect, { env: { RATE_LIMITS: 'on', TOKEN_PASSWORD_PER_IP: '1000/60s' } });
+    t = await buildTestApp(dialect, {
+      env: { RATE_LIMITS: 'on', TOKEN_PASSWORD_PER_IP: '1000/60s', REGISTER_PER_IP: '1000/60s' },
+    });
     f = flows(t, 'locked');
   });
   afterAll(async () => {
@@ -659,6 +661,42 @@ describe.each(dialects)('TOTP second-factor lock (RATE_LIMITS=on) on %s', (diale
       .where('event', '=', 'second_factor_failed')
       .execute();
     expect(failures.filter((row) => String(row.detail).includes('locked')).length).toBeGreaterThanOrEqual(2);
+  });
+
+  it("lifts the lock when an operator unlocks the user (the admin API): the owner's right code is taken", async () => {
+    const user = await f.enrolledUser();
+    // An mfa_token takes five codes: two logins' worth make the ten that lock.
+    for (let login = 0; login < 2; login += 1) {
+      const mfaToken = await f.mfaToken(user.username);
+      for (let attempt = 0; attempt < 5; attempt += 1) {
+        const wrong = await f.mfaGrant({ mfa_token: mfaToken, otp: f.otp.at(user.secret, 600) });
+        expect(wrong.statusCode).toBe(400);
+      }
+    }
+    expect(
+      (await f.mfaGrant({ mfa_token: await f.mfaToken(user.username), otp: f.otp.at(user.secret) }))
+        .statusCode,
+    ).toBe(400);
+    const boss = await f.freshUser();
+    await t.database.db.updateTable('users').set({ roles: 'admin' }).where('id', '=', boss.id).execute();
+    const adminLogin = await f.inject({
+      method: 'POST',
+      url: '/token',
+      payload: { username: boss.username, password: STRONG_PASSWORD, scope: 'admin' },
+    });
+    expect(adminLogin.statusCode, adminLogin.body).toBe(200);
+    const unlocked = await f.inject({
+      method: 'POST',
+      url: `/admin/users/${user.id}/unlock`,
+      headers: bearer(adminLogin.json().access_token),
+    });
+    expect(unlocked.json()).toEqual({ unlocked: true });
+    const granted = await f.mfaGrant({
+      mfa_token: await f.mfaToken(user.username),
+      otp: f.otp.at(user.secret),
+    });
+    expect(granted.statusCode, granted.body).toBe(200);
+    f.otp.nextWindow();
   });
 
   it('hands out the device token with the MFA grant, not with the 403', async () => {

@@ -311,21 +311,73 @@ describe('login throttling rules (in-process counters, fake clock)', () => {
   // the factor for one more minute, and a probe past the window's end locked it 15 minutes from then.
   describe('R13: second-factor failures per user', () => {
     it('locks for 15 minutes from the 10th failure, then gives 10 more', async () => {
-      expect(await throttle.reserveSecondFactorAttempt(7)).toBe(true);
+      expect(await throttle.reserveSecondFactorAttempt(7, 'code')).toBe(true);
       advanceSeconds(14 * 60);
-      for (let i = 0; i < 9; i += 1) expect(await throttle.reserveSecondFactorAttempt(7)).toBe(true);
+      for (let i = 0; i < 9; i += 1) expect(await throttle.reserveSecondFactorAttempt(7, 'code')).toBe(true);
       advanceSeconds(2 * 60);
-      expect(await throttle.reserveSecondFactorAttempt(7)).toBe(false);
-      expect(await throttle.reserveSecondFactorAttempt(8)).toBe(true);
+      expect(await throttle.reserveSecondFactorAttempt(7, 'code')).toBe(false);
+      expect(await throttle.reserveSecondFactorAttempt(8, 'code')).toBe(true);
       advanceSeconds(13 * 60);
-      for (let i = 0; i < 10; i += 1) expect(await throttle.reserveSecondFactorAttempt(7)).toBe(true);
-      expect(await throttle.reserveSecondFactorAttempt(7)).toBe(false);
+      for (let i = 0; i < 10; i += 1) expect(await throttle.reserveSecondFactorAttempt(7, 'code')).toBe(true);
+      expect(await throttle.reserveSecondFactorAttempt(7, 'code')).toBe(false);
     });
 
     it('forgets the failures after a right code', async () => {
-      for (let i = 0; i < 9; i += 1) await throttle.reserveSecondFactorAttempt(7);
+      for (let i = 0; i < 9; i += 1) await throttle.reserveSecondFactorAttempt(7, 'code');
       await throttle.recordSecondFactorSuccess(7);
-      for (let i = 0; i < 10; i += 1) expect(await throttle.reserveSecondFactorAttempt(7)).toBe(true);
+      for (let i = 0; i < 10; i += 1) expect(await throttle.reserveSecondFactorAttempt(7, 'code')).toBe(true);
+    });
+
+    /** Ten rounds of ten wrong codes, each after the last round's lock ended: 100 consecutive failures. */
+    const hundredFailures = async (userId: number) => {
+      for (let round = 0; round < 10; round += 1) {
+        for (let i = 0; i < 10; i += 1)
+          expect(await throttle.reserveSecondFactorAttempt(userId, 'code')).toBe(true);
+        expect(await throttle.reserveSecondFactorAttempt(userId, 'code')).toBe(false);
+        advanceSeconds(15 * 60 + 1);
+      }
+    };
+
+    // NIST SP 800-63B §3.2.2 (5.2.2 of rev. 3): at most 100 consecutive failures per account. Ten every 15 minutes
+    // alone gave someone who has the password 960 guesses a day at a 6-digit code.
+    it('refuses codes after 100 consecutive failures, lock or no lock, but still checks what cannot be guessed', async () => {
+      await hundredFailures(7);
+      expect(await throttle.reserveSecondFactorAttempt(7, 'code')).toBe(false);
+      advanceSeconds(24 * 3600);
+      // Refused unchecked, the codes are no failures for the lock either: they cannot lock the owner out.
+      for (let i = 0; i < 30; i += 1)
+        expect(await throttle.reserveSecondFactorAttempt(7, 'code')).toBe(false);
+      // A recovery code (80 bits) or a passkey is no guess: the owner's way back in.
+      expect(await throttle.reserveSecondFactorAttempt(7, 'unguessable')).toBe(true);
+      expect(await throttle.reserveSecondFactorAttempt(8, 'code')).toBe(true);
+      await throttle.recordSecondFactorSuccess(7);
+      expect(await throttle.reserveSecondFactorAttempt(7, 'code')).toBe(true);
+    });
+
+    it('keeps the cap for 30 days from the first failure it counted', async () => {
+      await hundredFailures(7);
+      advanceSeconds(27 * 86400);
+      expect(await throttle.reserveSecondFactorAttempt(7, 'code')).toBe(false);
+      advanceSeconds(3 * 86400);
+      expect(await throttle.reserveSecondFactorAttempt(7, 'code')).toBe(true);
+    });
+
+    it('counts a locked attempt toward neither count: it checked nothing', async () => {
+      for (let round = 0; round < 9; round += 1) {
+        for (let i = 0; i < 10; i += 1) await throttle.reserveSecondFactorAttempt(7, 'code');
+        for (let i = 0; i < 50; i += 1)
+          expect(await throttle.reserveSecondFactorAttempt(7, 'code')).toBe(false);
+        advanceSeconds(15 * 60 + 1);
+      }
+      for (let i = 0; i < 10; i += 1) expect(await throttle.reserveSecondFactorAttempt(7, 'code')).toBe(true);
+    });
+
+    it('forgets the lock and the cap when an operator unlocks the user', async () => {
+      await hundredFailures(7);
+      for (let i = 0; i < 10; i += 1) await throttle.reserveSecondFactorAttempt(7, 'unguessable');
+      expect(await throttle.reserveSecondFactorAttempt(7, 'unguessable')).toBe(false);
+      await throttle.forgetSecondFactorFailures(7);
+      for (let i = 0; i < 10; i += 1) expect(await throttle.reserveSecondFactorAttempt(7, 'code')).toBe(true);
     });
   });
 

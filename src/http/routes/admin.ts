@@ -130,7 +130,8 @@ export const adminRoutes: FastifyPluginAsyncTypebox<{ operators: OperatorService
     '/admin/users/:id/unlock',
     {
       schema: {
-        summary: 'Forget the failed logins counted against the account (login throttling R2 and R3)',
+        summary:
+          'Forget the failed logins counted against the account (login throttling R2 and R3) and its second-factor lock (R13)',
         ...admin,
         params: AdminUserParams,
         response: { 200: UnlockResponse, ...refusals },
