@@ -299,9 +299,12 @@ export function createMfaService(deps: MfaDependencies): MfaService {
     passkeyPurpose: 'second_factor' | 'password_reset',
   ): Promise<SpentProof | undefined> => {
     // During a lock the proof is not even checked: a right one is answered as a wrong one.
-    const kind = proof.otp !== undefined ? 'code' : 'unguessable';
-    if (throttle && !(await throttle.reserveSecondFactorAttempt(userId, kind))) {
-      context.audit('second_factor_failed', { userId, reason: 'locked' });
+    const admission = await throttle?.reserveSecondFactorAttempt(
+      userId,
+      proof.otp !== undefined ? 'capped' : 'uncapped',
+    );
+    if (admission !== undefined && admission !== 'admitted') {
+      context.audit('second_factor_failed', { userId, reason: admission });
       return undefined;
     }
     let passed: SpentProof | undefined;
@@ -405,8 +408,10 @@ export function createMfaService(deps: MfaDependencies): MfaService {
       const user = await users.findUserById(userId);
       if (factor?.status !== 'pending' || !user)
         throw new AppError('not_found', 'No authenticator app to confirm');
-      if (throttle && !(await throttle.reserveSecondFactorAttempt(userId, 'code')))
-        throw invalidSecondFactor();
+      // Uncapped: the secret was just shown to the signed-in user, and a guess of its code would confirm an app the
+      // guesser cannot read; past R13's cap the owner may still set up a new one.
+      const admission = await throttle?.reserveSecondFactorAttempt(userId, 'uncapped');
+      if (admission !== undefined && admission !== 'admitted') throw invalidSecondFactor();
       const step = await matchTotpStep(
         box.open(factor.secretSealed, sealContext(factor.id, userId)),
         code,

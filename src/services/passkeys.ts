@@ -312,6 +312,9 @@ export function createPasskeysService(deps: PasskeysDependencies): PasskeysServi
     if (!passkey) return undefined;
     const credentials = await users.findCredentialsById(passkey.userId);
     if (!credentials) return undefined;
+    // A passkey with user verification is a second factor that succeeded: R13's failures are forgotten, as after a
+    // second leg.
+    await throttle?.recordSecondFactorSuccess(passkey.userId);
     context.audit('passkey_login', { userId: passkey.userId, reason: 'passwordless' });
     return {
       user: credentials.user,

@@ -129,11 +129,11 @@ export interface Throttle {
   /** R12: throws temporarily_unavailable when this user asks for email changes too often, from whichever address. */
   admitEmailChange(userId: number, context: RequestContext): Promise<void>;
   /**
-   * R13: reserves a second-factor attempt of the user as a failure before its proof is checked; false when nothing may
-   * be checked: the user is locked out (10 failures lock for 15 minutes), or the proof is a `code` (6 digits, or any
-   * other that can be guessed) and the user's consecutive failures passed the cap (100 in 30 days).
+   * R13: reserves a second-factor attempt of the user as a failure before its proof is checked; anything but
+   * `admitted` means nothing may be checked: the user is `locked` out (10 failures lock for 15 minutes), or the proof
+   * is `capped` and the user's consecutive failures passed the cap (100 in 30 days).
    */
-  reserveSecondFactorAttempt(userId: number, proof: SecondFactorProofKind): Promise<boolean>;
+  reserveSecondFactorAttempt(userId: number, proof: SecondFactorProofKind): Promise<SecondFactorAdmission>;
   /** The proof was right: the user's second-factor failures (lock and cap) are forgotten. */
   recordSecondFactorSuccess(userId: number): Promise<void>;
   /** An operator's unlock or reset of the second factors: the user's second-factor failures are forgotten. */
@@ -160,10 +160,13 @@ const IP_MINUTE_BLOCK_SECONDS = 600;
 const IP_DAY_BLOCK_SECONDS = 86400;
 
 /**
- * What R13's cap asks of a second-factor proof: a `code` (a 6-digit one) can be guessed, and is refused past the cap;
- * an `unguessable` one (an 80-bit recovery code, a passkey's assertion) cannot, and stays the owner's way back in.
+ * What R13's cap asks of a second-factor proof: a `capped` one (a 6-digit code of an active app) can be guessed, and is
+ * refused past the cap; an `uncapped` one cannot (an 80-bit recovery code, a passkey's assertion) or gains a guesser
+ * nothing (the code that confirms a new app, whose secret was just shown to the signed-in user), and is still checked.
  */
-export type SecondFactorProofKind = 'code' | 'unguessable';
+export type SecondFactorProofKind = 'capped' | 'uncapped';
+
+export type SecondFactorAdmission = 'admitted' | 'locked' | 'capped';
 
 /** A counter that reserved a login attempt, and how it locks when that attempt goes past its limit. */
 interface Reserved {
@@ -445,16 +448,19 @@ export function createThrottle(counters: CounterStore, policy: ThrottlePolicy, k
     admitEmailChange: (userId, context) => refuseRequest('R12', emailChangesPerUser, String(userId), context),
     async reserveSecondFactorAttempt(userId, proof) {
       const key = String(userId);
+      // The cap first, and only then the lock: a burst of codes past the cap, refused unchecked, must not fill the
+      // lock's count, or someone with the password could keep the owner's recovery codes locked out.
+      if (proof === 'capped' && (await secondFactorCap.hit(key)).count > SECOND_FACTOR_CAP) return 'capped';
       const { count } = await secondFactorFailures.hit(key);
-      if (count > SECOND_FACTOR_FAILURES) return false;
-      if ((await secondFactorCap.hit(key)).count > SECOND_FACTOR_CAP && proof === 'code') {
-        // Refused unchecked, it is no failure for the lock: codes past the cap cannot lock the owner's recovery out.
-        await secondFactorFailures.refund(key);
-        return false;
+      if (count > SECOND_FACTOR_FAILURES) {
+        // Refused during the lock, it checked nothing: no failure for the cap either.
+        if (proof === 'capped') await secondFactorCap.refund(key);
+        return 'locked';
       }
+      if (proof === 'uncapped') await secondFactorCap.hit(key);
       // The 10th failure locks from its own time, as R1 and R2 do: the count's window opened at the first failure.
       if (count === SECOND_FACTOR_FAILURES) await secondFactorFailures.block(key, SECOND_FACTOR_LOCK_SECONDS);
-      return true;
+      return 'admitted';
     },
     recordSecondFactorSuccess: forgetSecondFactor,
     forgetSecondFactorFailures: forgetSecondFactor,

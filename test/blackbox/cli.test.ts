@@ -5,8 +5,16 @@
  */
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { generateSync } from 'otplib';
 import { describe, expect, inject, it, vi } from 'vitest';
-import { getWithToken, login, postForm, type RegisteredUser, registerUser } from './support/client.ts';
+import {
+  getWithToken,
+  login,
+  postForm,
+  postJson,
+  type RegisteredUser,
+  registerUser,
+} from './support/client.ts';
 import { DIALECTS, FAST_ARGON2, GATEHOUSE_SECRET, ROOT, useServer } from './support/server.ts';
 
 vi.setConfig({ testTimeout: 60_000, hookTimeout: 60_000 });
@@ -274,11 +282,42 @@ describe.each(DIALECTS)('gatehouse operator commands (%s)', (dialect) => {
   });
 
   it.runIf(redisUrl)(
-    'reset-mfa clears the second-factor lock where the counts are shared (Redis)',
+    'reset-mfa clears the second-factor lock its guessers left, so the user can set up a new app (Redis)',
     async () => {
       const user = await fresh('mfalock');
+      /** Sets up an authenticator app with the password alone (no factor yet); returns its confirmation's answer. */
+      const enrol = async () => {
+        const token = await login(ctx, user.username, user.password);
+        const auth = { authorization: `Bearer ${token}` };
+        const started = await postJson(ctx.url('/users/me/mfa/totp'), { password: user.password }, auth);
+        expect(started.status, started.text).toBe(200);
+        return postJson(
+          ctx.url('/users/me/mfa/totp/confirm'),
+          { code: generateSync({ secret: started.json.secret }) },
+          auth,
+        );
+      };
+      expect((await enrol()).status).toBe(200);
+      for (let round = 0; round < 2; round += 1) {
+        const required = await postForm(ctx.url('/token'), {
+          username: user.username,
+          password: user.password,
+        });
+        expect(required.status, required.text).toBe(403);
+        for (let attempt = 0; attempt < 5; attempt += 1) {
+          const wrong = await postForm(ctx.url('/token'), {
+            grant_type: 'urn:gatehouse:params:oauth:grant-type:mfa',
+            mfa_token: required.json.mfa_token,
+            otp: '000000',
+          });
+          expect(wrong.status).toBe(400);
+        }
+      }
       const reset = await json(['users', 'reset-mfa', user.username]);
       expect(reset).toMatchObject({ username: user.username, second_factor_lock_cleared: true });
+      // Still locked, the new app's right code would be refused for 15 minutes.
+      const again = await enrol();
+      expect(again.status, again.text).toBe(200);
     },
   );
 

@@ -331,8 +331,8 @@ describe.each(dialects)('the operator service on %s', (dialect) => {
 
   /** Ten wrong codes lock the user's second factor (R13) for 15 minutes. */
   const lockSecondFactor = async (userId: number) => {
-    for (let i = 0; i < 10; i += 1) await throttle.reserveSecondFactorAttempt(userId, 'code');
-    expect(await throttle.reserveSecondFactorAttempt(userId, 'unguessable')).toBe(false);
+    for (let i = 0; i < 10; i += 1) await throttle.reserveSecondFactorAttempt(userId, 'capped');
+    expect(await throttle.reserveSecondFactorAttempt(userId, 'uncapped')).toBe('locked');
   };
 
   // The way out of R13's lock and of its cap of 100 failures for an owner who has neither recovery code nor passkey.
@@ -340,13 +340,13 @@ describe.each(dialects)('the operator service on %s', (dialect) => {
     const user = await freshUser('mfalocked');
     await lockSecondFactor(user.id);
     expect((await service().unlockUser({ id: user.id }, cli)).outcome).toBe('cleared');
-    expect(await throttle.reserveSecondFactorAttempt(user.id, 'code')).toBe(true);
+    expect(await throttle.reserveSecondFactorAttempt(user.id, 'capped')).toBe('admitted');
   });
 
   it('forgets the second-factor lock (R13) when it resets the second factors', async () => {
     const user = await freshUser('mfareset');
     await lockSecondFactor(user.id);
     await service().resetSecondFactors({ id: user.id }, cli);
-    expect(await throttle.reserveSecondFactorAttempt(user.id, 'code')).toBe(true);
+    expect(await throttle.reserveSecondFactorAttempt(user.id, 'capped')).toBe('admitted');
   });
 });

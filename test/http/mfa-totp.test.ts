@@ -5,8 +5,10 @@
  */
 import { createHash } from 'node:crypto';
 import type { InjectOptions } from 'fastify';
+import { Redis } from 'ioredis';
 import { generateSync } from 'otplib';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { createCounterStore } from '../../src/db/counters.ts';
 import { migrateToLatest } from '../../src/db/migrate.ts';
 import { createPasskeysRepository } from '../../src/db/passkeys.ts';
 import { AppError } from '../../src/errors.ts';
@@ -729,6 +731,90 @@ describe.each(dialects)('TOTP second-factor lock (RATE_LIMITS=on) on %s', (diale
       otp: f.otp.at(user.secret),
     });
     expect(locked.statusCode).toBe(400);
+  });
+});
+
+const redisUrl = inject('redisUrl');
+
+// R13's cap through the routes: 100 failures would take ten 15-minute locks, so the count is set in the shared Redis
+// the app counts in, with the app's own counter store.
+describe.skipIf(!redisUrl)('R13 cap of 100 second-factor failures (Redis)', () => {
+  describe.each(dialects)('on %s', (dialect) => {
+    let t: TestApp;
+    let f: ReturnType<typeof flows>;
+    const keyPrefix = `gh-test-r13-${dialect}-${Date.now()}:`;
+    beforeAll(async () => {
+      t = await buildTestApp(dialect, {
+        env: {
+          RATE_LIMITS: 'on',
+          TOKEN_PASSWORD_PER_IP: '1000/60s',
+          REGISTER_PER_IP: '1000/60s',
+          REDIS_URL: redisUrl,
+          REDIS_KEY_PREFIX: keyPrefix,
+        },
+      });
+      f = flows(t, 'capped');
+    });
+    afterAll(async () => {
+      await t.close();
+      const client = new Redis(redisUrl);
+      const keys = await client.keys(`${keyPrefix}*`);
+      if (keys.length > 0) await client.del(...keys);
+      client.disconnect();
+    });
+
+    const failHundredTimes = async (userId: number) => {
+      const store = createCounterStore({ redis: { url: redisUrl, keyPrefix } });
+      expect(await store.ready()).toBe(true);
+      const cap = store.counter({ name: 'r13-cap', limit: 100, windowSeconds: 30 * 86400 });
+      for (let i = 0; i < 100; i += 1) await cap.hit(String(userId));
+      await store.close();
+    };
+
+    it('refuses the right code, takes a recovery code, and the code again once that success cleared the cap', async () => {
+      const user = await f.enrolledUser();
+      await failHundredTimes(user.id);
+      const refused = await f.mfaGrant({
+        mfa_token: await f.mfaToken(user.username),
+        otp: f.otp.at(user.secret),
+      });
+      expect(refused.statusCode).toBe(400);
+      expect(refused.json().error).toBe('invalid_grant');
+      const recovered = await f.mfaGrant({
+        mfa_token: await f.mfaToken(user.username),
+        recovery_code: user.recoveryCodes[0] ?? '',
+      });
+      expect(recovered.statusCode, recovered.body).toBe(200);
+      // The refused code was never checked, so its step is still unclaimed.
+      const granted = await f.mfaGrant({
+        mfa_token: await f.mfaToken(user.username),
+        otp: f.otp.at(user.secret),
+      });
+      expect(granted.statusCode, granted.body).toBe(200);
+      f.otp.nextWindow();
+      await t.app.auditTrail.flush();
+      const reasons = await t.database.db
+        .selectFrom('audit_events')
+        .select('detail')
+        .where('user_id', '=', user.id)
+        .where('event', '=', 'second_factor_failed')
+        .execute();
+      expect(reasons.map((row) => JSON.parse(String(row.detail)).reason)).toEqual(['capped']);
+    });
+
+    it('still confirms a new authenticator app past the cap: its secret was just shown to the user', async () => {
+      const user = await f.freshUser();
+      await failHundredTimes(user.id);
+      const { secret } = await f.startEnrolment(user.accessToken);
+      const confirmed = await f.inject({
+        method: 'POST',
+        url: '/users/me/mfa/totp/confirm',
+        headers: bearer(user.accessToken),
+        payload: { code: f.otp.at(secret) },
+      });
+      expect(confirmed.statusCode, confirmed.body).toBe(200);
+      f.otp.nextWindow();
+    });
   });
 });
 

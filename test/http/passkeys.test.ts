@@ -3,6 +3,8 @@ import type {
   PublicKeyCredentialRequestOptionsJSON,
 } from '@simplewebauthn/server';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadConfig } from '../../src/config.ts';
+import { createCounterStore } from '../../src/db/counters.ts';
 import { createMfaRepository } from '../../src/db/mfa.ts';
 import { createPasskeysRepository } from '../../src/db/passkeys.ts';
 import { createUsersRepository } from '../../src/db/users.ts';
@@ -10,6 +12,7 @@ import { generateOneTimeToken } from '../../src/security/one-time-tokens.ts';
 import { createSecretBox } from '../../src/security/secret-box.ts';
 import { createMailComposer } from '../../src/services/mail.ts';
 import { createPasskeysService } from '../../src/services/passkeys.ts';
+import { createThrottle, throttleKeysOf } from '../../src/services/throttle.ts';
 import {
   buildTestApp,
   registerUser,
@@ -545,6 +548,38 @@ describe.each(dialects)('passkeys on %s', (dialect) => {
       (await call('PATCH', `/users/me/passkeys/${passkey.id}`, account.bearer, { name: '❤️ key' })).statusCode,
     ).toBe(200);
     expect(kept.json()).toMatchObject({ name: 'Laptop 👩‍💻 ünï' });
+  });
+
+  it('forgets the second-factor lock (R13) of a user who signs in with a passkey', async () => {
+    const account = await newAccount();
+    expect((await register(account)).statusCode).toBe(201);
+    const counters = createCounterStore();
+    const throttle = createThrottle(counters, loadConfig({}).throttling, throttleKeysOf([TEST_SECRET]));
+    for (let i = 0; i < 10; i += 1) await throttle.reserveSecondFactorAttempt(account.user.id, 'capped');
+    expect(await throttle.reserveSecondFactorAttempt(account.user.id, 'uncapped')).toBe('locked');
+    const passkeys = createPasskeysService({
+      passkeys: createPasskeysRepository(t.database.db),
+      users: createUsersRepository(t.database.db),
+      mfa: {} as never,
+      clock: t.clock,
+      mail: {
+        composer: createMailComposer(createSecretBox([TEST_SECRET])),
+        publicUrl: 'http://localhost:8000',
+        mailQueued: () => {},
+      },
+      rp: t.config.webauthn,
+      throttle,
+    });
+    const { challenge_id, options } = await passwordlessOptions();
+    const context = { userAgent: undefined, ipAddress: undefined, audit: () => {} };
+    const login = await passkeys.passwordlessLogin(
+      challenge_id,
+      account.authenticator.assert(options),
+      context,
+    );
+    expect(login?.user.id).toBe(account.user.id);
+    expect(await throttle.reserveSecondFactorAttempt(account.user.id, 'capped')).toBe('admitted');
+    await counters.close();
   });
 
   it('gives MFA options listing the passkeys only for a live mfa_token', async () => {

@@ -310,30 +310,34 @@ describe('login throttling rules (in-process counters, fake clock)', () => {
   // Found in review: the count's window opened at the first failure, so ten failures spread over 14 minutes locked
   // the factor for one more minute, and a probe past the window's end locked it 15 minutes from then.
   describe('R13: second-factor failures per user', () => {
+    const code = (userId: number) => throttle.reserveSecondFactorAttempt(userId, 'capped');
+    const recoveryCode = (userId: number) => throttle.reserveSecondFactorAttempt(userId, 'uncapped');
+
     it('locks for 15 minutes from the 10th failure, then gives 10 more', async () => {
-      expect(await throttle.reserveSecondFactorAttempt(7, 'code')).toBe(true);
+      expect(await code(7)).toBe('admitted');
       advanceSeconds(14 * 60);
-      for (let i = 0; i < 9; i += 1) expect(await throttle.reserveSecondFactorAttempt(7, 'code')).toBe(true);
+      for (let i = 0; i < 9; i += 1) expect(await code(7)).toBe('admitted');
       advanceSeconds(2 * 60);
-      expect(await throttle.reserveSecondFactorAttempt(7, 'code')).toBe(false);
-      expect(await throttle.reserveSecondFactorAttempt(8, 'code')).toBe(true);
+      expect(await code(7)).toBe('locked');
+      expect(await recoveryCode(7)).toBe('locked');
+      expect(await code(8)).toBe('admitted');
       advanceSeconds(13 * 60);
-      for (let i = 0; i < 10; i += 1) expect(await throttle.reserveSecondFactorAttempt(7, 'code')).toBe(true);
-      expect(await throttle.reserveSecondFactorAttempt(7, 'code')).toBe(false);
+      for (let i = 0; i < 10; i += 1) expect(await code(7)).toBe('admitted');
+      expect(await code(7)).toBe('locked');
     });
 
     it('forgets the failures after a right code', async () => {
-      for (let i = 0; i < 9; i += 1) await throttle.reserveSecondFactorAttempt(7, 'code');
+      for (let i = 0; i < 9; i += 1) await code(7);
       await throttle.recordSecondFactorSuccess(7);
-      for (let i = 0; i < 10; i += 1) expect(await throttle.reserveSecondFactorAttempt(7, 'code')).toBe(true);
+      for (let i = 0; i < 10; i += 1) expect(await code(7)).toBe('admitted');
     });
 
-    /** Ten rounds of ten wrong codes, each after the last round's lock ended: 100 consecutive failures. */
+    /** Ten rounds of ten wrong proofs, each after the last round's lock ended: 100 consecutive failures. */
     const hundredFailures = async (userId: number) => {
       for (let round = 0; round < 10; round += 1) {
         for (let i = 0; i < 10; i += 1)
-          expect(await throttle.reserveSecondFactorAttempt(userId, 'code')).toBe(true);
-        expect(await throttle.reserveSecondFactorAttempt(userId, 'code')).toBe(false);
+          expect(await (i === 0 ? recoveryCode : code)(userId)).toBe('admitted');
+        expect(await recoveryCode(userId)).toBe('locked');
         advanceSeconds(15 * 60 + 1);
       }
     };
@@ -342,42 +346,58 @@ describe('login throttling rules (in-process counters, fake clock)', () => {
     // alone gave someone who has the password 960 guesses a day at a 6-digit code.
     it('refuses codes after 100 consecutive failures, lock or no lock, but still checks what cannot be guessed', async () => {
       await hundredFailures(7);
-      expect(await throttle.reserveSecondFactorAttempt(7, 'code')).toBe(false);
+      expect(await code(7)).toBe('capped');
       advanceSeconds(24 * 3600);
       // Refused unchecked, the codes are no failures for the lock either: they cannot lock the owner out.
-      for (let i = 0; i < 30; i += 1)
-        expect(await throttle.reserveSecondFactorAttempt(7, 'code')).toBe(false);
+      for (let i = 0; i < 30; i += 1) expect(await code(7)).toBe('capped');
       // A recovery code (80 bits) or a passkey is no guess: the owner's way back in.
-      expect(await throttle.reserveSecondFactorAttempt(7, 'unguessable')).toBe(true);
-      expect(await throttle.reserveSecondFactorAttempt(8, 'code')).toBe(true);
+      expect(await recoveryCode(7)).toBe('admitted');
+      expect(await code(8)).toBe('admitted');
       await throttle.recordSecondFactorSuccess(7);
-      expect(await throttle.reserveSecondFactorAttempt(7, 'code')).toBe(true);
+      expect(await code(7)).toBe('admitted');
+    });
+
+    it('refuses a burst of codes past the cap without locking the recovery codes out', async () => {
+      await hundredFailures(7);
+      const burst = await Promise.all(Array.from({ length: 40 }, () => code(7)));
+      expect(new Set(burst)).toEqual(new Set(['capped']));
+      expect(await recoveryCode(7)).toBe('admitted');
+    });
+
+    it('lets no more than 100 codes through a burst that reaches the cap', async () => {
+      for (let round = 0; round < 9; round += 1) {
+        for (let i = 0; i < 10; i += 1) await code(7);
+        advanceSeconds(15 * 60 + 1);
+      }
+      const burst = await Promise.all(Array.from({ length: 40 }, () => code(7)));
+      expect(burst.filter((outcome) => outcome === 'admitted')).toHaveLength(10);
+      advanceSeconds(15 * 60 + 1);
+      expect(await code(7)).toBe('capped');
     });
 
     it('keeps the cap for 30 days from the first failure it counted', async () => {
       await hundredFailures(7);
       advanceSeconds(27 * 86400);
-      expect(await throttle.reserveSecondFactorAttempt(7, 'code')).toBe(false);
+      expect(await code(7)).toBe('capped');
       advanceSeconds(3 * 86400);
-      expect(await throttle.reserveSecondFactorAttempt(7, 'code')).toBe(true);
+      expect(await code(7)).toBe('admitted');
     });
 
     it('counts a locked attempt toward neither count: it checked nothing', async () => {
       for (let round = 0; round < 9; round += 1) {
-        for (let i = 0; i < 10; i += 1) await throttle.reserveSecondFactorAttempt(7, 'code');
-        for (let i = 0; i < 50; i += 1)
-          expect(await throttle.reserveSecondFactorAttempt(7, 'code')).toBe(false);
+        for (let i = 0; i < 10; i += 1) await code(7);
+        for (let i = 0; i < 50; i += 1) expect(await code(7)).toBe('locked');
         advanceSeconds(15 * 60 + 1);
       }
-      for (let i = 0; i < 10; i += 1) expect(await throttle.reserveSecondFactorAttempt(7, 'code')).toBe(true);
+      for (let i = 0; i < 10; i += 1) expect(await code(7)).toBe('admitted');
     });
 
     it('forgets the lock and the cap when an operator unlocks the user', async () => {
       await hundredFailures(7);
-      for (let i = 0; i < 10; i += 1) await throttle.reserveSecondFactorAttempt(7, 'unguessable');
-      expect(await throttle.reserveSecondFactorAttempt(7, 'unguessable')).toBe(false);
+      for (let i = 0; i < 10; i += 1) await recoveryCode(7);
+      expect(await recoveryCode(7)).toBe('locked');
       await throttle.forgetSecondFactorFailures(7);
-      for (let i = 0; i < 10; i += 1) expect(await throttle.reserveSecondFactorAttempt(7, 'code')).toBe(true);
+      for (let i = 0; i < 10; i += 1) expect(await code(7)).toBe('admitted');
     });
   });
 
