@@ -145,10 +145,12 @@ export function createSessionsRepository(db: Db, dialect: Dialect): SessionsRepo
   // Every login runs these three, in insertSession's transaction: prepared once, bound per login.
   const lockUserWithHash = prepareQuery(
     db
-      .updateTable('users')
-      .set((eb) => ({ password_hash: eb.ref('password_hash') }))
+      .selectFrom('users')
+      .select('id')
       .where('id', '=', USER_ID_SENTINEL[0])
-      .where('password_hash', '=', VERIFIED_HASH_SENTINEL),
+      .where('password_hash', '=', VERIFIED_HASH_SENTINEL)
+      // SQLite's transactions here begin immediate, holding the database's write lock until they end.
+      .$if(dialect === 'postgres', (query) => query.forShare()),
     [USER_ID_SENTINEL[0], VERIFIED_HASH_SENTINEL],
   );
   const insertNewSession = prepareQuery(
@@ -183,10 +185,11 @@ export function createSessionsRepository(db: Db, dialect: Dialect): SessionsRepo
     async insertSession(session, firstToken, verifiedHash, now) {
       const nowMs = now.getTime();
       return db.transaction().execute(async (trx) => {
-        // A write that locks the user's row: a password change (or deletion) committed first makes it match
-        // nothing, one still running makes it wait; either way no session outlives the credentials it used.
+        // A read that locks out writers of the user's row until the session is in: a password change (or deletion)
+        // committed first makes it match nothing, one still running makes it wait; either way no session outlives
+        // the credentials it used. It used to be a no-op UPDATE: a new row version of the user at every login.
         const unchanged = await trx.executeQuery(lockUserWithHash(session.userId, verifiedHash));
-        if (Number(unchanged.numAffectedRows) !== 1) return false;
+        if (unchanged.rows.length !== 1) return false;
         await trx.executeQuery(
           insertNewSession(
             session.id,

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { jwtVerify, SignJWT } from 'jose';
+import { CompactSign, jwtVerify } from 'jose';
 import { AppError } from '../errors.ts';
 import type { Clock } from './clock.ts';
 import type { SigningKey } from './signing-keys.ts';
@@ -60,6 +60,7 @@ const USER_ID = /^[1-9][0-9]{0,14}$/;
 // Verified tokens kept by their exact string, so a client's repeated requests skip the signature check.
 const VERIFIED_CACHE_ENTRIES = 10_000;
 const SESSION_ID = /^[A-Za-z0-9_-]{1,64}$/;
+const utf8 = new TextEncoder();
 
 export interface AccessTokens {
   /** Returns a signed RFC 9068 access token for the subject. */
@@ -99,21 +100,24 @@ export function createAccessTokens(options: AccessTokenOptions): AccessTokens {
       const key = await keys.signingKey();
       const issuedAt = Math.floor(clock.now().getTime() / 1000);
       const jti = randomUUID();
-      const token = await new SignJWT({
+      // The claims as jose's SignJWT writes them, in its order, signed by its CompactSign (the test compares the two):
+      // SignJWT deep-copies its input (structuredClone) and checks each setter on every token, a sixth of a signature.
+      const claims: Record<string, unknown> = {
         preferred_username: subject.username,
         sid: subject.sessionId,
         scope: subject.scope,
         email_verified: subject.emailVerified,
-        ...(subject.amr ? { amr: [...subject.amr] } : {}),
-        ...(subject.authTime ? { auth_time: Math.floor(subject.authTime.getTime() / 1000) } : {}),
-      })
+      };
+      if (subject.amr) claims.amr = [...subject.amr];
+      if (subject.authTime) claims.auth_time = Math.floor(subject.authTime.getTime() / 1000);
+      claims.iss = issuer;
+      claims.aud = audience;
+      claims.sub = String(subject.userId);
+      claims.iat = issuedAt;
+      claims.exp = issuedAt + ttlSeconds;
+      claims.jti = jti;
+      const token = await new CompactSign(utf8.encode(JSON.stringify(claims)))
         .setProtectedHeader({ alg: key.algorithm, typ: ACCESS_TOKEN_TYPE, kid: key.kid })
-        .setIssuer(issuer)
-        .setAudience(audience)
-        .setSubject(String(subject.userId))
-        .setIssuedAt(issuedAt)
-        .setExpirationTime(issuedAt + ttlSeconds)
-        .setJti(jti)
         .sign(key.signingKey);
       return { token, expiresInSeconds: ttlSeconds, jti };
     },

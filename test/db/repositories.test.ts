@@ -1,3 +1,4 @@
+import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type ConversationMessage, createConversationsRepository } from '../../src/db/conversations.ts';
 import { createSessionsRepository } from '../../src/db/sessions.ts';
@@ -161,6 +162,58 @@ describe.each(dialects)('repositories on %s', (dialect) => {
     expect(await open('judy-4', '$argon2id$new')).toBe(true);
     expect(await open('nobody', 'whatever')).toBe(false);
   });
+
+  // The check used to be a no-op UPDATE of the user's row: on PostgreSQL a new row version (and its WAL) per login,
+  // on SQLite the users page written again at every login. A shared row lock keeps what the update guarded.
+  it.runIf(dialect === 'postgres')(
+    'opens a session without writing the user row, and waits for a password change in progress, then refuses',
+    async () => {
+      const users = createUsersRepository(database.db);
+      const sessions = createSessionsRepository(database.db, database.dialect);
+      const user = await users.insertUserWithConversation(newUser('Nina'), 'hi', now);
+      const hash = newUser('Nina').passwordHash;
+      const open = (id: string) =>
+        sessions.insertSession(
+          {
+            id,
+            userId: user.id,
+            expiresAt: new Date(now.getTime() + 3600_000),
+            userAgent: undefined,
+            ipAddress: undefined,
+            scope: DEFAULT_SESSION_SCOPE,
+          },
+          { id: `${id}-rt`, secretHash: 'h' },
+          hash,
+          now,
+        );
+      const rowVersion = async () =>
+        (
+          await sql<{ xmin: string }>`select xmin::text as xmin from users where id = ${user.id}`.execute(
+            database.db,
+          )
+        ).rows[0]?.xmin;
+      const before = await rowVersion();
+      expect(await open('nina-1')).toBe(true);
+      expect(await rowVersion()).toBe(before);
+
+      let settled = false;
+      let waiting: Promise<boolean> | undefined;
+      await database.db.transaction().execute(async (trx) => {
+        await trx
+          .updateTable('users')
+          .set({ password_hash: '$argon2id$changed' })
+          .where('id', '=', user.id)
+          .execute();
+        waiting = open('nina-2').finally(() => {
+          settled = true;
+        });
+        await new Promise((resolve) => setTimeout(resolve, 300));
+        expect(settled).toBe(false);
+      });
+      expect(await waiting).toBe(false);
+      expect((await sessions.findSessionsOfUser(user.id)).map((session) => session.id)).toEqual(['nina-1']);
+    },
+  );
 
   it('prunes sessions that ended before the cutoff, with their refresh tokens, and keeps live ones', async () => {
     const users = createUsersRepository(database.db);

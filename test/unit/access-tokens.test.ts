@@ -1,4 +1,5 @@
 import { createHash, createHmac, createPrivateKey } from 'node:crypto';
+import { SignJWT } from 'jose';
 import { describe, expect, it } from 'vitest';
 import { AppError } from '../../src/errors.ts';
 import { createAccessTokens, type KeyRing } from '../../src/security/access-tokens.ts';
@@ -52,6 +53,41 @@ const options = { issuer: 'https://gatehouse.test', audience: 'gatehouse', ttlSe
 describe.each(await setups())('access tokens ($name)', (setup) => {
   const clock = createTestClock();
   const tokens = createAccessTokens({ ...options, keys: setup.ring, clock });
+
+  // Both algorithms sign deterministically: the same claims must give the same token, byte for byte.
+  it.each([
+    { amr: undefined, authTime: undefined },
+    { amr: ['pwd', 'otp', 'mfa'], authTime: new Date('2026-12-01T11:58:20.500Z') },
+  ])('writes what jose SignJWT writes for the same claims (amr $amr)', async ({ amr, authTime }) => {
+    const issued = await tokens.issue({
+      userId: 42,
+      username: 'Zoë',
+      sessionId: 'sess-1',
+      scope: 'conversation:read conversation:write',
+      emailVerified: false,
+      amr,
+      authTime,
+    });
+    const { payload } = decodeToken(issued.token);
+    const key = await setup.ring.signingKey();
+    const iat = payload.iat as number;
+    const expected = await new SignJWT({
+      preferred_username: 'Zoë',
+      sid: 'sess-1',
+      scope: 'conversation:read conversation:write',
+      email_verified: false,
+      ...(amr ? { amr, auth_time: Math.floor((authTime as Date).getTime() / 1000) } : {}),
+    })
+      .setProtectedHeader({ alg: key.algorithm, typ: 'at+jwt', kid: key.kid })
+      .setIssuer(options.issuer)
+      .setAudience(options.audience)
+      .setSubject('42')
+      .setIssuedAt(iat)
+      .setExpirationTime(iat + options.ttlSeconds)
+      .setJti(issued.jti)
+      .sign(key.signingKey);
+    expect(issued.token).toBe(expected);
+  });
 
   it('issues an RFC 9068 token: typ at+jwt, kid, iss, aud, sub, iat, exp, jti, scope, email_verified', async () => {
     const issued = await tokens.issue({
