@@ -12,7 +12,7 @@ import { generateOneTimeToken } from '../../src/security/one-time-tokens.ts';
 import { createSecretBox } from '../../src/security/secret-box.ts';
 import { createMailComposer } from '../../src/services/mail.ts';
 import { createPasskeysService } from '../../src/services/passkeys.ts';
-import { createThrottle, throttleKeysOf } from '../../src/services/throttle.ts';
+import { createThrottle, type Throttle, throttleKeysOf } from '../../src/services/throttle.ts';
 import {
   buildTestApp,
   registerUser,
@@ -40,6 +40,22 @@ interface PasskeyBody {
   backed_up: boolean;
   suspect: boolean;
 }
+
+/** The passkeys service over a test app's database, driven directly as the grants' use cases drive it. */
+const passkeysServiceOver = (t: TestApp, throttle?: Throttle) =>
+  createPasskeysService({
+    passkeys: createPasskeysRepository(t.database.db),
+    users: createUsersRepository(t.database.db),
+    mfa: {} as never,
+    clock: t.clock,
+    mail: {
+      composer: createMailComposer(createSecretBox([TEST_SECRET])),
+      publicUrl: 'http://localhost:8000',
+      mailQueued: () => {},
+    },
+    rp: t.config.webauthn,
+    throttle,
+  });
 
 describe.each(dialects)('passkeys on %s', (dialect) => {
   let t: TestApp;
@@ -557,19 +573,7 @@ describe.each(dialects)('passkeys on %s', (dialect) => {
     const throttle = createThrottle(counters, loadConfig({}).throttling, throttleKeysOf([TEST_SECRET]));
     for (let i = 0; i < 10; i += 1) await throttle.reserveSecondFactorAttempt(account.user.id, 'capped');
     expect(await throttle.reserveSecondFactorAttempt(account.user.id, 'uncapped')).toBe('locked');
-    const passkeys = createPasskeysService({
-      passkeys: createPasskeysRepository(t.database.db),
-      users: createUsersRepository(t.database.db),
-      mfa: {} as never,
-      clock: t.clock,
-      mail: {
-        composer: createMailComposer(createSecretBox([TEST_SECRET])),
-        publicUrl: 'http://localhost:8000',
-        mailQueued: () => {},
-      },
-      rp: t.config.webauthn,
-      throttle,
-    });
+    const passkeys = passkeysServiceOver(t, throttle);
     const { challenge_id, options } = await passwordlessOptions();
     const context = { userAgent: undefined, ipAddress: undefined, audit: () => {} };
     const login = await passkeys.passwordlessLogin(
@@ -600,19 +604,7 @@ describe.each(dialects)('passkeys as a second factor on %s', (dialect) => {
 
   const context = { userAgent: undefined, ipAddress: undefined, audit: () => {} };
   // The MFA grant (branch totp) calls this port; here it is driven directly, over the app's database.
-  const service = () =>
-    createPasskeysService({
-      passkeys: createPasskeysRepository(t.database.db),
-      users: createUsersRepository(t.database.db),
-      mfa: {} as never,
-      clock: t.clock,
-      mail: {
-        composer: createMailComposer(createSecretBox([TEST_SECRET])),
-        publicUrl: 'http://localhost:8000',
-        mailQueued: () => {},
-      },
-      rp: t.config.webauthn,
-    });
+  const service = () => passkeysServiceOver(t);
 
   let counter = 0;
   const accountWithPasskey = async () => {
