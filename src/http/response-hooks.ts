@@ -7,12 +7,13 @@ const DRAIN_LIMIT_BYTES = 8 * 1024 * 1024;
 // Beside the security headers of http/security-headers.ts: nothing here is for a cache to keep.
 export const STANDARD_HEADERS = { 'cache-control': 'no-store' };
 
-// Sockets whose request was answered before its body arrived, while Node reads and discards the rest.
+// Sockets whose request was answered before its body arrived, while Node reads and discards the rest or closes.
 const answeredBeforeTheirBody = new WeakSet<object>();
 
 /**
- * Whether this connection's request has had its answer while its body is still being drained: a client that stalls
- * then runs into the request timeout, which must close the connection without a second answer (RFC 9112 §9.3).
+ * Whether this connection's request has had its answer while its body is still being drained or refused: a client
+ * that stalls then runs into the request timeout, and a body the parser cannot read fails it, either of which must
+ * close the connection without a second answer (RFC 9112 §9.3).
  */
 export function wasAnsweredBeforeItsBody(socket: object): boolean {
   return answeredBeforeTheirBody.has(socket);
@@ -38,11 +39,11 @@ export function registerResponseHooks(app: FastifyInstance): void {
     // A request without a body is read in full with its headers, though Node marks it complete only after the handler
     // that answered at once has run.
     if (!request.raw.complete && hasBody(request)) {
+      const { socket } = request.raw;
+      answeredBeforeTheirBody.add(socket);
       const declared = Number(request.headers['content-length']);
       if (declared > 0 && declared <= DRAIN_LIMIT_BYTES) {
         reply.removeHeader('connection');
-        const { socket } = request.raw;
-        answeredBeforeTheirBody.add(socket);
         request.raw.once('end', () => answeredBeforeTheirBody.delete(socket));
       } else reply.header('connection', 'close');
     }

@@ -130,11 +130,15 @@ export function registerRequestTargetRules(app: FastifyInstance, unrouted: Unrou
     const codings = request.raw.headers['transfer-encoding'];
     if (codings !== undefined && !isChunkedAlone(codings)) {
       reply.header('connection', 'close');
+      // RFC 9112 §6.3: without chunked last, the body's length cannot be known, which MUST be a 400; with it, another
+      // coding is one this server does not understand (§6.1, 501).
       done(
-        new AppError(
-          'not_implemented',
-          'Not implemented: chunked is the only transfer coding this server reads',
-        ),
+        endsWithChunked(codings)
+          ? new AppError(
+              'not_implemented',
+              'Not implemented: chunked is the only transfer coding this server reads',
+            )
+          : new AppError('malformed_request', 'Bad request: chunked must be the last transfer coding'),
       );
       return;
     }
@@ -162,6 +166,7 @@ export function registerRequestTargetRules(app: FastifyInstance, unrouted: Unrou
  * chunked that is not the last coding, but reads `gzip, chunked` as chunked and would hand on a body still gzipped.
  */
 const isChunkedAlone = (codings: string) => codings.trim().toLowerCase() === 'chunked';
+const endsWithChunked = (codings: string) => codings.split(',').at(-1)?.trim().toLowerCase() === 'chunked';
 
 // RFC 9112 §3.2.2's absolute form, whose scheme and authority the router drops before matching.
 const ABSOLUTE_FORM = /^https?:\/\/[^/?#]+/i;
