@@ -25,6 +25,7 @@ import { requireLiveSession, requireVerifiedAccessToken } from './http/authentic
 import { provideBackgroundWork } from './http/background-work.ts';
 import { registerBodilessRoutesParser, registerJsonParser } from './http/body-parsers.ts';
 import { registerClientIp } from './http/client-ip.ts';
+import { limitConnections } from './http/connections.ts';
 import { registerCors } from './http/cors.ts';
 import { registerDraining } from './http/draining.ts';
 import { pacedErrorHandler } from './http/error-handler.ts';
@@ -177,6 +178,11 @@ export async function buildApp(
       onCreate: (ajv) => ajv.addFormat('email', isEmailAddress),
     },
   }).withTypeProvider<TypeBoxTypeProvider>();
+  limitConnections(
+    app.server,
+    { maxConnections: config.maxConnections, firstRequestTimeoutMs: requestTimeoutMs },
+    app.log,
+  );
   registerJsonParser(app);
   registerBodilessRoutesParser(app);
   // First of all hooks, so that every later reader of request.ip sees the client.

@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import Type, { type Static } from 'typebox';
 import Value from 'typebox/value';
@@ -58,6 +59,7 @@ const EnvSchema = Type.Object({
   HASH_QUEUE_TIMEOUT_MS: Type.Integer({ default: 1000, minimum: 1, maximum: 60_000 }),
   MAX_HEAP_USED_MB: Type.String({ default: 'auto', pattern: '^(auto|off|[1-9][0-9]{0,6})$' }),
   SHUTDOWN_DRAIN_MS: Type.Integer({ default: 1000, minimum: 0, maximum: 60_000 }),
+  MAX_CONNECTIONS: Type.Optional(Type.Integer({ minimum: 1, maximum: 1_000_000 })),
   REFUSAL_DELAY_MS: Type.Integer({ default: 1000, minimum: 0, maximum: 10_000 }),
   UNDELAYED_REFUSALS_PER_SECOND: Type.Integer({ default: 50, minimum: 0, maximum: 1_000_000 }),
   RATE_LIMITS: Type.Union([Type.Literal('on'), Type.Literal('off')], { default: 'on' }),
@@ -160,6 +162,8 @@ export interface Config {
   };
   /** How long a stopping server keeps listening (readiness failed, connections closed after each answer). */
   readonly shutdownDrainMs: number;
+  /** Connections held at once (per process); one more is closed as it arrives. */
+  readonly maxConnections: number;
   /** Refusals (429, and 503 of a full hash queue or a stalled loop) past a budget a second are held before they are sent. */
   readonly refusalPacing: {
     readonly undelayedPerSecond: number;
@@ -421,6 +425,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
       queueTimeoutMs: values.HASH_QUEUE_TIMEOUT_MS,
     },
     shutdownDrainMs: values.SHUTDOWN_DRAIN_MS,
+    maxConnections: values.MAX_CONNECTIONS ?? defaultMaxConnections(),
     refusalPacing: {
       undelayedPerSecond: values.UNDELAYED_REFUSALS_PER_SECOND,
       delayMs: values.REFUSAL_DELAY_MS,
@@ -813,4 +818,27 @@ function deepFreeze<T>(value: T): T {
 /** Returns the config with the secrets main.ts resolved (from `secret.key` when GATEHOUSE_SECRET is unset). */
 export function withSecrets(config: Config, secrets: readonly string[]): Config {
   return deepFreeze({ ...config, secrets: [...secrets] });
+}
+
+// Descriptors kept for everything but client connections: the database's files or pool, Redis, logs, the workers'
+// channels, /proc reads of the memory guard.
+const RESERVED_DESCRIPTORS = 256;
+const DEFAULT_MAX_CONNECTIONS = 10_000;
+
+/**
+ * MAX_CONNECTIONS when unset: 10,000, or fewer when the process may open fewer files (Node raises its soft limit to
+ * the hard one at start), so that connections alone can never take the descriptors the rest needs: at EMFILE the
+ * memory guard's sample throws and the server stops.
+ */
+function defaultMaxConnections(): number {
+  try {
+    const line = readFileSync('/proc/self/limits', 'utf8')
+      .split('\n')
+      .find((entry) => entry.startsWith('Max open files'));
+    const soft = Number(line?.split(/\s+/)[3]);
+    if (!Number.isSafeInteger(soft)) return DEFAULT_MAX_CONNECTIONS;
+    return Math.max(64, Math.min(DEFAULT_MAX_CONNECTIONS, soft - RESERVED_DESCRIPTORS));
+  } catch {
+    return DEFAULT_MAX_CONNECTIONS;
+  }
 }

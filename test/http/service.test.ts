@@ -1,7 +1,14 @@
 import { get, type IncomingHttpHeaders, STATUS_CODES } from 'node:http';
-import { type AddressInfo, connect } from 'node:net';
+import { type AddressInfo, connect, type Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { buildTestApp, registerUser, STRONG_PASSWORD, type TestApp } from '../support/build-test-app.ts';
+import { createPasswordHasher } from '../../src/security/passwords.ts';
+import {
+  buildTestApp,
+  FAST_ARGON2,
+  registerUser,
+  STRONG_PASSWORD,
+  type TestApp,
+} from '../support/build-test-app.ts';
 import { dialects } from '../support/dialects.ts';
 import { PARSER_REFUSALS, parseRawAnswer, rawExchange } from '../support/raw-exchange.ts';
 
@@ -476,5 +483,73 @@ describe.each(dialects)('request time limits on %s', (dialect) => {
     const body = JSON.stringify({ username: 'alice', password: 'x'.repeat(200) });
     const head = `POST /token HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n`;
     expect(await drip(port, head, body, 10_000)).toBeLessThan(LIMIT_MS + 4000);
+  });
+});
+
+// Found from outside: a connection that never sent a byte was never closed (Node's request and header limits start
+// at the first byte), so idle connections could take every file descriptor, and the next memory sample failed with
+// EMFILE and stopped the server.
+describe('connections that send nothing', () => {
+  const SLOW_VERIFY_MS = 1500;
+  let t: TestApp;
+  let port: number;
+  beforeAll(async () => {
+    const hasher = createPasswordHasher(FAST_ARGON2, { importedBcryptCost: 4 });
+    t = await buildTestApp('sqlite', {
+      requestTimeoutMs: 1000,
+      env: { MAX_CONNECTIONS: '8' },
+      // A login slower than the limit: the limit is for a connection's first bytes, not for its answer.
+      passwords: {
+        ...hasher,
+        verify: async (...args) => {
+          await new Promise((resolve) => setTimeout(resolve, SLOW_VERIFY_MS));
+          return hasher.verify(...args);
+        },
+      },
+    });
+    await t.app.listen({ port: 0, host: '127.0.0.1' });
+    port = (t.app.server.address() as AddressInfo).port;
+    await registerUser(t.app, { username: 'patient', email: 'patient@example.com' });
+  });
+  afterAll(async () => {
+    await t.close();
+  });
+
+  const openIdle = () =>
+    new Promise<{ socket: Socket; closed: Promise<number> }>((resolve, reject) => {
+      const socket = connect(port, '127.0.0.1');
+      const openedAt = performance.now();
+      const closed = new Promise<number>((done) =>
+        socket.on('close', () => done(performance.now() - openedAt)),
+      );
+      socket.on('error', () => {});
+      socket.once('connect', () => resolve({ socket, closed }));
+      socket.once('error', reject);
+    });
+
+  it('closes a connection that sends nothing within the request time limit', async () => {
+    const { closed } = await openIdle();
+    const after = await closed;
+    expect(after).toBeGreaterThan(800);
+    expect(after).toBeLessThan(3000);
+  });
+
+  it('answers a request whose answer takes longer than that limit', async () => {
+    const body = 'username=patient&password=correct%20horse%20battery%20staple';
+    const raw = await rawExchange(
+      port,
+      `POST /token HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`,
+    );
+    expect(parseRawAnswer(raw).statusLine).toBe('HTTP/1.1 200 OK');
+  });
+
+  it('holds at most MAX_CONNECTIONS connections: one more is closed at once', async () => {
+    const idle = await Promise.all(Array.from({ length: 8 }, openIdle));
+    const extra = await openIdle();
+    expect(await extra.closed).toBeLessThan(500);
+    for (const { socket } of idle) socket.destroy();
+    await Promise.all(idle.map(({ closed }) => closed));
+    const raw = await rawExchange(port, 'GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+    expect(parseRawAnswer(raw).statusLine).toBe('HTTP/1.1 200 OK');
   });
 });

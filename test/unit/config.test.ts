@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { describe, expect, it } from 'vitest';
 import { ConfigError, cleartextLinkWarning, loadConfig } from '../../src/config.ts';
@@ -385,6 +386,20 @@ describe('loadConfig', () => {
     for (const value of ['0', '-5', '1.5', 'lots', '99999999']) {
       expect(problemsOf({ MAX_HEAP_USED_MB: value }).join(), value).toMatch(/MAX_HEAP_USED_MB/);
     }
+  });
+
+  it('holds at most 10,000 connections by default, fewer than the open-file limit, and takes MAX_CONNECTIONS', () => {
+    const limits = readFileSync('/proc/self/limits', 'utf8');
+    const openFiles = Number(
+      limits
+        .split('\n')
+        .find((line) => line.startsWith('Max open files'))
+        ?.split(/\s+/)[3],
+    );
+    expect(loadConfig({}).maxConnections).toBe(Math.max(64, Math.min(10_000, openFiles - 256)));
+    expect(loadConfig({ MAX_CONNECTIONS: '500' }).maxConnections).toBe(500);
+    expect(problemsOf({ MAX_CONNECTIONS: '0' }).join()).toMatch(/^MAX_CONNECTIONS=/);
+    expect(problemsOf({ MAX_CONNECTIONS: 'lots' }).join()).toMatch(/^MAX_CONNECTIONS=/);
   });
 
   it('keeps listening for a second on SIGTERM by default, and takes SHUTDOWN_DRAIN_MS from 0 to 60000', () => {
