@@ -178,11 +178,7 @@ export async function buildApp(
       onCreate: (ajv) => ajv.addFormat('email', isEmailAddress),
     },
   }).withTypeProvider<TypeBoxTypeProvider>();
-  limitConnections(
-    app.server,
-    { maxConnections: config.maxConnections, firstRequestTimeoutMs: requestTimeoutMs },
-    app.log,
-  );
+  limitConnections(app.server, config.maxConnections, app.log);
   registerJsonParser(app);
   registerBodilessRoutesParser(app);
   // First of all hooks, so that every later reader of request.ip sees the client.

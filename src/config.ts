@@ -1,4 +1,3 @@
-import { readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import Type, { type Static } from 'typebox';
 import Value from 'typebox/value';
@@ -302,7 +301,13 @@ function encodedSecretBytes(secret: string): number {
 }
 
 /** Parses an environment-like record into a frozen Config, or throws ConfigError listing every problem. */
-export function loadConfig(env: Record<string, string | undefined>): Config {
+/** What the host allows, read by main.ts: loadConfig itself reads nothing. */
+export interface HostLimits {
+  /** The process's limit on open files (its soft RLIMIT_NOFILE, which Node raises to the hard one at start). */
+  openFileLimit?: number | undefined;
+}
+
+export function loadConfig(env: Record<string, string | undefined>, host: HostLimits = {}): Config {
   const raw: Record<string, string> = {};
   for (const key of Object.keys(EnvSchema.properties)) {
     const value = env[key];
@@ -425,7 +430,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
       queueTimeoutMs: values.HASH_QUEUE_TIMEOUT_MS,
     },
     shutdownDrainMs: values.SHUTDOWN_DRAIN_MS,
-    maxConnections: values.MAX_CONNECTIONS ?? defaultMaxConnections(),
+    maxConnections: values.MAX_CONNECTIONS ?? defaultMaxConnections(host.openFileLimit),
     refusalPacing: {
       undelayedPerSecond: values.UNDELAYED_REFUSALS_PER_SECOND,
       delayMs: values.REFUSAL_DELAY_MS,
@@ -826,19 +831,10 @@ const RESERVED_DESCRIPTORS = 256;
 const DEFAULT_MAX_CONNECTIONS = 10_000;
 
 /**
- * MAX_CONNECTIONS when unset: 10,000, or fewer when the process may open fewer files (Node raises its soft limit to
- * the hard one at start), so that connections alone can never take the descriptors the rest needs: at EMFILE the
- * memory guard's sample throws and the server stops.
+ * MAX_CONNECTIONS when unset: 10,000, or fewer when the process may open fewer files, so that connections alone can
+ * never take the descriptors the rest needs (at EMFILE the memory guard's sample throws and the server stops).
  */
-function defaultMaxConnections(): number {
-  try {
-    const line = readFileSync('/proc/self/limits', 'utf8')
-      .split('\n')
-      .find((entry) => entry.startsWith('Max open files'));
-    const soft = Number(line?.split(/\s+/)[3]);
-    if (!Number.isSafeInteger(soft)) return DEFAULT_MAX_CONNECTIONS;
-    return Math.max(64, Math.min(DEFAULT_MAX_CONNECTIONS, soft - RESERVED_DESCRIPTORS));
-  } catch {
-    return DEFAULT_MAX_CONNECTIONS;
-  }
+function defaultMaxConnections(openFileLimit: number | undefined): number {
+  if (openFileLimit === undefined || !Number.isSafeInteger(openFileLimit)) return DEFAULT_MAX_CONNECTIONS;
+  return Math.max(64, Math.min(DEFAULT_MAX_CONNECTIONS, openFileLimit - RESERVED_DESCRIPTORS));
 }

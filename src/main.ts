@@ -35,10 +35,23 @@ import { systemClock } from './security/clock.ts';
 import { createPasswordHasher } from './security/passwords.ts';
 import { generateSecret } from './security/secret-box.ts';
 
+/** The soft limit on open files from /proc (Linux); undefined elsewhere. */
+function readOpenFileLimit(): number | undefined {
+  try {
+    const line = readFileSync('/proc/self/limits', 'utf8')
+      .split('\n')
+      .find((entry) => entry.startsWith('Max open files'));
+    const soft = Number(line?.split(/\s+/)[3]);
+    return Number.isSafeInteger(soft) ? soft : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 function readConfig(): Config {
   if (existsSync('.env')) process.loadEnvFile('.env');
   try {
-    return loadConfig(process.env);
+    return loadConfig(process.env, { openFileLimit: readOpenFileLimit() });
   } catch (error) {
     if (error instanceof ConfigError) {
       for (const problem of error.problems) console.error(`gatehouse: configuration error: ${problem}`);

@@ -1,39 +1,35 @@
 import type { Server } from 'node:http';
+import type { Socket } from 'node:net';
 import type { FastifyBaseLogger } from 'fastify';
 
-export interface ConnectionLimits {
-  /** Connections held at once; one more is closed as it arrives (Node's `maxConnections`). */
-  maxConnections: number;
-  /** How long a new connection may stay silent before its first request arrives. */
-  firstRequestTimeoutMs: number;
-}
-
-// One warning per interval at most while connections are being dropped: a flood of them must not flood the log.
-const DROP_LOG_INTERVAL_MS = 10_000;
+// One warning per interval at most while connections are being refused: a flood of them must not flood the log.
+const REFUSAL_LOG_INTERVAL_MS = 10_000;
 
 /**
- * Bounds what connections can hold. Node's request and header limits start at a request's first byte, so a connection
- * that never sends one stayed open for good: enough of them took every file descriptor, and the next memory sample
- * failed with EMFILE and stopped the server. A silent new connection is now closed after the first-request limit, and
- * past `maxConnections` Node closes new ones at once. Once a request arrives, Node's own limits (request, keep-alive)
- * take over.
+ * Holds at most `maxConnections` connections: one more is closed as it arrives. Node closes a connection that sends
+ * no request within its header limit, but within that limit a burst of connections took every file descriptor, and
+ * the next memory sample failed with EMFILE and stopped the server. Counted here rather than with Node's
+ * `server.maxConnections`, which in a cluster's worker hands a refused connection back to the primary, which hands it
+ * out again without end.
  */
-export function limitConnections(server: Server, limits: ConnectionLimits, log: FastifyBaseLogger): void {
-  const { maxConnections, firstRequestTimeoutMs } = limits;
-  server.maxConnections = maxConnections;
-  server.on('connection', (socket) => socket.setTimeout(firstRequestTimeoutMs));
-  server.on('request', (request) => {
-    // Only the limit set above: a later one is Node's keep-alive limit, which it manages itself.
-    if (request.socket.timeout === firstRequestTimeoutMs) request.socket.setTimeout(0);
-  });
-  let dropped = 0;
+export function limitConnections(server: Server, maxConnections: number, log: FastifyBaseLogger): void {
+  let open = 0;
+  let refused = 0;
   let lastLoggedAt = Number.NEGATIVE_INFINITY;
-  server.on('drop', () => {
-    dropped += 1;
+  server.on('connection', (socket: Socket) => {
+    if (open < maxConnections) {
+      open += 1;
+      socket.once('close', () => {
+        open -= 1;
+      });
+      return;
+    }
+    socket.destroy();
+    refused += 1;
     const now = performance.now();
-    if (now - lastLoggedAt < DROP_LOG_INTERVAL_MS) return;
-    log.warn({ dropped, maxConnections }, 'connections refused: MAX_CONNECTIONS reached');
+    if (now - lastLoggedAt < REFUSAL_LOG_INTERVAL_MS) return;
+    log.warn({ refused, maxConnections }, 'connections refused: MAX_CONNECTIONS reached');
     lastLoggedAt = now;
-    dropped = 0;
+    refused = 0;
   });
 }

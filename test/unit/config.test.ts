@@ -1,5 +1,4 @@
 import { randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { describe, expect, it } from 'vitest';
 import { ConfigError, cleartextLinkWarning, loadConfig } from '../../src/config.ts';
@@ -389,15 +388,11 @@ describe('loadConfig', () => {
   });
 
   it('holds at most 10,000 connections by default, fewer than the open-file limit, and takes MAX_CONNECTIONS', () => {
-    const limits = readFileSync('/proc/self/limits', 'utf8');
-    const openFiles = Number(
-      limits
-        .split('\n')
-        .find((line) => line.startsWith('Max open files'))
-        ?.split(/\s+/)[3],
-    );
-    expect(loadConfig({}).maxConnections).toBe(Math.max(64, Math.min(10_000, openFiles - 256)));
-    expect(loadConfig({ MAX_CONNECTIONS: '500' }).maxConnections).toBe(500);
+    expect(loadConfig({}).maxConnections).toBe(10_000);
+    expect(loadConfig({}, { openFileLimit: 1_048_576 }).maxConnections).toBe(10_000);
+    expect(loadConfig({}, { openFileLimit: 1024 }).maxConnections).toBe(768);
+    expect(loadConfig({}, { openFileLimit: 256 }).maxConnections).toBe(64);
+    expect(loadConfig({ MAX_CONNECTIONS: '500' }, { openFileLimit: 1024 }).maxConnections).toBe(500);
     expect(problemsOf({ MAX_CONNECTIONS: '0' }).join()).toMatch(/^MAX_CONNECTIONS=/);
     expect(problemsOf({ MAX_CONNECTIONS: 'lots' }).join()).toMatch(/^MAX_CONNECTIONS=/);
   });
