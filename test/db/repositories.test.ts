@@ -21,6 +21,15 @@ describe.each(dialects)('repositories on %s', (dialect) => {
     await database.destroy();
   });
 
+  /** Opens a session of the user, with its first refresh token `${id}-rt`, over the hash its login verified. */
+  const openSession = (userId: number, id: string, verifiedHash: string, expiresAt: Date) =>
+    createSessionsRepository(database.db, database.dialect).insertSession(
+      { id, userId, expiresAt, userAgent: undefined, ipAddress: undefined, scope: DEFAULT_SESSION_SCOPE },
+      { id: `${id}-rt`, secretHash: 'h' },
+      verifiedHash,
+      now,
+    );
+
   it('inserts a user with an integer id and reads it back without a password hash', async () => {
     const users = createUsersRepository(database.db);
     const user = await users.insertUserWithConversation(newUser('Carol'), 'hello', now);
@@ -132,20 +141,7 @@ describe.each(dialects)('repositories on %s', (dialect) => {
     const user = await users.insertUserWithConversation(newUser('Judy'), 'hi', now);
     const hash = newUser('Judy').passwordHash;
     const expiresAt = new Date(now.getTime() + 3600_000);
-    const open = (id: string, verifiedHash: string) =>
-      sessions.insertSession(
-        {
-          id,
-          userId: user.id,
-          expiresAt,
-          userAgent: undefined,
-          ipAddress: undefined,
-          scope: DEFAULT_SESSION_SCOPE,
-        },
-        { id: `${id}-rt`, secretHash: 'h' },
-        verifiedHash,
-        now,
-      );
+    const open = (id: string, verifiedHash: string) => openSession(user.id, id, verifiedHash, expiresAt);
     expect(await open('judy-1', hash)).toBe(true);
     expect(await open('judy-2', hash)).toBe(true);
     expect(
@@ -172,20 +168,7 @@ describe.each(dialects)('repositories on %s', (dialect) => {
       const sessions = createSessionsRepository(database.db, database.dialect);
       const user = await users.insertUserWithConversation(newUser('Nina'), 'hi', now);
       const hash = newUser('Nina').passwordHash;
-      const open = (id: string) =>
-        sessions.insertSession(
-          {
-            id,
-            userId: user.id,
-            expiresAt: new Date(now.getTime() + 3600_000),
-            userAgent: undefined,
-            ipAddress: undefined,
-            scope: DEFAULT_SESSION_SCOPE,
-          },
-          { id: `${id}-rt`, secretHash: 'h' },
-          hash,
-          now,
-        );
+      const open = (id: string) => openSession(user.id, id, hash, new Date(now.getTime() + 3600_000));
       const rowVersion = async () =>
         (
           await sql<{ xmin: string }>`select xmin::text as xmin from users where id = ${user.id}`.execute(
@@ -220,20 +203,7 @@ describe.each(dialects)('repositories on %s', (dialect) => {
     const sessions = createSessionsRepository(database.db, database.dialect);
     const user = await users.insertUserWithConversation(newUser('Ken'), 'hi', now);
     const hash = newUser('Ken').passwordHash;
-    const open = (id: string, expiresAt: Date) =>
-      sessions.insertSession(
-        {
-          id,
-          userId: user.id,
-          expiresAt,
-          userAgent: undefined,
-          ipAddress: undefined,
-          scope: DEFAULT_SESSION_SCOPE,
-        },
-        { id: `${id}-rt`, secretHash: 'h' },
-        hash,
-        now,
-      );
+    const open = (id: string, expiresAt: Date) => openSession(user.id, id, hash, expiresAt);
     const later = (seconds: number) => new Date(now.getTime() + seconds * 1000);
     await open('ken-live', later(86400 * 30));
     await open('ken-revoked', later(86400 * 30));
@@ -267,19 +237,7 @@ describe.each(dialects)('repositories on %s', (dialect) => {
     const other = await users.insertUserWithConversation(newUser('Mia'), 'welcome, Mia', now);
     const later = (seconds: number) => new Date(now.getTime() + seconds * 1000);
     const open = (id: string, expiresAt: Date) =>
-      sessions.insertSession(
-        {
-          id,
-          userId: user.id,
-          expiresAt,
-          userAgent: undefined,
-          ipAddress: undefined,
-          scope: DEFAULT_SESSION_SCOPE,
-        },
-        { id: `${id}-rt`, secretHash: 'h' },
-        newUser('Liam').passwordHash,
-        now,
-      );
+      openSession(user.id, id, newUser('Liam').passwordHash, expiresAt);
     await open('liam-live', later(3600));
     await open('liam-revoked', later(3600));
     await open('liam-short', later(60));
