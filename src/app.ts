@@ -65,6 +65,7 @@ import {
   answerConnect,
   answerFrameworkError,
   answerUnmetExpectation,
+  continueWithinBodyLimit,
   registerMethodNotAllowed,
   registerRequestTargetRules,
 } from './http/unrouted-requests.ts';
@@ -410,6 +411,7 @@ export async function buildApp(
   registerTokenEndpointHeaders(app);
   registerRequestTargetRules(app, registerMethodNotAllowed(app));
   app.server.on('checkExpectation', answerUnmetExpectation);
+  app.server.on('checkContinue', continueWithinBodyLimit(app.server, config.bodyLimitBytes));
   app.server.on('connect', answerConnect);
   const auditSinks: AuditSink[] = [
     (event, fields, origin) =>
