@@ -222,8 +222,13 @@ export function createSessionsService(deps: SessionsDependencies): SessionsServi
         now,
       );
       if (!opened) return undefined;
-      context.audit('session_started', { userId: user.id, sessionId });
-      return grantFor(user, sessionId, refreshToken, scopes, { amr, authTime: now });
+      try {
+        return await grantFor(user, sessionId, refreshToken, scopes, { amr, authTime: now });
+      } finally {
+        // Once the token is signed (on the threadpool, a turn of the event loop later), so that the login's own event,
+        // recorded in that turn too, shares its INSERT.
+        context.audit('session_started', { userId: user.id, sessionId });
+      }
     },
 
     async rotateRefreshToken(presented, context, { requestedScopes, admitRotation } = {}) {
