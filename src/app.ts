@@ -66,6 +66,7 @@ import {
   answerFrameworkError,
   answerUnmetExpectation,
   continueWithinBodyLimit,
+  MAX_HEADER_BYTES,
   registerMethodNotAllowed,
   registerRequestTargetRules,
 } from './http/unrouted-requests.ts';
@@ -158,7 +159,7 @@ export async function buildApp(
       // Refused by registerRequestTargetRules instead, in the error table's shape.
       requireHostHeader: false,
       // Auth headers and a JWT fit well inside this; anything larger is refused with 431 before routing.
-      maxHeaderSize: 16384,
+      maxHeaderSize: MAX_HEADER_BYTES,
       // A request (headers and body) must arrive within this, or Node answers 408 and closes: a client that drips
       // its headers or body cannot hold a connection, and a slot of the database pool behind it, indefinitely.
       // Node's own header limit (60 s) would otherwise outlast the request limit, and its check of both runs every

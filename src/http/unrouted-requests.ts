@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { type IncomingMessage, type Server, type ServerResponse, STATUS_CODES } from 'node:http';
-import { isIPv6 } from 'node:net';
+import { isIPv6, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { AppError } from '../errors.ts';
@@ -17,20 +17,85 @@ const CLIENT_ERRORS: Record<string, [number, string]> = {
   ERR_HTTP_REQUEST_TIMEOUT_HEADERS: [408, 'Request timeout'],
 };
 
+// RFC 9112 §3: method SP request-target SP HTTP-version, the method a token.
+const REQUEST_LINE = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+ [^\s]+ HTTP\/(\d)\.\d\r?\n/;
+const REQUEST_LINE_START = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+ \S/;
+
+/** The parser's limit on the request line and headers together (app.ts gives it to Node). */
+export const MAX_HEADER_BYTES = 16_384;
+
+type ParserError = Error & { code?: string; rawPacket?: unknown };
+
+/**
+ * The status a parser error gets: what Node's parser reports by its codes alone (400 for all but a few) is refined from
+ * the bytes it refused, when they hold the start of the request. Undefined for bytes after a request that asked to
+ * close the connection: they are no request to answer (RFC 9112 §9.6).
+ */
+function refusalOf(error: ParserError, requestStartsThePacket: boolean): [number, string] | undefined {
+  if (error.code === 'HPE_CLOSED_CONNECTION') return undefined;
+  const packet =
+    requestStartsThePacket && Buffer.isBuffer(error.rawPacket) ? error.rawPacket.toString('latin1') : '';
+  // llhttp counts the request line into the header limit: a line that alone reaches it is a target too long.
+  if (error.code === 'HPE_HEADER_OVERFLOW' && REQUEST_LINE_START.test(packet)) {
+    const lineEnd = packet.indexOf('\n');
+    if (lineEnd === -1 || lineEnd >= MAX_HEADER_BYTES) return [414, 'URI too long'];
+  }
+  const line = REQUEST_LINE.exec(packet);
+  if (line && error.code === 'HPE_INVALID_METHOD') return [501, 'Not implemented: unknown method'];
+  if (line && error.code === 'HPE_INVALID_VERSION' && line[1] !== '1')
+    return [505, 'HTTP version not supported: this server speaks HTTP/1.1'];
+  return CLIENT_ERRORS[error.code ?? ''] ?? [400, 'Bad request'];
+}
+
+/** The answer a socket is writing or about to write for a request received in full, if one is not finished. */
+function answerInFlight(socket: Duplex): ServerResponse | undefined {
+  // Node's own field: the response that holds the socket (the next pipelined one takes it when this one finishes).
+  const response = (socket as { _httpMessage?: ServerResponse | null })._httpMessage;
+  return response && !response.writableFinished && response.req.complete ? response : undefined;
+}
+
 /**
  * Answers what Node's HTTP parser refuses before any route runs (malformed request line or chunking, headers too
  * large, a request that did not arrive in time) in the error table's shape, with the standard headers, and closes.
+ * Bytes refused after whole requests wait for those requests' answers (RFC 9112 §9.3.2: responses go in the order of
+ * their requests): the 400 was written at once and the connection destroyed, so a request that had run lost its
+ * answer to the 400.
  */
-export function answerClientError(error: Error & { code?: string }, socket: Duplex): void {
+export function answerClientError(error: ParserError, socket: Duplex): void {
   if (!socket.writable || error.code === 'ECONNRESET' || wasAnsweredBeforeItsBody(socket)) {
     socket.destroy();
     return;
   }
-  const [status, detail] = CLIENT_ERRORS[error.code ?? ''] ?? [400, 'Bad request'];
+  const inFlight = answerInFlight(socket);
+  if (inFlight) {
+    if (answeringAfterInFlight.has(socket)) return;
+    answeringAfterInFlight.add(socket);
+    const answer = refusalOf(error, false);
+    const afterAnswers = (response: ServerResponse) => {
+      const finished = () =>
+        setImmediate(() => {
+          const next = answerInFlight(socket);
+          if (next) return afterAnswers(next);
+          if (answer && socket.writable) socket.write(rawAnswer(...answer));
+          // After what was written drains: the answers in flight may still be on their way out.
+          (socket as Socket).destroySoon();
+        });
+      response.once('finish', finished);
+      response.once('close', () => {
+        if (!response.writableFinished) socket.destroy();
+      });
+    };
+    afterAnswers(inFlight);
+    return;
+  }
+  const answer = refusalOf(error, true);
   // As Node and Fastify do: write, then destroy, so that a client still sending cannot hold the connection open.
-  socket.write(rawAnswer(status, detail));
+  if (answer) socket.write(rawAnswer(...answer));
   socket.destroy();
 }
+
+/** Sockets whose refused bytes wait for the answers in flight: the parser reports each further chunk again. */
+const answeringAfterInFlight = new WeakSet<Duplex>();
 
 /**
  * Node's `checkExpectation`: an Expect other than 100-continue, which Node would refuse with a bare 417 (RFC 9110

@@ -378,6 +378,38 @@ describe.each(dialects)('errors at the edges on %s', (dialect) => {
     expect(continued).toMatch(/^HTTP\/1\.1 100 Continue\r\n\r\nHTTP\/1\.1 422 /);
   });
 
+  // RFC 9112 §9.3.2: responses MUST go in the order of their requests. Bytes the parser refuses after a whole request
+  // used to be answered 400 at once and the connection destroyed, so a request that had run (a stored message) lost
+  // its answer to the 400.
+  it('answers a request before refusing what follows it on the connection', async () => {
+    const body = JSON.stringify({ username: 'a' });
+    const answer = await rawExchange(
+      port,
+      `POST /register/ HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}GARBAGE\r\n\r\n`,
+    );
+    expect(answer).toMatch(/^HTTP\/1\.1 422 Unprocessable Entity\r\n/);
+    const second = answer.indexOf('HTTP/1.1 400 Bad Request\r\n');
+    expect(second).toBeGreaterThan(0);
+    expect(JSON.parse(parseRawAnswer(answer.slice(second)).body)).toEqual({ detail: 'Bad request' });
+  });
+
+  it('answers requests pipelined before refused bytes in order, then refuses them', async () => {
+    const get = 'GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n';
+    const answer = await rawExchange(port, `${get}${get}NOT A REQUEST\r\n\r\n`);
+    // Each status line follows the body before it: bodies end without a line break.
+    expect(answer.match(/HTTP\/1\.1 \d{3} /g)).toEqual(['HTTP/1.1 200 ', 'HTTP/1.1 200 ', 'HTTP/1.1 400 ']);
+  });
+
+  // RFC 9112 §9.6: after a request with `Connection: close`, the server closes once it has answered it; what came after
+  // is not a request to answer.
+  it('answers a request with Connection: close and ignores what follows it', async () => {
+    const answer = await rawExchange(
+      port,
+      'GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\n\r\n',
+    );
+    expect(answer.match(/HTTP\/1\.1 \d{3} /g)).toEqual(['HTTP/1.1 200 ']);
+  });
+
   // RFC 9110 §10.1.1: a status the header section already decides is sent at once, instead of a 100 that makes the
   // client send a body only to have it refused.
   it('refuses Expect: 100-continue with a Content-Length past the body limit at once, without a 100', async () => {

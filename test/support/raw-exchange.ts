@@ -11,6 +11,12 @@ export const PARSER_REFUSALS: readonly [request: string, status: number][] = [
   // RFC 9112 §3.2: an HTTP/1.1 request without Host is refused with 400.
   ['GET /healthz HTTP/1.1\r\n\r\n', 400],
   ['POST /token HTTP/1.1\r\nHost: x\r\nExpect: 200-ok\r\nContent-Length: 0\r\n\r\n', 417],
+  // RFC 9112 §3: a request-target longer than the server parses MUST get 414, not the headers' 431.
+  [`GET /healthz?x=${'a'.repeat(20_000)} HTTP/1.1\r\nHost: x\r\n\r\n`, 414],
+  // RFC 9110 §9.1: a well-formed request with a method the server does not know SHOULD get 501.
+  ['FOO /healthz HTTP/1.1\r\nHost: x\r\n\r\n', 501],
+  // RFC 9110 §15.6.6: a major version the server does not support.
+  ['GET /healthz HTTP/3.0\r\nHost: x\r\n\r\n', 505],
 ];
 
 /** Writes `request` as it is and resolves with everything the server sent until it closed. */
