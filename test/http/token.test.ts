@@ -301,6 +301,17 @@ describe.each(dialects)('POST /token on %s', (dialect) => {
     }
   });
 
+  // RFC 9068 §2.2 names the claims an at+jwt MUST carry; client_id is one. Clients are not registered: a client_id sent
+  // with the request is no identity (anyone can write one), so the token names the one client the password grant serves.
+  it('writes every claim RFC 9068 requires of an at+jwt, client_id a fixed one whatever the request sends', async () => {
+    const response = await token(form({ username: 'alice', password: STRONG_PASSWORD, client_id: 'evil' }));
+    const { header, payload } = decodeToken(response.json().access_token);
+    expect(header.typ).toBe('at+jwt');
+    for (const claim of ['iss', 'exp', 'aud', 'sub', 'client_id', 'iat', 'jti'])
+      expect(payload, claim).toHaveProperty(claim);
+    expect(payload.client_id).toBe('gatehouse');
+  });
+
   it('gives each login a new token with its own jti', async () => {
     const a = (await token(form({ username: 'alice', password: STRONG_PASSWORD }))).json().access_token;
     const b = (await token(form({ username: 'alice', password: STRONG_PASSWORD }))).json().access_token;

@@ -76,6 +76,7 @@ describe.each(await setups())('access tokens ($name)', (setup) => {
       sid: 'sess-1',
       scope: 'conversation:read conversation:write',
       email_verified: false,
+      client_id: 'gatehouse',
       ...(amr ? { amr, auth_time: Math.floor((authTime as Date).getTime() / 1000) } : {}),
     })
       .setProtectedHeader({ alg: key.algorithm, typ: 'at+jwt', kid: key.kid })
