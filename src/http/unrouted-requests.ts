@@ -1,5 +1,11 @@
 import { randomUUID } from 'node:crypto';
-import { type IncomingMessage, type Server, type ServerResponse, STATUS_CODES } from 'node:http';
+import {
+  type IncomingHttpHeaders,
+  type IncomingMessage,
+  type Server,
+  type ServerResponse,
+  STATUS_CODES,
+} from 'node:http';
 import { isIPv6, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
@@ -220,6 +226,17 @@ export function registerRequestTargetRules(app: FastifyInstance, unrouted: Unrou
       );
       return;
     }
+    if (hasEncodedBody(request.raw.headers)) {
+      // RFC 9110 §15.5.16: the codings that would have been read.
+      reply.header('accept-encoding', 'identity');
+      done(
+        new AppError(
+          'unsupported_media_type',
+          'Unsupported Media Type: request bodies are read without a content coding (Content-Encoding: identity)',
+        ),
+      );
+      return;
+    }
     const host = request.raw.headers.host;
     if (host === undefined) {
       if (request.raw.httpVersion !== '1.1') {
@@ -245,6 +262,20 @@ export function registerRequestTargetRules(app: FastifyInstance, unrouted: Unrou
  */
 const isChunkedAlone = (codings: string) => codings.trim().toLowerCase() === 'chunked';
 const endsWithChunked = (codings: string) => codings.split(',').at(-1)?.trim().toLowerCase() === 'chunked';
+
+/**
+ * RFC 9110 §8.4: a body in a content coding (gzip, br) was read as it came, a gzipped form failing as a form and a
+ * plain one labelled gzip accepted. No route decodes one, so a body with any coding but identity is refused.
+ */
+function hasEncodedBody(headers: IncomingHttpHeaders): boolean {
+  const codings = headers['content-encoding'];
+  if (
+    codings === undefined ||
+    codings.split(',').every((coding) => coding.trim().toLowerCase() === 'identity')
+  )
+    return false;
+  return headers['transfer-encoding'] !== undefined || Number(headers['content-length'] ?? 0) > 0;
+}
 
 // RFC 9112 §3.2.2's absolute form, whose scheme and authority the router drops before matching.
 const ABSOLUTE_FORM = /^https?:\/\/[^/?#]+/i;

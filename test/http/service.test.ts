@@ -410,6 +410,41 @@ describe.each(dialects)('errors at the edges on %s', (dialect) => {
     expect(answer.match(/HTTP\/1\.1 \d{3} /g)).toEqual(['HTTP/1.1 200 ']);
   });
 
+  // RFC 9110 §8.4: a body in a content coding this server does not decode was read as it came (a gzipped form failed as
+  // a form, and a plain one labelled gzip was accepted). §15.5.16: 415, with Accept-Encoding naming what is read.
+  it.each(['gzip', 'br', 'deflate, gzip'])(
+    'refuses a body with Content-Encoding: %s (415; on /token an OAuth invalid_request)',
+    async (coding) => {
+      const registered = await t.app.inject({
+        method: 'POST',
+        url: '/register/',
+        headers: { 'content-type': 'application/json', 'content-encoding': coding },
+        payload: JSON.stringify({ username: 'encoded' }),
+      });
+      expect(registered.statusCode).toBe(415);
+      expect(registered.headers['accept-encoding']).toBe('identity');
+      expect(registered.json()).toEqual({ detail: expect.stringMatching(/content coding/i) });
+      const token = await t.app.inject({
+        method: 'POST',
+        url: '/token',
+        headers: { 'content-type': 'application/x-www-form-urlencoded', 'content-encoding': coding },
+        payload: 'username=alice&password=x',
+      });
+      expect(token.statusCode).toBe(400);
+      expect(token.json().error).toBe('invalid_request');
+    },
+  );
+
+  it('reads a body with Content-Encoding: identity as any other', async () => {
+    const response = await t.app.inject({
+      method: 'POST',
+      url: '/register/',
+      headers: { 'content-type': 'application/json', 'content-encoding': 'identity' },
+      payload: JSON.stringify({ username: 'a' }),
+    });
+    expect(response.statusCode).toBe(422);
+  });
+
   // RFC 9110 §10.1.1: a status the header section already decides is sent at once, instead of a 100 that makes the
   // client send a body only to have it refused.
   it('refuses Expect: 100-continue with a Content-Length past the body limit at once, without a 100', async () => {
