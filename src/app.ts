@@ -43,6 +43,7 @@ import {
   type MetricsRegistry,
 } from './http/metrics.ts';
 import { registerOpenApi } from './http/openapi.ts';
+import { registerPreconditions } from './http/preconditions.ts';
 import { createRefusalPacer, releaseHeldRefusalsOnClose } from './http/refusal-pacing.ts';
 import { provideAuditTrail, registerAuditSinks } from './http/request-context.ts';
 import { lazyRequestLogger } from './http/request-logger.ts';
@@ -411,6 +412,7 @@ export async function buildApp(
   registerResponseHooks(app);
   registerTokenEndpointHeaders(app);
   registerRequestTargetRules(app, registerMethodNotAllowed(app));
+  registerPreconditions(app);
   app.server.on('checkExpectation', answerUnmetExpectation);
   app.server.on('checkContinue', continueWithinBodyLimit(app.server, config.bodyLimitBytes));
   app.server.on('connect', answerConnect);

@@ -27,6 +27,8 @@ export type ErrorCode =
   | 'not_found'
   | 'method_not_allowed'
   | 'not_implemented'
+  | 'precondition_failed'
+  | 'range_not_satisfiable'
   | 'payload_too_large'
   | 'unsupported_media_type'
   | 'unstorable_value'

@@ -137,6 +137,12 @@ const responses: Record<ErrorCode, (error: AppError, style: ErrorStyle) => Rende
   not_found: () => ({ status: 404, body: { detail: 'Not Found' } }),
   method_not_allowed: () => ({ status: 405, body: { detail: 'Method Not Allowed' } }),
   not_implemented: (error) => ({ status: 501, body: { detail: error.message } }),
+  precondition_failed: (error, style) =>
+    style === 'oauth'
+      ? { ...oauthError('invalid_request', error.message), status: 412 }
+      : { status: 412, body: { detail: error.message } },
+  // Content-Range (the representation's length) is set by the documentation handler, which knows it.
+  range_not_satisfiable: () => ({ status: 416, body: { detail: 'Range Not Satisfiable' } }),
   payload_too_large: (_error, style) =>
     style === 'oauth'
       ? { ...oauthError('invalid_request', 'The request body is too large'), status: 413 }
@@ -294,16 +300,28 @@ export function pacedErrorHandler(pacer: RefusalPacer) {
 }
 
 // @fastify/send reports through http-errors classes, which carry no `code`: a path it cannot decode or that holds a NUL
-// byte (400), a dotfile or a climbing path (403), a failed precondition (412), an unsatisfiable range (416).
-const DOCUMENTATION_ASSET_REFUSALS = new Set([
-  'BadRequestError',
-  'ForbiddenError',
-  'PreconditionFailedError',
-  'RangeNotSatisfiableError',
-]);
+// byte (400), a dotfile or a climbing path (403), a failed precondition (412), an unsatisfiable range (416); the first
+// two answer as an unknown path.
+const DOCUMENTATION_ASSET_REFUSALS = new Set(['BadRequestError', 'ForbiddenError']);
 
 /** The error handler of the documentation scope: the asset server's refusals answer as an unknown path, 404. */
 export function documentationErrorHandler(error: FastifyError, request: FastifyRequest, reply: FastifyReply) {
+  // The file exists: a failed precondition or range is told as such (RFC 9110 §13.1.1, §14.1.1), not as a 404.
+  if (error.name === 'PreconditionFailedError')
+    return sendError(
+      new AppError('precondition_failed', 'Precondition Failed', { cause: error }),
+      request,
+      reply,
+    );
+  if (error.name === 'RangeNotSatisfiableError') {
+    const contentRange = (error as { headers?: Record<string, string> }).headers?.['Content-Range'];
+    if (contentRange) reply.header('content-range', contentRange);
+    return sendError(
+      new AppError('range_not_satisfiable', 'Range Not Satisfiable', { cause: error }),
+      request,
+      reply,
+    );
+  }
   const isRefusal =
     error.code === 'FST_STATIC_FORBIDDEN_PATH' ||
     (DOCUMENTATION_ASSET_REFUSALS.has(error.name) && (error.statusCode ?? 500) < 500);

@@ -240,6 +240,7 @@ export function registerRequestTargetRules(app: FastifyInstance, unrouted: Unrou
     const host = request.raw.headers.host;
     if (host === undefined) {
       if (request.raw.httpVersion !== '1.1') {
+        if (request.raw.url === '*') return answerServerOptions(reply);
         done(queryError(request, reply));
         return;
       }
@@ -248,12 +249,21 @@ export function registerRequestTargetRules(app: FastifyInstance, unrouted: Unrou
       return;
     }
     if (isValidHostField(host) && !hasRepeatedHost(request.raw.rawHeaders)) {
+      if (request.raw.url === '*') return answerServerOptions(reply);
       done(queryError(request, reply));
       return;
     }
     reply.header('connection', 'close');
     done(new AppError('malformed_request', 'Bad request: invalid or repeated Host header'));
   });
+}
+
+// Every method some route of this server takes.
+const SERVER_METHODS = 'GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS';
+
+/** RFC 9110 §9.3.7: `OPTIONS *` asks about the server in general (a ping, or its methods); no route took it (404). */
+function answerServerOptions(reply: FastifyReply): void {
+  reply.code(204).header('allow', SERVER_METHODS).send();
 }
 
 /**

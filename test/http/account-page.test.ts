@@ -139,6 +139,24 @@ describe('the account page at /', () => {
     }
   });
 
+  // RFC 9110 §13.1.1 and §14.1.1: the page exists, so a failed precondition is 412 and an unsatisfiable range 416 with
+  // the representation's length, not the 404 of a missing file.
+  it('answers a failed precondition on / with 412 and an unsatisfiable range with 416 and Content-Range', async () => {
+    const length = (await t.app.inject({ method: 'GET', url: '/' })).body.length;
+    for (const headers of [
+      { 'if-match': '"nope"' },
+      { 'if-unmodified-since': 'Mon, 01 Jan 2001 00:00:00 GMT' },
+    ]) {
+      const response = await t.app.inject({ method: 'GET', url: '/', headers });
+      expect(response.statusCode, JSON.stringify(headers)).toBe(412);
+      expect(response.json()).toEqual({ detail: expect.stringMatching(/^Precondition Failed/) });
+    }
+    const range = await t.app.inject({ method: 'GET', url: '/', headers: { range: 'bytes=99999-' } });
+    expect(range.statusCode).toBe(416);
+    expect(range.headers['content-range']).toBe(`bytes */${length}`);
+    expect(range.json()).toEqual({ detail: 'Range Not Satisfiable' });
+  });
+
   it('answers 405 with Allow for a POST to /', async () => {
     const response = await t.app.inject({ method: 'POST', url: '/' });
     expect(response.statusCode).toBe(405);

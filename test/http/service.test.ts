@@ -3,8 +3,10 @@ import { type AddressInfo, connect, type Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createPasswordHasher } from '../../src/security/passwords.ts';
 import {
+  bearerRequest,
   buildTestApp,
   FAST_ARGON2,
+  loginToken,
   registerUser,
   STRONG_PASSWORD,
   type TestApp,
@@ -255,6 +257,17 @@ describe.each(dialects)('errors at the edges on %s', (dialect) => {
     }
   });
 
+  // RFC 9110 §9.3.7: OPTIONS * asks about the server in general (a ping, or what methods it has); it got 404.
+  it('answers OPTIONS * with 204 and the methods the server has', async () => {
+    const answer = parseRawAnswer(
+      await rawExchange(port, 'OPTIONS * HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n'),
+    );
+    expect(answer.statusLine).toBe('HTTP/1.1 204 No Content');
+    expect(answer.headers.allow).toBe('GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS');
+    expect(answer.headers).toMatchObject(STANDARD_HEADERS);
+    expect(answer.body).toBe('');
+  });
+
   // RFC 9112 §3.2.4: the asterisk form is for a server-wide OPTIONS only; Fastify routed `GET *` to the account page.
   it.each(['GET', 'HEAD', 'POST', 'DELETE'])('answers %s * with 400 in the error shape', async (method) => {
     const answer = parseRawAnswer(
@@ -443,6 +456,29 @@ describe.each(dialects)('errors at the edges on %s', (dialect) => {
       payload: JSON.stringify({ username: 'a' }),
     });
     expect(response.statusCode).toBe(422);
+  });
+
+  // RFC 9110 §13.1.1: a method whose If-Match is false MUST NOT be performed. No API resource has an entity tag, so a
+  // list of tags never matches; `*` does (the resource exists). §13.2.1: a refusal the request gets without the
+  // condition (here 401) comes first.
+  it('refuses a change whose If-Match names an entity tag with 412, and changes nothing; If-Match: * goes through', async () => {
+    await registerUser(t.app, { username: 'ifmatch', email: 'ifmatch@example.com', age: 30 });
+    const accessToken = await loginToken(t.app, 'ifmatch');
+    const patch = (ifMatch: string, token = accessToken) =>
+      t.app.inject({
+        method: 'PATCH',
+        url: '/users/me',
+        headers: { authorization: `Bearer ${token}`, 'if-match': ifMatch },
+        payload: { age: 31 },
+      });
+    const refused = await patch('"nope"');
+    expect(refused.statusCode).toBe(412);
+    expect(refused.json()).toEqual({ detail: expect.stringMatching(/^Precondition Failed/) });
+    expect((await bearerRequest(t.app, 'GET', '/users/me', accessToken)).json().age).toBe(30);
+    expect((await patch('"nope"', 'not-a-token')).statusCode).toBe(401);
+    const allowed = await patch('*');
+    expect(allowed.statusCode).toBe(200);
+    expect((await bearerRequest(t.app, 'GET', '/users/me', accessToken)).json().age).toBe(31);
   });
 
   // RFC 9110 §10.1.1: a status the header section already decides is sent at once, instead of a 100 that makes the

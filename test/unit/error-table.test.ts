@@ -115,6 +115,8 @@ const TABLE: Record<ErrorCode, Record<ErrorStyle, Expected>> = {
   not_found: both(detail(404, 'Not Found')),
   method_not_allowed: both(detail(405, 'Method Not Allowed')),
   not_implemented: both(detail(501, MESSAGE)),
+  precondition_failed: { fastapi: detail(412, MESSAGE), oauth: oauth('invalid_request', MESSAGE, 412) },
+  range_not_satisfiable: both(detail(416, 'Range Not Satisfiable')),
   payload_too_large: {
     fastapi: detail(413, 'Request body is too large'),
     oauth: oauth('invalid_request', 'The request body is too large', 413),
