@@ -62,11 +62,11 @@ import { registerRoutes } from './http/routes/register.ts';
 import { registerTokenEndpointHeaders, tokenRoutes } from './http/routes/token.ts';
 import { registerSecurityHeaders } from './http/security-headers.ts';
 import {
-  answerClientError,
   answerConnect,
   answerFrameworkError,
   answerUnmetExpectation,
   continueWithinBodyLimit,
+  createClientErrorAnswers,
   MAX_HEADER_BYTES,
   registerMethodNotAllowed,
   registerRequestTargetRules,
@@ -146,6 +146,7 @@ export async function buildApp(
     },
     deps.logStream ?? pino.destination({ sync: false }),
   );
+  const clientErrors = createClientErrorAnswers();
   const app = Fastify({
     loggerInstance: logger as FastifyBaseLogger,
     // One line per request from the onResponse hook below instead of Fastify's two.
@@ -174,7 +175,7 @@ export async function buildApp(
     // with Fastify's own 503 body.
     return503OnClosing: false,
     frameworkErrors: answerFrameworkError,
-    clientErrorHandler: answerClientError,
+    clientErrorHandler: clientErrors.answerClientError,
     ajv: {
       customOptions: { coerceTypes: false, allErrors: true, removeAdditional: false },
       // Over ajv-formats' own `email`: the same rule, from the place the import of the FastAPI seed reads it too.
@@ -412,6 +413,7 @@ export async function buildApp(
   registerResponseHooks(app);
   registerTokenEndpointHeaders(app);
   registerRequestTargetRules(app, registerMethodNotAllowed(app));
+  clientErrors.noteOAuthRoutes(app);
   registerPreconditions(app);
   app.server.on('checkExpectation', answerUnmetExpectation);
   app.server.on('checkContinue', continueWithinBodyLimit(app.server, config.bodyLimitBytes));

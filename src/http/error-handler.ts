@@ -24,6 +24,14 @@ const oauthError = (error: string, description: string): RenderedError => ({
   body: { error, error_description: description, detail: description },
 });
 
+/** A request refused as malformed or unreadable: RFC 6749 §5.2's invalid_request on the token endpoint. */
+const refusedRequest =
+  (status: number) =>
+  (error: AppError, style: ErrorStyle): RenderedError =>
+    style === 'oauth'
+      ? { ...oauthError('invalid_request', error.message), status }
+      : { status, body: { detail: error.message } };
+
 const OVERLOADED = 'The server is busy; retry in a second.';
 // About how long a PostgreSQL restart or fail-over takes; the pool reconnects by itself once it is back.
 const DATABASE_RETRY_AFTER_SECONDS = 5;
@@ -40,10 +48,7 @@ const responses: Record<ErrorCode, (error: AppError, style: ErrorStyle) => Rende
   email_taken: (error) => ({ status: 409, body: { detail: error.message, code: 'email_taken' } }),
   conversation_full: (error) => ({ status: 409, body: { detail: error.message, code: 'conversation_full' } }),
   invalid_password: (error) => ({ status: 400, body: { detail: error.message, code: 'invalid_password' } }),
-  malformed_request: (error, style) =>
-    style === 'oauth'
-      ? oauthError('invalid_request', error.message)
-      : { status: 400, body: { detail: error.message } },
+  malformed_request: refusedRequest(400),
   invalid_request: (error) => oauthError('invalid_request', error.message),
   invalid_grant: (error) => oauthError('invalid_grant', error.message),
   unsupported_grant_type: (error) => oauthError('unsupported_grant_type', error.message),
@@ -136,6 +141,11 @@ const responses: Record<ErrorCode, (error: AppError, style: ErrorStyle) => Rende
   }),
   not_found: () => ({ status: 404, body: { detail: 'Not Found' } }),
   method_not_allowed: () => ({ status: 405, body: { detail: 'Method Not Allowed' } }),
+  // What Node's parser refuses before any route runs (http/unrouted-requests.ts).
+  request_timeout: refusedRequest(408),
+  uri_too_long: refusedRequest(414),
+  headers_too_large: refusedRequest(431),
+  http_version_not_supported: refusedRequest(505),
   not_implemented: (error) => ({ status: 501, body: { detail: error.message } }),
   precondition_failed: (error, style) =>
     style === 'oauth'

@@ -10,22 +10,22 @@ import { isIPv6, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { AppError } from '../errors.ts';
-import { sendError, toAppError } from './error-handler.ts';
+import { type ErrorStyle, renderError, sendError, toAppError } from './error-handler.ts';
 import { STANDARD_HEADERS, setStandardHeaders, wasAnsweredBeforeItsBody } from './response-hooks.ts';
 import { SECURITY_HEADERS } from './security-headers.ts';
 
 // Requests that no route answers: what Node's parser refuses, what Fastify refuses before routing, and paths that
 // match no route (or not under this method). Each is answered in the error table's shape with the standard headers.
 
-const CLIENT_ERRORS: Record<string, [number, string]> = {
-  HPE_HEADER_OVERFLOW: [431, 'Request header fields too large'],
-  ERR_HTTP_REQUEST_TIMEOUT: [408, 'Request timeout'],
-  ERR_HTTP_REQUEST_TIMEOUT_HEADERS: [408, 'Request timeout'],
+const CLIENT_ERRORS: Record<string, () => AppError> = {
+  HPE_HEADER_OVERFLOW: () => new AppError('headers_too_large', 'Request header fields too large'),
+  ERR_HTTP_REQUEST_TIMEOUT: () => new AppError('request_timeout', 'Request timeout'),
+  ERR_HTTP_REQUEST_TIMEOUT_HEADERS: () => new AppError('request_timeout', 'Request timeout'),
 };
 
 // RFC 9112 §3: method SP request-target SP HTTP-version, the method a token.
 const REQUEST_LINE = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+ [^\s]+ HTTP\/(\d)\.\d\r?\n/;
-const REQUEST_LINE_START = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+ \S/;
+const REQUEST_LINE_START = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+ (\S+)/;
 
 /** The parser's limit on the request line and headers together (app.ts gives it to Node). */
 export const MAX_HEADER_BYTES = 16_384;
@@ -33,24 +33,26 @@ export const MAX_HEADER_BYTES = 16_384;
 type ParserError = Error & { code?: string; rawPacket?: unknown };
 
 /**
- * The status a parser error gets: what Node's parser reports by its codes alone (400 for all but a few) is refined from
- * the bytes it refused, when they hold the start of the request. Undefined for bytes after a request that asked to
+ * The refusal a parser error gets: what Node's parser reports by its codes alone (400 for all but a few) is refined
+ * from the bytes it refused, when they hold the start of the request. Undefined for bytes after a request that asked to
  * close the connection: they are no request to answer (RFC 9112 §9.6).
  */
-function refusalOf(error: ParserError, requestStartsThePacket: boolean): [number, string] | undefined {
+function refusalOf(error: ParserError, packet: string): AppError | undefined {
   if (error.code === 'HPE_CLOSED_CONNECTION') return undefined;
-  const packet =
-    requestStartsThePacket && Buffer.isBuffer(error.rawPacket) ? error.rawPacket.toString('latin1') : '';
   // llhttp counts the request line into the header limit: a line that alone reaches it is a target too long.
   if (error.code === 'HPE_HEADER_OVERFLOW' && REQUEST_LINE_START.test(packet)) {
     const lineEnd = packet.indexOf('\n');
-    if (lineEnd === -1 || lineEnd >= MAX_HEADER_BYTES) return [414, 'URI too long'];
+    if (lineEnd === -1 || lineEnd >= MAX_HEADER_BYTES) return new AppError('uri_too_long', 'URI too long');
   }
   const line = REQUEST_LINE.exec(packet);
-  if (line && error.code === 'HPE_INVALID_METHOD') return [501, 'Not implemented: unknown method'];
+  if (line && error.code === 'HPE_INVALID_METHOD')
+    return new AppError('not_implemented', 'Not implemented: unknown method');
   if (line && error.code === 'HPE_INVALID_VERSION' && line[1] !== '1')
-    return [505, 'HTTP version not supported: this server speaks HTTP/1.1'];
-  return CLIENT_ERRORS[error.code ?? ''] ?? [400, 'Bad request'];
+    return new AppError(
+      'http_version_not_supported',
+      'HTTP version not supported: this server speaks HTTP/1.1',
+    );
+  return CLIENT_ERRORS[error.code ?? '']?.() ?? new AppError('malformed_request', 'Bad request');
 }
 
 /** The answer a socket is writing or about to write for a request received in full, if one is not finished. */
@@ -62,42 +64,66 @@ function answerInFlight(socket: Duplex): ServerResponse | undefined {
 
 /**
  * Answers what Node's HTTP parser refuses before any route runs (malformed request line or chunking, headers too
- * large, a request that did not arrive in time) in the error table's shape, with the standard headers, and closes.
- * Bytes refused after whole requests wait for those requests' answers (RFC 9112 §9.3.2: responses go in the order of
- * their requests): the 400 was written at once and the connection destroyed, so a request that had run lost its
- * answer to the 400.
+ * large, a request that did not arrive in time) from the error table, with the standard headers, and closes; in the
+ * OAuth shape when the refused request was for a route that answers in it (RFC 6749 §5.2 on /token). Bytes refused
+ * after whole requests wait for those requests' answers (RFC 9112 §9.3.2: responses go in the order of their
+ * requests): the 400 was written at once and the connection destroyed, so a request that had run lost its answer.
  */
-export function answerClientError(error: ParserError, socket: Duplex): void {
-  if (!socket.writable || error.code === 'ECONNRESET' || wasAnsweredBeforeItsBody(socket)) {
-    socket.destroy();
-    return;
-  }
-  const inFlight = answerInFlight(socket);
-  if (inFlight) {
-    if (answeringAfterInFlight.has(socket)) return;
-    answeringAfterInFlight.add(socket);
-    const answer = refusalOf(error, false);
-    const afterAnswers = (response: ServerResponse) => {
-      const finished = () =>
-        setImmediate(() => {
-          const next = answerInFlight(socket);
-          if (next) return afterAnswers(next);
-          if (answer && socket.writable) socket.write(rawAnswer(...answer));
-          // After what was written drains: the answers in flight may still be on their way out.
-          (socket as Socket).destroySoon();
+export function createClientErrorAnswers(): {
+  answerClientError: (error: ParserError, socket: Duplex) => void;
+  /** Notes the paths of the routes registered after it that answer in the OAuth shape. */
+  noteOAuthRoutes: (app: FastifyInstance) => void;
+} {
+  const oauthPaths = new Set<string>();
+  const styleOf = (packet: string): ErrorStyle => {
+    const target = REQUEST_LINE_START.exec(packet)?.[1];
+    return target !== undefined && oauthPaths.has(pathOfTarget(target)) ? 'oauth' : 'fastapi';
+  };
+
+  const answerClientError = (error: ParserError, socket: Duplex): void => {
+    if (!socket.writable || error.code === 'ECONNRESET' || wasAnsweredBeforeItsBody(socket)) {
+      socket.destroy();
+      return;
+    }
+    const inFlight = answerInFlight(socket);
+    if (inFlight) {
+      if (answeringAfterInFlight.has(socket)) return;
+      answeringAfterInFlight.add(socket);
+      // Where the refused request begins in the bytes is not known: its line is not read.
+      const refusal = refusalOf(error, '');
+      const afterAnswers = (response: ServerResponse) => {
+        const finished = () =>
+          setImmediate(() => {
+            const next = answerInFlight(socket);
+            if (next) return afterAnswers(next);
+            if (refusal && socket.writable) socket.write(rawAnswer(refusal, 'fastapi'));
+            // After what was written drains: the answers in flight may still be on their way out.
+            (socket as Socket).destroySoon();
+          });
+        response.once('finish', finished);
+        response.once('close', () => {
+          if (!response.writableFinished) socket.destroy();
         });
-      response.once('finish', finished);
-      response.once('close', () => {
-        if (!response.writableFinished) socket.destroy();
-      });
-    };
-    afterAnswers(inFlight);
-    return;
-  }
-  const answer = refusalOf(error, true);
-  // As Node and Fastify do: write, then destroy, so that a client still sending cannot hold the connection open.
-  if (answer) socket.write(rawAnswer(...answer));
-  socket.destroy();
+      };
+      afterAnswers(inFlight);
+      return;
+    }
+    // No request in flight: the refused bytes begin with the refused request.
+    const packet = Buffer.isBuffer(error.rawPacket) ? error.rawPacket.toString('latin1') : '';
+    const refusal = refusalOf(error, packet);
+    // As Node and Fastify do: write, then destroy, so that a client still sending cannot hold the connection open.
+    if (refusal) socket.write(rawAnswer(refusal, styleOf(packet)));
+    socket.destroy();
+  };
+
+  const noteOAuthRoutes = (app: FastifyInstance) => {
+    app.addHook('onRoute', (route) => {
+      if ((route.config as { errorStyle?: ErrorStyle } | undefined)?.errorStyle === 'oauth')
+        oauthPaths.add(route.url);
+    });
+  };
+
+  return { answerClientError, noteOAuthRoutes };
 }
 
 /** Sockets whose refused bytes wait for the answers in flight: the parser reports each further chunk again. */
@@ -109,7 +135,7 @@ const answeringAfterInFlight = new WeakSet<Duplex>();
  * client may be sending a body it meant to hold back.
  */
 export function answerUnmetExpectation(_request: IncomingMessage, response: ServerResponse): void {
-  const { body, headers } = earlyAnswer('Expectation failed: only 100-continue is supported');
+  const { body, headers } = earlyAnswer({ detail: 'Expectation failed: only 100-continue is supported' });
   response.writeHead(417, headers);
   response.end(body);
 }
@@ -136,21 +162,28 @@ export function answerConnect(_request: IncomingMessage, socket: Duplex): void {
     socket.destroy();
     return;
   }
-  socket.end(rawAnswer(400, 'Bad request: CONNECT is for proxies, and this is not one'));
+  socket.end(
+    rawAnswer(
+      new AppError('malformed_request', 'Bad request: CONNECT is for proxies, and this is not one'),
+      'fastapi',
+    ),
+  );
   socket.on('error', () => {});
 }
 
 /** An early answer written straight to a socket that no ServerResponse holds. */
-function rawAnswer(status: number, detail: string): string {
-  const { body, headers } = earlyAnswer(detail);
+function rawAnswer(error: AppError, style: ErrorStyle): string {
+  const rendered = renderError(error, style);
+  const { body, headers } = earlyAnswer(rendered.body);
+  const status = rendered.status;
   const head = Object.entries(headers)
     .map(([name, value]) => `${name}: ${value}`)
     .join('\r\n');
   return `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\n${head}\r\n\r\n${body}`;
 }
 
-function earlyAnswer(detail: string): { body: string; headers: Record<string, string> } {
-  const body = JSON.stringify({ detail });
+function earlyAnswer(answer: object): { body: string; headers: Record<string, string> } {
+  const body = JSON.stringify(answer);
   return {
     body,
     headers: {
@@ -297,7 +330,11 @@ const ABSOLUTE_FORM = /^https?:\/\/[^/?#]+/i;
  * preflight route matches every path, and 404 and 405 answers match none.
  */
 export function routedPath(request: FastifyRequest): string {
-  const target = request.url;
+  return pathOfTarget(request.url);
+}
+
+/** A request target's path as routedPath gives it, from the target as the request line has it. */
+function pathOfTarget(target: string): string {
   const authority = target.startsWith('/') ? undefined : ABSOLUTE_FORM.exec(target);
   const url = authority ? `/${target.slice(authority[0].length).replace(/^\//, '')}` : target;
   const end = url.search(/[?#]/);

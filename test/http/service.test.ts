@@ -391,6 +391,34 @@ describe.each(dialects)('errors at the edges on %s', (dialect) => {
     expect(continued).toMatch(/^HTTP\/1\.1 100 Continue\r\n\r\nHTTP\/1\.1 422 /);
   });
 
+  // RFC 6749 §5.2: the token endpoint's errors carry `error`, those the parser refuses before any route runs too.
+  it.each([
+    [
+      'a repeated Content-Length',
+      'POST /token HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n',
+      400,
+    ],
+    ['a target too long', `POST /token?x=${'a'.repeat(20_000)} HTTP/1.1\r\nHost: x\r\n\r\n`, 414],
+  ])(
+    "refuses %s on /token in the OAuth shape, and on /register/ in FastAPI's",
+    async (_case, request, status) => {
+      const token = parseRawAnswer(await rawExchange(port, request as string));
+      expect(token.statusLine).toBe(`HTTP/1.1 ${status} ${STATUS_CODES[status as number]}`);
+      expect(token.headers.pragma).toBe('no-cache');
+      const body = JSON.parse(token.body);
+      expect(body).toEqual({
+        error: 'invalid_request',
+        error_description: body.detail,
+        detail: expect.any(String),
+      });
+      const register = parseRawAnswer(
+        await rawExchange(port, (request as string).replace('/token', '/register/')),
+      );
+      expect(register.statusLine).toBe(`HTTP/1.1 ${status} ${STATUS_CODES[status as number]}`);
+      expect(Object.keys(JSON.parse(register.body))).toEqual(['detail']);
+    },
+  );
+
   // RFC 9112 §9.3.2: responses MUST go in the order of their requests. Bytes the parser refuses after a whole request
   // used to be answered 400 at once and the connection destroyed, so a request that had run (a stored message) lost
   // its answer to the 400.

@@ -113,6 +113,13 @@ const TABLE: Record<ErrorCode, Record<ErrorStyle, Expected>> = {
     }),
   ),
   not_found: both(detail(404, 'Not Found')),
+  request_timeout: { fastapi: detail(408, MESSAGE), oauth: oauth('invalid_request', MESSAGE, 408) },
+  uri_too_long: { fastapi: detail(414, MESSAGE), oauth: oauth('invalid_request', MESSAGE, 414) },
+  headers_too_large: { fastapi: detail(431, MESSAGE), oauth: oauth('invalid_request', MESSAGE, 431) },
+  http_version_not_supported: {
+    fastapi: detail(505, MESSAGE),
+    oauth: oauth('invalid_request', MESSAGE, 505),
+  },
   method_not_allowed: both(detail(405, 'Method Not Allowed')),
   not_implemented: both(detail(501, MESSAGE)),
   precondition_failed: { fastapi: detail(412, MESSAGE), oauth: oauth('invalid_request', MESSAGE, 412) },
