@@ -24,6 +24,7 @@ import { registerAccountPage } from './http/account-page.ts';
 import { requireLiveSession, requireVerifiedAccessToken } from './http/authenticate.ts';
 import { provideBackgroundWork } from './http/background-work.ts';
 import { registerBodilessRoutesParser, registerJsonParser } from './http/body-parsers.ts';
+import { registerChangeRequestRules } from './http/change-requests.ts';
 import { registerClientIp } from './http/client-ip.ts';
 import { limitConnections } from './http/connections.ts';
 import { registerCors } from './http/cors.ts';
@@ -43,7 +44,6 @@ import {
   type MetricsRegistry,
 } from './http/metrics.ts';
 import { registerOpenApi } from './http/openapi.ts';
-import { registerPreconditions } from './http/preconditions.ts';
 import { createRefusalPacer, releaseHeldRefusalsOnClose } from './http/refusal-pacing.ts';
 import { provideAuditTrail, registerAuditSinks } from './http/request-context.ts';
 import { lazyRequestLogger } from './http/request-logger.ts';
@@ -414,7 +414,7 @@ export async function buildApp(
   registerTokenEndpointHeaders(app);
   registerRequestTargetRules(app, registerMethodNotAllowed(app));
   clientErrors.noteOAuthRoutes(app);
-  registerPreconditions(app);
+  registerChangeRequestRules(app);
   app.server.on('checkExpectation', answerUnmetExpectation);
   app.server.on('checkContinue', continueWithinBodyLimit(app.server, config.bodyLimitBytes));
   app.server.on('connect', answerConnect);

@@ -1,11 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import {
-  type IncomingHttpHeaders,
-  type IncomingMessage,
-  type Server,
-  type ServerResponse,
-  STATUS_CODES,
-} from 'node:http';
+import { type IncomingMessage, type Server, type ServerResponse, STATUS_CODES } from 'node:http';
 import { isIPv6, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
@@ -27,8 +21,14 @@ const CLIENT_ERRORS: Record<string, () => AppError> = {
 const REQUEST_LINE = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+ [^\s]+ HTTP\/(\d)\.\d\r?\n/;
 const REQUEST_LINE_START = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+ (\S+)/;
 
-/** The parser's limit on the request line and headers together (app.ts gives it to Node). */
-export const MAX_HEADER_BYTES = 16_384;
+/** The limits on a request's target and on its header section, each told by its own status (414, 431). */
+const MAX_TARGET_BYTES = 16_384;
+const MAX_HEADER_SECTION_BYTES = 16_384;
+/**
+ * The parser's limit on the request line and headers together (app.ts gives it to Node), past both of the above: the
+ * parser cannot tell which of the two ran over, and it reads what has arrived, not the request from its start.
+ */
+export const MAX_HEADER_BYTES = MAX_TARGET_BYTES + MAX_HEADER_SECTION_BYTES;
 
 type ParserError = Error & { code?: string; rawPacket?: unknown };
 
@@ -42,7 +42,7 @@ function refusalOf(error: ParserError, packet: string): AppError | undefined {
   // llhttp counts the request line into the header limit: a line that alone reaches it is a target too long.
   if (error.code === 'HPE_HEADER_OVERFLOW' && REQUEST_LINE_START.test(packet)) {
     const lineEnd = packet.indexOf('\n');
-    if (lineEnd === -1 || lineEnd >= MAX_HEADER_BYTES) return new AppError('uri_too_long', 'URI too long');
+    if (lineEnd === -1 || lineEnd > MAX_TARGET_BYTES) return new AppError('uri_too_long', 'URI too long');
   }
   const line = REQUEST_LINE.exec(packet);
   if (line && error.code === 'HPE_INVALID_METHOD')
@@ -81,10 +81,11 @@ export function createClientErrorAnswers(): {
   };
 
   const answerClientError = (error: ParserError, socket: Duplex): void => {
-    if (!socket.writable || error.code === 'ECONNRESET' || wasAnsweredBeforeItsBody(socket)) {
+    if (!socket.writable || error.code === 'ECONNRESET') {
       socket.destroy();
       return;
     }
+    // Before the early-answer rule: a later request answered before its body must not cost an earlier one its answer.
     const inFlight = answerInFlight(socket);
     if (inFlight) {
       if (answeringAfterInFlight.has(socket)) return;
@@ -96,7 +97,8 @@ export function createClientErrorAnswers(): {
           setImmediate(() => {
             const next = answerInFlight(socket);
             if (next) return afterAnswers(next);
-            if (refusal && socket.writable) socket.write(rawAnswer(refusal, 'fastapi'));
+            if (refusal && socket.writable && !wasAnsweredBeforeItsBody(socket))
+              socket.write(rawAnswer(refusal, 'fastapi'));
             // After what was written drains: the answers in flight may still be on their way out.
             (socket as Socket).destroySoon();
           });
@@ -108,7 +110,11 @@ export function createClientErrorAnswers(): {
       afterAnswers(inFlight);
       return;
     }
-    // No request in flight: the refused bytes begin with the refused request.
+    if (wasAnsweredBeforeItsBody(socket)) {
+      socket.destroy();
+      return;
+    }
+    // No request in flight: the refused bytes begin with the refused request, though not always all of its line.
     const packet = Buffer.isBuffer(error.rawPacket) ? error.rawPacket.toString('latin1') : '';
     const refusal = refusalOf(error, packet);
     // As Node and Fastify do: write, then destroy, so that a client still sending cannot hold the connection open.
@@ -239,6 +245,12 @@ export function registerRequestTargetRules(app: FastifyInstance, unrouted: Unrou
   const queryError = (request: FastifyRequest, reply: FastifyReply) =>
     request.method === 'QUERY' ? unrouted(request, reply) : undefined;
   app.addHook('onRequest', (request, reply, done) => {
+    const sizeRefusal = refusalOfSize(request.raw);
+    if (sizeRefusal) {
+      reply.header('connection', 'close');
+      done(sizeRefusal);
+      return;
+    }
     if (request.raw.url === '*' && request.method !== 'OPTIONS') {
       reply.header('connection', 'close');
       done(new AppError('malformed_request', 'Bad request: the request target * is only for OPTIONS'));
@@ -256,17 +268,6 @@ export function registerRequestTargetRules(app: FastifyInstance, unrouted: Unrou
               'Not implemented: chunked is the only transfer coding this server reads',
             )
           : new AppError('malformed_request', 'Bad request: chunked must be the last transfer coding'),
-      );
-      return;
-    }
-    if (hasEncodedBody(request.raw.headers)) {
-      // RFC 9110 §15.5.16: the codings that would have been read.
-      reply.header('accept-encoding', 'identity');
-      done(
-        new AppError(
-          'unsupported_media_type',
-          'Unsupported Media Type: request bodies are read without a content coding (Content-Encoding: identity)',
-        ),
       );
       return;
     }
@@ -291,6 +292,26 @@ export function registerRequestTargetRules(app: FastifyInstance, unrouted: Unrou
   });
 }
 
+/**
+ * RFC 9112 §3: a target longer than the server parses MUST get 414, and a header section too large 431 (RFC 6585 §5);
+ * RFC 9110 §15.6.6: a major version other than 1, which Node's parser reads (HTTP/2.0, HTTP/0.9), gets 505.
+ */
+function refusalOfSize(raw: IncomingMessage): AppError | undefined {
+  if (raw.httpVersionMajor !== 1)
+    return new AppError(
+      'http_version_not_supported',
+      'HTTP version not supported: this server speaks HTTP/1.1',
+    );
+  if ((raw.url?.length ?? 0) > MAX_TARGET_BYTES) return new AppError('uri_too_long', 'URI too long');
+  let headerBytes = 0;
+  const fields = raw.rawHeaders;
+  // Each field as it came: name, ": ", value, CRLF.
+  for (let i = 0; i < fields.length; i += 1) headerBytes += (fields[i]?.length ?? 0) + 2;
+  return headerBytes > MAX_HEADER_SECTION_BYTES
+    ? new AppError('headers_too_large', 'Request header fields too large')
+    : undefined;
+}
+
 // Every method some route of this server takes.
 const SERVER_METHODS = 'GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS';
 
@@ -305,20 +326,6 @@ function answerServerOptions(reply: FastifyReply): void {
  */
 const isChunkedAlone = (codings: string) => codings.trim().toLowerCase() === 'chunked';
 const endsWithChunked = (codings: string) => codings.split(',').at(-1)?.trim().toLowerCase() === 'chunked';
-
-/**
- * RFC 9110 §8.4: a body in a content coding (gzip, br) was read as it came, a gzipped form failing as a form and a
- * plain one labelled gzip accepted. No route decodes one, so a body with any coding but identity is refused.
- */
-function hasEncodedBody(headers: IncomingHttpHeaders): boolean {
-  const codings = headers['content-encoding'];
-  if (
-    codings === undefined ||
-    codings.split(',').every((coding) => coding.trim().toLowerCase() === 'identity')
-  )
-    return false;
-  return headers['transfer-encoding'] !== undefined || Number(headers['content-length'] ?? 0) > 0;
-}
 
 // RFC 9112 §3.2.2's absolute form, whose scheme and authority the router drops before matching.
 const ABSOLUTE_FORM = /^https?:\/\/[^/?#]+/i;

@@ -50,11 +50,11 @@ export interface AccessTokenOptions {
   clock: Clock;
 }
 
-// RFC 9068 §2.1: access tokens are explicitly typed so that no other JWT can stand in for one.
 // RFC 9068 §2.2 requires client_id. Clients are not registered, so a client_id a request sends is no identity (anyone
 // can write one): tokens name the one client the password grant serves. Not required on verification, so tokens
 // issued before it stay valid.
 const CLIENT_ID = 'gatehouse';
+// RFC 9068 §2.1: access tokens are explicitly typed so that no other JWT can stand in for one.
 const ACCESS_TOKEN_TYPE = 'at+jwt';
 // Instances of one deployment share NTP time; a second absorbs their skew without stretching short lifetimes.
 const CLOCK_TOLERANCE_SECONDS = 1;

@@ -151,6 +151,14 @@ describe('the account page at /', () => {
       expect(response.statusCode, JSON.stringify(headers)).toBe(412);
       expect(response.json()).toEqual({ detail: expect.stringMatching(/^Precondition Failed/) });
     }
+    // Strong comparison (§13.1.1): the page's own tag is weak, so it does not match either.
+    const etag = String((await t.app.inject({ method: 'GET', url: '/' })).headers.etag);
+    expect(etag).toMatch(/^W\//);
+    const own = await t.app.inject({ method: 'GET', url: '/', headers: { 'if-match': etag } });
+    expect(own.statusCode).toBe(412);
+    expect((await t.app.inject({ method: 'GET', url: '/', headers: { 'if-match': '*' } })).statusCode).toBe(
+      200,
+    );
     const range = await t.app.inject({ method: 'GET', url: '/', headers: { range: 'bytes=99999-' } });
     expect(range.statusCode).toBe(416);
     expect(range.headers['content-range']).toBe(`bytes */${length}`);

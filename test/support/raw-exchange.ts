@@ -17,12 +17,37 @@ export const PARSER_REFUSALS: readonly [request: string, status: number][] = [
   ['FOO /healthz HTTP/1.1\r\nHost: x\r\n\r\n', 501],
   // RFC 9110 §15.6.6: a major version the server does not support.
   ['GET /healthz HTTP/3.0\r\nHost: x\r\n\r\n', 505],
+  // Versions Node's parser reads, which are not HTTP/1.x either.
+  ['GET /healthz HTTP/2.0\r\nHost: x\r\n\r\n', 505],
+  ['GET /healthz HTTP/0.9\r\nHost: x\r\n\r\n', 505],
 ];
 
 /** Writes `request` as it is and resolves with everything the server sent until it closed. */
 export function rawExchange(port: number, request: string): Promise<string> {
   return new Promise((resolve, reject) => {
     const socket = connect(port, '127.0.0.1', () => socket.write(request));
+    let received = '';
+    socket.setTimeout(5000, () => socket.destroy(new Error('no close within 5 s')));
+    socket.on('data', (chunk) => {
+      received += chunk.toString('latin1');
+    });
+    socket.on('error', reject);
+    socket.on('close', () => resolve(received));
+  });
+}
+
+/**
+ * Writes the parts of a request one after another, `pauseMs` apart (as a network may deliver them), and resolves with
+ * everything the server sent until it closed.
+ */
+export function rawExchangeInParts(port: number, parts: string[], pauseMs = 100): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = connect(port, '127.0.0.1', async () => {
+      for (const [index, part] of parts.entries()) {
+        if (index > 0) await new Promise((wait) => setTimeout(wait, pauseMs));
+        if (!socket.destroyed) socket.write(part);
+      }
+    });
     let received = '';
     socket.setTimeout(5000, () => socket.destroy(new Error('no close within 5 s')));
     socket.on('data', (chunk) => {

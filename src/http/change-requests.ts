@@ -1,0 +1,56 @@
+import type { IncomingHttpHeaders } from 'node:http';
+import type { FastifyInstance, onRequestHookHandler } from 'fastify';
+import { AppError } from '../errors.ts';
+
+const UNSAFE_METHODS = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
+
+/**
+ * RFC 9110 §8.4: a body in a content coding (gzip, br) was read as it came, a gzipped form failing as a form and a
+ * plain one labelled gzip accepted. No route decodes one, so a body with any coding but identity is refused.
+ */
+function hasEncodedBody(headers: IncomingHttpHeaders): boolean {
+  const codings = headers['content-encoding'];
+  if (
+    codings === undefined ||
+    codings.split(',').every((coding) => coding.trim().toLowerCase() === 'identity')
+  )
+    return false;
+  return headers['transfer-encoding'] !== undefined || Number(headers['content-length'] ?? 0) > 0;
+}
+
+/**
+ * The rules of a request that changes something, checked once it is routed and authenticated and before its body is
+ * read, so that a 404, 401 or 403 it would get anyway comes first (RFC 9110 §13.2.1):
+ * - a body in a content coding gets 415 with Accept-Encoding: identity (§15.5.16);
+ * - a method whose If-Match is false MUST NOT be performed (§13.1.1), and a PATCH with a stale tag changed the account
+ *   anyway. No API resource has an entity tag, so a list of tags never matches and only `*` (the resource exists: the
+ *   route was found) holds. If-Unmodified-Since is ignored, as §13.1.4 wants of a resource without a modification
+ *   date.
+ */
+const checkChangeRequest: onRequestHookHandler = (request, reply, done) => {
+  const { headers } = request;
+  if (hasEncodedBody(headers)) {
+    reply.header('accept-encoding', 'identity');
+    done(
+      new AppError(
+        'unsupported_media_type',
+        'Unsupported Media Type: request bodies are read without a content coding (Content-Encoding: identity)',
+      ),
+    );
+    return;
+  }
+  const condition = headers['if-match'];
+  if (condition === undefined || condition.trim() === '*') {
+    done();
+    return;
+  }
+  done(new AppError('precondition_failed', 'Precondition Failed: this resource has no entity tag to match'));
+};
+
+/** Adds the rules to the routes of unsafe methods registered after it, after their scopes' own onRequest hooks. */
+export function registerChangeRequestRules(app: FastifyInstance): void {
+  app.addHook('onRoute', (route) => {
+    if (![route.method].flat().some((method) => UNSAFE_METHODS.has(method))) return;
+    route.onRequest = [...[route.onRequest ?? []].flat(), checkChangeRequest];
+  });
+}
