@@ -24,16 +24,7 @@ export const PARSER_REFUSALS: readonly [request: string, status: number][] = [
 
 /** Writes `request` as it is and resolves with everything the server sent until it closed. */
 export function rawExchange(port: number, request: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const socket = connect(port, '127.0.0.1', () => socket.write(request));
-    let received = '';
-    socket.setTimeout(5000, () => socket.destroy(new Error('no close within 5 s')));
-    socket.on('data', (chunk) => {
-      received += chunk.toString('latin1');
-    });
-    socket.on('error', reject);
-    socket.on('close', () => resolve(received));
-  });
+  return rawExchangeInParts(port, [request]);
 }
 
 /**
