@@ -2,7 +2,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import fastifyStatic from '@fastify/static';
 import type { FastifyInstance } from 'fastify';
-import { AppError } from '../errors.ts';
+import { refusalOfIfMatch } from './change-requests.ts';
 import { documentationErrorHandler } from './error-handler.ts';
 import { useContentSecurityPolicy } from './security-headers.ts';
 import { routedPath } from './unrouted-requests.ts';
@@ -68,11 +68,7 @@ export async function registerAccountPage(
     }
     // RFC 9110 §13.1.1 compares If-Match strongly, and the page's tags are weak (@fastify/send compares weakly and let
     // the page's own weak tag through): only `*` holds.
-    page.addHook('onRequest', (request, _reply, done) => {
-      const condition = request.headers['if-match'];
-      if (condition === undefined || condition.trim() === '*') done();
-      else done(new AppError('precondition_failed', 'Precondition Failed'));
-    });
+    page.addHook('onRequest', (request, _reply, done) => done(refusalOfIfMatch(request.headers)));
     page.addHook('onSend', async (request, reply) => {
       if (reply.statusCode !== 200 && reply.statusCode !== 304) return;
       reply.header('cache-control', routedPath(request).startsWith('/assets/') ? IMMUTABLE : REVALIDATE);

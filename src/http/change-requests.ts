@@ -39,13 +39,18 @@ const checkChangeRequest: onRequestHookHandler = (request, reply, done) => {
     );
     return;
   }
-  const condition = headers['if-match'];
-  if (condition === undefined || condition.trim() === '*') {
-    done();
-    return;
-  }
-  done(new AppError('precondition_failed', 'Precondition Failed: this resource has no entity tag to match'));
+  done(refusalOfIfMatch(headers));
 };
+
+/**
+ * The refusal of an If-Match that a resource with no strong entity tag fails: any but `*` (the resource exists, since
+ * its route was found).
+ */
+export function refusalOfIfMatch(headers: IncomingHttpHeaders): AppError | undefined {
+  const condition = headers['if-match'];
+  if (condition === undefined || condition.trim() === '*') return undefined;
+  return new AppError('precondition_failed', 'Precondition Failed: this resource has no entity tag to match');
+}
 
 /** Adds the rules to the routes of unsafe methods registered after it, after their scopes' own onRequest hooks. */
 export function registerChangeRequestRules(app: FastifyInstance): void {

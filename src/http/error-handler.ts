@@ -147,10 +147,7 @@ const responses: Record<ErrorCode, (error: AppError, style: ErrorStyle) => Rende
   headers_too_large: refusedRequest(431),
   http_version_not_supported: refusedRequest(505),
   not_implemented: (error) => ({ status: 501, body: { detail: error.message } }),
-  precondition_failed: (error, style) =>
-    style === 'oauth'
-      ? { ...oauthError('invalid_request', error.message), status: 412 }
-      : { status: 412, body: { detail: error.message } },
+  precondition_failed: refusedRequest(412),
   // Content-Range (the representation's length) is set by the documentation handler, which knows it.
   range_not_satisfiable: () => ({ status: 416, body: { detail: 'Range Not Satisfiable' } }),
   payload_too_large: (_error, style) =>

@@ -32,6 +32,9 @@ export const MAX_HEADER_BYTES = MAX_TARGET_BYTES + MAX_HEADER_SECTION_BYTES;
 
 type ParserError = Error & { code?: string; rawPacket?: unknown };
 
+const versionNotSupported = () =>
+  new AppError('http_version_not_supported', 'HTTP version not supported: this server speaks HTTP/1.1');
+
 /**
  * The refusal a parser error gets: what Node's parser reports by its codes alone (400 for all but a few) is refined
  * from the bytes it refused, when they hold the start of the request. Undefined for bytes after a request that asked to
@@ -47,11 +50,7 @@ function refusalOf(error: ParserError, packet: string): AppError | undefined {
   const line = REQUEST_LINE.exec(packet);
   if (line && error.code === 'HPE_INVALID_METHOD')
     return new AppError('not_implemented', 'Not implemented: unknown method');
-  if (line && error.code === 'HPE_INVALID_VERSION' && line[1] !== '1')
-    return new AppError(
-      'http_version_not_supported',
-      'HTTP version not supported: this server speaks HTTP/1.1',
-    );
+  if (line && error.code === 'HPE_INVALID_VERSION' && line[1] !== '1') return versionNotSupported();
   return CLIENT_ERRORS[error.code ?? '']?.() ?? new AppError('malformed_request', 'Bad request');
 }
 
@@ -297,11 +296,7 @@ export function registerRequestTargetRules(app: FastifyInstance, unrouted: Unrou
  * RFC 9110 §15.6.6: a major version other than 1, which Node's parser reads (HTTP/2.0, HTTP/0.9), gets 505.
  */
 function refusalOfSize(raw: IncomingMessage): AppError | undefined {
-  if (raw.httpVersionMajor !== 1)
-    return new AppError(
-      'http_version_not_supported',
-      'HTTP version not supported: this server speaks HTTP/1.1',
-    );
+  if (raw.httpVersionMajor !== 1) return versionNotSupported();
   if ((raw.url?.length ?? 0) > MAX_TARGET_BYTES) return new AppError('uri_too_long', 'URI too long');
   let headerBytes = 0;
   const fields = raw.rawHeaders;
