@@ -129,6 +129,8 @@ const REQUEST_TIMEOUT_MS = 30_000;
 const FIRST_AUDIT_PRUNE_DELAY_MS = 60_000;
 const AUDIT_PRUNE_INTERVAL_MS = 3600_000;
 
+const CONNECTION_TIMEOUT_MS = 120_000;
+
 /** Builds the HTTP application over the given database, clock and hasher; never listens. */
 export async function buildApp(
   config: Config,
@@ -171,6 +173,10 @@ export async function buildApp(
       connectionsCheckingInterval: Math.min(1000, requestTimeoutMs),
     },
     requestTimeout: requestTimeoutMs,
+    // A connection with no traffic either way for this long is closed: a client that sends requests and never reads
+    // their answers held its connection (and a MAX_CONNECTIONS slot) for good, since Node times out requests, not
+    // writes (found from outside). Longer than the keep-alive Fastify announces (72 s), which closes idle ones first.
+    connectionTimeout: CONNECTION_TIMEOUT_MS,
     // During a stop, a request on a kept-alive connection is served (and the connection closed after it), not refused
     // with Fastify's own 503 body.
     return503OnClosing: false,

@@ -252,7 +252,7 @@ export function sendError(error: AppError, request: FastifyRequest, reply: Fasti
     );
     refusalsLogged.add(request);
     rendered.body.request_id = request.id;
-  } else if (rendered.status === 501) {
+  } else if (rendered.status === 501 || rendered.status === 505) {
     // What the client asked of HTTP, not a failure here: logged by the response hook as the 4xx are, with no stack
     // that any client could write into the error log at will.
     rendered.body.request_id = request.id;

@@ -19,7 +19,9 @@ const CLIENT_ERRORS: Record<string, () => AppError> = {
 
 // RFC 9112 §3: method SP request-target SP HTTP-version, the method a token.
 const REQUEST_LINE = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+ [^\s]+ HTTP\/(\d)\.\d\r?\n/;
-const REQUEST_LINE_START = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+ (\S+)/;
+// A method as Node's parser knows them (upper case), then the start of an origin, absolute or asterisk form: a header
+// value's bytes rarely look like it.
+const REQUEST_LINE_START = /^[A-Z]+ ((?:\/|https?:\/\/|\*)\S*)/;
 
 /** The limits on a request's target and on its header section, each told by its own status (414, 431). */
 const MAX_TARGET_BYTES = 16_384;
@@ -85,28 +87,17 @@ export function createClientErrorAnswers(): {
       return;
     }
     // Before the early-answer rule: a later request answered before its body must not cost an earlier one its answer.
-    const inFlight = answerInFlight(socket);
-    if (inFlight) {
+    if (answerInFlight(socket)) {
       if (answeringAfterInFlight.has(socket)) return;
       answeringAfterInFlight.add(socket);
       // Where the refused request begins in the bytes is not known: its line is not read.
       const refusal = refusalOf(error, '');
-      const afterAnswers = (response: ServerResponse) => {
-        const finished = () =>
-          setImmediate(() => {
-            const next = answerInFlight(socket);
-            if (next) return afterAnswers(next);
-            if (refusal && socket.writable && !wasAnsweredBeforeItsBody(socket))
-              socket.write(rawAnswer(refusal, 'fastapi'));
-            // After what was written drains: the answers in flight may still be on their way out.
-            (socket as Socket).destroySoon();
-          });
-        response.once('finish', finished);
-        response.once('close', () => {
-          if (!response.writableFinished) socket.destroy();
-        });
-      };
-      afterAnswers(inFlight);
+      afterAnswersInFlight(socket, () => {
+        if (refusal && socket.writable && !wasAnsweredBeforeItsBody(socket))
+          socket.write(rawAnswer(refusal, 'fastapi', ''));
+        // After what was written drains: the answers in flight may still be on their way out.
+        (socket as Socket).destroySoon();
+      });
       return;
     }
     if (wasAnsweredBeforeItsBody(socket)) {
@@ -117,7 +108,7 @@ export function createClientErrorAnswers(): {
     const packet = Buffer.isBuffer(error.rawPacket) ? error.rawPacket.toString('latin1') : '';
     const refusal = refusalOf(error, packet);
     // As Node and Fastify do: write, then destroy, so that a client still sending cannot hold the connection open.
-    if (refusal) socket.write(rawAnswer(refusal, styleOf(packet)));
+    if (refusal) socket.write(rawAnswer(refusal, styleOf(packet), packet));
     socket.destroy();
   };
 
@@ -129,6 +120,20 @@ export function createClientErrorAnswers(): {
   };
 
   return { answerClientError, noteOAuthRoutes };
+}
+
+/** Runs `then` once the socket has written every answer to a request received in full before (RFC 9112 §9.3.2). */
+function afterAnswersInFlight(socket: Duplex, then: () => void): void {
+  const response = answerInFlight(socket);
+  if (!response) {
+    then();
+    return;
+  }
+  // Node hands the socket to the next pipelined answer when this one finishes: look again after that.
+  response.once('finish', () => setImmediate(() => afterAnswersInFlight(socket, then)));
+  response.once('close', () => {
+    if (!response.writableFinished) socket.destroy();
+  });
 }
 
 /** Sockets whose refused bytes wait for the answers in flight: the parser reports each further chunk again. */
@@ -167,24 +172,32 @@ export function answerConnect(_request: IncomingMessage, socket: Duplex): void {
     socket.destroy();
     return;
   }
-  socket.end(
-    rawAnswer(
-      new AppError('malformed_request', 'Bad request: CONNECT is for proxies, and this is not one'),
-      'fastapi',
-    ),
-  );
   socket.on('error', () => {});
+  // A CONNECT pipelined after other requests: their answers first (it had cost them theirs, found from outside).
+  afterAnswersInFlight(socket, () => {
+    if (!socket.writable) return;
+    socket.end(
+      rawAnswer(
+        new AppError('malformed_request', 'Bad request: CONNECT is for proxies, and this is not one'),
+        'fastapi',
+        '',
+      ),
+    );
+  });
 }
 
 /** An early answer written straight to a socket that no ServerResponse holds. */
-function rawAnswer(error: AppError, style: ErrorStyle): string {
+function rawAnswer(error: AppError, style: ErrorStyle, packet: string): string {
   const rendered = renderError(error, style);
   const { body, headers } = earlyAnswer(rendered.body);
   const status = rendered.status;
-  const head = Object.entries(headers)
+  // RFC 9110 §6.6.1: an origin server MUST send Date in a 4xx or 5xx, as Node does in the answers it writes itself.
+  const head = Object.entries({ ...headers, date: new Date().toUTCString() })
     .map(([name, value]) => `${name}: ${value}`)
     .join('\r\n');
-  return `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\n${head}\r\n\r\n${body}`;
+  // §9.3.2: no content in an answer to HEAD, its Content-Length still that of a GET's.
+  const content = packet.startsWith('HEAD ') ? '' : body;
+  return `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\n${head}\r\n\r\n${content}`;
 }
 
 function earlyAnswer(answer: object): { body: string; headers: Record<string, string> } {

@@ -26,6 +26,8 @@ describe.each(dialects)('operations and documentation on %s', (dialect) => {
   it('gives a request 30 s to arrive in full, headers included (then Node answers 408 and closes)', () => {
     expect(t.app.server.requestTimeout).toBe(30_000);
     expect(t.app.server.headersTimeout).toBe(30_000);
+    // And a connection with no traffic either way (a client that stopped reading its answers) is closed after 2 min.
+    expect(t.app.server.timeout).toBe(120_000);
   });
 
   it('answers /healthz, /health and /readyz', async () => {
@@ -251,6 +253,7 @@ describe.each(dialects)('errors at the edges on %s', (dialect) => {
       const { statusLine, headers, body } = parseRawAnswer(await rawExchange(port, request));
       expect(statusLine, request.slice(0, 30)).toBe(`HTTP/1.1 ${status} ${STATUS_CODES[status]}`);
       expect(headers).toMatchObject({ ...STANDARD_HEADERS, connection: 'close' });
+      expect(new Date(headers.date ?? '').getTime(), request.slice(0, 30)).not.toBeNaN();
       // RFC 6749 §5.1, on whatever answers on the token endpoint.
       if (request.startsWith('POST /token ')) expect(headers.pragma, request.slice(0, 30)).toBe('no-cache');
       expect(typeof JSON.parse(body).detail).toBe('string');
@@ -467,6 +470,23 @@ describe.each(dialects)('errors at the edges on %s', (dialect) => {
       ' HTTP/1.1\r\nHost: x\r\n\r\n',
     ]);
     expect(parseRawAnswer(target).statusLine).toBe('HTTP/1.1 414 URI Too Long');
+  });
+
+  it('answers a request before refusing a CONNECT pipelined after it', async () => {
+    const answer = await rawExchange(
+      port,
+      'GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nCONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n',
+    );
+    expect(answer.match(/HTTP\/1\.1 \d{3} /g)).toEqual(['HTTP/1.1 200 ', 'HTTP/1.1 400 ']);
+  });
+
+  // RFC 9110 §9.3.2 and §6.6.1: an answer written before any route runs has no content for HEAD, and carries Date.
+  it('answers a HEAD the parser refuses without content, and with Date', async () => {
+    const answer = parseRawAnswer(await rawExchange(port, 'HEAD /healthz HTTP/3.0\r\nHost: x\r\n\r\n'));
+    expect(answer.statusLine).toBe('HTTP/1.1 505 HTTP Version Not Supported');
+    expect(Number(answer.headers['content-length'])).toBeGreaterThan(0);
+    expect(answer.body).toBe('');
+    expect(new Date(answer.headers.date ?? '').getTime()).not.toBeNaN();
   });
 
   // RFC 9112 §9.6: after a request with `Connection: close`, the server closes once it has answered it; what came after
