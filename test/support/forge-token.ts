@@ -73,7 +73,8 @@ export function forgedTokens(options: ForgeOptions): [string, string][] {
   cases.push(['JWS JSON serialisation', JSON.stringify({ payload: p, protected: h, signature })]);
   cases.push(['whitespace inside the token', `${h}. ${p}.${signature}`]);
   cases.push(['garbage', 'not-a-token']);
-  cases.push(['a 16 KiB token', `${h}.${'A'.repeat(16 * 1024)}.${signature}`]);
+  // Past the verifier's length limit, within the 16 KiB of headers a request may carry (past them: 431).
+  cases.push(['a 12 KiB token', `${h}.${'A'.repeat(12 * 1024)}.${signature}`]);
 
   if (options.publicJwk) {
     const jwk = options.publicJwk;
