@@ -162,7 +162,8 @@ export async function buildApp(
     http: {
       // Refused by registerRequestTargetRules instead, in the error table's shape.
       requireHostHeader: false,
-      // Auth headers and a JWT fit well inside this; anything larger is refused with 431 before routing.
+      // A backstop past the target's and headers' own limits (16 KiB each, refused 414 and 431 by
+      // registerRequestTargetRules), which the parser cannot tell apart.
       maxHeaderSize: MAX_HEADER_BYTES,
       // A request (headers and body) must arrive within this, or Node answers 408 and closes: a client that drips
       // its headers or body cannot hold a connection, and a slot of the database pool behind it, indefinitely.
