@@ -14,6 +14,7 @@ export type ErrorCode =
   | 'mfa_already_enrolled'
   | 'invalid_second_factor'
   | 'second_factor_required'
+  | 'insufficient_user_authentication'
   | 'passkey_limit'
   | 'invalid_passkey'
   | 'no_passkey'
@@ -66,6 +67,8 @@ export interface AppErrorOptions {
   mfaToken?: string;
   /** The second factors the account can continue with (mfa_required; second_factor_required of a reset). */
   mfaMethods?: readonly string[];
+  /** RFC 9470's max_age: a login with a second factor this many seconds ago would have done instead. */
+  maxAgeSeconds?: number;
   /** The scope a route needs and the token lacks (insufficient_scope). */
   requiredScope?: string;
   /** Why the service is unavailable (service_unavailable, overloaded). */
@@ -78,6 +81,7 @@ export class AppError extends Error {
   readonly retryAfterSeconds: number | undefined;
   readonly mfaToken: string | undefined;
   readonly mfaMethods: readonly string[] | undefined;
+  readonly maxAgeSeconds: number | undefined;
   readonly requiredScope: string | undefined;
   readonly unavailableReason: UnavailableReason | undefined;
 
@@ -89,6 +93,7 @@ export class AppError extends Error {
     this.retryAfterSeconds = options.retryAfterSeconds;
     this.mfaToken = options.mfaToken;
     this.mfaMethods = options.mfaMethods;
+    this.maxAgeSeconds = options.maxAgeSeconds;
     this.requiredScope = options.requiredScope;
     this.unavailableReason = options.unavailableReason;
   }

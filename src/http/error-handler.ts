@@ -37,6 +37,8 @@ const OVERLOADED = 'The server is busy; retry in a second.';
 const DATABASE_RETRY_AFTER_SECONDS = 5;
 const TOO_MANY_ATTEMPTS = 'Too many attempts; retry later.';
 const CROSS_SITE = 'Cross-site request refused';
+// Pydantic's wording: "at least 1 character", "at least 2 characters".
+const characters = (limit: unknown) => (limit === 1 ? 'character' : 'characters');
 
 // The one table from error code to HTTP response.
 const responses: Record<ErrorCode, (error: AppError, style: ErrorStyle) => RenderedError> = {
@@ -82,14 +84,25 @@ const responses: Record<ErrorCode, (error: AppError, style: ErrorStyle) => Rende
     status: 400,
     body: { detail: error.message, code: 'invalid_second_factor' },
   }),
-  // A factor change or a password reset of an account with second factors, sent without one: the page asks for one.
-  // A reset names the methods (its caller holds the mailed link), so that its page offers only what the account has.
+  // A password reset of an account with second factors, sent without one: its page asks for one. Its caller holds the
+  // mailed link, not a session, so the answer names the methods, and the reset page offers only what the account has.
   second_factor_required: (error) => ({
     status: 400,
     body: {
       detail: error.message,
       code: 'second_factor_required',
       ...(error.mfaMethods ? { mfa_methods: error.mfaMethods } : {}),
+    },
+  }),
+  // RFC 9470 §3: a change of second factors asks for more authentication than the request carries (the password, a
+  // second factor, or a login with one at most max_age seconds ago). The session stays valid: only this change waits.
+  insufficient_user_authentication: (error) => ({
+    status: 401,
+    body: { detail: error.message, code: 'insufficient_user_authentication' },
+    headers: {
+      'www-authenticate': `Bearer error="insufficient_user_authentication", error_description="${error.message}"${
+        error.maxAgeSeconds === undefined ? '' : `, max_age="${error.maxAgeSeconds}"`
+      }`,
     },
   }),
   passkey_limit: (error) => ({ status: 409, body: { detail: error.message, code: 'passkey_limit' } }),
@@ -377,9 +390,17 @@ function toFieldProblem(problem: AjvProblem, context: string | undefined): Field
     case 'maximum':
       return { loc, msg: `Input should be less than or equal to ${params.limit}`, type: 'less_than_equal' };
     case 'minLength':
-      return { loc, msg: `String should have at least ${params.limit} characters`, type: 'string_too_short' };
+      return {
+        loc,
+        msg: `String should have at least ${params.limit} ${characters(params.limit)}`,
+        type: 'string_too_short',
+      };
     case 'maxLength':
-      return { loc, msg: `String should have at most ${params.limit} characters`, type: 'string_too_long' };
+      return {
+        loc,
+        msg: `String should have at most ${params.limit} ${characters(params.limit)}`,
+        type: 'string_too_long',
+      };
     case 'enum':
       return {
         loc,

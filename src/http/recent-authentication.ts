@@ -1,6 +1,6 @@
 import type { FastifyRequest } from 'fastify';
 import { AppError } from '../errors.ts';
-import type { FactorChangeCredentials } from '../services/mfa.ts';
+import { type FactorChangeCredentials, insufficientAuthentication } from '../services/mfa.ts';
 
 /** The fields of a body that asks for recent authentication: the password (alias `current_password`) and a code. */
 export interface RecentAuthenticationFields {
@@ -16,15 +16,21 @@ export const missingField = (field: string) =>
     details: [{ loc: ['body', field], msg: 'Field required', type: 'missing' }],
   });
 
-/** `password`, or its alias `current_password`; a 422 when neither is given (an empty one is none). */
+/**
+ * `password`, or its alias `current_password`; an empty one is none. Without it, RFC 9470's 401: the request lacks the
+ * recent authentication a change of second factors asks for (AUTH-FLOWS.md §0.4), which is no malformed body.
+ */
 export function passwordOf(body: RecentAuthenticationFields | undefined): string {
   const password = body?.password || body?.current_password;
-  if (!password) throw missingField('password');
+  if (!password) throw insufficientAuthentication('password');
   return password;
 }
 
+/** The code a change that always takes one lacks: no login, however recent, stands in for it. */
+export const secondFactorMissing = () => insufficientAuthentication('second_factor');
+
 /**
- * What a request changing second factors presents: its password (422 when missing), the code in its body (a TOTP code
+ * What a request changing second factors presents: its password (401 when missing), the code in its body (a TOTP code
  * wins over a recovery code; empty strings are no code) and the login of the session its bearer token belongs to.
  */
 export function factorChangeOf(

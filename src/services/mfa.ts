@@ -122,7 +122,7 @@ export interface MfaService extends SecondFactors {
   /**
    * The one rule for changing second factors: the password (else invalid_password); then, when the account has
    * second factors, a code or recovery code in `proof` (spent, counted by R13; else invalid_second_factor) or a session
-   * whose login used a second factor within the last 10 minutes; else second_factor_required. With `proofRequired`
+   * whose login used a second factor within the last 10 minutes; else insufficient_user_authentication. With `proofRequired`
    * only a code in the body counts, factors or not. Returns the user.
    */
   authoriseFactorChange(
@@ -220,6 +220,20 @@ const CHALLENGE_ATTEMPTS = 5;
 // How long a login with a second factor stands for one when the session then changes factors (NIST 800-63B's
 // reauthentication is about the session; 10 minutes is short enough that a stolen, older session does not qualify).
 const RECENT_MFA_MS = 10 * 60_000;
+
+/**
+ * The refusal of a factor change that lacks `missing` (RFC 9470): a 401 that leaves the session as it was. With
+ * `recentLoginWouldDo`, a login with a second factor within RECENT_MFA_MS would have done instead (its max_age).
+ */
+export const insufficientAuthentication = (
+  missing: 'password' | 'second_factor',
+  recentLoginWouldDo = false,
+) =>
+  new AppError(
+    'insufficient_user_authentication',
+    missing === 'password' ? 'Your password is required' : 'A second factor is required',
+    recentLoginWouldDo ? { maxAgeSeconds: RECENT_MFA_MS / 1000 } : {},
+  );
 
 const sealContext = (factorId: string, userId: number) => `mfa_factors:totp:${factorId}:${userId}`;
 const hashingOf = (context: RequestContext): HashOptions =>
@@ -347,8 +361,6 @@ export function createMfaService(deps: MfaDependencies): MfaService {
     return spent.method;
   };
 
-  const secondFactorRequired = () => new AppError('second_factor_required', 'A second factor is required');
-
   const authoriseFactorChange: MfaService['authoriseFactorChange'] = async (
     userId,
     { password, proof, session },
@@ -365,7 +377,7 @@ export function createMfaService(deps: MfaDependencies): MfaService {
       !options.proofRequired &&
       session?.amr.includes('mfa') &&
       clock.now().getTime() - session.authTime.getTime() <= RECENT_MFA_MS;
-    if (!recentMfa) throw secondFactorRequired();
+    if (!recentMfa) throw insufficientAuthentication('second_factor', !options.proofRequired);
     return user;
   };
 
@@ -384,7 +396,7 @@ export function createMfaService(deps: MfaDependencies): MfaService {
         // An active app needs no second factor to be told it exists: the same answer as with one.
         if (
           error instanceof AppError &&
-          error.code === 'second_factor_required' &&
+          error.code === 'insufficient_user_authentication' &&
           (await mfa.hasActiveFactor(userId))
         )
           throw alreadyEnrolled();

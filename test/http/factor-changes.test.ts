@@ -19,7 +19,21 @@ import { createSoftAuthenticator, type SoftAuthenticator } from '../support/soft
 const ORIGIN = 'http://localhost:8000';
 const MFA_GRANT = 'urn:gatehouse:params:oauth:grant-type:mfa';
 const WEBAUTHN_GRANT = 'urn:gatehouse:params:oauth:grant-type:webauthn';
-const REQUIRED = { detail: 'A second factor is required', code: 'second_factor_required' };
+const REQUIRED = { detail: 'A second factor is required', code: 'insufficient_user_authentication' };
+const STEP_UP =
+  'Bearer error="insufficient_user_authentication", error_description="A second factor is required"';
+
+/** RFC 9470 §3: a 401 naming what is missing; `max_age` when a login with a second factor would do instead. */
+const expectStepUp = (
+  response: { statusCode: number; headers: Record<string, unknown>; json: () => unknown },
+  recentLoginWouldDo = true,
+) => {
+  expect(response.statusCode).toBe(401);
+  expect(response.json()).toEqual(REQUIRED);
+  expect(response.headers['www-authenticate']).toBe(
+    recentLoginWouldDo ? `${STEP_UP}, max_age="600"` : STEP_UP,
+  );
+};
 
 describe.each(dialects)('changing second factors on %s', (dialect) => {
   let t: TestApp;
@@ -32,6 +46,14 @@ describe.each(dialects)('changing second factors on %s', (dialect) => {
 
   const call = (method: 'POST' | 'DELETE', url: string, bearer: string, payload: Record<string, unknown>) =>
     t.app.inject({ method, url, headers: { authorization: `Bearer ${bearer}` }, payload });
+  const mfaStatus = async (bearer: string) =>
+    (
+      await t.app.inject({
+        method: 'GET',
+        url: '/users/me/mfa',
+        headers: { authorization: `Bearer ${bearer}` },
+      })
+    ).json() as { totp: unknown };
   const code = (secret: string) =>
     generateSync({ secret, epoch: Math.floor(t.clock.now().getTime() / 1000) });
   const nextWindow = () => t.clock.advanceSeconds(90);
@@ -107,8 +129,7 @@ describe.each(dialects)('changing second factors on %s', (dialect) => {
     const bare = await call('POST', '/users/me/passkeys/registration/options', user.bearer, {
       password: STRONG_PASSWORD,
     });
-    expect(bare.statusCode).toBe(400);
-    expect(bare.json()).toEqual(REQUIRED);
+    expectStepUp(bare);
     const wrong = await call('POST', '/users/me/passkeys/registration/options', user.bearer, {
       password: STRONG_PASSWORD,
       otp: '000000',
@@ -135,17 +156,15 @@ describe.each(dialects)('changing second factors on %s', (dialect) => {
     const user = await freshUser();
     const { authenticator, id } = await addPasskey(user);
     const enrol = await call('POST', '/users/me/mfa/totp', user.bearer, { password: STRONG_PASSWORD });
-    expect(enrol.statusCode).toBe(400);
-    expect(enrol.json()).toEqual(REQUIRED);
+    expectStepUp(enrol);
     const register = await call('POST', '/users/me/passkeys/registration/options', user.bearer, {
       password: STRONG_PASSWORD,
     });
-    expect(register.json()).toEqual(REQUIRED);
+    expectStepUp(register);
     const remove = await call('DELETE', `/users/me/passkeys/${id}`, user.bearer, {
       password: STRONG_PASSWORD,
     });
-    expect(remove.statusCode).toBe(400);
-    expect(remove.json()).toEqual(REQUIRED);
+    expectStepUp(remove);
 
     // A session whose login used the passkey, within 10 minutes, is the second factor.
     const strong = await passkeyBearer(authenticator);
@@ -171,8 +190,7 @@ describe.each(dialects)('changing second factors on %s', (dialect) => {
     await addPasskey(user, strong);
     t.clock.advanceSeconds(2 * 60);
     const late = await call('DELETE', `/users/me/passkeys/${id}`, strong, { password: STRONG_PASSWORD });
-    expect(late.statusCode, late.body).toBe(400);
-    expect(late.json()).toEqual(REQUIRED);
+    expectStepUp(late);
   });
 
   it('takes the session of an MFA grant with a code as the second factor', async () => {
@@ -205,12 +223,52 @@ describe.each(dialects)('changing second factors on %s', (dialect) => {
     });
     expect(regenerate.json()).toMatchObject({ code: 'invalid_second_factor' });
     const remove = await call('DELETE', '/users/me/mfa/totp', strong, { password: STRONG_PASSWORD });
-    expect(remove.statusCode).toBe(422);
+    expectStepUp(remove, false);
+    const regenerateBare = await call('POST', '/users/me/mfa/recovery-codes', strong, {
+      password: STRONG_PASSWORD,
+    });
+    expectStepUp(regenerateBare, false);
     expect(
       (await call('DELETE', '/users/me/mfa/totp', strong, { password: STRONG_PASSWORD, otp: code(secret) }))
         .statusCode,
     ).toBe(204);
   });
+
+  it('answers a factor change without the password 401 insufficient_user_authentication, changing nothing', async () => {
+    const user = await freshUser();
+    const PASSWORD_NEEDED = {
+      detail: 'Your password is required',
+      code: 'insufficient_user_authentication',
+    };
+    const header =
+      'Bearer error="insufficient_user_authentication", error_description="Your password is required"';
+    const enrol = await call('POST', '/users/me/mfa/totp', user.bearer, {});
+    expect(enrol.statusCode).toBe(401);
+    expect(enrol.json()).toEqual(PASSWORD_NEEDED);
+    expect(enrol.headers['www-authenticate']).toBe(header);
+    const options = await call('POST', '/users/me/passkeys/registration/options', user.bearer, {
+      password: '',
+    });
+    expect(options.statusCode).toBe(401);
+    expect(options.json()).toEqual(PASSWORD_NEEDED);
+    expect((await mfaStatus(user.bearer)).totp).toBeNull();
+
+    const { secret } = await enrolTotp(user);
+    for (const [method, url, payload] of [
+      ['DELETE', '/users/me/mfa/totp', {}],
+      ['DELETE', '/users/me/mfa/totp', { otp: code(secret) }],
+      ['POST', '/users/me/mfa/recovery-codes', { otp: code(secret) }],
+    ] as const) {
+      const refused = await call(method, url, user.bearer, payload);
+      expect(refused.statusCode, `${method} ${url}`).toBe(401);
+      expect(refused.json()).toEqual(PASSWORD_NEEDED);
+      expect(refused.headers['www-authenticate']).toBe(header);
+    }
+    // Still on, and the access token still works: the 401 asked for more, it did not end the session.
+    expect((await mfaStatus(user.bearer)).totp).toMatchObject({ status: 'active' });
+    expect(await conversationStatus(user.bearer)).toBe(200);
+  });
+
   const conversationStatus = async (bearer: string) =>
     (
       await t.app.inject({

@@ -135,7 +135,8 @@ describe.each(dialects)('TOTP second factor on %s', (dialect) => {
       headers: bearer(user.accessToken),
       payload: {},
     });
-    expect(noPassword.statusCode).toBe(422);
+    expect(noPassword.statusCode).toBe(401);
+    expect(noPassword.json().code).toBe('insufficient_user_authentication');
 
     const first = await f.startEnrolment(user.accessToken);
     // Restarting a pending enrolment replaces it; current_password is the alias of password.
@@ -530,7 +531,7 @@ describe.each(dialects)('TOTP second factor on %s', (dialect) => {
         headers: bearer(user.accessToken),
         payload,
       });
-    expect((await regenerate({ password: STRONG_PASSWORD })).statusCode).toBe(422);
+    expect((await regenerate({ password: STRONG_PASSWORD })).statusCode).toBe(401);
     const wrongPassword = await regenerate({
       password: 'not the password at all',
       otp: f.otp.at(user.secret),
@@ -548,7 +549,7 @@ describe.each(dialects)('TOTP second factor on %s', (dialect) => {
 
     const remove = (payload: Record<string, string>) =>
       f.inject({ method: 'DELETE', url: '/users/me/mfa/totp', headers: bearer(user.accessToken), payload });
-    expect((await remove({ password: STRONG_PASSWORD })).statusCode).toBe(422);
+    expect((await remove({ password: STRONG_PASSWORD })).statusCode).toBe(401);
     const oldCode = await remove({ password: STRONG_PASSWORD, recovery_code: user.recoveryCodes[0] ?? '' });
     expect(oldCode.statusCode).toBe(400);
     expect(oldCode.json().code).toBe('invalid_second_factor');

@@ -217,7 +217,8 @@ describe.each(dialects)('passkeys on %s', (dialect) => {
     const weak = await call('DELETE', `/users/me/passkeys/${passkey.id}`, account.bearer, {
       current_password: STRONG_PASSWORD,
     });
-    expect(weak.json()).toMatchObject({ code: 'second_factor_required' });
+    expect(weak.statusCode).toBe(401);
+    expect(weak.json()).toMatchObject({ code: 'insufficient_user_authentication' });
     const deleted = await call('DELETE', `/users/me/passkeys/${passkey.id}`, tokens.access_token, {
       current_password: STRONG_PASSWORD,
     });
@@ -338,16 +339,17 @@ describe.each(dialects)('passkeys on %s', (dialect) => {
     });
     expect(wrong.statusCode).toBe(400);
     expect(wrong.json()).toMatchObject({ code: 'invalid_password' });
-    // A missing password is a malformed request, FastAPI-shaped, as on /users/me/mfa/totp.
+    // A missing password is missing recent authentication (RFC 9470), as on /users/me/mfa/totp.
     const missing = await call('POST', '/users/me/passkeys/registration/options', account.bearer, {});
-    expect(missing.statusCode).toBe(422);
+    expect(missing.statusCode).toBe(401);
     expect(missing.json()).toEqual({
-      detail: [{ loc: ['body', 'password'], msg: 'Field required', type: 'missing' }],
+      detail: 'Your password is required',
+      code: 'insufficient_user_authentication',
     });
     const missingOnDelete = await call('DELETE', '/users/me/passkeys/anything', account.bearer, {
       current_password: '',
     });
-    expect(missingOnDelete.statusCode).toBe(422);
+    expect(missingOnDelete.statusCode).toBe(401);
     expect((await call('POST', '/users/me/passkeys/registration/options', undefined, {})).statusCode).toBe(
       401,
     );

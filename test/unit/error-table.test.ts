@@ -53,6 +53,14 @@ const TABLE: Record<ErrorCode, Record<ErrorStyle, Expected>> = {
     body: { detail: MESSAGE, code: 'second_factor_required' },
     headers: {},
   }),
+  // RFC 9470 §3; the max_age is the one the raiser gave (see raise()).
+  insufficient_user_authentication: both({
+    status: 401,
+    body: { detail: MESSAGE, code: 'insufficient_user_authentication' },
+    headers: {
+      'www-authenticate': `Bearer error="insufficient_user_authentication", error_description="${MESSAGE}", max_age="600"`,
+    },
+  }),
   invalid_second_factor: both({
     status: 400,
     body: { detail: MESSAGE, code: 'invalid_second_factor' },
@@ -169,6 +177,7 @@ function raise(code: ErrorCode, cause: unknown = new Error('low-level failure'))
     ...(code === 'overloaded' ? { retryAfterSeconds: 0.2 } : {}),
     ...(code === 'mfa_required' ? { mfaToken: MFA_TOKEN, mfaMethods: MFA_METHODS } : {}),
     ...(code === 'insufficient_scope' ? { requiredScope: REQUIRED_SCOPE } : {}),
+    ...(code === 'insufficient_user_authentication' ? { maxAgeSeconds: 600 } : {}),
   });
 }
 
@@ -247,12 +256,13 @@ describe('the Bearer challenge (RFC 6750 §3)', () => {
     },
   );
 
-  it('sends a Bearer challenge with every 401, and only with the four answers about the Authorization header', () => {
+  it('sends a Bearer challenge with every 401, and only with the answers about the bearer token and its login', () => {
     const challenged = new Set<ErrorCode>([
       'missing_token',
       'invalid_token',
       'malformed_authorization',
       'insufficient_scope',
+      'insufficient_user_authentication',
     ]);
     for (const [code, style] of CASES) {
       const rendered = render(code, style);

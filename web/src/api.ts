@@ -123,10 +123,17 @@ async function send(method: string, path: string, body?: unknown): Promise<Respo
   });
 }
 
+/**
+ * RFC 9470's 401: the session is fine, but this change wants more proof (the password, a second factor). A refresh
+ * would not give it, and the session must not be taken for lost.
+ */
+const asksForMoreAuthentication = (response: Response) =>
+  /\berror="insufficient_user_authentication"/.test(response.headers.get('WWW-Authenticate') ?? '');
+
 /** Calls the API as the signed-in user; an expired access token is refreshed once from the cookie. */
 export async function call<T>(method: string, path: string, body?: unknown): Promise<T> {
   let response = await send(method, path, body);
-  if (response.status === 401 && accessToken) {
+  if (response.status === 401 && accessToken && !asksForMoreAuthentication(response)) {
     if (await refresh()) response = await send(method, path, body);
     else {
       onSessionLost();

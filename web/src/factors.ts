@@ -14,6 +14,7 @@ let totpActive = false;
 
 const CODE_LABEL = 'Authenticator code or recovery code';
 const CODE_NEEDED = 'Enter a code from your authenticator app, or a recovery code.';
+const PASSWORD_NEEDED = 'Enter your password.';
 const SIGN_IN_AGAIN =
   'This change needs a recent sign-in with your second factor: sign out, sign in again with your passkey, and try again.';
 
@@ -37,7 +38,7 @@ async function withSecondFactor<T>(form: HTMLFormElement, send: () => Promise<T>
   try {
     return await send();
   } catch (error) {
-    if (!(error instanceof ApiError) || error.code !== 'second_factor_required') throw error;
+    if (!(error instanceof ApiError) || error.code !== 'insufficient_user_authentication') throw error;
     await loadMfa().catch(() => {});
     const field = form.querySelector<HTMLElement>('[data-factor-code]');
     if (!totpActive || !field) throw new FormProblem(SIGN_IN_AGAIN);
@@ -53,6 +54,13 @@ const when = (iso: string) => {
 
 function requireCode(value: string, field: string, message: string): void {
   if (!value.trim()) throw new FormProblem(message, new Map([[field, message]]));
+}
+
+/** Every change of factors takes the password; asked here, so that the server's 401 can only mean a second factor. */
+function requirePassword(fields: FormData): string {
+  const password = text(fields, 'password');
+  if (!password) throw new FormProblem(PASSWORD_NEEDED, new Map([['password', PASSWORD_NEEDED]]));
+  return password;
 }
 
 /** The authenticator app's state and the forms that fit it. */
@@ -192,7 +200,7 @@ function passkeyItem(passkey: Passkey, index: number): HTMLLIElement {
   );
   handleForm(deleteForm, async (fields) => {
     await withSecondFactor(deleteForm, () =>
-      call('DELETE', path, { password: text(fields, 'password'), ...codeOf(fields) }),
+      call('DELETE', path, { password: requirePassword(fields), ...codeOf(fields) }),
     );
     await Promise.all([loadPasskeys(), loadMfa()]);
     announce(`Passkey ${passkey.name} deleted.`);
@@ -314,7 +322,7 @@ export function wireFactors(onChange: () => Promise<void>): void {
   handleForm(startForm, async (fields) => {
     // An account whose only factor is a passkey has no code to type: a recent passkey sign-in is what it needs.
     const enrolment = await withSecondFactor(startForm, () =>
-      call<TotpEnrolment>('POST', '/users/me/mfa/totp', { password: text(fields, 'password') }),
+      call<TotpEnrolment>('POST', '/users/me/mfa/totp', { password: requirePassword(fields) }),
     );
     startForm.reset();
     showSetup(enrolment);
@@ -364,7 +372,7 @@ export function wireFactors(onChange: () => Promise<void>): void {
       'POST',
       '/users/me/mfa/recovery-codes',
       {
-        password: text(fields, 'password'),
+        password: requirePassword(fields),
         otp,
       },
     );
@@ -380,7 +388,7 @@ export function wireFactors(onChange: () => Promise<void>): void {
     const code = text(fields, 'otp');
     requireCode(code, 'otp', 'Enter a code from your authenticator app, or a recovery code.');
     await call('DELETE', '/users/me/mfa/totp', {
-      password: text(fields, 'password'),
+      password: requirePassword(fields),
       ...secondFactorOf(code),
     });
     removeForm.reset();
@@ -399,7 +407,7 @@ export function wireFactors(onChange: () => Promise<void>): void {
         'POST',
         '/users/me/passkeys/registration/options',
         {
-          password: text(fields, 'password'),
+          password: requirePassword(fields),
           ...codeOf(fields),
         },
       ),

@@ -1,7 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import Type from 'typebox';
 import type { MfaService } from '../../services/mfa.ts';
-import { factorChangeOf, missingField, passwordOf } from '../recent-authentication.ts';
+import { factorChangeOf, missingField, passwordOf, secondFactorMissing } from '../recent-authentication.ts';
 import { requestContext } from '../request-context.ts';
 import {
   CodedErrorResponse,
@@ -56,7 +56,7 @@ export const mfaRoutes: FastifyPluginAsyncTypebox<{
         summary: 'Start setting up an authenticator app (pending until confirmed with a code)',
         description:
           'Needs your password and, when the account already has a second factor (a passkey), otp or recovery_code, ' +
-          'unless this session signed in with a second factor within 10 minutes (else 400 second_factor_required). ' +
+          'unless this session signed in with a second factor within 10 minutes (else 401 insufficient_user_authentication, RFC 9470, as without the password). ' +
           'Answers the secret and its otpauth:// URI once; starting again replaces a pending set-up. ' +
           '409 mfa_already_enrolled when an app is active.',
         tags: ['second factors'],
@@ -116,7 +116,8 @@ export const mfaRoutes: FastifyPluginAsyncTypebox<{
     {
       schema: {
         summary: 'Remove the authenticator app and its recovery codes',
-        description: 'Needs your password and a second factor: otp or recovery_code.',
+        description:
+          'Needs your password and a second factor: otp or recovery_code (else 401 insufficient_user_authentication).',
         tags: ['second factors'],
         ...secured,
         body: MfaRemoveBody,
@@ -130,7 +131,7 @@ export const mfaRoutes: FastifyPluginAsyncTypebox<{
     },
     async (request, reply) => {
       const { password, proof } = factorChangeOf(request, request.body);
-      if (proof.otp === undefined && proof.recoveryCode === undefined) throw missingField('otp');
+      if (proof.otp === undefined && proof.recoveryCode === undefined) throw secondFactorMissing();
       await mfa.removeTotp(request.auth!.user.id, password, proof, requestContext(request));
       return reply.code(204).send(null);
     },
@@ -141,7 +142,8 @@ export const mfaRoutes: FastifyPluginAsyncTypebox<{
     {
       schema: {
         summary: 'Replace your recovery codes (the old ones stop working)',
-        description: 'Needs your password and a current code of the authenticator app.',
+        description:
+          'Needs your password and a current code of the authenticator app (else 401 insufficient_user_authentication).',
         tags: ['second factors'],
         ...secured,
         body: MfaRegenerateBody,
@@ -156,7 +158,7 @@ export const mfaRoutes: FastifyPluginAsyncTypebox<{
     async (request) => {
       const body = request.body ?? {};
       const password = passwordOf(body);
-      if (!body.otp) throw missingField('otp');
+      if (!body.otp) throw secondFactorMissing();
       const codes = await mfa.regenerateRecoveryCodes(
         request.auth!.user.id,
         password,

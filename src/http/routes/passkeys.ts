@@ -35,7 +35,7 @@ export const passkeyAccountRoutes: FastifyPluginAsyncTypebox<{ passkeys: Passkey
           'Start registering a passkey (needs the password, and a second factor when the account has one)',
         description:
           'When the account already has a second factor: otp or recovery_code in the body, or a session that signed in ' +
-          'with a second factor within 10 minutes; else 400 second_factor_required. Answers the options for navigator.credentials.create() (startRegistration of @simplewebauthn/browser): a ' +
+          'with a second factor within 10 minutes; else 401 insufficient_user_authentication (RFC 9470), as without the password. Answers the options for navigator.credentials.create() (startRegistration of @simplewebauthn/browser): a ' +
           'discoverable credential with user verification, no attestation. 409 passkey_limit at 10 passkeys.',
         tags: ['passkeys'],
         ...secured,
