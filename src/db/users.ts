@@ -88,7 +88,7 @@ export interface UsersRepository {
   ): Promise<User | undefined>;
   /** Forgets the user's trusted clients: raises their trust generation (voiding device tokens) and known addresses. */
   forgetTrustedClients(id: number): Promise<void>;
-  /** Deletes the user only if `expectedHash` is still their hash; true if deleted. */
+  /** Deletes the user, and every mail of theirs in the outbox, only if `expectedHash` is still their hash; true if deleted. */
   deleteUser(id: number, expectedHash: string): Promise<boolean>;
   /**
    * Disables the account since `disabledAt`, or enables it with null; the user as now stored, undefined if none.
@@ -367,16 +367,31 @@ export function createUsersRepository(db: Db): UsersRepository {
     },
 
     async deleteUser(id, expectedHash) {
-      // Sessions, refresh tokens, the conversation and its messages go with the user (ON DELETE CASCADE).
-      const result = await db
-        .deleteFrom('users')
-        .where('id', '=', id)
-        .where('password_hash', '=', expectedHash)
-        .executeTakeFirst();
-      return Number(result.numDeletedRows) === 1;
+      // Sessions, refresh tokens, the conversation and its messages go with the user (ON DELETE CASCADE). Its mails go
+      // too, queued or sent: none may reach a person about an account that is gone, and their addresses are kept
+      // nowhere. They go first, since deleting the user sets their user_id to null (ON DELETE SET NULL).
+      return db
+        .transaction()
+        .execute(async (trx) => {
+          await trx.deleteFrom('email_outbox').where('user_id', '=', id).execute();
+          const result = await trx
+            .deleteFrom('users')
+            .where('id', '=', id)
+            .where('password_hash', '=', expectedHash)
+            .executeTakeFirst();
+          if (Number(result.numDeletedRows) !== 1) throw new DeletionRefused();
+          return true;
+        })
+        .catch((error: unknown) => {
+          if (error instanceof DeletionRefused) return false;
+          throw error;
+        });
     },
   };
 }
+
+/** Rolls back a deletion whose password proof no longer holds (changed meanwhile), with the mails it removed. */
+class DeletionRefused extends Error {}
 
 async function isUsernameTaken(db: Db, user: NewUser): Promise<boolean> {
   const row = await db

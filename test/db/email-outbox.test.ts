@@ -48,6 +48,28 @@ describe.each(dialects)('email outbox on %s', (dialect) => {
   const row = (id: number) =>
     database.db.selectFrom('email_outbox').selectAll().where('id', '=', id).executeTakeFirstOrThrow();
 
+  it("removes a deleted user's mails, queued or sent, and only theirs; a refused deletion removes none", async () => {
+    const users = createUsersRepository(database.db);
+    const leaving = newUser('Leaving');
+    const leavingId = (await users.insertUserWithConversation(leaving, 'hi', new Date(T0))).id;
+    const mailOf = (id: number, recipient: string, atMs: number) =>
+      queueMail(database.db, { userId: id, recipient, template: 'password_reset', sealedPayload: 'sealed' }, atMs);
+    await mailOf(leavingId, 'sent@example.com', T0);
+    const [sent] = await outbox.claimDueMails(T0, 10, LEASE_MS);
+    await outbox.markMailSent(sent!, T0 + 1);
+    await mailOf(leavingId, 'queued@example.com', T0 + 60_000);
+    await mailOf(userId, 'olive@example.com', T0 + 60_000);
+    const recipients = async () =>
+      (await database.db.selectFrom('email_outbox').select('recipient').orderBy('id').execute()).map(
+        (row) => row.recipient,
+      );
+
+    expect(await users.deleteUser(leavingId, 'not the stored hash')).toBe(false);
+    expect(await recipients()).toEqual(['sent@example.com', 'queued@example.com', 'olive@example.com']);
+    expect(await users.deleteUser(leavingId, leaving.passwordHash)).toBe(true);
+    expect(await recipients()).toEqual(['olive@example.com']);
+  });
+
   it('claims due mails oldest first with a lease, and no other claim takes them while it lasts', async () => {
     await queue('a@example.com', T0);
     await queue('b@example.com', T0 + 1);

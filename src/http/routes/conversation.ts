@@ -12,7 +12,8 @@ export const conversationRoutes: FastifyPluginAsyncTypebox<{ conversations: Conv
     {
       schema: {
         summary: "Read the current user's conversation",
-        description: "The seed's shape: every message of the conversation, oldest first, one a line.",
+        description:
+          "The seed's shape: the newest 50 messages of the conversation, oldest first, one a line (all of them: GET /conversation/messages, a page at a time).",
         tags: ['conversation'],
         security: [{ OAuth2PasswordBearer: ['conversation:read'] }],
         response: { 200: ConversationResponse, 401: DetailResponse, 403: ForbiddenResponse },
