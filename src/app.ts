@@ -90,7 +90,12 @@ import { createEmailChangeMailer, createEmailFlowsService } from './services/ema
 import { type LoadedKeyRing, loadKeyRing } from './services/keys.ts';
 import { createKnownClients } from './services/known-clients.ts';
 import { createLoginService, type LoginThrottling } from './services/login.ts';
-import { createMailComposer, createMailRenderer, type MailDelivery } from './services/mail.ts';
+import {
+  createMailComposer,
+  createMailRenderer,
+  createOutboxRetention,
+  type MailDelivery,
+} from './services/mail.ts';
 import { createMailSender } from './services/mail-sender.ts';
 import { createMfaService } from './services/mfa.ts';
 import { createOperatorService } from './services/operators.ts';
@@ -220,11 +225,20 @@ export async function buildApp(
     () => 50 + Math.random() * 200,
   );
   provideBackgroundWork(app, backgroundWork);
+  const outboxRetention = createOutboxRetention({
+    outbox: createEmailOutboxRepository(db, deps.db.dialect),
+    clock: deps.clock,
+    retentionDays: config.auditRetentionDays,
+  });
   const pruneAuditEvents = () => {
     auditTrail
       .pruneExpiredEvents()
       .then((pruned) => pruned > 0 && app.log.info({ pruned }, 'pruned audit events'))
       .catch((error) => app.log.warn({ err: error }, 'pruning audit events failed'));
+    outboxRetention
+      .pruneOldMails()
+      .then((pruned) => pruned > 0 && app.log.info({ pruned }, 'pruned mails'))
+      .catch((error) => app.log.warn({ err: error }, 'pruning mails failed'));
   };
   const firstAuditPrune = setTimeout(pruneAuditEvents, FIRST_AUDIT_PRUNE_DELAY_MS);
   firstAuditPrune.unref();

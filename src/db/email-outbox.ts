@@ -104,6 +104,8 @@ export interface EmailOutboxRepository {
   /** Mails newest first; `next` is the `beforeId` of the following page, undefined on the last one. */
   listMails(page: { limit: number; beforeId?: number }): Promise<{ mails: OutboxMail[]; next?: number }>;
   findMailById(id: number): Promise<OutboxMail | undefined>;
+  /** Deletes up to `limit` mails created before `beforeMs`, sent or not; how many it deleted. */
+  deleteMailsCreatedBefore(beforeMs: number, limit: number): Promise<number>;
 }
 
 type OutboxRow = Selectable<EmailOutboxTable>;
@@ -229,6 +231,18 @@ export function createEmailOutboxRepository(db: Db, dialect: Dialect): EmailOutb
     async findMailById(id) {
       const row = await db.selectFrom('email_outbox').selectAll().where('id', '=', id).executeTakeFirst();
       return row ? toOutboxMail(row) : undefined;
+    },
+
+    async deleteMailsCreatedBefore(beforeMs, limit) {
+      // In bounded batches, as the audit trail's pruning: a first prune after a long pause must not hold SQLite's
+      // write lock for long.
+      const result = await db
+        .deleteFrom('email_outbox')
+        .where('id', 'in', (eb) =>
+          eb.selectFrom('email_outbox').select('id').where('created_at_ms', '<', beforeMs).limit(limit),
+        )
+        .executeTakeFirst();
+      return Number(result.numDeletedRows);
     },
   };
 }

@@ -1,4 +1,5 @@
-import type { QueuedMail } from '../db/email-outbox.ts';
+import type { EmailOutboxRepository, QueuedMail } from '../db/email-outbox.ts';
+import type { Clock } from '../security/clock.ts';
 import type { SecretBox } from '../security/secret-box.ts';
 import {
   type MailTemplate,
@@ -80,4 +81,30 @@ export interface MailDelivery {
   publicUrl: string;
   /** Call once the transaction that queued a mail has committed: the sender looks now instead of at its next poll. */
   mailQueued(): void;
+}
+
+const DAY_MS = 86_400_000;
+const PRUNE_BATCH_SIZE = 1000;
+
+/**
+ * The outbox keeps a mail as long as the audit trail keeps an event (AUDIT_RETENTION_DAYS): a sent mail's row names a
+ * person's address, and one still queued that old (no SMTP_URL all along, say) carries a link long dead.
+ */
+export function createOutboxRetention(deps: {
+  outbox: Pick<EmailOutboxRepository, 'deleteMailsCreatedBefore'>;
+  clock: Clock;
+  retentionDays: number;
+}) {
+  return {
+    /** Deletes the mails older than the retention; how many. */
+    async pruneOldMails(batchSize = PRUNE_BATCH_SIZE): Promise<number> {
+      const beforeMs = deps.clock.now().getTime() - deps.retentionDays * DAY_MS;
+      let pruned = 0;
+      for (;;) {
+        const deleted = await deps.outbox.deleteMailsCreatedBefore(beforeMs, batchSize);
+        pruned += deleted;
+        if (deleted < batchSize) return pruned;
+      }
+    },
+  };
 }

@@ -7,10 +7,13 @@ import {
   retryDelayMs,
 } from '../../src/db/email-outbox.ts';
 import { createUsersRepository } from '../../src/db/users.ts';
+import { createOutboxRetention } from '../../src/services/mail.ts';
+import { createTestClock } from '../support/clock.ts';
 import { createTestDatabase, dialects, type TestDatabase } from '../support/dialects.ts';
 import { newUser } from '../support/new-user.ts';
 
 const T0 = Date.UTC(2026, 11, 6, 9, 0, 0);
+const DAY_MS = 86_400_000;
 const LEASE_MS = 120_000;
 
 describe('retryDelayMs', () => {
@@ -53,7 +56,11 @@ describe.each(dialects)('email outbox on %s', (dialect) => {
     const leaving = newUser('Leaving');
     const leavingId = (await users.insertUserWithConversation(leaving, 'hi', new Date(T0))).id;
     const mailOf = (id: number, recipient: string, atMs: number) =>
-      queueMail(database.db, { userId: id, recipient, template: 'password_reset', sealedPayload: 'sealed' }, atMs);
+      queueMail(
+        database.db,
+        { userId: id, recipient, template: 'password_reset', sealedPayload: 'sealed' },
+        atMs,
+      );
     await mailOf(leavingId, 'sent@example.com', T0);
     const [sent] = await outbox.claimDueMails(T0, 10, LEASE_MS);
     await outbox.markMailSent(sent!, T0 + 1);
@@ -68,6 +75,20 @@ describe.each(dialects)('email outbox on %s', (dialect) => {
     expect(await recipients()).toEqual(['sent@example.com', 'queued@example.com', 'olive@example.com']);
     expect(await users.deleteUser(leavingId, leaving.passwordHash)).toBe(true);
     expect(await recipients()).toEqual(['olive@example.com']);
+  });
+
+  it('forgets the mails created before the retention, whatever became of them, in batches; the rest stay', async () => {
+    const clock = createTestClock(new Date(T0 + 91 * DAY_MS));
+    const retention = createOutboxRetention({ outbox, clock, retentionDays: 90 });
+    for (let index = 0; index < 5; index += 1) await queue(`old${index}@example.com`, T0 + index);
+    const [sent] = await outbox.claimDueMails(T0 + 10, 1, LEASE_MS);
+    await outbox.markMailSent(sent!, T0 + 20);
+    await queue('recent@example.com', T0 + 2 * DAY_MS);
+    expect(await outbox.deleteMailsCreatedBefore(T0 + DAY_MS, 2)).toBe(2);
+    expect(await retention.pruneOldMails(2)).toBe(3);
+    const left = await database.db.selectFrom('email_outbox').select('recipient').execute();
+    expect(left.map((mail) => mail.recipient)).toEqual(['recent@example.com']);
+    expect(await retention.pruneOldMails()).toBe(0);
   });
 
   it('claims due mails oldest first with a lease, and no other claim takes them while it lasts', async () => {
