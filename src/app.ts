@@ -439,6 +439,10 @@ export async function buildApp(
   app.server.on('checkExpectation', answerUnmetExpectation);
   app.server.on('checkContinue', continueWithinBodyLimit(app.server, config.bodyLimitBytes));
   app.server.on('connect', answerConnect);
+  // A client may end its side once its request is sent and still read the answer (RFC 9293 §3.6). Node's default takes
+  // that FIN for a client gone and drops an answer written later: a refresh's rotation was committed and never
+  // delivered (found from outside). Work that waits (a queued hash) still stops at the FIN (clientGone).
+  (app.server as { httpAllowHalfOpen?: boolean }).httpAllowHalfOpen = true;
   const auditSinks: AuditSink[] = [
     (event, fields, origin) =>
       auditTrail.record({

@@ -49,13 +49,24 @@ export function requestContext(request: FastifyRequest, reply?: FastifyReply): R
 }
 
 /**
- * Aborts when the connection closes before the response was sent. Not `request.signal`: Node closes the request
- * stream as soon as its body has been read, so that signal says nothing about the client once the handler runs.
+ * Aborts when no answer can reach the client any more: the connection closed before the response was sent, or the
+ * client's FIN arrived, which Node's server takes for a client gone (it does not keep half-open connections: it ends
+ * its side, and whatever is answered later is lost). Not `request.signal`: Node closes the request stream as soon as
+ * its body has been read, so that signal says nothing about the client once the handler runs.
  */
 export function clientGone(reply: FastifyReply): AbortSignal {
   const controller = new AbortController();
-  reply.raw.once('close', () => {
-    if (!reply.raw.writableFinished) controller.abort();
-  });
+  const response = reply.raw;
+  const socket = response.socket;
+  const abort = () => {
+    socket?.off('end', abort);
+    if (!response.writableFinished) controller.abort();
+  };
+  response.once('close', abort);
+  if (socket?.readableEnded) abort();
+  else if (socket) {
+    socket.once('end', abort);
+    response.once('finish', () => socket.off('end', abort));
+  }
   return controller.signal;
 }

@@ -1,8 +1,10 @@
+import { connect } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildTestApp, registerUser, STRONG_PASSWORD, type TestApp } from '../support/build-test-app.ts';
 import { createTestClock } from '../support/clock.ts';
 import { dialects } from '../support/dialects.ts';
 import { decodeToken } from '../support/forge-token.ts';
+import { parseRawAnswer } from '../support/raw-exchange.ts';
 
 interface Tokens {
   access_token: string;
@@ -112,6 +114,36 @@ describe.each(dialects)('sessions and refresh tokens on %s', (dialect) => {
     expect(third.statusCode).toBe(200);
     expect((await conversation(third.json().access_token)).statusCode).toBe(200);
     expect(await liveHeads(sessionIdOf(first.access_token))).toBe(1);
+  });
+
+  // Found from outside: a refresh whose client half-closed its connection (a FIN after the request, as `nc -N` or some
+  // embedded clients send) was committed, and Node, which took the FIN for a client gone, sent no answer; the retry,
+  // once the grace window had passed, ended the session as a theft. RFC 9293 §3.6: the client may still receive.
+  it('answers a refresh whose client half-closed its connection', async () => {
+    const first = await login();
+    const address = t.app.server.address();
+    if (address === null || typeof address === 'string') await t.app.listen({ port: 0, host: '127.0.0.1' });
+    const { port } = t.app.server.address() as { port: number };
+    const body = `grant_type=refresh_token&refresh_token=${encodeURIComponent(first.refresh_token)}`;
+    const answer = await new Promise<string>((resolve, reject) => {
+      const socket = connect(port, '127.0.0.1', () =>
+        socket.end(
+          `POST /token HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n` +
+            `Content-Length: ${body.length}\r\n\r\n${body}`,
+        ),
+      );
+      let received = '';
+      socket.setTimeout(5000, () => socket.destroy(new Error('no close within 5 s')));
+      socket.on('data', (chunk) => {
+        received += chunk.toString('latin1');
+      });
+      socket.on('error', reject);
+      socket.on('close', () => resolve(received));
+    });
+    const { statusLine, body: answered } = parseRawAnswer(answer);
+    expect(statusLine).toBe('HTTP/1.1 200 OK');
+    const successor = JSON.parse(answered) as Tokens;
+    expect((await refresh(successor.refresh_token)).statusCode).toBe(200);
   });
 
   it('gives a retry inside the grace window the same successor, not a new branch', async () => {
