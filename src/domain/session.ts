@@ -14,3 +14,9 @@ export interface Session {
   /** How the login authenticated (RFC 8176 values, space-separated): every refresh of it says the same. */
   amr: string;
 }
+
+/** A live session as its user or an operator is shown it. */
+export interface ListedSession extends Session {
+  /** When it ends if it is not used again: its idle limit from its last use, or its absolute end if that is sooner. */
+  endsAt: Date;
+}

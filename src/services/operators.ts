@@ -4,7 +4,7 @@ import type { SessionsRepository } from '../db/sessions.ts';
 import type { SigningKeysRepository } from '../db/signing-keys.ts';
 import { MAX_USER_ID, type UsersRepository } from '../db/users.ts';
 import { emailSearchForms } from '../domain/email.ts';
-import type { Session } from '../domain/session.ts';
+import type { ListedSession, Session } from '../domain/session.ts';
 import type { Role, User } from '../domain/user.ts';
 import { AppError } from '../errors.ts';
 import type { Clock } from '../security/clock.ts';
@@ -16,7 +16,7 @@ import { type ActivityPage, type AuditTrail, decodeActivityCursor, encodeActivit
 import { listSigningKeys, rotateSigningKey, type SigningKeyState } from './keys.ts';
 import type { MailComposer } from './mail.ts';
 import type { RequestContext } from './request-context.ts';
-import { type SessionPolicy, sessionState } from './session-state.ts';
+import { listedSession, type SessionPolicy, sessionState } from './session-state.ts';
 import type { Throttle } from './throttle.ts';
 
 /** Who acts: an operator at the command line (with their OS account's name), or an admin over the API. */
@@ -83,7 +83,10 @@ export interface OperatorService {
   /** Throws not_found. */
   revokeRole(ref: UserReference, role: Role, context: OperatorContext): Promise<Change>;
   /** Returns the account's live sessions, newest first; throws not_found. */
-  listSessions(ref: UserReference, context: OperatorContext): Promise<{ user: User; sessions: Session[] }>;
+  listSessions(
+    ref: UserReference,
+    context: OperatorContext,
+  ): Promise<{ user: User; sessions: ListedSession[] }>;
   /** Ends one live session of the account, or all of them; throws not_found (for the session too). */
   revokeSessions(
     ref: UserReference,
@@ -300,7 +303,7 @@ export function createOperatorService(deps: OperatorDependencies): OperatorServi
       const user = await findUser(ref);
       const { live } = await liveSessionsOf(user.id);
       audit(context, 'user_viewed', user, { view: 'sessions' });
-      return { user, sessions: live };
+      return { user, sessions: live.map((session) => listedSession(session, policy)) };
     },
 
     async revokeSessions(ref, sessionId, context) {

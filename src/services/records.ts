@@ -1,5 +1,5 @@
 import type { AuditEvent } from '../domain/audit-event.ts';
-import type { Session } from '../domain/session.ts';
+import type { ListedSession } from '../domain/session.ts';
 import type { User } from '../domain/user.ts';
 
 // The JSON records of accounts, sessions and audit events: what the API answers and what the gatehouse command prints
@@ -17,11 +17,12 @@ export const accountRecord = (user: User) => ({
   created_at: user.createdAt.toISOString(),
 });
 
-export const sessionRecord = (session: Session) => ({
+export const sessionRecord = (session: ListedSession) => ({
   id: session.id,
   created_at: session.createdAt.toISOString(),
   last_used_at: session.lastUsedAt.toISOString(),
-  expires_at: session.expiresAt.toISOString(),
+  // When it ends if not used again: what a user deciding whether to sign it out wants to know.
+  expires_at: session.endsAt.toISOString(),
   user_agent: session.userAgent ?? null,
   ip_address: session.ipAddress ?? null,
 });

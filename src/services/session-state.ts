@@ -1,5 +1,5 @@
 import type { Scope } from '../domain/scope.ts';
-import type { Session } from '../domain/session.ts';
+import type { ListedSession, Session } from '../domain/session.ts';
 
 export type SessionState = 'live' | 'revoked' | 'expired' | 'idle';
 
@@ -31,6 +31,12 @@ export function sessionState(
   if (nowMs >= session.expiresAt.getTime()) return 'expired';
   if (nowMs >= session.lastUsedAt.getTime() + policy.idleTtlSeconds * 1000) return 'idle';
   return 'live';
+}
+
+/** A live session as it is listed, with when it ends if it is not used again (the earlier of the two limits). */
+export function listedSession(session: Session, policy: SessionPolicy): ListedSession {
+  const idleEndMs = session.lastUsedAt.getTime() + policy.idleTtlSeconds * 1000;
+  return { ...session, endsAt: new Date(Math.min(session.expiresAt.getTime(), idleEndMs)) };
 }
 
 /** Returns true when the session a token claims exists, is the claimed user's and is live at `now`. */

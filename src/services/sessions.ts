@@ -3,7 +3,7 @@ import type { RefreshTokensRepository } from '../db/refresh-tokens.ts';
 import type { SessionsRepository } from '../db/sessions.ts';
 import type { UsersRepository } from '../db/users.ts';
 import type { Scope } from '../domain/scope.ts';
-import type { Session } from '../domain/session.ts';
+import type { ListedSession, Session } from '../domain/session.ts';
 import type { User } from '../domain/user.ts';
 import { AppError } from '../errors.ts';
 import type { AccessTokens, VerifiedAccessToken } from '../security/access-tokens.ts';
@@ -24,6 +24,7 @@ import {
   isAccountUsable,
   isClaimedSessionLive,
   isClaimHonoured,
+  listedSession,
   type SessionClaim,
   type SessionPolicy,
   sessionState,
@@ -108,7 +109,7 @@ export interface SessionsService {
   /** Ends every session of the user whose login used no second factor, except one if named; returns how many. */
   endPasswordOnlySessions(userId: number, exceptSessionId: string | undefined): Promise<number>;
   /** Returns the user's live sessions, newest first. */
-  listSessions(userId: number): Promise<Session[]>;
+  listSessions(userId: number): Promise<ListedSession[]>;
   /** Ends one of the user's own live sessions; throws not_found for any other id. */
   endUserSession(userId: number, sessionId: string): Promise<void>;
   /** Deletes sessions (and their refresh tokens) that ended more than a day ago; returns how many. */
@@ -341,7 +342,9 @@ export function createSessionsService(deps: SessionsDependencies): SessionsServi
 
     async listSessions(userId) {
       const now = clock.now();
-      return (await sessions.findSessionsOfUser(userId)).filter((session) => isLive(session, now));
+      return (await sessions.findSessionsOfUser(userId))
+        .filter((session) => isLive(session, now))
+        .map((session) => listedSession(session, policy));
     },
 
     async endUserSession(userId, sessionId) {

@@ -454,6 +454,33 @@ describe.each(dialects)('sessions and refresh tokens on %s', (dialect) => {
     );
   });
 
+  // Found from outside: expires_at was the absolute end (30 days), though a session unused for 7 days ends first.
+  it('says when each session ends: 7 idle days after its last use, or at its absolute end if sooner', async () => {
+    const DAY_MS = 86_400_000;
+    const fresh = await login('alice', 'fresh/1.0');
+    const endOf = async (bearer: string, id: string) => {
+      const listed = (await call('GET', '/users/me/sessions', bearer)).json().sessions as {
+        id: string;
+        last_used_at: string;
+        created_at: string;
+        expires_at: string;
+      }[];
+      const one = listed.find((session) => session.id === id)!;
+      return { ...one, endsInMs: Date.parse(one.expires_at) - Date.parse(one.last_used_at) };
+    };
+    const atLogin = await endOf(fresh.access_token, sessionIdOf(fresh.access_token));
+    expect(atLogin.endsInMs).toBe(7 * DAY_MS);
+    // Kept in use past 23 days: the 30 days from its creation come first.
+    let latest = fresh;
+    for (let day = 0; day < 24; day += 6) {
+      t.clock.advanceSeconds(6 * 86_400);
+      latest = (await refresh(latest.refresh_token)).json() as Tokens;
+    }
+    const late = await endOf(latest.access_token, sessionIdOf(latest.access_token));
+    expect(Date.parse(late.expires_at) - Date.parse(late.created_at)).toBe(30 * DAY_MS);
+    expect(late.endsInMs).toBeLessThan(7 * DAY_MS);
+  });
+
   it("ends one of the user's own sessions, and answers 404 for another user's", async () => {
     const phone = await login('alice', 'phone/2.0');
     const laptop = await login('alice', 'laptop/3.0');

@@ -1,6 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import Type from 'typebox';
-import type { Session } from '../../domain/session.ts';
+import type { ListedSession } from '../../domain/session.ts';
 import type { AccountsService } from '../../services/accounts.ts';
 import { sessionRecord } from '../../services/records.ts';
 import type { SessionsService } from '../../services/sessions.ts';
@@ -23,7 +23,7 @@ import { isWebClient, type WebClientCookies } from '../web-client.ts';
 
 const secured = { security: [{ OAuth2PasswordBearer: [] }] };
 
-const toSessionResponse = (session: Session, currentSessionId: string) => ({
+const toSessionResponse = (session: ListedSession, currentSessionId: string) => ({
   ...sessionRecord(session),
   current: session.id === currentSessionId,
 });
