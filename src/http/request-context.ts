@@ -49,10 +49,11 @@ export function requestContext(request: FastifyRequest, reply?: FastifyReply): R
 }
 
 /**
- * Aborts when no answer can reach the client any more: the connection closed before the response was sent, or the
- * client's FIN arrived, which Node's server takes for a client gone (it does not keep half-open connections: it ends
- * its side, and whatever is answered later is lost). Not `request.signal`: Node closes the request stream as soon as
- * its body has been read, so that signal says nothing about the client once the handler runs.
+ * Aborts when the client may have gone: the connection closed before the response was sent, or the client ended its
+ * side (a FIN). A FIN is also how a client that gave up closes, and the server cannot tell the two apart until it
+ * writes; it answers either (app.ts keeps half-open connections), so work that would wait (a queued hash) is what
+ * heeds this. Not `request.signal`: Node closes the request stream as soon as its body has been read, so that signal
+ * says nothing about the client once the handler runs.
  */
 export function clientGone(reply: FastifyReply): AbortSignal {
   const controller = new AbortController();

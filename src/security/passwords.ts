@@ -389,11 +389,13 @@ function createHashSlots(limits: HashLimits, reserveACore: () => boolean) {
 
   return {
     async run<T>(task: () => Promise<T>, admission?: HashOptions): Promise<T> {
-      if (admission?.signal?.aborted)
-        throw shed('client_gone', 'client closed the connection before its hash started');
       // The reserve may have lapsed since the last release, leaving a slot free behind the queue.
       startWaiters();
       if (queue.size === 0 && inFlight < limit()) inFlight += 1;
+      else if (admission?.signal?.aborted)
+        // Its signal says the client ended its side (a FIN) or left. One that only half-closed still reads, and a free
+        // slot serves it; one that would wait is taken for gone, as one that leaves while it waits.
+        throw shed('client_gone', 'client closed the connection before its hash started');
       else await waitForSlot(admission);
       try {
         return await task();

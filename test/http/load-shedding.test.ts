@@ -287,6 +287,55 @@ describe('a client that leaves while its login is queued', () => {
   });
 });
 
+describe.each(dialects)(
+  'a client that ends its side of the connection after its request (a FIN), on %s',
+  (dialect) => {
+    const halfClosedExchange = (port: number, request: string) =>
+      new Promise<string>((resolve, reject) => {
+        const socket = net.connect(port, '127.0.0.1', () => socket.end(request));
+        let received = '';
+        socket.setTimeout(5000, () => socket.destroy(new Error('no close within 5 s')));
+        socket.on('data', (chunk) => {
+          received += chunk.toString('latin1');
+        });
+        socket.on('error', reject);
+        socket.on('close', () => resolve(received));
+      });
+    const loginRequest = () => {
+      const body = JSON.stringify({ username: 'alice', password: STRONG_PASSWORD });
+      return `POST /token HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`;
+    };
+
+    // RFC 9293 §3.6: it may go on reading. Found in review: with a free slot it was shed as gone, 503 at every try.
+    it('is answered when a hash slot is free: it logs in', async () => {
+      const test = await app(dialect, {});
+      await registerUser(test.app);
+      await test.app.listen({ host: '127.0.0.1', port: 0 });
+      const { port } = test.app.server.address() as AddressInfo;
+      await until('the hasher to be idle', () => test.passwords.load().inFlight === 0);
+      const answer = await halfClosedExchange(port, loginRequest());
+      expect(answer.split('\r\n')[0]).toBe('HTTP/1.1 200 OK');
+      expect(await countRows(test, 'sessions')).toBe(1);
+    });
+
+    it('is taken for a client gone when its login would wait for a slot: never hashed, counted as client_gone', async () => {
+      const test = await app(dialect, { env: { HASH_CONCURRENCY: '1' } });
+      await registerUser(test.app);
+      await test.app.listen({ host: '127.0.0.1', port: 0 });
+      const { port } = test.app.server.address() as AddressInfo;
+      const holding = (await holdTheSlot(test)).released;
+      const answer = await halfClosedExchange(port, loginRequest());
+      expect(answer.split('\r\n')[0]).toBe('HTTP/1.1 503 Service Unavailable');
+      expect(test.passwords.load().queued).toBe(0);
+      await holding;
+      expect(refusals(test)).toEqual([
+        expect.objectContaining({ reason: expect.stringMatching(/client closed/) }),
+      ]);
+      expect(await countRows(test, 'sessions')).toBe(0);
+    });
+  },
+);
+
 describe('the event-loop guard (@fastify/under-pressure)', () => {
   it('guards at 1 s of mean event-loop delay, not at utilisation: a saturated loop that keeps up is not shed', () => {
     expect(PRESSURE_LIMITS).toMatchObject({ maxEventLoopDelayMs: 1000, maxEventLoopUtilization: 0 });
