@@ -367,31 +367,17 @@ export function createUsersRepository(db: Db): UsersRepository {
     },
 
     async deleteUser(id, expectedHash) {
-      // Sessions, refresh tokens, the conversation and its messages go with the user (ON DELETE CASCADE). Its mails go
-      // too, queued or sent: none may reach a person about an account that is gone, and their addresses are kept
-      // nowhere. They go first, since deleting the user sets their user_id to null (ON DELETE SET NULL).
-      return db
-        .transaction()
-        .execute(async (trx) => {
-          await trx.deleteFrom('email_outbox').where('user_id', '=', id).execute();
-          const result = await trx
-            .deleteFrom('users')
-            .where('id', '=', id)
-            .where('password_hash', '=', expectedHash)
-            .executeTakeFirst();
-          if (Number(result.numDeletedRows) !== 1) throw new DeletionRefused();
-          return true;
-        })
-        .catch((error: unknown) => {
-          if (error instanceof DeletionRefused) return false;
-          throw error;
-        });
+      // Sessions, refresh tokens, the conversation and its messages go with the user (ON DELETE CASCADE), and so do
+      // its mails in the outbox, queued or sent: none may reach a person about an account that is gone.
+      const result = await db
+        .deleteFrom('users')
+        .where('id', '=', id)
+        .where('password_hash', '=', expectedHash)
+        .executeTakeFirst();
+      return Number(result.numDeletedRows) === 1;
     },
   };
 }
-
-/** Rolls back a deletion whose password proof no longer holds (changed meanwhile), with the mails it removed. */
-class DeletionRefused extends Error {}
 
 async function isUsernameTaken(db: Db, user: NewUser): Promise<boolean> {
   const row = await db

@@ -4,7 +4,7 @@ import type { SessionsRepository } from '../db/sessions.ts';
 import type { SigningKeysRepository } from '../db/signing-keys.ts';
 import { MAX_USER_ID, type UsersRepository } from '../db/users.ts';
 import { emailSearchForms } from '../domain/email.ts';
-import type { ListedSession, Session } from '../domain/session.ts';
+import type { ListedSession } from '../domain/session.ts';
 import type { Role, User } from '../domain/user.ts';
 import { AppError } from '../errors.ts';
 import type { Clock } from '../security/clock.ts';

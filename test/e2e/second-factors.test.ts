@@ -442,9 +442,16 @@ describe.skipIf(skipWithoutChromium('the second factors suite')).each(DIALECTS)(
         const recoveryCodes = await listTexts(page, '#recovery-code-list');
         await page.getByRole('button', { name: 'I saved them' }).click();
 
+        // RFC 9470's 401 asks for more proof; it is no dead session: the page neither refreshes nor signs out.
+        const tokenRequests: string[] = [];
+        page.on('request', (request) => {
+          if (new URL(request.url()).pathname === '/token') tokenRequests.push(request.method());
+        });
         await page.locator('#passkey-add-password').fill(user.password);
         await page.getByRole('button', { name: 'Add a passkey' }).click();
         await page.locator('#passkey-add-form-error').waitFor({ state: 'visible' });
+        expect(tokenRequests).toEqual([]);
+        await expectSignedIn(page, user.username);
         expect(await page.locator('#passkey-add-code-field').isVisible()).toBe(true);
         expect(await page.locator('#passkey-add-code-error').textContent()).toContain('recovery code');
         expect(await credentialsOf(authenticator)).toHaveLength(0);

@@ -96,7 +96,6 @@ describe.each(dialects)('conversation messages on %s', (dialect) => {
     expect((await list(alice, '?limit=100')).statusCode).toBe(200);
   });
 
-  // Not signed: a cursor that decodes to another position only pages elsewhere through the caller's own messages.
   it("words an empty cursor's 422 as pydantic does: at least 1 character", async () => {
     const response = await list(alice, '?before=');
     expect(response.statusCode).toBe(422);
@@ -105,6 +104,7 @@ describe.each(dialects)('conversation messages on %s', (dialect) => {
     ]);
   });
 
+  // Not signed: a cursor that decodes to another position only pages elsewhere through the caller's own messages.
   it('answers 422, never 5xx, for a cursor it did not make', async () => {
     const valid = (await list(alice, '?limit=1')).json().next as string;
     for (const cursor of [

@@ -65,6 +65,7 @@ export const mfaRoutes: FastifyPluginAsyncTypebox<{
         response: {
           200: TotpEnrolmentResponse,
           400: CodedErrorResponse,
+          401: CodedErrorResponse,
           409: ConflictResponse,
           422: ValidationErrorResponse,
           429: DetailResponse,
@@ -97,6 +98,7 @@ export const mfaRoutes: FastifyPluginAsyncTypebox<{
         response: {
           200: RecoveryCodesResponse,
           400: CodedErrorResponse,
+          401: CodedErrorResponse,
           404: DetailResponse,
           422: ValidationErrorResponse,
         },
@@ -124,6 +126,7 @@ export const mfaRoutes: FastifyPluginAsyncTypebox<{
         response: {
           204: Type.Null(),
           400: CodedErrorResponse,
+          401: CodedErrorResponse,
           422: ValidationErrorResponse,
           429: DetailResponse,
         },
@@ -150,6 +153,7 @@ export const mfaRoutes: FastifyPluginAsyncTypebox<{
         response: {
           200: RecoveryCodesResponse,
           400: CodedErrorResponse,
+          401: CodedErrorResponse,
           422: ValidationErrorResponse,
           429: DetailResponse,
         },

@@ -5,6 +5,7 @@ import { factorChangeOf } from '../recent-authentication.ts';
 import { requestContext } from '../request-context.ts';
 import {
   CeremonyOptionsResponse,
+  CodedErrorResponse,
   MfaTokenBody,
   PasskeyIdParams,
   PasskeyListResponse,
@@ -40,7 +41,7 @@ export const passkeyAccountRoutes: FastifyPluginAsyncTypebox<{ passkeys: Passkey
         tags: ['passkeys'],
         ...secured,
         body: PasskeyPasswordBody,
-        response: { 200: CeremonyOptionsResponse },
+        response: { 200: CeremonyOptionsResponse, 401: CodedErrorResponse },
       },
     },
     async (request) => {
@@ -123,7 +124,7 @@ export const passkeyAccountRoutes: FastifyPluginAsyncTypebox<{ passkeys: Passkey
         ...secured,
         params: PasskeyIdParams,
         body: PasskeyPasswordBody,
-        response: { 204: Type.Null() },
+        response: { 204: Type.Null(), 401: CodedErrorResponse },
       },
     },
     async (request, reply) => {
