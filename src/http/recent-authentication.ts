@@ -26,9 +26,6 @@ export function passwordOf(body: RecentAuthenticationFields | undefined): string
   return password;
 }
 
-/** The code a change that always takes one lacks: no login, however recent, stands in for it. */
-export const secondFactorMissing = () => insufficientAuthentication('second_factor');
-
 /**
  * What a request changing second factors presents: its password (401 when missing), the code in its body (a TOTP code
  * wins over a recovery code; empty strings are no code) and the login of the session its bearer token belongs to.

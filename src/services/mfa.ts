@@ -159,11 +159,14 @@ export interface MfaService extends SecondFactors {
     proof: SecondFactorProof,
     context: RequestContext,
   ): Promise<void>;
-  /** Replaces the recovery codes after the password and a TOTP code; returns the new ones. */
+  /**
+   * Replaces the recovery codes after the password and a TOTP code (insufficient_user_authentication without one, once
+   * the password matched); returns the new ones.
+   */
   regenerateRecoveryCodes(
     userId: number,
     password: string,
-    otp: string,
+    otp: string | undefined,
     context: RequestContext,
   ): Promise<string[]>;
   hasActiveFactor(userId: number): Promise<boolean>;

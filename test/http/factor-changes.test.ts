@@ -222,6 +222,15 @@ describe.each(dialects)('changing second factors on %s', (dialect) => {
       otp: '000000',
     });
     expect(regenerate.json()).toMatchObject({ code: 'invalid_second_factor' });
+    // The password comes first, as everywhere: a wrong one is a 400 before any code is asked for.
+    for (const [method, url] of [
+      ['DELETE', '/users/me/mfa/totp'],
+      ['POST', '/users/me/mfa/recovery-codes'],
+    ] as const) {
+      const wrongPassword = await call(method, url, strong, { password: 'not the password at all' });
+      expect(wrongPassword.statusCode, url).toBe(400);
+      expect(wrongPassword.json()).toMatchObject({ code: 'invalid_password' });
+    }
     const remove = await call('DELETE', '/users/me/mfa/totp', strong, { password: STRONG_PASSWORD });
     expectStepUp(remove, false);
     const regenerateBare = await call('POST', '/users/me/mfa/recovery-codes', strong, {

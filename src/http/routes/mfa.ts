@@ -1,7 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import Type from 'typebox';
 import type { MfaService } from '../../services/mfa.ts';
-import { factorChangeOf, missingField, passwordOf, secondFactorMissing } from '../recent-authentication.ts';
+import { factorChangeOf, missingField, passwordOf } from '../recent-authentication.ts';
 import { requestContext } from '../request-context.ts';
 import {
   CodedErrorResponse,
@@ -133,8 +133,8 @@ export const mfaRoutes: FastifyPluginAsyncTypebox<{
       },
     },
     async (request, reply) => {
+      // Without a code, the password is still checked first (invalid_password), then the code asked for.
       const { password, proof } = factorChangeOf(request, request.body);
-      if (proof.otp === undefined && proof.recoveryCode === undefined) throw secondFactorMissing();
       await mfa.removeTotp(request.auth!.user.id, password, proof, requestContext(request));
       return reply.code(204).send(null);
     },
@@ -161,12 +161,10 @@ export const mfaRoutes: FastifyPluginAsyncTypebox<{
     },
     async (request) => {
       const body = request.body ?? {};
-      const password = passwordOf(body);
-      if (!body.otp) throw secondFactorMissing();
       const codes = await mfa.regenerateRecoveryCodes(
         request.auth!.user.id,
-        password,
-        body.otp,
+        passwordOf(body),
+        body.otp || undefined,
         requestContext(request),
       );
       return { recovery_codes: codes };
