@@ -292,7 +292,11 @@ function redisStore(
       if (probe !== undefined || closing) return;
       notify('unreachable', error);
       probe = setInterval(
-        () => answeredInTime(client.ping()).then(recovered, () => {}),
+        () =>
+          answeredInTime(client.ping()).then(recovered, () => {
+            // Unanswered on a connection that is up: it went silent, and a new one may be answered where it is not.
+            if (client.status === 'ready') client.disconnect(true);
+          }),
         REDIS_PROBE_INTERVAL_MS,
       );
       probe.unref();
@@ -305,12 +309,15 @@ function redisStore(
   client.on('ready', recovered);
   // A server that accepts the connection and never answers leaves the client short of 'ready' (its first command gets
   // no answer), which no command's timeout would tell, since none is sent before it.
+  // Nor would the client ever leave it: it waits on that connection for good, though a new one might be answered (a
+  // proxy or a network fault holding the old one), so it is dropped for the next attempt of the retry strategy.
   client.on('connect', () => {
     afterTimeoutAndIo(() => {
       if (client.status !== 'connect') return;
       health.failed(
         new Error(`Redis accepted the connection but did not answer within ${REDIS_COMMAND_TIMEOUT_MS} ms`),
       );
+      if (!closing) client.disconnect(true);
     }).unref();
   });
   return {

@@ -7,7 +7,7 @@ import { createCounterStore } from '../../src/db/counters.ts';
 import { buildTestApp, registration, STRONG_PASSWORD, type TestApp } from '../support/build-test-app.ts';
 import { createTestDatabase, type TestDatabase } from '../support/dialects.ts';
 import { type OwnRedis, startOwnRedis } from '../support/redis-server.ts';
-import { startSilentServer, startStallingProxy } from '../support/stalling-proxy.ts';
+import { startSilentServer, startStallingProxy, startSwitchingProxy } from '../support/stalling-proxy.ts';
 
 const redisUrl = inject('redisUrl');
 
@@ -348,6 +348,33 @@ describe.skipIf(!redisUrl)('throttling counters in Redis', () => {
         await proxy.close();
       }
     });
+  });
+
+  // Found from outside: once the client reconnected into a connection accepted and never answered, it waited on it
+  // for good, pinging through it, and never counted in Redis again although new connections were answered.
+  it('opens a new connection when its reconnection was accepted and never answered, and counts in Redis again', async () => {
+    const proxy = await startSwitchingProxy(redisUrl);
+    try {
+      const keyPrefix = sharedPrefix();
+      const t = await instance(proxy.url, keyPrefix);
+      expect((await register(t, 'kim', '192.0.2.15')).statusCode).toBe(200);
+      expect(await wrongLogins(t, 'kim', '203.0.113.16', 1)).toEqual([400]);
+      expect(await keysUnder(redisUrl, `${keyPrefix}r1:`)).toHaveLength(1);
+      proxy.silent();
+      proxy.reset();
+      // The client reconnects (200 ms on) into a connection that the proxy holds silent.
+      await sleep(1500);
+      expect(unreachableWarnings(t)).toBe(1);
+      proxy.forward();
+      for (let waited = 0; !t.logs.join('\n').includes('rate-limit store reachable again'); waited += 50) {
+        if (waited > 10_000) throw new Error('the app did not open a new connection to Redis');
+        await sleep(50);
+      }
+      await wrongLogins(t, 'kim', '203.0.113.17', 1);
+      expect(await keysUnder(redisUrl, `${keyPrefix}r1:`)).toHaveLength(2);
+    } finally {
+      await proxy.close();
+    }
   });
 
   describe('when Redis goes away', () => {

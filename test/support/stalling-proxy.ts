@@ -75,3 +75,54 @@ export async function startStallingProxy(target: string): Promise<{
       }),
   };
 }
+
+/**
+ * A TCP proxy to `target` whose new connections are forwarded, or accepted and never answered (`silent`, as behind a
+ * network fault that lets the handshake through), and whose `reset` drops every connection it holds. A connection
+ * taken while silent stays silent: only new connections see the proxy forward again.
+ */
+export async function startSwitchingProxy(target: string): Promise<{
+  url: string;
+  forward(): void;
+  silent(): void;
+  reset(): void;
+  close(): Promise<void>;
+}> {
+  const { hostname, port: targetPort } = new URL(target);
+  let mode: 'forward' | 'silent' = 'forward';
+  const sockets = new Set<net.Socket>();
+  const keep = (socket: net.Socket) => {
+    sockets.add(socket);
+    socket.on('error', () => {});
+    socket.on('close', () => sockets.delete(socket));
+  };
+  const server = net.createServer((client) => {
+    keep(client);
+    if (mode === 'silent') return;
+    const upstream = net.connect(Number(targetPort), hostname);
+    keep(upstream);
+    client.on('close', () => upstream.destroy());
+    upstream.on('close', () => client.destroy());
+    client.pipe(upstream);
+    upstream.pipe(client);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as net.AddressInfo;
+  return {
+    url: `redis://127.0.0.1:${port}`,
+    forward() {
+      mode = 'forward';
+    },
+    silent() {
+      mode = 'silent';
+    },
+    reset() {
+      for (const socket of sockets) socket.destroy();
+    },
+    close: () =>
+      new Promise((resolve) => {
+        for (const socket of sockets) socket.destroy();
+        server.close(() => resolve());
+      }),
+  };
+}
