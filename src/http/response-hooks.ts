@@ -47,6 +47,9 @@ export function registerResponseHooks(app: FastifyInstance): void {
         request.raw.once('end', () => answeredBeforeTheirBody.delete(socket));
       } else reply.header('connection', 'close');
     }
+    // The client ended its side (a FIN): Node closes once this answer is sent, which the answer says (RFC 9112 §9.6)
+    // instead of the keep-alive it would announce.
+    else if (request.raw.socket?.readableEnded) reply.header('connection', 'close');
     done(null, payload);
   });
   app.addHook('onResponse', (request, reply, done) => {

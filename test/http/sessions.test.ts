@@ -140,8 +140,11 @@ describe.each(dialects)('sessions and refresh tokens on %s', (dialect) => {
       socket.on('error', reject);
       socket.on('close', () => resolve(received));
     });
-    const { statusLine, body: answered } = parseRawAnswer(answer);
+    const { statusLine, headers, body: answered } = parseRawAnswer(answer);
     expect(statusLine).toBe('HTTP/1.1 200 OK');
+    // The connection closes after this answer, and the answer says so (RFC 9112 §9.6), not keep-alive.
+    expect(headers.connection).toBe('close');
+    expect(headers['keep-alive']).toBeUndefined();
     const successor = JSON.parse(answered) as Tokens;
     expect((await refresh(successor.refresh_token)).statusCode).toBe(200);
   });
