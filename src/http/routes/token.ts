@@ -147,6 +147,17 @@ export const tokenRoutes: FastifyPluginAsyncTypebox<{
   };
 
   // RFC 6749 §3.2 and ASVS 14.2.1: credentials never travel in the URL.
+  // RFC 6749 §3.2: a parameter sent without a value is treated as omitted; in JSON, that is null. The seed's own
+  // LoginData(...).dict() sends its unset fields so, and the seed logs such a body in.
+  app.addHook('preValidation', (request, _reply, done) => {
+    const body = request.body;
+    if (body !== null && typeof body === 'object' && !Array.isArray(body)) {
+      for (const [name, value] of Object.entries(body)) {
+        if (value === null) delete (body as Record<string, unknown>)[name];
+      }
+    }
+    done();
+  });
   app.addHook('onRequest', async (request) => {
     const query = request.query as Record<string, unknown>;
     if (CREDENTIAL_PARAMETERS.some((name) => name in query)) {
