@@ -52,10 +52,33 @@ export function refusalOfIfMatch(headers: IncomingHttpHeaders): AppError | undef
   return new AppError('precondition_failed', 'Precondition Failed: this resource has no entity tag to match');
 }
 
+const JSON_SUBTYPE = /^\s*application\/[^\s;/]+\+json(?=\s*(?:;|$))/i;
+
+/**
+ * A body of an application/…+json type is JSON (RFC 6839 §3.1), and FastAPI reads it so: so do the routes that read
+ * JSON, through the JSON parser and its rules, by the type they are given here. A body that names no type is not
+ * guessed at (RFC 9110 §8.3 allows either): it stays refused with 415, where FastAPI reads it as JSON (README).
+ */
+const readAsJson: onRequestHookHandler = (request, _reply, done) => {
+  const headers = request.raw.headers;
+  const type = headers['content-type'];
+  if (type !== undefined && JSON_SUBTYPE.test(type))
+    headers['content-type'] = type.replace(JSON_SUBTYPE, 'application/json');
+  done();
+};
+
+/** Whether a route's body schema takes JSON: a plain schema (JSON is Fastify's default), or one per type naming it. */
+function readsJson(body: unknown): boolean {
+  if (body === undefined || body === null) return false;
+  const content = (body as { content?: Record<string, unknown> }).content;
+  return content === undefined || 'application/json' in content;
+}
+
 /** Adds the rules to the routes of unsafe methods registered after it, after their scopes' own onRequest hooks. */
 export function registerChangeRequestRules(app: FastifyInstance): void {
   app.addHook('onRoute', (route) => {
     if (![route.method].flat().some((method) => UNSAFE_METHODS.has(method))) return;
-    route.onRequest = [...[route.onRequest ?? []].flat(), checkChangeRequest];
+    const rules = readsJson(route.schema?.body) ? [checkChangeRequest, readAsJson] : [checkChangeRequest];
+    route.onRequest = [...[route.onRequest ?? []].flat(), ...rules];
   });
 }

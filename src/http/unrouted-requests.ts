@@ -367,7 +367,8 @@ export type UnroutedAnswer = (request: FastifyRequest, reply: FastifyReply) => A
 
 /** Answers 405 with Allow for a path that exists under other methods, 404 otherwise; returns that answer. */
 export function registerMethodNotAllowed(app: FastifyInstance): UnroutedAnswer {
-  const routes: { pattern: RegExp; method: string }[] = [];
+  // `wildcard`: a route whose last part takes any path (the documentation's files), which no slash twin is meant for.
+  const routes: { pattern: RegExp; method: string; wildcard: boolean }[] = [];
   app.addHook('onRoute', (route) => {
     // A plugin's `/` route is served at its prefix with and without the slash, but announced here by the first alone
     // (`/docs/` answered 405 with Allow: HEAD, its HEAD route being announced apart).
@@ -383,7 +384,8 @@ export function registerMethodNotAllowed(app: FastifyInstance): UnroutedAnswer {
         .join('/');
       for (const method of [route.method].flat()) {
         // The CORS preflight route answers OPTIONS on every path; it is no method of any resource.
-        if (method !== 'OPTIONS') routes.push({ pattern: new RegExp(`^${source}$`), method });
+        if (method !== 'OPTIONS')
+          routes.push({ pattern: new RegExp(`^${source}$`), method, wildcard: url.endsWith('*') });
       }
     }
   });
@@ -399,7 +401,29 @@ export function registerMethodNotAllowed(app: FastifyInstance): UnroutedAnswer {
     }
     return new AppError('not_found', 'Not Found');
   };
-  app.setNotFoundHandler(async (request, reply) => sendError(unrouted(request, reply), request, reply));
+  /**
+   * The target with its path's trailing slash added or removed, when a route takes that path under this method: the
+   * seed (Starlette's redirect_slashes) answers 307 there, and its clients follow. Only an origin-form target, and never
+   * one whose path begins `//`, which a Location would send to another host.
+   */
+  const slashTwin = (request: FastifyRequest): string | undefined => {
+    const target = request.url;
+    if (!target.startsWith('/') || target.startsWith('//')) return undefined;
+    const queryAt = target.indexOf('?');
+    const path = queryAt === -1 ? target : target.slice(0, queryAt);
+    if (path === '/') return undefined;
+    const twin = path.endsWith('/') ? path.slice(0, -1) : `${path}/`;
+    const twinPath = pathOfTarget(twin);
+    const takes = (route: (typeof routes)[number]) =>
+      !route.wildcard && route.method === request.method && route.pattern.test(twinPath);
+    if (!routes.some(takes)) return undefined;
+    return queryAt === -1 ? twin : twin + target.slice(queryAt);
+  };
+  app.setNotFoundHandler(async (request, reply) => {
+    const twin = slashTwin(request);
+    if (twin !== undefined) return reply.code(307).header('location', twin).send();
+    return sendError(unrouted(request, reply), request, reply);
+  });
   return unrouted;
 }
 

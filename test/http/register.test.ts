@@ -405,6 +405,30 @@ describe.each(dialects)('POST /register/ on %s', (dialect) => {
     expect(Array.isArray(response.json().detail)).toBe(true);
   });
 
+  // Found by a differential test against the seed: FastAPI reads a body of an application/*+json type as JSON (RFC 6839).
+  it.each([
+    ['application/vnd.api+json', 'application/vnd.api+json'],
+    ['application/merge-patch+json; charset=utf-8', 'application/merge-patch+json; charset=utf-8'],
+  ])('reads a body with %s as JSON, as FastAPI does', async (label, contentType) => {
+    const name = `ct${label.length}`;
+    const response = await t.app.inject({
+      method: 'POST',
+      url: '/register/',
+      headers: { 'content-type': contentType },
+      payload: JSON.stringify(registration({ username: name, email: `${name}@example.com` })),
+    });
+    expect(response.statusCode, response.body).toBe(200);
+    expect(response.json()).toMatchObject({ username: name });
+    const refused = await t.app.inject({
+      method: 'POST',
+      url: '/register/',
+      headers: { 'content-type': contentType },
+      payload: '{"username": ',
+    });
+    expect(refused.statusCode).toBe(422);
+    expect(refused.json().detail[0]).toMatchObject({ type: 'json_invalid' });
+  });
+
   it('answers 415 for a content type it does not read', async () => {
     const response = await t.app.inject({
       method: 'POST',
