@@ -1,8 +1,11 @@
 import { type Config, withSecrets } from '../config.ts';
 import { lockSecretFile, readOrCreateSecretFile, replaceSecretFile } from '../db/data-directory.ts';
+import { createEmailOutboxRepository } from '../db/email-outbox.ts';
+import { createMfaRepository } from '../db/mfa.ts';
 import { createSigningKeysRepository } from '../db/signing-keys.ts';
 import { createSecretBox, generateSecret } from '../security/secret-box.ts';
 import { findKeysNotSealedWith, sealSigningKeys } from '../services/keys.ts';
+import { findRowsNotSealedWith, resealRows } from '../services/sealed-rows.ts';
 import { openDatabase } from './open-database.ts';
 
 const USAGE = 'usage: npm run gatehouse -- secret generate | rotate';
@@ -62,12 +65,22 @@ async function rotateSecret(
     const signingKeys = createSigningKeysRepository(handle.db);
     const report = await sealSigningKeys(signingKeys, box, { reseal: true, now: new Date() });
     print(`re-sealed ${report.sealed.length} private key(s) with secret ${box.sealingKeyId}`);
-    // Checked afresh, so that a key another process added meanwhile (a `keys rotate`) is not lost with the old secret.
-    const left = await findKeysNotSealedWith(signingKeys, box);
+    const stores = {
+      mfa: createMfaRepository(handle.db),
+      outbox: createEmailOutboxRepository(handle.db, handle.dialect),
+    };
+    const rows = await resealRows(stores, box);
+    print(`re-sealed ${rows.resealed} authenticator app secret(s) and unsent mail(s)`);
+    if (rows.unreadable.length > 0)
+      print(`cannot open ${rows.unreadable.join(', ')} with any of the secrets given`);
+    // Checked afresh, so that a key another process added meanwhile (a `keys rotate`) is not lost with the old secret,
+    // nor a factor or a mail sealed meanwhile by a server still sealing with it.
+    const left = [
+      ...(await findKeysNotSealedWith(signingKeys, box)),
+      ...(await findRowsNotSealedWith(stores, box)),
+    ];
     if (left.length > 0) {
-      print(
-        `key(s) ${left.join(', ')} are not sealed with the new secret: keep the old one and run this again`,
-      );
+      print(`${left.join(', ')} not sealed with the new secret: keep the old one and run this again`);
       return 1;
     }
     if (source.kind === 'file') {

@@ -104,6 +104,10 @@ export interface EmailOutboxRepository {
   /** Mails newest first; `next` is the `beforeId` of the following page, undefined on the last one. */
   listMails(page: { limit: number; beforeId?: number }): Promise<{ mails: OutboxMail[]; next?: number }>;
   findMailById(id: number): Promise<OutboxMail | undefined>;
+  /** Every payload still stored (mails not sent), for a rotation of GATEHOUSE_SECRET to seal again. */
+  findSealedPayloads(): Promise<{ id: number; template: string; recipient: string; sealedPayload: string }[]>;
+  /** Replaces a sealed payload if it is still `expected`; false when it changed (sent, wiped) meanwhile. */
+  replaceSealedPayload(id: number, expected: string, sealed: string): Promise<boolean>;
   /** Deletes up to `limit` mails created before `beforeMs`, sent or not; how many it deleted. */
   deleteMailsCreatedBefore(beforeMs: number, limit: number): Promise<number>;
 }
@@ -243,6 +247,30 @@ export function createEmailOutboxRepository(db: Db, dialect: Dialect): EmailOutb
         )
         .executeTakeFirst();
       return Number(result.numDeletedRows);
+    },
+
+    async findSealedPayloads() {
+      const rows = await db
+        .selectFrom('email_outbox')
+        .select(['id', 'template', 'recipient', 'payload'])
+        .where('payload', 'is not', null)
+        .execute();
+      return rows.map((row) => ({
+        id: Number(row.id),
+        template: row.template,
+        recipient: row.recipient,
+        sealedPayload: row.payload as string,
+      }));
+    },
+
+    async replaceSealedPayload(id, expected, sealed) {
+      const result = await db
+        .updateTable('email_outbox')
+        .set({ payload: sealed })
+        .where('id', '=', id)
+        .where('payload', '=', expected)
+        .executeTakeFirst();
+      return Number(result.numUpdatedRows) === 1;
     },
   };
 }

@@ -98,6 +98,10 @@ export interface MfaRepository {
   consumeMfaChallenge(tokenHash: string, now: Date): Promise<boolean>;
   /** The user of a challenge that could still be redeemed, read without counting an attempt. */
   findMfaChallengeUser(tokenHash: string, maxAttempts: number, now: Date): Promise<number | undefined>;
+  /** Every TOTP secret as stored (sealed), for a rotation of GATEHOUSE_SECRET to seal again. */
+  findSealedTotpSecrets(): Promise<{ id: string; userId: number; secretSealed: string }[]>;
+  /** Replaces a sealed TOTP secret if it is still `expected`; false when it changed meanwhile. */
+  replaceSealedTotpSecret(id: string, expected: string, sealed: string): Promise<boolean>;
 }
 
 async function insertRecoveryCodes(
@@ -334,6 +338,25 @@ export function createMfaRepository(db: Db): MfaRepository {
         .where('attempts', '<', maxAttempts)
         .executeTakeFirst();
       return row && Number(row.user_id);
+    },
+
+    async findSealedTotpSecrets() {
+      const rows = await db.selectFrom('mfa_factors').select(['id', 'user_id', 'secret_sealed']).execute();
+      return rows.map((row) => ({
+        id: row.id,
+        userId: Number(row.user_id),
+        secretSealed: row.secret_sealed,
+      }));
+    },
+
+    async replaceSealedTotpSecret(id, expected, sealed) {
+      const result = await db
+        .updateTable('mfa_factors')
+        .set({ secret_sealed: sealed })
+        .where('id', '=', id)
+        .where('secret_sealed', '=', expected)
+        .executeTakeFirst();
+      return Number(result.numUpdatedRows) === 1;
     },
   };
 }

@@ -238,7 +238,8 @@ export const insufficientAuthentication = (
     recentLoginWouldDo ? { maxAgeSeconds: RECENT_MFA_MS / 1000 } : {},
   );
 
-const sealContext = (factorId: string, userId: number) => `mfa_factors:totp:${factorId}:${userId}`;
+/** The sealing context of a TOTP secret: a secret copied onto another factor's row does not open. */
+export const totpSealContext = (factorId: string, userId: number) => `mfa_factors:totp:${factorId}:${userId}`;
 const hashingOf = (context: RequestContext): HashOptions =>
   context.signal ? { signal: context.signal } : {};
 /** A proof checked and spent; `release` gives back a recovery code when what it was spent for did not happen. */
@@ -282,7 +283,7 @@ export function createMfaService(deps: MfaDependencies): MfaService {
   const spendOtp = async (userId: number, code: string) => {
     const factor = await mfa.findTotpFactor(userId);
     if (factor?.status !== 'active') return false;
-    const secret = box.open(factor.secretSealed, sealContext(factor.id, userId));
+    const secret = box.open(factor.secretSealed, totpSealContext(factor.id, userId));
     const step = await matchTotpStep(secret, code, clock.now());
     return step !== undefined && (await mfa.claimTotpStep(factor.id, step));
   };
@@ -410,7 +411,7 @@ export function createMfaService(deps: MfaDependencies): MfaService {
       const stored = await mfa.insertPendingTotp({
         id: factorId,
         userId,
-        secretSealed: box.seal(secret, sealContext(factorId, userId)),
+        secretSealed: box.seal(secret, totpSealContext(factorId, userId)),
         createdAt: clock.now(),
       });
       if (!stored) throw alreadyEnrolled();
@@ -428,7 +429,7 @@ export function createMfaService(deps: MfaDependencies): MfaService {
       const admission = await throttle?.reserveSecondFactorAttempt(userId, 'uncapped');
       if (admission !== undefined && admission !== 'admitted') throw invalidSecondFactor();
       const step = await matchTotpStep(
-        box.open(factor.secretSealed, sealContext(factor.id, userId)),
+        box.open(factor.secretSealed, totpSealContext(factor.id, userId)),
         code,
         clock.now(),
       );
