@@ -167,6 +167,21 @@ export async function rotateSigningKey(
   clock: Clock,
   box: SecretBox,
 ): Promise<string> {
+  // A key sealed with a secret the instances do not hold is one none of them can sign with, and every next start is
+  // refused for it: a secret that does not open the keys in use adds none, as a start with it is refused.
+  for (const key of await signingKeys.findAllSigningKeys()) {
+    if (key.retiredAt !== undefined || !isSealed(key.sealedPrivateJwk)) continue;
+    try {
+      box.open(key.sealedPrivateJwk, sealingContext(key.kid));
+    } catch (cause) {
+      throw new AppError(
+        'internal',
+        `GATEHOUSE_SECRET does not open signing key ${key.kid}, so no new key was made: run this with the secret ` +
+          'the servers use (during a rotation, the list "new,old")',
+        { cause },
+      );
+    }
+  }
   const generated = await generateSealedKeyPair(box);
   await signingKeys.insertSigningKey(generated, clock.now());
   return generated.kid;

@@ -341,4 +341,18 @@ describe.each(DIALECTS)('gatehouse operator commands (%s)', (dialect) => {
     expect(signing.code).toBe(1);
     expect(signing.stderr).toContain('rotate first');
   });
+
+  // Found from outside: with another secret than the servers', `keys rotate` made a key none of them could open, and
+  // every next start was refused for it.
+  it('refuses to rotate with a GATEHOUSE_SECRET that does not open the keys in use, and makes no key', async () => {
+    const before = await json(['keys', 'list']);
+    const stranger = await run(process.execPath, ['bin/gatehouse.js', 'keys', 'rotate'], {
+      DATABASE_URL: ctx.db.url,
+      GATEHOUSE_SECRET: randomBytes(32).toString('base64url'),
+      ...FAST_ARGON2,
+    });
+    expect(stranger.code).toBe(1);
+    expect(stranger.stderr).toMatch(/does not open signing key/);
+    expect((await json(['keys', 'list'])).keys).toEqual(before.keys);
+  });
 });
