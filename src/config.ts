@@ -313,12 +313,23 @@ export function loadConfig(env: Record<string, string | undefined>, host: HostLi
     const value = env[key];
     if (value !== undefined && value !== '') raw[key] = value.trim();
   }
-  const converted = Value.Convert(EnvSchema, Value.Default(EnvSchema, raw));
+  // On a copy: TypeBox converts in place, and `raw` keeps what was written, for the checks and messages below.
+  const converted = Value.Convert(EnvSchema, Value.Default(EnvSchema, { ...raw }));
   const problems: string[] = [];
   // Variable by variable: TypeBox lists eight errors of an object at most, and a wrong LOG_LEVEL alone makes eight.
   const given = converted as Record<string, unknown>;
   for (const [name, schema] of Object.entries(EnvSchema.properties)) {
     if (given[name] === undefined) continue;
+    // TypeBox's conversion reads "8000.5" as 8000 and "0x10" as 16: an integer setting is written in digits or refused.
+    const written = raw[name];
+    if (
+      (schema as { type?: unknown }).type === 'integer' &&
+      written !== undefined &&
+      !/^-?\d+$/.test(written)
+    ) {
+      problems.push(`${name}=${JSON.stringify(written)} must be an integer, written in digits`);
+      continue;
+    }
     const [error] = Value.Errors(schema, given[name]);
     if (error)
       problems.push(`${name}=${JSON.stringify(raw[name] ?? '')} ${describeProblem(name, error.message)}`);

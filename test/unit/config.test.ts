@@ -145,6 +145,19 @@ describe('loadConfig', () => {
     }
   });
 
+  // Found from outside: TypeBox's conversion took PORT=8344.5 for 8344 and ACCESS_TOKEN_TTL_SECONDS=0x10 for 16.
+  it.each([
+    ['PORT', '8344.5'],
+    ['PORT', '1e3'],
+    ['ACCESS_TOKEN_TTL_SECONDS', '3600.9'],
+    ['ACCESS_TOKEN_TTL_SECONDS', '0x10'],
+    ['HASH_CONCURRENCY', '0x2'],
+  ])('refuses %s=%s: an integer setting is written in digits', (name, value) => {
+    expect(problemsOf({ [name]: value })).toEqual([
+      `${name}=${JSON.stringify(value)} must be an integer, written in digits`,
+    ]);
+  });
+
   it('refuses to start on PostgreSQL without GATEHOUSE_SECRET, and says how to make one', () => {
     const problems = problemsOf({ DATABASE_URL: 'postgres://u@db:5432/gh' }).join();
     expect(problems).toMatch(/GATEHOUSE_SECRET is required/);
