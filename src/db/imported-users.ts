@@ -13,6 +13,7 @@ export interface ClashingUser {
   usernameCanonical: string;
   usernameSkeleton: string;
   emailCanonical: string;
+  passwordHash: string;
 }
 
 export interface ClashKeys {
@@ -47,7 +48,14 @@ export function createImportedUsersRepository(db: Db, dialect: Dialect): Importe
     async findClashingUsers(keys) {
       const rows = await db
         .selectFrom('users')
-        .select(['id', 'username', 'username_canonical', 'username_skeleton', 'email_canonical'])
+        .select([
+          'id',
+          'username',
+          'username_canonical',
+          'username_skeleton',
+          'email_canonical',
+          'password_hash',
+        ])
         .where((eb) =>
           eb.or([
             ...(keys.ids.length > 0 ? [eb('id', 'in', keys.ids)] : []),
@@ -67,6 +75,7 @@ export function createImportedUsersRepository(db: Db, dialect: Dialect): Importe
         usernameCanonical: row.username_canonical,
         usernameSkeleton: row.username_skeleton,
         emailCanonical: row.email_canonical,
+        passwordHash: row.password_hash,
       }));
     },
 

@@ -213,8 +213,12 @@ export async function importFastapiUsers(
       const skipped = (code: SkipCode, reason: string) =>
         summary.skipped.push({ sourceId: candidate.sourceId, username: user.username, code, reason });
       if (named) {
-        // The import's earlier run (the id kept, or the email it brought, if the user changed it since).
-        if (named.id === candidate.seedId || named.emailCanonical === user.emailCanonical) {
+        // The import's earlier run: the email it brought, or the id it kept with the hash it brought (the user may have
+        // changed the email since, or not logged in yet). The same id alone is a coincidence, not a proof.
+        const importedBefore =
+          named.emailCanonical === user.emailCanonical ||
+          (named.id === candidate.seedId && named.passwordHash === user.passwordHash);
+        if (importedBefore) {
           summary.alreadyPresent.push({
             sourceId: candidate.sourceId,
             id: named.id,
