@@ -295,10 +295,22 @@ async function serve(config: Config): Promise<void> {
       await handle.close();
     },
   );
-  await app.listen({ host: config.host, port: config.port });
+  try {
+    await app.listen({ host: config.host, port: config.port });
+  } catch (error) {
+    // A HOST that does not resolve or is not this machine's, a PORT taken: one line naming the setting, as for
+    // METRICS_PORT, rather than a stack.
+    console.error(
+      `gatehouse: cannot listen on HOST=${config.host} PORT=${config.port}: ${(error as Error).message}`,
+    );
+    process.exit(1);
+  }
+  // PORT=0 asks for any free port: the one given is the one to say.
+  const address = app.server.address();
+  const port = typeof address === 'object' && address !== null ? address.port : config.port;
   app.log.info(
     { database: config.database.kind, algorithm: config.jwt.algorithm, pid: process.pid },
-    `Gatehouse listening on http://${config.host}:${config.port} (docs at /docs)`,
+    `Gatehouse listening on http://${config.host}:${port} (docs at /docs)`,
   );
   // Once per start: a cluster's later workers (and replacements of the first) stay quiet.
   if ((cluster.worker?.id ?? 1) === 1) {
