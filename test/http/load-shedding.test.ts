@@ -17,6 +17,7 @@ import {
   type TestAppOptions,
 } from '../support/build-test-app.ts';
 import { dialects } from '../support/dialects.ts';
+import { halfClosedExchange } from '../support/raw-exchange.ts';
 
 const OVERLOADED = 'The server is busy; retry in a second.';
 const JSON_HEADERS = { 'content-type': 'application/json' };
@@ -290,17 +291,6 @@ describe('a client that leaves while its login is queued', () => {
 describe.each(dialects)(
   'a client that ends its side of the connection after its request (a FIN), on %s',
   (dialect) => {
-    const halfClosedExchange = (port: number, request: string) =>
-      new Promise<string>((resolve, reject) => {
-        const socket = net.connect(port, '127.0.0.1', () => socket.end(request));
-        let received = '';
-        socket.setTimeout(5000, () => socket.destroy(new Error('no close within 5 s')));
-        socket.on('data', (chunk) => {
-          received += chunk.toString('latin1');
-        });
-        socket.on('error', reject);
-        socket.on('close', () => resolve(received));
-      });
     const loginRequest = () => {
       const body = JSON.stringify({ username: 'alice', password: STRONG_PASSWORD });
       return `POST /token HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`;

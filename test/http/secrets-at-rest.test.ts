@@ -143,10 +143,11 @@ describe.each(dialects)('secrets at rest on %s', (dialect) => {
     const t = await start();
     await registerUser(t.app);
     const before = decodeToken(await loginToken(t.app)).header.kid;
+    // The other instance runs mid-rotation ("new,old"): it opens the keys in use and seals with a secret this one lacks.
     await rotateSigningKey(
       createSigningKeysRepository(database.db),
       createTestClock(new Date(t.clock.now().getTime() + 1000)),
-      createSecretBox([generateSecret()]),
+      createSecretBox([generateSecret(), TEST_SECRET]),
     );
     t.clock.advanceSeconds(5);
     const token = await loginToken(t.app);

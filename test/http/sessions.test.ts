@@ -1,10 +1,9 @@
-import { connect } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildTestApp, registerUser, STRONG_PASSWORD, type TestApp } from '../support/build-test-app.ts';
 import { createTestClock } from '../support/clock.ts';
 import { dialects } from '../support/dialects.ts';
 import { decodeToken } from '../support/forge-token.ts';
-import { parseRawAnswer } from '../support/raw-exchange.ts';
+import { halfClosedExchange, parseRawAnswer } from '../support/raw-exchange.ts';
 
 interface Tokens {
   access_token: string;
@@ -125,21 +124,11 @@ describe.each(dialects)('sessions and refresh tokens on %s', (dialect) => {
     if (address === null || typeof address === 'string') await t.app.listen({ port: 0, host: '127.0.0.1' });
     const { port } = t.app.server.address() as { port: number };
     const body = `grant_type=refresh_token&refresh_token=${encodeURIComponent(first.refresh_token)}`;
-    const answer = await new Promise<string>((resolve, reject) => {
-      const socket = connect(port, '127.0.0.1', () =>
-        socket.end(
-          `POST /token HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n` +
-            `Content-Length: ${body.length}\r\n\r\n${body}`,
-        ),
-      );
-      let received = '';
-      socket.setTimeout(5000, () => socket.destroy(new Error('no close within 5 s')));
-      socket.on('data', (chunk) => {
-        received += chunk.toString('latin1');
-      });
-      socket.on('error', reject);
-      socket.on('close', () => resolve(received));
-    });
+    const answer = await halfClosedExchange(
+      port,
+      `POST /token HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n` +
+        `Content-Length: ${body.length}\r\n\r\n${body}`,
+    );
     const { statusLine, headers, body: answered } = parseRawAnswer(answer);
     expect(statusLine).toBe('HTTP/1.1 200 OK');
     // The connection closes after this answer, and the answer says so (RFC 9112 §9.6), not keep-alive.

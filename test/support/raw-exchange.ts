@@ -49,6 +49,23 @@ export function rawExchangeInParts(port: number, parts: string[], pauseMs = 100)
   });
 }
 
+/**
+ * Writes `request` and ends the client's side at once (a FIN, as `nc -N` sends), still reading: resolves with everything
+ * the server sent until it closed.
+ */
+export function halfClosedExchange(port: number, request: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = connect(port, '127.0.0.1', () => socket.end(request));
+    let received = '';
+    socket.setTimeout(5000, () => socket.destroy(new Error('no close within 5 s')));
+    socket.on('data', (chunk) => {
+      received += chunk.toString('latin1');
+    });
+    socket.on('error', reject);
+    socket.on('close', () => resolve(received));
+  });
+}
+
 /** The status line, the headers (lower-case names) and the body of a raw HTTP/1.1 answer. */
 export function parseRawAnswer(raw: string): {
   statusLine: string;
