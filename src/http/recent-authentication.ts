@@ -1,4 +1,4 @@
-import type { FastifyRequest } from 'fastify';
+import type { FastifyRequest, preValidationHookHandler } from 'fastify';
 import { AppError } from '../errors.ts';
 import { type FactorChangeCredentials, insufficientAuthentication } from '../services/mfa.ts';
 
@@ -9,6 +9,15 @@ export interface RecentAuthenticationFields {
   otp?: string | undefined;
   recovery_code?: string | undefined;
 }
+
+/**
+ * A change of factors sent with no body at all lacks its recent authentication as one with an empty body does: the
+ * same 401 (RFC 9470), not the 422 of a body that is not an object.
+ */
+export const noBodyIsEmpty: preValidationHookHandler = (request, _reply, done) => {
+  if (request.body === undefined) request.body = {};
+  done();
+};
 
 /** A FastAPI-shaped 422 for a body field that is missing. */
 export const missingField = (field: string) =>

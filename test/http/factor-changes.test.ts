@@ -273,6 +273,18 @@ describe.each(dialects)('changing second factors on %s', (dialect) => {
       expect(refused.json()).toEqual(PASSWORD_NEEDED);
       expect(refused.headers['www-authenticate']).toBe(header);
     }
+    // With no body at all, the same: what is missing is the recent authentication, not an object.
+    for (const [method, url] of [
+      ['POST', '/users/me/mfa/totp'],
+      ['DELETE', '/users/me/mfa/totp'],
+      ['POST', '/users/me/mfa/recovery-codes'],
+      ['POST', '/users/me/passkeys/registration/options'],
+      ['DELETE', '/users/me/passkeys/some-id'],
+    ] as const) {
+      const bare = await t.app.inject({ method, url, headers: { authorization: `Bearer ${user.bearer}` } });
+      expect(bare.statusCode, `${method} ${url}`).toBe(401);
+      expect(bare.json()).toEqual(PASSWORD_NEEDED);
+    }
     // Still on, and the access token still works: the 401 asked for more, it did not end the session.
     expect((await mfaStatus(user.bearer)).totp).toMatchObject({ status: 'active' });
     expect(await conversationStatus(user.bearer)).toBe(200);

@@ -1,7 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import Type from 'typebox';
 import type { MfaService } from '../../services/mfa.ts';
-import { factorChangeOf, missingField, passwordOf } from '../recent-authentication.ts';
+import { factorChangeOf, missingField, noBodyIsEmpty, passwordOf } from '../recent-authentication.ts';
 import { requestContext } from '../request-context.ts';
 import {
   CodedErrorResponse,
@@ -52,6 +52,7 @@ export const mfaRoutes: FastifyPluginAsyncTypebox<{
   app.post(
     '/users/me/mfa/totp',
     {
+      preValidation: noBodyIsEmpty,
       schema: {
         summary: 'Start setting up an authenticator app (pending until confirmed with a code)',
         description:
@@ -116,6 +117,7 @@ export const mfaRoutes: FastifyPluginAsyncTypebox<{
   app.delete(
     '/users/me/mfa/totp',
     {
+      preValidation: noBodyIsEmpty,
       schema: {
         summary: 'Remove the authenticator app and its recovery codes',
         description:
@@ -143,6 +145,7 @@ export const mfaRoutes: FastifyPluginAsyncTypebox<{
   app.post(
     '/users/me/mfa/recovery-codes',
     {
+      preValidation: noBodyIsEmpty,
       schema: {
         summary: 'Replace your recovery codes (the old ones stop working)',
         description:

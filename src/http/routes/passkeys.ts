@@ -1,7 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import Type from 'typebox';
 import type { PasskeysService } from '../../services/passkeys.ts';
-import { factorChangeOf } from '../recent-authentication.ts';
+import { factorChangeOf, noBodyIsEmpty } from '../recent-authentication.ts';
 import { requestContext } from '../request-context.ts';
 import {
   CeremonyOptionsResponse,
@@ -31,6 +31,7 @@ export const passkeyAccountRoutes: FastifyPluginAsyncTypebox<{ passkeys: Passkey
   app.post(
     '/users/me/passkeys/registration/options',
     {
+      preValidation: noBodyIsEmpty,
       schema: {
         summary:
           'Start registering a passkey (needs the password, and a second factor when the account has one)',
@@ -118,6 +119,7 @@ export const passkeyAccountRoutes: FastifyPluginAsyncTypebox<{ passkeys: Passkey
   app.delete(
     '/users/me/passkeys/:id',
     {
+      preValidation: noBodyIsEmpty,
       schema: {
         summary: 'Delete one of your passkeys (needs the password and a second factor, as registration)',
         tags: ['passkeys'],
