@@ -1,4 +1,4 @@
-import { connect } from 'node:net';
+import { connect, type Socket } from 'node:net';
 
 /**
  * Requests Node's HTTP server refuses before any route runs (its parser, its Host and Expect checks), with the status
@@ -27,18 +27,10 @@ export function rawExchange(port: number, request: string): Promise<string> {
   return rawExchangeInParts(port, [request]);
 }
 
-/**
- * Writes the parts of a request one after another, `pauseMs` apart (as a network may deliver them), and resolves with
- * everything the server sent until it closed.
- */
-export function rawExchangeInParts(port: number, parts: string[], pauseMs = 100): Promise<string> {
+/** Connects, lets `send` write, and resolves with everything the server sent until it closed. */
+function exchange(port: number, send: (socket: Socket) => void): Promise<string> {
   return new Promise((resolve, reject) => {
-    const socket = connect(port, '127.0.0.1', async () => {
-      for (const [index, part] of parts.entries()) {
-        if (index > 0) await new Promise((wait) => setTimeout(wait, pauseMs));
-        if (!socket.destroyed) socket.write(part);
-      }
-    });
+    const socket = connect(port, '127.0.0.1', () => send(socket));
     let received = '';
     socket.setTimeout(5000, () => socket.destroy(new Error('no close within 5 s')));
     socket.on('data', (chunk) => {
@@ -50,20 +42,24 @@ export function rawExchangeInParts(port: number, parts: string[], pauseMs = 100)
 }
 
 /**
+ * Writes the parts of a request one after another, `pauseMs` apart (as a network may deliver them), and resolves with
+ * everything the server sent until it closed.
+ */
+export function rawExchangeInParts(port: number, parts: string[], pauseMs = 100): Promise<string> {
+  return exchange(port, async (socket) => {
+    for (const [index, part] of parts.entries()) {
+      if (index > 0) await new Promise((wait) => setTimeout(wait, pauseMs));
+      if (!socket.destroyed) socket.write(part);
+    }
+  });
+}
+
+/**
  * Writes `request` and ends the client's side at once (a FIN, as `nc -N` sends), still reading: resolves with everything
  * the server sent until it closed.
  */
 export function halfClosedExchange(port: number, request: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const socket = connect(port, '127.0.0.1', () => socket.end(request));
-    let received = '';
-    socket.setTimeout(5000, () => socket.destroy(new Error('no close within 5 s')));
-    socket.on('data', (chunk) => {
-      received += chunk.toString('latin1');
-    });
-    socket.on('error', reject);
-    socket.on('close', () => resolve(received));
-  });
+  return exchange(port, (socket) => socket.end(request));
 }
 
 /** The status line, the headers (lower-case names) and the body of a raw HTTP/1.1 answer. */
