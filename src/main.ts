@@ -170,6 +170,17 @@ async function prepareDatabase(config: Config): Promise<OpenedDatabase> {
 }
 
 /**
+ * A command that reads or changes what a database holds refuses a SQLite path where there is none: made there, an
+ * empty database (and a new secret.key) would answer as if every user were gone, after a typo in DATABASE_URL.
+ */
+function refuseMissingDatabaseFile(database: Config['database']): void {
+  if (database.kind !== 'sqlite' || database.path === ':memory:' || existsSync(database.path)) return;
+  throw new Error(
+    `no database at ${database.path} (DATABASE_URL): check the path; \`gatehouse migrate\` creates a new one there`,
+  );
+}
+
+/**
  * The whole chain of causes, outermost first: a translated database error says what a client may be told, and the
  * operator needs the driver's own reason (connect ECONNREFUSED 127.0.0.1:5432) behind it.
  */
@@ -424,8 +435,10 @@ if (resolution.kind === 'serve') {
     // Also run by `npm ci` (prepare) as `version` with the compile cache on: every module is then already compiled at
     // the first `npm start`, which spares it Node's TypeScript stripper (about 18 MB of resident memory) and its
     // start-up time.
-    process.exitCode = await runCommand(resolution, io, () => {
-      const { config, source } = resolveSecrets(readConfig());
+    process.exitCode = await runCommand(resolution, io, (command) => {
+      const read = readConfig();
+      if (!command.createsDatabase) refuseMissingDatabaseFile(read.database);
+      const { config, source } = resolveSecrets(read);
       return { config, secretSource: source };
     });
   } catch (error) {

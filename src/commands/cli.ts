@@ -47,6 +47,11 @@ export interface CommandSpec {
   /** Options it cannot run without. */
   requiredOptions?: readonly string[];
   examples: readonly string[];
+  /**
+   * Makes the SQLite database when its file does not exist yet, as a server start does; every other command refuses
+   * such a path, where a typo in DATABASE_URL would otherwise leave an empty database that seems to have lost every user.
+   */
+  createsDatabase?: boolean;
   /** Runs without reading the configuration (and without making secret.key). */
   unconfigured?: (input: Pick<CommandInput, 'options' | 'positionals' | 'io'>) => number;
   run?: (input: CommandInput, environment: CommandEnvironment, rawArgs: readonly string[]) => Promise<number>;
@@ -269,6 +274,7 @@ export const COMMANDS: readonly CommandSpec[] = [
     summary: 'apply pending database migrations',
     usage: '',
     examples: ['DATABASE_URL=postgres://gatehouse@db/gatehouse gatehouse migrate'],
+    createsDatabase: true,
     run: (i) => runMigrateCommand(i.config, i.io.print),
   },
   {
@@ -279,6 +285,7 @@ export const COMMANDS: readonly CommandSpec[] = [
     optionHelp: { json: 'print the summary as JSON' },
     positionals: [1, 1],
     examples: ['gatehouse import fastapi ./app.db', 'gatehouse import fastapi /srv/fastapi/app.db --json'],
+    createsDatabase: true,
     // Its progress goes to the process's stderr, as a bar only when a person watches (import-fastapi.ts decides).
     run: (i, _environment, rawArgs) => runImportFastapiCommand(i.config, [...rawArgs], i.io.print),
   },
@@ -293,6 +300,7 @@ export const COMMANDS: readonly CommandSpec[] = [
     },
     requiredOptions: ['count'],
     examples: ['gatehouse seed-users --count 10000'],
+    createsDatabase: true,
     run: (i, _environment, rawArgs) => runSeedUsersCommand(i.config, [...rawArgs], i.io.print, i.io.progress),
   },
   {
@@ -482,11 +490,11 @@ function usage(command: CommandSpec, problem: string): Resolution {
 export async function runCommand(
   resolution: Extract<Resolution, { kind: 'command' }>,
   io: CommandIo,
-  environment: () => CommandEnvironment,
+  environment: (command: CommandSpec) => CommandEnvironment,
 ): Promise<number> {
   const { command, options, positionals, rawArgs } = resolution;
   if (command.unconfigured) return command.unconfigured({ options, positionals, io });
   if (!command.run) return EXIT_USAGE;
-  const env = environment();
+  const env = environment(command);
   return command.run({ config: env.config, options, positionals, io }, env, rawArgs);
 }

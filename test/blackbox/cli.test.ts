@@ -5,6 +5,9 @@
  */
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { generateSync } from 'otplib';
 import { describe, expect, inject, it, vi } from 'vitest';
 import {
@@ -354,5 +357,51 @@ describe.each(DIALECTS)('gatehouse operator commands (%s)', (dialect) => {
     expect(stranger.code).toBe(1);
     expect(stranger.stderr).toMatch(/does not open signing key/);
     expect((await json(['keys', 'list'])).keys).toEqual(before.keys);
+  });
+});
+
+// Found by a reviewer: pointed at a SQLite path with no database (a typo in DATABASE_URL, the wrong directory), a
+// command that reads or changes users made an empty database and a secret.key there, and `users list` said "No
+// users", as if every account were gone.
+describe('gatehouse on a SQLite path with no database', () => {
+  const bin = (args: string[], file: string) =>
+    run(process.execPath, ['bin/gatehouse.js', ...args], { DATABASE_URL: `sqlite:${file}`, ...FAST_ARGON2 });
+
+  it.each([
+    ['users', 'list'],
+    ['users', 'show', 'alice'],
+    ['users', 'disable', 'alice'],
+    ['sessions', 'list', '--user', 'alice'],
+    ['mail', 'list'],
+    ['keys', 'list'],
+    ['keys', 'rotate'],
+    ['secret', 'rotate'],
+  ])('%s %s refuses with exit 1, naming the path, and creates nothing', async (...args) => {
+    const directory = mkdtempSync(path.join(os.tmpdir(), 'gh-cli-missing-'));
+    try {
+      const file = path.join(directory, 'typo', 'gatehouse.db');
+      const result = await bin(args, file);
+      expect(result.code, result.stderr).toBe(1);
+      expect(result.stderr).toContain(file);
+      expect(result.stderr).toMatch(/no database/i);
+      expect(result.stdout).toBe('');
+      expect(readdirSync(directory)).toEqual([]);
+    } finally {
+      rmSync(directory, { recursive: true, force: true });
+    }
+  });
+
+  it('migrate creates it, as the server does', async () => {
+    const directory = mkdtempSync(path.join(os.tmpdir(), 'gh-cli-missing-'));
+    try {
+      const file = path.join(directory, 'gatehouse.db');
+      const result = await bin(['migrate'], file);
+      expect(result.code, result.stderr).toBe(0);
+      expect(existsSync(file)).toBe(true);
+      const listed = await bin(['users', 'list'], file);
+      expect(listed.code, listed.stderr).toBe(0);
+    } finally {
+      rmSync(directory, { recursive: true, force: true });
+    }
   });
 });
