@@ -59,6 +59,11 @@ export interface AccountsService {
    */
   registerUser(registration: Registration, context: RequestContext, hashing?: HashOptions): Promise<User>;
   /**
+   * Returns the problems of a registration's username and password, for a body whose other fields failed their
+   * schema: every invalid field is listed in one answer, as pydantic does. Fields that are not strings are skipped.
+   */
+  findRegistrationProblems(fields: { username?: unknown; password?: unknown }): FieldProblem[];
+  /**
    * Returns the user whose credentials these are, or why not, in the same time either way; throws overloaded when the
    * verification is shed (nothing was checked).
    */
@@ -193,16 +198,8 @@ export function checkAccountFields(
 ): { account: CheckedAccountFields } | { problems: FieldProblem[] } {
   const problems: FieldProblem[] = [];
   const username = normaliseUsername(fields.username);
-  if (!username) {
-    problems.push({
-      loc: ['body', 'username'],
-      msg: "Username must be 3 to 32 letters, digits, '.', '_' or '-'",
-      type: 'string_pattern_mismatch',
-    });
-  } else {
-    const usernameProblem = findUsernameProblem(username.display);
-    if (usernameProblem) problems.push(describeUsernameProblem(usernameProblem));
-  }
+  const usernameProblem = findUsernameFieldProblem(fields.username);
+  if (usernameProblem) problems.push(usernameProblem);
   const email = storedEmail(fields.email);
   const emailProblem = findEmailProblem(email);
   if (emailProblem) problems.push(emailProblem);
@@ -229,6 +226,19 @@ export function checkAccountFields(
       level,
     },
   };
+}
+
+function findUsernameFieldProblem(raw: string): FieldProblem | undefined {
+  const username = normaliseUsername(raw);
+  if (!username) {
+    return {
+      loc: ['body', 'username'],
+      msg: "Username must be 3 to 32 letters, digits, '.', '_' or '-'",
+      type: 'string_pattern_mismatch',
+    };
+  }
+  const problem = findUsernameProblem(username.display);
+  return problem ? describeUsernameProblem(problem) : undefined;
 }
 
 function findEmailProblem(email: string): FieldProblem | undefined {
@@ -273,6 +283,19 @@ export function createAccountsService(deps: AccountsDependencies): AccountsServi
   const { users, hasher, policy, clock } = deps;
 
   return {
+    findRegistrationProblems(fields) {
+      const problems: FieldProblem[] = [];
+      if (typeof fields.username === 'string') {
+        const problem = findUsernameFieldProblem(fields.username);
+        if (problem) problems.push(problem);
+      }
+      if (typeof fields.password === 'string') {
+        const problem = policy.checkShape(normalisePassword(fields.password));
+        if (problem) problems.push(describePasswordProblem(problem));
+      }
+      return problems;
+    },
+
     async registerUser(registration, context, hashing) {
       const checked = checkAccountFields(registration);
       const problems = 'problems' in checked ? checked.problems : [];
