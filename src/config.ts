@@ -1,3 +1,4 @@
+import { isIP } from 'node:net';
 import { availableParallelism } from 'node:os';
 import Type, { type Static } from 'typebox';
 import Value from 'typebox/value';
@@ -365,6 +366,7 @@ export function loadConfig(env: Record<string, string | undefined>, host: HostLi
   if (values.REFRESH_TOKEN_IDLE_TTL_SECONDS > values.SESSION_MAX_LIFETIME_SECONDS) {
     problems.push('REFRESH_TOKEN_IDLE_TTL_SECONDS must not exceed SESSION_MAX_LIFETIME_SECONDS');
   }
+  for (const name of ['HOST', 'METRICS_HOST'] as const) checkListenHost(name, values[name], problems);
   checkMetricsToken(values.METRICS_TOKEN, problems);
   if (values.METRICS_PORT !== undefined && values.METRICS_PORT === values.PORT) {
     problems.push('METRICS_PORT must differ from PORT: the metrics listener has no authentication');
@@ -728,6 +730,18 @@ function parseClientIpRules(
     );
   }
   return { trustedProxies, clientIpHeader: name };
+}
+
+// RFC 1123 labels (with the underscore that container and service names use), an optional final dot.
+const HOST_NAME =
+  /^(?=.{1,253}\.?$)(?:[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\.)*[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\.?$/;
+
+/** A listen address no resolver could take would fail only at listen, after the start had prepared the database. */
+function checkListenHost(name: string, host: string, problems: string[]): void {
+  if (isIP(host) !== 0 || HOST_NAME.test(host)) return;
+  problems.push(
+    `${name}=${JSON.stringify(host.slice(0, 200))} must be an IP address or a host name (0.0.0.0, ::, 127.0.0.1, localhost), without scheme or port`,
+  );
 }
 
 const LOOPBACK_HOSTS = new Set(['localhost', '127.0.0.1', '[::1]']);

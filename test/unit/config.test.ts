@@ -28,6 +28,27 @@ describe('loadConfig', () => {
     expect(config.hashThreadPriority).toBe('idle');
   });
 
+  // A HOST that no resolver could take was found only at listen, after the start had migrated (or created) the database.
+  it.each(['bad host!', 'http://0.0.0.0', '0.0.0.0:8000', 'a..b', '-a.example', `${'a'.repeat(64)}.example`])(
+    'refuses HOST=%s, which is neither an IP address nor a host name',
+    (host) => {
+      expect(problemsOf({ HOST: host }).join('\n')).toMatch(/^HOST=.* must be an IP address or a host name/m);
+    },
+  );
+
+  it.each([
+    '0.0.0.0',
+    '127.0.0.1',
+    '::',
+    '::1',
+    'fe80::1%eth0',
+    'localhost',
+    'gatehouse.internal',
+    'api-1.example.com.',
+  ])('accepts HOST=%s', (host) => {
+    expect(loadConfig({ HOST: host }).host).toBe(host);
+  });
+
   it('returns a frozen object', () => {
     const config = loadConfig({});
     expect(Object.isFrozen(config)).toBe(true);
