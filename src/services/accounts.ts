@@ -361,10 +361,13 @@ export function createAccountsService(deps: AccountsDependencies): AccountsServi
         try {
           const upgraded = await hasher.hash(password);
           // Only over the hash just verified: a password changed meanwhile must not be undone.
-          if (!(await users.replacePasswordHash(credentials.user.id, verifiedHash, upgraded, clock.now()))) {
-            return wrongPassword;
+          if (await users.replacePasswordHash(credentials.user.id, verifiedHash, upgraded, clock.now())) {
+            verifiedHash = upgraded;
+          } else {
+            const current = await currentHashOfSamePassword(credentials.user.id, password, verifiedHash);
+            if (current === undefined) return wrongPassword;
+            verifiedHash = current;
           }
-          verifiedHash = upgraded;
         } catch (error) {
           // The login itself succeeded; the upgrade is retried at the next one.
           deps.onRehashFailed?.(error);
@@ -422,26 +425,32 @@ export function createAccountsService(deps: AccountsDependencies): AccountsServi
         }
         issued = await deps.emailChanges.prepare(previous, newEmail, context);
       }
-      const user = await users.updateUserProfile(
-        userId,
-        {
-          // The same address with its ASCII letters in another case or its domain in another spelling: no new mailbox
-          // to prove.
-          ...(email !== undefined && newEmail === undefined
-            ? { email: { display: email, canonical: canonicalEmail(email) } }
-            : {}),
-          ...(newEmail !== undefined ? { pendingEmail: newEmail } : {}),
-          // The current address again while another waits: the user changed their mind, and that link must die.
-          ...(email !== undefined && newEmail === undefined && previous?.pendingEmail != null
-            ? { pendingEmail: null }
-            : {}),
-          ...(changes.age !== undefined ? { age: changes.age } : {}),
-          ...(changes.level !== undefined ? { level: changes.level } : {}),
-        },
-        clock.now(),
-        { liveSessionId: changes.sessionId, ...(expectedHash !== undefined ? { expectedHash } : {}) },
-        issued,
-      );
+      const update = (expectedHash: string | undefined) =>
+        users.updateUserProfile(
+          userId,
+          {
+            // The same address with its ASCII letters in another case or its domain in another spelling: no new mailbox
+            // to prove.
+            ...(email !== undefined && newEmail === undefined
+              ? { email: { display: email, canonical: canonicalEmail(email) } }
+              : {}),
+            ...(newEmail !== undefined ? { pendingEmail: newEmail } : {}),
+            // The current address again while another waits: the user changed their mind, and that link must die.
+            ...(email !== undefined && newEmail === undefined && previous?.pendingEmail != null
+              ? { pendingEmail: null }
+              : {}),
+            ...(changes.age !== undefined ? { age: changes.age } : {}),
+            ...(changes.level !== undefined ? { level: changes.level } : {}),
+          },
+          clock.now(),
+          { liveSessionId: changes.sessionId, ...(expectedHash !== undefined ? { expectedHash } : {}) },
+          issued,
+        );
+      let user = await update(expectedHash);
+      if (!user && expectedHash !== undefined && changes.currentPassword !== undefined) {
+        const current = await currentHashOfSamePassword(userId, changes.currentPassword, expectedHash);
+        if (current !== undefined) user = await update(current);
+      }
       if (!user && (await users.findUserById(userId))) {
         // A password change committed since the request was authenticated: it ended this session, or it made the
         // password given here stale. Either way the change must not land after it.
@@ -472,13 +481,20 @@ export function createAccountsService(deps: AccountsDependencies): AccountsServi
       }
       if (problems.length > 0)
         throw new AppError('validation_failed', 'Invalid password', { details: problems });
-      const replaced = await users.replacePasswordHashEndingOtherSessions(
+      const newHash = await hasher.hash(newPassword);
+      const replaced = await overCurrentHash(
         userId,
+        change.currentPassword,
         credentials.passwordHash,
-        await hasher.hash(newPassword),
-        change.keepSessionId,
-        clock.now(),
-        (changed) => [deps.emailChanges.passwordChangedNotice(changed)],
+        (expectedHash) =>
+          users.replacePasswordHashEndingOtherSessions(
+            userId,
+            expectedHash,
+            newHash,
+            change.keepSessionId,
+            clock.now(),
+            (changed) => [deps.emailChanges.passwordChangedNotice(changed)],
+          ),
       );
       // Another change committed since the current password was checked: this one proved the old password.
       if (!replaced) {
@@ -497,7 +513,10 @@ export function createAccountsService(deps: AccountsDependencies): AccountsServi
     async deleteAccount(userId, password, context) {
       const credentials = await checkPassword(userId, password, context);
       // Only while the hash just verified is still the user's: a password changed meanwhile voids this proof.
-      if (!(await users.deleteUser(userId, credentials.passwordHash))) {
+      const deleted = await overCurrentHash(userId, password, credentials.passwordHash, (expectedHash) =>
+        users.deleteUser(userId, expectedHash),
+      );
+      if (!deleted) {
         // Deleted meanwhile by another of its sessions: the token's user is gone, as for any request after that.
         if (!(await users.findUserById(userId))) throw userGone();
         throw new AppError('invalid_password', 'Incorrect password');
@@ -508,6 +527,28 @@ export function createAccountsService(deps: AccountsDependencies): AccountsServi
   // The README's rule for a token whose user is gone: 401, whichever request noticed it.
   function userGone() {
     return new AppError('invalid_token', 'Could not validate credentials');
+  }
+
+  // A login may have upgraded the stored hash of the same password meanwhile (a bcrypt hash imported from the seed,
+  // older argon2id parameters): no change of password, which is what a compare-and-swap on the hash guards against.
+  // Returns the current hash when the password matches it too; undefined when the hash is unchanged (the write
+  // failed for another reason) or the password is no longer the user's.
+  async function currentHashOfSamePassword(userId: number, password: string, staleHash: string) {
+    const current = await users.findCredentialsById(userId);
+    if (!current || current.passwordHash === staleHash) return undefined;
+    return (await verifyPassword(current, password)) ? current.passwordHash : undefined;
+  }
+
+  /** Runs a write guarded by the verified hash, and once more over the current hash when it is the same password's. */
+  async function overCurrentHash(
+    userId: number,
+    password: string,
+    verifiedHash: string,
+    write: (expectedHash: string) => Promise<boolean>,
+  ): Promise<boolean> {
+    if (await write(verifiedHash)) return true;
+    const current = await currentHashOfSamePassword(userId, password, verifiedHash);
+    return current !== undefined && (await write(current));
   }
 
   async function verifyPassword(credentials: Credentials, password: string, hashing?: HashOptions) {

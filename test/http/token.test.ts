@@ -628,4 +628,82 @@ describe.each(dialects)('password upgrades at login on %s', (dialect) => {
     expect(response.statusCode).toBe(200);
     expect(await storedHash('olduser')).toMatch(/^\$argon2id\$v=19\$m=64,t=1,p=1\$/);
   });
+
+  // Found from outside: the first of parallel logins to upgrade the hash won, and the others, their password right,
+  // were answered invalid_grant and audited as wrong_password (a double submit, two tabs, the day after an import).
+  it.each([
+    ['a bcrypt hash imported from the seed', () => bcryptHashSync(STRONG_PASSWORD, 4)],
+    [
+      'an argon2id hash with outdated parameters',
+      () => createPasswordHasher({ memoryKib: 32, timeCost: 1, parallelism: 1 }).hash(STRONG_PASSWORD),
+    ],
+  ])('logs in every one of parallel logins while %s is upgraded', async (_label, outdated) => {
+    const name = `par${Math.random().toString(36).slice(2, 10)}`;
+    await registerUser(t.app, { username: name, email: `${name}@example.com` });
+    await storeHash(name, await outdated());
+    t.logs.length = 0;
+    const answers = await Promise.all(Array.from({ length: 8 }, () => logIn(name, STRONG_PASSWORD)));
+    expect(answers.map((answer) => answer.statusCode)).toEqual(Array(8).fill(200));
+    expect(events(t.logs, 'login_failed')).toEqual([]);
+    expect(await storedHash(name)).toMatch(/^\$argon2id\$v=19\$m=64,t=1,p=1\$/);
+  });
+
+  it('changes the password, with the right current one, while a login upgrades its hash', async () => {
+    const names = Array.from({ length: 4 }, () => `chg${Math.random().toString(36).slice(2, 10)}`);
+    const tokens = await Promise.all(
+      names.map(async (name) => {
+        await registerUser(t.app, { username: name, email: `${name}@example.com` });
+        const token = (await logIn(name, STRONG_PASSWORD)).json().access_token as string;
+        await storeHash(name, bcryptHashSync(STRONG_PASSWORD, 4));
+        return token;
+      }),
+    );
+    const changes = await Promise.all(
+      names.map(async (name, index) => {
+        const [change, login] = await Promise.all([
+          t.app.inject({
+            method: 'POST',
+            url: '/users/me/password',
+            headers: { authorization: `Bearer ${tokens[index]}` },
+            payload: { current_password: STRONG_PASSWORD, new_password: 'an entirely new passphrase 31' },
+          }),
+          logIn(name, STRONG_PASSWORD),
+        ]);
+        expect([200, 400]).toContain(login.statusCode);
+        return change.statusCode;
+      }),
+    );
+    expect(changes).toEqual([204, 204, 204, 204]);
+    for (const name of names)
+      expect((await logIn(name, 'an entirely new passphrase 31')).statusCode).toBe(200);
+  });
+
+  it.each([
+    ['deletes the account', 'DELETE', '/users/me', { password: STRONG_PASSWORD }, 204],
+    ['asks for a new email address', 'PATCH', '/users/me', { current_password: STRONG_PASSWORD }, 200],
+  ] as const)(
+    '%s, with the right password, while a login upgrades its hash',
+    async (_label, method, url, body, status) => {
+      const names = Array.from({ length: 4 }, () => `up${Math.random().toString(36).slice(2, 10)}`);
+      const tokens = await Promise.all(
+        names.map(async (name) => {
+          await registerUser(t.app, { username: name, email: `${name}@example.com` });
+          const token = (await logIn(name, STRONG_PASSWORD)).json().access_token as string;
+          await storeHash(name, bcryptHashSync(STRONG_PASSWORD, 4));
+          return token;
+        }),
+      );
+      const answers = await Promise.all(
+        names.map(async (name, index) => {
+          const payload = method === 'PATCH' ? { ...body, email: `${name}@example.org` } : body;
+          const [answer] = await Promise.all([
+            t.app.inject({ method, url, headers: { authorization: `Bearer ${tokens[index]}` }, payload }),
+            logIn(name, STRONG_PASSWORD),
+          ]);
+          return answer.statusCode;
+        }),
+      );
+      expect(answers).toEqual(Array(4).fill(status));
+    },
+  );
 });
