@@ -28,9 +28,18 @@ export interface PoolStats {
 
 export type DbTarget =
   | { kind: 'sqlite'; path: string }
-  | { kind: 'postgres'; url: string; schema?: string; maxConnections?: number };
+  | {
+      kind: 'postgres';
+      url: string;
+      schema?: string;
+      maxConnections?: number;
+      /** How long a query may wait for its answer before it fails as unavailable; 10 s unless a test shortens it. */
+      queryTimeoutMs?: number;
+    };
 
 const INT8_OID = 20;
+
+type PgModule = typeof import('pg').default;
 
 // The PostgreSQL driver is loaded only for a PostgreSQL URL: an SQLite server never holds its code.
 const require = createRequire(import.meta.url);
@@ -38,13 +47,13 @@ const require = createRequire(import.meta.url);
 /** Opens the configured database: an embedded SQLite file through node:sqlite, or a PostgreSQL pool. */
 export function createDb(target: DbTarget): DbHandle {
   if (target.kind === 'postgres') {
-    const pg: typeof import('pg').default = require('pg');
+    const pg: PgModule = require('pg');
     const pool = new pg.Pool({
       connectionString: target.url,
       max: target.maxConnections ?? 10,
       // A database that stops answering must turn into 503s and failed readiness, not requests that hang.
       connectionTimeoutMillis: 5000,
-      query_timeout: 10_000,
+      query_timeout: target.queryTimeoutMs ?? 10_000,
       // Timestamps are epoch milliseconds in int8 columns; they fit a double exactly.
       types: {
         getTypeParser: ((oid: number, format?: 'text' | 'binary') =>
@@ -56,7 +65,7 @@ export function createDb(target: DbTarget): DbHandle {
     // client a request holds, see namingPreparedStatements).
     pool.on('error', () => {});
     const db = new Kysely<Database>({
-      dialect: translatingDatabaseErrors(new PostgresDialect({ pool: namingPreparedStatements(pool) })),
+      dialect: translatingDatabaseErrors(new PostgresDialect({ pool: namingPreparedStatements(pg, pool) })),
     });
     return {
       db,
@@ -99,8 +108,9 @@ export function createDb(target: DbTarget): DbHandle {
  * Gives the hot queries (prepareQuery) a statement name, so each connection parses and plans them once rather
  * than on every request. Other SQL, whose text varies, stays unnamed. Also listens for errors on every client.
  */
-function namingPreparedStatements(pool: pg.Pool): pg.Pool {
+function namingPreparedStatements(pg: PgModule, pool: pg.Pool): pg.Pool {
   const wrapped = new WeakSet<pg.PoolClient>();
+  const broken = new WeakSet<pg.PoolClient>();
   const connect = pool.connect.bind(pool) as () => Promise<pg.PoolClient>;
   pool.connect = (async () => {
     const client = await connect();
@@ -109,13 +119,27 @@ function namingPreparedStatements(pool: pg.Pool): pg.Pool {
       // the outage, and also emits 'error', which pg-pool listens for only while the client is idle: unheard, that
       // event crashed the process. The pool drops the client on release, since it is no longer queryable.
       client.on('error', () => {});
+      // A query that failed for want of an answer (pg's query_timeout, a reset) leaves the connection unusable: its
+      // query is still pending on it, or the network path is gone for good (a firewall that lost its state). Released
+      // to the pool as it is, every later query sent on it timed out too. Only PostgreSQL's own errors (a constraint,
+      // a cancelled statement) leave it as good as before.
       const query = client.query.bind(client) as (...args: unknown[]) => unknown;
       client.query = ((text: unknown, values?: unknown) => {
         const name = typeof text === 'string' ? preparedStatementNames.get(text) : undefined;
-        return name ? query({ name, text, values }) : query(text, values);
+        const result = name ? query({ name, text, values }) : query(text, values);
+        if (result instanceof Promise) {
+          result.catch((error: unknown) => {
+            if (!(error instanceof pg.DatabaseError)) broken.add(client);
+          });
+        }
+        return result;
       }) as typeof client.query;
       wrapped.add(client);
     }
+    // pg-pool gives the client a new release at every checkout.
+    const release = client.release.bind(client);
+    client.release = ((destroy?: Error | boolean) =>
+      release(destroy || broken.has(client))) as typeof client.release;
     return client;
   }) as typeof pool.connect;
   return pool;

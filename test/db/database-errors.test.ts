@@ -8,6 +8,7 @@ import { afterAll, describe, expect, inject, it } from 'vitest';
 import { createDb } from '../../src/db/connect.ts';
 import { migrateToLatest } from '../../src/db/migrate.ts';
 import { AppError } from '../../src/errors.ts';
+import { startStallingProxy } from '../support/stalling-proxy.ts';
 
 const codeOf = (error: unknown) => (error instanceof AppError ? error.code : error);
 
@@ -46,6 +47,36 @@ describe('driver errors as they come out of the database handle', () => {
       await expect(sql`select 1`.execute(handle.db).catch(codeOf)).resolves.toBe('service_unavailable');
     } finally {
       await handle.close();
+    }
+  });
+
+  // Found from outside: once the pool's connections went silent for good (a firewall or NAT that lost their state),
+  // every query was sent on them again, each timing out, for as long as requests came; new connections would work.
+  it('drops a PostgreSQL connection whose query timed out, so that the next queries take a new one', async () => {
+    const proxy = await startStallingProxy(inject('postgresUrl'));
+    const url = new URL(inject('postgresUrl'));
+    url.host = `127.0.0.1:${proxy.port}`;
+    const handle = createDb({
+      kind: 'postgres',
+      url: url.toString(),
+      maxConnections: 2,
+      queryTimeoutMs: 300,
+    });
+    const select = () =>
+      sql`select 1 as one`.execute(handle.db).then(
+        (result) => result.rows,
+        (error: unknown) => codeOf(error),
+      );
+    try {
+      await Promise.all([select(), select()]);
+      proxy.strand();
+      const during = await Promise.all([select(), select()]);
+      expect(during).toEqual(['service_unavailable', 'service_unavailable']);
+      const after = await Promise.all([select(), select(), select(), select()]);
+      expect(after).toEqual(Array(4).fill([{ one: 1 }]));
+    } finally {
+      await handle.close();
+      await proxy.close();
     }
   });
 

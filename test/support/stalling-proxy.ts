@@ -26,17 +26,26 @@ export async function startSilentServer(): Promise<{ url: string; close(): Promi
  */
 export async function startStallingProxy(target: string): Promise<{
   url: string;
+  /** The port it listens on. */
+  port: number;
   stall(): void;
   resume(): void;
+  /**
+   * Makes every connection open now drop what either side sends, for good, as a firewall or NAT that lost their state
+   * does; connections opened later are forwarded.
+   */
+  strand(): void;
   close(): Promise<void>;
 }> {
   const { hostname, port: targetPort } = new URL(target);
   let stalled = false;
   const flushes = new Set<() => void>();
   const sockets = new Set<net.Socket>();
+  const stranded = new WeakSet<net.Socket>();
   const forward = (from: net.Socket, to: net.Socket) => {
     const held: Buffer[] = [];
     from.on('data', (chunk: Buffer) => {
+      if (stranded.has(from)) return;
       if (stalled) held.push(chunk);
       else to.write(chunk);
     });
@@ -61,8 +70,12 @@ export async function startStallingProxy(target: string): Promise<{
   const { port } = server.address() as net.AddressInfo;
   return {
     url: `redis://127.0.0.1:${port}`,
+    port,
     stall() {
       stalled = true;
+    },
+    strand() {
+      for (const socket of sockets) stranded.add(socket);
     },
     resume() {
       stalled = false;
