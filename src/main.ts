@@ -380,8 +380,8 @@ async function superviseWorkers(config: Config): Promise<void> {
   // derive the same refresh-token key as its siblings.
   const workerEnv = { GATEHOUSE_SECRET: config.secrets.join(',') };
   // Without Redis the workers count in this process, over IPC, so that a client cannot multiply its limits by the
-  // number of workers its connections land on.
-  if (config.throttling.enabled && !config.redis) startClusterCounters();
+  // number of workers its connections land on; with Redis they do while it is down.
+  if (config.throttling.enabled) startClusterCounters();
   for (let i = 0; i < config.workers; i += 1) cluster.fork(workerEnv);
   cluster.on('exit', (worker, code, signal) => {
     if (stopping) {

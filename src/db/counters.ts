@@ -76,7 +76,12 @@ const CLUSTER_TIMEOUT_MS = 2000;
 export function createCounterStore(options: CounterStoreOptions = {}): CounterStore {
   const notify = options.onStoreStateChange ?? (() => {});
   const local = createLocalCounts();
-  if (options.redis) return redisStore(options.redis.url, options.redis.keyPrefix, local, notify);
+  if (options.redis) {
+    // A worker's own memory would let a client multiply every limit by the number of workers while Redis is down:
+    // its insurance counts in the primary too (startClusterCounters must run there).
+    const outage = cluster.isWorker ? clusterStore(createLocalCounts(), () => {}) : undefined;
+    return redisStore(options.redis.url, options.redis.keyPrefix, local, notify, outage);
+  }
   if (cluster.isWorker) return clusterStore(local, notify);
   return {
     kind: 'memory',
@@ -247,6 +252,7 @@ function redisStore(
   keyPrefix: string,
   local: LocalCounts,
   notify: NonNullable<CounterStoreOptions['onStoreStateChange']>,
+  outage?: CounterStore,
 ): CounterStore {
   // Required here rather than imported: a server without REDIS_URL never holds ioredis (2 MB of heap).
   const { Redis }: { Redis: typeof RedisClient } = require('ioredis');
@@ -343,7 +349,7 @@ function redisStore(
           await answeredInTime(client.del(key(name)));
         },
       };
-      return insure(remote, local.counter(spec), health);
+      return insure(remote, local.counter(spec), health, outage?.counter(spec));
     },
     heldKeys: local.size,
     ready: () =>
@@ -362,6 +368,7 @@ function redisStore(
       closing = true;
       clearInterval(probe);
       local.close();
+      await outage?.close();
       if (client.status === 'ready') await answeredInTime(client.quit()).catch(() => client.disconnect());
       else client.disconnect();
     },
@@ -406,12 +413,19 @@ interface StoreHealth {
 /**
  * Counts in the shared store while it answers, in this process when it fails or is known to be down. What the shared
  * store answers is copied here as well: when it stops answering, this process goes on from the counts and locks it
- * saw (those that other instances alone saw are lost), not from nothing.
+ * saw (those that other instances alone saw are lost), not from nothing. `alsoMeanwhile`, in a cluster's worker,
+ * counts the outage in the primary besides: a hit is refused when either count is past the limit, so the workers
+ * share one limit from the outage on.
  */
-function insure(remote: Counter, fallback: LocalCounter, health: StoreHealth): Counter {
+function insure(
+  remote: Counter,
+  fallback: LocalCounter,
+  health: StoreHealth,
+  alsoMeanwhile?: Counter,
+): Counter {
   const run = async <T>(
     shared: () => Promise<T>,
-    locally: () => T,
+    locally: () => T | Promise<T>,
     copy: (result: T) => void,
   ): Promise<T> => {
     if (health.isAvailable()) {
@@ -430,20 +444,37 @@ function insure(remote: Counter, fallback: LocalCounter, health: StoreHealth): C
     hit: (key) =>
       run(
         () => remote.hit(key),
-        () => fallback.hit(key),
+        async () => {
+          const own = fallback.hit(key);
+          if (!alsoMeanwhile) return own;
+          const shared = await alsoMeanwhile.hit(key);
+          return shared.count > own.count ? shared : own;
+        },
         (reading) => fallback.copy(key, reading),
       ),
     refund: (key) => {
-      const locally = () => fallback.refund(key);
-      return run(() => remote.refund(key), locally, locally);
+      const copy = () => fallback.refund(key);
+      const locally = async () => {
+        copy();
+        await alsoMeanwhile?.refund(key);
+      };
+      return run(() => remote.refund(key), locally, copy);
     },
     block: (key, seconds) => {
-      const locally = () => fallback.block(key, seconds);
-      return run(() => remote.block(key, seconds), locally, locally);
+      const copy = () => fallback.block(key, seconds);
+      const locally = async () => {
+        copy();
+        await alsoMeanwhile?.block(key, seconds);
+      };
+      return run(() => remote.block(key, seconds), locally, copy);
     },
     reset: (key) => {
-      const locally = () => fallback.reset(key);
-      return run(() => remote.reset(key), locally, locally);
+      const copy = () => fallback.reset(key);
+      const locally = async () => {
+        copy();
+        await alsoMeanwhile?.reset(key);
+      };
+      return run(() => remote.reset(key), locally, copy);
     },
   };
 }
