@@ -6,8 +6,12 @@ const CLIENT_HEADER = { 'X-Gatehouse-Client': 'web' };
 const SESSION_HINT = 'gatehouse:maybe-signed-in';
 
 let accessToken: string | undefined;
+// The account the access token is for (its `sub`): the refresh cookie belongs to the browser, not to this tab, and
+// another tab's sign-in replaces it with another account's.
+let subject: string | undefined;
 let refreshing: Promise<boolean> | undefined;
 let onSessionLost: () => void = () => {};
+let onAccountChanged: () => void = () => {};
 
 /** An answer of the API other than success, with its own message and the fields it names. */
 export class ApiError extends Error {
@@ -130,15 +134,27 @@ async function send(method: string, path: string, body?: unknown): Promise<Respo
 const asksForMoreAuthentication = (response: Response) =>
   /\berror="insufficient_user_authentication"/.test(response.headers.get('WWW-Authenticate') ?? '');
 
-/** Calls the API as the signed-in user; an expired access token is refreshed once from the cookie. */
+/**
+ * Calls the API as the signed-in user; an expired access token is refreshed once from the cookie. A refresh refused
+ * for a while (429, 503) or not sent (the network) throws its error and leaves the session as it is; a refresh that
+ * signs in another account (another tab's) sends nothing in its name and says so.
+ */
 export async function call<T>(method: string, path: string, body?: unknown): Promise<T> {
   let response = await send(method, path, body);
   if (response.status === 401 && accessToken && !asksForMoreAuthentication(response)) {
-    if (await refresh()) response = await send(method, path, body);
-    else {
+    const shown = subject;
+    if (!(await refresh())) {
       onSessionLost();
       throw new ApiError(401, 'Your session has ended. Sign in again.');
     }
+    if (subject !== shown) {
+      onAccountChanged();
+      throw new ApiError(
+        401,
+        'Another account was signed in from another tab of this browser: this page now shows it, and nothing was sent.',
+      );
+    }
+    response = await send(method, path, body);
   }
   if (!response.ok) throw await errorOf(response);
   if (response.status === 204) return undefined as T;
@@ -160,6 +176,7 @@ async function takeToken(response: Response): Promise<void> {
     throw errorFrom(response, body);
   }
   accessToken = ((await response.json()) as TokenAnswer).access_token;
+  subject = subjectOf(accessToken);
   localStorage.setItem(SESSION_HINT, '1');
 }
 
@@ -206,18 +223,38 @@ export async function callPublic<T>(method: string, path: string, body?: unknown
   return (await response.json()) as T;
 }
 
-/** Exchanges the refresh cookie for a new access token (and a rotated cookie); false when there is no session. */
+/** The `sub` of an access token; the page reads its own token only to tell one account from another. */
+function subjectOf(token: string): string | undefined {
+  try {
+    const payload = token.split('.')[1] ?? '';
+    const claims = JSON.parse(atob(payload.replace(/-/g, '+').replace(/_/g, '/'))) as { sub?: unknown };
+    return typeof claims.sub === 'string' ? claims.sub : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Exchanges the refresh cookie for a new access token (and a rotated cookie); false when there is no session. A
+ * refusal for a while (429, 503) or a network failure says nothing of the session: it is thrown, and the access token
+ * kept, so that the next call tries again.
+ */
 export function refresh(): Promise<boolean> {
   refreshing ??= (async () => {
+    // Sent without the expired token: the cookie is the grant.
+    const previous = accessToken;
+    accessToken = undefined;
     try {
-      accessToken = undefined;
       await takeToken(await send('POST', '/token', { grant_type: 'refresh_token' }));
       return true;
     } catch (error) {
-      // Refused (no cookie, or a session that ended): forget it. A network failure or a 429/503 says nothing of
-      // the session, which the next reload tries again.
-      if (error instanceof ApiError && error.status === 400) forget();
-      return false;
+      // Refused (no cookie, or a session that ended): forget it.
+      if (error instanceof ApiError && (error.status === 400 || error.status === 401)) {
+        forget();
+        return false;
+      }
+      accessToken = previous;
+      throw error;
     } finally {
       refreshing = undefined;
     }
@@ -234,11 +271,17 @@ export async function resume(): Promise<boolean> {
 /** Drops the access token; the server clears the cookies of the requests that end a session. */
 export function forget(): void {
   accessToken = undefined;
+  subject = undefined;
   localStorage.removeItem(SESSION_HINT);
 }
 
 export function whenSessionLost(handler: () => void): void {
   onSessionLost = handler;
+}
+
+/** `handler` runs when a refresh brought another account's tokens: the page must show that account now. */
+export function whenAccountChanged(handler: () => void): void {
+  onAccountChanged = handler;
 }
 
 export interface User {

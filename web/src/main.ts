@@ -8,6 +8,7 @@ import {
   type Session,
   signIn,
   type User,
+  whenAccountChanged,
   whenSessionLost,
 } from './api.ts';
 import { clearFactors, loadFactors, wireFactors } from './factors.ts';
@@ -406,13 +407,26 @@ async function start(): Promise<void> {
   wireSignedOut();
   wireSignedIn();
   whenSessionLost(() => showSignedOut('Your session has ended. Sign in again.'));
+  whenAccountChanged(() => {
+    void showSignedIn(true).then(
+      () =>
+        announce(
+          `Another account was signed in from another tab of this browser: this page now shows ${user?.username}, and nothing was sent.`,
+        ),
+      reportFailure,
+    );
+  });
   try {
     if (await resume()) {
       await showSignedIn();
       return;
     }
   } catch (error) {
-    reportFailure(error);
+    // A refresh refused for a while (429, 503) or not sent: the session may well be live, and a reload tries again.
+    showSignedOut(
+      `Your session could not be resumed just now: ${error instanceof Error ? error.message : 'the request failed'}. Reload the page to try again.`,
+    );
+    return;
   }
   showSignedOut();
 }

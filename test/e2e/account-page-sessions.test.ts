@@ -1,0 +1,94 @@
+/**
+ * The account page when its session changes under it: another tab signs in as another account (the refresh cookie
+ * is the browser's, not the tab's), and a silent refresh refused for a while (429) rather than for good.
+ */
+import type { Browser, Page } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { getWithToken, login, registerUser } from '../blackbox/support/client.ts';
+import { DIALECTS, useServer } from '../blackbox/support/server.ts';
+import { requireChromium, skipWithoutChromium } from '../support/chromium.ts';
+import {
+  expectSignedIn,
+  expectSignedOut,
+  inPage,
+  launchChromium,
+  listTexts,
+  type PageRun,
+  signInWithForm,
+} from './support/page.ts';
+
+const status = (page: Page) => page.locator('#status').textContent();
+
+describe.skipIf(skipWithoutChromium('the account page sessions suite')).each(DIALECTS)(
+  'the account page when its session changes (%s)',
+  (dialect) => {
+    // Two-second access tokens: a silent refresh comes soon after a sign-in. One refresh a minute per session: the
+    // second is refused 429 for a while.
+    const ctx = useServer(dialect, { ACCESS_TOKEN_TTL_SECONDS: '2', REFRESH_PER_FAMILY: '1/60s' });
+    let browser: Browser;
+    beforeAll(async () => {
+      requireChromium();
+      browser = await launchChromium();
+    });
+    afterAll(async () => {
+      await browser?.close();
+    });
+    const run = (name: string, steps: (run: PageRun) => Promise<void>) =>
+      inPage(browser, ctx.url(''), `${dialect}-${name}`, steps);
+
+    // Found from outside: the first tab, still showing X, refreshed from the cookie that the second tab's sign-in as Y
+    // had replaced, and posted its message into Y's conversation ("Sign out everywhere" there signed Y out).
+    it('shows the account another tab signed in as, without acting for it in the name of the one it showed', () =>
+      run('tab-switch', async ({ page, context }) => {
+        const x = await registerUser(ctx);
+        const y = await registerUser(ctx);
+        await page.goto('/');
+        await signInWithForm(page, x.username, x.password);
+        await expectSignedIn(page, x.username);
+
+        const other = await context.newPage();
+        await other.goto(ctx.url('/'));
+        await expectSignedIn(other, x.username);
+        await other.getByRole('button', { name: 'Sign out', exact: true }).click();
+        await expectSignedOut(other);
+        await signInWithForm(other, y.username, y.password);
+        await expectSignedIn(other, y.username);
+
+        await page.getByLabel('New message').fill('posted from the first tab');
+        await page.getByRole('button', { name: 'Add message' }).click();
+        await expect.poll(() => page.locator('#who-name').textContent()).toBe(y.username);
+        await expect.poll(() => status(page)).toMatch(/another account/i);
+        for (const someone of [x, y]) {
+          const token = await login(ctx, someone.username, someone.password);
+          const conversation = await getWithToken(ctx.url('/conversation/messages'), token);
+          expect(conversation.text).not.toContain('posted from the first tab');
+        }
+        expect(await listTexts(page, '#message-list .message-text')).not.toContain(
+          'posted from the first tab',
+        );
+      }));
+
+    it('keeps the account on screen when a silent refresh is refused for a while, and says when to retry', () =>
+      run('refresh-429', async ({ page }) => {
+        const user = await registerUser(ctx);
+        await page.goto('/');
+        await signInWithForm(page, user.username, user.password);
+        await expectSignedIn(page, user.username);
+        // The reload spends the session's one refresh of the minute; the next, once the token expired, is a 429.
+        await page.reload();
+        await expectSignedIn(page, user.username);
+        await page.waitForTimeout(2500);
+        await page.getByLabel('New message').fill('after the token expired');
+        await page.getByRole('button', { name: 'Add message' }).click();
+        const error = page.locator('#message-form-error');
+        await error.waitFor({ state: 'visible' });
+        expect(await error.textContent()).toMatch(/retry in \d+ s/);
+        expect(await page.locator('#signed-in').isVisible()).toBe(true);
+        expect(await page.getByLabel('New message').inputValue()).toBe('after the token expired');
+
+        await page.reload();
+        await expectSignedOut(page);
+        await expect.poll(() => status(page)).toMatch(/retry in \d+ s/);
+      }));
+  },
+);
