@@ -482,7 +482,12 @@ export async function buildApp(
   await app.register(healthRoutes, {
     isDatabaseReachable: () =>
       pingDatabase(db).then(
-        () => true,
+        () => {
+          // Answering a read is not enough where nothing can be written (a full disk, a file deleted under it).
+          const problem = deps.db.problem?.();
+          if (problem) app.log.warn({ reason: problem }, 'database unusable');
+          return problem === undefined;
+        },
         (error) => {
           app.log.warn({ err: error }, 'database unreachable');
           return false;

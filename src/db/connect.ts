@@ -1,9 +1,11 @@
+import { readdirSync, readlinkSync, type Stats, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import { resolve } from 'node:path';
 import { DatabaseSync, type StatementSync } from 'node:sqlite';
 import { Kysely, PostgresDialect, type SqliteDatabase, SqliteDialect, type SqliteStatement } from 'kysely';
 import type pg from 'pg';
 import { preparePrivateDatabaseFiles } from './data-directory.ts';
-import { translatingDatabaseErrors } from './database-errors.ts';
+import { isSqliteUnwritable, translatingDatabaseErrors } from './database-errors.ts';
 import { preparedStatementNames, registerDirectReader } from './prepared.ts';
 import type { Database, Dialect } from './schema.ts';
 
@@ -16,6 +18,11 @@ export interface DbHandle {
   warnings: string[];
   /** The PostgreSQL pool's connections and waiting queries, for metrics; absent on SQLite, which has no pool. */
   poolStats?(): PoolStats;
+  /**
+   * Why the database cannot be used as it is now, for readiness: a SQLite file deleted or replaced since it was
+   * opened, or writes failing for want of space or for an I/O error; undefined while it is well.
+   */
+  problem?(): string | undefined;
   close(): Promise<void>;
 }
 
@@ -83,7 +90,8 @@ export function createDb(target: DbTarget): DbHandle {
   }
   const warnings = target.path === ':memory:' ? [] : preparePrivateDatabaseFiles(target.path);
   const sqlite = openSqlite(target.path);
-  const adapted = adaptNodeSqlite(sqlite);
+  const health = watchSqliteFile(target.path);
+  const adapted = adaptNodeSqlite(sqlite, health);
   const db = new Kysely<Database>({
     dialect: translatingDatabaseErrors(new SqliteDialect({ database: adapted }), {
       isInTransaction: () => sqlite.isTransaction,
@@ -101,7 +109,17 @@ export function createDb(target: DbTarget): DbHandle {
       return undefined;
     }
   });
-  return { db, dialect: 'sqlite', schema: undefined, warnings, close: () => db.destroy() };
+  return {
+    db,
+    dialect: 'sqlite',
+    schema: undefined,
+    warnings,
+    problem: health.problem,
+    close: async () => {
+      health.stop();
+      await db.destroy();
+    },
+  };
 }
 
 /**
@@ -162,23 +180,125 @@ function openSqlite(path: string): DatabaseSync {
   return sqlite;
 }
 
+/** What a SQLite database's file and writes have shown since it was opened. */
+interface SqliteHealth {
+  problem(): string | undefined;
+  /** Throws, as a file that cannot be opened would, while the file at the path is not the one opened. */
+  refuseIfLost(): void;
+  failed(error: unknown): void;
+  wrote(): void;
+  stop(): void;
+}
+
+const FILE_CHECK_INTERVAL_MS = 1000;
+
+/**
+ * Watches that the file at `path` stays the one opened: deleted or replaced (an operator's mistake, a restore), what
+ * this process writes goes to a file nobody will open again, so every statement is refused from then on. Tracks the
+ * last write that failed for want of space or for an I/O error, until a write succeeds.
+ */
+function watchSqliteFile(path: string): SqliteHealth {
+  let lost: string | undefined;
+  let writeFailure: string | undefined;
+  const opened = path === ':memory:' ? undefined : statSync(path);
+  const check = () => {
+    if (!opened || lost) return;
+    let now: Stats | undefined;
+    try {
+      now = statSync(path);
+    } catch {
+      now = undefined;
+    }
+    if (now && now.ino === opened.ino && now.dev === opened.dev) return;
+    const copy = openCopyOf(path);
+    lost =
+      `the SQLite file ${path} was ${now ? 'replaced' : 'deleted'} after this process opened it: what it wrote since ` +
+      `is only in the file it still holds open${copy ? ` (${copy} while it runs)` : ''}, and it writes nothing more`;
+  };
+  const timer = opened ? setInterval(check, FILE_CHECK_INTERVAL_MS).unref() : undefined;
+  return {
+    problem: () => lost ?? writeFailure,
+    refuseIfLost() {
+      if (lost) throw Object.assign(new Error(lost), { code: 'ERR_SQLITE_ERROR', errcode: 14 });
+    },
+    failed(error) {
+      if (isSqliteUnwritable(error)) writeFailure = `writes to ${path} fail: ${(error as Error).message}`;
+    },
+    wrote() {
+      writeFailure = undefined;
+    },
+    stop: () => clearInterval(timer),
+  };
+}
+
+/** The /proc path of this process's descriptor of a deleted or replaced file, to copy it back from; undefined if none. */
+function openCopyOf(path: string): string | undefined {
+  try {
+    const target = resolve(path);
+    for (const fd of readdirSync('/proc/self/fd')) {
+      const link = `/proc/self/fd/${fd}`;
+      try {
+        if (readlinkSync(link) === `${target} (deleted)`) return `/proc/${process.pid}/fd/${fd}`;
+      } catch {
+        // Closed meanwhile.
+      }
+    }
+  } catch {
+    // No /proc: nothing to point at.
+  }
+  return undefined;
+}
+
 /** Presents node:sqlite's DatabaseSync as the better-sqlite3-shaped object Kysely's SqliteDialect expects. */
-function adaptNodeSqlite(sqlite: DatabaseSync): SqliteDatabase {
+function adaptNodeSqlite(sqlite: DatabaseSync, health: SqliteHealth): SqliteDatabase {
   const statements = new Map<string, SqliteStatement>();
   return {
     close: () => sqlite.close(),
     prepare(query: string): SqliteStatement {
+      health.refuseIfLost();
+      // SQLite ends a transaction itself when a statement in it fails for a full disk or an I/O error; Kysely's
+      // rollback after that failed in turn ("no transaction is active"), and its error took the place of the cause.
+      if (query === 'rollback' && !sqlite.isTransaction) return NOTHING_TO_ROLL_BACK;
       // Kysely opens transactions with a deferred `begin`, which takes the write lock only at the first write: then
       // a lock conflict fails mid-transaction, where it may not be retried. `begin immediate` takes the lock first,
       // or fails having done nothing, and can be tried again. Every transaction here writes.
       const sql = query === 'begin' ? 'begin immediate' : query;
       const cached = statements.get(sql);
       if (cached) return cached;
-      const adapted = adaptStatement(sqlite.prepare(sql), sql);
+      const adapted = watched(adaptStatement(sqlite.prepare(sql), sql), !/^\s*select\b/i.test(sql), health);
       if (statements.size >= 500) statements.clear();
       statements.set(sql, adapted);
       return adapted;
     },
+  };
+}
+
+const NOTHING_TO_ROLL_BACK: SqliteStatement = {
+  reader: false,
+  all: () => [],
+  run: () => ({ changes: 0, lastInsertRowid: 0 }),
+  iterate: () => [][Symbol.iterator](),
+};
+
+/** The statement, telling `health` of the writes that fail for want of space or for an I/O error, and of those that pass. */
+function watched(statement: SqliteStatement, writes: boolean, health: SqliteHealth): SqliteStatement {
+  const observed =
+    <A extends unknown[], R>(call: (...args: A) => R) =>
+    (...args: A): R => {
+      try {
+        const result = call(...args);
+        if (writes) health.wrote();
+        return result;
+      } catch (error) {
+        health.failed(error);
+        throw error;
+      }
+    };
+  return {
+    reader: statement.reader,
+    all: observed(statement.all),
+    run: observed(statement.run),
+    iterate: statement.iterate,
   };
 }
 

@@ -26,10 +26,20 @@ function isSqliteLocked(error: unknown): boolean {
   );
 }
 
+// SQLite's primary result codes for a file that cannot be written now: READONLY, IOERR (extended codes too), FULL,
+// CANTOPEN (connect.ts raises it for a file deleted under the server). An outage of the disk, not a bug.
+const SQLITE_UNWRITABLE = new Set([8, 10, 13, 14]);
+
+/** Whether a node:sqlite error says the file cannot be written now (read-only, I/O error, full, cannot be opened). */
+export function isSqliteUnwritable(error: unknown): boolean {
+  const result = (error as { errcode?: unknown } | undefined)?.errcode;
+  return typeof result === 'number' && SQLITE_UNWRITABLE.has(result & 0xff);
+}
+
 function isDatabaseUnavailable(error: Error): boolean {
   const code = (error as { code?: unknown }).code;
   const message = error.message;
-  if (code === 'ERR_SQLITE_ERROR') return isSqliteLocked(error);
+  if (code === 'ERR_SQLITE_ERROR') return isSqliteLocked(error) || isSqliteUnwritable(error);
   return (
     (typeof code === 'string' && (UNAVAILABLE_CODES.has(code) || UNAVAILABLE_CODE_CLASSES.test(code))) ||
     message === 'Query read timeout' ||

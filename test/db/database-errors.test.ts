@@ -41,6 +41,61 @@ describe('driver errors as they come out of the database handle', () => {
     }
   });
 
+  // Found from outside on a full disk: every write answered 500, the log said "cannot rollback - no transaction is
+  // active" (SQLite had rolled back already), and /readyz said ready. max_page_count gives SQLite's very SQLITE_FULL.
+  it('turns a full SQLite database into service_unavailable, in and out of transactions, and says so in health', async () => {
+    const path = join(directory, 'full.db');
+    const handle = createDb({ kind: 'sqlite', path });
+    await migrateToLatest(handle);
+    const { page_count: pages } = (await sql<{ page_count: number }>`PRAGMA page_count`.execute(handle.db))
+      .rows[0] ?? { page_count: 0 };
+    await sql.raw(`PRAGMA max_page_count = ${pages}`).execute(handle.db);
+    const big = (name: string) => ({ name, value: 'x'.repeat(200_000), created_at_ms: 0 });
+    try {
+      const outside = await handle.db
+        .insertInto('server_secrets')
+        .values(big('a'))
+        .execute()
+        .catch((e) => e);
+      expect(codeOf(outside)).toBe('service_unavailable');
+      expect((outside as AppError).cause).toMatchObject({ message: expect.stringMatching(/full/) });
+      const inside = await handle.db
+        .transaction()
+        .execute((trx) => trx.insertInto('server_secrets').values(big('b')).execute())
+        .catch((e: unknown) => e);
+      expect(codeOf(inside)).toBe('service_unavailable');
+      expect((inside as AppError).cause).toMatchObject({ message: expect.stringMatching(/full/) });
+      expect(handle.problem?.()).toMatch(/full/);
+      // Room again: the next write succeeds, and health says nothing.
+      await sql.raw('PRAGMA max_page_count = 1000000').execute(handle.db);
+      await handle.db.insertInto('server_secrets').values(big('c')).execute();
+      expect(handle.problem?.()).toBeUndefined();
+    } finally {
+      await handle.close();
+    }
+  });
+
+  // Found from outside: with its file deleted, the server went on answering 200 into the unlinked inode, and all of it
+  // was gone at the restart, without a line in the log.
+  it('refuses every statement, and says so in health, once the SQLite file at its path is deleted or replaced', async () => {
+    for (const change of ['deleted', 'replaced'] as const) {
+      const path = join(directory, `gone-${change}.db`);
+      const handle = createDb({ kind: 'sqlite', path });
+      await migrateToLatest(handle);
+      try {
+        expect(handle.problem?.()).toBeUndefined();
+        for (const suffix of ['', '-wal', '-shm']) rmSync(path + suffix, { force: true });
+        if (change === 'replaced') new DatabaseSync(path).close();
+        await new Promise((resolve) => setTimeout(resolve, 1500));
+        expect(handle.problem?.()).toMatch(new RegExp(`${path}.*(deleted|replaced)`));
+        const refused = await sql`select 1`.execute(handle.db).catch((e: unknown) => e);
+        expect(codeOf(refused)).toBe('service_unavailable');
+      } finally {
+        await handle.close();
+      }
+    }
+  });
+
   it('turns a PostgreSQL server that refuses connections into service_unavailable', async () => {
     const handle = createDb({ kind: 'postgres', url: 'postgres://postgres@127.0.0.1:1/none' });
     try {

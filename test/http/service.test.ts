@@ -11,7 +11,7 @@ import {
   STRONG_PASSWORD,
   type TestApp,
 } from '../support/build-test-app.ts';
-import { dialects } from '../support/dialects.ts';
+import { createTestDatabase, dialects } from '../support/dialects.ts';
 import { PARSER_REFUSALS, parseRawAnswer, rawExchange, rawExchangeInParts } from '../support/raw-exchange.ts';
 
 describe.each(dialects)('operations and documentation on %s', (dialect) => {
@@ -196,6 +196,23 @@ describe.each(dialects)('operations and documentation on %s', (dialect) => {
     expect(response.json()).toEqual({ detail: 'Database unreachable' });
     await local.app.close();
     await local.database.destroy().catch(() => {});
+  });
+
+  // Found from outside: on a full disk every write answered 503 (500 before) while /readyz said ready.
+  it('reports not ready, naming the problem in the log, while the database says it cannot be used as it is', async () => {
+    const database = await createTestDatabase(dialect);
+    let problem: string | undefined = 'writes to /srv/gatehouse.db fail: database or disk is full';
+    const local = await buildTestApp(dialect, { database: { ...database, problem: () => problem } });
+    try {
+      const response = await local.app.inject({ method: 'GET', url: '/readyz' });
+      expect(response.statusCode).toBe(503);
+      expect(response.json()).toEqual({ detail: 'Database unreachable' });
+      expect(local.logs.some((line) => line.includes('database or disk is full'))).toBe(true);
+      problem = undefined;
+      expect((await local.app.inject({ method: 'GET', url: '/readyz' })).statusCode).toBe(200);
+    } finally {
+      await local.close();
+    }
   });
 });
 
