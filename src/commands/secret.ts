@@ -16,7 +16,8 @@ export type SecretSource = { kind: 'environment' } | { kind: 'file'; path: strin
 /**
  * `npm run gatehouse -- secret generate|rotate`. `rotate` re-seals every private key with the first secret of
  * GATEHOUSE_SECRET ("new,old"), after which the old one can be dropped; on the embedded default without
- * GATEHOUSE_SECRET it also makes the new secret and replaces `secret.key`. Returns the process exit code.
+ * GATEHOUSE_SECRET it does the same with `secret.key` in two runs, the first adding a new secret and the second,
+ * after a restart, dropping the old one. Returns the process exit code.
  */
 export async function runSecretCommand(
   config: Config,
@@ -44,13 +45,24 @@ async function rotateSecret(
   print: (line: string) => void,
 ): Promise<number> {
   let secrets = config.secrets;
+  // The file follows GATEHOUSE_SECRET's three steps in two runs: the first adds a new secret before the old one (a
+  // running server goes on sealing with the old one in memory until its restart); the second, after the restart,
+  // drops the old one once nothing is sealed with it. Dropped at once, what the server sealed meanwhile was lost.
+  let addedToFile = false;
   if (source.kind === 'file') {
-    // The new secret joins the file first, so that the file always holds a secret that opens every row, whenever
-    // this command is stopped.
     // Read again under the lock: a rotation that finished since this process started changed the file.
-    const current = readOrCreateSecretFile(source.path, generateSecret()).content.split(',');
-    secrets = [generateSecret(), ...current.map((secret) => secret.trim())];
-    replaceSecretFile(source.path, secrets.join(','));
+    const current = readOrCreateSecretFile(source.path, generateSecret())
+      .content.split(',')
+      .map((secret) => secret.trim());
+    if (current.length < 2) {
+      // The new secret joins the file first, so that the file always holds a secret that opens every row, whenever
+      // this command is stopped.
+      secrets = [generateSecret(), ...current];
+      replaceSecretFile(source.path, secrets.join(','));
+      addedToFile = true;
+    } else {
+      secrets = current;
+    }
   } else if (secrets.length < 2) {
     print('GATEHOUSE_SECRET holds one secret: rotating means running every instance with "new,old" first.');
     print(
@@ -79,6 +91,13 @@ async function rotateSecret(
       ...(await findKeysNotSealedWith(signingKeys, box)),
       ...(await findRowsNotSealedWith(stores, box)),
     ];
+    if (addedToFile) {
+      print(
+        `${(source as { path: string }).path} holds the new secret and the old one: restart the server (every ` +
+          'process on this database), then run this command again to drop the old one.',
+      );
+      return 0;
+    }
     if (left.length > 0) {
       print(`${left.join(', ')} not sealed with the new secret: keep the old one and run this again`);
       return 1;
