@@ -194,7 +194,7 @@ export function createLoginService(deps: {
     } catch (error) {
       // The password was right: the account's own user asked for too much, which is no guess to count.
       if (throttling && attempt) await throttling.throttle.recordLoginSuccess(attempt);
-      context.audit('login_failed', { userId: user.id, reason: 'invalid_scope' });
+      context.audit('login_failed', { userId: user.id, username: user.username, reason: 'invalid_scope' });
       throw error;
     }
   };

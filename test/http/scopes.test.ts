@@ -129,6 +129,11 @@ describe.each(dialects)('scopes on %s', (dialect) => {
     const refused = await login('alice', 'admin');
     expect(refused.statusCode).toBe(400);
     expect(refused.json().error).toBe('invalid_scope');
+    // The README's audit table: login_failed names the attempted username, this refusal too (found from outside).
+    const failed = t.logs
+      .map((line) => JSON.parse(line) as Record<string, unknown>)
+      .filter((line) => line.event === 'login_failed' && line.reason === 'invalid_scope');
+    expect(failed.at(-1)).toMatchObject({ username: 'alice' });
     const wrongPassword = await token({
       username: 'alice',
       password: 'not the password at all',
