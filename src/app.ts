@@ -68,6 +68,7 @@ import {
   continueWithinBodyLimit,
   createClientErrorAnswers,
   MAX_HEADER_BYTES,
+  MAX_TARGET_BYTES,
   registerMethodNotAllowed,
   registerRequestTargetRules,
 } from './http/unrouted-requests.ts';
@@ -164,6 +165,9 @@ export async function buildApp(
     // Never `true` or a hop count: both let a client write its own address (config.ts refuses them).
     trustProxy: behindProxies ? (address: string) => clientIp.isTrusted(address) : false,
     bodyLimit: config.bodyLimitBytes,
+    // find-my-way drops a route whose parameter is longer (100 by default), and the request answered 404 before its
+    // authentication and validation; the target's own limit (414) bounds a parameter instead.
+    maxParamLength: MAX_TARGET_BYTES,
     http: {
       // Refused by registerRequestTargetRules instead, in the error table's shape.
       requireHostHeader: false,

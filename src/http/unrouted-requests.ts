@@ -24,7 +24,7 @@ const REQUEST_LINE = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+ [^\s]+ HTTP\/(\d)\.\d\r?\n/;
 const REQUEST_LINE_START = /^[A-Z]+ ((?:\/|https?:\/\/|\*)\S*)/;
 
 /** The limits on a request's target and on its header section, each told by its own status (414, 431). */
-const MAX_TARGET_BYTES = 16_384;
+export const MAX_TARGET_BYTES = 16_384;
 const MAX_HEADER_SECTION_BYTES = 16_384;
 /**
  * The parser's limit on the request line and headers together (app.ts gives it to Node), past both of the above: the

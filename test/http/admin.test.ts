@@ -92,6 +92,19 @@ describe.each(dialects)('admin API on %s', (dialect) => {
     }
   });
 
+  // Found from outside: a path parameter over 100 characters was dropped by the router, and answered 404 before
+  // authentication and validation.
+  it('answers a path parameter over 100 characters as any malformed one: 401 without a token, 422 with one', async () => {
+    const { token } = await newAdmin();
+    for (const url of [`/admin/users/${'9'.repeat(101)}`, `/admin/users/1/sessions/${'x'.repeat(101)}`]) {
+      const method = url.includes('sessions') ? 'DELETE' : 'GET';
+      expect((await call(method, url)).statusCode, url).toBe(401);
+      const malformed = await call(method, url, token);
+      expect(malformed.statusCode, url).toBe(422);
+      expect(malformed.json().detail[0].loc[0]).toBe('path');
+    }
+  });
+
   it('refuses the admin scope at /token to a user without the admin role (400 invalid_scope)', async () => {
     const user = await fresh();
     for (const scope of ['admin', 'admin conversation:read']) {
