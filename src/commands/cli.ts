@@ -301,7 +301,8 @@ export const COMMANDS: readonly CommandSpec[] = [
     requiredOptions: ['count'],
     examples: ['gatehouse seed-users --count 10000'],
     createsDatabase: true,
-    run: (i, _environment, rawArgs) => runSeedUsersCommand(i.config, [...rawArgs], i.io.print, i.io.progress),
+    run: (i, _environment, rawArgs) =>
+      runSeedUsersCommand(i.config, [...rawArgs], i.io.print, i.io.progress, i.io.warn),
   },
   {
     name: 'secret generate',

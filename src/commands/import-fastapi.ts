@@ -45,6 +45,8 @@ export async function runImportFastapiCommand(
   print: (line: string) => void,
   terminal: ProgressTerminal = processTerminal,
 ): Promise<number> {
+  // What went wrong goes where the progress goes (stderr), never among the summary that --json prints.
+  const warn = (line: string) => terminal.write(`${line}\n`);
   let values: { json?: boolean; help?: boolean };
   let positionals: string[];
   try {
@@ -54,8 +56,8 @@ export async function runImportFastapiCommand(
       allowPositionals: true,
     }));
   } catch (error) {
-    print(`gatehouse import fastapi: ${(error as Error).message}`);
-    print(USAGE);
+    warn(`gatehouse import fastapi: ${(error as Error).message}`);
+    warn(USAGE);
     return 2;
   }
   if (values.help) {
@@ -64,7 +66,7 @@ export async function runImportFastapiCommand(
   }
   const [path] = positionals;
   if (path === undefined || positionals.length !== 1) {
-    print(USAGE);
+    warn(USAGE);
     return 2;
   }
 
@@ -73,7 +75,7 @@ export async function runImportFastapiCommand(
     seed = openFastapiSeedDatabase(path);
   } catch (error) {
     if (!(error instanceof SeedDatabaseError)) throw error;
-    print(`gatehouse import fastapi: ${error.message}`);
+    warn(`gatehouse import fastapi: ${error.message}`);
     return 1;
   }
   try {

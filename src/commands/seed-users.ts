@@ -22,11 +22,12 @@ export async function runSeedUsersCommand(
   args: string[],
   print: (line: string) => void,
   progress: (line: string) => void,
+  warn: (line: string) => void,
 ): Promise<number> {
   const countIndex = args.indexOf('--count');
   const count = countIndex >= 0 ? Number(args[countIndex + 1]) : Number.NaN;
   if (!Number.isInteger(count) || count < 1 || count > 100_000_000) {
-    print('usage: npm run seed-users -- --count N [--allow-real-users]');
+    warn('usage: npm run seed-users -- --count N [--allow-real-users]');
     return 2;
   }
   const handle = createDb(config.database);
@@ -37,7 +38,7 @@ export async function runSeedUsersCommand(
     // database with real users (production, by mistake) is refused instead of being given such accounts.
     const realUsers = await bulk.countUsersOutsideEmailDomain(SEED_EMAIL_DOMAIN);
     if (realUsers > 0 && !args.includes('--allow-real-users')) {
-      print(
+      warn(
         `refusing to seed: the database holds ${realUsers} user(s) that seed-users did not create, and seeded ` +
           `users all share the published password "${SEEDED_PASSWORD}". Seed a benchmark database, or pass ` +
           '--allow-real-users to add them anyway.',

@@ -286,7 +286,7 @@ describe.each(DIALECTS)('seed-users (%s)', (dialect) => {
       const before = await countSeeded(edge, 200);
       const refused = await seedUsers(edgeDb.url, ['--count', '3'], { ...FAST_ARGON2 });
       expect(refused.code, `a run without --allow-real-users: ${describeRun(refused)}`).not.toBe(0);
-      expect(refused.stdout).toMatch(/--allow-real-users/);
+      expect(refused.stderr, 'a refusal goes to stderr').toMatch(/--allow-real-users/);
       expect(await countSeeded(edge, 200)).toBe(before);
       const r = await seedUsers(edgeDb.url, ['--count', '3', '--allow-real-users'], { ...FAST_ARGON2 });
       expect(r.code, `a run after seed-like registrations: ${describeRun(r)}`).toBe(0);

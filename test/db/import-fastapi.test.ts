@@ -267,10 +267,12 @@ describe.each(dialects)('gatehouse import fastapi on %s: usage, unreadable files
   });
 
   it('exits 2 with the usage on missing or unknown arguments, 0 on --help', async () => {
+    // A mistake goes to stderr (the README: messages about what went wrong), never among --json's output.
     for (const args of [[], ['a.db', 'b.db'], ['--bogus', 'a.db']]) {
-      const { code, out } = await run(database, args);
+      const { code, out, progress } = await run(database, args);
       expect(code, args.join(' ')).toBe(2);
-      expect(out).toMatch(/usage: gatehouse import fastapi PATH/);
+      expect(progress).toMatch(/usage: gatehouse import fastapi PATH/);
+      expect(out).toBe('');
     }
     const help = await run(database, ['--help']);
     expect(help.code).toBe(0);
@@ -294,9 +296,10 @@ describe.each(dialects)('gatehouse import fastapi on %s: usage, unreadable files
       [other, /not a FastAPI seed database.*hashed_password/],
     ];
     for (const [path, message] of cases) {
-      const { code, out } = await run(database, [path]);
+      const { code, out, progress } = await run(database, [path, '--json']);
       expect(code, path).toBe(1);
-      expect(out).toMatch(message);
+      expect(progress).toMatch(message);
+      expect(out).toBe('');
     }
     // An empty seed database is a seed database: nothing to import is not an error.
     const { code, out } = await run(database, [empty, '--json']);

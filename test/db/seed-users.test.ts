@@ -37,6 +37,7 @@ describe.each(dialects)('seed-users on %s', (dialect) => {
       ['--count', '3', '--allow-real-users'],
       () => {},
       () => {},
+      () => {},
     );
     expect(code).toBe(0);
   }, 60_000);
