@@ -7,6 +7,7 @@ export type PasswordProblem =
   | { type: 'too_short'; minLength: number }
   | { type: 'too_long'; maxLength: number }
   | { type: 'control_character' }
+  | { type: 'lone_surrogate' }
   | { type: 'too_common'; reason: string }
   | { type: 'breached' };
 
@@ -53,7 +54,9 @@ export function createPasswordPolicy(
     const length = [...password].length;
     if (length < limits.minLength) return { type: 'too_short', minLength: limits.minLength };
     if (length > limits.maxLength) return { type: 'too_long', maxLength: limits.maxLength };
-    if (/[\p{Cc}\p{Cs}]/u.test(password)) return { type: 'control_character' };
+    // Not Unicode text: encoded for the hash, a lone surrogate becomes U+FFFD, as another password's would.
+    if (!password.isWellFormed()) return { type: 'lone_surrogate' };
+    if (/\p{Cc}/u.test(password)) return { type: 'control_character' };
     return undefined;
   };
   return {

@@ -209,7 +209,10 @@ export function createPasswordHasher(
     admission: HashOptions = {},
   ): Promise<boolean> => {
     const started = performance.now();
-    if (await matches(storedHash, password, admission)) return true;
+    // A lone surrogate reaches argon2id as U+FFFD, so "…\ud800" would match the hash of "…\ufffd": such a password
+    // matches nothing, after the same work as a real verification.
+    const wellFormed = password.isWellFormed();
+    if (await matches(wellFormed ? storedHash : await dummyHash, password, admission)) return wellFormed;
     if (!floorActive) return false;
     await calibration.catch(() => {});
     // From the start of the call, queueing included: the queue is shared, so it says nothing about the hash.

@@ -621,6 +621,12 @@ export function describePasswordProblem(problem: PasswordProblem): FieldProblem 
       };
     case 'control_character':
       return { loc, msg: 'Password must not contain control characters', type: 'password_control_character' };
+    case 'lone_surrogate':
+      return {
+        loc,
+        msg: 'Password must be Unicode text: it holds half of a surrogate pair (\\ud800-\\udfff) alone',
+        type: 'password_lone_surrogate',
+      };
     case 'too_common':
       return { loc, msg: `Password is too easy to guess: ${problem.reason}`, type: 'password_too_common' };
     case 'breached':

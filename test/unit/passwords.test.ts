@@ -39,6 +39,16 @@ describe('password hasher', () => {
     }
   });
 
+  // Found from outside: a lone surrogate became U+FFFD on its way to argon2id, so "…\ud800y", "…\udfffy" and the
+  // registered "…\ufffdy" all logged in. Different strings are different passwords.
+  it('never matches a password holding a lone surrogate, not even to its U+FFFD spelling', async () => {
+    const hasher = createPasswordHasher(FAST_ARGON2, CHEAP_FLOOR);
+    const stored = await hasher.hash('correct horse \ufffdy battery');
+    expect(await hasher.verify(stored, 'correct horse \ufffdy battery')).toBe(true);
+    for (const other of ['correct horse \ud800y battery', 'correct horse \udfffy battery'])
+      expect(await hasher.verify(stored, other)).toBe(false);
+  });
+
   it('accepts the NFC and the NFD spelling of one Unicode password', async () => {
     const hasher = createPasswordHasher(FAST_ARGON2, CHEAP_FLOOR);
     const nfc = 'pässwörd-ütf8-密码-🔑'.normalize('NFC');
