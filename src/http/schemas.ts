@@ -5,6 +5,7 @@ import { LEVELS, ROLES, type User } from '../domain/user.ts';
 import { MAX_AGE } from '../services/accounts.ts';
 import type { PasskeyRecord } from '../services/passkeys.ts';
 import { accountRecord } from '../services/records.ts';
+import { describePattern } from './error-handler.ts';
 
 const LevelSchema = Type.Enum([...LEVELS], {
   description: 'A proficiency, never a privilege.',
@@ -568,10 +569,15 @@ export const toAdminUserResponse = (user: User): AdminUserResponse => accountRec
 // or one drawn as nothing (as email addresses are held to: domain/email.ts).
 const NAME_CHARACTER = '[^\\p{Cc}\\p{Cs}\\p{Zl}\\p{Zp}\\u202A-\\u202E\\u2066-\\u2069]';
 const DRAWN_CHARACTER = `[^\\s\\p{M}${UNDRAWN_CHARACTERS}]`;
+const PASSKEY_NAME_PATTERN = `^(?=.*${DRAWN_CHARACTER})${NAME_CHARACTER}+$`;
+describePattern(
+  PASSKEY_NAME_PATTERN,
+  'The name needs a visible character, and no control characters, line separators or bidi overrides',
+);
 const passkeyName = Type.String({
   minLength: 1,
   maxLength: 64,
-  pattern: `^(?=.*${DRAWN_CHARACTER})${NAME_CHARACTER}+$`,
+  pattern: PASSKEY_NAME_PATTERN,
   description:
     '1 to 64 characters once trimmed, at least one of them visible; no control characters, line separators or bidi overrides',
 });
@@ -580,6 +586,8 @@ export const PasskeyPasswordBody = Type.Object({
   ...RecentPassword,
   otp: OtpField,
   recovery_code: RecoveryCodeField,
+  // Checked here too, before the authenticator makes a credential that the verification would then refuse to store.
+  name: Type.Optional(passkeyName),
 });
 export type PasskeyPasswordBody = Static<typeof PasskeyPasswordBody>;
 

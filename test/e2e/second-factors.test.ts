@@ -361,6 +361,15 @@ describe.skipIf(skipWithoutChromium('the second factors suite')).each(DIALECTS)(
         await page.locator('#passkey-add-form-error').waitFor({ state: 'visible' });
         expect(await credentialsOf(authenticator)).toHaveLength(0);
 
+        // A name the server will not store is refused before the device makes a credential, in words (found from
+        // outside: the credential was left on the device, and the page quoted a regular expression).
+        await page.locator('#passkey-add-password').fill(user.password);
+        await page.locator('#passkey-add-name').fill('abc\u202edef');
+        await page.getByRole('button', { name: 'Add a passkey' }).click();
+        await page.locator('#passkey-add-form-error').waitFor({ state: 'visible' });
+        expect(await page.locator('#passkey-add-form-error').textContent()).toMatch(/visible character/);
+        expect(await credentialsOf(authenticator)).toHaveLength(0);
+
         await page.locator('#passkey-add-password').fill(user.password);
         await page.locator('#passkey-add-name').fill('Virtual key');
         await page.getByRole('button', { name: 'Add a passkey' }).click();

@@ -332,6 +332,33 @@ describe.each(dialects)('passkeys on %s', (dialect) => {
     expect(stored.webauthn_user_handle).toBe(options.user.id);
   });
 
+  // Found from outside: a name the verification refuses was only checked there, after the authenticator had made the
+  // credential (left on the device, unknown to the server), and the page showed the raw regular expression.
+  it('refuses a passkey name it will not store before the ceremony, and says why in words', async () => {
+    const account = await newAccount();
+    for (const name of ['abc\u202edef', '\u200b\u200b']) {
+      const refused = await call('POST', '/users/me/passkeys/registration/options', account.bearer, {
+        password: STRONG_PASSWORD,
+        name,
+      });
+      expect(refused.statusCode, JSON.stringify(name)).toBe(422);
+      const [problem] = refused.json().detail as { loc: string[]; msg: string; type: string }[];
+      expect(problem).toMatchObject({ loc: ['body', 'name'], type: 'string_pattern_mismatch' });
+      expect(problem?.msg).not.toMatch(/\\p\{|\^\(\?=/);
+      expect(problem?.msg).toMatch(/visible|bidi|control/);
+    }
+    const renamed = await call('PATCH', '/users/me/passkeys/anything', account.bearer, {
+      name: 'abc\u202edef',
+    });
+    expect(renamed.statusCode).toBe(422);
+    expect(renamed.json().detail[0].msg).not.toMatch(/\\p\{/);
+    const accepted = await call('POST', '/users/me/passkeys/registration/options', account.bearer, {
+      password: STRONG_PASSWORD,
+      name: 'Work laptop',
+    });
+    expect(accepted.statusCode).toBe(200);
+  });
+
   it('refuses registration options without the right password', async () => {
     const account = await newAccount();
     const wrong = await call('POST', '/users/me/passkeys/registration/options', account.bearer, {

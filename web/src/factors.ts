@@ -409,6 +409,8 @@ export function wireFactors(onChange: () => Promise<void>): void {
         {
           password: requirePassword(fields),
           ...codeOf(fields),
+          // Checked before the device makes a credential that the verification would refuse to store.
+          ...(name ? { name } : {}),
         },
       ),
     );
