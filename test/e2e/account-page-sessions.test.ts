@@ -4,7 +4,7 @@
  */
 import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { getWithToken, login, registerUser } from '../blackbox/support/client.ts';
+import { getWithToken, login, postJson, registerUser } from '../blackbox/support/client.ts';
 import { DIALECTS, useServer } from '../blackbox/support/server.ts';
 import { requireChromium, skipWithoutChromium } from '../support/chromium.ts';
 import {
@@ -66,6 +66,31 @@ describe.skipIf(skipWithoutChromium('the account page sessions suite')).each(DIA
         expect(await listTexts(page, '#message-list .message-text')).not.toContain(
           'posted from the first tab',
         );
+      }));
+
+    // Found from outside: the page answered "Not Found" and kept the row.
+    it('says a session it lists had already ended when asked to end it, and draws the list again', () =>
+      run('stale-session', async ({ page }) => {
+        const user = await registerUser(ctx);
+        const other = await postJson(ctx.url('/token'), { username: user.username, password: user.password });
+        expect(other.status).toBe(200);
+        await page.goto('/');
+        await signInWithForm(page, user.username, user.password);
+        await expectSignedIn(page, user.username);
+        const sessions = page.locator('#session-list > li');
+        await expect.poll(() => sessions.count()).toBe(2);
+        const loggedOut = await fetch(ctx.url('/logout'), {
+          method: 'POST',
+          headers: { authorization: `Bearer ${other.json.access_token}`, 'content-type': 'application/json' },
+          body: JSON.stringify({ refresh_token: other.json.refresh_token }),
+        });
+        expect(loggedOut.status).toBeLessThan(300);
+        await page
+          .locator('#session-list')
+          .getByRole('button', { name: /^End session/ })
+          .click();
+        await expect.poll(() => status(page)).toMatch(/already ended/);
+        await expect.poll(() => sessions.count()).toBe(1);
       }));
 
     it('keeps the account on screen when a silent refresh is refused for a while, and says when to retry', () =>

@@ -1,5 +1,6 @@
 import {
   type ActivityEvent,
+  ApiError,
   call,
   forget,
   type Message,
@@ -179,7 +180,13 @@ async function loadSessions(): Promise<void> {
               announce('Session ended.');
               byId('sessions-title').focus();
             })
-            .catch(reportFailure);
+            .catch(async (error: unknown) => {
+              // Not live any more (signed out, or ended elsewhere since the list was drawn): the list was stale.
+              if (!(error instanceof ApiError && error.status === 404)) return reportFailure(error);
+              await loadSessions().catch(() => {});
+              announce('That session had already ended.');
+              byId('sessions-title').focus();
+            });
         });
         item.append(end);
       }
@@ -309,7 +316,10 @@ function wireSignedOut(): void {
 }
 
 function wireSignedIn(): void {
-  wireFactors(() => loadActivity(true));
+  // Adding a second factor ends the sessions that signed in with the password alone: the list shows it.
+  wireFactors(async () => {
+    await Promise.all([loadActivity(true), loadSessions()]);
+  });
   byId('signout').addEventListener('click', () => {
     endSession('/logout', 'Signed out.').catch(reportFailure);
   });
