@@ -9,6 +9,7 @@ import { bearerTokenOf } from './authenticate.ts';
 import { unavailableReasonOf } from './error-handler.ts';
 import { STANDARD_HEADERS } from './response-hooks.ts';
 import { SECURITY_HEADERS } from './security-headers.ts';
+import { routeRefusingMethod } from './unrouted-requests.ts';
 
 // prom-client is loaded when metrics are turned on (METRICS_TOKEN or METRICS_PORT): 2 MB of heap otherwise unused.
 const require = createRequire(import.meta.url);
@@ -75,7 +76,7 @@ export function instrumentApp(app: FastifyInstance, options: MetricsOptions): Au
     registers,
   });
   app.addHook('onResponse', (request, reply, done) => {
-    const route = request.routeOptions.url ?? UNMATCHED_ROUTE;
+    const route = request.routeOptions.url ?? routeRefusingMethod(request) ?? UNMATCHED_ROUTE;
     // Scrapes are the monitor's traffic, not the service's.
     if (route !== METRICS_PATH) {
       const status = reply.statusCode;

@@ -366,9 +366,16 @@ function pathOfTarget(target: string): string {
 export type UnroutedAnswer = (request: FastifyRequest, reply: FastifyReply) => AppError;
 
 /** Answers 405 with Allow for a path that exists under other methods, 404 otherwise; returns that answer. */
+const refusedRoutes = new WeakMap<FastifyRequest, string>();
+
+/** The pattern of the route whose path a request answered 405 had (metrics label it so), else undefined. */
+export function routeRefusingMethod(request: FastifyRequest): string | undefined {
+  return refusedRoutes.get(request);
+}
+
 export function registerMethodNotAllowed(app: FastifyInstance): UnroutedAnswer {
   // `wildcard`: a route whose last part takes any path (the documentation's files), which no slash twin is meant for.
-  const routes: { pattern: RegExp; method: string; wildcard: boolean }[] = [];
+  const routes: { pattern: RegExp; method: string; wildcard: boolean; url: string }[] = [];
   app.addHook('onRoute', (route) => {
     // A plugin's `/` route is served at its prefix with and without the slash, but announced here by the first alone
     // (`/docs/` answered 405 with Allow: HEAD, its HEAD route being announced apart).
@@ -385,17 +392,17 @@ export function registerMethodNotAllowed(app: FastifyInstance): UnroutedAnswer {
       for (const method of [route.method].flat()) {
         // The CORS preflight route answers OPTIONS on every path; it is no method of any resource.
         if (method !== 'OPTIONS')
-          routes.push({ pattern: new RegExp(`^${source}$`), method, wildcard: url.endsWith('*') });
+          routes.push({ pattern: new RegExp(`^${source}$`), method, wildcard: url.endsWith('*'), url });
       }
     }
   });
   const unrouted: UnroutedAnswer = (request, reply) => {
     const path = routedPath(request);
-    const allowed = [
-      ...new Set(routes.filter((route) => route.pattern.test(path)).map((route) => route.method)),
-    ];
+    const matching = routes.filter((route) => route.pattern.test(path));
+    const allowed = [...new Set(matching.map((route) => route.method))];
     // A wildcard route (the documentation assets) that declines a path under its own method: a missing file.
     if (allowed.length > 0 && !allowed.includes(request.method)) {
+      refusedRoutes.set(request, (matching[0] as { url: string }).url);
       reply.header('allow', allowed.join(', '));
       return new AppError('method_not_allowed', 'Method Not Allowed');
     }

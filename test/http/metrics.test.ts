@@ -174,6 +174,22 @@ describe.each(dialects)('Prometheus metrics on %s', (dialect) => {
     expect(routes.size).toBeLessThan(20);
   });
 
+  // Found from outside: a 405 on a known path was labelled unmatched, which the README keeps for unknown paths.
+  it('labels a 405 with the pattern of the path it refused a method on, and a random id on it with the same', async () => {
+    for (const id of ['1', '2', '77']) {
+      expect((await t.app.inject({ method: 'PUT', url: `/users/me/sessions/${id}` })).statusCode).toBe(405);
+    }
+    expect((await t.app.inject({ method: 'PUT', url: '/register/' })).statusCode).toBe(405);
+    const samples = await scrape(t);
+    expect(samplesOf(samples, REQUESTS, { method: 'PUT' }).map((sample) => sample.labels)).toEqual(
+      expect.arrayContaining([
+        { method: 'PUT', route: '/users/me/sessions/:id', status_code: '405' },
+        { method: 'PUT', route: '/register/', status_code: '405' },
+      ]),
+    );
+    expect(samplesOf(samples, REQUESTS, { method: 'PUT', route: 'unmatched' })).toEqual([]);
+  });
+
   it('answers /metrics 401 with a Bearer challenge without the token or with a wrong one', async () => {
     const missing = await t.app.inject({ method: 'GET', url: '/metrics' });
     expect(missing.statusCode).toBe(401);
