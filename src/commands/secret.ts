@@ -46,23 +46,25 @@ async function rotateSecret(
 ): Promise<number> {
   let secrets = config.secrets;
   // The file follows GATEHOUSE_SECRET's three steps in two runs: the first adds a new secret before the old one (a
-  // running server goes on sealing with the old one in memory until its restart); the second, after the restart,
-  // drops the old one once nothing is sealed with it. Dropped at once, what the server sealed meanwhile was lost.
-  let addedToFile = false;
+  // running server goes on with the old one in memory until its restart); the second, after the restart, re-seals
+  // with the new one and drops the old one once nothing is sealed with it. Dropped at once, what the server sealed
+  // meanwhile was lost.
   if (source.kind === 'file') {
     // Read again under the lock: a rotation that finished since this process started changed the file.
     const current = readOrCreateSecretFile(source.path, generateSecret())
       .content.split(',')
       .map((secret) => secret.trim());
     if (current.length < 2) {
-      // The new secret joins the file first, so that the file always holds a secret that opens every row, whenever
-      // this command is stopped.
-      secrets = [generateSecret(), ...current];
-      replaceSecretFile(source.path, secrets.join(','));
-      addedToFile = true;
-    } else {
-      secrets = current;
+      // Step 1 alone: nothing is sealed with the new secret before every process holds it, or what a running server
+      // opens (an authenticator app at a login) would be sealed with a secret it does not have.
+      replaceSecretFile(source.path, [generateSecret(), ...current].join(','));
+      print(
+        `${source.path} holds a new secret before the old one: restart the server (every process on this database), ` +
+          'then run this command again to seal everything with the new secret and drop the old one.',
+      );
+      return 0;
     }
+    secrets = current;
   } else if (secrets.length < 2) {
     print('GATEHOUSE_SECRET holds one secret: rotating means running every instance with "new,old" first.');
     print(
@@ -91,13 +93,6 @@ async function rotateSecret(
       ...(await findKeysNotSealedWith(signingKeys, box)),
       ...(await findRowsNotSealedWith(stores, box)),
     ];
-    if (addedToFile) {
-      print(
-        `${(source as { path: string }).path} holds the new secret and the old one: restart the server (every ` +
-          'process on this database), then run this command again to drop the old one.',
-      );
-      return 0;
-    }
     if (left.length > 0) {
       print(`${left.join(', ')} not sealed with the new secret: keep the old one and run this again`);
       return 1;
