@@ -252,6 +252,7 @@ function openCopyOf(path: string): string | undefined {
 /** Presents node:sqlite's DatabaseSync as the better-sqlite3-shaped object Kysely's SqliteDialect expects. */
 function adaptNodeSqlite(sqlite: DatabaseSync, health: SqliteHealth): SqliteDatabase {
   const statements = new Map<string, SqliteStatement>();
+  const pending: TransactionWrites = { changed: false };
   return {
     close: () => sqlite.close(),
     prepare(query: string): SqliteStatement {
@@ -265,7 +266,7 @@ function adaptNodeSqlite(sqlite: DatabaseSync, health: SqliteHealth): SqliteData
       const sql = query === 'begin' ? 'begin immediate' : query;
       const cached = statements.get(sql);
       if (cached) return cached;
-      const adapted = watched(adaptStatement(sqlite.prepare(sql), sql), !/^\s*select\b/i.test(sql), health);
+      const adapted = watched(adaptStatement(sqlite.prepare(sql), sql), sql, sqlite, health, pending);
       if (statements.size >= 500) statements.clear();
       statements.set(sql, adapted);
       return adapted;
@@ -280,24 +281,55 @@ const NOTHING_TO_ROLL_BACK: SqliteStatement = {
   iterate: () => [][Symbol.iterator](),
 };
 
-/** The statement, telling `health` of the writes that fail for want of space or for an I/O error, and of those that pass. */
-function watched(statement: SqliteStatement, writes: boolean, health: SqliteHealth): SqliteStatement {
-  const observed =
-    <A extends unknown[], R>(call: (...args: A) => R) =>
-    (...args: A): R => {
+/**
+ * The statement, telling `health` of the writes that fail for want of space or for an I/O error, and of those that
+ * land: a commit, or a statement outside a transaction that changed rows. A `begin`, a rollback or a statement that
+ * matched nothing says nothing of whether the disk takes writes again.
+ */
+interface TransactionWrites {
+  /** Whether a statement of the open transaction changed rows. */
+  changed: boolean;
+}
+
+function watched(
+  statement: SqliteStatement,
+  sql: string,
+  sqlite: DatabaseSync,
+  health: SqliteHealth,
+  pending: TransactionWrites,
+): SqliteStatement {
+  const commits = /^\s*commit\b/i.test(sql);
+  const begins = /^\s*begin\b/i.test(sql);
+  // An INSERT … RETURNING comes back through `all`, one row for each row written.
+  const returnsWrites = statement.reader && !/^\s*(select|with|pragma)\b/i.test(sql);
+  return {
+    reader: statement.reader,
+    all: (parameters) => {
       try {
-        const result = call(...args);
-        if (writes) health.wrote();
+        const rows = statement.all(parameters);
+        if (returnsWrites && rows.length > 0) {
+          if (sqlite.isTransaction) pending.changed = true;
+          else health.wrote();
+        }
+        return rows;
+      } catch (error) {
+        health.failed(error);
+        throw error;
+      }
+    },
+    run: (parameters) => {
+      try {
+        const result = statement.run(parameters);
+        const changed = Number(result.changes) > 0;
+        if (begins) pending.changed = false;
+        else if (sqlite.isTransaction) pending.changed ||= changed;
+        else if (commits ? pending.changed : changed) health.wrote();
         return result;
       } catch (error) {
         health.failed(error);
         throw error;
       }
-    };
-  return {
-    reader: statement.reader,
-    all: observed(statement.all),
-    run: observed(statement.run),
+    },
     iterate: statement.iterate,
   };
 }

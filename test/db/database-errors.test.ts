@@ -66,6 +66,11 @@ describe('driver errors as they come out of the database handle', () => {
       expect(codeOf(inside)).toBe('service_unavailable');
       expect((inside as AppError).cause).toMatchObject({ message: expect.stringMatching(/full/) });
       expect(handle.problem?.()).toMatch(/full/);
+      // Only a write that landed says the disk takes writes again (found in review): not a transaction that began and
+      // ended without one, nor a statement that changed nothing.
+      await handle.db.transaction().execute((trx) => trx.selectFrom('server_secrets').select('name').execute());
+      await handle.db.deleteFrom('server_secrets').where('name', '=', 'nothing-by-this-name').execute();
+      expect(handle.problem?.()).toMatch(/full/);
       // Room again: the next write succeeds, and health says nothing.
       await sql.raw('PRAGMA max_page_count = 1000000').execute(handle.db);
       await handle.db.insertInto('server_secrets').values(big('c')).execute();
