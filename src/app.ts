@@ -167,7 +167,7 @@ export async function buildApp(
     bodyLimit: config.bodyLimitBytes,
     // find-my-way drops a route whose parameter is longer (100 by default), and the request answered 404 before its
     // authentication and validation; the target's own limit (414) bounds a parameter instead.
-    maxParamLength: MAX_TARGET_BYTES,
+    routerOptions: { maxParamLength: MAX_TARGET_BYTES },
     http: {
       // Refused by registerRequestTargetRules instead, in the error table's shape.
       requireHostHeader: false,
