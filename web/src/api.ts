@@ -9,6 +9,8 @@ let accessToken: string | undefined;
 // The account the access token is for (its `sub`): the refresh cookie belongs to the browser, not to this tab, and
 // another tab's sign-in replaces it with another account's.
 let subject: string | undefined;
+// The account the page was last told of: a change is reported once, however many calls meet it.
+let shownSubject: string | undefined;
 let refreshing: Promise<boolean> | undefined;
 let onSessionLost: () => void = () => {};
 let onAccountChanged: () => void = () => {};
@@ -140,15 +142,21 @@ const asksForMoreAuthentication = (response: Response) =>
  * signs in another account (another tab's) sends nothing in its name and says so.
  */
 export async function call<T>(method: string, path: string, body?: unknown): Promise<T> {
+  // As whom the request goes: another call may refresh, even into another account, while this one is on its way.
+  const sentAs = subject;
+  const sentWith = accessToken;
   let response = await send(method, path, body);
-  if (response.status === 401 && accessToken && !asksForMoreAuthentication(response)) {
-    const shown = subject;
-    if (!(await refresh())) {
+  if (response.status === 401 && sentWith && !asksForMoreAuthentication(response)) {
+    // Refreshed by another call meanwhile: its token serves, without a second rotation.
+    if ((accessToken === sentWith || accessToken === undefined) && !(await refresh())) {
       onSessionLost();
       throw new ApiError(401, 'Your session has ended. Sign in again.');
     }
-    if (subject !== shown) {
-      onAccountChanged();
+    if (subject !== sentAs) {
+      if (subject !== shownSubject) {
+        shownSubject = subject;
+        onAccountChanged();
+      }
       throw new ApiError(
         401,
         'Another account was signed in from another tab of this browser: this page now shows it, and nothing was sent.',
@@ -184,6 +192,7 @@ async function takeToken(response: Response): Promise<void> {
 async function grant(body: Record<string, string>): Promise<void> {
   accessToken = undefined;
   await takeToken(await send('POST', '/token', body));
+  shownSubject = subject;
 }
 
 /**
@@ -265,13 +274,16 @@ export function refresh(): Promise<boolean> {
 /** A reload signs back in from the cookie, without a request when this browser never signed in. */
 export async function resume(): Promise<boolean> {
   if (localStorage.getItem(SESSION_HINT) === null) return false;
-  return refresh();
+  const resumed = await refresh();
+  shownSubject = subject;
+  return resumed;
 }
 
 /** Drops the access token; the server clears the cookies of the requests that end a session. */
 export function forget(): void {
   accessToken = undefined;
   subject = undefined;
+  shownSubject = undefined;
   localStorage.removeItem(SESSION_HINT);
 }
 
