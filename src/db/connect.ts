@@ -143,6 +143,10 @@ function namingPreparedStatements(pg: PgModule, pool: pg.Pool): pg.Pool {
       // a cancelled statement) leave it as good as before.
       const query = client.query.bind(client) as (...args: unknown[]) => unknown;
       client.query = ((text: unknown, values?: unknown) => {
+        // A statement after one that went unanswered (Kysely's ROLLBACK) would wait behind it for a timeout of its own.
+        if (broken.has(client)) {
+          return Promise.reject(new Error('Connection is not queryable: a query on it went unanswered'));
+        }
         const name = typeof text === 'string' ? preparedStatementNames.get(text) : undefined;
         const result = name ? query({ name, text, values }) : query(text, values);
         if (result instanceof Promise) {

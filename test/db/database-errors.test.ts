@@ -68,7 +68,9 @@ describe('driver errors as they come out of the database handle', () => {
       expect(handle.problem?.()).toMatch(/full/);
       // Only a write that landed says the disk takes writes again (found in review): not a transaction that began and
       // ended without one, nor a statement that changed nothing.
-      await handle.db.transaction().execute((trx) => trx.selectFrom('server_secrets').select('name').execute());
+      await handle.db
+        .transaction()
+        .execute((trx) => trx.selectFrom('server_secrets').select('name').execute());
       await handle.db.deleteFrom('server_secrets').where('name', '=', 'nothing-by-this-name').execute();
       expect(handle.problem?.()).toMatch(/full/);
       // Room again: the next write succeeds, and health says nothing.
@@ -113,6 +115,7 @@ describe('driver errors as they come out of the database handle', () => {
   // Found from outside: once the pool's connections went silent for good (a firewall or NAT that lost their state),
   // every query was sent on them again, each timing out, for as long as requests came; new connections would work.
   it('drops a PostgreSQL connection whose query timed out, so that the next queries take a new one', async () => {
+    const timeoutMs = 1000;
     const proxy = await startStallingProxy(inject('postgresUrl'));
     const url = new URL(inject('postgresUrl'));
     url.host = `127.0.0.1:${proxy.port}`;
@@ -120,7 +123,7 @@ describe('driver errors as they come out of the database handle', () => {
       kind: 'postgres',
       url: url.toString(),
       maxConnections: 2,
-      queryTimeoutMs: 300,
+      queryTimeoutMs: timeoutMs,
     });
     const select = () =>
       sql`select 1 as one`.execute(handle.db).then(
@@ -134,6 +137,21 @@ describe('driver errors as they come out of the database handle', () => {
       expect(during).toEqual(['service_unavailable', 'service_unavailable']);
       const after = await Promise.all([select(), select(), select(), select()]);
       expect(after).toEqual(Array(4).fill([{ one: 1 }]));
+      // In a transaction, Kysely's ROLLBACK after the unanswered query went to the same connection and waited a
+      // second query timeout behind it (found in review): it fails at once there.
+      let started = 0;
+      const inTransaction = await handle.db
+        .transaction()
+        .execute(async (trx) => {
+          await sql`select 1`.execute(trx);
+          proxy.strand();
+          started = performance.now();
+          await sql`select 1`.execute(trx);
+        })
+        .catch((error: unknown) => error);
+      const elapsedMs = performance.now() - started;
+      expect(codeOf(inTransaction)).toBe('service_unavailable');
+      expect(elapsedMs, 'one query timeout, not two').toBeLessThan(2 * timeoutMs);
     } finally {
       await handle.close();
       await proxy.close();
