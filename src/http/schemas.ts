@@ -586,10 +586,14 @@ export const PasskeyPasswordBody = Type.Object({
   ...RecentPassword,
   otp: OtpField,
   recovery_code: RecoveryCodeField,
+});
+export type PasskeyPasswordBody = Static<typeof PasskeyPasswordBody>;
+
+export const PasskeyRegistrationOptionsBody = Type.Object({
+  ...PasskeyPasswordBody.properties,
   // Checked here too, before the authenticator makes a credential that the verification would then refuse to store.
   name: Type.Optional(passkeyName),
 });
-export type PasskeyPasswordBody = Static<typeof PasskeyPasswordBody>;
 
 export const PasskeyRegistrationBody = Type.Object({
   challenge_id: Type.String({ minLength: 1, maxLength: 64 }),

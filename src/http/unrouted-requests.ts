@@ -365,7 +365,6 @@ function pathOfTarget(target: string): string {
 /** The error for a request no route takes (405 with Allow set on the reply, or 404). */
 export type UnroutedAnswer = (request: FastifyRequest, reply: FastifyReply) => AppError;
 
-/** Answers 405 with Allow for a path that exists under other methods, 404 otherwise; returns that answer. */
 const refusedRoutes = new WeakMap<FastifyRequest, string>();
 
 /** The pattern of the route whose path a request answered 405 had (metrics label it so), else undefined. */
@@ -373,6 +372,7 @@ export function routeRefusingMethod(request: FastifyRequest): string | undefined
   return refusedRoutes.get(request);
 }
 
+/** Answers 405 with Allow for a path that exists under other methods, 404 otherwise; returns that answer. */
 export function registerMethodNotAllowed(app: FastifyInstance): UnroutedAnswer {
   // `wildcard`: a route whose last part takes any path (the documentation's files), which no slash twin is meant for.
   const routes: { pattern: RegExp; method: string; wildcard: boolean; url: string }[] = [];

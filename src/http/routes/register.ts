@@ -64,8 +64,8 @@ export const registerRoutes: FastifyPluginAsyncTypebox<{
 const FIELD_ORDER = Object.keys(RegisterBody.properties);
 
 /**
- * The schema's problems with the rules' problems of the fields it passed, one per field, in the body's field order
- * (pydantic's): a malformed email no longer hides a username that would be refused next.
+ * The schema's problems with the rules' problems of the fields it passed, one per field, in the fields' order (the
+ * schema's, as pydantic lists them): a malformed email no longer hides a username that would be refused next.
  */
 function withRegistrationProblems(schemaError: AppError, ruleProblems: FieldProblem[]): AppError {
   if (schemaError.code !== 'validation_failed') return schemaError;
