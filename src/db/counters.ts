@@ -469,9 +469,14 @@ function insure(
       return run(() => remote.block(key, seconds), locally, copy);
     },
     reset: (key) => {
-      const copy = () => fallback.reset(key);
+      const copy = () => {
+        fallback.reset(key);
+        // What the primary counted during an earlier outage must not come back at the next one (a success, an unlock,
+        // a password change clear it); not waited for, since Redis has answered.
+        alsoMeanwhile?.reset(key).catch(() => {});
+      };
       const locally = async () => {
-        copy();
+        fallback.reset(key);
         await alsoMeanwhile?.reset(key);
       };
       return run(() => remote.reset(key), locally, copy);
