@@ -35,6 +35,8 @@ export async function startStallingProxy(target: string): Promise<{
    * does; connections opened later are forwarded.
    */
   strand(): void;
+  /** From now on, a connection on which the client sends `pattern` gets no more answers from the server, for good. */
+  strandAfterClientSends(pattern: RegExp): void;
   close(): Promise<void>;
 }> {
   const { hostname, port: targetPort } = new URL(target);
@@ -42,10 +44,14 @@ export async function startStallingProxy(target: string): Promise<{
   const flushes = new Set<() => void>();
   const sockets = new Set<net.Socket>();
   const stranded = new WeakSet<net.Socket>();
+  const clients = new WeakSet<net.Socket>();
+  let strandingPattern: RegExp | undefined;
   const forward = (from: net.Socket, to: net.Socket) => {
     const held: Buffer[] = [];
     from.on('data', (chunk: Buffer) => {
       if (stranded.has(from)) return;
+      if (strandingPattern && clients.has(from) && strandingPattern.test(chunk.toString('latin1')))
+        stranded.add(to);
       if (stalled) held.push(chunk);
       else to.write(chunk);
     });
@@ -55,6 +61,7 @@ export async function startStallingProxy(target: string): Promise<{
   };
   const server = net.createServer((client) => {
     const upstream = net.connect(Number(targetPort), hostname);
+    clients.add(client);
     for (const socket of [client, upstream]) {
       sockets.add(socket);
       socket.on('error', () => {});
@@ -76,6 +83,9 @@ export async function startStallingProxy(target: string): Promise<{
     },
     strand() {
       for (const socket of sockets) stranded.add(socket);
+    },
+    strandAfterClientSends(pattern) {
+      strandingPattern = pattern;
     },
     resume() {
       stalled = false;
