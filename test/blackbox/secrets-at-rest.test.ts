@@ -9,7 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { generateSync } from 'otplib';
-import { afterAll, describe, expect, it, vi } from 'vitest';
+import { afterAll, describe, expect, it, onTestFinished, vi } from 'vitest';
 import { getWithToken, login, postForm, postJson, registerUser } from './support/client.ts';
 import {
   COMPILE_CACHE,
@@ -133,6 +133,10 @@ describe('the embedded database without GATEHOUSE_SECRET', () => {
     const env = { GATEHOUSE_SECRET: undefined };
     const secretFile = path.join(data, 'secret.key');
     const running = await startServer({ databaseUrl, env });
+    // Stopped below; this stops it too when an expectation fails first.
+    onTestFinished(async () => {
+      await running.stop();
+    });
     const user = await registerUser(context(running) as never);
     const token = await login(context(running) as never, user.username, user.password);
     // An authenticator app sealed with the old secret, which the running server alone holds.
