@@ -115,6 +115,8 @@ interface LocalCounts {
   counter(spec: CounterSpec): LocalCounter;
   /** Keys held, those whose window has ended dropped first. */
   size(): number;
+  /** Forgets every count. */
+  clear(): void;
   close(): void;
 }
 
@@ -155,6 +157,7 @@ function createLocalCounts(): LocalCounts {
   const sweeper = setInterval(() => sweep(SWEEP_BATCH), SWEEP_INTERVAL_MS);
   sweeper.unref();
   return {
+    clear: () => entries.clear(),
     counter(spec) {
       const windowMs = spec.windowSeconds * 1000;
       const blockMs = (spec.blockSeconds ?? 0) * 1000;
@@ -287,6 +290,9 @@ function redisStore(
     if (probe === undefined) return;
     clearInterval(probe);
     probe = undefined;
+    // A worker's own outage counts are stale once Redis decides again: a success another worker answered cannot clear
+    // them, and they came back at the next outage (the primary's are cleared key by key with Redis's).
+    if (outage) local.clear();
     notify('reachable');
   };
   const health: StoreHealth = {
