@@ -36,23 +36,28 @@ describe.skipIf(skipWithoutChromium('the account page sessions suite')).each(DIA
     const run = (name: string, steps: (run: PageRun) => Promise<void>) =>
       inPage(browser, ctx.url(''), `${dialect}-${name}`, steps);
 
+    /** Signs `page` in as a new X, then another tab of the same browser signs out and in as a new Y. */
+    const switchAccountInAnotherTab = async ({ page, context }: PageRun) => {
+      const x = await registerUser(ctx);
+      const y = await registerUser(ctx);
+      await page.goto('/');
+      await signInWithForm(page, x.username, x.password);
+      await expectSignedIn(page, x.username);
+      const other = await context.newPage();
+      await other.goto(ctx.url('/'));
+      await expectSignedIn(other, x.username);
+      await other.getByRole('button', { name: 'Sign out', exact: true }).click();
+      await expectSignedOut(other);
+      await signInWithForm(other, y.username, y.password);
+      await expectSignedIn(other, y.username);
+      return { x, y };
+    };
+
     // Found from outside: the first tab, still showing X, refreshed from the cookie that the second tab's sign-in as Y
     // had replaced, and posted its message into Y's conversation ("Sign out everywhere" there signed Y out).
     it('shows the account another tab signed in as, without acting for it in the name of the one it showed', () =>
       run('tab-switch', async ({ page, context }) => {
-        const x = await registerUser(ctx);
-        const y = await registerUser(ctx);
-        await page.goto('/');
-        await signInWithForm(page, x.username, x.password);
-        await expectSignedIn(page, x.username);
-
-        const other = await context.newPage();
-        await other.goto(ctx.url('/'));
-        await expectSignedIn(other, x.username);
-        await other.getByRole('button', { name: 'Sign out', exact: true }).click();
-        await expectSignedOut(other);
-        await signInWithForm(other, y.username, y.password);
-        await expectSignedIn(other, y.username);
+        const { x, y } = await switchAccountInAnotherTab({ page, context });
 
         await page.getByLabel('New message').fill('posted from the first tab');
         await page.getByRole('button', { name: 'Add message' }).click();
@@ -72,18 +77,7 @@ describe.skipIf(skipWithoutChromium('the account page sessions suite')).each(DIA
     // compared the account after that refresh with itself, and went out in the new account's name.
     it('sends none of several requests in flight in the name of the account another tab signed in', () =>
       run('tab-switch-two', async ({ page, context }) => {
-        const x = await registerUser(ctx);
-        const y = await registerUser(ctx);
-        await page.goto('/');
-        await signInWithForm(page, x.username, x.password);
-        await expectSignedIn(page, x.username);
-        const other = await context.newPage();
-        await other.goto(ctx.url('/'));
-        await expectSignedIn(other, x.username);
-        await other.getByRole('button', { name: 'Sign out', exact: true }).click();
-        await expectSignedOut(other);
-        await signInWithForm(other, y.username, y.password);
-        await expectSignedIn(other, y.username);
+        const { y } = await switchAccountInAnotherTab({ page, context });
 
         // The sign-out everywhere, sent as X, is held until the message's refresh has brought Y's tokens back.
         const refreshed = page.waitForResponse(

@@ -648,8 +648,9 @@ describe.each(dialects)('password upgrades at login on %s', (dialect) => {
     expect(await storedHash(name)).toMatch(/^\$argon2id\$v=19\$m=64,t=1,p=1\$/);
   });
 
-  it('changes the password, with the right current one, while a login upgrades its hash', async () => {
-    const names = Array.from({ length: 4 }, () => `chg${Math.random().toString(36).slice(2, 10)}`);
+  /** Four new users, each signed in, whose stored hash is then a bcrypt one, upgraded at their next login. */
+  const signedInWithImportedHashes = async (prefix: string) => {
+    const names = Array.from({ length: 4 }, () => `${prefix}${Math.random().toString(36).slice(2, 10)}`);
     const tokens = await Promise.all(
       names.map(async (name) => {
         await registerUser(t.app, { username: name, email: `${name}@example.com` });
@@ -658,6 +659,11 @@ describe.each(dialects)('password upgrades at login on %s', (dialect) => {
         return token;
       }),
     );
+    return { names, tokens };
+  };
+
+  it('changes the password, with the right current one, while a login upgrades its hash', async () => {
+    const { names, tokens } = await signedInWithImportedHashes('chg');
     const changes = await Promise.all(
       names.map(async (name, index) => {
         const [change, login] = await Promise.all([
@@ -684,15 +690,7 @@ describe.each(dialects)('password upgrades at login on %s', (dialect) => {
   ] as const)(
     '%s, with the right password, while a login upgrades its hash',
     async (_label, method, url, body, status) => {
-      const names = Array.from({ length: 4 }, () => `up${Math.random().toString(36).slice(2, 10)}`);
-      const tokens = await Promise.all(
-        names.map(async (name) => {
-          await registerUser(t.app, { username: name, email: `${name}@example.com` });
-          const token = (await logIn(name, STRONG_PASSWORD)).json().access_token as string;
-          await storeHash(name, bcryptHashSync(STRONG_PASSWORD, 4));
-          return token;
-        }),
-      );
+      const { names, tokens } = await signedInWithImportedHashes('up');
       const answers = await Promise.all(
         names.map(async (name, index) => {
           const payload = method === 'PATCH' ? { ...body, email: `${name}@example.org` } : body;
