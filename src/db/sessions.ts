@@ -44,12 +44,13 @@ export interface EndedSessionCutoffs {
 export interface SessionsRepository {
   /**
    * Opens the session with its first refresh token, only while the user's password hash is still the one the login
-   * verified; false when it changed (or the user went) in the meantime.
+   * verified; false when it changed (or the user went) in the meantime. A login that proved no password (a passkey
+   * alone) passes null: only the user's going refuses it.
    */
   insertSession(
     session: NewSession,
     firstToken: NewRefreshToken,
-    verifiedHash: string,
+    verifiedHash: string | null,
     now: Date,
   ): Promise<boolean>;
   findSession(sessionId: string): Promise<Session | undefined>;
@@ -153,6 +154,14 @@ export function createSessionsRepository(db: Db, dialect: Dialect): SessionsRepo
       .$if(dialect === 'postgres', (query) => query.forShare()),
     [USER_ID_SENTINEL[0], VERIFIED_HASH_SENTINEL],
   );
+  const lockUser = prepareQuery(
+    db
+      .selectFrom('users')
+      .select('id')
+      .where('id', '=', USER_ID_SENTINEL[0])
+      .$if(dialect === 'postgres', (query) => query.forShare()),
+    USER_ID_SENTINEL,
+  );
   const insertNewSession = prepareQuery(
     db.insertInto('sessions').values({
       id: NEW_SESSION_SENTINELS[0],
@@ -188,7 +197,9 @@ export function createSessionsRepository(db: Db, dialect: Dialect): SessionsRepo
         // A read that locks out writers of the user's row until the session is in: a password change (or deletion)
         // committed first makes it match nothing, one still running makes it wait; either way no session outlives
         // the credentials it used. It used to be a no-op UPDATE: a new row version of the user at every login.
-        const unchanged = await trx.executeQuery(lockUserWithHash(session.userId, verifiedHash));
+        const unchanged = await trx.executeQuery(
+          verifiedHash === null ? lockUser(session.userId) : lockUserWithHash(session.userId, verifiedHash),
+        );
         if (unchanged.rows.length !== 1) return false;
         await trx.executeQuery(
           insertNewSession(

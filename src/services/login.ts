@@ -319,7 +319,7 @@ export function createLoginService(deps: {
         throw new AppError('invalid_grant', 'Email not verified');
       }
       const scopes = grantScopes(requestedScopes, scopesPermittedTo(user));
-      const tokens = await sessions.startSession(user, login.verifiedHash, context, scopes, {
+      const tokens = await sessions.startSession(user, null, context, scopes, {
         amr: login.amr,
       });
       if (!tokens) throw invalidPasskeyGrant();

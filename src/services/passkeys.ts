@@ -48,10 +48,9 @@ export type PasskeyAmr = 'hwk' | 'swk';
 /** What an assertion of a known user proves for: a login's second leg, or a password reset of the account. */
 export type SecondFactorPurpose = Extract<ChallengePurpose, 'second_factor' | 'password_reset'>;
 
-/** A passwordless login that passed: who, their current hash (sessions bind to it) and how they proved it. */
+/** A passwordless login that passed: who and how they proved it (no password: its session binds to no hash). */
 export interface PasskeyLogin {
   user: User;
-  verifiedHash: string;
   amr: [PasskeyAmr, 'user', 'mfa'];
 }
 
@@ -318,7 +317,6 @@ export function createPasskeysService(deps: PasskeysDependencies): PasskeysServi
     context.audit('passkey_login', { userId: passkey.userId, reason: 'passwordless' });
     return {
       user: credentials.user,
-      verifiedHash: credentials.passwordHash,
       amr: [amrOf(passkey), 'user', 'mfa'],
     };
   };

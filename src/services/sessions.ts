@@ -75,11 +75,12 @@ const PASSWORD_ONLY = ['pwd'];
 export interface SessionsService {
   /**
    * Opens a session granting `scopes` for a user whose password just matched `verifiedHash`; undefined when that hash
-   * is no longer theirs (changed or deleted meanwhile), so that no session outlives the credentials it used.
+   * is no longer theirs (changed or deleted meanwhile), so that no session outlives the credentials it used. null for
+   * a login that proved no password: a login upgrading the stored hash of the same password must not refuse it.
    */
   startSession(
     user: User,
-    verifiedHash: string,
+    verifiedHash: string | null,
     context: RequestContext,
     scopes: ReadonlySet<Scope>,
     options?: StartSessionOptions,

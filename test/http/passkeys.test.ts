@@ -1,3 +1,4 @@
+import { hashSync as bcryptHashSync } from '@node-rs/bcrypt';
 import type {
   PublicKeyCredentialCreationOptionsJSON,
   PublicKeyCredentialRequestOptionsJSON,
@@ -436,6 +437,45 @@ describe.each(dialects)('passkeys on %s', (dialect) => {
     const assertion = account.authenticator.assert(options);
     const results = await Promise.all([grant(challenge_id, assertion), grant(challenge_id, assertion)]);
     expect(results.map((response) => response.statusCode).sort()).toEqual([200, 400]);
+  });
+
+  // Found in review: a passwordless login proves no password, yet its session was bound to the hash it had read, so a
+  // password login upgrading that hash meanwhile (an imported bcrypt hash, older argon2id parameters) refused it,
+  // after its assertion and challenge were spent.
+  it('logs in without a password while a password login upgrades the account’s hash', async () => {
+    const accounts = await Promise.all(Array.from({ length: 6 }, () => newAccount()));
+    for (const account of accounts) expect((await register(account)).statusCode).toBe(201);
+    const answers = await Promise.all(
+      accounts.map(async (account, index) => {
+        await t.database.db
+          .updateTable('users')
+          .set({ password_hash: bcryptHashSync(STRONG_PASSWORD, 4) })
+          .where('id', '=', account.user.id)
+          .execute();
+        const { challenge_id, options } = await passwordlessOptions();
+        const assertion = account.authenticator.assert(options);
+        const passwordLogin = () =>
+          call('POST', '/token', undefined, { username: account.user.username, password: STRONG_PASSWORD });
+        // Both orders: the upgrade lands before the session's write in one or the other.
+        const [passwordless, password] =
+          index % 2 === 0
+            ? await Promise.all([grant(challenge_id, assertion), passwordLogin()])
+            : await Promise.all([passwordLogin(), grant(challenge_id, assertion)]).then(
+                ([a, b]) => [b, a] as const,
+              );
+        expect(password.statusCode, password.body).toBeLessThan(500);
+        return passwordless.statusCode;
+      }),
+    );
+    expect(answers).toEqual(Array(accounts.length).fill(200));
+    for (const account of accounts) {
+      const { password_hash } = await t.database.db
+        .selectFrom('users')
+        .select('password_hash')
+        .where('id', '=', account.user.id)
+        .executeTakeFirstOrThrow();
+      expect(password_hash).toMatch(/^\$argon2id\$/);
+    }
   });
 
   it('marks a cloned credential with a lower counter suspect, mails the owner, and then refuses even a good counter', async () => {
