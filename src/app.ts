@@ -486,7 +486,8 @@ export async function buildApp(
   await app.register(healthRoutes, {
     isDatabaseReachable: () =>
       pingDatabase(db).then(
-        () => {
+        async () => {
+          await deps.db.probeWrites?.();
           // Answering a read is not enough where nothing can be written (a full disk, a file deleted under it).
           const problem = deps.db.problem?.();
           if (problem) app.log.warn({ reason: problem }, 'database unusable');

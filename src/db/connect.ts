@@ -23,6 +23,11 @@ export interface DbHandle {
    * opened, or writes failing for want of space or for an I/O error; undefined while it is well.
    */
   problem?(): string | undefined;
+  /**
+   * While writes are failing, tries one of its own, so that problem() clears once they land again even when no
+   * request writes (none does while a balancer keeps the instance out for that very problem).
+   */
+  probeWrites?(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -117,6 +122,18 @@ export function createDb(target: DbTarget): DbHandle {
     schema: undefined,
     warnings,
     problem: health.problem,
+    async probeWrites() {
+      if (health.problem() === undefined) return;
+      // Its failure is recorded by the statement's watcher, and is what problem() then says.
+      await db
+        .insertInto('readiness_probe')
+        .values({ id: 1, written_at_ms: Date.now() })
+        .onConflict((conflict) =>
+          conflict.column('id').doUpdateSet((eb) => ({ written_at_ms: eb.ref('excluded.written_at_ms') })),
+        )
+        .execute()
+        .catch(() => {});
+    },
     close: async () => {
       health.stop();
       await db.destroy();
@@ -306,6 +323,8 @@ function watched(
 ): SqliteStatement {
   const commits = /^\s*commit\b/i.test(sql);
   const begins = /^\s*begin\b/i.test(sql);
+  // SQLite's count of changed rows is that of the last INSERT, UPDATE or DELETE: a PRAGMA or DDL statement repeats it.
+  const modifies = /^\s*(insert|update|delete|replace|with)\b/i.test(sql);
   // An INSERT … RETURNING comes back through `all`, one row for each row written.
   const returnsWrites = statement.reader && !/^\s*(select|with|pragma)\b/i.test(sql);
   return {
@@ -326,7 +345,7 @@ function watched(
     run: (parameters) => {
       try {
         const result = statement.run(parameters);
-        const changed = Number(result.changes) > 0;
+        const changed = modifies && Number(result.changes) > 0;
         if (begins) pending.changed = false;
         else if (sqlite.isTransaction) pending.changed ||= changed;
         else if (commits ? pending.changed : changed) health.wrote();

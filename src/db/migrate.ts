@@ -14,6 +14,7 @@ import * as addSecondFactors from './migrations/2026_12_08_0900_add_second_facto
 import * as addPasskeys from './migrations/2026_12_09_0900_add_passkeys.ts';
 import * as foldCapitalSharpS from './migrations/2026_12_10_0900_fold_capital_sharp_s.ts';
 import * as outboxFollowsItsUser from './migrations/2026_12_11_0900_outbox_follows_its_user.ts';
+import * as addReadinessProbe from './migrations/2026_12_12_0900_add_readiness_probe.ts';
 
 // An explicit list rather than a folder scan: the order is reviewed, and nothing depends on the cwd.
 const migrations: Record<string, Migration> = {
@@ -31,6 +32,7 @@ const migrations: Record<string, Migration> = {
   '2026_12_09_0900_add_passkeys': addPasskeys,
   '2026_12_10_0900_fold_capital_sharp_s': foldCapitalSharpS,
   '2026_12_11_0900_outbox_follows_its_user': outboxFollowsItsUser,
+  '2026_12_12_0900_add_readiness_probe': addReadinessProbe,
 };
 
 const provider: MigrationProvider = { getMigrations: async () => migrations };

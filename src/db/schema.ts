@@ -105,6 +105,12 @@ export interface KnownIpsTable {
   last_success_at_ms: number;
 }
 
+/** One row, rewritten by readiness while SQLite's writes fail, to learn when they land again. */
+export interface ReadinessProbeTable {
+  id: number;
+  written_at_ms: number;
+}
+
 export interface OneTimeTokensTable {
   id: Generated<number>;
   user_id: number;
@@ -228,6 +234,7 @@ export interface Database {
   mfa_challenges: MfaChallengesTable;
   webauthn_credentials: WebauthnCredentialsTable;
   webauthn_challenges: WebauthnChallengesTable;
+  readiness_probe: ReadinessProbeTable;
 }
 
 export type Db = Kysely<Database>;

@@ -1,5 +1,6 @@
 import { get, type IncomingHttpHeaders, STATUS_CODES } from 'node:http';
 import { type AddressInfo, connect, type Socket } from 'node:net';
+import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createPasswordHasher } from '../../src/security/passwords.ts';
 import {
@@ -8,6 +9,7 @@ import {
   FAST_ARGON2,
   loginToken,
   registerUser,
+  registration,
   STRONG_PASSWORD,
   type TestApp,
 } from '../support/build-test-app.ts';
@@ -212,6 +214,36 @@ describe.each(dialects)('operations and documentation on %s', (dialect) => {
       expect((await local.app.inject({ method: 'GET', url: '/readyz' })).statusCode).toBe(200);
     } finally {
       await local.close();
+    }
+  });
+});
+
+// Found from outside: after a full disk, /readyz said ready again only once a request's write landed; with the
+// instance out of the balancer's rotation for that very answer, none came, and it stayed out for good.
+describe('readiness on SQLite once writes fail', () => {
+  it('answers 503 while writes fail, and 200 once its own probe write lands, with no other request', async () => {
+    const t = await buildTestApp('sqlite');
+    try {
+      // query_only makes every write fail as a read-only file does (SQLITE_READONLY), on the app's own connection.
+      await sql`PRAGMA query_only = 1`.execute(t.database.db);
+      const refused = await t.app.inject({
+        method: 'POST',
+        url: '/register/',
+        payload: registration({ username: 'probe', email: 'probe@example.com' }),
+      });
+      expect(refused.statusCode).toBe(503);
+      const notReady = await t.app.inject({ method: 'GET', url: '/readyz' });
+      expect(notReady.statusCode).toBe(503);
+      expect(t.logs.some((line) => line.includes('readonly'))).toBe(true);
+      await sql`PRAGMA query_only = 0`.execute(t.database.db);
+      // Nothing else writes meanwhile: only the readiness check's own write can tell that writes land again.
+      await t.app.auditTrail.flush();
+      expect(t.database.problem?.()).toMatch(/readonly/);
+      const ready = await t.app.inject({ method: 'GET', url: '/readyz' });
+      expect(ready.statusCode, ready.body).toBe(200);
+      expect(t.database.problem?.()).toBeUndefined();
+    } finally {
+      await t.close();
     }
   });
 });
