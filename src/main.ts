@@ -1,7 +1,7 @@
 import './runtime-check.ts';
 import { execFileSync } from 'node:child_process';
 import cluster, { type Worker } from 'node:cluster';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import type { Server } from 'node:http';
 import type { Socket } from 'node:net';
 import { setPriority, userInfo } from 'node:os';
@@ -174,9 +174,13 @@ async function prepareDatabase(config: Config): Promise<OpenedDatabase> {
  * empty database (and a new secret.key) would answer as if every user were gone, after a typo in DATABASE_URL.
  */
 function refuseMissingDatabaseFile(database: Config['database']): void {
-  if (database.kind !== 'sqlite' || database.path === ':memory:' || existsSync(database.path)) return;
+  if (database.kind !== 'sqlite' || database.path === ':memory:') return;
+  // An empty file (a `touch`, a copy that failed) holds no database either: SQLite would start one in it.
+  const size = existsSync(database.path) ? statSync(database.path).size : undefined;
+  if (size !== undefined && size > 0) return;
   throw new Error(
-    `no database at ${database.path} (DATABASE_URL): check the path; \`gatehouse migrate\` creates a new one there`,
+    `no database at ${database.path} (DATABASE_URL${size === 0 ? ': the file is empty' : ''}): check the path; ` +
+      '`gatehouse migrate` creates a new one there',
   );
 }
 

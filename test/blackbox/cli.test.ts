@@ -5,7 +5,7 @@
  */
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { generateSync } from 'otplib';
@@ -386,6 +386,23 @@ describe('gatehouse on a SQLite path with no database', () => {
       expect(result.stderr).toMatch(/no database/i);
       expect(result.stdout).toBe('');
       expect(readdirSync(directory)).toEqual([]);
+    } finally {
+      rmSync(directory, { recursive: true, force: true });
+    }
+  });
+
+  // Found from outside: an empty file there (a `touch`, a copy that failed) was migrated by a read command.
+  it('refuses an empty file there as no database, and leaves it empty', async () => {
+    const directory = mkdtempSync(path.join(os.tmpdir(), 'gh-cli-missing-'));
+    try {
+      const file = path.join(directory, 'gatehouse.db');
+      writeFileSync(file, '');
+      const result = await bin(['users', 'list'], file);
+      expect(result.code, result.stderr).toBe(1);
+      expect(result.stderr).toContain(file);
+      expect(result.stderr).toMatch(/no database/i);
+      expect(statSync(file).size).toBe(0);
+      expect(readdirSync(directory)).toEqual(['gatehouse.db']);
     } finally {
       rmSync(directory, { recursive: true, force: true });
     }
