@@ -42,7 +42,8 @@ export function registerResponseHooks(app: FastifyInstance): void {
       const { socket } = request.raw;
       answeredBeforeTheirBody.add(socket);
       const declared = Number(request.headers['content-length']);
-      if (declared > 0 && declared <= DRAIN_LIMIT_BYTES) {
+      // A close already decided (a missing or invalid Host, a draining server) stands: Node discards the rest first.
+      if (reply.getHeader('connection') !== 'close' && declared > 0 && declared <= DRAIN_LIMIT_BYTES) {
         reply.removeHeader('connection');
         request.raw.once('end', () => answeredBeforeTheirBody.delete(socket));
       } else reply.header('connection', 'close');

@@ -10,6 +10,10 @@ export const PARSER_REFUSALS: readonly [request: string, status: number][] = [
   [`GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`, 431],
   // RFC 9112 §3.2: an HTTP/1.1 request without Host is refused with 400.
   ['GET /healthz HTTP/1.1\r\n\r\n', 400],
+  // With a body too: the answer came before the body was read, which had kept the connection open (found from outside).
+  ['POST /register/ HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}', 400],
+  ['POST /token HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}', 400],
+  ['POST /token HTTP/1.1\r\nHost: a b\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}', 400],
   ['POST /token HTTP/1.1\r\nHost: x\r\nExpect: 200-ok\r\nContent-Length: 0\r\n\r\n', 417],
   // RFC 9112 §3: a request-target longer than the server parses MUST get 414, not the headers' 431.
   [`GET /healthz?x=${'a'.repeat(20_000)} HTTP/1.1\r\nHost: x\r\n\r\n`, 414],
