@@ -4,7 +4,8 @@ export type UsernameProblem =
   | 'mixed_scripts'
   | 'mixed_digit_systems'
   | 'no_letter_or_digit'
-  | 'invisible_characters';
+  | 'invisible_characters'
+  | 'bidi_order';
 
 // ISO 15924 codes of every Unicode script (17.0); one the running ICU does not know is dropped, and a letter
 // of no known script is refused as mixed rather than waved through.
@@ -66,7 +67,55 @@ export function findUsernameProblem(display: string): UsernameProblem | undefine
   if (!isSingleScript && !isAllowedCombination) return 'mixed_scripts';
   const digitSystems = new Set([...display].filter(isDecimalDigit).map(digitZero));
   if (digitSystems.size > 1) return 'mixed_digit_systems';
+  if (!followsBidiRule(display)) return 'bidi_order';
   return undefined;
+}
+
+// The scripts written right to left, whose letters are of bidirectional class R or AL.
+const RTL_SCRIPT_CODES =
+  `Adlm Arab Armi Avst Chrs Cprt Elym Gara Hatr Hebr Hung Khar Lydi Mand Mani Mend Narb Nbat
+  Nkoo Orkh Ougr Palm Phli Phlp Phnx Prti Rohg Samr Sarb Sogd Sogo Syrc Thaa Yezi`.split(/\s+/);
+
+let rightToLeft: RegExp | undefined;
+const loadRightToLeft = () =>
+  (rightToLeft ??= new RegExp(
+    `[${RTL_SCRIPT_CODES.flatMap((code) => {
+      try {
+        new RegExp(`\\p{Script=${code}}`, 'u');
+        return [`\\p{Script=${code}}`];
+      } catch {
+        return [];
+      }
+    }).join('')}]`,
+    'u',
+  ));
+
+type BidiClass = 'R' | 'AN' | 'EN' | 'NSM' | 'L' | 'other';
+
+// Bidi_Class is no property JavaScript's regular expressions know; within what a username may hold (letters and digits
+// of one script, . _ -, combining marks) these cover it: Arabic-Indic and Hanifi Rohingya digits are AN; ASCII and
+// extended Arabic-Indic digits EN; the digits of NKo and Adlam, and the letters of right-to-left scripts, R; other
+// letters and digits L (RFC 5893 §1.4's classes).
+function bidiClassOf(character: string): BidiClass {
+  if (/[\u0660-\u0669\u{10D30}-\u{10D39}]/u.test(character)) return 'AN';
+  if (/[0-9\u06F0-\u06F9]/.test(character)) return 'EN';
+  if (/[\p{Mn}\p{Me}]/u.test(character)) return 'NSM';
+  if (/[\p{L}\p{Nd}\p{Mc}]/u.test(character)) return loadRightToLeft().test(character) ? 'R' : 'L';
+  return 'other';
+}
+
+/**
+ * RFC 5893 §2, the Bidi Rule of IDNA, for a name holding right-to-left characters: it begins with a right-to-left
+ * letter, holds no left-to-right one, ends with a letter or a digit (then marks), and uses one of the EN and AN digit
+ * kinds. Otherwise digits or . _ - at its ends are drawn on the other side, and two names are drawn alike.
+ */
+function followsBidiRule(display: string): boolean {
+  const classes = [...display].map(bidiClassOf);
+  if (!classes.some((kind) => kind === 'R' || kind === 'AN')) return true;
+  if (classes[0] !== 'R' || classes.includes('L')) return false;
+  const last = classes.findLast((kind) => kind !== 'NSM');
+  if (last !== 'R' && last !== 'EN' && last !== 'AN') return false;
+  return !(classes.includes('EN') && classes.includes('AN'));
 }
 
 // confusables.txt maps Cyrillic в, н, т, м, к (and so their capitals, once case-folded) to small capitals or

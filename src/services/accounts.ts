@@ -594,6 +594,12 @@ function describeUsernameProblem(problem: UsernameProblem): FieldProblem {
         msg: 'Username must contain a letter or a digit',
         type: 'username_without_letter_or_digit',
       };
+    case 'bidi_order':
+      return {
+        loc,
+        msg: 'Username in a right-to-left script must begin with a letter of it and end with a letter or a digit',
+        type: 'username_bidi_order',
+      };
     case 'invisible_characters':
       return {
         loc,

@@ -36,6 +36,7 @@ describe.each(dialects)('POST /register/ with lookalike usernames on %s', (diale
     ['Cyrillic а beside Latin lice', 'аlice', 'username_mixed_scripts'],
     ['Latin beside Arabic-Indic digits', 'bob١٢٣', 'username_mixed_scripts'],
     ['two digit systems', 'علي1١', 'username_mixed_digit_systems'],
+    ['digits before a right-to-left name', '12אבג', 'username_bidi_order'],
     ['dots only', '...', 'username_without_letter_or_digit'],
     ['hyphens only', '---', 'username_without_letter_or_digit'],
     // Hangul fillers are letters drawn as nothing (Default_Ignorable_Code_Point): victim7 with one looked like victim7.

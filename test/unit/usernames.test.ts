@@ -88,6 +88,34 @@ describe('username rules (UTS #39 §5.2, highly restrictive)', () => {
     expect(findUsernameProblem(name)).toBeUndefined();
   });
 
+  // Found from outside: `אבג12` and `12אבג` are drawn alike (`12גבא`) on a left-to-right page, a log line or the admin
+  // list, and both registered. RFC 5893 §2 (the Bidi Rule of IDNA) keeps a right-to-left name's drawing one-to-one.
+  it.each([
+    ['digits before Hebrew', '12אבג'],
+    ['digits before Arabic', '12علي'],
+    ['digits and a hyphen before Hebrew', '12-אבג'],
+    ['an underscore before Hebrew', '_אבג'],
+    ['a dot before Arabic', '.علي'],
+    ['Hebrew ending in an underscore', 'אבג_'],
+    ['Arabic ending in a hyphen', 'علي-'],
+    ['Arabic-Indic digits alone', '١٢٣'],
+  ])('refuses a right-to-left name with %s (RFC 5893 §2)', (_label, name) => {
+    expect(findUsernameProblem(name)).toBe('bidi_order');
+  });
+
+  it.each([
+    ['Hebrew then digits', 'אבג12'],
+    ['Hebrew, a hyphen and digits', 'אבג-12'],
+    ['Hebrew with an underscore inside', 'אב_ג'],
+    ['Arabic with Arabic-Indic digits', 'علي١٢'],
+    ['Arabic with extended Arabic-Indic digits', 'علي۱۲'],
+    ['Arabic ending in a combining mark', 'عليً'],
+    ['Latin ending in an underscore, as before', 'alice_'],
+    ['Latin starting with digits, as before', '12alice'],
+  ])('accepts %s', (_label, name) => {
+    expect(findUsernameProblem(name)).toBeUndefined();
+  });
+
   it('refuses two decimal-digit systems in one name', () => {
     expect(findUsernameProblem('علي1١')).toBe('mixed_digit_systems');
     expect(findUsernameProblem('user1२')).toBe('mixed_scripts');
