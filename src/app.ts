@@ -633,14 +633,16 @@ export function loadConfiguredKeyRing(
 }
 
 /**
- * The account endpoints' password checks, throttled as logins of the account from the caller's address. The caller
- * holds a live session, so it counts as trusted: R1 and R4 bound it, and the account's own user is never locked out.
+ * The account endpoints' password checks, throttled as logins of the account. The caller holds a live session, so it
+ * counts as trusted (the account's own user is never locked out by R2 or R3), and the session is its client: R1 counts
+ * its checks together from whichever address they come, where a stolen access token sent from a new address each time
+ * had guessed without end; R4 counts them per address too.
  */
 function passwordChecksOf(throttle: Throttle): PasswordCheckThrottle {
   const attemptOf = (username: string, context: RequestContext) => ({
     username,
     ip: throttle.clientKey(context.ipAddress),
-    deviceId: undefined,
+    deviceId: context.sessionId === undefined ? undefined : `session:${context.sessionId}`,
     trusted: true,
   });
   return {

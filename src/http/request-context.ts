@@ -33,6 +33,7 @@ export function requestContext(request: FastifyRequest, reply?: FastifyReply): R
   };
   return {
     ...origin,
+    ...(request.auth ? { sessionId: request.auth.sessionId } : {}),
     ...(reply ? { signal: clientGone(reply) } : {}),
     audit: (event, fields) => {
       request.log.info({ event, ip: request.ip, ...fields }, event);

@@ -2,6 +2,8 @@
 export interface RequestContext {
   userAgent: string | undefined;
   ipAddress: string | undefined;
+  /** The session whose access token authenticated the request, if one did. */
+  sessionId?: string | undefined;
   /** Aborted once the client has gone: a password hash still waiting for its slot is dropped. */
   signal?: AbortSignal;
   /** Records a security event in the log and hands it to every audit sink (the audit trail, metrics); never throws. */

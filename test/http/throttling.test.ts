@@ -186,6 +186,39 @@ describe.each(dialects)('login throttling over HTTP on %s', (dialect) => {
     await loginOk('203.0.113.51');
   });
 
+  // Found from outside: the checks were counted per (account, address) only, so a stolen access token sent from a new
+  // address each time guessed the password without end (110 of 110 answered 400, none counted by R2 or R3). The
+  // client of such a check is the session, whichever address it comes from.
+  it('counts the password checks of one session together, from whichever address they come', async () => {
+    await start();
+    const { access_token: accessToken } = await loginOk('203.0.113.52');
+    const check = (address: string, currentPassword: string) =>
+      t.app.inject({
+        method: 'POST',
+        url: '/users/me/password',
+        remoteAddress: address,
+        headers: { authorization: `Bearer ${accessToken}` },
+        payload: { current_password: currentPassword, new_password: 'a brand new passphrase here' },
+      });
+    for (let i = 0; i < 5; i += 1) {
+      expect((await check(`198.51.100.${60 + i}`, `guess ${i}`)).statusCode).toBe(400);
+    }
+    const hashed = hasher.verifications();
+    const refused = await check('198.51.100.70', STRONG_PASSWORD);
+    expect(refused.statusCode, refused.body).toBe(429);
+    expect(hasher.verifications()).toBe(hashed);
+    // Another session of the same user is another client: its own check is not refused for the first one's guesses.
+    const { access_token: other } = await loginOk('203.0.113.53');
+    const own = await t.app.inject({
+      method: 'POST',
+      url: '/users/me/password',
+      remoteAddress: '203.0.113.53',
+      headers: { authorization: `Bearer ${other}` },
+      payload: { current_password: STRONG_PASSWORD, new_password: 'a brand new passphrase here' },
+    });
+    expect(own.statusCode, own.body).toBe(204);
+  });
+
   it('answers the correct password during a lock exactly like a wrong one, with no token and no hash (test 2)', async () => {
     await start();
     await failTimes('203.0.113.20', 5);
