@@ -23,6 +23,7 @@ import {
 } from './config.ts';
 import { startClusterCounters } from './db/counters.ts';
 import { readOrCreateSecretFile, type SecretFile, secretFilePath } from './db/data-directory.ts';
+import { AppError } from './errors.ts';
 import {
   createMetricsRegistry,
   listenForScrapes,
@@ -190,11 +191,18 @@ function refuseMissingDatabaseFile(database: Config['database']): void {
  */
 function describeFailure(error: unknown): string {
   const messages: string[] = [];
+  let advice: string | undefined;
   for (let current = error; current !== undefined && messages.length < 5; ) {
-    messages.push(current instanceof Error ? current.message : String(current));
+    // An outage's "try again shortly" is no advice to an operator whose start failed: the cause below says what is
+    // wrong, and for a database not created yet no wait would help.
+    const outage = current instanceof AppError && current.code === 'service_unavailable' && current.cause;
+    if (!outage) messages.push(current instanceof Error ? current.message : String(current));
+    if ((current as { code?: unknown } | undefined)?.code === '3D000') {
+      advice = 'create it first (`createdb NAME`, or `create database NAME` in psql), then start again';
+    }
     current = current instanceof Error ? current.cause : undefined;
   }
-  return messages.join(': ');
+  return messages.join(': ') + (advice ? `; ${advice}` : '');
 }
 
 /**

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { DatabaseSync } from 'node:sqlite';
-import { afterAll, describe, expect, it, vi } from 'vitest';
+import { afterAll, describe, expect, inject, it, vi } from 'vitest';
 import { login, median, postForm, postJson, request, strongPassword, uniqueName } from './support/client.ts';
 import {
   createDatabase,
@@ -74,6 +74,21 @@ describe('configuration is validated at start', () => {
     expect(r.output).toMatch(/cannot prepare the database: .*ECONNREFUSED 127\.0\.0\.1:1/);
     expect(r.output).not.toContain('Pw0rdSecret');
     expect(r.output, 'no stack trace').not.toMatch(/\n\s+at [\w.<]+ \(|node:internal/);
+  });
+
+  // Found from outside, following "Running on PostgreSQL": a database not created yet was reported as an outage to
+  // wait out ("The database is unavailable; try again shortly"), which no wait would end.
+  it.runIf(inject('postgresUrl'))('says to create a PostgreSQL database that does not exist', async () => {
+    const url = new URL(inject('postgresUrl') as string);
+    url.pathname = `/gatehouse_never_created_${randomBytes(4).toString('hex')}`;
+    const r = await runUntilExit({
+      DATABASE_URL: url.toString(),
+      GATEHOUSE_SECRET: randomBytes(32).toString('base64url'),
+    });
+    expect(r.timedOut, `still running:\n${r.output}`).toBe(false);
+    expect(r.code, r.output).toBe(1);
+    expect(r.output).toMatch(/cannot prepare the database: .*does not exist.*create it first/);
+    expect(r.output).not.toMatch(/try again shortly/);
   });
 
   it('starts with a random 32-byte JWT_SECRET', async () => {
