@@ -27,6 +27,16 @@ const CENSOR = '[redacted]';
 // Deeper than any line Gatehouse writes (a request's headers are three levels down); a cycle stops here too.
 const MAX_DEPTH = 6;
 
+/**
+ * An ioredis command as its reply errors carry it: the arguments of an AUTH are the URL's user and password, and
+ * those of other commands the keys and values stored; only the command's name says what failed.
+ */
+const isRedisCommand = (value: unknown): value is { name: unknown; args: unknown[] } =>
+  typeof value === 'object' &&
+  value !== null &&
+  typeof (value as { name?: unknown }).name === 'string' &&
+  Array.isArray((value as { args?: unknown }).args);
+
 /** Returns the value with every secret key's value censored, copying only what changes; the value itself when none. */
 function censor(value: unknown, depth: number): unknown {
   if (value === null || typeof value !== 'object' || depth > MAX_DEPTH || ArrayBuffer.isView(value))
@@ -50,7 +60,12 @@ function censor(value: unknown, depth: number): unknown {
   let copy: Record<string, unknown> | undefined;
   for (const key of Object.keys(object)) {
     const item = object[key];
-    const censored = SECRET_KEYS.has(key) && item !== undefined ? CENSOR : censor(item, depth + 1);
+    const censored =
+      SECRET_KEYS.has(key) && item !== undefined
+        ? CENSOR
+        : key === 'command' && isRedisCommand(item)
+          ? { ...item, args: CENSOR }
+          : censor(item, depth + 1);
     if (censored !== item) {
       copy ??= { ...object };
       copy[key] = censored;

@@ -189,6 +189,19 @@ describe.skipIf(!redisUrl)('throttling counters in Redis', () => {
     return statusesOf(answers);
   };
 
+  // Found from outside: Redis refusing the URL's credentials logged its reply error with the AUTH command's arguments,
+  // the password among them, at warn.
+  it('logs no Redis password when Redis refuses the credentials', async () => {
+    const url = new URL(redisUrl as string);
+    url.username = 'gatehouse';
+    url.password = 'RedisPassw0rdNeverLogged';
+    const app = await instance(url.toString(), prefix());
+    for (let waited = 0; unreachableWarnings(app) === 0 && waited < 5000; waited += 100) await sleep(100);
+    expect(unreachableWarnings(app)).toBeGreaterThan(0);
+    expect(app.logs.filter((line) => line.includes('RedisPassw0rdNeverLogged'))).toEqual([]);
+    expect(app.logs.some((line) => line.includes('WRONGPASS'))).toBe(true);
+  });
+
   // THROTTLING.md §8 tests 4-6: only attempts every earlier rule admitted may count against the account. In Redis the
   // counters of parallel attempts move before any is given back, so a burst from one address once reached R2's
   // (and, spread over addresses, R3's) limit with five checked failures, locking the owner out from everywhere.
