@@ -317,10 +317,14 @@ export function loadConfig(env: Record<string, string | undefined>, host: HostLi
   // On a copy: TypeBox converts in place, and `raw` keeps what was written, for the checks and messages below.
   const converted = Value.Convert(EnvSchema, Value.Default(EnvSchema, { ...raw }));
   const problems: string[] = [];
+  // Settings refused for their type: the checks below read their defaults instead, so that every other problem is
+  // reported at this start too, not one per restart; a comparison with a refused setting says nothing more.
+  const refused = new Set<string>();
   // Variable by variable: TypeBox lists eight errors of an object at most, and a wrong LOG_LEVEL alone makes eight.
   const given = converted as Record<string, unknown>;
   for (const [name, schema] of Object.entries(EnvSchema.properties)) {
     if (given[name] === undefined) continue;
+    const before = problems.length;
     // TypeBox's conversion reads "8000.5" as 8000 and "0x10" as 16: an integer setting is written in digits or refused.
     const written = raw[name];
     if (
@@ -328,16 +332,26 @@ export function loadConfig(env: Record<string, string | undefined>, host: HostLi
       written !== undefined &&
       !/^-?\d+$/.test(written)
     ) {
-      problems.push(`${name}=${JSON.stringify(written)} must be an integer, written in digits`);
+      problems.push(`${name}=${shown(written)} must be an integer, written in digits`);
       continue;
     }
     const [error] = Value.Errors(schema, given[name]);
-    if (error)
-      problems.push(`${name}=${JSON.stringify(raw[name] ?? '')} ${describeProblem(name, error.message)}`);
+    if (error) problems.push(`${name}=${shown(raw[name] ?? '')} ${describeProblem(name, error.message)}`);
+    if (problems.length > before) refused.add(name);
   }
   const clientIp = parseClientIpRules(raw.TRUST_PROXY, raw.CLIENT_IP_HEADER, problems);
-  if (problems.length > 0) throw new ConfigError(problems);
-  const values = converted as Env;
+  const values = (
+    refused.size === 0
+      ? converted
+      : Value.Convert(
+          EnvSchema,
+          Value.Default(
+            EnvSchema,
+            Object.fromEntries(Object.entries(raw).filter(([name]) => !refused.has(name))),
+          ),
+        )
+  ) as Env;
+  const comparable = (...names: string[]) => names.every((name) => !refused.has(name));
 
   const database = parseDatabaseUrl(values.DATABASE_URL, problems);
   const secret = values.JWT_SECRET;
@@ -363,12 +377,19 @@ export function loadConfig(env: Record<string, string | undefined>, host: HostLi
       `GATEHOUSE_SECRET is required with a PostgreSQL DATABASE_URL: every instance must share it. ${MAKE_SECRET}`,
     );
   }
-  if (values.REFRESH_TOKEN_IDLE_TTL_SECONDS > values.SESSION_MAX_LIFETIME_SECONDS) {
+  if (
+    comparable('REFRESH_TOKEN_IDLE_TTL_SECONDS', 'SESSION_MAX_LIFETIME_SECONDS') &&
+    values.REFRESH_TOKEN_IDLE_TTL_SECONDS > values.SESSION_MAX_LIFETIME_SECONDS
+  ) {
     problems.push('REFRESH_TOKEN_IDLE_TTL_SECONDS must not exceed SESSION_MAX_LIFETIME_SECONDS');
   }
   for (const name of ['HOST', 'METRICS_HOST'] as const) checkListenHost(name, values[name], problems);
   checkMetricsToken(values.METRICS_TOKEN, problems);
-  if (values.METRICS_PORT !== undefined && values.METRICS_PORT === values.PORT) {
+  if (
+    comparable('METRICS_PORT', 'PORT') &&
+    values.METRICS_PORT !== undefined &&
+    values.METRICS_PORT === values.PORT
+  ) {
     problems.push('METRICS_PORT must differ from PORT: the metrics listener has no authentication');
   }
   const corsOrigins = parseCorsOrigins(values.CORS_ORIGINS, problems);
@@ -387,7 +408,7 @@ export function loadConfig(env: Record<string, string | undefined>, host: HostLi
   const emailChangePerUser = rateWindows('EMAIL_CHANGE_PER_USER');
   const passkeyOptionsPerIp = rateWindows('PASSKEY_OPTIONS_PER_IP');
   for (const base of ['LOGIN_BACKOFF_BASE_S', 'ACCOUNT_BACKOFF_BASE_S'] as const) {
-    if (values[base] > values.LOGIN_BACKOFF_MAX_S)
+    if (comparable(base, 'LOGIN_BACKOFF_MAX_S') && values[base] > values.LOGIN_BACKOFF_MAX_S)
       problems.push(`${base} must not exceed LOGIN_BACKOFF_MAX_S`);
   }
   const mail = parseMailSettings(values, problems);
@@ -512,7 +533,7 @@ function parseMailSettings(values: Env, problems: string[]): MailConfig {
       url.password
     ) {
       problems.push(
-        `PUBLIC_URL=${JSON.stringify(values.PUBLIC_URL.slice(0, 200))} must be an absolute http(s) URL without query, fragment or credentials, as https://id.example.com`,
+        `PUBLIC_URL=${shown(values.PUBLIC_URL)} must be an absolute http(s) URL without query, fragment or credentials, as https://id.example.com`,
       );
     } else {
       publicUrl = `${url.origin}${url.pathname}`.replace(/\/+$/, '');
@@ -611,7 +632,7 @@ function parseWebauthnSettings(values: Env, problems: string[]): WebauthnConfig 
   }
   for (const origin of origins) {
     const problem = originProblem(origin, rpId);
-    if (problem) problems.push(`WEBAUTHN_ORIGINS entry ${JSON.stringify(origin.slice(0, 200))} ${problem}`);
+    if (problem) problems.push(`WEBAUTHN_ORIGINS entry ${shown(origin)} ${problem}`);
   }
   return { rpId: rpId ?? 'localhost', rpName: values.WEBAUTHN_RP_NAME, origins };
 }
@@ -754,7 +775,7 @@ function parseCorsOrigins(value: string | undefined, problems: string[]): string
   if (value === undefined) return [];
   const origins = [...new Set(value.split(',').map((part) => part.trim()))].filter((part) => part !== '');
   for (const origin of origins) {
-    const entry = `CORS_ORIGINS entry ${JSON.stringify(origin)}`;
+    const entry = `CORS_ORIGINS entry ${shown(origin)}`;
     if (origin === '*') {
       // With every origin allowed, any web page could make its visitors' browsers try passwords at /token and read
       // the answers: a guessing campaign spread over as many addresses as the page has visitors.
@@ -801,10 +822,15 @@ function parseHibpApiUrl(value: string, problems: string[]): string {
     url.password
   ) {
     problems.push(
-      `HIBP_API_URL=${JSON.stringify(value)} must be an http(s) URL without query or credentials, as https://api.pwnedpasswords.com`,
+      `HIBP_API_URL=${shown(value)} must be an http(s) URL without query or credentials, as https://api.pwnedpasswords.com`,
     );
   }
   return value.replace(/\/+$/, '');
+}
+
+/** A value as a message quotes it: JSON-quoted, cut to `max`, with the user and password of a URL in it hidden. */
+function shown(value: string, max = 200): string {
+  return JSON.stringify(value.slice(0, max).replace(/(\/\/)[^/@\s]*@/g, '$1…@'));
 }
 
 function describeProblem(name: string, message: string): string {

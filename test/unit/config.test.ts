@@ -157,6 +157,44 @@ describe('loadConfig', () => {
     }
   });
 
+  // Found from outside: once one value was of the wrong type, the checks of the others did not run, and the operator
+  // met one problem per restart.
+  it('reports the checks of other settings beside a value of the wrong type', () => {
+    const problems = problemsOf({
+      PORT: 'abc',
+      GATEHOUSE_SECRET: 'short',
+      METRICS_TOKEN: 'short',
+      CORS_ORIGINS: '*',
+      JWT_ALGORITHM: 'HS256',
+      PUBLIC_URL: 'nope',
+    });
+    for (const name of [
+      'PORT',
+      'GATEHOUSE_SECRET',
+      'METRICS_TOKEN',
+      'CORS_ORIGINS',
+      'JWT_SECRET',
+      'PUBLIC_URL',
+    ]) {
+      expect(problems.join('\n')).toMatch(new RegExp(`^${name}`, 'm'));
+    }
+    expect(problems).toHaveLength(6);
+    // A comparison with a setting already refused says nothing more.
+    expect(problemsOf({ PORT: 'abc', METRICS_PORT: '8000' })).toHaveLength(1);
+  });
+
+  // Found from outside: a URL refused for holding credentials was echoed with them.
+  it.each<Record<string, string>>([
+    { PUBLIC_URL: 'https://admin:PubS3cretValue@id.example.com' },
+    { BREACHED_PASSWORD_CHECK: 'hibp', HIBP_API_URL: 'https://user:PubS3cretValue@hibp.example.com' },
+    { CORS_ORIGINS: 'https://user:PubS3cretValue@app.example.com' },
+    { PUBLIC_URL: 'https://id.example.com', WEBAUTHN_ORIGINS: 'https://user:PubS3cretValue@id.example.com' },
+  ])('refuses a URL with credentials without repeating them: %j', (env) => {
+    const problems = problemsOf(env);
+    expect(problems.length).toBeGreaterThan(0);
+    expect(problems.join('\n')).not.toContain('PubS3cretValue');
+  });
+
   // TypeBox stops listing errors after eight, and a wrong LOG_LEVEL alone makes eight (one per level, then the union).
   it('reports every wrong value at once, a wrong LOG_LEVEL with the others', () => {
     const problems = problemsOf({ PORT: 'abc', LOG_LEVEL: 'bogus', WORKERS: '0', HASH_QUEUE_MAX: 'many' });
