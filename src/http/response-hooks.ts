@@ -1,3 +1,5 @@
+import type { IncomingMessage } from 'node:http';
+import type { Socket } from 'node:net';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { refusalLogged } from './error-handler.ts';
 
@@ -17,6 +19,35 @@ const answeredBeforeTheirBody = new WeakSet<object>();
  */
 export function wasAnsweredBeforeItsBody(socket: object): boolean {
   return answeredBeforeTheirBody.has(socket);
+}
+
+// How long a connection closing after an early answer keeps reading the rest of the body at most.
+const LINGER_MS = 5000;
+
+/**
+ * A lingering close (RFC 9112 §9.6): once the answer is sent, Node ends a `Connection: close` socket and destroys it,
+ * and the body still arriving then meets a reset that makes the client's write fail (EPIPE), often before it has read
+ * the answer. This one half-closes, reads and drops the rest of the body, then closes.
+ */
+function lingerBeforeClosing(socket: Socket, request: IncomingMessage): void {
+  socket.destroySoon = function lingeringClose(this: Socket) {
+    if (this.writable) this.end();
+    let waiting = 2;
+    const close = () => {
+      clearTimeout(timer);
+      this.destroy();
+    };
+    const timer = setTimeout(close, LINGER_MS).unref();
+    const settle = () => {
+      waiting -= 1;
+      if (waiting === 0) close();
+    };
+    if (this.writableFinished) settle();
+    else this.once('finish', settle);
+    if (request.complete) settle();
+    else request.once('end', settle);
+    this.once('close', () => clearTimeout(timer));
+  };
 }
 
 /** Sets the request id and the cache rule every response carries. */
@@ -42,9 +73,10 @@ export function registerResponseHooks(app: FastifyInstance): void {
       const { socket } = request.raw;
       answeredBeforeTheirBody.add(socket);
       const declared = Number(request.headers['content-length']);
-      // A close already decided (a missing or invalid Host, a draining server) stands: Node discards the rest first.
-      if (reply.getHeader('connection') !== 'close' && declared > 0 && declared <= DRAIN_LIMIT_BYTES) {
-        reply.removeHeader('connection');
+      if (declared > 0 && declared <= DRAIN_LIMIT_BYTES) {
+        // A close already decided (a missing or invalid Host, a draining server) stands, after the rest is read.
+        if (reply.getHeader('connection') === 'close') lingerBeforeClosing(socket, request.raw);
+        else reply.removeHeader('connection');
         request.raw.once('end', () => answeredBeforeTheirBody.delete(socket));
       } else reply.header('connection', 'close');
     }
