@@ -1,8 +1,10 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import { hashSync as bcryptHashSync } from '@node-rs/bcrypt';
 import type {
   PublicKeyCredentialCreationOptionsJSON,
   PublicKeyCredentialRequestOptionsJSON,
 } from '@simplewebauthn/server';
+import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config.ts';
 import { createCounterStore } from '../../src/db/counters.ts';
@@ -477,6 +479,39 @@ describe.each(dialects)('passkeys on %s', (dialect) => {
       expect(password_hash).toMatch(/^\$argon2id\$/);
     }
   });
+
+  // The same race, made certain (found in review: the parallel test above failed without the fix in 3 runs of 7): the
+  // grant has read the hash and waits for the user's row, which a transaction holds while it stores an upgraded hash.
+  it.runIf(dialect === 'postgres')(
+    'logs in without a password when the hash it read is upgraded before its session is written',
+    async () => {
+      const account = await newAccount();
+      expect((await register(account)).statusCode).toBe(201);
+      const { challenge_id, options } = await passwordlessOptions();
+      const assertion = account.authenticator.assert(options);
+      let answer: Awaited<ReturnType<typeof grant>> | undefined;
+      await t.database.db.transaction().execute(async (trx) => {
+        await sql`select id from users where id = ${account.user.id} for update`.execute(trx);
+        void grant(challenge_id, assertion).then((response) => {
+          answer = response;
+        });
+        const waitsForTheRow = async () =>
+          (
+            await sql<{ waiting: number }>`select count(*)::int as waiting from pg_stat_activity
+              where wait_event_type = 'Lock' and datname = current_database()`.execute(t.database.db)
+          ).rows[0]?.waiting ?? 0;
+        for (let waited = 0; (await waitsForTheRow()) === 0 && waited < 5000; waited += 20) await sleep(20);
+        expect(await waitsForTheRow()).toBeGreaterThan(0);
+        await trx
+          .updateTable('users')
+          .set({ password_hash: bcryptHashSync(STRONG_PASSWORD, 4) })
+          .where('id', '=', account.user.id)
+          .execute();
+      });
+      for (let waited = 0; answer === undefined && waited < 5000; waited += 20) await sleep(20);
+      expect(answer?.statusCode, answer?.body).toBe(200);
+    },
+  );
 
   it('marks a cloned credential with a lower counter suspect, mails the owner, and then refuses even a good counter', async () => {
     const account = await newAccount();
