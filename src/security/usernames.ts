@@ -72,17 +72,17 @@ export function findUsernameProblem(display: string): UsernameProblem | undefine
 }
 
 // The scripts written right to left, whose letters are of bidirectional class R or AL.
-const RTL_SCRIPT_CODES =
-  `Adlm Arab Armi Avst Chrs Cprt Elym Gara Hatr Hebr Hung Khar Lydi Mand Mani Mend Narb Nbat
-  Nkoo Orkh Ougr Palm Phli Phlp Phnx Prti Rohg Samr Sarb Sogd Sogo Syrc Thaa Yezi`.split(/\s+/);
+const RTL_SCRIPT_CODES = `Adlm Arab Armi Avst Chrs Cprt Elym Gara Hatr Hebr Hung Khar Lydi Mand Mani Merc Mend Mero
+  Narb Nbat Nkoo Orkh Ougr Palm Phli Phlp Phnx Prti Rohg Samr Sarb Sidt Sogd Sogo Syrc Thaa Yezi`.split(/\s+/);
 
 let rightToLeft: RegExp | undefined;
+// By Script_Extensions: the Arabic tatweel is of the Common script but used only in right-to-left ones (class AL).
 const loadRightToLeft = () =>
   (rightToLeft ??= new RegExp(
     `[${RTL_SCRIPT_CODES.flatMap((code) => {
       try {
-        new RegExp(`\\p{Script=${code}}`, 'u');
-        return [`\\p{Script=${code}}`];
+        new RegExp(`\\p{Script_Extensions=${code}}`, 'u');
+        return [`\\p{Script_Extensions=${code}}`];
       } catch {
         return [];
       }
@@ -90,30 +90,30 @@ const loadRightToLeft = () =>
     'u',
   ));
 
-type BidiClass = 'R' | 'AN' | 'EN' | 'NSM' | 'L' | 'other';
+type BidiClass = 'R' | 'AN' | 'EN' | 'L' | 'neutral';
 
 // Bidi_Class is no property JavaScript's regular expressions know; within what a username may hold (letters and digits
-// of one script, . _ -, combining marks) these cover it: Arabic-Indic and Hanifi Rohingya digits are AN; ASCII and
-// extended Arabic-Indic digits EN; the digits of NKo and Adlam, and the letters of right-to-left scripts, R; other
-// letters and digits L (RFC 5893 §1.4's classes).
+// of one script, and . _ -) these cover it: Arabic-Indic, Hanifi Rohingya and Garay digits are AN; ASCII and extended
+// Arabic-Indic digits EN; the letters and digits of right-to-left scripts R; letters of no script but Common (modifier
+// letters such as ʹ) neutral, as . _ - are; other letters and digits L (RFC 5893 §1.4's classes).
 function bidiClassOf(character: string): BidiClass {
-  if (/[\u0660-\u0669\u{10D30}-\u{10D39}]/u.test(character)) return 'AN';
+  if (/[\u0660-\u0669\u{10D30}-\u{10D39}\u{10D40}-\u{10D49}]/u.test(character)) return 'AN';
   if (/[0-9\u06F0-\u06F9]/.test(character)) return 'EN';
-  if (/[\p{Mn}\p{Me}]/u.test(character)) return 'NSM';
-  if (/[\p{L}\p{Nd}\p{Mc}]/u.test(character)) return loadRightToLeft().test(character) ? 'R' : 'L';
-  return 'other';
+  if (!/[\p{L}\p{Nd}]/u.test(character)) return 'neutral';
+  if (loadRightToLeft().test(character)) return 'R';
+  return /^\p{Script_Extensions=Zyyy}$/u.test(character) ? 'neutral' : 'L';
 }
 
 /**
  * RFC 5893 §2, the Bidi Rule of IDNA, for a name holding right-to-left characters: it begins with a right-to-left
- * letter, holds no left-to-right one, ends with a letter or a digit (then marks), and uses one of the EN and AN digit
- * kinds. Otherwise digits or . _ - at its ends are drawn on the other side, and two names are drawn alike.
+ * letter, holds no left-to-right one, ends with a letter or a digit, and uses one of the EN and AN digit kinds.
+ * Otherwise digits or . _ - at its ends are drawn on the other side, and two names are drawn alike.
  */
 function followsBidiRule(display: string): boolean {
   const classes = [...display].map(bidiClassOf);
   if (!classes.some((kind) => kind === 'R' || kind === 'AN')) return true;
   if (classes[0] !== 'R' || classes.includes('L')) return false;
-  const last = classes.findLast((kind) => kind !== 'NSM');
+  const last = classes.at(-1);
   if (last !== 'R' && last !== 'EN' && last !== 'AN') return false;
   return !(classes.includes('EN') && classes.includes('AN'));
 }

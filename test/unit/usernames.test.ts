@@ -99,6 +99,9 @@ describe('username rules (UTS #39 §5.2, highly restrictive)', () => {
     ['Hebrew ending in an underscore', 'אבג_'],
     ['Arabic ending in a hyphen', 'علي-'],
     ['Arabic-Indic digits alone', '١٢٣'],
+    // Found in review: right-to-left scripts first missed.
+    ['digits before Meroitic Cursive', '12𐦠𐦡𐦢'],
+    ['Garay digits (AN) first', '𐵁𐵂𐵐𐵑𐵒'],
   ])('refuses a right-to-left name with %s (RFC 5893 §2)', (_label, name) => {
     expect(findUsernameProblem(name)).toBe('bidi_order');
   });
@@ -109,7 +112,8 @@ describe('username rules (UTS #39 §5.2, highly restrictive)', () => {
     ['Hebrew with an underscore inside', 'אב_ג'],
     ['Arabic with Arabic-Indic digits', 'علي١٢'],
     ['Arabic with extended Arabic-Indic digits', 'علي۱۲'],
-    ['Arabic ending in a combining mark', 'عليً'],
+    ['Arabic with a tatweel', 'علـي'],
+    ['Hebrew with a modifier letter inside', 'אʹב'],
     ['Latin ending in an underscore, as before', 'alice_'],
     ['Latin starting with digits, as before', '12alice'],
   ])('accepts %s', (_label, name) => {
