@@ -224,6 +224,9 @@ describe('readiness on SQLite once writes fail', () => {
   it('answers 503 while writes fail, and 200 once its own probe write lands, with no other request', async () => {
     const t = await buildTestApp('sqlite');
     try {
+      // A write that lands first: SQLite repeats its change count for the PRAGMAs below, which must not pass for one.
+      await registerUser(t.app, { username: 'landed', email: 'landed@example.com' });
+      await t.app.auditTrail.flush();
       // query_only makes every write fail as a read-only file does (SQLITE_READONLY), on the app's own connection.
       await sql`PRAGMA query_only = 1`.execute(t.database.db);
       const refused = await t.app.inject({
@@ -232,6 +235,9 @@ describe('readiness on SQLite once writes fail', () => {
         payload: registration({ username: 'probe', email: 'probe@example.com' }),
       });
       expect(refused.statusCode).toBe(503);
+      // Not a write that landed, though SQLite reports the registration's change count for it again.
+      await sql`PRAGMA query_only = 1`.execute(t.database.db);
+      expect(t.database.problem?.()).toMatch(/readonly/);
       const notReady = await t.app.inject({ method: 'GET', url: '/readyz' });
       expect(notReady.statusCode).toBe(503);
       expect(t.logs.some((line) => line.includes('readonly'))).toBe(true);
