@@ -403,7 +403,13 @@ export async function buildApp(
     secondFactors: mfa,
     passkeys,
     ...(throttling
-      ? { onPasswordReset: (username: string) => throttling.throttle.forgetAccountFailures(username) }
+      ? {
+          onPasswordReset: (username: string, context: RequestContext) =>
+            throttling.throttle.forgetFailuresAfterReset(
+              username,
+              throttling.throttle.clientKey(context.ipAddress),
+            ),
+        }
       : {}),
     onAftermathFailed: (error) =>
       app.log.warn({ err: error }, 'password reset done, but its login-throttling counters were not cleared'),

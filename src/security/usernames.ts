@@ -72,8 +72,11 @@ export function findUsernameProblem(display: string): UsernameProblem | undefine
 }
 
 // The scripts written right to left, whose letters are of bidirectional class R or AL.
-const RTL_SCRIPT_CODES = `Adlm Arab Armi Avst Chrs Cprt Elym Gara Hatr Hebr Hung Khar Lydi Mand Mani Merc Mend Mero
-  Narb Nbat Nkoo Orkh Ougr Palm Phli Phlp Phnx Prti Rohg Samr Sarb Sidt Sogd Sogo Syrc Thaa Yezi`.split(/\s+/);
+const RTL_SCRIPT_CODES =
+  `Adlm Arab Armi Avst Chrs Cprt Elym Gara Hatr Hebr Hung Khar Lydi Mand Mani Merc Mend Mero
+  Narb Nbat Nkoo Orkh Ougr Palm Phli Phlp Phnx Prti Rohg Samr Sarb Sidt Sogd Sogo Syrc Thaa Yezi`.split(
+    /\s+/,
+  );
 
 let rightToLeft: RegExp | undefined;
 // By Script_Extensions: the Arabic tatweel is of the Common script but used only in right-to-left ones (class AL).

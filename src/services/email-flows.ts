@@ -81,8 +81,11 @@ export interface EmailFlowsDependencies extends EmailLinkDependencies {
   secondFactors?: Pick<MfaService, 'methodsOf' | 'spendSecondFactor'> | undefined;
   /** The passkey options of a reset; without it the options route answers no_passkey. */
   passkeys?: Pick<PasskeysService, 'passwordResetOptions'> | undefined;
-  /** Runs after a reset commits: login throttling forgets the account's failures. */
-  onPasswordReset?: (username: string) => Promise<void>;
+  /**
+   * Runs after a reset commits: login throttling forgets the account's failures, and those of the client the reset
+   * came from (R1), which is most often the owner's own device.
+   */
+  onPasswordReset?: (username: string, context: RequestContext) => Promise<void>;
   /** onPasswordReset failed (the counter store): the reset stands, so the failure is reported rather than answered. */
   onAftermathFailed?: (error: unknown) => void;
 }
@@ -323,7 +326,7 @@ export function createEmailFlowsService(deps: EmailFlowsDependencies): EmailFlow
       context.audit('password_reset', { userId: reset.user.id, ended: reset.endedSessions });
       // The reset is committed: a counter store that fails now must not turn it into a 5xx the user would retry.
       try {
-        await deps.onPasswordReset?.(reset.user.username);
+        await deps.onPasswordReset?.(reset.user.username, context);
       } catch (error) {
         deps.onAftermathFailed?.(error);
       }

@@ -101,6 +101,8 @@ export interface Throttle {
   releaseLoginAttempt(attempt: LoginAttempt): Promise<void>;
   /** After a password change: forgets the failures counted against the account (R2, R3). */
   forgetAccountFailures(username: string): Promise<void>;
+  /** After a password reset: forgets the failures of the account (R2, R3) and of the client at this address (R1). */
+  forgetFailuresAfterReset(username: string, ip: string): Promise<void>;
   /** R6: throws temporarily_unavailable when this address registers too often. */
   admitRegistration(context: RequestContext): Promise<void>;
   /** R7: throws temporarily_unavailable when this address refreshes too often. */
@@ -417,6 +419,15 @@ export function createThrottle(counters: CounterStore, policy: ThrottlePolicy, k
     },
 
     forgetAccountFailures: (username) => forgetAccount(digest(loginIdentifier(username))),
+
+    async forgetFailuresAfterReset(username, ip) {
+      const { account, pair } = keysOf({ username, ip, deviceId: undefined, trusted: false });
+      await Promise.all([
+        forgetAccount(account),
+        perClient.counter.reset(pair),
+        perClient.lock.locks.reset(pair),
+      ]);
+    },
 
     admitRegistration: (context) =>
       refuseRequest('R6', registrations, clientIpKey(context.ipAddress, policy.ipv6SubnetBits), context),

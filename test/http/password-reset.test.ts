@@ -311,6 +311,33 @@ describe.each(dialects)('email limits on %s (RATE_LIMITS=on)', (dialect) => {
     expect(reset.statusCode).toBe(204);
     expect((await attempt(NEW_PASSWORD, '192.0.2.202')).statusCode).toBe(200);
   });
+
+  // Found from outside (THROTTLING.md §8: "A password reset clears R1–R3"): a user who reset after five typos on their
+  // own device was still refused there with the new password, for as long as R1's lock (up to an hour) ran.
+  it('clears the R1 lock of the address the reset came from', async () => {
+    await registerUser(t.app, { username: 'typist', email: 'typist@example.com' });
+    const attempt = (password: string) =>
+      t.app.inject({
+        method: 'POST',
+        url: '/token',
+        payload: { username: 'typist', password },
+        ...from('192.0.2.150'),
+      });
+    for (let i = 0; i < 5; i += 1) expect((await attempt(`typo ${i}`)).statusCode).toBe(400);
+    expect((await attempt(STRONG_PASSWORD)).statusCode).toBe(429);
+    expect((await post('/password/forgot', { email: 'typist@example.com' }, '192.0.2.150')).statusCode).toBe(
+      202,
+    );
+    await t.app.backgroundWork.settled();
+    const resetToken = await mailedToken(t.database, 'typist@example.com', 'password_reset');
+    const reset = await post(
+      '/password/reset',
+      { token: resetToken, new_password: NEW_PASSWORD },
+      '192.0.2.150',
+    );
+    expect(reset.statusCode).toBe(204);
+    expect((await attempt(NEW_PASSWORD)).statusCode).toBe(200);
+  });
 });
 
 describe.each(dialects)('email limits on %s (RATE_LIMITS=off)', (dialect) => {
