@@ -57,7 +57,8 @@ export interface UsersRepository {
   searchUsers(query: UserSearch): Promise<User[]>;
   findCredentialsByUsername(usernameCanonical: string): Promise<Credentials | undefined>;
   /** Whether any user still has a bcrypt hash (imported, not yet upgraded at a login). */
-  hasBcryptPasswordHashes(): Promise<boolean>;
+  /** Whether any stored password hash does not start with `prefix` (bcrypt, or argon2id of other parameters). */
+  hasPasswordHashesUnlike(prefix: string): Promise<boolean>;
   findCredentialsById(id: number): Promise<Credentials | undefined>;
   /** Replaces the hash only if it is still `expectedHash` (a concurrent change wins otherwise); true if replaced. */
   replacePasswordHash(id: number, expectedHash: string, passwordHash: string, now: Date): Promise<boolean>;
@@ -237,11 +238,12 @@ export function createUsersRepository(db: Db): UsersRepository {
       return row ? { user: toUser(row), passwordHash: row.password_hash } : undefined;
     },
 
-    async hasBcryptPasswordHashes() {
+    async hasPasswordHashesUnlike(prefix) {
+      // Not LIKE, whose _ and % a prefix could hold: the first characters compared as they are.
       const row = await db
         .selectFrom('users')
         .select('id')
-        .where('password_hash', 'like', '$2%')
+        .where((eb) => eb(eb.fn('substr', ['password_hash', eb.lit(1), eb.lit(prefix.length)]), '!=', prefix))
         .limit(1)
         .executeTakeFirst();
       return row !== undefined;

@@ -30,8 +30,13 @@ export interface PasswordHasher {
   verifyDummy(password: string, options?: HashOptions): Promise<void>;
   /** Returns the current failure floor in milliseconds: the slowest kind of verification, estimated from runs. */
   failureFloorMs(): number;
-  /** Makes every failure wait for the floor from now on: bcrypt hashes exist, so their slowness must not show. */
+  /**
+   * Makes every failure wait for the floor from now on: bcrypt hashes, or argon2 hashes of other parameters, exist, so
+   * their time must not show.
+   */
   activateFailureFloor(): void;
+  /** The start of every hash made with the current parameters: a stored hash without it is verified in another time. */
+  readonly currentHashPrefix: string;
   /** Returns the hashes running now and those waiting for a slot. */
   load(): HashLoad;
   /** Throws `overloaded`, as a shed hash does, when a hash asked for now would be shed at once for a full queue. */
@@ -186,7 +191,12 @@ export function createPasswordHasher(
     return timed(argon2Duration, 1, task, admission);
   };
   const matches = (storedHash: string, password: string, admission: HashOptions): Promise<boolean> => {
-    if (storedHash.startsWith('$argon2')) return matchesArgon2(storedHash, password, admission);
+    if (storedHash.startsWith('$argon2')) {
+      // A hash of other parameters (ARGON2_* changed since it was made) takes another time than the dummy of an
+      // unknown name: failures wait for the floor from now on, which the estimate of these verifications then moves.
+      if (!storedHash.startsWith(expectedPrefix)) floorActive = true;
+      return matchesArgon2(storedHash, password, admission);
+    }
     if (storedHash.startsWith('$2')) {
       floorActive = true;
       if (findBcryptHashProblem(storedHash)) return Promise.resolve(false);
@@ -238,6 +248,7 @@ export function createPasswordHasher(
       await verifyPassword(await dummyHash, password, admission);
     },
     failureFloorMs,
+    currentHashPrefix: expectedPrefix,
     activateFailureFloor: () => {
       floorActive = true;
     },

@@ -379,7 +379,7 @@ export function createAccountsService(deps: AccountsDependencies): AccountsServi
     findUser: (id) => users.findUserById(id),
 
     async equaliseFailureTiming() {
-      if (await users.hasBcryptPasswordHashes()) hasher.activateFailureFloor();
+      if (await users.hasPasswordHashesUnlike(hasher.currentHashPrefix)) hasher.activateFailureFloor();
     },
 
     async updateProfile(userId, changes, context) {

@@ -118,6 +118,39 @@ describe.each(dialects)('repositories on %s', (dialect) => {
     expect(rows).toHaveLength(1);
   });
 
+  // At start, failures are made to wait for the floor when a hash verifies in another time than the dummy: bcrypt, or
+  // argon2id of parameters other than the current ones (found from outside: after ARGON2_* were raised, a wrong
+  // password told an old account from an unknown name by its time).
+  it('tells whether any stored hash was made otherwise than with the current parameters', async () => {
+    const own = await createTestDatabase(dialect);
+    try {
+      const users = createUsersRepository(own.db);
+      const current = '$argon2id$v=19$m=64,t=1,p=1$';
+      expect(await users.hasPasswordHashesUnlike(current)).toBe(false);
+      await users.insertUserWithConversation(
+        newUser('Ivan', { passwordHash: `${current}c2FsdA$aGFzaA` }),
+        'hi',
+        now,
+      );
+      expect(await users.hasPasswordHashesUnlike(current)).toBe(false);
+      await users.insertUserWithConversation(
+        newUser('Judy', { passwordHash: '$argon2id$v=19$m=32,t=1,p=1$c2FsdA$aGFzaA' }),
+        'hi',
+        now,
+      );
+      expect(await users.hasPasswordHashesUnlike(current)).toBe(true);
+      expect(await users.hasPasswordHashesUnlike('$argon2id$v=19$m=')).toBe(false);
+      await users.insertUserWithConversation(
+        newUser('Kim', { passwordHash: `$2b$12$${'a'.repeat(53)}` }),
+        'hi',
+        now,
+      );
+      expect(await users.hasPasswordHashesUnlike('$argon2id$v=19$m=')).toBe(true);
+    } finally {
+      await own.destroy();
+    }
+  });
+
   it('returns the password hash only through findCredentialsByUsername, and updates it', async () => {
     const users = createUsersRepository(database.db);
     const user = await users.insertUserWithConversation(newUser('Heidi'), 'hi', now);

@@ -196,6 +196,42 @@ describe('password hasher timing', () => {
     expect(await hasher.verifyLookupSecret(stored, '0123456789ABCDEF')).toBe(true);
   }, 60_000);
 
+  // Found from outside: after ARGON2_* were raised, a wrong password for an account still hashed with the older, cheaper
+  // parameters answered in 14-25 ms, and one for an unknown name (the dummy, at the new cost) in 160-560 ms.
+  it.each([
+    [
+      'cheaper',
+      { memoryKib: 64, timeCost: 1, parallelism: 1 },
+      { memoryKib: 4096, timeCost: 4, parallelism: 1 },
+    ],
+    [
+      'dearer',
+      { memoryKib: 4096, timeCost: 4, parallelism: 1 },
+      { memoryKib: 64, timeCost: 1, parallelism: 1 },
+    ],
+  ])(
+    'answers a wrong password as slowly for a hash of %s older argon2 parameters as for no user',
+    async (_label, older, current) => {
+      const stored = await createPasswordHasher(older).hash('the right password');
+      const hasher = createPasswordHasher(current);
+      // Meeting the first such hash makes failures wait for the floor (a start finding such hashes does too).
+      await hasher.verify(stored, 'warm up');
+      await hasher.verifyDummy('warm up');
+      const durations = { older: [] as number[], unknown: [] as number[] };
+      for (let round = 0; round < 3; round += 1) {
+        durations.older.push(await median(1, () => hasher.verify(stored, 'a wrong password')));
+        durations.unknown.push(await median(1, () => hasher.verifyDummy('a wrong password')));
+      }
+      const [olderMedian, unknownMedian] = Object.values(durations).map(
+        (list) => list.sort((a, b) => a - b)[1]!,
+      );
+      expect(Math.max(olderMedian!, unknownMedian!) / Math.min(olderMedian!, unknownMedian!)).toBeLessThan(
+        1.5,
+      );
+    },
+    60_000,
+  );
+
   it('raises the floor for a bcrypt hash dearer than the expected cost', async () => {
     const hasher = createPasswordHasher(FAST_ARGON2, { importedBcryptCost: 4 });
     await hasher.verifyDummy('warm up');
