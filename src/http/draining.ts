@@ -1,4 +1,5 @@
 import type { FastifyInstance } from 'fastify';
+import { closeAfterAnswer } from './response-hooks.ts';
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -17,7 +18,7 @@ export function registerDraining(app: FastifyInstance): () => boolean {
     draining = true;
   });
   app.addHook('onRequest', (_request, reply, done) => {
-    if (draining) reply.header('connection', 'close');
+    if (draining) closeAfterAnswer(reply);
     done();
   });
   return () => draining;

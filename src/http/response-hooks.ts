@@ -9,6 +9,16 @@ const DRAIN_LIMIT_BYTES = 8 * 1024 * 1024;
 // Beside the security headers of http/security-headers.ts: nothing here is for a cache to keep.
 export const STANDARD_HEADERS = { 'cache-control': 'no-store' };
 
+// Requests whose answer closes the connection on purpose (a missing or invalid Host, a draining server): unlike the
+// close Fastify sets on a 413, it stands when the answer comes before the body, which is then read first.
+const closingOnPurpose = new WeakSet<object>();
+
+/** Answers with `Connection: close`, which stands even when the answer comes before the body (read and dropped first). */
+export function closeAfterAnswer(reply: FastifyReply): void {
+  closingOnPurpose.add(reply.request.raw);
+  reply.header('connection', 'close');
+}
+
 // Sockets whose request was answered before its body arrived, while Node reads and discards the rest or closes.
 const answeredBeforeTheirBody = new WeakSet<object>();
 
@@ -75,7 +85,7 @@ export function registerResponseHooks(app: FastifyInstance): void {
       const declared = Number(request.headers['content-length']);
       if (declared > 0 && declared <= DRAIN_LIMIT_BYTES) {
         // A close already decided (a missing or invalid Host, a draining server) stands, after the rest is read.
-        if (reply.getHeader('connection') === 'close') lingerBeforeClosing(socket, request.raw);
+        if (closingOnPurpose.has(request.raw)) lingerBeforeClosing(socket, request.raw);
         else reply.removeHeader('connection');
         request.raw.once('end', () => answeredBeforeTheirBody.delete(socket));
       } else reply.header('connection', 'close');

@@ -5,7 +5,12 @@ import type { Duplex } from 'node:stream';
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { AppError } from '../errors.ts';
 import { type ErrorStyle, renderError, sendError, toAppError } from './error-handler.ts';
-import { STANDARD_HEADERS, setStandardHeaders, wasAnsweredBeforeItsBody } from './response-hooks.ts';
+import {
+  closeAfterAnswer,
+  STANDARD_HEADERS,
+  setStandardHeaders,
+  wasAnsweredBeforeItsBody,
+} from './response-hooks.ts';
 import { SECURITY_HEADERS } from './security-headers.ts';
 
 // Requests that no route answers: what Node's parser refuses, what Fastify refuses before routing, and paths that
@@ -259,18 +264,18 @@ export function registerRequestTargetRules(app: FastifyInstance, unrouted: Unrou
   app.addHook('onRequest', (request, reply, done) => {
     const sizeRefusal = refusalOfSize(request.raw);
     if (sizeRefusal) {
-      reply.header('connection', 'close');
+      closeAfterAnswer(reply);
       done(sizeRefusal);
       return;
     }
     if (request.raw.url === '*' && request.method !== 'OPTIONS') {
-      reply.header('connection', 'close');
+      closeAfterAnswer(reply);
       done(new AppError('malformed_request', 'Bad request: the request target * is only for OPTIONS'));
       return;
     }
     const codings = request.raw.headers['transfer-encoding'];
     if (codings !== undefined && !isChunkedAlone(codings)) {
-      reply.header('connection', 'close');
+      closeAfterAnswer(reply);
       // RFC 9112 §6.3: without chunked last, the body's length cannot be known, which MUST be a 400; with it, another
       // coding is one this server does not understand (§6.1, 501).
       done(
@@ -290,7 +295,7 @@ export function registerRequestTargetRules(app: FastifyInstance, unrouted: Unrou
         done(queryError(request, reply));
         return;
       }
-      reply.header('connection', 'close');
+      closeAfterAnswer(reply);
       done(new AppError('malformed_request', 'A Host header is required'));
       return;
     }
@@ -299,7 +304,7 @@ export function registerRequestTargetRules(app: FastifyInstance, unrouted: Unrou
       done(queryError(request, reply));
       return;
     }
-    reply.header('connection', 'close');
+    closeAfterAnswer(reply);
     done(new AppError('malformed_request', 'Bad request: invalid or repeated Host header'));
   });
 }
