@@ -57,6 +57,7 @@ export interface UsersRepository {
   searchUsers(query: UserSearch): Promise<User[]>;
   findCredentialsByUsername(usernameCanonical: string): Promise<Credentials | undefined>;
   /** Whether any user still has a bcrypt hash (imported, not yet upgraded at a login). */
+  hasBcryptPasswordHashes(): Promise<boolean>;
   /** Whether any stored password hash does not start with `prefix` (bcrypt, or argon2id of other parameters). */
   hasPasswordHashesUnlike(prefix: string): Promise<boolean>;
   findCredentialsById(id: number): Promise<Credentials | undefined>;
@@ -236,6 +237,16 @@ export function createUsersRepository(db: Db): UsersRepository {
         .where('id', '=', id)
         .executeTakeFirst();
       return row ? { user: toUser(row), passwordHash: row.password_hash } : undefined;
+    },
+
+    async hasBcryptPasswordHashes() {
+      const row = await db
+        .selectFrom('users')
+        .select('id')
+        .where('password_hash', 'like', '$2%')
+        .limit(1)
+        .executeTakeFirst();
+      return row !== undefined;
     },
 
     async hasPasswordHashesUnlike(prefix) {

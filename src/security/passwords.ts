@@ -31,10 +31,10 @@ export interface PasswordHasher {
   /** Returns the current failure floor in milliseconds: the slowest kind of verification, estimated from runs. */
   failureFloorMs(): number;
   /**
-   * Makes every failure wait for the floor from now on: bcrypt hashes, or argon2 hashes of other parameters, exist, so
-   * their time must not show.
+   * Makes every failure wait for the floor from now on: bcrypt hashes (the default), or only argon2 hashes of other
+   * parameters, exist, so their time must not show.
    */
-  activateFailureFloor(): void;
+  activateFailureFloor(kind?: 'bcrypt' | 'argon2'): void;
   /** The start of every hash made with the current parameters: a stored hash without it is verified in another time. */
   readonly currentHashPrefix: string;
   /** Returns the hashes running now and those waiting for a slot. */
@@ -145,8 +145,14 @@ export function createPasswordHasher(
   // nothing to hide and failures are not slowed: the caller activates the floor when its users include bcrypt
   // hashes, and the first bcrypt hash met activates it too.
   let floorActive = false;
+  // Whether bcrypt's estimate sets the floor: only while bcrypt hashes exist. Argon2id hashes of other parameters alone
+  // need no more than the argon2id verifications measured, theirs included.
+  let bcryptInFloor = false;
   const failureFloorMs = () =>
-    Math.max(argon2Duration.upperBoundMs(), bcryptRoundDuration.upperBoundMs() * 2 ** slowestBcryptCost);
+    Math.max(
+      argon2Duration.upperBoundMs(),
+      bcryptInFloor ? bcryptRoundDuration.upperBoundMs() * 2 ** slowestBcryptCost : 0,
+    );
 
   // `admission` undefined: the hasher's own start-up work, which waits for a slot however long the queue.
   const timed = async <T>(
@@ -199,6 +205,7 @@ export function createPasswordHasher(
     }
     if (storedHash.startsWith('$2')) {
       floorActive = true;
+      bcryptInFloor = true;
       if (findBcryptHashProblem(storedHash)) return Promise.resolve(false);
       const cost = Number(storedHash.slice(4, 6));
       // A cost above the expected one raises the floor from now on; the first such failure shows, once.
@@ -249,8 +256,9 @@ export function createPasswordHasher(
     },
     failureFloorMs,
     currentHashPrefix: expectedPrefix,
-    activateFailureFloor: () => {
+    activateFailureFloor: (kind = 'bcrypt') => {
       floorActive = true;
+      if (kind === 'bcrypt') bcryptInFloor = true;
     },
     load: slots.load,
     refuseWhenFull: slots.refuseWhenFull,

@@ -379,7 +379,9 @@ export function createAccountsService(deps: AccountsDependencies): AccountsServi
     findUser: (id) => users.findUserById(id),
 
     async equaliseFailureTiming() {
-      if (await users.hasPasswordHashesUnlike(hasher.currentHashPrefix)) hasher.activateFailureFloor();
+      if (await users.hasBcryptPasswordHashes()) hasher.activateFailureFloor('bcrypt');
+      else if (await users.hasPasswordHashesUnlike(hasher.currentHashPrefix))
+        hasher.activateFailureFloor('argon2');
     },
 
     async updateProfile(userId, changes, context) {
