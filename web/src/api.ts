@@ -104,7 +104,11 @@ function errorFrom(response: Response, body: Record<string, unknown>): ApiError 
     typeof body.code === 'string' ? body.code : typeof body.error === 'string' ? body.error : undefined;
   const field = code ? FIELD_OF_CODE[code] : undefined;
   const retry = response.headers.get('retry-after');
-  const message = response.status === 429 && retry ? `${text} (retry in ${retry} s)` : text;
+  // A refusal for a while, of the throttle (429) or of an outage (503), says when to try again.
+  const message =
+    (response.status === 429 || response.status === 503) && retry && /^\d+$/.test(retry)
+      ? `${text} (retry in ${retry} s)`
+      : text;
   const listed = body.mfa_methods;
   const methods = Array.isArray(listed) ? MFA_METHODS.filter((method) => listed.includes(method)) : undefined;
   return new ApiError(

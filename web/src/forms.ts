@@ -41,7 +41,8 @@ export function announce(text: string): void {
   region.append(el('p', { text }));
 }
 
-function clearErrors(form: HTMLFormElement): void {
+/** Clears a form's refusal: its summary, each field's message and mark. */
+export function clearErrors(form: HTMLFormElement): void {
   const summary = form.querySelector<HTMLElement>('.form-error');
   if (summary) {
     summary.hidden = true;
@@ -118,6 +119,8 @@ export function runInForm(
     })
     .finally(() => {
       if (button) button.disabled = false;
+      // A disabled button loses the focus to the body: it comes back where it was, while the form is still shown.
+      if (button && document.activeElement === document.body && form.offsetParent !== null) button.focus();
       form.removeAttribute('aria-busy');
     });
 }

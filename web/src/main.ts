@@ -2,6 +2,7 @@ import {
   type ActivityEvent,
   ApiError,
   call,
+  callPublic,
   forget,
   type Message,
   resume,
@@ -14,7 +15,7 @@ import {
 } from './api.ts';
 import { clearFactors, loadFactors, wireFactors } from './factors.ts';
 import { wireForgotForm } from './forgot.ts';
-import { announce, byId, el, FormProblem, handleForm, text } from './forms.ts';
+import { announce, byId, clearErrors, el, FormProblem, handleForm, text } from './forms.ts';
 import { leaveSecondStep, startSecondStep, wireSecondStep } from './second-step.ts';
 
 const ACTIVITY_PAGE = 10;
@@ -74,7 +75,10 @@ function showSignedOut(message?: string): void {
   byId('who').hidden = true;
   byId('signed-out').hidden = false;
   for (const list of ['session-list', 'activity-list', 'message-list']) byId(list).replaceChildren();
-  for (const form of byId('signed-in').querySelectorAll('form')) form.reset();
+  for (const form of byId('signed-in').querySelectorAll('form')) {
+    form.reset();
+    clearErrors(form);
+  }
   clearFactors();
   leaveSecondStep();
   if (message) announce(message);
@@ -84,6 +88,8 @@ function showSignedOut(message?: string): void {
 /** Shows the account; `focus` moves the focus to its heading as soon as it is on screen (after a sign-in). */
 async function showSignedIn(focus = false): Promise<void> {
   user = await call<User>('GET', '/users/me');
+  // Each account starts clean: a refusal written into a form after the last one's session ended is not this one's.
+  for (const form of byId('signed-in').querySelectorAll('form')) clearErrors(form);
   byId('who-name').textContent = user.username;
   showEmail(user);
   byId('loading').hidden = true;
@@ -308,7 +314,21 @@ function wireSignedOut(): void {
       age: /^\d+$/.test(age) ? Number(age) : age,
       level: text(fields, 'level'),
     });
-    await signIn(username, password);
+    try {
+      await signIn(username, password);
+    } catch (error) {
+      // REQUIRE_VERIFIED_EMAIL: the account exists, and its way in is the link a resend mails (none is mailed at
+      // sign-up). Said as what it is, not as a refusal of the sign-up.
+      if (!(error instanceof ApiError && error.message === 'Email not verified')) throw error;
+      const email = text(fields, 'email').trim();
+      await callPublic('POST', '/email/verification/resend', { email });
+      byId<HTMLFormElement>('signup-form').reset();
+      announce(
+        `Account created. Confirm your email address before you sign in: a link is on its way to ${email}.`,
+      );
+      byId('signin-username').focus();
+      return;
+    }
     byId<HTMLFormElement>('signup-form').reset();
     await showSignedIn(true);
     announce(`Account created. Signed in as ${user?.username}.`);
@@ -416,7 +436,10 @@ function wireSignedIn(): void {
 async function start(): Promise<void> {
   wireSignedOut();
   wireSignedIn();
-  whenSessionLost(() => showSignedOut('Your session has ended. Sign in again.'));
+  whenSessionLost(() => {
+    showSignedOut('Your session has ended. Sign in again.');
+    byId('signin-username').focus();
+  });
   whenAccountChanged(() => {
     void showSignedIn(true).then(
       () =>

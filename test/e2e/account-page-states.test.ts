@@ -1,0 +1,194 @@
+/**
+ * The account page's states between accounts and answers, found from outside in Chromium (2026-12-07): a sign-up
+ * under REQUIRE_VERIFIED_EMAIL, a refusal left in a form for the next account, the focus after an automatic sign-out
+ * and after a submission, and an outage's Retry-After.
+ */
+import type { Browser, Page } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { login, postJson, registerUser, strongPassword, uniqueName } from '../blackbox/support/client.ts';
+import {
+  createDatabase,
+  DIALECTS,
+  getFreePort,
+  type RunningServer,
+  startServer,
+  type TestDatabase,
+  useServer,
+} from '../blackbox/support/server.ts';
+import { requireChromium, skipWithoutChromium } from '../support/chromium.ts';
+import {
+  expectSignedIn,
+  expectSignedOut,
+  focusedId,
+  inPage,
+  launchChromium,
+  signInWithForm,
+} from './support/page.ts';
+import { type SmtpSink, startSmtpSink } from './support/smtp-sink.ts';
+
+async function signUpWithForm(
+  page: Page,
+  username: string,
+  password: string,
+  email = `${username}@example.com`,
+) {
+  await page.locator('#signup-username').fill(username);
+  await page.locator('#signup-email').fill(email);
+  await page.locator('#signup-password').fill(password);
+  await page.locator('#signup-age').fill('31');
+  await page.getByRole('button', { name: 'Create account' }).click();
+}
+
+describe.skipIf(skipWithoutChromium('the account page states suite')).each(DIALECTS)(
+  'the account page between accounts and answers (%s)',
+  (dialect) => {
+    const ctx = useServer(dialect);
+    let browser: Browser;
+    beforeAll(async () => {
+      requireChromium();
+      browser = await launchChromium();
+    });
+    afterAll(async () => {
+      await browser?.close();
+    });
+    const run = (name: string, steps: (run: { page: Page }) => Promise<void>) =>
+      inPage(browser, ctx.url(''), `${dialect}-states-${name}`, steps);
+
+    it('starts the next account signed in with clean forms, and keeps the focus after a submission', () =>
+      run('clean-forms', async ({ page }) => {
+        await page.goto('/');
+        await expectSignedOut(page);
+        const first = uniqueName('first');
+        await signUpWithForm(page, first, strongPassword());
+        await expectSignedIn(page, first);
+        await page.getByRole('button', { name: 'Add message' }).click();
+        await expect.poll(() => page.locator('#message-text').getAttribute('aria-invalid')).toBe('true');
+        await page.getByRole('button', { name: 'Sign out', exact: true }).click();
+        await expectSignedOut(page);
+
+        const second = uniqueName('second');
+        await signUpWithForm(page, second, strongPassword());
+        await expectSignedIn(page, second);
+        expect(await page.locator('#message-text').getAttribute('aria-invalid')).toBeNull();
+        expect(await page.locator('#message-form-error').isHidden()).toBe(true);
+        expect(await page.locator('#message-text-error').isHidden()).toBe(true);
+
+        await page.locator('#message-text').fill('kept by the keyboard');
+        const posted = page.waitForResponse((response) => response.url().endsWith('/conversation/messages'));
+        await page.locator('#message-text').press('Tab');
+        await page.keyboard.press('Enter');
+        expect((await posted).status()).toBe(201);
+        await expect.poll(() => page.locator('#status').textContent()).toContain('Message added.');
+        expect(await page.evaluate('document.activeElement === document.body')).toBe(false);
+      }));
+
+    it('moves the focus to the sign-in form when the session ends elsewhere', () =>
+      run('session-lost', async ({ page }) => {
+        const user = await registerUser(ctx);
+        await page.goto('/');
+        await signInWithForm(page, user.username, user.password);
+        await expectSignedIn(page, user.username);
+        // Signed out everywhere from another client: the page's next request meets the ended session.
+        const other = await login(ctx, user.username, user.password);
+        const ended = await fetch(ctx.url('/logout/all'), {
+          method: 'POST',
+          headers: { authorization: `Bearer ${other}` },
+        });
+        expect(ended.status).toBe(204);
+        await page.locator('#message-text').fill('after the end');
+        await page.getByRole('button', { name: 'Add message' }).click();
+        await expectSignedOut(page);
+        await expect.poll(() => focusedId(page)).toBe('signin-username');
+        await expect.poll(() => page.locator('#status').textContent()).toContain('Your session has ended');
+      }));
+
+    it('says when to retry after a 503, as after a 429', () =>
+      run('retry-after', async ({ page }) => {
+        const user = await registerUser(ctx);
+        await page.goto('/');
+        await signInWithForm(page, user.username, user.password);
+        await expectSignedIn(page, user.username);
+        await page.route('**/conversation/messages', (route) =>
+          route.request().method() === 'POST'
+            ? route.fulfill({
+                status: 503,
+                headers: { 'content-type': 'application/json', 'retry-after': '9' },
+                body: JSON.stringify({ detail: 'The database is unavailable; try again shortly' }),
+              })
+            : route.continue(),
+        );
+        await page.locator('#message-text').fill('during an outage');
+        await page.getByRole('button', { name: 'Add message' }).click();
+        await expect
+          .poll(() => page.locator('#message-form-error').textContent())
+          .toBe('The database is unavailable; try again shortly (retry in 9 s)');
+      }));
+  },
+);
+
+describe.skipIf(skipWithoutChromium('the account page states suite')).each(DIALECTS)(
+  'signing up on the account page with REQUIRE_VERIFIED_EMAIL=true (%s)',
+  (dialect) => {
+    let sink: SmtpSink;
+    let db: TestDatabase;
+    let server: RunningServer;
+    let browser: Browser;
+    let publicUrl = '';
+    beforeAll(async () => {
+      requireChromium();
+      sink = await startSmtpSink();
+      db = await createDatabase(dialect);
+      const port = await getFreePort();
+      publicUrl = `http://localhost:${port}`;
+      server = await startServer({
+        databaseUrl: db.url,
+        port,
+        env: { SMTP_URL: sink.url, PUBLIC_URL: publicUrl, REQUIRE_VERIFIED_EMAIL: 'true' },
+      });
+      browser = await launchChromium();
+    }, 60_000);
+    afterAll(async () => {
+      await browser?.close();
+      try {
+        await server?.stop();
+      } finally {
+        await db?.drop();
+        await sink?.close();
+      }
+    });
+
+    // Found from outside: the sign-up's own sign-in was refused ("Email not verified") and shown as the sign-up's
+    // failure, every field kept, and a second press answered 409; nothing on the page asked for the link.
+    it('says the account was created and mails the link to confirm the address', () =>
+      inPage(browser, publicUrl, `${dialect}-states-verify-first`, async ({ page }) => {
+        await page.goto('/');
+        await expectSignedOut(page);
+        const username = uniqueName('verify');
+        const email = `${username}@example.com`;
+        const resent = page.waitForResponse((response) =>
+          response.url().endsWith('/email/verification/resend'),
+        );
+        await signUpWithForm(page, username, strongPassword(), email);
+        expect((await resent).status()).toBe(202);
+        await expect
+          .poll(() => page.locator('#status').textContent())
+          .toContain(
+            `Account created. Confirm your email address before you sign in: a link is on its way to ${email}.`,
+          );
+        expect(await page.locator('#signup-form-error').isHidden()).toBe(true);
+        expect(await page.locator('#signup-username').inputValue()).toBe('');
+        expect(await focusedId(page)).toBe('signin-username');
+        const mail = await sink.waitForMail(email, (m) => m.text.includes('/account/verify-email#token='));
+        expect(mail.text).toContain(`${publicUrl}/account/verify-email#token=`);
+        // The address is unknown to nobody but its owner: a second sign-up of the name is still a 409, not an account.
+        const again = await postJson(server.url('/register/'), {
+          username,
+          email: `other.${email}`,
+          password: strongPassword(),
+          age: 30,
+          level: 'beginner',
+        });
+        expect(again.status).toBe(409);
+      }));
+  },
+);
