@@ -100,23 +100,40 @@ export function createConversationsRepository(db: Db, dialect: Dialect): Convers
   );
 
   // One statement when the conversation exists, as it does for every user who registered here. The cap is checked in
-  // that statement, by walking the (conversation_id, id) index to the maxMessages-th entry: on SQLite writes are
-  // serial and it holds exactly; on PostgreSQL each of a user's concurrent posts sees the rows committed when it
-  // began, so a conversation can go past it by at most the posts of that user in flight at that instant.
-  const appendToExisting = (userId: number, body: string, createdAtMs: number, maxMessages: number) =>
-    db
+  // that statement, by walking the (conversation_id, id) index to the maxMessages-th entry, and the time is never
+  // earlier than the last message's, so that ids and times agree (a post takes its time before its turn comes). On
+  // SQLite writes are serial; on PostgreSQL the caller holds the conversation's row (appendInTurn).
+  const appendToExisting = (
+    executor: Db,
+    userId: number,
+    body: string,
+    createdAtMs: number,
+    maxMessages: number,
+  ) =>
+    executor
       .insertInto('messages')
       .columns(['conversation_id', 'author', 'body', 'created_at_ms'])
       .expression((eb) =>
         eb
           .selectFrom('conversations')
-          .select((inner) => [
-            'conversations.id',
-            inner.val('user' as const).as('author'),
-            inner.val(body).as('body'),
+          .select((inner) => {
             // Typed, or PostgreSQL reads a parameter in a select list as text.
-            inner.cast<number>(inner.val(createdAtMs), 'bigint').as('created_at_ms'),
-          ])
+            const given = inner.cast<number>(inner.val(createdAtMs), 'bigint');
+            const last = inner
+              .selectFrom('messages as last')
+              .select('last.created_at_ms')
+              .whereRef('last.conversation_id', '=', 'conversations.id')
+              .orderBy('last.id', 'desc')
+              .limit(1);
+            return [
+              'conversations.id',
+              inner.val('user' as const).as('author'),
+              inner.val(body).as('body'),
+              sql<number>`${sql.raw(dialect === 'postgres' ? 'greatest' : 'max')}(${given}, coalesce((${last}), 0))`.as(
+                'created_at_ms',
+              ),
+            ];
+          })
           .where('conversations.user_id', '=', userId)
           .where((eb) =>
             eb.not(
@@ -134,6 +151,21 @@ export function createConversationsRepository(db: Db, dialect: Dialect): Convers
       )
       .returning(['id', 'author', 'body', 'created_at_ms'])
       .executeTakeFirst();
+
+  // PostgreSQL: a user's posts take turns on their conversation's row, so that each sees the ones before it (the cap,
+  // the last time). Each statement of a READ COMMITTED transaction reads what was committed when it began.
+  const appendInTurn = (userId: number, body: string, createdAtMs: number, maxMessages: number) =>
+    dialect === 'postgres'
+      ? db.transaction().execute(async (trx) => {
+          await trx
+            .selectFrom('conversations')
+            .select('id')
+            .where('user_id', '=', userId)
+            .forUpdate()
+            .execute();
+          return appendToExisting(trx, userId, body, createdAtMs, maxMessages);
+        })
+      : appendToExisting(db, userId, body, createdAtMs, maxMessages);
 
   const conversationOf = (userId: number) =>
     db.selectFrom('conversations').select('id').where('user_id', '=', userId).executeTakeFirst();
@@ -173,7 +205,7 @@ export function createConversationsRepository(db: Db, dialect: Dialect): Convers
 
     async insertMessageOfUser(userId, message, maxMessages) {
       const createdAtMs = message.createdAt.getTime();
-      let row = await appendToExisting(userId, message.body, createdAtMs, maxMessages);
+      let row = await appendInTurn(userId, message.body, createdAtMs, maxMessages);
       if (!row) {
         if (!(await conversationOf(userId))) {
           // Users imported from the FastAPI seed have no conversation until their first message. The unique index
@@ -188,7 +220,7 @@ export function createConversationsRepository(db: Db, dialect: Dialect): Convers
         }
         // Again, since a concurrent first message may have made the conversation after the first attempt: failing
         // now, with a conversation there, it is full.
-        row = await appendToExisting(userId, message.body, createdAtMs, maxMessages);
+        row = await appendInTurn(userId, message.body, createdAtMs, maxMessages);
         if (!row) return 'full';
       }
       return toMessage(row);

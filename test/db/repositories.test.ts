@@ -450,6 +450,29 @@ describe.each(dialects)('repositories on %s', (dialect) => {
     ).toEqual(['again']);
   });
 
+  // Found from outside on PostgreSQL: of parallel posts, a later id could carry an earlier time (each took its time
+  // before its turn), so "newest first" by id listed older messages first; and the cap let the posts in flight past it.
+  it('keeps times in the order of ids, and the cap exact, under parallel posts of one user', async () => {
+    const users = createUsersRepository(database.db);
+    const repository = createConversationsRepository(database.db, database.dialect);
+    const user = await users.insertUserWithConversation(newUser('Parallela'), 'welcome, Parallela', now);
+    // Each post's time is earlier than the one before it was sent: whichever order they land in, ids and times differ.
+    const answers = await Promise.all(
+      Array.from({ length: 12 }, (_, index) =>
+        repository.insertMessageOfUser(
+          user.id,
+          { author: 'user', body: `m${index}`, createdAt: new Date(now.getTime() + 60_000 - index * 1000) },
+          8,
+        ),
+      ),
+    );
+    expect(answers.filter((answer) => answer === 'full')).toHaveLength(5);
+    const stored = await repository.findMessagesOfUser(user.id, { limit: 100, beforeId: undefined });
+    expect(stored).toHaveLength(8);
+    const times = stored.map((message) => message.createdAt.getTime());
+    expect(times).toEqual([...times].sort((a, b) => b - a));
+  });
+
   it('disables and enables a user, sets their roles, and reads both with the session', async () => {
     const users = createUsersRepository(database.db);
     const sessions = createSessionsRepository(database.db, database.dialect);
