@@ -214,7 +214,14 @@ export function createLoginService(deps: {
       if (throttled?.refusal) {
         const { rule, retryAfterSeconds } = throttled.refusal;
         const userId = throttled.identity?.userId;
-        context.audit('login_throttled', { rule, ...logged, retryAfterSeconds });
+        // With the account when the name is one, so that the lockout shows in its activity (the name alone is kept
+        // only for an account: one that matches none may be a password typed into the wrong field).
+        context.audit('login_throttled', {
+          rule,
+          ...logged,
+          retryAfterSeconds,
+          ...(userId ? { userId } : {}),
+        });
         context.audit('login_failed', { ...logged, reason: 'locked', ...(userId ? { userId } : {}) });
         return { outcome: 'locked', retryAfterSeconds };
       }
@@ -337,9 +344,9 @@ export function createLoginService(deps: {
       // The family is known only once the token is looked up; the session names it.
       return sessions.rotateRefreshToken(refreshToken, context, {
         requestedScopes,
-        admitRotation: async (sessionId) => {
+        admitRotation: async (sessionId, userId) => {
           const ofSession = await throttle.admitRefreshOfSession(sessionId);
-          return ofSession && (() => throttle.refuse(ofSession, context));
+          return ofSession && (() => throttle.refuse(ofSession, context, userId));
         },
       });
     },

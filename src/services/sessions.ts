@@ -62,7 +62,7 @@ export interface RefreshOptions {
    * grace window, which mints nothing new: told to wait longer than the window, its client would come back with a
    * token spent past it, and the family would be revoked as stolen.
    */
-  admitRotation?: (sessionId: string) => Promise<(() => AppError) | undefined>;
+  admitRotation?: (sessionId: string, userId: number) => Promise<(() => AppError) | undefined>;
 }
 
 export interface StartSessionOptions {
@@ -262,7 +262,7 @@ export function createSessionsService(deps: SessionsDependencies): SessionsServi
           },
           admitRotation &&
             (async () => {
-              refusal = await admitRotation(session.id);
+              refusal = await admitRotation(session.id, session.userId);
               return refusal === undefined;
             }),
         );

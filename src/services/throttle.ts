@@ -113,7 +113,7 @@ export interface Throttle {
    */
   admitRefreshOfSession(sessionId: string): Promise<Refusal | undefined>;
   /** Logs a refusal that stands and returns the temporarily_unavailable error that answers it. */
-  refuse(refusal: Refusal, context: RequestContext): AppError;
+  refuse(refusal: Refusal, context: RequestContext, userId?: number): AppError;
   /** R8: throws temporarily_unavailable when this user posts messages too often, from whichever session. */
   admitMessage(userId: number, context: RequestContext): Promise<void>;
   /**
@@ -286,8 +286,14 @@ export function createThrottle(counters: CounterStore, policy: ThrottlePolicy, k
     return waits.length > 0 ? { rule, retryAfterSeconds: Math.max(...waits) } : undefined;
   };
 
-  const refuse = (refusal: Refusal, context: RequestContext) => {
-    context.audit('request_throttled', { rule: refusal.rule, retryAfterSeconds: refusal.retryAfterSeconds });
+  // With the account when the rule counts one (R7 per session, R8, R12): the user's activity and the admin's view of
+  // the account show it.
+  const refuse = (refusal: Refusal, context: RequestContext, userId?: number) => {
+    context.audit('request_throttled', {
+      rule: refusal.rule,
+      retryAfterSeconds: refusal.retryAfterSeconds,
+      ...(userId === undefined ? {} : { userId }),
+    });
     return new AppError('temporarily_unavailable', `${refusal.rule}: too many requests`, {
       retryAfterSeconds: refusal.retryAfterSeconds,
     });
@@ -298,9 +304,10 @@ export function createThrottle(counters: CounterStore, policy: ThrottlePolicy, k
     limited: ReturnType<typeof windows>,
     key: string,
     context: RequestContext,
+    userId?: number,
   ) => {
     const refusal = await admit(rule, limited, key);
-    if (refusal) throw refuse(refusal, context);
+    if (refusal) throw refuse(refusal, context, userId);
   };
 
   /** How long an attempt must wait, or undefined when the counter admits it (see startLock for the locking ones). */
@@ -439,7 +446,7 @@ export function createThrottle(counters: CounterStore, policy: ThrottlePolicy, k
 
     refuse,
 
-    admitMessage: (userId, context) => refuseRequest('R8', messagesPerUser, String(userId), context),
+    admitMessage: (userId, context) => refuseRequest('R8', messagesPerUser, String(userId), context, userId),
 
     // Keyed, unlike a username's digest: addresses are few enough to guess, and the store must hold none.
     admitMailTo: (address, context) =>
@@ -456,7 +463,8 @@ export function createThrottle(counters: CounterStore, policy: ThrottlePolicy, k
         context,
       ),
 
-    admitEmailChange: (userId, context) => refuseRequest('R12', emailChangesPerUser, String(userId), context),
+    admitEmailChange: (userId, context) =>
+      refuseRequest('R12', emailChangesPerUser, String(userId), context, userId),
     async reserveSecondFactorAttempt(userId, proof) {
       const key = String(userId);
       // The cap first, and only then the lock: a burst of codes past the cap, refused unchecked, must not fill the

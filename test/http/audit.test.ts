@@ -407,6 +407,72 @@ describe.each(dialects)('audit trail over HTTP on %s', (dialect) => {
   });
 });
 
+// Found from outside: throttling's events were stored with no account, so a lockout never showed in the user's
+// activity or the admin's view of the account, though the request named it.
+describe.each(dialects)('throttling events in the audit trail on %s', (dialect) => {
+  let t: TestApp;
+  beforeAll(async () => {
+    t = await buildTestApp(dialect, {
+      env: { RATE_LIMITS: 'on', MESSAGE_RATE_PER_MINUTE: '2', REFRESH_PER_FAMILY: '2/60s' },
+    });
+  });
+  afterAll(async () => {
+    await t.close();
+  });
+  const throttledEvents = async (userId: number) => {
+    await t.app.auditTrail.flush();
+    const rows = await t.database.db
+      .selectFrom('audit_events')
+      .select(['event', 'detail'])
+      .where('user_id', '=', userId)
+      .where('event', 'in', ['login_throttled', 'request_throttled'])
+      .orderBy('id')
+      .execute();
+    return rows.map((row) => ({ event: row.event, ...JSON.parse(row.detail ?? '{}') }));
+  };
+
+  it('attributes a lockout, a posting cap and a refresh cap to the account they concern', async () => {
+    const user = await registerUser(t.app, { username: 'capped', email: 'capped@example.com' });
+    const tokens = (
+      await t.app.inject({
+        method: 'POST',
+        url: '/token',
+        payload: { username: 'capped', password: STRONG_PASSWORD },
+      })
+    ).json() as Tokens;
+    for (let i = 0; i < 6; i += 1) {
+      await t.app.inject({
+        method: 'POST',
+        url: '/token',
+        remoteAddress: '198.51.100.77',
+        payload: { username: 'capped', password: `wrong ${i}` },
+      });
+    }
+    for (let i = 0; i < 3; i += 1) {
+      await t.app.inject({
+        method: 'POST',
+        url: '/conversation/messages',
+        headers: { authorization: `Bearer ${tokens.access_token}` },
+        payload: { text: `post ${i}` },
+      });
+    }
+    let refreshToken = tokens.refresh_token;
+    for (let i = 0; i < 3; i += 1) {
+      const answer = await t.app.inject({
+        method: 'POST',
+        url: '/token',
+        payload: { grant_type: 'refresh_token', refresh_token: refreshToken },
+      });
+      if (answer.statusCode === 200) refreshToken = (answer.json() as Tokens).refresh_token;
+    }
+    expect(await throttledEvents(user.id)).toEqual([
+      { event: 'login_throttled', rule: 'R1', username: 'capped', retryAfterSeconds: expect.any(Number) },
+      { event: 'request_throttled', rule: 'R8', retryAfterSeconds: expect.any(Number) },
+      { event: 'request_throttled', rule: 'R7', retryAfterSeconds: expect.any(Number) },
+    ]);
+  });
+});
+
 describe.each(dialects)('audit trail resilience on %s', (dialect) => {
   const apps: TestApp[] = [];
   afterEach(async () => {
