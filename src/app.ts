@@ -26,7 +26,7 @@ import { provideBackgroundWork } from './http/background-work.ts';
 import { registerBodilessRoutesParser, registerJsonParser } from './http/body-parsers.ts';
 import { registerChangeRequestRules } from './http/change-requests.ts';
 import { registerClientIp } from './http/client-ip.ts';
-import { limitConnections } from './http/connections.ts';
+import { limitConnections, limitPipelining } from './http/connections.ts';
 import { registerCors } from './http/cors.ts';
 import { registerDraining } from './http/draining.ts';
 import { pacedErrorHandler } from './http/error-handler.ts';
@@ -136,6 +136,8 @@ const FIRST_AUDIT_PRUNE_DELAY_MS = 60_000;
 const AUDIT_PRUNE_INTERVAL_MS = 3600_000;
 
 const CONNECTION_TIMEOUT_MS = 120_000;
+// Requests one connection may have waiting for their answers (limitPipelining); one more closes it.
+const MAX_PIPELINED_REQUESTS = 16;
 
 /** Builds the HTTP application over the given database, clock and hasher; never listens. */
 export async function buildApp(
@@ -199,6 +201,7 @@ export async function buildApp(
     },
   }).withTypeProvider<TypeBoxTypeProvider>();
   limitConnections(app.server, config.maxConnections, app.log);
+  limitPipelining(app, MAX_PIPELINED_REQUESTS);
   registerJsonParser(app);
   registerBodilessRoutesParser(app);
   // First of all hooks, so that every later reader of request.ip sees the client.

@@ -1,6 +1,6 @@
-import type { Server } from 'node:http';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
-import type { FastifyBaseLogger } from 'fastify';
+import type { FastifyBaseLogger, FastifyInstance } from 'fastify';
 
 // One warning per interval at most while connections are being refused: a flood of them must not flood the log.
 const REFUSAL_LOG_INTERVAL_MS = 10_000;
@@ -31,5 +31,31 @@ export function limitConnections(server: Server, maxConnections: number, log: Fa
     log.warn({ refused, maxConnections }, 'connections refused: MAX_CONNECTIONS reached');
     lastLoggedAt = now;
     refused = 0;
+  });
+}
+
+/**
+ * Closes a connection that has more than `maxPending` requests waiting for their answers. Node stops reading a
+ * connection whose answers are not being read only once an answer is waiting to be written, but a handler that
+ * answers later (any of ours) lets every request of a pipelined burst in: 2,000 requests in one 100 KB write, never
+ * read, were all served into memory (+90 to +170 MB), and 2,000 for a static file held a descriptor each until the
+ * process had none left (found from outside). Browsers do not pipeline; a client that does waits for few answers.
+ */
+export function limitPipelining(app: FastifyInstance, maxPending: number): void {
+  const pending = new WeakMap<object, number>();
+  app.server.prependListener('request', (request: IncomingMessage, response: ServerResponse) => {
+    const { socket } = request;
+    const count = (pending.get(socket) ?? 0) + 1;
+    pending.set(socket, count);
+    response.once('close', () => pending.set(socket, (pending.get(socket) ?? 1) - 1));
+    if (count > maxPending) socket.destroy();
+  });
+  // The requests of the burst that Node had already parsed are dropped before any work: no reply, no log line.
+  app.addHook('onRequest', (request, reply, done) => {
+    if (!request.raw.socket?.destroyed) {
+      done();
+      return;
+    }
+    reply.hijack();
   });
 }

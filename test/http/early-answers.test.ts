@@ -66,6 +66,48 @@ describe('closing after an answer given before the body', () => {
   });
 });
 
+// Found from outside: 2,000 requests pipelined in one write and never read were all served into memory, and as many
+// for a static file held a descriptor each until the process had none left.
+describe('pipelined requests whose answers are not read', () => {
+  it('closes a connection with more than 16 requests waiting for their answers, having served at most those', async () => {
+    const t = await buildTestApp('sqlite');
+    try {
+      await t.app.listen({ port: 0, host: '127.0.0.1' });
+      const port = (t.app.server.address() as AddressInfo).port;
+      const outcome = await new Promise<{ answers: number; closedByServer: boolean }>((resolve) => {
+        const socket = connect(port, '127.0.0.1');
+        let received = '';
+        let closedByServer = false;
+        socket.pause();
+        socket.on('data', (chunk) => {
+          received += chunk.toString('latin1');
+        });
+        socket.on('end', () => {
+          closedByServer = true;
+        });
+        socket.on('error', () => {
+          closedByServer = true;
+        });
+        const finish = () =>
+          resolve({ answers: (received.match(/HTTP\/1\.1 \d{3}/g) ?? []).length, closedByServer });
+        socket.on('close', finish);
+        socket.on('connect', () => {
+          socket.write('GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n'.repeat(200));
+          // Read only later: by then the server has had every request.
+          setTimeout(() => socket.resume(), 500);
+          setTimeout(() => socket.destroy(), 3000);
+        });
+      });
+      expect(outcome.closedByServer).toBe(true);
+      expect(outcome.answers).toBeLessThanOrEqual(16);
+      // The server itself goes on serving.
+      expect((await t.app.inject({ method: 'GET', url: '/healthz' })).statusCode).toBe(200);
+    } finally {
+      await t.close();
+    }
+  });
+});
+
 // Found from outside: answers given before the body arrived, and bodies on paths no route takes.
 describe.each(dialects)('answers before the body on %s', (dialect) => {
   let t: TestApp;
