@@ -84,6 +84,9 @@ const MIN_BCRYPT_COST = 4;
 const MAX_BCRYPT_COST = 14;
 // A constant hash (of "gatehouse-calibration") whose verification times bcrypt on this machine at start-up.
 const BCRYPT_CALIBRATION_COST = 8;
+// The parameters of an argon2 PHC string, as far as they set its verification's duration.
+const ARGON2_PARAMETERS = /^\$argon2(?:id|i|d)\$v=\d+\$m=\d+,t=\d+,p=\d+\$/;
+const MAX_ARGON2_ESTIMATES = 16;
 
 /** Returns why Gatehouse does not verify this stored hash as bcrypt (not bcrypt's shape, a cost outside 4 to 14), or undefined. */
 export function findBcryptHashProblem(storedHash: string): string | undefined {
@@ -137,7 +140,22 @@ export function createPasswordHasher(
   // ~20 ms) and an unknown user, or the timing tells them apart. Every failure therefore resolves no earlier
   // than the slowest kind's estimated duration, waited on a timer: no CPU, no threadpool slot. The estimates
   // follow the machine's actual speed and load rather than a constant that is wrong on the next host.
-  const argon2Duration = createDurationEstimate();
+  // One estimate per argon2 parameter set met (the current set's takes the dummy and every new hash): one running mix
+  // of them drifted toward whichever kind had failed last, and the floor with it, which the timing then told apart
+  // (found in review: after 40 failures of an account with older, cheaper parameters, 36 ms against 149 ms).
+  const argon2Durations = new Map<string, DurationEstimate>();
+  const argon2DurationOf = (storedHash: string): DurationEstimate => {
+    const prefix = ARGON2_PARAMETERS.exec(storedHash)?.[0] ?? expectedPrefix;
+    let estimate = argon2Durations.get(prefix);
+    if (!estimate) {
+      // A handful of sets at most exist in a database; past that, a set shares the current one's estimate.
+      if (argon2Durations.size >= MAX_ARGON2_ESTIMATES) return argon2DurationOf(expectedPrefix);
+      estimate = createDurationEstimate();
+      argon2Durations.set(prefix, estimate);
+    }
+    return estimate;
+  };
+  const argon2Duration = argon2DurationOf(expectedPrefix);
   // Per 2^cost rounds, since each bcrypt cost doubles the work: one estimate serves every cost.
   const bcryptRoundDuration = createDurationEstimate();
   let slowestBcryptCost = options.importedBcryptCost ?? 12;
@@ -150,7 +168,7 @@ export function createPasswordHasher(
   let bcryptInFloor = false;
   const failureFloorMs = () =>
     Math.max(
-      argon2Duration.upperBoundMs(),
+      ...[...argon2Durations.values()].map((estimate) => estimate.upperBoundMs()),
       bcryptInFloor ? bcryptRoundDuration.upperBoundMs() * 2 ** slowestBcryptCost : 0,
     );
 
@@ -194,7 +212,7 @@ export function createPasswordHasher(
   // A hash that cannot be parsed is a mismatch; a shed one is an error the caller must see, never a mismatch.
   const matchesArgon2 = (storedHash: string, password: string, admission: HashOptions) => {
     const task = () => verify(storedHash, normalisePassword(password)).catch(() => false);
-    return timed(argon2Duration, 1, task, admission);
+    return timed(argon2DurationOf(storedHash), 1, task, admission);
   };
   const matches = (storedHash: string, password: string, admission: HashOptions): Promise<boolean> => {
     if (storedHash.startsWith('$argon2')) {
