@@ -379,9 +379,9 @@ export function createAccountsService(deps: AccountsDependencies): AccountsServi
     findUser: (id) => users.findUserById(id),
 
     async equaliseFailureTiming() {
-      if (await users.hasBcryptPasswordHashes()) hasher.activateFailureFloor('bcrypt');
-      else if (await users.hasPasswordHashesUnlike(hasher.currentHashPrefix))
-        hasher.activateFailureFloor('argon2');
+      // One scan of the table on a database whose hashes are all current (the usual case), a second only if not.
+      if (!(await users.hasPasswordHashesUnlike(hasher.currentHashPrefix))) return;
+      hasher.activateFailureFloor((await users.hasBcryptPasswordHashes()) ? 'bcrypt' : 'argon2');
     },
 
     async updateProfile(userId, changes, context) {
