@@ -1,6 +1,7 @@
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { FastifyBaseLogger, FastifyInstance } from 'fastify';
+import { isClosingAfterAnswer } from './response-hooks.ts';
 
 // One warning per interval at most while connections are being refused: a flood of them must not flood the log.
 const REFUSAL_LOG_INTERVAL_MS = 10_000;
@@ -50,12 +51,15 @@ export function limitPipelining(app: FastifyInstance, maxPending: number): void 
     response.once('close', () => pending.set(socket, (pending.get(socket) ?? 1) - 1));
     if (count > maxPending) socket.destroy();
   });
-  // The requests of the burst that Node had already parsed are dropped before any work: no reply, no log line.
+  // The requests of the burst that Node had already parsed are dropped before any work: no reply, no log line. So is
+  // one that follows the body of an early answer that closes the connection.
   app.addHook('onRequest', (request, reply, done) => {
-    if (!request.raw.socket?.destroyed) {
+    const { socket } = request.raw;
+    if (socket && !socket.destroyed && !isClosingAfterAnswer(socket)) {
       done();
       return;
     }
     reply.hijack();
+    socket?.destroy();
   });
 }

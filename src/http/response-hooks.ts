@@ -31,6 +31,17 @@ export function wasAnsweredBeforeItsBody(socket: object): boolean {
   return answeredBeforeTheirBody.has(socket);
 }
 
+// Sockets that close once the rest of an early-answered body is read: nothing after that body is a request to serve.
+const lingering = new WeakSet<object>();
+
+/**
+ * Whether this connection is closing after an answer given before its body: a request pipelined after that body is
+ * not processed (RFC 9112 §9.6: no further request after a close was sent).
+ */
+export function isClosingAfterAnswer(socket: object): boolean {
+  return lingering.has(socket);
+}
+
 // How long a connection closing after an early answer keeps reading the rest of the body at most.
 const LINGER_MS = 5000;
 
@@ -40,6 +51,7 @@ const LINGER_MS = 5000;
  * the answer. This one half-closes, reads and drops the rest of the body, then closes.
  */
 function lingerBeforeClosing(socket: Socket, request: IncomingMessage): void {
+  lingering.add(socket);
   socket.destroySoon = function lingeringClose(this: Socket) {
     if (this.writable) this.end();
     let waiting = 2;

@@ -1,6 +1,12 @@
 import { type AddressInfo, connect } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { buildTestApp, loginToken, registerUser, type TestApp } from '../support/build-test-app.ts';
+import {
+  buildTestApp,
+  loginToken,
+  registerUser,
+  registration,
+  type TestApp,
+} from '../support/build-test-app.ts';
 import { dialects } from '../support/dialects.ts';
 import { parseRawAnswer, rawExchange } from '../support/raw-exchange.ts';
 
@@ -60,6 +66,46 @@ describe('closing after an answer given before the body', () => {
       const answer = parseRawAnswer(received);
       expect(answer.statusLine).toMatch(new RegExp(`^HTTP/1\\.1 ${status} `));
       expect(answer.headers.connection).toBe('close');
+    } finally {
+      await t.close();
+    }
+  });
+});
+
+// Found in review: the lingering close read the rest of the body, and then the request pipelined after it too, which
+// was served (a registration made) though its answer could never be sent.
+describe('a request after the body of an answer that closes', () => {
+  it('is not served', async () => {
+    const t = await buildTestApp('sqlite');
+    try {
+      await t.app.listen({ port: 0, host: '127.0.0.1' });
+      const port = (t.app.server.address() as AddressInfo).port;
+      const body = JSON.stringify(registration({ username: 'piped', email: 'piped@example.com' }));
+      await new Promise<void>((resolve) => {
+        const socket = connect(port, '127.0.0.1');
+        let received = '';
+        socket.on('data', (chunk) => {
+          received += chunk.toString('latin1');
+          if (!received.includes('\r\n\r\n') || socket.writableEnded) return;
+          // The 400 came before the body: the body, then another request on the same connection.
+          socket.end(
+            `0123456789POST /register/ HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+          );
+        });
+        socket.on('error', () => {});
+        socket.on('close', () => resolve());
+        socket.setTimeout(5000, () => socket.destroy());
+        socket.write(
+          'POST /register/ HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 10\r\n\r\n',
+        );
+      });
+      await new Promise((settle) => setTimeout(settle, 300));
+      const rows = await t.database.db
+        .selectFrom('users')
+        .select('id')
+        .where('username', '=', 'piped')
+        .execute();
+      expect(rows).toEqual([]);
     } finally {
       await t.close();
     }
