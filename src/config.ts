@@ -516,7 +516,7 @@ function parseMailSettings(values: Env, problems: string[]): MailConfig {
   const smtpUrl = parseSmtpUrl(values.SMTP_URL, problems);
   if (!MAIL_FROM.test(values.MAIL_FROM)) {
     problems.push(
-      `MAIL_FROM=${JSON.stringify(values.MAIL_FROM.slice(0, 100))} must be one address, bare or with a name: Gatehouse <no-reply@example.com>`,
+      `MAIL_FROM=${shown(values.MAIL_FROM, 100)} must be one address, bare or with a name: Gatehouse <no-reply@example.com>`,
     );
   }
   let publicUrl = `http://localhost:${values.PORT}`;
@@ -604,7 +604,7 @@ function parseWebauthnSettings(values: Env, problems: string[]): WebauthnConfig 
     rpId = values.WEBAUTHN_RP_ID;
     if (!isRpId(rpId)) {
       problems.push(
-        `WEBAUTHN_RP_ID=${JSON.stringify(rpId.slice(0, 200))} must be a lower-case domain name without scheme, port or path, as example.com or localhost; an IP address is never a valid RP ID (use http://localhost rather than 127.0.0.1 locally)`,
+        `WEBAUTHN_RP_ID=${shown(rpId, 200)} must be a lower-case domain name without scheme, port or path, as example.com or localhost; an IP address is never a valid RP ID (use http://localhost rather than 127.0.0.1 locally)`,
       );
       rpId = undefined;
     }
@@ -739,7 +739,7 @@ function parseClientIpRules(
   if (header === undefined) return { trustedProxies, clientIpHeader: undefined };
   const name = header.toLowerCase();
   if (!HEADER_NAME.test(header)) {
-    problems.push(`CLIENT_IP_HEADER=${JSON.stringify(header.slice(0, 60))} is not a header name`);
+    problems.push(`CLIENT_IP_HEADER=${shown(header, 60)} is not a header name`);
   } else if (name === 'x-forwarded-for') {
     problems.push(
       'CLIENT_IP_HEADER=X-Forwarded-For is read through TRUST_PROXY already: leave CLIENT_IP_HEADER unset',
@@ -761,7 +761,7 @@ const HOST_NAME =
 function checkListenHost(name: string, host: string, problems: string[]): void {
   if (isIP(host) !== 0 || HOST_NAME.test(host)) return;
   problems.push(
-    `${name}=${JSON.stringify(host.slice(0, 200))} must be an IP address or a host name (0.0.0.0, ::, 127.0.0.1, localhost), without scheme or port`,
+    `${name}=${shown(host, 200)} must be an IP address or a host name (0.0.0.0, ::, 127.0.0.1, localhost), without scheme or port`,
   );
 }
 
@@ -828,9 +828,21 @@ function parseHibpApiUrl(value: string, problems: string[]): string {
   return value.replace(/\/+$/, '');
 }
 
-/** A value as a message quotes it: JSON-quoted, cut to `max`, with the user and password of a URL in it hidden. */
+/**
+ * A value as a message quotes it: JSON-quoted, cut to `max`, with a URL's user and password hidden, whether the URL
+ * parses (`https:/user:pw@host` does) or not (from the scheme to the last @ before a space).
+ */
 function shown(value: string, max = 200): string {
-  return JSON.stringify(value.slice(0, max).replace(/(\/\/)[^/@\s]*@/g, '$1…@'));
+  const url = URL.parse(value);
+  let text = value;
+  if (url && (url.username || url.password)) {
+    url.username = '';
+    url.password = '';
+    text = url.href;
+  } else if (!url) {
+    text = value.replace(/^([a-z][a-z0-9+.-]*:)\S*@/i, '$1…@');
+  }
+  return JSON.stringify(text.slice(0, max));
 }
 
 function describeProblem(name: string, message: string): string {

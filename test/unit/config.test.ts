@@ -189,6 +189,12 @@ describe('loadConfig', () => {
     { BREACHED_PASSWORD_CHECK: 'hibp', HIBP_API_URL: 'https://user:PubS3cretValue@hibp.example.com' },
     { CORS_ORIGINS: 'https://user:PubS3cretValue@app.example.com' },
     { PUBLIC_URL: 'https://id.example.com', WEBAUTHN_ORIGINS: 'https://user:PubS3cretValue@id.example.com' },
+    // Review: one slash, no slash, a slash or an @ in the password.
+    { PUBLIC_URL: 'https:/admin:PubS3cretValue@id.example.com' },
+    { PUBLIC_URL: 'https:admin:PubS3cretValue@id.example.com' },
+    { PUBLIC_URL: 'https://admin:PubS3cret/Value@id.example.com' },
+    { PUBLIC_URL: 'https://admin:PubS3cretValue@x@id.example.com' },
+    { CORS_ORIGINS: 'https://admin:PubS3cret/Value@app.example.com' },
   ])('refuses a URL with credentials without repeating them: %j', (env) => {
     const problems = problemsOf(env);
     expect(problems.length).toBeGreaterThan(0);
