@@ -58,14 +58,19 @@ describe.skipIf(skipWithoutChromium('the account page states suite')).each(DIALE
       run('clean-forms', async ({ page }) => {
         await page.goto('/');
         await expectSignedOut(page);
-        const first = uniqueName('first');
-        await signUpWithForm(page, first, strongPassword());
-        await expectSignedIn(page, first);
+        // A refusal in a signed-out form, left there by whoever used the page before.
+        const taken = await registerUser(ctx);
+        await signUpWithForm(page, taken.username, strongPassword());
+        await expect.poll(() => page.locator('#signup-username').getAttribute('aria-invalid')).toBe('true');
+        await signInWithForm(page, taken.username, taken.password);
+        await expectSignedIn(page, taken.username);
         await page.getByRole('button', { name: 'Add message' }).click();
         await expect.poll(() => page.locator('#message-text').getAttribute('aria-invalid')).toBe('true');
         await page.getByRole('button', { name: 'Sign out', exact: true }).click();
         await expectSignedOut(page);
 
+        expect(await page.locator('#signup-username').getAttribute('aria-invalid')).toBeNull();
+        expect(await page.locator('#signup-form-error').isHidden()).toBe(true);
         const second = uniqueName('second');
         await signUpWithForm(page, second, strongPassword());
         await expectSignedIn(page, second);

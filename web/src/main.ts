@@ -59,6 +59,9 @@ const EVENT_LABELS: Record<string, string> = {
   password_only_sessions_ended: 'Sessions without a second factor ended',
 };
 
+// The token endpoint's description of a refusal for an unverified address (REQUIRE_VERIFIED_EMAIL).
+const EMAIL_NOT_VERIFIED = 'Email not verified';
+
 let user: User | undefined;
 let activityNext: string | null = null;
 let messagesNext: string | null = null;
@@ -75,10 +78,9 @@ function showSignedOut(message?: string): void {
   byId('who').hidden = true;
   byId('signed-out').hidden = false;
   for (const list of ['session-list', 'activity-list', 'message-list']) byId(list).replaceChildren();
-  for (const form of byId('signed-in').querySelectorAll('form')) {
-    form.reset();
-    clearErrors(form);
-  }
+  for (const form of byId('signed-in').querySelectorAll('form')) form.reset();
+  // Every form starts clean for whoever uses the page next, the signed-out ones too.
+  for (const form of document.querySelectorAll('form')) clearErrors(form);
   clearFactors();
   leaveSecondStep();
   if (message) announce(message);
@@ -89,7 +91,7 @@ function showSignedOut(message?: string): void {
 async function showSignedIn(focus = false): Promise<void> {
   user = await call<User>('GET', '/users/me');
   // Each account starts clean: a refusal written into a form after the last one's session ended is not this one's.
-  for (const form of byId('signed-in').querySelectorAll('form')) clearErrors(form);
+  for (const form of document.querySelectorAll('form')) clearErrors(form);
   byId('who-name').textContent = user.username;
   showEmail(user);
   byId('loading').hidden = true;
@@ -319,13 +321,16 @@ function wireSignedOut(): void {
     } catch (error) {
       // REQUIRE_VERIFIED_EMAIL: the account exists, and its way in is the link a resend mails (none is mailed at
       // sign-up). Said as what it is, not as a refusal of the sign-up.
-      if (!(error instanceof ApiError && error.message === 'Email not verified')) throw error;
+      if (!(error instanceof ApiError && error.message === EMAIL_NOT_VERIFIED)) throw error;
       const email = text(fields, 'email').trim();
-      await callPublic('POST', '/email/verification/resend', { email });
       byId<HTMLFormElement>('signup-form').reset();
-      announce(
-        `Account created. Confirm your email address before you sign in: a link is on its way to ${email}.`,
+      // The account exists whatever the resend answers: a refusal (its per-address cap) is said, not the sign-up's.
+      const sent = await callPublic('POST', '/email/verification/resend', { email }).then(
+        () => `a link is on its way to ${email}`,
+        (refused: unknown) =>
+          `the link could not be sent just now (${refused instanceof Error ? refused.message : 'the request failed'}); later, "Forgot your password?" sends a link that confirms it too`,
       );
+      announce(`Account created. Confirm your email address before you sign in: ${sent}.`);
       byId('signin-username').focus();
       return;
     }
