@@ -465,6 +465,27 @@ describe.each(dialects)('throttling events in the audit trail on %s', (dialect) 
       });
       if (answer.statusCode === 200) refreshToken = (answer.json() as Tokens).refresh_token;
     }
+    // A lockout of a name that is no account is stored with neither: the name may be a password typed in its place.
+    for (let i = 0; i < 6; i += 1) {
+      await t.app.inject({
+        method: 'POST',
+        url: '/token',
+        remoteAddress: '198.51.100.78',
+        payload: { username: 'nobodyhere', password: `wrong ${i}` },
+      });
+    }
+    await t.app.auditTrail.flush();
+    const unattributed = await t.database.db
+      .selectFrom('audit_events')
+      .select(['user_id', 'detail'])
+      .where('event', '=', 'login_throttled')
+      .where('ip', '=', '198.51.100.78')
+      .execute();
+    expect(unattributed.length).toBeGreaterThan(0);
+    for (const row of unattributed) {
+      expect(row.user_id).toBeNull();
+      expect(row.detail ?? '').not.toContain('nobodyhere');
+    }
     expect(await throttledEvents(user.id)).toEqual([
       { event: 'login_throttled', rule: 'R1', username: 'capped', retryAfterSeconds: expect.any(Number) },
       { event: 'request_throttled', rule: 'R8', retryAfterSeconds: expect.any(Number) },
