@@ -6,16 +6,9 @@
 import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { login, postJson, registerUser, strongPassword, uniqueName } from '../blackbox/support/client.ts';
-import {
-  createDatabase,
-  DIALECTS,
-  getFreePort,
-  type RunningServer,
-  startServer,
-  type TestDatabase,
-  useServer,
-} from '../blackbox/support/server.ts';
+import { DIALECTS, type RunningServer, useServer } from '../blackbox/support/server.ts';
 import { requireChromium, skipWithoutChromium } from '../support/chromium.ts';
+import { startMailingServer } from './support/mailing-server.ts';
 import {
   expectSignedIn,
   expectSignedOut,
@@ -24,7 +17,7 @@ import {
   launchChromium,
   signInWithForm,
 } from './support/page.ts';
-import { type SmtpSink, startSmtpSink } from './support/smtp-sink.ts';
+import type { SmtpSink } from './support/smtp-sink.ts';
 
 async function signUpWithForm(
   page: Page,
@@ -135,32 +128,16 @@ describe.skipIf(skipWithoutChromium('the account page states suite')).each(DIALE
   'signing up on the account page with REQUIRE_VERIFIED_EMAIL=true (%s)',
   (dialect) => {
     let sink: SmtpSink;
-    let db: TestDatabase;
     let server: RunningServer;
     let browser: Browser;
     let publicUrl = '';
+    let stop = async () => {};
     beforeAll(async () => {
-      requireChromium();
-      sink = await startSmtpSink();
-      db = await createDatabase(dialect);
-      const port = await getFreePort();
-      publicUrl = `http://localhost:${port}`;
-      server = await startServer({
-        databaseUrl: db.url,
-        port,
-        env: { SMTP_URL: sink.url, PUBLIC_URL: publicUrl, REQUIRE_VERIFIED_EMAIL: 'true' },
-      });
-      browser = await launchChromium();
+      ({ sink, server, browser, publicUrl, stop } = await startMailingServer(dialect, () => ({
+        REQUIRE_VERIFIED_EMAIL: 'true',
+      })));
     }, 60_000);
-    afterAll(async () => {
-      await browser?.close();
-      try {
-        await server?.stop();
-      } finally {
-        await db?.drop();
-        await sink?.close();
-      }
-    });
+    afterAll(() => stop());
 
     // Found from outside: the sign-up's own sign-in was refused ("Email not verified") and shown as the sign-up's
     // failure, every field kept, and a second press answered 409; nothing on the page asked for the link.

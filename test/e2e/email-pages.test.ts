@@ -14,26 +14,19 @@ import {
   registerUser,
   strongPassword,
 } from '../blackbox/support/client.ts';
-import {
-  createDatabase,
-  DIALECTS,
-  getFreePort,
-  type RunningServer,
-  startServer,
-  type TestDatabase,
-} from '../blackbox/support/server.ts';
-import { requireChromium, skipWithoutChromium } from '../support/chromium.ts';
+import { DIALECTS, type RunningServer } from '../blackbox/support/server.ts';
+import { skipWithoutChromium } from '../support/chromium.ts';
+import { startMailingServer } from './support/mailing-server.ts';
 import {
   expectSignedIn,
   expectSignedOut,
   focusedId,
   inPage,
-  launchChromium,
   type PageRun,
   PHONE,
   signInWithForm,
 } from './support/page.ts';
-import { linkIn, type SmtpSink, startSmtpSink } from './support/smtp-sink.ts';
+import { linkIn, type SmtpSink } from './support/smtp-sink.ts';
 
 interface SeenRequest {
   method: string;
@@ -76,35 +69,17 @@ describe.skipIf(skipWithoutChromium('the email pages suite')).each(DIALECTS)(
   'the email pages in Chromium (%s)',
   (dialect) => {
     let sink: SmtpSink;
-    let db: TestDatabase;
     let server: RunningServer;
     let browser: Browser;
     // What the mails' links point at: PUBLIC_URL, which the browser opens; the test's own requests go to 127.0.0.1.
     let publicUrl = '';
+    let stop = async () => {};
     const api = { url: (path: string) => server.url(path), track: (secret: string) => secret };
 
     beforeAll(async () => {
-      requireChromium();
-      sink = await startSmtpSink();
-      db = await createDatabase(dialect);
-      const port = await getFreePort();
-      publicUrl = `http://localhost:${port}`;
-      server = await startServer({
-        databaseUrl: db.url,
-        port,
-        env: { SMTP_URL: sink.url, PUBLIC_URL: publicUrl },
-      });
-      browser = await launchChromium();
+      ({ sink, server, browser, publicUrl, stop } = await startMailingServer(dialect));
     });
-    afterAll(async () => {
-      await browser?.close();
-      try {
-        await server?.stop();
-      } finally {
-        await db?.drop();
-        await sink?.close();
-      }
-    });
+    afterAll(() => stop());
 
     const run = (name: string, steps: (run: PageRun) => Promise<void>, viewport?: typeof PHONE) =>
       inPage(browser, publicUrl, `${dialect}-email-${name}`, steps, viewport);

@@ -15,27 +15,20 @@ import {
   registerUser,
   strongPassword,
 } from '../blackbox/support/client.ts';
-import {
-  createDatabase,
-  DIALECTS,
-  getFreePort,
-  type RunningServer,
-  startServer,
-  type TestDatabase,
-} from '../blackbox/support/server.ts';
-import { requireChromium, skipWithoutChromium } from '../support/chromium.ts';
+import { DIALECTS, type RunningServer } from '../blackbox/support/server.ts';
+import { skipWithoutChromium } from '../support/chromium.ts';
+import { startMailingServer } from './support/mailing-server.ts';
 import {
   expectSignedIn,
   expectSignedOut,
   focusedId,
   inPage,
-  launchChromium,
   listTexts,
   type PageRun,
   PHONE,
   signInWithForm,
 } from './support/page.ts';
-import { linkIn, type SmtpSink, startSmtpSink } from './support/smtp-sink.ts';
+import { linkIn, type SmtpSink } from './support/smtp-sink.ts';
 import { previousStepCode, totpCode } from './support/totp.ts';
 
 const overflow = 'document.documentElement.scrollWidth - document.documentElement.clientWidth';
@@ -74,39 +67,19 @@ describe.skipIf(skipWithoutChromium('the second factors suite')).each(DIALECTS)(
   'second factors and passkeys in Chromium (%s)',
   (dialect) => {
     let sink: SmtpSink;
-    let db: TestDatabase;
     let server: RunningServer;
     let browser: Browser;
     let publicUrl = '';
+    let stop = async () => {};
     const api = { url: (path: string) => server.url(path), track: (secret: string) => secret };
 
     beforeAll(async () => {
-      requireChromium();
-      sink = await startSmtpSink();
-      db = await createDatabase(dialect);
-      const port = await getFreePort();
-      publicUrl = `http://localhost:${port}`;
-      server = await startServer({
-        databaseUrl: db.url,
-        port,
-        env: {
-          SMTP_URL: sink.url,
-          PUBLIC_URL: publicUrl,
-          WEBAUTHN_RP_ID: 'localhost',
-          WEBAUTHN_ORIGINS: publicUrl,
-        },
-      });
-      browser = await launchChromium();
+      ({ sink, server, browser, publicUrl, stop } = await startMailingServer(dialect, (url) => ({
+        WEBAUTHN_RP_ID: 'localhost',
+        WEBAUTHN_ORIGINS: url,
+      })));
     });
-    afterAll(async () => {
-      await browser?.close();
-      try {
-        await server?.stop();
-      } finally {
-        await db?.drop();
-        await sink?.close();
-      }
-    });
+    afterAll(() => stop());
 
     const run = (name: string, steps: (run: PageRun) => Promise<void>, viewport?: typeof PHONE) =>
       inPage(browser, publicUrl, `${dialect}-mfa-${name}`, steps, viewport);
