@@ -2,19 +2,19 @@
  * The account page when its session changes under it: another tab signs in as another account (the refresh cookie
  * is the browser's, not the tab's), and a silent refresh refused for a while (429) rather than for good.
  */
-import type { Browser, Page } from 'playwright-core';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Page } from 'playwright-core';
+import { describe, expect, it } from 'vitest';
 import { getWithToken, login, postJson, registerUser } from '../blackbox/support/client.ts';
 import { DIALECTS, useServer } from '../blackbox/support/server.ts';
-import { requireChromium, skipWithoutChromium } from '../support/chromium.ts';
+import { skipWithoutChromium } from '../support/chromium.ts';
 import {
   expectSignedIn,
   expectSignedOut,
   inPage,
-  launchChromium,
   listTexts,
   type PageRun,
   signInWithForm,
+  useChromium,
 } from './support/page.ts';
 
 const status = (page: Page) => page.locator('#status').textContent();
@@ -25,16 +25,9 @@ describe.skipIf(skipWithoutChromium('the account page sessions suite')).each(DIA
     // Two-second access tokens: a silent refresh comes soon after a sign-in. Three refreshes a minute per session:
     // the fourth is refused 429 for a while.
     const ctx = useServer(dialect, { ACCESS_TOKEN_TTL_SECONDS: '2', REFRESH_PER_FAMILY: '3/60s' });
-    let browser: Browser;
-    beforeAll(async () => {
-      requireChromium();
-      browser = await launchChromium();
-    });
-    afterAll(async () => {
-      await browser?.close();
-    });
+    const chromium = useChromium();
     const run = (name: string, steps: (run: PageRun) => Promise<void>) =>
-      inPage(browser, ctx.url(''), `${dialect}-${name}`, steps);
+      inPage(chromium.browser, ctx.url(''), `${dialect}-${name}`, steps);
 
     /** Signs `page` in as a new X, then another tab of the same browser signs out and in as a new Y. */
     const switchAccountInAnotherTab = async ({ page, context }: PageRun) => {

@@ -7,15 +7,16 @@ import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { login, postJson, registerUser, strongPassword, uniqueName } from '../blackbox/support/client.ts';
 import { DIALECTS, type RunningServer, useServer } from '../blackbox/support/server.ts';
-import { requireChromium, skipWithoutChromium } from '../support/chromium.ts';
+import { skipWithoutChromium } from '../support/chromium.ts';
 import { startMailingServer } from './support/mailing-server.ts';
 import {
   expectSignedIn,
   expectSignedOut,
   focusedId,
   inPage,
-  launchChromium,
+  openSignedIn,
   signInWithForm,
+  useChromium,
 } from './support/page.ts';
 import type { SmtpSink } from './support/smtp-sink.ts';
 
@@ -36,16 +37,9 @@ describe.skipIf(skipWithoutChromium('the account page states suite')).each(DIALE
   'the account page between accounts and answers (%s)',
   (dialect) => {
     const ctx = useServer(dialect);
-    let browser: Browser;
-    beforeAll(async () => {
-      requireChromium();
-      browser = await launchChromium();
-    });
-    afterAll(async () => {
-      await browser?.close();
-    });
+    const chromium = useChromium();
     const run = (name: string, steps: (run: { page: Page }) => Promise<void>) =>
-      inPage(browser, ctx.url(''), `${dialect}-states-${name}`, steps);
+      inPage(chromium.browser, ctx.url(''), `${dialect}-states-${name}`, steps);
 
     it('starts the next account signed in with clean forms, and keeps the focus after a submission', () =>
       run('clean-forms', async ({ page }) => {
@@ -83,9 +77,7 @@ describe.skipIf(skipWithoutChromium('the account page states suite')).each(DIALE
     it('moves the focus to the sign-in form when the session ends elsewhere', () =>
       run('session-lost', async ({ page }) => {
         const user = await registerUser(ctx);
-        await page.goto('/');
-        await signInWithForm(page, user.username, user.password);
-        await expectSignedIn(page, user.username);
+        await openSignedIn(page, user);
         // Signed out everywhere from another client: the page's next request meets the ended session.
         const other = await login(ctx, user.username, user.password);
         const ended = await fetch(ctx.url('/logout/all'), {
@@ -103,9 +95,7 @@ describe.skipIf(skipWithoutChromium('the account page states suite')).each(DIALE
     it('says when to retry after a 503, as after a 429', () =>
       run('retry-after', async ({ page }) => {
         const user = await registerUser(ctx);
-        await page.goto('/');
-        await signInWithForm(page, user.username, user.password);
-        await expectSignedIn(page, user.username);
+        await openSignedIn(page, user);
         await page.route('**/conversation/messages', (route) =>
           route.request().method() === 'POST'
             ? route.fulfill({

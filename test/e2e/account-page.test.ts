@@ -6,7 +6,7 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
-import type { Browser, BrowserContext, Page } from 'playwright-core';
+import type { BrowserContext, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   getWithToken,
@@ -18,7 +18,7 @@ import {
   uniqueName,
 } from '../blackbox/support/client.ts';
 import { DIALECTS, ROOT, useServer } from '../blackbox/support/server.ts';
-import { requireChromium, skipWithoutChromium } from '../support/chromium.ts';
+import { skipWithoutChromium } from '../support/chromium.ts';
 import {
   expectSignedIn,
   expectSignedOut,
@@ -28,6 +28,7 @@ import {
   listTexts,
   PHONE,
   signInWithForm,
+  useChromium,
 } from './support/page.ts';
 
 const REFRESH_COOKIE = '__Host-gatehouse_refresh';
@@ -52,20 +53,13 @@ describe.skipIf(skipWithoutChromium('the account page suite')).each(DIALECTS)(
   'the account page in Chromium (%s)',
   (dialect) => {
     const ctx = useServer(dialect);
-    let browser: Browser;
-    beforeAll(async () => {
-      requireChromium();
-      browser = await launchChromium();
-    });
-    afterAll(async () => {
-      await browser?.close();
-    });
+    const chromium = useChromium();
 
     const run = (
       name: string,
       steps: (run: { page: Page; context: BrowserContext }) => Promise<void>,
       viewport?: typeof PHONE,
-    ) => inPage(browser, ctx.url(''), `${dialect}-${name}`, steps, viewport);
+    ) => inPage(chromium.browser, ctx.url(''), `${dialect}-${name}`, steps, viewport);
 
     it('signs up, reads the conversation and adds to it, keeps the refresh token out of script, and a reload signs back in silently', () =>
       run('sign-up', async ({ page, context }) => {

@@ -5,9 +5,9 @@
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { type Browser, type BrowserContext, chromium, type Page } from 'playwright-core';
-import { expect } from 'vitest';
+import { afterAll, beforeAll, expect } from 'vitest';
 import { ROOT } from '../../blackbox/support/server.ts';
-import { CHROMIUM, CHROMIUM_FLAGS } from '../../support/chromium.ts';
+import { CHROMIUM, CHROMIUM_FLAGS, requireChromium } from '../../support/chromium.ts';
 
 export const SCREENSHOTS = path.join(ROOT, 'test-results');
 export const DESKTOP = { width: 1280, height: 900 };
@@ -20,6 +20,31 @@ export function launchChromium(extraArgs: string[] = []): Promise<Browser> {
     headless: true,
     args: [...CHROMIUM_FLAGS, ...extraArgs],
   });
+}
+
+/** Chromium for a suite: launched before its first test, closed after its last. */
+export function useChromium(): { readonly browser: Browser } {
+  let browser: Browser | undefined;
+  beforeAll(async () => {
+    requireChromium();
+    browser = await launchChromium();
+  });
+  afterAll(async () => {
+    await browser?.close();
+  });
+  return {
+    get browser() {
+      if (!browser) throw new Error('Chromium not launched');
+      return browser;
+    },
+  };
+}
+
+/** Opens the account page and signs in there with the form as `user`. */
+export async function openSignedIn(page: Page, user: { username: string; password: string }): Promise<void> {
+  await page.goto('/');
+  await signInWithForm(page, user.username, user.password);
+  await expectSignedIn(page, user.username);
 }
 
 // Playwright adds this before any script of the page runs (through the DevTools protocol, which no policy blocks).
