@@ -195,7 +195,8 @@ export async function buildApp(
     frameworkErrors: answerFrameworkError,
     clientErrorHandler: clientErrors.answerClientError,
     ajv: {
-      customOptions: { coerceTypes: false, allErrors: true, removeAdditional: false },
+      // verbose: a problem carries the value and the field's schema, so that a 422 says what FastAPI says of them.
+      customOptions: { coerceTypes: false, allErrors: true, removeAdditional: false, verbose: true },
       // Over ajv-formats' own `email`: the same rule, from the place the import of the FastAPI seed reads it too.
       onCreate: (ajv) => ajv.addFormat('email', isEmailAddress),
     },

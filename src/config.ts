@@ -3,6 +3,7 @@ import { availableParallelism } from 'node:os';
 import Type, { type Static } from 'typebox';
 import Value from 'typebox/value';
 import { type ClientIpRules, parseTrustedProxies } from './security/client-ip.ts';
+import { MAX_PASSWORD_LENGTH } from './security/password-policy.ts';
 import { MIN_SECRET_BYTES } from './security/secret-box.ts';
 
 // libuv's threadpool has at most 1024 threads, and runtime-check.ts adds 4 to this for everything but hashing.
@@ -282,8 +283,6 @@ const PUBLISHED_SECRETS = new Set([
   'a-string-secret-at-least-256-bits-long',
   'gatehouse-example-secret-change-me-please-0123456789',
 ]);
-
-const MAX_PASSWORD_LENGTH = 1024;
 
 const BASE64URL = /^[A-Za-z0-9_-]+$/;
 const MAKE_SECRET =

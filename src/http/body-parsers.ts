@@ -4,6 +4,7 @@ import { Busboy, type BusboyHeaders, type BusboyInstance } from '@fastify/busboy
 import { parse as parseQueryString } from 'fast-querystring';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { AppError } from '../errors.ts';
+import { jsonErrorOffset } from './json-error-offset.ts';
 
 // Read as the error table's malformed body: 422 json_invalid, or 400 invalid_request on the token endpoint.
 const malformed = (message: string, code: string) =>
@@ -32,7 +33,15 @@ export function registerJsonParser(app: FastifyInstance): void {
     }
     const text = (body as Buffer).toString('utf8');
     parseJson(request, text, (error, value) => {
-      if (error) done(error, undefined);
+      if (error) done(Object.assign(error, { jsonErrorOffset: jsonErrorOffset(text) }), undefined);
+      // FastAPI takes a body of null for no body: its fields are not listed, the body is missing.
+      else if (value === null)
+        done(
+          new AppError('validation_failed', 'Missing body', {
+            details: [{ loc: ['body'], msg: 'Field required', type: 'missing' }],
+          }),
+          undefined,
+        );
       else if (repeatsAName(text))
         done(malformed('A JSON object names a member twice', 'GATEHOUSE_JSON_DUPLICATE_NAME'), undefined);
       else done(null, value);

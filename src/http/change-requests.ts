@@ -10,9 +10,10 @@ const UNSAFE_METHODS = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
  */
 function hasEncodedBody(headers: IncomingHttpHeaders): boolean {
   const codings = headers['content-encoding'];
+  // §5.6.1.2: empty list elements are no coding.
   if (
     codings === undefined ||
-    codings.split(',').every((coding) => coding.trim().toLowerCase() === 'identity')
+    codings.split(',').every((coding) => ['', 'identity'].includes(coding.trim().toLowerCase()))
   )
     return false;
   return headers['transfer-encoding'] !== undefined || Number(headers['content-length'] ?? 0) > 0;

@@ -203,8 +203,8 @@ export function toAppError(error: FastifyError | Error): AppError {
   const fastifyError = error as FastifyError;
   if (fastifyError.validation) {
     return new AppError('validation_failed', 'Invalid request', {
-      details: fastifyError.validation.map((problem) =>
-        toFieldProblem(problem, fastifyError.validationContext),
+      details: firstPerField(
+        fastifyError.validation.map((problem) => toFieldProblem(problem, fastifyError.validationContext)),
       ),
     });
   }
@@ -226,8 +226,9 @@ export function toAppError(error: FastifyError | Error): AppError {
   const status = fastifyError.statusCode;
   if (status !== undefined && status >= 400 && status < 500) {
     // Malformed JSON, forbidden __proto__ keys, bad Content-Length and similar client mistakes.
+    const { jsonErrorOffset = 0 } = error as { jsonErrorOffset?: number };
     return new AppError('validation_failed', 'Malformed body', {
-      details: [{ loc: ['body', 0], msg: 'JSON decode error', type: 'json_invalid' }],
+      details: [{ loc: ['body', jsonErrorOffset], msg: 'JSON decode error', type: 'json_invalid' }],
       cause: error,
     });
   }
@@ -362,6 +363,52 @@ interface AjvProblem {
   instancePath: string;
   params: Record<string, unknown>;
   message?: string;
+  // Ajv's verbose mode: the value refused, and the schema of its field.
+  data?: unknown;
+  parentSchema?: { format?: unknown };
+}
+
+// pydantic reports one problem per field, the first it meets: a fractional age over the maximum is only not an integer.
+function firstPerField(problems: FieldProblem[]): FieldProblem[] {
+  const seen = new Set<string>();
+  return problems.filter((problem) => {
+    const key = JSON.stringify(problem.loc);
+    if (seen.has(key)) return false;
+    seen.add(key);
+    return true;
+  });
+}
+
+// pydantic's own limit: a float past a signed 64-bit integer is no integer it will parse.
+const LARGEST_INTEGER_FLOAT = 2 ** 63;
+
+/** pydantic's words for a value that is not an integer: a string, a number with a fraction and anything else differ. */
+function notAnInteger(loc: (string | number)[], value: unknown): FieldProblem {
+  if (typeof value === 'string')
+    return {
+      loc,
+      msg: 'Input should be a valid integer, unable to parse string as an integer',
+      type: 'int_parsing',
+    };
+  if (typeof value === 'number' && Math.abs(value) >= LARGEST_INTEGER_FLOAT)
+    return {
+      loc,
+      msg: 'Unable to parse input string as an integer, exceeded maximum size',
+      type: 'int_parsing_size',
+    };
+  if (typeof value === 'number')
+    return {
+      loc,
+      msg: 'Input should be a valid integer, got a number with a fractional part',
+      type: 'int_from_float',
+    };
+  return { loc, msg: 'Input should be a valid integer', type: 'int_type' };
+}
+
+// FastAPI's list of choices: 'a', 'b' or 'c'.
+function choices(values: unknown[]): string {
+  const quoted = values.map((value) => `'${value}'`);
+  return quoted.length < 2 ? quoted.join('') : `${quoted.slice(0, -1).join(', ')} or ${quoted.at(-1)}`;
 }
 
 const FASTAPI_LOCATIONS: Record<string, string> = { querystring: 'query', params: 'path', headers: 'header' };
@@ -378,24 +425,26 @@ function toFieldProblem(problem: AjvProblem, context: string | undefined): Field
     case 'required':
       return { loc: [...loc, String(params.missingProperty)], msg: 'Field required', type: 'missing' };
     case 'type':
-      return loc.length === 1
-        ? {
-            loc,
-            msg: 'Input should be a valid dictionary or object to extract fields from',
-            type: 'model_attributes_type',
-          }
-        : {
-            loc,
-            msg: `Input should be a valid ${params.type === 'integer' ? 'integer' : params.type}`,
-            type: `${params.type === 'integer' ? 'int' : params.type}_type`,
-          };
+      if (loc.length === 1)
+        return {
+          loc,
+          msg: 'Input should be a valid dictionary or object to extract fields from',
+          type: 'model_attributes_type',
+        };
+      if (params.type === 'integer') return notAnInteger(loc, problem.data);
+      return { loc, msg: `Input should be a valid ${params.type}`, type: `${params.type}_type` };
     case 'minimum':
+      if (typeof problem.data === 'number' && problem.data <= -LARGEST_INTEGER_FLOAT)
+        return notAnInteger(loc, problem.data);
       return {
         loc,
         msg: `Input should be greater than or equal to ${params.limit}`,
         type: 'greater_than_equal',
       };
     case 'maximum':
+      // JSON.parse makes 1e300 an integer; pydantic reads it as a float, too large to be one.
+      if (typeof problem.data === 'number' && problem.data >= LARGEST_INTEGER_FLOAT)
+        return notAnInteger(loc, problem.data);
       return { loc, msg: `Input should be less than or equal to ${params.limit}`, type: 'less_than_equal' };
     case 'minLength':
       return {
@@ -406,15 +455,15 @@ function toFieldProblem(problem: AjvProblem, context: string | undefined): Field
     case 'maxLength':
       return {
         loc,
-        msg: `String should have at most ${params.limit} ${characters(params.limit)}`,
+        // A new password's limit is the password rule's, told in the rule's words at any length.
+        msg:
+          problem.parentSchema?.format === 'password'
+            ? `Password must have at most ${params.limit} characters`
+            : `String should have at most ${params.limit} ${characters(params.limit)}`,
         type: 'string_too_long',
       };
     case 'enum':
-      return {
-        loc,
-        msg: `Input should be ${(params.allowedValues as unknown[]).map((value) => `'${value}'`).join(', ')}`,
-        type: 'enum',
-      };
+      return { loc, msg: `Input should be ${choices(params.allowedValues as unknown[])}`, type: 'enum' };
     case 'pattern':
       return {
         loc,

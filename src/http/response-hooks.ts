@@ -97,8 +97,12 @@ export function registerResponseHooks(app: FastifyInstance): void {
       const declared = Number(request.headers['content-length']);
       if (declared > 0 && declared <= DRAIN_LIMIT_BYTES) {
         // A close already decided (a missing or invalid Host, a draining server) stands, after the rest is read.
-        if (closingOnPurpose.has(request.raw)) lingerBeforeClosing(socket, request.raw);
-        else reply.removeHeader('connection');
+        // So does the client's own (Connection: close, HTTP/1.0); otherwise the answer says the connection stays, as
+        // Node would have said had Fastify not set a close (removing the header also stops Node from saying it).
+        if (closingOnPurpose.has(request.raw) || !reply.raw.shouldKeepAlive) {
+          lingerBeforeClosing(socket, request.raw);
+          reply.header('connection', 'close');
+        } else reply.header('connection', 'keep-alive');
         request.raw.once('end', () => answeredBeforeTheirBody.delete(socket));
       } else reply.header('connection', 'close');
     }

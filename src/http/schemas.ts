@@ -2,7 +2,7 @@ import type { FastifyRequest } from 'fastify';
 import Type, { type Static } from 'typebox';
 import { MAX_EMAIL_LENGTH, UNDRAWN_CHARACTERS } from '../domain/email.ts';
 import { LEVELS, ROLES, type User } from '../domain/user.ts';
-import { MAX_AGE } from '../services/accounts.ts';
+import { MAX_AGE, MAX_PASSWORD_LENGTH } from '../services/accounts.ts';
 import type { PasskeyRecord } from '../services/passkeys.ts';
 import { accountRecord } from '../services/records.ts';
 import { describePattern } from './error-handler.ts';
@@ -27,7 +27,7 @@ export const RegisterBody = Type.Object({
   // Last, as in the seed's pydantic model (UserCreate adds it to UserBase): a 422 lists its fields in that order.
   password: Type.String({
     format: 'password',
-    maxLength: 4096,
+    maxLength: MAX_PASSWORD_LENGTH,
     description: 'PASSWORD_MIN_LENGTH (8) to 1024 characters, no control characters, not a common password.',
   }),
 });
@@ -238,7 +238,7 @@ export type EmailChangeBody = Static<typeof EmailChangeBody>;
 
 export const PasswordChangeBody = Type.Object({
   current_password: Type.String({ format: 'password', maxLength: 4096 }),
-  new_password: Type.String({ format: 'password', maxLength: 4096 }),
+  new_password: Type.String({ format: 'password', maxLength: MAX_PASSWORD_LENGTH }),
 });
 export type PasswordChangeBody = Static<typeof PasswordChangeBody>;
 
@@ -467,7 +467,7 @@ export const PasswordResetBody = Type.Object({
   ),
   new_password: Type.String({
     format: 'password',
-    maxLength: 4096,
+    maxLength: MAX_PASSWORD_LENGTH,
     description: "Registration's rules: PASSWORD_MIN_LENGTH (8) to 1024 characters, not a common password.",
   }),
 });
@@ -487,18 +487,20 @@ export const InvalidOneTimeTokenResponse = Type.Object({
   detail: Type.String(),
 });
 
-const DIGITS = /^-?\d+$/;
+// What pydantic's lax mode parses as an integer: ASCII digits, a sign, single underscores between digits, and a
+// fraction of zeros, with whitespace around.
+const INTEGER_STRING = /^[ \t\n\r\f\v]*([+-]?\d+(?:_\d+)*)(?:\.0+)?[ \t\n\r\f\v]*$/;
 
 const acceptDigitString =
   (part: 'body' | 'query', field: string) =>
   async (request: FastifyRequest): Promise<void> => {
     const values = request[part] as Record<string, unknown> | null;
     const value = values && typeof values === 'object' ? values[field] : undefined;
-    if (values && typeof value === 'string' && DIGITS.test(value.trim()))
-      values[field] = Number(value.trim());
+    const digits = typeof value === 'string' ? INTEGER_STRING.exec(value)?.[1] : undefined;
+    if (values && digits !== undefined) values[field] = Number(digits.replaceAll('_', ''));
   };
 
-/** preValidation hook: FastAPI (pydantic lax mode) takes "42" for an integer age; nothing else is coerced. */
+/** preValidation hook: FastAPI (pydantic lax mode) takes "42" (or " +4_2 ") for an integer age; nothing else is coerced. */
 export const acceptDigitStringAge = acceptDigitString('body', 'age');
 
 /** preValidation hook: a query string is text, so `?limit=20` is read as the integer it spells, and only that. */

@@ -31,6 +31,9 @@ export interface StrengthEstimatorOptions {
   idleWorkerMs?: number;
 }
 
+/** The longest new password, in code points: long enough for any passphrase (NIST 800-63B asks at least 64). */
+export const MAX_PASSWORD_LENGTH = 1024;
+
 // zxcvbn score 0–1 means fewer than 10^6 guesses: on or next to a common-password list.
 const MINIMUM_SCORE = 2;
 

@@ -163,6 +163,8 @@ export const WELCOME_MESSAGE = 'This is a secure conversation';
 
 const USERNAME = /^[\p{L}\p{Nd}._-]{3,32}$/u;
 
+export { MAX_PASSWORD_LENGTH } from '../security/password-policy.ts';
+
 /** The oldest age an account may give. */
 export const MAX_AGE = 150;
 /**

@@ -72,6 +72,59 @@ describe('closing after an answer given before the body', () => {
   });
 });
 
+// Found from outside: a 413 answered before its body lost the Connection header Node would have sent, so a request that
+// asked to close was closed without the answer saying so (RFC 9112 §9.6), and one kept alive was not told either.
+describe('a 413 given before the body', () => {
+  const body = 4 * 1024 * 1024;
+  const post = (connection: string) =>
+    `POST /register/ HTTP/1.1\r\nHost: x\r\n${connection}Content-Type: application/json\r\nContent-Length: ${body}\r\n\r\n`;
+
+  it('says Connection: close to a request that asked to close, and the client reads it before the close', async () => {
+    const t = await buildTestApp('sqlite');
+    try {
+      await t.app.listen({ port: 0, host: '127.0.0.1' });
+      const port = (t.app.server.address() as AddressInfo).port;
+      const { received, error } = await sendWithLargeBody(port, post('Connection: close\r\n'), body);
+      expect(error?.message).toBeUndefined();
+      const answer = parseRawAnswer(received);
+      expect(answer.statusLine).toMatch(/^HTTP\/1\.1 413 /);
+      expect(answer.headers.connection).toBe('close');
+      expect(JSON.parse(answer.body)).toEqual({ detail: 'Request body is too large' });
+    } finally {
+      await t.close();
+    }
+  });
+
+  it('says Connection: keep-alive otherwise, and serves the next request once the body is read', async () => {
+    const t = await buildTestApp('sqlite');
+    try {
+      await t.app.listen({ port: 0, host: '127.0.0.1' });
+      const port = (t.app.server.address() as AddressInfo).port;
+      const small = 64 * 1024;
+      const received = await new Promise<string>((resolve) => {
+        const socket = connect(port, '127.0.0.1');
+        let text = '';
+        socket.on('data', (chunk) => {
+          text += chunk.toString('latin1');
+          if ((text.match(/HTTP\/1\.1 \d{3} /g) ?? []).length === 2 && text.endsWith('}')) socket.end();
+        });
+        socket.on('error', () => {});
+        socket.on('close', () => resolve(text));
+        socket.setTimeout(5000, () => socket.destroy());
+        socket.write(
+          `POST /register/ HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${small}\r\n\r\n${'x'.repeat(small)}GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n`,
+        );
+      });
+      const [first = '', second = ''] = received.split(/(?=HTTP\/1\.1 \d{3} )/);
+      expect(parseRawAnswer(first).statusLine).toMatch(/^HTTP\/1\.1 413 /);
+      expect(parseRawAnswer(first).headers.connection).toBe('keep-alive');
+      expect(parseRawAnswer(second).statusLine).toMatch(/^HTTP\/1\.1 200 /);
+    } finally {
+      await t.close();
+    }
+  });
+});
+
 // Found in review: the lingering close read the rest of the body, and then the request pipelined after it too, which
 // was served (a registration made) though its answer could never be sent.
 describe('a request after the body of an answer that closes', () => {

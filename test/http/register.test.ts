@@ -88,6 +88,141 @@ describe.each(dialects)('POST /register/ on %s', (dialect) => {
     ]);
   });
 
+  // Found side by side with current FastAPI (pydantic 2.13, lax mode): the age strings it takes, and the one problem per
+  // field it reports, with its own type for each way an integer fails.
+  it.each([
+    ['" +42 "', ' +42 ', 42],
+    ['"4_2"', '4_2', 42],
+    ['"42.000"', '42.000', 42],
+    ['"0042"', '0042', 42],
+    ['"-0"', '-0', 0],
+    ['150.0', 150.0, 150],
+  ])('takes age %s as FastAPI does', async (label, age, stored) => {
+    const name = `agelax${label.length}${String(stored)}`;
+    const response = await register(registration({ username: name, email: `${name}@example.com`, age }));
+    expect(response.statusCode, response.body).toBe(200);
+    expect(response.json().age).toBe(stored);
+  });
+
+  const INT_PARSING = {
+    msg: 'Input should be a valid integer, unable to parse string as an integer',
+    type: 'int_parsing',
+  };
+  const INT_FROM_FLOAT = {
+    msg: 'Input should be a valid integer, got a number with a fractional part',
+    type: 'int_from_float',
+  };
+  it.each([
+    ['"abc"', 'abc', INT_PARSING],
+    ['"42."', '42.', INT_PARSING],
+    ['"42.5"', '42.5', INT_PARSING],
+    ['"0x2a"', '0x2a', INT_PARSING],
+    ['"4__2"', '4__2', INT_PARSING],
+    ['"1e2"', '1e2', INT_PARSING],
+    ['""', '', INT_PARSING],
+    ['Arabic-Indic digits', '\u0664\u0662', INT_PARSING],
+    ['fullwidth digits', '\uff14\uff12', INT_PARSING],
+    ['42.5', 42.5, INT_FROM_FLOAT],
+    ['151.5, also over the maximum', 151.5, INT_FROM_FLOAT],
+    ['-0.5, also under the minimum', -0.5, INT_FROM_FLOAT],
+    [
+      '1e300',
+      1e300,
+      { msg: 'Unable to parse input string as an integer, exceeded maximum size', type: 'int_parsing_size' },
+    ],
+    [
+      'true (pydantic would take 1: refused, README)',
+      true,
+      { msg: 'Input should be a valid integer', type: 'int_type' },
+    ],
+    ['an array', [], { msg: 'Input should be a valid integer', type: 'int_type' }],
+  ])('answers age %s with the one problem FastAPI reports', async (_label, age, problem) => {
+    const response = await register(registration({ username: 'ageone', email: 'ageone@example.com', age }));
+    expect(response.statusCode).toBe(422);
+    expect(response.json().detail).toEqual([{ loc: ['body', 'age'], ...problem }]);
+  });
+
+  it("names the levels as FastAPI does: 'a', 'b' or 'c'", async () => {
+    const response = await register(
+      registration({ username: 'levelmsg', email: 'levelmsg@example.com', level: 'expert' }),
+    );
+    expect(response.json().detail).toEqual([
+      {
+        loc: ['body', 'level'],
+        msg: "Input should be 'beginner', 'intermediate' or 'advanced'",
+        type: 'enum',
+      },
+    ]);
+  });
+
+  it('answers a body of JSON null as a missing body, as FastAPI does', async () => {
+    const response = await t.app.inject({
+      method: 'POST',
+      url: '/register/',
+      headers: { 'content-type': 'application/json' },
+      payload: 'null',
+    });
+    expect(response.statusCode).toBe(422);
+    expect(response.json().detail).toEqual([{ loc: ['body'], msg: 'Field required', type: 'missing' }]);
+  });
+
+  // FastAPI puts the offset (in characters) at which Python's json module stopped into the loc.
+  it.each([
+    ['{"username": ', 13],
+    ['{"a":1,}', 7],
+    ['{"a":"\u{1F600}\u{1F600}", x}', 11],
+    ['  {', 3],
+    [' ', 1],
+    ['nul', 0],
+    ['{"a":1}x', 7],
+    ['{"a":"\\q"}', 6],
+    ['{"a" 1}', 5],
+    ['[1 2]', 3],
+    ['{"a":"b', 5],
+    ['{"a":-}', 5],
+    ['{"a":01}', 6],
+    ['{"a":"\\u12x4"}', 7],
+    ['{"a":"x\ty"}', 7],
+  ])('puts the offset of the JSON error in %s into the loc: %i', async (payload, offset) => {
+    const response = await t.app.inject({
+      method: 'POST',
+      url: '/register/',
+      headers: { 'content-type': 'application/json' },
+      payload,
+    });
+    expect(response.statusCode).toBe(422);
+    expect(response.json().detail).toEqual([
+      { loc: ['body', offset], msg: 'JSON decode error', type: 'json_invalid' },
+    ]);
+  });
+
+  it('says the password rule, 1024 characters, for a password of any length over it', async () => {
+    for (const length of [1025, 4097, 6000]) {
+      const response = await register(
+        registration({
+          username: 'longpw',
+          email: 'longpw@example.com',
+          password: 'xQ7#kd2!'.repeat(750).slice(0, length),
+        }),
+      );
+      expect(response.statusCode).toBe(422);
+      expect(response.json().detail).toEqual([
+        {
+          loc: ['body', 'password'],
+          msg: 'Password must have at most 1024 characters',
+          type: 'string_too_long',
+        },
+      ]);
+    }
+  });
+
+  it('reports one problem for an email both too long and malformed', async () => {
+    const response = await register(registration({ username: 'longmail', email: 'x'.repeat(300) }));
+    expect(response.statusCode).toBe(422);
+    expect(response.json().detail).toHaveLength(1);
+    expect(response.json().detail[0].loc).toEqual(['body', 'email']);
+  });
+
   it('answers 422 in FastAPI shape listing every missing field', async () => {
     const response = await register({});
     expect(response.statusCode).toBe(422);

@@ -612,6 +612,29 @@ describe.each(dialects)('errors at the edges on %s', (dialect) => {
     expect(read.statusCode).toBe(200);
   });
 
+  // Found from outside: RFC 9110 §5.6.1.2 has a recipient accept empty list elements, and a header with only those names
+  // no coding; the 415 (on /token an invalid_request saying the body was no form) met plain bodies.
+  it.each(['', ' ', ',', 'identity,', ', identity', 'identity, , IDENTITY'])(
+    'reads a body with Content-Encoding: "%s" as one in no coding',
+    async (coding) => {
+      const registered = await t.app.inject({
+        method: 'POST',
+        url: '/register/',
+        headers: { 'content-type': 'application/json', 'content-encoding': coding },
+        payload: JSON.stringify({ username: 'a' }),
+      });
+      expect(registered.statusCode).toBe(422);
+      const token = await t.app.inject({
+        method: 'POST',
+        url: '/token',
+        headers: { 'content-type': 'application/x-www-form-urlencoded', 'content-encoding': coding },
+        payload: 'username=nobody-here&password=not-the-password',
+      });
+      expect(token.statusCode).toBe(400);
+      expect(token.json().error).toBe('invalid_grant');
+    },
+  );
+
   it('reads a body with Content-Encoding: identity as any other', async () => {
     const response = await t.app.inject({
       method: 'POST',
