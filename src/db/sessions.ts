@@ -44,7 +44,7 @@ export interface EndedSessionCutoffs {
 export interface SessionsRepository {
   /**
    * Opens the session with its first refresh token, only while the user's password hash is still the one the login
-   * verified; false when it changed (or the user went) in the meantime. A login that proved no password (a passkey
+   * verified and the account is not disabled; false when it changed (or the user went) in the meantime. A login that proved no password (a passkey
    * alone) passes null: only the user's going refuses it.
    */
   insertSession(
@@ -150,6 +150,7 @@ export function createSessionsRepository(db: Db, dialect: Dialect): SessionsRepo
       .select('id')
       .where('id', '=', USER_ID_SENTINEL[0])
       .where('password_hash', '=', VERIFIED_HASH_SENTINEL)
+      .where('disabled_at_ms', 'is', null)
       // SQLite's transactions here begin immediate, holding the database's write lock until they end.
       .$if(dialect === 'postgres', (query) => query.forShare()),
     [USER_ID_SENTINEL[0], VERIFIED_HASH_SENTINEL],
@@ -159,6 +160,7 @@ export function createSessionsRepository(db: Db, dialect: Dialect): SessionsRepo
       .selectFrom('users')
       .select('id')
       .where('id', '=', USER_ID_SENTINEL[0])
+      .where('disabled_at_ms', 'is', null)
       .$if(dialect === 'postgres', (query) => query.forShare()),
     USER_ID_SENTINEL,
   );
@@ -194,9 +196,9 @@ export function createSessionsRepository(db: Db, dialect: Dialect): SessionsRepo
     async insertSession(session, firstToken, verifiedHash, now) {
       const nowMs = now.getTime();
       return db.transaction().execute(async (trx) => {
-        // A read that locks out writers of the user's row until the session is in: a password change (or deletion)
-        // committed first makes it match nothing, one still running makes it wait; either way no session outlives
-        // the credentials it used. It used to be a no-op UPDATE: a new row version of the user at every login.
+        // A read that locks out writers of the user's row until the session is in: a password change, deletion or
+        // disabling committed first makes it match nothing, one still running makes it wait (and a disabling then
+        // ends the session it opened); either way no session outlives the credentials it used or the account's use. It used to be a no-op UPDATE: a new row version of the user at every login.
         const unchanged = await trx.executeQuery(
           verifiedHash === null ? lockUser(session.userId) : lockUserWithHash(session.userId, verifiedHash),
         );

@@ -94,7 +94,8 @@ export interface UsersRepository {
   deleteUser(id: number, expectedHash: string): Promise<boolean>;
   /**
    * Disables the account since `disabledAt`, or enables it with null; the user as now stored, undefined if none.
-   * Disabling also cancels a pending email change (its link then dies, as it would for an abandoned address).
+   * Disabling also cancels a pending email change (its link then dies, as it would for an abandoned address) and the
+   * second legs of logins in progress (their mfa_tokens).
    */
   setUserDisabled(id: number, disabledAt: Date | null): Promise<User | undefined>;
   /** Replaces the user's roles; the user as now stored, undefined if none. */
@@ -354,18 +355,29 @@ export function createUsersRepository(db: Db): UsersRepository {
     },
 
     async setUserDisabled(id, disabledAt) {
-      const row = await db
-        .updateTable('users')
-        // Disabling also cancels a pending email change, whose link would otherwise complete it once enabled again:
-        // an operator who freezes an account must not be raced by a change its thief already asked for.
-        .set(
-          disabledAt === null
-            ? { disabled_at_ms: null }
-            : { disabled_at_ms: disabledAt.getTime(), pending_email: null },
-        )
-        .where('id', '=', id)
-        .returning(userColumns)
-        .executeTakeFirst();
+      const update = (executor: Db) =>
+        executor
+          .updateTable('users')
+          // Disabling also cancels a pending email change, whose link would otherwise complete it once enabled again:
+          // an operator who freezes an account must not be raced by a change its thief already asked for.
+          .set(
+            disabledAt === null
+              ? { disabled_at_ms: null }
+              : { disabled_at_ms: disabledAt.getTime(), pending_email: null },
+          )
+          .where('id', '=', id)
+          .returning(userColumns)
+          .executeTakeFirst();
+      if (disabledAt === null) {
+        const row = await update(db);
+        return row ? toUser(row) : undefined;
+      }
+      // And the second leg of a login in progress, whose mfa_token would otherwise open a session once enabled again.
+      const row = await db.transaction().execute(async (trx) => {
+        const disabled = await update(trx);
+        await trx.deleteFrom('mfa_challenges').where('user_id', '=', id).execute();
+        return disabled;
+      });
       return row ? toUser(row) : undefined;
     },
 

@@ -1,6 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createMfaRepository } from '../../src/db/mfa.ts';
 import { createSessionsRepository } from '../../src/db/sessions.ts';
 import { createUsersRepository } from '../../src/db/users.ts';
+import { generateOneTimeToken } from '../../src/security/one-time-tokens.ts';
 import { createAccountControls } from '../../src/services/account-controls.ts';
 import { createTestClock } from '../support/clock.ts';
 import { createTestDatabase, dialects, type TestDatabase } from '../support/dialects.ts';
@@ -49,6 +51,51 @@ describe.each(dialects)('account controls on %s', (dialect) => {
     expect(enabled).toMatchObject({ changed: true, user: { disabledAt: null } });
     expect((await sessions.findSessionsOfUser(user.id)).every((session) => session.revokedAt)).toBe(true);
     expect(await controls.enableUser(user.id)).toMatchObject({ changed: false, user: { disabledAt: null } });
+  });
+
+  // Found from outside: logins whose password was checked before an admin's disabling opened their sessions after it
+  // had ended the others, and enabling the account again brought them back.
+  it('refuses the session of a login checked before the disabling and opened after it, also once enabled again', async () => {
+    const { user, sessions, controls } = await setUp('Gerda');
+    await controls.disableUser(user.id);
+    const openLate = (id: string) =>
+      sessions.insertSession(
+        {
+          id,
+          userId: user.id,
+          expiresAt: new Date(clock.now().getTime() + 3600_000),
+          userAgent: undefined,
+          ipAddress: undefined,
+          scope: 'conversation:read',
+        },
+        { id: `${id}-rt`, secretHash: 'h' },
+        newUser('Gerda').passwordHash,
+        clock.now(),
+      );
+    expect(await openLate('Gerda-late')).toBe(false);
+    await controls.enableUser(user.id);
+    const stored = await sessions.findSessionsOfUser(user.id);
+    expect(stored.map((session) => session.id).sort()).toEqual(['Gerda-1', 'Gerda-2']);
+    expect(stored.every((session) => session.revokedAt !== null)).toBe(true);
+  });
+
+  it('voids the second leg of a login in progress: its mfa_token does not outlive a disabling', async () => {
+    const { user, controls } = await setUp('Gisela');
+    const mfa = createMfaRepository(database.db);
+    const { tokenHash } = generateOneTimeToken();
+    await mfa.insertMfaChallenge(
+      {
+        tokenHash,
+        userId: user.id,
+        scope: 's',
+        passwordDigest: 'd',
+        expiresAt: new Date(clock.now().getTime() + 300_000),
+      },
+      clock.now(),
+    );
+    await controls.disableUser(user.id);
+    await controls.enableUser(user.id);
+    expect(await mfa.countMfaChallengeAttempt(tokenHash, 5, clock.now())).toBeUndefined();
   });
 
   it('keeps the time an account was first disabled when it is disabled again', async () => {
