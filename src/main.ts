@@ -22,7 +22,12 @@ import {
   withSecrets,
 } from './config.ts';
 import { startClusterCounters } from './db/counters.ts';
-import { readOrCreateSecretFile, type SecretFile, secretFilePath } from './db/data-directory.ts';
+import {
+  assertDatabaseFileOrNothing,
+  readOrCreateSecretFile,
+  type SecretFile,
+  secretFilePath,
+} from './db/data-directory.ts';
 import { AppError } from './errors.ts';
 import {
   createMetricsRegistry,
@@ -78,6 +83,12 @@ function resolveSecrets(config: Config): { config: Config; source: SecretSource 
   if (config.database.path === ':memory:') {
     // Nothing outlives the process, so neither need the secret.
     return { config: withSecrets(config, [generateSecret()]), source: { kind: 'environment' } };
+  }
+  try {
+    assertDatabaseFileOrNothing(config.database.path);
+  } catch (error) {
+    console.error(`gatehouse: DATABASE_URL: ${(error as Error).message}`);
+    process.exit(1);
   }
   const path = secretFilePath(config.database.path);
   let file: SecretFile;

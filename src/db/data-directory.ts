@@ -9,6 +9,7 @@ import {
   openSync,
   readdirSync,
   readFileSync,
+  readSync,
   renameSync,
   rmSync,
   type Stats,
@@ -24,6 +25,31 @@ const STICKY_BIT = 0o1000;
 const openToOthers = (stats: Stats) => (stats.mode & 0o077) !== 0;
 const octal = (stats: Stats) => (stats.mode & 0o777).toString(8);
 
+// The first 16 bytes of every SQLite database file.
+const SQLITE_HEADER = Buffer.from('SQLite format 3\0', 'latin1');
+
+/**
+ * Throws unless the path holds nothing yet, an empty file or a SQLite database: the files Gatehouse may make its own
+ * (tighten, put a secret.key beside). A typo in DATABASE_URL naming another file (`sqlite:/etc/passwd`) then changes
+ * nothing on disk.
+ */
+export function assertDatabaseFileOrNothing(databasePath: string): void {
+  const stats = statUnlinked(databasePath);
+  if (!stats || (stats.isFile() && stats.size === 0)) return;
+  const refusal = new Error(
+    `${databasePath} is not a SQLite database: refusing to use it (nothing was changed)`,
+  );
+  if (!stats.isFile()) throw refusal;
+  const header = Buffer.alloc(SQLITE_HEADER.length);
+  const descriptor = openSync(databasePath, constants.O_RDONLY | constants.O_NOFOLLOW);
+  try {
+    readSync(descriptor, header, 0, header.length, 0);
+  } finally {
+    closeSync(descriptor);
+  }
+  if (!header.equals(SQLITE_HEADER)) throw refusal;
+}
+
 /**
  * Makes the SQLite file's directory private (0700) and the database files 0600: they hold password hashes and sealed
  * keys. An existing directory that others can read is tightened only when it is plainly Gatehouse's own: owned by
@@ -31,6 +57,7 @@ const octal = (stats: Stats) => (stats.mode & 0o777).toString(8);
  * left as it is and a warning says so. Returns the warnings.
  */
 export function preparePrivateDatabaseFiles(databasePath: string): string[] {
+  assertDatabaseFileOrNothing(databasePath);
   const warnings: string[] = [];
   const directory = dirname(databasePath);
   const ownNames = new Set([

@@ -4,7 +4,7 @@
  */
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chmodSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
@@ -111,6 +111,30 @@ describe('the embedded database without GATEHOUSE_SECRET', () => {
     expect(mode(path.join(data, 'gatehouse.db'))).toBe(0o600);
     expect(mode(path.join(data, 'secret.key'))).toBe(0o600);
     expect(second.output()).toMatch(/warning: .*data was readable by other users/);
+  });
+
+  // Found from outside: `DATABASE_URL=sqlite:/etc/passwd gatehouse users list` made /etc/passwd 0600 (and, without
+  // GATEHOUSE_SECRET, a secret.key in /etc) before saying the file was no database.
+  it('changes nothing beside a file that is no SQLite database: no chmod, no secret.key, and says why', async () => {
+    const { root } = freshDataDirectory();
+    const notDatabase = path.join(root, 'notes.txt');
+    writeFileSync(notDatabase, 'hello, not a database\n');
+    chmodSync(notDatabase, 0o644);
+    const databaseUrl = `sqlite:${notDatabase}`;
+    const listed = await cli({ DATABASE_URL: databaseUrl }, ['users', 'list']);
+    expect(listed.code).toBe(1);
+    const served = await runUntilExit({ DATABASE_URL: databaseUrl, GATEHOUSE_SECRET: undefined });
+    expect(served.code).toBe(1);
+    const withSecret = await cli(
+      { DATABASE_URL: databaseUrl, GATEHOUSE_SECRET: randomBytes(32).toString('base64url') },
+      ['users', 'list'],
+    );
+    expect(withSecret.code).toBe(1);
+    for (const output of [listed.out, served.output, withSecret.out])
+      expect(output).toMatch(/notes\.txt is not a SQLite database/);
+    expect(mode(notDatabase)).toBe(0o644);
+    expect(readFileSync(notDatabase, 'utf8')).toBe('hello, not a database\n');
+    expect(readdirSync(root).sort()).toEqual(['notes.txt']);
   });
 
   it('leaves a shared directory as it is, and warns', async () => {
