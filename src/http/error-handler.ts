@@ -1,6 +1,7 @@
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
 import { AppError, type ErrorCode, type FieldProblem, type UnavailableReason } from '../errors.ts';
 import type { RefusalPacer } from './refusal-pacing.ts';
+import { loggedPath } from './request-logger.ts';
 import { SECURITY_HEADERS } from './security-headers.ts';
 
 export type ErrorStyle = 'fastapi' | 'oauth';
@@ -261,7 +262,7 @@ export function sendError(error: AppError, request: FastifyRequest, reply: Fasti
     // Expected under overload or an outage, and possibly many a second: one line, no stack.
     const reason = error.cause instanceof Error ? error.cause.message : undefined;
     request.log.warn(
-      { code: error.code, reason, method: request.method, path: request.url.split('?')[0], ip: request.ip },
+      { code: error.code, reason, method: request.method, path: loggedPath(request.url), ip: request.ip },
       'request refused: unavailable',
     );
     refusalsLogged.add(request);

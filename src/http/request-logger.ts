@@ -98,3 +98,16 @@ class RequestLogger {
 /** Fastify's `childLoggerFactory`: each request's logger, made only when the request logs. */
 export const lazyRequestLogger: FastifyChildLoggerFactory = (logger, bindings, options) =>
   new RequestLogger(logger as Parent, bindings, options as ChildOptions) as unknown as FastifyBaseLogger;
+
+// The scheme and authority of an absolute-form target (RFC 9112 §3.2.2), userinfo included.
+const SCHEME_AND_AUTHORITY = /^[a-z][a-z0-9+.-]*:\/\/[^/?#]*/i;
+
+/**
+ * The request's path as logged: without the query, a fragment (a client library fetching a mailed link sends its
+ * `#token=`) or the scheme and authority of an absolute-form target (which may carry a user and password).
+ */
+export function loggedPath(target: string): string {
+  const path = target.replace(SCHEME_AND_AUTHORITY, '');
+  const end = path.search(/[?#]/);
+  return (end === -1 ? path : path.slice(0, end)) || '/';
+}

@@ -2,6 +2,7 @@ import type { IncomingMessage } from 'node:http';
 import type { Socket } from 'node:net';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { refusalLogged } from './error-handler.ts';
+import { loggedPath } from './request-logger.ts';
 
 // Bodies up to this size are read to their end after an early answer, so that the client receives it.
 const DRAIN_LIMIT_BYTES = 8 * 1024 * 1024;
@@ -126,7 +127,7 @@ export function registerResponseHooks(app: FastifyInstance): void {
     request.log[level](
       {
         method: request.method,
-        path: request.url.split('?')[0],
+        path: loggedPath(request.url),
         status: reply.statusCode,
         ms: Math.round(reply.elapsedTime * 10) / 10,
         ip: request.ip,

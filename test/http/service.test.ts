@@ -301,6 +301,31 @@ describe.each(dialects)('errors at the edges on %s', (dialect) => {
     await t.close();
   });
 
+  // Found from outside: the query was cut from the logged path, but a fragment (a mailed link's #token=) and the
+  // userinfo of an absolute-form target were written as sent.
+  it('logs the path alone: no fragment, no query, no scheme or authority of an absolute-form target', async () => {
+    for (const target of [
+      '/token#password=Hunter2-FRAGMENT',
+      '/conversation#access_token=FRAGMENT-TOKEN',
+      'http://alice:BasicPassw0rd-USERINFO@gatehouse.example/users/me',
+      'http://gatehouse.example/users/me?x=QUERY-SECRET',
+    ]) {
+      await rawExchange(port, `GET ${target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`);
+    }
+    const logs = t.logs.join('\n');
+    for (const secret of [
+      'Hunter2',
+      'FRAGMENT-TOKEN',
+      'BasicPassw0rd',
+      'gatehouse.example',
+      'QUERY-SECRET',
+      'FRAGMENT-TWO',
+    ])
+      expect(logs).not.toContain(secret);
+    expect(logs).toContain('"path":"/users/me"');
+    expect(logs).toContain('"path":"/token"');
+  });
+
   it('answers a path with a broken percent escape as an unknown path, with the standard headers', async () => {
     const response = await rawGet(port, '/%zz');
     expect(response.status).toBe(404);
