@@ -696,6 +696,11 @@ function parseRedisUrl(url: string | undefined, problems: string[]): string | un
   if (url === undefined) return undefined;
   try {
     const parsed = new URL(url);
+    // The path is the database's index, which ioredis sends as it is: `/abc` failed after the start, and `/-1` too.
+    if (!/^(?:\/\d{0,9})?$/.test(parsed.pathname)) {
+      problems.push('REDIS_URL may end with a database index only (redis://127.0.0.1:6379/2)');
+      return undefined;
+    }
     if ((parsed.protocol === 'redis:' || parsed.protocol === 'rediss:') && parsed.hostname) return url;
   } catch {
     // reported below, without the URL: it may carry a password

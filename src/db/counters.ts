@@ -286,8 +286,11 @@ function redisStore(
     });
   let closing = false;
   let probe: NodeJS.Timeout | undefined;
+  // Redis refused to select the URL's database (an index past its `databases`): the connection is to database 0,
+  // another deployment's perhaps, so nothing is sent on it, ever; the process counts alone, as in an outage.
+  let wrongDatabase = false;
   const recovered = () => {
-    if (probe === undefined) return;
+    if (probe === undefined || wrongDatabase) return;
     clearInterval(probe);
     probe = undefined;
     // A worker's own outage counts are stale once Redis decides again: a success another worker answered cannot clear
@@ -299,7 +302,7 @@ function redisStore(
     // Nothing is sent while the connection is not ready (it would fail at once) or after a command went unanswered:
     // a Redis that accepts and never answers would otherwise cost every request the command timeout, several times
     // over. A PING each interval tells when it answers again; a new connection says so by becoming ready.
-    isAvailable: () => probe === undefined && client.status === 'ready',
+    isAvailable: () => probe === undefined && !wrongDatabase && client.status === 'ready',
     failed(error) {
       if (probe !== undefined || closing) return;
       notify('unreachable', error);
@@ -316,7 +319,19 @@ function redisStore(
     answered() {},
   };
   // Without an 'error' listener ioredis would print every failed reconnection; one line per outage is enough.
-  client.on('error', (error) => health.failed(error));
+  client.on('error', (error) => {
+    if ((error as { command?: { name?: string } }).command?.name === 'select') {
+      if (wrongDatabase) return;
+      health.failed(
+        new Error(
+          `REDIS_URL names a database this Redis refused to select (${error.message}): counting in this process only, until REDIS_URL is fixed`,
+        ),
+      );
+      wrongDatabase = true;
+      return;
+    }
+    health.failed(error);
+  });
   client.on('close', () => health.failed(new Error('connection to Redis closed')));
   client.on('ready', recovered);
   // A server that accepts the connection and never answers leaves the client short of 'ready' (its first command gets

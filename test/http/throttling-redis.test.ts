@@ -191,6 +191,26 @@ describe.skipIf(!redisUrl)('throttling counters in Redis', () => {
 
   // Found from outside: Redis refusing the URL's credentials logged its reply error with the AUTH command's arguments,
   // the password among them, at warn.
+  // Found from outside: with a database index the Redis does not have (/16 on a default Redis), the refused SELECT
+  // was logged as an outage that ended a second later, and the counts went to database 0, another deployment's.
+  it("counts in the process, never in database 0, when Redis has no database of the URL's index", async () => {
+    const url = new URL(redisUrl as string);
+    url.pathname = '/999';
+    const keyPrefix = sharedPrefix();
+    const t = await instance(url.toString(), keyPrefix);
+    expect((await register(t, 'wrongdb', '192.0.2.12')).statusCode).toBe(200);
+    await sleep(1500);
+    const answers = [];
+    for (let i = 0; i < 6; i += 1) answers.push(await login(t, '203.0.113.12', `wrong ${i}`, 'wrongdb'));
+    expect(statusesOf(answers)).toEqual([400, 400, 400, 400, 400, 429]);
+    const databaseZero = new URL(redisUrl as string);
+    databaseZero.pathname = '/0';
+    expect(await keysUnder(databaseZero.toString(), keyPrefix)).toEqual([]);
+    expect(await keysUnder(redisUrl as string, keyPrefix)).toEqual([]);
+    expect(t.logs.some((line) => line.includes('DB index is out of range'))).toBe(true);
+    expect(t.logs.some((line) => line.includes('reachable again'))).toBe(false);
+  });
+
   it('logs no Redis password when Redis refuses the credentials', async () => {
     const url = new URL(redisUrl as string);
     url.username = 'gatehouse';
