@@ -35,31 +35,102 @@ export function limitConnections(server: Server, maxConnections: number, log: Fa
   });
 }
 
+// RFC 9110 §9.2.1: requests that change nothing, which RFC 9112 §9.3.2 lets a server process in parallel.
+const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE']);
+
+interface PipelinedConnection {
+  /** The answers of the requests being served, in the order they came. */
+  serving: Set<ServerResponse>;
+  /** How many of those change something. */
+  changing: number;
+  /** A request came past the limit, or one asked to close: the ones being served are answered, then it ends. */
+  full: boolean;
+}
+
 /**
- * Closes a connection that has more than `maxPending` requests waiting for their answers. Node stops reading a
- * connection whose answers are not being read only once an answer is waiting to be written, but a handler that
- * answers later (any of ours) lets every request of a pipelined burst in: 2,000 requests in one 100 KB write, never
- * read, were all served into memory (+90 to +170 MB), and 2,000 for a static file held a descriptor each until the
- * process had none left (found from outside). Browsers do not pipeline; a client that does waits for few answers.
+ * Whether the request's answer must close the connection, which Node's parser misses in a few cases: an HTTP/1.0
+ * `Connection: keep-alive, close` (RFC 9112 §9.6: close wins), Transfer-Encoding in HTTP/1.0 (§6.1: faulty framing,
+ * close after answering), and an Upgrade, after which Node reads nothing more of the connection as requests.
+ */
+function asksToClose(request: IncomingMessage): boolean {
+  const { headers } = request;
+  if (request.httpVersionMinor === 0 && headers['transfer-encoding'] !== undefined) return true;
+  const options = headers.connection;
+  if (options === undefined || options === 'keep-alive') return false;
+  const tokens = options.toLowerCase().split(',');
+  return tokens.some((token) => {
+    const option = token.trim();
+    return option === 'close' || (option === 'upgrade' && headers.upgrade !== undefined);
+  });
+}
+
+const answered = (response: ServerResponse) =>
+  new Promise<void>((resolve) => {
+    response.once('close', resolve);
+  });
+
+/**
+ * Serves a connection's pipelined requests as RFC 9112 §9.3.2 allows, and at most `maxPending` of them at a time.
+ *
+ * - A request that changes something, or that comes while one that does is being served, waits until every request
+ *   before it on the connection is answered: a read pipelined after a post did not see it, and requests pipelined
+ *   after a sign-out were served with its token (found from outside). Requests of safe methods alone run in parallel.
+ * - Node stops reading a connection whose answers are not read only once an answer is waiting to be written, but a
+ *   handler that answers later (any of ours) let every request of a burst in: 2,000 requests in one 100 KB write,
+ *   never read, were all served into memory (+90 to +170 MB), and 2,000 for a static file held a descriptor each
+ *   until the process had none left. A request past the limit is dropped before any work, with every one after it;
+ *   the ones being served are answered, and then the connection ends (closing at once had left them served and
+ *   unanswered: a refresh grant rotated out of the client's sight). Browsers do not pipeline; a client that does
+ *   waits for few answers, and retries the unanswered ones on a new connection.
  */
 export function limitPipelining(app: FastifyInstance, maxPending: number): void {
-  const pending = new WeakMap<object, number>();
+  const connections = new WeakMap<object, PipelinedConnection>();
+  const dropped = new WeakSet<object>();
+  const turns = new WeakMap<object, Promise<unknown>>();
   app.server.prependListener('request', (request: IncomingMessage, response: ServerResponse) => {
     const { socket } = request;
-    const count = (pending.get(socket) ?? 0) + 1;
-    pending.set(socket, count);
-    response.once('close', () => pending.set(socket, (pending.get(socket) ?? 1) - 1));
-    if (count > maxPending) socket.destroy();
-  });
-  // The requests of the burst that Node had already parsed are dropped before any work: no reply, no log line. So is
-  // one that follows the body of an early answer that closes the connection.
-  app.addHook('onRequest', (request, reply, done) => {
-    const { socket } = request.raw;
-    if (socket && !socket.destroyed && !isClosingAfterAnswer(socket)) {
-      done();
+    let connection = connections.get(socket);
+    if (connection === undefined) {
+      connection = { serving: new Set(), changing: 0, full: false };
+      connections.set(socket, connection);
+    }
+    if (connection.full || connection.serving.size >= maxPending || isClosingAfterAnswer(socket)) {
+      connection.full = true;
+      dropped.add(request);
+      if (connection.serving.size === 0) socket.destroy();
       return;
     }
-    reply.hijack();
-    socket?.destroy();
+    // §9.6: nothing after a request that closes is processed.
+    if (asksToClose(request)) {
+      response.shouldKeepAlive = false;
+      connection.full = true;
+    }
+    const changes = !SAFE_METHODS.has(request.method ?? '');
+    if (connection.serving.size > 0 && (changes || connection.changing > 0))
+      turns.set(request, Promise.all(Array.from(connection.serving, answered)));
+    connection.serving.add(response);
+    if (changes) connection.changing += 1;
+    const served = connection;
+    response.once('close', () => {
+      served.serving.delete(response);
+      if (changes) served.changing -= 1;
+      if (served.full && served.serving.size === 0 && !socket.destroyed) socket.destroySoon();
+    });
+  });
+  // The requests past the limit are dropped before any work: no reply, no log line. So is one that follows the body
+  // of an early answer that closes the connection, and one whose client left while it waited for its turn.
+  app.addHook('onRequest', (request, reply, done) => {
+    const { raw } = request;
+    const turn = turns.get(raw);
+    const proceed = () => {
+      const { socket } = raw;
+      if (!dropped.has(raw) && socket && !socket.destroyed) {
+        done();
+        return;
+      }
+      reply.hijack();
+    };
+    if (turn === undefined) proceed();
+    else turn.then(proceed, proceed);
   });
 }

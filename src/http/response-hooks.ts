@@ -17,8 +17,13 @@ const closingOnPurpose = new WeakSet<object>();
 /** Answers with `Connection: close`, which stands even when the answer comes before the body (read and dropped first). */
 export function closeAfterAnswer(reply: FastifyReply): void {
   closingOnPurpose.add(reply.request.raw);
+  const { socket } = reply.request.raw;
+  if (socket) closingSockets.add(socket);
   reply.header('connection', 'close');
 }
+
+// Connections whose answer being sent closes them: a request pipelined after it is not processed (RFC 9112 §9.6).
+const closingSockets = new WeakSet<object>();
 
 // Sockets whose request was answered before its body arrived, while Node reads and discards the rest or closes.
 const answeredBeforeTheirBody = new WeakSet<object>();
@@ -40,7 +45,7 @@ const lingering = new WeakSet<object>();
  * not processed (RFC 9112 §9.6: no further request after a close was sent).
  */
 export function isClosingAfterAnswer(socket: object): boolean {
-  return lingering.has(socket);
+  return lingering.has(socket) || closingSockets.has(socket);
 }
 
 // How long a connection closing after an early answer keeps reading the rest of the body at most.

@@ -274,6 +274,12 @@ export function registerRequestTargetRules(app: FastifyInstance, unrouted: Unrou
       return;
     }
     const codings = request.raw.headers['transfer-encoding'];
+    // §6.1: HTTP/1.0 has no transfer codings; the message's framing is faulty, whatever it says.
+    if (codings !== undefined && request.raw.httpVersionMinor === 0) {
+      closeAfterAnswer(reply);
+      done(new AppError('malformed_request', 'Bad request: HTTP/1.0 has no Transfer-Encoding'));
+      return;
+    }
     if (codings !== undefined && !isChunkedAlone(codings)) {
       closeAfterAnswer(reply);
       // RFC 9112 §6.3: without chunked last, the body's length cannot be known, which MUST be a 400; with it, another

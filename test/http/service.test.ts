@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { get, type IncomingHttpHeaders, STATUS_CODES } from 'node:http';
 import { type AddressInfo, connect, type Socket } from 'node:net';
 import { sql } from 'kysely';
@@ -590,6 +591,53 @@ describe.each(dialects)('errors at the edges on %s', (dialect) => {
     expect(Number(answer.headers['content-length'])).toBeGreaterThan(0);
     expect(answer.body).toBe('');
     expect(new Date(answer.headers.date ?? '').getTime()).not.toBeNaN();
+  });
+
+  // RFC 9112 §9.6: "MUST NOT process any further requests received on that connection" after a close; the request
+  // pipelined after one was served (its answer never sent), and an HTTP/1.0 `keep-alive, close` kept the connection.
+  it.each([
+    [
+      'an HTTP/1.1 request with Connection: close',
+      'GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n',
+    ],
+    ['an HTTP/1.0 request without keep-alive', 'GET /healthz HTTP/1.0\r\n\r\n'],
+    [
+      'an HTTP/1.0 request with Connection: keep-alive, close',
+      'GET /healthz HTTP/1.0\r\nConnection: keep-alive, close\r\n\r\n',
+    ],
+    [
+      'an HTTP/1.0 request with Connection: keep-alive and Connection: close',
+      'GET /healthz HTTP/1.0\r\nConnection: keep-alive\r\nConnection: close\r\n\r\n',
+    ],
+    [
+      'a request asking to upgrade, which nothing here does',
+      'GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n',
+    ],
+  ])('answers %s, closes, and processes nothing after it', async (_label, first) => {
+    const name = `after${randomBytes(4).toString('hex')}`;
+    const body = JSON.stringify(registration({ username: name, email: `${name}@example.com` }));
+    const answer = await rawExchange(
+      port,
+      `${first}POST /register/ HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+    );
+    expect(answer.match(/HTTP\/1\.1 \d{3}/g)).toEqual(['HTTP/1.1 200']);
+    expect(parseRawAnswer(answer).headers.connection).toBe('close');
+    await new Promise((settle) => setTimeout(settle, 200));
+    const rows = await t.database.db.selectFrom('users').select('id').where('username', '=', name).execute();
+    expect(rows).toEqual([]);
+  });
+
+  // RFC 9112 §6.1: Transfer-Encoding in an HTTP/1.0 message MUST be taken for faulty framing, and the connection closed
+  // after the answer; it was read as chunked and the connection kept, so a request hidden in the body was served.
+  it('refuses an HTTP/1.0 request with Transfer-Encoding with 400 and closes, serving nothing after it', async () => {
+    const answer = await rawExchange(
+      port,
+      'GET /healthz HTTP/1.0\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled-after-chunked HTTP/1.1\r\nHost: x\r\n\r\n',
+    );
+    expect(answer.match(/HTTP\/1\.1 \d{3}/g)).toEqual(['HTTP/1.1 400']);
+    expect(parseRawAnswer(answer).headers.connection).toBe('close');
+    await new Promise((settle) => setTimeout(settle, 100));
+    expect(t.logs.some((line) => line.includes('smuggled-after-chunked'))).toBe(false);
   });
 
   // RFC 9112 §9.6: after a request with `Connection: close`, the server closes once it has answered it; what came after
