@@ -656,8 +656,7 @@ function passwordChecksOf(throttle: Throttle): PasswordCheckThrottle {
     trusted: true,
   });
   return {
-    reserve: async (username, context) =>
-      (await throttle.reserveLoginAttempt(attemptOf(username, context)))?.retryAfterSeconds,
+    reserve: (username, context) => throttle.reserveLoginAttempt(attemptOf(username, context)),
     succeeded: (username, context) => throttle.recordLoginSuccess(attemptOf(username, context)),
   };
 }

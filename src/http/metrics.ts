@@ -157,7 +157,7 @@ export function countSecurityEvents(registry: MetricsRegistry): AuditSink {
   });
   const throttled = new (prom().Counter)({
     name: 'gatehouse_throttled_total',
-    help: 'Requests refused by throttling: kind login (the login use case) or request (a per-IP cap), by rule',
+    help: 'Requests refused by throttling: kind login (the login use case), password_check (the password check of a session) or request (a per-IP cap), by rule',
     labelNames: ['kind', 'rule'],
     registers,
   });
@@ -183,6 +183,9 @@ export function countSecurityEvents(registry: MetricsRegistry): AuditSink {
       }
       case 'request_throttled':
         throttled.inc({ kind: 'request', rule: labelOf(fields.rule, 'unspecified') });
+        break;
+      case 'password_check_throttled':
+        throttled.inc({ kind: 'password_check', rule: labelOf(fields.rule, 'unspecified') });
         break;
     }
   };

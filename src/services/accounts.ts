@@ -25,6 +25,7 @@ import {
   usernameSkeleton,
 } from '../security/usernames.ts';
 import type { RequestContext } from './request-context.ts';
+import type { Refusal } from './throttle.ts';
 
 export interface Registration {
   username: string;
@@ -110,8 +111,8 @@ export type CredentialCheck =
   | { outcome: 'wrong_password'; userId: number };
 
 export interface PasswordCheckThrottle {
-  /** Reserves the check's place before the hash; the wait when it is refused. */
-  reserve(username: string, context: RequestContext): Promise<number | undefined>;
+  /** Reserves the check's place before the hash; the rule and the wait when it is refused. */
+  reserve(username: string, context: RequestContext): Promise<Refusal | undefined>;
   /** The password matched: the failures counted against the account from this caller are forgotten. */
   succeeded(username: string, context: RequestContext): Promise<void>;
 }
@@ -567,9 +568,10 @@ export function createAccountsService(deps: AccountsDependencies): AccountsServi
     const credentials = await users.findCredentialsById(userId);
     if (!credentials) throw userGone();
     const { username } = credentials.user;
-    const retryAfterSeconds = await deps.passwordChecks?.reserve(username, context);
-    if (retryAfterSeconds !== undefined) {
-      context.audit('password_check_throttled', { userId, retryAfterSeconds });
+    const refusal = await deps.passwordChecks?.reserve(username, context);
+    if (refusal !== undefined) {
+      const { rule, retryAfterSeconds } = refusal;
+      context.audit('password_check_throttled', { userId, rule, retryAfterSeconds });
       throw new AppError('temporarily_unavailable', 'Too many attempts; retry later.', { retryAfterSeconds });
     }
     if (!(await verifyPassword(credentials, password))) {

@@ -54,6 +54,17 @@ describe('counting security events', () => {
     expect(total(samples, 'gatehouse_throttled_total', { kind: 'request', rule: 'unspecified' })).toBe(1);
   });
 
+  // Found from outside: a session's password checks refused by R1 or R4 were in no throttling count.
+  it('counts the refused password checks of a session as throttled, kind password_check, by rule', async () => {
+    const samples = await countAfter([
+      ['password_check_throttled', { rule: 'R1', userId: 1, retryAfterSeconds: 30 }],
+      ['password_check_throttled', { rule: 'R4', userId: 1, retryAfterSeconds: 60 }],
+    ]);
+    expect(total(samples, 'gatehouse_throttled_total', { kind: 'password_check', rule: 'R1' })).toBe(1);
+    expect(total(samples, 'gatehouse_throttled_total', { kind: 'password_check', rule: 'R4' })).toBe(1);
+    expect(total(samples, 'gatehouse_logins_total', {})).toBe(0);
+  });
+
   it('reads no label value from a field that is not a short identifier', async () => {
     const samples = await countAfter([
       ['login_failed', { reason: 'a password someone typed into the wrong field' }],
