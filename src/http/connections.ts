@@ -45,6 +45,8 @@ interface PipelinedConnection {
   changing: number;
   /** A request came past the limit, or one asked to close: the ones being served are answered, then it ends. */
   full: boolean;
+  /** Settles once every request so far is answered; kept only while requests overlap (one listener per answer). */
+  tail: Promise<unknown> | undefined;
 }
 
 /**
@@ -91,7 +93,7 @@ export function limitPipelining(app: FastifyInstance, maxPending: number): void 
     const { socket } = request;
     let connection = connections.get(socket);
     if (connection === undefined) {
-      connection = { serving: new Set(), changing: 0, full: false };
+      connection = { serving: new Set(), changing: 0, full: false, tail: undefined };
       connections.set(socket, connection);
     }
     if (connection.full || connection.serving.size >= maxPending || isClosingAfterAnswer(socket)) {
@@ -106,14 +108,18 @@ export function limitPipelining(app: FastifyInstance, maxPending: number): void 
       connection.full = true;
     }
     const changes = !SAFE_METHODS.has(request.method ?? '');
-    if (connection.serving.size > 0 && (changes || connection.changing > 0))
-      turns.set(request, Promise.all(Array.from(connection.serving, answered)));
+    if (connection.serving.size > 0) {
+      connection.tail ??= Promise.all(Array.from(connection.serving, answered));
+      if (changes || connection.changing > 0) turns.set(request, connection.tail);
+      connection.tail = Promise.all([connection.tail, answered(response)]);
+    }
     connection.serving.add(response);
     if (changes) connection.changing += 1;
     const served = connection;
     response.once('close', () => {
       served.serving.delete(response);
       if (changes) served.changing -= 1;
+      if (served.serving.size === 0) served.tail = undefined;
       if (served.full && served.serving.size === 0 && !socket.destroyed) socket.destroySoon();
     });
   });
