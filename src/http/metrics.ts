@@ -9,7 +9,7 @@ import { bearerTokenOf } from './authenticate.ts';
 import { unavailableReasonOf } from './error-handler.ts';
 import { STANDARD_HEADERS } from './response-hooks.ts';
 import { SECURITY_HEADERS } from './security-headers.ts';
-import { routeRefusingMethod } from './unrouted-requests.ts';
+import { createClientErrorAnswers, routeRefusingMethod } from './unrouted-requests.ts';
 
 // prom-client is loaded when metrics are turned on (METRICS_TOKEN or METRICS_PORT): 2 MB of heap otherwise unused.
 const require = createRequire(import.meta.url);
@@ -76,7 +76,11 @@ export function instrumentApp(app: FastifyInstance, options: MetricsOptions): Au
     registers,
   });
   app.addHook('onResponse', (request, reply, done) => {
-    const route = request.routeOptions.url ?? routeRefusingMethod(request) ?? UNMATCHED_ROUTE;
+    // Fastify routes the asterisk form to `/` for any method (it is refused before any route runs): labelled as it is.
+    const route =
+      request.raw.url === '*'
+        ? '*'
+        : (request.routeOptions.url ?? routeRefusingMethod(request) ?? UNMATCHED_ROUTE);
     // Scrapes are the monitor's traffic, not the service's.
     if (route !== METRICS_PATH) {
       const status = reply.statusCode;
@@ -300,6 +304,8 @@ export async function listenForScrapes(source: ScrapeSource, host: string, port:
       () => answerJson(response, 503, { detail: 'Metrics are unavailable; try again shortly' }),
     );
   });
+  // What Node's parser refuses is answered as on the API's port: the error shape, the security headers, a close.
+  server.on('clientError', createClientErrorAnswers().answerClientError);
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(port, host, () => {

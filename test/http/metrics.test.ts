@@ -16,6 +16,7 @@ import {
 } from '../support/build-test-app.ts';
 import { createTestDatabase, dialects } from '../support/dialects.ts';
 import { parseSamples, type Sample, samplesOf, total } from '../support/prometheus.ts';
+import { parseRawAnswer, rawExchange } from '../support/raw-exchange.ts';
 
 const METRICS_TOKEN = randomBytes(32).toString('base64url');
 const REQUESTS = 'gatehouse_http_request_duration_seconds_count';
@@ -172,6 +173,28 @@ describe.each(dialects)('Prometheus metrics on %s', (dialect) => {
     expect(unmatched[0]?.value).toBeGreaterThanOrEqual(1000);
     const routes = new Set(samplesOf(samples, REQUESTS).map((sample) => sample.labels.route));
     expect(routes.size).toBeLessThan(20);
+  });
+
+  // Found from outside: `GET *` (400) was labelled with the account page's route, `/`.
+  it('labels a request for the asterisk target * whatever its method, never as the route /', async () => {
+    const asterisk = await buildTestApp(dialect, { env: { METRICS_TOKEN } });
+    let samples: Sample[];
+    try {
+      await asterisk.app.listen({ port: 0, host: '127.0.0.1' });
+      const { port } = asterisk.app.server.address() as AddressInfo;
+      for (const method of ['GET', 'HEAD', 'POST', 'DELETE']) {
+        const answer = await rawExchange(
+          port,
+          `${method} * HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`,
+        );
+        expect(parseRawAnswer(answer).statusLine, method).toMatch(/^HTTP\/1\.1 400 /);
+      }
+      samples = await scrape(asterisk);
+    } finally {
+      await asterisk.close();
+    }
+    expect(samplesOf(samples, REQUESTS, { route: '/', status_code: '400' })).toEqual([]);
+    expect(total(samples, REQUESTS, { route: '*', status_code: '400' })).toBe(4);
   });
 
   // Found from outside: a 405 on a known path was labelled unmatched, which the README keeps for unknown paths.
@@ -337,6 +360,31 @@ describe('the METRICS_PORT listener', () => {
         for (const [name, value] of Object.entries(SECURITY_HEADERS))
           expect(answer.headers.get(name)).toBe(value);
         expect(answer.headers.get('cache-control')).toBe('no-store');
+      }
+    } finally {
+      server.close();
+    }
+  });
+
+  // Found from outside: what Node's parser refuses was answered bare there (no body, no security header).
+  it('answers what the HTTP parser refuses in the error shape, with the security header set, and closes', async () => {
+    const server = await listenForScrapes(
+      { contentType: 'text/plain; version=0.0.4; charset=utf-8', scrape: async () => 'gatehouse_up 1\n' },
+      '127.0.0.1',
+      0,
+    );
+    try {
+      const { port } = server.address() as AddressInfo;
+      for (const request of [
+        'GET /metrics HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n',
+        `GET /metrics HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`,
+      ]) {
+        const answer = parseRawAnswer(await rawExchange(port, request));
+        expect(answer.statusLine).toMatch(/^HTTP\/1\.1 4\d\d /);
+        expect(answer.headers.connection).toBe('close');
+        for (const [name, value] of Object.entries(SECURITY_HEADERS))
+          expect(answer.headers[name]).toBe(value);
+        expect(JSON.parse(answer.body)).toEqual({ detail: expect.any(String) });
       }
     } finally {
       server.close();
