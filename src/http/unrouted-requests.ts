@@ -163,6 +163,11 @@ export function answerUnmetExpectation(_request: IncomingMessage, response: Serv
  */
 export function continueWithinBodyLimit(server: Server, bodyLimitBytes: number) {
   return (request: IncomingMessage, response: ServerResponse): void => {
+    // Node takes any Expect that names 100-continue among others for it: an expectation beside it is still unmet.
+    if (request.headers.expect?.trim().toLowerCase() !== '100-continue') {
+      answerUnmetExpectation(request, response);
+      return;
+    }
     if (!(Number(request.headers['content-length']) > bodyLimitBytes)) response.writeContinue();
     server.emit('request', request, response);
   };
@@ -266,6 +271,14 @@ export function registerRequestTargetRules(app: FastifyInstance, unrouted: Unrou
     if (sizeRefusal) {
       closeAfterAnswer(reply);
       done(sizeRefusal);
+      return;
+    }
+    // RFC 9110 §4.2.4: userinfo in an http(s) URI is to be treated as an error (it is a credential, and gets logged).
+    if (ABSOLUTE_FORM.exec(request.raw.url ?? '')?.[0].includes('@')) {
+      closeAfterAnswer(reply);
+      done(
+        new AppError('malformed_request', 'Bad request: the request target must not carry user information'),
+      );
       return;
     }
     if (request.raw.url === '*' && request.method !== 'OPTIONS') {

@@ -15,6 +15,10 @@ export const PARSER_REFUSALS: readonly [request: string, status: number][] = [
   ['POST /token HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}', 400],
   ['POST /token HTTP/1.1\r\nHost: a b\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}', 400],
   ['POST /token HTTP/1.1\r\nHost: x\r\nExpect: 200-ok\r\nContent-Length: 0\r\n\r\n', 417],
+  // RFC 9110 §4.2.4: userinfo in the target is an error (found from outside: it was served, and logged).
+  ['GET http://user:secret@x/healthz HTTP/1.1\r\nHost: x\r\n\r\n', 400],
+  // Node took 100-continue among other expectations for 100-continue alone (found from outside).
+  ['POST /token HTTP/1.1\r\nHost: x\r\nExpect: 100-continue, foo\r\nContent-Length: 0\r\n\r\n', 417],
   // RFC 9112 §3: a request-target longer than the server parses MUST get 414, not the headers' 431.
   [`GET /healthz?x=${'a'.repeat(20_000)} HTTP/1.1\r\nHost: x\r\n\r\n`, 414],
   // RFC 9110 §9.1: a well-formed request with a method the server does not know SHOULD get 501.
