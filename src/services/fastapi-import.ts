@@ -5,6 +5,10 @@ import type { Clock } from '../security/clock.ts';
 import { findBcryptHashProblem } from '../security/passwords.ts';
 import { checkAccountFields, WELCOME_MESSAGE } from './accounts.ts';
 
+// Half of Gatehouse's ids: a kept id near the top left new accounts none (a seed row with id 2147483647 made every
+// registration after the import fail on PostgreSQL, and on SQLite gave ids past what the admin API reaches).
+export const MAX_KEPT_SEED_ID = Math.floor(MAX_USER_ID / 2);
+
 /** Why a row of the seed was not imported. */
 export type SkipCode =
   | 'invalid_username'
@@ -114,7 +118,7 @@ export async function importFastapiUsers(
   // Before any insert: a user created from now on (a renumbered import, a registration meanwhile) gets an id past
   // every id of the file, and takes none that a later row is about to keep. An id Gatehouse ever used is never kept:
   // the audit events of a deleted user outlive them, and would show as the newcomer's.
-  const usedThrough = await importedUsers.reserveUserIdsThrough(source.maxIdUpTo(MAX_USER_ID) ?? 0);
+  const usedThrough = await importedUsers.reserveUserIdsThrough(source.maxIdUpTo(MAX_KEPT_SEED_ID) ?? 0);
 
   const skip = (seed: FastapiSeedUser, code: SkipCode, reason: string): Checked => ({
     skip: {
@@ -164,7 +168,7 @@ export async function importFastapiUsers(
     if (sameEmail !== undefined) {
       return skip(seed, 'duplicate_email', `the same email as source id ${sameEmail}, imported instead`);
     }
-    const seedId = seed.id >= 1n && seed.id <= BigInt(MAX_USER_ID) ? Number(seed.id) : undefined;
+    const seedId = seed.id >= 1n && seed.id <= BigInt(MAX_KEPT_SEED_ID) ? Number(seed.id) : undefined;
     const keepId = seedId !== undefined && seedId > usedThrough ? seedId : undefined;
     return {
       candidate: {
@@ -173,7 +177,7 @@ export async function importFastapiUsers(
         keepId,
         idProblem:
           seedId === undefined
-            ? `id ${seed.id} is outside Gatehouse's ids (1 to ${MAX_USER_ID})`
+            ? `id ${seed.id} is outside the ids an import keeps (1 to ${MAX_KEPT_SEED_ID})`
             : keepId === undefined
               ? `id ${seedId} was used in Gatehouse before (ids up to ${usedThrough} were), and ids are never reused`
               : undefined,

@@ -253,6 +253,52 @@ describe.each(dialects)('gatehouse import fastapi on %s', (dialect) => {
   });
 });
 
+// Found from outside: a seed row with id 2147483647 was kept, and every registration after the import failed on
+// PostgreSQL (its id sequence at its end), while on SQLite the next ids went past what the admin API reaches.
+describe.each(dialects)('gatehouse import fastapi on %s: ids near the top', (dialect) => {
+  it('keeps ids up to half of the id space, renumbers those above, and leaves room for new accounts', async () => {
+    const directory = mkdtempSync(join(tmpdir(), 'gh-import-'));
+    const database = await createCommandDatabase(dialect, 'gh_import');
+    const handle = database.open();
+    try {
+      const source = join(directory, 'app.db');
+      const row = (id: number, username: string): SeedRow => ({
+        id,
+        username,
+        email: `${username}@example.com`,
+        hashed_password: HASH,
+        age: 30,
+        level: 'beginner',
+      });
+      writeFastapiSeedDatabase(source, [
+        row(6, 'low'),
+        row(1_073_741_823, 'middle'),
+        row(2_147_483_647, 'top'),
+      ]);
+      const { code, out } = await run(database, [source, '--json']);
+      expect(code, out).toBe(0);
+      const summary: Summary = JSON.parse(out);
+      expect(summary.imported).toBe(3);
+      expect(summary.renumbered.map((entry) => [entry.source_id, entry.username])).toEqual([
+        [2_147_483_647, 'top'],
+      ]);
+      expect(summary.renumbered[0]?.reason).toMatch(/outside the ids an import keeps \(1 to 1073741823\)/);
+      const users = createUsersRepository(handle.db);
+      const created = await users.insertUserWithConversation(
+        gatehouseUser('newcomer', 'newcomer@example.com'),
+        WELCOME_MESSAGE,
+        new Date(),
+      );
+      expect(created.id).toBeGreaterThan(1_073_741_823);
+      expect(created.id).toBeLessThan(2_147_483_647);
+    } finally {
+      await handle.close();
+      await database.drop();
+      rmSync(directory, { recursive: true, force: true });
+    }
+  });
+});
+
 describe.each(dialects)('gatehouse import fastapi on %s: usage, unreadable files, progress', (dialect) => {
   let database: CommandDatabase;
   let directory: string;
