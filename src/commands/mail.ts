@@ -22,7 +22,7 @@ async function withOutbox(
   io: CommandIo,
   use: (outbox: EmailOutboxRepository, renderer: MailRenderer) => Promise<number>,
 ): Promise<number> {
-  const { handle } = await openDatabase(config, (line) => io.warn(`warning: ${line}`));
+  const { handle } = await openDatabase(config, (line) => io.warn(`warning: ${line}`), { existing: true });
   try {
     return await use(
       createEmailOutboxRepository(handle.db, handle.dialect),

@@ -1,6 +1,6 @@
 import type { Config } from '../config.ts';
 import { createDb, type DbHandle } from '../db/connect.ts';
-import { migrateToLatest } from '../db/migrate.ts';
+import { hasBeenMigrated, migrateToLatest } from '../db/migrate.ts';
 import { createSigningKeysRepository } from '../db/signing-keys.ts';
 import { createSecretBox } from '../security/secret-box.ts';
 import { sealSigningKeys } from '../services/keys.ts';
@@ -14,11 +14,22 @@ export interface OpenedDatabase {
 /**
  * Opens the configured database and brings it up to date: migrations, then the private keys still stored in plain
  * text (from before encryption at rest) sealed with GATEHOUSE_SECRET. Whatever it mended or refused goes to `warn`.
+ * With `existing`, a database no migration ever ran on is refused untouched: a command that reads or changes what a
+ * Gatehouse database holds, pointed by a typo at another (empty) PostgreSQL database, made every table there.
  */
-export async function openDatabase(config: Config, warn: (line: string) => void): Promise<OpenedDatabase> {
+export async function openDatabase(
+  config: Config,
+  warn: (line: string) => void,
+  options: { existing?: boolean } = {},
+): Promise<OpenedDatabase> {
   const handle = createDb(config.database);
   try {
     for (const warning of handle.warnings) warn(warning);
+    if (options.existing && !(await hasBeenMigrated(handle))) {
+      throw new Error(
+        'no Gatehouse database at DATABASE_URL (it holds no Gatehouse tables): check the URL; `gatehouse migrate` creates one there',
+      );
+    }
     const applied = await migrateToLatest(handle);
     const { sealed, planted } = await sealSigningKeys(
       createSigningKeysRepository(handle.db),

@@ -38,7 +38,7 @@ export async function withOperatorService<T>(
   options: { counters: boolean },
   use: (session: OperatorSession) => Promise<T>,
 ): Promise<T> {
-  const { handle } = await openDatabase(config, (line) => io.warn(`warning: ${line}`));
+  const { handle } = await openDatabase(config, (line) => io.warn(`warning: ${line}`), { existing: true });
   let failed = false;
   const counters =
     options.counters && config.throttling.enabled && config.redis

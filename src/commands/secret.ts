@@ -73,7 +73,7 @@ async function rotateSecret(
     print('on every instance and restart them, then run this command again with that list.');
     return 1;
   }
-  const { handle } = await openDatabase(withSecrets(config, secrets), print);
+  const { handle } = await openDatabase(withSecrets(config, secrets), print, { existing: true });
   try {
     const box = createSecretBox(secrets);
     const signingKeys = createSigningKeysRepository(handle.db);

@@ -37,6 +37,20 @@ const migrations: Record<string, Migration> = {
 
 const provider: MigrationProvider = { getMigrations: async () => migrations };
 
+/** Whether any migration ever ran on this database: whether it is a Gatehouse database at all. Changes nothing. */
+export async function hasBeenMigrated(handle: {
+  // biome-ignore lint/suspicious/noExplicitAny: the migrator works on any schema.
+  db: Kysely<any>;
+  schema: string | undefined;
+}): Promise<boolean> {
+  const migrator = new Migrator({
+    db: handle.db,
+    provider,
+    ...(handle.schema ? { migrationTableSchema: handle.schema } : {}),
+  });
+  return (await migrator.getMigrations()).some((migration) => migration.executedAt !== undefined);
+}
+
 /** Applies every pending migration; returns the names applied, or throws when one fails. */
 export async function migrateToLatest(handle: {
   // biome-ignore lint/suspicious/noExplicitAny: the migrator works on any schema.

@@ -9,6 +9,7 @@ import { existsSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync }
 import os from 'node:os';
 import path from 'node:path';
 import { generateSync } from 'otplib';
+import pg from 'pg';
 import { describe, expect, inject, it, vi } from 'vitest';
 import {
   getWithToken,
@@ -18,7 +19,14 @@ import {
   type RegisteredUser,
   registerUser,
 } from './support/client.ts';
-import { DIALECTS, FAST_ARGON2, GATEHOUSE_SECRET, ROOT, useServer } from './support/server.ts';
+import {
+  createDatabase,
+  DIALECTS,
+  FAST_ARGON2,
+  GATEHOUSE_SECRET,
+  ROOT,
+  useServer,
+} from './support/server.ts';
 
 vi.setConfig({ testTimeout: 60_000, hookTimeout: 60_000 });
 
@@ -357,6 +365,41 @@ describe.each(DIALECTS)('gatehouse operator commands (%s)', (dialect) => {
     expect(stranger.code).toBe(1);
     expect(stranger.stderr).toMatch(/does not open signing key/);
     expect((await json(['keys', 'list'])).keys).toEqual(before.keys);
+  });
+});
+
+// Found from outside: pointed at an existing but empty PostgreSQL database (a typo naming another one), `users list`
+// made every table there and said "No users".
+describe('gatehouse on a PostgreSQL database that holds no Gatehouse tables', () => {
+  it.each([
+    ['users', 'list'],
+    ['keys', 'list'],
+    ['mail', 'list'],
+  ])('%s %s refuses with exit 1 and creates nothing; migrate creates the tables', async (...args) => {
+    const database = await createDatabase('postgres');
+    try {
+      const env = { DATABASE_URL: database.url, GATEHOUSE_SECRET, ...FAST_ARGON2 };
+      const result = await run(process.execPath, ['bin/gatehouse.js', ...args], env);
+      expect(result.code, result.stderr).toBe(1);
+      expect(result.stderr).toMatch(/no Gatehouse database/i);
+      expect(result.stderr).toMatch(/gatehouse migrate/);
+      const client = new pg.Client(database.url);
+      await client.connect();
+      try {
+        const tables = await client.query(
+          "select table_name from information_schema.tables where table_schema = 'public'",
+        );
+        expect(tables.rows).toEqual([]);
+      } finally {
+        await client.end();
+      }
+      const migrated = await run(process.execPath, ['bin/gatehouse.js', 'migrate'], env);
+      expect(migrated.code, migrated.stderr).toBe(0);
+      const listed = await run(process.execPath, ['bin/gatehouse.js', 'users', 'list'], env);
+      expect(listed.code, listed.stderr).toBe(0);
+    } finally {
+      await database.drop();
+    }
   });
 });
 
