@@ -1,7 +1,9 @@
 import { type AddressInfo, connect } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createPasswordHasher } from '../../src/security/passwords.ts';
 import {
   buildTestApp,
+  FAST_ARGON2,
   loginToken,
   registerUser,
   registration,
@@ -295,6 +297,67 @@ describe.each(dialects)('a pipelined burst on %s', (dialect) => {
       get(signedOut, '/users/me/sessions', true),
     ]);
     expect(statuses).toEqual(['HTTP/1.1 204', 'HTTP/1.1 401', 'HTTP/1.1 401', 'HTTP/1.1 401']);
+  });
+});
+
+// Found in review: past the 16th, every request the client went on writing was still parsed and kept (a request
+// object and a queued answer each) until the 16 served were answered: 222,640 of them and +629 MB in 3.5 s.
+describe('a client that goes on writing past the 16th pipelined request', () => {
+  it('is read no more: a bounded number of requests parsed, the 16 served answered, then the connection ends', async () => {
+    const fast = createPasswordHasher(FAST_ARGON2, { importedBcryptCost: 4 });
+    const slowVerify: typeof fast.verify = async (...args) => {
+      await new Promise((settle) => setTimeout(settle, 1500));
+      return fast.verify(...args);
+    };
+    const t = await buildTestApp('sqlite', { passwords: { ...fast, verify: slowVerify } });
+    try {
+      await registerUser(t.app, { username: 'flooded', email: 'flooded@example.com' });
+      await t.app.listen({ port: 0, host: '127.0.0.1' });
+      const port = (t.app.server.address() as AddressInfo).port;
+      let parsed = 0;
+      t.app.server.on('request', () => {
+        parsed += 1;
+      });
+      const form = 'grant_type=password&username=flooded&password=not-the-password';
+      const slow = `POST /token HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: ${form.length}\r\n\r\n${form}`;
+      const small = 'GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n';
+      const received = await new Promise<string>((resolve) => {
+        const socket = connect(port, '127.0.0.1');
+        let text = '';
+        let writing = true;
+        socket.on('data', (chunk) => {
+          text += chunk.toString('latin1');
+        });
+        socket.on('error', () => {
+          writing = false;
+        });
+        socket.on('close', () => {
+          writing = false;
+          resolve(text);
+        });
+        socket.setTimeout(8000, () => socket.destroy());
+        socket.on('connect', () => {
+          socket.write(slow + small.repeat(15));
+          const chunk = small.repeat(500);
+          const pump = () => {
+            while (writing && !socket.destroyed && socket.write(chunk)) {}
+            if (writing && !socket.destroyed) socket.once('drain', pump);
+          };
+          pump();
+          setTimeout(() => {
+            writing = false;
+          }, 1200);
+        });
+      });
+      // What one read of the socket held past the 16th (at most 64 KiB: some 2,000 of these requests), no more.
+      expect(parsed).toBeLessThan(4000);
+      expect(received.match(/HTTP\/1\.1 \d{3}/g)).toEqual([
+        'HTTP/1.1 400',
+        ...Array.from({ length: 15 }, () => 'HTTP/1.1 200'),
+      ]);
+    } finally {
+      await t.close();
+    }
   });
 });
 
