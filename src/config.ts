@@ -696,8 +696,10 @@ function parseRedisUrl(url: string | undefined, problems: string[]): string | un
   if (url === undefined) return undefined;
   try {
     const parsed = new URL(url);
-    // The path is the database's index, which ioredis sends as it is: `/abc` failed after the start, and `/-1` too.
-    if (!/^(?:\/\d{0,9})?$/.test(parsed.pathname)) {
+    // The path (or a `db` parameter) is the database's index, which ioredis sends as it is: `/abc` failed after the
+    // start, and `/-1` too.
+    const db = parsed.searchParams.get('db');
+    if (!/^(?:\/\d{0,9})?$/.test(parsed.pathname) || (db !== null && !/^\d{1,9}$/.test(db))) {
       problems.push('REDIS_URL may end with a database index only (redis://127.0.0.1:6379/2)');
       return undefined;
     }

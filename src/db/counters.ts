@@ -320,7 +320,11 @@ function redisStore(
   };
   // Without an 'error' listener ioredis would print every failed reconnection; one line per outage is enough.
   client.on('error', (error) => {
-    if ((error as { command?: { name?: string } }).command?.name === 'select') {
+    // Only the index itself: another refusal of the SELECT (BUSY, NOAUTH) is an outage like any other.
+    if (
+      (error as { command?: { name?: string } }).command?.name === 'select' &&
+      /DB index is out of range|invalid DB index/i.test(error.message)
+    ) {
       if (wrongDatabase) return;
       health.failed(
         new Error(

@@ -189,8 +189,6 @@ describe.skipIf(!redisUrl)('throttling counters in Redis', () => {
     return statusesOf(answers);
   };
 
-  // Found from outside: Redis refusing the URL's credentials logged its reply error with the AUTH command's arguments,
-  // the password among them, at warn.
   // Found from outside: with a database index the Redis does not have (/16 on a default Redis), the refused SELECT
   // was logged as an outage that ended a second later, and the counts went to database 0, another deployment's.
   it("counts in the process, never in database 0, when Redis has no database of the URL's index", async () => {
@@ -211,6 +209,8 @@ describe.skipIf(!redisUrl)('throttling counters in Redis', () => {
     expect(t.logs.some((line) => line.includes('reachable again'))).toBe(false);
   });
 
+  // Found from outside: Redis refusing the URL's credentials logged its reply error with the AUTH command's arguments,
+  // the password among them, at warn.
   it('logs no Redis password when Redis refuses the credentials', async () => {
     const url = new URL(redisUrl as string);
     url.username = 'gatehouse';

@@ -572,11 +572,12 @@ describe('loadConfig: login throttling', () => {
     expect(problems).not.toContain('hunter2');
     expect(problemsOf({ REDIS_URL: 'redis://' }).join()).toMatch(/REDIS_URL/);
     // Found from outside: ioredis sends the path as the database's index, and /abc stopped the process once serving.
-    for (const path of ['/abc', '/-1', '/1/2', '/2x'])
+    for (const path of ['/abc', '/-1', '/1/2', '/2x', '?db=abc', '/?db=-1', '?db='])
       expect(problemsOf({ REDIS_URL: `redis://:pw@cache:6379${path}` }).join(), path).toMatch(
         /REDIS_URL may end with a database index only/,
       );
     expect(problemsOf({ REDIS_URL: 'redis://cache:6379/' })).toEqual([]);
+    expect(problemsOf({ REDIS_URL: 'redis://cache:6379?db=3' })).toEqual([]);
     expect(problemsOf({ REDIS_KEY_PREFIX: 'a b' }).join()).toMatch(/REDIS_KEY_PREFIX/);
   });
 
