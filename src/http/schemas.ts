@@ -489,7 +489,9 @@ export const InvalidOneTimeTokenResponse = Type.Object({
 
 // What pydantic's lax mode parses as an integer: ASCII digits, a sign, single underscores between digits, and a
 // fraction of zeros, with whitespace around.
-const INTEGER_STRING = /^[ \t\n\r\f\v]*([+-]?\d+(?:_\d+)*)(?:\.0+)?[ \t\n\r\f\v]*$/;
+const INTEGER_STRING = /^\s*([+-]?\d+(?:_\d+)*)(?:\.0+)?\s*$/;
+// Python's integers have no size: a longer digit string is only known to be past any limit here, with its sign.
+const PAST_ANY_LIMIT = Number.MAX_SAFE_INTEGER;
 
 const acceptDigitString =
   (part: 'body' | 'query', field: string) =>
@@ -497,7 +499,10 @@ const acceptDigitString =
     const values = request[part] as Record<string, unknown> | null;
     const value = values && typeof values === 'object' ? values[field] : undefined;
     const digits = typeof value === 'string' ? INTEGER_STRING.exec(value)?.[1] : undefined;
-    if (values && digits !== undefined) values[field] = Number(digits.replaceAll('_', ''));
+    if (values && digits !== undefined) {
+      const value = Number(digits.replaceAll('_', ''));
+      values[field] = Math.abs(value) > PAST_ANY_LIMIT ? Math.sign(value) * PAST_ANY_LIMIT : value;
+    }
   };
 
 /** preValidation hook: FastAPI (pydantic lax mode) takes "42" (or " +4_2 ") for an integer age; nothing else is coerced. */

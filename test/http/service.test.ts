@@ -309,7 +309,7 @@ describe.each(dialects)('errors at the edges on %s', (dialect) => {
       '/token#password=Hunter2-FRAGMENT',
       '/conversation#access_token=FRAGMENT-TOKEN',
       'http://alice:BasicPassw0rd-USERINFO@gatehouse.example/users/me',
-      'http://gatehouse.example/users/me?x=QUERY-SECRET',
+      'http://gatehouse.example/users/me?x=QUERY-SECRET#y=FRAGMENT-TWO',
     ]) {
       await rawExchange(port, `GET ${target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`);
     }
