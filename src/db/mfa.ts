@@ -83,7 +83,11 @@ export interface MfaRepository {
     now: Date,
     options?: { mailAnyway?: boolean },
   ): Promise<boolean>;
-  insertMfaChallenge(challenge: NewMfaChallenge, now: Date): Promise<void>;
+  /**
+   * Stores the second leg of a login while the account is enabled; false when it is disabled (a login whose password
+   * was checked before the disabling must not leave a challenge that outlives it).
+   */
+  insertMfaChallenge(challenge: NewMfaChallenge, now: Date): Promise<boolean>;
   /**
    * Counts an attempt against a challenge that is unspent, unexpired and below `maxAttempts`, in one statement;
    * undefined when there is no such challenge. Counting before the code is checked lets parallel attempts each take a
@@ -285,24 +289,37 @@ export function createMfaRepository(db: Db): MfaRepository {
 
     async insertMfaChallenge(challenge, now) {
       const nowMs = now.getTime();
-      // Spent and expired challenges open nothing; dropping them here keeps a few rows per user without a pruning job.
-      await db
-        .deleteFrom('mfa_challenges')
-        .where('user_id', '=', challenge.userId)
-        .where('expires_at_ms', '<=', nowMs)
-        .execute();
-      await db
-        .insertInto('mfa_challenges')
-        .values({
-          token_hash: challenge.tokenHash,
-          user_id: challenge.userId,
-          scope: challenge.scope,
-          password_digest: challenge.passwordDigest,
-          created_at_ms: nowMs,
-          expires_at_ms: challenge.expiresAt.getTime(),
-          consumed_at_ms: null,
-        })
-        .execute();
+      return db.transaction().execute(async (trx) => {
+        // A write that changes nothing, to hold the user's row while the account is enabled: a disabling committed
+        // first makes it match nothing, one still running makes it wait and then deletes this challenge with the rest.
+        const enabled = await trx
+          .updateTable('users')
+          .set({ disabled_at_ms: null })
+          .where('id', '=', challenge.userId)
+          .where('disabled_at_ms', 'is', null)
+          .executeTakeFirst();
+        if (Number(enabled.numUpdatedRows) !== 1) return false;
+        // Spent and expired challenges open nothing; dropping them here keeps a few rows per user without a pruning
+        // job.
+        await trx
+          .deleteFrom('mfa_challenges')
+          .where('user_id', '=', challenge.userId)
+          .where('expires_at_ms', '<=', nowMs)
+          .execute();
+        await trx
+          .insertInto('mfa_challenges')
+          .values({
+            token_hash: challenge.tokenHash,
+            user_id: challenge.userId,
+            scope: challenge.scope,
+            password_digest: challenge.passwordDigest,
+            created_at_ms: nowMs,
+            expires_at_ms: challenge.expiresAt.getTime(),
+            consumed_at_ms: null,
+          })
+          .execute();
+        return true;
+      });
     },
 
     async countMfaChallengeAttempt(tokenHash, maxAttempts, now) {

@@ -45,7 +45,7 @@ export interface SessionsRepository {
   /**
    * Opens the session with its first refresh token, only while the user's password hash is still the one the login
    * verified and the account is not disabled; false when it changed (or the user went) in the meantime. A login that proved no password (a passkey
-   * alone) passes null: only the user's going refuses it.
+   * alone) passes null: only the user's going or the account's disabling refuses it.
    */
   insertSession(
     session: NewSession,

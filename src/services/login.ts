@@ -262,6 +262,11 @@ export function createLoginService(deps: {
         // only with the second leg.
         if (throttling && throttled?.attempt) await throttling.throttle.recordLoginSuccess(throttled.attempt);
         const mfaToken = await mfa.startChallenge(check.user, check.verifiedHash, formatScope(scopes));
+        // Disabled since the password was checked: as if it had been before.
+        if (mfaToken === undefined) {
+          context.audit('login_failed', { ...logged, reason: 'account_disabled', userId: check.user.id });
+          return { outcome: 'disabled' };
+        }
         context.audit('login_second_factor_required', { userId: check.user.id });
         return { outcome: 'second_factor_required', mfaToken, methods };
       }
@@ -302,7 +307,7 @@ export function createLoginService(deps: {
         amr: passed.amr,
       });
       if (!tokens) {
-        context.audit('login_failed', { reason: 'wrong_password', userId: user.id });
+        context.audit('login_failed', { reason: 'account_changed', userId: user.id });
         throw invalidMfaGrant();
       }
       const deviceToken = await knownClientToken(user, request.deviceToken, context);
@@ -359,7 +364,9 @@ function failureOf(check: CredentialCheck) {
       return { reason: 'unknown_user' };
     case 'wrong_password':
       return { reason: 'wrong_password', userId: check.userId };
+    // The password was right, but the account changed before the session opened: its password, or it was disabled or
+    // deleted meanwhile.
     case 'verified':
-      return { reason: 'wrong_password', userId: check.user.id };
+      return { reason: 'account_changed', userId: check.user.id };
   }
 }

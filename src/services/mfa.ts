@@ -170,8 +170,11 @@ export interface MfaService extends SecondFactors {
     context: RequestContext,
   ): Promise<string[]>;
   hasActiveFactor(userId: number): Promise<boolean>;
-  /** Opens the second leg of a login whose password matched `verifiedHash`; returns the opaque mfa_token. */
-  startChallenge(user: User, verifiedHash: string, scope: string): Promise<string>;
+  /**
+   * Opens the second leg of a login whose password matched `verifiedHash`; returns the opaque mfa_token, or undefined
+   * when the account was disabled meanwhile.
+   */
+  startChallenge(user: User, verifiedHash: string, scope: string): Promise<string | undefined>;
   /**
    * The user of an mfa_token that could still be redeemed, without spending one of its attempts (the passkey leg's
    * options); throws invalid_grant otherwise.
@@ -499,7 +502,7 @@ export function createMfaService(deps: MfaDependencies): MfaService {
     async startChallenge(user, verifiedHash, scope) {
       const { token, tokenHash } = generateOneTimeToken();
       const now = clock.now();
-      await mfa.insertMfaChallenge(
+      const stored = await mfa.insertMfaChallenge(
         {
           tokenHash,
           userId: user.id,
@@ -509,7 +512,7 @@ export function createMfaService(deps: MfaDependencies): MfaService {
         },
         now,
       );
-      return token;
+      return stored ? token : undefined;
     },
 
     async userOfChallenge(mfaToken) {

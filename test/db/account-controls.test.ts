@@ -98,6 +98,27 @@ describe.each(dialects)('account controls on %s', (dialect) => {
     expect(await mfa.countMfaChallengeAttempt(tokenHash, 5, clock.now())).toBeUndefined();
   });
 
+  // Found in review: a login whose password was checked before the disabling stored its challenge after it.
+  it('stores no second leg for a disabled account, so none is left once it is enabled again', async () => {
+    const { user, controls } = await setUp('Gitta');
+    const mfa = createMfaRepository(database.db);
+    const { tokenHash } = generateOneTimeToken();
+    await controls.disableUser(user.id);
+    const stored = await mfa.insertMfaChallenge(
+      {
+        tokenHash,
+        userId: user.id,
+        scope: 's',
+        passwordDigest: 'd',
+        expiresAt: new Date(clock.now().getTime() + 300_000),
+      },
+      clock.now(),
+    );
+    expect(stored).toBe(false);
+    await controls.enableUser(user.id);
+    expect(await mfa.countMfaChallengeAttempt(tokenHash, 5, clock.now())).toBeUndefined();
+  });
+
   it('keeps the time an account was first disabled when it is disabled again', async () => {
     const { user, controls } = await setUp('Hanna');
     const first = await controls.disableUser(user.id);

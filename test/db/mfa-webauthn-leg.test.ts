@@ -55,7 +55,9 @@ describe.each(dialects)('the MFA grant with a passkey on %s', (dialect) => {
       'hi',
       clock.now(),
     );
-    return { user, mfaToken: await mfa.startChallenge(user, fields.passwordHash, 'conversation:read') };
+    const mfaToken = await mfa.startChallenge(user, fields.passwordHash, 'conversation:read');
+    if (mfaToken === undefined) throw new Error('the challenge of an enabled account was not stored');
+    return { user, mfaToken };
   };
   const refusal = (promise: Promise<unknown>) =>
     promise.then(
