@@ -64,13 +64,12 @@ import { registerSecurityHeaders } from './http/security-headers.ts';
 import {
   answerConnect,
   answerFrameworkError,
-  answerUnmetExpectation,
-  continueWithinBodyLimit,
   createClientErrorAnswers,
   MAX_HEADER_BYTES,
   MAX_TARGET_BYTES,
   registerMethodNotAllowed,
   registerRequestTargetRules,
+  routeExpectations,
 } from './http/unrouted-requests.ts';
 import { createWebClientCookies, refuseCrossSiteWebClients } from './http/web-client.ts';
 import { createSmtpTransport } from './outbound/smtp.ts';
@@ -450,8 +449,9 @@ export async function buildApp(
   registerRequestTargetRules(app, registerMethodNotAllowed(app));
   clientErrors.noteOAuthRoutes(app);
   registerChangeRequestRules(app);
-  app.server.on('checkExpectation', answerUnmetExpectation);
-  app.server.on('checkContinue', continueWithinBodyLimit(app.server, config.bodyLimitBytes));
+  const expectationsRouted = routeExpectations(app.server, config.bodyLimitBytes);
+  app.server.on('checkExpectation', expectationsRouted);
+  app.server.on('checkContinue', expectationsRouted);
   app.server.on('connect', answerConnect);
   // A client may end its side once its request is sent and still read the answer (RFC 9293 §3.6). Node's default takes
   // that FIN for a client gone and drops an answer written later: a refresh's rotation was committed and never

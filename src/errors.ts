@@ -28,6 +28,7 @@ export type ErrorCode =
   | 'not_found'
   | 'method_not_allowed'
   | 'request_timeout'
+  | 'expectation_failed'
   | 'uri_too_long'
   | 'headers_too_large'
   | 'http_version_not_supported'

@@ -88,6 +88,13 @@ function stopParsing(socket: Socket): void {
 
 const DROPPED = Symbol('dropped');
 
+/** Makes the answer of the connection's latest request being served say that the connection closes after it. */
+function closeAfterLast(connection: PipelinedConnection): void {
+  let last: ServerResponse | undefined;
+  for (const response of connection.serving) last = response;
+  if (last && !last.headersSent) last.shouldKeepAlive = false;
+}
+
 /**
  * Serves a connection's pipelined requests as RFC 9112 §9.3.2 allows, and at most `maxPending` of them at a time.
  *
@@ -110,10 +117,18 @@ export function limitPipelining(app: FastifyInstance, maxPending: number): void 
     const { socket } = request;
     let connection = connections.get(socket);
     if (connection === undefined) {
-      connection = { serving: new Set(), changing: 0, full: false, tail: undefined };
+      const opened: PipelinedConnection = { serving: new Set(), changing: 0, full: false, tail: undefined };
+      connection = opened;
       connections.set(socket, connection);
+      // The client ended its side (a FIN): no request follows, and every one it sent is answered, the last saying
+      // that the connection closes after it (RFC 9112 §9.6), as Node then closes it.
+      socket.once('end', () => {
+        opened.full = true;
+        closeAfterLast(opened);
+      });
     }
     if (connection.full || connection.serving.size >= maxPending || isClosingAfterAnswer(socket)) {
+      if (!connection.full) closeAfterLast(connection);
       connection.full = true;
       holds.set(request, DROPPED);
       if (connection.serving.size === 0) socket.destroy();

@@ -157,6 +157,7 @@ const responses: Record<ErrorCode, (error: AppError, style: ErrorStyle) => Rende
   method_not_allowed: () => ({ status: 405, body: { detail: 'Method Not Allowed' } }),
   // What Node's parser refuses before any route runs (http/unrouted-requests.ts).
   request_timeout: refusedRequest(408),
+  expectation_failed: refusedRequest(417),
   uri_too_long: refusedRequest(414),
   headers_too_large: refusedRequest(431),
   http_version_not_supported: refusedRequest(505),

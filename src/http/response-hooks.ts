@@ -112,9 +112,12 @@ export function registerResponseHooks(app: FastifyInstance): void {
         request.raw.once('end', () => answeredBeforeTheirBody.delete(socket));
       } else reply.header('connection', 'close');
     }
-    // The client ended its side (a FIN): Node closes once this answer is sent, which the answer says (RFC 9112 §9.6)
-    // instead of the keep-alive it would announce.
-    else if (request.raw.socket?.readableEnded) reply.header('connection', 'close');
+    // An answer that closes the connection (Fastify's 413, a refusal of the request rules, the last answer after the
+    // client's FIN or a pipelined burst past its limit): a request pipelined after it is not processed (RFC 9112
+    // §9.6), where it ran and was never answered (found from outside).
+    const { socket } = request.raw;
+    if (socket && (!reply.raw.shouldKeepAlive || reply.getHeader('connection') === 'close'))
+      closingSockets.add(socket);
     done(null, payload);
   });
   app.addHook('onResponse', (request, reply, done) => {

@@ -144,31 +144,36 @@ function afterAnswersInFlight(socket: Duplex, then: () => void): void {
 /** Sockets whose refused bytes wait for the answers in flight: the parser reports each further chunk again. */
 const answeringAfterInFlight = new WeakSet<Duplex>();
 
-/**
- * Node's `checkExpectation`: an Expect other than 100-continue, which Node would refuse with a bare 417 (RFC 9110
- * §10.1.1), is refused in the error table's shape, with the standard headers, and the connection closed, since the
- * client may be sending a body it meant to hold back.
- */
-export function answerUnmetExpectation(_request: IncomingMessage, response: ServerResponse): void {
-  const { body, headers } = earlyAnswer({ detail: 'Expectation failed: only 100-continue is supported' });
-  response.writeHead(417, headers);
-  response.end(body);
+// Requests whose Expect names something besides 100-continue: refused 417 by the request rules below.
+const unmetExpectations = new WeakSet<object>();
+
+/** The members of an Expect list, empty elements dropped (RFC 9110 §5.6.1.2), in lower case. */
+function expectations(value: string | undefined): string[] {
+  return (value ?? '')
+    .split(',')
+    .map((member) => member.trim().toLowerCase())
+    .filter((member) => member !== '');
 }
 
 /**
- * Node's `checkContinue` (a request with `Expect: 100-continue`): Node sent the 100 to every such request, so a client
- * announcing a body past the limit was told to send it, only to have it refused with 413. RFC 9110 §10.1.1 wants a
- * status the header section already decides sent at once: without the 100, the route refuses it on its
- * Content-Length before reading any body.
+ * Node's `checkExpectation` and `checkContinue` events: Node answered any Expect but 100-continue itself with a bare
+ * 417, around everything else (a request pipelined after it was then served, its answer never sent), and sent the 100
+ * to every request that named 100-continue, beside anything else too, and however large its announced body. Here
+ * both requests go on as requests: one expecting something else than 100-continue (RFC 9110 §10.1.1) is refused 417
+ * in the error table's shape by the request rules, and the connection closed, since the client may hold back a body;
+ * one expecting 100-continue alone gets the 100 unless its Content-Length is past the body limit, which the route
+ * then refuses (413) before reading any body. An empty Expect expects nothing.
  */
-export function continueWithinBodyLimit(server: Server, bodyLimitBytes: number) {
+export function routeExpectations(server: Server, bodyLimitBytes: number) {
   return (request: IncomingMessage, response: ServerResponse): void => {
-    // Node takes any Expect that names 100-continue among others for it: an expectation beside it is still unmet.
-    if (request.headers.expect?.trim().toLowerCase() !== '100-continue') {
-      answerUnmetExpectation(request, response);
-      return;
-    }
-    if (!(Number(request.headers['content-length']) > bodyLimitBytes)) response.writeContinue();
+    const members = expectations(request.headers.expect);
+    if (members.some((member) => member !== '100-continue')) unmetExpectations.add(request);
+    else if (
+      members.length > 0 &&
+      request.httpVersionMinor >= 1 &&
+      !(Number(request.headers['content-length']) > bodyLimitBytes)
+    )
+      response.writeContinue();
     server.emit('request', request, response);
   };
 }
@@ -284,6 +289,11 @@ export function registerRequestTargetRules(app: FastifyInstance, unrouted: Unrou
     if (request.raw.url === '*' && request.method !== 'OPTIONS') {
       closeAfterAnswer(reply);
       done(new AppError('malformed_request', 'Bad request: the request target * is only for OPTIONS'));
+      return;
+    }
+    if (unmetExpectations.has(request.raw)) {
+      closeAfterAnswer(reply);
+      done(new AppError('expectation_failed', 'Expectation failed: only 100-continue is supported'));
       return;
     }
     const codings = request.raw.headers['transfer-encoding'];

@@ -15,7 +15,13 @@ import {
   type TestApp,
 } from '../support/build-test-app.ts';
 import { createTestDatabase, dialects } from '../support/dialects.ts';
-import { PARSER_REFUSALS, parseRawAnswer, rawExchange, rawExchangeInParts } from '../support/raw-exchange.ts';
+import {
+  halfClosedExchange,
+  PARSER_REFUSALS,
+  parseRawAnswer,
+  rawExchange,
+  rawExchangeInParts,
+} from '../support/raw-exchange.ts';
 
 describe.each(dialects)('operations and documentation on %s', (dialect) => {
   let t: TestApp;
@@ -625,6 +631,70 @@ describe.each(dialects)('errors at the edges on %s', (dialect) => {
     await new Promise((settle) => setTimeout(settle, 200));
     const rows = await t.database.db.selectFrom('users').select('id').where('username', '=', name).execute();
     expect(rows).toEqual([]);
+  });
+
+  // Found from outside: after an answer that closes the connection, a request pipelined after it ran (a message stored,
+  // a refresh token rotated) and was never answered.
+  it.each([
+    [
+      'a 417 to an unmet expectation',
+      'POST /revoke HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nExpect: foo\r\nContent-Length: 7\r\n\r\ntoken=x',
+      417,
+    ],
+    [
+      'a 413 to a chunked body past the limit',
+      `POST /register/ HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n4e20\r\n${'a'.repeat(20_000)}\r\n0\r\n\r\n`,
+      413,
+    ],
+  ])('processes nothing pipelined after %s', async (_label, first, status) => {
+    const name = `closer${randomBytes(4).toString('hex')}`;
+    await registerUser(t.app, { username: name, email: `${name}@example.com` });
+    const token = await loginToken(t.app, name);
+    const body = JSON.stringify({ text: `after ${name}` });
+    const answer = await rawExchange(
+      port,
+      `${first}POST /conversation/messages HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${token}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+    );
+    expect(answer.match(/HTTP\/1\.1 \d{3}/g)).toEqual([`HTTP/1.1 ${status}`]);
+    expect(parseRawAnswer(answer).headers.connection).toBe('close');
+    await new Promise((settle) => setTimeout(settle, 300));
+    const messages = await bearerRequest(t.app, 'GET', '/conversation/messages', token);
+    expect(JSON.stringify(messages.json())).not.toContain(`after ${name}`);
+  });
+
+  // Found from outside: three posts and then the client's FIN got two answers, and the third post ran unanswered.
+  it('answers every request sent before the client ended its side, the last saying close', async () => {
+    const name = `finner${randomBytes(4).toString('hex')}`;
+    await registerUser(t.app, { username: name, email: `${name}@example.com` });
+    const token = await loginToken(t.app, name);
+    const post = (text: string) => {
+      const body = JSON.stringify({ text });
+      return `POST /conversation/messages HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${token}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`;
+    };
+    const answer = await halfClosedExchange(port, [0, 1, 2, 3].map((i) => post(`fin ${i}`)).join(''));
+    expect(answer.match(/HTTP\/1\.1 \d{3}/g)).toEqual([
+      'HTTP/1.1 201',
+      'HTTP/1.1 201',
+      'HTTP/1.1 201',
+      'HTTP/1.1 201',
+    ]);
+    const last = answer.slice(answer.lastIndexOf('HTTP/1.1 201'));
+    expect(parseRawAnswer(last).headers.connection).toBe('close');
+  });
+
+  // RFC 9110 §5.6.1.2: empty list elements are ignored; §5.3: two Expect lines are one list.
+  it.each([
+    ['Expect: 100-continue,\r\n'],
+    ['Expect: ,100-continue\r\n'],
+    ['Expect: 100-continue\r\nExpect: 100-continue\r\n'],
+    ['Expect: \r\n'],
+  ])('takes %j for 100-continue alone (or nothing), not an unmet expectation', async (expect_) => {
+    const answer = await rawExchange(
+      port,
+      `POST /revoke HTTP/1.1\r\nHost: x\r\nConnection: close\r\n${expect_}Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 7\r\n\r\ntoken=x`,
+    );
+    expect(answer).not.toMatch(/HTTP\/1\.1 417/);
+    expect(answer).toMatch(/HTTP\/1\.1 200/);
   });
 
   // RFC 9112 §6.1: Transfer-Encoding in an HTTP/1.0 message MUST be taken for faulty framing, and the connection closed

@@ -122,6 +122,7 @@ const TABLE: Record<ErrorCode, Record<ErrorStyle, Expected>> = {
   ),
   not_found: both(detail(404, 'Not Found')),
   request_timeout: { fastapi: detail(408, MESSAGE), oauth: oauth('invalid_request', MESSAGE, 408) },
+  expectation_failed: { fastapi: detail(417, MESSAGE), oauth: oauth('invalid_request', MESSAGE, 417) },
   uri_too_long: { fastapi: detail(414, MESSAGE), oauth: oauth('invalid_request', MESSAGE, 414) },
   headers_too_large: { fastapi: detail(431, MESSAGE), oauth: oauth('invalid_request', MESSAGE, 431) },
   http_version_not_supported: {
