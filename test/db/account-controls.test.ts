@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createMfaRepository } from '../../src/db/mfa.ts';
-import { createSessionsRepository } from '../../src/db/sessions.ts';
+import { createSessionsRepository, type SessionsRepository } from '../../src/db/sessions.ts';
 import { createUsersRepository } from '../../src/db/users.ts';
 import { generateOneTimeToken } from '../../src/security/one-time-tokens.ts';
 import { createAccountControls } from '../../src/services/account-controls.ts';
@@ -18,25 +18,27 @@ describe.each(dialects)('account controls on %s', (dialect) => {
     await database.destroy();
   });
 
+  /** Opens a session of the user as a login that verified `name`'s password would; false when refused. */
+  const openSession = (sessions: SessionsRepository, userId: number, name: string, id: string) =>
+    sessions.insertSession(
+      {
+        id,
+        userId,
+        expiresAt: new Date(clock.now().getTime() + 3600_000),
+        userAgent: undefined,
+        ipAddress: undefined,
+        scope: 'conversation:read conversation:write',
+      },
+      { id: `${id}-rt`, secretHash: 'h' },
+      newUser(name).passwordHash,
+      clock.now(),
+    );
+
   const setUp = async (name: string) => {
     const users = createUsersRepository(database.db);
     const sessions = createSessionsRepository(database.db, database.dialect);
     const user = await users.insertUserWithConversation(newUser(name), 'welcome', clock.now());
-    for (const id of [`${name}-1`, `${name}-2`]) {
-      await sessions.insertSession(
-        {
-          id,
-          userId: user.id,
-          expiresAt: new Date(clock.now().getTime() + 3600_000),
-          userAgent: undefined,
-          ipAddress: undefined,
-          scope: 'conversation:read conversation:write',
-        },
-        { id: `${id}-rt`, secretHash: 'h' },
-        newUser(name).passwordHash,
-        clock.now(),
-      );
-    }
+    for (const id of [`${name}-1`, `${name}-2`]) await openSession(sessions, user.id, name, id);
     return { user, users, sessions, controls: createAccountControls({ users, sessions, clock }) };
   };
 
@@ -58,21 +60,7 @@ describe.each(dialects)('account controls on %s', (dialect) => {
   it('refuses the session of a login checked before the disabling and opened after it, also once enabled again', async () => {
     const { user, sessions, controls } = await setUp('Gerda');
     await controls.disableUser(user.id);
-    const openLate = (id: string) =>
-      sessions.insertSession(
-        {
-          id,
-          userId: user.id,
-          expiresAt: new Date(clock.now().getTime() + 3600_000),
-          userAgent: undefined,
-          ipAddress: undefined,
-          scope: 'conversation:read',
-        },
-        { id: `${id}-rt`, secretHash: 'h' },
-        newUser('Gerda').passwordHash,
-        clock.now(),
-      );
-    expect(await openLate('Gerda-late')).toBe(false);
+    expect(await openSession(sessions, user.id, 'Gerda', 'Gerda-late')).toBe(false);
     await controls.enableUser(user.id);
     const stored = await sessions.findSessionsOfUser(user.id);
     expect(stored.map((session) => session.id).sort()).toEqual(['Gerda-1', 'Gerda-2']);
