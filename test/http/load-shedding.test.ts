@@ -17,7 +17,7 @@ import {
   type TestAppOptions,
 } from '../support/build-test-app.ts';
 import { dialects } from '../support/dialects.ts';
-import { halfClosedExchange } from '../support/raw-exchange.ts';
+import { halfClosedExchange, parseRawAnswer } from '../support/raw-exchange.ts';
 
 const OVERLOADED = 'The server is busy; retry in a second.';
 const JSON_HEADERS = { 'content-type': 'application/json' };
@@ -306,6 +306,29 @@ describe.each(dialects)(
       const answer = await halfClosedExchange(port, loginRequest());
       expect(answer.split('\r\n')[0]).toBe('HTTP/1.1 200 OK');
       expect(await countRows(test, 'sessions')).toBe(1);
+    });
+
+    // RFC 9112 §9.6: the server closes once it has answered, and its answer says so. The login waits until the server
+    // has read the FIN, which comes in a read of its own: a refresh answered at once could be written before it.
+    it('says in its answer, written after the FIN was read, that the connection closes', async () => {
+      const fast = createPasswordHasher(FAST_ARGON2, { importedBcryptCost: 4 });
+      let finRead = () => {};
+      const fin = new Promise<void>((resolve) => {
+        finRead = resolve;
+      });
+      const verify: typeof fast.verify = async (...args) => {
+        await fin;
+        return fast.verify(...args);
+      };
+      const test = await app(dialect, { passwords: { ...fast, verify } });
+      await registerUser(test.app);
+      await test.app.listen({ host: '127.0.0.1', port: 0 });
+      const { port } = test.app.server.address() as AddressInfo;
+      test.app.server.on('connection', (socket: net.Socket) => socket.once('end', () => finRead()));
+      const { statusLine, headers } = parseRawAnswer(await halfClosedExchange(port, loginRequest()));
+      expect(statusLine).toBe('HTTP/1.1 200 OK');
+      expect(headers.connection).toBe('close');
+      expect(headers['keep-alive']).toBeUndefined();
     });
 
     it('is taken for a client gone when its login would wait for a slot: never hashed, counted as client_gone', async () => {

@@ -1,3 +1,4 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildTestApp, registerUser, STRONG_PASSWORD, type TestApp } from '../support/build-test-app.ts';
 import { createTestClock } from '../support/clock.ts';
@@ -124,16 +125,30 @@ describe.each(dialects)('sessions and refresh tokens on %s', (dialect) => {
     if (address === null || typeof address === 'string') await t.app.listen({ port: 0, host: '127.0.0.1' });
     const { port } = t.app.server.address() as { port: number };
     const body = `grant_type=refresh_token&refresh_token=${encodeURIComponent(first.refresh_token)}`;
+    // Whether the server had read the FIN when it wrote the answer's head: the FIN comes in a read of its own, which
+    // may follow a refresh answered at once (CI saw it once), and then the close that follows cannot be announced.
+    let headWrittenBeforeFin: boolean | undefined;
+    const watch = (request: IncomingMessage, response: ServerResponse) => {
+      request.socket.once('end', () => {
+        headWrittenBeforeFin = response.headersSent;
+      });
+    };
+    t.app.server.on('request', watch);
     const answer = await halfClosedExchange(
       port,
       `POST /token HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n` +
         `Content-Length: ${body.length}\r\n\r\n${body}`,
     );
     const { statusLine, headers, body: answered } = parseRawAnswer(answer);
+    t.app.server.off('request', watch);
     expect(statusLine).toBe('HTTP/1.1 200 OK');
-    // The connection closes after this answer, and the answer says so (RFC 9112 §9.6), not keep-alive.
-    expect(headers.connection).toBe('close');
-    expect(headers['keep-alive']).toBeUndefined();
+    expect(headWrittenBeforeFin).toBeDefined();
+    // The connection closes after this answer, and an answer written after the FIN says so (RFC 9112 §9.6), not
+    // keep-alive. The load-shedding suite holds a login until the FIN is read, to see that case every time.
+    if (headWrittenBeforeFin === false) {
+      expect(headers.connection).toBe('close');
+      expect(headers['keep-alive']).toBeUndefined();
+    }
     const successor = JSON.parse(answered) as Tokens;
     expect((await refresh(successor.refresh_token)).statusCode).toBe(200);
   });
