@@ -1,5 +1,11 @@
 import { randomBytes } from 'node:crypto';
-import { get, type IncomingHttpHeaders, STATUS_CODES } from 'node:http';
+import {
+  get,
+  type IncomingHttpHeaders,
+  type IncomingMessage,
+  type ServerResponse,
+  STATUS_CODES,
+} from 'node:http';
 import { type AddressInfo, connect, type Socket } from 'node:net';
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -671,7 +677,17 @@ describe.each(dialects)('errors at the edges on %s', (dialect) => {
       const body = JSON.stringify({ text });
       return `POST /conversation/messages HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${token}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`;
     };
+    // Whether the last answer's head was written before the server read the FIN, which comes in a read of its own:
+    // then the close cannot be announced (the load-shedding suite holds a login until the FIN is read).
+    let lastHeadBeforeFin: boolean | undefined;
+    const watch = (request: IncomingMessage, response: ServerResponse) => {
+      request.socket.once('end', () => {
+        lastHeadBeforeFin = response.headersSent;
+      });
+    };
+    t.app.server.on('request', watch);
     const answer = await halfClosedExchange(port, [0, 1, 2, 3].map((i) => post(`fin ${i}`)).join(''));
+    t.app.server.off('request', watch);
     expect(answer.match(/HTTP\/1\.1 \d{3}/g)).toEqual([
       'HTTP/1.1 201',
       'HTTP/1.1 201',
@@ -679,7 +695,7 @@ describe.each(dialects)('errors at the edges on %s', (dialect) => {
       'HTTP/1.1 201',
     ]);
     const last = answer.slice(answer.lastIndexOf('HTTP/1.1 201'));
-    expect(parseRawAnswer(last).headers.connection).toBe('close');
+    if (lastHeadBeforeFin === false) expect(parseRawAnswer(last).headers.connection).toBe('close');
   });
 
   // RFC 9110 §5.6.1.2: empty list elements are ignored; §5.3: two Expect lines are one list.
