@@ -145,32 +145,45 @@ export function createEmailFlowsRepository(db: Db): EmailFlowsRepository {
       }
     },
 
-    resetPassword: (tokenHash, passwordHash, now, mailsOf) =>
-      db.transaction().execute(async (trx) => {
-        const nowMs = now.getTime();
-        const owner = await consumeLockingUser(trx, tokenHash, 'reset_password', now);
-        if (!owner) return undefined;
-        const row = await trx
-          .updateTable('users')
-          .set((eb) => ({
-            password_hash: passwordHash,
-            // The reset proved the address: reading the mail was the only way in.
-            email_verified_at_ms: eb.fn.coalesce('email_verified_at_ms', eb.val(nowMs)),
-            pending_email: null,
-            updated_at_ms: nowMs,
-          }))
-          .where('id', '=', owner.userId)
-          .where('email_canonical', '=', canonicalEmail(owner.email))
-          .returning(userColumns)
-          .executeTakeFirst();
-        if (!row) return undefined;
-        // As cancelEmailChange does: a change asked for with the credentials this reset replaces must not complete.
-        await spendTokensOfUser(trx, owner.userId, nowMs);
-        const endedSessions = await endEverySession(trx, owner.userId, 'password_reset', nowMs);
-        const user = toUser(row);
-        await queueAll(trx, mailsOf(user), nowMs);
-        return { user, endedSessions };
-      }),
+    async resetPassword(tokenHash, passwordHash, now, mailsOf) {
+      try {
+        return await db.transaction().execute(async (trx) => {
+          const nowMs = now.getTime();
+          const owner = await consumeLockingUser(trx, tokenHash, 'reset_password', now);
+          if (!owner) return undefined;
+          // Disabled while the new password was hashed (found from outside: the reset then landed after the disabling).
+          const account = await trx
+            .selectFrom('users')
+            .select('disabled_at_ms')
+            .where('id', '=', owner.userId)
+            .executeTakeFirst();
+          if (account?.disabled_at_ms != null) throw new DisabledAccount();
+          const row = await trx
+            .updateTable('users')
+            .set((eb) => ({
+              password_hash: passwordHash,
+              // The reset proved the address: reading the mail was the only way in.
+              email_verified_at_ms: eb.fn.coalesce('email_verified_at_ms', eb.val(nowMs)),
+              pending_email: null,
+              updated_at_ms: nowMs,
+            }))
+            .where('id', '=', owner.userId)
+            .where('email_canonical', '=', canonicalEmail(owner.email))
+            .returning(userColumns)
+            .executeTakeFirst();
+          if (!row) return undefined;
+          // As cancelEmailChange does: a change asked for with the credentials this reset replaces must not complete.
+          await spendTokensOfUser(trx, owner.userId, nowMs);
+          const endedSessions = await endEverySession(trx, owner.userId, 'password_reset', nowMs);
+          const user = toUser(row);
+          await queueAll(trx, mailsOf(user), nowMs);
+          return { user, endedSessions };
+        });
+      } catch (error) {
+        if (error instanceof DisabledAccount) return undefined;
+        throw error;
+      }
+    },
   };
 }
 

@@ -4,6 +4,7 @@ import type { Executor } from './one-time-tokens.ts';
 import { executePrepared, prepareQuery, USER_ID_SENTINEL } from './prepared.ts';
 import type { Db } from './schema.ts';
 import { violatedUniqueConstraint } from './unique-violation.ts';
+import { lockForSession } from './users.ts';
 
 export interface TotpFactor {
   id: string;
@@ -42,9 +43,13 @@ export interface MfaRepository {
   hasActiveFactor(userId: number): Promise<boolean>;
   /**
    * Stores a pending TOTP factor in place of a pending one; false (nothing stored) when an active one exists or another
-   * enrolment stored its factor first.
+   * enrolment stored its factor first. With `sessionId`, only while that session may act (lockForSession: else
+   * invalid_token), as for every change below made for a session.
    */
-  insertPendingTotp(factor: Omit<TotpFactor, 'status' | 'lastUsedStep' | 'confirmedAt'>): Promise<boolean>;
+  insertPendingTotp(
+    factor: Omit<TotpFactor, 'status' | 'lastUsedStep' | 'confirmedAt'>,
+    sessionId?: string,
+  ): Promise<boolean>;
   /**
    * Activates a pending factor with the step its confirming code matched, replaces the user's recovery codes and
    * queues the mails, in one transaction; false when the factor is no longer pending or the step is spent.
@@ -56,6 +61,7 @@ export interface MfaRepository {
     recoveryCodeHashes: readonly string[],
     mails: readonly QueuedMail[],
     now: Date,
+    sessionId?: string,
   ): Promise<boolean>;
   /** Claims a step of an active factor: true for exactly one caller per step, and never for an earlier step. */
   claimTotpStep(factorId: string, step: number): Promise<boolean>;
@@ -72,6 +78,7 @@ export interface MfaRepository {
     codeHashes: readonly string[],
     mails: readonly QueuedMail[],
     now: Date,
+    sessionId?: string,
   ): Promise<void>;
   /**
    * Deletes every factor, recovery code and challenge of the user and queues the mails (only when a factor went, unless
@@ -81,7 +88,7 @@ export interface MfaRepository {
     userId: number,
     mails: readonly QueuedMail[],
     now: Date,
-    options?: { mailAnyway?: boolean },
+    options?: { mailAnyway?: boolean; sessionId?: string },
   ): Promise<boolean>;
   /**
    * Stores the second leg of a login while the account is enabled; false when it is disabled (a login whose password
@@ -163,9 +170,10 @@ export function createMfaRepository(db: Db): MfaRepository {
       return (await executePrepared(db, activeFactorOfUser(userId))).rows.length > 0;
     },
 
-    async insertPendingTotp(factor) {
+    async insertPendingTotp(factor, sessionId) {
       try {
         return await db.transaction().execute(async (trx) => {
+          if (sessionId !== undefined) await lockForSession(trx, factor.userId, sessionId);
           await trx
             .deleteFrom('mfa_factors')
             .where('user_id', '=', factor.userId)
@@ -194,9 +202,10 @@ export function createMfaRepository(db: Db): MfaRepository {
       }
     },
 
-    async activateTotp(factorId, userId, step, recoveryCodeHashes, mails, now) {
+    async activateTotp(factorId, userId, step, recoveryCodeHashes, mails, now, sessionId) {
       const nowMs = now.getTime();
       return db.transaction().execute(async (trx) => {
+        if (sessionId !== undefined) await lockForSession(trx, userId, sessionId);
         const activated = await trx
           .updateTable('mfa_factors')
           .set({ status: 'active', last_used_step: step, confirmed_at_ms: nowMs })
@@ -267,9 +276,10 @@ export function createMfaRepository(db: Db): MfaRepository {
       return Number(row.left);
     },
 
-    async replaceRecoveryCodes(userId, codeHashes, mails, now) {
+    async replaceRecoveryCodes(userId, codeHashes, mails, now, sessionId) {
       const nowMs = now.getTime();
       await db.transaction().execute(async (trx) => {
+        if (sessionId !== undefined) await lockForSession(trx, userId, sessionId);
         await insertRecoveryCodes(trx, userId, codeHashes, nowMs);
         await queueMails(trx, mails, nowMs);
       });
@@ -278,6 +288,7 @@ export function createMfaRepository(db: Db): MfaRepository {
     async deleteSecondFactors(userId, mails, now, options = {}) {
       const nowMs = now.getTime();
       return db.transaction().execute(async (trx) => {
+        if (options.sessionId !== undefined) await lockForSession(trx, userId, options.sessionId);
         const deleted = await trx.deleteFrom('mfa_factors').where('user_id', '=', userId).executeTakeFirst();
         await trx.deleteFrom('recovery_codes').where('user_id', '=', userId).execute();
         await trx.deleteFrom('mfa_challenges').where('user_id', '=', userId).execute();

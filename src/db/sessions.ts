@@ -1,4 +1,4 @@
-import { sql } from 'kysely';
+import { type Expression, type ExpressionBuilder, type SqlBool, sql } from 'kysely';
 import type { Session } from '../domain/session.ts';
 import type { User } from '../domain/user.ts';
 import type { Executor } from './one-time-tokens.ts';
@@ -10,7 +10,7 @@ import {
   prepareQuery,
   USER_ID_SENTINEL,
 } from './prepared.ts';
-import type { Db, Dialect, SessionRow } from './schema.ts';
+import type { Database, Db, Dialect, SessionRow } from './schema.ts';
 import { toUser } from './user-rows.ts';
 
 export interface NewSession {
@@ -303,6 +303,29 @@ export function createSessionsRepository(db: Db, dialect: Dialect): SessionsRepo
       return Number(result.numDeletedRows);
     },
   };
+}
+
+/**
+ * The condition on the user's row under which a write made for one of its sessions lands: the account is enabled and
+ * the session is live. A request checks both when it comes, then may hash for a long while (30-900 ms under load):
+ * an operator's disabling, or the owner's ending of that session, that commits meanwhile must not be overtaken (found
+ * from outside: an email change moved a disabled account to its thief's address once enabled again).
+ */
+export function sessionMayAct(
+  eb: ExpressionBuilder<Database, 'users'>,
+  sessionId: string,
+): Expression<SqlBool> {
+  return eb.and([
+    eb('users.disabled_at_ms', 'is', null),
+    eb.exists(
+      eb
+        .selectFrom('sessions')
+        .select('sessions.id')
+        .where('sessions.id', '=', sessionId)
+        .whereRef('sessions.user_id', '=', 'users.id')
+        .where('sessions.revoked_at_ms', 'is', null),
+    ),
+  ]);
 }
 
 /**

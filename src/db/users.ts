@@ -6,7 +6,7 @@ import { type QueuedMail, queueMail } from './email-outbox.ts';
 import { insertTokenWithMails, type NewOneTimeToken, spendTokensOfUser } from './one-time-tokens.ts';
 import { executePrepared, prepareQuery, USER_ID_SENTINEL } from './prepared.ts';
 import type { Db, NewUserRow } from './schema.ts';
-import { revokeSessionsOfUser } from './sessions.ts';
+import { revokeSessionsOfUser, sessionMayAct } from './sessions.ts';
 import { violatedUniqueConstraint } from './unique-violation.ts';
 import { toUser, userColumns } from './user-rows.ts';
 
@@ -72,12 +72,13 @@ export interface UsersRepository {
     id: number,
     expectedHash: string,
     passwordHash: string,
+    /** The session asking, kept: the change lands only while it may act (sessionMayAct). */
     keepSessionId: string,
     now: Date,
     mailsOf?: (user: User) => readonly QueuedMail[],
   ): Promise<boolean>;
   /**
-   * Updates the user only while `guard` holds (the session is not revoked, the hash is still `expectedHash`), in the
+   * Updates the user only while `guard` holds (the session may act, sessionMayAct; the hash is still `expectedHash`), in the
    * same statement; undefined when it does not, or there is no such user. With `issued`, its token is stored and its
    * mails queued in the same transaction, and only if the update landed.
    */
@@ -90,8 +91,13 @@ export interface UsersRepository {
   ): Promise<User | undefined>;
   /** Forgets the user's trusted clients: raises their trust generation (voiding device tokens) and known addresses. */
   forgetTrustedClients(id: number): Promise<void>;
-  /** Deletes the user, and every mail of theirs in the outbox, only if `expectedHash` is still their hash; true if deleted. */
-  deleteUser(id: number, expectedHash: string): Promise<boolean>;
+  /**
+   * Deletes the user, and every mail of theirs in the outbox, only if `expectedHash` is still their hash and, for a
+   * deletion a session asks for, that session may act (sessionMayAct); true if deleted.
+   */
+  deleteUser(id: number, expectedHash: string, sessionId?: string): Promise<boolean>;
+  /** Whether the session may still act for the user (sessionMayAct): false once ended, or the account disabled or gone. */
+  sessionMayAct(id: number, sessionId: string): Promise<boolean>;
   /**
    * Disables the account since `disabledAt`, or enables it with null; the user as now stored, undefined if none.
    * Disabling also cancels a pending email change (its link then dies, as it would for an abandoned address) and the
@@ -280,7 +286,8 @@ export function createUsersRepository(db: Db): UsersRepository {
       mailsOf,
     ) {
       return db.transaction().execute(async (trx) => {
-        if (!(await compareAndSwapHash(trx, id, expectedHash, passwordHash, now))) return false;
+        if (!(await compareAndSwapHash(trx, id, expectedHash, passwordHash, now, keepSessionId)))
+          return false;
         await revokeSessionsOfUser(trx, id, now.getTime(), 'password_changed', keepSessionId);
         await forgetTrustedClients(trx, id);
         await cancelEmailChange(trx, id, now.getTime());
@@ -315,16 +322,7 @@ export function createUsersRepository(db: Db): UsersRepository {
           })
           .where('id', '=', id)
           // A password change revokes the other sessions in the transaction that swaps the hash.
-          .where((eb) =>
-            eb.exists(
-              eb
-                .selectFrom('sessions')
-                .select('sessions.id')
-                .where('sessions.id', '=', liveSessionId)
-                .where('sessions.user_id', '=', id)
-                .where('sessions.revoked_at_ms', 'is', null),
-            ),
-          )
+          .where((eb) => sessionMayAct(eb, liveSessionId))
           .$if(expectedHash !== undefined, (query) => query.where('password_hash', '=', expectedHash!))
           .returning(userColumns)
           .executeTakeFirst();
@@ -391,15 +389,26 @@ export function createUsersRepository(db: Db): UsersRepository {
       return row ? toUser(row) : undefined;
     },
 
-    async deleteUser(id, expectedHash) {
+    async deleteUser(id, expectedHash, sessionId) {
       // Sessions, refresh tokens, the conversation and its messages go with the user (ON DELETE CASCADE), and so do
       // its mails in the outbox, queued or sent: none may reach a person about an account that is gone.
       const result = await db
         .deleteFrom('users')
         .where('id', '=', id)
         .where('password_hash', '=', expectedHash)
+        .$if(sessionId !== undefined, (query) => query.where((eb) => sessionMayAct(eb, sessionId!)))
         .executeTakeFirst();
       return Number(result.numDeletedRows) === 1;
+    },
+
+    async sessionMayAct(id, sessionId) {
+      const row = await db
+        .selectFrom('users')
+        .select('id')
+        .where('id', '=', id)
+        .where((eb) => sessionMayAct(eb, sessionId))
+        .executeTakeFirst();
+      return row !== undefined;
     },
   };
 }
@@ -432,6 +441,21 @@ export async function lockUserRow(db: Db, id: number): Promise<void> {
 }
 
 /**
+ * Locks the user's row for the rest of `db`'s transaction (as lockUserRow) while `sessionId` may act for it
+ * (sessionMayAct); throws invalid_token, rolling the transaction back, once it may not.
+ */
+export async function lockForSession(db: Db, id: number, sessionId: string): Promise<void> {
+  const locked = await db
+    .updateTable('users')
+    .set((eb) => ({ id: eb.ref('id') }))
+    .where('id', '=', id)
+    .where((eb) => sessionMayAct(eb, sessionId))
+    .returning('id')
+    .executeTakeFirst();
+  if (!locked) throw new AppError('invalid_token', 'Could not validate credentials');
+}
+
+/**
  * Drops the pending address and spends every mailed link of the user, in `db`'s transaction: after a password reset or
  * change, an email change asked for with the old credentials (perhaps by whoever stole them) must not complete.
  */
@@ -450,12 +474,20 @@ export async function forgetTrustedClients(db: Db, id: number): Promise<void> {
   await db.deleteFrom('known_ips').where('user_id', '=', id).execute();
 }
 
-async function compareAndSwapHash(db: Db, id: number, expectedHash: string, passwordHash: string, now: Date) {
+async function compareAndSwapHash(
+  db: Db,
+  id: number,
+  expectedHash: string,
+  passwordHash: string,
+  now: Date,
+  actingSessionId?: string,
+) {
   const result = await db
     .updateTable('users')
     .set({ password_hash: passwordHash, updated_at_ms: now.getTime() })
     .where('id', '=', id)
     .where('password_hash', '=', expectedHash)
+    .$if(actingSessionId !== undefined, (query) => query.where((eb) => sessionMayAct(eb, actingSessionId!)))
     .executeTakeFirst();
   return Number(result.numUpdatedRows) === 1;
 }

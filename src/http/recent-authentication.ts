@@ -37,7 +37,7 @@ export function passwordOf(body: RecentAuthenticationFields | undefined): string
 
 /**
  * What a request changing second factors presents: its password (401 when missing), the code in its body (a TOTP code
- * wins over a recovery code; empty strings are no code) and the login of the session its bearer token belongs to.
+ * wins over a recovery code; empty strings are no code), and the session its bearer token belongs to and its login.
  */
 export function factorChangeOf(
   request: FastifyRequest,
@@ -45,5 +45,10 @@ export function factorChangeOf(
 ): FactorChangeCredentials {
   const otp = body?.otp || undefined;
   const recoveryCode = otp === undefined ? body?.recovery_code || undefined : undefined;
-  return { password: passwordOf(body), proof: { otp, recoveryCode }, session: request.auth?.login };
+  return {
+    password: passwordOf(body),
+    proof: { otp, recoveryCode },
+    session: request.auth?.login,
+    sessionId: request.auth?.sessionId,
+  };
 }

@@ -87,7 +87,8 @@ export interface AccountsService {
    * Deletes the user with their conversation and sessions after checking the password; throws invalid_password,
    * temporarily_unavailable or invalid_token (the user is gone, deleted by another of its sessions, say).
    */
-  deleteAccount(userId: number, password: string, context: RequestContext): Promise<void>;
+  /** Deletes the account, while `sessionId` (the session asking) may act for it. */
+  deleteAccount(userId: number, password: string, sessionId: string, context: RequestContext): Promise<void>;
   /** Makes failed logins as slow as a bcrypt verification when imported bcrypt hashes exist; run once at start. */
   equaliseFailureTiming(): Promise<void>;
   /**
@@ -456,13 +457,8 @@ export function createAccountsService(deps: AccountsDependencies): AccountsServi
         const current = await currentHashOfSamePassword(userId, changes.currentPassword, expectedHash);
         if (current !== undefined) user = await update(current);
       }
-      if (!user && (await users.findUserById(userId))) {
-        // A password change committed since the request was authenticated: it ended this session, or it made the
-        // password given here stale. Either way the change must not land after it.
-        if (expectedHash !== undefined) throw new AppError('invalid_password', 'Incorrect password');
-        throw new AppError('invalid_token', 'Could not validate credentials');
-      }
-      if (!user) throw userGone();
+      // Something committed since the request was authenticated, and the change must not land after it.
+      if (!user) throw await refusedWrite(userId, changes.sessionId, expectedHash !== undefined);
       if (newEmail !== undefined) {
         deps.emailChanges.queued();
         context.audit('email_change_requested', { userId });
@@ -501,11 +497,7 @@ export function createAccountsService(deps: AccountsDependencies): AccountsServi
             (changed) => [deps.emailChanges.passwordChangedNotice(changed)],
           ),
       );
-      // Another change committed since the current password was checked: this one proved the old password.
-      if (!replaced) {
-        if (!(await users.findUserById(userId))) throw userGone();
-        throw new AppError('invalid_password', 'Incorrect password');
-      }
+      if (!replaced) throw await refusedWrite(userId, change.keepSessionId, true);
       deps.emailChanges.queued();
       await deps.onPasswordChanged?.(credentials.user.username);
     },
@@ -515,23 +507,29 @@ export function createAccountsService(deps: AccountsDependencies): AccountsServi
       return { outcome: 'verified', user: credentials.user, verifiedHash: credentials.passwordHash };
     },
 
-    async deleteAccount(userId, password, context) {
+    async deleteAccount(userId, password, sessionId, context) {
       const credentials = await checkPassword(userId, password, context);
       // Only while the hash just verified is still the user's: a password changed meanwhile voids this proof.
       const deleted = await overCurrentHash(userId, password, credentials.passwordHash, (expectedHash) =>
-        users.deleteUser(userId, expectedHash),
+        users.deleteUser(userId, expectedHash, sessionId),
       );
-      if (!deleted) {
-        // Deleted meanwhile by another of its sessions: the token's user is gone, as for any request after that.
-        if (!(await users.findUserById(userId))) throw userGone();
-        throw new AppError('invalid_password', 'Incorrect password');
-      }
+      if (!deleted) throw await refusedWrite(userId, sessionId, true);
     },
   };
 
   // The README's rule for a token whose user is gone: 401, whichever request noticed it.
   function userGone() {
     return new AppError('invalid_token', 'Could not validate credentials');
+  }
+
+  /**
+   * Why a write guarded by the session and the verified hash did not land. The session ended, or its account was
+   * disabled or deleted, since the request was authenticated: 401, as for any request after that (a password change
+   * that won a race ended the loser's session too). Otherwise the password given here is no longer the user's.
+   */
+  async function refusedWrite(userId: number, sessionId: string, provedPassword: boolean) {
+    if (!provedPassword || !(await users.sessionMayAct(userId, sessionId))) return userGone();
+    return new AppError('invalid_password', 'Incorrect password');
   }
 
   // A login may have upgraded the stored hash of the same password meanwhile (a bcrypt hash imported from the seed,

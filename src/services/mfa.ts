@@ -92,6 +92,8 @@ export interface FactorChangeCredentials {
   proof: SecondFactorProof;
   /** The caller's session's login; without it only a code in the body stands for the second factor. */
   session?: SessionLogin | undefined;
+  /** The caller's session: the change lands only while it may act (the account enabled, the session live). */
+  sessionId?: string | undefined;
 }
 
 export interface TotpEnrolment {
@@ -153,12 +155,7 @@ export interface MfaService extends SecondFactors {
   secondFactorAdded(userId: number, sessionId: string | undefined, context: RequestContext): Promise<void>;
   status(userId: number): Promise<MfaStatus>;
   /** Removes the factor and its recovery codes after the password and a second factor. */
-  removeTotp(
-    userId: number,
-    password: string,
-    proof: SecondFactorProof,
-    context: RequestContext,
-  ): Promise<void>;
+  removeTotp(userId: number, credentials: FactorChangeCredentials, context: RequestContext): Promise<void>;
   /**
    * Replaces the recovery codes after the password and a TOTP code (insufficient_user_authentication without one, once
    * the password matched); returns the new ones.
@@ -168,6 +165,7 @@ export interface MfaService extends SecondFactors {
     password: string,
     otp: string | undefined,
     context: RequestContext,
+    sessionId?: string,
   ): Promise<string[]>;
   hasActiveFactor(userId: number): Promise<boolean>;
   /**
@@ -411,12 +409,15 @@ export function createMfaService(deps: MfaDependencies): MfaService {
       });
       const factorId = randomBytes(16).toString('base64url');
       const secret = generateTotpSecret();
-      const stored = await mfa.insertPendingTotp({
-        id: factorId,
-        userId,
-        secretSealed: box.seal(secret, totpSealContext(factorId, userId)),
-        createdAt: clock.now(),
-      });
+      const stored = await mfa.insertPendingTotp(
+        {
+          id: factorId,
+          userId,
+          secretSealed: box.seal(secret, totpSealContext(factorId, userId)),
+          createdAt: clock.now(),
+        },
+        credentials.sessionId,
+      );
       if (!stored) throw alreadyEnrolled();
       context.audit('mfa_enrolment_started', { userId });
       return { factorId, secret, otpauthUri: totpUri(secret, deps.issuer, user.username) };
@@ -450,6 +451,7 @@ export function createMfaService(deps: MfaDependencies): MfaService {
         hashes,
         [notice(user, 'an authenticator app was added')],
         clock.now(),
+        sessionId,
       );
       if (!activated) throw wrongCode();
       mail.mailQueued();
@@ -469,19 +471,22 @@ export function createMfaService(deps: MfaDependencies): MfaService {
       };
     },
 
-    async removeTotp(userId, password, proof, context) {
+    async removeTotp(userId, credentials, context) {
       // Stricter than adding: a code in the body always (whoever holds the app or its codes can type one).
-      const user = await authoriseFactorChange(userId, { password, proof }, context, { proofRequired: true });
+      const user = await authoriseFactorChange(userId, { ...credentials, session: undefined }, context, {
+        proofRequired: true,
+      });
       await mfa.deleteSecondFactors(
         userId,
         [notice(user, 'the authenticator app and recovery codes were removed')],
         clock.now(),
+        { sessionId: credentials.sessionId },
       );
       mail.mailQueued();
       context.audit('mfa_disabled', { userId });
     },
 
-    async regenerateRecoveryCodes(userId, password, otp, context) {
+    async regenerateRecoveryCodes(userId, password, otp, context, sessionId) {
       const user = await authoriseFactorChange(userId, { password, proof: { otp } }, context, {
         proofRequired: true,
       });
@@ -491,6 +496,7 @@ export function createMfaService(deps: MfaDependencies): MfaService {
         hashes,
         [notice(user, 'new recovery codes were made; the old ones no longer work')],
         clock.now(),
+        sessionId,
       );
       mail.mailQueued();
       context.audit('recovery_codes_regenerated', { userId });

@@ -90,8 +90,8 @@ describe.each(dialects)('account changes racing a password change on %s', (diale
   }
 
   it('refuses a deletion whose password check a password change overtook, deleting nothing', async () => {
-    const { accounts, users, user } = await accountsWithPasswordChangedAfterCheck('deleterace');
-    await expect(accounts.deleteAccount(user.id, STRONG_PASSWORD, context)).rejects.toMatchObject({
+    const { accounts, users, user, sessionId } = await accountsWithPasswordChangedAfterCheck('deleterace');
+    await expect(accounts.deleteAccount(user.id, STRONG_PASSWORD, sessionId, context)).rejects.toMatchObject({
       code: 'invalid_password',
     });
     expect(await users.findUserById(user.id)).toEqual(user);

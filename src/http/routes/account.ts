@@ -192,8 +192,8 @@ export const accountRoutes: FastifyPluginAsyncTypebox<{
       },
     },
     async (request, reply) => {
-      const { user } = request.auth!;
-      await accounts.deleteAccount(user.id, request.body.password, requestContext(request));
+      const { user, sessionId } = request.auth!;
+      await accounts.deleteAccount(user.id, request.body.password, sessionId, requestContext(request));
       // The name stays with the events that outlive the account, for whoever investigates what happened to it.
       requestContext(request).audit('user_deleted', { userId: user.id, username: user.username });
       if (isWebClient(request)) {

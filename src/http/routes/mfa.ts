@@ -136,8 +136,11 @@ export const mfaRoutes: FastifyPluginAsyncTypebox<{
     },
     async (request, reply) => {
       // Without a code, the password is still checked first (invalid_password), then the code asked for.
-      const { password, proof } = factorChangeOf(request, request.body);
-      await mfa.removeTotp(request.auth!.user.id, password, proof, requestContext(request));
+      await mfa.removeTotp(
+        request.auth!.user.id,
+        factorChangeOf(request, request.body),
+        requestContext(request),
+      );
       return reply.code(204).send(null);
     },
   );
@@ -169,6 +172,7 @@ export const mfaRoutes: FastifyPluginAsyncTypebox<{
         passwordOf(body),
         body.otp || undefined,
         requestContext(request),
+        request.auth!.sessionId,
       );
       return { recovery_codes: codes };
     },
