@@ -2,6 +2,7 @@ import { Worker } from 'node:worker_threads';
 import { AppError } from '../errors.ts';
 import type { BreachedPasswords } from './breached-passwords.ts';
 import type { StrengthAnswer, StrengthRequest } from './password-strength-worker.ts';
+import { normalisePassword } from './passwords.ts';
 
 export type PasswordProblem =
   | { type: 'too_short'; minLength: number }
@@ -13,12 +14,13 @@ export type PasswordProblem =
 
 export interface PasswordPolicy {
   /**
-   * Returns the first rule the password breaks, or undefined; throws service_unavailable when zxcvbn cannot answer
-   * (a breach corpus that cannot answer is skipped instead).
+   * Returns the first rule the password, as typed, breaks, or undefined; throws service_unavailable when zxcvbn cannot
+   * answer (a breach corpus that cannot answer is skipped instead). The rules but the length see its NFKC form
+   * (normalisePassword), the one that is hashed.
    */
-  check(password: string, userInputs: string[]): Promise<PasswordProblem | undefined>;
-  /** Returns the first length or character rule the password breaks: the cheap rules, without zxcvbn. */
-  checkShape(password: string): PasswordProblem | undefined;
+  check(typed: string, userInputs: string[]): Promise<PasswordProblem | undefined>;
+  /** Returns the first length or character rule the password, as typed, breaks: the cheap rules, without zxcvbn. */
+  checkShape(typed: string): PasswordProblem | undefined;
   /** Ends the zxcvbn worker, failing estimates still waiting; a later check starts a new one. */
   close(): Promise<void>;
 }
@@ -53,10 +55,18 @@ export function createPasswordPolicy(
   estimatorOptions: StrengthEstimatorOptions = {},
 ): PasswordPolicy {
   const estimator = createStrengthEstimator(estimatorOptions);
-  const checkShape = (password: string): PasswordProblem | undefined => {
-    const length = [...password].length;
-    if (length < limits.minLength) return { type: 'too_short', minLength: limits.minLength };
-    if (length > limits.maxLength) return { type: 'too_long', maxLength: limits.maxLength };
+  const checkShape = (typed: string): PasswordProblem | undefined => {
+    const password = normalisePassword(typed);
+    // NIST 800-63B §3.1.1.2 counts code points; of which string it does not say. The minimum counts the shorter of the
+    // typed one (NFC, so that a decomposed spelling counts once) and the NFKC one: NFKC spells out some characters
+    // (U+FDFA is 18 after it), and one typed character passed a minimum of 8 or 15 (found from outside). The maximum
+    // counts the longer, the NFKC one that is hashed.
+    const asTyped = [...typed.normalize('NFC')].length;
+    const hashed = [...password].length;
+    if (Math.min(asTyped, hashed) < limits.minLength)
+      return { type: 'too_short', minLength: limits.minLength };
+    if (Math.max(asTyped, hashed) > limits.maxLength)
+      return { type: 'too_long', maxLength: limits.maxLength };
     // Not Unicode text: encoded for the hash, a lone surrogate becomes U+FFFD, as another password's would.
     if (!password.isWellFormed()) return { type: 'lone_surrogate' };
     if (/\p{Cc}/u.test(password)) return { type: 'control_character' };
@@ -64,9 +74,10 @@ export function createPasswordPolicy(
   };
   return {
     checkShape,
-    async check(password, userInputs) {
-      const problem = checkShape(password);
+    async check(typed, userInputs) {
+      const problem = checkShape(typed);
       if (problem) return problem;
+      const password = normalisePassword(typed);
       const estimate = await estimator.estimate(password, userInputs);
       if (estimate.score < MINIMUM_SCORE) {
         const warning = estimate.warning;

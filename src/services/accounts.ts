@@ -176,6 +176,7 @@ export const MAX_AGE = 150;
 export function checkNewPassword(
   policy: PasswordPolicy,
   account: { username: string; email: string },
+  /** As typed: the policy counts its length so, and judges its NFKC form. */
   password: string,
 ): Promise<PasswordProblem | undefined> {
   return policy.check(password, [account.username, account.email, ...account.email.split('@')]);
@@ -294,7 +295,7 @@ export function createAccountsService(deps: AccountsDependencies): AccountsServi
         if (problem) problems.push(problem);
       }
       if (typeof fields.password === 'string') {
-        const problem = policy.checkShape(normalisePassword(fields.password));
+        const problem = policy.checkShape(fields.password);
         if (problem) problems.push(describePasswordProblem(problem));
       }
       return problems;
@@ -303,7 +304,7 @@ export function createAccountsService(deps: AccountsDependencies): AccountsServi
     async registerUser(registration, context, hashing) {
       const checked = checkAccountFields(registration);
       const problems = 'problems' in checked ? checked.problems : [];
-      const password = normalisePassword(registration.password);
+      const password = registration.password;
       const shapeProblem = policy.checkShape(password);
       if (shapeProblem) problems.push(describePasswordProblem(shapeProblem));
       // zxcvbn, the dear check, runs only for a registration that is otherwise acceptable.
@@ -468,9 +469,9 @@ export function createAccountsService(deps: AccountsDependencies): AccountsServi
 
     async changePassword(userId, change, context) {
       const credentials = await checkPassword(userId, change.currentPassword, context);
-      const newPassword = normalisePassword(change.newPassword);
+      const { newPassword } = change;
       const problems: FieldProblem[] = [];
-      if (newPassword === normalisePassword(change.currentPassword)) {
+      if (normalisePassword(newPassword) === normalisePassword(change.currentPassword)) {
         problems.push({
           loc: ['body', 'new_password'],
           msg: 'The new password must differ from the current one',

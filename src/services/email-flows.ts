@@ -13,7 +13,7 @@ import {
   type OneTimeTokenPurpose,
 } from '../security/one-time-tokens.ts';
 import type { PasswordPolicy } from '../security/password-policy.ts';
-import { normalisePassword, type PasswordHasher } from '../security/passwords.ts';
+import type { PasswordHasher } from '../security/passwords.ts';
 import { checkNewPassword, describePasswordProblem, type EmailChangeMailer } from './accounts.ts';
 import type { BackgroundWork } from './background-work.ts';
 import type { MailComposer } from './mail.ts';
@@ -299,8 +299,7 @@ export function createEmailFlowsService(deps: EmailFlowsDependencies): EmailFlow
 
     async resetPassword(token, newPassword, context, proof = {}) {
       const { user, tokenHash } = await resetTokenUser(token, context);
-      const password = normalisePassword(newPassword);
-      const problem = await checkNewPassword(deps.policy, user, password);
+      const problem = await checkNewPassword(deps.policy, user, newPassword);
       if (problem) {
         throw new AppError('validation_failed', 'Invalid password', {
           details: [{ ...describePasswordProblem(problem), loc: ['body', 'new_password'] }],
@@ -308,7 +307,10 @@ export function createEmailFlowsService(deps: EmailFlowsDependencies): EmailFlow
       }
       const needsFactor = await secondFactorNeeded(user, proof);
       // Hashed before the proof is spent: a hash shed under load must not cost the user a recovery code.
-      const passwordHash = await deps.hasher.hash(password, context.signal ? { signal: context.signal } : {});
+      const passwordHash = await deps.hasher.hash(
+        newPassword,
+        context.signal ? { signal: context.signal } : {},
+      );
       const spent = needsFactor
         ? await deps.secondFactors?.spendSecondFactor(user.id, proof, context)
         : undefined;

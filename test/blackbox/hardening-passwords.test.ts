@@ -256,6 +256,12 @@ describe.each(DIALECTS)('one normalised password (%s)', (dialect) => {
     expect422(r, 'password');
   });
 
+  // Found from outside: one typed character that NFKC spells out passed the minimum (U+FDFA is 18 after it).
+  it('counts the minimum on what is typed: U+FDFA alone, or two squared katakana words, are too short', async () => {
+    expect422(await reg('\ufdfa'), 'password');
+    expect422(await reg('\u3300\u3301'), 'password');
+  });
+
   it('counts the 1024 maximum on the NFKC form: 400 ligatures (1200 characters after NFKC) are too long', async () => {
     const lig = Array.from({ length: 400 }, () => (Math.random() < 0.5 ? '\ufb03' : '\ufb04')).join('');
     expect(lig.normalize('NFKC').length).toBe(1200);

@@ -28,6 +28,24 @@ describe('password policy', async () => {
     expect(await policy.check('xQ7#kd2!', inputs)).toBeUndefined();
   });
 
+  // Found from outside: the length was counted on the NFKC form alone, so one character that NFKC spells out (U+FDFA
+  // is 18 after it) passed a minimum of 8, or of 15. The user typed one character; NIST 800-63B §3.1.1.2 counts those.
+  it('counts the minimum on the password as typed: one character NFKC expands is one character', async () => {
+    for (const typed of ['\ufdfa', '\ufdfb', '\u3300\u3301', '\ufb03\ufb04\ufb03'])
+      expect(await policy.check(typed, inputs), typed).toEqual({ type: 'too_short', minLength: 8 });
+  });
+
+  it('counts the minimum on the shorter of the typed (NFC) and NFKC forms, so a decomposed spelling counts once', async () => {
+    const letters = 'ḱñẃśźýç';
+    expect(await policy.check(letters.normalize('NFD'), inputs)).toEqual({ type: 'too_short', minLength: 8 });
+    // Half-width katakana with a voiced mark: 2 typed characters, 1 after NFKC.
+    expect(await policy.check('\uff76\uff9e'.repeat(5), inputs)).toEqual({ type: 'too_short', minLength: 8 });
+  });
+
+  it('counts the maximum on the longer form, the NFKC one that is hashed', async () => {
+    expect(await policy.check('\ufb03'.repeat(400), inputs)).toEqual({ type: 'too_long', maxLength: 1024 });
+  });
+
   it('counts code points, not UTF-16 units or bytes', async () => {
     expect(await policy.check('🔑🗝🔐🛡⚔🏰🐉🦄', inputs)).toBeUndefined();
     expect(
