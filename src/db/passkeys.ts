@@ -3,7 +3,9 @@ import { type QueuedMail, queueMail } from './email-outbox.ts';
 import type { Executor } from './one-time-tokens.ts';
 import { executePrepared, prepareQuery, USER_ID_SENTINEL } from './prepared.ts';
 import type { Db, WebauthnChallengesTable, WebauthnCredentialsTable } from './schema.ts';
+import { sessionMayAct } from './sessions.ts';
 import { violatedUniqueConstraint } from './unique-violation.ts';
+import { lockForSession } from './users.ts';
 
 export type ChallengePurpose = WebauthnChallengesTable['purpose'];
 
@@ -69,17 +71,28 @@ export interface PasskeysRepository {
   ): Promise<string | undefined>;
   /**
    * Stores a passkey while the user has fewer than `max`, and queues the mails, in one transaction that holds the
-   * user's row: parallel registrations cannot pass the cap together.
+   * user's row: parallel registrations cannot pass the cap together. With `sessionId`, only while that session may act
+   * (sessionMayAct); 'user_gone' otherwise.
    */
   insertPasskey(
     passkey: NewPasskey,
     max: number,
     mails: readonly QueuedMail[],
     now: Date,
+    sessionId?: string,
   ): Promise<PasskeyInsertion>;
   renamePasskey(userId: number, id: string, name: string): Promise<StoredPasskey | undefined>;
-  /** Deletes one of the user's passkeys and queues the mails; false (nothing queued) when it was not theirs. */
-  deletePasskey(userId: number, id: string, mails: readonly QueuedMail[], now: Date): Promise<boolean>;
+  /**
+   * Deletes one of the user's passkeys and queues the mails; false (nothing queued) when it was not theirs. With
+   * `sessionId`, only while that session may act (lockForSession: else invalid_token).
+   */
+  deletePasskey(
+    userId: number,
+    id: string,
+    mails: readonly QueuedMail[],
+    now: Date,
+    sessionId?: string,
+  ): Promise<boolean>;
   /** Deletes every passkey and challenge of the user and queues the mails when one went; returns how many went. */
   deleteAllPasskeys(userId: number, mails: readonly QueuedMail[], now: Date): Promise<number>;
   /**
@@ -226,7 +239,7 @@ export function createPasskeysRepository(db: Db): PasskeysRepository {
       return row?.challenge;
     },
 
-    async insertPasskey(passkey, max, mails, now) {
+    async insertPasskey(passkey, max, mails, now, sessionId) {
       const nowMs = now.getTime();
       try {
         return await db.transaction().execute(async (trx) => {
@@ -236,8 +249,9 @@ export function createPasskeysRepository(db: Db): PasskeysRepository {
             .updateTable('users')
             .set((eb) => ({ webauthn_user_handle: eb.ref('webauthn_user_handle') }))
             .where('id', '=', passkey.userId)
+            .$if(sessionId !== undefined, (query) => query.where((eb) => sessionMayAct(eb, sessionId!)))
             .executeTakeFirst();
-          // The account was deleted since the request read it.
+          // The account was deleted, disabled or its session ended since the request read it.
           if (Number(held.numUpdatedRows) !== 1) return 'user_gone';
           const { count } = await trx
             .selectFrom('webauthn_credentials')
@@ -284,9 +298,10 @@ export function createPasskeysRepository(db: Db): PasskeysRepository {
       return row && toPasskey(row);
     },
 
-    async deletePasskey(userId, id, mails, now) {
+    async deletePasskey(userId, id, mails, now, sessionId) {
       const nowMs = now.getTime();
       return db.transaction().execute(async (trx) => {
+        if (sessionId !== undefined) await lockForSession(trx, userId, sessionId);
         const deleted = await trx
           .deleteFrom('webauthn_credentials')
           .where('id', '=', id)

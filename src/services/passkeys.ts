@@ -409,6 +409,7 @@ export function createPasskeysService(deps: PasskeysDependencies): PasskeysServi
         MAX_PASSKEYS,
         [notice(user, `a passkey ("${chosen}") was added`)],
         clock.now(),
+        sessionId,
       );
       if (stored === 'limit')
         throw new AppError('passkey_limit', `At most ${MAX_PASSKEYS} passkeys per account`);
@@ -443,6 +444,7 @@ export function createPasskeysService(deps: PasskeysDependencies): PasskeysServi
           id,
           [notice(user, `the passkey "${passkey.name}" was removed`)],
           clock.now(),
+          credentials.sessionId,
         ));
       if (!deleted) throw new AppError('not_found', 'Passkey not found');
       mail.mailQueued();

@@ -1,3 +1,4 @@
+import type { PublicKeyCredentialCreationOptionsJSON } from '@simplewebauthn/server';
 import { generateSync } from 'otplib';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { createUsersRepository } from '../../src/db/users.ts';
@@ -13,6 +14,7 @@ import {
 import { dialects } from '../support/dialects.ts';
 import { decodeToken } from '../support/forge-token.ts';
 import { mailedToken } from '../support/outbox.ts';
+import { createSoftAuthenticator } from '../support/soft-authenticator.ts';
 
 const NEW_PASSWORD = 'another horse battery staple';
 
@@ -201,6 +203,47 @@ describe.each(dialects)(
         .where('user_id', '=', user.id)
         .execute();
       expect(factors).toEqual([{ status: 'active' }]);
+    });
+
+    it('answers 401 to removing a passkey of an account disabled meanwhile, and keeps the passkey', async () => {
+      const options = await bearerRequest(
+        t.app,
+        'POST',
+        '/users/me/passkeys/registration/options',
+        accessToken,
+        {
+          password: STRONG_PASSWORD,
+        },
+      );
+      const { challenge_id, options: creation } = options.json() as {
+        challenge_id: string;
+        options: PublicKeyCredentialCreationOptionsJSON;
+      };
+      const authenticator = createSoftAuthenticator({ origin: 'http://localhost:8000' });
+      const registered = await bearerRequest(
+        t.app,
+        'POST',
+        '/users/me/passkeys/registration/verify',
+        accessToken,
+        {
+          challenge_id,
+          response: authenticator.register(creation),
+        },
+      );
+      expect(registered.statusCode, registered.body).toBe(201);
+      const { id } = registered.json() as { id: string };
+      duringNextHash = disableWithoutEndingSessions();
+      expectSignedOut(
+        await bearerRequest(t.app, 'DELETE', `/users/me/passkeys/${id}`, accessToken, {
+          password: STRONG_PASSWORD,
+        }),
+      );
+      const kept = await t.database.db
+        .selectFrom('webauthn_credentials')
+        .select('id')
+        .where('user_id', '=', user.id)
+        .execute();
+      expect(kept).toEqual([{ id }]);
     });
 
     it('refuses a reset link whose account was disabled while the new password was hashed: 400, the link not spent', async () => {
