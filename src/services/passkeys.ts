@@ -141,6 +141,8 @@ export interface PasskeysDependencies {
 }
 
 export const MAX_PASSKEYS = 10;
+// Assertions of one passkey recorded while one waits to be: each try past the first means another login succeeded.
+const MAX_COUNTER_RACES = 5;
 const CHALLENGE_TTL_MS = 5 * 60_000;
 // WebAuthn L3 §5.4.3 recommends COSE algorithms in this order: Ed25519, ES256, RS256.
 const ALGORITHMS = [-8, -7, -257];
@@ -278,9 +280,7 @@ export function createPasskeysService(deps: PasskeysDependencies): PasskeysServi
     const info = verification.authenticationInfo;
     if (!verification.verified || !info.userVerified) return refuse('invalid_assertion', passkey.userId);
     const newCount = info.newCounter;
-    // L3 §6.1.1: when either counter is non-zero, the new one must be greater; otherwise the authenticator may have
-    // been cloned. Synced passkeys report 0 throughout, which passes.
-    if ((newCount !== 0 || passkey.signCount !== 0) && newCount <= passkey.signCount) {
+    const copied = async () => {
       const user = await users.findUserById(passkey.userId);
       const marked =
         user &&
@@ -291,19 +291,36 @@ export function createPasskeysService(deps: PasskeysDependencies): PasskeysServi
         ));
       if (marked) mail.mailQueued();
       return refuse('counter_regression', passkey.userId);
+    };
+    // L3 §6.1.1: when either counter is non-zero, the new one must be greater; otherwise the authenticator may have
+    // been cloned. Synced passkeys report 0 throughout, which passes.
+    if ((newCount !== 0 || passkey.signCount !== 0) && newCount <= passkey.signCount) return copied();
+    let storedCount = passkey.signCount;
+    for (let attempt = 0; attempt < MAX_COUNTER_RACES; attempt += 1) {
+      const recorded = await passkeys.recordUse(
+        {
+          id: passkey.id,
+          storedCount,
+          newCount,
+          backupState: info.credentialBackedUp,
+          userVerified: info.userVerified,
+        },
+        clock.now(),
+      );
+      if (recorded) return passkey;
+      // Another assertion of this passkey was recorded since this one read the counter: judged against the counter
+      // it left. The same non-zero counter twice is a copy's mark, whatever the order they came in (found from outside:
+      // it was refused unmarked when both had read the counter first); a lower one may be the same authenticator's
+      // earlier assertion that came late, and is refused unmarked; a higher one is recorded.
+      const current = await passkeys.findPasskey(passkey.userId, passkey.id);
+      if (!current || current.suspect) return refuse('suspect_credential', passkey.userId);
+      if ((newCount !== 0 || current.signCount !== 0) && newCount <= current.signCount) {
+        if (newCount === current.signCount) return copied();
+        break;
+      }
+      storedCount = current.signCount;
     }
-    const recorded = await passkeys.recordUse(
-      {
-        id: passkey.id,
-        storedCount: passkey.signCount,
-        newCount,
-        backupState: info.credentialBackedUp,
-        userVerified: info.userVerified,
-      },
-      clock.now(),
-    );
-    if (!recorded) return refuse('counter_race', passkey.userId);
-    return passkey;
+    return refuse('counter_race', passkey.userId);
   };
 
   const passwordlessLogin: PasskeysService['passwordlessLogin'] = async (challengeId, response, context) => {

@@ -541,6 +541,33 @@ describe.each(dialects)('passkeys on %s', (dialect) => {
     expect((await call('GET', '/users/me/mfa', account.bearer)).json()).toMatchObject({ passkeys: 0 });
   });
 
+  // Found from outside: five assertions with one counter, all above the stored one, sent at once: one logged in, and the
+  // passkey was marked suspect only when a loser read the counter after the winner wrote it. A genuine authenticator
+  // never signs two assertions with one non-zero counter (L3 §6.1.1): the equal counter is the copy's mark.
+  it('marks a passkey suspect when assertions with one counter race: one logs in, the others are refused', async () => {
+    const account = await newAccount();
+    expect((await register(account)).statusCode).toBe(201);
+    expect((await passwordless(account.authenticator)).statusCode).toBe(200);
+    const challenges = await Promise.all([0, 1, 2, 3, 4].map(() => passwordlessOptions()));
+    const answers = await Promise.all(
+      challenges.map(({ challenge_id, options }) =>
+        grant(challenge_id, account.authenticator.assert(options, { signCount: 2 })),
+      ),
+    );
+    expect(answers.map((answer) => answer.statusCode).sort()).toEqual([200, 400, 400, 400, 400]);
+    const [listed] = (
+      (await call('GET', '/users/me/passkeys', account.bearer)).json() as { passkeys: PasskeyBody[] }
+    ).passkeys;
+    expect(listed?.suspect).toBe(true);
+    // The first loser marks it; the ones judged after that meet a suspect passkey.
+    const reasons = await refusals(account.user.id);
+    expect(reasons).toHaveLength(4);
+    expect(reasons).toContain('counter_regression');
+    expect(
+      reasons.filter((reason) => reason !== 'counter_regression' && reason !== 'suspect_credential'),
+    ).toEqual([]);
+  });
+
   it('refuses a challenge of another purpose or user, and another user’s passkey id', async () => {
     const alice = await newAccount();
     const bob = await newAccount();
