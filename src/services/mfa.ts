@@ -310,12 +310,15 @@ export function createMfaService(deps: MfaDependencies): MfaService {
   /**
    * Checks and spends one proof of the user under the per-user lock (R13), whichever its kind: a code's step, a
    * recovery code, or an assertion of a passkey (the passkeys service's counter rule and suspect marking apply).
+   * `commit`, when given, is what the proof is spent for: when it does not happen (another grant of the mfa_token won),
+   * a recovery code is given back and no use is recorded.
    */
   const spend = async (
     userId: number,
     proof: LoginSecondFactorProof,
     context: RequestContext,
     passkeyPurpose: 'second_factor' | 'password_reset',
+    commit?: () => Promise<boolean>,
   ): Promise<SpentProof | undefined> => {
     // During a lock the proof is not even checked: a right one is answered as a wrong one.
     const admission = await throttle?.reserveSecondFactorAttempt(
@@ -350,6 +353,10 @@ export function createMfaService(deps: MfaDependencies): MfaService {
       return undefined;
     }
     await throttle?.recordSecondFactorSuccess(userId);
+    if (commit && !(await commit())) {
+      await passed.release?.();
+      return undefined;
+    }
     context.audit('second_factor_used', { userId, reason: passed.method });
     return passed;
   };
@@ -541,15 +548,14 @@ export function createMfaService(deps: MfaDependencies): MfaService {
       const proved = (credentials: Credentials | undefined): credentials is Credentials =>
         credentials !== undefined && digestOf(credentials.passwordHash) === attempt.passwordDigest;
       if (!proved(await users.findCredentialsById(attempt.userId))) throw invalid();
-      const passed = await spend(attempt.userId, proof, context, 'second_factor');
-      if (!passed) throw invalid();
-      const credentials = await users.findCredentialsById(attempt.userId);
+      let credentials: Credentials | undefined;
       // Again after the proof, which took time: the password may have changed meanwhile. And of parallel redemptions
       // of one mfa_token one wins: a recovery code spent by another is given back.
-      if (!proved(credentials) || !(await mfa.consumeMfaChallenge(tokenHash, clock.now()))) {
-        await passed.release?.();
-        throw invalid();
-      }
+      const passed = await spend(attempt.userId, proof, context, 'second_factor', async () => {
+        credentials = await users.findCredentialsById(attempt.userId);
+        return proved(credentials) && (await mfa.consumeMfaChallenge(tokenHash, clock.now()));
+      });
+      if (!passed || !proved(credentials)) throw invalid();
       return {
         user: credentials.user,
         verifiedHash: credentials.passwordHash,

@@ -437,6 +437,9 @@ describe.each(dialects)('TOTP second factor on %s', (dialect) => {
     );
     expect(granted.map((response) => response.statusCode).sort()).toEqual([200, 400, 400]);
     expect((await f.status(user.accessToken)).recovery_codes_left).toBe(9);
+    // One second step passed, and the trail says so once (found from outside: once per grant, losers included).
+    const events = await eventsOf(user.id);
+    expect(events.filter((event) => event === 'second_factor_used')).toHaveLength(1);
     // The losers' codes work again; the winner's does not.
     const winner = user.recoveryCodes[granted.findIndex((response) => response.statusCode === 200)] ?? '';
     const loser = user.recoveryCodes[granted.findIndex((response) => response.statusCode === 400)] ?? '';
