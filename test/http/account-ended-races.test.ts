@@ -232,9 +232,23 @@ describe.each(dialects)(
       );
       expect(registered.statusCode, registered.body).toBe(201);
       const { id } = registered.json() as { id: string };
+      // With a passkey as its second factor, the account's changes of factors need a session that signed in with it.
+      const assertion = await t.app.inject({ method: 'POST', url: '/passkeys/authentication/options' });
+      const { challenge_id: loginChallenge, options: request } = assertion.json();
+      const signedIn = await t.app.inject({
+        method: 'POST',
+        url: '/token',
+        payload: {
+          grant_type: 'urn:gatehouse:params:oauth:grant-type:webauthn',
+          challenge_id: loginChallenge,
+          webauthn_response: authenticator.assert(request),
+        },
+      });
+      expect(signedIn.statusCode, signedIn.body).toBe(200);
+      const passkeyBearer = signedIn.json().access_token as string;
       duringNextHash = disableWithoutEndingSessions();
       expectSignedOut(
-        await bearerRequest(t.app, 'DELETE', `/users/me/passkeys/${id}`, accessToken, {
+        await bearerRequest(t.app, 'DELETE', `/users/me/passkeys/${id}`, passkeyBearer, {
           password: STRONG_PASSWORD,
         }),
       );
