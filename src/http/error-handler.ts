@@ -427,6 +427,9 @@ function toFieldProblem(problem: AjvProblem, context: string | undefined): Field
     case 'required':
       return { loc: [...loc, String(params.missingProperty)], msg: 'Field required', type: 'missing' };
     case 'type':
+      // No body at all (nor a Content-Type; Fastify's body is then null): FastAPI reads an empty body as none, and a
+      // required one is missing.
+      if (loc.length === 1 && problem.data == null) return { loc, msg: 'Field required', type: 'missing' };
       if (loc.length === 1)
         return {
           loc,

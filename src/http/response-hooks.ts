@@ -37,6 +37,18 @@ export function wasAnsweredBeforeItsBody(socket: object): boolean {
   return answeredBeforeTheirBody.has(socket);
 }
 
+// Requests that expected 100-continue and were not told to continue: their client may send no body at all.
+const bodiesHeldBack = new WeakSet<object>();
+
+/**
+ * Marks a request that expected 100-continue and got no 100 (its announced body is past the limit): its early answer
+ * closes the connection, since the client may then send no body, and a request it sent next would be read as the body
+ * announced (RFC 9110 §10.1.1; found from outside).
+ */
+export function markBodyHeldBack(request: IncomingMessage): void {
+  bodiesHeldBack.add(request);
+}
+
 // Sockets that close once the rest of an early-answered body is read: nothing after that body is a request to serve.
 const lingering = new WeakSet<object>();
 
@@ -105,7 +117,11 @@ export function registerResponseHooks(app: FastifyInstance): void {
         // A close already decided (a missing or invalid Host, a draining server) stands, after the rest is read.
         // So does the client's own (Connection: close, HTTP/1.0); otherwise the answer says the connection stays, as
         // Node would have said had Fastify not set a close (removing the header also stops Node from saying it).
-        if (closingOnPurpose.has(request.raw) || !reply.raw.shouldKeepAlive) {
+        if (
+          closingOnPurpose.has(request.raw) ||
+          bodiesHeldBack.has(request.raw) ||
+          !reply.raw.shouldKeepAlive
+        ) {
           lingerBeforeClosing(socket, request.raw);
           reply.header('connection', 'close');
         } else reply.header('connection', 'keep-alive');

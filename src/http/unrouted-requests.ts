@@ -7,6 +7,7 @@ import { AppError } from '../errors.ts';
 import { type ErrorStyle, renderError, sendError, toAppError } from './error-handler.ts';
 import {
   closeAfterAnswer,
+  markBodyHeldBack,
   STANDARD_HEADERS,
   setStandardHeaders,
   wasAnsweredBeforeItsBody,
@@ -168,12 +169,10 @@ export function routeExpectations(server: Server, bodyLimitBytes: number) {
   return (request: IncomingMessage, response: ServerResponse): void => {
     const members = expectations(request.headers.expect);
     if (members.some((member) => member !== '100-continue')) unmetExpectations.add(request);
-    else if (
-      members.length > 0 &&
-      request.httpVersionMinor >= 1 &&
-      !(Number(request.headers['content-length']) > bodyLimitBytes)
-    )
-      response.writeContinue();
+    else if (members.length > 0 && request.httpVersionMinor >= 1) {
+      if (Number(request.headers['content-length']) > bodyLimitBytes) markBodyHeldBack(request);
+      else response.writeContinue();
+    }
     server.emit('request', request, response);
   };
 }
