@@ -3,9 +3,8 @@ import { type QueuedMail, queueMail } from './email-outbox.ts';
 import type { Executor } from './one-time-tokens.ts';
 import { executePrepared, prepareQuery, USER_ID_SENTINEL } from './prepared.ts';
 import type { Db, WebauthnChallengesTable, WebauthnCredentialsTable } from './schema.ts';
-import { sessionMayAct } from './sessions.ts';
 import { violatedUniqueConstraint } from './unique-violation.ts';
-import { lockForSession } from './users.ts';
+import { lockActingSession, lockForSession } from './users.ts';
 
 export type ChallengePurpose = WebauthnChallengesTable['purpose'];
 
@@ -72,7 +71,7 @@ export interface PasskeysRepository {
   /**
    * Stores a passkey while the user has fewer than `max`, and queues the mails, in one transaction that holds the
    * user's row: parallel registrations cannot pass the cap together. With `sessionId`, only while that session may act
-   * (sessionMayAct); 'user_gone' otherwise.
+   * (lockActingSession); 'user_gone' otherwise.
    */
   insertPasskey(
     passkey: NewPasskey,
@@ -245,14 +244,17 @@ export function createPasskeysRepository(db: Db): PasskeysRepository {
         return await db.transaction().execute(async (trx) => {
           // A write that locks the user's row (PostgreSQL) or takes the write lock (SQLite) before the count: a
           // parallel registration waits here and then counts this one.
-          const held = await trx
-            .updateTable('users')
-            .set((eb) => ({ webauthn_user_handle: eb.ref('webauthn_user_handle') }))
-            .where('id', '=', passkey.userId)
-            .$if(sessionId !== undefined, (query) => query.where((eb) => sessionMayAct(eb, sessionId!)))
-            .executeTakeFirst();
           // The account was deleted, disabled or its session ended since the request read it.
-          if (Number(held.numUpdatedRows) !== 1) return 'user_gone';
+          if (sessionId !== undefined) {
+            if (!(await lockActingSession(trx, passkey.userId, sessionId))) return 'user_gone';
+          } else {
+            const held = await trx
+              .updateTable('users')
+              .set((eb) => ({ webauthn_user_handle: eb.ref('webauthn_user_handle') }))
+              .where('id', '=', passkey.userId)
+              .executeTakeFirst();
+            if (Number(held.numUpdatedRows) !== 1) return 'user_gone';
+          }
           const { count } = await trx
             .selectFrom('webauthn_credentials')
             .select((eb) => eb.fn.countAll<number | string>().as('count'))

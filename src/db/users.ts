@@ -286,8 +286,8 @@ export function createUsersRepository(db: Db): UsersRepository {
       mailsOf,
     ) {
       return db.transaction().execute(async (trx) => {
-        if (!(await compareAndSwapHash(trx, id, expectedHash, passwordHash, now, keepSessionId)))
-          return false;
+        if (!(await lockActingSession(trx, id, keepSessionId))) return false;
+        if (!(await compareAndSwapHash(trx, id, expectedHash, passwordHash, now))) return false;
         await revokeSessionsOfUser(trx, id, now.getTime(), 'password_changed', keepSessionId);
         await forgetTrustedClients(trx, id);
         await cancelEmailChange(trx, id, now.getTime());
@@ -321,28 +321,25 @@ export function createUsersRepository(db: Db): UsersRepository {
             updated_at_ms: now.getTime(),
           })
           .where('id', '=', id)
-          // A password change revokes the other sessions in the transaction that swaps the hash.
-          .where((eb) => sessionMayAct(eb, liveSessionId))
           .$if(expectedHash !== undefined, (query) => query.where('password_hash', '=', expectedHash!))
           .returning(userColumns)
           .executeTakeFirst();
       try {
         const abandons = changes.pendingEmail === null;
-        const row =
-          issued || abandons
-            ? await db.transaction().execute(async (trx) => {
-                const updated = await update(trx);
-                if (!updated) return undefined;
-                if (abandons) {
-                  await spendTokensOfUser(trx, id, now.getTime(), {
-                    purpose: 'verify_email',
-                    emailCanonical: canonicalEmail(updated.email),
-                  });
-                }
-                if (issued) await insertTokenWithMails(trx, issued.token, issued.mails, now);
-                return updated;
-              })
-            : await update(db);
+        const row = await db.transaction().execute(async (trx) => {
+          // A password change revokes the other sessions in the transaction that swaps the hash.
+          if (!(await lockActingSession(trx, id, liveSessionId))) return undefined;
+          const updated = await update(trx);
+          if (!updated) return undefined;
+          if (abandons) {
+            await spendTokensOfUser(trx, id, now.getTime(), {
+              purpose: 'verify_email',
+              emailCanonical: canonicalEmail(updated.email),
+            });
+          }
+          if (issued) await insertTokenWithMails(trx, issued.token, issued.mails, now);
+          return updated;
+        });
         return row ? toUser(row) : undefined;
       } catch (error) {
         if (violatedUniqueConstraint(error)?.includes('email')) {
@@ -392,13 +389,18 @@ export function createUsersRepository(db: Db): UsersRepository {
     async deleteUser(id, expectedHash, sessionId) {
       // Sessions, refresh tokens, the conversation and its messages go with the user (ON DELETE CASCADE), and so do
       // its mails in the outbox, queued or sent: none may reach a person about an account that is gone.
-      const result = await db
-        .deleteFrom('users')
-        .where('id', '=', id)
-        .where('password_hash', '=', expectedHash)
-        .$if(sessionId !== undefined, (query) => query.where((eb) => sessionMayAct(eb, sessionId!)))
-        .executeTakeFirst();
-      return Number(result.numDeletedRows) === 1;
+      const remove = async (executor: Db) => {
+        const result = await executor
+          .deleteFrom('users')
+          .where('id', '=', id)
+          .where('password_hash', '=', expectedHash)
+          .executeTakeFirst();
+        return Number(result.numDeletedRows) === 1;
+      };
+      if (sessionId === undefined) return remove(db);
+      return db
+        .transaction()
+        .execute(async (trx) => (await lockActingSession(trx, id, sessionId)) && (await remove(trx)));
     },
 
     async sessionMayAct(id, sessionId) {
@@ -441,18 +443,39 @@ export async function lockUserRow(db: Db, id: number): Promise<void> {
 }
 
 /**
- * Locks the user's row for the rest of `db`'s transaction (as lockUserRow) while `sessionId` may act for it
- * (sessionMayAct); throws invalid_token, rolling the transaction back, once it may not.
+ * Locks the user's row, then the session's, for the rest of `db`'s transaction, while the session may act for the user
+ * (the account enabled, the session live: sessionMayAct); false, with nothing locked, otherwise. A request checks both
+ * when it comes, then may hash for a long while: a disabling, or an end of the session, that commits meanwhile must not
+ * be overtaken by its write.
  */
-export async function lockForSession(db: Db, id: number, sessionId: string): Promise<void> {
-  const locked = await db
+export async function lockActingSession(db: Db, id: number, sessionId: string): Promise<boolean> {
+  const user = await db
     .updateTable('users')
     .set((eb) => ({ id: eb.ref('id') }))
     .where('id', '=', id)
-    .where((eb) => sessionMayAct(eb, sessionId))
+    .where('disabled_at_ms', 'is', null)
     .returning('id')
     .executeTakeFirst();
-  if (!locked) throw new AppError('invalid_token', 'Could not validate credentials');
+  if (!user) return false;
+  // A statement of its own, once the user's row is held: PostgreSQL re-checks a waiting statement against the new
+  // version of the row it waited for, and judges the rest of it (the session) by its old snapshot, so a password
+  // change or reset that ended this session while holding the user's row went unseen (found in review). Holding the
+  // session's row also makes a logout of it wait for this write, rather than be answered before it lands.
+  const session = await db
+    .updateTable('sessions')
+    .set((eb) => ({ id: eb.ref('id') }))
+    .where('id', '=', sessionId)
+    .where('user_id', '=', id)
+    .where('revoked_at_ms', 'is', null)
+    .returning('id')
+    .executeTakeFirst();
+  return session !== undefined;
+}
+
+/** As lockActingSession, throwing invalid_token (which rolls the transaction back) when the session may not act. */
+export async function lockForSession(db: Db, id: number, sessionId: string): Promise<void> {
+  if (!(await lockActingSession(db, id, sessionId)))
+    throw new AppError('invalid_token', 'Could not validate credentials');
 }
 
 /**
@@ -474,20 +497,12 @@ export async function forgetTrustedClients(db: Db, id: number): Promise<void> {
   await db.deleteFrom('known_ips').where('user_id', '=', id).execute();
 }
 
-async function compareAndSwapHash(
-  db: Db,
-  id: number,
-  expectedHash: string,
-  passwordHash: string,
-  now: Date,
-  actingSessionId?: string,
-) {
+async function compareAndSwapHash(db: Db, id: number, expectedHash: string, passwordHash: string, now: Date) {
   const result = await db
     .updateTable('users')
     .set({ password_hash: passwordHash, updated_at_ms: now.getTime() })
     .where('id', '=', id)
     .where('password_hash', '=', expectedHash)
-    .$if(actingSessionId !== undefined, (query) => query.where((eb) => sessionMayAct(eb, actingSessionId!)))
     .executeTakeFirst();
   return Number(result.numUpdatedRows) === 1;
 }

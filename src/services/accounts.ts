@@ -84,10 +84,10 @@ export interface AccountsService {
    */
   changePassword(userId: number, change: PasswordChange, context: RequestContext): Promise<void>;
   /**
-   * Deletes the user with their conversation and sessions after checking the password; throws invalid_password,
-   * temporarily_unavailable or invalid_token (the user is gone, deleted by another of its sessions, say).
+   * Deletes the user with their conversation and sessions after checking the password, while `sessionId` (the session
+   * asking) may act for it; throws invalid_password, temporarily_unavailable or invalid_token (the user is gone, deleted
+   * by another of its sessions, say, or disabled, or that session ended).
    */
-  /** Deletes the account, while `sessionId` (the session asking) may act for it. */
   deleteAccount(userId: number, password: string, sessionId: string, context: RequestContext): Promise<void>;
   /** Makes failed logins as slow as a bcrypt verification when imported bcrypt hashes exist; run once at start. */
   equaliseFailureTiming(): Promise<void>;
