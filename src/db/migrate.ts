@@ -15,6 +15,7 @@ import * as addPasskeys from './migrations/2026_12_09_0900_add_passkeys.ts';
 import * as foldCapitalSharpS from './migrations/2026_12_10_0900_fold_capital_sharp_s.ts';
 import * as outboxFollowsItsUser from './migrations/2026_12_11_0900_outbox_follows_its_user.ts';
 import * as addReadinessProbe from './migrations/2026_12_12_0900_add_readiness_probe.ts';
+import * as forgetMailsOfDeletedAccounts from './migrations/2026_12_13_0900_forget_mails_of_deleted_accounts.ts';
 
 // An explicit list rather than a folder scan: the order is reviewed, and nothing depends on the cwd.
 const migrations: Record<string, Migration> = {
@@ -33,6 +34,7 @@ const migrations: Record<string, Migration> = {
   '2026_12_10_0900_fold_capital_sharp_s': foldCapitalSharpS,
   '2026_12_11_0900_outbox_follows_its_user': outboxFollowsItsUser,
   '2026_12_12_0900_add_readiness_probe': addReadinessProbe,
+  '2026_12_13_0900_forget_mails_of_deleted_accounts': forgetMailsOfDeletedAccounts,
 };
 
 const provider: MigrationProvider = { getMigrations: async () => migrations };
@@ -71,6 +73,17 @@ export async function migrateToLatest(handle: {
       return (results ?? [])
         .filter((result) => result.status === 'Success')
         .map((result) => result.migrationName);
+    }
+    // Kysely calls it "corrupted": an operator rolling back would take the database for damaged, where it is newer.
+    const unknown = /previously executed migration (\S+) is missing/.exec(
+      error instanceof Error ? error.message : '',
+    )?.[1];
+    if (unknown !== undefined) {
+      throw new AppError(
+        'internal',
+        `the database was migrated by a newer version of Gatehouse (${unknown}), which this one does not know: ` +
+          'run that version or a later one; going back to this one needs a backup taken before the upgrade',
+      );
     }
     if (attempt >= 5 || handle.schema !== undefined) {
       throw new AppError('internal', 'database migration failed', { cause: error });

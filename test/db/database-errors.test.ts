@@ -41,6 +41,28 @@ describe('driver errors as they come out of the database handle', () => {
     }
   });
 
+  // Found from outside: an older version started on a database a newer one had migrated said the migrations were
+  // "corrupted", which tells an operator rolling back that the database is damaged; it is only newer.
+  it('says a database migrated by a newer version is newer, naming the migration, and changes nothing', async () => {
+    const path = join(directory, 'newer.db');
+    const handle = createDb({ kind: 'sqlite', path });
+    await migrateToLatest(handle);
+    await handle.db
+      .insertInto('kysely_migration' as never)
+      .values({ name: '2099_01_01_0000_from_the_future', timestamp: new Date(0).toISOString() } as never)
+      .execute();
+    try {
+      const refusal = await migrateToLatest(handle).catch((error: unknown) => error);
+      expect(refusal).toBeInstanceOf(AppError);
+      expect((refusal as AppError).message).toMatch(
+        /migrated by a newer version of Gatehouse \(2099_01_01_0000_from_the_future\)/,
+      );
+      expect((refusal as AppError).message).toMatch(/backup/);
+    } finally {
+      await handle.close();
+    }
+  });
+
   // Found from outside on a full disk: every write answered 500, the log said "cannot rollback - no transaction is
   // active" (SQLite had rolled back already), and /readyz said ready. max_page_count gives SQLite's very SQLITE_FULL.
   it('turns a full SQLite database into service_unavailable, in and out of transactions, and says so in health', async () => {
