@@ -247,7 +247,8 @@ export function createEmailFlowsService(deps: EmailFlowsDependencies): EmailFlow
       await admitMailRequest(email, context);
       background.run('email verification resend', async () => {
         const user = await users.findUserByEmail(canonicalEmail(email));
-        if (!user || user.emailVerifiedAt !== null) return;
+        // Answered as for an unknown address, as a reset request is: its link would be refused while disabled.
+        if (!user || user.emailVerifiedAt !== null || !isAccountUsable(user)) return;
         await mailVerificationLink(user);
         context.audit('email_verification_requested', { userId: user.id });
       });

@@ -120,6 +120,21 @@ describe.each(dialects)('disabled accounts on %s', (dialect) => {
     expect((await outboxMails(t.database)).slice(before)).toEqual([]);
   });
 
+  // Found from outside: the resend mailed a disabled account a verification link, where a reset request mails nothing.
+  it('answers a verification resend for a disabled account 202 as for any address, and mails nothing', async () => {
+    const { user } = await newAccount('dorothea');
+    await disable(user.id);
+    const before = (await outboxMails(t.database)).length;
+    const response = await t.app.inject({
+      method: 'POST',
+      url: '/email/verification/resend',
+      payload: { email: user.email },
+    });
+    await t.app.backgroundWork.settled();
+    expect(response.statusCode).toBe(202);
+    expect((await outboxMails(t.database)).slice(before)).toEqual([]);
+  });
+
   it('refuses a reset link mailed before the account was disabled: 400 invalid_token, the password unchanged', async () => {
     const { user } = await newAccount('dalia');
     expect((await forgot(user.email)).statusCode).toBe(202);
