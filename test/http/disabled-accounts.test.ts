@@ -122,7 +122,7 @@ describe.each(dialects)('disabled accounts on %s', (dialect) => {
 
   // Found from outside: the resend mailed a disabled account a verification link, where a reset request mails nothing.
   it('answers a verification resend for a disabled account 202 as for any address, and mails nothing', async () => {
-    const { user } = await newAccount('dorothea');
+    const { user } = await newAccount('dobromir');
     await disable(user.id);
     const before = (await outboxMails(t.database)).length;
     const response = await t.app.inject({
