@@ -312,19 +312,22 @@ export function createEmailFlowsService(deps: EmailFlowsDependencies): EmailFlow
         newPassword,
         context.signal ? { signal: context.signal } : {},
       );
-      const spent = needsFactor
-        ? await deps.secondFactors?.spendSecondFactor(user.id, proof, context)
-        : undefined;
-      if (needsFactor && !spent) throw invalidSecondFactor();
-      const reset = await flows.resetPassword(tokenHash, passwordHash, clock.now(), (changed) => [
-        passwordChangedNotice(mail, changed),
-      ]);
+      let attempted = false;
+      let reset: Awaited<ReturnType<typeof flows.resetPassword>>;
+      const write = async () => {
+        attempted = true;
+        reset = await flows.resetPassword(tokenHash, passwordHash, clock.now(), (changed) => [
+          passwordChangedNotice(mail, changed),
+        ]);
+        return reset !== undefined;
+      };
       // Spent by a parallel reset between the look-up and here, or mailed to an address the account no longer has: a
-      // recovery code this reset spent is given back, as a login's that loses its mfa_token is.
-      if (!reset) {
-        await spent?.release?.();
-        throw await refused('reset_password', tokenHash, context);
-      }
+      // recovery code this reset spent is given back, and no use of it recorded, as a login's that loses its mfa_token.
+      if (needsFactor) {
+        const spent = await deps.secondFactors?.spendSecondFactor(user.id, proof, context, write);
+        if (!spent && !attempted) throw invalidSecondFactor();
+      } else await write();
+      if (!reset) throw await refused('reset_password', tokenHash, context);
       deps.mailQueued?.();
       context.audit('password_reset', { userId: reset.user.id, ended: reset.endedSessions });
       // The reset is committed: a counter store that fails now must not turn it into a 5xx the user would retry.

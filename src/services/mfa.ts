@@ -189,12 +189,14 @@ export interface MfaService extends SecondFactors {
    * password_reset challenge of this user: the one route outside a login that takes a passkey), counted by R13; returns
    * the method, with `release` to give a recovery code back when what it was spent for did not happen, or undefined for
    * a wrong, replayed or locked-out one. A proof with an assertion is checked as the assertion alone: the caller sees to
-   * "exactly one".
+   * "exactly one". With `commit`, what the proof is spent for, run once it passed: when that does not happen, a
+   * recovery code is given back, no use is recorded, and the answer is undefined too.
    */
   spendSecondFactor(
     userId: number,
     proof: LoginSecondFactorProof,
     context: RequestContext,
+    commit?: () => Promise<boolean>,
   ): Promise<Pick<SpentProof, 'method' | 'release'> | undefined>;
 }
 
@@ -358,11 +360,14 @@ export function createMfaService(deps: MfaDependencies): MfaService {
       return undefined;
     }
     context.audit('second_factor_used', { userId, reason: passed.method });
+    // A login's second step with a passkey, once it won its mfa_token.
+    if (passed.method === 'webauthn' && passkeyPurpose === 'second_factor')
+      context.audit('passkey_login', { userId, reason: 'second_factor' });
     return passed;
   };
 
-  const spendSecondFactor: MfaService['spendSecondFactor'] = (userId, proof, context) =>
-    spend(userId, proof, context, 'password_reset');
+  const spendSecondFactor: MfaService['spendSecondFactor'] = (userId, proof, context, commit) =>
+    spend(userId, proof, context, 'password_reset', commit);
 
   const alreadyEnrolled = () =>
     new AppError('mfa_already_enrolled', 'An authenticator app is already set up');

@@ -491,7 +491,6 @@ export function createPasskeysService(deps: PasskeysDependencies): PasskeysServi
     async verifySecondFactor(userId, challengeId, response, context, purpose) {
       const passkey = await verifyAssertion(purpose, userId, challengeId, response, context);
       if (!passkey) return undefined;
-      if (purpose === 'second_factor') context.audit('passkey_login', { userId, reason: 'second_factor' });
       return { amr: amrOf(passkey) };
     },
 
