@@ -695,6 +695,7 @@ describe.each(dialects)('errors at the edges on %s', (dialect) => {
       'HTTP/1.1 201',
     ]);
     const last = answer.slice(answer.lastIndexOf('HTTP/1.1 201'));
+    expect(lastHeadBeforeFin).toBeDefined();
     if (lastHeadBeforeFin === false) expect(parseRawAnswer(last).headers.connection).toBe('close');
   });
 
