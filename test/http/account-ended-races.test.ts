@@ -6,6 +6,7 @@ import { createPasswordHasher, type PasswordHasher } from '../../src/security/pa
 import {
   bearerRequest,
   buildTestApp,
+  expectSignedOut,
   FAST_ARGON2,
   registerUser,
   STRONG_PASSWORD,
@@ -85,16 +86,6 @@ describe.each(dialects)(
       user = await registerUser(t.app, { username, email: `${username}@example.com` });
       accessToken = await login();
     });
-
-    const expectSignedOut = (response: {
-      statusCode: number;
-      headers: Record<string, unknown>;
-      body: string;
-    }) => {
-      expect(response.statusCode, response.body).toBe(401);
-      expect(response.headers['www-authenticate']).toBe('Bearer error="invalid_token"');
-      expect(JSON.parse(response.body)).toEqual({ detail: 'Could not validate credentials' });
-    };
 
     it.each([
       ['PATCH', '/users/me', (email: string) => ({ email, current_password: STRONG_PASSWORD })],

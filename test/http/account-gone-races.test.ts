@@ -3,6 +3,7 @@ import { createPasswordHasher, type PasswordHasher } from '../../src/security/pa
 import {
   bearerRequest,
   buildTestApp,
+  expectSignedOut,
   FAST_ARGON2,
   registerUser,
   STRONG_PASSWORD,
@@ -49,16 +50,6 @@ describe.each(dialects)('an account deleted while its request runs, on %s', (dia
       await t.database.db.deleteFrom('users').where('username', '=', username).execute();
     };
   });
-
-  const expectSignedOut = (response: {
-    statusCode: number;
-    headers: Record<string, unknown>;
-    body: string;
-  }) => {
-    expect(response.statusCode, response.body).toBe(401);
-    expect(response.headers['www-authenticate']).toBe('Bearer error="invalid_token"');
-    expect(JSON.parse(response.body)).toEqual({ detail: 'Could not validate credentials' });
-  };
 
   it('answers 401 to setting up an authenticator app, and writes no factor', async () => {
     expectSignedOut(

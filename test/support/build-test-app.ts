@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { Writable } from 'node:stream';
 import type { FastifyInstance } from 'fastify';
+import { expect } from 'vitest';
 import { type AppOptions, buildApp } from '../../src/app.ts';
 import { type Config, loadConfig } from '../../src/config.ts';
 import type { Dialect } from '../../src/db/schema.ts';
@@ -125,6 +126,17 @@ export function bearerRequest(
     headers: { authorization: `Bearer ${accessToken}` },
     ...(payload ? { payload } : {}),
   });
+}
+
+/** Asserts the answer to a request whose session or account is gone: 401 invalid_token, as for any request after. */
+export function expectSignedOut(response: {
+  statusCode: number;
+  headers: Record<string, unknown>;
+  body: string;
+}) {
+  expect(response.statusCode, response.body).toBe(401);
+  expect(response.headers['www-authenticate']).toBe('Bearer error="invalid_token"');
+  expect(JSON.parse(response.body)).toEqual({ detail: 'Could not validate credentials' });
 }
 
 export async function loginToken(app: FastifyInstance, username = 'alice', password = STRONG_PASSWORD) {
