@@ -306,10 +306,9 @@ export function createSessionsRepository(db: Db, dialect: Dialect): SessionsRepo
 }
 
 /**
- * The condition on the user's row under which a write made for one of its sessions lands: the account is enabled and
- * the session is live. A request checks both when it comes, then may hash for a long while (30-900 ms under load):
- * an operator's disabling, or the owner's ending of that session, that commits meanwhile must not be overtaken (found
- * from outside: an email change moved a disabled account to its thief's address once enabled again).
+ * Whether one of the user's sessions may still act for it, on the user's row: the account is enabled and the session
+ * is live. For reads only: a write guards itself with lockActingSession (db/users.ts), whose statements hold the rows,
+ * since on PostgreSQL a single statement that waited for the user's row judges the session by its old snapshot.
  */
 export function sessionMayAct(
   eb: ExpressionBuilder<Database, 'users'>,

@@ -72,15 +72,15 @@ export interface UsersRepository {
     id: number,
     expectedHash: string,
     passwordHash: string,
-    /** The session asking, kept: the change lands only while it may act (sessionMayAct). */
+    /** The session asking, kept: the change lands only while it may act (lockActingSession). */
     keepSessionId: string,
     now: Date,
     mailsOf?: (user: User) => readonly QueuedMail[],
   ): Promise<boolean>;
   /**
-   * Updates the user only while `guard` holds (the session may act, sessionMayAct; the hash is still `expectedHash`), in the
-   * same statement; undefined when it does not, or there is no such user. With `issued`, its token is stored and its
-   * mails queued in the same transaction, and only if the update landed.
+   * Updates the user only while `guard` holds (the session may act, lockActingSession; the hash is still
+   * `expectedHash`), in one transaction; undefined when it does not, or there is no such user. With `issued`, its token
+   * is stored and its mails queued in the same transaction, and only if the update landed.
    */
   updateUserProfile(
     id: number,
@@ -93,7 +93,7 @@ export interface UsersRepository {
   forgetTrustedClients(id: number): Promise<void>;
   /**
    * Deletes the user, and every mail of theirs in the outbox, only if `expectedHash` is still their hash and, for a
-   * deletion a session asks for, that session may act (sessionMayAct); true if deleted.
+   * deletion a session asks for, that session may act (lockActingSession); true if deleted.
    */
   deleteUser(id: number, expectedHash: string, sessionId?: string): Promise<boolean>;
   /** Whether the session may still act for the user (sessionMayAct): false once ended, or the account disabled or gone. */

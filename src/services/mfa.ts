@@ -355,9 +355,19 @@ export function createMfaService(deps: MfaDependencies): MfaService {
       return undefined;
     }
     await throttle?.recordSecondFactorSuccess(userId);
-    if (commit && !(await commit())) {
-      await passed.release?.();
-      return undefined;
+    if (commit) {
+      let committed: boolean;
+      try {
+        committed = await commit();
+      } catch (error) {
+        // A database that failed under the write: the code is given back all the same, as for a write that lost.
+        await passed.release?.();
+        throw error;
+      }
+      if (!committed) {
+        await passed.release?.();
+        return undefined;
+      }
     }
     context.audit('second_factor_used', { userId, reason: passed.method });
     // A login's second step with a passkey, once it won its mfa_token.

@@ -244,13 +244,28 @@ describe.runIf(dialects.includes('postgres'))(
       });
       await afterCheck;
       const sessions = createSessionsRepository(database.db, 'postgres');
-      const revoked = await Promise.race([
-        sessions.revokeSession(thief, 'logout', clock.now()),
-        new Promise((resolve) => setTimeout(() => resolve('blocked'), 1000)),
-      ]);
+      let answered = false;
+      const logout = sessions.revokeSession(thief, 'logout', clock.now()).then((revoked) => {
+        answered = true;
+        return revoked;
+      });
+      const waitingLogouts = async () =>
+        (
+          await sql<{ n: number }>`select count(*)::int as n from pg_stat_activity
+            where wait_event_type = 'Lock' and query ilike '%update "sessions"%'
+            and datname = current_database()`.execute(database.db)
+        ).rows[0]?.n ?? 0;
+      let waiting = 0;
+      for (let polls = 0; polls < 300 && !answered && waiting === 0; polls += 1) {
+        waiting = await waitingLogouts();
+        if (waiting === 0) await new Promise((resolve) => setTimeout(resolve, 10));
+      }
+      expect(answered).toBe(false);
+      expect(waiting).toBeGreaterThan(0);
       proceed();
       await change;
-      expect(revoked).toBe('blocked');
+      // Then it ends the session, after the write it waited for.
+      expect(await logout).toBe(true);
     });
 
     it('refuses a passkey registration for a session the password change ended: user_gone', async () => {
