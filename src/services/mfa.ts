@@ -125,13 +125,14 @@ export interface MfaService extends SecondFactors {
    * The one rule for changing second factors: the password (else invalid_password); then, when the account has
    * second factors, a code or recovery code in `proof` (spent, counted by R13; else invalid_second_factor) or a session
    * whose login used a second factor within the last 10 minutes; else insufficient_user_authentication. With `proofRequired`
-   * only a code in the body counts, factors or not. Returns the user.
+   * only a code in the body counts, factors or not. `commit`, the change itself, runs once authorised: a recovery code
+   * spent for it is given back if it throws. Returns the user.
    */
   authoriseFactorChange(
     userId: number,
     credentials: FactorChangeCredentials,
     context: RequestContext,
-    options?: { proofRequired?: boolean },
+    options?: { proofRequired?: boolean; commit?: (user: User) => Promise<unknown> },
   ): Promise<User>;
   /**
    * Starts (or restarts) a TOTP enrolment under authoriseFactorChange's rule; throws mfa_already_enrolled, or what
@@ -382,12 +383,6 @@ export function createMfaService(deps: MfaDependencies): MfaService {
   const alreadyEnrolled = () =>
     new AppError('mfa_already_enrolled', 'An authenticator app is already set up');
 
-  const requireSecondFactor = async (userId: number, proof: SecondFactorProof, context: RequestContext) => {
-    const spent = await spendSecondFactor(userId, proof, context);
-    if (!spent) throw invalidSecondFactor();
-    return spent.method;
-  };
-
   const authoriseFactorChange: MfaService['authoriseFactorChange'] = async (
     userId,
     { password, proof, session },
@@ -395,9 +390,17 @@ export function createMfaService(deps: MfaDependencies): MfaService {
     options = {},
   ) => {
     const { user } = await accounts.confirmPassword(userId, password, context);
-    if (!options.proofRequired && (await secondFactors.methodsOf(userId)).length === 0) return user;
+    const commit = async () => {
+      await options.commit?.(user);
+      return true;
+    };
+    if (!options.proofRequired && (await secondFactors.methodsOf(userId)).length === 0) {
+      await commit();
+      return user;
+    }
     if (proof.otp !== undefined || proof.recoveryCode !== undefined) {
-      await requireSecondFactor(userId, proof, context);
+      // Spent for the change: a change refused at its write (its session ended meanwhile) gives a recovery code back.
+      if (!(await spendSecondFactor(userId, proof, context, commit))) throw invalidSecondFactor();
       return user;
     }
     const recentMfa =
@@ -405,6 +408,7 @@ export function createMfaService(deps: MfaDependencies): MfaService {
       session?.amr.includes('mfa') &&
       clock.now().getTime() - session.authTime.getTime() <= RECENT_MFA_MS;
     if (!recentMfa) throw insufficientAuthentication('second_factor', !options.proofRequired);
+    await commit();
     return user;
   };
 
@@ -495,15 +499,16 @@ export function createMfaService(deps: MfaDependencies): MfaService {
 
     async removeTotp(userId, credentials, context) {
       // Stricter than adding: a code in the body always (whoever holds the app or its codes can type one).
-      const user = await authoriseFactorChange(userId, { ...credentials, session: undefined }, context, {
+      await authoriseFactorChange(userId, { ...credentials, session: undefined }, context, {
         proofRequired: true,
+        commit: (user) =>
+          mfa.deleteSecondFactors(
+            userId,
+            [notice(user, 'the authenticator app and recovery codes were removed')],
+            clock.now(),
+            { sessionId: credentials.sessionId },
+          ),
       });
-      await mfa.deleteSecondFactors(
-        userId,
-        [notice(user, 'the authenticator app and recovery codes were removed')],
-        clock.now(),
-        { sessionId: credentials.sessionId },
-      );
       mail.mailQueued();
       context.audit('mfa_disabled', { userId });
     },

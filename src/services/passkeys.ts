@@ -452,18 +452,22 @@ export function createPasskeysService(deps: PasskeysDependencies): PasskeysServi
     },
 
     async remove(userId, id, credentials, context) {
-      const user = await deps.mfa.authoriseFactorChange(userId, credentials, context);
-      const passkey = await passkeys.findPasskey(userId, id);
-      const deleted =
-        passkey &&
-        (await passkeys.deletePasskey(
-          userId,
-          id,
-          [notice(user, `the passkey "${passkey.name}" was removed`)],
-          clock.now(),
-          credentials.sessionId,
-        ));
-      if (!deleted) throw new AppError('not_found', 'Passkey not found');
+      // The removal is the change authorised: a recovery code spent for it is given back when it does not happen.
+      await deps.mfa.authoriseFactorChange(userId, credentials, context, {
+        commit: async (user) => {
+          const passkey = await passkeys.findPasskey(userId, id);
+          const deleted =
+            passkey &&
+            (await passkeys.deletePasskey(
+              userId,
+              id,
+              [notice(user, `the passkey "${passkey.name}" was removed`)],
+              clock.now(),
+              credentials.sessionId,
+            ));
+          if (!deleted) throw new AppError('not_found', 'Passkey not found');
+        },
+      });
       mail.mailQueued();
       context.audit('passkey_deleted', { userId, passkeyId: id });
     },

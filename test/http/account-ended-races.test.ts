@@ -251,6 +251,66 @@ describe.each(dialects)(
       expect(kept).toEqual([{ id }]);
     });
 
+    // Found in review: the code was spent by the authorisation, and the write the guard then refused did not give it
+    // back, where a login's and a reset's are.
+    it('gives back the recovery code of an app removal from a session ended meanwhile', async () => {
+      const code = (secret: string) =>
+        generateSync({ secret, epoch: Math.floor(t.clock.now().getTime() / 1000) });
+      const started = await bearerRequest(t.app, 'POST', '/users/me/mfa/totp', accessToken, {
+        password: STRONG_PASSWORD,
+      });
+      const { secret } = started.json() as { secret: string };
+      const confirmed = await bearerRequest(t.app, 'POST', '/users/me/mfa/totp/confirm', accessToken, {
+        code: code(secret),
+      });
+      const { recovery_codes: codes } = confirmed.json() as { recovery_codes: string[] };
+      duringNextHash = endSession(accessToken);
+      expectSignedOut(
+        await bearerRequest(t.app, 'DELETE', '/users/me/mfa/totp', accessToken, {
+          password: STRONG_PASSWORD,
+          recovery_code: codes[0],
+        }),
+      );
+      const unused = await t.database.db
+        .selectFrom('recovery_codes')
+        .select('id')
+        .where('user_id', '=', user.id)
+        .where('used_at_ms', 'is', null)
+        .execute();
+      expect(unused).toHaveLength(10);
+    });
+
+    it('gives back the recovery code of a passkey removal that names no passkey of the account: 404', async () => {
+      const code = (secret: string) =>
+        generateSync({ secret, epoch: Math.floor(t.clock.now().getTime() / 1000) });
+      const started = await bearerRequest(t.app, 'POST', '/users/me/mfa/totp', accessToken, {
+        password: STRONG_PASSWORD,
+      });
+      const { secret } = started.json() as { secret: string };
+      const confirmed = await bearerRequest(t.app, 'POST', '/users/me/mfa/totp/confirm', accessToken, {
+        code: code(secret),
+      });
+      const { recovery_codes: codes } = confirmed.json() as { recovery_codes: string[] };
+      const missing = await bearerRequest(
+        t.app,
+        'DELETE',
+        '/users/me/passkeys/no-such-passkey',
+        accessToken,
+        {
+          password: STRONG_PASSWORD,
+          recovery_code: codes[0],
+        },
+      );
+      expect(missing.statusCode, missing.body).toBe(404);
+      const unused = await t.database.db
+        .selectFrom('recovery_codes')
+        .select('id')
+        .where('user_id', '=', user.id)
+        .where('used_at_ms', 'is', null)
+        .execute();
+      expect(unused).toHaveLength(10);
+    });
+
     it('refuses a reset link whose account was disabled while the new password was hashed: 400, the link not spent', async () => {
       const before = await storedUser();
       await t.app.inject({ method: 'POST', url: '/password/forgot', payload: { email: user.email } });
