@@ -87,6 +87,11 @@ export interface EmailOutboxRepository {
    * every SMTP timeout of one send (outbound/smtp.ts caps each).
    */
   claimDueMails(nowMs: number, limit: number, leaseMs: number): Promise<ClaimedMail[]>;
+  /**
+   * Extends the caller's lease of the mail to `nowMs + leaseMs`, while it still holds it; the mail with its new lease,
+   * or undefined when its lease has passed to another sender (or the mail is sent).
+   */
+  renewLease(mail: ClaimedMail, nowMs: number, leaseMs: number): Promise<ClaimedMail | undefined>;
   /** Records the mail as sent and wipes its payload: a sent link is not kept. */
   markMailSent(mail: ClaimedMail, nowMs: number): Promise<void>;
   /**
@@ -177,6 +182,18 @@ export function createEmailOutboxRepository(db: Db, dialect: Dialect): EmailOutb
           createdAtMs: Number(row.created_at_ms),
           leaseUntilMs,
         }));
+    },
+
+    async renewLease(mail, nowMs, leaseMs) {
+      const leaseUntilMs = nowMs + leaseMs;
+      const result = await db
+        .updateTable('email_outbox')
+        .set({ claimed_until_ms: leaseUntilMs })
+        .where('id', '=', mail.id)
+        .where('sent_at_ms', 'is', null)
+        .where('claimed_until_ms', '=', mail.leaseUntilMs)
+        .executeTakeFirst();
+      return Number(result.numUpdatedRows) === 1 ? { ...mail, leaseUntilMs } : undefined;
     },
 
     async markMailSent(mail, nowMs) {

@@ -42,7 +42,10 @@ export interface MailSenderEvents {
 }
 
 export interface MailSenderOptions {
-  outbox: Pick<EmailOutboxRepository, 'claimDueMails' | 'markMailSent' | 'markMailFailed' | 'releaseMails'>;
+  outbox: Pick<
+    EmailOutboxRepository,
+    'claimDueMails' | 'renewLease' | 'markMailSent' | 'markMailFailed' | 'releaseMails'
+  >;
   renderer: MailRenderer;
   transport: MailTransport;
   from: string;
@@ -108,7 +111,32 @@ export function createMailSender(options: MailSenderOptions): MailSender {
     }
   };
 
-  async function sendOne(mail: ClaimedMail): Promise<void> {
+  /**
+   * Sends the mail under a lease renewed now and every quarter of a lease while the send runs: a batch is sent one
+   * mail after another, and a send may outlast one lease with each SMTP timeout within its cap (a server that answers
+   * every command just in time), where another sender then claimed the mail and sent it too (found from outside).
+   */
+  async function sendLeased(claimed: ClaimedMail): Promise<void> {
+    let mail = await outboxCall(() => outbox.renewLease(claimed, nowMs(), leaseMs));
+    // Another sender holds it now (this one's lease ran out while the batch's earlier mails were sent).
+    if (!mail) return;
+    let renewing: Promise<unknown> = Promise.resolve();
+    const heartbeat = setInterval(() => {
+      renewing = renewing.then(async () => {
+        const held = mail && (await outbox.renewLease(mail, nowMs(), leaseMs).catch(() => undefined));
+        if (held) mail = held;
+      });
+    }, leaseMs / 4);
+    heartbeat.unref();
+    try {
+      await sendOne(mail, () => mail as ClaimedMail);
+    } finally {
+      clearInterval(heartbeat);
+      await renewing;
+    }
+  }
+
+  async function sendOne(mail: ClaimedMail, current: () => ClaimedMail): Promise<void> {
     const reference = { mailId: mail.id, template: mail.template };
     let rendered: ReturnType<MailRenderer['render']>;
     try {
@@ -116,7 +144,7 @@ export function createMailSender(options: MailSenderOptions): MailSender {
     } catch (error) {
       // A payload sealed under a secret no longer configured, or a template this version lacks: no retry mends it.
       const reason = `cannot render: ${(error as Error).name}: ${(error as Error).message}`;
-      await outboxCall(() => outbox.markMailFailed(mail, reason, nowMs(), { permanent: true }));
+      await outboxCall(() => outbox.markMailFailed(current(), reason, nowMs(), { permanent: true }));
       events.failed({ ...reference, attempts: mail.attempts + 1 }, reason, undefined);
       return;
     }
@@ -124,7 +152,7 @@ export function createMailSender(options: MailSenderOptions): MailSender {
       await transport.send({ from, to: mail.recipient, ...rendered, messageId: messageIdOf(mail, from) });
     } catch (error) {
       const reason = (error as Error).message;
-      const outcome = await outboxCall(() => outbox.markMailFailed(mail, reason, nowMs()));
+      const outcome = await outboxCall(() => outbox.markMailFailed(current(), reason, nowMs()));
       events.failed({ ...reference, attempts: mail.attempts + 1 }, reason, outcome.nextAttemptAtMs);
       return;
     }
@@ -141,7 +169,7 @@ export function createMailSender(options: MailSenderOptions): MailSender {
         await outboxCall(() => outbox.releaseMails(mails.slice(index)));
         return false;
       }
-      await sendOne(mail);
+      await sendLeased(mail);
     }
     return mails.length === batchSize;
   }

@@ -210,6 +210,19 @@ describe.each(dialects)('email outbox on %s', (dialect) => {
     expect(Number(stored.claimed_until_ms)).toBe(current!.leaseUntilMs);
   });
 
+  it('renews a lease while it is the caller’s, and not once another sender has taken the mail over', async () => {
+    await queue('renewed@example.com');
+    const [claimed] = await outbox.claimDueMails(T0, 10, LEASE_MS);
+    const renewed = await outbox.renewLease(claimed!, T0 + 100_000, LEASE_MS);
+    expect(renewed?.leaseUntilMs).toBe(T0 + 100_000 + LEASE_MS);
+    expect(await outbox.claimDueMails(T0 + LEASE_MS + 1, 10, LEASE_MS)).toEqual([]);
+    // The old lease is no longer the mail's: a sender still holding it cannot renew it.
+    expect(await outbox.renewLease(claimed!, T0 + 100_001, LEASE_MS)).toBeUndefined();
+    const [takenOver] = await outbox.claimDueMails(T0 + 100_000 + LEASE_MS, 10, LEASE_MS);
+    expect(await outbox.renewLease(renewed!, T0 + 100_000 + LEASE_MS + 1, LEASE_MS)).toBeUndefined();
+    expect(Number((await row(takenOver!.id)).claimed_until_ms)).toBe(takenOver!.leaseUntilMs);
+  });
+
   it('releases claimed mails unsent: due again at once, unless another sender holds them by now', async () => {
     await queue('released@example.com');
     await queue('taken-over@example.com', T0 + 1);

@@ -44,7 +44,12 @@ const addressesOf = (field: ParsedMail['to'] | ParsedMail['from']): string[] =>
  * A real SMTP server in the test process, on 127.0.0.1 (port 0 picks one): no TLS, any or no authentication,
  * every mail parsed with mailparser's simpleParser.
  */
-export async function startSmtpInbox(options: { port?: number } = {}): Promise<SmtpInbox> {
+export async function startSmtpInbox(
+  options: {
+    port?: number /** How long the server takes to accept each mail's data, as a slow one does. */;
+    dataDelayMs?: number;
+  } = {},
+): Promise<SmtpInbox> {
   const received: ReceivedMail[] = [];
   const taken = new Set<ReceivedMail>();
   const waiters = new Set<() => void>();
@@ -91,7 +96,8 @@ export async function startSmtpInbox(options: { port?: number } = {}): Promise<S
               parsed,
             });
             for (const wake of waiters) wake();
-            callback();
+            if (options.dataDelayMs) setTimeout(callback, options.dataDelayMs);
+            else callback();
           },
           (error) => callback(error),
         );
