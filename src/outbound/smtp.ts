@@ -34,8 +34,8 @@ const TIMEOUTS = {
 };
 
 /**
- * The longest any one timeout may be, even when the URL's query asks for more: with every phase at its longest, a send
- * still ends well within the outbox lease (services/mail-sender.ts), so no other sender takes the mail while it runs.
+ * The longest any one timeout may be, even when the URL's query asks for more: a dead server frees a send (and a
+ * stopping process) within it. A send's lease is renewed while it runs (services/mail-sender.ts).
  */
 export const MAX_SMTP_TIMEOUT_MS = 25_000;
 
@@ -43,12 +43,20 @@ export const MAX_SMTP_TIMEOUT_MS = 25_000;
 export function smtpTransportOptions(smtpUrl: string): { url: string } & typeof TIMEOUTS {
   const url = new URL(smtpUrl);
   const timeouts = { ...TIMEOUTS };
+  const asked = new Set<string>();
   for (const name of Object.keys(TIMEOUTS) as (keyof typeof TIMEOUTS)[]) {
-    const asked = Number(url.searchParams.get(name));
-    if (url.searchParams.has(name) && Number.isFinite(asked) && asked > 0) timeouts[name] = asked;
+    const value = Number(url.searchParams.get(name));
+    if (url.searchParams.has(name) && Number.isFinite(value) && value > 0) {
+      timeouts[name] = value;
+      asked.add(name);
+    }
     timeouts[name] = Math.min(timeouts[name], MAX_SMTP_TIMEOUT_MS);
     url.searchParams.delete(name);
   }
+  // nodemailer counts the greeting within the connection's time: a longer greeting asked alone would be cut to the
+  // connection's default (found from outside).
+  if (asked.has('greetingTimeout') && !asked.has('connectionTimeout'))
+    timeouts.connectionTimeout = Math.max(timeouts.connectionTimeout, timeouts.greetingTimeout);
   // The URL as given when it held no timeout: URL serialisation would otherwise add a trailing slash.
   const unchanged = url.search === new URL(smtpUrl).search;
   return { url: unchanged ? smtpUrl : url.toString(), ...timeouts };
