@@ -509,7 +509,14 @@ export function loadConfig(env: Record<string, string | undefined>, host: HostLi
 }
 
 // One address, bare or after a display name: a comma or a line break would add recipients or headers.
-const MAIL_FROM = /^(?:(?:"[^"\r\n]*"|[^"<>,\r\n]*)\s*<[^\s<>@,"]+@[^\s<>@,"]+>|[^\s<>@,"]+@[^\s<>@,"]+)$/;
+// One mailbox: a name (quoted, or without the specials that make a group, a second address or a comment) and an
+// address in angle brackets, or the address alone; no control character nor line separator anywhere (found from
+// outside: a name with a colon went out as a group, its envelope sender another address).
+const MAIL_FROM_ADDRESS = String.raw`[^\s<>@,":;()\[\]\\\p{Cc}\u2028\u2029]+@[^\s<>@,":;()\[\]\\\p{Cc}\u2028\u2029]+`;
+const MAIL_FROM = new RegExp(
+  String.raw`^(?:(?:"[^"\\\p{Cc}\u2028\u2029]*"|[^"<>,:;@()\[\]\\\p{Cc}\u2028\u2029]*)\s*<${MAIL_FROM_ADDRESS}>|${MAIL_FROM_ADDRESS})$`,
+  'u',
+);
 
 function parseMailSettings(values: Env, problems: string[]): MailConfig {
   const smtpUrl = parseSmtpUrl(values.SMTP_URL, problems);

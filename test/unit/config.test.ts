@@ -691,6 +691,9 @@ describe('loadConfig: mail', () => {
       loadConfig({ SMTP_URL: 'smtp://127.0.0.1:2525', PUBLIC_URL: 'http://localhost:8000' }).mail.smtpUrl,
     ).toBe('smtp://127.0.0.1:2525');
     expect(loadConfig({ MAIL_FROM: 'accounts@example.com' }).mail.from).toBe('accounts@example.com');
+    expect(loadConfig({ MAIL_FROM: 'Équipe Gatehouse <no-reply@example.com>' }).mail.from).toBe(
+      'Équipe Gatehouse <no-reply@example.com>',
+    );
   });
 
   it('refuses SMTP_URL without PUBLIC_URL: links must never come from a request', () => {
@@ -732,6 +735,14 @@ describe('loadConfig: mail', () => {
       'Gatehouse <a@b.c',
       'a@b.c\r\nBcc: victim@example.com',
       '<>',
+      // Found from outside: a group, a second address, or a line separator in the name passed and reached the wire.
+      'Gate\tHouse: x@evil.example; <a@example.com>',
+      'Gate: House <a@example.com>',
+      'Gate\u2028House <a@example.com>',
+      'Gate\u0085House <a@example.com>',
+      '"Gate\u2028House" <a@example.com>',
+      'a:b@example.com',
+      'Gate <a;b@example.com>',
     ]) {
       expect(problemsOf({ MAIL_FROM: from }).join(), from).toMatch(/^MAIL_FROM=/);
     }
