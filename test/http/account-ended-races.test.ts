@@ -81,6 +81,22 @@ describe.each(dialects)(
     const storedUser = () =>
       t.database.db.selectFrom('users').selectAll().where('id', '=', user.id).executeTakeFirst();
 
+    const code = (secret: string) =>
+      generateSync({ secret, epoch: Math.floor(t.clock.now().getTime() / 1000) });
+    /** Sets up an authenticator app for the session's user; its secret and recovery codes, the next window begun. */
+    const enrolApp = async () => {
+      const started = await bearerRequest(t.app, 'POST', '/users/me/mfa/totp', accessToken, {
+        password: STRONG_PASSWORD,
+      });
+      const { secret } = started.json() as { secret: string };
+      const confirmed = await bearerRequest(t.app, 'POST', '/users/me/mfa/totp/confirm', accessToken, {
+        code: code(secret),
+      });
+      expect(confirmed.statusCode, confirmed.body).toBe(200);
+      t.clock.advanceSeconds(90);
+      return { secret, codes: (confirmed.json() as { recovery_codes: string[] }).recovery_codes };
+    };
+
     beforeEach(async () => {
       const username = `ended${crypto.randomUUID().slice(0, 8)}`;
       user = await registerUser(t.app, { username, email: `${username}@example.com` });
@@ -170,17 +186,7 @@ describe.each(dialects)(
     });
 
     it('answers 401 to removing the authenticator app of an account disabled meanwhile, and keeps the app', async () => {
-      const code = (secret: string) =>
-        generateSync({ secret, epoch: Math.floor(t.clock.now().getTime() / 1000) });
-      const started = await bearerRequest(t.app, 'POST', '/users/me/mfa/totp', accessToken, {
-        password: STRONG_PASSWORD,
-      });
-      const { secret } = started.json() as { secret: string };
-      const confirmed = await bearerRequest(t.app, 'POST', '/users/me/mfa/totp/confirm', accessToken, {
-        code: code(secret),
-      });
-      expect(confirmed.statusCode, confirmed.body).toBe(200);
-      t.clock.advanceSeconds(90);
+      const { secret } = await enrolApp();
       duringNextHash = disableWithoutEndingSessions();
       expectSignedOut(
         await bearerRequest(t.app, 'DELETE', '/users/me/mfa/totp', accessToken, {
@@ -254,16 +260,7 @@ describe.each(dialects)(
     // Found in review: the code was spent by the authorisation, and the write the guard then refused did not give it
     // back, where a login's and a reset's are.
     it('gives back the recovery code of an app removal from a session ended meanwhile', async () => {
-      const code = (secret: string) =>
-        generateSync({ secret, epoch: Math.floor(t.clock.now().getTime() / 1000) });
-      const started = await bearerRequest(t.app, 'POST', '/users/me/mfa/totp', accessToken, {
-        password: STRONG_PASSWORD,
-      });
-      const { secret } = started.json() as { secret: string };
-      const confirmed = await bearerRequest(t.app, 'POST', '/users/me/mfa/totp/confirm', accessToken, {
-        code: code(secret),
-      });
-      const { recovery_codes: codes } = confirmed.json() as { recovery_codes: string[] };
+      const { codes } = await enrolApp();
       duringNextHash = endSession(accessToken);
       expectSignedOut(
         await bearerRequest(t.app, 'DELETE', '/users/me/mfa/totp', accessToken, {
@@ -281,16 +278,7 @@ describe.each(dialects)(
     });
 
     it('gives back the recovery code of a passkey removal that names no passkey of the account: 404', async () => {
-      const code = (secret: string) =>
-        generateSync({ secret, epoch: Math.floor(t.clock.now().getTime() / 1000) });
-      const started = await bearerRequest(t.app, 'POST', '/users/me/mfa/totp', accessToken, {
-        password: STRONG_PASSWORD,
-      });
-      const { secret } = started.json() as { secret: string };
-      const confirmed = await bearerRequest(t.app, 'POST', '/users/me/mfa/totp/confirm', accessToken, {
-        code: code(secret),
-      });
-      const { recovery_codes: codes } = confirmed.json() as { recovery_codes: string[] };
+      const { codes } = await enrolApp();
       const missing = await bearerRequest(
         t.app,
         'DELETE',

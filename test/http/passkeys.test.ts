@@ -738,7 +738,7 @@ describe.each(dialects)('passkeys as a second factor on %s', (dialect) => {
   const service = () => passkeysServiceOver(t);
 
   let counter = 0;
-  const accountWithPasskey = async () => {
+  const userWithPasskey = async () => {
     counter += 1;
     const username = `second${counter}`;
     const user = await registerUser(t.app, { username, email: `${username}@example.com` });
@@ -764,6 +764,11 @@ describe.each(dialects)('passkeys as a second factor on %s', (dialect) => {
       payload: { challenge_id: creation.challenge_id, response: authenticator.register(creation.options) },
     });
     expect(verified.statusCode, verified.body).toBe(201);
+    return { user, authenticator };
+  };
+
+  const accountWithPasskey = async () => {
+    const { user, authenticator } = await userWithPasskey();
     const { token, tokenHash } = generateOneTimeToken();
     await createMfaRepository(t.database.db).insertMfaChallenge(
       {
@@ -789,6 +794,47 @@ describe.each(dialects)('passkeys as a second factor on %s', (dialect) => {
     expect(response.headers['cache-control']).toBe('no-store');
     return response.json() as { challenge_id: string; options: PublicKeyCredentialRequestOptionsJSON };
   };
+
+  // Found in review: of parallel grants of one mfa_token with a passkey as the second step, each loser recorded
+  // passkey_login too, audited before the mfa_token was won.
+  it('records one second_factor_used and one passkey_login for the one of parallel grants that logged in', async () => {
+    const { user, authenticator } = await userWithPasskey();
+    const second = await t.app.inject({
+      method: 'POST',
+      url: '/token',
+      payload: { username: user.username, password: STRONG_PASSWORD },
+    });
+    expect(second.statusCode, second.body).toBe(403);
+    const mfaToken = second.json().mfa_token as string;
+    const holder = { mfaToken } as Holder;
+    const options = await Promise.all([0, 1, 2].map(() => mfaOptions(holder)));
+    const grants = await Promise.all(
+      options.map(({ challenge_id, options: request }) =>
+        t.app.inject({
+          method: 'POST',
+          url: '/token',
+          payload: {
+            grant_type: 'urn:gatehouse:params:oauth:grant-type:mfa',
+            mfa_token: mfaToken,
+            challenge_id,
+            webauthn_response: JSON.stringify(authenticator.assert(request)),
+          },
+        }),
+      ),
+    );
+    expect(grants.map((grant) => grant.statusCode).sort()).toEqual([200, 400, 400]);
+    await t.app.auditTrail.flush();
+    const events = (
+      await t.database.db
+        .selectFrom('audit_events')
+        .select('event')
+        .where('user_id', '=', user.id)
+        .orderBy('id')
+        .execute()
+    ).map((row) => row.event);
+    expect(events.filter((event) => event === 'second_factor_used')).toHaveLength(1);
+    expect(events.filter((event) => event === 'passkey_login')).toHaveLength(1);
+  });
 
   it('lists the passkeys for a live mfa_token without spending one of its attempts', async () => {
     const holder = await accountWithPasskey();
