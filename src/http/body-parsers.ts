@@ -1,10 +1,11 @@
 import { isUtf8 } from 'node:buffer';
+import { randomUUID } from 'node:crypto';
 import { createRequire } from 'node:module';
 import { Busboy, type BusboyHeaders, type BusboyInstance } from '@fastify/busboy';
 import { parse as parseQueryString } from 'fast-querystring';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { AppError } from '../errors.ts';
-import { jsonErrorOffset } from './json-error-offset.ts';
+import { findNonFiniteLiterals, jsonErrorOffset, type NonFiniteLiteral } from './json-error-offset.ts';
 
 // Read as the error table's malformed body: 422 json_invalid, or 400 invalid_request on the token endpoint.
 const malformed = (message: string, code: string) =>
@@ -32,10 +33,9 @@ export function registerJsonParser(app: FastifyInstance): void {
       return;
     }
     const text = (body as Buffer).toString('utf8');
-    parseJson(request, text, (error, value) => {
-      if (error) done(Object.assign(error, { jsonErrorOffset: jsonErrorOffset(text) }), undefined);
+    const parsed = (value: unknown) => {
       // FastAPI takes a body of null for no body: its fields are not listed, the body is missing.
-      else if (value === null)
+      if (value === null)
         done(
           new AppError('validation_failed', 'Missing body', {
             details: [{ loc: ['body'], msg: 'Field required', type: 'missing' }],
@@ -45,8 +45,57 @@ export function registerJsonParser(app: FastifyInstance): void {
       else if (repeatsAName(text))
         done(malformed('A JSON object names a member twice', 'GATEHOUSE_JSON_DUPLICATE_NAME'), undefined);
       else done(null, value);
+    };
+    parseJson(request, text, (error, value) => {
+      if (!error) return parsed(value);
+      const refused = () => done(Object.assign(error, { jsonErrorOffset: jsonErrorOffset(text) }), undefined);
+      // Python's json module, FastAPI's, reads NaN and ±Infinity as numbers (Python's `requests` writes float('nan')
+      // so): a member holding one is then ignored or refused by its schema, not the whole body (found in a
+      // differential test against the seed). Read through Fastify's parser again, each of them as a marked string.
+      const nonFinite = findNonFiniteLiterals(text);
+      if (!nonFinite) return refused();
+      parseJson(request, markNonFinite(nonFinite), (again, marked) => {
+        if (again) refused();
+        else parsed(restoreNonFinite(marked));
+      });
     });
   });
+}
+
+// A string no client can guess stands in for each non-finite number while the text is parsed.
+const NON_FINITE_MARK = `\u0000${randomUUID()}:`;
+const NON_FINITE_NUMBERS = new Map([
+  [`${NON_FINITE_MARK}NaN`, Number.NaN],
+  [`${NON_FINITE_MARK}Infinity`, Number.POSITIVE_INFINITY],
+  [`${NON_FINITE_MARK}-Infinity`, Number.NEGATIVE_INFINITY],
+]);
+
+function markNonFinite({ body, literals }: { body: string; literals: NonFiniteLiteral[] }): string {
+  let marked = '';
+  let from = 0;
+  for (const { index, word } of literals) {
+    marked += body.slice(from, index) + JSON.stringify(NON_FINITE_MARK + word);
+    from = index + word.length;
+  }
+  return marked + body.slice(from);
+}
+
+// Iterative: a body may nest deeper than the stack would let a recursion go.
+function restoreNonFinite(value: unknown): unknown {
+  if (typeof value === 'string') return NON_FINITE_NUMBERS.get(value) ?? value;
+  const pending: unknown[] = [value];
+  for (let node = pending.pop(); node !== undefined; node = pending.pop()) {
+    if (node === null || typeof node !== 'object') continue;
+    const container = node as Record<string, unknown>;
+    for (const key of Object.keys(container)) {
+      const child = container[key];
+      if (typeof child === 'string') {
+        const number = NON_FINITE_NUMBERS.get(child);
+        if (number !== undefined) container[key] = number;
+      } else if (child !== null && typeof child === 'object') pending.push(child);
+    }
+  }
+  return value;
 }
 
 /**
@@ -246,8 +295,10 @@ export function registerMultipartParser(app: FastifyInstance): void {
         !IDENTITY_TRANSFER_ENCODINGS.has(transferEncoding.toLowerCase())
       )
         problem ??= refuse('A multipart part has a transfer encoding: send it as it is');
-      else if (Object.hasOwn(fields, name)) problem ??= refuse(`The parameter ${name} is given twice`);
-      else fields[name] = value;
+      // RFC 6749 §3.2: an empty copy is an omitted parameter, and repeats nothing.
+      else if (Object.hasOwn(fields, name) && value !== '' && fields[name] !== '')
+        problem ??= refuse(`The parameter ${name} is given twice`);
+      else if (value !== '' || !Object.hasOwn(fields, name)) fields[name] = value;
     });
     parser.on('file', (_name, stream) => {
       // A file part cut short errs on its own stream: unheard, that error would end the process.

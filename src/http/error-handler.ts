@@ -392,6 +392,9 @@ function notAnInteger(loc: (string | number)[], value: unknown): FieldProblem {
       msg: 'Input should be a valid integer, unable to parse string as an integer',
       type: 'int_parsing',
     };
+  // NaN and ±Infinity, which a body may hold as Python's json module reads it (http/body-parsers.ts).
+  if (typeof value === 'number' && !Number.isFinite(value))
+    return { loc, msg: 'Input should be a finite number', type: 'finite_number' };
   if (typeof value === 'number' && Math.abs(value) >= LARGEST_INTEGER_FLOAT)
     return {
       loc,

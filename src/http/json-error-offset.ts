@@ -39,6 +39,33 @@ class Stopped {
   }
 }
 
+/** A number JSON has no word for, written as Python's json module reads it. */
+export interface NonFiniteLiteral {
+  index: number;
+  word: string;
+}
+
+const NON_FINITE_WORDS = new Set(['NaN', 'Infinity', '-Infinity']);
+
+/**
+ * Where the text, which JSON.parse refused, holds NaN, Infinity or -Infinity that Python's `json.loads` (FastAPI's
+ * reader of bodies) takes as numbers: their places in the text without its byte order mark, or undefined when Python
+ * would refuse the text too or finds none in it.
+ */
+export function findNonFiniteLiterals(
+  text: string,
+): { body: string; literals: NonFiniteLiteral[] } | undefined {
+  const body = text.startsWith('\ufeff') ? text.slice(1) : text;
+  const literals: NonFiniteLiteral[] = [];
+  try {
+    scan(body, literals);
+  } catch (error) {
+    if (error instanceof Stopped) return undefined;
+    throw error;
+  }
+  return literals.length > 0 ? { body, literals } : undefined;
+}
+
 /**
  * The offset, in characters (code points, as Python counts them), at which Python's `json.loads` fails on `text`; 0
  * when it would not fail (it takes NaN and lone surrogates, which JSON.parse refuses).
@@ -68,7 +95,7 @@ export function jsonErrorOffset(text: string): number {
   return offset - pairs;
 }
 
-function scan(text: string): void {
+function scan(text: string, nonFinite?: NonFiniteLiteral[]): void {
   const length = text.length;
   let index = 0;
   const skipWhitespace = () => {
@@ -175,6 +202,7 @@ function scan(text: string): void {
       }
     } else {
       const literal = isDigit(code) ? undefined : LITERALS.find((word) => text.startsWith(word, index));
+      if (literal !== undefined && NON_FINITE_WORDS.has(literal)) nonFinite?.push({ index, word: literal });
       index = literal === undefined ? scanNumber(index) : index + literal.length;
     }
     // A value ended: close what it ends, or go on to the next member.

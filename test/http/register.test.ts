@@ -222,6 +222,106 @@ describe.each(dialects)('POST /register/ on %s', (dialect) => {
     ]);
   });
 
+  // Found in a differential test against the seed: Python's json module reads NaN, Infinity and -Infinity (and
+  // Python's `requests` writes float('nan') so), where JSON.parse refuses the whole body.
+  it('reads NaN, Infinity and -Infinity as Python does: an unknown member holding one is ignored', async () => {
+    const fields = JSON.stringify(
+      registration({ username: 'nonfinite_ok', email: 'nonfinite_ok@example.com' }),
+    );
+    const response = await t.app.inject({
+      method: 'POST',
+      url: '/register/',
+      headers: { 'content-type': 'application/json' },
+      payload: `${fields.slice(0, -1)},"score":NaN,"range":[-Infinity, Infinity],"nested":{"x":NaN,"note":"NaN"}}`,
+    });
+    expect(response.statusCode, response.body).toBe(200);
+    expect(response.json().username).toBe('nonfinite_ok');
+  });
+
+  it.each(['NaN', 'Infinity', '-Infinity'])(
+    'says an age of %s is not a finite number, as pydantic does',
+    async (age) => {
+      const fields = JSON.stringify(
+        registration({ username: 'nonfinite_age', email: 'nonfinite_age@example.com' }),
+      );
+      const response = await t.app.inject({
+        method: 'POST',
+        url: '/register/',
+        headers: { 'content-type': 'application/json' },
+        payload: fields.replace(/"age":\d+/, `"age":${age}`),
+      });
+      expect(response.statusCode).toBe(422);
+      expect(response.json().detail).toEqual([
+        { loc: ['body', 'age'], msg: 'Input should be a finite number', type: 'finite_number' },
+      ]);
+      const stored = await t.database.db
+        .selectFrom('users')
+        .select('id')
+        .where('username_canonical', '=', 'nonfinite_age')
+        .executeTakeFirst();
+      expect(stored).toBeUndefined();
+    },
+  );
+
+  it('says a name of NaN is no string, and a body of NaN no object', async () => {
+    const fields = JSON.stringify(
+      registration({ username: 'nonfinite_name', email: 'nonfinite_name@example.com' }),
+    );
+    const name = await t.app.inject({
+      method: 'POST',
+      url: '/register/',
+      headers: { 'content-type': 'application/json' },
+      payload: fields.replace('"nonfinite_name"', 'NaN'),
+    });
+    expect(name.statusCode).toBe(422);
+    expect(name.json().detail).toEqual([
+      { loc: ['body', 'username'], msg: 'Input should be a valid string', type: 'string_type' },
+    ]);
+    const whole = await t.app.inject({
+      method: 'POST',
+      url: '/register/',
+      headers: { 'content-type': 'application/json' },
+      payload: ' NaN ',
+    });
+    expect(whole.statusCode).toBe(422);
+    expect(whole.json().detail[0]).toMatchObject({ loc: ['body'], type: 'model_attributes_type' });
+  });
+
+  it.each([
+    ['{"a":NaN,}', 9],
+    ['{"a":NaNa}', 8],
+    ['{"a":-Inf}', 5],
+    ['{"a":nan}', 5],
+  ])(
+    'puts the offset of a JSON error after or at a non-finite number, %s, into the loc: %i',
+    async (payload, offset) => {
+      const response = await t.app.inject({
+        method: 'POST',
+        url: '/register/',
+        headers: { 'content-type': 'application/json' },
+        payload,
+      });
+      expect(response.statusCode).toBe(422);
+      expect(response.json().detail).toEqual([
+        { loc: ['body', offset], msg: 'JSON decode error', type: 'json_invalid' },
+      ]);
+    },
+  );
+
+  it('still refuses a __proto__ key beside a non-finite number', async () => {
+    const fields = JSON.stringify(
+      registration({ username: 'nonfinite_proto', email: 'nonfinite_proto@example.com' }),
+    );
+    const response = await t.app.inject({
+      method: 'POST',
+      url: '/register/',
+      headers: { 'content-type': 'application/json' },
+      payload: `${fields.slice(0, -1)},"x":NaN,"__proto__":{"admin":true}}`,
+    });
+    expect(response.statusCode).toBe(422);
+    expect(response.json().detail[0]).toMatchObject({ type: 'json_invalid' });
+  });
+
   it('says the password rule, 1024 characters, for a password of any length over it', async () => {
     for (const length of [1025, 4097, 6000]) {
       const response = await register(

@@ -148,12 +148,18 @@ export const tokenRoutes: FastifyPluginAsyncTypebox<{
 
   // RFC 6749 §3.2 and ASVS 14.2.1: credentials never travel in the URL.
   // RFC 6749 §3.2: a parameter sent without a value is treated as omitted; in JSON, that is null. The seed's own
-  // LoginData(...).dict() sends its unset fields so, and the seed logs such a body in.
+  // LoginData(...).dict() sends its unset fields so, and the seed logs such a body in. In a form, the empty copies of
+  // a repeated parameter are omitted ones, and repeat nothing (the seed logs `scope=&scope=&…` in).
   app.addHook('preValidation', (request, _reply, done) => {
     const body = request.body;
     if (body !== null && typeof body === 'object' && !Array.isArray(body)) {
-      for (const [name, value] of Object.entries(body)) {
-        if (value === null) delete (body as Record<string, unknown>)[name];
+      const fields = body as Record<string, unknown>;
+      for (const [name, value] of Object.entries(fields)) {
+        if (value === null) delete fields[name];
+        else if (Array.isArray(value)) {
+          const given = value.filter((copy) => copy !== '');
+          if (given.length <= 1) fields[name] = given[0] ?? '';
+        }
       }
     }
     done();
