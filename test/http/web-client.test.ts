@@ -126,6 +126,19 @@ describe.each(dialects)('the web client (cookie mode) on %s', (dialect) => {
     expect(response.json().error).toBe('invalid_request');
   });
 
+  // Found from outside: the body's token went unread while the cookie's was used, a parameter resolved silently where
+  // every other duplicate (RFC 6749 §3.2) is refused.
+  it('refuses a refresh token in the body beside the cookie: 400 invalid_request, and spends neither', async () => {
+    const { refresh } = await signIn(await newUser());
+    const other = await signIn(await newUser());
+    const response = await refreshWith(refresh, WEB, { refresh_token: other.refresh });
+    expect(response.statusCode).toBe(400);
+    expect(response.json().error).toBe('invalid_request');
+    expect(cookieNamed(response.headers, REFRESH)).toBeUndefined();
+    expect((await refreshWith(refresh)).statusCode).toBe(200);
+    expect((await refreshWith(other.refresh)).statusCode).toBe(200);
+  });
+
   it('clears the cookie when the refresh token it holds is refused', async () => {
     const response = await refreshWith('unknown.token');
     expect(response.statusCode).toBe(400);

@@ -230,6 +230,12 @@ export const tokenRoutes: FastifyPluginAsyncTypebox<{
         return answerInCookies(answerPasswordGrant(result), cookies, request, reply);
       }
       if (grantType === 'refresh_token') {
+        // The page's refresh token is its cookie; another in the body would be a second one, silently unread.
+        if (web && body.refresh_token)
+          throw new AppError(
+            'invalid_request',
+            "The web client's refresh token is its cookie: send none in the body",
+          );
         if (web) return refreshFromCookie(request, reply, context, body.scope);
         if (!body.refresh_token) {
           // The cookie came without the page's header: a cross-site form, or a script that is not the page.
