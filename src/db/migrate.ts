@@ -16,6 +16,7 @@ import * as foldCapitalSharpS from './migrations/2026_12_10_0900_fold_capital_sh
 import * as outboxFollowsItsUser from './migrations/2026_12_11_0900_outbox_follows_its_user.ts';
 import * as addReadinessProbe from './migrations/2026_12_12_0900_add_readiness_probe.ts';
 import * as forgetMailsOfDeletedAccounts from './migrations/2026_12_13_0900_forget_mails_of_deleted_accounts.ts';
+import * as forgetMailServersRefusals from './migrations/2026_12_14_0900_forget_mail_servers_refusals.ts';
 
 // An explicit list rather than a folder scan: the order is reviewed, and nothing depends on the cwd.
 const migrations: Record<string, Migration> = {
@@ -35,6 +36,7 @@ const migrations: Record<string, Migration> = {
   '2026_12_11_0900_outbox_follows_its_user': outboxFollowsItsUser,
   '2026_12_12_0900_add_readiness_probe': addReadinessProbe,
   '2026_12_13_0900_forget_mails_of_deleted_accounts': forgetMailsOfDeletedAccounts,
+  '2026_12_14_0900_forget_mail_servers_refusals': forgetMailServersRefusals,
 };
 
 const provider: MigrationProvider = { getMigrations: async () => migrations };

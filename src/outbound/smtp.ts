@@ -121,5 +121,22 @@ function describeSmtpError(error: unknown, secrets: readonly string[]): string {
     .filter((part) => part !== undefined)
     .join(' ');
   for (const secret of secrets) text = text.split(secret).join('[redacted]');
-  return text.replace(/[\r\n]+/g, ' ');
+  return withoutAddressesOrTokens(text).replace(/[\r\n]+/g, ' ');
+}
+
+const LINK = /[a-z][a-z0-9+.-]*:\/\/[^\s<>"']*/gi;
+const ADDRESS = /[^\s<>"'(),;:]*@[^\s<>"'(),;:]*/g;
+// A run of a token's alphabet (base64url, hex) as long as no word is: a link's token quoted without its link.
+const TOKEN_LIKE = /[A-Za-z0-9_-]{20,}/g;
+
+/**
+ * A server's refusal may quote the recipient (`550 <user@…>: User unknown`) or the message (a content filter's `554 …
+ * for https://…#token=…`), and the reason is logged and stored: found from outside, a reset link stayed in the outbox
+ * after its mail was sent, and reset the password. The server's words stay, its addresses, links and tokens go.
+ */
+export function withoutAddressesOrTokens(text: string): string {
+  return text
+    .replace(LINK, '[link]')
+    .replace(ADDRESS, '[address]')
+    .replace(TOKEN_LIKE, (run) => (run.length >= 32 || /\d/.test(run) ? '[redacted]' : run));
 }

@@ -155,6 +155,53 @@ describe.each(dialects)('mail delivery on %s', (dialect: Dialect) => {
     expect(received.subject).toBe('Confirm your email address');
   });
 
+  // Found from outside: a server's refusal quoted the recipient (550 <user@…>: User unknown) or the message (a content
+  // filter's 554 … for https://…#token=…), and the reply went word for word into the log and the outbox, where the
+  // link stayed after the mail was sent, and still reset the password.
+  it("keeps no address, link or token of a server's refusal, in the outbox or the log", async () => {
+    const clock = createTestClock();
+    const { database, logs } = await build({ clock });
+    inbox.refuseNext('rcpt', ({ to }) => ({
+      code: 550,
+      message: `<${to}>: Recipient address rejected: User unknown`,
+    }));
+    const mail = await queue(database);
+    const refusedAtRecipient = await waitFor(async () => {
+      const row = await stored(database, mail.id);
+      return row.attempts >= 1 ? row : undefined;
+    }, 'a refused recipient');
+    expect(refusedAtRecipient.last_error).toMatch(/550/);
+    expect(refusedAtRecipient.last_error).toMatch(/Recipient address rejected: User unknown/);
+    expect(refusedAtRecipient.last_error).not.toContain(mail.to);
+    expect(refusedAtRecipient.last_error).not.toContain('@');
+
+    inbox.refuseNext('data', ({ text }) => ({
+      code: 554,
+      message: `content rejected: spam score high for ${/https:\S+/.exec(text)?.[0]} (${mail.token.slice(3)})`,
+    }));
+    clock.advanceSeconds(5);
+    const refusedAtData = await waitFor(async () => {
+      const row = await stored(database, mail.id);
+      return row.attempts >= 2 ? row : undefined;
+    }, 'a refused message');
+    expect(refusedAtData.last_error).toMatch(/554 content rejected: spam score high for/);
+    expect(refusedAtData.last_error).not.toContain(mail.token.slice(3, 23));
+    expect(refusedAtData.last_error).not.toContain('id.example.com/account');
+
+    clock.advanceSeconds(30);
+    await inbox.next({ to: mail.to });
+    const sent = await waitFor(async () => {
+      const row = await stored(database, mail.id);
+      return row.sent_at_ms === null ? undefined : row;
+    }, 'the mail to be marked sent');
+    expect(sent.last_error ?? '').not.toContain(mail.token.slice(3, 23));
+    expect(logs.filter((line) => line.includes('mail not sent'))).toHaveLength(2);
+    for (const line of logs) {
+      expect(line).not.toContain(mail.token.slice(3, 23));
+      expect(line).not.toContain(mail.to);
+    }
+  });
+
   it('sends each mail once when two apps share the database', async () => {
     const database = await createTestDatabase(dialect);
     try {

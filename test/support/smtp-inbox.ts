@@ -29,10 +29,20 @@ export interface SmtpInbox {
   commands(): string[];
   /** Refuses the next `count` recipients with a temporary error (451), as a busy server does. */
   failNext(count?: number): void;
+  /**
+   * Refuses the next mail with the reply `refusal` writes, at its recipient or once its data arrived: a server that
+   * quotes the address, or the message (a content filter), in its refusal.
+   */
+  refuseNext(at: 'rcpt' | 'data', refusal: (mail: { to: string; text: string }) => SmtpRefusal): void;
   /** Stops listening, closing open connections; mails received stay readable. */
   stop(): Promise<void>;
   /** Listens again on the same port, after stop(). */
   restart(): Promise<void>;
+}
+
+export interface SmtpRefusal {
+  code: number;
+  message: string;
 }
 
 const addressesOf = (field: ParsedMail['to'] | ParsedMail['from']): string[] =>
@@ -54,6 +64,14 @@ export async function startSmtpInbox(
   const taken = new Set<ReceivedMail>();
   const waiters = new Set<() => void>();
   let failures = 0;
+  let refusal:
+    | { at: 'rcpt' | 'data'; reply: (mail: { to: string; text: string }) => SmtpRefusal }
+    | undefined;
+  const refuse = (mail: { to: string; text: string }) => {
+    const reply = refusal?.reply(mail) as SmtpRefusal;
+    refusal = undefined;
+    return Object.assign(new Error(reply.message), { responseCode: reply.code });
+  };
   const commands: string[] = [];
   const ignore = () => {};
   const logger = {
@@ -73,7 +91,11 @@ export async function startSmtpInbox(
       logger: logger as never,
       closeTimeout: 500,
       onAuth: (_auth, _session, callback) => callback(null, { user: 'test' }),
-      onRcptTo: (_address, _session, callback) => {
+      onRcptTo: (address, _session, callback) => {
+        if (refusal?.at === 'rcpt') {
+          callback(refuse({ to: address.address, text: '' }));
+          return;
+        }
         if (failures > 0) {
           failures -= 1;
           const error = Object.assign(new Error('Try again later'), { responseCode: 451 });
@@ -85,6 +107,11 @@ export async function startSmtpInbox(
       onData: (stream, session, callback) => {
         simpleParser(stream).then(
           (parsed) => {
+            if (refusal?.at === 'data') {
+              const to = session.envelope.rcptTo.map((recipient) => recipient.address).join(', ');
+              callback(refuse({ to, text: parsed.text ?? '' }));
+              return;
+            }
             received.push({
               envelopeFrom: session.envelope.mailFrom ? session.envelope.mailFrom.address : '',
               envelopeTo: session.envelope.rcptTo.map((recipient) => recipient.address),
@@ -149,6 +176,9 @@ export async function startSmtpInbox(
     all: () => [...received],
     failNext(count = 1) {
       failures += count;
+    },
+    refuseNext(at, reply) {
+      refusal = { at, reply };
     },
     async stop() {
       if (!listening) return;
