@@ -1,4 +1,5 @@
 import { domainToASCII, domainToUnicode } from 'node:url';
+import { hasLongCombiningRun } from './text.ts';
 
 // The seed stored any string as an email (`email: str`), so its clients may hold any address a mail system delivers to,
 // international ones included (RFC 6531, IDNA). What every mail server reads as one mailbox must be one account, since
@@ -125,6 +126,8 @@ export const isEmailAddress = (email: string): boolean => findEmailAddressProble
  */
 export function canonicalEmail(email: string): string {
   const trimmed = email.trim();
+  // No address holds such a run; normalising it would take time in its square (text.ts).
+  if (hasLongCombiningRun(trimmed)) return trimmed.toLowerCase();
   const parts = splitEmail(trimmed);
   const domain = parts && asciiDomain(parts.domain);
   if (!parts || domain === undefined) return trimmed.normalize('NFC').toLowerCase();
@@ -132,7 +135,10 @@ export function canonicalEmail(email: string): string {
 }
 
 /** The address as it is stored and mailed to: trimmed and composed (NFC), which a Kelvin sign leaves a K. */
-export const storedEmail = (email: string): string => email.trim().normalize('NFC');
+export const storedEmail = (email: string): string => {
+  const trimmed = email.trim();
+  return hasLongCombiningRun(trimmed) ? trimmed : trimmed.normalize('NFC');
+};
 
 /** Whether two addresses are one account's address: their canonical forms, which the unique index holds, are equal. */
 export const sameAddress = (a: string, b: string): boolean => canonicalEmail(a) === canonicalEmail(b);

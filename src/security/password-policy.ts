@@ -1,4 +1,5 @@
 import { Worker } from 'node:worker_threads';
+import { hasLongCombiningRun, MAX_COMBINING_RUN } from '../domain/text.ts';
 import { AppError } from '../errors.ts';
 import type { BreachedPasswords } from './breached-passwords.ts';
 import type { StrengthAnswer, StrengthRequest } from './password-strength-worker.ts';
@@ -7,6 +8,7 @@ import { normalisePassword } from './passwords.ts';
 export type PasswordProblem =
   | { type: 'too_short'; minLength: number }
   | { type: 'too_long'; maxLength: number }
+  | { type: 'combining_marks'; maxRun: number }
   | { type: 'control_character' }
   | { type: 'lone_surrogate' }
   | { type: 'too_common'; reason: string }
@@ -56,6 +58,8 @@ export function createPasswordPolicy(
 ): PasswordPolicy {
   const estimator = createStrengthEstimator(estimatorOptions);
   const checkShape = (typed: string): PasswordProblem | undefined => {
+    // First: every rule below normalises, in time that grows with the square of such a run.
+    if (hasLongCombiningRun(typed)) return { type: 'combining_marks', maxRun: MAX_COMBINING_RUN };
     const password = normalisePassword(typed);
     // NIST 800-63B §3.1.1.2 counts code points; of which string it does not say. The minimum counts the shorter of the
     // typed one (NFC, so that a decomposed spelling counts once) and the NFKC one: NFKC spells out some characters

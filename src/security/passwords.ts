@@ -2,6 +2,7 @@ import { availableParallelism } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { type Algorithm, hash, verify } from '@node-rs/argon2';
 import { verify as verifyBcrypt } from '@node-rs/bcrypt';
+import { hasLongCombiningRun } from '../domain/text.ts';
 import { AppError, type UnavailableReason, withoutStackTrace } from '../errors.ts';
 
 export interface Argon2Parameters {
@@ -73,7 +74,9 @@ export interface PasswordHasherOptions {
  * from passlib were made over the raw password, so bcrypt verification does not use it.
  */
 export function normalisePassword(raw: string): string {
-  return raw.normalize('NFKC');
+  // A password with such a run is refused when set (password-policy.ts), so as typed it matches none; normalising it
+  // would take time in the square of the run (domain/text.ts).
+  return hasLongCombiningRun(raw) ? raw : raw.normalize('NFKC');
 }
 
 // passlib's bcrypt: $2b$ (or the older $2a$/$2y$), a two-digit cost, 22 characters of salt and 31 of hash.

@@ -8,6 +8,7 @@ import {
   MAX_LOCAL_PART_OCTETS,
   storedEmail,
 } from '../domain/email.ts';
+import { hasLongCombiningRun } from '../domain/text.ts';
 import { LEVELS, type Level, type User } from '../domain/user.ts';
 import { AppError, type FieldProblem } from '../errors.ts';
 import type { Clock } from '../security/clock.ts';
@@ -270,7 +271,10 @@ function findEmailProblem(email: string): FieldProblem | undefined {
 
 /** Returns the display form (trimmed, NFKC) and the canonical form (case-folded) of a username. */
 export function normaliseUsername(raw: string): { display: string; canonical: string } | undefined {
-  const display = raw.trim().normalize('NFKC');
+  const trimmed = raw.trim();
+  // No username holds such a run, and normalising one takes time in its square (domain/text.ts).
+  if (hasLongCombiningRun(trimmed)) return undefined;
+  const display = trimmed.normalize('NFKC');
   if (!USERNAME.test(display)) return undefined;
   return { display, canonical: foldCase(display).normalize('NFKC') };
 }
@@ -280,7 +284,10 @@ export function normaliseUsername(raw: string): { display: string; canonical: st
  * a username (a password typed into the field), the string case-folded, so that it is counted all the same.
  */
 export function loginIdentifier(raw: string): string {
-  return normaliseUsername(raw)?.canonical ?? foldCase(raw.trim().normalize('NFKC'));
+  const username = normaliseUsername(raw);
+  if (username) return username.canonical;
+  const trimmed = raw.trim();
+  return foldCase(hasLongCombiningRun(trimmed) ? trimmed : trimmed.normalize('NFKC'));
 }
 
 /** Builds the account rules: registration, credential checks, profile, password and deletion. */
@@ -629,6 +636,12 @@ export function describePasswordProblem(problem: PasswordProblem): FieldProblem 
         loc,
         msg: `Password must have at most ${problem.maxLength} characters`,
         type: 'string_too_long',
+      };
+    case 'combining_marks':
+      return {
+        loc,
+        msg: `Password must not hold more than ${problem.maxRun} combining marks in a row`,
+        type: 'password_combining_marks',
       };
     case 'control_character':
       return { loc, msg: 'Password must not contain control characters', type: 'password_control_character' };

@@ -1,5 +1,5 @@
 import type { Worker } from 'node:worker_threads';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { buildTestApp, registration, type TestApp } from '../support/build-test-app.ts';
 import { dialects } from '../support/dialects.ts';
 
@@ -320,6 +320,43 @@ describe.each(dialects)('POST /register/ on %s', (dialect) => {
     });
     expect(response.statusCode).toBe(422);
     expect(response.json().detail[0]).toMatchObject({ type: 'json_invalid' });
+  });
+
+  // Found from outside: a field of thousands of combining marks was normalised (in time that grows with the square of
+  // the run) to list every problem of a 422, whose schema had already refused its length.
+  it('never normalises a field holding thousands of combining marks, and says what is wrong with it', async () => {
+    const marks = `a${'\u0344'.repeat(1300)}${'\u0334'.repeat(1300)}`;
+    const normalize = vi.spyOn(String.prototype, 'normalize');
+    try {
+      const tooLong = await register(
+        registration({ username: marks, email: `${marks}@example.com`, password: marks }),
+      );
+      expect(tooLong.statusCode).toBe(422);
+      expect(tooLong.json().detail.map((problem: { loc: string[] }) => problem.loc[1])).toEqual([
+        'username',
+        'email',
+        'password',
+      ]);
+      const run = `a${'\u0301\u0316'.repeat(16)}`;
+      const shortRuns = await register(
+        registration({
+          username: 'marks_ok',
+          email: 'marks_ok@example.com',
+          password: `${run} horse ${run}`,
+        }),
+      );
+      expect(shortRuns.statusCode).toBe(422);
+      expect(shortRuns.json().detail).toEqual([
+        {
+          loc: ['body', 'password'],
+          msg: 'Password must not hold more than 30 combining marks in a row',
+          type: 'password_combining_marks',
+        },
+      ]);
+      expect(normalize.mock.contexts.filter((text) => String(text).length > 1000)).toHaveLength(0);
+    } finally {
+      normalize.mockRestore();
+    }
   });
 
   it('says the password rule, 1024 characters, for a password of any length over it', async () => {

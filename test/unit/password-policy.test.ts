@@ -23,6 +23,17 @@ function nextWorker(): Promise<{ worker: Worker; hasExited: () => boolean }> {
 afterAll(() => policy.close());
 
 describe('password policy', async () => {
+  // UAX #15's stream-safe limit: normalising a longer run takes time in its square (found from outside).
+  it('refuses more than 30 combining marks in a row, before normalising, and takes 30', () => {
+    const run = (marks: number) => `x${'\u0316\u0301'.repeat(marks / 2)}`;
+    expect(policy.checkShape(`${run(30)}Q7#kd2!zz`)?.type).toBeUndefined();
+    expect(policy.checkShape(`${run(32)}Q7#kd2!zz`)).toEqual({ type: 'combining_marks', maxRun: 30 });
+    expect(policy.checkShape(`Q7#kd2!zz${'\u0344'.repeat(8000)}`)).toEqual({
+      type: 'combining_marks',
+      maxRun: 30,
+    });
+  });
+
   it('refuses a password one character below the minimum and accepts one at it', async () => {
     expect(await policy.check('xQ7#kd2', inputs)).toEqual({ type: 'too_short', minLength: 8 });
     expect(await policy.check('xQ7#kd2!', inputs)).toBeUndefined();
