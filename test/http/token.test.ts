@@ -407,6 +407,14 @@ describe.each(dialects)('POST /token on %s', (dialect) => {
     expect(response.json().scope).toBe('conversation:read conversation:write');
   });
 
+  it('still refuses a JSON array of one value: 400 invalid_request', async () => {
+    const response = await token(JSON.stringify({ username: ['Alice'], password: STRONG_PASSWORD }), {
+      'content-type': 'application/json',
+    });
+    expect(response.statusCode).toBe(400);
+    expect(response.json().error).toBe('invalid_request');
+  });
+
   it('takes a multipart body with an empty copy of a parameter as one parameter: 200', async () => {
     const { payload, headers } = await multipart([
       ['username', ''],

@@ -117,6 +117,8 @@ function answerInCookies(
   return readable;
 }
 
+const FORM_TYPE = /^\s*application\/x-www-form-urlencoded\s*(;|$)/i;
+
 export const tokenRoutes: FastifyPluginAsyncTypebox<{
   login: LoginService;
   sessions: SessionsService;
@@ -154,9 +156,11 @@ export const tokenRoutes: FastifyPluginAsyncTypebox<{
     const body = request.body;
     if (body !== null && typeof body === 'object' && !Array.isArray(body)) {
       const fields = body as Record<string, unknown>;
+      // A form's repeated parameter is an array; a JSON array stays what it is, a value of the wrong type.
+      const isForm = FORM_TYPE.test(request.headers['content-type'] ?? '');
       for (const [name, value] of Object.entries(fields)) {
         if (value === null) delete fields[name];
-        else if (Array.isArray(value)) {
+        else if (isForm && Array.isArray(value)) {
           const given = value.filter((copy) => copy !== '');
           if (given.length <= 1) fields[name] = given[0] ?? '';
         }
