@@ -227,6 +227,11 @@ describe('WORKERS=2 with Redis failing twice (sqlite)', () => {
       databaseUrl: db.url,
       env: {
         ...PRODUCTION_LIMITS,
+        // The rule under test is R1's; the probes that wait for each outage to be seen are failed logins from this
+        // one address, and on a loaded host enough of them to reach R4's and R5's per-address caps.
+        IP_FAILS_PER_MIN: '100000',
+        IP_FAILS_PER_DAY: '1000000',
+        TOKEN_PASSWORD_PER_IP: '1000000/60s',
         WORKERS: '2',
         REDIS_URL: `${proxy.url}/9`,
         REDIS_KEY_PREFIX: `gh-bb-${randomId(6)}:`,
