@@ -234,6 +234,17 @@ function partInOtherCharset(text: string, contentType: string): string | undefin
   return undefined;
 }
 
+/** How many times the body holds its boundary's delimiter (`--` and the boundary), in one pass over its bytes. */
+export function countDelimiters(body: Buffer, contentType: string): number {
+  const boundary = parametersOf(contentType).find(([name]) => name.toLowerCase() === 'boundary')?.[1];
+  if (!boundary) return 0;
+  const delimiter = Buffer.from(`--${boundary}`);
+  let count = 0;
+  for (let at = body.indexOf(delimiter); at !== -1; at = body.indexOf(delimiter, at + delimiter.length))
+    count += 1;
+  return count;
+}
+
 const acceptsMultipart = (request: FastifyRequest): boolean => {
   const body = request.routeOptions.schema?.body as { content?: Record<string, unknown> } | undefined;
   return body?.content?.[MULTIPART] !== undefined;
@@ -257,7 +268,14 @@ export function registerMultipartParser(app: FastifyInstance): void {
       return;
     }
     const refuse = (message: string) => malformed(message, 'GATEHOUSE_MULTIPART_INVALID');
-    const otherCharset = partInOtherCharset(bytes.toString('utf8'), request.headers['content-type'] ?? '');
+    const contentType = request.headers['content-type'] ?? '';
+    // Counted before busboy reads them: 1,790 empty parts in 16 KB were each read, 20 ms of the event loop, before
+    // any was refused (found from outside). A delimiter closes the body, so it counts one more than the parts.
+    if (countDelimiters(bytes, contentType) > MAX_MULTIPART_PARTS + 1) {
+      done(refuse(`A multipart body holds at most ${MAX_MULTIPART_PARTS} parts`), undefined);
+      return;
+    }
+    const otherCharset = partInOtherCharset(bytes.toString('utf8'), contentType);
     if (otherCharset) {
       done(refuse(`A multipart part names the charset ${otherCharset}: send UTF-8`), undefined);
       return;

@@ -104,6 +104,14 @@ describe.each(dialects)('POST /token on %s', (dialect) => {
     '--x\r\nContent-Disposition: form-data; name="username"\r\n\r\nAlice\r\n' +
     `--x\r\nContent-Disposition: form-data; name="password"\r\n${extraPasswordHeaders}\r\n${STRONG_PASSWORD}\r\n${tail}`;
 
+  // Found from outside: 1,790 empty parts in 16 KB were each read (20 ms of the event loop) before any was refused.
+  it('refuses a multipart body of more delimiters than 32 parts: 400 invalid_request', async () => {
+    const body = `${'--x\r\n\r\n\r\n'.repeat(1000)}${credentialsBody()}`;
+    const response = await token(body, { 'content-type': 'multipart/form-data; boundary=x' });
+    expect(response.statusCode).toBe(400);
+    expect(response.json().error).toBe('invalid_request');
+  });
+
   it('reads the credentials of a hand-written multipart body: 200', async () => {
     const response = await token(credentialsBody(), { 'content-type': 'multipart/form-data; boundary=x' });
     expect(response.statusCode, response.body).toBe(200);

@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { repeatsAName } from '../../src/http/body-parsers.ts';
+import { countDelimiters, repeatsAName } from '../../src/http/body-parsers.ts';
 
 /** A reference: a recursive-descent reader of JSON text that reports the first object naming a member twice. */
 function referenceRepeats(text: string): boolean {
@@ -114,5 +114,18 @@ describe('repeatsAName', () => {
       }),
       { numRuns: 3000 },
     );
+  });
+});
+
+// The multipart parser refuses a body of more delimiters than its parts may be before busboy reads one (found from
+// outside: 1,790 empty parts in 16 KB cost 20 ms of the event loop).
+describe('countDelimiters', () => {
+  it('counts every delimiter of the boundary the content type names, quoted or not, and none without one', () => {
+    const body = Buffer.from('--ab\r\nx\r\n--ab\r\n\r\n\r\n--ab--\r\n');
+    expect(countDelimiters(body, 'multipart/form-data; boundary=ab')).toBe(3);
+    expect(countDelimiters(body, 'multipart/form-data; boundary="ab"')).toBe(3);
+    expect(countDelimiters(body, 'multipart/form-data; boundary=zz')).toBe(0);
+    expect(countDelimiters(body, 'multipart/form-data')).toBe(0);
+    expect(countDelimiters(Buffer.from('--a'.repeat(5000)), 'multipart/form-data; boundary=a')).toBe(5000);
   });
 });
