@@ -92,6 +92,8 @@ export type EmailAddressProblem = 'too_long' | 'local_part_too_long' | 'invalid'
 /** Why the text is no email address (the likeliest cause first), or undefined when it is one. */
 export function findEmailAddressProblem(email: string): EmailAddressProblem | undefined {
   if (email.length > MAX_EMAIL_LENGTH) return 'too_long';
+  // Never normalised (text.ts), so never compared in one form: two spellings would be two addresses (review).
+  if (hasLongCombiningRun(email)) return 'invalid';
   const parts = splitEmail(email);
   if (!parts) return 'invalid';
   const localOctets = Buffer.byteLength(parts.local);
@@ -126,7 +128,7 @@ export const isEmailAddress = (email: string): boolean => findEmailAddressProble
  */
 export function canonicalEmail(email: string): string {
   const trimmed = email.trim();
-  // No address holds such a run; normalising it would take time in its square (text.ts).
+  // No address holds such a run (findEmailAddressProblem); normalising it would take time in its square (text.ts).
   if (hasLongCombiningRun(trimmed)) return trimmed.toLowerCase();
   const parts = splitEmail(trimmed);
   const domain = parts && asciiDomain(parts.domain);

@@ -6,7 +6,9 @@
  */
 export const MAX_COMBINING_RUN = 30;
 
-const LONG_COMBINING_RUN = new RegExp(`\\p{M}{${MAX_COMBINING_RUN + 1}}`, 'u');
+// Marks, and the two letters that NFKC makes marks of (the half-width katakana voiced sound marks, U+FF9E and U+FF9F,
+// become U+3099 and U+309A): the characters whose decompositions begin with a non-starter (review).
+const LONG_COMBINING_RUN = new RegExp(`[\\p{M}\\uFF9E\\uFF9F]{${MAX_COMBINING_RUN + 1}}`, 'u');
 
 /** Whether the text holds more than MAX_COMBINING_RUN combining marks in a row: in linear time. */
 export const hasLongCombiningRun = (text: string): boolean => LONG_COMBINING_RUN.test(text);

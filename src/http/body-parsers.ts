@@ -190,9 +190,22 @@ export function registerFormParser(app: FastifyInstance): void {
           }
         }
       }
-      done(null, parseQueryString(text));
+      done(null, withoutEmptyCopies(parseQueryString(text)));
     },
   );
+}
+
+/**
+ * RFC 6749 §3.2: a parameter sent without a value is treated as omitted, so the empty copies of a repeated one repeat
+ * nothing (the seed logs `scope=&scope=&…` in); the parameter is empty when every copy is.
+ */
+function withoutEmptyCopies(fields: Record<string, unknown>): Record<string, unknown> {
+  for (const [name, value] of Object.entries(fields)) {
+    if (!Array.isArray(value)) continue;
+    const given = value.filter((copy) => copy !== '');
+    if (given.length <= 1) fields[name] = given[0] ?? '';
+  }
+  return fields;
 }
 
 const MULTIPART = 'multipart/form-data';

@@ -46,8 +46,9 @@ const optionalString = (description: string) => Type.Optional(Type.String({ desc
 
 export const TokenRequestBody = Type.Object({
   grant_type: optionalString('password (the default when omitted)'),
-  username: optionalString('The username, in any letter case'),
-  password: Type.Optional(Type.String({ format: 'password' })),
+  // Far above any username or password (32 and 1024 characters once normalised), as every other password field has.
+  username: Type.Optional(Type.String({ maxLength: 256, description: 'The username, in any letter case' })),
+  password: Type.Optional(Type.String({ format: 'password', maxLength: 4096 })),
   refresh_token: optionalString('For grant_type=refresh_token'),
   scope: optionalString(
     'Space-separated: conversation:read, conversation:write, admin. Omitted or empty: conversation:read conversation:write. ' +

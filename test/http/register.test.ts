@@ -337,6 +337,14 @@ describe.each(dialects)('POST /register/ on %s', (dialect) => {
         'email',
         'password',
       ]);
+      const halfWidth = await register(
+        registration({
+          username: 'marks_kana',
+          email: 'marks_kana@example.com',
+          password: `x${'\u0301\uFF9E'.repeat(100)}`,
+        }),
+      );
+      expect(halfWidth.json().detail[0]).toMatchObject({ type: 'password_combining_marks' });
       const run = `a${'\u0301\u0316'.repeat(16)}`;
       const shortRuns = await register(
         registration({

@@ -176,3 +176,11 @@ describe('email addresses', () => {
     expect(findEmailAddressProblem('josé@bücher.de')).toBeUndefined();
   });
 });
+
+// Never normalised, so never compared in one form: two spellings of it would be two addresses (review).
+describe('an address with more than 30 combining marks in a row', () => {
+  it('is no email address', () => {
+    expect(findEmailAddressProblem(`user@e${'\u0301'.repeat(31)}.com`)).toBe('invalid');
+    expect(findEmailAddressProblem(`us${'\u0301'.repeat(31)}er@example.com`)).toBe('invalid');
+  });
+});

@@ -1,5 +1,9 @@
 import { describe, expect, it } from 'vitest';
-import { MAX_SMTP_TIMEOUT_MS, smtpTransportOptions } from '../../src/outbound/smtp.ts';
+import {
+  MAX_SMTP_TIMEOUT_MS,
+  smtpTransportOptions,
+  withoutAddressesOrTokens,
+} from '../../src/outbound/smtp.ts';
 import { MAIL_LEASE_MS } from '../../src/services/mail-sender.ts';
 
 describe('SMTP transport options', () => {
@@ -52,5 +56,38 @@ describe('SMTP transport options', () => {
     expect(smtpTransportOptions('smtp://mail.example.com/?greetingTimeout=soon').greetingTimeout).toBe(
       10_000,
     );
+  });
+});
+
+// Found from outside: a server's refusal quoted the recipient, or a content filter's the message and its reset link,
+// and the reason was logged and stored word for word.
+describe('the reason kept of a refused mail', () => {
+  it.each([
+    [
+      '550 <jane.doe+x@example.com>: Recipient address rejected: User unknown in virtual mailbox table',
+      '550 <[address]>: Recipient address rejected: User unknown in virtual mailbox table',
+    ],
+    [
+      '554 5.7.1 spam score high for https://id.example.com/account/reset-password#token=Zm9vYmFyYmF6cXV4cXV1eHF1dXhxdXV4',
+      '554 5.7.1 spam score high for [link to https://id.example.com]',
+    ],
+    [
+      '550-5.1.1 https://support.google.com/mail/?p=NoSuchUser a1b2c3d4e5f6g7h8i9j0k1-prod.mx.google.com',
+      '550-5.1.1 [link to https://support.google.com] a1b2c3d4e5f6g7h8i9j0k1-prod.mx.google.com',
+    ],
+    ['421 mta-outbound-eu-west1-prod.example.net busy', '421 mta-outbound-eu-west1-prod.example.net busy'],
+    ['554 quoted token Zm9vYmFyYmF6cXV4cXV1eHF1dXhxdXV4 here', '554 quoted token [redacted] here'],
+    ['554 part of one 5f2b9c0e1d7a4e3b8c6d', '554 part of one [redacted]'],
+    ['535 see smtp://bob:secret@mail.example.com', '535 see [link to smtp://…]'],
+    [
+      '451 Internationalisation-unsupported-here, try later',
+      '451 Internationalisation-unsupported-here, try later',
+    ],
+  ])('keeps the words of %j', (reply, kept) => {
+    expect(withoutAddressesOrTokens(reply)).toBe(kept);
+  });
+
+  it('cuts a reply to 2,000 characters before reading it', () => {
+    expect(withoutAddressesOrTokens(`550 ${'a'.repeat(40_000)}://x`)).toBe(`550 ${'a'.repeat(1996)}`);
   });
 });

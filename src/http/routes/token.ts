@@ -117,8 +117,6 @@ function answerInCookies(
   return readable;
 }
 
-const FORM_TYPE = /^\s*application\/x-www-form-urlencoded\s*(;|$)/i;
-
 export const tokenRoutes: FastifyPluginAsyncTypebox<{
   login: LoginService;
   sessions: SessionsService;
@@ -150,20 +148,13 @@ export const tokenRoutes: FastifyPluginAsyncTypebox<{
 
   // RFC 6749 §3.2 and ASVS 14.2.1: credentials never travel in the URL.
   // RFC 6749 §3.2: a parameter sent without a value is treated as omitted; in JSON, that is null. The seed's own
-  // LoginData(...).dict() sends its unset fields so, and the seed logs such a body in. In a form, the empty copies of
-  // a repeated parameter are omitted ones, and repeat nothing (the seed logs `scope=&scope=&…` in).
+  // LoginData(...).dict() sends its unset fields so, and the seed logs such a body in. (A form's empty copies of a
+  // parameter: its parsers, body-parsers.ts.)
   app.addHook('preValidation', (request, _reply, done) => {
     const body = request.body;
     if (body !== null && typeof body === 'object' && !Array.isArray(body)) {
-      const fields = body as Record<string, unknown>;
-      // A form's repeated parameter is an array; a JSON array stays what it is, a value of the wrong type.
-      const isForm = FORM_TYPE.test(request.headers['content-type'] ?? '');
-      for (const [name, value] of Object.entries(fields)) {
-        if (value === null) delete fields[name];
-        else if (isForm && Array.isArray(value)) {
-          const given = value.filter((copy) => copy !== '');
-          if (given.length <= 1) fields[name] = given[0] ?? '';
-        }
+      for (const [name, value] of Object.entries(body)) {
+        if (value === null) delete (body as Record<string, unknown>)[name];
       }
     }
     done();
