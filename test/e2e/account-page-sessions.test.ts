@@ -66,6 +66,35 @@ describe.skipIf(skipWithoutChromium('the account page sessions suite')).each(DIA
         );
       }));
 
+    // Found from outside: the first account's authenticator key (and, once set up, its recovery codes) stayed on
+    // screen under the name of the account another tab had signed in.
+    it("takes the first account's authenticator key and drafts off the page when another tab signs in another", () =>
+      run('tab-switch-secrets', async ({ page, context }) => {
+        const x = await registerUser(ctx);
+        const y = await registerUser(ctx);
+        await page.goto('/');
+        await signInWithForm(page, x.username, x.password);
+        await expectSignedIn(page, x.username);
+        await page.locator('#totp-start-password').fill(x.password);
+        await page.getByRole('button', { name: 'Set up an authenticator app' }).click();
+        await page.locator('#totp-setup').waitFor({ state: 'visible' });
+        expect(((await page.locator('#totp-secret').textContent()) ?? '').trim()).not.toBe('');
+        const other = await context.newPage();
+        await other.goto(ctx.url('/'));
+        await expectSignedIn(other, x.username);
+        await other.getByRole('button', { name: 'Sign out', exact: true }).click();
+        await expectSignedOut(other);
+        await signInWithForm(other, y.username, y.password);
+        await expectSignedIn(other, y.username);
+
+        await page.getByLabel('New message').fill('a draft of the first account');
+        await page.getByRole('button', { name: 'Add message' }).click();
+        await expect.poll(() => page.locator('#who-name').textContent()).toBe(y.username);
+        expect(await page.locator('#totp-setup').isHidden()).toBe(true);
+        expect(((await page.locator('#totp-secret').textContent()) ?? '').trim()).toBe('');
+        expect(await page.getByLabel('New message').inputValue()).toBe('');
+      }));
+
     // Found in review: a second request already on its way when the first one's refresh brought the other account
     // compared the account after that refresh with itself, and went out in the new account's name.
     it('sends none of several requests in flight in the name of the account another tab signed in', () =>

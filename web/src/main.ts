@@ -72,19 +72,28 @@ const when = (iso: string) => {
 };
 
 function showSignedOut(message?: string): void {
-  user = undefined;
   byId('loading').hidden = true;
   byId('signed-in').hidden = true;
   byId('who').hidden = true;
   byId('signed-out').hidden = false;
+  forgetShownAccount();
+  if (message) announce(message);
+  document.title = 'Sign in · Gatehouse';
+}
+
+/**
+ * Takes off the page everything of the account it showed: its lists, what its forms hold, and an authenticator app's
+ * key and recovery codes being shown. Found from outside: after another tab signed in another account, the first
+ * account's key and codes stayed on screen under the new one's name.
+ */
+function forgetShownAccount(): void {
+  user = undefined;
   for (const list of ['session-list', 'activity-list', 'message-list']) byId(list).replaceChildren();
   for (const form of byId('signed-in').querySelectorAll('form')) form.reset();
   // Every form starts clean for whoever uses the page next, the signed-out ones too.
   for (const form of document.querySelectorAll('form')) clearErrors(form);
   clearFactors();
   leaveSecondStep();
-  if (message) announce(message);
-  document.title = 'Sign in · Gatehouse';
 }
 
 /** Shows the account; `focus` moves the focus to its heading as soon as it is on screen (after a sign-in). */
@@ -446,6 +455,7 @@ async function start(): Promise<void> {
     byId('signin-username').focus();
   });
   whenAccountChanged(() => {
+    forgetShownAccount();
     void showSignedIn(true).then(
       () =>
         announce(
