@@ -105,6 +105,8 @@ export interface SessionsService {
   revokeSession(sessionId: string, reason: string): Promise<void>;
   /** Ends the session of a refresh or access token (RFC 7009); does nothing for a token it does not know. */
   revokeToken(presented: string, context: RequestContext): Promise<void>;
+  /** Whether the refresh token, its secret checked, is one of a session still live. */
+  isRefreshTokenLive(presented: string): Promise<boolean>;
   /** Ends every session of the user, except one if named, and forgets their trusted clients; returns how many ended. */
   revokeEverySession(userId: number, reason: string, exceptSessionId?: string): Promise<number>;
   /** Ends every session of the user whose login used no second factor, except one if named; returns how many. */
@@ -329,6 +331,17 @@ export function createSessionsService(deps: SessionsDependencies): SessionsServi
         await sessions.revokeSession(verified.sessionId, 'revoked', clock.now());
         context.audit('session_revoked', { userId: verified.userId, sessionId: verified.sessionId });
       }
+    },
+
+    async isRefreshTokenLive(presented) {
+      const refresh = parseRefreshToken(presented);
+      if (!refresh) return false;
+      const stored = await refreshTokens.findRefreshToken(refresh.id);
+      return (
+        stored !== undefined &&
+        refreshSecretMatches(refresh.secret, stored.secretHash) &&
+        isLive(stored.session, clock.now())
+      );
     },
 
     async revokeEverySession(userId, reason, exceptSessionId) {

@@ -240,6 +240,56 @@ describe.each(dialects)('the web client (cookie mode) on %s', (dialect) => {
       return response;
     };
 
+    // Found from outside: a tab still showing the first account signed out after another tab had signed in a second,
+    // and the cookie, the second's, went with it while its session lived on with nothing holding its token.
+    it.each([
+      ['POST', '/logout'],
+      ['POST', '/logout/all'],
+      ['DELETE', '/users/me'],
+    ])(
+      '%s %s keeps a cookie that another live session holds now, and ends only its own',
+      async (method, url) => {
+        const first = await signIn(await newUser());
+        const second = await signIn(await newUser());
+        const response = await t.app.inject({
+          method: method as 'POST',
+          url,
+          headers: {
+            ...WEB,
+            authorization: `Bearer ${first.accessToken}`,
+            cookie: `${REFRESH}=${second.refresh}`,
+          },
+          ...(method === 'DELETE' ? { payload: { password: STRONG_PASSWORD } } : {}),
+        });
+        expect(response.statusCode).toBe(204);
+        expect(cookieNamed(response.headers, REFRESH)).toBeUndefined();
+        const me = await t.app.inject({
+          method: 'GET',
+          url: '/users/me',
+          headers: { authorization: `Bearer ${first.accessToken}` },
+        });
+        expect(me.statusCode).toBe(401);
+        expect((await refreshWith(second.refresh)).statusCode).toBe(200);
+      },
+    );
+
+    it('clears a cookie whose session the sign-out ended, or that names none', async () => {
+      const { accessToken, refresh } = await signIn(await newUser());
+      const own = await t.app.inject({
+        method: 'POST',
+        url: '/logout',
+        headers: { ...WEB, authorization: `Bearer ${accessToken}`, cookie: `${REFRESH}=${refresh}` },
+      });
+      expect(cookieNamed(own.headers, REFRESH)?.attributes.get('max-age')).toBe('0');
+      const other = await signIn(await newUser());
+      const stale = await t.app.inject({
+        method: 'POST',
+        url: '/logout',
+        headers: { ...WEB, authorization: `Bearer ${other.accessToken}`, cookie: `${REFRESH}=${refresh}` },
+      });
+      expect(cookieNamed(stale.headers, REFRESH)?.attributes.get('max-age')).toBe('0');
+    });
+
     it('POST /logout', () => signOut('POST', '/logout'));
     it('POST /logout/all', () => signOut('POST', '/logout/all'));
     it('DELETE /users/me clears the device cookie too', async () => {

@@ -1,4 +1,5 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import type { FastifyReply, FastifyRequest } from 'fastify';
 import Type from 'typebox';
 import type { ListedSession } from '../../domain/session.ts';
 import type { AccountsService } from '../../services/accounts.ts';
@@ -33,6 +34,23 @@ export const accountRoutes: FastifyPluginAsyncTypebox<{
   sessions: SessionsService;
   cookies: WebClientCookies;
 }> = async (app, { accounts, sessions, cookies }) => {
+  /**
+   * After a sign-out of the web client, its refresh cookie goes unless another session, still live, holds it: the
+   * cookie is the browser's, and another tab may have signed in since. Found from outside: a tab still showing the
+   * first account signed out, the cookie of the account another tab had signed in went with it, and that session
+   * lived on with nothing holding its token.
+   */
+  const forgetCookiesOfEndedSession = async (
+    request: FastifyRequest,
+    reply: FastifyReply,
+    device = false,
+  ) => {
+    if (!isWebClient(request)) return;
+    const held = cookies.refreshTokenOf(request);
+    if (held && (await sessions.isRefreshTokenLive(held))) return;
+    cookies.forgetRefreshToken(request, reply);
+    if (device) cookies.forgetDeviceToken(request, reply);
+  };
   app.post(
     '/logout',
     {
@@ -48,7 +66,7 @@ export const accountRoutes: FastifyPluginAsyncTypebox<{
       await sessions.revokeSession(sessionId, 'logout');
       requestContext(request).audit('logout', { userId: user.id, sessionId });
       // The device cookie stays: the browser remains a known client of the account at its next sign-in.
-      if (isWebClient(request)) cookies.forgetRefreshToken(request, reply);
+      await forgetCookiesOfEndedSession(request, reply);
       return reply.code(204).send(null);
     },
   );
@@ -67,7 +85,7 @@ export const accountRoutes: FastifyPluginAsyncTypebox<{
       const { user } = request.auth!;
       const ended = await sessions.revokeEverySession(user.id, 'logout_all');
       requestContext(request).audit('logout_all', { userId: user.id, ended });
-      if (isWebClient(request)) cookies.forgetRefreshToken(request, reply);
+      await forgetCookiesOfEndedSession(request, reply);
       return reply.code(204).send(null);
     },
   );
@@ -196,10 +214,7 @@ export const accountRoutes: FastifyPluginAsyncTypebox<{
       await accounts.deleteAccount(user.id, request.body.password, sessionId, requestContext(request));
       // The name stays with the events that outlive the account, for whoever investigates what happened to it.
       requestContext(request).audit('user_deleted', { userId: user.id, username: user.username });
-      if (isWebClient(request)) {
-        cookies.forgetRefreshToken(request, reply);
-        cookies.forgetDeviceToken(request, reply);
-      }
+      await forgetCookiesOfEndedSession(request, reply, true);
       return reply.code(204).send(null);
     },
   );
