@@ -41,6 +41,26 @@ describe.skipIf(skipWithoutChromium('the account page states suite')).each(DIALE
     const run = (name: string, steps: (run: { page: Page }) => Promise<void>) =>
       inPage(chromium.browser, ctx.url(''), `${dialect}-states-${name}`, steps);
 
+    // Found from outside: the field's maxlength counted UTF-16 units, and 3,000 emoji pasted were cut to 2,000.
+    it('posts a message of 3,000 emoji whole, and says a message over 4,000 characters is too long', () =>
+      run('emoji-length', async ({ page }) => {
+        const user = await registerUser(ctx);
+        await page.goto('/');
+        await signInWithForm(page, user.username, user.password);
+        await expectSignedIn(page, user.username);
+        const emoji = '\u{1F642}'.repeat(3000);
+        await page.locator('#message-text').fill(emoji);
+        const posted = page.waitForResponse((response) => response.url().endsWith('/conversation/messages'));
+        await page.getByRole('button', { name: 'Add message' }).click();
+        expect((await posted).status()).toBe(201);
+        expect(JSON.parse((await (await posted).request().postData()) ?? '{}').text).toBe(emoji);
+
+        await page.locator('#message-text').fill('a'.repeat(4001));
+        await page.getByRole('button', { name: 'Add message' }).click();
+        await expect.poll(() => page.locator('#message-text').getAttribute('aria-invalid')).toBe('true');
+        expect(await page.locator('#message-text-error').textContent()).toContain('at most 4000 characters');
+      }));
+
     it('starts the next account signed in with clean forms, and keeps the focus after a submission', () =>
       run('clean-forms', async ({ page }) => {
         await page.goto('/');

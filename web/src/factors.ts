@@ -4,7 +4,16 @@
 import { generate } from 'lean-qr';
 import { toSvg } from 'lean-qr/extras/svg';
 import { ApiError, type Ceremony, call, type MfaStatus, type Passkey, type TotpEnrolment } from './api.ts';
-import { announce, byId, el, FormProblem, handleForm, secondFactorOf, text } from './forms.ts';
+import {
+  announce,
+  byId,
+  el,
+  FormProblem,
+  handleForm,
+  refuseOverLength,
+  secondFactorOf,
+  text,
+} from './forms.ts';
 import { createPasskey, type PublicKeyCredentialCreationOptionsJSON } from './webauthn.ts';
 
 let afterChange: () => Promise<void> = async () => {};
@@ -157,7 +166,7 @@ function passkeyItem(passkey: Passkey, index: number): HTMLLIElement {
       name: 'name',
       label: `New name for ${passkey.name}`,
       value: passkey.name,
-      attributes: { maxlength: '64' },
+      attributes: { maxlength: '128' },
     },
   ]);
   renameForm.append(
@@ -171,6 +180,7 @@ function passkeyItem(passkey: Passkey, index: number): HTMLLIElement {
   handleForm(renameForm, async (fields) => {
     const newName = text(fields, 'name').trim();
     if (!newName) throw new FormProblem('Give the passkey a name.', new Map([['name', 'Enter a name.']]));
+    refuseOverLength(newName, 64, 'name', "A passkey's name");
     await call('PATCH', path, { name: newName });
     await loadPasskeys();
     announce(`Passkey renamed to ${newName}.`);
@@ -402,6 +412,7 @@ export function wireFactors(onChange: () => Promise<void>): void {
   const addForm = byId<HTMLFormElement>('passkey-add-form');
   handleForm(addForm, async (fields) => {
     const name = text(fields, 'name').trim();
+    refuseOverLength(name, 64, 'name', "A passkey's name");
     const ceremony = await withSecondFactor(addForm, () =>
       call<Ceremony<PublicKeyCredentialCreationOptionsJSON>>(
         'POST',

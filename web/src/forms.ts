@@ -126,6 +126,19 @@ export function runInForm(
 }
 
 /** Reads a text field of the form. */
+/**
+ * Refuses a value over `limit` characters as the server counts them, in code points (an emoji is one). A field's
+ * maxlength counts UTF-16 units, two for an emoji, so fields take twice the limit and this says what is too long
+ * (found from outside: 3,000 emoji pasted into a message were cut to 2,000 without a word).
+ */
+export function refuseOverLength(value: string, limit: number, field: string, what: string): void {
+  const length = [...value].length;
+  if (length > limit) {
+    const message = `${what} can be at most ${limit} characters long; this one has ${length}.`;
+    throw new FormProblem(message, new Map([[field, message]]));
+  }
+}
+
 export function text(fields: FormData, name: string): string {
   const value = fields.get(name);
   return typeof value === 'string' ? value : '';

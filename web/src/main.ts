@@ -15,7 +15,7 @@ import {
 } from './api.ts';
 import { clearFactors, loadFactors, wireFactors } from './factors.ts';
 import { wireForgotForm } from './forgot.ts';
-import { announce, byId, clearErrors, el, FormProblem, handleForm, text } from './forms.ts';
+import { announce, byId, clearErrors, el, FormProblem, handleForm, refuseOverLength, text } from './forms.ts';
 import { leaveSecondStep, startSecondStep, wireSecondStep } from './second-step.ts';
 
 const ACTIVITY_PAGE = 10;
@@ -391,6 +391,7 @@ function wireSignedIn(): void {
     if (!message) {
       throw new FormProblem('Write a message first.', new Map([['text', 'Write a message first.']]));
     }
+    refuseOverLength(message, 4000, 'text', 'A message');
     await call('POST', '/conversation/messages', { text: message });
     messageForm.reset();
     await loadMessages(true);
