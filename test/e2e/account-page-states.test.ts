@@ -61,6 +61,35 @@ describe.skipIf(skipWithoutChromium('the account page states suite')).each(DIALE
         expect(await page.locator('#message-text-error').textContent()).toContain('at most 4000 characters');
       }));
 
+    // Found from outside: on the last page the button hid under the focus, which fell to the page's body.
+    it('moves the focus to the first older message loaded, from the keyboard', () =>
+      run('older-focus', async ({ page }) => {
+        const user = await registerUser(ctx);
+        const token = await login(ctx, user.username, user.password);
+        for (let index = 0; index < 24; index += 1) {
+          const posted = await postJson(
+            ctx.url('/conversation/messages'),
+            { text: `message ${index}` },
+            {
+              authorization: `Bearer ${token}`,
+            },
+          );
+          expect(posted.status).toBe(201);
+        }
+        await page.goto('/');
+        await signInWithForm(page, user.username, user.password);
+        await expectSignedIn(page, user.username);
+        await page.locator('#messages-more').waitFor({ state: 'visible' });
+        await page.locator('#messages-more').focus();
+        await page.keyboard.press('Enter');
+        await page.locator('#messages-more').waitFor({ state: 'hidden' });
+        await expect
+          .poll(() => page.evaluate('document.activeElement?.closest("#message-list") !== null'))
+          .toBe(true);
+        expect(await page.evaluate('document.activeElement?.textContent ?? ""')).toContain('message 3');
+        await expect.poll(() => page.locator('#status').textContent()).toContain('5 older messages shown.');
+      }));
+
     it('starts the next account signed in with clean forms, and keeps the focus after a submission', () =>
       run('clean-forms', async ({ page }) => {
         await page.goto('/');

@@ -141,6 +141,7 @@ async function loadMessages(fromStart: boolean): Promise<void> {
   );
   const list = byId('message-list');
   if (fromStart) list.replaceChildren();
+  const shownBefore = list.childElementCount;
   for (const message of page.messages) {
     const author = message.author === 'system' ? 'Gatehouse · ' : 'You · ';
     list.append(
@@ -155,6 +156,19 @@ async function loadMessages(fromStart: boolean): Promise<void> {
   messagesNext = page.next;
   byId('messages-more').hidden = messagesNext === null;
   byId('messages-empty').hidden = list.childElementCount > 0;
+  if (!fromStart) focusFirstLoaded(list, shownBefore, 'older messages');
+}
+
+/**
+ * After "Older …", the focus moves to the first item loaded, and their number is said: the button it was on hides
+ * once the list is whole (found from outside: the focus fell to the page's body, and the next Tab to "Sign out").
+ */
+function focusFirstLoaded(list: HTMLElement, shownBefore: number, what: string): void {
+  const first = list.children[shownBefore];
+  if (!(first instanceof HTMLElement)) return;
+  first.tabIndex = -1;
+  first.focus();
+  announce(`${list.childElementCount - shownBefore} ${what} shown.`);
 }
 
 async function loadSessions(): Promise<void> {
@@ -253,6 +267,7 @@ async function loadActivity(fromStart: boolean): Promise<void> {
   );
   const list = byId('activity-list');
   if (fromStart) list.replaceChildren();
+  const shownBefore = list.childElementCount;
   for (const event of page.events) {
     list.append(
       el(
@@ -271,6 +286,7 @@ async function loadActivity(fromStart: boolean): Promise<void> {
   }
   activityNext = page.next;
   byId('activity-more').hidden = activityNext === null;
+  if (!fromStart) focusFirstLoaded(list, shownBefore, 'older events');
 }
 
 /** A failure outside a form (a button in a list): said in the status region. */
