@@ -470,6 +470,11 @@ export function createAccountsService(deps: AccountsDependencies): AccountsServi
       if (newEmail !== undefined) {
         deps.emailChanges.queued();
         context.audit('email_change_requested', { userId });
+      } else if (email !== undefined && previous) {
+        // The same mailbox spelled otherwise changes at once, and the current address again drops a pending one: both
+        // are changes of the account the activity shows (found from outside: neither was recorded).
+        if (user.email !== previous.email) context.audit('email_changed', { userId, reason: 'respelled' });
+        if (previous.pendingEmail != null) context.audit('email_change_cancelled', { userId });
       }
       return user;
     },

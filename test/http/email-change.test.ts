@@ -199,6 +199,9 @@ describe.each(dialects)('email change on %s', (dialect) => {
     expect(back.statusCode).toBe(200);
     expect(back.json()).toMatchObject({ email: user.email.toUpperCase(), pending_email: null, age: 31 });
     expect(await unspentTokens(user.id)).not.toContain(`verify_email:${address}`);
+    expect(await events(user.id)).toEqual(
+      expect.arrayContaining(['email_change_requested', 'email_change_cancelled']),
+    );
     expect((await verify(link)).statusCode).toBe(400);
     expect((await call('GET', '/users/me', accessToken)).json()).toMatchObject({
       email: user.email.toUpperCase(),
@@ -248,6 +251,11 @@ describe.each(dialects)('email change on %s', (dialect) => {
     expect(response.json()).toMatchObject({ email: user.email.toUpperCase(), pending_email: null });
     expect(await outboxMails(t.database, user.email.toUpperCase())).toEqual([]);
     expect(await outboxMails(t.database, user.email)).toEqual([]);
+    // Found from outside: the address changed and the activity said nothing of it.
+    expect(await events(user.id)).toContain('email_changed');
+    const again = await call('PATCH', '/users/me', accessToken, { email: user.email.toUpperCase() });
+    expect(again.statusCode).toBe(200);
+    expect((await events(user.id)).filter((event) => event === 'email_changed')).toHaveLength(1);
   });
 
   it('still refuses a wrong current_password, changing nothing and mailing nothing', async () => {

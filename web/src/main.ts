@@ -39,6 +39,7 @@ const EVENT_LABELS: Record<string, string> = {
   password_check_throttled: 'Password checks throttled',
   email_changed: 'Email changed',
   email_change_requested: 'Email change requested',
+  email_change_cancelled: 'Email change cancelled',
   email_verification_requested: 'Verification mail requested',
   email_verified: 'Email verified',
   password_reset_requested: 'Password reset requested',
@@ -416,16 +417,22 @@ function wireSignedIn(): void {
 
   const emailForm = byId<HTMLFormElement>('email-form');
   handleForm(emailForm, async (fields) => {
+    const before = user;
     user = await call<User>('PATCH', '/users/me', {
       email: text(fields, 'email').trim(),
       current_password: text(fields, 'current_password'),
     });
     showEmail(user);
     emailForm.reset();
+    // Found from outside: sending the current address again, which cancels a pending change, said "Email changed".
     announce(
       user.pending_email
         ? `A link is on its way to ${user.pending_email}. Your address changes when you open it.`
-        : `Email changed to ${user.email}.`,
+        : before?.pending_email && before.email === user.email
+          ? `The change to ${before.pending_email} is cancelled: your address stays ${user.email}.`
+          : before?.email === user.email
+            ? `Your address stays ${user.email}.`
+            : `Email changed to ${user.email}.`,
     );
     await loadActivity(true);
   });
