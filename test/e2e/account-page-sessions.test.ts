@@ -29,13 +29,20 @@ describe.skipIf(skipWithoutChromium('the account page sessions suite')).each(DIA
     const run = (name: string, steps: (run: PageRun) => Promise<void>) =>
       inPage(chromium.browser, ctx.url(''), `${dialect}-${name}`, steps);
 
-    /** Signs `page` in as a new X, then another tab of the same browser signs out and in as a new Y. */
-    const switchAccountInAnotherTab = async ({ page, context }: PageRun) => {
+    /**
+     * Signs `page` in as a new X (then runs `meanwhile` there), then another tab of the same browser signs out and in
+     * as a new Y.
+     */
+    const switchAccountInAnotherTab = async (
+      { page, context }: PageRun,
+      meanwhile: (x: { username: string; password: string }) => Promise<void> = async () => {},
+    ) => {
       const x = await registerUser(ctx);
       const y = await registerUser(ctx);
       await page.goto('/');
       await signInWithForm(page, x.username, x.password);
       await expectSignedIn(page, x.username);
+      await meanwhile(x);
       const other = await context.newPage();
       await other.goto(ctx.url('/'));
       await expectSignedIn(other, x.username);
@@ -70,22 +77,12 @@ describe.skipIf(skipWithoutChromium('the account page sessions suite')).each(DIA
     // screen under the name of the account another tab had signed in.
     it("takes the first account's authenticator key and drafts off the page when another tab signs in another", () =>
       run('tab-switch-secrets', async ({ page, context }) => {
-        const x = await registerUser(ctx);
-        const y = await registerUser(ctx);
-        await page.goto('/');
-        await signInWithForm(page, x.username, x.password);
-        await expectSignedIn(page, x.username);
-        await page.locator('#totp-start-password').fill(x.password);
-        await page.getByRole('button', { name: 'Set up an authenticator app' }).click();
-        await page.locator('#totp-setup').waitFor({ state: 'visible' });
-        expect(((await page.locator('#totp-secret').textContent()) ?? '').trim()).not.toBe('');
-        const other = await context.newPage();
-        await other.goto(ctx.url('/'));
-        await expectSignedIn(other, x.username);
-        await other.getByRole('button', { name: 'Sign out', exact: true }).click();
-        await expectSignedOut(other);
-        await signInWithForm(other, y.username, y.password);
-        await expectSignedIn(other, y.username);
+        const { y } = await switchAccountInAnotherTab({ page, context }, async (x) => {
+          await page.locator('#totp-start-password').fill(x.password);
+          await page.getByRole('button', { name: 'Set up an authenticator app' }).click();
+          await page.locator('#totp-setup').waitFor({ state: 'visible' });
+          expect(((await page.locator('#totp-secret').textContent()) ?? '').trim()).not.toBe('');
+        });
 
         await page.getByLabel('New message').fill('a draft of the first account');
         await page.getByRole('button', { name: 'Add message' }).click();

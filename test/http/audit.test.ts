@@ -195,7 +195,7 @@ describe.each(dialects)('audit trail over HTTP on %s', (dialect) => {
       const tokens = await login(user.username);
       const change = (payload: object) => call('PATCH', '/users/me', tokens.access_token, payload);
       expect((await change({ age: 41 })).statusCode).toBe(200);
-      expect((await change({ email: user.email })).statusCode).toBe(200);
+      expect((await change({ email: `${user.username}@example.com` })).statusCode).toBe(200);
       expect((await lastEvent(user.id))?.event).toBe('login_succeeded');
       // The same mailbox, shown otherwise from now on (found from outside: the activity said nothing of it).
       expect((await change({ email: `${user.username.toUpperCase()}@EXAMPLE.com` })).statusCode).toBe(200);

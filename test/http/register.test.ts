@@ -14,6 +14,13 @@ describe.each(dialects)('POST /register/ on %s', (dialect) => {
 
   const register = (payload: unknown, url = '/register/') =>
     t.app.inject({ method: 'POST', url, payload: payload as object });
+  const registerText = (payload: string) =>
+    t.app.inject({
+      method: 'POST',
+      url: '/register/',
+      headers: { 'content-type': 'application/json' },
+      payload,
+    });
 
   it('logs user_registered with the user id and the client address', async () => {
     const response = await register(
@@ -209,6 +216,11 @@ describe.each(dialects)('POST /register/ on %s', (dialect) => {
     ['{"a":01}', 6],
     ['{"a":"\\u12x4"}', 7],
     ['{"a":"x\ty"}', 7],
+    // After or at a non-finite number, which Python's json module reads.
+    ['{"a":NaN,}', 9],
+    ['{"a":NaNa}', 8],
+    ['{"a":-Inf}', 5],
+    ['{"a":nan}', 5],
   ])('puts the offset of the JSON error in %s into the loc: %i', async (payload, offset) => {
     const response = await t.app.inject({
       method: 'POST',
@@ -228,12 +240,9 @@ describe.each(dialects)('POST /register/ on %s', (dialect) => {
     const fields = JSON.stringify(
       registration({ username: 'nonfinite_ok', email: 'nonfinite_ok@example.com' }),
     );
-    const response = await t.app.inject({
-      method: 'POST',
-      url: '/register/',
-      headers: { 'content-type': 'application/json' },
-      payload: `${fields.slice(0, -1)},"score":NaN,"range":[-Infinity, Infinity],"nested":{"x":NaN,"note":"NaN"}}`,
-    });
+    const response = await registerText(
+      `${fields.slice(0, -1)},"score":NaN,"range":[-Infinity, Infinity],"nested":{"x":NaN,"note":"NaN"}}`,
+    );
     expect(response.statusCode, response.body).toBe(200);
     expect(response.json().username).toBe('nonfinite_ok');
   });
@@ -244,12 +253,7 @@ describe.each(dialects)('POST /register/ on %s', (dialect) => {
       const fields = JSON.stringify(
         registration({ username: 'nonfinite_age', email: 'nonfinite_age@example.com' }),
       );
-      const response = await t.app.inject({
-        method: 'POST',
-        url: '/register/',
-        headers: { 'content-type': 'application/json' },
-        payload: fields.replace(/"age":\d+/, `"age":${age}`),
-      });
+      const response = await registerText(fields.replace(/"age":\d+/, `"age":${age}`));
       expect(response.statusCode).toBe(422);
       expect(response.json().detail).toEqual([
         { loc: ['body', 'age'], msg: 'Input should be a finite number', type: 'finite_number' },
@@ -267,57 +271,21 @@ describe.each(dialects)('POST /register/ on %s', (dialect) => {
     const fields = JSON.stringify(
       registration({ username: 'nonfinite_name', email: 'nonfinite_name@example.com' }),
     );
-    const name = await t.app.inject({
-      method: 'POST',
-      url: '/register/',
-      headers: { 'content-type': 'application/json' },
-      payload: fields.replace('"nonfinite_name"', 'NaN'),
-    });
+    const name = await registerText(fields.replace('"nonfinite_name"', 'NaN'));
     expect(name.statusCode).toBe(422);
     expect(name.json().detail).toEqual([
       { loc: ['body', 'username'], msg: 'Input should be a valid string', type: 'string_type' },
     ]);
-    const whole = await t.app.inject({
-      method: 'POST',
-      url: '/register/',
-      headers: { 'content-type': 'application/json' },
-      payload: ' NaN ',
-    });
+    const whole = await registerText(' NaN ');
     expect(whole.statusCode).toBe(422);
     expect(whole.json().detail[0]).toMatchObject({ loc: ['body'], type: 'model_attributes_type' });
   });
-
-  it.each([
-    ['{"a":NaN,}', 9],
-    ['{"a":NaNa}', 8],
-    ['{"a":-Inf}', 5],
-    ['{"a":nan}', 5],
-  ])(
-    'puts the offset of a JSON error after or at a non-finite number, %s, into the loc: %i',
-    async (payload, offset) => {
-      const response = await t.app.inject({
-        method: 'POST',
-        url: '/register/',
-        headers: { 'content-type': 'application/json' },
-        payload,
-      });
-      expect(response.statusCode).toBe(422);
-      expect(response.json().detail).toEqual([
-        { loc: ['body', offset], msg: 'JSON decode error', type: 'json_invalid' },
-      ]);
-    },
-  );
 
   it('still refuses a __proto__ key beside a non-finite number', async () => {
     const fields = JSON.stringify(
       registration({ username: 'nonfinite_proto', email: 'nonfinite_proto@example.com' }),
     );
-    const response = await t.app.inject({
-      method: 'POST',
-      url: '/register/',
-      headers: { 'content-type': 'application/json' },
-      payload: `${fields.slice(0, -1)},"x":NaN,"__proto__":{"admin":true}}`,
-    });
+    const response = await registerText(`${fields.slice(0, -1)},"x":NaN,"__proto__":{"admin":true}}`);
     expect(response.statusCode).toBe(422);
     expect(response.json().detail[0]).toMatchObject({ type: 'json_invalid' });
   });
