@@ -10,6 +10,7 @@ import type { RequestContext } from '../../src/services/request-context.ts';
 import { FAST_ARGON2, STRONG_PASSWORD, TEST_SECRET } from '../support/build-test-app.ts';
 import { createTestClock } from '../support/clock.ts';
 import { createTestDatabase, dialects, type TestDatabase } from '../support/dialects.ts';
+import { insertLiveSession } from '../support/new-user.ts';
 
 describe.each(dialects)('account changes racing a password change on %s', (dialect) => {
   let database: TestDatabase;
@@ -72,20 +73,7 @@ describe.each(dialects)('account changes racing a password change on %s', (diale
     });
     const sessionId = `s-${username}`;
     const nowMs = clock.now().getTime();
-    await database.db
-      .insertInto('sessions')
-      .values({
-        id: sessionId,
-        user_id: user.id,
-        created_at_ms: nowMs,
-        last_used_at_ms: nowMs,
-        expires_at_ms: nowMs + 3600_000,
-        revoked_at_ms: null,
-        revoked_reason: null,
-        user_agent: null,
-        ip_address: null,
-      })
-      .execute();
+    await insertLiveSession(database.db, sessionId, user.id, nowMs);
     return { accounts, users, user, sessionId };
   }
 

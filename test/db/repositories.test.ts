@@ -6,7 +6,7 @@ import { createSigningKeysRepository } from '../../src/db/signing-keys.ts';
 import { createUsersRepository } from '../../src/db/users.ts';
 import { createConversationsService } from '../../src/services/conversations.ts';
 import { createTestDatabase, dialects, type TestDatabase } from '../support/dialects.ts';
-import { newUser } from '../support/new-user.ts';
+import { insertLiveSession, newUser } from '../support/new-user.ts';
 
 const DEFAULT_SESSION_SCOPE = 'conversation:read conversation:write';
 
@@ -555,20 +555,7 @@ describe.each(dialects)('repositories on %s', (dialect) => {
     const users = createUsersRepository(database.db);
     const sessions = createSessionsRepository(database.db, database.dialect);
     const user = await users.insertUserWithConversation(newUser('Quinn'), 'welcome', now);
-    await database.db
-      .insertInto('sessions')
-      .values({
-        id: 'quinn-old',
-        user_id: user.id,
-        created_at_ms: now.getTime(),
-        last_used_at_ms: now.getTime(),
-        expires_at_ms: now.getTime() + 3600_000,
-        revoked_at_ms: null,
-        revoked_reason: null,
-        user_agent: null,
-        ip_address: null,
-      })
-      .execute();
+    await insertLiveSession(database.db, 'quinn-old', user.id, now.getTime());
     expect((await sessions.findSession('quinn-old'))?.scope).toBe(DEFAULT_SESSION_SCOPE);
   });
 

@@ -6,6 +6,7 @@ import { createSessionsRepository } from '../../src/db/sessions.ts';
 import { createUsersRepository, lockForSession } from '../../src/db/users.ts';
 import { createTestClock } from '../support/clock.ts';
 import { createTestDatabase, dialects, type TestDatabase } from '../support/dialects.ts';
+import { insertLiveSession, newUser } from '../support/new-user.ts';
 
 // Found in review: on PostgreSQL (READ COMMITTED) a write guarded in one statement by "the account enabled and the
 // session live" waited for the user's row held by a password change that ended the session, then re-checked only the
@@ -25,36 +26,18 @@ describe.runIf(dialects.includes('postgres'))(
     async function userWithTwoSessions(name: string) {
       const users = createUsersRepository(database.db);
       const user = await users.insertUserWithConversation(
-        {
-          username: name,
+        newUser(name, {
           usernameCanonical: name,
           usernameSkeleton: name,
-          email: `${name}@example.com`,
           emailCanonical: `${name}@example.com`,
           passwordHash: 'old-hash',
-          age: 30,
-          level: 'beginner',
-        },
+        }),
         'welcome',
         clock.now(),
       );
       const nowMs = clock.now().getTime();
-      for (const id of [`${name}-owner`, `${name}-thief`]) {
-        await database.db
-          .insertInto('sessions')
-          .values({
-            id,
-            user_id: user.id,
-            created_at_ms: nowMs,
-            last_used_at_ms: nowMs,
-            expires_at_ms: nowMs + 3600_000,
-            revoked_at_ms: null,
-            revoked_reason: null,
-            user_agent: null,
-            ip_address: null,
-          })
-          .execute();
-      }
+      for (const id of [`${name}-owner`, `${name}-thief`])
+        await insertLiveSession(database.db, id, user.id, nowMs);
       return { user, owner: `${name}-owner`, thief: `${name}-thief` };
     }
 
