@@ -78,6 +78,14 @@ describe('the reason kept of a refused mail', () => {
     ['421 mta-outbound-eu-west1-prod.example.net busy', '421 mta-outbound-eu-west1-prod.example.net busy'],
     ['554 quoted token Zm9vYmFyYmF6cXV4cXV1eHF1dXhxdXV4 here', '554 quoted token [redacted] here'],
     ['554 part of one 5f2b9c0e1d7a4e3b8c6d', '554 part of one [redacted]'],
+    // Found from outside: a sentence's full stop after a token read as a host name's dot.
+    [
+      '554 5.7.1 Message rejected: suspicious string kAb9TzZIFslh9G_QxwhH5FW3I58GYMpJ2kjw7Db1dVs. Contact postmaster.',
+      '554 5.7.1 Message rejected: suspicious string [redacted]. Contact postmaster.',
+    ],
+    ['554 near 5f2b9c0e1d7a4e3b8c6d. Bye', '554 near [redacted]. Bye'],
+    ['554 5.1.1 unknown "w.x"@example.org', '554 5.1.1 unknown [address]'],
+    ['554 unknown Zed.R%40example.org', '554 unknown [address]'],
     ['535 see smtp://bob:secret@mail.example.com', '535 see [link to smtp://…]'],
     [
       '451 Internationalisation-unsupported-here, try later',
