@@ -402,6 +402,9 @@ export function createPasskeysService(deps: PasskeysDependencies): PasskeysServi
       if (!verification.verified) throw refuse('invalid_attestation');
       const info = verification.registrationInfo;
       const credentialId = info.credential.id;
+      // A browser names the credential it made (L3 §5.1: id is the credential's id); another id is a made-up response
+      // (found from outside: one was stored).
+      if (credentialId !== response.id) throw refuse('credential_id_mismatch');
       if (Buffer.from(credentialId, 'base64url').length > MAX_CREDENTIAL_ID_BYTES)
         throw refuse('credential_id_too_long');
       const count = await passkeys.countPasskeys(userId);

@@ -390,6 +390,8 @@ describe.each(dialects)('passkeys on %s', (dialect) => {
     ['a wrong origin', { origin: 'http://localhost:9999' }],
     ['a wrong RP ID hash', { rpId: 'evil.example' }],
     ['another challenge', { challenge: Buffer.alloc(32, 7).toString('base64url') }],
+    // Found from outside: a made-up response naming another id than its credential's was stored.
+    ["an id other than its credential's", { responseId: Buffer.alloc(32, 9).toString('base64url') }],
   ])('refuses a registration with %s', async (_, overrides) => {
     const account = await newAccount();
     const response = await register(account, overrides);

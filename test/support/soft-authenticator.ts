@@ -85,6 +85,8 @@ export interface CeremonyOverrides {
   challenge?: string;
   /** Uses this credential instead of the newest one the RP allows. */
   credential?: SoftCredential;
+  /** Names this id (and rawId) in a registration's response instead of its credential's: a made-up response. */
+  responseId?: string;
 }
 
 function coseKeyOf(credential: SoftCredential): Buffer {
@@ -177,8 +179,8 @@ export function createSoftAuthenticator(options: SoftAuthenticatorOptions) {
       const attestationObject = encodeCbor({ fmt: 'none', attStmt: new Map(), authData });
       credentials.push(credential);
       return {
-        id: b64url(credential.id),
-        rawId: b64url(credential.id),
+        id: overrides.responseId ?? b64url(credential.id),
+        rawId: overrides.responseId ?? b64url(credential.id),
         type: 'public-key',
         response: {
           clientDataJSON: b64url(clientData('webauthn.create', creation.challenge, overrides)),
