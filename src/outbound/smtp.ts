@@ -138,8 +138,8 @@ const MAX_REPLY_LENGTH = 2000;
  * A server's refusal may quote the recipient (`550 <user@…>: User unknown`) or the message (a content filter's `554 …
  * for https://…#token=…`), and the reason is logged and stored: found from outside, a reset link stayed in the outbox
  * after its mail was sent, and reset the password. The server's words stay; an address goes, a link keeps only its
- * origin, and a run of a token's alphabet (20 characters or more) goes when it holds a digit and is no part of a host
- * name, or is as long as a token and mixes its letters' case as no word does.
+ * origin, and a run of a token's alphabet goes when it is as long as a token and holds a digit or mixes its letters'
+ * case as no word does, or when it is shorter (20 characters or more), holds a digit and is no label of a host name.
  */
 export function withoutAddressesOrTokens(reply: string): string {
   return reply
