@@ -45,9 +45,7 @@ describe.skipIf(skipWithoutChromium('the account page states suite')).each(DIALE
     it('posts a message of 3,000 emoji whole, and says a message over 4,000 characters is too long', () =>
       run('emoji-length', async ({ page }) => {
         const user = await registerUser(ctx);
-        await page.goto('/');
-        await signInWithForm(page, user.username, user.password);
-        await expectSignedIn(page, user.username);
+        await openSignedIn(page, user);
         const emoji = '\u{1F642}'.repeat(3000);
         await page.locator('#message-text').fill(emoji);
         const posted = page.waitForResponse((response) => response.url().endsWith('/conversation/messages'));
@@ -76,9 +74,7 @@ describe.skipIf(skipWithoutChromium('the account page states suite')).each(DIALE
           );
           expect(posted.status).toBe(201);
         }
-        await page.goto('/');
-        await signInWithForm(page, user.username, user.password);
-        await expectSignedIn(page, user.username);
+        await openSignedIn(page, user);
         await page.locator('#messages-more').waitFor({ state: 'visible' });
         await page.locator('#messages-more').focus();
         await page.keyboard.press('Enter');
